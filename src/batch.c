@@ -1,0 +1,151 @@
+/*
+ * batch.c - the turn's pending input.
+ *
+ * Records and error texts live in one arena that is reused from turn to
+ * turn, so steady-state ingest does not allocate per event.  Items refer
+ * to the arena by offset because it may move when it grows.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "batch.h"
+
+void
+tidei_batch_init(tidei_batch *b, size_t max_event)
+{
+	memset(b, 0, sizeof *b);
+	tidei_eparser_init(&b->parser, max_event);
+}
+
+void
+tidei_batch_free(tidei_batch *b)
+{
+	tidei_buf_free(&b->arena);
+	free(b->items);
+	free(b->w);
+	tidei_eparser_free(&b->parser);
+	memset(b, 0, sizeof *b);
+}
+
+static int
+grow_items(tidei_batch *b)
+{
+	size_t cap = b->cap ? b->cap * 2 : 1024;
+	tidei_item *p = realloc(b->items, cap * sizeof *p);
+
+	if (p == NULL)
+		return -1;
+	b->items = p;
+	b->cap = cap;
+	return 0;
+}
+
+static void
+sink(void *ud, const uint8_t *rec, size_t len, const char *err)
+{
+	tidei_batch *b = ud;
+	tidei_item *it;
+
+	if (b->n == b->cap && grow_items(b) != 0) {
+		b->arena.failed = 1;
+		return;
+	}
+	it = &b->items[b->n++];
+	it->off = b->arena.len;
+	it->duplicate = 0;
+	it->seq = 0;
+	if (err == NULL) {
+		it->len = (uint32_t)len;
+		it->code = TIDE_OK;
+		tidei_buf_put(&b->arena, rec, len);
+		b->valid++;
+	} else {
+		it->len = 0;
+		it->code = TIDE_EEVENT;
+		tidei_buf_put(&b->arena, err, strlen(err) + 1);
+	}
+}
+
+long
+tidei_batch_add(tidei_batch *b, const char *msg, size_t len)
+{
+	size_t n0 = b->n, a0 = b->arena.len, v0 = b->valid;
+	long got = tidei_eparser_run(&b->parser, msg, len, sink, b);
+
+	if (got < 0 || b->arena.failed) {
+		b->n = n0;
+		b->arena.len = a0;
+		b->arena.failed = 0;
+		b->valid = v0;
+		return -1;
+	}
+	return (long)(b->n - n0);
+}
+
+int
+tidei_batch_wait(tidei_batch *b, size_t first, size_t count, tidei_waiter_fn *fn, void *ud,
+                 void *ctx)
+{
+	if (b->nw == b->wcap) {
+		size_t cap = b->wcap ? b->wcap * 2 : 64;
+		tidei_waiter *p = realloc(b->w, cap * sizeof *p);
+		if (p == NULL)
+			return -1;
+		b->w = p;
+		b->wcap = cap;
+	}
+	b->w[b->nw++] = (tidei_waiter){fn, ud, ctx, first, count};
+	return 0;
+}
+
+void
+tidei_batch_fail_all(tidei_batch *b, int code, const char *msg)
+{
+	for (size_t k = 0; k < b->n; k++) {
+		tidei_item *it = &b->items[k];
+		if (it->len == 0)
+			continue;
+		it->code = code;
+		it->len = 0;
+		it->off = b->arena.len;
+		tidei_buf_put(&b->arena, msg, strlen(msg) + 1);
+	}
+	b->valid = 0;
+}
+
+void
+tidei_batch_finish(tidei_batch *b)
+{
+	for (size_t k = 0; k < b->nw; k++)
+		b->w[k].fn(b->w[k].ud, b->w[k].ctx, b, b->w[k].first, b->w[k].count);
+	b->n = b->nw = b->valid = 0;
+	tidei_buf_reset(&b->arena);
+}
+
+void
+tidei_batch_reply(const tidei_batch *b, size_t first, size_t count, tidei_buf *out)
+{
+	char tmp[64];
+
+	for (size_t k = first; k < first + count; k++) {
+		const tidei_item *it = &b->items[k];
+		const char *err = tidei_batch_error(b, it);
+		if (k > first)
+			tidei_buf_putc(out, '\n');
+		if (err != NULL) {
+			tidei_buf_puts(out, "{\"ok\":false,\"error\":");
+			tidei_json_str(out, err, strlen(err));
+			tidei_buf_putc(out, '}');
+		} else if (it->duplicate) {
+			tidei_buf_printf(out, "{\"ok\":true,\"duplicate\":true,\"seq\":%llu}",
+			                 (unsigned long long)it->seq);
+		} else {
+			int n = snprintf(tmp, sizeof tmp, "{\"ok\":true,\"seq\":%llu}",
+			                 (unsigned long long)it->seq);
+			tidei_buf_put(out, tmp, (size_t)n);
+		}
+	}
+}

@@ -1,0 +1,79 @@
+/*
+ * batch.h - the input of one loop turn: the events parsed from every
+ * message received during the turn, waiting for the group commit, and the
+ * parties waiting for their results.
+ */
+#ifndef TIDE_BATCH_H
+#define TIDE_BATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "event.h"
+
+/** One event of the turn: a record to append, or the reason it was
+ *  rejected; after the commit, its result. */
+typedef struct tidei_item {
+	size_t off;       /* record (or NUL-terminated error text) in the arena */
+	uint32_t len;     /* record length; 0 for a rejected event */
+	int code;         /* TIDE_OK, or why it was not stored */
+	int duplicate;
+	uint64_t seq;
+} tidei_item;
+
+typedef struct tidei_batch tidei_batch;
+
+/** Told the results of items [first, first + count) after the commit. */
+typedef void tidei_waiter_fn(void *ud, void *ctx, const tidei_batch *b, size_t first,
+                             size_t count);
+
+typedef struct tidei_waiter {
+	tidei_waiter_fn *fn;
+	void *ud;
+	void *ctx;        /* the waiter's own data (a reply header, a callback) */
+	size_t first, count;
+} tidei_waiter;
+
+struct tidei_batch {
+	tidei_buf arena;
+	tidei_item *items;
+	size_t n, cap;
+	size_t valid;      /* items with a record */
+	tidei_waiter *w;
+	size_t nw, wcap;
+	tidei_eparser parser;
+};
+
+void tidei_batch_init(tidei_batch *b, size_t max_event);
+void tidei_batch_free(tidei_batch *b);
+/** Parse one message into items.  Returns the number added, or -1 if
+ *  memory ran out (nothing of the message is kept). */
+long tidei_batch_add(tidei_batch *b, const char *msg, size_t len);
+/** Register a waiter for items [first, first + count). */
+int tidei_batch_wait(tidei_batch *b, size_t first, size_t count, tidei_waiter_fn *fn,
+                     void *ud, void *ctx);
+/** Give every waiter its results, then empty the batch. */
+void tidei_batch_finish(tidei_batch *b);
+
+static inline uint8_t *
+tidei_batch_rec(const tidei_batch *b, const tidei_item *it)
+{
+	return b->arena.p + it->off;
+}
+
+/** Error text of a rejected item, or of an item whose commit failed. */
+static inline const char *
+tidei_batch_error(const tidei_batch *b, const tidei_item *it)
+{
+	return it->len == 0 ? (const char *)b->arena.p + it->off : NULL;
+}
+
+/** Mark every stored-to-be item as failed with @p code and @p msg. */
+void tidei_batch_fail_all(tidei_batch *b, int code, const char *msg);
+
+/** Append the REP reply for items [first, first + count) to @p out: one
+ *  JSON object per line. */
+void tidei_batch_reply(const tidei_batch *b, size_t first, size_t count, tidei_buf *out);
+
+#endif

@@ -1,0 +1,102 @@
+/*
+ * buf.h - a growable byte buffer with a sticky failure flag.
+ *
+ * Writers append without checking each call; an allocation failure sets
+ * `failed`, turns later writes into no-ops, and is checked once when the
+ * buffer is used.  This keeps encoders free of error branches.
+ */
+#ifndef TIDE_BUF_H
+#define TIDE_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct tidei_buf {
+	uint8_t *p;
+	size_t len;
+	size_t cap;
+	int failed; /* an allocation failed; content is incomplete */
+} tidei_buf;
+
+/** Make room for @p extra more bytes.  Returns 0, or -1 (and sets failed). */
+int tidei_buf_grow(tidei_buf *b, size_t extra);
+void tidei_buf_free(tidei_buf *b);
+/** Append formatted text (no NUL is counted in len). */
+void tidei_buf_printf(tidei_buf *b, const char *fmt, ...)
+#if defined(__GNUC__)
+	__attribute__((format(printf, 2, 3)))
+#endif
+	;
+
+static inline void
+tidei_buf_reset(tidei_buf *b)
+{
+	b->len = 0;
+	b->failed = 0;
+}
+
+static inline int
+tidei_buf_reserve(tidei_buf *b, size_t extra)
+{
+	if (b->cap - b->len >= extra && !b->failed)
+		return 0;
+	return tidei_buf_grow(b, extra);
+}
+
+static inline void
+tidei_buf_put(tidei_buf *b, const void *src, size_t n)
+{
+	if (tidei_buf_reserve(b, n) == 0) {
+		if (n > 0)
+			memcpy(b->p + b->len, src, n);
+		b->len += n;
+	}
+}
+
+static inline void
+tidei_buf_putc(tidei_buf *b, uint8_t c)
+{
+	if (tidei_buf_reserve(b, 1) == 0)
+		b->p[b->len++] = c;
+}
+
+static inline void
+tidei_buf_puts(tidei_buf *b, const char *s)
+{
+	tidei_buf_put(b, s, strlen(s));
+}
+
+/* Little-endian fixed-width fields, loaded and stored through memcpy: LMDB
+ * values are not aligned. */
+static inline void
+tidei_st64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint64_t
+tidei_ld64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static inline void
+tidei_st32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint32_t
+tidei_ld32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+#endif

@@ -1,0 +1,51 @@
+/*
+ * cli.h - what the `tide` subcommands share: error reporting in the style
+ * of Unix tools, endpoint discovery through a data directory, and the
+ * common client options.
+ */
+#ifndef TIDE_CLI_H
+#define TIDE_CLI_H
+
+#include <stdio.h>
+
+/** Exit codes. */
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2, CLI_UNAVAILABLE = 3 };
+
+/** Endpoints of a running engine. */
+typedef struct cli_endpoints {
+	char pull[4200];
+	char rep[4200];
+	char pub[4200];
+	long pid;
+} cli_endpoints;
+
+/** Options every client subcommand takes. */
+typedef struct cli_client {
+	const char *data;   /* --data DIR, default ./tide-data */
+	const char *pull, *rep, *pub;
+	double timeout;     /* seconds */
+} cli_client;
+
+/** Print "tide CMD: message" to stderr. */
+void cli_error(const char *cmd, const char *fmt, ...)
+#if defined(__GNUC__)
+	__attribute__((format(printf, 2, 3)))
+#endif
+	;
+
+/** Fill @p ep from flags, or from DATA/endpoints when a flag is absent.
+ *  @p need names the endpoint the command uses ("rep", "pull", "pub").
+ *  Returns 0, or prints why not and returns -1. */
+int cli_resolve(const char *cmd, const cli_client *c, const char *need, cli_endpoints *ep);
+
+/** Parse a number of seconds; returns -1 on error. */
+double cli_seconds(const char *s);
+
+/* Subcommands: argc/argv start at the subcommand name. */
+int cmd_run(int argc, char **argv);
+int cmd_publish(int argc, char **argv);
+int cmd_tail(int argc, char **argv);
+int cmd_log(int argc, char **argv);
+int cmd_stat(int argc, char **argv);
+
+#endif

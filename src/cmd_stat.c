@@ -1,0 +1,128 @@
+/*
+ * cmd_stat.c - `tide stat`: size of the log and the position and lag of
+ * every consumer, read from the log itself (works with or without a
+ * running engine).
+ */
+#include "config.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "tide.h"
+
+static const char usage_text[] =
+	"usage: tide stat [options]\n"
+	"\n"
+	"Show the log's size and every consumer's checkpoint and lag.\n"
+	"\n"
+	"options:\n"
+	"      --json              one JSON object instead of text\n"
+	"  -d, --data DIR          data directory (default ./tide-data)\n"
+	"  -h, --help              show this help\n";
+
+typedef struct stat_ctx {
+	int json;
+	int n;
+	uint64_t last;
+} stat_ctx;
+
+static void
+human(char *out, size_t len, uint64_t bytes)
+{
+	if (bytes >= (1ull << 30))
+		snprintf(out, len, "%.1f GiB", (double)bytes / (1ull << 30));
+	else if (bytes >= (1ull << 20))
+		snprintf(out, len, "%.1f MiB", (double)bytes / (1ull << 20));
+	else
+		snprintf(out, len, "%.1f KiB", (double)bytes / 1024);
+}
+
+static void
+print_consumer(void *ud, const char *name, uint64_t seq)
+{
+	stat_ctx *s = ud;
+	uint64_t lag = s->last > seq ? s->last - seq : 0;
+
+	if (s->json) {
+		printf("%s{\"name\":\"", s->n ? "," : "");
+		for (const char *p = name; *p; p++) {
+			if (*p == '"' || *p == '\\')
+				putchar('\\');
+			putchar(*p);
+		}
+		printf("\",\"checkpoint\":%llu,\"lag\":%llu}", (unsigned long long)seq,
+		       (unsigned long long)lag);
+	} else {
+		printf("  %-24s checkpoint %-12llu lag %llu\n", name, (unsigned long long)seq,
+		       (unsigned long long)lag);
+	}
+	s->n++;
+}
+
+int
+cmd_stat(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"json", no_argument, NULL, 'j'},
+		{"data", required_argument, NULL, 'd'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *data = "./tide-data";
+	stat_ctx ctx = {0, 0, 0};
+	tide_log_stat st;
+	tide_log *log;
+	char err[512], size[32], map[32];
+	int c, rc;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "d:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'j': ctx.json = 1; break;
+		case 'd': data = optarg; break;
+		case 'h': fputs(usage_text, stdout); return CLI_OK;
+		default: fputs(usage_text, stderr); return CLI_USAGE;
+		}
+	}
+	if (optind < argc) {
+		cli_error("stat", "unexpected argument '%s'", argv[optind]);
+		return CLI_USAGE;
+	}
+	if ((rc = tide_log_open(&log, data, err, sizeof err)) != TIDE_OK) {
+		cli_error("stat", "%s", err);
+		return CLI_FAIL;
+	}
+	if ((rc = tide_log_stat_get(log, &st)) != TIDE_OK) {
+		cli_error("stat", "cannot read %s: %s", data, tide_strerror(rc));
+		tide_log_close(log);
+		return CLI_FAIL;
+	}
+	ctx.last = st.last_seq;
+	if (ctx.json) {
+		printf("{\"events\":%llu,\"last_seq\":%llu,\"streams\":%llu,\"size\":%llu,"
+		       "\"map_size\":%llu,\"consumers\":[",
+		       (unsigned long long)st.events, (unsigned long long)st.last_seq,
+		       (unsigned long long)st.streams, (unsigned long long)st.size,
+		       (unsigned long long)st.map_size);
+	} else {
+		human(size, sizeof size, st.size);
+		human(map, sizeof map, st.map_size);
+		printf("events     %llu\nlast seq   %llu\nstreams    %llu\nsize       %s (map %s)\n",
+		       (unsigned long long)st.events, (unsigned long long)st.last_seq,
+		       (unsigned long long)st.streams, size, map);
+		printf("consumers\n");
+	}
+	rc = tide_log_consumers(log, print_consumer, &ctx);
+	if (ctx.json)
+		printf("]}\n");
+	else if (ctx.n == 0)
+		printf("  (none)\n");
+	tide_log_close(log);
+	if (rc != TIDE_OK) {
+		cli_error("stat", "cannot read consumers: %s", tide_strerror(rc));
+		return CLI_FAIL;
+	}
+	return CLI_OK;
+}

@@ -1,0 +1,468 @@
+/*
+ * conf.c - tide_config: defaults, one table of options shared by the
+ * C API (tide_config_set), the command line and the Lua config file, and
+ * the loader of that file.
+ *
+ * The config file runs in a bare Lua state (no io, no os): it only sets
+ * globals.  Unknown globals are errors, so a typo in a setting name is
+ * reported instead of silently ignored.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+
+enum { T_STR, T_SIZE, T_COUNT, T_DURABILITY, T_LEVEL, T_LIST };
+
+/* The option table: name, kind, where it lives. */
+#define OPT(name, kind, field) {name, kind, offsetof(struct tide_config, field)}
+static const struct opt {
+	const char *name;
+	int kind;
+	size_t off;
+} opts[] = {
+	OPT("data", T_STR, data),
+	OPT("durability", T_DURABILITY, durability),
+	OPT("sync_interval", T_COUNT, sync_interval_ms),
+	OPT("pull", T_STR, pull),
+	OPT("rep", T_STR, rep),
+	OPT("pub", T_STR, pub),
+	OPT("map_size", T_SIZE, map_size),
+	OPT("max_event_size", T_SIZE, max_event_size),
+	OPT("turn_events", T_COUNT, turn_events),
+	OPT("instruction_budget", T_COUNT, instruction_budget),
+	OPT("memory_limit", T_SIZE, memory_limit),
+	OPT("max_emits", T_COUNT, max_emits),
+	OPT("log_level", T_LEVEL, log_level),
+	OPT("lua_path", T_STR, lua_path),
+	OPT("allow", T_LIST, allow),
+};
+
+static const char *const levels[] = {"error", "warn", "info", "debug"};
+
+static const struct opt *
+find_opt(const char *name)
+{
+	for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++)
+		if (strcmp(opts[k].name, name) == 0)
+			return &opts[k];
+	return NULL;
+}
+
+int
+tidei_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	uint64_t mul = 1;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (end == s || errno != 0 || s[0] == '-')
+		return -1;
+	while (*end == ' ')
+		end++;
+	switch (*end) {
+	case '\0': break;
+	case 'k': case 'K': mul = 1ull << 10; end++; break;
+	case 'm': case 'M': mul = 1ull << 20; end++; break;
+	case 'g': case 'G': mul = 1ull << 30; end++; break;
+	case 't': case 'T': mul = 1ull << 40; end++; break;
+	default: return -1;
+	}
+	if (mul > 1 && (strcmp(end, "") == 0 || strcmp(end, "B") == 0 || strcmp(end, "iB") == 0 ||
+	                strcmp(end, "b") == 0))
+		end += strlen(end);
+	if (*end != '\0' || (v > 0 && mul > UINT64_MAX / v))
+		return -1;
+	*out = (uint64_t)v * mul;
+	return 0;
+}
+
+TIDE_API int
+tide_config_new(tide_config **out)
+{
+	tide_config *c = calloc(1, sizeof *c);
+
+	*out = NULL;
+	if (c == NULL)
+		return TIDE_ENOMEM;
+	c->data = strdup("./tide-data");
+	c->allow = calloc(1, sizeof *c->allow);
+	if (c->data == NULL || c->allow == NULL) {
+		tide_config_destroy(c);
+		return TIDE_ENOMEM;
+	}
+	c->durability = TIDEI_DURABILITY_SYNC;
+	c->sync_interval_ms = 1000;
+	c->max_event_size = 1 << 20;
+	c->turn_events = 20000;
+	c->instruction_budget = 10000000;
+	c->memory_limit = 256ull << 20;
+	c->max_emits = 1000;
+	c->log_level = TIDE_LOG_INFO;
+	*out = c;
+	return TIDE_OK;
+}
+
+static void
+free_list(char **v, size_t n)
+{
+	for (size_t k = 0; v && k < n; k++)
+		free(v[k]);
+	free(v);
+}
+
+TIDE_API void
+tide_config_destroy(tide_config *c)
+{
+	if (c == NULL)
+		return;
+	free(c->data);
+	free(c->pull);
+	free(c->rep);
+	free(c->pub);
+	free(c->lua_path);
+	free_list(c->scripts, c->nscripts);
+	free_list(c->allow, c->nallow);
+	free(c);
+}
+
+static int
+push_list(char ***v, size_t *n, const char *s, int nul_terminated)
+{
+	char **p = realloc(*v, (*n + 2) * sizeof *p);
+	char *copy = strdup(s);
+
+	if (p != NULL)
+		*v = p;
+	if (p == NULL || copy == NULL) {
+		free(copy);
+		return TIDE_ENOMEM;
+	}
+	p[(*n)++] = copy;
+	if (nul_terminated)
+		p[*n] = NULL;
+	return TIDE_OK;
+}
+
+TIDE_API int
+tide_config_set(tide_config *c, const char *key, const char *value)
+{
+	const struct opt *o;
+	char *copy;
+	void *field;
+	uint64_t n;
+
+	if (c == NULL || key == NULL || value == NULL)
+		return TIDE_EINVAL;
+	if ((o = find_opt(key)) == NULL)
+		return tidei_err(c->err, TIDE_ECONFIG, "unknown setting '%s'", key);
+	field = (char *)c + o->off;
+	switch (o->kind) {
+	case T_STR:
+		if ((copy = strdup(value)) == NULL)
+			return TIDE_ENOMEM;
+		free(*(char **)field);
+		*(char **)field = copy;
+		return TIDE_OK;
+	case T_SIZE:
+	case T_COUNT:
+		if (tidei_parse_size(value, &n) != 0 || (o->kind == T_COUNT && strspn(value, "0123456789") != strlen(value)))
+			return tidei_err(c->err, TIDE_ECONFIG, "%s: '%s' is not a %s", key, value,
+			                 o->kind == T_SIZE ? "size (like 1048576, 64M or 1G)"
+			                                   : "non-negative integer");
+		if ((strcmp(key, "max_event_size") == 0 || strcmp(key, "turn_events") == 0) && n == 0)
+			return tidei_err(c->err, TIDE_ECONFIG, "%s must be positive", key);
+		*(uint64_t *)field = n;
+		return TIDE_OK;
+	case T_DURABILITY:
+		if (strcmp(value, "sync") == 0)
+			c->durability = TIDEI_DURABILITY_SYNC;
+		else if (strcmp(value, "relaxed") == 0)
+			c->durability = TIDEI_DURABILITY_RELAXED;
+		else
+			return tidei_err(c->err, TIDE_ECONFIG,
+			                 "durability must be \"sync\" or \"relaxed\", not '%s'", value);
+		return TIDE_OK;
+	case T_LEVEL:
+		for (int k = 0; k < 4; k++) {
+			if (strcmp(value, levels[k]) == 0) {
+				c->log_level = k;
+				return TIDE_OK;
+			}
+		}
+		return tidei_err(c->err, TIDE_ECONFIG,
+		                 "log_level must be error, warn, info or debug, not '%s'", value);
+	case T_LIST:
+		if (strcmp(value, "io") != 0 && strcmp(value, "os") != 0 && strcmp(value, "debug") != 0)
+			return tidei_err(c->err, TIDE_ECONFIG,
+			                 "allow: '%s' is not a module that can be allowed (io, os, debug)",
+			                 value);
+		return push_list(&c->allow, &c->nallow, value, 1);
+	}
+	return TIDE_EINVAL;
+}
+
+TIDE_API const char *
+tide_config_get(const tide_config *c, const char *key)
+{
+	const struct opt *o = find_opt(key);
+	tide_config *mc = (tide_config *)c;
+	const void *field;
+
+	if (c == NULL || o == NULL)
+		return NULL;
+	field = (const char *)c + o->off;
+	switch (o->kind) {
+	case T_STR: return *(char *const *)field;
+	case T_SIZE:
+	case T_COUNT:
+		snprintf(mc->getbuf, sizeof mc->getbuf, "%llu",
+		         (unsigned long long)*(const uint64_t *)field);
+		return mc->getbuf;
+	case T_DURABILITY: return c->durability == TIDEI_DURABILITY_SYNC ? "sync" : "relaxed";
+	case T_LEVEL: return levels[c->log_level];
+	case T_LIST: return c->nallow ? c->allow[0] : "";
+	}
+	return NULL;
+}
+
+TIDE_API int
+tide_config_add_script(tide_config *c, const char *path)
+{
+	if (c == NULL || path == NULL || *path == '\0')
+		return TIDE_EINVAL;
+	return push_list(&c->scripts, &c->nscripts, path, 0);
+}
+
+TIDE_API void
+tide_config_set_log(tide_config *c, tide_log_fn *fn, void *ud)
+{
+	c->log = fn;
+	c->log_ud = ud;
+}
+
+TIDE_API const char *
+tide_config_errmsg(const tide_config *c)
+{
+	return c ? c->err : "";
+}
+
+int
+tidei_config_copy(tide_config **out, const tide_config *s)
+{
+	tide_config *c;
+	int rc = TIDE_OK;
+
+	if ((rc = tide_config_new(&c)) != TIDE_OK)
+		return rc;
+	free(c->data);
+	free_list(c->allow, 0);
+	*c = *s;
+	c->data = c->pull = c->rep = c->pub = c->lua_path = NULL;
+	c->scripts = c->allow = NULL;
+	c->nscripts = c->nallow = 0;
+	c->allow = calloc(1, sizeof *c->allow);
+#define DUP(f) \
+	if (s->f != NULL && (c->f = strdup(s->f)) == NULL) \
+		rc = TIDE_ENOMEM;
+	DUP(data);
+	DUP(pull);
+	DUP(rep);
+	DUP(pub);
+	DUP(lua_path);
+#undef DUP
+	if (c->allow == NULL)
+		rc = TIDE_ENOMEM;
+	for (size_t k = 0; rc == TIDE_OK && k < s->nscripts; k++)
+		rc = push_list(&c->scripts, &c->nscripts, s->scripts[k], 0);
+	for (size_t k = 0; rc == TIDE_OK && k < s->nallow; k++)
+		rc = push_list(&c->allow, &c->nallow, s->allow[k], 1);
+	if (rc != TIDE_OK) {
+		tide_config_destroy(c);
+		return rc;
+	}
+	*out = c;
+	return TIDE_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * The Lua config file
+ * ------------------------------------------------------------------------ */
+
+/* Resolve @p p against directory @p dir unless it is absolute. */
+static char *
+resolve(const char *dir, const char *p)
+{
+	char *out;
+	size_t n;
+
+	if (p[0] == '/' || dir[0] == '\0' || strstr(p, "://") != NULL)
+		return strdup(p);
+	n = strlen(dir) + strlen(p) + 2;
+	if ((out = malloc(n)) != NULL)
+		snprintf(out, n, "%s/%s", dir, p);
+	return out;
+}
+
+/* Apply the value at the top of the stack to setting @p key. */
+static int
+apply(tide_config *c, lua_State *L, const char *key, const char *dir)
+{
+	const char *v;
+	char *path;
+	int rc;
+
+	if (lua_type(L, -1) == LUA_TBOOLEAN)
+		return tidei_err(c->err, TIDE_ECONFIG, "%s: expected a string or a number", key);
+	if (lua_type(L, -1) == LUA_TNUMBER && lua_isinteger(L, -1) && lua_tointeger(L, -1) < 0)
+		return tidei_err(c->err, TIDE_ECONFIG, "%s must not be negative", key);
+	v = lua_tostring(L, -1);
+	if (v == NULL)
+		return tidei_err(c->err, TIDE_ECONFIG, "%s: expected a string or a number, got a %s",
+		                 key, luaL_typename(L, -1));
+	if (strcmp(key, "data") == 0) {
+		if ((path = resolve(dir, v)) == NULL)
+			return TIDE_ENOMEM;
+		rc = tide_config_set(c, key, path);
+		free(path);
+		return rc;
+	}
+	return tide_config_set(c, key, v);
+}
+
+static int
+apply_list(tide_config *c, lua_State *L, const char *key, const char *dir)
+{
+	int rc = TIDE_OK;
+
+	if (lua_type(L, -1) == LUA_TSTRING) {
+		lua_newtable(L);
+		lua_insert(L, -2);
+		lua_rawseti(L, -2, 1);
+	}
+	if (!lua_istable(L, -1))
+		return tidei_err(c->err, TIDE_ECONFIG, "%s must be a list of strings", key);
+	for (lua_Integer i = 1; rc == TIDE_OK; i++) {
+		const char *v;
+		if (lua_rawgeti(L, -1, i) == LUA_TNIL) {
+			lua_pop(L, 1);
+			break;
+		}
+		if ((v = lua_tostring(L, -1)) == NULL) {
+			lua_pop(L, 1);
+			return tidei_err(c->err, TIDE_ECONFIG, "%s[%lld] must be a string", key,
+			                 (long long)i);
+		}
+		if (strcmp(key, "scripts") == 0) {
+			char *path = resolve(dir, v);
+			rc = path ? tide_config_add_script(c, path) : TIDE_ENOMEM;
+			free(path);
+		} else {
+			rc = tide_config_set(c, "allow", v);
+		}
+		lua_pop(L, 1);
+	}
+	return rc;
+}
+
+static int
+apply_endpoints(tide_config *c, lua_State *L)
+{
+	static const char *const names[] = {"pull", "rep", "pub"};
+
+	if (!lua_istable(L, -1))
+		return tidei_err(c->err, TIDE_ECONFIG, "endpoints must be a table {pull=, rep=, pub=}");
+	lua_pushnil(L);
+	while (lua_next(L, -2) != 0) {
+		const char *k = lua_tostring(L, -2);
+		int known = 0, rc;
+		for (int i = 0; i < 3; i++)
+			known |= k != NULL && lua_type(L, -2) == LUA_TSTRING && strcmp(k, names[i]) == 0;
+		if (!known) {
+			lua_pop(L, 2);
+			return tidei_err(c->err, TIDE_ECONFIG,
+			                 "endpoints: unknown endpoint '%s' (pull, rep or pub)",
+			                 k ? k : "?");
+		}
+		if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+			lua_pop(L, 1);
+			lua_pushliteral(L, ""); /* false turns an endpoint off */
+		}
+		if ((rc = apply(c, L, k, "")) != TIDE_OK) {
+			lua_pop(L, 2);
+			return rc;
+		}
+		lua_pop(L, 1);
+	}
+	return TIDE_OK;
+}
+
+TIDE_API int
+tide_config_load(tide_config *c, const char *path)
+{
+	lua_State *L;
+	char dir[4096];
+	const char *slash = strrchr(path, '/');
+	int rc = TIDE_OK;
+
+	snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 0, path);
+	if (slash == path)
+		snprintf(dir, sizeof dir, "/");
+	L = luaL_newstate();
+	if (L == NULL)
+		return TIDE_ENOMEM;
+	luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
+	luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
+	luaL_requiref(L, LUA_MATHLIBNAME, luaopen_math, 1);
+	lua_settop(L, 0);
+	/* The file's globals go to a fresh table, read afterwards. */
+	if (luaL_loadfilex(L, path, "t") != LUA_OK) {
+		rc = tidei_err(c->err, TIDE_ECONFIG, "%s", lua_tostring(L, -1));
+		goto out;
+	}
+	lua_newtable(L);             /* env */
+	lua_newtable(L);             /* its metatable: read through to _G */
+	lua_pushglobaltable(L);
+	lua_setfield(L, -2, "__index");
+	lua_setmetatable(L, -2);
+	lua_pushvalue(L, -1);
+	lua_setupvalue(L, -3, 1);    /* _ENV of the chunk */
+	lua_insert(L, 1);            /* env at 1, chunk at 2 */
+	if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+		rc = tidei_err(c->err, TIDE_ECONFIG, "%s", lua_tostring(L, -1));
+		goto out;
+	}
+	lua_pushnil(L);
+	while (rc == TIDE_OK && lua_next(L, 1) != 0) {
+		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+		if (k == NULL)
+			rc = tidei_err(c->err, TIDE_ECONFIG, "%s: settings must have string names", path);
+		else if (strcmp(k, "scripts") == 0 || strcmp(k, "allow") == 0)
+			rc = apply_list(c, L, k, dir);
+		else if (strcmp(k, "endpoints") == 0)
+			rc = apply_endpoints(c, L);
+		else if (lua_type(L, -1) == LUA_TFUNCTION)
+			; /* helper functions defined in the file are fine */
+		else if (find_opt(k) == NULL)
+			rc = tidei_err(c->err, TIDE_ECONFIG, "%s: unknown setting '%s'", path, k);
+		else
+			rc = apply(c, L, k, dir);
+		lua_pop(L, 1);
+	}
+	if (rc != TIDE_OK && strncmp(c->err, path, strlen(path)) != 0) {
+		char tmp[TIDEI_ERRLEN];
+		snprintf(tmp, sizeof tmp, "%s", c->err);
+		snprintf(c->err, sizeof c->err, "%.100s: %.400s", path, tmp);
+	}
+out:
+	lua_close(L);
+	return rc;
+}

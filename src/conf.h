@@ -1,0 +1,45 @@
+/*
+ * conf.h - the configuration behind the opaque tide_config: the option
+ * table, defaults, parsing of values, and loading of Lua config files.
+ */
+#ifndef TIDE_CONF_H
+#define TIDE_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define TIDEI_DURABILITY_SYNC 0
+#define TIDEI_DURABILITY_RELAXED 1
+
+struct tide_config {
+	char *data;
+	int durability;
+	uint64_t sync_interval_ms;
+	char *pull, *rep, *pub;       /* NULL = default inside data, "" = off */
+	uint64_t map_size;
+	uint64_t max_event_size;
+	uint64_t turn_events;
+	uint64_t instruction_budget;
+	uint64_t memory_limit;
+	uint64_t max_emits;
+	int log_level;
+	char *lua_path;
+	char **scripts;
+	size_t nscripts;
+	char **allow;                 /* NULL-terminated */
+	size_t nallow;
+	tide_log_fn *log;
+	void *log_ud;
+	char getbuf[32];
+	char err[TIDEI_ERRLEN];
+};
+
+/** Deep copy (the engine keeps its own). */
+int tidei_config_copy(tide_config **out, const tide_config *src);
+
+/** Parse "64M", "1GiB", "4096" into bytes.  Returns 0 or -1. */
+int tidei_parse_size(const char *s, uint64_t *out);
+
+#endif

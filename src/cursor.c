@@ -1,0 +1,292 @@
+/*
+ * cursor.c - reading a log from outside the engine: tide_log handles
+ * opened read-only (also by another process while the daemon writes),
+ * cursors over a snapshot with seq, subject and type filters, and the
+ * figures behind `tide stat`.
+ *
+ * A subject cursor walks the stream backwards from its head through the
+ * `prev` link every record carries, then hands the events out oldest
+ * first; the seqs are collected up front, 8 bytes per event of the stream.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+struct tide_log {
+	tidei_log *log;
+	tidei_buf scratch;
+};
+
+struct tide_cursor {
+	tide_log *owner;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	uint64_t from, until;
+	char *type;
+	size_t tlen;
+	uint64_t *seqs;      /* subject cursors: the stream, oldest first */
+	size_t nseqs, next;
+	int started;
+	struct tide_event ev;
+};
+
+TIDE_API int
+tide_log_open(tide_log **out, const char *dir, char *err, size_t errlen)
+{
+	tidei_log_opts o = {0};
+	char msg[TIDEI_ERRLEN];
+	tide_log *l;
+	int rc;
+
+	if (out == NULL || dir == NULL)
+		return TIDE_EINVAL;
+	*out = NULL;
+	if ((l = calloc(1, sizeof *l)) == NULL)
+		return TIDE_ENOMEM;
+	o.readonly = 1;
+	msg[0] = '\0';
+	if ((rc = tidei_log_open(&l->log, dir, &o, msg)) != TIDE_OK) {
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen, "%s", msg);
+		free(l);
+		return rc;
+	}
+	*out = l;
+	return TIDE_OK;
+}
+
+TIDE_API void
+tide_log_close(tide_log *l)
+{
+	if (l == NULL)
+		return;
+	tidei_log_close(l->log);
+	tidei_buf_free(&l->scratch);
+	free(l);
+}
+
+/* Collect the seqs of a stream within [from, until], oldest first. */
+static int
+collect_stream(tide_cursor *c, const char *subject)
+{
+	uint64_t version, seq;
+	size_t n = 0;
+	int rc = tidei_log_stream_head(c->owner->log, c->txn, subject, strlen(subject), &version,
+	                               &seq);
+
+	if (rc == TIDE_ENOTFOUND)
+		return TIDE_OK;
+	if (rc != TIDE_OK)
+		return rc;
+	if (version > SIZE_MAX / sizeof *c->seqs)
+		return TIDE_ENOMEM;
+	if ((c->seqs = malloc((size_t)(version ? version : 1) * sizeof *c->seqs)) == NULL)
+		return TIDE_ENOMEM;
+	while (seq != 0 && n < version) {
+		struct tide_event ev;
+		if ((rc = tidei_log_get(c->owner->log, c->txn, seq, &ev)) != TIDE_OK)
+			return rc == TIDE_ENOTFOUND ? TIDE_EIO : rc;
+		if (seq >= c->from && seq <= c->until)
+			c->seqs[n++] = seq;
+		if (seq < c->from)
+			break;
+		seq = ev.prev;
+	}
+	/* reverse into log order */
+	for (size_t i = 0; i < n / 2; i++) {
+		uint64_t t = c->seqs[i];
+		c->seqs[i] = c->seqs[n - 1 - i];
+		c->seqs[n - 1 - i] = t;
+	}
+	c->nseqs = n;
+	return TIDE_OK;
+}
+
+TIDE_API int
+tide_cursor_open(tide_log *l, const tide_filter *f, tide_cursor **out)
+{
+	tide_cursor *c;
+	int rc;
+
+	if (l == NULL || out == NULL)
+		return TIDE_EINVAL;
+	*out = NULL;
+	if ((c = calloc(1, sizeof *c)) == NULL)
+		return TIDE_ENOMEM;
+	c->owner = l;
+	c->from = f && f->from ? f->from : 1;
+	c->until = f && f->until ? f->until : UINT64_MAX;
+	if (f && f->type && *f->type) {
+		if ((c->type = strdup(f->type)) == NULL) {
+			free(c);
+			return TIDE_ENOMEM;
+		}
+		c->tlen = strlen(c->type);
+	}
+	/* A cursor has its own snapshot, so several can be open at once. */
+	rc = mdb_txn_begin(l->log->env, NULL, MDB_RDONLY, &c->txn);
+	if (rc == MDB_MAP_RESIZED) {
+		mdb_env_set_mapsize(l->log->env, 0);
+		rc = mdb_txn_begin(l->log->env, NULL, MDB_RDONLY, &c->txn);
+	}
+	if (rc != 0) {
+		c->txn = NULL;
+		tide_cursor_close(c);
+		return tidei_err_mdb(rc);
+	}
+	if (f && f->subject && *f->subject) {
+		if ((rc = collect_stream(c, f->subject)) != TIDE_OK) {
+			tide_cursor_close(c);
+			return rc;
+		}
+	} else if ((rc = mdb_cursor_open(c->txn, l->log->events, &c->cur)) != 0) {
+		tide_cursor_close(c);
+		return tidei_err_mdb(rc);
+	}
+	*out = c;
+	return TIDE_OK;
+}
+
+/* Load the event at the cursor's position; 1 if it passes the filter. */
+static int
+accept(tide_cursor *c, uint64_t seq, const MDB_val *v, int *rc)
+{
+	if (tidei_event_decode(&c->ev, v->mv_data, v->mv_size) != 0) {
+		*rc = TIDE_EIO;
+		return 0;
+	}
+	c->ev.seq = seq;
+	c->ev.scratch = &c->owner->scratch;
+	return c->type == NULL ||
+	       tidei_pattern_match(c->type, c->tlen, c->ev.attr[TIDEI_A_TYPE],
+	                           c->ev.len[TIDEI_A_TYPE]);
+}
+
+TIDE_API int
+tide_cursor_next(tide_cursor *c, const tide_event **ev)
+{
+	MDB_val k, v;
+	uint64_t seq;
+	int rc = TIDE_OK, mrc;
+
+	if (c == NULL || ev == NULL)
+		return TIDE_EINVAL;
+	if (c->cur == NULL) {
+		while (c->next < c->nseqs) {
+			seq = c->seqs[c->next++];
+			k.mv_size = 8;
+			k.mv_data = &seq;
+			if ((mrc = mdb_get(c->txn, c->owner->log->events, &k, &v)) != 0)
+				return tidei_err_mdb(mrc) == TIDE_ENOTFOUND ? TIDE_EIO : tidei_err_mdb(mrc);
+			if (accept(c, seq, &v, &rc)) {
+				*ev = &c->ev;
+				return TIDE_OK;
+			}
+			if (rc != TIDE_OK)
+				return rc;
+		}
+		return TIDE_ENOTFOUND;
+	}
+	for (;;) {
+		if (!c->started) {
+			seq = c->from;
+			k.mv_size = 8;
+			k.mv_data = &seq;
+			mrc = mdb_cursor_get(c->cur, &k, &v, MDB_SET_RANGE);
+			c->started = 1;
+		} else {
+			mrc = mdb_cursor_get(c->cur, &k, &v, MDB_NEXT);
+		}
+		if (mrc != 0)
+			return tidei_err_mdb(mrc);
+		memcpy(&seq, k.mv_data, 8);
+		if (seq > c->until)
+			return TIDE_ENOTFOUND;
+		if (accept(c, seq, &v, &rc)) {
+			*ev = &c->ev;
+			return TIDE_OK;
+		}
+		if (rc != TIDE_OK)
+			return rc;
+	}
+}
+
+TIDE_API void
+tide_cursor_close(tide_cursor *c)
+{
+	if (c == NULL)
+		return;
+	if (c->cur != NULL)
+		mdb_cursor_close(c->cur);
+	if (c->txn != NULL)
+		mdb_txn_abort(c->txn);
+	free(c->seqs);
+	free(c->type);
+	free(c);
+}
+
+TIDE_API int
+tide_log_stat_get(tide_log *l, tide_log_stat *st)
+{
+	MDB_txn *txn;
+	MDB_stat ms;
+	MDB_envinfo info;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc;
+
+	if (l == NULL || st == NULL)
+		return TIDE_EINVAL;
+	memset(st, 0, sizeof *st);
+	if ((rc = tidei_log_read_begin(l->log, &txn)) != TIDE_OK)
+		return rc;
+	if (mdb_stat(txn, l->log->events, &ms) == 0)
+		st->events = ms.ms_entries;
+	if (mdb_stat(txn, l->log->streams, &ms) == 0)
+		st->streams = ms.ms_entries;
+	if (mdb_cursor_open(txn, l->log->events, &cur) == 0) {
+		if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0)
+			memcpy(&st->last_seq, k.mv_data, 8);
+		mdb_cursor_close(cur);
+	}
+	if (mdb_env_info(l->log->env, &info) == 0 && mdb_env_stat(l->log->env, &ms) == 0) {
+		st->map_size = info.me_mapsize;
+		st->size = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
+	}
+	tidei_log_read_end(l->log);
+	return TIDE_OK;
+}
+
+TIDE_API int
+tide_log_consumers(tide_log *l, tide_checkpoint_fn *fn, void *ud)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	char name[512];
+	int rc, mrc;
+
+	if (l == NULL || fn == NULL)
+		return TIDE_EINVAL;
+	if ((rc = tidei_log_read_begin(l->log, &txn)) != TIDE_OK)
+		return rc;
+	if ((mrc = mdb_cursor_open(txn, l->log->consumers, &cur)) != 0) {
+		tidei_log_read_end(l->log);
+		return tidei_err_mdb(mrc);
+	}
+	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0;
+	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (v.mv_size < 8 || k.mv_size >= sizeof name)
+			continue;
+		memcpy(name, k.mv_data, k.mv_size);
+		name[k.mv_size] = '\0';
+		fn(ud, name, tidei_ld64(v.mv_data));
+	}
+	mdb_cursor_close(cur);
+	tidei_log_read_end(l->log);
+	return mrc == MDB_NOTFOUND ? TIDE_OK : tidei_err_mdb(mrc);
+}

@@ -1,0 +1,536 @@
+/*
+ * engine.c - lifecycle and wiring of a tide_engine; the only file that
+ * knows every module.
+ *
+ * The engine's heartbeat is the turn, run once per loop iteration after
+ * the sockets have been drained into the batch (loop.c):
+ *
+ *   1. one LMDB write transaction begins;
+ *   2. the batch's events are appended (duplicates answered, not stored);
+ *   3. every consumer handles the new events, appending what it emits
+ *      and moving its checkpoint;
+ *   4. the transaction commits (fsync in durability "sync");
+ *   5. producers get their acknowledgements and PUB gets the new events.
+ *
+ * Everything a turn does is in one transaction, so a crash applies all of
+ * it or none.  If the map fills up, the transaction is aborted, the map
+ * doubled and the turn run again.  A consumer that fails for a reason
+ * other than a full map does not hold ingest hostage: the turn is redone
+ * without consumers and they try again a second later.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "batch.h"
+#include "conf.h"
+#include "consumer.h"
+#include "ingest.h"
+#include "log.h"
+#include "loop.h"
+
+/* Growing the map this many times in one turn means something is wrong. */
+#define MAX_GROWTHS 8
+/* Pause after a consumer failed for a reason other than a full map. */
+#define CONSUMER_RETRY_NS 1000000000ll
+
+struct tide_engine {
+	tide_config *cfg;
+	tidei_loop loop;
+	tidei_log *log;
+	tidei_ingest *in;
+	tidei_consumers *cs;
+	tidei_batch batch;
+	tidei_buf pubbuf;
+	uint64_t published;      /* last seq sent on PUB */
+	uint64_t synced;         /* last seq flushed to disk */
+	int opened;
+	int stopping;
+	volatile sig_atomic_t stop_requested;
+	int lagging;             /* a consumer is behind the end of the log */
+	int64_t consumers_resume; /* consumers paused until this time (ns) */
+	char dir[PATH_MAX];
+	char urls[3][PATH_MAX + 16];
+	char endpoints_file[PATH_MAX + 16];
+	char err[TIDEI_ERRLEN];
+};
+
+static void
+elog(void *ud, int level, const char *fmt, ...)
+{
+	tide_engine *e = ud;
+	char msg[2048];
+	va_list ap;
+
+	if (e->cfg->log == NULL || level > e->cfg->log_level)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	e->cfg->log(e->cfg->log_ud, level, msg);
+}
+
+/* ------------------------------------------------------------------------
+ * The turn
+ * ------------------------------------------------------------------------ */
+
+/* Send every event committed since the last turn to PUB subscribers. */
+static void
+publish_new(tide_engine *e)
+{
+	uint64_t to = e->log->committed, seq = e->published + 1;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k = {8, &seq}, v;
+	int mrc;
+
+	if (seq > to)
+		return;
+	if (e->in == NULL || !tidei_ingest_has_subscribers(e->in) ||
+	    tidei_log_read_begin(e->log, &txn) != TIDE_OK) {
+		e->published = to;
+		return;
+	}
+	if (mdb_cursor_open(txn, e->log->events, &cur) == 0) {
+		for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+		     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+			struct tide_event ev;
+			memcpy(&seq, k.mv_data, 8);
+			if (seq > to)
+				break;
+			if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0)
+				continue;
+			ev.seq = seq;
+			tidei_buf_reset(&e->pubbuf);
+			if (tidei_event_json(&e->pubbuf, &ev) == 0)
+				tidei_ingest_publish(e->in, ev.attr[TIDEI_A_TYPE], ev.len[TIDEI_A_TYPE],
+				                     (const char *)e->pubbuf.p, e->pubbuf.len);
+		}
+		mdb_cursor_close(cur);
+	}
+	tidei_log_read_end(e->log);
+	e->published = to;
+}
+
+/* Append the batch and run the consumers in one transaction. */
+static int
+commit_turn(tide_engine *e, int with_consumers, int *more, char *err)
+{
+	tidei_batch *b = &e->batch;
+	int64_t now = tidei_now();
+	int rc;
+
+	if ((rc = tidei_log_begin(e->log)) != TIDE_OK)
+		return tidei_err(err, rc, "%s", e->log->err);
+	for (size_t k = 0; k < b->n; k++) {
+		tidei_item *it = &b->items[k];
+		tidei_append res;
+		if (it->len == 0)
+			continue;
+		rc = tidei_log_append(e->log, tidei_batch_rec(b, it), it->len, now, &res);
+		if (rc != TIDE_OK) {
+			tidei_err(err, rc, "%s", e->log->err);
+			goto abort;
+		}
+		it->seq = res.seq;
+		it->duplicate = res.duplicate;
+	}
+	if (with_consumers && (rc = tidei_consumers_run(e->cs, e->log, more, err)) != TIDE_OK)
+		goto abort;
+	if ((rc = tidei_log_commit(e->log)) != TIDE_OK) {
+		tidei_consumers_rollback(e->cs);
+		return tidei_err(err, rc, "%s", e->log->err);
+	}
+	tidei_consumers_committed(e->cs);
+	return TIDE_OK;
+abort:
+	tidei_log_abort(e->log);
+	tidei_consumers_rollback(e->cs);
+	return rc;
+}
+
+static void
+turn(void *ud)
+{
+	tide_engine *e = ud;
+	tidei_batch *b = &e->batch;
+	char err[TIDEI_ERRLEN];
+	int more = 0, growths = 0, rc;
+	int with_consumers = tidei_now() >= e->consumers_resume;
+
+	if (b->valid == 0 && !(e->lagging && with_consumers)) {
+		tidei_batch_finish(b); /* rejected events and empty requests */
+		return;
+	}
+	for (;;) {
+		rc = commit_turn(e, with_consumers, &more, err);
+		if (rc == TIDE_EFULL && growths < MAX_GROWTHS) {
+			growths++;
+			if (tidei_log_grow(e->log) == TIDE_OK) {
+				elog(e, TIDE_LOG_INFO, "log map grown to %llu MiB",
+				     (unsigned long long)(e->log->map_size >> 20));
+				continue;
+			}
+			snprintf(err, sizeof err, "%s", e->log->err);
+		}
+		if (rc != TIDE_OK && with_consumers && rc != TIDE_EFULL) {
+			/* Keep ingesting; consumers try again later. */
+			elog(e, TIDE_LOG_ERROR, "consumers paused for a second: %s", err);
+			with_consumers = 0;
+			e->consumers_resume = tidei_now() + CONSUMER_RETRY_NS;
+			continue;
+		}
+		break;
+	}
+	if (rc != TIDE_OK) {
+		char msg[TIDEI_ERRLEN + 32];
+		snprintf(msg, sizeof msg, "not stored: %s", err);
+		elog(e, TIDE_LOG_ERROR, "turn failed, %zu events not stored: %s", b->valid, err);
+		tidei_batch_fail_all(b, rc, msg);
+	}
+	e->lagging = more || !with_consumers;
+	tidei_batch_finish(b);
+	publish_new(e);
+	if (more)
+		tidei_loop_schedule(&e->loop);
+}
+
+/* Periodic: flush in "relaxed" durability; resume paused consumers. */
+static void
+tick(void *ud)
+{
+	tide_engine *e = ud;
+
+	if (e->cfg->durability == TIDEI_DURABILITY_RELAXED && e->synced < e->log->committed) {
+		if (tidei_log_sync(e->log) == TIDE_OK)
+			e->synced = e->log->committed;
+		else
+			elog(e, TIDE_LOG_ERROR, "%s", e->log->err);
+	}
+	if (e->lagging)
+		tidei_loop_schedule(&e->loop);
+}
+
+static void
+wake(void *ud)
+{
+	tide_engine *e = ud;
+
+	if (!e->stop_requested || e->stopping)
+		return;
+	e->stopping = 1;
+	if (e->in != NULL)
+		tidei_ingest_pause(e->in, 1);
+	/* Commit what has been received, answer everyone, then stop. */
+	turn(e);
+	if (e->cfg->durability == TIDEI_DURABILITY_RELAXED && tidei_log_sync(e->log) == TIDE_OK)
+		e->synced = e->log->committed;
+	if (e->loop.own)
+		tidei_loop_exit(&e->loop);
+	elog(e, TIDE_LOG_INFO, "stopped at seq %llu", (unsigned long long)e->log->committed);
+}
+
+static void
+on_input(void *ud)
+{
+	tide_engine *e = ud;
+
+	tidei_loop_schedule(&e->loop);
+}
+
+/* ------------------------------------------------------------------------
+ * Lifecycle
+ * ------------------------------------------------------------------------ */
+
+TIDE_API int
+tide_engine_new(tide_engine **out, const tide_config *cfg)
+{
+	tide_engine *e;
+	tidei_consumers_opts co;
+	tidei_buf path = {0};
+	int rc;
+
+	if (out == NULL || cfg == NULL)
+		return TIDE_EINVAL;
+	*out = NULL;
+	if ((e = calloc(1, sizeof *e)) == NULL)
+		return TIDE_ENOMEM;
+	if ((rc = tidei_config_copy(&e->cfg, cfg)) != TIDE_OK) {
+		free(e);
+		return rc;
+	}
+	/* require() looks in the user's path, beside each script, then in
+	 * Tide's own Lua directory (installed, or the source tree). */
+	if (e->cfg->lua_path != NULL)
+		tidei_buf_printf(&path, "%s;", e->cfg->lua_path);
+	for (size_t k = 0; k < e->cfg->nscripts; k++) {
+		const char *s = e->cfg->scripts[k], *slash = strrchr(s, '/');
+		tidei_buf_printf(&path, "%.*s/?.lua;", slash ? (int)(slash - s) : 1, slash ? s : ".");
+	}
+	tidei_buf_printf(&path, "%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua", TIDE_LUADIR,
+	                 TIDE_LUADIR, TIDE_SRC_LUADIR, TIDE_SRC_LUADIR);
+	tidei_buf_putc(&path, '\0');
+	memset(&co, 0, sizeof co);
+	co.script.instruction_budget = e->cfg->instruction_budget;
+	co.script.memory_limit = (size_t)e->cfg->memory_limit;
+	co.script.lua_path = path.failed ? NULL : (const char *)path.p;
+	co.script.allow = (const char *const *)e->cfg->allow;
+	co.turn_budget = (size_t)e->cfg->turn_events;
+	co.max_emits = (size_t)e->cfg->max_emits;
+	co.log = elog;
+	co.log_ud = e;
+	rc = tidei_consumers_new(&e->cs, &co, e->err);
+	tidei_buf_free(&path);
+	if (rc != TIDE_OK) {
+		tide_config_destroy(e->cfg);
+		free(e);
+		return rc;
+	}
+	tidei_batch_init(&e->batch, (size_t)e->cfg->max_event_size);
+	*out = e;
+	return TIDE_OK;
+}
+
+/* Resolve the endpoints: configured, or ipc:// sockets in the data dir. */
+static int
+resolve_endpoints(tide_engine *e)
+{
+	static const char *const names[3] = {"pull", "rep", "pub"};
+	const char *set[3] = {e->cfg->pull, e->cfg->rep, e->cfg->pub};
+
+	for (int i = 0; i < 3; i++) {
+		if (set[i] != NULL) {
+			snprintf(e->urls[i], sizeof e->urls[i], "%s", set[i]);
+			continue;
+		}
+		/* sun_path holds 108 bytes */
+		if (strlen(e->dir) + strlen(names[i]) + 5 > 107)
+			return tidei_err(e->err, TIDE_ECONFIG,
+			                 "data directory %s is too long a path for an ipc:// endpoint; "
+			                 "set the %s endpoint explicitly",
+			                 e->dir, names[i]);
+		snprintf(e->urls[i], sizeof e->urls[i], "ipc://%s/%s.ipc", e->dir, names[i]);
+	}
+	return TIDE_OK;
+}
+
+/* DIR/endpoints tells clients (tide publish --data DIR) where to connect. */
+static int
+write_endpoints(tide_engine *e)
+{
+	char tmp[PATH_MAX + 32];
+	FILE *f;
+
+	snprintf(e->endpoints_file, sizeof e->endpoints_file, "%s/endpoints", e->dir);
+	snprintf(tmp, sizeof tmp, "%s.tmp", e->endpoints_file);
+	if ((f = fopen(tmp, "w")) == NULL)
+		return tidei_err(e->err, TIDE_EIO, "cannot write %s: %s", tmp, strerror(errno));
+	fprintf(f, "pull=%s\nrep=%s\npub=%s\npid=%ld\n", e->urls[0], e->urls[1], e->urls[2],
+	        (long)getpid());
+	if (fclose(f) != 0 || rename(tmp, e->endpoints_file) != 0) {
+		unlink(tmp);
+		return tidei_err(e->err, TIDE_EIO, "cannot write %s: %s", e->endpoints_file,
+		                 strerror(errno));
+	}
+	return TIDE_OK;
+}
+
+TIDE_API int
+tide_engine_open(tide_engine *e, struct event_base *base)
+{
+	tidei_log_opts lo = {0};
+	tidei_ingest_opts io = {0};
+	tidei_ingest_host ih = {0};
+	uint64_t tick_ms;
+	int rc;
+
+	if (e == NULL)
+		return TIDE_EINVAL;
+	if (e->opened)
+		return tidei_err(e->err, TIDE_ESTATE, "engine is already open");
+	e->err[0] = '\0';
+
+	lo.nosync = e->cfg->durability == TIDEI_DURABILITY_RELAXED;
+	lo.map_size = e->cfg->map_size;
+	if ((rc = tidei_log_open(&e->log, e->cfg->data, &lo, e->err)) != TIDE_OK)
+		goto fail;
+	if (realpath(e->cfg->data, e->dir) == NULL) {
+		rc = tidei_err(e->err, TIDE_EIO, "%s: %s", e->cfg->data, strerror(errno));
+		goto fail;
+	}
+	e->published = e->synced = e->log->committed;
+
+	for (size_t k = 0; k < e->cfg->nscripts; k++) {
+		char msg[TIDEI_ERRLEN];
+		if ((rc = tidei_consumers_load(e->cs, e->cfg->scripts[k], msg)) != TIDE_OK) {
+			tidei_err(e->err, rc, "%s", msg);
+			goto fail;
+		}
+	}
+	if ((rc = tidei_consumers_start(e->cs, e->log, e->log->committed, e->err)) != TIDE_OK)
+		goto fail;
+
+	tick_ms = e->cfg->durability == TIDEI_DURABILITY_RELAXED && e->cfg->sync_interval_ms
+	              ? e->cfg->sync_interval_ms
+	              : 1000;
+	if ((rc = tidei_loop_open(&e->loop, base, turn, tick, tick_ms, wake, e, e->err)) != TIDE_OK)
+		goto fail;
+
+	if ((rc = resolve_endpoints(e)) != TIDE_OK)
+		goto fail;
+	io.pull = e->urls[0];
+	io.rep = e->urls[1];
+	io.pub = e->urls[2];
+	io.turn_events = (size_t)e->cfg->turn_events;
+	io.max_message = 64u << 20;
+	if (io.max_message < e->cfg->max_event_size * 2)
+		io.max_message = (size_t)e->cfg->max_event_size * 2;
+	ih.ud = e;
+	ih.input = on_input;
+	ih.log = elog;
+	if ((rc = tidei_ingest_open(&e->in, e->loop.base, &io, &e->batch, &ih, e->err)) != TIDE_OK)
+		goto fail;
+	if ((rc = write_endpoints(e)) != TIDE_OK)
+		goto fail;
+
+	e->opened = 1;
+	e->lagging = tidei_consumers_count(e->cs) > 0;
+	tidei_loop_schedule(&e->loop);
+	elog(e, TIDE_LOG_INFO, "ready: %s, %zu consumers, log at seq %llu, durability %s",
+	     e->dir, tidei_consumers_count(e->cs), (unsigned long long)e->log->committed,
+	     e->cfg->durability == TIDEI_DURABILITY_SYNC ? "sync" : "relaxed");
+	return TIDE_OK;
+fail:
+	tidei_ingest_close(e->in);
+	e->in = NULL;
+	tidei_loop_close(&e->loop);
+	tidei_log_close(e->log);
+	e->log = NULL;
+	return rc;
+}
+
+TIDE_API int
+tide_engine_run(tide_engine *e)
+{
+	if (e == NULL || !e->opened || !e->loop.own)
+		return TIDE_ESTATE;
+	if (e->stopping)
+		return TIDE_OK;
+	return tidei_loop_run(&e->loop);
+}
+
+TIDE_API void
+tide_engine_stop(tide_engine *e)
+{
+	if (e == NULL || !e->opened)
+		return;
+	e->stop_requested = 1;
+	tidei_loop_wake(&e->loop);
+}
+
+TIDE_API void
+tide_engine_destroy(tide_engine *e)
+{
+	if (e == NULL)
+		return;
+	if (e->opened) {
+		if (!e->stopping) {
+			e->stop_requested = 1;
+			wake(e);
+		}
+		tidei_ingest_close(e->in);
+		unlink(e->endpoints_file);
+		tidei_loop_close(&e->loop);
+		tidei_log_close(e->log);
+	}
+	tidei_consumers_destroy(e->cs);
+	tidei_batch_free(&e->batch);
+	tidei_buf_free(&e->pubbuf);
+	tide_config_destroy(e->cfg);
+	free(e);
+}
+
+TIDE_API const char *
+tide_errmsg(const tide_engine *e)
+{
+	return e ? e->err : "";
+}
+
+TIDE_API struct event_base *
+tide_engine_base(tide_engine *e)
+{
+	return e ? e->loop.base : NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Publishing and consuming from C
+ * ------------------------------------------------------------------------ */
+
+typedef struct pubwait {
+	tide_publish_fn *fn;
+	void *ud;
+} pubwait;
+
+static void
+publish_done(void *ud, void *ctx, const tidei_batch *b, size_t first, size_t count)
+{
+	pubwait *w = ctx;
+
+	(void)ud;
+	for (size_t k = first; w->fn != NULL && k < first + count; k++) {
+		const tidei_item *it = &b->items[k];
+		tide_result r;
+		r.code = it->code;
+		r.duplicate = it->duplicate;
+		r.seq = it->seq;
+		r.error = tidei_batch_error(b, it);
+		w->fn(w->ud, &r);
+	}
+	free(w);
+}
+
+TIDE_API int
+tide_publish(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn, void *ud)
+{
+	size_t first;
+	long got;
+	pubwait *w;
+
+	if (e == NULL || json == NULL)
+		return TIDE_EINVAL;
+	if (!e->opened || e->stopping)
+		return tidei_err(e->err, TIDE_ESTATE, "engine is not running");
+	if ((w = malloc(sizeof *w)) == NULL)
+		return TIDE_ENOMEM;
+	w->fn = fn;
+	w->ud = ud;
+	first = e->batch.n;
+	got = tidei_batch_add(&e->batch, json, len);
+	if (got < 0 || tidei_batch_wait(&e->batch, first, (size_t)got, publish_done, e, w) != 0) {
+		if (got > 0)
+			e->batch.n = first;
+		free(w);
+		return TIDE_ENOMEM;
+	}
+	tidei_loop_schedule(&e->loop);
+	return TIDE_OK;
+}
+
+TIDE_API int
+tide_consumer_add(tide_engine *e, const char *name, const char *pattern, int from,
+                  tide_consumer_fn *fn, void *ud)
+{
+	if (e == NULL || name == NULL || pattern == NULL || fn == NULL)
+		return TIDE_EINVAL;
+	if (e->opened)
+		return tidei_err(e->err, TIDE_ESTATE, "consumers are added before tide_engine_open()");
+	return tidei_consumers_add(e->cs, name, pattern, from, fn, ud, e->err);
+}

@@ -1,0 +1,1157 @@
+/*
+ * event.c - THE event format.
+ *
+ * Owns three things and nothing else:
+ *  1. CloudEvents 1.0 validation (tidei_evb): every attribute is checked as
+ *     it is set, so the JSON parser and the Lua emit path share one set of
+ *     rules and one set of error messages.
+ *  2. The stored record: a fixed little-endian header (version, prev,
+ *     recorded, the lengths of the string attributes), the string
+ *     attributes NUL-terminated, the other extensions as an encoded map,
+ *     then the data as an encoded value.  Views (struct tide_event) point
+ *     into it without copying.
+ *  3. The JSON form: parsing messages (one event, a batch array, or NDJSON)
+ *     through yajl callbacks straight into records, and writing records
+ *     back as one JSON line.
+ *
+ * It must not know about LMDB, sockets or Lua: the log stamps records
+ * through tidei_event_stamp(), the Lua bindings build them through
+ * tidei_evb.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "event.h"
+
+const char *const tidei_attr_names[TIDEI_NATTR] = {
+	"id", "source", "type", "subject", "time",
+	"datacontenttype", "dataschema", "correlationid", "causationid",
+};
+
+#define SEEN_SPECVERSION TIDEI_SEEN_SPECVERSION
+#define SEEN_DATA TIDEI_SEEN_DATA
+#define SEEN_DATA_BASE64 TIDEI_SEEN_DATA_BASE64
+
+#define ABSENT UINT32_MAX
+
+/* Record header layout. */
+#define OFF_FORMAT 0
+#define OFF_FLAGS 1
+#define OFF_EXTLEN 4
+#define OFF_VERSION 8
+#define OFF_PREV 16
+#define OFF_RECORDED 24
+#define OFF_LENS 32
+#define REC_FORMAT 1
+#define FLAG_DATA 1
+
+_Static_assert(OFF_LENS + 4 * TIDEI_NATTR == TIDEI_REC_HEADER, "record header size");
+
+/* ------------------------------------------------------------------------
+ * Records
+ * ------------------------------------------------------------------------ */
+
+int
+tidei_event_decode(struct tide_event *ev, const uint8_t *rec, size_t len)
+{
+	size_t pos = TIDEI_REC_HEADER;
+	uint32_t ext_len;
+
+	if (len < TIDEI_REC_HEADER || rec[OFF_FORMAT] != REC_FORMAT)
+		return -1;
+	ev->version = tidei_ld64(rec + OFF_VERSION);
+	ev->prev = tidei_ld64(rec + OFF_PREV);
+	ev->recorded = (int64_t)tidei_ld64(rec + OFF_RECORDED);
+	for (int a = 0; a < TIDEI_NATTR; a++) {
+		uint32_t n = tidei_ld32(rec + OFF_LENS + 4 * a);
+		if (n == ABSENT) {
+			ev->attr[a] = NULL;
+			ev->len[a] = 0;
+			continue;
+		}
+		if (len - pos < (size_t)n + 1 || rec[pos + n] != '\0')
+			return -1;
+		ev->attr[a] = (const char *)rec + pos;
+		ev->len[a] = n;
+		pos += (size_t)n + 1;
+	}
+	ext_len = tidei_ld32(rec + OFF_EXTLEN);
+	if (len - pos < ext_len)
+		return -1;
+	ev->ext = ext_len ? rec + pos : NULL;
+	ev->ext_len = ext_len;
+	pos += ext_len;
+	if (rec[OFF_FLAGS] & FLAG_DATA) {
+		ev->data = rec + pos;
+		ev->data_len = len - pos;
+	} else {
+		ev->data = NULL;
+		ev->data_len = 0;
+	}
+	ev->rec = rec;
+	ev->rec_len = len;
+	return 0;
+}
+
+void
+tidei_event_stamp(uint8_t *rec, uint64_t version, uint64_t prev, int64_t recorded)
+{
+	tidei_st64(rec + OFF_VERSION, version);
+	tidei_st64(rec + OFF_PREV, prev);
+	tidei_st64(rec + OFF_RECORDED, (uint64_t)recorded);
+}
+
+int
+tidei_time_format(char *out, int64_t ns)
+{
+	time_t sec = (time_t)(ns / 1000000000);
+	long frac = (long)(ns % 1000000000);
+	struct tm tm;
+
+	if (frac < 0) {
+		frac += 1000000000;
+		sec--;
+	}
+	gmtime_r(&sec, &tm);
+	return snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ",
+	                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+	                tm.tm_min, tm.tm_sec, frac / 1000);
+}
+
+static void
+json_key(tidei_buf *out, const char *k, int first)
+{
+	if (!first)
+		tidei_buf_putc(out, ',');
+	tidei_buf_putc(out, '"');
+	tidei_buf_puts(out, k);
+	tidei_buf_put(out, "\":", 2);
+}
+
+int
+tidei_event_json(tidei_buf *out, const struct tide_event *ev)
+{
+	char tmp[40];
+	int n;
+
+	tidei_buf_putc(out, '{');
+	if (ev->seq > 0) {
+		n = snprintf(tmp, sizeof tmp, "{\"seq\":%llu", (unsigned long long)ev->seq);
+		tidei_buf_put(out, tmp + 1, (size_t)n - 1);
+		if (ev->version > 0) {
+			n = snprintf(tmp, sizeof tmp, ",\"version\":%llu",
+			             (unsigned long long)ev->version);
+			tidei_buf_put(out, tmp, (size_t)n);
+		}
+		json_key(out, "recorded", 0);
+		tmp[0] = '"';
+		n = tidei_time_format(tmp + 1, ev->recorded);
+		tmp[n + 1] = '"';
+		tidei_buf_put(out, tmp, (size_t)n + 2);
+		tidei_buf_putc(out, ',');
+	}
+	tidei_buf_puts(out, "\"specversion\":\"1.0\"");
+	for (int a = 0; a < TIDEI_NATTR; a++) {
+		if (ev->attr[a] == NULL)
+			continue;
+		json_key(out, tidei_attr_names[a], 0);
+		tidei_json_str(out, ev->attr[a], ev->len[a]);
+	}
+	if (ev->ext != NULL) {
+		tidei_vreader r = {ev->ext, ev->ext + ev->ext_len};
+		tidei_vitem map, key;
+		if (tidei_val_next(&r, &map) != 0 || map.type != TIDEI_V_MAP)
+			return -1;
+		for (uint32_t k = 0; k < map.u.count; k++) {
+			if (tidei_val_next(&r, &key) != 0 || key.type != TIDEI_V_STR)
+				return -1;
+			tidei_buf_putc(out, ',');
+			tidei_json_str(out, key.u.s.p, key.u.s.n);
+			tidei_buf_putc(out, ':');
+			if (tidei_json_encode(out, &r) != 0)
+				return -1;
+		}
+	}
+	if (ev->data != NULL) {
+		tidei_vreader r = {ev->data, ev->data + ev->data_len};
+		/* Binary data travels as data_base64 (CloudEvents JSON format 3.1). */
+		json_key(out, ev->data_len > 0 && (ev->data[0] == 0xc4 || ev->data[0] == 0xc5 ||
+		                                   ev->data[0] == 0xc6)
+		                  ? "data_base64"
+		                  : "data",
+		         0);
+		if (tidei_json_encode(out, &r) != 0)
+			return -1;
+	}
+	tidei_buf_putc(out, '}');
+	return out->failed ? -1 : 0;
+}
+
+TIDE_API uint64_t
+tide_event_seq(const tide_event *ev)
+{
+	return ev->seq;
+}
+
+TIDE_API uint64_t
+tide_event_version(const tide_event *ev)
+{
+	return ev->version;
+}
+
+TIDE_API int64_t
+tide_event_recorded(const tide_event *ev)
+{
+	return ev->recorded;
+}
+
+TIDE_API const char *
+tide_event_attr(const tide_event *ev, const char *name, size_t *len)
+{
+	size_t n = strlen(name);
+	tidei_vreader r;
+	tidei_vitem map, key, val;
+
+	for (int a = 0; a < TIDEI_NATTR; a++) {
+		if (strcmp(name, tidei_attr_names[a]) == 0) {
+			if (len != NULL)
+				*len = ev->len[a];
+			return ev->attr[a];
+		}
+	}
+	if (strcmp(name, "specversion") == 0) {
+		if (len != NULL)
+			*len = 3;
+		return "1.0";
+	}
+	/* Extension strings are not NUL-terminated in the record: they are
+	 * copied to the view's scratch buffer. */
+	if (ev->ext == NULL || ev->scratch == NULL)
+		return NULL;
+	r.p = ev->ext;
+	r.end = ev->ext + ev->ext_len;
+	if (tidei_val_next(&r, &map) != 0 || map.type != TIDEI_V_MAP)
+		return NULL;
+	for (uint32_t k = 0; k < map.u.count; k++) {
+		if (tidei_val_next(&r, &key) != 0)
+			return NULL;
+		if (key.u.s.n != n || memcmp(key.u.s.p, name, n) != 0) {
+			if (tidei_val_skip(&r) != 0)
+				return NULL;
+			continue;
+		}
+		if (tidei_val_next(&r, &val) != 0 || val.type != TIDEI_V_STR)
+			return NULL;
+		tidei_buf_reset(ev->scratch);
+		tidei_buf_put(ev->scratch, val.u.s.p, val.u.s.n);
+		tidei_buf_putc(ev->scratch, '\0');
+		if (ev->scratch->failed)
+			return NULL;
+		if (len != NULL)
+			*len = val.u.s.n;
+		return (const char *)ev->scratch->p;
+	}
+	return NULL;
+}
+
+TIDE_API int
+tide_event_json(const tide_event *ev, const char **json, size_t *len)
+{
+	if (ev == NULL || ev->scratch == NULL || json == NULL)
+		return TIDE_EINVAL;
+	tidei_buf_reset(ev->scratch);
+	if (tidei_event_json(ev->scratch, ev) != 0)
+		return ev->scratch->failed ? TIDE_ENOMEM : TIDE_EIO;
+	tidei_buf_putc(ev->scratch, '\0');
+	if (ev->scratch->failed)
+		return TIDE_ENOMEM;
+	*json = (const char *)ev->scratch->p;
+	if (len != NULL)
+		*len = ev->scratch->len - 1;
+	return TIDE_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Attribute syntax (CloudEvents 1.0 section 3.1 and the referenced RFCs)
+ * ------------------------------------------------------------------------ */
+
+static int
+digits(const char *s, int n, int *out)
+{
+	int v = 0;
+
+	for (int k = 0; k < n; k++) {
+		if (s[k] < '0' || s[k] > '9')
+			return 0;
+		v = v * 10 + (s[k] - '0');
+	}
+	*out = v;
+	return 1;
+}
+
+int
+tidei_time_valid(const char *s, size_t n)
+{
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	int y, mo, d, h, mi, se, oh, om;
+	size_t k = 19;
+
+	/* date-time = full-date "T" partial-time time-offset (RFC 3339 5.6) */
+	if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
+	    s[13] != ':' || s[16] != ':')
+		return 0;
+	if (!digits(s, 4, &y) || !digits(s + 5, 2, &mo) || !digits(s + 8, 2, &d) ||
+	    !digits(s + 11, 2, &h) || !digits(s + 14, 2, &mi) || !digits(s + 17, 2, &se))
+		return 0;
+	if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || se > 60)
+		return 0;
+	if (mo == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)))
+		return 0;
+	if (s[k] == '.') {
+		size_t start = ++k;
+		while (k < n && s[k] >= '0' && s[k] <= '9')
+			k++;
+		if (k == start)
+			return 0;
+	}
+	if (k + 1 == n && (s[k] == 'Z' || s[k] == 'z'))
+		return 1;
+	if (k + 6 != n || (s[k] != '+' && s[k] != '-') || s[k + 3] != ':')
+		return 0;
+	if (!digits(s + k + 1, 2, &oh) || !digits(s + k + 4, 2, &om))
+		return 0;
+	return oh <= 23 && om <= 59;
+}
+
+/* A token character of RFC 2045 section 5.1. */
+static int
+token_char(unsigned char c)
+{
+	return c > 0x20 && c < 0x7f && strchr("()<>@,;:\\\"/[]?=", c) == NULL;
+}
+
+/* type "/" subtype *(";" parameter), per RFC 2046 / RFC 2045. */
+static int
+media_type_valid(const char *s, size_t n)
+{
+	size_t k = 0, start;
+
+	while (k < n && token_char((unsigned char)s[k]))
+		k++;
+	if (k == 0 || k >= n || s[k] != '/')
+		return 0;
+	start = ++k;
+	while (k < n && token_char((unsigned char)s[k]))
+		k++;
+	if (k == start)
+		return 0;
+	while (k < n && (s[k] == ' ' || s[k] == '\t'))
+		k++;
+	return k == n || s[k] == ';';
+}
+
+static int
+has_space_or_ctl(const char *s, size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		unsigned char c = (unsigned char)s[k];
+		if (c <= 0x20 || c == 0x7f)
+			return 1;
+	}
+	return 0;
+}
+
+/* scheme ":" hier-part, per RFC 3986 section 3 */
+static int
+absolute_uri_valid(const char *s, size_t n)
+{
+	size_t k = 0;
+
+	if (n == 0 || !((s[0] | 0x20) >= 'a' && (s[0] | 0x20) <= 'z'))
+		return 0;
+	while (k < n && s[k] != ':') {
+		char c = s[k];
+		if (!((c | 0x20) >= 'a' && (c | 0x20) <= 'z') && !(c >= '0' && c <= '9') &&
+		    c != '+' && c != '-' && c != '.')
+			return 0;
+		k++;
+	}
+	return k < n && !has_space_or_ctl(s, n);
+}
+
+static int
+extension_name_valid(const char *s, size_t n)
+{
+	if (n == 0)
+		return 0;
+	for (size_t k = 0; k < n; k++)
+		if (!((s[k] >= 'a' && s[k] <= 'z') || (s[k] >= '0' && s[k] <= '9')))
+			return 0;
+	return 1;
+}
+
+/* ------------------------------------------------------------------------
+ * Building one event
+ * ------------------------------------------------------------------------ */
+
+void
+tidei_evb_reset(tidei_evb *b)
+{
+	tidei_buf_reset(&b->strs);
+	tidei_buf_reset(&b->ext);
+	tidei_buf_reset(&b->data);
+	b->seen = 0;
+	b->next = 0;
+	b->has_data = 0;
+	b->invalid = 0;
+	b->err[0] = '\0';
+}
+
+void
+tidei_evb_free(tidei_evb *b)
+{
+	tidei_buf_free(&b->strs);
+	tidei_buf_free(&b->ext);
+	tidei_buf_free(&b->data);
+}
+
+int
+tidei_evb_fail(tidei_evb *b, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (b->invalid)
+		return -1;
+	b->invalid = 1;
+	va_start(ap, fmt);
+	vsnprintf(b->err, sizeof b->err, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* What a name refers to. */
+enum { K_EXT = -1, K_SPECVERSION = -2, K_DATA = -3, K_DATA_BASE64 = -4, K_TIDE = -5 };
+
+static int
+classify(const char *name, size_t n)
+{
+	/* Short switch on the first byte keeps this off the profile. */
+	switch (name[0]) {
+	case 'c':
+		if (n == 13 && memcmp(name, "correlationid", 13) == 0)
+			return TIDEI_A_CORRELATIONID;
+		if (n == 11 && memcmp(name, "causationid", 11) == 0)
+			return TIDEI_A_CAUSATIONID;
+		break;
+	case 'd':
+		if (n == 4 && memcmp(name, "data", 4) == 0)
+			return K_DATA;
+		if (n == 11 && memcmp(name, "data_base64", 11) == 0)
+			return K_DATA_BASE64;
+		if (n == 15 && memcmp(name, "datacontenttype", 15) == 0)
+			return TIDEI_A_DATACONTENTTYPE;
+		if (n == 10 && memcmp(name, "dataschema", 10) == 0)
+			return TIDEI_A_DATASCHEMA;
+		break;
+	case 'i':
+		if (n == 2 && name[1] == 'd')
+			return TIDEI_A_ID;
+		break;
+	case 'r':
+		if (n == 8 && memcmp(name, "recorded", 8) == 0)
+			return K_TIDE;
+		break;
+	case 's':
+		if (n == 6 && memcmp(name, "source", 6) == 0)
+			return TIDEI_A_SOURCE;
+		if (n == 7 && memcmp(name, "subject", 7) == 0)
+			return TIDEI_A_SUBJECT;
+		if (n == 11 && memcmp(name, "specversion", 11) == 0)
+			return K_SPECVERSION;
+		if (n == 3 && memcmp(name, "seq", 3) == 0)
+			return K_TIDE;
+		break;
+	case 't':
+		if (n == 4 && memcmp(name, "type", 4) == 0)
+			return TIDEI_A_TYPE;
+		if (n == 4 && memcmp(name, "time", 4) == 0)
+			return TIDEI_A_TIME;
+		break;
+	case 'v':
+		if (n == 7 && memcmp(name, "version", 7) == 0)
+			return K_TIDE;
+		break;
+	}
+	return K_EXT;
+}
+
+/* Mark @p bit seen, failing on a repeat. */
+static int
+see(tidei_evb *b, unsigned bit, const char *name, size_t n)
+{
+	if (b->seen & bit)
+		return tidei_evb_fail(b, "duplicate attribute '%.*s'", (int)n, name);
+	b->seen |= bit;
+	return 0;
+}
+
+/* Check an extension name and that it is new; the ext map is scanned
+ * linearly because events carry a handful of extensions at most. */
+static int
+ext_begin(tidei_evb *b, const char *name, size_t n)
+{
+	tidei_vreader r = {b->ext.p, b->ext.p + b->ext.len};
+	tidei_vitem key;
+
+	if (!extension_name_valid(name, n))
+		return tidei_evb_fail(b,
+		                      "extension attribute name '%.*s' must use only "
+		                      "lowercase letters and digits",
+		                      (int)(n > 64 ? 64 : n), name);
+	for (uint32_t k = 0; k < b->next; k++) {
+		if (tidei_val_next(&r, &key) != 0)
+			break;
+		if (key.u.s.n == n && memcmp(key.u.s.p, name, n) == 0)
+			return tidei_evb_fail(b, "duplicate attribute '%.*s'", (int)n, name);
+		tidei_val_skip(&r);
+	}
+	tidei_val_str(&b->ext, name, n);
+	b->next++;
+	return 0;
+}
+
+static const char *
+shown(const char *s, size_t n, char *tmp, size_t tmplen)
+{
+	/* Quote a value in an error message, shortened if long. */
+	if (n > 40)
+		snprintf(tmp, tmplen, "\"%.37s...\"", s);
+	else
+		snprintf(tmp, tmplen, "\"%.*s\"", (int)n, s);
+	return tmp;
+}
+
+int
+tidei_evb_string(tidei_evb *b, const char *name, size_t n, const char *s, size_t len)
+{
+	int a = classify(name, n);
+	char tmp[64];
+
+	if (b->invalid)
+		return -1;
+	if (b->check_utf8 && !tidei_utf8_valid(s, len))
+		return tidei_evb_fail(b, "attribute '%.*s' is not valid UTF-8", (int)n, name);
+	switch (a) {
+	case K_SPECVERSION:
+		if (see(b, SEEN_SPECVERSION, name, n) != 0)
+			return -1;
+		if (len != 3 || memcmp(s, "1.0", 3) != 0)
+			return tidei_evb_fail(b, "specversion must be \"1.0\", not %s",
+			                      shown(s, len, tmp, sizeof tmp));
+		return 0;
+	case K_DATA:
+		if (tidei_evb_data(b) != 0)
+			return -1;
+		tidei_val_str(&b->data, s, len);
+		return 0;
+	case K_DATA_BASE64:
+		if (see(b, SEEN_DATA_BASE64, name, n) != 0)
+			return -1;
+		if (b->seen & SEEN_DATA)
+			return tidei_evb_fail(b, "data and data_base64 are mutually exclusive");
+		{
+			/* Stored decoded, as a binary value; the bin header is
+			 * written first, the length patched after decoding. */
+			tidei_buf raw = {0};
+			long got = tidei_base64_decode(&raw, s, len);
+			if (got < 0) {
+				tidei_buf_free(&raw);
+				return tidei_evb_fail(b, "data_base64 is not valid base64");
+			}
+			tidei_val_bin(&b->data, raw.p, (size_t)got);
+			tidei_buf_free(&raw);
+		}
+		b->has_data = 1;
+		return 0;
+	case K_TIDE:
+		/* seq, version and recorded are assigned by the log. */
+		return 0;
+	case K_EXT:
+		if (ext_begin(b, name, n) != 0)
+			return -1;
+		tidei_val_str(&b->ext, s, len);
+		return 0;
+	}
+	if (see(b, 1u << a, name, n) != 0)
+		return -1;
+	if (len == 0)
+		return tidei_evb_fail(b, "attribute '%s' must not be empty", tidei_attr_names[a]);
+	if (memchr(s, '\0', len) != NULL)
+		return tidei_evb_fail(b, "attribute '%s' contains a NUL character", tidei_attr_names[a]);
+	switch (a) {
+	case TIDEI_A_SOURCE:
+		if (has_space_or_ctl(s, len))
+			return tidei_evb_fail(b, "attribute 'source' is not a URI-reference: %s",
+			                      shown(s, len, tmp, sizeof tmp));
+		break;
+	case TIDEI_A_TYPE:
+		for (size_t k = 0; k < len; k++)
+			if ((unsigned char)s[k] < 0x20)
+				return tidei_evb_fail(b, "attribute 'type' contains a control character");
+		break;
+	case TIDEI_A_TIME:
+		if (!tidei_time_valid(s, len))
+			return tidei_evb_fail(b, "attribute 'time' is not an RFC 3339 timestamp: %s",
+			                      shown(s, len, tmp, sizeof tmp));
+		break;
+	case TIDEI_A_DATACONTENTTYPE:
+		if (!media_type_valid(s, len))
+			return tidei_evb_fail(b,
+			                      "attribute 'datacontenttype' is not a media type "
+			                      "(RFC 2046): %s",
+			                      shown(s, len, tmp, sizeof tmp));
+		break;
+	case TIDEI_A_DATASCHEMA:
+		if (!absolute_uri_valid(s, len))
+			return tidei_evb_fail(b, "attribute 'dataschema' is not an absolute URI: %s",
+			                      shown(s, len, tmp, sizeof tmp));
+		break;
+	}
+	b->off[a] = (uint32_t)b->strs.len;
+	b->len[a] = (uint32_t)len;
+	tidei_buf_put(&b->strs, s, len);
+	tidei_buf_putc(&b->strs, '\0');
+	return 0;
+}
+
+/* Extensions take integers in the CloudEvents Integer range (32 bits). */
+int
+tidei_evb_int(tidei_evb *b, const char *name, size_t n, int64_t v)
+{
+	int a = classify(name, n);
+
+	if (b->invalid)
+		return -1;
+	if (a == K_TIDE)
+		return 0;
+	if (a == K_DATA) {
+		if (tidei_evb_data(b) == 0)
+			tidei_val_int(&b->data, v);
+		return b->invalid ? -1 : 0;
+	}
+	if (a != K_EXT)
+		return tidei_evb_badtype(b, name, n, "a number");
+	if (ext_begin(b, name, n) != 0)
+		return -1;
+	if (v < INT32_MIN || v > INT32_MAX)
+		return tidei_evb_fail(b,
+		                      "extension '%.*s' is outside the 32-bit integer range "
+		                      "of CloudEvents",
+		                      (int)n, name);
+	tidei_val_int(&b->ext, v);
+	return 0;
+}
+
+int
+tidei_evb_bool(tidei_evb *b, const char *name, size_t n, int v)
+{
+	int a = classify(name, n);
+
+	if (b->invalid)
+		return -1;
+	if (a == K_TIDE)
+		return 0;
+	if (a == K_DATA) {
+		if (tidei_evb_data(b) == 0)
+			tidei_val_bool(&b->data, v);
+		return b->invalid ? -1 : 0;
+	}
+	if (a != K_EXT)
+		return tidei_evb_badtype(b, name, n, "a boolean");
+	if (ext_begin(b, name, n) != 0)
+		return -1;
+	tidei_val_bool(&b->ext, v);
+	return 0;
+}
+
+int
+tidei_evb_null(tidei_evb *b, const char *name, size_t n)
+{
+	int a = classify(name, n);
+
+	if (b->invalid)
+		return -1;
+	/* A null attribute is an absent one (JSON format 3.1), but it still
+	 * counts for duplicate detection. */
+	switch (a) {
+	case K_SPECVERSION:
+		return see(b, SEEN_SPECVERSION, name, n) == 0
+		           ? tidei_evb_fail(b, "specversion must be \"1.0\", not null")
+		           : -1;
+	case K_DATA:
+		return see(b, SEEN_DATA, name, n);
+	case K_DATA_BASE64:
+		return see(b, SEEN_DATA_BASE64, name, n);
+	case K_TIDE:
+		return 0;
+	case K_EXT:
+		if (!extension_name_valid(name, n))
+			return ext_begin(b, name, n);
+		return 0;
+	}
+	if (see(b, 1u << a, name, n) != 0)
+		return -1;
+	b->len[a] = ABSENT;
+	if (a == TIDEI_A_ID || a == TIDEI_A_SOURCE || a == TIDEI_A_TYPE)
+		return tidei_evb_fail(b, "attribute '%s' must be a non-empty string, not null",
+		                      tidei_attr_names[a]);
+	return 0;
+}
+
+int
+tidei_evb_badtype(tidei_evb *b, const char *name, size_t n, const char *what)
+{
+	int a = classify(name, n);
+
+	if (b->invalid)
+		return -1;
+	if (a == K_TIDE)
+		return 0;
+	if (a == K_EXT) {
+		if (ext_begin(b, name, n) != 0)
+			return -1;
+		return tidei_evb_fail(b,
+		                      "extension '%.*s' must be a string, boolean or integer, "
+		                      "not %s",
+		                      (int)n, name, what);
+	}
+	if (a == K_SPECVERSION)
+		return tidei_evb_fail(b, "specversion must be \"1.0\", not %s", what);
+	if (a == K_DATA_BASE64)
+		return tidei_evb_fail(b, "data_base64 must be a base64 string, not %s", what);
+	if (a == K_DATA)
+		return tidei_evb_fail(b, "data cannot be %s here", what);
+	return tidei_evb_fail(b, "attribute '%s' must be a string, not %s",
+	                      tidei_attr_names[a], what);
+}
+
+int
+tidei_evb_data(tidei_evb *b)
+{
+	if (b->invalid)
+		return -1;
+	if (see(b, SEEN_DATA, "data", 4) != 0)
+		return -1;
+	if (b->seen & SEEN_DATA_BASE64)
+		return tidei_evb_fail(b, "data and data_base64 are mutually exclusive");
+	b->has_data = 1;
+	return 0;
+}
+
+int
+tidei_evb_finish(tidei_evb *b, tidei_buf *out)
+{
+	uint8_t hdr[TIDEI_REC_HEADER];
+	uint8_t maphdr[8];
+	tidei_buf mh = {maphdr, 0, sizeof maphdr, 0};
+
+	if (b->invalid)
+		return -1;
+	if (!(b->seen & SEEN_SPECVERSION))
+		return tidei_evb_fail(b, "missing required attribute 'specversion'");
+	for (int a = TIDEI_A_ID; a <= TIDEI_A_TYPE; a++)
+		if (!(b->seen & (1u << a)))
+			return tidei_evb_fail(b, "missing required attribute '%s'",
+			                      tidei_attr_names[a]);
+	if (b->strs.failed || b->ext.failed || b->data.failed)
+		return tidei_evb_fail(b, "out of memory");
+	if (b->next > 0)
+		tidei_val_map(&mh, b->next);
+
+	memset(hdr, 0, sizeof hdr);
+	hdr[OFF_FORMAT] = REC_FORMAT;
+	hdr[OFF_FLAGS] = b->has_data ? FLAG_DATA : 0;
+	tidei_st32(hdr + OFF_EXTLEN, b->next > 0 ? (uint32_t)(mh.len + b->ext.len) : 0);
+	for (int a = 0; a < TIDEI_NATTR; a++)
+		tidei_st32(hdr + OFF_LENS + 4 * a, (b->seen & (1u << a)) && b->len[a] != ABSENT
+		                                       ? b->len[a]
+		                                       : ABSENT);
+	tidei_buf_put(out, hdr, sizeof hdr);
+	for (int a = 0; a < TIDEI_NATTR; a++)
+		if (b->seen & (1u << a) && b->len[a] != ABSENT)
+			tidei_buf_put(out, b->strs.p + b->off[a], (size_t)b->len[a] + 1);
+	if (b->next > 0) {
+		tidei_buf_put(out, maphdr, mh.len);
+		tidei_buf_put(out, b->ext.p, b->ext.len);
+	}
+	if (b->has_data)
+		tidei_buf_put(out, b->data.p, b->data.len);
+	if (out->failed)
+		return tidei_evb_fail(b, "out of memory");
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Parsing messages
+ * ------------------------------------------------------------------------ */
+
+/* What the tokens at the current position belong to. */
+enum { M_TOP, M_ATTR, M_DATA, M_SKIP };
+
+void
+tidei_fmt_size(char *out, size_t outlen, size_t bytes)
+{
+	if (bytes >= 1024 * 1024 && bytes % (1024 * 1024) == 0)
+		snprintf(out, outlen, "%zu MiB", bytes / (1024 * 1024));
+	else if (bytes >= 1024 && bytes % 1024 == 0)
+		snprintf(out, outlen, "%zu KiB", bytes / 1024);
+	else
+		snprintf(out, outlen, "%zu bytes", bytes);
+}
+
+/* Offset in the message of the end of the current token. */
+static size_t
+position(tidei_eparser *p)
+{
+	return p->base + yajl_get_bytes_consumed(p->h);
+}
+
+static void
+report(tidei_eparser *p, const uint8_t *rec, size_t len, const char *err)
+{
+	p->count++;
+	p->sink(p->ud, rec, len, err);
+}
+
+static void
+event_begin(tidei_eparser *p)
+{
+	tidei_evb_reset(&p->b);
+	p->ev_depth = p->depth;
+	p->ev_start = position(p) - 1;
+	p->mode = M_ATTR;
+}
+
+static void
+event_end(tidei_eparser *p)
+{
+	size_t size = position(p) - p->ev_start;
+
+	p->ev_depth = 0;
+	p->mode = M_TOP;
+	if (size > p->max_event) {
+		char lim[32], msg[96];
+		tidei_fmt_size(lim, sizeof lim, p->max_event);
+		snprintf(msg, sizeof msg, "message larger than the %s limit (%zu bytes)", lim, size);
+		report(p, NULL, 0, msg);
+		return;
+	}
+	tidei_buf_reset(&p->rec);
+	if (tidei_evb_finish(&p->b, &p->rec) != 0)
+		report(p, NULL, 0, p->b.err);
+	else
+		report(p, p->rec.p, p->rec.len, NULL);
+}
+
+/* A scalar where an event was expected. */
+static void
+not_an_event(tidei_eparser *p)
+{
+	report(p, NULL, 0, "event must be a JSON object");
+}
+
+static int
+key_is_data(tidei_eparser *p)
+{
+	return p->key.len == 4 && memcmp(p->key.p, "data", 4) == 0;
+}
+
+/* Where a scalar token goes. */
+enum { R_NONE, R_ATTR, R_DATA };
+
+static int
+route_scalar(tidei_eparser *p, int is_null)
+{
+	switch (p->mode) {
+	case M_TOP:
+		not_an_event(p);
+		return R_NONE;
+	case M_ATTR:
+		if (!is_null && key_is_data(p)) {
+			if (tidei_evb_data(&p->b) != 0)
+				return R_NONE;
+			tidei_jsonw_init(&p->w, &p->b.data);
+			return R_DATA;
+		}
+		return R_ATTR;
+	case M_DATA:
+		return R_DATA;
+	default:
+		return R_NONE;
+	}
+}
+
+static int
+p_null(void *ctx)
+{
+	tidei_eparser *p = ctx;
+
+	switch (route_scalar(p, 1)) {
+	case R_ATTR: tidei_evb_null(&p->b, (const char *)p->key.p, p->key.len); break;
+	case R_DATA: tidei_jsonw_null(&p->w); break;
+	}
+	return 1;
+}
+
+static int
+p_bool(void *ctx, int v)
+{
+	tidei_eparser *p = ctx;
+
+	switch (route_scalar(p, 0)) {
+	case R_ATTR: tidei_evb_bool(&p->b, (const char *)p->key.p, p->key.len, v); break;
+	case R_DATA: tidei_jsonw_bool(&p->w, v); break;
+	}
+	return 1;
+}
+
+static int
+p_number(void *ctx, const char *s, size_t n)
+{
+	tidei_eparser *p = ctx;
+	int64_t i;
+	double d;
+
+	switch (route_scalar(p, 0)) {
+	case R_ATTR:
+		if (tidei_json_number(s, n, &i, &d))
+			tidei_evb_int(&p->b, (const char *)p->key.p, p->key.len, i);
+		else
+			tidei_evb_badtype(&p->b, (const char *)p->key.p, p->key.len,
+			                  "a number with a fraction or exponent");
+		break;
+	case R_DATA: tidei_jsonw_number(&p->w, s, n); break;
+	}
+	return 1;
+}
+
+static int
+p_string(void *ctx, const unsigned char *s, size_t n)
+{
+	tidei_eparser *p = ctx;
+
+	switch (route_scalar(p, 0)) {
+	case R_ATTR:
+		tidei_evb_string(&p->b, (const char *)p->key.p, p->key.len, (const char *)s, n);
+		break;
+	case R_DATA: tidei_jsonw_string(&p->w, (const char *)s, n); break;
+	}
+	return 1;
+}
+
+static int
+p_key(void *ctx, const unsigned char *s, size_t n)
+{
+	tidei_eparser *p = ctx;
+
+	if (p->mode == M_ATTR) {
+		tidei_buf_reset(&p->key);
+		tidei_buf_put(&p->key, s, n);
+	} else if (p->mode == M_DATA) {
+		tidei_jsonw_key(&p->w, (const char *)s, n);
+	}
+	return 1;
+}
+
+static void
+container_start(tidei_eparser *p, int is_map)
+{
+	p->depth++;
+	switch (p->mode) {
+	case M_TOP:
+		if (is_map) {
+			event_begin(p);
+		} else if (p->batch_depth == 0) {
+			p->batch_depth = p->depth; /* a CloudEvents batch */
+		} else {
+			not_an_event(p);
+			p->mode = M_SKIP;
+			p->skip_depth = p->depth;
+		}
+		return;
+	case M_ATTR:
+		if (key_is_data(p) && tidei_evb_data(&p->b) == 0) {
+			tidei_jsonw_init(&p->w, &p->b.data);
+			p->mode = M_DATA;
+			tidei_jsonw_start(&p->w, is_map);
+			return;
+		}
+		tidei_evb_badtype(&p->b, (const char *)p->key.p, p->key.len,
+		                  is_map ? "an object" : "an array");
+		p->mode = M_SKIP;
+		p->skip_depth = p->depth;
+		return;
+	case M_DATA:
+		if (tidei_jsonw_start(&p->w, is_map) != 0) {
+			tidei_evb_fail(&p->b, "data nested deeper than %d levels",
+			               TIDEI_JSON_MAXDEPTH);
+			p->mode = M_SKIP;
+			p->skip_depth = p->ev_depth + 1;
+		}
+		return;
+	}
+}
+
+static void
+container_end(tidei_eparser *p)
+{
+	int closing = p->depth--;
+
+	switch (p->mode) {
+	case M_TOP:
+		if (closing == p->batch_depth)
+			p->batch_depth = 0;
+		return;
+	case M_ATTR:
+		if (closing == p->ev_depth)
+			event_end(p);
+		return;
+	case M_DATA:
+		tidei_jsonw_end(&p->w);
+		if (p->depth == p->ev_depth)
+			p->mode = M_ATTR;
+		return;
+	case M_SKIP:
+		if (closing == p->skip_depth)
+			p->mode = p->ev_depth ? M_ATTR : M_TOP;
+		return;
+	}
+}
+
+static int
+p_start_map(void *ctx)
+{
+	container_start(ctx, 1);
+	return 1;
+}
+
+static int
+p_start_array(void *ctx)
+{
+	container_start(ctx, 0);
+	return 1;
+}
+
+static int
+p_end(void *ctx)
+{
+	container_end(ctx);
+	return 1;
+}
+
+static const yajl_callbacks parse_callbacks = {
+	p_null, p_bool, NULL, NULL, p_number, p_string,
+	p_start_map, p_key, p_end, p_start_array, p_end,
+};
+
+void
+tidei_eparser_init(tidei_eparser *p, size_t max_event)
+{
+	memset(p, 0, sizeof *p);
+	p->max_event = max_event;
+}
+
+void
+tidei_eparser_free(tidei_eparser *p)
+{
+	tidei_evb_free(&p->b);
+	tidei_buf_free(&p->rec);
+	tidei_buf_free(&p->key);
+}
+
+/* Where to resume after a syntax error: the next line whose first
+ * non-blank character opens an object or an array. */
+static size_t
+resync(const char *msg, size_t len, size_t from)
+{
+	for (;;) {
+		const char *nl = memchr(msg + from, '\n', len - from);
+		size_t k;
+		if (nl == NULL)
+			return len;
+		k = (size_t)(nl - msg) + 1;
+		while (k < len && (msg[k] == ' ' || msg[k] == '\t' || msg[k] == '\r'))
+			k++;
+		if (k < len && (msg[k] == '{' || msg[k] == '['))
+			return k;
+		from = k;
+		if (from >= len)
+			return len;
+	}
+}
+
+long
+tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len,
+                  tidei_event_sink *sink, void *ud)
+{
+	size_t at = 0;
+
+	p->msg = msg;
+	p->sink = sink;
+	p->ud = ud;
+	p->count = 0;
+	for (;;) {
+		yajl_status st;
+		size_t err_at;
+
+		while (at < len && (msg[at] == ' ' || msg[at] == '\t' || msg[at] == '\n' ||
+		                    msg[at] == '\r'))
+			at++;
+		if (at >= len)
+			break;
+
+		p->h = yajl_alloc(&parse_callbacks, NULL, p);
+		if (p->h == NULL)
+			return -1;
+		yajl_config(p->h, yajl_allow_multiple_values, 1);
+		p->base = at;
+		p->depth = p->ev_depth = p->batch_depth = 0;
+		p->mode = M_TOP;
+		st = yajl_parse(p->h, (const unsigned char *)msg + at, len - at);
+		if (st == yajl_status_ok)
+			st = yajl_complete_parse(p->h);
+		if (st == yajl_status_ok) {
+			yajl_free(p->h);
+			break;
+		}
+		err_at = position(p);
+		{
+			unsigned char *why = yajl_get_error(p->h, 0, NULL, 0);
+			char msgbuf[160];
+			const char *w = (const char *)why;
+			/* yajl prefixes its messages with the error class. */
+			if (strncmp(w, "lexical error: ", 15) == 0)
+				w += 15;
+			else if (strncmp(w, "parse error: ", 13) == 0)
+				w += 13;
+			snprintf(msgbuf, sizeof msgbuf, "not valid JSON at byte %zu: %s", err_at, w);
+			{
+				size_t l = strlen(msgbuf);
+				while (l > 0 && (msgbuf[l - 1] == '\n' || msgbuf[l - 1] == ' '))
+					msgbuf[--l] = '\0';
+			}
+			yajl_free_error(p->h, why);
+			report(p, NULL, 0, msgbuf);
+		}
+		yajl_free(p->h);
+		p->h = NULL;
+		at = resync(msg, len, err_at > 0 ? err_at - 1 : 0);
+	}
+	p->h = NULL;
+	return (long)p->count;
+}

@@ -1,0 +1,55 @@
+/*
+ * ingest.h - the nanomsg endpoints of an engine, joined to its event loop:
+ * PULL (fire and forget), REP (acknowledged after the commit) and PUB
+ * (every committed event, topic = its type).
+ */
+#ifndef TIDE_INGEST_H
+#define TIDE_INGEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "batch.h"
+#include "err.h"
+
+struct event_base;
+
+typedef struct tidei_ingest_opts {
+	const char *pull;     /* URLs; NULL or "" leaves the endpoint out */
+	const char *rep;
+	const char *pub;
+	size_t turn_events;   /* stop draining once the batch holds this many */
+	size_t max_message;   /* largest message accepted from the wire */
+} tidei_ingest_opts;
+
+/** The engine's side: new input is waiting in the batch; diagnostics. */
+typedef struct tidei_ingest_host {
+	void *ud;
+	void (*input)(void *ud);
+	void (*log)(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
+} tidei_ingest_host;
+
+typedef struct tidei_ingest tidei_ingest;
+
+int tidei_ingest_open(tidei_ingest **out, struct event_base *base,
+                      const tidei_ingest_opts *o, tidei_batch *batch,
+                      const tidei_ingest_host *host, char *err);
+void tidei_ingest_close(tidei_ingest *in);
+
+/** Stop or restart reading (while stopping, or when the batch is full). */
+void tidei_ingest_pause(tidei_ingest *in, int paused);
+
+/** 1 if anything is connected to the PUB endpoint. */
+int tidei_ingest_has_subscribers(tidei_ingest *in);
+/** Publish one committed event: "<type>\t<json>". */
+void tidei_ingest_publish(tidei_ingest *in, const char *type, size_t tlen, const char *json,
+                          size_t jlen);
+
+/** Counters since start. */
+typedef struct tidei_ingest_stats {
+	uint64_t messages;
+	uint64_t rejected;
+} tidei_ingest_stats;
+void tidei_ingest_stats_get(const tidei_ingest *in, tidei_ingest_stats *st);
+
+#endif

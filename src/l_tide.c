@@ -1,0 +1,206 @@
+/*
+ * l_tide.c - the `tide` module seen by scripts.
+ *
+ *   tide.on(pattern, fn [, {name=, from="end"|"beginning"}])
+ *   tide.emit{type=, subject=, data=, ...}   -> id of the new event
+ *   tide.log(...)                            -> like print
+ *   tide.null, tide.array(t)                 -> JSON null, JSON array marker
+ *   tide.json.encode(v), tide.json.decode(s)
+ *
+ * Only argument checking and Lua <-> C conversion live here; what `on` and
+ * `emit` mean is decided by the host (consumer.c) behind tidei_host.
+ * Misuse raises (luaL_argerror); expected failures such as an invalid
+ * emitted event raise too, because a handler that emits garbage has
+ * failed and must be retried, not silently continue.
+ */
+#include "config.h"
+
+#include <lauxlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "l_event.h"
+#include "l_tide.h"
+
+/* tide.on(pattern, fn [, opts])  [-(2|3), +0, e] */
+static int
+l_tide_on(lua_State *L)
+{
+	const tidei_host *h = tidei_script_host(L);
+	const char *pattern = luaL_checkstring(L, 1);
+	const char *name = NULL, *from = "end", *where;
+	char err[TIDEI_ERRLEN];
+	int ref;
+
+	luaL_checktype(L, 2, LUA_TFUNCTION);
+	if (!lua_isnoneornil(L, 3)) {
+		luaL_checktype(L, 3, LUA_TTABLE);
+		lua_getfield(L, 3, "name");
+		name = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+		lua_getfield(L, 3, "from");
+		from = lua_isnil(L, -1) ? "end" : luaL_checkstring(L, -1);
+		lua_pop(L, 2);
+		/* keep the strings alive: they are reachable from opts (arg 3) */
+		if (name != NULL) {
+			lua_getfield(L, 3, "name");
+			name = lua_tostring(L, -1);
+		}
+	}
+	if (strcmp(from, "end") != 0 && strcmp(from, "beginning") != 0)
+		return luaL_argerror(L, 3, "from must be \"beginning\" or \"end\"");
+	luaL_where(L, 1);
+	where = lua_tostring(L, -1);
+	if (h->on == NULL)
+		return luaL_error(L, "tide.on is not available here");
+	lua_pushvalue(L, 2);
+	ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	if (h->on(h->ud, name, pattern, strcmp(from, "beginning") == 0, ref, where, err) !=
+	    TIDE_OK) {
+		luaL_unref(L, LUA_REGISTRYINDEX, ref);
+		return luaL_error(L, "%s", err);
+	}
+	return 0;
+}
+
+/* tide.emit(event) -> id  [-1, +1, e] */
+static int
+l_tide_emit(lua_State *L)
+{
+	const tidei_host *h = tidei_script_host(L);
+	char err[TIDEI_ERRLEN];
+	tidei_evb b;
+	int rc;
+
+	luaL_checktype(L, 1, LUA_TTABLE);
+	if (h->emit == NULL)
+		return luaL_error(L, "tide.emit is not available here");
+	memset(&b, 0, sizeof b);
+	tidei_evb_reset(&b);
+	if (tidei_lua_to_event(L, 1, &b) != 0) {
+		lua_pushfstring(L, "tide.emit: %s", b.err);
+		tidei_evb_free(&b);
+		return lua_error(L);
+	}
+	rc = h->emit(h->ud, &b, err);
+	if (rc == TIDE_OK)
+		lua_pushlstring(L, (const char *)b.strs.p + b.off[TIDEI_A_ID], b.len[TIDEI_A_ID]);
+	tidei_evb_free(&b);
+	if (rc != TIDE_OK)
+		return luaL_error(L, "tide.emit: %s", err);
+	return 1;
+}
+
+/* tide.log(...)  [-n, +0, e] */
+static int
+l_tide_log(lua_State *L)
+{
+	lua_getglobal(L, "print");
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, 0);
+	return 0;
+}
+
+/* tide.array(t) -> t, marked to encode as a JSON array  [-1, +1, e] */
+static int
+l_tide_array(lua_State *L)
+{
+	if (lua_isnoneornil(L, 1)) {
+		lua_settop(L, 0);
+		lua_newtable(L);
+	}
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_settop(L, 1);
+	luaL_setmetatable(L, TIDEI_ARRAY_MT);
+	return 1;
+}
+
+/* tide.json.encode(v) -> string  [-1, +1, e] */
+static int
+l_json_encode(lua_State *L)
+{
+	char err[TIDEI_ERRLEN];
+	tidei_buf val = {0}, out = {0};
+	tidei_vreader r;
+	int ok;
+
+	luaL_checkany(L, 1);
+	ok = tidei_lua_to_val(L, 1, &val, err) == 0;
+	if (ok) {
+		r.p = val.p;
+		r.end = val.p + val.len;
+		ok = tidei_json_encode(&out, &r) == 0 && !out.failed;
+		if (!ok)
+			tidei_err(err, -1, "out of memory");
+	}
+	if (ok)
+		lua_pushlstring(L, (const char *)out.p, out.len);
+	tidei_buf_free(&val);
+	tidei_buf_free(&out);
+	if (!ok)
+		return luaL_error(L, "tide.json.encode: %s", err);
+	return 1;
+}
+
+/* tide.json.decode(s) -> value | nil, message  [-1, +(1|2), e] */
+static int
+l_json_decode(lua_State *L)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, 1, &n);
+	char err[TIDEI_ERRLEN];
+	tidei_buf val = {0};
+	tidei_vreader r;
+	int rc;
+
+	if (tidei_json_decode(s, n, &val, err) != 0) {
+		tidei_buf_free(&val);
+		luaL_pushfail(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
+	r.p = val.p;
+	r.end = val.p + val.len;
+	rc = tidei_lua_push_val(L, &r);
+	tidei_buf_free(&val);
+	if (rc != 0)
+		return luaL_error(L, "tide.json.decode: out of memory");
+	return 1;
+}
+
+static const luaL_Reg tide_funcs[] = {
+	{"on", l_tide_on},
+	{"emit", l_tide_emit},
+	{"log", l_tide_log},
+	{"array", l_tide_array},
+	{NULL, NULL},
+};
+
+static const luaL_Reg json_funcs[] = {
+	{"encode", l_json_encode},
+	{"decode", l_json_decode},
+	{NULL, NULL},
+};
+
+static int
+luaopen_tide(lua_State *L)
+{
+	luaL_newlib(L, tide_funcs);
+	lua_pushlightuserdata(L, NULL);
+	lua_setfield(L, -2, "null");
+	luaL_newlib(L, json_funcs);
+	lua_setfield(L, -2, "json");
+	lua_pushstring(L, tide_version());
+	lua_setfield(L, -2, "version");
+	return 1;
+}
+
+void
+tidei_lua_open_tide(lua_State *L)
+{
+	luaL_newmetatable(L, TIDEI_ARRAY_MT);
+	lua_pop(L, 1);
+	luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+	lua_pushcfunction(L, luaopen_tide);
+	lua_setfield(L, -2, "tide");
+	lua_pop(L, 1);
+}

@@ -1,0 +1,18 @@
+/*
+ * l_tide.h - the `tide` Lua module that scripts require: tide.on,
+ * tide.emit, tide.log, tide.null, tide.array and tide.json.
+ */
+#ifndef TIDE_L_TIDE_H
+#define TIDE_L_TIDE_H
+
+#include <lua.h>
+
+#include "script.h"
+
+/** Register `tide` in package.preload of @p L.  [-0, +0, m] */
+void tidei_lua_open_tide(lua_State *L);
+
+/** The host callbacks of the script that owns @p L (script.c). */
+const tidei_host *tidei_script_host(lua_State *L);
+
+#endif

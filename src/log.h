@@ -1,0 +1,94 @@
+/*
+ * log.h - the LMDB log: the environment, its named databases, appends in
+ * group-committed write transactions, and reads.
+ */
+#ifndef TIDE_LOG_H
+#define TIDE_LOG_H
+
+#include <lmdb.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "err.h"
+#include "event.h"
+
+/** Version of the on-disk layout, stored in the meta database. */
+#define TIDEI_LOG_FORMAT 1
+
+typedef struct tidei_log_opts {
+	int readonly;        /* open for reading only (another process writes) */
+	int nosync;          /* durability "relaxed": MDB_NOSYNC, the caller syncs */
+	uint64_t map_size;   /* initial map size in bytes; 0 for the default */
+} tidei_log_opts;
+
+typedef struct tidei_log {
+	MDB_env *env;
+	MDB_dbi events;      /* seq (native u64) -> record */
+	MDB_dbi ids;         /* source "\0" id -> seq: duplicate detection */
+	MDB_dbi streams;     /* subject -> {version, last seq}: stream heads */
+	MDB_dbi consumers;   /* consumer name -> checkpoint seq */
+	MDB_dbi meta;        /* "format" -> TIDEI_LOG_FORMAT */
+	MDB_txn *txn;        /* the open write transaction, if any */
+	MDB_txn *rtxn;       /* a reusable read transaction (reset when idle) */
+	uint64_t head;       /* last seq, including uncommitted appends */
+	uint64_t committed;  /* last committed seq */
+	int64_t last_recorded;
+	uint64_t map_size;
+	unsigned page_size;
+	int readonly;
+	int lock_fd;         /* flock held by the writing process */
+	char dir[4096];
+	char err[TIDEI_ERRLEN];
+} tidei_log;
+
+/** Outcome of one append. */
+typedef struct tidei_append {
+	uint64_t seq;        /* the new seq, or the original one for a duplicate */
+	uint64_t version;    /* stream version (0 without subject) */
+	int duplicate;
+} tidei_append;
+
+/** Open (creating when writable) the log in directory @p dir.  A writable
+ *  log takes an exclusive lock on the directory.  Returns TIDE_OK or a
+ *  code with the detail in @p err (TIDEI_ERRLEN bytes). */
+int tidei_log_open(tidei_log **out, const char *dir, const tidei_log_opts *o, char *err);
+void tidei_log_close(tidei_log *log);
+
+/** Start the turn's write transaction, growing the map first when it is
+ *  running out of room. */
+int tidei_log_begin(tidei_log *log);
+/** Append one record (stamped in place with version, prev and recorded).
+ *  TIDE_EFULL means the transaction is dead: abort, grow, retry. */
+int tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, tidei_append *res);
+int tidei_log_commit(tidei_log *log);
+void tidei_log_abort(tidei_log *log);
+/** Double the map (no transaction may be open). */
+int tidei_log_grow(tidei_log *log);
+/** Flush to disk (durability "relaxed"). */
+int tidei_log_sync(tidei_log *log);
+
+/** Read the event at @p seq in @p txn into @p ev.  TIDE_ENOTFOUND if none. */
+int tidei_log_get(tidei_log *log, MDB_txn *txn, uint64_t seq, struct tide_event *ev);
+
+/** A read transaction for the current snapshot, reused between calls;
+ *  release it with tidei_log_read_end(). */
+int tidei_log_read_begin(tidei_log *log, MDB_txn **txn);
+void tidei_log_read_end(tidei_log *log);
+
+/** Durable consumer checkpoints.  get works in any transaction; set needs
+ *  the write transaction. */
+int tidei_log_checkpoint_get(tidei_log *log, MDB_txn *txn, const char *name, uint64_t *seq,
+                             int *found);
+int tidei_log_checkpoint_set(tidei_log *log, const char *name, uint64_t seq);
+
+/** Current stream head of @p subject: version and seq of its last event. */
+int tidei_log_stream_head(tidei_log *log, MDB_txn *txn, const char *subject, size_t n,
+                          uint64_t *version, uint64_t *last);
+
+/** 1 if event type @p type matches @p pat: exact, "prefix.*" or "*". */
+int tidei_pattern_match(const char *pat, size_t plen, const char *type, size_t tlen);
+
+/** Wall-clock time in ns since the epoch. */
+int64_t tidei_now(void);
+
+#endif

@@ -1,0 +1,64 @@
+/*
+ * main.c - the `tide` command: dispatch to a subcommand, git style.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "tide.h"
+
+static const struct {
+	const char *name;
+	int (*fn)(int, char **);
+	const char *what;
+} commands[] = {
+	{"run", cmd_run, "run the engine: ingest, commit, run the scripts"},
+	{"publish", cmd_publish, "send events (from flags, or NDJSON on stdin)"},
+	{"tail", cmd_tail, "follow committed events live, as NDJSON"},
+	{"log", cmd_log, "read the log directly, as NDJSON"},
+	{"stat", cmd_stat, "log size, consumer positions and lag"},
+};
+
+static void
+usage(FILE *out)
+{
+	fprintf(out, "usage: tide <command> [options]\n\n"
+	             "Tide is a durable, Lua-scriptable event processing engine.\n\n"
+	             "commands:\n");
+	for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
+		fprintf(out, "  %-9s %s\n", commands[k].name, commands[k].what);
+	fprintf(out, "  %-9s %s\n", "version", "print the version");
+	fprintf(out, "\n'tide <command> --help' describes a command.\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return CLI_USAGE;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		if (argc > 2 && strcmp(argv[1], "help") == 0) {
+			char *sub[] = {argv[2], "--help", NULL};
+			for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
+				if (strcmp(argv[2], commands[k].name) == 0)
+					return commands[k].fn(2, sub);
+		}
+		usage(stdout);
+		return CLI_OK;
+	}
+	if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+		printf("tide %s\n", tide_version());
+		return CLI_OK;
+	}
+	for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
+		if (strcmp(argv[1], commands[k].name) == 0)
+			return commands[k].fn(argc - 1, argv + 1);
+	fprintf(stderr, "tide: '%s' is not a command\n\n", argv[1]);
+	usage(stderr);
+	return CLI_USAGE;
+}

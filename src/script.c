@@ -1,0 +1,381 @@
+/*
+ * script.c - the lua_State that runs user scripts.
+ *
+ * Owns the state's lifecycle and its safety: the sandboxed standard
+ * library, the memory ceiling (a counting lua_Alloc), the per-call
+ * instruction budget (a count hook), and protected calls whose errors come
+ * back as "file:line: message" plus a traceback.  It knows nothing about
+ * consumers or the log: what scripts may do to the engine goes through the
+ * tidei_host callbacks, reached by the `tide` module (l_tide.c).
+ *
+ * The sandbox is the state itself: only safe libraries are opened into its
+ * globals, so modules loaded by require() are as confined as scripts.
+ */
+#include "config.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "l_event.h"
+#include "l_tide.h"
+#include "script.h"
+
+/* The count hook runs every HOOK_EVERY instructions. */
+#define HOOK_EVERY 1000
+
+struct tidei_script {
+	lua_State *L;
+	tidei_host host;
+	size_t mem_used;
+	size_t mem_limit;
+	uint64_t budget;     /* instructions per call, 0 = unlimited */
+	uint64_t remaining;  /* left in the current call */
+	int exhausted;       /* the current call ran out; pcall must not hide it */
+	tidei_timecache tc;
+};
+
+static tidei_script *
+script_of(lua_State *L)
+{
+	return *(tidei_script **)lua_getextraspace(L);
+}
+
+/* A lua_Alloc that refuses to grow the state past its ceiling; Lua turns
+ * the refusal into a "not enough memory" error in the running code. */
+static void *
+counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	tidei_script *s = ud;
+	size_t old = ptr ? osize : 0;
+	void *p;
+
+	if (nsize == 0) {
+		free(ptr);
+		s->mem_used -= old;
+		return NULL;
+	}
+	if (s->mem_limit && nsize > old && s->mem_used + (nsize - old) > s->mem_limit)
+		return NULL;
+	p = realloc(ptr, nsize);
+	if (p != NULL)
+		s->mem_used = s->mem_used - old + nsize;
+	return p;
+}
+
+static void
+count_hook(lua_State *L, lua_Debug *ar)
+{
+	tidei_script *s = script_of(L);
+
+	(void)ar;
+	if (s->budget == 0)
+		return;
+	if (s->remaining <= HOOK_EVERY) {
+		s->remaining = 0;
+		s->exhausted = 1;
+		luaL_error(L, "handler exceeded its instruction budget (%llu instructions)",
+		           (unsigned long long)s->budget);
+	}
+	s->remaining -= HOOK_EVERY;
+}
+
+/* Message handler: keep the message, add a traceback after a newline. */
+static int
+msgh(lua_State *L)
+{
+	const char *msg = lua_tostring(L, 1);
+
+	if (msg == NULL) {
+		if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+			msg = lua_tostring(L, -1);
+		else
+			msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+	}
+	luaL_traceback(L, L, msg, 1);
+	return 1;
+}
+
+/* ------------------------------------------------------------------------
+ * Sandboxed library
+ * ------------------------------------------------------------------------ */
+
+/* load() without binary chunks: precompiled bytecode can break the VM. */
+static int
+l_load_text(lua_State *L)
+{
+	int env = !lua_isnone(L, 4);
+	int status;
+	size_t len;
+	const char *chunk = lua_tolstring(L, 1, &len);
+	const char *name = luaL_optstring(L, 2, chunk ? chunk : "=(load)");
+
+	luaL_argcheck(L, chunk != NULL, 1, "string expected (functions as chunk readers are not allowed)");
+	status = luaL_loadbufferx(L, chunk, len, name, "t");
+	if (status != LUA_OK) {
+		luaL_pushfail(L);
+		lua_insert(L, -2);
+		return 2;
+	}
+	if (env) {
+		lua_pushvalue(L, 4);
+		if (!lua_setupvalue(L, -2, 1))
+			lua_pop(L, 1);
+	}
+	return 1;
+}
+
+/* pcall/xpcall that let a budget error through: otherwise a handler could
+ * catch it and loop forever. */
+static int
+finish_pcall(lua_State *L, int status, lua_KContext extra)
+{
+	if (script_of(L)->exhausted)
+		return lua_error(L);
+	if (status != LUA_OK && status != LUA_YIELD) {
+		lua_pushboolean(L, 0);
+		lua_pushvalue(L, -2);
+		return 2;
+	}
+	return lua_gettop(L) - (int)extra;
+}
+
+static int
+l_pcall(lua_State *L)
+{
+	int status;
+
+	luaL_checkany(L, 1);
+	lua_pushboolean(L, 1);
+	lua_insert(L, 1);
+	status = lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0, 0, finish_pcall);
+	return finish_pcall(L, status, 0);
+}
+
+static int
+l_xpcall(lua_State *L)
+{
+	int status;
+	int n = lua_gettop(L);
+
+	luaL_checktype(L, 2, LUA_TFUNCTION);
+	lua_pushboolean(L, 1);
+	lua_pushvalue(L, 1);
+	lua_rotate(L, 3, 2);
+	status = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, finish_pcall);
+	return finish_pcall(L, status, 2);
+}
+
+static int
+l_print(lua_State *L)
+{
+	tidei_script *s = script_of(L);
+	luaL_Buffer b;
+	int n = lua_gettop(L);
+
+	luaL_buffinit(L, &b);
+	for (int i = 1; i <= n; i++) {
+		if (i > 1)
+			luaL_addchar(&b, '\t');
+		luaL_tolstring(L, i, NULL);
+		luaL_addvalue(&b);
+	}
+	luaL_pushresult(&b);
+	if (s->host.log != NULL)
+		s->host.log(s->host.ud, TIDE_LOG_INFO, lua_tostring(L, -1));
+	return 0;
+}
+
+static int
+is_allowed(const tidei_script_opts *o, const char *name)
+{
+	for (const char *const *a = o->allow; a && *a; a++)
+		if (strcmp(*a, name) == 0)
+			return 1;
+	return 0;
+}
+
+static void
+open_sandbox(lua_State *L, const tidei_script_opts *o)
+{
+	static const char *const os_safe[] = {"clock", "date", "difftime", "time", NULL};
+
+	luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
+	luaL_requiref(L, LUA_LOADLIBNAME, luaopen_package, 1);
+	luaL_requiref(L, LUA_COLIBNAME, luaopen_coroutine, 1);
+	luaL_requiref(L, LUA_TABLIBNAME, luaopen_table, 1);
+	luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
+	luaL_requiref(L, LUA_MATHLIBNAME, luaopen_math, 1);
+	luaL_requiref(L, LUA_UTF8LIBNAME, luaopen_utf8, 1);
+	lua_settop(L, 0);
+
+	/* os: time functions only, unless the configuration allows all of it */
+	luaL_requiref(L, LUA_OSLIBNAME, luaopen_os, 1);
+	if (!is_allowed(o, "os")) {
+		lua_newtable(L);
+		for (const char *const *f = os_safe; *f; f++) {
+			lua_getfield(L, 1, *f);
+			lua_setfield(L, -2, *f);
+		}
+		lua_setglobal(L, LUA_OSLIBNAME);
+	}
+	lua_settop(L, 0);
+	if (is_allowed(o, "io"))
+		luaL_requiref(L, LUA_IOLIBNAME, luaopen_io, 1);
+	if (is_allowed(o, "debug"))
+		luaL_requiref(L, LUA_DBLIBNAME, luaopen_debug, 1);
+	lua_settop(L, 0);
+
+	lua_pushnil(L);
+	lua_setglobal(L, "dofile");
+	lua_pushnil(L);
+	lua_setglobal(L, "loadfile");
+	lua_pushcfunction(L, l_load_text);
+	lua_setglobal(L, "load");
+	lua_pushcfunction(L, l_pcall);
+	lua_setglobal(L, "pcall");
+	lua_pushcfunction(L, l_xpcall);
+	lua_setglobal(L, "xpcall");
+	lua_pushcfunction(L, l_print);
+	lua_setglobal(L, "print");
+
+	/* require: Lua source modules only, from the configured directories */
+	lua_getglobal(L, LUA_LOADLIBNAME);
+	lua_pushstring(L, o->lua_path ? o->lua_path : "");
+	lua_setfield(L, -2, "path");
+	lua_pushliteral(L, "");
+	lua_setfield(L, -2, "cpath");
+	lua_pushnil(L);
+	lua_setfield(L, -2, "loadlib");
+	lua_getfield(L, -1, "searchers");
+	lua_pushnil(L);
+	lua_rawseti(L, -2, 4); /* all-in-one C loader */
+	lua_pushnil(L);
+	lua_rawseti(L, -2, 3); /* C loader */
+	lua_settop(L, 0);
+}
+
+/* ------------------------------------------------------------------------
+ * Lifecycle and calls
+ * ------------------------------------------------------------------------ */
+
+int
+tidei_script_new(tidei_script **out, const tidei_script_opts *o, const tidei_host *host,
+                 char *err)
+{
+	tidei_script *s = calloc(1, sizeof *s);
+
+	*out = NULL;
+	if (s == NULL)
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	s->host = *host;
+	s->budget = o->instruction_budget;
+	s->L = lua_newstate(counting_alloc, s);
+	if (s->L == NULL) {
+		free(s);
+		return tidei_err(err, TIDE_ENOMEM, "cannot create a Lua state");
+	}
+	*(tidei_script **)lua_getextraspace(s->L) = s;
+	open_sandbox(s->L, o);
+	tidei_lua_open_tide(s->L);
+	lua_sethook(s->L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+	/* The ceiling starts after the libraries: it bounds what scripts use. */
+	s->mem_limit = o->memory_limit ? s->mem_used + o->memory_limit : 0;
+	*out = s;
+	return TIDE_OK;
+}
+
+void
+tidei_script_destroy(tidei_script *s)
+{
+	if (s == NULL)
+		return;
+	s->mem_limit = 0;
+	lua_close(s->L);
+	free(s);
+}
+
+lua_State *
+tidei_script_state(tidei_script *s)
+{
+	return s->L;
+}
+
+size_t
+tidei_script_memory(const tidei_script *s)
+{
+	return s->mem_used;
+}
+
+const tidei_host *
+tidei_script_host(lua_State *L)
+{
+	return &script_of(L)->host;
+}
+
+/* Run the function under the message handler at the top of the stack with
+ * @p nargs arguments below it; split the result into message and trace. */
+static int
+protected_call(tidei_script *s, int nargs, char *err, char *trace)
+{
+	lua_State *L = s->L;
+	int base = lua_gettop(L) - nargs;  /* index of the function */
+	int rc;
+	const char *msg, *nl;
+
+	lua_pushcfunction(L, msgh);
+	lua_insert(L, base);
+	s->remaining = s->budget;
+	s->exhausted = 0;
+	rc = lua_pcall(L, nargs, 0, base);
+	s->exhausted = 0;
+	if (rc == LUA_OK) {
+		lua_settop(L, base - 1);
+		return TIDE_OK;
+	}
+	msg = lua_tostring(L, -1);
+	if (msg == NULL)
+		msg = rc == LUA_ERRMEM ? "not enough memory" : "unknown error";
+	if (rc == LUA_ERRMEM)
+		msg = "script exceeded its memory limit (not enough memory)";
+	nl = strchr(msg, '\n');
+	tidei_err(err, TIDE_ESCRIPT, "%.*s", nl ? (int)(nl - msg) : (int)strlen(msg), msg);
+	if (trace != NULL)
+		snprintf(trace, TIDEI_ERRLEN, "%s", nl ? nl + 1 : "");
+	lua_settop(L, base - 1);
+	return TIDE_ESCRIPT;
+}
+
+int
+tidei_script_load(tidei_script *s, const char *path, char *err)
+{
+	lua_State *L = s->L;
+	int rc;
+
+	rc = luaL_loadfilex(L, path, "t");
+	if (rc != LUA_OK) {
+		tidei_err(err, TIDE_ESCRIPT, "%s", lua_tostring(L, -1));
+		lua_pop(L, 1);
+		return TIDE_ESCRIPT;
+	}
+	return protected_call(s, 0, err, NULL);
+}
+
+int
+tidei_script_call(tidei_script *s, int ref, const struct tide_event *ev, char *err,
+                  char *trace)
+{
+	lua_State *L = s->L;
+
+	lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+	tidei_lua_push_event(L, ev, &s->tc);
+	return protected_call(s, 1, err, trace);
+}
+
+void
+tidei_script_unref(tidei_script *s, int ref)
+{
+	luaL_unref(s->L, LUA_REGISTRYINDEX, ref);
+}

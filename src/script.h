@@ -1,0 +1,57 @@
+/*
+ * script.h - one Lua state running user scripts: sandbox, protected calls
+ * with tracebacks, and the instruction and memory budgets.
+ */
+#ifndef TIDE_SCRIPT_H
+#define TIDE_SCRIPT_H
+
+#include <lua.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "event.h"
+
+/** What the scripts may ask of whoever hosts them (the consumer layer).
+ *  Every callback returns TIDE_OK or a code with a message in @p err. */
+typedef struct tidei_host {
+	void *ud;
+	/** tide.on(pattern, fn, opts): fn is a registry reference. */
+	int (*on)(void *ud, const char *name, const char *pattern, int from, int ref,
+	          const char *where, char *err);
+	/** tide.emit{...}: @p b holds the validated attributes, not finished. */
+	int (*emit)(void *ud, tidei_evb *b, char *err);
+	/** print() and tide.log(). */
+	void (*log)(void *ud, int level, const char *msg);
+} tidei_host;
+
+typedef struct tidei_script_opts {
+	uint64_t instruction_budget; /* per call; 0 = unlimited */
+	size_t memory_limit;         /* bytes for the whole state; 0 = unlimited */
+	const char *lua_path;        /* extra directories for require, ';'-separated */
+	const char *const *allow;    /* NULL-terminated standard modules to open unsandboxed */
+} tidei_script_opts;
+
+typedef struct tidei_script tidei_script;
+
+int tidei_script_new(tidei_script **out, const tidei_script_opts *o, const tidei_host *host,
+                     char *err);
+void tidei_script_destroy(tidei_script *s);
+
+/** Load and run one script file.  Returns TIDE_OK or TIDE_ESCRIPT with the
+ *  error (file:line: message) in @p err. */
+int tidei_script_load(tidei_script *s, const char *path, char *err);
+
+/** Call the handler @p ref with @p ev as a table.  Returns TIDE_OK, or
+ *  TIDE_ESCRIPT with "file:line: message" in @p err and the traceback in
+ *  @p trace (may be NULL; TIDEI_ERRLEN bytes). */
+int tidei_script_call(tidei_script *s, int ref, const struct tide_event *ev, char *err,
+                      char *trace);
+
+/** Release a handler reference. */
+void tidei_script_unref(tidei_script *s, int ref);
+
+lua_State *tidei_script_state(tidei_script *s);
+size_t tidei_script_memory(const tidei_script *s);
+
+#endif

@@ -1,0 +1,274 @@
+/*
+ * tide.h - the public interface of libtide, a durable, Lua-scriptable
+ * event processing engine.
+ *
+ * Tide appends CloudEvents to an LMDB log in group-committed write
+ * transactions, hands them to consumers (Lua scripts or C callbacks) that
+ * read the log from durable checkpoints, and publishes every committed event.
+ * An engine runs on one libevent event_base: its own, or the caller's.
+ *
+ * Conventions, as in lmdb.h:
+ *  - Functions return TIDE_OK (0) or a negative TIDE_E* code;
+ *    tide_strerror() names a code, tide_errmsg() gives the detail of the
+ *    last failure on an engine.
+ *  - Constructors hand the new object back through an out-parameter and
+ *    destructors accept NULL.
+ *  - "Borrowed" pointers stay owned by the caller and are only read during
+ *    the call; "valid until X" pointers are owned by Tide.
+ *  - Threading: an engine and everything it hands out belong to the thread
+ *    that runs its event_base.  tide_engine_stop() is the one exception and
+ *    may be called from a signal-safe context on any thread.
+ *  - The library keeps no writable global state, installs no signal
+ *    handlers and never writes to stdout or stderr: diagnostics go to the
+ *    log callback of the configuration.
+ */
+#ifndef TIDE_H
+#define TIDE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(TIDE_BUILDING) && defined(__GNUC__)
+#define TIDE_API __attribute__((visibility("default")))
+#else
+#define TIDE_API
+#endif
+
+struct event_base;
+
+/** @defgroup errors Error codes
+ * Every fallible function returns one of these.  The table behind
+ * tide_strerror() is the only place the messages are written down. @{ */
+enum {
+	TIDE_OK = 0,
+	TIDE_EINVAL = -1,     /**< invalid argument or API misuse */
+	TIDE_ENOMEM = -2,     /**< out of memory */
+	TIDE_EIO = -3,        /**< storage error (LMDB or the filesystem) */
+	TIDE_EFORMAT = -4,    /**< log written by an incompatible version */
+	TIDE_ENOTFOUND = -5,  /**< no such event, consumer or key */
+	TIDE_EFULL = -6,      /**< the log's map is full and cannot grow */
+	TIDE_ESOCKET = -7,    /**< nanomsg endpoint error */
+	TIDE_ESCRIPT = -8,    /**< a Lua script failed to load or run */
+	TIDE_EEVENT = -9,     /**< an event was rejected as invalid */
+	TIDE_ECONFIG = -10,   /**< invalid configuration */
+	TIDE_EBUSY = -11,     /**< the data directory is in use by another engine */
+	TIDE_ESTATE = -12,    /**< the engine is not in a state that allows this */
+};
+/** @} */
+
+/** Static, human-readable name of an error code; never NULL. */
+TIDE_API const char *tide_strerror(int code);
+
+/** Library version string, e.g. "0.1.0". */
+TIDE_API const char *tide_version(void);
+
+/* ------------------------------------------------------------------------
+ * Configuration
+ * ------------------------------------------------------------------------ */
+
+typedef struct tide_config tide_config;
+
+/** Severity of a diagnostic passed to the log callback. */
+enum { TIDE_LOG_ERROR = 0, TIDE_LOG_WARN = 1, TIDE_LOG_INFO = 2, TIDE_LOG_DEBUG = 3 };
+
+/** Receives the engine's diagnostics.  @p msg is valid only during the call. */
+typedef void tide_log_fn(void *ud, int level, const char *msg);
+
+/** Create a configuration holding the defaults:
+ *  data "./tide-data", durability "sync", sync_interval 1000 ms, ipc
+ *  endpoints inside the data directory, no scripts, a 1 MiB event limit.
+ *  @return TIDE_OK or TIDE_ENOMEM. */
+TIDE_API int tide_config_new(tide_config **out);
+
+/** Free a configuration.  Accepts NULL. */
+TIDE_API void tide_config_destroy(tide_config *cfg);
+
+/** Set one option by name, exactly as the config file and the command line
+ *  name it: "data", "durability" ("sync" or "relaxed"), "sync_interval"
+ *  (ms), "pull", "rep", "pub" (nanomsg URLs, "" to disable), "map_size"
+ *  (bytes, or with a K/M/G suffix), "max_event_size", "turn_events"
+ *  (events per group commit), "instruction_budget", "memory_limit", "log_level".
+ *  @p key and @p value are borrowed.
+ *  @return TIDE_OK, TIDE_ECONFIG (unknown key or bad value; see
+ *  tide_config_errmsg()) or TIDE_ENOMEM. */
+TIDE_API int tide_config_set(tide_config *cfg, const char *key, const char *value);
+
+/** Add a Lua script to load.  @p path is borrowed.  The order is kept. */
+TIDE_API int tide_config_add_script(tide_config *cfg, const char *path);
+
+/** Read a Lua configuration file: globals named like tide_config_set() keys,
+ *  plus `scripts = { ... }` and `endpoints = { pull=, rep=, pub= }`.
+ *  Relative paths in it are resolved against the file's directory.
+ *  @return TIDE_OK, TIDE_ECONFIG or TIDE_ESCRIPT (details in
+ *  tide_config_errmsg()). */
+TIDE_API int tide_config_load(tide_config *cfg, const char *path);
+
+/** Route diagnostics to @p fn (NULL silences them). */
+TIDE_API void tide_config_set_log(tide_config *cfg, tide_log_fn *fn, void *ud);
+
+/** Read back an option as text; valid until the next change to @p cfg. */
+TIDE_API const char *tide_config_get(const tide_config *cfg, const char *key);
+
+/** Detail of the last failure on @p cfg; "" if none. */
+TIDE_API const char *tide_config_errmsg(const tide_config *cfg);
+
+/* ------------------------------------------------------------------------
+ * Events
+ *
+ * A tide_event is a read-only view of one CloudEvent, either stored in the
+ * log (then seq > 0) or being handled.  It is always borrowed: valid only
+ * for the duration of the callback or until the next step of the cursor
+ * that produced it.
+ * ------------------------------------------------------------------------ */
+
+typedef struct tide_event tide_event;
+
+/** Global log position, from 1 (0 for an event not yet stored). */
+TIDE_API uint64_t tide_event_seq(const tide_event *ev);
+/** Position in the subject's stream, from 1 (0 when there is no subject). */
+TIDE_API uint64_t tide_event_version(const tide_event *ev);
+/** Commit time, nanoseconds since the Unix epoch. */
+TIDE_API int64_t tide_event_recorded(const tide_event *ev);
+
+/** A string attribute by name: "id", "source", "type", "subject", "time",
+ *  "datacontenttype", "dataschema", "correlationid", "causationid", or an
+ *  extension holding a string.  Returns NULL when absent; the result is
+ *  NUL-terminated, valid as long as @p ev, and its length goes to @p len if
+ *  not NULL. */
+TIDE_API const char *tide_event_attr(const tide_event *ev, const char *name, size_t *len);
+
+/** Encode @p ev as one line of JSON (no newline) with seq, version and
+ *  recorded as top-level attributes.  The result is valid until the next
+ *  call on the same engine or log handle, or until @p ev expires.
+ *  @return TIDE_OK or TIDE_ENOMEM. */
+TIDE_API int tide_event_json(const tide_event *ev, const char **json, size_t *len);
+
+/* ------------------------------------------------------------------------
+ * Engine
+ * ------------------------------------------------------------------------ */
+
+typedef struct tide_engine tide_engine;
+
+/** Create an engine from @p cfg, which is copied (it may be destroyed
+ *  afterwards).  Nothing is opened yet.
+ *  @return TIDE_OK, TIDE_EINVAL or TIDE_ENOMEM. */
+TIDE_API int tide_engine_new(tide_engine **out, const tide_config *cfg);
+
+/** Open the log, load the scripts and bind the endpoints, attaching to
+ *  @p base (borrowed; it must outlive the engine) or to a base of the
+ *  engine's own when NULL.
+ *  @return TIDE_OK or TIDE_EIO, TIDE_EFORMAT, TIDE_EBUSY, TIDE_ESOCKET,
+ *  TIDE_ESCRIPT, TIDE_ECONFIG, TIDE_ENOMEM; tide_errmsg() tells why. */
+TIDE_API int tide_engine_open(tide_engine *e, struct event_base *base);
+
+/** Run the engine's own event_base until tide_engine_stop().  Only for an
+ *  engine opened with a NULL base.  @return TIDE_OK or TIDE_ESTATE. */
+TIDE_API int tide_engine_run(tide_engine *e);
+
+/** Ask the engine to stop: the current loop turn finishes and commits,
+ *  pending replies are sent, and tide_engine_run() returns.  Safe to call
+ *  from a signal handler of the loop's thread or from another thread. */
+TIDE_API void tide_engine_stop(tide_engine *e);
+
+/** Close sockets and the log and free the engine.  Accepts NULL. */
+TIDE_API void tide_engine_destroy(tide_engine *e);
+
+/** Detail of the last failure on @p e; "" if none.  Valid until the next
+ *  call on @p e. */
+TIDE_API const char *tide_errmsg(const tide_engine *e);
+
+/** The event_base the engine runs on (its own or the adopted one). */
+TIDE_API struct event_base *tide_engine_base(tide_engine *e);
+
+/** Outcome of one published event. */
+typedef struct tide_result {
+	int code;          /**< TIDE_OK, TIDE_EEVENT (invalid), TIDE_EFULL, TIDE_EIO */
+	int duplicate;     /**< 1 when (source, id) was already in the log */
+	uint64_t seq;      /**< the event's position (the original one for duplicates) */
+	const char *error; /**< what is wrong when code != TIDE_OK; valid during the callback */
+} tide_result;
+
+/** Called once per event after the turn's commit (after fsync in "sync"). */
+typedef void tide_publish_fn(void *ud, const tide_result *res);
+
+/** Publish events from C: @p json holds one CloudEvent, a JSON array of
+ *  them, or NDJSON.  The text is copied.  They commit with the current loop
+ *  turn; @p fn (may be NULL) then receives one result per event, in order.
+ *  @return TIDE_OK (results follow) or TIDE_ESTATE / TIDE_ENOMEM. */
+TIDE_API int tide_publish(tide_engine *e, const char *json, size_t len,
+                          tide_publish_fn *fn, void *ud);
+
+/** C consumer: called for each matching event, in log order.  Return
+ *  TIDE_OK to move the checkpoint past the event. */
+typedef int tide_consumer_fn(void *ud, const tide_event *ev);
+
+/** Where a new consumer starts when it has no checkpoint yet. */
+enum { TIDE_FROM_END = 0, TIDE_FROM_BEGINNING = 1 };
+
+/** Register a C consumer named @p name (its durable checkpoint key) for
+ *  event types matching @p pattern ("order.placed", "order.*" or "*").
+ *  Call between tide_engine_new() and tide_engine_open().  Strings are
+ *  copied.  @return TIDE_OK, TIDE_EINVAL or TIDE_ESTATE. */
+TIDE_API int tide_consumer_add(tide_engine *e, const char *name, const char *pattern,
+                               int from, tide_consumer_fn *fn, void *ud);
+
+/* ------------------------------------------------------------------------
+ * Reading the log directly (also from another process while the daemon
+ * writes).
+ * ------------------------------------------------------------------------ */
+
+typedef struct tide_log tide_log;
+typedef struct tide_cursor tide_cursor;
+
+/** Open the log in data directory @p dir read-only.
+ *  @return TIDE_OK, TIDE_ENOTFOUND (no log there), TIDE_EFORMAT, TIDE_EIO.
+ *  On failure *out is NULL and @p err (may be NULL) receives a message. */
+TIDE_API int tide_log_open(tide_log **out, const char *dir, char *err, size_t errlen);
+
+/** Close a log handle.  Accepts NULL. */
+TIDE_API void tide_log_close(tide_log *log);
+
+/** What a cursor returns.  Zero fields mean "no constraint". */
+typedef struct tide_filter {
+	uint64_t from;       /**< first seq (default 1) */
+	uint64_t until;      /**< last seq, inclusive (default: the end) */
+	const char *subject; /**< only this stream, in version order */
+	const char *type;    /**< exact type or "prefix.*" */
+} tide_filter;
+
+/** Open a cursor over a snapshot of the log.  @p f is copied.
+ *  @return TIDE_OK, TIDE_EIO or TIDE_ENOMEM. */
+TIDE_API int tide_cursor_open(tide_log *log, const tide_filter *f, tide_cursor **out);
+
+/** Step to the next matching event; *ev is valid until the next step or
+ *  tide_cursor_close().  @return TIDE_OK, TIDE_ENOTFOUND at the end, TIDE_EIO. */
+TIDE_API int tide_cursor_next(tide_cursor *cur, const tide_event **ev);
+
+/** Close a cursor.  Accepts NULL. */
+TIDE_API void tide_cursor_close(tide_cursor *cur);
+
+/** Size and positions of a log. */
+typedef struct tide_log_stat {
+	uint64_t events;    /**< events stored */
+	uint64_t last_seq;  /**< highest seq */
+	uint64_t size;      /**< bytes in use by the log's pages */
+	uint64_t map_size;  /**< current map size in bytes */
+	uint64_t streams;   /**< distinct subjects */
+} tide_log_stat;
+
+TIDE_API int tide_log_stat_get(tide_log *log, tide_log_stat *st);
+
+/** Called once per consumer checkpoint by tide_log_consumers(). */
+typedef void tide_checkpoint_fn(void *ud, const char *name, uint64_t seq);
+
+/** List the durable consumer checkpoints.  @return TIDE_OK or TIDE_EIO. */
+TIDE_API int tide_log_consumers(tide_log *log, tide_checkpoint_fn *fn, void *ud);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TIDE_H */

@@ -1,0 +1,26 @@
+/*
+ * check_main.c - the one runner: every suite, in the order a failure is
+ * easiest to read (formats first, the whole daemon last).
+ * CK_RUN_SUITE=log runs one suite; CK_RUN_CASE one test case.
+ */
+#include <check.h>
+#include <stdlib.h>
+
+#include "helpers.h"
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(event_suite());
+	int failed;
+
+	srunner_add_suite(sr, cloudevents_suite());
+	srunner_add_suite(sr, log_suite());
+	srunner_add_suite(sr, lua_suite());
+	srunner_add_suite(sr, engine_suite());
+	srunner_add_suite(sr, cli_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,123 @@
+/*
+ * embed_test.c - libtide as a stranger uses it: only <tide.h>, linked
+ * against the installed-style library.  Two engines share one process and
+ * one caller-owned event_base; one publishes from C, a C consumer reacts,
+ * and the log is read back through the public reader.
+ */
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <tide.h>
+
+#define CHECK(cond) \
+	do { \
+		if (!(cond)) { \
+			fprintf(stderr, "embed_test: %s:%d: %s failed\n", __FILE__, __LINE__, #cond); \
+			exit(1); \
+		} \
+	} while (0)
+
+typedef struct counts {
+	int results, stored, handled;
+} counts;
+
+static void
+on_result(void *ud, const tide_result *r)
+{
+	counts *c = ud;
+
+	c->results++;
+	c->stored += r->code == TIDE_OK && !r->duplicate;
+}
+
+static int
+on_event(void *ud, const tide_event *ev)
+{
+	counts *c = ud;
+	size_t n;
+	const char *type = tide_event_attr(ev, "type", &n);
+
+	CHECK(type != NULL && strcmp(type, "greeting") == 0 && n == 8);
+	CHECK(tide_event_seq(ev) > 0);
+	c->handled++;
+	return TIDE_OK;
+}
+
+static tide_engine *
+engine_in(const char *dir, counts *c)
+{
+	tide_config *cfg;
+	tide_engine *e;
+
+	CHECK(tide_config_new(&cfg) == TIDE_OK);
+	CHECK(tide_config_set(cfg, "data", dir) == TIDE_OK);
+	CHECK(tide_config_set(cfg, "durability", "relaxed") == TIDE_OK);
+	CHECK(tide_config_set(cfg, "nonsense", "1") == TIDE_ECONFIG);
+	CHECK(strstr(tide_config_errmsg(cfg), "unknown setting") != NULL);
+	CHECK(tide_engine_new(&e, cfg) == TIDE_OK);
+	tide_config_destroy(cfg); /* the engine keeps its own copy */
+	CHECK(tide_consumer_add(e, "greeter", "greet*", TIDE_FROM_BEGINNING, on_event, c) ==
+	      TIDE_EINVAL); /* a bad pattern */
+	CHECK(tide_consumer_add(e, "greeter", "greeting", TIDE_FROM_BEGINNING, on_event, c) ==
+	      TIDE_OK);
+	return e;
+}
+
+int
+main(void)
+{
+	char tmpl[] = "/tmp/tide-embed-XXXXXX", a[600], b[600], cmd[700];
+	struct event_base *base = event_base_new();
+	counts ca = {0, 0, 0}, cb = {0, 0, 0};
+	tide_engine *ea, *eb;
+	const char *ev = "{\"specversion\":\"1.0\",\"id\":\"g1\",\"source\":\"/embed\","
+	                 "\"type\":\"greeting\"}\n"
+	                 "{\"specversion\":\"1.0\",\"id\":\"g2\",\"source\":\"/embed\","
+	                 "\"type\":\"greeting\"}";
+	tide_log *log;
+	tide_cursor *cur;
+	const tide_event *e;
+	char err[256];
+	int n = 0;
+
+	CHECK(base != NULL && mkdtemp(tmpl) != NULL);
+	snprintf(a, sizeof a, "%s/a", tmpl);
+	snprintf(b, sizeof b, "%s/b", tmpl);
+	ea = engine_in(a, &ca);
+	eb = engine_in(b, &cb);
+	CHECK(tide_engine_open(ea, base) == TIDE_OK);
+	CHECK(tide_engine_open(eb, base) == TIDE_OK);
+	CHECK(tide_engine_base(ea) == base);
+	CHECK(tide_publish(ea, ev, strlen(ev), on_result, &ca) == TIDE_OK);
+	CHECK(tide_publish(eb, ev, 30, on_result, &cb) == TIDE_OK); /* cut short */
+	for (int i = 0; i < 200 && (ca.handled < 2 || cb.results < 1); i++)
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	CHECK(ca.results == 2 && ca.stored == 2 && ca.handled == 2);
+	CHECK(cb.results == 1 && cb.stored == 0 && cb.handled == 0);
+	tide_engine_destroy(ea);
+	tide_engine_destroy(eb);
+
+	CHECK(tide_log_open(&log, a, err, sizeof err) == TIDE_OK);
+	CHECK(tide_cursor_open(log, NULL, &cur) == TIDE_OK);
+	while (tide_cursor_next(cur, &e) == TIDE_OK) {
+		const char *json;
+		CHECK(tide_event_json(e, &json, NULL) == TIDE_OK);
+		CHECK(strstr(json, "\"type\":\"greeting\"") != NULL);
+		n++;
+	}
+	CHECK(n == 2);
+	tide_cursor_close(cur);
+	tide_log_close(log);
+	CHECK(tide_log_open(&log, b, err, sizeof err) == TIDE_OK);
+	tide_log_close(log);
+	CHECK(strcmp(tide_strerror(TIDE_EFULL), "log is full") == 0);
+
+	event_base_free(base);
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpl);
+	CHECK(system(cmd) == 0);
+	printf("embed_test: two engines on one event_base: ok\n");
+	return 0;
+}
