@@ -693,8 +693,12 @@ START_TEST(ndjson_broken_line_costs_only_itself)
 	                    EV("n2") "\n"
 	                    "42\n"
 	                    EV("n3") "\n");
-	lines = split_lines(reply, &nl);
-	ck_assert_msg(nl == 5, "5 lines sent, %zu reply lines: %s", nl, reply);
+	{
+		char *all = strdup(reply);
+		lines = split_lines(reply, &nl);
+		ck_assert_msg(nl == 5, "5 lines sent, %zu reply lines: %s", nl, all);
+		free(all);
+	}
 	ck_assert_int_eq(ack_parse(lines[0], &seq), ACK_STORED);
 	ck_assert_int_eq(ack_parse(lines[1], &seq), ACK_ERROR);
 	ck_assert_int_eq(ack_parse(lines[2], &seq), ACK_STORED);
@@ -704,6 +708,44 @@ START_TEST(ndjson_broken_line_costs_only_itself)
 	free(reply);
 	n = th_log_count(data, "");
 	ck_assert_int_eq(n, 3);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
+/* A message whose last event is cut short (premature end of input): the
+ * events before it are answered once each and the cut one gets one error;
+ * nothing is parsed or answered twice. */
+START_TEST(truncated_last_event_answered_once)
+{
+	const char *data = subdir(th_tmpdir(), "data");
+	th_daemon d;
+	char *reply, **lines;
+	size_t nl;
+	uint64_t seq;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
+	reply = req1(d.rep, EV("t1") "\n" EV("t2") "\n" EV("t3") "\n{\"specversion\":\"1.0\"");
+	{
+		char *all = strdup(reply);
+		lines = split_lines(reply, &nl);
+		ck_assert_msg(nl == 4, "4 events sent, %zu reply lines: %s", nl, all);
+		free(all);
+	}
+	for (int k = 0; k < 3; k++) {
+		ck_assert_int_eq(ack_parse(lines[k], &seq), ACK_STORED);
+		ck_assert_uint_eq(seq, (uint64_t)k + 1);
+	}
+	ck_assert_int_eq(ack_parse(lines[3], &seq), ACK_ERROR);
+	ck_assert_ptr_nonnull(strstr(lines[3], "not valid JSON"));
+	free(lines);
+	free(reply);
+	/* the same with one line: one event, one reply */
+	reply = req1(d.rep, EV("t4") " {\"specversion\":");
+	lines = split_lines(reply, &nl);
+	ck_assert_msg(nl == 2, "2 events sent, %zu reply lines: %s", nl, reply);
+	free(lines);
+	free(reply);
+	ck_assert_int_eq(th_log_count(data, ""), 4);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 }
 END_TEST
@@ -1200,6 +1242,7 @@ engine_suite(void)
 	tcase_add_checked_fixture(bad, NULL, th_cleanup);
 	tcase_add_test(bad, bad_input_over_req);
 	tcase_add_test(bad, ndjson_broken_line_costs_only_itself);
+	tcase_add_test(bad, truncated_last_event_answered_once);
 	tcase_add_test(bad, bad_input_over_pull);
 	tcase_set_timeout(bad, 60);
 	suite_add_tcase(s, bad);

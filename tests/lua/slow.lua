@@ -8,7 +8,7 @@ tide.on("slow.x", function(ev)
     print("slow batch started")
   end
   local x = 0
-  for i = 1, 20000 do x = x + i % 7 end
+  for i = 1, 40000 do x = x + i % 7 end
   tide.emit{ type = "out.x", subject = ev.subject, data = { x = x } }
 end, { name = "slow", from = "beginning" })
 
