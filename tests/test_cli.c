@@ -114,20 +114,22 @@ START_TEST(usage_errors_exit_2)
 		snprintf(want, sizeof want, "usage: tide %s", subcommands[i]);
 		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' %s -h", TIDE_BIN, subcommands[i]), 0);
 		ck_assert_msg(strstr(out, want) != NULL, "%s -h: %s", subcommands[i], out);
-		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' help %s", TIDE_BIN, subcommands[i]), 0);
+		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' help %s", TIDE_BIN, subcommands[i]),
+		                 0);
 		ck_assert_msg(strstr(out, want) != NULL, "help %s: %s", subcommands[i], out);
 
 		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' %s --no-such-option 2>/dev/null",
 		                       TIDE_BIN, subcommands[i]),
 		                 2);
-		ck_assert_msg(out[0] == '\0', "%s: usage error wrote to stdout: %s", subcommands[i], out);
+		ck_assert_msg(out[0] == '\0', "%s: usage error wrote to stdout: %s", subcommands[i],
+		              out);
 		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' %s --no-such-option 2>&1", TIDE_BIN,
 		                       subcommands[i]),
 		                 2);
 		ck_assert_msg(strstr(out, "usage:") != NULL, "%s: %s", subcommands[i], out);
-		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' %s stray-argument 2>&1", TIDE_BIN,
-		                       subcommands[i]),
-		                 2);
+		ck_assert_int_eq(
+		    th_sh(out, sizeof out, "'%s' %s stray-argument 2>&1", TIDE_BIN, subcommands[i]),
+		    2);
 		ck_assert_msg(strstr(out, "stray-argument") != NULL, "%s: %s", subcommands[i], out);
 	}
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' 2>&1", TIDE_BIN), 2);
@@ -141,8 +143,8 @@ START_TEST(usage_errors_exit_2)
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' publish --batch 0 2>&1", TIDE_BIN), 2);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' publish --subject s 2>&1", TIDE_BIN), 2);
 	ck_assert_ptr_nonnull(strstr(out, "--type"));
-	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' publish --type t --ext novalue 2>&1", TIDE_BIN),
-	                 2);
+	ck_assert_int_eq(
+	    th_sh(out, sizeof out, "'%s' publish --type t --ext novalue 2>&1", TIDE_BIN), 2);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' run --set nokey 2>&1", TIDE_BIN), 2);
 }
 END_TEST
@@ -179,10 +181,10 @@ START_TEST(publish_from_flags)
 	ck_assert_int_eq(num_attr(lines[0], "version"), 1);
 	/* --time now: RFC 3339, UTC, microseconds */
 	str_attr(lines[0], "time", buf, sizeof buf);
-	ck_assert_msg(sscanf(buf, "%4d-%2d-%2dT%2d:%2d:%2d.%6d%c", &y, &mo, &da, &h, &mi, &s, &us,
-	                     &z) == 8 &&
-	                  z == 'Z' && y >= 2024 && mo >= 1 && mo <= 12 && strlen(buf) == 27,
-	              "time: %s", buf);
+	ck_assert_msg(
+	    sscanf(buf, "%4d-%2d-%2dT%2d:%2d:%2d.%6d%c", &y, &mo, &da, &h, &mi, &s, &us, &z) == 8 &&
+	        z == 'Z' && y >= 2024 && mo >= 1 && mo <= 12 && strlen(buf) == 27,
+	    "time: %s", buf);
 
 	/* Again with the same id: a duplicate, acknowledged, exit 0; --acks. */
 	ck_assert_int_eq(th_sh(out, sizeof out,
@@ -197,7 +199,8 @@ START_TEST(publish_from_flags)
 	                       TIDE_BIN, data, TIDE_BIN, data),
 	                 0);
 	ck_assert_str_eq(out, "{\"ok\":true,\"seq\":2}\n{\"ok\":true,\"seq\":3}\n");
-	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --data '%s' --from 2", TIDE_BIN, data), 0);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --data '%s' --from 2", TIDE_BIN, data),
+	                 0);
 	ck_assert_uint_eq(lines_of(out, lines, 8), 2);
 	ck_assert_str_eq(str_attr(lines[0], "source", buf, sizeof buf), "/a");
 	{
@@ -238,10 +241,10 @@ START_TEST(publish_reports_bad_lines)
 	              "{\"specversion\":\"1.0\",\"id\":\"q6\",\"source\":\"/c\",\"type\":\"t\","
 	              "\"data\":{\"x\":[1,2,{\"deep\":true}]}}\n"
 	              "{\"specversion\":\"1.0\",\"id\":\"q7\",\"source\":\"/c\",\"type\":7}\n");
-	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN,
-	                       data, in),
-	                 1);
-	ck_assert_msg(strstr(err, "line 2: missing required attribute 'source'") != NULL, "%s", err);
+	ck_assert_int_eq(
+	    th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN, data, in), 1);
+	ck_assert_msg(strstr(err, "line 2: missing required attribute 'source'") != NULL, "%s",
+	              err);
 	ck_assert_msg(strstr(err, "line 5: event must be a JSON object") != NULL, "%s", err);
 	ck_assert_msg(strstr(err, "line 7: ") != NULL && strstr(strstr(err, "line 7: "), "type"),
 	              "%s", err);
@@ -259,27 +262,29 @@ START_TEST(publish_reports_bad_lines)
 		FILE *f = fopen(subdir(dir, "many.ndjson"), "w");
 		ck_assert_ptr_nonnull(f);
 		for (int k = 0; k < 1000; k++)
-			fprintf(f, "{\"specversion\":\"1.0\",\"id\":\"m%d\",\"source\":\"/c\",\"type\":\"t\"}\n",
+			fprintf(f,
+			        "{\"specversion\":\"1.0\",\"id\":\"m%d\",\"source\":\"/"
+			        "c\",\"type\":\"t\"}\n",
 			        k);
 		fclose(f);
 	}
 	ck_assert_int_eq(th_sh(err, sizeof err,
-	                       "'%s' publish --data '%s' --batch 7 --window 3 < '%s' 2>&1", TIDE_BIN,
-	                       data, subdir(dir, "many.ndjson")),
+	                       "'%s' publish --data '%s' --batch 7 --window 3 < '%s' 2>&1",
+	                       TIDE_BIN, data, subdir(dir, "many.ndjson")),
 	                 0);
 	ck_assert_msg(strstr(err, "1000 stored, 0 duplicates, 0 rejected") != NULL, "%s", err);
 	/* and again: all duplicates, still success */
-	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN, data,
-	                       subdir(dir, "many.ndjson")),
+	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN,
+	                       data, subdir(dir, "many.ndjson")),
 	                 0);
 	ck_assert_msg(strstr(err, "0 stored, 1000 duplicates, 0 rejected") != NULL, "%s", err);
 	/* a JSON array on stdin */
-	in = th_write(dir, "arr.json",
-	              "[\n {\"specversion\":\"1.0\",\"id\":\"a1\",\"source\":\"/c\",\"type\":\"t\"},\n"
-	              " {\"specversion\":\"1.0\",\"id\":\"a2\",\"source\":\"/c\",\"type\":\"t\"}\n]\n");
-	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN,
-	                       data, in),
-	                 0);
+	in = th_write(
+	    dir, "arr.json",
+	    "[\n {\"specversion\":\"1.0\",\"id\":\"a1\",\"source\":\"/c\",\"type\":\"t\"},\n"
+	    " {\"specversion\":\"1.0\",\"id\":\"a2\",\"source\":\"/c\",\"type\":\"t\"}\n]\n");
+	ck_assert_int_eq(
+	    th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN, data, in), 0);
 	ck_assert_msg(strstr(err, "2 stored") != NULL, "%s", err);
 	ck_assert_int_eq(th_log_count(data, ""), 1005);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
@@ -302,11 +307,11 @@ START_TEST(publish_line_numbers_after_broken_line)
 	              "{\"specversion\":\"1.0\",\"id\":\"k3\",\"source\":\"/c\",\"type\":\"t\"}\n"
 	              "{\"specversion\":\"1.0\",\"id\":\"k4\",\"type\":\"t\"}\n"
 	              "{\"specversion\":\"1.0\",\"id\":\"k5\",\"source\":\"/c\",\"type\":\"t\"}\n");
-	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN,
-	                       data, in),
-	                 1);
+	ck_assert_int_eq(
+	    th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN, data, in), 1);
 	ck_assert_msg(strstr(err, "line 2: not valid JSON") != NULL, "%s", err);
-	ck_assert_msg(strstr(err, "line 4: missing required attribute 'source'") != NULL, "%s", err);
+	ck_assert_msg(strstr(err, "line 4: missing required attribute 'source'") != NULL, "%s",
+	              err);
 	ck_assert_msg(strstr(err, "3 stored, 0 duplicates, 2 rejected") != NULL, "%s", err);
 	ck_assert_int_eq(th_log_count(data, ""), 3);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
@@ -320,9 +325,8 @@ START_TEST(publish_without_engine)
 	char err[4096];
 	int64_t t0;
 
-	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' publish --data '%s' --type t 2>&1", TIDE_BIN,
-	                       dir),
-	                 3);
+	ck_assert_int_eq(
+	    th_sh(err, sizeof err, "'%s' publish --data '%s' --type t 2>&1", TIDE_BIN, dir), 3);
 	ck_assert_msg(strstr(err, "no running engine found in") != NULL, "%s", err);
 	ck_assert_msg(strstr(err, "tide run") != NULL, "%s", err);
 	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' tail --data '%s' 2>&1", TIDE_BIN, dir), 3);
@@ -332,9 +336,8 @@ START_TEST(publish_without_engine)
 	th_write(dir, "endpoints",
 	         "pull=ipc:///nonexistent/pull.ipc\nrep=ipc:///nonexistent/rep.ipc\n"
 	         "pub=ipc:///nonexistent/pub.ipc\npid=999999999\n");
-	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' publish --data '%s' --type t 2>&1", TIDE_BIN,
-	                       dir),
-	                 3);
+	ck_assert_int_eq(
+	    th_sh(err, sizeof err, "'%s' publish --data '%s' --type t 2>&1", TIDE_BIN, dir), 3);
 	ck_assert_msg(strstr(err, "is not running") != NULL, "%s", err);
 
 	/* an endpoint nobody listens on: --timeout bounds the wait */
@@ -351,10 +354,11 @@ START_TEST(publish_without_engine)
 	                       TIDE_BIN, dir),
 	                 3);
 	ck_assert_msg(th_ms() - t0 < 15000, "--timeout 1 took %lld ms", (long long)(th_ms() - t0));
-	ck_assert_int_eq(th_sh(err, sizeof err,
-	                       "timeout 20 '%s' tail --pub 'ipc://%s/nobody.ipc' --timeout 0.5 2>&1",
-	                       TIDE_BIN, dir),
-	                 1);
+	ck_assert_int_eq(
+	    th_sh(err, sizeof err,
+	          "timeout 20 '%s' tail --pub 'ipc://%s/nobody.ipc' --timeout 0.5 2>&1", TIDE_BIN,
+	          dir),
+	    1);
 	ck_assert_msg(strstr(err, "no event for") != NULL, "%s", err);
 }
 END_TEST
@@ -372,7 +376,8 @@ expect_log(const char *data, const char *args, int (*want)(int k, void *), void 
 	char out[65536], *lines[NLOG + 2], buf[64];
 	size_t n, i = 0;
 
-	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --data '%s' %s", TIDE_BIN, data, args), 0);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --data '%s' %s", TIDE_BIN, data, args),
+	                 0);
 	n = lines_of(out, lines, NLOG + 2);
 	for (int k = 0; k < NLOG; k++) {
 		char id[32];
@@ -380,8 +385,8 @@ expect_log(const char *data, const char *args, int (*want)(int k, void *), void 
 			continue;
 		ck_assert_msg(i < n, "log %s: too few lines (%zu)", args, n);
 		snprintf(id, sizeof id, "e%d", k);
-		ck_assert_msg(num_attr(lines[i], "seq") == k + 1, "log %s: line %zu is %s", args, i + 1,
-		              lines[i]);
+		ck_assert_msg(num_attr(lines[i], "seq") == k + 1, "log %s: line %zu is %s", args,
+		              i + 1, lines[i]);
 		ck_assert_str_eq(str_attr(lines[i], "id", buf, sizeof buf), id);
 		i++;
 	}
@@ -462,8 +467,8 @@ START_TEST(log_filters)
 	expect_log(data, "--subject s1 --type a.one", w_s1_aone, NULL);
 
 	/* a stream: versions 1.. in order */
-	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --data '%s' --subject s2", TIDE_BIN, data),
-	                 0);
+	ck_assert_int_eq(
+	    th_sh(out, sizeof out, "'%s' log --data '%s' --subject s2", TIDE_BIN, data), 0);
 	n = lines_of(out, lines, NLOG + 2);
 	ck_assert_uint_eq(n, NLOG / 2);
 	for (size_t i = 0; i < n; i++) {
@@ -471,9 +476,9 @@ START_TEST(log_filters)
 		ck_assert_int_eq(num_attr(lines[i], "seq"), 2 * (long long)i + 2);
 		ck_assert_ptr_nonnull(strstr(lines[i], "\"subject\":\"s2\""));
 	}
-	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --data '%s' --subject s2 --limit 3",
-	                       TIDE_BIN, data),
-	                 0);
+	ck_assert_int_eq(
+	    th_sh(out, sizeof out, "'%s' log --data '%s' --subject s2 --limit 3", TIDE_BIN, data),
+	    0);
 	ck_assert_uint_eq(lines_of(out, lines, NLOG + 2), 3);
 	ck_assert_int_eq(th_log_count(data, "--subject nobody"), 0);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
@@ -517,9 +522,10 @@ START_TEST(stat_positions_and_lag)
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s' --json", TIDE_BIN, data), 0);
 	ck_assert_msg(strstr(out, "{\"events\":10,\"last_seq\":10,\"streams\":5,") == out, "%s",
 	              out);
-	ck_assert_msg(strstr(out, "\"consumers\":[{\"name\":\"mirror\",\"checkpoint\":10,\"lag\":0}]}\n") !=
-	                  NULL,
-	              "%s", out);
+	ck_assert_msg(
+	    strstr(out, "\"consumers\":[{\"name\":\"mirror\",\"checkpoint\":10,\"lag\":0}]}\n") !=
+	        NULL,
+	    "%s", out);
 	ck_assert_int_eq(th_count(out, "\n"), 1);
 	ck_assert_int_eq(th_checkpoint(data, "mirror"), 10);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s'", TIDE_BIN, data), 0);
@@ -539,8 +545,8 @@ START_TEST(stat_positions_and_lag)
 	                 0);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s' --json", TIDE_BIN, data), 0);
 	ck_assert_msg(strstr(out, "\"events\":13,\"last_seq\":13,") != NULL, "%s", out);
-	ck_assert_msg(strstr(out, "{\"name\":\"mirror\",\"checkpoint\":10,\"lag\":3}") != NULL, "%s",
-	              out);
+	ck_assert_msg(strstr(out, "{\"name\":\"mirror\",\"checkpoint\":10,\"lag\":3}") != NULL,
+	              "%s", out);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 	/* works without an engine, too */
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s'", TIDE_BIN, data), 0);
@@ -552,8 +558,8 @@ START_TEST(stat_positions_and_lag)
 	                 0);
 	ck_assert(th_wait_settled(data, "mirror", 15, 10000));
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s' --json", TIDE_BIN, data), 0);
-	ck_assert_msg(strstr(out, "{\"name\":\"mirror\",\"checkpoint\":15,\"lag\":0}") != NULL, "%s",
-	              out);
+	ck_assert_msg(strstr(out, "{\"name\":\"mirror\",\"checkpoint\":15,\"lag\":0}") != NULL,
+	              "%s", out);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 }
 END_TEST
@@ -575,9 +581,10 @@ START_TEST(tail_count_exits)
 	 * with events of another type in between that it must not print. */
 	deadline = th_ms() + 20000;
 	for (int k = 0; th_ms() < deadline; k++) {
-		snprintf(ev, sizeof ev,
-		         "{\"specversion\":\"1.0\",\"id\":\"t%d\",\"source\":\"/c\",\"type\":\"%s\"}", k,
-		         k % 2 ? "other.z" : "out.t");
+		snprintf(
+		    ev, sizeof ev,
+		    "{\"specversion\":\"1.0\",\"id\":\"t%d\",\"source\":\"/c\",\"type\":\"%s\"}", k,
+		    k % 2 ? "other.z" : "out.t");
 		ck_assert_int_gt(th_req(d.rep, ev, reply, sizeof reply, 5000), 0);
 		if ((st = th_bg_wait(tail, 50)) >= 0)
 			break;

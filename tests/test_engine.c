@@ -40,8 +40,7 @@ typedef struct sbuf {
 	size_t len, cap;
 } sbuf;
 
-static void __attribute__((format(printf, 2, 3)))
-sb_printf(sbuf *b, const char *fmt, ...)
+static void __attribute__((format(printf, 2, 3))) sb_printf(sbuf *b, const char *fmt, ...)
 {
 	va_list ap;
 	int n;
@@ -295,9 +294,10 @@ check_children(const logview *lv, const char *in, const char *out)
 		              (unsigned long long)c->seq, c->causationid);
 		ck_assert_msg(c->seq > (*cause)->seq, "child seq %llu before its cause %llu",
 		              (unsigned long long)c->seq, (unsigned long long)(*cause)->seq);
-		ck_assert_msg(c->correlationid != NULL && strcmp(c->correlationid, (*cause)->id) == 0,
-		              "child seq %llu: correlationid %s, cause %s", (unsigned long long)c->seq,
-		              c->correlationid ? c->correlationid : "(none)", (*cause)->id);
+		ck_assert_msg(
+		    c->correlationid != NULL && strcmp(c->correlationid, (*cause)->id) == 0,
+		    "child seq %llu: correlationid %s, cause %s", (unsigned long long)c->seq,
+		    c->correlationid ? c->correlationid : "(none)", (*cause)->id);
 		kids[cause - inputs]++;
 	}
 	for (long k = 0; k < ni; k++)
@@ -360,15 +360,15 @@ START_TEST(req_acknowledges_after_commit)
 
 	snprintf(data, sizeof data, "%s/data", dir);
 	ck_assert_int_eq(th_daemon_start(&d, data, ""), 0);
-	ck_assert_int_gt(th_req(d.rep,
-	                        "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/t\",\"type\":\"x\"}",
-	                        reply, sizeof reply, 5000),
-	                 0);
+	ck_assert_int_gt(
+	    th_req(d.rep, "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/t\",\"type\":\"x\"}",
+	           reply, sizeof reply, 5000),
+	    0);
 	ck_assert_str_eq(reply, "{\"ok\":true,\"seq\":1}");
-	ck_assert_int_gt(th_req(d.rep,
-	                        "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/t\",\"type\":\"x\"}",
-	                        reply, sizeof reply, 5000),
-	                 0);
+	ck_assert_int_gt(
+	    th_req(d.rep, "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/t\",\"type\":\"x\"}",
+	           reply, sizeof reply, 5000),
+	    0);
 	ck_assert_str_eq(reply, "{\"ok\":true,\"duplicate\":true,\"seq\":1}");
 	ck_assert_int_eq(th_log_count(data, ""), 1);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
@@ -431,10 +431,12 @@ START_TEST(every_event_once_req_and_push)
 	for (int j = 0; j < N_RESEND; j++) {
 		int kind = ack_parse(lines[j], &seq);
 		if (j % 3 == 2) {
-			ck_assert_msg(kind == ACK_STORED, "new event, line %d: %s", j + 1, lines[j]);
+			ck_assert_msg(kind == ACK_STORED, "new event, line %d: %s", j + 1,
+			              lines[j]);
 			ck_assert_uint_gt(seq, maxseq);
 		} else {
-			ck_assert_msg(kind == ACK_DUPLICATE, "resent event, line %d: %s", j + 1, lines[j]);
+			ck_assert_msg(kind == ACK_DUPLICATE, "resent event, line %d: %s", j + 1,
+			              lines[j]);
 			ck_assert_uint_eq(seq, acked[j * 33]);
 		}
 	}
@@ -592,8 +594,9 @@ START_TEST(bad_input_over_req)
 	expect_error("not valid JSON", req1(d.rep, "this is not json"));
 	expect_error("missing required attribute 'source'",
 	             req1(d.rep, "{\"specversion\":\"1.0\",\"id\":\"m1\",\"type\":\"in.x\"}"));
-	expect_error("missing required attribute 'id'",
-	             req1(d.rep, "{\"specversion\":\"1.0\",\"source\":\"/test\",\"type\":\"in.x\"}"));
+	expect_error(
+	    "missing required attribute 'id'",
+	    req1(d.rep, "{\"specversion\":\"1.0\",\"source\":\"/test\",\"type\":\"in.x\"}"));
 	expect_error("missing required attribute 'type'",
 	             req1(d.rep, "{\"specversion\":\"1.0\",\"id\":\"m2\",\"source\":\"/test\"}"));
 	expect_error("missing required attribute 'specversion'",
@@ -609,8 +612,9 @@ START_TEST(bad_input_over_req)
 		ck_assert_ptr_nonnull(pad);
 		memset(pad, 'x', big);
 		pad[big] = '\0';
-		sb_printf(&b, "{\"specversion\":\"1.0\",\"id\":\"huge\",\"source\":\"/test\","
-		              "\"type\":\"in.x\",\"data\":\"%s\"}",
+		sb_printf(&b,
+		          "{\"specversion\":\"1.0\",\"id\":\"huge\",\"source\":\"/test\","
+		          "\"type\":\"in.x\",\"data\":\"%s\"}",
 		          pad);
 		free(pad);
 		pad = sb_take(&b);
@@ -625,12 +629,13 @@ START_TEST(bad_input_over_req)
 
 	/* NDJSON mixing good and bad events: the good ones are stored and
 	 * the replies come line by line, in order. */
-	reply = req1(d.rep, EV("g1") "\n"
-	                    "{\"specversion\":\"1.0\",\"id\":\"b1\",\"type\":\"in.x\"}\n"
-	                    EV("g2") "\n"
-	                    "[]\n"
-	                    "{\"specversion\":\"2.0\",\"id\":\"b2\",\"source\":\"/test\",\"type\":\"in.x\"}\n"
-	                    EV("g3") "\n");
+	reply =
+	    req1(d.rep, EV("g1") "\n"
+	                         "{\"specversion\":\"1.0\",\"id\":\"b1\",\"type\":\"in.x\"}\n" EV(
+	                             "g2") "\n"
+	                                   "[]\n"
+	                                   "{\"specversion\":\"2.0\",\"id\":\"b2\",\"source\":\"/"
+	                                   "test\",\"type\":\"in.x\"}\n" EV("g3") "\n");
 	lines = split_lines(reply, &nl);
 	ck_assert_msg(nl == 5, "%zu reply lines: %s", nl, reply);
 	ck_assert_int_eq(ack_parse(lines[0], &seq), ACK_STORED);
@@ -688,11 +693,10 @@ START_TEST(ndjson_broken_line_costs_only_itself)
 	long n;
 
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
-	reply = req1(d.rep, EV("n1") "\n"
-	                    "{\"specversion\":\"1.0\",\"id\":\n"
-	                    EV("n2") "\n"
-	                    "42\n"
-	                    EV("n3") "\n");
+	reply = req1(d.rep,
+	             EV("n1") "\n"
+	                      "{\"specversion\":\"1.0\",\"id\":\n" EV("n2") "\n"
+	                                                                    "42\n" EV("n3") "\n");
 	{
 		char *all = strdup(reply);
 		lines = split_lines(reply, &nl);
@@ -756,9 +760,9 @@ START_TEST(bad_input_over_pull)
 {
 	const char *data = subdir(th_tmpdir(), "data");
 	static const char *const bad[] = {
-		"not json at all",
-		"{\"specversion\":\"1.0\",\"id\":\"x\",\"type\":\"in.x\"}",
-		"[1, 2]",
+	    "not json at all",
+	    "{\"specversion\":\"1.0\",\"id\":\"x\",\"type\":\"in.x\"}",
+	    "[1, 2]",
 	};
 	th_daemon d;
 	logview lv;
@@ -772,8 +776,8 @@ START_TEST(bad_input_over_pull)
 	ck_assert_int_ge(nn_connect(push, d.pull), 0);
 	for (size_t k = 0; k < sizeof bad / sizeof *bad; k++)
 		ck_assert_int_ge(nn_send(push, bad[k], strlen(bad[k]), 0), 0);
-	ck_assert_int_ge(nn_send(push, EV("ok1") "\n" EV("ok2"), strlen(EV("ok1") "\n" EV("ok2")), 0),
-	                 0);
+	ck_assert_int_ge(
+	    nn_send(push, EV("ok1") "\n" EV("ok2"), strlen(EV("ok1") "\n" EV("ok2")), 0), 0);
 	ck_assert_msg(th_wait_file(d.log, "rejected event", 10000), "no 'rejected event' in %s",
 	              d.log);
 	ck_assert(th_wait_settled(data, "mirror", 4, 10000));
@@ -878,12 +882,14 @@ START_TEST(nanocat_and_pub_interop)
 
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data, mirror()), 0);
 
-	ck_assert_int_eq(th_sh(reply, sizeof reply, "timeout 10 nanocat --req --connect '%s' -D '%s' -A",
-	                       d.rep, EV("nc-1")),
+	ck_assert_int_eq(th_sh(reply, sizeof reply,
+	                       "timeout 10 nanocat --req --connect '%s' -D '%s' -A", d.rep,
+	                       EV("nc-1")),
 	                 0);
 	ck_assert_str_eq(reply, "{\"ok\":true,\"seq\":1}\n");
-	ck_assert_int_eq(th_sh(reply, sizeof reply, "timeout 10 nanocat --req --connect '%s' -D '%s' -A",
-	                       d.rep, EV("nc-1")),
+	ck_assert_int_eq(th_sh(reply, sizeof reply,
+	                       "timeout 10 nanocat --req --connect '%s' -D '%s' -A", d.rep,
+	                       EV("nc-1")),
 	                 0);
 	ck_assert_str_eq(reply, "{\"ok\":true,\"duplicate\":true,\"seq\":1}\n");
 
@@ -932,13 +938,15 @@ START_TEST(nanocat_and_pub_interop)
 			const char *m = su.msgs[k], *tab = strchr(m, '\t');
 			ck_assert_msg(strncmp(m, "out.", 4) == 0, "unsubscribed type: %.80s", m);
 			ck_assert_ptr_nonnull(tab);
-			ck_assert_msg(strncmp(tab + 1, "{\"seq\":", 7) == 0, "not <type>\\t<json>: %.80s", m);
+			ck_assert_msg(strncmp(tab + 1, "{\"seq\":", 7) == 0,
+			              "not <type>\\t<json>: %.80s", m);
 			ck_assert_int_eq(m[su.lens[k] - 1], '}');
 			{
 				char type[64], want[80];
 				snprintf(type, sizeof type, "%.*s", (int)(tab - m), m);
 				snprintf(want, sizeof want, "\"type\":\"%s\"", type);
-				ck_assert_msg(strstr(tab, want) != NULL, "topic %s, event %.120s", type, tab);
+				ck_assert_msg(strstr(tab, want) != NULL, "topic %s, event %.120s",
+				              type, tab);
 			}
 			seen += strncmp(m, "out.x\t", 6) == 0;
 			free(su.msgs[k]);
@@ -956,7 +964,8 @@ START_TEST(nanocat_and_pub_interop)
 	ck_assert_ptr_nonnull(text);
 	lines = split_lines(text, &nl);
 	for (size_t k = 0; k < nl; k++) {
-		ck_assert_msg(strncmp(lines[k], "out.", 4) == 0, "line %zu: %.80s", k + 1, lines[k]);
+		ck_assert_msg(strncmp(lines[k], "out.", 4) == 0, "line %zu: %.80s", k + 1,
+		              lines[k]);
 		ck_assert_ptr_null(strstr(lines[k], "\"type\":\"in.x\""));
 		ck_assert_ptr_null(strstr(lines[k], "outside.y"));
 	}
@@ -1003,7 +1012,8 @@ START_TEST(sigterm_with_request_in_flight)
 	free(msg);
 
 	/* The handler announces the batch from inside the turn. */
-	ck_assert_msg(th_wait_file(d.log, "slow batch started", 15000), "the slow turn never began");
+	ck_assert_msg(th_wait_file(d.log, "slow batch started", 15000),
+	              "the slow turn never began");
 	for (int k = 0; k < LATE; k++) {
 		late_s[k] = nn_socket(AF_SP, NN_REQ);
 		ck_assert_int_ge(late_s[k], 0);
@@ -1019,7 +1029,8 @@ START_TEST(sigterm_with_request_in_flight)
 	{
 		char *reply = NULL;
 		int n = nn_recv(s, &reply, NN_MSG, 0);
-		ck_assert_msg(n >= 0, "no reply to the request in flight: %s", nn_strerror(nn_errno()));
+		ck_assert_msg(n >= 0, "no reply to the request in flight: %s",
+		              nn_strerror(nn_errno()));
 		msg = strndup(reply, (size_t)n);
 		nn_freemsg(reply);
 		expect_stored(msg, SLOW, seqs);
@@ -1050,7 +1061,8 @@ START_TEST(sigterm_with_request_in_flight)
 			msg = strndup(reply, (size_t)n);
 			nn_freemsg(reply);
 			ck_assert_int_eq(ack_parse(msg, &seq), ACK_STORED);
-			ck_assert_msg(r != NULL && r->seq == seq, "%s acknowledged but not stored", id);
+			ck_assert_msg(r != NULL && r->seq == seq, "%s acknowledged but not stored",
+			              id);
 			free(msg);
 		} else {
 			ck_assert_msg(r == NULL, "%s stored (seq %llu) but never acknowledged", id,
@@ -1094,8 +1106,9 @@ START_TEST(relaxed_durability_and_exclusive_dir)
 	req_events(d.rep, "r", 0, 1000, 200, 3, acked);
 
 	/* A second engine on the same directory. */
-	st = th_sh(out, sizeof out, "timeout 10 '%s' run --data '%s' --pull '' --rep '' --pub '' 2>&1",
-	           TIDE_BIN, data);
+	st = th_sh(out, sizeof out,
+	           "timeout 10 '%s' run --data '%s' --pull '' --rep '' --pub '' 2>&1", TIDE_BIN,
+	           data);
 	ck_assert_msg(st != 0 && st != 124, "second daemon: status %d", st);
 	ck_assert_msg(strstr(out, "in use by another tide process") != NULL, "%s", out);
 	ck_assert(alive(&d));
@@ -1196,9 +1209,8 @@ START_TEST(config_file)
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 
 	/* a flag overrides the file */
-	ck_assert_int_eq(th_daemon_spawn(&d, data, "--config '%s' --rep tcp://127.0.0.1:%d", path,
-	                                 port[3]),
-	                 0);
+	ck_assert_int_eq(
+	    th_daemon_spawn(&d, data, "--config '%s' --rep tcp://127.0.0.1:%d", path, port[3]), 0);
 	snprintf(want, sizeof want, "tcp://127.0.0.1:%d", port[3]);
 	ck_assert_str_eq(d.rep, want);
 	reply = req1(d.rep, EV("conf-2"));
@@ -1212,7 +1224,8 @@ START_TEST(config_file)
 	st = th_sh(out, sizeof out, "cd / && timeout 10 '%s' run --config '%s/bad.lua' 2>&1",
 	           TIDE_BIN, conf);
 	ck_assert_msg(st != 0 && st != 124, "status %d", st);
-	ck_assert_msg(strstr(out, "unknown setting") != NULL && strstr(out, "bogus_setting") != NULL,
+	ck_assert_msg(strstr(out, "unknown setting") != NULL &&
+	                  strstr(out, "bogus_setting") != NULL,
 	              "%s", out);
 	/* and so are bad values */
 	th_write(conf, "bad2.lua", "durability = \"sometimes\"\n");
@@ -1220,6 +1233,38 @@ START_TEST(config_file)
 	           conf);
 	ck_assert_msg(st != 0 && st != 124, "status %d", st);
 	ck_assert_msg(strstr(out, "durability") != NULL, "%s", out);
+}
+END_TEST
+
+/* A map far too small for the load: the engine grows it and loses
+ * nothing, acknowledged or emitted. */
+START_TEST(map_grows_under_load)
+{
+	const char *data = subdir(th_tmpdir(), "data");
+	uint64_t acked[6000];
+	th_daemon d;
+	logview lv;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s' --set map_size=256K",
+	                                 data, mirror()),
+	                 0);
+	req_events(d.rep, "r", 0, 6000, 500, 4, acked);
+	ck_assert(th_wait_settled(data, "mirror", 12000, 60000));
+	ck_assert(alive(&d));
+	{
+		char out[4096];
+		const char *m;
+		ck_assert_int_eq(
+		    th_sh(out, sizeof out, "'%s' stat --json --data '%s'", TIDE_BIN, data), 0);
+		ck_assert_ptr_nonnull(m = strstr(out, "\"map_size\":"));
+		ck_assert_msg(atoll(m + 11) > 256 * 1024, "the map never grew: %s", out);
+	}
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	lv_load(&lv, data);
+	ck_assert_int_eq(lv.n, 12000);
+	ck_assert_int_eq(check_children(&lv, "in.x", "out.x"), 6000);
+	check_acked(&lv, "r", 0, 6000, acked);
+	lv_free(&lv);
 }
 END_TEST
 
@@ -1252,6 +1297,7 @@ engine_suite(void)
 	tcase_add_test(load, restart_after_sigterm_resumes);
 	tcase_add_test(load, restart_after_sigkill_keeps_acknowledged);
 	tcase_add_test(load, relaxed_durability_and_exclusive_dir);
+	tcase_add_test(load, map_grows_under_load);
 	tcase_set_timeout(load, 180);
 	suite_add_tcase(s, load);
 	return s;
