@@ -290,3 +290,372 @@ th_checkpoint(const char *dir, const char *name)
 	p = strstr(out, key);
 	return p ? atol(p + strlen(key)) : -1;
 }
+
+/* ------------------------------------------------------------------------
+ * Added for the engine and command-line suites.
+ * ------------------------------------------------------------------------ */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+
+#include "tide.h"
+
+/* fork() a shell running @p cmd; the child dies with its parent. */
+static pid_t
+spawn_sh(const char *cmd)
+{
+	pid_t parent = getpid(), pid = fork();
+
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127); /* the parent is already gone */
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+int
+th_daemon_spawn(th_daemon *d, const char *dir, const char *fmt, ...)
+{
+	char args[4096], cmd[6144], path[600];
+	int64_t deadline = th_ms() + 10000;
+	va_list ap;
+
+	memset(d, 0, sizeof *d);
+	va_start(ap, fmt);
+	vsnprintf(args, sizeof args, fmt, ap);
+	va_end(ap);
+	snprintf(d->dir, sizeof d->dir, "%s", dir);
+	snprintf(d->log, sizeof d->log, "%s.log", dir);
+	snprintf(path, sizeof path, "%s/endpoints", dir);
+	unlink(path);
+	snprintf(cmd, sizeof cmd, "exec '%s' run %s 2>>'%s' >>'%s'", TIDE_BIN, args, d->log,
+	         d->log);
+	if ((d->pid = spawn_sh(cmd)) < 0)
+		return -1;
+	while (th_ms() < deadline) {
+		int st;
+		if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+			d->pid = 0;
+			return -1;
+		}
+		if (read_endpoints(d) == 0)
+			return 0;
+		th_pause();
+	}
+	th_daemon_kill(d);
+	return -1;
+}
+
+int
+th_daemon_wait(th_daemon *d, int ms)
+{
+	int st = th_bg_wait(d->pid, ms);
+
+	if (st >= 0)
+		d->pid = 0;
+	return st;
+}
+
+pid_t
+th_bg(const char *out, const char *fmt, ...)
+{
+	char args[4096], cmd[5120];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(args, sizeof args, fmt, ap);
+	va_end(ap);
+	snprintf(cmd, sizeof cmd, "exec %s >'%s' 2>&1", args, out);
+	return spawn_sh(cmd);
+}
+
+int
+th_bg_wait(pid_t pid, int ms)
+{
+	int64_t deadline = th_ms() + ms;
+	int st;
+
+	if (pid <= 0)
+		return -1;
+	do {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+		if (r == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		if (r < 0)
+			return -1;
+		th_pause();
+	} while (th_ms() < deadline);
+	return -1;
+}
+
+char *
+th_slurp(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *s = NULL;
+	size_t len = 0, cap = 0, got;
+
+	if (f == NULL)
+		return NULL;
+	do {
+		if (cap - len < 4096) {
+			char *p = realloc(s, cap = cap * 2 + 8192);
+			if (p == NULL) {
+				free(s);
+				fclose(f);
+				return NULL;
+			}
+			s = p;
+		}
+		got = fread(s + len, 1, cap - len - 1, f);
+		len += got;
+	} while (got > 0);
+	s[len] = '\0';
+	fclose(f);
+	return s;
+}
+
+int
+th_wait_file(const char *path, const char *needle, int ms)
+{
+	int64_t deadline = th_ms() + ms;
+
+	do {
+		char *s = th_slurp(path);
+		int found = s != NULL && strstr(s, needle) != NULL;
+		free(s);
+		if (found)
+			return 1;
+		th_pause();
+	} while (th_ms() < deadline);
+	return 0;
+}
+
+long
+th_count(const char *s, const char *needle)
+{
+	long n = 0;
+	size_t len = strlen(needle);
+
+	while (len > 0 && (s = strstr(s, needle)) != NULL) {
+		n++;
+		s += len;
+	}
+	return n;
+}
+
+int
+th_free_port(void)
+{
+	struct sockaddr_in a;
+	socklen_t alen = sizeof a;
+	int s = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+	if (s < 0)
+		return -1;
+	memset(&a, 0, sizeof a);
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(s, (struct sockaddr *)&a, sizeof a) == 0 &&
+	    getsockname(s, (struct sockaddr *)&a, &alen) == 0)
+		port = ntohs(a.sin_port);
+	close(s);
+	return port;
+}
+
+size_t
+th_req_many(const char *url, char *const *msgs, size_t n, char **replies, int window, int ms)
+{
+	int64_t deadline = th_ms() + ms;
+	int socks[64];
+	long busy[64]; /* index of the message in flight, or -1 */
+	size_t next = 0, got = 0, inflight = 0;
+	int resend = 3600 * 1000, big = -1;
+
+	if (window > 64)
+		window = 64;
+	for (size_t k = 0; k < n; k++)
+		replies[k] = NULL;
+	for (int i = 0; i < window; i++) {
+		socks[i] = nn_socket(AF_SP, NN_REQ);
+		busy[i] = -1;
+		if (socks[i] < 0)
+			return 0;
+		/* A resent request would come back as a duplicate; never resend. */
+		nn_setsockopt(socks[i], NN_REQ, NN_REQ_RESEND_IVL, &resend, sizeof resend);
+		nn_setsockopt(socks[i], NN_SOL_SOCKET, NN_RCVMAXSIZE, &big, sizeof big);
+		nn_setsockopt(socks[i], NN_SOL_SOCKET, NN_SNDTIMEO, &ms, sizeof ms);
+		if (nn_connect(socks[i], url) < 0)
+			return 0;
+	}
+	while ((next < n || inflight > 0) && th_ms() < deadline) {
+		struct nn_pollfd pfd[64];
+		int np = 0, map[64];
+
+		for (int i = 0; i < window && next < n; i++)
+			if (busy[i] < 0) {
+				if (nn_send(socks[i], msgs[next], strlen(msgs[next]), 0) < 0)
+					goto out;
+				busy[i] = (long)next++;
+				inflight++;
+			}
+		for (int i = 0; i < window; i++)
+			if (busy[i] >= 0) {
+				pfd[np].fd = socks[i];
+				pfd[np].events = NN_POLLIN;
+				pfd[np].revents = 0;
+				map[np++] = i;
+			}
+		if (nn_poll(pfd, np, 100) < 0 && nn_errno() != EINTR)
+			goto out;
+		for (int j = 0; j < np; j++) {
+			char *buf = NULL;
+			int i = map[j], len;
+			if (!(pfd[j].revents & NN_POLLIN))
+				continue;
+			len = nn_recv(socks[i], &buf, NN_MSG, NN_DONTWAIT);
+			if (len < 0)
+				continue;
+			replies[busy[i]] = malloc((size_t)len + 1);
+			if (replies[busy[i]] != NULL) {
+				memcpy(replies[busy[i]], buf, (size_t)len);
+				replies[busy[i]][len] = '\0';
+				got++;
+			}
+			nn_freemsg(buf);
+			busy[i] = -1;
+			inflight--;
+		}
+	}
+out:
+	for (int i = 0; i < window; i++)
+		nn_close(socks[i]);
+	return got;
+}
+
+static char *
+attr_dup(const tide_event *ev, const char *name)
+{
+	const char *s = tide_event_attr(ev, name, NULL);
+
+	return s ? strdup(s) : NULL;
+}
+
+long
+th_log_read(const char *dir, th_rec **out)
+{
+	tide_log *log;
+	tide_cursor *cur;
+	tide_filter f;
+	const tide_event *ev;
+	th_rec *v = NULL;
+	long n = 0, cap = 0;
+
+	*out = NULL;
+	memset(&f, 0, sizeof f);
+	if (tide_log_open(&log, dir, NULL, 0) != TIDE_OK)
+		return -1;
+	if (tide_cursor_open(log, &f, &cur) != TIDE_OK) {
+		tide_log_close(log);
+		return -1;
+	}
+	while (tide_cursor_next(cur, &ev) == TIDE_OK) {
+		const char *json;
+		size_t len;
+		th_rec *r;
+		if (n == cap) {
+			th_rec *p = realloc(v, (size_t)(cap = cap * 2 + 1024) * sizeof *v);
+			ck_assert_ptr_nonnull(p);
+			v = p;
+		}
+		r = &v[n++];
+		r->seq = tide_event_seq(ev);
+		r->version = tide_event_version(ev);
+		r->id = attr_dup(ev, "id");
+		r->source = attr_dup(ev, "source");
+		r->type = attr_dup(ev, "type");
+		r->subject = attr_dup(ev, "subject");
+		r->causationid = attr_dup(ev, "causationid");
+		r->correlationid = attr_dup(ev, "correlationid");
+		r->json = tide_event_json(ev, &json, &len) == TIDE_OK ? strndup(json, len) : NULL;
+	}
+	tide_cursor_close(cur);
+	tide_log_close(log);
+	*out = v;
+	return n;
+}
+
+void
+th_recs_free(th_rec *v, long n)
+{
+	for (long k = 0; k < n; k++) {
+		free(v[k].id);
+		free(v[k].source);
+		free(v[k].type);
+		free(v[k].subject);
+		free(v[k].causationid);
+		free(v[k].correlationid);
+		free(v[k].json);
+	}
+	free(v);
+}
+
+typedef struct cp_find {
+	const char *name;
+	uint64_t seq;
+} cp_find;
+
+static void
+cp_cb(void *ud, const char *name, uint64_t seq)
+{
+	cp_find *c = ud;
+
+	if (c->name != NULL && strcmp(name, c->name) == 0)
+		c->seq = seq;
+}
+
+int
+th_log_state(const char *dir, const char *name, uint64_t *events, uint64_t *last,
+             uint64_t *checkpoint)
+{
+	tide_log *log;
+	tide_log_stat st;
+	cp_find c = {name, 0};
+	int rc;
+
+	if (tide_log_open(&log, dir, NULL, 0) != TIDE_OK)
+		return -1;
+	rc = tide_log_stat_get(log, &st);
+	if (rc == TIDE_OK && name != NULL)
+		rc = tide_log_consumers(log, cp_cb, &c);
+	tide_log_close(log);
+	if (rc != TIDE_OK)
+		return -1;
+	if (events)
+		*events = st.events;
+	if (last)
+		*last = st.last_seq;
+	if (checkpoint)
+		*checkpoint = c.seq;
+	return 0;
+}
+
+int
+th_wait_settled(const char *dir, const char *name, uint64_t events, int ms)
+{
+	int64_t deadline = th_ms() + ms;
+
+	do {
+		uint64_t ev, last, cp;
+		if (th_log_state(dir, name, &ev, &last, &cp) == 0 && ev >= events &&
+		    (name == NULL || cp == last))
+			return 1;
+		th_pause();
+	} while (th_ms() < deadline);
+	return 0;
+}

@@ -63,6 +63,65 @@ long th_wait_log(const char *dir, const char *args, long n, int ms);
 /** Checkpoint of consumer @p name as read by `tide stat --json`, or -1. */
 long th_checkpoint(const char *dir, const char *name);
 
+/* ------------------------------------------------------------------------
+ * Added for the engine and command-line suites.
+ * ------------------------------------------------------------------------ */
+
+/** Like th_daemon_start(), but runs `tide run ARGS` exactly as formatted
+ *  (no implicit --data) and waits (10 s) for @p dir/endpoints.  The daemon
+ *  dies with the test process (PR_SET_PDEATHSIG), also when check kills a
+ *  test that timed out.  Returns 0 or -1. */
+int th_daemon_spawn(th_daemon *d, const char *dir, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/** Wait (deadline @p ms) for the daemon to exit without signalling it;
+ *  returns its exit status (128 + signal if killed) or -1 on timeout. */
+int th_daemon_wait(th_daemon *d, int ms);
+
+/** Run a shell command in the background, stdout and stderr to @p out
+ *  (a file path).  It dies with the test process.  Returns its pid or -1. */
+pid_t th_bg(const char *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/** Wait up to @p ms for a child from th_bg(); its exit status, 128 + signal,
+ *  or -1 on timeout (the child is left running). */
+int th_bg_wait(pid_t pid, int ms);
+
+/** Whole contents of @p path (malloc'd, NUL-terminated) or NULL. */
+char *th_slurp(const char *path);
+/** Wait up to @p ms until @p path contains @p needle; 1 if it does. */
+int th_wait_file(const char *path, const char *needle, int ms);
+/** Number of occurrences of @p needle in @p s. */
+long th_count(const char *s, const char *needle);
+
+/** A free TCP port on 127.0.0.1 (bound to port 0, then released). */
+int th_free_port(void);
+
+/** Send @p msgs[0..n), one request each, at most @p window at a time over
+ *  as many plain REQ sockets.  replies[k] receives the malloc'd reply to
+ *  msgs[k] (NUL-terminated; free() it), or NULL if none came before the
+ *  deadline of @p ms for the whole exchange.  Returns the number of
+ *  replies received. */
+size_t th_req_many(const char *url, char *const *msgs, size_t n, char **replies, int window,
+                   int ms);
+
+/** One event of the log, read in-process through tide.h. */
+typedef struct th_rec {
+	uint64_t seq, version;
+	char *id, *source, *type, *subject, *causationid, *correlationid;
+	char *json; /* the whole event as tide_event_json() encodes it */
+} th_rec;
+/** Read every event of the log in @p dir in seq order; *out gets a malloc'd
+ *  array (th_recs_free).  Returns the count, or -1 if the log cannot be
+ *  opened. */
+long th_log_read(const char *dir, th_rec **out);
+void th_recs_free(th_rec *v, long n);
+/** Events stored, last seq and the checkpoint of consumer @p name (0 if it
+ *  has none; @p name may be NULL), read in-process.  Returns 0 or -1. */
+int th_log_state(const char *dir, const char *name, uint64_t *events, uint64_t *last,
+                 uint64_t *checkpoint);
+/** Wait (deadline @p ms) until the log holds at least @p events events and
+ *  consumer @p name (if not NULL) has reached the last seq.  Returns 1 when
+ *  it did, 0 on timeout. */
+int th_wait_settled(const char *dir, const char *name, uint64_t events, int ms);
+
 /* The suites, for the runner. */
 Suite *event_suite(void);
 Suite *cloudevents_suite(void);

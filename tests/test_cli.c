@@ -1,12 +1,92 @@
 /*
  * test_cli.c - the `tide` command's contract: help on every subcommand,
- * exit codes, errors on stderr, machine-readable stdout.
+ * exit codes (0 ok, 1 failure, 2 usage, 3 engine unreachable), errors on
+ * stderr, machine-readable stdout.  Client commands run against a real
+ * `tide run` started for the test.
  */
+#define _GNU_SOURCE
 #include <check.h>
+#include <dirent.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "helpers.h"
+
+static const char *const subcommands[] = {"run", "publish", "tail", "log", "stat"};
+#define NSUB (sizeof subcommands / sizeof *subcommands)
+
+static const char *
+subdir(const char *dir, const char *name)
+{
+	static char path[4][600];
+	static int slot;
+	char *p = path[slot++ & 3];
+
+	snprintf(p, 600, "%s/%s", dir, name);
+	return p;
+}
+
+/* Split @p s into lines in place; returns how many (a final newline does
+ * not start another). */
+static size_t
+lines_of(char *s, char **v, size_t max)
+{
+	size_t n = 0;
+
+	while (*s != '\0' && n < max) {
+		char *nl = strchr(s, '\n');
+		v[n++] = s;
+		if (nl == NULL)
+			break;
+		*nl = '\0';
+		s = nl + 1;
+	}
+	return n;
+}
+
+/* A numeric attribute of one line of `tide log` output, or -1. */
+static long long
+num_attr(const char *line, const char *name)
+{
+	char key[64];
+	const char *p;
+
+	snprintf(key, sizeof key, "\"%s\":", name);
+	p = strstr(line, key);
+	return p ? atoll(p + strlen(key)) : -1;
+}
+
+/* A string attribute (copied into @p out), or "" if absent. */
+static const char *
+str_attr(const char *line, const char *name, char *out, size_t len)
+{
+	char key[64];
+	const char *p, *end;
+
+	snprintf(key, sizeof key, "\"%s\":\"", name);
+	out[0] = '\0';
+	if ((p = strstr(line, key)) != NULL && (end = strchr(p + strlen(key), '"')) != NULL)
+		snprintf(out, len, "%.*s", (int)(end - p - strlen(key)), p + strlen(key));
+	return out;
+}
+
+static int
+dir_is_empty(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	int n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	return n == 0;
+}
 
 START_TEST(help_everywhere)
 {
@@ -24,14 +104,532 @@ START_TEST(help_everywhere)
 }
 END_TEST
 
+/* -h, `tide help CMD`, usage errors (exit 2, usage on stderr, nothing on
+ * stdout), and no arguments at all. */
+START_TEST(usage_errors_exit_2)
+{
+	char out[8192], want[64];
+
+	for (size_t i = 0; i < NSUB; i++) {
+		snprintf(want, sizeof want, "usage: tide %s", subcommands[i]);
+		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' %s -h", TIDE_BIN, subcommands[i]), 0);
+		ck_assert_msg(strstr(out, want) != NULL, "%s -h: %s", subcommands[i], out);
+		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' help %s", TIDE_BIN, subcommands[i]),
+		                 0);
+		ck_assert_msg(strstr(out, want) != NULL, "help %s: %s", subcommands[i], out);
+
+		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' %s --no-such-option 2>/dev/null",
+		                       TIDE_BIN, subcommands[i]),
+		                 2);
+		ck_assert_msg(out[0] == '\0', "%s: usage error wrote to stdout: %s", subcommands[i],
+		              out);
+		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' %s --no-such-option 2>&1", TIDE_BIN,
+		                       subcommands[i]),
+		                 2);
+		ck_assert_msg(strstr(out, "usage:") != NULL, "%s: %s", subcommands[i], out);
+		ck_assert_int_eq(
+		    th_sh(out, sizeof out, "'%s' %s stray-argument 2>&1", TIDE_BIN, subcommands[i]),
+		    2);
+		ck_assert_msg(strstr(out, "stray-argument") != NULL, "%s: %s", subcommands[i], out);
+	}
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' 2>&1", TIDE_BIN), 2);
+	ck_assert_ptr_nonnull(strstr(out, "usage: tide"));
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' version", TIDE_BIN), 0);
+	ck_assert_int_eq(strncmp(out, "tide ", 5), 0);
+	/* option values are checked */
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --from x 2>&1", TIDE_BIN), 2);
+	ck_assert_ptr_nonnull(strstr(out, "'x' is not a number"));
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --limit -3 2>&1", TIDE_BIN), 2);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' publish --batch 0 2>&1", TIDE_BIN), 2);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' publish --subject s 2>&1", TIDE_BIN), 2);
+	ck_assert_ptr_nonnull(strstr(out, "--type"));
+	ck_assert_int_eq(
+	    th_sh(out, sizeof out, "'%s' publish --type t --ext novalue 2>&1", TIDE_BIN), 2);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' run --set nokey 2>&1", TIDE_BIN), 2);
+}
+END_TEST
+
+/* One event from flags, as stored. */
+START_TEST(publish_from_flags)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	char out[8192], err[4096], buf[128];
+	char *lines[8];
+	th_daemon d;
+	int y, mo, da, h, mi, s, us;
+	char z;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
+	ck_assert_int_eq(th_sh(err, sizeof err,
+	                       "'%s' publish --data '%s' --type order.placed --subject o-1 "
+	                       "--payload '{\"total\":12.5,\"items\":[1,2]}' --ext region=eu "
+	                       "-e tenant=acme --id my-1 --time now 2>&1",
+	                       TIDE_BIN, data),
+	                 0);
+	ck_assert_msg(strstr(err, "1 stored, 0 duplicates, 0 rejected") != NULL, "%s", err);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --data '%s'", TIDE_BIN, data), 0);
+	ck_assert_uint_eq(lines_of(out, lines, 8), 1);
+	ck_assert_str_eq(str_attr(lines[0], "id", buf, sizeof buf), "my-1");
+	ck_assert_str_eq(str_attr(lines[0], "type", buf, sizeof buf), "order.placed");
+	ck_assert_str_eq(str_attr(lines[0], "source", buf, sizeof buf), "tide-cli");
+	ck_assert_str_eq(str_attr(lines[0], "subject", buf, sizeof buf), "o-1");
+	ck_assert_str_eq(str_attr(lines[0], "region", buf, sizeof buf), "eu");
+	ck_assert_str_eq(str_attr(lines[0], "tenant", buf, sizeof buf), "acme");
+	ck_assert_str_eq(str_attr(lines[0], "specversion", buf, sizeof buf), "1.0");
+	ck_assert_ptr_nonnull(strstr(lines[0], "\"data\":{\"total\":12.5,\"items\":[1,2]}"));
+	ck_assert_int_eq(num_attr(lines[0], "seq"), 1);
+	ck_assert_int_eq(num_attr(lines[0], "version"), 1);
+	/* --time now: RFC 3339, UTC, microseconds */
+	str_attr(lines[0], "time", buf, sizeof buf);
+	ck_assert_msg(
+	    sscanf(buf, "%4d-%2d-%2dT%2d:%2d:%2d.%6d%c", &y, &mo, &da, &h, &mi, &s, &us, &z) == 8 &&
+	        z == 'Z' && y >= 2024 && mo >= 1 && mo <= 12 && strlen(buf) == 27,
+	    "time: %s", buf);
+
+	/* Again with the same id: a duplicate, acknowledged, exit 0; --acks. */
+	ck_assert_int_eq(th_sh(out, sizeof out,
+	                       "'%s' publish --data '%s' --type order.placed --id my-1 --acks -q",
+	                       TIDE_BIN, data),
+	                 0);
+	ck_assert_str_eq(out, "{\"ok\":true,\"duplicate\":true,\"seq\":1}\n");
+	/* a random id each time without --id; an explicit --source */
+	ck_assert_int_eq(th_sh(out, sizeof out,
+	                       "'%s' publish --data '%s' --type t --source /a --acks -q && "
+	                       "'%s' publish --data '%s' --type t --source /a --acks -q",
+	                       TIDE_BIN, data, TIDE_BIN, data),
+	                 0);
+	ck_assert_str_eq(out, "{\"ok\":true,\"seq\":2}\n{\"ok\":true,\"seq\":3}\n");
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --data '%s' --from 2", TIDE_BIN, data),
+	                 0);
+	ck_assert_uint_eq(lines_of(out, lines, 8), 2);
+	ck_assert_str_eq(str_attr(lines[0], "source", buf, sizeof buf), "/a");
+	{
+		char id2[64];
+		str_attr(lines[0], "id", buf, sizeof buf);
+		str_attr(lines[1], "id", id2, sizeof id2);
+		ck_assert_uint_eq(strlen(buf), 36);
+		ck_assert_str_ne(buf, id2);
+	}
+
+	/* The engine judges --payload: bad JSON is rejected, exit 1. */
+	ck_assert_int_eq(th_sh(err, sizeof err,
+	                       "'%s' publish --data '%s' --type t --payload '{oops' 2>&1", TIDE_BIN,
+	                       data),
+	                 1);
+	ck_assert_msg(strstr(err, "not valid JSON") != NULL, "%s", err);
+	ck_assert_int_eq(th_log_count(data, ""), 3);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
+/* NDJSON on stdin: each rejected line is reported as "line N: <error>"
+ * (blank lines count), the rest is stored, exit 1. */
+START_TEST(publish_reports_bad_lines)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	char err[8192], out[8192], buf[64], *lines[16];
+	const char *in;
+	th_daemon d;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
+	in = th_write(dir, "in.ndjson",
+	              "{\"specversion\":\"1.0\",\"id\":\"q1\",\"source\":\"/c\",\"type\":\"t\"}\n"
+	              "{\"specversion\":\"1.0\",\"id\":\"q2\",\"type\":\"t\"}\n"
+	              "\n"
+	              "{\"specversion\":\"1.0\",\"id\":\"q4\",\"source\":\"/c\",\"type\":\"t\"}\n"
+	              "42\n"
+	              "{\"specversion\":\"1.0\",\"id\":\"q6\",\"source\":\"/c\",\"type\":\"t\","
+	              "\"data\":{\"x\":[1,2,{\"deep\":true}]}}\n"
+	              "{\"specversion\":\"1.0\",\"id\":\"q7\",\"source\":\"/c\",\"type\":7}\n");
+	ck_assert_int_eq(
+	    th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN, data, in), 1);
+	ck_assert_msg(strstr(err, "line 2: missing required attribute 'source'") != NULL, "%s",
+	              err);
+	ck_assert_msg(strstr(err, "line 5: event must be a JSON object") != NULL, "%s", err);
+	ck_assert_msg(strstr(err, "line 7: ") != NULL && strstr(strstr(err, "line 7: "), "type"),
+	              "%s", err);
+	ck_assert_msg(strstr(err, "3 stored, 0 duplicates, 3 rejected") != NULL, "%s", err);
+	ck_assert_int_eq(th_count(err, "line "), 3);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --data '%s'", TIDE_BIN, data), 0);
+	ck_assert_uint_eq(lines_of(out, lines, 16), 3);
+	ck_assert_str_eq(str_attr(lines[0], "id", buf, sizeof buf), "q1");
+	ck_assert_str_eq(str_attr(lines[1], "id", buf, sizeof buf), "q4");
+	ck_assert_str_eq(str_attr(lines[2], "id", buf, sizeof buf), "q6");
+	ck_assert_ptr_nonnull(strstr(lines[2], "\"data\":{\"x\":[1,2,{\"deep\":true}]}"));
+
+	/* All good, in small batches with a window: exit 0. */
+	{
+		FILE *f = fopen(subdir(dir, "many.ndjson"), "w");
+		ck_assert_ptr_nonnull(f);
+		for (int k = 0; k < 1000; k++)
+			fprintf(f,
+			        "{\"specversion\":\"1.0\",\"id\":\"m%d\",\"source\":\"/"
+			        "c\",\"type\":\"t\"}\n",
+			        k);
+		fclose(f);
+	}
+	ck_assert_int_eq(th_sh(err, sizeof err,
+	                       "'%s' publish --data '%s' --batch 7 --window 3 < '%s' 2>&1",
+	                       TIDE_BIN, data, subdir(dir, "many.ndjson")),
+	                 0);
+	ck_assert_msg(strstr(err, "1000 stored, 0 duplicates, 0 rejected") != NULL, "%s", err);
+	/* and again: all duplicates, still success */
+	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN,
+	                       data, subdir(dir, "many.ndjson")),
+	                 0);
+	ck_assert_msg(strstr(err, "0 stored, 1000 duplicates, 0 rejected") != NULL, "%s", err);
+	/* a JSON array on stdin */
+	in = th_write(
+	    dir, "arr.json",
+	    "[\n {\"specversion\":\"1.0\",\"id\":\"a1\",\"source\":\"/c\",\"type\":\"t\"},\n"
+	    " {\"specversion\":\"1.0\",\"id\":\"a2\",\"source\":\"/c\",\"type\":\"t\"}\n]\n");
+	ck_assert_int_eq(
+	    th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN, data, in), 0);
+	ck_assert_msg(strstr(err, "2 stored") != NULL, "%s", err);
+	ck_assert_int_eq(th_log_count(data, ""), 1005);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
+/* The same, with a syntactically broken line in the middle: the report
+ * must still name the right lines and the next line must be stored. */
+START_TEST(publish_line_numbers_after_broken_line)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	char err[8192];
+	const char *in;
+	th_daemon d;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
+	in = th_write(dir, "in.ndjson",
+	              "{\"specversion\":\"1.0\",\"id\":\"k1\",\"source\":\"/c\",\"type\":\"t\"}\n"
+	              "{\"specversion\":\"1.0\",\"id\":\"k2\",\n"
+	              "{\"specversion\":\"1.0\",\"id\":\"k3\",\"source\":\"/c\",\"type\":\"t\"}\n"
+	              "{\"specversion\":\"1.0\",\"id\":\"k4\",\"type\":\"t\"}\n"
+	              "{\"specversion\":\"1.0\",\"id\":\"k5\",\"source\":\"/c\",\"type\":\"t\"}\n");
+	ck_assert_int_eq(
+	    th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN, data, in), 1);
+	ck_assert_msg(strstr(err, "line 2: not valid JSON") != NULL, "%s", err);
+	ck_assert_msg(strstr(err, "line 4: missing required attribute 'source'") != NULL, "%s",
+	              err);
+	ck_assert_msg(strstr(err, "3 stored, 0 duplicates, 2 rejected") != NULL, "%s", err);
+	ck_assert_int_eq(th_log_count(data, ""), 3);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
+/* Exit 3 and a clear message when there is no engine to talk to. */
+START_TEST(publish_without_engine)
+{
+	const char *dir = th_tmpdir();
+	char err[4096];
+	int64_t t0;
+
+	ck_assert_int_eq(
+	    th_sh(err, sizeof err, "'%s' publish --data '%s' --type t 2>&1", TIDE_BIN, dir), 3);
+	ck_assert_msg(strstr(err, "no running engine found in") != NULL, "%s", err);
+	ck_assert_msg(strstr(err, "tide run") != NULL, "%s", err);
+	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' tail --data '%s' 2>&1", TIDE_BIN, dir), 3);
+	ck_assert_msg(strstr(err, "no running engine found in") != NULL, "%s", err);
+
+	/* an endpoints file left by an engine that is gone (pid beyond pid_max) */
+	th_write(dir, "endpoints",
+	         "pull=ipc:///nonexistent/pull.ipc\nrep=ipc:///nonexistent/rep.ipc\n"
+	         "pub=ipc:///nonexistent/pub.ipc\npid=999999999\n");
+	ck_assert_int_eq(
+	    th_sh(err, sizeof err, "'%s' publish --data '%s' --type t 2>&1", TIDE_BIN, dir), 3);
+	ck_assert_msg(strstr(err, "is not running") != NULL, "%s", err);
+
+	/* an endpoint nobody listens on: --timeout bounds the wait */
+	t0 = th_ms();
+	ck_assert_int_eq(th_sh(err, sizeof err,
+	                       "timeout 20 '%s' publish --rep 'ipc://%s/nobody.ipc' --timeout 1 "
+	                       "--type t 2>&1",
+	                       TIDE_BIN, dir),
+	                 3);
+	ck_assert_msg(strstr(err, "nobody.ipc") != NULL, "%s", err);
+	ck_assert_int_eq(th_sh(err, sizeof err,
+	                       "timeout 20 '%s' publish --push --pull 'ipc://%s/nobody.ipc' "
+	                       "--timeout 1 --type t 2>&1",
+	                       TIDE_BIN, dir),
+	                 3);
+	ck_assert_msg(th_ms() - t0 < 15000, "--timeout 1 took %lld ms", (long long)(th_ms() - t0));
+	ck_assert_int_eq(
+	    th_sh(err, sizeof err,
+	          "timeout 20 '%s' tail --pub 'ipc://%s/nobody.ipc' --timeout 0.5 2>&1", TIDE_BIN,
+	          dir),
+	    1);
+	ck_assert_msg(strstr(err, "no event for") != NULL, "%s", err);
+}
+END_TEST
+
+/* The events log_filters publishes: seq k+1 has type types[k % 6] and
+ * subject s1 for even k, s2 for odd k. */
+static const char *const types[] = {"a.one", "a.two", "b.one", "a.onex", "ab.c", "a.one.deep"};
+enum { NLOG = 24 };
+
+/* Run `tide log ARGS` and check it prints exactly the events for which
+ * @p want(k) holds (k = seq - 1), in @p order (1: seq, 0: as given). */
+static void
+expect_log(const char *data, const char *args, int (*want)(int k, void *), void *ud)
+{
+	char out[65536], *lines[NLOG + 2], buf[64];
+	size_t n, i = 0;
+
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --data '%s' %s", TIDE_BIN, data, args),
+	                 0);
+	n = lines_of(out, lines, NLOG + 2);
+	for (int k = 0; k < NLOG; k++) {
+		char id[32];
+		if (!want(k, ud))
+			continue;
+		ck_assert_msg(i < n, "log %s: too few lines (%zu)", args, n);
+		snprintf(id, sizeof id, "e%d", k);
+		ck_assert_msg(num_attr(lines[i], "seq") == k + 1, "log %s: line %zu is %s", args,
+		              i + 1, lines[i]);
+		ck_assert_str_eq(str_attr(lines[i], "id", buf, sizeof buf), id);
+		i++;
+	}
+	ck_assert_msg(i == n, "log %s: %zu lines, %zu expected", args, n, i);
+}
+
+static int
+w_all(int k, void *ud)
+{
+	(void)k, (void)ud;
+	return 1;
+}
+
+static int
+w_range(int k, void *ud)
+{
+	const int *r = ud; /* from, until (seqs), limit */
+	int seq = k + 1;
+
+	return seq >= r[0] && (r[1] == 0 || seq <= r[1]) && (r[2] == 0 || seq < r[0] + r[2]);
+}
+
+static int
+w_type(int k, void *ud)
+{
+	return strcmp(types[k % 6], ud) == 0;
+}
+
+static int
+w_prefix_a(int k, void *ud)
+{
+	(void)ud;
+	return strncmp(types[k % 6], "a.", 2) == 0;
+}
+
+static int
+w_s1_aone(int k, void *ud)
+{
+	(void)ud;
+	return k % 2 == 0 && strcmp(types[k % 6], "a.one") == 0;
+}
+
+START_TEST(log_filters)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	char out[65536], *lines[NLOG + 2], err[4096];
+	FILE *f;
+	th_daemon d;
+	size_t n;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
+	f = fopen(subdir(dir, "ev.ndjson"), "w");
+	ck_assert_ptr_nonnull(f);
+	for (int k = 0; k < NLOG; k++)
+		fprintf(f,
+		        "{\"specversion\":\"1.0\",\"id\":\"e%d\",\"source\":\"/c\",\"type\":\"%s\","
+		        "\"subject\":\"s%d\",\"data\":{\"k\":%d}}\n",
+		        k, types[k % 6], 1 + k % 2, k);
+	fclose(f);
+	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN,
+	                       data, subdir(dir, "ev.ndjson")),
+	                 0);
+
+	/* all of this while the daemon runs */
+	expect_log(data, "", w_all, NULL);
+	expect_log(data, "--from 3 --until 5", w_range, (int[]){3, 5, 0});
+	expect_log(data, "--from 20", w_range, (int[]){20, 0, 0});
+	expect_log(data, "-f 20 -u 1000", w_range, (int[]){20, 0, 0});
+	expect_log(data, "--until 4", w_range, (int[]){1, 4, 0});
+	expect_log(data, "--limit 2", w_range, (int[]){1, 0, 2});
+	expect_log(data, "--from 5 --limit 3", w_range, (int[]){5, 0, 3});
+	expect_log(data, "-n 100", w_all, NULL);
+	expect_log(data, "--from 25", w_range, (int[]){25, 0, 0});
+	expect_log(data, "--type a.one", w_type, (void *)"a.one");
+	expect_log(data, "--type ab.c", w_type, (void *)"ab.c");
+	expect_log(data, "--type 'a.*'", w_prefix_a, NULL);
+	expect_log(data, "--type no.such", w_type, (void *)"no.such");
+	expect_log(data, "--subject s1 --type a.one", w_s1_aone, NULL);
+
+	/* a stream: versions 1.. in order */
+	ck_assert_int_eq(
+	    th_sh(out, sizeof out, "'%s' log --data '%s' --subject s2", TIDE_BIN, data), 0);
+	n = lines_of(out, lines, NLOG + 2);
+	ck_assert_uint_eq(n, NLOG / 2);
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_int_eq(num_attr(lines[i], "version"), (long long)i + 1);
+		ck_assert_int_eq(num_attr(lines[i], "seq"), 2 * (long long)i + 2);
+		ck_assert_ptr_nonnull(strstr(lines[i], "\"subject\":\"s2\""));
+	}
+	ck_assert_int_eq(
+	    th_sh(out, sizeof out, "'%s' log --data '%s' --subject s2 --limit 3", TIDE_BIN, data),
+	    0);
+	ck_assert_uint_eq(lines_of(out, lines, NLOG + 2), 3);
+	ck_assert_int_eq(th_log_count(data, "--subject nobody"), 0);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	/* and without it */
+	expect_log(data, "--type 'a.*'", w_prefix_a, NULL);
+}
+END_TEST
+
+START_TEST(log_and_stat_without_log)
+{
+	const char *dir = th_tmpdir();
+	char err[4096];
+
+	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' log --data '%s' 2>&1", TIDE_BIN, dir), 1);
+	ck_assert_msg(strstr(err, "no log in") != NULL, "%s", err);
+	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' stat --data '%s' 2>&1", TIDE_BIN, dir), 1);
+	ck_assert_msg(strstr(err, "no log in") != NULL, "%s", err);
+	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' log --data '%s/missing' 2>&1", TIDE_BIN, dir),
+	                 1);
+	ck_assert_msg(strstr(err, "no log in") != NULL, "%s", err);
+	/* reading creates nothing */
+	ck_assert(dir_is_empty(dir));
+}
+END_TEST
+
+START_TEST(stat_positions_and_lag)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	char out[8192], err[4096];
+	th_daemon d;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data,
+	                                 th_src("tests/lua/mirror.lua")),
+	                 0);
+	ck_assert_int_eq(th_sh(err, sizeof err,
+	                       "for i in 1 2 3 4 5; do '%s' publish -q --data '%s' --type in.x "
+	                       "--subject s$i || exit 1; done",
+	                       TIDE_BIN, data),
+	                 0);
+	ck_assert(th_wait_settled(data, "mirror", 10, 10000));
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s' --json", TIDE_BIN, data), 0);
+	ck_assert_msg(strstr(out, "{\"events\":10,\"last_seq\":10,\"streams\":5,") == out, "%s",
+	              out);
+	ck_assert_msg(
+	    strstr(out, "\"consumers\":[{\"name\":\"mirror\",\"checkpoint\":10,\"lag\":0}]}\n") !=
+	        NULL,
+	    "%s", out);
+	ck_assert_int_eq(th_count(out, "\n"), 1);
+	ck_assert_int_eq(th_checkpoint(data, "mirror"), 10);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s'", TIDE_BIN, data), 0);
+	ck_assert_msg(strstr(out, "events") && strstr(out, "10") && strstr(out, "consumers") &&
+	                  strstr(out, "mirror") && strstr(out, "checkpoint 10") &&
+	                  strstr(out, "lag 0"),
+	              "%s", out);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+
+	/* Without the script the consumer stands still: its lag grows. */
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
+	ck_assert_int_eq(th_sh(err, sizeof err,
+	                       "'%s' publish -q --data '%s' --type in.x && "
+	                       "'%s' publish -q --data '%s' --type other && "
+	                       "'%s' publish -q --data '%s' --type in.x",
+	                       TIDE_BIN, data, TIDE_BIN, data, TIDE_BIN, data),
+	                 0);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s' --json", TIDE_BIN, data), 0);
+	ck_assert_msg(strstr(out, "\"events\":13,\"last_seq\":13,") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "{\"name\":\"mirror\",\"checkpoint\":10,\"lag\":3}") != NULL,
+	              "%s", out);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	/* works without an engine, too */
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s'", TIDE_BIN, data), 0);
+	ck_assert_msg(strstr(out, "lag 3") != NULL, "%s", out);
+
+	/* back with the script: it catches up */
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data,
+	                                 th_src("tests/lua/mirror.lua")),
+	                 0);
+	ck_assert(th_wait_settled(data, "mirror", 15, 10000));
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s' --json", TIDE_BIN, data), 0);
+	ck_assert_msg(strstr(out, "{\"name\":\"mirror\",\"checkpoint\":15,\"lag\":0}") != NULL,
+	              "%s", out);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
+/* tide tail --count N prints N matching events and exits 0. */
+START_TEST(tail_count_exits)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data"), *out = subdir(dir, "tail.out");
+	char ev[256], reply[256], *text, *lines[16], buf[64];
+	int64_t deadline;
+	th_daemon d;
+	pid_t tail;
+	int st = -1;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
+	tail = th_bg(out, "'%s' tail --data '%s' --type out. --count 3", TIDE_BIN, data);
+	ck_assert_int_gt(tail, 0);
+	/* SUB connects in the background: publish until tail has had its 3,
+	 * with events of another type in between that it must not print. */
+	deadline = th_ms() + 20000;
+	for (int k = 0; th_ms() < deadline; k++) {
+		snprintf(
+		    ev, sizeof ev,
+		    "{\"specversion\":\"1.0\",\"id\":\"t%d\",\"source\":\"/c\",\"type\":\"%s\"}", k,
+		    k % 2 ? "other.z" : "out.t");
+		ck_assert_int_gt(th_req(d.rep, ev, reply, sizeof reply, 5000), 0);
+		if ((st = th_bg_wait(tail, 50)) >= 0)
+			break;
+	}
+	if (st < 0)
+		kill(tail, SIGKILL);
+	ck_assert_int_eq(st, 0);
+	text = th_slurp(out);
+	ck_assert_ptr_nonnull(text);
+	ck_assert_uint_eq(lines_of(text, lines, 16), 3);
+	for (int i = 0; i < 3; i++) {
+		ck_assert_str_eq(str_attr(lines[i], "type", buf, sizeof buf), "out.t");
+		ck_assert_int_eq(lines[i][0], '{');
+		ck_assert_int_eq(lines[i][strlen(lines[i]) - 1], '}');
+		if (i > 0)
+			ck_assert_int_gt(num_attr(lines[i], "seq"), num_attr(lines[i - 1], "seq"));
+	}
+	free(text);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
 Suite *
 cli_suite(void)
 {
 	Suite *s = suite_create("cli");
 	TCase *tc = tcase_create("contract");
+	TCase *live = tcase_create("with_engine");
 
 	tcase_add_checked_fixture(tc, NULL, th_cleanup);
 	tcase_add_test(tc, help_everywhere);
+	tcase_add_test(tc, usage_errors_exit_2);
+	tcase_add_test(tc, publish_without_engine);
+	tcase_add_test(tc, log_and_stat_without_log);
+	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);
+
+	tcase_add_checked_fixture(live, NULL, th_cleanup);
+	tcase_add_test(live, publish_from_flags);
+	tcase_add_test(live, publish_reports_bad_lines);
+	tcase_add_test(live, publish_line_numbers_after_broken_line);
+	tcase_add_test(live, log_filters);
+	tcase_add_test(live, stat_positions_and_lag);
+	tcase_add_test(live, tail_count_exits);
+	tcase_set_timeout(live, 60);
+	suite_add_tcase(s, live);
 	return s;
 }
