@@ -20,7 +20,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <yajl/yajl_gen.h>
@@ -91,6 +95,47 @@ typedef struct pub {
 	unsigned long long stored, duplicates, rejected, sent;
 	int unreachable;
 } pub;
+
+/* Bytes this process has written to sockets that the peers have not read
+ * (Unix sockets) or acknowledged (TCP) yet. */
+static long
+unsent_bytes(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	long total = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		int fd = atoi(de->d_name), n = 0;
+		struct stat sb;
+		if (fd <= 2 || fstat(fd, &sb) != 0 || !S_ISSOCK(sb.st_mode))
+			continue;
+		if (ioctl(fd, SIOCOUTQ, &n) == 0 && n > 0)
+			total += n;
+	}
+	closedir(d);
+	return total;
+}
+
+/* nanomsg drops a PUSH connection's queued messages when the socket
+ * closes (NN_LINGER has no effect in nanomsg 1.1), so wait until the
+ * kernel has handed everything to the engine before closing. */
+static void
+drain(double timeout)
+{
+	struct timespec tick = {0, 5 * 1000000};
+	double waited = 0;
+
+	while (unsent_bytes() > 0 && waited < timeout) {
+		nanosleep(&tick, NULL);
+		waited += 0.005;
+	}
+	/* the engine's nanomsg thread still has to take the last message */
+	tick.tv_nsec = 50 * 1000000;
+	nanosleep(&tick, NULL);
+}
 
 static int
 msg_add(pub *p, const char *line, size_t n, long lineno)
@@ -556,11 +601,8 @@ cmd_publish(int argc, char **argv)
 		rc = from_stdin(&p);
 	while (rc == 0 && p.inflight > 0)
 		rc = recv_one(&p);
-	if (p.push) {
-		/* nanomsg has no flush: give its I/O thread a moment to hand the
-		 * last message to the kernel before the socket closes. */
-		usleep(200000);
-	}
+	if (p.push)
+		drain(cl.timeout);
 	if (!p.quiet) {
 		if (p.push)
 			fprintf(stderr, "tide publish: sent %llu events (not acknowledged: --push)\n",

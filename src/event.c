@@ -694,7 +694,12 @@ tidei_evb_null(tidei_evb *b, const char *name, size_t n)
 		           ? tidei_evb_fail(b, "specversion must be \"1.0\", not null")
 		           : -1;
 	case K_DATA:
-		return see(b, SEEN_DATA, name, n);
+		/* "data": null is a null payload, not a missing one (JSON format
+		 * 3.1.1) */
+		if (tidei_evb_data(b) != 0)
+			return -1;
+		tidei_val_nil(&b->data);
+		return 0;
 	case K_DATA_BASE64:
 		return see(b, SEEN_DATA_BASE64, name, n);
 	case K_TIDE:
@@ -971,6 +976,8 @@ p_key(void *ctx, const unsigned char *s, size_t n)
 static void
 container_start(tidei_eparser *p, int is_map)
 {
+	if (p->depth == 0)
+		p->val_start = position(p) - 1;
 	p->depth++;
 	switch (p->mode) {
 	case M_TOP:
@@ -1074,8 +1081,18 @@ tidei_eparser_free(tidei_eparser *p)
 	tidei_buf_free(&p->key);
 }
 
-/* Where to resume after a syntax error: the next line whose first
- * non-blank character opens an object or an array. */
+static size_t
+line_start(const char *msg, size_t at)
+{
+	while (at > 0 && msg[at - 1] != '\n')
+		at--;
+	return at;
+}
+
+/* Where to resume after a syntax error in a value that began at @p from:
+ * the next line after that one, which in NDJSON is the next event.  Lines
+ * that are indented or only close something belong to a pretty-printed
+ * document and are skipped. */
 static size_t
 resync(const char *msg, size_t len, size_t from)
 {
@@ -1085,9 +1102,7 @@ resync(const char *msg, size_t len, size_t from)
 		if (nl == NULL)
 			return len;
 		k = (size_t)(nl - msg) + 1;
-		while (k < len && (msg[k] == ' ' || msg[k] == '\t' || msg[k] == '\r'))
-			k++;
-		if (k < len && (msg[k] == '{' || msg[k] == '['))
+		if (k < len && strchr(" \t\r\n}],:", msg[k]) == NULL)
 			return k;
 		from = k;
 		if (from >= len)
@@ -1107,7 +1122,7 @@ tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len,
 	p->count = 0;
 	for (;;) {
 		yajl_status st;
-		size_t err_at;
+		size_t err_at, failed;
 
 		while (at < len && (msg[at] == ' ' || msg[at] == '\t' || msg[at] == '\n' ||
 		                    msg[at] == '\r'))
@@ -1123,34 +1138,41 @@ tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len,
 		p->depth = p->ev_depth = p->batch_depth = 0;
 		p->mode = M_TOP;
 		st = yajl_parse(p->h, (const unsigned char *)msg + at, len - at);
-		if (st == yajl_status_ok)
+		if (st == yajl_status_ok) {
 			st = yajl_complete_parse(p->h);
+			/* a value cut off by the end of the message */
+			err_at = len;
+		} else {
+			err_at = position(p);
+		}
 		if (st == yajl_status_ok) {
 			yajl_free(p->h);
 			break;
 		}
-		err_at = position(p);
+		/* The failed value began at val_start if one was open, else the
+		 * error is in stray text between values. */
+		failed = p->depth > 0 ? p->val_start : (err_at > at ? err_at - 1 : at);
 		{
 			unsigned char *why = yajl_get_error(p->h, 0, NULL, 0);
 			char msgbuf[160];
 			const char *w = (const char *)why;
+			size_t l;
 			/* yajl prefixes its messages with the error class. */
 			if (strncmp(w, "lexical error: ", 15) == 0)
 				w += 15;
 			else if (strncmp(w, "parse error: ", 13) == 0)
 				w += 13;
-			snprintf(msgbuf, sizeof msgbuf, "not valid JSON at byte %zu: %s", err_at, w);
-			{
-				size_t l = strlen(msgbuf);
-				while (l > 0 && (msgbuf[l - 1] == '\n' || msgbuf[l - 1] == ' '))
-					msgbuf[--l] = '\0';
-			}
+			snprintf(msgbuf, sizeof msgbuf, "not valid JSON at byte %zu: %s",
+			         err_at - line_start(msg, failed), w);
+			l = strlen(msgbuf);
+			while (l > 0 && (msgbuf[l - 1] == '\n' || msgbuf[l - 1] == ' '))
+				msgbuf[--l] = '\0';
 			yajl_free_error(p->h, why);
 			report(p, NULL, 0, msgbuf);
 		}
 		yajl_free(p->h);
 		p->h = NULL;
-		at = resync(msg, len, err_at > 0 ? err_at - 1 : 0);
+		at = resync(msg, len, failed);
 	}
 	p->h = NULL;
 	return (long)p->count;

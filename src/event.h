@@ -131,8 +131,9 @@ typedef void tidei_event_sink(void *ud, const uint8_t *rec, size_t len, const ch
 
 /** Parses messages holding one event, a JSON array of events (a
  *  CloudEvents batch), or several events one after another (NDJSON).  A
- *  syntax error costs only the event it is in: parsing resumes at the next
- *  line that starts an object or array. */
+ *  syntax error costs only the value it is in: parsing resumes at the next
+ *  line after the one where that value began, skipping indented lines and
+ *  lines that only close a pretty-printed document. */
 typedef struct tidei_eparser {
 	tidei_evb b;
 	tidei_jsonw w;
@@ -149,6 +150,7 @@ typedef struct tidei_eparser {
 	int mode;            /* what the tokens at this depth belong to */
 	int skip_depth;      /* depth at which skipping ends */
 	size_t ev_start;     /* offset of the event's '{' */
+	size_t val_start;    /* offset where the current top-level value began */
 	tidei_event_sink *sink;
 	void *ud;
 	size_t count;        /* events reported for the current message */

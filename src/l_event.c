@@ -39,6 +39,8 @@ push_val(lua_State *L, tidei_vreader *r, int depth)
 	case TIDEI_V_ARRAY:
 		luaL_checkstack(L, 3, "value nested too deeply");
 		lua_createtable(L, (int)(it.u.count < 1u << 20 ? it.u.count : 0), 0);
+		if (it.u.count == 0) /* or it would encode back as {} */
+			luaL_setmetatable(L, TIDEI_ARRAY_MT);
 		for (uint32_t k = 1; k <= it.u.count; k++) {
 			if (push_val(L, r, depth + 1) != 0) {
 				lua_pop(L, 1);
@@ -79,13 +81,135 @@ tidei_lua_push_val(lua_State *L, tidei_vreader *r)
 	return push_val(L, r, 0);
 }
 
-void
-tidei_lua_push_event(lua_State *L, const struct tide_event *ev, tidei_timecache *tc)
-{
-	int64_t sec = ev->recorded / 1000000000;
-	long usec = (long)(ev->recorded % 1000000000) / 1000;
+/* ------------------------------------------------------------------------
+ * The event object
+ *
+ * A handler's `ev` is a full userdata pointing at the record; nothing is
+ * decoded until a field is read, and `ev.data` is decoded once and kept
+ * in the userdata's user value.  Building a complete table for every
+ * event (two tables, a dozen interned strings) cost more than the rest of
+ * the handler path together; most handlers read a few fields.  The record
+ * lives in LMDB memory only for the turn, so the object expires when the
+ * handler returns.
+ * ------------------------------------------------------------------------ */
 
-	lua_createtable(L, 0, 12);
+typedef struct l_event {
+	const struct tide_event *ev; /* NULL once expired */
+} l_event;
+
+static const struct tide_event *
+check_event(lua_State *L, int idx)
+{
+	l_event *e = luaL_checkudata(L, idx, TIDEI_EVENT_MT);
+
+	if (e->ev == NULL)
+		luaL_error(L, "event used after its handler returned "
+		              "(keep copies of fields, or ev:to_table())");
+	return e->ev;
+}
+
+static void
+push_recorded(lua_State *L, int64_t ns)
+{
+	char text[40];
+
+	lua_pushlstring(L, text, (size_t)tidei_time_format(text, ns));
+}
+
+/* Push the extension @p name, or nothing (returns 0). */
+static int
+push_extension(lua_State *L, const struct tide_event *ev, const char *name, size_t n)
+{
+	tidei_vreader r;
+	tidei_vitem map, key;
+
+	if (ev->ext == NULL)
+		return 0;
+	r.p = ev->ext;
+	r.end = ev->ext + ev->ext_len;
+	if (tidei_val_next(&r, &map) != 0 || map.type != TIDEI_V_MAP)
+		return 0;
+	for (uint32_t k = 0; k < map.u.count; k++) {
+		if (tidei_val_next(&r, &key) != 0)
+			return 0;
+		if (key.u.s.n == n && memcmp(key.u.s.p, name, n) == 0)
+			return push_val(L, &r, 1) == 0;
+		if (tidei_val_skip(&r) != 0)
+			return 0;
+	}
+	return 0;
+}
+
+static void
+push_data(lua_State *L, int ud, const struct tide_event *ev)
+{
+	tidei_vreader r;
+
+	if (lua_getiuservalue(L, ud, 1) != LUA_TNIL)
+		return;
+	lua_pop(L, 1);
+	if (ev->data == NULL || (ev->data_len == 1 && ev->data[0] == 0xc0)) {
+		lua_pushnil(L); /* no data, or "data": null */
+		return;
+	}
+	r.p = ev->data;
+	r.end = ev->data + ev->data_len;
+	if (push_val(L, &r, 0) != 0) {
+		luaL_error(L, "event %I has corrupt data", (lua_Integer)ev->seq);
+		return;
+	}
+	lua_pushvalue(L, -1);
+	lua_setiuservalue(L, ud, 1);
+}
+
+static int l_event_to_table(lua_State *L);
+
+/* ev.field  [-0, +1, e] */
+static int
+l_event_index(lua_State *L)
+{
+	const struct tide_event *ev = check_event(L, 1);
+	size_t n;
+	const char *k = luaL_checklstring(L, 2, &n);
+
+	for (int a = 0; a < TIDEI_NATTR; a++) {
+		if (k[0] == tidei_attr_names[a][0] && strcmp(k, tidei_attr_names[a]) == 0) {
+			if (ev->attr[a] == NULL)
+				lua_pushnil(L);
+			else
+				lua_pushlstring(L, ev->attr[a], ev->len[a]);
+			return 1;
+		}
+	}
+	if (strcmp(k, "data") == 0)
+		push_data(L, 1, ev);
+	else if (strcmp(k, "seq") == 0)
+		lua_pushinteger(L, (lua_Integer)ev->seq);
+	else if (strcmp(k, "version") == 0)
+		ev->version ? lua_pushinteger(L, (lua_Integer)ev->version) : lua_pushnil(L);
+	else if (strcmp(k, "recorded") == 0)
+		push_recorded(L, ev->recorded);
+	else if (strcmp(k, "specversion") == 0)
+		lua_pushliteral(L, "1.0");
+	else if (strcmp(k, "to_table") == 0)
+		lua_pushcfunction(L, l_event_to_table); /* '_' is never in an attribute name */
+	else if (!push_extension(L, ev, k, n))
+		lua_pushnil(L);
+	return 1;
+}
+
+/* ev.x = v  [-0, +0, e] */
+static int
+l_event_newindex(lua_State *L)
+{
+	check_event(L, 1);
+	return luaL_error(L, "events are read-only (build a new table for tide.emit)");
+}
+
+void
+tidei_lua_push_event_table(lua_State *L, const struct tide_event *ev)
+{
+	lua_createtable(L, 0, 14);
 	for (int a = 0; a < TIDEI_NATTR; a++) {
 		if (ev->attr[a] == NULL)
 			continue;
@@ -97,18 +221,12 @@ tidei_lua_push_event(lua_State *L, const struct tide_event *ev, tidei_timecache 
 	if (ev->seq > 0) {
 		lua_pushinteger(L, (lua_Integer)ev->seq);
 		lua_setfield(L, -2, "seq");
-		if (ev->version > 0) {
-			lua_pushinteger(L, (lua_Integer)ev->version);
-			lua_setfield(L, -2, "version");
-		}
-		if (tc->sec != sec || tc->text[0] == '\0') {
-			tidei_time_format(tc->text, ev->recorded);
-			tc->sec = sec;
-		}
-		/* text is "YYYY-MM-DDTHH:MM:SS.uuuuuuZ": patch the microseconds */
-		snprintf(tc->text + 20, sizeof tc->text - 20, "%06ldZ", usec);
-		lua_pushlstring(L, tc->text, 27);
+		push_recorded(L, ev->recorded);
 		lua_setfield(L, -2, "recorded");
+	}
+	if (ev->version > 0) {
+		lua_pushinteger(L, (lua_Integer)ev->version);
+		lua_setfield(L, -2, "version");
 	}
 	if (ev->ext != NULL) {
 		tidei_vreader r = {ev->ext, ev->ext + ev->ext_len};
@@ -131,6 +249,76 @@ tidei_lua_push_event(lua_State *L, const struct tide_event *ev, tidei_timecache 
 		if (push_val(L, &r, 0) == 0)
 			lua_setfield(L, -2, "data");
 	}
+}
+
+/* ev:to_table() -> a plain table that may outlive the handler  [-1, +1, e] */
+static int
+l_event_to_table(lua_State *L)
+{
+	tidei_lua_push_event_table(L, check_event(L, 1));
+	return 1;
+}
+
+/* pairs(ev): over a full copy  [-1, +3, e] */
+static int
+l_event_pairs(lua_State *L)
+{
+	const struct tide_event *ev = check_event(L, 1);
+
+	lua_getglobal(L, "next");
+	tidei_lua_push_event_table(L, ev);
+	lua_pushnil(L);
+	return 3;
+}
+
+/* tostring(ev)  [-1, +1, e] */
+static int
+l_event_tostring(lua_State *L)
+{
+	l_event *e = luaL_checkudata(L, 1, TIDEI_EVENT_MT);
+
+	if (e->ev == NULL)
+		lua_pushliteral(L, "tide.event (expired)");
+	else
+		lua_pushfstring(L, "tide.event %I %s %s", (lua_Integer)e->ev->seq,
+		                e->ev->attr[TIDEI_A_TYPE], e->ev->attr[TIDEI_A_ID]);
+	return 1;
+}
+
+void
+tidei_lua_push_event(lua_State *L, const struct tide_event *ev)
+{
+	l_event *e = lua_newuserdatauv(L, sizeof *e, 1);
+
+	e->ev = ev;
+	luaL_setmetatable(L, TIDEI_EVENT_MT);
+}
+
+void
+tidei_lua_expire_event(lua_State *L, int idx)
+{
+	l_event *e = luaL_testudata(L, idx, TIDEI_EVENT_MT);
+
+	if (e != NULL)
+		e->ev = NULL;
+}
+
+void
+tidei_lua_open_event(lua_State *L)
+{
+	static const luaL_Reg meta[] = {
+		{"__index", l_event_index},
+		{"__newindex", l_event_newindex},
+		{"__pairs", l_event_pairs},
+		{"__tostring", l_event_tostring},
+		{NULL, NULL},
+	};
+
+	luaL_newmetatable(L, TIDEI_EVENT_MT);
+	luaL_setfuncs(L, meta, 0);
+	lua_pushliteral(L, "tide.event");
+	lua_setfield(L, -2, "__name");
+	lua_pop(L, 1);
 }
 
 /* ------------------------------------------------------------------------
@@ -195,6 +383,15 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 		if (lua_touserdata(L, idx) == NULL) {
 			tidei_val_nil(out);
 			return 0;
+		}
+		break;
+	case LUA_TUSERDATA:
+		if (luaL_testudata(L, idx, TIDEI_EVENT_MT) != NULL) {
+			int rc;
+			tidei_lua_push_event_table(L, check_event(L, idx));
+			rc = to_val(L, -1, out, err, depth);
+			lua_pop(L, 1);
+			return rc;
 		}
 		break;
 	case LUA_TTABLE:

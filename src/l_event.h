@@ -12,15 +12,25 @@
 #include "buf.h"
 #include "event.h"
 
-/** Caches the formatted second of the last `recorded` time, so building
- *  event tables does not call gmtime per event. */
-typedef struct tidei_timecache {
-	int64_t sec;
-	char text[40];
-} tidei_timecache;
+/** Metatable of the event objects handlers receive. */
+#define TIDEI_EVENT_MT "tide.event"
 
-/** Push @p ev as a new table.  [-0, +1, m] */
-void tidei_lua_push_event(lua_State *L, const struct tide_event *ev, tidei_timecache *tc);
+/** Push @p ev as a tide.event object: a view whose fields are decoded
+ *  from the record when read.  It is valid until tidei_lua_expire_event()
+ *  (the end of the handler call); @p ev must stay valid until then.
+ *  [-0, +1, m] */
+void tidei_lua_push_event(lua_State *L, const struct tide_event *ev);
+
+/** Expire the event object at @p idx: later use raises an error.
+ *  [-0, +0, -] */
+void tidei_lua_expire_event(lua_State *L, int idx);
+
+/** Push @p ev as a plain table with every attribute, the data and Tide's
+ *  fields (a copy that may be kept).  [-0, +1, m] */
+void tidei_lua_push_event_table(lua_State *L, const struct tide_event *ev);
+
+/** Register the tide.event metatable.  [-0, +0, m] */
+void tidei_lua_open_event(lua_State *L);
 
 /** Push one encoded value; JSON null inside arrays becomes tide.null (a
  *  light userdata NULL), null in maps leaves the key out.  Returns 0, or

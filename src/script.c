@@ -34,7 +34,6 @@ struct tidei_script {
 	uint64_t budget;     /* instructions per call, 0 = unlimited */
 	uint64_t remaining;  /* left in the current call */
 	int exhausted;       /* the current call ran out; pcall must not hide it */
-	tidei_timecache tc;
 };
 
 static tidei_script *
@@ -76,8 +75,8 @@ count_hook(lua_State *L, lua_Debug *ar)
 	if (s->remaining <= HOOK_EVERY) {
 		s->remaining = 0;
 		s->exhausted = 1;
-		luaL_error(L, "handler exceeded its instruction budget (%llu instructions)",
-		           (unsigned long long)s->budget);
+		luaL_error(L, "handler exceeded its instruction budget (%I instructions)",
+		           (lua_Integer)s->budget);
 	}
 	s->remaining -= HOOK_EVERY;
 }
@@ -154,6 +153,20 @@ l_pcall(lua_State *L)
 	return finish_pcall(L, status, 0);
 }
 
+/* The message handler given to xpcall, guarded: a budget error runs the
+ * handler inside the count hook, where hooks are off, so a looping handler
+ * could never be stopped.  It is skipped once the budget is spent. */
+static int
+guarded_msgh(lua_State *L)
+{
+	if (script_of(L)->exhausted)
+		return 1; /* the error object, unchanged */
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, 1);
+	return 1;
+}
+
 static int
 l_xpcall(lua_State *L)
 {
@@ -161,6 +174,9 @@ l_xpcall(lua_State *L)
 	int n = lua_gettop(L);
 
 	luaL_checktype(L, 2, LUA_TFUNCTION);
+	lua_pushvalue(L, 2);
+	lua_pushcclosure(L, guarded_msgh, 1);
+	lua_replace(L, 2);
 	lua_pushboolean(L, 1);
 	lua_pushvalue(L, 1);
 	lua_rotate(L, 3, 2);
@@ -214,12 +230,18 @@ open_sandbox(lua_State *L, const tidei_script_opts *o)
 	/* os: time functions only, unless the configuration allows all of it */
 	luaL_requiref(L, LUA_OSLIBNAME, luaopen_os, 1);
 	if (!is_allowed(o, "os")) {
+		/* replace both the global and package.loaded.os, or require("os")
+		 * would hand out the whole library */
 		lua_newtable(L);
 		for (const char *const *f = os_safe; *f; f++) {
 			lua_getfield(L, 1, *f);
 			lua_setfield(L, -2, *f);
 		}
+		lua_pushvalue(L, -1);
 		lua_setglobal(L, LUA_OSLIBNAME);
+		luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+		lua_insert(L, -2);
+		lua_setfield(L, -2, LUA_OSLIBNAME);
 	}
 	lua_settop(L, 0);
 	if (is_allowed(o, "io"))
@@ -279,7 +301,11 @@ tidei_script_new(tidei_script **out, const tidei_script_opts *o, const tidei_hos
 	}
 	*(tidei_script **)lua_getextraspace(s->L) = s;
 	open_sandbox(s->L, o);
+	tidei_lua_open_event(s->L);
 	tidei_lua_open_tide(s->L);
+	/* Events and their data are short-lived: the generational collector
+	 * frees them young, without sweeping the whole heap. */
+	lua_gc(s->L, LUA_GCGEN, 0, 0);
 	lua_sethook(s->L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
 	/* The ceiling starts after the libraries: it bounds what scripts use. */
 	s->mem_limit = o->memory_limit ? s->mem_used + o->memory_limit : 0;
@@ -369,9 +395,17 @@ tidei_script_call(tidei_script *s, int ref, const struct tide_event *ev, char *e
 {
 	lua_State *L = s->L;
 
+	int rc;
+
+	/* The event object stays below the call so that it can be expired
+	 * afterwards, whatever the handler did with it. */
+	tidei_lua_push_event(L, ev);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-	tidei_lua_push_event(L, ev, &s->tc);
-	return protected_call(s, 1, err, trace);
+	lua_pushvalue(L, -2);
+	rc = protected_call(s, 1, err, trace);
+	tidei_lua_expire_event(L, -1);
+	lua_pop(L, 1);
+	return rc;
 }
 
 void
