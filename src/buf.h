@@ -68,10 +68,21 @@ tidei_buf_puts(tidei_buf *b, const char *s)
 }
 
 /* Little-endian fixed-width fields, loaded and stored through memcpy: LMDB
- * values are not aligned. */
+ * values are not aligned.  On little-endian hosts (all Tide runs on) a
+ * field is one move; the byte loop keeps big-endian hosts correct. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define TIDEI_LE 1
+#else
+#define TIDEI_LE 0
+#endif
+
 static inline void
 tidei_st64(uint8_t *p, uint64_t v)
 {
+	if (TIDEI_LE) {
+		memcpy(p, &v, 8);
+		return;
+	}
 	for (int i = 0; i < 8; i++)
 		p[i] = (uint8_t)(v >> (8 * i));
 }
@@ -80,6 +91,11 @@ static inline uint64_t
 tidei_ld64(const uint8_t *p)
 {
 	uint64_t v = 0;
+
+	if (TIDEI_LE) {
+		memcpy(&v, p, 8);
+		return v;
+	}
 	for (int i = 7; i >= 0; i--)
 		v = (v << 8) | p[i];
 	return v;
@@ -88,6 +104,10 @@ tidei_ld64(const uint8_t *p)
 static inline void
 tidei_st32(uint8_t *p, uint32_t v)
 {
+	if (TIDEI_LE) {
+		memcpy(p, &v, 4);
+		return;
+	}
 	for (int i = 0; i < 4; i++)
 		p[i] = (uint8_t)(v >> (8 * i));
 }
@@ -95,6 +115,12 @@ tidei_st32(uint8_t *p, uint32_t v)
 static inline uint32_t
 tidei_ld32(const uint8_t *p)
 {
+	uint32_t v;
+
+	if (TIDEI_LE) {
+		memcpy(&v, p, 4);
+		return v;
+	}
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
 	       (uint32_t)p[3] << 24;
 }

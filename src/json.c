@@ -88,7 +88,37 @@ tidei_json_number(const char *s, size_t n, int64_t *i, double *d)
 			return 1;
 		}
 	}
-	/* A fraction, an exponent, or an integer beyond 64 bits. */
+	/* Clinger's fast path: up to 15 significant digits and a power of ten
+	 * up to 22 are both exact doubles, so one division rounds correctly.
+	 * It covers the usual "129.95" without strtod. */
+	{
+		static const double pow10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7,
+		                               1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+		                               1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+		uint64_t m = 0;
+		int digits = 0, frac = 0, seen_dot = 0, ok = 1;
+		for (k = neg; k < n && ok; k++) {
+			char ch = s[k];
+			if (ch >= '0' && ch <= '9') {
+				if (m == 0 && ch == '0' && !seen_dot)
+					continue;
+				if (++digits > 15)
+					ok = 0;
+				m = m * 10 + (uint64_t)(ch - '0');
+				frac += seen_dot;
+			} else if (ch == '.' && !seen_dot) {
+				seen_dot = 1;
+			} else {
+				ok = 0; /* an exponent: leave it to strtod */
+			}
+		}
+		if (ok && frac <= 22) {
+			double v = (double)m / pow10[frac];
+			*d = neg ? -v : v;
+			return 0;
+		}
+	}
+	/* An exponent, many digits, or an integer beyond 64 bits. */
 	if (n >= sizeof tmp) {
 		copy = malloc(n + 1);
 		if (copy == NULL) {

@@ -330,6 +330,8 @@ tidei_log_close(tidei_log *log)
 		mdb_env_close(log->env);
 	if (log->lock_fd >= 0)
 		close(log->lock_fd);
+	free(log->heads);
+	tidei_buf_free(&log->head_keys);
 	free(log);
 }
 
@@ -384,6 +386,9 @@ tidei_log_begin(tidei_log *log)
 		                 mdb_strerror(rc));
 	}
 	log->head = log->committed;
+	log->head_gen++;
+	log->head_count = 0;
+	tidei_buf_reset(&log->head_keys);
 	return TIDE_OK;
 }
 
@@ -393,12 +398,77 @@ txn_fail(tidei_log *log, int rc, const char *what)
 	return tidei_err(log->err, tidei_err_mdb(rc), "%s: %s", what, mdb_strerror(rc));
 }
 
+/* Find (or make) the cache slot of stream key @p key; NULL if memory ran
+ * out.  *fresh is set when the slot was just made. */
+static tidei_head *
+head_slot(tidei_log *log, const uint8_t *key, size_t n, int *fresh)
+{
+	uint64_t h = fnv(key, n, 0xcbf29ce484222325ull);
+	size_t mask, i;
+
+	if ((log->head_count + 1) * 2 > log->head_cap) {
+		/* grow (rehashing the live slots of this generation) */
+		size_t cap = log->head_cap ? log->head_cap * 2 : 1024;
+		tidei_head *v = calloc(cap, sizeof *v), *old = log->heads;
+		if (v == NULL)
+			return NULL;
+		for (size_t k = 0; k < log->head_cap; k++) {
+			if (old[k].gen != log->head_gen)
+				continue;
+			for (i = old[k].hash & (cap - 1); v[i].gen == log->head_gen; i = (i + 1) & (cap - 1))
+				;
+			v[i] = old[k];
+		}
+		free(old);
+		log->heads = v;
+		log->head_cap = cap;
+	}
+	mask = log->head_cap - 1;
+	for (i = h & mask; log->heads[i].gen == log->head_gen; i = (i + 1) & mask) {
+		tidei_head *e = &log->heads[i];
+		if (e->hash == h && e->key_len == n && memcmp(log->head_keys.p + e->key_off, key, n) == 0) {
+			*fresh = 0;
+			return e;
+		}
+	}
+	log->heads[i].gen = log->head_gen;
+	log->heads[i].hash = h;
+	log->heads[i].key_off = (uint32_t)log->head_keys.len;
+	log->heads[i].key_len = (uint32_t)n;
+	tidei_buf_put(&log->head_keys, key, n);
+	if (log->head_keys.failed)
+		return NULL;
+	log->head_count++;
+	*fresh = 1;
+	return &log->heads[i];
+}
+
+/* Write the turn's stream heads back (before the commit). */
+static int
+flush_heads(tidei_log *log)
+{
+	for (size_t k = 0; k < log->head_cap; k++) {
+		tidei_head *e = &log->heads[k];
+		uint8_t raw[16];
+		MDB_val key, val = {16, raw};
+		int rc;
+		if (e->gen != log->head_gen)
+			continue;
+		key.mv_size = e->key_len;
+		key.mv_data = log->head_keys.p + e->key_off;
+		tidei_st64(raw, e->version);
+		tidei_st64(raw + 8, e->last);
+		if ((rc = mdb_put(log->txn, log->streams, &key, &val, 0)) != 0)
+			return txn_fail(log, rc, "cannot update stream head");
+	}
+	return TIDE_OK;
+}
+
 int
 tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, tidei_append *res)
 {
 	struct tide_event ev;
 	uint8_t key[KEYMAX + 1];
-	uint8_t head[16];
 	uint64_t seq = log->head + 1, version = 0, prev = 0;
 	MDB_val k, v;
 	int rc;
@@ -424,21 +494,28 @@ tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, tidei_ap
 		return txn_fail(log, rc, "cannot index event id");
 
 	if (ev.attr[TIDEI_A_SUBJECT] != NULL) {
-		k.mv_size = make_key(key, ev.attr[TIDEI_A_SUBJECT], ev.len[TIDEI_A_SUBJECT], NULL, 0);
-		rc = mdb_get(log->txn, log->streams, &k, &v);
-		if (rc == 0 && v.mv_size == 16) {
-			version = tidei_ld64(v.mv_data);
-			prev = tidei_ld64((const uint8_t *)v.mv_data + 8);
-		} else if (rc != 0 && rc != MDB_NOTFOUND) {
-			return txn_fail(log, rc, "cannot read stream head");
+		size_t kn = make_key(key, ev.attr[TIDEI_A_SUBJECT], ev.len[TIDEI_A_SUBJECT], NULL, 0);
+		int fresh;
+		tidei_head *e = head_slot(log, key, kn, &fresh);
+		if (e == NULL)
+			return tidei_err(log->err, TIDE_ENOMEM, "out of memory");
+		if (fresh) {
+			k.mv_size = kn;
+			k.mv_data = key;
+			rc = mdb_get(log->txn, log->streams, &k, &v);
+			if (rc == 0 && v.mv_size == 16) {
+				e->version = tidei_ld64(v.mv_data);
+				e->last = tidei_ld64((const uint8_t *)v.mv_data + 8);
+			} else if (rc == MDB_NOTFOUND) {
+				e->version = e->last = 0;
+			} else {
+				return txn_fail(log, rc ? rc : MDB_CORRUPTED, "cannot read stream head");
+			}
 		}
-		version++;
-		tidei_st64(head, version);
-		tidei_st64(head + 8, seq);
-		v.mv_size = 16;
-		v.mv_data = head;
-		if ((rc = mdb_put(log->txn, log->streams, &k, &v, 0)) != 0)
-			return txn_fail(log, rc, "cannot update stream head");
+		version = e->version + 1;
+		prev = e->last;
+		e->version = version;
+		e->last = seq;
 	}
 
 	/* recorded never goes backwards, even if the wall clock does. */
@@ -466,6 +543,10 @@ tidei_log_commit(tidei_log *log)
 
 	if (log->txn == NULL)
 		return TIDE_OK;
+	if ((rc = flush_heads(log)) != TIDE_OK) {
+		tidei_log_abort(log);
+		return rc;
+	}
 	rc = mdb_txn_commit(log->txn);
 	log->txn = NULL;
 	if (rc != 0) {

@@ -21,6 +21,14 @@ typedef struct tidei_log_opts {
 	uint64_t map_size;   /* initial map size in bytes; 0 for the default */
 } tidei_log_opts;
 
+/** One stream head changed in the open transaction. */
+typedef struct tidei_head {
+	uint64_t hash;
+	uint32_t key_off, key_len; /* in tidei_log.head_keys */
+	uint64_t version, last;
+	uint32_t gen;              /* valid when equal to tidei_log.head_gen */
+} tidei_head;
+
 typedef struct tidei_log {
 	MDB_env *env;
 	MDB_dbi events;      /* seq (native u64) -> record */
@@ -37,6 +45,13 @@ typedef struct tidei_log {
 	unsigned page_size;
 	int readonly;
 	int lock_fd;         /* flock held by the writing process */
+	/* Stream heads touched by the open transaction, written back once
+	 * at commit: a hot subject costs one B-tree update per turn, not one
+	 * per event. */
+	tidei_head *heads;
+	size_t head_cap, head_count;
+	uint32_t head_gen;
+	tidei_buf head_keys;
 	char dir[4096];
 	char err[TIDEI_ERRLEN];
 } tidei_log;

@@ -383,6 +383,32 @@ START_TEST(json_doubles_shortest)
 }
 END_TEST
 
+/* The decimal fast path must agree with strtod bit for bit. */
+START_TEST(numbers_agree_with_strtod)
+{
+	unsigned seed = 42;
+	char buf[64];
+
+	for (int i = 0; i < 200000; i++) {
+		int64_t ip;
+		double got;
+		int intdigits = rand_r(&seed) % 12, fracdigits = 1 + rand_r(&seed) % 14, n = 0;
+		if (rand_r(&seed) % 4 == 0)
+			buf[n++] = '-';
+		for (int k = 0; k < intdigits; k++)
+			buf[n++] = (char)('0' + (k == 0 ? 1 + rand_r(&seed) % 9 : rand_r(&seed) % 10));
+		if (intdigits == 0)
+			buf[n++] = '0';
+		buf[n++] = '.';
+		for (int k = 0; k < fracdigits; k++)
+			buf[n++] = (char)('0' + rand_r(&seed) % 10);
+		buf[n] = '\0';
+		ck_assert_int_eq(tidei_json_number(buf, (size_t)n, &ip, &got), 0);
+		ck_assert_msg(got == strtod(buf, NULL), "%s: %.17g != %.17g", buf, got, strtod(buf, NULL));
+	}
+}
+END_TEST
+
 START_TEST(base64)
 {
 	tidei_buf b = {0};
@@ -425,6 +451,7 @@ event_suite(void)
 	tcase_add_test(tc, record_layout);
 	tcase_add_test(tc, values_roundtrip);
 	tcase_add_test(tc, json_doubles_shortest);
+	tcase_add_test(tc, numbers_agree_with_strtod);
 	tcase_add_test(tc, base64);
 	suite_add_tcase(s, tc);
 
