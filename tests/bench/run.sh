@@ -10,7 +10,7 @@
 #   BENCH_RUNS       runs per figure; the table shows the median (default 3)
 #   BENCH_BATCH      events per PUSH message, NDJSON (default 500)
 #   BENCH_REQS       sequential REQ round trips per latency run (default 20000)
-#   BENCH_REQS_SYNC  the same in sync durability (default BENCH_REQS)
+#   BENCH_REQS_SYNC  the same in sync durability (default 5000: each waits an fsync)
 #   BENCH_SUITES     which parts to run (default "ingest single req redis nats")
 #   BENCH_TRANSPORTS transports for Tide (default "ipc tcp")
 #   BENCH_NATS_PENDING  max JetStream async publishes in flight (default 10000)
@@ -32,7 +32,7 @@ EVENTS=${BENCH_EVENTS:-1000000}
 RUNS=${BENCH_RUNS:-3}
 BATCH=${BENCH_BATCH:-500}
 REQS=${BENCH_REQS:-20000}
-REQS_SYNC=${BENCH_REQS_SYNC:-$REQS}
+REQS_SYNC=${BENCH_REQS_SYNC:-5000}
 SUITES=${BENCH_SUITES:-ingest single req redis nats}
 TRANSPORTS=${BENCH_TRANSPORTS:-ipc tcp}
 NATS_PENDING=${BENCH_NATS_PENDING:-10000}
@@ -399,6 +399,42 @@ fs=$(df -T "$work" | awk 'NR == 2 { print $2 }')
 avg=$(grep -o 'avg_event_bytes=[0-9]*' "$raw" | head -1 | cut -d= -f2 || true)
 ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
 
+med_of() { # key -> median or empty
+	local v
+	mapfile -t v < <(values "$1")
+	[ ${#v[@]} -gt 0 ] && median "${v[@]}"
+}
+verdict() { # value op target -> met / NOT met
+	awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN {
+		ok = (op == ">=") ? (v >= t) : (v < t); print ok ? "met" : "NOT met" }'
+}
+# The project's targets, checked against this run's medians (no fudging:
+# a target is met or not by the number above).
+targets() {
+	local t m r lines
+	echo
+	echo "Targets (this run's medians):"
+	echo
+	r=$(med_of redis || true)
+	for t in $TRANSPORTS; do
+		m=$(med_of "push/$t/sync/none/$BATCH" || true)
+		if [ -n "$m" ]; then
+			echo "- $t: sync ingest ≥ 600,000 events/s: $(fmt "$m") — $(verdict "$m" ">=" 600000)"
+			[ -n "$r" ] && echo "- $t: sync ingest ahead of Redis Streams: $(fmt "$m") vs $(fmt "$r") — $(verdict "$m" ">=" "$r")"
+		fi
+		m=$(med_of "push/$t/sync/lua/$BATCH" || true)
+		[ -n "$m" ] && echo "- $t: with the Lua consumer (sync) ≥ 400,000 events/s: $(fmt "$m") — $(verdict "$m" ">=" 400000)"
+		m=$(med_of "push/$t/relaxed/lua/$BATCH" || true)
+		[ -n "$m" ] && echo "- $t: with the Lua consumer (relaxed) ≥ 400,000 events/s: $(fmt "$m") — $(verdict "$m" ">=" 400000)"
+		lines=$(awk -v k="req/$t/relaxed" '$1 == k' "$raw")
+		if [ -n "$lines" ]; then
+			m=$(median $(grep -o 'median_us=[0-9.]*' <<<"$lines" | cut -d= -f2))
+			echo "- $t: REQ round trip (relaxed) < 250 µs median: $m µs — $(verdict "$m" "<" 250)"
+		fi
+	done
+	return 0
+}
+
 report() {
 	echo "## Tide benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo
@@ -433,6 +469,7 @@ report() {
 	echo
 	echo "Throughput is end to end: from the first send until the log holds every event"
 	echo "(and, with the consumer, until its checkpoint reaches the last one)."
+	targets
 	if [ -s "$perf_report" ]; then
 		echo
 		cat "$perf_report"
