@@ -203,6 +203,16 @@ verify_tide() { # consumer
 	fi
 }
 
+# CPU seconds (user + system) a process has used so far: the server's own
+# cost per event, which the shared machine's noise disturbs less than time.
+clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
+proc_cpu() {
+	awk -v hz="$clk_tck" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+per_event_us() { # cpu_s events
+	awk -v c="$1" -v n="$2" 'BEGIN { printf "%.2f", c * 1e6 / n }'
+}
+
 raw="$work/raw.txt"
 : >"$raw"
 record() { # key value rest-of-line
@@ -224,6 +234,9 @@ run_push() { # transport durability consumer batch run
 	out=$("$work/bin/tidebench" push --url "$tide_pull" --data "$tide_data" --events "$EVENTS" \
 		--batch "$4" --run "r$5" --timeout 600 "${cons[@]+"${cons[@]}"}") ||
 		{ cat "$(dirname "$tide_data")/tide.log" >&2; die "push run failed ($*)"; }
+	local cpu
+	cpu=$(proc_cpu "$tide_pid")
+	out+=" server_cpu_s=$cpu server_cpu_us_per_event=$(per_event_us "$cpu" "$EVENTS")"
 	verify_tide "$3"
 	stop_tide
 	rate=$(field rate "$out")
@@ -265,11 +278,13 @@ run_redis() { # run
 	rate=$(awk -F, '{ gsub(/"/, "", $(NF-6)); printf "%.0f", $(NF-6) }' <<<"$out")
 	local len
 	len=$(redis-cli -h 127.0.0.1 -p "$port" XLEN bench)
+	local cpu
+	cpu=$(proc_cpu "$pid")
 	redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true
 	stop_pid "$pid"
 	rm -rf "$dir"
 	[ "$len" = "$EVENTS" ] || die "redis stream holds $len entries, expected $EVENTS"
-	record "redis" "$rate" "xlen=$len clients=$REDIS_CLIENTS pipeline=100"
+	record "redis" "$rate" "xlen=$len clients=$REDIS_CLIENTS pipeline=100 rate=$rate server_cpu_s=$cpu server_cpu_us_per_event=$(per_event_us "$cpu" "$EVENTS")"
 	say "  redis XADD run $1: $rate events/s"
 }
 
@@ -285,6 +300,9 @@ run_nats() { # run
 	wait_port "$port" 15 || die "nats-server did not start (see $dir/nats.log)"
 	out=$("$work/bin/natsbench" --url "nats://127.0.0.1:$port" --events "$EVENTS" \
 		--pending "$NATS_PENDING" --run "n$1") || die "natsbench failed"
+	local cpu
+	cpu=$(proc_cpu "$pid")
+	out+=" server_cpu_s=$cpu server_cpu_us_per_event=$(per_event_us "$cpu" "$EVENTS")"
 	stop_pid "$pid"
 	rm -rf "$dir"
 	rate=$(field rate "$out")
@@ -376,9 +394,11 @@ row() { # label key unit
 	mapfile -t v < <(values "$2")
 	[ ${#v[@]} -gt 0 ] || return 0
 	m=$(median "${v[@]}")
-	local all='' x
+	local all='' x cpu
 	for x in "${v[@]}"; do all+="${all:+, }$(fmt "$x")"; done
-	printf '| %s | **%s** %s | %s |\n' "$1" "$(fmt "$m")" "$3" "$all"
+	cpu=$(awk -v k="$2" '$1 == k' "$raw" | grep -o 'server_cpu_us_per_event=[0-9.]*' | cut -d= -f2 |
+		sort -g | awk '{ v[NR] = $1 } END { if (NR) printf "%.2f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+	printf '| %s | **%s** %s | %s | %s |\n' "$1" "$(fmt "$m")" "$3" "${cpu:--}" "$all"
 }
 req_row() { # label key
 	local lines med p99 mean
@@ -389,7 +409,7 @@ req_row() { # label key
 	mean=$(median $(grep -o 'mean_us=[0-9.]*' <<<"$lines" | cut -d= -f2))
 	local all
 	all=$(grep -o 'median_us=[0-9.]*' <<<"$lines" | cut -d= -f2 | paste -sd, | sed 's/,/, /g')
-	printf '| %s | **%s µs** median, %s µs p99 (mean %s µs) | medians: %s |\n' \
+	printf '| %s | **%s µs** median, %s µs p99 (mean %s µs) | - | medians: %s |\n' \
 		"$1" "$med" "$p99" "$mean" "$all"
 }
 
@@ -443,8 +463,8 @@ report() {
 		"redis-server $(ver redis-server); nats-server $(ver nats-server), libnats $(ver libnats-dev)."
 	echo "$EVENTS events of ${avg:-~200} bytes per throughput run; each figure is the median of $RUNS runs (all runs listed)."
 	echo
-	echo "| benchmark | median | runs |"
-	echo "| --- | --- | --- |"
+	echo "| benchmark | median | server CPU µs/event | runs |"
+	echo "| --- | --- | --- | --- |"
 	local t d c
 	for t in $TRANSPORTS; do
 		for d in sync relaxed; do
@@ -469,6 +489,9 @@ report() {
 	echo
 	echo "Throughput is end to end: from the first send until the log holds every event"
 	echo "(and, with the consumer, until its checkpoint reaches the last one)."
+	echo "Server CPU µs/event: user + system CPU of the server process alone (tide run,"
+	echo "redis-server, nats-server) over the run divided by the events (median of the runs):"
+	echo "what one event costs the server, less disturbed by a shared machine than the rate."
 	targets
 	if [ -s "$perf_report" ]; then
 		echo
