@@ -69,7 +69,7 @@ mkdir -p "$work/bin"
 
 forget_pid() { # drop a pid from the cleanup list
 	local p keep=()
-	for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+	for p in ${pids[@]+"${pids[@]}"}; do [ "$p" = "$1" ] || keep+=("$p"); done
 	pids=("${keep[@]+"${keep[@]}"}")
 }
 
@@ -77,6 +77,19 @@ stop_pid() {
 	kill -TERM "$1" 2>/dev/null || true
 	wait "$1" 2>/dev/null || true
 	forget_pid "$1"
+}
+
+# Run a client in the background and wait for it, so a signal is handled
+# at once (the trap stops it with everything else) instead of after it.
+# Its stdout goes to $work/client.out.
+client() {
+	local p rc=0
+	"$@" >"$work/client.out" &
+	p=$!
+	pids+=("$p")
+	wait "$p" || rc=$?
+	forget_pid "$p"
+	return $rc
 }
 
 # A free TCP port on 127.0.0.1: random, and nothing answers there.
@@ -231,9 +244,10 @@ run_push() { # transport durability consumer batch run
 	start_tide "$1" "$2" "$3"
 	local cons=()
 	[ "$3" = lua ] && cons=(--consumer bench)
-	out=$("$work/bin/tidebench" push --url "$tide_pull" --data "$tide_data" --events "$EVENTS" \
-		--batch "$4" --run "r$5" --timeout 600 "${cons[@]+"${cons[@]}"}") ||
+	client "$work/bin/tidebench" push --url "$tide_pull" --data "$tide_data" --events "$EVENTS" \
+		--batch "$4" --run "r$5" --timeout 600 "${cons[@]+"${cons[@]}"}" ||
 		{ cat "$(dirname "$tide_data")/tide.log" >&2; die "push run failed ($*)"; }
+	out=$(<"$work/client.out")
 	local cpu
 	cpu=$(proc_cpu "$tide_pid")
 	out+=" server_cpu_s=$cpu server_cpu_us_per_event=$(per_event_us "$cpu" "$EVENTS")"
@@ -248,8 +262,9 @@ run_req() { # transport durability run
 	local out n=$REQS
 	[ "$2" = sync ] && n=$REQS_SYNC
 	start_tide "$1" "$2" none
-	out=$("$work/bin/tidebench" req --url "$tide_rep" --requests "$n" --run "q$3") ||
+	client "$work/bin/tidebench" req --url "$tide_rep" --requests "$n" --run "q$3" ||
 		{ cat "$(dirname "$tide_data")/tide.log" >&2; die "req run failed ($*)"; }
+	out=$(<"$work/client.out")
 	stop_tide
 	record "req/$1/$2" "$(field median_us "$out")" "$out"
 	say "  tide req $1 $2 run $3: $out"
@@ -271,8 +286,9 @@ run_redis() { # run
 	pid=$!
 	pids+=("$pid")
 	wait_port "$port" 15 || die "redis-server did not start (see $dir/redis.log)"
-	out=$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$REDIS_CLIENTS" -n "$EVENTS" -P 100 --csv \
-		XADD bench '*' ev "$payload" | tail -1)
+	client redis-benchmark -h 127.0.0.1 -p "$port" -c "$REDIS_CLIENTS" -n "$EVENTS" -P 100 --csv \
+		XADD bench '*' ev "$payload" || die "redis-benchmark failed"
+	out=$(tail -1 "$work/client.out")
 	# the last CSV fields are rps, avg, min, p50, p95, p99, max (the command
 	# itself contains commas, so count from the end)
 	rate=$(awk -F, '{ gsub(/"/, "", $(NF-6)); printf "%.0f", $(NF-6) }' <<<"$out")
@@ -298,8 +314,9 @@ run_nats() { # run
 	pid=$!
 	pids+=("$pid")
 	wait_port "$port" 15 || die "nats-server did not start (see $dir/nats.log)"
-	out=$("$work/bin/natsbench" --url "nats://127.0.0.1:$port" --events "$EVENTS" \
-		--pending "$NATS_PENDING" --run "n$1") || die "natsbench failed"
+	client "$work/bin/natsbench" --url "nats://127.0.0.1:$port" --events "$EVENTS" \
+		--pending "$NATS_PENDING" --run "n$1" || die "natsbench failed"
+	out=$(<"$work/client.out")
 	local cpu
 	cpu=$(proc_cpu "$pid")
 	out+=" server_cpu_s=$cpu server_cpu_us_per_event=$(per_event_us "$cpu" "$EVENTS")"
@@ -318,13 +335,16 @@ run_perf() { # consumer
 	start_tide ipc sync "$1"
 	perf record -e cpu-clock -g -p "$tide_pid" -o "$work/perf.data" >/dev/null 2>&1 &
 	pp=$!
+	pids+=("$pp")
 	sleep 0.5
 	local cons=()
 	[ "$1" = lua ] && cons=(--consumer bench)
-	out=$("$work/bin/tidebench" push --url "$tide_pull" --data "$tide_data" --events "$EVENTS" \
-		--batch "$BATCH" --run "p$1" "${cons[@]+"${cons[@]}"}")
+	client "$work/bin/tidebench" push --url "$tide_pull" --data "$tide_data" --events "$EVENTS" \
+		--batch "$BATCH" --run "p$1" "${cons[@]+"${cons[@]}"}" || die "profiled run failed"
+	out=$(<"$work/client.out")
 	kill -INT "$pp"
 	wait "$pp" || true
+	forget_pid "$pp"
 	stop_tide
 	{
 		echo "### perf: ipc, sync, consumer=$1 ($out)"
