@@ -1,0 +1,529 @@
+#!/usr/bin/env bash
+# tests/bench/run.sh - Tide's benchmarks, with Redis Streams and NATS
+# JetStream measured side by side in the same run.  See README.md here.
+#
+#   TIDE=/path/to/tide tests/bench/run.sh        (or: make bench)
+#
+# Environment (all optional):
+#   TIDE             the tide binary (default: ./tide at the top of the tree)
+#   BENCH_EVENTS     events per throughput run (default 1000000)
+#   BENCH_RUNS       runs per figure; the table shows the median (default 3)
+#   BENCH_BATCH      events per PUSH message, NDJSON (default 500)
+#   BENCH_REQS       sequential REQ round trips per latency run (default 20000)
+#   BENCH_REQS_SYNC  the same in sync durability (default 5000: each waits an fsync)
+#   BENCH_SUITES     which parts to run (default "ingest single req redis nats")
+#   BENCH_TRANSPORTS transports for Tide (default "ipc tcp")
+#   BENCH_NATS_PENDING  max JetStream async publishes in flight (default 10000)
+#   BENCH_REDIS_CLIENTS redis-benchmark connections (default 50)
+#   BENCH_PERF=1     after the measured runs, profile Tide with perf during
+#                    one extra ingest run (sync, ipc, with and without the
+#                    consumer) and print the top symbols
+#   BENCH_TMPDIR     where data directories go (default /var/tmp: a real
+#                    disk, so fsync costs what it costs; /tmp may be tmpfs)
+#   BENCH_OUT        also write the markdown report to this file
+#   BENCH_KEEP=1     keep the work directory (logs, data) at the end
+#   BENCH_NO_INSTALL=1  never call apt-get; skip a peer that is missing
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+TIDE=${TIDE:-$top/tide}
+EVENTS=${BENCH_EVENTS:-1000000}
+RUNS=${BENCH_RUNS:-3}
+BATCH=${BENCH_BATCH:-500}
+REQS=${BENCH_REQS:-20000}
+REQS_SYNC=${BENCH_REQS_SYNC:-5000}
+SUITES=${BENCH_SUITES:-ingest single req redis nats}
+TRANSPORTS=${BENCH_TRANSPORTS:-ipc tcp}
+NATS_PENDING=${BENCH_NATS_PENDING:-10000}
+REDIS_CLIENTS=${BENCH_REDIS_CLIENTS:-50}
+CC=${CC:-cc}
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "bench: $*"; exit 1; }
+want() { case " $SUITES " in *" $1 "*) return 0 ;; esac; return 1; }
+
+[ -x "$TIDE" ] || die "no tide binary at $TIDE (build it first, or set TIDE=)"
+case $EVENTS$RUNS$BATCH$REQS$REQS_SYNC in *[!0-9]*) die "BENCH_* counts must be numbers" ;; esac
+[ "$RUNS" -ge 1 ] || die "BENCH_RUNS must be at least 1"
+
+work=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/tide-bench.XXXXXX")
+pids=()
+cleanup() {
+	local p
+	for p in ${pids[@]+"${pids[@]}"}; do
+		kill -TERM "$p" 2>/dev/null || true
+	done
+	for p in ${pids[@]+"${pids[@]}"}; do
+		wait "$p" 2>/dev/null || true
+	done
+	if [ "${BENCH_KEEP:-0}" = 1 ]; then
+		say "bench: kept $work"
+	else
+		rm -rf "$work"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+mkdir -p "$work/bin"
+
+forget_pid() { # drop a pid from the cleanup list
+	local p keep=()
+	for p in ${pids[@]+"${pids[@]}"}; do [ "$p" = "$1" ] || keep+=("$p"); done
+	pids=("${keep[@]+"${keep[@]}"}")
+}
+
+stop_pid() {
+	kill -TERM "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	forget_pid "$1"
+}
+
+# Run a client in the background and wait for it, so a signal is handled
+# at once (the trap stops it with everything else) instead of after it.
+# Its stdout goes to $work/client.out.
+client() {
+	local p rc=0
+	"$@" >"$work/client.out" &
+	p=$!
+	pids+=("$p")
+	wait "$p" || rc=$?
+	forget_pid "$p"
+	return $rc
+}
+
+# A free TCP port on 127.0.0.1: random, and nothing answers there.
+free_port() {
+	local p
+	for _ in $(seq 1 100); do
+		p=$((20000 + RANDOM % 40000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	die "no free port found"
+}
+
+wait_port() { # port seconds
+	local end=$((SECONDS + $2))
+	until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+		[ $SECONDS -lt $end ] || return 1
+		sleep 0.05
+	done
+}
+
+# ---- packages -------------------------------------------------------------
+
+apt_updated=0
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+ensure_pkgs() { # pkg... ; returns non-zero when something is still missing
+	local missing=() p
+	command -v dpkg-query >/dev/null || return 1
+	for p in "$@"; do installed "$p" || missing+=("$p"); done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	if [ "${BENCH_NO_INSTALL:-0}" = 1 ] || [ "$(id -u)" != 0 ]; then
+		say "bench: missing ${missing[*]} and cannot install (BENCH_NO_INSTALL or not root)"
+		return 1
+	fi
+	say "bench: installing ${missing[*]}"
+	if [ $apt_updated = 0 ]; then
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || true
+		apt_updated=1
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2 || return 1
+}
+
+# ---- build the load generators -------------------------------------------
+
+pkg-config --exists nanomsg lmdb || ensure_pkgs libnanomsg-dev liblmdb-dev pkg-config ||
+	die "tidebench needs nanomsg and lmdb development files"
+# shellcheck disable=SC2046
+"$CC" -O2 -Wall -o "$work/bin/tidebench" "$here/tidebench.c" \
+	$(pkg-config --cflags --libs nanomsg lmdb) || die "cannot build tidebench"
+
+have_redis=0 have_nats=0
+if want redis; then
+	if ensure_pkgs redis-server redis-tools; then
+		have_redis=1
+	else
+		say "bench: SKIPPING Redis Streams: redis-server/redis-tools could not be installed"
+	fi
+fi
+if want nats; then
+	if ensure_pkgs nats-server libnats-dev pkg-config && pkg-config --exists libnats &&
+		# shellcheck disable=SC2046
+		"$CC" -O2 -Wall -o "$work/bin/natsbench" "$here/natsbench.c" \
+			$(pkg-config --cflags --libs libnats); then
+		have_nats=1
+	else
+		say "bench: SKIPPING NATS JetStream: nats-server/libnats-dev missing or natsbench failed to build"
+	fi
+fi
+
+# ---- Tide -------------------------------------------------------------------
+
+cat >"$work/consumer.lua" <<'EOF'
+local tide = require "tide"
+tide.on("order.placed", function(ev)
+  local a, b = ev.data.total, ev.data.customer
+end, { name = "bench", from = "beginning" })
+EOF
+
+seqno=0
+tide_pid='' tide_data='' tide_pull='' tide_rep=''
+start_tide() { # transport durability consumer(none|lua)
+	local dir script=()
+	seqno=$((seqno + 1))
+	dir="$work/t$seqno"
+	mkdir -p "$dir"
+	tide_data="$dir/data"
+	if [ "$1" = ipc ]; then
+		tide_pull="ipc://$dir/pull.ipc" tide_rep="ipc://$dir/rep.ipc"
+		local pub="ipc://$dir/pub.ipc"
+	else
+		tide_pull="tcp://127.0.0.1:$(free_port)" tide_rep="tcp://127.0.0.1:$(free_port)"
+		local pub="tcp://127.0.0.1:$(free_port)"
+	fi
+	[ "$3" = lua ] && script=(--script "$work/consumer.lua")
+	"$TIDE" run -q --data "$tide_data" --pull "$tide_pull" --rep "$tide_rep" --pub "$pub" \
+		--durability "$2" "${script[@]+"${script[@]}"}" 2>"$dir/tide.log" &
+	tide_pid=$!
+	pids+=("$tide_pid")
+	local end=$((SECONDS + 15))
+	until [ -s "$tide_data/endpoints" ]; do
+		if ! kill -0 "$tide_pid" 2>/dev/null || [ $SECONDS -ge $end ]; then
+			cat "$dir/tide.log" >&2
+			die "tide did not start ($1 $2 $3)"
+		fi
+		sleep 0.02
+	done
+}
+
+stop_tide() {
+	stop_pid "$tide_pid"
+	rm -rf "$(dirname "$tide_data")"
+}
+
+# Check what the engine reports after a throughput run: every event is in
+# the log, and the consumer (if any) has handled every one.
+verify_tide() { # consumer
+	local st
+	st=$("$TIDE" stat --json --data "$tide_data")
+	case $st in *"\"events\":$EVENTS,"*) ;; *) die "tide stat disagrees: $st" ;; esac
+	if [ "$1" = lua ]; then
+		case $st in *"\"checkpoint\":$EVENTS,"*) ;; *) die "consumer did not finish: $st" ;; esac
+	fi
+}
+
+# CPU seconds (user + system) a process has used so far: the server's own
+# cost per event, which the shared machine's noise disturbs less than time.
+clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
+proc_cpu() {
+	awk -v hz="$clk_tck" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+per_event_us() { # cpu_s events
+	awk -v c="$1" -v n="$2" 'BEGIN { printf "%.2f", c * 1e6 / n }'
+}
+
+raw="$work/raw.txt"
+: >"$raw"
+record() { # key value rest-of-line
+	printf '%s %s %s\n' "$1" "$2" "$3" >>"$raw"
+}
+field() { # name line
+	local x
+	for x in $2; do
+		case $x in "$1="*) echo "${x#*=}"; return 0 ;; esac
+	done
+	return 1
+}
+
+run_push() { # transport durability consumer batch run
+	local out rate
+	start_tide "$1" "$2" "$3"
+	local cons=()
+	[ "$3" = lua ] && cons=(--consumer bench)
+	client "$work/bin/tidebench" push --url "$tide_pull" --data "$tide_data" --events "$EVENTS" \
+		--batch "$4" --run "r$5" --timeout 600 "${cons[@]+"${cons[@]}"}" ||
+		{ cat "$(dirname "$tide_data")/tide.log" >&2; die "push run failed ($*)"; }
+	out=$(<"$work/client.out")
+	local cpu
+	cpu=$(proc_cpu "$tide_pid")
+	out+=" server_cpu_s=$cpu server_cpu_us_per_event=$(per_event_us "$cpu" "$EVENTS")"
+	verify_tide "$3"
+	stop_tide
+	rate=$(field rate "$out")
+	record "push/$1/$2/$3/$4" "$rate" "$out"
+	say "  tide push $1 $2 consumer=$3 batch=$4 run $5: $rate events/s  ($out)"
+}
+
+run_req() { # transport durability run
+	local out n=$REQS
+	[ "$2" = sync ] && n=$REQS_SYNC
+	start_tide "$1" "$2" none
+	client "$work/bin/tidebench" req --url "$tide_rep" --requests "$n" --run "q$3" ||
+		{ cat "$(dirname "$tide_data")/tide.log" >&2; die "req run failed ($*)"; }
+	out=$(<"$work/client.out")
+	stop_tide
+	record "req/$1/$2" "$(field median_us "$out")" "$out"
+	say "  tide req $1 $2 run $3: $out"
+}
+
+# ---- peers ------------------------------------------------------------------
+
+# The payload: one of the benchmark's events (benchev.h), about 200 bytes.
+payload='{"specversion":"1.0","id":"bench-redis-1","source":"/bench/shop","type":"order.placed","subject":"order-0042","data":{"customer":"cust-01234","total":512.34,"items":3,"currency":"EUR","channel":"web"}}'
+
+run_redis() { # run
+	local dir port pid out rate
+	seqno=$((seqno + 1))
+	dir="$work/redis$seqno"
+	mkdir -p "$dir"
+	port=$(free_port)
+	redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --appendonly yes \
+		--appendfsync always --save '' --daemonize no --logfile "$dir/redis.log" &
+	pid=$!
+	pids+=("$pid")
+	wait_port "$port" 15 || die "redis-server did not start (see $dir/redis.log)"
+	client redis-benchmark -h 127.0.0.1 -p "$port" -c "$REDIS_CLIENTS" -n "$EVENTS" -P 100 --csv \
+		XADD bench '*' ev "$payload" || die "redis-benchmark failed"
+	out=$(tail -1 "$work/client.out")
+	# the last CSV fields are rps, avg, min, p50, p95, p99, max (the command
+	# itself contains commas, so count from the end)
+	rate=$(awk -F, '{ gsub(/"/, "", $(NF-6)); printf "%.0f", $(NF-6) }' <<<"$out")
+	local len
+	len=$(redis-cli -h 127.0.0.1 -p "$port" XLEN bench)
+	local cpu
+	cpu=$(proc_cpu "$pid")
+	redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true
+	stop_pid "$pid"
+	rm -rf "$dir"
+	[ "$len" = "$EVENTS" ] || die "redis stream holds $len entries, expected $EVENTS"
+	record "redis" "$rate" "xlen=$len clients=$REDIS_CLIENTS pipeline=100 rate=$rate server_cpu_s=$cpu server_cpu_us_per_event=$(per_event_us "$cpu" "$EVENTS")"
+	say "  redis XADD run $1: $rate events/s"
+}
+
+run_nats() { # run
+	local dir port pid out rate
+	seqno=$((seqno + 1))
+	dir="$work/nats$seqno"
+	mkdir -p "$dir"
+	port=$(free_port)
+	nats-server -js -a 127.0.0.1 -p "$port" -sd "$dir/js" -l "$dir/nats.log" &
+	pid=$!
+	pids+=("$pid")
+	wait_port "$port" 15 || die "nats-server did not start (see $dir/nats.log)"
+	client "$work/bin/natsbench" --url "nats://127.0.0.1:$port" --events "$EVENTS" \
+		--pending "$NATS_PENDING" --run "n$1" || die "natsbench failed"
+	out=$(<"$work/client.out")
+	local cpu
+	cpu=$(proc_cpu "$pid")
+	out+=" server_cpu_s=$cpu server_cpu_us_per_event=$(per_event_us "$cpu" "$EVENTS")"
+	stop_pid "$pid"
+	rm -rf "$dir"
+	rate=$(field rate "$out")
+	record "nats" "$rate" "$out"
+	say "  nats js_PublishAsync run $1: $rate msgs/s  ($out)"
+}
+
+# ---- perf -------------------------------------------------------------------
+
+perf_report="$work/perf.txt"
+run_perf() { # consumer
+	local pp out
+	start_tide ipc sync "$1"
+	perf record -e cpu-clock -g -p "$tide_pid" -o "$work/perf.data" >/dev/null 2>&1 &
+	pp=$!
+	pids+=("$pp")
+	sleep 0.5
+	local cons=()
+	[ "$1" = lua ] && cons=(--consumer bench)
+	client "$work/bin/tidebench" push --url "$tide_pull" --data "$tide_data" --events "$EVENTS" \
+		--batch "$BATCH" --run "p$1" "${cons[@]+"${cons[@]}"}" || die "profiled run failed"
+	out=$(<"$work/client.out")
+	kill -INT "$pp"
+	wait "$pp" || true
+	forget_pid "$pp"
+	stop_tide
+	{
+		echo "### perf: ipc, sync, consumer=$1 ($out)"
+		echo
+		echo '```'
+		{ perf report -i "$work/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null ||
+			true; } | awk '/^ +[0-9.]+%/ && n++ < 40 { printf "%8s  %-22s %s %s\n", $1, $2, $3, $4 }'
+		echo '```'
+		echo
+	} >>"$perf_report"
+}
+
+# ---- the runs ---------------------------------------------------------------
+
+say "bench: $EVENTS events, $RUNS runs, batch $BATCH, work dir $work"
+# Round robin: every configuration once per round, so noise from other
+# load on the machine spreads over all of them rather than one.
+for r in $(seq 1 "$RUNS"); do
+	say "round $r of $RUNS"
+	if want ingest; then
+		for t in $TRANSPORTS; do
+			for d in sync relaxed; do
+				for c in none lua; do run_push "$t" "$d" "$c" "$BATCH" "$r"; done
+			done
+		done
+	fi
+	if want single; then
+		for t in $TRANSPORTS; do
+			for d in sync relaxed; do run_push "$t" "$d" none 1 "$r"; done
+		done
+	fi
+	if want req; then
+		for t in $TRANSPORTS; do
+			for d in relaxed sync; do run_req "$t" "$d" "$r"; done
+		done
+	fi
+	if [ $have_redis = 1 ]; then run_redis "$r"; fi
+	if [ $have_nats = 1 ]; then run_nats "$r"; fi
+done
+
+if [ "${BENCH_PERF:-0}" = 1 ]; then
+	if command -v perf >/dev/null || ensure_pkgs linux-perf; then
+		say "bench: profiling (not part of the figures)"
+		run_perf none
+		run_perf lua
+	else
+		say "bench: no perf; skipping the profile"
+	fi
+fi
+
+# ---- the report ---------------------------------------------------------------
+
+median() { # values... (numeric)
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+		if (NR == 0) { print "-"; exit }
+		if (NR % 2) printf "%.0f", v[(NR + 1) / 2]
+		else printf "%.0f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+values() { awk -v k="$1" '$1 == k { print $2 }' "$raw"; }
+fmt() { # thousands separators
+	awk -v n="$1" 'BEGIN { s = sprintf("%.0f", n); o = "";
+		while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) }
+		print s o }'
+}
+row() { # label key unit
+	local v m
+	mapfile -t v < <(values "$2")
+	[ ${#v[@]} -gt 0 ] || return 0
+	m=$(median "${v[@]}")
+	local all='' x cpu
+	for x in "${v[@]}"; do all+="${all:+, }$(fmt "$x")"; done
+	cpu=$(awk -v k="$2" '$1 == k' "$raw" | grep -o 'server_cpu_us_per_event=[0-9.]*' | cut -d= -f2 |
+		sort -g | awk '{ v[NR] = $1 } END { if (NR) printf "%.2f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+	printf '| %s | **%s** %s | %s | %s |\n' "$1" "$(fmt "$m")" "$3" "${cpu:--}" "$all"
+}
+req_row() { # label key
+	local lines med p99 mean
+	lines=$(awk -v k="$2" '$1 == k' "$raw")
+	[ -n "$lines" ] || return 0
+	med=$(median $(grep -o 'median_us=[0-9.]*' <<<"$lines" | cut -d= -f2))
+	p99=$(median $(grep -o 'p99_us=[0-9.]*' <<<"$lines" | cut -d= -f2))
+	mean=$(median $(grep -o 'mean_us=[0-9.]*' <<<"$lines" | cut -d= -f2))
+	local all
+	all=$(grep -o 'median_us=[0-9.]*' <<<"$lines" | cut -d= -f2 | paste -sd, | sed 's/,/, /g')
+	printf '| %s | **%s µs** median, %s µs p99 (mean %s µs) | - | medians: %s |\n' \
+		"$1" "$med" "$p99" "$mean" "$all"
+}
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+ram=$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
+fs=$(df -T "$work" | awk 'NR == 2 { print $2 }')
+avg=$(grep -o 'avg_event_bytes=[0-9]*' "$raw" | head -1 | cut -d= -f2 || true)
+ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
+
+med_of() { # key -> median or empty
+	local v
+	mapfile -t v < <(values "$1")
+	[ ${#v[@]} -gt 0 ] && median "${v[@]}"
+}
+verdict() { # value op target -> met / NOT met
+	awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN {
+		ok = (op == ">=") ? (v >= t) : (v < t); print ok ? "met" : "NOT met" }'
+}
+# The project's targets, checked against this run's medians (no fudging:
+# a target is met or not by the number above).
+targets() {
+	local t m r lines
+	echo
+	echo "Targets (this run's medians):"
+	echo
+	r=$(med_of redis || true)
+	for t in $TRANSPORTS; do
+		m=$(med_of "push/$t/sync/none/$BATCH" || true)
+		if [ -n "$m" ]; then
+			echo "- $t: sync ingest ≥ 600,000 events/s: $(fmt "$m") — $(verdict "$m" ">=" 600000)"
+			[ -n "$r" ] && echo "- $t: sync ingest ahead of Redis Streams: $(fmt "$m") vs $(fmt "$r") — $(verdict "$m" ">=" "$r")"
+		fi
+		m=$(med_of "push/$t/sync/lua/$BATCH" || true)
+		[ -n "$m" ] && echo "- $t: with the Lua consumer (sync) ≥ 400,000 events/s: $(fmt "$m") — $(verdict "$m" ">=" 400000)"
+		m=$(med_of "push/$t/relaxed/lua/$BATCH" || true)
+		[ -n "$m" ] && echo "- $t: with the Lua consumer (relaxed) ≥ 400,000 events/s: $(fmt "$m") — $(verdict "$m" ">=" 400000)"
+		lines=$(awk -v k="req/$t/relaxed" '$1 == k' "$raw")
+		if [ -n "$lines" ]; then
+			m=$(median $(grep -o 'median_us=[0-9.]*' <<<"$lines" | cut -d= -f2))
+			echo "- $t: REQ round trip (relaxed) < 250 µs median: $m µs — $(verdict "$m" "<" 250)"
+		fi
+	done
+	return 0
+}
+
+report() {
+	echo "## Tide benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo
+	echo "Machine: ${cpu:-?}, $(nproc) cores, $ram RAM, Linux $(uname -r), data on $fs ($work)."
+	echo "Tide $(git -C "$top" describe --always --dirty 2>/dev/null || echo '?'), nanomsg $(ver libnanomsg-dev), LMDB $(ver liblmdb-dev);" \
+		"redis-server $(ver redis-server); nats-server $(ver nats-server), libnats $(ver libnats-dev)."
+	echo "$EVENTS events of ${avg:-~200} bytes per throughput run; each figure is the median of $RUNS runs (all runs listed)."
+	echo
+	echo "| benchmark | median | server CPU µs/event | runs |"
+	echo "| --- | --- | --- | --- |"
+	local t d c
+	for t in $TRANSPORTS; do
+		for d in sync relaxed; do
+			for c in none lua; do
+				local label="Tide PUSH $t, $d, ${BATCH}/msg"
+				[ "$c" = lua ] && label+=", + Lua consumer" || label+=", no consumer"
+				row "$label" "push/$t/$d/$c/$BATCH" "events/s"
+			done
+		done
+	done
+	for t in $TRANSPORTS; do
+		for d in sync relaxed; do
+			row "Tide PUSH $t, $d, 1/msg, no consumer" "push/$t/$d/none/1" "events/s"
+		done
+	done
+	row "Redis Streams XADD (appendfsync always, $REDIS_CLIENTS clients, pipeline 100)" redis "events/s"
+	row "NATS JetStream js_PublishAsync (file store, $NATS_PENDING in flight)" nats "msgs/s"
+	for t in $TRANSPORTS; do
+		req_row "Tide REQ round trip $t, relaxed ($REQS sequential)" "req/$t/relaxed"
+		req_row "Tide REQ round trip $t, sync ($REQS_SYNC sequential)" "req/$t/sync"
+	done
+	echo
+	echo "Throughput is end to end: from the first send until the log holds every event"
+	echo "(and, with the consumer, until its checkpoint reaches the last one)."
+	echo "Server CPU µs/event: user + system CPU of the server process alone (tide run,"
+	echo "redis-server, nats-server) over the run divided by the events (median of the runs):"
+	echo "what one event costs the server, less disturbed by a shared machine than the rate."
+	targets
+	if [ -s "$perf_report" ]; then
+		echo
+		cat "$perf_report"
+	fi
+	echo
+	echo "<details><summary>raw results</summary>"
+	echo
+	echo '```'
+	cat "$raw"
+	echo '```'
+	echo "</details>"
+}
+
+report | tee "${BENCH_OUT:-/dev/null}"
