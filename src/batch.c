@@ -87,7 +87,7 @@ tidei_batch_add(tidei_batch *b, const char *msg, size_t len)
 
 int
 tidei_batch_wait(tidei_batch *b, size_t first, size_t count, tidei_waiter_fn *fn, void *ud,
-                 void *ctx)
+		 void *ctx)
 {
 	if (b->nw == b->wcap) {
 		size_t cap = b->wcap ? b->wcap * 2 : 64;
@@ -97,7 +97,7 @@ tidei_batch_wait(tidei_batch *b, size_t first, size_t count, tidei_waiter_fn *fn
 		b->w = p;
 		b->wcap = cap;
 	}
-	b->w[b->nw++] = (tidei_waiter){fn, ud, ctx, first, count};
+	b->w[b->nw++] = (tidei_waiter){ fn, ud, ctx, first, count };
 	return 0;
 }
 
@@ -141,10 +141,10 @@ tidei_batch_reply(const tidei_batch *b, size_t first, size_t count, tidei_buf *o
 			tidei_buf_putc(out, '}');
 		} else if (it->duplicate) {
 			tidei_buf_printf(out, "{\"ok\":true,\"duplicate\":true,\"seq\":%llu}",
-			                 (unsigned long long)it->seq);
+					 (unsigned long long)it->seq);
 		} else {
 			int n = snprintf(tmp, sizeof tmp, "{\"ok\":true,\"seq\":%llu}",
-			                 (unsigned long long)it->seq);
+					 (unsigned long long)it->seq);
 			tidei_buf_put(out, tmp, (size_t)n);
 		}
 	}

@@ -15,9 +15,9 @@
 /** One event of the turn: a record to append, or the reason it was
  *  rejected; after the commit, its result. */
 typedef struct tidei_item {
-	size_t off;       /* record (or NUL-terminated error text) in the arena */
-	uint32_t len;     /* record length; 0 for a rejected event */
-	int code;         /* TIDE_OK, or why it was not stored */
+	size_t off;   /* record (or NUL-terminated error text) in the arena */
+	uint32_t len; /* record length; 0 for a rejected event */
+	int code;     /* TIDE_OK, or why it was not stored */
 	int duplicate;
 	uint64_t seq;
 } tidei_item;
@@ -25,13 +25,12 @@ typedef struct tidei_item {
 typedef struct tidei_batch tidei_batch;
 
 /** Told the results of items [first, first + count) after the commit. */
-typedef void tidei_waiter_fn(void *ud, void *ctx, const tidei_batch *b, size_t first,
-                             size_t count);
+typedef void tidei_waiter_fn(void *ud, void *ctx, const tidei_batch *b, size_t first, size_t count);
 
 typedef struct tidei_waiter {
 	tidei_waiter_fn *fn;
 	void *ud;
-	void *ctx;        /* the waiter's own data (a reply header, a callback) */
+	void *ctx; /* the waiter's own data (a reply header, a callback) */
 	size_t first, count;
 } tidei_waiter;
 
@@ -39,7 +38,7 @@ struct tidei_batch {
 	tidei_buf arena;
 	tidei_item *items;
 	size_t n, cap;
-	size_t valid;      /* items with a record */
+	size_t valid; /* items with a record */
 	tidei_waiter *w;
 	size_t nw, wcap;
 	tidei_eparser parser;
@@ -51,8 +50,8 @@ void tidei_batch_free(tidei_batch *b);
  *  memory ran out (nothing of the message is kept). */
 long tidei_batch_add(tidei_batch *b, const char *msg, size_t len);
 /** Register a waiter for items [first, first + count). */
-int tidei_batch_wait(tidei_batch *b, size_t first, size_t count, tidei_waiter_fn *fn,
-                     void *ud, void *ctx);
+int tidei_batch_wait(tidei_batch *b, size_t first, size_t count, tidei_waiter_fn *fn, void *ud,
+		     void *ctx);
 /** Give every waiter its results, then empty the batch. */
 void tidei_batch_finish(tidei_batch *b);
 

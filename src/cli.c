@@ -70,11 +70,11 @@ int
 cli_resolve(const char *cmd, const cli_client *c, const char *need, cli_endpoints *ep)
 {
 	const char *flag = strcmp(need, "rep") == 0    ? c->rep
-	                   : strcmp(need, "pull") == 0 ? c->pull
-	                                               : c->pub;
+			   : strcmp(need, "pull") == 0 ? c->pull
+						       : c->pub;
 	char *slot = strcmp(need, "rep") == 0    ? ep->rep
-	             : strcmp(need, "pull") == 0 ? ep->pull
-	                                         : ep->pub;
+		     : strcmp(need, "pull") == 0 ? ep->pull
+						 : ep->pub;
 
 	memset(ep, 0, sizeof *ep);
 	if (flag != NULL) {
@@ -83,14 +83,15 @@ cli_resolve(const char *cmd, const cli_client *c, const char *need, cli_endpoint
 	}
 	if (read_endpoints(c->data, ep) != 0) {
 		cli_error(cmd,
-		          "no running engine found in %s (no %s/endpoints); start one with "
-		          "'tide run --data %s' or give --%s URL",
-		          c->data, c->data, c->data, need);
+			  "no running engine found in %s (no %s/endpoints); start one with "
+			  "'tide run --data %s' or give --%s URL",
+			  c->data, c->data, c->data, need);
 		return -1;
 	}
 	if (ep->pid > 0 && kill((pid_t)ep->pid, 0) != 0 && errno == ESRCH) {
-		cli_error(cmd, "the engine of %s (pid %ld) is not running; start it with 'tide run'",
-		          c->data, ep->pid);
+		cli_error(cmd,
+			  "the engine of %s (pid %ld) is not running; start it with 'tide run'",
+			  c->data, ep->pid);
 		return -1;
 	}
 	if (*slot == '\0') {

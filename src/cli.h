@@ -21,9 +21,9 @@ typedef struct cli_endpoints {
 
 /** Options every client subcommand takes. */
 typedef struct cli_client {
-	const char *data;   /* --data DIR, default ./tide-data */
+	const char *data; /* --data DIR, default ./tide-data */
 	const char *pull, *rep, *pub;
-	double timeout;     /* seconds */
+	double timeout; /* seconds */
 } cli_client;
 
 /** Print "tide CMD: message" to stderr. */

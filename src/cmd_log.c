@@ -40,14 +40,14 @@ int
 cmd_log(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"from", required_argument, NULL, 'f'},
-		{"until", required_argument, NULL, 'u'},
-		{"limit", required_argument, NULL, 'n'},
-		{"subject", required_argument, NULL, 's'},
-		{"type", required_argument, NULL, 't'},
-		{"data", required_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+		{ "from", required_argument, NULL, 'f' },
+		{ "until", required_argument, NULL, 'u' },
+		{ "limit", required_argument, NULL, 'n' },
+		{ "subject", required_argument, NULL, 's' },
+		{ "type", required_argument, NULL, 't' },
+		{ "data", required_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
 	const char *data = "./tide-data";
 	unsigned long long from = 0, until = 0, limit = 0, printed = 0;

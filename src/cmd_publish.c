@@ -71,7 +71,7 @@ static const char usage_text[] =
 /* A batch in flight. */
 typedef struct request {
 	uint32_t id;
-	long *lines;      /* input line of each event */
+	long *lines; /* input line of each event */
 	size_t n;
 	int used;
 } request;
@@ -125,7 +125,7 @@ unsent_bytes(void)
 static void
 drain(double timeout)
 {
-	struct timespec tick = {0, 5 * 1000000};
+	struct timespec tick = { 0, 5 * 1000000 };
 	double waited = 0;
 
 	while (unsent_bytes() > 0 && waited < timeout) {
@@ -176,7 +176,8 @@ get_hdr(const unsigned char *data)
 {
 	data += sizeof(size_t);
 	return ((uint32_t)data[0] << 24 | (uint32_t)data[1] << 16 | (uint32_t)data[2] << 8 |
-	        data[3]) & 0x7fffffffu;
+		data[3]) &
+	       0x7fffffffu;
 }
 
 static void
@@ -197,9 +198,9 @@ report(pub *p, const char *reply, size_t len, const request *r)
 			printf("%.*s\n", (int)(end - start), reply + start);
 		snprintf(buf, sizeof buf, "%.*s", (int)(end - start), reply + start);
 		v = yajl_tree_parse(buf, errbuf, sizeof errbuf);
-		ok = yajl_tree_get(v, (const char *[]){"ok", NULL}, yajl_t_any);
-		dup = yajl_tree_get(v, (const char *[]){"duplicate", NULL}, yajl_t_any);
-		err = yajl_tree_get(v, (const char *[]){"error", NULL}, yajl_t_string);
+		ok = yajl_tree_get(v, (const char *[]){ "ok", NULL }, yajl_t_any);
+		dup = yajl_tree_get(v, (const char *[]){ "duplicate", NULL }, yajl_t_any);
+		err = yajl_tree_get(v, (const char *[]){ "error", NULL }, yajl_t_string);
 		if (ok != NULL && YAJL_IS_TRUE(ok)) {
 			if (dup != NULL && YAJL_IS_TRUE(dup))
 				p->duplicates++;
@@ -210,9 +211,10 @@ report(pub *p, const char *reply, size_t len, const request *r)
 			if (!p->quiet || !p->acks) {
 				if (line > 0)
 					fprintf(stderr, "tide publish: line %ld: %s\n", line,
-					        err ? YAJL_GET_STRING(err) : buf);
+						err ? YAJL_GET_STRING(err) : buf);
 				else
-					fprintf(stderr, "tide publish: %s\n", err ? YAJL_GET_STRING(err) : buf);
+					fprintf(stderr, "tide publish: %s\n",
+						err ? YAJL_GET_STRING(err) : buf);
 			}
 		}
 		yajl_tree_free(v);
@@ -228,7 +230,7 @@ static int
 recv_one(pub *p)
 {
 	void *body = NULL, *ctl = NULL;
-	struct nn_iovec iov = {&body, NN_MSG};
+	struct nn_iovec iov = { &body, NN_MSG };
 	struct nn_msghdr hdr;
 	struct nn_cmsghdr *cm;
 	uint32_t id;
@@ -244,8 +246,8 @@ recv_one(pub *p)
 		int e = nn_errno();
 		if (e == ETIMEDOUT)
 			cli_error("publish",
-			          "no acknowledgement from %s within %g s (is 'tide run' running?)",
-			          p->url, p->timeout);
+				  "no acknowledgement from %s within %g s (is 'tide run' running?)",
+				  p->url, p->timeout);
 		else
 			cli_error("publish", "receiving from %s: %s", p->url, nn_strerror(e));
 		p->unreachable = 1;
@@ -313,7 +315,7 @@ flush_msg(pub *p)
 	if (nn_sendmsg(p->sock, &hdr, 0) < 0) {
 		int e = nn_errno();
 		cli_error("publish", "cannot reach %s: %s", p->url,
-		          e == ETIMEDOUT ? "timed out (is 'tide run' running?)" : nn_strerror(e));
+			  e == ETIMEDOUT ? "timed out (is 'tide run' running?)" : nn_strerror(e));
 		p->unreachable = 1;
 		return -1;
 	}
@@ -408,14 +410,14 @@ uuid4(char out[37])
 	b[6] = (b[6] & 0x0f) | 0x40;
 	b[8] = (b[8] & 0x3f) | 0x80;
 	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-	         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-	         b[13], b[14], b[15]);
+		 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+		 b[13], b[14], b[15]);
 }
 
 /* Build one event from flags with yajl's generator (correct escaping). */
 static int
 from_flags(pub *p, const char *type, const char *source, const char *id, const char *subject,
-           const char *when, const char *data, char **ext, size_t next)
+	   const char *when, const char *data, char **ext, size_t next)
 {
 	yajl_gen g = yajl_gen_alloc(NULL);
 	const unsigned char *out;
@@ -481,29 +483,29 @@ int
 cmd_publish(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"type", required_argument, NULL, 't'},
-		{"source", required_argument, NULL, 'S'},
-		{"id", required_argument, NULL, 'I'},
-		{"subject", required_argument, NULL, 's'},
-		{"time", required_argument, NULL, 'T'},
-		{"payload", required_argument, NULL, 'D'},
-		{"ext", required_argument, NULL, 'e'},
-		{"push", no_argument, NULL, 'p'},
-		{"batch", required_argument, NULL, 'b'},
-		{"window", required_argument, NULL, 'w'},
-		{"timeout", required_argument, NULL, 'o'},
-		{"acks", no_argument, NULL, 'a'},
-		{"quiet", no_argument, NULL, 'q'},
-		{"data", required_argument, NULL, 'd'},
-		{"rep", required_argument, NULL, 'R'},
-		{"pull", required_argument, NULL, 'P'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+		{ "type", required_argument, NULL, 't' },
+		{ "source", required_argument, NULL, 'S' },
+		{ "id", required_argument, NULL, 'I' },
+		{ "subject", required_argument, NULL, 's' },
+		{ "time", required_argument, NULL, 'T' },
+		{ "payload", required_argument, NULL, 'D' },
+		{ "ext", required_argument, NULL, 'e' },
+		{ "push", no_argument, NULL, 'p' },
+		{ "batch", required_argument, NULL, 'b' },
+		{ "window", required_argument, NULL, 'w' },
+		{ "timeout", required_argument, NULL, 'o' },
+		{ "acks", no_argument, NULL, 'a' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "data", required_argument, NULL, 'd' },
+		{ "rep", required_argument, NULL, 'R' },
+		{ "pull", required_argument, NULL, 'P' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
-	cli_client cl = {"./tide-data", NULL, NULL, NULL, 30};
+	cli_client cl = { "./tide-data", NULL, NULL, NULL, 30 };
 	cli_endpoints ep;
 	const char *type = NULL, *source = "tide-cli", *id = NULL, *subject = NULL, *when = NULL,
-	           *data = NULL;
+		   *data = NULL;
 	char **ext = NULL;
 	size_t next = 0;
 	pub p;
@@ -555,15 +557,17 @@ cmd_publish(int argc, char **argv)
 			return CLI_USAGE;
 		}
 	}
-	if (p.batch == 0 || p.batch > 100000 || p.window == 0 || p.window > 1024 || cl.timeout < 0) {
+	if (p.batch == 0 || p.batch > 100000 || p.window == 0 || p.window > 1024 ||
+	    cl.timeout < 0) {
 		cli_error("publish", "--batch must be 1..100000, --window 1..1024, --timeout >= 0");
 		free(ext);
 		return CLI_USAGE;
 	}
 	if (optind < argc || (type == NULL && (subject || id || data || when || next))) {
-		cli_error("publish", optind < argc ? "unexpected argument '%s'"
-		                                  : "event attributes need --type%s",
-		          optind < argc ? argv[optind] : "");
+		cli_error("publish",
+			  optind < argc ? "unexpected argument '%s'"
+					: "event attributes need --type%s",
+			  optind < argc ? argv[optind] : "");
 		free(ext);
 		return CLI_USAGE;
 	}
@@ -580,7 +584,8 @@ cmd_publish(int argc, char **argv)
 			p.reqs = NULL;
 	p.sock = p.push ? nn_socket(AF_SP, NN_PUSH) : nn_socket(AF_SP_RAW, NN_REQ);
 	if (p.reqs == NULL || p.mlines == NULL || p.sock < 0) {
-		cli_error("publish", "cannot set up: %s", p.sock < 0 ? nn_strerror(nn_errno()) : "out of memory");
+		cli_error("publish", "cannot set up: %s",
+			  p.sock < 0 ? nn_strerror(nn_errno()) : "out of memory");
 		goto out;
 	}
 	ms = (int)(cl.timeout * 1000);
@@ -605,11 +610,13 @@ cmd_publish(int argc, char **argv)
 		drain(cl.timeout);
 	if (!p.quiet) {
 		if (p.push)
-			fprintf(stderr, "tide publish: sent %llu events (not acknowledged: --push)\n",
-			        p.sent);
+			fprintf(stderr,
+				"tide publish: sent %llu events (not acknowledged: --push)\n",
+				p.sent);
 		else
-			fprintf(stderr, "tide publish: %llu stored, %llu duplicates, %llu rejected\n",
-			        p.stored, p.duplicates, p.rejected);
+			fprintf(stderr,
+				"tide publish: %llu stored, %llu duplicates, %llu rejected\n",
+				p.stored, p.duplicates, p.rejected);
 	}
 	if (p.unreachable)
 		rc = CLI_UNAVAILABLE;

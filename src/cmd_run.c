@@ -39,7 +39,7 @@ static const char usage_text[] =
 	"\n"
 	"SIGINT or SIGTERM finishes the current turn, commits and exits.\n";
 
-static const char *const level_names[] = {"error", "warn", "info", "debug"};
+static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
 static void
 log_stderr(void *ud, int level, const char *msg)
@@ -76,18 +76,18 @@ int
 cmd_run(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"data", required_argument, NULL, 'd'},
-		{"script", required_argument, NULL, 's'},
-		{"pull", required_argument, NULL, 'P'},
-		{"rep", required_argument, NULL, 'R'},
-		{"pub", required_argument, NULL, 'B'},
-		{"durability", required_argument, NULL, 'D'},
-		{"set", required_argument, NULL, 'S'},
-		{"quiet", no_argument, NULL, 'q'},
-		{"verbose", no_argument, NULL, 'v'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+		{ "config", required_argument, NULL, 'c' },
+		{ "data", required_argument, NULL, 'd' },
+		{ "script", required_argument, NULL, 's' },
+		{ "pull", required_argument, NULL, 'P' },
+		{ "rep", required_argument, NULL, 'R' },
+		{ "pub", required_argument, NULL, 'B' },
+		{ "durability", required_argument, NULL, 'D' },
+		{ "set", required_argument, NULL, 'S' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
 	const char *config = NULL;
 	tide_config *cfg = NULL;
@@ -120,17 +120,32 @@ cmd_run(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "c:d:s:qvh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c': break;
-		case 'd': if (set(cfg, "data", optarg)) goto out; break;
+		case 'd':
+			if (set(cfg, "data", optarg))
+				goto out;
+			break;
 		case 's':
 			if (tide_config_add_script(cfg, optarg) != TIDE_OK) {
 				cli_error("run", "bad script path '%s'", optarg);
 				goto out;
 			}
 			break;
-		case 'P': if (set(cfg, "pull", optarg)) goto out; break;
-		case 'R': if (set(cfg, "rep", optarg)) goto out; break;
-		case 'B': if (set(cfg, "pub", optarg)) goto out; break;
-		case 'D': if (set(cfg, "durability", optarg)) goto out; break;
+		case 'P':
+			if (set(cfg, "pull", optarg))
+				goto out;
+			break;
+		case 'R':
+			if (set(cfg, "rep", optarg))
+				goto out;
+			break;
+		case 'B':
+			if (set(cfg, "pub", optarg))
+				goto out;
+			break;
+		case 'D':
+			if (set(cfg, "durability", optarg))
+				goto out;
+			break;
 		case 'S': {
 			char key[128];
 			const char *eq = strchr(optarg, '=');
@@ -171,7 +186,8 @@ cmd_run(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	sigint = evsignal_new(tide_engine_base(e), SIGINT, on_signal, e);
 	sigterm = evsignal_new(tide_engine_base(e), SIGTERM, on_signal, e);
-	if (sigint == NULL || sigterm == NULL || event_add(sigint, NULL) || event_add(sigterm, NULL)) {
+	if (sigint == NULL || sigterm == NULL || event_add(sigint, NULL) ||
+	    event_add(sigterm, NULL)) {
 		cli_error("run", "cannot install signal handlers");
 		goto out;
 	}

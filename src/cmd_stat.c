@@ -12,15 +12,14 @@
 #include "cli.h"
 #include "tide.h"
 
-static const char usage_text[] =
-	"usage: tide stat [options]\n"
-	"\n"
-	"Show the log's size and every consumer's checkpoint and lag.\n"
-	"\n"
-	"options:\n"
-	"      --json              one JSON object instead of text\n"
-	"  -d, --data DIR          data directory (default ./tide-data)\n"
-	"  -h, --help              show this help\n";
+static const char usage_text[] = "usage: tide stat [options]\n"
+				 "\n"
+				 "Show the log's size and every consumer's checkpoint and lag.\n"
+				 "\n"
+				 "options:\n"
+				 "      --json              one JSON object instead of text\n"
+				 "  -d, --data DIR          data directory (default ./tide-data)\n"
+				 "  -h, --help              show this help\n";
 
 typedef struct stat_ctx {
 	int json;
@@ -65,13 +64,13 @@ int
 cmd_stat(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"json", no_argument, NULL, 'j'},
-		{"data", required_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+		{ "json", no_argument, NULL, 'j' },
+		{ "data", required_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
 	const char *data = "./tide-data";
-	stat_ctx ctx = {0, 0, 0};
+	stat_ctx ctx = { 0, 0, 0 };
 	tide_log_stat st;
 	tide_log *log;
 	char err[512], size[32], map[32];
@@ -109,7 +108,8 @@ cmd_stat(int argc, char **argv)
 	} else {
 		human(size, sizeof size, st.size);
 		human(map, sizeof map, st.map_size);
-		printf("events     %llu\nlast seq   %llu\nstreams    %llu\nsize       %s (map %s)\n",
+		printf("events     %llu\nlast seq   %llu\nstreams    %llu\nsize       %s (map "
+		       "%s)\n",
 		       (unsigned long long)st.events, (unsigned long long)st.last_seq,
 		       (unsigned long long)st.streams, size, map);
 		printf("consumers\n");

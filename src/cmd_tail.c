@@ -35,15 +35,15 @@ int
 cmd_tail(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"type", required_argument, NULL, 't'},
-		{"count", required_argument, NULL, 'n'},
-		{"timeout", required_argument, NULL, 'o'},
-		{"data", required_argument, NULL, 'd'},
-		{"pub", required_argument, NULL, 'B'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+		{ "type", required_argument, NULL, 't' },
+		{ "count", required_argument, NULL, 'n' },
+		{ "timeout", required_argument, NULL, 'o' },
+		{ "data", required_argument, NULL, 'd' },
+		{ "pub", required_argument, NULL, 'B' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
-	cli_client cl = {"./tide-data", NULL, NULL, NULL, 0};
+	cli_client cl = { "./tide-data", NULL, NULL, NULL, 0 };
 	cli_endpoints ep;
 	const char **types = NULL;
 	size_t ntypes = 0;
@@ -77,7 +77,7 @@ cmd_tail(int argc, char **argv)
 	}
 	if (optind < argc || cl.timeout < 0) {
 		cli_error("tail", optind < argc ? "unexpected argument '%s'" : "bad --timeout%s",
-		          optind < argc ? argv[optind] : "");
+			  optind < argc ? argv[optind] : "");
 		free(types);
 		return CLI_USAGE;
 	}

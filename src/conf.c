@@ -21,7 +21,9 @@
 enum { T_STR, T_SIZE, T_COUNT, T_DURABILITY, T_LEVEL, T_LIST };
 
 /* The option table: name, kind, where it lives. */
-#define OPT(name, kind, field) {name, kind, offsetof(struct tide_config, field)}
+/* clang-format off */
+#define OPT(name, kind, field) { name, kind, offsetof(struct tide_config, field) }
+/* clang-format on */
 static const struct opt {
 	const char *name;
 	int kind;
@@ -44,7 +46,7 @@ static const struct opt {
 	OPT("allow", T_LIST, allow),
 };
 
-static const char *const levels[] = {"error", "warn", "info", "debug"};
+static const char *const levels[] = { "error", "warn", "info", "debug" };
 
 static const struct opt *
 find_opt(const char *name)
@@ -70,14 +72,30 @@ tidei_parse_size(const char *s, uint64_t *out)
 		end++;
 	switch (*end) {
 	case '\0': break;
-	case 'k': case 'K': mul = 1ull << 10; end++; break;
-	case 'm': case 'M': mul = 1ull << 20; end++; break;
-	case 'g': case 'G': mul = 1ull << 30; end++; break;
-	case 't': case 'T': mul = 1ull << 40; end++; break;
+	case 'k':
+	case 'K':
+		mul = 1ull << 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		mul = 1ull << 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		mul = 1ull << 30;
+		end++;
+		break;
+	case 't':
+	case 'T':
+		mul = 1ull << 40;
+		end++;
+		break;
 	default: return -1;
 	}
 	if (mul > 1 && (strcmp(end, "") == 0 || strcmp(end, "B") == 0 || strcmp(end, "iB") == 0 ||
-	                strcmp(end, "b") == 0))
+			strcmp(end, "b") == 0))
 		end += strlen(end);
 	if (*end != '\0' || (v > 0 && mul > UINT64_MAX / v))
 		return -1;
@@ -174,11 +192,13 @@ tide_config_set(tide_config *c, const char *key, const char *value)
 		return TIDE_OK;
 	case T_SIZE:
 	case T_COUNT:
-		if (tidei_parse_size(value, &n) != 0 || (o->kind == T_COUNT && strspn(value, "0123456789") != strlen(value)))
+		if (tidei_parse_size(value, &n) != 0 ||
+		    (o->kind == T_COUNT && strspn(value, "0123456789") != strlen(value)))
 			return tidei_err(c->err, TIDE_ECONFIG, "%s: '%s' is not a %s", key, value,
-			                 o->kind == T_SIZE ? "size (like 1048576, 64M or 1G)"
-			                                   : "non-negative integer");
-		if ((strcmp(key, "max_event_size") == 0 || strcmp(key, "turn_events") == 0) && n == 0)
+					 o->kind == T_SIZE ? "size (like 1048576, 64M or 1G)"
+							   : "non-negative integer");
+		if ((strcmp(key, "max_event_size") == 0 || strcmp(key, "turn_events") == 0) &&
+		    n == 0)
 			return tidei_err(c->err, TIDE_ECONFIG, "%s must be positive", key);
 		*(uint64_t *)field = n;
 		return TIDE_OK;
@@ -189,7 +209,8 @@ tide_config_set(tide_config *c, const char *key, const char *value)
 			c->durability = TIDEI_DURABILITY_RELAXED;
 		else
 			return tidei_err(c->err, TIDE_ECONFIG,
-			                 "durability must be \"sync\" or \"relaxed\", not '%s'", value);
+					 "durability must be \"sync\" or \"relaxed\", not '%s'",
+					 value);
 		return TIDE_OK;
 	case T_LEVEL:
 		for (int k = 0; k < 4; k++) {
@@ -199,12 +220,14 @@ tide_config_set(tide_config *c, const char *key, const char *value)
 			}
 		}
 		return tidei_err(c->err, TIDE_ECONFIG,
-		                 "log_level must be error, warn, info or debug, not '%s'", value);
+				 "log_level must be error, warn, info or debug, not '%s'", value);
 	case T_LIST:
-		if (strcmp(value, "io") != 0 && strcmp(value, "os") != 0 && strcmp(value, "debug") != 0)
-			return tidei_err(c->err, TIDE_ECONFIG,
-			                 "allow: '%s' is not a module that can be allowed (io, os, debug)",
-			                 value);
+		if (strcmp(value, "io") != 0 && strcmp(value, "os") != 0 &&
+		    strcmp(value, "debug") != 0)
+			return tidei_err(
+				c->err, TIDE_ECONFIG,
+				"allow: '%s' is not a module that can be allowed (io, os, debug)",
+				value);
 		return push_list(&c->allow, &c->nallow, value, 1);
 	}
 	return TIDE_EINVAL;
@@ -225,7 +248,7 @@ tide_config_get(const tide_config *c, const char *key)
 	case T_SIZE:
 	case T_COUNT:
 		snprintf(mc->getbuf, sizeof mc->getbuf, "%llu",
-		         (unsigned long long)*(const uint64_t *)field);
+			 (unsigned long long)*(const uint64_t *)field);
 		return mc->getbuf;
 	case T_DURABILITY: return c->durability == TIDEI_DURABILITY_SYNC ? "sync" : "relaxed";
 	case T_LEVEL: return levels[c->log_level];
@@ -326,8 +349,9 @@ apply(tide_config *c, lua_State *L, const char *key, const char *dir)
 		return tidei_err(c->err, TIDE_ECONFIG, "%s must not be negative", key);
 	v = lua_tostring(L, -1);
 	if (v == NULL)
-		return tidei_err(c->err, TIDE_ECONFIG, "%s: expected a string or a number, got a %s",
-		                 key, luaL_typename(L, -1));
+		return tidei_err(c->err, TIDE_ECONFIG,
+				 "%s: expected a string or a number, got a %s", key,
+				 luaL_typename(L, -1));
 	if (strcmp(key, "data") == 0) {
 		if ((path = resolve(dir, v)) == NULL)
 			return TIDE_ENOMEM;
@@ -359,7 +383,7 @@ apply_list(tide_config *c, lua_State *L, const char *key, const char *dir)
 		if ((v = lua_tostring(L, -1)) == NULL) {
 			lua_pop(L, 1);
 			return tidei_err(c->err, TIDE_ECONFIG, "%s[%lld] must be a string", key,
-			                 (long long)i);
+					 (long long)i);
 		}
 		if (strcmp(key, "scripts") == 0) {
 			char *path = resolve(dir, v);
@@ -376,21 +400,23 @@ apply_list(tide_config *c, lua_State *L, const char *key, const char *dir)
 static int
 apply_endpoints(tide_config *c, lua_State *L)
 {
-	static const char *const names[] = {"pull", "rep", "pub"};
+	static const char *const names[] = { "pull", "rep", "pub" };
 
 	if (!lua_istable(L, -1))
-		return tidei_err(c->err, TIDE_ECONFIG, "endpoints must be a table {pull=, rep=, pub=}");
+		return tidei_err(c->err, TIDE_ECONFIG,
+				 "endpoints must be a table {pull=, rep=, pub=}");
 	lua_pushnil(L);
 	while (lua_next(L, -2) != 0) {
 		const char *k = lua_tostring(L, -2);
 		int known = 0, rc;
 		for (int i = 0; i < 3; i++)
-			known |= k != NULL && lua_type(L, -2) == LUA_TSTRING && strcmp(k, names[i]) == 0;
+			known |= k != NULL && lua_type(L, -2) == LUA_TSTRING &&
+				 strcmp(k, names[i]) == 0;
 		if (!known) {
 			lua_pop(L, 2);
 			return tidei_err(c->err, TIDE_ECONFIG,
-			                 "endpoints: unknown endpoint '%s' (pull, rep or pub)",
-			                 k ? k : "?");
+					 "endpoints: unknown endpoint '%s' (pull, rep or pub)",
+					 k ? k : "?");
 		}
 		if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
 			lua_pop(L, 1);
@@ -428,14 +454,14 @@ tide_config_load(tide_config *c, const char *path)
 		rc = tidei_err(c->err, TIDE_ECONFIG, "%s", lua_tostring(L, -1));
 		goto out;
 	}
-	lua_newtable(L);             /* env */
-	lua_newtable(L);             /* its metatable: read through to _G */
+	lua_newtable(L); /* env */
+	lua_newtable(L); /* its metatable: read through to _G */
 	lua_pushglobaltable(L);
 	lua_setfield(L, -2, "__index");
 	lua_setmetatable(L, -2);
 	lua_pushvalue(L, -1);
-	lua_setupvalue(L, -3, 1);    /* _ENV of the chunk */
-	lua_insert(L, 1);            /* env at 1, chunk at 2 */
+	lua_setupvalue(L, -3, 1); /* _ENV of the chunk */
+	lua_insert(L, 1);         /* env at 1, chunk at 2 */
 	if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
 		rc = tidei_err(c->err, TIDE_ECONFIG, "%s", lua_tostring(L, -1));
 		goto out;
@@ -444,7 +470,8 @@ tide_config_load(tide_config *c, const char *path)
 	while (rc == TIDE_OK && lua_next(L, 1) != 0) {
 		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
 		if (k == NULL)
-			rc = tidei_err(c->err, TIDE_ECONFIG, "%s: settings must have string names", path);
+			rc = tidei_err(c->err, TIDE_ECONFIG, "%s: settings must have string names",
+				       path);
 		else if (strcmp(k, "scripts") == 0 || strcmp(k, "allow") == 0)
 			rc = apply_list(c, L, k, dir);
 		else if (strcmp(k, "endpoints") == 0)

@@ -17,7 +17,7 @@ struct tide_config {
 	char *data;
 	int durability;
 	uint64_t sync_interval_ms;
-	char *pull, *rep, *pub;       /* NULL = default inside data, "" = off */
+	char *pull, *rep, *pub; /* NULL = default inside data, "" = off */
 	uint64_t map_size;
 	uint64_t max_event_size;
 	uint64_t turn_events;
@@ -28,7 +28,7 @@ struct tide_config {
 	char *lua_path;
 	char **scripts;
 	size_t nscripts;
-	char **allow;                 /* NULL-terminated */
+	char **allow; /* NULL-terminated */
 	size_t nallow;
 	tide_log_fn *log;
 	void *log_ud;

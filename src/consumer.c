@@ -40,10 +40,10 @@ struct tidei_consumers {
 	/* while a handler runs */
 	tidei_consumer *cur;
 	const struct tide_event *cause;
-	tidei_buf emits;       /* records emitted by the current call */
+	tidei_buf emits; /* records emitted by the current call */
 	uint32_t *emit_len;
 	size_t nemits, emit_cap;
-	tidei_buf scratch;     /* tide_event_json() for C handlers */
+	tidei_buf scratch; /* tide_event_json() for C handlers */
 };
 
 #define LOG(cs, level, ...) (cs)->o.log((cs)->o.log_ud, level, __VA_ARGS__)
@@ -90,17 +90,17 @@ add(tidei_consumers *cs, const char *name, const char *pattern, int from, int re
 
 	if (!name_valid(name))
 		return tidei_err(err, TIDE_EINVAL,
-		                 "consumer name '%s' must be 1 to 200 printable characters without "
-		                 "spaces",
-		                 name);
+				 "consumer name '%s' must be 1 to 200 printable characters without "
+				 "spaces",
+				 name);
 	if (!pattern_valid(pattern))
 		return tidei_err(err, TIDE_EINVAL,
-		                 "pattern '%s' must be an event type, a prefix ending in \".*\", "
-		                 "or \"*\"",
-		                 pattern);
+				 "pattern '%s' must be an event type, a prefix ending in \".*\", "
+				 "or \"*\"",
+				 pattern);
 	if ((dup = find(cs, name)) != NULL)
-		return tidei_err(err, TIDE_EINVAL, "a consumer named '%s' already exists (%s)", name,
-		                 dup->where);
+		return tidei_err(err, TIDE_EINVAL, "a consumer named '%s' already exists (%s)",
+				 name, dup->where);
 	if (cs->n == cs->cap) {
 		size_t cap = cs->cap ? cs->cap * 2 : 8;
 		tidei_consumer *v = realloc(cs->v, cap * sizeof *v);
@@ -135,7 +135,7 @@ add(tidei_consumers *cs, const char *name, const char *pattern, int from, int re
 
 static int
 host_on(void *ud, const char *name, const char *pattern, int from, int ref, const char *where,
-        char *err)
+	char *err)
 {
 	tidei_consumers *cs = ud;
 	char defname[256];
@@ -153,8 +153,8 @@ host_on(void *ud, const char *name, const char *pattern, int from, int ref, cons
 		base = base ? base + 1 : cs->loading;
 		dot = strrchr(base, '.');
 		snprintf(defname, sizeof defname, "%.*s:%d",
-		         (int)(dot && dot != base ? dot - base : (long)strlen(base)), base,
-		         cs->loading_count);
+			 (int)(dot && dot != base ? dot - base : (long)strlen(base)), base,
+			 cs->loading_count);
 		name = defname;
 	}
 	/* luaL_where gives "file:line: "; keep "file:line" */
@@ -163,7 +163,7 @@ host_on(void *ud, const char *name, const char *pattern, int from, int ref, cons
 	while (wl > 0 && (loc[wl - 1] == ' ' || loc[wl - 1] == ':'))
 		loc[--wl] = '\0';
 	return add(cs, name, pattern, from ? TIDE_FROM_BEGINNING : TIDE_FROM_END, ref, NULL, NULL,
-	           loc, err);
+		   loc, err);
 }
 
 static int
@@ -187,8 +187,8 @@ host_emit(void *ud, tidei_evb *b, char *err)
 		return tidei_err(err, TIDE_ESTATE, "tide.emit can only be called from a handler");
 	if (cs->o.max_emits && cs->nemits >= cs->o.max_emits)
 		return tidei_err(err, TIDE_EINVAL,
-		                 "a handler may emit at most %zu events per call (is it looping?)",
-		                 cs->o.max_emits);
+				 "a handler may emit at most %zu events per call (is it looping?)",
+				 cs->o.max_emits);
 	n = snprintf(tmp, sizeof tmp, "/tide/%s", cs->cur->name);
 	set_default(b, TIDEI_A_SOURCE, tmp, (size_t)n);
 	n = snprintf(tmp, sizeof tmp, "%llu.%zu", (unsigned long long)cause->seq, cs->nemits + 1);
@@ -196,10 +196,10 @@ host_emit(void *ud, tidei_evb *b, char *err)
 	set_default(b, TIDEI_A_CAUSATIONID, cause->attr[TIDEI_A_ID], cause->len[TIDEI_A_ID]);
 	if (cause->attr[TIDEI_A_CORRELATIONID] != NULL)
 		set_default(b, TIDEI_A_CORRELATIONID, cause->attr[TIDEI_A_CORRELATIONID],
-		            cause->len[TIDEI_A_CORRELATIONID]);
+			    cause->len[TIDEI_A_CORRELATIONID]);
 	else
 		set_default(b, TIDEI_A_CORRELATIONID, cause->attr[TIDEI_A_ID],
-		            cause->len[TIDEI_A_ID]);
+			    cause->len[TIDEI_A_ID]);
 	if (cs->nemits == cs->emit_cap) {
 		size_t cap = cs->emit_cap ? cs->emit_cap * 2 : 16;
 		uint32_t *p = realloc(cs->emit_len, cap * sizeof *p);
@@ -238,7 +238,7 @@ int
 tidei_consumers_new(tidei_consumers **out, const tidei_consumers_opts *o, char *err)
 {
 	tidei_consumers *cs = calloc(1, sizeof *cs);
-	tidei_host host = {0};
+	tidei_host host = { 0 };
 	int rc;
 
 	*out = NULL;
@@ -289,7 +289,7 @@ tidei_consumers_load(tidei_consumers *cs, const char *path, char *err)
 
 int
 tidei_consumers_add(tidei_consumers *cs, const char *name, const char *pattern, int from,
-                    tide_consumer_fn *fn, void *ud, char *err)
+		    tide_consumer_fn *fn, void *ud, char *err)
 {
 	return add(cs, name, pattern, from, LUA_NOREF, fn, ud, "C", err);
 }
@@ -360,8 +360,8 @@ tidei_consumers_at(const tidei_consumers *cs, size_t k)
 
 /* Call one handler; on success append its emits. */
 static int
-handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *log,
-       int *appended, char *err)
+handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *log, int *appended,
+       char *err)
 {
 	char why[TIDEI_ERRLEN], trace[TIDEI_ERRLEN];
 	int rc;
@@ -374,7 +374,8 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 		ev->scratch = &cs->scratch;
 		rc = c->fn(c->ud, ev);
 		if (rc != TIDE_OK)
-			snprintf(why, sizeof why, "handler returned %d (%s)", rc, tide_strerror(rc));
+			snprintf(why, sizeof why, "handler returned %d (%s)", rc,
+				 tide_strerror(rc));
 		trace[0] = '\0';
 	} else {
 		rc = tidei_script_call(cs->script, c->ref, ev, why, trace);
@@ -384,8 +385,8 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 	if (rc != TIDE_OK) {
 		c->failed++;
 		LOG(cs, TIDE_LOG_ERROR, "consumer '%s' failed on event %llu (type %s, id %s): %s",
-		    c->name, (unsigned long long)ev->seq, ev->attr[TIDEI_A_TYPE], ev->attr[TIDEI_A_ID],
-		    why);
+		    c->name, (unsigned long long)ev->seq, ev->attr[TIDEI_A_TYPE],
+		    ev->attr[TIDEI_A_ID], why);
 		if (trace[0])
 			LOG(cs, TIDE_LOG_DEBUG, "%s", trace);
 		return TIDE_OK; /* the engine keeps going */
@@ -428,7 +429,8 @@ run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int *more, char 
 	if (c->checkpoint >= log->head)
 		return save_checkpoint(c, log, err);
 	if ((mrc = mdb_cursor_open(log->txn, log->events, &cur)) != 0)
-		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log: %s", mdb_strerror(mrc));
+		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log: %s",
+				 mdb_strerror(mrc));
 	seq = c->checkpoint + 1;
 	k.mv_size = 8;
 	k.mv_data = &seq;
@@ -441,14 +443,15 @@ run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int *more, char 
 
 		memcpy(&seq, k.mv_data, 8);
 		if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
-			rc = tidei_err(err, TIDE_EIO, "event %llu is corrupt", (unsigned long long)seq);
+			rc = tidei_err(err, TIDE_EIO, "event %llu is corrupt",
+				       (unsigned long long)seq);
 			break;
 		}
 		ev.seq = seq;
 		ev.scratch = NULL;
 		scanned++;
 		if (tidei_pattern_match(c->pattern, c->plen, ev.attr[TIDEI_A_TYPE],
-		                        ev.len[TIDEI_A_TYPE])) {
+					ev.len[TIDEI_A_TYPE])) {
 			handled++;
 			if ((rc = handle(cs, c, &ev, log, &appended, err)) != TIDE_OK)
 				break;
@@ -468,7 +471,8 @@ run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int *more, char 
 	if (rc != TIDE_OK)
 		return rc;
 	if (mrc != 0 && mrc != MDB_NOTFOUND)
-		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log: %s", mdb_strerror(mrc));
+		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log: %s",
+				 mdb_strerror(mrc));
 	if (c->checkpoint < log->head)
 		*more = 1;
 	return save_checkpoint(c, log, err);

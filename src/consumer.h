@@ -21,17 +21,17 @@ typedef struct tidei_consumer {
 	int ref;              /* Lua handler, or LUA_NOREF */
 	tide_consumer_fn *fn; /* C handler */
 	void *ud;
-	uint64_t checkpoint;  /* last seq handled (or skipped), in this turn */
-	uint64_t committed;   /* checkpoint as of the last commit */
-	int stored;           /* a checkpoint record exists in the log */
+	uint64_t checkpoint; /* last seq handled (or skipped), in this turn */
+	uint64_t committed;  /* checkpoint as of the last commit */
+	int stored;          /* a checkpoint record exists in the log */
 	uint64_t handled;
 	uint64_t failed;
 } tidei_consumer;
 
 typedef struct tidei_consumers_opts {
 	tidei_script_opts script;
-	size_t turn_budget;   /* events a consumer handles per turn */
-	size_t max_emits;     /* events one handler call may emit */
+	size_t turn_budget; /* events a consumer handles per turn */
+	size_t max_emits;   /* events one handler call may emit */
 	void (*log)(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
 	void *log_ud;
 } tidei_consumers_opts;
@@ -46,7 +46,7 @@ int tidei_consumers_load(tidei_consumers *cs, const char *path, char *err);
 
 /** Register a C consumer.  Strings are copied. */
 int tidei_consumers_add(tidei_consumers *cs, const char *name, const char *pattern, int from,
-                        tide_consumer_fn *fn, void *ud, char *err);
+			tide_consumer_fn *fn, void *ud, char *err);
 
 /** Read the checkpoints (new consumers start at the beginning or at
  *  @p head, the end of the log). */

@@ -28,7 +28,7 @@ struct tide_cursor {
 	uint64_t from, until;
 	char *type;
 	size_t tlen;
-	uint64_t *seqs;      /* subject cursors: the stream, oldest first */
+	uint64_t *seqs; /* subject cursors: the stream, oldest first */
 	size_t nseqs, next;
 	int started;
 	struct tide_event ev;
@@ -37,7 +37,7 @@ struct tide_cursor {
 TIDE_API int
 tide_log_open(tide_log **out, const char *dir, char *err, size_t errlen)
 {
-	tidei_log_opts o = {0};
+	tidei_log_opts o = { 0 };
 	char msg[TIDEI_ERRLEN];
 	tide_log *l;
 	int rc;
@@ -76,7 +76,7 @@ collect_stream(tide_cursor *c, const char *subject)
 	uint64_t version, seq;
 	size_t n = 0;
 	int rc = tidei_log_stream_head(c->owner->log, c->txn, subject, strlen(subject), &version,
-	                               &seq);
+				       &seq);
 
 	if (rc == TIDE_ENOTFOUND)
 		return TIDE_OK;
@@ -161,9 +161,8 @@ accept(tide_cursor *c, uint64_t seq, const MDB_val *v, int *rc)
 	}
 	c->ev.seq = seq;
 	c->ev.scratch = &c->owner->scratch;
-	return c->type == NULL ||
-	       tidei_pattern_match(c->type, c->tlen, c->ev.attr[TIDEI_A_TYPE],
-	                           c->ev.len[TIDEI_A_TYPE]);
+	return c->type == NULL || tidei_pattern_match(c->type, c->tlen, c->ev.attr[TIDEI_A_TYPE],
+						      c->ev.len[TIDEI_A_TYPE]);
 }
 
 TIDE_API int
@@ -181,7 +180,8 @@ tide_cursor_next(tide_cursor *c, const tide_event **ev)
 			k.mv_size = 8;
 			k.mv_data = &seq;
 			if ((mrc = mdb_get(c->txn, c->owner->log->events, &k, &v)) != 0)
-				return tidei_err_mdb(mrc) == TIDE_ENOTFOUND ? TIDE_EIO : tidei_err_mdb(mrc);
+				return tidei_err_mdb(mrc) == TIDE_ENOTFOUND ? TIDE_EIO
+									    : tidei_err_mdb(mrc);
 			if (accept(c, seq, &v, &rc)) {
 				*ev = &c->ev;
 				return TIDE_OK;

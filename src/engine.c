@@ -50,12 +50,12 @@ struct tide_engine {
 	tidei_consumers *cs;
 	tidei_batch batch;
 	tidei_buf pubbuf;
-	uint64_t published;      /* last seq sent on PUB */
-	uint64_t synced;         /* last seq flushed to disk */
+	uint64_t published; /* last seq sent on PUB */
+	uint64_t synced;    /* last seq flushed to disk */
 	int opened;
 	int stopping;
 	volatile sig_atomic_t stop_requested;
-	int lagging;             /* a consumer is behind the end of the log */
+	int lagging;              /* a consumer is behind the end of the log */
 	int64_t consumers_resume; /* consumers paused until this time (ns) */
 	char dir[PATH_MAX];
 	char urls[3][PATH_MAX + 16];
@@ -89,7 +89,7 @@ publish_new(tide_engine *e)
 	uint64_t to = e->log->committed, seq = e->published + 1;
 	MDB_txn *txn;
 	MDB_cursor *cur;
-	MDB_val k = {8, &seq}, v;
+	MDB_val k = { 8, &seq }, v;
 	int mrc;
 
 	if (seq > to)
@@ -111,8 +111,9 @@ publish_new(tide_engine *e)
 			ev.seq = seq;
 			tidei_buf_reset(&e->pubbuf);
 			if (tidei_event_json(&e->pubbuf, &ev) == 0)
-				tidei_ingest_publish(e->in, ev.attr[TIDEI_A_TYPE], ev.len[TIDEI_A_TYPE],
-				                     (const char *)e->pubbuf.p, e->pubbuf.len);
+				tidei_ingest_publish(e->in, ev.attr[TIDEI_A_TYPE],
+						     ev.len[TIDEI_A_TYPE],
+						     (const char *)e->pubbuf.p, e->pubbuf.len);
 		}
 		mdb_cursor_close(cur);
 	}
@@ -255,7 +256,7 @@ tide_engine_new(tide_engine **out, const tide_config *cfg)
 {
 	tide_engine *e;
 	tidei_consumers_opts co;
-	tidei_buf path = {0};
+	tidei_buf path = { 0 };
 	int rc;
 
 	if (out == NULL || cfg == NULL)
@@ -273,10 +274,11 @@ tide_engine_new(tide_engine **out, const tide_config *cfg)
 		tidei_buf_printf(&path, "%s;", e->cfg->lua_path);
 	for (size_t k = 0; k < e->cfg->nscripts; k++) {
 		const char *s = e->cfg->scripts[k], *slash = strrchr(s, '/');
-		tidei_buf_printf(&path, "%.*s/?.lua;", slash ? (int)(slash - s) : 1, slash ? s : ".");
+		tidei_buf_printf(&path, "%.*s/?.lua;", slash ? (int)(slash - s) : 1,
+				 slash ? s : ".");
 	}
 	tidei_buf_printf(&path, "%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua", TIDE_LUADIR,
-	                 TIDE_LUADIR, TIDE_SRC_LUADIR, TIDE_SRC_LUADIR);
+			 TIDE_LUADIR, TIDE_SRC_LUADIR, TIDE_SRC_LUADIR);
 	tidei_buf_putc(&path, '\0');
 	memset(&co, 0, sizeof co);
 	co.script.instruction_budget = e->cfg->instruction_budget;
@@ -303,8 +305,8 @@ tide_engine_new(tide_engine **out, const tide_config *cfg)
 static int
 resolve_endpoints(tide_engine *e)
 {
-	static const char *const names[3] = {"pull", "rep", "pub"};
-	const char *set[3] = {e->cfg->pull, e->cfg->rep, e->cfg->pub};
+	static const char *const names[3] = { "pull", "rep", "pub" };
+	const char *set[3] = { e->cfg->pull, e->cfg->rep, e->cfg->pub };
 
 	for (int i = 0; i < 3; i++) {
 		if (set[i] != NULL) {
@@ -313,10 +315,11 @@ resolve_endpoints(tide_engine *e)
 		}
 		/* sun_path holds 108 bytes */
 		if (strlen(e->dir) + strlen(names[i]) + 5 > 107)
-			return tidei_err(e->err, TIDE_ECONFIG,
-			                 "data directory %s is too long a path for an ipc:// endpoint; "
-			                 "set the %s endpoint explicitly",
-			                 e->dir, names[i]);
+			return tidei_err(
+				e->err, TIDE_ECONFIG,
+				"data directory %s is too long a path for an ipc:// endpoint; "
+				"set the %s endpoint explicitly",
+				e->dir, names[i]);
 		snprintf(e->urls[i], sizeof e->urls[i], "ipc://%s/%s.ipc", e->dir, names[i]);
 	}
 	return TIDE_OK;
@@ -334,11 +337,11 @@ write_endpoints(tide_engine *e)
 	if ((f = fopen(tmp, "w")) == NULL)
 		return tidei_err(e->err, TIDE_EIO, "cannot write %s: %s", tmp, strerror(errno));
 	fprintf(f, "pull=%s\nrep=%s\npub=%s\npid=%ld\n", e->urls[0], e->urls[1], e->urls[2],
-	        (long)getpid());
+		(long)getpid());
 	if (fclose(f) != 0 || rename(tmp, e->endpoints_file) != 0) {
 		unlink(tmp);
 		return tidei_err(e->err, TIDE_EIO, "cannot write %s: %s", e->endpoints_file,
-		                 strerror(errno));
+				 strerror(errno));
 	}
 	return TIDE_OK;
 }
@@ -346,9 +349,9 @@ write_endpoints(tide_engine *e)
 TIDE_API int
 tide_engine_open(tide_engine *e, struct event_base *base)
 {
-	tidei_log_opts lo = {0};
-	tidei_ingest_opts io = {0};
-	tidei_ingest_host ih = {0};
+	tidei_log_opts lo = { 0 };
+	tidei_ingest_opts io = { 0 };
+	tidei_ingest_host ih = { 0 };
 	uint64_t tick_ms;
 	int rc;
 
@@ -379,8 +382,8 @@ tide_engine_open(tide_engine *e, struct event_base *base)
 		goto fail;
 
 	tick_ms = e->cfg->durability == TIDEI_DURABILITY_RELAXED && e->cfg->sync_interval_ms
-	              ? e->cfg->sync_interval_ms
-	              : 1000;
+			  ? e->cfg->sync_interval_ms
+			  : 1000;
 	if ((rc = tidei_loop_open(&e->loop, base, turn, tick, tick_ms, wake, e, e->err)) != TIDE_OK)
 		goto fail;
 
@@ -404,8 +407,8 @@ tide_engine_open(tide_engine *e, struct event_base *base)
 	e->opened = 1;
 	e->lagging = tidei_consumers_count(e->cs) > 0;
 	tidei_loop_schedule(&e->loop);
-	elog(e, TIDE_LOG_INFO, "ready: %s, %zu consumers, log at seq %llu, durability %s",
-	     e->dir, tidei_consumers_count(e->cs), (unsigned long long)e->log->committed,
+	elog(e, TIDE_LOG_INFO, "ready: %s, %zu consumers, log at seq %llu, durability %s", e->dir,
+	     tidei_consumers_count(e->cs), (unsigned long long)e->log->committed,
 	     e->cfg->durability == TIDEI_DURABILITY_SYNC ? "sync" : "relaxed");
 	return TIDE_OK;
 fail:
@@ -526,11 +529,12 @@ tide_publish(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn, 
 
 TIDE_API int
 tide_consumer_add(tide_engine *e, const char *name, const char *pattern, int from,
-                  tide_consumer_fn *fn, void *ud)
+		  tide_consumer_fn *fn, void *ud)
 {
 	if (e == NULL || name == NULL || pattern == NULL || fn == NULL)
 		return TIDE_EINVAL;
 	if (e->opened)
-		return tidei_err(e->err, TIDE_ESTATE, "consumers are added before tide_engine_open()");
+		return tidei_err(e->err, TIDE_ESTATE,
+				 "consumers are added before tide_engine_open()");
 	return tidei_consumers_add(e->cs, name, pattern, from, fn, ud, e->err);
 }

@@ -31,7 +31,7 @@ static const char *const messages[] = {
 };
 
 _Static_assert(sizeof messages / sizeof messages[0] == 1 - TIDE_ESTATE,
-               "every TIDE_E* code needs a message");
+	       "every TIDE_E* code needs a message");
 
 TIDE_API const char *
 tide_strerror(int code)
@@ -70,20 +70,14 @@ int
 tidei_err_mdb(int rc)
 {
 	switch (rc) {
-	case MDB_SUCCESS:
-		return TIDE_OK;
-	case MDB_NOTFOUND:
-		return TIDE_ENOTFOUND;
-	case MDB_MAP_FULL:
-		return TIDE_EFULL;
+	case MDB_SUCCESS: return TIDE_OK;
+	case MDB_NOTFOUND: return TIDE_ENOTFOUND;
+	case MDB_MAP_FULL: return TIDE_EFULL;
 	case MDB_VERSION_MISMATCH:
 	case MDB_INVALID:
-	case MDB_INCOMPATIBLE:
-		return TIDE_EFORMAT;
-	case ENOMEM:
-		return TIDE_ENOMEM;
-	default:
-		return TIDE_EIO;
+	case MDB_INCOMPATIBLE: return TIDE_EFORMAT;
+	case ENOMEM: return TIDE_ENOMEM;
+	default: return TIDE_EIO;
 	}
 }
 

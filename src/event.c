@@ -29,8 +29,8 @@
 #include "event.h"
 
 const char *const tidei_attr_names[TIDEI_NATTR] = {
-	"id", "source", "type", "subject", "time",
-	"datacontenttype", "dataschema", "correlationid", "causationid",
+	"id",         "source",        "type",        "subject", "time", "datacontenttype",
+	"dataschema", "correlationid", "causationid",
 };
 
 #define SEEN_SPECVERSION TIDEI_SEEN_SPECVERSION
@@ -118,9 +118,8 @@ tidei_time_format(char *out, int64_t ns)
 		sec--;
 	}
 	gmtime_r(&sec, &tm);
-	return snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ",
-	                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-	                tm.tm_min, tm.tm_sec, frac / 1000);
+	return snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
+			tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac / 1000);
 }
 
 static void
@@ -145,7 +144,7 @@ tidei_event_json(tidei_buf *out, const struct tide_event *ev)
 		tidei_buf_put(out, tmp + 1, (size_t)n - 1);
 		if (ev->version > 0) {
 			n = snprintf(tmp, sizeof tmp, ",\"version\":%llu",
-			             (unsigned long long)ev->version);
+				     (unsigned long long)ev->version);
 			tidei_buf_put(out, tmp, (size_t)n);
 		}
 		json_key(out, "recorded", 0);
@@ -163,7 +162,7 @@ tidei_event_json(tidei_buf *out, const struct tide_event *ev)
 		tidei_json_str(out, ev->attr[a], ev->len[a]);
 	}
 	if (ev->ext != NULL) {
-		tidei_vreader r = {ev->ext, ev->ext + ev->ext_len};
+		tidei_vreader r = { ev->ext, ev->ext + ev->ext_len };
 		tidei_vitem map, key;
 		if (tidei_val_next(&r, &map) != 0 || map.type != TIDEI_V_MAP)
 			return -1;
@@ -178,13 +177,14 @@ tidei_event_json(tidei_buf *out, const struct tide_event *ev)
 		}
 	}
 	if (ev->data != NULL) {
-		tidei_vreader r = {ev->data, ev->data + ev->data_len};
+		tidei_vreader r = { ev->data, ev->data + ev->data_len };
 		/* Binary data travels as data_base64 (CloudEvents JSON format 3.1). */
-		json_key(out, ev->data_len > 0 && (ev->data[0] == 0xc4 || ev->data[0] == 0xc5 ||
-		                                   ev->data[0] == 0xc6)
-		                  ? "data_base64"
-		                  : "data",
-		         0);
+		json_key(out,
+			 ev->data_len > 0 && (ev->data[0] == 0xc4 || ev->data[0] == 0xc5 ||
+					      ev->data[0] == 0xc6)
+				 ? "data_base64"
+				 : "data",
+			 0);
 		if (tidei_json_encode(out, &r) != 0)
 			return -1;
 	}
@@ -297,7 +297,7 @@ digits(const char *s, int n, int *out)
 int
 tidei_time_valid(const char *s, size_t n)
 {
-	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
 	int y, mo, d, h, mi, se, oh, om;
 	size_t k = 19;
 
@@ -505,14 +505,14 @@ see(tidei_evb *b, unsigned bit, const char *name, size_t n)
 static int
 ext_begin(tidei_evb *b, const char *name, size_t n)
 {
-	tidei_vreader r = {b->ext.p, b->ext.p + b->ext.len};
+	tidei_vreader r = { b->ext.p, b->ext.p + b->ext.len };
 	tidei_vitem key;
 
 	if (!extension_name_valid(name, n))
 		return tidei_evb_fail(b,
-		                      "extension attribute name '%.*s' must use only "
-		                      "lowercase letters and digits",
-		                      (int)(n > 64 ? 64 : n), name);
+				      "extension attribute name '%.*s' must use only "
+				      "lowercase letters and digits",
+				      (int)(n > 64 ? 64 : n), name);
 	for (uint32_t k = 0; k < b->next; k++) {
 		if (tidei_val_next(&r, &key) != 0)
 			break;
@@ -552,7 +552,7 @@ tidei_evb_string(tidei_evb *b, const char *name, size_t n, const char *s, size_t
 			return -1;
 		if (len != 3 || memcmp(s, "1.0", 3) != 0)
 			return tidei_evb_fail(b, "specversion must be \"1.0\", not %s",
-			                      shown(s, len, tmp, sizeof tmp));
+					      shown(s, len, tmp, sizeof tmp));
 		return 0;
 	case K_DATA:
 		if (tidei_evb_data(b) != 0)
@@ -567,7 +567,7 @@ tidei_evb_string(tidei_evb *b, const char *name, size_t n, const char *s, size_t
 		{
 			/* Stored decoded, as a binary value; the bin header is
 			 * written first, the length patched after decoding. */
-			tidei_buf raw = {0};
+			tidei_buf raw = { 0 };
 			long got = tidei_base64_decode(&raw, s, len);
 			if (got < 0) {
 				tidei_buf_free(&raw);
@@ -592,34 +592,38 @@ tidei_evb_string(tidei_evb *b, const char *name, size_t n, const char *s, size_t
 	if (len == 0)
 		return tidei_evb_fail(b, "attribute '%s' must not be empty", tidei_attr_names[a]);
 	if (memchr(s, '\0', len) != NULL)
-		return tidei_evb_fail(b, "attribute '%s' contains a NUL character", tidei_attr_names[a]);
+		return tidei_evb_fail(b, "attribute '%s' contains a NUL character",
+				      tidei_attr_names[a]);
 	switch (a) {
 	case TIDEI_A_SOURCE:
 		if (has_space_or_ctl(s, len))
 			return tidei_evb_fail(b, "attribute 'source' is not a URI-reference: %s",
-			                      shown(s, len, tmp, sizeof tmp));
+					      shown(s, len, tmp, sizeof tmp));
 		break;
 	case TIDEI_A_TYPE:
 		for (size_t k = 0; k < len; k++)
 			if ((unsigned char)s[k] < 0x20)
-				return tidei_evb_fail(b, "attribute 'type' contains a control character");
+				return tidei_evb_fail(
+					b, "attribute 'type' contains a control character");
 		break;
 	case TIDEI_A_TIME:
 		if (!tidei_time_valid(s, len))
-			return tidei_evb_fail(b, "attribute 'time' is not an RFC 3339 timestamp: %s",
-			                      shown(s, len, tmp, sizeof tmp));
+			return tidei_evb_fail(b,
+					      "attribute 'time' is not an RFC 3339 timestamp: %s",
+					      shown(s, len, tmp, sizeof tmp));
 		break;
 	case TIDEI_A_DATACONTENTTYPE:
 		if (!media_type_valid(s, len))
 			return tidei_evb_fail(b,
-			                      "attribute 'datacontenttype' is not a media type "
-			                      "(RFC 2046): %s",
-			                      shown(s, len, tmp, sizeof tmp));
+					      "attribute 'datacontenttype' is not a media type "
+					      "(RFC 2046): %s",
+					      shown(s, len, tmp, sizeof tmp));
 		break;
 	case TIDEI_A_DATASCHEMA:
 		if (!absolute_uri_valid(s, len))
-			return tidei_evb_fail(b, "attribute 'dataschema' is not an absolute URI: %s",
-			                      shown(s, len, tmp, sizeof tmp));
+			return tidei_evb_fail(b,
+					      "attribute 'dataschema' is not an absolute URI: %s",
+					      shown(s, len, tmp, sizeof tmp));
 		break;
 	}
 	b->off[a] = (uint32_t)b->strs.len;
@@ -650,9 +654,9 @@ tidei_evb_int(tidei_evb *b, const char *name, size_t n, int64_t v)
 		return -1;
 	if (v < INT32_MIN || v > INT32_MAX)
 		return tidei_evb_fail(b,
-		                      "extension '%.*s' is outside the 32-bit integer range "
-		                      "of CloudEvents",
-		                      (int)n, name);
+				      "extension '%.*s' is outside the 32-bit integer range "
+				      "of CloudEvents",
+				      (int)n, name);
 	tidei_val_int(&b->ext, v);
 	return 0;
 }
@@ -691,8 +695,8 @@ tidei_evb_null(tidei_evb *b, const char *name, size_t n)
 	switch (a) {
 	case K_SPECVERSION:
 		return see(b, SEEN_SPECVERSION, name, n) == 0
-		           ? tidei_evb_fail(b, "specversion must be \"1.0\", not null")
-		           : -1;
+			       ? tidei_evb_fail(b, "specversion must be \"1.0\", not null")
+			       : -1;
 	case K_DATA:
 		/* "data": null is a null payload, not a missing one (JSON format
 		 * 3.1.1) */
@@ -700,10 +704,8 @@ tidei_evb_null(tidei_evb *b, const char *name, size_t n)
 			return -1;
 		tidei_val_nil(&b->data);
 		return 0;
-	case K_DATA_BASE64:
-		return see(b, SEEN_DATA_BASE64, name, n);
-	case K_TIDE:
-		return 0;
+	case K_DATA_BASE64: return see(b, SEEN_DATA_BASE64, name, n);
+	case K_TIDE: return 0;
 	case K_EXT:
 		if (!extension_name_valid(name, n))
 			return ext_begin(b, name, n);
@@ -714,7 +716,7 @@ tidei_evb_null(tidei_evb *b, const char *name, size_t n)
 	b->len[a] = ABSENT;
 	if (a == TIDEI_A_ID || a == TIDEI_A_SOURCE || a == TIDEI_A_TYPE)
 		return tidei_evb_fail(b, "attribute '%s' must be a non-empty string, not null",
-		                      tidei_attr_names[a]);
+				      tidei_attr_names[a]);
 	return 0;
 }
 
@@ -731,9 +733,9 @@ tidei_evb_badtype(tidei_evb *b, const char *name, size_t n, const char *what)
 		if (ext_begin(b, name, n) != 0)
 			return -1;
 		return tidei_evb_fail(b,
-		                      "extension '%.*s' must be a string, boolean or integer, "
-		                      "not %s",
-		                      (int)n, name, what);
+				      "extension '%.*s' must be a string, boolean or integer, "
+				      "not %s",
+				      (int)n, name, what);
 	}
 	if (a == K_SPECVERSION)
 		return tidei_evb_fail(b, "specversion must be \"1.0\", not %s", what);
@@ -741,8 +743,8 @@ tidei_evb_badtype(tidei_evb *b, const char *name, size_t n, const char *what)
 		return tidei_evb_fail(b, "data_base64 must be a base64 string, not %s", what);
 	if (a == K_DATA)
 		return tidei_evb_fail(b, "data cannot be %s here", what);
-	return tidei_evb_fail(b, "attribute '%s' must be a string, not %s",
-	                      tidei_attr_names[a], what);
+	return tidei_evb_fail(b, "attribute '%s' must be a string, not %s", tidei_attr_names[a],
+			      what);
 }
 
 int
@@ -763,7 +765,7 @@ tidei_evb_finish(tidei_evb *b, tidei_buf *out)
 {
 	uint8_t hdr[TIDEI_REC_HEADER];
 	uint8_t maphdr[8];
-	tidei_buf mh = {maphdr, 0, sizeof maphdr, 0};
+	tidei_buf mh = { maphdr, 0, sizeof maphdr, 0 };
 
 	if (b->invalid)
 		return -1;
@@ -772,7 +774,7 @@ tidei_evb_finish(tidei_evb *b, tidei_buf *out)
 	for (int a = TIDEI_A_ID; a <= TIDEI_A_TYPE; a++)
 		if (!(b->seen & (1u << a)))
 			return tidei_evb_fail(b, "missing required attribute '%s'",
-			                      tidei_attr_names[a]);
+					      tidei_attr_names[a]);
 	if (b->strs.failed || b->ext.failed || b->data.failed)
 		return tidei_evb_fail(b, "out of memory");
 	if (b->next > 0)
@@ -783,9 +785,8 @@ tidei_evb_finish(tidei_evb *b, tidei_buf *out)
 	hdr[OFF_FLAGS] = b->has_data ? FLAG_DATA : 0;
 	tidei_st32(hdr + OFF_EXTLEN, b->next > 0 ? (uint32_t)(mh.len + b->ext.len) : 0);
 	for (int a = 0; a < TIDEI_NATTR; a++)
-		tidei_st32(hdr + OFF_LENS + 4 * a, (b->seen & (1u << a)) && b->len[a] != ABSENT
-		                                       ? b->len[a]
-		                                       : ABSENT);
+		tidei_st32(hdr + OFF_LENS + 4 * a,
+			   (b->seen & (1u << a)) && b->len[a] != ABSENT ? b->len[a] : ABSENT);
 	tidei_buf_put(out, hdr, sizeof hdr);
 	for (int a = 0; a < TIDEI_NATTR; a++)
 		if (b->seen & (1u << a) && b->len[a] != ABSENT)
@@ -852,7 +853,8 @@ event_end(tidei_eparser *p)
 	if (size > p->max_event) {
 		char lim[32], msg[96];
 		tidei_fmt_size(lim, sizeof lim, p->max_event);
-		snprintf(msg, sizeof msg, "message larger than the %s limit (%zu bytes)", lim, size);
+		snprintf(msg, sizeof msg, "message larger than the %s limit (%zu bytes)", lim,
+			 size);
 		report(p, NULL, 0, msg);
 		return;
 	}
@@ -883,9 +885,7 @@ static int
 route_scalar(tidei_eparser *p, int is_null)
 {
 	switch (p->mode) {
-	case M_TOP:
-		not_an_event(p);
-		return R_NONE;
+	case M_TOP: not_an_event(p); return R_NONE;
 	case M_ATTR:
 		if (!is_null && key_is_data(p)) {
 			if (tidei_evb_data(&p->b) != 0)
@@ -894,10 +894,8 @@ route_scalar(tidei_eparser *p, int is_null)
 			return R_DATA;
 		}
 		return R_ATTR;
-	case M_DATA:
-		return R_DATA;
-	default:
-		return R_NONE;
+	case M_DATA: return R_DATA;
+	default: return R_NONE;
 	}
 }
 
@@ -938,7 +936,7 @@ p_number(void *ctx, const char *s, size_t n)
 			tidei_evb_int(&p->b, (const char *)p->key.p, p->key.len, i);
 		else
 			tidei_evb_badtype(&p->b, (const char *)p->key.p, p->key.len,
-			                  "a number with a fraction or exponent");
+					  "a number with a fraction or exponent");
 		break;
 	case R_DATA: tidei_jsonw_number(&p->w, s, n); break;
 	}
@@ -999,14 +997,14 @@ container_start(tidei_eparser *p, int is_map)
 			return;
 		}
 		tidei_evb_badtype(&p->b, (const char *)p->key.p, p->key.len,
-		                  is_map ? "an object" : "an array");
+				  is_map ? "an object" : "an array");
 		p->mode = M_SKIP;
 		p->skip_depth = p->depth;
 		return;
 	case M_DATA:
 		if (tidei_jsonw_start(&p->w, is_map) != 0) {
 			tidei_evb_fail(&p->b, "data nested deeper than %d levels",
-			               TIDEI_JSON_MAXDEPTH);
+				       TIDEI_JSON_MAXDEPTH);
 			p->mode = M_SKIP;
 			p->skip_depth = p->ev_depth + 1;
 		}
@@ -1062,8 +1060,8 @@ p_end(void *ctx)
 }
 
 static const yajl_callbacks parse_callbacks = {
-	p_null, p_bool, NULL, NULL, p_number, p_string,
-	p_start_map, p_key, p_end, p_start_array, p_end,
+	p_null,      p_bool, NULL,  NULL,          p_number, p_string,
+	p_start_map, p_key,  p_end, p_start_array, p_end,
 };
 
 void
@@ -1111,8 +1109,7 @@ resync(const char *msg, size_t len, size_t from)
 }
 
 long
-tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len,
-                  tidei_event_sink *sink, void *ud)
+tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len, tidei_event_sink *sink, void *ud)
 {
 	size_t at = 0;
 
@@ -1124,8 +1121,8 @@ tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len,
 		yajl_status st;
 		size_t err_at, failed;
 
-		while (at < len && (msg[at] == ' ' || msg[at] == '\t' || msg[at] == '\n' ||
-		                    msg[at] == '\r'))
+		while (at < len &&
+		       (msg[at] == ' ' || msg[at] == '\t' || msg[at] == '\n' || msg[at] == '\r'))
 			at++;
 		if (at >= len)
 			break;
@@ -1163,7 +1160,7 @@ tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len,
 			else if (strncmp(w, "parse error: ", 13) == 0)
 				w += 13;
 			snprintf(msgbuf, sizeof msgbuf, "not valid JSON at byte %zu: %s",
-			         err_at - line_start(msg, failed), w);
+				 err_at - line_start(msg, failed), w);
 			l = strlen(msgbuf);
 			while (l > 0 && (msgbuf[l - 1] == '\n' || msgbuf[l - 1] == ' '))
 				msgbuf[--l] = '\0';

@@ -35,10 +35,10 @@ extern const char *const tidei_attr_names[TIDEI_NATTR];
 /** A view of one event: pointers into a record (in LMDB memory or a
  *  buffer), valid as long as that record. */
 struct tide_event {
-	uint64_t seq;      /* 0 until stored */
-	uint64_t version;  /* position in the subject's stream, 0 without subject */
-	uint64_t prev;     /* seq of the previous event of the same subject, or 0 */
-	int64_t recorded;  /* ns since the epoch */
+	uint64_t seq;                  /* 0 until stored */
+	uint64_t version;              /* position in the subject's stream, 0 without subject */
+	uint64_t prev;                 /* seq of the previous event of the same subject, or 0 */
+	int64_t recorded;              /* ns since the epoch */
 	const char *attr[TIDEI_NATTR]; /* NUL-terminated, NULL when absent */
 	uint32_t len[TIDEI_NATTR];
 	const uint8_t *ext; /* encoded map of the other extensions */
@@ -89,12 +89,12 @@ typedef struct tidei_evb {
 	tidei_buf strs;
 	uint32_t off[TIDEI_NATTR];
 	uint32_t len[TIDEI_NATTR];
-	unsigned seen;      /* bit per TIDEI_A_*, plus the TIDEI_SEEN_* bits */
-	tidei_buf ext;      /* extension pairs, encoded */
-	uint32_t next;      /* pairs in ext */
-	tidei_buf data;     /* encoded data value */
+	unsigned seen;  /* bit per TIDEI_A_*, plus the TIDEI_SEEN_* bits */
+	tidei_buf ext;  /* extension pairs, encoded */
+	uint32_t next;  /* pairs in ext */
+	tidei_buf data; /* encoded data value */
 	int has_data;
-	int check_utf8;     /* strings did not come through the JSON parser */
+	int check_utf8; /* strings did not come through the JSON parser */
 	int invalid;
 	char err[TIDEI_ERRLEN];
 } tidei_evb;
@@ -138,22 +138,22 @@ typedef struct tidei_eparser {
 	tidei_evb b;
 	tidei_jsonw w;
 	tidei_buf rec;
-	tidei_buf key;       /* current attribute name */
-	size_t max_event;    /* bytes; larger events are rejected */
+	tidei_buf key;    /* current attribute name */
+	size_t max_event; /* bytes; larger events are rejected */
 	/* state of the current parse */
 	yajl_handle h;
 	const char *msg;
-	size_t base;         /* offset of the current yajl chunk in msg */
-	int depth;           /* JSON nesting depth */
-	int ev_depth;        /* depth of the current event object, 0 if none */
-	int batch_depth;     /* depth of the enclosing batch array, 0 if none */
-	int mode;            /* what the tokens at this depth belong to */
-	int skip_depth;      /* depth at which skipping ends */
-	size_t ev_start;     /* offset of the event's '{' */
-	size_t val_start;    /* offset where the current top-level value began */
+	size_t base;      /* offset of the current yajl chunk in msg */
+	int depth;        /* JSON nesting depth */
+	int ev_depth;     /* depth of the current event object, 0 if none */
+	int batch_depth;  /* depth of the enclosing batch array, 0 if none */
+	int mode;         /* what the tokens at this depth belong to */
+	int skip_depth;   /* depth at which skipping ends */
+	size_t ev_start;  /* offset of the event's '{' */
+	size_t val_start; /* offset where the current top-level value began */
 	tidei_event_sink *sink;
 	void *ud;
-	size_t count;        /* events reported for the current message */
+	size_t count; /* events reported for the current message */
 } tidei_eparser;
 
 void tidei_eparser_init(tidei_eparser *p, size_t max_event);
@@ -161,8 +161,8 @@ void tidei_eparser_free(tidei_eparser *p);
 
 /** Parse @p msg, reporting every event to @p sink.  Returns the number of
  *  events reported, or -1 if memory ran out. */
-long tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len,
-                       tidei_event_sink *sink, void *ud);
+long tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len, tidei_event_sink *sink,
+		       void *ud);
 
 /** Human form of a byte limit ("1 MiB", "64 KiB", "1000 bytes") in @p out. */
 void tidei_fmt_size(char *out, size_t outlen, size_t bytes);

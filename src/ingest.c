@@ -93,7 +93,8 @@ log_rejects(tidei_ingest *in, size_t first, const char *origin)
 			in->reject_logged = 0;
 		}
 		if (in->reject_logged++ < REJECT_LOG_PER_SEC)
-			in->host.log(in->host.ud, TIDE_LOG_WARN, "rejected event from %s: %s", origin, e);
+			in->host.log(in->host.ud, TIDE_LOG_WARN, "rejected event from %s: %s",
+				     origin, e);
 	}
 }
 
@@ -115,13 +116,14 @@ on_pull(evutil_socket_t fd, short what, void *arg)
 			if (e == EINTR)
 				continue;
 			if (e != EAGAIN)
-				in->host.log(in->host.ud, TIDE_LOG_ERROR, "pull: %s", nn_strerror(e));
+				in->host.log(in->host.ud, TIDE_LOG_ERROR, "pull: %s",
+					     nn_strerror(e));
 			break;
 		}
 		in->stats.messages++;
 		if (tidei_batch_add(in->batch, msg, (size_t)n) < 0)
 			in->host.log(in->host.ud, TIDE_LOG_ERROR,
-			             "pull: out of memory, a message of %d bytes was dropped", n);
+				     "pull: out of memory, a message of %d bytes was dropped", n);
 		else
 			log_rejects(in, first, "pull");
 		nn_freemsg(msg);
@@ -159,7 +161,7 @@ reply(void *ud, void *ctx, const tidei_batch *b, size_t first, size_t count)
 		int e = nn_errno();
 		nn_freemsg(ctl);
 		in->host.log(in->host.ud, TIDE_LOG_WARN, "rep: cannot send a reply: %s",
-		             nn_strerror(e));
+			     nn_strerror(e));
 	}
 }
 
@@ -173,7 +175,7 @@ on_rep(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	while (!in->paused && in->batch->n < in->turn_events) {
 		void *body = NULL, *ctl = NULL;
-		struct nn_iovec iov = {&body, NN_MSG};
+		struct nn_iovec iov = { &body, NN_MSG };
 		struct nn_msghdr hdr;
 		size_t first = in->batch->n;
 		long added;
@@ -190,16 +192,18 @@ on_rep(evutil_socket_t fd, short what, void *arg)
 			if (e == EINTR)
 				continue;
 			if (e != EAGAIN)
-				in->host.log(in->host.ud, TIDE_LOG_ERROR, "rep: %s", nn_strerror(e));
+				in->host.log(in->host.ud, TIDE_LOG_ERROR, "rep: %s",
+					     nn_strerror(e));
 			break;
 		}
 		in->stats.messages++;
 		added = tidei_batch_add(in->batch, body, (size_t)n);
 		nn_freemsg(body);
-		if (added < 0 || tidei_batch_wait(in->batch, first, (size_t)added, reply, in, ctl) != 0) {
+		if (added < 0 ||
+		    tidei_batch_wait(in->batch, first, (size_t)added, reply, in, ctl) != 0) {
 			/* Answer at once rather than leave the client waiting. */
 			static const char oom[] = "{\"ok\":false,\"error\":\"out of memory\"}";
-			struct nn_iovec riov = {(void *)oom, sizeof oom - 1};
+			struct nn_iovec riov = { (void *)oom, sizeof oom - 1 };
 			hdr.msg_iov = &riov;
 			hdr.msg_control = &ctl;
 			if (nn_sendmsg(in->rep, &hdr, NN_DONTWAIT) < 0)
@@ -215,8 +219,8 @@ on_rep(evutil_socket_t fd, short what, void *arg)
 }
 
 static int
-watch(tidei_ingest *in, struct event_base *base, int s, event_callback_fn cb,
-      struct event **ev, char *err)
+watch(tidei_ingest *in, struct event_base *base, int s, event_callback_fn cb, struct event **ev,
+      char *err)
 {
 	int fd;
 	size_t sz = sizeof fd;
@@ -231,7 +235,7 @@ watch(tidei_ingest *in, struct event_base *base, int s, event_callback_fn cb,
 
 int
 tidei_ingest_open(tidei_ingest **out, struct event_base *base, const tidei_ingest_opts *o,
-                  tidei_batch *batch, const tidei_ingest_host *host, char *err)
+		  tidei_batch *batch, const tidei_ingest_host *host, char *err)
 {
 	tidei_ingest *in = calloc(1, sizeof *in);
 	int rc = TIDE_OK;
@@ -301,11 +305,11 @@ tidei_ingest_has_subscribers(tidei_ingest *in)
 }
 
 void
-tidei_ingest_publish(tidei_ingest *in, const char *type, size_t tlen, const char *json,
-                     size_t jlen)
+tidei_ingest_publish(tidei_ingest *in, const char *type, size_t tlen, const char *json, size_t jlen)
 {
-	struct nn_iovec iov[3] = {
-		{(void *)type, tlen}, {(void *)"\t", 1}, {(void *)json, jlen}};
+	struct nn_iovec iov[3] = { { (void *)type, tlen },
+				   { (void *)"\t", 1 },
+				   { (void *)json, jlen } };
 	struct nn_msghdr hdr;
 
 	memset(&hdr, 0, sizeof hdr);

@@ -15,11 +15,11 @@
 struct event_base;
 
 typedef struct tidei_ingest_opts {
-	const char *pull;     /* URLs; NULL or "" leaves the endpoint out */
+	const char *pull; /* URLs; NULL or "" leaves the endpoint out */
 	const char *rep;
 	const char *pub;
-	size_t turn_events;   /* stop draining once the batch holds this many */
-	size_t max_message;   /* largest message accepted from the wire */
+	size_t turn_events; /* stop draining once the batch holds this many */
+	size_t max_message; /* largest message accepted from the wire */
 } tidei_ingest_opts;
 
 /** The engine's side: new input is waiting in the batch; diagnostics. */
@@ -31,9 +31,8 @@ typedef struct tidei_ingest_host {
 
 typedef struct tidei_ingest tidei_ingest;
 
-int tidei_ingest_open(tidei_ingest **out, struct event_base *base,
-                      const tidei_ingest_opts *o, tidei_batch *batch,
-                      const tidei_ingest_host *host, char *err);
+int tidei_ingest_open(tidei_ingest **out, struct event_base *base, const tidei_ingest_opts *o,
+		      tidei_batch *batch, const tidei_ingest_host *host, char *err);
 void tidei_ingest_close(tidei_ingest *in);
 
 /** Stop or restart reading (while stopping, or when the batch is full). */
@@ -43,7 +42,7 @@ void tidei_ingest_pause(tidei_ingest *in, int paused);
 int tidei_ingest_has_subscribers(tidei_ingest *in);
 /** Publish one committed event: "<type>\t<json>". */
 void tidei_ingest_publish(tidei_ingest *in, const char *type, size_t tlen, const char *json,
-                          size_t jlen);
+			  size_t jlen);
 
 /** Counters since start. */
 typedef struct tidei_ingest_stats {

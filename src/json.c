@@ -92,9 +92,9 @@ tidei_json_number(const char *s, size_t n, int64_t *i, double *d)
 	 * up to 22 are both exact doubles, so one division rounds correctly.
 	 * It covers the usual "129.95" without strtod. */
 	{
-		static const double pow10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7,
-		                               1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-		                               1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+		static const double pow10[] = { 1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+						1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+						1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22 };
 		uint64_t m = 0;
 		int digits = 0, frac = 0, seen_dot = 0, ok = 1;
 		for (k = neg; k < n && ok; k++) {
@@ -173,8 +173,7 @@ tidei_jsonw_start(tidei_jsonw *w, int is_map)
 		return -1;
 	}
 	count_value(w);
-	w->stack[w->depth].at = is_map ? tidei_val_open_map(w->out)
-	                               : tidei_val_open_array(w->out);
+	w->stack[w->depth].at = is_map ? tidei_val_open_map(w->out) : tidei_val_open_array(w->out);
 	w->stack[w->depth].count = 0;
 	w->stack[w->depth].is_map = is_map;
 	w->depth++;
@@ -242,8 +241,8 @@ cb_end(void *ctx)
 }
 
 static const yajl_callbacks decode_callbacks = {
-	cb_null, cb_bool, NULL, NULL, cb_number, cb_string,
-	cb_start_map, cb_key, cb_end, cb_start_array, cb_end,
+	cb_null,      cb_bool, NULL,   NULL,           cb_number, cb_string,
+	cb_start_map, cb_key,  cb_end, cb_start_array, cb_end,
 };
 
 int
@@ -266,7 +265,7 @@ tidei_json_decode(const char *text, size_t len, tidei_buf *out, char *err)
 	} else if (st != yajl_status_ok) {
 		unsigned char *msg = yajl_get_error(h, 0, NULL, 0);
 		rc = tidei_err(err, -1, "not valid JSON at byte %zu: %s",
-		               yajl_get_bytes_consumed(h), (const char *)msg);
+			       yajl_get_bytes_consumed(h), (const char *)msg);
 		yajl_free_error(h, msg);
 	} else if (out->failed) {
 		rc = tidei_err(err, -1, "out of memory");
@@ -398,8 +397,7 @@ tidei_json_encode(tidei_buf *out, tidei_vreader *r)
  * Base64 and UTF-8
  * ------------------------------------------------------------------------ */
 
-static const char b64[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 void
 tidei_base64_encode(tidei_buf *out, const uint8_t *p, size_t n)
@@ -410,13 +408,13 @@ tidei_base64_encode(tidei_buf *out, const uint8_t *p, size_t n)
 		return;
 	for (k = 0; k + 2 < n; k += 3) {
 		uint32_t v = (uint32_t)p[k] << 16 | (uint32_t)p[k + 1] << 8 | p[k + 2];
-		char q[4] = {b64[v >> 18], b64[(v >> 12) & 63], b64[(v >> 6) & 63], b64[v & 63]};
+		char q[4] = { b64[v >> 18], b64[(v >> 12) & 63], b64[(v >> 6) & 63], b64[v & 63] };
 		tidei_buf_put(out, q, 4);
 	}
 	if (k < n) {
 		uint32_t v = (uint32_t)p[k] << 16 | (k + 1 < n ? (uint32_t)p[k + 1] << 8 : 0);
-		char q[4] = {b64[v >> 18], b64[(v >> 12) & 63],
-		             k + 1 < n ? b64[(v >> 6) & 63] : '=', '='};
+		char q[4] = { b64[v >> 18], b64[(v >> 12) & 63],
+			      k + 1 < n ? b64[(v >> 6) & 63] : '=', '=' };
 		tidei_buf_put(out, q, 4);
 	}
 }
@@ -456,8 +454,8 @@ tidei_base64_decode(tidei_buf *out, const char *s, size_t n)
 				return -1;
 			}
 		}
-		uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
-		             (uint32_t)v[2] << 6 | (uint32_t)v[3];
+		uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
+			     (uint32_t)v[3];
 		tidei_buf_putc(out, (uint8_t)(w >> 16));
 		if (pad < 2)
 			tidei_buf_putc(out, (uint8_t)(w >> 8));

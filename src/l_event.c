@@ -104,7 +104,7 @@ check_event(lua_State *L, int idx)
 
 	if (e->ev == NULL)
 		luaL_error(L, "event used after its handler returned "
-		              "(keep copies of fields, or ev:to_table())");
+			      "(keep copies of fields, or ev:to_table())");
 	return e->ev;
 }
 
@@ -229,7 +229,7 @@ tidei_lua_push_event_table(lua_State *L, const struct tide_event *ev)
 		lua_setfield(L, -2, "version");
 	}
 	if (ev->ext != NULL) {
-		tidei_vreader r = {ev->ext, ev->ext + ev->ext_len};
+		tidei_vreader r = { ev->ext, ev->ext + ev->ext_len };
 		tidei_vitem map, key;
 		if (tidei_val_next(&r, &map) == 0 && map.type == TIDEI_V_MAP) {
 			for (uint32_t k = 0; k < map.u.count; k++) {
@@ -245,7 +245,7 @@ tidei_lua_push_event_table(lua_State *L, const struct tide_event *ev)
 		}
 	}
 	if (ev->data != NULL) {
-		tidei_vreader r = {ev->data, ev->data + ev->data_len};
+		tidei_vreader r = { ev->data, ev->data + ev->data_len };
 		if (push_val(L, &r, 0) == 0)
 			lua_setfield(L, -2, "data");
 	}
@@ -281,7 +281,7 @@ l_event_tostring(lua_State *L)
 		lua_pushliteral(L, "tide.event (expired)");
 	else
 		lua_pushfstring(L, "tide.event %I %s %s", (lua_Integer)e->ev->seq,
-		                e->ev->attr[TIDEI_A_TYPE], e->ev->attr[TIDEI_A_ID]);
+				e->ev->attr[TIDEI_A_TYPE], e->ev->attr[TIDEI_A_ID]);
 	return 1;
 }
 
@@ -307,11 +307,11 @@ void
 tidei_lua_open_event(lua_State *L)
 {
 	static const luaL_Reg meta[] = {
-		{"__index", l_event_index},
-		{"__newindex", l_event_newindex},
-		{"__pairs", l_event_pairs},
-		{"__tostring", l_event_tostring},
-		{NULL, NULL},
+		{ "__index", l_event_index },
+		{ "__newindex", l_event_newindex },
+		{ "__pairs", l_event_pairs },
+		{ "__tostring", l_event_tostring },
+		{ NULL, NULL },
 	};
 
 	luaL_newmetatable(L, TIDEI_EVENT_MT);
@@ -369,7 +369,8 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 		} else {
 			double d = (double)lua_tonumber(L, idx);
 			if (!isfinite(d))
-				return tidei_err(err, -1, "cannot encode %s", isnan(d) ? "NaN" : "infinity");
+				return tidei_err(err, -1, "cannot encode %s",
+						 isnan(d) ? "NaN" : "infinity");
 			tidei_val_double(out, d);
 		}
 		return 0;
@@ -397,7 +398,7 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 	case LUA_TTABLE:
 		if (depth >= TIDEI_JSON_MAXDEPTH)
 			return tidei_err(err, -1, "table nested deeper than %d levels (a cycle?)",
-			                 TIDEI_JSON_MAXDEPTH);
+					 TIDEI_JSON_MAXDEPTH);
 		luaL_checkstack(L, 4, "table nested too deeply");
 		idx = lua_absindex(L, idx);
 		if (is_array(L, idx, &len)) {
@@ -422,16 +423,18 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 				} else if (lua_type(L, -2) == LUA_TNUMBER) {
 					/* JSON keys are strings: 1 becomes "1" */
 					if (lua_isinteger(L, -2))
-						n = (size_t)snprintf(num, sizeof num, "%lld",
-						                     (long long)lua_tointeger(L, -2));
+						n = (size_t)snprintf(
+							num, sizeof num, "%lld",
+							(long long)lua_tointeger(L, -2));
 					else
 						n = (size_t)snprintf(num, sizeof num, "%.17g",
-						                     (double)lua_tonumber(L, -2));
+								     (double)lua_tonumber(L, -2));
 					s = num;
 				} else {
 					lua_pop(L, 2);
-					return tidei_err(err, -1, "table key of type %s cannot be encoded",
-					                 luaL_typename(L, -1));
+					return tidei_err(err, -1,
+							 "table key of type %s cannot be encoded",
+							 luaL_typename(L, -1));
 				}
 				tidei_val_str(out, s, n);
 				if (to_val(L, -1, out, err, depth + 1) != 0) {
@@ -479,7 +482,7 @@ tidei_lua_to_event(lua_State *L, int idx, tidei_evb *b)
 			if (tidei_evb_data(b) == 0 && tidei_lua_to_val(L, -1, &b->data, err) != 0)
 				tidei_evb_fail(b, "data: %s", err);
 		} else if (kn == 11 && memcmp(k, "specversion", 11) == 0 && lua_isstring(L, -1) &&
-		           !lua_isnumber(L, -1)) {
+			   !lua_isnumber(L, -1)) {
 			s = lua_tolstring(L, -1, &n);
 			tidei_evb_string(b, k, kn, s, n);
 		} else {
@@ -488,21 +491,15 @@ tidei_lua_to_event(lua_State *L, int idx, tidei_evb *b)
 				s = lua_tolstring(L, -1, &n);
 				tidei_evb_string(b, k, kn, s, n);
 				break;
-			case LUA_TBOOLEAN:
-				tidei_evb_bool(b, k, kn, lua_toboolean(L, -1));
-				break;
+			case LUA_TBOOLEAN: tidei_evb_bool(b, k, kn, lua_toboolean(L, -1)); break;
 			case LUA_TNUMBER:
 				if (lua_isinteger(L, -1))
 					tidei_evb_int(b, k, kn, (int64_t)lua_tointeger(L, -1));
 				else
 					tidei_evb_badtype(b, k, kn, "a number with a fraction");
 				break;
-			case LUA_TLIGHTUSERDATA:
-				tidei_evb_null(b, k, kn);
-				break;
-			default:
-				tidei_evb_badtype(b, k, kn, luaL_typename(L, -1));
-				break;
+			case LUA_TLIGHTUSERDATA: tidei_evb_null(b, k, kn); break;
+			default: tidei_evb_badtype(b, k, kn, luaL_typename(L, -1)); break;
 			}
 		}
 		lua_pop(L, 1);

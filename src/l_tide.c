@@ -119,7 +119,7 @@ static int
 l_json_encode(lua_State *L)
 {
 	char err[TIDEI_ERRLEN];
-	tidei_buf val = {0}, out = {0};
+	tidei_buf val = { 0 }, out = { 0 };
 	tidei_vreader r;
 	int ok;
 
@@ -148,7 +148,7 @@ l_json_decode(lua_State *L)
 	size_t n;
 	const char *s = luaL_checklstring(L, 1, &n);
 	char err[TIDEI_ERRLEN];
-	tidei_buf val = {0};
+	tidei_buf val = { 0 };
 	tidei_vreader r;
 	int rc;
 
@@ -168,17 +168,14 @@ l_json_decode(lua_State *L)
 }
 
 static const luaL_Reg tide_funcs[] = {
-	{"on", l_tide_on},
-	{"emit", l_tide_emit},
-	{"log", l_tide_log},
-	{"array", l_tide_array},
-	{NULL, NULL},
+	{ "on", l_tide_on },       { "emit", l_tide_emit }, { "log", l_tide_log },
+	{ "array", l_tide_array }, { NULL, NULL },
 };
 
 static const luaL_Reg json_funcs[] = {
-	{"encode", l_json_encode},
-	{"decode", l_json_decode},
-	{NULL, NULL},
+	{ "encode", l_json_encode },
+	{ "decode", l_json_decode },
+	{ NULL, NULL },
 };
 
 static int

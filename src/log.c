@@ -137,7 +137,7 @@ lock_dir(tidei_log *log, char *err)
 		pid[strcspn(pid, "\n")] = '\0';
 		close(fd);
 		return tidei_err(err, TIDE_EBUSY, "%s is in use by another tide process%s%s%s",
-		                 log->dir, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
+				 log->dir, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
 	}
 	n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
 	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
@@ -157,7 +157,7 @@ mdb_fail(char *err, int rc, const char *what, const char *dir)
 static int
 check_format(tidei_log *log, MDB_txn *txn, char *err)
 {
-	MDB_val k = {6, "format"}, v;
+	MDB_val k = { 6, "format" }, v;
 	MDB_stat st;
 	uint32_t fmt = TIDEI_LOG_FORMAT;
 	uint8_t raw[4];
@@ -166,8 +166,8 @@ check_format(tidei_log *log, MDB_txn *txn, char *err)
 	rc = mdb_get(txn, log->meta, &k, &v);
 	if (rc == MDB_NOTFOUND) {
 		if (mdb_stat(txn, log->events, &st) == 0 && st.ms_entries > 0)
-			return tidei_err(err, TIDE_EFORMAT, "%s: log has events but no format version",
-			                 log->dir);
+			return tidei_err(err, TIDE_EFORMAT,
+					 "%s: log has events but no format version", log->dir);
 		if (log->readonly)
 			return TIDE_OK;
 		tidei_st32(raw, fmt);
@@ -180,9 +180,9 @@ check_format(tidei_log *log, MDB_txn *txn, char *err)
 		return mdb_fail(err, rc, "cannot read", log->dir);
 	if (v.mv_size != 4 || tidei_ld32(v.mv_data) != TIDEI_LOG_FORMAT)
 		return tidei_err(err, TIDE_EFORMAT,
-		                 "%s: log format %u is not supported (this build reads format %d)",
-		                 log->dir, v.mv_size == 4 ? tidei_ld32(v.mv_data) : 0,
-		                 TIDEI_LOG_FORMAT);
+				 "%s: log format %u is not supported (this build reads format %d)",
+				 log->dir, v.mv_size == 4 ? tidei_ld32(v.mv_data) : 0,
+				 TIDEI_LOG_FORMAT);
 	return TIDE_OK;
 }
 
@@ -245,8 +245,8 @@ tidei_log_open(tidei_log **out, const char *dir, const tidei_log_opts *o, char *
 	snprintf(path, sizeof path, "%s/data.mdb", dir);
 	if (o->readonly) {
 		if (stat(path, &sb) != 0) {
-			rc = tidei_err(err, TIDE_ENOTFOUND, "no log in %s (is this a tide data directory?)",
-			               dir);
+			rc = tidei_err(err, TIDE_ENOTFOUND,
+				       "no log in %s (is this a tide data directory?)", dir);
 			goto fail;
 		}
 		flags |= MDB_RDONLY;
@@ -290,9 +290,9 @@ tidei_log_open(tidei_log **out, const char *dir, const tidei_log_opts *o, char *
 	    (rc = mdb_dbi_open(txn, "streams", dbflags, &log->streams)) ||
 	    (rc = mdb_dbi_open(txn, "consumers", dbflags, &log->consumers)) ||
 	    (rc = mdb_dbi_open(txn, "meta", dbflags, &log->meta))) {
-		rc = rc == MDB_NOTFOUND
-		         ? tidei_err(err, TIDE_EFORMAT, "%s: not a tide log (missing databases)", dir)
-		         : mdb_fail(err, rc, "cannot open databases in", dir);
+		rc = rc == MDB_NOTFOUND ? tidei_err(err, TIDE_EFORMAT,
+						    "%s: not a tide log (missing databases)", dir)
+					: mdb_fail(err, rc, "cannot open databases in", dir);
 		goto fail;
 	}
 	if ((rc = check_format(log, txn, err)) != TIDE_OK)
@@ -354,9 +354,10 @@ tidei_log_grow(tidei_log *log)
 	}
 	rc = mdb_env_set_mapsize(log->env, want);
 	if (rc != 0)
-		return tidei_err(log->err, tidei_err_mdb(rc) == TIDE_EIO ? TIDE_EFULL : tidei_err_mdb(rc),
-		                 "cannot grow the log map to %llu bytes: %s",
-		                 (unsigned long long)want, mdb_strerror(rc));
+		return tidei_err(log->err,
+				 tidei_err_mdb(rc) == TIDE_EIO ? TIDE_EFULL : tidei_err_mdb(rc),
+				 "cannot grow the log map to %llu bytes: %s",
+				 (unsigned long long)want, mdb_strerror(rc));
 	refresh_map_info(log);
 	return TIDE_OK;
 }
@@ -382,8 +383,8 @@ tidei_log_begin(tidei_log *log)
 	rc = mdb_txn_begin(log->env, NULL, 0, &log->txn);
 	if (rc != 0) {
 		log->txn = NULL;
-		return tidei_err(log->err, tidei_err_mdb(rc), "cannot begin a write transaction: %s",
-		                 mdb_strerror(rc));
+		return tidei_err(log->err, tidei_err_mdb(rc),
+				 "cannot begin a write transaction: %s", mdb_strerror(rc));
 	}
 	log->head = log->committed;
 	log->head_gen++;
@@ -415,7 +416,8 @@ head_slot(tidei_log *log, const uint8_t *key, size_t n, int *fresh)
 		for (size_t k = 0; k < log->head_cap; k++) {
 			if (old[k].gen != log->head_gen)
 				continue;
-			for (i = old[k].hash & (cap - 1); v[i].gen == log->head_gen; i = (i + 1) & (cap - 1))
+			for (i = old[k].hash & (cap - 1); v[i].gen == log->head_gen;
+			     i = (i + 1) & (cap - 1))
 				;
 			v[i] = old[k];
 		}
@@ -426,7 +428,8 @@ head_slot(tidei_log *log, const uint8_t *key, size_t n, int *fresh)
 	mask = log->head_cap - 1;
 	for (i = h & mask; log->heads[i].gen == log->head_gen; i = (i + 1) & mask) {
 		tidei_head *e = &log->heads[i];
-		if (e->hash == h && e->key_len == n && memcmp(log->head_keys.p + e->key_off, key, n) == 0) {
+		if (e->hash == h && e->key_len == n &&
+		    memcmp(log->head_keys.p + e->key_off, key, n) == 0) {
 			*fresh = 0;
 			return e;
 		}
@@ -450,7 +453,7 @@ flush_heads(tidei_log *log)
 	for (size_t k = 0; k < log->head_cap; k++) {
 		tidei_head *e = &log->heads[k];
 		uint8_t raw[16];
-		MDB_val key, val = {16, raw};
+		MDB_val key, val = { 16, raw };
 		int rc;
 		if (e->gen != log->head_gen)
 			continue;
@@ -479,7 +482,7 @@ tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, tidei_ap
 
 	/* Duplicate detection and insertion in one B-tree descent. */
 	k.mv_size = make_key(key, ev.attr[TIDEI_A_SOURCE], ev.len[TIDEI_A_SOURCE],
-	                     ev.attr[TIDEI_A_ID], ev.len[TIDEI_A_ID]);
+			     ev.attr[TIDEI_A_ID], ev.len[TIDEI_A_ID]);
 	k.mv_data = key;
 	v.mv_size = 8;
 	v.mv_data = &seq;
@@ -494,7 +497,8 @@ tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, tidei_ap
 		return txn_fail(log, rc, "cannot index event id");
 
 	if (ev.attr[TIDEI_A_SUBJECT] != NULL) {
-		size_t kn = make_key(key, ev.attr[TIDEI_A_SUBJECT], ev.len[TIDEI_A_SUBJECT], NULL, 0);
+		size_t kn =
+			make_key(key, ev.attr[TIDEI_A_SUBJECT], ev.len[TIDEI_A_SUBJECT], NULL, 0);
 		int fresh;
 		tidei_head *e = head_slot(log, key, kn, &fresh);
 		if (e == NULL)
@@ -509,7 +513,8 @@ tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, tidei_ap
 			} else if (rc == MDB_NOTFOUND) {
 				e->version = e->last = 0;
 			} else {
-				return txn_fail(log, rc ? rc : MDB_CORRUPTED, "cannot read stream head");
+				return txn_fail(log, rc ? rc : MDB_CORRUPTED,
+						"cannot read stream head");
 			}
 		}
 		version = e->version + 1;
@@ -581,14 +586,14 @@ tidei_log_sync(tidei_log *log)
 int
 tidei_log_get(tidei_log *log, MDB_txn *txn, uint64_t seq, struct tide_event *ev)
 {
-	MDB_val k = {8, &seq}, v;
+	MDB_val k = { 8, &seq }, v;
 	int rc = mdb_get(txn, log->events, &k, &v);
 
 	if (rc != 0)
 		return tidei_err_mdb(rc);
 	if (tidei_event_decode(ev, v.mv_data, v.mv_size) != 0)
 		return tidei_err(log->err, TIDE_EIO, "event %llu is corrupt",
-		                 (unsigned long long)seq);
+				 (unsigned long long)seq);
 	ev->seq = seq;
 	return TIDE_OK;
 }
@@ -634,10 +639,9 @@ tidei_log_read_end(tidei_log *log)
 }
 
 int
-tidei_log_checkpoint_get(tidei_log *log, MDB_txn *txn, const char *name, uint64_t *seq,
-                         int *found)
+tidei_log_checkpoint_get(tidei_log *log, MDB_txn *txn, const char *name, uint64_t *seq, int *found)
 {
-	MDB_val k = {strlen(name), (void *)name}, v;
+	MDB_val k = { strlen(name), (void *)name }, v;
 	int rc = mdb_get(txn, log->consumers, &k, &v);
 
 	*found = 0;
@@ -657,7 +661,7 @@ int
 tidei_log_checkpoint_set(tidei_log *log, const char *name, uint64_t seq)
 {
 	uint8_t raw[8];
-	MDB_val k = {strlen(name), (void *)name}, v = {8, raw};
+	MDB_val k = { strlen(name), (void *)name }, v = { 8, raw };
 	int rc;
 
 	tidei_st64(raw, seq);
@@ -667,7 +671,7 @@ tidei_log_checkpoint_set(tidei_log *log, const char *name, uint64_t seq)
 
 int
 tidei_log_stream_head(tidei_log *log, MDB_txn *txn, const char *subject, size_t n,
-                      uint64_t *version, uint64_t *last)
+		      uint64_t *version, uint64_t *last)
 {
 	uint8_t key[KEYMAX + 1];
 	MDB_val k, v;

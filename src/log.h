@@ -16,9 +16,9 @@
 #define TIDEI_LOG_FORMAT 1
 
 typedef struct tidei_log_opts {
-	int readonly;        /* open for reading only (another process writes) */
-	int nosync;          /* durability "relaxed": MDB_NOSYNC, the caller syncs */
-	uint64_t map_size;   /* initial map size in bytes; 0 for the default */
+	int readonly;      /* open for reading only (another process writes) */
+	int nosync;        /* durability "relaxed": MDB_NOSYNC, the caller syncs */
+	uint64_t map_size; /* initial map size in bytes; 0 for the default */
 } tidei_log_opts;
 
 /** One stream head changed in the open transaction. */
@@ -26,25 +26,25 @@ typedef struct tidei_head {
 	uint64_t hash;
 	uint32_t key_off, key_len; /* in tidei_log.head_keys */
 	uint64_t version, last;
-	uint32_t gen;              /* valid when equal to tidei_log.head_gen */
+	uint32_t gen; /* valid when equal to tidei_log.head_gen */
 } tidei_head;
 
 typedef struct tidei_log {
 	MDB_env *env;
-	MDB_dbi events;      /* seq (native u64) -> record */
-	MDB_dbi ids;         /* source "\0" id -> seq: duplicate detection */
-	MDB_dbi streams;     /* subject -> {version, last seq}: stream heads */
-	MDB_dbi consumers;   /* consumer name -> checkpoint seq */
-	MDB_dbi meta;        /* "format" -> TIDEI_LOG_FORMAT */
-	MDB_txn *txn;        /* the open write transaction, if any */
-	MDB_txn *rtxn;       /* a reusable read transaction (reset when idle) */
-	uint64_t head;       /* last seq, including uncommitted appends */
-	uint64_t committed;  /* last committed seq */
+	MDB_dbi events;     /* seq (native u64) -> record */
+	MDB_dbi ids;        /* source "\0" id -> seq: duplicate detection */
+	MDB_dbi streams;    /* subject -> {version, last seq}: stream heads */
+	MDB_dbi consumers;  /* consumer name -> checkpoint seq */
+	MDB_dbi meta;       /* "format" -> TIDEI_LOG_FORMAT */
+	MDB_txn *txn;       /* the open write transaction, if any */
+	MDB_txn *rtxn;      /* a reusable read transaction (reset when idle) */
+	uint64_t head;      /* last seq, including uncommitted appends */
+	uint64_t committed; /* last committed seq */
 	int64_t last_recorded;
 	uint64_t map_size;
 	unsigned page_size;
 	int readonly;
-	int lock_fd;         /* flock held by the writing process */
+	int lock_fd; /* flock held by the writing process */
 	/* Stream heads touched by the open transaction, written back once
 	 * at commit: a hot subject costs one B-tree update per turn, not one
 	 * per event. */
@@ -58,8 +58,8 @@ typedef struct tidei_log {
 
 /** Outcome of one append. */
 typedef struct tidei_append {
-	uint64_t seq;        /* the new seq, or the original one for a duplicate */
-	uint64_t version;    /* stream version (0 without subject) */
+	uint64_t seq;     /* the new seq, or the original one for a duplicate */
+	uint64_t version; /* stream version (0 without subject) */
 	int duplicate;
 } tidei_append;
 
@@ -93,12 +93,12 @@ void tidei_log_read_end(tidei_log *log);
 /** Durable consumer checkpoints.  get works in any transaction; set needs
  *  the write transaction. */
 int tidei_log_checkpoint_get(tidei_log *log, MDB_txn *txn, const char *name, uint64_t *seq,
-                             int *found);
+			     int *found);
 int tidei_log_checkpoint_set(tidei_log *log, const char *name, uint64_t seq);
 
 /** Current stream head of @p subject: version and seq of its last event. */
 int tidei_log_stream_head(tidei_log *log, MDB_txn *txn, const char *subject, size_t n,
-                          uint64_t *version, uint64_t *last);
+			  uint64_t *version, uint64_t *last);
 
 /** 1 if event type @p type matches @p pat: exact, "prefix.*" or "*". */
 int tidei_pattern_match(const char *pat, size_t plen, const char *type, size_t tlen);

@@ -56,8 +56,8 @@ wake_cb(evutil_socket_t fd, short what, void *arg)
 
 int
 tidei_loop_open(tidei_loop *l, struct event_base *base, tidei_loop_fn *on_turn,
-                tidei_loop_fn *on_timer, uint64_t timer_ms, tidei_loop_fn *on_wake, void *ud,
-                char *err)
+		tidei_loop_fn *on_timer, uint64_t timer_ms, tidei_loop_fn *on_wake, void *ud,
+		char *err)
 {
 	l->wake_fd[0] = l->wake_fd[1] = -1;
 	l->on_turn = on_turn;
@@ -79,7 +79,8 @@ tidei_loop_open(tidei_loop *l, struct event_base *base, tidei_loop_fn *on_turn,
 	l->turn = event_new(l->base, -1, 0, turn_cb, l);
 	l->wake = event_new(l->base, l->wake_fd[0], EV_READ | EV_PERSIST, wake_cb, l);
 	if (timer_ms > 0 && on_timer != NULL) {
-		struct timeval tv = {(time_t)(timer_ms / 1000), (suseconds_t)(timer_ms % 1000) * 1000};
+		struct timeval tv = { (time_t)(timer_ms / 1000),
+				      (suseconds_t)(timer_ms % 1000) * 1000 };
 		l->timer = event_new(l->base, -1, EV_PERSIST, timer_cb, l);
 		if (l->timer == NULL || event_add(l->timer, &tv) != 0)
 			goto fail;

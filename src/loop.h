@@ -31,8 +31,8 @@ typedef struct tidei_loop {
 /** Attach to @p base (or create one when NULL).  @p timer_ms = 0 disables
  *  the periodic timer. */
 int tidei_loop_open(tidei_loop *l, struct event_base *base, tidei_loop_fn *on_turn,
-                    tidei_loop_fn *on_timer, uint64_t timer_ms, tidei_loop_fn *on_wake,
-                    void *ud, char *err);
+		    tidei_loop_fn *on_timer, uint64_t timer_ms, tidei_loop_fn *on_wake, void *ud,
+		    char *err);
 void tidei_loop_close(tidei_loop *l);
 
 /** Run on_turn at the end of the current loop iteration (once). */

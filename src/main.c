@@ -14,19 +14,19 @@ static const struct {
 	int (*fn)(int, char **);
 	const char *what;
 } commands[] = {
-	{"run", cmd_run, "run the engine: ingest, commit, run the scripts"},
-	{"publish", cmd_publish, "send events (from flags, or NDJSON on stdin)"},
-	{"tail", cmd_tail, "follow committed events live, as NDJSON"},
-	{"log", cmd_log, "read the log directly, as NDJSON"},
-	{"stat", cmd_stat, "log size, consumer positions and lag"},
+	{ "run", cmd_run, "run the engine: ingest, commit, run the scripts" },
+	{ "publish", cmd_publish, "send events (from flags, or NDJSON on stdin)" },
+	{ "tail", cmd_tail, "follow committed events live, as NDJSON" },
+	{ "log", cmd_log, "read the log directly, as NDJSON" },
+	{ "stat", cmd_stat, "log size, consumer positions and lag" },
 };
 
 static void
 usage(FILE *out)
 {
 	fprintf(out, "usage: tide <command> [options]\n\n"
-	             "Tide is a durable, Lua-scriptable event processing engine.\n\n"
-	             "commands:\n");
+		     "Tide is a durable, Lua-scriptable event processing engine.\n\n"
+		     "commands:\n");
 	for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
 		fprintf(out, "  %-9s %s\n", commands[k].name, commands[k].what);
 	fprintf(out, "  %-9s %s\n", "version", "print the version");
@@ -43,7 +43,7 @@ main(int argc, char **argv)
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
 	    strcmp(argv[1], "help") == 0) {
 		if (argc > 2 && strcmp(argv[1], "help") == 0) {
-			char *sub[] = {argv[2], "--help", NULL};
+			char *sub[] = { argv[2], "--help", NULL };
 			for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
 				if (strcmp(argv[2], commands[k].name) == 0)
 					return commands[k].fn(2, sub);

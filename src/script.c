@@ -31,9 +31,9 @@ struct tidei_script {
 	tidei_host host;
 	size_t mem_used;
 	size_t mem_limit;
-	uint64_t budget;     /* instructions per call, 0 = unlimited */
-	uint64_t remaining;  /* left in the current call */
-	int exhausted;       /* the current call ran out; pcall must not hide it */
+	uint64_t budget;    /* instructions per call, 0 = unlimited */
+	uint64_t remaining; /* left in the current call */
+	int exhausted;      /* the current call ran out; pcall must not hide it */
 };
 
 static tidei_script *
@@ -76,7 +76,7 @@ count_hook(lua_State *L, lua_Debug *ar)
 		s->remaining = 0;
 		s->exhausted = 1;
 		luaL_error(L, "handler exceeded its instruction budget (%I instructions)",
-		           (lua_Integer)s->budget);
+			   (lua_Integer)s->budget);
 	}
 	s->remaining -= HOOK_EVERY;
 }
@@ -91,7 +91,8 @@ msgh(lua_State *L)
 		if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
 			msg = lua_tostring(L, -1);
 		else
-			msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+			msg = lua_pushfstring(L, "(error object is a %s value)",
+					      luaL_typename(L, 1));
 	}
 	luaL_traceback(L, L, msg, 1);
 	return 1;
@@ -111,7 +112,8 @@ l_load_text(lua_State *L)
 	const char *chunk = lua_tolstring(L, 1, &len);
 	const char *name = luaL_optstring(L, 2, chunk ? chunk : "=(load)");
 
-	luaL_argcheck(L, chunk != NULL, 1, "string expected (functions as chunk readers are not allowed)");
+	luaL_argcheck(L, chunk != NULL, 1,
+		      "string expected (functions as chunk readers are not allowed)");
 	status = luaL_loadbufferx(L, chunk, len, name, "t");
 	if (status != LUA_OK) {
 		luaL_pushfail(L);
@@ -216,7 +218,7 @@ is_allowed(const tidei_script_opts *o, const char *name)
 static void
 open_sandbox(lua_State *L, const tidei_script_opts *o)
 {
-	static const char *const os_safe[] = {"clock", "date", "difftime", "time", NULL};
+	static const char *const os_safe[] = { "clock", "date", "difftime", "time", NULL };
 
 	luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
 	luaL_requiref(L, LUA_LOADLIBNAME, luaopen_package, 1);
@@ -284,8 +286,7 @@ open_sandbox(lua_State *L, const tidei_script_opts *o)
  * ------------------------------------------------------------------------ */
 
 int
-tidei_script_new(tidei_script **out, const tidei_script_opts *o, const tidei_host *host,
-                 char *err)
+tidei_script_new(tidei_script **out, const tidei_script_opts *o, const tidei_host *host, char *err)
 {
 	tidei_script *s = calloc(1, sizeof *s);
 
@@ -347,7 +348,7 @@ static int
 protected_call(tidei_script *s, int nargs, char *err, char *trace)
 {
 	lua_State *L = s->L;
-	int base = lua_gettop(L) - nargs;  /* index of the function */
+	int base = lua_gettop(L) - nargs; /* index of the function */
 	int rc;
 	const char *msg, *nl;
 
@@ -390,8 +391,7 @@ tidei_script_load(tidei_script *s, const char *path, char *err)
 }
 
 int
-tidei_script_call(tidei_script *s, int ref, const struct tide_event *ev, char *err,
-                  char *trace)
+tidei_script_call(tidei_script *s, int ref, const struct tide_event *ev, char *err, char *trace)
 {
 	lua_State *L = s->L;
 

@@ -18,7 +18,7 @@ typedef struct tidei_host {
 	void *ud;
 	/** tide.on(pattern, fn, opts): fn is a registry reference. */
 	int (*on)(void *ud, const char *name, const char *pattern, int from, int ref,
-	          const char *where, char *err);
+		  const char *where, char *err);
 	/** tide.emit{...}: @p b holds the validated attributes, not finished. */
 	int (*emit)(void *ud, tidei_evb *b, char *err);
 	/** print() and tide.log(). */
@@ -35,7 +35,7 @@ typedef struct tidei_script_opts {
 typedef struct tidei_script tidei_script;
 
 int tidei_script_new(tidei_script **out, const tidei_script_opts *o, const tidei_host *host,
-                     char *err);
+		     char *err);
 void tidei_script_destroy(tidei_script *s);
 
 /** Load and run one script file.  Returns TIDE_OK or TIDE_ESCRIPT with the
@@ -46,7 +46,7 @@ int tidei_script_load(tidei_script *s, const char *path, char *err);
  *  TIDE_ESCRIPT with "file:line: message" in @p err and the traceback in
  *  @p trace (may be NULL; TIDEI_ERRLEN bytes). */
 int tidei_script_call(tidei_script *s, int ref, const struct tide_event *ev, char *err,
-                      char *trace);
+		      char *trace);
 
 /** Release a handler reference. */
 void tidei_script_unref(tidei_script *s, int ref);

@@ -45,18 +45,18 @@ struct event_base;
  * tide_strerror() is the only place the messages are written down. @{ */
 enum {
 	TIDE_OK = 0,
-	TIDE_EINVAL = -1,     /**< invalid argument or API misuse */
-	TIDE_ENOMEM = -2,     /**< out of memory */
-	TIDE_EIO = -3,        /**< storage error (LMDB or the filesystem) */
-	TIDE_EFORMAT = -4,    /**< log written by an incompatible version */
-	TIDE_ENOTFOUND = -5,  /**< no such event, consumer or key */
-	TIDE_EFULL = -6,      /**< the log's map is full and cannot grow */
-	TIDE_ESOCKET = -7,    /**< nanomsg endpoint error */
-	TIDE_ESCRIPT = -8,    /**< a Lua script failed to load or run */
-	TIDE_EEVENT = -9,     /**< an event was rejected as invalid */
-	TIDE_ECONFIG = -10,   /**< invalid configuration */
-	TIDE_EBUSY = -11,     /**< the data directory is in use by another engine */
-	TIDE_ESTATE = -12,    /**< the engine is not in a state that allows this */
+	TIDE_EINVAL = -1,    /**< invalid argument or API misuse */
+	TIDE_ENOMEM = -2,    /**< out of memory */
+	TIDE_EIO = -3,       /**< storage error (LMDB or the filesystem) */
+	TIDE_EFORMAT = -4,   /**< log written by an incompatible version */
+	TIDE_ENOTFOUND = -5, /**< no such event, consumer or key */
+	TIDE_EFULL = -6,     /**< the log's map is full and cannot grow */
+	TIDE_ESOCKET = -7,   /**< nanomsg endpoint error */
+	TIDE_ESCRIPT = -8,   /**< a Lua script failed to load or run */
+	TIDE_EEVENT = -9,    /**< an event was rejected as invalid */
+	TIDE_ECONFIG = -10,  /**< invalid configuration */
+	TIDE_EBUSY = -11,    /**< the data directory is in use by another engine */
+	TIDE_ESTATE = -12,   /**< the engine is not in a state that allows this */
 };
 /** @} */
 
@@ -199,8 +199,8 @@ typedef void tide_publish_fn(void *ud, const tide_result *res);
  *  them, or NDJSON.  The text is copied.  They commit with the current loop
  *  turn; @p fn (may be NULL) then receives one result per event, in order.
  *  @return TIDE_OK (results follow) or TIDE_ESTATE / TIDE_ENOMEM. */
-TIDE_API int tide_publish(tide_engine *e, const char *json, size_t len,
-                          tide_publish_fn *fn, void *ud);
+TIDE_API int tide_publish(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn,
+			  void *ud);
 
 /** C consumer: called for each matching event, in log order.  Return
  *  TIDE_OK to move the checkpoint past the event. */
@@ -213,8 +213,8 @@ enum { TIDE_FROM_END = 0, TIDE_FROM_BEGINNING = 1 };
  *  event types matching @p pattern ("order.placed", "order.*" or "*").
  *  Call between tide_engine_new() and tide_engine_open().  Strings are
  *  copied.  @return TIDE_OK, TIDE_EINVAL or TIDE_ESTATE. */
-TIDE_API int tide_consumer_add(tide_engine *e, const char *name, const char *pattern,
-                               int from, tide_consumer_fn *fn, void *ud);
+TIDE_API int tide_consumer_add(tide_engine *e, const char *name, const char *pattern, int from,
+			       tide_consumer_fn *fn, void *ud);
 
 /* ------------------------------------------------------------------------
  * Reading the log directly (also from another process while the daemon
@@ -253,11 +253,11 @@ TIDE_API void tide_cursor_close(tide_cursor *cur);
 
 /** Size and positions of a log. */
 typedef struct tide_log_stat {
-	uint64_t events;    /**< events stored */
-	uint64_t last_seq;  /**< highest seq */
-	uint64_t size;      /**< bytes in use by the log's pages */
-	uint64_t map_size;  /**< current map size in bytes */
-	uint64_t streams;   /**< distinct subjects */
+	uint64_t events;   /**< events stored */
+	uint64_t last_seq; /**< highest seq */
+	uint64_t size;     /**< bytes in use by the log's pages */
+	uint64_t map_size; /**< current map size in bytes */
+	uint64_t streams;  /**< distinct subjects */
 } tide_log_stat;
 
 TIDE_API int tide_log_stat_get(tide_log *log, tide_log_stat *st);

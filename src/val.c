@@ -76,8 +76,7 @@ tidei_val_double(tidei_buf *b, double v)
 }
 
 static void
-put_len(tidei_buf *b, uint8_t fix, uint8_t fixmax, uint8_t t8, uint8_t t16,
-        uint8_t t32, size_t n)
+put_len(tidei_buf *b, uint8_t fix, uint8_t fixmax, uint8_t t8, uint8_t t16, uint8_t t32, size_t n)
 {
 	if (fix && n <= fixmax)
 		tidei_buf_putc(b, (uint8_t)(fix | n));

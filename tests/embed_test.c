@@ -15,7 +15,8 @@
 #define CHECK(cond) \
 	do { \
 		if (!(cond)) { \
-			fprintf(stderr, "embed_test: %s:%d: %s failed\n", __FILE__, __LINE__, #cond); \
+			fprintf(stderr, "embed_test: %s:%d: %s failed\n", __FILE__, __LINE__, \
+				#cond); \
 			exit(1); \
 		} \
 	} while (0)
@@ -71,12 +72,12 @@ main(void)
 {
 	char tmpl[] = "/tmp/tide-embed-XXXXXX", a[600], b[600], cmd[700];
 	struct event_base *base = event_base_new();
-	counts ca = {0, 0, 0}, cb = {0, 0, 0};
+	counts ca = { 0, 0, 0 }, cb = { 0, 0, 0 };
 	tide_engine *ea, *eb;
 	const char *ev = "{\"specversion\":\"1.0\",\"id\":\"g1\",\"source\":\"/embed\","
-	                 "\"type\":\"greeting\"}\n"
-	                 "{\"specversion\":\"1.0\",\"id\":\"g2\",\"source\":\"/embed\","
-	                 "\"type\":\"greeting\"}";
+			 "\"type\":\"greeting\"}\n"
+			 "{\"specversion\":\"1.0\",\"id\":\"g2\",\"source\":\"/embed\","
+			 "\"type\":\"greeting\"}";
 	tide_log *log;
 	tide_cursor *cur;
 	const tide_event *e;

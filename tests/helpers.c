@@ -101,7 +101,7 @@ th_ms(void)
 void
 th_pause(void)
 {
-	struct timespec ts = {0, 10 * 1000000};
+	struct timespec ts = { 0, 10 * 1000000 };
 
 	nanosleep(&ts, NULL);
 }
@@ -174,7 +174,7 @@ th_daemon_start(th_daemon *d, const char *dir, const char *extra)
 	snprintf(path, sizeof path, "%s/endpoints", dir);
 	unlink(path);
 	snprintf(cmd, sizeof cmd, "exec '%s' run --data '%s' %s 2>>'%s' >>'%s'", TIDE_BIN, dir,
-	         extra ? extra : "", d->log, d->log);
+		 extra ? extra : "", d->log, d->log);
 	d->pid = fork();
 	if (d->pid == 0) {
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
@@ -334,7 +334,7 @@ th_daemon_spawn(th_daemon *d, const char *dir, const char *fmt, ...)
 	snprintf(path, sizeof path, "%s/endpoints", dir);
 	unlink(path);
 	snprintf(cmd, sizeof cmd, "exec '%s' run %s 2>>'%s' >>'%s'", TIDE_BIN, args, d->log,
-	         d->log);
+		 d->log);
 	if ((d->pid = spawn_sh(cmd)) < 0)
 		return -1;
 	while (th_ms() < deadline) {
@@ -621,11 +621,11 @@ cp_cb(void *ud, const char *name, uint64_t seq)
 
 int
 th_log_state(const char *dir, const char *name, uint64_t *events, uint64_t *last,
-             uint64_t *checkpoint)
+	     uint64_t *checkpoint)
 {
 	tide_log *log;
 	tide_log_stat st;
-	cp_find c = {name, 0};
+	cp_find c = { name, 0 };
 	int rc;
 
 	if (tide_log_open(&log, dir, NULL, 0) != TIDE_OK)

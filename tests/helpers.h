@@ -30,14 +30,13 @@ void th_pause(void);
 
 /** Run a shell command; its stdout (up to @p outlen - 1 bytes) goes to
  *  @p out if not NULL.  Returns the exit status, or -1. */
-int th_sh(char *out, size_t outlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+int th_sh(char *out, size_t outlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /** A `tide run` process. */
 typedef struct th_daemon {
 	pid_t pid;
-	char dir[512];     /* data directory */
-	char log[600];     /* its stderr */
+	char dir[512]; /* data directory */
+	char log[600]; /* its stderr */
 	char rep[700], pull[700], pub[700];
 } th_daemon;
 
@@ -100,7 +99,7 @@ int th_free_port(void);
  *  deadline of @p ms for the whole exchange.  Returns the number of
  *  replies received. */
 size_t th_req_many(const char *url, char *const *msgs, size_t n, char **replies, int window,
-                   int ms);
+		   int ms);
 
 /** One event of the log, read in-process through tide.h. */
 typedef struct th_rec {
@@ -116,7 +115,7 @@ void th_recs_free(th_rec *v, long n);
 /** Events stored, last seq and the checkpoint of consumer @p name (0 if it
  *  has none; @p name may be NULL), read in-process.  Returns 0 or -1. */
 int th_log_state(const char *dir, const char *name, uint64_t *events, uint64_t *last,
-                 uint64_t *checkpoint);
+		 uint64_t *checkpoint);
 /** Wait (deadline @p ms) until the log holds at least @p events events and
  *  consumer @p name (if not NULL) has reached the last seq.  Returns 1 when
  *  it did, 0 on timeout. */

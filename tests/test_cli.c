@@ -15,7 +15,7 @@
 
 #include "helpers.h"
 
-static const char *const subcommands[] = {"run", "publish", "tail", "log", "stat"};
+static const char *const subcommands[] = { "run", "publish", "tail", "log", "stat" };
 #define NSUB (sizeof subcommands / sizeof *subcommands)
 
 static const char *
@@ -90,7 +90,7 @@ dir_is_empty(const char *path)
 
 START_TEST(help_everywhere)
 {
-	static const char *const cmds[] = {"run", "publish", "tail", "log", "stat"};
+	static const char *const cmds[] = { "run", "publish", "tail", "log", "stat" };
 	char out[8192];
 
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' --help", TIDE_BIN), 0);
@@ -115,21 +115,21 @@ START_TEST(usage_errors_exit_2)
 		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' %s -h", TIDE_BIN, subcommands[i]), 0);
 		ck_assert_msg(strstr(out, want) != NULL, "%s -h: %s", subcommands[i], out);
 		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' help %s", TIDE_BIN, subcommands[i]),
-		                 0);
+				 0);
 		ck_assert_msg(strstr(out, want) != NULL, "help %s: %s", subcommands[i], out);
 
 		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' %s --no-such-option 2>/dev/null",
-		                       TIDE_BIN, subcommands[i]),
-		                 2);
+				       TIDE_BIN, subcommands[i]),
+				 2);
 		ck_assert_msg(out[0] == '\0', "%s: usage error wrote to stdout: %s", subcommands[i],
-		              out);
+			      out);
 		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' %s --no-such-option 2>&1", TIDE_BIN,
-		                       subcommands[i]),
-		                 2);
+				       subcommands[i]),
+				 2);
 		ck_assert_msg(strstr(out, "usage:") != NULL, "%s: %s", subcommands[i], out);
-		ck_assert_int_eq(
-		    th_sh(out, sizeof out, "'%s' %s stray-argument 2>&1", TIDE_BIN, subcommands[i]),
-		    2);
+		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' %s stray-argument 2>&1", TIDE_BIN,
+				       subcommands[i]),
+				 2);
 		ck_assert_msg(strstr(out, "stray-argument") != NULL, "%s: %s", subcommands[i], out);
 	}
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' 2>&1", TIDE_BIN), 2);
@@ -144,7 +144,7 @@ START_TEST(usage_errors_exit_2)
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' publish --subject s 2>&1", TIDE_BIN), 2);
 	ck_assert_ptr_nonnull(strstr(out, "--type"));
 	ck_assert_int_eq(
-	    th_sh(out, sizeof out, "'%s' publish --type t --ext novalue 2>&1", TIDE_BIN), 2);
+		th_sh(out, sizeof out, "'%s' publish --type t --ext novalue 2>&1", TIDE_BIN), 2);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' run --set nokey 2>&1", TIDE_BIN), 2);
 }
 END_TEST
@@ -161,11 +161,11 @@ START_TEST(publish_from_flags)
 
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
 	ck_assert_int_eq(th_sh(err, sizeof err,
-	                       "'%s' publish --data '%s' --type order.placed --subject o-1 "
-	                       "--payload '{\"total\":12.5,\"items\":[1,2]}' --ext region=eu "
-	                       "-e tenant=acme --id my-1 --time now 2>&1",
-	                       TIDE_BIN, data),
-	                 0);
+			       "'%s' publish --data '%s' --type order.placed --subject o-1 "
+			       "--payload '{\"total\":12.5,\"items\":[1,2]}' --ext region=eu "
+			       "-e tenant=acme --id my-1 --time now 2>&1",
+			       TIDE_BIN, data),
+			 0);
 	ck_assert_msg(strstr(err, "1 stored, 0 duplicates, 0 rejected") != NULL, "%s", err);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --data '%s'", TIDE_BIN, data), 0);
 	ck_assert_uint_eq(lines_of(out, lines, 8), 1);
@@ -181,26 +181,26 @@ START_TEST(publish_from_flags)
 	ck_assert_int_eq(num_attr(lines[0], "version"), 1);
 	/* --time now: RFC 3339, UTC, microseconds */
 	str_attr(lines[0], "time", buf, sizeof buf);
-	ck_assert_msg(
-	    sscanf(buf, "%4d-%2d-%2dT%2d:%2d:%2d.%6d%c", &y, &mo, &da, &h, &mi, &s, &us, &z) == 8 &&
-	        z == 'Z' && y >= 2024 && mo >= 1 && mo <= 12 && strlen(buf) == 27,
-	    "time: %s", buf);
+	ck_assert_msg(sscanf(buf, "%4d-%2d-%2dT%2d:%2d:%2d.%6d%c", &y, &mo, &da, &h, &mi, &s, &us,
+			     &z) == 8 &&
+			      z == 'Z' && y >= 2024 && mo >= 1 && mo <= 12 && strlen(buf) == 27,
+		      "time: %s", buf);
 
 	/* Again with the same id: a duplicate, acknowledged, exit 0; --acks. */
 	ck_assert_int_eq(th_sh(out, sizeof out,
-	                       "'%s' publish --data '%s' --type order.placed --id my-1 --acks -q",
-	                       TIDE_BIN, data),
-	                 0);
+			       "'%s' publish --data '%s' --type order.placed --id my-1 --acks -q",
+			       TIDE_BIN, data),
+			 0);
 	ck_assert_str_eq(out, "{\"ok\":true,\"duplicate\":true,\"seq\":1}\n");
 	/* a random id each time without --id; an explicit --source */
 	ck_assert_int_eq(th_sh(out, sizeof out,
-	                       "'%s' publish --data '%s' --type t --source /a --acks -q && "
-	                       "'%s' publish --data '%s' --type t --source /a --acks -q",
-	                       TIDE_BIN, data, TIDE_BIN, data),
-	                 0);
+			       "'%s' publish --data '%s' --type t --source /a --acks -q && "
+			       "'%s' publish --data '%s' --type t --source /a --acks -q",
+			       TIDE_BIN, data, TIDE_BIN, data),
+			 0);
 	ck_assert_str_eq(out, "{\"ok\":true,\"seq\":2}\n{\"ok\":true,\"seq\":3}\n");
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --data '%s' --from 2", TIDE_BIN, data),
-	                 0);
+			 0);
 	ck_assert_uint_eq(lines_of(out, lines, 8), 2);
 	ck_assert_str_eq(str_attr(lines[0], "source", buf, sizeof buf), "/a");
 	{
@@ -213,9 +213,9 @@ START_TEST(publish_from_flags)
 
 	/* The engine judges --payload: bad JSON is rejected, exit 1. */
 	ck_assert_int_eq(th_sh(err, sizeof err,
-	                       "'%s' publish --data '%s' --type t --payload '{oops' 2>&1", TIDE_BIN,
-	                       data),
-	                 1);
+			       "'%s' publish --data '%s' --type t --payload '{oops' 2>&1", TIDE_BIN,
+			       data),
+			 1);
 	ck_assert_msg(strstr(err, "not valid JSON") != NULL, "%s", err);
 	ck_assert_int_eq(th_log_count(data, ""), 3);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
@@ -233,21 +233,22 @@ START_TEST(publish_reports_bad_lines)
 
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
 	in = th_write(dir, "in.ndjson",
-	              "{\"specversion\":\"1.0\",\"id\":\"q1\",\"source\":\"/c\",\"type\":\"t\"}\n"
-	              "{\"specversion\":\"1.0\",\"id\":\"q2\",\"type\":\"t\"}\n"
-	              "\n"
-	              "{\"specversion\":\"1.0\",\"id\":\"q4\",\"source\":\"/c\",\"type\":\"t\"}\n"
-	              "42\n"
-	              "{\"specversion\":\"1.0\",\"id\":\"q6\",\"source\":\"/c\",\"type\":\"t\","
-	              "\"data\":{\"x\":[1,2,{\"deep\":true}]}}\n"
-	              "{\"specversion\":\"1.0\",\"id\":\"q7\",\"source\":\"/c\",\"type\":7}\n");
+		      "{\"specversion\":\"1.0\",\"id\":\"q1\",\"source\":\"/c\",\"type\":\"t\"}\n"
+		      "{\"specversion\":\"1.0\",\"id\":\"q2\",\"type\":\"t\"}\n"
+		      "\n"
+		      "{\"specversion\":\"1.0\",\"id\":\"q4\",\"source\":\"/c\",\"type\":\"t\"}\n"
+		      "42\n"
+		      "{\"specversion\":\"1.0\",\"id\":\"q6\",\"source\":\"/c\",\"type\":\"t\","
+		      "\"data\":{\"x\":[1,2,{\"deep\":true}]}}\n"
+		      "{\"specversion\":\"1.0\",\"id\":\"q7\",\"source\":\"/c\",\"type\":7}\n");
 	ck_assert_int_eq(
-	    th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN, data, in), 1);
+		th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN, data, in),
+		1);
 	ck_assert_msg(strstr(err, "line 2: missing required attribute 'source'") != NULL, "%s",
-	              err);
+		      err);
 	ck_assert_msg(strstr(err, "line 5: event must be a JSON object") != NULL, "%s", err);
 	ck_assert_msg(strstr(err, "line 7: ") != NULL && strstr(strstr(err, "line 7: "), "type"),
-	              "%s", err);
+		      "%s", err);
 	ck_assert_msg(strstr(err, "3 stored, 0 duplicates, 3 rejected") != NULL, "%s", err);
 	ck_assert_int_eq(th_count(err, "line "), 3);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --data '%s'", TIDE_BIN, data), 0);
@@ -263,28 +264,29 @@ START_TEST(publish_reports_bad_lines)
 		ck_assert_ptr_nonnull(f);
 		for (int k = 0; k < 1000; k++)
 			fprintf(f,
-			        "{\"specversion\":\"1.0\",\"id\":\"m%d\",\"source\":\"/"
-			        "c\",\"type\":\"t\"}\n",
-			        k);
+				"{\"specversion\":\"1.0\",\"id\":\"m%d\",\"source\":\"/"
+				"c\",\"type\":\"t\"}\n",
+				k);
 		fclose(f);
 	}
 	ck_assert_int_eq(th_sh(err, sizeof err,
-	                       "'%s' publish --data '%s' --batch 7 --window 3 < '%s' 2>&1",
-	                       TIDE_BIN, data, subdir(dir, "many.ndjson")),
-	                 0);
+			       "'%s' publish --data '%s' --batch 7 --window 3 < '%s' 2>&1",
+			       TIDE_BIN, data, subdir(dir, "many.ndjson")),
+			 0);
 	ck_assert_msg(strstr(err, "1000 stored, 0 duplicates, 0 rejected") != NULL, "%s", err);
 	/* and again: all duplicates, still success */
 	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN,
-	                       data, subdir(dir, "many.ndjson")),
-	                 0);
+			       data, subdir(dir, "many.ndjson")),
+			 0);
 	ck_assert_msg(strstr(err, "0 stored, 1000 duplicates, 0 rejected") != NULL, "%s", err);
 	/* a JSON array on stdin */
 	in = th_write(
-	    dir, "arr.json",
-	    "[\n {\"specversion\":\"1.0\",\"id\":\"a1\",\"source\":\"/c\",\"type\":\"t\"},\n"
-	    " {\"specversion\":\"1.0\",\"id\":\"a2\",\"source\":\"/c\",\"type\":\"t\"}\n]\n");
+		dir, "arr.json",
+		"[\n {\"specversion\":\"1.0\",\"id\":\"a1\",\"source\":\"/c\",\"type\":\"t\"},\n"
+		" {\"specversion\":\"1.0\",\"id\":\"a2\",\"source\":\"/c\",\"type\":\"t\"}\n]\n");
 	ck_assert_int_eq(
-	    th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN, data, in), 0);
+		th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN, data, in),
+		0);
 	ck_assert_msg(strstr(err, "2 stored") != NULL, "%s", err);
 	ck_assert_int_eq(th_log_count(data, ""), 1005);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
@@ -302,16 +304,17 @@ START_TEST(publish_line_numbers_after_broken_line)
 
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
 	in = th_write(dir, "in.ndjson",
-	              "{\"specversion\":\"1.0\",\"id\":\"k1\",\"source\":\"/c\",\"type\":\"t\"}\n"
-	              "{\"specversion\":\"1.0\",\"id\":\"k2\",\n"
-	              "{\"specversion\":\"1.0\",\"id\":\"k3\",\"source\":\"/c\",\"type\":\"t\"}\n"
-	              "{\"specversion\":\"1.0\",\"id\":\"k4\",\"type\":\"t\"}\n"
-	              "{\"specversion\":\"1.0\",\"id\":\"k5\",\"source\":\"/c\",\"type\":\"t\"}\n");
+		      "{\"specversion\":\"1.0\",\"id\":\"k1\",\"source\":\"/c\",\"type\":\"t\"}\n"
+		      "{\"specversion\":\"1.0\",\"id\":\"k2\",\n"
+		      "{\"specversion\":\"1.0\",\"id\":\"k3\",\"source\":\"/c\",\"type\":\"t\"}\n"
+		      "{\"specversion\":\"1.0\",\"id\":\"k4\",\"type\":\"t\"}\n"
+		      "{\"specversion\":\"1.0\",\"id\":\"k5\",\"source\":\"/c\",\"type\":\"t\"}\n");
 	ck_assert_int_eq(
-	    th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN, data, in), 1);
+		th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN, data, in),
+		1);
 	ck_assert_msg(strstr(err, "line 2: not valid JSON") != NULL, "%s", err);
 	ck_assert_msg(strstr(err, "line 4: missing required attribute 'source'") != NULL, "%s",
-	              err);
+		      err);
 	ck_assert_msg(strstr(err, "3 stored, 0 duplicates, 2 rejected") != NULL, "%s", err);
 	ck_assert_int_eq(th_log_count(data, ""), 3);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
@@ -326,7 +329,7 @@ START_TEST(publish_without_engine)
 	int64_t t0;
 
 	ck_assert_int_eq(
-	    th_sh(err, sizeof err, "'%s' publish --data '%s' --type t 2>&1", TIDE_BIN, dir), 3);
+		th_sh(err, sizeof err, "'%s' publish --data '%s' --type t 2>&1", TIDE_BIN, dir), 3);
 	ck_assert_msg(strstr(err, "no running engine found in") != NULL, "%s", err);
 	ck_assert_msg(strstr(err, "tide run") != NULL, "%s", err);
 	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' tail --data '%s' 2>&1", TIDE_BIN, dir), 3);
@@ -334,38 +337,38 @@ START_TEST(publish_without_engine)
 
 	/* an endpoints file left by an engine that is gone (pid beyond pid_max) */
 	th_write(dir, "endpoints",
-	         "pull=ipc:///nonexistent/pull.ipc\nrep=ipc:///nonexistent/rep.ipc\n"
-	         "pub=ipc:///nonexistent/pub.ipc\npid=999999999\n");
+		 "pull=ipc:///nonexistent/pull.ipc\nrep=ipc:///nonexistent/rep.ipc\n"
+		 "pub=ipc:///nonexistent/pub.ipc\npid=999999999\n");
 	ck_assert_int_eq(
-	    th_sh(err, sizeof err, "'%s' publish --data '%s' --type t 2>&1", TIDE_BIN, dir), 3);
+		th_sh(err, sizeof err, "'%s' publish --data '%s' --type t 2>&1", TIDE_BIN, dir), 3);
 	ck_assert_msg(strstr(err, "is not running") != NULL, "%s", err);
 
 	/* an endpoint nobody listens on: --timeout bounds the wait */
 	t0 = th_ms();
 	ck_assert_int_eq(th_sh(err, sizeof err,
-	                       "timeout 20 '%s' publish --rep 'ipc://%s/nobody.ipc' --timeout 1 "
-	                       "--type t 2>&1",
-	                       TIDE_BIN, dir),
-	                 3);
+			       "timeout 20 '%s' publish --rep 'ipc://%s/nobody.ipc' --timeout 1 "
+			       "--type t 2>&1",
+			       TIDE_BIN, dir),
+			 3);
 	ck_assert_msg(strstr(err, "nobody.ipc") != NULL, "%s", err);
 	ck_assert_int_eq(th_sh(err, sizeof err,
-	                       "timeout 20 '%s' publish --push --pull 'ipc://%s/nobody.ipc' "
-	                       "--timeout 1 --type t 2>&1",
-	                       TIDE_BIN, dir),
-	                 3);
+			       "timeout 20 '%s' publish --push --pull 'ipc://%s/nobody.ipc' "
+			       "--timeout 1 --type t 2>&1",
+			       TIDE_BIN, dir),
+			 3);
 	ck_assert_msg(th_ms() - t0 < 15000, "--timeout 1 took %lld ms", (long long)(th_ms() - t0));
 	ck_assert_int_eq(
-	    th_sh(err, sizeof err,
-	          "timeout 20 '%s' tail --pub 'ipc://%s/nobody.ipc' --timeout 0.5 2>&1", TIDE_BIN,
-	          dir),
-	    1);
+		th_sh(err, sizeof err,
+		      "timeout 20 '%s' tail --pub 'ipc://%s/nobody.ipc' --timeout 0.5 2>&1",
+		      TIDE_BIN, dir),
+		1);
 	ck_assert_msg(strstr(err, "no event for") != NULL, "%s", err);
 }
 END_TEST
 
 /* The events log_filters publishes: seq k+1 has type types[k % 6] and
  * subject s1 for even k, s2 for odd k. */
-static const char *const types[] = {"a.one", "a.two", "b.one", "a.onex", "ab.c", "a.one.deep"};
+static const char *const types[] = { "a.one", "a.two", "b.one", "a.onex", "ab.c", "a.one.deep" };
 enum { NLOG = 24 };
 
 /* Run `tide log ARGS` and check it prints exactly the events for which
@@ -377,7 +380,7 @@ expect_log(const char *data, const char *args, int (*want)(int k, void *), void 
 	size_t n, i = 0;
 
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --data '%s' %s", TIDE_BIN, data, args),
-	                 0);
+			 0);
 	n = lines_of(out, lines, NLOG + 2);
 	for (int k = 0; k < NLOG; k++) {
 		char id[32];
@@ -386,7 +389,7 @@ expect_log(const char *data, const char *args, int (*want)(int k, void *), void 
 		ck_assert_msg(i < n, "log %s: too few lines (%zu)", args, n);
 		snprintf(id, sizeof id, "e%d", k);
 		ck_assert_msg(num_attr(lines[i], "seq") == k + 1, "log %s: line %zu is %s", args,
-		              i + 1, lines[i]);
+			      i + 1, lines[i]);
 		ck_assert_str_eq(str_attr(lines[i], "id", buf, sizeof buf), id);
 		i++;
 	}
@@ -442,24 +445,24 @@ START_TEST(log_filters)
 	ck_assert_ptr_nonnull(f);
 	for (int k = 0; k < NLOG; k++)
 		fprintf(f,
-		        "{\"specversion\":\"1.0\",\"id\":\"e%d\",\"source\":\"/c\",\"type\":\"%s\","
-		        "\"subject\":\"s%d\",\"data\":{\"k\":%d}}\n",
-		        k, types[k % 6], 1 + k % 2, k);
+			"{\"specversion\":\"1.0\",\"id\":\"e%d\",\"source\":\"/c\",\"type\":\"%s\","
+			"\"subject\":\"s%d\",\"data\":{\"k\":%d}}\n",
+			k, types[k % 6], 1 + k % 2, k);
 	fclose(f);
 	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN,
-	                       data, subdir(dir, "ev.ndjson")),
-	                 0);
+			       data, subdir(dir, "ev.ndjson")),
+			 0);
 
 	/* all of this while the daemon runs */
 	expect_log(data, "", w_all, NULL);
-	expect_log(data, "--from 3 --until 5", w_range, (int[]){3, 5, 0});
-	expect_log(data, "--from 20", w_range, (int[]){20, 0, 0});
-	expect_log(data, "-f 20 -u 1000", w_range, (int[]){20, 0, 0});
-	expect_log(data, "--until 4", w_range, (int[]){1, 4, 0});
-	expect_log(data, "--limit 2", w_range, (int[]){1, 0, 2});
-	expect_log(data, "--from 5 --limit 3", w_range, (int[]){5, 0, 3});
+	expect_log(data, "--from 3 --until 5", w_range, (int[]){ 3, 5, 0 });
+	expect_log(data, "--from 20", w_range, (int[]){ 20, 0, 0 });
+	expect_log(data, "-f 20 -u 1000", w_range, (int[]){ 20, 0, 0 });
+	expect_log(data, "--until 4", w_range, (int[]){ 1, 4, 0 });
+	expect_log(data, "--limit 2", w_range, (int[]){ 1, 0, 2 });
+	expect_log(data, "--from 5 --limit 3", w_range, (int[]){ 5, 0, 3 });
 	expect_log(data, "-n 100", w_all, NULL);
-	expect_log(data, "--from 25", w_range, (int[]){25, 0, 0});
+	expect_log(data, "--from 25", w_range, (int[]){ 25, 0, 0 });
 	expect_log(data, "--type a.one", w_type, (void *)"a.one");
 	expect_log(data, "--type ab.c", w_type, (void *)"ab.c");
 	expect_log(data, "--type 'a.*'", w_prefix_a, NULL);
@@ -468,7 +471,7 @@ START_TEST(log_filters)
 
 	/* a stream: versions 1.. in order */
 	ck_assert_int_eq(
-	    th_sh(out, sizeof out, "'%s' log --data '%s' --subject s2", TIDE_BIN, data), 0);
+		th_sh(out, sizeof out, "'%s' log --data '%s' --subject s2", TIDE_BIN, data), 0);
 	n = lines_of(out, lines, NLOG + 2);
 	ck_assert_uint_eq(n, NLOG / 2);
 	for (size_t i = 0; i < n; i++) {
@@ -476,9 +479,9 @@ START_TEST(log_filters)
 		ck_assert_int_eq(num_attr(lines[i], "seq"), 2 * (long long)i + 2);
 		ck_assert_ptr_nonnull(strstr(lines[i], "\"subject\":\"s2\""));
 	}
-	ck_assert_int_eq(
-	    th_sh(out, sizeof out, "'%s' log --data '%s' --subject s2 --limit 3", TIDE_BIN, data),
-	    0);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --data '%s' --subject s2 --limit 3",
+			       TIDE_BIN, data),
+			 0);
 	ck_assert_uint_eq(lines_of(out, lines, NLOG + 2), 3);
 	ck_assert_int_eq(th_log_count(data, "--subject nobody"), 0);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
@@ -497,7 +500,7 @@ START_TEST(log_and_stat_without_log)
 	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' stat --data '%s' 2>&1", TIDE_BIN, dir), 1);
 	ck_assert_msg(strstr(err, "no log in") != NULL, "%s", err);
 	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' log --data '%s/missing' 2>&1", TIDE_BIN, dir),
-	                 1);
+			 1);
 	ck_assert_msg(strstr(err, "no log in") != NULL, "%s", err);
 	/* reading creates nothing */
 	ck_assert(dir_is_empty(dir));
@@ -511,42 +514,43 @@ START_TEST(stat_positions_and_lag)
 	th_daemon d;
 
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data,
-	                                 th_src("tests/lua/mirror.lua")),
-	                 0);
+					 th_src("tests/lua/mirror.lua")),
+			 0);
 	ck_assert_int_eq(th_sh(err, sizeof err,
-	                       "for i in 1 2 3 4 5; do '%s' publish -q --data '%s' --type in.x "
-	                       "--subject s$i || exit 1; done",
-	                       TIDE_BIN, data),
-	                 0);
+			       "for i in 1 2 3 4 5; do '%s' publish -q --data '%s' --type in.x "
+			       "--subject s$i || exit 1; done",
+			       TIDE_BIN, data),
+			 0);
 	ck_assert(th_wait_settled(data, "mirror", 10, 10000));
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s' --json", TIDE_BIN, data), 0);
 	ck_assert_msg(strstr(out, "{\"events\":10,\"last_seq\":10,\"streams\":5,") == out, "%s",
-	              out);
+		      out);
 	ck_assert_msg(
-	    strstr(out, "\"consumers\":[{\"name\":\"mirror\",\"checkpoint\":10,\"lag\":0}]}\n") !=
-	        NULL,
-	    "%s", out);
+		strstr(out,
+		       "\"consumers\":[{\"name\":\"mirror\",\"checkpoint\":10,\"lag\":0}]}\n") !=
+			NULL,
+		"%s", out);
 	ck_assert_int_eq(th_count(out, "\n"), 1);
 	ck_assert_int_eq(th_checkpoint(data, "mirror"), 10);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s'", TIDE_BIN, data), 0);
 	ck_assert_msg(strstr(out, "events") && strstr(out, "10") && strstr(out, "consumers") &&
-	                  strstr(out, "mirror") && strstr(out, "checkpoint 10") &&
-	                  strstr(out, "lag 0"),
-	              "%s", out);
+			      strstr(out, "mirror") && strstr(out, "checkpoint 10") &&
+			      strstr(out, "lag 0"),
+		      "%s", out);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 
 	/* Without the script the consumer stands still: its lag grows. */
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
 	ck_assert_int_eq(th_sh(err, sizeof err,
-	                       "'%s' publish -q --data '%s' --type in.x && "
-	                       "'%s' publish -q --data '%s' --type other && "
-	                       "'%s' publish -q --data '%s' --type in.x",
-	                       TIDE_BIN, data, TIDE_BIN, data, TIDE_BIN, data),
-	                 0);
+			       "'%s' publish -q --data '%s' --type in.x && "
+			       "'%s' publish -q --data '%s' --type other && "
+			       "'%s' publish -q --data '%s' --type in.x",
+			       TIDE_BIN, data, TIDE_BIN, data, TIDE_BIN, data),
+			 0);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s' --json", TIDE_BIN, data), 0);
 	ck_assert_msg(strstr(out, "\"events\":13,\"last_seq\":13,") != NULL, "%s", out);
 	ck_assert_msg(strstr(out, "{\"name\":\"mirror\",\"checkpoint\":10,\"lag\":3}") != NULL,
-	              "%s", out);
+		      "%s", out);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 	/* works without an engine, too */
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s'", TIDE_BIN, data), 0);
@@ -554,12 +558,12 @@ START_TEST(stat_positions_and_lag)
 
 	/* back with the script: it catches up */
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data,
-	                                 th_src("tests/lua/mirror.lua")),
-	                 0);
+					 th_src("tests/lua/mirror.lua")),
+			 0);
 	ck_assert(th_wait_settled(data, "mirror", 15, 10000));
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s' --json", TIDE_BIN, data), 0);
 	ck_assert_msg(strstr(out, "{\"name\":\"mirror\",\"checkpoint\":15,\"lag\":0}") != NULL,
-	              "%s", out);
+		      "%s", out);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 }
 END_TEST
@@ -581,10 +585,10 @@ START_TEST(tail_count_exits)
 	 * with events of another type in between that it must not print. */
 	deadline = th_ms() + 20000;
 	for (int k = 0; th_ms() < deadline; k++) {
-		snprintf(
-		    ev, sizeof ev,
-		    "{\"specversion\":\"1.0\",\"id\":\"t%d\",\"source\":\"/c\",\"type\":\"%s\"}", k,
-		    k % 2 ? "other.z" : "out.t");
+		snprintf(ev, sizeof ev,
+			 "{\"specversion\":\"1.0\",\"id\":\"t%d\",\"source\":\"/"
+			 "c\",\"type\":\"%s\"}",
+			 k, k % 2 ? "other.z" : "out.t");
 		ck_assert_int_gt(th_req(d.rep, ev, reply, sizeof reply, 5000), 0);
 		if ((st = th_bg_wait(tail, 50)) >= 0)
 			break;

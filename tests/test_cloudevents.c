@@ -306,10 +306,10 @@ instant_ms(const char *s)
 	int64_t ms = 0, scale = 100, t;
 	const char *p;
 
-	ck_assert_msg(
-	    sscanf(s, "%4d-%2d-%2d%*1[Tt]%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &se, &used) == 6 &&
-	        used == 19,
-	    "not a timestamp: %s", s);
+	ck_assert_msg(sscanf(s, "%4d-%2d-%2d%*1[Tt]%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &se,
+			     &used) == 6 &&
+			      used == 19,
+		      "not a timestamp: %s", s);
 	p = s + used;
 	if (*p == '.')
 		for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
@@ -332,10 +332,10 @@ has_attr(const struct tide_event *ev, int a, const char *want)
 	return ev->attr[a] != NULL && strcmp(ev->attr[a], want) == 0;
 }
 
-#define CHECK_ATTR(ev, a, want, test)                                                              \
-	ck_assert_msg(has_attr(ev, a, want), "%s: %s is \"%s\", want \"%s\"", test,                \
-	              tidei_attr_names[a], (ev)->attr[a] ? (ev)->attr[a] : "(absent)",             \
-	              (want) ? (const char *)(want) : "(absent)")
+#define CHECK_ATTR(ev, a, want, test) \
+	ck_assert_msg(has_attr(ev, a, want), "%s: %s is \"%s\", want \"%s\"", test, \
+		      tidei_attr_names[a], (ev)->attr[a] ? (ev)->attr[a] : "(absent)", \
+		      (want) ? (const char *)(want) : "(absent)")
 
 /* ------------------------------------------------------------------------
  * The golden samples of conformance-format-tests/README.md
@@ -386,15 +386,15 @@ check_golden(const char *sample, const struct tide_event *ev, const char *json, 
 	if (with_time) {
 		ck_assert_msg(ev->attr[TIDEI_A_TIME] != NULL, "%s: no time", test);
 		ck_assert_msg(instant_ms(ev->attr[TIDEI_A_TIME]) == t17_31,
-		              "%s: time %s is not 2018-04-05T17:31:00Z", test,
-		              ev->attr[TIDEI_A_TIME]);
+			      "%s: time %s is not 2018-04-05T17:31:00Z", test,
+			      ev->attr[TIDEI_A_TIME]);
 	} else {
 		CHECK_ATTR(ev, TIDEI_A_TIME, NULL, test);
 	}
 	if (with_data) {
 		ck_assert_ptr_nonnull(ev->data);
 		ck_assert_msg(strstr(json, ",\"data\":\"Simple text\"}") != NULL, "%s: %s", test,
-		              json);
+			      json);
 	} else {
 		ck_assert_msg(ev->data == NULL, "%s has data: %s", test, json);
 	}
@@ -403,13 +403,13 @@ check_golden(const char *sample, const struct tide_event *ev, const char *json, 
 		static const struct {
 			const char *name, *value;
 		} strs[] = {
-		    {"extstring", "text"},
-		    {"exturi", "https://cloudevents.io"},
-		    {"exturiref", "//authority/path"},
-		    {"exttimestamp", "2023-03-31T15:12:00Z"},
-		    /* JSON carries Binary as base64 text; without a declared
-		     * type the parser cannot know, so it stays a string */
-		    {"extbinary", "TWE="},
+			{ "extstring", "text" },
+			{ "exturi", "https://cloudevents.io" },
+			{ "exturiref", "//authority/path" },
+			{ "exttimestamp", "2023-03-31T15:12:00Z" },
+			/* JSON carries Binary as base64 text; without a declared
+			 * type the parser cannot know, so it stays a string */
+			{ "extbinary", "TWE=" },
 		};
 		ck_assert_uint_eq(ext_count(ev), 7);
 		ck_assert(ext_item(ev, "extinteger", &it));
@@ -419,7 +419,7 @@ check_golden(const char *sample, const struct tide_event *ev, const char *json, 
 		ck_assert_int_eq(it.type, TIDEI_V_TRUE);
 		for (size_t k = 0; k < sizeof strs / sizeof *strs; k++) {
 			ck_assert_msg(ext_item(ev, strs[k].name, &it), "%s: no %s", test,
-			              strs[k].name);
+				      strs[k].name);
 			ck_assert_int_eq(it.type, TIDEI_V_STR);
 			ck_assert_uint_eq(it.u.s.n, strlen(strs[k].value));
 			ck_assert(memcmp(it.u.s.p, strs[k].value, it.u.s.n) == 0);
@@ -438,11 +438,11 @@ static const struct {
 	int n;
 	const char *samples[2];
 } golden_batches[] = {
-    {"empty", 0, {NULL, NULL}},
-    {"minimal", 1, {"minimal", NULL}},
-    {"minimal2", 2, {"minimal", "minimal"}},
-    {"minimalAndAllCore", 2, {"minimal", "allCore"}},
-    {"minimalAndAllExtensionTypes", 2, {"minimal", "allExtensionTypes"}},
+	{ "empty", 0, { NULL, NULL } },
+	{ "minimal", 1, { "minimal", NULL } },
+	{ "minimal2", 2, { "minimal", "minimal" } },
+	{ "minimalAndAllCore", 2, { "minimal", "allCore" } },
+	{ "minimalAndAllExtensionTypes", 2, { "minimal", "allExtensionTypes" } },
 };
 
 /* Every test of a conformance file, with its effective type checked. */
@@ -456,7 +456,7 @@ conformance_tests(yajl_val root, const char *want_type)
 	for (size_t k = 0; k < tests->u.array.len; k++) {
 		const char *type = member_str(tests->u.array.values[k], "testType");
 		ck_assert_msg(type == NULL || strcmp(type, want_type) == 0,
-		              "test %zu overrides its type to %s", k, type);
+			      "test %zu overrides its type to %s", k, type);
 	}
 	return tests;
 }
@@ -504,35 +504,35 @@ static const struct {
 	int exact;
 	const char *says;
 } invalid_says[] = {
-    {"invalidNoSpecVersion", 1, "missing required attribute 'specversion'"},
-    {"invalidNoId", 1, "missing required attribute 'id'"},
-    {"invalidNoType", 1, "missing required attribute 'type'"},
-    {"invalidNoSource", 1, "missing required attribute 'source'"},
-    {"invalidTimeGarbage", 1, "attribute 'time' is not an RFC 3339 timestamp: \"lunchtime\""},
-    {"invalidTimeToMinute", 0, "RFC 3339"},
-    {"invalidTimeOffsetX", 0, "RFC 3339"},
-    {"invalidTimeOffsetOutOfRange", 0, "RFC 3339"},
-    {"invalidTimeOffsetNonInteger", 0, "RFC 3339"},
-    {"invalidTimeOffsetHourOnly", 0, "RFC 3339"},
-    {"invalidEmptyId", 1, "attribute 'id' must not be empty"},
-    {"invalidEmptyType", 1, "attribute 'type' must not be empty"},
-    {"invalidEmptySource", 1, "attribute 'source' must not be empty"},
-    {"invalidEmptySpecVersion", 1, "specversion must be \"1.0\", not \"\""},
-    {"invalidUnknownSpecVersion", 1, "specversion must be \"1.0\", not \"0.9\""},
-    {"invalidNonRfc2046DataContentType", 1,
-     "attribute 'datacontenttype' is not a media type (RFC 2046): \"xyz\""},
-    {"invalidEmptyDataContentType", 1, "attribute 'datacontenttype' must not be empty"},
-    {"invalidEmptyDataSchema", 1, "attribute 'dataschema' must not be empty"},
-    {"invalidEmptySubject", 1, "attribute 'subject' must not be empty"},
-    {"invalidNumericId", 1, "attribute 'id' must be a string, not a number"},
-    {"invalidObjectId", 1, "attribute 'id' must be a string, not an object"},
-    {"invalidCapitalizedExtension", 1,
-     "extension attribute name 'MyExtension' must use only lowercase letters and digits"},
-    {"invalidPunctuatedExtension", 1,
-     "extension attribute name 'my.extension' must use only lowercase letters and digits"},
-    /* both the name and the value are wrong; naming either is right */
-    {"invalidNonIntegerExtensionValue", 0, "'my.extension'"},
-    {"invalidBothDataAndDataBase64", 1, "data and data_base64 are mutually exclusive"},
+	{ "invalidNoSpecVersion", 1, "missing required attribute 'specversion'" },
+	{ "invalidNoId", 1, "missing required attribute 'id'" },
+	{ "invalidNoType", 1, "missing required attribute 'type'" },
+	{ "invalidNoSource", 1, "missing required attribute 'source'" },
+	{ "invalidTimeGarbage", 1, "attribute 'time' is not an RFC 3339 timestamp: \"lunchtime\"" },
+	{ "invalidTimeToMinute", 0, "RFC 3339" },
+	{ "invalidTimeOffsetX", 0, "RFC 3339" },
+	{ "invalidTimeOffsetOutOfRange", 0, "RFC 3339" },
+	{ "invalidTimeOffsetNonInteger", 0, "RFC 3339" },
+	{ "invalidTimeOffsetHourOnly", 0, "RFC 3339" },
+	{ "invalidEmptyId", 1, "attribute 'id' must not be empty" },
+	{ "invalidEmptyType", 1, "attribute 'type' must not be empty" },
+	{ "invalidEmptySource", 1, "attribute 'source' must not be empty" },
+	{ "invalidEmptySpecVersion", 1, "specversion must be \"1.0\", not \"\"" },
+	{ "invalidUnknownSpecVersion", 1, "specversion must be \"1.0\", not \"0.9\"" },
+	{ "invalidNonRfc2046DataContentType", 1,
+	  "attribute 'datacontenttype' is not a media type (RFC 2046): \"xyz\"" },
+	{ "invalidEmptyDataContentType", 1, "attribute 'datacontenttype' must not be empty" },
+	{ "invalidEmptyDataSchema", 1, "attribute 'dataschema' must not be empty" },
+	{ "invalidEmptySubject", 1, "attribute 'subject' must not be empty" },
+	{ "invalidNumericId", 1, "attribute 'id' must be a string, not a number" },
+	{ "invalidObjectId", 1, "attribute 'id' must be a string, not an object" },
+	{ "invalidCapitalizedExtension", 1,
+	  "extension attribute name 'MyExtension' must use only lowercase letters and digits" },
+	{ "invalidPunctuatedExtension", 1,
+	  "extension attribute name 'my.extension' must use only lowercase letters and digits" },
+	/* both the name and the value are wrong; naming either is right */
+	{ "invalidNonIntegerExtensionValue", 0, "'my.extension'" },
+	{ "invalidBothDataAndDataBase64", 1, "data and data_base64 are mutually exclusive" },
 };
 
 START_TEST(conformance_invalid_events)
@@ -566,12 +566,12 @@ START_TEST(conformance_invalid_events)
 		if (s < sizeof invalid_says / sizeof *invalid_says) {
 			if (invalid_says[s].exact)
 				ck_assert_msg(strcmp(v->err[0], invalid_says[s].says) == 0,
-				              "%s: message '%s', want '%s'", id, v->err[0],
-				              invalid_says[s].says);
+					      "%s: message '%s', want '%s'", id, v->err[0],
+					      invalid_says[s].says);
 			else
 				ck_assert_msg(strstr(v->err[0], invalid_says[s].says) != NULL,
-				              "%s: message '%s' does not say '%s'", id, v->err[0],
-				              invalid_says[s].says);
+					      "%s: message '%s' does not say '%s'", id, v->err[0],
+					      invalid_says[s].says);
 			judged++;
 		}
 		free(text);
@@ -600,17 +600,17 @@ START_TEST(conformance_valid_batches)
 
 		ck_assert_ptr_nonnull(id);
 		ck_assert_msg(YAJL_IS_ARRAY(batch) && sample != NULL, "%s: no batch or sampleId",
-		              id);
+			      id);
 		for (g = 0; g < sizeof golden_batches / sizeof *golden_batches; g++)
 			if (strcmp(golden_batches[g].id, sample) == 0)
 				break;
 		ck_assert_msg(g < sizeof golden_batches / sizeof *golden_batches,
-		              "%s: unknown golden batch '%s'", id, sample);
+			      "%s: unknown golden batch '%s'", id, sample);
 		text = to_json(batch);
 		v = judge(text);
 		ck_assert_msg(v->n == golden_batches[g].n && v->ok == v->n,
-		              "%s: %d of %d accepted (want %d): %s", id, v->ok, v->n,
-		              golden_batches[g].n, v->bad ? v->err[0] : "");
+			      "%s: %d of %d accepted (want %d): %s", id, v->ok, v->n,
+			      golden_batches[g].n, v->bad ? v->err[0] : "");
 		ck_assert_uint_eq(batch->u.array.len, (size_t)v->n);
 		for (int e = 0; e < v->n; e++) {
 			struct tide_event ev;
@@ -660,13 +660,13 @@ START_TEST(conformance_invalid_batches)
 		v = judge(text);
 		/* one verdict per element, a bad one costing only itself */
 		ck_assert_msg((size_t)v->n == batch->u.array.len,
-		              "%s: %d verdicts for %zu elements", id, v->n, batch->u.array.len);
+			      "%s: %d verdicts for %zu elements", id, v->n, batch->u.array.len);
 		ck_assert_msg(v->bad >= 1, "%s: every element accepted", id);
 		for (int e = 0; e < v->n; e++) {
 			ck_assert_msg(v->accepted[e] == alone_ok[e],
-			              "%s[%d]: %s in the batch, %s alone", id, e,
-			              v->accepted[e] ? "accepted" : "rejected",
-			              alone_ok[e] ? "accepted" : "rejected");
+				      "%s[%d]: %s in the batch, %s alone", id, e,
+				      v->accepted[e] ? "accepted" : "rejected",
+				      alone_ok[e] ? "accepted" : "rejected");
 			if (!v->accepted[e])
 				ck_assert_str_eq(v->err[e], alone_err[e]);
 		}
@@ -706,28 +706,31 @@ START_TEST(sdk_java_fixtures)
 	static const struct {
 		const char *file, *says;
 	} bad[] = {
-	    {"fail_numeric_decimal.json", "extension 'decimal' must be a string, boolean or "
-	                                  "integer, not a number with a fraction or exponent"},
-	    {"fail_numeric_long.json", "extension 'long' is outside the 32-bit integer range "
-	                               "of CloudEvents"},
-	    {"json_data_with_ext_upper_case.json", "extension attribute name 'aString' must use "
-	                                           "only lowercase letters and digits"},
-	    {"json_data_with_ext_invalid.json", "extension attribute name 'a_invalid_name' must "
-	                                        "use only lowercase letters and digits"},
+		{ "fail_numeric_decimal.json",
+		  "extension 'decimal' must be a string, boolean or "
+		  "integer, not a number with a fraction or exponent" },
+		{ "fail_numeric_long.json", "extension 'long' is outside the 32-bit integer range "
+					    "of CloudEvents" },
+		{ "json_data_with_ext_upper_case.json",
+		  "extension attribute name 'aString' must use "
+		  "only lowercase letters and digits" },
+		{ "json_data_with_ext_invalid.json",
+		  "extension attribute name 'a_invalid_name' must "
+		  "use only lowercase letters and digits" },
 	};
-	static const char *const good[] = {"base64_json_data.json",
-	                                   "base64_json_data_with_ext.json",
-	                                   "base64_text_data.json",
-	                                   "base64_xml_data.json",
-	                                   "binary_attr.json",
-	                                   "json_data.json",
-	                                   "json_data_with_ext.json",
-	                                   "json_data_with_fractional_time.json",
-	                                   "min.json",
-	                                   "min_subject_null.json",
-	                                   "numeric_ext.json",
-	                                   "text_data.json",
-	                                   "xml_data.json"};
+	static const char *const good[] = { "base64_json_data.json",
+					    "base64_json_data_with_ext.json",
+					    "base64_text_data.json",
+					    "base64_xml_data.json",
+					    "binary_attr.json",
+					    "json_data.json",
+					    "json_data_with_ext.json",
+					    "json_data_with_fractional_time.json",
+					    "min.json",
+					    "min_subject_null.json",
+					    "numeric_ext.json",
+					    "text_data.json",
+					    "xml_data.json" };
 	char rel[256];
 	verdicts *v;
 	struct tide_event ev;
@@ -778,8 +781,8 @@ END_TEST
 
 START_TEST(sdk_javascript_structured)
 {
-	static const char *const files[] = {"structured-event-0.json", "structured-event-1.json",
-	                                    "structured-event-2.json"};
+	static const char *const files[] = { "structured-event-0.json", "structured-event-1.json",
+					     "structured-event-2.json" };
 	char rel[128];
 	verdicts *v;
 	struct tide_event ev;
@@ -796,13 +799,13 @@ START_TEST(sdk_javascript_structured)
 		j = view(v, 0, &ev);
 		ck_assert_str_eq(ev.attr[TIDEI_A_TYPE], "com.github.pull.create");
 		ck_assert_str_eq(ev.attr[TIDEI_A_SOURCE],
-		                 "https://github.com/cloudevents/spec/pull/123");
+				 "https://github.com/cloudevents/spec/pull/123");
 		ck_assert_str_eq(ev.attr[TIDEI_A_DATACONTENTTYPE], "application/json");
 		ck_assert_str_eq(ev.attr[TIDEI_A_TIME], "2019-11-06T11:08:00Z");
 		switch (i) {
 		case 0:
 			ck_assert_str_eq(ev.attr[TIDEI_A_ID],
-			                 "b25e2717-a470-45a0-8231-985a99aa9416");
+					 "b25e2717-a470-45a0-8231-985a99aa9416");
 			ck_assert_ptr_nonnull(strstr(j, ",\"data\":{\"much\":\"wow\"}}"));
 			ck_assert_uint_eq(ext_count(&ev), 0);
 			break;
@@ -814,7 +817,7 @@ START_TEST(sdk_javascript_structured)
 		case 2:
 			/* binary data keeps its form: base64 in, base64 out */
 			ck_assert_ptr_nonnull(
-			    strstr(j, ",\"data_base64\":\"eyJtdWNoIjoid293In0=\"}"));
+				strstr(j, ",\"data_base64\":\"eyJtdWNoIjoid293In0=\"}"));
 			ck_assert_ptr_nonnull(strstr(j, "\"myextension\":\"something\""));
 			break;
 		}
@@ -830,9 +833,9 @@ START_TEST(spec_examples)
 {
 	/* The spec's own placeholder, standing where base64 text belongs. */
 	static const char placeholder[] = "... base64 encoded string ...";
-	static const char *const valid[] = {"json-format-block02.json", "json-format-block04.json",
-	                                    "json-format-block06.json", "json-format-block08.json",
-	                                    "json-format-block10.json"};
+	static const char *const valid[] = { "json-format-block02.json", "json-format-block04.json",
+					     "json-format-block06.json", "json-format-block08.json",
+					     "json-format-block10.json" };
 	char rel[128];
 	verdicts *v;
 	struct tide_event ev;
@@ -865,13 +868,13 @@ START_TEST(spec_examples)
 			break;
 		case 1:
 			ck_assert_ptr_nonnull(strstr(j, ",\"data\":{\"appinfoA\":\"abc\","
-			                                "\"appinfoB\":123,\"appinfoC\":true}}"));
+							"\"appinfoB\":123,\"appinfoC\":true}}"));
 			break;
 		case 2: ck_assert_ptr_nonnull(strstr(j, ",\"data\":1.5}")); break;
 		case 3: ck_assert_ptr_nonnull(strstr(j, ",\"data\":\"I'm just a string\"}")); break;
 		case 4:
 			ck_assert_ptr_nonnull(
-			    strstr(j, ",\"data_base64\":\"eyAieHl6IjogMTIzIH0=\"}"));
+				strstr(j, ",\"data_base64\":\"eyAieHl6IjogMTIzIH0=\"}"));
 			ck_assert(memcmp(ev.data + 2, "{ \"xyz\": 123 }", 14) == 0);
 			break;
 		}
@@ -896,7 +899,7 @@ START_TEST(spec_examples)
 		view(v, 0, &ev);
 		ck_assert_str_eq(ev.attr[TIDEI_A_ID], "A234-1234-1234");
 		ck_assert_str_eq(ev.attr[TIDEI_A_DATACONTENTTYPE],
-		                 "application/vnd.apache.thrift.binary");
+				 "application/vnd.apache.thrift.binary");
 		free(text);
 	}
 
@@ -924,12 +927,12 @@ START_TEST(spec_binary_mode_is_not_structured)
 	 * attributes in headers: as a structured-mode message, nothing in
 	 * them is an event, and the parser must not make one up. */
 	static const char *const files[] = {
-	    "json-format-block01-http-binary-equivalent.txt",
-	    "json-format-block03-http-binary-equivalent.txt",
-	    "json-format-block05-http-binary-equivalent.txt",
-	    "json-format-block07-http-binary-equivalent.txt",
-	    "json-format-block09-http-binary-equivalent.txt",
-	    "json-format-block11-http-binary-equivalent.txt",
+		"json-format-block01-http-binary-equivalent.txt",
+		"json-format-block03-http-binary-equivalent.txt",
+		"json-format-block05-http-binary-equivalent.txt",
+		"json-format-block07-http-binary-equivalent.txt",
+		"json-format-block09-http-binary-equivalent.txt",
+		"json-format-block11-http-binary-equivalent.txt",
 	};
 	char rel[128];
 
@@ -948,11 +951,11 @@ START_TEST(spec_binary_mode_is_not_structured)
 	 * capitalised keys read as (invalid) extension names */
 	{
 		verdicts *v =
-		    judge_file("spec/examples/json-format-block05-http-binary-equivalent.txt");
+			judge_file("spec/examples/json-format-block05-http-binary-equivalent.txt");
 		ck_assert_int_ge(v->n, 2);
 		ck_assert_str_eq(v->err[v->n - 1],
-		                 "extension attribute name 'appinfoA' must use only "
-		                 "lowercase letters and digits");
+				 "extension attribute name 'appinfoA' must use only "
+				 "lowercase letters and digits");
 	}
 }
 END_TEST
@@ -976,31 +979,31 @@ START_TEST(error_messages)
 {
 	ck_assert_str_eq(only_error("{" REQ "}"), "missing required attribute 'specversion'");
 	ck_assert_str_eq(only_error("{\"specversion\":\"0.9\"," REQ "}"),
-	                 "specversion must be \"1.0\", not \"0.9\"");
+			 "specversion must be \"1.0\", not \"0.9\"");
 	ck_assert_str_eq(only_error("{\"specversion\":null," REQ "}"),
-	                 "specversion must be \"1.0\", not null");
+			 "specversion must be \"1.0\", not null");
 	/* either order of data and data_base64 */
 	ck_assert_str_eq(only_error("{\"specversion\":\"1.0\"," REQ ",\"data\":{\"a\":1},"
-	                            "\"data_base64\":\"TWE=\"}"),
-	                 "data and data_base64 are mutually exclusive");
+				    "\"data_base64\":\"TWE=\"}"),
+			 "data and data_base64 are mutually exclusive");
 	ck_assert_str_eq(only_error("{\"specversion\":\"1.0\"," REQ ",\"data_base64\":\"TWE=\","
-	                            "\"data\":[1]}"),
-	                 "data and data_base64 are mutually exclusive");
+				    "\"data\":[1]}"),
+			 "data and data_base64 are mutually exclusive");
 	/* "data": null is an explicit null payload, not an absent member
 	 * (JSON format 3.1.1), so it still excludes data_base64 */
 	ck_assert_str_eq(only_error("{\"specversion\":\"1.0\"," REQ ",\"data\":null,"
-	                            "\"data_base64\":\"TWE=\"}"),
-	                 "data and data_base64 are mutually exclusive");
+				    "\"data_base64\":\"TWE=\"}"),
+			 "data and data_base64 are mutually exclusive");
 	{
-		const char *e =
-		    only_error("{\"specversion\":\"1.0\"," REQ ",\"time\":\"2018-04-05 17:31\"}");
+		const char *e = only_error("{\"specversion\":\"1.0\"," REQ
+					   ",\"time\":\"2018-04-05 17:31\"}");
 		ck_assert_ptr_nonnull(strstr(e, "RFC 3339"));
 		ck_assert_ptr_nonnull(strstr(e, "'time'"));
 		ck_assert_ptr_nonnull(strstr(e, "2018-04-05 17:31")); /* shows the value */
 	}
 	/* the first problem of an event is the one reported */
 	ck_assert_str_eq(only_error("{\"specversion\":\"2.0\",\"id\":\"\"}"),
-	                 "specversion must be \"1.0\", not \"2.0\"");
+			 "specversion must be \"1.0\", not \"2.0\"");
 	/* a long value is shortened in the message, not copied whole */
 	{
 		char text[2048], big[1200];
@@ -1011,7 +1014,7 @@ START_TEST(error_messages)
 	}
 	ck_assert_ptr_nonnull(strstr(only_error("[1]"), "event must be a JSON object"));
 	ck_assert_ptr_nonnull(
-	    strstr(only_error("{\"specversion\":\"1.0\"," REQ ",}"), "not valid JSON"));
+		strstr(only_error("{\"specversion\":\"1.0\"," REQ ",}"), "not valid JSON"));
 }
 END_TEST
 

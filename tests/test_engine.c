@@ -74,16 +74,16 @@ static void
 sb_event(sbuf *b, const char *id, const char *type, int n)
 {
 	sb_printf(b,
-	          "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/test\",\"type\":\"%s\","
-	          "\"subject\":\"k%d\",\"data\":{\"n\":%d}}",
-	          id, type, n % 13, n);
+		  "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/test\",\"type\":\"%s\","
+		  "\"subject\":\"k%d\",\"data\":{\"n\":%d}}",
+		  id, type, n % 13, n);
 }
 
 /* An NDJSON message of events PREFIX-first .. PREFIX-(first+count-1). */
 static char *
 ndjson(const char *prefix, int first, int count, const char *type)
 {
-	sbuf b = {0};
+	sbuf b = { 0 };
 	char id[64];
 
 	for (int k = first; k < first + count; k++) {
@@ -167,7 +167,7 @@ expect_stored(char *reply, size_t count, uint64_t *seqs)
  * @p per events, @p window requests in flight; acked[k] gets each seq. */
 static void
 req_events(const char *url, const char *prefix, int first, int total, int per, int window,
-           uint64_t *acked)
+	   uint64_t *acked)
 {
 	size_t nmsg = (size_t)((total + per - 1) / per);
 	char **msgs = calloc(nmsg, sizeof *msgs), **replies = calloc(nmsg, sizeof *replies);
@@ -223,7 +223,7 @@ lv_load(logview *lv, const char *dir)
 	ck_assert_ptr_nonnull(lv->by_key);
 	for (long k = 0; k < lv->n; k++) {
 		ck_assert_msg(lv->r[k].seq == (uint64_t)k + 1, "position %ld holds seq %llu", k + 1,
-		              (unsigned long long)lv->r[k].seq);
+			      (unsigned long long)lv->r[k].seq);
 		ck_assert_ptr_nonnull(lv->r[k].id);
 		ck_assert_ptr_nonnull(lv->r[k].source);
 		ck_assert_ptr_nonnull(lv->r[k].type);
@@ -232,9 +232,9 @@ lv_load(logview *lv, const char *dir)
 	qsort(lv->by_key, (size_t)lv->n, sizeof *lv->by_key, cmp_key);
 	for (long k = 1; k < lv->n; k++)
 		ck_assert_msg(cmp_key(&lv->by_key[k - 1], &lv->by_key[k]) != 0,
-		              "(%s, %s) stored twice: seqs %llu and %llu", lv->by_key[k]->source,
-		              lv->by_key[k]->id, (unsigned long long)lv->by_key[k - 1]->seq,
-		              (unsigned long long)lv->by_key[k]->seq);
+			      "(%s, %s) stored twice: seqs %llu and %llu", lv->by_key[k]->source,
+			      lv->by_key[k]->id, (unsigned long long)lv->by_key[k - 1]->seq,
+			      (unsigned long long)lv->by_key[k]->seq);
 }
 
 static void
@@ -248,7 +248,7 @@ lv_free(logview *lv)
 static const th_rec *
 lv_find(const logview *lv, const char *source, const char *id)
 {
-	th_rec key = {.source = (char *)source, .id = (char *)id}, *kp = &key, **hit;
+	th_rec key = { .source = (char *)source, .id = (char *)id }, *kp = &key, **hit;
 
 	hit = bsearch(&kp, lv->by_key, (size_t)lv->n, sizeof *lv->by_key, cmp_key);
 	return hit ? *hit : NULL;
@@ -279,7 +279,7 @@ check_children(const logview *lv, const char *in, const char *out)
 	qsort(inputs, (size_t)ni, sizeof *inputs, cmp_id);
 	for (long k = 1; k < ni; k++)
 		ck_assert_msg(strcmp(inputs[k - 1]->id, inputs[k]->id) != 0, "input id %s twice",
-		              inputs[k]->id);
+			      inputs[k]->id);
 	for (long k = 0; k < lv->n; k++) {
 		const th_rec *c = &lv->r[k];
 		th_rec key, *kp = &key, **cause;
@@ -287,22 +287,22 @@ check_children(const logview *lv, const char *in, const char *out)
 			continue;
 		nc++;
 		ck_assert_msg(c->causationid != NULL, "child seq %llu has no causationid",
-		              (unsigned long long)c->seq);
+			      (unsigned long long)c->seq);
 		key.id = c->causationid;
 		cause = bsearch(&kp, inputs, (size_t)ni, sizeof *inputs, cmp_id);
 		ck_assert_msg(cause != NULL, "child seq %llu: cause %s is not an input",
-		              (unsigned long long)c->seq, c->causationid);
+			      (unsigned long long)c->seq, c->causationid);
 		ck_assert_msg(c->seq > (*cause)->seq, "child seq %llu before its cause %llu",
-		              (unsigned long long)c->seq, (unsigned long long)(*cause)->seq);
+			      (unsigned long long)c->seq, (unsigned long long)(*cause)->seq);
 		ck_assert_msg(
-		    c->correlationid != NULL && strcmp(c->correlationid, (*cause)->id) == 0,
-		    "child seq %llu: correlationid %s, cause %s", (unsigned long long)c->seq,
-		    c->correlationid ? c->correlationid : "(none)", (*cause)->id);
+			c->correlationid != NULL && strcmp(c->correlationid, (*cause)->id) == 0,
+			"child seq %llu: correlationid %s, cause %s", (unsigned long long)c->seq,
+			c->correlationid ? c->correlationid : "(none)", (*cause)->id);
 		kids[cause - inputs]++;
 	}
 	for (long k = 0; k < ni; k++)
 		ck_assert_msg(kids[k] == 1, "input %s (seq %llu) has %d children", inputs[k]->id,
-		              (unsigned long long)inputs[k]->seq, kids[k]);
+			      (unsigned long long)inputs[k]->seq, kids[k]);
 	ck_assert_int_eq(nc, ni);
 	free(inputs);
 	free(kids);
@@ -321,7 +321,7 @@ check_acked(const logview *lv, const char *prefix, int first, int count, const u
 		r = lv_find(lv, "/test", id);
 		ck_assert_msg(r != NULL, "acknowledged event %s is not in the log", id);
 		ck_assert_msg(r->seq == acked[k], "%s acknowledged at seq %llu, stored at %llu", id,
-		              (unsigned long long)acked[k], (unsigned long long)r->seq);
+			      (unsigned long long)acked[k], (unsigned long long)r->seq);
 	}
 }
 
@@ -361,14 +361,16 @@ START_TEST(req_acknowledges_after_commit)
 	snprintf(data, sizeof data, "%s/data", dir);
 	ck_assert_int_eq(th_daemon_start(&d, data, ""), 0);
 	ck_assert_int_gt(
-	    th_req(d.rep, "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/t\",\"type\":\"x\"}",
-	           reply, sizeof reply, 5000),
-	    0);
+		th_req(d.rep,
+		       "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/t\",\"type\":\"x\"}",
+		       reply, sizeof reply, 5000),
+		0);
 	ck_assert_str_eq(reply, "{\"ok\":true,\"seq\":1}");
 	ck_assert_int_gt(
-	    th_req(d.rep, "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/t\",\"type\":\"x\"}",
-	           reply, sizeof reply, 5000),
-	    0);
+		th_req(d.rep,
+		       "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/t\",\"type\":\"x\"}",
+		       reply, sizeof reply, 5000),
+		0);
 	ck_assert_str_eq(reply, "{\"ok\":true,\"duplicate\":true,\"seq\":1}");
 	ck_assert_int_eq(th_log_count(data, ""), 1);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
@@ -385,7 +387,7 @@ START_TEST(every_event_once_req_and_push)
 	uint64_t *acked = calloc(N_REQ, sizeof *acked), maxseq = 0, seq;
 	th_daemon d;
 	logview lv;
-	sbuf b = {0};
+	sbuf b = { 0 };
 	char *msg, *reply = NULL, id[64], **lines;
 	size_t nl;
 	int push, ms = 10000, fresh = 0;
@@ -432,11 +434,11 @@ START_TEST(every_event_once_req_and_push)
 		int kind = ack_parse(lines[j], &seq);
 		if (j % 3 == 2) {
 			ck_assert_msg(kind == ACK_STORED, "new event, line %d: %s", j + 1,
-			              lines[j]);
+				      lines[j]);
 			ck_assert_uint_gt(seq, maxseq);
 		} else {
 			ck_assert_msg(kind == ACK_DUPLICATE, "resent event, line %d: %s", j + 1,
-			              lines[j]);
+				      lines[j]);
 			ck_assert_uint_eq(seq, acked[j * 33]);
 		}
 	}
@@ -452,7 +454,7 @@ START_TEST(every_event_once_req_and_push)
 
 	/* Everything arrives and is handled: 2 events per input. */
 	ck_assert_msg(th_wait_settled(data, "mirror", 2 * (N_REQ + N_PUSH + fresh + 1), 90000),
-	              "log did not settle");
+		      "log did not settle");
 	nn_close(push);
 	lv_load(&lv, data);
 	ck_assert_int_eq(lv.n, 2 * (N_REQ + N_PUSH + fresh + 1));
@@ -482,8 +484,8 @@ START_TEST(restart_after_sigterm_resumes)
 
 	/* A small turn budget leaves the consumer behind ingest. */
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s' --set turn_events=64",
-	                                 data, mirror()),
-	                 0);
+					 data, mirror()),
+			 0);
 	req_events(d.rep, "r", 0, 3000, 500, 3, acked);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 	ck_assert_int_eq(th_log_state(data, "mirror", &events, &last, &cp), 0);
@@ -491,8 +493,8 @@ START_TEST(restart_after_sigterm_resumes)
 	ck_assert_uint_le(cp, last);
 
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s' --set turn_events=64",
-	                                 data, mirror()),
-	                 0);
+					 data, mirror()),
+			 0);
 	req_events(d.rep, "r", 3000, 3000, 500, 3, acked + 3000);
 	/* one old id again: a duplicate with its first seq */
 	msg = ndjson("r", 1234, 1, "in.x");
@@ -527,15 +529,15 @@ START_TEST(restart_after_sigkill_keeps_acknowledged)
 	logview lv;
 
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s' --set turn_events=64",
-	                                 data, mirror()),
-	                 0);
+					 data, mirror()),
+			 0);
 	req_events(d.rep, "r", 0, 4000, 250, 4, acked);
 	th_daemon_kill(&d);
 
 	/* Restart; the acknowledged events are there before anything else. */
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s' --set turn_events=64",
-	                                 data, mirror()),
-	                 0);
+					 data, mirror()),
+			 0);
 	lv_load(&lv, data);
 	check_acked(&lv, "r", 0, 4000, acked);
 	lv_free(&lv);
@@ -593,29 +595,29 @@ START_TEST(bad_input_over_req)
 	expect_error("not valid JSON", req1(d.rep, "{\"specversion\":\"1.0\",\"id\":"));
 	expect_error("not valid JSON", req1(d.rep, "this is not json"));
 	expect_error("missing required attribute 'source'",
-	             req1(d.rep, "{\"specversion\":\"1.0\",\"id\":\"m1\",\"type\":\"in.x\"}"));
+		     req1(d.rep, "{\"specversion\":\"1.0\",\"id\":\"m1\",\"type\":\"in.x\"}"));
 	expect_error(
-	    "missing required attribute 'id'",
-	    req1(d.rep, "{\"specversion\":\"1.0\",\"source\":\"/test\",\"type\":\"in.x\"}"));
+		"missing required attribute 'id'",
+		req1(d.rep, "{\"specversion\":\"1.0\",\"source\":\"/test\",\"type\":\"in.x\"}"));
 	expect_error("missing required attribute 'type'",
-	             req1(d.rep, "{\"specversion\":\"1.0\",\"id\":\"m2\",\"source\":\"/test\"}"));
+		     req1(d.rep, "{\"specversion\":\"1.0\",\"id\":\"m2\",\"source\":\"/test\"}"));
 	expect_error("missing required attribute 'specversion'",
-	             req1(d.rep, "{\"id\":\"m3\",\"source\":\"/test\",\"type\":\"in.x\"}"));
+		     req1(d.rep, "{\"id\":\"m3\",\"source\":\"/test\",\"type\":\"in.x\"}"));
 	expect_error("event must be a JSON object", req1(d.rep, "42"));
 	expect_error("event must be a JSON object", req1(d.rep, "\"a string\""));
 
 	/* An event over the 1 MiB limit. */
 	{
 		size_t big = (1u << 20) + 1000;
-		sbuf b = {0};
+		sbuf b = { 0 };
 		char *pad = malloc(big + 1);
 		ck_assert_ptr_nonnull(pad);
 		memset(pad, 'x', big);
 		pad[big] = '\0';
 		sb_printf(&b,
-		          "{\"specversion\":\"1.0\",\"id\":\"huge\",\"source\":\"/test\","
-		          "\"type\":\"in.x\",\"data\":\"%s\"}",
-		          pad);
+			  "{\"specversion\":\"1.0\",\"id\":\"huge\",\"source\":\"/test\","
+			  "\"type\":\"in.x\",\"data\":\"%s\"}",
+			  pad);
 		free(pad);
 		pad = sb_take(&b);
 		expect_error("message larger than the 1 MiB limit", req1(d.rep, pad));
@@ -629,13 +631,13 @@ START_TEST(bad_input_over_req)
 
 	/* NDJSON mixing good and bad events: the good ones are stored and
 	 * the replies come line by line, in order. */
-	reply =
-	    req1(d.rep, EV("g1") "\n"
-	                         "{\"specversion\":\"1.0\",\"id\":\"b1\",\"type\":\"in.x\"}\n" EV(
-	                             "g2") "\n"
-	                                   "[]\n"
-	                                   "{\"specversion\":\"2.0\",\"id\":\"b2\",\"source\":\"/"
-	                                   "test\",\"type\":\"in.x\"}\n" EV("g3") "\n");
+	reply = req1(d.rep,
+		     EV("g1") "\n"
+			      "{\"specversion\":\"1.0\",\"id\":\"b1\",\"type\":\"in.x\"}\n" EV(
+				      "g2") "\n"
+					    "[]\n"
+					    "{\"specversion\":\"2.0\",\"id\":\"b2\",\"source\":\"/"
+					    "test\",\"type\":\"in.x\"}\n" EV("g3") "\n");
 	lines = split_lines(reply, &nl);
 	ck_assert_msg(nl == 5, "%zu reply lines: %s", nl, reply);
 	ck_assert_int_eq(ack_parse(lines[0], &seq), ACK_STORED);
@@ -694,9 +696,9 @@ START_TEST(ndjson_broken_line_costs_only_itself)
 
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
 	reply = req1(d.rep,
-	             EV("n1") "\n"
-	                      "{\"specversion\":\"1.0\",\"id\":\n" EV("n2") "\n"
-	                                                                    "42\n" EV("n3") "\n");
+		     EV("n1") "\n"
+			      "{\"specversion\":\"1.0\",\"id\":\n" EV("n2") "\n"
+									    "42\n" EV("n3") "\n");
 	{
 		char *all = strdup(reply);
 		lines = split_lines(reply, &nl);
@@ -760,9 +762,9 @@ START_TEST(bad_input_over_pull)
 {
 	const char *data = subdir(th_tmpdir(), "data");
 	static const char *const bad[] = {
-	    "not json at all",
-	    "{\"specversion\":\"1.0\",\"id\":\"x\",\"type\":\"in.x\"}",
-	    "[1, 2]",
+		"not json at all",
+		"{\"specversion\":\"1.0\",\"id\":\"x\",\"type\":\"in.x\"}",
+		"[1, 2]",
 	};
 	th_daemon d;
 	logview lv;
@@ -777,9 +779,9 @@ START_TEST(bad_input_over_pull)
 	for (size_t k = 0; k < sizeof bad / sizeof *bad; k++)
 		ck_assert_int_ge(nn_send(push, bad[k], strlen(bad[k]), 0), 0);
 	ck_assert_int_ge(
-	    nn_send(push, EV("ok1") "\n" EV("ok2"), strlen(EV("ok1") "\n" EV("ok2")), 0), 0);
+		nn_send(push, EV("ok1") "\n" EV("ok2"), strlen(EV("ok1") "\n" EV("ok2")), 0), 0);
 	ck_assert_msg(th_wait_file(d.log, "rejected event", 10000), "no 'rejected event' in %s",
-	              d.log);
+		      d.log);
 	ck_assert(th_wait_settled(data, "mirror", 4, 10000));
 	ck_assert(alive(&d));
 	log = th_slurp(d.log);
@@ -808,9 +810,9 @@ probe_until(const char *rep, int (*ready)(void *), void *ud)
 
 	for (int k = 0; th_ms() < deadline; k++) {
 		snprintf(ev, sizeof ev,
-		         "{\"specversion\":\"1.0\",\"id\":\"probe-%d\",\"source\":\"/probe\","
-		         "\"type\":\"out.probe\"}",
-		         k);
+			 "{\"specversion\":\"1.0\",\"id\":\"probe-%d\",\"source\":\"/probe\","
+			 "\"type\":\"out.probe\"}",
+			 k);
 		if (th_req(rep, ev, reply, sizeof reply, 5000) <= 0)
 			return 0;
 		for (int w = 0; w < 10; w++) {
@@ -874,7 +876,7 @@ START_TEST(nanocat_and_pub_interop)
 {
 	const char *dir = th_tmpdir(), *data = subdir(dir, "data"), *out = subdir(dir, "sub.out");
 	th_daemon d;
-	sub su = {0};
+	sub su = { 0 };
 	char reply[4096], *text, **lines, *msg, *r;
 	size_t nl;
 	pid_t cat;
@@ -883,14 +885,14 @@ START_TEST(nanocat_and_pub_interop)
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data, mirror()), 0);
 
 	ck_assert_int_eq(th_sh(reply, sizeof reply,
-	                       "timeout 10 nanocat --req --connect '%s' -D '%s' -A", d.rep,
-	                       EV("nc-1")),
-	                 0);
+			       "timeout 10 nanocat --req --connect '%s' -D '%s' -A", d.rep,
+			       EV("nc-1")),
+			 0);
 	ck_assert_str_eq(reply, "{\"ok\":true,\"seq\":1}\n");
 	ck_assert_int_eq(th_sh(reply, sizeof reply,
-	                       "timeout 10 nanocat --req --connect '%s' -D '%s' -A", d.rep,
-	                       EV("nc-1")),
-	                 0);
+			       "timeout 10 nanocat --req --connect '%s' -D '%s' -A", d.rep,
+			       EV("nc-1")),
+			 0);
 	ck_assert_str_eq(reply, "{\"ok\":true,\"duplicate\":true,\"seq\":1}\n");
 
 	/* Subscribers: nanocat, and a SUB socket of ours to see the bytes. */
@@ -939,14 +941,14 @@ START_TEST(nanocat_and_pub_interop)
 			ck_assert_msg(strncmp(m, "out.", 4) == 0, "unsubscribed type: %.80s", m);
 			ck_assert_ptr_nonnull(tab);
 			ck_assert_msg(strncmp(tab + 1, "{\"seq\":", 7) == 0,
-			              "not <type>\\t<json>: %.80s", m);
+				      "not <type>\\t<json>: %.80s", m);
 			ck_assert_int_eq(m[su.lens[k] - 1], '}');
 			{
 				char type[64], want[80];
 				snprintf(type, sizeof type, "%.*s", (int)(tab - m), m);
 				snprintf(want, sizeof want, "\"type\":\"%s\"", type);
 				ck_assert_msg(strstr(tab, want) != NULL, "topic %s, event %.120s",
-				              type, tab);
+					      type, tab);
 			}
 			seen += strncmp(m, "out.x\t", 6) == 0;
 			free(su.msgs[k]);
@@ -965,7 +967,7 @@ START_TEST(nanocat_and_pub_interop)
 	lines = split_lines(text, &nl);
 	for (size_t k = 0; k < nl; k++) {
 		ck_assert_msg(strncmp(lines[k], "out.", 4) == 0, "line %zu: %.80s", k + 1,
-		              lines[k]);
+			      lines[k]);
 		ck_assert_ptr_null(strstr(lines[k], "\"type\":\"in.x\""));
 		ck_assert_ptr_null(strstr(lines[k], "outside.y"));
 	}
@@ -985,7 +987,7 @@ START_TEST(sigterm_with_request_in_flight)
 	enum { SLOW = 1500, LATE = 3 };
 	th_daemon d;
 	logview lv;
-	sbuf b = {0};
+	sbuf b = { 0 };
 	char *msg, id[64], *late[LATE], path[700];
 	int s, late_s[LATE], ms = 30000, resend = 3600000;
 	uint64_t *seqs = calloc(SLOW, sizeof *seqs);
@@ -993,14 +995,14 @@ START_TEST(sigterm_with_request_in_flight)
 
 	ck_assert_ptr_nonnull(seqs);
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data,
-	                                 th_src("tests/lua/slow.lua")),
-	                 0);
+					 th_src("tests/lua/slow.lua")),
+			 0);
 	for (int k = 0; k < SLOW; k++) {
 		snprintf(id, sizeof id, "s-%d", k);
 		sb_printf(&b,
-		          "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/test\","
-		          "\"type\":\"slow.x\",\"data\":{\"first\":%s}}\n",
-		          id, k == 0 ? "true" : "false");
+			  "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/test\","
+			  "\"type\":\"slow.x\",\"data\":{\"first\":%s}}\n",
+			  id, k == 0 ? "true" : "false");
 	}
 	msg = sb_take(&b);
 	s = nn_socket(AF_SP, NN_REQ);
@@ -1013,7 +1015,7 @@ START_TEST(sigterm_with_request_in_flight)
 
 	/* The handler announces the batch from inside the turn. */
 	ck_assert_msg(th_wait_file(d.log, "slow batch started", 15000),
-	              "the slow turn never began");
+		      "the slow turn never began");
 	for (int k = 0; k < LATE; k++) {
 		late_s[k] = nn_socket(AF_SP, NN_REQ);
 		ck_assert_int_ge(late_s[k], 0);
@@ -1030,7 +1032,7 @@ START_TEST(sigterm_with_request_in_flight)
 		char *reply = NULL;
 		int n = nn_recv(s, &reply, NN_MSG, 0);
 		ck_assert_msg(n >= 0, "no reply to the request in flight: %s",
-		              nn_strerror(nn_errno()));
+			      nn_strerror(nn_errno()));
 		msg = strndup(reply, (size_t)n);
 		nn_freemsg(reply);
 		expect_stored(msg, SLOW, seqs);
@@ -1062,11 +1064,11 @@ START_TEST(sigterm_with_request_in_flight)
 			nn_freemsg(reply);
 			ck_assert_int_eq(ack_parse(msg, &seq), ACK_STORED);
 			ck_assert_msg(r != NULL && r->seq == seq, "%s acknowledged but not stored",
-			              id);
+				      id);
 			free(msg);
 		} else {
 			ck_assert_msg(r == NULL, "%s stored (seq %llu) but never acknowledged", id,
-			              (unsigned long long)r->seq);
+				      (unsigned long long)r->seq);
 		}
 		nn_close(late_s[k]);
 		free(late[k]);
@@ -1090,10 +1092,10 @@ START_TEST(relaxed_durability_and_exclusive_dir)
 	int push, ms = 10000, st;
 
 	ck_assert_int_eq(th_daemon_spawn(&d, data,
-	                                 "--data '%s' --script '%s' --durability relaxed "
-	                                 "--set sync_interval=50",
-	                                 data, mirror()),
-	                 0);
+					 "--data '%s' --script '%s' --durability relaxed "
+					 "--set sync_interval=50",
+					 data, mirror()),
+			 0);
 	push = nn_socket(AF_SP, NN_PUSH);
 	ck_assert_int_ge(push, 0);
 	nn_setsockopt(push, NN_SOL_SOCKET, NN_SNDTIMEO, &ms, sizeof ms);
@@ -1107,8 +1109,8 @@ START_TEST(relaxed_durability_and_exclusive_dir)
 
 	/* A second engine on the same directory. */
 	st = th_sh(out, sizeof out,
-	           "timeout 10 '%s' run --data '%s' --pull '' --rep '' --pub '' 2>&1", TIDE_BIN,
-	           data);
+		   "timeout 10 '%s' run --data '%s' --pull '' --rep '' --pub '' 2>&1", TIDE_BIN,
+		   data);
 	ck_assert_msg(st != 0 && st != 124, "second daemon: status %d", st);
 	ck_assert_msg(strstr(out, "in use by another tide process") != NULL, "%s", out);
 	ck_assert(alive(&d));
@@ -1127,10 +1129,10 @@ START_TEST(relaxed_durability_and_exclusive_dir)
 
 	/* Relaxed, then kill -9 right after the acknowledgements. */
 	ck_assert_int_eq(th_daemon_spawn(&d, data,
-	                                 "--data '%s' --script '%s' --durability relaxed "
-	                                 "--set sync_interval=5000",
-	                                 data, mirror()),
-	                 0);
+					 "--data '%s' --script '%s' --durability relaxed "
+					 "--set sync_interval=5000",
+					 data, mirror()),
+			 0);
 	req_events(d.rep, "r", 1000, 1000, 250, 2, acked + 1000);
 	th_daemon_kill(&d);
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data, mirror()), 0);
@@ -1168,14 +1170,14 @@ START_TEST(config_file)
 	th_write(conf, "handlers.lua", script);
 	free(script);
 	snprintf(text, sizeof text,
-	         "-- test config\n"
-	         "data = \"state\"\n"
-	         "durability = \"sync\"\n"
-	         "endpoints = { pull = \"tcp://127.0.0.1:%d\", rep = \"tcp://127.0.0.1:%d\",\n"
-	         "              pub = \"tcp://127.0.0.1:%d\" }\n"
-	         "scripts = { \"handlers.lua\" }\n"
-	         "max_event_size = \"64K\"\n",
-	         port[0], port[1], port[2]);
+		 "-- test config\n"
+		 "data = \"state\"\n"
+		 "durability = \"sync\"\n"
+		 "endpoints = { pull = \"tcp://127.0.0.1:%d\", rep = \"tcp://127.0.0.1:%d\",\n"
+		 "              pub = \"tcp://127.0.0.1:%d\" }\n"
+		 "scripts = { \"handlers.lua\" }\n"
+		 "max_event_size = \"64K\"\n",
+		 port[0], port[1], port[2]);
 	snprintf(path, sizeof path, "%s", th_write(conf, "tide.lua", text));
 	snprintf(data, sizeof data, "%s/state", conf);
 
@@ -1199,9 +1201,9 @@ START_TEST(config_file)
 		memset(big, 'y', 70 * 1024 - 1);
 		big[70 * 1024 - 1] = '\0';
 		snprintf(ev, 71 * 1024,
-		         "{\"specversion\":\"1.0\",\"id\":\"b\",\"source\":\"/t\",\"type\":\"t\","
-		         "\"data\":\"%s\"}",
-		         big);
+			 "{\"specversion\":\"1.0\",\"id\":\"b\",\"source\":\"/t\",\"type\":\"t\","
+			 "\"data\":\"%s\"}",
+			 big);
 		expect_error("larger than the 64 KiB limit", req1(d.rep, ev));
 		free(big);
 		free(ev);
@@ -1210,7 +1212,8 @@ START_TEST(config_file)
 
 	/* a flag overrides the file */
 	ck_assert_int_eq(
-	    th_daemon_spawn(&d, data, "--config '%s' --rep tcp://127.0.0.1:%d", path, port[3]), 0);
+		th_daemon_spawn(&d, data, "--config '%s' --rep tcp://127.0.0.1:%d", path, port[3]),
+		0);
 	snprintf(want, sizeof want, "tcp://127.0.0.1:%d", port[3]);
 	ck_assert_str_eq(d.rep, want);
 	reply = req1(d.rep, EV("conf-2"));
@@ -1222,15 +1225,15 @@ START_TEST(config_file)
 	/* unknown settings are errors */
 	th_write(conf, "bad.lua", "data = \"state2\"\nbogus_setting = 1\n");
 	st = th_sh(out, sizeof out, "cd / && timeout 10 '%s' run --config '%s/bad.lua' 2>&1",
-	           TIDE_BIN, conf);
+		   TIDE_BIN, conf);
 	ck_assert_msg(st != 0 && st != 124, "status %d", st);
 	ck_assert_msg(strstr(out, "unknown setting") != NULL &&
-	                  strstr(out, "bogus_setting") != NULL,
-	              "%s", out);
+			      strstr(out, "bogus_setting") != NULL,
+		      "%s", out);
 	/* and so are bad values */
 	th_write(conf, "bad2.lua", "durability = \"sometimes\"\n");
 	st = th_sh(out, sizeof out, "timeout 10 '%s' run --config '%s/bad2.lua' 2>&1", TIDE_BIN,
-	           conf);
+		   conf);
 	ck_assert_msg(st != 0 && st != 124, "status %d", st);
 	ck_assert_msg(strstr(out, "durability") != NULL, "%s", out);
 }
@@ -1246,8 +1249,8 @@ START_TEST(map_grows_under_load)
 	logview lv;
 
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s' --set map_size=256K",
-	                                 data, mirror()),
-	                 0);
+					 data, mirror()),
+			 0);
 	req_events(d.rep, "r", 0, 6000, 500, 4, acked);
 	ck_assert(th_wait_settled(data, "mirror", 12000, 60000));
 	ck_assert(alive(&d));
@@ -1255,7 +1258,7 @@ START_TEST(map_grows_under_load)
 		char out[4096];
 		const char *m;
 		ck_assert_int_eq(
-		    th_sh(out, sizeof out, "'%s' stat --json --data '%s'", TIDE_BIN, data), 0);
+			th_sh(out, sizeof out, "'%s' stat --json --data '%s'", TIDE_BIN, data), 0);
 		ck_assert_ptr_nonnull(m = strstr(out, "\"map_size\":"));
 		ck_assert_msg(atoll(m + 11) > 256 * 1024, "the map never grew: %s", out);
 	}

@@ -91,50 +91,57 @@ reject(const char *msg)
 START_TEST(valid_minimal)
 {
 	ck_assert_str_eq(roundtrip("{" MIN "}"),
-	                 "{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\"}");
+			 "{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\"}");
 }
 END_TEST
 
 START_TEST(attribute_order_and_nulls)
 {
 	/* Optional attributes set to null are absent; output order is fixed. */
-	ck_assert_str_eq(roundtrip("{\"type\":\"t\",\"subject\":null,\"time\":null,\"source\":\"/s\","
-	                           "\"id\":\"a\",\"specversion\":\"1.0\",\"dataschema\":null}"),
-	                 "{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\"}");
+	ck_assert_str_eq(
+		roundtrip("{\"type\":\"t\",\"subject\":null,\"time\":null,\"source\":\"/s\","
+			  "\"id\":\"a\",\"specversion\":\"1.0\",\"dataschema\":null}"),
+		"{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\"}");
 }
 END_TEST
 
 START_TEST(missing_required)
 {
 	ck_assert_str_eq(reject("{\"specversion\":\"1.0\",\"id\":\"a\",\"type\":\"t\"}"),
-	                 "missing required attribute 'source'");
+			 "missing required attribute 'source'");
 	ck_assert_str_eq(reject("{\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\"}"),
-	                 "missing required attribute 'specversion'");
+			 "missing required attribute 'specversion'");
 	ck_assert_str_eq(reject("{\"specversion\":\"1.0\",\"source\":\"/s\",\"type\":\"t\"}"),
-	                 "missing required attribute 'id'");
+			 "missing required attribute 'id'");
 	ck_assert_str_eq(reject("{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"/s\"}"),
-	                 "missing required attribute 'type'");
+			 "missing required attribute 'type'");
 }
 END_TEST
 
 START_TEST(specversion)
 {
-	ck_assert_str_eq(reject("{\"specversion\":\"0.3\",\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\"}"),
-	                 "specversion must be \"1.0\", not \"0.3\"");
-	ck_assert_ptr_nonnull(strstr(reject("{\"specversion\":1.0,\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\"}"),
-	                             "specversion must be \"1.0\""));
+	ck_assert_str_eq(
+		reject("{\"specversion\":\"0.3\",\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\"}"),
+		"specversion must be \"1.0\", not \"0.3\"");
+	ck_assert_ptr_nonnull(strstr(
+		reject("{\"specversion\":1.0,\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\"}"),
+		"specversion must be \"1.0\""));
 }
 END_TEST
 
 START_TEST(wrong_types_and_empty)
 {
-	ck_assert_str_eq(reject("{" MIN ",\"subject\":\"\"}"), "attribute 'subject' must not be empty");
-	ck_assert_str_eq(reject("{\"specversion\":\"1.0\",\"id\":25,\"source\":\"/s\",\"type\":\"t\"}"),
-	                 "attribute 'id' must be a string, not a number");
-	ck_assert_str_eq(reject("{\"specversion\":\"1.0\",\"id\":{\"x\":1},\"source\":\"/s\",\"type\":\"t\"}"),
-	                 "attribute 'id' must be a string, not an object");
-	ck_assert_str_eq(reject("{\"specversion\":\"1.0\",\"id\":null,\"source\":\"/s\",\"type\":\"t\"}"),
-	                 "attribute 'id' must be a non-empty string, not null");
+	ck_assert_str_eq(reject("{" MIN ",\"subject\":\"\"}"),
+			 "attribute 'subject' must not be empty");
+	ck_assert_str_eq(
+		reject("{\"specversion\":\"1.0\",\"id\":25,\"source\":\"/s\",\"type\":\"t\"}"),
+		"attribute 'id' must be a string, not a number");
+	ck_assert_str_eq(reject("{\"specversion\":\"1.0\",\"id\":{\"x\":1},\"source\":\"/"
+				"s\",\"type\":\"t\"}"),
+			 "attribute 'id' must be a string, not an object");
+	ck_assert_str_eq(
+		reject("{\"specversion\":\"1.0\",\"id\":null,\"source\":\"/s\",\"type\":\"t\"}"),
+		"attribute 'id' must be a non-empty string, not null");
 	ck_assert_str_eq(reject("{" MIN ",\"id\":\"b\"}"), "duplicate attribute 'id'");
 }
 END_TEST
@@ -142,77 +149,99 @@ END_TEST
 START_TEST(time_rfc3339)
 {
 	static const char *const good[] = {
-		"2018-04-05T17:31:00Z", "2018-04-05t17:31:00z", "2018-04-05T17:31:00.123456789Z",
-		"2018-04-05T18:31:00+01:00", "2020-02-29T00:00:00Z", "2016-12-31T23:59:60Z",
+		"2018-04-05T17:31:00Z",           "2018-04-05t17:31:00z",
+		"2018-04-05T17:31:00.123456789Z", "2018-04-05T18:31:00+01:00",
+		"2020-02-29T00:00:00Z",           "2016-12-31T23:59:60Z",
 	};
 	static const char *const bad[] = {
-		"lunchtime", "2018-04-05T18:31Z", "2018-04-05T18:31:00X", "2018-04-05T18:31:00+25:00",
-		"2018-04-05T18:31:00+xx:00", "2018-04-05T18:31:00+05", "2019-02-29T00:00:00Z",
-		"2018-13-05T18:31:00Z", "2018-04-05 18:31:00Z", "2018-04-05T18:31:00.Z",
+		"lunchtime",
+		"2018-04-05T18:31Z",
+		"2018-04-05T18:31:00X",
+		"2018-04-05T18:31:00+25:00",
+		"2018-04-05T18:31:00+xx:00",
+		"2018-04-05T18:31:00+05",
+		"2019-02-29T00:00:00Z",
+		"2018-13-05T18:31:00Z",
+		"2018-04-05 18:31:00Z",
+		"2018-04-05T18:31:00.Z",
 	};
 	for (size_t i = 0; i < sizeof good / sizeof *good; i++)
 		ck_assert_msg(tidei_time_valid(good[i], strlen(good[i])), "%s", good[i]);
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
 		ck_assert_msg(!tidei_time_valid(bad[i], strlen(bad[i])), "%s", bad[i]);
 	ck_assert_str_eq(reject("{" MIN ",\"time\":\"lunchtime\"}"),
-	                 "attribute 'time' is not an RFC 3339 timestamp: \"lunchtime\"");
+			 "attribute 'time' is not an RFC 3339 timestamp: \"lunchtime\"");
 	/* time is kept as written: full precision, offset included */
-	ck_assert_ptr_nonnull(strstr(roundtrip("{" MIN ",\"time\":\"2018-04-05T18:31:00.123456789123+01:00\"}"),
-	                             "\"time\":\"2018-04-05T18:31:00.123456789123+01:00\""));
+	ck_assert_ptr_nonnull(
+		strstr(roundtrip("{" MIN ",\"time\":\"2018-04-05T18:31:00.123456789123+01:00\"}"),
+		       "\"time\":\"2018-04-05T18:31:00.123456789123+01:00\""));
 }
 END_TEST
 
 START_TEST(content_type_and_schema)
 {
-	ck_assert_ptr_nonnull(strstr(reject("{" MIN ",\"datacontenttype\":\"xyz\"}"), "not a media type"));
+	ck_assert_ptr_nonnull(
+		strstr(reject("{" MIN ",\"datacontenttype\":\"xyz\"}"), "not a media type"));
 	roundtrip("{" MIN ",\"datacontenttype\":\"application/json; charset=utf-8\"}");
-	ck_assert_ptr_nonnull(strstr(reject("{" MIN ",\"dataschema\":\"no scheme\"}"), "absolute URI"));
+	ck_assert_ptr_nonnull(
+		strstr(reject("{" MIN ",\"dataschema\":\"no scheme\"}"), "absolute URI"));
 	roundtrip("{" MIN ",\"dataschema\":\"https://example.com/s.json\"}");
-	ck_assert_ptr_nonnull(strstr(reject("{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"has space\",\"type\":\"t\"}"),
-	                             "URI-reference"));
+	ck_assert_ptr_nonnull(strstr(reject("{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":"
+					    "\"has space\",\"type\":\"t\"}"),
+				     "URI-reference"));
 }
 END_TEST
 
 START_TEST(extensions)
 {
 	ck_assert_str_eq(roundtrip("{" MIN ",\"ext1\":\"v\",\"num\":42,\"flag\":true}"),
-	                 "{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\","
-	                 "\"ext1\":\"v\",\"num\":42,\"flag\":true}");
-	ck_assert_ptr_nonnull(strstr(reject("{" MIN ",\"MyExt\":\"x\"}"), "lowercase letters and digits"));
-	ck_assert_ptr_nonnull(strstr(reject("{" MIN ",\"my.ext\":\"x\"}"), "lowercase letters and digits"));
-	ck_assert_ptr_nonnull(strstr(reject("{" MIN ",\"a_b\":\"x\"}"), "lowercase letters and digits"));
-	ck_assert_ptr_nonnull(strstr(reject("{" MIN ",\"ext\":1.5}"), "must be a string, boolean or integer"));
-	ck_assert_ptr_nonnull(strstr(reject("{" MIN ",\"long\":4247483647}"), "32-bit integer range"));
+			 "{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\","
+			 "\"ext1\":\"v\",\"num\":42,\"flag\":true}");
+	ck_assert_ptr_nonnull(
+		strstr(reject("{" MIN ",\"MyExt\":\"x\"}"), "lowercase letters and digits"));
+	ck_assert_ptr_nonnull(
+		strstr(reject("{" MIN ",\"my.ext\":\"x\"}"), "lowercase letters and digits"));
+	ck_assert_ptr_nonnull(
+		strstr(reject("{" MIN ",\"a_b\":\"x\"}"), "lowercase letters and digits"));
+	ck_assert_ptr_nonnull(
+		strstr(reject("{" MIN ",\"ext\":1.5}"), "must be a string, boolean or integer"));
+	ck_assert_ptr_nonnull(
+		strstr(reject("{" MIN ",\"long\":4247483647}"), "32-bit integer range"));
 	ck_assert_ptr_nonnull(strstr(reject("{" MIN ",\"obj\":{}}"), "not an object"));
 	ck_assert_str_eq(reject("{" MIN ",\"x\":1,\"x\":2}"), "duplicate attribute 'x'");
 	/* correlation and causation are kept in the header */
-	ck_assert_ptr_nonnull(strstr(roundtrip("{" MIN ",\"causationid\":\"c\",\"correlationid\":\"r\"}"),
-	                             "\"correlationid\":\"r\",\"causationid\":\"c\""));
+	ck_assert_ptr_nonnull(
+		strstr(roundtrip("{" MIN ",\"causationid\":\"c\",\"correlationid\":\"r\"}"),
+		       "\"correlationid\":\"r\",\"causationid\":\"c\""));
 }
 END_TEST
 
 START_TEST(data_kinds)
 {
-	ck_assert_ptr_nonnull(strstr(roundtrip("{" MIN ",\"data\":\"text\"}"), "\"data\":\"text\""));
+	ck_assert_ptr_nonnull(
+		strstr(roundtrip("{" MIN ",\"data\":\"text\"}"), "\"data\":\"text\""));
 	ck_assert_ptr_nonnull(strstr(roundtrip("{" MIN ",\"data\":7}"), "\"data\":7}"));
 	ck_assert_ptr_nonnull(strstr(roundtrip("{" MIN ",\"data\":false}"), "\"data\":false}"));
 	ck_assert_ptr_nonnull(strstr(roundtrip("{" MIN ",\"data\":[1,null,{\"a\":[]}]}"),
-	                             "\"data\":[1,null,{\"a\":[]}]"));
+				     "\"data\":[1,null,{\"a\":[]}]"));
 	ck_assert_ptr_nonnull(strstr(roundtrip("{" MIN ",\"data_base64\":\"TWE=\"}"),
-	                             "\"data_base64\":\"TWE=\""));
+				     "\"data_base64\":\"TWE=\""));
 	ck_assert_str_eq(reject("{" MIN ",\"data\":1,\"data_base64\":\"TWE=\"}"),
-	                 "data and data_base64 are mutually exclusive");
-	ck_assert_str_eq(reject("{" MIN ",\"data_base64\":\"T@E=\"}"), "data_base64 is not valid base64");
+			 "data and data_base64 are mutually exclusive");
+	ck_assert_str_eq(reject("{" MIN ",\"data_base64\":\"T@E=\"}"),
+			 "data_base64 is not valid base64");
 	/* data before the attributes works too */
-	ck_assert_ptr_nonnull(strstr(roundtrip("{\"data\":{\"k\":\"v\"}," MIN "}"), "\"data\":{\"k\":\"v\"}"));
+	ck_assert_ptr_nonnull(
+		strstr(roundtrip("{\"data\":{\"k\":\"v\"}," MIN "}"), "\"data\":{\"k\":\"v\"}"));
 }
 END_TEST
 
 START_TEST(numbers_keep_fidelity)
 {
-	const char *j = roundtrip("{" MIN ",\"data\":{\"max\":9223372036854775807,"
-	                          "\"min\":-9223372036854775808,\"big\":9007199254740993,"
-	                          "\"f\":0.1,\"g\":1e300,\"h\":2.0,\"over\":18446744073709551616}}");
+	const char *j =
+		roundtrip("{" MIN ",\"data\":{\"max\":9223372036854775807,"
+			  "\"min\":-9223372036854775808,\"big\":9007199254740993,"
+			  "\"f\":0.1,\"g\":1e300,\"h\":2.0,\"over\":18446744073709551616}}");
 	ck_assert_ptr_nonnull(strstr(j, "\"max\":9223372036854775807"));
 	ck_assert_ptr_nonnull(strstr(j, "\"min\":-9223372036854775808"));
 	ck_assert_ptr_nonnull(strstr(j, "\"big\":9007199254740993"));
@@ -226,12 +255,15 @@ END_TEST
 
 START_TEST(strings_escape)
 {
-	const char *j = roundtrip("{" MIN ",\"data\":\"q\\\"b\\\\n\\n\\t\\u0001\\u00e9\\ud83c\\udf0e\"}");
-	ck_assert_str_eq(strstr(j, "\"data\""), "\"data\":\"q\\\"b\\\\n\\n\\t\\u0001\xc3\xa9\xf0\x9f\x8c\x8e\"}");
+	const char *j =
+		roundtrip("{" MIN ",\"data\":\"q\\\"b\\\\n\\n\\t\\u0001\\u00e9\\ud83c\\udf0e\"}");
+	ck_assert_str_eq(strstr(j, "\"data\""),
+			 "\"data\":\"q\\\"b\\\\n\\n\\t\\u0001\xc3\xa9\xf0\x9f\x8c\x8e\"}");
 	/* invalid UTF-8 is not JSON */
 	ck_assert_ptr_nonnull(strstr(reject("{" MIN ",\"data\":\"\xff\"}"), "not valid JSON"));
-	ck_assert_ptr_nonnull(strstr(reject("{\"specversion\":\"1.0\",\"id\":\"a\\u0000b\",\"source\":\"/s\",\"type\":\"t\"}"),
-	                             "NUL"));
+	ck_assert_ptr_nonnull(strstr(reject("{\"specversion\":\"1.0\",\"id\":\"a\\u0000b\","
+					    "\"source\":\"/s\",\"type\":\"t\"}"),
+				     "NUL"));
 }
 END_TEST
 
@@ -245,7 +277,8 @@ START_TEST(framing_ndjson_and_batches)
 	ck_assert_ptr_nonnull(strstr(g->err[2], "not valid JSON at byte"));
 	ck_assert(g->ok[3]);
 
-	g = parse("[{" MIN "}, \"not an object\", {\"specversion\":\"0.9\"}, {" MIN2 ",\"id\":\"z\"}]");
+	g = parse("[{" MIN "}, \"not an object\", {\"specversion\":\"0.9\"}, {" MIN2
+		  ",\"id\":\"z\"}]");
 	ck_assert_int_eq(g->n, 4);
 	ck_assert(g->ok[0] && g->ok[3]);
 	ck_assert_str_eq(g->err[1], "event must be a JSON object");
@@ -260,7 +293,8 @@ START_TEST(framing_ndjson_and_batches)
 	ck_assert_str_eq(g->err[0], "event must be a JSON object");
 
 	/* a pretty-printed object spanning lines is one event */
-	g = parse("{\n  \"specversion\": \"1.0\",\n  \"id\": \"p\",\n  \"source\": \"/s\",\n  \"type\": \"t\"\n}\n");
+	g = parse("{\n  \"specversion\": \"1.0\",\n  \"id\": \"p\",\n  \"source\": \"/s\",\n  "
+		  "\"type\": \"t\"\n}\n");
 	ck_assert_int_eq(g->n, 1);
 	ck_assert(g->ok[0]);
 }
@@ -329,7 +363,7 @@ START_TEST(record_layout)
 		if (rc == 0) {
 			/* only a cut inside the data can still decode; the data
 			 * value must then fail to read */
-			tidei_vreader r = {e2.data, e2.data + e2.data_len};
+			tidei_vreader r = { e2.data, e2.data + e2.data_len };
 			ck_assert(e2.data == NULL || tidei_val_skip(&r) != 0 || r.p == r.end);
 		}
 	}
@@ -338,11 +372,13 @@ END_TEST
 
 START_TEST(values_roundtrip)
 {
-	tidei_buf b = {0};
+	tidei_buf b = { 0 };
 	tidei_vreader r;
 	tidei_vitem it;
-	const int64_t ints[] = {0, 1, 127, 128, -1, -32, -33, 255, 65535, -65536, INT32_MAX,
-	                        (int64_t)INT32_MAX + 1, INT64_MAX, INT64_MIN};
+	const int64_t ints[] = { 0,         1,        127,       128,
+				 -1,        -32,      -33,       255,
+				 65535,     -65536,   INT32_MAX, (int64_t)INT32_MAX + 1,
+				 INT64_MAX, INT64_MIN };
 
 	for (size_t i = 0; i < sizeof ints / sizeof *ints; i++)
 		tidei_val_int(&b, ints[i]);
@@ -366,8 +402,8 @@ END_TEST
 
 START_TEST(json_doubles_shortest)
 {
-	tidei_buf b = {0};
-	const double ds[] = {0.1, 1.0 / 3, 1e-7, 123456.789, 5e-324, 1.7976931348623157e308};
+	tidei_buf b = { 0 };
+	const double ds[] = { 0.1, 1.0 / 3, 1e-7, 123456.789, 5e-324, 1.7976931348623157e308 };
 
 	for (size_t i = 0; i < sizeof ds / sizeof *ds; i++) {
 		tidei_buf_reset(&b);
@@ -396,7 +432,8 @@ START_TEST(numbers_agree_with_strtod)
 		if (rand_r(&seed) % 4 == 0)
 			buf[n++] = '-';
 		for (int k = 0; k < intdigits; k++)
-			buf[n++] = (char)('0' + (k == 0 ? 1 + rand_r(&seed) % 9 : rand_r(&seed) % 10));
+			buf[n++] =
+				(char)('0' + (k == 0 ? 1 + rand_r(&seed) % 9 : rand_r(&seed) % 10));
 		if (intdigits == 0)
 			buf[n++] = '0';
 		buf[n++] = '.';
@@ -404,18 +441,19 @@ START_TEST(numbers_agree_with_strtod)
 			buf[n++] = (char)('0' + rand_r(&seed) % 10);
 		buf[n] = '\0';
 		ck_assert_int_eq(tidei_json_number(buf, (size_t)n, &ip, &got), 0);
-		ck_assert_msg(got == strtod(buf, NULL), "%s: %.17g != %.17g", buf, got, strtod(buf, NULL));
+		ck_assert_msg(got == strtod(buf, NULL), "%s: %.17g != %.17g", buf, got,
+			      strtod(buf, NULL));
 	}
 }
 END_TEST
 
 START_TEST(base64)
 {
-	tidei_buf b = {0};
+	tidei_buf b = { 0 };
 	const char *in = "any carnal pleas";
 
 	for (size_t n = 0; n <= strlen(in); n++) {
-		tidei_buf enc = {0};
+		tidei_buf enc = { 0 };
 		tidei_base64_encode(&enc, (const uint8_t *)in, n);
 		tidei_buf_reset(&b);
 		ck_assert_int_eq(tidei_base64_decode(&b, (const char *)enc.p, enc.len), (long)n);

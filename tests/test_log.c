@@ -37,7 +37,7 @@ rec(const char *source, const char *id, const char *subject, const char *type)
 static tidei_log *
 open_log(const char *dir, uint64_t map)
 {
-	tidei_log_opts o = {0};
+	tidei_log_opts o = { 0 };
 	tidei_log *log;
 	char err[TIDEI_ERRLEN];
 
@@ -152,7 +152,7 @@ START_TEST(one_writer_per_directory)
 {
 	const char *dir = th_tmpdir();
 	tidei_log *log = open_log(dir, 0), *other;
-	tidei_log_opts o = {0};
+	tidei_log_opts o = { 0 };
 	char err[TIDEI_ERRLEN];
 
 	ck_assert_int_eq(tidei_log_open(&other, dir, &o, err), TIDE_EBUSY);
@@ -169,9 +169,9 @@ START_TEST(format_is_checked)
 {
 	const char *dir = th_tmpdir();
 	tidei_log *log = open_log(dir, 0);
-	MDB_val k = {6, "format"}, v;
-	uint8_t raw[4] = {99, 0, 0, 0};
-	tidei_log_opts o = {0};
+	MDB_val k = { 6, "format" }, v;
+	uint8_t raw[4] = { 99, 0, 0, 0 };
+	tidei_log_opts o = { 0 };
 	char err[TIDEI_ERRLEN];
 
 	ck_assert_int_eq(tidei_log_begin(log), TIDE_OK);
@@ -188,7 +188,7 @@ END_TEST
 START_TEST(missing_log_for_readers)
 {
 	const char *dir = th_tmpdir();
-	tidei_log_opts o = {1, 0, 0};
+	tidei_log_opts o = { 1, 0, 0 };
 	tidei_log *log;
 	char err[TIDEI_ERRLEN];
 
@@ -309,7 +309,7 @@ START_TEST(matches_reference_model)
 	ck_assert_int_eq(tide_log_open(&r, dir, err, sizeof err), TIDE_OK);
 	for (int s = 0; s < SUBJECTS; s++) {
 		char subs[16];
-		tide_filter f = {0};
+		tide_filter f = { 0 };
 		tide_cursor *c;
 		const tide_event *ev;
 		uint64_t want = 1, last = 0;
@@ -337,7 +337,7 @@ START_TEST(cursor_filters)
 	tide_log *r;
 	tide_cursor *c;
 	const tide_event *ev;
-	tide_filter f = {0};
+	tide_filter f = { 0 };
 	char err[256];
 	int n = 0;
 

@@ -102,14 +102,14 @@ rig_config(rig *r, const char *script)
 	tide_config_set_log(r->cfg, collect_log, r);
 	if (script != NULL)
 		ck_assert_int_eq(tide_config_add_script(r->cfg, th_write(r->dir, "s.lua", script)),
-		                 TIDE_OK);
+				 TIDE_OK);
 }
 
 static void
 rig_set(rig *r, const char *key, const char *value)
 {
 	ck_assert_msg(tide_config_set(r->cfg, key, value) == TIDE_OK, "%s=%s: %s", key, value,
-	              tide_config_errmsg(r->cfg));
+		      tide_config_errmsg(r->cfg));
 }
 
 /* Create and open the engine of the configuration; returns what
@@ -119,7 +119,7 @@ rig_start(rig *r)
 {
 	ck_assert_int_eq(tide_engine_new(&r->e, r->cfg), TIDE_OK);
 	ck_assert_int_eq(tide_consumer_add(r->e, "rig-watch", "*", TIDE_FROM_BEGINNING, watch, r),
-	                 TIDE_OK);
+			 TIDE_OK);
 	return tide_engine_open(r->e, NULL);
 }
 
@@ -229,7 +229,7 @@ rig_wait(rig *r, const char *type, int n)
 	while (committed(r, type) < n && th_ms() < deadline)
 		rig_turn(r);
 	ck_assert_msg(committed(r, type) >= n, "%d of %d '%s' committed; log:\n%s",
-	              committed(r, type), n, type, r->logs);
+		      committed(r, type), n, type, r->logs);
 	return committed(r, type);
 }
 
@@ -258,12 +258,12 @@ line_with(const char *text, const char *needle)
 	return line;
 }
 
-#define HAS(text, needle)                                                                          \
+#define HAS(text, needle) \
 	ck_assert_msg(strstr(text, needle) != NULL, "'%s' not in:\n%s", needle, text)
-#define HASNT(text, needle)                                                                        \
+#define HASNT(text, needle) \
 	ck_assert_msg(strstr(text, needle) == NULL, "'%s' in:\n%s", needle, text)
 
-#define EV(id, type, extra)                                                                        \
+#define EV(id, type, extra) \
 	"{\"specversion\":\"1.0\",\"id\":\"" id "\",\"source\":\"/t\",\"type\":\"" type "\"" extra \
 	"}"
 
@@ -279,9 +279,9 @@ START_TEST(emit_carries_causation)
 	char out[8192];
 
 	rig_open_ok(&r, LUA_HEAD "tide.on('order.placed', function(ev)\n"
-	                         "  tide.emit{ type = 'payment.requested', subject = ev.subject,\n"
-	                         "             data = { amount = ev.data.total * 2 } }\n"
-	                         "end, { name = 'pay', from = 'beginning' })\n");
+				 "  tide.emit{ type = 'payment.requested', subject = ev.subject,\n"
+				 "             data = { amount = ev.data.total * 2 } }\n"
+				 "end, { name = 'pay', from = 'beginning' })\n");
 	rig_publish(&r, EV("o1", "order.placed", ",\"subject\":\"c1\",\"data\":{\"total\":21}"));
 	ck_assert_int_eq(r.stored, 1);
 	rig_wait(&r, "payment.requested", 1);
@@ -305,55 +305,58 @@ START_TEST(event_table)
 	time_t rec, now = time(NULL);
 
 	rig_open_ok(
-	    &r, LUA_HEAD
-	    "local function check(ev)\n"
-	    "  assert(ev.id == 'p1', 'id')\n"
-	    "  assert(ev.source == '/t', 'source')\n"
-	    "  assert(ev.type == 'probe', 'type')\n"
-	    "  assert(ev.specversion == '1.0', 'specversion')\n"
-	    "  assert(ev.subject == 'k1', 'subject')\n"
-	    "  assert(ev.time == '2018-04-05T18:31:00.123456789+01:00', 'time: ' .. "
-	    "tostring(ev.time))\n"
-	    "  assert(ev.datacontenttype == 'application/json', 'datacontenttype')\n"
-	    "  assert(ev.dataschema == 'https://example.com/s', 'dataschema')\n"
-	    "  assert(math.type(ev.seq) == 'integer' and ev.seq == 1, 'seq ' .. tostring(ev.seq))\n"
-	    "  assert(math.type(ev.version) == 'integer' and ev.version == 1, 'version')\n"
-	    "  assert(type(ev.recorded) == 'string' and ev.recorded:match(\n"
-	    "    '^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%d%d%d%dZ$'), 'recorded ' .. "
-	    "tostring(ev.recorded))\n"
-	    "  assert(ev.correlationid == 'corr-1', 'correlationid')\n"
-	    "  assert(ev.causationid == 'cause-1', 'causationid')\n"
-	    "  assert(ev.extstr == 'x', 'extstr')\n"
-	    "  assert(math.type(ev.extint) == 'integer' and ev.extint == -7, 'extint')\n"
-	    "  assert(ev.extbool == true and ev.extoff == false, 'extbool')\n"
-	    "  local d = ev.data\n"
-	    "  assert(type(d) == 'table', 'data')\n"
-	    "  assert(d.order.items[1].sku == 'a' and d.order.items[2].sku == 'b', 'items')\n"
-	    "  assert(#d.order.items == 2 and d.order.items[0] == nil, 'items are 1-based')\n"
-	    "  assert(#d.list == 3 and d.list[1] == 10 and d.list[3] == 30, 'list')\n"
-	    "  assert(d.deep.a.b.c == true, 'deep')\n"
-	    "  assert(d.gone == nil, 'null member')\n"
-	    "  assert(#d.holes == 3 and d.holes[2] == tide.null, 'null element')\n"
-	    "  assert(d.text == 'h\\xc3\\xa9', 'utf-8 text')\n"
-	    "  assert(d.empty_obj and next(d.empty_obj) == nil, 'empty object')\n"
-	    "end\n"
-	    "tide.on('probe', function(ev)\n"
-	    "  check(ev)\n"
-	    "  tide.emit{ type = 'probe.ok', data = { recorded = ev.recorded } }\n"
-	    "end, { name = 'probe' })\n"
-	    "tide.on('probe.more', function(ev)\n"
-	    "  tide.emit{ type = 'probe.more.ok', data = { seq = ev.seq, version = ev.version,\n"
-	    "             subject = ev.subject, time = ev.time, data = ev.data == nil } }\n"
-	    "end, { name = 'more' })\n");
+		&r, LUA_HEAD
+		"local function check(ev)\n"
+		"  assert(ev.id == 'p1', 'id')\n"
+		"  assert(ev.source == '/t', 'source')\n"
+		"  assert(ev.type == 'probe', 'type')\n"
+		"  assert(ev.specversion == '1.0', 'specversion')\n"
+		"  assert(ev.subject == 'k1', 'subject')\n"
+		"  assert(ev.time == '2018-04-05T18:31:00.123456789+01:00', 'time: ' .. "
+		"tostring(ev.time))\n"
+		"  assert(ev.datacontenttype == 'application/json', 'datacontenttype')\n"
+		"  assert(ev.dataschema == 'https://example.com/s', 'dataschema')\n"
+		"  assert(math.type(ev.seq) == 'integer' and ev.seq == 1, 'seq ' .. "
+		"tostring(ev.seq))\n"
+		"  assert(math.type(ev.version) == 'integer' and ev.version == 1, 'version')\n"
+		"  assert(type(ev.recorded) == 'string' and ev.recorded:match(\n"
+		"    '^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%d%d%d%dZ$'), 'recorded ' .. "
+		"tostring(ev.recorded))\n"
+		"  assert(ev.correlationid == 'corr-1', 'correlationid')\n"
+		"  assert(ev.causationid == 'cause-1', 'causationid')\n"
+		"  assert(ev.extstr == 'x', 'extstr')\n"
+		"  assert(math.type(ev.extint) == 'integer' and ev.extint == -7, 'extint')\n"
+		"  assert(ev.extbool == true and ev.extoff == false, 'extbool')\n"
+		"  local d = ev.data\n"
+		"  assert(type(d) == 'table', 'data')\n"
+		"  assert(d.order.items[1].sku == 'a' and d.order.items[2].sku == 'b', 'items')\n"
+		"  assert(#d.order.items == 2 and d.order.items[0] == nil, 'items are 1-based')\n"
+		"  assert(#d.list == 3 and d.list[1] == 10 and d.list[3] == 30, 'list')\n"
+		"  assert(d.deep.a.b.c == true, 'deep')\n"
+		"  assert(d.gone == nil, 'null member')\n"
+		"  assert(#d.holes == 3 and d.holes[2] == tide.null, 'null element')\n"
+		"  assert(d.text == 'h\\xc3\\xa9', 'utf-8 text')\n"
+		"  assert(d.empty_obj and next(d.empty_obj) == nil, 'empty object')\n"
+		"end\n"
+		"tide.on('probe', function(ev)\n"
+		"  check(ev)\n"
+		"  tide.emit{ type = 'probe.ok', data = { recorded = ev.recorded } }\n"
+		"end, { name = 'probe' })\n"
+		"tide.on('probe.more', function(ev)\n"
+		"  tide.emit{ type = 'probe.more.ok', data = { seq = ev.seq, version = "
+		"ev.version,\n"
+		"             subject = ev.subject, time = ev.time, data = ev.data == nil } }\n"
+		"end, { name = 'more' })\n");
 	rig_publish(
-	    &r, "{\"specversion\":\"1.0\",\"id\":\"p1\",\"source\":\"/t\",\"type\":\"probe\","
-	        "\"subject\":\"k1\",\"time\":\"2018-04-05T18:31:00.123456789+01:00\","
-	        "\"datacontenttype\":\"application/json\",\"dataschema\":\"https://example.com/s\","
-	        "\"correlationid\":\"corr-1\",\"causationid\":\"cause-1\","
-	        "\"extstr\":\"x\",\"extint\":-7,\"extbool\":true,\"extoff\":false,"
-	        "\"data\":{\"order\":{\"items\":[{\"sku\":\"a\"},{\"sku\":\"b\"}]},"
-	        "\"list\":[10,20,30],\"deep\":{\"a\":{\"b\":{\"c\":true}}},\"gone\":null,"
-	        "\"holes\":[1,null,3],\"text\":\"h\\u00e9\",\"empty_obj\":{}}}");
+		&r,
+		"{\"specversion\":\"1.0\",\"id\":\"p1\",\"source\":\"/t\",\"type\":\"probe\","
+		"\"subject\":\"k1\",\"time\":\"2018-04-05T18:31:00.123456789+01:00\","
+		"\"datacontenttype\":\"application/json\",\"dataschema\":\"https://example.com/s\","
+		"\"correlationid\":\"corr-1\",\"causationid\":\"cause-1\","
+		"\"extstr\":\"x\",\"extint\":-7,\"extbool\":true,\"extoff\":false,"
+		"\"data\":{\"order\":{\"items\":[{\"sku\":\"a\"},{\"sku\":\"b\"}]},"
+		"\"list\":[10,20,30],\"deep\":{\"a\":{\"b\":{\"c\":true}}},\"gone\":null,"
+		"\"holes\":[1,null,3],\"text\":\"h\\u00e9\",\"empty_obj\":{}}}");
 	ck_assert_int_eq(r.stored, 1);
 	/* the same stream again (version 2), then no stream at all */
 	rig_publish(&r, EV("p2", "probe.more", ",\"subject\":\"k1\""));
@@ -401,28 +404,31 @@ START_TEST(integers_keep_64_bits)
 	const char *line;
 
 	rig_open_ok(
-	    &r, LUA_HEAD
-	    "tide.on('nums', function(ev)\n"
-	    "  local d = ev.data\n"
-	    "  assert(math.type(d.big) == 'integer', 'big is a ' .. tostring(math.type(d.big)))\n"
-	    "  assert(string.format('%d', d.big) == '9007199254740993', 'big')\n"
-	    "  assert(d.big ~= 9007199254740992, 'big rounded through a double')\n"
-	    "  assert(math.type(d.min) == 'integer' and d.min == math.mininteger, 'min')\n"
-	    "  assert(string.format('%d', d.min) == '-9223372036854775808', 'min digits')\n"
-	    "  assert(d.max == math.maxinteger, 'max')\n"
-	    "  assert(math.type(d.two) == 'float' and d.two == 2.0, 'two is a float')\n"
-	    "  assert(math.type(d.half) == 'float', 'half')\n"
-	    "  assert(math.type(d.small) == 'integer' and d.small == -1, 'small')\n"
-	    "  assert(math.type(d.over) == 'float', 'beyond 64 bits is a float')\n"
-	    "  tide.emit{ type = 'nums.back', data = { big = d.big, min = d.min, max = d.max,\n"
-	    "    two = d.two, half = d.half, next = d.big + 1, sbig = string.format('%d', d.big),\n"
-	    "    three = 3.0, quarter = 1 / 4, int = 7 // 1, fdiv = 7 / 7, arr = { d.min, d.two } "
-	    "} }\n"
-	    "end, { name = 'nums' })\n");
+		&r, LUA_HEAD
+		"tide.on('nums', function(ev)\n"
+		"  local d = ev.data\n"
+		"  assert(math.type(d.big) == 'integer', 'big is a ' .. "
+		"tostring(math.type(d.big)))\n"
+		"  assert(string.format('%d', d.big) == '9007199254740993', 'big')\n"
+		"  assert(d.big ~= 9007199254740992, 'big rounded through a double')\n"
+		"  assert(math.type(d.min) == 'integer' and d.min == math.mininteger, 'min')\n"
+		"  assert(string.format('%d', d.min) == '-9223372036854775808', 'min digits')\n"
+		"  assert(d.max == math.maxinteger, 'max')\n"
+		"  assert(math.type(d.two) == 'float' and d.two == 2.0, 'two is a float')\n"
+		"  assert(math.type(d.half) == 'float', 'half')\n"
+		"  assert(math.type(d.small) == 'integer' and d.small == -1, 'small')\n"
+		"  assert(math.type(d.over) == 'float', 'beyond 64 bits is a float')\n"
+		"  tide.emit{ type = 'nums.back', data = { big = d.big, min = d.min, max = d.max,\n"
+		"    two = d.two, half = d.half, next = d.big + 1, sbig = string.format('%d', "
+		"d.big),\n"
+		"    three = 3.0, quarter = 1 / 4, int = 7 // 1, fdiv = 7 / 7, arr = { d.min, "
+		"d.two } "
+		"} }\n"
+		"end, { name = 'nums' })\n");
 	rig_publish(&r, EV("n1", "nums",
-	                   ",\"data\":{\"big\":9007199254740993,\"min\":-9223372036854775808,"
-	                   "\"max\":9223372036854775807,\"two\":2.0,\"half\":0.5,\"small\":-1,"
-	                   "\"over\":18446744073709551616}"));
+			   ",\"data\":{\"big\":9007199254740993,\"min\":-9223372036854775808,"
+			   "\"max\":9223372036854775807,\"two\":2.0,\"half\":0.5,\"small\":-1,"
+			   "\"over\":18446744073709551616}"));
 	rig_wait(&r, "nums.back", 1);
 	rig_close(&r);
 	rig_log(&r, out, sizeof out, "--type nums.back");
@@ -454,13 +460,13 @@ START_TEST(emit_defaults_and_explicit)
 	const char *line;
 
 	rig_open_ok(&r, LUA_HEAD
-	            "tide.on('start', function(ev)\n"
-	            "  local a = tide.emit{ type = 'step.one' }\n"
-	            "  local b = tide.emit{ type = 'step.two', data = { prev = a } }\n"
-	            "  local c = tide.emit{ type = 'step.mine', id = 'my-id', source = '/mine',\n"
-	            "                       data = { prev = b } }\n"
-	            "  tide.emit{ type = 'step.ids', data = { a = a, b = b, c = c } }\n"
-	            "end, { name = 'alpha' })\n");
+		    "tide.on('start', function(ev)\n"
+		    "  local a = tide.emit{ type = 'step.one' }\n"
+		    "  local b = tide.emit{ type = 'step.two', data = { prev = a } }\n"
+		    "  local c = tide.emit{ type = 'step.mine', id = 'my-id', source = '/mine',\n"
+		    "                       data = { prev = b } }\n"
+		    "  tide.emit{ type = 'step.ids', data = { a = a, b = b, c = c } }\n"
+		    "end, { name = 'alpha' })\n");
 	rig_publish(&r, EV("s1", "start", ",\"subject\":\"flow\""));
 	rig_wait(&r, "step.ids", 1);
 	rig_close(&r);
@@ -499,10 +505,10 @@ START_TEST(correlation_chain)
 	const char *line;
 
 	rig_open_ok(&r, LUA_HEAD
-	            "tide.on('a', function(ev) tide.emit{ type = 'b' } end, { name = 'ab' })\n"
-	            "tide.on('b', function(ev)\n"
-	            "  tide.emit{ type = 'c', data = { cause = ev.id, corr = ev.correlationid } }\n"
-	            "end, { name = 'bc' })\n");
+		    "tide.on('a', function(ev) tide.emit{ type = 'b' } end, { name = 'ab' })\n"
+		    "tide.on('b', function(ev)\n"
+		    "  tide.emit{ type = 'c', data = { cause = ev.id, corr = ev.correlationid } }\n"
+		    "end, { name = 'bc' })\n");
 	rig_publish(&r, EV("a1", "a", ""));
 	rig_wait(&r, "c", 1);
 	/* a cause that already carries a correlation id passes it on */
@@ -540,46 +546,48 @@ START_TEST(invalid_emits_discard_the_call)
 	static const struct {
 		const char *kind, *says;
 	} cases[] = {
-	    {"notype", "tide.emit: missing required attribute 'type'"},
-	    {"extname", "tide.emit: extension attribute name 'BadName' must use only lowercase "
-	                "letters and digits"},
-	    {"func", "tide.emit: data: a function cannot be encoded"},
-	    {"nan", "tide.emit: data: cannot encode NaN"},
-	    {"inf", "tide.emit: data: cannot encode infinity"},
-	    {"bigext",
-	     "tide.emit: extension 'big' is outside the 32-bit integer range of CloudEvents"},
-	    {"badtime", "tide.emit: attribute 'time' is not an RFC 3339 timestamp: \"yesterday\""},
-	    {"emptyid", "tide.emit: attribute 'id' must not be empty"},
-	    {"notable", "bad argument #1 to 'emit' (table expected, got string)"},
-	    {"badutf8", "tide.emit: data: string is not valid UTF-8"},
+		{ "notype", "tide.emit: missing required attribute 'type'" },
+		{ "extname",
+		  "tide.emit: extension attribute name 'BadName' must use only lowercase "
+		  "letters and digits" },
+		{ "func", "tide.emit: data: a function cannot be encoded" },
+		{ "nan", "tide.emit: data: cannot encode NaN" },
+		{ "inf", "tide.emit: data: cannot encode infinity" },
+		{ "bigext",
+		  "tide.emit: extension 'big' is outside the 32-bit integer range of CloudEvents" },
+		{ "badtime",
+		  "tide.emit: attribute 'time' is not an RFC 3339 timestamp: \"yesterday\"" },
+		{ "emptyid", "tide.emit: attribute 'id' must not be empty" },
+		{ "notable", "bad argument #1 to 'emit' (table expected, got string)" },
+		{ "badutf8", "tide.emit: data: string is not valid UTF-8" },
 	};
 	char msg[4096] = "";
 	int n = 0;
 
 	rig_open_ok(&r, LUA_HEAD
-	            "tide.on('bad.*', function(ev)\n"
-	            "  tide.emit{ type = 'leak.' .. ev.data.kind }\n"
-	            "  local k = ev.data.kind\n"
-	            "  if k == 'notype' then tide.emit{ data = {} }\n"
-	            "  elseif k == 'extname' then tide.emit{ type = 'x', BadName = 'v' }\n"
-	            "  elseif k == 'func' then tide.emit{ type = 'x', data = { f = print } }\n"
-	            "  elseif k == 'nan' then tide.emit{ type = 'x', data = { v = 0/0 } }\n"
-	            "  elseif k == 'inf' then tide.emit{ type = 'x', data = { 1, math.huge } }\n"
-	            "  elseif k == 'bigext' then tide.emit{ type = 'x', big = 1 << 40 }\n"
-	            "  elseif k == 'badtime' then tide.emit{ type = 'x', time = 'yesterday' }\n"
-	            "  elseif k == 'emptyid' then tide.emit{ type = 'x', id = '' }\n"
-	            "  elseif k == 'notable' then tide.emit('x')\n"
-	            "  elseif k == 'badutf8' then tide.emit{ type = 'x', data = '\\xff' }\n"
-	            "  elseif k == 'done' then tide.emit{ type = 'sentinel' }\n"
-	            "  end\n"
-	            "end, { name = 'bad' })\n");
+		    "tide.on('bad.*', function(ev)\n"
+		    "  tide.emit{ type = 'leak.' .. ev.data.kind }\n"
+		    "  local k = ev.data.kind\n"
+		    "  if k == 'notype' then tide.emit{ data = {} }\n"
+		    "  elseif k == 'extname' then tide.emit{ type = 'x', BadName = 'v' }\n"
+		    "  elseif k == 'func' then tide.emit{ type = 'x', data = { f = print } }\n"
+		    "  elseif k == 'nan' then tide.emit{ type = 'x', data = { v = 0/0 } }\n"
+		    "  elseif k == 'inf' then tide.emit{ type = 'x', data = { 1, math.huge } }\n"
+		    "  elseif k == 'bigext' then tide.emit{ type = 'x', big = 1 << 40 }\n"
+		    "  elseif k == 'badtime' then tide.emit{ type = 'x', time = 'yesterday' }\n"
+		    "  elseif k == 'emptyid' then tide.emit{ type = 'x', id = '' }\n"
+		    "  elseif k == 'notable' then tide.emit('x')\n"
+		    "  elseif k == 'badutf8' then tide.emit{ type = 'x', data = '\\xff' }\n"
+		    "  elseif k == 'done' then tide.emit{ type = 'sentinel' }\n"
+		    "  end\n"
+		    "end, { name = 'bad' })\n");
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
 		n += snprintf(msg + n, sizeof msg - (size_t)n,
-		              "{\"specversion\":\"1.0\",\"id\":\"b%zu\",\"source\":\"/t\","
-		              "\"type\":\"bad.%s\",\"data\":{\"kind\":\"%s\"}}\n",
-		              i, cases[i].kind, cases[i].kind);
+			      "{\"specversion\":\"1.0\",\"id\":\"b%zu\",\"source\":\"/t\","
+			      "\"type\":\"bad.%s\",\"data\":{\"kind\":\"%s\"}}\n",
+			      i, cases[i].kind, cases[i].kind);
 	n += snprintf(msg + n, sizeof msg - (size_t)n, "%s\n",
-	              EV("done", "bad.done", ",\"data\":{\"kind\":\"done\"}"));
+		      EV("done", "bad.done", ",\"data\":{\"kind\":\"done\"}"));
 	rig_publish_n(&r, msg, (int)(sizeof cases / sizeof *cases) + 1);
 	ck_assert_int_eq(r.stored, (int)(sizeof cases / sizeof *cases) + 1);
 	rig_wait(&r, "sentinel", 1);
@@ -590,12 +598,12 @@ START_TEST(invalid_emits_discard_the_call)
 		const char *line;
 		/* the failure names the consumer, the event and the problem */
 		snprintf(failed, sizeof failed,
-		         "consumer 'bad' failed on event %zu (type bad.%s, id b%zu)", i + 1,
-		         cases[i].kind, i);
+			 "consumer 'bad' failed on event %zu (type bad.%s, id b%zu)", i + 1,
+			 cases[i].kind, i);
 		line = line_with(r.logs, failed);
 		ck_assert_msg(line != NULL, "no failure logged for %s:\n%s", cases[i].kind, r.logs);
 		ck_assert_msg(strstr(line, cases[i].says) != NULL, "%s: '%s' not in '%s'",
-		              cases[i].kind, cases[i].says, line);
+			      cases[i].kind, cases[i].says, line);
 	}
 	rig_log(&r, out, sizeof out, "");
 	/* the good emit of each failed call is gone too; the sentinel's stays */
@@ -615,11 +623,11 @@ START_TEST(emit_errors_name_the_script_line)
 	const char *line;
 
 	rig_open_ok(
-	    &r, LUA_HEAD
-	    "tide.on('go', function(ev)\n"
-	    "  tide.emit{ data = 1 }\n"
-	    "end, { name = 'where' })\n"
-	    "tide.on('go', function(ev) tide.emit{ type = 'went' } end, { name = 'ok' })\n");
+		&r, LUA_HEAD
+		"tide.on('go', function(ev)\n"
+		"  tide.emit{ data = 1 }\n"
+		"end, { name = 'where' })\n"
+		"tide.on('go', function(ev) tide.emit{ type = 'went' } end, { name = 'ok' })\n");
 	rig_publish(&r, EV("g1", "go", ""));
 	rig_wait(&r, "went", 1);
 	rig_close(&r);
@@ -649,10 +657,10 @@ START_TEST(max_emits_bounds_a_call)
 
 	rig_init(&r);
 	rig_config(&r, LUA_HEAD "tide.on('many', function(ev)\n"
-	                        "  for i = 1, ev.data.n do tide.emit{ type = 'one', data = { of = "
-	                        "ev.id, i = i } } end\n"
-	                        "  if ev.data.last then tide.emit{ type = 'many.done' } end\n"
-	                        "end, { name = 'many' })\n");
+				"  for i = 1, ev.data.n do tide.emit{ type = 'one', data = { of = "
+				"ev.id, i = i } } end\n"
+				"  if ev.data.last then tide.emit{ type = 'many.done' } end\n"
+				"end, { name = 'many' })\n");
 	rig_set(&r, "max_emits", "3");
 	ck_assert_int_eq(rig_start(&r), TIDE_OK);
 	/* two emits and the marker: 3, allowed; then 4, refused */
@@ -680,15 +688,15 @@ START_TEST(errors_are_isolated)
 	char out[32768];
 
 	rig_open_ok(&r,
-	            LUA_HEAD "tide.on('work', function(ev)\n"
-	                     "  if ev.data.fail == 'error' then error('boom ' .. ev.id) end\n"
-	                     "  if ev.data.fail == 'index' then return ev.data.missing.field end\n"
-	                     "  if ev.data.fail == 'table' then error({ code = 1 }) end\n"
-	                     "  tide.emit{ type = 'worked', data = { id = ev.id } }\n"
-	                     "end, { name = 'worker' })\n"
-	                     "tide.on('work', function(ev)\n"
-	                     "  tide.emit{ type = 'other.saw', data = { id = ev.id } }\n"
-	                     "end, { name = 'other' })\n");
+		    LUA_HEAD "tide.on('work', function(ev)\n"
+			     "  if ev.data.fail == 'error' then error('boom ' .. ev.id) end\n"
+			     "  if ev.data.fail == 'index' then return ev.data.missing.field end\n"
+			     "  if ev.data.fail == 'table' then error({ code = 1 }) end\n"
+			     "  tide.emit{ type = 'worked', data = { id = ev.id } }\n"
+			     "end, { name = 'worker' })\n"
+			     "tide.on('work', function(ev)\n"
+			     "  tide.emit{ type = 'other.saw', data = { id = ev.id } }\n"
+			     "end, { name = 'other' })\n");
 	{
 		/* clang-format off */
 		static const char batch[] =
@@ -732,16 +740,16 @@ START_TEST(patterns_exact_prefix_all)
 	char out[32768];
 
 	rig_open_ok(
-	    &r, LUA_HEAD
-	    "local function seen(name)\n"
-	    "  return function(ev) tide.emit{ type = 'seen.' .. name, data = ev.type } end\n"
-	    "end\n"
-	    "tide.on('order.placed', seen('exact'), { name = 'exact' })\n"
-	    "tide.on('order.*', seen('prefix'), { name = 'prefix' })\n"
-	    "local all = seen('all')\n"
-	    "tide.on('*', function(ev)\n"
-	    "  if not ev.type:find('^seen%.') then all(ev) end\n"
-	    "end, { name = 'all' })\n");
+		&r, LUA_HEAD
+		"local function seen(name)\n"
+		"  return function(ev) tide.emit{ type = 'seen.' .. name, data = ev.type } end\n"
+		"end\n"
+		"tide.on('order.placed', seen('exact'), { name = 'exact' })\n"
+		"tide.on('order.*', seen('prefix'), { name = 'prefix' })\n"
+		"local all = seen('all')\n"
+		"tide.on('*', function(ev)\n"
+		"  if not ev.type:find('^seen%.') then all(ev) end\n"
+		"end, { name = 'all' })\n");
 	{
 		/* clang-format off */
 		static const char batch[] =
@@ -773,22 +781,24 @@ START_TEST(bad_subscriptions_fail_the_load)
 	static const struct {
 		const char *script, *says;
 	} cases[] = {
-	    {LUA_HEAD "tide.on('or*der', function() end, { name = 'x' })\n",
-	     "pattern 'or*der' must be an event type, a prefix ending in \".*\", or \"*\""},
-	    {LUA_HEAD "tide.on('order*', function() end, { name = 'x' })\n", "pattern 'order*'"},
-	    {LUA_HEAD "tide.on('', function() end, { name = 'x' })\n", "pattern ''"},
-	    {LUA_HEAD "tide.on('a', function() end, { name = 'dup' })\n"
-	              "tide.on('b', function() end, { name = 'dup' })\n",
-	     "a consumer named 'dup' already exists"},
-	    {LUA_HEAD "tide.on('a', function() end, { name = 'has space' })\n",
-	     "consumer name 'has space' must be 1 to 200 printable characters without spaces"},
-	    {LUA_HEAD "tide.on('a', function() end, { name = 'n', from = 'middle' })\n",
-	     "from must be \"beginning\" or \"end\""},
-	    {LUA_HEAD "tide.on('a', 'not a function')\n", "function expected"},
-	    {LUA_HEAD "tide.on('a', function() end, { name = 'rig-watch' })\n",
-	     "a consumer named 'rig-watch' already exists (C)"},
-	    {LUA_HEAD "local x = \n", "s.lua:"},
-	    {LUA_HEAD "error('at load')\n", "s.lua:2: at load"},
+		{ LUA_HEAD "tide.on('or*der', function() end, { name = 'x' })\n",
+		  "pattern 'or*der' must be an event type, a prefix ending in \".*\", or \"*\"" },
+		{ LUA_HEAD "tide.on('order*', function() end, { name = 'x' })\n",
+		  "pattern 'order*'" },
+		{ LUA_HEAD "tide.on('', function() end, { name = 'x' })\n", "pattern ''" },
+		{ LUA_HEAD "tide.on('a', function() end, { name = 'dup' })\n"
+			   "tide.on('b', function() end, { name = 'dup' })\n",
+		  "a consumer named 'dup' already exists" },
+		{ LUA_HEAD "tide.on('a', function() end, { name = 'has space' })\n",
+		  "consumer name 'has space' must be 1 to 200 printable characters without "
+		  "spaces" },
+		{ LUA_HEAD "tide.on('a', function() end, { name = 'n', from = 'middle' })\n",
+		  "from must be \"beginning\" or \"end\"" },
+		{ LUA_HEAD "tide.on('a', 'not a function')\n", "function expected" },
+		{ LUA_HEAD "tide.on('a', function() end, { name = 'rig-watch' })\n",
+		  "a consumer named 'rig-watch' already exists (C)" },
+		{ LUA_HEAD "local x = \n", "s.lua:" },
+		{ LUA_HEAD "error('at load')\n", "s.lua:2: at load" },
 	};
 
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -796,7 +806,7 @@ START_TEST(bad_subscriptions_fail_the_load)
 		int rc = rig_open(&r, cases[i].script);
 		ck_assert_msg(rc == TIDE_ESCRIPT, "case %zu: open returned %d", i, rc);
 		ck_assert_msg(strstr(tide_errmsg(r.e), cases[i].says) != NULL,
-		              "case %zu: '%s' not in '%s'", i, cases[i].says, tide_errmsg(r.e));
+			      "case %zu: '%s' not in '%s'", i, cases[i].says, tide_errmsg(r.e));
 		rig_close(&r);
 	}
 }
@@ -810,7 +820,7 @@ START_TEST(load_errors_name_the_script_line)
 	rig r;
 
 	ck_assert_int_eq(rig_open(&r, LUA_HEAD "\ntide.on('or*der', function() end)\n"),
-	                 TIDE_ESCRIPT);
+			 TIDE_ESCRIPT);
 	HAS(tide_errmsg(r.e), "pattern 'or*der'");
 	HAS(tide_errmsg(r.e), "s.lua:3:");
 	rig_close(&r);
@@ -822,11 +832,11 @@ START_TEST(on_inside_a_handler_fails)
 	rig r;
 
 	rig_open_ok(
-	    &r, LUA_HEAD
-	    "tide.on('x', function(ev)\n"
-	    "  tide.on('y', function() end, { name = 'late' })\n"
-	    "end, { name = 'x' })\n"
-	    "tide.on('x', function(ev) tide.emit{ type = 'x.done' } end, { name = 'x2' })\n");
+		&r, LUA_HEAD
+		"tide.on('x', function(ev)\n"
+		"  tide.on('y', function() end, { name = 'late' })\n"
+		"end, { name = 'x' })\n"
+		"tide.on('x', function(ev) tide.emit{ type = 'x.done' } end, { name = 'x2' })\n");
 	rig_publish(&r, EV("x1", "x", ""));
 	rig_wait(&r, "x.done", 1);
 	rig_close(&r);
@@ -839,13 +849,13 @@ END_TEST
  * Checkpoints: from, catching up, restarts
  * ------------------------------------------------------------------------ */
 
-#define HISTORY_SCRIPT                                                                             \
-	LUA_HEAD                                                                                   \
-	"tide.on('hist', function(ev) tide.emit{ type = 'late.saw', data = ev.id } end,\n"         \
-	"        { name = 'late', from = 'beginning' })\n"                                         \
-	"tide.on('hist', function(ev) tide.emit{ type = 'fresh.saw', data = ev.id } end,\n"        \
-	"        { name = 'fresh' })\n"                                                            \
-	"tide.on('hist', function(ev) tide.emit{ type = 'ended.saw', data = ev.id } end,\n"        \
+#define HISTORY_SCRIPT \
+	LUA_HEAD \
+	"tide.on('hist', function(ev) tide.emit{ type = 'late.saw', data = ev.id } end,\n" \
+	"        { name = 'late', from = 'beginning' })\n" \
+	"tide.on('hist', function(ev) tide.emit{ type = 'fresh.saw', data = ev.id } end,\n" \
+	"        { name = 'fresh' })\n" \
+	"tide.on('hist', function(ev) tide.emit{ type = 'ended.saw', data = ev.id } end,\n" \
 	"        { name = 'ended', from = 'end' })\n"
 
 START_TEST(from_beginning_catches_up)
@@ -858,7 +868,7 @@ START_TEST(from_beginning_catches_up)
 	rig_config(&r, NULL);
 	ck_assert_int_eq(rig_start(&r), TIDE_OK);
 	rig_publish_n(&r, EV("h1", "hist", "") "\n" EV("h2", "hist", "") "\n" EV("h3", "hist", ""),
-	              3);
+		      3);
 	ck_assert_int_eq(r.stored, 3);
 	rig_close(&r);
 
@@ -892,9 +902,9 @@ START_TEST(restart_resumes_at_the_checkpoint)
 {
 	/* one 'tock' per handled 'tick': after a restart the old ticks are
 	 * not handled again, the new one is */
-	static const char script[] =
-	    LUA_HEAD "tide.on('tick', function(ev) tide.emit{ type = 'tock', data = ev.id } end,\n"
-	             "        { name = 'counter', from = 'beginning' })\n";
+	static const char script[] = LUA_HEAD
+		"tide.on('tick', function(ev) tide.emit{ type = 'tock', data = ev.id } end,\n"
+		"        { name = 'counter', from = 'beginning' })\n";
 	rig r;
 	char out[16384];
 
@@ -902,7 +912,7 @@ START_TEST(restart_resumes_at_the_checkpoint)
 	rig_config(&r, script);
 	ck_assert_int_eq(rig_start(&r), TIDE_OK);
 	rig_publish_n(&r, EV("t1", "tick", "") "\n" EV("t2", "tick", "") "\n" EV("t3", "tick", ""),
-	              3);
+		      3);
 	rig_wait(&r, "tock", 3);
 	rig_close(&r);
 	ck_assert_int_eq(th_checkpoint(r.data, "counter"), 6);
@@ -964,43 +974,43 @@ START_TEST(sandbox_at_load)
 	else
 		th_write(r.dir, "base.so", "not a library");
 	th_write(r.dir, "helper.lua", "return { answer = 42 }\n");
-	snprintf(
-	    script, sizeof script,
-	    LUA_HEAD
-	    "assert(io == nil, 'io is open')\n"
-	    "assert(debug == nil, 'debug is open')\n"
-	    "assert(dofile == nil, 'dofile is there')\n"
-	    "assert(loadfile == nil, 'loadfile is there')\n"
-	    "assert(os.execute == nil, 'os.execute is there')\n"
-	    "assert(os.getenv == nil, 'os.getenv is there')\n"
-	    "assert(os.exit == nil and os.remove == nil and os.rename == nil, 'os is whole')\n"
-	    "assert(type(os.time) == 'function' and type(os.clock) == 'function'\n"
-	    "       and type(os.date) == 'function', 'time functions missing')\n"
-	    "assert(package.loadlib == nil, 'package.loadlib is there')\n"
-	    /* the unrestricted libraries must not be reachable another way */
-	    "assert(package.loaded.io == nil, 'package.loaded.io')\n"
-	    "assert(package.loaded.debug == nil, 'package.loaded.debug')\n"
-	    /* bytecode */
-	    "local fn, err = load(string.dump(function() return 1 end))\n"
-	    "assert(fn == nil and tostring(err):find('binary'), 'binary chunk: ' .. "
-	    "tostring(err))\n"
-	    "fn, err = load(string.dump(function() return 1 end), 'x', 'b')\n"
-	    "assert(fn == nil, 'binary chunk with mode b')\n"
-	    "assert(load('return 1 + 1')() == 2, 'text chunks load')\n"
-	    "assert(load('return x', 'c', 't', { x = 5 })() == 5, 'load with env')\n"
-	    /* C modules: even with a cpath pointing at a real one */
-	    "package.cpath = '%s/?.so'\n"
-	    "local ok, e = pcall(require, 'base')\n"
-	    "assert(not ok and tostring(e):find(\"module 'base' not found\"), 'C module: ' .. "
-	    "tostring(e))\n"
-	    "assert(not tostring(e):find('base.so'), 'C searcher still looks: ' .. tostring(e))\n"
-	    /* Lua modules: beside the script, and tide.path from lua/ */
-	    "assert(require('helper').answer == 42, 'module beside the script')\n"
-	    "local path = require 'tide.path'\n"
-	    "assert(path.get({ data = { a = { 1, { b = 'x' } } } }, 'data.a.2.b') == 'x', "
-	    "'tide.path')\n"
-	    "assert(path.get({ data = {} }, 'data.a.b') == nil, 'tide.path missing step')\n",
-	    r.dir);
+	snprintf(script, sizeof script,
+		 LUA_HEAD
+		 "assert(io == nil, 'io is open')\n"
+		 "assert(debug == nil, 'debug is open')\n"
+		 "assert(dofile == nil, 'dofile is there')\n"
+		 "assert(loadfile == nil, 'loadfile is there')\n"
+		 "assert(os.execute == nil, 'os.execute is there')\n"
+		 "assert(os.getenv == nil, 'os.getenv is there')\n"
+		 "assert(os.exit == nil and os.remove == nil and os.rename == nil, 'os is whole')\n"
+		 "assert(type(os.time) == 'function' and type(os.clock) == 'function'\n"
+		 "       and type(os.date) == 'function', 'time functions missing')\n"
+		 "assert(package.loadlib == nil, 'package.loadlib is there')\n"
+		 /* the unrestricted libraries must not be reachable another way */
+		 "assert(package.loaded.io == nil, 'package.loaded.io')\n"
+		 "assert(package.loaded.debug == nil, 'package.loaded.debug')\n"
+		 /* bytecode */
+		 "local fn, err = load(string.dump(function() return 1 end))\n"
+		 "assert(fn == nil and tostring(err):find('binary'), 'binary chunk: ' .. "
+		 "tostring(err))\n"
+		 "fn, err = load(string.dump(function() return 1 end), 'x', 'b')\n"
+		 "assert(fn == nil, 'binary chunk with mode b')\n"
+		 "assert(load('return 1 + 1')() == 2, 'text chunks load')\n"
+		 "assert(load('return x', 'c', 't', { x = 5 })() == 5, 'load with env')\n"
+		 /* C modules: even with a cpath pointing at a real one */
+		 "package.cpath = '%s/?.so'\n"
+		 "local ok, e = pcall(require, 'base')\n"
+		 "assert(not ok and tostring(e):find(\"module 'base' not found\"), 'C module: ' .. "
+		 "tostring(e))\n"
+		 "assert(not tostring(e):find('base.so'), 'C searcher still looks: ' .. "
+		 "tostring(e))\n"
+		 /* Lua modules: beside the script, and tide.path from lua/ */
+		 "assert(require('helper').answer == 42, 'module beside the script')\n"
+		 "local path = require 'tide.path'\n"
+		 "assert(path.get({ data = { a = { 1, { b = 'x' } } } }, 'data.a.2.b') == 'x', "
+		 "'tide.path')\n"
+		 "assert(path.get({ data = {} }, 'data.a.b') == nil, 'tide.path missing step')\n",
+		 r.dir);
 	rig_config(&r, script);
 	rc = rig_start(&r);
 	ck_assert_msg(rc == TIDE_OK, "%s", tide_errmsg(r.e));
@@ -1016,12 +1026,12 @@ START_TEST(sandbox_os_not_reachable_through_require)
 	int rc;
 
 	rc = rig_open(
-	    &r, LUA_HEAD
-	    "assert(os.execute == nil, 'os.execute')\n"
-	    "assert(package.loaded.os.execute == nil, 'package.loaded.os is the whole os "
-	    "library')\n"
-	    "assert(require('os').execute == nil, 'require(\"os\") is the whole os library')\n"
-	    "assert(require('os').getenv == nil, 'require(\"os\").getenv')\n");
+		&r, LUA_HEAD
+		"assert(os.execute == nil, 'os.execute')\n"
+		"assert(package.loaded.os.execute == nil, 'package.loaded.os is the whole os "
+		"library')\n"
+		"assert(require('os').execute == nil, 'require(\"os\") is the whole os library')\n"
+		"assert(require('os').getenv == nil, 'require(\"os\").getenv')\n");
 	ck_assert_msg(rc == TIDE_OK, "%s", tide_errmsg(r.e));
 	rig_close(&r);
 }
@@ -1034,8 +1044,8 @@ START_TEST(sandbox_allow_os)
 
 	rig_init(&r);
 	rig_config(&r, LUA_HEAD "assert(type(os.getenv) == 'function', 'os.getenv missing')\n"
-	                        "assert(os.getenv('TIDE_TEST_ALLOW') == 'yes', 'getenv')\n"
-	                        "assert(io == nil, 'allowing os opened io')\n");
+				"assert(os.getenv('TIDE_TEST_ALLOW') == 'yes', 'getenv')\n"
+				"assert(io == nil, 'allowing os opened io')\n");
 	rig_set(&r, "allow", "os");
 	setenv("TIDE_TEST_ALLOW", "yes", 1);
 	rc = rig_start(&r);
@@ -1044,7 +1054,7 @@ START_TEST(sandbox_allow_os)
 	/* and io when asked for */
 	rig_init(&r);
 	rig_config(&r,
-	           LUA_HEAD "assert(type(io) == 'table' and type(io.open) == 'function', 'io')\n");
+		   LUA_HEAD "assert(type(io) == 'table' and type(io.open) == 'function', 'io')\n");
 	rig_set(&r, "allow", "io");
 	rc = rig_start(&r);
 	ck_assert_msg(rc == TIDE_OK, "%s", tide_errmsg(r.e));
@@ -1057,31 +1067,31 @@ START_TEST(sandbox_allow_os)
 }
 END_TEST
 
-#define SPIN_SCRIPT                                                                                \
-	LUA_HEAD                                                                                   \
-	"tide.on('spin', function(ev)\n"                                                           \
-	"  local m = ev.data\n"                                                                    \
-	"  if m == 'loop' then while true do end\n"                                                \
-	"  elseif m == 'pcall' then while true do pcall(function() while true do end end) end\n"   \
-	"  elseif m == 'xpcall' then\n"                                                            \
-	"    while true do xpcall(function() while true do end end, function(e) return e end) "    \
-	"end\n"                                                                                    \
-	"  elseif m == 'handler' then\n"                                                           \
-	"    xpcall(error, function() while true do end end)\n"                                    \
-	"  elseif m == 'coroutine' then\n"                                                         \
-	"    while true do coroutine.resume(coroutine.create(function() while true do end end)) "  \
-	"end\n"                                                                                    \
-	"  elseif m == 'errors' then while true do pcall(error, 'x') end\n"                        \
-	"  elseif m == 'recursion' then local function f() return 1 + f() end f()\n"               \
-	"  end\n"                                                                                  \
-	"  tide.emit{ type = 'spun', data = m }\n"                                                 \
-	"end, { name = 'spinner' })\n"                                                             \
-	"tide.on('spin', function(ev) tide.emit{ type = 'bystander', data = ev.data } end,\n"      \
+#define SPIN_SCRIPT \
+	LUA_HEAD \
+	"tide.on('spin', function(ev)\n" \
+	"  local m = ev.data\n" \
+	"  if m == 'loop' then while true do end\n" \
+	"  elseif m == 'pcall' then while true do pcall(function() while true do end end) end\n" \
+	"  elseif m == 'xpcall' then\n" \
+	"    while true do xpcall(function() while true do end end, function(e) return e end) " \
+	"end\n" \
+	"  elseif m == 'handler' then\n" \
+	"    xpcall(error, function() while true do end end)\n" \
+	"  elseif m == 'coroutine' then\n" \
+	"    while true do coroutine.resume(coroutine.create(function() while true do end end)) " \
+	"end\n" \
+	"  elseif m == 'errors' then while true do pcall(error, 'x') end\n" \
+	"  elseif m == 'recursion' then local function f() return 1 + f() end f()\n" \
+	"  end\n" \
+	"  tide.emit{ type = 'spun', data = m }\n" \
+	"end, { name = 'spinner' })\n" \
+	"tide.on('spin', function(ev) tide.emit{ type = 'bystander', data = ev.data } end,\n" \
 	"        { name = 'bystander' })\n"
 
 START_TEST(instruction_budget_stops_loops)
 {
-	static const char *const modes[] = {"loop", "pcall", "xpcall", "coroutine", "errors"};
+	static const char *const modes[] = { "loop", "pcall", "xpcall", "coroutine", "errors" };
 	rig r;
 	char msg[4096] = "", out[16384];
 	int n = 0;
@@ -1093,11 +1103,11 @@ START_TEST(instruction_budget_stops_loops)
 	ck_assert_int_eq(rig_start(&r), TIDE_OK);
 	for (size_t i = 0; i < nm; i++)
 		n += snprintf(msg + n, sizeof msg - (size_t)n,
-		              "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/t\","
-		              "\"type\":\"spin\",\"data\":\"%s\"}\n",
-		              modes[i], modes[i]);
+			      "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/t\","
+			      "\"type\":\"spin\",\"data\":\"%s\"}\n",
+			      modes[i], modes[i]);
 	n += snprintf(msg + n, sizeof msg - (size_t)n, "%s\n",
-	              EV("fine", "spin", ",\"data\":\"ok\""));
+		      EV("fine", "spin", ",\"data\":\"ok\""));
 	rig_publish_n(&r, msg, (int)nm + 1);
 	rig_wait(&r, "spun", 1);
 	rig_wait(&r, "bystander", (int)nm + 1);
@@ -1108,7 +1118,7 @@ START_TEST(instruction_budget_stops_loops)
 		char failed[128];
 		snprintf(failed, sizeof failed, "consumer 'spinner' failed on event %zu", i + 1);
 		ck_assert_msg(line_with(r.logs, failed) != NULL, "%s not stopped:\n%s", modes[i],
-		              r.logs);
+			      r.logs);
 	}
 	rig_log(&r, out, sizeof out, "--type spun");
 	ck_assert_int_eq(count(out, "\n"), 1);
@@ -1120,10 +1130,10 @@ START_TEST(instruction_budget_stops_loops)
 		snprintf(failed, sizeof failed, "consumer 'spinner' failed on event %zu", i + 1);
 		line = line_with(r.logs, failed);
 		ck_assert_msg(
-		    strstr(line,
-		           "handler exceeded its instruction budget (2000000 instructions)") !=
-		        NULL,
-		    "%s: %s", modes[i], line);
+			strstr(line,
+			       "handler exceeded its instruction budget (2000000 instructions)") !=
+				NULL,
+			"%s: %s", modes[i], line);
 	}
 }
 END_TEST
@@ -1167,13 +1177,13 @@ START_TEST(memory_limit_stops_runaway_tables)
 
 	rig_init(&r);
 	rig_config(&r, LUA_HEAD
-	           "tide.on('hog', function(ev)\n"
-	           "  local t = {}\n"
-	           "  for i = 1, 1e9 do t[i] = string.rep('x', 100) .. i end\n"
-	           "end, { name = 'hog' })\n"
-	           "tide.on('after', function(ev)\n"
-	           "  tide.emit{ type = 'alive', data = { big = string.rep('y', 1e6):len() } }\n"
-	           "end, { name = 'after' })\n");
+		   "tide.on('hog', function(ev)\n"
+		   "  local t = {}\n"
+		   "  for i = 1, 1e9 do t[i] = string.rep('x', 100) .. i end\n"
+		   "end, { name = 'hog' })\n"
+		   "tide.on('after', function(ev)\n"
+		   "  tide.emit{ type = 'alive', data = { big = string.rep('y', 1e6):len() } }\n"
+		   "end, { name = 'after' })\n");
 	rig_set(&r, "memory_limit", "8M");
 	ck_assert_int_eq(rig_start(&r), TIDE_OK);
 	rig_publish(&r, EV("big", "hog", ""));
@@ -1197,15 +1207,15 @@ START_TEST(memory_kept_full_across_calls)
 
 	rig_init(&r);
 	rig_config(&r, LUA_HEAD
-	           "hog = {}\n"
-	           "tide.on('fill', function(ev)\n"
-	           "  pcall(function() while true do hog[#hog + 1] = string.rep('y', 64) .. #hog "
-	           "end end)\n"
-	           /* then the crumbs: small tables, no resize to leave room */
-	           "  pcall(function() while true do chain = { chain } end end)\n"
-	           "end, { name = 'filler' })\n"
-	           "tide.on('after', function(ev) tide.emit{ type = 'alive', data = ev.id } end,\n"
-	           "        { name = 'after' })\n");
+		   "hog = {}\n"
+		   "tide.on('fill', function(ev)\n"
+		   "  pcall(function() while true do hog[#hog + 1] = string.rep('y', 64) .. #hog "
+		   "end end)\n"
+		   /* then the crumbs: small tables, no resize to leave room */
+		   "  pcall(function() while true do chain = { chain } end end)\n"
+		   "end, { name = 'filler' })\n"
+		   "tide.on('after', function(ev) tide.emit{ type = 'alive', data = ev.id } end,\n"
+		   "        { name = 'after' })\n");
 	rig_set(&r, "memory_limit", "4M");
 	ck_assert_int_eq(rig_start(&r), TIDE_OK);
 	rig_publish(&r, EV("f1", "fill", ""));
@@ -1230,42 +1240,43 @@ START_TEST(json_helpers)
 	rig r;
 	int rc;
 
-	rc = rig_open(
-	    &r, LUA_HEAD
-	    "local J = tide.json\n"
-	    "local function eq(got, want, what)\n"
-	    "  assert(got == want, what .. ': got ' .. tostring(got) .. ', want ' .. "
-	    "tostring(want))\n"
-	    "end\n"
-	    "eq(J.encode({ 1, 2, tide.null, 4 }), '[1,2,null,4]', 'null in an array')\n"
-	    "eq(J.encode(tide.array{}), '[]', 'tide.array{}')\n"
-	    "eq(J.encode(tide.array()), '[]', 'tide.array()')\n"
-	    "eq(J.encode({}), '{}', 'empty table')\n"
-	    "eq(J.encode({ a = { b = { 1, 2.5, 'x', true, false } } }), "
-	    "'{\"a\":{\"b\":[1,2.5,\"x\",true,false]}}', 'nested')\n"
-	    "eq(J.encode(2.0), '2.0', 'float stays float')\n"
-	    "eq(J.encode(math.mininteger), '-9223372036854775808', 'min integer')\n"
-	    "eq(J.encode('q\"\\n'), '\"q\\\\\"\\\\n\"', 'escapes')\n"
-	    "eq(J.encode(tide.null), 'null', 'null')\n"
-	    "eq(J.encode({ [1] = 'a', [2] = 'b' }), '[\"a\",\"b\"]', 'sequence')\n"
-	    "eq(J.encode({ [2] = 'b' }), '{\"2\":\"b\"}', 'sparse is an object')\n"
-	    "local ok, e = pcall(J.encode, { f = print })\n"
-	    "assert(not ok and e:find('a function cannot be encoded'), tostring(e))\n"
-	    "ok, e = pcall(J.encode, 0/0)\n"
-	    "assert(not ok and e:find('NaN'), tostring(e))\n"
-	    "local t = {}; t.self = t\n"
-	    "ok, e = pcall(J.encode, t)\n"
-	    "assert(not ok and e:find('cycle'), 'cycle: ' .. tostring(e))\n"
-	    "local v = J.decode('{\"a\":[1,null,3],\"b\":null,\"c\":2.0,\"d\":9007199254740993}')\n"
-	    "eq(#v.a, 3, 'array length'); eq(v.a[2], tide.null, 'null element')\n"
-	    "eq(v.b, nil, 'null member'); eq(math.type(v.c), 'float', 'c')\n"
-	    "eq(math.type(v.d), 'integer', 'd'); eq(v.d, 9007199254740993, 'd value')\n"
-	    "local bad, msg = J.decode('{\"a\":')\n"
-	    "assert(bad == nil and type(msg) == 'string' and #msg > 0, 'decode error')\n"
-	    "for _, s in ipairs{ '[1,null,3]', '{\"a\":{\"b\":[true,false]}}', '\"x\"', '1.5',\n"
-	    "                    '-9223372036854775808', '[[0],[1]]' } do\n"
-	    "  eq(J.encode(J.decode(s)), s, 'round trip of ' .. s)\n"
-	    "end\n");
+	rc = rig_open(&r, LUA_HEAD
+		      "local J = tide.json\n"
+		      "local function eq(got, want, what)\n"
+		      "  assert(got == want, what .. ': got ' .. tostring(got) .. ', want ' .. "
+		      "tostring(want))\n"
+		      "end\n"
+		      "eq(J.encode({ 1, 2, tide.null, 4 }), '[1,2,null,4]', 'null in an array')\n"
+		      "eq(J.encode(tide.array{}), '[]', 'tide.array{}')\n"
+		      "eq(J.encode(tide.array()), '[]', 'tide.array()')\n"
+		      "eq(J.encode({}), '{}', 'empty table')\n"
+		      "eq(J.encode({ a = { b = { 1, 2.5, 'x', true, false } } }), "
+		      "'{\"a\":{\"b\":[1,2.5,\"x\",true,false]}}', 'nested')\n"
+		      "eq(J.encode(2.0), '2.0', 'float stays float')\n"
+		      "eq(J.encode(math.mininteger), '-9223372036854775808', 'min integer')\n"
+		      "eq(J.encode('q\"\\n'), '\"q\\\\\"\\\\n\"', 'escapes')\n"
+		      "eq(J.encode(tide.null), 'null', 'null')\n"
+		      "eq(J.encode({ [1] = 'a', [2] = 'b' }), '[\"a\",\"b\"]', 'sequence')\n"
+		      "eq(J.encode({ [2] = 'b' }), '{\"2\":\"b\"}', 'sparse is an object')\n"
+		      "local ok, e = pcall(J.encode, { f = print })\n"
+		      "assert(not ok and e:find('a function cannot be encoded'), tostring(e))\n"
+		      "ok, e = pcall(J.encode, 0/0)\n"
+		      "assert(not ok and e:find('NaN'), tostring(e))\n"
+		      "local t = {}; t.self = t\n"
+		      "ok, e = pcall(J.encode, t)\n"
+		      "assert(not ok and e:find('cycle'), 'cycle: ' .. tostring(e))\n"
+		      "local v = "
+		      "J.decode('{\"a\":[1,null,3],\"b\":null,\"c\":2.0,\"d\":9007199254740993}')\n"
+		      "eq(#v.a, 3, 'array length'); eq(v.a[2], tide.null, 'null element')\n"
+		      "eq(v.b, nil, 'null member'); eq(math.type(v.c), 'float', 'c')\n"
+		      "eq(math.type(v.d), 'integer', 'd'); eq(v.d, 9007199254740993, 'd value')\n"
+		      "local bad, msg = J.decode('{\"a\":')\n"
+		      "assert(bad == nil and type(msg) == 'string' and #msg > 0, 'decode error')\n"
+		      "for _, s in ipairs{ '[1,null,3]', '{\"a\":{\"b\":[true,false]}}', '\"x\"', "
+		      "'1.5',\n"
+		      "                    '-9223372036854775808', '[[0],[1]]' } do\n"
+		      "  eq(J.encode(J.decode(s)), s, 'round trip of ' .. s)\n"
+		      "end\n");
 	ck_assert_msg(rc == TIDE_OK, "%s", tide_errmsg(r.e));
 	rig_close(&r);
 }
@@ -1280,10 +1291,10 @@ START_TEST(json_roundtrip_keeps_empty_arrays)
 	char out[8192];
 
 	rig_open_ok(&r, LUA_HEAD "tide.on('fwd', function(ev)\n"
-	                         "  tide.emit{ type = 'fwd.copy', data = ev.data }\n"
-	                         "  tide.emit{ type = 'fwd.json', data = "
-	                         "tide.json.encode(tide.json.decode('{\"items\":[]}')) }\n"
-	                         "end, { name = 'fwd' })\n");
+				 "  tide.emit{ type = 'fwd.copy', data = ev.data }\n"
+				 "  tide.emit{ type = 'fwd.json', data = "
+				 "tide.json.encode(tide.json.decode('{\"items\":[]}')) }\n"
+				 "end, { name = 'fwd' })\n");
 	rig_publish(&r, EV("f1", "fwd", ",\"data\":{\"items\":[],\"n\":1}"));
 	rig_wait(&r, "fwd.json", 1);
 	rig_close(&r);
@@ -1298,11 +1309,11 @@ START_TEST(print_goes_to_the_log)
 	rig r;
 
 	rig_open_ok(&r, LUA_HEAD "print('loading', 1, nil, true)\n"
-	                         "tide.on('p', function(ev)\n"
-	                         "  print('handling', ev.id, 2.5)\n"
-	                         "  tide.log('via tide.log', ev.seq)\n"
-	                         "  tide.emit{ type = 'p.done' }\n"
-	                         "end, { name = 'printer' })\n");
+				 "tide.on('p', function(ev)\n"
+				 "  print('handling', ev.id, 2.5)\n"
+				 "  tide.log('via tide.log', ev.seq)\n"
+				 "  tide.emit{ type = 'p.done' }\n"
+				 "end, { name = 'printer' })\n");
 	HAS(r.logs, "2 [");
 	HAS(r.logs, "s.lua] loading\t1\tnil\ttrue\n");
 	rig_publish(&r, EV("e1", "p", ""));
@@ -1324,7 +1335,7 @@ lua_suite(void)
 	TCase *box = tcase_create("sandbox");
 	TCase *json = tcase_create("json");
 	TCase *hang = tcase_create("sandbox-hang");
-	TCase *all[] = {ev, emit, fail, sub, box, json, hang};
+	TCase *all[] = { ev, emit, fail, sub, box, json, hang };
 
 	for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
 		tcase_add_checked_fixture(all[i], NULL, th_cleanup);

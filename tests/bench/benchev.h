@@ -37,13 +37,13 @@ bench_event(char *buf, size_t cap, const char *run, uint64_t n)
 	unsigned items = (unsigned)((h >> 8) % 9) + 1;
 
 	return snprintf(buf, cap,
-	                "{\"specversion\":\"1.0\",\"id\":\"bench-%s-%llu\","
-	                "\"source\":\"/bench/shop\",\"type\":\"order.placed\","
-	                "\"subject\":\"order-%04u\","
-	                "\"data\":{\"customer\":\"cust-%05u\",\"total\":%u.%02u,"
-	                "\"items\":%u,\"currency\":\"EUR\",\"channel\":\"web\"}}",
-	                run, (unsigned long long)n, subject, customer, cents / 100, cents % 100,
-	                items);
+			"{\"specversion\":\"1.0\",\"id\":\"bench-%s-%llu\","
+			"\"source\":\"/bench/shop\",\"type\":\"order.placed\","
+			"\"subject\":\"order-%04u\","
+			"\"data\":{\"customer\":\"cust-%05u\",\"total\":%u.%02u,"
+			"\"items\":%u,\"currency\":\"EUR\",\"channel\":\"web\"}}",
+			run, (unsigned long long)n, subject, customer, cents / 100, cents % 100,
+			items);
 }
 
 static inline double

@@ -25,17 +25,18 @@ on_err(jsCtx *js, jsPubAckErr *pae, void *closure)
 	(void)js;
 	(void)closure;
 	if (errors++ < 5)
-		fprintf(stderr, "natsbench: publish error: %s\n", pae->ErrText ? pae->ErrText : "?");
+		fprintf(stderr, "natsbench: publish error: %s\n",
+			pae->ErrText ? pae->ErrText : "?");
 }
 
-#define CHECK(what, s)                                                                        \
-	do {                                                                                      \
-		natsStatus s_ = (s);                                                                  \
-		if (s_ != NATS_OK) {                                                                  \
-			fprintf(stderr, "natsbench: %s: %s\n", what, natsStatus_GetText(s_));            \
-			nats_PrintLastErrorStack(stderr);                                                 \
-			return 1;                                                                         \
-		}                                                                                     \
+#define CHECK(what, s) \
+	do { \
+		natsStatus s_ = (s); \
+		if (s_ != NATS_OK) { \
+			fprintf(stderr, "natsbench: %s: %s\n", what, natsStatus_GetText(s_)); \
+			nats_PrintLastErrorStack(stderr); \
+			return 1; \
+		} \
 	} while (0)
 
 int
@@ -51,7 +52,7 @@ main(int argc, char **argv)
 	jsStreamInfo *si = NULL;
 	jsErrCode jerr = 0;
 	jsPubOptions po;
-	const char *subjects[] = {"bench.>"};
+	const char *subjects[] = { "bench.>" };
 	char *buf;
 	size_t *off, len = 0;
 	double t0, t1;
@@ -105,7 +106,7 @@ main(int argc, char **argv)
 	t0 = bench_now();
 	for (long i = 0; i < n; i++)
 		CHECK("publish", js_PublishAsync(js, "bench.orders", buf + off[i],
-		                                 (int)(off[i + 1] - off[i]), NULL));
+						 (int)(off[i + 1] - off[i]), NULL));
 	jsPubOptions_Init(&po);
 	po.MaxWait = 600000;
 	CHECK("publish complete", js_PublishAsyncComplete(js, &po));

@@ -45,7 +45,8 @@ die(const char *fmt, const char *arg)
 static void
 sleep_ms(double ms)
 {
-	struct timespec ts = {(time_t)(ms / 1000), (long)((ms - (double)(long)(ms / 1000) * 1000) * 1e6)};
+	struct timespec ts = { (time_t)(ms / 1000),
+			       (long)((ms - (double)(long)(ms / 1000) * 1000) * 1e6) };
 	nanosleep(&ts, NULL);
 }
 
@@ -108,7 +109,7 @@ watcher_poll(watcher *w, uint64_t *events, uint64_t *checkpoint)
 	*events = st.ms_entries;
 	*checkpoint = 0;
 	if (w->consumer) {
-		MDB_val k = {strlen(w->consumer), (void *)w->consumer}, v;
+		MDB_val k = { strlen(w->consumer), (void *)w->consumer }, v;
 		rc = mdb_get(w->txn, w->consumers, &k, &v);
 		if (rc == 0 && v.mv_size >= 8) {
 			const uint8_t *p = v.mv_data;
@@ -128,7 +129,7 @@ out:
 
 static int
 cmd_push(const char *url, const char *data, long nevents, long batch, const char *consumer,
-         const char *run, double timeout)
+	 const char *run, double timeout)
 {
 	size_t cap = (size_t)nevents * 320 + 4096, len = 0;
 	long nmsgs = (nevents + batch - 1) / batch;
@@ -186,10 +187,10 @@ cmd_push(const char *url, const char *data, long nevents, long batch, const char
 			break;
 		if (bench_now() > deadline) {
 			fprintf(stderr,
-			        "tidebench: timeout after %.0f s: log holds %llu of %llu events, "
-			        "checkpoint %llu\n",
-			        timeout, (unsigned long long)events, (unsigned long long)want,
-			        (unsigned long long)ck);
+				"tidebench: timeout after %.0f s: log holds %llu of %llu events, "
+				"checkpoint %llu\n",
+				timeout, (unsigned long long)events, (unsigned long long)want,
+				(unsigned long long)ck);
 			return 1;
 		}
 		sleep_ms(2);
@@ -271,12 +272,16 @@ cmd_req(const char *url, long nreq, long warmup, const char *run)
 int
 main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"url", required_argument, NULL, 'u'},     {"data", required_argument, NULL, 'd'},
-		{"events", required_argument, NULL, 'n'},  {"batch", required_argument, NULL, 'b'},
-		{"consumer", required_argument, NULL, 'c'}, {"run", required_argument, NULL, 'r'},
-		{"timeout", required_argument, NULL, 't'}, {"requests", required_argument, NULL, 'q'},
-		{"warmup", required_argument, NULL, 'w'},  {NULL, 0, NULL, 0}};
+	static const struct option opts[] = { { "url", required_argument, NULL, 'u' },
+					      { "data", required_argument, NULL, 'd' },
+					      { "events", required_argument, NULL, 'n' },
+					      { "batch", required_argument, NULL, 'b' },
+					      { "consumer", required_argument, NULL, 'c' },
+					      { "run", required_argument, NULL, 'r' },
+					      { "timeout", required_argument, NULL, 't' },
+					      { "requests", required_argument, NULL, 'q' },
+					      { "warmup", required_argument, NULL, 'w' },
+					      { NULL, 0, NULL, 0 } };
 	const char *mode, *url = NULL, *data = NULL, *consumer = NULL, *run = "0";
 	long nevents = 1000000, batch = 500, nreq = 20000, warmup = 200;
 	double timeout = 600;
