@@ -36,11 +36,17 @@ check)
 	exec make -j"$jobs" --no-print-directory check
 	;;
 asan)
-	mkdir -p build-asan
-	cd build-asan
-	[ -f Makefile ] || ../configure --quiet --enable-sanitizers
+	# A separate, clean copy of the sources (the tree itself is configured
+	# for the normal build), configured with ASan + UBSan.
+	top=$(pwd)
+	rm -rf build-asan
+	mkdir build-asan
+	make --no-print-directory distdir distdir=build-asan/src >/dev/null
+	cd build-asan/src
+	./configure --quiet --enable-sanitizers
 	make -j"$jobs" --no-print-directory
-	exec make -j"$jobs" --no-print-directory check
+	TIDE_TESTDATA=${TIDE_TESTDATA:-$top/../shared/testdata} \
+		exec make -j"$jobs" --no-print-directory check
 	;;
 *)
 	echo "usage: $0 [example|check|asan]" >&2
