@@ -128,5 +128,6 @@ Suite *log_suite(void);
 Suite *lua_suite(void);
 Suite *engine_suite(void);
 Suite *cli_suite(void);
+Suite *crash_suite(void);
 
 #endif
