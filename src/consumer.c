@@ -9,6 +9,15 @@
  * checkpoints commit with the rest of the turn, so inside Tide an event's
  * effects happen exactly once.
  *
+ * A handler that fails is retried with exponential backoff.  The failed
+ * event goes to the consumer's pending set (durable, in the same
+ * transaction); with `ordered`, later events of the same subject join it
+ * as waiting and are released one by one, in order, once the retry
+ * succeeds or the event is given up and parked in the dead letters.  The
+ * checkpoint itself always moves on, so other subjects are not held up,
+ * and nothing is handled twice after a restart: what is pending is in the
+ * log.
+ *
  * An emitted event is built by the script through tidei_evb and completed
  * here: a default source ("/tide/<consumer>") and a deterministic id
  * ("<cause seq>.<n>"), causationid = the cause's id, correlationid = the
@@ -38,6 +47,7 @@ struct tidei_consumers {
 	const char *loading;
 	int loading_count;
 	/* while a handler runs */
+	tidei_log *log;
 	tidei_consumer *cur;
 	const struct tide_event *cause;
 	tidei_buf emits; /* records emitted by the current call */
@@ -83,24 +93,24 @@ find(tidei_consumers *cs, const char *name)
 }
 
 static int
-add(tidei_consumers *cs, const char *name, const char *pattern, int from, int ref,
-    tide_consumer_fn *fn, void *ud, const char *where, char *err)
+add(tidei_consumers *cs, const tidei_on_opts *o, int ref, tide_consumer_fn *fn, void *ud,
+    const char *where, char *err)
 {
 	tidei_consumer *c, *dup;
 
-	if (!name_valid(name))
+	if (!name_valid(o->name))
 		return tidei_err(err, TIDE_EINVAL,
 				 "consumer name '%s' must be 1 to 200 printable characters without "
 				 "spaces",
-				 name);
-	if (!pattern_valid(pattern))
+				 o->name);
+	if (!pattern_valid(o->pattern))
 		return tidei_err(err, TIDE_EINVAL,
 				 "pattern '%s' must be an event type, a prefix ending in \".*\", "
 				 "or \"*\"",
-				 pattern);
-	if ((dup = find(cs, name)) != NULL)
+				 o->pattern);
+	if ((dup = find(cs, o->name)) != NULL)
 		return tidei_err(err, TIDE_EINVAL, "a consumer named '%s' already exists (%s)",
-				 name, dup->where);
+				 o->name, dup->where);
 	if (cs->n == cs->cap) {
 		size_t cap = cs->cap ? cs->cap * 2 : 8;
 		tidei_consumer *v = realloc(cs->v, cap * sizeof *v);
@@ -111,8 +121,8 @@ add(tidei_consumers *cs, const char *name, const char *pattern, int from, int re
 	}
 	c = &cs->v[cs->n];
 	memset(c, 0, sizeof *c);
-	c->name = strdup(name);
-	c->pattern = strdup(pattern);
+	c->name = strdup(o->name);
+	c->pattern = strdup(o->pattern);
 	c->where = strdup(where);
 	if (c->name == NULL || c->pattern == NULL || c->where == NULL) {
 		free(c->name);
@@ -120,11 +130,19 @@ add(tidei_consumers *cs, const char *name, const char *pattern, int from, int re
 		free(c->where);
 		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	}
-	c->plen = strlen(pattern);
-	c->from = from;
+	c->plen = strlen(o->pattern);
+	c->from = o->from;
 	c->ref = ref;
 	c->fn = fn;
 	c->ud = ud;
+	c->retries = o->retries >= 0 ? (uint32_t)(o->retries > 1000 ? 1000 : o->retries)
+				     : TIDEI_RETRIES;
+	c->backoff_ns = o->backoff >= 0 ? (int64_t)(o->backoff * 1e9) : TIDEI_BACKOFF_NS;
+	c->backoff_max_ns =
+		o->backoff_max >= 0 ? (int64_t)(o->backoff_max * 1e9) : TIDEI_BACKOFF_MAX_NS;
+	if (c->backoff_max_ns < c->backoff_ns)
+		c->backoff_max_ns = c->backoff_ns;
+	c->ordered = o->ordered != 0;
 	cs->n++;
 	return TIDE_OK;
 }
@@ -134,10 +152,10 @@ add(tidei_consumers *cs, const char *name, const char *pattern, int from, int re
  * ------------------------------------------------------------------------ */
 
 static int
-host_on(void *ud, const char *name, const char *pattern, int from, int ref, const char *where,
-	char *err)
+host_on(void *ud, const tidei_on_opts *o, int ref, const char *where, char *err)
 {
 	tidei_consumers *cs = ud;
+	tidei_on_opts named = *o;
 	char defname[256];
 	char loc[256];
 	size_t wl;
@@ -145,7 +163,7 @@ host_on(void *ud, const char *name, const char *pattern, int from, int ref, cons
 	if (cs->loading == NULL)
 		return tidei_err(err, TIDE_ESTATE, "tide.on must be called while the script loads");
 	cs->loading_count++;
-	if (name == NULL) {
+	if (named.name == NULL) {
 		/* "<script stem>:<n>": stable while the script's tide.on calls keep
 		 * their order.  Scripts should name their consumers. */
 		const char *base = strrchr(cs->loading, '/');
@@ -155,15 +173,29 @@ host_on(void *ud, const char *name, const char *pattern, int from, int ref, cons
 		snprintf(defname, sizeof defname, "%.*s:%d",
 			 (int)(dot && dot != base ? dot - base : (long)strlen(base)), base,
 			 cs->loading_count);
-		name = defname;
+		named.name = defname;
 	}
 	/* luaL_where gives "file:line: "; keep "file:line" */
 	snprintf(loc, sizeof loc, "%s", where);
 	wl = strlen(loc);
 	while (wl > 0 && (loc[wl - 1] == ' ' || loc[wl - 1] == ':'))
 		loc[--wl] = '\0';
-	return add(cs, name, pattern, from ? TIDE_FROM_BEGINNING : TIDE_FROM_END, ref, NULL, NULL,
-		   loc, err);
+	return add(cs, &named, ref, NULL, NULL, loc, err);
+}
+
+static int
+host_once(void *ud, const char *key, size_t n, int *first, char *err)
+{
+	tidei_consumers *cs = ud;
+	int rc;
+
+	if (cs->cur == NULL || cs->cause == NULL)
+		return tidei_err(err, TIDE_ESTATE, "tide.once can only be called from a handler");
+	/* Written at once, not with the handler's emits: a claim must survive
+	 * the handler failing afterwards, or a retry would repeat the effect
+	 * the claim protects. */
+	rc = tidei_log_once(cs->log, cs->cur->name, key, n, cs->cause->seq, first);
+	return rc == TIDE_OK ? TIDE_OK : tidei_err(err, rc, "%s", cs->log->err);
 }
 
 static int
@@ -247,6 +279,7 @@ tidei_consumers_new(tidei_consumers **out, const tidei_consumers_opts *o, char *
 	cs->o = *o;
 	host.ud = cs;
 	host.on = host_on;
+	host.once = host_once;
 	host.emit = host_emit;
 	host.log = host_log;
 	if ((rc = tidei_script_new(&cs->script, &o->script, &host, err)) != TIDE_OK) {
@@ -266,6 +299,7 @@ tidei_consumers_destroy(tidei_consumers *cs)
 		free(cs->v[k].name);
 		free(cs->v[k].pattern);
 		free(cs->v[k].where);
+		free(cs->v[k].pend);
 	}
 	free(cs->v);
 	tidei_script_destroy(cs->script);
@@ -291,7 +325,111 @@ int
 tidei_consumers_add(tidei_consumers *cs, const char *name, const char *pattern, int from,
 		    tide_consumer_fn *fn, void *ud, char *err)
 {
-	return add(cs, name, pattern, from, LUA_NOREF, fn, ud, "C", err);
+	tidei_on_opts o = { pattern, name, from, -1, -1, -1, 1 };
+
+	return add(cs, &o, LUA_NOREF, fn, ud, "C", err);
+}
+
+/* ------------------------------------------------------------------------
+ * Pending events
+ * ------------------------------------------------------------------------ */
+
+static uint64_t
+subject_hash(const struct tide_event *ev)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	if (ev->attr[TIDEI_A_SUBJECT] == NULL)
+		return 0;
+	for (uint32_t k = 0; k < ev->len[TIDEI_A_SUBJECT]; k++) {
+		h ^= (uint8_t)ev->attr[TIDEI_A_SUBJECT][k];
+		h *= 0x100000001b3ull;
+	}
+	return h | 1; /* 0 means "no subject" */
+}
+
+/* Add an entry (seqs only grow, except for dead letters retried by hand,
+ * which are inserted in order). */
+static int
+pend_add(tidei_consumer *c, uint64_t seq, uint64_t subject, const tidei_pending_rec *r)
+{
+	size_t at = c->npend;
+
+	if (c->npend == c->pcap) {
+		size_t cap = c->pcap ? c->pcap * 2 : 16;
+		tidei_pending *v = realloc(c->pend, cap * sizeof *v);
+		if (v == NULL)
+			return TIDE_ENOMEM;
+		c->pend = v;
+		c->pcap = cap;
+	}
+	while (at > 0 && c->pend[at - 1].seq > seq)
+		at--;
+	memmove(c->pend + at + 1, c->pend + at, (c->npend - at) * sizeof *c->pend);
+	c->pend[at].seq = seq;
+	c->pend[at].subject = r->from_dlq ? 0 : subject;
+	c->pend[at].r = *r;
+	c->pend[at].done = 0;
+	c->npend++;
+	return TIDE_OK;
+}
+
+/* Is a new event of @p subject held back by an unresolved one?  The scan
+ * is linear: a consumer rarely has many events pending, and then they are
+ * usually of few subjects. */
+static int
+blocked(const tidei_consumer *c, uint64_t subject)
+{
+	if (subject == 0 || !c->ordered)
+		return 0;
+	for (size_t k = 0; k < c->npend; k++)
+		if (c->pend[k].subject == subject && !c->pend[k].done)
+			return 1;
+	return 0;
+}
+
+typedef struct load_ctx {
+	tidei_consumer *c;
+	tidei_log *log;
+	MDB_txn *txn;
+} load_ctx;
+
+static int
+load_one(void *ud, uint64_t seq, const tidei_pending_rec *r)
+{
+	load_ctx *lc = ud;
+	struct tide_event ev;
+	uint64_t subject = 0;
+
+	if (tidei_log_get(lc->log, lc->txn, seq, &ev) == TIDE_OK)
+		subject = subject_hash(&ev);
+	return pend_add(lc->c, seq, subject, r);
+}
+
+static int
+load(tidei_consumers *cs, tidei_log *log, MDB_txn *txn, uint64_t head)
+{
+	int rc = TIDE_OK;
+
+	for (size_t k = 0; k < cs->n && rc == TIDE_OK; k++) {
+		tidei_consumer *c = &cs->v[k];
+		load_ctx lc = { c, log, txn };
+		int stored;
+		uint64_t seq;
+		rc = tidei_log_checkpoint_get(log, txn, c->name, &seq, &stored);
+		if (rc != TIDE_OK)
+			break;
+		if (stored) {
+			c->committed = seq;
+			c->stored = 1;
+		} else if (!c->stored) {
+			c->committed = c->from == TIDE_FROM_BEGINNING ? 0 : head;
+		}
+		c->checkpoint = c->committed;
+		c->npend = 0;
+		rc = tidei_log_pending_each(log, txn, c->name, load_one, &lc);
+	}
+	return rc;
 }
 
 int
@@ -302,17 +440,24 @@ tidei_consumers_start(tidei_consumers *cs, tidei_log *log, uint64_t head, char *
 
 	if (rc != TIDE_OK)
 		return tidei_err(err, rc, "%s", log->err);
-	for (size_t k = 0; k < cs->n && rc == TIDE_OK; k++) {
-		tidei_consumer *c = &cs->v[k];
-		rc = tidei_log_checkpoint_get(log, txn, c->name, &c->committed, &c->stored);
-		if (!c->stored)
-			c->committed = c->from == TIDE_FROM_BEGINNING ? 0 : head;
-		c->checkpoint = c->committed;
-	}
+	rc = load(cs, log, txn, head);
 	tidei_log_read_end(log);
 	if (rc != TIDE_OK)
-		return tidei_err(err, rc, "cannot read consumer checkpoints: %s", log->err);
+		return tidei_err(err, rc, "cannot read consumer state: %s", log->err);
 	return TIDE_OK;
+}
+
+int
+tidei_consumers_reload(tidei_consumers *cs, tidei_log *log)
+{
+	MDB_txn *txn;
+	int rc = tidei_log_read_begin(log, &txn);
+
+	if (rc != TIDE_OK)
+		return rc;
+	rc = load(cs, log, txn, log->committed);
+	tidei_log_read_end(log);
+	return rc;
 }
 
 void
@@ -324,22 +469,25 @@ tidei_consumers_committed(tidei_consumers *cs)
 	}
 }
 
-void
-tidei_consumers_rollback(tidei_consumers *cs)
+int64_t
+tidei_consumers_next_retry(const tidei_consumers *cs)
 {
+	int64_t next = 0;
+
 	for (size_t k = 0; k < cs->n; k++)
-		cs->v[k].checkpoint = cs->v[k].committed;
+		for (size_t i = 0; i < cs->v[k].npend; i++) {
+			const tidei_pending *p = &cs->v[k].pend[i];
+			if (!p->done && p->r.state == TIDEI_PENDING_RETRY &&
+			    (next == 0 || p->r.next_at < next))
+				next = p->r.next_at;
+		}
+	return next;
 }
 
-uint64_t
-tidei_consumers_min_checkpoint(const tidei_consumers *cs, uint64_t head)
+const tidei_consumer *
+tidei_consumers_find(const tidei_consumers *cs, const char *name)
 {
-	uint64_t min = head;
-
-	for (size_t k = 0; k < cs->n; k++)
-		if (cs->v[k].checkpoint < min)
-			min = cs->v[k].checkpoint;
-	return min;
+	return find((tidei_consumers *)cs, name);
 }
 
 size_t
@@ -358,38 +506,55 @@ tidei_consumers_at(const tidei_consumers *cs, size_t k)
  * Running
  * ------------------------------------------------------------------------ */
 
-/* Call one handler; on success append its emits. */
-static int
-handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *log, int *appended,
-       char *err)
+/* "file:line" at the start of a Lua error message, or "" */
+static void
+where_of(const char *msg, char *where, size_t n)
 {
-	char why[TIDEI_ERRLEN], trace[TIDEI_ERRLEN];
+	const char *colon = strchr(msg, ':');
+	const char *p = colon ? colon + 1 : NULL;
+
+	where[0] = '\0';
+	if (p == NULL || *p < '0' || *p > '9')
+		return;
+	while (*p >= '0' && *p <= '9')
+		p++;
+	if (*p == ':' && (size_t)(p - msg) < n)
+		snprintf(where, n, "%.*s", (int)(p - msg), msg);
+}
+
+/* Call one handler.  *ok tells whether it succeeded (then its emits are
+ * appended); a non-TIDE_OK return is a failure of the turn itself. */
+static int
+handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *log,
+       int *appended, int *ok, char *why, char *where, char *err)
+{
+	char trace[TIDEI_ERRLEN];
 	int rc;
 
+	cs->log = log;
 	cs->cur = c;
 	cs->cause = ev;
 	cs->nemits = 0;
 	tidei_buf_reset(&cs->emits);
+	trace[0] = '\0';
 	if (c->fn != NULL) {
 		ev->scratch = &cs->scratch;
 		rc = c->fn(c->ud, ev);
 		if (rc != TIDE_OK)
-			snprintf(why, sizeof why, "handler returned %d (%s)", rc,
-				 tide_strerror(rc));
-		trace[0] = '\0';
+			snprintf(why, TIDEI_ERRLEN, "handler returned %d (%s)", rc, tide_strerror(rc));
+		snprintf(where, 256, "C");
 	} else {
 		rc = tidei_script_call(cs->script, c->ref, ev, why, trace);
+		where_of(why, where, 256);
 	}
 	cs->cur = NULL;
 	cs->cause = NULL;
-	if (rc != TIDE_OK) {
+	*ok = rc == TIDE_OK;
+	if (!*ok) {
 		c->failed++;
-		LOG(cs, TIDE_LOG_ERROR, "consumer '%s' failed on event %llu (type %s, id %s): %s",
-		    c->name, (unsigned long long)ev->seq, ev->attr[TIDEI_A_TYPE],
-		    ev->attr[TIDEI_A_ID], why);
 		if (trace[0])
 			LOG(cs, TIDE_LOG_DEBUG, "%s", trace);
-		return TIDE_OK; /* the engine keeps going */
+		return TIDE_OK;
 	}
 	c->handled++;
 	if (cs->emits.failed)
@@ -402,6 +567,139 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 		*appended = 1;
 	}
 	return TIDE_OK;
+}
+
+static int64_t
+backoff(const tidei_consumer *c, uint32_t attempts)
+{
+	int64_t d = c->backoff_ns;
+
+	for (uint32_t k = 1; k < attempts && d < c->backoff_max_ns; k++)
+		d *= 2;
+	return d < c->backoff_max_ns ? d : c->backoff_max_ns;
+}
+
+static int
+persist(tidei_consumer *c, tidei_log *log, const tidei_pending *p, char *err)
+{
+	int rc = p->done ? tidei_log_pending_del(log, c->name, p->seq)
+			 : tidei_log_pending_put(log, c->name, p->seq, &p->r);
+
+	return rc == TIDE_OK ? TIDE_OK : tidei_err(err, rc, "%s", log->err);
+}
+
+/* The event at @p i is resolved: let the next waiting event of its
+ * subject go, due now. */
+static int
+release(tidei_consumer *c, tidei_log *log, size_t i, char *err)
+{
+	uint64_t subject = c->pend[i].subject;
+
+	if (subject == 0)
+		return TIDE_OK;
+	for (size_t k = i + 1; k < c->npend; k++) {
+		tidei_pending *p = &c->pend[k];
+		if (p->done || p->subject != subject)
+			continue;
+		if (p->r.state == TIDEI_PENDING_WAITING) {
+			p->r.state = TIDEI_PENDING_RETRY;
+			p->r.attempts = 0;
+			p->r.next_at = 0;
+			return persist(c, log, p, err);
+		}
+		return TIDE_OK;
+	}
+	return TIDE_OK;
+}
+
+/* A failed try of pending event @p p: back off, or give up. */
+static int
+failed_try(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, size_t i,
+	   const struct tide_event *ev, const char *why, const char *where, int64_t now, char *err)
+{
+	tidei_pending *p = &c->pend[i];
+	int rc;
+
+	p->r.attempts++;
+	if (p->r.attempts <= c->retries) {
+		p->r.next_at = now + backoff(c, p->r.attempts);
+		LOG(cs, TIDE_LOG_WARN,
+		    "consumer '%s' failed on event %llu (type %s, id %s), attempt %u of %u: %s",
+		    c->name, (unsigned long long)p->seq, ev->attr[TIDEI_A_TYPE], ev->attr[TIDEI_A_ID],
+		    p->r.attempts, c->retries + 1, why);
+		return persist(c, log, p, err);
+	} else {
+		tidei_dead_rec d;
+		uint32_t before = 0;
+		MDB_txn *txn = log->txn;
+		if (p->r.from_dlq && tidei_log_dead_get(log, txn, c->name, p->seq, &d) == TIDE_OK)
+			before = d.attempts;
+		d.attempts = before + p->r.attempts;
+		d.failed_at = now;
+		d.where = where;
+		d.where_len = strlen(where);
+		d.error = why;
+		d.error_len = strlen(why);
+		if ((rc = tidei_log_dead_put(log, c->name, p->seq, &d)) != TIDE_OK)
+			return tidei_err(err, rc, "%s", log->err);
+		LOG(cs, TIDE_LOG_ERROR,
+		    "consumer '%s' gave up on event %llu (type %s, id %s) after %u attempts: %s; "
+		    "it is in the dead letters (tide dlq show %llu)",
+		    c->name, (unsigned long long)p->seq, ev->attr[TIDEI_A_TYPE], ev->attr[TIDEI_A_ID],
+		    d.attempts, why, (unsigned long long)p->seq);
+		p->done = 1;
+		if ((rc = persist(c, log, p, err)) != TIDE_OK)
+			return rc;
+		return release(c, log, i, err);
+	}
+}
+
+/* Retries that are due, and events released by resolved ones, in seq
+ * order (a released event sits after the one that released it). */
+static int
+run_pending(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now,
+	    size_t *handled, size_t budget, char *err)
+{
+	char why[TIDEI_ERRLEN], where[256];
+	size_t k, kept;
+	int rc = TIDE_OK;
+
+	for (k = 0; k < c->npend && *handled < budget; k++) {
+		tidei_pending *p = &c->pend[k];
+		struct tide_event ev;
+		int appended = 0, ok;
+		if (p->done || p->r.state != TIDEI_PENDING_RETRY || p->r.next_at > now)
+			continue;
+		if ((rc = tidei_log_get(log, log->txn, p->seq, &ev)) != TIDE_OK) {
+			rc = tidei_err(err, rc == TIDE_ENOTFOUND ? TIDE_EIO : rc,
+				       "pending event %llu of '%s' is not in the log",
+				       (unsigned long long)p->seq, c->name);
+			break;
+		}
+		ev.scratch = NULL;
+		(*handled)++;
+		if ((rc = handle(cs, c, &ev, log, &appended, &ok, why, where, err)) != TIDE_OK)
+			break;
+		/* appends may have moved pages: re-read before using ev again */
+		if (appended && tidei_log_get(log, log->txn, c->pend[k].seq, &ev) != TIDE_OK)
+			memset(&ev, 0, sizeof ev);
+		p = &c->pend[k];
+		if (ok) {
+			if (p->r.from_dlq)
+				tidei_log_dead_del(log, c->name, p->seq);
+			p->done = 1;
+			if ((rc = persist(c, log, p, err)) != TIDE_OK ||
+			    (rc = release(c, log, k, err)) != TIDE_OK)
+				break;
+		} else if ((rc = failed_try(cs, c, log, k, &ev, why, where, now, err)) != TIDE_OK) {
+			break;
+		}
+	}
+	for (k = kept = 0; k < c->npend; k++)
+		if (!c->pend[k].done)
+			c->pend[kept++] = c->pend[k];
+	c->npend = kept;
+	return rc;
 }
 
 static int
@@ -417,20 +715,23 @@ save_checkpoint(tidei_consumer *c, tidei_log *log, char *err)
 }
 
 static int
-run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int *more, char *err)
+run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now, int *more,
+	char *err)
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
 	uint64_t seq;
 	size_t handled = 0, scanned = 0;
 	size_t budget = cs->o.turn_budget ? cs->o.turn_budget : 10000;
+	char why[TIDEI_ERRLEN], where[256];
 	int rc, mrc;
 
+	if (c->npend > 0 && (rc = run_pending(cs, c, log, now, &handled, budget, err)) != TIDE_OK)
+		return rc;
 	if (c->checkpoint >= log->head)
 		return save_checkpoint(c, log, err);
 	if ((mrc = mdb_cursor_open(log->txn, log->events, &cur)) != 0)
-		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log: %s",
-				 mdb_strerror(mrc));
+		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log: %s", mdb_strerror(mrc));
 	seq = c->checkpoint + 1;
 	k.mv_size = 8;
 	k.mv_data = &seq;
@@ -439,12 +740,12 @@ run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int *more, char 
 	/* Non-matching events cost little: scanning is allowed further. */
 	while (mrc == 0 && handled < budget && scanned < 8 * budget) {
 		struct tide_event ev;
-		int appended = 0;
+		int appended = 0, ok = 1;
+		uint64_t subject;
 
 		memcpy(&seq, k.mv_data, 8);
 		if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
-			rc = tidei_err(err, TIDE_EIO, "event %llu is corrupt",
-				       (unsigned long long)seq);
+			rc = tidei_err(err, TIDE_EIO, "event %llu is corrupt", (unsigned long long)seq);
 			break;
 		}
 		ev.seq = seq;
@@ -452,9 +753,32 @@ run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int *more, char 
 		scanned++;
 		if (tidei_pattern_match(c->pattern, c->plen, ev.attr[TIDEI_A_TYPE],
 					ev.len[TIDEI_A_TYPE])) {
-			handled++;
-			if ((rc = handle(cs, c, &ev, log, &appended, err)) != TIDE_OK)
-				break;
+			tidei_pending_rec r = { TIDEI_PENDING_WAITING, 0, 0, 0 };
+			subject = subject_hash(&ev);
+			if (blocked(c, subject)) {
+				/* wait behind the earlier event of this subject */
+				if ((rc = pend_add(c, seq, subject, &r)) != TIDE_OK ||
+				    (rc = tidei_log_pending_put(log, c->name, seq, &r)) != TIDE_OK) {
+					tidei_err(err, rc, "cannot hold back event %llu",
+						  (unsigned long long)seq);
+					break;
+				}
+			} else {
+				handled++;
+				rc = handle(cs, c, &ev, log, &appended, &ok, why, where, err);
+				if (rc != TIDE_OK)
+					break;
+				if (!ok) {
+					/* ev may be stale if... no: nothing was appended */
+					r.state = TIDEI_PENDING_RETRY;
+					if ((rc = pend_add(c, seq, subject, &r)) != TIDE_OK ||
+					    (rc = failed_try(cs, c, log, c->npend - 1, &ev, why, where,
+							     now, err)) != TIDE_OK)
+						break;
+					if (c->npend > 0 && c->pend[c->npend - 1].done)
+						c->npend--; /* given up at once (retries = 0) */
+				}
+			}
 		}
 		c->checkpoint = seq;
 		if (appended) {
@@ -471,8 +795,7 @@ run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int *more, char 
 	if (rc != TIDE_OK)
 		return rc;
 	if (mrc != 0 && mrc != MDB_NOTFOUND)
-		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log: %s",
-				 mdb_strerror(mrc));
+		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log: %s", mdb_strerror(mrc));
 	if (c->checkpoint < log->head)
 		*more = 1;
 	return save_checkpoint(c, log, err);
@@ -483,13 +806,21 @@ tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err)
 {
 	int rc;
 
+	int64_t now = tidei_now();
+
 	*more = 0;
 	for (size_t k = 0; k < cs->n; k++)
-		if ((rc = run_one(cs, &cs->v[k], log, more, err)) != TIDE_OK)
+		if ((rc = run_one(cs, &cs->v[k], log, now, more, err)) != TIDE_OK)
 			return rc;
-	/* A later consumer may have emitted past an earlier one. */
-	for (size_t k = 0; k < cs->n; k++)
+	/* A later consumer may have emitted past an earlier one, or released
+	 * a waiting event that is due now. */
+	for (size_t k = 0; k < cs->n; k++) {
 		if (cs->v[k].checkpoint < log->head)
 			*more = 1;
+		for (size_t i = 0; i < cs->v[k].npend; i++)
+			if (cs->v[k].pend[i].r.state == TIDEI_PENDING_RETRY &&
+			    cs->v[k].pend[i].r.next_at <= now)
+				*more = 1;
+	}
 	return TIDE_OK;
 }

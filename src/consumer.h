@@ -1,7 +1,8 @@
 /*
  * consumer.h - subscriptions to the log: Lua handlers registered by
  * tide.on and C handlers registered by tide_consumer_add, each with a
- * durable checkpoint, run inside the turn's write transaction.
+ * durable checkpoint, retries with backoff, per-subject ordering and dead
+ * letters, run inside the turn's write transaction.
  */
 #ifndef TIDE_CONSUMER_H
 #define TIDE_CONSUMER_H
@@ -12,6 +13,19 @@
 #include "log.h"
 #include "script.h"
 
+/** Defaults of the retry policy. */
+#define TIDEI_RETRIES 3
+#define TIDEI_BACKOFF_NS 500000000ll      /* 0.5 s, doubling */
+#define TIDEI_BACKOFF_MAX_NS 60000000000ll /* 1 min */
+
+/** An event a consumer has not finished with. */
+typedef struct tidei_pending {
+	uint64_t seq;
+	uint64_t subject; /* hash of the subject, 0 if none (never blocks) */
+	tidei_pending_rec r;
+	int done;         /* resolved in this turn; dropped when compacted */
+} tidei_pending;
+
 typedef struct tidei_consumer {
 	char *name;
 	char *pattern;
@@ -21,9 +35,17 @@ typedef struct tidei_consumer {
 	int ref;              /* Lua handler, or LUA_NOREF */
 	tide_consumer_fn *fn; /* C handler */
 	void *ud;
-	uint64_t checkpoint; /* last seq handled (or skipped), in this turn */
-	uint64_t committed;  /* checkpoint as of the last commit */
-	int stored;          /* a checkpoint record exists in the log */
+	/* retry policy */
+	uint32_t retries;     /* tries after the first failure */
+	int64_t backoff_ns;   /* wait before the first retry, doubling */
+	int64_t backoff_max_ns;
+	int ordered;          /* later events of a subject wait behind a retry */
+	/* progress */
+	uint64_t checkpoint;  /* last seq scanned, in this turn */
+	uint64_t committed;   /* checkpoint as of the last commit */
+	int stored;           /* a checkpoint record exists in the log */
+	tidei_pending *pend;  /* retrying or waiting events, by seq */
+	size_t npend, pcap;
 	uint64_t handled;
 	uint64_t failed;
 } tidei_consumer;
@@ -44,27 +66,32 @@ void tidei_consumers_destroy(tidei_consumers *cs);
 /** Load a script; its tide.on calls register consumers. */
 int tidei_consumers_load(tidei_consumers *cs, const char *path, char *err);
 
-/** Register a C consumer.  Strings are copied. */
+/** Register a C consumer (default retry policy).  Strings are copied. */
 int tidei_consumers_add(tidei_consumers *cs, const char *name, const char *pattern, int from,
 			tide_consumer_fn *fn, void *ud, char *err);
 
-/** Read the checkpoints (new consumers start at the beginning or at
- *  @p head, the end of the log). */
+/** Read checkpoints and pending events (new consumers start at the
+ *  beginning or at @p head, the end of the log). */
 int tidei_consumers_start(tidei_consumers *cs, tidei_log *log, uint64_t head, char *err);
 
-/** Run every consumer over the log inside the open write transaction, up
- *  to the per-turn budget.  Emitted events are appended.  *more is set when
- *  a consumer is still behind.  TIDE_EFULL means: abort, grow, run again. */
+/** Run every consumer inside the open write transaction, up to the
+ *  per-turn budget: due retries first, then new events.  Emitted events
+ *  are appended.  *more is set when a consumer is behind or has a retry
+ *  due now.  TIDE_EFULL means: abort, grow, run again. */
 int tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err);
 
 /** The turn committed: its checkpoints are now durable. */
 void tidei_consumers_committed(tidei_consumers *cs);
-/** The turn was aborted: forget its checkpoint moves. */
-void tidei_consumers_rollback(tidei_consumers *cs);
-/** Smallest checkpoint: the log up to it has been seen by everyone. */
-uint64_t tidei_consumers_min_checkpoint(const tidei_consumers *cs, uint64_t head);
+/** The turn was aborted (or pending events changed outside a turn):
+ *  reload checkpoints and pending events from the log. */
+int tidei_consumers_reload(tidei_consumers *cs, tidei_log *log);
+
+/** When the earliest retry falls due (ns since the epoch), or 0 if none. */
+int64_t tidei_consumers_next_retry(const tidei_consumers *cs);
 
 size_t tidei_consumers_count(const tidei_consumers *cs);
 const tidei_consumer *tidei_consumers_at(const tidei_consumers *cs, size_t k);
+/** The consumer named @p name, or NULL. */
+const tidei_consumer *tidei_consumers_find(const tidei_consumers *cs, const char *name);
 
 #endif

@@ -147,15 +147,23 @@ commit_turn(tide_engine *e, int with_consumers, int *more, char *err)
 	if (with_consumers && (rc = tidei_consumers_run(e->cs, e->log, more, err)) != TIDE_OK)
 		goto abort;
 	if ((rc = tidei_log_commit(e->log)) != TIDE_OK) {
-		tidei_consumers_rollback(e->cs);
+		tidei_consumers_reload(e->cs, e->log);
 		return tidei_err(err, rc, "%s", e->log->err);
 	}
 	tidei_consumers_committed(e->cs);
 	return TIDE_OK;
 abort:
 	tidei_log_abort(e->log);
-	tidei_consumers_rollback(e->cs);
+	tidei_consumers_reload(e->cs, e->log);
 	return rc;
+}
+
+static int
+retry_due(tide_engine *e)
+{
+	int64_t next = tidei_consumers_next_retry(e->cs);
+
+	return next > 0 && next <= tidei_now();
 }
 
 static void
@@ -167,7 +175,7 @@ turn(void *ud)
 	int more = 0, growths = 0, rc;
 	int with_consumers = tidei_now() >= e->consumers_resume;
 
-	if (b->valid == 0 && !(e->lagging && with_consumers)) {
+	if (b->valid == 0 && !(e->lagging && with_consumers) && !retry_due(e)) {
 		tidei_batch_finish(b); /* rejected events and empty requests */
 		return;
 	}
@@ -200,8 +208,13 @@ turn(void *ud)
 	e->lagging = more || !with_consumers;
 	tidei_batch_finish(b);
 	publish_new(e);
-	if (more)
+	if (more) {
 		tidei_loop_schedule(&e->loop);
+	} else {
+		int64_t next = tidei_consumers_next_retry(e->cs);
+		if (next > 0)
+			tidei_loop_schedule_in(&e->loop, next - tidei_now());
+	}
 }
 
 /* Periodic: flush in "relaxed" durability; resume paused consumers. */

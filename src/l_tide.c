@@ -1,7 +1,9 @@
 /*
  * l_tide.c - the `tide` module seen by scripts.
  *
- *   tide.on(pattern, fn [, {name=, from="end"|"beginning"}])
+ *   tide.on(pattern, fn [, {name=, from="end"|"beginning", retries=,
+ *           backoff=, backoff_max=, ordered=}])
+ *   tide.once(key)                           -> true the first time
  *   tide.emit{type=, subject=, data=, ...}   -> id of the new event
  *   tide.log(...)                            -> like print
  *   tide.null, tide.array(t)                 -> JSON null, JSON array marker
@@ -22,44 +24,104 @@
 #include "l_event.h"
 #include "l_tide.h"
 
-/* tide.on(pattern, fn [, opts])  [-(2|3), +0, e] */
+/* Read an optional number field of the options table at 3. */
+static double
+opt_number(lua_State *L, const char *field, double dflt, double min)
+{
+	double v;
+
+	if (lua_getfield(L, 3, field) == LUA_TNIL) {
+		lua_pop(L, 1);
+		return dflt;
+	}
+	if (!lua_isnumber(L, -1))
+		luaL_error(L, "tide.on: option '%s' must be a number", field);
+	v = (double)lua_tonumber(L, -1);
+	if (!(v >= min))
+		luaL_error(L, "tide.on: option '%s' must be at least %f", field, min);
+	lua_pop(L, 1);
+	return v;
+}
+
+/* tide.on(pattern, fn [, {name=, from=, retries=, backoff=, backoff_max=,
+ * ordered=}])  [-(2|3), +0, e] */
 static int
 l_tide_on(lua_State *L)
 {
+	static const char *const known[] = { "name",    "from",        "retries",
+		                             "backoff", "backoff_max", "ordered",
+		                             NULL };
 	const tidei_host *h = tidei_script_host(L);
-	const char *pattern = luaL_checkstring(L, 1);
-	const char *name = NULL, *from = "end", *where;
+	tidei_on_opts o;
+	const char *from = "end", *where;
 	char err[TIDEI_ERRLEN];
 	int ref;
 
+	memset(&o, 0, sizeof o);
+	o.pattern = luaL_checkstring(L, 1);
+	o.retries = -1;
+	o.backoff = o.backoff_max = -1;
+	o.ordered = -1;
 	luaL_checktype(L, 2, LUA_TFUNCTION);
 	if (!lua_isnoneornil(L, 3)) {
 		luaL_checktype(L, 3, LUA_TTABLE);
-		lua_getfield(L, 3, "name");
-		name = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
-		lua_getfield(L, 3, "from");
-		from = lua_isnil(L, -1) ? "end" : luaL_checkstring(L, -1);
-		lua_pop(L, 2);
-		/* keep the strings alive: they are reachable from opts (arg 3) */
-		if (name != NULL) {
-			lua_getfield(L, 3, "name");
-			name = lua_tostring(L, -1);
+		/* a misspelt option is an error, not a silent default */
+		lua_pushnil(L);
+		while (lua_next(L, 3) != 0) {
+			int ok = 0;
+			lua_pop(L, 1);
+			for (const char *const *k = known; *k && lua_type(L, -1) == LUA_TSTRING; k++)
+				ok |= strcmp(lua_tostring(L, -1), *k) == 0;
+			if (!ok)
+				return luaL_error(L, "tide.on: unknown option '%s'",
+						  luaL_tolstring(L, -1, NULL));
 		}
+		if (lua_getfield(L, 3, "name") != LUA_TNIL)
+			o.name = luaL_checkstring(L, -1); /* kept alive by the table */
+		if (lua_getfield(L, 3, "from") != LUA_TNIL)
+			from = luaL_checkstring(L, -1);
+		if (lua_getfield(L, 3, "ordered") != LUA_TNIL)
+			o.ordered = lua_toboolean(L, -1);
+		lua_pop(L, 3);
+		if (lua_getfield(L, 3, "retries") != LUA_TNIL) {
+			if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+				return luaL_error(L, "tide.on: option 'retries' must be an integer >= 0");
+			o.retries = (int64_t)lua_tointeger(L, -1);
+		}
+		lua_pop(L, 1);
+		o.backoff = opt_number(L, "backoff", -1, 0);
+		o.backoff_max = opt_number(L, "backoff_max", -1, 0);
 	}
 	if (strcmp(from, "end") != 0 && strcmp(from, "beginning") != 0)
 		return luaL_argerror(L, 3, "from must be \"beginning\" or \"end\"");
+	o.from = strcmp(from, "beginning") == 0 ? TIDE_FROM_BEGINNING : TIDE_FROM_END;
 	luaL_where(L, 1);
 	where = lua_tostring(L, -1);
 	if (h->on == NULL)
 		return luaL_error(L, "tide.on is not available here");
 	lua_pushvalue(L, 2);
 	ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	if (h->on(h->ud, name, pattern, strcmp(from, "beginning") == 0, ref, where, err) !=
-	    TIDE_OK) {
+	if (h->on(h->ud, &o, ref, where, err) != TIDE_OK) {
 		luaL_unref(L, LUA_REGISTRYINDEX, ref);
 		return luaL_error(L, "%s", err);
 	}
 	return 0;
+}
+
+/* tide.once(key) -> true the first time this consumer claims key  [-1, +1, e] */
+static int
+l_tide_once(lua_State *L)
+{
+	const tidei_host *h = tidei_script_host(L);
+	size_t n;
+	const char *key = luaL_checklstring(L, 1, &n);
+	char err[TIDEI_ERRLEN];
+	int first;
+
+	if (h->once == NULL || h->once(h->ud, key, n, &first, err) != TIDE_OK)
+		return luaL_error(L, "tide.once: %s", h->once ? err : "not available here");
+	lua_pushboolean(L, first);
+	return 1;
 }
 
 /* tide.emit(event) -> id  [-1, +1, e] */
@@ -168,7 +230,8 @@ l_json_decode(lua_State *L)
 }
 
 static const luaL_Reg tide_funcs[] = {
-	{ "on", l_tide_on },       { "emit", l_tide_emit }, { "log", l_tide_log },
+	{ "on", l_tide_on },
+	{ "once", l_tide_once },       { "emit", l_tide_emit }, { "log", l_tide_log },
 	{ "array", l_tide_array }, { NULL, NULL },
 };
 

@@ -35,6 +35,9 @@ typedef struct tidei_log {
 	MDB_dbi ids;        /* source "\0" id -> seq: duplicate detection */
 	MDB_dbi streams;    /* subject -> {version, last seq}: stream heads */
 	MDB_dbi consumers;  /* consumer name -> checkpoint seq */
+	MDB_dbi pending;    /* consumer "\0" seq -> an event being retried or waiting */
+	MDB_dbi dead;       /* consumer "\0" seq -> a dead letter */
+	MDB_dbi once;       /* consumer "\0" key -> seq that first claimed it */
 	MDB_dbi meta;       /* "format" -> TIDEI_LOG_FORMAT */
 	MDB_txn *txn;       /* the open write transaction, if any */
 	MDB_txn *rtxn;      /* a reusable read transaction (reset when idle) */
@@ -95,6 +98,56 @@ void tidei_log_read_end(tidei_log *log);
 int tidei_log_checkpoint_get(tidei_log *log, MDB_txn *txn, const char *name, uint64_t *seq,
 			     int *found);
 int tidei_log_checkpoint_set(tidei_log *log, const char *name, uint64_t seq);
+
+/* ------------------------------------------------------------------------
+ * Retries and dead letters, keyed by consumer name and seq
+ * ------------------------------------------------------------------------ */
+
+/** States of a pending event. */
+enum { TIDEI_PENDING_RETRY = 1, TIDEI_PENDING_WAITING = 2 };
+
+/** An event a consumer has not finished with. */
+typedef struct tidei_pending_rec {
+	uint8_t state;       /* TIDEI_PENDING_* */
+	uint8_t from_dlq;    /* retried from the dead letters */
+	uint32_t attempts;   /* failed attempts so far */
+	int64_t next_at;     /* ns; when to try again (RETRY) */
+} tidei_pending_rec;
+
+/** A dead letter as stored.  Strings point into the database. */
+typedef struct tidei_dead_rec {
+	uint32_t attempts;
+	int64_t failed_at;
+	const char *where;   /* script:line, not NUL-terminated */
+	size_t where_len;
+	const char *error;
+	size_t error_len;
+} tidei_dead_rec;
+
+int tidei_log_pending_put(tidei_log *log, const char *consumer, uint64_t seq,
+			  const tidei_pending_rec *r);
+int tidei_log_pending_del(tidei_log *log, const char *consumer, uint64_t seq);
+/** Call @p fn for each pending event of @p consumer, in seq order. */
+int tidei_log_pending_each(tidei_log *log, MDB_txn *txn, const char *consumer,
+			   int (*fn)(void *ud, uint64_t seq, const tidei_pending_rec *r), void *ud);
+
+int tidei_log_dead_put(tidei_log *log, const char *consumer, uint64_t seq,
+		       const tidei_dead_rec *r);
+int tidei_log_dead_del(tidei_log *log, const char *consumer, uint64_t seq);
+/** Read one dead letter; TIDE_ENOTFOUND if none. */
+int tidei_log_dead_get(tidei_log *log, MDB_txn *txn, const char *consumer, uint64_t seq,
+		       tidei_dead_rec *r);
+/** Call @p fn for each dead letter, of @p consumer (NULL: all), in key
+ *  order.  @p fn returns non-zero to stop. */
+int tidei_log_dead_each(tidei_log *log, MDB_txn *txn, const char *consumer,
+			int (*fn)(void *ud, const char *consumer, uint64_t seq,
+				  const tidei_dead_rec *r),
+			void *ud);
+
+/** Claim @p key for @p consumer: *first is 1 if nobody had (then it is
+ *  recorded with @p seq), 0 if it was claimed before.  Write transaction. */
+int tidei_log_once(tidei_log *log, const char *consumer, const char *key, size_t n,
+		   uint64_t seq, int *first);
 
 /** Current stream head of @p subject: version and seq of its last event. */
 int tidei_log_stream_head(tidei_log *log, MDB_txn *txn, const char *subject, size_t n,

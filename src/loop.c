@@ -33,6 +33,14 @@ turn_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
+later_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	tidei_loop_schedule(arg);
+}
+
+static void
 timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	tidei_loop *l = arg;
@@ -78,6 +86,7 @@ tidei_loop_open(tidei_loop *l, struct event_base *base, tidei_loop_fn *on_turn,
 	}
 	l->turn = event_new(l->base, -1, 0, turn_cb, l);
 	l->wake = event_new(l->base, l->wake_fd[0], EV_READ | EV_PERSIST, wake_cb, l);
+	l->later = evtimer_new(l->base, later_cb, l);
 	if (timer_ms > 0 && on_timer != NULL) {
 		struct timeval tv = { (time_t)(timer_ms / 1000),
 				      (suseconds_t)(timer_ms % 1000) * 1000 };
@@ -85,7 +94,7 @@ tidei_loop_open(tidei_loop *l, struct event_base *base, tidei_loop_fn *on_turn,
 		if (l->timer == NULL || event_add(l->timer, &tv) != 0)
 			goto fail;
 	}
-	if (l->turn == NULL || l->wake == NULL || event_add(l->wake, NULL) != 0)
+	if (l->turn == NULL || l->wake == NULL || l->later == NULL || event_add(l->wake, NULL) != 0)
 		goto fail;
 	return TIDE_OK;
 fail:
@@ -102,7 +111,9 @@ tidei_loop_close(tidei_loop *l)
 		event_free(l->timer);
 	if (l->wake)
 		event_free(l->wake);
-	l->turn = l->timer = l->wake = NULL;
+	if (l->later)
+		event_free(l->later);
+	l->turn = l->timer = l->wake = l->later = NULL;
 	for (int i = 0; i < 2; i++)
 		if (l->wake_fd[i] >= 0)
 			close(l->wake_fd[i]);
@@ -119,6 +130,20 @@ tidei_loop_schedule(tidei_loop *l)
 		l->turn_pending = 1;
 		event_active(l->turn, EV_TIMEOUT, 1);
 	}
+}
+
+void
+tidei_loop_schedule_in(tidei_loop *l, int64_t ns)
+{
+	struct timeval tv;
+
+	if (l->later == NULL)
+		return;
+	if (ns < 0)
+		ns = 0;
+	tv.tv_sec = (time_t)(ns / 1000000000);
+	tv.tv_usec = (suseconds_t)(ns % 1000000000 / 1000);
+	evtimer_add(l->later, &tv);
 }
 
 void

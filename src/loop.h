@@ -22,6 +22,7 @@ typedef struct tidei_loop {
 	struct event *turn;
 	struct event *timer;
 	struct event *wake;
+	struct event *later;   /* one-shot: a turn at a set time */
 	int wake_fd[2];
 	int turn_pending;
 	tidei_loop_fn *on_turn, *on_timer, *on_wake;
@@ -37,6 +38,8 @@ void tidei_loop_close(tidei_loop *l);
 
 /** Run on_turn at the end of the current loop iteration (once). */
 void tidei_loop_schedule(tidei_loop *l);
+/** Run on_turn after @p ns nanoseconds (replacing an earlier request). */
+void tidei_loop_schedule_in(tidei_loop *l, int64_t ns);
 /** Run on_wake from the loop soon.  Async-signal-safe and thread-safe. */
 void tidei_loop_wake(tidei_loop *l);
 

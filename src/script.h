@@ -12,13 +12,25 @@
 #include "err.h"
 #include "event.h"
 
+/** The options of tide.on(pattern, fn, opts); -1 (or NULL) = default. */
+typedef struct tidei_on_opts {
+	const char *pattern;
+	const char *name;
+	int from;             /* TIDE_FROM_* */
+	int64_t retries;      /* tries after the first failure */
+	double backoff;       /* seconds before the first retry; doubles */
+	double backoff_max;   /* seconds, the longest wait */
+	int ordered;          /* later events of a subject wait behind a retry */
+} tidei_on_opts;
+
 /** What the scripts may ask of whoever hosts them (the consumer layer).
  *  Every callback returns TIDE_OK or a code with a message in @p err. */
 typedef struct tidei_host {
 	void *ud;
 	/** tide.on(pattern, fn, opts): fn is a registry reference. */
-	int (*on)(void *ud, const char *name, const char *pattern, int from, int ref,
-		  const char *where, char *err);
+	int (*on)(void *ud, const tidei_on_opts *o, int ref, const char *where, char *err);
+	/** tide.once(key): *first = 1 the first time @p key is claimed. */
+	int (*once)(void *ud, const char *key, size_t n, int *first, char *err);
 	/** tide.emit{...}: @p b holds the validated attributes, not finished. */
 	int (*emit)(void *ud, tidei_evb *b, char *err);
 	/** print() and tide.log(). */

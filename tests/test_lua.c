@@ -712,8 +712,9 @@ START_TEST(errors_are_isolated)
 	rig_wait(&r, "other.saw", 5);
 	rig_close(&r);
 
-	/* the message says which consumer, which event, and script:line */
-	HAS(r.logs, "0 consumer 'worker' failed on event 2 (type work, id w2): ");
+	/* the message says which consumer, which event, the attempt, and
+	 * script:line; a failed event is retried, not dropped */
+	HAS(r.logs, "1 consumer 'worker' failed on event 2 (type work, id w2), attempt 1 of 4: ");
 	HAS(line_with(r.logs, "failed on event 2"), "s.lua:3: boom w2");
 	HAS(line_with(r.logs, "failed on event 3"),
 	    "s.lua:4: attempt to index a nil value (field 'missing')");
