@@ -47,5 +47,6 @@ int cmd_publish(int argc, char **argv);
 int cmd_tail(int argc, char **argv);
 int cmd_log(int argc, char **argv);
 int cmd_stat(int argc, char **argv);
+int cmd_dlq(int argc, char **argv);
 
 #endif

@@ -25,6 +25,7 @@ typedef struct stat_ctx {
 	int json;
 	int n;
 	uint64_t last;
+	tide_log *log;
 } stat_ctx;
 
 static void
@@ -43,7 +44,9 @@ print_consumer(void *ud, const char *name, uint64_t seq)
 {
 	stat_ctx *s = ud;
 	uint64_t lag = s->last > seq ? s->last - seq : 0;
+	uint64_t pending = 0, dead = 0;
 
+	tide_log_consumer_backlog(s->log, name, &pending, &dead);
 	if (s->json) {
 		printf("%s{\"name\":\"", s->n ? "," : "");
 		for (const char *p = name; *p; p++) {
@@ -51,11 +54,13 @@ print_consumer(void *ud, const char *name, uint64_t seq)
 				putchar('\\');
 			putchar(*p);
 		}
-		printf("\",\"checkpoint\":%llu,\"lag\":%llu}", (unsigned long long)seq,
-		       (unsigned long long)lag);
+		printf("\",\"checkpoint\":%llu,\"lag\":%llu,\"retrying\":%llu,\"dead\":%llu}",
+		       (unsigned long long)seq, (unsigned long long)lag,
+		       (unsigned long long)pending, (unsigned long long)dead);
 	} else {
-		printf("  %-24s checkpoint %-12llu lag %llu\n", name, (unsigned long long)seq,
-		       (unsigned long long)lag);
+		printf("  %-24s checkpoint %-12llu lag %-10llu retrying %-6llu dead %llu\n", name,
+		       (unsigned long long)seq, (unsigned long long)lag,
+		       (unsigned long long)pending, (unsigned long long)dead);
 	}
 	s->n++;
 }
@@ -70,7 +75,7 @@ cmd_stat(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *data = "./tide-data";
-	stat_ctx ctx = { 0, 0, 0 };
+	stat_ctx ctx = { 0, 0, 0, NULL };
 	tide_log_stat st;
 	tide_log *log;
 	char err[512], size[32], map[32];
@@ -99,6 +104,7 @@ cmd_stat(int argc, char **argv)
 		return CLI_FAIL;
 	}
 	ctx.last = st.last_seq;
+	ctx.log = log;
 	if (ctx.json) {
 		printf("{\"events\":%llu,\"last_seq\":%llu,\"streams\":%llu,\"size\":%llu,"
 		       "\"map_size\":%llu,\"consumers\":[",

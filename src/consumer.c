@@ -135,8 +135,8 @@ add(tidei_consumers *cs, const tidei_on_opts *o, int ref, tide_consumer_fn *fn, 
 	c->ref = ref;
 	c->fn = fn;
 	c->ud = ud;
-	c->retries = o->retries >= 0 ? (uint32_t)(o->retries > 1000 ? 1000 : o->retries)
-				     : TIDEI_RETRIES;
+	c->retries =
+		o->retries >= 0 ? (uint32_t)(o->retries > 1000 ? 1000 : o->retries) : TIDEI_RETRIES;
 	c->backoff_ns = o->backoff >= 0 ? (int64_t)(o->backoff * 1e9) : TIDEI_BACKOFF_NS;
 	c->backoff_max_ns =
 		o->backoff_max >= 0 ? (int64_t)(o->backoff_max * 1e9) : TIDEI_BACKOFF_MAX_NS;
@@ -472,13 +472,13 @@ tidei_consumers_committed(tidei_consumers *cs)
 int64_t
 tidei_consumers_next_retry(const tidei_consumers *cs)
 {
-	int64_t next = 0;
+	int64_t next = -1;
 
 	for (size_t k = 0; k < cs->n; k++)
 		for (size_t i = 0; i < cs->v[k].npend; i++) {
 			const tidei_pending *p = &cs->v[k].pend[i];
 			if (!p->done && p->r.state == TIDEI_PENDING_RETRY &&
-			    (next == 0 || p->r.next_at < next))
+			    (next < 0 || p->r.next_at < next))
 				next = p->r.next_at;
 		}
 	return next;
@@ -525,8 +525,8 @@ where_of(const char *msg, char *where, size_t n)
 /* Call one handler.  *ok tells whether it succeeded (then its emits are
  * appended); a non-TIDE_OK return is a failure of the turn itself. */
 static int
-handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *log,
-       int *appended, int *ok, char *why, char *where, char *err)
+handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *log, int *appended,
+       int *ok, char *why, char *where, char *err)
 {
 	char trace[TIDEI_ERRLEN];
 	int rc;
@@ -541,7 +541,8 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 		ev->scratch = &cs->scratch;
 		rc = c->fn(c->ud, ev);
 		if (rc != TIDE_OK)
-			snprintf(why, TIDEI_ERRLEN, "handler returned %d (%s)", rc, tide_strerror(rc));
+			snprintf(why, TIDEI_ERRLEN, "handler returned %d (%s)", rc,
+				 tide_strerror(rc));
 		snprintf(where, 256, "C");
 	} else {
 		rc = tidei_script_call(cs->script, c->ref, ev, why, trace);
@@ -625,8 +626,8 @@ failed_try(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, size_t i,
 		p->r.next_at = now + backoff(c, p->r.attempts);
 		LOG(cs, TIDE_LOG_WARN,
 		    "consumer '%s' failed on event %llu (type %s, id %s), attempt %u of %u: %s",
-		    c->name, (unsigned long long)p->seq, ev->attr[TIDEI_A_TYPE], ev->attr[TIDEI_A_ID],
-		    p->r.attempts, c->retries + 1, why);
+		    c->name, (unsigned long long)p->seq, ev->attr[TIDEI_A_TYPE],
+		    ev->attr[TIDEI_A_ID], p->r.attempts, c->retries + 1, why);
 		return persist(c, log, p, err);
 	} else {
 		tidei_dead_rec d;
@@ -645,8 +646,8 @@ failed_try(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, size_t i,
 		LOG(cs, TIDE_LOG_ERROR,
 		    "consumer '%s' gave up on event %llu (type %s, id %s) after %u attempts: %s; "
 		    "it is in the dead letters (tide dlq show %llu)",
-		    c->name, (unsigned long long)p->seq, ev->attr[TIDEI_A_TYPE], ev->attr[TIDEI_A_ID],
-		    d.attempts, why, (unsigned long long)p->seq);
+		    c->name, (unsigned long long)p->seq, ev->attr[TIDEI_A_TYPE],
+		    ev->attr[TIDEI_A_ID], d.attempts, why, (unsigned long long)p->seq);
 		p->done = 1;
 		if ((rc = persist(c, log, p, err)) != TIDE_OK)
 			return rc;
@@ -657,8 +658,8 @@ failed_try(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, size_t i,
 /* Retries that are due, and events released by resolved ones, in seq
  * order (a released event sits after the one that released it). */
 static int
-run_pending(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now,
-	    size_t *handled, size_t budget, char *err)
+run_pending(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now, size_t *handled,
+	    size_t budget, char *err)
 {
 	char why[TIDEI_ERRLEN], where[256];
 	size_t k, kept;
@@ -715,8 +716,7 @@ save_checkpoint(tidei_consumer *c, tidei_log *log, char *err)
 }
 
 static int
-run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now, int *more,
-	char *err)
+run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now, int *more, char *err)
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
@@ -731,7 +731,8 @@ run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now, int
 	if (c->checkpoint >= log->head)
 		return save_checkpoint(c, log, err);
 	if ((mrc = mdb_cursor_open(log->txn, log->events, &cur)) != 0)
-		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log: %s", mdb_strerror(mrc));
+		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log: %s",
+				 mdb_strerror(mrc));
 	seq = c->checkpoint + 1;
 	k.mv_size = 8;
 	k.mv_data = &seq;
@@ -745,7 +746,8 @@ run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now, int
 
 		memcpy(&seq, k.mv_data, 8);
 		if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
-			rc = tidei_err(err, TIDE_EIO, "event %llu is corrupt", (unsigned long long)seq);
+			rc = tidei_err(err, TIDE_EIO, "event %llu is corrupt",
+				       (unsigned long long)seq);
 			break;
 		}
 		ev.seq = seq;
@@ -758,7 +760,8 @@ run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now, int
 			if (blocked(c, subject)) {
 				/* wait behind the earlier event of this subject */
 				if ((rc = pend_add(c, seq, subject, &r)) != TIDE_OK ||
-				    (rc = tidei_log_pending_put(log, c->name, seq, &r)) != TIDE_OK) {
+				    (rc = tidei_log_pending_put(log, c->name, seq, &r)) !=
+					    TIDE_OK) {
 					tidei_err(err, rc, "cannot hold back event %llu",
 						  (unsigned long long)seq);
 					break;
@@ -772,8 +775,8 @@ run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now, int
 					/* ev may be stale if... no: nothing was appended */
 					r.state = TIDEI_PENDING_RETRY;
 					if ((rc = pend_add(c, seq, subject, &r)) != TIDE_OK ||
-					    (rc = failed_try(cs, c, log, c->npend - 1, &ev, why, where,
-							     now, err)) != TIDE_OK)
+					    (rc = failed_try(cs, c, log, c->npend - 1, &ev, why,
+							     where, now, err)) != TIDE_OK)
 						break;
 					if (c->npend > 0 && c->pend[c->npend - 1].done)
 						c->npend--; /* given up at once (retries = 0) */
@@ -795,7 +798,8 @@ run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now, int
 	if (rc != TIDE_OK)
 		return rc;
 	if (mrc != 0 && mrc != MDB_NOTFOUND)
-		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log: %s", mdb_strerror(mrc));
+		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log: %s",
+				 mdb_strerror(mrc));
 	if (c->checkpoint < log->head)
 		*more = 1;
 	return save_checkpoint(c, log, err);

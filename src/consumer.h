@@ -15,7 +15,7 @@
 
 /** Defaults of the retry policy. */
 #define TIDEI_RETRIES 3
-#define TIDEI_BACKOFF_NS 500000000ll      /* 0.5 s, doubling */
+#define TIDEI_BACKOFF_NS 500000000ll       /* 0.5 s, doubling */
 #define TIDEI_BACKOFF_MAX_NS 60000000000ll /* 1 min */
 
 /** An event a consumer has not finished with. */
@@ -23,7 +23,7 @@ typedef struct tidei_pending {
 	uint64_t seq;
 	uint64_t subject; /* hash of the subject, 0 if none (never blocks) */
 	tidei_pending_rec r;
-	int done;         /* resolved in this turn; dropped when compacted */
+	int done; /* resolved in this turn; dropped when compacted */
 } tidei_pending;
 
 typedef struct tidei_consumer {
@@ -36,15 +36,15 @@ typedef struct tidei_consumer {
 	tide_consumer_fn *fn; /* C handler */
 	void *ud;
 	/* retry policy */
-	uint32_t retries;     /* tries after the first failure */
-	int64_t backoff_ns;   /* wait before the first retry, doubling */
+	uint32_t retries;   /* tries after the first failure */
+	int64_t backoff_ns; /* wait before the first retry, doubling */
 	int64_t backoff_max_ns;
-	int ordered;          /* later events of a subject wait behind a retry */
+	int ordered; /* later events of a subject wait behind a retry */
 	/* progress */
-	uint64_t checkpoint;  /* last seq scanned, in this turn */
-	uint64_t committed;   /* checkpoint as of the last commit */
-	int stored;           /* a checkpoint record exists in the log */
-	tidei_pending *pend;  /* retrying or waiting events, by seq */
+	uint64_t checkpoint; /* last seq scanned, in this turn */
+	uint64_t committed;  /* checkpoint as of the last commit */
+	int stored;          /* a checkpoint record exists in the log */
+	tidei_pending *pend; /* retrying or waiting events, by seq */
 	size_t npend, pcap;
 	uint64_t handled;
 	uint64_t failed;
@@ -86,7 +86,8 @@ void tidei_consumers_committed(tidei_consumers *cs);
  *  reload checkpoints and pending events from the log. */
 int tidei_consumers_reload(tidei_consumers *cs, tidei_log *log);
 
-/** When the earliest retry falls due (ns since the epoch), or 0 if none. */
+/** When the earliest retry falls due (ns since the epoch; 0 = now), or -1
+ *  if none. */
 int64_t tidei_consumers_next_retry(const tidei_consumers *cs);
 
 size_t tidei_consumers_count(const tidei_consumers *cs);

@@ -59,6 +59,13 @@ tide_log_open(tide_log **out, const char *dir, char *err, size_t errlen)
 	return TIDE_OK;
 }
 
+void
+tidei_log_reader(tide_log *l, tidei_log **log, tidei_buf **scratch)
+{
+	*log = l->log;
+	*scratch = &l->scratch;
+}
+
 TIDE_API void
 tide_log_close(tide_log *l)
 {
@@ -267,7 +274,7 @@ tide_log_consumers(tide_log *l, tide_checkpoint_fn *fn, void *ud)
 	MDB_txn *txn;
 	MDB_cursor *cur;
 	MDB_val k, v;
-	char name[512];
+	tidei_buf names = { 0 }; /* name "\0" seq(8), one after another */
 	int rc, mrc;
 
 	if (l == NULL || fn == NULL)
@@ -280,13 +287,65 @@ tide_log_consumers(tide_log *l, tide_checkpoint_fn *fn, void *ud)
 	}
 	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0;
 	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		if (v.mv_size < 8 || k.mv_size >= sizeof name)
+		if (v.mv_size < 8)
 			continue;
-		memcpy(name, k.mv_data, k.mv_size);
-		name[k.mv_size] = '\0';
-		fn(ud, name, tidei_ld64(v.mv_data));
+		tidei_buf_put(&names, k.mv_data, k.mv_size);
+		tidei_buf_putc(&names, '\0');
+		tidei_buf_put(&names, v.mv_data, 8);
 	}
 	mdb_cursor_close(cur);
 	tidei_log_read_end(l->log);
-	return mrc == MDB_NOTFOUND ? TIDE_OK : tidei_err_mdb(mrc);
+	if (mrc != MDB_NOTFOUND || names.failed) {
+		tidei_buf_free(&names);
+		return names.failed ? TIDE_ENOMEM : tidei_err_mdb(mrc);
+	}
+	/* The callback runs after the read: it may read the log itself. */
+	for (size_t at = 0; at < names.len;) {
+		const char *name = (const char *)names.p + at;
+		size_t n = strlen(name);
+		fn(ud, name, tidei_ld64(names.p + at + n + 1));
+		at += n + 9;
+	}
+	tidei_buf_free(&names);
+	return TIDE_OK;
+}
+
+/* Count the keys "name\0..." of @p dbi. */
+static uint64_t
+count_prefix(MDB_txn *txn, MDB_dbi dbi, const char *name)
+{
+	size_t n = strlen(name) + 1;
+	MDB_cursor *cur;
+	MDB_val k = { n, (void *)name }, v;
+	uint64_t count = 0;
+	int mrc;
+
+	if (mdb_cursor_open(txn, dbi, &cur) != 0)
+		return 0;
+	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (k.mv_size < n || memcmp(k.mv_data, name, n) != 0)
+			break;
+		count++;
+	}
+	mdb_cursor_close(cur);
+	return count;
+}
+
+TIDE_API int
+tide_log_consumer_backlog(tide_log *l, const char *name, uint64_t *pending, uint64_t *dead)
+{
+	MDB_txn *txn;
+	int rc;
+
+	if (l == NULL || name == NULL)
+		return TIDE_EINVAL;
+	if ((rc = tidei_log_read_begin(l->log, &txn)) != TIDE_OK)
+		return rc;
+	if (pending != NULL)
+		*pending = count_prefix(txn, l->log->pending, name);
+	if (dead != NULL)
+		*dead = count_prefix(txn, l->log->dead, name);
+	tidei_log_read_end(l->log);
+	return TIDE_OK;
 }

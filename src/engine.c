@@ -33,7 +33,9 @@
 #include "batch.h"
 #include "conf.h"
 #include "consumer.h"
+#include "dlq.h"
 #include "ingest.h"
+#include "json.h"
 #include "log.h"
 #include "loop.h"
 
@@ -163,7 +165,7 @@ retry_due(tide_engine *e)
 {
 	int64_t next = tidei_consumers_next_retry(e->cs);
 
-	return next > 0 && next <= tidei_now();
+	return next >= 0 && next <= tidei_now();
 }
 
 static void
@@ -212,7 +214,7 @@ turn(void *ud)
 		tidei_loop_schedule(&e->loop);
 	} else {
 		int64_t next = tidei_consumers_next_retry(e->cs);
-		if (next > 0)
+		if (next >= 0)
 			tidei_loop_schedule_in(&e->loop, next - tidei_now());
 	}
 }
@@ -250,6 +252,104 @@ wake(void *ud)
 	if (e->loop.own)
 		tidei_loop_exit(&e->loop);
 	elog(e, TIDE_LOG_INFO, "stopped at seq %llu", (unsigned long long)e->log->committed);
+}
+
+/* ------------------------------------------------------------------------
+ * Requests on the REP endpoint: {"command": ...}
+ * ------------------------------------------------------------------------ */
+
+/* Find member @p name of the top-level object in @p val. */
+static int
+member(const tidei_buf *val, const char *name, tidei_vitem *out)
+{
+	tidei_vreader r = { val->p, val->p + val->len };
+	tidei_vitem map, key;
+	size_t n = strlen(name);
+
+	if (tidei_val_next(&r, &map) != 0 || map.type != TIDEI_V_MAP)
+		return 0;
+	for (uint32_t k = 0; k < map.u.count; k++) {
+		if (tidei_val_next(&r, &key) != 0)
+			return 0;
+		if (key.u.s.n == n && memcmp(key.u.s.p, name, n) == 0)
+			return tidei_val_next(&r, out) == 0;
+		if (tidei_val_skip(&r) != 0)
+			return 0;
+	}
+	return 0;
+}
+
+static void
+reply_error(tidei_buf *reply, const char *msg)
+{
+	tidei_buf_puts(reply, "{\"ok\":false,\"error\":");
+	tidei_json_str(reply, msg, strlen(msg));
+	tidei_buf_putc(reply, '}');
+}
+
+/* {"command":"dlq","op":"retry"|"drop","consumer":NAME,"seq":N} */
+static void
+command_dlq(tide_engine *e, const tidei_buf *val, tidei_buf *reply)
+{
+	tidei_vitem op, consumer, seq;
+	char name[256] = "";
+	uint64_t at = 0, count = 0;
+	int kind, rc;
+
+	if (!member(val, "op", &op) || op.type != TIDEI_V_STR) {
+		reply_error(reply, "dlq: \"op\" must be \"retry\" or \"drop\"");
+		return;
+	}
+	if (op.u.s.n == 5 && memcmp(op.u.s.p, "retry", 5) == 0) {
+		kind = TIDE_DLQ_RETRY;
+	} else if (op.u.s.n == 4 && memcmp(op.u.s.p, "drop", 4) == 0) {
+		kind = TIDE_DLQ_DROP;
+	} else {
+		reply_error(reply, "dlq: \"op\" must be \"retry\" or \"drop\"");
+		return;
+	}
+	if (member(val, "consumer", &consumer) && consumer.type == TIDEI_V_STR)
+		snprintf(name, sizeof name, "%.*s", (int)consumer.u.s.n, consumer.u.s.p);
+	if (member(val, "seq", &seq) && seq.type == TIDEI_V_INT && seq.u.i > 0)
+		at = (uint64_t)seq.u.i;
+	if ((rc = tidei_log_begin(e->log)) == TIDE_OK) {
+		rc = tidei_dlq_apply(e->log, kind, name[0] ? name : NULL, at, &count);
+		if (rc == TIDE_OK)
+			rc = tidei_log_commit(e->log);
+		else
+			tidei_log_abort(e->log);
+	}
+	if (rc != TIDE_OK) {
+		reply_error(reply, e->log->err);
+		return;
+	}
+	/* the consumers pick up what changed in their pending sets */
+	tidei_consumers_reload(e->cs, e->log);
+	tidei_loop_schedule(&e->loop);
+	elog(e, TIDE_LOG_INFO, "dead letters: %s %llu",
+	     kind == TIDE_DLQ_RETRY ? "retrying" : "dropped", (unsigned long long)count);
+	tidei_buf_printf(reply, "{\"ok\":true,\"count\":%llu}", (unsigned long long)count);
+}
+
+static void
+control(void *ud, const char *msg, size_t len, tidei_buf *reply)
+{
+	tide_engine *e = ud;
+	tidei_buf val = { 0 };
+	tidei_vitem cmd;
+	char err[TIDEI_ERRLEN];
+
+	if (tidei_json_decode(msg, len, &val, err) != 0) {
+		reply_error(reply, err);
+	} else if (!member(&val, "command", &cmd) || cmd.type != TIDEI_V_STR) {
+		reply_error(reply, "requests name a \"command\"");
+	} else if (cmd.u.s.n == 3 && memcmp(cmd.u.s.p, "dlq", 3) == 0) {
+		command_dlq(e, &val, reply);
+	} else {
+		snprintf(err, sizeof err, "unknown command '%.*s'", (int)cmd.u.s.n, cmd.u.s.p);
+		reply_error(reply, err);
+	}
+	tidei_buf_free(&val);
 }
 
 static void
@@ -411,6 +511,7 @@ tide_engine_open(tide_engine *e, struct event_base *base)
 		io.max_message = (size_t)e->cfg->max_event_size * 2;
 	ih.ud = e;
 	ih.input = on_input;
+	ih.control = control;
 	ih.log = elog;
 	if ((rc = tidei_ingest_open(&e->in, e->loop.base, &io, &e->batch, &ih, e->err)) != TIDE_OK)
 		goto fail;

@@ -133,23 +133,34 @@ on_pull(evutil_socket_t fd, short what, void *arg)
 		in->host.input(in->host.ud);
 }
 
-/* After the commit: answer one request, one JSON line per event. */
-static void
-reply(void *ud, void *ctx, const tidei_batch *b, size_t first, size_t count)
+/* Is this REP message a request to the engine?  {"command": ...} or
+ * {"query": ...}: a CloudEvent never starts with those members in practice,
+ * and one that did would fail validation anyway. */
+static int
+is_control(const char *m, size_t n)
 {
-	tidei_ingest *in = ud;
-	void *ctl = ctx;
+	size_t k = 0;
+
+	while (k < n && (m[k] == ' ' || m[k] == '\t' || m[k] == '\r' || m[k] == '\n'))
+		k++;
+	if (k >= n || m[k++] != '{')
+		return 0;
+	while (k < n && (m[k] == ' ' || m[k] == '\t' || m[k] == '\r' || m[k] == '\n'))
+		k++;
+	return (n - k >= 9 && memcmp(m + k, "\"command\"", 9) == 0) ||
+	       (n - k >= 7 && memcmp(m + k, "\"query\"", 7) == 0);
+}
+
+/* Send a reply to the requester identified by @p ctl (a raw REP header,
+ * whose ownership passes to nanomsg). */
+static void
+send_reply(tidei_ingest *in, void *ctl, const tidei_buf *b)
+{
 	struct nn_iovec iov;
 	struct nn_msghdr hdr;
 
-	tidei_buf_reset(&in->reply);
-	tidei_batch_reply(b, first, count, &in->reply);
-	if (in->reply.failed) {
-		tidei_buf_reset(&in->reply);
-		tidei_buf_puts(&in->reply, "{\"ok\":false,\"error\":\"out of memory\"}");
-	}
-	iov.iov_base = in->reply.p ? (void *)in->reply.p : (void *)"";
-	iov.iov_len = in->reply.len;
+	iov.iov_base = b->p ? (void *)b->p : (void *)"";
+	iov.iov_len = b->len;
 	memset(&hdr, 0, sizeof hdr);
 	hdr.msg_iov = &iov;
 	hdr.msg_iovlen = 1;
@@ -163,6 +174,22 @@ reply(void *ud, void *ctx, const tidei_batch *b, size_t first, size_t count)
 		in->host.log(in->host.ud, TIDE_LOG_WARN, "rep: cannot send a reply: %s",
 			     nn_strerror(e));
 	}
+}
+
+/* After the commit: answer one request, one JSON line per event. */
+static void
+reply(void *ud, void *ctx, const tidei_batch *b, size_t first, size_t count)
+{
+	tidei_ingest *in = ud;
+	void *ctl = ctx;
+
+	tidei_buf_reset(&in->reply);
+	tidei_batch_reply(b, first, count, &in->reply);
+	if (in->reply.failed) {
+		tidei_buf_reset(&in->reply);
+		tidei_buf_puts(&in->reply, "{\"ok\":false,\"error\":\"out of memory\"}");
+	}
+	send_reply(in, ctl, &in->reply);
 }
 
 static void
@@ -197,6 +224,13 @@ on_rep(evutil_socket_t fd, short what, void *arg)
 			break;
 		}
 		in->stats.messages++;
+		if (in->host.control != NULL && is_control(body, (size_t)n)) {
+			tidei_buf_reset(&in->reply);
+			in->host.control(in->host.ud, body, (size_t)n, &in->reply);
+			nn_freemsg(body);
+			send_reply(in, ctl, &in->reply);
+			continue;
+		}
 		added = tidei_batch_add(in->batch, body, (size_t)n);
 		nn_freemsg(body);
 		if (added < 0 ||

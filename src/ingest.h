@@ -26,6 +26,9 @@ typedef struct tidei_ingest_opts {
 typedef struct tidei_ingest_host {
 	void *ud;
 	void (*input)(void *ud);
+	/** A REP request to the engine rather than events (a JSON object whose
+	 *  first member is "command" or "query"): append the reply to @p reply. */
+	void (*control)(void *ud, const char *msg, size_t len, tidei_buf *reply);
 	void (*log)(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
 } tidei_ingest_host;
 

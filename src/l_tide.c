@@ -48,9 +48,8 @@ opt_number(lua_State *L, const char *field, double dflt, double min)
 static int
 l_tide_on(lua_State *L)
 {
-	static const char *const known[] = { "name",    "from",        "retries",
-		                             "backoff", "backoff_max", "ordered",
-		                             NULL };
+	static const char *const known[] = { "name",        "from",    "retries", "backoff",
+					     "backoff_max", "ordered", NULL };
 	const tidei_host *h = tidei_script_host(L);
 	tidei_on_opts o;
 	const char *from = "end", *where;
@@ -70,7 +69,8 @@ l_tide_on(lua_State *L)
 		while (lua_next(L, 3) != 0) {
 			int ok = 0;
 			lua_pop(L, 1);
-			for (const char *const *k = known; *k && lua_type(L, -1) == LUA_TSTRING; k++)
+			for (const char *const *k = known; *k && lua_type(L, -1) == LUA_TSTRING;
+			     k++)
 				ok |= strcmp(lua_tostring(L, -1), *k) == 0;
 			if (!ok)
 				return luaL_error(L, "tide.on: unknown option '%s'",
@@ -85,7 +85,8 @@ l_tide_on(lua_State *L)
 		lua_pop(L, 3);
 		if (lua_getfield(L, 3, "retries") != LUA_TNIL) {
 			if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
-				return luaL_error(L, "tide.on: option 'retries' must be an integer >= 0");
+				return luaL_error(
+					L, "tide.on: option 'retries' must be an integer >= 0");
 			o.retries = (int64_t)lua_tointeger(L, -1);
 		}
 		lua_pop(L, 1);
@@ -230,9 +231,8 @@ l_json_decode(lua_State *L)
 }
 
 static const luaL_Reg tide_funcs[] = {
-	{ "on", l_tide_on },
-	{ "once", l_tide_once },       { "emit", l_tide_emit }, { "log", l_tide_log },
-	{ "array", l_tide_array }, { NULL, NULL },
+	{ "on", l_tide_on },   { "once", l_tide_once },   { "emit", l_tide_emit },
+	{ "log", l_tide_log }, { "array", l_tide_array }, { NULL, NULL },
 };
 
 static const luaL_Reg json_funcs[] = {

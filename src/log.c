@@ -852,8 +852,8 @@ tidei_log_dead_each(tidei_log *log, MDB_txn *txn, const char *consumer,
 	for (; mrc == 0 && !stop; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		tidei_dead_rec r;
 		size_t nl;
-		if (k.mv_size < 9 || (consumer && (k.mv_size != plen + 8 ||
-						   memcmp(k.mv_data, key, plen) != 0)))
+		if (k.mv_size < 9 ||
+		    (consumer && (k.mv_size != plen + 8 || memcmp(k.mv_data, key, plen) != 0)))
 			break;
 		nl = k.mv_size - 9;
 		memcpy(name, k.mv_data, nl);

@@ -108,17 +108,17 @@ enum { TIDEI_PENDING_RETRY = 1, TIDEI_PENDING_WAITING = 2 };
 
 /** An event a consumer has not finished with. */
 typedef struct tidei_pending_rec {
-	uint8_t state;       /* TIDEI_PENDING_* */
-	uint8_t from_dlq;    /* retried from the dead letters */
-	uint32_t attempts;   /* failed attempts so far */
-	int64_t next_at;     /* ns; when to try again (RETRY) */
+	uint8_t state;     /* TIDEI_PENDING_* */
+	uint8_t from_dlq;  /* retried from the dead letters */
+	uint32_t attempts; /* failed attempts so far */
+	int64_t next_at;   /* ns; when to try again (RETRY) */
 } tidei_pending_rec;
 
 /** A dead letter as stored.  Strings point into the database. */
 typedef struct tidei_dead_rec {
 	uint32_t attempts;
 	int64_t failed_at;
-	const char *where;   /* script:line, not NUL-terminated */
+	const char *where; /* script:line, not NUL-terminated */
 	size_t where_len;
 	const char *error;
 	size_t error_len;
@@ -131,8 +131,7 @@ int tidei_log_pending_del(tidei_log *log, const char *consumer, uint64_t seq);
 int tidei_log_pending_each(tidei_log *log, MDB_txn *txn, const char *consumer,
 			   int (*fn)(void *ud, uint64_t seq, const tidei_pending_rec *r), void *ud);
 
-int tidei_log_dead_put(tidei_log *log, const char *consumer, uint64_t seq,
-		       const tidei_dead_rec *r);
+int tidei_log_dead_put(tidei_log *log, const char *consumer, uint64_t seq, const tidei_dead_rec *r);
 int tidei_log_dead_del(tidei_log *log, const char *consumer, uint64_t seq);
 /** Read one dead letter; TIDE_ENOTFOUND if none. */
 int tidei_log_dead_get(tidei_log *log, MDB_txn *txn, const char *consumer, uint64_t seq,
@@ -146,8 +145,11 @@ int tidei_log_dead_each(tidei_log *log, MDB_txn *txn, const char *consumer,
 
 /** Claim @p key for @p consumer: *first is 1 if nobody had (then it is
  *  recorded with @p seq), 0 if it was claimed before.  Write transaction. */
-int tidei_log_once(tidei_log *log, const char *consumer, const char *key, size_t n,
-		   uint64_t seq, int *first);
+int tidei_log_once(tidei_log *log, const char *consumer, const char *key, size_t n, uint64_t seq,
+		   int *first);
+
+/** The internal log and scratch buffer behind a public tide_log (cursor.c). */
+void tidei_log_reader(tide_log *l, tidei_log **log, tidei_buf **scratch);
 
 /** Current stream head of @p subject: version and seq of its last event. */
 int tidei_log_stream_head(tidei_log *log, MDB_txn *txn, const char *subject, size_t n,

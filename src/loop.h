@@ -22,7 +22,7 @@ typedef struct tidei_loop {
 	struct event *turn;
 	struct event *timer;
 	struct event *wake;
-	struct event *later;   /* one-shot: a turn at a set time */
+	struct event *later; /* one-shot: a turn at a set time */
 	int wake_fd[2];
 	int turn_pending;
 	tidei_loop_fn *on_turn, *on_timer, *on_wake;

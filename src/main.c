@@ -19,6 +19,7 @@ static const struct {
 	{ "tail", cmd_tail, "follow committed events live, as NDJSON" },
 	{ "log", cmd_log, "read the log directly, as NDJSON" },
 	{ "stat", cmd_stat, "log size, consumer positions and lag" },
+	{ "dlq", cmd_dlq, "list, show, retry or drop dead letters" },
 };
 
 static void

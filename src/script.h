@@ -16,11 +16,11 @@
 typedef struct tidei_on_opts {
 	const char *pattern;
 	const char *name;
-	int from;             /* TIDE_FROM_* */
-	int64_t retries;      /* tries after the first failure */
-	double backoff;       /* seconds before the first retry; doubles */
-	double backoff_max;   /* seconds, the longest wait */
-	int ordered;          /* later events of a subject wait behind a retry */
+	int from;           /* TIDE_FROM_* */
+	int64_t retries;    /* tries after the first failure */
+	double backoff;     /* seconds before the first retry; doubles */
+	double backoff_max; /* seconds, the longest wait */
+	int ordered;        /* later events of a subject wait behind a retry */
 } tidei_on_opts;
 
 /** What the scripts may ask of whoever hosts them (the consumer layer).

@@ -268,6 +268,50 @@ typedef void tide_checkpoint_fn(void *ud, const char *name, uint64_t seq);
 /** List the durable consumer checkpoints.  @return TIDE_OK or TIDE_EIO. */
 TIDE_API int tide_log_consumers(tide_log *log, tide_checkpoint_fn *fn, void *ud);
 
+/** How many events consumer @p name is retrying or holding back behind a
+ *  retry (*pending), and how many it gave up on (*dead).
+ *  @return TIDE_OK or TIDE_EIO. */
+TIDE_API int tide_log_consumer_backlog(tide_log *log, const char *name, uint64_t *pending,
+				       uint64_t *dead);
+
+/* ------------------------------------------------------------------------
+ * Dead letters: events a consumer gave up on after its retries
+ * ------------------------------------------------------------------------ */
+
+/** One dead letter.  Everything is valid only during the callback. */
+typedef struct tide_dead_letter {
+	const char *consumer;
+	uint64_t seq;
+	uint32_t attempts;       /**< tries so far */
+	int64_t failed_at;       /**< last failure, ns since the epoch */
+	const char *where;       /**< script:line of the failure, or "" */
+	const char *error;       /**< the error message */
+	const tide_event *event; /**< the event itself (NULL if unreadable) */
+	int retrying;            /**< a retry is requested and not yet resolved */
+} tide_dead_letter;
+
+/** Return non-zero to stop the listing. */
+typedef int tide_dead_letter_fn(void *ud, const tide_dead_letter *dl);
+
+/** List dead letters of @p consumer (NULL: every consumer), only at @p seq
+ *  unless it is 0.  @return TIDE_OK or TIDE_EIO. */
+TIDE_API int tide_log_dead_letters(tide_log *log, const char *consumer, uint64_t seq,
+				   tide_dead_letter_fn *fn, void *ud);
+
+/** What to do with dead letters. */
+enum { TIDE_DLQ_RETRY = 1, TIDE_DLQ_DROP = 2 };
+
+/** Retry (hand back to the consumer, which handles them when it runs; they
+ *  leave the store only when a retry succeeds) or drop the dead letters of
+ *  @p consumer (NULL: all) at @p seq (0: all), in data directory @p dir
+ *  while no engine runs there.  A running engine takes the same request
+ *  on its REP endpoint: {"command":"dlq","op":"retry"|"drop",
+ *  "consumer":NAME,"seq":N}.
+ *  @return TIDE_OK (*count tells how many), TIDE_EBUSY (an engine runs:
+ *  ask it), TIDE_ENOTFOUND (no log), TIDE_EIO; @p err gets a message. */
+TIDE_API int tide_dlq_apply(const char *dir, int op, const char *consumer, uint64_t seq,
+			    uint64_t *count, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

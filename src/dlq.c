@@ -1,0 +1,217 @@
+/*
+ * dlq.c - dead letters seen from outside the consumers: the public
+ * listing, and retrying or dropping them.
+ *
+ * Retrying does not run anything here: it puts the dead letter back in
+ * its consumer's pending set, due now and marked as coming from the dead
+ * letters; the consumer handles it on its next turn and deletes the dead
+ * letter only if the handler succeeds (consumer.c).  So a retry requested
+ * while no engine runs simply happens when one starts.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dlq.h"
+
+/* ------------------------------------------------------------------------
+ * Retry and drop
+ * ------------------------------------------------------------------------ */
+
+typedef struct target {
+	char *consumer;
+	uint64_t seq;
+} target;
+
+typedef struct collect {
+	uint64_t seq;
+	target *v;
+	size_t n, cap;
+	int oom;
+} collect;
+
+static int
+collect_one(void *ud, const char *consumer, uint64_t seq, const tidei_dead_rec *r)
+{
+	collect *c = ud;
+
+	(void)r;
+	if (c->seq != 0 && seq != c->seq)
+		return 0;
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 64;
+		target *v = realloc(c->v, cap * sizeof *v);
+		if (v == NULL) {
+			c->oom = 1;
+			return 1;
+		}
+		c->v = v;
+		c->cap = cap;
+	}
+	if ((c->v[c->n].consumer = strdup(consumer)) == NULL) {
+		c->oom = 1;
+		return 1;
+	}
+	c->v[c->n++].seq = seq;
+	return 0;
+}
+
+int
+tidei_dlq_apply(tidei_log *log, int op, const char *consumer, uint64_t seq, uint64_t *count)
+{
+	collect c = { seq, NULL, 0, 0, 0 };
+	int rc;
+
+	*count = 0;
+	if (op != TIDE_DLQ_RETRY && op != TIDE_DLQ_DROP)
+		return tidei_err(log->err, TIDE_EINVAL, "unknown dead-letter operation");
+	/* Collect first: the database is changed while walking it otherwise. */
+	rc = tidei_log_dead_each(log, log->txn, consumer, collect_one, &c);
+	if (rc == TIDE_OK && c.oom)
+		rc = tidei_err(log->err, TIDE_ENOMEM, "out of memory");
+	for (size_t k = 0; rc == TIDE_OK && k < c.n; k++) {
+		if (op == TIDE_DLQ_DROP) {
+			rc = tidei_log_dead_del(log, c.v[k].consumer, c.v[k].seq);
+			if (rc == TIDE_OK)
+				rc = tidei_log_pending_del(log, c.v[k].consumer, c.v[k].seq);
+		} else {
+			tidei_pending_rec r = { TIDEI_PENDING_RETRY, 1, 0, 0 };
+			rc = tidei_log_pending_put(log, c.v[k].consumer, c.v[k].seq, &r);
+		}
+		if (rc == TIDE_OK)
+			(*count)++;
+	}
+	for (size_t k = 0; k < c.n; k++)
+		free(c.v[k].consumer);
+	free(c.v);
+	return rc;
+}
+
+TIDE_API int
+tide_dlq_apply(const char *dir, int op, const char *consumer, uint64_t seq, uint64_t *count,
+	       char *err, size_t errlen)
+{
+	char msg[TIDEI_ERRLEN];
+	tidei_log_opts o = { 0 };
+	tidei_log *log;
+	tide_log *probe;
+	uint64_t n = 0;
+	int rc;
+
+	if (dir == NULL)
+		return TIDE_EINVAL;
+	msg[0] = '\0';
+	/* Refuse to create a log where there is none. */
+	if ((rc = tide_log_open(&probe, dir, msg, sizeof msg)) != TIDE_OK)
+		goto out;
+	tide_log_close(probe);
+	if ((rc = tidei_log_open(&log, dir, &o, msg)) != TIDE_OK)
+		goto out;
+	if ((rc = tidei_log_begin(log)) == TIDE_OK) {
+		rc = tidei_dlq_apply(log, op, consumer, seq, &n);
+		if (rc == TIDE_OK)
+			rc = tidei_log_commit(log);
+		else
+			tidei_log_abort(log);
+		if (rc != TIDE_OK)
+			snprintf(msg, sizeof msg, "%s", log->err);
+	} else {
+		snprintf(msg, sizeof msg, "%s", log->err);
+	}
+	tidei_log_close(log);
+out:
+	if (count != NULL)
+		*count = n;
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen, "%s", msg);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Listing
+ * ------------------------------------------------------------------------ */
+
+typedef struct lister {
+	tidei_log *log;
+	MDB_txn *txn;
+	uint64_t seq;
+	tide_dead_letter_fn *fn;
+	void *ud;
+	tidei_buf *scratch;
+	int stop;
+} lister;
+
+static int
+list_one(void *ud, const char *consumer, uint64_t seq, const tidei_dead_rec *r)
+{
+	lister *l = ud;
+	struct tide_event ev;
+	tide_dead_letter dl;
+	char *where, *error;
+	uint8_t key[600];
+	size_t cn = strlen(consumer);
+	MDB_val k, v;
+
+	if (l->seq != 0 && seq != l->seq)
+		return 0;
+	where = strndup(r->where, r->where_len);
+	error = strndup(r->error, r->error_len);
+	if (where == NULL || error == NULL) {
+		free(where);
+		free(error);
+		return 1;
+	}
+	dl.consumer = consumer;
+	dl.seq = seq;
+	dl.attempts = r->attempts;
+	dl.failed_at = r->failed_at;
+	dl.where = where;
+	dl.error = error;
+	dl.event = NULL;
+	if (tidei_log_get(l->log, l->txn, seq, &ev) == TIDE_OK) {
+		ev.scratch = l->scratch;
+		dl.event = &ev;
+	}
+	/* a retry is requested when the pending set holds the same key */
+	dl.retrying = 0;
+	if (cn + 9 <= sizeof key) {
+		memcpy(key, consumer, cn);
+		key[cn] = '\0';
+		for (int i = 0; i < 8; i++)
+			key[cn + 1 + i] = (uint8_t)(seq >> (8 * (7 - i)));
+		k.mv_size = cn + 9;
+		k.mv_data = key;
+		dl.retrying = mdb_get(l->txn, l->log->pending, &k, &v) == 0;
+	}
+	l->stop = l->fn(l->ud, &dl);
+	free(where);
+	free(error);
+	return l->stop;
+}
+
+TIDE_API int
+tide_log_dead_letters(tide_log *log, const char *consumer, uint64_t seq, tide_dead_letter_fn *fn,
+		      void *ud)
+{
+	tidei_log *il;
+	tidei_buf *scratch;
+	lister l;
+	int rc;
+
+	if (log == NULL || fn == NULL)
+		return TIDE_EINVAL;
+	tidei_log_reader(log, &il, &scratch);
+	memset(&l, 0, sizeof l);
+	l.log = il;
+	l.seq = seq;
+	l.fn = fn;
+	l.ud = ud;
+	l.scratch = scratch;
+	if ((rc = tidei_log_read_begin(il, &l.txn)) != TIDE_OK)
+		return rc;
+	rc = tidei_log_dead_each(il, l.txn, consumer, list_one, &l);
+	tidei_log_read_end(il);
+	return rc;
+}
