@@ -527,7 +527,8 @@ START_TEST(stat_positions_and_lag)
 		      out);
 	ck_assert_msg(
 		strstr(out,
-		       "\"consumers\":[{\"name\":\"mirror\",\"checkpoint\":10,\"lag\":0}]}\n") !=
+		       "\"consumers\":[{\"name\":\"mirror\",\"checkpoint\":10,\"lag\":0,"
+		       "\"retrying\":0,\"dead\":0}]}\n") !=
 			NULL,
 		"%s", out);
 	ck_assert_int_eq(th_count(out, "\n"), 1);
