@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <event2/event.h>
 #include <getopt.h>
 #include <signal.h>
@@ -33,25 +34,63 @@ static const char usage_text[] =
 	"      --durability MODE   sync (fsync per commit) or relaxed (periodic sync)\n"
 	"      --set KEY=VALUE     any config setting (map_size, max_event_size,\n"
 	"                          turn_events, instruction_budget, memory_limit, ...)\n"
+	"      --log-file FILE     append the log to FILE instead of stderr; SIGHUP\n"
+	"                          reopens it (for log rotation)\n"
 	"  -q, --quiet             log errors and warnings only\n"
 	"  -v, --verbose           log debug messages too\n"
 	"  -h, --help              show this help\n"
 	"\n"
 	"SIGINT or SIGTERM finishes the current turn, commits and exits.\n";
 
+/* Where the log goes: stderr, or a file that SIGHUP reopens. */
+typedef struct log_sink {
+	const char *path;
+	FILE *f;
+} log_sink;
+
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
 static void
-log_stderr(void *ud, int level, const char *msg)
+log_line(void *ud, int level, const char *msg)
 {
+	log_sink *sink = ud;
+	FILE *f = sink->f ? sink->f : stderr;
 	char stamp[32];
 	time_t now = time(NULL);
 	struct tm tm;
 
-	(void)ud;
 	gmtime_r(&now, &tm);
 	strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
-	fprintf(stderr, "%s %-5s %s\n", stamp, level_names[level & 3], msg);
+	fprintf(f, "%s %-5s %s\n", stamp, level_names[level & 3], msg);
+	if (f != stderr)
+		fflush(f);
+}
+
+static int
+open_log_file(log_sink *sink)
+{
+	FILE *f = fopen(sink->path, "a");
+
+	if (f == NULL) {
+		cli_error("run", "cannot open log file %s: %s", sink->path, strerror(errno));
+		return -1;
+	}
+	if (sink->f != NULL)
+		fclose(sink->f);
+	sink->f = f;
+	return 0;
+}
+
+static void
+on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+	log_sink *sink = arg;
+
+	(void)sig;
+	(void)what;
+	/* Keep writing to the old file if the new one cannot be opened. */
+	if (sink->path != NULL && open_log_file(sink) == 0)
+		log_line(sink, TIDE_LOG_INFO, "log file reopened (SIGHUP)");
 }
 
 static void
@@ -84,6 +123,7 @@ cmd_run(int argc, char **argv)
 		{ "pub", required_argument, NULL, 'B' },
 		{ "durability", required_argument, NULL, 'D' },
 		{ "set", required_argument, NULL, 'S' },
+		{ "log-file", required_argument, NULL, 'L' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -92,7 +132,8 @@ cmd_run(int argc, char **argv)
 	const char *config = NULL;
 	tide_config *cfg = NULL;
 	tide_engine *e = NULL;
-	struct event *sigint = NULL, *sigterm = NULL;
+	struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL;
+	log_sink sink = { NULL, NULL };
 	int c, rc = CLI_FAIL, level = -1;
 
 	/* First pass: find --config and --help, which shape everything else. */
@@ -110,7 +151,7 @@ cmd_run(int argc, char **argv)
 		cli_error("run", "out of memory");
 		return CLI_FAIL;
 	}
-	tide_config_set_log(cfg, log_stderr, NULL);
+	tide_config_set_log(cfg, log_line, &sink);
 	if (config != NULL && tide_config_load(cfg, config) != TIDE_OK) {
 		cli_error("run", "%s", tide_config_errmsg(cfg));
 		goto out;
@@ -159,6 +200,7 @@ cmd_run(int argc, char **argv)
 				goto out;
 			break;
 		}
+		case 'L': sink.path = optarg; break;
 		case 'q': level = TIDE_LOG_WARN; break;
 		case 'v': level = TIDE_LOG_DEBUG; break;
 		default:
@@ -174,6 +216,8 @@ cmd_run(int argc, char **argv)
 	}
 	if (level >= 0 && set(cfg, "log_level", level_names[level]))
 		goto out;
+	if (sink.path != NULL && open_log_file(&sink) != 0)
+		goto out;
 
 	if (tide_engine_new(&e, cfg) != TIDE_OK) {
 		cli_error("run", "cannot create the engine");
@@ -186,8 +230,9 @@ cmd_run(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	sigint = evsignal_new(tide_engine_base(e), SIGINT, on_signal, e);
 	sigterm = evsignal_new(tide_engine_base(e), SIGTERM, on_signal, e);
-	if (sigint == NULL || sigterm == NULL || event_add(sigint, NULL) ||
-	    event_add(sigterm, NULL)) {
+	sighup = evsignal_new(tide_engine_base(e), SIGHUP, on_sighup, &sink);
+	if (sigint == NULL || sigterm == NULL || sighup == NULL || event_add(sigint, NULL) ||
+	    event_add(sigterm, NULL) || event_add(sighup, NULL)) {
 		cli_error("run", "cannot install signal handlers");
 		goto out;
 	}
@@ -197,7 +242,11 @@ out:
 		event_free(sigint);
 	if (sigterm)
 		event_free(sigterm);
+	if (sighup)
+		event_free(sighup);
 	tide_engine_destroy(e);
 	tide_config_destroy(cfg);
+	if (sink.f != NULL)
+		fclose(sink.f);
 	return rc;
 }

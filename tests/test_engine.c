@@ -1271,6 +1271,44 @@ START_TEST(map_grows_under_load)
 }
 END_TEST
 
+/* --log-file: SIGHUP reopens it, so log rotation by renaming works. */
+START_TEST(sighup_reopens_log_file)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	char logf[600], rotated[620], text[8192];
+	th_daemon d;
+	int64_t deadline;
+
+	snprintf(logf, sizeof logf, "%s/tide.log", dir);
+	snprintf(rotated, sizeof rotated, "%s.1", logf);
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --log-file '%s'", data, logf), 0);
+	ck_assert_int_eq(rename(logf, rotated), 0);
+	ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+	/* an invalid event over PULL produces a log line: it must land in
+	 * the new file once the engine has reopened it */
+	deadline = th_ms() + 10000;
+	text[0] = '\0';
+	while (th_ms() < deadline && strstr(text, "rejected event") == NULL) {
+		th_sh(NULL, 0, "printf '{\"broken' | '%s' publish -q --push --data '%s'", TIDE_BIN,
+		      data);
+		th_sh(text, sizeof text, "cat '%s' 2>/dev/null", logf);
+		th_pause();
+	}
+	ck_assert_msg(strstr(text, "log file reopened (SIGHUP)") != NULL, "%s", text);
+	ck_assert_msg(strstr(text, "rejected event from pull") != NULL, "%s", text);
+	th_sh(text, sizeof text, "cat '%s'", rotated);
+	ck_assert_msg(strstr(text, "ready:") != NULL, "%s", text);
+	ck_assert_ptr_null(strstr(text, "rejected event"));
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	/* a log file that cannot be opened is an error at start */
+	ck_assert_int_eq(th_sh(text, sizeof text,
+			       "'%s' run --data '%s' --log-file /nonexistent/x.log 2>&1", TIDE_BIN,
+			       data),
+			 1);
+	ck_assert_ptr_nonnull(strstr(text, "cannot open log file /nonexistent/x.log"));
+}
+END_TEST
+
 Suite *
 engine_suite(void)
 {
@@ -1284,6 +1322,7 @@ engine_suite(void)
 	tcase_add_test(tc, nanocat_and_pub_interop);
 	tcase_add_test(tc, sigterm_with_request_in_flight);
 	tcase_add_test(tc, config_file);
+	tcase_add_test(tc, sighup_reopens_log_file);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 
