@@ -231,6 +231,8 @@ tick(void *ud)
 		else
 			elog(e, TIDE_LOG_ERROR, "%s", e->log->err);
 	}
+	if (e->in != NULL)
+		tidei_ingest_tick(e->in);
 	if (e->lagging)
 		tidei_loop_schedule(&e->loop);
 }

@@ -77,6 +77,18 @@ open_socket(int *out, int domain, int proto, const char *url, size_t max_message
 	return TIDE_OK;
 }
 
+void
+tidei_ingest_tick(tidei_ingest *in)
+{
+	/* A flood of bad events is summarised, not logged line by line. */
+	if (in->reject_logged > REJECT_LOG_PER_SEC)
+		in->host.log(in->host.ud, TIDE_LOG_WARN,
+			     "%d more rejected events were not logged (%llu rejected since start)",
+			     in->reject_logged - REJECT_LOG_PER_SEC,
+			     (unsigned long long)in->stats.rejected);
+	in->reject_logged = 0;
+}
+
 static void
 log_rejects(tidei_ingest *in, size_t first, const char *origin)
 {
@@ -89,8 +101,8 @@ log_rejects(tidei_ingest *in, size_t first, const char *origin)
 			continue;
 		in->stats.rejected++;
 		if (now != in->reject_sec) {
+			tidei_ingest_tick(in);
 			in->reject_sec = now;
-			in->reject_logged = 0;
 		}
 		if (in->reject_logged++ < REJECT_LOG_PER_SEC)
 			in->host.log(in->host.ud, TIDE_LOG_WARN, "rejected event from %s: %s",

@@ -47,6 +47,9 @@ int tidei_ingest_has_subscribers(tidei_ingest *in);
 void tidei_ingest_publish(tidei_ingest *in, const char *type, size_t tlen, const char *json,
 			  size_t jlen);
 
+/** Once a second: report rejected events that were not logged one by one. */
+void tidei_ingest_tick(tidei_ingest *in);
+
 /** Counters since start. */
 typedef struct tidei_ingest_stats {
 	uint64_t messages;
