@@ -546,7 +546,8 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 		snprintf(where, 256, "C");
 	} else {
 		rc = tidei_script_call(cs->script, c->ref, ev, why, trace);
-		where_of(why, where, 256);
+		if (rc != TIDE_OK)
+			where_of(why, where, 256);
 	}
 	cs->cur = NULL;
 	cs->cause = NULL;
