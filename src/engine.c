@@ -260,25 +260,13 @@ wake(void *ud)
  * Requests on the REP endpoint: {"command": ...}
  * ------------------------------------------------------------------------ */
 
-/* Find member @p name of the top-level object in @p val. */
+/* Member @p name of the top-level object in @p val. */
 static int
 member(const tidei_buf *val, const char *name, tidei_vitem *out)
 {
 	tidei_vreader r = { val->p, val->p + val->len };
-	tidei_vitem map, key;
-	size_t n = strlen(name);
 
-	if (tidei_val_next(&r, &map) != 0 || map.type != TIDEI_V_MAP)
-		return 0;
-	for (uint32_t k = 0; k < map.u.count; k++) {
-		if (tidei_val_next(&r, &key) != 0)
-			return 0;
-		if (key.u.s.n == n && memcmp(key.u.s.p, name, n) == 0)
-			return tidei_val_next(&r, out) == 0;
-		if (tidei_val_skip(&r) != 0)
-			return 0;
-	}
-	return 0;
+	return tidei_val_find(&r, name, strlen(name)) && tidei_val_next(&r, out) == 0;
 }
 
 static void

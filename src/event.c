@@ -215,7 +215,7 @@ tide_event_attr(const tide_event *ev, const char *name, size_t *len)
 {
 	size_t n = strlen(name);
 	tidei_vreader r;
-	tidei_vitem map, key, val;
+	tidei_vitem val;
 
 	for (int a = 0; a < TIDEI_NATTR; a++) {
 		if (strcmp(name, tidei_attr_names[a]) == 0) {
@@ -235,28 +235,17 @@ tide_event_attr(const tide_event *ev, const char *name, size_t *len)
 		return NULL;
 	r.p = ev->ext;
 	r.end = ev->ext + ev->ext_len;
-	if (tidei_val_next(&r, &map) != 0 || map.type != TIDEI_V_MAP)
+	if (!tidei_val_find(&r, name, n) || tidei_val_next(&r, &val) != 0 ||
+	    val.type != TIDEI_V_STR)
 		return NULL;
-	for (uint32_t k = 0; k < map.u.count; k++) {
-		if (tidei_val_next(&r, &key) != 0)
-			return NULL;
-		if (key.u.s.n != n || memcmp(key.u.s.p, name, n) != 0) {
-			if (tidei_val_skip(&r) != 0)
-				return NULL;
-			continue;
-		}
-		if (tidei_val_next(&r, &val) != 0 || val.type != TIDEI_V_STR)
-			return NULL;
-		tidei_buf_reset(ev->scratch);
-		tidei_buf_put(ev->scratch, val.u.s.p, val.u.s.n);
-		tidei_buf_putc(ev->scratch, '\0');
-		if (ev->scratch->failed)
-			return NULL;
-		if (len != NULL)
-			*len = val.u.s.n;
-		return (const char *)ev->scratch->p;
-	}
-	return NULL;
+	tidei_buf_reset(ev->scratch);
+	tidei_buf_put(ev->scratch, val.u.s.p, val.u.s.n);
+	tidei_buf_putc(ev->scratch, '\0');
+	if (ev->scratch->failed)
+		return NULL;
+	if (len != NULL)
+		*len = val.u.s.n;
+	return (const char *)ev->scratch->p;
 }
 
 TIDE_API int

@@ -121,23 +121,12 @@ static int
 push_extension(lua_State *L, const struct tide_event *ev, const char *name, size_t n)
 {
 	tidei_vreader r;
-	tidei_vitem map, key;
 
 	if (ev->ext == NULL)
 		return 0;
 	r.p = ev->ext;
 	r.end = ev->ext + ev->ext_len;
-	if (tidei_val_next(&r, &map) != 0 || map.type != TIDEI_V_MAP)
-		return 0;
-	for (uint32_t k = 0; k < map.u.count; k++) {
-		if (tidei_val_next(&r, &key) != 0)
-			return 0;
-		if (key.u.s.n == n && memcmp(key.u.s.p, name, n) == 0)
-			return push_val(L, &r, 1) == 0;
-		if (tidei_val_skip(&r) != 0)
-			return 0;
-	}
-	return 0;
+	return tidei_val_find(&r, name, n) && push_val(L, &r, 1) == 0;
 }
 
 static void

@@ -298,3 +298,21 @@ tidei_val_skip(tidei_vreader *r)
 	}
 	return 0;
 }
+
+int
+tidei_val_find(tidei_vreader *r, const char *name, size_t n)
+{
+	tidei_vitem map, key;
+
+	if (tidei_val_next(r, &map) != 0 || map.type != TIDEI_V_MAP)
+		return 0;
+	for (uint32_t k = 0; k < map.u.count; k++) {
+		if (tidei_val_next(r, &key) != 0 || key.type != TIDEI_V_STR)
+			return 0;
+		if (key.u.s.n == n && memcmp(key.u.s.p, name, n) == 0)
+			return 1;
+		if (tidei_val_skip(r) != 0)
+			return 0;
+	}
+	return 0;
+}

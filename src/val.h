@@ -71,4 +71,9 @@ int tidei_val_next(tidei_vreader *r, tidei_vitem *it);
 /** Skip one complete value (containers with their elements). */
 int tidei_val_skip(tidei_vreader *r);
 
+/** With @p r at a map, find its member @p name (@p n bytes): returns 1 and
+ *  leaves @p r at the member's value, or 0 (not a map, no such member, or
+ *  malformed). */
+int tidei_val_find(tidei_vreader *r, const char *name, size_t n);
+
 #endif
