@@ -121,20 +121,20 @@ unsent_bytes(void)
 
 /* nanomsg drops a PUSH connection's queued messages when the socket
  * closes (NN_LINGER has no effect in nanomsg 1.1), so wait until the
- * kernel has handed everything to the engine before closing. */
+ * kernel has handed everything to the engine before closing.  The queue
+ * can look empty for an instant before nanomsg's I/O thread writes the
+ * next message, so it must stay empty for a while. */
 static void
 drain(double timeout)
 {
 	struct timespec tick = { 0, 5 * 1000000 };
-	double waited = 0;
+	double waited = 0, empty = 0;
 
-	while (unsent_bytes() > 0 && waited < timeout) {
+	while (empty < 0.2 && waited < timeout) {
+		empty = unsent_bytes() > 0 ? 0 : empty + 0.005;
 		nanosleep(&tick, NULL);
 		waited += 0.005;
 	}
-	/* the engine's nanomsg thread still has to take the last message */
-	tick.tv_nsec = 50 * 1000000;
-	nanosleep(&tick, NULL);
 }
 
 static int
