@@ -62,9 +62,9 @@ enum {
 	RETRY_MAX = 4000,    /* in-doubt ids retried per cycle */
 	RESENDS = 20,        /* acknowledged ids mixed into a cycle */
 	SYNC_RESENDS = 5,    /* acknowledged ids resent after each restart */
-	KILL_MIN_MS = 20,    /* the kill lands this long after the */
-	KILL_MAX_MS = 400,   /* producers start */
-	CATCHUP_MAX_MS = 30, /* the second kill, while catching up */
+	KILL_MAX_MS = 400,   /* the kill lands 0..this after the first commit */
+	EARLY_MAX_MS = 100,  /* or 0..this after the producers start */
+	CATCHUP_MAX_MS = 30, /* the second kill, when nothing is behind */
 	TURN_EVENTS = 200,   /* so that a turn cannot swallow everything */
 	SUBJECTS = 13,
 };
@@ -80,6 +80,7 @@ enum {
 typedef struct crash {
 	uint64_t seed, rng;
 	int cycles, cycle;
+	int verbose;     /* TIDE_CRASH_VERBOSE: a line per cycle */
 	const char *dir; /* the test's directory: data, daemon log, producers' files */
 	char data[600];
 	th_daemon d;
@@ -209,12 +210,52 @@ watch(crash *c, int ms)
 	} while (th_ms() < until);
 }
 
+/* Start `tide run`, with the mirror script or (@p script = 0) without any
+ * consumer, so that inputs pile up behind the consumer's checkpoint. */
+/* Wait (deadline) until the consumer's checkpoint reaches @p target.  It
+ * moves fast while catching up, so this polls every millisecond. */
 static void
-start(crash *c)
+wait_checkpoint(crash *c, uint64_t target)
 {
+	int64_t deadline = th_ms() + 20000;
+	struct timespec ms = { 0, 1000000 };
+
+	do {
+		observe(c);
+		if (c->cp_floor >= target)
+			return;
+		nanosleep(&ms, NULL);
+	} while (th_ms() < deadline);
+	crash_fail(c, "the consumer did not reach seq %llu within 20 s", LLU(target));
+}
+
+/* Wait (deadline) until the log has grown past @p last: the producers are
+ * getting through. */
+static void
+wait_growth(crash *c, uint64_t last)
+{
+	int64_t deadline = th_ms() + 20000;
+
+	do {
+		observe(c);
+		if (c->last_floor > last)
+			return;
+		th_pause();
+	} while (th_ms() < deadline);
+	crash_fail(c, "the log did not grow past seq %llu within 20 s of starting the producers",
+		   LLU(last));
+}
+
+static void
+start(crash *c, int script)
+{
+	char extra[700] = "";
+
+	if (script)
+		snprintf(extra, sizeof extra, "--script '%s'", th_src("tests/lua/mirror.lua"));
 	EXPECT(c,
-	       th_daemon_spawn(&c->d, c->data, "--data '%s' --script '%s' --set turn_events=%d",
-			       c->data, th_src("tests/lua/mirror.lua"), TURN_EVENTS) == 0,
+	       th_daemon_spawn(&c->d, c->data, "--data '%s' %s --set turn_events=%d", c->data,
+			       extra, TURN_EVENTS) == 0,
 	       "tide run did not start again (see %s)", c->d.log);
 	observe(c); /* what was committed before the kill is all there */
 }
@@ -224,6 +265,32 @@ sigkill(crash *c)
 {
 	th_daemon_kill(&c->d);
 	c->kills++;
+}
+
+/* Kill the daemon again soon after its restart: at a random point of the
+ * consumer's backlog if it has one, else within CATCHUP_MAX_MS; restart.
+ * Returns 2 if the consumer was still behind at the kill, else 1. */
+static int
+second_kill(crash *c)
+{
+	uint64_t last, cp, target = 0;
+	int behind;
+
+	if (th_log_state(c->data, "mirror", NULL, &last, &cp) == 0 && cp < last) {
+		target = th_rand_range(&c->rng, cp, last - 1);
+		wait_checkpoint(c, target);
+	} else {
+		watch(c, (int)th_rand_range(&c->rng, 0, CATCHUP_MAX_MS));
+	}
+	behind = th_log_state(c->data, "mirror", NULL, &last, &cp) == 0 && cp < last;
+	sigkill(c);
+	c->catchup_kills++;
+	c->behind_kills += behind;
+	if (c->verbose > 1)
+		fprintf(stderr, "crash: second kill: target %llu, checkpoint %llu of %llu\n",
+			LLU(target), LLU(cp), LLU(last));
+	start(c, 1);
+	return 1 + behind;
 }
 
 /* ------------------------------------------------------------------------
@@ -242,7 +309,7 @@ shuffle(crash *c, size_t *v, size_t n)
 
 /* Write the producer's input and start `tide publish` on it. */
 static void
-producer_start(crash *c, producer *p, int which)
+producer_start(crash *c, producer *p, int which, const char *timeout)
 {
 	FILE *f;
 	/* Vary the shape of the traffic: message sizes and requests in flight. */
@@ -264,8 +331,8 @@ producer_start(crash *c, producer *p, int which)
 	}
 	ck_assert_int_eq(fclose(f), 0);
 	p->pid = th_bg_io(p->in, p->out, p->err,
-			  "'%s' publish --data '%s' --acks -q --batch %d --window %d --timeout 1",
-			  TIDE_BIN, c->data, batch, window);
+			  "'%s' publish --data '%s' --acks -q --batch %d --window %d --timeout %s",
+			  TIDE_BIN, c->data, batch, window, timeout);
 	ck_assert_int_gt(p->pid, 0);
 }
 
@@ -309,6 +376,11 @@ producer_collect(crash *c, producer *p, int must_finish)
 	char *s, *line, *next, where[1024];
 	size_t k = 0;
 
+	if (c->verbose > 1) {
+		char *e = th_slurp(p->err);
+		fprintf(stderr, "crash: %s: exit %d: %s", p->in, st, e ? e : "");
+		free(e);
+	}
 	if (st != 0 && (st != 3 || must_finish)) {
 		char *e = th_slurp(p->err);
 		crash_fail(c, "tide publish < %s exited with %d: %.300s", p->in, st, e ? e : "");
@@ -386,7 +458,7 @@ producers_start(crash *c, producer *ps)
 			shuffle(c, p->ids, p->n);
 	}
 	for (int i = 0; i < np; i++)
-		producer_start(c, &ps[i], i);
+		producer_start(c, &ps[i], i, "0.5");
 	return np;
 }
 
@@ -569,35 +641,57 @@ START_TEST(kill_restart_cycles)
 	c.seed = (uint64_t)th_env_ll("TIDE_CRASH_SEED", (long long)(default_seed() % 1000000007u));
 	c.rng = c.seed;
 	c.cycles = (int)th_env_ll("TIDE_CRASH_CYCLES", CYCLES);
+	c.verbose = (int)th_env_ll("TIDE_CRASH_VERBOSE", 0);
 	c.dir = th_tmpdir();
 	snprintf(c.data, sizeof c.data, "%s/data", c.dir);
 	fprintf(stderr, "crash: seed %llu, %d cycles\n", LLU(c.seed), c.cycles);
 
-	start(&c);
+	start(&c, 1);
 	for (c.cycle = 1; c.cycle <= c.cycles; c.cycle++) {
-		int np = producers_start(&c, ps);
+		int64_t t_load, t_collect, t_check;
+		int np, delay, second = 0;
+		/* One cycle in four takes its load without the script, so that
+		 * the restart below finds a backlog for the consumer. */
+		int ingest_only = th_rand_range(&c.rng, 0, 3) == 0;
 
-		/* Kill at a random moment of the load. */
-		watch(&c, (int)th_rand_range(&c.rng, KILL_MIN_MS, KILL_MAX_MS));
-		sigkill(&c);
-		producers_collect(&c, ps, np);
-		start(&c);
-
-		/* Sometimes kill again while the consumer catches up. */
-		if (th_rand_range(&c.rng, 0, 1) == 1) {
-			uint64_t last, cp;
-			int behind =
-				th_log_state(c.data, "mirror", NULL, &last, &cp) == 0 && cp < last;
-			watch(&c, (int)th_rand_range(&c.rng, 0, CATCHUP_MAX_MS));
-			if (th_log_state(c.data, "mirror", NULL, &last, &cp) == 0 && cp < last)
-				behind++;
-			sigkill(&c);
-			c.catchup_kills++;
-			c.behind_kills += behind == 2; /* behind before and after the wait */
-			start(&c);
+		if (ingest_only) {
+			EXPECT(&c, th_daemon_stop(&c.d) == 0, "SIGTERM: unclean exit (see %s)",
+			       c.d.log);
+			start(&c, 0);
 		}
+		np = producers_start(&c, ps);
+
+		/* Kill at a random moment of the load: mostly once the load has
+		 * reached the log (a publish needs tens of ms to start), and
+		 * sometimes early, maybe before a producer connected. */
+		if (th_rand_range(&c.rng, 0, 7) == 0) {
+			delay = (int)th_rand_range(&c.rng, 0, EARLY_MAX_MS);
+		} else {
+			wait_growth(&c, c.last_floor);
+			delay = (int)th_rand_range(&c.rng, 0, KILL_MAX_MS);
+		}
+		watch(&c, delay);
+		sigkill(&c);
+		t_load = th_ms();
+		producers_collect(&c, ps, np);
+		t_collect = th_ms();
+		start(&c, 1);
+
+		/* Kill again while the consumer catches up: always after an
+		 * ingest-only load, else sometimes (right after the restart). */
+		if (ingest_only || th_rand_range(&c.rng, 0, 2) == 0)
+			second = second_kill(&c);
 		resend_acked(&c);
+		t_check = th_ms();
 		check_log(&c);
+		if (c.verbose)
+			fprintf(stderr,
+				"crash: cycle %d: %d producers%s, kill after %d ms, collected in "
+				"%lld ms%s%s, checked in %lld ms; %zu ids acked, %llu events\n",
+				c.cycle, np, ingest_only ? " (ingest only)" : "", delay,
+				(long long)(t_collect - t_load), second ? ", second kill" : "",
+				second > 1 ? " (consumer behind)" : "",
+				(long long)(th_ms() - t_check), (size_t)c.acks, LLU(c.last_floor));
 	}
 
 	/* No more kills: retry everything in doubt until it is acknowledged.
@@ -610,7 +704,7 @@ START_TEST(kill_restart_cycles)
 		ck_assert_ptr_nonnull(p.ids);
 		p.n = pick(&c, ID_DOUBT, c.nids, p.ids);
 		c.retried += (long)p.n;
-		producer_start(&c, &p, 0);
+		producer_start(&c, &p, 0, "30");
 		producer_collect(&c, &p, 1);
 	}
 	inputs = check_log(&c);
@@ -622,8 +716,8 @@ START_TEST(kill_restart_cycles)
 	EXPECT(&c, th_daemon_stop(&c.d) == 0, "tide run did not stop cleanly (see %s)", c.d.log);
 
 	fprintf(stderr,
-		"crash: seed %llu: %d cycles, %ld kills (%ld while catching up, %ld of them "
-		"with the consumer behind), %zu ids acknowledged, %ld retries, %ld resends, "
+		"crash: seed %llu: %d cycles, %ld kills (%ld right after a restart, %ld of them "
+		"with the consumer catching up), %zu ids acknowledged, %ld retries, %ld resends, "
 		"%llu events, %.1f s\n",
 		LLU(c.seed), c.cycles, c.kills, c.catchup_kills, c.behind_kills, acked, c.retried,
 		c.resent, LLU(c.last_floor), (double)(th_ms() - t0) / 1000.0);
