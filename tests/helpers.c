@@ -659,3 +659,117 @@ th_wait_settled(const char *dir, const char *name, uint64_t events, int ms)
 	} while (th_ms() < deadline);
 	return 0;
 }
+
+/* ------------------------------------------------------------------------
+ * Added for the crash suite.
+ * ------------------------------------------------------------------------ */
+
+pid_t
+th_bg_io(const char *in, const char *out, const char *err, const char *fmt, ...)
+{
+	char args[4096], cmd[6144];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(args, sizeof args, fmt, ap);
+	va_end(ap);
+	snprintf(cmd, sizeof cmd, "exec %s <'%s' >'%s' 2>'%s'", args, in, out, err);
+	return spawn_sh(cmd);
+}
+
+uint64_t
+th_rand(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+uint64_t
+th_rand_range(uint64_t *state, uint64_t lo, uint64_t hi)
+{
+	/* The modulo bias is irrelevant for the small ranges tests draw from. */
+	return hi <= lo ? lo : lo + th_rand(state) % (hi - lo + 1);
+}
+
+long long
+th_env_ll(const char *name, long long dflt)
+{
+	const char *s = getenv(name);
+	char *end;
+	long long v;
+
+	if (s == NULL || *s == '\0')
+		return dflt;
+	errno = 0;
+	v = strtoll(s, &end, 0);
+	return errno != 0 || *end != '\0' ? dflt : v;
+}
+
+int
+th_ack_parse(const char *line, uint64_t *seq)
+{
+	unsigned long long v;
+	char tail[8];
+	size_t len = strlen(line);
+
+	*seq = 0;
+	if (sscanf(line, "{\"ok\":true,\"seq\":%llu%7s", &v, tail) == 2 && strcmp(tail, "}") == 0) {
+		*seq = v;
+		return TH_ACK_STORED;
+	}
+	if (sscanf(line, "{\"ok\":true,\"duplicate\":true,\"seq\":%llu%7s", &v, tail) == 2 &&
+	    strcmp(tail, "}") == 0) {
+		*seq = v;
+		return TH_ACK_DUPLICATE;
+	}
+	if (strncmp(line, "{\"ok\":false,\"error\":\"", 21) == 0 && len > 21 &&
+	    line[len - 1] == '}')
+		return TH_ACK_ERROR;
+	return TH_ACK_BAD;
+}
+
+long
+th_log_scan(const char *dir, uint64_t from, th_scan_fn *fn, void *ud)
+{
+	tide_log *log;
+	tide_cursor *cur;
+	tide_filter f;
+	const tide_event *ev;
+	long n = 0;
+	int rc;
+
+	memset(&f, 0, sizeof f);
+	f.from = from;
+	if (tide_log_open(&log, dir, NULL, 0) != TIDE_OK)
+		return -1;
+	if (tide_cursor_open(log, &f, &cur) != TIDE_OK) {
+		tide_log_close(log);
+		return -1;
+	}
+	while ((rc = tide_cursor_next(cur, &ev)) == TIDE_OK) {
+		n++;
+		if (fn(ud, ev) != 0)
+			break;
+	}
+	tide_cursor_close(cur);
+	tide_log_close(log);
+	return rc == TIDE_OK || rc == TIDE_ENOTFOUND ? n : -1;
+}
+
+const char *
+th_keep(const char *path, const char *tag)
+{
+	static char kept[400];
+	const char *base = getenv("TMPDIR");
+
+	snprintf(kept, sizeof kept, "%.200s/tide-kept-%.40s-XXXXXX", base && *base ? base : "/tmp",
+		 tag);
+	if (mkdtemp(kept) == NULL)
+		return NULL;
+	if (th_sh(NULL, 0, "cp -a '%s' '%s/'", path, kept) != 0)
+		return NULL;
+	return kept;
+}

@@ -121,6 +121,47 @@ int th_log_state(const char *dir, const char *name, uint64_t *events, uint64_t *
  *  it did, 0 on timeout. */
 int th_wait_settled(const char *dir, const char *name, uint64_t events, int ms);
 
+/* ------------------------------------------------------------------------
+ * Added for the crash suite.
+ * ------------------------------------------------------------------------ */
+
+struct tide_event;
+
+/** Like th_bg(), but stdin from @p in, stdout to @p out and stderr to
+ *  @p err (three file paths), so that a client's replies and its
+ *  diagnostics do not interleave.  Returns the pid or -1. */
+pid_t th_bg_io(const char *in, const char *out, const char *err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/** A small seeded generator (splitmix64): the same seed gives the same
+ *  numbers, so a failure can be replayed from its seed. */
+uint64_t th_rand(uint64_t *state);
+/** A number in [lo, hi] from th_rand(). */
+uint64_t th_rand_range(uint64_t *state, uint64_t lo, uint64_t hi);
+/** Environment variable @p name as an integer, or @p dflt when it is
+ *  unset or not a number. */
+long long th_env_ll(const char *name, long long dflt);
+
+/** What one line of a REP reply says. */
+enum { TH_ACK_BAD = -1, TH_ACK_ERROR = 0, TH_ACK_STORED = 1, TH_ACK_DUPLICATE = 2 };
+/** Classify one reply line, insisting on the exact wire format
+ *  ({"ok":true,"seq":N}, {"ok":true,"duplicate":true,"seq":N} or
+ *  {"ok":false,"error":"..."}); *seq gets N (0 for errors). */
+int th_ack_parse(const char *line, uint64_t *seq);
+
+/** Called by th_log_scan() for each event; @p ev is borrowed for the call.
+ *  Return 0 to go on, anything else to stop the scan. */
+typedef int th_scan_fn(void *ud, const struct tide_event *ev);
+/** Visit the events of the log in @p dir from seq @p from (0 or 1: the
+ *  start) in seq order, in-process and without copying, over one read
+ *  snapshot.  Returns the number visited, or -1 if the log cannot be read. */
+long th_log_scan(const char *dir, uint64_t from, th_scan_fn *fn, void *ud);
+
+/** Copy @p path (a file or a directory) into a fresh directory under
+ *  $TMPDIR that th_cleanup() leaves alone, as evidence of a failure.
+ *  Returns that directory (static) or NULL. */
+const char *th_keep(const char *path, const char *tag);
+
 /* The suites, for the runner. */
 Suite *event_suite(void);
 Suite *cloudevents_suite(void);
