@@ -515,6 +515,32 @@ START_TEST(retry_then_success)
 }
 END_TEST
 
+START_TEST(retry_after_a_slow_turn)
+{
+	/* A retry is due 0.2 s after a failure, in a turn that a second
+	 * consumer makes last 0.1 s.  The retry must still happen when
+	 * nothing else wakes the engine up. */
+	static const char script[] = FLAKY "flaky('flaky', 'job', { backoff = 0.2 })\n"
+					   "tide.on('job', function(ev)\n"
+					   "  local t = os.clock()\n"
+					   "  while os.clock() - t < 0.1 do end\n"
+					   "end, { name = 'slowpoke' })\n";
+	rig r;
+	char msg[512] = "", out[512];
+
+	rig_init(&r);
+	rig_config(&r, script);
+	rig_set(&r, "instruction_budget", "1000000000");
+	rig_start(&r);
+	add_job(msg, sizeof msg, "e1", "s1", 1);
+	rig_publish_n(&r, msg, 1);
+	rig_until(&r, "attempt 1 of 4", 1);
+	rig_wait(&r, "flaky.done", 1);
+	rig_close(&r);
+	ck_assert_int_eq(children(r.data, "flaky.done", out, sizeof out), 1);
+}
+END_TEST
+
 START_TEST(backoff_max_caps_the_wait)
 {
 	/* backoff 0.05 doubling, capped at 0.08: waits of 50, 80, 80 ms */
@@ -1475,6 +1501,7 @@ retry_suite(void)
 	}
 	tcase_set_timeout(daemon, 60);
 	tcase_add_test(retry, retry_then_success);
+	tcase_add_test(retry, retry_after_a_slow_turn);
 	tcase_add_test(retry, backoff_max_caps_the_wait);
 	tcase_add_test(retry, give_up_parks_a_dead_letter);
 	tcase_add_test(retry, no_retries_gives_up_at_once);
