@@ -170,5 +170,6 @@ Suite *lua_suite(void);
 Suite *engine_suite(void);
 Suite *cli_suite(void);
 Suite *crash_suite(void);
+Suite *retry_suite(void);
 
 #endif
