@@ -160,6 +160,18 @@ abort:
 	return rc;
 }
 
+/* Arm the timer for the next retry.  It may fire a little early (libevent
+ * measures from the time it cached when the loop woke), so a turn that
+ * finds nothing due arms it again. */
+static void
+schedule_retry(tide_engine *e)
+{
+	int64_t next = tidei_consumers_next_retry(e->cs);
+
+	if (next >= 0)
+		tidei_loop_schedule_in(&e->loop, next - tidei_now());
+}
+
 static int
 retry_due(tide_engine *e)
 {
@@ -179,6 +191,7 @@ turn(void *ud)
 
 	if (b->valid == 0 && !(e->lagging && with_consumers) && !retry_due(e)) {
 		tidei_batch_finish(b); /* rejected events and empty requests */
+		schedule_retry(e);
 		return;
 	}
 	for (;;) {
@@ -210,13 +223,10 @@ turn(void *ud)
 	e->lagging = more || !with_consumers;
 	tidei_batch_finish(b);
 	publish_new(e);
-	if (more) {
+	if (more)
 		tidei_loop_schedule(&e->loop);
-	} else {
-		int64_t next = tidei_consumers_next_retry(e->cs);
-		if (next >= 0)
-			tidei_loop_schedule_in(&e->loop, next - tidei_now());
-	}
+	else
+		schedule_retry(e);
 }
 
 /* Periodic: flush in "relaxed" durability; resume paused consumers. */

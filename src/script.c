@@ -75,8 +75,13 @@ count_hook(lua_State *L, lua_Debug *ar)
 	if (s->remaining <= HOOK_EVERY) {
 		s->remaining = 0;
 		s->exhausted = 1;
-		luaL_error(L, "handler exceeded its instruction budget (%I instructions)",
-			   (lua_Integer)s->budget);
+		/* level 0: the Lua function that was running, so the message
+		 * names the looping line */
+		luaL_where(L, 0);
+		lua_pushfstring(L, "handler exceeded its instruction budget (%I instructions)",
+				(lua_Integer)s->budget);
+		lua_concat(L, 2);
+		lua_error(L);
 	}
 	s->remaining -= HOOK_EVERY;
 }
