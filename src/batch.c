@@ -57,6 +57,10 @@ sink(void *ud, const uint8_t *rec, size_t len, const char *err)
 	it->off = b->arena.len;
 	it->duplicate = 0;
 	it->seq = 0;
+	it->version = 0;
+	/* The expectation is not part of the record: read it from the event
+	 * the parser has just finished (the sink runs inside event_end). */
+	it->expect = err == NULL ? b->parser.b.expect : -1;
 	if (err == NULL) {
 		it->len = (uint32_t)len;
 		it->code = TIDE_OK;
@@ -102,17 +106,22 @@ tidei_batch_wait(tidei_batch *b, size_t first, size_t count, tidei_waiter_fn *fn
 }
 
 void
+tidei_batch_fail(tidei_batch *b, tidei_item *it, int code, const char *msg)
+{
+	if (it->len == 0)
+		return;
+	it->code = code;
+	it->len = 0;
+	it->off = b->arena.len;
+	tidei_buf_put(&b->arena, msg, strlen(msg) + 1);
+	b->valid--;
+}
+
+void
 tidei_batch_fail_all(tidei_batch *b, int code, const char *msg)
 {
-	for (size_t k = 0; k < b->n; k++) {
-		tidei_item *it = &b->items[k];
-		if (it->len == 0)
-			continue;
-		it->code = code;
-		it->len = 0;
-		it->off = b->arena.len;
-		tidei_buf_put(&b->arena, msg, strlen(msg) + 1);
-	}
+	for (size_t k = 0; k < b->n; k++)
+		tidei_batch_fail(b, &b->items[k], code, msg);
 	b->valid = 0;
 }
 
@@ -138,6 +147,9 @@ tidei_batch_reply(const tidei_batch *b, size_t first, size_t count, tidei_buf *o
 		if (err != NULL) {
 			tidei_buf_puts(out, "{\"ok\":false,\"error\":");
 			tidei_json_str(out, err, strlen(err));
+			if (it->code == TIDE_ECONFLICT)
+				tidei_buf_printf(out, ",\"conflict\":true,\"version\":%llu",
+						 (unsigned long long)it->version);
 			tidei_buf_putc(out, '}');
 		} else if (it->duplicate) {
 			tidei_buf_printf(out, "{\"ok\":true,\"duplicate\":true,\"seq\":%llu}",

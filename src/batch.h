@@ -20,6 +20,8 @@ typedef struct tidei_item {
 	int code;     /* TIDE_OK, or why it was not stored */
 	int duplicate;
 	uint64_t seq;
+	uint64_t version; /* stream version; the current one after a conflict */
+	int64_t expect;   /* expected stream version, -1 if none */
 } tidei_item;
 
 typedef struct tidei_batch tidei_batch;
@@ -67,6 +69,9 @@ tidei_batch_error(const tidei_batch *b, const tidei_item *it)
 {
 	return it->len == 0 ? (const char *)b->arena.p + it->off : NULL;
 }
+
+/** Mark item @p it as not stored, with @p code and @p msg. */
+void tidei_batch_fail(tidei_batch *b, tidei_item *it, int code, const char *msg);
 
 /** Mark every stored-to-be item as failed with @p code and @p msg. */
 void tidei_batch_fail_all(tidei_batch *b, int code, const char *msg);

@@ -48,6 +48,9 @@ static const char usage_text[] =
 	"      --time TIME         RFC 3339 time, or 'now'\n"
 	"      --payload JSON      the event's data, as JSON text\n"
 	"  -e, --ext NAME=VALUE    a string extension attribute (repeatable)\n"
+	"      --expect-version N  append only if the subject's stream is at version N\n"
+	"                          (0: the stream must not exist yet); otherwise the\n"
+	"                          event is refused with the current version\n"
 	"\n"
 	"sending:\n"
 	"      --push              fire and forget through the PULL endpoint\n"
@@ -417,7 +420,7 @@ uuid4(char out[37])
 /* Build one event from flags with yajl's generator (correct escaping). */
 static int
 from_flags(pub *p, const char *type, const char *source, const char *id, const char *subject,
-	   const char *when, const char *data, char **ext, size_t next)
+	   const char *when, const char *data, char **ext, size_t next, long long expect)
 {
 	yajl_gen g = yajl_gen_alloc(NULL);
 	const unsigned char *out;
@@ -454,6 +457,10 @@ from_flags(pub *p, const char *type, const char *source, const char *id, const c
 		KV("subject", subject);
 	if (when)
 		KV("time", when);
+	if (expect >= 0) {
+		yajl_gen_string(g, (const unsigned char *)"expectedversion", 15);
+		yajl_gen_integer(g, expect);
+	}
 	for (size_t k = 0; k < next; k++) {
 		char *eq = strchr(ext[k], '=');
 		yajl_gen_string(g, (const unsigned char *)ext[k], (size_t)(eq - ext[k]));
@@ -490,6 +497,7 @@ cmd_publish(int argc, char **argv)
 		{ "time", required_argument, NULL, 'T' },
 		{ "payload", required_argument, NULL, 'D' },
 		{ "ext", required_argument, NULL, 'e' },
+		{ "expect-version", required_argument, NULL, 'V' },
 		{ "push", no_argument, NULL, 'p' },
 		{ "batch", required_argument, NULL, 'b' },
 		{ "window", required_argument, NULL, 'w' },
@@ -504,6 +512,7 @@ cmd_publish(int argc, char **argv)
 	};
 	cli_client cl = { "./tide-data", NULL, NULL, NULL, 30 };
 	cli_endpoints ep;
+	long long expect = -1;
 	const char *type = NULL, *source = "tide-cli", *id = NULL, *subject = NULL, *when = NULL,
 		   *data = NULL;
 	char **ext = NULL;
@@ -538,6 +547,18 @@ cmd_publish(int argc, char **argv)
 			ext[next++] = optarg;
 			break;
 		}
+		case 'V': {
+			char *end;
+			expect = strtoll(optarg, &end, 10);
+			if (*end != '\0' || expect < 0 || optarg[0] == '\0') {
+				cli_error("publish",
+					  "--expect-version takes a version (0 or more), not '%s'",
+					  optarg);
+				free(ext);
+				return CLI_USAGE;
+			}
+			break;
+		}
 		case 'p': p.push = 1; break;
 		case 'b': p.batch = strtoul(optarg, NULL, 10); break;
 		case 'w': p.window = strtoul(optarg, NULL, 10); break;
@@ -560,6 +581,11 @@ cmd_publish(int argc, char **argv)
 	if (p.batch == 0 || p.batch > 100000 || p.window == 0 || p.window > 1024 ||
 	    cl.timeout < 0) {
 		cli_error("publish", "--batch must be 1..100000, --window 1..1024, --timeout >= 0");
+		free(ext);
+		return CLI_USAGE;
+	}
+	if (expect >= 0 && subject == NULL) {
+		cli_error("publish", "--expect-version needs --type and --subject");
 		free(ext);
 		return CLI_USAGE;
 	}
@@ -601,7 +627,7 @@ cmd_publish(int argc, char **argv)
 		goto out;
 	}
 	if (type != NULL)
-		rc = from_flags(&p, type, source, id, subject, when, data, ext, next);
+		rc = from_flags(&p, type, source, id, subject, when, data, ext, next, expect);
 	else
 		rc = from_stdin(&p);
 	while (rc == 0 && p.inflight > 0)

@@ -217,6 +217,9 @@ host_emit(void *ud, tidei_evb *b, char *err)
 
 	if (cs->cur == NULL || cause == NULL)
 		return tidei_err(err, TIDE_ESTATE, "tide.emit can only be called from a handler");
+	if (b->expect >= 0)
+		return tidei_err(err, TIDE_EINVAL, "%s is for producers, not for emitted events",
+				 TIDEI_EXPECT_ATTR);
 	if (cs->o.max_emits && cs->nemits >= cs->o.max_emits)
 		return tidei_err(err, TIDE_EINVAL,
 				 "a handler may emit at most %zu events per call (is it looping?)",
@@ -563,7 +566,8 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	for (size_t k = 0, off = 0; k < cs->nemits; off += cs->emit_len[k], k++) {
 		tidei_append res;
-		rc = tidei_log_append(log, cs->emits.p + off, cs->emit_len[k], tidei_now(), &res);
+		rc = tidei_log_append(log, cs->emits.p + off, cs->emit_len[k], tidei_now(), -1,
+				      &res);
 		if (rc != TIDE_OK)
 			return tidei_err(err, rc, "%s", log->err);
 		*appended = 1;

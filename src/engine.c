@@ -138,12 +138,20 @@ commit_turn(tide_engine *e, int with_consumers, int *more, char *err)
 		tidei_append res;
 		if (it->len == 0)
 			continue;
-		rc = tidei_log_append(e->log, tidei_batch_rec(b, it), it->len, now, &res);
+		rc = tidei_log_append(e->log, tidei_batch_rec(b, it), it->len, now, it->expect,
+				      &res);
+		if (rc == TIDE_ECONFLICT) {
+			/* refused, nothing written: the rest of the turn goes on */
+			it->version = res.version;
+			tidei_batch_fail(b, it, rc, e->log->err);
+			continue;
+		}
 		if (rc != TIDE_OK) {
 			tidei_err(err, rc, "%s", e->log->err);
 			goto abort;
 		}
 		it->seq = res.seq;
+		it->version = res.version;
 		it->duplicate = res.duplicate;
 	}
 	if (with_consumers && (rc = tidei_consumers_run(e->cs, e->log, more, err)) != TIDE_OK)
@@ -608,6 +616,7 @@ publish_done(void *ud, void *ctx, const tidei_batch *b, size_t first, size_t cou
 		r.code = it->code;
 		r.duplicate = it->duplicate;
 		r.seq = it->seq;
+		r.version = it->version;
 		r.error = tidei_batch_error(b, it);
 		w->fn(w->ud, &r);
 	}

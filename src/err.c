@@ -28,9 +28,10 @@ static const char *const messages[] = {
 	[-TIDE_ECONFIG] = "invalid configuration",
 	[-TIDE_EBUSY] = "data directory in use",
 	[-TIDE_ESTATE] = "operation not allowed in this state",
+	[-TIDE_ECONFLICT] = "version conflict",
 };
 
-_Static_assert(sizeof messages / sizeof messages[0] == 1 - TIDE_ESTATE,
+_Static_assert(sizeof messages / sizeof messages[0] == 1 - TIDE_ECONFLICT,
 	       "every TIDE_E* code needs a message");
 
 TIDE_API const char *

@@ -398,6 +398,7 @@ tidei_evb_reset(tidei_evb *b)
 	b->next = 0;
 	b->has_data = 0;
 	b->invalid = 0;
+	b->expect = -1;
 	b->err[0] = '\0';
 }
 
@@ -424,7 +425,14 @@ tidei_evb_fail(tidei_evb *b, const char *fmt, ...)
 }
 
 /* What a name refers to. */
-enum { K_EXT = -1, K_SPECVERSION = -2, K_DATA = -3, K_DATA_BASE64 = -4, K_TIDE = -5 };
+enum {
+	K_EXT = -1,
+	K_SPECVERSION = -2,
+	K_DATA = -3,
+	K_DATA_BASE64 = -4,
+	K_TIDE = -5,
+	K_EXPECT = -6,
+};
 
 static int
 classify(const char *name, size_t n)
@@ -446,6 +454,10 @@ classify(const char *name, size_t n)
 			return TIDEI_A_DATACONTENTTYPE;
 		if (n == 10 && memcmp(name, "dataschema", 10) == 0)
 			return TIDEI_A_DATASCHEMA;
+		break;
+	case 'e':
+		if (n == 15 && memcmp(name, TIDEI_EXPECT_ATTR, 15) == 0)
+			return K_EXPECT;
 		break;
 	case 'i':
 		if (n == 2 && name[1] == 'd')
@@ -570,6 +582,7 @@ tidei_evb_string(tidei_evb *b, const char *name, size_t n, const char *s, size_t
 	case K_TIDE:
 		/* seq, version and recorded are assigned by the log. */
 		return 0;
+	case K_EXPECT: return tidei_evb_badtype(b, name, n, "a string");
 	case K_EXT:
 		if (ext_begin(b, name, n) != 0)
 			return -1;
@@ -632,6 +645,15 @@ tidei_evb_int(tidei_evb *b, const char *name, size_t n, int64_t v)
 		return -1;
 	if (a == K_TIDE)
 		return 0;
+	if (a == K_EXPECT) {
+		if (b->expect >= 0)
+			return tidei_evb_fail(b, "duplicate attribute '%s'", TIDEI_EXPECT_ATTR);
+		if (v < 0)
+			return tidei_evb_fail(b, "%s must be a version (0 for a new stream)",
+					      TIDEI_EXPECT_ATTR);
+		b->expect = v;
+		return 0;
+	}
 	if (a == K_DATA) {
 		if (tidei_evb_data(b) == 0)
 			tidei_val_int(&b->data, v);
@@ -659,6 +681,8 @@ tidei_evb_bool(tidei_evb *b, const char *name, size_t n, int v)
 		return -1;
 	if (a == K_TIDE)
 		return 0;
+	if (a == K_EXPECT)
+		return tidei_evb_badtype(b, name, n, "a boolean");
 	if (a == K_DATA) {
 		if (tidei_evb_data(b) == 0)
 			tidei_val_bool(&b->data, v);
@@ -695,6 +719,7 @@ tidei_evb_null(tidei_evb *b, const char *name, size_t n)
 		return 0;
 	case K_DATA_BASE64: return see(b, SEEN_DATA_BASE64, name, n);
 	case K_TIDE: return 0;
+	case K_EXPECT: return 0; /* null: no expectation */
 	case K_EXT:
 		if (!extension_name_valid(name, n))
 			return ext_begin(b, name, n);
@@ -732,6 +757,9 @@ tidei_evb_badtype(tidei_evb *b, const char *name, size_t n, const char *what)
 		return tidei_evb_fail(b, "data_base64 must be a base64 string, not %s", what);
 	if (a == K_DATA)
 		return tidei_evb_fail(b, "data cannot be %s here", what);
+	if (a == K_EXPECT)
+		return tidei_evb_fail(b, "%s must be an integer version, not %s", TIDEI_EXPECT_ATTR,
+				      what);
 	return tidei_evb_fail(b, "attribute '%s' must be a string, not %s", tidei_attr_names[a],
 			      what);
 }
@@ -764,6 +792,11 @@ tidei_evb_finish(tidei_evb *b, tidei_buf *out)
 		if (!(b->seen & (1u << a)))
 			return tidei_evb_fail(b, "missing required attribute '%s'",
 					      tidei_attr_names[a]);
+	if (b->expect >= 0 &&
+	    !(b->seen & (1u << TIDEI_A_SUBJECT) && b->len[TIDEI_A_SUBJECT] != ABSENT))
+		return tidei_evb_fail(
+			b, "%s needs a subject: it is the version of the subject's stream",
+			TIDEI_EXPECT_ATTR);
 	if (b->strs.failed || b->ext.failed || b->data.failed)
 		return tidei_evb_fail(b, "out of memory");
 	if (b->next > 0)

@@ -95,6 +95,7 @@ typedef struct tidei_evb {
 	tidei_buf data; /* encoded data value */
 	int has_data;
 	int check_utf8; /* strings did not come through the JSON parser */
+	int64_t expect; /* "expectedversion" of the subject's stream, -1 if none */
 	int invalid;
 	char err[TIDEI_ERRLEN];
 } tidei_evb;
@@ -115,6 +116,11 @@ int tidei_evb_badtype(tidei_evb *b, const char *name, size_t n, const char *what
 int tidei_evb_data(tidei_evb *b);
 /** Record an error for the event (first one wins); returns -1. */
 int tidei_evb_fail(tidei_evb *b, const char *fmt, ...) TIDEI_PRINTF(2, 3);
+
+/** Name of the attribute a producer sets to append only if the subject's
+ *  stream is at that version (optimistic concurrency).  It is a directive
+ *  to the log, not part of the stored event. */
+#define TIDEI_EXPECT_ATTR "expectedversion"
 
 /** Check the required attributes and append the record to @p out.
  *  Returns 0, or -1 with b->err set. */

@@ -475,48 +475,36 @@ flush_heads(tidei_log *log)
 }
 
 int
-tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, tidei_append *res)
+tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, int64_t expect,
+		 tidei_append *res)
 {
 	struct tide_event ev;
-	uint8_t key[KEYMAX + 1];
+	uint8_t key[KEYMAX + 1], skey[KEYMAX + 1];
 	uint64_t seq = log->head + 1, version = 0, prev = 0;
+	tidei_head *e = NULL;
 	MDB_val k, v;
 	int rc;
 
 	if (tidei_event_decode(&ev, rec, len) != 0)
 		return tidei_err(log->err, TIDE_EINVAL, "malformed record");
 	res->duplicate = 0;
+	res->version = 0;
 
-	/* Duplicate detection and insertion in one B-tree descent. */
 	k.mv_size = make_key(key, ev.attr[TIDEI_A_SOURCE], ev.len[TIDEI_A_SOURCE],
 			     ev.attr[TIDEI_A_ID], ev.len[TIDEI_A_ID]);
 	k.mv_data = key;
-	v.mv_size = 8;
-	v.mv_data = &seq;
-	rc = mdb_put(log->txn, log->ids, &k, &v, MDB_NOOVERWRITE);
-	if (rc == MDB_KEYEXIST) {
-		res->duplicate = 1;
-		memcpy(&res->seq, v.mv_data, 8);
-		res->version = 0;
-		return TIDE_OK;
-	}
-	if (rc != 0)
-		return txn_fail(log, rc, "cannot index event id");
-
 	if (ev.attr[TIDEI_A_SUBJECT] != NULL) {
 		size_t kn =
-			make_key(key, ev.attr[TIDEI_A_SUBJECT], ev.len[TIDEI_A_SUBJECT], NULL, 0);
+			make_key(skey, ev.attr[TIDEI_A_SUBJECT], ev.len[TIDEI_A_SUBJECT], NULL, 0);
 		int fresh;
-		tidei_head *e = head_slot(log, key, kn, &fresh);
-		if (e == NULL)
+		if ((e = head_slot(log, skey, kn, &fresh)) == NULL)
 			return tidei_err(log->err, TIDE_ENOMEM, "out of memory");
 		if (fresh) {
-			k.mv_size = kn;
-			k.mv_data = key;
-			rc = mdb_get(log->txn, log->streams, &k, &v);
-			if (rc == 0 && v.mv_size == 16) {
-				e->version = tidei_ld64(v.mv_data);
-				e->last = tidei_ld64((const uint8_t *)v.mv_data + 8);
+			MDB_val sk = { kn, skey }, sv;
+			rc = mdb_get(log->txn, log->streams, &sk, &sv);
+			if (rc == 0 && sv.mv_size == 16) {
+				e->version = tidei_ld64(sv.mv_data);
+				e->last = tidei_ld64((const uint8_t *)sv.mv_data + 8);
 			} else if (rc == MDB_NOTFOUND) {
 				e->version = e->last = 0;
 			} else {
@@ -524,6 +512,45 @@ tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, tidei_ap
 						"cannot read stream head");
 			}
 		}
+	}
+
+	/* With an expectation, a repeat of an event already stored is still a
+	 * duplicate (the producer retrying an append that succeeded), so the
+	 * id is looked up before the version is compared. */
+	if (expect >= 0) {
+		rc = mdb_get(log->txn, log->ids, &k, &v);
+		if (rc == 0) {
+			res->duplicate = 1;
+			memcpy(&res->seq, v.mv_data, 8);
+			return TIDE_OK;
+		}
+		if (rc != MDB_NOTFOUND)
+			return txn_fail(log, rc, "cannot look up event id");
+		if (e == NULL || e->version != (uint64_t)expect) {
+			res->version = e ? e->version : 0;
+			return tidei_err(
+				log->err, TIDE_ECONFLICT,
+				"version conflict: stream '%.*s' is at version %llu, not %lld",
+				(int)(ev.len[TIDEI_A_SUBJECT] > 200 ? 200
+								    : ev.len[TIDEI_A_SUBJECT]),
+				ev.attr[TIDEI_A_SUBJECT], (unsigned long long)res->version,
+				(long long)expect);
+		}
+	}
+
+	/* Duplicate detection and insertion in one B-tree descent. */
+	v.mv_size = 8;
+	v.mv_data = &seq;
+	rc = mdb_put(log->txn, log->ids, &k, &v, MDB_NOOVERWRITE);
+	if (rc == MDB_KEYEXIST) {
+		res->duplicate = 1;
+		memcpy(&res->seq, v.mv_data, 8);
+		return TIDE_OK;
+	}
+	if (rc != 0)
+		return txn_fail(log, rc, "cannot index event id");
+
+	if (e != NULL) {
 		version = e->version + 1;
 		prev = e->last;
 		e->version = version;

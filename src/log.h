@@ -76,8 +76,12 @@ void tidei_log_close(tidei_log *log);
  *  running out of room. */
 int tidei_log_begin(tidei_log *log);
 /** Append one record (stamped in place with version, prev and recorded).
- *  TIDE_EFULL means the transaction is dead: abort, grow, retry. */
-int tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, tidei_append *res);
+ *  With @p expect >= 0 the subject's stream must be at that version:
+ *  otherwise TIDE_ECONFLICT (res->version holds the current one) and
+ *  nothing is written.  TIDE_EFULL means the transaction is dead: abort,
+ *  grow, retry. */
+int tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, int64_t expect,
+		     tidei_append *res);
 int tidei_log_commit(tidei_log *log);
 void tidei_log_abort(tidei_log *log);
 /** Double the map (no transaction may be open). */

@@ -45,18 +45,19 @@ struct event_base;
  * tide_strerror() is the only place the messages are written down. @{ */
 enum {
 	TIDE_OK = 0,
-	TIDE_EINVAL = -1,    /**< invalid argument or API misuse */
-	TIDE_ENOMEM = -2,    /**< out of memory */
-	TIDE_EIO = -3,       /**< storage error (LMDB or the filesystem) */
-	TIDE_EFORMAT = -4,   /**< log written by an incompatible version */
-	TIDE_ENOTFOUND = -5, /**< no such event, consumer or key */
-	TIDE_EFULL = -6,     /**< the log's map is full and cannot grow */
-	TIDE_ESOCKET = -7,   /**< nanomsg endpoint error */
-	TIDE_ESCRIPT = -8,   /**< a Lua script failed to load or run */
-	TIDE_EEVENT = -9,    /**< an event was rejected as invalid */
-	TIDE_ECONFIG = -10,  /**< invalid configuration */
-	TIDE_EBUSY = -11,    /**< the data directory is in use by another engine */
-	TIDE_ESTATE = -12,   /**< the engine is not in a state that allows this */
+	TIDE_EINVAL = -1,     /**< invalid argument or API misuse */
+	TIDE_ENOMEM = -2,     /**< out of memory */
+	TIDE_EIO = -3,        /**< storage error (LMDB or the filesystem) */
+	TIDE_EFORMAT = -4,    /**< log written by an incompatible version */
+	TIDE_ENOTFOUND = -5,  /**< no such event, consumer or key */
+	TIDE_EFULL = -6,      /**< the log's map is full and cannot grow */
+	TIDE_ESOCKET = -7,    /**< nanomsg endpoint error */
+	TIDE_ESCRIPT = -8,    /**< a Lua script failed to load or run */
+	TIDE_EEVENT = -9,     /**< an event was rejected as invalid */
+	TIDE_ECONFIG = -10,   /**< invalid configuration */
+	TIDE_EBUSY = -11,     /**< the data directory is in use by another engine */
+	TIDE_ESTATE = -12,    /**< the engine is not in a state that allows this */
+	TIDE_ECONFLICT = -13, /**< the subject's stream is not at the expected version */
 };
 /** @} */
 
@@ -186,9 +187,10 @@ TIDE_API struct event_base *tide_engine_base(tide_engine *e);
 
 /** Outcome of one published event. */
 typedef struct tide_result {
-	int code;          /**< TIDE_OK, TIDE_EEVENT (invalid), TIDE_EFULL, TIDE_EIO */
-	int duplicate;     /**< 1 when (source, id) was already in the log */
-	uint64_t seq;      /**< the event's position (the original one for duplicates) */
+	int code;      /**< TIDE_OK, TIDE_EEVENT (invalid), TIDE_ECONFLICT, TIDE_EFULL, TIDE_EIO */
+	int duplicate; /**< 1 when (source, id) was already in the log */
+	uint64_t seq;  /**< the event's position (the original one for duplicates) */
+	uint64_t version;  /**< its stream version; for TIDE_ECONFLICT the current one */
 	const char *error; /**< what is wrong when code != TIDE_OK; valid during the callback */
 } tide_result;
 

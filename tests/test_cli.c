@@ -525,12 +525,9 @@ START_TEST(stat_positions_and_lag)
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s' --json", TIDE_BIN, data), 0);
 	ck_assert_msg(strstr(out, "{\"events\":10,\"last_seq\":10,\"streams\":5,") == out, "%s",
 		      out);
-	ck_assert_msg(
-		strstr(out,
-		       "\"consumers\":[{\"name\":\"mirror\",\"checkpoint\":10,\"lag\":0,"
-		       "\"retrying\":0,\"dead\":0}]}\n") !=
-			NULL,
-		"%s", out);
+	ck_assert_msg(strstr(out, "\"consumers\":[{\"name\":\"mirror\",\"checkpoint\":10,\"lag\":0,"
+				  "\"retrying\":0,\"dead\":0}]}\n") != NULL,
+		      "%s", out);
 	ck_assert_int_eq(th_count(out, "\n"), 1);
 	ck_assert_int_eq(th_checkpoint(data, "mirror"), 10);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s'", TIDE_BIN, data), 0);
@@ -612,6 +609,47 @@ START_TEST(tail_count_exits)
 }
 END_TEST
 
+/* publish --expect-version: optimistic concurrency from the command line
+ * and the REP reply that says the current version. */
+START_TEST(publish_expect_version)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	char out[4096], err[4096];
+	th_daemon d;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' publish --acks --data '%s' --type acct.opened --subject a1 "
+			       "--expect-version 0",
+			       TIDE_BIN, data),
+			 0);
+	ck_assert_str_eq(out, "{\"ok\":true,\"seq\":1}\n");
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' publish --acks --data '%s' --type acct.credited --subject a1 "
+			       "--expect-version 0 2>/dev/null",
+			       TIDE_BIN, data),
+			 1);
+	ck_assert_str_eq(out, "{\"ok\":false,\"error\":\"version conflict: stream 'a1' is at "
+			      "version 1, not 0\",\"conflict\":true,\"version\":1}\n");
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' publish --acks --data '%s' --type acct.credited --subject a1 "
+			       "--expect-version 1",
+			       TIDE_BIN, data),
+			 0);
+	ck_assert_str_eq(out, "{\"ok\":true,\"seq\":2}\n");
+	ck_assert_int_eq(th_log_count(data, "--subject a1"), 2);
+	/* the expectation is not stored with the event */
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' log --data '%s'", TIDE_BIN, data), 0);
+	ck_assert_ptr_null(strstr(out, "expectedversion"));
+	ck_assert_int_eq(th_sh(err, sizeof err,
+			       "'%s' publish --data '%s' --type x --expect-version 1 2>&1",
+			       TIDE_BIN, data),
+			 2);
+	ck_assert_ptr_nonnull(strstr(err, "--expect-version needs --type and --subject"));
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
 Suite *
 cli_suite(void)
 {
@@ -633,6 +671,7 @@ cli_suite(void)
 	tcase_add_test(live, publish_line_numbers_after_broken_line);
 	tcase_add_test(live, log_filters);
 	tcase_add_test(live, stat_positions_and_lag);
+	tcase_add_test(live, publish_expect_version);
 	tcase_add_test(live, tail_count_exits);
 	tcase_set_timeout(live, 60);
 	suite_add_tcase(s, live);

@@ -216,6 +216,25 @@ START_TEST(extensions)
 }
 END_TEST
 
+/* expectedversion is a directive to the log: checked, kept out of the record */
+START_TEST(expected_version_attribute)
+{
+	got *g = parse("{" MIN ",\"subject\":\"s\",\"expectedversion\":3}");
+
+	ck_assert(g->ok[0]);
+	ck_assert_ptr_null(strstr(roundtrip("{" MIN ",\"subject\":\"s\",\"expectedversion\":0}"),
+				  "expectedversion"));
+	ck_assert_ptr_nonnull(strstr(reject("{" MIN ",\"expectedversion\":1}"), "needs a subject"));
+	ck_assert_ptr_nonnull(strstr(reject("{" MIN ",\"subject\":\"s\",\"expectedversion\":-1}"),
+				     "must be a version"));
+	ck_assert_ptr_nonnull(
+		strstr(reject("{" MIN ",\"subject\":\"s\",\"expectedversion\":\"3\"}"),
+		       "must be an integer version"));
+	ck_assert_ptr_nonnull(strstr(reject("{" MIN ",\"subject\":\"s\",\"expectedversion\":1.5}"),
+				     "must be an integer version"));
+}
+END_TEST
+
 START_TEST(data_kinds)
 {
 	ck_assert_ptr_nonnull(
@@ -481,6 +500,7 @@ event_suite(void)
 	tcase_add_test(tc, content_type_and_schema);
 	tcase_add_test(tc, extensions);
 	tcase_add_test(tc, data_kinds);
+	tcase_add_test(tc, expected_version_attribute);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("encoding");

@@ -52,7 +52,7 @@ append(tidei_log *log, const char *source, const char *id, const char *subject)
 	tidei_buf *r = rec(source, id, subject, "t");
 	tidei_append res;
 
-	ck_assert_int_eq(tidei_log_append(log, r->p, r->len, tidei_now(), &res), TIDE_OK);
+	ck_assert_int_eq(tidei_log_append(log, r->p, r->len, tidei_now(), -1, &res), TIDE_OK);
 	return res;
 }
 
@@ -97,6 +97,45 @@ START_TEST(append_seq_and_dedupe)
 	ck_assert_uint_eq(ev.prev, 2);
 	ck_assert_int_eq(tidei_log_get(log, txn, 5, &ev), TIDE_ENOTFOUND);
 	tidei_log_read_end(log);
+	tidei_log_close(log);
+}
+END_TEST
+
+/* Optimistic concurrency: an append that expects a stream version. */
+START_TEST(expected_version)
+{
+	const char *dir = th_tmpdir();
+	tidei_log *log = open_log(dir, 0);
+	tidei_append a;
+	tidei_buf *r;
+
+	ck_assert_int_eq(tidei_log_begin(log), TIDE_OK);
+	r = rec("/s", "1", "acct", "t");
+	ck_assert_int_eq(tidei_log_append(log, r->p, r->len, tidei_now(), 0, &a), TIDE_OK);
+	ck_assert_uint_eq(a.version, 1);
+	/* a stale expectation is refused with the current version */
+	r = rec("/s", "2", "acct", "t");
+	ck_assert_int_eq(tidei_log_append(log, r->p, r->len, tidei_now(), 0, &a), TIDE_ECONFLICT);
+	ck_assert_uint_eq(a.version, 1);
+	ck_assert_ptr_nonnull(strstr(log->err, "is at version 1, not 0"));
+	/* ... and nothing was written: the id is still free, the seq unused */
+	ck_assert_int_eq(tidei_log_append(log, r->p, r->len, tidei_now(), 1, &a), TIDE_OK);
+	ck_assert_uint_eq(a.seq, 2);
+	ck_assert_uint_eq(a.version, 2);
+	/* a repeat of a stored event is a duplicate, whatever it expected */
+	r = rec("/s", "1", "acct", "t");
+	ck_assert_int_eq(tidei_log_append(log, r->p, r->len, tidei_now(), 0, &a), TIDE_OK);
+	ck_assert(a.duplicate);
+	ck_assert_uint_eq(a.seq, 1);
+	ck_assert_int_eq(tidei_log_commit(log), TIDE_OK);
+	/* after the commit the cached head is gone: the stored one is used */
+	ck_assert_int_eq(tidei_log_begin(log), TIDE_OK);
+	r = rec("/s", "3", "acct", "t");
+	ck_assert_int_eq(tidei_log_append(log, r->p, r->len, tidei_now(), 1, &a), TIDE_ECONFLICT);
+	ck_assert_uint_eq(a.version, 2);
+	ck_assert_int_eq(tidei_log_append(log, r->p, r->len, tidei_now(), 2, &a), TIDE_OK);
+	ck_assert_int_eq(tidei_log_commit(log), TIDE_OK);
+	ck_assert_uint_eq(log->committed, 3);
 	tidei_log_close(log);
 }
 END_TEST
@@ -216,7 +255,7 @@ START_TEST(map_grows_when_full)
 			tidei_append a;
 			snprintf(id, sizeof id, "%d-%d", turn, i);
 			r = rec("/source/with/a/long/name/to/take/room", id, "subject", "t");
-			rc = tidei_log_append(log, r->p, r->len, tidei_now(), &a);
+			rc = tidei_log_append(log, r->p, r->len, tidei_now(), -1, &a);
 			if (rc == TIDE_EFULL)
 				break;
 			ck_assert_int_eq(rc, TIDE_OK);
@@ -348,7 +387,7 @@ START_TEST(cursor_filters)
 		char id[8];
 		snprintf(id, sizeof id, "%d", i);
 		b = rec("/s", id, NULL, i % 2 ? "order.placed" : "payment.done");
-		ck_assert_int_eq(tidei_log_append(log, b->p, b->len, tidei_now(), &a), TIDE_OK);
+		ck_assert_int_eq(tidei_log_append(log, b->p, b->len, tidei_now(), -1, &a), TIDE_OK);
 	}
 	ck_assert_int_eq(tidei_log_commit(log), TIDE_OK);
 	ck_assert_int_eq(tide_log_open(&r, dir, err, sizeof err), TIDE_OK);
@@ -413,6 +452,7 @@ log_suite(void)
 	tcase_add_checked_fixture(tc, NULL, th_cleanup);
 	tcase_add_test(tc, append_seq_and_dedupe);
 	tcase_add_test(tc, abort_leaves_no_trace);
+	tcase_add_test(tc, expected_version);
 	tcase_add_test(tc, reopen_continues);
 	tcase_add_test(tc, long_keys_stay_distinct);
 	tcase_add_test(tc, matches_reference_model);
