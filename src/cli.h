@@ -48,5 +48,7 @@ int cmd_tail(int argc, char **argv);
 int cmd_log(int argc, char **argv);
 int cmd_stat(int argc, char **argv);
 int cmd_dlq(int argc, char **argv);
+int cmd_query(int argc, char **argv);
+int cmd_projection(int argc, char **argv);
 
 #endif

@@ -65,6 +65,42 @@ print_consumer(void *ud, const char *name, uint64_t seq)
 	s->n++;
 }
 
+static void
+print_projection(void *ud, const tide_projection_info *pi)
+{
+	stat_ctx *s = ud;
+	uint64_t lag = s->last > pi->live_seq ? s->last - pi->live_seq : 0;
+	double progress = s->last ? 100.0 * (double)pi->build_seq / (double)s->last : 100.0;
+	const char *status = pi->faulted ? "stopped" : pi->building ? "building" : "live";
+
+	if (s->json) {
+		printf("%s{\"name\":\"", s->n ? "," : "");
+		for (const char *p = pi->name; *p; p++) {
+			if (*p == '"' || *p == '\\')
+				putchar('\\');
+			putchar(*p);
+		}
+		printf("\",\"status\":\"%s\",\"seq\":%llu,\"lag\":%llu", status,
+		       (unsigned long long)pi->live_seq, (unsigned long long)lag);
+		if (pi->building)
+			printf(",\"progress\":%.1f", progress);
+		if (pi->faulted)
+			printf(",\"stopped_at\":%llu", (unsigned long long)pi->fault_seq);
+		printf("}");
+	} else if (pi->faulted) {
+		printf("  %-24s stopped at %llu: %s\n", pi->name, (unsigned long long)pi->fault_seq,
+		       pi->error);
+	} else if (pi->building) {
+		printf("  %-24s building %.1f%% (%llu of %llu)%s\n", pi->name, progress,
+		       (unsigned long long)pi->build_seq, (unsigned long long)s->last,
+		       pi->serving ? ", serving the previous state" : "");
+	} else {
+		printf("  %-24s live at %-12llu lag %llu\n", pi->name,
+		       (unsigned long long)pi->live_seq, (unsigned long long)lag);
+	}
+	s->n++;
+}
+
 int
 cmd_stat(int argc, char **argv)
 {
@@ -121,6 +157,12 @@ cmd_stat(int argc, char **argv)
 		printf("consumers\n");
 	}
 	rc = tide_log_consumers(log, print_consumer, &ctx);
+	if (!ctx.json && ctx.n == 0)
+		printf("  (none)\n");
+	ctx.n = 0;
+	printf(ctx.json ? "],\"projections\":[" : "projections\n");
+	if (rc == TIDE_OK)
+		rc = tide_log_projections(log, print_projection, &ctx);
 	if (ctx.json)
 		printf("]}\n");
 	else if (ctx.n == 0)

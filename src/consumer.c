@@ -252,6 +252,17 @@ host_emit(void *ud, tidei_evb *b, char *err)
 	return TIDE_OK;
 }
 
+static int
+host_projection(void *ud, lua_State *L, const char *name, int spec, const char *where, char *err)
+{
+	tidei_consumers *cs = ud;
+
+	if (cs->loading == NULL || cs->o.projection == NULL)
+		return tidei_err(err, TIDE_ESTATE,
+				 "tide.projection must be called while the script loads");
+	return cs->o.projection(cs->o.projection_ud, L, name, spec, cs->loading, where, err);
+}
+
 static void
 host_log(void *ud, int level, const char *msg)
 {
@@ -285,6 +296,7 @@ tidei_consumers_new(tidei_consumers **out, const tidei_consumers_opts *o, char *
 	host.once = host_once;
 	host.emit = host_emit;
 	host.log = host_log;
+	host.projection = host_projection;
 	if ((rc = tidei_script_new(&cs->script, &o->script, &host, err)) != TIDE_OK) {
 		free(cs);
 		return rc;
@@ -485,6 +497,12 @@ tidei_consumers_next_retry(const tidei_consumers *cs)
 				next = p->r.next_at;
 		}
 	return next;
+}
+
+tidei_script *
+tidei_consumers_script(tidei_consumers *cs)
+{
+	return cs->script;
 }
 
 const tidei_consumer *

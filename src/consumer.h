@@ -56,6 +56,10 @@ typedef struct tidei_consumers_opts {
 	size_t max_emits;   /* events one handler call may emit */
 	void (*log)(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
 	void *log_ud;
+	/* tide.projection, handed on with the path of the script being loaded */
+	int (*projection)(void *ud, lua_State *L, const char *name, int spec, const char *script,
+			  const char *where, char *err);
+	void *projection_ud;
 } tidei_consumers_opts;
 
 typedef struct tidei_consumers tidei_consumers;
@@ -94,5 +98,8 @@ size_t tidei_consumers_count(const tidei_consumers *cs);
 const tidei_consumer *tidei_consumers_at(const tidei_consumers *cs, size_t k);
 /** The consumer named @p name, or NULL. */
 const tidei_consumer *tidei_consumers_find(const tidei_consumers *cs, const char *name);
+
+/** The Lua state the scripts run in (shared with the projections). */
+tidei_script *tidei_consumers_script(tidei_consumers *cs);
 
 #endif

@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "log.h"
+#include "projection.h"
 
 struct tide_log {
 	tidei_log *log;
@@ -348,4 +350,126 @@ tide_log_consumer_backlog(tide_log *l, const char *name, uint64_t *pending, uint
 		*dead = count_prefix(txn, l->log->dead, name);
 	tidei_log_read_end(l->log);
 	return TIDE_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Projections
+ * ------------------------------------------------------------------------ */
+
+typedef struct query_ctx {
+	tide_state_fn *fn;
+	void *ud;
+	tidei_buf json;
+	int failed;
+} query_ctx;
+
+static int
+query_one(void *ud, const char *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+	query_ctx *q = ud;
+	tidei_vreader r = { val, val + vlen };
+
+	tidei_buf_reset(&q->json);
+	if (tidei_json_encode(&q->json, &r) != 0 || q->json.failed) {
+		q->failed = 1;
+		return 1;
+	}
+	tidei_buf_putc(&q->json, '\0');
+	return q->fn(q->ud, key, klen, (const char *)q->json.p, q->json.len - 1);
+}
+
+int
+tidei_log_query(tidei_log *log, const char *name, const char *key, const char *prefix, size_t limit,
+		tide_state_fn *fn, void *ud)
+{
+	query_ctx q = { fn, ud, { 0 }, 0 };
+	MDB_txn *txn;
+	int rc;
+
+	if (log == NULL || name == NULL || fn == NULL)
+		return TIDE_EINVAL;
+	if ((rc = tidei_log_read_begin(log, &txn)) != TIDE_OK)
+		return rc;
+	rc = tidei_state_query(log, txn, name, key, key ? strlen(key) : 0, prefix, limit, query_one,
+			       &q);
+	tidei_log_read_end(log);
+	tidei_buf_free(&q.json);
+	return rc == TIDE_OK && q.failed ? TIDE_EIO : rc;
+}
+
+TIDE_API int
+tide_log_query(tide_log *l, const char *name, const char *key, const char *prefix, size_t limit,
+	       tide_state_fn *fn, void *ud)
+{
+	return l ? tidei_log_query(l->log, name, key, prefix, limit, fn, ud) : TIDE_EINVAL;
+}
+
+TIDE_API int
+tide_log_projections(tide_log *l, tide_projection_fn *fn, void *ud)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	tidei_buf names = { 0 };
+	int rc, mrc;
+
+	if (l == NULL || fn == NULL)
+		return TIDE_EINVAL;
+	if ((rc = tidei_log_read_begin(l->log, &txn)) != TIDE_OK)
+		return rc;
+	if ((mrc = mdb_cursor_open(txn, l->log->projections, &cur)) != 0) {
+		tidei_log_read_end(l->log);
+		return tidei_err_mdb(mrc);
+	}
+	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0;
+	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		tidei_buf_put(&names, k.mv_data, k.mv_size);
+		tidei_buf_putc(&names, '\0');
+	}
+	mdb_cursor_close(cur);
+	/* read each one's progress in the same snapshot; report after the
+	 * read, so that the callback may read the log itself */
+	{
+		size_t n = 0, cap = 0;
+		tidei_proj_meta *metas = NULL;
+		const char **which = NULL;
+		for (size_t at = 0; at < names.len && !names.failed;) {
+			const char *name = (const char *)names.p + at;
+			at += strlen(name) + 1;
+			if (n == cap) {
+				size_t nc = cap ? cap * 2 : 16;
+				void *a = realloc(metas, nc * sizeof *metas);
+				void *b = a ? realloc(which, nc * sizeof *which) : NULL;
+				if (a)
+					metas = a;
+				if (b)
+					which = b;
+				if (!a || !b) {
+					names.failed = 1;
+					break;
+				}
+				cap = nc;
+			}
+			if (tidei_proj_meta_get(l->log, txn, name, &metas[n]) == TIDE_OK)
+				which[n++] = name;
+		}
+		tidei_log_read_end(l->log);
+		for (size_t i = 0; i < n && !names.failed; i++) {
+			tide_projection_info pi;
+			pi.name = which[i];
+			pi.live_seq = metas[i].live_seq;
+			pi.build_seq = metas[i].build_seq;
+			pi.building = metas[i].build != metas[i].live;
+			pi.serving = metas[i].live != 0;
+			pi.faulted = metas[i].faulted;
+			pi.fault_seq = metas[i].fault_seq;
+			pi.error = metas[i].error;
+			fn(ud, &pi);
+		}
+		free(metas);
+		free(which);
+	}
+	rc = names.failed ? TIDE_ENOMEM : TIDE_OK;
+	tidei_buf_free(&names);
+	return rc;
 }

@@ -89,19 +89,16 @@ tidei_dlq_apply(tidei_log *log, int op, const char *consumer, uint64_t seq, uint
 	return rc;
 }
 
-TIDE_API int
-tide_dlq_apply(const char *dir, int op, const char *consumer, uint64_t seq, uint64_t *count,
-	       char *err, size_t errlen)
+int
+tidei_offline(const char *dir, int (*fn)(tidei_log *log, void *ud), void *ud, char *err,
+	      size_t errlen)
 {
 	char msg[TIDEI_ERRLEN];
 	tidei_log_opts o = { 0 };
 	tidei_log *log;
 	tide_log *probe;
-	uint64_t n = 0;
 	int rc;
 
-	if (dir == NULL)
-		return TIDE_EINVAL;
 	msg[0] = '\0';
 	/* Refuse to create a log where there is none. */
 	if ((rc = tide_log_open(&probe, dir, msg, sizeof msg)) != TIDE_OK)
@@ -110,22 +107,48 @@ tide_dlq_apply(const char *dir, int op, const char *consumer, uint64_t seq, uint
 	if ((rc = tidei_log_open(&log, dir, &o, msg)) != TIDE_OK)
 		goto out;
 	if ((rc = tidei_log_begin(log)) == TIDE_OK) {
-		rc = tidei_dlq_apply(log, op, consumer, seq, &n);
+		rc = fn(log, ud);
 		if (rc == TIDE_OK)
 			rc = tidei_log_commit(log);
 		else
 			tidei_log_abort(log);
-		if (rc != TIDE_OK)
-			snprintf(msg, sizeof msg, "%s", log->err);
-	} else {
-		snprintf(msg, sizeof msg, "%s", log->err);
 	}
+	if (rc != TIDE_OK)
+		snprintf(msg, sizeof msg, "%s", log->err);
 	tidei_log_close(log);
 out:
-	if (count != NULL)
-		*count = n;
 	if (err != NULL && errlen > 0)
 		snprintf(err, errlen, "%s", msg);
+	return rc;
+}
+
+typedef struct dlq_args {
+	int op;
+	const char *consumer;
+	uint64_t seq;
+	uint64_t count;
+} dlq_args;
+
+static int
+dlq_offline(tidei_log *log, void *ud)
+{
+	dlq_args *a = ud;
+
+	return tidei_dlq_apply(log, a->op, a->consumer, a->seq, &a->count);
+}
+
+TIDE_API int
+tide_dlq_apply(const char *dir, int op, const char *consumer, uint64_t seq, uint64_t *count,
+	       char *err, size_t errlen)
+{
+	dlq_args a = { op, consumer, seq, 0 };
+	int rc;
+
+	if (dir == NULL)
+		return TIDE_EINVAL;
+	rc = tidei_offline(dir, dlq_offline, &a, err, errlen);
+	if (count != NULL)
+		*count = a.count;
 	return rc;
 }
 

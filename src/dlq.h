@@ -14,4 +14,10 @@
  *  in log->err. */
 int tidei_dlq_apply(tidei_log *log, int op, const char *consumer, uint64_t seq, uint64_t *count);
 
+/** Open the log in @p dir for writing (TIDE_EBUSY if an engine runs
+ *  there; TIDE_ENOTFOUND if there is no log), run @p fn in one write
+ *  transaction and commit it.  The error goes to @p err. */
+int tidei_offline(const char *dir, int (*fn)(tidei_log *log, void *ud), void *ud, char *err,
+		  size_t errlen);
+
 #endif

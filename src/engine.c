@@ -38,6 +38,7 @@
 #include "json.h"
 #include "log.h"
 #include "loop.h"
+#include "projection.h"
 
 /* Growing the map this many times in one turn means something is wrong. */
 #define MAX_GROWTHS 8
@@ -50,6 +51,7 @@ struct tide_engine {
 	tidei_log *log;
 	tidei_ingest *in;
 	tidei_consumers *cs;
+	tidei_projections *ps;
 	tidei_batch batch;
 	tidei_buf pubbuf;
 	uint64_t published; /* last seq sent on PUB */
@@ -154,10 +156,18 @@ commit_turn(tide_engine *e, int with_consumers, int *more, char *err)
 		it->version = res.version;
 		it->duplicate = res.duplicate;
 	}
-	if (with_consumers && (rc = tidei_consumers_run(e->cs, e->log, more, err)) != TIDE_OK)
-		goto abort;
+	if (with_consumers) {
+		int pmore = 0;
+		if ((rc = tidei_consumers_run(e->cs, e->log, more, err)) != TIDE_OK)
+			goto abort;
+		/* after the consumers: projections see what they emitted */
+		if ((rc = tidei_projections_run(e->ps, e->log, &pmore, err)) != TIDE_OK)
+			goto abort;
+		*more |= pmore;
+	}
 	if ((rc = tidei_log_commit(e->log)) != TIDE_OK) {
 		tidei_consumers_reload(e->cs, e->log);
+		tidei_projections_reload(e->ps, e->log);
 		return tidei_err(err, rc, "%s", e->log->err);
 	}
 	tidei_consumers_committed(e->cs);
@@ -165,6 +175,7 @@ commit_turn(tide_engine *e, int with_consumers, int *more, char *err)
 abort:
 	tidei_log_abort(e->log);
 	tidei_consumers_reload(e->cs, e->log);
+	tidei_projections_reload(e->ps, e->log);
 	return rc;
 }
 
@@ -339,6 +350,114 @@ command_dlq(tide_engine *e, const tidei_buf *val, tidei_buf *reply)
 	tidei_buf_printf(reply, "{\"ok\":true,\"count\":%llu}", (unsigned long long)count);
 }
 
+/* {"command":"projection","op":"rebuild","name":NAME} */
+static void
+command_projection(tide_engine *e, const tidei_buf *val, tidei_buf *reply)
+{
+	tidei_vitem op, name;
+	char n[256];
+	int rc;
+
+	if (!member(val, "op", &op) || op.type != TIDEI_V_STR || op.u.s.n != 7 ||
+	    memcmp(op.u.s.p, "rebuild", 7) != 0) {
+		reply_error(reply, "projection: \"op\" must be \"rebuild\"");
+		return;
+	}
+	if (!member(val, "name", &name) || name.type != TIDEI_V_STR || name.u.s.n >= sizeof n) {
+		reply_error(reply, "projection: give its \"name\"");
+		return;
+	}
+	snprintf(n, sizeof n, "%.*s", (int)name.u.s.n, name.u.s.p);
+	if ((rc = tidei_log_begin(e->log)) == TIDE_OK) {
+		rc = tidei_projections_rebuild(e->ps, e->log, n);
+		if (rc == TIDE_OK)
+			rc = tidei_log_commit(e->log);
+		else
+			tidei_log_abort(e->log);
+	}
+	if (rc == TIDE_ENOTFOUND) {
+		char msg[320];
+		snprintf(msg, sizeof msg, "no projection named '%s' is defined", n);
+		reply_error(reply, msg);
+		return;
+	}
+	if (rc != TIDE_OK) {
+		tidei_projections_reload(e->ps, e->log);
+		reply_error(reply, e->log->err);
+		return;
+	}
+	e->lagging = 1;
+	tidei_loop_schedule(&e->loop);
+	tidei_buf_puts(reply, "{\"ok\":true}");
+}
+
+typedef struct query_reply {
+	tidei_buf *out;
+	int many;
+	size_t n;
+} query_reply;
+
+static int
+add_state(void *ud, const char *key, size_t klen, const char *json, size_t jlen)
+{
+	query_reply *q = ud;
+
+	if (q->many && q->n > 0)
+		tidei_buf_putc(q->out, ',');
+	tidei_buf_puts(q->out, q->many ? "{\"key\":" : "\"key\":");
+	tidei_json_str(q->out, key, klen);
+	tidei_buf_puts(q->out, ",\"state\":");
+	tidei_buf_put(q->out, json, jlen);
+	if (q->many)
+		tidei_buf_putc(q->out, '}');
+	q->n++;
+	return 0;
+}
+
+/* {"query":NAME,"key":K} or {"query":NAME,"prefix":P,"limit":N}, answered
+ * from a read snapshot: a query never waits for a turn. */
+static void
+query(tide_engine *e, const tidei_buf *val, tidei_buf *reply)
+{
+	tidei_vitem name, key, prefix, limit;
+	char n[256], k[512], p[512], msg[900];
+	query_reply q = { reply, 0, 0 };
+	size_t before = reply->len;
+	int has_key, rc;
+
+	if (!member(val, "query", &name) || name.type != TIDEI_V_STR || name.u.s.n >= sizeof n) {
+		reply_error(reply, "\"query\" names a projection");
+		return;
+	}
+	snprintf(n, sizeof n, "%.*s", (int)name.u.s.n, name.u.s.p);
+	has_key = member(val, "key", &key) && key.type == TIDEI_V_STR && key.u.s.n < sizeof k;
+	if (has_key)
+		snprintf(k, sizeof k, "%.*s", (int)key.u.s.n, key.u.s.p);
+	p[0] = '\0';
+	if (member(val, "prefix", &prefix) && prefix.type == TIDEI_V_STR && prefix.u.s.n < sizeof p)
+		snprintf(p, sizeof p, "%.*s", (int)prefix.u.s.n, prefix.u.s.p);
+	if (!member(val, "limit", &limit) || limit.type != TIDEI_V_INT || limit.u.i < 0)
+		limit.u.i = 0;
+	q.many = !has_key;
+	tidei_buf_puts(reply, q.many ? "{\"ok\":true,\"states\":[" : "{\"ok\":true,");
+	rc = tidei_log_query(e->log, n, has_key ? k : NULL, p[0] ? p : NULL, (size_t)limit.u.i,
+			     add_state, &q);
+	if (rc == TIDE_OK) {
+		tidei_buf_puts(reply, q.many ? "]}" : "}");
+		return;
+	}
+	reply->len = before;
+	if (rc == TIDE_ENOTFOUND && has_key)
+		snprintf(msg, sizeof msg, "no state for key '%s' in projection '%s'", k, n);
+	else if (rc == TIDE_ENOTFOUND)
+		snprintf(msg, sizeof msg, "no projection named '%s'", n);
+	else if (rc == TIDE_ESTATE)
+		snprintf(msg, sizeof msg, "projection '%s' is being built; try again shortly", n);
+	else
+		snprintf(msg, sizeof msg, "cannot query '%s': %s", n, tide_strerror(rc));
+	reply_error(reply, msg);
+}
+
 static void
 control(void *ud, const char *msg, size_t len, tidei_buf *reply)
 {
@@ -349,10 +468,14 @@ control(void *ud, const char *msg, size_t len, tidei_buf *reply)
 
 	if (tidei_json_decode(msg, len, &val, err) != 0) {
 		reply_error(reply, err);
+	} else if (member(&val, "query", &cmd)) {
+		query(e, &val, reply);
 	} else if (!member(&val, "command", &cmd) || cmd.type != TIDEI_V_STR) {
 		reply_error(reply, "requests name a \"command\"");
 	} else if (cmd.u.s.n == 3 && memcmp(cmd.u.s.p, "dlq", 3) == 0) {
 		command_dlq(e, &val, reply);
+	} else if (cmd.u.s.n == 10 && memcmp(cmd.u.s.p, "projection", 10) == 0) {
+		command_projection(e, &val, reply);
 	} else {
 		snprintf(err, sizeof err, "unknown command '%.*s'", (int)cmd.u.s.n, cmd.u.s.p);
 		reply_error(reply, err);
@@ -371,6 +494,15 @@ on_input(void *ud)
 /* ------------------------------------------------------------------------
  * Lifecycle
  * ------------------------------------------------------------------------ */
+
+static int
+define_projection(void *ud, lua_State *L, const char *name, int spec, const char *script,
+		  const char *where, char *err)
+{
+	tide_engine *e = ud;
+
+	return tidei_projections_define(e->ps, L, name, spec, script, where, err);
+}
 
 TIDE_API int
 tide_engine_new(tide_engine **out, const tide_config *cfg)
@@ -410,7 +542,19 @@ tide_engine_new(tide_engine **out, const tide_config *cfg)
 	co.max_emits = (size_t)e->cfg->max_emits;
 	co.log = elog;
 	co.log_ud = e;
+	co.projection = define_projection;
+	co.projection_ud = e;
 	rc = tidei_consumers_new(&e->cs, &co, e->err);
+	if (rc == TIDE_OK) {
+		tidei_projections_opts po;
+		memset(&po, 0, sizeof po);
+		po.script = tidei_consumers_script(e->cs);
+		po.turn_budget = (size_t)e->cfg->turn_events;
+		po.log = elog;
+		po.log_ud = e;
+		if ((rc = tidei_projections_new(&e->ps, &po, e->err)) != TIDE_OK)
+			tidei_consumers_destroy(e->cs);
+	}
 	tidei_buf_free(&path);
 	if (rc != TIDE_OK) {
 		tide_config_destroy(e->cfg);
@@ -499,7 +643,8 @@ tide_engine_open(tide_engine *e, struct event_base *base)
 			goto fail;
 		}
 	}
-	if ((rc = tidei_consumers_start(e->cs, e->log, e->log->committed, e->err)) != TIDE_OK)
+	if ((rc = tidei_consumers_start(e->cs, e->log, e->log->committed, e->err)) != TIDE_OK ||
+	    (rc = tidei_projections_start(e->ps, e->log, e->err)) != TIDE_OK)
 		goto fail;
 
 	tick_ms = e->cfg->durability == TIDEI_DURABILITY_RELAXED && e->cfg->sync_interval_ms
@@ -527,10 +672,12 @@ tide_engine_open(tide_engine *e, struct event_base *base)
 		goto fail;
 
 	e->opened = 1;
-	e->lagging = tidei_consumers_count(e->cs) > 0;
+	e->lagging = tidei_consumers_count(e->cs) + tidei_projections_count(e->ps) > 0;
 	tidei_loop_schedule(&e->loop);
-	elog(e, TIDE_LOG_INFO, "ready: %s, %zu consumers, log at seq %llu, durability %s", e->dir,
-	     tidei_consumers_count(e->cs), (unsigned long long)e->log->committed,
+	elog(e, TIDE_LOG_INFO,
+	     "ready: %s, %zu consumers, %zu projections, log at seq %llu, durability %s", e->dir,
+	     tidei_consumers_count(e->cs), tidei_projections_count(e->ps),
+	     (unsigned long long)e->log->committed,
 	     e->cfg->durability == TIDEI_DURABILITY_SYNC ? "sync" : "relaxed");
 	return TIDE_OK;
 fail:
@@ -576,6 +723,7 @@ tide_engine_destroy(tide_engine *e)
 		tidei_loop_close(&e->loop);
 		tidei_log_close(e->log);
 	}
+	tidei_projections_destroy(e->ps);
 	tidei_consumers_destroy(e->cs);
 	tidei_batch_free(&e->batch);
 	tidei_buf_free(&e->pubbuf);
@@ -648,6 +796,15 @@ tide_publish(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn, 
 	}
 	tidei_loop_schedule(&e->loop);
 	return TIDE_OK;
+}
+
+TIDE_API int
+tide_engine_query(tide_engine *e, const char *name, const char *key, const char *prefix,
+		  size_t limit, tide_state_fn *fn, void *ud)
+{
+	if (e == NULL || !e->opened)
+		return TIDE_ESTATE;
+	return tidei_log_query(e->log, name, key, prefix, limit, fn, ud);
 }
 
 TIDE_API int

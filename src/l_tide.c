@@ -109,6 +109,25 @@ l_tide_on(lua_State *L)
 	return 0;
 }
 
+/* tide.projection(name, spec)  [-2, +0, e] */
+static int
+l_tide_projection(lua_State *L)
+{
+	const tidei_host *h = tidei_script_host(L);
+	const char *name = luaL_checkstring(L, 1);
+	char err[TIDEI_ERRLEN];
+	const char *where;
+
+	luaL_checktype(L, 2, LUA_TTABLE);
+	if (h->projection == NULL)
+		return luaL_error(L, "tide.projection is not available here");
+	luaL_where(L, 1);
+	where = lua_tostring(L, -1);
+	if (h->projection(h->ud, L, name, 2, where, err) != TIDE_OK)
+		return luaL_error(L, "tide.projection: %s", err);
+	return 0;
+}
+
 /* tide.once(key) -> true the first time this consumer claims key  [-1, +1, e] */
 static int
 l_tide_once(lua_State *L)
@@ -230,9 +249,13 @@ l_json_decode(lua_State *L)
 	return 1;
 }
 
+const char tidei_delete_marker = 0;
+
 static const luaL_Reg tide_funcs[] = {
-	{ "on", l_tide_on },   { "once", l_tide_once },   { "emit", l_tide_emit },
-	{ "log", l_tide_log }, { "array", l_tide_array }, { NULL, NULL },
+	{ "on", l_tide_on },     { "once", l_tide_once },
+	{ "emit", l_tide_emit }, { "projection", l_tide_projection },
+	{ "log", l_tide_log },   { "array", l_tide_array },
+	{ NULL, NULL },
 };
 
 static const luaL_Reg json_funcs[] = {
@@ -247,6 +270,9 @@ luaopen_tide(lua_State *L)
 	luaL_newlib(L, tide_funcs);
 	lua_pushlightuserdata(L, NULL);
 	lua_setfield(L, -2, "null");
+	/* returned by a projection handler: forget this key's state */
+	lua_pushlightuserdata(L, (void *)&tidei_delete_marker);
+	lua_setfield(L, -2, "delete");
 	luaL_newlib(L, json_funcs);
 	lua_setfield(L, -2, "json");
 	lua_pushstring(L, tide_version());

@@ -9,6 +9,9 @@
 
 #include "script.h"
 
+/** tide.delete: the address of this constant, as a light userdata. */
+extern const char tidei_delete_marker;
+
 /** Register `tide` in package.preload of @p L.  [-0, +0, m] */
 void tidei_lua_open_tide(lua_State *L);
 

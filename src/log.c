@@ -12,6 +12,8 @@
  *              holding back behind a retry of the same subject
  *   dead       consumer "\0" seq -> a dead letter (attempts, error, where)
  *   once       consumer "\0" key -> the seq that claimed tide.once(key)
+ *   projections  projection name -> its generations and checkpoints
+ *   state      projection "\0" generation key -> the key's state
  *   meta       "format" -> layout version, checked on open
  *
  * Why stream heads rather than a (subject, version) index: an index keyed
@@ -269,7 +271,7 @@ tidei_log_open(tidei_log **out, const char *dir, const tidei_log_opts *o, char *
 		rc = mdb_fail(err, rc, "cannot create environment for", dir);
 		goto fail;
 	}
-	mdb_env_set_maxdbs(log->env, 8);
+	mdb_env_set_maxdbs(log->env, 16);
 	mdb_env_set_maxreaders(log->env, 256);
 	if (!o->readonly)
 		mdb_env_set_mapsize(log->env, o->map_size ? o->map_size : DEFAULT_MAP_SIZE);
@@ -296,6 +298,8 @@ tidei_log_open(tidei_log **out, const char *dir, const tidei_log_opts *o, char *
 	    (rc = mdb_dbi_open(txn, "pending", dbflags, &log->pending)) ||
 	    (rc = mdb_dbi_open(txn, "dead", dbflags, &log->dead)) ||
 	    (rc = mdb_dbi_open(txn, "once", dbflags, &log->once)) ||
+	    (rc = mdb_dbi_open(txn, "projections", dbflags, &log->projections)) ||
+	    (rc = mdb_dbi_open(txn, "state", dbflags, &log->state)) ||
 	    (rc = mdb_dbi_open(txn, "meta", dbflags, &log->meta))) {
 		rc = rc == MDB_NOTFOUND ? tidei_err(err, TIDE_EFORMAT,
 						    "%s: not a tide log (missing databases)", dir)

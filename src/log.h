@@ -31,18 +31,20 @@ typedef struct tidei_head {
 
 typedef struct tidei_log {
 	MDB_env *env;
-	MDB_dbi events;     /* seq (native u64) -> record */
-	MDB_dbi ids;        /* source "\0" id -> seq: duplicate detection */
-	MDB_dbi streams;    /* subject -> {version, last seq}: stream heads */
-	MDB_dbi consumers;  /* consumer name -> checkpoint seq */
-	MDB_dbi pending;    /* consumer "\0" seq -> an event being retried or waiting */
-	MDB_dbi dead;       /* consumer "\0" seq -> a dead letter */
-	MDB_dbi once;       /* consumer "\0" key -> seq that first claimed it */
-	MDB_dbi meta;       /* "format" -> TIDEI_LOG_FORMAT */
-	MDB_txn *txn;       /* the open write transaction, if any */
-	MDB_txn *rtxn;      /* a reusable read transaction (reset when idle) */
-	uint64_t head;      /* last seq, including uncommitted appends */
-	uint64_t committed; /* last committed seq */
+	MDB_dbi events;      /* seq (native u64) -> record */
+	MDB_dbi ids;         /* source "\0" id -> seq: duplicate detection */
+	MDB_dbi streams;     /* subject -> {version, last seq}: stream heads */
+	MDB_dbi consumers;   /* consumer name -> checkpoint seq */
+	MDB_dbi pending;     /* consumer "\0" seq -> an event being retried or waiting */
+	MDB_dbi dead;        /* consumer "\0" seq -> a dead letter */
+	MDB_dbi once;        /* consumer "\0" key -> seq that first claimed it */
+	MDB_dbi projections; /* projection name -> progress (generations, checkpoints) */
+	MDB_dbi state;       /* projection "\0" generation key -> encoded state */
+	MDB_dbi meta;        /* "format" -> TIDEI_LOG_FORMAT */
+	MDB_txn *txn;        /* the open write transaction, if any */
+	MDB_txn *rtxn;       /* a reusable read transaction (reset when idle) */
+	uint64_t head;       /* last seq, including uncommitted appends */
+	uint64_t committed;  /* last committed seq */
 	int64_t last_recorded;
 	uint64_t map_size;
 	unsigned page_size;
@@ -151,6 +153,10 @@ int tidei_log_dead_each(tidei_log *log, MDB_txn *txn, const char *consumer,
  *  recorded with @p seq), 0 if it was claimed before.  Write transaction. */
 int tidei_log_once(tidei_log *log, const char *consumer, const char *key, size_t n, uint64_t seq,
 		   int *first);
+
+/** Query a projection's state as JSON (cursor.c; see tide_log_query). */
+int tidei_log_query(tidei_log *log, const char *name, const char *key, const char *prefix,
+		    size_t limit, tide_state_fn *fn, void *ud);
 
 /** The internal log and scratch buffer behind a public tide_log (cursor.c). */
 void tidei_log_reader(tide_log *l, tidei_log **log, tidei_buf **scratch);

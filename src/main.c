@@ -20,6 +20,8 @@ static const struct {
 	{ "log", cmd_log, "read the log directly, as NDJSON" },
 	{ "stat", cmd_stat, "log size, consumer positions and lag" },
 	{ "dlq", cmd_dlq, "list, show, retry or drop dead letters" },
+	{ "query", cmd_query, "the state of a projection, as JSON" },
+	{ "projection", cmd_projection, "list projections, or rebuild one" },
 };
 
 static void

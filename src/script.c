@@ -413,6 +413,16 @@ tidei_script_call(tidei_script *s, int ref, const struct tide_event *ev, char *e
 	return rc;
 }
 
+int
+tidei_script_protect(tidei_script *s, lua_CFunction fn, void *ud, char *err, char *trace)
+{
+	lua_State *L = s->L;
+
+	lua_pushcfunction(L, fn);
+	lua_pushlightuserdata(L, ud);
+	return protected_call(s, 1, err, trace);
+}
+
 void
 tidei_script_unref(tidei_script *s, int ref)
 {

@@ -35,6 +35,10 @@ typedef struct tidei_host {
 	int (*emit)(void *ud, tidei_evb *b, char *err);
 	/** print() and tide.log(). */
 	void (*log)(void *ud, int level, const char *msg);
+	/** tide.projection(name, spec): the spec table is at stack index
+	 *  @p spec of @p L; the host takes what it needs (registry refs). */
+	int (*projection)(void *ud, lua_State *L, const char *name, int spec, const char *where,
+			  char *err);
 } tidei_host;
 
 typedef struct tidei_script_opts {
@@ -59,6 +63,10 @@ int tidei_script_load(tidei_script *s, const char *path, char *err);
  *  @p trace (may be NULL; TIDEI_ERRLEN bytes). */
 int tidei_script_call(tidei_script *s, int ref, const struct tide_event *ev, char *err,
 		      char *trace);
+
+/** Run @p fn(ud as a light userdata) under the same protection, budget
+ *  and error reporting as a handler call. */
+int tidei_script_protect(tidei_script *s, lua_CFunction fn, void *ud, char *err, char *trace);
 
 /** Release a handler reference. */
 void tidei_script_unref(tidei_script *s, int ref);

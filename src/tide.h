@@ -277,6 +277,50 @@ TIDE_API int tide_log_consumer_backlog(tide_log *log, const char *name, uint64_t
 				       uint64_t *dead);
 
 /* ------------------------------------------------------------------------
+ * Projections: state per key folded from the log (tide.projection)
+ * ------------------------------------------------------------------------ */
+
+/** Receives one key and its state as JSON (both valid during the call);
+ *  return non-zero to stop. */
+typedef int tide_state_fn(void *ud, const char *key, size_t klen, const char *json, size_t jlen);
+
+/** Query projection @p name: the state of @p key, or (with @p key NULL)
+ *  of every key starting with @p prefix (NULL: every key), at most
+ *  @p limit of them (0: no limit), in key order.  Reads a snapshot: never
+ *  waits for the engine.
+ *  @return TIDE_OK, TIDE_ENOTFOUND (no such projection, or no state for
+ *  @p key), TIDE_ESTATE (still being built for the first time), TIDE_EIO. */
+TIDE_API int tide_log_query(tide_log *log, const char *name, const char *key, const char *prefix,
+			    size_t limit, tide_state_fn *fn, void *ud);
+
+/** The same on a running engine's log (from the engine's thread). */
+TIDE_API int tide_engine_query(tide_engine *e, const char *name, const char *key,
+			       const char *prefix, size_t limit, tide_state_fn *fn, void *ud);
+
+/** Progress of one projection.  Strings are valid during the callback. */
+typedef struct tide_projection_info {
+	const char *name;
+	uint64_t live_seq;  /**< events applied to the state queries read */
+	uint64_t build_seq; /**< events applied to the state being rebuilt */
+	int building;       /**< a rebuild is under way (queries read the old state) */
+	int serving;        /**< there is a state to query (0 before the first build) */
+	int faulted;        /**< stopped: a handler failed at fault_seq */
+	uint64_t fault_seq;
+	const char *error;
+} tide_projection_info;
+
+typedef void tide_projection_fn(void *ud, const tide_projection_info *pi);
+
+/** List the projections recorded in the log.  @return TIDE_OK or TIDE_EIO. */
+TIDE_API int tide_log_projections(tide_log *log, tide_projection_fn *fn, void *ud);
+
+/** Rebuild projection @p name from the log the next time an engine runs
+ *  in @p dir (no engine may run there now: TIDE_EBUSY; a running engine
+ *  takes {"command":"projection","op":"rebuild","name":NAME} on REP).
+ *  @return TIDE_OK, TIDE_ENOTFOUND, TIDE_EBUSY, TIDE_EIO. */
+TIDE_API int tide_projection_rebuild(const char *dir, const char *name, char *err, size_t errlen);
+
+/* ------------------------------------------------------------------------
  * Dead letters: events a consumer gave up on after its retries
  * ------------------------------------------------------------------------ */
 

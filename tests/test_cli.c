@@ -526,7 +526,7 @@ START_TEST(stat_positions_and_lag)
 	ck_assert_msg(strstr(out, "{\"events\":10,\"last_seq\":10,\"streams\":5,") == out, "%s",
 		      out);
 	ck_assert_msg(strstr(out, "\"consumers\":[{\"name\":\"mirror\",\"checkpoint\":10,\"lag\":0,"
-				  "\"retrying\":0,\"dead\":0}]}\n") != NULL,
+				  "\"retrying\":0,\"dead\":0}],\"projections\":[]}\n") != NULL,
 		      "%s", out);
 	ck_assert_int_eq(th_count(out, "\n"), 1);
 	ck_assert_int_eq(th_checkpoint(data, "mirror"), 10);

@@ -1,0 +1,190 @@
+/*
+ * cmd_projection.c - `tide projection`: list the projections and their
+ * progress, or force one to be rebuilt from the log.
+ */
+#include "config.h"
+
+#include <getopt.h>
+#include <nanomsg/nn.h>
+#include <nanomsg/reqrep.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
+
+#include "cli.h"
+#include "tide.h"
+
+static const char usage_text[] =
+	"usage: tide projection list\n"
+	"       tide projection rebuild NAME\n"
+	"\n"
+	"  list      every projection with its progress, one JSON object per line\n"
+	"  rebuild   build NAME again from the start of the log; the current state is\n"
+	"            served until the new one has caught up (if no engine runs, this\n"
+	"            happens when one starts)\n"
+	"\n"
+	"options:\n"
+	"  -d, --data DIR          data directory (default ./tide-data)\n"
+	"      --rep URL           the engine's REP endpoint, if not in DIR/endpoints\n"
+	"      --timeout SEC       wait for the engine's answer (default 10)\n"
+	"  -h, --help              show this help\n";
+
+typedef struct list_ctx {
+	uint64_t last;
+} list_ctx;
+
+static void
+print_one(void *ud, const tide_projection_info *pi)
+{
+	list_ctx *l = ud;
+	yajl_gen g = yajl_gen_alloc(NULL);
+	const unsigned char *buf;
+	size_t len;
+	const char *status = pi->faulted ? "stopped" : pi->building ? "building" : "live";
+
+	if (g == NULL)
+		return;
+	yajl_gen_map_open(g);
+	yajl_gen_string(g, (const unsigned char *)"name", 4);
+	yajl_gen_string(g, (const unsigned char *)pi->name, strlen(pi->name));
+	yajl_gen_string(g, (const unsigned char *)"status", 6);
+	yajl_gen_string(g, (const unsigned char *)status, strlen(status));
+	yajl_gen_string(g, (const unsigned char *)"seq", 3);
+	yajl_gen_integer(g, (long long)pi->live_seq);
+	yajl_gen_string(g, (const unsigned char *)"lag", 3);
+	yajl_gen_integer(g, (long long)(l->last > pi->live_seq ? l->last - pi->live_seq : 0));
+	if (pi->building) {
+		yajl_gen_string(g, (const unsigned char *)"rebuilt_seq", 11);
+		yajl_gen_integer(g, (long long)pi->build_seq);
+		yajl_gen_string(g, (const unsigned char *)"progress", 8);
+		yajl_gen_double(g, l->last ? 100.0 * (double)pi->build_seq / (double)l->last : 100);
+	}
+	if (pi->faulted) {
+		yajl_gen_string(g, (const unsigned char *)"stopped_at", 10);
+		yajl_gen_integer(g, (long long)pi->fault_seq);
+		yajl_gen_string(g, (const unsigned char *)"error", 5);
+		yajl_gen_string(g, (const unsigned char *)pi->error, strlen(pi->error));
+	}
+	yajl_gen_map_close(g);
+	yajl_gen_get_buf(g, &buf, &len);
+	printf("%.*s\n", (int)len, buf);
+	yajl_gen_free(g);
+}
+
+/* The engine runs there: ask it over REP. */
+static int
+ask_engine(const cli_client *cl, const char *name)
+{
+	cli_endpoints ep;
+	char req[512], *reply = NULL, errbuf[128];
+	int s, n, ms = (int)(cl->timeout * 1000), rc = CLI_FAIL;
+	yajl_gen g = yajl_gen_alloc(NULL);
+	const unsigned char *nm;
+	size_t nlen;
+	yajl_val v, ok, error;
+
+	if (g == NULL)
+		return CLI_FAIL;
+	if (cli_resolve("projection", cl, "rep", &ep) != 0) {
+		yajl_gen_free(g);
+		return CLI_UNAVAILABLE;
+	}
+	yajl_gen_string(g, (const unsigned char *)name, strlen(name));
+	yajl_gen_get_buf(g, &nm, &nlen);
+	snprintf(req, sizeof req, "{\"command\":\"projection\",\"op\":\"rebuild\",\"name\":%.*s}",
+		 (int)nlen, nm);
+	yajl_gen_free(g);
+	s = nn_socket(AF_SP, NN_REQ);
+	nn_setsockopt(s, NN_SOL_SOCKET, NN_SNDTIMEO, &ms, sizeof ms);
+	nn_setsockopt(s, NN_SOL_SOCKET, NN_RCVTIMEO, &ms, sizeof ms);
+	if (s < 0 || nn_connect(s, ep.rep) < 0 || nn_send(s, req, strlen(req), 0) < 0 ||
+	    (n = nn_recv(s, &reply, NN_MSG, 0)) < 0) {
+		cli_error("projection", "no answer from the engine at %s: %s", ep.rep,
+			  nn_strerror(nn_errno()));
+		if (s >= 0)
+			nn_close(s);
+		return CLI_UNAVAILABLE;
+	}
+	{
+		char *text = strndup(reply, (size_t)n);
+		v = text ? yajl_tree_parse(text, errbuf, sizeof errbuf) : NULL;
+		free(text);
+	}
+	ok = yajl_tree_get(v, (const char *[]){ "ok", NULL }, yajl_t_any);
+	error = yajl_tree_get(v, (const char *[]){ "error", NULL }, yajl_t_string);
+	if (ok != NULL && YAJL_IS_TRUE(ok)) {
+		fprintf(stderr, "tide projection: rebuilding '%s' (tide stat shows progress)\n",
+			name);
+		rc = CLI_OK;
+	} else {
+		cli_error("projection", "%s",
+			  error ? YAJL_GET_STRING(error) : "the engine refused");
+	}
+	yajl_tree_free(v);
+	nn_freemsg(reply);
+	nn_close(s);
+	return rc;
+}
+
+int
+cmd_projection(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "data", required_argument, NULL, 'd' },
+		{ "rep", required_argument, NULL, 'R' },
+		{ "timeout", required_argument, NULL, 'o' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	cli_client cl = { "./tide-data", NULL, NULL, NULL, 10 };
+	const char *action;
+	int c, rc;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "d:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'd': cl.data = optarg; break;
+		case 'R': cl.rep = optarg; break;
+		case 'o': cl.timeout = cli_seconds(optarg); break;
+		case 'h': fputs(usage_text, stdout); return CLI_OK;
+		default: fputs(usage_text, stderr); return CLI_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		fputs(usage_text, stderr);
+		return CLI_USAGE;
+	}
+	action = argv[optind++];
+	if (strcmp(action, "list") == 0 && optind == argc) {
+		tide_log *log;
+		tide_log_stat st;
+		list_ctx l = { 0 };
+		char err[512];
+		if (tide_log_open(&log, cl.data, err, sizeof err) != TIDE_OK) {
+			cli_error("projection", "%s", err);
+			return CLI_FAIL;
+		}
+		if (tide_log_stat_get(log, &st) == TIDE_OK)
+			l.last = st.last_seq;
+		rc = tide_log_projections(log, print_one, &l);
+		tide_log_close(log);
+		return rc == TIDE_OK && fflush(stdout) == 0 ? CLI_OK : CLI_FAIL;
+	}
+	if (strcmp(action, "rebuild") == 0 && optind + 1 == argc) {
+		char err[512];
+		rc = tide_projection_rebuild(cl.data, argv[optind], err, sizeof err);
+		if (rc == TIDE_EBUSY)
+			return ask_engine(&cl, argv[optind]);
+		if (rc != TIDE_OK) {
+			cli_error("projection", "%s", err);
+			return CLI_FAIL;
+		}
+		fprintf(stderr, "tide projection: '%s' will be rebuilt when the engine next runs\n",
+			argv[optind]);
+		return CLI_OK;
+	}
+	fputs(usage_text, stderr);
+	return CLI_USAGE;
+}

@@ -1,0 +1,1031 @@
+/*
+ * projection.c - projections: state per key folded from the log.
+ *
+ *   tide.projection("orders_by_customer", {
+ *     version = 1,                                  -- bump to rebuild
+ *     key = function(ev) return ev.data.customer end, -- default: subject
+ *     filter = function(ev) return ev.data.total > 0 end,
+ *     init = function(key) return { count = 0 } end,
+ *     on = { ["order.placed"] = function(s, ev) s.count = s.count + 1 end,
+ *            ["*"] = function(s, ev) ... end },
+ *   })
+ *
+ * A handler changes the state in place or returns a new one; returning
+ * tide.delete forgets the key.  For each event the most specific handler
+ * runs: the exact type, else the longest "prefix.*", else "*".
+ *
+ * Storage: state lives in the `state` database under
+ * name "\0" generation key, encoded as values (val.h), and the progress in
+ * `projections`.  Queries read the live generation.  When the definition
+ * changes (its version, or the script file that defines it), a new
+ * generation is built from the start of the log a slice of time per turn
+ * while queries keep reading the old one; once it has caught up with the
+ * log the live generation switches in the same transaction, and the old
+ * generation's keys are deleted a slice at a time.  Everything commits
+ * with the turn, so a crash at any point resumes the build where its last
+ * turn committed.
+ *
+ * Per event, one protected Lua call (l_apply) does filter, key, the state
+ * lookup and the handler; states touched in a turn stay in a Lua table and
+ * are encoded and written once when the turn's slice ends, so a key seen
+ * many times costs one write.
+ *
+ * A handler that fails stops its projection (it is marked faulted at that
+ * event): skipping events would make the state wrong.  Fixing the script
+ * changes the definition and rebuilds it.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "l_event.h"
+#include "l_tide.h"
+#include "dlq.h"
+#include "projection.h"
+
+/* Encode and write the cached states when this many keys are held. */
+#define CACHE_MAX 100000
+/* Keys of stale generations deleted per turn. */
+#define GC_PER_TURN 20000
+/* Check the rebuild's clock every so many events. */
+#define CLOCK_EVERY 512
+
+typedef struct handler {
+	char *pattern;
+	size_t plen;
+	int ref;
+} handler;
+
+typedef struct proj {
+	char *name;
+	char *where;
+	uint64_t hash; /* of the definition: version and script file */
+	int64_t version;
+	int key_ref, filter_ref, init_ref;
+	handler *h; /* exact types first, then prefixes longest first, then "*" */
+	size_t nh;
+	tidei_proj_meta meta;
+	int cache_ref; /* Lua table: key -> state touched in this slice */
+	size_t cached;
+	/* the event being applied */
+	const struct tide_event *ev;
+	int handler_ref;
+	tidei_log *log;
+	struct tidei_projections *ps;
+} proj;
+
+struct tidei_projections {
+	proj *v;
+	size_t n, cap;
+	tidei_projections_opts o;
+	char err[TIDEI_ERRLEN];
+};
+
+#define LOG(ps, level, ...) \
+	do { \
+		if ((ps)->o.log) \
+			(ps)->o.log((ps)->o.log_ud, level, __VA_ARGS__); \
+	} while (0)
+
+static lua_State *
+state_of(tidei_projections *ps)
+{
+	return tidei_script_state(ps->o.script);
+}
+
+/* ------------------------------------------------------------------------
+ * Keys and progress records
+ * ------------------------------------------------------------------------ */
+
+#define KEYMAX 511
+
+/* name "\0" generation(4, big-endian) key */
+static size_t
+state_key(uint8_t *out, const char *name, uint32_t gen, const char *key, size_t klen)
+{
+	size_t n = strlen(name);
+
+	memcpy(out, name, n);
+	out[n] = '\0';
+	for (int i = 0; i < 4; i++)
+		out[n + 1 + i] = (uint8_t)(gen >> (8 * (3 - i)));
+	if (klen > KEYMAX - n - 5)
+		klen = KEYMAX - n - 5; /* long keys are refused before they get here */
+	memcpy(out + n + 5, key, klen);
+	return n + 5 + klen;
+}
+
+static uint32_t
+key_gen(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+#define META_FIXED 60
+
+int
+tidei_proj_meta_get(tidei_log *log, MDB_txn *txn, const char *name, tidei_proj_meta *m)
+{
+	MDB_val k = { strlen(name), (void *)name }, v;
+	const uint8_t *p;
+	int rc = mdb_get(txn, log->projections, &k, &v);
+
+	memset(m, 0, sizeof *m);
+	if (rc == MDB_NOTFOUND)
+		return TIDE_ENOTFOUND;
+	if (rc != 0)
+		return tidei_err_mdb(rc);
+	if (v.mv_size < META_FIXED)
+		return TIDE_EIO;
+	p = v.mv_data;
+	m->live = tidei_ld32(p);
+	m->build = tidei_ld32(p + 4);
+	m->live_seq = tidei_ld64(p + 8);
+	m->build_seq = tidei_ld64(p + 16);
+	m->hash = tidei_ld64(p + 24);
+	m->version = (int64_t)tidei_ld64(p + 32);
+	m->faulted = p[40];
+	m->gc = p[41];
+	m->fault_seq = tidei_ld64(p + 44);
+	snprintf(m->error, sizeof m->error, "%.*s", (int)(v.mv_size - META_FIXED),
+		 (const char *)p + META_FIXED);
+	return TIDE_OK;
+}
+
+static int
+meta_put(tidei_log *log, const char *name, const tidei_proj_meta *m)
+{
+	uint8_t raw[META_FIXED + sizeof m->error];
+	size_t elen = strlen(m->error);
+	MDB_val k = { strlen(name), (void *)name }, v = { META_FIXED + elen, raw };
+	int rc;
+
+	memset(raw, 0, META_FIXED);
+	tidei_st32(raw, m->live);
+	tidei_st32(raw + 4, m->build);
+	tidei_st64(raw + 8, m->live_seq);
+	tidei_st64(raw + 16, m->build_seq);
+	tidei_st64(raw + 24, m->hash);
+	tidei_st64(raw + 32, (uint64_t)m->version);
+	raw[40] = m->faulted;
+	raw[41] = m->gc;
+	tidei_st64(raw + 44, m->fault_seq);
+	memcpy(raw + META_FIXED, m->error, elen);
+	rc = mdb_put(log->txn, log->projections, &k, &v, 0);
+	return rc ? tidei_err(log->err, tidei_err_mdb(rc), "cannot record projection %s: %s", name,
+			      mdb_strerror(rc))
+		  : TIDE_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Definitions
+ * ------------------------------------------------------------------------ */
+
+static uint64_t
+fnv(const void *data, size_t n, uint64_t h)
+{
+	const uint8_t *p = data;
+
+	for (size_t k = 0; k < n; k++) {
+		h ^= p[k];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+/* Hash of the script file's contents (0 if it cannot be read). */
+static uint64_t
+file_hash(const char *path)
+{
+	FILE *f = path ? fopen(path, "rb") : NULL;
+	uint64_t h = 0xcbf29ce484222325ull;
+	char buf[8192];
+	size_t n;
+
+	if (f == NULL)
+		return 0;
+	while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+		h = fnv(buf, n, h);
+	fclose(f);
+	return h;
+}
+
+static int
+by_specificity(const void *a, const void *b)
+{
+	const handler *x = a, *y = b;
+	int xs = x->pattern[x->plen - 1] == '*', ys = y->pattern[y->plen - 1] == '*';
+
+	/* exact before patterns; among patterns the longer prefix first */
+	if (xs != ys)
+		return xs - ys;
+	return (int)y->plen - (int)x->plen;
+}
+
+static int
+ref_field(lua_State *L, int spec, const char *field, int *ref, char *err)
+{
+	int t = lua_getfield(L, spec, field);
+
+	*ref = LUA_NOREF;
+	if (t == LUA_TNIL) {
+		lua_pop(L, 1);
+		return TIDE_OK;
+	}
+	if (t != LUA_TFUNCTION) {
+		lua_pop(L, 1);
+		return tidei_err(err, TIDE_EINVAL, "'%s' must be a function", field);
+	}
+	*ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	return TIDE_OK;
+}
+
+static void
+proj_free(lua_State *L, proj *p)
+{
+	free(p->name);
+	free(p->where);
+	for (size_t k = 0; k < p->nh; k++) {
+		free(p->h[k].pattern);
+		if (L)
+			luaL_unref(L, LUA_REGISTRYINDEX, p->h[k].ref);
+	}
+	free(p->h);
+	if (L) {
+		luaL_unref(L, LUA_REGISTRYINDEX, p->key_ref);
+		luaL_unref(L, LUA_REGISTRYINDEX, p->filter_ref);
+		luaL_unref(L, LUA_REGISTRYINDEX, p->init_ref);
+		luaL_unref(L, LUA_REGISTRYINDEX, p->cache_ref);
+	}
+}
+
+int
+tidei_projections_define(tidei_projections *ps, lua_State *L, const char *name, int spec,
+			 const char *script, const char *where, char *err)
+{
+	static const char *const known[] = { "version", "key", "filter", "init", "on", NULL };
+	proj p;
+	int rc;
+	size_t nl = strlen(name), wl;
+
+	spec = lua_absindex(L, spec);
+	if (nl == 0 || nl > 200 || strchr(name, '\n') || strchr(name, '\t'))
+		return tidei_err(err, TIDE_EINVAL, "projection name must be 1 to 200 characters");
+	for (size_t k = 0; k < ps->n; k++)
+		if (strcmp(ps->v[k].name, name) == 0)
+			return tidei_err(err, TIDE_EINVAL,
+					 "a projection named '%s' already exists (%s)", name,
+					 ps->v[k].where);
+	/* unknown fields are mistakes, not silent defaults */
+	lua_pushnil(L);
+	while (lua_next(L, spec) != 0) {
+		int ok = 0;
+		lua_pop(L, 1);
+		for (const char *const *f = known; *f && lua_type(L, -1) == LUA_TSTRING; f++)
+			ok |= strcmp(lua_tostring(L, -1), *f) == 0;
+		if (!ok) {
+			const char *bad =
+				lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+			rc = tidei_err(err, TIDE_EINVAL, "unknown field '%s' in the spec of '%s'",
+				       bad, name);
+			lua_pop(L, 1);
+			return rc;
+		}
+	}
+	memset(&p, 0, sizeof p);
+	p.key_ref = p.filter_ref = p.init_ref = p.cache_ref = LUA_NOREF;
+	if (lua_getfield(L, spec, "version") != LUA_TNIL) {
+		if (!lua_isinteger(L, -1)) {
+			lua_pop(L, 1);
+			return tidei_err(err, TIDE_EINVAL, "'version' must be an integer");
+		}
+		p.version = (int64_t)lua_tointeger(L, -1);
+	}
+	lua_pop(L, 1);
+	if ((rc = ref_field(L, spec, "key", &p.key_ref, err)) != TIDE_OK ||
+	    (rc = ref_field(L, spec, "filter", &p.filter_ref, err)) != TIDE_OK ||
+	    (rc = ref_field(L, spec, "init", &p.init_ref, err)) != TIDE_OK)
+		goto fail;
+	if (lua_getfield(L, spec, "on") != LUA_TTABLE) {
+		lua_pop(L, 1);
+		rc = tidei_err(
+			err, TIDE_EINVAL,
+			"'on' must be a table of handlers, { [\"type\"] = function(s, ev) }");
+		goto fail;
+	}
+	lua_pushnil(L);
+	while (lua_next(L, -2) != 0) {
+		handler *h;
+		const char *pat = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+		const char *star = pat ? strchr(pat, '*') : NULL;
+		if (pat == NULL || *pat == '\0' ||
+		    (star && !(strcmp(pat, "*") == 0 ||
+			       (star[1] == '\0' && star > pat && star[-1] == '.')))) {
+			rc = tidei_err(
+				err, TIDE_EINVAL,
+				"handlers in 'on' are keyed by a type, \"prefix.*\" or \"*\"");
+			lua_pop(L, 3);
+			goto fail;
+		}
+		if (!lua_isfunction(L, -1)) {
+			rc = tidei_err(err, TIDE_EINVAL, "the handler for '%s' must be a function",
+				       pat);
+			lua_pop(L, 3);
+			goto fail;
+		}
+		h = realloc(p.h, (p.nh + 1) * sizeof *p.h);
+		if (h == NULL || (h[p.nh].pattern = strdup(pat)) == NULL) {
+			p.h = h ? h : p.h;
+			lua_pop(L, 3);
+			rc = tidei_err(err, TIDE_ENOMEM, "out of memory");
+			goto fail;
+		}
+		p.h = h;
+		p.h[p.nh].plen = strlen(pat);
+		p.h[p.nh].ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops the handler */
+		p.nh++;
+	}
+	lua_pop(L, 1);
+	if (p.nh == 0) {
+		rc = tidei_err(err, TIDE_EINVAL, "'on' has no handlers");
+		goto fail;
+	}
+	qsort(p.h, p.nh, sizeof *p.h, by_specificity);
+	lua_newtable(L);
+	p.cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	p.hash = fnv(&p.version, sizeof p.version, file_hash(script));
+	p.name = strdup(name);
+	wl = strlen(where);
+	while (wl > 0 && (where[wl - 1] == ' ' || where[wl - 1] == ':'))
+		wl--;
+	p.where = strndup(where, wl);
+	if (p.name == NULL || p.where == NULL) {
+		rc = tidei_err(err, TIDE_ENOMEM, "out of memory");
+		goto fail;
+	}
+	if (ps->n == ps->cap) {
+		size_t cap = ps->cap ? ps->cap * 2 : 8;
+		proj *v = realloc(ps->v, cap * sizeof *v);
+		if (v == NULL) {
+			rc = tidei_err(err, TIDE_ENOMEM, "out of memory");
+			goto fail;
+		}
+		ps->v = v;
+		ps->cap = cap;
+	}
+	ps->v[ps->n++] = p;
+	return TIDE_OK;
+fail:
+	proj_free(L, &p);
+	return rc;
+}
+
+int
+tidei_projections_new(tidei_projections **out, const tidei_projections_opts *o, char *err)
+{
+	tidei_projections *ps = calloc(1, sizeof *ps);
+
+	*out = NULL;
+	if (ps == NULL)
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	ps->o = *o;
+	if (ps->o.rebuild_ns <= 0)
+		ps->o.rebuild_ns = 50000000; /* 50 ms a turn */
+	*out = ps;
+	return TIDE_OK;
+}
+
+void
+tidei_projections_destroy(tidei_projections *ps)
+{
+	if (ps == NULL)
+		return;
+	/* The Lua state may be gone already: registry refs die with it. */
+	for (size_t k = 0; k < ps->n; k++)
+		proj_free(NULL, &ps->v[k]);
+	free(ps->v);
+	free(ps);
+}
+
+size_t
+tidei_projections_count(const tidei_projections *ps)
+{
+	return ps->n;
+}
+
+/* ------------------------------------------------------------------------
+ * Progress
+ * ------------------------------------------------------------------------ */
+
+/* Start building a new generation (the live one keeps serving). */
+static void
+begin_build(proj *p)
+{
+	uint32_t top = p->meta.live > p->meta.build ? p->meta.live : p->meta.build;
+
+	p->meta.build = top + 1;
+	p->meta.build_seq = 0;
+	p->meta.hash = p->hash;
+	p->meta.version = p->version;
+	p->meta.faulted = 0;
+	p->meta.fault_seq = 0;
+	p->meta.error[0] = '\0';
+	/* a half-built generation of an older definition may be left over */
+	p->meta.gc = 1;
+}
+
+static int
+load(tidei_projections *ps, tidei_log *log, MDB_txn *txn)
+{
+	for (size_t k = 0; k < ps->n; k++) {
+		proj *p = &ps->v[k];
+		int rc = tidei_proj_meta_get(log, txn, p->name, &p->meta);
+		if (rc == TIDE_ENOTFOUND) {
+			memset(&p->meta, 0, sizeof p->meta);
+			begin_build(p);
+			p->meta.gc = 0;
+		} else if (rc != TIDE_OK) {
+			return tidei_err(ps->err, rc, "cannot read the progress of projection %s",
+					 p->name);
+		} else if (p->meta.hash != p->hash || p->meta.version != p->version) {
+			begin_build(p);
+		}
+		p->cached = 0;
+	}
+	return TIDE_OK;
+}
+
+static void
+new_cache(tidei_projections *ps, proj *p)
+{
+	lua_State *L = state_of(ps);
+
+	luaL_unref(L, LUA_REGISTRYINDEX, p->cache_ref);
+	lua_newtable(L);
+	p->cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	p->cached = 0;
+}
+
+int
+tidei_projections_start(tidei_projections *ps, tidei_log *log, char *err)
+{
+	MDB_txn *txn;
+	int rc;
+
+	if (ps->n == 0)
+		return TIDE_OK;
+	if ((rc = tidei_log_read_begin(log, &txn)) != TIDE_OK)
+		return tidei_err(err, rc, "%s", log->err);
+	rc = load(ps, log, txn);
+	tidei_log_read_end(log);
+	if (rc != TIDE_OK)
+		return tidei_err(err, rc, "%s", ps->err);
+	for (size_t k = 0; k < ps->n; k++) {
+		proj *p = &ps->v[k];
+		if (p->meta.build != p->meta.live)
+			LOG(ps, TIDE_LOG_INFO, "projection '%s': building from the log%s", p->name,
+			    p->meta.live ? " (the previous state is served meanwhile)" : "");
+		else if (p->meta.faulted)
+			LOG(ps, TIDE_LOG_WARN, "projection '%s' is stopped at event %llu: %s",
+			    p->name, (unsigned long long)p->meta.fault_seq, p->meta.error);
+	}
+	return TIDE_OK;
+}
+
+int
+tidei_projections_reload(tidei_projections *ps, tidei_log *log)
+{
+	MDB_txn *txn;
+	int rc;
+
+	for (size_t k = 0; k < ps->n; k++)
+		new_cache(ps, &ps->v[k]);
+	if (ps->n == 0)
+		return TIDE_OK;
+	if ((rc = tidei_log_read_begin(log, &txn)) != TIDE_OK)
+		return rc;
+	rc = load(ps, log, txn);
+	tidei_log_read_end(log);
+	return rc;
+}
+
+int
+tidei_projections_rebuild(tidei_projections *ps, tidei_log *log, const char *name)
+{
+	for (size_t k = 0; k < ps->n; k++) {
+		proj *p = &ps->v[k];
+		if (strcmp(p->name, name) != 0)
+			continue;
+		begin_build(p);
+		new_cache(ps, p);
+		LOG(ps, TIDE_LOG_INFO, "projection '%s': rebuild requested", p->name);
+		return meta_put(log, p->name, &p->meta);
+	}
+	return TIDE_ENOTFOUND;
+}
+
+/* ------------------------------------------------------------------------
+ * Applying events
+ * ------------------------------------------------------------------------ */
+
+/* The handler for @p type, or LUA_NOREF. */
+static int
+match(const proj *p, const char *type, size_t tlen)
+{
+	for (size_t k = 0; k < p->nh; k++)
+		if (tidei_pattern_match(p->h[k].pattern, p->h[k].plen, type, tlen))
+			return p->h[k].ref;
+	return LUA_NOREF;
+}
+
+/* Push the stored state of the key at the top of the stack, or nil. */
+static void
+push_stored(lua_State *L, tidei_projections *ps, proj *p)
+{
+	uint8_t key[KEYMAX + 1];
+	size_t klen;
+	const char *k = lua_tolstring(L, -1, &klen);
+	MDB_val kv, v;
+	tidei_vreader r;
+
+	if (ps->o.memory_only || p->meta.build == 0) {
+		lua_pushnil(L);
+		return;
+	}
+	kv.mv_size = state_key(key, p->name, p->meta.build, k, klen);
+	kv.mv_data = key;
+	if (mdb_get(p->log->txn, p->log->state, &kv, &v) != 0) {
+		lua_pushnil(L);
+		return;
+	}
+	r.p = v.mv_data;
+	r.end = r.p + v.mv_size;
+	if (tidei_lua_push_val(L, &r) != 0)
+		luaL_error(L, "stored state of key '%s' is corrupt", k);
+}
+
+/* One event, under protection: [-1, +0, e] with the proj as light userdata */
+static int
+l_apply(lua_State *L)
+{
+	proj *p = lua_touserdata(L, 1);
+	tidei_projections *ps = p->ps;
+	const struct tide_event *ev = p->ev;
+	size_t klen;
+	int evi;
+
+	tidei_lua_push_event(L, ev);
+	evi = lua_gettop(L);
+	if (p->filter_ref != LUA_NOREF) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, p->filter_ref);
+		lua_pushvalue(L, evi);
+		lua_call(L, 1, 1);
+		if (!lua_toboolean(L, -1)) {
+			tidei_lua_expire_event(L, evi);
+			return 0;
+		}
+		lua_pop(L, 1);
+	}
+	if (p->key_ref != LUA_NOREF) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, p->key_ref);
+		lua_pushvalue(L, evi);
+		lua_call(L, 1, 1);
+	} else if (ev->attr[TIDEI_A_SUBJECT] != NULL) {
+		lua_pushlstring(L, ev->attr[TIDEI_A_SUBJECT], ev->len[TIDEI_A_SUBJECT]);
+	} else {
+		lua_pushnil(L);
+	}
+	if (lua_isnil(L, -1)) { /* no key: the event is not for this projection */
+		tidei_lua_expire_event(L, evi);
+		return 0;
+	}
+	if (lua_type(L, -1) == LUA_TNUMBER) {
+		lua_pushstring(L, lua_tostring(L, -1));
+		lua_replace(L, -2);
+	}
+	if (lua_type(L, -1) != LUA_TSTRING)
+		return luaL_error(L, "key must return a string or a number, not a %s",
+				  luaL_typename(L, -1));
+	lua_tolstring(L, -1, &klen);
+	if (klen == 0 || klen > KEYMAX - strlen(p->name) - 5)
+		return luaL_error(L, "key must be 1 to %d bytes long",
+				  (int)(KEYMAX - strlen(p->name) - 5));
+	/* state: touched earlier in this slice, stored, or new */
+	lua_rawgeti(L, LUA_REGISTRYINDEX, p->cache_ref); /* key cache */
+	lua_pushvalue(L, -2);
+	lua_rawget(L, -2);
+	if (lua_isnil(L, -1) || lua_touserdata(L, -1) == &tidei_delete_marker) {
+		int fresh = lua_isnil(L, -1);
+		lua_pop(L, 1);
+		lua_pushvalue(L, -2);
+		if (fresh) {
+			push_stored(L, ps, p);
+			lua_replace(L, -2);
+		} else {
+			lua_pop(L, 1);
+			lua_pushnil(L);
+		}
+		if (lua_isnil(L, -1)) {
+			lua_pop(L, 1);
+			if (p->init_ref != LUA_NOREF) {
+				lua_rawgeti(L, LUA_REGISTRYINDEX, p->init_ref);
+				lua_pushvalue(L, -3);
+				lua_call(L, 1, 1);
+				if (!lua_istable(L, -1))
+					return luaL_error(L, "init must return a table, not a %s",
+							  luaL_typename(L, -1));
+			} else {
+				lua_newtable(L);
+			}
+		}
+	}
+	/* stack: ev key cache state */
+	lua_rawgeti(L, LUA_REGISTRYINDEX, p->handler_ref);
+	lua_pushvalue(L, -2);
+	lua_pushvalue(L, evi);
+	lua_call(L, 2, 1);
+	if (!lua_isnil(L, -1))
+		lua_replace(L, -2); /* the handler returned the new state */
+	else
+		lua_pop(L, 1);
+	if (!lua_istable(L, -1) && lua_touserdata(L, -1) != &tidei_delete_marker)
+		return luaL_error(L,
+				  "a handler must return a table, tide.delete or nothing, not a %s",
+				  luaL_typename(L, -1));
+	lua_pushvalue(L, -3); /* key */
+	lua_insert(L, -2);
+	lua_rawset(L, -3); /* cache[key] = state */
+	p->cached++;
+	tidei_lua_expire_event(L, evi);
+	return 0;
+}
+
+/* Write the slice's states, under protection (encoding may fail). */
+static int
+l_flush(lua_State *L)
+{
+	proj *p = lua_touserdata(L, 1);
+	tidei_buf val = { 0 };
+	uint8_t key[KEYMAX + 1];
+	char err[TIDEI_ERRLEN];
+	int rc = 0;
+
+	lua_rawgeti(L, LUA_REGISTRYINDEX, p->cache_ref);
+	lua_pushnil(L);
+	while (rc == 0 && lua_next(L, -2) != 0) {
+		size_t klen;
+		const char *k = lua_tolstring(L, -2, &klen);
+		MDB_val kv = { state_key(key, p->name, p->meta.build, k, klen), key }, v;
+		if (lua_touserdata(L, -1) == &tidei_delete_marker) {
+			rc = mdb_del(p->log->txn, p->log->state, &kv, NULL);
+			if (rc == MDB_NOTFOUND)
+				rc = 0;
+		} else {
+			tidei_buf_reset(&val);
+			if (tidei_lua_to_val(L, -1, &val, err) != 0) {
+				tidei_buf_free(&val);
+				return luaL_error(L, "state of key '%s' cannot be stored: %s", k,
+						  err);
+			}
+			v.mv_size = val.len;
+			v.mv_data = val.p;
+			rc = mdb_put(p->log->txn, p->log->state, &kv, &v, 0);
+		}
+		lua_pop(L, 1);
+	}
+	tidei_buf_free(&val);
+	if (rc != 0)
+		return luaL_error(L, "\x01%d", rc); /* an LMDB failure, decoded by flush() */
+	return 0;
+}
+
+static int
+flush(tidei_projections *ps, proj *p, char *err)
+{
+	char why[TIDEI_ERRLEN];
+	int rc;
+
+	if (p->cached == 0)
+		return TIDE_OK;
+	rc = tidei_script_protect(ps->o.script, l_flush, p, why, NULL);
+	new_cache(ps, p);
+	if (rc == TIDE_OK)
+		return TIDE_OK;
+	if (why[0] == '\x01') /* LMDB said no: most likely the map is full */
+		return tidei_err(err, tidei_err_mdb(atoi(why + 1)),
+				 "cannot write projection state");
+	return tidei_err(err, TIDE_ESCRIPT, "projection '%s': %s", p->name, why);
+}
+
+static void
+fault(tidei_projections *ps, proj *p, uint64_t seq, const char *why)
+{
+	p->meta.faulted = 1;
+	p->meta.fault_seq = seq;
+	snprintf(p->meta.error, sizeof p->meta.error, "%.250s", why);
+	LOG(ps, TIDE_LOG_ERROR,
+	    "projection '%s' stopped at event %llu: %s (fix the script to rebuild it, or "
+	    "tide projection rebuild %s)",
+	    p->name, (unsigned long long)seq, why, p->name);
+}
+
+/* Delete keys of generations other than live and build, a slice a turn. */
+static int
+gc_step(proj *p, tidei_log *log, int *more)
+{
+	uint8_t key[KEYMAX + 1];
+	size_t plen = strlen(p->name) + 1;
+	MDB_cursor *cur;
+	MDB_val k = { plen, key }, v;
+	size_t deleted = 0;
+	int mrc;
+
+	memcpy(key, p->name, plen);
+	if ((mrc = mdb_cursor_open(log->txn, log->state, &cur)) != 0)
+		return tidei_err_mdb(mrc);
+	mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	while (mrc == 0 && deleted < GC_PER_TURN) {
+		uint32_t gen;
+		if (k.mv_size < plen + 4 || memcmp(k.mv_data, p->name, plen) != 0)
+			break;
+		gen = key_gen((const uint8_t *)k.mv_data + plen);
+		if (gen != p->meta.live && gen != p->meta.build) {
+			if ((mrc = mdb_cursor_del(cur, 0)) != 0)
+				break;
+			deleted++;
+			mrc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT);
+			if (mrc == MDB_NOTFOUND || mrc == EINVAL)
+				mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+			continue;
+		}
+		mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(cur);
+	if (mrc != 0 && mrc != MDB_NOTFOUND)
+		return tidei_err_mdb(mrc);
+	if (deleted >= GC_PER_TURN)
+		*more = 1;
+	else
+		p->meta.gc = 0;
+	return TIDE_OK;
+}
+
+static int
+run_one(tidei_projections *ps, proj *p, tidei_log *log, int *more, char *err)
+{
+	int rebuilding = p->meta.build != p->meta.live;
+	int64_t deadline = rebuilding ? tidei_now() + ps->o.rebuild_ns : 0;
+	size_t handled = 0, budget = ps->o.turn_budget ? ps->o.turn_budget : 20000;
+	uint64_t seq = p->meta.build_seq + 1, done = p->meta.build_seq;
+	char why[TIDEI_ERRLEN], trace[TIDEI_ERRLEN];
+	tidei_proj_meta before = p->meta;
+	MDB_cursor *cur;
+	MDB_val k = { 8, &seq }, v;
+	int rc = TIDE_OK, mrc;
+
+	p->log = log;
+	p->ps = ps;
+	if (p->meta.gc && (rc = gc_step(p, log, more)) != TIDE_OK)
+		return tidei_err(err, rc, "cannot clean up projection %s", p->name);
+	if (p->meta.faulted || p->meta.build_seq >= log->head)
+		goto switch_and_save;
+	if ((mrc = mdb_cursor_open(log->txn, log->events, &cur)) != 0)
+		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log");
+	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct tide_event ev;
+		memcpy(&seq, k.mv_data, 8);
+		if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
+			rc = tidei_err(err, TIDE_EIO, "event %llu is corrupt",
+				       (unsigned long long)seq);
+			break;
+		}
+		ev.seq = seq;
+		ev.scratch = NULL;
+		p->handler_ref = match(p, ev.attr[TIDEI_A_TYPE], ev.len[TIDEI_A_TYPE]);
+		if (p->handler_ref != LUA_NOREF) {
+			p->ev = &ev;
+			rc = tidei_script_protect(ps->o.script, l_apply, p, why, trace);
+			p->ev = NULL;
+			if (rc != TIDE_OK) {
+				/* stop before this event; what came before is kept */
+				fault(ps, p, seq, why);
+				rc = TIDE_OK;
+				break;
+			}
+			handled++;
+		}
+		done = seq;
+		if (p->cached >= CACHE_MAX && (rc = flush(ps, p, err)) != TIDE_OK)
+			break;
+		if (rebuilding ? (handled % CLOCK_EVERY == 0 && tidei_now() >= deadline)
+			       : handled >= budget)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (rc != TIDE_OK)
+		return rc;
+	if (mrc != 0 && mrc != MDB_NOTFOUND)
+		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log");
+	if ((rc = flush(ps, p, err)) != TIDE_OK) {
+		if (rc == TIDE_ESCRIPT) {
+			/* a state that cannot be encoded: the handler's fault */
+			fault(ps, p, done, err);
+			p->meta.build_seq = 0; /* nothing of the slice was kept */
+			return TIDE_OK;
+		}
+		return rc;
+	}
+	p->meta.build_seq = done;
+	if (!p->meta.faulted && done < log->head)
+		*more = 1;
+switch_and_save:
+	if (!p->meta.faulted && p->meta.build != p->meta.live && p->meta.build_seq >= log->head) {
+		LOG(ps, TIDE_LOG_INFO, "projection '%s' is built (%llu events); it is live now",
+		    p->name, (unsigned long long)p->meta.build_seq);
+		p->meta.gc = p->meta.live != 0;
+		p->meta.live = p->meta.build;
+		if (p->meta.gc)
+			*more = 1;
+	}
+	if (p->meta.build == p->meta.live)
+		p->meta.live_seq = p->meta.build_seq;
+	/* a new projection's first progress is written even if nothing moved */
+	if (memcmp(&before, &p->meta, sizeof before) == 0 && before.build_seq > 0)
+		return TIDE_OK;
+	return meta_put(log, p->name, &p->meta) == TIDE_OK
+		       ? TIDE_OK
+		       : tidei_err(err, TIDE_EIO, "%s", log->err);
+}
+
+int
+tidei_projections_run(tidei_projections *ps, tidei_log *log, int *more, char *err)
+{
+	int rc;
+
+	*more = 0;
+	for (size_t k = 0; k < ps->n; k++)
+		if ((rc = run_one(ps, &ps->v[k], log, more, err)) != TIDE_OK)
+			return rc;
+	return TIDE_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Replay: in memory only
+ * ------------------------------------------------------------------------ */
+
+int
+tidei_projections_apply(tidei_projections *ps, const struct tide_event *ev, char *err)
+{
+	char why[TIDEI_ERRLEN];
+
+	for (size_t k = 0; k < ps->n; k++) {
+		proj *p = &ps->v[k];
+		int rc;
+		if (p->meta.faulted)
+			continue;
+		p->handler_ref = match(p, ev->attr[TIDEI_A_TYPE], ev->len[TIDEI_A_TYPE]);
+		if (p->handler_ref == LUA_NOREF)
+			continue;
+		p->ev = ev;
+		p->ps = ps;
+		rc = tidei_script_protect(ps->o.script, l_apply, p, why, NULL);
+		p->ev = NULL;
+		if (rc != TIDE_OK) {
+			p->meta.faulted = 1;
+			p->meta.fault_seq = ev->seq;
+			snprintf(p->meta.error, sizeof p->meta.error, "%.250s", why);
+			return tidei_err(err, rc, "projection '%s' failed at event %llu: %s",
+					 p->name, (unsigned long long)ev->seq, why);
+		}
+	}
+	return TIDE_OK;
+}
+
+int
+tidei_projections_each_state(tidei_projections *ps, const char *name,
+			     int (*fn)(void *ud, const char *proj, const char *key, size_t klen,
+				       const char *json, size_t jlen),
+			     void *ud)
+{
+	lua_State *L = state_of(ps);
+	tidei_buf val = { 0 }, json = { 0 };
+	char err[TIDEI_ERRLEN];
+	int stop = 0;
+
+	for (size_t k = 0; k < ps->n && !stop; k++) {
+		proj *p = &ps->v[k];
+		if (name != NULL && strcmp(name, p->name) != 0)
+			continue;
+		lua_rawgeti(L, LUA_REGISTRYINDEX, p->cache_ref);
+		lua_pushnil(L);
+		while (!stop && lua_next(L, -2) != 0) {
+			size_t klen;
+			const char *key = lua_tolstring(L, -2, &klen);
+			tidei_vreader r;
+			if (lua_touserdata(L, -1) != &tidei_delete_marker) {
+				tidei_buf_reset(&val);
+				tidei_buf_reset(&json);
+				if (tidei_lua_to_val(L, -1, &val, err) == 0) {
+					r.p = val.p;
+					r.end = val.p + val.len;
+					if (tidei_json_encode(&json, &r) == 0)
+						stop = fn(ud, p->name, key, klen,
+							  (const char *)json.p, json.len);
+				}
+			}
+			lua_pop(L, 1);
+		}
+		if (stop)
+			lua_pop(L, 1);
+		lua_pop(L, 1);
+	}
+	tidei_buf_free(&val);
+	tidei_buf_free(&json);
+	return TIDE_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Queries
+ * ------------------------------------------------------------------------ */
+
+int
+tidei_state_query(tidei_log *log, MDB_txn *txn, const char *name, const char *key, size_t klen,
+		  const char *prefix, size_t limit,
+		  int (*fn)(void *ud, const char *key, size_t klen, const uint8_t *val,
+			    size_t vlen),
+		  void *ud)
+{
+	tidei_proj_meta m;
+	uint8_t k[KEYMAX + 1];
+	size_t nl = strlen(name), base, plen = prefix ? strlen(prefix) : 0, n = 0;
+	MDB_cursor *cur;
+	MDB_val kv, v;
+	int rc = tidei_proj_meta_get(log, txn, name, &m), mrc;
+
+	if (rc != TIDE_OK)
+		return rc;
+	if (m.live == 0)
+		return TIDE_ESTATE;
+	if (key != NULL) {
+		if (klen == 0 || klen > KEYMAX - nl - 5)
+			return TIDE_ENOTFOUND;
+		kv.mv_size = state_key(k, name, m.live, key, klen);
+		kv.mv_data = k;
+		if ((mrc = mdb_get(txn, log->state, &kv, &v)) != 0)
+			return tidei_err_mdb(mrc);
+		fn(ud, key, klen, v.mv_data, v.mv_size);
+		return TIDE_OK;
+	}
+	base = state_key(k, name, m.live, prefix ? prefix : "", plen) - plen;
+	kv.mv_size = base + plen;
+	kv.mv_data = k;
+	if ((mrc = mdb_cursor_open(txn, log->state, &cur)) != 0)
+		return tidei_err_mdb(mrc);
+	for (mrc = mdb_cursor_get(cur, &kv, &v, MDB_SET_RANGE); mrc == 0;
+	     mrc = mdb_cursor_get(cur, &kv, &v, MDB_NEXT)) {
+		if (kv.mv_size < base + plen || memcmp(kv.mv_data, k, base + plen) != 0)
+			break;
+		if (fn(ud, (const char *)kv.mv_data + base, kv.mv_size - base, v.mv_data,
+		       v.mv_size))
+			break;
+		if (limit && ++n >= limit)
+			break;
+	}
+	mdb_cursor_close(cur);
+	return mrc == 0 || mrc == MDB_NOTFOUND ? TIDE_OK : tidei_err_mdb(mrc);
+}
+
+/* ------------------------------------------------------------------------
+ * Forcing a rebuild while no engine runs
+ * ------------------------------------------------------------------------ */
+
+static int
+mark_for_rebuild(tidei_log *log, void *ud)
+{
+	const char *name = ud;
+	tidei_proj_meta m;
+	int rc = tidei_proj_meta_get(log, log->txn, name, &m);
+
+	if (rc == TIDE_ENOTFOUND)
+		return tidei_err(log->err, rc, "no projection named '%s' in this log", name);
+	if (rc != TIDE_OK)
+		return tidei_err(log->err, rc, "cannot read projection '%s'", name);
+	/* no definition hashes to 0: the next engine rebuilds it */
+	m.hash = 0;
+	return meta_put(log, name, &m);
+}
+
+TIDE_API int
+tide_projection_rebuild(const char *dir, const char *name, char *err, size_t errlen)
+{
+	if (dir == NULL || name == NULL)
+		return TIDE_EINVAL;
+	return tidei_offline(dir, mark_for_rebuild, (void *)name, err, errlen);
+}

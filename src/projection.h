@@ -1,0 +1,94 @@
+/*
+ * projection.h - read models: tide.projection folds events into state per
+ * key, kept in LMDB with the projection's checkpoint, rebuilt from the log
+ * in the background when its definition changes, and queried while the
+ * engine runs or from another process.
+ */
+#ifndef TIDE_PROJECTION_H
+#define TIDE_PROJECTION_H
+
+#include <lua.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "script.h"
+
+typedef struct tidei_projections tidei_projections;
+
+typedef struct tidei_projections_opts {
+	tidei_script *script; /* the Lua state of the scripts (not owned) */
+	size_t turn_budget;   /* events a live projection takes per turn */
+	int64_t rebuild_ns;   /* time a rebuild may take per turn */
+	int memory_only;      /* replay: state lives in Lua only, nothing is written */
+	void (*log)(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
+	void *log_ud;
+} tidei_projections_opts;
+
+int tidei_projections_new(tidei_projections **out, const tidei_projections_opts *o, char *err);
+void tidei_projections_destroy(tidei_projections *ps);
+
+/** tide.projection(name, spec): the spec table is at @p spec in @p L;
+ *  @p script is the file that defines it (its contents are part of the
+ *  definition's hash). */
+int tidei_projections_define(tidei_projections *ps, lua_State *L, const char *name, int spec,
+			     const char *script, const char *where, char *err);
+
+/** Read each projection's progress and decide what must be (re)built. */
+int tidei_projections_start(tidei_projections *ps, tidei_log *log, char *err);
+
+/** Advance every projection inside the open write transaction: live ones
+ *  by up to the turn budget, rebuilding ones for up to rebuild_ns.  *more
+ *  is set while work remains.  TIDE_EFULL: abort, grow, run again. */
+int tidei_projections_run(tidei_projections *ps, tidei_log *log, int *more, char *err);
+
+/** After an aborted turn: forget unwritten state, reload progress. */
+int tidei_projections_reload(tidei_projections *ps, tidei_log *log);
+
+/** Start a rebuild of @p name in the open write transaction (a forced
+ *  one, or after the definition changed).  TIDE_ENOTFOUND if unknown. */
+int tidei_projections_rebuild(tidei_projections *ps, tidei_log *log, const char *name);
+
+size_t tidei_projections_count(const tidei_projections *ps);
+
+/** Replay: apply one event to every projection, in memory. */
+int tidei_projections_apply(tidei_projections *ps, const struct tide_event *ev, char *err);
+
+/** Replay: each key and state (as JSON) of @p name, in no set order;
+ *  @p fn returns non-zero to stop. */
+int tidei_projections_each_state(tidei_projections *ps, const char *name,
+				 int (*fn)(void *ud, const char *proj, const char *key, size_t klen,
+					   const char *json, size_t jlen),
+				 void *ud);
+
+/* ------------------------------------------------------------------------
+ * Reading state (queries), in any read or write transaction
+ * ------------------------------------------------------------------------ */
+
+/** Progress of a projection as stored. */
+typedef struct tidei_proj_meta {
+	uint32_t live;      /* generation that queries read; 0 before the first build */
+	uint32_t build;     /* generation being written (== live when up to date) */
+	uint64_t live_seq;  /* events applied to the live generation */
+	uint64_t build_seq; /* events applied to the generation being built */
+	uint64_t hash;      /* definition of the build generation */
+	int64_t version;
+	uint8_t faulted; /* a handler failed; stopped at fault_seq */
+	uint8_t gc;      /* keys of other generations remain to be deleted */
+	uint64_t fault_seq;
+	char error[256];
+} tidei_proj_meta;
+
+int tidei_proj_meta_get(tidei_log *log, MDB_txn *txn, const char *name, tidei_proj_meta *m);
+
+/** Call @p fn for the state of @p key, or for every key starting with
+ *  @p prefix (NULL: all), at most @p limit (0: no limit), in key order.
+ *  @p val is the encoded state.  TIDE_ENOTFOUND: no such projection;
+ *  TIDE_ESTATE: not built yet. */
+int tidei_state_query(tidei_log *log, MDB_txn *txn, const char *name, const char *key, size_t klen,
+		      const char *prefix, size_t limit,
+		      int (*fn)(void *ud, const char *key, size_t klen, const uint8_t *val,
+				size_t vlen),
+		      void *ud);
+
+#endif
