@@ -50,5 +50,6 @@ int cmd_stat(int argc, char **argv);
 int cmd_dlq(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_projection(int argc, char **argv);
+int cmd_replay(int argc, char **argv);
 
 #endif

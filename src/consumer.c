@@ -206,27 +206,19 @@ set_default(tidei_evb *b, int attr, const char *val, size_t n)
 	return tidei_evb_string(b, tidei_attr_names[attr], strlen(tidei_attr_names[attr]), val, n);
 }
 
-static int
-host_emit(void *ud, tidei_evb *b, char *err)
+int
+tidei_emit_prepare(tidei_evb *b, const char *consumer, const struct tide_event *cause, size_t k,
+		   char *err)
 {
-	tidei_consumers *cs = ud;
-	const struct tide_event *cause = cs->cause;
 	char tmp[256];
-	size_t before;
 	int n;
 
-	if (cs->cur == NULL || cause == NULL)
-		return tidei_err(err, TIDE_ESTATE, "tide.emit can only be called from a handler");
 	if (b->expect >= 0)
 		return tidei_err(err, TIDE_EINVAL, "%s is for producers, not for emitted events",
 				 TIDEI_EXPECT_ATTR);
-	if (cs->o.max_emits && cs->nemits >= cs->o.max_emits)
-		return tidei_err(err, TIDE_EINVAL,
-				 "a handler may emit at most %zu events per call (is it looping?)",
-				 cs->o.max_emits);
-	n = snprintf(tmp, sizeof tmp, "/tide/%s", cs->cur->name);
+	n = snprintf(tmp, sizeof tmp, "/tide/%s", consumer);
 	set_default(b, TIDEI_A_SOURCE, tmp, (size_t)n);
-	n = snprintf(tmp, sizeof tmp, "%llu.%zu", (unsigned long long)cause->seq, cs->nemits + 1);
+	n = snprintf(tmp, sizeof tmp, "%llu.%zu", (unsigned long long)cause->seq, k);
 	set_default(b, TIDEI_A_ID, tmp, (size_t)n);
 	set_default(b, TIDEI_A_CAUSATIONID, cause->attr[TIDEI_A_ID], cause->len[TIDEI_A_ID]);
 	if (cause->attr[TIDEI_A_CORRELATIONID] != NULL)
@@ -235,6 +227,25 @@ host_emit(void *ud, tidei_evb *b, char *err)
 	else
 		set_default(b, TIDEI_A_CORRELATIONID, cause->attr[TIDEI_A_ID],
 			    cause->len[TIDEI_A_ID]);
+	return b->invalid ? tidei_err(err, TIDE_EEVENT, "%s", b->err) : TIDE_OK;
+}
+
+static int
+host_emit(void *ud, tidei_evb *b, char *err)
+{
+	tidei_consumers *cs = ud;
+	const struct tide_event *cause = cs->cause;
+	size_t before;
+	int rc;
+
+	if (cs->cur == NULL || cause == NULL)
+		return tidei_err(err, TIDE_ESTATE, "tide.emit can only be called from a handler");
+	if (cs->o.max_emits && cs->nemits >= cs->o.max_emits)
+		return tidei_err(err, TIDE_EINVAL,
+				 "a handler may emit at most %zu events per call (is it looping?)",
+				 cs->o.max_emits);
+	if ((rc = tidei_emit_prepare(b, cs->cur->name, cause, cs->nemits + 1, err)) != TIDE_OK)
+		return rc;
 	if (cs->nemits == cs->emit_cap) {
 		size_t cap = cs->emit_cap ? cs->emit_cap * 2 : 16;
 		uint32_t *p = realloc(cs->emit_len, cap * sizeof *p);

@@ -99,6 +99,13 @@ const tidei_consumer *tidei_consumers_at(const tidei_consumers *cs, size_t k);
 /** The consumer named @p name, or NULL. */
 const tidei_consumer *tidei_consumers_find(const tidei_consumers *cs, const char *name);
 
+/** Complete an event emitted by consumer @p consumer while handling
+ *  @p cause, as its @p k-th emit: default source "/tide/<consumer>" and id
+ *  "<cause seq>.<k>", causationid and correlationid.  TIDE_OK or an error
+ *  in @p err. */
+int tidei_emit_prepare(tidei_evb *b, const char *consumer, const struct tide_event *cause, size_t k,
+		       char *err);
+
 /** The Lua state the scripts run in (shared with the projections). */
 tidei_script *tidei_consumers_script(tidei_consumers *cs);
 

@@ -521,18 +521,8 @@ tide_engine_new(tide_engine **out, const tide_config *cfg)
 		free(e);
 		return rc;
 	}
-	/* require() looks in the user's path, beside each script, then in
-	 * Tide's own Lua directory (installed, or the source tree). */
-	if (e->cfg->lua_path != NULL)
-		tidei_buf_printf(&path, "%s;", e->cfg->lua_path);
-	for (size_t k = 0; k < e->cfg->nscripts; k++) {
-		const char *s = e->cfg->scripts[k], *slash = strrchr(s, '/');
-		tidei_buf_printf(&path, "%.*s/?.lua;", slash ? (int)(slash - s) : 1,
-				 slash ? s : ".");
-	}
-	tidei_buf_printf(&path, "%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua", TIDE_LUADIR,
-			 TIDE_LUADIR, TIDE_SRC_LUADIR, TIDE_SRC_LUADIR);
-	tidei_buf_putc(&path, '\0');
+	tidei_lua_path(&path, e->cfg->lua_path, (const char *const *)e->cfg->scripts,
+		       e->cfg->nscripts);
 	memset(&co, 0, sizeof co);
 	co.script.instruction_budget = e->cfg->instruction_budget;
 	co.script.memory_limit = (size_t)e->cfg->memory_limit;

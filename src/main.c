@@ -22,6 +22,7 @@ static const struct {
 	{ "dlq", cmd_dlq, "list, show, retry or drop dead letters" },
 	{ "query", cmd_query, "the state of a projection, as JSON" },
 	{ "projection", cmd_projection, "list projections, or rebuild one" },
+	{ "replay", cmd_replay, "run scripts over stored history, without side effects" },
 };
 
 static void

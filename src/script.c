@@ -428,3 +428,20 @@ tidei_script_unref(tidei_script *s, int ref)
 {
 	luaL_unref(s->L, LUA_REGISTRYINDEX, ref);
 }
+
+void
+tidei_lua_path(tidei_buf *out, const char *user, const char *const *scripts, size_t n)
+{
+	/* require() looks in the user's path, beside each script, then in
+	 * Tide's own Lua directory (installed, or the source tree). */
+	if (user != NULL)
+		tidei_buf_printf(out, "%s;", user);
+	for (size_t k = 0; k < n; k++) {
+		const char *sc = scripts[k], *slash = strrchr(sc, '/');
+		tidei_buf_printf(out, "%.*s/?.lua;", slash ? (int)(slash - sc) : 1,
+				 slash ? sc : ".");
+	}
+	tidei_buf_printf(out, "%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua", TIDE_LUADIR,
+			 TIDE_LUADIR, TIDE_SRC_LUADIR, TIDE_SRC_LUADIR);
+	tidei_buf_putc(out, '\0');
+}

@@ -321,6 +321,50 @@ TIDE_API int tide_log_projections(tide_log *log, tide_projection_fn *fn, void *u
 TIDE_API int tide_projection_rebuild(const char *dir, const char *name, char *err, size_t errlen);
 
 /* ------------------------------------------------------------------------
+ * Replay: run scripts over stored history without side effects
+ * ------------------------------------------------------------------------ */
+
+/** What a replay reports. */
+enum {
+	TIDE_REPLAY_STATE = 1, /**< a projection's state for one key, at the end */
+	TIDE_REPLAY_EMIT = 2,  /**< an event a consumer would have emitted */
+	TIDE_REPLAY_ERROR = 3, /**< a handler failed on an event */
+};
+
+typedef struct tide_replay_item {
+	int kind;         /**< TIDE_REPLAY_* */
+	const char *name; /**< the projection (STATE) or consumer (EMIT, ERROR) */
+	const char *key;  /**< STATE: the key */
+	size_t klen;
+	const char *json; /**< STATE: the state; EMIT: the event; ERROR: the message */
+	size_t len;
+	uint64_t seq; /**< EMIT, ERROR: the event handled */
+} tide_replay_item;
+
+/** Receives each item (valid during the call); non-zero stops the replay. */
+typedef int tide_replay_fn(void *ud, const tide_replay_item *it);
+
+typedef struct tide_replay_opts {
+	const char *data;           /**< data directory of the log */
+	const char *const *scripts; /**< scripts to run, NULL-terminated */
+	uint64_t until;             /**< last seq to replay (0: the end of the log) */
+	int64_t until_time;         /**< or: last event recorded at or before this (ns; 0: none) */
+	const char *projection;     /**< only this projection (NULL: every one) */
+	/** Called now and then with the events done and the total (may be NULL). */
+	void (*progress)(void *ud, uint64_t done, uint64_t total);
+	void *progress_ud;
+} tide_replay_opts;
+
+/** Run the scripts' consumers and projections over the log from seq 1 to
+ *  the chosen point, entirely in memory: the log, the live state and the
+ *  checkpoints are only read.  Projections report their state per key at
+ *  the end (in key order); consumers report what they would emit.
+ *  @return TIDE_OK, TIDE_ENOTFOUND (no log), TIDE_ESCRIPT, TIDE_EIO,
+ *  TIDE_EINVAL; @p err says why. */
+TIDE_API int tide_replay(const tide_replay_opts *o, tide_replay_fn *fn, void *ud, char *err,
+			 size_t errlen);
+
+/* ------------------------------------------------------------------------
  * Dead letters: events a consumer gave up on after its retries
  * ------------------------------------------------------------------------ */
 
