@@ -12,6 +12,7 @@
 #include <lauxlib.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "json.h"
@@ -342,6 +343,104 @@ is_array(lua_State *L, int idx, lua_Integer *len)
 	return keys == n;
 }
 
+static int to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth);
+
+/* A map key: its text (a string key's own bytes, or a number's decimal
+ * form in `num`) and where to find the key again. */
+typedef struct mkey {
+	const char *p;
+	size_t n;
+	char num[32];
+	int is_num;
+	lua_Integer i;
+	lua_Number d;
+	int is_int;
+} mkey;
+
+static int
+by_text(const void *a, const void *b)
+{
+	const mkey *x = a, *y = b;
+	size_t n = x->n < y->n ? x->n : y->n;
+	int c = memcmp(x->p, y->p, n);
+
+	return c ? c : (x->n > y->n) - (x->n < y->n);
+}
+
+/* Encode a table as a map with its keys sorted: the same state always
+ * gives the same bytes and the same JSON, whatever order Lua's hash (seeded
+ * per state) keeps them in. */
+static int
+map_to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
+{
+	mkey small[16], *keys = small;
+	size_t n = 0, cap = 16;
+	int rc = 0;
+
+	lua_pushnil(L);
+	while (lua_next(L, idx) != 0) {
+		mkey *k;
+		lua_pop(L, 1);
+		if (n == cap) {
+			mkey *v = malloc(2 * cap * sizeof *v);
+			if (v == NULL) {
+				lua_pop(L, 1);
+				rc = tidei_err(err, -1, "out of memory");
+				goto out;
+			}
+			memcpy(v, keys, n * sizeof *v);
+			if (keys != small)
+				free(keys);
+			keys = v;
+			cap *= 2;
+		}
+		k = &keys[n];
+		k->is_num = lua_type(L, -1) == LUA_TNUMBER;
+		if (lua_type(L, -1) == LUA_TSTRING) {
+			k->p = lua_tolstring(L, -1, &k->n); /* anchored by the table */
+		} else if (k->is_num) {
+			/* JSON keys are strings: 1 becomes "1" */
+			k->is_int = lua_isinteger(L, -1);
+			if (k->is_int) {
+				k->i = lua_tointeger(L, -1);
+				k->n = (size_t)snprintf(k->num, sizeof k->num, "%lld",
+							(long long)k->i);
+			} else {
+				k->d = lua_tonumber(L, -1);
+				k->n = (size_t)snprintf(k->num, sizeof k->num, "%.17g",
+							(double)k->d);
+			}
+		} else {
+			rc = tidei_err(err, -1, "table key of type %s cannot be encoded",
+				       luaL_typename(L, -1));
+			lua_pop(L, 1);
+			goto out;
+		}
+		n++;
+	}
+	for (size_t k = 0; k < n; k++)
+		if (keys[k].is_num)
+			keys[k].p = keys[k].num; /* after the copies above moved them */
+	qsort(keys, n, sizeof *keys, by_text);
+	tidei_val_map(out, (uint32_t)n);
+	for (size_t k = 0; k < n && rc == 0; k++) {
+		tidei_val_str(out, keys[k].p, keys[k].n);
+		if (!keys[k].is_num)
+			lua_pushlstring(L, keys[k].p, keys[k].n);
+		else if (keys[k].is_int)
+			lua_pushinteger(L, keys[k].i);
+		else
+			lua_pushnumber(L, keys[k].d);
+		lua_rawget(L, idx);
+		rc = to_val(L, -1, out, err, depth + 1);
+		lua_pop(L, 1);
+	}
+out:
+	if (keys != small)
+		free(keys);
+	return rc;
+}
+
 static int
 to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 {
@@ -401,41 +500,8 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 				lua_pop(L, 1);
 			}
 			return 0;
-		} else {
-			size_t at = tidei_val_open_map(out);
-			uint32_t count = 0;
-			lua_pushnil(L);
-			while (lua_next(L, idx) != 0) {
-				char num[32];
-				if (lua_type(L, -2) == LUA_TSTRING) {
-					s = lua_tolstring(L, -2, &n);
-				} else if (lua_type(L, -2) == LUA_TNUMBER) {
-					/* JSON keys are strings: 1 becomes "1" */
-					if (lua_isinteger(L, -2))
-						n = (size_t)snprintf(
-							num, sizeof num, "%lld",
-							(long long)lua_tointeger(L, -2));
-					else
-						n = (size_t)snprintf(num, sizeof num, "%.17g",
-								     (double)lua_tonumber(L, -2));
-					s = num;
-				} else {
-					lua_pop(L, 2);
-					return tidei_err(err, -1,
-							 "table key of type %s cannot be encoded",
-							 luaL_typename(L, -1));
-				}
-				tidei_val_str(out, s, n);
-				if (to_val(L, -1, out, err, depth + 1) != 0) {
-					lua_pop(L, 2);
-					return -1;
-				}
-				count++;
-				lua_pop(L, 1);
-			}
-			tidei_val_close(out, at, count);
-			return 0;
 		}
+		return map_to_val(L, idx, out, err, depth);
 	}
 	return tidei_err(err, -1, "a %s cannot be encoded", luaL_typename(L, idx));
 }

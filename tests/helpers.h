@@ -170,6 +170,7 @@ Suite *lua_suite(void);
 Suite *engine_suite(void);
 Suite *cli_suite(void);
 Suite *crash_suite(void);
+Suite *replay_suite(void);
 Suite *retry_suite(void);
 
 #endif
