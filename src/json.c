@@ -318,6 +318,7 @@ tidei_json_str(tidei_buf *out, const char *s, size_t n)
 void
 tidei_json_double(tidei_buf *out, double d)
 {
+	static const double pow10[] = { 1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6 };
 	char tmp[40];
 	int n;
 
@@ -325,6 +326,41 @@ tidei_json_double(tidei_buf *out, double d)
 		/* JSON has no infinities or NaN. */
 		tidei_buf_puts(out, "null");
 		return;
+	}
+	/* Fast path for the common decimal values (amounts, readings): the
+	 * fewest fraction digits k <= 6 whose decimal reads back as exactly
+	 * d is the shortest form, and it is checked with one division, the
+	 * way the parser reads it (json_number's Clinger fast path). */
+	if (fabs(d) < 1e15) {
+		for (int k = 0; k <= 6; k++) {
+			double m = nearbyint(d * pow10[k]);
+			if (fabs(m) < 9007199254740992.0 && m / pow10[k] == d) {
+				long long whole = (long long)fabs(m);
+				char digits[24];
+				int len = snprintf(digits, sizeof digits, "%lld", whole);
+				char *p = tmp;
+				if (signbit(d))
+					*p++ = '-';
+				if (len <= k) { /* 0.00ddd */
+					*p++ = '0';
+					*p++ = '.';
+					for (int z = 0; z < k - len; z++)
+						*p++ = '0';
+					memcpy(p, digits, (size_t)len);
+					p += len;
+				} else {
+					memcpy(p, digits, (size_t)(len - k));
+					p += len - k;
+					*p++ = '.';
+					if (k == 0)
+						*p++ = '0'; /* keep it a double: 2.0 */
+					memcpy(p, digits + len - k, (size_t)k);
+					p += k;
+				}
+				tidei_buf_put(out, tmp, (size_t)(p - tmp));
+				return;
+			}
+		}
 	}
 	n = snprintf(tmp, sizeof tmp, "%.15g", d);
 	if (strtod(tmp, NULL) != d)

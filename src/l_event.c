@@ -98,11 +98,46 @@ typedef struct l_event {
 	const struct tide_event *ev; /* NULL once expired */
 } l_event;
 
+/* The metatable is also kept in the registry under this address: a
+ * pointer lookup is much cheaper than luaL_testudata's lookup by name,
+ * and every field read goes through it. */
+static const char event_mt_key = 0;
+
+static l_event *
+test_event(lua_State *L, int idx)
+{
+	l_event *e = lua_touserdata(L, idx);
+
+	if (e == NULL || lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
+		return NULL;
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &event_mt_key);
+	if (!lua_rawequal(L, -1, -2))
+		e = NULL;
+	lua_pop(L, 2);
+	return e;
+}
+
+/* For the metamethods: Lua calls them with the event itself, and scripts
+ * cannot reach them to call them with anything else (__metatable hides
+ * the metatable; the debug library is off unless the config allows it). */
+static const struct tide_event *
+self_event(lua_State *L)
+{
+	l_event *e = lua_touserdata(L, 1);
+
+	if (e == NULL || e->ev == NULL)
+		luaL_error(L, "event used after its handler returned "
+			      "(keep copies of fields, or ev:to_table())");
+	return e->ev;
+}
+
 static const struct tide_event *
 check_event(lua_State *L, int idx)
 {
-	l_event *e = luaL_checkudata(L, idx, TIDEI_EVENT_MT);
+	l_event *e = test_event(L, idx);
 
+	if (e == NULL)
+		luaL_typeerror(L, idx, TIDEI_EVENT_MT);
 	if (e->ev == NULL)
 		luaL_error(L, "event used after its handler returned "
 			      "(keep copies of fields, or ev:to_table())");
@@ -158,7 +193,7 @@ static int l_event_to_table(lua_State *L);
 static int
 l_event_index(lua_State *L)
 {
-	const struct tide_event *ev = check_event(L, 1);
+	const struct tide_event *ev = self_event(L);
 	size_t n;
 	const char *k = luaL_checklstring(L, 2, &n);
 
@@ -192,7 +227,7 @@ l_event_index(lua_State *L)
 static int
 l_event_newindex(lua_State *L)
 {
-	check_event(L, 1);
+	self_event(L);
 	return luaL_error(L, "events are read-only (build a new table for tide.emit)");
 }
 
@@ -265,8 +300,10 @@ l_event_pairs(lua_State *L)
 static int
 l_event_tostring(lua_State *L)
 {
-	l_event *e = luaL_checkudata(L, 1, TIDEI_EVENT_MT);
+	l_event *e = test_event(L, 1);
 
+	if (e == NULL)
+		return luaL_typeerror(L, 1, TIDEI_EVENT_MT);
 	if (e->ev == NULL)
 		lua_pushliteral(L, "tide.event (expired)");
 	else
@@ -281,13 +318,14 @@ tidei_lua_push_event(lua_State *L, const struct tide_event *ev)
 	l_event *e = lua_newuserdatauv(L, sizeof *e, 1);
 
 	e->ev = ev;
-	luaL_setmetatable(L, TIDEI_EVENT_MT);
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &event_mt_key);
+	lua_setmetatable(L, -2);
 }
 
 void
 tidei_lua_expire_event(lua_State *L, int idx)
 {
-	l_event *e = luaL_testudata(L, idx, TIDEI_EVENT_MT);
+	l_event *e = test_event(L, idx);
 
 	if (e != NULL)
 		e->ev = NULL;
@@ -305,9 +343,13 @@ tidei_lua_open_event(lua_State *L)
 	};
 
 	luaL_newmetatable(L, TIDEI_EVENT_MT);
+	lua_pushvalue(L, -1);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &event_mt_key);
 	luaL_setfuncs(L, meta, 0);
 	lua_pushliteral(L, "tide.event");
 	lua_setfield(L, -2, "__name");
+	lua_pushliteral(L, "tide.event");
+	lua_setfield(L, -2, "__metatable");
 	lua_pop(L, 1);
 }
 
@@ -475,7 +517,7 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 		}
 		break;
 	case LUA_TUSERDATA:
-		if (luaL_testudata(L, idx, TIDEI_EVENT_MT) != NULL) {
+		if (test_event(L, idx) != NULL) {
 			int rc;
 			tidei_lua_push_event_table(L, check_event(L, idx));
 			rc = to_val(L, -1, out, err, depth);

@@ -51,6 +51,10 @@
 
 /* Encode and write the cached states when this many keys are held. */
 #define CACHE_MAX 100000
+/* A rebuild writes its state only now and then (or when it catches up):
+ * a key updated many times in the meantime is written once. */
+#define REBUILD_KEYS 200000
+#define REBUILD_FLUSH_NS 5000000000ll
 /* Keys of stale generations deleted per turn. */
 #define GC_PER_TURN 20000
 /* Check the rebuild's clock every so many events. */
@@ -71,8 +75,11 @@ typedef struct proj {
 	handler *h; /* exact types first, then prefixes longest first, then "*" */
 	size_t nh;
 	tidei_proj_meta meta;
-	int cache_ref; /* Lua table: key -> state touched in this slice */
-	size_t cached;
+	int cache_ref;      /* Lua table: key -> state touched since the last write */
+	size_t cached;      /* distinct keys in the cache */
+	uint64_t done;      /* a rebuild's progress in memory, ahead of meta.build_seq */
+	int64_t flushed_at; /* when a rebuild last wrote its state */
+	tidei_buf out;      /* encoded states, between encoding and writing */
 	/* the event being applied */
 	const struct tide_event *ev;
 	int handler_ref;
@@ -257,6 +264,7 @@ proj_free(lua_State *L, proj *p)
 			luaL_unref(L, LUA_REGISTRYINDEX, p->h[k].ref);
 	}
 	free(p->h);
+	tidei_buf_free(&p->out);
 	if (L) {
 		luaL_unref(L, LUA_REGISTRYINDEX, p->key_ref);
 		luaL_unref(L, LUA_REGISTRYINDEX, p->filter_ref);
@@ -470,6 +478,7 @@ new_cache(tidei_projections *ps, proj *p)
 	lua_newtable(L);
 	p->cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	p->cached = 0;
+	p->done = 0; /* progress held only in the cache goes with it */
 }
 
 int
@@ -622,6 +631,7 @@ l_apply(lua_State *L)
 	lua_rawget(L, -2);
 	if (lua_isnil(L, -1) || lua_touserdata(L, -1) == &tidei_delete_marker) {
 		int fresh = lua_isnil(L, -1);
+		p->cached += fresh;
 		lua_pop(L, 1);
 		lua_pushvalue(L, -2);
 		if (fresh) {
@@ -661,66 +671,138 @@ l_apply(lua_State *L)
 	lua_pushvalue(L, -3); /* key */
 	lua_insert(L, -2);
 	lua_rawset(L, -3); /* cache[key] = state */
-	p->cached++;
 	tidei_lua_expire_event(L, evi);
 	return 0;
 }
 
-/* Write the slice's states, under protection (encoding may fail). */
+/* Encode every cached state into p->out, under protection (encoding
+ * may fail): records of u32 key length, key, u32 value length (or
+ * UINT32_MAX for a deleted key), value. */
 static int
-l_flush(lua_State *L)
+l_encode(lua_State *L)
 {
 	proj *p = lua_touserdata(L, 1);
-	tidei_buf val = { 0 };
-	uint8_t key[KEYMAX + 1];
 	char err[TIDEI_ERRLEN];
-	int rc = 0;
+	uint8_t len[4];
 
+	tidei_buf_reset(&p->out);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, p->cache_ref);
 	lua_pushnil(L);
-	while (rc == 0 && lua_next(L, -2) != 0) {
-		size_t klen;
+	while (lua_next(L, -2) != 0) {
+		size_t klen, at;
 		const char *k = lua_tolstring(L, -2, &klen);
-		MDB_val kv = { state_key(key, p->name, p->meta.build, k, klen), key }, v;
+		tidei_st32(len, (uint32_t)klen);
+		tidei_buf_put(&p->out, len, 4);
+		tidei_buf_put(&p->out, k, klen);
+		at = p->out.len;
+		tidei_buf_put(&p->out, len, 4); /* patched below */
 		if (lua_touserdata(L, -1) == &tidei_delete_marker) {
-			rc = mdb_del(p->log->txn, p->log->state, &kv, NULL);
-			if (rc == MDB_NOTFOUND)
-				rc = 0;
+			if (!p->out.failed)
+				tidei_st32(p->out.p + at, UINT32_MAX);
 		} else {
-			tidei_buf_reset(&val);
-			if (tidei_lua_to_val(L, -1, &val, err) != 0) {
-				tidei_buf_free(&val);
+			if (tidei_lua_to_val(L, -1, &p->out, err) != 0)
 				return luaL_error(L, "state of key '%s' cannot be stored: %s", k,
 						  err);
-			}
-			v.mv_size = val.len;
-			v.mv_data = val.p;
-			rc = mdb_put(p->log->txn, p->log->state, &kv, &v, 0);
+			if (!p->out.failed)
+				tidei_st32(p->out.p + at, (uint32_t)(p->out.len - at - 4));
 		}
 		lua_pop(L, 1);
 	}
-	tidei_buf_free(&val);
-	if (rc != 0)
-		return luaL_error(L, "\x01%d", rc); /* an LMDB failure, decoded by flush() */
+	if (p->out.failed)
+		return luaL_error(L, "not enough memory to store the states");
 	return 0;
 }
 
+typedef struct rec {
+	const uint8_t *key;
+	uint32_t klen;
+	const uint8_t *val;
+	uint32_t vlen;
+} rec;
+
+static int
+by_key(const void *a, const void *b)
+{
+	const rec *x = a, *y = b;
+	uint32_t n = x->klen < y->klen ? x->klen : y->klen;
+	int c = memcmp(x->key, y->key, n);
+
+	return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+/* Write the encoded states, in key order (neighbouring B-tree pages). */
+static int
+write_states(proj *p, char *err)
+{
+	uint8_t key[KEYMAX + 1];
+	rec *v = NULL;
+	size_t n = 0, cap = 0;
+	int rc = TIDE_OK;
+
+	for (size_t at = 0; at < p->out.len;) {
+		rec r;
+		r.klen = tidei_ld32(p->out.p + at);
+		r.key = p->out.p + at + 4;
+		at += 4 + r.klen;
+		r.vlen = tidei_ld32(p->out.p + at);
+		r.val = p->out.p + at + 4;
+		at += 4 + (r.vlen == UINT32_MAX ? 0 : r.vlen);
+		if (n == cap) {
+			rec *nv = realloc(v, (cap ? cap * 2 : 1024) * sizeof *v);
+			if (nv == NULL) {
+				free(v);
+				return tidei_err(err, TIDE_ENOMEM, "out of memory");
+			}
+			v = nv;
+			cap = cap ? cap * 2 : 1024;
+		}
+		v[n++] = r;
+	}
+	qsort(v, n, sizeof *v, by_key);
+	for (size_t k = 0; k < n && rc == TIDE_OK; k++) {
+		MDB_val kv, vv;
+		int mrc;
+		kv.mv_size =
+			state_key(key, p->name, p->meta.build, (const char *)v[k].key, v[k].klen);
+		kv.mv_data = key;
+		if (v[k].vlen == UINT32_MAX) {
+			mrc = mdb_del(p->log->txn, p->log->state, &kv, NULL);
+			if (mrc == MDB_NOTFOUND)
+				mrc = 0;
+		} else {
+			vv.mv_size = v[k].vlen;
+			vv.mv_data = (void *)v[k].val;
+			mrc = mdb_put(p->log->txn, p->log->state, &kv, &vv, 0);
+		}
+		if (mrc != 0)
+			rc = tidei_err(err, tidei_err_mdb(mrc), "cannot write the state of %s: %s",
+				       p->name, mdb_strerror(mrc));
+	}
+	free(v);
+	return rc;
+}
+
+/* Write the cached states.  TIDE_ESCRIPT: a state could not be encoded
+ * (nothing was written); otherwise an LMDB failure ends the turn. */
 static int
 flush(tidei_projections *ps, proj *p, char *err)
 {
 	char why[TIDEI_ERRLEN];
 	int rc;
 
-	if (p->cached == 0)
+	if (p->cached == 0) {
+		new_cache(ps, p);
 		return TIDE_OK;
-	rc = tidei_script_protect(ps->o.script, l_flush, p, why, NULL);
+	}
+	rc = tidei_script_protect(ps->o.script, l_encode, p, why, NULL);
 	new_cache(ps, p);
-	if (rc == TIDE_OK)
-		return TIDE_OK;
-	if (why[0] == '\x01') /* LMDB said no: most likely the map is full */
-		return tidei_err(err, tidei_err_mdb(atoi(why + 1)),
-				 "cannot write projection state");
-	return tidei_err(err, TIDE_ESCRIPT, "projection '%s': %s", p->name, why);
+	if (rc != TIDE_OK) {
+		tidei_buf_reset(&p->out);
+		return tidei_err(err, TIDE_ESCRIPT, "%s", why);
+	}
+	rc = write_states(p, err);
+	tidei_buf_reset(&p->out);
+	return rc;
 }
 
 static void
@@ -780,9 +862,9 @@ static int
 run_one(tidei_projections *ps, proj *p, tidei_log *log, int *more, char *err)
 {
 	int rebuilding = p->meta.build != p->meta.live;
-	int64_t deadline = rebuilding ? tidei_now() + ps->o.rebuild_ns : 0;
+	int64_t now = tidei_now(), deadline = rebuilding ? now + ps->o.rebuild_ns : 0;
 	size_t handled = 0, budget = ps->o.turn_budget ? ps->o.turn_budget : 20000;
-	uint64_t seq = p->meta.build_seq + 1, done = p->meta.build_seq;
+	uint64_t done = p->done > p->meta.build_seq ? p->done : p->meta.build_seq, seq = done + 1;
 	char why[TIDEI_ERRLEN], trace[TIDEI_ERRLEN];
 	tidei_proj_meta before = p->meta;
 	MDB_cursor *cur;
@@ -793,8 +875,8 @@ run_one(tidei_projections *ps, proj *p, tidei_log *log, int *more, char *err)
 	p->ps = ps;
 	if (p->meta.gc && (rc = gc_step(p, log, more)) != TIDE_OK)
 		return tidei_err(err, rc, "cannot clean up projection %s", p->name);
-	if (p->meta.faulted || p->meta.build_seq >= log->head)
-		goto switch_and_save;
+	if (p->meta.faulted || done >= log->head)
+		goto write;
 	if ((mrc = mdb_cursor_open(log->txn, log->events, &cur)) != 0)
 		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log");
 	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
@@ -822,8 +904,8 @@ run_one(tidei_projections *ps, proj *p, tidei_log *log, int *more, char *err)
 			handled++;
 		}
 		done = seq;
-		if (p->cached >= CACHE_MAX && (rc = flush(ps, p, err)) != TIDE_OK)
-			break;
+		if (!rebuilding && p->cached >= CACHE_MAX)
+			break; /* the rest next turn, after this turn's states are written */
 		if (rebuilding ? (handled % CLOCK_EVERY == 0 && tidei_now() >= deadline)
 			       : handled >= budget)
 			break;
@@ -833,19 +915,31 @@ run_one(tidei_projections *ps, proj *p, tidei_log *log, int *more, char *err)
 		return rc;
 	if (mrc != 0 && mrc != MDB_NOTFOUND)
 		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log");
-	if ((rc = flush(ps, p, err)) != TIDE_OK) {
-		if (rc == TIDE_ESCRIPT) {
-			/* a state that cannot be encoded: the handler's fault */
-			fault(ps, p, done, err);
-			p->meta.build_seq = 0; /* nothing of the slice was kept */
-			return TIDE_OK;
-		}
-		return rc;
-	}
-	p->meta.build_seq = done;
+	p->done = done;
 	if (!p->meta.faulted && done < log->head)
 		*more = 1;
-switch_and_save:
+write:
+	/* A rebuild keeps its states in memory across turns, and writes them
+	 * (with its progress, in the same commit) now and then, when the cache
+	 * is large, or when it has caught up. */
+	if (rebuilding && !p->meta.faulted && done < log->head && p->cached < REBUILD_KEYS &&
+	    now - p->flushed_at < REBUILD_FLUSH_NS) {
+		if (memcmp(&before, &p->meta, sizeof before) != 0 &&
+		    meta_put(log, p->name, &p->meta) != TIDE_OK)
+			return tidei_err(err, TIDE_EIO, "%s", log->err);
+		return TIDE_OK;
+	}
+	if ((rc = flush(ps, p, err)) != TIDE_OK) {
+		if (rc != TIDE_ESCRIPT)
+			return rc;
+		/* a state that cannot be stored: what the handlers built since
+		 * the last write is dropped, the progress stays where it was */
+		fault(ps, p, done, err);
+		done = p->meta.build_seq;
+	}
+	p->meta.build_seq = done;
+	p->done = 0;
+	p->flushed_at = now;
 	if (!p->meta.faulted && p->meta.build != p->meta.live && p->meta.build_seq >= log->head) {
 		LOG(ps, TIDE_LOG_INFO, "projection '%s' is built (%llu events); it is live now",
 		    p->name, (unsigned long long)p->meta.build_seq);

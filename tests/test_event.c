@@ -438,6 +438,41 @@ START_TEST(json_doubles_shortest)
 }
 END_TEST
 
+/* Doubles written as JSON read back bit for bit, through the decimal fast
+ * path and the general one, and the fast path gives the short form. */
+START_TEST(doubles_write_and_read_back)
+{
+	unsigned seed = 7;
+	tidei_buf b = { 0 };
+
+	for (int i = 0; i < 200000; i++) {
+		double d;
+		if (i % 2) {
+			uint64_t bits = (uint64_t)rand_r(&seed) << 33 ^
+					(uint64_t)rand_r(&seed) << 11 ^ (uint64_t)rand_r(&seed);
+			memcpy(&d, &bits, sizeof d);
+			if (!isfinite(d))
+				continue;
+		} else {
+			d = (double)(rand_r(&seed) % 2000000 - 1000000) / 100.0;
+		}
+		tidei_buf_reset(&b);
+		tidei_json_double(&b, d);
+		tidei_buf_putc(&b, '\0');
+		ck_assert_msg(strtod((char *)b.p, NULL) == d, "%.17g written as %s", d, b.p);
+		ck_assert_msg(strpbrk((char *)b.p, ".en") != NULL, "%s looks like an integer", b.p);
+	}
+	tidei_buf_reset(&b);
+	tidei_json_double(&b, 1008.37);
+	tidei_json_double(&b, -0.05);
+	tidei_json_double(&b, 2.0);
+	tidei_json_double(&b, -0.0);
+	tidei_buf_putc(&b, '\0');
+	ck_assert_str_eq((char *)b.p, "1008.37-0.052.0-0.0");
+	tidei_buf_free(&b);
+}
+END_TEST
+
 /* The decimal fast path must agree with strtod bit for bit. */
 START_TEST(numbers_agree_with_strtod)
 {
@@ -510,6 +545,7 @@ event_suite(void)
 	tcase_add_test(tc, values_roundtrip);
 	tcase_add_test(tc, json_doubles_shortest);
 	tcase_add_test(tc, numbers_agree_with_strtod);
+	tcase_add_test(tc, doubles_write_and_read_back);
 	tcase_add_test(tc, base64);
 	suite_add_tcase(s, tc);
 
