@@ -21,11 +21,14 @@
  *       request to that moment.
  *
  *   projbench query --url REP --name NAME [--keys K] [--requests N]
- *                   [--warmup W] [--seed S]
+ *                   [--warmup W] [--seed S] [--while-pid PID] [--timeout SEC]
  *       Sequential REQ queries {"query":NAME,"key":"acc-NNNNN"} for random
  *       keys among K (default 100000); every reply must be {"ok":true...}
  *       with a state, or an error saying the key has no state (counted as
- *       missing: a few of the keys never occur in the log).
+ *       missing: a few of the keys never occur in the log).  With --while-pid,
+ *       stops early once process PID has exited (and then reports the
+ *       queries done).  A reply may take up to --timeout seconds (default
+ *       60) before the run fails.
  *
  *   projbench direct --data DIR --name NAME [--keys K] [--requests N]
  *                    [--warmup W] [--seed S]
@@ -38,6 +41,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <nanomsg/nn.h>
 #include <nanomsg/reqrep.h>
 #include <stdint.h>
@@ -266,7 +270,7 @@ report(double *lat, long n, long missing, size_t bytes)
 		sum += lat[i];
 	qsort(lat, (size_t)n, sizeof *lat, cmp_double);
 	printf("requests=%ld missing=%ld avg_reply_bytes=%.0f median_us=%.1f p99_us=%.1f "
-	       "p999_us=%.1f mean_us=%.1f min_us=%.1f max_us=%.1f\n",
+	       "p999_us=%.1f mean_us=%.1f min_us=%.1f max_us=%.1f",
 	       n, missing, (double)bytes / (double)n, pct(lat, n, 0.5), pct(lat, n, 0.99),
 	       pct(lat, n, 0.999), sum / (double)n, lat[0], lat[n - 1]);
 }
@@ -279,10 +283,12 @@ pick(uint64_t *rng, long keys)
 }
 
 static int
-cmd_query(const char *url, const char *name, long keys, long nreq, long warmup, uint64_t seed)
+cmd_query(const char *url, const char *name, long keys, long nreq, long warmup, uint64_t seed,
+	  long while_pid, double timeout)
 {
-	double *lat = malloc(sizeof *lat * (size_t)nreq);
-	int sock, tmo = 10000;
+	double *lat = malloc(sizeof *lat * (size_t)nreq), t_start = 0;
+	int sock, tmo = (int)(timeout * 1000);
+	long done = 0;
 	long missing = 0;
 	size_t bytes = 0;
 	char req[512];
@@ -319,10 +325,17 @@ cmd_query(const char *url, const char *name, long keys, long nreq, long warmup, 
 			return 1;
 		}
 		nn_freemsg(reply);
+		if (i == warmup)
+			t_start = t0;
 		if (i >= warmup)
-			lat[i - warmup] = dt * 1e6;
+			lat[done++] = dt * 1e6;
+		if (while_pid > 0 && kill((pid_t)while_pid, 0) != 0 && errno == ESRCH)
+			break;
 	}
-	report(lat, nreq, missing, bytes);
+	if (done == 0)
+		die("the load ended before the first query%s", "");
+	report(lat, done, missing, bytes);
+	printf(" queries_s=%.3f\n", bench_now() - t_start);
 	nn_close(sock);
 	free(lat);
 	return 0;
@@ -380,6 +393,7 @@ cmd_direct(const char *data, const char *name, long keys, long nreq, long warmup
 			lat[i - warmup] = dt * 1e6;
 	}
 	report(lat, nreq, missing, bytes);
+	putchar('\n');
 	tide_log_close(log);
 	free(lat);
 	return 0;
@@ -401,9 +415,10 @@ main(int argc, char **argv)
 					      { "seed", required_argument, NULL, 'S' },
 					      { "from", required_argument, NULL, 'f' },
 					      { "cpu0", required_argument, NULL, 'C' },
+					      { "while-pid", required_argument, NULL, 'W' },
 					      { NULL, 0, NULL, 0 } };
 	const char *mode, *url = NULL, *data = NULL, *name = NULL;
-	long keys = BENCH_ACCOUNTS, nreq = 20000, warmup = 200, pid = 0;
+	long keys = BENCH_ACCOUNTS, nreq = 20000, warmup = 200, pid = 0, while_pid = 0;
 	unsigned long long want = 0, seed = 1, base = 0;
 	double t0 = 0, timeout = 600, cpu0 = 0;
 	int c;
@@ -427,6 +442,7 @@ main(int argc, char **argv)
 		case 'S': seed = strtoull(optarg, NULL, 10); break;
 		case 'f': base = strtoull(optarg, NULL, 10); break;
 		case 'C': cpu0 = atof(optarg); break;
+		case 'W': while_pid = atol(optarg); break;
 		default: die("bad option%s", "");
 		}
 	}
@@ -447,7 +463,8 @@ main(int argc, char **argv)
 	if (strcmp(mode, "query") == 0) {
 		if (url == NULL)
 			die("query needs --url%s", "");
-		return cmd_query(url, name, keys, nreq, warmup, seed);
+		return cmd_query(url, name, keys, nreq, warmup, seed, while_pid,
+				 timeout == 600 ? 60 : timeout);
 	}
 	if (strcmp(mode, "direct") == 0) {
 		if (data == NULL)
