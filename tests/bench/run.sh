@@ -676,7 +676,7 @@ median1() { # like median, one decimal (queries take a few µs)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 ram=$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
 fs=$(df -T "$work" | awk 'NR == 2 { print $2 }')
-avg=$(grep -o 'avg_event_bytes=[0-9]*' "$raw" | head -1 | cut -d= -f2 || true)
+avg=$(grep -v '^proj/' "$raw" | grep -o 'avg_event_bytes=[0-9]*' | head -1 | cut -d= -f2 || true)
 ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
 
 med_of() { # key -> median or empty
@@ -775,14 +775,19 @@ report() {
 	q_row "Projection query, tide_log_query in another process" proj/query/direct
 	q_row "Projection query, REP ipc, during that ingest (until the push is done)" proj/query/ingest
 	echo
-	echo "Throughput is end to end: from the first send until the log holds every event"
-	echo "(and, with the consumer, until its checkpoint reaches the last one)."
+	if [ -n "$avg" ]; then
+		echo "Throughput is end to end: from the first send until the log holds every event"
+		echo "(and, with the consumer, until its checkpoint reaches the last one)."
+	fi
 	echo "Server CPU µs/event: user + system CPU of the server process alone (tide run,"
 	echo "redis-server, nats-server) over the run divided by the events (median of the runs):"
 	echo "what one event costs the server, less disturbed by a shared machine than the rate."
 	if [ -n "$(values proj/log)" ]; then
 		echo "Projection builds: from the start of \`tide run\` (or the rebuild request) until"
 		echo "the projection is live at the last seq; CPU µs/event is the engine's over the same time."
+		echo "The ingest row: from the first send of the extra events until the projection is live"
+		echo "at the new end of the log. Queries: round trips, each run's median, p99, p99.9 and max,"
+		echo "then the median of those over the runs; under ingest they stop when the push is done."
 	fi
 	targets
 	if [ -s "$perf_report" ]; then
