@@ -15,6 +15,8 @@
 
 #define BENCH_SUBJECTS 1000
 #define BENCH_CUSTOMERS 5000
+/* The projection benchmark's keys: accounts "acc-00000" .. "acc-99999". */
+#define BENCH_ACCOUNTS 100000
 
 static inline uint64_t
 bench_mix(uint64_t x)
@@ -44,6 +46,34 @@ bench_event(char *buf, size_t cap, const char *run, uint64_t n)
 			"\"items\":%u,\"currency\":\"EUR\",\"channel\":\"web\"}}",
 			run, (unsigned long long)n, subject, customer, cents / 100, cents % 100,
 			items);
+}
+
+/*
+ * Event n of the projection benchmark (about 220 bytes): an account event
+ * for one of `accounts` keys (the subject and data.account), of type
+ * account.deposited (50%), account.withdrew (30%) or order.placed (20%),
+ * with an amount, a currency, a channel and a reference.
+ */
+static inline int
+bench_account_event(char *buf, size_t cap, const char *run, uint64_t n, unsigned accounts)
+{
+	static const char *const channels[] = { "web", "app", "branch", "atm" };
+	uint64_t h = bench_mix(n ^ 0x5eedull);
+	unsigned account = (unsigned)(h % accounts);
+	unsigned kind = (unsigned)((h >> 24) % 100);
+	unsigned cents = (unsigned)((h >> 40) % 50000) + 100;
+	const char *type = kind < 50   ? "account.deposited"
+			   : kind < 80 ? "account.withdrew"
+				       : "order.placed";
+
+	return snprintf(buf, cap,
+			"{\"specversion\":\"1.0\",\"id\":\"acct-%s-%llu\","
+			"\"source\":\"/bench/bank\",\"type\":\"%s\","
+			"\"subject\":\"account-%05u\","
+			"\"data\":{\"account\":\"acc-%05u\",\"amount\":%u.%02u,"
+			"\"currency\":\"EUR\",\"channel\":\"%s\",\"ref\":\"tx-%010llu\"}}",
+			run, (unsigned long long)n, type, account, account, cents / 100, cents % 100,
+			channels[(h >> 12) & 3], (unsigned long long)((h >> 7) % 10000000000ull));
 }
 
 static inline double

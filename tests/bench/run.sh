@@ -11,13 +11,19 @@
 #   BENCH_BATCH      events per PUSH message, NDJSON (default 500)
 #   BENCH_REQS       sequential REQ round trips per latency run (default 20000)
 #   BENCH_REQS_SYNC  the same in sync durability (default 5000: each waits an fsync)
-#   BENCH_SUITES     which parts to run (default "ingest single req redis nats")
+#   BENCH_SUITES     which parts to run
+#                    (default "ingest single req redis nats projection")
 #   BENCH_TRANSPORTS transports for Tide (default "ipc tcp")
 #   BENCH_NATS_PENDING  max JetStream async publishes in flight (default 10000)
 #   BENCH_REDIS_CLIENTS redis-benchmark connections (default 50)
 #   BENCH_PERF=1     after the measured runs, profile Tide with perf during
 #                    one extra ingest run (sync, ipc, with and without the
-#                    consumer) and print the top symbols
+#                    consumer) and one projection rebuild, and print the top
+#                    symbols
+#   BENCH_PROJ_EVENTS   events in the projection benchmark's log (default 1000000)
+#   BENCH_PROJ_KEYS     distinct keys among them (default 100000)
+#   BENCH_PROJ_QUERIES  sequential queries per latency run (default 20000)
+#   BENCH_PROJ_INGEST   events pushed while querying (default 1000000; 0: skip)
 #   BENCH_TMPDIR     where data directories go (default /var/tmp: a real
 #                    disk, so fsync costs what it costs; /tmp may be tmpfs)
 #   BENCH_OUT        also write the markdown report to this file
@@ -33,7 +39,11 @@ RUNS=${BENCH_RUNS:-3}
 BATCH=${BENCH_BATCH:-500}
 REQS=${BENCH_REQS:-20000}
 REQS_SYNC=${BENCH_REQS_SYNC:-5000}
-SUITES=${BENCH_SUITES:-ingest single req redis nats}
+SUITES=${BENCH_SUITES:-ingest single req redis nats projection}
+PROJ_EVENTS=${BENCH_PROJ_EVENTS:-1000000}
+PROJ_KEYS=${BENCH_PROJ_KEYS:-100000}
+PROJ_QUERIES=${BENCH_PROJ_QUERIES:-20000}
+PROJ_INGEST=${BENCH_PROJ_INGEST:-1000000}
 TRANSPORTS=${BENCH_TRANSPORTS:-ipc tcp}
 NATS_PENDING=${BENCH_NATS_PENDING:-10000}
 REDIS_CLIENTS=${BENCH_REDIS_CLIENTS:-50}
@@ -44,7 +54,7 @@ die() { say "bench: $*"; exit 1; }
 want() { case " $SUITES " in *" $1 "*) return 0 ;; esac; return 1; }
 
 [ -x "$TIDE" ] || die "no tide binary at $TIDE (build it first, or set TIDE=)"
-case $EVENTS$RUNS$BATCH$REQS$REQS_SYNC in *[!0-9]*) die "BENCH_* counts must be numbers" ;; esac
+case $EVENTS$RUNS$BATCH$REQS$REQS_SYNC$PROJ_EVENTS$PROJ_KEYS$PROJ_QUERIES$PROJ_INGEST in *[!0-9]*) die "BENCH_* counts must be numbers" ;; esac
 [ "$RUNS" -ge 1 ] || die "BENCH_RUNS must be at least 1"
 
 work=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/tide-bench.XXXXXX")
@@ -142,6 +152,19 @@ pkg-config --exists nanomsg lmdb || ensure_pkgs libnanomsg-dev liblmdb-dev pkg-c
 "$CC" -O2 -Wall -o "$work/bin/tidebench" "$here/tidebench.c" \
 	$(pkg-config --cflags --libs nanomsg lmdb) || die "cannot build tidebench"
 
+# projbench links libtide from this tree (tide_log_query, tide_log_projections)
+have_proj=0
+if want projection; then
+	# shellcheck disable=SC2046
+	if [ -e "$top/.libs/libtide.so" ] && [ -e "$top/src/tide.h" ] &&
+		"$CC" -O2 -Wall -o "$work/bin/projbench" "$here/projbench.c" -I "$top/src" \
+			-L "$top/.libs" -ltide -Wl,-rpath,"$top/.libs" $(pkg-config --cflags --libs nanomsg); then
+		have_proj=1
+	else
+		say "bench: SKIPPING projection: no libtide in $top/.libs (build the tree) or projbench failed to build"
+	fi
+fi
+
 have_redis=0 have_nats=0
 if want redis; then
 	if ensure_pkgs redis-server redis-tools; then
@@ -151,8 +174,8 @@ if want redis; then
 	fi
 fi
 if want nats; then
+	# shellcheck disable=SC2046
 	if ensure_pkgs nats-server libnats-dev pkg-config && pkg-config --exists libnats &&
-		# shellcheck disable=SC2046
 		"$CC" -O2 -Wall -o "$work/bin/natsbench" "$here/natsbench.c" \
 			$(pkg-config --cflags --libs libnats); then
 		have_nats=1
@@ -327,6 +350,155 @@ run_nats() { # run
 	say "  nats js_PublishAsync run $1: $rate msgs/s  ($out)"
 }
 
+# ---- projection ---------------------------------------------------------------
+
+# The projection: account state per key (data.account), folded from
+# deposits, withdrawals and orders.  Realistic rather than empty: a key
+# function, an init, and handlers that read ev.data and update a few
+# counts, sums and last-seen values.
+cat >"$work/proj.lua" <<'EOF'
+local tide = require "tide"
+tide.projection("accounts", {
+  version = 1,
+  key = function(ev) return ev.data.account end,
+  init = function(key)
+    return { balance = 0, deposits = 0, withdrawals = 0, orders = 0, spent = 0 }
+  end,
+  on = {
+    ["account.deposited"] = function(s, ev)
+      local d = ev.data
+      s.balance = s.balance + d.amount
+      s.deposits = s.deposits + 1
+      s.last_seq = ev.seq
+      s.last_channel = d.channel
+    end,
+    ["account.withdrew"] = function(s, ev)
+      local d = ev.data
+      s.balance = s.balance - d.amount
+      s.withdrawals = s.withdrawals + 1
+      s.last_seq = ev.seq
+      s.last_channel = d.channel
+    end,
+    ["order.placed"] = function(s, ev)
+      local d = ev.data
+      s.orders = s.orders + 1
+      s.spent = s.spent + d.amount
+      s.last_seq = ev.seq
+      s.last_order = d.ref
+    end,
+  },
+})
+EOF
+
+# Build the log once per benchmark: a fresh engine without scripts
+# (relaxed), PROJ_EVENTS account events pushed over ipc, then SIGTERM.
+# Every measurement starts from a copy of it.
+projlog="$work/projlog"
+build_proj_log() {
+	local out
+	say "bench: building the projection log ($PROJ_EVENTS events over $PROJ_KEYS keys)"
+	start_tide ipc relaxed none
+	client "$work/bin/tidebench" push --url "$tide_pull" --data "$tide_data" --events "$PROJ_EVENTS" \
+		--batch "$BATCH" --kind account --keys "$PROJ_KEYS" --run plog --timeout 600 ||
+		{ cat "$(dirname "$tide_data")/tide.log" >&2; die "building the projection log failed"; }
+	out=$(<"$work/client.out")
+	verify_events "$PROJ_EVENTS"
+	stop_pid "$tide_pid"
+	mv "$tide_data" "$projlog"
+	rm -f "$projlog/endpoints"
+	rm -rf "$(dirname "$tide_data")"
+	record "proj/log" "$(field rate "$out")" "log_event_bytes=$(field avg_event_bytes "$out") $out size=$(du -sh "$projlog" | cut -f1)"
+	say "  projection log: $out"
+}
+
+verify_events() { # n
+	local st
+	st=$("$TIDE" stat --json --data "$tide_data")
+	case $st in *"\"events\":$1,"*) ;; *) die "tide stat disagrees: $st" ;; esac
+}
+
+# Start `tide run` with the projection on a copy of the log; proj_t0 is
+# the wall clock just before the start.
+proj_t0=''
+start_proj_tide() { # durability
+	local dir
+	seqno=$((seqno + 1))
+	dir="$work/t$seqno"
+	mkdir -p "$dir"
+	tide_data="$dir/data"
+	cp -a "$projlog" "$tide_data"
+	tide_pull="ipc://$dir/pull.ipc" tide_rep="ipc://$dir/rep.ipc"
+	# write the copy out first, so the build does not pay for its writeback
+	sync "$tide_data/data.mdb" 2>/dev/null || sync
+	proj_t0=$EPOCHREALTIME
+	"$TIDE" run -q --data "$tide_data" --pull "$tide_pull" --rep "$tide_rep" --pub "ipc://$dir/pub.ipc" \
+		--durability "$1" --script "$work/proj.lua" 2>"$dir/tide.log" &
+	tide_pid=$!
+	pids+=("$tide_pid")
+}
+
+proj_fail() { cat "$(dirname "$tide_data")/tide.log" >&2; die "projection run failed: $*"; }
+
+run_proj() { # durability run
+	local out q=()
+	start_proj_tide "$1"
+	# 1. the build: from the daemon's start until the projection is live
+	client "$work/bin/projbench" wait --data "$tide_data" --name accounts --seq "$PROJ_EVENTS" \
+		--t0 "$proj_t0" --pid "$tide_pid" --timeout 900 || proj_fail "build $*"
+	out=$(<"$work/client.out")
+	record "proj/build/$1" "$(field rate "$out")" "$out"
+	say "  projection build $1 run $2: $(field rate "$out") events/s  ($out)"
+	if [ "$1" != sync ]; then
+		stop_tide
+		return 0
+	fi
+	# 2. queries for random keys: REP on the engine, then tide_log_query
+	q=(--name accounts --keys "$PROJ_KEYS" --requests "$PROJ_QUERIES")
+	client "$work/bin/projbench" query --url "$tide_rep" "${q[@]}" --seed "$2" || proj_fail "query $*"
+	out=$(<"$work/client.out")
+	record "proj/query/rep" "$(field median_us "$out")" "$out"
+	say "  projection query REP run $2: $out"
+	client "$work/bin/projbench" direct --data "$tide_data" "${q[@]}" --seed "$2" || proj_fail "direct $*"
+	out=$(<"$work/client.out")
+	record "proj/query/direct" "$(field median_us "$out")" "$out"
+	say "  projection query direct run $2: $out"
+	# 3. the same REP queries while PROJ_INGEST more events are pushed, then
+	# the time until the projection is live at the end of the log again
+	if [ "$PROJ_INGEST" -gt 0 ]; then
+		local pp cpu0 t0 busy=1 total=$((PROJ_EVENTS + PROJ_INGEST))
+		cpu0=$(proc_cpu "$tide_pid")
+		t0=$EPOCHREALTIME
+		"$work/bin/tidebench" push --url "$tide_pull" --data "$tide_data" --events "$PROJ_INGEST" \
+			--expect "$total" --batch "$BATCH" --kind account --keys "$PROJ_KEYS" --run "pi$2" \
+			--timeout 600 >"$work/push.out" &
+		pp=$!
+		pids+=("$pp")
+		sleep 0.3 # let the push start
+		# no warm-up; stop when the push is done; a reply may take long
+		client "$work/bin/projbench" query --url "$tide_rep" "${q[@]}" --seed "$((1000 + $2))" \
+			--warmup 0 --while-pid "$pp" --timeout 300 || proj_fail "query under ingest $*"
+		out=$(<"$work/client.out")
+		kill -0 "$pp" 2>/dev/null || busy=0
+		record "proj/query/ingest" "$(field median_us "$out")" "$out push_still_running=$busy"
+		say "  projection query REP under ingest run $2: $out (push still running at the end: $busy)"
+		wait "$pp" || proj_fail "push under queries $*"
+		forget_pid "$pp"
+		client "$work/bin/projbench" wait --data "$tide_data" --name accounts --seq "$total" \
+			--from "$PROJ_EVENTS" --t0 "$t0" --pid "$tide_pid" --cpu0 "$cpu0" --timeout 900 ||
+			proj_fail "live after ingest $*"
+		out=$(<"$work/client.out")
+		record "proj/ingest" "$(field rate "$out")" "$out push: $(<"$work/push.out")"
+		say "  ingest with the live projection run $2: $(field rate "$out") events/s  ($out)"
+	fi
+	# 4. a forced rebuild on the running engine (of everything in the log)
+	client "$work/bin/projbench" rebuild --url "$tide_rep" --data "$tide_data" --name accounts \
+		--pid "$tide_pid" --timeout 900 || proj_fail "forced rebuild $*"
+	out=$(<"$work/client.out")
+	record "proj/rebuild" "$(field rate "$out")" "$out"
+	say "  projection forced rebuild run $2: $(field rate "$out") events/s  ($out)"
+	stop_tide
+}
+
 # ---- perf -------------------------------------------------------------------
 
 perf_report="$work/perf.txt"
@@ -357,9 +529,51 @@ run_perf() { # consumer
 	} >>"$perf_report"
 }
 
+# A forced rebuild on a running engine (sync), profiled.  DWARF call
+# graphs at a low rate, so that time in liblmdb and liblua (no frame
+# pointers, no symbols) is still charged to Tide's callers.
+run_perf_projection() {
+	local pp out
+	start_proj_tide sync
+	client "$work/bin/projbench" wait --data "$tide_data" --name accounts --seq "$PROJ_EVENTS" \
+		--t0 "$proj_t0" --pid "$tide_pid" --timeout 900 || proj_fail "profiled build"
+	perf record -e cpu-clock -F 250 --call-graph dwarf,16384 -p "$tide_pid" \
+		-o "$work/perf.data" >/dev/null 2>&1 &
+	pp=$!
+	pids+=("$pp")
+	sleep 0.5
+	client "$work/bin/projbench" rebuild --url "$tide_rep" --data "$tide_data" --name accounts \
+		--pid "$tide_pid" --timeout 900 || proj_fail "profiled rebuild"
+	out=$(<"$work/client.out")
+	kill -INT "$pp"
+	wait "$pp" || true
+	forget_pid "$pp"
+	stop_tide
+	{
+		echo "### perf: projection rebuild on a running engine, sync ($out)"
+		echo
+		echo "Self time by library:"
+		echo
+		echo '```'
+		{ perf report -i "$work/perf.data" --stdio --no-children --sort dso 2>/dev/null ||
+			true; } | awk '/^ +[0-9.]+%/ && n++ < 8 { printf "%8s  %s\n", $1, $2 }'
+		echo '```'
+		echo
+		echo "Time including callees (first column) and self, by function (user space):"
+		echo
+		echo '```'
+		{ perf report -i "$work/perf.data" --stdio --children --sort symbol 2>/dev/null ||
+			true; } | awk '/^ +[0-9.]+%/ && $4 !~ /^0x/ && $3 != "[k]" && n++ < 45 {
+				printf "%8s %8s  %s\n", $1, $2, $4 }'
+		echo '```'
+		echo
+	} >>"$perf_report"
+}
+
 # ---- the runs ---------------------------------------------------------------
 
 say "bench: $EVENTS events, $RUNS runs, batch $BATCH, work dir $work"
+if [ $have_proj = 1 ]; then build_proj_log; fi
 # Round robin: every configuration once per round, so noise from other
 # load on the machine spreads over all of them rather than one.
 for r in $(seq 1 "$RUNS"); do
@@ -383,13 +597,20 @@ for r in $(seq 1 "$RUNS"); do
 	fi
 	if [ $have_redis = 1 ]; then run_redis "$r"; fi
 	if [ $have_nats = 1 ]; then run_nats "$r"; fi
+	if [ $have_proj = 1 ]; then
+		run_proj sync "$r"
+		run_proj relaxed "$r"
+	fi
 done
 
 if [ "${BENCH_PERF:-0}" = 1 ]; then
 	if command -v perf >/dev/null || ensure_pkgs linux-perf; then
 		say "bench: profiling (not part of the figures)"
-		run_perf none
-		run_perf lua
+		if want ingest || want single || want req || [ $have_proj = 0 ]; then
+			run_perf none
+			run_perf lua
+		fi
+		if [ $have_proj = 1 ]; then run_perf_projection; fi
 	else
 		say "bench: no perf; skipping the profile"
 	fi
@@ -433,10 +654,29 @@ req_row() { # label key
 		"$1" "$med" "$p99" "$mean" "$all"
 }
 
+q_row() { # label key: median, p99, p99.9 (each the median over the runs)
+	local lines med p99 p999 max all
+	lines=$(awk -v k="$2" '$1 == k' "$raw")
+	[ -n "$lines" ] || return 0
+	max=$(median1 $(grep -o ' max_us=[0-9.]*' <<<"$lines" | cut -d= -f2))
+	med=$(median1 $(grep -o ' median_us=[0-9.]*' <<<"$lines" | cut -d= -f2))
+	p99=$(median1 $(grep -o ' p99_us=[0-9.]*' <<<"$lines" | cut -d= -f2))
+	p999=$(median1 $(grep -o ' p999_us=[0-9.]*' <<<"$lines" | cut -d= -f2))
+	all=$(grep -o ' median_us=[0-9.]*' <<<"$lines" | cut -d= -f2 | paste -sd, | sed 's/,/, /g')
+	printf '| %s | **%s µs** median, %s µs p99, %s µs p99.9, max %s µs | - | medians: %s |\n' \
+		"$1" "$med" "$p99" "$p999" "$max" "$all"
+}
+median1() { # like median, one decimal (queries take a few µs)
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+		if (NR == 0) { print "-"; exit }
+		if (NR % 2) printf "%.1f", v[(NR + 1) / 2]
+		else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 ram=$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
 fs=$(df -T "$work" | awk 'NR == 2 { print $2 }')
-avg=$(grep -o 'avg_event_bytes=[0-9]*' "$raw" | head -1 | cut -d= -f2 || true)
+avg=$(grep -v '^proj/' "$raw" | grep -o 'avg_event_bytes=[0-9]*' | head -1 | cut -d= -f2 || true)
 ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
 
 med_of() { # key -> median or empty
@@ -472,6 +712,18 @@ targets() {
 			echo "- $t: REQ round trip (relaxed) < 250 µs median: $m µs — $(verdict "$m" "<" 250)"
 		fi
 	done
+	local what
+	for what in build/sync build/relaxed rebuild; do
+		m=$(med_of "proj/$what" || true)
+		[ -n "$m" ] && echo "- projection rebuild ≥ 500,000 events/s ($what): $(fmt "$m") — $(verdict "$m" ">=" 500000)"
+	done
+	for what in rep direct ingest; do
+		lines=$(awk -v k="proj/query/$what" '$1 == k' "$raw")
+		if [ -n "$lines" ]; then
+			m=$(median1 $(grep -o ' median_us=[0-9.]*' <<<"$lines" | cut -d= -f2))
+			echo "- projection query median < 1 ms ($what): $m µs — $(verdict "$m" "<" 1000)"
+		fi
+	done
 	return 0
 }
 
@@ -481,7 +733,14 @@ report() {
 	echo "Machine: ${cpu:-?}, $(nproc) cores, $ram RAM, Linux $(uname -r), data on $fs ($work)."
 	echo "Tide $(git -C "$top" describe --always --dirty 2>/dev/null || echo '?'), nanomsg $(ver libnanomsg-dev), LMDB $(ver liblmdb-dev);" \
 		"redis-server $(ver redis-server); nats-server $(ver nats-server), libnats $(ver libnats-dev)."
-	echo "$EVENTS events of ${avg:-~200} bytes per throughput run; each figure is the median of $RUNS runs (all runs listed)."
+	if [ -n "$avg" ]; then
+		echo "$EVENTS events of $avg bytes per throughput run; each figure is the median of $RUNS runs (all runs listed)."
+	else
+		echo "Each figure is the median of $RUNS runs (all runs listed)."
+	fi
+	if [ -n "$(values proj/log)" ]; then
+		echo "Projection: a log of $PROJ_EVENTS account events ($(grep -o 'log_event_bytes=[0-9]*' "$raw" | head -1 | cut -d= -f2) bytes each, $PROJ_KEYS keys), copied for each run; projection \`accounts\` (\`proj.lua\`, see README.md)."
+	fi
 	echo
 	echo "| benchmark | median | server CPU µs/event | runs |"
 	echo "| --- | --- | --- | --- |"
@@ -506,12 +765,30 @@ report() {
 		req_row "Tide REQ round trip $t, relaxed ($REQS sequential)" "req/$t/relaxed"
 		req_row "Tide REQ round trip $t, sync ($REQS_SYNC sequential)" "req/$t/sync"
 	done
+	local pe pk
+	pe=$(fmt "$PROJ_EVENTS") pk=$(fmt "$PROJ_KEYS")
+	row "Projection build at start, $pe events / $pk keys, sync" proj/build/sync "events/s"
+	row "Projection build at start, $pe events / $pk keys, relaxed" proj/build/relaxed "events/s"
+	row "Projection forced rebuild on a running engine, sync (whole log)" proj/rebuild "events/s"
+	row "Ingest $(fmt "$PROJ_INGEST") more (ipc, sync, ${BATCH}/msg) until the projection is live, while querying" proj/ingest "events/s"
+	q_row "Projection query, REP ipc ($PROJ_QUERIES sequential, random keys)" proj/query/rep
+	q_row "Projection query, tide_log_query in another process" proj/query/direct
+	q_row "Projection query, REP ipc, during that ingest (until the push is done)" proj/query/ingest
 	echo
-	echo "Throughput is end to end: from the first send until the log holds every event"
-	echo "(and, with the consumer, until its checkpoint reaches the last one)."
+	if [ -n "$avg" ]; then
+		echo "Throughput is end to end: from the first send until the log holds every event"
+		echo "(and, with the consumer, until its checkpoint reaches the last one)."
+	fi
 	echo "Server CPU µs/event: user + system CPU of the server process alone (tide run,"
 	echo "redis-server, nats-server) over the run divided by the events (median of the runs):"
 	echo "what one event costs the server, less disturbed by a shared machine than the rate."
+	if [ -n "$(values proj/log)" ]; then
+		echo "Projection builds: from the start of \`tide run\` (or the rebuild request) until"
+		echo "the projection is live at the last seq; CPU µs/event is the engine's over the same time."
+		echo "The ingest row: from the first send of the extra events until the projection is live"
+		echo "at the new end of the log. Queries: round trips, each run's median, p99, p99.9 and max,"
+		echo "then the median of those over the runs; under ingest they stop when the push is done."
+	fi
 	targets
 	if [ -s "$perf_report" ]; then
 		echo

@@ -3,13 +3,17 @@
  *
  *   tidebench push --url URL --data DIR [--events N] [--batch B]
  *                  [--consumer NAME] [--run ID] [--timeout SEC]
+ *                  [--kind order|account] [--keys K] [--expect M]
  *       Builds N events (benchev.h) into messages of B events each
  *       (NDJSON; B=1 sends one bare event per message) before the clock
  *       starts, connects a PUSH socket, waits for the connection, then
  *       sends everything and polls the engine's LMDB log read-only until
  *       it holds N events (and, with --consumer, until that consumer's
  *       checkpoint reaches the last seq).  Elapsed time is from the first
- *       send to that moment.
+ *       send to that moment.  --kind account sends the projection
+ *       benchmark's account events over K keys (default 100000) instead
+ *       of orders; --expect waits for M events in the log instead of N
+ *       (for a log that holds events already).
  *
  *   tidebench req --url URL [--requests N] [--warmup W] [--run ID]
  *       Sequential REQ round trips, one event per request, each checked
@@ -129,14 +133,14 @@ out:
 
 static int
 cmd_push(const char *url, const char *data, long nevents, long batch, const char *consumer,
-	 const char *run, double timeout)
+	 const char *run, double timeout, int accounts, long keys, long expect)
 {
 	size_t cap = (size_t)nevents * 320 + 4096, len = 0;
 	long nmsgs = (nevents + batch - 1) / batch;
 	char *buf = malloc(cap);
 	size_t *off = malloc(sizeof *off * (size_t)(nmsgs + 1));
 	int sock, sndbuf = 4 << 20, rc;
-	uint64_t events = 0, ck = 0, want = (uint64_t)nevents;
+	uint64_t events = 0, ck = 0, want = (uint64_t)(expect > 0 ? expect : nevents);
 	double t0, tsent, tdone, deadline;
 	watcher w;
 
@@ -148,7 +152,11 @@ cmd_push(const char *url, const char *data, long nevents, long batch, const char
 	for (long m = 0, n = 0; m < nmsgs; m++) {
 		off[m] = len;
 		for (long k = 0; k < batch && n < nevents; k++, n++) {
-			len += (size_t)bench_event(buf + len, cap - len, run, (uint64_t)n + 1);
+			len += (size_t)(accounts ? bench_account_event(buf + len, cap - len, run,
+								       (uint64_t)n + 1,
+								       (unsigned)keys)
+						 : bench_event(buf + len, cap - len, run,
+							       (uint64_t)n + 1));
 			if (batch > 1)
 				buf[len++] = '\n';
 		}
@@ -281,9 +289,14 @@ main(int argc, char **argv)
 					      { "timeout", required_argument, NULL, 't' },
 					      { "requests", required_argument, NULL, 'q' },
 					      { "warmup", required_argument, NULL, 'w' },
+					      { "kind", required_argument, NULL, 'k' },
+					      { "keys", required_argument, NULL, 'K' },
+					      { "expect", required_argument, NULL, 'e' },
 					      { NULL, 0, NULL, 0 } };
 	const char *mode, *url = NULL, *data = NULL, *consumer = NULL, *run = "0";
-	long nevents = 1000000, batch = 500, nreq = 20000, warmup = 200;
+	long nevents = 1000000, batch = 500, nreq = 20000, warmup = 200, keys = BENCH_ACCOUNTS,
+	     expect = 0;
+	int accounts = 0;
 	double timeout = 600;
 	int c;
 
@@ -302,6 +315,14 @@ main(int argc, char **argv)
 		case 't': timeout = atof(optarg); break;
 		case 'q': nreq = atol(optarg); break;
 		case 'w': warmup = atol(optarg); break;
+		case 'k':
+			if (strcmp(optarg, "account") == 0)
+				accounts = 1;
+			else if (strcmp(optarg, "order") != 0)
+				die("--kind is order or account, not '%s'", optarg);
+			break;
+		case 'K': keys = atol(optarg); break;
+		case 'e': expect = atol(optarg); break;
 		default: die("bad option%s", "");
 		}
 	}
@@ -310,9 +331,10 @@ main(int argc, char **argv)
 	if (strcmp(mode, "push") == 0) {
 		if (data == NULL)
 			die("push needs --data DIR%s", "");
-		if (nevents < 1 || batch < 1)
-			die("--events and --batch must be positive%s", "");
-		return cmd_push(url, data, nevents, batch, consumer, run, timeout);
+		if (nevents < 1 || batch < 1 || keys < 1)
+			die("--events, --batch and --keys must be positive%s", "");
+		return cmd_push(url, data, nevents, batch, consumer, run, timeout, accounts, keys,
+				expect);
 	}
 	if (strcmp(mode, "req") == 0) {
 		if (nreq < 1 || warmup < 0)
