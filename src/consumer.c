@@ -57,6 +57,10 @@ struct tidei_consumers {
 };
 
 #define LOG(cs, level, ...) (cs)->o.log((cs)->o.log_ud, level, __VA_ARGS__)
+/* A consumer hands the loop back after this long (ns), however much is left
+ * (its clock is read every CLOCK_EVERY events), so requests wait little. */
+#define TURN_NS 50000000
+#define CLOCK_EVERY 16
 
 static int
 name_valid(const char *s)
@@ -757,6 +761,7 @@ run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now, int
 	uint64_t seq;
 	size_t handled = 0, scanned = 0;
 	size_t budget = cs->o.turn_budget ? cs->o.turn_budget : 10000;
+	int64_t deadline = tidei_now() + TURN_NS;
 	char why[TIDEI_ERRLEN], where[256];
 	int rc, mrc;
 
@@ -773,7 +778,8 @@ run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now, int
 	mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
 	rc = TIDE_OK;
 	/* Non-matching events cost little: scanning is allowed further. */
-	while (mrc == 0 && handled < budget && scanned < 8 * budget) {
+	while (mrc == 0 && handled < budget && scanned < 8 * budget &&
+	       (scanned % CLOCK_EVERY != 0 || scanned == 0 || tidei_now() < deadline)) {
 		struct tide_event ev;
 		int appended = 0, ok = 1;
 		uint64_t subject;

@@ -210,6 +210,8 @@ turn(void *ud)
 
 	if (b->valid == 0 && !(e->lagging && with_consumers) && !retry_due(e)) {
 		tidei_batch_finish(b); /* rejected events and empty requests */
+		if (e->in != NULL)
+			tidei_ingest_drained(e->in);
 		schedule_retry(e);
 		return;
 	}
@@ -241,9 +243,11 @@ turn(void *ud)
 	}
 	e->lagging = more || !with_consumers;
 	tidei_batch_finish(b);
+	if (e->in != NULL)
+		tidei_ingest_drained(e->in);
 	publish_new(e);
-	if (more)
-		tidei_loop_schedule(&e->loop);
+	if (more) /* after the loop has polled the sockets: requests go first */
+		tidei_loop_schedule_in(&e->loop, 0);
 	else
 		schedule_retry(e);
 }

@@ -45,6 +45,8 @@ struct tidei_ingest {
 	tidei_ingest_stats stats;
 	time_t reject_sec;
 	int reject_logged;
+	void *held, *held_ctl; /* a REP publish read while the batch was full */
+	size_t held_len;
 };
 
 static int
@@ -204,6 +206,29 @@ reply(void *ud, void *ctx, const tidei_batch *b, size_t first, size_t count)
 	send_reply(in, ctl, &in->reply);
 }
 
+/* Parse one REP publish into the batch; its reply waits for the commit. */
+static int
+take_request(tidei_ingest *in, void *body, size_t n, void *ctl)
+{
+	size_t first = in->batch->n;
+	long added = tidei_batch_add(in->batch, body, n);
+
+	nn_freemsg(body);
+	if (added < 0 || tidei_batch_wait(in->batch, first, (size_t)added, reply, in, ctl) != 0) {
+		/* Answer at once rather than leave the client waiting. */
+		tidei_buf_reset(&in->reply);
+		tidei_buf_puts(&in->reply, "{\"ok\":false,\"error\":\"out of memory\"}");
+		send_reply(in, ctl, &in->reply);
+		if (added > 0)
+			in->batch->n = first; /* drop what was parsed */
+		return 0;
+	}
+	return 1;
+}
+
+/* Requests to the engine are answered even while the batch is full (a
+ * stream of PUSHed events must not starve queries); the first publish
+ * found then waits in in->held for the next turn. */
 static void
 on_rep(evutil_socket_t fd, short what, void *arg)
 {
@@ -212,12 +237,16 @@ on_rep(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	while (!in->paused && in->batch->n < in->turn_events) {
+	if (in->held != NULL) {
+		if (in->paused || in->batch->n >= in->turn_events)
+			return;
+		got = take_request(in, in->held, in->held_len, in->held_ctl);
+		in->held = in->held_ctl = NULL;
+	}
+	for (;;) {
 		void *body = NULL, *ctl = NULL;
 		struct nn_iovec iov = { &body, NN_MSG };
 		struct nn_msghdr hdr;
-		size_t first = in->batch->n;
-		long added;
 		int n;
 
 		memset(&hdr, 0, sizeof hdr);
@@ -243,22 +272,13 @@ on_rep(evutil_socket_t fd, short what, void *arg)
 			send_reply(in, ctl, &in->reply);
 			continue;
 		}
-		added = tidei_batch_add(in->batch, body, (size_t)n);
-		nn_freemsg(body);
-		if (added < 0 ||
-		    tidei_batch_wait(in->batch, first, (size_t)added, reply, in, ctl) != 0) {
-			/* Answer at once rather than leave the client waiting. */
-			static const char oom[] = "{\"ok\":false,\"error\":\"out of memory\"}";
-			struct nn_iovec riov = { (void *)oom, sizeof oom - 1 };
-			hdr.msg_iov = &riov;
-			hdr.msg_control = &ctl;
-			if (nn_sendmsg(in->rep, &hdr, NN_DONTWAIT) < 0)
-				nn_freemsg(ctl);
-			if (added > 0)
-				in->batch->n = first; /* drop what was parsed */
-			continue;
+		if (in->paused || in->batch->n >= in->turn_events) {
+			in->held = body;
+			in->held_len = (size_t)n;
+			in->held_ctl = ctl;
+			break;
 		}
-		got = 1;
+		got |= take_request(in, body, (size_t)n, ctl);
 	}
 	if (got)
 		in->host.input(in->host.ud);
@@ -322,6 +342,10 @@ tidei_ingest_close(tidei_ingest *in)
 		event_free(in->rep_ev);
 	if (in->pull >= 0)
 		nn_close(in->pull);
+	if (in->held != NULL) {
+		nn_freemsg(in->held);
+		nn_freemsg(in->held_ctl);
+	}
 	if (in->rep >= 0)
 		nn_close(in->rep);
 	if (in->pub >= 0)
@@ -342,6 +366,14 @@ tidei_ingest_pause(tidei_ingest *in, int paused)
 		if (in->rep_ev)
 			event_active(in->rep_ev, EV_READ, 0);
 	}
+}
+
+void
+tidei_ingest_drained(tidei_ingest *in)
+{
+	/* the socket may have nothing more to read, so it would not wake us */
+	if (in->held != NULL && in->rep_ev != NULL)
+		event_active(in->rep_ev, EV_READ, 0);
 }
 
 int

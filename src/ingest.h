@@ -40,6 +40,8 @@ void tidei_ingest_close(tidei_ingest *in);
 
 /** Stop or restart reading (while stopping, or when the batch is full). */
 void tidei_ingest_pause(tidei_ingest *in, int paused);
+/** The turn's batch was committed and emptied: read what was held back. */
+void tidei_ingest_drained(tidei_ingest *in);
 
 /** 1 if anything is connected to the PUB endpoint. */
 int tidei_ingest_has_subscribers(tidei_ingest *in);

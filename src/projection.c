@@ -57,8 +57,8 @@
 #define REBUILD_FLUSH_NS 5000000000ll
 /* Keys of stale generations deleted per turn. */
 #define GC_PER_TURN 20000
-/* Check the rebuild's clock every so many events. */
-#define CLOCK_EVERY 512
+/* Check the turn's clock every so many events. */
+#define CLOCK_EVERY 16
 
 typedef struct handler {
 	char *pattern;
@@ -862,8 +862,8 @@ static int
 run_one(tidei_projections *ps, proj *p, tidei_log *log, int *more, char *err)
 {
 	int rebuilding = p->meta.build != p->meta.live;
-	int64_t now = tidei_now(), deadline = rebuilding ? now + ps->o.rebuild_ns : 0;
-	size_t handled = 0, budget = ps->o.turn_budget ? ps->o.turn_budget : 20000;
+	int64_t now = tidei_now(), deadline = now + ps->o.rebuild_ns;
+	size_t handled = 0, seen = 0, budget = ps->o.turn_budget ? ps->o.turn_budget : 20000;
 	uint64_t done = p->done > p->meta.build_seq ? p->done : p->meta.build_seq, seq = done + 1;
 	char why[TIDEI_ERRLEN], trace[TIDEI_ERRLEN];
 	tidei_proj_meta before = p->meta;
@@ -906,8 +906,8 @@ run_one(tidei_projections *ps, proj *p, tidei_log *log, int *more, char *err)
 		done = seq;
 		if (!rebuilding && p->cached >= CACHE_MAX)
 			break; /* the rest next turn, after this turn's states are written */
-		if (rebuilding ? (handled % CLOCK_EVERY == 0 && tidei_now() >= deadline)
-			       : handled >= budget)
+		if ((!rebuilding && handled >= budget) ||
+		    (++seen % CLOCK_EVERY == 0 && tidei_now() >= deadline))
 			break;
 	}
 	mdb_cursor_close(cur);

@@ -19,7 +19,7 @@ typedef struct tidei_projections tidei_projections;
 typedef struct tidei_projections_opts {
 	tidei_script *script; /* the Lua state of the scripts (not owned) */
 	size_t turn_budget;   /* events a live projection takes per turn */
-	int64_t rebuild_ns;   /* time a rebuild may take per turn */
+	int64_t rebuild_ns;   /* time a projection may take per turn */
 	int memory_only;      /* replay: state lives in Lua only, nothing is written */
 	void (*log)(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
 	void *log_ud;
@@ -37,8 +37,8 @@ int tidei_projections_define(tidei_projections *ps, lua_State *L, const char *na
 /** Read each projection's progress and decide what must be (re)built. */
 int tidei_projections_start(tidei_projections *ps, tidei_log *log, char *err);
 
-/** Advance every projection inside the open write transaction: live ones
- *  by up to the turn budget, rebuilding ones for up to rebuild_ns.  *more
+/** Advance every projection inside the open write transaction, each for
+ *  up to rebuild_ns (live ones also by at most the turn budget).  *more
  *  is set while work remains.  TIDE_EFULL: abort, grow, run again. */
 int tidei_projections_run(tidei_projections *ps, tidei_log *log, int *more, char *err);
 
