@@ -171,5 +171,6 @@ Suite *engine_suite(void);
 Suite *cli_suite(void);
 Suite *crash_suite(void);
 Suite *retry_suite(void);
+Suite *projection_suite(void);
 
 #endif

@@ -1,0 +1,950 @@
+/*
+ * test_projection.c - projections (tide.projection) against a reference
+ * model, and optimistic concurrency (expectedversion).
+ *
+ * The centre of the suite is a generated bank: a few thousand events
+ * (accounts opened, money in and out, fees, renames, notes that only the
+ * "*" handler takes, closes that delete the state, events the filter drops
+ * and events without a key) folded by a plain C model.  The model gives
+ * the state of every key at any seq; the real daemon's projection must
+ * agree with it through every way of reading it: `tide query`, a REQ
+ * query on the REP socket (one key, a prefix with a limit) and
+ * tide_log_query() in this process, while the daemon runs.  Then the
+ * definition changes (a new version that counts deposits twice and is
+ * slow on purpose) and the rebuild must serve the old state until it
+ * switches to the new one in one step, also across SIGKILLs in the middle
+ * of it.  States are compared whole (every key, every field), so a half-
+ * applied or doubly-applied event shows up; a second projection keyed by
+ * the subject counts events, the exactly-once evidence.
+ *
+ * Lua iterates a table's keys in an order that changes between runs, so
+ * states are compared after canonicalising the JSON (object members sorted
+ * by name; numbers keep their exact text).  Where the text itself is the
+ * point (the encoding of states), the states are shaped so that their
+ * text is fixed (arrays and one-member objects) and compared byte for
+ * byte.
+ *
+ * Every wait has a deadline and polls the engine's own progress
+ * (tide_log_projections); nothing sleeps to synchronise.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <event2/event.h>
+#include <lmdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yajl/yajl_tree.h>
+
+#include "helpers.h"
+#include "tide.h"
+
+#define LLU(x) ((unsigned long long)(x))
+
+/* ------------------------------------------------------------------------
+ * Strings
+ * ------------------------------------------------------------------------ */
+
+typedef struct sbuf {
+	char *p;
+	size_t len, cap;
+} sbuf;
+
+static void __attribute__((format(printf, 2, 3))) sb_printf(sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+		va_end(ap);
+		ck_assert_int_ge(n, 0);
+		if (b->p != NULL && (size_t)n < b->cap - b->len)
+			break;
+		b->cap = (b->cap + (size_t)n + 1) * 2;
+		b->p = realloc(b->p, b->cap);
+		ck_assert_ptr_nonnull(b->p);
+	}
+	b->len += (size_t)n;
+}
+
+static char *
+sb_take(sbuf *b)
+{
+	char *s = b->p ? b->p : strdup("");
+
+	memset(b, 0, sizeof *b);
+	return s;
+}
+
+/* A JSON string literal for @p s (ASCII and UTF-8 pass through). */
+static void
+sb_jstr(sbuf *b, const char *s, size_t n)
+{
+	sb_printf(b, "\"");
+	for (size_t k = 0; k < n; k++) {
+		unsigned char c = (unsigned char)s[k];
+		if (c == '"' || c == '\\')
+			sb_printf(b, "\\%c", c);
+		else if (c == '\n')
+			sb_printf(b, "\\n");
+		else if (c == '\t')
+			sb_printf(b, "\\t");
+		else if (c < 0x20)
+			sb_printf(b, "\\u%04x", c);
+		else
+			sb_printf(b, "%c", c);
+	}
+	sb_printf(b, "\"");
+}
+
+/* ------------------------------------------------------------------------
+ * Canonical JSON: object members sorted by name, numbers as written
+ * ------------------------------------------------------------------------ */
+
+static const char **sort_keys; /* qsort has no context argument */
+
+static int
+by_member(const void *a, const void *b)
+{
+	return strcmp(sort_keys[*(const size_t *)a], sort_keys[*(const size_t *)b]);
+}
+
+static void
+canon_val(sbuf *b, yajl_val v)
+{
+	if (YAJL_IS_OBJECT(v)) {
+		size_t n = YAJL_GET_OBJECT(v)->len, *ix = calloc(n + 1, sizeof *ix);
+		ck_assert_ptr_nonnull(ix);
+		for (size_t k = 0; k < n; k++)
+			ix[k] = k;
+		sort_keys = YAJL_GET_OBJECT(v)->keys;
+		qsort(ix, n, sizeof *ix, by_member);
+		sb_printf(b, "{");
+		for (size_t k = 0; k < n; k++) {
+			const char *key = YAJL_GET_OBJECT(v)->keys[ix[k]];
+			if (k > 0)
+				sb_printf(b, ",");
+			sb_jstr(b, key, strlen(key));
+			sb_printf(b, ":");
+			canon_val(b, YAJL_GET_OBJECT(v)->values[ix[k]]);
+		}
+		sb_printf(b, "}");
+		free(ix);
+	} else if (YAJL_IS_ARRAY(v)) {
+		sb_printf(b, "[");
+		for (size_t k = 0; k < YAJL_GET_ARRAY(v)->len; k++) {
+			if (k > 0)
+				sb_printf(b, ",");
+			canon_val(b, YAJL_GET_ARRAY(v)->values[k]);
+		}
+		sb_printf(b, "]");
+	} else if (YAJL_IS_STRING(v)) {
+		const char *str = YAJL_GET_STRING(v);
+		sb_jstr(b, str, str ? strlen(str) : 0);
+	} else if (YAJL_IS_NUMBER(v)) {
+		sb_printf(b, "%s", YAJL_GET_NUMBER(v));
+	} else if (YAJL_IS_TRUE(v)) {
+		sb_printf(b, "true");
+	} else if (YAJL_IS_FALSE(v)) {
+		sb_printf(b, "false");
+	} else {
+		sb_printf(b, "null");
+	}
+}
+
+/* Parse @p text (NUL-terminated); fails the test if it is not JSON. */
+static yajl_val
+parse(const char *text)
+{
+	char err[256];
+	yajl_val v = yajl_tree_parse(text, err, sizeof err);
+
+	ck_assert_msg(v != NULL, "not JSON (%s): %.300s", err, text);
+	return v;
+}
+
+static yajl_val
+get(yajl_val v, const char *name)
+{
+	const char *path[] = { name, NULL };
+
+	return yajl_tree_get(v, path, yajl_t_any);
+}
+
+/* "<key>\t<canonical state>\n" of one {"key":K,"state":S} object. */
+static void
+dump_pair(sbuf *b, yajl_val pair)
+{
+	yajl_val k = get(pair, "key"), s = get(pair, "state");
+
+	ck_assert_msg(k != NULL && YAJL_IS_STRING(k) && s != NULL, "not a key and a state");
+	sb_printf(b, "%s\t", YAJL_GET_STRING(k));
+	canon_val(b, s);
+	sb_printf(b, "\n");
+}
+
+/* Compare two dumps line by line; the first difference is the message. */
+static void
+same_dump(const char *got, const char *want, const char *what)
+{
+	size_t line = 1;
+	const char *g = got, *w = want;
+
+	while (*g && *w) {
+		size_t gl = strcspn(g, "\n"), wl = strcspn(w, "\n");
+		ck_assert_msg(gl == wl && memcmp(g, w, gl) == 0,
+			      "%s: line %zu differs:\n  got  %.*s\n  want %.*s", what, line,
+			      (int)gl, g, (int)wl, w);
+		g += gl + (g[gl] == '\n');
+		w += wl + (w[wl] == '\n');
+		line++;
+	}
+	ck_assert_msg(*g == '\0' && *w == '\0', "%s: line %zu: %s", what, line,
+		      *g ? "more keys than the model has" : "keys missing");
+}
+
+/* ------------------------------------------------------------------------
+ * Reading projections: progress, queries three ways, the raw LMDB keys
+ * ------------------------------------------------------------------------ */
+
+typedef struct pinfo {
+	int found, building, serving, faulted;
+	uint64_t live_seq, build_seq, fault_seq;
+	char error[300];
+} pinfo;
+
+typedef struct pfind {
+	const char *name;
+	pinfo *out;
+} pfind;
+
+static void
+pinfo_cb(void *ud, const tide_projection_info *pi)
+{
+	pfind *f = ud;
+
+	if (strcmp(pi->name, f->name) != 0)
+		return;
+	f->out->found = 1;
+	f->out->building = pi->building;
+	f->out->serving = pi->serving;
+	f->out->faulted = pi->faulted;
+	f->out->live_seq = pi->live_seq;
+	f->out->build_seq = pi->build_seq;
+	f->out->fault_seq = pi->fault_seq;
+	snprintf(f->out->error, sizeof f->out->error, "%s", pi->error ? pi->error : "");
+}
+
+/* Progress of projection @p name in @p dir, read in-process. */
+static pinfo
+proj_info(const char *dir, const char *name)
+{
+	pinfo pi;
+	pfind f = { name, &pi };
+	tide_log *log;
+
+	memset(&pi, 0, sizeof pi);
+	if (tide_log_open(&log, dir, NULL, 0) != TIDE_OK)
+		return pi;
+	ck_assert_int_eq(tide_log_projections(log, pinfo_cb, &f), TIDE_OK);
+	tide_log_close(log);
+	return pi;
+}
+
+/* Wait (deadline @p ms) until @p name is live (not building, not stopped)
+ * at seq @p seq or beyond. */
+static pinfo
+wait_live(const char *dir, const char *name, uint64_t seq, int ms)
+{
+	int64_t deadline = th_ms() + ms;
+	pinfo pi;
+
+	do {
+		pi = proj_info(dir, name);
+		if (pi.found && !pi.building && !pi.faulted && pi.serving && pi.live_seq >= seq)
+			return pi;
+		th_pause();
+	} while (th_ms() < deadline);
+	ck_abort_msg("projection %s not live at %llu within %d ms: found %d building %d faulted %d "
+		     "(%s) live_seq %llu build_seq %llu",
+		     name, LLU(seq), ms, pi.found, pi.building, pi.faulted, pi.error,
+		     LLU(pi.live_seq), LLU(pi.build_seq));
+	return pi;
+}
+
+/* Wait until @p name is stopped (faulted). */
+static pinfo
+wait_faulted(const char *dir, const char *name, int ms)
+{
+	int64_t deadline = th_ms() + ms;
+	pinfo pi;
+
+	do {
+		pi = proj_info(dir, name);
+		if (pi.found && pi.faulted)
+			return pi;
+		th_pause();
+	} while (th_ms() < deadline);
+	ck_abort_msg("projection %s did not stop within %d ms (live_seq %llu)", name, ms,
+		     LLU(pi.live_seq));
+	return pi;
+}
+
+static int
+collect_state(void *ud, const char *key, size_t klen, const char *json, size_t jlen)
+{
+	sbuf *b = ud;
+	char *text = strndup(json, jlen);
+	yajl_val v;
+
+	ck_assert_ptr_nonnull(text);
+	v = parse(text);
+	sb_printf(b, "%.*s\t", (int)klen, key);
+	canon_val(b, v);
+	sb_printf(b, "\n");
+	yajl_tree_free(v);
+	free(text);
+	return 0;
+}
+
+/* tide_log_query() in this process: the dump, or NULL with *rc set. */
+static char *
+query_api(const char *dir, const char *name, const char *key, const char *prefix, size_t limit,
+	  int *rc)
+{
+	tide_log *log;
+	sbuf b = { 0 };
+
+	ck_assert_int_eq(tide_log_open(&log, dir, NULL, 0), TIDE_OK);
+	*rc = tide_log_query(log, name, key, prefix, limit, collect_state, &b);
+	tide_log_close(log);
+	sb_printf(&b, "%s", "");
+	return sb_take(&b);
+}
+
+/* `tide query NAME [ARGS]`: the dump; *status gets the exit status. */
+static char *
+query_cli(const char *dir, const char *name, const char *args, int *status)
+{
+	size_t cap = 4 << 20;
+	char *out = malloc(cap), *line, *save = NULL;
+	sbuf b = { 0 };
+
+	ck_assert_ptr_nonnull(out);
+	*status = th_sh(out, cap, "'%s' query --data '%s' %s %s 2>/dev/null", TIDE_BIN, dir, name,
+			args ? args : "");
+	ck_assert_uint_lt(strlen(out), cap - 1);
+	sb_printf(&b, "%s", "");
+	for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		yajl_val v = parse(line);
+		dump_pair(&b, v);
+		yajl_tree_free(v);
+	}
+	free(out);
+	return sb_take(&b);
+}
+
+/* A REQ query on the REP socket; the raw reply (malloc'd). */
+static char *
+query_rep_raw(const char *url, const char *req)
+{
+	size_t cap = 4 << 20;
+	char *reply = malloc(cap);
+
+	ck_assert_ptr_nonnull(reply);
+	ck_assert_msg(th_req(url, req, reply, cap, 10000) > 0, "no reply to %s", req);
+	return reply;
+}
+
+/* A REQ query for a prefix (and limit): the dump of its "states". */
+static char *
+query_rep_many(const char *url, const char *name, const char *prefix, long limit)
+{
+	sbuf req = { 0 }, b = { 0 };
+	char *reply;
+	yajl_val v, ok, states;
+
+	sb_printf(&req, "{\"query\":\"%s\"", name);
+	if (prefix)
+		sb_printf(&req, ",\"prefix\":\"%s\"", prefix);
+	if (limit > 0)
+		sb_printf(&req, ",\"limit\":%ld", limit);
+	sb_printf(&req, "}");
+	reply = query_rep_raw(url, req.p);
+	v = parse(reply);
+	ok = get(v, "ok");
+	states = get(v, "states");
+	ck_assert_msg(ok && YAJL_IS_TRUE(ok) && states && YAJL_IS_ARRAY(states), "%s -> %.300s",
+		      req.p, reply);
+	sb_printf(&b, "%s", "");
+	for (size_t k = 0; k < YAJL_GET_ARRAY(states)->len; k++)
+		dump_pair(&b, YAJL_GET_ARRAY(states)->values[k]);
+	yajl_tree_free(v);
+	free(reply);
+	free(req.p);
+	return sb_take(&b);
+}
+
+/* A REQ query for one key: the dump line, or NULL if not ok. */
+static char *
+query_rep_key(const char *url, const char *name, const char *key)
+{
+	sbuf req = { 0 }, b = { 0 };
+	char *reply;
+	yajl_val v, ok;
+
+	sb_printf(&req, "{\"query\":\"%s\",\"key\":\"%s\"}", name, key);
+	reply = query_rep_raw(url, req.p);
+	v = parse(reply);
+	ok = get(v, "ok");
+	ck_assert_ptr_nonnull(ok);
+	if (YAJL_IS_TRUE(ok))
+		dump_pair(&b, v);
+	yajl_tree_free(v);
+	free(reply);
+	free(req.p);
+	return b.p ? sb_take(&b) : NULL;
+}
+
+/* Keys of projection @p name in the `state` database, read with LMDB
+ * itself: how many belong to each generation (gens[] sorted ascending,
+ * up to 8), the number of generations returned. */
+static int
+state_gens(const char *dir, const char *name, uint32_t *gens, long *counts)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	size_t nl = strlen(name);
+	int ng = 0, rc;
+
+	ck_assert_int_eq(mdb_env_create(&env), 0);
+	ck_assert_int_eq(mdb_env_set_maxdbs(env, 16), 0);
+	ck_assert_int_eq(mdb_env_open(env, dir, MDB_RDONLY, 0644), 0);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "state", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_cursor_open(txn, dbi, &cur), 0);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		const uint8_t *p = k.mv_data;
+		uint32_t g;
+		int i;
+		if (k.mv_size < nl + 5 || memcmp(p, name, nl) != 0 || p[nl] != '\0')
+			continue;
+		g = (uint32_t)p[nl + 1] << 24 | (uint32_t)p[nl + 2] << 16 |
+		    (uint32_t)p[nl + 3] << 8 | p[nl + 4];
+		for (i = 0; i < ng && gens[i] != g; i++)
+			;
+		if (i == ng) {
+			ck_assert_int_lt(ng, 8);
+			gens[ng] = g;
+			counts[ng++] = 0;
+		}
+		counts[i]++;
+	}
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	for (int a = 1; a < ng; a++)
+		for (int b = a; b > 0 && gens[b - 1] > gens[b]; b--) {
+			uint32_t tg = gens[b];
+			long tc = counts[b];
+			gens[b] = gens[b - 1], counts[b] = counts[b - 1];
+			gens[b - 1] = tg, counts[b - 1] = tc;
+		}
+	return ng;
+}
+
+/* Wait until @p name has keys of exactly one generation (the old ones are
+ * collected a slice at a time); returns it and its key count. */
+static uint32_t
+wait_one_gen(const char *dir, const char *name, long *count, int ms)
+{
+	int64_t deadline = th_ms() + ms;
+	uint32_t gens[8];
+	long counts[8];
+	int ng;
+
+	do {
+		ng = state_gens(dir, name, gens, counts);
+		if (ng <= 1) {
+			*count = ng ? counts[0] : 0;
+			return ng ? gens[0] : 0;
+		}
+		th_pause();
+	} while (th_ms() < deadline);
+	ck_abort_msg("projection %s still has keys of %d generations (%u: %ld, %u: %ld)", name, ng,
+		     gens[0], counts[0], gens[1], counts[1]);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * The bank: a generated history and its reference model
+ * ------------------------------------------------------------------------ */
+
+#define NACCT 150
+#define NEVENTS 3000
+
+typedef struct gev {
+	const char *type;
+	int acct;    /* the key (data.acct); 0: none, the event has no key */
+	int subject; /* 0: "sys", else "acct-<n>" */
+	int64_t amount;
+	int test; /* data.test: the filter drops it */
+	char owner[24];
+} gev;
+
+typedef struct account {
+	int present;
+	int64_t balance, fees;
+	long n;
+	const char *status;
+	char owner[24];
+	char tags[2048]; /* JSON array members */
+} account;
+
+typedef struct stream_st {
+	long n;
+	uint64_t last;
+} stream_st;
+
+typedef struct model {
+	int mult; /* what a deposit counts: 1 in version 1, 2 in version 2 */
+	account a[NACCT + 1];
+	stream_st s[NACCT + 1];
+} model;
+
+/* The projections.  %d: version, iterations of a busy loop per event
+ * (to make a rebuild slow), what a deposit counts. */
+static const char bank_lua[] =
+	"local tide = require 'tide'\n"
+	"local SPIN, MULT = %d, %d\n"
+	"local function spin() local x = 0 for i = 1, SPIN do x = x + i %% 7 end return x end\n"
+	"tide.projection('accounts', {\n"
+	"  version = %d,\n"
+	"  key = function(ev) return ev.data and ev.data.acct end,\n"
+	"  filter = function(ev) return not (ev.data and ev.data.test) end,\n"
+	"  init = function(key)\n"
+	"    assert(type(key) == 'string', 'keys reach init as strings')\n"
+	"    return { id = key, balance = 0, fees = 0, n = 0, status = 'new',\n"
+	"             tags = tide.array({}) }\n"
+	"  end,\n"
+	"  on = {\n"
+	"    ['acct.opened'] = function(s, ev) spin()\n"
+	"      s.n = s.n + 1; s.status = 'open'; s.owner = ev.data.owner end,\n"
+	"    ['acct.deposited'] = function(s, ev) spin()\n"
+	"      s.n = s.n + 1; s.balance = s.balance + ev.data.amount * MULT end,\n"
+	"    ['acct.withdrew'] = function(s, ev) spin()\n"
+	"      s.n = s.n + 1; s.balance = s.balance - ev.data.amount end,\n"
+	"    ['acct.closed'] = function(s, ev) spin() return tide.delete end,\n"
+	"    ['acct.fee.*'] = function(s, ev) spin()\n"
+	"      s.n = s.n + 1; s.fees = s.fees + ev.data.amount\n"
+	"      s.balance = s.balance - ev.data.amount end,\n"
+	"    ['acct.*'] = function(s, ev) spin()\n" /* acct.renamed: returns a new table */
+	"      local t = {}\n"
+	"      for k, v in pairs(s) do t[k] = v end\n"
+	"      t.n = s.n + 1; t.owner = ev.data.owner\n"
+	"      return t end,\n"
+	"    ['*'] = function(s, ev) spin()\n" /* note.added, kyc.passed */
+	"      s.n = s.n + 1; s.tags[#s.tags + 1] = ev.type end,\n"
+	"  },\n"
+	"})\n"
+	"tide.projection('streams', {\n" /* the default key: the subject */
+	"  version = 1,\n"
+	"  on = { ['*'] = function(s, ev) s.n = (s.n or 0) + 1; s.last = ev.seq end },\n"
+	"})\n";
+
+static const char *
+bank_script(const char *dir, int version, int spin, int mult)
+{
+	char text[sizeof bank_lua + 64];
+
+	snprintf(text, sizeof text, bank_lua, spin, mult, version);
+	return th_write(dir, "bank.lua", text);
+}
+
+/* The history: @p n events from @p seed. */
+static gev *
+bank_history(uint64_t seed, int n)
+{
+	gev *v = calloc((size_t)n, sizeof *v);
+	int open[NACCT + 1] = { 0 };
+	uint64_t rng = seed;
+
+	ck_assert_ptr_nonnull(v);
+	for (int i = 0; i < n; i++) {
+		gev *g = &v[i];
+		int a = (int)th_rand_range(&rng, 1, NACCT), r = (int)th_rand_range(&rng, 0, 99);
+		if (th_rand_range(&rng, 0, 99) < 5) {
+			g->type = "sys.tick"; /* no key: not for "accounts" */
+			continue;
+		}
+		g->acct = g->subject = a;
+		snprintf(g->owner, sizeof g->owner, "o%d-%d", a, i);
+		if (!open[a] && r < 80) {
+			g->type = "acct.opened";
+			open[a] = 1;
+		} else if (r < 40) {
+			g->type = "acct.deposited";
+			g->amount = (int64_t)th_rand_range(&rng, 1, 1000);
+		} else if (r < 60) {
+			g->type = "acct.withdrew";
+			g->amount = (int64_t)th_rand_range(&rng, 1, 500);
+		} else if (r < 68) {
+			g->type = "acct.fee.charged";
+			g->amount = (int64_t)th_rand_range(&rng, 1, 20);
+		} else if (r < 73) {
+			g->type = "acct.renamed";
+		} else if (r < 78) {
+			g->type = "note.added";
+		} else if (r < 81) {
+			g->type = "kyc.passed";
+		} else if (r < 86) {
+			g->type = "acct.deposited"; /* a test event: filtered out */
+			g->amount = 1000000;
+			g->test = 1;
+		} else if (r < 90) {
+			g->type = "acct.closed";
+			open[a] = 0;
+		} else {
+			g->type = "acct.deposited";
+			g->amount = (int64_t)th_rand_range(&rng, 1, 50);
+		}
+	}
+	return v;
+}
+
+/* Event @p i of the history as one line of JSON. */
+static void
+bank_event(sbuf *b, const gev *g, int i)
+{
+	sb_printf(b,
+		  "{\"specversion\":\"1.0\",\"id\":\"e-%d\",\"source\":\"/bank\",\"type\":\"%s\"",
+		  i, g->type);
+	if (g->subject)
+		sb_printf(b, ",\"subject\":\"acct-%d\"", g->subject);
+	else
+		sb_printf(b, ",\"subject\":\"sys\"");
+	sb_printf(b, ",\"data\":{");
+	if (g->acct)
+		sb_printf(b, "\"acct\":%d,\"amount\":%lld,\"owner\":\"%s\"%s", g->acct,
+			  (long long)g->amount, g->owner, g->test ? ",\"test\":true" : "");
+	else
+		sb_printf(b, "\"tick\":%d", i);
+	sb_printf(b, "}}");
+}
+
+/* Apply event @p g, stored at @p seq, to the model. */
+static void
+model_apply(model *m, const gev *g, uint64_t seq)
+{
+	account *a;
+
+	m->s[g->subject].n++;
+	m->s[g->subject].last = seq;
+	if (g->test || g->acct == 0)
+		return;
+	a = &m->a[g->acct];
+	if (!a->present) {
+		memset(a, 0, sizeof *a);
+		a->present = 1;
+		a->status = "new";
+	}
+	if (strcmp(g->type, "acct.opened") == 0) {
+		a->n++;
+		a->status = "open";
+		snprintf(a->owner, sizeof a->owner, "%s", g->owner);
+	} else if (strcmp(g->type, "acct.deposited") == 0) {
+		a->n++;
+		a->balance += g->amount * m->mult;
+	} else if (strcmp(g->type, "acct.withdrew") == 0) {
+		a->n++;
+		a->balance -= g->amount;
+	} else if (strcmp(g->type, "acct.closed") == 0) {
+		a->present = 0;
+	} else if (strcmp(g->type, "acct.fee.charged") == 0) {
+		a->n++;
+		a->fees += g->amount;
+		a->balance -= g->amount;
+	} else if (strcmp(g->type, "acct.renamed") == 0) {
+		a->n++;
+		snprintf(a->owner, sizeof a->owner, "%s", g->owner);
+	} else {
+		size_t len = strlen(a->tags);
+		a->n++;
+		snprintf(a->tags + len, sizeof a->tags - len, "%s\"%s\"", len ? "," : "", g->type);
+	}
+}
+
+/* The model after the first @p upto events of @p h. */
+static void
+model_at(model *m, int mult, const gev *h, int upto)
+{
+	memset(m, 0, sizeof *m);
+	m->mult = mult;
+	for (int i = 0; i < upto; i++)
+		model_apply(m, &h[i], (uint64_t)i + 1);
+}
+
+typedef struct kv {
+	char key[32];
+	char *json;
+} kv;
+
+static int
+by_key(const void *a, const void *b)
+{
+	return strcmp(((const kv *)a)->key, ((const kv *)b)->key);
+}
+
+/* The model's dump of projection @p name ("accounts" or "streams"): keys
+ * starting with @p prefix (NULL: all), at most @p limit (0: all), in
+ * the order LMDB keeps them (bytewise). */
+static char *
+model_dump(const model *m, const char *name, const char *prefix, size_t limit)
+{
+	kv v[NACCT + 1];
+	size_t n = 0;
+	sbuf out = { 0 };
+	int accounts = strcmp(name, "accounts") == 0;
+
+	for (int i = accounts ? 1 : 0; i <= NACCT; i++) {
+		sbuf b = { 0 };
+		if (accounts) {
+			const account *a = &m->a[i];
+			if (!a->present)
+				continue;
+			snprintf(v[n].key, sizeof v[n].key, "%d", i);
+			sb_printf(&b, "{\"balance\":%lld,\"fees\":%lld,\"id\":\"%d\",\"n\":%ld",
+				  (long long)a->balance, (long long)a->fees, i, a->n);
+			if (a->owner[0])
+				sb_printf(&b, ",\"owner\":\"%s\"", a->owner);
+			sb_printf(&b, ",\"status\":\"%s\",\"tags\":[%s]}", a->status, a->tags);
+		} else {
+			if (m->s[i].n == 0)
+				continue;
+			if (i == 0)
+				snprintf(v[n].key, sizeof v[n].key, "sys");
+			else
+				snprintf(v[n].key, sizeof v[n].key, "acct-%d", i);
+			sb_printf(&b, "{\"last\":%llu,\"n\":%ld}", LLU(m->s[i].last), m->s[i].n);
+		}
+		if (prefix && strncmp(v[n].key, prefix, strlen(prefix)) != 0) {
+			free(b.p);
+			continue;
+		}
+		v[n++].json = sb_take(&b);
+	}
+	qsort(v, n, sizeof *v, by_key);
+	sb_printf(&out, "%s", "");
+	for (size_t k = 0; k < n; k++) {
+		if (limit == 0 || k < limit)
+			sb_printf(&out, "%s\t%s\n", v[k].key, v[k].json);
+		free(v[k].json);
+	}
+	return sb_take(&out);
+}
+
+/* Publish events [from, to) of @p h over REQ, @p per to a message, one
+ * message at a time so that seq = index + 1 (checked on the acks). */
+static void
+bank_publish(const char *url, const gev *h, int from, int to, int per)
+{
+	size_t nmsg = (size_t)((to - from + per - 1) / per);
+	char **msgs = calloc(nmsg, sizeof *msgs), **replies = calloc(nmsg, sizeof *replies);
+
+	ck_assert_ptr_nonnull(msgs);
+	ck_assert_ptr_nonnull(replies);
+	for (size_t m = 0; m < nmsg; m++) {
+		sbuf b = { 0 };
+		for (int i = from + (int)m * per; i < to && i < from + (int)(m + 1) * per; i++) {
+			bank_event(&b, &h[i], i);
+			sb_printf(&b, "\n");
+		}
+		msgs[m] = sb_take(&b);
+	}
+	ck_assert_uint_eq(th_req_many(url, msgs, nmsg, replies, 1, 60000), nmsg);
+	for (size_t m = 0; m < nmsg; m++) {
+		char *line = replies[m], *save = NULL;
+		uint64_t want = (uint64_t)from + m * (uint64_t)per + 1, seq;
+		for (line = strtok_r(line, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+			ck_assert_msg(th_ack_parse(line, &seq) == TH_ACK_STORED, "ack %s", line);
+			ck_assert_uint_eq(seq, want);
+			want++;
+		}
+		ck_assert_uint_eq(want,
+				  (uint64_t)from + (m + 1) * (uint64_t)per + 1 > (uint64_t)to + 1
+					  ? (uint64_t)to + 1
+					  : (uint64_t)from + (m + 1) * (uint64_t)per + 1);
+		free(msgs[m]);
+		free(replies[m]);
+	}
+	free(msgs);
+	free(replies);
+}
+
+/* Every way of reading "accounts" and "streams" agrees with @p m. */
+static void
+check_all_ways(const char *dir, const char *rep, const model *m)
+{
+	static const char *const names[] = { "accounts", "streams" };
+	char *got, *want;
+	int rc;
+
+	for (int i = 0; i < 2; i++) {
+		want = model_dump(m, names[i], NULL, 0);
+		got = query_cli(dir, names[i], NULL, &rc);
+		ck_assert_int_eq(rc, 0);
+		same_dump(got, want, "tide query");
+		free(got);
+		got = query_api(dir, names[i], NULL, NULL, 0, &rc);
+		ck_assert_int_eq(rc, TIDE_OK);
+		same_dump(got, want, "tide_log_query");
+		free(got);
+		if (rep) {
+			got = query_rep_many(rep, names[i], NULL, 0);
+			same_dump(got, want, "REP query");
+			free(got);
+		}
+		free(want);
+	}
+}
+
+/* Single keys and prefixes with limits, three ways. */
+static void
+check_keys_and_prefixes(const char *dir, const char *rep, const model *m)
+{
+	static const char *const prefixes[] = { "1", "12", "9", "150", "7" };
+	static const long limits[] = { 5, 0, 3, 1, 100 };
+	char *got, *want, limit[32];
+	int rc;
+
+	for (int i = 0; i < 5; i++) {
+		want = model_dump(m, "accounts", prefixes[i], (size_t)limits[i]);
+		got = query_rep_many(rep, "accounts", prefixes[i], limits[i]);
+		same_dump(got, want, "REP prefix query");
+		free(got);
+		got = query_api(dir, "accounts", NULL, prefixes[i], (size_t)limits[i], &rc);
+		ck_assert_int_eq(rc, TIDE_OK);
+		same_dump(got, want, "tide_log_query prefix");
+		free(got);
+		snprintf(limit, sizeof limit, "--prefix %s --limit %ld", prefixes[i], limits[i]);
+		got = query_cli(dir, "accounts", limit, &rc);
+		ck_assert_int_eq(rc, 0);
+		same_dump(got, want, "tide query --prefix");
+		free(got);
+		free(want);
+	}
+	/* every key, present or deleted */
+	for (int a = 1; a <= NACCT; a += 7) {
+		char key[16], *one;
+		model sub = *m;
+		snprintf(key, sizeof key, "%d", a);
+		for (int j = 1; j <= NACCT; j++)
+			sub.a[j].present = sub.a[j].present && j == a;
+		want = model_dump(&sub, "accounts", NULL, 0);
+		one = query_rep_key(rep, "accounts", key);
+		got = query_cli(dir, "accounts", key, &rc);
+		if (m->a[a].present) {
+			ck_assert_ptr_nonnull(one);
+			same_dump(one, want, "REP key query");
+			ck_assert_int_eq(rc, 0);
+			same_dump(got, want, "tide query KEY");
+		} else {
+			ck_assert_ptr_null(one);
+			ck_assert_int_eq(rc, 1);
+			ck_assert_str_eq(got, "");
+		}
+		free(got);
+		got = query_api(dir, "accounts", key, NULL, 0, &rc);
+		ck_assert_int_eq(rc, m->a[a].present ? TIDE_OK : TIDE_ENOTFOUND);
+		if (m->a[a].present)
+			same_dump(got, want, "tide_log_query KEY");
+		free(got);
+		free(one);
+		free(want);
+	}
+}
+
+/* A data directory and a running daemon on bank.lua. */
+static void
+bank_start(th_daemon *d, const char *dir, const char *data, const char *script)
+{
+	ck_assert_int_eq(th_daemon_spawn(d, data, "--data '%s' --script '%s'", data, script), 0);
+	(void)dir;
+}
+
+static const char *
+subdir(const char *dir, const char *name)
+{
+	static char path[4][600];
+	static int slot;
+	char *p = path[slot++ & 3];
+
+	snprintf(p, 600, "%s/%s", dir, name);
+	return p;
+}
+
+/* ------------------------------------------------------------------------
+ * 1. The live projection equals the model, at points along the way
+ * ------------------------------------------------------------------------ */
+
+START_TEST(live_matches_model)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	uint64_t seed = (uint64_t)th_env_ll("TIDE_SEED", 20261124);
+	gev *h = bank_history(seed, NEVENTS);
+	static const int points[] = { 1, 37, 700, 1900, NEVENTS };
+	model *m = malloc(sizeof *m);
+	int done = 0, deleted = 0, tagged = 0;
+	th_daemon d;
+
+	ck_assert_ptr_nonnull(m);
+	bank_start(&d, dir, data, bank_script(dir, 1, 0, 1));
+	for (size_t p = 0; p < sizeof points / sizeof points[0]; p++) {
+		bank_publish(d.rep, h, done, points[p], 100);
+		done = points[p];
+		wait_live(data, "accounts", (uint64_t)done, 20000);
+		wait_live(data, "streams", (uint64_t)done, 20000);
+		model_at(m, 1, h, done);
+		check_all_ways(data, d.rep, m);
+	}
+	/* the history exercises what it should: closes (some keys come back
+	 * after one, from init), notes that only "*" takes */
+	for (int i = 0; i < NEVENTS; i++)
+		deleted += strcmp(h[i].type, "acct.closed") == 0;
+	for (int a = 1; a <= NACCT; a++)
+		tagged += m->a[a].present && m->a[a].tags[0];
+	ck_assert_int_gt(deleted, 50);
+	ck_assert_int_gt(tagged, 20);
+	check_keys_and_prefixes(data, d.rep, m);
+	/* and across a restart */
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	check_all_ways(data, NULL, m);
+	bank_start(&d, dir, data, bank_script(dir, 1, 0, 1));
+	check_all_ways(data, d.rep, m);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	free(m);
+	free(h);
+}
+END_TEST
+
+Suite *
+projection_suite(void)
+{
+	Suite *s = suite_create("projection");
+	TCase *live = tcase_create("model");
+
+	tcase_add_checked_fixture(live, NULL, th_cleanup);
+	tcase_set_timeout(live, 60);
+	tcase_add_test(live, live_matches_model);
+	suite_add_tcase(s, live);
+	return s;
+}
