@@ -936,15 +936,311 @@ START_TEST(live_matches_model)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * 2. and 3. Rebuilds after a change of the definition
+ * ------------------------------------------------------------------------ */
+
+/* Busy-loop iterations per event of the version-2 handlers: enough to make
+ * the rebuild of the history take a few seconds (TIDE_SPIN overrides). */
+#define SPIN_DEFAULT 60000
+/* Events published while the rebuild runs. */
+#define NLATE 200
+
+/* Version 1 of the bank, the whole history in and the daemon stopped;
+ * *gen1 gets the generation "accounts" lives in. */
+static void
+bank_v1(const char *dir, const char *data, const gev *h, model *m1, uint32_t *gen1)
+{
+	th_daemon d;
+	long keys;
+	char *want;
+
+	bank_start(&d, dir, data, bank_script(dir, 1, 0, 1));
+	bank_publish(d.rep, h, 0, NEVENTS, 250);
+	wait_live(data, "accounts", NEVENTS, 20000);
+	wait_live(data, "streams", NEVENTS, 20000);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	model_at(m1, 1, h, NEVENTS);
+	check_all_ways(data, NULL, m1);
+	*gen1 = wait_one_gen(data, "accounts", &keys, 1000);
+	want = model_dump(m1, "accounts", NULL, 0);
+	ck_assert_int_eq(keys, th_count(want, "\n"));
+	ck_assert_uint_gt(*gen1, 0);
+	free(want);
+}
+
+/* After a rebuild: the new state equals @p m2 and only its generation is
+ * left in the `state` database. */
+static void
+check_rebuilt(const char *data, const char *rep, const model *m2, uint32_t gen1)
+{
+	long keys;
+	uint32_t gen2;
+	char *want = model_dump(m2, "accounts", NULL, 0);
+
+	check_all_ways(data, rep, m2);
+	gen2 = wait_one_gen(data, "accounts", &keys, 20000);
+	ck_assert_uint_gt(gen2, gen1);
+	ck_assert_int_eq(keys, th_count(want, "\n"));
+	free(want);
+	want = model_dump(m2, "streams", NULL, 0);
+	wait_one_gen(data, "streams", &keys, 20000);
+	ck_assert_int_eq(keys, th_count(want, "\n"));
+	free(want);
+}
+
+/* `tide stat --json` and `tide stat` say "accounts" is building, serving
+ * the old state at @p live_seq.  Returns 0 if the rebuild finished before
+ * stat looked (the caller tries again or moves on). */
+static int
+check_stat_building(const char *data, uint64_t live_seq)
+{
+	char out[8192];
+	yajl_val v, ps;
+	int seen = 0, building = 0;
+
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --json --data '%s'", TIDE_BIN, data), 0);
+	v = parse(out);
+	ps = get(v, "projections");
+	ck_assert_msg(ps && YAJL_IS_ARRAY(ps), "%s", out);
+	for (size_t k = 0; k < YAJL_GET_ARRAY(ps)->len; k++) {
+		yajl_val p = YAJL_GET_ARRAY(ps)->values[k], name = get(p, "name");
+		yajl_val status = get(p, "status"), seq = get(p, "seq"),
+			 progress = get(p, "progress");
+		const char *nm = YAJL_IS_STRING(name) ? YAJL_GET_STRING(name) : "";
+		if (strcmp(nm, "accounts") != 0)
+			continue;
+		seen = 1;
+		ck_assert_msg(YAJL_IS_STRING(status), "%s", out);
+		if (strcmp(YAJL_IS_STRING(status) ? YAJL_GET_STRING(status) : "", "live") == 0 &&
+		    !proj_info(data, "accounts").building)
+			break; /* finished meanwhile */
+		ck_assert_str_eq(YAJL_GET_STRING(status), "building");
+		building = 1;
+		/* the state served is the old one, at its old position */
+		ck_assert_uint_eq((uint64_t)YAJL_GET_INTEGER(seq), live_seq);
+		ck_assert_msg(progress && YAJL_IS_NUMBER(progress), "no progress: %s", out);
+		ck_assert(YAJL_GET_DOUBLE(progress) >= 0 && YAJL_GET_DOUBLE(progress) < 100);
+	}
+	ck_assert_msg(seen, "no accounts in %s", out);
+	yajl_tree_free(v);
+	if (!building)
+		return 0;
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s'", TIDE_BIN, data), 0);
+	if (strstr(out, "live at") && !proj_info(data, "accounts").building)
+		return 1;
+	ck_assert_msg(strstr(out, "building") && strstr(out, "serving the previous state"), "%s",
+		      out);
+	return 1;
+}
+
+/* Wait until @p name is being rebuilt: right after a start the stored
+ * progress is still the old definition's until the first turn commits. */
+static void
+wait_building(const char *dir, const char *name, int ms)
+{
+	int64_t deadline = th_ms() + ms;
+	pinfo pi;
+
+	do {
+		pi = proj_info(dir, name);
+		if (pi.building)
+			return;
+		th_pause();
+	} while (th_ms() < deadline);
+	ck_abort_msg("%s did not start building within %d ms (live at %llu, stopped %d: %s)", name,
+		     ms, LLU(pi.live_seq), pi.faulted, pi.error);
+}
+
+/* Change the definition (version 2: deposits count twice, handlers slow)
+ * and restart: while the new generation is built every read is the old
+ * state, whole; then, in one step, the new one; events that arrive
+ * meanwhile are in the new state. */
+START_TEST(rebuild_serves_old_state_then_switches)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	gev *h = bank_history(77, NEVENTS + NLATE);
+	model *m1 = malloc(sizeof *m1), *m2 = malloc(sizeof *m2);
+	char *old, *new;
+	uint32_t gen1;
+	int spin = (int)th_env_ll("TIDE_SPIN", SPIN_DEFAULT), reads_old = 0, reads_new = 0;
+	int late = 0, stat_checked = 0;
+	pid_t publisher = -1;
+	int64_t t0;
+	th_daemon d;
+
+	ck_assert_ptr_nonnull(m1);
+	ck_assert_ptr_nonnull(m2);
+	bank_v1(dir, data, h, m1, &gen1);
+	model_at(m2, 2, h, NEVENTS + NLATE);
+	old = model_dump(m1, "accounts", NULL, 0);
+	new = model_dump(m2, "accounts", NULL, 0);
+	ck_assert_str_ne(old, new);
+
+	bank_start(&d, dir, data, bank_script(dir, 2, spin, 2));
+	wait_building(data, "accounts", 10000);
+	t0 = th_ms();
+	for (;;) {
+		pinfo before = proj_info(data, "accounts"), after;
+		int rc;
+		char *got = query_api(data, "accounts", NULL, NULL, 0, &rc);
+		ck_assert_int_eq(rc, TIDE_OK);
+		after = proj_info(data, "accounts");
+		ck_assert_msg(!before.faulted && !after.faulted, "stopped: %s", after.error);
+		if (strcmp(got, old) == 0) {
+			/* never the old state once the new one was seen */
+			ck_assert_int_eq(reads_new, 0);
+			ck_assert_msg(before.building, "the old state is read but not building");
+			reads_old++;
+		} else {
+			/* the new one, whole: the model at some seq between
+			 * the end of the history and the live seq read after
+			 * the query (the late events may still be coming) */
+			int k, found = 0;
+			ck_assert_msg(!before.building || !after.building,
+				      "a new state while building");
+			for (k = NEVENTS; k <= (int)after.live_seq && !found; k++) {
+				model part;
+				char *want;
+				model_at(&part, 2, h, k);
+				want = model_dump(&part, "accounts", NULL, 0);
+				found = strcmp(got, want) == 0;
+				free(want);
+			}
+			ck_assert_msg(found,
+				      "a state that is no model's between %d and %llu:\n%.2000s",
+				      NEVENTS, LLU(after.live_seq), got);
+			reads_new++;
+		}
+		free(got);
+		if (!late) {
+			/* events keep coming during the rebuild (from another
+			 * process, so that this one keeps reading); the old
+			 * state does not move */
+			sbuf b = { 0 };
+			for (int i = NEVENTS; i < NEVENTS + NLATE; i++) {
+				bank_event(&b, &h[i], i);
+				sb_printf(&b, "\n");
+			}
+			th_write(dir, "late.ndjson", b.p);
+			free(b.p);
+			publisher = th_bg_io(subdir(dir, "late.ndjson"), subdir(dir, "late.out"),
+					     subdir(dir, "late.err"), "'%s' publish --data '%s'",
+					     TIDE_BIN, data);
+			ck_assert_int_gt(publisher, 0);
+			late = 1;
+		}
+		if (after.building && reads_old >= 2 && !stat_checked) {
+			stat_checked = check_stat_building(data, NEVENTS);
+		}
+		if (!after.building && after.live_seq >= NEVENTS + NLATE)
+			break;
+		ck_assert_msg(th_ms() - t0 < 60000, "the rebuild did not finish within 60 s");
+		th_pause();
+	}
+	if (getenv("TIDE_VERBOSE"))
+		fprintf(stderr, "rebuild: %lld ms, %d old reads, %d new\n",
+			(long long)(th_ms() - t0), reads_old, reads_new);
+	ck_assert_msg(reads_old >= 3, "the rebuild was too quick to watch (%d reads)", reads_old);
+	ck_assert_int_eq(late, 1);
+	ck_assert_int_eq(th_bg_wait(publisher, 10000), 0);
+	ck_assert_int_eq(stat_checked, 1);
+	check_rebuilt(data, d.rep, m2, gen1);
+	ck_assert(th_wait_file(d.log, "projection 'accounts' is built", 1000));
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	free(old);
+	free(new);
+	free(m1);
+	free(m2);
+	free(h);
+}
+END_TEST
+
+/* SIGKILL the daemon three times in the middle of the rebuild: each time
+ * the progress committed is kept, the old state is still served, and the
+ * restarted daemon resumes; the result is the model, every key whole. */
+START_TEST(rebuild_survives_sigkill)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	gev *h = bank_history(4242, NEVENTS);
+	model *m1 = malloc(sizeof *m1), *m2 = malloc(sizeof *m2);
+	const char *script;
+	char *old;
+	uint32_t gen1;
+	int spin = (int)th_env_ll("TIDE_SPIN", SPIN_DEFAULT), kills = 0;
+	uint64_t floor = 0;
+	th_daemon d;
+
+	ck_assert_ptr_nonnull(m1);
+	ck_assert_ptr_nonnull(m2);
+	bank_v1(dir, data, h, m1, &gen1);
+	model_at(m2, 2, h, NEVENTS);
+	old = model_dump(m1, "accounts", NULL, 0);
+	script = bank_script(dir, 2, spin, 2);
+	bank_start(&d, dir, data, script);
+	wait_building(data, "accounts", 10000);
+	while (kills < 3) {
+		int64_t deadline = th_ms() + 30000;
+		pinfo pi;
+		char *got;
+		int rc;
+		/* wait for progress beyond what survived the last kill */
+		do {
+			pi = proj_info(data, "accounts");
+			ck_assert_msg(!pi.faulted, "stopped: %s", pi.error);
+			if (!pi.building || pi.build_seq > floor)
+				break;
+			th_pause();
+		} while (th_ms() < deadline);
+		if (!pi.building)
+			break; /* done before the third kill: still a pass */
+		ck_assert_uint_gt(pi.build_seq, floor);
+		th_daemon_kill(&d);
+		kills++;
+		/* what a turn committed stays committed */
+		pi = proj_info(data, "accounts");
+		ck_assert_msg(pi.building, "the kill came after the switch");
+		ck_assert_uint_ge(pi.build_seq, floor);
+		floor = pi.build_seq;
+		got = query_api(data, "accounts", NULL, NULL, 0, &rc);
+		ck_assert_int_eq(rc, TIDE_OK);
+		same_dump(got, old, "the old state after a kill");
+		free(got);
+		bank_start(&d, dir, data, script);
+		pi = proj_info(data, "accounts");
+		ck_assert_msg(!pi.building || pi.build_seq >= floor,
+			      "the rebuild went back from %llu to %llu", LLU(floor),
+			      LLU(pi.build_seq));
+	}
+	ck_assert_int_ge(kills, 2);
+	wait_live(data, "accounts", NEVENTS, 60000);
+	wait_live(data, "streams", NEVENTS, 60000);
+	/* exactly once: every counter equals the events of its key */
+	check_rebuilt(data, d.rep, m2, gen1);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	free(old);
+	free(m1);
+	free(m2);
+	free(h);
+}
+END_TEST
+
 Suite *
 projection_suite(void)
 {
 	Suite *s = suite_create("projection");
 	TCase *live = tcase_create("model");
+	TCase *rebuild = tcase_create("rebuild");
 
 	tcase_add_checked_fixture(live, NULL, th_cleanup);
 	tcase_set_timeout(live, 60);
 	tcase_add_test(live, live_matches_model);
 	suite_add_tcase(s, live);
+
+	tcase_add_checked_fixture(rebuild, NULL, th_cleanup);
+	tcase_set_timeout(rebuild, 90);
+	tcase_add_test(rebuild, rebuild_serves_old_state_then_switches);
+	tcase_add_test(rebuild, rebuild_survives_sigkill);
+	suite_add_tcase(s, rebuild);
 	return s;
 }
