@@ -1225,12 +1225,910 @@ START_TEST(rebuild_survives_sigkill)
 }
 END_TEST
 
+/* A rebuild runs "in the background": while it works, the REP socket
+ * still answers queries and acknowledges events within a bound far below
+ * the length of the rebuild (a turn gives a rebuild about 50 ms). */
+START_TEST(rebuild_does_not_hold_up_queries_and_ingest)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	gev *h = bank_history(99, NEVENTS);
+	model *m1 = malloc(sizeof *m1);
+	int spin = (int)th_env_ll("TIDE_SPIN", SPIN_DEFAULT);
+	char reply[65536];
+	const char *ev = "{\"specversion\":\"1.0\",\"id\":\"during\",\"source\":\"/t\","
+			 "\"type\":\"sys.tick\",\"subject\":\"sys\"}";
+	int64_t t, query_ms, ack_ms;
+	uint32_t gen1;
+	th_daemon d;
+
+	ck_assert_ptr_nonnull(m1);
+	bank_v1(dir, data, h, m1, &gen1);
+	bank_start(&d, dir, data, bank_script(dir, 2, spin, 2));
+	wait_building(data, "accounts", 10000);
+	t = th_ms();
+	ck_assert_int_gt(
+		th_req(d.rep, "{\"query\":\"accounts\",\"key\":\"1\"}", reply, sizeof reply, 60000),
+		0);
+	query_ms = th_ms() - t;
+	ck_assert_msg(strncmp(reply, "{\"ok\":true,\"key\":\"1\",\"state\":", 29) == 0, "%s",
+		      reply);
+	t = th_ms();
+	ck_assert_int_gt(th_req(d.rep, ev, reply, sizeof reply, 60000), 0);
+	ack_ms = th_ms() - t;
+	ck_assert_str_eq(reply, "{\"ok\":true,\"seq\":3001}");
+	ck_assert_msg(query_ms < 1000 && ack_ms < 1000,
+		      "while rebuilding, a REP query took %lld ms and an acknowledgement %lld ms "
+		      "(still building: %d)",
+		      (long long)query_ms, (long long)ack_ms, proj_info(data, "accounts").building);
+	wait_live(data, "accounts", NEVENTS + 1, 60000);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	free(m1);
+	free(h);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * 4. Forced rebuilds, and a projection added to an existing log
+ * ------------------------------------------------------------------------ */
+
+START_TEST(rebuild_command_online_and_offline)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	gev *h = bank_history(5, NEVENTS);
+	model *m1 = malloc(sizeof *m1);
+	const char *script;
+	char out[4096], err[512];
+	uint32_t gen1, gen2, gen3;
+	long keys;
+	th_daemon d;
+
+	ck_assert_ptr_nonnull(m1);
+	bank_v1(dir, data, h, m1, &gen1);
+	script = bank_script(dir, 1, 0, 1); /* unchanged: nothing to rebuild */
+	bank_start(&d, dir, data, script);
+	wait_live(data, "accounts", NEVENTS, 10000);
+	ck_assert_uint_eq(wait_one_gen(data, "accounts", &keys, 1000), gen1);
+
+	/* online, through the command line (which asks the engine on REP) */
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' projection rebuild accounts --data '%s' 2>&1 >/dev/null",
+			       TIDE_BIN, data),
+			 0);
+	ck_assert_msg(strstr(out, "rebuilding 'accounts'"), "%s", out);
+	{
+		int64_t deadline = th_ms() + 20000;
+		uint32_t gens[8];
+		long counts[8];
+		int ng;
+		do {
+			ng = state_gens(data, "accounts", gens, counts);
+			if (ng == 1 && gens[0] > gen1 && !proj_info(data, "accounts").building)
+				break;
+			th_pause();
+		} while (th_ms() < deadline);
+		ck_assert_int_eq(ng, 1);
+		gen2 = gens[0];
+		ck_assert_uint_gt(gen2, gen1);
+	}
+	wait_live(data, "accounts", NEVENTS, 10000);
+	check_all_ways(data, d.rep, m1);
+	/* unknown names and bad requests */
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' projection rebuild nope --data '%s' 2>&1 >/dev/null", TIDE_BIN,
+			       data),
+			 1);
+	ck_assert_msg(strstr(out, "no projection named 'nope' is defined"), "%s", out);
+	ck_assert_int_gt(th_req(d.rep, "{\"command\":\"projection\",\"op\":\"rebuild\"}", out,
+				sizeof out, 5000),
+			 0);
+	ck_assert_str_eq(out, "{\"ok\":false,\"error\":\"projection: give its \\\"name\\\"\"}");
+	ck_assert_int_gt(
+		th_req(d.rep, "{\"command\":\"projection\",\"op\":\"drop\",\"name\":\"accounts\"}",
+		       out, sizeof out, 5000),
+		0);
+	ck_assert_str_eq(
+		out, "{\"ok\":false,\"error\":\"projection: \\\"op\\\" must be \\\"rebuild\\\"\"}");
+	ck_assert_int_gt(th_req(d.rep, "{\"query\":\"nope\"}", out, sizeof out, 5000), 0);
+	ck_assert_str_eq(out, "{\"ok\":false,\"error\":\"no projection named 'nope'\"}");
+	ck_assert_int_gt(
+		th_req(d.rep, "{\"query\":\"accounts\",\"key\":\"zz\"}", out, sizeof out, 5000), 0);
+	ck_assert_str_eq(
+		out, "{\"ok\":false,\"error\":\"no state for key 'zz' in projection 'accounts'\"}");
+	/* offline: not while the engine runs */
+	ck_assert_int_eq(tide_projection_rebuild(data, "accounts", err, sizeof err), TIDE_EBUSY);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	ck_assert_int_eq(tide_projection_rebuild(data, "nope", err, sizeof err), TIDE_ENOTFOUND);
+	ck_assert_msg(strstr(err, "nope"), "%s", err);
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' projection rebuild nope --data '%s' 2>&1 >/dev/null", TIDE_BIN,
+			       data),
+			 1);
+	ck_assert_int_eq(tide_projection_rebuild(data, "accounts", err, sizeof err), TIDE_OK);
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' projection rebuild streams --data '%s' 2>&1 >/dev/null",
+			       TIDE_BIN, data),
+			 0);
+	ck_assert_msg(strstr(out, "'streams' will be rebuilt when the engine next runs"), "%s",
+		      out);
+	/* the old state is served until the engine has rebuilt it */
+	check_all_ways(data, NULL, m1);
+	bank_start(&d, dir, data, script);
+	ck_assert(th_wait_file(d.log, "projection 'accounts': building from the log", 10000));
+	{
+		int64_t deadline = th_ms() + 20000;
+		do {
+			gen3 = wait_one_gen(data, "accounts", &keys, 10000);
+			if (gen3 > gen2 && !proj_info(data, "accounts").building)
+				break;
+			th_pause();
+		} while (th_ms() < deadline);
+		ck_assert_uint_gt(gen3, gen2);
+	}
+	wait_live(data, "accounts", NEVENTS, 20000);
+	wait_live(data, "streams", NEVENTS, 20000);
+	check_all_ways(data, d.rep, m1);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	free(m1);
+	free(h);
+}
+END_TEST
+
+/* A projection defined when the log already has events builds from the
+ * first one; until its first build is done it has no state to serve. */
+START_TEST(new_projection_builds_from_the_beginning)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	gev *h = bank_history(11, NEVENTS);
+	model *m = malloc(sizeof *m);
+	int seen_unserved = 0, rc;
+	th_daemon d;
+
+	ck_assert_ptr_nonnull(m);
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
+	bank_publish(d.rep, h, 0, NEVENTS, 500);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	ck_assert_int_eq(tide_projection_rebuild(data, "accounts", NULL, 0), TIDE_ENOTFOUND);
+	bank_start(&d, dir, data, bank_script(dir, 1, 10000, 1));
+	for (;;) {
+		pinfo pi = proj_info(data, "accounts");
+		if (pi.found && !pi.building)
+			break;
+		if (pi.found && pi.building && !pi.serving) {
+			char *got = query_api(data, "accounts", "1", NULL, 0, &rc);
+			if (proj_info(data, "accounts").building) {
+				ck_assert_int_eq(rc, TIDE_ESTATE);
+				seen_unserved++;
+			}
+			free(got);
+		}
+		th_pause();
+	}
+	ck_assert_int_gt(seen_unserved, 0);
+	wait_live(data, "accounts", NEVENTS, 20000);
+	wait_live(data, "streams", NEVENTS, 20000);
+	model_at(m, 1, h, NEVENTS);
+	check_all_ways(data, d.rep, m);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	free(m);
+	free(h);
+}
+END_TEST
+
+static const char count_lua[] =
+	"local tide = require 'tide'\n"
+	"tide.projection('count', {\n"
+	"  on = { ['*'] = function(s, ev) s.n = (s.n or 0) + 1; s.v = ev.version end },\n"
+	"})\n";
+
+/* Asking an unknown projection for a key says the projection is unknown,
+ * not that the key has no state. */
+START_TEST(query_unknown_projection_with_a_key)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	char out[4096];
+	th_daemon d;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data,
+					 th_write(dir, "count.lua", count_lua)),
+			 0);
+	ck_assert_int_gt(th_req(d.rep,
+				"{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/t\","
+				"\"type\":\"t\",\"subject\":\"s\"}",
+				out, sizeof out, 5000),
+			 0);
+	wait_live(data, "count", 1, 10000);
+	ck_assert_int_eq(
+		th_sh(out, sizeof out, "'%s' query nope s --data '%s' 2>&1", TIDE_BIN, data), 1);
+	ck_assert_msg(strstr(out, "no projection named 'nope'"), "tide query: %s", out);
+	ck_assert_int_gt(th_req(d.rep, "{\"query\":\"nope\",\"key\":\"s\"}", out, sizeof out, 5000),
+			 0);
+	ck_assert_str_eq(out, "{\"ok\":false,\"error\":\"no projection named 'nope'\"}");
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * 5. A failing handler stops its projection
+ * ------------------------------------------------------------------------ */
+
+static const char tally_lua[] =
+	"local tide = require 'tide'\n"
+	"local BOOM = %s\n"
+	"tide.projection('tally', {\n"
+	"  on = { ['t.add'] = function(s, ev)\n"
+	"    if BOOM and ev.data.boom then error('boom at ' .. ev.seq) end\n"
+	"    s.n = (s.n or 0) + 1; s.sum = (s.sum or 0) + ev.data.i end },\n"
+	"})\n"
+	"tide.projection('badkey', {\n"
+	"  key = function(ev) if ev.data.bad then return {} end return ev.subject end,\n"
+	"  on = { ['k.*'] = function(s, ev) s.n = (s.n or 0) + 1 end },\n"
+	"})\n";
+
+/* Send one event; its seq. */
+static uint64_t
+send_one(const char *rep, const char *type, const char *subject, const char *data, int id)
+{
+	char msg[1024], reply[1024];
+	uint64_t seq;
+
+	snprintf(msg, sizeof msg,
+		 "{\"specversion\":\"1.0\",\"id\":\"x-%d\",\"source\":\"/t\",\"type\":\"%s\","
+		 "\"subject\":\"%s\",\"data\":%s}",
+		 id, type, subject, data);
+	ck_assert_int_gt(th_req(rep, msg, reply, sizeof reply, 10000), 0);
+	ck_assert_msg(th_ack_parse(reply, &seq) == TH_ACK_STORED, "%s -> %s", msg, reply);
+	return seq;
+}
+
+/* The tally of events 1..upto (event i: subject k<i%%3>, i, boom at 11). */
+static char *
+tally_dump(int upto)
+{
+	long n[3] = { 0 }, sum[3] = { 0 };
+	sbuf b = { 0 };
+
+	for (int i = 1; i <= upto; i++)
+		n[i % 3]++, sum[i % 3] += i;
+	sb_printf(&b, "%s", "");
+	for (int k = 0; k < 3; k++)
+		if (n[k])
+			sb_printf(&b, "k%d\t{\"n\":%ld,\"sum\":%ld}\n", k, n[k], sum[k]);
+	return sb_take(&b);
+}
+
+START_TEST(failing_handler_stops_the_projection)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	char script_text[sizeof tally_lua + 16], out[8192], *got, *want, subj[8], d10[64];
+	const char *script;
+	pinfo pi;
+	yajl_val v;
+	int rc;
+	th_daemon d;
+
+	snprintf(script_text, sizeof script_text, tally_lua, "true");
+	script = th_write(dir, "tally.lua", script_text);
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data, script), 0);
+	for (int i = 1; i <= 10; i++) {
+		snprintf(subj, sizeof subj, "k%d", i % 3);
+		snprintf(d10, sizeof d10, "{\"i\":%d}", i);
+		ck_assert_uint_eq(send_one(d.rep, "t.add", subj, d10, i), (uint64_t)i);
+	}
+	wait_live(data, "tally", 10, 10000);
+	want = tally_dump(10);
+	got = query_api(data, "tally", NULL, NULL, 0, &rc);
+	same_dump(got, want, "before the failure");
+	free(got);
+	/* event 11 fails; 12..14 come after it */
+	ck_assert_uint_eq(send_one(d.rep, "t.add", "k2", "{\"i\":11,\"boom\":true}", 11), 11);
+	for (int i = 12; i <= 14; i++) {
+		snprintf(subj, sizeof subj, "k%d", i % 3);
+		snprintf(d10, sizeof d10, "{\"i\":%d}", i);
+		send_one(d.rep, "t.add", subj, d10, i);
+	}
+	pi = wait_faulted(data, "tally", 10000);
+	ck_assert_uint_eq(pi.fault_seq, 11);
+	ck_assert_uint_eq(pi.live_seq, 10);
+	ck_assert_msg(strstr(pi.error, "boom at 11"), "%s", pi.error);
+	/* what came before stays queryable, and nothing after it is in */
+	got = query_api(data, "tally", NULL, NULL, 0, &rc);
+	ck_assert_int_eq(rc, TIDE_OK);
+	same_dump(got, want, "after the failure");
+	free(got);
+	got = query_rep_many(d.rep, "tally", NULL, 0);
+	same_dump(got, want, "REP after the failure");
+	free(got);
+	ck_assert(th_wait_file(d.log, "projection 'tally' stopped at event 11", 5000));
+	/* tide stat and tide projection list say so */
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --json --data '%s'", TIDE_BIN, data), 0);
+	ck_assert_msg(strstr(out, "{\"name\":\"tally\",\"status\":\"stopped\",\"seq\":10,\"lag\":4,"
+				  "\"stopped_at\":11}"),
+		      "%s", out);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s'", TIDE_BIN, data), 0);
+	ck_assert_msg(strstr(out, "stopped at 11: ") && strstr(out, "boom at 11"), "%s", out);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' projection list --data '%s'", TIDE_BIN, data),
+			 0);
+	ck_assert_int_eq(th_count(out, "\n"), 2);
+	v = parse(strstr(out, "{\"name\":\"tally\""));
+	ck_assert_str_eq(YAJL_GET_STRING(get(v, "status")), "stopped");
+	ck_assert_int_eq(YAJL_GET_INTEGER(get(v, "seq")), 10);
+	ck_assert_int_eq(YAJL_GET_INTEGER(get(v, "stopped_at")), 11);
+	{
+		yajl_val e = get(v, "error");
+		const char *es = YAJL_IS_STRING(e) ? YAJL_GET_STRING(e) : NULL;
+		ck_assert_msg(strstr(es ? es : "", "boom at 11"), "%s", out);
+	}
+	yajl_tree_free(v);
+	/* the other projection of the script is not affected */
+	pi = proj_info(data, "badkey");
+	ck_assert(!pi.faulted);
+
+	/* a key that is a table stops "badkey" only */
+	ck_assert_uint_eq(send_one(d.rep, "k.x", "a", "{}", 15), 15);
+	ck_assert_uint_eq(send_one(d.rep, "k.x", "a", "{\"bad\":true}", 16), 16);
+	pi = wait_faulted(data, "badkey", 10000);
+	ck_assert_uint_eq(pi.fault_seq, 16);
+	ck_assert_uint_eq(pi.live_seq, 15);
+	ck_assert_msg(strstr(pi.error, "key must return a string or a number, not a table"), "%s",
+		      pi.error);
+	got = query_api(data, "badkey", "a", NULL, 0, &rc);
+	ck_assert_int_eq(rc, TIDE_OK);
+	ck_assert_str_eq(got, "a\t{\"n\":1}\n");
+	free(got);
+
+	/* a forced rebuild of the unchanged script stops at the same event,
+	 * and the old state is served meanwhile */
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' projection rebuild tally --data '%s' 2>/dev/null", TIDE_BIN,
+			       data),
+			 0);
+	{
+		int64_t deadline = th_ms() + 10000;
+		do {
+			pi = proj_info(data, "tally");
+			if (pi.faulted && pi.building)
+				break;
+			th_pause();
+		} while (th_ms() < deadline);
+	}
+	ck_assert(pi.faulted && pi.building);
+	ck_assert_uint_eq(pi.fault_seq, 11);
+	got = query_api(data, "tally", NULL, NULL, 0, &rc);
+	same_dump(got, want, "old state, while the rebuild is stopped");
+	free(got);
+	free(want);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+
+	/* fixing the script rebuilds both; everything is in */
+	snprintf(script_text, sizeof script_text, tally_lua, "false");
+	th_write(dir, "tally.lua", script_text);
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data, script), 0);
+	wait_live(data, "tally", 16, 10000);
+	want = tally_dump(14);
+	got = query_api(data, "tally", NULL, NULL, 0, &rc);
+	same_dump(got, want, "after the fix");
+	free(got);
+	free(want);
+	/* badkey is still broken (the fix did not touch its key): stopped at 16 again */
+	pi = wait_faulted(data, "badkey", 10000);
+	ck_assert_uint_eq(pi.fault_seq, 16);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * 6. The encoding of states
+ * ------------------------------------------------------------------------ */
+
+static const char enc_lua[] =
+	"local tide = require 'tide'\n"
+	"tide.projection('enc', {\n"
+	"  on = {\n"
+	"    ['enc.set'] = function(s, ev)\n"
+	"      return { v = { 0, ev.data.big, math.maxinteger, math.mininteger, 0.1, 0.1 + 0.2,\n"
+	"        2.0, 1e300, -0.0, 1.5e-7, true, false, tide.null, 'h\\u{e9}\"\\\\\\n\\t',\n"
+	"        tide.array({}), {}, { a = { b = { 1, { 2, tide.array({}) } } } },\n"
+	"        { tide.array({}) }, ev.data.nested } }\n"
+	"    end,\n"
+	"    ['enc.bump'] = function(s, ev) s.v[1] = s.v[1] + 1 end,\n"
+	"  },\n"
+	"})\n"
+	"tide.projection('encfn', {\n"
+	"  on = { ['fn.*'] = function(s, ev)\n"
+	"    s.n = (s.n or 0) + 1\n"
+	"    if ev.type == 'fn.bad' then s.f = function() end end end },\n"
+	"})\n"
+	"tide.projection('encnan', {\n"
+	"  on = { ['nan.*'] = function(s, ev)\n"
+	"    s.n = (s.n or 0) + 1\n"
+	"    if ev.type == 'nan.bad' then s.x = 0/0 end end },\n"
+	"})\n";
+
+static const char enc_want[] =
+	"{\"v\":[%d,9007199254740993,9223372036854775807,-9223372036854775808,0.1,"
+	"0.30000000000000004,2.0,1e+300,-0.0,1.5e-07,true,false,null,\"h\xc3\xa9\\\"\\\\\\n\\t\","
+	"[],{},{\"a\":{\"b\":[1,[2,[]]]}},[[]],{\"x\":[1.0,[],{},\"s\",-12345678901234567]}]}";
+
+/* The text of one key's state, exactly as `tide query` prints it. */
+static void
+check_text(const char *data, const char *name, const char *key, const char *state)
+{
+	char out[8192], want[8192];
+
+	ck_assert_int_eq(
+		th_sh(out, sizeof out, "'%s' query --data '%s' %s %s", TIDE_BIN, data, name, key),
+		0);
+	snprintf(want, sizeof want, "{\"key\":\"%s\",\"state\":%s}\n", key, state);
+	ck_assert_str_eq(out, want);
+}
+
+START_TEST(state_encoding_keeps_values)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	const char *script = th_write(dir, "enc.lua", enc_lua);
+	char want[2048], out[8192];
+	th_daemon d;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data, script), 0);
+	send_one(d.rep, "enc.set", "r",
+		 "{\"big\":9007199254740993,\"nested\":{\"x\":[1.0,[],{},\"s\","
+		 "-12345678901234567]}}",
+		 1);
+	wait_live(data, "enc", 1, 10000);
+	snprintf(want, sizeof want, enc_want, 0);
+	check_text(data, "enc", "r", want);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+
+	/* across a restart, and through Lua again (decoded, changed, encoded) */
+	check_text(data, "enc", "r", want);
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data, script), 0);
+	send_one(d.rep, "enc.bump", "r", "{}", 2);
+	send_one(d.rep, "enc.bump", "r", "{}", 3);
+	wait_live(data, "enc", 3, 10000);
+	snprintf(want, sizeof want, enc_want, 2);
+	check_text(data, "enc", "r", want);
+	ck_assert_int_gt(th_req(d.rep, "{\"query\":\"enc\",\"key\":\"r\"}", out, sizeof out, 5000),
+			 0);
+	{
+		char line[4096];
+		snprintf(line, sizeof line, "{\"ok\":true,\"key\":\"r\",\"state\":%s}", want);
+		ck_assert_str_eq(out, line);
+	}
+
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
+/* A state holding a function or a NaN cannot be stored: the projection
+ * stops at that event, and says so at once (no later event needed). */
+START_TEST(unencodable_state_stops_at_once)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	const char *script = th_write(dir, "enc.lua", enc_lua);
+	pinfo pi;
+	th_daemon d;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data, script), 0);
+	ck_assert_uint_eq(send_one(d.rep, "fn.ok", "f", "{}", 1), 1);
+	wait_live(data, "encfn", 1, 10000);
+	ck_assert_uint_eq(send_one(d.rep, "fn.bad", "f", "{}", 2), 2);
+	pi = wait_faulted(data, "encfn", 5000);
+	ck_assert_uint_eq(pi.fault_seq, 2);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
+/* The same, with a later event to carry the stop through: the error
+ * names the key and the reason, the state before the event is intact and
+ * the position shown is the last event applied. */
+START_TEST(unencodable_state_keeps_the_position)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	const char *script = th_write(dir, "enc.lua", enc_lua);
+	pinfo pi;
+	int rc;
+	char *got;
+	th_daemon d;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data, script), 0);
+	ck_assert_uint_eq(send_one(d.rep, "fn.ok", "f", "{}", 1), 1);
+	ck_assert_uint_eq(send_one(d.rep, "nan.ok", "n", "{}", 2), 2);
+	ck_assert_uint_eq(send_one(d.rep, "fn.bad", "f", "{}", 3), 3);
+	ck_assert_uint_eq(send_one(d.rep, "nan.bad", "n", "{}", 4), 4);
+	ck_assert_uint_eq(send_one(d.rep, "other", "o", "{}", 5), 5);
+	pi = wait_faulted(data, "encfn", 10000);
+	ck_assert_msg(strstr(pi.error, "state of key 'f' cannot be stored") &&
+			      strstr(pi.error, "function"),
+		      "%s", pi.error);
+	ck_assert_uint_eq(pi.fault_seq, 3);
+	got = query_api(data, "encfn", "f", NULL, 0, &rc);
+	ck_assert_int_eq(rc, TIDE_OK);
+	ck_assert_str_eq(got, "f\t{\"n\":1}\n");
+	free(got);
+	pi = wait_faulted(data, "encnan", 10000);
+	ck_assert_msg(strstr(pi.error, "state of key 'n' cannot be stored") &&
+			      strstr(pi.error, "NaN"),
+		      "%s", pi.error);
+	ck_assert_uint_eq(pi.fault_seq, 4);
+	got = query_api(data, "encnan", "n", NULL, 0, &rc);
+	ck_assert_int_eq(rc, TIDE_OK);
+	ck_assert_str_eq(got, "n\t{\"n\":1}\n");
+	free(got);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	/* stopped for good, at the event before the bad one */
+	pi = proj_info(data, "encfn");
+	ck_assert(pi.faulted);
+	ck_assert_uint_eq(pi.fault_seq, 3);
+	ck_assert_msg(pi.live_seq == 2, "encfn shows position %llu after stopping at 3",
+		      LLU(pi.live_seq));
+	pi = proj_info(data, "encnan");
+	ck_assert_msg(pi.live_seq == 3, "encnan shows position %llu after stopping at 4",
+		      LLU(pi.live_seq));
+}
+END_TEST
+
+/* An unencodable state among many keys touched in one turn: the stop
+ * keeps all of the turn's other states or none of them, never some. */
+START_TEST(unencodable_state_is_not_half_applied)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	const char *script = th_write(dir, "enc.lua", enc_lua);
+	enum { KEYS = 200 };
+	char msg[256];
+	sbuf b = { 0 };
+	int rc;
+	char *got, reply[65536];
+	pinfo pi;
+	th_daemon d;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data, script), 0);
+	ck_assert_uint_eq(send_one(d.rep, "fn.ok", "k0", "{}", 0), 1);
+	wait_live(data, "encfn", 1, 10000);
+	/* one message, so one turn: k1..k199 fine, then k0 gets a function */
+	for (int k = 1; k <= KEYS; k++) {
+		snprintf(msg, sizeof msg,
+			 "{\"specversion\":\"1.0\",\"id\":\"m-%d\",\"source\":\"/t\","
+			 "\"type\":\"%s\",\"subject\":\"k%d\"}\n",
+			 k, k < KEYS ? "fn.ok" : "fn.bad", k < KEYS ? k : 0);
+		sb_printf(&b, "%s", msg);
+	}
+	ck_assert_int_gt(th_req(d.rep, b.p, reply, sizeof reply, 10000), 0);
+	ck_assert_int_eq(th_count(reply, "\"ok\":true"), KEYS);
+	free(b.p);
+	send_one(d.rep, "other", "o", "{}", 9999);
+	pi = wait_faulted(data, "encfn", 10000);
+	ck_assert_uint_eq(pi.fault_seq, KEYS + 1);
+	got = query_api(data, "encfn", NULL, NULL, 0, &rc);
+	ck_assert_int_eq(rc, TIDE_OK);
+	/* k0 as before the turn, and of k1..k199 all or nothing */
+	ck_assert_msg(strncmp(got, "k0\t{\"n\":1}\n", 11) == 0, "%.200s", got);
+	ck_assert_msg(th_count(got, "\n") == 1 || th_count(got, "\n") == KEYS,
+		      "%ld of the %d keys the failed turn touched were written",
+		      th_count(got, "\n") - 1, KEYS - 1);
+	free(got);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * 7. Optimistic concurrency: expectedversion
+ * ------------------------------------------------------------------------ */
+
+static char *
+xv_event(const char *id, const char *subject, long expect)
+{
+	sbuf b = { 0 };
+
+	sb_printf(
+		&b,
+		"{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/w\",\"type\":\"acct.moved\"",
+		id);
+	if (subject)
+		sb_printf(&b, ",\"subject\":\"%s\"", subject);
+	sb_printf(&b, ",\"expectedversion\":%ld}", expect);
+	return sb_take(&b);
+}
+
+static void
+expect_conflict(const char *reply, const char *stream, long at, long expected)
+{
+	char want[512];
+
+	snprintf(want, sizeof want,
+		 "{\"ok\":false,\"error\":\"version conflict: stream '%s' is at version %ld, not "
+		 "%ld\",\"conflict\":true,\"version\":%ld}",
+		 stream, at, expected, at);
+	ck_assert_str_eq(reply, want);
+}
+
+START_TEST(expected_version_races)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	const char *script = th_write(dir, "count.lua", count_lua);
+	enum { ROUNDS = 40 };
+	char reply[4096], id[64], *msg, *msgs[2], *replies[2];
+	char winners[ROUNDS][16], losers[ROUNDS][16];
+	uint64_t seq, dup_seq = 0;
+	th_rec *recs;
+	long n, in_s2 = 0;
+	th_daemon d;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data, script), 0);
+	/* a new stream is at version 0 */
+	msg = xv_event("a1", "s1", 0);
+	ck_assert_int_gt(th_req(d.rep, msg, reply, sizeof reply, 5000), 0);
+	ck_assert_str_eq(reply, "{\"ok\":true,\"seq\":1}");
+	free(msg);
+	msg = xv_event("a2", "s1", 0);
+	ck_assert_int_gt(th_req(d.rep, msg, reply, sizeof reply, 5000), 0);
+	expect_conflict(reply, "s1", 1, 0);
+	free(msg);
+	msg = xv_event("a2", "s1", 5);
+	ck_assert_int_gt(th_req(d.rep, msg, reply, sizeof reply, 5000), 0);
+	expect_conflict(reply, "s1", 1, 5);
+	free(msg);
+	/* the refused event left no trace: the same id is stored later */
+	msg = xv_event("a2", "s1", 1);
+	ck_assert_int_gt(th_req(d.rep, msg, reply, sizeof reply, 5000), 0);
+	ck_assert_str_eq(reply, "{\"ok\":true,\"seq\":2}");
+	free(msg);
+	/* a repeat of a stored event is a duplicate, whatever it expects */
+	msg = xv_event("a1", "s1", 0);
+	ck_assert_int_gt(th_req(d.rep, msg, reply, sizeof reply, 5000), 0);
+	ck_assert_str_eq(reply, "{\"ok\":true,\"duplicate\":true,\"seq\":1}");
+	free(msg);
+	/* an expectation needs a subject and a version */
+	msg = xv_event("a3", NULL, 0);
+	ck_assert_int_gt(th_req(d.rep, msg, reply, sizeof reply, 5000), 0);
+	ck_assert_msg(strstr(reply, "\"ok\":false") && strstr(reply, "needs a subject"), "%s",
+		      reply);
+	free(msg);
+	msg = xv_event("a4", "s1", -1);
+	ck_assert_int_gt(th_req(d.rep, msg, reply, sizeof reply, 5000), 0);
+	ck_assert_msg(strstr(reply, "\"ok\":false") && strstr(reply, "must be a version"), "%s",
+		      reply);
+	free(msg);
+	/* in one message: the second of two with the same expectation loses,
+	 * the rest of the message goes on */
+	{
+		char *a = xv_event("b1", "s3", 0), *b = xv_event("b2", "s3", 0),
+		     *c = xv_event("b3", "s3", 1);
+		sbuf m = { 0 };
+		sb_printf(&m, "%s\n%s\n%s\n", a, b, c);
+		ck_assert_int_gt(th_req(d.rep, m.p, reply, sizeof reply, 5000), 0);
+		ck_assert_msg(strncmp(reply, "{\"ok\":true,\"seq\":3}\n{\"ok\":false,", 31) == 0,
+			      "%s", reply);
+		ck_assert_msg(
+			strstr(reply, "\"conflict\":true,\"version\":1}\n{\"ok\":true,\"seq\":4}"),
+			"%s", reply);
+		free(a), free(b), free(c), free(m.p);
+	}
+
+	/* two writers race on s2, each round with the same expectation */
+	for (int r = 0; r < ROUNDS; r++) {
+		int won[2];
+		snprintf(id, sizeof id, "w%d-a", r);
+		msgs[0] = xv_event(id, "s2", r);
+		snprintf(id, sizeof id, "w%d-b", r);
+		msgs[1] = xv_event(id, "s2", r);
+		ck_assert_uint_eq(th_req_many(d.rep, msgs, 2, replies, 2, 10000), 2);
+		for (int k = 0; k < 2; k++)
+			won[k] = th_ack_parse(replies[k], &seq) == TH_ACK_STORED;
+		ck_assert_msg(won[0] + won[1] == 1, "round %d: %s | %s", r, replies[0], replies[1]);
+		expect_conflict(replies[won[0] ? 1 : 0], "s2", r + 1, r);
+		snprintf(winners[r], sizeof winners[r], "w%d-%c", r, won[0] ? 'a' : 'b');
+		snprintf(losers[r], sizeof losers[r], "w%d-%c", r, won[0] ? 'b' : 'a');
+		for (int k = 0; k < 2; k++)
+			free(msgs[k]), free(replies[k]);
+	}
+	/* the winner of round 0 sent again: a duplicate, not a conflict */
+	msg = xv_event(winners[0], "s2", 0);
+	ck_assert_int_gt(th_req(d.rep, msg, reply, sizeof reply, 5000), 0);
+	ck_assert_int_eq(th_ack_parse(reply, &dup_seq), TH_ACK_DUPLICATE);
+	free(msg);
+
+	/* tide publish --expect-version: two at once, one wins */
+	for (int r = 0; r < 3; r++) {
+		pid_t p[2];
+		int st[2];
+		char out[2][600], *text[2];
+		for (int k = 0; k < 2; k++) {
+			snprintf(out[k], sizeof out[k], "%s/pub-%d-%d", dir, r, k);
+			p[k] = th_bg(
+				out[k],
+				"'%s' publish --acks --data '%s' --type acct.moved --subject s4 "
+				"--id c%d-%d --expect-version %d",
+				TIDE_BIN, data, r, k, r);
+		}
+		for (int k = 0; k < 2; k++) {
+			st[k] = th_bg_wait(p[k], 20000);
+			text[k] = th_slurp(out[k]);
+			ck_assert_ptr_nonnull(text[k]);
+		}
+		ck_assert_msg((st[0] == 0 && st[1] == 1) || (st[0] == 1 && st[1] == 0),
+			      "round %d: %d %s | %d %s", r, st[0], text[0], st[1], text[1]);
+		{
+			char want[128];
+			snprintf(want, sizeof want, "\"conflict\":true,\"version\":%d}", r + 1);
+			ck_assert_msg(strstr(text[st[0] == 0 ? 1 : 0], want), "%s",
+				      text[st[0] == 0 ? 1 : 0]);
+		}
+		free(text[0]), free(text[1]);
+	}
+
+	/* the log holds the winners only, in order, versions 1..ROUNDS */
+	n = th_log_read(data, &recs);
+	ck_assert_int_gt(n, 0);
+	for (long k = 0; k < n; k++) {
+		if (recs[k].subject == NULL || strcmp(recs[k].subject, "s2") != 0)
+			continue;
+		ck_assert_int_lt(in_s2, ROUNDS);
+		ck_assert_str_eq(recs[k].id, winners[in_s2]);
+		ck_assert_uint_eq(recs[k].version, (uint64_t)in_s2 + 1);
+		if (in_s2 == 0)
+			ck_assert_uint_eq(recs[k].seq, dup_seq);
+		in_s2++;
+		for (int r = 0; r < ROUNDS; r++)
+			ck_assert_str_ne(recs[k].id, losers[r]);
+	}
+	ck_assert_int_eq(in_s2, ROUNDS);
+	th_recs_free(recs, n);
+	/* a projection over the streams saw each stored event once */
+	{
+		sbuf b = { 0 };
+		int rc;
+		char *got;
+		sb_printf(&b, "s1\t{\"n\":2,\"v\":2}\ns2\t{\"n\":%d,\"v\":%d}\n", ROUNDS, ROUNDS);
+		sb_printf(&b, "s3\t{\"n\":2,\"v\":2}\ns4\t{\"n\":3,\"v\":3}\n");
+		wait_live(data, "count", 4 + ROUNDS + 3, 10000);
+		got = query_api(data, "count", NULL, NULL, 0, &rc);
+		ck_assert_int_eq(rc, TIDE_OK);
+		same_dump(got, b.p, "count");
+		free(got);
+		free(b.p);
+	}
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * In process: load errors, tide_engine_query, TIDE_ECONFLICT
+ * ------------------------------------------------------------------------ */
+
+typedef struct inproc {
+	tide_engine *e;
+	tide_config *cfg;
+	int results;
+	tide_result last[4];
+	char errors[4][256];
+} inproc;
+
+static int
+inproc_open(inproc *r, const char *dir, const char *script)
+{
+	char data[600];
+
+	memset(r, 0, sizeof *r);
+	snprintf(data, sizeof data, "%s/data", dir);
+	ck_assert_int_eq(tide_config_new(&r->cfg), TIDE_OK);
+	ck_assert_int_eq(tide_config_set(r->cfg, "data", data), TIDE_OK);
+	ck_assert_int_eq(tide_config_set(r->cfg, "pull", ""), TIDE_OK);
+	ck_assert_int_eq(tide_config_set(r->cfg, "rep", ""), TIDE_OK);
+	ck_assert_int_eq(tide_config_set(r->cfg, "pub", ""), TIDE_OK);
+	ck_assert_int_eq(tide_config_add_script(r->cfg, th_write(dir, "s.lua", script)), TIDE_OK);
+	ck_assert_int_eq(tide_engine_new(&r->e, r->cfg), TIDE_OK);
+	return tide_engine_open(r->e, NULL);
+}
+
+static void
+inproc_close(inproc *r)
+{
+	tide_engine_destroy(r->e);
+	tide_config_destroy(r->cfg);
+}
+
+static void
+inproc_result(void *ud, const tide_result *res)
+{
+	inproc *r = ud;
+
+	if (r->results < 4) {
+		r->last[r->results] = *res;
+		snprintf(r->errors[r->results], sizeof r->errors[0], "%s",
+			 res->error ? res->error : "");
+	}
+	r->results++;
+}
+
+START_TEST(in_process_query_and_conflict)
+{
+	const char *dir = th_tmpdir();
+	const char *two = "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/c\",\"type\":\"t\","
+			  "\"subject\":\"s\",\"expectedversion\":0}\n"
+			  "{\"specversion\":\"1.0\",\"id\":\"2\",\"source\":\"/c\",\"type\":\"t\","
+			  "\"subject\":\"s\",\"expectedversion\":0}\n";
+	int64_t deadline = th_ms() + 10000;
+	sbuf b = { 0 };
+	inproc r;
+
+	ck_assert_int_eq(inproc_open(&r, dir, count_lua), TIDE_OK);
+	ck_assert_int_eq(tide_publish(r.e, two, strlen(two), inproc_result, &r), TIDE_OK);
+	while (r.results < 2 && th_ms() < deadline)
+		event_base_loop(tide_engine_base(r.e), EVLOOP_ONCE);
+	ck_assert_int_eq(r.results, 2);
+	ck_assert_int_eq(r.last[0].code, TIDE_OK);
+	ck_assert_uint_eq(r.last[0].seq, 1);
+	ck_assert_uint_eq(r.last[0].version, 1);
+	ck_assert_int_eq(r.last[1].code, TIDE_ECONFLICT);
+	ck_assert_uint_eq(r.last[1].version, 1);
+	ck_assert_str_eq(r.errors[1], "version conflict: stream 's' is at version 1, not 0");
+	/* the projection ran in the same turn: the engine's thread reads it */
+	ck_assert_int_eq(tide_engine_query(r.e, "count", "s", NULL, 0, collect_state, &b), TIDE_OK);
+	ck_assert_str_eq(b.p, "s\t{\"n\":1,\"v\":1}\n");
+	free(b.p);
+	ck_assert_int_eq(tide_engine_query(r.e, "count", "nope", NULL, 0, collect_state, &b),
+			 TIDE_ENOTFOUND);
+	ck_assert_int_eq(tide_engine_query(r.e, "nope", NULL, NULL, 0, collect_state, &b),
+			 TIDE_ENOTFOUND);
+	inproc_close(&r);
+}
+END_TEST
+
+START_TEST(bad_definitions_fail_the_load)
+{
+	static const struct {
+		const char *spec, *error;
+	} cases[] = {
+		{ "{ on = { x = function() end }, keys = 1 }", "unknown field 'keys'" },
+		{ "{ on = { ['acct*'] = function() end } }",
+		  "keyed by a type, \"prefix.*\" or \"*\"" },
+		{ "{ on = { ['*.x'] = function() end } }",
+		  "keyed by a type, \"prefix.*\" or \"*\"" },
+		{ "{ on = { ['a.*.b'] = function() end } }",
+		  "keyed by a type, \"prefix.*\" or \"*\"" },
+		{ "{ on = { [''] = function() end } }", "keyed by a type, \"prefix.*\" or \"*\"" },
+		{ "{ on = { x = 1 } }", "the handler for 'x' must be a function" },
+		{ "{ on = {} }", "'on' has no handlers" },
+		{ "{ }", "'on' must be a table" },
+		{ "{ version = 1.5, on = { x = function() end } }",
+		  "'version' must be an integer" },
+		{ "{ key = 'subject', on = { x = function() end } }", "'key' must be a function" },
+		{ "{ filter = true, on = { x = function() end } }", "'filter' must be a function" },
+	};
+	char script[512];
+
+	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+		inproc r;
+		int rc;
+		snprintf(script, sizeof script,
+			 "local tide = require 'tide'\ntide.projection('p', %s)\n", cases[k].spec);
+		rc = inproc_open(&r, th_tmpdir(), script);
+		ck_assert_msg(rc == TIDE_ESCRIPT, "%s: %s", cases[k].spec, tide_strerror(rc));
+		ck_assert_msg(strstr(tide_errmsg(r.e), cases[k].error), "%s: %s", cases[k].spec,
+			      tide_errmsg(r.e));
+		inproc_close(&r);
+	}
+	{
+		inproc r;
+		int rc = inproc_open(&r, th_tmpdir(),
+				     "local tide = require 'tide'\n"
+				     "tide.projection('p', { on = { x = function() end } })\n"
+				     "tide.projection('p', { on = { y = function() end } })\n");
+		ck_assert_int_eq(rc, TIDE_ESCRIPT);
+		ck_assert_msg(strstr(tide_errmsg(r.e), "a projection named 'p' already exists"),
+			      "%s", tide_errmsg(r.e));
+		inproc_close(&r);
+	}
+}
+END_TEST
+
 Suite *
 projection_suite(void)
 {
 	Suite *s = suite_create("projection");
 	TCase *live = tcase_create("model");
 	TCase *rebuild = tcase_create("rebuild");
+	TCase *misc = tcase_create("semantics");
 
 	tcase_add_checked_fixture(live, NULL, th_cleanup);
 	tcase_set_timeout(live, 60);
@@ -1241,6 +2139,22 @@ projection_suite(void)
 	tcase_set_timeout(rebuild, 90);
 	tcase_add_test(rebuild, rebuild_serves_old_state_then_switches);
 	tcase_add_test(rebuild, rebuild_survives_sigkill);
+	tcase_add_test(rebuild, rebuild_does_not_hold_up_queries_and_ingest);
+	tcase_add_test(rebuild, rebuild_command_online_and_offline);
+	tcase_add_test(rebuild, new_projection_builds_from_the_beginning);
 	suite_add_tcase(s, rebuild);
+
+	tcase_add_checked_fixture(misc, NULL, th_cleanup);
+	tcase_set_timeout(misc, 60);
+	tcase_add_test(misc, failing_handler_stops_the_projection);
+	tcase_add_test(misc, state_encoding_keeps_values);
+	tcase_add_test(misc, unencodable_state_stops_at_once);
+	tcase_add_test(misc, unencodable_state_keeps_the_position);
+	tcase_add_test(misc, unencodable_state_is_not_half_applied);
+	tcase_add_test(misc, expected_version_races);
+	tcase_add_test(misc, in_process_query_and_conflict);
+	tcase_add_test(misc, query_unknown_projection_with_a_key);
+	tcase_add_test(misc, bad_definitions_fail_the_load);
+	suite_add_tcase(s, misc);
 	return s;
 }
