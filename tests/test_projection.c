@@ -1462,6 +1462,13 @@ static const char tally_lua[] =
 	"tide.projection('badkey', {\n"
 	"  key = function(ev) if ev.data.bad then return {} end return ev.subject end,\n"
 	"  on = { ['k.*'] = function(s, ev) s.n = (s.n or 0) + 1 end },\n"
+	"})\n"
+	"tide.projection('badinit', {\n"
+	"  init = function(key) if key == 'bad' then return 5 end return { n = 0 } end,\n"
+	"  on = { ['i.*'] = function(s, ev) s.n = s.n + 1 end },\n"
+	"})\n"
+	"tide.projection('badret', {\n"
+	"  on = { ['r.*'] = function(s, ev) if ev.data.bad then return 42 end end },\n"
 	"})\n";
 
 /* Send one event; its seq. */
@@ -1548,7 +1555,7 @@ START_TEST(failing_handler_stops_the_projection)
 	ck_assert_msg(strstr(out, "stopped at 11: ") && strstr(out, "boom at 11"), "%s", out);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' projection list --data '%s'", TIDE_BIN, data),
 			 0);
-	ck_assert_int_eq(th_count(out, "\n"), 2);
+	ck_assert_int_eq(th_count(out, "\n"), 4);
 	v = parse(strstr(out, "{\"name\":\"tally\""));
 	ck_assert_str_eq(YAJL_GET_STRING(get(v, "status")), "stopped");
 	ck_assert_int_eq(YAJL_GET_INTEGER(get(v, "seq")), 10);
@@ -1575,6 +1582,24 @@ START_TEST(failing_handler_stops_the_projection)
 	ck_assert_int_eq(rc, TIDE_OK);
 	ck_assert_str_eq(got, "a\t{\"n\":1}\n");
 	free(got);
+	/* init must give a table, a handler a table, tide.delete or nothing */
+	ck_assert_uint_eq(send_one(d.rep, "i.x", "good", "{}", 17), 17);
+	ck_assert_uint_eq(send_one(d.rep, "i.x", "bad", "{}", 18), 18);
+	pi = wait_faulted(data, "badinit", 10000);
+	ck_assert_uint_eq(pi.fault_seq, 18);
+	ck_assert_msg(strstr(pi.error, "init must return a table, not a number"), "%s", pi.error);
+	got = query_api(data, "badinit", NULL, NULL, 0, &rc);
+	ck_assert_str_eq(got, "good\t{\"n\":1}\n");
+	free(got);
+	ck_assert_uint_eq(send_one(d.rep, "r.x", "q", "{\"bad\":true}", 19), 19);
+	pi = wait_faulted(data, "badret", 10000);
+	ck_assert_uint_eq(pi.fault_seq, 19);
+	ck_assert_msg(strstr(pi.error, "a handler must return a table, tide.delete or nothing, "
+				       "not a number"),
+		      "%s", pi.error);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' projection list --data '%s'", TIDE_BIN, data),
+			 0);
+	ck_assert_int_eq(th_count(out, "\"status\":\"stopped\""), 4);
 
 	/* a forced rebuild of the unchanged script stops at the same event,
 	 * and the old state is served meanwhile */
@@ -1603,7 +1628,7 @@ START_TEST(failing_handler_stops_the_projection)
 	snprintf(script_text, sizeof script_text, tally_lua, "false");
 	th_write(dir, "tally.lua", script_text);
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data, script), 0);
-	wait_live(data, "tally", 16, 10000);
+	wait_live(data, "tally", 19, 10000);
 	want = tally_dump(14);
 	got = query_api(data, "tally", NULL, NULL, 0, &rc);
 	same_dump(got, want, "after the fix");
