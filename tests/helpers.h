@@ -172,5 +172,6 @@ Suite *cli_suite(void);
 Suite *crash_suite(void);
 Suite *replay_suite(void);
 Suite *retry_suite(void);
+Suite *projection_suite(void);
 
 #endif
