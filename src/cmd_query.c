@@ -82,6 +82,9 @@ cmd_query(int argc, char **argv)
 		return CLI_FAIL;
 	}
 	rc = tide_log_query(log, name, key, prefix, limit, print_state, &found);
+	if (rc == TIDE_ENOTFOUND && key != NULL &&
+	    tide_log_query(log, name, NULL, NULL, 1, NULL, NULL) == TIDE_ENOTFOUND)
+		key = NULL; /* the projection itself is unknown */
 	tide_log_close(log);
 	if (rc == TIDE_ENOTFOUND) {
 		if (key != NULL)

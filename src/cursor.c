@@ -369,6 +369,8 @@ query_one(void *ud, const char *key, size_t klen, const uint8_t *val, size_t vle
 	query_ctx *q = ud;
 	tidei_vreader r = { val, val + vlen };
 
+	if (q->fn == NULL)
+		return 1; /* only asked whether there is anything */
 	tidei_buf_reset(&q->json);
 	if (tidei_json_encode(&q->json, &r) != 0 || q->json.failed) {
 		q->failed = 1;
@@ -386,7 +388,7 @@ tidei_log_query(tidei_log *log, const char *name, const char *key, const char *p
 	MDB_txn *txn;
 	int rc;
 
-	if (log == NULL || name == NULL || fn == NULL)
+	if (log == NULL || name == NULL)
 		return TIDE_EINVAL;
 	if ((rc = tidei_log_read_begin(log, &txn)) != TIDE_OK)
 		return rc;

@@ -451,6 +451,9 @@ query(tide_engine *e, const tidei_buf *val, tidei_buf *reply)
 		return;
 	}
 	reply->len = before;
+	if (rc == TIDE_ENOTFOUND && has_key &&
+	    tidei_log_query(e->log, n, NULL, NULL, 1, NULL, NULL) == TIDE_ENOTFOUND)
+		has_key = 0; /* the projection itself is unknown */
 	if (rc == TIDE_ENOTFOUND && has_key)
 		snprintf(msg, sizeof msg, "no state for key '%s' in projection '%s'", k, n);
 	else if (rc == TIDE_ENOTFOUND)

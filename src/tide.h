@@ -287,7 +287,8 @@ typedef int tide_state_fn(void *ud, const char *key, size_t klen, const char *js
 /** Query projection @p name: the state of @p key, or (with @p key NULL)
  *  of every key starting with @p prefix (NULL: every key), at most
  *  @p limit of them (0: no limit), in key order.  Reads a snapshot: never
- *  waits for the engine.
+ *  waits for the engine.  @p fn may be NULL: then only the result says
+ *  whether the projection (or the key) exists.
  *  @return TIDE_OK, TIDE_ENOTFOUND (no such projection, or no state for
  *  @p key), TIDE_ESTATE (still being built for the first time), TIDE_EIO. */
 TIDE_API int tide_log_query(tide_log *log, const char *name, const char *key, const char *prefix,

@@ -40,7 +40,7 @@ th_cleanup(void)
 {
 	for (int i = 0; i < ndirs; i++) {
 		char cmd[300];
-		snprintf(cmd, sizeof cmd, "rm -rf '%s'", dirs[i]);
+		snprintf(cmd, sizeof cmd, "rm -rf '%.256s'", dirs[i]);
 		if (system(cmd) != 0)
 			fprintf(stderr, "cannot remove %s\n", dirs[i]);
 	}

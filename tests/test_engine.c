@@ -29,6 +29,8 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "ingest.h"
+#include <event2/event.h>
 
 /* ------------------------------------------------------------------------
  * Building messages and reading replies
@@ -1309,6 +1311,145 @@ START_TEST(sighup_reopens_log_file)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * The ingest module on its own: a full batch does not hold back requests
+ * ------------------------------------------------------------------------ */
+
+typedef struct ing_host {
+	int inputs, controls;
+} ing_host;
+
+static void
+ih_input(void *ud)
+{
+	((ing_host *)ud)->inputs++;
+}
+
+static void
+ih_control(void *ud, const char *msg, size_t len, tidei_buf *reply)
+{
+	(void)msg;
+	(void)len;
+	((ing_host *)ud)->controls++;
+	tidei_buf_puts(reply, "{\"ok\":true,\"control\":1}");
+}
+
+static void
+ih_log(void *ud, int level, const char *fmt, ...)
+{
+	(void)ud;
+	(void)level;
+	(void)fmt;
+}
+
+static void
+ih_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
+/* Run the loop until @p req has a reply (1) or @p ms pass (0).  The loop
+ * runs EVLOOP_ONCE (a 10 ms timer bounds its wait): EVLOOP_NONBLOCK would
+ * spin on the PULL descriptor, readable while the full batch leaves
+ * messages queued. */
+static int
+ih_reply(struct event_base *base, int req, char *out, size_t outlen, int ms)
+{
+	int64_t end = th_ms() + ms;
+
+	while (th_ms() < end) {
+		int n;
+		event_base_loop(base, EVLOOP_ONCE);
+		n = nn_recv(req, out, outlen - 1, NN_DONTWAIT);
+		if (n >= 0) {
+			out[n] = '\0';
+			return 1;
+		}
+		th_pause();
+	}
+	return 0;
+}
+
+/* While PUSHed events keep the turn's batch full, queries and commands on
+ * the REP socket are still answered; a publish read meanwhile waits for
+ * the next turn and is then acknowledged. */
+START_TEST(requests_pass_a_full_batch)
+{
+	const char *dir = th_tmpdir();
+	char pull[600], rep[600], err[TIDEI_ERRLEN], out[256];
+	const char ev[] = "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/t\",\"type\":\"x\"}";
+	ing_host h = { 0, 0 };
+	tidei_ingest_host host = { &h, ih_input, ih_control, ih_log };
+	tidei_ingest_opts o;
+	struct event_base *base = event_base_new();
+	tidei_ingest *in;
+	tidei_batch b;
+	int push, req, timeout = 5000;
+	int64_t end;
+	struct event *tick;
+	struct timeval tv = { 0, 10000 };
+
+	snprintf(pull, sizeof pull, "ipc://%s/pull", dir);
+	snprintf(rep, sizeof rep, "ipc://%s/rep", dir);
+	memset(&o, 0, sizeof o);
+	o.pull = pull;
+	o.rep = rep;
+	o.turn_events = 1;
+	o.max_message = 1 << 20;
+	tidei_batch_init(&b, 1 << 20);
+	ck_assert_int_eq(tidei_ingest_open(&in, base, &o, &b, &host, err), TIDE_OK);
+	tick = event_new(base, -1, EV_PERSIST, ih_tick, NULL);
+	ck_assert_int_eq(event_add(tick, &tv), 0);
+	push = nn_socket(AF_SP, NN_PUSH);
+	req = nn_socket(AF_SP, NN_REQ);
+	ck_assert_int_ge(nn_connect(push, pull), 0);
+	ck_assert_int_ge(nn_connect(req, rep), 0);
+	nn_setsockopt(push, NN_SOL_SOCKET, NN_SNDTIMEO, &timeout, sizeof timeout);
+	nn_setsockopt(req, NN_SOL_SOCKET, NN_SNDTIMEO, &timeout, sizeof timeout);
+
+	/* fill the batch; more PUSHed events queue behind it */
+	for (int k = 0; k < 3; k++)
+		ck_assert_int_eq(nn_send(push, ev, sizeof ev - 1, 0), (int)sizeof ev - 1);
+	for (end = th_ms() + 5000; b.n < 1 && th_ms() < end; th_pause())
+		event_base_loop(base, EVLOOP_ONCE);
+	ck_assert_uint_eq(b.n, 1);
+
+	/* a query is answered at once, the batch untouched */
+	ck_assert_int_ge(nn_send(req, "{\"query\":\"p\"}", 11, 0), 0);
+	ck_assert_int_eq(ih_reply(base, req, out, sizeof out, 5000), 1);
+	ck_assert_str_eq(out, "{\"ok\":true,\"control\":1}");
+	ck_assert_int_eq(h.controls, 1);
+	ck_assert_uint_eq(b.n, 1);
+
+	/* a publish is held back: no answer while the batch is full */
+	ck_assert_int_ge(nn_send(req, ev, sizeof ev - 1, 0), 0);
+	ck_assert_int_eq(ih_reply(base, req, out, sizeof out, 300), 0);
+	ck_assert_uint_eq(b.n, 1);
+
+	/* the turn commits: the held publish enters the next batch first */
+	tidei_batch_finish(&b);
+	tidei_ingest_drained(in);
+	for (end = th_ms() + 5000; b.n < 1 && th_ms() < end; th_pause())
+		event_base_loop(base, EVLOOP_ONCE);
+	ck_assert_uint_eq(b.n, 1);
+	ck_assert_uint_eq(b.nw, 1); /* it is the REQ's, waiting for its reply */
+	b.items[0].seq = 7;
+	tidei_batch_finish(&b);
+	ck_assert_int_eq(ih_reply(base, req, out, sizeof out, 5000), 1);
+	ck_assert_str_eq(out, "{\"ok\":true,\"seq\":7}");
+	ck_assert_int_gt(h.inputs, 0);
+
+	nn_close(push);
+	nn_close(req);
+	tidei_ingest_close(in);
+	tidei_batch_free(&b);
+	event_free(tick);
+	event_base_free(base);
+}
+END_TEST
+
 Suite *
 engine_suite(void)
 {
@@ -1319,6 +1460,7 @@ engine_suite(void)
 
 	tcase_add_checked_fixture(tc, NULL, th_cleanup);
 	tcase_add_test(tc, req_acknowledges_after_commit);
+	tcase_add_test(tc, requests_pass_a_full_batch);
 	tcase_add_test(tc, nanocat_and_pub_interop);
 	tcase_add_test(tc, sigterm_with_request_in_flight);
 	tcase_add_test(tc, config_file);

@@ -481,7 +481,7 @@ START_TEST(numbers_agree_with_strtod)
 
 	for (int i = 0; i < 200000; i++) {
 		int64_t ip;
-		double got;
+		double parsed;
 		int intdigits = rand_r(&seed) % 12, fracdigits = 1 + rand_r(&seed) % 14, n = 0;
 		if (rand_r(&seed) % 4 == 0)
 			buf[n++] = '-';
@@ -494,8 +494,8 @@ START_TEST(numbers_agree_with_strtod)
 		for (int k = 0; k < fracdigits; k++)
 			buf[n++] = (char)('0' + rand_r(&seed) % 10);
 		buf[n] = '\0';
-		ck_assert_int_eq(tidei_json_number(buf, (size_t)n, &ip, &got), 0);
-		ck_assert_msg(got == strtod(buf, NULL), "%s: %.17g != %.17g", buf, got,
+		ck_assert_int_eq(tidei_json_number(buf, (size_t)n, &ip, &parsed), 0);
+		ck_assert_msg(parsed == strtod(buf, NULL), "%s: %.17g != %.17g", buf, parsed,
 			      strtod(buf, NULL));
 	}
 }
