@@ -72,7 +72,9 @@ typedef struct proj {
 	uint64_t hash; /* of the definition: version and script file */
 	int64_t version;
 	int key_ref, filter_ref, init_ref;
-	handler *h; /* exact types first, then prefixes longest first, then "*" */
+	char *key_path; /* key = "data.account": found in C, no Lua call */
+	int key_attr;   /* its attribute (TIDEI_A_*), TIDEI_NATTR for data, -1 for an extension */
+	handler *h;     /* exact types first, then prefixes longest first, then "*" */
 	size_t nh;
 	tidei_proj_meta meta;
 	int cache_ref;      /* Lua table: key -> state touched since the last write */
@@ -247,16 +249,108 @@ ref_field(lua_State *L, int spec, const char *field, int *ref, char *err)
 	}
 	if (t != LUA_TFUNCTION) {
 		lua_pop(L, 1);
+		if (strcmp(field, "key") == 0)
+			return tidei_err(err, TIDE_EINVAL,
+					 "'key' must be a function or a field path such as "
+					 "\"data.account\"");
 		return tidei_err(err, TIDE_EINVAL, "'%s' must be a function", field);
 	}
 	*ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	return TIDE_OK;
 }
 
+/* key = "subject", "data.account.id", or an extension's name. */
+static int
+key_path_parse(proj *p, const char *path, char *err)
+{
+	const char *dot = strchr(path, '.');
+	size_t first = dot ? (size_t)(dot - path) : strlen(path);
+
+	if (*path == '\0' || strstr(path, "..") || path[strlen(path) - 1] == '.')
+		return tidei_err(err, TIDE_EINVAL,
+				 "'key' path '%s' is not of the form \"data.field.field\"", path);
+	p->key_attr = -1;
+	for (int a = 0; a < TIDEI_NATTR; a++)
+		if (strlen(tidei_attr_names[a]) == first &&
+		    memcmp(path, tidei_attr_names[a], first) == 0)
+			p->key_attr = a;
+	if (first == 4 && memcmp(path, "data", 4) == 0)
+		p->key_attr = TIDEI_NATTR;
+	if (dot != NULL && p->key_attr != TIDEI_NATTR)
+		return tidei_err(err, TIDE_EINVAL,
+				 "'key' path '%s': only data has fields (\"data.%s\"?)", path,
+				 dot + 1);
+	if (p->key_attr == TIDEI_NATTR && dot == NULL)
+		return tidei_err(err, TIDE_EINVAL,
+				 "'key' path 'data' names the whole data, not a field of it");
+	if ((p->key_path = strdup(path)) == NULL)
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	return TIDE_OK;
+}
+
+/* The key of @p ev by p->key_path: 1 (in *k, *n; numbers are formatted
+ * into @p num), 0 when the event has no such field (or null), -1 when the
+ * field is not a string or a number (*k is then the type's name). */
+static int
+key_by_path(const proj *p, const struct tide_event *ev, const char **k, size_t *n, char *num)
+{
+	tidei_vreader r;
+	tidei_vitem it;
+	const char *seg = p->key_path;
+
+	if (p->key_attr >= 0 && p->key_attr < TIDEI_NATTR) {
+		*k = ev->attr[p->key_attr];
+		*n = ev->len[p->key_attr];
+		return *k != NULL;
+	}
+	if (p->key_attr == TIDEI_NATTR) {
+		r.p = ev->data;
+		r.end = ev->data + ev->data_len;
+		seg += 5;
+	} else {
+		r.p = ev->ext;
+		r.end = ev->ext + ev->ext_len;
+	}
+	if (r.p == NULL)
+		return 0;
+	for (;;) {
+		const char *dot = strchr(seg, '.');
+		size_t sl = dot ? (size_t)(dot - seg) : strlen(seg);
+		if (!tidei_val_find(&r, seg, sl))
+			return 0;
+		if (dot == NULL)
+			break;
+		seg = dot + 1;
+	}
+	if (tidei_val_next(&r, &it) != 0)
+		return 0;
+	switch (it.type) {
+	case TIDEI_V_STR:
+		*k = it.u.s.p;
+		*n = it.u.s.n;
+		return 1;
+	case TIDEI_V_INT:
+		*n = (size_t)snprintf(num, 32, "%lld", (long long)it.u.i);
+		*k = num;
+		return 1;
+	case TIDEI_V_DOUBLE:
+		*n = (size_t)snprintf(num, 32, "%.14g", it.u.d);
+		*k = num;
+		return 1;
+	case TIDEI_V_NIL: return 0;
+	case TIDEI_V_FALSE:
+	case TIDEI_V_TRUE: *k = "boolean"; return -1;
+	case TIDEI_V_ARRAY: *k = "array"; return -1;
+	case TIDEI_V_MAP: *k = "object"; return -1;
+	default: *k = "binary value"; return -1;
+	}
+}
+
 static void
 proj_free(lua_State *L, proj *p)
 {
 	free(p->name);
+	free(p->key_path);
 	free(p->where);
 	for (size_t k = 0; k < p->nh; k++) {
 		free(p->h[k].pattern);
@@ -316,8 +410,17 @@ tidei_projections_define(tidei_projections *ps, lua_State *L, const char *name, 
 		p.version = (int64_t)lua_tointeger(L, -1);
 	}
 	lua_pop(L, 1);
-	if ((rc = ref_field(L, spec, "key", &p.key_ref, err)) != TIDE_OK ||
-	    (rc = ref_field(L, spec, "filter", &p.filter_ref, err)) != TIDE_OK ||
+	if (lua_getfield(L, spec, "key") == LUA_TSTRING) {
+		rc = key_path_parse(&p, lua_tostring(L, -1), err);
+		lua_pop(L, 1);
+		if (rc != TIDE_OK)
+			goto fail;
+	} else {
+		lua_pop(L, 1);
+		if ((rc = ref_field(L, spec, "key", &p.key_ref, err)) != TIDE_OK)
+			goto fail;
+	}
+	if ((rc = ref_field(L, spec, "filter", &p.filter_ref, err)) != TIDE_OK ||
 	    (rc = ref_field(L, spec, "init", &p.init_ref, err)) != TIDE_OK)
 		goto fail;
 	if (lua_getfield(L, spec, "on") != LUA_TTABLE) {
@@ -601,7 +704,19 @@ l_apply(lua_State *L)
 		}
 		lua_pop(L, 1);
 	}
-	if (p->key_ref != LUA_NOREF) {
+	if (p->key_path != NULL) {
+		char num[32];
+		const char *k;
+		size_t n;
+		int found = key_by_path(p, ev, &k, &n, num);
+		if (found < 0)
+			return luaL_error(L, "key '%s' is %s %s, not a string or a number",
+					  p->key_path, k[0] == 'a' || k[0] == 'o' ? "an" : "a", k);
+		if (found)
+			lua_pushlstring(L, k, n);
+		else
+			lua_pushnil(L);
+	} else if (p->key_ref != LUA_NOREF) {
 		lua_rawgeti(L, LUA_REGISTRYINDEX, p->key_ref);
 		lua_pushvalue(L, evi);
 		lua_call(L, 1, 1);
@@ -758,7 +873,8 @@ write_states(proj *p, char *err)
 		}
 		v[n++] = r;
 	}
-	qsort(v, n, sizeof *v, by_key);
+	if (n > 0)
+		qsort(v, n, sizeof *v, by_key);
 	for (size_t k = 0; k < n && rc == TIDE_OK; k++) {
 		MDB_val kv, vv;
 		int mrc;

@@ -260,7 +260,7 @@ report_states(replay *r)
 	tidei_projections_each_state(r->ps, NULL, collect_state, &c);
 	if (c.oom)
 		rc = tidei_err(r->err, TIDE_ENOMEM, "out of memory");
-	else
+	else if (c.n > 0)
 		qsort(c.v, c.n, sizeof *c.v, by_name_and_key);
 	for (size_t k = 0; k < c.n; k++) {
 		tide_replay_item it;

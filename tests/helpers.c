@@ -38,6 +38,12 @@ th_tmpdir(void)
 void
 th_cleanup(void)
 {
+	if (getenv("TIDE_TEST_KEEP") != NULL) { /* for a post-mortem */
+		for (int i = 0; i < ndirs; i++)
+			fprintf(stderr, "kept %s\n", dirs[i]);
+		ndirs = 0;
+		return;
+	}
 	for (int i = 0; i < ndirs; i++) {
 		char cmd[300];
 		snprintf(cmd, sizeof cmd, "rm -rf '%.256s'", dirs[i]);

@@ -1471,18 +1471,25 @@ static const char tally_lua[] =
 	"  on = { ['r.*'] = function(s, ev) if ev.data.bad then return 42 end end },\n"
 	"})\n";
 
+/* The log of the daemon send_one() talks to, shown when it does not answer. */
+static const char *send_log;
+
 /* Send one event; its seq. */
 static uint64_t
 send_one(const char *rep, const char *type, const char *subject, const char *data, int id)
 {
-	char msg[1024], reply[1024];
+	char msg[1024], reply[1024], tail[4096] = "";
 	uint64_t seq;
 
 	snprintf(msg, sizeof msg,
 		 "{\"specversion\":\"1.0\",\"id\":\"x-%d\",\"source\":\"/t\",\"type\":\"%s\","
 		 "\"subject\":\"%s\",\"data\":%s}",
 		 id, type, subject, data);
-	ck_assert_int_gt(th_req(rep, msg, reply, sizeof reply, 10000), 0);
+	if (th_req(rep, msg, reply, sizeof reply, 10000) <= 0) {
+		if (send_log != NULL)
+			th_sh(tail, sizeof tail, "tail -c 3000 '%s'", send_log);
+		ck_abort_msg("no reply to %s within 10 s; daemon log:\n%s", msg, tail);
+	}
 	ck_assert_msg(th_ack_parse(reply, &seq) == TH_ACK_STORED, "%s -> %s", msg, reply);
 	return seq;
 }
@@ -1516,6 +1523,7 @@ START_TEST(failing_handler_stops_the_projection)
 	snprintf(script_text, sizeof script_text, tally_lua, "true");
 	script = th_write(dir, "tally.lua", script_text);
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data, script), 0);
+	send_log = d.log;
 	for (int i = 1; i <= 10; i++) {
 		snprintf(subj, sizeof subj, "k%d", i % 3);
 		snprintf(d10, sizeof d10, "{\"i\":%d}", i);
@@ -2099,6 +2107,86 @@ START_TEST(in_process_query_and_conflict)
 }
 END_TEST
 
+static const char paths_lua[] =
+	"local tide = require 'tide'\n"
+	"local function count(s) s.n = (s.n or 0) + 1 end\n"
+	"tide.projection('acct', { key = 'data.account', on = { ['*'] = count } })\n"
+	"tide.projection('deep', { key = 'data.who.id', on = { ['*'] = count } })\n"
+	"tide.projection('region', { key = 'region', on = { ['*'] = count } })\n"
+	"tide.projection('bytype', { key = 'type', on = { ['*'] = count } })\n";
+
+START_TEST(key_by_field_path)
+{
+	const char *dir = th_tmpdir();
+	static const char *const evs[] = {
+		"\"type\":\"t.x\",\"region\":\"eu\",\"data\":{\"account\":\"a1\",\"who\":{\"id\":7}"
+		"}",
+		"\"type\":\"t.y\",\"data\":{\"account\":42,\"who\":{\"id\":\"u2\"}}",
+		"\"type\":\"t.x\",\"region\":\"us\",\"data\":{\"account\":1.5,\"who\":7}",
+		"\"type\":\"t.x\",\"data\":{\"account\":null}",
+		"\"type\":\"t.x\",\"data\":\"just text\"",
+		"\"type\":\"t.x\",\"data\":{\"account\":{\"no\":1}}",
+		"\"type\":\"t.x\",\"data\":{\"account\":\"a1\"}",
+	};
+	const size_t n = sizeof evs / sizeof evs[0];
+	int64_t deadline = th_ms() + 10000;
+	char out[4096];
+	sbuf in = { 0 }, b = { 0 };
+	inproc r;
+
+	size_t split = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (i == n - 2)
+			split = in.len;
+		sb_printf(&in, "{\"specversion\":\"1.0\",\"id\":\"%zu\",\"source\":\"/k\",%s}\n", i,
+			  evs[i]);
+	}
+	ck_assert_int_eq(inproc_open(&r, dir, paths_lua), TIDE_OK);
+	/* the good events first, so that the projections are live before
+	 * "acct" stops (a first build that stops is never served) */
+	ck_assert_int_eq(tide_publish(r.e, in.p, split, inproc_result, &r), TIDE_OK);
+	while ((r.results < (int)n - 2 ||
+		tide_engine_query(r.e, "acct", NULL, NULL, 0, NULL, NULL) == TIDE_ESTATE) &&
+	       th_ms() < deadline)
+		event_base_loop(tide_engine_base(r.e), EVLOOP_ONCE);
+	ck_assert_int_eq(r.results, (int)n - 2);
+	ck_assert_int_eq(tide_publish(r.e, in.p + split, in.len - split, inproc_result, &r),
+			 TIDE_OK);
+	while (r.results < (int)n && th_ms() < deadline)
+		event_base_loop(tide_engine_base(r.e), EVLOOP_ONCE);
+	ck_assert_int_eq(r.results, (int)n);
+	for (int k = 0; k < 20; k++) /* a few more turns for the projections */
+		event_base_loop(tide_engine_base(r.e), EVLOOP_NONBLOCK);
+	/* strings and numbers are keys; a missing or null field skips the
+	 * event; an object stops the projection before event 6 */
+	ck_assert_int_eq(tide_engine_query(r.e, "acct", NULL, NULL, 0, collect_state, &b), TIDE_OK);
+	ck_assert_str_eq(b.p, "1.5\t{\"n\":1}\n42\t{\"n\":1}\na1\t{\"n\":1}\n");
+	b.len = 0;
+	ck_assert_int_eq(tide_engine_query(r.e, "deep", NULL, NULL, 0, collect_state, &b), TIDE_OK);
+	ck_assert_str_eq(b.p, "7\t{\"n\":1}\nu2\t{\"n\":1}\n");
+	b.len = 0;
+	ck_assert_int_eq(tide_engine_query(r.e, "region", NULL, NULL, 0, collect_state, &b),
+			 TIDE_OK);
+	ck_assert_str_eq(b.p, "eu\t{\"n\":1}\nus\t{\"n\":1}\n");
+	b.len = 0;
+	ck_assert_int_eq(tide_engine_query(r.e, "bytype", NULL, NULL, 0, collect_state, &b),
+			 TIDE_OK);
+	ck_assert_str_eq(b.p, "t.x\t{\"n\":6}\nt.y\t{\"n\":1}\n");
+	free(b.p);
+	free(in.p);
+	inproc_close(&r);
+	/* the stop names the field and what it held */
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' replay -q --data '%s/data' --script '%s/s.lua' "
+			       "--projection acct 2>&1",
+			       TIDE_BIN, dir, dir),
+			 1);
+	ck_assert_msg(strstr(out, "key 'data.account' is an object, not a string or a number"),
+		      "%s", out);
+}
+END_TEST
+
 START_TEST(bad_definitions_fail_the_load)
 {
 	static const struct {
@@ -2117,7 +2205,16 @@ START_TEST(bad_definitions_fail_the_load)
 		{ "{ }", "'on' must be a table" },
 		{ "{ version = 1.5, on = { x = function() end } }",
 		  "'version' must be an integer" },
-		{ "{ key = 'subject', on = { x = function() end } }", "'key' must be a function" },
+		{ "{ key = true, on = { x = function() end } }",
+		  "'key' must be a function or a field path such as \"data.account\"" },
+		{ "{ key = 'data..a', on = { x = function() end } }",
+		  "'key' path 'data..a' is not of the form" },
+		{ "{ key = 'data.', on = { x = function() end } }", "is not of the form" },
+		{ "{ key = '', on = { x = function() end } }", "is not of the form" },
+		{ "{ key = 'subject.x', on = { x = function() end } }",
+		  "'key' path 'subject.x': only data has fields" },
+		{ "{ key = 'data', on = { x = function() end } }",
+		  "'key' path 'data' names the whole data" },
 		{ "{ filter = true, on = { x = function() end } }", "'filter' must be a function" },
 	};
 	char script[512];
@@ -2179,6 +2276,7 @@ projection_suite(void)
 	tcase_add_test(misc, expected_version_races);
 	tcase_add_test(misc, in_process_query_and_conflict);
 	tcase_add_test(misc, query_unknown_projection_with_a_key);
+	tcase_add_test(misc, key_by_field_path);
 	tcase_add_test(misc, bad_definitions_fail_the_load);
 	suite_add_tcase(s, misc);
 	return s;

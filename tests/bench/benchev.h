@@ -72,8 +72,9 @@ bench_account_event(char *buf, size_t cap, const char *run, uint64_t n, unsigned
 			"\"subject\":\"account-%05u\","
 			"\"data\":{\"account\":\"acc-%05u\",\"amount\":%u.%02u,"
 			"\"currency\":\"EUR\",\"channel\":\"%s\",\"ref\":\"tx-%010llu\"}}",
-			run, (unsigned long long)n, type, account, account, cents / 100, cents % 100,
-			channels[(h >> 12) & 3], (unsigned long long)((h >> 7) % 10000000000ull));
+			run, (unsigned long long)n, type, account, account, cents / 100,
+			cents % 100, channels[(h >> 12) & 3],
+			(unsigned long long)((h >> 7) % 10000000000ull));
 }
 
 static inline double
