@@ -55,6 +55,14 @@
  * a key updated many times in the meantime is written once. */
 #define REBUILD_KEYS 200000
 #define REBUILD_FLUSH_NS 5000000000ll
+/* A live projection under load does the same for a short while: a turn
+ * that took at least LIVE_BUSY events keeps its states in memory until
+ * LIVE_FLUSH_NS after the last write, or until a quieter turn (the next
+ * one that finds nothing new, at the latest).  Each write of a state
+ * copies its LMDB page, so writing once per turn at 100,000 keys costs a
+ * page per event; queries see the last write, as the progress does. */
+#define LIVE_BUSY 256
+#define LIVE_FLUSH_NS 500000000ll
 /* Keys of stale generations deleted per turn. */
 #define GC_PER_TURN 20000
 /* Check the turn's clock every so many events. */
@@ -80,7 +88,7 @@ typedef struct proj {
 	int cache_ref;      /* Lua table: key -> state touched since the last write */
 	size_t cached;      /* distinct keys in the cache */
 	uint64_t done;      /* a rebuild's progress in memory, ahead of meta.build_seq */
-	int64_t flushed_at; /* when a rebuild last wrote its state */
+	int64_t flushed_at; /* when the states were last written */
 	tidei_buf out;      /* encoded states, between encoding and writing */
 	/* the event being applied */
 	const struct tide_event *ev;
@@ -1043,6 +1051,11 @@ write:
 		if (memcmp(&before, &p->meta, sizeof before) != 0 &&
 		    meta_put(log, p->name, &p->meta) != TIDE_OK)
 			return tidei_err(err, TIDE_EIO, "%s", log->err);
+		return TIDE_OK;
+	}
+	if (!rebuilding && !p->meta.faulted && handled >= LIVE_BUSY && p->cached < CACHE_MAX &&
+	    now - p->flushed_at < LIVE_FLUSH_NS) {
+		*more = 1; /* a turn soon, to write them if nothing else comes */
 		return TIDE_OK;
 	}
 	if ((rc = flush(ps, p, err)) != TIDE_OK) {

@@ -1159,6 +1159,69 @@ END_TEST
 /* SIGKILL the daemon three times in the middle of the rebuild: each time
  * the progress committed is kept, the old state is still served, and the
  * restarted daemon resumes; the result is the model, every key whole. */
+/* A live projection under load holds its states in memory for a moment
+ * and writes them with its progress: killed while a producer streams,
+ * what is stored is exactly the state as of the stored progress, and a
+ * restart completes it. */
+START_TEST(live_under_load_survives_sigkill)
+{
+	static const char *const names[] = { "accounts", "streams" };
+	enum { N = 30000 };
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data"), *in;
+	gev *h = bank_history(777, N);
+	model *m = malloc(sizeof *m);
+	uint64_t head = 0, last;
+	int64_t deadline;
+	sbuf b = { 0 };
+	char path[700];
+	pid_t pub;
+	th_daemon d;
+
+	ck_assert_ptr_nonnull(m);
+	for (int i = 0; i < N; i++) {
+		bank_event(&b, &h[i], i);
+		sb_printf(&b, "\n");
+	}
+	in = th_write(dir, "events.ndjson", b.p);
+	free(b.p);
+	snprintf(path, sizeof path, "%s/pub.out", dir);
+	bank_start(&d, dir, data, bank_script(dir, 1, 0, 1));
+	pub = th_bg_io(in, path, path, "'%s' publish --data '%s'", TIDE_BIN, data);
+	ck_assert_int_gt(pub, 0);
+	deadline = th_ms() + 30000;
+	while (head < N / 3 && th_ms() < deadline) {
+		ck_assert_int_eq(th_log_state(data, NULL, &head, &last, NULL), 0);
+		th_pause();
+	}
+	th_daemon_kill(&d);
+	th_bg_wait(pub, 30000); /* it fails: the engine is gone */
+	ck_assert_int_eq(th_log_state(data, NULL, &head, &last, NULL), 0);
+	ck_assert_uint_ge(head, N / 3);
+	for (int i = 0; i < 2; i++) {
+		pinfo pi = proj_info(data, names[i]);
+		char *got, *want;
+		int rc;
+		ck_assert(pi.found && !pi.faulted);
+		ck_assert_uint_le(pi.live_seq, head);
+		model_at(m, 1, h, (int)pi.live_seq);
+		want = model_dump(m, names[i], NULL, 0);
+		got = query_api(data, names[i], NULL, NULL, 0, &rc);
+		ck_assert_int_eq(rc, TIDE_OK);
+		same_dump(got, want, "after the kill");
+		free(got);
+		free(want);
+	}
+	bank_start(&d, dir, data, bank_script(dir, 1, 0, 1));
+	wait_live(data, "accounts", head, 20000);
+	wait_live(data, "streams", head, 20000);
+	model_at(m, 1, h, (int)head);
+	check_all_ways(data, d.rep, m);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	free(m);
+	free(h);
+}
+END_TEST
+
 START_TEST(rebuild_survives_sigkill)
 {
 	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
@@ -2261,6 +2324,7 @@ projection_suite(void)
 	tcase_set_timeout(rebuild, 90);
 	tcase_add_test(rebuild, rebuild_serves_old_state_then_switches);
 	tcase_add_test(rebuild, rebuild_survives_sigkill);
+	tcase_add_test(rebuild, live_under_load_survives_sigkill);
 	tcase_add_test(rebuild, rebuild_does_not_hold_up_queries_and_ingest);
 	tcase_add_test(rebuild, rebuild_command_online_and_offline);
 	tcase_add_test(rebuild, new_projection_builds_from_the_beginning);
