@@ -10,8 +10,10 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <yajl/yajl_gen.h>
 
 #include "cli.h"
+#include "tide.h"
 
 void
 cli_error(const char *cmd, const char *fmt, ...)
@@ -99,4 +101,52 @@ cli_resolve(const char *cmd, const cli_client *c, const char *need, cli_endpoint
 		return -1;
 	}
 	return 0;
+}
+
+static void
+gen_key(yajl_gen g, const char *k)
+{
+	yajl_gen_string(g, (const unsigned char *)k, strlen(k));
+}
+
+void
+cli_projection_json(const tide_projection_info *pi, unsigned long long last)
+{
+	yajl_gen g = yajl_gen_alloc(NULL);
+	const unsigned char *buf;
+	const char *status = pi->faulted ? "stopped" : pi->building ? "building" : "live";
+	char num[32];
+	size_t len;
+
+	if (g == NULL)
+		return;
+	yajl_gen_map_open(g);
+	gen_key(g, "name");
+	gen_key(g, pi->name);
+	gen_key(g, "status");
+	gen_key(g, status);
+	gen_key(g, "seq");
+	yajl_gen_integer(g, (long long)pi->live_seq);
+	gen_key(g, "lag");
+	yajl_gen_integer(g, (long long)(last > pi->live_seq ? last - pi->live_seq : 0));
+	if (pi->building) {
+		gen_key(g, "rebuilt_seq");
+		yajl_gen_integer(g, (long long)pi->build_seq);
+		gen_key(g, "progress");
+		snprintf(num, sizeof num, "%.1f",
+			 last ? 100.0 * (double)pi->build_seq / (double)last : 100.0);
+		yajl_gen_number(g, num, strlen(num));
+		gen_key(g, "serving");
+		yajl_gen_bool(g, pi->serving);
+	}
+	if (pi->faulted) {
+		gen_key(g, "stopped_at");
+		yajl_gen_integer(g, (long long)pi->fault_seq);
+		gen_key(g, "error");
+		gen_key(g, pi->error ? pi->error : "");
+	}
+	yajl_gen_map_close(g);
+	yajl_gen_get_buf(g, &buf, &len);
+	fwrite(buf, 1, len, stdout);
+	yajl_gen_free(g);
 }

@@ -26,6 +26,13 @@ typedef struct cli_client {
 	double timeout; /* seconds */
 } cli_client;
 
+struct tide_projection_info;
+
+/** Write a projection's progress as one JSON object (no newline) to
+ *  stdout: name, status, seq, lag against @p last, and the rebuild's
+ *  progress or where and why it stopped. */
+void cli_projection_json(const struct tide_projection_info *pi, unsigned long long last);
+
 /** Print "tide CMD: message" to stderr. */
 void cli_error(const char *cmd, const char *fmt, ...)
 #if defined(__GNUC__)

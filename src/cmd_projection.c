@@ -38,39 +38,10 @@ typedef struct list_ctx {
 static void
 print_one(void *ud, const tide_projection_info *pi)
 {
-	list_ctx *l = ud;
-	yajl_gen g = yajl_gen_alloc(NULL);
-	const unsigned char *buf;
-	size_t len;
-	const char *status = pi->faulted ? "stopped" : pi->building ? "building" : "live";
+	const list_ctx *l = ud;
 
-	if (g == NULL)
-		return;
-	yajl_gen_map_open(g);
-	yajl_gen_string(g, (const unsigned char *)"name", 4);
-	yajl_gen_string(g, (const unsigned char *)pi->name, strlen(pi->name));
-	yajl_gen_string(g, (const unsigned char *)"status", 6);
-	yajl_gen_string(g, (const unsigned char *)status, strlen(status));
-	yajl_gen_string(g, (const unsigned char *)"seq", 3);
-	yajl_gen_integer(g, (long long)pi->live_seq);
-	yajl_gen_string(g, (const unsigned char *)"lag", 3);
-	yajl_gen_integer(g, (long long)(l->last > pi->live_seq ? l->last - pi->live_seq : 0));
-	if (pi->building) {
-		yajl_gen_string(g, (const unsigned char *)"rebuilt_seq", 11);
-		yajl_gen_integer(g, (long long)pi->build_seq);
-		yajl_gen_string(g, (const unsigned char *)"progress", 8);
-		yajl_gen_double(g, l->last ? 100.0 * (double)pi->build_seq / (double)l->last : 100);
-	}
-	if (pi->faulted) {
-		yajl_gen_string(g, (const unsigned char *)"stopped_at", 10);
-		yajl_gen_integer(g, (long long)pi->fault_seq);
-		yajl_gen_string(g, (const unsigned char *)"error", 5);
-		yajl_gen_string(g, (const unsigned char *)pi->error, strlen(pi->error));
-	}
-	yajl_gen_map_close(g);
-	yajl_gen_get_buf(g, &buf, &len);
-	printf("%.*s\n", (int)len, buf);
-	yajl_gen_free(g);
+	cli_projection_json(pi, l->last);
+	putchar('\n');
 }
 
 /* The engine runs there: ask it over REP. */

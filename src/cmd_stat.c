@@ -71,22 +71,11 @@ print_projection(void *ud, const tide_projection_info *pi)
 	stat_ctx *s = ud;
 	uint64_t lag = s->last > pi->live_seq ? s->last - pi->live_seq : 0;
 	double progress = s->last ? 100.0 * (double)pi->build_seq / (double)s->last : 100.0;
-	const char *status = pi->faulted ? "stopped" : pi->building ? "building" : "live";
 
 	if (s->json) {
-		printf("%s{\"name\":\"", s->n ? "," : "");
-		for (const char *p = pi->name; *p; p++) {
-			if (*p == '"' || *p == '\\')
-				putchar('\\');
-			putchar(*p);
-		}
-		printf("\",\"status\":\"%s\",\"seq\":%llu,\"lag\":%llu", status,
-		       (unsigned long long)pi->live_seq, (unsigned long long)lag);
-		if (pi->building)
-			printf(",\"progress\":%.1f", progress);
-		if (pi->faulted)
-			printf(",\"stopped_at\":%llu", (unsigned long long)pi->fault_seq);
-		printf("}");
+		if (s->n)
+			putchar(',');
+		cli_projection_json(pi, s->last);
 	} else if (pi->faulted) {
 		printf("  %-24s stopped at %llu: %s\n", pi->name, (unsigned long long)pi->fault_seq,
 		       pi->error);

@@ -1620,7 +1620,8 @@ START_TEST(failing_handler_stops_the_projection)
 	/* tide stat and tide projection list say so */
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --json --data '%s'", TIDE_BIN, data), 0);
 	ck_assert_msg(strstr(out, "{\"name\":\"tally\",\"status\":\"stopped\",\"seq\":10,\"lag\":4,"
-				  "\"stopped_at\":11}"),
+				  "\"stopped_at\":11,\"error\":\"") &&
+			      strstr(out, "boom at 11"),
 		      "%s", out);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s'", TIDE_BIN, data), 0);
 	ck_assert_msg(strstr(out, "stopped at 11: ") && strstr(out, "boom at 11"), "%s", out);
