@@ -779,3 +779,32 @@ th_keep(const char *path, const char *tag)
 		return NULL;
 	return kept;
 }
+
+void
+sb_printf(sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+		va_end(ap);
+		ck_assert_int_ge(n, 0);
+		if (b->p != NULL && (size_t)n < b->cap - b->len)
+			break;
+		b->cap = (b->cap + (size_t)n + 1) * 2;
+		b->p = realloc(b->p, b->cap);
+		ck_assert_ptr_nonnull(b->p);
+	}
+	b->len += (size_t)n;
+}
+
+char *
+sb_take(sbuf *b)
+{
+	char *s = b->p ? b->p : strdup("");
+
+	memset(b, 0, sizeof *b);
+	return s;
+}

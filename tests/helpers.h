@@ -163,6 +163,21 @@ long th_log_scan(const char *dir, uint64_t from, th_scan_fn *fn, void *ud);
 const char *th_keep(const char *path, const char *tag);
 
 /* The suites, for the runner. */
+/* ------------------------------------------------------------------------
+ * A growing string, for building messages and expected output.
+ * ------------------------------------------------------------------------ */
+
+typedef struct sbuf {
+	char *p;
+	size_t len, cap;
+} sbuf;
+
+/** Append printf-style to @p b (aborts the test when out of memory). */
+void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/** Take the string out of @p b (the caller frees it; "" if nothing was
+ *  added) and empty @p b. */
+char *sb_take(sbuf *b);
+
 Suite *event_suite(void);
 Suite *cloudevents_suite(void);
 Suite *log_suite(void);

@@ -9,8 +9,10 @@
 #ifndef BENCHEV_H
 #define BENCHEV_H
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
 #define BENCH_SUBJECTS 1000
@@ -83,6 +85,41 @@ bench_now(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* What the load generators share: failing, sleeping, percentiles. */
+
+/* "PROGRAM: " + fmt (with one string argument) on stderr; exit 1. */
+static inline void
+bench_die(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "%s: ", program_invocation_short_name);
+	fprintf(stderr, fmt, arg);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static inline void
+bench_sleep_ms(double ms)
+{
+	struct timespec ts = { (time_t)(ms / 1000),
+			       (long)((ms - (double)(long)(ms / 1000) * 1000) * 1e6) };
+	nanosleep(&ts, NULL);
+}
+
+static inline int
+bench_cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The @p p quantile (0..1) of the sorted @p v. */
+static inline double
+bench_pct(const double *v, long n, double p)
+{
+	long i = (long)(p * (double)(n - 1) + 0.5);
+	return v[i < n ? i : n - 1];
 }
 
 #endif

@@ -10,6 +10,7 @@
  * js_PublishAsyncComplete returns, and checks the stream holds N messages.
  * Output: one line of key=value pairs.
  */
+#define _GNU_SOURCE
 #include <nats/nats.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -54,23 +54,6 @@
 #include "benchev.h"
 #include "tide.h"
 
-static void
-die(const char *fmt, const char *arg)
-{
-	fprintf(stderr, "projbench: ");
-	fprintf(stderr, fmt, arg);
-	fputc('\n', stderr);
-	exit(1);
-}
-
-static void
-sleep_ms(double ms)
-{
-	struct timespec ts = { (time_t)(ms / 1000),
-			       (long)((ms - (double)(long)(ms / 1000) * 1000) * 1e6) };
-	nanosleep(&ts, NULL);
-}
-
 static double
 wall_now(void)
 {
@@ -134,9 +117,9 @@ poll_progress(tide_log *log, progress *p)
 
 	p->found = 0;
 	if ((rc = tide_log_projections(log, on_projection, p)) != TIDE_OK)
-		die("cannot read the projections: %s", tide_strerror(rc));
+		bench_die("cannot read the projections: %s", tide_strerror(rc));
 	if (p->found && p->faulted)
-		die("the projection is stopped: %s", p->error);
+		bench_die("the projection is stopped: %s", p->error);
 }
 
 static uint64_t
@@ -146,7 +129,7 @@ log_head(tide_log *log)
 	int rc;
 
 	if ((rc = tide_log_stat_get(log, &st)) != TIDE_OK)
-		die("cannot stat the log: %s", tide_strerror(rc));
+		bench_die("cannot stat the log: %s", tide_strerror(rc));
 	return st.last_seq;
 }
 
@@ -158,7 +141,7 @@ open_log(const char *dir)
 	int rc;
 
 	if ((rc = tide_log_open(&log, dir, err, sizeof err)) != TIDE_OK)
-		die("cannot open the log: %s", err);
+		bench_die("cannot open the log: %s", err);
 	return log;
 }
 
@@ -179,7 +162,7 @@ cmd_wait(const char *data, const char *name, uint64_t base, uint64_t want, doubl
 				timeout, (unsigned long long)p.live_seq, (unsigned long long)want);
 			return 1;
 		}
-		sleep_ms(2);
+		bench_sleep_ms(2);
 	}
 	t = wall_now() - t0;
 	cpu = proc_cpu(pid) - cpu0;
@@ -202,18 +185,18 @@ cmd_rebuild(const char *url, const char *data, const char *name, long pid, doubl
 	uint64_t want = log_head(log);
 
 	if ((sock = nn_socket(AF_SP, NN_REQ)) < 0)
-		die("nn_socket: %s", nn_strerror(nn_errno()));
+		bench_die("nn_socket: %s", nn_strerror(nn_errno()));
 	nn_setsockopt(sock, NN_SOL_SOCKET, NN_RCVTIMEO, &tmo, sizeof tmo);
 	if (nn_connect(sock, url) < 0)
-		die("cannot connect: %s", nn_strerror(nn_errno()));
+		bench_die("cannot connect: %s", nn_strerror(nn_errno()));
 	r = snprintf(req, sizeof req,
 		     "{\"command\":\"projection\",\"op\":\"rebuild\",\"name\":\"%s\"}", name);
 	cpu0 = proc_cpu(pid);
 	t0 = bench_now();
 	if (nn_send(sock, req, (size_t)r, 0) < 0)
-		die("send: %s", nn_strerror(nn_errno()));
+		bench_die("send: %s", nn_strerror(nn_errno()));
 	if ((r = nn_recv(sock, &reply, NN_MSG, 0)) < 0)
-		die("no reply: %s", nn_strerror(nn_errno()));
+		bench_die("no reply: %s", nn_strerror(nn_errno()));
 	if (r < 10 || memcmp(reply, "{\"ok\":true", 10) != 0) {
 		fprintf(stderr, "projbench: rebuild refused: %.*s\n", r, reply);
 		return 1;
@@ -232,7 +215,7 @@ cmd_rebuild(const char *url, const char *data, const char *name, long pid, doubl
 				timeout, seen);
 			return 1;
 		}
-		sleep_ms(2);
+		bench_sleep_ms(2);
 	}
 	t = bench_now() - t0;
 	cpu = proc_cpu(pid) - cpu0;
@@ -247,20 +230,6 @@ cmd_rebuild(const char *url, const char *data, const char *name, long pid, doubl
 
 /* ---- queries ---- */
 
-static int
-cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double
-pct(const double *v, long n, double p)
-{
-	long i = (long)(p * (double)(n - 1) + 0.5);
-	return v[i < n ? i : n - 1];
-}
-
 static void
 report(double *lat, long n, long missing, size_t bytes)
 {
@@ -268,11 +237,12 @@ report(double *lat, long n, long missing, size_t bytes)
 
 	for (long i = 0; i < n; i++)
 		sum += lat[i];
-	qsort(lat, (size_t)n, sizeof *lat, cmp_double);
+	qsort(lat, (size_t)n, sizeof *lat, bench_cmp_double);
 	printf("requests=%ld missing=%ld avg_reply_bytes=%.0f median_us=%.1f p99_us=%.1f "
 	       "p999_us=%.1f mean_us=%.1f min_us=%.1f max_us=%.1f",
-	       n, missing, (double)bytes / (double)n, pct(lat, n, 0.5), pct(lat, n, 0.99),
-	       pct(lat, n, 0.999), sum / (double)n, lat[0], lat[n - 1]);
+	       n, missing, (double)bytes / (double)n, bench_pct(lat, n, 0.5),
+	       bench_pct(lat, n, 0.99), bench_pct(lat, n, 0.999), sum / (double)n, lat[0],
+	       lat[n - 1]);
 }
 
 static unsigned
@@ -294,12 +264,12 @@ cmd_query(const char *url, const char *name, long keys, long nreq, long warmup, 
 	char req[512];
 
 	if (lat == NULL)
-		die("out of memory%s", "");
+		bench_die("out of memory%s", "");
 	if ((sock = nn_socket(AF_SP, NN_REQ)) < 0)
-		die("nn_socket: %s", nn_strerror(nn_errno()));
+		bench_die("nn_socket: %s", nn_strerror(nn_errno()));
 	nn_setsockopt(sock, NN_SOL_SOCKET, NN_RCVTIMEO, &tmo, sizeof tmo);
 	if (nn_connect(sock, url) < 0)
-		die("cannot connect: %s", nn_strerror(nn_errno()));
+		bench_die("cannot connect: %s", nn_strerror(nn_errno()));
 	for (long i = 0; i < warmup + nreq; i++) {
 		int n = snprintf(req, sizeof req, "{\"query\":\"%s\",\"key\":\"acc-%05u\"}", name,
 				 pick(&seed, keys));
@@ -308,9 +278,9 @@ cmd_query(const char *url, const char *name, long keys, long nreq, long warmup, 
 		int r;
 
 		if (nn_send(sock, req, (size_t)n, 0) < 0)
-			die("send: %s", nn_strerror(nn_errno()));
+			bench_die("send: %s", nn_strerror(nn_errno()));
 		if ((r = nn_recv(sock, &reply, NN_MSG, 0)) < 0)
-			die("no reply: %s", nn_strerror(nn_errno()));
+			bench_die("no reply: %s", nn_strerror(nn_errno()));
 		dt = bench_now() - t0;
 		if (r >= 10 && memcmp(reply, "{\"ok\":true", 10) == 0 &&
 		    memmem(reply, (size_t)r, "\"state\":{", 9) != NULL) {
@@ -333,7 +303,7 @@ cmd_query(const char *url, const char *name, long keys, long nreq, long warmup, 
 			break;
 	}
 	if (done == 0)
-		die("the load ended before the first query%s", "");
+		bench_die("the load ended before the first query%s", "");
 	report(lat, done, missing, bytes);
 	printf(" queries_s=%.3f\n", bench_now() - t_start);
 	nn_close(sock);
@@ -368,7 +338,7 @@ cmd_direct(const char *data, const char *name, long keys, long nreq, long warmup
 	char key[32];
 
 	if (lat == NULL)
-		die("out of memory%s", "");
+		bench_die("out of memory%s", "");
 	for (long i = 0; i < warmup + nreq; i++) {
 		got g = { 0, 0 };
 		double t0, dt;
@@ -424,7 +394,7 @@ main(int argc, char **argv)
 	int c;
 
 	if (argc < 2)
-		die("usage: projbench wait|rebuild|query|direct [options]%s", "");
+		bench_die("usage: projbench wait|rebuild|query|direct [options]%s", "");
 	mode = argv[1];
 	optind = 2;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -443,34 +413,34 @@ main(int argc, char **argv)
 		case 'f': base = strtoull(optarg, NULL, 10); break;
 		case 'C': cpu0 = atof(optarg); break;
 		case 'W': while_pid = atol(optarg); break;
-		default: die("bad option%s", "");
+		default: bench_die("bad option%s", "");
 		}
 	}
 	if (name == NULL)
-		die("--name is required%s", "");
+		bench_die("--name is required%s", "");
 	if (keys < 1 || nreq < 1 || warmup < 0)
-		die("--keys and --requests must be positive%s", "");
+		bench_die("--keys and --requests must be positive%s", "");
 	if (strcmp(mode, "wait") == 0) {
 		if (data == NULL || want <= base || t0 <= 0)
-			die("wait needs --data, --seq (above --from) and --t0%s", "");
+			bench_die("wait needs --data, --seq (above --from) and --t0%s", "");
 		return cmd_wait(data, name, base, want, t0, pid, cpu0, timeout);
 	}
 	if (strcmp(mode, "rebuild") == 0) {
 		if (data == NULL || url == NULL)
-			die("rebuild needs --url and --data%s", "");
+			bench_die("rebuild needs --url and --data%s", "");
 		return cmd_rebuild(url, data, name, pid, timeout);
 	}
 	if (strcmp(mode, "query") == 0) {
 		if (url == NULL)
-			die("query needs --url%s", "");
+			bench_die("query needs --url%s", "");
 		return cmd_query(url, name, keys, nreq, warmup, seed, while_pid,
 				 timeout == 600 ? 60 : timeout);
 	}
 	if (strcmp(mode, "direct") == 0) {
 		if (data == NULL)
-			die("direct needs --data%s", "");
+			bench_die("direct needs --data%s", "");
 		return cmd_direct(data, name, keys, nreq, warmup, seed);
 	}
-	die("unknown mode '%s'", mode);
+	bench_die("unknown mode '%s'", mode);
 	return 2;
 }

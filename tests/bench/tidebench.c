@@ -37,23 +37,6 @@
 
 #include "benchev.h"
 
-static void
-die(const char *fmt, const char *arg)
-{
-	fprintf(stderr, "tidebench: ");
-	fprintf(stderr, fmt, arg);
-	fputc('\n', stderr);
-	exit(1);
-}
-
-static void
-sleep_ms(double ms)
-{
-	struct timespec ts = { (time_t)(ms / 1000),
-			       (long)((ms - (double)(long)(ms / 1000) * 1000) * 1e6) };
-	nanosleep(&ts, NULL);
-}
-
 /* ---- reading the log (read-only, while the engine writes) ---- */
 
 typedef struct watcher {
@@ -145,7 +128,7 @@ cmd_push(const char *url, const char *data, long nevents, long batch, const char
 	watcher w;
 
 	if (buf == NULL || off == NULL)
-		die("out of memory%s", "");
+		bench_die("out of memory%s", "");
 	/* Build every message before the clock starts: the generator shares
 	 * two cores with the engine, so it should cost as little as possible
 	 * while measuring. */
@@ -164,18 +147,18 @@ cmd_push(const char *url, const char *data, long nevents, long batch, const char
 	off[nmsgs] = len;
 
 	if ((rc = watcher_open(&w, data, consumer)) != 0)
-		die("cannot open the log: %s", mdb_strerror(rc));
+		bench_die("cannot open the log: %s", mdb_strerror(rc));
 	if ((sock = nn_socket(AF_SP, NN_PUSH)) < 0)
-		die("nn_socket: %s", nn_strerror(nn_errno()));
+		bench_die("nn_socket: %s", nn_strerror(nn_errno()));
 	nn_setsockopt(sock, NN_SOL_SOCKET, NN_SNDBUF, &sndbuf, sizeof sndbuf);
 	if (nn_connect(sock, url) < 0)
-		die("cannot connect: %s", nn_strerror(nn_errno()));
+		bench_die("cannot connect: %s", nn_strerror(nn_errno()));
 	/* Do not time the connection handshake. */
 	deadline = bench_now() + 10;
 	while (nn_get_statistic(sock, NN_STAT_CURRENT_CONNECTIONS) < 1) {
 		if (bench_now() > deadline)
-			die("no connection to %s within 10 s", url);
-		sleep_ms(1);
+			bench_die("no connection to %s within 10 s", url);
+		bench_sleep_ms(1);
 	}
 
 	t0 = bench_now();
@@ -183,14 +166,14 @@ cmd_push(const char *url, const char *data, long nevents, long batch, const char
 		size_t n = off[m + 1] - off[m];
 		while (nn_send(sock, buf + off[m], n, 0) < 0) {
 			if (nn_errno() != EINTR)
-				die("send: %s", nn_strerror(nn_errno()));
+				bench_die("send: %s", nn_strerror(nn_errno()));
 		}
 	}
 	tsent = bench_now();
 	deadline = t0 + timeout;
 	for (;;) {
 		if ((rc = watcher_poll(&w, &events, &ck)) != 0)
-			die("cannot read the log: %s", mdb_strerror(rc));
+			bench_die("cannot read the log: %s", mdb_strerror(rc));
 		if (events >= want && (consumer == NULL || ck >= want))
 			break;
 		if (bench_now() > deadline) {
@@ -201,7 +184,7 @@ cmd_push(const char *url, const char *data, long nevents, long batch, const char
 				(unsigned long long)ck);
 			return 1;
 		}
-		sleep_ms(2);
+		bench_sleep_ms(2);
 	}
 	tdone = bench_now();
 	printf("events=%ld batch=%ld messages=%ld avg_event_bytes=%.0f send_s=%.3f total_s=%.3f "
@@ -218,20 +201,6 @@ cmd_push(const char *url, const char *data, long nevents, long batch, const char
 /* ---- req ---- */
 
 static int
-cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double
-pct(const double *v, long n, double p)
-{
-	long i = (long)(p * (double)(n - 1) + 0.5);
-	return v[i < n ? i : n - 1];
-}
-
-static int
 cmd_req(const char *url, long nreq, long warmup, const char *run)
 {
 	double *lat = malloc(sizeof *lat * (size_t)nreq), sum = 0;
@@ -239,12 +208,12 @@ cmd_req(const char *url, long nreq, long warmup, const char *run)
 	char ev[512];
 
 	if (lat == NULL)
-		die("out of memory%s", "");
+		bench_die("out of memory%s", "");
 	if ((sock = nn_socket(AF_SP, NN_REQ)) < 0)
-		die("nn_socket: %s", nn_strerror(nn_errno()));
+		bench_die("nn_socket: %s", nn_strerror(nn_errno()));
 	nn_setsockopt(sock, NN_SOL_SOCKET, NN_RCVTIMEO, &tmo, sizeof tmo);
 	if (nn_connect(sock, url) < 0)
-		die("cannot connect: %s", nn_strerror(nn_errno()));
+		bench_die("cannot connect: %s", nn_strerror(nn_errno()));
 	for (long i = 0; i < warmup + nreq; i++) {
 		int n = bench_event(ev, sizeof ev, run, (uint64_t)i + 1);
 		char *reply = NULL;
@@ -252,9 +221,9 @@ cmd_req(const char *url, long nreq, long warmup, const char *run)
 		int r;
 
 		if (nn_send(sock, ev, (size_t)n, 0) < 0)
-			die("send: %s", nn_strerror(nn_errno()));
+			bench_die("send: %s", nn_strerror(nn_errno()));
 		if ((r = nn_recv(sock, &reply, NN_MSG, 0)) < 0)
-			die("no reply: %s", nn_strerror(nn_errno()));
+			bench_die("no reply: %s", nn_strerror(nn_errno()));
 		dt = bench_now() - t0;
 		if (r < 10 || memcmp(reply, "{\"ok\":true", 10) != 0 ||
 		    memmem(reply, (size_t)r, "duplicate", 9) != NULL) {
@@ -267,11 +236,11 @@ cmd_req(const char *url, long nreq, long warmup, const char *run)
 			sum += dt * 1e6;
 		}
 	}
-	qsort(lat, (size_t)nreq, sizeof *lat, cmp_double);
+	qsort(lat, (size_t)nreq, sizeof *lat, bench_cmp_double);
 	printf("requests=%ld median_us=%.1f p99_us=%.1f p999_us=%.1f mean_us=%.1f min_us=%.1f "
 	       "max_us=%.1f\n",
-	       nreq, pct(lat, nreq, 0.5), pct(lat, nreq, 0.99), pct(lat, nreq, 0.999), sum / nreq,
-	       lat[0], lat[nreq - 1]);
+	       nreq, bench_pct(lat, nreq, 0.5), bench_pct(lat, nreq, 0.99),
+	       bench_pct(lat, nreq, 0.999), sum / nreq, lat[0], lat[nreq - 1]);
 	nn_close(sock);
 	free(lat);
 	return 0;
@@ -301,7 +270,7 @@ main(int argc, char **argv)
 	int c;
 
 	if (argc < 2)
-		die("usage: tidebench push|req [options]%s", "");
+		bench_die("usage: tidebench push|req [options]%s", "");
 	mode = argv[1];
 	optind = 2;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -319,28 +288,28 @@ main(int argc, char **argv)
 			if (strcmp(optarg, "account") == 0)
 				accounts = 1;
 			else if (strcmp(optarg, "order") != 0)
-				die("--kind is order or account, not '%s'", optarg);
+				bench_die("--kind is order or account, not '%s'", optarg);
 			break;
 		case 'K': keys = atol(optarg); break;
 		case 'e': expect = atol(optarg); break;
-		default: die("bad option%s", "");
+		default: bench_die("bad option%s", "");
 		}
 	}
 	if (url == NULL)
-		die("--url is required%s", "");
+		bench_die("--url is required%s", "");
 	if (strcmp(mode, "push") == 0) {
 		if (data == NULL)
-			die("push needs --data DIR%s", "");
+			bench_die("push needs --data DIR%s", "");
 		if (nevents < 1 || batch < 1 || keys < 1)
-			die("--events, --batch and --keys must be positive%s", "");
+			bench_die("--events, --batch and --keys must be positive%s", "");
 		return cmd_push(url, data, nevents, batch, consumer, run, timeout, accounts, keys,
 				expect);
 	}
 	if (strcmp(mode, "req") == 0) {
 		if (nreq < 1 || warmup < 0)
-			die("--requests must be positive%s", "");
+			bench_die("--requests must be positive%s", "");
 		return cmd_req(url, nreq, warmup, run);
 	}
-	die("unknown mode '%s'", mode);
+	bench_die("unknown mode '%s'", mode);
 	return 2;
 }
