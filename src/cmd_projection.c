@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
@@ -29,6 +31,8 @@ static const char usage_text[] =
 	"  -d, --data DIR          data directory (default ./tide-data)\n"
 	"      --rep URL           the engine's REP endpoint, if not in DIR/endpoints\n"
 	"      --timeout SEC       wait for the engine's answer (default 10)\n"
+	"  -w, --wait              rebuild: follow the rebuild, showing its progress on\n"
+	"                          stderr, until it is live (exit 0) or stops (exit 1)\n"
 	"  -h, --help              show this help\n";
 
 typedef struct list_ctx {
@@ -99,6 +103,103 @@ ask_engine(const cli_client *cl, const char *name)
 	return rc;
 }
 
+/* Where projection @p name is, read from the log. */
+typedef struct seen {
+	const char *name;
+	int found, building, faulted;
+	uint64_t live_seq, build_seq, fault_seq;
+	char error[256];
+} seen;
+
+static void
+on_seen(void *ud, const tide_projection_info *pi)
+{
+	seen *w = ud;
+
+	if (strcmp(pi->name, w->name) != 0)
+		return;
+	w->found = 1;
+	w->building = pi->building;
+	w->faulted = pi->faulted;
+	w->live_seq = pi->live_seq;
+	w->build_seq = pi->build_seq;
+	w->fault_seq = pi->fault_seq;
+	snprintf(w->error, sizeof w->error, "%s", pi->error ? pi->error : "");
+}
+
+static double
+mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Follow a rebuild until the projection is live or stops, with a progress
+ * line on stderr (rewritten in place on a terminal, once a second
+ * otherwise). */
+static int
+follow(const char *data, const char *name)
+{
+	int tty = isatty(STDERR_FILENO);
+	double t0 = mono_now(), shown = 0;
+	uint64_t last = UINT64_MAX;
+	char err[512];
+	tide_log *log;
+
+	if (tide_log_open(&log, data, err, sizeof err) != TIDE_OK) {
+		cli_error("projection", "%s", err);
+		return CLI_FAIL;
+	}
+	for (;;) {
+		seen w = { name, 0, 0, 0, 0, 0, 0, "" };
+		tide_log_stat st;
+		struct timespec pause = { 0, 100 * 1000 * 1000 };
+		double now = mono_now();
+		if (tide_log_projections(log, on_seen, &w) != TIDE_OK ||
+		    tide_log_stat_get(log, &st) != TIDE_OK) {
+			cli_error("projection", "cannot read the log in %s", data);
+			break;
+		}
+		if (!w.found) {
+			cli_error("projection", "projection '%s' is gone from the log", name);
+			break;
+		}
+		if (w.faulted) {
+			cli_error("projection", "%s'%s' stopped at event %llu: %s",
+				  tty ? "\r\033[K" : "", name, (unsigned long long)w.fault_seq,
+				  w.error);
+			break;
+		}
+		if (!w.building) {
+			fprintf(stderr,
+				"%stide projection: '%s' is rebuilt and live at seq %llu (%.1f "
+				"s)\n",
+				tty ? "\r\033[K" : "", name, (unsigned long long)w.live_seq,
+				now - t0);
+			tide_log_close(log);
+			return CLI_OK;
+		}
+		/* the progress moves when the rebuild writes its states (every
+		 * few seconds); on a terminal the line also counts the time */
+		if (tty || w.build_seq != last || now - shown >= 10.0) {
+			double pct = st.last_seq ? 100.0 * (double)w.build_seq / (double)st.last_seq
+						 : 100.0;
+			fprintf(stderr,
+				"%stide projection: '%s' building %.1f%% (%llu of %llu events), "
+				"%.0f s%s",
+				tty ? "\r\033[K" : "", name, pct, (unsigned long long)w.build_seq,
+				(unsigned long long)st.last_seq, now - t0, tty ? "" : "\n");
+			shown = now;
+			last = w.build_seq;
+		}
+		nanosleep(&pause, NULL);
+	}
+	tide_log_close(log);
+	return CLI_FAIL;
+}
+
 int
 cmd_projection(int argc, char **argv)
 {
@@ -106,16 +207,18 @@ cmd_projection(int argc, char **argv)
 		{ "data", required_argument, NULL, 'd' },
 		{ "rep", required_argument, NULL, 'R' },
 		{ "timeout", required_argument, NULL, 'o' },
+		{ "wait", no_argument, NULL, 'w' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	cli_client cl = { "./tide-data", NULL, NULL, NULL, 10 };
 	const char *action;
-	int c, rc;
+	int c, rc, wait = 0;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "d:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "d:hw", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'w': wait = 1; break;
 		case 'd': cl.data = optarg; break;
 		case 'R': cl.rep = optarg; break;
 		case 'o': cl.timeout = cli_seconds(optarg); break;
@@ -146,8 +249,10 @@ cmd_projection(int argc, char **argv)
 	if (strcmp(action, "rebuild") == 0 && optind + 1 == argc) {
 		char err[512];
 		rc = tide_projection_rebuild(cl.data, argv[optind], err, sizeof err);
-		if (rc == TIDE_EBUSY)
-			return ask_engine(&cl, argv[optind]);
+		if (rc == TIDE_EBUSY) {
+			rc = ask_engine(&cl, argv[optind]);
+			return rc == CLI_OK && wait ? follow(cl.data, argv[optind]) : rc;
+		}
 		if (rc != TIDE_OK) {
 			cli_error("projection", "%s", err);
 			return CLI_FAIL;

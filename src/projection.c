@@ -1069,6 +1069,10 @@ write:
 	p->meta.build_seq = done;
 	p->done = 0;
 	p->flushed_at = now;
+	if (rebuilding && !p->meta.faulted && done < log->head)
+		LOG(ps, TIDE_LOG_INFO, "projection '%s': building, %llu of %llu events (%.0f%%)",
+		    p->name, (unsigned long long)done, (unsigned long long)log->head,
+		    100.0 * (double)done / (double)log->head);
 	if (!p->meta.faulted && p->meta.build != p->meta.live && p->meta.build_seq >= log->head) {
 		LOG(ps, TIDE_LOG_INFO, "projection '%s' is built (%llu events); it is live now",
 		    p->name, (unsigned long long)p->meta.build_seq);

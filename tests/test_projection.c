@@ -1342,6 +1342,14 @@ START_TEST(rebuild_command_online_and_offline)
 	}
 	wait_live(data, "accounts", NEVENTS, 10000);
 	check_all_ways(data, d.rep, m1);
+	/* --wait follows the rebuild to its end */
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' projection rebuild --wait streams --data '%s' 2>&1 >/dev/null",
+			       TIDE_BIN, data),
+			 0);
+	ck_assert_msg(strstr(out, "'streams' is rebuilt and live at seq 3000"), "%s", out);
+	ck_assert(!proj_info(data, "streams").building);
+	check_all_ways(data, d.rep, m1);
 	/* unknown names and bad requests */
 	ck_assert_int_eq(th_sh(out, sizeof out,
 			       "'%s' projection rebuild nope --data '%s' 2>&1 >/dev/null", TIDE_BIN,
@@ -1640,12 +1648,14 @@ START_TEST(failing_handler_stops_the_projection)
 			 0);
 	ck_assert_int_eq(th_count(out, "\"status\":\"stopped\""), 4);
 
-	/* a forced rebuild of the unchanged script stops at the same event,
-	 * and the old state is served meanwhile */
+	/* a forced rebuild of the unchanged script stops at the same event
+	 * (--wait says so), and the old state is served meanwhile */
 	ck_assert_int_eq(th_sh(out, sizeof out,
-			       "'%s' projection rebuild tally --data '%s' 2>/dev/null", TIDE_BIN,
-			       data),
-			 0);
+			       "'%s' projection rebuild tally --wait --data '%s' 2>&1 >/dev/null",
+			       TIDE_BIN, data),
+			 1);
+	ck_assert_msg(strstr(out, "'tally' stopped at event 11: ") && strstr(out, "boom at 11"),
+		      "%s", out);
 	{
 		int64_t deadline = th_ms() + 10000;
 		do {
