@@ -85,6 +85,7 @@ typedef struct proj {
 	handler *h;     /* exact types first, then prefixes longest first, then "*" */
 	size_t nh;
 	tidei_proj_meta meta;
+	int meta_changed;   /* by load(): a new definition starts a build */
 	int cache_ref;      /* Lua table: key -> state touched since the last write */
 	size_t cached;      /* distinct keys in the cache */
 	uint64_t done;      /* a rebuild's progress in memory, ahead of meta.build_seq */
@@ -565,6 +566,7 @@ load(tidei_projections *ps, tidei_log *log, MDB_txn *txn)
 	for (size_t k = 0; k < ps->n; k++) {
 		proj *p = &ps->v[k];
 		int rc = tidei_proj_meta_get(log, txn, p->name, &p->meta);
+		p->meta_changed = 1;
 		if (rc == TIDE_ENOTFOUND) {
 			memset(&p->meta, 0, sizeof p->meta);
 			begin_build(p);
@@ -574,6 +576,8 @@ load(tidei_projections *ps, tidei_log *log, MDB_txn *txn)
 					 p->name);
 		} else if (p->meta.hash != p->hash || p->meta.version != p->version) {
 			begin_build(p);
+		} else {
+			p->meta_changed = 0;
 		}
 		p->cached = 0;
 	}
@@ -596,7 +600,7 @@ int
 tidei_projections_start(tidei_projections *ps, tidei_log *log, char *err)
 {
 	MDB_txn *txn;
-	int rc;
+	int rc, any = 0;
 
 	if (ps->n == 0)
 		return TIDE_OK;
@@ -606,6 +610,21 @@ tidei_projections_start(tidei_projections *ps, tidei_log *log, char *err)
 	tidei_log_read_end(log);
 	if (rc != TIDE_OK)
 		return tidei_err(err, rc, "%s", ps->err);
+	/* record at once that a build has begun, so that tide stat says so
+	 * from the start */
+	for (size_t k = 0; k < ps->n; k++)
+		any |= ps->v[k].meta_changed;
+	if (any && (rc = tidei_log_begin(log)) != TIDE_OK)
+		return tidei_err(err, rc, "%s", log->err);
+	for (size_t k = 0; k < ps->n && any && rc == TIDE_OK; k++)
+		if (ps->v[k].meta_changed)
+			rc = meta_put(log, ps->v[k].name, &ps->v[k].meta);
+	if (rc == TIDE_OK)
+		rc = tidei_log_commit(log);
+	else
+		tidei_log_abort(log);
+	if (rc != TIDE_OK)
+		return tidei_err(err, rc, "%s", log->err);
 	for (size_t k = 0; k < ps->n; k++) {
 		proj *p = &ps->v[k];
 		if (p->meta.build != p->meta.live)

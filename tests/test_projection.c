@@ -1001,8 +1001,8 @@ check_stat_building(const char *data, uint64_t live_seq)
 	return 1;
 }
 
-/* Wait until @p name is being rebuilt: right after a start the stored
- * progress is still the old definition's until the first turn commits. */
+/* Wait until @p name is being rebuilt (a rebuild requested on REP is
+ * recorded when the engine takes the request). */
 static void
 wait_building(const char *dir, const char *name, int ms)
 {
@@ -1045,7 +1045,8 @@ START_TEST(rebuild_serves_old_state_then_switches)
 	ck_assert_str_ne(old, new);
 
 	bank_start(&d, dir, data, bank_script(dir, 2, spin, 2));
-	wait_building(data, "accounts", 10000);
+	/* the new definition's build is recorded before the engine is ready */
+	ck_assert_msg(proj_info(data, "accounts").building, "not building right after the start");
 	t0 = th_ms();
 	for (;;) {
 		pinfo before = proj_info(data, "accounts"), after;
