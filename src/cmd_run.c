@@ -40,12 +40,15 @@ static const char usage_text[] =
 	"  -v, --verbose           log debug messages too\n"
 	"  -h, --help              show this help\n"
 	"\n"
-	"SIGINT or SIGTERM finishes the current turn, commits and exits.\n";
+	"SIGINT or SIGTERM finishes the current turn, commits and exits.  SIGHUP\n"
+	"reloads the scripts (keeping the running ones if the new ones fail) and\n"
+	"reopens the log file.\n";
 
 /* Where the log goes: stderr, or a file that SIGHUP reopens. */
 typedef struct log_sink {
 	const char *path;
 	FILE *f;
+	tide_engine *engine; /* SIGHUP reloads its scripts */
 } log_sink;
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
@@ -91,6 +94,10 @@ on_sighup(evutil_socket_t sig, short what, void *arg)
 	/* Keep writing to the old file if the new one cannot be opened. */
 	if (sink->path != NULL && open_log_file(sink) == 0)
 		log_line(sink, TIDE_LOG_INFO, "log file reopened (SIGHUP)");
+	/* the engine logs how the reload went, and keeps the running
+	 * scripts if the new ones do not load */
+	if (sink->engine != NULL)
+		(void)tide_engine_reload(sink->engine);
 }
 
 static void
@@ -133,7 +140,7 @@ cmd_run(int argc, char **argv)
 	tide_config *cfg = NULL;
 	tide_engine *e = NULL;
 	struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL;
-	log_sink sink = { NULL, NULL };
+	log_sink sink = { NULL, NULL, NULL };
 	int c, rc = CLI_FAIL, level = -1;
 
 	/* First pass: find --config and --help, which shape everything else. */
@@ -228,6 +235,7 @@ cmd_run(int argc, char **argv)
 		goto out;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	sink.engine = e;
 	sigint = evsignal_new(tide_engine_base(e), SIGINT, on_signal, e);
 	sigterm = evsignal_new(tide_engine_base(e), SIGTERM, on_signal, e);
 	sighup = evsignal_new(tide_engine_base(e), SIGHUP, on_sighup, &sink);

@@ -45,6 +45,14 @@
 /* Pause after a consumer failed for a reason other than a full map. */
 #define CONSUMER_RETRY_NS 1000000000ll
 
+/* A consumer added with tide_consumer_add(). */
+struct c_consumer {
+	char *name, *pattern;
+	int from;
+	tide_consumer_fn *fn;
+	void *ud;
+};
+
 struct tide_engine {
 	tide_config *cfg;
 	tidei_loop loop;
@@ -52,6 +60,9 @@ struct tide_engine {
 	tidei_ingest *in;
 	tidei_consumers *cs;
 	tidei_projections *ps;
+	tidei_projections *defining; /* where tide.projection() goes while scripts load */
+	struct c_consumer *cc;       /* consumers added in C, again on a reload */
+	size_t ncc;
 	tidei_batch batch;
 	tidei_buf pubbuf;
 	uint64_t published; /* last seq sent on PUB */
@@ -508,26 +519,21 @@ define_projection(void *ud, lua_State *L, const char *name, int spec, const char
 {
 	tide_engine *e = ud;
 
-	return tidei_projections_define(e->ps, L, name, spec, script, where, err);
+	return tidei_projections_define(e->defining ? e->defining : e->ps, L, name, spec, script,
+					where, err);
 }
 
-TIDE_API int
-tide_engine_new(tide_engine **out, const tide_config *cfg)
+/* A fresh Lua state with its consumers and projections (no scripts yet). */
+static int
+new_runtime(tide_engine *e, tidei_consumers **cs, tidei_projections **ps)
 {
-	tide_engine *e;
 	tidei_consumers_opts co;
+	tidei_projections_opts po;
 	tidei_buf path = { 0 };
 	int rc;
 
-	if (out == NULL || cfg == NULL)
-		return TIDE_EINVAL;
-	*out = NULL;
-	if ((e = calloc(1, sizeof *e)) == NULL)
-		return TIDE_ENOMEM;
-	if ((rc = tidei_config_copy(&e->cfg, cfg)) != TIDE_OK) {
-		free(e);
-		return rc;
-	}
+	*cs = NULL;
+	*ps = NULL;
 	tidei_lua_path(&path, e->cfg->lua_path, (const char *const *)e->cfg->scripts,
 		       e->cfg->nscripts);
 	memset(&co, 0, sizeof co);
@@ -541,19 +547,54 @@ tide_engine_new(tide_engine **out, const tide_config *cfg)
 	co.log_ud = e;
 	co.projection = define_projection;
 	co.projection_ud = e;
-	rc = tidei_consumers_new(&e->cs, &co, e->err);
+	rc = tidei_consumers_new(cs, &co, e->err);
 	if (rc == TIDE_OK) {
-		tidei_projections_opts po;
 		memset(&po, 0, sizeof po);
-		po.script = tidei_consumers_script(e->cs);
+		po.script = tidei_consumers_script(*cs);
 		po.turn_budget = (size_t)e->cfg->turn_events;
 		po.log = elog;
 		po.log_ud = e;
-		if ((rc = tidei_projections_new(&e->ps, &po, e->err)) != TIDE_OK)
-			tidei_consumers_destroy(e->cs);
+		if ((rc = tidei_projections_new(ps, &po, e->err)) != TIDE_OK) {
+			tidei_consumers_destroy(*cs);
+			*cs = NULL;
+		}
 	}
 	tidei_buf_free(&path);
-	if (rc != TIDE_OK) {
+	return rc;
+}
+
+/* Load the configured scripts into @p cs and @p ps. */
+static int
+load_scripts(tide_engine *e, tidei_consumers *cs, tidei_projections *ps)
+{
+	int rc = TIDE_OK;
+
+	e->defining = ps;
+	for (size_t k = 0; k < e->cfg->nscripts && rc == TIDE_OK; k++) {
+		char msg[TIDEI_ERRLEN];
+		if ((rc = tidei_consumers_load(cs, e->cfg->scripts[k], msg)) != TIDE_OK)
+			tidei_err(e->err, rc, "%s", msg);
+	}
+	e->defining = NULL;
+	return rc;
+}
+
+TIDE_API int
+tide_engine_new(tide_engine **out, const tide_config *cfg)
+{
+	tide_engine *e;
+	int rc;
+
+	if (out == NULL || cfg == NULL)
+		return TIDE_EINVAL;
+	*out = NULL;
+	if ((e = calloc(1, sizeof *e)) == NULL)
+		return TIDE_ENOMEM;
+	if ((rc = tidei_config_copy(&e->cfg, cfg)) != TIDE_OK) {
+		free(e);
+		return rc;
+	}
+	if ((rc = new_runtime(e, &e->cs, &e->ps)) != TIDE_OK) {
 		tide_config_destroy(e->cfg);
 		free(e);
 		return rc;
@@ -633,13 +674,8 @@ tide_engine_open(tide_engine *e, struct event_base *base)
 	}
 	e->published = e->synced = e->log->committed;
 
-	for (size_t k = 0; k < e->cfg->nscripts; k++) {
-		char msg[TIDEI_ERRLEN];
-		if ((rc = tidei_consumers_load(e->cs, e->cfg->scripts[k], msg)) != TIDE_OK) {
-			tidei_err(e->err, rc, "%s", msg);
-			goto fail;
-		}
-	}
+	if ((rc = load_scripts(e, e->cs, e->ps)) != TIDE_OK)
+		goto fail;
 	if ((rc = tidei_consumers_start(e->cs, e->log, e->log->committed, e->err)) != TIDE_OK ||
 	    (rc = tidei_projections_start(e->ps, e->log, e->err)) != TIDE_OK)
 		goto fail;
@@ -722,6 +758,11 @@ tide_engine_destroy(tide_engine *e)
 	}
 	tidei_projections_destroy(e->ps);
 	tidei_consumers_destroy(e->cs);
+	for (size_t k = 0; k < e->ncc; k++) {
+		free(e->cc[k].name);
+		free(e->cc[k].pattern);
+	}
+	free(e->cc);
 	tidei_batch_free(&e->batch);
 	tidei_buf_free(&e->pubbuf);
 	tide_config_destroy(e->cfg);
@@ -813,5 +854,72 @@ tide_consumer_add(tide_engine *e, const char *name, const char *pattern, int fro
 	if (e->opened)
 		return tidei_err(e->err, TIDE_ESTATE,
 				 "consumers are added before tide_engine_open()");
-	return tidei_consumers_add(e->cs, name, pattern, from, fn, ud, e->err);
+	{
+		struct c_consumer *v = realloc(e->cc, (e->ncc + 1) * sizeof *v);
+		int rc;
+		if (v == NULL)
+			return tidei_err(e->err, TIDE_ENOMEM, "out of memory");
+		e->cc = v;
+		v += e->ncc;
+		v->name = strdup(name);
+		v->pattern = strdup(pattern);
+		if (v->name == NULL || v->pattern == NULL) {
+			free(v->name);
+			free(v->pattern);
+			return tidei_err(e->err, TIDE_ENOMEM, "out of memory");
+		}
+		if ((rc = tidei_consumers_add(e->cs, name, pattern, from, fn, ud, e->err)) !=
+		    TIDE_OK) {
+			free(v->name);
+			free(v->pattern);
+			return rc;
+		}
+		v->from = from;
+		v->fn = fn;
+		v->ud = ud;
+		e->ncc++;
+		return TIDE_OK;
+	}
+}
+
+TIDE_API int
+tide_engine_reload(tide_engine *e)
+{
+	tidei_consumers *cs;
+	tidei_projections *ps;
+	int rc;
+
+	if (e == NULL)
+		return TIDE_EINVAL;
+	if (!e->opened || e->stopping)
+		return tidei_err(e->err, TIDE_ESTATE, "engine is not running");
+	if ((rc = new_runtime(e, &cs, &ps)) != TIDE_OK)
+		goto fail;
+	for (size_t k = 0; k < e->ncc && rc == TIDE_OK; k++)
+		rc = tidei_consumers_add(cs, e->cc[k].name, e->cc[k].pattern, e->cc[k].from,
+					 e->cc[k].fn, e->cc[k].ud, e->err);
+	if (rc == TIDE_OK)
+		rc = load_scripts(e, cs, ps);
+	/* everything of the old state is committed between two turns: the
+	 * new one starts from the checkpoints and progress in the log */
+	if (rc == TIDE_OK &&
+	    (rc = tidei_consumers_start(cs, e->log, e->log->committed, e->err)) == TIDE_OK)
+		rc = tidei_projections_start(ps, e->log, e->err);
+	if (rc != TIDE_OK) {
+		tidei_projections_destroy(ps);
+		tidei_consumers_destroy(cs);
+		goto fail;
+	}
+	tidei_projections_destroy(e->ps);
+	tidei_consumers_destroy(e->cs);
+	e->cs = cs;
+	e->ps = ps;
+	e->lagging = 1;
+	tidei_loop_schedule(&e->loop);
+	elog(e, TIDE_LOG_INFO, "scripts reloaded: %zu consumers, %zu projections",
+	     tidei_consumers_count(cs), tidei_projections_count(ps));
+	return TIDE_OK;
+fail:
+	elog(e, TIDE_LOG_ERROR, "reload failed, the running scripts stay: %s", e->err);
+	return rc;
 }

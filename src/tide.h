@@ -175,6 +175,16 @@ TIDE_API int tide_engine_run(tide_engine *e);
  *  from a signal handler of the loop's thread or from another thread. */
 TIDE_API void tide_engine_stop(tide_engine *e);
 
+/** Load the configured scripts again, in a fresh Lua state, and switch to
+ *  it (call it between loop turns, e.g. from a signal event).  Everything
+ *  the old scripts did is committed, so the new ones go on from the same
+ *  checkpoints: no event is lost or handled twice; a projection whose
+ *  definition changed is rebuilt while its old state is served.  If a
+ *  script fails to load, the running ones stay.
+ *  @return TIDE_OK, or TIDE_ESCRIPT, TIDE_ESTATE, TIDE_ENOMEM, TIDE_EIO
+ *  with tide_errmsg() telling why. */
+TIDE_API int tide_engine_reload(tide_engine *e);
+
 /** Close sockets and the log and free the engine.  Accepts NULL. */
 TIDE_API void tide_engine_destroy(tide_engine *e);
 

@@ -78,6 +78,8 @@ main(void)
 			 "\"type\":\"greeting\"}\n"
 			 "{\"specversion\":\"1.0\",\"id\":\"g2\",\"source\":\"/embed\","
 			 "\"type\":\"greeting\"}";
+	const char *ev3 = "{\"specversion\":\"1.0\",\"id\":\"g3\",\"source\":\"/embed\","
+			  "\"type\":\"greeting\"}";
 	tide_log *log;
 	tide_cursor *cur;
 	const tide_event *e;
@@ -98,6 +100,12 @@ main(void)
 		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 	CHECK(ca.results == 2 && ca.stored == 2 && ca.handled == 2);
 	CHECK(cb.results == 1 && cb.stored == 0 && cb.handled == 0);
+	/* a reload keeps the consumers added in C, at their checkpoints */
+	CHECK(tide_engine_reload(ea) == TIDE_OK);
+	CHECK(tide_publish(ea, ev3, strlen(ev3), on_result, &ca) == TIDE_OK);
+	for (int i = 0; i < 200 && ca.handled < 3; i++)
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	CHECK(ca.results == 3 && ca.stored == 3 && ca.handled == 3);
 	tide_engine_destroy(ea);
 	tide_engine_destroy(eb);
 
@@ -109,7 +117,7 @@ main(void)
 		CHECK(strstr(json, "\"type\":\"greeting\"") != NULL);
 		n++;
 	}
-	CHECK(n == 2);
+	CHECK(n == 3);
 	tide_cursor_close(cur);
 	tide_log_close(log);
 	CHECK(tide_log_open(&log, b, err, sizeof err) == TIDE_OK);

@@ -32,6 +32,7 @@
 #include <event2/event.h>
 #include <lmdb.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2229,6 +2230,91 @@ START_TEST(key_by_field_path)
 }
 END_TEST
 
+/* SIGHUP reloads the scripts between two turns: a changed projection is
+ * rebuilt, a consumer goes on from its checkpoint (one child per input,
+ * none twice), and a script that does not load leaves the running ones. */
+static const char reload_lua[] =
+	"local tide = require 'tide'\n"
+	"tide.projection('tally', { version = %d,\n"
+	"  on = { ['t.*'] = function(s, ev) s.n = (s.n or 0) + %d end } })\n"
+	"tide.on('t.*', function(ev) tide.emit{ type = 'c.done', subject = ev.subject } end,\n"
+	"  { name = 'child' })\n"
+	"%s\n";
+
+static void
+reload_script(const char *dir, int version, int step, const char *extra)
+{
+	char text[sizeof reload_lua + 64];
+
+	snprintf(text, sizeof text, reload_lua, version, step, extra);
+	th_write(dir, "reload.lua", text);
+}
+
+/* Wait until the stored state of "tally" key "a" reads @p want. */
+static void
+wait_tally(const char *data, const char *want)
+{
+	int64_t deadline = th_ms() + 10000;
+	char *got = NULL;
+	int rc;
+
+	do {
+		free(got);
+		got = query_api(data, "tally", "a", NULL, 0, &rc);
+		if (rc == TIDE_OK && strcmp(got, want) == 0)
+			break;
+		th_pause();
+	} while (th_ms() < deadline);
+	ck_assert_str_eq(got, want);
+	free(got);
+}
+
+START_TEST(sighup_reloads_scripts)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	th_rec *v;
+	long n, children = 0;
+	th_daemon d;
+
+	reload_script(dir, 1, 1, "");
+	ck_assert_int_eq(
+		th_daemon_spawn(&d, data, "--data '%s' --script '%s/reload.lua'", data, dir), 0);
+	send_log = d.log;
+	for (int i = 1; i <= 3; i++)
+		send_one(d.rep, "t.x", "a", "{}", i);
+	wait_tally(data, "a\t{\"n\":3}\n");
+	/* a new definition: rebuilt from the log, the old state served meanwhile */
+	reload_script(dir, 2, 10, "");
+	ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+	ck_assert(th_wait_file(d.log, "scripts reloaded: 1 consumers, 1 projections", 10000));
+	wait_tally(data, "a\t{\"n\":30}\n");
+	send_one(d.rep, "t.x", "a", "{}", 4);
+	wait_tally(data, "a\t{\"n\":40}\n");
+	/* a script that does not load: the running ones stay */
+	reload_script(dir, 3, 100, "this is not Lua (");
+	ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+	ck_assert(th_wait_file(d.log, "reload failed, the running scripts stay: ", 10000));
+	send_one(d.rep, "t.x", "a", "{}", 5);
+	wait_tally(data, "a\t{\"n\":50}\n");
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	/* every input has exactly one child */
+	n = th_log_read(data, &v);
+	ck_assert_int_gt(n, 0);
+	for (long i = 0; i < n; i++) {
+		int kids = 0;
+		if (strcmp(v[i].type, "t.x") != 0)
+			continue;
+		for (long j = 0; j < n; j++)
+			kids += strcmp(v[j].type, "c.done") == 0 && v[j].causationid &&
+				strcmp(v[j].causationid, v[i].id) == 0;
+		ck_assert_msg(kids == 1, "event %s has %d children", v[i].id, kids);
+		children += kids;
+	}
+	ck_assert_int_eq(children, 5);
+	th_recs_free(v, n);
+}
+END_TEST
+
 START_TEST(bad_definitions_fail_the_load)
 {
 	static const struct {
@@ -2321,6 +2407,7 @@ projection_suite(void)
 	tcase_add_test(misc, query_unknown_projection_with_a_key);
 	tcase_add_test(misc, key_by_field_path);
 	tcase_add_test(misc, bad_definitions_fail_the_load);
+	tcase_add_test(misc, sighup_reloads_scripts);
 	suite_add_tcase(s, misc);
 	return s;
 }
