@@ -150,3 +150,18 @@ cli_projection_json(const tide_projection_info *pi, unsigned long long last)
 	fwrite(buf, 1, len, stdout);
 	yajl_gen_free(g);
 }
+
+void
+cli_json_string(const char *s)
+{
+	putchar('"');
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			printf("\\%c", *p);
+		else if (*p < 0x20)
+			printf("\\u%04x", *p);
+		else
+			putchar(*p);
+	}
+	putchar('"');
+}

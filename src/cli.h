@@ -33,6 +33,9 @@ struct tide_projection_info;
  *  progress or where and why it stopped. */
 void cli_projection_json(const struct tide_projection_info *pi, unsigned long long last);
 
+/** Write @p s to stdout as a JSON string literal, quotes included. */
+void cli_json_string(const char *s);
+
 /** Print "tide CMD: message" to stderr. */
 void cli_error(const char *cmd, const char *fmt, ...)
 #if defined(__GNUC__)

@@ -48,13 +48,9 @@ print_consumer(void *ud, const char *name, uint64_t seq)
 
 	tide_log_consumer_backlog(s->log, name, &pending, &dead);
 	if (s->json) {
-		printf("%s{\"name\":\"", s->n ? "," : "");
-		for (const char *p = name; *p; p++) {
-			if (*p == '"' || *p == '\\')
-				putchar('\\');
-			putchar(*p);
-		}
-		printf("\",\"checkpoint\":%llu,\"lag\":%llu,\"retrying\":%llu,\"dead\":%llu}",
+		printf("%s{\"name\":", s->n ? "," : "");
+		cli_json_string(name);
+		printf(",\"checkpoint\":%llu,\"lag\":%llu,\"retrying\":%llu,\"dead\":%llu}",
 		       (unsigned long long)seq, (unsigned long long)lag,
 		       (unsigned long long)pending, (unsigned long long)dead);
 	} else {
