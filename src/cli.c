@@ -69,6 +69,17 @@ read_endpoints(const char *dir, cli_endpoints *ep)
 }
 
 int
+cli_engine_running(const char *dir)
+{
+	cli_endpoints ep;
+
+	memset(&ep, 0, sizeof ep);
+	if (read_endpoints(dir, &ep) != 0)
+		return -1;
+	return !(ep.pid > 0 && kill((pid_t)ep.pid, 0) != 0 && errno == ESRCH);
+}
+
+int
 cli_resolve(const char *cmd, const cli_client *c, const char *need, cli_endpoints *ep)
 {
 	const char *flag = strcmp(need, "rep") == 0    ? c->rep

@@ -33,6 +33,10 @@ struct tide_projection_info;
  *  progress or where and why it stopped. */
 void cli_projection_json(const struct tide_projection_info *pi, unsigned long long last);
 
+/** Whether the engine of data directory @p dir runs: 1 yes, 0 no (its
+ *  endpoints file names a process that is gone), -1 no endpoints file. */
+int cli_engine_running(const char *dir);
+
 /** Write @p s to stdout as a JSON string literal, quotes included. */
 void cli_json_string(const char *s);
 

@@ -142,8 +142,8 @@ mono_now(void)
 static int
 follow(const char *data, const char *name)
 {
-	int tty = isatty(STDERR_FILENO);
-	double t0 = mono_now(), shown = 0;
+	int tty = isatty(STDERR_FILENO), had_engine = cli_engine_running(data) == 1;
+	double t0 = mono_now(), shown = 0, checked = t0;
 	uint64_t last = UINT64_MAX;
 	char err[512];
 	tide_log *log;
@@ -180,6 +180,22 @@ follow(const char *data, const char *name)
 				now - t0);
 			tide_log_close(log);
 			return CLI_OK;
+		}
+		/* the rebuild goes on only while an engine runs */
+		if (had_engine && now - checked >= 1.0) {
+			checked = now;
+			if (cli_engine_running(data) != 1) {
+				cli_error(
+					"projection",
+					"%sthe engine stopped at %.1f%% of the rebuild of '%s'; it "
+					"goes on when the engine runs again",
+					tty ? "\r\033[K" : "",
+					st.last_seq
+						? 100.0 * (double)w.build_seq / (double)st.last_seq
+						: 100.0,
+					name);
+				break;
+			}
 		}
 		/* the progress moves when the rebuild writes its states (every
 		 * few seconds); on a terminal the line also counts the time */
@@ -257,8 +273,9 @@ cmd_projection(int argc, char **argv)
 			cli_error("projection", "%s", err);
 			return CLI_FAIL;
 		}
-		fprintf(stderr, "tide projection: '%s' will be rebuilt when the engine next runs\n",
-			argv[optind]);
+		fprintf(stderr,
+			"tide projection: '%s' will be rebuilt when the engine next runs%s\n",
+			argv[optind], wait ? " (no engine runs now: nothing to wait for)" : "");
 		return CLI_OK;
 	}
 	fputs(usage_text, stderr);

@@ -35,7 +35,7 @@ static const char usage_text[] =
 	"      --set KEY=VALUE     any config setting (map_size, max_event_size,\n"
 	"                          turn_events, instruction_budget, memory_limit, ...)\n"
 	"      --log-file FILE     append the log to FILE instead of stderr; SIGHUP\n"
-	"                          reopens it (for log rotation)\n"
+	"                          reopens it (for log rotation) and reloads the scripts\n"
 	"  -q, --quiet             log errors and warnings only\n"
 	"  -v, --verbose           log debug messages too\n"
 	"  -h, --help              show this help\n"

@@ -69,6 +69,7 @@ struct tide_engine {
 	uint64_t synced;    /* last seq flushed to disk */
 	int opened;
 	int stopping;
+	int in_turn; /* commit_turn() is running: handlers may call back into us */
 	volatile sig_atomic_t stop_requested;
 	int lagging;              /* a consumer is behind the end of the log */
 	int64_t consumers_resume; /* consumers paused until this time (ns) */
@@ -227,7 +228,9 @@ turn(void *ud)
 		return;
 	}
 	for (;;) {
+		e->in_turn = 1;
 		rc = commit_turn(e, with_consumers, &more, err);
+		e->in_turn = 0;
 		if (rc == TIDE_EFULL && growths < MAX_GROWTHS) {
 			growths++;
 			if (tidei_log_grow(e->log) == TIDE_OK) {
@@ -893,6 +896,10 @@ tide_engine_reload(tide_engine *e)
 		return TIDE_EINVAL;
 	if (!e->opened || e->stopping)
 		return tidei_err(e->err, TIDE_ESTATE, "engine is not running");
+	if (e->in_turn)
+		return tidei_err(e->err, TIDE_ESTATE,
+				 "scripts cannot be reloaded from inside a turn (a handler or "
+				 "the log callback); reload from the event loop");
 	if ((rc = new_runtime(e, &cs, &ps)) != TIDE_OK)
 		goto fail;
 	for (size_t k = 0; k < e->ncc && rc == TIDE_OK; k++)
@@ -900,8 +907,10 @@ tide_engine_reload(tide_engine *e)
 					 e->cc[k].fn, e->cc[k].ud, e->err);
 	if (rc == TIDE_OK)
 		rc = load_scripts(e, cs, ps);
-	/* everything of the old state is committed between two turns: the
-	 * new one starts from the checkpoints and progress in the log */
+	/* between two turns every checkpoint is committed with the effects
+	 * it covers; states a projection holds in memory are not, and neither
+	 * is their progress, so the new runtime applies those events again
+	 * from the stored progress: nothing is lost or counted twice */
 	if (rc == TIDE_OK &&
 	    (rc = tidei_consumers_start(cs, e->log, e->log->committed, e->err)) == TIDE_OK)
 		rc = tidei_projections_start(ps, e->log, e->err);

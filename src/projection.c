@@ -951,9 +951,14 @@ flush(tidei_projections *ps, proj *p, char *err)
 static void
 fault(tidei_projections *ps, proj *p, uint64_t seq, const char *why)
 {
+	size_t n = strlen(why);
+
 	p->meta.faulted = 1;
 	p->meta.fault_seq = seq;
-	snprintf(p->meta.error, sizeof p->meta.error, "%.250s", why);
+	if (n > 250) /* cut whole UTF-8 characters: the error is shown as JSON */
+		for (n = 250; n > 0 && ((unsigned char)why[n] & 0xc0) == 0x80; n--)
+			;
+	snprintf(p->meta.error, sizeof p->meta.error, "%.*s", (int)n, why);
 	LOG(ps, TIDE_LOG_ERROR,
 	    "projection '%s' stopped at event %llu: %s (fix the script to rebuild it, or "
 	    "tide projection rebuild %s)",

@@ -176,11 +176,13 @@ TIDE_API int tide_engine_run(tide_engine *e);
 TIDE_API void tide_engine_stop(tide_engine *e);
 
 /** Load the configured scripts again, in a fresh Lua state, and switch to
- *  it (call it between loop turns, e.g. from a signal event).  Everything
- *  the old scripts did is committed, so the new ones go on from the same
- *  checkpoints: no event is lost or handled twice; a projection whose
- *  definition changed is rebuilt while its old state is served.  If a
- *  script fails to load, the running ones stay.
+ *  it.  Call it from the event loop between turns (e.g. a signal event),
+ *  not from a handler or the log callback (TIDE_ESTATE).  The new scripts
+ *  go on from the committed checkpoints: no event is lost or handled
+ *  twice.  A projection whose definition changed (its version, or the
+ *  text of the script file that defines it; bump the version when only a
+ *  required module changed) is rebuilt while its old state is served.  If
+ *  a script fails to load, the running ones stay.
  *  @return TIDE_OK, or TIDE_ESCRIPT, TIDE_ESTATE, TIDE_ENOMEM, TIDE_EIO
  *  with tide_errmsg() telling why. */
 TIDE_API int tide_engine_reload(tide_engine *e);

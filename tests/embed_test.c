@@ -25,6 +25,10 @@ typedef struct counts {
 	int results, stored, handled;
 } counts;
 
+/* When set, the consumer tries to reload its engine from inside the turn. */
+static tide_engine *reload_me;
+static int reload_rc = 1;
+
 static void
 on_result(void *ud, const tide_result *r)
 {
@@ -43,6 +47,8 @@ on_event(void *ud, const tide_event *ev)
 
 	CHECK(type != NULL && strcmp(type, "greeting") == 0 && n == 8);
 	CHECK(tide_event_seq(ev) > 0);
+	if (reload_me != NULL)
+		reload_rc = tide_engine_reload(reload_me);
 	c->handled++;
 	return TIDE_OK;
 }
@@ -80,6 +86,8 @@ main(void)
 			 "\"type\":\"greeting\"}";
 	const char *ev3 = "{\"specversion\":\"1.0\",\"id\":\"g3\",\"source\":\"/embed\","
 			  "\"type\":\"greeting\"}";
+	const char *ev4 = "{\"specversion\":\"1.0\",\"id\":\"g4\",\"source\":\"/embed\","
+			  "\"type\":\"greeting\"}";
 	tide_log *log;
 	tide_cursor *cur;
 	const tide_event *e;
@@ -106,6 +114,14 @@ main(void)
 	for (int i = 0; i < 200 && ca.handled < 3; i++)
 		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 	CHECK(ca.results == 3 && ca.stored == 3 && ca.handled == 3);
+	/* not from inside a turn: the engine refuses and goes on */
+	reload_me = ea;
+	CHECK(tide_publish(ea, ev4, strlen(ev4), on_result, &ca) == TIDE_OK);
+	for (int i = 0; i < 200 && ca.handled < 4; i++)
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	reload_me = NULL;
+	CHECK(ca.handled == 4 && reload_rc == TIDE_ESTATE);
+	CHECK(strstr(tide_errmsg(ea), "from inside a turn") != NULL);
 	tide_engine_destroy(ea);
 	tide_engine_destroy(eb);
 
@@ -117,7 +133,7 @@ main(void)
 		CHECK(strstr(json, "\"type\":\"greeting\"") != NULL);
 		n++;
 	}
-	CHECK(n == 3);
+	CHECK(n == 4);
 	tide_cursor_close(cur);
 	tide_log_close(log);
 	CHECK(tide_log_open(&log, b, err, sizeof err) == TIDE_OK);

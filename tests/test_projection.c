@@ -1260,6 +1260,37 @@ END_TEST
 /* A rebuild runs "in the background": while it works, the REP socket
  * still answers queries and acknowledges events within a bound far below
  * the length of the rebuild (a turn gives a rebuild about 50 ms). */
+/* tide projection rebuild --wait gives up, with a clear word, when the
+ * engine goes away before the rebuild is done. */
+START_TEST(rebuild_wait_notices_the_engine_stop)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	gev *h = bank_history(99, NEVENTS);
+	model *m1 = malloc(sizeof *m1);
+	int spin = (int)th_env_ll("TIDE_SPIN", SPIN_DEFAULT);
+	uint32_t gen1;
+	char out[700], text[4096];
+	pid_t follower;
+	th_daemon d;
+
+	ck_assert_ptr_nonnull(m1);
+	bank_v1(dir, data, h, m1, &gen1);
+	bank_start(&d, dir, data, bank_script(dir, 1, spin, 1)); /* slow handlers */
+	snprintf(out, sizeof out, "%s/wait.out", dir);
+	follower =
+		th_bg(out, "'%s' projection rebuild --wait accounts --data '%s'", TIDE_BIN, data);
+	ck_assert(th_wait_file(out, "building", 10000));
+	th_daemon_kill(&d);
+	ck_assert_int_eq(th_bg_wait(follower, 10000), 1);
+	ck_assert_int_eq(th_sh(text, sizeof text, "cat '%s'", out), 0);
+	ck_assert_msg(strstr(text, "the engine stopped at ") &&
+			      strstr(text, "goes on when the engine runs again"),
+		      "%s", text);
+	free(m1);
+	free(h);
+}
+END_TEST
+
 START_TEST(rebuild_does_not_hold_up_queries_and_ingest)
 {
 	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
@@ -2392,6 +2423,7 @@ projection_suite(void)
 	tcase_add_test(rebuild, live_under_load_survives_sigkill);
 	tcase_add_test(rebuild, rebuild_does_not_hold_up_queries_and_ingest);
 	tcase_add_test(rebuild, rebuild_command_online_and_offline);
+	tcase_add_test(rebuild, rebuild_wait_notices_the_engine_stop);
 	tcase_add_test(rebuild, new_projection_builds_from_the_beginning);
 	suite_add_tcase(s, rebuild);
 
