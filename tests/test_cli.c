@@ -650,6 +650,29 @@ START_TEST(publish_expect_version)
 }
 END_TEST
 
+/* The README's first command runs examples/orders/run.sh: it must show
+ * the alerts, the declined order and the projections. */
+START_TEST(bundled_example_runs)
+{
+	static char out[65536];
+	const char *dir = th_tmpdir();
+
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "TMPDIR='%s' TIDE='%s' '%s/examples/orders/run.sh' 2>&1", dir,
+			       TIDE_BIN, TIDE_SRCDIR),
+			 0);
+	ck_assert_int_eq(th_count(out, "ALERT "), 2);
+	ck_assert_msg(strstr(out, "payment declined for order-0007: over card limit"), "%.3000s",
+		      out);
+	ck_assert_msg(strstr(out, "{\"key\":\"order-0007\",\"state\":{\"reason\":\"over card "
+				  "limit\",\"status\":\"cancelled\""),
+		      "%.3000s", out);
+	ck_assert_int_eq(th_count(out, "\"status\":\"shipping\""), 11);
+	ck_assert_msg(strstr(out, "{\"key\":\"linus\",\"state\":{\"orders\":2,"), "%.3000s", out);
+	ck_assert_msg(strstr(out, "order_status             live at 62"), "%.3000s", out);
+}
+END_TEST
+
 Suite *
 cli_suite(void)
 {
@@ -673,6 +696,7 @@ cli_suite(void)
 	tcase_add_test(live, stat_positions_and_lag);
 	tcase_add_test(live, publish_expect_version);
 	tcase_add_test(live, tail_count_exits);
+	tcase_add_test(live, bundled_example_runs);
 	tcase_set_timeout(live, 60);
 	suite_add_tcase(s, live);
 	return s;

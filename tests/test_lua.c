@@ -337,6 +337,12 @@ START_TEST(event_table)
 		"  assert(#d.holes == 3 and d.holes[2] == tide.null, 'null element')\n"
 		"  assert(d.text == 'h\\xc3\\xa9', 'utf-8 text')\n"
 		"  assert(d.empty_obj and next(d.empty_obj) == nil, 'empty object')\n"
+		/* the rule helpers read the event view like a table */
+		"  local path = require 'tide.path'\n"
+		"  assert(path.get(ev, 'data.order.items.2.sku') == 'b', 'tide.path on an event')\n"
+		"  assert(path.get(ev, 'subject') == 'k1', 'tide.path attribute')\n"
+		"  assert(path.get(ev, 'data.gone.x') == nil, 'tide.path missing step')\n"
+		"  assert(path.getter('data.deep.a.b.c')(ev) == true, 'tide.path getter')\n"
 		"end\n"
 		"tide.on('probe', function(ev)\n"
 		"  check(ev)\n"

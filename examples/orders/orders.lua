@@ -45,3 +45,25 @@ tide.on("fraud.alert", function(ev)
   print(("ALERT %s: payment of %.2f at %s is over the %d limit"):format(
     ev.subject, ev.data.amount, ev.data.merchant, ev.data.limit))
 end, { name = "orders.alerts", from = "beginning" })
+
+-- Read models, kept up to date from the log and queried with `tide query`.
+tide.projection("order_status", {             -- one state per order (its subject)
+  init = function() return { status = "new" } end,
+  on = {
+    ["order.placed"]       = function(s, ev) s.status = "placed"; s.total = ev.data.total end,
+    ["payment.captured"]   = function(s, ev) s.status = "paid" end,
+    ["shipment.requested"] = function(s, ev) s.status = "shipping" end,
+    ["order.cancelled"]    = function(s, ev) s.status = "cancelled"; s.reason = ev.data.reason end,
+  },
+})
+
+tide.projection("customers", {
+  key = "data.customer",                      -- a field path: no Lua call per event
+  init = function() return { orders = 0, spent = 0 } end,
+  on = {
+    ["order.placed"] = function(s, ev)
+      s.orders = s.orders + 1
+      s.spent = s.spent + ev.data.total
+    end,
+  },
+})

@@ -45,7 +45,11 @@ echo "== cancelled orders"
 "$tide" log --data "$data" --type order.cancelled
 echo "== the story of order-0005, from its stream"
 "$tide" log --data "$data" --subject order-0005 | cut -c1-160
-echo "== log and consumers"
+echo "== projection order_status: every order's state"
+"$tide" query order_status --data "$data"
+echo "== projection customers: one key"
+"$tide" query customers "$(sed -n '1s/.*"customer":"\([^"]*\)".*/\1/p' "$here/events.ndjson")" --data "$data"
+echo "== log, consumers and projections"
 "$tide" stat --data "$data"
 kill "$pid"
 wait "$pid"

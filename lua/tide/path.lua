@@ -19,9 +19,15 @@ local function split(p)
   return steps
 end
 
+-- Events reach handlers as read-only views (userdata named "tide.event");
+-- they index like tables.
+local function indexable(v)
+  return type(v) == "table" or getmetatable(v) == "tide.event"
+end
+
 local function walk(v, steps)
   for i = 1, #steps do
-    if type(v) ~= "table" then return nil end
+    if not indexable(v) then return nil end
     v = v[steps[i]]
   end
   return v
