@@ -33,14 +33,7 @@ tidei_batch_free(tidei_batch *b)
 static int
 grow_items(tidei_batch *b)
 {
-	size_t cap = b->cap ? b->cap * 2 : 1024;
-	tidei_item *p = realloc(b->items, cap * sizeof *p);
-
-	if (p == NULL)
-		return -1;
-	b->items = p;
-	b->cap = cap;
-	return 0;
+	return tidei_array_grow(&b->items, &b->cap, b->cap, sizeof *b->items, 1024);
 }
 
 static void
@@ -93,14 +86,8 @@ int
 tidei_batch_wait(tidei_batch *b, size_t first, size_t count, tidei_waiter_fn *fn, void *ud,
 		 void *ctx)
 {
-	if (b->nw == b->wcap) {
-		size_t cap = b->wcap ? b->wcap * 2 : 64;
-		tidei_waiter *p = realloc(b->w, cap * sizeof *p);
-		if (p == NULL)
-			return -1;
-		b->w = p;
-		b->wcap = cap;
-	}
+	if (tidei_array_grow(&b->w, &b->wcap, b->nw, sizeof *b->w, 64) != 0)
+		return -1;
 	b->w[b->nw++] = (tidei_waiter){ fn, ud, ctx, first, count };
 	return 0;
 }

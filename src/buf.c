@@ -69,3 +69,19 @@ tidei_buf_printf(tidei_buf *b, const char *fmt, ...)
 	}
 	b->len += (size_t)n;
 }
+
+int
+tidei_array_grow(void *array, size_t *cap, size_t n, size_t size, size_t first)
+{
+	void **p = array, *v;
+	size_t c;
+
+	if (n < *cap)
+		return 0;
+	c = *cap ? *cap * 2 : first;
+	if (c > SIZE_MAX / size || (v = realloc(*p, c * size)) == NULL)
+		return -1;
+	*p = v;
+	*cap = c;
+	return 0;
+}

@@ -1,5 +1,6 @@
 /*
- * buf.h - a growable byte buffer with a sticky failure flag.
+ * buf.h - a growable byte buffer with a sticky failure flag, and the
+ * doubling growth of plain arrays.
  *
  * Writers append without checking each call; an allocation failure sets
  * `failed`, turns later writes into no-ops, and is checked once when the
@@ -22,6 +23,12 @@ typedef struct tidei_buf {
 /** Make room for @p extra more bytes.  Returns 0, or -1 (and sets failed). */
 int tidei_buf_grow(tidei_buf *b, size_t extra);
 void tidei_buf_free(tidei_buf *b);
+
+/** Room for one more element in the array at *@p array (a pointer to the
+ *  array's pointer) that holds @p n of *@p cap elements of @p size bytes:
+ *  when full it doubles (the first time to @p first).  Returns 0, or -1
+ *  with the array as it was. */
+int tidei_array_grow(void *array, size_t *cap, size_t n, size_t size, size_t first);
 /** Append formatted text (no NUL is counted in len). */
 void tidei_buf_printf(tidei_buf *b, const char *fmt, ...)
 #if defined(__GNUC__)

@@ -6,6 +6,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <nanomsg/nn.h>
+#include <nanomsg/reqrep.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -114,10 +116,47 @@ cli_resolve(const char *cmd, const cli_client *c, const char *need, cli_endpoint
 	return 0;
 }
 
-static void
-gen_key(yajl_gen g, const char *k)
+void
+cli_gen_str(yajl_gen g, const char *s)
 {
-	yajl_gen_string(g, (const unsigned char *)k, strlen(k));
+	yajl_gen_string(g, (const unsigned char *)s, strlen(s));
+}
+
+yajl_val
+cli_ask(const char *cmd, const cli_client *c, const unsigned char *req, size_t len, int *status)
+{
+	cli_endpoints ep;
+	char *reply = NULL, *text, errbuf[128];
+	int s, n = -1, ms = (int)(c->timeout * 1000);
+	yajl_val v, ok, error;
+
+	*status = CLI_UNAVAILABLE;
+	if (cli_resolve(cmd, c, "rep", &ep) != 0)
+		return NULL;
+	s = nn_socket(AF_SP, NN_REQ);
+	if (s < 0 || nn_setsockopt(s, NN_SOL_SOCKET, NN_SNDTIMEO, &ms, sizeof ms) < 0 ||
+	    nn_setsockopt(s, NN_SOL_SOCKET, NN_RCVTIMEO, &ms, sizeof ms) < 0 ||
+	    nn_connect(s, ep.rep) < 0 || nn_send(s, req, len, 0) < 0 ||
+	    (n = nn_recv(s, &reply, NN_MSG, 0)) < 0) {
+		cli_error(cmd, "no answer from the engine at %s: %s", ep.rep,
+			  nn_strerror(nn_errno()));
+		if (s >= 0)
+			nn_close(s);
+		return NULL;
+	}
+	text = strndup(reply, (size_t)n);
+	v = text ? yajl_tree_parse(text, errbuf, sizeof errbuf) : NULL;
+	free(text);
+	nn_freemsg(reply);
+	nn_close(s);
+	ok = yajl_tree_get(v, (const char *[]){ "ok", NULL }, yajl_t_any);
+	if (ok != NULL && YAJL_IS_TRUE(ok))
+		return v;
+	error = yajl_tree_get(v, (const char *[]){ "error", NULL }, yajl_t_string);
+	cli_error(cmd, "%s", error ? YAJL_GET_STRING(error) : "the engine refused");
+	yajl_tree_free(v);
+	*status = CLI_FAIL;
+	return NULL;
 }
 
 void
@@ -132,29 +171,29 @@ cli_projection_json(const tide_projection_info *pi, unsigned long long last)
 	if (g == NULL)
 		return;
 	yajl_gen_map_open(g);
-	gen_key(g, "name");
-	gen_key(g, pi->name);
-	gen_key(g, "status");
-	gen_key(g, status);
-	gen_key(g, "seq");
+	cli_gen_str(g, "name");
+	cli_gen_str(g, pi->name);
+	cli_gen_str(g, "status");
+	cli_gen_str(g, status);
+	cli_gen_str(g, "seq");
 	yajl_gen_integer(g, (long long)pi->live_seq);
-	gen_key(g, "lag");
+	cli_gen_str(g, "lag");
 	yajl_gen_integer(g, (long long)(last > pi->live_seq ? last - pi->live_seq : 0));
 	if (pi->building) {
-		gen_key(g, "rebuilt_seq");
+		cli_gen_str(g, "rebuilt_seq");
 		yajl_gen_integer(g, (long long)pi->build_seq);
-		gen_key(g, "progress");
+		cli_gen_str(g, "progress");
 		snprintf(num, sizeof num, "%.1f",
 			 last ? 100.0 * (double)pi->build_seq / (double)last : 100.0);
 		yajl_gen_number(g, num, strlen(num));
-		gen_key(g, "serving");
+		cli_gen_str(g, "serving");
 		yajl_gen_bool(g, pi->serving);
 	}
 	if (pi->faulted) {
-		gen_key(g, "stopped_at");
+		cli_gen_str(g, "stopped_at");
 		yajl_gen_integer(g, (long long)pi->fault_seq);
-		gen_key(g, "error");
-		gen_key(g, pi->error ? pi->error : "");
+		cli_gen_str(g, "error");
+		cli_gen_str(g, pi->error ? pi->error : "");
 	}
 	yajl_gen_map_close(g);
 	yajl_gen_get_buf(g, &buf, &len);

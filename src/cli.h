@@ -7,6 +7,8 @@
 #define TIDE_CLI_H
 
 #include <stdio.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
 
 /** Exit codes. */
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2, CLI_UNAVAILABLE = 3 };
@@ -36,6 +38,17 @@ void cli_projection_json(const struct tide_projection_info *pi, unsigned long lo
 /** Whether the engine of data directory @p dir runs: 1 yes, 0 no (its
  *  endpoints file names a process that is gone), -1 no endpoints file. */
 int cli_engine_running(const char *dir);
+
+/** Send the request @p req (a JSON object of @p len bytes) to the engine's
+ *  REP endpoint and wait for its reply.  Returns the reply when it says
+ *  "ok":true (the caller frees it with yajl_tree_free), else NULL after
+ *  reporting why as CMD, with *status CLI_UNAVAILABLE (no engine, no
+ *  answer) or CLI_FAIL (the engine refused). */
+yajl_val cli_ask(const char *cmd, const cli_client *c, const unsigned char *req, size_t len,
+		 int *status);
+
+/** yajl_gen_string() of a C string. */
+void cli_gen_str(yajl_gen g, const char *s);
 
 /** Write @p s to stdout as a JSON string literal, quotes included. */
 void cli_json_string(const char *s);

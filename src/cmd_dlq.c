@@ -14,8 +14,6 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <nanomsg/nn.h>
-#include <nanomsg/reqrep.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,12 +52,6 @@ typedef struct out_ctx {
 	unsigned long n;
 } out_ctx;
 
-static void
-gen_str(yajl_gen g, const char *s)
-{
-	yajl_gen_string(g, (const unsigned char *)s, strlen(s));
-}
-
 static int
 print_one(void *ud, const tide_dead_letter *dl)
 {
@@ -76,29 +68,29 @@ print_one(void *ud, const tide_dead_letter *dl)
 	gmtime_r(&sec, &tm);
 	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
 	yajl_gen_map_open(g);
-	gen_str(g, "consumer");
-	gen_str(g, dl->consumer);
-	gen_str(g, "seq");
+	cli_gen_str(g, "consumer");
+	cli_gen_str(g, dl->consumer);
+	cli_gen_str(g, "seq");
 	yajl_gen_integer(g, (long long)dl->seq);
 	if (dl->event != NULL) {
 		static const char *const attrs[] = { "type", "id", "source", "subject" };
 		for (size_t k = 0; k < sizeof attrs / sizeof *attrs; k++) {
 			const char *v = tide_event_attr(dl->event, attrs[k], NULL);
 			if (v != NULL) {
-				gen_str(g, attrs[k]);
-				gen_str(g, v);
+				cli_gen_str(g, attrs[k]);
+				cli_gen_str(g, v);
 			}
 		}
 	}
-	gen_str(g, "attempts");
+	cli_gen_str(g, "attempts");
 	yajl_gen_integer(g, dl->attempts);
-	gen_str(g, "failed_at");
-	gen_str(g, when);
-	gen_str(g, "where");
-	gen_str(g, dl->where);
-	gen_str(g, "error");
-	gen_str(g, dl->error);
-	gen_str(g, "retrying");
+	cli_gen_str(g, "failed_at");
+	cli_gen_str(g, when);
+	cli_gen_str(g, "where");
+	cli_gen_str(g, dl->where);
+	cli_gen_str(g, "error");
+	cli_gen_str(g, dl->error);
+	cli_gen_str(g, "retrying");
 	yajl_gen_bool(g, dl->retrying);
 	yajl_gen_map_close(g);
 	yajl_gen_get_buf(g, &buf, &len);
@@ -125,52 +117,35 @@ print_one(void *ud, const tide_dead_letter *dl)
 static int
 ask_engine(const cli_client *cl, const char *op, const char *consumer, unsigned long long seq)
 {
-	cli_endpoints ep;
 	yajl_gen g;
 	const unsigned char *req;
 	size_t len;
-	char *reply = NULL, errbuf[128];
-	int s, n, ms = (int)(cl->timeout * 1000), rc = CLI_FAIL;
-	yajl_val v, ok, count, error;
+	yajl_val v, count;
+	int rc;
 
-	if (cli_resolve("dlq", cl, "rep", &ep) != 0)
-		return CLI_UNAVAILABLE;
 	if ((g = yajl_gen_alloc(NULL)) == NULL)
 		return CLI_FAIL;
 	yajl_gen_map_open(g);
-	gen_str(g, "command");
-	gen_str(g, "dlq");
-	gen_str(g, "op");
-	gen_str(g, op);
+	cli_gen_str(g, "command");
+	cli_gen_str(g, "dlq");
+	cli_gen_str(g, "op");
+	cli_gen_str(g, op);
 	if (consumer != NULL) {
-		gen_str(g, "consumer");
-		gen_str(g, consumer);
+		cli_gen_str(g, "consumer");
+		cli_gen_str(g, consumer);
 	}
 	if (seq > 0) {
-		gen_str(g, "seq");
+		cli_gen_str(g, "seq");
 		yajl_gen_integer(g, (long long)seq);
 	}
 	yajl_gen_map_close(g);
 	yajl_gen_get_buf(g, &req, &len);
-	s = nn_socket(AF_SP, NN_REQ);
-	nn_setsockopt(s, NN_SOL_SOCKET, NN_SNDTIMEO, &ms, sizeof ms);
-	nn_setsockopt(s, NN_SOL_SOCKET, NN_RCVTIMEO, &ms, sizeof ms);
-	if (s < 0 || nn_connect(s, ep.rep) < 0 || nn_send(s, req, len, 0) < 0 ||
-	    (n = nn_recv(s, &reply, NN_MSG, 0)) < 0) {
-		cli_error("dlq", "no answer from the engine at %s: %s", ep.rep,
-			  nn_strerror(nn_errno()));
-		rc = CLI_UNAVAILABLE;
-		goto out;
-	}
-	{
-		char *text = strndup(reply, (size_t)n);
-		v = text ? yajl_tree_parse(text, errbuf, sizeof errbuf) : NULL;
-		free(text);
-	}
-	ok = yajl_tree_get(v, (const char *[]){ "ok", NULL }, yajl_t_any);
+	v = cli_ask("dlq", cl, req, len, &rc);
+	yajl_gen_free(g);
+	if (v == NULL)
+		return rc;
 	count = yajl_tree_get(v, (const char *[]){ "count", NULL }, yajl_t_number);
-	error = yajl_tree_get(v, (const char *[]){ "error", NULL }, yajl_t_string);
-	if (ok != NULL && YAJL_IS_TRUE(ok) && count != NULL) {
+	if (count != NULL) {
 		long long c = YAJL_GET_INTEGER(count);
 		fprintf(stderr, "tide dlq: %s %lld dead letter%s\n",
 			strcmp(op, "retry") == 0 ? "retrying" : "dropped", c, c == 1 ? "" : "s");
@@ -178,15 +153,10 @@ ask_engine(const cli_client *cl, const char *op, const char *consumer, unsigned 
 		if (c == 0)
 			cli_error("dlq", "no dead letters match");
 	} else {
-		cli_error("dlq", "%s", error ? YAJL_GET_STRING(error) : "the engine refused");
+		cli_error("dlq", "the engine refused");
+		rc = CLI_FAIL;
 	}
 	yajl_tree_free(v);
-out:
-	if (reply != NULL)
-		nn_freemsg(reply);
-	if (s >= 0)
-		nn_close(s);
-	yajl_gen_free(g);
 	return rc;
 }
 

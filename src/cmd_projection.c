@@ -5,8 +5,6 @@
 #include "config.h"
 
 #include <getopt.h>
-#include <nanomsg/nn.h>
-#include <nanomsg/reqrep.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,55 +50,30 @@ print_one(void *ud, const tide_projection_info *pi)
 static int
 ask_engine(const cli_client *cl, const char *name)
 {
-	cli_endpoints ep;
-	char req[512], *reply = NULL, errbuf[128];
-	int s, n, ms = (int)(cl->timeout * 1000), rc = CLI_FAIL;
 	yajl_gen g = yajl_gen_alloc(NULL);
-	const unsigned char *nm;
-	size_t nlen;
-	yajl_val v, ok, error;
+	const unsigned char *req;
+	size_t len;
+	yajl_val v;
+	int rc;
 
 	if (g == NULL)
 		return CLI_FAIL;
-	if (cli_resolve("projection", cl, "rep", &ep) != 0) {
-		yajl_gen_free(g);
-		return CLI_UNAVAILABLE;
-	}
-	yajl_gen_string(g, (const unsigned char *)name, strlen(name));
-	yajl_gen_get_buf(g, &nm, &nlen);
-	snprintf(req, sizeof req, "{\"command\":\"projection\",\"op\":\"rebuild\",\"name\":%.*s}",
-		 (int)nlen, nm);
+	yajl_gen_map_open(g);
+	cli_gen_str(g, "command");
+	cli_gen_str(g, "projection");
+	cli_gen_str(g, "op");
+	cli_gen_str(g, "rebuild");
+	cli_gen_str(g, "name");
+	cli_gen_str(g, name);
+	yajl_gen_map_close(g);
+	yajl_gen_get_buf(g, &req, &len);
+	v = cli_ask("projection", cl, req, len, &rc);
 	yajl_gen_free(g);
-	s = nn_socket(AF_SP, NN_REQ);
-	nn_setsockopt(s, NN_SOL_SOCKET, NN_SNDTIMEO, &ms, sizeof ms);
-	nn_setsockopt(s, NN_SOL_SOCKET, NN_RCVTIMEO, &ms, sizeof ms);
-	if (s < 0 || nn_connect(s, ep.rep) < 0 || nn_send(s, req, strlen(req), 0) < 0 ||
-	    (n = nn_recv(s, &reply, NN_MSG, 0)) < 0) {
-		cli_error("projection", "no answer from the engine at %s: %s", ep.rep,
-			  nn_strerror(nn_errno()));
-		if (s >= 0)
-			nn_close(s);
-		return CLI_UNAVAILABLE;
-	}
-	{
-		char *text = strndup(reply, (size_t)n);
-		v = text ? yajl_tree_parse(text, errbuf, sizeof errbuf) : NULL;
-		free(text);
-	}
-	ok = yajl_tree_get(v, (const char *[]){ "ok", NULL }, yajl_t_any);
-	error = yajl_tree_get(v, (const char *[]){ "error", NULL }, yajl_t_string);
-	if (ok != NULL && YAJL_IS_TRUE(ok)) {
-		fprintf(stderr, "tide projection: rebuilding '%s' (tide stat shows progress)\n",
-			name);
-		rc = CLI_OK;
-	} else {
-		cli_error("projection", "%s",
-			  error ? YAJL_GET_STRING(error) : "the engine refused");
-	}
+	if (v == NULL)
+		return rc;
+	fprintf(stderr, "tide projection: rebuilding '%s' (tide stat shows progress)\n", name);
 	yajl_tree_free(v);
-	nn_freemsg(reply);
-	nn_close(s);
-	return rc;
+	return CLI_OK;
 }
 
 /* Where projection @p name is, read from the log. */

@@ -115,14 +115,8 @@ add(tidei_consumers *cs, const tidei_on_opts *o, int ref, tide_consumer_fn *fn, 
 	if ((dup = find(cs, o->name)) != NULL)
 		return tidei_err(err, TIDE_EINVAL, "a consumer named '%s' already exists (%s)",
 				 o->name, dup->where);
-	if (cs->n == cs->cap) {
-		size_t cap = cs->cap ? cs->cap * 2 : 8;
-		tidei_consumer *v = realloc(cs->v, cap * sizeof *v);
-		if (v == NULL)
-			return tidei_err(err, TIDE_ENOMEM, "out of memory");
-		cs->v = v;
-		cs->cap = cap;
-	}
+	if (tidei_array_grow(&cs->v, &cs->cap, cs->n, sizeof *cs->v, 8) != 0)
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	c = &cs->v[cs->n];
 	memset(c, 0, sizeof *c);
 	c->name = strdup(o->name);
@@ -250,14 +244,9 @@ host_emit(void *ud, tidei_evb *b, char *err)
 				 cs->o.max_emits);
 	if ((rc = tidei_emit_prepare(b, cs->cur->name, cause, cs->nemits + 1, err)) != TIDE_OK)
 		return rc;
-	if (cs->nemits == cs->emit_cap) {
-		size_t cap = cs->emit_cap ? cs->emit_cap * 2 : 16;
-		uint32_t *p = realloc(cs->emit_len, cap * sizeof *p);
-		if (p == NULL)
-			return tidei_err(err, TIDE_ENOMEM, "out of memory");
-		cs->emit_len = p;
-		cs->emit_cap = cap;
-	}
+	if (tidei_array_grow(&cs->emit_len, &cs->emit_cap, cs->nemits, sizeof *cs->emit_len, 16) !=
+	    0)
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	before = cs->emits.len;
 	if (tidei_evb_finish(b, &cs->emits) != 0) {
 		cs->emits.len = before;
@@ -385,14 +374,8 @@ pend_add(tidei_consumer *c, uint64_t seq, uint64_t subject, const tidei_pending_
 {
 	size_t at = c->npend;
 
-	if (c->npend == c->pcap) {
-		size_t cap = c->pcap ? c->pcap * 2 : 16;
-		tidei_pending *v = realloc(c->pend, cap * sizeof *v);
-		if (v == NULL)
-			return TIDE_ENOMEM;
-		c->pend = v;
-		c->pcap = cap;
-	}
+	if (tidei_array_grow(&c->pend, &c->pcap, c->npend, sizeof *c->pend, 16) != 0)
+		return TIDE_ENOMEM;
 	while (at > 0 && c->pend[at - 1].seq > seq)
 		at--;
 	memmove(c->pend + at + 1, c->pend + at, (c->npend - at) * sizeof *c->pend);

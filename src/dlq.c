@@ -40,15 +40,9 @@ collect_one(void *ud, const char *consumer, uint64_t seq, const tidei_dead_rec *
 	(void)r;
 	if (c->seq != 0 && seq != c->seq)
 		return 0;
-	if (c->n == c->cap) {
-		size_t cap = c->cap ? c->cap * 2 : 64;
-		target *v = realloc(c->v, cap * sizeof *v);
-		if (v == NULL) {
-			c->oom = 1;
-			return 1;
-		}
-		c->v = v;
-		c->cap = cap;
+	if (tidei_array_grow(&c->v, &c->cap, c->n, sizeof *c->v, 64) != 0) {
+		c->oom = 1;
+		return 1;
 	}
 	if ((c->v[c->n].consumer = strdup(consumer)) == NULL) {
 		c->oom = 1;

@@ -489,15 +489,9 @@ tidei_projections_define(tidei_projections *ps, lua_State *L, const char *name, 
 		rc = tidei_err(err, TIDE_ENOMEM, "out of memory");
 		goto fail;
 	}
-	if (ps->n == ps->cap) {
-		size_t cap = ps->cap ? ps->cap * 2 : 8;
-		proj *v = realloc(ps->v, cap * sizeof *v);
-		if (v == NULL) {
-			rc = tidei_err(err, TIDE_ENOMEM, "out of memory");
-			goto fail;
-		}
-		ps->v = v;
-		ps->cap = cap;
+	if (tidei_array_grow(&ps->v, &ps->cap, ps->n, sizeof *ps->v, 8) != 0) {
+		rc = tidei_err(err, TIDE_ENOMEM, "out of memory");
+		goto fail;
 	}
 	ps->v[ps->n++] = p;
 	return TIDE_OK;
@@ -889,14 +883,9 @@ write_states(proj *p, char *err)
 		r.vlen = tidei_ld32(p->out.p + at);
 		r.val = p->out.p + at + 4;
 		at += 4 + (r.vlen == UINT32_MAX ? 0 : r.vlen);
-		if (n == cap) {
-			rec *nv = realloc(v, (cap ? cap * 2 : 1024) * sizeof *v);
-			if (nv == NULL) {
-				free(v);
-				return tidei_err(err, TIDE_ENOMEM, "out of memory");
-			}
-			v = nv;
-			cap = cap ? cap * 2 : 1024;
+		if (tidei_array_grow(&v, &cap, n, sizeof *v, 1024) != 0) {
+			free(v);
+			return tidei_err(err, TIDE_ENOMEM, "out of memory");
 		}
 		v[n++] = r;
 	}

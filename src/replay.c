@@ -54,7 +54,6 @@ host_on(void *ud, const tidei_on_opts *o, int ref, const char *where, char *err)
 	replay *r = ud;
 	char defname[256];
 	const char *name = o->name;
-	rconsumer *v;
 
 	(void)where;
 	r->loading_count++;
@@ -62,13 +61,8 @@ host_on(void *ud, const tidei_on_opts *o, int ref, const char *where, char *err)
 		snprintf(defname, sizeof defname, "%s:%d", r->loading, r->loading_count);
 		name = defname;
 	}
-	if (r->nc == r->cap) {
-		size_t cap = r->cap ? r->cap * 2 : 8;
-		if ((v = realloc(r->c, cap * sizeof *v)) == NULL)
-			return tidei_err(err, TIDE_ENOMEM, "out of memory");
-		r->c = v;
-		r->cap = cap;
-	}
+	if (tidei_array_grow(&r->c, &r->cap, r->nc, sizeof *r->c, 8) != 0)
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	r->c[r->nc].name = strdup(name);
 	r->c[r->nc].pattern = strdup(o->pattern);
 	if (r->c[r->nc].name == NULL || r->c[r->nc].pattern == NULL) {
@@ -209,15 +203,9 @@ collect_state(void *ud, const char *proj, const char *key, size_t klen, const ch
 	collect *c = ud;
 	sorted_state *s;
 
-	if (c->n == c->cap) {
-		size_t cap = c->cap ? c->cap * 2 : 256;
-		sorted_state *v = realloc(c->v, cap * sizeof *v);
-		if (v == NULL) {
-			c->oom = 1;
-			return 1;
-		}
-		c->v = v;
-		c->cap = cap;
+	if (tidei_array_grow(&c->v, &c->cap, c->n, sizeof *c->v, 256) != 0) {
+		c->oom = 1;
+		return 1;
 	}
 	s = &c->v[c->n];
 	s->name = strdup(proj);

@@ -122,4 +122,19 @@ bench_pct(const double *v, long n, double p)
 	return v[i < n ? i : n - 1];
 }
 
+/* Sort the @p n latencies (µs) and print their summary as key=value pairs,
+ * each after a space: median, p99, p99.9, mean, min, max. */
+static inline void
+bench_print_latency(double *lat, long n)
+{
+	double sum = 0;
+
+	for (long i = 0; i < n; i++)
+		sum += lat[i];
+	qsort(lat, (size_t)n, sizeof *lat, bench_cmp_double);
+	printf(" median_us=%.1f p99_us=%.1f p999_us=%.1f mean_us=%.1f min_us=%.1f max_us=%.1f",
+	       bench_pct(lat, n, 0.5), bench_pct(lat, n, 0.99), bench_pct(lat, n, 0.999),
+	       sum / (double)n, lat[0], lat[n - 1]);
+}
+
 #endif

@@ -233,16 +233,9 @@ cmd_rebuild(const char *url, const char *data, const char *name, long pid, doubl
 static void
 report(double *lat, long n, long missing, size_t bytes)
 {
-	double sum = 0;
-
-	for (long i = 0; i < n; i++)
-		sum += lat[i];
-	qsort(lat, (size_t)n, sizeof *lat, bench_cmp_double);
-	printf("requests=%ld missing=%ld avg_reply_bytes=%.0f median_us=%.1f p99_us=%.1f "
-	       "p999_us=%.1f mean_us=%.1f min_us=%.1f max_us=%.1f",
-	       n, missing, (double)bytes / (double)n, bench_pct(lat, n, 0.5),
-	       bench_pct(lat, n, 0.99), bench_pct(lat, n, 0.999), sum / (double)n, lat[0],
-	       lat[n - 1]);
+	printf("requests=%ld missing=%ld avg_reply_bytes=%.0f", n, missing,
+	       (double)bytes / (double)n);
+	bench_print_latency(lat, n);
 }
 
 static unsigned

@@ -203,7 +203,7 @@ cmd_push(const char *url, const char *data, long nevents, long batch, const char
 static int
 cmd_req(const char *url, long nreq, long warmup, const char *run)
 {
-	double *lat = malloc(sizeof *lat * (size_t)nreq), sum = 0;
+	double *lat = malloc(sizeof *lat * (size_t)nreq);
 	int sock, tmo = 10000;
 	char ev[512];
 
@@ -231,16 +231,12 @@ cmd_req(const char *url, long nreq, long warmup, const char *run)
 			return 1;
 		}
 		nn_freemsg(reply);
-		if (i >= warmup) {
+		if (i >= warmup)
 			lat[i - warmup] = dt * 1e6;
-			sum += dt * 1e6;
-		}
 	}
-	qsort(lat, (size_t)nreq, sizeof *lat, bench_cmp_double);
-	printf("requests=%ld median_us=%.1f p99_us=%.1f p999_us=%.1f mean_us=%.1f min_us=%.1f "
-	       "max_us=%.1f\n",
-	       nreq, bench_pct(lat, nreq, 0.5), bench_pct(lat, nreq, 0.99),
-	       bench_pct(lat, nreq, 0.999), sum / nreq, lat[0], lat[nreq - 1]);
+	printf("requests=%ld", nreq);
+	bench_print_latency(lat, nreq);
+	putchar('\n');
 	nn_close(sock);
 	free(lat);
 	return 0;
