@@ -22,6 +22,8 @@
  * Encoded value -> Lua
  * ------------------------------------------------------------------------ */
 
+static int fill_map(lua_State *L, tidei_vreader *r, uint32_t count, int depth);
+
 static int
 push_val(lua_State *L, tidei_vreader *r, int depth)
 {
@@ -53,33 +55,252 @@ push_val(lua_State *L, tidei_vreader *r, int depth)
 	case TIDEI_V_MAP:
 		luaL_checkstack(L, 4, "value nested too deeply");
 		lua_createtable(L, 0, (int)(it.u.count < 1u << 20 ? it.u.count : 0));
-		for (uint32_t k = 0; k < it.u.count; k++) {
-			tidei_vitem key;
-			if (tidei_val_next(r, &key) != 0 || key.type != TIDEI_V_STR) {
-				lua_pop(L, 1);
-				return -1;
-			}
-			/* null in a map: leave the key out, as Lua cannot hold nil */
-			if (r->p < r->end && *r->p == 0xc0) {
-				r->p++;
-				continue;
-			}
-			lua_pushlstring(L, key.u.s.p, key.u.s.n);
-			if (push_val(L, r, depth + 1) != 0) {
-				lua_pop(L, 2);
-				return -1;
-			}
-			lua_rawset(L, -3);
+		if (fill_map(L, r, it.u.count, depth) != 0) {
+			lua_pop(L, 1);
+			return -1;
 		}
 		return 0;
 	}
 	return -1;
 }
 
+/* Set the @p count members that follow in @p r into the table at the top.
+ * Returns 0, or -1 if the bytes are malformed. */
+static int
+fill_map(lua_State *L, tidei_vreader *r, uint32_t count, int depth)
+{
+	for (uint32_t k = 0; k < count; k++) {
+		tidei_vitem key;
+		if (tidei_val_next(r, &key) != 0 || key.type != TIDEI_V_STR)
+			return -1;
+		/* null in a map: leave the key out, as Lua cannot hold nil */
+		if (r->p < r->end && *r->p == 0xc0) {
+			r->p++;
+			continue;
+		}
+		lua_pushlstring(L, key.u.s.p, key.u.s.n);
+		if (push_val(L, r, depth + 1) != 0) {
+			lua_pop(L, 1);
+			return -1;
+		}
+		lua_rawset(L, -3);
+	}
+	return 0;
+}
+
 int
 tidei_lua_push_val(lua_State *L, tidei_vreader *r)
 {
 	return push_val(L, r, 0);
+}
+
+/* ------------------------------------------------------------------------
+ * Lazy data
+ *
+ * `ev.data` of an object is a table that decodes a member when it is
+ * first read, from a copy of the encoded bytes kept under a private key.
+ * Building the whole table up front (a string interned and a slot set per
+ * member) was the largest cost of a projection handler that reads two or
+ * three members of five.  The first write, a nested member, pairs() or
+ * encoding turns it into the plain table it stands for, with no metatable
+ * left, so everything but a raw next() sees an ordinary table.
+ * ------------------------------------------------------------------------ */
+
+static const char lazy_mt_key = 0;    /* registry: the metatable */
+static const char lazy_bytes_key = 0; /* in the table: its lazy_data */
+
+/* The encoded object with an index of its members, made once so that
+ * each read is a short scan of lengths instead of a walk of the bytes. */
+typedef struct lazy_member {
+	uint32_t key, klen; /* offsets into bytes */
+	uint32_t val;
+} lazy_member;
+
+typedef struct lazy_data {
+	uint32_t n, len;
+	const uint8_t *bytes; /* after the members */
+	lazy_member m[];
+} lazy_data;
+
+static lazy_data *
+lazy_get(lua_State *L, int t)
+{
+	lazy_data *d = NULL;
+
+	if (lua_rawgetp(L, t, &lazy_bytes_key) == LUA_TUSERDATA)
+		d = lua_touserdata(L, -1);
+	lua_pop(L, 1);
+	return d;
+}
+
+/* Decode every member into the lazy table at @p t and make it plain.
+ * [-0, +0, e] */
+static void
+lazy_materialize(lua_State *L, int t)
+{
+	tidei_vreader r;
+	tidei_vitem map;
+	lazy_data *d;
+
+	t = lua_absindex(L, t);
+	if (lua_rawgetp(L, t, &lazy_bytes_key) != LUA_TUSERDATA) {
+		lua_pop(L, 1);
+		return;
+	}
+	d = lua_touserdata(L, -1); /* anchored on the stack */
+	r.p = d->bytes;
+	r.end = r.p + d->len;
+	luaL_checkstack(L, 4, "value nested too deeply");
+	lua_pushvalue(L, t);
+	if (tidei_val_next(&r, &map) != 0 || map.type != TIDEI_V_MAP ||
+	    fill_map(L, &r, map.u.count, 0) != 0)
+		luaL_error(L, "event data is corrupt");
+	lua_pushnil(L);
+	lua_rawsetp(L, -2, &lazy_bytes_key);
+	lua_pushnil(L);
+	lua_setmetatable(L, -2);
+	lua_pop(L, 2);
+}
+
+/* data.k  [-0, +1, e] */
+static int
+lazy_index(lua_State *L)
+{
+	lazy_data *d;
+	const lazy_member *m = NULL;
+	tidei_vreader r;
+	const char *k;
+	size_t n;
+	uint8_t c;
+
+	if (lua_type(L, 2) != LUA_TSTRING || (d = lazy_get(L, 1)) == NULL) {
+		lua_pushnil(L);
+		return 1;
+	}
+	k = lua_tolstring(L, 2, &n);
+	/* the last of duplicate members wins, as in the plain table */
+	for (uint32_t i = d->n; i-- > 0;)
+		if (d->m[i].klen == n && memcmp(d->bytes + d->m[i].key, k, n) == 0) {
+			m = &d->m[i];
+			break;
+		}
+	if (m == NULL || (c = d->bytes[m->val]) == 0xc0) {
+		lua_pushnil(L);
+		return 1;
+	}
+	if ((c & 0xe0) == 0x80 || (c >= 0xdc && c <= 0xdf)) {
+		/* a table member: it must be the same table at every read */
+		lua_settop(L, 2);
+		lazy_materialize(L, 1);
+		lua_rawget(L, 1);
+		return 1;
+	}
+	r.p = d->bytes + m->val;
+	r.end = d->bytes + d->len;
+	if (push_val(L, &r, 1) != 0)
+		return luaL_error(L, "event data is corrupt");
+	return 1;
+}
+
+/* data.k = v: only for a key not yet set, so the first write  [-0, +0, e] */
+static int
+lazy_newindex(lua_State *L)
+{
+	lua_settop(L, 3);
+	lazy_materialize(L, 1);
+	lua_rawset(L, 1);
+	return 0;
+}
+
+static int
+lazy_next(lua_State *L)
+{
+	lua_settop(L, 2);
+	if (lua_next(L, 1))
+		return 2;
+	lua_pushnil(L);
+	return 1;
+}
+
+static int
+lazy_pairs(lua_State *L)
+{
+	lazy_materialize(L, 1);
+	lua_pushcfunction(L, lazy_next);
+	lua_pushvalue(L, 1);
+	lua_pushnil(L);
+	return 3;
+}
+
+/* Make the table at @p idx plain if it is lazy data.  [-0, +0, e] */
+static void
+lazy_settle(lua_State *L, int idx)
+{
+	int lazy;
+
+	if (!lua_getmetatable(L, idx))
+		return;
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+	lazy = lua_rawequal(L, -1, -2);
+	lua_pop(L, 2);
+	if (lazy)
+		lazy_materialize(L, idx);
+}
+
+/* Push the encoded object @p p (@p n bytes): a lazy table, or a plain one
+ * when it is empty or too large to index.  0, or -1 if malformed. */
+static int
+push_lazy_map(lua_State *L, const uint8_t *p, size_t n)
+{
+	tidei_vreader r = { p, p + n };
+	tidei_vitem map, key;
+	lazy_data *d;
+	size_t head;
+
+	if (tidei_val_next(&r, &map) != 0 || map.type != TIDEI_V_MAP)
+		return -1;
+	if (map.u.count == 0 || map.u.count > 64 || n > UINT32_MAX) {
+		r.p = p;
+		return push_val(L, &r, 0);
+	}
+	lua_createtable(L, 0, 1);
+	head = sizeof *d + map.u.count * sizeof d->m[0];
+	d = lua_newuserdatauv(L, head + n, 0);
+	memcpy((uint8_t *)d + head, p, n);
+	d->n = map.u.count;
+	d->len = (uint32_t)n;
+	d->bytes = (const uint8_t *)d + head;
+	for (uint32_t i = 0; i < d->n; i++) {
+		if (tidei_val_next(&r, &key) != 0 || key.type != TIDEI_V_STR) {
+			lua_pop(L, 2);
+			return -1;
+		}
+		d->m[i].key = (uint32_t)((const uint8_t *)key.u.s.p - p);
+		d->m[i].klen = key.u.s.n;
+		d->m[i].val = (uint32_t)(r.p - p);
+		if (tidei_val_skip(&r) != 0) {
+			lua_pop(L, 2);
+			return -1;
+		}
+	}
+	lua_rawsetp(L, -2, &lazy_bytes_key);
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+	lua_setmetatable(L, -2);
+	return 0;
+}
+
+static void
+lazy_open(lua_State *L)
+{
+	static const luaL_Reg meta[] = {
+		{ "__index", lazy_index },
+		{ "__newindex", lazy_newindex },
+		{ "__pairs", lazy_pairs },
+		{ NULL, NULL },
+	};
+
+	luaL_newlib(L, meta);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
 }
 
 /* ------------------------------------------------------------------------
@@ -179,7 +400,9 @@ push_data(lua_State *L, int ud, const struct tide_event *ev)
 	}
 	r.p = ev->data;
 	r.end = ev->data + ev->data_len;
-	if (push_val(L, &r, 0) != 0) {
+	if ((ev->data[0] & 0xf0) == 0x80 || ev->data[0] == 0xde || ev->data[0] == 0xdf
+		    ? push_lazy_map(L, ev->data, ev->data_len) != 0
+		    : push_val(L, &r, 0) != 0) {
 		luaL_error(L, "event %I has corrupt data", (lua_Integer)ev->seq);
 		return;
 	}
@@ -351,6 +574,7 @@ tidei_lua_open_event(lua_State *L)
 	lua_pushliteral(L, "tide.event");
 	lua_setfield(L, -2, "__metatable");
 	lua_pop(L, 1);
+	lazy_open(L);
 }
 
 /* ------------------------------------------------------------------------
@@ -531,6 +755,7 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 					 TIDEI_JSON_MAXDEPTH);
 		luaL_checkstack(L, 4, "table nested too deeply");
 		idx = lua_absindex(L, idx);
+		lazy_settle(L, idx);
 		if (is_array(L, idx, &len)) {
 			tidei_val_array(out, (uint32_t)len);
 			for (lua_Integer k = 1; k <= len; k++) {

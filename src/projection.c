@@ -47,6 +47,7 @@
 #include "l_event.h"
 #include "l_tide.h"
 #include "dlq.h"
+#include "keymap.h"
 #include "projection.h"
 
 /* Encode and write the cached states when this many keys are held. */
@@ -86,8 +87,8 @@ typedef struct proj {
 	size_t nh;
 	tidei_proj_meta meta;
 	int meta_changed;   /* by load(): a new definition starts a build */
-	int cache_ref;      /* Lua table: key -> state touched since the last write */
-	size_t cached;      /* distinct keys in the cache */
+	tidei_keymap keys;  /* keys touched since the last write, each with a slot */
+	int cache_ref;      /* Lua table: slot + 1 -> that key's state */
 	uint64_t done;      /* a rebuild's progress in memory, ahead of meta.build_seq */
 	int64_t flushed_at; /* when the states were last written */
 	tidei_buf out;      /* encoded states, between encoding and writing */
@@ -368,6 +369,7 @@ proj_free(lua_State *L, proj *p)
 	}
 	free(p->h);
 	tidei_buf_free(&p->out);
+	tidei_keymap_free(&p->keys);
 	if (L) {
 		luaL_unref(L, LUA_REGISTRYINDEX, p->key_ref);
 		luaL_unref(L, LUA_REGISTRYINDEX, p->filter_ref);
@@ -573,7 +575,7 @@ load(tidei_projections *ps, tidei_log *log, MDB_txn *txn)
 		} else {
 			p->meta_changed = 0;
 		}
-		p->cached = 0;
+		tidei_keymap_clear(&p->keys);
 	}
 	return TIDE_OK;
 }
@@ -584,9 +586,9 @@ new_cache(tidei_projections *ps, proj *p)
 	lua_State *L = state_of(ps);
 
 	luaL_unref(L, LUA_REGISTRYINDEX, p->cache_ref);
-	lua_newtable(L);
+	lua_createtable(L, (int)(p->keys.n < CACHE_MAX ? p->keys.n : CACHE_MAX), 0);
 	p->cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	p->cached = 0;
+	tidei_keymap_clear(&p->keys);
 	p->done = 0; /* progress held only in the cache goes with it */
 }
 
@@ -677,13 +679,11 @@ match(const proj *p, const char *type, size_t tlen)
 	return LUA_NOREF;
 }
 
-/* Push the stored state of the key at the top of the stack, or nil. */
+/* Push the stored state of key @p k, or nil. */
 static void
-push_stored(lua_State *L, tidei_projections *ps, proj *p)
+push_stored(lua_State *L, tidei_projections *ps, proj *p, const char *k, size_t klen)
 {
 	uint8_t key[KEYMAX + 1];
-	size_t klen;
-	const char *k = lua_tolstring(L, -1, &klen);
 	MDB_val kv, v;
 	tidei_vreader r;
 
@@ -700,7 +700,7 @@ push_stored(lua_State *L, tidei_projections *ps, proj *p)
 	r.p = v.mv_data;
 	r.end = r.p + v.mv_size;
 	if (tidei_lua_push_val(L, &r) != 0)
-		luaL_error(L, "stored state of key '%s' is corrupt", k);
+		luaL_error(L, "stored state of key '%s' is corrupt", lua_pushlstring(L, k, klen));
 }
 
 /* One event, under protection: [-1, +0, e] with the proj as light userdata */
@@ -710,8 +710,10 @@ l_apply(lua_State *L)
 	proj *p = lua_touserdata(L, 1);
 	tidei_projections *ps = p->ps;
 	const struct tide_event *ev = p->ev;
-	size_t klen;
-	int evi;
+	const char *k = NULL;
+	size_t klen = 0, max = KEYMAX - strlen(p->name) - 5;
+	long slot;
+	int evi, fresh, si;
 
 	tidei_lua_push_event(L, ev);
 	evi = lua_gettop(L);
@@ -725,88 +727,81 @@ l_apply(lua_State *L)
 		}
 		lua_pop(L, 1);
 	}
+	/* the key, as bytes: no Lua string unless the key function made one */
 	if (p->key_path != NULL) {
 		char num[32];
-		const char *k;
-		size_t n;
-		int found = key_by_path(p, ev, &k, &n, num);
+		int found = key_by_path(p, ev, &k, &klen, num);
 		if (found < 0)
 			return luaL_error(L, "key '%s' is %s %s, not a string or a number",
 					  p->key_path, k[0] == 'a' || k[0] == 'o' ? "an" : "a", k);
-		if (found)
-			lua_pushlstring(L, k, n);
-		else
-			lua_pushnil(L);
+		if (found && k == num)
+			k = lua_pushlstring(L, num, klen); /* anchored on the stack */
+		else if (!found)
+			k = NULL;
 	} else if (p->key_ref != LUA_NOREF) {
 		lua_rawgeti(L, LUA_REGISTRYINDEX, p->key_ref);
 		lua_pushvalue(L, evi);
 		lua_call(L, 1, 1);
+		if (lua_type(L, -1) == LUA_TNUMBER)
+			lua_tolstring(L, -1, NULL); /* the key is its decimal form */
+		if (lua_type(L, -1) == LUA_TSTRING)
+			k = lua_tolstring(L, -1, &klen);
+		else if (!lua_isnil(L, -1))
+			return luaL_error(L, "key must return a string or a number, not a %s",
+					  luaL_typename(L, -1));
 	} else if (ev->attr[TIDEI_A_SUBJECT] != NULL) {
-		lua_pushlstring(L, ev->attr[TIDEI_A_SUBJECT], ev->len[TIDEI_A_SUBJECT]);
-	} else {
-		lua_pushnil(L);
+		k = ev->attr[TIDEI_A_SUBJECT];
+		klen = ev->len[TIDEI_A_SUBJECT];
 	}
-	if (lua_isnil(L, -1)) { /* no key: the event is not for this projection */
+	if (k == NULL) { /* no key: the event is not for this projection */
 		tidei_lua_expire_event(L, evi);
 		return 0;
 	}
-	if (lua_type(L, -1) == LUA_TNUMBER) {
-		lua_pushstring(L, lua_tostring(L, -1));
-		lua_replace(L, -2);
-	}
-	if (lua_type(L, -1) != LUA_TSTRING)
-		return luaL_error(L, "key must return a string or a number, not a %s",
-				  luaL_typename(L, -1));
-	lua_tolstring(L, -1, &klen);
-	if (klen == 0 || klen > KEYMAX - strlen(p->name) - 5)
-		return luaL_error(L, "key must be 1 to %d bytes long",
-				  (int)(KEYMAX - strlen(p->name) - 5));
-	/* state: touched earlier in this slice, stored, or new */
-	lua_rawgeti(L, LUA_REGISTRYINDEX, p->cache_ref); /* key cache */
-	lua_pushvalue(L, -2);
-	lua_rawget(L, -2);
-	if (lua_isnil(L, -1) || lua_touserdata(L, -1) == &tidei_delete_marker) {
-		int fresh = lua_isnil(L, -1);
-		p->cached += fresh;
+	if (klen == 0 || klen > max)
+		return luaL_error(L, "key must be 1 to %d bytes long", (int)max);
+	/* state: touched since the last write, stored, or new */
+	if ((slot = tidei_keymap_put(&p->keys, k, klen, &fresh)) < 0)
+		return luaL_error(L, "not enough memory for the projection's keys");
+	lua_rawgeti(L, LUA_REGISTRYINDEX, p->cache_ref);
+	if (fresh)
+		push_stored(L, ps, p, k, klen);
+	else if (lua_rawgeti(L, -1, slot + 1) != LUA_TTABLE) { /* deleted since the write */
 		lua_pop(L, 1);
-		lua_pushvalue(L, -2);
-		if (fresh) {
-			push_stored(L, ps, p);
-			lua_replace(L, -2);
-		} else {
-			lua_pop(L, 1);
-			lua_pushnil(L);
-		}
-		if (lua_isnil(L, -1)) {
-			lua_pop(L, 1);
-			if (p->init_ref != LUA_NOREF) {
-				lua_rawgeti(L, LUA_REGISTRYINDEX, p->init_ref);
-				lua_pushvalue(L, -3);
-				lua_call(L, 1, 1);
-				if (!lua_istable(L, -1))
-					return luaL_error(L, "init must return a table, not a %s",
-							  luaL_typename(L, -1));
-			} else {
-				lua_newtable(L);
-			}
-		}
+		lua_pushnil(L);
 	}
-	/* stack: ev key cache state */
+	si = lua_gettop(L);
+	if (lua_isnil(L, si)) {
+		lua_pop(L, 1);
+		if (p->init_ref != LUA_NOREF) {
+			lua_rawgeti(L, LUA_REGISTRYINDEX, p->init_ref);
+			lua_pushlstring(L, k, klen);
+			lua_call(L, 1, 1);
+			if (!lua_istable(L, -1))
+				return luaL_error(L, "init must return a table, not a %s",
+						  luaL_typename(L, -1));
+		} else {
+			lua_newtable(L);
+		}
+		fresh = 1;
+	}
+	/* stack: ev [key] states state */
 	lua_rawgeti(L, LUA_REGISTRYINDEX, p->handler_ref);
-	lua_pushvalue(L, -2);
+	lua_pushvalue(L, si);
 	lua_pushvalue(L, evi);
 	lua_call(L, 2, 1);
-	if (!lua_isnil(L, -1))
-		lua_replace(L, -2); /* the handler returned the new state */
-	else
-		lua_pop(L, 1);
-	if (!lua_istable(L, -1) && lua_touserdata(L, -1) != &tidei_delete_marker)
-		return luaL_error(L,
-				  "a handler must return a table, tide.delete or nothing, not a %s",
-				  luaL_typename(L, -1));
-	lua_pushvalue(L, -3); /* key */
-	lua_insert(L, -2);
-	lua_rawset(L, -3); /* cache[key] = state */
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1); /* changed in place */
+	} else {
+		if (!lua_istable(L, -1) && lua_touserdata(L, -1) != &tidei_delete_marker)
+			return luaL_error(
+				L,
+				"a handler must return a table, tide.delete or nothing, not a %s",
+				luaL_typename(L, -1));
+		fresh |= !lua_rawequal(L, -1, si); /* a new state */
+		lua_replace(L, si);
+	}
+	if (fresh)
+		lua_rawseti(L, si - 1, slot + 1); /* states[slot] = state */
 	tidei_lua_expire_event(L, evi);
 	return 0;
 }
@@ -823,10 +818,13 @@ l_encode(lua_State *L)
 
 	tidei_buf_reset(&p->out);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, p->cache_ref);
-	lua_pushnil(L);
-	while (lua_next(L, -2) != 0) {
+	for (size_t slot = 0; slot < p->keys.n; slot++) {
 		size_t klen, at;
-		const char *k = lua_tolstring(L, -2, &klen);
+		const char *k = tidei_keymap_key(&p->keys, slot, &klen);
+		if (lua_rawgeti(L, -1, (lua_Integer)slot + 1) == LUA_TNIL) {
+			lua_pop(L, 1); /* its first event failed: nothing to write */
+			continue;
+		}
 		tidei_st32(len, (uint32_t)klen);
 		tidei_buf_put(&p->out, len, 4);
 		tidei_buf_put(&p->out, k, klen);
@@ -837,8 +835,8 @@ l_encode(lua_State *L)
 				tidei_st32(p->out.p + at, UINT32_MAX);
 		} else {
 			if (tidei_lua_to_val(L, -1, &p->out, err) != 0)
-				return luaL_error(L, "state of key '%s' cannot be stored: %s", k,
-						  err);
+				return luaL_error(L, "state of key '%s' cannot be stored: %s",
+						  lua_pushlstring(L, k, klen), err);
 			if (!p->out.failed)
 				tidei_st32(p->out.p + at, (uint32_t)(p->out.len - at - 4));
 		}
@@ -922,7 +920,7 @@ flush(tidei_projections *ps, proj *p, char *err)
 	char why[TIDEI_ERRLEN];
 	int rc;
 
-	if (p->cached == 0) {
+	if (p->keys.n == 0) {
 		new_cache(ps, p);
 		return TIDE_OK;
 	}
@@ -1041,7 +1039,7 @@ run_one(tidei_projections *ps, proj *p, tidei_log *log, int *more, char *err)
 			handled++;
 		}
 		done = seq;
-		if (!rebuilding && p->cached >= CACHE_MAX)
+		if (!rebuilding && p->keys.n >= CACHE_MAX)
 			break; /* the rest next turn, after this turn's states are written */
 		if ((!rebuilding && handled >= budget) ||
 		    (++seen % CLOCK_EVERY == 0 && tidei_now() >= deadline))
@@ -1059,14 +1057,14 @@ write:
 	/* A rebuild keeps its states in memory across turns, and writes them
 	 * (with its progress, in the same commit) now and then, when the cache
 	 * is large, or when it has caught up. */
-	if (rebuilding && !p->meta.faulted && done < log->head && p->cached < REBUILD_KEYS &&
+	if (rebuilding && !p->meta.faulted && done < log->head && p->keys.n < REBUILD_KEYS &&
 	    now - p->flushed_at < REBUILD_FLUSH_NS) {
 		if (memcmp(&before, &p->meta, sizeof before) != 0 &&
 		    meta_put(log, p->name, &p->meta) != TIDE_OK)
 			return tidei_err(err, TIDE_EIO, "%s", log->err);
 		return TIDE_OK;
 	}
-	if (!rebuilding && !p->meta.faulted && handled >= LIVE_BUSY && p->cached < CACHE_MAX &&
+	if (!rebuilding && !p->meta.faulted && handled >= LIVE_BUSY && p->keys.n < CACHE_MAX &&
 	    now - p->flushed_at < LIVE_FLUSH_NS) {
 		*more = 1; /* a turn soon, to write them if nothing else comes */
 		return TIDE_OK;
@@ -1164,12 +1162,11 @@ tidei_projections_each_state(tidei_projections *ps, const char *name,
 		if (name != NULL && strcmp(name, p->name) != 0)
 			continue;
 		lua_rawgeti(L, LUA_REGISTRYINDEX, p->cache_ref);
-		lua_pushnil(L);
-		while (!stop && lua_next(L, -2) != 0) {
+		for (size_t slot = 0; slot < p->keys.n && !stop; slot++) {
 			size_t klen;
-			const char *key = lua_tolstring(L, -2, &klen);
+			const char *key = tidei_keymap_key(&p->keys, slot, &klen);
 			tidei_vreader r;
-			if (lua_touserdata(L, -1) != &tidei_delete_marker) {
+			if (lua_rawgeti(L, -1, (lua_Integer)slot + 1) == LUA_TTABLE) {
 				tidei_buf_reset(&val);
 				tidei_buf_reset(&json);
 				if (tidei_lua_to_val(L, -1, &val, err) == 0) {
@@ -1182,8 +1179,6 @@ tidei_projections_each_state(tidei_projections *ps, const char *name,
 			}
 			lua_pop(L, 1);
 		}
-		if (stop)
-			lua_pop(L, 1);
 		lua_pop(L, 1);
 	}
 	tidei_buf_free(&val);

@@ -403,6 +403,87 @@ START_TEST(event_table)
 }
 END_TEST
 
+/* ev.data of an object decodes its members when read; everything a
+ * handler can do with a table must still hold. */
+START_TEST(lazy_data_is_a_table)
+{
+	rig r;
+	char out[16384];
+	const char *line;
+
+	rig_open_ok(
+		&r, LUA_HEAD
+		"local json = tide.json\n"
+		"local function check(ev)\n"
+		"  local d = ev.data\n"
+		"  assert(type(d) == 'table', 'type')\n"
+		"  assert(d.a == 1 and d.a == 1 and math.type(d.a) == 'integer', 'a')\n"
+		"  assert(d.s == 'text' and d.f == 2.5 and d.t == true and d.no == false, "
+		"'scalars')\n"
+		"  assert(d.missing == nil and d.gone == nil and d[1] == nil, 'absent')\n"
+		"  assert(d.x == 2, 'the last duplicate wins: ' .. tostring(d.x))\n"
+		"  assert(json.encode(d) == "
+		"'{\"a\":1,\"f\":2.5,\"list\":[1,2],\"no\":false,\"obj\":{\"y\":1},\"s\":\"text\","
+		"\"t\":true,\"x\":2}', 'encode: ' .. json.encode(d))\n"
+		"  assert(d.obj == d.obj and d.obj.y == 1, 'nested identity')\n"
+		"  d.obj.y = 5\n"
+		"  assert(ev.data.obj.y == 5, 'nested write kept')\n"
+		"  kept = ev.data\n"
+		"end\n"
+		"local function check_writes(ev)\n"
+		"  local d = ev.data\n"
+		"  d.new = 3\n"
+		"  assert(d.new == 3 and d.a == 1, 'write')\n"
+		"  d.a = nil\n"
+		"  assert(d.a == nil, 'removed stays removed')\n"
+		"  local n = 0\n"
+		"  for k, v in pairs(d) do n = n + 1; assert(type(k) == 'string', 'key ' .. "
+		"tostring(k)) end\n"
+		"  assert(n == 2, 'pairs: ' .. n)\n"
+		"  assert(next(d) ~= nil, 'next after pairs')\n"
+		"  local e = ev.data\n"
+		"end\n"
+		"local function check_pairs(ev)\n"
+		"  local seen = {}\n"
+		"  for k, v in pairs(ev.data) do seen[#seen + 1] = k .. '=' .. tostring(v) end\n"
+		"  table.sort(seen)\n"
+		"  assert(table.concat(seen, ',') == 'a=1,b=x', 'pairs: ' .. table.concat(seen, "
+		"','))\n"
+		"  assert(kept.s == 'text' and kept.obj.y == 5, 'kept after its handler')\n"
+		"end\n"
+		"tide.on('lazy', function(ev)\n"
+		"  check(ev)\n"
+		"  tide.emit{ type = 'lazy.ok', data = ev.data }\n"
+		"end, { name = 'lazy' })\n"
+		"tide.on('lazy.write', function(ev)\n"
+		"  check_writes(ev)\n"
+		"  tide.emit{ type = 'lazy.write.ok' }\n"
+		"end, { name = 'write' })\n"
+		"tide.on('lazy.pairs', function(ev)\n"
+		"  check_pairs(ev)\n"
+		"  tide.emit{ type = 'lazy.pairs.ok', data = { d = ev.data } }\n"
+		"end, { name = 'pairs' })\n");
+	rig_publish(&r, EV("l1", "lazy",
+			   ",\"data\":{\"x\":1,\"a\":1,\"s\":\"text\",\"f\":2.5,\"t\":true,"
+			   "\"no\":false,\"gone\":null,\"obj\":{\"y\":1},\"list\":[1,2],\"x\":2}"));
+	rig_publish(&r, EV("l2", "lazy.write", ",\"data\":{\"a\":1,\"b\":2}"));
+	rig_publish(&r, EV("l3", "lazy.pairs", ",\"data\":{\"a\":1,\"b\":\"x\"}"));
+	rig_wait(&r, "lazy.ok", 1);
+	rig_wait(&r, "lazy.write.ok", 1);
+	rig_wait(&r, "lazy.pairs.ok", 1);
+	rig_close(&r);
+	rig_log(&r, out, sizeof out, "");
+	line = line_with(out, "\"type\":\"lazy.ok\"");
+	ck_assert_msg(line != NULL, "handler failed:\n%s", r.logs);
+	HAS(line, "\"data\":{\"a\":1,\"f\":2.5,\"list\":[1,2],\"no\":false,\"obj\":{\"y\":5},"
+		  "\"s\":\"text\",\"t\":true,\"x\":2}");
+	line = line_with(out, "\"type\":\"lazy.pairs.ok\"");
+	ck_assert_ptr_nonnull(line);
+	HAS(line, "\"data\":{\"d\":{\"a\":1,\"b\":\"x\"}}");
+	HASNT(r.logs, "assert");
+}
+END_TEST
+
 START_TEST(integers_keep_64_bits)
 {
 	rig r;
@@ -1354,6 +1435,7 @@ lua_suite(void)
 	tcase_add_test(hang, budget_reaches_message_handlers);
 	tcase_add_test(ev, emit_carries_causation);
 	tcase_add_test(ev, event_table);
+	tcase_add_test(ev, lazy_data_is_a_table);
 	tcase_add_test(ev, integers_keep_64_bits);
 	tcase_add_test(emit, emit_defaults_and_explicit);
 	tcase_add_test(emit, correlation_chain);

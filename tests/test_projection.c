@@ -41,6 +41,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "helpers.h"
+#include "keymap.h"
 #include "tide.h"
 
 #define LLU(x) ((unsigned long long)(x))
@@ -2403,6 +2404,52 @@ START_TEST(bad_definitions_fail_the_load)
 }
 END_TEST
 
+/* The key map that holds a projection's keys between writes: slots in
+ * order of arrival, every key found again after the table grew, long keys
+ * (beyond the bucket's inline bytes) told apart by their tails, and both
+ * ways of clearing. */
+START_TEST(keymap_slots)
+{
+	tidei_keymap m;
+	char k[64];
+	int fresh;
+
+	tidei_keymap_init(&m);
+	for (int round = 0; round < 3; round++) {
+		int n = round == 1 ? 20 : 5000; /* round 2 clears few keys in a big table */
+		for (int i = 0; i < n; i++) {
+			int len = snprintf(k, sizeof k,
+					   i % 2 ? "key-%d" : "a-long-shared-prefix-%d", i);
+			ck_assert_int_eq(tidei_keymap_put(&m, k, (size_t)len, &fresh), i);
+			ck_assert_int_eq(fresh, 1);
+		}
+		ck_assert_uint_eq(m.n, (size_t)n);
+		for (int i = n - 1; i >= 0; i--) {
+			size_t kl;
+			int len = snprintf(k, sizeof k,
+					   i % 2 ? "key-%d" : "a-long-shared-prefix-%d", i);
+			const char *got;
+			ck_assert_int_eq(tidei_keymap_put(&m, k, (size_t)len, &fresh), i);
+			ck_assert_int_eq(fresh, 0);
+			got = tidei_keymap_key(&m, (size_t)i, &kl);
+			ck_assert_uint_eq(kl, (size_t)len);
+			ck_assert(memcmp(got, k, kl) == 0);
+		}
+		/* a prefix of a key, and a key one byte longer, are other keys */
+		ck_assert_int_eq(tidei_keymap_put(&m, "key-1", 4, &fresh), n);
+		ck_assert_int_eq(fresh, 1);
+		ck_assert_int_eq(tidei_keymap_put(&m, "key-11x", 7, &fresh), n + 1);
+		ck_assert_int_eq(fresh, 1);
+		tidei_keymap_clear(&m);
+		ck_assert_uint_eq(m.n, 0);
+		ck_assert_int_eq(tidei_keymap_put(&m, "key-1", 5, &fresh), 0);
+		ck_assert_int_eq(fresh, 1);
+		tidei_keymap_clear(&m);
+	}
+	tidei_keymap_free(&m);
+}
+END_TEST
+
 Suite *
 projection_suite(void)
 {
@@ -2429,6 +2476,7 @@ projection_suite(void)
 
 	tcase_add_checked_fixture(misc, NULL, th_cleanup);
 	tcase_set_timeout(misc, 60);
+	tcase_add_test(misc, keymap_slots);
 	tcase_add_test(misc, failing_handler_stops_the_projection);
 	tcase_add_test(misc, state_encoding_keeps_values);
 	tcase_add_test(misc, unencodable_state_stops_at_once);
