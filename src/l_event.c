@@ -612,26 +612,39 @@ is_array(lua_State *L, int idx, lua_Integer *len)
 static int to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth);
 
 /* A map key: its text (a string key's own bytes, or a number's decimal
- * form in `num`) and where to find the key again. */
+ * form in `num`) and where its value is. */
 typedef struct mkey {
 	const char *p;
 	size_t n;
 	char num[32];
 	int is_num;
+	int at; /* stack index of the value, or 0: look it up by the key */
 	lua_Integer i;
 	lua_Number d;
 	int is_int;
 } mkey;
+
+/* The text of a key (a number's text is inside the mkey, which sorting
+ * moves). */
+static const char *
+ktext(const mkey *k)
+{
+	return k->is_num ? k->num : k->p;
+}
 
 static int
 by_text(const void *a, const void *b)
 {
 	const mkey *x = a, *y = b;
 	size_t n = x->n < y->n ? x->n : y->n;
-	int c = memcmp(x->p, y->p, n);
+	int c = memcmp(ktext(x), ktext(y), n);
 
 	return c ? c : (x->n > y->n) - (x->n < y->n);
 }
+
+/* Values of maps up to this size are kept on the stack while the keys
+ * are sorted (no second lookup per key); larger ones are looked up. */
+#define MAP_ON_STACK 64
 
 /* Encode a table as a map with its keys sorted: the same state always
  * gives the same bytes and the same JSON, whatever order Lua's hash (seeded
@@ -641,16 +654,15 @@ map_to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 {
 	mkey small[16], *keys = small;
 	size_t n = 0, cap = 16;
-	int rc = 0;
+	int rc = 0, base = lua_gettop(L);
 
 	lua_pushnil(L);
 	while (lua_next(L, idx) != 0) {
 		mkey *k;
-		lua_pop(L, 1);
 		if (n == cap) {
 			mkey *v = malloc(2 * cap * sizeof *v);
 			if (v == NULL) {
-				lua_pop(L, 1);
+				lua_settop(L, base);
 				rc = tidei_err(err, -1, "out of memory");
 				goto out;
 			}
@@ -661,6 +673,15 @@ map_to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 			cap *= 2;
 		}
 		k = &keys[n];
+		if (n < MAP_ON_STACK) {
+			/* the value stays below the key: values base+1..base+n */
+			luaL_checkstack(L, 4, "table too large");
+			lua_insert(L, -2);
+			k->at = lua_gettop(L) - 1;
+		} else {
+			lua_pop(L, 1);
+			k->at = 0;
+		}
 		k->is_num = lua_type(L, -1) == LUA_TNUMBER;
 		if (lua_type(L, -1) == LUA_TSTRING) {
 			k->p = lua_tolstring(L, -1, &k->n); /* anchored by the table */
@@ -679,18 +700,29 @@ map_to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 		} else {
 			rc = tidei_err(err, -1, "table key of type %s cannot be encoded",
 				       luaL_typename(L, -1));
-			lua_pop(L, 1);
+			lua_settop(L, base);
 			goto out;
 		}
 		n++;
 	}
-	for (size_t k = 0; k < n; k++)
-		if (keys[k].is_num)
-			keys[k].p = keys[k].num; /* after the copies above moved them */
-	qsort(keys, n, sizeof *keys, by_text);
+	if (n <= 16) { /* insertion sort: states are small maps */
+		for (size_t k = 1; k < n; k++) {
+			mkey t = keys[k];
+			size_t j = k;
+			for (; j > 0 && by_text(&keys[j - 1], &t) > 0; j--)
+				keys[j] = keys[j - 1];
+			keys[j] = t;
+		}
+	} else {
+		qsort(keys, n, sizeof *keys, by_text);
+	}
 	tidei_val_map(out, (uint32_t)n);
 	for (size_t k = 0; k < n && rc == 0; k++) {
-		tidei_val_str(out, keys[k].p, keys[k].n);
+		tidei_val_str(out, ktext(&keys[k]), keys[k].n);
+		if (keys[k].at != 0) {
+			rc = to_val(L, keys[k].at, out, err, depth + 1);
+			continue;
+		}
 		if (!keys[k].is_num)
 			lua_pushlstring(L, keys[k].p, keys[k].n);
 		else if (keys[k].is_int)
@@ -701,6 +733,7 @@ map_to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 		rc = to_val(L, -1, out, err, depth + 1);
 		lua_pop(L, 1);
 	}
+	lua_settop(L, base);
 out:
 	if (keys != small)
 		free(keys);

@@ -95,6 +95,15 @@ typedef struct proj {
 	/* the event being applied */
 	const struct tide_event *ev;
 	int handler_ref;
+	struct {
+		MDB_cursor *cur;
+		uint64_t seq, done; /* the event being applied; the last one applied */
+		size_t handled, seen, budget;
+		int64_t deadline;
+		int rebuilding;
+		int mrc;     /* the cursor's last status */
+		int corrupt; /* the event at seq cannot be decoded */
+	} run;
 	tidei_log *log;
 	struct tidei_projections *ps;
 } proj;
@@ -703,11 +712,10 @@ push_stored(lua_State *L, tidei_projections *ps, proj *p, const char *k, size_t 
 		luaL_error(L, "stored state of key '%s' is corrupt", lua_pushlstring(L, k, klen));
 }
 
-/* One event, under protection: [-1, +0, e] with the proj as light userdata */
-static int
-l_apply(lua_State *L)
+/* Apply p->ev with the handler p->handler_ref.  [-0, +(0..4), e] */
+static void
+apply(lua_State *L, proj *p)
 {
-	proj *p = lua_touserdata(L, 1);
 	tidei_projections *ps = p->ps;
 	const struct tide_event *ev = p->ev;
 	const char *k = NULL;
@@ -723,7 +731,7 @@ l_apply(lua_State *L)
 		lua_call(L, 1, 1);
 		if (!lua_toboolean(L, -1)) {
 			tidei_lua_expire_event(L, evi);
-			return 0;
+			return;
 		}
 		lua_pop(L, 1);
 	}
@@ -732,8 +740,8 @@ l_apply(lua_State *L)
 		char num[32];
 		int found = key_by_path(p, ev, &k, &klen, num);
 		if (found < 0)
-			return luaL_error(L, "key '%s' is %s %s, not a string or a number",
-					  p->key_path, k[0] == 'a' || k[0] == 'o' ? "an" : "a", k);
+			luaL_error(L, "key '%s' is %s %s, not a string or a number", p->key_path,
+				   k[0] == 'a' || k[0] == 'o' ? "an" : "a", k);
 		if (found && k == num)
 			k = lua_pushlstring(L, num, klen); /* anchored on the stack */
 		else if (!found)
@@ -747,21 +755,21 @@ l_apply(lua_State *L)
 		if (lua_type(L, -1) == LUA_TSTRING)
 			k = lua_tolstring(L, -1, &klen);
 		else if (!lua_isnil(L, -1))
-			return luaL_error(L, "key must return a string or a number, not a %s",
-					  luaL_typename(L, -1));
+			luaL_error(L, "key must return a string or a number, not a %s",
+				   luaL_typename(L, -1));
 	} else if (ev->attr[TIDEI_A_SUBJECT] != NULL) {
 		k = ev->attr[TIDEI_A_SUBJECT];
 		klen = ev->len[TIDEI_A_SUBJECT];
 	}
 	if (k == NULL) { /* no key: the event is not for this projection */
 		tidei_lua_expire_event(L, evi);
-		return 0;
+		return;
 	}
 	if (klen == 0 || klen > max)
-		return luaL_error(L, "key must be 1 to %d bytes long", (int)max);
+		luaL_error(L, "key must be 1 to %d bytes long", (int)max);
 	/* state: touched since the last write, stored, or new */
 	if ((slot = tidei_keymap_put(&p->keys, k, klen, &fresh)) < 0)
-		return luaL_error(L, "not enough memory for the projection's keys");
+		luaL_error(L, "not enough memory for the projection's keys");
 	lua_rawgeti(L, LUA_REGISTRYINDEX, p->cache_ref);
 	if (fresh)
 		push_stored(L, ps, p, k, klen);
@@ -777,8 +785,8 @@ l_apply(lua_State *L)
 			lua_pushlstring(L, k, klen);
 			lua_call(L, 1, 1);
 			if (!lua_istable(L, -1))
-				return luaL_error(L, "init must return a table, not a %s",
-						  luaL_typename(L, -1));
+				luaL_error(L, "init must return a table, not a %s",
+					   luaL_typename(L, -1));
 		} else {
 			lua_newtable(L);
 		}
@@ -793,7 +801,7 @@ l_apply(lua_State *L)
 		lua_pop(L, 1); /* changed in place */
 	} else {
 		if (!lua_istable(L, -1) && lua_touserdata(L, -1) != &tidei_delete_marker)
-			return luaL_error(
+			luaL_error(
 				L,
 				"a handler must return a table, tide.delete or nothing, not a %s",
 				luaL_typename(L, -1));
@@ -803,6 +811,54 @@ l_apply(lua_State *L)
 	if (fresh)
 		lua_rawseti(L, si - 1, slot + 1); /* states[slot] = state */
 	tidei_lua_expire_event(L, evi);
+}
+
+/* One event, under protection: [-1, +0, e] with the proj as light userdata */
+static int
+l_apply(lua_State *L)
+{
+	apply(L, lua_touserdata(L, 1));
+	return 0;
+}
+
+/* The events of a turn from p->run.seq on, under one protection: a
+ * failing event ends it with p->run.seq at that event and p->run.done at
+ * the one before.  [-1, +0, e] */
+static int
+l_run(lua_State *L)
+{
+	proj *p = lua_touserdata(L, 1);
+	tidei_projections *ps = p->ps;
+	MDB_val k = { 8, &p->run.seq }, v;
+	int top = lua_gettop(L), mrc;
+
+	for (mrc = mdb_cursor_get(p->run.cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+	     mrc = mdb_cursor_get(p->run.cur, &k, &v, MDB_NEXT)) {
+		struct tide_event ev;
+		memcpy(&p->run.seq, k.mv_data, 8);
+		if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
+			p->run.corrupt = 1;
+			break;
+		}
+		ev.seq = p->run.seq;
+		ev.scratch = NULL;
+		p->handler_ref = match(p, ev.attr[TIDEI_A_TYPE], ev.len[TIDEI_A_TYPE]);
+		if (p->handler_ref != LUA_NOREF) {
+			p->ev = &ev;
+			tidei_script_rearm(ps->o.script);
+			apply(L, p);
+			lua_settop(L, top);
+			p->ev = NULL;
+			p->run.handled++;
+		}
+		p->run.done = p->run.seq;
+		if (!p->run.rebuilding && p->keys.n >= CACHE_MAX)
+			break; /* the rest next turn, after this turn's states are written */
+		if ((!p->run.rebuilding && p->run.handled >= p->run.budget) ||
+		    (++p->run.seen % CLOCK_EVERY == 0 && tidei_now() >= p->run.deadline))
+			break;
+	}
+	p->run.mrc = mrc;
 	return 0;
 }
 
@@ -998,12 +1054,10 @@ run_one(tidei_projections *ps, proj *p, tidei_log *log, int *more, char *err)
 {
 	int rebuilding = p->meta.build != p->meta.live;
 	int64_t now = tidei_now(), deadline = now + ps->o.rebuild_ns;
-	size_t handled = 0, seen = 0, budget = ps->o.turn_budget ? ps->o.turn_budget : 20000;
+	size_t handled = 0, budget = ps->o.turn_budget ? ps->o.turn_budget : 20000;
 	uint64_t done = p->done > p->meta.build_seq ? p->done : p->meta.build_seq, seq = done + 1;
 	char why[TIDEI_ERRLEN], trace[TIDEI_ERRLEN];
 	tidei_proj_meta before = p->meta;
-	MDB_cursor *cur;
-	MDB_val k = { 8, &seq }, v;
 	int rc = TIDE_OK, mrc;
 
 	p->log = log;
@@ -1012,44 +1066,32 @@ run_one(tidei_projections *ps, proj *p, tidei_log *log, int *more, char *err)
 		return tidei_err(err, rc, "cannot clean up projection %s", p->name);
 	if (p->meta.faulted || done >= log->head)
 		goto write;
-	if ((mrc = mdb_cursor_open(log->txn, log->events, &cur)) != 0)
+	if ((mrc = mdb_cursor_open(log->txn, log->events, &p->run.cur)) != 0)
 		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log");
-	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
-	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		struct tide_event ev;
-		memcpy(&seq, k.mv_data, 8);
-		if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
-			rc = tidei_err(err, TIDE_EIO, "event %llu is corrupt",
-				       (unsigned long long)seq);
-			break;
-		}
-		ev.seq = seq;
-		ev.scratch = NULL;
-		p->handler_ref = match(p, ev.attr[TIDEI_A_TYPE], ev.len[TIDEI_A_TYPE]);
-		if (p->handler_ref != LUA_NOREF) {
-			p->ev = &ev;
-			rc = tidei_script_protect(ps->o.script, l_apply, p, why, trace);
-			p->ev = NULL;
-			if (rc != TIDE_OK) {
-				/* stop before this event; what came before is kept */
-				fault(ps, p, seq, why);
-				rc = TIDE_OK;
-				break;
-			}
-			handled++;
-		}
-		done = seq;
-		if (!rebuilding && p->keys.n >= CACHE_MAX)
-			break; /* the rest next turn, after this turn's states are written */
-		if ((!rebuilding && handled >= budget) ||
-		    (++seen % CLOCK_EVERY == 0 && tidei_now() >= deadline))
-			break;
+	p->run.seq = seq;
+	p->run.done = done;
+	p->run.handled = p->run.seen = 0;
+	p->run.budget = budget;
+	p->run.deadline = deadline;
+	p->run.rebuilding = rebuilding;
+	p->run.mrc = 0;
+	p->run.corrupt = 0;
+	rc = tidei_script_protect(ps->o.script, l_run, p, why, trace);
+	p->ev = NULL;
+	mdb_cursor_close(p->run.cur);
+	p->run.cur = NULL;
+	done = p->run.done;
+	handled = p->run.handled;
+	if (rc != TIDE_OK) {
+		/* stop before this event; what came before is kept */
+		fault(ps, p, p->run.seq, why);
+		rc = TIDE_OK;
+	} else if (p->run.corrupt) {
+		return tidei_err(err, TIDE_EIO, "event %llu is corrupt",
+				 (unsigned long long)p->run.seq);
+	} else if (p->run.mrc != 0 && p->run.mrc != MDB_NOTFOUND) {
+		return tidei_err(err, tidei_err_mdb(p->run.mrc), "cannot read the log");
 	}
-	mdb_cursor_close(cur);
-	if (rc != TIDE_OK)
-		return rc;
-	if (mrc != 0 && mrc != MDB_NOTFOUND)
-		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log");
 	p->done = done;
 	if (!p->meta.faulted && done < log->head)
 		*more = 1;

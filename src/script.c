@@ -521,6 +521,12 @@ tidei_script_protect(tidei_script *s, lua_CFunction fn, void *ud, char *err, cha
 }
 
 void
+tidei_script_rearm(tidei_script *s)
+{
+	s->remaining = s->budget;
+}
+
+void
 tidei_script_unref(tidei_script *s, int ref)
 {
 	luaL_unref(s->L, LUA_REGISTRYINDEX, ref);

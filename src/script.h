@@ -68,6 +68,10 @@ int tidei_script_call(tidei_script *s, int ref, const struct tide_event *ev, cha
  *  and error reporting as a handler call. */
 int tidei_script_protect(tidei_script *s, lua_CFunction fn, void *ud, char *err, char *trace);
 
+/** Inside tidei_script_protect(): give the next piece of work (one event
+ *  of a batch) the whole instruction budget again. */
+void tidei_script_rearm(tidei_script *s);
+
 /** The package.path for scripts: @p user's directories (may be NULL),
  *  the directory of each script, then Tide's Lua directory.  NUL-ended. */
 void tidei_lua_path(tidei_buf *out, const char *user, const char *const *scripts, size_t n);
