@@ -107,7 +107,7 @@ tidei_lua_push_val(lua_State *L, tidei_vreader *r)
  * ------------------------------------------------------------------------ */
 
 static const char lazy_mt_key = 0;    /* registry: the metatable */
-static const char lazy_bytes_key = 0; /* in the table: its lazy_data */
+static const char lazy_bytes_key = 0; /* in the table: the userdata holding its lazy_data */
 
 /* The encoded object with an index of its members, made once so that
  * each read is a short scan of lengths instead of a walk of the bytes. */
@@ -122,15 +122,59 @@ typedef struct lazy_data {
 	lazy_member m[];
 } lazy_data;
 
+/* What the private key holds: an event object (whose userdata has room
+ * for its data, saving an allocation per event) or a holder of its own;
+ * both begin with this. */
+typedef struct l_event {
+	const struct tide_event *ev; /* NULL once expired (always, in a holder) */
+	lazy_data *data;             /* room for ev.data inside this userdata, or NULL */
+} l_event;
+
+/* Objects of up to 15 members (one byte of header) and this many bytes
+ * are copied into the event object's own userdata. */
+#define LAZY_INLINE_BYTES 1024
+
 static lazy_data *
 lazy_get(lua_State *L, int t)
 {
 	lazy_data *d = NULL;
 
 	if (lua_rawgetp(L, t, &lazy_bytes_key) == LUA_TUSERDATA)
-		d = lua_touserdata(L, -1);
+		d = ((l_event *)lua_touserdata(L, -1))->data;
 	lua_pop(L, 1);
 	return d;
+}
+
+static size_t
+lazy_size(uint32_t count, size_t n)
+{
+	return sizeof(lazy_data) + count * sizeof(lazy_member) + n;
+}
+
+/* Copy the object @p p (@p n bytes, @p count members) into @p d and
+ * index its members.  0, or -1 if malformed. */
+static int
+lazy_fill(lazy_data *d, const uint8_t *p, size_t n, uint32_t count)
+{
+	tidei_vreader r = { p, p + n };
+	tidei_vitem map, key;
+
+	if (tidei_val_next(&r, &map) != 0 || map.type != TIDEI_V_MAP || map.u.count != count)
+		return -1;
+	d->n = count;
+	d->len = (uint32_t)n;
+	d->bytes = (const uint8_t *)&d->m[count];
+	memcpy((uint8_t *)&d->m[count], p, n);
+	for (uint32_t i = 0; i < count; i++) {
+		if (tidei_val_next(&r, &key) != 0 || key.type != TIDEI_V_STR)
+			return -1;
+		d->m[i].key = (uint32_t)((const uint8_t *)key.u.s.p - p);
+		d->m[i].klen = key.u.s.n;
+		d->m[i].val = (uint32_t)(r.p - p);
+		if (tidei_val_skip(&r) != 0)
+			return -1;
+	}
+	return 0;
 }
 
 /* Decode every member into the lazy table at @p t and make it plain.
@@ -147,7 +191,7 @@ lazy_materialize(lua_State *L, int t)
 		lua_pop(L, 1);
 		return;
 	}
-	d = lua_touserdata(L, -1); /* anchored on the stack */
+	d = ((l_event *)lua_touserdata(L, -1))->data; /* anchored on the stack */
 	r.p = d->bytes;
 	r.end = r.p + d->len;
 	luaL_checkstack(L, 4, "value nested too deeply");
@@ -247,15 +291,15 @@ lazy_settle(lua_State *L, int idx)
 		lazy_materialize(L, idx);
 }
 
-/* Push the encoded object @p p (@p n bytes): a lazy table, or a plain one
- * when it is empty or too large to index.  0, or -1 if malformed. */
+/* Push the encoded object @p p (@p n bytes) of the event object at
+ * @p ud: a lazy table, or a plain one when it is empty or too large to
+ * index.  0, or -1 if malformed. */
 static int
-push_lazy_map(lua_State *L, const uint8_t *p, size_t n)
+push_lazy_map(lua_State *L, int ud, const uint8_t *p, size_t n)
 {
 	tidei_vreader r = { p, p + n };
-	tidei_vitem map, key;
-	lazy_data *d;
-	size_t head;
+	tidei_vitem map;
+	l_event *e = lua_touserdata(L, ud), *holder = e;
 
 	if (tidei_val_next(&r, &map) != 0 || map.type != TIDEI_V_MAP)
 		return -1;
@@ -264,24 +308,16 @@ push_lazy_map(lua_State *L, const uint8_t *p, size_t n)
 		return push_val(L, &r, 0);
 	}
 	lua_createtable(L, 0, 1);
-	head = sizeof *d + map.u.count * sizeof d->m[0];
-	d = lua_newuserdatauv(L, head + n, 0);
-	memcpy((uint8_t *)d + head, p, n);
-	d->n = map.u.count;
-	d->len = (uint32_t)n;
-	d->bytes = (const uint8_t *)d + head;
-	for (uint32_t i = 0; i < d->n; i++) {
-		if (tidei_val_next(&r, &key) != 0 || key.type != TIDEI_V_STR) {
-			lua_pop(L, 2);
-			return -1;
-		}
-		d->m[i].key = (uint32_t)((const uint8_t *)key.u.s.p - p);
-		d->m[i].klen = key.u.s.n;
-		d->m[i].val = (uint32_t)(r.p - p);
-		if (tidei_val_skip(&r) != 0) {
-			lua_pop(L, 2);
-			return -1;
-		}
+	if (e->data != NULL) {
+		lua_pushvalue(L, ud);
+	} else {
+		holder = lua_newuserdatauv(L, sizeof *holder + lazy_size(map.u.count, n), 0);
+		holder->ev = NULL;
+		holder->data = (lazy_data *)(holder + 1);
+	}
+	if (lazy_fill(holder->data, p, n, map.u.count) != 0) {
+		lua_pop(L, 2);
+		return -1;
 	}
 	lua_rawsetp(L, -2, &lazy_bytes_key);
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
@@ -314,10 +350,6 @@ lazy_open(lua_State *L)
  * lives in LMDB memory only for the turn, so the object expires when the
  * handler returns.
  * ------------------------------------------------------------------------ */
-
-typedef struct l_event {
-	const struct tide_event *ev; /* NULL once expired */
-} l_event;
 
 /* The metatable is also kept in the registry under this address: a
  * pointer lookup is much cheaper than luaL_testudata's lookup by name,
@@ -401,7 +433,7 @@ push_data(lua_State *L, int ud, const struct tide_event *ev)
 	r.p = ev->data;
 	r.end = ev->data + ev->data_len;
 	if ((ev->data[0] & 0xf0) == 0x80 || ev->data[0] == 0xde || ev->data[0] == 0xdf
-		    ? push_lazy_map(L, ev->data, ev->data_len) != 0
+		    ? push_lazy_map(L, ud, ev->data, ev->data_len) != 0
 		    : push_val(L, &r, 0) != 0) {
 		luaL_error(L, "event %I has corrupt data", (lua_Integer)ev->seq);
 		return;
@@ -538,9 +570,15 @@ l_event_tostring(lua_State *L)
 void
 tidei_lua_push_event(lua_State *L, const struct tide_event *ev)
 {
-	l_event *e = lua_newuserdatauv(L, sizeof *e, 1);
+	size_t room = 0;
+	l_event *e;
 
+	/* room for a small object's copy and index, used if ev.data is read */
+	if (ev->data != NULL && (ev->data[0] & 0xf0) == 0x80 && ev->data_len <= LAZY_INLINE_BYTES)
+		room = lazy_size(ev->data[0] & 0x0f, ev->data_len);
+	e = lua_newuserdatauv(L, sizeof *e + room, 1);
 	e->ev = ev;
+	e->data = room ? (lazy_data *)(e + 1) : NULL;
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &event_mt_key);
 	lua_setmetatable(L, -2);
 }

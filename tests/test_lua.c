@@ -450,6 +450,7 @@ START_TEST(lazy_data_is_a_table)
 		"  assert(table.concat(seen, ',') == 'a=1,b=x', 'pairs: ' .. table.concat(seen, "
 		"','))\n"
 		"  assert(kept.s == 'text' and kept.obj.y == 5, 'kept after its handler')\n"
+		"  assert(kept_big.k7 == 7 and #kept_big.long == 2000, 'big kept')\n"
 		"end\n"
 		"tide.on('lazy', function(ev)\n"
 		"  check(ev)\n"
@@ -459,6 +460,13 @@ START_TEST(lazy_data_is_a_table)
 		"  check_writes(ev)\n"
 		"  tide.emit{ type = 'lazy.write.ok' }\n"
 		"end, { name = 'write' })\n"
+		"tide.on('lazy.big', function(ev)\n"
+		"  local d = ev.data\n"
+		"  for i = 1, 20 do assert(d['k' .. i] == i, 'member ' .. i) end\n"
+		"  assert(#d.long == 2000 and d.k21 == nil, 'long')\n"
+		"  kept_big = d\n"
+		"  tide.emit{ type = 'lazy.big.ok' }\n"
+		"end, { name = 'big' })\n"
 		"tide.on('lazy.pairs', function(ev)\n"
 		"  check_pairs(ev)\n"
 		"  tide.emit{ type = 'lazy.pairs.ok', data = { d = ev.data } }\n"
@@ -466,6 +474,19 @@ START_TEST(lazy_data_is_a_table)
 	rig_publish(&r, EV("l1", "lazy",
 			   ",\"data\":{\"x\":1,\"a\":1,\"s\":\"text\",\"f\":2.5,\"t\":true,"
 			   "\"no\":false,\"gone\":null,\"obj\":{\"y\":1},\"list\":[1,2],\"x\":2}"));
+	{ /* more members than fit the event object's own room, and more bytes */
+		char big[4096];
+		int n = snprintf(big, sizeof big, "%s", EV("l0", "lazy.big", ",\"data\":{"));
+		n -= 1; /* reopen the object: drop the event's closing brace */
+		for (int i = 1; i <= 20; i++)
+			n += snprintf(big + n, sizeof big - (size_t)n, "\"k%d\":%d,", i, i);
+		n += snprintf(big + n, sizeof big - (size_t)n, "\"long\":\"");
+		for (int i = 0; i < 2000; i++)
+			big[n++] = 'x';
+		snprintf(big + n, sizeof big - (size_t)n, "\"}}");
+		rig_publish(&r, big);
+		rig_wait(&r, "lazy.big.ok", 1);
+	}
 	rig_publish(&r, EV("l2", "lazy.write", ",\"data\":{\"a\":1,\"b\":2}"));
 	rig_publish(&r, EV("l3", "lazy.pairs", ",\"data\":{\"a\":1,\"b\":\"x\"}"));
 	rig_wait(&r, "lazy.ok", 1);
