@@ -927,7 +927,8 @@ write_states(proj *p, char *err)
 	uint8_t key[KEYMAX + 1];
 	rec *v = NULL;
 	size_t n = 0, cap = 0;
-	int rc = TIDE_OK;
+	int rc = TIDE_OK, mrc, append = 1;
+	MDB_cursor *cur;
 
 	for (size_t at = 0; at < p->out.len;) {
 		rec r;
@@ -945,9 +946,13 @@ write_states(proj *p, char *err)
 	}
 	if (n > 0)
 		qsort(v, n, sizeof *v, by_key);
+	if ((mrc = mdb_cursor_open(p->log->txn, p->log->state, &cur)) != 0) {
+		free(v);
+		return tidei_err(err, tidei_err_mdb(mrc), "cannot write the state of %s: %s",
+				 p->name, mdb_strerror(mrc));
+	}
 	for (size_t k = 0; k < n && rc == TIDE_OK; k++) {
 		MDB_val kv, vv;
-		int mrc;
 		kv.mv_size =
 			state_key(key, p->name, p->meta.build, (const char *)v[k].key, v[k].klen);
 		kv.mv_data = key;
@@ -958,12 +963,23 @@ write_states(proj *p, char *err)
 		} else {
 			vv.mv_size = v[k].vlen;
 			vv.mv_data = (void *)v[k].val;
-			mrc = mdb_put(p->log->txn, p->log->state, &kv, &vv, 0);
+			/* A new generation's first write usually comes after every
+			 * key in the database: appending fills its pages and skips
+			 * the searches.  Refused (MDB_KEYEXIST) as soon as a key is
+			 * not the last; then the rest go in place. */
+			mrc = MDB_KEYEXIST;
+			if (append)
+				mrc = mdb_cursor_put(cur, &kv, &vv, MDB_APPEND);
+			if (mrc == MDB_KEYEXIST) {
+				append = 0;
+				mrc = mdb_cursor_put(cur, &kv, &vv, 0);
+			}
 		}
 		if (mrc != 0)
 			rc = tidei_err(err, tidei_err_mdb(mrc), "cannot write the state of %s: %s",
 				       p->name, mdb_strerror(mrc));
 	}
+	mdb_cursor_close(cur);
 	free(v);
 	return rc;
 }

@@ -390,6 +390,10 @@ tide.projection("accounts", {
 })
 EOF
 
+# The same projection keyed by the default key, the event's subject
+# ("account-N", one stream per account): the key is read in C.
+sed '/^  key = function/d' "$work/proj.lua" >"$work/proj_subject.lua"
+
 # Build the log once per benchmark: a fresh engine without scripts
 # (relaxed), PROJ_EVENTS account events pushed over ipc, then SIGTERM.
 # Every measurement starts from a copy of it.
@@ -420,7 +424,7 @@ verify_events() { # n
 # Start `tide run` with the projection on a copy of the log; proj_t0 is
 # the wall clock just before the start.
 proj_t0=''
-start_proj_tide() { # durability
+start_proj_tide() { # durability [script]
 	local dir
 	seqno=$((seqno + 1))
 	dir="$work/t$seqno"
@@ -432,12 +436,24 @@ start_proj_tide() { # durability
 	sync "$tide_data/data.mdb" 2>/dev/null || sync
 	proj_t0=$EPOCHREALTIME
 	"$TIDE" run -q --data "$tide_data" --pull "$tide_pull" --rep "$tide_rep" --pub "ipc://$dir/pub.ipc" \
-		--durability "$1" --script "$work/proj.lua" 2>"$dir/tide.log" &
+		--durability "$1" --script "${2:-$work/proj.lua}" 2>"$dir/tide.log" &
 	tide_pid=$!
 	pids+=("$tide_pid")
 }
 
 proj_fail() { cat "$(dirname "$tide_data")/tide.log" >&2; die "projection run failed: $*"; }
+
+# The build at start only, of the projection keyed by subject.
+run_proj_subject() { # run
+	local out
+	start_proj_tide sync "$work/proj_subject.lua"
+	client "$work/bin/projbench" wait --data "$tide_data" --name accounts --seq "$PROJ_EVENTS" \
+		--t0 "$proj_t0" --pid "$tide_pid" --timeout 900 || proj_fail "build by subject $*"
+	out=$(<"$work/client.out")
+	record "proj/build/subject" "$(field rate "$out")" "$out"
+	say "  projection build by subject run $1: $(field rate "$out") events/s  ($out)"
+	stop_tide
+}
 
 run_proj() { # durability run
 	local out q=()
@@ -600,6 +616,7 @@ for r in $(seq 1 "$RUNS"); do
 	if [ $have_proj = 1 ]; then
 		run_proj sync "$r"
 		run_proj relaxed "$r"
+		run_proj_subject "$r"
 	fi
 done
 
@@ -713,7 +730,7 @@ targets() {
 		fi
 	done
 	local what
-	for what in build/sync build/relaxed rebuild; do
+	for what in build/sync build/relaxed build/subject rebuild; do
 		m=$(med_of "proj/$what" || true)
 		[ -n "$m" ] && echo "- projection rebuild ≥ 500,000 events/s ($what): $(fmt "$m") — $(verdict "$m" ">=" 500000)"
 	done
@@ -769,6 +786,7 @@ report() {
 	pe=$(fmt "$PROJ_EVENTS") pk=$(fmt "$PROJ_KEYS")
 	row "Projection build at start, $pe events / $pk keys, sync" proj/build/sync "events/s"
 	row "Projection build at start, $pe events / $pk keys, relaxed" proj/build/relaxed "events/s"
+	row "Projection build at start, $pe events / $pk keys, sync, keyed by subject (no key function)" proj/build/subject "events/s"
 	row "Projection forced rebuild on a running engine, sync (whole log)" proj/rebuild "events/s"
 	row "Ingest $(fmt "$PROJ_INGEST") more (ipc, sync, ${BATCH}/msg) until the projection is live, while querying" proj/ingest "events/s"
 	q_row "Projection query, REP ipc ($PROJ_QUERIES sequential, random keys)" proj/query/rep
