@@ -406,8 +406,12 @@ tidei_script_new(tidei_script **out, const tidei_script_opts *o, const tidei_hos
 	tidei_lua_open_event(s->L);
 	tidei_lua_open_tide(s->L);
 	/* Events and their data are short-lived: the generational collector
-	 * frees them young, without sweeping the whole heap. */
-	lua_gc(s->L, LUA_GCGEN, 0, 0);
+	 * frees them young, without sweeping the whole heap.  A minor
+	 * collection every 5% of growth (not Lua's 20%) sweeps them while
+	 * they are still in the caches: with a projection's 100,000 states in
+	 * the heap, a cache simulation of a rebuild counts 21 instead of 29
+	 * last-level misses per event, for 1% more instructions. */
+	lua_gc(s->L, LUA_GCGEN, 5, 0);
 	lua_sethook(s->L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
 	/* The ceiling starts after the libraries: it bounds what scripts use. */
 	s->mem_limit = o->memory_limit ? s->mem_used + o->memory_limit : 0;
