@@ -6,8 +6,10 @@
 #include "config.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "buf.h"
 
@@ -68,6 +70,36 @@ tidei_buf_printf(tidei_buf *b, const char *fmt, ...)
 		va_end(ap);
 	}
 	b->len += (size_t)n;
+}
+
+void *
+tidei_huge_alloc(size_t n)
+{
+	size_t len = n + TIDEI_HUGE;
+	uint8_t *p, *a;
+
+	if (n == 0 || n % TIDEI_HUGE != 0 || len < n)
+		return NULL;
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	/* keep the aligned part, give back the ends */
+	a = (uint8_t *)(((uintptr_t)p + TIDEI_HUGE - 1) & ~(uintptr_t)(TIDEI_HUGE - 1));
+	if (a > p)
+		munmap(p, (size_t)(a - p));
+	if (a + n < p + len)
+		munmap(a + n, (size_t)(p + len - (a + n)));
+#ifdef MADV_HUGEPAGE
+	madvise(a, n, MADV_HUGEPAGE); /* advice only: 4 KiB pages work too */
+#endif
+	return a;
+}
+
+void
+tidei_huge_free(void *p, size_t n)
+{
+	if (p != NULL)
+		munmap(p, n);
 }
 
 int

@@ -29,6 +29,16 @@ void tidei_buf_free(tidei_buf *b);
  *  when full it doubles (the first time to @p first).  Returns 0, or -1
  *  with the array as it was. */
 int tidei_array_grow(void *array, size_t *cap, size_t n, size_t size, size_t first);
+/** Bytes per huge page, the unit of tidei_huge_alloc(). */
+#define TIDEI_HUGE (2u << 20)
+
+/** @p n zeroed bytes (a multiple of TIDEI_HUGE) on a TIDEI_HUGE boundary,
+ *  with the kernel asked to back them with transparent huge pages: for
+ *  large structures read at random, where 4 KiB pages would miss the TLB
+ *  on nearly every access.  NULL when out of memory. */
+void *tidei_huge_alloc(size_t n);
+void tidei_huge_free(void *p, size_t n);
+
 /** Append formatted text (no NUL is counted in len). */
 void tidei_buf_printf(tidei_buf *b, const char *fmt, ...)
 #if defined(__GNUC__)

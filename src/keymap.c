@@ -15,10 +15,40 @@ tidei_keymap_init(tidei_keymap *m)
 	memset(m, 0, sizeof *m);
 }
 
+/* Bucket arrays of a huge page or more get huge pages (a lookup at
+ * 100,000 keys is a random access into 8 MiB). */
+static size_t
+table_bytes(size_t cap)
+{
+	return cap * sizeof(tidei_keymap_bucket);
+}
+
+static tidei_keymap_bucket *
+table_alloc(size_t cap)
+{
+	size_t n = table_bytes(cap);
+
+	if (n >= TIDEI_HUGE && n % TIDEI_HUGE == 0)
+		return tidei_huge_alloc(n);
+	return calloc(cap, sizeof(tidei_keymap_bucket));
+}
+
+static void
+table_free(tidei_keymap_bucket *t, size_t cap)
+{
+	size_t n = table_bytes(cap);
+
+	if (n >= TIDEI_HUGE && n % TIDEI_HUGE == 0)
+		tidei_huge_free(t, n);
+	else
+		free(t);
+}
+
 void
 tidei_keymap_free(tidei_keymap *m)
 {
-	free(m->b);
+	if (m->b != NULL)
+		table_free(m->b, m->mask + 1);
 	free(m->off);
 	tidei_buf_free(&m->keys);
 	tidei_keymap_init(m);
@@ -97,7 +127,7 @@ static int
 grow(tidei_keymap *m)
 {
 	size_t cap = m->mask ? 2 * (m->mask + 1) : 1024;
-	tidei_keymap_bucket *t = calloc(cap, sizeof *t);
+	tidei_keymap_bucket *t = table_alloc(cap);
 
 	if (t == NULL)
 		return -1;
@@ -105,7 +135,8 @@ grow(tidei_keymap *m)
 		for (size_t i = 0; i <= m->mask; i++)
 			if (m->b[i].slot != 0)
 				place(t, cap - 1, &m->b[i]);
-	free(m->b);
+	if (m->b != NULL)
+		table_free(m->b, m->mask + 1);
 	m->b = t;
 	m->mask = cap - 1;
 	return 0;

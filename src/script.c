@@ -39,15 +39,21 @@
 #endif
 #define POOL_CLASSES (POOL_MAX / POOL_STEP + 1)
 #define SLAB_SIZE (64 * 1024)
+/* After this many small slabs, a state that keeps growing (a projection's
+ * states) gets slabs of a huge page: its objects are read at random, and
+ * with 4 KiB pages nearly every such read also misses the TLB. */
+#define SMALL_SLABS 16
 
 typedef struct slab {
 	struct slab *next;
+	size_t size; /* of the whole slab; TIDEI_HUGE ones are mapped */
 	char mem[];
 } slab;
 
 typedef struct pool {
 	void *free[POOL_CLASSES]; /* singly linked through the blocks */
 	slab *slabs;
+	size_t nslabs;
 	char *cur, *end; /* unused part of the newest slab */
 } pool;
 
@@ -85,13 +91,18 @@ pool_get(pool *p, size_t n)
 		return b;
 	}
 	if ((size_t)(p->end - p->cur) < sz) {
-		slab *sl = malloc(sizeof *sl + SLAB_SIZE);
-		if (sl == NULL)
+		size_t size = sizeof(slab) + SLAB_SIZE;
+		slab *sl = NULL;
+		if (p->nslabs >= SMALL_SLABS && (sl = tidei_huge_alloc(TIDEI_HUGE)) != NULL)
+			size = TIDEI_HUGE;
+		else if ((sl = malloc(size)) == NULL)
 			return NULL;
 		sl->next = p->slabs;
+		sl->size = size;
 		p->slabs = sl;
+		p->nslabs++;
 		p->cur = sl->mem;
-		p->end = sl->mem + SLAB_SIZE;
+		p->end = (char *)sl + size;
 	}
 	b = p->cur;
 	p->cur += sz;
@@ -112,7 +123,10 @@ pool_free_all(pool *p)
 {
 	while (p->slabs != NULL) {
 		slab *next = p->slabs->next;
-		free(p->slabs);
+		if (p->slabs->size == TIDEI_HUGE)
+			tidei_huge_free(p->slabs, TIDEI_HUGE);
+		else
+			free(p->slabs);
 		p->slabs = next;
 	}
 }

@@ -32,6 +32,7 @@
 #include <event2/event.h>
 #include <lmdb.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2415,8 +2416,10 @@ START_TEST(keymap_slots)
 	int fresh;
 
 	tidei_keymap_init(&m);
-	for (int round = 0; round < 3; round++) {
-		int n = round == 1 ? 20 : 5000; /* round 2 clears few keys in a big table */
+	for (int round = 0; round < 4; round++) {
+		/* round 1 clears few keys in a big table; round 3 grows the
+		 * buckets past a huge page */
+		int n = round == 1 ? 20 : round == 3 ? 70000 : 5000;
 		for (int i = 0; i < n; i++) {
 			int len = snprintf(k, sizeof k,
 					   i % 2 ? "key-%d" : "a-long-shared-prefix-%d", i);
@@ -2446,7 +2449,26 @@ START_TEST(keymap_slots)
 		ck_assert_int_eq(fresh, 1);
 		tidei_keymap_clear(&m);
 	}
+	ck_assert_uint_ge((m.mask + 1) * sizeof *m.b, TIDEI_HUGE);
 	tidei_keymap_free(&m);
+}
+END_TEST
+
+/* Huge-page allocations: aligned, zeroed, writable, and given back. */
+START_TEST(huge_alloc_aligned)
+{
+	for (int k = 1; k <= 3; k++) {
+		size_t n = (size_t)k * TIDEI_HUGE;
+		unsigned char *p = tidei_huge_alloc(n);
+		ck_assert_ptr_nonnull(p);
+		ck_assert_uint_eq((uintptr_t)p % TIDEI_HUGE, 0);
+		ck_assert_uint_eq(p[0] | p[n / 2] | p[n - 1], 0);
+		memset(p, 0xab, n);
+		ck_assert_uint_eq(p[n - 1], 0xab);
+		tidei_huge_free(p, n);
+	}
+	ck_assert_ptr_null(tidei_huge_alloc(0));
+	ck_assert_ptr_null(tidei_huge_alloc(TIDEI_HUGE + 1)); /* not a whole number of them */
 }
 END_TEST
 
@@ -2477,6 +2499,7 @@ projection_suite(void)
 	tcase_add_checked_fixture(misc, NULL, th_cleanup);
 	tcase_set_timeout(misc, 60);
 	tcase_add_test(misc, keymap_slots);
+	tcase_add_test(misc, huge_alloc_aligned);
 	tcase_add_test(misc, failing_handler_stops_the_projection);
 	tcase_add_test(misc, state_encoding_keeps_values);
 	tcase_add_test(misc, unencodable_state_stops_at_once);
