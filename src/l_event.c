@@ -276,19 +276,24 @@ lazy_pairs(lua_State *L)
 	return 3;
 }
 
-/* Make the table at @p idx plain if it is lazy data.  [-0, +0, e] */
-static void
-lazy_settle(lua_State *L, int idx)
+/* Ready the table at @p idx for encoding with one look at its metatable:
+ * lazy data is made plain, and the result says whether tide.array marks
+ * it as an array.  [-0, +0, e] */
+static int
+settle_table(lua_State *L, int idx)
 {
-	int lazy;
+	int lazy, marked;
 
 	if (!lua_getmetatable(L, idx))
-		return;
+		return 0;
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
 	lazy = lua_rawequal(L, -1, -2);
-	lua_pop(L, 2);
+	luaL_getmetatable(L, TIDEI_ARRAY_MT);
+	marked = lua_rawequal(L, -1, -3);
+	lua_pop(L, 3);
 	if (lazy)
 		lazy_materialize(L, idx);
+	return marked;
 }
 
 /* Push the encoded object @p p (@p n bytes) of the event object at
@@ -619,19 +624,16 @@ tidei_lua_open_event(lua_State *L)
  * Lua -> encoded value
  * ------------------------------------------------------------------------ */
 
+/* Whether the table at @p idx encodes as an array (@p marked: by
+ * tide.array), and its length. */
 static int
-is_array(lua_State *L, int idx, lua_Integer *len)
+is_array(lua_State *L, int idx, int marked, lua_Integer *len)
 {
 	lua_Integer n = (lua_Integer)lua_rawlen(L, idx), keys = 0;
 
-	if (lua_getmetatable(L, idx)) {
-		luaL_getmetatable(L, TIDEI_ARRAY_MT);
-		int marked = lua_rawequal(L, -1, -2);
-		lua_pop(L, 2);
-		if (marked) {
-			*len = n;
-			return 1;
-		}
+	if (marked) {
+		*len = n;
+		return 1;
 	}
 	if (n == 0)
 		return 0;
@@ -826,8 +828,7 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 					 TIDEI_JSON_MAXDEPTH);
 		luaL_checkstack(L, 4, "table nested too deeply");
 		idx = lua_absindex(L, idx);
-		lazy_settle(L, idx);
-		if (is_array(L, idx, &len)) {
+		if (is_array(L, idx, settle_table(L, idx), &len)) {
 			tidei_val_array(out, (uint32_t)len);
 			for (lua_Integer k = 1; k <= len; k++) {
 				lua_rawgeti(L, idx, k);
