@@ -41,6 +41,7 @@ static const struct opt {
 	OPT("instruction_budget", T_COUNT, instruction_budget),
 	OPT("memory_limit", T_SIZE, memory_limit),
 	OPT("max_emits", T_COUNT, max_emits),
+	OPT("build_threads", T_COUNT, build_threads),
 	OPT("log_level", T_LEVEL, log_level),
 	OPT("lua_path", T_STR, lua_path),
 	OPT("allow", T_LIST, allow),

@@ -24,6 +24,7 @@ struct tide_config {
 	uint64_t instruction_budget;
 	uint64_t memory_limit;
 	uint64_t max_emits;
+	uint64_t build_threads; /* 0: one per CPU (at most 8) */
 	int log_level;
 	char *lua_path;
 	char **scripts;

@@ -194,10 +194,20 @@ abort:
 /* Arm the timer for the next retry.  It may fire a little early (libevent
  * measures from the time it cached when the loop woke), so a turn that
  * finds nothing due arms it again. */
+/* When a turn is due without input: a consumer's retry, or a look at a
+ * projection build's threads; -1 for never. */
+static int64_t
+next_wake(tide_engine *e)
+{
+	int64_t a = tidei_consumers_next_retry(e->cs), b = tidei_projections_next_poll(e->ps);
+
+	return a < 0 ? b : b < 0 || a < b ? a : b;
+}
+
 static void
 schedule_retry(tide_engine *e)
 {
-	int64_t next = tidei_consumers_next_retry(e->cs);
+	int64_t next = next_wake(e);
 
 	if (next >= 0)
 		tidei_loop_schedule_in(&e->loop, next - tidei_now());
@@ -206,7 +216,7 @@ schedule_retry(tide_engine *e)
 static int
 retry_due(tide_engine *e)
 {
-	int64_t next = tidei_consumers_next_retry(e->cs);
+	int64_t next = next_wake(e);
 
 	return next >= 0 && next <= tidei_now();
 }
@@ -552,8 +562,20 @@ new_runtime(tide_engine *e, tidei_consumers **cs, tidei_projections **ps)
 	co.projection_ud = e;
 	rc = tidei_consumers_new(cs, &co, e->err);
 	if (rc == TIDE_OK) {
+		tidei_pbuild_env be;
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		memset(&be, 0, sizeof be);
+		be.script = co.script;
+		be.scripts = (const char *const *)e->cfg->scripts;
+		be.nscripts = e->cfg->nscripts;
+		/* a build's threads: one per CPU unless configured */
+		be.threads = e->cfg->build_threads ? (unsigned)e->cfg->build_threads
+			     : cpus > 8            ? 8
+			     : cpus > 1            ? (unsigned)cpus
+						   : 1;
 		memset(&po, 0, sizeof po);
 		po.script = tidei_consumers_script(*cs);
+		po.build = &be;
 		po.turn_budget = (size_t)e->cfg->turn_events;
 		po.log = elog;
 		po.log_ud = e;

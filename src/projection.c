@@ -48,6 +48,7 @@
 #include "l_tide.h"
 #include "dlq.h"
 #include "keymap.h"
+#include "pbuild.h"
 #include "projection.h"
 
 /* Encode and write the cached states when this many keys are held. */
@@ -68,6 +69,10 @@
 #define GC_PER_TURN 20000
 /* Check the turn's clock every so many events. */
 #define CLOCK_EVERY 16
+/* A build shares its work among threads (pbuild.h) when at least this many
+ * events are left; the engine looks at their progress this often. */
+#define PAR_MIN_EVENTS 4096
+#define PAR_POLL_NS 10000000ll
 
 typedef struct handler {
 	char *pattern;
@@ -81,23 +86,30 @@ typedef struct proj {
 	uint64_t hash; /* of the definition: version and script file */
 	int64_t version;
 	int key_ref, filter_ref, init_ref;
-	char *key_path; /* key = "data.account": found in C, no Lua call */
-	int key_attr;   /* its attribute (TIDEI_A_*), TIDEI_NATTR for data, -1 for an extension */
-	handler *h;     /* exact types first, then prefixes longest first, then "*" */
+	int parallel;       /* spec.parallel: its builds may be shared among threads */
+	uint64_t par_until; /* the last event the helpers apply */
+	char *key_path;     /* key = "data.account": found in C, no Lua call */
+	int key_attr; /* its attribute (TIDEI_A_*), TIDEI_NATTR for data, -1 for an extension */
+	handler *h;   /* exact types first, then prefixes longest first, then "*" */
 	size_t nh;
 	tidei_proj_meta meta;
-	int meta_changed;   /* by load(): a new definition starts a build */
-	tidei_keymap keys;  /* keys touched since the last write, each with a slot */
-	int cache_ref;      /* Lua table: slot + 1 -> that key's state */
-	uint64_t done;      /* a rebuild's progress in memory, ahead of meta.build_seq */
-	int64_t flushed_at; /* when the states were last written */
-	tidei_buf out;      /* encoded states, between encoding and writing */
+	int meta_changed;    /* by load(): a new definition starts a build */
+	tidei_keymap keys;   /* keys touched since the last write, each with a slot */
+	int cache_ref;       /* Lua table: slot + 1 -> that key's state */
+	uint64_t done;       /* a rebuild's progress in memory, ahead of meta.build_seq */
+	int64_t flushed_at;  /* when the states were last written */
+	tidei_buf out;       /* encoded states, between encoding and writing */
+	MDB_txn *txn;        /* where stored states are read */
+	tidei_pbuild *par;   /* the build's helpers, while they run */
+	uint64_t par_commit; /* a checkpoint of theirs, written in this turn */
+	int par_off;         /* the helpers stopped: this build goes on alone */
 	/* the event being applied */
 	const struct tide_event *ev;
 	int handler_ref;
 	struct {
 		MDB_cursor *cur;
 		uint64_t seq, done; /* the event being applied; the last one applied */
+		uint64_t until;     /* the last event to apply */
 		size_t handled, seen, budget;
 		int64_t deadline;
 		int rebuilding;
@@ -112,6 +124,9 @@ struct tidei_projections {
 	proj *v;
 	size_t n, cap;
 	tidei_projections_opts o;
+	tidei_pbuild_env *build; /* how helpers load the scripts; NULL: no helpers */
+	unsigned part, nparts;   /* in a helper: its part of the keys */
+	int64_t poll_at;         /* a turn is wanted then (helpers running), or -1 */
 	char err[TIDEI_ERRLEN];
 };
 
@@ -377,6 +392,8 @@ proj_free(lua_State *L, proj *p)
 			luaL_unref(L, LUA_REGISTRYINDEX, p->h[k].ref);
 	}
 	free(p->h);
+	tidei_pbuild_destroy(p->par);
+	p->par = NULL;
 	tidei_buf_free(&p->out);
 	tidei_keymap_free(&p->keys);
 	if (L) {
@@ -391,7 +408,8 @@ int
 tidei_projections_define(tidei_projections *ps, lua_State *L, const char *name, int spec,
 			 const char *script, const char *where, char *err)
 {
-	static const char *const known[] = { "version", "key", "filter", "init", "on", NULL };
+	static const char *const known[] = { "version", "key",      "filter", "init",
+					     "on",      "parallel", NULL };
 	proj p;
 	int rc;
 	size_t nl = strlen(name), wl;
@@ -422,6 +440,15 @@ tidei_projections_define(tidei_projections *ps, lua_State *L, const char *name, 
 	}
 	memset(&p, 0, sizeof p);
 	p.key_ref = p.filter_ref = p.init_ref = p.cache_ref = LUA_NOREF;
+	p.parallel = 1;
+	if (lua_getfield(L, spec, "parallel") != LUA_TNIL) {
+		if (!lua_isboolean(L, -1)) {
+			lua_pop(L, 1);
+			return tidei_err(err, TIDE_EINVAL, "'parallel' must be true or false");
+		}
+		p.parallel = lua_toboolean(L, -1);
+	}
+	lua_pop(L, 1);
 	if (lua_getfield(L, spec, "version") != LUA_TNIL) {
 		if (!lua_isinteger(L, -1)) {
 			lua_pop(L, 1);
@@ -520,6 +547,13 @@ tidei_projections_new(tidei_projections **out, const tidei_projections_opts *o, 
 	if (ps == NULL)
 		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	ps->o = *o;
+	ps->poll_at = -1;
+	if (o->build != NULL && o->build->threads > 1 && !o->memory_only &&
+	    (ps->build = tidei_pbuild_env_copy(o->build)) == NULL) {
+		free(ps);
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	}
+	ps->o.build = ps->build;
 	if (ps->o.rebuild_ns <= 0)
 		ps->o.rebuild_ns = 50000000; /* 50 ms a turn */
 	*out = ps;
@@ -535,6 +569,7 @@ tidei_projections_destroy(tidei_projections *ps)
 	for (size_t k = 0; k < ps->n; k++)
 		proj_free(NULL, &ps->v[k]);
 	free(ps->v);
+	tidei_pbuild_env_free(ps->build);
 	free(ps);
 }
 
@@ -542,6 +577,31 @@ size_t
 tidei_projections_count(const tidei_projections *ps)
 {
 	return ps->n;
+}
+
+uint64_t
+tidei_projections_hash(const tidei_projections *ps, const char *name)
+{
+	for (size_t k = 0; k < ps->n; k++)
+		if (strcmp(ps->v[k].name, name) == 0)
+			return ps->v[k].hash;
+	return 0;
+}
+
+int64_t
+tidei_projections_next_poll(const tidei_projections *ps)
+{
+	return ps->poll_at;
+}
+
+/* Stop a build's helpers; what they did since their last checkpoint is
+ * done again (alone, or by new helpers). */
+static void
+stop_helpers(proj *p)
+{
+	tidei_pbuild_destroy(p->par);
+	p->par = NULL;
+	p->par_commit = 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -556,6 +616,8 @@ begin_build(proj *p)
 
 	p->meta.build = top + 1;
 	p->meta.build_seq = 0;
+	stop_helpers(p);
+	p->par_off = 0;
 	p->meta.hash = p->hash;
 	p->meta.version = p->version;
 	p->meta.faulted = 0;
@@ -648,8 +710,10 @@ tidei_projections_reload(tidei_projections *ps, tidei_log *log)
 	MDB_txn *txn;
 	int rc;
 
-	for (size_t k = 0; k < ps->n; k++)
+	for (size_t k = 0; k < ps->n; k++) {
+		stop_helpers(&ps->v[k]);
 		new_cache(ps, &ps->v[k]);
+	}
 	if (ps->n == 0)
 		return TIDE_OK;
 	if ((rc = tidei_log_read_begin(log, &txn)) != TIDE_OK)
@@ -702,7 +766,7 @@ push_stored(lua_State *L, tidei_projections *ps, proj *p, const char *k, size_t 
 	}
 	kv.mv_size = state_key(key, p->name, p->meta.build, k, klen);
 	kv.mv_data = key;
-	if (mdb_get(p->log->txn, p->log->state, &kv, &v) != 0) {
+	if (mdb_get(p->txn, p->log->state, &kv, &v) != 0) {
 		lua_pushnil(L);
 		return;
 	}
@@ -710,6 +774,35 @@ push_stored(lua_State *L, tidei_projections *ps, proj *p, const char *k, size_t 
 	r.end = r.p + v.mv_size;
 	if (tidei_lua_push_val(L, &r) != 0)
 		luaL_error(L, "stored state of key '%s' is corrupt", lua_pushlstring(L, k, klen));
+}
+
+/* In a build helper: whether key @p k falls in this helper's part. */
+static int
+in_part(const tidei_projections *ps, const char *k, size_t klen)
+{
+	return ps->nparts < 2 ||
+	       fnv(k, klen, 0xcbf29ce484222325ull) % ps->nparts == (uint64_t)ps->part;
+}
+
+/* In a build helper: 1 if the event is certainly another helper's, by a
+ * key read in C (the key function must run to tell). */
+static int
+not_in_part(const proj *p, const struct tide_event *ev)
+{
+	const char *k = NULL;
+	size_t klen = 0;
+	char num[32];
+
+	if (p->ps->nparts < 2 || p->key_ref != LUA_NOREF)
+		return 0;
+	if (p->key_path != NULL) {
+		if (key_by_path(p, ev, &k, &klen, num) != 1)
+			return 0; /* no key, or a wrong one: every helper sees to it */
+	} else {
+		k = ev->attr[TIDEI_A_SUBJECT];
+		klen = ev->len[TIDEI_A_SUBJECT];
+	}
+	return k != NULL && !in_part(p->ps, k, klen);
 }
 
 /* Apply p->ev with the handler p->handler_ref.  [-0, +(0..4), e] */
@@ -723,6 +816,8 @@ apply(lua_State *L, proj *p)
 	long slot;
 	int evi, fresh, si;
 
+	if (not_in_part(p, ev))
+		return;
 	tidei_lua_push_event(L, ev);
 	evi = lua_gettop(L);
 	if (p->filter_ref != LUA_NOREF) {
@@ -767,6 +862,10 @@ apply(lua_State *L, proj *p)
 	}
 	if (klen == 0 || klen > max)
 		luaL_error(L, "key must be 1 to %d bytes long", (int)max);
+	if (!in_part(ps, k, klen)) {
+		tidei_lua_expire_event(L, evi);
+		return;
+	}
 	/* state: touched since the last write, stored, or new */
 	if ((slot = tidei_keymap_put(&p->keys, k, klen, &fresh)) < 0)
 		luaL_error(L, "not enough memory for the projection's keys");
@@ -836,6 +935,8 @@ l_run(lua_State *L)
 	     mrc = mdb_cursor_get(p->run.cur, &k, &v, MDB_NEXT)) {
 		struct tide_event ev;
 		memcpy(&p->run.seq, k.mv_data, 8);
+		if (p->run.seq > p->run.until)
+			break;
 		if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
 			p->run.corrupt = 1;
 			break;
@@ -920,9 +1021,10 @@ by_key(const void *a, const void *b)
 	return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
 }
 
-/* Write the encoded states, in key order (neighbouring B-tree pages). */
+/* Write encoded states (@p nout buffers of l_encode's records, with no
+ * key twice), in key order: neighbouring B-tree pages. */
 static int
-write_states(proj *p, char *err)
+write_states(proj *p, const tidei_buf *const *out, size_t nout, char *err)
 {
 	uint8_t key[KEYMAX + 1];
 	rec *v = NULL;
@@ -930,20 +1032,22 @@ write_states(proj *p, char *err)
 	int rc = TIDE_OK, mrc, append = 1;
 	MDB_cursor *cur;
 
-	for (size_t at = 0; at < p->out.len;) {
-		rec r;
-		r.klen = tidei_ld32(p->out.p + at);
-		r.key = p->out.p + at + 4;
-		at += 4 + r.klen;
-		r.vlen = tidei_ld32(p->out.p + at);
-		r.val = p->out.p + at + 4;
-		at += 4 + (r.vlen == UINT32_MAX ? 0 : r.vlen);
-		if (tidei_array_grow(&v, &cap, n, sizeof *v, 1024) != 0) {
-			free(v);
-			return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	for (size_t b = 0; b < nout; b++)
+		for (size_t at = 0; at < out[b]->len;) {
+			const uint8_t *o = out[b]->p;
+			rec r;
+			r.klen = tidei_ld32(o + at);
+			r.key = o + at + 4;
+			at += 4 + r.klen;
+			r.vlen = tidei_ld32(o + at);
+			r.val = o + at + 4;
+			at += 4 + (r.vlen == UINT32_MAX ? 0 : r.vlen);
+			if (tidei_array_grow(&v, &cap, n, sizeof *v, 1024) != 0) {
+				free(v);
+				return tidei_err(err, TIDE_ENOMEM, "out of memory");
+			}
+			v[n++] = r;
 		}
-		v[n++] = r;
-	}
 	if (n > 0)
 		qsort(v, n, sizeof *v, by_key);
 	if ((mrc = mdb_cursor_open(p->log->txn, p->log->state, &cur)) != 0) {
@@ -1002,7 +1106,10 @@ flush(tidei_projections *ps, proj *p, char *err)
 		tidei_buf_reset(&p->out);
 		return tidei_err(err, TIDE_ESCRIPT, "%s", why);
 	}
-	rc = write_states(p, err);
+	{
+		const tidei_buf *out = &p->out;
+		rc = write_states(p, &out, 1, err);
+	}
 	tidei_buf_reset(&p->out);
 	return rc;
 }
@@ -1065,21 +1172,155 @@ gc_step(proj *p, tidei_log *log, int *more)
 	return TIDE_OK;
 }
 
+/* ------------------------------------------------------------------------
+ * Builds shared with helper threads (pbuild.h)
+ * ------------------------------------------------------------------------ */
+
+#define PAR_MAX_THREADS 16
+
+static void
+poll_soon(tidei_projections *ps, int64_t now)
+{
+	if (ps->poll_at < 0 || now + PAR_POLL_NS < ps->poll_at)
+		ps->poll_at = now + PAR_POLL_NS;
+}
+
+static void
+relay_log(void *ud, int level, const char *msg)
+{
+	LOG((tidei_projections *)ud, level, "%s", msg);
+}
+
+/* Start the helpers when a build has enough events ahead. */
+static void
+start_helpers(tidei_projections *ps, proj *p, tidei_log *log, int64_t now)
+{
+	tidei_pbuild_opts o;
+	char why[TIDEI_ERRLEN];
+	uint64_t from = p->meta.build_seq;
+
+	if (ps->build == NULL || !p->parallel || p->par_off || p->meta.faulted || p->keys.n > 0 ||
+	    p->done > from || log->committed < from + PAR_MIN_EVENTS)
+		return;
+	memset(&o, 0, sizeof o);
+	o.env = ps->build;
+	o.log = log;
+	o.name = p->name;
+	o.hash = p->hash;
+	o.gen = p->meta.build;
+	o.after = from;
+	o.until = log->committed; /* what their own transactions can see */
+	o.threads = ps->build->threads < PAR_MAX_THREADS ? ps->build->threads : PAR_MAX_THREADS;
+	if (tidei_pbuild_start(&p->par, &o, why) != TIDE_OK) {
+		LOG(ps, TIDE_LOG_WARN, "projection '%s': %s; the build goes on in one thread",
+		    p->name, why);
+		p->par_off = 1;
+		return;
+	}
+	p->par_until = o.until;
+	p->flushed_at = now;
+	LOG(ps, TIDE_LOG_INFO, "projection '%s': building events %llu to %llu on %u threads",
+	    p->name, (unsigned long long)from + 1, (unsigned long long)o.until, o.threads);
+}
+
+/* A build shared with helpers: start them, write their checkpoints, or
+ * see that they stopped.  *@p busy while they have the build. */
+static int
+helpers(tidei_projections *ps, proj *p, tidei_log *log, int64_t now, int *more, int *busy,
+	char *err)
+{
+	const tidei_buf *out[PAR_MAX_THREADS];
+	uint64_t seq, at;
+	unsigned n;
+	int r, rc;
+
+	*busy = 0;
+	if (p->par == NULL) {
+		start_helpers(ps, p, log, now);
+		if (p->par != NULL) {
+			*busy = 1;
+			poll_soon(ps, now);
+		}
+		return TIDE_OK;
+	}
+	if (tidei_pbuild_drain_log(p->par, relay_log, ps) > 0)
+		LOG(ps, TIDE_LOG_WARN,
+		    "projection '%s': some lines its handlers printed were dropped", p->name);
+	if (p->par_commit != 0) { /* the last checkpoint has committed */
+		tidei_pbuild_resume(p->par, p->par_commit);
+		p->par_commit = 0;
+	}
+	r = tidei_pbuild_poll(p->par, &seq);
+	if (r < 0) {
+		const char *why = tidei_pbuild_error(p->par, &at);
+		LOG(ps, TIDE_LOG_INFO,
+		    "projection '%s': the build's threads stopped (%s); it goes on from event "
+		    "%llu in one thread",
+		    p->name, why, (unsigned long long)p->meta.build_seq + 1);
+		stop_helpers(p);
+		p->par_off = 1;
+		return TIDE_OK;
+	}
+	if (r == 0) {
+		if (now - p->flushed_at >= REBUILD_FLUSH_NS ||
+		    tidei_pbuild_held(p->par) >= REBUILD_KEYS)
+			tidei_pbuild_checkpoint(p->par);
+		*busy = 1;
+		poll_soon(ps, now);
+		return TIDE_OK;
+	}
+	/* a checkpoint: every helper's states and the progress, in one commit */
+	n = tidei_pbuild_parts(p->par);
+	for (unsigned k = 0; k < n; k++)
+		out[k] = tidei_pbuild_states(p->par, k);
+	LOG(ps, TIDE_LOG_DEBUG, "projection '%s': writing the states of its threads at event %llu",
+	    p->name, (unsigned long long)seq);
+	rc = write_states(p, out, n, err);
+	tidei_pbuild_release(p->par);
+	if (rc != TIDE_OK)
+		return rc; /* the turn is undone, and the helpers stopped */
+	p->meta.build_seq = seq;
+	p->flushed_at = now;
+	if (meta_put(log, p->name, &p->meta) != TIDE_OK)
+		return tidei_err(err, TIDE_EIO, "%s", log->err);
+	if (seq >= p->par_until) { /* done: the rest (events since) in one thread */
+		stop_helpers(p);
+		return TIDE_OK;
+	}
+	LOG(ps, TIDE_LOG_INFO, "projection '%s': building, %llu of %llu events (%.0f%%)", p->name,
+	    (unsigned long long)seq, (unsigned long long)log->head,
+	    100.0 * (double)seq / (double)log->head);
+	p->par_commit = seq;
+	*busy = 1;
+	*more = 1; /* a turn soon: it lets the helpers go on after this one commits */
+	return TIDE_OK;
+}
+
 static int
 run_one(tidei_projections *ps, proj *p, tidei_log *log, int *more, char *err)
 {
 	int rebuilding = p->meta.build != p->meta.live;
 	int64_t now = tidei_now(), deadline = now + ps->o.rebuild_ns;
 	size_t handled = 0, budget = ps->o.turn_budget ? ps->o.turn_budget : 20000;
-	uint64_t done = p->done > p->meta.build_seq ? p->done : p->meta.build_seq, seq = done + 1;
+	uint64_t done, seq;
 	char why[TIDEI_ERRLEN], trace[TIDEI_ERRLEN];
 	tidei_proj_meta before = p->meta;
-	int rc = TIDE_OK, mrc;
+	int rc = TIDE_OK, mrc, busy = 0;
 
 	p->log = log;
 	p->ps = ps;
+	p->txn = log->txn;
 	if (p->meta.gc && (rc = gc_step(p, log, more)) != TIDE_OK)
 		return tidei_err(err, rc, "cannot clean up projection %s", p->name);
+	if (rebuilding && (rc = helpers(ps, p, log, now, more, &busy, err)) != TIDE_OK)
+		return rc;
+	if (busy) /* the helpers have the build */
+		return memcmp(&before, &p->meta, sizeof before) == 0 ||
+				       meta_put(log, p->name, &p->meta) == TIDE_OK
+			       ? TIDE_OK
+			       : tidei_err(err, TIDE_EIO, "%s", log->err);
+	done = p->done > p->meta.build_seq ? p->done : p->meta.build_seq;
+	seq = done + 1;
 	if (p->meta.faulted || done >= log->head)
 		goto write;
 	if ((mrc = mdb_cursor_open(log->txn, log->events, &p->run.cur)) != 0)
@@ -1089,6 +1330,7 @@ run_one(tidei_projections *ps, proj *p, tidei_log *log, int *more, char *err)
 	p->run.handled = p->run.seen = 0;
 	p->run.budget = budget;
 	p->run.deadline = deadline;
+	p->run.until = UINT64_MAX;
 	p->run.rebuilding = rebuilding;
 	p->run.mrc = 0;
 	p->run.corrupt = 0;
@@ -1166,10 +1408,99 @@ tidei_projections_run(tidei_projections *ps, tidei_log *log, int *more, char *er
 	int rc;
 
 	*more = 0;
+	ps->poll_at = -1;
 	for (size_t k = 0; k < ps->n; k++)
 		if ((rc = run_one(ps, &ps->v[k], log, more, err)) != TIDE_OK)
 			return rc;
 	return TIDE_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Inside a build helper (pbuild.c): one projection, a part of its keys
+ * ------------------------------------------------------------------------ */
+
+void
+tidei_projections_part(tidei_projections *ps, unsigned part, unsigned nparts)
+{
+	ps->part = part;
+	ps->nparts = nparts;
+}
+
+int
+tidei_projections_run_part(tidei_projections *ps, tidei_log *log, MDB_txn *txn, uint32_t gen,
+			   uint64_t after, uint64_t until, uint64_t *at, char *err)
+{
+	proj *p = ps->n == 1 ? &ps->v[0] : NULL;
+	char why[TIDEI_ERRLEN];
+	int rc, mrc;
+
+	*at = 0;
+	if (p == NULL)
+		return tidei_err(err, TIDE_ESTATE, "no projection to build");
+	p->log = log;
+	p->ps = ps;
+	p->txn = txn;
+	p->meta.build = gen;
+	if ((mrc = mdb_cursor_open(txn, log->events, &p->run.cur)) != 0)
+		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log: %s",
+				 mdb_strerror(mrc));
+	p->run.seq = after + 1;
+	p->run.done = after;
+	p->run.until = until;
+	p->run.handled = p->run.seen = 0;
+	p->run.budget = SIZE_MAX;
+	p->run.deadline = INT64_MAX;
+	p->run.rebuilding = 1;
+	p->run.mrc = 0;
+	p->run.corrupt = 0;
+	rc = tidei_script_protect(ps->o.script, l_run, p, why, NULL);
+	p->ev = NULL;
+	mdb_cursor_close(p->run.cur);
+	p->run.cur = NULL;
+	if (rc != TIDE_OK) {
+		*at = p->run.seq;
+		return tidei_err(err, TIDE_ESCRIPT, "event %llu: %s", (unsigned long long)*at, why);
+	}
+	if (p->run.corrupt) {
+		*at = p->run.seq;
+		return tidei_err(err, TIDE_EIO, "event %llu is corrupt", (unsigned long long)*at);
+	}
+	if (p->run.mrc != 0 && p->run.mrc != MDB_NOTFOUND)
+		return tidei_err(err, tidei_err_mdb(p->run.mrc), "cannot read the log: %s",
+				 mdb_strerror(p->run.mrc));
+	if (p->run.done < until && p->run.seq <= until)
+		return tidei_err(err, TIDE_EIO, "the log ends before event %llu",
+				 (unsigned long long)until);
+	return TIDE_OK;
+}
+
+int
+tidei_projections_take(tidei_projections *ps, tidei_buf *out, char *err)
+{
+	proj *p = &ps->v[0];
+	char why[TIDEI_ERRLEN];
+	tidei_buf t;
+	int rc;
+
+	tidei_buf_reset(out);
+	if (ps->n != 1 || p->keys.n == 0)
+		return TIDE_OK;
+	rc = tidei_script_protect(ps->o.script, l_encode, p, why, NULL);
+	new_cache(ps, p);
+	if (rc != TIDE_OK) {
+		tidei_buf_reset(&p->out);
+		return tidei_err(err, TIDE_ESCRIPT, "%s", why);
+	}
+	t = *out;
+	*out = p->out;
+	p->out = t;
+	return TIDE_OK;
+}
+
+size_t
+tidei_projections_held(const tidei_projections *ps)
+{
+	return ps->n == 1 ? ps->v[0].keys.n : 0;
 }
 
 /* ------------------------------------------------------------------------

@@ -12,15 +12,17 @@
 #include <stdint.h>
 
 #include "log.h"
+#include "pbuild.h"
 #include "script.h"
 
 typedef struct tidei_projections tidei_projections;
 
 typedef struct tidei_projections_opts {
-	tidei_script *script; /* the Lua state of the scripts (not owned) */
-	size_t turn_budget;   /* events a live projection takes per turn */
-	int64_t rebuild_ns;   /* time a projection may take per turn */
-	int memory_only;      /* replay: state lives in Lua only, nothing is written */
+	tidei_script *script;          /* the Lua state of the scripts (not owned) */
+	size_t turn_budget;            /* events a live projection takes per turn */
+	int64_t rebuild_ns;            /* time a projection may take per turn */
+	int memory_only;               /* replay: state lives in Lua only, nothing is written */
+	const tidei_pbuild_env *build; /* builds shared among threads (copied); NULL: none */
 	void (*log)(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
 	void *log_ud;
 } tidei_projections_opts;
@@ -50,6 +52,32 @@ int tidei_projections_reload(tidei_projections *ps, tidei_log *log);
 int tidei_projections_rebuild(tidei_projections *ps, tidei_log *log, const char *name);
 
 size_t tidei_projections_count(const tidei_projections *ps);
+
+/** The definition hash of @p name (0 if there is no such projection). */
+uint64_t tidei_projections_hash(const tidei_projections *ps, const char *name);
+
+/** When the engine should run a turn even if nothing arrives (a build's
+ *  helper threads are running), or -1. */
+int64_t tidei_projections_next_poll(const tidei_projections *ps);
+
+/* In a build helper (pbuild.c), whose projections hold just the one being
+ * built: */
+
+/** Apply only the keys of part @p part of @p nparts (by a hash of the key). */
+void tidei_projections_part(tidei_projections *ps, unsigned part, unsigned nparts);
+
+/** Apply the events (@p after, @p until] for generation @p gen, reading
+ *  events and stored states through @p txn.  TIDE_ESCRIPT when a handler
+ *  failed (*@p at is the event), or another error. */
+int tidei_projections_run_part(tidei_projections *ps, tidei_log *log, MDB_txn *txn, uint32_t gen,
+			       uint64_t after, uint64_t until, uint64_t *at, char *err);
+
+/** Encode the states held in memory into @p out and forget them.
+ *  TIDE_ESCRIPT when a state cannot be encoded. */
+int tidei_projections_take(tidei_projections *ps, tidei_buf *out, char *err);
+
+/** Keys held in memory. */
+size_t tidei_projections_held(const tidei_projections *ps);
 
 /** Replay: apply one event to every projection, in memory. */
 int tidei_projections_apply(tidei_projections *ps, const struct tide_event *ev, char *err);

@@ -1,0 +1,540 @@
+/*
+ * pbuild.c - a projection's build shared among threads (see pbuild.h).
+ *
+ * Each helper walks the events (after, until] a step at a time.  Between
+ * steps it publishes how far it is and how many keys it holds, and looks
+ * for a checkpoint request: the engine asks for one at a seq beyond every
+ * helper's current step, so that all of them stop exactly there.  A helper
+ * that reaches the checkpoint encodes its states, hands them over and
+ * waits for the commit; at `until` it hands over its last states and
+ * ends.
+ */
+#include "config.h"
+
+#include <lauxlib.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pbuild.h"
+#include "projection.h"
+
+/* Events a helper applies between looks at the shared state. */
+#define STEP 4096
+/* Renew a helper's read transaction every so many steps, so that it does
+ * not keep the pages the engine frees meanwhile from being reused. */
+#define RENEW_STEPS 64
+/* Bytes of handler output waiting for the engine's log at most. */
+#define LOG_MAX 65536
+
+typedef struct part {
+	struct tidei_pbuild *b;
+	pthread_t thread;
+	int started;
+	unsigned index;
+	/* under b->mu */
+	uint64_t pos;    /* events up to here are applied */
+	size_t held;     /* keys in memory */
+	uint64_t posted; /* seq of the states handed over, 0 for none */
+	tidei_buf states;
+	int ended; /* at until, or stopped */
+} part;
+
+struct tidei_pbuild {
+	tidei_pbuild_opts o;
+	char *name;
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* helpers waiting for a commit */
+	part *parts;
+	unsigned n;
+	/* under mu */
+	uint64_t target;  /* a checkpoint wanted at this seq; 0 for none */
+	uint64_t resumed; /* the last checkpoint that committed */
+	int cancel;
+	int failed;
+	uint64_t fail_seq;
+	char err[TIDEI_ERRLEN];
+	tidei_buf logs; /* level byte, message, NUL; repeated */
+	size_t dropped;
+};
+
+/* ------------------------------------------------------------------------
+ * The environment
+ * ------------------------------------------------------------------------ */
+
+static char **
+copy_list(const char *const *v, size_t n)
+{
+	char **c = calloc(n + 1, sizeof *c);
+
+	for (size_t k = 0; c && k < n; k++)
+		if ((c[k] = strdup(v[k])) == NULL) {
+			for (size_t j = 0; j < k; j++)
+				free(c[j]);
+			free(c);
+			return NULL;
+		}
+	return c;
+}
+
+static size_t
+list_len(const char *const *v)
+{
+	size_t n = 0;
+
+	while (v && v[n])
+		n++;
+	return n;
+}
+
+tidei_pbuild_env *
+tidei_pbuild_env_copy(const tidei_pbuild_env *src)
+{
+	tidei_pbuild_env *e = calloc(1, sizeof *e);
+	char *path = NULL;
+	char **allow = NULL, **scripts = NULL;
+
+	if (e == NULL)
+		return NULL;
+	*e = *src;
+	if (src->script.lua_path && (path = strdup(src->script.lua_path)) == NULL)
+		goto fail;
+	if (src->script.allow &&
+	    (allow = copy_list(src->script.allow, list_len(src->script.allow))) == NULL)
+		goto fail;
+	if ((scripts = copy_list(src->scripts, src->nscripts)) == NULL)
+		goto fail;
+	e->script.lua_path = path;
+	e->script.allow = (const char *const *)allow;
+	e->scripts = (const char *const *)scripts;
+	return e;
+fail:
+	free(path);
+	free(allow);
+	free(e);
+	return NULL;
+}
+
+void
+tidei_pbuild_env_free(tidei_pbuild_env *e)
+{
+	if (e == NULL)
+		return;
+	free((char *)e->script.lua_path);
+	for (size_t k = 0; e->script.allow && e->script.allow[k]; k++)
+		free((char *)e->script.allow[k]);
+	free((char **)e->script.allow);
+	for (size_t k = 0; k < e->nscripts; k++)
+		free((char *)e->scripts[k]);
+	free((char **)e->scripts);
+	free(e);
+}
+
+/* ------------------------------------------------------------------------
+ * A helper
+ * ------------------------------------------------------------------------ */
+
+typedef struct helper {
+	part *pt;
+	tidei_pbuild *b;
+	tidei_projections *ps;
+	const char *loading;
+	int loaded;
+} helper;
+
+static int
+host_on(void *ud, const tidei_on_opts *o, int ref, const char *where, char *err)
+{
+	(void)ud;
+	(void)o;
+	(void)ref;
+	(void)where;
+	(void)err;
+	return TIDE_OK; /* consumers stay with the engine */
+}
+
+static int
+host_once(void *ud, const char *key, size_t n, int *first, char *err)
+{
+	(void)ud;
+	(void)key;
+	(void)n;
+	(void)first;
+	/* as in the engine, where projections are not consumers */
+	return tidei_err(err, TIDE_ESTATE, "tide.once can only be called from a handler");
+}
+
+static int
+host_emit(void *ud, tidei_evb *b, char *err)
+{
+	(void)ud;
+	(void)b;
+	return tidei_err(err, TIDE_ESTATE, "tide.emit can only be called from a handler");
+}
+
+static int
+host_projection(void *ud, lua_State *L, const char *name, int spec, const char *where, char *err)
+{
+	helper *h = ud;
+
+	if (h->loading == NULL)
+		return tidei_err(err, TIDE_ESTATE,
+				 "tide.projection must be called while the script loads");
+	if (strcmp(name, h->b->name) != 0)
+		return TIDE_OK;
+	return tidei_projections_define(h->ps, L, name, spec, h->loading, where, err);
+}
+
+static void
+host_log(void *ud, int level, const char *msg)
+{
+	helper *h = ud;
+	tidei_pbuild *b = h->b;
+	size_t n = strlen(msg);
+	uint8_t lv = (uint8_t)level;
+
+	if (!h->loaded)
+		return; /* the engine printed it when it loaded the script */
+	pthread_mutex_lock(&b->mu);
+	if (b->logs.len + n + 2 > LOG_MAX) {
+		b->dropped++;
+	} else {
+		tidei_buf_put(&b->logs, &lv, 1);
+		tidei_buf_put(&b->logs, msg, n + 1);
+	}
+	pthread_mutex_unlock(&b->mu);
+}
+
+static void
+fail(tidei_pbuild *b, part *pt, uint64_t seq, const char *why)
+{
+	pthread_mutex_lock(&b->mu);
+	if (!b->failed) {
+		b->failed = 1;
+		b->fail_seq = seq;
+		snprintf(b->err, sizeof b->err, "%s", why);
+	}
+	pt->ended = 1;
+	pthread_mutex_unlock(&b->mu);
+}
+
+/* Load the scripts; the projection must be defined as the engine has it. */
+static int
+setup(helper *h, tidei_script **script, char *err)
+{
+	const tidei_pbuild_env *env = h->b->o.env;
+	tidei_projections_opts po;
+	tidei_host host;
+	int rc;
+
+	memset(&host, 0, sizeof host);
+	host.ud = h;
+	host.on = host_on;
+	host.once = host_once;
+	host.emit = host_emit;
+	host.projection = host_projection;
+	host.log = host_log;
+	if ((rc = tidei_script_new(script, &env->script, &host, err)) != TIDE_OK)
+		return rc;
+	memset(&po, 0, sizeof po);
+	po.script = *script;
+	if ((rc = tidei_projections_new(&h->ps, &po, err)) != TIDE_OK)
+		return rc;
+	for (size_t k = 0; k < env->nscripts && rc == TIDE_OK; k++) {
+		h->loading = env->scripts[k];
+		rc = tidei_script_load(*script, env->scripts[k], err);
+	}
+	h->loading = NULL;
+	h->loaded = 1;
+	if (rc != TIDE_OK)
+		return rc;
+	if (tidei_projections_hash(h->ps, h->b->name) != h->b->o.hash)
+		return tidei_err(err, TIDE_ESTATE,
+				 "the definition of '%s' differs from the engine's (was a script "
+				 "changed on disk?)",
+				 h->b->name);
+	tidei_projections_part(h->ps, h->pt->index, h->b->n);
+	return TIDE_OK;
+}
+
+/* At a checkpoint: hand the states over; wait for the commit unless this
+ * is the end.  0 to go on, -1 to stop. */
+static int
+hand_over(helper *h, uint64_t pos, char *err)
+{
+	tidei_pbuild *b = h->b;
+	part *pt = h->pt;
+	tidei_buf states = { 0 };
+	int go;
+
+	if (tidei_projections_take(h->ps, &states, err) != TIDE_OK) {
+		tidei_buf_free(&states);
+		fail(b, pt, pos, err);
+		return -1;
+	}
+	pthread_mutex_lock(&b->mu);
+	tidei_buf_free(&pt->states);
+	pt->states = states;
+	pt->posted = pos;
+	pt->held = 0;
+	if (pos >= b->o.until)
+		pt->ended = 1;
+	while (!pt->ended && !b->cancel && b->resumed < pos)
+		pthread_cond_wait(&b->cv, &b->mu);
+	go = !pt->ended && !b->cancel;
+	pthread_mutex_unlock(&b->mu);
+	return go ? 0 : -1;
+}
+
+static void *
+helper_main(void *arg)
+{
+	part *pt = arg;
+	tidei_pbuild *b = pt->b;
+	helper h;
+	tidei_script *script = NULL;
+	MDB_txn *txn = NULL;
+	char err[TIDEI_ERRLEN];
+	uint64_t pos = b->o.after, at = 0;
+	unsigned steps = 0;
+	int mrc;
+
+	memset(&h, 0, sizeof h);
+	h.pt = pt;
+	h.b = b;
+	if (setup(&h, &script, err) != TIDE_OK) {
+		fail(b, pt, 0, err);
+		goto out;
+	}
+	if ((mrc = mdb_txn_begin(b->o.log->env, NULL, MDB_RDONLY, &txn)) != 0) {
+		snprintf(err, sizeof err, "cannot read the log: %s", mdb_strerror(mrc));
+		fail(b, pt, 0, err);
+		goto out;
+	}
+	while (pos < b->o.until) {
+		uint64_t limit = pos + STEP, target;
+		int stop;
+		pthread_mutex_lock(&b->mu);
+		stop = b->cancel;
+		target = b->target;
+		pthread_mutex_unlock(&b->mu);
+		if (stop)
+			break;
+		if (limit > b->o.until)
+			limit = b->o.until;
+		if (target > pos && target < limit)
+			limit = target;
+		if (tidei_projections_run_part(h.ps, b->o.log, txn, b->o.gen, pos, limit, &at,
+					       err) != TIDE_OK) {
+			fail(b, pt, at, err);
+			break;
+		}
+		pos = limit;
+		pthread_mutex_lock(&b->mu);
+		pt->pos = pos;
+		pt->held = tidei_projections_held(h.ps);
+		pthread_mutex_unlock(&b->mu);
+		if (pos == b->o.until || pos == target) {
+			if (hand_over(&h, pos, err) != 0)
+				break;
+			steps = RENEW_STEPS; /* read what the checkpoint wrote */
+		}
+		if (++steps >= RENEW_STEPS) {
+			steps = 0;
+			mdb_txn_reset(txn);
+			if ((mrc = mdb_txn_renew(txn)) != 0) {
+				snprintf(err, sizeof err, "cannot read the log: %s",
+					 mdb_strerror(mrc));
+				fail(b, pt, 0, err);
+				break;
+			}
+		}
+	}
+out:
+	if (txn != NULL)
+		mdb_txn_abort(txn);
+	tidei_projections_destroy(h.ps);
+	tidei_script_destroy(script);
+	pthread_mutex_lock(&b->mu);
+	pt->ended = 1;
+	pthread_mutex_unlock(&b->mu);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * The engine's side
+ * ------------------------------------------------------------------------ */
+
+int
+tidei_pbuild_start(tidei_pbuild **out, const tidei_pbuild_opts *o, char *err)
+{
+	tidei_pbuild *b = calloc(1, sizeof *b);
+
+	*out = NULL;
+	if (b == NULL || (b->name = strdup(o->name)) == NULL ||
+	    (b->parts = calloc(o->threads, sizeof *b->parts)) == NULL) {
+		if (b)
+			free(b->name);
+		free(b);
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	}
+	b->o = *o;
+	b->o.name = b->name;
+	b->n = o->threads;
+	pthread_mutex_init(&b->mu, NULL);
+	pthread_cond_init(&b->cv, NULL);
+	for (unsigned k = 0; k < b->n; k++) {
+		part *pt = &b->parts[k];
+		pt->b = b;
+		pt->index = k;
+		pt->pos = o->after;
+		if (pthread_create(&pt->thread, NULL, helper_main, pt) != 0) {
+			tidei_pbuild_destroy(b);
+			return tidei_err(err, TIDE_ENOMEM, "cannot start a build thread");
+		}
+		pt->started = 1;
+	}
+	*out = b;
+	return TIDE_OK;
+}
+
+void
+tidei_pbuild_destroy(tidei_pbuild *b)
+{
+	if (b == NULL)
+		return;
+	pthread_mutex_lock(&b->mu);
+	b->cancel = 1;
+	pthread_cond_broadcast(&b->cv);
+	pthread_mutex_unlock(&b->mu);
+	for (unsigned k = 0; k < b->n; k++) {
+		if (b->parts[k].started)
+			pthread_join(b->parts[k].thread, NULL);
+		tidei_buf_free(&b->parts[k].states);
+	}
+	pthread_cond_destroy(&b->cv);
+	pthread_mutex_destroy(&b->mu);
+	tidei_buf_free(&b->logs);
+	free(b->parts);
+	free(b->name);
+	free(b);
+}
+
+int
+tidei_pbuild_poll(tidei_pbuild *b, uint64_t *seq)
+{
+	int ready = 1;
+
+	pthread_mutex_lock(&b->mu);
+	if (b->failed) {
+		pthread_mutex_unlock(&b->mu);
+		return -1;
+	}
+	*seq = b->parts[0].posted;
+	for (unsigned k = 0; k < b->n; k++)
+		ready &= b->parts[k].posted != 0 && b->parts[k].posted == *seq;
+	pthread_mutex_unlock(&b->mu);
+	return ready;
+}
+
+const tidei_buf *
+tidei_pbuild_states(tidei_pbuild *b, unsigned k)
+{
+	return &b->parts[k].states; /* left alone by its helper until released */
+}
+
+unsigned
+tidei_pbuild_parts(const tidei_pbuild *b)
+{
+	return b->n;
+}
+
+void
+tidei_pbuild_release(tidei_pbuild *b)
+{
+	pthread_mutex_lock(&b->mu);
+	for (unsigned k = 0; k < b->n; k++) {
+		tidei_buf_free(&b->parts[k].states);
+		b->parts[k].posted = 0;
+	}
+	b->target = 0;
+	pthread_mutex_unlock(&b->mu);
+}
+
+void
+tidei_pbuild_resume(tidei_pbuild *b, uint64_t seq)
+{
+	pthread_mutex_lock(&b->mu);
+	b->resumed = seq;
+	pthread_cond_broadcast(&b->cv);
+	pthread_mutex_unlock(&b->mu);
+}
+
+void
+tidei_pbuild_checkpoint(tidei_pbuild *b)
+{
+	uint64_t top = 0;
+
+	pthread_mutex_lock(&b->mu);
+	for (unsigned k = 0; k < b->n; k++)
+		if (b->parts[k].pos > top)
+			top = b->parts[k].pos;
+	/* beyond every helper's current step: each of them stops exactly there */
+	if (b->target == 0 && top + STEP + 1 < b->o.until)
+		b->target = top + STEP + 1;
+	pthread_mutex_unlock(&b->mu);
+}
+
+size_t
+tidei_pbuild_held(tidei_pbuild *b)
+{
+	size_t most = 0;
+
+	pthread_mutex_lock(&b->mu);
+	for (unsigned k = 0; k < b->n; k++)
+		if (b->parts[k].held > most)
+			most = b->parts[k].held;
+	pthread_mutex_unlock(&b->mu);
+	return most;
+}
+
+uint64_t
+tidei_pbuild_position(tidei_pbuild *b)
+{
+	uint64_t least = UINT64_MAX;
+
+	pthread_mutex_lock(&b->mu);
+	for (unsigned k = 0; k < b->n; k++)
+		if (b->parts[k].pos < least)
+			least = b->parts[k].pos;
+	pthread_mutex_unlock(&b->mu);
+	return least;
+}
+
+const char *
+tidei_pbuild_error(tidei_pbuild *b, uint64_t *seq)
+{
+	*seq = b->fail_seq;
+	return b->err;
+}
+
+size_t
+tidei_pbuild_drain_log(tidei_pbuild *b, void (*fn)(void *ud, int level, const char *msg), void *ud)
+{
+	tidei_buf logs;
+	size_t dropped;
+
+	pthread_mutex_lock(&b->mu);
+	logs = b->logs;
+	memset(&b->logs, 0, sizeof b->logs);
+	dropped = b->dropped;
+	b->dropped = 0;
+	pthread_mutex_unlock(&b->mu);
+	for (size_t at = 0; at < logs.len;) {
+		const char *msg = (const char *)logs.p + at + 1;
+		fn(ud, logs.p[at], msg);
+		at += 2 + strlen(msg);
+	}
+	tidei_buf_free(&logs);
+	return dropped;
+}

@@ -1,0 +1,99 @@
+/*
+ * pbuild.h - a projection's build shared among threads.
+ *
+ * A projection keeps one state per key, and a key's state depends only on
+ * that key's events.  A build from the log can therefore be split by key:
+ * each of N helper threads loads the scripts into a Lua state of its own,
+ * reads the log through a read transaction of its own, and applies only
+ * the events whose key falls in its part (a hash of the key, modulo N).
+ * The engine's thread keeps ingesting and answering queries meanwhile.
+ *
+ * Helpers never write.  Now and then (when the engine asks, and at the
+ * end) every helper stops at the same seq and hands over its states,
+ * encoded; the engine writes them all with the build's progress in one
+ * commit, which is exactly what a build on the engine's thread does, so a
+ * crash resumes from the last such checkpoint either way.  After an
+ * intermediate checkpoint the helpers wait until it has committed: their
+ * next reads of stored states must see it.
+ *
+ * Anything unexpected (a handler failing, a state that cannot be encoded,
+ * the script changed on disk) stops the helpers: the engine goes on from
+ * the last checkpoint on its own thread, where the failure is met again
+ * and handled as usual.
+ */
+#ifndef TIDE_PBUILD_H
+#define TIDE_PBUILD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "log.h"
+#include "script.h"
+
+/* What helpers need to load the scripts as the engine did (copied). */
+typedef struct tidei_pbuild_env {
+	tidei_script_opts script; /* lua_path and allow are copied too */
+	const char *const *scripts;
+	size_t nscripts;
+	unsigned threads; /* helpers per build; below 2 builds stay on the engine's thread */
+} tidei_pbuild_env;
+
+typedef struct tidei_pbuild tidei_pbuild;
+
+typedef struct tidei_pbuild_opts {
+	const tidei_pbuild_env *env;
+	tidei_log *log;   /* read through transactions of their own */
+	const char *name; /* the projection */
+	uint64_t hash;    /* its definition as the engine loaded it */
+	uint32_t gen;     /* the generation being built */
+	uint64_t after;   /* the build's progress: events up to here are applied */
+	uint64_t until;   /* the last event to apply (committed) */
+	unsigned threads;
+} tidei_pbuild_opts;
+
+/** A deep copy of @p src into @p dst (NULL on failure: out of memory). */
+tidei_pbuild_env *tidei_pbuild_env_copy(const tidei_pbuild_env *src);
+void tidei_pbuild_env_free(tidei_pbuild_env *env);
+
+/** Start the helpers.  TIDE_OK, or an error (then nothing runs). */
+int tidei_pbuild_start(tidei_pbuild **out, const tidei_pbuild_opts *o, char *err);
+
+/** Stop the helpers (if still running) and free everything.  NULL is fine. */
+void tidei_pbuild_destroy(tidei_pbuild *b);
+
+/** 1 when every helper has handed over its states at the same seq (in
+ *  *@p seq; the states are tidei_pbuild_states()), 0 when not yet, -1 when
+ *  a helper stopped (tidei_pbuild_error() says why). */
+int tidei_pbuild_poll(tidei_pbuild *b, uint64_t *seq);
+
+/** Helper @p k's states of the checkpoint that poll() reported: records
+ *  of u32 key length, key, u32 value length (UINT32_MAX: deleted), value. */
+const tidei_buf *tidei_pbuild_states(tidei_pbuild *b, unsigned k);
+unsigned tidei_pbuild_parts(const tidei_pbuild *b);
+
+/** The checkpoint's states are written: free them.  Helpers stay waiting
+ *  until tidei_pbuild_resume(). */
+void tidei_pbuild_release(tidei_pbuild *b);
+
+/** The checkpoint at @p seq has committed: helpers go on. */
+void tidei_pbuild_resume(tidei_pbuild *b, uint64_t seq);
+
+/** Ask for a checkpoint soon (a no-op if one is pending or the end is near). */
+void tidei_pbuild_checkpoint(tidei_pbuild *b);
+
+/** Most keys any helper holds in memory; events all helpers have applied. */
+size_t tidei_pbuild_held(tidei_pbuild *b);
+uint64_t tidei_pbuild_position(tidei_pbuild *b);
+
+/** Why a helper stopped (after poll() returned -1), and at which event (0
+ *  when not at an event). */
+const char *tidei_pbuild_error(tidei_pbuild *b, uint64_t *seq);
+
+/** Lines printed by handlers in the helpers since the last call, for the
+ *  engine's log: @p fn is called for each; returns how many were dropped
+ *  because too many were waiting. */
+size_t tidei_pbuild_drain_log(tidei_pbuild *b, void (*fn)(void *ud, int level, const char *msg),
+			      void *ud);
+
+#endif
