@@ -1,13 +1,18 @@
 /*
  * pbuild.c - a projection's build shared among threads (see pbuild.h).
  *
- * Each helper walks the events (after, until] a step at a time.  Between
- * steps it publishes how far it is and how many keys it holds, and looks
- * for a checkpoint request: the engine asks for one at a seq beyond every
- * helper's current step, so that all of them stop exactly there.  A helper
- * that reaches the checkpoint encodes its states, hands them over and
- * waits for the commit; at `until` it hands over its last states and
- * ends.
+ * The events (after, until] go in chunks.  A chunk's keys are found once,
+ * by whichever helper is free (the filter and the key function run once
+ * per event, not once per helper), into one of AHEAD tables; then every
+ * helper applies the chunk's events of its part, in chunk order.  A
+ * helper whose next chunk has no keys yet finds the keys of the next
+ * chunk nobody has taken, as long as the slowest helper is fewer than
+ * AHEAD chunks behind: a helper slowed down (by the machine, or by
+ * heavier keys) is made up for by the others finding more keys.
+ *
+ * A checkpoint is set at the chunk the furthest helper is applying:
+ * every helper hands over its states after that chunk, and waits for the
+ * commit.  At `until` they hand over and end.
  */
 #include "config.h"
 
@@ -19,11 +24,13 @@
 #include "pbuild.h"
 #include "projection.h"
 
-/* Events a helper applies between looks at the shared state. */
-#define STEP 4096
-/* Renew a helper's read transaction every so many steps, so that it does
+/* Events in a chunk. */
+#define STEP 1024
+/* Chunks whose keys may be found ahead of the slowest helper. */
+#define AHEAD 32
+/* Renew a helper's read transaction every so many chunks, so that it does
  * not keep the pages the engine frees meanwhile from being reused. */
-#define RENEW_STEPS 64
+#define RENEW_STEPS 256
 /* Bytes of handler output waiting for the engine's log at most. */
 #define LOG_MAX 65536
 
@@ -33,6 +40,7 @@ typedef struct part {
 	int started;
 	unsigned index;
 	/* under b->mu */
+	uint64_t next;   /* the chunk it applies next */
 	uint64_t pos;    /* events up to here are applied */
 	size_t held;     /* keys in memory */
 	uint64_t posted; /* seq of the states handed over, 0 for none */
@@ -47,8 +55,16 @@ struct tidei_pbuild {
 	pthread_cond_t cv; /* helpers waiting for a commit */
 	part *parts;
 	unsigned n;
+	uint64_t nchunks;
+	struct slot {
+		tidei_keyed kd;
+		uint64_t chunk; /* whose keys are here, once found */
+		int found;
+	} slot[AHEAD]; /* chunk c's keys are in slot[c % AHEAD] */
 	/* under mu */
-	uint64_t target;  /* a checkpoint wanted at this seq; 0 for none */
+	uint64_t claimed; /* chunks whose keys are found or being found */
+	int asked;        /* a checkpoint is set and not written yet */
+	uint64_t ck;      /* the chunk after which the helpers hand over */
 	uint64_t resumed; /* the last checkpoint that committed */
 	int cancel;
 	int failed;
@@ -215,7 +231,27 @@ fail(tidei_pbuild *b, part *pt, uint64_t seq, const char *why)
 		snprintf(b->err, sizeof b->err, "%s", why);
 	}
 	pt->ended = 1;
+	pthread_cond_broadcast(&b->cv);
 	pthread_mutex_unlock(&b->mu);
+}
+
+/* Chunk @p c: events *first..*last. */
+static void
+chunk(const tidei_pbuild *b, uint64_t c, uint64_t *first, uint64_t *last)
+{
+	*first = b->o.after + c * STEP + 1;
+	*last = *first + STEP - 1 < b->o.until ? *first + STEP - 1 : b->o.until;
+}
+
+static uint64_t
+slowest(const tidei_pbuild *b)
+{
+	uint64_t least = UINT64_MAX;
+
+	for (unsigned k = 0; k < b->n; k++)
+		if (b->parts[k].next < least)
+			least = b->parts[k].next;
+	return least;
 }
 
 /* Load the scripts; the projection must be defined as the engine has it. */
@@ -286,6 +322,20 @@ hand_over(helper *h, uint64_t pos, char *err)
 	return go ? 0 : -1;
 }
 
+/* Find the keys of chunk @p c into its slot (taken, under b->mu). */
+static int
+find_keys(helper *h, MDB_txn *txn, uint64_t c, char *err, uint64_t *at)
+{
+	tidei_pbuild *b = h->b;
+	struct slot *sl = &b->slot[c % AHEAD];
+	uint64_t first, last;
+
+	chunk(b, c, &first, &last);
+	sl->kd.first = first;
+	tidei_buf_reset(&sl->kd.keys[h->pt->index]);
+	return tidei_projections_find_keys(h->ps, b->o.log, txn, &sl->kd, first, last, at, err);
+}
+
 static void *
 helper_main(void *arg)
 {
@@ -295,7 +345,7 @@ helper_main(void *arg)
 	tidei_script *script = NULL;
 	MDB_txn *txn = NULL;
 	char err[TIDEI_ERRLEN];
-	uint64_t pos = b->o.after, at = 0;
+	uint64_t at = 0;
 	unsigned steps = 0;
 	int mrc;
 
@@ -311,45 +361,64 @@ helper_main(void *arg)
 		fail(b, pt, 0, err);
 		goto out;
 	}
-	while (pos < b->o.until) {
-		uint64_t limit = pos + STEP, target;
-		int stop;
-		pthread_mutex_lock(&b->mu);
-		stop = b->cancel;
-		target = b->target;
-		pthread_mutex_unlock(&b->mu);
-		if (stop)
-			break;
-		if (limit > b->o.until)
-			limit = b->o.until;
-		if (target > pos && target < limit)
-			limit = target;
-		if (tidei_projections_run_part(h.ps, b->o.log, txn, b->o.gen, pos, limit, &at,
-					       err) != TIDE_OK) {
-			fail(b, pt, at, err);
-			break;
-		}
-		pos = limit;
-		pthread_mutex_lock(&b->mu);
-		pt->pos = pos;
-		pt->held = tidei_projections_held(h.ps);
-		pthread_mutex_unlock(&b->mu);
-		if (pos == b->o.until || pos == target) {
-			if (hand_over(&h, pos, err) != 0)
-				break;
-			steps = RENEW_STEPS; /* read what the checkpoint wrote */
+	pthread_mutex_lock(&b->mu);
+	while (!b->cancel && !b->failed && pt->next < b->nchunks) {
+		uint64_t c = pt->next, first, last;
+		struct slot *sl = &b->slot[c % AHEAD];
+		if (sl->found && sl->chunk == c) {
+			/* apply the chunk's events of this part */
+			pthread_mutex_unlock(&b->mu);
+			chunk(b, c, &first, &last);
+			if (tidei_projections_run_part(h.ps, b->o.log, txn, b->o.gen, &sl->kd,
+						       first, last, &at, err) != TIDE_OK) {
+				fail(b, pt, at, err);
+				goto out;
+			}
+			pthread_mutex_lock(&b->mu);
+			pt->next = c + 1;
+			pt->pos = last;
+			pt->held = tidei_projections_held(h.ps);
+			pthread_cond_broadcast(&b->cv); /* its slot may be free */
+			if (c + 1 == b->nchunks || c == b->ck) {
+				pthread_mutex_unlock(&b->mu);
+				if (hand_over(&h, last, err) != 0)
+					goto out;
+				steps = RENEW_STEPS; /* read what the checkpoint wrote */
+				pthread_mutex_lock(&b->mu);
+			}
+		} else if (b->claimed < b->nchunks && b->claimed < slowest(b) + AHEAD) {
+			/* find the keys of the next chunk nobody has taken */
+			uint64_t k = b->claimed++;
+			struct slot *ks = &b->slot[k % AHEAD];
+			int rc;
+			ks->found = 0;
+			pthread_mutex_unlock(&b->mu);
+			rc = find_keys(&h, txn, k, err, &at);
+			if (rc != TIDE_OK) {
+				fail(b, pt, at, err);
+				goto out;
+			}
+			pthread_mutex_lock(&b->mu);
+			ks->chunk = k;
+			ks->found = 1;
+			pthread_cond_broadcast(&b->cv);
+		} else {
+			pthread_cond_wait(&b->cv, &b->mu);
+			continue;
 		}
 		if (++steps >= RENEW_STEPS) {
 			steps = 0;
 			mdb_txn_reset(txn);
 			if ((mrc = mdb_txn_renew(txn)) != 0) {
+				pthread_mutex_unlock(&b->mu);
 				snprintf(err, sizeof err, "cannot read the log: %s",
 					 mdb_strerror(mrc));
 				fail(b, pt, 0, err);
-				break;
+				goto out;
 			}
 		}
 	}
+	pthread_mutex_unlock(&b->mu);
 out:
 	if (txn != NULL)
 		mdb_txn_abort(txn);
@@ -357,6 +426,7 @@ out:
 	tidei_script_destroy(script);
 	pthread_mutex_lock(&b->mu);
 	pt->ended = 1;
+	pthread_cond_broadcast(&b->cv);
 	pthread_mutex_unlock(&b->mu);
 	return NULL;
 }
@@ -381,6 +451,23 @@ tidei_pbuild_start(tidei_pbuild **out, const tidei_pbuild_opts *o, char *err)
 	b->o = *o;
 	b->o.name = b->name;
 	b->n = o->threads;
+	b->ck = UINT64_MAX;
+	b->nchunks = (o->until - o->after + STEP - 1) / STEP;
+	for (int t = 0; t < AHEAD; t++) {
+		b->slot[t].kd.n = STEP;
+		b->slot[t].kd.e = calloc(STEP, sizeof *b->slot[t].kd.e);
+		b->slot[t].kd.keys = calloc(b->n, sizeof *b->slot[t].kd.keys);
+		if (b->slot[t].kd.e == NULL || b->slot[t].kd.keys == NULL) {
+			for (int u = 0; u <= t; u++) {
+				free(b->slot[u].kd.e);
+				free(b->slot[u].kd.keys);
+			}
+			free(b->parts);
+			free(b->name);
+			free(b);
+			return tidei_err(err, TIDE_ENOMEM, "out of memory");
+		}
+	}
 	pthread_mutex_init(&b->mu, NULL);
 	pthread_cond_init(&b->cv, NULL);
 	for (unsigned k = 0; k < b->n; k++) {
@@ -411,6 +498,12 @@ tidei_pbuild_destroy(tidei_pbuild *b)
 		if (b->parts[k].started)
 			pthread_join(b->parts[k].thread, NULL);
 		tidei_buf_free(&b->parts[k].states);
+	}
+	for (int t = 0; t < AHEAD; t++) {
+		for (unsigned k = 0; k < b->n; k++)
+			tidei_buf_free(&b->slot[t].kd.keys[k]);
+		free(b->slot[t].kd.e);
+		free(b->slot[t].kd.keys);
 	}
 	pthread_cond_destroy(&b->cv);
 	pthread_mutex_destroy(&b->mu);
@@ -457,7 +550,7 @@ tidei_pbuild_release(tidei_pbuild *b)
 		tidei_buf_free(&b->parts[k].states);
 		b->parts[k].posted = 0;
 	}
-	b->target = 0;
+	b->asked = 0;
 	pthread_mutex_unlock(&b->mu);
 }
 
@@ -477,11 +570,13 @@ tidei_pbuild_checkpoint(tidei_pbuild *b)
 
 	pthread_mutex_lock(&b->mu);
 	for (unsigned k = 0; k < b->n; k++)
-		if (b->parts[k].pos > top)
-			top = b->parts[k].pos;
-	/* beyond every helper's current step: each of them stops exactly there */
-	if (b->target == 0 && top + STEP + 1 < b->o.until)
-		b->target = top + STEP + 1;
+		if (b->parts[k].next > top)
+			top = b->parts[k].next;
+	/* no helper is past it: each of them hands over after that chunk */
+	if (!b->asked && top + 1 < b->nchunks) {
+		b->asked = 1;
+		b->ck = top;
+	}
 	pthread_mutex_unlock(&b->mu);
 }
 

@@ -71,7 +71,7 @@
 #define CLOCK_EVERY 16
 /* A build shares its work among threads (pbuild.h) when at least this many
  * events are left; the engine looks at their progress this often. */
-#define PAR_MIN_EVENTS 4096
+#define PAR_MIN_EVENTS 1000
 #define PAR_POLL_NS 10000000ll
 
 typedef struct handler {
@@ -106,10 +106,14 @@ typedef struct proj {
 	/* the event being applied */
 	const struct tide_event *ev;
 	int handler_ref;
+	const char *key; /* its key, when found beforehand (build helpers) */
+	size_t klen;
 	struct {
 		MDB_cursor *cur;
-		uint64_t seq, done; /* the event being applied; the last one applied */
-		uint64_t until;     /* the last event to apply */
+		uint64_t seq, done;    /* the event being applied; the last one applied */
+		uint64_t until;        /* the last event to apply */
+		const tidei_keyed *kd; /* a build helper's keys of these events */
+		tidei_buf *kbuf;       /* where a helper puts the keys it finds */
 		size_t handled, seen, budget;
 		int64_t deadline;
 		int rebuilding;
@@ -776,93 +780,78 @@ push_stored(lua_State *L, tidei_projections *ps, proj *p, const char *k, size_t 
 		luaL_error(L, "stored state of key '%s' is corrupt", lua_pushlstring(L, k, klen));
 }
 
-/* In a build helper: whether key @p k falls in this helper's part. */
+/* The key of p->ev after its filter: 1 with the key in *@p k, *@p klen
+ * (bytes of the event, or a string on the Lua stack), 0 when the event is
+ * not for this projection.  The event is pushed when a function needs it
+ * and *@p evi is 0 (*@p evi is then its index).  [-0, +(0..3), e] */
 static int
-in_part(const tidei_projections *ps, const char *k, size_t klen)
+event_key(lua_State *L, proj *p, int *evi, const char **k, size_t *klen)
 {
-	return ps->nparts < 2 ||
-	       fnv(k, klen, 0xcbf29ce484222325ull) % ps->nparts == (uint64_t)ps->part;
-}
-
-/* In a build helper: 1 if the event is certainly another helper's, by a
- * key read in C (the key function must run to tell). */
-static int
-not_in_part(const proj *p, const struct tide_event *ev)
-{
-	const char *k = NULL;
-	size_t klen = 0;
-	char num[32];
-
-	if (p->ps->nparts < 2 || p->key_ref != LUA_NOREF)
-		return 0;
-	if (p->key_path != NULL) {
-		if (key_by_path(p, ev, &k, &klen, num) != 1)
-			return 0; /* no key, or a wrong one: every helper sees to it */
-	} else {
-		k = ev->attr[TIDEI_A_SUBJECT];
-		klen = ev->len[TIDEI_A_SUBJECT];
-	}
-	return k != NULL && !in_part(p->ps, k, klen);
-}
-
-/* Apply p->ev with the handler p->handler_ref.  [-0, +(0..4), e] */
-static void
-apply(lua_State *L, proj *p)
-{
-	tidei_projections *ps = p->ps;
 	const struct tide_event *ev = p->ev;
-	const char *k = NULL;
-	size_t klen = 0, max = KEYMAX - strlen(p->name) - 5;
-	long slot;
-	int evi, fresh, si;
+	size_t max = KEYMAX - strlen(p->name) - 5;
 
-	if (not_in_part(p, ev))
-		return;
-	tidei_lua_push_event(L, ev);
-	evi = lua_gettop(L);
+	*k = NULL;
+	*klen = 0;
+	if (*evi == 0 && (p->filter_ref != LUA_NOREF || p->key_ref != LUA_NOREF)) {
+		tidei_lua_push_event(L, ev);
+		*evi = lua_gettop(L);
+	}
 	if (p->filter_ref != LUA_NOREF) {
 		lua_rawgeti(L, LUA_REGISTRYINDEX, p->filter_ref);
-		lua_pushvalue(L, evi);
+		lua_pushvalue(L, *evi);
 		lua_call(L, 1, 1);
-		if (!lua_toboolean(L, -1)) {
-			tidei_lua_expire_event(L, evi);
-			return;
-		}
+		if (!lua_toboolean(L, -1))
+			return 0;
 		lua_pop(L, 1);
 	}
 	/* the key, as bytes: no Lua string unless the key function made one */
 	if (p->key_path != NULL) {
 		char num[32];
-		int found = key_by_path(p, ev, &k, &klen, num);
+		int found = key_by_path(p, ev, k, klen, num);
 		if (found < 0)
 			luaL_error(L, "key '%s' is %s %s, not a string or a number", p->key_path,
-				   k[0] == 'a' || k[0] == 'o' ? "an" : "a", k);
-		if (found && k == num)
-			k = lua_pushlstring(L, num, klen); /* anchored on the stack */
+				   (*k)[0] == 'a' || (*k)[0] == 'o' ? "an" : "a", *k);
+		if (found && *k == num)
+			*k = lua_pushlstring(L, num, *klen); /* anchored on the stack */
 		else if (!found)
-			k = NULL;
+			*k = NULL;
 	} else if (p->key_ref != LUA_NOREF) {
 		lua_rawgeti(L, LUA_REGISTRYINDEX, p->key_ref);
-		lua_pushvalue(L, evi);
+		lua_pushvalue(L, *evi);
 		lua_call(L, 1, 1);
 		if (lua_type(L, -1) == LUA_TNUMBER)
 			lua_tolstring(L, -1, NULL); /* the key is its decimal form */
 		if (lua_type(L, -1) == LUA_TSTRING)
-			k = lua_tolstring(L, -1, &klen);
+			*k = lua_tolstring(L, -1, klen);
 		else if (!lua_isnil(L, -1))
 			luaL_error(L, "key must return a string or a number, not a %s",
 				   luaL_typename(L, -1));
 	} else if (ev->attr[TIDEI_A_SUBJECT] != NULL) {
-		k = ev->attr[TIDEI_A_SUBJECT];
-		klen = ev->len[TIDEI_A_SUBJECT];
+		*k = ev->attr[TIDEI_A_SUBJECT];
+		*klen = ev->len[TIDEI_A_SUBJECT];
 	}
-	if (k == NULL) { /* no key: the event is not for this projection */
-		tidei_lua_expire_event(L, evi);
-		return;
-	}
-	if (klen == 0 || klen > max)
+	if (*k == NULL) /* no key: the event is not for this projection */
+		return 0;
+	if (*klen == 0 || *klen > max)
 		luaL_error(L, "key must be 1 to %d bytes long", (int)max);
-	if (!in_part(ps, k, klen)) {
+	return 1;
+}
+
+/* Apply p->ev with the handler p->handler_ref, under the key p->key if
+ * set (a build helper's, found beforehand).  [-0, +(0..4), e] */
+static void
+apply(lua_State *L, proj *p)
+{
+	tidei_projections *ps = p->ps;
+	const struct tide_event *ev = p->ev;
+	const char *k = p->key;
+	size_t klen = p->klen;
+	long slot;
+	int evi, fresh, si;
+
+	tidei_lua_push_event(L, ev);
+	evi = lua_gettop(L);
+	if (k == NULL && !event_key(L, p, &evi, &k, &klen)) {
 		tidei_lua_expire_event(L, evi);
 		return;
 	}
@@ -934,9 +923,17 @@ l_run(lua_State *L)
 	for (mrc = mdb_cursor_get(p->run.cur, &k, &v, MDB_SET_RANGE); mrc == 0;
 	     mrc = mdb_cursor_get(p->run.cur, &k, &v, MDB_NEXT)) {
 		struct tide_event ev;
+		const tidei_keyed_ev *ke = NULL;
 		memcpy(&p->run.seq, k.mv_data, 8);
 		if (p->run.seq > p->run.until)
 			break;
+		if (p->run.kd != NULL) { /* a helper: only its events, by their keys */
+			ke = &p->run.kd->e[(p->run.seq - p->run.kd->first) % p->run.kd->n];
+			if (ke->part != (int)ps->part) {
+				p->run.done = p->run.seq;
+				continue;
+			}
+		}
 		if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
 			p->run.corrupt = 1;
 			break;
@@ -946,10 +943,15 @@ l_run(lua_State *L)
 		p->handler_ref = match(p, ev.attr[TIDEI_A_TYPE], ev.len[TIDEI_A_TYPE]);
 		if (p->handler_ref != LUA_NOREF) {
 			p->ev = &ev;
+			if (ke != NULL) {
+				p->key = (const char *)p->run.kd->keys[ke->who].p + ke->off;
+				p->klen = ke->len;
+			}
 			tidei_script_rearm(ps->o.script);
 			apply(L, p);
 			lua_settop(L, top);
 			p->ev = NULL;
+			p->key = NULL;
 			p->run.handled++;
 		}
 		p->run.done = p->run.seq;
@@ -960,6 +962,59 @@ l_run(lua_State *L)
 			break;
 	}
 	p->run.mrc = mrc;
+	return 0;
+}
+
+/* A build helper's share of finding the keys: the events from p->run.seq
+ * to p->run.until, each with the helper that applies it and its key (in
+ * p->run.kbuf).  [-1, +0, e] */
+static int
+l_keys(lua_State *L)
+{
+	proj *p = lua_touserdata(L, 1);
+	tidei_projections *ps = p->ps;
+	tidei_keyed_ev *e = (tidei_keyed_ev *)p->run.kd->e;
+	MDB_val k = { 8, &p->run.seq }, v;
+	int top = lua_gettop(L), mrc;
+
+	for (mrc = mdb_cursor_get(p->run.cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+	     mrc = mdb_cursor_get(p->run.cur, &k, &v, MDB_NEXT)) {
+		struct tide_event ev;
+		tidei_keyed_ev *ke;
+		memcpy(&p->run.seq, k.mv_data, 8);
+		if (p->run.seq > p->run.until)
+			break;
+		if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
+			p->run.corrupt = 1;
+			break;
+		}
+		ev.seq = p->run.seq;
+		ev.scratch = NULL;
+		ke = &e[(p->run.seq - p->run.kd->first) % p->run.kd->n];
+		if (match(p, ev.attr[TIDEI_A_TYPE], ev.len[TIDEI_A_TYPE]) != LUA_NOREF) {
+			const char *key;
+			size_t klen;
+			int evi = 0;
+			p->ev = &ev;
+			tidei_script_rearm(ps->o.script);
+			if (event_key(L, p, &evi, &key, &klen)) {
+				ke->part = (int8_t)(fnv(key, klen, 0xcbf29ce484222325ull) %
+						    ps->nparts);
+				ke->who = (uint8_t)ps->part;
+				ke->off = (uint32_t)p->run.kbuf->len;
+				ke->len = (uint16_t)klen;
+				tidei_buf_put(p->run.kbuf, key, klen);
+			}
+			if (evi != 0)
+				tidei_lua_expire_event(L, evi);
+			lua_settop(L, top);
+			p->ev = NULL;
+		}
+		p->run.done = p->run.seq;
+	}
+	p->run.mrc = mrc;
+	if (p->run.kbuf->failed)
+		return luaL_error(L, "not enough memory for the keys");
 	return 0;
 }
 
@@ -1218,7 +1273,6 @@ start_helpers(tidei_projections *ps, proj *p, tidei_log *log, int64_t now)
 		return;
 	}
 	p->par_until = o.until;
-	p->flushed_at = now;
 	LOG(ps, TIDE_LOG_INFO, "projection '%s': building events %llu to %llu on %u threads",
 	    p->name, (unsigned long long)from + 1, (unsigned long long)o.until, o.threads);
 }
@@ -1426,26 +1480,25 @@ tidei_projections_part(tidei_projections *ps, unsigned part, unsigned nparts)
 	ps->nparts = nparts;
 }
 
-int
-tidei_projections_run_part(tidei_projections *ps, tidei_log *log, MDB_txn *txn, uint32_t gen,
-			   uint64_t after, uint64_t until, uint64_t *at, char *err)
+/* Run @p fn (l_run or l_keys) over the events @p from to @p until in a
+ * build helper. */
+static int
+helper_pass(tidei_projections *ps, lua_CFunction fn, tidei_log *log, MDB_txn *txn, uint64_t from,
+	    uint64_t until, uint64_t *at, char *err)
 {
-	proj *p = ps->n == 1 ? &ps->v[0] : NULL;
+	proj *p = &ps->v[0];
 	char why[TIDEI_ERRLEN];
 	int rc, mrc;
 
 	*at = 0;
-	if (p == NULL)
-		return tidei_err(err, TIDE_ESTATE, "no projection to build");
 	p->log = log;
 	p->ps = ps;
 	p->txn = txn;
-	p->meta.build = gen;
 	if ((mrc = mdb_cursor_open(txn, log->events, &p->run.cur)) != 0)
 		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log: %s",
 				 mdb_strerror(mrc));
-	p->run.seq = after + 1;
-	p->run.done = after;
+	p->run.seq = from;
+	p->run.done = from - 1;
 	p->run.until = until;
 	p->run.handled = p->run.seen = 0;
 	p->run.budget = SIZE_MAX;
@@ -1453,8 +1506,9 @@ tidei_projections_run_part(tidei_projections *ps, tidei_log *log, MDB_txn *txn, 
 	p->run.rebuilding = 1;
 	p->run.mrc = 0;
 	p->run.corrupt = 0;
-	rc = tidei_script_protect(ps->o.script, l_run, p, why, NULL);
+	rc = tidei_script_protect(ps->o.script, fn, p, why, NULL);
 	p->ev = NULL;
+	p->key = NULL;
 	mdb_cursor_close(p->run.cur);
 	p->run.cur = NULL;
 	if (rc != TIDE_OK) {
@@ -1468,10 +1522,50 @@ tidei_projections_run_part(tidei_projections *ps, tidei_log *log, MDB_txn *txn, 
 	if (p->run.mrc != 0 && p->run.mrc != MDB_NOTFOUND)
 		return tidei_err(err, tidei_err_mdb(p->run.mrc), "cannot read the log: %s",
 				 mdb_strerror(p->run.mrc));
-	if (p->run.done < until && p->run.seq <= until)
+	if (p->run.done < until)
 		return tidei_err(err, TIDE_EIO, "the log ends before event %llu",
 				 (unsigned long long)until);
 	return TIDE_OK;
+}
+
+int
+tidei_projections_find_keys(tidei_projections *ps, tidei_log *log, MDB_txn *txn, tidei_keyed *kd,
+			    uint64_t from, uint64_t to, uint64_t *at, char *err)
+{
+	proj *p = &ps->v[0];
+	int rc;
+
+	*at = 0;
+	if (ps->n != 1)
+		return tidei_err(err, TIDE_ESTATE, "no projection to build");
+	for (uint64_t s = from; s <= to; s++)
+		kd->e[(s - kd->first) % kd->n].part = -1;
+	if (from > to)
+		return TIDE_OK;
+	p->run.kd = kd;
+	p->run.kbuf = &kd->keys[ps->part];
+	rc = helper_pass(ps, l_keys, log, txn, from, to, at, err);
+	p->run.kd = NULL;
+	p->run.kbuf = NULL;
+	return rc;
+}
+
+int
+tidei_projections_run_part(tidei_projections *ps, tidei_log *log, MDB_txn *txn, uint32_t gen,
+			   const tidei_keyed *kd, uint64_t from, uint64_t to, uint64_t *at,
+			   char *err)
+{
+	proj *p = &ps->v[0];
+	int rc;
+
+	*at = 0;
+	if (ps->n != 1)
+		return tidei_err(err, TIDE_ESTATE, "no projection to build");
+	p->meta.build = gen;
+	p->run.kd = kd;
+	rc = helper_pass(ps, l_run, log, txn, from, to, at, err);
+	p->run.kd = NULL;
+	return rc;
 }
 
 int

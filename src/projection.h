@@ -66,11 +66,35 @@ int64_t tidei_projections_next_poll(const tidei_projections *ps);
 /** Apply only the keys of part @p part of @p nparts (by a hash of the key). */
 void tidei_projections_part(tidei_projections *ps, unsigned part, unsigned nparts);
 
-/** Apply the events (@p after, @p until] for generation @p gen, reading
- *  events and stored states through @p txn.  TIDE_ESCRIPT when a handler
- *  failed (*@p at is the event), or another error. */
+/* The keys of a stretch of events, found by the helpers together: each
+ * finds those of a share of the events, then applies those of its part. */
+typedef struct tidei_keyed_ev {
+	uint32_t off; /* of its key in keys[who] */
+	uint16_t len;
+	int8_t part; /* the helper that applies the event; -1 for none */
+	uint8_t who; /* the helper that found its key */
+} tidei_keyed_ev;
+
+typedef struct tidei_keyed {
+	uint64_t first; /* event seq is at e[(seq - first) % n] */
+	size_t n;
+	tidei_keyed_ev *e;
+	tidei_buf *keys; /* one per helper */
+} tidei_keyed;
+
+/** Fill kd->e for the events @p from to @p to, reading through @p txn; the
+ *  keys go to kd->keys[part].  TIDE_ESCRIPT when a filter or the key
+ *  function failed (*@p at is the event), or another error. */
+int tidei_projections_find_keys(tidei_projections *ps, tidei_log *log, MDB_txn *txn,
+				tidei_keyed *kd, uint64_t from, uint64_t to, uint64_t *at,
+				char *err);
+
+/** Apply the events @p from to @p to of @p kd that fall in this helper's part, for
+ *  generation @p gen, reading events and stored states through @p txn.
+ *  TIDE_ESCRIPT when a handler failed (*@p at is the event). */
 int tidei_projections_run_part(tidei_projections *ps, tidei_log *log, MDB_txn *txn, uint32_t gen,
-			       uint64_t after, uint64_t until, uint64_t *at, char *err);
+			       const tidei_keyed *kd, uint64_t from, uint64_t to, uint64_t *at,
+			       char *err);
 
 /** Encode the states held in memory into @p out and forget them.
  *  TIDE_ESCRIPT when a state cannot be encoded. */

@@ -43,6 +43,8 @@
 
 #include "helpers.h"
 #include "keymap.h"
+#include "log.h"
+#include "pbuild.h"
 #include "tide.h"
 
 #define LLU(x) ((unsigned long long)(x))
@@ -843,12 +845,37 @@ check_keys_and_prefixes(const char *dir, const char *rep, const model *m)
 	}
 }
 
+/* Threads of a build (build_threads) for the daemons bank_start() runs;
+ * 0 for the default (one per CPU). */
+static int bank_threads;
+
 /* A data directory and a running daemon on bank.lua. */
 static void
 bank_start(th_daemon *d, const char *dir, const char *data, const char *script)
 {
-	ck_assert_int_eq(th_daemon_spawn(d, data, "--data '%s' --script '%s'", data, script), 0);
+	ck_assert_int_eq(th_daemon_spawn(d, data,
+					 "--data '%s' --script '%s' --set build_threads=%d", data,
+					 script, bank_threads),
+			 0);
 	(void)dir;
+}
+
+/* The loop tests of rebuilds run with these build_threads. */
+static const int loop_threads[] = { 1, 3 };
+
+/* After a rebuild with bank_threads: its log says whether it was shared. */
+static void
+check_threads_used(const th_daemon *d)
+{
+	char *log = th_slurp(d->log), want[64];
+
+	ck_assert_ptr_nonnull(log);
+	snprintf(want, sizeof want, "on %d threads", bank_threads);
+	if (bank_threads > 1)
+		ck_assert_msg(strstr(log, want), "no build on %d threads in the log", bank_threads);
+	else
+		ck_assert_msg(!strstr(log, " threads"), "a build on threads with build_threads=1");
+	free(log);
 }
 
 static const char *
@@ -1029,6 +1056,8 @@ wait_building(const char *dir, const char *name, int ms)
 START_TEST(rebuild_serves_old_state_then_switches)
 {
 	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+
+	bank_threads = loop_threads[_i];
 	gev *h = bank_history(77, NEVENTS + NLATE);
 	model *m1 = malloc(sizeof *m1), *m2 = malloc(sizeof *m2);
 	char *old, *new;
@@ -1117,6 +1146,8 @@ START_TEST(rebuild_serves_old_state_then_switches)
 	ck_assert_int_eq(th_bg_wait(publisher, 10000), 0);
 	ck_assert_int_eq(stat_checked, 1);
 	check_rebuilt(data, d.rep, m2, gen1);
+	check_threads_used(&d);
+	bank_threads = 0;
 	ck_assert(th_wait_file(d.log, "projection 'accounts' is built", 1000));
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 	free(old);
@@ -1196,6 +1227,8 @@ END_TEST
 START_TEST(rebuild_survives_sigkill)
 {
 	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+
+	bank_threads = loop_threads[_i];
 	gev *h = bank_history(4242, NEVENTS);
 	model *m1 = malloc(sizeof *m1), *m2 = malloc(sizeof *m2);
 	const char *script;
@@ -1251,6 +1284,8 @@ START_TEST(rebuild_survives_sigkill)
 	wait_live(data, "streams", NEVENTS, 60000);
 	/* exactly once: every counter equals the events of its key */
 	check_rebuilt(data, d.rep, m2, gen1);
+	check_threads_used(&d);
+	bank_threads = 0;
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 	free(old);
 	free(m1);
@@ -2104,6 +2139,224 @@ END_TEST
  * In process: load errors, tide_engine_query, TIDE_ECONFLICT
  * ------------------------------------------------------------------------ */
 
+/* A build's threads load the scripts themselves; if what they load is not
+ * what the engine loaded (the file changed on disk, or no longer defines
+ * the projection), they stop with a word on it and write nothing. */
+START_TEST(threads_refuse_another_definition)
+{
+	const char *dir = th_tmpdir();
+	const char *script = th_write(dir, "p.lua",
+				      "local tide = require 'tide'\n"
+				      "tide.projection('p', { on = { x = function() end } })\n");
+	const char *scripts[] = { script };
+	const char *names[] = { "p", "q" };
+	tidei_log_opts lo = { 0, 0, 0 };
+	tidei_pbuild_env env;
+	tidei_log *log;
+	char err[TIDEI_ERRLEN];
+
+	ck_assert_msg(tidei_log_open(&log, subdir(dir, "data"), &lo, err) == TIDE_OK, "%s", err);
+	memset(&env, 0, sizeof env);
+	env.scripts = scripts;
+	env.nscripts = 1;
+	env.threads = 2;
+	for (int k = 0; k < 2; k++) {
+		tidei_pbuild_opts o;
+		tidei_pbuild *b;
+		uint64_t seq = 0;
+		int64_t deadline = th_ms() + 10000;
+		int r;
+		memset(&o, 0, sizeof o);
+		o.env = &env;
+		o.log = log;
+		o.name = names[k];
+		o.hash = 12345; /* not the hash of p.lua's 'p' */
+		o.gen = 1;
+		o.until = 10;
+		o.threads = 2;
+		ck_assert_int_eq(tidei_pbuild_start(&b, &o, err), TIDE_OK);
+		while ((r = tidei_pbuild_poll(b, &seq)) == 0 && th_ms() < deadline)
+			th_pause();
+		ck_assert_int_eq(r, -1);
+		ck_assert_msg(strstr(tidei_pbuild_error(b, &seq), "differs from the engine's"),
+			      "%s", tidei_pbuild_error(b, &seq));
+		ck_assert_uint_eq(seq, 0);
+		tidei_pbuild_destroy(b);
+	}
+	tidei_log_close(log);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * Builds shared among threads: failures and opting out
+ * ------------------------------------------------------------------------ */
+
+#define TEVENTS 3000
+#define TKEYS 97
+#define TBOOM 2000 /* the event whose handler fails, when BOOM */
+#define TSAY 500   /* the event whose handler prints */
+
+static const char threads_lua[] =
+	"local tide = require 'tide'\n"
+	"local BOOM = %s\n"
+	"tide.projection('sum', {\n"
+	"  version = %d,\n"
+	"  parallel = %s,\n"
+	"  key = function(ev) return ev.data.k end,\n"
+	"  on = { ['t.add'] = function(s, ev)\n"
+	"    if BOOM and ev.data.boom then error('boom at ' .. ev.seq) end\n"
+	"    if ev.data.say then print('said at ' .. ev.seq) end\n"
+	"    s.n = (s.n or 0) + 1; s.sum = (s.sum or 0) + ev.data.i end },\n"
+	"})\n";
+
+/* The expected dump of 'sum' after events 1..@p upto. */
+static char *
+threads_dump(int upto)
+{
+	long n[TKEYS] = { 0 }, sum[TKEYS] = { 0 };
+	char *keys[TKEYS];
+	sbuf b = { 0 };
+
+	for (int i = 1; i <= upto; i++) {
+		n[i % TKEYS]++;
+		sum[i % TKEYS] += i;
+	}
+	for (int k = 0; k < TKEYS; k++) {
+		ck_assert_int_ne(asprintf(&keys[k], "k%02d", k), -1);
+	}
+	/* in key order: "k00" .. "k96" */
+	for (int k = 0; k < TKEYS; k++)
+		if (n[k] > 0)
+			sb_printf(&b, "%s\t{\"n\":%ld,\"sum\":%ld}\n", keys[k], n[k], sum[k]);
+	for (int k = 0; k < TKEYS; k++)
+		free(keys[k]);
+	sb_printf(&b, "%s", "");
+	return sb_take(&b);
+}
+
+/* Start a daemon on threads.lua as given; the log's length before it. */
+static size_t
+threads_start(th_daemon *d, const char *dir, const char *data, const char *boom, int version,
+	      const char *parallel, int threads)
+{
+	char text[sizeof threads_lua + 64], *before;
+	size_t at;
+
+	snprintf(text, sizeof text, threads_lua, boom, version, parallel);
+	before = th_slurp(subdir(dir, "data.log"));
+	at = before ? strlen(before) : 0;
+	free(before);
+	ck_assert_int_eq(th_daemon_spawn(d, data,
+					 "--data '%s' --script '%s' --set build_threads=%d", data,
+					 th_write(dir, "threads.lua", text), threads),
+			 0);
+	return at;
+}
+
+/* What the daemon logged since @p at. */
+static char *
+log_since(const th_daemon *d, size_t at)
+{
+	char *all = th_slurp(d->log), *tail;
+
+	ck_assert_ptr_nonnull(all);
+	ck_assert_uint_ge(strlen(all), at);
+	tail = strdup(all + at);
+	free(all);
+	return tail;
+}
+
+/* A build shared among threads ends as the same build on one thread
+ * would: the same states, a handler's failure stops the projection at the
+ * same event with the same error (the threads give up and the engine goes
+ * on from their last checkpoint), and `parallel = false` keeps a build on
+ * the engine's thread. */
+START_TEST(threads_build_fail_and_opt_out)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	char **msgs = calloc(TEVENTS / 100, sizeof *msgs), **replies;
+	char *want, *got, *log;
+	size_t at;
+	pinfo pi;
+	int rc;
+	th_daemon d;
+
+	ck_assert_ptr_nonnull(msgs);
+	replies = calloc(TEVENTS / 100, sizeof *replies);
+	ck_assert_ptr_nonnull(replies);
+	/* the log first, with no script: every build below is from the log */
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
+	for (int m = 0; m < TEVENTS / 100; m++) {
+		sbuf b = { 0 };
+		for (int i = m * 100 + 1; i <= (m + 1) * 100; i++)
+			sb_printf(
+				&b,
+				"{\"specversion\":\"1.0\",\"id\":\"t-%d\",\"source\":\"/t\","
+				"\"type\":\"t.add\",\"subject\":\"s%d\",\"data\":{\"k\":\"k%02d\","
+				"\"i\":%d%s%s}}\n",
+				i, i % 7, i % TKEYS, i, i == TBOOM ? ",\"boom\":true" : "",
+				i == TSAY ? ",\"say\":true" : "");
+		msgs[m] = sb_take(&b);
+	}
+	ck_assert_uint_eq(th_req_many(d.rep, msgs, TEVENTS / 100, replies, 1, 60000),
+			  TEVENTS / 100);
+	for (int m = 0; m < TEVENTS / 100; m++) {
+		ck_assert_msg(th_count(replies[m], "\n") >= 99, "%s", replies[m]);
+		free(msgs[m]);
+		free(replies[m]);
+	}
+	free(msgs);
+	free(replies);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	want = threads_dump(TEVENTS);
+
+	/* 1. built by three threads: the states of the model; print relayed once */
+	at = threads_start(&d, dir, data, "false", 1, "true", 3);
+	wait_live(data, "sum", TEVENTS, 30000);
+	got = query_api(data, "sum", NULL, NULL, 0, &rc);
+	ck_assert_int_eq(rc, TIDE_OK);
+	same_dump(got, want, "built by three threads");
+	free(got);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	log = log_since(&d, at);
+	ck_assert_msg(strstr(log, "building events 1 to 3000 on 3 threads"), "%s", log);
+	ck_assert_int_eq(th_count(log, "said at 500"), 1);
+	ck_assert_msg(!strstr(log, "threads stopped"), "%s", log);
+	free(log);
+
+	/* 2. a handler fails at TBOOM: stopped there, as on one thread, and the
+	 * old state is still served */
+	at = threads_start(&d, dir, data, "true", 2, "true", 3);
+	pi = wait_faulted(data, "sum", 30000);
+	ck_assert_uint_eq(pi.fault_seq, TBOOM);
+	ck_assert_msg(strstr(pi.error, "boom at 2000"), "%s", pi.error);
+	got = query_api(data, "sum", NULL, NULL, 0, &rc);
+	ck_assert_int_eq(rc, TIDE_OK);
+	same_dump(got, want, "the old state while the new one is stopped");
+	free(got);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	log = log_since(&d, at);
+	ck_assert_msg(strstr(log, "the build's threads stopped (event 2000: ") &&
+			      strstr(log, "boom at 2000") && strstr(log, "in one thread"),
+		      "%s", log);
+	ck_assert_msg(strstr(log, "projection 'sum' stopped at event 2000"), "%s", log);
+	free(log);
+
+	/* 3. parallel = false: the build stays on the engine's thread */
+	at = threads_start(&d, dir, data, "false", 3, "false", 3);
+	wait_live(data, "sum", TEVENTS, 30000);
+	got = query_api(data, "sum", NULL, NULL, 0, &rc);
+	same_dump(got, want, "built on one thread");
+	free(got);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	log = log_since(&d, at);
+	ck_assert_msg(strstr(log, "projection 'sum' is built") && !strstr(log, " threads"), "%s",
+		      log);
+	free(log);
+	free(want);
+}
+END_TEST
+
 typedef struct inproc {
 	tide_engine *e;
 	tide_config *cfg;
@@ -2377,6 +2630,8 @@ START_TEST(bad_definitions_fail_the_load)
 		{ "{ key = 'data', on = { x = function() end } }",
 		  "'key' path 'data' names the whole data" },
 		{ "{ filter = true, on = { x = function() end } }", "'filter' must be a function" },
+		{ "{ parallel = 1, on = { x = function() end } }",
+		  "'parallel' must be true or false" },
 	};
 	char script[512];
 
@@ -2487,8 +2742,10 @@ projection_suite(void)
 
 	tcase_add_checked_fixture(rebuild, NULL, th_cleanup);
 	tcase_set_timeout(rebuild, 90);
-	tcase_add_test(rebuild, rebuild_serves_old_state_then_switches);
-	tcase_add_test(rebuild, rebuild_survives_sigkill);
+	tcase_add_loop_test(rebuild, rebuild_serves_old_state_then_switches, 0,
+			    (int)(sizeof loop_threads / sizeof loop_threads[0]));
+	tcase_add_loop_test(rebuild, rebuild_survives_sigkill, 0,
+			    (int)(sizeof loop_threads / sizeof loop_threads[0]));
 	tcase_add_test(rebuild, live_under_load_survives_sigkill);
 	tcase_add_test(rebuild, rebuild_does_not_hold_up_queries_and_ingest);
 	tcase_add_test(rebuild, rebuild_command_online_and_offline);
@@ -2501,6 +2758,8 @@ projection_suite(void)
 	tcase_add_test(misc, keymap_slots);
 	tcase_add_test(misc, huge_alloc_aligned);
 	tcase_add_test(misc, failing_handler_stops_the_projection);
+	tcase_add_test(misc, threads_build_fail_and_opt_out);
+	tcase_add_test(misc, threads_refuse_another_definition);
 	tcase_add_test(misc, state_encoding_keeps_values);
 	tcase_add_test(misc, unencodable_state_stops_at_once);
 	tcase_add_test(misc, unencodable_state_keeps_the_position);
