@@ -276,6 +276,16 @@ turn(void *ud)
 		schedule_retry(e);
 }
 
+/* Before the log's map grows: a projection build's threads read it, so
+ * they stop (the next turn starts them again from their last checkpoint). */
+static void
+stop_builds(void *ud)
+{
+	tide_engine *e = ud;
+
+	tidei_projections_stop(e->ps);
+}
+
 /* Periodic: flush in "relaxed" durability; resume paused consumers. */
 static void
 tick(void *ud)
@@ -698,6 +708,8 @@ tide_engine_open(tide_engine *e, struct event_base *base)
 		goto fail;
 	}
 	e->published = e->synced = e->log->committed;
+	e->log->before_remap = stop_builds;
+	e->log->before_remap_ud = e;
 
 	if ((rc = load_scripts(e, e->cs, e->ps)) != TIDE_OK)
 		goto fail;
@@ -779,6 +791,8 @@ tide_engine_destroy(tide_engine *e)
 		tidei_ingest_close(e->in);
 		unlink(e->endpoints_file);
 		tidei_loop_close(&e->loop);
+		/* a build's threads read the log: they go first */
+		tidei_projections_stop(e->ps);
 		tidei_log_close(e->log);
 	}
 	tidei_projections_destroy(e->ps);

@@ -358,6 +358,8 @@ tidei_log_grow(tidei_log *log)
 
 	if (log->txn != NULL)
 		tidei_panic("map growth with an open write transaction");
+	if (log->before_remap != NULL)
+		log->before_remap(log->before_remap_ud);
 	/* The reusable read transaction holds the old mapping. */
 	if (log->rtxn != NULL) {
 		mdb_txn_abort(log->rtxn);

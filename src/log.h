@@ -43,8 +43,12 @@ typedef struct tidei_log {
 	MDB_dbi meta;        /* "format" -> TIDEI_LOG_FORMAT */
 	MDB_txn *txn;        /* the open write transaction, if any */
 	MDB_txn *rtxn;       /* a reusable read transaction (reset when idle) */
-	uint64_t head;       /* last seq, including uncommitted appends */
-	uint64_t committed;  /* last committed seq */
+	/* Called before the map moves (it grows): other threads of this
+	 * process must not be reading it then. */
+	void (*before_remap)(void *ud);
+	void *before_remap_ud;
+	uint64_t head;      /* last seq, including uncommitted appends */
+	uint64_t committed; /* last committed seq */
 	int64_t last_recorded;
 	uint64_t map_size;
 	unsigned page_size;

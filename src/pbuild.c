@@ -18,6 +18,7 @@
 
 #include <lauxlib.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,11 +63,11 @@ struct tidei_pbuild {
 		int found;
 	} slot[AHEAD]; /* chunk c's keys are in slot[c % AHEAD] */
 	/* under mu */
-	uint64_t claimed; /* chunks whose keys are found or being found */
-	int asked;        /* a checkpoint is set and not written yet */
-	uint64_t ck;      /* the chunk after which the helpers hand over */
-	uint64_t resumed; /* the last checkpoint that committed */
-	int cancel;
+	uint64_t claimed;  /* chunks whose keys are found or being found */
+	int asked;         /* a checkpoint is set and not written yet */
+	uint64_t ck;       /* the chunk after which the helpers hand over */
+	uint64_t resumed;  /* the last checkpoint that committed */
+	atomic_int cancel; /* also read, without the lock, between events */
 	int failed;
 	uint64_t fail_seq;
 	char err[TIDEI_ERRLEN];
@@ -289,7 +290,7 @@ setup(helper *h, tidei_script **script, char *err)
 				 "the definition of '%s' differs from the engine's (was a script "
 				 "changed on disk?)",
 				 h->b->name);
-	tidei_projections_part(h->ps, h->pt->index, h->b->n);
+	tidei_projections_part(h->ps, h->pt->index, h->b->n, &h->b->cancel);
 	return TIDE_OK;
 }
 

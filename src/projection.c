@@ -130,6 +130,7 @@ struct tidei_projections {
 	tidei_projections_opts o;
 	tidei_pbuild_env *build; /* how helpers load the scripts; NULL: no helpers */
 	unsigned part, nparts;   /* in a helper: its part of the keys */
+	const atomic_int *stop;  /* in a helper: set when it must stop */
 	int64_t poll_at;         /* a turn is wanted then (helpers running), or -1 */
 	char err[TIDEI_ERRLEN];
 };
@@ -708,6 +709,13 @@ tidei_projections_start(tidei_projections *ps, tidei_log *log, char *err)
 	return TIDE_OK;
 }
 
+void
+tidei_projections_stop(tidei_projections *ps)
+{
+	for (size_t k = 0; ps != NULL && k < ps->n; k++)
+		stop_helpers(&ps->v[k]);
+}
+
 int
 tidei_projections_reload(tidei_projections *ps, tidei_log *log)
 {
@@ -909,6 +917,13 @@ l_apply(lua_State *L)
 	return 0;
 }
 
+/* A build helper told to stop (looked at between events). */
+static int
+stopping(const tidei_projections *ps)
+{
+	return ps->stop != NULL && atomic_load_explicit(ps->stop, memory_order_relaxed);
+}
+
 /* The events of a turn from p->run.seq on, under one protection: a
  * failing event ends it with p->run.seq at that event and p->run.done at
  * the one before.  [-1, +0, e] */
@@ -925,7 +940,7 @@ l_run(lua_State *L)
 		struct tide_event ev;
 		const tidei_keyed_ev *ke = NULL;
 		memcpy(&p->run.seq, k.mv_data, 8);
-		if (p->run.seq > p->run.until)
+		if (p->run.seq > p->run.until || stopping(ps))
 			break;
 		if (p->run.kd != NULL) { /* a helper: only its events, by their keys */
 			ke = &p->run.kd->e[(p->run.seq - p->run.kd->first) % p->run.kd->n];
@@ -982,7 +997,7 @@ l_keys(lua_State *L)
 		struct tide_event ev;
 		tidei_keyed_ev *ke;
 		memcpy(&p->run.seq, k.mv_data, 8);
-		if (p->run.seq > p->run.until)
+		if (p->run.seq > p->run.until || stopping(ps))
 			break;
 		if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
 			p->run.corrupt = 1;
@@ -1248,7 +1263,7 @@ relay_log(void *ud, int level, const char *msg)
 
 /* Start the helpers when a build has enough events ahead. */
 static void
-start_helpers(tidei_projections *ps, proj *p, tidei_log *log, int64_t now)
+start_helpers(tidei_projections *ps, proj *p, tidei_log *log)
 {
 	tidei_pbuild_opts o;
 	char why[TIDEI_ERRLEN];
@@ -1290,7 +1305,7 @@ helpers(tidei_projections *ps, proj *p, tidei_log *log, int64_t now, int *more, 
 
 	*busy = 0;
 	if (p->par == NULL) {
-		start_helpers(ps, p, log, now);
+		start_helpers(ps, p, log);
 		if (p->par != NULL) {
 			*busy = 1;
 			poll_soon(ps, now);
@@ -1474,10 +1489,12 @@ tidei_projections_run(tidei_projections *ps, tidei_log *log, int *more, char *er
  * ------------------------------------------------------------------------ */
 
 void
-tidei_projections_part(tidei_projections *ps, unsigned part, unsigned nparts)
+tidei_projections_part(tidei_projections *ps, unsigned part, unsigned nparts,
+		       const atomic_int *stop)
 {
 	ps->part = part;
 	ps->nparts = nparts;
+	ps->stop = stop;
 }
 
 /* Run @p fn (l_run or l_keys) over the events @p from to @p until in a
@@ -1522,6 +1539,8 @@ helper_pass(tidei_projections *ps, lua_CFunction fn, tidei_log *log, MDB_txn *tx
 	if (p->run.mrc != 0 && p->run.mrc != MDB_NOTFOUND)
 		return tidei_err(err, tidei_err_mdb(p->run.mrc), "cannot read the log: %s",
 				 mdb_strerror(p->run.mrc));
+	if (stopping(ps))
+		return tidei_err(err, TIDE_ESTATE, "stopped");
 	if (p->run.done < until)
 		return tidei_err(err, TIDE_EIO, "the log ends before event %llu",
 				 (unsigned long long)until);

@@ -8,6 +8,7 @@
 #define TIDE_PROJECTION_H
 
 #include <lua.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +45,10 @@ int tidei_projections_start(tidei_projections *ps, tidei_log *log, char *err);
  *  is set while work remains.  TIDE_EFULL: abort, grow, run again. */
 int tidei_projections_run(tidei_projections *ps, tidei_log *log, int *more, char *err);
 
+/** Stop the helper threads of every build (they may be started again by
+ *  the next run); before the log's map changes or closes. */
+void tidei_projections_stop(tidei_projections *ps);
+
 /** After an aborted turn: forget unwritten state, reload progress. */
 int tidei_projections_reload(tidei_projections *ps, tidei_log *log);
 
@@ -63,8 +68,10 @@ int64_t tidei_projections_next_poll(const tidei_projections *ps);
 /* In a build helper (pbuild.c), whose projections hold just the one being
  * built: */
 
-/** Apply only the keys of part @p part of @p nparts (by a hash of the key). */
-void tidei_projections_part(tidei_projections *ps, unsigned part, unsigned nparts);
+/** Apply only the keys of part @p part of @p nparts (by a hash of the key);
+ *  stop between two events once *@p stop is set (then TIDE_ESTATE). */
+void tidei_projections_part(tidei_projections *ps, unsigned part, unsigned nparts,
+			    const atomic_int *stop);
 
 /* The keys of a stretch of events, found by the helpers together: each
  * finds those of a share of the events, then applies those of its part. */

@@ -92,7 +92,9 @@ TIDE_API void tide_config_destroy(tide_config *cfg);
  *  name it: "data", "durability" ("sync" or "relaxed"), "sync_interval"
  *  (ms), "pull", "rep", "pub" (nanomsg URLs, "" to disable), "map_size"
  *  (bytes, or with a K/M/G suffix), "max_event_size", "turn_events"
- *  (events per group commit), "instruction_budget", "memory_limit", "log_level".
+ *  (events per group commit), "instruction_budget", "memory_limit", "max_emits",
+ *  "build_threads" (threads of a projection build; 0, the default, is one
+ *  per CPU, at most 8; 1 keeps builds on the engine's thread), "log_level".
  *  @p key and @p value are borrowed.
  *  @return TIDE_OK, TIDE_ECONFIG (unknown key or bad value; see
  *  tide_config_errmsg()) or TIDE_ENOMEM. */

@@ -2198,7 +2198,7 @@ END_TEST
 
 static const char threads_lua[] =
 	"local tide = require 'tide'\n"
-	"local BOOM = %s\n"
+	"local BOOM, SPIN = %s, %d\n"
 	"tide.projection('sum', {\n"
 	"  version = %d,\n"
 	"  parallel = %s,\n"
@@ -2206,8 +2206,41 @@ static const char threads_lua[] =
 	"  on = { ['t.add'] = function(s, ev)\n"
 	"    if BOOM and ev.data.boom then error('boom at ' .. ev.seq) end\n"
 	"    if ev.data.say then print('said at ' .. ev.seq) end\n"
+	"    local x = 0 for i = 1, SPIN do x = x + i %% 7 end\n"
 	"    s.n = (s.n or 0) + 1; s.sum = (s.sum or 0) + ev.data.i end },\n"
 	"})\n";
+
+/* Publish events @p from..@p to (a multiple of 100 of them) to @p rep. */
+static void
+threads_publish(const char *rep, int from, int to)
+{
+	int nmsg = (to - from + 1) / 100;
+	char **msgs = calloc((size_t)nmsg, sizeof *msgs), **replies;
+
+	ck_assert_ptr_nonnull(msgs);
+	replies = calloc((size_t)nmsg, sizeof *replies);
+	ck_assert_ptr_nonnull(replies);
+	for (int m = 0; m < nmsg; m++) {
+		sbuf b = { 0 };
+		for (int i = from + m * 100; i < from + (m + 1) * 100; i++)
+			sb_printf(
+				&b,
+				"{\"specversion\":\"1.0\",\"id\":\"t-%d\",\"source\":\"/t\","
+				"\"type\":\"t.add\",\"subject\":\"s%d\",\"data\":{\"k\":\"k%02d\","
+				"\"i\":%d%s%s}}\n",
+				i, i % 7, i % TKEYS, i, i == TBOOM ? ",\"boom\":true" : "",
+				i == TSAY ? ",\"say\":true" : "");
+		msgs[m] = sb_take(&b);
+	}
+	ck_assert_uint_eq(th_req_many(rep, msgs, (size_t)nmsg, replies, 1, 60000), (size_t)nmsg);
+	for (int m = 0; m < nmsg; m++) {
+		ck_assert_msg(th_count(replies[m], "\n") >= 99, "%s", replies[m]);
+		free(msgs[m]);
+		free(replies[m]);
+	}
+	free(msgs);
+	free(replies);
+}
 
 /* The expected dump of 'sum' after events 1..@p upto. */
 static char *
@@ -2236,19 +2269,19 @@ threads_dump(int upto)
 
 /* Start a daemon on threads.lua as given; the log's length before it. */
 static size_t
-threads_start(th_daemon *d, const char *dir, const char *data, const char *boom, int version,
-	      const char *parallel, int threads)
+threads_start(th_daemon *d, const char *dir, const char *data, const char *boom, int spin,
+	      int version, const char *parallel, int threads, const char *extra)
 {
 	char text[sizeof threads_lua + 64], *before;
 	size_t at;
 
-	snprintf(text, sizeof text, threads_lua, boom, version, parallel);
+	snprintf(text, sizeof text, threads_lua, boom, spin, version, parallel);
 	before = th_slurp(subdir(dir, "data.log"));
 	at = before ? strlen(before) : 0;
 	free(before);
 	ck_assert_int_eq(th_daemon_spawn(d, data,
-					 "--data '%s' --script '%s' --set build_threads=%d", data,
-					 th_write(dir, "threads.lua", text), threads),
+					 "--data '%s' --script '%s' --set build_threads=%d %s",
+					 data, th_write(dir, "threads.lua", text), threads, extra),
 			 0);
 	return at;
 }
@@ -2274,44 +2307,20 @@ log_since(const th_daemon *d, size_t at)
 START_TEST(threads_build_fail_and_opt_out)
 {
 	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
-	char **msgs = calloc(TEVENTS / 100, sizeof *msgs), **replies;
 	char *want, *got, *log;
 	size_t at;
 	pinfo pi;
 	int rc;
 	th_daemon d;
 
-	ck_assert_ptr_nonnull(msgs);
-	replies = calloc(TEVENTS / 100, sizeof *replies);
-	ck_assert_ptr_nonnull(replies);
 	/* the log first, with no script: every build below is from the log */
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
-	for (int m = 0; m < TEVENTS / 100; m++) {
-		sbuf b = { 0 };
-		for (int i = m * 100 + 1; i <= (m + 1) * 100; i++)
-			sb_printf(
-				&b,
-				"{\"specversion\":\"1.0\",\"id\":\"t-%d\",\"source\":\"/t\","
-				"\"type\":\"t.add\",\"subject\":\"s%d\",\"data\":{\"k\":\"k%02d\","
-				"\"i\":%d%s%s}}\n",
-				i, i % 7, i % TKEYS, i, i == TBOOM ? ",\"boom\":true" : "",
-				i == TSAY ? ",\"say\":true" : "");
-		msgs[m] = sb_take(&b);
-	}
-	ck_assert_uint_eq(th_req_many(d.rep, msgs, TEVENTS / 100, replies, 1, 60000),
-			  TEVENTS / 100);
-	for (int m = 0; m < TEVENTS / 100; m++) {
-		ck_assert_msg(th_count(replies[m], "\n") >= 99, "%s", replies[m]);
-		free(msgs[m]);
-		free(replies[m]);
-	}
-	free(msgs);
-	free(replies);
+	threads_publish(d.rep, 1, TEVENTS);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 	want = threads_dump(TEVENTS);
 
 	/* 1. built by three threads: the states of the model; print relayed once */
-	at = threads_start(&d, dir, data, "false", 1, "true", 3);
+	at = threads_start(&d, dir, data, "false", 0, 1, "true", 3, "");
 	wait_live(data, "sum", TEVENTS, 30000);
 	got = query_api(data, "sum", NULL, NULL, 0, &rc);
 	ck_assert_int_eq(rc, TIDE_OK);
@@ -2326,7 +2335,7 @@ START_TEST(threads_build_fail_and_opt_out)
 
 	/* 2. a handler fails at TBOOM: stopped there, as on one thread, and the
 	 * old state is still served */
-	at = threads_start(&d, dir, data, "true", 2, "true", 3);
+	at = threads_start(&d, dir, data, "true", 0, 2, "true", 3, "");
 	pi = wait_faulted(data, "sum", 30000);
 	ck_assert_uint_eq(pi.fault_seq, TBOOM);
 	ck_assert_msg(strstr(pi.error, "boom at 2000"), "%s", pi.error);
@@ -2343,7 +2352,7 @@ START_TEST(threads_build_fail_and_opt_out)
 	free(log);
 
 	/* 3. parallel = false: the build stays on the engine's thread */
-	at = threads_start(&d, dir, data, "false", 3, "false", 3);
+	at = threads_start(&d, dir, data, "false", 0, 3, "false", 3, "");
 	wait_live(data, "sum", TEVENTS, 30000);
 	got = query_api(data, "sum", NULL, NULL, 0, &rc);
 	same_dump(got, want, "built on one thread");
@@ -2353,6 +2362,42 @@ START_TEST(threads_build_fail_and_opt_out)
 	ck_assert_msg(strstr(log, "projection 'sum' is built") && !strstr(log, " threads"), "%s",
 		      log);
 	free(log);
+	free(want);
+}
+END_TEST
+
+/* The log's map grows while a build's threads read it: they are stopped
+ * first and started again from their last checkpoint (reading a map that
+ * moves would crash the engine).  The engine opens the log with a map far
+ * smaller than the data, so its first turns grow it while the build runs,
+ * and more events arrive meanwhile. */
+START_TEST(threads_survive_map_growth)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	char out[4096], *want, *got, *log;
+	const char *ms;
+	size_t at;
+	int rc;
+	th_daemon d;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
+	threads_publish(d.rep, 1, TEVENTS);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	at = threads_start(&d, dir, data, "false", 20000, 1, "true", 3, "--set map_size=64K");
+	threads_publish(d.rep, TEVENTS + 1, 2 * TEVENTS);
+	wait_live(data, "sum", 2 * TEVENTS, 60000);
+	want = threads_dump(2 * TEVENTS);
+	got = query_api(data, "sum", NULL, NULL, 0, &rc);
+	ck_assert_int_eq(rc, TIDE_OK);
+	same_dump(got, want, "built while the map grew");
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --json --data '%s'", TIDE_BIN, data), 0);
+	ck_assert_ptr_nonnull(ms = strstr(out, "\"map_size\":"));
+	ck_assert_uint_ge(strtoull(ms + 11, NULL, 10), 32ull << 20);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	log = log_since(&d, at);
+	ck_assert_msg(strstr(log, "on 3 threads"), "%s", log);
+	free(log);
+	free(got);
 	free(want);
 }
 END_TEST
@@ -2760,6 +2805,7 @@ projection_suite(void)
 	tcase_add_test(misc, failing_handler_stops_the_projection);
 	tcase_add_test(misc, threads_build_fail_and_opt_out);
 	tcase_add_test(misc, threads_refuse_another_definition);
+	tcase_add_test(misc, threads_survive_map_growth);
 	tcase_add_test(misc, state_encoding_keeps_values);
 	tcase_add_test(misc, unencodable_state_stops_at_once);
 	tcase_add_test(misc, unencodable_state_keeps_the_position);
