@@ -25,6 +25,13 @@
  * with the turn, so a crash at any point resumes the build where its last
  * turn committed.
  *
+ * A build with enough events ahead is shared with helper threads
+ * (pbuild.h): each applies a part of the keys in a Lua state of its own,
+ * and the engine's turns write their checkpoints (helpers()); what they
+ * did not reach (events appended meanwhile, or everything after their
+ * last checkpoint if they stopped) is applied here as usual.  A spec
+ * with `parallel = false` keeps its builds here.
+ *
  * Per event, one protected Lua call (l_apply) does filter, key, the state
  * lookup and the handler; states touched in a turn stay in a Lua table and
  * are encoded and written once when the turn's slice ends, so a key seen

@@ -94,7 +94,8 @@ TIDE_API void tide_config_destroy(tide_config *cfg);
  *  (bytes, or with a K/M/G suffix), "max_event_size", "turn_events"
  *  (events per group commit), "instruction_budget", "memory_limit", "max_emits",
  *  "build_threads" (threads of a projection build; 0, the default, is one
- *  per CPU, at most 8; 1 keeps builds on the engine's thread), "log_level".
+ *  per CPU, at most 8; never more than 16; 1 keeps builds on the engine's
+ *  thread), "log_level".
  *  @p key and @p value are borrowed.
  *  @return TIDE_OK, TIDE_ECONFIG (unknown key or bad value; see
  *  tide_config_errmsg()) or TIDE_ENOMEM. */

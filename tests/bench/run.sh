@@ -22,6 +22,7 @@
 #                    symbols
 #   BENCH_PROJ_EVENTS   events in the projection benchmark's log (default 1000000)
 #   BENCH_PROJ_KEYS     distinct keys among them (default 100000)
+#   BENCH_PROJ_THREADS  build_threads of the projection runs (default 0: one per CPU)
 #   BENCH_PROJ_QUERIES  sequential queries per latency run (default 20000)
 #   BENCH_PROJ_INGEST   events pushed while querying (default 1000000; 0: skip)
 #   BENCH_TMPDIR     where data directories go (default /var/tmp: a real
@@ -42,6 +43,7 @@ REQS_SYNC=${BENCH_REQS_SYNC:-5000}
 SUITES=${BENCH_SUITES:-ingest single req redis nats projection}
 PROJ_EVENTS=${BENCH_PROJ_EVENTS:-1000000}
 PROJ_KEYS=${BENCH_PROJ_KEYS:-100000}
+PROJ_THREADS=${BENCH_PROJ_THREADS:-0}
 PROJ_QUERIES=${BENCH_PROJ_QUERIES:-20000}
 PROJ_INGEST=${BENCH_PROJ_INGEST:-1000000}
 TRANSPORTS=${BENCH_TRANSPORTS:-ipc tcp}
@@ -54,7 +56,7 @@ die() { say "bench: $*"; exit 1; }
 want() { case " $SUITES " in *" $1 "*) return 0 ;; esac; return 1; }
 
 [ -x "$TIDE" ] || die "no tide binary at $TIDE (build it first, or set TIDE=)"
-case $EVENTS$RUNS$BATCH$REQS$REQS_SYNC$PROJ_EVENTS$PROJ_KEYS$PROJ_QUERIES$PROJ_INGEST in *[!0-9]*) die "BENCH_* counts must be numbers" ;; esac
+case $EVENTS$RUNS$BATCH$REQS$REQS_SYNC$PROJ_EVENTS$PROJ_KEYS$PROJ_QUERIES$PROJ_INGEST$PROJ_THREADS in *[!0-9]*) die "BENCH_* counts must be numbers" ;; esac
 [ "$RUNS" -ge 1 ] || die "BENCH_RUNS must be at least 1"
 
 work=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/tide-bench.XXXXXX")
@@ -436,7 +438,8 @@ start_proj_tide() { # durability [script]
 	sync "$tide_data/data.mdb" 2>/dev/null || sync
 	proj_t0=$EPOCHREALTIME
 	"$TIDE" run -q --data "$tide_data" --pull "$tide_pull" --rep "$tide_rep" --pub "ipc://$dir/pub.ipc" \
-		--durability "$1" --script "${2:-$work/proj.lua}" 2>"$dir/tide.log" &
+		--durability "$1" --script "${2:-$work/proj.lua}" --set build_threads="$PROJ_THREADS" \
+		2>"$dir/tide.log" &
 	tide_pid=$!
 	pids+=("$tide_pid")
 }
@@ -756,7 +759,7 @@ report() {
 		echo "Each figure is the median of $RUNS runs (all runs listed)."
 	fi
 	if [ -n "$(values proj/log)" ]; then
-		echo "Projection: a log of $PROJ_EVENTS account events ($(grep -o 'log_event_bytes=[0-9]*' "$raw" | head -1 | cut -d= -f2) bytes each, $PROJ_KEYS keys), copied for each run; projection \`accounts\` (\`proj.lua\`, see README.md)."
+		echo "Projection: a log of $PROJ_EVENTS account events ($(grep -o 'log_event_bytes=[0-9]*' "$raw" | head -1 | cut -d= -f2) bytes each, $PROJ_KEYS keys), copied for each run; projection \`accounts\` (\`proj.lua\`, see README.md); build_threads=$PROJ_THREADS ($([ "$PROJ_THREADS" = 0 ] && echo "one per CPU: $(nproc)" || echo set))."
 	fi
 	echo
 	echo "| benchmark | median | server CPU µs/event | runs |"
