@@ -199,7 +199,11 @@ abort:
 static int64_t
 next_wake(tide_engine *e)
 {
-	int64_t a = tidei_consumers_next_retry(e->cs), b = tidei_projections_next_poll(e->ps);
+	int64_t a = tidei_consumers_next_retry(e->cs), b = -1;
+
+	/* projections run only in turns with the consumers (not paused) */
+	if (tidei_now() >= e->consumers_resume)
+		b = tidei_projections_next_poll(e->ps);
 
 	return a < 0 ? b : b < 0 || a < b ? a : b;
 }

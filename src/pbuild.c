@@ -127,6 +127,8 @@ tidei_pbuild_env_copy(const tidei_pbuild_env *src)
 	return e;
 fail:
 	free(path);
+	for (size_t k = 0; allow && allow[k]; k++)
+		free(allow[k]);
 	free(allow);
 	free(e);
 	return NULL;
@@ -213,7 +215,7 @@ host_log(void *ud, int level, const char *msg)
 	if (!h->loaded)
 		return; /* the engine printed it when it loaded the script */
 	pthread_mutex_lock(&b->mu);
-	if (b->logs.len + n + 2 > LOG_MAX) {
+	if (b->logs.len + n + 2 > LOG_MAX || b->logs.failed) {
 		b->dropped++;
 	} else {
 		tidei_buf_put(&b->logs, &lv, 1);
@@ -278,6 +280,8 @@ setup(helper *h, tidei_script **script, char *err)
 	if ((rc = tidei_projections_new(&h->ps, &po, err)) != TIDE_OK)
 		return rc;
 	for (size_t k = 0; k < env->nscripts && rc == TIDE_OK; k++) {
+		if (atomic_load(&h->b->cancel))
+			return tidei_err(err, TIDE_ESTATE, "stopped");
 		h->loading = env->scripts[k];
 		rc = tidei_script_load(*script, env->scripts[k], err);
 	}
@@ -439,9 +443,13 @@ out:
 int
 tidei_pbuild_start(tidei_pbuild **out, const tidei_pbuild_opts *o, char *err)
 {
-	tidei_pbuild *b = calloc(1, sizeof *b);
+	tidei_pbuild *b;
 
 	*out = NULL;
+	if (o->threads < 2 || o->threads > 127 || o->until <= o->after)
+		return tidei_err(err, TIDE_EINVAL,
+				 "a shared build needs 2 to 127 threads and events");
+	b = calloc(1, sizeof *b);
 	if (b == NULL || (b->name = strdup(o->name)) == NULL ||
 	    (b->parts = calloc(o->threads, sizeof *b->parts)) == NULL) {
 		if (b)
@@ -584,27 +592,13 @@ tidei_pbuild_checkpoint(tidei_pbuild *b)
 size_t
 tidei_pbuild_held(tidei_pbuild *b)
 {
-	size_t most = 0;
+	size_t all = 0;
 
 	pthread_mutex_lock(&b->mu);
 	for (unsigned k = 0; k < b->n; k++)
-		if (b->parts[k].held > most)
-			most = b->parts[k].held;
+		all += b->parts[k].held;
 	pthread_mutex_unlock(&b->mu);
-	return most;
-}
-
-uint64_t
-tidei_pbuild_position(tidei_pbuild *b)
-{
-	uint64_t least = UINT64_MAX;
-
-	pthread_mutex_lock(&b->mu);
-	for (unsigned k = 0; k < b->n; k++)
-		if (b->parts[k].pos < least)
-			least = b->parts[k].pos;
-	pthread_mutex_unlock(&b->mu);
-	return least;
+	return all;
 }
 
 const char *
@@ -626,6 +620,10 @@ tidei_pbuild_drain_log(tidei_pbuild *b, void (*fn)(void *ud, int level, const ch
 	dropped = b->dropped;
 	b->dropped = 0;
 	pthread_mutex_unlock(&b->mu);
+	if (logs.failed) { /* out of memory: a line may be cut */
+		dropped++;
+		logs.len = 0;
+	}
 	for (size_t at = 0; at < logs.len;) {
 		const char *msg = (const char *)logs.p + at + 1;
 		fn(ud, logs.p[at], msg);

@@ -82,9 +82,8 @@ void tidei_pbuild_resume(tidei_pbuild *b, uint64_t seq);
 /** Ask for a checkpoint soon (a no-op if one is pending or the end is near). */
 void tidei_pbuild_checkpoint(tidei_pbuild *b);
 
-/** Most keys any helper holds in memory; events all helpers have applied. */
+/** Keys the helpers hold in memory, together. */
 size_t tidei_pbuild_held(tidei_pbuild *b);
-uint64_t tidei_pbuild_position(tidei_pbuild *b);
 
 /** Why a helper stopped (after poll() returned -1), and at which event (0
  *  when not at an event). */

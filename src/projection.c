@@ -603,7 +603,10 @@ tidei_projections_hash(const tidei_projections *ps, const char *name)
 int64_t
 tidei_projections_next_poll(const tidei_projections *ps)
 {
-	return ps->poll_at;
+	for (size_t k = 0; k < ps->n; k++)
+		if (ps->v[k].par != NULL)
+			return ps->poll_at;
+	return -1; /* helpers stopped since the last turn */
 }
 
 /* Stop a build's helpers; what they did since their last checkpoint is
@@ -1279,6 +1282,10 @@ start_helpers(tidei_projections *ps, proj *p, tidei_log *log)
 	if (ps->build == NULL || !p->parallel || p->par_off || p->meta.faulted || p->keys.n > 0 ||
 	    p->done > from || log->committed < from + PAR_MIN_EVENTS)
 		return;
+	/* one shared build at a time: the threads are as many as the CPUs */
+	for (size_t k = 0; k < ps->n; k++)
+		if (ps->v[k].par != NULL)
+			return;
 	memset(&o, 0, sizeof o);
 	o.env = ps->build;
 	o.log = log;

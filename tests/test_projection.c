@@ -2208,7 +2208,21 @@ static const char threads_lua[] =
 	"    if ev.data.say then print('said at ' .. ev.seq) end\n"
 	"    local x = 0 for i = 1, SPIN do x = x + i %% 7 end\n"
 	"    s.n = (s.n or 0) + 1; s.sum = (s.sum or 0) + ev.data.i end },\n"
+	"})\n"
+	"tide.projection('count', {\n" /* by subject; it builds beside 'sum' */
+	"  on = { ['t.add'] = function(s, ev) s.n = (s.n or 0) + 1 end },\n"
 	"})\n";
+
+/* The expected dump of 'count' after events 1..@p upto. */
+static char *
+count_dump(int upto)
+{
+	sbuf b = { 0 };
+
+	for (int k = 0; k < 7; k++)
+		sb_printf(&b, "s%d\t{\"n\":%d}\n", k, upto / 7 + (k >= 1 && k <= upto % 7));
+	return sb_take(&b);
+}
 
 /* Publish events @p from..@p to (a multiple of 100 of them) to @p rep. */
 static void
@@ -2326,9 +2340,19 @@ START_TEST(threads_build_fail_and_opt_out)
 	ck_assert_int_eq(rc, TIDE_OK);
 	same_dump(got, want, "built by three threads");
 	free(got);
+	/* a second projection builds at the same time, on the engine's thread:
+	 * one shared build at a time */
+	wait_live(data, "count", TEVENTS, 30000);
+	got = query_api(data, "count", NULL, NULL, 0, &rc);
+	ck_assert_int_eq(rc, TIDE_OK);
+	log = count_dump(TEVENTS);
+	same_dump(got, log, "built beside it");
+	free(log);
+	free(got);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 	log = log_since(&d, at);
-	ck_assert_msg(strstr(log, "building events 1 to 3000 on 3 threads"), "%s", log);
+	ck_assert_msg(strstr(log, "'sum': building events 1 to 3000 on 3 threads"), "%s", log);
+	ck_assert_int_eq(th_count(log, " threads"), 1);
 	ck_assert_int_eq(th_count(log, "said at 500"), 1);
 	ck_assert_msg(!strstr(log, "threads stopped"), "%s", log);
 	free(log);
@@ -2359,8 +2383,9 @@ START_TEST(threads_build_fail_and_opt_out)
 	free(got);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 	log = log_since(&d, at);
-	ck_assert_msg(strstr(log, "projection 'sum' is built") && !strstr(log, " threads"), "%s",
-		      log);
+	ck_assert_msg(strstr(log, "projection 'sum' is built") &&
+			      !strstr(log, "'sum': building events"),
+		      "%s", log);
 	free(log);
 	free(want);
 }
