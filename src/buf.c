@@ -117,3 +117,31 @@ tidei_array_grow(void *array, size_t *cap, size_t n, size_t size, size_t first)
 	*cap = c;
 	return 0;
 }
+
+uint64_t
+tidei_fnv(const void *data, size_t n, uint64_t h)
+{
+	const uint8_t *p = data;
+
+	for (size_t k = 0; k < n; k++) {
+		h ^= p[k];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+uint64_t
+tidei_file_hash(const char *path)
+{
+	FILE *f = path ? fopen(path, "rb") : NULL;
+	uint64_t h = TIDEI_FNV_SEED;
+	char buf[8192];
+	size_t n;
+
+	if (f == NULL)
+		return 0;
+	while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+		h = tidei_fnv(buf, n, h);
+	fclose(f);
+	return h;
+}

@@ -141,4 +141,11 @@ tidei_ld32(const uint8_t *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/** FNV-1a of @p n bytes, continuing from @p h (TIDEI_FNV_SEED to start). */
+#define TIDEI_FNV_SEED 0xcbf29ce484222325ull
+uint64_t tidei_fnv(const void *data, size_t n, uint64_t h);
+
+/** FNV-1a of a file's contents (0 if it cannot be read). */
+uint64_t tidei_file_hash(const char *path);
+
 #endif

@@ -615,6 +615,8 @@ load_scripts(tide_engine *e, tidei_consumers *cs, tidei_projections *ps)
 			tidei_err(e->err, rc, "%s", msg);
 	}
 	e->defining = NULL;
+	if (rc == TIDE_OK)
+		tidei_projections_pin_scripts(ps);
 	return rc;
 }
 

@@ -68,18 +68,6 @@ tidei_pattern_match(const char *pat, size_t plen, const char *type, size_t tlen)
  * Keys
  * ------------------------------------------------------------------------ */
 
-/* FNV-1a, seeded; two seeds give the 128 bits that stand for the tail of
- * an over-long key. */
-static uint64_t
-fnv(const uint8_t *p, size_t n, uint64_t h)
-{
-	for (size_t k = 0; k < n; k++) {
-		h ^= p[k];
-		h *= 0x100000001b3ull;
-	}
-	return h;
-}
-
 #define KEYMAX 511 /* LMDB's default MDB_MAXKEYSIZE */
 #define KEYKEEP 477
 
@@ -100,13 +88,13 @@ make_key(uint8_t *key, const char *a, size_t an, const char *b, size_t bn)
 		}
 		return n;
 	}
-	h1 = fnv((const uint8_t *)a, an, 0xcbf29ce484222325ull);
-	h2 = fnv((const uint8_t *)a, an, 0x84222325cbf29ce4ull);
+	h1 = tidei_fnv((const uint8_t *)a, an, 0xcbf29ce484222325ull);
+	h2 = tidei_fnv((const uint8_t *)a, an, 0x84222325cbf29ce4ull); /* two seeds: 128 bits */
 	if (b) {
-		h1 = fnv((const uint8_t *)"\0", 1, h1);
-		h1 = fnv((const uint8_t *)b, bn, h1);
-		h2 = fnv((const uint8_t *)"\0", 1, h2);
-		h2 = fnv((const uint8_t *)b, bn, h2);
+		h1 = tidei_fnv((const uint8_t *)"\0", 1, h1);
+		h1 = tidei_fnv((const uint8_t *)b, bn, h1);
+		h2 = tidei_fnv((const uint8_t *)"\0", 1, h2);
+		h2 = tidei_fnv((const uint8_t *)b, bn, h2);
 	}
 	if (an >= KEYKEEP) {
 		memcpy(key, a, KEYKEEP);
@@ -417,7 +405,7 @@ txn_fail(tidei_log *log, int rc, const char *what)
 static tidei_head *
 head_slot(tidei_log *log, const uint8_t *key, size_t n, int *fresh)
 {
-	uint64_t h = fnv(key, n, 0xcbf29ce484222325ull);
+	uint64_t h = tidei_fnv(key, n, 0xcbf29ce484222325ull);
 	size_t mask, i;
 
 	if ((log->head_count + 1) * 2 > log->head_cap) {

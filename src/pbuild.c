@@ -134,6 +134,18 @@ fail:
 	return NULL;
 }
 
+uint64_t
+tidei_pbuild_scripts_hash(const tidei_pbuild_env *env)
+{
+	uint64_t h = TIDEI_FNV_SEED;
+
+	for (size_t k = 0; k < env->nscripts; k++) {
+		uint64_t f = tidei_file_hash(env->scripts[k]);
+		h = tidei_fnv(&f, sizeof f, h);
+	}
+	return h;
+}
+
 void
 tidei_pbuild_env_free(tidei_pbuild_env *e)
 {
@@ -273,6 +285,11 @@ setup(helper *h, tidei_script **script, char *err)
 	host.emit = host_emit;
 	host.projection = host_projection;
 	host.log = host_log;
+	/* the scripts must be those the engine runs (modules they require
+	 * are not checked) */
+	if (env->scripts_hash != 0 && tidei_pbuild_scripts_hash(env) != env->scripts_hash)
+		return tidei_err(err, TIDE_ESTATE,
+				 "a script changed on disk since the engine loaded it");
 	if ((rc = tidei_script_new(script, &env->script, &host, err)) != TIDE_OK)
 		return rc;
 	memset(&po, 0, sizeof po);

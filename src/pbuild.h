@@ -36,8 +36,12 @@ typedef struct tidei_pbuild_env {
 	tidei_script_opts script; /* lua_path and allow are copied too */
 	const char *const *scripts;
 	size_t nscripts;
-	unsigned threads; /* helpers per build; below 2 builds stay on the engine's thread */
+	unsigned threads;      /* helpers per build; below 2 builds stay on the engine's thread */
+	uint64_t scripts_hash; /* of the scripts as the engine loaded them; 0: not known */
 } tidei_pbuild_env;
+
+/** A hash of the text of every script of @p env (as on disk now). */
+uint64_t tidei_pbuild_scripts_hash(const tidei_pbuild_env *env);
 
 typedef struct tidei_pbuild tidei_pbuild;
 

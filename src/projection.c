@@ -242,35 +242,6 @@ meta_put(tidei_log *log, const char *name, const tidei_proj_meta *m)
  * Definitions
  * ------------------------------------------------------------------------ */
 
-static uint64_t
-fnv(const void *data, size_t n, uint64_t h)
-{
-	const uint8_t *p = data;
-
-	for (size_t k = 0; k < n; k++) {
-		h ^= p[k];
-		h *= 0x100000001b3ull;
-	}
-	return h;
-}
-
-/* Hash of the script file's contents (0 if it cannot be read). */
-static uint64_t
-file_hash(const char *path)
-{
-	FILE *f = path ? fopen(path, "rb") : NULL;
-	uint64_t h = 0xcbf29ce484222325ull;
-	char buf[8192];
-	size_t n;
-
-	if (f == NULL)
-		return 0;
-	while ((n = fread(buf, 1, sizeof buf, f)) > 0)
-		h = fnv(buf, n, h);
-	fclose(f);
-	return h;
-}
-
 static int
 by_specificity(const void *a, const void *b)
 {
@@ -529,7 +500,7 @@ tidei_projections_define(tidei_projections *ps, lua_State *L, const char *name, 
 	qsort(p.h, p.nh, sizeof *p.h, by_specificity);
 	lua_newtable(L);
 	p.cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	p.hash = fnv(&p.version, sizeof p.version, file_hash(script));
+	p.hash = tidei_fnv(&p.version, sizeof p.version, tidei_file_hash(script));
 	p.name = strdup(name);
 	wl = strlen(where);
 	while (wl > 0 && (where[wl - 1] == ' ' || where[wl - 1] == ':'))
@@ -717,6 +688,13 @@ tidei_projections_start(tidei_projections *ps, tidei_log *log, char *err)
 			    p->name, (unsigned long long)p->meta.fault_seq, p->meta.error);
 	}
 	return TIDE_OK;
+}
+
+void
+tidei_projections_pin_scripts(tidei_projections *ps)
+{
+	if (ps->build != NULL)
+		ps->build->scripts_hash = tidei_pbuild_scripts_hash(ps->build);
 }
 
 void
@@ -1023,8 +1001,8 @@ l_keys(lua_State *L)
 			p->ev = &ev;
 			tidei_script_rearm(ps->o.script);
 			if (event_key(L, p, &evi, &key, &klen)) {
-				ke->part = (int8_t)(fnv(key, klen, 0xcbf29ce484222325ull) %
-						    ps->nparts);
+				ke->part =
+					(int8_t)(tidei_fnv(key, klen, TIDEI_FNV_SEED) % ps->nparts);
 				ke->who = (uint8_t)ps->part;
 				ke->off = (uint32_t)p->run.kbuf->len;
 				ke->len = (uint16_t)klen;

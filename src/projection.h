@@ -45,6 +45,10 @@ int tidei_projections_start(tidei_projections *ps, tidei_log *log, char *err);
  *  is set while work remains.  TIDE_EFULL: abort, grow, run again. */
 int tidei_projections_run(tidei_projections *ps, tidei_log *log, int *more, char *err);
 
+/** The scripts are loaded: remember their text's hash, so that a build's
+ *  threads, which load them again, can tell if one changed since. */
+void tidei_projections_pin_scripts(tidei_projections *ps);
+
 /** Stop the helper threads of every build (they may be started again by
  *  the next run); before the log's map changes or closes. */
 void tidei_projections_stop(tidei_projections *ps);

@@ -2149,7 +2149,9 @@ START_TEST(threads_refuse_another_definition)
 				      "local tide = require 'tide'\n"
 				      "tide.projection('p', { on = { x = function() end } })\n");
 	const char *scripts[] = { script };
-	const char *names[] = { "p", "q" };
+	const char *names[] = { "p", "q", "p" };
+	const char *why[] = { "differs from the engine's", "differs from the engine's",
+			      "a script changed on disk since the engine loaded it" };
 	tidei_log_opts lo = { 0, 0, 0 };
 	tidei_pbuild_env env;
 	tidei_log *log;
@@ -2160,7 +2162,7 @@ START_TEST(threads_refuse_another_definition)
 	env.scripts = scripts;
 	env.nscripts = 1;
 	env.threads = 2;
-	for (int k = 0; k < 2; k++) {
+	for (int k = 0; k < 3; k++) {
 		tidei_pbuild_opts o;
 		tidei_pbuild *b;
 		uint64_t seq = 0;
@@ -2171,6 +2173,8 @@ START_TEST(threads_refuse_another_definition)
 		o.log = log;
 		o.name = names[k];
 		o.hash = 12345; /* not the hash of p.lua's 'p' */
+		/* the third time, the engine loaded another text of p.lua */
+		env.scripts_hash = k == 2 ? tidei_pbuild_scripts_hash(&env) + 1 : 0;
 		o.gen = 1;
 		o.until = 10;
 		o.threads = 2;
@@ -2178,8 +2182,8 @@ START_TEST(threads_refuse_another_definition)
 		while ((r = tidei_pbuild_poll(b, &seq)) == 0 && th_ms() < deadline)
 			th_pause();
 		ck_assert_int_eq(r, -1);
-		ck_assert_msg(strstr(tidei_pbuild_error(b, &seq), "differs from the engine's"),
-			      "%s", tidei_pbuild_error(b, &seq));
+		ck_assert_msg(strstr(tidei_pbuild_error(b, &seq), why[k]), "%s",
+			      tidei_pbuild_error(b, &seq));
 		ck_assert_uint_eq(seq, 0);
 		tidei_pbuild_destroy(b);
 	}
