@@ -258,15 +258,17 @@ chunk(const tidei_pbuild *b, uint64_t c, uint64_t *first, uint64_t *last)
 	*last = *first + STEP - 1 < b->o.until ? *first + STEP - 1 : b->o.until;
 }
 
+/* The next chunk of the slowest helper (@p most 0) or of the furthest
+ * (@p most 1); under b->mu. */
 static uint64_t
-slowest(const tidei_pbuild *b)
+next_chunk(const tidei_pbuild *b, int most)
 {
-	uint64_t least = UINT64_MAX;
+	uint64_t v = b->parts[0].next;
 
-	for (unsigned k = 0; k < b->n; k++)
-		if (b->parts[k].next < least)
-			least = b->parts[k].next;
-	return least;
+	for (unsigned k = 1; k < b->n; k++)
+		if (most ? b->parts[k].next > v : b->parts[k].next < v)
+			v = b->parts[k].next;
+	return v;
 }
 
 /* Load the scripts; the projection must be defined as the engine has it. */
@@ -408,7 +410,7 @@ helper_main(void *arg)
 				steps = RENEW_STEPS; /* read what the checkpoint wrote */
 				pthread_mutex_lock(&b->mu);
 			}
-		} else if (b->claimed < b->nchunks && b->claimed < slowest(b) + AHEAD) {
+		} else if (b->claimed < b->nchunks && b->claimed < next_chunk(b, 0) + AHEAD) {
 			/* find the keys of the next chunk nobody has taken */
 			uint64_t k = b->claimed++;
 			struct slot *ks = &b->slot[k % AHEAD];
@@ -568,6 +570,12 @@ tidei_pbuild_parts(const tidei_pbuild *b)
 	return b->n;
 }
 
+uint64_t
+tidei_pbuild_until(const tidei_pbuild *b)
+{
+	return b->o.until;
+}
+
 void
 tidei_pbuild_release(tidei_pbuild *b)
 {
@@ -592,12 +600,10 @@ tidei_pbuild_resume(tidei_pbuild *b, uint64_t seq)
 void
 tidei_pbuild_checkpoint(tidei_pbuild *b)
 {
-	uint64_t top = 0;
+	uint64_t top;
 
 	pthread_mutex_lock(&b->mu);
-	for (unsigned k = 0; k < b->n; k++)
-		if (b->parts[k].next > top)
-			top = b->parts[k].next;
+	top = next_chunk(b, 1);
 	/* no helper is past it: each of them hands over after that chunk */
 	if (!b->asked && top + 1 < b->nchunks) {
 		b->asked = 1;

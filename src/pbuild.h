@@ -75,6 +75,8 @@ int tidei_pbuild_poll(tidei_pbuild *b, uint64_t *seq);
  *  of u32 key length, key, u32 value length (UINT32_MAX: deleted), value. */
 const tidei_buf *tidei_pbuild_states(tidei_pbuild *b, unsigned k);
 unsigned tidei_pbuild_parts(const tidei_pbuild *b);
+/** The last event the helpers apply. */
+uint64_t tidei_pbuild_until(const tidei_pbuild *b);
 
 /** The checkpoint's states are written: free them.  Helpers stay waiting
  *  until tidei_pbuild_resume(). */

@@ -93,11 +93,10 @@ typedef struct proj {
 	uint64_t hash; /* of the definition: version and script file */
 	int64_t version;
 	int key_ref, filter_ref, init_ref;
-	int parallel;       /* spec.parallel: its builds may be shared among threads */
-	uint64_t par_until; /* the last event the helpers apply */
-	char *key_path;     /* key = "data.account": found in C, no Lua call */
-	int key_attr; /* its attribute (TIDEI_A_*), TIDEI_NATTR for data, -1 for an extension */
-	handler *h;   /* exact types first, then prefixes longest first, then "*" */
+	int parallel;   /* spec.parallel: its builds may be shared among threads */
+	char *key_path; /* key = "data.account": found in C, no Lua call */
+	int key_attr;   /* its attribute (TIDEI_A_*), TIDEI_NATTR for data, -1 for an extension */
+	handler *h;     /* exact types first, then prefixes longest first, then "*" */
 	size_t nh;
 	tidei_proj_meta meta;
 	int meta_changed;    /* by load(): a new definition starts a build */
@@ -912,6 +911,29 @@ stopping(const tidei_projections *ps)
 	return ps->stop != NULL && atomic_load_explicit(ps->stop, memory_order_relaxed);
 }
 
+/* l_run and l_keys at the cursor's event (key @p k): its seq into
+ * p->run.seq; 0 to go on, -1 past p->run.until or when told to stop. */
+static int
+run_at(proj *p, const MDB_val *k)
+{
+	memcpy(&p->run.seq, k->mv_data, 8);
+	return p->run.seq > p->run.until || stopping(p->ps) ? -1 : 0;
+}
+
+/* Decode the event at the cursor (record @p v): 0, or -1 when it is
+ * corrupt (p->run.corrupt is then set). */
+static int
+run_decode(proj *p, const MDB_val *v, struct tide_event *ev)
+{
+	if (tidei_event_decode(ev, v->mv_data, v->mv_size) != 0) {
+		p->run.corrupt = 1;
+		return -1;
+	}
+	ev->seq = p->run.seq;
+	ev->scratch = NULL;
+	return 0;
+}
+
 /* The events of a turn from p->run.seq on, under one protection: a
  * failing event ends it with p->run.seq at that event and p->run.done at
  * the one before.  [-1, +0, e] */
@@ -927,22 +949,17 @@ l_run(lua_State *L)
 	     mrc = mdb_cursor_get(p->run.cur, &k, &v, MDB_NEXT)) {
 		struct tide_event ev;
 		const tidei_keyed_ev *ke = NULL;
-		memcpy(&p->run.seq, k.mv_data, 8);
-		if (p->run.seq > p->run.until || stopping(ps))
+		if (run_at(p, &k) != 0)
 			break;
 		if (p->run.kd != NULL) { /* a helper: only its events, by their keys */
-			ke = &p->run.kd->e[(p->run.seq - p->run.kd->first) % p->run.kd->n];
+			ke = tidei_keyed_at(p->run.kd, p->run.seq);
 			if (ke->part != (int)ps->part) {
 				p->run.done = p->run.seq;
 				continue;
 			}
 		}
-		if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
-			p->run.corrupt = 1;
+		if (run_decode(p, &v, &ev) != 0)
 			break;
-		}
-		ev.seq = p->run.seq;
-		ev.scratch = NULL;
 		p->handler_ref = match(p, ev.attr[TIDEI_A_TYPE], ev.len[TIDEI_A_TYPE]);
 		if (p->handler_ref != LUA_NOREF) {
 			p->ev = &ev;
@@ -976,7 +993,6 @@ l_keys(lua_State *L)
 {
 	proj *p = lua_touserdata(L, 1);
 	tidei_projections *ps = p->ps;
-	tidei_keyed_ev *e = (tidei_keyed_ev *)p->run.kd->e;
 	MDB_val k = { 8, &p->run.seq }, v;
 	int top = lua_gettop(L), mrc;
 
@@ -984,16 +1000,9 @@ l_keys(lua_State *L)
 	     mrc = mdb_cursor_get(p->run.cur, &k, &v, MDB_NEXT)) {
 		struct tide_event ev;
 		tidei_keyed_ev *ke;
-		memcpy(&p->run.seq, k.mv_data, 8);
-		if (p->run.seq > p->run.until || stopping(ps))
+		if (run_at(p, &k) != 0 || run_decode(p, &v, &ev) != 0)
 			break;
-		if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
-			p->run.corrupt = 1;
-			break;
-		}
-		ev.seq = p->run.seq;
-		ev.scratch = NULL;
-		ke = &e[(p->run.seq - p->run.kd->first) % p->run.kd->n];
+		ke = tidei_keyed_at(p->run.kd, p->run.seq);
 		if (match(p, ev.attr[TIDEI_A_TYPE], ev.len[TIDEI_A_TYPE]) != LUA_NOREF) {
 			const char *key;
 			size_t klen;
@@ -1249,6 +1258,14 @@ relay_log(void *ud, int level, const char *msg)
 	LOG((tidei_projections *)ud, level, "%s", msg);
 }
 
+static void
+log_progress(tidei_projections *ps, const proj *p, uint64_t done, uint64_t head)
+{
+	LOG(ps, TIDE_LOG_INFO, "projection '%s': building, %llu of %llu events (%.0f%%)", p->name,
+	    (unsigned long long)done, (unsigned long long)head,
+	    100.0 * (double)done / (double)head);
+}
+
 /* Start the helpers when a build has enough events ahead. */
 static void
 start_helpers(tidei_projections *ps, proj *p, tidei_log *log)
@@ -1279,7 +1296,6 @@ start_helpers(tidei_projections *ps, proj *p, tidei_log *log)
 		p->par_off = 1;
 		return;
 	}
-	p->par_until = o.until;
 	LOG(ps, TIDE_LOG_INFO, "projection '%s': building events %llu to %llu on %u threads",
 	    p->name, (unsigned long long)from + 1, (unsigned long long)o.until, o.threads);
 }
@@ -1344,13 +1360,11 @@ helpers(tidei_projections *ps, proj *p, tidei_log *log, int64_t now, int *more, 
 	p->flushed_at = now;
 	if (meta_put(log, p->name, &p->meta) != TIDE_OK)
 		return tidei_err(err, TIDE_EIO, "%s", log->err);
-	if (seq >= p->par_until) { /* done: the rest (events since) in one thread */
+	if (seq >= tidei_pbuild_until(p->par)) { /* done: the rest (events since) alone */
 		stop_helpers(p);
 		return TIDE_OK;
 	}
-	LOG(ps, TIDE_LOG_INFO, "projection '%s': building, %llu of %llu events (%.0f%%)", p->name,
-	    (unsigned long long)seq, (unsigned long long)log->head,
-	    100.0 * (double)seq / (double)log->head);
+	log_progress(ps, p, seq, log->head);
 	p->par_commit = seq;
 	*busy = 1;
 	*more = 1; /* a turn soon: it lets the helpers go on after this one commits */
@@ -1442,9 +1456,7 @@ write:
 	p->done = 0;
 	p->flushed_at = now;
 	if (rebuilding && !p->meta.faulted && done < log->head)
-		LOG(ps, TIDE_LOG_INFO, "projection '%s': building, %llu of %llu events (%.0f%%)",
-		    p->name, (unsigned long long)done, (unsigned long long)log->head,
-		    100.0 * (double)done / (double)log->head);
+		log_progress(ps, p, done, log->head);
 	if (!p->meta.faulted && p->meta.build != p->meta.live && p->meta.build_seq >= log->head) {
 		LOG(ps, TIDE_LOG_INFO, "projection '%s' is built (%llu events); it is live now",
 		    p->name, (unsigned long long)p->meta.build_seq);
@@ -1550,7 +1562,7 @@ tidei_projections_find_keys(tidei_projections *ps, tidei_log *log, MDB_txn *txn,
 	if (ps->n != 1)
 		return tidei_err(err, TIDE_ESTATE, "no projection to build");
 	for (uint64_t s = from; s <= to; s++)
-		kd->e[(s - kd->first) % kd->n].part = -1;
+		tidei_keyed_at(kd, s)->part = -1;
 	if (from > to)
 		return TIDE_OK;
 	p->run.kd = kd;

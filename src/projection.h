@@ -93,6 +93,13 @@ typedef struct tidei_keyed {
 	tidei_buf *keys; /* one per helper */
 } tidei_keyed;
 
+/** The entry of event @p seq. */
+static inline tidei_keyed_ev *
+tidei_keyed_at(const tidei_keyed *kd, uint64_t seq)
+{
+	return &kd->e[(seq - kd->first) % kd->n];
+}
+
 /** Fill kd->e for the events @p from to @p to, reading through @p txn; the
  *  keys go to kd->keys[part].  TIDE_ESCRIPT when a filter or the key
  *  function failed (*@p at is the event), or another error. */

@@ -2260,6 +2260,18 @@ threads_publish(const char *rep, int from, int to)
 	free(replies);
 }
 
+/* A log of events 1..TEVENTS in @p data, written by an engine without
+ * scripts. */
+static void
+threads_log(const char *data)
+{
+	th_daemon d;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
+	threads_publish(d.rep, 1, TEVENTS);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+
 /* The expected dump of 'sum' after events 1..@p upto. */
 static char *
 threads_dump(int upto)
@@ -2332,9 +2344,7 @@ START_TEST(threads_build_fail_and_opt_out)
 	th_daemon d;
 
 	/* the log first, with no script: every build below is from the log */
-	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
-	threads_publish(d.rep, 1, TEVENTS);
-	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	threads_log(data);
 	want = threads_dump(TEVENTS);
 
 	/* 1. built by three threads: the states of the model; print relayed once */
@@ -2409,9 +2419,7 @@ START_TEST(threads_survive_map_growth)
 	int rc;
 	th_daemon d;
 
-	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
-	threads_publish(d.rep, 1, TEVENTS);
-	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	threads_log(data);
 	at = threads_start(&d, dir, data, "false", 20000, 1, "true", 3, "--set map_size=64K");
 	threads_publish(d.rep, TEVENTS + 1, 2 * TEVENTS);
 	wait_live(data, "sum", 2 * TEVENTS, 60000);
