@@ -319,6 +319,7 @@ tidei_consumers_destroy(tidei_consumers *cs)
 		free(cs->v[k].pattern);
 		free(cs->v[k].where);
 		free(cs->v[k].pend);
+		free(cs->v[k].subj);
 	}
 	free(cs->v);
 	tidei_script_destroy(cs->script);
@@ -367,38 +368,153 @@ subject_hash(const struct tide_event *ev)
 	return h | 1; /* 0 means "no subject" */
 }
 
+/* The counter slot of subject hash @p h (never 0), or NULL when absent
+ * and @p add is 0 (or memory ran out). */
+static struct tidei_subj *
+subj_slot(tidei_consumer *c, uint64_t h, int add)
+{
+	size_t mask, i;
+
+	if (add && (c->subj_used + 1) * 2 > c->subj_cap) {
+		/* grow, keeping only the subjects still held back */
+		size_t cap = c->subj_cap ? c->subj_cap * 2 : 64, used = 0;
+		struct tidei_subj *v = calloc(cap, sizeof *v);
+		if (v == NULL)
+			return NULL;
+		for (size_t k = 0; k < c->subj_cap; k++) {
+			if (c->subj[k].n == 0)
+				continue;
+			for (i = c->subj[k].h & (cap - 1); v[i].h != 0; i = (i + 1) & (cap - 1))
+				;
+			v[i] = c->subj[k];
+			used++;
+		}
+		free(c->subj);
+		c->subj = v;
+		c->subj_cap = cap;
+		c->subj_used = used;
+	}
+	if (c->subj_cap == 0)
+		return NULL;
+	mask = c->subj_cap - 1;
+	for (i = h & mask; c->subj[i].h != 0; i = (i + 1) & mask)
+		if (c->subj[i].h == h)
+			return &c->subj[i];
+	if (!add)
+		return NULL;
+	c->subj[i].h = h;
+	c->subj_used++;
+	return &c->subj[i];
+}
+
+/* Pending entry @p k is resolved: it no longer holds its subject back. */
+static void
+pend_done(tidei_consumer *c, size_t k)
+{
+	struct tidei_subj *sl;
+
+	if (c->pend[k].done)
+		return;
+	c->pend[k].done = 1;
+	if (c->pend[k].subject != 0 && (sl = subj_slot(c, c->pend[k].subject, 0)) != NULL &&
+	    sl->n > 0)
+		sl->n--;
+}
+
+static void
+pend_clear(tidei_consumer *c)
+{
+	c->npend = 0;
+	c->subj_used = 0;
+	if (c->subj != NULL)
+		memset(c->subj, 0, c->subj_cap * sizeof *c->subj);
+}
+
 /* Add an entry (seqs only grow, except for dead letters retried by hand,
  * which are inserted in order). */
 static int
 pend_add(tidei_consumer *c, uint64_t seq, uint64_t subject, const tidei_pending_rec *r)
 {
 	size_t at = c->npend;
+	struct tidei_subj *sl = NULL;
 
-	if (tidei_array_grow(&c->pend, &c->pcap, c->npend, sizeof *c->pend, 16) != 0)
+	if (r->from_dlq)
+		subject = 0; /* a dead letter retried by hand holds nothing back */
+	if (tidei_array_grow(&c->pend, &c->pcap, c->npend, sizeof *c->pend, 16) != 0 ||
+	    (subject != 0 && (sl = subj_slot(c, subject, 1)) == NULL))
 		return TIDE_ENOMEM;
 	while (at > 0 && c->pend[at - 1].seq > seq)
 		at--;
 	memmove(c->pend + at + 1, c->pend + at, (c->npend - at) * sizeof *c->pend);
 	c->pend[at].seq = seq;
-	c->pend[at].subject = r->from_dlq ? 0 : subject;
+	c->pend[at].subject = subject;
 	c->pend[at].r = *r;
 	c->pend[at].done = 0;
 	c->npend++;
+	if (sl != NULL)
+		sl->n++;
 	return TIDE_OK;
 }
 
-/* Is a new event of @p subject held back by an unresolved one?  The scan
- * is linear: a consumer rarely has many events pending, and then they are
- * usually of few subjects. */
+/* Is a new event of @p subject held back by an unresolved one? */
 static int
-blocked(const tidei_consumer *c, uint64_t subject)
+blocked(tidei_consumer *c, uint64_t subject)
 {
+	struct tidei_subj *sl;
+
 	if (subject == 0 || !c->ordered)
 		return 0;
-	for (size_t k = 0; k < c->npend; k++)
-		if (c->pend[k].subject == subject && !c->pend[k].done)
-			return 1;
-	return 0;
+	sl = subj_slot(c, subject, 0);
+	return sl != NULL && sl->n > 0;
+}
+
+/* The pending entry of @p seq, or NULL. */
+static tidei_pending *
+pend_find(tidei_consumer *c, uint64_t seq, size_t *at)
+{
+	size_t lo = 0, hi = c->npend;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (c->pend[mid].seq < seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*at = lo;
+	return lo < c->npend && c->pend[lo].seq == seq ? &c->pend[lo] : NULL;
+}
+
+void
+tidei_consumers_requeue(tidei_consumers *cs, const char *name, uint64_t seq)
+{
+	tidei_consumer *c = find(cs, name);
+	tidei_pending_rec r = { TIDEI_PENDING_RETRY, 1, 0, 0 };
+	tidei_pending *p;
+	size_t at;
+
+	if (c == NULL)
+		return;
+	if ((p = pend_find(c, seq, &at)) != NULL) {
+		/* already pending (or resolved and not yet swept): due now, as
+		 * the store says */
+		pend_done(c, at);
+		p->done = 0;
+		p->subject = 0;
+		p->r = r;
+		return;
+	}
+	(void)pend_add(c, seq, 0, &r); /* out of memory: the next reload finds it */
+}
+
+void
+tidei_consumers_forget(tidei_consumers *cs, const char *name, uint64_t seq)
+{
+	tidei_consumer *c = find(cs, name);
+	size_t at;
+
+	if (c != NULL && pend_find(c, seq, &at) != NULL)
+		pend_done(c, at);
 }
 
 typedef struct load_ctx {
@@ -439,7 +555,7 @@ load(tidei_consumers *cs, tidei_log *log, MDB_txn *txn, uint64_t head)
 			c->committed = c->from == TIDE_FROM_BEGINNING ? 0 : head;
 		}
 		c->checkpoint = c->committed;
-		c->npend = 0;
+		pend_clear(c);
 		rc = tidei_log_pending_each(log, txn, c->name, load_one, &lc);
 	}
 	return rc;
@@ -669,7 +785,7 @@ failed_try(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, size_t i,
 		    "it is in the dead letters (tide dlq show %llu)",
 		    c->name, (unsigned long long)p->seq, ev->attr[TIDEI_A_TYPE],
 		    ev->attr[TIDEI_A_ID], d.attempts, why, (unsigned long long)p->seq);
-		p->done = 1;
+		pend_done(c, i);
 		if ((rc = persist(c, log, p, err)) != TIDE_OK)
 			return rc;
 		return release(c, log, i, err);
@@ -680,13 +796,17 @@ failed_try(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, size_t i,
  * order (a released event sits after the one that released it). */
 static int
 run_pending(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now, size_t *handled,
-	    size_t budget, char *err)
+	    size_t budget, int64_t deadline, char *err)
 {
 	char why[TIDEI_ERRLEN], where[256];
 	size_t k, kept;
 	int rc = TIDE_OK;
 
-	for (k = 0; k < c->npend && *handled < budget; k++) {
+	/* like new events, retries hand the loop back after a while: a
+	 * thousand dead letters retried at once must not hold producers */
+	for (k = 0; k < c->npend && *handled < budget &&
+		    (*handled % CLOCK_EVERY != 0 || *handled == 0 || tidei_now() < deadline);
+	     k++) {
 		tidei_pending *p = &c->pend[k];
 		struct tide_event ev;
 		int appended = 0, ok;
@@ -709,7 +829,7 @@ run_pending(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now,
 		if (ok) {
 			if (p->r.from_dlq)
 				tidei_log_dead_del(log, c->name, p->seq);
-			p->done = 1;
+			pend_done(c, k);
 			if ((rc = persist(c, log, p, err)) != TIDE_OK ||
 			    (rc = release(c, log, k, err)) != TIDE_OK)
 				break;
@@ -748,8 +868,13 @@ run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now, int
 	char why[TIDEI_ERRLEN], where[256];
 	int rc, mrc;
 
-	if (c->npend > 0 && (rc = run_pending(cs, c, log, now, &handled, budget, err)) != TIDE_OK)
+	if (c->npend > 0 &&
+	    (rc = run_pending(cs, c, log, now, &handled, budget, deadline, err)) != TIDE_OK)
 		return rc;
+	if (handled > 0 && tidei_now() >= deadline) {
+		*more = 1; /* new events next turn */
+		return save_checkpoint(c, log, err);
+	}
 	if (c->checkpoint >= log->head)
 		return save_checkpoint(c, log, err);
 	if ((mrc = mdb_cursor_open(log->txn, log->events, &cur)) != 0)

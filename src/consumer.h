@@ -46,6 +46,15 @@ typedef struct tidei_consumer {
 	int stored;          /* a checkpoint record exists in the log */
 	tidei_pending *pend; /* retrying or waiting events, by seq */
 	size_t npend, pcap;
+	/* unresolved pending events per subject hash, so that a new event
+	 * asks "is my subject held back?" in constant time however many
+	 * events are pending (open addressing; a count of 0 is a free slot
+	 * for its own hash only, swept when the table grows) */
+	struct tidei_subj {
+		uint64_t h;
+		uint32_t n;
+	} * subj;
+	size_t subj_cap, subj_used;
 	uint64_t handled;
 	uint64_t failed;
 } tidei_consumer;
@@ -89,6 +98,12 @@ void tidei_consumers_committed(tidei_consumers *cs);
 /** The turn was aborted (or pending events changed outside a turn):
  *  reload checkpoints and pending events from the log. */
 int tidei_consumers_reload(tidei_consumers *cs, tidei_log *log);
+
+/** Dead letter @p seq of consumer @p name was handed back to it (retry) or
+ *  dropped, in the open write transaction: update what the consumer holds
+ *  in memory to match (the transaction's abort reloads it anyway). */
+void tidei_consumers_requeue(tidei_consumers *cs, const char *name, uint64_t seq);
+void tidei_consumers_forget(tidei_consumers *cs, const char *name, uint64_t seq);
 
 /** When the earliest retry falls due (ns since the epoch; 0 = now), or -1
  *  if none. */

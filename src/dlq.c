@@ -17,8 +17,12 @@
 #include "dlq.h"
 
 /* ------------------------------------------------------------------------
- * Retry and drop
+ * Retry and drop, a slice at a time
  * ------------------------------------------------------------------------ */
+
+/* Dead letters looked at per slice beyond the ones changed: a retry of one
+ * seq walks every consumer's dead letters to find it. */
+#define SCAN_PER_CHANGE 8
 
 typedef struct target {
 	char *consumer;
@@ -26,10 +30,12 @@ typedef struct target {
 } target;
 
 typedef struct collect {
-	uint64_t seq;
+	tidei_dlq_job *j;
+	size_t max, scanned;
 	target *v;
 	size_t n, cap;
 	int oom;
+	int stopped; /* the slice is full: the walk did not reach the end */
 } collect;
 
 static int
@@ -38,13 +44,19 @@ collect_one(void *ud, const char *consumer, uint64_t seq, const tidei_dead_rec *
 	collect *c = ud;
 
 	(void)r;
-	if (c->seq != 0 && seq != c->seq)
-		return 0;
-	if (tidei_array_grow(&c->v, &c->cap, c->n, sizeof *c->v, 64) != 0) {
-		c->oom = 1;
+	if (c->n >= c->max || c->scanned >= c->max * SCAN_PER_CHANGE) {
+		c->stopped = 1;
 		return 1;
 	}
-	if ((c->v[c->n].consumer = strdup(consumer)) == NULL) {
+	c->scanned++;
+	/* the walk resumes after the last dead letter looked at */
+	snprintf(c->j->at, sizeof c->j->at, "%s", consumer);
+	c->j->at_seq = seq;
+	c->j->started = 1;
+	if (c->j->seq != 0 && seq != c->j->seq)
+		return 0;
+	if (tidei_array_grow(&c->v, &c->cap, c->n, sizeof *c->v, 64) != 0 ||
+	    (c->v[c->n].consumer = strdup(consumer)) == NULL) {
 		c->oom = 1;
 		return 1;
 	}
@@ -53,20 +65,39 @@ collect_one(void *ud, const char *consumer, uint64_t seq, const tidei_dead_rec *
 }
 
 int
-tidei_dlq_apply(tidei_log *log, int op, const char *consumer, uint64_t seq, uint64_t *count)
+tidei_dlq_job_init(tidei_dlq_job *j, int op, const char *consumer, uint64_t seq, char *err)
 {
-	collect c = { seq, NULL, 0, 0, 0 };
+	memset(j, 0, sizeof *j);
+	if (op != TIDE_DLQ_RETRY && op != TIDE_DLQ_DROP)
+		return tidei_err(err, TIDE_EINVAL, "unknown dead-letter operation");
+	if (consumer != NULL && (strlen(consumer) == 0 || strlen(consumer) >= sizeof j->consumer))
+		return tidei_err(err, TIDE_EINVAL, "consumer name must be 1 to 200 bytes long");
+	j->op = op;
+	snprintf(j->consumer, sizeof j->consumer, "%s", consumer ? consumer : "");
+	j->seq = seq;
+	return TIDE_OK;
+}
+
+int
+tidei_dlq_step(tidei_log *log, tidei_dlq_job *j, size_t max,
+	       void (*changed)(void *ud, int op, const char *consumer, uint64_t seq), void *ud)
+{
+	collect c;
+	const char *only = j->consumer[0] ? j->consumer : NULL;
 	int rc;
 
-	*count = 0;
-	if (op != TIDE_DLQ_RETRY && op != TIDE_DLQ_DROP)
-		return tidei_err(log->err, TIDE_EINVAL, "unknown dead-letter operation");
+	if (j->done)
+		return TIDE_OK;
+	memset(&c, 0, sizeof c);
+	c.j = j;
+	c.max = max ? max : 1;
 	/* Collect first: the database is changed while walking it otherwise. */
-	rc = tidei_log_dead_each(log, log->txn, consumer, collect_one, &c);
+	rc = tidei_log_dead_each_after(log, log->txn, only, j->started ? j->at : NULL, j->at_seq,
+				       collect_one, &c);
 	if (rc == TIDE_OK && c.oom)
 		rc = tidei_err(log->err, TIDE_ENOMEM, "out of memory");
 	for (size_t k = 0; rc == TIDE_OK && k < c.n; k++) {
-		if (op == TIDE_DLQ_DROP) {
+		if (j->op == TIDE_DLQ_DROP) {
 			rc = tidei_log_dead_del(log, c.v[k].consumer, c.v[k].seq);
 			if (rc == TIDE_OK)
 				rc = tidei_log_pending_del(log, c.v[k].consumer, c.v[k].seq);
@@ -74,12 +105,17 @@ tidei_dlq_apply(tidei_log *log, int op, const char *consumer, uint64_t seq, uint
 			tidei_pending_rec r = { TIDEI_PENDING_RETRY, 1, 0, 0 };
 			rc = tidei_log_pending_put(log, c.v[k].consumer, c.v[k].seq, &r);
 		}
-		if (rc == TIDE_OK)
-			(*count)++;
+		if (rc == TIDE_OK) {
+			j->count++;
+			if (changed != NULL)
+				changed(ud, j->op, c.v[k].consumer, c.v[k].seq);
+		}
 	}
 	for (size_t k = 0; k < c.n; k++)
 		free(c.v[k].consumer);
 	free(c.v);
+	if (rc == TIDE_OK && !c.stopped)
+		j->done = 1;
 	return rc;
 }
 
@@ -116,11 +152,11 @@ out:
 	return rc;
 }
 
+/* Offline, each slice commits on its own: a kill keeps what was done. */
+#define OFFLINE_SLICE 1000
+
 typedef struct dlq_args {
-	int op;
-	const char *consumer;
-	uint64_t seq;
-	uint64_t count;
+	tidei_dlq_job *j;
 } dlq_args;
 
 static int
@@ -128,21 +164,35 @@ dlq_offline(tidei_log *log, void *ud)
 {
 	dlq_args *a = ud;
 
-	return tidei_dlq_apply(log, a->op, a->consumer, a->seq, &a->count);
+	return tidei_dlq_step(log, a->j, OFFLINE_SLICE, NULL, NULL);
 }
 
 TIDE_API int
 tide_dlq_apply(const char *dir, int op, const char *consumer, uint64_t seq, uint64_t *count,
 	       char *err, size_t errlen)
 {
-	dlq_args a = { op, consumer, seq, 0 };
+	tidei_dlq_job j;
+	dlq_args a = { &j };
+	char msg[TIDEI_ERRLEN];
 	int rc;
 
+	if (count != NULL)
+		*count = 0;
 	if (dir == NULL)
 		return TIDE_EINVAL;
-	rc = tidei_offline(dir, dlq_offline, &a, err, errlen);
+	if ((rc = tidei_dlq_job_init(&j, op, consumer, seq, msg)) != TIDE_OK) {
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen, "%s", msg);
+		return rc;
+	}
+	do {
+		tidei_dlq_job before = j;
+		rc = tidei_offline(dir, dlq_offline, &a, err, errlen);
+		if (rc != TIDE_OK)
+			j = before; /* that slice was not committed */
+	} while (rc == TIDE_OK && !j.done);
 	if (count != NULL)
-		*count = a.count;
+		*count = j.count;
 	return rc;
 }
 

@@ -39,11 +39,24 @@
 #include "log.h"
 #include "loop.h"
 #include "projection.h"
+#include "request.h"
 
 /* Growing the map this many times in one turn means something is wrong. */
 #define MAX_GROWTHS 8
 /* Pause after a consumer failed for a reason other than a full map. */
 #define CONSUMER_RETRY_NS 1000000000ll
+/* Dead letters retried or dropped per turn on request, and how many such
+ * requests may wait their turn. */
+#define DLQ_SLICE 1000
+#define DLQ_QUEUE 16
+
+/* A retry or drop of dead letters asked for on REP: done a slice per turn
+ * (each slice commits with its turn), answered when the last is done. */
+typedef struct dlq_req {
+	tidei_dlq_job job;       /* progress, including the open turn */
+	tidei_dlq_job committed; /* progress as of the last commit */
+	void *ctl;               /* the requester's routing header */
+} dlq_req;
 
 /* A consumer added with tide_consumer_add(). */
 struct c_consumer {
@@ -65,6 +78,9 @@ struct tide_engine {
 	size_t ncc;
 	tidei_batch batch;
 	tidei_buf pubbuf;
+	tidei_buf reqbuf;        /* a REP request, decoded */
+	dlq_req jobs[DLQ_QUEUE]; /* dead-letter requests, oldest first */
+	size_t njobs;
 	uint64_t published; /* last seq sent on PUB */
 	uint64_t synced;    /* last seq flushed to disk */
 	int opened;
@@ -137,6 +153,94 @@ publish_new(tide_engine *e)
 	e->published = to;
 }
 
+/* ------------------------------------------------------------------------
+ * Dead letters retried or dropped on request, a slice per turn
+ * ------------------------------------------------------------------------ */
+
+static void
+reply_error(tidei_buf *reply, const char *msg)
+{
+	tidei_buf_puts(reply, "{\"ok\":false,\"error\":");
+	tidei_json_str(reply, msg, strlen(msg));
+	tidei_buf_putc(reply, '}');
+}
+
+static void
+dlq_changed(void *ud, int op, const char *consumer, uint64_t seq)
+{
+	tide_engine *e = ud;
+
+	if (op == TIDE_DLQ_RETRY)
+		tidei_consumers_requeue(e->cs, consumer, seq);
+	else
+		tidei_consumers_forget(e->cs, consumer, seq);
+}
+
+/* The next slice of the oldest request, in the turn's transaction. */
+static int
+dlq_slice(tide_engine *e, char *err)
+{
+	int rc = tidei_dlq_step(e->log, &e->jobs[0].job, DLQ_SLICE, dlq_changed, e);
+
+	return rc == TIDE_OK ? TIDE_OK : tidei_err(err, rc, "%s", e->log->err);
+}
+
+static void
+dlq_rollback(tide_engine *e)
+{
+	if (e->njobs > 0)
+		e->jobs[0].job = e->jobs[0].committed;
+}
+
+static void
+dlq_answer(tide_engine *e, dlq_req *q, const char *error)
+{
+	tidei_buf out = { 0 };
+
+	if (error == NULL) {
+		elog(e, TIDE_LOG_INFO, "dead letters: %s %llu",
+		     q->job.op == TIDE_DLQ_RETRY ? "retrying" : "dropped",
+		     (unsigned long long)q->job.count);
+		tidei_buf_printf(&out, "{\"ok\":true,\"count\":%llu}",
+				 (unsigned long long)q->job.count);
+	} else {
+		reply_error(&out, error);
+	}
+	if (e->in != NULL && !out.failed)
+		tidei_ingest_reply(e->in, q->ctl, &out);
+	tidei_buf_free(&out);
+}
+
+/* A turn committed: its slice is durable; answer a request that is done. */
+static void
+dlq_committed(tide_engine *e)
+{
+	if (e->njobs == 0)
+		return;
+	e->jobs[0].committed = e->jobs[0].job;
+	if (!e->jobs[0].job.done)
+		return;
+	dlq_answer(e, &e->jobs[0], NULL);
+	memmove(e->jobs, e->jobs + 1, (e->njobs - 1) * sizeof *e->jobs);
+	e->njobs--;
+}
+
+/* Stopping: requests not finished are answered with what was done. */
+static void
+dlq_abandon(tide_engine *e)
+{
+	for (size_t k = 0; k < e->njobs; k++) {
+		char msg[200];
+		snprintf(msg, sizeof msg,
+			 "the engine is stopping: %llu dead letters were %s before it did; ask "
+			 "again once it runs",
+			 (unsigned long long)e->jobs[k].committed.count,
+			 e->jobs[k].job.op == TIDE_DLQ_RETRY ? "retried" : "dropped");
+		dlq_answer(e, &e->jobs[k], msg);
+	}
+	e->njobs = 0;
+}
+
 /* Append the batch and run the consumers in one transaction. */
 static int
 commit_turn(tide_engine *e, int with_consumers, int *more, char *err)
@@ -168,6 +272,8 @@ commit_turn(tide_engine *e, int with_consumers, int *more, char *err)
 		it->version = res.version;
 		it->duplicate = res.duplicate;
 	}
+	if (e->njobs > 0 && (rc = dlq_slice(e, err)) != TIDE_OK)
+		goto abort;
 	if (with_consumers) {
 		int pmore = 0;
 		if ((rc = tidei_consumers_run(e->cs, e->log, more, err)) != TIDE_OK)
@@ -178,14 +284,17 @@ commit_turn(tide_engine *e, int with_consumers, int *more, char *err)
 		*more |= pmore;
 	}
 	if ((rc = tidei_log_commit(e->log)) != TIDE_OK) {
+		dlq_rollback(e);
 		tidei_consumers_reload(e->cs, e->log);
 		tidei_projections_reload(e->ps, e->log);
 		return tidei_err(err, rc, "%s", e->log->err);
 	}
 	tidei_consumers_committed(e->cs);
+	dlq_committed(e);
 	return TIDE_OK;
 abort:
 	tidei_log_abort(e->log);
+	dlq_rollback(e);
 	tidei_consumers_reload(e->cs, e->log);
 	tidei_projections_reload(e->ps, e->log);
 	return rc;
@@ -234,7 +343,7 @@ turn(void *ud)
 	int more = 0, growths = 0, rc;
 	int with_consumers = tidei_now() >= e->consumers_resume;
 
-	if (b->valid == 0 && !(e->lagging && with_consumers) && !retry_due(e)) {
+	if (b->valid == 0 && !(e->lagging && with_consumers) && e->njobs == 0 && !retry_due(e)) {
 		tidei_batch_finish(b); /* rejected events and empty requests */
 		if (e->in != NULL)
 			tidei_ingest_drained(e->in);
@@ -274,7 +383,7 @@ turn(void *ud)
 	if (e->in != NULL)
 		tidei_ingest_drained(e->in);
 	publish_new(e);
-	if (more) /* after the loop has polled the sockets: requests go first */
+	if (more || e->njobs > 0) /* after the loop has polled the sockets */
 		tidei_loop_schedule_in(&e->loop, 0);
 	else
 		schedule_retry(e);
@@ -322,6 +431,7 @@ wake(void *ud)
 	turn(e);
 	if (e->cfg->durability == TIDEI_DURABILITY_RELAXED && tidei_log_sync(e->log) == TIDE_OK)
 		e->synced = e->log->committed;
+	dlq_abandon(e);
 	if (e->loop.own)
 		tidei_loop_exit(&e->loop);
 	elog(e, TIDE_LOG_INFO, "stopped at seq %llu", (unsigned long long)e->log->committed);
@@ -331,87 +441,44 @@ wake(void *ud)
  * Requests on the REP endpoint: {"command": ...}
  * ------------------------------------------------------------------------ */
 
-/* Member @p name of the top-level object in @p val. */
+/* {"command":"dlq","op":"retry"|"drop","consumer":NAME,"seq":N}: kept and
+ * answered once its last slice has committed (returns 1), or refused at
+ * once (returns 0 with the reply written). */
 static int
-member(const tidei_buf *val, const char *name, tidei_vitem *out)
+command_dlq(tide_engine *e, const tidei_request *r, tidei_buf *reply, void *ctl)
 {
-	tidei_vreader r = { val->p, val->p + val->len };
+	dlq_req *q;
+	char err[TIDEI_ERRLEN];
 
-	return tidei_val_find(&r, name, strlen(name)) && tidei_val_next(&r, out) == 0;
-}
-
-static void
-reply_error(tidei_buf *reply, const char *msg)
-{
-	tidei_buf_puts(reply, "{\"ok\":false,\"error\":");
-	tidei_json_str(reply, msg, strlen(msg));
-	tidei_buf_putc(reply, '}');
-}
-
-/* {"command":"dlq","op":"retry"|"drop","consumer":NAME,"seq":N} */
-static void
-command_dlq(tide_engine *e, const tidei_buf *val, tidei_buf *reply)
-{
-	tidei_vitem op, consumer, seq;
-	char name[256] = "";
-	uint64_t at = 0, count = 0;
-	int kind, rc;
-
-	if (!member(val, "op", &op) || op.type != TIDEI_V_STR) {
-		reply_error(reply, "dlq: \"op\" must be \"retry\" or \"drop\"");
-		return;
+	if (e->stopping) {
+		reply_error(reply, "the engine is stopping");
+		return 0;
 	}
-	if (op.u.s.n == 5 && memcmp(op.u.s.p, "retry", 5) == 0) {
-		kind = TIDE_DLQ_RETRY;
-	} else if (op.u.s.n == 4 && memcmp(op.u.s.p, "drop", 4) == 0) {
-		kind = TIDE_DLQ_DROP;
-	} else {
-		reply_error(reply, "dlq: \"op\" must be \"retry\" or \"drop\"");
-		return;
+	if (e->njobs == DLQ_QUEUE) {
+		reply_error(reply, "too many dead-letter requests are waiting; try again shortly");
+		return 0;
 	}
-	if (member(val, "consumer", &consumer) && consumer.type == TIDEI_V_STR)
-		snprintf(name, sizeof name, "%.*s", (int)consumer.u.s.n, consumer.u.s.p);
-	if (member(val, "seq", &seq) && seq.type == TIDEI_V_INT && seq.u.i > 0)
-		at = (uint64_t)seq.u.i;
-	if ((rc = tidei_log_begin(e->log)) == TIDE_OK) {
-		rc = tidei_dlq_apply(e->log, kind, name[0] ? name : NULL, at, &count);
-		if (rc == TIDE_OK)
-			rc = tidei_log_commit(e->log);
-		else
-			tidei_log_abort(e->log);
+	q = &e->jobs[e->njobs];
+	if (tidei_dlq_job_init(&q->job, r->op, r->consumer[0] ? r->consumer : NULL, r->seq, err) !=
+	    TIDE_OK) {
+		reply_error(reply, err);
+		return 0;
 	}
-	if (rc != TIDE_OK) {
-		reply_error(reply, e->log->err);
-		return;
-	}
-	/* the consumers pick up what changed in their pending sets */
-	tidei_consumers_reload(e->cs, e->log);
+	q->committed = q->job;
+	q->ctl = ctl;
+	e->njobs++;
 	tidei_loop_schedule(&e->loop);
-	elog(e, TIDE_LOG_INFO, "dead letters: %s %llu",
-	     kind == TIDE_DLQ_RETRY ? "retrying" : "dropped", (unsigned long long)count);
-	tidei_buf_printf(reply, "{\"ok\":true,\"count\":%llu}", (unsigned long long)count);
+	return 1;
 }
 
 /* {"command":"projection","op":"rebuild","name":NAME} */
 static void
-command_projection(tide_engine *e, const tidei_buf *val, tidei_buf *reply)
+command_projection(tide_engine *e, const tidei_request *r, tidei_buf *reply)
 {
-	tidei_vitem op, name;
-	char n[256];
 	int rc;
 
-	if (!member(val, "op", &op) || op.type != TIDEI_V_STR || op.u.s.n != 7 ||
-	    memcmp(op.u.s.p, "rebuild", 7) != 0) {
-		reply_error(reply, "projection: \"op\" must be \"rebuild\"");
-		return;
-	}
-	if (!member(val, "name", &name) || name.type != TIDEI_V_STR || name.u.s.n >= sizeof n) {
-		reply_error(reply, "projection: give its \"name\"");
-		return;
-	}
-	snprintf(n, sizeof n, "%.*s", (int)name.u.s.n, name.u.s.p);
 	if ((rc = tidei_log_begin(e->log)) == TIDE_OK) {
-		rc = tidei_projections_rebuild(e->ps, e->log, n);
+		rc = tidei_projections_rebuild(e->ps, e->log, r->name);
 		if (rc == TIDE_OK)
 			rc = tidei_log_commit(e->log);
 		else
@@ -419,7 +486,7 @@ command_projection(tide_engine *e, const tidei_buf *val, tidei_buf *reply)
 	}
 	if (rc == TIDE_ENOTFOUND) {
 		char msg[320];
-		snprintf(msg, sizeof msg, "no projection named '%s' is defined", n);
+		snprintf(msg, sizeof msg, "no projection named '%s' is defined", r->name);
 		reply_error(reply, msg);
 		return;
 	}
@@ -459,73 +526,50 @@ add_state(void *ud, const char *key, size_t klen, const char *json, size_t jlen)
 /* {"query":NAME,"key":K} or {"query":NAME,"prefix":P,"limit":N}, answered
  * from a read snapshot: a query never waits for a turn. */
 static void
-query(tide_engine *e, const tidei_buf *val, tidei_buf *reply)
+query(tide_engine *e, const tidei_request *r, tidei_buf *reply)
 {
-	tidei_vitem name, key, prefix, limit;
-	char n[256], k[512], p[512], msg[900];
-	query_reply q = { reply, 0, 0 };
+	query_reply q = { reply, r->key == NULL, 0 };
 	size_t before = reply->len;
-	int has_key, rc;
+	char msg[700];
+	int rc;
 
-	if (!member(val, "query", &name) || name.type != TIDEI_V_STR || name.u.s.n >= sizeof n) {
-		reply_error(reply, "\"query\" names a projection");
-		return;
-	}
-	snprintf(n, sizeof n, "%.*s", (int)name.u.s.n, name.u.s.p);
-	has_key = member(val, "key", &key) && key.type == TIDEI_V_STR && key.u.s.n < sizeof k;
-	if (has_key)
-		snprintf(k, sizeof k, "%.*s", (int)key.u.s.n, key.u.s.p);
-	p[0] = '\0';
-	if (member(val, "prefix", &prefix) && prefix.type == TIDEI_V_STR && prefix.u.s.n < sizeof p)
-		snprintf(p, sizeof p, "%.*s", (int)prefix.u.s.n, prefix.u.s.p);
-	if (!member(val, "limit", &limit) || limit.type != TIDEI_V_INT || limit.u.i < 0)
-		limit.u.i = 0;
-	q.many = !has_key;
 	tidei_buf_puts(reply, q.many ? "{\"ok\":true,\"states\":[" : "{\"ok\":true,");
-	rc = tidei_log_query(e->log, n, has_key ? k : NULL, p[0] ? p : NULL, (size_t)limit.u.i,
-			     add_state, &q);
+	rc = tidei_log_query(e->log, r->name, r->key, r->prefix, (size_t)r->limit, add_state, &q);
 	if (rc == TIDE_OK) {
 		tidei_buf_puts(reply, q.many ? "]}" : "}");
 		return;
 	}
 	reply->len = before;
-	if (rc == TIDE_ENOTFOUND && has_key &&
-	    tidei_log_query(e->log, n, NULL, NULL, 1, NULL, NULL) == TIDE_ENOTFOUND)
-		has_key = 0; /* the projection itself is unknown */
-	if (rc == TIDE_ENOTFOUND && has_key)
-		snprintf(msg, sizeof msg, "no state for key '%s' in projection '%s'", k, n);
+	if (rc == TIDE_ENOTFOUND && r->key != NULL &&
+	    tidei_log_query(e->log, r->name, NULL, NULL, 1, NULL, NULL) != TIDE_ENOTFOUND)
+		snprintf(msg, sizeof msg, "no state for key '%.200s%s' in projection '%s'", r->key,
+			 r->klen > 200 ? "..." : "", r->name);
 	else if (rc == TIDE_ENOTFOUND)
-		snprintf(msg, sizeof msg, "no projection named '%s'", n);
+		snprintf(msg, sizeof msg, "no projection named '%s'", r->name);
 	else if (rc == TIDE_ESTATE)
-		snprintf(msg, sizeof msg, "projection '%s' is being built; try again shortly", n);
+		snprintf(msg, sizeof msg, "projection '%s' is being built; try again shortly",
+			 r->name);
 	else
-		snprintf(msg, sizeof msg, "cannot query '%s': %s", n, tide_strerror(rc));
+		snprintf(msg, sizeof msg, "cannot query '%s': %s", r->name, tide_strerror(rc));
 	reply_error(reply, msg);
 }
 
-static void
-control(void *ud, const char *msg, size_t len, tidei_buf *reply)
+static int
+control(void *ud, const char *msg, size_t len, tidei_buf *reply, void *ctl)
 {
 	tide_engine *e = ud;
-	tidei_buf val = { 0 };
-	tidei_vitem cmd;
+	tidei_request r;
 	char err[TIDEI_ERRLEN];
 
-	if (tidei_json_decode(msg, len, &val, err) != 0) {
+	if (tidei_request_parse(&r, msg, len, &e->reqbuf, err) != TIDE_OK) {
 		reply_error(reply, err);
-	} else if (member(&val, "query", &cmd)) {
-		query(e, &val, reply);
-	} else if (!member(&val, "command", &cmd) || cmd.type != TIDEI_V_STR) {
-		reply_error(reply, "requests name a \"command\"");
-	} else if (cmd.u.s.n == 3 && memcmp(cmd.u.s.p, "dlq", 3) == 0) {
-		command_dlq(e, &val, reply);
-	} else if (cmd.u.s.n == 10 && memcmp(cmd.u.s.p, "projection", 10) == 0) {
-		command_projection(e, &val, reply);
-	} else {
-		snprintf(err, sizeof err, "unknown command '%.*s'", (int)cmd.u.s.n, cmd.u.s.p);
-		reply_error(reply, err);
+		return 0;
 	}
-	tidei_buf_free(&val);
+	switch (r.kind) {
+	case TIDEI_REQ_QUERY: query(e, &r, reply); return 0;
+	case TIDEI_REQ_DLQ: return command_dlq(e, &r, reply, ctl);
+	default: command_projection(e, &r, reply); return 0;
+	}
 }
 
 static void
@@ -810,6 +854,7 @@ tide_engine_destroy(tide_engine *e)
 	free(e->cc);
 	tidei_batch_free(&e->batch);
 	tidei_buf_free(&e->pubbuf);
+	tidei_buf_free(&e->reqbuf);
 	tide_config_destroy(e->cfg);
 	free(e);
 }

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "ingest.h"
+#include "request.h"
 
 /* Bigger receive buffers let more messages queue up while the loop is in
  * a commit's fsync, so the next turn commits a bigger batch. */
@@ -147,24 +148,6 @@ on_pull(evutil_socket_t fd, short what, void *arg)
 		in->host.input(in->host.ud);
 }
 
-/* Is this REP message a request to the engine?  {"command": ...} or
- * {"query": ...}: a CloudEvent never starts with those members in practice,
- * and one that did would fail validation anyway. */
-static int
-is_control(const char *m, size_t n)
-{
-	size_t k = 0;
-
-	while (k < n && (m[k] == ' ' || m[k] == '\t' || m[k] == '\r' || m[k] == '\n'))
-		k++;
-	if (k >= n || m[k++] != '{')
-		return 0;
-	while (k < n && (m[k] == ' ' || m[k] == '\t' || m[k] == '\r' || m[k] == '\n'))
-		k++;
-	return (n - k >= 9 && memcmp(m + k, "\"command\"", 9) == 0) ||
-	       (n - k >= 7 && memcmp(m + k, "\"query\"", 7) == 0);
-}
-
 /* Send a reply to the requester identified by @p ctl (a raw REP header,
  * whose ownership passes to nanomsg). */
 static void
@@ -188,6 +171,12 @@ send_reply(tidei_ingest *in, void *ctl, const tidei_buf *b)
 		in->host.log(in->host.ud, TIDE_LOG_WARN, "rep: cannot send a reply: %s",
 			     nn_strerror(e));
 	}
+}
+
+void
+tidei_ingest_reply(tidei_ingest *in, void *ctl, const tidei_buf *reply)
+{
+	send_reply(in, ctl, reply);
 }
 
 /* After the commit: answer one request, one JSON line per event. */
@@ -265,11 +254,13 @@ on_rep(evutil_socket_t fd, short what, void *arg)
 			break;
 		}
 		in->stats.messages++;
-		if (in->host.control != NULL && is_control(body, (size_t)n)) {
+		if (in->host.control != NULL && tidei_request_is(body, (size_t)n)) {
+			int kept;
 			tidei_buf_reset(&in->reply);
-			in->host.control(in->host.ud, body, (size_t)n, &in->reply);
+			kept = in->host.control(in->host.ud, body, (size_t)n, &in->reply, ctl);
 			nn_freemsg(body);
-			send_reply(in, ctl, &in->reply);
+			if (!kept)
+				send_reply(in, ctl, &in->reply);
 			continue;
 		}
 		if (in->paused || in->batch->n >= in->turn_events) {

@@ -27,8 +27,10 @@ typedef struct tidei_ingest_host {
 	void *ud;
 	void (*input)(void *ud);
 	/** A REP request to the engine rather than events (a JSON object whose
-	 *  first member is "command" or "query"): append the reply to @p reply. */
-	void (*control)(void *ud, const char *msg, size_t len, tidei_buf *reply);
+	 *  first member is "command" or "query"): append the reply to @p reply
+	 *  and return 0, or keep @p ctl (the requester's routing header) and
+	 *  return 1 to answer later with tidei_ingest_reply(). */
+	int (*control)(void *ud, const char *msg, size_t len, tidei_buf *reply, void *ctl);
 	void (*log)(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
 } tidei_ingest_host;
 
@@ -42,6 +44,10 @@ void tidei_ingest_close(tidei_ingest *in);
 void tidei_ingest_pause(tidei_ingest *in, int paused);
 /** The turn's batch was committed and emptied: read what was held back. */
 void tidei_ingest_drained(tidei_ingest *in);
+
+/** Answer a request kept by the control callback; @p ctl passes back to
+ *  nanomsg.  A client that went away is not an error. */
+void tidei_ingest_reply(tidei_ingest *in, void *ctl, const tidei_buf *reply);
 
 /** 1 if anything is connected to the PUB endpoint. */
 int tidei_ingest_has_subscribers(tidei_ingest *in);

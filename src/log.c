@@ -859,7 +859,15 @@ tidei_log_dead_each(tidei_log *log, MDB_txn *txn, const char *consumer,
 			      const tidei_dead_rec *r),
 		    void *ud)
 {
-	uint8_t key[KEYMAX + 1];
+	return tidei_log_dead_each_after(log, txn, consumer, NULL, 0, fn, ud);
+}
+
+int
+tidei_log_dead_each_after(
+	tidei_log *log, MDB_txn *txn, const char *consumer, const char *after, uint64_t after_seq,
+	int (*fn)(void *ud, const char *consumer, uint64_t seq, const tidei_dead_rec *r), void *ud)
+{
+	uint8_t key[KEYMAX + 1], from[KEYMAX + 1];
 	size_t plen = consumer ? seq_key(key, consumer, 0) - 8 : 0;
 	MDB_cursor *cur;
 	MDB_val k = { plen + 8, key }, v;
@@ -868,8 +876,18 @@ tidei_log_dead_each(tidei_log *log, MDB_txn *txn, const char *consumer,
 
 	if ((mrc = mdb_cursor_open(txn, log->dead, &cur)) != 0)
 		return txn_fail(log, mrc, "cannot read dead letters");
-	mrc = consumer ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
-		       : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	if (after != NULL) {
+		/* the first key past (after, after_seq) */
+		k.mv_size = seq_key(from, after, after_seq);
+		k.mv_data = from;
+		mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		if (mrc == 0 && k.mv_size == seq_key(from, after, after_seq) &&
+		    memcmp(k.mv_data, from, k.mv_size) == 0)
+			mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	} else {
+		mrc = consumer ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
+			       : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	}
 	for (; mrc == 0 && !stop; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		tidei_dead_rec r;
 		size_t nl;

@@ -153,6 +153,12 @@ int tidei_log_dead_each(tidei_log *log, MDB_txn *txn, const char *consumer,
 				  const tidei_dead_rec *r),
 			void *ud);
 
+/** The same, from the first dead letter after (@p after, @p after_seq)
+ *  when @p after is not NULL: a walk in slices picks up where it stopped. */
+int tidei_log_dead_each_after(
+	tidei_log *log, MDB_txn *txn, const char *consumer, const char *after, uint64_t after_seq,
+	int (*fn)(void *ud, const char *consumer, uint64_t seq, const tidei_dead_rec *r), void *ud);
+
 /** Claim @p key for @p consumer: *first is 1 if nobody had (then it is
  *  recorded with @p seq), 0 if it was claimed before.  Write transaction. */
 int tidei_log_once(tidei_log *log, const char *consumer, const char *key, size_t n, uint64_t seq,

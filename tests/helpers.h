@@ -188,5 +188,7 @@ Suite *crash_suite(void);
 Suite *replay_suite(void);
 Suite *retry_suite(void);
 Suite *projection_suite(void);
+Suite *request_suite(void);
+Suite *dlq_suite(void);
 
 #endif

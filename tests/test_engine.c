@@ -1290,13 +1290,15 @@ ih_input(void *ud)
 	((ing_host *)ud)->inputs++;
 }
 
-static void
-ih_control(void *ud, const char *msg, size_t len, tidei_buf *reply)
+static int
+ih_control(void *ud, const char *msg, size_t len, tidei_buf *reply, void *ctl)
 {
 	(void)msg;
 	(void)len;
+	(void)ctl;
 	((ing_host *)ud)->controls++;
 	tidei_buf_puts(reply, "{\"ok\":true,\"control\":1}");
+	return 0;
 }
 
 static void
