@@ -43,6 +43,19 @@ opt_number(lua_State *L, const char *field, double dflt, double min)
 	return v;
 }
 
+/* A string argument or option that names something durable: a NUL inside
+ * would silently cut the name C sees.  [-0, +0, e] */
+static const char *
+check_name(lua_State *L, int idx, const char *what)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, idx, &n);
+
+	if (strlen(s) != n)
+		luaL_error(L, "%s must not contain \"\\0\"", what);
+	return s;
+}
+
 /* tide.on(pattern, fn [, {name=, from=, retries=, backoff=, backoff_max=,
  * ordered=}])  [-(2|3), +0, e] */
 static int
@@ -57,7 +70,7 @@ l_tide_on(lua_State *L)
 	int ref;
 
 	memset(&o, 0, sizeof o);
-	o.pattern = luaL_checkstring(L, 1);
+	o.pattern = check_name(L, 1, "tide.on: the pattern");
 	o.retries = -1;
 	o.backoff = o.backoff_max = -1;
 	o.ordered = -1;
@@ -76,8 +89,12 @@ l_tide_on(lua_State *L)
 				return luaL_error(L, "tide.on: unknown option '%s'",
 						  luaL_tolstring(L, -1, NULL));
 		}
-		if (lua_getfield(L, 3, "name") != LUA_TNIL)
-			o.name = luaL_checkstring(L, -1); /* kept alive by the table */
+		if (lua_getfield(L, 3, "name") != LUA_TNIL) {
+			/* kept alive by the options table */
+			if (lua_type(L, -1) != LUA_TSTRING)
+				return luaL_error(L, "tide.on: option 'name' must be a string");
+			o.name = check_name(L, -1, "tide.on: the consumer name");
+		}
 		if (lua_getfield(L, 3, "from") != LUA_TNIL)
 			from = luaL_checkstring(L, -1);
 		if (lua_getfield(L, 3, "ordered") != LUA_TNIL)
@@ -114,7 +131,7 @@ static int
 l_tide_projection(lua_State *L)
 {
 	const tidei_host *h = tidei_script_host(L);
-	const char *name = luaL_checkstring(L, 1);
+	const char *name = check_name(L, 1, "tide.projection: the name");
 	char err[TIDEI_ERRLEN];
 	const char *where;
 

@@ -901,6 +901,15 @@ START_TEST(bad_subscriptions_fail_the_load)
 		{ LUA_HEAD "tide.on('a', function() end, { name = 'has space' })\n",
 		  "consumer name 'has space' must be 1 to 200 printable characters without "
 		  "spaces" },
+		/* a NUL would cut the name C sees: "cp\0x" and "cp\0y" became one */
+		{ LUA_HEAD "tide.on('a', function() end, { name = 'cp\\0x' })\n",
+		  "tide.on: the consumer name must not contain \"\\0\"" },
+		{ LUA_HEAD "tide.on('a', function() end, { name = 5 })\n",
+		  "option 'name' must be a string" },
+		{ LUA_HEAD "tide.on('a\\0b', function() end, { name = 'n' })\n",
+		  "the pattern must not contain" },
+		{ LUA_HEAD "tide.projection('p\\0q', { on = { a = function() end } })\n",
+		  "tide.projection: the name must not contain" },
 		{ LUA_HEAD "tide.on('a', function() end, { name = 'n', from = 'middle' })\n",
 		  "from must be \"beginning\" or \"end\"" },
 		{ LUA_HEAD "tide.on('a', 'not a function')\n", "function expected" },
