@@ -65,6 +65,8 @@ read_endpoints(const char *dir, cli_endpoints *ep)
 			snprintf(ep->pub, sizeof ep->pub, "%s", eq);
 		else if (strcmp(line, "pid") == 0)
 			ep->pid = strtol(eq, NULL, 10);
+		else if (strcmp(line, "max_message") == 0)
+			ep->max_message = strtoull(eq, NULL, 10);
 	}
 	fclose(f);
 	return 0;

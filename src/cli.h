@@ -19,6 +19,7 @@ typedef struct cli_endpoints {
 	char rep[4200];
 	char pub[4200];
 	long pid;
+	unsigned long long max_message; /* the engine's max_message_size; 0: not known */
 } cli_endpoints;
 
 /** Options every client subcommand takes. */

@@ -94,6 +94,7 @@ typedef struct pub {
 	size_t mlen, mcap;
 	long *mlines;
 	size_t mn;
+	unsigned long long max_message; /* the engine's limit, 0 if not known */
 	/* totals */
 	unsigned long long stored, duplicates, rejected, sent;
 	int unreachable;
@@ -334,6 +335,16 @@ flush_msg(pub *p)
 static int
 add_event(pub *p, const char *text, size_t n, long lineno)
 {
+	/* the engine would refuse the whole message, or beyond twice its limit
+	 * not even answer: say so here, and send the rest */
+	if (p->max_message > 0 && n > p->max_message) {
+		p->rejected++;
+		fprintf(stderr,
+			"tide publish: line %ld: an event of %zu bytes is over the engine's "
+			"max_message_size of %llu bytes; not sent\n",
+			lineno, n, p->max_message);
+		return 0;
+	}
 	if (p->mn > 0 && (p->mn >= p->batch || p->mlen + n + 1 > MAX_MESSAGE))
 		if (flush_msg(p) != 0)
 			return -1;
@@ -603,6 +614,7 @@ cmd_publish(int argc, char **argv)
 	}
 	p.url = p.push ? ep.pull : ep.rep;
 	p.timeout = cl.timeout;
+	p.max_message = ep.max_message;
 	p.reqs = calloc(p.window, sizeof *p.reqs);
 	p.mlines = calloc(p.batch, sizeof *p.mlines);
 	for (size_t k = 0; p.reqs && k < p.window; k++)

@@ -37,6 +37,7 @@ static const struct opt {
 	OPT("pub", T_STR, pub),
 	OPT("map_size", T_SIZE, map_size),
 	OPT("max_event_size", T_SIZE, max_event_size),
+	OPT("max_message_size", T_SIZE, max_message_size),
 	OPT("turn_events", T_COUNT, turn_events),
 	OPT("instruction_budget", T_COUNT, instruction_budget),
 	OPT("memory_limit", T_SIZE, memory_limit),
@@ -121,6 +122,7 @@ tide_config_new(tide_config **out)
 	c->durability = TIDEI_DURABILITY_SYNC;
 	c->sync_interval_ms = 1000;
 	c->max_event_size = 1 << 20;
+	c->max_message_size = 16 << 20;
 	c->turn_events = 20000;
 	c->instruction_budget = 10000000;
 	c->memory_limit = 256ull << 20;
@@ -198,7 +200,8 @@ tide_config_set(tide_config *c, const char *key, const char *value)
 			return tidei_err(c->err, TIDE_ECONFIG, "%s: '%s' is not a %s", key, value,
 					 o->kind == T_SIZE ? "size (like 1048576, 64M or 1G)"
 							   : "non-negative integer");
-		if ((strcmp(key, "max_event_size") == 0 || strcmp(key, "turn_events") == 0) &&
+		if ((strcmp(key, "max_event_size") == 0 || strcmp(key, "turn_events") == 0 ||
+		     strcmp(key, "max_message_size") == 0) &&
 		    n == 0)
 			return tidei_err(c->err, TIDE_ECONFIG, "%s must be positive", key);
 		*(uint64_t *)field = n;

@@ -20,6 +20,7 @@ struct tide_config {
 	char *pull, *rep, *pub; /* NULL = default inside data, "" = off */
 	uint64_t map_size;
 	uint64_t max_event_size;
+	uint64_t max_message_size;
 	uint64_t turn_events;
 	uint64_t instruction_budget;
 	uint64_t memory_limit;

@@ -724,8 +724,8 @@ write_endpoints(tide_engine *e)
 	snprintf(tmp, sizeof tmp, "%s.tmp", e->endpoints_file);
 	if ((f = fopen(tmp, "w")) == NULL)
 		return tidei_err(e->err, TIDE_EIO, "cannot write %s: %s", tmp, strerror(errno));
-	fprintf(f, "pull=%s\nrep=%s\npub=%s\npid=%ld\n", e->urls[0], e->urls[1], e->urls[2],
-		(long)getpid());
+	fprintf(f, "pull=%s\nrep=%s\npub=%s\npid=%ld\nmax_message=%llu\n", e->urls[0], e->urls[1],
+		e->urls[2], (long)getpid(), (unsigned long long)e->cfg->max_message_size);
 	if (fclose(f) != 0 || rename(tmp, e->endpoints_file) != 0) {
 		unlink(tmp);
 		return tidei_err(e->err, TIDE_EIO, "cannot write %s: %s", e->endpoints_file,
@@ -773,15 +773,23 @@ tide_engine_open(tide_engine *e, struct event_base *base)
 	if ((rc = tidei_loop_open(&e->loop, base, turn, tick, tick_ms, wake, e, e->err)) != TIDE_OK)
 		goto fail;
 
+	if (e->cfg->max_message_size < e->cfg->max_event_size ||
+	    e->cfg->max_message_size > INT32_MAX / 2) {
+		rc = tidei_err(
+			e->err, TIDE_ECONFIG,
+			"max_message_size (%llu bytes) must be at least max_event_size (%llu "
+			"bytes) and below 1 GiB",
+			(unsigned long long)e->cfg->max_message_size,
+			(unsigned long long)e->cfg->max_event_size);
+		goto fail;
+	}
 	if ((rc = resolve_endpoints(e)) != TIDE_OK)
 		goto fail;
 	io.pull = e->urls[0];
 	io.rep = e->urls[1];
 	io.pub = e->urls[2];
 	io.turn_events = (size_t)e->cfg->turn_events;
-	io.max_message = 64u << 20;
-	if (io.max_message < e->cfg->max_event_size * 2)
-		io.max_message = (size_t)e->cfg->max_event_size * 2;
+	io.max_message = (size_t)e->cfg->max_message_size;
 	ih.ud = e;
 	ih.input = on_input;
 	ih.control = control;

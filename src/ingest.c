@@ -11,6 +11,14 @@
  * in one turn and each is answered after the group commit, with the
  * routing header nanomsg handed over on receipt.
  *
+ * Sizes: a message larger than max_message is refused, with an answer on
+ * REP and a log line for PULL, as long as nanomsg lets it through: its own
+ * limit is twice ours, beyond which it closes the sender's connection
+ * without a word (and holds at most that much per connection while a
+ * message arrives).  A turn stops draining once its batch holds
+ * max_message bytes, so the input held by the engine is bounded by the
+ * configuration, not by how many producers send at once.
+ *
  * This module owns the sockets and the wire format of replies; it does
  * not look inside events (batch/event.c) or touch the log.
  */
@@ -41,6 +49,7 @@ struct tidei_ingest {
 	tidei_batch *batch;
 	tidei_ingest_host host;
 	size_t turn_events;
+	size_t max_message;
 	int paused;
 	tidei_buf reply;
 	tidei_ingest_stats stats;
@@ -63,7 +72,9 @@ open_socket(int *out, int domain, int proto, const char *url, size_t max_message
 {
 	int s = nn_socket(domain, proto);
 	int rcvbuf = RCVBUF, sndbuf = SNDBUF, linger = 0;
-	int maxsz = max_message > INT32_MAX ? -1 : (int)max_message;
+	/* nanomsg's limit is twice ours, so that most oversized messages reach
+	 * us and get a clear refusal */
+	int maxsz = max_message > INT32_MAX / 2 ? INT32_MAX : (int)max_message * 2;
 
 	if (s < 0)
 		return nn_fail(err, "create a socket for", url);
@@ -113,6 +124,27 @@ log_rejects(tidei_ingest *in, size_t first, const char *origin)
 	}
 }
 
+/* The turn's batch has taken what it may: the rest waits in nanomsg. */
+static int
+batch_full(const tidei_ingest *in)
+{
+	return in->batch->n >= in->turn_events || in->batch->arena.len >= in->max_message;
+}
+
+static void
+refuse_size(tidei_ingest *in, const char *origin, size_t n)
+{
+	char got[32], lim[32];
+
+	tidei_fmt_size(got, sizeof got, n);
+	tidei_fmt_size(lim, sizeof lim, in->max_message);
+	in->stats.rejected++;
+	in->host.log(in->host.ud, TIDE_LOG_WARN,
+		     "%s: a message of %s was refused: over the max_message_size limit of %s "
+		     "(nothing in it was stored)",
+		     origin, got, lim);
+}
+
 static void
 on_pull(evutil_socket_t fd, short what, void *arg)
 {
@@ -121,7 +153,7 @@ on_pull(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	while (!in->paused && in->batch->n < in->turn_events) {
+	while (!in->paused && !batch_full(in)) {
 		void *msg = NULL;
 		int n = nn_recv(in->pull, &msg, NN_MSG, NN_DONTWAIT);
 		size_t first = in->batch->n;
@@ -136,7 +168,9 @@ on_pull(evutil_socket_t fd, short what, void *arg)
 			break;
 		}
 		in->stats.messages++;
-		if (tidei_batch_add(in->batch, msg, (size_t)n) < 0)
+		if ((size_t)n > in->max_message)
+			refuse_size(in, "pull", (size_t)n);
+		else if (tidei_batch_add(in->batch, msg, (size_t)n) < 0)
 			in->host.log(in->host.ud, TIDE_LOG_ERROR,
 				     "pull: out of memory, a message of %d bytes was dropped", n);
 		else
@@ -227,7 +261,7 @@ on_rep(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (in->held != NULL) {
-		if (in->paused || in->batch->n >= in->turn_events)
+		if (in->paused || batch_full(in))
 			return;
 		got = take_request(in, in->held, in->held_len, in->held_ctl);
 		in->held = in->held_ctl = NULL;
@@ -263,7 +297,22 @@ on_rep(evutil_socket_t fd, short what, void *arg)
 				send_reply(in, ctl, &in->reply);
 			continue;
 		}
-		if (in->paused || in->batch->n >= in->turn_events) {
+		if ((size_t)n > in->max_message) {
+			char size[32], lim[32];
+			refuse_size(in, "rep", (size_t)n);
+			tidei_fmt_size(size, sizeof size, (size_t)n);
+			tidei_fmt_size(lim, sizeof lim, in->max_message);
+			nn_freemsg(body);
+			tidei_buf_reset(&in->reply);
+			tidei_buf_printf(
+				&in->reply,
+				"{\"ok\":false,\"error\":\"message of %s is over the "
+				"max_message_size limit of %s; nothing in it was stored\"}",
+				size, lim);
+			send_reply(in, ctl, &in->reply);
+			continue;
+		}
+		if (in->paused || batch_full(in)) {
 			in->held = body;
 			in->held_len = (size_t)n;
 			in->held_ctl = ctl;
@@ -304,6 +353,7 @@ tidei_ingest_open(tidei_ingest **out, struct event_base *base, const tidei_inges
 	in->batch = batch;
 	in->host = *host;
 	in->turn_events = o->turn_events;
+	in->max_message = o->max_message;
 	if (o->pull && *o->pull &&
 	    ((rc = open_socket(&in->pull, AF_SP, NN_PULL, o->pull, o->max_message, err)) ||
 	     (rc = watch(in, base, in->pull, on_pull, &in->pull_ev, err))))

@@ -19,7 +19,8 @@ typedef struct tidei_ingest_opts {
 	const char *rep;
 	const char *pub;
 	size_t turn_events; /* stop draining once the batch holds this many */
-	size_t max_message; /* largest message accepted from the wire */
+	size_t max_message; /* largest message accepted; also the bytes of input
+			     * a turn takes (it stops draining past them) */
 } tidei_ingest_opts;
 
 /** The engine's side: new input is waiting in the batch; diagnostics. */

@@ -91,7 +91,10 @@ TIDE_API void tide_config_destroy(tide_config *cfg);
 /** Set one option by name, exactly as the config file and the command line
  *  name it: "data", "durability" ("sync" or "relaxed"), "sync_interval"
  *  (ms), "pull", "rep", "pub" (nanomsg URLs, "" to disable), "map_size"
- *  (bytes, or with a K/M/G suffix), "max_event_size", "turn_events"
+ *  (bytes, or with a K/M/G suffix), "max_event_size", "max_message_size"
+ *  (largest nanomsg message, default 16M: a larger one is refused with an
+ *  answer up to twice the size; beyond that nanomsg closes the sender's
+ *  connection), "turn_events"
  *  (events per group commit), "instruction_budget", "memory_limit", "max_emits",
  *  "build_threads" (threads of a projection build; 0, the default, is one
  *  per CPU, at most 8; never more than 16; 1 keeps builds on the engine's

@@ -190,5 +190,6 @@ Suite *retry_suite(void);
 Suite *projection_suite(void);
 Suite *request_suite(void);
 Suite *dlq_suite(void);
+Suite *limits_suite(void);
 
 #endif

@@ -1,0 +1,130 @@
+/*
+ * test_limits.c - size and memory limits meet their users with clear
+ * errors: a message over max_message_size is refused with an answer (REP),
+ * a log line (PULL) or before it is sent (`tide publish`), and whatever
+ * else arrives is stored as usual.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <nanomsg/nn.h>
+#include <nanomsg/pipeline.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "tide.h"
+
+#define HAS(text, needle) \
+	ck_assert_msg(strstr(text, needle) != NULL, "'%s' not in:\n%s", needle, text)
+
+/* An event whose data holds @p pad bytes of text (malloc'd). */
+static char *
+big_event(const char *id, size_t pad)
+{
+	char *s = malloc(pad + 200);
+	int n;
+
+	ck_assert_ptr_nonnull(s);
+	n = snprintf(s, 200,
+		     "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/t\",\"type\":\"big\","
+		     "\"data\":\"",
+		     id);
+	memset(s + n, 'a', pad);
+	strcpy(s + n + pad, "\"}");
+	return s;
+}
+
+START_TEST(oversized_messages_are_refused_clearly)
+{
+	const char *dir = th_tmpdir();
+	char data[600], reply[1024], out[4096], path[700];
+	th_daemon d;
+	char *ev;
+	int push, rc;
+	FILE *f;
+
+	snprintf(data, sizeof data, "%s/data", dir);
+	ck_assert_int_eq(th_daemon_spawn(&d, data,
+					 "--data '%s' --set max_message_size=64K "
+					 "--set max_event_size=32K",
+					 data),
+			 0);
+	/* the limit is what the engine says it is */
+	ck_assert_int_eq(th_sh(out, sizeof out, "grep max_message= '%s/endpoints'", data), 0);
+	HAS(out, "max_message=65536");
+
+	/* REP: over the limit (up to twice it) gets an answer */
+	ev = big_event("r1", 100 * 1024);
+	ck_assert_int_gt(th_req(d.rep, ev, reply, sizeof reply, 10000), 0);
+	HAS(reply, "\"ok\":false");
+	HAS(reply, "over the max_message_size limit of 64 KiB; nothing in it was stored");
+	free(ev);
+
+	/* PULL: the same is said in the log */
+	ev = big_event("p1", 100 * 1024);
+	push = nn_socket(AF_SP, NN_PUSH);
+	ck_assert_int_ge(nn_connect(push, d.pull), 0);
+	ck_assert_int_eq(nn_send(push, ev, strlen(ev), 0), (int)strlen(ev));
+	ck_assert_msg(th_wait_file(d.log, "pull: a message of", 10000), "no log line in %s", d.log);
+	ck_assert(th_wait_file(d.log, "over the max_message_size limit of 64 KiB", 1000));
+	nn_close(push);
+	free(ev);
+
+	/* tide publish does not send what the engine cannot take (far beyond
+	 * the limit nanomsg would only close the connection), and sends the
+	 * rest */
+	snprintf(path, sizeof path, "%s/in.ndjson", dir);
+	ck_assert_ptr_nonnull(f = fopen(path, "w"));
+	ev = big_event("c1", 300 * 1024);
+	fprintf(f, "%s\n", ev);
+	fprintf(f,
+		"{\"specversion\":\"1.0\",\"id\":\"c2\",\"source\":\"/t\",\"type\":\"small\"}\n");
+	fclose(f);
+	free(ev);
+	rc = th_sh(out, sizeof out, "'%s' publish --data '%s' --timeout 20 < '%s' 2>&1", TIDE_BIN,
+		   data, path);
+	ck_assert_int_eq(rc, 1);
+	HAS(out, "line 1: an event of");
+	HAS(out, "over the engine's max_message_size of 65536 bytes; not sent");
+	HAS(out, "1 stored");
+
+	/* within the limits, everything works */
+	ck_assert_int_gt(th_req(d.rep,
+				"{\"specversion\":\"1.0\",\"id\":\"ok\",\"source\":\"/"
+				"t\",\"type\":\"small\"}",
+				reply, sizeof reply, 10000),
+			 0);
+	HAS(reply, "\"ok\":true");
+	ck_assert_int_eq(th_log_count(data, "--type big"), 0);
+	ck_assert_int_eq(th_log_count(data, "--type small"), 2);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
+START_TEST(message_limit_below_event_limit_is_a_config_error)
+{
+	const char *dir = th_tmpdir();
+	char out[4096];
+
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' run --data '%s/d' --set max_message_size=1K 2>&1", TIDE_BIN,
+			       dir),
+			 1);
+	HAS(out, "max_message_size (1024 bytes) must be at least max_event_size");
+}
+END_TEST
+
+Suite *
+limits_suite(void)
+{
+	Suite *s = suite_create("limits");
+	TCase *tc = tcase_create("messages");
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, oversized_messages_are_refused_clearly);
+	tcase_add_test(tc, message_limit_below_event_limit_is_a_config_error);
+	suite_add_tcase(s, tc);
+	return s;
+}
