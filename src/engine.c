@@ -798,6 +798,20 @@ tide_engine_open(tide_engine *e, struct event_base *base)
 		goto fail;
 	if ((rc = write_endpoints(e)) != TIDE_OK)
 		goto fail;
+	for (int i = 0; i < 3; i++)
+		if (e->urls[i][0] != '\0' && !tidei_ingest_local(e->urls[i]))
+			elog(e, TIDE_LOG_WARN,
+			     "the %s endpoint %s can be reached from other machines: whoever "
+			     "reaches "
+			     "it can %s (bind to 127.0.0.1 unless the network is trusted)",
+			     i == 0   ? "pull"
+			     : i == 1 ? "rep"
+				      : "pub",
+			     e->urls[i],
+			     i == 0   ? "append events to the log"
+			     : i == 1 ? "append events, query projections, retry or drop dead "
+					"letters and rebuild projections"
+				      : "read every event committed");
 
 	e->opened = 1;
 	e->lagging = tidei_consumers_count(e->cs) + tidei_projections_count(e->ps) > 0;

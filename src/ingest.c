@@ -91,6 +91,34 @@ open_socket(int *out, int domain, int proto, const char *url, size_t max_message
 	return TIDE_OK;
 }
 
+/* 1 if @p url can only be reached from this machine: ipc:// and inproc://,
+ * or tcp:// (and ws://) bound to a loopback address.  nanomsg writes a
+ * bound tcp address as [interface;]host:port, with "*" for every
+ * interface. */
+int
+tidei_ingest_local(const char *url)
+{
+	const char *host = strstr(url, "://"), *semi, *end;
+	size_t n;
+
+	if (strncmp(url, "tcp://", 6) != 0 && strncmp(url, "ws://", 5) != 0)
+		return 1;
+	host += 3;
+	if ((semi = strchr(host, ';')) != NULL)
+		host = semi + 1;
+	if (*host == '[') { /* [v6]:port */
+		end = strchr(host, ']');
+		return end != NULL && (size_t)(end - host) == 4 && memcmp(host, "[::1", 4) == 0;
+	}
+	end = strrchr(host, ':');
+	n = end ? (size_t)(end - host) : strlen(host);
+	if (n == 9 && memcmp(host, "localhost", 9) == 0)
+		return 1;
+	if (n < 4 || memcmp(host, "127.", 4) != 0)
+		return 0;
+	return strspn(host, "0123456789.") == n; /* 127.x.y.z, not a name */
+}
+
 void
 tidei_ingest_tick(tidei_ingest *in)
 {

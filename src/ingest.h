@@ -56,6 +56,10 @@ int tidei_ingest_has_subscribers(tidei_ingest *in);
 void tidei_ingest_publish(tidei_ingest *in, const char *type, size_t tlen, const char *json,
 			  size_t jlen);
 
+/** 1 if endpoint @p url can only be reached from this machine (ipc://,
+ *  inproc://, or tcp:// and ws:// on a loopback address). */
+int tidei_ingest_local(const char *url);
+
 /** Once a second: report rejected events that were not logged one by one. */
 void tidei_ingest_tick(tidei_ingest *in);
 

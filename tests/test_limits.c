@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "ingest.h"
 #include "tide.h"
 
 #define HAS(text, needle) \
@@ -116,6 +117,29 @@ START_TEST(message_limit_below_event_limit_is_a_config_error)
 }
 END_TEST
 
+/* Endpoints reachable from other machines are warned about at start. */
+START_TEST(endpoints_beyond_loopback_are_recognised)
+{
+	static const char *const local[] = {
+		"ipc:///tmp/x/rep.ipc", "inproc://a",           "tcp://127.0.0.1:5551",
+		"tcp://127.1.2.3:9",    "tcp://localhost:5551", "tcp://lo;127.0.0.1:5551",
+		"tcp://[::1]:5551",     "ws://127.0.0.1:80",
+	};
+	static const char *const remote[] = {
+		"tcp://*:5551",        "tcp://0.0.0.0:5551",
+		"tcp://10.0.0.7:5551", "tcp://eth0;10.1.1.1:5",
+		"tcp://[::]:5551",     "tcp://example.org:5551",
+		"ws://*:80",           "tcp://127.example.org:1x",
+		"tcp://[::1x]:5",
+	};
+
+	for (size_t k = 0; k < sizeof local / sizeof *local; k++)
+		ck_assert_msg(tidei_ingest_local(local[k]), "%s", local[k]);
+	for (size_t k = 0; k < sizeof remote / sizeof *remote; k++)
+		ck_assert_msg(!tidei_ingest_local(remote[k]), "%s", remote[k]);
+}
+END_TEST
+
 Suite *
 limits_suite(void)
 {
@@ -125,6 +149,7 @@ limits_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, oversized_messages_are_refused_clearly);
 	tcase_add_test(tc, message_limit_below_event_limit_is_a_config_error);
+	tcase_add_test(tc, endpoints_beyond_loopback_are_recognised);
 	suite_add_tcase(s, tc);
 	return s;
 }
