@@ -2,14 +2,28 @@
  * cmd_run.c - `tide run`: the daemon.  Builds a configuration from the
  * config file and the flags (flags win), opens an engine on its own event
  * loop, turns SIGINT/SIGTERM into a clean stop, and logs to stderr.
+ *
+ * Stopping always ends the process: the signal handler asks the engine to
+ * stop (it finishes the turn, commits and answers everyone), and a
+ * watchdog thread ends the process if that has not happened within
+ * --stop-timeout seconds, or at once on a second signal.  Ending it then
+ * loses nothing acknowledged: LMDB drops the open transaction, as after a
+ * kill -9.  Before it does, it tells the engine (tide_engine_postmortem),
+ * so that a handler stuck on an event is not run on it again at the next
+ * start; a crash signal does the same.  This is the program's business,
+ * not the library's, which installs no signal handlers.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <event2/event.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,13 +51,17 @@ static const char usage_text[] =
 	"                          build_threads, ...)\n"
 	"      --log-file FILE     append the log to FILE instead of stderr; SIGHUP\n"
 	"                          reopens it (for log rotation) and reloads the scripts\n"
+	"      --stop-timeout SEC  end the process if a stop takes longer (default 5)\n"
 	"  -q, --quiet             log errors and warnings only\n"
 	"  -v, --verbose           log debug messages too\n"
 	"  -h, --help              show this help\n"
 	"\n"
-	"SIGINT or SIGTERM finishes the current turn, commits and exits.  SIGHUP\n"
-	"reloads the scripts (keeping the running ones if the new ones fail) and\n"
-	"reopens the log file.\n";
+	"SIGINT or SIGTERM finishes the current turn, commits and exits; if that\n"
+	"takes longer than --stop-timeout, or on a second signal, the process ends\n"
+	"at once (nothing acknowledged is lost), and an event whose handler was\n"
+	"stuck is sent to the dead letters at the next start.  SIGHUP reloads the\n"
+	"scripts (keeping the running ones if the new ones fail) and reopens the\n"
+	"log file.\n";
 
 /* Where the log goes: stderr, or a file that SIGHUP reopens. */
 typedef struct log_sink {
@@ -101,12 +119,124 @@ on_sighup(evutil_socket_t sig, short what, void *arg)
 		(void)tide_engine_reload(sink->engine);
 }
 
+/* ------------------------------------------------------------------------
+ * Stopping, whatever the engine is doing
+ *
+ * The handlers below run on any thread, at any moment: they use only
+ * async-signal-safe calls (write, _exit, tide_engine_stop and
+ * tide_engine_postmortem are documented as such).  The program's globals
+ * are fine here: there is one daemon per process.
+ * ------------------------------------------------------------------------ */
+
+static _Atomic(tide_engine *) running; /* set while the engine may run handlers */
+static atomic_int stop_count;          /* SIGINT/SIGTERM received */
+static pthread_mutex_t closing = PTHREAD_MUTEX_INITIALIZER; /* held while the engine closes */
+static sem_t nudge; /* wakes the watchdog: a stop was asked for, or the engine closed */
+
 static void
-on_signal(evutil_socket_t sig, short what, void *arg)
+say(const char *msg)
 {
-	(void)what;
-	fprintf(stderr, "tide run: %s received, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-	tide_engine_stop(arg);
+	ssize_t n = write(STDERR_FILENO, msg, strlen(msg));
+	(void)n;
+}
+
+static void
+on_stop_signal(int sig)
+{
+	int saved = errno;
+	tide_engine *e = atomic_load(&running);
+
+	if (atomic_fetch_add(&stop_count, 1) == 0) {
+		say(sig == SIGINT ? "tide run: SIGINT received, stopping\n"
+				  : "tide run: SIGTERM received, stopping\n");
+		if (e != NULL)
+			tide_engine_stop(e);
+		sem_post(&nudge);
+		errno = saved;
+		return;
+	}
+	/* asked twice: do not wait for the engine */
+	if (e != NULL && tide_engine_postmortem(e, 0))
+		say("tide run: stopped while a handler was running; its event is set aside at the "
+		    "next start\n");
+	say("tide run: second signal, exiting now (nothing acknowledged is lost)\n");
+	_exit(1);
+}
+
+static void
+on_crash(int sig)
+{
+	tide_engine *e = atomic_load(&running);
+
+	if (e != NULL)
+		tide_engine_postmortem(e, sig);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+typedef struct watchdog {
+	tide_engine *e;
+	double timeout;  /* seconds between the stop request and the end */
+	atomic_int done; /* the engine has closed */
+} watchdog;
+
+static void *
+watch(void *arg)
+{
+	watchdog *w = arg;
+	struct timespec until;
+
+	while (sem_wait(&nudge) != 0 && errno == EINTR)
+		;
+	if (atomic_load(&w->done))
+		return NULL;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += (time_t)w->timeout;
+	until.tv_nsec += (long)((w->timeout - (double)(time_t)w->timeout) * 1e9);
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	while (!atomic_load(&w->done))
+		if (sem_timedwait(&nudge, &until) != 0 && errno == ETIMEDOUT)
+			break;
+	if (atomic_load(&w->done))
+		return NULL;
+	/* the engine is stuck: in a handler (it is to blame) or elsewhere */
+	if (pthread_mutex_trylock(&closing) == 0 && tide_engine_postmortem(w->e, 0))
+		say("tide run: the engine did not stop in time: a handler is stuck; its event is "
+		    "set aside at the next start\n");
+	say("tide run: the engine did not stop in time, exiting now (nothing acknowledged is "
+	    "lost)\n");
+	_exit(1);
+}
+
+static int
+install_handlers(tide_engine *e, watchdog *w, pthread_t *thread)
+{
+	static char altstack[64 * 1024]; /* a crash may be a stack overflow */
+	static const int crashes[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT };
+	struct sigaction sa;
+	stack_t ss;
+
+	if (sem_init(&nudge, 0, 0) != 0)
+		return -1;
+	memset(&ss, 0, sizeof ss);
+	ss.ss_sp = altstack;
+	ss.ss_size = sizeof altstack;
+	sigaltstack(&ss, NULL);
+	memset(&sa, 0, sizeof sa);
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = on_stop_signal;
+	if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+		return -1;
+	sa.sa_handler = on_crash;
+	sa.sa_flags = SA_ONSTACK | SA_RESETHAND;
+	for (size_t k = 0; k < sizeof crashes / sizeof *crashes; k++)
+		sigaction(crashes[k], &sa, NULL);
+	w->e = e;
+	atomic_store(&running, e);
+	return pthread_create(thread, NULL, watch, w) == 0 ? 0 : -1;
 }
 
 static int
@@ -132,6 +262,7 @@ cmd_run(int argc, char **argv)
 		{ "durability", required_argument, NULL, 'D' },
 		{ "set", required_argument, NULL, 'S' },
 		{ "log-file", required_argument, NULL, 'L' },
+		{ "stop-timeout", required_argument, NULL, 'T' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -140,9 +271,11 @@ cmd_run(int argc, char **argv)
 	const char *config = NULL;
 	tide_config *cfg = NULL;
 	tide_engine *e = NULL;
-	struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL;
+	struct event *sighup = NULL;
 	log_sink sink = { NULL, NULL, NULL };
-	int c, rc = CLI_FAIL, level = -1;
+	watchdog w = { NULL, 5, 0 };
+	pthread_t watcher;
+	int c, rc = CLI_FAIL, level = -1, watching = 0;
 
 	/* First pass: find --config and --help, which shape everything else. */
 	optind = 1;
@@ -209,6 +342,15 @@ cmd_run(int argc, char **argv)
 			break;
 		}
 		case 'L': sink.path = optarg; break;
+		case 'T':
+			if ((w.timeout = cli_seconds(optarg)) <= 0) {
+				cli_error("run",
+					  "--stop-timeout takes a number of seconds > 0, not '%s'",
+					  optarg);
+				rc = CLI_USAGE;
+				goto out;
+			}
+			break;
 		case 'q': level = TIDE_LOG_WARN; break;
 		case 'v': level = TIDE_LOG_DEBUG; break;
 		default:
@@ -237,23 +379,26 @@ cmd_run(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	sink.engine = e;
-	sigint = evsignal_new(tide_engine_base(e), SIGINT, on_signal, e);
-	sigterm = evsignal_new(tide_engine_base(e), SIGTERM, on_signal, e);
 	sighup = evsignal_new(tide_engine_base(e), SIGHUP, on_sighup, &sink);
-	if (sigint == NULL || sigterm == NULL || sighup == NULL || event_add(sigint, NULL) ||
-	    event_add(sigterm, NULL) || event_add(sighup, NULL)) {
+	if (sighup == NULL || event_add(sighup, NULL) || install_handlers(e, &w, &watcher) != 0) {
 		cli_error("run", "cannot install signal handlers");
 		goto out;
 	}
+	watching = 1;
 	rc = tide_engine_run(e) == TIDE_OK ? CLI_OK : CLI_FAIL;
 out:
-	if (sigint)
-		event_free(sigint);
-	if (sigterm)
-		event_free(sigterm);
 	if (sighup)
 		event_free(sighup);
+	/* the watchdog may still end the process while the engine closes, but
+	 * no longer touches it */
+	pthread_mutex_lock(&closing);
+	atomic_store(&running, NULL);
 	tide_engine_destroy(e);
+	atomic_store(&w.done, 1);
+	if (watching) {
+		sem_post(&nudge);
+		pthread_join(watcher, NULL);
+	}
 	tide_config_destroy(cfg);
 	if (sink.f != NULL)
 		fclose(sink.f);

@@ -46,6 +46,7 @@ struct tidei_consumers {
 	/* while a script is loading */
 	const char *loading;
 	int loading_count;
+	tidei_flight *flight; /* the engine's flight recorder, or NULL */
 	/* while a handler runs */
 	tidei_log *log;
 	tidei_consumer *cur;
@@ -590,6 +591,12 @@ tidei_consumers_reload(tidei_consumers *cs, tidei_log *log)
 }
 
 void
+tidei_consumers_set_flight(tidei_consumers *cs, tidei_flight *f)
+{
+	cs->flight = f;
+}
+
+void
 tidei_consumers_committed(tidei_consumers *cs)
 {
 	for (size_t k = 0; k < cs->n; k++) {
@@ -657,8 +664,10 @@ where_of(const char *msg, char *where, size_t n)
 		snprintf(where, n, "%.*s", (int)(p - msg), msg);
 }
 
-/* Call one handler.  *ok tells whether it succeeded (then its emits are
- * appended); a non-TIDE_OK return is a failure of the turn itself. */
+/* Call one handler.  *ok tells whether it succeeded (1: then its emits are
+ * appended), failed (0), or must not be tried again (-1: the engine died
+ * on this event before, see flight.h); a non-TIDE_OK return is a failure
+ * of the turn itself. */
 static int
 handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *log, int *appended,
        int *ok, char *why, char *where, char *err)
@@ -666,12 +675,19 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 	char trace[TIDEI_ERRLEN];
 	int rc;
 
+	if (tidei_flight_verdict(cs->flight, TIDEI_FLIGHT_CONSUMER, c->name, ev, why)) {
+		c->failed++;
+		where[0] = '\0';
+		*ok = -1;
+		return TIDE_OK;
+	}
 	cs->log = log;
 	cs->cur = c;
 	cs->cause = ev;
 	cs->nemits = 0;
 	tidei_buf_reset(&cs->emits);
 	trace[0] = '\0';
+	tidei_flight_enter(cs->flight, TIDEI_FLIGHT_CONSUMER, c->name, ev);
 	if (c->fn != NULL) {
 		ev->scratch = &cs->scratch;
 		rc = c->fn(c->ud, ev);
@@ -684,6 +700,7 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 		if (rc != TIDE_OK)
 			where_of(why, where, 256);
 	}
+	tidei_flight_leave(cs->flight);
 	cs->cur = NULL;
 	cs->cause = NULL;
 	*ok = rc == TIDE_OK;
@@ -753,13 +770,14 @@ release(tidei_consumer *c, tidei_log *log, size_t i, char *err)
 /* A failed try of pending event @p p: back off, or give up. */
 static int
 failed_try(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, size_t i,
-	   const struct tide_event *ev, const char *why, const char *where, int64_t now, char *err)
+	   const struct tide_event *ev, const char *why, const char *where, int ok, int64_t now,
+	   char *err)
 {
 	tidei_pending *p = &c->pend[i];
 	int rc;
 
 	p->r.attempts++;
-	if (p->r.attempts <= c->retries) {
+	if (ok == 0 && p->r.attempts <= c->retries) {
 		p->r.next_at = now + backoff(c, p->r.attempts);
 		LOG(cs, TIDE_LOG_WARN,
 		    "consumer '%s' failed on event %llu (type %s, id %s), attempt %u of %u: %s",
@@ -826,14 +844,15 @@ run_pending(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now,
 		if (appended && tidei_log_get(log, log->txn, c->pend[k].seq, &ev) != TIDE_OK)
 			memset(&ev, 0, sizeof ev);
 		p = &c->pend[k];
-		if (ok) {
+		if (ok > 0) {
 			if (p->r.from_dlq)
 				tidei_log_dead_del(log, c->name, p->seq);
 			pend_done(c, k);
 			if ((rc = persist(c, log, p, err)) != TIDE_OK ||
 			    (rc = release(c, log, k, err)) != TIDE_OK)
 				break;
-		} else if ((rc = failed_try(cs, c, log, k, &ev, why, where, now, err)) != TIDE_OK) {
+		} else if ((rc = failed_try(cs, c, log, k, &ev, why, where, ok, now, err)) !=
+			   TIDE_OK) {
 			break;
 		}
 	}
@@ -919,12 +938,12 @@ run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now, int
 				rc = handle(cs, c, &ev, log, &appended, &ok, why, where, err);
 				if (rc != TIDE_OK)
 					break;
-				if (!ok) {
+				if (ok <= 0) {
 					/* ev may be stale if... no: nothing was appended */
 					r.state = TIDEI_PENDING_RETRY;
 					if ((rc = pend_add(c, seq, subject, &r)) != TIDE_OK ||
 					    (rc = failed_try(cs, c, log, c->npend - 1, &ev, why,
-							     where, now, err)) != TIDE_OK)
+							     where, ok, now, err)) != TIDE_OK)
 						break;
 					if (c->npend > 0 && c->pend[c->npend - 1].done)
 						c->npend--; /* given up at once (retries = 0) */

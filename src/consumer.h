@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "flight.h"
 #include "log.h"
 #include "script.h"
 
@@ -92,6 +93,10 @@ int tidei_consumers_start(tidei_consumers *cs, tidei_log *log, uint64_t head, ch
  *  are appended.  *more is set when a consumer is behind or has a retry
  *  due now.  TIDE_EFULL means: abort, grow, run again. */
 int tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err);
+
+/** Record each handler call in @p f (may be NULL), and set aside events
+ *  the engine died on (see flight.h). */
+void tidei_consumers_set_flight(tidei_consumers *cs, tidei_flight *f);
 
 /** The turn committed: its checkpoints are now durable. */
 void tidei_consumers_committed(tidei_consumers *cs);

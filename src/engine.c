@@ -34,6 +34,7 @@
 #include "conf.h"
 #include "consumer.h"
 #include "dlq.h"
+#include "flight.h"
 #include "ingest.h"
 #include "json.h"
 #include "log.h"
@@ -70,6 +71,7 @@ struct tide_engine {
 	tide_config *cfg;
 	tidei_loop loop;
 	tidei_log *log;
+	tidei_flight *flight; /* which handler runs on which event, for after a death */
 	tidei_ingest *in;
 	tidei_consumers *cs;
 	tidei_projections *ps;
@@ -760,6 +762,15 @@ tide_engine_open(tide_engine *e, struct event_base *base)
 	e->published = e->synced = e->log->committed;
 	e->log->before_remap = stop_builds;
 	e->log->before_remap_ud = e;
+	{
+		char note[TIDEI_ERRLEN];
+		if ((rc = tidei_flight_open(&e->flight, e->dir, note, e->err)) != TIDE_OK)
+			goto fail;
+		if (note[0] != '\0')
+			elog(e, TIDE_LOG_WARN, "%s", note);
+		tidei_consumers_set_flight(e->cs, e->flight);
+		tidei_projections_set_flight(e->ps, e->flight);
+	}
 
 	if ((rc = load_scripts(e, e->cs, e->ps)) != TIDE_OK)
 		goto fail;
@@ -826,6 +837,11 @@ fail:
 	tidei_ingest_close(e->in);
 	e->in = NULL;
 	tidei_loop_close(&e->loop);
+	tidei_projections_stop(e->ps);
+	tidei_consumers_set_flight(e->cs, NULL);
+	tidei_projections_set_flight(e->ps, NULL);
+	tidei_flight_close(e->flight);
+	e->flight = NULL;
 	tidei_log_close(e->log);
 	e->log = NULL;
 	return rc;
@@ -865,6 +881,8 @@ tide_engine_destroy(tide_engine *e)
 		tidei_loop_close(&e->loop);
 		/* a build's threads read the log: they go first */
 		tidei_projections_stop(e->ps);
+		tidei_flight_close(e->flight); /* a clean stop */
+		e->flight = NULL;
 		tidei_log_close(e->log);
 	}
 	tidei_projections_destroy(e->ps);
@@ -885,6 +903,15 @@ TIDE_API const char *
 tide_errmsg(const tide_engine *e)
 {
 	return e ? e->err : "";
+}
+
+TIDE_API int
+tide_engine_postmortem(tide_engine *e, int sig)
+{
+	if (e == NULL || e->flight == NULL)
+		return 0;
+	return tidei_flight_postmortem(e->flight, sig ? TIDEI_FLIGHT_CRASHED : TIDEI_FLIGHT_HUNG,
+				       sig);
 }
 
 TIDE_API struct event_base *
@@ -1014,6 +1041,8 @@ tide_engine_reload(tide_engine *e)
 	for (size_t k = 0; k < e->ncc && rc == TIDE_OK; k++)
 		rc = tidei_consumers_add(cs, e->cc[k].name, e->cc[k].pattern, e->cc[k].from,
 					 e->cc[k].fn, e->cc[k].ud, e->err);
+	tidei_consumers_set_flight(cs, e->flight);
+	tidei_projections_set_flight(ps, e->flight);
 	if (rc == TIDE_OK)
 		rc = load_scripts(e, cs, ps);
 	/* between two turns every checkpoint is committed with the effects

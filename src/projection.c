@@ -137,6 +137,7 @@ struct tidei_projections {
 	tidei_pbuild_env *build; /* how helpers load the scripts; NULL: no helpers */
 	unsigned part, nparts;   /* in a helper: its part of the keys */
 	const atomic_int *stop;  /* in a helper: set when it must stop */
+	tidei_flight *flight;    /* the engine's flight recorder (not in helpers) */
 	int64_t poll_at;         /* a turn is wanted then (helpers running), or -1 */
 	char err[TIDEI_ERRLEN];
 };
@@ -584,7 +585,11 @@ tidei_projections_next_poll(const tidei_projections *ps)
 static void
 stop_helpers(proj *p)
 {
-	tidei_pbuild_destroy(p->par);
+	int had = p->par != NULL;
+
+	tidei_pbuild_destroy(p->par); /* joins them: a stuck one keeps the mark */
+	if (had && p->ps != NULL)
+		tidei_flight_build(p->ps->flight, NULL);
 	p->par = NULL;
 	p->par_commit = 0;
 }
@@ -679,6 +684,8 @@ tidei_projections_start(tidei_projections *ps, tidei_log *log, char *err)
 		return tidei_err(err, rc, "%s", log->err);
 	for (size_t k = 0; k < ps->n; k++) {
 		proj *p = &ps->v[k];
+		if (tidei_flight_solo(ps->flight, p->name))
+			p->par_off = 1; /* where each event is recorded */
 		if (p->meta.build != p->meta.live)
 			LOG(ps, TIDE_LOG_INFO, "projection '%s': building from the log%s", p->name,
 			    p->meta.live ? " (the previous state is served meanwhile)" : "");
@@ -687,6 +694,12 @@ tidei_projections_start(tidei_projections *ps, tidei_log *log, char *err)
 			    p->name, (unsigned long long)p->meta.fault_seq, p->meta.error);
 	}
 	return TIDE_OK;
+}
+
+void
+tidei_projections_set_flight(tidei_projections *ps, tidei_flight *f)
+{
+	ps->flight = f;
 }
 
 void
@@ -962,13 +975,19 @@ l_run(lua_State *L)
 			break;
 		p->handler_ref = match(p, ev.attr[TIDEI_A_TYPE], ev.len[TIDEI_A_TYPE]);
 		if (p->handler_ref != LUA_NOREF) {
+			char why[TIDEI_ERRLEN];
 			p->ev = &ev;
 			if (ke != NULL) {
 				p->key = (const char *)p->run.kd->keys[ke->who].p + ke->off;
 				p->klen = ke->len;
 			}
+			if (tidei_flight_verdict(ps->flight, TIDEI_FLIGHT_PROJECTION, p->name, &ev,
+						 why))
+				luaL_error(L, "%s", why); /* it stops here */
 			tidei_script_rearm(ps->o.script);
+			tidei_flight_enter(ps->flight, TIDEI_FLIGHT_PROJECTION, p->name, &ev);
 			apply(L, p);
+			tidei_flight_leave(ps->flight);
 			lua_settop(L, top);
 			p->ev = NULL;
 			p->key = NULL;
@@ -1296,6 +1315,7 @@ start_helpers(tidei_projections *ps, proj *p, tidei_log *log)
 		p->par_off = 1;
 		return;
 	}
+	tidei_flight_build(ps->flight, p->name);
 	LOG(ps, TIDE_LOG_INFO, "projection '%s': building events %llu to %llu on %u threads",
 	    p->name, (unsigned long long)from + 1, (unsigned long long)o.until, o.threads);
 }
@@ -1410,6 +1430,7 @@ run_one(tidei_projections *ps, proj *p, tidei_log *log, int *more, char *err)
 	p->run.mrc = 0;
 	p->run.corrupt = 0;
 	rc = tidei_script_protect(ps->o.script, l_run, p, why, trace);
+	tidei_flight_leave(ps->flight); /* a failing handler did not get to it */
 	p->ev = NULL;
 	mdb_cursor_close(p->run.cur);
 	p->run.cur = NULL;

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "flight.h"
 #include "log.h"
 #include "pbuild.h"
 #include "script.h"
@@ -44,6 +45,11 @@ int tidei_projections_start(tidei_projections *ps, tidei_log *log, char *err);
  *  up to rebuild_ns (live ones also by at most the turn budget).  *more
  *  is set while work remains.  TIDE_EFULL: abort, grow, run again. */
 int tidei_projections_run(tidei_projections *ps, tidei_log *log, int *more, char *err);
+
+/** Record each handler call on the engine's thread in @p f (may be NULL),
+ *  stop at events the engine died on, and build on the engine's thread a
+ *  projection whose shared build was running when it died. */
+void tidei_projections_set_flight(tidei_projections *ps, tidei_flight *f);
 
 /** The scripts are loaded: remember their text's hash, so that a build's
  *  threads, which load them again, can tell if one changed since. */

@@ -200,6 +200,18 @@ TIDE_API void tide_engine_destroy(tide_engine *e);
  *  call on @p e. */
 TIDE_API const char *tide_errmsg(const tide_engine *e);
 
+/** For whoever ends a process whose engine is stuck or crashing (a
+ *  watchdog thread after a stop request went unanswered, a SIGSEGV
+ *  handler): record in the data directory why the process ends.  An event
+ *  whose handler was running then is set aside at the next start (sent to
+ *  the dead letters with that reason, or its projection stops there)
+ *  instead of being run again; an event the engine merely died on three
+ *  times in a row (kill -9 during its handler) is set aside too.  @p sig is
+ *  0 when the engine hung, else the signal it crashed with.
+ *  Async-signal-safe; may be called from any thread.
+ *  @return 1 if a handler was running, else 0. */
+TIDE_API int tide_engine_postmortem(tide_engine *e, int sig);
+
 /** The event_base the engine runs on (its own or the adopted one). */
 TIDE_API struct event_base *tide_engine_base(tide_engine *e);
 

@@ -191,5 +191,6 @@ Suite *projection_suite(void);
 Suite *request_suite(void);
 Suite *dlq_suite(void);
 Suite *limits_suite(void);
+Suite *flight_suite(void);
 
 #endif
