@@ -24,11 +24,17 @@ tidei_buf_grow(tidei_buf *b, size_t extra)
 	if (extra > SIZE_MAX - b->len)
 		goto fail;
 	need = b->len + extra;
+	if (b->limit != 0 && need > b->limit) {
+		b->over = 1;
+		goto fail;
+	}
 	if (need <= b->cap)
 		return 0;
 	cap = b->cap ? b->cap : 256;
 	while (cap < need)
 		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+	if (b->limit != 0 && cap > b->limit)
+		cap = b->limit; /* so that the fast path of reserve never passes it */
 	p = realloc(b->p, cap);
 	if (p == NULL)
 		goto fail;
@@ -46,7 +52,7 @@ tidei_buf_free(tidei_buf *b)
 	free(b->p);
 	b->p = NULL;
 	b->len = b->cap = 0;
-	b->failed = 0;
+	b->failed = b->over = 0;
 }
 
 void

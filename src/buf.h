@@ -17,7 +17,10 @@ typedef struct tidei_buf {
 	uint8_t *p;
 	size_t len;
 	size_t cap;
-	int failed; /* an allocation failed; content is incomplete */
+	int failed;   /* an allocation failed; content is incomplete */
+	size_t limit; /* 0, or the most it may hold: growing past it fails it
+		       * (set it while the capacity is within it, e.g. empty) */
+	int over;     /* it failed because of the limit, not for lack of memory */
 } tidei_buf;
 
 /** Make room for @p extra more bytes.  Returns 0, or -1 (and sets failed). */
@@ -51,6 +54,7 @@ tidei_buf_reset(tidei_buf *b)
 {
 	b->len = 0;
 	b->failed = 0;
+	b->over = 0;
 }
 
 static inline int

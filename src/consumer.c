@@ -253,6 +253,13 @@ host_emit(void *ud, tidei_evb *b, char *err)
 		cs->emits.len = before;
 		return tidei_err(err, TIDE_EEVENT, "%s", b->err);
 	}
+	if (cs->o.max_event && cs->emits.len - before > cs->o.max_event) {
+		char lim[32];
+		cs->emits.len = before;
+		tidei_fmt_size(lim, sizeof lim, cs->o.max_event);
+		return tidei_err(err, TIDE_EEVENT,
+				 "the event is larger than the max_event_size limit of %s", lim);
+	}
 	cs->emit_len[cs->nemits++] = (uint32_t)(cs->emits.len - before);
 	return TIDE_OK;
 }
@@ -297,6 +304,7 @@ tidei_consumers_new(tidei_consumers **out, const tidei_consumers_opts *o, char *
 		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	cs->o = *o;
 	host.ud = cs;
+	host.max_event = o->max_event;
 	host.on = host_on;
 	host.once = host_once;
 	host.emit = host_emit;

@@ -64,6 +64,7 @@ typedef struct tidei_consumers_opts {
 	tidei_script_opts script;
 	size_t turn_budget; /* events a consumer handles per turn */
 	size_t max_emits;   /* events one handler call may emit */
+	size_t max_event;   /* bytes an emitted event may take (max_event_size) */
 	void (*log)(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
 	void *log_ud;
 	/* tide.projection, handed on with the path of the script being loaded */

@@ -161,6 +161,15 @@ l_tide_once(lua_State *L)
 	return 1;
 }
 
+static void
+too_large(char *err, size_t max)
+{
+	char lim[32];
+
+	tidei_fmt_size(lim, sizeof lim, max);
+	tidei_err(err, TIDE_EEVENT, "the event is larger than the max_event_size limit of %s", lim);
+}
+
 /* tide.emit(event) -> id  [-1, +1, e] */
 static int
 l_tide_emit(lua_State *L)
@@ -175,7 +184,11 @@ l_tide_emit(lua_State *L)
 		return luaL_error(L, "tide.emit is not available here");
 	memset(&b, 0, sizeof b);
 	tidei_evb_reset(&b);
+	/* a value larger than an event may be is not copied whole first */
+	b.strs.limit = b.ext.limit = b.data.limit = h->max_event;
 	if (tidei_lua_to_event(L, 1, &b) != 0) {
+		if (b.strs.over || b.ext.over || b.data.over)
+			too_large(b.err, h->max_event);
 		lua_pushfstring(L, "tide.emit: %s", b.err);
 		tidei_evb_free(&b);
 		return lua_error(L);
@@ -183,6 +196,8 @@ l_tide_emit(lua_State *L)
 	rc = h->emit(h->ud, &b, err);
 	if (rc == TIDE_OK)
 		lua_pushlstring(L, (const char *)b.strs.p + b.off[TIDEI_A_ID], b.len[TIDEI_A_ID]);
+	else if (b.strs.over || b.ext.over)
+		too_large(err, h->max_event);
 	tidei_evb_free(&b);
 	if (rc != TIDE_OK)
 		return luaL_error(L, "tide.emit: %s", err);

@@ -362,6 +362,7 @@ tide_replay(const tide_replay_opts *o, tide_replay_fn *fn, void *ud, char *err, 
 	so.lua_path = path.failed ? NULL : (const char *)path.p;
 	memset(&host, 0, sizeof host);
 	host.ud = &r;
+	host.max_event = 1 << 20; /* the engine's default max_event_size */
 	host.on = host_on;
 	host.emit = host_emit;
 	host.once = host_once;

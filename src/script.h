@@ -27,6 +27,9 @@ typedef struct tidei_on_opts {
  *  Every callback returns TIDE_OK or a code with a message in @p err. */
 typedef struct tidei_host {
 	void *ud;
+	/** Largest event tide.emit may build, in bytes (0: no limit): the
+	 *  binding stops copying a value past it. */
+	size_t max_event;
 	/** tide.on(pattern, fn, opts): fn is a registry reference. */
 	int (*on)(void *ud, const tidei_on_opts *o, int ref, const char *where, char *err);
 	/** tide.once(key): *first = 1 the first time @p key is claimed. */

@@ -22,6 +22,7 @@
 #include <event2/event.h>
 #include <lua.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -786,6 +787,39 @@ START_TEST(max_emits_bounds_a_call)
 }
 END_TEST
 
+/* An emitted event obeys max_event_size like a published one, and a huge
+ * value is refused without being copied first: twenty emits of a 10 MB
+ * string once took twenty copies of it. */
+START_TEST(emit_obeys_max_event_size)
+{
+	rig r;
+	char out[32768];
+	struct rusage before, after;
+
+	rig_init(&r);
+	rig_config(&r, LUA_HEAD
+		   "local big = string.rep('x', 10 * 1024 * 1024)\n"
+		   "tide.on('big', function(ev)\n"
+		   "  local ok, err = pcall(tide.emit, { type = 'huge', data = big })\n"
+		   "  for i = 1, 19 do pcall(tide.emit, { type = 'huge', data = { big } }) end\n"
+		   "  tide.emit{ type = 'small', data = { said = tostring(err) } }\n"
+		   "end, { name = 'big' })\n");
+	rig_set(&r, "max_event_size", "64K");
+	ck_assert_int_eq(rig_start(&r), TIDE_OK);
+	getrusage(RUSAGE_SELF, &before);
+	rig_publish(&r, EV("b1", "big", ""));
+	rig_wait(&r, "small", 1);
+	getrusage(RUSAGE_SELF, &after);
+	rig_close(&r);
+	rig_log(&r, out, sizeof out, "--type small");
+	HAS(out, "the event is larger than the max_event_size limit of 64 KiB");
+	rig_log(&r, out, sizeof out, "--type huge");
+	ck_assert_int_eq(count(out, "huge"), 0);
+	ck_assert_msg(after.ru_maxrss - before.ru_maxrss < 100 * 1024,
+		      "the process grew by %ld KiB", after.ru_maxrss - before.ru_maxrss);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Failing handlers
  * ------------------------------------------------------------------------ */
@@ -1482,6 +1516,7 @@ lua_suite(void)
 	tcase_add_test(emit, emit_errors_name_the_script_line);
 	tcase_add_test(emit, emit_outside_a_handler);
 	tcase_add_test(emit, max_emits_bounds_a_call);
+	tcase_add_test(emit, emit_obeys_max_event_size);
 	tcase_add_test(fail, errors_are_isolated);
 	tcase_add_test(fail, on_inside_a_handler_fails);
 	tcase_add_test(sub, patterns_exact_prefix_all);
