@@ -456,13 +456,24 @@ add_state(void *ud, const char *key, size_t klen, const char *json, size_t jlen)
 	return 0;
 }
 
+/* The first bytes of @p s (at most @p max, whole UTF-8 characters): how
+ * many.  Error messages quote keys, which may be of any length. */
+static int
+quote_len(const char *s, size_t n, size_t max)
+{
+	if (n > max)
+		for (n = max; n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80; n--)
+			;
+	return (int)n;
+}
+
 /* {"query":NAME,"key":K} or {"query":NAME,"prefix":P,"limit":N}, answered
  * from a read snapshot: a query never waits for a turn. */
 static void
 query(tide_engine *e, const tidei_buf *val, tidei_buf *reply)
 {
 	tidei_vitem name, key, prefix, limit;
-	char n[256], k[512], p[512], msg[900];
+	char n[256], msg[900], *k = NULL, *p = NULL;
 	query_reply q = { reply, 0, 0 };
 	size_t before = reply->len;
 	int has_key, rc;
@@ -472,28 +483,29 @@ query(tide_engine *e, const tidei_buf *val, tidei_buf *reply)
 		return;
 	}
 	snprintf(n, sizeof n, "%.*s", (int)name.u.s.n, name.u.s.p);
-	has_key = member(val, "key", &key) && key.type == TIDEI_V_STR && key.u.s.n < sizeof k;
-	if (has_key)
-		snprintf(k, sizeof k, "%.*s", (int)key.u.s.n, key.u.s.p);
-	p[0] = '\0';
-	if (member(val, "prefix", &prefix) && prefix.type == TIDEI_V_STR && prefix.u.s.n < sizeof p)
-		snprintf(p, sizeof p, "%.*s", (int)prefix.u.s.n, prefix.u.s.p);
+	/* keys and prefixes of any length (a long key is stored by hash) */
+	has_key = member(val, "key", &key) && key.type == TIDEI_V_STR;
+	if (has_key && (k = strndup(key.u.s.p, key.u.s.n)) == NULL)
+		goto nomem;
+	if (member(val, "prefix", &prefix) && prefix.type == TIDEI_V_STR && prefix.u.s.n > 0 &&
+	    (p = strndup(prefix.u.s.p, prefix.u.s.n)) == NULL)
+		goto nomem;
 	if (!member(val, "limit", &limit) || limit.type != TIDEI_V_INT || limit.u.i < 0)
 		limit.u.i = 0;
 	q.many = !has_key;
 	tidei_buf_puts(reply, q.many ? "{\"ok\":true,\"states\":[" : "{\"ok\":true,");
-	rc = tidei_log_query(e->log, n, has_key ? k : NULL, p[0] ? p : NULL, (size_t)limit.u.i,
-			     add_state, &q);
+	rc = tidei_log_query(e->log, n, k, p, (size_t)limit.u.i, add_state, &q);
 	if (rc == TIDE_OK) {
 		tidei_buf_puts(reply, q.many ? "]}" : "}");
-		return;
+		goto done;
 	}
 	reply->len = before;
 	if (rc == TIDE_ENOTFOUND && has_key &&
 	    tidei_log_query(e->log, n, NULL, NULL, 1, NULL, NULL) == TIDE_ENOTFOUND)
 		has_key = 0; /* the projection itself is unknown */
 	if (rc == TIDE_ENOTFOUND && has_key)
-		snprintf(msg, sizeof msg, "no state for key '%s' in projection '%s'", k, n);
+		snprintf(msg, sizeof msg, "no state for key '%.*s%s' in projection '%s'",
+			 quote_len(k, strlen(k), 300), k, strlen(k) > 300 ? "..." : "", n);
 	else if (rc == TIDE_ENOTFOUND)
 		snprintf(msg, sizeof msg, "no projection named '%s'", n);
 	else if (rc == TIDE_ESTATE)
@@ -501,6 +513,12 @@ query(tide_engine *e, const tidei_buf *val, tidei_buf *reply)
 	else
 		snprintf(msg, sizeof msg, "cannot query '%s': %s", n, tide_strerror(rc));
 	reply_error(reply, msg);
+	goto done;
+nomem:
+	reply_error(reply, "out of memory");
+done:
+	free(k);
+	free(p);
 }
 
 static void
