@@ -14,7 +14,13 @@
  *   once       consumer "\0" key -> the seq that claimed tide.once(key)
  *   projections  projection name -> its generations and checkpoints
  *   state      projection "\0" generation key -> the key's state
- *   meta       "format" -> layout version, checked on open
+ *   meta       "format" -> layout version, checked on open (a log of
+ *              format 1 is migrated by the first writable open);
+ *              "once-legacy" when format 1 left long tide.once claims
+ *
+ * Keys of ids, streams and once longer than LMDB allows are stored by a
+ * collision-resistant hash (make_key): a collision would make a new event
+ * a duplicate, or merge two streams.
  *
  * Why stream heads rather than a (subject, version) index: an index keyed
  * by subject gets one random insert per event, which with many subjects

@@ -736,6 +736,23 @@ match(const proj *p, const char *type, size_t tlen)
 	return LUA_NOREF;
 }
 
+/* Push @p k for an error message: keys may be of any length, so a long
+ * one is cut after about 100 bytes (whole UTF-8 characters).  [-0, +1, m] */
+static const char *
+push_key_quote(lua_State *L, const char *k, size_t klen)
+{
+	size_t n = 100;
+
+	if (klen <= n)
+		return lua_pushlstring(L, k, klen);
+	while (n > 0 && ((unsigned char)k[n] & 0xc0) == 0x80)
+		n--;
+	lua_pushlstring(L, k, n);
+	lua_pushliteral(L, "...");
+	lua_concat(L, 2);
+	return lua_tostring(L, -1);
+}
+
 /* Push the stored state of key @p k, or nil. */
 static void
 push_stored(lua_State *L, tidei_projections *ps, proj *p, const char *k, size_t klen)
@@ -751,8 +768,7 @@ push_stored(lua_State *L, tidei_projections *ps, proj *p, const char *k, size_t 
 	mrc = tidei_pstate_get(p->txn, p->log->state, p->name, p->meta.build, k, klen,
 			       TIDEI_LOG_FORMAT, &v);
 	if (mrc == MDB_CORRUPTED)
-		luaL_error(L, "stored state of key '%s' is corrupt",
-			   lua_pushlstring(L, k, klen < 200 ? klen : 200));
+		luaL_error(L, "stored state of key '%s' is corrupt", push_key_quote(L, k, klen));
 	if (mrc != 0) {
 		lua_pushnil(L);
 		return;
@@ -760,8 +776,7 @@ push_stored(lua_State *L, tidei_projections *ps, proj *p, const char *k, size_t 
 	r.p = v.mv_data;
 	r.end = r.p + v.mv_size;
 	if (tidei_lua_push_val(L, &r) != 0)
-		luaL_error(L, "stored state of key '%s' is corrupt",
-			   lua_pushlstring(L, k, klen < 200 ? klen : 200));
+		luaL_error(L, "stored state of key '%s' is corrupt", push_key_quote(L, k, klen));
 }
 
 /* The key of p->ev after its filter: 1 with the key in *@p k, *@p klen
@@ -1054,7 +1069,7 @@ l_encode(lua_State *L)
 		} else {
 			if (tidei_lua_to_val(L, -1, &p->out, err) != 0)
 				return luaL_error(L, "state of key '%s' cannot be stored: %s",
-						  lua_pushlstring(L, k, klen), err);
+						  push_key_quote(L, k, klen), err);
 			if (!p->out.failed)
 				tidei_st32(p->out.p + at, (uint32_t)(p->out.len - at - 4));
 		}
