@@ -242,6 +242,19 @@ collect_long(MDB_txn *txn, MDB_dbi dbi, tidei_buf *out)
 	return mrc == MDB_NOTFOUND ? 0 : mrc;
 }
 
+/* The entry of collect_long()'s @p todo at *@p at; *@p at moves past it. */
+static void
+next_long(const tidei_buf *todo, size_t *at, MDB_val *k, MDB_val *v)
+{
+	const uint8_t *p = todo->p + *at;
+
+	k->mv_size = (size_t)p[0] << 8 | p[1];
+	k->mv_data = (void *)(p + 2);
+	v->mv_size = p[2 + k->mv_size];
+	v->mv_data = (void *)(p + 3 + k->mv_size);
+	*at += 3 + k->mv_size + v->mv_size;
+}
+
 /* Rewrite the long keys of `ids` (@p streams 0: source "\0" id, found
  * from the event each points at) or `streams` (1: the subject of its last
  * event) in format 2.  A key the event does not give in format 1 is left
@@ -260,11 +273,7 @@ migrate_index(tidei_log *log, MDB_txn *txn, int streams, char *err)
 		struct tide_event ev;
 		uint64_t seq;
 		size_t wn, nn;
-		k.mv_size = (size_t)todo.p[at] << 8 | todo.p[at + 1];
-		k.mv_data = todo.p + at + 2;
-		v.mv_size = todo.p[at + 2 + k.mv_size];
-		v.mv_data = todo.p + at + 3 + k.mv_size;
-		at += 3 + k.mv_size + v.mv_size;
+		next_long(&todo, &at, &k, &v);
 		if (v.mv_size != (streams ? 16u : 8u))
 			continue;
 		if (streams)
@@ -324,11 +333,7 @@ migrate_once(tidei_log *log, MDB_txn *txn, int *legacy, char *err)
 	for (size_t at = 0; mrc == 0 && at < todo.len;) {
 		uint8_t now[KEYMAX + 1];
 		MDB_val k, v;
-		k.mv_size = (size_t)todo.p[at] << 8 | todo.p[at + 1];
-		k.mv_data = todo.p + at + 2;
-		v.mv_size = todo.p[at + 2 + k.mv_size];
-		v.mv_data = todo.p + at + 3 + k.mv_size;
-		at += 3 + k.mv_size + v.mv_size;
+		next_long(&todo, &at, &k, &v);
 		if (k.mv_size != KEYMAX) {
 			*legacy = 1;
 			continue;

@@ -834,8 +834,8 @@ event_key(lua_State *L, proj *p, int *evi, const char **k, size_t *klen)
 	if (*klen == 0)
 		luaL_error(L, "key must not be empty");
 	if (*klen > TIDEI_PSTATE_KEY_MAX)
-		luaL_error(L, "key of %zu bytes is too long (at most %u)", *klen,
-			   TIDEI_PSTATE_KEY_MAX);
+		luaL_error(L, "key of %I bytes is too long (at most %I)", (lua_Integer)*klen,
+			   (lua_Integer)TIDEI_PSTATE_KEY_MAX);
 	return 1;
 }
 
