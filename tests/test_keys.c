@@ -686,6 +686,60 @@ START_TEST(long_keys_in_projections)
 }
 END_TEST
 
+/* A key found in C by a field path may be long too; an empty key still
+ * stops the projection, at its event. */
+START_TEST(field_path_keys_and_empty_keys)
+{
+	const char *dir = th_tmpdir();
+	char data[600], msg[1024], reply[1024], *k = long_str("field/", 600), *got, *want;
+	uint64_t seq;
+	tide_log *log;
+	pinfo pi;
+	pfind f = { "byfield", &pi };
+	th_daemon d;
+	int rc;
+
+	snprintf(data, sizeof data, "%s/data", dir);
+	ck_assert_int_eq(
+		th_daemon_spawn(
+			&d, data, "--data '%s' --script '%s'", data,
+			th_write(dir, "f.lua",
+				 "local tide = require 'tide'\n"
+				 "tide.projection('byfield', { key = 'data.k',\n"
+				 "  on = { ['*'] = function(s) s[1] = (s[1] or 0) + 1 end } })\n")),
+		0);
+	for (int i = 1; i <= 3; i++) {
+		snprintf(msg, sizeof msg,
+			 "{\"specversion\":\"1.0\",\"id\":\"f%d\",\"source\":\"/f\","
+			 "\"type\":\"t\",\"data\":{\"k\":\"%s\"}}",
+			 i, i < 3 ? k : "");
+		ck_assert_int_gt(th_req(d.rep, msg, reply, sizeof reply, 10000), 0);
+		ck_assert_int_eq(th_ack_parse(reply, &seq), TH_ACK_STORED);
+	}
+	{
+		int64_t deadline = th_ms() + 10000;
+		do {
+			memset(&pi, 0, sizeof pi);
+			ck_assert_int_eq(tide_log_open(&log, data, NULL, 0), TIDE_OK);
+			ck_assert_int_eq(tide_log_projections(log, pinfo_cb, &f), TIDE_OK);
+			tide_log_close(log);
+			if (pi.faulted)
+				break;
+			th_pause();
+		} while (th_ms() < deadline);
+	}
+	ck_assert_msg(pi.faulted && strstr(pi.error, "key must not be empty"), "%s", pi.error);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	got = api_dump(data, "byfield", k, NULL, &rc);
+	ck_assert_int_eq(rc, TIDE_OK);
+	ck_assert_int_ne(asprintf(&want, "%s\t[2]\n", k), -1);
+	ck_assert_str_eq(got, want);
+	free(got);
+	free(want);
+	free(k);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * The stored forms (in process)
  * ------------------------------------------------------------------------ */
@@ -1195,6 +1249,7 @@ keys_suite(void)
 	tc = tcase_create("daemon");
 	tcase_add_checked_fixture(tc, NULL, th_cleanup);
 	tcase_add_test(tc, long_keys_in_projections);
+	tcase_add_test(tc, field_path_keys_and_empty_keys);
 	tcase_set_timeout(tc, 600);
 	suite_add_tcase(s, tc);
 	return s;
