@@ -8,7 +8,7 @@ set -eu
 cd "$(dirname "$0")"
 
 PACKAGES="build-essential autoconf automake libtool pkg-config \
-liblua5.4-dev libevent-dev libnanomsg-dev nanomsg-utils liblmdb-dev libyajl-dev check"
+liblua5.4-dev libevent-dev libnanomsg-dev nanomsg-utils liblmdb-dev libyajl-dev libsodium-dev check"
 
 missing=
 for p in $PACKAGES; do

@@ -87,8 +87,9 @@ cmd_query(int argc, char **argv)
 		key = NULL; /* the projection itself is unknown */
 	tide_log_close(log);
 	if (rc == TIDE_ENOTFOUND) {
-		if (key != NULL)
-			cli_error("query", "no state for key '%s' in projection '%s'", key, name);
+		if (key != NULL) /* keys may be of any length: quote the start of one */
+			cli_error("query", "no state for key '%.300s%s' in projection '%s'", key,
+				  strlen(key) > 300 ? "..." : "", name);
 		else
 			cli_error("query", "no projection named '%s' in %s", name, data);
 		return CLI_FAIL;

@@ -525,6 +525,17 @@ add_state(void *ud, const char *key, size_t klen, const char *json, size_t jlen)
 	return 0;
 }
 
+/* The first bytes of @p s (at most @p max, whole UTF-8 characters): how
+ * many.  Error messages quote keys, which may be of any length. */
+static int
+quote_len(const char *s, size_t n, size_t max)
+{
+	if (n > max)
+		for (n = max; n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80; n--)
+			;
+	return (int)n;
+}
+
 /* {"query":NAME,"key":K} or {"query":NAME,"prefix":P,"limit":N}, answered
  * from a read snapshot: a query never waits for a turn. */
 static void
@@ -544,8 +555,9 @@ query(tide_engine *e, const tidei_request *r, tidei_buf *reply)
 	reply->len = before;
 	if (rc == TIDE_ENOTFOUND && r->key != NULL &&
 	    tidei_log_query(e->log, r->name, NULL, NULL, 1, NULL, NULL) != TIDE_ENOTFOUND)
-		snprintf(msg, sizeof msg, "no state for key '%.200s%s' in projection '%s'", r->key,
-			 r->klen > 200 ? "..." : "", r->name);
+		snprintf(msg, sizeof msg, "no state for key '%.*s%s' in projection '%s'",
+			 quote_len(r->key, r->klen, 300), r->key, r->klen > 300 ? "..." : "",
+			 r->name);
 	else if (rc == TIDE_ENOTFOUND)
 		snprintf(msg, sizeof msg, "no projection named '%s'", r->name);
 	else if (rc == TIDE_ESTATE)

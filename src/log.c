@@ -14,7 +14,13 @@
  *   once       consumer "\0" key -> the seq that claimed tide.once(key)
  *   projections  projection name -> its generations and checkpoints
  *   state      projection "\0" generation key -> the key's state
- *   meta       "format" -> layout version, checked on open
+ *   meta       "format" -> layout version, checked on open (a log of
+ *              format 1 is migrated by the first writable open);
+ *              "once-legacy" when format 1 left long tide.once claims
+ *
+ * Keys of ids, streams and once longer than LMDB allows are stored by a
+ * collision-resistant hash (make_key): a collision would make a new event
+ * a duplicate, or merge two streams.
  *
  * Why stream heads rather than a (subject, version) index: an index keyed
  * by subject gets one random insert per event, which with many subjects
@@ -38,7 +44,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "keyhash.h"
 #include "log.h"
+#include "pstate.h"
 
 #define DEFAULT_MAP_SIZE (256ull << 20)
 /* Grow before a turn when less than this fraction of the map is free. */
@@ -69,18 +77,54 @@ tidei_pattern_match(const char *pat, size_t plen, const char *type, size_t tlen)
  * ------------------------------------------------------------------------ */
 
 #define KEYMAX 511 /* LMDB's default MDB_MAXKEYSIZE */
-#define KEYKEEP 477
+/* Format 2 keeps keys of up to KEYMAX - 1 bytes as they are, and stores a
+ * longer one in exactly KEYMAX bytes: its first KEYKEEP bytes, a zero byte
+ * and the BLAKE2b hash of the whole key (keyhash.h).  Its length alone
+ * tells it from a key kept as it is, whatever bytes either holds (a
+ * tide.once key may hold any). */
+#define KEYKEEP (KEYMAX - 1 - TIDEI_KEYHASH_LEN)
+/* Format 1 kept keys of up to KEYMAX bytes, and a longer one as its first
+ * V1_KEEP bytes, "\0\xff" and two seeded FNV-1a-64 hashes: not collision-
+ * resistant.  Read-only opens of such a log still find keys that way; the
+ * first writable open rewrites them (migrate_v1). */
+#define V1_KEEP 477
+#define V1_LEN (V1_KEEP + 18)
 
-/* Build the key for @p a ["\0" @p b].  Keys longer than LMDB allows keep
- * their first KEYKEEP bytes and a hash of the whole; the marker "\0\xff"
- * cannot occur in a normal key because attributes never contain NUL. */
 static size_t
-make_key(uint8_t *key, const char *a, size_t an, const char *b, size_t bn)
+make_key_v1(uint8_t *key, const char *a, size_t an, const char *b, size_t bn)
 {
-	size_t n = an + (b ? 1 + bn : 0);
 	uint64_t h1, h2;
 
-	if (n <= KEYMAX) {
+	h1 = tidei_fnv((const uint8_t *)a, an, 0xcbf29ce484222325ull);
+	h2 = tidei_fnv((const uint8_t *)a, an, 0x84222325cbf29ce4ull);
+	if (b) {
+		h1 = tidei_fnv((const uint8_t *)"\0", 1, h1);
+		h1 = tidei_fnv((const uint8_t *)b, bn, h1);
+		h2 = tidei_fnv((const uint8_t *)"\0", 1, h2);
+		h2 = tidei_fnv((const uint8_t *)b, bn, h2);
+	}
+	if (an >= V1_KEEP) {
+		memcpy(key, a, V1_KEEP);
+	} else {
+		memcpy(key, a, an);
+		key[an] = '\0';
+		memcpy(key + an + 1, b, V1_KEEP - an - 1);
+	}
+	key[V1_KEEP] = '\0';
+	key[V1_KEEP + 1] = 0xff;
+	tidei_st64(key + V1_KEEP + 2, h1);
+	tidei_st64(key + V1_KEEP + 10, h2);
+	return V1_LEN;
+}
+
+/* Build the key for @p a ["\0" @p b] into @p key (KEYMAX bytes) as key
+ * format @p fmt stores it.  Only a long key is hashed. */
+static size_t
+make_key(uint32_t fmt, uint8_t *key, const char *a, size_t an, const char *b, size_t bn)
+{
+	size_t n = an + (b ? 1 + bn : 0);
+
+	if (n < KEYMAX || (n == KEYMAX && fmt < 2)) {
 		memcpy(key, a, an);
 		if (b) {
 			key[an] = '\0';
@@ -88,14 +132,8 @@ make_key(uint8_t *key, const char *a, size_t an, const char *b, size_t bn)
 		}
 		return n;
 	}
-	h1 = tidei_fnv((const uint8_t *)a, an, 0xcbf29ce484222325ull);
-	h2 = tidei_fnv((const uint8_t *)a, an, 0x84222325cbf29ce4ull); /* two seeds: 128 bits */
-	if (b) {
-		h1 = tidei_fnv((const uint8_t *)"\0", 1, h1);
-		h1 = tidei_fnv((const uint8_t *)b, bn, h1);
-		h2 = tidei_fnv((const uint8_t *)"\0", 1, h2);
-		h2 = tidei_fnv((const uint8_t *)b, bn, h2);
-	}
+	if (fmt < 2)
+		return make_key_v1(key, a, an, b, bn);
 	if (an >= KEYKEEP) {
 		memcpy(key, a, KEYKEEP);
 	} else {
@@ -104,10 +142,21 @@ make_key(uint8_t *key, const char *a, size_t an, const char *b, size_t bn)
 		memcpy(key + an + 1, b, KEYKEEP - an - 1);
 	}
 	key[KEYKEEP] = '\0';
-	key[KEYKEEP + 1] = 0xff;
-	tidei_st64(key + KEYKEEP + 2, h1);
-	tidei_st64(key + KEYKEEP + 10, h2);
-	return KEYKEEP + 18;
+	tidei_keyhash(key + KEYKEEP + 1, a, an, b, bn);
+	return KEYMAX;
+}
+
+uint32_t
+tidei_log_key_format(tidei_log *log, MDB_txn *txn)
+{
+	MDB_val k = { 6, "format" }, v;
+
+	if (log->format >= TIDEI_LOG_FORMAT)
+		return log->format;
+	/* a reader of an older log: the engine may have migrated it since */
+	if (mdb_get(txn, log->meta, &k, &v) == 0 && v.mv_size == 4)
+		return tidei_ld32(v.mv_data);
+	return log->format;
 }
 
 /* ------------------------------------------------------------------------
@@ -147,16 +196,189 @@ mdb_fail(char *err, int rc, const char *what, const char *dir)
 	return tidei_err(err, tidei_err_mdb(rc), "%s %s: %s", what, dir, mdb_strerror(rc));
 }
 
-/* Read (or, when writable and new, write) the format version. */
+/* ------------------------------------------------------------------------
+ * The format, and migrating a format-1 log
+ * ------------------------------------------------------------------------ */
+
+#define ONCE_LEGACY "once-legacy" /* meta: format 1 left long tide.once claims */
+
+/* A key that format 1 stored as its long form, or kept as it was at
+ * exactly KEYMAX bytes (which format 2 stores long). */
+static int
+v1_long(const MDB_val *k)
+{
+	const uint8_t *p = k->mv_data;
+
+	return k->mv_size == KEYMAX ||
+	       (k->mv_size == V1_LEN && p[V1_KEEP] == 0 && p[V1_KEEP + 1] == 0xff);
+}
+
+/* Entries to move, collected before any is moved (a cursor must not meet
+ * the keys it writes): records of u16 key length, key, u8 value length,
+ * value. */
+static int
+collect_long(MDB_txn *txn, MDB_dbi dbi, tidei_buf *out)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int mrc;
+
+	if ((mrc = mdb_cursor_open(txn, dbi, &cur)) != 0)
+		return mrc;
+	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0;
+	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		uint8_t kl[2] = { (uint8_t)(k.mv_size >> 8), (uint8_t)k.mv_size };
+		uint8_t vl = (uint8_t)v.mv_size;
+		if (!v1_long(&k) || v.mv_size > 16)
+			continue;
+		tidei_buf_put(out, kl, 2);
+		tidei_buf_put(out, k.mv_data, k.mv_size);
+		tidei_buf_put(out, &vl, 1);
+		tidei_buf_put(out, v.mv_data, v.mv_size);
+	}
+	mdb_cursor_close(cur);
+	if (out->failed)
+		return ENOMEM;
+	return mrc == MDB_NOTFOUND ? 0 : mrc;
+}
+
+/* The entry of collect_long()'s @p todo at *@p at; *@p at moves past it. */
+static void
+next_long(const tidei_buf *todo, size_t *at, MDB_val *k, MDB_val *v)
+{
+	const uint8_t *p = todo->p + *at;
+
+	k->mv_size = (size_t)p[0] << 8 | p[1];
+	k->mv_data = (void *)(p + 2);
+	v->mv_size = p[2 + k->mv_size];
+	v->mv_data = (void *)(p + 3 + k->mv_size);
+	*at += 3 + k->mv_size + v->mv_size;
+}
+
+/* Rewrite the long keys of `ids` (@p streams 0: source "\0" id, found
+ * from the event each points at) or `streams` (1: the subject of its last
+ * event) in format 2.  A key the event does not give in format 1 is left
+ * alone: it was never one of these. */
+static int
+migrate_index(tidei_log *log, MDB_txn *txn, int streams, char *err)
+{
+	MDB_dbi dbi = streams ? log->streams : log->ids;
+	const char *what = streams ? "streams" : "ids";
+	tidei_buf todo = { 0 };
+	int mrc = collect_long(txn, dbi, &todo), rc = TIDE_OK;
+
+	for (size_t at = 0; mrc == 0 && rc == TIDE_OK && at < todo.len;) {
+		uint8_t was[KEYMAX + 1], now[KEYMAX + 1];
+		MDB_val k, v;
+		struct tide_event ev;
+		uint64_t seq;
+		size_t wn, nn;
+		next_long(&todo, &at, &k, &v);
+		if (v.mv_size != (streams ? 16u : 8u))
+			continue;
+		if (streams)
+			seq = tidei_ld64((const uint8_t *)v.mv_data + 8);
+		else
+			memcpy(&seq, v.mv_data, 8);
+		if ((rc = tidei_log_get(log, txn, seq, &ev)) != TIDE_OK) {
+			rc = tidei_err(err, TIDE_EIO,
+				       "%s: cannot migrate the %s index: event %llu: %s", log->dir,
+				       what, (unsigned long long)seq,
+				       rc == TIDE_ENOTFOUND ? "missing" : "corrupt");
+			break;
+		}
+		if (streams && ev.attr[TIDEI_A_SUBJECT] == NULL)
+			continue;
+		if (streams) {
+			wn = make_key(1, was, ev.attr[TIDEI_A_SUBJECT], ev.len[TIDEI_A_SUBJECT],
+				      NULL, 0);
+			nn = make_key(2, now, ev.attr[TIDEI_A_SUBJECT], ev.len[TIDEI_A_SUBJECT],
+				      NULL, 0);
+		} else {
+			wn = make_key(1, was, ev.attr[TIDEI_A_SOURCE], ev.len[TIDEI_A_SOURCE],
+				      ev.attr[TIDEI_A_ID], ev.len[TIDEI_A_ID]);
+			nn = make_key(2, now, ev.attr[TIDEI_A_SOURCE], ev.len[TIDEI_A_SOURCE],
+				      ev.attr[TIDEI_A_ID], ev.len[TIDEI_A_ID]);
+		}
+		if (wn != k.mv_size || memcmp(was, k.mv_data, wn) != 0 ||
+		    (nn == wn && memcmp(now, was, nn) == 0))
+			continue;
+		if ((mrc = mdb_del(txn, dbi, &k, NULL)) != 0)
+			break;
+		k.mv_size = nn;
+		k.mv_data = now;
+		if ((mrc = mdb_put(txn, dbi, &k, &v, 0)) != 0)
+			break;
+	}
+	tidei_buf_free(&todo);
+	if (mrc != 0)
+		return mdb_fail(err, mrc,
+				streams ? "cannot migrate the streams index of"
+					: "cannot migrate the ids index of",
+				log->dir);
+	return rc;
+}
+
+/* tide.once claims: a key kept as it was at KEYMAX bytes is the whole key,
+ * so its format-2 form is made from it; a key format 1 hashed cannot be
+ * (only its hash is stored), so it stays, and *@p legacy says claims must
+ * look for it there. */
+static int
+migrate_once(tidei_log *log, MDB_txn *txn, int *legacy, char *err)
+{
+	tidei_buf todo = { 0 };
+	int mrc = collect_long(txn, log->once, &todo);
+
+	*legacy = 0;
+	for (size_t at = 0; mrc == 0 && at < todo.len;) {
+		uint8_t now[KEYMAX + 1];
+		MDB_val k, v;
+		next_long(&todo, &at, &k, &v);
+		if (k.mv_size != KEYMAX) {
+			*legacy = 1;
+			continue;
+		}
+		if ((mrc = mdb_del(txn, log->once, &k, NULL)) != 0)
+			break;
+		k.mv_size = make_key(2, now, k.mv_data, k.mv_size, NULL, 0);
+		k.mv_data = now;
+		mrc = mdb_put(txn, log->once, &k, &v, 0);
+	}
+	tidei_buf_free(&todo);
+	return mrc ? mdb_fail(err, mrc, "cannot migrate the tide.once claims of", log->dir)
+		   : TIDE_OK;
+}
+
+/* Format 1 to 2, inside the open's write transaction: all or nothing. */
+static int
+migrate_v1(tidei_log *log, MDB_txn *txn, char *err)
+{
+	MDB_val k = { sizeof ONCE_LEGACY - 1, ONCE_LEGACY }, v = { 1, "\1" };
+	int rc, legacy, mrc;
+
+	if ((rc = migrate_index(log, txn, 0, err)) != TIDE_OK ||
+	    (rc = migrate_index(log, txn, 1, err)) != TIDE_OK ||
+	    (rc = migrate_once(log, txn, &legacy, err)) != TIDE_OK)
+		return rc;
+	if ((mrc = tidei_pstate_upgrade(txn, log->state)) != 0)
+		return mdb_fail(err, mrc, "cannot migrate the projection states of", log->dir);
+	if (legacy && (mrc = mdb_put(txn, log->meta, &k, &v, 0)) != 0)
+		return mdb_fail(err, mrc, "cannot migrate the tide.once claims of", log->dir);
+	return TIDE_OK;
+}
+
+/* Read (or, when writable and new, write) the format version; migrate a
+ * log of format 1 when writable. */
 static int
 check_format(tidei_log *log, MDB_txn *txn, char *err)
 {
-	MDB_val k = { 6, "format" }, v;
+	MDB_val k = { 6, "format" }, v, lk = { sizeof ONCE_LEGACY - 1, ONCE_LEGACY };
 	MDB_stat st;
 	uint32_t fmt = TIDEI_LOG_FORMAT;
 	uint8_t raw[4];
 	int rc;
 
+	log->format = TIDEI_LOG_FORMAT;
 	rc = mdb_get(txn, log->meta, &k, &v);
 	if (rc == MDB_NOTFOUND) {
 		if (mdb_stat(txn, log->events, &st) == 0 && st.ms_entries > 0)
@@ -172,11 +394,26 @@ check_format(tidei_log *log, MDB_txn *txn, char *err)
 	}
 	if (rc != 0)
 		return mdb_fail(err, rc, "cannot read", log->dir);
-	if (v.mv_size != 4 || tidei_ld32(v.mv_data) != TIDEI_LOG_FORMAT)
+	if (v.mv_size != 4 || tidei_ld32(v.mv_data) < 1 || tidei_ld32(v.mv_data) > TIDEI_LOG_FORMAT)
 		return tidei_err(err, TIDE_EFORMAT,
 				 "%s: log format %u is not supported (this build reads format %d)",
 				 log->dir, v.mv_size == 4 ? tidei_ld32(v.mv_data) : 0,
 				 TIDEI_LOG_FORMAT);
+	log->format = tidei_ld32(v.mv_data);
+	if (log->format < TIDEI_LOG_FORMAT && !log->readonly) {
+		if ((rc = migrate_v1(log, txn, err)) != TIDE_OK)
+			return rc;
+		tidei_st32(raw, fmt);
+		v.mv_size = 4;
+		v.mv_data = raw;
+		if ((rc = mdb_put(txn, log->meta, &k, &v, 0)) != 0)
+			return mdb_fail(err, rc, "cannot write format of", log->dir);
+		log->format = fmt;
+	}
+	rc = mdb_get(txn, log->meta, &lk, &v);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return mdb_fail(err, rc, "cannot read", log->dir);
+	log->once_legacy = rc == 0;
 	return TIDE_OK;
 }
 
@@ -484,12 +721,12 @@ tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, int64_t 
 	res->duplicate = 0;
 	res->version = 0;
 
-	k.mv_size = make_key(key, ev.attr[TIDEI_A_SOURCE], ev.len[TIDEI_A_SOURCE],
+	k.mv_size = make_key(log->format, key, ev.attr[TIDEI_A_SOURCE], ev.len[TIDEI_A_SOURCE],
 			     ev.attr[TIDEI_A_ID], ev.len[TIDEI_A_ID]);
 	k.mv_data = key;
 	if (ev.attr[TIDEI_A_SUBJECT] != NULL) {
-		size_t kn =
-			make_key(skey, ev.attr[TIDEI_A_SUBJECT], ev.len[TIDEI_A_SUBJECT], NULL, 0);
+		size_t kn = make_key(log->format, skey, ev.attr[TIDEI_A_SUBJECT],
+				     ev.len[TIDEI_A_SUBJECT], NULL, 0);
 		int fresh;
 		if ((e = head_slot(log, skey, kn, &fresh)) == NULL)
 			return tidei_err(log->err, TIDE_ENOMEM, "out of memory");
@@ -916,8 +1153,22 @@ tidei_log_once(tidei_log *log, const char *consumer, const char *key, size_t n, 
 	MDB_val kv, v = { 8, raw };
 	int rc;
 
+	/* A long key claimed before format 2 is stored under the old hash,
+	 * which cannot be recomputed from what is stored: look there too. */
+	if (log->once_legacy && cn + 1 + n > KEYMAX) {
+		MDB_val ov;
+		kv.mv_size = make_key_v1(k, consumer, cn, key, n);
+		kv.mv_data = k;
+		rc = mdb_get(log->txn, log->once, &kv, &ov);
+		if (rc == 0) {
+			*first = 0;
+			return TIDE_OK;
+		}
+		if (rc != MDB_NOTFOUND)
+			return txn_fail(log, rc, "cannot read tide.once");
+	}
 	/* the same long-key scheme as ids: consumer "\0" key */
-	kv.mv_size = make_key(k, consumer, cn, key, n);
+	kv.mv_size = make_key(log->format, k, consumer, cn, key, n);
 	kv.mv_data = k;
 	tidei_st64(raw, seq);
 	rc = mdb_put(log->txn, log->once, &kv, &v, MDB_NOOVERWRITE);
@@ -939,7 +1190,7 @@ tidei_log_stream_head(tidei_log *log, MDB_txn *txn, const char *subject, size_t 
 	MDB_val k, v;
 	int rc;
 
-	k.mv_size = make_key(key, subject, n, NULL, 0);
+	k.mv_size = make_key(tidei_log_key_format(log, txn), key, subject, n, NULL, 0);
 	k.mv_data = key;
 	*version = *last = 0;
 	rc = mdb_get(txn, log->streams, &k, &v);

@@ -12,8 +12,10 @@
 #include "err.h"
 #include "event.h"
 
-/** Version of the on-disk layout, stored in the meta database. */
-#define TIDEI_LOG_FORMAT 1
+/** Version of the on-disk layout, stored in the meta database.  2: keys
+ *  too long for LMDB are stored by a BLAKE2b hash (format 1 used FNV; the
+ *  first writable open migrates such a log, see log.c). */
+#define TIDEI_LOG_FORMAT 2
 
 typedef struct tidei_log_opts {
 	int readonly;      /* open for reading only (another process writes) */
@@ -40,7 +42,9 @@ typedef struct tidei_log {
 	MDB_dbi once;        /* consumer "\0" key -> seq that first claimed it */
 	MDB_dbi projections; /* projection name -> progress (generations, checkpoints) */
 	MDB_dbi state;       /* projection "\0" generation key -> encoded state */
-	MDB_dbi meta;        /* "format" -> TIDEI_LOG_FORMAT */
+	MDB_dbi meta;        /* "format" -> TIDEI_LOG_FORMAT; "once-legacy" */
+	uint32_t format;     /* the log's format: below TIDEI_LOG_FORMAT only if read-only */
+	int once_legacy;     /* format 1 left long tide.once claims under its hash */
 	MDB_txn *txn;        /* the open write transaction, if any */
 	MDB_txn *rtxn;       /* a reusable read transaction (reset when idle) */
 	/* Called before the map moves (it grows): other threads of this
@@ -170,6 +174,10 @@ int tidei_log_query(tidei_log *log, const char *name, const char *key, const cha
 
 /** The internal log and scratch buffer behind a public tide_log (cursor.c). */
 void tidei_log_reader(tide_log *l, tidei_log **log, tidei_buf **scratch);
+
+/** The key format of the log as @p txn sees it: log->format, or for a
+ *  read-only log opened before the engine migrated it, the newer one. */
+uint32_t tidei_log_key_format(tidei_log *log, MDB_txn *txn);
 
 /** Current stream head of @p subject: version and seq of its last event. */
 int tidei_log_stream_head(tidei_log *log, MDB_txn *txn, const char *subject, size_t n,

@@ -15,7 +15,8 @@
  * runs: the exact type, else the longest "prefix.*", else "*".
  *
  * Storage: state lives in the `state` database under
- * name "\0" generation key, encoded as values (val.h), and the progress in
+ * name "\0" generation key, encoded as values (val.h; pstate.c owns the
+ * keys, and stores those too long for LMDB by hash), and the progress in
  * `projections`.  Queries read the live generation.  When the definition
  * changes (its version, or the script file that defines it), a new
  * generation is built from the start of the log a slice of time per turn
@@ -57,6 +58,7 @@
 #include "keymap.h"
 #include "pbuild.h"
 #include "projection.h"
+#include "pstate.h"
 
 /* Encode and write the cached states when this many keys are held. */
 #define CACHE_MAX 100000
@@ -157,24 +159,6 @@ state_of(tidei_projections *ps)
 /* ------------------------------------------------------------------------
  * Keys and progress records
  * ------------------------------------------------------------------------ */
-
-#define KEYMAX 511
-
-/* name "\0" generation(4, big-endian) key */
-static size_t
-state_key(uint8_t *out, const char *name, uint32_t gen, const char *key, size_t klen)
-{
-	size_t n = strlen(name);
-
-	memcpy(out, name, n);
-	out[n] = '\0';
-	for (int i = 0; i < 4; i++)
-		out[n + 1 + i] = (uint8_t)(gen >> (8 * (3 - i)));
-	if (klen > KEYMAX - n - 5)
-		klen = KEYMAX - n - 5; /* long keys are refused before they get here */
-	memcpy(out + n + 5, key, klen);
-	return n + 5 + klen;
-}
 
 static uint32_t
 key_gen(const uint8_t *p)
@@ -398,8 +382,9 @@ tidei_projections_define(tidei_projections *ps, lua_State *L, const char *name, 
 	size_t nl = strlen(name), wl;
 
 	spec = lua_absindex(L, spec);
-	if (nl == 0 || nl > 200 || strchr(name, '\n') || strchr(name, '\t'))
-		return tidei_err(err, TIDE_EINVAL, "projection name must be 1 to 200 characters");
+	if (nl == 0 || nl > TIDEI_PROJ_NAME_MAX || strchr(name, '\n') || strchr(name, '\t'))
+		return tidei_err(err, TIDE_EINVAL, "projection name must be 1 to %d characters",
+				 TIDEI_PROJ_NAME_MAX);
 	for (size_t k = 0; k < ps->n; k++)
 		if (strcmp(ps->v[k].name, name) == 0)
 			return tidei_err(err, TIDE_EINVAL,
@@ -764,28 +749,47 @@ match(const proj *p, const char *type, size_t tlen)
 	return LUA_NOREF;
 }
 
+/* Push @p k for an error message: keys may be of any length, so a long
+ * one is cut after about 100 bytes (whole UTF-8 characters).  [-0, +1, m] */
+static const char *
+push_key_quote(lua_State *L, const char *k, size_t klen)
+{
+	size_t n = 100;
+
+	if (klen <= n)
+		return lua_pushlstring(L, k, klen);
+	while (n > 0 && ((unsigned char)k[n] & 0xc0) == 0x80)
+		n--;
+	lua_pushlstring(L, k, n);
+	lua_pushliteral(L, "...");
+	lua_concat(L, 2);
+	return lua_tostring(L, -1);
+}
+
 /* Push the stored state of key @p k, or nil. */
 static void
 push_stored(lua_State *L, tidei_projections *ps, proj *p, const char *k, size_t klen)
 {
-	uint8_t key[KEYMAX + 1];
-	MDB_val kv, v;
+	MDB_val v;
 	tidei_vreader r;
+	int mrc;
 
 	if (ps->o.memory_only || p->meta.build == 0) {
 		lua_pushnil(L);
 		return;
 	}
-	kv.mv_size = state_key(key, p->name, p->meta.build, k, klen);
-	kv.mv_data = key;
-	if (mdb_get(p->txn, p->log->state, &kv, &v) != 0) {
+	mrc = tidei_pstate_get(p->txn, p->log->state, p->name, p->meta.build, k, klen,
+			       TIDEI_LOG_FORMAT, &v);
+	if (mrc == MDB_CORRUPTED)
+		luaL_error(L, "stored state of key '%s' is corrupt", push_key_quote(L, k, klen));
+	if (mrc != 0) {
 		lua_pushnil(L);
 		return;
 	}
 	r.p = v.mv_data;
 	r.end = r.p + v.mv_size;
 	if (tidei_lua_push_val(L, &r) != 0)
-		luaL_error(L, "stored state of key '%s' is corrupt", lua_pushlstring(L, k, klen));
+		luaL_error(L, "stored state of key '%s' is corrupt", push_key_quote(L, k, klen));
 }
 
 /* The key of p->ev after its filter: 1 with the key in *@p k, *@p klen
@@ -796,7 +800,6 @@ static int
 event_key(lua_State *L, proj *p, int *evi, const char **k, size_t *klen)
 {
 	const struct tide_event *ev = p->ev;
-	size_t max = KEYMAX - strlen(p->name) - 5;
 
 	*k = NULL;
 	*klen = 0;
@@ -840,8 +843,12 @@ event_key(lua_State *L, proj *p, int *evi, const char **k, size_t *klen)
 	}
 	if (*k == NULL) /* no key: the event is not for this projection */
 		return 0;
-	if (*klen == 0 || *klen > max)
-		luaL_error(L, "key must be 1 to %d bytes long", (int)max);
+	/* any length: keys too long for LMDB are stored by hash (pstate.h) */
+	if (*klen == 0)
+		luaL_error(L, "key must not be empty");
+	if (*klen > TIDEI_PSTATE_KEY_MAX)
+		luaL_error(L, "key of %I bytes is too long (at most %I)", (lua_Integer)*klen,
+			   (lua_Integer)TIDEI_PSTATE_KEY_MAX);
 	return 1;
 }
 
@@ -1032,8 +1039,10 @@ l_keys(lua_State *L)
 				ke->part =
 					(int8_t)(tidei_fnv(key, klen, TIDEI_FNV_SEED) % ps->nparts);
 				ke->who = (uint8_t)ps->part;
+				if (p->run.kbuf->len > UINT32_MAX - klen)
+					return luaL_error(L, "not enough memory for the keys");
 				ke->off = (uint32_t)p->run.kbuf->len;
-				ke->len = (uint16_t)klen;
+				ke->len = (uint32_t)klen;
 				tidei_buf_put(p->run.kbuf, key, klen);
 			}
 			if (evi != 0)
@@ -1079,7 +1088,7 @@ l_encode(lua_State *L)
 		} else {
 			if (tidei_lua_to_val(L, -1, &p->out, err) != 0)
 				return luaL_error(L, "state of key '%s' cannot be stored: %s",
-						  lua_pushlstring(L, k, klen), err);
+						  push_key_quote(L, k, klen), err);
 			if (!p->out.failed)
 				tidei_st32(p->out.p + at, (uint32_t)(p->out.len - at - 4));
 		}
@@ -1090,88 +1099,13 @@ l_encode(lua_State *L)
 	return 0;
 }
 
-typedef struct rec {
-	const uint8_t *key;
-	uint32_t klen;
-	const uint8_t *val;
-	uint32_t vlen;
-} rec;
-
-static int
-by_key(const void *a, const void *b)
-{
-	const rec *x = a, *y = b;
-	uint32_t n = x->klen < y->klen ? x->klen : y->klen;
-	int c = memcmp(x->key, y->key, n);
-
-	return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
-}
-
 /* Write encoded states (@p nout buffers of l_encode's records, with no
- * key twice), in key order: neighbouring B-tree pages. */
+ * key twice) to the generation being built. */
 static int
 write_states(proj *p, const tidei_buf *const *out, size_t nout, char *err)
 {
-	uint8_t key[KEYMAX + 1];
-	rec *v = NULL;
-	size_t n = 0, cap = 0;
-	int rc = TIDE_OK, mrc, append = 1;
-	MDB_cursor *cur;
-
-	for (size_t b = 0; b < nout; b++)
-		for (size_t at = 0; at < out[b]->len;) {
-			const uint8_t *o = out[b]->p;
-			rec r;
-			r.klen = tidei_ld32(o + at);
-			r.key = o + at + 4;
-			at += 4 + r.klen;
-			r.vlen = tidei_ld32(o + at);
-			r.val = o + at + 4;
-			at += 4 + (r.vlen == UINT32_MAX ? 0 : r.vlen);
-			if (tidei_array_grow(&v, &cap, n, sizeof *v, 1024) != 0) {
-				free(v);
-				return tidei_err(err, TIDE_ENOMEM, "out of memory");
-			}
-			v[n++] = r;
-		}
-	if (n > 0)
-		qsort(v, n, sizeof *v, by_key);
-	if ((mrc = mdb_cursor_open(p->log->txn, p->log->state, &cur)) != 0) {
-		free(v);
-		return tidei_err(err, tidei_err_mdb(mrc), "cannot write the state of %s: %s",
-				 p->name, mdb_strerror(mrc));
-	}
-	for (size_t k = 0; k < n && rc == TIDE_OK; k++) {
-		MDB_val kv, vv;
-		kv.mv_size =
-			state_key(key, p->name, p->meta.build, (const char *)v[k].key, v[k].klen);
-		kv.mv_data = key;
-		if (v[k].vlen == UINT32_MAX) {
-			mrc = mdb_del(p->log->txn, p->log->state, &kv, NULL);
-			if (mrc == MDB_NOTFOUND)
-				mrc = 0;
-		} else {
-			vv.mv_size = v[k].vlen;
-			vv.mv_data = (void *)v[k].val;
-			/* A new generation's first write usually comes after every
-			 * key in the database: appending fills its pages and skips
-			 * the searches.  Refused (MDB_KEYEXIST) as soon as a key is
-			 * not the last; then the rest go in place. */
-			mrc = MDB_KEYEXIST;
-			if (append)
-				mrc = mdb_cursor_put(cur, &kv, &vv, MDB_APPEND);
-			if (mrc == MDB_KEYEXIST) {
-				append = 0;
-				mrc = mdb_cursor_put(cur, &kv, &vv, 0);
-			}
-		}
-		if (mrc != 0)
-			rc = tidei_err(err, tidei_err_mdb(mrc), "cannot write the state of %s: %s",
-				       p->name, mdb_strerror(mrc));
-	}
-	mdb_cursor_close(cur);
-	free(v);
-	return rc;
+	return tidei_pstate_write(p->log->txn, p->log->state, p->name, p->meta.build, out, nout,
+				  err);
 }
 
 /* Write the cached states.  TIDE_ESCRIPT: a state could not be encoded
@@ -1221,14 +1155,12 @@ fault(tidei_projections *ps, proj *p, uint64_t seq, const char *why)
 static int
 gc_step(proj *p, tidei_log *log, int *more)
 {
-	uint8_t key[KEYMAX + 1];
-	size_t plen = strlen(p->name) + 1;
+	size_t plen = strlen(p->name) + 1; /* name "\0" */
 	MDB_cursor *cur;
-	MDB_val k = { plen, key }, v;
+	MDB_val k = { plen, p->name }, v;
 	size_t deleted = 0;
 	int mrc;
 
-	memcpy(key, p->name, plen);
 	if ((mrc = mdb_cursor_open(log->txn, log->state, &cur)) != 0)
 		return tidei_err_mdb(mrc);
 	mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
@@ -1711,57 +1643,6 @@ tidei_projections_each_state(tidei_projections *ps, const char *name,
 	tidei_buf_free(&val);
 	tidei_buf_free(&json);
 	return TIDE_OK;
-}
-
-/* ------------------------------------------------------------------------
- * Queries
- * ------------------------------------------------------------------------ */
-
-int
-tidei_state_query(tidei_log *log, MDB_txn *txn, const char *name, const char *key, size_t klen,
-		  const char *prefix, size_t limit,
-		  int (*fn)(void *ud, const char *key, size_t klen, const uint8_t *val,
-			    size_t vlen),
-		  void *ud)
-{
-	tidei_proj_meta m;
-	uint8_t k[KEYMAX + 1];
-	size_t nl = strlen(name), base, plen = prefix ? strlen(prefix) : 0, n = 0;
-	MDB_cursor *cur;
-	MDB_val kv, v;
-	int rc = tidei_proj_meta_get(log, txn, name, &m), mrc;
-
-	if (rc != TIDE_OK)
-		return rc;
-	if (m.live == 0)
-		return TIDE_ESTATE;
-	if (key != NULL) {
-		if (klen == 0 || klen > KEYMAX - nl - 5)
-			return TIDE_ENOTFOUND;
-		kv.mv_size = state_key(k, name, m.live, key, klen);
-		kv.mv_data = k;
-		if ((mrc = mdb_get(txn, log->state, &kv, &v)) != 0)
-			return tidei_err_mdb(mrc);
-		fn(ud, key, klen, v.mv_data, v.mv_size);
-		return TIDE_OK;
-	}
-	base = state_key(k, name, m.live, prefix ? prefix : "", plen) - plen;
-	kv.mv_size = base + plen;
-	kv.mv_data = k;
-	if ((mrc = mdb_cursor_open(txn, log->state, &cur)) != 0)
-		return tidei_err_mdb(mrc);
-	for (mrc = mdb_cursor_get(cur, &kv, &v, MDB_SET_RANGE); mrc == 0;
-	     mrc = mdb_cursor_get(cur, &kv, &v, MDB_NEXT)) {
-		if (kv.mv_size < base + plen || memcmp(kv.mv_data, k, base + plen) != 0)
-			break;
-		if (fn(ud, (const char *)kv.mv_data + base, kv.mv_size - base, v.mv_data,
-		       v.mv_size))
-			break;
-		if (limit && ++n >= limit)
-			break;
-	}
-	mdb_cursor_close(cur);
-	return mrc == 0 || mrc == MDB_NOTFOUND ? TIDE_OK : tidei_err_mdb(mrc);
 }
 
 /* ------------------------------------------------------------------------

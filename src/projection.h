@@ -15,6 +15,7 @@
 #include "flight.h"
 #include "log.h"
 #include "pbuild.h"
+#include "pstate.h"
 #include "script.h"
 
 typedef struct tidei_projections tidei_projections;
@@ -87,7 +88,7 @@ void tidei_projections_part(tidei_projections *ps, unsigned part, unsigned npart
  * finds those of a share of the events, then applies those of its part. */
 typedef struct tidei_keyed_ev {
 	uint32_t off; /* of its key in keys[who] */
-	uint16_t len;
+	uint32_t len;
 	int8_t part; /* the helper that applies the event; -1 for none */
 	uint8_t who; /* the helper that found its key */
 } tidei_keyed_ev;
@@ -156,15 +157,5 @@ typedef struct tidei_proj_meta {
 } tidei_proj_meta;
 
 int tidei_proj_meta_get(tidei_log *log, MDB_txn *txn, const char *name, tidei_proj_meta *m);
-
-/** Call @p fn for the state of @p key, or for every key starting with
- *  @p prefix (NULL: all), at most @p limit (0: no limit), in key order.
- *  @p val is the encoded state.  TIDE_ENOTFOUND: no such projection;
- *  TIDE_ESTATE: not built yet. */
-int tidei_state_query(tidei_log *log, MDB_txn *txn, const char *name, const char *key, size_t klen,
-		      const char *prefix, size_t limit,
-		      int (*fn)(void *ud, const char *key, size_t klen, const uint8_t *val,
-				size_t vlen),
-		      void *ud);
 
 #endif

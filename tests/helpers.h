@@ -192,5 +192,6 @@ Suite *request_suite(void);
 Suite *dlq_suite(void);
 Suite *limits_suite(void);
 Suite *flight_suite(void);
+Suite *keys_suite(void);
 
 #endif
