@@ -271,25 +271,28 @@ check_files(tidei_log *log, char *err)
 	snprintf(data, sizeof data, "%s/data.mdb", log->dir);
 	if (stat(data, &sb) != 0) {
 		if (errno != ENOENT)
-			return tidei_err(err, TIDE_EIO, "cannot read %s: %s", data, strerror(errno));
+			return tidei_err(err, TIDE_EIO, "cannot read %s: %s", data,
+					 strerror(errno));
 		if (mark)
-			return tidei_err(err, TIDE_EIO,
-					 "%s is missing, but %s held a log (%s/" TIDEI_LOG_MARKER
-					 " says so): restore it from a copy made with 'tide backup' "
-					 "(point --data at the copy), or remove " TIDEI_LOG_MARKER
-					 " to start an empty log there",
-					 data, log->dir, log->dir);
+			return tidei_err(
+				err, TIDE_EIO,
+				"%s is missing, but %s held a log (%s/" TIDEI_LOG_MARKER
+				" says so): restore it from a copy made with 'tide backup' "
+				"(point --data at the copy), or remove " TIDEI_LOG_MARKER
+				" to start an empty log there",
+				data, log->dir, log->dir);
 		if (log->readonly)
 			return tidei_err(err, TIDE_ENOTFOUND,
 					 "no log in %s (is this a tide data directory?)", log->dir);
 		return TIDE_OK; /* a new log */
 	}
 	if (sb.st_size == 0)
-		return tidei_err(err, TIDE_EIO,
-				 "%s is empty (0 bytes): the log it held is lost; restore it from a "
-				 "copy made with 'tide backup' (point --data at the copy), or remove "
-				 "data.mdb%s to start an empty log there",
-				 data, mark ? " and " TIDEI_LOG_MARKER : "");
+		return tidei_err(
+			err, TIDE_EIO,
+			"%s is empty (0 bytes): the log it held is lost; restore it from a "
+			"copy made with 'tide backup' (point --data at the copy), or remove "
+			"data.mdb%s to start an empty log there",
+			data, mark ? " and " TIDEI_LOG_MARKER : "");
 	return TIDE_OK;
 }
 
@@ -457,43 +460,52 @@ tidei_log_close(tidei_log *log)
  * Writing
  * ------------------------------------------------------------------------ */
 
-/* Free bytes on the log's filesystem for this process (root may use the
- * blocks reserved for it), or -1 if unknown. */
+/* Free bytes on the filesystem of @p dir for this process (root may use
+ * the blocks reserved for it), or -1 if unknown. */
 static long long
-disk_free(const tidei_log *log)
+disk_free(const char *dir)
 {
 	struct statvfs sv;
 
-	if (statvfs(log->dir, &sv) != 0)
+	if (statvfs(dir, &sv) != 0)
 		return -1;
 	return (long long)((geteuid() == 0 ? sv.f_bfree : sv.f_bavail) * sv.f_frsize);
 }
 
-/* Whether a failed write means the disk is full: ENOSPC or EDQUOT, or
- * EIO (LMDB's word for a short write) with next to no room left.  If so,
- * the detail says so, with the directory and the room left. */
-static int
-disk_full(tidei_log *log, int rc, const char *what)
+int
+tidei_disk_full(const char *dir, int rc, char *room, size_t len)
 {
 	long long avail;
-	char room[48];
 
 	if (rc != ENOSPC && rc != EDQUOT && rc != EIO)
 		return 0;
-	avail = disk_free(log);
+	avail = disk_free(dir);
 	if (rc == EIO && (avail < 0 || (unsigned long long)avail >= DISK_LOW))
 		return 0;
 	if (avail < 0)
-		snprintf(room, sizeof room, "no room left");
+		snprintf(room, len, "no room left");
 	else if (avail >= 1 << 20)
-		snprintf(room, sizeof room, "%.1f MiB free", (double)avail / (1 << 20));
+		snprintf(room, len, "%.1f MiB free", (double)avail / (1 << 20));
 	else if (avail >= 1 << 10)
-		snprintf(room, sizeof room, "%.1f KiB free", (double)avail / (1 << 10));
+		snprintf(room, len, "%.1f KiB free", (double)avail / (1 << 10));
 	else
-		snprintf(room, sizeof room, "%lld bytes free", avail);
+		snprintf(room, len, "%lld bytes free", avail);
+	if (rc == EDQUOT)
+		snprintf(room + strlen(room), len - strlen(room), ", quota exceeded");
+	return 1;
+}
+
+/* A failed write that means the disk is full: the detail says so, with
+ * the directory and the room left, and log->disk_full is set. */
+static int
+disk_full(tidei_log *log, int rc, const char *what)
+{
+	char room[64];
+
+	if (!tidei_disk_full(log->dir, rc, room, sizeof room))
+		return 0;
 	log->disk_full = 1;
-	tidei_err(log->err, TIDE_EFULL, "disk full: %s %s (%s%s)", what, log->dir, room,
-		  rc == EDQUOT ? ", quota exceeded" : "");
+	tidei_err(log->err, TIDE_EFULL, "disk full: %s %s (%s)", what, log->dir, room);
 	return 1;
 }
 

@@ -97,6 +97,12 @@ void tidei_log_close(tidei_log *log);
  *  or TIDE_EIO with the detail in @p err. */
 int tidei_log_mark(const char *dir, char *err);
 
+/** 1 if the failure @p rc (an errno) of a write in directory @p dir means
+ *  the disk is full: ENOSPC, EDQUOT, or EIO (LMDB's word for a short
+ *  write) with next to no room left; @p room then says how much is left
+ *  ("0 bytes free"). */
+int tidei_disk_full(const char *dir, int rc, char *room, size_t len);
+
 /** Start the turn's write transaction, growing the map first when it is
  *  running out of room. */
 int tidei_log_begin(tidei_log *log);
