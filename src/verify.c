@@ -689,7 +689,8 @@ check_meta(walk *w)
 	}
 	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
-		mdb_cursor_close(c);
+		at_key(w, &k);
+	mdb_cursor_close(c);
 	if (rc != MDB_NOTFOUND)
 		mdb_problem(w, DB_META, NULL, rc, "cannot read further");
 	else
@@ -818,6 +819,7 @@ typedef struct parent {
 	tide_verify_fn *fn;
 	void *ud;
 	int stop;
+	char said[256]; /* the first thing the child wrote to stderr (an assertion of LMDB's) */
 	uint64_t problems[NDB];
 	int fatal; /* the log could not be opened: code below */
 	char err[TIDEI_ERRLEN];
@@ -865,6 +867,11 @@ on_line(parent *p, char *line, int *ended)
 		snprintf(p->err, sizeof p->err, "%s", f[2]);
 	} else if (n == 1 && strcmp(f[0], "E") == 0) {
 		*ended = 1;
+	} else if (p->said[0] == '\0') {
+		/* the child's stderr comes down the same pipe */
+		for (int i = 1; i < n; i++)
+			f[i][-1] = ' ';
+		snprintf(p->said, sizeof p->said, "%s", line);
 	}
 }
 
@@ -886,7 +893,7 @@ signame(int sig)
 static void
 report_crash(parent *p, const progress *pg, int status)
 {
-	char how[64], key[4 * KEY_KEEP + 8], what[PROBLEM_MAX];
+	char how[320], key[4 * KEY_KEEP + 8], what[PROBLEM_MAX];
 	int db = pg->db < 0 ? DB_FILE : pg->db >= NDB ? NDB - 1 : pg->db;
 	uint64_t seq = 0;
 
@@ -899,6 +906,10 @@ report_crash(parent *p, const progress *pg, int status)
 		memcpy(&seq, pg->key, 8);
 	else if (pg->klen > 0)
 		escape_key(key, sizeof key, pg->key, pg->klen, pg->kfull);
+	if (p->said[0] != '\0') {
+		size_t n = strlen(how);
+		snprintf(how + n, sizeof how - n, ": %s", p->said);
+	}
 	if (pg->db < 0)
 		snprintf(what, sizeof what,
 			 "opening the log crashed (%s): the pages LMDB reads first are damaged "
@@ -940,10 +951,14 @@ run_child(parent *p, const char *dir, int start, progress *pg)
 	}
 	if (pid == 0) {
 		close(fds[0]);
+		/* what LMDB says as it dies (a failed assertion) goes into the
+		 * report, not onto the caller's stderr */
+		dup2(fds[1], 2);
 		child(dir, start, pg, fds[1]);
 		_exit(0);
 	}
 	close(fds[1]);
+	p->said[0] = '\0';
 	if ((in = fdopen(fds[0], "r")) == NULL) {
 		close(fds[0]);
 		kill(pid, SIGKILL);
