@@ -286,6 +286,10 @@ check_files(tidei_log *log, char *err)
 					 "no log in %s (is this a tide data directory?)", log->dir);
 		return TIDE_OK; /* a new log */
 	}
+	/* An engine creating its log has an empty data.mdb for a moment
+	 * (and no marker yet): a reader is told there is no log. */
+	if (sb.st_size == 0 && log->readonly && !mark)
+		return tidei_err(err, TIDE_ENOTFOUND, "no log in %s: data.mdb is empty", log->dir);
 	if (sb.st_size == 0)
 		return tidei_err(
 			err, TIDE_EIO,

@@ -229,8 +229,16 @@ START_TEST(empty_or_missing_is_refused)
 	expect_refusal(data, "data.mdb is missing");
 	ck_assert_int_eq(size_of(sub(data, "data.mdb")), -1);
 
-	/* starting afresh is deliberate: remove the marker */
+	/* without the marker, an empty data.mdb is no log to a reader (an
+	 * engine may be creating it) but still refused by a writer */
 	ck_assert_int_eq(unlink(sub(data, TIDEI_LOG_MARKER)), 0);
+	th_write(data, "data.mdb", "");
+	ck_assert_int_eq(tide_log_open(&reader, data, err, sizeof err), TIDE_ENOTFOUND);
+	ck_assert_int_eq(tidei_log_open(&log, data, &o, err), TIDE_EIO);
+	ck_assert_msg(strstr(err, "or remove data.mdb to start") != NULL, "%s", err);
+	ck_assert_int_eq(unlink(sub(data, "data.mdb")), 0);
+
+	/* starting afresh is deliberate: the marker is gone */
 	ck_assert_int_eq(tide_log_open(&reader, data, err, sizeof err), TIDE_ENOTFOUND);
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' publish -q --data '%s' --type a --id 1",
