@@ -389,6 +389,12 @@ tidei_log_open(tidei_log **out, const char *dir, const tidei_log_opts *o, char *
 	/* before the first transaction: it reads the pages */
 	if ((rc = check_size(log, !o->allow_short, err)) != TIDE_OK)
 		goto fail;
+	/* Readers that died (kill -9, a walk of tide verify that crashed on
+	 * a damaged page) leave their slots behind, holding old pages. */
+	if (!o->readonly) {
+		int dead;
+		mdb_reader_check(log->env, &dead);
+	}
 	refresh_map_info(log);
 	/* The environment may have been created larger by an earlier run. */
 	if (!o->readonly && o->map_size && o->map_size > log->map_size) {

@@ -25,8 +25,11 @@
  * caller must not.  The child sends each problem to the parent as a line
  * on a pipe and keeps its position (database, last key read, any lookup
  * in progress) in a shared page; when it dies, the parent reports the
- * crash there and starts another child at the next database.  The child
- * opens the log itself: an LMDB environment must not cross a fork().
+ * crash there and starts another child at the next database (and, at the
+ * end, one that clears the reader slots the dead ones left).  The
+ * children open the log themselves: an LMDB environment must not cross a
+ * fork(), and this process opens none (the caller may have the log open,
+ * and an environment opened twice in a process loses its locks).
  *
  * One read transaction covers the walk, so it is a consistent snapshot
  * also while an engine writes.  After LMDB reports an error the
@@ -77,7 +80,8 @@ static const char *const db_names[NDB] = {
 /* A damaged page read as records yields garbage by the thousand: past
  * this many problems, the walk of a database stops. */
 #define DB_PROBLEMS_MAX 1000
-#define TOO_MANY (-1) /* step(): the walk stops */
+#define TOO_MANY (-1)     /* step(): the walk stops */
+#define CLEANUP (NDB + 1) /* a child that only clears stale reader slots */
 
 /* Shared between the walking child and the parent (MAP_SHARED): written
  * by the child only, read by the parent after the child has ended. */
@@ -760,6 +764,45 @@ walk_db(walk *w, int db)
 	}
 }
 
+/* "file": data.mdb against the pages its meta page counts.  LMDB reads
+ * the meta pages with read(), so this touches no page that may be gone;
+ * a file that does not open is left to tidei_log_open(), which says why.
+ * With @p cleanup, only clear the reader slots of walks that crashed. */
+static void
+check_file(walk *w, const char *dir, int cleanup)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	MDB_env *env;
+	mdb_filehandle_t fd;
+	struct stat sb;
+	uint64_t need;
+	int dead;
+
+	if (mdb_env_create(&env) != 0)
+		return;
+	mdb_env_set_maxdbs(env, 16);
+	if (mdb_env_open(env, dir, MDB_RDONLY | MDB_NOTLS, 0600) != 0) {
+		mdb_env_close(env);
+		return;
+	}
+	if (cleanup) {
+		mdb_reader_check(env, &dead);
+	} else if (mdb_env_info(env, &info) == 0 && mdb_env_stat(env, &st) == 0 &&
+		   mdb_env_get_fd(env, &fd) == 0 && fstat(fd, &sb) == 0) {
+		w->pg->entries[DB_FILE] = (uint64_t)info.me_last_pgno + 1;
+		w->pg->done[DB_FILE] = 1;
+		need = w->pg->entries[DB_FILE] * st.ms_psize;
+		if ((uint64_t)sb.st_size < need)
+			problem(w, DB_FILE, "data.mdb", 8, 0,
+				"truncated: %llu bytes, but the log needs %llu (%llu pages of %u); "
+				"the pages past the end are lost",
+				(unsigned long long)sb.st_size, (unsigned long long)need,
+				(unsigned long long)w->pg->entries[DB_FILE], st.ms_psize);
+	}
+	mdb_env_close(env);
+}
+
 /* The child: open the log, walk from database @p start to the end. */
 static void
 child(const char *dir, int start, progress *pg, int out)
@@ -773,8 +816,18 @@ child(const char *dir, int start, progress *pg, int out)
 	memset(&w, 0, sizeof w);
 	w.pg = pg;
 	w.out = out;
-	pg->db = -1;
 	pg->looking = -1;
+	if (start == CLEANUP) {
+		check_file(&w, dir, 1);
+		send_all(out, "E\n", 2);
+		_exit(0);
+	}
+	if (start == DB_FILE) {
+		pg->db = w.db = DB_FILE;
+		check_file(&w, dir, 0);
+		start = DB_META;
+	}
+	pg->db = -1;
 	o.readonly = 1;
 	o.allow_short = 1;
 	err[0] = '\0';
@@ -980,58 +1033,10 @@ run_child(parent *p, const char *dir, int start, progress *pg)
 		return -1;
 	if (ended && WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return NDB;
+	if (start == CLEANUP)
+		return -1;
 	report_crash(p, pg, status);
 	return pg->db < 0 ? -1 : pg->db;
-}
-
-/* "file": data.mdb against the pages its meta page counts.  LMDB reads
- * the meta pages with read(), so this touches no page that may be gone;
- * a file that does not open is left to the child, which says why. */
-static void
-check_file(parent *p, const char *dir, progress *pg)
-{
-	char what[PROBLEM_MAX];
-	MDB_envinfo info;
-	MDB_stat st;
-	MDB_env *env;
-	mdb_filehandle_t fd;
-	struct stat sb;
-	uint64_t need;
-
-	if (mdb_env_create(&env) != 0)
-		return;
-	mdb_env_set_maxdbs(env, 16);
-	if (mdb_env_open(env, dir, MDB_RDONLY | MDB_NOTLS, 0600) == 0 &&
-	    mdb_env_info(env, &info) == 0 && mdb_env_stat(env, &st) == 0 &&
-	    mdb_env_get_fd(env, &fd) == 0 && fstat(fd, &sb) == 0) {
-		pg->entries[DB_FILE] = (uint64_t)info.me_last_pgno + 1;
-		pg->done[DB_FILE] = 1;
-		need = pg->entries[DB_FILE] * st.ms_psize;
-		if ((uint64_t)sb.st_size < need) {
-			snprintf(what, sizeof what,
-				 "truncated: %llu bytes, but the log needs %llu (%llu pages of "
-				 "%u); the pages past the end are lost",
-				 (unsigned long long)sb.st_size, (unsigned long long)need,
-				 (unsigned long long)pg->entries[DB_FILE], st.ms_psize);
-			report(p, DB_FILE, "data.mdb", 0, what);
-		}
-	}
-	mdb_env_close(env);
-}
-
-/* A child that died left its reader slot in the lock file: clear it. */
-static void
-clear_readers(const char *dir)
-{
-	MDB_env *env;
-	int dead;
-
-	if (mdb_env_create(&env) != 0)
-		return;
-	mdb_env_set_maxdbs(env, 16);
-	if (mdb_env_open(env, dir, MDB_RDONLY | MDB_NOTLS, 0600) == 0)
-		mdb_reader_check(env, &dead);
-	mdb_env_close(env);
 }
 
 TIDE_API int
@@ -1056,8 +1061,6 @@ tide_log_verify(const char *dir, tide_verify_fn *fn, void *ud, uint64_t *problem
 		goto out;
 	}
 	memset(pg, 0, sizeof *pg);
-	check_file(&p, dir, pg);
-	start = DB_META;
 	while (start < NDB) {
 		int at = run_child(&p, dir, start, pg);
 		if (at < 0 || at >= NDB)
@@ -1066,8 +1069,11 @@ tide_log_verify(const char *dir, tide_verify_fn *fn, void *ud, uint64_t *problem
 		start = at + 1; /* that database is reported; go on with the next */
 		pg->snapshot_changed = 1;
 	}
-	if (crashed)
-		clear_readers(dir);
+	/* A child that died left its reader slot in the lock file.  This
+	 * process opens no environment itself: one open twice in a process
+	 * (the caller may have this log open) loses its locks on close. */
+	if (crashed && !p.stop && !p.fatal)
+		run_child(&p, dir, CLEANUP, pg);
 	if (p.fatal) {
 		rc = p.fatal;
 		goto out;

@@ -642,7 +642,9 @@ START_TEST(backup_while_ingesting)
 		th_sh(said, sizeof said, "'%s' backup --data '%s' '%s' 2>&1", TIDE_BIN, data, copy),
 		0);
 	ck_assert_msg(strstr(said, "copied") != NULL, "%s", said);
-	/* the engine was still ingesting when the copy was done */
+	/* the engine was still ingesting when the copy was done; a check of
+	 * the log meanwhile sees one consistent snapshot */
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' verify --data '%s' 2>&1", TIDE_BIN, data), 0);
 	ck_assert_int_lt(th_bg_wait(feeder, 0), 0);
 	ck_assert_int_eq(th_bg_wait(feeder, 120000), 0);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
