@@ -136,7 +136,17 @@ tide_log_backup(const char *dir, const char *dest, tide_backup_info *info, char 
 		goto out;
 	}
 	created = 1;
-	if ((mrc = mdb_env_copyfd2(src->env, fd, MDB_CP_COMPACT)) != 0) {
+	mrc = mdb_env_copyfd2(src->env, fd, MDB_CP_COMPACT);
+	if (mrc == MDB_MAP_RESIZED) {
+		/* the engine grew the map since the log was opened: adopt its
+		 * size and copy again from the start */
+		mdb_env_set_mapsize(src->env, 0);
+		if (ftruncate(fd, 0) != 0 || lseek(fd, 0, SEEK_SET) != 0)
+			mrc = errno;
+		else
+			mrc = mdb_env_copyfd2(src->env, fd, MDB_CP_COMPACT);
+	}
+	if (mrc != 0) {
 		rc = write_fail(msg, mrc, dest, "copy the log to");
 		goto out;
 	}

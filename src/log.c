@@ -566,6 +566,16 @@ tidei_log_begin(tidei_log *log)
 			return rc;
 	}
 	rc = mdb_txn_begin(log->env, NULL, 0, &log->txn);
+	if (rc == MDB_PANIC) {
+		/* LMDB gives up on an environment whose meta page could not be
+		 * written (a full disk on a copy-on-write filesystem can do
+		 * that); what was committed before is intact on disk. */
+		log->txn = NULL;
+		return tidei_err(log->err, TIDE_EIO,
+				 "cannot write to the log in %s any more (a write of its meta page "
+				 "failed): restart the engine",
+				 log->dir);
+	}
 	if (rc != 0) {
 		log->txn = NULL;
 		return tidei_err(log->err, tidei_err_mdb(rc),

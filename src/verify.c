@@ -214,11 +214,16 @@ begin(walk *w)
 		w->pg->snapshot_changed = 1;
 	}
 	w->bad_txn = 0;
-	if (mdb_txn_begin(w->log->env, NULL, MDB_RDONLY, &w->txn) != 0) {
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int rc = mdb_txn_begin(w->log->env, NULL, MDB_RDONLY, &w->txn);
+		if (rc == 0)
+			return 0;
 		w->txn = NULL;
-		return -1;
+		if (rc != MDB_MAP_RESIZED)
+			break;
+		mdb_env_set_mapsize(w->log->env, 0); /* the engine grew the map */
 	}
-	return 0;
+	return -1;
 }
 
 static MDB_dbi dbi_of(const walk *w, int db);

@@ -683,6 +683,9 @@ START_TEST(backup_while_ingesting)
 		1);
 	ck_assert_msg(strstr(out, "is not empty") != NULL, "%s", out);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' backup --data '%s' 2>&1", TIDE_BIN, data), 2);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' backup --help", TIDE_BIN), 0);
+	ck_assert_ptr_nonnull(strstr(out, "usage: tide backup"));
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' backup a b 2>&1", TIDE_BIN), 2);
 
 	/* restoring is pointing --data at the copy */
 	ck_assert_int_eq(th_daemon_spawn(&d, copy, "--data '%s'", copy), 0);
