@@ -21,6 +21,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -356,7 +357,8 @@ turn(void *ud)
 		e->in_turn = 1;
 		rc = commit_turn(e, with_consumers, &more, err);
 		e->in_turn = 0;
-		if (rc == TIDE_EFULL && growths < MAX_GROWTHS) {
+		/* a full map grows; a full disk does not get better that way */
+		if (rc == TIDE_EFULL && !e->log->disk_full && growths < MAX_GROWTHS) {
 			growths++;
 			if (tidei_log_grow(e->log) == TIDE_OK) {
 				elog(e, TIDE_LOG_INFO, "log map grown to %llu MiB",
@@ -379,13 +381,20 @@ turn(void *ud)
 		snprintf(msg, sizeof msg, "not stored: %s", err);
 		elog(e, TIDE_LOG_ERROR, "turn failed, %zu events not stored: %s", b->valid, err);
 		tidei_batch_fail_all(b, rc, msg);
+		if (e->log->disk_full) {
+			/* Each turn tries again; until producers send more, the
+			 * consumers' backlog waits a second rather than spinning. */
+			more = 0;
+			with_consumers = 0;
+			e->consumers_resume = tidei_now() + CONSUMER_RETRY_NS;
+		}
 	}
 	e->lagging = more || !with_consumers;
 	tidei_batch_finish(b);
 	if (e->in != NULL)
 		tidei_ingest_drained(e->in);
 	publish_new(e);
-	if (more || e->njobs > 0) /* after the loop has polled the sockets */
+	if (more || (e->njobs > 0 && rc == TIDE_OK)) /* after the loop has polled the sockets */
 		tidei_loop_schedule_in(&e->loop, 0);
 	else
 		schedule_retry(e);
@@ -733,12 +742,19 @@ static int
 write_endpoints(tide_engine *e)
 {
 	char tmp[PATH_MAX + 32];
-	FILE *f;
+	FILE *f = NULL;
+	int fd;
 
 	snprintf(e->endpoints_file, sizeof e->endpoints_file, "%s/endpoints", e->dir);
 	snprintf(tmp, sizeof tmp, "%s.tmp", e->endpoints_file);
-	if ((f = fopen(tmp, "w")) == NULL)
-		return tidei_err(e->err, TIDE_EIO, "cannot write %s: %s", tmp, strerror(errno));
+	/* 0600 like every file in the data directory */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
+		int saved = errno;
+		if (fd >= 0)
+			close(fd);
+		return tidei_err(e->err, TIDE_EIO, "cannot write %s: %s", tmp, strerror(saved));
+	}
 	fprintf(f, "pull=%s\nrep=%s\npub=%s\npid=%ld\nmax_message=%llu\n", e->urls[0], e->urls[1],
 		e->urls[2], (long)getpid(), (unsigned long long)e->cfg->max_message_size);
 	if (fclose(f) != 0 || rename(tmp, e->endpoints_file) != 0) {

@@ -31,6 +31,13 @@
  * inside one loop turn; the writing process holds an exclusive flock on
  * the directory, so `head` can be cached.  Records come from event.c; this
  * file never looks inside one beyond the subject, id and source.
+ *
+ * Damaged files are refused at open rather than read: LMDB maps data.mdb,
+ * so a page past the end of a truncated file is a SIGBUS in whatever
+ * touches it, and a data.mdb that is missing or empty would silently
+ * become a new, empty log.  The directory is private to its owner (0700,
+ * files 0600).  A full disk is reported as such (TIDE_EFULL, "disk
+ * full"), not as LMDB's EIO; the next turn simply tries again.
  */
 #include "config.h"
 
@@ -41,6 +48,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,6 +60,9 @@
 /* Grow before a turn when less than this fraction of the map is free. */
 #define HEADROOM_DIV 4
 #define MIN_HEADROOM (32ull << 20)
+/* An EIO from a write is a full disk when less than this is left: LMDB
+ * reports a short write (the filesystem ran out mid-write) as EIO. */
+#define DISK_LOW (16ull << 20)
 
 int64_t
 tidei_now(void)
@@ -171,7 +182,7 @@ lock_dir(tidei_log *log, char *err)
 	int fd, n;
 
 	snprintf(path, sizeof path, "%s/tide.lock", log->dir);
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return tidei_err(err, TIDE_EIO, "cannot open %s: %s", path, strerror(errno));
 	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
@@ -442,6 +453,119 @@ load_head(tidei_log *log, MDB_txn *txn)
 	return rc == 0 || rc == MDB_NOTFOUND ? TIDE_OK : tidei_err_mdb(rc);
 }
 
+/* 1 if @p dir holds the marker of a log. */
+static int
+marked(const char *dir)
+{
+	char path[4200];
+	struct stat sb;
+
+	snprintf(path, sizeof path, "%s/" TIDEI_LOG_MARKER, dir);
+	return stat(path, &sb) == 0;
+}
+
+int
+tidei_log_mark(const char *dir, char *err)
+{
+	char path[4200], tmp[4300], text[96];
+	struct tm tm;
+	time_t now = time(NULL);
+	int fd, n, rc = TIDE_OK;
+
+	snprintf(path, sizeof path, "%s/" TIDEI_LOG_MARKER, dir);
+	snprintf(tmp, sizeof tmp, "%s.tmp", path);
+	gmtime_r(&now, &tm);
+	n = (int)strftime(text, sizeof text, "tide log marked %Y-%m-%dT%H:%M:%SZ\n", &tm);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, text, (size_t)n) != n || fsync(fd) != 0)
+		rc = tidei_err(err, TIDE_EIO, "cannot write %s: %s", tmp, strerror(errno));
+	if (fd >= 0 && close(fd) != 0 && rc == TIDE_OK)
+		rc = tidei_err(err, TIDE_EIO, "cannot write %s: %s", tmp, strerror(errno));
+	if (rc == TIDE_OK && rename(tmp, path) != 0)
+		rc = tidei_err(err, TIDE_EIO, "cannot create %s: %s", path, strerror(errno));
+	if (rc != TIDE_OK) {
+		unlink(tmp);
+		return rc;
+	}
+	/* the rename itself must survive a crash */
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+	return TIDE_OK;
+}
+
+/* Refuse a directory whose log has gone: data.mdb missing where the
+ * marker says there was a log, or empty (LMDB would start a new log in
+ * an empty file, and a reader would fail obscurely). */
+static int
+check_files(tidei_log *log, char *err)
+{
+	char data[4200];
+	struct stat sb;
+	int mark = marked(log->dir);
+
+	snprintf(data, sizeof data, "%s/data.mdb", log->dir);
+	if (stat(data, &sb) != 0) {
+		if (errno != ENOENT)
+			return tidei_err(err, TIDE_EIO, "cannot read %s: %s", data,
+					 strerror(errno));
+		if (mark)
+			return tidei_err(
+				err, TIDE_EIO,
+				"%s is missing, but %s held a log (%s/" TIDEI_LOG_MARKER
+				" says so): restore it from a copy made with 'tide backup' "
+				"(point --data at the copy), or remove " TIDEI_LOG_MARKER
+				" to start an empty log there",
+				data, log->dir, log->dir);
+		if (log->readonly)
+			return tidei_err(err, TIDE_ENOTFOUND,
+					 "no log in %s (is this a tide data directory?)", log->dir);
+		return TIDE_OK; /* a new log */
+	}
+	/* An engine creating its log has an empty data.mdb for a moment
+	 * (and no marker yet): a reader is told there is no log. */
+	if (sb.st_size == 0 && log->readonly && !mark)
+		return tidei_err(err, TIDE_ENOTFOUND, "no log in %s: data.mdb is empty", log->dir);
+	if (sb.st_size == 0)
+		return tidei_err(
+			err, TIDE_EIO,
+			"%s is empty (0 bytes): the log it held is lost; restore it from a "
+			"copy made with 'tide backup' (point --data at the copy), or remove "
+			"data.mdb%s to start an empty log there",
+			data, mark ? " and " TIDEI_LOG_MARKER : "");
+	return TIDE_OK;
+}
+
+/* Compare data.mdb with the pages its newest meta page says are in use
+ * (LMDB writes a transaction's pages before the meta page that counts
+ * them, so a shorter file has lost its end).  The meta is read before
+ * the size: a writer may be extending the file meanwhile. */
+static int
+check_size(tidei_log *log, int enforce, char *err)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	mdb_filehandle_t fd;
+	struct stat sb;
+
+	if (mdb_env_info(log->env, &info) != 0 || mdb_env_stat(log->env, &st) != 0 ||
+	    mdb_env_get_fd(log->env, &fd) != 0 || fstat(fd, &sb) != 0)
+		return tidei_err(err, TIDE_EIO, "cannot find the size of %s/data.mdb", log->dir);
+	log->file_size = (uint64_t)sb.st_size;
+	log->need_size = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+	if (!enforce || log->file_size >= log->need_size)
+		return TIDE_OK;
+	return tidei_err(err, TIDE_EIO,
+			 "%s/data.mdb is truncated: %llu bytes, but the log in it needs %llu "
+			 "(%llu pages of %u): its end is lost; restore it from a copy made with "
+			 "'tide backup' (point --data at the copy), or see what is left with "
+			 "'tide verify'",
+			 log->dir, (unsigned long long)log->file_size,
+			 (unsigned long long)log->need_size,
+			 (unsigned long long)info.me_last_pgno + 1, st.ms_psize);
+}
+
 static void
 refresh_map_info(tidei_log *log)
 {
@@ -461,8 +585,6 @@ tidei_log_open(tidei_log **out, const char *dir, const tidei_log_opts *o, char *
 	MDB_txn *txn = NULL;
 	unsigned flags = MDB_NOTLS;
 	unsigned dbflags;
-	char path[4200];
-	struct stat sb;
 	int rc;
 
 	*out = NULL;
@@ -473,16 +595,11 @@ tidei_log_open(tidei_log **out, const char *dir, const tidei_log_opts *o, char *
 	log->readonly = o->readonly;
 	snprintf(log->dir, sizeof log->dir, "%s", dir);
 
-	snprintf(path, sizeof path, "%s/data.mdb", dir);
 	if (o->readonly) {
-		if (stat(path, &sb) != 0) {
-			rc = tidei_err(err, TIDE_ENOTFOUND,
-				       "no log in %s (is this a tide data directory?)", dir);
-			goto fail;
-		}
 		flags |= MDB_RDONLY;
 	} else {
-		if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+		/* An existing directory keeps the mode it has (see README). */
+		if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
 			rc = tidei_err(err, TIDE_EIO, "cannot create %s: %s", dir, strerror(errno));
 			goto fail;
 		}
@@ -491,6 +608,8 @@ tidei_log_open(tidei_log **out, const char *dir, const tidei_log_opts *o, char *
 		if (o->nosync)
 			flags |= MDB_NOSYNC;
 	}
+	if ((rc = check_files(log, err)) != TIDE_OK)
+		goto fail;
 
 	if ((rc = mdb_env_create(&log->env)) != 0) {
 		rc = mdb_fail(err, rc, "cannot create environment for", dir);
@@ -500,9 +619,18 @@ tidei_log_open(tidei_log **out, const char *dir, const tidei_log_opts *o, char *
 	mdb_env_set_maxreaders(log->env, 256);
 	if (!o->readonly)
 		mdb_env_set_mapsize(log->env, o->map_size ? o->map_size : DEFAULT_MAP_SIZE);
-	if ((rc = mdb_env_open(log->env, dir, flags, 0644)) != 0) {
+	if ((rc = mdb_env_open(log->env, dir, flags, 0600)) != 0) {
 		rc = mdb_fail(err, rc, "cannot open log in", dir);
 		goto fail;
+	}
+	/* before the first transaction: it reads the pages */
+	if ((rc = check_size(log, !o->allow_short, err)) != TIDE_OK)
+		goto fail;
+	/* Readers that died (kill -9, a walk of tide verify that crashed on
+	 * a damaged page) leave their slots behind, holding old pages. */
+	if (!o->readonly) {
+		int dead;
+		mdb_reader_check(log->env, &dead);
 	}
 	refresh_map_info(log);
 	/* The environment may have been created larger by an earlier run. */
@@ -544,6 +672,10 @@ tidei_log_open(tidei_log **out, const char *dir, const tidei_log_opts *o, char *
 		rc = mdb_fail(err, rc, "cannot initialise", dir);
 		goto fail;
 	}
+	/* Mark the directory once the log in it is durable: a new log, or
+	 * one created before the marker existed. */
+	if (!o->readonly && !marked(dir) && (rc = tidei_log_mark(dir, err)) != TIDE_OK)
+		goto fail;
 	*out = log;
 	return TIDE_OK;
 fail:
@@ -575,6 +707,55 @@ tidei_log_close(tidei_log *log)
  * Writing
  * ------------------------------------------------------------------------ */
 
+/* Free bytes on the filesystem of @p dir for this process (root may use
+ * the blocks reserved for it), or -1 if unknown. */
+static long long
+disk_free(const char *dir)
+{
+	struct statvfs sv;
+
+	if (statvfs(dir, &sv) != 0)
+		return -1;
+	return (long long)((geteuid() == 0 ? sv.f_bfree : sv.f_bavail) * sv.f_frsize);
+}
+
+int
+tidei_disk_full(const char *dir, int rc, char *room, size_t len)
+{
+	long long avail;
+
+	if (rc != ENOSPC && rc != EDQUOT && rc != EIO)
+		return 0;
+	avail = disk_free(dir);
+	if (rc == EIO && (avail < 0 || (unsigned long long)avail >= DISK_LOW))
+		return 0;
+	if (avail < 0)
+		snprintf(room, len, "no room left");
+	else if (avail >= 1 << 20)
+		snprintf(room, len, "%.1f MiB free", (double)avail / (1 << 20));
+	else if (avail >= 1 << 10)
+		snprintf(room, len, "%.1f KiB free", (double)avail / (1 << 10));
+	else
+		snprintf(room, len, "%lld bytes free", avail);
+	if (rc == EDQUOT)
+		snprintf(room + strlen(room), len - strlen(room), ", quota exceeded");
+	return 1;
+}
+
+/* A failed write that means the disk is full: the detail says so, with
+ * the directory and the room left, and log->disk_full is set. */
+static int
+disk_full(tidei_log *log, int rc, const char *what)
+{
+	char room[64];
+
+	if (!tidei_disk_full(log->dir, rc, room, sizeof room))
+		return 0;
+	log->disk_full = 1;
+	tidei_err(log->err, TIDE_EFULL, "disk full: %s %s (%s)", what, log->dir, room);
+	return 1;
+}
+
 int
 tidei_log_grow(tidei_log *log)
 {
@@ -591,6 +772,8 @@ tidei_log_grow(tidei_log *log)
 		log->rtxn = NULL;
 	}
 	rc = mdb_env_set_mapsize(log->env, want);
+	if (rc != 0 && disk_full(log, rc, "cannot grow the log map of"))
+		return TIDE_EFULL;
 	if (rc != 0)
 		return tidei_err(log->err,
 				 tidei_err_mdb(rc) == TIDE_EIO ? TIDE_EFULL : tidei_err_mdb(rc),
@@ -609,6 +792,7 @@ tidei_log_begin(tidei_log *log)
 
 	if (log->txn != NULL)
 		tidei_panic("nested write transaction");
+	log->disk_full = 0;
 	if (mdb_env_info(log->env, &info) == 0) {
 		used = (uint64_t)(info.me_last_pgno + 1) * log->page_size;
 		free_bytes = log->map_size > used ? log->map_size - used : 0;
@@ -619,6 +803,16 @@ tidei_log_begin(tidei_log *log)
 			return rc;
 	}
 	rc = mdb_txn_begin(log->env, NULL, 0, &log->txn);
+	if (rc == MDB_PANIC) {
+		/* LMDB gives up on an environment whose meta page could not be
+		 * written (a full disk on a copy-on-write filesystem can do
+		 * that); what was committed before is intact on disk. */
+		log->txn = NULL;
+		return tidei_err(log->err, TIDE_EIO,
+				 "cannot write to the log in %s any more (a write of its meta page "
+				 "failed): restart the engine",
+				 log->dir);
+	}
 	if (rc != 0) {
 		log->txn = NULL;
 		return tidei_err(log->err, tidei_err_mdb(rc),
@@ -634,6 +828,11 @@ tidei_log_begin(tidei_log *log)
 static int
 txn_fail(tidei_log *log, int rc, const char *what)
 {
+	char where[160];
+
+	snprintf(where, sizeof where, "%s to", what);
+	if (disk_full(log, rc, where))
+		return TIDE_EFULL;
 	return tidei_err(log->err, tidei_err_mdb(rc), "%s: %s", what, mdb_strerror(rc));
 }
 
@@ -1201,4 +1400,37 @@ tidei_log_stream_head(tidei_log *log, MDB_txn *txn, const char *subject, size_t 
 	*version = tidei_ld64(v.mv_data);
 	*last = tidei_ld64((const uint8_t *)v.mv_data + 8);
 	return TIDE_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * The stored layout, for checking a log (verify.c)
+ * ------------------------------------------------------------------------ */
+
+int
+tidei_log_key_match(tidei_log *log, MDB_txn *txn, const void *key, size_t klen, const char *a,
+		    size_t an, const char *b, size_t bn)
+{
+	uint8_t want[KEYMAX + 1];
+	size_t n = make_key(tidei_log_key_format(log, txn), want, a, an, b, bn);
+
+	/* a long key's hash is computed again: the whole key must be equal */
+	return klen == n && memcmp(key, want, n) == 0;
+}
+
+int
+tidei_log_seq_key_parse(const void *key, size_t klen, size_t *name_len, uint64_t *seq)
+{
+	const uint8_t *p = key;
+
+	if (klen < 9 || p[klen - 9] != '\0' || memchr(p, '\0', klen - 9) != NULL)
+		return -1;
+	*name_len = klen - 9;
+	*seq = key_seq(p + klen - 8);
+	return 0;
+}
+
+int
+tidei_log_dead_decode(const MDB_val *v, tidei_dead_rec *r)
+{
+	return dead_decode(v, r);
 }

@@ -17,10 +17,20 @@
  *  first writable open migrates such a log, see log.c). */
 #define TIDEI_LOG_FORMAT 2
 
+/** The marker file: written beside data.mdb when a log is created (or
+ *  first opened for writing by a version that writes it), so that a
+ *  data.mdb that later goes missing or empty is refused, not replaced by
+ *  an empty log. */
+#define TIDEI_LOG_MARKER "tide.created"
+
 typedef struct tidei_log_opts {
 	int readonly;      /* open for reading only (another process writes) */
 	int nosync;        /* durability "relaxed": MDB_NOSYNC, the caller syncs */
 	uint64_t map_size; /* initial map size in bytes; 0 for the default */
+	/* tide_log_verify: open a data.mdb shorter than its last page (read
+	 * only), recording the sizes in file_size and need_size instead of
+	 * refusing; whoever reads it must expect SIGBUS. */
+	int allow_short;
 } tidei_log_opts;
 
 /** One stream head changed in the open transaction. */
@@ -57,7 +67,9 @@ typedef struct tidei_log {
 	uint64_t map_size;
 	unsigned page_size;
 	int readonly;
-	int lock_fd; /* flock held by the writing process */
+	int lock_fd;   /* flock held by the writing process */
+	int disk_full; /* the last failure was a full disk (reset by tidei_log_begin) */
+	uint64_t file_size, need_size; /* data.mdb at open, and what its last page needs */
 	/* Stream heads touched by the open transaction, written back once
 	 * at commit: a hot subject costs one B-tree update per turn, not one
 	 * per event. */
@@ -77,10 +89,23 @@ typedef struct tidei_append {
 } tidei_append;
 
 /** Open (creating when writable) the log in directory @p dir.  A writable
- *  log takes an exclusive lock on the directory.  Returns TIDE_OK or a
- *  code with the detail in @p err (TIDEI_ERRLEN bytes). */
+ *  log takes an exclusive lock on the directory, which it creates (0700)
+ *  when missing; the files it creates are 0600.  A data.mdb shorter than
+ *  its last page, or missing or empty where the marker says a log was,
+ *  is refused with TIDE_EIO.  Returns TIDE_OK or a code with the detail
+ *  in @p err (TIDEI_ERRLEN bytes). */
 int tidei_log_open(tidei_log **out, const char *dir, const tidei_log_opts *o, char *err);
 void tidei_log_close(tidei_log *log);
+
+/** Write the marker file into @p dir (0600, atomically).  Returns TIDE_OK
+ *  or TIDE_EIO with the detail in @p err. */
+int tidei_log_mark(const char *dir, char *err);
+
+/** 1 if the failure @p rc (an errno) of a write in directory @p dir means
+ *  the disk is full: ENOSPC, EDQUOT, or EIO (LMDB's word for a short
+ *  write) with next to no room left; @p room then says how much is left
+ *  ("0 bytes free"). */
+int tidei_disk_full(const char *dir, int rc, char *room, size_t len);
 
 /** Start the turn's write transaction, growing the map first when it is
  *  running out of room. */
@@ -92,6 +117,10 @@ int tidei_log_begin(tidei_log *log);
  *  grow, retry. */
 int tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, int64_t expect,
 		     tidei_append *res);
+/** Commit the turn.  A full disk (ENOSPC, EDQUOT, or LMDB's EIO for a
+ *  short write on a filesystem with no room left) is TIDE_EFULL with
+ *  log->disk_full set and a detail that says "disk full"; growing the map
+ *  does not help then, freeing space does. */
 int tidei_log_commit(tidei_log *log);
 void tidei_log_abort(tidei_log *log);
 /** Double the map (no transaction may be open). */
@@ -182,6 +211,20 @@ uint32_t tidei_log_key_format(tidei_log *log, MDB_txn *txn);
 /** Current stream head of @p subject: version and seq of its last event. */
 int tidei_log_stream_head(tidei_log *log, MDB_txn *txn, const char *subject, size_t n,
 			  uint64_t *version, uint64_t *last);
+
+/* ------------------------------------------------------------------------
+ * The stored layout, for checking a log (verify.c)
+ * ------------------------------------------------------------------------ */
+
+/** 1 if @p key (as stored in ids, streams or once by a log of @p log's
+ *  format, read in @p txn) is the key of @p a ["\0" @p b]. */
+int tidei_log_key_match(tidei_log *log, MDB_txn *txn, const void *key, size_t klen, const char *a,
+			size_t an, const char *b, size_t bn);
+/** Split a pending or dead key (consumer "\0" seq): 0 with the name's
+ *  length and the seq, or -1 if it is not one. */
+int tidei_log_seq_key_parse(const void *key, size_t klen, size_t *name_len, uint64_t *seq);
+/** Decode a dead letter as stored: 0, or -1 if it is malformed. */
+int tidei_log_dead_decode(const MDB_val *v, tidei_dead_rec *r);
 
 /** 1 if event type @p type matches @p pat: exact, "prefix.*" or "*". */
 int tidei_pattern_match(const char *pat, size_t plen, const char *type, size_t tlen);

@@ -113,6 +113,23 @@ tidei_pstate_get(MDB_txn *txn, MDB_dbi dbi, const char *name, uint32_t gen, cons
 	return sn == klen && memcmp(stored, key, klen) == 0 ? 0 : MDB_NOTFOUND;
 }
 
+int
+tidei_pstate_check(const MDB_val *k, const MDB_val *v, size_t nl, uint32_t fmt, MDB_val *state)
+{
+	size_t vm = verbatim_max(nl, fmt), sn;
+	const char *stored;
+	uint8_t want[KEYMAX];
+
+	*state = *v;
+	if (k->mv_size < nl + 5 || k->mv_size - nl - 5 <= vm)
+		return 0;
+	if (fmt < 2 || k->mv_size - nl - 5 != vm + 1 || split_long(v, &stored, &sn, state) != 0)
+		return -1;
+	/* the stored form must be that of the key the value holds */
+	long_form(want, stored, sn, vm);
+	return memcmp(want, (const uint8_t *)k->mv_data + nl + 5, vm + 1) == 0 ? 0 : -1;
+}
+
 /* ------------------------------------------------------------------------
  * Writing
  * ------------------------------------------------------------------------ */

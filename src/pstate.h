@@ -43,6 +43,12 @@
 int tidei_pstate_get(MDB_txn *txn, MDB_dbi dbi, const char *name, uint32_t gen, const char *key,
 		     size_t klen, uint32_t fmt, MDB_val *state);
 
+/** For checking a log (verify.c): @p k and @p v are an entry of the state
+ *  database of a projection named by @p nl bytes, in key format @p fmt.
+ *  0 with @p state at its encoded state, or -1 when a long key's value
+ *  does not hold the key its stored form stands for. */
+int tidei_pstate_check(const MDB_val *k, const MDB_val *v, size_t nl, uint32_t fmt, MDB_val *state);
+
 /** Write encoded states of projection @p name in generation @p gen in the
  *  write transaction @p txn: @p nout buffers of records (u32 key length,
  *  key, u32 value length or UINT32_MAX for a deleted key, value), no key

@@ -334,7 +334,7 @@ run(replay *r, tidei_log *log)
 TIDE_API int
 tide_replay(const tide_replay_opts *o, tide_replay_fn *fn, void *ud, char *err, size_t errlen)
 {
-	tidei_log_opts lo = { 1, 0, 0 };
+	tidei_log_opts lo = { 1, 0, 0, 0 };
 	tidei_script_opts so;
 	tidei_projections_opts po;
 	tidei_host host;

@@ -50,7 +50,7 @@ enum {
 	TIDE_EIO = -3,        /**< storage error (LMDB or the filesystem) */
 	TIDE_EFORMAT = -4,    /**< log written by an incompatible version */
 	TIDE_ENOTFOUND = -5,  /**< no such event, consumer or key */
-	TIDE_EFULL = -6,      /**< the log's map is full and cannot grow */
+	TIDE_EFULL = -6,      /**< the log's map cannot grow, or the disk is full */
 	TIDE_ESOCKET = -7,    /**< nanomsg endpoint error */
 	TIDE_ESCRIPT = -8,    /**< a Lua script failed to load or run */
 	TIDE_EEVENT = -9,     /**< an event was rejected as invalid */
@@ -167,7 +167,11 @@ TIDE_API int tide_engine_new(tide_engine **out, const tide_config *cfg);
 
 /** Open the log, load the scripts and bind the endpoints, attaching to
  *  @p base (borrowed; it must outlive the engine) or to a base of the
- *  engine's own when NULL.
+ *  engine's own when NULL.  A missing data directory is created 0700 and
+ *  the files the engine creates in it are 0600 (an existing directory
+ *  keeps its mode).  A damaged log (data.mdb truncated, or missing or
+ *  empty where a log was) is refused with TIDE_EIO; tide_errmsg() says
+ *  what to do.
  *  @return TIDE_OK or TIDE_EIO, TIDE_EFORMAT, TIDE_EBUSY, TIDE_ESOCKET,
  *  TIDE_ESCRIPT, TIDE_ECONFIG, TIDE_ENOMEM; tide_errmsg() tells why. */
 TIDE_API int tide_engine_open(tide_engine *e, struct event_base *base);
@@ -257,7 +261,10 @@ typedef struct tide_log tide_log;
 typedef struct tide_cursor tide_cursor;
 
 /** Open the log in data directory @p dir read-only.
- *  @return TIDE_OK, TIDE_ENOTFOUND (no log there), TIDE_EFORMAT, TIDE_EIO.
+ *  @return TIDE_OK, TIDE_ENOTFOUND (no log there), TIDE_EFORMAT, TIDE_EIO
+ *  (among others: data.mdb is shorter than the pages it uses, or is
+ *  missing or empty where the directory's marker says a log was; nothing
+ *  of such a file is read).
  *  On failure *out is NULL and @p err (may be NULL) receives a message. */
 TIDE_API int tide_log_open(tide_log **out, const char *dir, char *err, size_t errlen);
 
@@ -432,6 +439,78 @@ enum { TIDE_DLQ_RETRY = 1, TIDE_DLQ_DROP = 2 };
  *  ask it), TIDE_ENOTFOUND (no log), TIDE_EIO; @p err gets a message. */
 TIDE_API int tide_dlq_apply(const char *dir, int op, const char *consumer, uint64_t seq,
 			    uint64_t *count, char *err, size_t errlen);
+
+/* ------------------------------------------------------------------------
+ * Checking and copying a log (both also while an engine runs)
+ * ------------------------------------------------------------------------ */
+
+/** What tide_log_verify() reports. */
+enum {
+	TIDE_VERIFY_PROBLEM = 1,  /**< something is wrong with one record */
+	TIDE_VERIFY_DATABASE = 2, /**< the tally of one database, after the walk */
+};
+
+/** One item of a verification.  Strings are valid during the callback. */
+typedef struct tide_verify_item {
+	int kind;       /**< TIDE_VERIFY_* */
+	const char *db; /**< "file" (data.mdb itself), "meta", "events", "ids", "streams",
+			     "consumers", "pending", "dead", "once", "projections", "state",
+			     or "free" (LMDB's list of free pages) */
+	/* PROBLEM */
+	const char *key;  /**< the record's key, printable (other bytes as \xNN), or "" */
+	uint64_t seq;     /**< the seq the problem is about, or 0 */
+	const char *what; /**< what is wrong */
+	/* DATABASE */
+	uint64_t entries;  /**< records read (for "file": the pages in use) */
+	uint64_t problems; /**< problems reported for it */
+	int complete;      /**< 0 if the walk stopped early (unreadable or crashed) */
+} tide_verify_item;
+
+/** Return non-zero to stop the verification. */
+typedef int tide_verify_fn(void *ud, const tide_verify_item *it);
+
+/** Check the log in data directory @p dir: walk every database and report
+ *  each problem found (an event that does not decode, a gap in the seqs,
+ *  an index entry naming a missing or different event, a stream head at
+ *  the wrong version, a checkpoint beyond the end, a truncated file, ...),
+ *  then one TIDE_VERIFY_DATABASE item per database.  The walk reads one
+ *  snapshot, so it may run while an engine writes.
+ *
+ *  It runs in a child process (fork()), because LMDB may crash on a
+ *  damaged page: a crash is reported as a problem of the database being
+ *  read, with the last key read, and the walk goes on with the next
+ *  database.  @p fn is called in the calling process, from the calling
+ *  thread; call this from a process that can fork (in a threaded program,
+ *  the child uses only this library, LMDB and malloc).
+ *  @p dir is borrowed.
+ *  @return TIDE_OK when the walk was done (*problems, if not NULL, counts
+ *  the problems; 0 means none found), or TIDE_ENOTFOUND (no log),
+ *  TIDE_EFORMAT, TIDE_EIO (the log cannot be opened: missing or empty
+ *  data.mdb where a log was, or no process could be started), TIDE_EINVAL,
+ *  TIDE_ENOMEM; @p err (may be NULL) says why. */
+TIDE_API int tide_log_verify(const char *dir, tide_verify_fn *fn, void *ud, uint64_t *problems,
+			     char *err, size_t errlen);
+
+/** What tide_log_backup() copied. */
+typedef struct tide_backup_info {
+	uint64_t size;        /**< bytes of the copy's data.mdb */
+	uint64_t source_size; /**< bytes the source log's pages take (free ones too) */
+	uint64_t events;      /**< events in the copy */
+	uint64_t last_seq;    /**< the last seq in the copy */
+} tide_backup_info;
+
+/** Copy the log in data directory @p dir to @p dest, consistently (one
+ *  read snapshot, so also while an engine writes) and compacted (free
+ *  pages left out).  @p dest must not exist, or be an empty directory;
+ *  it becomes a data directory ready to run (a new one is created 0700;
+ *  its data.mdb is 0600): restoring is pointing --data at it.  The copy
+ *  is written to a temporary file, flushed and renamed into place, then
+ *  opened to fill @p info (may be NULL).  Strings are borrowed.
+ *  @return TIDE_OK, TIDE_ENOTFOUND (no log in @p dir), TIDE_EINVAL
+ *  (@p dest holds files), TIDE_EFULL (the disk of @p dest is full),
+ *  TIDE_EIO, TIDE_EFORMAT; @p err (may be NULL) says why. */
+TIDE_API int tide_log_backup(const char *dir, const char *dest, tide_backup_info *info, char *err,
+			     size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -193,5 +193,6 @@ Suite *dlq_suite(void);
 Suite *limits_suite(void);
 Suite *flight_suite(void);
 Suite *keys_suite(void);
+Suite *damage_suite(void);
 
 #endif

@@ -227,7 +227,7 @@ END_TEST
 START_TEST(missing_log_for_readers)
 {
 	const char *dir = th_tmpdir();
-	tidei_log_opts o = { 1, 0, 0 };
+	tidei_log_opts o = { 1, 0, 0, 0 };
 	tidei_log *log;
 	char err[TIDEI_ERRLEN];
 

@@ -2152,7 +2152,7 @@ START_TEST(threads_refuse_another_definition)
 	const char *names[] = { "p", "q", "p" };
 	const char *why[] = { "differs from the engine's", "differs from the engine's",
 			      "a script changed on disk since the engine loaded it" };
-	tidei_log_opts lo = { 0, 0, 0 };
+	tidei_log_opts lo = { 0 };
 	tidei_pbuild_env env;
 	tidei_log *log;
 	char err[TIDEI_ERRLEN];
