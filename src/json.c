@@ -566,7 +566,7 @@ tidei_base64_decode(tidei_buf *out, const char *s, size_t n)
 }
 
 /* Why a string is not well-formed UTF-8. */
-enum { U_OK, U_BAD, U_TRUNCATED, U_OVERLONG, U_SURROGATE, U_BEYOND, U_NUL };
+enum { U_OK, U_BAD, U_TRUNCATED, U_OVERLONG, U_SURROGATE, U_BEYOND };
 
 static const char *const utf8_why[] = {
 	[U_OK] = NULL,
@@ -575,40 +575,32 @@ static const char *const utf8_why[] = {
 	[U_OVERLONG] = "overlong UTF-8 form",
 	[U_SURROGATE] = "UTF-8 encoded surrogate (U+D800 to U+DFFF)",
 	[U_BEYOND] = "UTF-8 sequence of a code point above U+10FFFF",
-	[U_NUL] = "NUL character",
 };
 
-#define ONES 0x0101010101010101ull
 #define HIGHS 0x8080808080808080ull
 
 /* RFC 3629 section 4, as a scan: U_OK, or why s[0..n) is not UTF-8 with
- * the offset of the sequence at fault in *at.  Runs of ASCII go eight
- * bytes at a time when none has its high bit set (nor is zero, with
- * @p no_nul). */
+ * the offset of the sequence at fault in *at.  *four is set if there is a
+ * four-byte sequence.  The ASCII before the first other byte goes eight
+ * bytes at a time; after it, text is mixed and goes byte by byte. */
 static int
-utf8_scan(const unsigned char *s, size_t n, int no_nul, size_t *at)
+utf8_scan(const unsigned char *s, size_t n, size_t *at, int *four)
 {
 	size_t k = 0;
 	int why = U_OK;
 
+	*four = 0;
+	while (n - k >= 8) {
+		uint64_t w;
+		memcpy(&w, s + k, 8);
+		if ((w & HIGHS) != 0)
+			break;
+		k += 8;
+	}
 	while (k < n) {
 		unsigned c = s[k], more, j;
 		if (c < 0x80) {
-			if (c == 0 && no_nul) {
-				why = U_NUL;
-				break;
-			}
 			k++;
-			while (n - k >= 8) {
-				uint64_t w, stop;
-				memcpy(&w, s + k, 8);
-				stop = w & HIGHS;
-				if (no_nul)
-					stop |= (w - ONES) & ~w & HIGHS; /* a zero byte */
-				if (stop != 0)
-					break;
-				k += 8;
-			}
 			continue;
 		}
 		if (c < 0xc2) { /* a continuation byte, or C0 and C1 (overlong ASCII) */
@@ -640,6 +632,7 @@ utf8_scan(const unsigned char *s, size_t n, int no_nul, size_t *at)
 			why = U_BEYOND;
 			break;
 		}
+		*four |= more == 3;
 		k += more + 1;
 	}
 	*at = k;
@@ -650,15 +643,17 @@ int
 tidei_utf8_valid(const char *s, size_t n)
 {
 	size_t at;
+	int four;
 
-	return utf8_scan((const unsigned char *)s, n, 1, &at) == U_OK;
+	return memchr(s, '\0', n) == NULL &&
+	       utf8_scan((const unsigned char *)s, n, &at, &four) == U_OK;
 }
 
 const char *
 tidei_utf8_check(const char *s, size_t n, size_t *at)
 {
 	size_t where = 0;
-	int why = utf8_scan((const unsigned char *)s, n, 0, &where);
+	int four, why = utf8_scan((const unsigned char *)s, n, &where, &four);
 
 	if (at != NULL)
 		*at = where;
@@ -701,6 +696,7 @@ static const char *
 check_escaped(const char *chunk, size_t from, size_t to, size_t *at, char *why)
 {
 	size_t k = from, run = from;
+	int four;
 
 	while (k < to) {
 		const char *bs = memchr(chunk + k, '\\', to - k);
@@ -710,7 +706,7 @@ check_escaped(const char *chunk, size_t from, size_t to, size_t *at, char *why)
 			break;
 		k = (size_t)(bs - chunk);
 		/* the raw bytes since the last escape */
-		u = utf8_scan((const unsigned char *)chunk + run, k - run, 0, at);
+		u = utf8_scan((const unsigned char *)chunk + run, k - run, at, &four);
 		if (u != U_OK) {
 			*at += run;
 			snprintf(why, TIDEI_JSON_WHYLEN, "%s in a string", utf8_why[u]);
@@ -745,7 +741,7 @@ check_escaped(const char *chunk, size_t from, size_t to, size_t *at, char *why)
 		run = k;
 	}
 	{
-		int u = utf8_scan((const unsigned char *)chunk + run, to - run, 0, at);
+		int u = utf8_scan((const unsigned char *)chunk + run, to - run, at, &four);
 		if (u == U_OK)
 			return NULL;
 		*at += run;
@@ -759,21 +755,30 @@ tidei_json_check_str(yajl_handle h, const char *chunk, size_t chunk_len, const u
 		     size_t n, size_t *at, char *why)
 {
 	uintptr_t p = (uintptr_t)s, c = (uintptr_t)chunk;
-	size_t open, end = yajl_get_bytes_consumed(h);
-	int u;
+	size_t open, end;
+	int u, four;
 
+	u = utf8_scan(s, n, at, &four);
 	if (p >= c && p - c <= chunk_len) {
 		/* no escapes: yajl passed the bytes between the quotes */
-		u = utf8_scan(s, n, 0, at);
 		if (u == U_OK)
 			return NULL;
 		*at += (size_t)(p - c);
 		snprintf(why, TIDEI_JSON_WHYLEN, "%s in a string", utf8_why[u]);
 		return why;
 	}
-	/* Escapes: chunk[end - 1] is the closing quote; the opening one is the
-	 * nearest quote before it with an even number of backslashes before
-	 * it (an odd number escapes it). */
+	/* Escapes.  yajl decodes each escape other than a surrogate one to a
+	 * whole sequence, so without those the decoded string is valid exactly
+	 * when the raw bytes between the escapes are.  A surrogate escape
+	 * leaves a trace: a "?" (a high one alone), an encoded surrogate (a
+	 * low one alone) or a four-byte sequence (a pair, or a high one with
+	 * any \u escape after it).  Only then is the raw token read. */
+	if (u == U_OK && !four && memchr(s, '?', n) == NULL)
+		return NULL;
+	/* chunk[end - 1] is the closing quote; the opening one is the nearest
+	 * quote before it with an even number of backslashes before it (an
+	 * odd number escapes it). */
+	end = yajl_get_bytes_consumed(h);
 	if (end >= 2 && chunk[end - 1] == '"') {
 		const char *q;
 		for (open = end - 1; (q = memrchr(chunk, '"', open)) != NULL;) {
@@ -785,10 +790,9 @@ tidei_json_check_str(yajl_handle h, const char *chunk, size_t chunk_len, const u
 				return check_escaped(chunk, open + 1, end - 1, at, why);
 		}
 	}
-	/* Not where it should be (yajl fed from a buffer of its own): check
-	 * what was decoded, which catches all but the "?" of a lone high
+	/* Not where it should be (yajl fed from a buffer of its own): judge
+	 * what was decoded, which misses only the "?" of a lone high
 	 * surrogate. */
-	u = utf8_scan(s, n, 0, at);
 	if (u == U_OK)
 		return NULL;
 	*at = end;
