@@ -1122,9 +1122,7 @@ container_start(tidei_eparser *p, int is_map)
 static void
 container_end(tidei_eparser *p)
 {
-	int closing;
-
-	closing = p->depth--;
+	int closing = p->depth--;
 
 	switch (p->mode) {
 	case M_TOP:

@@ -152,7 +152,7 @@ typedef struct tidei_eparser {
 	/* state of the current parse */
 	yajl_handle h;
 	const char *msg;
-	size_t len;
+	size_t len;       /* bytes in msg */
 	size_t base;      /* offset of the current yajl chunk in msg */
 	size_t badspace;  /* offset of the next vertical tab or form feed in msg, or len */
 	size_t ascii;     /* strings in msg before this offset are ASCII (unchecked: len) */

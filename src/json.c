@@ -672,10 +672,13 @@ tidei_utf8_check(const char *s, size_t n, size_t *at)
  *
  * A string without escapes reaches the callback as a pointer into the
  * text, and its bytes are checked where they are.  One with escapes
- * arrives decoded into yajl's own buffer; its raw token, which ends just
- * before the parser's offset, is found again and read for its escapes.
- * Escapes are rare in events and most strings are ASCII, so the common
- * case is tidei_json_str_plain() in json.h, inline: a few word loads.
+ * arrives decoded into yajl's own buffer; when that may hide a surrogate
+ * escape, its raw token, which ends just before the parser's offset, is
+ * found again and read for its escapes.  Escapes are rare in events and
+ * most strings are ASCII, so the common case costs a glance: a few word
+ * loads in tidei_json_str_plain() (json.h, inline), or in the event
+ * parser two comparisons with the offset of the message's first byte past
+ * ASCII (tidei_json_ascii_end).
  * ------------------------------------------------------------------------ */
 
 static unsigned

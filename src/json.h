@@ -92,7 +92,7 @@ const char *tidei_utf8_check(const char *s, size_t n, size_t *at);
 #define TIDEI_JSON_WHYLEN 96
 
 /** 1 if s[0..n) is all ASCII.  Inline, a word at a time: it is the whole
- *  check for nearly every string of every event. */
+ *  check for most strings tidei_json_decode() sees. */
 static inline int
 tidei_ascii(const unsigned char *s, size_t n)
 {
