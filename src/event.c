@@ -529,10 +529,14 @@ ext_begin(tidei_evb *b, const char *name, size_t n)
 static const char *
 shown(const char *s, size_t n, char *tmp, size_t tmplen)
 {
-	/* Quote a value in an error message, shortened if long. */
-	if (n > 40)
-		snprintf(tmp, tmplen, "\"%.37s...\"", s);
-	else
+	/* Quote a value in an error message, shortened if long (at a UTF-8
+	 * character boundary: the message travels as JSON). */
+	if (n > 40) {
+		int cut = 37;
+		while (cut > 0 && ((unsigned char)s[cut] & 0xc0) == 0x80)
+			cut--;
+		snprintf(tmp, tmplen, "\"%.*s...\"", cut, s);
+	} else
 		snprintf(tmp, tmplen, "\"%.*s\"", (int)n, s);
 	return tmp;
 }
@@ -545,7 +549,8 @@ tidei_evb_string(tidei_evb *b, const char *name, size_t n, const char *s, size_t
 
 	if (b->invalid)
 		return -1;
-	if (b->check_utf8 && !tidei_utf8_valid(s, len))
+	/* NUL passes here, for the message about it below */
+	if (b->check_utf8 && tidei_utf8_check(s, len, NULL) != NULL)
 		return tidei_evb_fail(b, "attribute '%.*s' is not valid UTF-8", (int)n, name);
 	switch (a) {
 	case K_SPECVERSION:
@@ -586,6 +591,9 @@ tidei_evb_string(tidei_evb *b, const char *name, size_t n, const char *s, size_t
 	case K_EXT:
 		if (ext_begin(b, name, n) != 0)
 			return -1;
+		if (memchr(s, '\0', len) != NULL)
+			return tidei_evb_fail(b, "attribute '%.*s' contains a NUL character",
+					      (int)n, name);
 		tidei_val_str(&b->ext, s, len);
 		return 0;
 	}
@@ -849,11 +857,35 @@ position(tidei_eparser *p)
 	return p->base + yajl_get_bytes_consumed(p->h);
 }
 
+static size_t
+line_start(const char *msg, size_t at)
+{
+	while (at > 0 && msg[at - 1] != '\n')
+		at--;
+	return at;
+}
+
 static void
 report(tidei_eparser *p, const uint8_t *rec, size_t len, const char *err)
 {
 	p->count++;
 	p->sink(p->ud, rec, len, err);
+}
+
+/* Byte @p at of the message, counted from 1 at the start of the line
+ * where the current top-level value began, as syntax errors count. */
+static size_t
+column(const tidei_eparser *p, size_t at)
+{
+	return at - line_start(p->msg, p->val_start <= at ? p->val_start : at) + 1;
+}
+
+/* The message for a vertical tab or form feed at @p at, which yajl took
+ * for whitespace. */
+static void
+bad_space(const tidei_eparser *p, size_t at, char *msg)
+{
+	tidei_json_badspace_err(msg, p->msg[at], column(p, at));
 }
 
 static void
@@ -868,10 +900,19 @@ event_begin(tidei_eparser *p)
 static void
 event_end(tidei_eparser *p)
 {
-	size_t size = position(p) - p->ev_start;
+	size_t end = position(p), size = end - p->ev_start;
 
 	p->ev_depth = 0;
 	p->mode = M_TOP;
+	if (p->badspace < end) {
+		/* Checked once per event rather than at every token: one
+		 * inside the event costs it, and so does one between the
+		 * previous event and this one. */
+		char msg[TIDEI_ERRLEN];
+		bad_space(p, p->badspace, msg);
+		tidei_evb_fail(&p->b, "%s", msg);
+		p->badspace = tidei_json_badspace(p->msg, end, p->len);
+	}
 	if (size > p->max_event) {
 		char lim[32], msg[96];
 		tidei_fmt_size(lim, sizeof lim, p->max_event);
@@ -885,6 +926,36 @@ event_end(tidei_eparser *p)
 		report(p, NULL, 0, p->b.err);
 	else
 		report(p, p->rec.p, p->rec.len, NULL);
+}
+
+static void
+bad_string(tidei_eparser *p, const unsigned char *s, size_t n)
+{
+	uintptr_t at = (uintptr_t)s - (uintptr_t)p->msg;
+	char why[TIDEI_JSON_WHYLEN];
+	size_t bad;
+
+	if (!p->b.invalid &&
+	    tidei_json_check_str(p->h, p->msg + p->base, p->len - p->base, s, n, &bad, why) != NULL)
+		tidei_evb_fail(&p->b, "not valid JSON at byte %zu: %s", column(p, p->base + bad),
+			       why);
+	/* the strings after this one are ASCII up to the next such byte */
+	if ((uintptr_t)s >= (uintptr_t)p->msg && at + n <= p->len && at + n > p->ascii)
+		p->ascii = tidei_json_ascii_end(p->msg, at + n, p->len);
+}
+
+/* Hold a string or member name yajl reported to the rules of
+ * tidei_json_check_str().  Most are let through by two comparisons: yajl
+ * passed a pointer into the message (there were no escapes) that ends
+ * before the next byte past ASCII, found by one scan of the message.  A
+ * failure costs the current event. */
+static inline void
+check_string(tidei_eparser *p, const unsigned char *s, size_t n)
+{
+	uintptr_t at = (uintptr_t)s - (uintptr_t)p->msg;
+
+	if ((uintptr_t)s < (uintptr_t)p->msg || at + n > p->ascii)
+		bad_string(p, s, n);
 }
 
 /* A scalar where an event was expected. */
@@ -954,13 +1025,21 @@ p_number(void *ctx, const char *s, size_t n)
 
 	switch (route_scalar(p, 0)) {
 	case R_ATTR:
-		if (tidei_json_number(s, n, &i, &d))
+		/* an attribute takes integers only: 1e400 is refused as any
+		 * other number with an exponent */
+		if (tidei_json_number(s, n, &i, &d) == 1)
 			tidei_evb_int(&p->b, (const char *)p->key.p, p->key.len, i);
 		else
 			tidei_evb_badtype(&p->b, (const char *)p->key.p, p->key.len,
 					  "a number with a fraction or exponent");
 		break;
-	case R_DATA: tidei_jsonw_number(&p->w, s, n); break;
+	case R_DATA:
+		if (tidei_jsonw_number(&p->w, s, n) != 0) {
+			char msg[TIDEI_ERRLEN];
+			tidei_json_range_err(msg, s, n);
+			tidei_evb_fail(&p->b, "%s", msg);
+		}
+		break;
 	}
 	return 1;
 }
@@ -972,9 +1051,13 @@ p_string(void *ctx, const unsigned char *s, size_t n)
 
 	switch (route_scalar(p, 0)) {
 	case R_ATTR:
+		check_string(p, s, n);
 		tidei_evb_string(&p->b, (const char *)p->key.p, p->key.len, (const char *)s, n);
 		break;
-	case R_DATA: tidei_jsonw_string(&p->w, (const char *)s, n); break;
+	case R_DATA:
+		check_string(p, s, n);
+		tidei_jsonw_string(&p->w, (const char *)s, n);
+		break;
 	}
 	return 1;
 }
@@ -984,6 +1067,8 @@ p_key(void *ctx, const unsigned char *s, size_t n)
 {
 	tidei_eparser *p = ctx;
 
+	if (p->mode == M_ATTR || p->mode == M_DATA)
+		check_string(p, s, n);
 	if (p->mode == M_ATTR) {
 		tidei_buf_reset(&p->key);
 		tidei_buf_put(&p->key, s, n);
@@ -1101,14 +1186,6 @@ tidei_eparser_free(tidei_eparser *p)
 	tidei_buf_free(&p->key);
 }
 
-static size_t
-line_start(const char *msg, size_t at)
-{
-	while (at > 0 && msg[at - 1] != '\n')
-		at--;
-	return at;
-}
-
 /* Where to resume after a syntax error in a value that began at @p from:
  * the next line after that one, which in NDJSON is the next event.  Lines
  * that are indented or only close something belong to a pretty-printed
@@ -1136,6 +1213,9 @@ tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len, tidei_event_sin
 	size_t at = 0;
 
 	p->msg = msg;
+	p->len = len;
+	p->badspace = tidei_json_badspace(msg, 0, len);
+	p->ascii = tidei_json_ascii_end(msg, 0, len);
 	p->sink = sink;
 	p->ud = ud;
 	p->count = 0;
@@ -1165,6 +1245,13 @@ tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len, tidei_event_sin
 			err_at = position(p);
 		}
 		if (st == yajl_status_ok) {
+			/* after the last token, where no callback saw it */
+			if (p->badspace < len) {
+				char why[TIDEI_ERRLEN];
+				p->val_start = p->badspace;
+				bad_space(p, p->badspace, why);
+				report(p, NULL, 0, why);
+			}
 			yajl_free(p->h);
 			break;
 		}
@@ -1192,6 +1279,8 @@ tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len, tidei_event_sin
 		yajl_free(p->h);
 		p->h = NULL;
 		at = resync(msg, len, failed);
+		if (p->badspace < at)
+			p->badspace = tidei_json_badspace(msg, at, len);
 	}
 	p->h = NULL;
 	return (long)p->count;

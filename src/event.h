@@ -139,7 +139,10 @@ typedef void tidei_event_sink(void *ud, const uint8_t *rec, size_t len, const ch
  *  CloudEvents batch), or several events one after another (NDJSON).  A
  *  syntax error costs only the value it is in: parsing resumes at the next
  *  line after the one where that value began, skipping indented lines and
- *  lines that only close a pretty-printed document. */
+ *  lines that only close a pretty-printed document.  What the strict
+ *  checks of json.h refuse (bad UTF-8 or surrogate escapes in a string, a
+ *  number out of range, a vertical tab or form feed between tokens) costs
+ *  only the event it is in, and parsing goes on without a resync. */
 typedef struct tidei_eparser {
 	tidei_evb b;
 	tidei_jsonw w;
@@ -149,7 +152,10 @@ typedef struct tidei_eparser {
 	/* state of the current parse */
 	yajl_handle h;
 	const char *msg;
+	size_t len;       /* bytes in msg */
 	size_t base;      /* offset of the current yajl chunk in msg */
+	size_t badspace;  /* offset of the next vertical tab or form feed in msg, or len */
+	size_t ascii;     /* strings in msg before this offset are ASCII (unchecked: len) */
 	int depth;        /* JSON nesting depth */
 	int ev_depth;     /* depth of the current event object, 0 if none */
 	int batch_depth;  /* depth of the enclosing batch array, 0 if none */

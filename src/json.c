@@ -6,11 +6,17 @@
  * appends the encoded form, so no intermediate tree is allocated.  The
  * output side is a direct writer; it only ever formats values that were
  * validated on the way in.
+ *
+ * yajl is lenient where Tide must not be (see "Strictness around yajl"
+ * below); what it lets through would be stored, then fail or change when
+ * written back, so every string and number is checked as yajl reports it.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,12 +124,15 @@ tidei_json_number(const char *s, size_t n, int64_t *i, double *d)
 			return 0;
 		}
 	}
-	/* An exponent, many digits, or an integer beyond 64 bits. */
+	/* An exponent, many digits, or an integer beyond 64 bits.  strtod
+	 * rounds to the nearest double; past the largest one that is an
+	 * infinity, which JSON cannot carry back out, so it is refused.  An
+	 * underflow to zero (or to a subnormal) is only rounding, and kept. */
 	if (n >= sizeof tmp) {
 		copy = malloc(n + 1);
 		if (copy == NULL) {
 			*d = 0;
-			return 0;
+			return -2;
 		}
 	}
 	memcpy(copy, s, n);
@@ -131,7 +140,16 @@ tidei_json_number(const char *s, size_t n, int64_t *i, double *d)
 	*d = strtod(copy, NULL);
 	if (copy != tmp)
 		free(copy);
-	return 0;
+	return isinf(*d) ? -1 : 0;
+}
+
+int
+tidei_json_range_err(char *err, const char *s, size_t n)
+{
+	/* 1e400 in full; a number of hundreds of digits by its start */
+	if (n > 40)
+		return tidei_err(err, -1, "number %.32s... is out of range", s);
+	return tidei_err(err, -1, "number %.*s is out of range", (int)n, s);
 }
 
 int
@@ -141,11 +159,12 @@ tidei_jsonw_number(tidei_jsonw *w, const char *s, size_t n)
 	double d;
 
 	count_value(w);
-	if (tidei_json_number(s, n, &i, &d))
-		tidei_val_int(w->out, i);
-	else
-		tidei_val_double(w->out, d);
-	return 0;
+	switch (tidei_json_number(s, n, &i, &d)) {
+	case 1: tidei_val_int(w->out, i); return 0;
+	case 0: tidei_val_double(w->out, d); return 0;
+	case -1: return -1;
+	default: w->out->failed = 1; return 0;
+	}
 }
 
 int
@@ -192,6 +211,15 @@ tidei_jsonw_end(tidei_jsonw *w)
 
 /* yajl adapters for whole-document decoding. */
 
+typedef struct decoder {
+	tidei_jsonw w;
+	yajl_handle h;
+	const char *text;
+	size_t len;
+	char *err;  /* the caller's, TIDEI_ERRLEN bytes */
+	int failed; /* a strict check failed; err says why */
+} decoder;
+
 static int
 cb_null(void *ctx)
 {
@@ -207,19 +235,44 @@ cb_bool(void *ctx, int v)
 static int
 cb_number(void *ctx, const char *s, size_t n)
 {
-	return tidei_jsonw_number(ctx, s, n) == 0;
+	decoder *d = ctx;
+
+	if (tidei_jsonw_number(&d->w, s, n) == 0)
+		return 1;
+	d->failed = 1;
+	tidei_json_range_err(d->err, s, n);
+	return 0;
+}
+
+/* A string or key that breaks the strict rules stops the parse. */
+static int
+check_str(decoder *d, const unsigned char *s, size_t n)
+{
+	char why[TIDEI_JSON_WHYLEN];
+	size_t at;
+
+	if (tidei_json_str_plain(d->text, d->len, s, n) ||
+	    tidei_json_check_str(d->h, d->text, d->len, s, n, &at, why) == NULL)
+		return 1;
+	d->failed = 1;
+	tidei_err(d->err, -1, "not valid JSON at byte %zu: %s", at + 1, why);
+	return 0;
 }
 
 static int
 cb_string(void *ctx, const unsigned char *s, size_t n)
 {
-	return tidei_jsonw_string(ctx, (const char *)s, n) == 0;
+	decoder *d = ctx;
+
+	return check_str(d, s, n) && tidei_jsonw_string(&d->w, (const char *)s, n) == 0;
 }
 
 static int
 cb_key(void *ctx, const unsigned char *s, size_t n)
 {
-	return tidei_jsonw_key(ctx, (const char *)s, n) == 0;
+	decoder *d = ctx;
+
+	return check_str(d, s, n) && tidei_jsonw_key(&d->w, (const char *)s, n) == 0;
 }
 
 static int
@@ -248,29 +301,40 @@ static const yajl_callbacks decode_callbacks = {
 int
 tidei_json_decode(const char *text, size_t len, tidei_buf *out, char *err)
 {
-	tidei_jsonw w;
-	yajl_handle h;
+	/* the writer first: the callbacks that only build pass it on as is */
+	_Static_assert(offsetof(decoder, w) == 0, "decoder starts with its writer");
+	decoder d;
 	yajl_status st;
+	size_t bad;
 	int rc = 0;
 
-	tidei_jsonw_init(&w, out);
-	h = yajl_alloc(&decode_callbacks, NULL, &w);
-	if (h == NULL)
+	tidei_jsonw_init(&d.w, out);
+	d.text = text;
+	d.len = len;
+	d.err = err;
+	d.failed = 0;
+	d.h = yajl_alloc(&decode_callbacks, NULL, &d);
+	if (d.h == NULL)
 		return tidei_err(err, -1, "out of memory");
-	st = yajl_parse(h, (const unsigned char *)text, len);
+	st = yajl_parse(d.h, (const unsigned char *)text, len);
 	if (st == yajl_status_ok)
-		st = yajl_complete_parse(h);
-	if (w.too_deep) {
+		st = yajl_complete_parse(d.h);
+	if (d.failed) {
+		rc = -1;
+	} else if (d.w.too_deep) {
 		rc = tidei_err(err, -1, "JSON nested deeper than %d levels", TIDEI_JSON_MAXDEPTH);
 	} else if (st != yajl_status_ok) {
-		unsigned char *msg = yajl_get_error(h, 0, NULL, 0);
+		unsigned char *msg = yajl_get_error(d.h, 0, NULL, 0);
 		rc = tidei_err(err, -1, "not valid JSON at byte %zu: %s",
-			       yajl_get_bytes_consumed(h), (const char *)msg);
-		yajl_free_error(h, msg);
+			       yajl_get_bytes_consumed(d.h), (const char *)msg);
+		yajl_free_error(d.h, msg);
+	} else if ((bad = tidei_json_badspace(text, 0, len)) < len) {
+		/* the parse succeeded, so it was between tokens */
+		rc = tidei_json_badspace_err(err, text[bad], bad + 1);
 	} else if (out->failed) {
 		rc = tidei_err(err, -1, "out of memory");
 	}
-	yajl_free(h);
+	yajl_free(d.h);
 	return rc;
 }
 
@@ -501,47 +565,288 @@ tidei_base64_decode(tidei_buf *out, const char *s, size_t n)
 	return (long)(out->len - start);
 }
 
-int
-tidei_utf8_valid(const char *str, size_t n)
+/* Why a string is not well-formed UTF-8. */
+enum { U_OK, U_BAD, U_TRUNCATED, U_OVERLONG, U_SURROGATE, U_BEYOND };
+
+static const char *const utf8_why[] = {
+	[U_OK] = NULL,
+	[U_BAD] = "invalid UTF-8 byte",
+	[U_TRUNCATED] = "truncated UTF-8 sequence",
+	[U_OVERLONG] = "overlong UTF-8 form",
+	[U_SURROGATE] = "UTF-8 encoded surrogate (U+D800 to U+DFFF)",
+	[U_BEYOND] = "UTF-8 sequence of a code point above U+10FFFF",
+};
+
+#define HIGHS 0x8080808080808080ull
+
+/* RFC 3629 section 4, as a scan: U_OK, or why s[0..n) is not UTF-8 with
+ * the offset of the sequence at fault in *at.  *four is set if there is a
+ * four-byte sequence.  The ASCII before the first other byte goes eight
+ * bytes at a time; after it, text is mixed and goes byte by byte. */
+static int
+utf8_scan(const unsigned char *s, size_t n, size_t *at, int *four)
 {
-	const unsigned char *s = (const unsigned char *)str;
 	size_t k = 0;
+	int why = U_OK;
 
+	*four = 0;
+	while (n - k >= 8) {
+		uint64_t w;
+		memcpy(&w, s + k, 8);
+		if ((w & HIGHS) != 0)
+			break;
+		k += 8;
+	}
 	while (k < n) {
-		unsigned char c = s[k];
-		uint32_t cp;
-		int more;
-
-		if (c == 0)
-			return 0;
+		unsigned c = s[k], more, j;
 		if (c < 0x80) {
 			k++;
 			continue;
 		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			more = 1;
-			cp = c & 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			more = 2;
-			cp = c & 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			more = 3;
-			cp = c & 0x07;
-		} else {
-			return 0;
+		if (c < 0xc2) { /* a continuation byte, or C0 and C1 (overlong ASCII) */
+			why = c < 0xc0 ? U_BAD : U_OVERLONG;
+			break;
 		}
-		if (n - k <= (size_t)more)
-			return 0;
-		for (int j = 1; j <= more; j++) {
-			if ((s[k + j] & 0xc0) != 0x80)
-				return 0;
-			cp = cp << 6 | (s[k + j] & 0x3f);
+		if (c > 0xf4) { /* F5 to F7 would lead past U+10FFFF; F8 to FF nothing */
+			why = c < 0xf8 ? U_BEYOND : U_BAD;
+			break;
 		}
-		/* overlong forms, surrogates and values past U+10FFFF */
-		if ((more == 2 && cp < 0x800) || (more == 3 && cp < 0x10000) ||
-		    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-			return 0;
-		k += (size_t)more + 1;
+		more = c < 0xe0 ? 1 : c < 0xf0 ? 2 : 3;
+		for (j = 1; j <= more; j++)
+			if (k + j >= n || (s[k + j] & 0xc0) != 0x80)
+				break;
+		if (j <= more) {
+			why = U_TRUNCATED;
+			break;
+		}
+		/* the second byte's range is what tells the rest apart */
+		if ((c == 0xe0 && s[k + 1] < 0xa0) || (c == 0xf0 && s[k + 1] < 0x90)) {
+			why = U_OVERLONG;
+			break;
+		}
+		if (c == 0xed && s[k + 1] >= 0xa0) {
+			why = U_SURROGATE;
+			break;
+		}
+		if (c == 0xf4 && s[k + 1] >= 0x90) {
+			why = U_BEYOND;
+			break;
+		}
+		*four |= more == 3;
+		k += more + 1;
 	}
-	return 1;
+	*at = k;
+	return why;
+}
+
+int
+tidei_utf8_valid(const char *s, size_t n)
+{
+	size_t at;
+	int four;
+
+	return memchr(s, '\0', n) == NULL &&
+	       utf8_scan((const unsigned char *)s, n, &at, &four) == U_OK;
+}
+
+const char *
+tidei_utf8_check(const char *s, size_t n, size_t *at)
+{
+	size_t where = 0;
+	int four, why = utf8_scan((const unsigned char *)s, n, &where, &four);
+
+	if (at != NULL)
+		*at = where;
+	return utf8_why[why];
+}
+
+/* ------------------------------------------------------------------------
+ * Strictness around yajl
+ *
+ * yajl checks only the shape of UTF-8 (a lead byte, then the right number
+ * of continuation bytes), so it passes overlong forms, encoded surrogates
+ * and sequences past U+10FFFF.  It decodes a \u escape of a high surrogate
+ * that no \u escape follows to "?", pairs it with whatever \u escape does
+ * follow, and writes a lone low surrogate as the three bytes of an encoded
+ * surrogate.  It also takes vertical tab and form feed for whitespace.
+ *
+ * A string without escapes reaches the callback as a pointer into the
+ * text, and its bytes are checked where they are.  One with escapes
+ * arrives decoded into yajl's own buffer; when that may hide a surrogate
+ * escape, its raw token, which ends just before the parser's offset, is
+ * found again and read for its escapes.  Escapes are rare in events and
+ * most strings are ASCII, so the common case costs a glance: a few word
+ * loads in tidei_json_str_plain() (json.h, inline), or in the event
+ * parser two comparisons with the offset of the message's first byte past
+ * ASCII (tidei_json_ascii_end).
+ * ------------------------------------------------------------------------ */
+
+static unsigned
+hex4(const char *p)
+{
+	unsigned v = 0;
+
+	for (int k = 0; k < 4; k++) {
+		unsigned char c = (unsigned char)p[k];
+		v = v << 4 | (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+	}
+	return v;
+}
+
+/* The escapes and raw bytes of the token chunk[from..to), between its
+ * quotes (yajl has checked the escapes' syntax).  NULL if they are fine. */
+static const char *
+check_escaped(const char *chunk, size_t from, size_t to, size_t *at, char *why)
+{
+	size_t k = from, run = from;
+	int four;
+
+	while (k < to) {
+		const char *bs = memchr(chunk + k, '\\', to - k);
+		unsigned cp, lo;
+		int u;
+		if (bs == NULL)
+			break;
+		k = (size_t)(bs - chunk);
+		/* the raw bytes since the last escape */
+		u = utf8_scan((const unsigned char *)chunk + run, k - run, at, &four);
+		if (u != U_OK) {
+			*at += run;
+			snprintf(why, TIDEI_JSON_WHYLEN, "%s in a string", utf8_why[u]);
+			return why;
+		}
+		if (chunk[k + 1] != 'u') {
+			k += 2;
+			run = k;
+			continue;
+		}
+		cp = hex4(chunk + k + 2);
+		*at = k;
+		if (cp >= 0xdc00 && cp <= 0xdfff) {
+			snprintf(why, TIDEI_JSON_WHYLEN,
+				 "\\u%.4s in a string is a low surrogate with no high "
+				 "surrogate before it",
+				 chunk + k + 2);
+			return why;
+		}
+		if (cp >= 0xd800 && cp <= 0xdbff) {
+			if (to - k < 12 || chunk[k + 6] != '\\' || chunk[k + 7] != 'u' ||
+			    (lo = hex4(chunk + k + 8)) < 0xdc00 || lo > 0xdfff) {
+				snprintf(why, TIDEI_JSON_WHYLEN,
+					 "\\u%.4s in a string is a high surrogate not followed "
+					 "by a \\u escape of a low surrogate",
+					 chunk + k + 2);
+				return why;
+			}
+			k += 6;
+		}
+		k += 6;
+		run = k;
+	}
+	{
+		int u = utf8_scan((const unsigned char *)chunk + run, to - run, at, &four);
+		if (u == U_OK)
+			return NULL;
+		*at += run;
+		snprintf(why, TIDEI_JSON_WHYLEN, "%s in a string", utf8_why[u]);
+		return why;
+	}
+}
+
+const char *
+tidei_json_check_str(yajl_handle h, const char *chunk, size_t chunk_len, const unsigned char *s,
+		     size_t n, size_t *at, char *why)
+{
+	uintptr_t p = (uintptr_t)s, c = (uintptr_t)chunk;
+	size_t open, end;
+	int u, four;
+
+	u = utf8_scan(s, n, at, &four);
+	if (p >= c && p - c <= chunk_len) {
+		/* no escapes: yajl passed the bytes between the quotes */
+		if (u == U_OK)
+			return NULL;
+		*at += (size_t)(p - c);
+		snprintf(why, TIDEI_JSON_WHYLEN, "%s in a string", utf8_why[u]);
+		return why;
+	}
+	/* Escapes.  yajl decodes each escape other than a surrogate one to a
+	 * whole sequence, so without those the decoded string is valid exactly
+	 * when the raw bytes between the escapes are.  A surrogate escape
+	 * leaves a trace: a "?" (a high one alone), an encoded surrogate (a
+	 * low one alone) or a four-byte sequence (a pair, or a high one with
+	 * any \u escape after it).  Only then is the raw token read. */
+	if (u == U_OK && !four && memchr(s, '?', n) == NULL)
+		return NULL;
+	/* chunk[end - 1] is the closing quote; the opening one is the nearest
+	 * quote before it with an even number of backslashes before it (an
+	 * odd number escapes it). */
+	end = yajl_get_bytes_consumed(h);
+	if (end >= 2 && chunk[end - 1] == '"') {
+		const char *q;
+		for (open = end - 1; (q = memrchr(chunk, '"', open)) != NULL;) {
+			size_t bs = 0;
+			open = (size_t)(q - chunk);
+			while (bs < open && chunk[open - 1 - bs] == '\\')
+				bs++;
+			if (bs % 2 == 0)
+				return check_escaped(chunk, open + 1, end - 1, at, why);
+		}
+	}
+	/* Not where it should be (yajl fed from a buffer of its own): judge
+	 * what was decoded, which misses only the "?" of a lone high
+	 * surrogate. */
+	if (u == U_OK)
+		return NULL;
+	*at = end;
+	snprintf(why, TIDEI_JSON_WHYLEN, "%s in a string", utf8_why[u]);
+	return why;
+}
+
+size_t
+tidei_json_ascii_end(const char *s, size_t from, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t k = from;
+
+	/* 32 bytes a step, then 8: each message is read through once */
+	while (len - k >= 32) {
+		uint64_t w[4];
+		memcpy(w, p + k, sizeof w);
+		if (((w[0] | w[1] | w[2] | w[3]) & HIGHS) != 0)
+			break;
+		k += 32;
+	}
+	while (len - k >= 8) {
+		uint64_t w;
+		memcpy(&w, p + k, 8);
+		if ((w & HIGHS) != 0)
+			break;
+		k += 8;
+	}
+	while (k < len && p[k] < 0x80)
+		k++;
+	return k;
+}
+
+size_t
+tidei_json_badspace(const char *s, size_t from, size_t len)
+{
+	const char *ff, *vt;
+
+	if (from >= len)
+		return len;
+	/* two memchr: each is a vector scan, faster than one loop for both */
+	ff = memchr(s + from, '\f', len - from);
+	vt = memchr(s + from, '\v', (size_t)((ff ? ff : s + len) - (s + from)));
+	if (vt != NULL)
+		return (size_t)(vt - s);
+	return ff ? (size_t)(ff - s) : len;
+}
+
+int
+tidei_json_badspace_err(char *err, char c, size_t pos)
+{
+	return tidei_err(err, -1, "not valid JSON at byte %zu: %s is not JSON whitespace", pos,
+			 c == '\f' ? "a form feed" : "a vertical tab");
 }

@@ -725,6 +725,11 @@ map_to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 		k->is_num = lua_type(L, -1) == LUA_TNUMBER;
 		if (lua_type(L, -1) == LUA_TSTRING) {
 			k->p = lua_tolstring(L, -1, &k->n); /* anchored by the table */
+			if (tidei_utf8_check(k->p, k->n, NULL) != NULL) {
+				rc = tidei_err(err, -1, "table key is not valid UTF-8");
+				lua_settop(L, base);
+				goto out;
+			}
 		} else if (k->is_num) {
 			/* JSON keys are strings: 1 becomes "1" */
 			k->is_int = lua_isinteger(L, -1);
@@ -803,7 +808,8 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 		return 0;
 	case LUA_TSTRING:
 		s = lua_tolstring(L, idx, &n);
-		if (!tidei_utf8_valid(s, n))
+		/* NUL is fine: JSON has \u0000, and values carry lengths */
+		if (tidei_utf8_check(s, n, NULL) != NULL)
 			return tidei_err(err, -1, "string is not valid UTF-8");
 		tidei_val_str(out, s, n);
 		return 0;
