@@ -56,7 +56,7 @@ make -s -C "$build" tide tests/check_main >/dev/null || {
 out=$(mktemp -d "${TMPDIR:-/tmp}/tide-soak-XXXXXX")
 start=$(date +%s)
 i=0 passed=0 failed=0 failures=
-cycles_sum=0 kills=0 reloads=0 changed=0 rebuilds=0 events=0
+cycles_sum=0 kills=0 hup_kills=0 reloads=0 changed=0 rebuilds=0 events=0
 
 # The number before $1 in a run's summary line ($2), or 0.
 count() {
@@ -74,13 +74,16 @@ while :; do
 	i=$((i + 1))
 	log="$out/run-$s.log"
 	t0=$(date +%s)
+	# a line per cycle in the run's log, to read after a failure
 	if CK_RUN_SUITE=crash TIDE_CRASH_SEED=$s TIDE_CRASH_CYCLES=$cycles \
+		TIDE_CRASH_VERBOSE=${TIDE_CRASH_VERBOSE:-1} \
 		"$build/tests/check_main" >"$log" 2>&1; then
 		passed=$((passed + 1))
 		sum=$(grep '^crash: seed [0-9]*: ' "$log" | sed 's/^crash: seed [0-9]*: //')
 		echo "run $i: seed $s passed in $(($(date +%s) - t0)) s: $sum"
 		cycles_sum=$((cycles_sum + $(count 'cycles,' "$sum")))
 		kills=$((kills + $(count 'kills (' "$sum")))
+		hup_kills=$((hup_kills + $(count 'right after a SIGHUP' "$sum")))
 		reloads=$((reloads + $(count 'reloads (' "$sum")))
 		changed=$((changed + $(count 'with a changed script' "$sum")))
 		rebuilds=$((rebuilds + $(count 'rebuilds,' "$sum")))
@@ -95,7 +98,8 @@ while :; do
 done
 echo "crash soak: $passed passed, $failed failed${failures:+ (seeds:$failures)}," \
 	"$(($(date +%s) - start)) s"
-echo "crash soak: $cycles_sum cycles, $kills kills, $reloads reloads ($changed with a" \
+echo "crash soak: $cycles_sum cycles, $kills kills ($hup_kills right after a SIGHUP)," \
+	"$reloads reloads ($changed with a" \
 	"changed script), $rebuilds rebuilds, $events events in the runs that passed;" \
 	"seeds $seed..$((seed + i - 1)), $(($(date +%s) - start)) s"
 [ "$failed" -eq 0 ]
