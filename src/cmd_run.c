@@ -373,18 +373,29 @@ cmd_run(int argc, char **argv)
 		cli_error("run", "cannot create the engine");
 		goto out;
 	}
-	if (tide_engine_open(e, NULL) != TIDE_OK) {
-		cli_error("run", "%s", tide_errmsg(e));
-		goto out;
-	}
+	/* Every signal is handled before the engine opens (it writes the
+	 * endpoints file, which tells clients it is there): a SIGHUP meanwhile
+	 * is ignored (the scripts being loaded are the current ones), a stop
+	 * takes effect once it runs, and the watchdog ends a slow open. */
 	signal(SIGPIPE, SIG_IGN);
-	sink.engine = e;
-	sighup = evsignal_new(tide_engine_base(e), SIGHUP, on_sighup, &sink);
-	if (sighup == NULL || event_add(sighup, NULL) || install_handlers(e, &w, &watcher) != 0) {
+	signal(SIGHUP, SIG_IGN);
+	if (install_handlers(e, &w, &watcher) != 0) {
 		cli_error("run", "cannot install signal handlers");
 		goto out;
 	}
 	watching = 1;
+	if (tide_engine_open(e, NULL) != TIDE_OK) {
+		cli_error("run", "%s", tide_errmsg(e));
+		goto out;
+	}
+	sink.engine = e;
+	sighup = evsignal_new(tide_engine_base(e), SIGHUP, on_sighup, &sink);
+	if (sighup == NULL || event_add(sighup, NULL)) {
+		cli_error("run", "cannot install signal handlers");
+		goto out;
+	}
+	if (atomic_load(&stop_count) > 0) /* asked while it opened */
+		tide_engine_stop(e);
 	rc = tide_engine_run(e) == TIDE_OK ? CLI_OK : CLI_FAIL;
 out:
 	if (sighup)

@@ -357,6 +357,26 @@ START_TEST(a_crash_recorded_by_the_embedder_sets_the_event_aside)
 }
 END_TEST
 
+/* A SIGHUP as soon as the endpoints file appears (a supervisor reloading
+ * at once) does not kill the daemon: it once had the default action until
+ * the loop ran. */
+START_TEST(sighup_at_start_is_harmless)
+{
+	const char *dir = th_tmpdir();
+	char data[600], reply[256];
+	th_daemon d;
+
+	snprintf(data, sizeof data, "%s/data", dir);
+	for (int k = 0; k < 20; k++) {
+		ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
+		kill(d.pid, SIGHUP);
+		ck_assert_int_gt(th_req(d.rep, "{\"query\":\"none\"}", reply, sizeof reply, 10000),
+				 0);
+		ck_assert_int_eq(th_daemon_stop(&d), 0);
+	}
+}
+END_TEST
+
 Suite *
 flight_suite(void)
 {
@@ -370,6 +390,7 @@ flight_suite(void)
 	tcase_add_test(tc, a_frozen_projection_stops_at_its_event);
 	tcase_add_test(tc, a_frozen_shared_build_is_caught_on_the_engine_thread);
 	tcase_add_test(tc, a_crash_recorded_by_the_embedder_sets_the_event_aside);
+	tcase_add_test(tc, sighup_at_start_is_harmless);
 	suite_add_tcase(s, tc);
 	return s;
 }
