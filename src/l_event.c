@@ -24,6 +24,21 @@
 
 static int fill_map(lua_State *L, tidei_vreader *r, uint32_t count, int depth);
 
+/* Set the metatable at the top (one of Tide's, which a script can reach
+ * through getmetatable) on the table below it.  A script that gave it a
+ * __gc field would have its function run as a finalizer, outside every
+ * limit (Lua marks an object for finalization when its metatable is set),
+ * so that is refused.  [-1, +0, e] */
+static void
+set_own_metatable(lua_State *L)
+{
+	lua_pushliteral(L, "__gc");
+	if (lua_rawget(L, -2) != LUA_TNIL)
+		luaL_error(L, "a script gave one of Tide's metatables a __gc field");
+	lua_pop(L, 1);
+	lua_setmetatable(L, -2);
+}
+
 static int
 push_val(lua_State *L, tidei_vreader *r, int depth)
 {
@@ -42,8 +57,10 @@ push_val(lua_State *L, tidei_vreader *r, int depth)
 	case TIDEI_V_ARRAY:
 		luaL_checkstack(L, 3, "value nested too deeply");
 		lua_createtable(L, (int)(it.u.count < 1u << 20 ? it.u.count : 0), 0);
-		if (it.u.count == 0) /* or it would encode back as {} */
-			luaL_setmetatable(L, TIDEI_ARRAY_MT);
+		if (it.u.count == 0) { /* or it would encode back as {} */
+			luaL_getmetatable(L, TIDEI_ARRAY_MT);
+			set_own_metatable(L);
+		}
 		for (uint32_t k = 1; k <= it.u.count; k++) {
 			if (push_val(L, r, depth + 1) != 0) {
 				lua_pop(L, 1);
@@ -326,8 +343,22 @@ push_lazy_map(lua_State *L, int ud, const uint8_t *p, size_t n)
 	}
 	lua_rawsetp(L, -2, &lazy_bytes_key);
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
-	lua_setmetatable(L, -2);
+	set_own_metatable(L);
 	return 0;
+}
+
+void
+tidei_lua_plain(lua_State *L, int idx)
+{
+	int lazy;
+
+	if (!lua_getmetatable(L, idx))
+		return;
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+	lazy = lua_rawequal(L, -1, -2);
+	lua_pop(L, 2);
+	if (lazy)
+		lazy_materialize(L, idx);
 }
 
 static void

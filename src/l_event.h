@@ -46,6 +46,11 @@ int tidei_lua_to_val(lua_State *L, int idx, tidei_buf *out, char *err);
  *  or -1 with b->err set.  [-0, +0, m] */
 int tidei_lua_to_event(lua_State *L, int idx, tidei_evb *b);
 
+/** Make the table at @p idx plain if it is an event's lazy data (members
+ *  decoded, no metatable), so that a script replacing its metatable keeps
+ *  its members.  [-0, +0, e] */
+void tidei_lua_plain(lua_State *L, int idx);
+
 /** Registry key of the metatable that marks a table as a JSON array. */
 #define TIDEI_ARRAY_MT "tide.array"
 

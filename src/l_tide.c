@@ -192,7 +192,15 @@ l_tide_array(lua_State *L)
 	}
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_settop(L, 1);
-	luaL_setmetatable(L, TIDEI_ARRAY_MT);
+	tidei_lua_plain(L, 1); /* lazy data keeps its members */
+	luaL_getmetatable(L, TIDEI_ARRAY_MT);
+	/* the mark is reachable by getmetatable: a __gc given to it would
+	 * run as a finalizer, outside every limit */
+	lua_pushliteral(L, "__gc");
+	if (lua_rawget(L, -2) != LUA_TNIL)
+		return luaL_error(L, "tide.array: its metatable was given a __gc field");
+	lua_pop(L, 1);
+	lua_setmetatable(L, 1);
 	return 1;
 }
 
