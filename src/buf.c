@@ -26,9 +26,13 @@ tidei_buf_grow(tidei_buf *b, size_t extra)
 	need = b->len + extra;
 	if (need <= b->cap)
 		return 0;
+	if (b->limit != 0 && need > b->limit)
+		goto fail;
 	cap = b->cap ? b->cap : 256;
 	while (cap < need)
 		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+	if (b->limit != 0 && cap > b->limit)
+		cap = b->limit;
 	p = realloc(b->p, cap);
 	if (p == NULL)
 		goto fail;

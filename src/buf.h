@@ -17,7 +17,8 @@ typedef struct tidei_buf {
 	uint8_t *p;
 	size_t len;
 	size_t cap;
-	int failed; /* an allocation failed; content is incomplete */
+	int failed;   /* an allocation failed; content is incomplete */
+	size_t limit; /* the most it may hold (0: no limit); past it, it fails */
 } tidei_buf;
 
 /** Make room for @p extra more bytes.  Returns 0, or -1 (and sets failed). */

@@ -782,7 +782,7 @@ tidei_evb_finish(tidei_evb *b, tidei_buf *out)
 {
 	uint8_t hdr[TIDEI_REC_HEADER];
 	uint8_t maphdr[8];
-	tidei_buf mh = { maphdr, 0, sizeof maphdr, 0 };
+	tidei_buf mh = { maphdr, 0, sizeof maphdr, 0, 0 };
 
 	if (b->invalid)
 		return -1;

@@ -17,6 +17,7 @@
 
 #include "json.h"
 #include "l_event.h"
+#include "script.h"
 
 /* ------------------------------------------------------------------------
  * Encoded value -> Lua
@@ -680,7 +681,7 @@ is_array(lua_State *L, int idx, int marked, lua_Integer *len)
 	return keys == n;
 }
 
-static int to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth);
+static int to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth, uint64_t *nodes);
 
 /* A map key: its text (a string key's own bytes, or a number's decimal
  * form in `num`) and where its value is. */
@@ -721,7 +722,7 @@ by_text(const void *a, const void *b)
  * gives the same bytes and the same JSON, whatever order Lua's hash (seeded
  * per state) keeps them in. */
 static int
-map_to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
+map_to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth, uint64_t *nodes)
 {
 	mkey small[16], *keys = small;
 	size_t n = 0, cap = 16;
@@ -791,7 +792,7 @@ map_to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 	for (size_t k = 0; k < n && rc == 0; k++) {
 		tidei_val_str(out, ktext(&keys[k]), keys[k].n);
 		if (keys[k].at != 0) {
-			rc = to_val(L, keys[k].at, out, err, depth + 1);
+			rc = to_val(L, keys[k].at, out, err, depth + 1, nodes);
 			continue;
 		}
 		if (!keys[k].is_num)
@@ -801,7 +802,7 @@ map_to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 		else
 			lua_pushnumber(L, keys[k].d);
 		lua_rawget(L, idx);
-		rc = to_val(L, -1, out, err, depth + 1);
+		rc = to_val(L, -1, out, err, depth + 1, nodes);
 		lua_pop(L, 1);
 	}
 	lua_settop(L, base);
@@ -811,13 +812,27 @@ out:
 	return rc;
 }
 
+/* Values walked by a charged encoding per charge, and units per value. */
+#define WALK_CHUNK 1024
+#define WALK_UNITS 4
+
 static int
-to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
+to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth, uint64_t *nodes)
 {
 	size_t n;
 	const char *s;
 	lua_Integer len;
 
+	/* a buffer that failed (out of memory, or its limit) ends the walk:
+	 * a table that refers to one table many times can take far longer to
+	 * walk than its size suggests */
+	if (out->failed)
+		return tidei_err(err, -1, "out of memory");
+	/* the limits cannot be raised from here: map_to_val may hold a
+	 * malloc'd array of keys further up */
+	if (nodes != NULL && (++*nodes & (WALK_CHUNK - 1)) == 0 &&
+	    tidei_script_spend(L, WALK_CHUNK * WALK_UNITS) != TIDEI_FAIL_NONE)
+		return tidei_err(err, -1, "stopped by the script's limits");
 	switch (lua_type(L, idx)) {
 	case LUA_TNIL: tidei_val_nil(out); return 0;
 	case LUA_TBOOLEAN: tidei_val_bool(out, lua_toboolean(L, idx)); return 0;
@@ -848,7 +863,7 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 		if (test_event(L, idx) != NULL) {
 			int rc;
 			tidei_lua_push_event_table(L, check_event(L, idx));
-			rc = to_val(L, -1, out, err, depth);
+			rc = to_val(L, -1, out, err, depth, nodes);
 			lua_pop(L, 1);
 			return rc;
 		}
@@ -863,7 +878,7 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 			tidei_val_array(out, (uint32_t)len);
 			for (lua_Integer k = 1; k <= len; k++) {
 				lua_rawgeti(L, idx, k);
-				if (to_val(L, -1, out, err, depth + 1) != 0) {
+				if (to_val(L, -1, out, err, depth + 1, nodes) != 0) {
 					lua_pop(L, 1);
 					return -1;
 				}
@@ -871,7 +886,7 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 			}
 			return 0;
 		}
-		return map_to_val(L, idx, out, err, depth);
+		return map_to_val(L, idx, out, err, depth, nodes);
 	}
 	return tidei_err(err, -1, "a %s cannot be encoded", luaL_typename(L, idx));
 }
@@ -879,10 +894,24 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 int
 tidei_lua_to_val(lua_State *L, int idx, tidei_buf *out, char *err)
 {
-	if (to_val(L, idx, out, err, 0) != 0)
+	if (to_val(L, idx, out, err, 0, NULL) != 0)
 		return -1;
 	if (out->failed)
 		return tidei_err(err, -1, "out of memory");
+	return 0;
+}
+
+int
+tidei_lua_to_val_charged(lua_State *L, int idx, tidei_buf *out, char *err)
+{
+	uint64_t nodes = 0;
+
+	if (to_val(L, idx, out, err, 0, &nodes) != 0)
+		return -1;
+	if (out->failed)
+		return tidei_err(err, -1, "out of memory");
+	if (tidei_script_spend(L, (nodes & (WALK_CHUNK - 1)) * WALK_UNITS) != TIDEI_FAIL_NONE)
+		return tidei_err(err, -1, "stopped by the script's limits");
 	return 0;
 }
 

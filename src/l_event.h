@@ -42,6 +42,12 @@ int tidei_lua_push_val(lua_State *L, tidei_vreader *r);
  *  0, or -1 with the reason in @p err (TIDEI_ERRLEN bytes).  [-0, +0, m] */
 int tidei_lua_to_val(lua_State *L, int idx, tidei_buf *out, char *err);
 
+/** tidei_lua_to_val() that charges the walk to the running call (a state
+ *  of script.c): a table that refers to one table many times walks far
+ *  longer than its size.  -1 when a limit was passed too (then
+ *  tidei_script_spend(L, 0) says which).  [-0, +0, m] */
+int tidei_lua_to_val_charged(lua_State *L, int idx, tidei_buf *out, char *err);
+
 /** Fill @p b from the table at @p idx (attribute name -> value).  Returns 0
  *  or -1 with b->err set.  [-0, +0, m] */
 int tidei_lua_to_event(lua_State *L, int idx, tidei_evb *b);

@@ -60,7 +60,10 @@
 #define SCAN_BYTES 8
 /* Bytes copied per unit charged (memcpy is several times faster). */
 #define COPY_BYTES 64
-/* Elements moved by the table functions are charged this many at a time. */
+/* Units per element a table function reads or writes (a lua_geti and a
+ * lua_seti cost about what three instructions do), charged ELEM_CHUNK
+ * elements at a time. */
+#define ELEM_UNITS 3
 #define ELEM_CHUNK 256
 /* Heap bytes per unit charged for a collection, which visits them all. */
 #define GC_BYTES 32
@@ -79,7 +82,7 @@ static void
 per_element(lua_State *L, lua_Unsigned k, lua_Unsigned n)
 {
 	if ((k & (ELEM_CHUNK - 1)) == 0)
-		tidei_script_charge(L, n - k < ELEM_CHUNK ? n - k : ELEM_CHUNK);
+		tidei_script_charge(L, ELEM_UNITS * (n - k < ELEM_CHUNK ? n - k : ELEM_CHUNK));
 }
 
 /* ------------------------------------------------------------------------
@@ -168,15 +171,23 @@ abs_pos(lua_Integer pos, size_t len)
 	return (lua_Integer)len + pos + 1;
 }
 
-/* utf8.len(s [, i [, j [, lax]]]): the original has checked the arguments,
- * which are still below its results.  [-(1..4), +(1|2), e] */
+/* Argument @p idx of @p nargs, an integer the original function has
+ * checked already (its results are above the arguments now). */
+static lua_Integer
+checked_int(lua_State *L, int idx, int nargs, lua_Integer dflt)
+{
+	return idx > nargs || lua_isnil(L, idx) ? dflt : lua_tointeger(L, idx);
+}
+
+/* utf8.len(s [, i [, j [, lax]]])  [-(1..4), +(1|2), e] */
 static int
 l_utf8_len(lua_State *L)
 {
+	int nargs = lua_gettop(L);
 	int n = orig_of(L)->fn(L);
 	size_t len = lua_rawlen(L, 1);
-	lua_Integer i = abs_pos(luaL_optinteger(L, 2, 1), len);
-	lua_Integer j = abs_pos(luaL_optinteger(L, 3, -1), len);
+	lua_Integer i = abs_pos(checked_int(L, 2, nargs, 1), len);
+	lua_Integer j = abs_pos(checked_int(L, 3, nargs, -1), len);
 
 	if (j >= i)
 		charge_bytes(L, (size_t)(j - i + 1), SCAN_BYTES);
@@ -187,10 +198,12 @@ l_utf8_len(lua_State *L)
 static int
 l_utf8_offset(lua_State *L)
 {
+	int nargs = lua_gettop(L);
 	int n = orig_of(L)->fn(L);
 	size_t len = lua_rawlen(L, 1);
-	lua_Integer from = abs_pos(
-		luaL_optinteger(L, 3, luaL_checkinteger(L, 2) >= 0 ? 1 : (lua_Integer)len + 1), len);
+	lua_Integer from =
+		abs_pos(checked_int(L, 3, nargs, lua_tointeger(L, 2) >= 0 ? 1 : (lua_Integer)len + 1),
+			len);
 
 	if (lua_isinteger(L, -1)) {
 		lua_Integer to = lua_tointeger(L, -1);
@@ -490,7 +503,7 @@ l_tab_unpack(lua_State *L)
 	if (n >= (unsigned int)INT_MAX || !lua_checkstack(L, (int)++n))
 		return luaL_error(L, "too many results to unpack");
 	/* at most the stack's size (a million): charged in one go */
-	tidei_script_charge(L, n);
+	tidei_script_charge(L, ELEM_UNITS * n);
 	for (; i < e; i++)
 		lua_geti(L, 1, i);
 	lua_geti(L, 1, e);

@@ -49,7 +49,7 @@
  * so that the clock is read before the next such block, not 1000
  * instructions later. */
 #define ALLOC_CHARGE 4096
-#define ALLOC_BYTES_PER_UNIT 64
+#define ALLOC_BYTES_PER_UNIT 16 /* with the page faults of fresh memory */
 #define ALLOC_POKE 65536
 
 #ifdef CLOCK_MONOTONIC_COARSE
@@ -325,23 +325,48 @@ count_hook(lua_State *L, lua_Debug *ar)
 		check_clock(L, s, 0);
 }
 
+/* Take @p units from the running call: the failure it met (now sticky)
+ * or TIDEI_FAIL_NONE. */
+static int
+spend(tidei_script *s, uint64_t units)
+{
+	int64_t now;
+
+	if (s->failure != TIDEI_FAIL_NONE)
+		return s->failure;
+	if (s->budget != 0) {
+		if (s->remaining <= units) {
+			s->remaining = 0;
+			return s->failure = TIDEI_FAIL_BUDGET;
+		}
+		s->remaining -= units;
+	}
+	if (s->time_limit != 0 && (s->since_clock += units) >= CLOCK_UNITS) {
+		s->since_clock = 0;
+		now = clock_ns();
+		if (s->deadline == 0)
+			s->deadline = now + (int64_t)s->time_limit;
+		else if (now >= s->deadline)
+			return s->failure = TIDEI_FAIL_TIME;
+	}
+	return TIDEI_FAIL_NONE;
+}
+
 int
 tidei_script_charge(lua_State *L, uint64_t units)
 {
 	tidei_script *s = script_of(L);
+	int kind = spend(s, units);
 
-	if (s->failure != TIDEI_FAIL_NONE)
-		return raise_limit(L, s, s->failure, 1);
-	if (s->budget != 0) {
-		if (s->remaining <= units) {
-			s->remaining = 0;
-			return raise_limit(L, s, TIDEI_FAIL_BUDGET, 1);
-		}
-		s->remaining -= units;
-	}
-	if (s->time_limit != 0 && (s->since_clock += units) >= CLOCK_UNITS)
-		check_clock(L, s, 1);
+	if (kind != TIDEI_FAIL_NONE)
+		raise_limit(L, s, kind, 1);
 	return 0;
+}
+
+int
+tidei_script_spend(lua_State *L, uint64_t units)
+{
+	return spend(script_of(L), units);
 }
 
 int
@@ -367,6 +392,16 @@ void
 tidei_script_release(tidei_script *s, size_t bytes)
 {
 	s->reserved -= bytes < s->reserved ? bytes : s->reserved;
+}
+
+size_t
+tidei_script_room(const tidei_script *s)
+{
+	size_t used = s->mem_used + s->reserved;
+
+	if (s->mem_limit == 0)
+		return SIZE_MAX;
+	return used < s->mem_limit ? s->mem_limit - used : 0;
 }
 
 /* Message handler: keep the message, add a traceback after a newline. */

@@ -64,6 +64,8 @@ typedef struct tidei_script_opts {
 
 typedef struct tidei_script tidei_script;
 
+/** A state with the sandbox and limits of @p o.  @p host may be NULL (the
+ *  config file): then scripts have no `tide` module. */
 int tidei_script_new(tidei_script **out, const tidei_script_opts *o, const tidei_host *host,
 		     char *err);
 void tidei_script_destroy(tidei_script *s);
@@ -98,6 +100,12 @@ int tidei_script_failure(const tidei_script *s);
  *  states made by tidei_script_new().  [-0, +0, e] */
 int tidei_script_charge(lua_State *L, uint64_t units);
 
+/** Like tidei_script_charge(), for C code that must unwind before it
+ *  raises (it holds memory of its own): returns TIDEI_FAIL_BUDGET or
+ *  TIDEI_FAIL_TIME, now the call's failure, when a limit is passed
+ *  (tidei_script_charge(L, 0) raises it), TIDEI_FAIL_NONE otherwise. */
+int tidei_script_spend(lua_State *L, uint64_t units);
+
 /** Raise the memory-limit error (uncatchable, like a refused allocation)
  *  for @p what, a C buffer that could not be reserved.  [-0, +0, e] */
 int tidei_script_nomem(lua_State *L, const char *what);
@@ -109,6 +117,9 @@ int tidei_script_nomem(lua_State *L, const char *what);
  *  tidei_script_release() once the bytes are freed or handed on. */
 int tidei_script_reserve(tidei_script *s, size_t bytes);
 void tidei_script_release(tidei_script *s, size_t bytes);
+/** Bytes that may still be allocated or reserved before the ceiling;
+ *  SIZE_MAX when there is none. */
+size_t tidei_script_room(const tidei_script *s);
 
 /** The package.path for scripts: @p user's directories (may be NULL),
  *  the directory of each script, then Tide's Lua directory.  NUL-ended. */
