@@ -511,7 +511,8 @@ backref(mstate *ms, const char *s, int digit)
 
 	if (l < 0 || l >= ms->level || ms->cap[l].len == CAP_OPEN)
 		luaL_error(ms->L, "invalid capture index %%%d", l + 1);
-	if (ms->cap[l].len == CAP_POSITION || (size_t)(ms->end - s) < (len = (size_t)ms->cap[l].len))
+	if (ms->cap[l].len == CAP_POSITION ||
+	    (size_t)(ms->end - s) < (len = (size_t)ms->cap[l].len))
 		return NULL;
 	step(ms, len / SCAN_BYTES);
 	return memcmp(ms->cap[l].init, s, len) == 0 ? s + len : NULL;
@@ -846,9 +847,9 @@ l_gmatch(lua_State *L)
 	init = start_pos(luaL_optinteger(L, 3, 1), ls) - 1;
 	if (init > ls)
 		init = ls + 1; /* past the end: nothing to find */
-	lua_settop(L, 2); /* the strings stay alive as upvalues */
-	g = lua_newuserdatauv(L, sizeof *g + ITEMS_FOR(lp) * sizeof(pitem) + SETS_FOR(lp) * sizeof(cset),
-			      0);
+	lua_settop(L, 2);      /* the strings stay alive as upvalues */
+	g = lua_newuserdatauv(
+		L, sizeof *g + ITEMS_FOR(lp) * sizeof(pitem) + SETS_FOR(lp) * sizeof(cset), 0);
 	g->pg.items = (pitem *)(g + 1);
 	g->pg.sets = (cset *)(g->pg.items + ITEMS_FOR(lp));
 	if (lp >= SCAN_BYTES)
@@ -977,11 +978,8 @@ void
 tidei_lua_open_pattern(lua_State *L)
 {
 	static const luaL_Reg funcs[] = {
-		{ "find", l_find },
-		{ "match", l_match },
-		{ "gmatch", l_gmatch },
-		{ "gsub", l_gsub },
-		{ NULL, NULL },
+		{ "find", l_find }, { "match", l_match }, { "gmatch", l_gmatch },
+		{ "gsub", l_gsub }, { NULL, NULL },
 	};
 
 	if (lua_getglobal(L, LUA_STRLIBNAME) == LUA_TTABLE)

@@ -201,9 +201,8 @@ l_utf8_offset(lua_State *L)
 	int nargs = lua_gettop(L);
 	int n = orig_of(L)->fn(L);
 	size_t len = lua_rawlen(L, 1);
-	lua_Integer from =
-		abs_pos(checked_int(L, 3, nargs, lua_tointeger(L, 2) >= 0 ? 1 : (lua_Integer)len + 1),
-			len);
+	lua_Integer from = abs_pos(
+		checked_int(L, 3, nargs, lua_tointeger(L, 2) >= 0 ? 1 : (lua_Integer)len + 1), len);
 
 	if (lua_isinteger(L, -1)) {
 		lua_Integer to = lua_tointeger(L, -1);
@@ -539,10 +538,7 @@ l_tab_sort(lua_State *L)
 		if (!lua_isnoneornil(L, 2))
 			luaL_checktype(L, 2, LUA_TFUNCTION);
 		lua_settop(L, 2);
-		lua_pushcclosure(L, sort_less, 1);
-		lua_pushvalue(L, -1);
-		lua_replace(L, 2);
-		lua_pop(L, 1);
+		lua_pushcclosure(L, sort_less, 1); /* in place of the comparator */
 		tidei_script_charge(L, (uint64_t)n);
 	}
 	return orig_of(L)->fn(L);

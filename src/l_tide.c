@@ -244,10 +244,10 @@ new_encoder(lua_State *L)
  * to grow only as far as there was room, but the state may have grown
  * meanwhile.  [-0, +0, e] */
 static void
-hold(lua_State *L, encoder *e, const tidei_buf *b, size_t *held)
+hold(lua_State *L, encoder *e, const tidei_buf *b, size_t *held, const char *what)
 {
 	if (b->failed || tidei_script_reserve(e->s, b->cap) != TIDE_OK)
-		tidei_script_nomem(L, "tide.json");
+		tidei_script_nomem(L, what);
 	*held = b->cap;
 }
 
@@ -273,14 +273,14 @@ l_json_encode(lua_State *L)
 			return luaL_error(L, "tide.json.encode: %s", err);
 		tidei_script_nomem(L, "tide.json.encode");
 	}
-	hold(L, e, &e->val, &e->held_val);
+	hold(L, e, &e->val, &e->held_val, "tide.json.encode");
 	room = tidei_script_room(e->s);
 	e->out.limit = room ? room : 1;
 	r.p = e->val.p;
 	r.end = e->val.p + e->val.len;
 	if (tidei_json_encode(&e->out, &r) != 0 && !e->out.failed)
 		return luaL_error(L, "tide.json.encode: the value cannot be encoded");
-	hold(L, e, &e->out, &e->held_out);
+	hold(L, e, &e->out, &e->held_out, "tide.json.encode");
 	/* writing the text: a few instructions' worth per byte */
 	tidei_script_charge(L, e->out.len / 8 + 1);
 	tidei_buf_free(&e->val);
@@ -315,7 +315,7 @@ l_json_decode(lua_State *L)
 		lua_pushstring(L, err);
 		return 2;
 	}
-	hold(L, e, &e->val, &e->held_val);
+	hold(L, e, &e->val, &e->held_val, "tide.json.decode");
 	r.p = e->val.p;
 	r.end = e->val.p + e->val.len;
 	if (tidei_lua_push_val(L, &r) != 0)

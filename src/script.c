@@ -262,6 +262,24 @@ limit_text(char *buf, size_t n, uint64_t ns)
 	return buf;
 }
 
+/* "script:line: " of the Lua function at @p level or, if that is a C
+ * function, of the nearest Lua function that called it (a limit met in a
+ * comparison made by table.sort names the line that called sort). */
+static void
+push_where(lua_State *L, int level)
+{
+	lua_Debug ar;
+
+	for (; lua_getstack(L, level, &ar); level++) {
+		lua_getinfo(L, "Sl", &ar);
+		if (ar.currentline > 0) {
+			lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+			return;
+		}
+	}
+	lua_pushliteral(L, "");
+}
+
 /* Fail the running call with @p kind and raise its error, naming the Lua
  * code at @p level (0 from the hook: the looping line; 1 from a C
  * function: its caller). */
@@ -273,7 +291,7 @@ raise_limit(lua_State *L, tidei_script *s, int kind, int level)
 		lua_pushliteral(L, "not enough memory");
 		return lua_error(L);
 	}
-	luaL_where(L, level);
+	push_where(L, level);
 	if (kind == TIDEI_FAIL_BUDGET) {
 		lua_pushfstring(L, "%s exceeded its instruction budget (%I instructions)", s->who,
 				(lua_Integer)s->budget);
@@ -540,7 +558,7 @@ check_co(lua_State *L, int idx)
 {
 	lua_State *co = lua_tothread(L, idx);
 
-	luaL_argexpected(L, co != NULL, idx, "coroutine");
+	luaL_argexpected(L, co != NULL, idx, "thread");
 	return co;
 }
 

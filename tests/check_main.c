@@ -23,6 +23,7 @@ main(void)
 	srunner_add_suite(sr, replay_suite());
 	srunner_add_suite(sr, retry_suite());
 	srunner_add_suite(sr, projection_suite());
+	srunner_add_suite(sr, sandbox_suite());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

@@ -188,5 +188,6 @@ Suite *crash_suite(void);
 Suite *replay_suite(void);
 Suite *retry_suite(void);
 Suite *projection_suite(void);
+Suite *sandbox_suite(void);
 
 #endif
