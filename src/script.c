@@ -186,6 +186,8 @@ pool_free_all(pool *p)
 	}
 }
 
+static void count_hook(lua_State *L, lua_Debug *ar);
+
 /* A block of @p n bytes was allocated: charge it (an allocator may not
  * raise, so the hook raises if this spent the budget) and, for a large
  * one, have the running thread's hook called at its next instruction. */
@@ -200,7 +202,7 @@ charge_alloc(tidei_script *s, size_t n)
 	/* lua_sethook only sets fields of the thread (Lua allows it even from
 	 * a signal handler), so it is safe in the middle of an allocation */
 	if (n >= ALLOC_POKE && s->running != NULL && (s->budget != 0 || s->time_limit != 0))
-		lua_sethook(s->running, lua_gethook(s->running), LUA_MASKCOUNT, 1);
+		lua_sethook(s->running, count_hook, LUA_MASKCOUNT, 1);
 }
 
 /* A lua_Alloc that refuses to grow the state past its ceiling (Lua turns

@@ -997,6 +997,14 @@ START_TEST(patterns_match_lua)
 		(unsigned long long)d.seed);
 	lua_close(d.ref);
 	tidei_script_destroy(d.s);
+	/* and unlike Lua's, it pays for its steps: one find over 1 MB is more
+	 * than 100,000 instructions' worth */
+	{
+		limits lim = defaults;
+		lim.budget = 100000;
+		expect_failure(&lim, "local s = ('ab '):rep(4e5) local x = s:find('%f[%w]zebra')",
+			       TIDEI_FAIL_BUDGET, "instruction budget");
+	}
 }
 END_TEST
 
@@ -1150,6 +1158,13 @@ START_TEST(library_matches_lua)
 	ck_assert_int_eq(d.ncases, (long)(sizeof library_cases / sizeof *library_cases));
 	lua_close(d.ref);
 	tidei_script_destroy(d.s);
+	/* and unlike Lua's, they pay for their work */
+	{
+		limits lim = defaults;
+		lim.budget = 100000;
+		expect_failure(&lim, "local t = {} table.move(t, 1, 1e6, 2)", TIDEI_FAIL_BUDGET,
+			       "instruction budget");
+	}
 }
 END_TEST
 
