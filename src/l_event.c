@@ -816,6 +816,17 @@ out:
 #define WALK_CHUNK 1024
 #define WALK_UNITS 4
 
+/* Charge @p units of a walk: 0, or -1 with which limit stopped it. */
+static int
+stopped(lua_State *L, uint64_t units, char *err)
+{
+	switch (tidei_script_spend(L, units)) {
+	case TIDEI_FAIL_NONE: return 0;
+	case TIDEI_FAIL_TIME: return tidei_err(err, -1, "the time limit passed");
+	default: return tidei_err(err, -1, "the instruction budget ran out");
+	}
+}
+
 static int
 to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth, uint64_t *nodes)
 {
@@ -830,9 +841,8 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth, uint64_t *no
 		return tidei_err(err, -1, "out of memory");
 	/* the limits cannot be raised from here: map_to_val may hold a
 	 * malloc'd array of keys further up */
-	if (nodes != NULL && (++*nodes & (WALK_CHUNK - 1)) == 0 &&
-	    tidei_script_spend(L, WALK_CHUNK * WALK_UNITS) != TIDEI_FAIL_NONE)
-		return tidei_err(err, -1, "stopped by the script's limits");
+	if (nodes != NULL && (++*nodes & (WALK_CHUNK - 1)) == 0)
+		return stopped(L, WALK_CHUNK * WALK_UNITS, err);
 	switch (lua_type(L, idx)) {
 	case LUA_TNIL: tidei_val_nil(out); return 0;
 	case LUA_TBOOLEAN: tidei_val_bool(out, lua_toboolean(L, idx)); return 0;
@@ -910,9 +920,7 @@ tidei_lua_to_val_charged(lua_State *L, int idx, tidei_buf *out, char *err)
 		return -1;
 	if (out->failed)
 		return tidei_err(err, -1, "out of memory");
-	if (tidei_script_spend(L, (nodes & (WALK_CHUNK - 1)) * WALK_UNITS) != TIDEI_FAIL_NONE)
-		return tidei_err(err, -1, "stopped by the script's limits");
-	return 0;
+	return stopped(L, (nodes & (WALK_CHUNK - 1)) * WALK_UNITS, err);
 }
 
 int
@@ -933,7 +941,8 @@ tidei_lua_to_event(lua_State *L, int idx, tidei_evb *b)
 		}
 		k = lua_tolstring(L, -2, &kn);
 		if (kn == 4 && memcmp(k, "data", 4) == 0) {
-			if (tidei_evb_data(b) == 0 && tidei_lua_to_val(L, -1, &b->data, err) != 0)
+			if (tidei_evb_data(b) == 0 &&
+			    tidei_lua_to_val_charged(L, -1, &b->data, err) != 0)
 				tidei_evb_fail(b, "data: %s", err);
 		} else if (kn == 11 && memcmp(k, "specversion", 11) == 0 && lua_isstring(L, -1) &&
 			   !lua_isnumber(L, -1)) {

@@ -44,12 +44,13 @@ int tidei_lua_to_val(lua_State *L, int idx, tidei_buf *out, char *err);
 
 /** tidei_lua_to_val() that charges the walk to the running call (a state
  *  of script.c): a table that refers to one table many times walks far
- *  longer than its size.  -1 when a limit was passed too (then
- *  tidei_script_spend(L, 0) says which).  [-0, +0, m] */
+ *  longer than its size.  -1 also when a limit was passed (@p err names
+ *  it; it is the call's failure now).  [-0, +0, m] */
 int tidei_lua_to_val_charged(lua_State *L, int idx, tidei_buf *out, char *err);
 
-/** Fill @p b from the table at @p idx (attribute name -> value).  Returns 0
- *  or -1 with b->err set.  [-0, +0, m] */
+/** Fill @p b from the table at @p idx (attribute name -> value), the
+ *  data's walk charged as by tidei_lua_to_val_charged().  Returns 0 or -1
+ *  with b->err set.  [-0, +0, m] */
 int tidei_lua_to_event(lua_State *L, int idx, tidei_evb *b);
 
 /** Make the table at @p idx plain if it is an event's lazy data (members

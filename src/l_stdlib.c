@@ -25,7 +25,11 @@
  *    collector, and charges a collection by the size of the heap;
  *  - when the configuration allows the debug library, debug.setmetatable
  *    refuses __gc as well and debug.sethook is refused (the hook enforces
- *    the limits).  What else debug can do is the configuration's choice.
+ *    the limits).  What else debug can do is the configuration's choice;
+ *  - require (its searcher of Lua files) and package.searchpath open only
+ *    regular files, without blocking on a FIFO or a device a script could
+ *    name in package.path, read modules as text only (Lua's searcher would
+ *    load bytecode) and charge their length.
  *
  * Pattern matching (find, match, gmatch, gsub) is l_pattern.c's.
  *
@@ -47,10 +51,14 @@
  */
 #include "config.h"
 
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <limits.h>
 #include <lualib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "l_event.h"
 #include "l_stdlib.h"
@@ -623,6 +631,188 @@ l_collectgarbage(lua_State *L)
 }
 
 /* ------------------------------------------------------------------------
+ * Modules
+ * ------------------------------------------------------------------------ */
+
+/* Units per file require tries: an open(2), worth a few hundred
+ * instructions. */
+#define PROBE_UNITS 100
+
+/* @p path opened for reading if it is a regular file.  Opening a FIFO
+ * would wait for a writer, and reading a device may never end: neither
+ * can be interrupted. */
+static FILE *
+open_regular(const char *path)
+{
+	struct stat st;
+	FILE *f;
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd < 0)
+		return NULL;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (f = fdopen(fd, "r")) == NULL) {
+		close(fd);
+		return NULL;
+	}
+	return f;
+}
+
+/* Find module @p name along @p path ("a/?.lua;b/?.lua"), as Lua does:
+ * push the name of the first regular file that exists and return 1, or
+ * push "no file 'a/x.lua'\n\tno file ..." and return 0.  [-0, +1, e] */
+static int
+search_path(lua_State *L, const char *name, const char *path, const char *sep, const char *dirsep)
+{
+	luaL_Buffer miss;
+	const char *t, *end;
+	int found = 0;
+
+	if (*sep != '\0' && strchr(name, *sep) != NULL)
+		name = luaL_gsub(L, name, sep, dirsep);
+	luaL_buffinit(L, &miss);
+	for (t = path; !found; t = end + 1) {
+		FILE *f;
+		end = strchr(t, ';');
+		if (end == NULL)
+			end = t + strlen(t);
+		/* a path may be long, and each try is a system call */
+		tidei_script_charge(L, (uint64_t)(end - t) / 8 + PROBE_UNITS);
+		lua_pushstring(L, luaL_bufflen(&miss) > 0 ? "\n\tno file '" : "no file '");
+		lua_pushlstring(L, t, (size_t)(end - t));
+		luaL_gsub(L, lua_tostring(L, -1), "?", name);
+		lua_remove(L, -2);
+		if ((f = open_regular(lua_tostring(L, -1))) != NULL) {
+			fclose(f);
+			found = 1;
+			break;
+		}
+		/* the buffer's rules: what is added is on top, the buffer below */
+		lua_concat(L, 2);
+		luaL_addvalue(&miss);
+		luaL_addchar(&miss, '\'');
+		if (*end == '\0')
+			break;
+	}
+	if (found) {
+		lua_replace(L, -3); /* the file name over the unfinished message */
+		lua_pop(L, 1);
+		return 1;
+	}
+	luaL_pushresult(&miss);
+	return 0;
+}
+
+/* package.searchpath(name, path [, sep [, rep]])  [-(2..4), +(1|2), e] */
+static int
+l_searchpath(lua_State *L)
+{
+	if (search_path(L, luaL_checkstring(L, 1), luaL_checkstring(L, 2),
+			luaL_optstring(L, 3, "."), luaL_optstring(L, 4, "/")))
+		return 1;
+	luaL_pushfail(L);
+	lua_insert(L, -2);
+	return 2;
+}
+
+/* Reads a module for lua_load, a buffer at a time, charging each; the
+ * first line is skipped if it starts with '#' (after a UTF-8 byte order
+ * mark), as luaL_loadfile does, its newline kept for the line numbers. */
+typedef struct reader {
+	FILE *f;
+	int first;    /* nothing read yet */
+	int skipping; /* in a first line that starts with '#' */
+	int stopped;  /* a limit was met: the text is cut short */
+	char buf[8192];
+} reader;
+
+static const char *
+read_module(lua_State *L, void *ud, size_t *size)
+{
+	reader *r = ud;
+	char *p;
+	size_t n;
+
+	for (;;) {
+		if (r->stopped || (n = fread(r->buf, 1, sizeof r->buf, r->f)) == 0)
+			return NULL;
+		if (tidei_script_spend(L, n / 8 + 1) != TIDEI_FAIL_NONE) {
+			r->stopped = 1;
+			return NULL;
+		}
+		p = r->buf;
+		if (r->first) {
+			r->first = 0;
+			if (n >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)
+				p += 3, n -= 3;
+			r->skipping = n > 0 && *p == '#';
+		}
+		if (r->skipping) {
+			char *nl = memchr(p, '\n', n);
+			if (nl == NULL)
+				continue; /* the whole buffer is the comment */
+			r->skipping = 0;
+			n -= (size_t)(nl - p);
+			p = nl;
+		}
+		if (n > 0) {
+			*size = n;
+			return p;
+		}
+	}
+}
+
+/* The searcher of Lua modules along package.path (upvalue 1: package):
+ * the loader and the file name, or a message.  [-1, +(1|2), e] */
+static int
+l_search_lua(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1), *file;
+	reader *r;
+	int rc;
+
+	lua_getfield(L, lua_upvalueindex(1), "path");
+	if (!lua_isstring(L, -1))
+		return luaL_error(L, "'package.path' must be a string");
+	if (!search_path(L, name, lua_tostring(L, -1), ".", "/"))
+		return 1;
+	file = lua_tostring(L, -1);
+	r = lua_newuserdatauv(L, sizeof *r, 0); /* too big for the C stack of a deep require */
+	memset(r, 0, sizeof *r);
+	r->first = 1;
+	if ((r->f = open_regular(file)) == NULL)
+		return luaL_error(L, "cannot open module file '%s'", file);
+	lua_pushfstring(L, "@%s", file);
+	rc = lua_load(L, read_module, r, lua_tostring(L, -1), "t");
+	fclose(r->f);
+	if (r->stopped)
+		tidei_script_charge(L, 0); /* raises the limit that was met */
+	if (rc != LUA_OK)
+		return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, file,
+				  lua_tostring(L, -1));
+	lua_pushstring(L, file);
+	return 2;
+}
+
+/* Replace package.searchpath and the searcher of Lua files (the second;
+ * the C ones were removed by script.c). */
+static void
+open_modules(lua_State *L)
+{
+	if (lua_getglobal(L, LUA_LOADLIBNAME) != LUA_TTABLE) {
+		lua_pop(L, 1);
+		return;
+	}
+	lua_pushcfunction(L, l_searchpath);
+	lua_setfield(L, -2, "searchpath");
+	if (lua_getfield(L, -1, "searchers") == LUA_TTABLE) {
+		lua_pushvalue(L, -2);
+		lua_pushcclosure(L, l_search_lua, 1);
+		lua_rawseti(L, -2, 2);
+	}
+	lua_pop(L, 2);
+}
+
+/* ------------------------------------------------------------------------
  * Installing
  * ------------------------------------------------------------------------ */
 
@@ -683,4 +873,5 @@ tidei_lua_open_stdlib(lua_State *L)
 	if (lua_getglobal(L, LUA_UTF8LIBNAME) == LUA_TTABLE)
 		open_utf8_codes(L, lua_gettop(L));
 	lua_pop(L, 1);
+	open_modules(L);
 }

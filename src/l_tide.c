@@ -161,6 +161,7 @@ l_tide_emit(lua_State *L)
 	if (tidei_lua_to_event(L, 1, &b) != 0) {
 		lua_pushfstring(L, "tide.emit: %s", b.err);
 		tidei_evb_free(&b);
+		tidei_script_charge(L, 0); /* a limit met walking the data: raised as such */
 		return lua_error(L);
 	}
 	rc = h->emit(h->ud, &b, err);

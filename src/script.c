@@ -903,13 +903,13 @@ failure_text(const tidei_script *s, int fail, const char *msg, char *buf, size_t
 			return "script exceeded its memory limit (not enough memory)";
 		return msg; /* a binding's own, naming what it could not reserve */
 	case TIDEI_FAIL_BUDGET:
-		if (msg != NULL && strstr(msg, "exceeded its instruction budget") != NULL)
+		if (msg != NULL && strstr(msg, "instruction budget") != NULL)
 			return msg;
 		snprintf(buf, n, "%s exceeded its instruction budget (%llu instructions)", s->who,
 			 (unsigned long long)s->budget);
 		return buf;
 	case TIDEI_FAIL_TIME:
-		if (msg != NULL && strstr(msg, "exceeded its time limit") != NULL)
+		if (msg != NULL && strstr(msg, "time limit") != NULL)
 			return msg;
 		snprintf(buf, n, "%s exceeded its time limit (%s)", s->who,
 			 limit_text(lim, sizeof lim, s->time_limit));

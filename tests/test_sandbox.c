@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -65,6 +66,16 @@ typedef struct outcome {
 	char printed[8192];
 	size_t used;
 } outcome;
+
+/* tide.emit's host: takes the event and does nothing with it. */
+static int
+ignore_emit(void *ud, tidei_evb *b, char *err)
+{
+	(void)ud;
+	(void)b;
+	(void)err;
+	return TIDE_OK;
+}
 
 static void
 collect_print(void *ud, int level, const char *msg)
@@ -106,6 +117,7 @@ run_lua(const limits *lim, const char *code)
 	o.allow = lim->allow;
 	h.ud = &out;
 	h.log = collect_print;
+	h.emit = ignore_emit;
 	ck_assert_int_eq(tidei_script_new(&s, &o, &h, out.err), TIDE_OK);
 	t0 = th_ms();
 	out.rc = tidei_script_protect(s, l_chunk, (void *)code, out.err, NULL);
@@ -194,6 +206,10 @@ static const char *const hangs[] = {
 	/* a table that refers to one table many times */
 	"local tide = require 'tide' local t = {} for i = 1, 60 do t = { t, t } end "
 	"tide.json.encode(t)",
+	"local tide = require 'tide' local t = {} for i = 1, 60 do t = { t, t } end "
+	"tide.emit{ type = 'x', source = '/x', id = '1', data = t }",
+	/* require along a long path: a system call for each name */
+	"package.path = ('/nonexistent/?.lua;'):rep(1e6) require 'nothing'",
 	/* a coroutine */
 	"local f = coroutine.wrap(function() while true do end end) f()",
 };
@@ -501,6 +517,36 @@ START_TEST(collector_options)
 	/* and the collector still runs after a refused stop */
 	expect_ok(&defaults, "pcall(collectgarbage, 'stop')\n"
 			     "assert(collectgarbage('isrunning'))\n");
+}
+END_TEST
+
+START_TEST(modules_are_regular_files)
+{
+	const char *dir = th_tmpdir();
+	char fifo[700], code[4096];
+	outcome o;
+
+	th_write(dir, "good.lua", "#!/usr/bin/env lua\n\nreturn { answer = 42 }\n");
+	th_write(dir, "bad.lua", "\n\nerror('at three')\n");
+	snprintf(fifo, sizeof fifo, "%s/pipe.lua", dir);
+	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+	/* a FIFO (or a device) is not a module: opening it would wait for a
+	 * writer that never comes */
+	snprintf(code, sizeof code,
+		 "package.path = '%s/?.lua'\n"
+		 "assert(require('good').answer == 42)\n"
+		 "local ok, e = pcall(require, 'bad') assert(e:find('bad.lua:3: at three'), e)\n"
+		 "ok, e = pcall(require, 'pipe')\n"
+		 "assert(e:find(\"module 'pipe' not found\") and e:find('no file'), e)\n"
+		 "assert(package.searchpath('good', package.path):find('good.lua$'))\n"
+		 "local f, m = package.searchpath('pipe', package.path .. ';/dev/?')\n"
+		 "assert(f == nil and m:find(\"no file '/dev/pipe'\"), m)\n"
+		 "assert(not package.searchpath('null', '/dev/?'))\n"
+		 "print('done')\n",
+		 dir);
+	o = expect_ok(&defaults, code);
+	HAS(o.printed, "done");
+	ck_assert_int_lt(o.ms, BOUND_MS);
 }
 END_TEST
 
@@ -1387,6 +1433,7 @@ write_log(const char *data)
 }
 
 typedef struct pstate {
+	const char *name;
 	int found, building, faulted;
 	uint64_t fault_seq;
 	char error[512];
@@ -1397,7 +1444,7 @@ proj_cb(void *ud, const tide_projection_info *pi)
 {
 	pstate *p = ud;
 
-	if (strcmp(pi->name, "sum") != 0)
+	if (strcmp(pi->name, p->name) != 0)
 		return;
 	p->found = 1;
 	p->building = pi->building;
@@ -1406,10 +1453,10 @@ proj_cb(void *ud, const tide_projection_info *pi)
 	snprintf(p->error, sizeof p->error, "%s", pi->error ? pi->error : "");
 }
 
-/* Wait (30 s) until projection "sum" of @p data is stopped by a handler
- * with @p needle in its error. */
+/* Wait (30 s) until projection @p name of @p data is stopped with
+ * @p needle in its error. */
 static pstate
-wait_stopped(const char *data, const char *needle)
+wait_stopped(const char *data, const char *name, const char *needle)
 {
 	int64_t deadline = th_ms() + 30000;
 	pstate p;
@@ -1417,6 +1464,7 @@ wait_stopped(const char *data, const char *needle)
 
 	do {
 		memset(&p, 0, sizeof p);
+		p.name = name;
 		if (tide_log_open(&log, data, NULL, 0) == TIDE_OK) {
 			ck_assert_int_eq(tide_log_projections(log, proj_cb, &p), TIDE_OK);
 			tide_log_close(log);
@@ -1425,9 +1473,9 @@ wait_stopped(const char *data, const char *needle)
 			return p;
 		th_pause();
 	} while (th_ms() < deadline);
-	ck_abort_msg("projection 'sum' not stopped by '%s' within 30 s (found %d, building %d, "
+	ck_abort_msg("projection '%s' not stopped by '%s' within 30 s (found %d, building %d, "
 		     "stopped %d: %s)",
-		     needle, p.found, p.building, p.faulted, p.error);
+		     name, needle, p.found, p.building, p.faulted, p.error);
 	return p;
 }
 
@@ -1464,7 +1512,7 @@ START_TEST(daemon_projection_build_on_threads)
 					"--data '%s' --script '%s' --set build_threads=2 %s", data,
 					script, extra[v]),
 			0);
-		p = wait_stopped(data, needle[v]);
+		p = wait_stopped(data, "sum", needle[v]);
 		ck_assert_uint_eq(p.fault_seq, TBOOM);
 		ck_assert_msg(strstr(p.error, needle[v]), "%s", p.error);
 		stop_promptly(&d);
@@ -1477,6 +1525,35 @@ START_TEST(daemon_projection_build_on_threads)
 		free(log);
 		unlink(d.log);
 	}
+}
+END_TEST
+
+/* A state that refers to one table many times: 2^60 values to write.
+ * Writing each state has a handler's budget, so the projection stops with
+ * the state it cannot store instead of the engine walking it for ever. */
+START_TEST(daemon_projection_state_too_costly_to_store)
+{
+	const char *dir = th_tmpdir(), *data = subpath(dir, "data"), *script;
+	pstate p;
+	th_daemon d;
+
+	script = th_write(dir, "p.lua",
+			  "local tide = require 'tide'\n"
+			  "tide.projection('dag', {\n"
+			  "  on = { job = function(s, ev)\n"
+			  "    if ev.data.dag then local t = {} for i = 1, 60 do t = { t, t } end "
+			  "s.t = t end\n"
+			  "    s.n = (s.n or 0) + 1 end },\n"
+			  "})\n");
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s' --durability relaxed",
+					 data, script),
+			 0);
+	publish(d.rep, "a1", "{}");
+	publish(d.rep, "a2", "{\"dag\":true}");
+	p = wait_stopped(data, "dag", "cannot be stored: the instruction budget ran out");
+	ck_assert_uint_eq(p.fault_seq, 2);
+	publish(d.rep, "a3", "{}"); /* the engine goes on */
+	stop_promptly(&d);
 }
 END_TEST
 
@@ -1548,6 +1625,7 @@ sandbox_suite(void)
 
 	tc = tcase_create("finalizers_and_collector");
 	tcase_add_test(tc, no_finalizers);
+	tcase_add_test(tc, modules_are_regular_files);
 	tcase_add_test(tc, collector_options);
 	suite_add_tcase(s, tc);
 
@@ -1570,6 +1648,7 @@ sandbox_suite(void)
 	tc = tcase_create("daemon");
 	tcase_add_test(tc, daemon_consumer_with_a_runaway_pattern);
 	tcase_add_test(tc, daemon_projection_build_on_threads);
+	tcase_add_test(tc, daemon_projection_state_too_costly_to_store);
 	tcase_add_test(tc, daemon_finalizer_and_reload);
 	tcase_set_timeout(tc, 180);
 	suite_add_tcase(s, tc);
