@@ -24,8 +24,10 @@
  *  - collectgarbage keeps the options that do not change the engine's
  *    collector, and charges a collection by the size of the heap;
  *  - when the configuration allows the debug library, debug.setmetatable
- *    refuses __gc as well and debug.sethook is refused (the hook enforces
- *    the limits).  What else debug can do is the configuration's choice;
+ *    refuses __gc as well, debug.sethook is refused (the hook enforces the
+ *    limits) and so is debug.setupvalue on a C function (the replacements
+ *    keep the originals there).  What else debug can do is the
+ *    configuration's choice;
  *  - require (its searcher of Lua files) and package.searchpath open only
  *    regular files, without blocking on a FIFO or a device a script could
  *    name in package.path, read modules as text only (Lua's searcher would
@@ -600,6 +602,17 @@ l_debug_setmetatable(lua_State *L)
 	return orig_of(L)->fn(L);
 }
 
+/* debug.setupvalue(f, n, v): not of a C function, whose upvalues hold
+ * what the replacements here stand for.  [-3, +(0|1), e] */
+static int
+l_debug_setupvalue(lua_State *L)
+{
+	if (lua_iscfunction(L, 1))
+		return luaL_error(L, "debug.setupvalue: the upvalues of C functions are the "
+				     "engine's");
+	return orig_of(L)->fn(L);
+}
+
 /* debug.sethook(...)  [-?, +0, e] */
 static int
 l_debug_sethook(lua_State *L)
@@ -842,6 +855,7 @@ tidei_lua_open_stdlib(lua_State *L)
 		{ LUA_UTF8LIBNAME, "len", l_utf8_len, COST_NONE },
 		{ LUA_UTF8LIBNAME, "offset", l_utf8_offset, COST_NONE },
 		{ LUA_DBLIBNAME, "setmetatable", l_debug_setmetatable, COST_NONE },
+		{ LUA_DBLIBNAME, "setupvalue", l_debug_setupvalue, COST_NONE },
 	};
 	static const struct {
 		const char *lib, *name;

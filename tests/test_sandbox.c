@@ -493,7 +493,11 @@ START_TEST(no_finalizers)
 		       "__gc");
 	expect_failure(&dbg, "debug.sethook() while true do end", TIDEI_FAIL_ERROR,
 		       "debug.sethook is not allowed");
-	expect_ok(&dbg, "debug.setmetatable(10, nil) assert(debug.traceback('x'))");
+	expect_failure(&dbg, "debug.setupvalue(string.upper, 1, 5)", TIDEI_FAIL_ERROR,
+		       "the upvalues of C functions are the engine's");
+	expect_ok(&dbg, "debug.setmetatable(10, nil) assert(debug.traceback('x'))\n"
+			"local a = 1 local function f() return a end\n"
+			"debug.setupvalue(f, 1, 2) assert(f() == 2)\n");
 }
 END_TEST
 
