@@ -483,15 +483,16 @@ l_tab_concat(lua_State *L)
 
 	first = i = luaL_optinteger(L, 3, 1);
 	last = luaL_optinteger(L, 4, last);
-	n = first <= last ? (lua_Unsigned)(last - first) + 1u : 0;
+	/* unsigned: the interval may span every integer */
+	n = first <= last ? (lua_Unsigned)last - (lua_Unsigned)first + 1u : 0;
 	luaL_buffinit(L, &b);
 	for (; i < last; i++) {
-		per_element(L, (lua_Unsigned)(i - first), n);
+		per_element(L, (lua_Unsigned)i - (lua_Unsigned)first, n);
 		concat_field(L, &b, i);
 		luaL_addlstring(&b, sep, lsep);
 	}
 	if (i == last) {
-		per_element(L, (lua_Unsigned)(i - first), n);
+		per_element(L, (lua_Unsigned)i - (lua_Unsigned)first, n);
 		concat_field(L, &b, i);
 	}
 	luaL_pushresult(&b);
@@ -748,7 +749,7 @@ read_module(lua_State *L, void *ud, size_t *size)
 	for (;;) {
 		if (r->stopped || (n = fread(r->buf, 1, sizeof r->buf, r->f)) == 0)
 			return NULL;
-		if (tidei_script_spend(L, n / 8 + 1) != TIDEI_FAIL_NONE) {
+		if (tidei_script_spend(L, n / 2 + 1) != TIDEI_FAIL_NONE) { /* as load() */
 			r->stopped = 1;
 			return NULL;
 		}

@@ -457,9 +457,9 @@ l_load_text(lua_State *L)
 
 	luaL_argcheck(L, chunk != NULL, 1,
 		      "string expected (functions as chunk readers are not allowed)");
-	/* parsing costs a few instructions' worth per byte; what it builds
-	 * is bounded by the memory ceiling */
-	tidei_script_charge(L, len / 8 + 1);
+	/* parsing code costs an instruction's worth per byte or two; what
+	 * it builds is bounded by the memory ceiling */
+	tidei_script_charge(L, len / 2 + 1);
 	status = luaL_loadbufferx(L, chunk, len, name, "t");
 	if (status != LUA_OK) {
 		luaL_pushfail(L);
