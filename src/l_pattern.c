@@ -740,6 +740,27 @@ has_specials(const char *p, size_t lp)
 	return 0;
 }
 
+/* The first @p p (@p lp bytes) in @p s (@p n bytes), or NULL.  A short
+ * subject is searched directly: memmem's set-up costs more than the
+ * search; a long one with memmem, which is linear where the direct search
+ * is not. */
+static const char *
+plain_find(const char *s, size_t n, const char *p, size_t lp)
+{
+	const char *end = s + n, *at;
+
+	if (lp == 0)
+		return s;
+	if (lp > n)
+		return NULL;
+	if (n > 256)
+		return memmem(s, n, p, lp);
+	for (end -= lp - 1; (at = memchr(s, *p, (size_t)(end - s))) != NULL; s = at + 1)
+		if (memcmp(at + 1, p + 1, lp - 1) == 0)
+			return at;
+	return NULL;
+}
+
 /* string.find(s, p [, init [, plain]]) and string.match(s, p [, init]).
  * [-(2..4), +n, e] */
 static int
@@ -760,9 +781,10 @@ find(lua_State *L, int is_find)
 		return 1;
 	}
 	if (is_find && (lua_toboolean(L, 4) || !has_specials(p, lp))) {
-		const char *hit = memmem(s + init, ls - init, p, lp);
-		tidei_script_charge(L, ((hit ? (size_t)(hit - s) + lp : ls) - init) / SCAN_BYTES +
-					       lp / SCAN_BYTES + 1);
+		const char *hit = plain_find(s + init, ls - init, p, lp);
+		size_t units = ((hit ? (size_t)(hit - s) + lp : ls) - init + lp) / SCAN_BYTES;
+		if (units > 0)
+			tidei_script_charge(L, units);
 		if (hit == NULL) {
 			luaL_pushfail(L);
 			return 1;
