@@ -1041,6 +1041,10 @@ l_encode(lua_State *L)
 	uint8_t len[4];
 
 	tidei_buf_reset(&p->out);
+	/* encoded, states take less room than in Lua; a state that refers to
+	 * one table many times stops at the scripts' ceiling (and with it
+	 * the time it takes) */
+	p->out.limit = tidei_script_ceiling(tidei_script_of(L));
 	lua_rawgeti(L, LUA_REGISTRYINDEX, p->cache_ref);
 	for (size_t slot = 0; slot < p->keys.n; slot++) {
 		size_t klen, at;

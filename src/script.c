@@ -94,7 +94,8 @@ struct tidei_script {
 	pool pool;
 	tidei_host host;
 	size_t mem_used;
-	size_t mem_limit;
+	size_t mem_limit;     /* mem_used may reach it; 0 = no ceiling */
+	size_t memory_limit;  /* as configured: what scripts may use */
 	size_t reserved;      /* by C code, counted against mem_limit */
 	uint64_t budget;      /* instructions per call, 0 = unlimited */
 	uint64_t remaining;   /* left in the current call */
@@ -412,6 +413,12 @@ void
 tidei_script_release(tidei_script *s, size_t bytes)
 {
 	s->reserved -= bytes < s->reserved ? bytes : s->reserved;
+}
+
+size_t
+tidei_script_ceiling(const tidei_script *s)
+{
+	return s->memory_limit;
 }
 
 size_t
@@ -840,6 +847,7 @@ tidei_script_new(tidei_script **out, const tidei_script_opts *o, const tidei_hos
 	lua_sethook(s->L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
 	/* The ceiling starts after the libraries: it bounds what scripts use. */
 	s->mem_limit = o->memory_limit ? s->mem_used + o->memory_limit : 0;
+	s->memory_limit = o->memory_limit;
 	*out = s;
 	return TIDE_OK;
 }

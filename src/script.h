@@ -120,6 +120,8 @@ void tidei_script_release(tidei_script *s, size_t bytes);
 /** Bytes that may still be allocated or reserved before the ceiling;
  *  SIZE_MAX when there is none. */
 size_t tidei_script_room(const tidei_script *s);
+/** The memory_limit the state was made with (0: none). */
+size_t tidei_script_ceiling(const tidei_script *s);
 
 /** The package.path for scripts: @p user's directories (may be NULL),
  *  the directory of each script, then Tide's Lua directory.  NUL-ended. */
