@@ -869,7 +869,8 @@ l_gmatch(lua_State *L)
 	init = start_pos(luaL_optinteger(L, 3, 1), ls) - 1;
 	if (init > ls)
 		init = ls + 1; /* past the end: nothing to find */
-	lua_settop(L, 2);      /* the strings stay alive as upvalues */
+	/* the strings stay alive as upvalues */
+	lua_settop(L, 2);
 	g = lua_newuserdatauv(
 		L, sizeof *g + ITEMS_FOR(lp) * sizeof(pitem) + SETS_FOR(lp) * sizeof(cset), 0);
 	g->pg.items = (pitem *)(g + 1);
