@@ -1486,32 +1486,38 @@ wait_stopped(const char *data, const char *name, const char *needle)
 }
 
 static const char proj_lua[] = "local tide = require 'tide'\n"
+			       "local IN_KEY = %s\n"
 			       "tide.projection('sum', {\n"
 			       "  version = %d,\n"
-			       "  key = function(ev) return ev.data.k end,\n"
+			       "  key = function(ev)\n"
+			       "    if IN_KEY and ev.data.evil then " EVIL " end\n"
+			       "    return ev.data.k end,\n"
 			       "  on = { ['t.add'] = function(s, ev)\n"
-			       "    if ev.data.evil then " EVIL " end\n"
+			       "    if not IN_KEY and ev.data.evil then " EVIL " end\n"
 			       "    s.n = (s.n or 0) + 1 s.sum = (s.sum or 0) + ev.data.i end },\n"
 			       "})\n";
 
-/* A projection handler that runs away during a build shared by threads:
- * the threads stop, the engine meets the same failure on its own, and the
- * projection stops at that event with the error, with the instruction
- * budget and, with none, with the time limit (which the threads get from
- * the configuration too). */
+/* A projection handler (or key function) that runs away during a build
+ * shared by threads: the threads stop, the engine meets the same failure
+ * on its own, and the projection stops at that event with the error, with
+ * the instruction budget and, with none, with the time limit (which the
+ * threads get from the configuration too). */
 START_TEST(daemon_projection_build_on_threads)
 {
 	const char *dir = th_tmpdir(), *data = subpath(dir, "data"), *script;
 	char text[sizeof proj_lua + 16], *log;
-	static const char *const extra[] = { "", "--set instruction_budget=0 --set time_limit=1s" };
+	static const char *const extra[] = { "", "--set instruction_budget=0 --set time_limit=1s",
+					     "" };
+	static const char *const in_key[] = { "false", "false", "true" };
 	static const char *const needle[] = { "handler exceeded its instruction budget",
-					      "handler exceeded its time limit (1 s)" };
+					      "handler exceeded its time limit (1 s)",
+					      "handler exceeded its instruction budget" };
 	th_daemon d;
 	pstate p;
 
 	write_log(data);
-	for (int v = 0; v < 2; v++) {
-		snprintf(text, sizeof text, proj_lua, v + 1);
+	for (int v = 0; v < 3; v++) {
+		snprintf(text, sizeof text, proj_lua, in_key[v], v + 1);
 		script = th_write(dir, "p.lua", text);
 		ck_assert_int_eq(
 			th_daemon_spawn(&d, data,
