@@ -632,6 +632,7 @@ new_runtime(tide_engine *e, tidei_consumers **cs, tidei_projections **ps)
 		       e->cfg->nscripts);
 	memset(&co, 0, sizeof co);
 	co.script.instruction_budget = e->cfg->instruction_budget;
+	co.script.time_limit_ns = e->cfg->time_limit_ns;
 	co.script.memory_limit = (size_t)e->cfg->memory_limit;
 	co.script.lua_path = path.failed ? NULL : (const char *)path.p;
 	co.script.allow = (const char *const *)e->cfg->allow;

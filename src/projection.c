@@ -1069,6 +1069,10 @@ l_encode(lua_State *L)
 	uint8_t len[4];
 
 	tidei_buf_reset(&p->out);
+	/* encoded, states take less room than in Lua; a state that refers to
+	 * one table many times stops at the scripts' ceiling (and with it
+	 * the time it takes) */
+	p->out.limit = tidei_script_ceiling(tidei_script_of(L));
 	lua_rawgeti(L, LUA_REGISTRYINDEX, p->cache_ref);
 	for (size_t slot = 0; slot < p->keys.n; slot++) {
 		size_t klen, at;
@@ -1086,7 +1090,11 @@ l_encode(lua_State *L)
 			if (!p->out.failed)
 				tidei_st32(p->out.p + at, UINT32_MAX);
 		} else {
-			if (tidei_lua_to_val(L, -1, &p->out, err) != 0)
+			/* each state has the budget of a handler call: a state
+			 * that refers to one table many times can take far
+			 * longer to walk than its size suggests */
+			tidei_script_rearm(tidei_script_of(L));
+			if (tidei_lua_to_val_charged(L, -1, &p->out, err) != 0)
 				return luaL_error(L, "state of key '%s' cannot be stored: %s",
 						  push_key_quote(L, k, klen), err);
 			if (!p->out.failed)
@@ -1628,6 +1636,9 @@ tidei_projections_each_state(tidei_projections *ps, const char *name,
 			if (lua_rawgeti(L, -1, (lua_Integer)slot + 1) == LUA_TTABLE) {
 				tidei_buf_reset(&val);
 				tidei_buf_reset(&json);
+				/* no call to charge here: a state that refers to one
+				 * table many times stops at this size instead */
+				val.limit = TIDEI_DEFAULT_MEMORY;
 				if (tidei_lua_to_val(L, -1, &val, err) == 0) {
 					r.p = val.p;
 					r.end = val.p + val.len;

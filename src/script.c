@@ -2,14 +2,25 @@
  * script.c - the lua_State that runs user scripts.
  *
  * Owns the state's lifecycle and its safety: the sandboxed standard
- * library, the memory ceiling (a counting lua_Alloc), the per-call
- * instruction budget (a count hook), and protected calls whose errors come
- * back as "file:line: message" plus a traceback.  It knows nothing about
- * consumers or the log: what scripts may do to the engine goes through the
- * tidei_host callbacks, reached by the `tide` module (l_tide.c).
+ * library, the memory ceiling (a counting lua_Alloc, plus what C code
+ * reserves on a script's behalf), the per-call instruction budget and time
+ * limit (a count hook, and tidei_script_charge() for work done in C), and
+ * protected calls whose errors come back as "file:line: message" plus a
+ * traceback.  It knows nothing about consumers or the log: what scripts
+ * may do to the engine goes through the tidei_host callbacks, reached by
+ * the `tide` module (l_tide.c).  The bounded replacements of the standard
+ * library's C functions live in l_stdlib.c and l_pattern.c.
  *
  * The sandbox is the state itself: only safe libraries are opened into its
  * globals, so modules loaded by require() are as confined as scripts.
+ *
+ * A call that runs out of budget, time or memory has failed, whatever the
+ * script does next: the failure is sticky until the protected call
+ * returns, so pcall, xpcall, coroutine.resume, coroutine.wrap and
+ * coroutine.close pass it on instead of returning it, and the count hook
+ * raises it again in any code that still runs (a __close handler).
+ * Otherwise a handler could catch its own limit and carry on, or a memory
+ * error caught in one handler would surface in an innocent one.
  */
 #include "config.h"
 
@@ -18,13 +29,34 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "l_event.h"
+#include "l_pattern.h"
+#include "l_stdlib.h"
 #include "l_tide.h"
 #include "script.h"
 
 /* The count hook runs every HOOK_EVERY instructions. */
 #define HOOK_EVERY 1000
+/* tidei_script_charge() reads the clock once this many units were
+ * charged since it last did (about as often as the hook does). */
+#define CLOCK_UNITS 4096
+/* A block that grows by ALLOC_CHARGE bytes or more is charged one unit per
+ * ALLOC_BYTES_PER_UNIT: copying or filling it is work the hook does not
+ * count (a concatenation of long strings is one instruction).  From
+ * ALLOC_POKE bytes the hook is also made to run at the next instruction,
+ * so that the clock is read before the next such block, not 1000
+ * instructions later. */
+#define ALLOC_CHARGE 4096
+#define ALLOC_BYTES_PER_UNIT 16 /* with the page faults of fresh memory */
+#define ALLOC_POKE 65536
+
+#ifdef CLOCK_MONOTONIC_COARSE
+#define TIDE_CLOCK CLOCK_MONOTONIC_COARSE /* a few ms of resolution, no syscall */
+#else
+#define TIDE_CLOCK CLOCK_MONOTONIC
+#endif
 
 /* Small blocks (Lua's strings, tables, closures, the event objects) come
  * from per-size free lists carved out of slabs: a handler call allocates
@@ -62,16 +94,40 @@ struct tidei_script {
 	pool pool;
 	tidei_host host;
 	size_t mem_used;
-	size_t mem_limit;
-	uint64_t budget;    /* instructions per call, 0 = unlimited */
-	uint64_t remaining; /* left in the current call */
-	int exhausted;      /* the current call ran out; pcall must not hide it */
+	size_t mem_limit;     /* mem_used may reach it; 0 = no ceiling */
+	size_t memory_limit;  /* as configured: what scripts may use */
+	size_t reserved;      /* by C code, counted against mem_limit */
+	uint64_t budget;      /* instructions per call, 0 = unlimited */
+	uint64_t remaining;   /* left in the current call */
+	uint64_t time_limit;  /* ns per call, 0 = unlimited */
+	int64_t deadline;     /* on TIDE_CLOCK; 0: not armed yet in this call */
+	uint64_t since_clock; /* units charged since the clock was read */
+	int failure;          /* TIDEI_FAIL_* of the running call, sticky */
+	int last_failure;     /* of the last protected call */
+	lua_State *running;   /* the thread running now: L or a coroutine */
+	const char *who;      /* "handler", "config file": names the code in errors */
 };
 
+/* Every thread of a state shares the main thread's extra space. */
 static tidei_script *
 script_of(lua_State *L)
 {
 	return *(tidei_script **)lua_getextraspace(L);
+}
+
+tidei_script *
+tidei_script_of(lua_State *L)
+{
+	return script_of(L);
+}
+
+static int64_t
+clock_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(TIDE_CLOCK, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static size_t
@@ -131,6 +187,25 @@ pool_free_all(pool *p)
 	}
 }
 
+static void count_hook(lua_State *L, lua_Debug *ar);
+
+/* A block of @p n bytes was allocated: charge it (an allocator may not
+ * raise, so the hook raises if this spent the budget) and, for a large
+ * one, have the running thread's hook called at its next instruction. */
+static void
+charge_alloc(tidei_script *s, size_t n)
+{
+	uint64_t units = n / ALLOC_BYTES_PER_UNIT;
+
+	if (s->budget != 0)
+		s->remaining = s->remaining > units ? s->remaining - units : 0;
+	s->since_clock += units;
+	/* lua_sethook only sets fields of the thread (Lua allows it even from
+	 * a signal handler), so it is safe in the middle of an allocation */
+	if (n >= ALLOC_POKE && s->running != NULL && (s->budget != 0 || s->time_limit != 0))
+		lua_sethook(s->running, count_hook, LUA_MASKCOUNT, 1);
+}
+
 /* A lua_Alloc that refuses to grow the state past its ceiling (Lua turns
  * the refusal into a "not enough memory" error in the running code), with
  * small blocks from the pool. */
@@ -151,7 +226,7 @@ counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 		s->mem_used -= old;
 		return NULL;
 	}
-	if (s->mem_limit && nsize > old && s->mem_used + (nsize - old) > s->mem_limit)
+	if (s->mem_limit && nsize > old && s->mem_used + s->reserved + (nsize - old) > s->mem_limit)
 		return NULL;
 	if (ptr != NULL && old > POOL_MAX && nsize > POOL_MAX) {
 		p = realloc(ptr, nsize);
@@ -168,9 +243,83 @@ counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 				free(ptr);
 		}
 	}
-	if (p != NULL)
-		s->mem_used = s->mem_used - old + nsize;
+	if (p == NULL)
+		return NULL;
+	s->mem_used = s->mem_used - old + nsize;
+	if (nsize - old >= ALLOC_CHARGE && nsize > old)
+		charge_alloc(s, nsize - old);
 	return p;
+}
+
+/* "5 s", "250 ms" into @p buf (outside a protected call nothing may
+ * allocate in the state: the ceiling may have been reached). */
+static const char *
+limit_text(char *buf, size_t n, uint64_t ns)
+{
+	if (ns % 1000000000 == 0)
+		snprintf(buf, n, "%llu s", (unsigned long long)(ns / 1000000000));
+	else if (ns % 1000000 == 0)
+		snprintf(buf, n, "%llu ms", (unsigned long long)(ns / 1000000));
+	else
+		snprintf(buf, n, "%llu us", (unsigned long long)(ns / 1000));
+	return buf;
+}
+
+/* "script:line: " of the Lua function at @p level or, if that is a C
+ * function, of the nearest Lua function that called it (a limit met in a
+ * comparison made by table.sort names the line that called sort). */
+static void
+push_where(lua_State *L, int level)
+{
+	lua_Debug ar;
+
+	for (; lua_getstack(L, level, &ar); level++) {
+		lua_getinfo(L, "Sl", &ar);
+		if (ar.currentline > 0) {
+			lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+			return;
+		}
+	}
+	lua_pushliteral(L, "");
+}
+
+/* Fail the running call with @p kind and raise its error, naming the Lua
+ * code at @p level (0 from the hook: the looping line; 1 from a C
+ * function: its caller). */
+static int
+raise_limit(lua_State *L, tidei_script *s, int kind, int level)
+{
+	s->failure = kind;
+	if (kind == TIDEI_FAIL_MEMORY) {
+		lua_pushliteral(L, "not enough memory");
+		return lua_error(L);
+	}
+	push_where(L, level);
+	if (kind == TIDEI_FAIL_BUDGET) {
+		lua_pushfstring(L, "%s exceeded its instruction budget (%I instructions)", s->who,
+				(lua_Integer)s->budget);
+	} else {
+		char lim[32];
+		lua_pushfstring(L, "%s exceeded its time limit (%s)", s->who,
+				limit_text(lim, sizeof lim, s->time_limit));
+	}
+	lua_concat(L, 2);
+	return lua_error(L);
+}
+
+/* The deadline is armed by the first look at the clock in a call, not
+ * when the call starts: a call that ends before its first hook never
+ * reads the clock, which keeps it off the per-event path. */
+static void
+check_clock(lua_State *L, tidei_script *s, int level)
+{
+	int64_t now = clock_ns();
+
+	s->since_clock = 0;
+	if (s->deadline == 0)
+		s->deadline = now + (int64_t)s->time_limit;
+	else if (now >= s->deadline)
+		raise_limit(L, s, TIDEI_FAIL_TIME, level);
 }
 
 static void
@@ -179,20 +328,107 @@ count_hook(lua_State *L, lua_Debug *ar)
 	tidei_script *s = script_of(L);
 
 	(void)ar;
-	if (s->budget == 0)
-		return;
-	if (s->remaining <= HOOK_EVERY) {
-		s->remaining = 0;
-		s->exhausted = 1;
-		/* level 0: the Lua function that was running, so the message
-		 * names the looping line */
-		luaL_where(L, 0);
-		lua_pushfstring(L, "handler exceeded its instruction budget (%I instructions)",
-				(lua_Integer)s->budget);
-		lua_concat(L, 2);
-		lua_error(L);
+	if (lua_gethookcount(L) != HOOK_EVERY) /* run early by a large allocation */
+		lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+	if (s->failure != TIDEI_FAIL_NONE)
+		raise_limit(L, s, s->failure, 0); /* code still running after a failure */
+	/* the deterministic budget first; time is the backstop */
+	if (s->budget != 0) {
+		if (s->remaining <= HOOK_EVERY) {
+			s->remaining = 0;
+			/* level 0: the Lua function that was running, so the
+			 * message names the looping line */
+			raise_limit(L, s, TIDEI_FAIL_BUDGET, 0);
+		}
+		s->remaining -= HOOK_EVERY;
 	}
-	s->remaining -= HOOK_EVERY;
+	if (s->time_limit != 0)
+		check_clock(L, s, 0);
+}
+
+/* Take @p units from the running call: the failure it met (now sticky)
+ * or TIDEI_FAIL_NONE. */
+static int
+spend(tidei_script *s, uint64_t units)
+{
+	int64_t now;
+
+	if (s->failure != TIDEI_FAIL_NONE)
+		return s->failure;
+	if (s->budget != 0) {
+		if (s->remaining <= units) {
+			s->remaining = 0;
+			return s->failure = TIDEI_FAIL_BUDGET;
+		}
+		s->remaining -= units;
+	}
+	if (s->time_limit != 0 && (s->since_clock += units) >= CLOCK_UNITS) {
+		s->since_clock = 0;
+		now = clock_ns();
+		if (s->deadline == 0)
+			s->deadline = now + (int64_t)s->time_limit;
+		else if (now >= s->deadline)
+			return s->failure = TIDEI_FAIL_TIME;
+	}
+	return TIDEI_FAIL_NONE;
+}
+
+int
+tidei_script_charge(lua_State *L, uint64_t units)
+{
+	tidei_script *s = script_of(L);
+	int kind = spend(s, units);
+
+	if (kind != TIDEI_FAIL_NONE)
+		raise_limit(L, s, kind, 1);
+	return 0;
+}
+
+int
+tidei_script_spend(lua_State *L, uint64_t units)
+{
+	return spend(script_of(L), units);
+}
+
+int
+tidei_script_nomem(lua_State *L, const char *what)
+{
+	tidei_script *s = script_of(L);
+
+	s->failure = TIDEI_FAIL_MEMORY;
+	return luaL_error(L, "%s: not enough memory (the memory limit)", what);
+}
+
+int
+tidei_script_reserve(tidei_script *s, size_t bytes)
+{
+	if (s->mem_limit != 0 &&
+	    (bytes > s->mem_limit || s->mem_used + s->reserved > s->mem_limit - bytes))
+		return TIDE_ENOMEM;
+	s->reserved += bytes;
+	return TIDE_OK;
+}
+
+void
+tidei_script_release(tidei_script *s, size_t bytes)
+{
+	s->reserved -= bytes < s->reserved ? bytes : s->reserved;
+}
+
+size_t
+tidei_script_ceiling(const tidei_script *s)
+{
+	return s->memory_limit;
+}
+
+size_t
+tidei_script_room(const tidei_script *s)
+{
+	size_t used = s->mem_used + s->reserved;
+
+	if (s->mem_limit == 0)
+		return SIZE_MAX;
+	return used < s->mem_limit ? s->mem_limit - used : 0;
 }
 
 /* Message handler: keep the message, add a traceback after a newline. */
@@ -228,6 +464,9 @@ l_load_text(lua_State *L)
 
 	luaL_argcheck(L, chunk != NULL, 1,
 		      "string expected (functions as chunk readers are not allowed)");
+	/* parsing code costs an instruction's worth per byte or two; what
+	 * it builds is bounded by the memory ceiling */
+	tidei_script_charge(L, len / 2 + 1);
 	status = luaL_loadbufferx(L, chunk, len, name, "t");
 	if (status != LUA_OK) {
 		luaL_pushfail(L);
@@ -242,12 +481,25 @@ l_load_text(lua_State *L)
 	return 1;
 }
 
-/* pcall/xpcall that let a budget error through: otherwise a handler could
- * catch it and loop forever. */
+/* Whether the call has failed for good after a protected call or a resume
+ * ended with @p status: a memory error is a failure like the limits. */
+static int
+failed(lua_State *L, int status)
+{
+	tidei_script *s = script_of(L);
+
+	if (status == LUA_ERRMEM && s->failure == TIDEI_FAIL_NONE)
+		s->failure = TIDEI_FAIL_MEMORY;
+	return s->failure != TIDEI_FAIL_NONE;
+}
+
+/* pcall/xpcall that let a limit or memory error through: otherwise a
+ * handler could catch it and loop forever, or carry on with the memory it
+ * took from the others. */
 static int
 finish_pcall(lua_State *L, int status, lua_KContext extra)
 {
-	if (script_of(L)->exhausted)
+	if (failed(L, status))
 		return lua_error(L);
 	if (status != LUA_OK && status != LUA_YIELD) {
 		lua_pushboolean(L, 0);
@@ -271,11 +523,11 @@ l_pcall(lua_State *L)
 
 /* The message handler given to xpcall, guarded: a budget error runs the
  * handler inside the count hook, where hooks are off, so a looping handler
- * could never be stopped.  It is skipped once the budget is spent. */
+ * could never be stopped.  It is skipped once the call has failed. */
 static int
 guarded_msgh(lua_State *L)
 {
-	if (script_of(L)->exhausted)
+	if (script_of(L)->failure != TIDEI_FAIL_NONE)
 		return 1; /* the error object, unchanged */
 	lua_pushvalue(L, lua_upvalueindex(1));
 	lua_insert(L, 1);
@@ -298,6 +550,155 @@ l_xpcall(lua_State *L)
 	lua_rotate(L, 3, 2);
 	status = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, finish_pcall);
 	return finish_pcall(L, status, 2);
+}
+
+/* ------------------------------------------------------------------------
+ * Coroutines: resume, wrap and close that pass failures on
+ *
+ * A limit or memory error inside a coroutine kills the coroutine, and
+ * Lua's resume hands it back as `false, message`: a handler could ignore
+ * it.  These raise it in the resumer instead; ordinary errors behave as in
+ * Lua.  They also keep track of the running thread, which a large
+ * allocation asks to run its hook early.
+ * ------------------------------------------------------------------------ */
+
+static lua_State *
+check_co(lua_State *L, int idx)
+{
+	lua_State *co = lua_tothread(L, idx);
+
+	luaL_argexpected(L, co != NULL, idx, "thread");
+	return co;
+}
+
+/* Resume @p co with the @p nargs values on top of L.  Returns how many
+ * results it moved onto L, or -1 with an error object on top of L; *st
+ * gets lua_resume's status.  (lua_resume itself refuses dead and running
+ * coroutines.) */
+static int
+resume(lua_State *L, lua_State *co, int nargs, int *st)
+{
+	tidei_script *s = script_of(L);
+	lua_State *prev = s->running;
+	int nres;
+
+	*st = LUA_ERRRUN;
+	if (!lua_checkstack(co, nargs)) {
+		lua_pushliteral(L, "too many arguments to resume");
+		return -1;
+	}
+	lua_xmove(L, co, nargs);
+	s->running = co;
+	*st = lua_resume(co, L, nargs, &nres);
+	s->running = prev;
+	if (*st == LUA_OK || *st == LUA_YIELD) {
+		if (!lua_checkstack(L, nres + 1)) {
+			lua_pop(co, nres);
+			lua_pushliteral(L, "too many results to resume");
+			return -1;
+		}
+		lua_xmove(co, L, nres);
+		return nres;
+	}
+	lua_xmove(co, L, 1);
+	return -1;
+}
+
+/* Close @p co's pending to-be-closed variables (their __close handlers
+ * run in it); lua_resetthread's status, an error object on co if not OK. */
+static int
+reset(lua_State *L, lua_State *co)
+{
+	tidei_script *s = script_of(L);
+	lua_State *prev = s->running;
+	int st;
+
+	s->running = co;
+	st = lua_resetthread(co);
+	s->running = prev;
+	return st;
+}
+
+/* coroutine.resume(co, ...) -> true, ... | false, message  [-(n+1), +r, e] */
+static int
+l_co_resume(lua_State *L)
+{
+	lua_State *co = check_co(L, 1);
+	int st, r = resume(L, co, lua_gettop(L) - 1, &st);
+
+	if (r < 0) {
+		if (failed(L, st))
+			return lua_error(L);
+		lua_pushboolean(L, 0);
+		lua_insert(L, -2);
+		return 2;
+	}
+	lua_pushboolean(L, 1);
+	lua_insert(L, -(r + 1));
+	return r + 1;
+}
+
+/* The function made by coroutine.wrap: errors propagate, as in Lua, with
+ * the caller's position added to a string message.  [-n, +r, e] */
+static int
+co_wrapped(lua_State *L)
+{
+	lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+	int st, r = resume(L, co, lua_gettop(L), &st);
+
+	if (r >= 0)
+		return r;
+	st = lua_status(co);
+	if (st != LUA_OK && st != LUA_YIELD) { /* it failed (rather than refused) */
+		st = reset(L, co);
+		lua_xmove(co, L, 1); /* the error after closing its variables */
+	}
+	if (failed(L, st))
+		return lua_error(L);
+	if (st != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+		luaL_where(L, 1);
+		lua_insert(L, -2);
+		lua_concat(L, 2);
+	}
+	return lua_error(L);
+}
+
+/* coroutine.wrap(f) -> function  [-1, +1, m] */
+static int
+l_co_wrap(lua_State *L)
+{
+	lua_State *co;
+
+	luaL_checktype(L, 1, LUA_TFUNCTION);
+	co = lua_newthread(L);
+	lua_pushvalue(L, 1);
+	lua_xmove(L, co, 1);
+	lua_pushcclosure(L, co_wrapped, 1);
+	return 1;
+}
+
+/* coroutine.close(co) -> true | false, message  [-1, +(1|2), e] */
+static int
+l_co_close(lua_State *L)
+{
+	lua_State *co = check_co(L, 1);
+	lua_Debug ar;
+	int st = lua_status(co);
+
+	/* suspended (yielded, or not started) and dead coroutines may close */
+	if (co == L || (st == LUA_OK && lua_getstack(co, 0, &ar)))
+		return luaL_error(L, "cannot close a %s coroutine", co == L ? "running" : "normal");
+	st = reset(L, co);
+	if (st == LUA_OK) {
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	lua_xmove(co, L, 1);
+	if (failed(L, st))
+		return lua_error(L);
+	lua_pushboolean(L, 0);
+	lua_insert(L, -2);
+	return 2;
 }
 
 static int
@@ -378,6 +779,18 @@ open_sandbox(lua_State *L, const tidei_script_opts *o)
 	lua_setglobal(L, "xpcall");
 	lua_pushcfunction(L, l_print);
 	lua_setglobal(L, "print");
+	lua_getglobal(L, LUA_COLIBNAME);
+	lua_pushcfunction(L, l_co_resume);
+	lua_setfield(L, -2, "resume");
+	lua_pushcfunction(L, l_co_wrap);
+	lua_setfield(L, -2, "wrap");
+	lua_pushcfunction(L, l_co_close);
+	lua_setfield(L, -2, "close");
+	lua_settop(L, 0);
+	/* the standard library's C functions whose work is not bounded by
+	 * memory, made bounded; no finalizers */
+	tidei_lua_open_stdlib(L);
+	tidei_lua_open_pattern(L);
 
 	/* require: Lua source modules only, from the configured directories */
 	lua_getglobal(L, LUA_LOADLIBNAME);
@@ -407,8 +820,11 @@ tidei_script_new(tidei_script **out, const tidei_script_opts *o, const tidei_hos
 	*out = NULL;
 	if (s == NULL)
 		return tidei_err(err, TIDE_ENOMEM, "out of memory");
-	s->host = *host;
+	if (host != NULL)
+		s->host = *host;
 	s->budget = o->instruction_budget;
+	s->time_limit = o->time_limit_ns;
+	s->who = o->who ? o->who : "handler";
 	s->L = lua_newstate(counting_alloc, s);
 	if (s->L == NULL) {
 		pool_free_all(&s->pool);
@@ -416,9 +832,11 @@ tidei_script_new(tidei_script **out, const tidei_script_opts *o, const tidei_hos
 		return tidei_err(err, TIDE_ENOMEM, "cannot create a Lua state");
 	}
 	*(tidei_script **)lua_getextraspace(s->L) = s;
+	s->running = s->L;
 	open_sandbox(s->L, o);
 	tidei_lua_open_event(s->L);
-	tidei_lua_open_tide(s->L);
+	if (host != NULL)
+		tidei_lua_open_tide(s->L);
 	/* Events and their data are short-lived: the generational collector
 	 * frees them young, without sweeping the whole heap.  A minor
 	 * collection every 5% of growth (not Lua's 20%) sweeps them while
@@ -429,6 +847,7 @@ tidei_script_new(tidei_script **out, const tidei_script_opts *o, const tidei_hos
 	lua_sethook(s->L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
 	/* The ceiling starts after the libraries: it bounds what scripts use. */
 	s->mem_limit = o->memory_limit ? s->mem_used + o->memory_limit : 0;
+	s->memory_limit = o->memory_limit;
 	*out = s;
 	return TIDE_OK;
 }
@@ -438,6 +857,8 @@ tidei_script_destroy(tidei_script *s)
 {
 	if (s == NULL)
 		return;
+	/* lua_close runs pending finalizers, with hooks off: scripts cannot
+	 * make any (setmetatable refuses __gc), so only C ones run here */
 	s->mem_limit = 0;
 	lua_close(s->L);
 	pool_free_all(&s->pool);
@@ -453,13 +874,56 @@ tidei_script_state(tidei_script *s)
 size_t
 tidei_script_memory(const tidei_script *s)
 {
-	return s->mem_used;
+	return s->mem_used + s->reserved;
+}
+
+int
+tidei_script_failure(const tidei_script *s)
+{
+	return s->last_failure;
 }
 
 const tidei_host *
 tidei_script_host(lua_State *L)
 {
 	return &script_of(L)->host;
+}
+
+/* Reset the limits for a new call, or a new piece of work in one. */
+static void
+arm(tidei_script *s)
+{
+	s->remaining = s->budget;
+	s->deadline = 0;
+	s->since_clock = 0;
+}
+
+/* The message of a failed call into @p buf when the error object does not
+ * say it (a failure raised again from a message handler or a __close). */
+static const char *
+failure_text(const tidei_script *s, int fail, const char *msg, char *buf, size_t n)
+{
+	char lim[32];
+
+	switch (fail) {
+	case TIDEI_FAIL_MEMORY:
+		if (msg == NULL || strncmp(msg, "not enough memory", 17) == 0)
+			return "script exceeded its memory limit (not enough memory)";
+		return msg; /* a binding's own, naming what it could not reserve */
+	case TIDEI_FAIL_BUDGET:
+		if (msg != NULL && strstr(msg, "instruction budget") != NULL)
+			return msg;
+		snprintf(buf, n, "%s exceeded its instruction budget (%llu instructions)", s->who,
+			 (unsigned long long)s->budget);
+		return buf;
+	case TIDEI_FAIL_TIME:
+		if (msg != NULL && strstr(msg, "time limit") != NULL)
+			return msg;
+		snprintf(buf, n, "%s exceeded its time limit (%s)", s->who,
+			 limit_text(lim, sizeof lim, s->time_limit));
+		return buf;
+	}
+	return msg != NULL ? msg : "unknown error";
 }
 
 /* Run the function under the message handler at the top of the stack with
@@ -469,24 +933,30 @@ protected_call(tidei_script *s, int nargs, char *err, char *trace)
 {
 	lua_State *L = s->L;
 	int base = lua_gettop(L) - nargs; /* index of the function */
-	int rc;
+	int rc, fail;
 	const char *msg, *nl;
+	char text[TIDEI_ERRLEN];
 
 	lua_pushcfunction(L, msgh);
 	lua_insert(L, base);
-	s->remaining = s->budget;
-	s->exhausted = 0;
+	arm(s);
+	s->failure = TIDEI_FAIL_NONE;
+	s->running = L;
 	rc = lua_pcall(L, nargs, 0, base);
-	s->exhausted = 0;
-	if (rc == LUA_OK) {
+	fail = s->failure;
+	s->failure = TIDEI_FAIL_NONE;
+	if (rc == LUA_ERRMEM && fail == TIDEI_FAIL_NONE)
+		fail = TIDEI_FAIL_MEMORY;
+	if (rc != LUA_OK && fail == TIDEI_FAIL_NONE)
+		fail = TIDEI_FAIL_ERROR;
+	s->last_failure = fail;
+	if (fail == TIDEI_FAIL_NONE) {
 		lua_settop(L, base - 1);
 		return TIDE_OK;
 	}
-	msg = lua_tostring(L, -1);
-	if (msg == NULL)
-		msg = rc == LUA_ERRMEM ? "not enough memory" : "unknown error";
-	if (rc == LUA_ERRMEM)
-		msg = "script exceeded its memory limit (not enough memory)";
+	/* a failure that the script swallowed anyway still fails the call */
+	msg = rc != LUA_OK ? lua_tostring(L, -1) : NULL;
+	msg = failure_text(s, fail, msg, text, sizeof text);
 	nl = strchr(msg, '\n');
 	tidei_err(err, TIDE_ESCRIPT, "%.*s", nl ? (int)(nl - msg) : (int)strlen(msg), msg);
 	if (trace != NULL)
@@ -503,6 +973,7 @@ tidei_script_load(tidei_script *s, const char *path, char *err)
 
 	rc = luaL_loadfilex(L, path, "t");
 	if (rc != LUA_OK) {
+		s->last_failure = rc == LUA_ERRMEM ? TIDEI_FAIL_MEMORY : TIDEI_FAIL_ERROR;
 		tidei_err(err, TIDE_ESCRIPT, "%s", lua_tostring(L, -1));
 		lua_pop(L, 1);
 		return TIDE_ESCRIPT;
@@ -541,7 +1012,7 @@ tidei_script_protect(tidei_script *s, lua_CFunction fn, void *ud, char *err, cha
 void
 tidei_script_rearm(tidei_script *s)
 {
-	s->remaining = s->budget;
+	arm(s);
 }
 
 void
