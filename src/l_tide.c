@@ -200,6 +200,8 @@ l_tide_emit(lua_State *L)
 	else if (b.strs.over || b.ext.over)
 		too_large(err, h->max_event);
 	tidei_evb_free(&b);
+	if (rc == TIDE_ENOMEM) /* what the call emitted would pass the ceiling */
+		return tidei_script_nomem(L, "tide.emit");
 	if (rc != TIDE_OK)
 		return luaL_error(L, "tide.emit: %s", err);
 	return 1;
