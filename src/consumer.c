@@ -238,7 +238,7 @@ tidei_emit_prepare(tidei_evb *b, const char *consumer, const struct tide_event *
 static int
 c_reserve(tidei_consumers *cs, size_t n)
 {
-	if (tidei_script_reserve(cs->script, n) != TIDE_OK)
+	if (tidei_lstate_reserve(tidei_script_lstate(cs->script), n) != TIDE_OK)
 		return TIDE_ENOMEM;
 	cs->reserved += n;
 	return TIDE_OK;
@@ -247,7 +247,7 @@ c_reserve(tidei_consumers *cs, size_t n)
 static void
 c_release(tidei_consumers *cs)
 {
-	tidei_script_release(cs->script, cs->reserved);
+	tidei_lstate_release(tidei_script_lstate(cs->script), cs->reserved);
 	cs->reserved = 0;
 }
 
@@ -730,12 +730,12 @@ enum {
 static int
 blame(tidei_consumers *cs, const tidei_consumer *c, size_t room_before)
 {
-	size_t ceiling = tidei_script_ceiling(cs->script), room;
+	size_t ceiling = tidei_lstate_ceiling(tidei_script_lstate(cs->script)), room;
 	lua_State *L = tidei_script_state(cs->script);
 	int guilty = cs->blame_all || room_before >= ceiling / 2;
 
 	lua_gc(L, LUA_GCCOLLECT, 0);
-	room = tidei_script_room(cs->script);
+	room = tidei_lstate_room(tidei_script_lstate(cs->script));
 	if (!cs->blame_all && room < ceiling / 2) {
 		cs->full = 1;
 		snprintf(
@@ -781,7 +781,7 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 				 tide_strerror(rc));
 		snprintf(where, 256, "C");
 	} else {
-		size_t room = tidei_script_room(cs->script);
+		size_t room = tidei_lstate_room(tidei_script_lstate(cs->script));
 		rc = tidei_script_call(cs->script, c->ref, ev, why, trace);
 		if (rc != TIDE_OK)
 			where_of(why, where, 256);

@@ -17,7 +17,7 @@
 
 #include "json.h"
 #include "l_event.h"
-#include "script.h"
+#include "lstate.h"
 
 /* ------------------------------------------------------------------------
  * Encoded value -> Lua
@@ -825,7 +825,7 @@ out:
 static int
 stopped(lua_State *L, uint64_t units, char *err)
 {
-	switch (tidei_script_spend(L, units)) {
+	switch (tidei_lstate_spend(L, units)) {
 	case TIDEI_FAIL_NONE: return 0;
 	case TIDEI_FAIL_TIME: return tidei_err(err, -1, "the time limit passed");
 	default: return tidei_err(err, -1, "the instruction budget ran out");

@@ -10,7 +10,7 @@
  * with the same results, the same errors and the same limits (32
  * captures; "pattern too complex" past 200 nested attempts), and counts
  * its steps: every attempt at a pattern item and every few bytes scanned.
- * The count is charged to the running call through tidei_script_charge()
+ * The count is charged to the running call through tidei_lstate_charge()
  * a chunk at a time, so a runaway pattern meets the instruction budget
  * (or the time limit) like a runaway loop.  tests/test_sandbox.c checks
  * it against Lua's own library on fixed and random patterns.
@@ -36,7 +36,7 @@
 #include <string.h>
 
 #include "l_pattern.h"
-#include "script.h"
+#include "lstate.h"
 
 #define MAX_CAPTURES 32 /* LUA_MAXCAPTURES */
 #define MAX_DEPTH 200   /* Lua's limit on nested attempts */
@@ -326,7 +326,7 @@ compile(lua_State *L, program *pg, small_program *small, const char *p, size_t l
 		pg->sets = (cset *)(pg->items + ITEMS_FOR(lp));
 	}
 	if (lp >= SCAN_BYTES)
-		tidei_script_charge(L, lp / SCAN_BYTES);
+		tidei_lstate_charge(L, lp / SCAN_BYTES);
 	translate(p, lp, pg->items, pg->sets);
 }
 
@@ -356,7 +356,7 @@ charge_steps(mstate *ms)
 	ms->charged = ms->steps;
 	ms->due = ms->steps + STEP_CHUNK;
 	if (units > 0)
-		tidei_script_charge(ms->L, units);
+		tidei_lstate_charge(ms->L, units);
 }
 
 static inline void
@@ -784,7 +784,7 @@ find(lua_State *L, int is_find)
 		const char *hit = plain_find(s + init, ls - init, p, lp);
 		size_t units = ((hit ? (size_t)(hit - s) + lp : ls) - init + lp) / SCAN_BYTES;
 		if (units > 0)
-			tidei_script_charge(L, units);
+			tidei_lstate_charge(L, units);
 		if (hit == NULL) {
 			luaL_pushfail(L);
 			return 1;
@@ -876,7 +876,7 @@ l_gmatch(lua_State *L)
 	g->pg.items = (pitem *)(g + 1);
 	g->pg.sets = (cset *)(g->pg.items + ITEMS_FOR(lp));
 	if (lp >= SCAN_BYTES)
-		tidei_script_charge(L, lp / SCAN_BYTES);
+		tidei_lstate_charge(L, lp / SCAN_BYTES);
 	translate(p, lp, g->pg.items, g->pg.sets);
 	ms_init(&g->ms, L, s, ls, &g->pg);
 	g->next = s + init;

@@ -6,7 +6,7 @@
  * runs to its end however long that takes, and the engine waits with it.
  * This module owns the replacements that script.c installs over the
  * libraries it opened, so that every such function pays for its work
- * through tidei_script_charge() (about one unit per Lua instruction's
+ * through tidei_lstate_charge() (about one unit per Lua instruction's
  * worth), and is stopped by the instruction budget or the time limit:
  *
  *  - rewritten to charge as they go: string.rep (which also refuses an
@@ -64,7 +64,7 @@
 
 #include "l_event.h"
 #include "l_stdlib.h"
-#include "script.h"
+#include "lstate.h"
 
 /* Bytes of a string scanned or transformed per unit charged. */
 #define SCAN_BYTES 8
@@ -84,7 +84,7 @@ static void
 charge_bytes(lua_State *L, size_t n, size_t per_unit)
 {
 	if (n >= per_unit)
-		tidei_script_charge(L, n / per_unit);
+		tidei_lstate_charge(L, n / per_unit);
 }
 
 /* Charge elements [k, k + ELEM_CHUNK) of @p n before they are done. */
@@ -92,7 +92,7 @@ static void
 per_element(lua_State *L, lua_Unsigned k, lua_Unsigned n)
 {
 	if ((k & (ELEM_CHUNK - 1)) == 0)
-		tidei_script_charge(L, ELEM_UNITS * (n - k < ELEM_CHUNK ? n - k : ELEM_CHUNK));
+		tidei_lstate_charge(L, ELEM_UNITS * (n - k < ELEM_CHUNK ? n - k : ELEM_CHUNK));
 }
 
 /* ------------------------------------------------------------------------
@@ -131,10 +131,10 @@ l_charged(lua_State *L)
 	if (o->cost == COST_ARG1_BYTES && lua_type(L, 1) == LUA_TSTRING)
 		charge_bytes(L, lua_rawlen(L, 1), SCAN_BYTES);
 	else if (o->cost == COST_NARGS)
-		tidei_script_charge(L, (uint64_t)lua_gettop(L));
+		tidei_lstate_charge(L, (uint64_t)lua_gettop(L));
 	n = o->fn(L);
 	if (o->cost == COST_RESULTS) {
-		tidei_script_charge(L, (uint64_t)n);
+		tidei_lstate_charge(L, (uint64_t)n);
 	} else if (o->cost == COST_RESULT_BYTES) {
 		top = lua_gettop(L);
 		for (int i = top - n + 1; i <= top; i++)
@@ -513,7 +513,7 @@ l_tab_unpack(lua_State *L)
 	if (n >= (unsigned int)INT_MAX || !lua_checkstack(L, (int)++n))
 		return luaL_error(L, "too many results to unpack");
 	/* at most the stack's size (a million): charged in one go */
-	tidei_script_charge(L, ELEM_UNITS * n);
+	tidei_lstate_charge(L, ELEM_UNITS * n);
 	for (; i < e; i++)
 		lua_geti(L, 1, i);
 	lua_geti(L, 1, e);
@@ -525,7 +525,7 @@ l_tab_unpack(lua_State *L)
 static int
 sort_less(lua_State *L)
 {
-	tidei_script_charge(L, 1);
+	tidei_lstate_charge(L, 1);
 	if (lua_isnil(L, lua_upvalueindex(1))) {
 		lua_pushboolean(L, lua_compare(L, 1, 2, LUA_OPLT));
 		return 1;
@@ -550,7 +550,7 @@ l_tab_sort(lua_State *L)
 			luaL_checktype(L, 2, LUA_TFUNCTION);
 		lua_settop(L, 2);
 		lua_pushcclosure(L, sort_less, 1); /* in place of the comparator */
-		tidei_script_charge(L, (uint64_t)n);
+		tidei_lstate_charge(L, (uint64_t)n);
 	}
 	return orig_of(L)->fn(L);
 }
@@ -690,7 +690,7 @@ search_path(lua_State *L, const char *name, const char *path, const char *sep, c
 		if (end == NULL)
 			end = t + strlen(t);
 		/* a path may be long, and each try is a system call */
-		tidei_script_charge(L, (uint64_t)(end - t) / 8 + PROBE_UNITS);
+		tidei_lstate_charge(L, (uint64_t)(end - t) / 8 + PROBE_UNITS);
 		lua_pushstring(L, luaL_bufflen(&miss) > 0 ? "\n\tno file '" : "no file '");
 		lua_pushlstring(L, t, (size_t)(end - t));
 		luaL_gsub(L, lua_tostring(L, -1), "?", name);
@@ -749,7 +749,7 @@ read_module(lua_State *L, void *ud, size_t *size)
 	for (;;) {
 		if (r->stopped || (n = fread(r->buf, 1, sizeof r->buf, r->f)) == 0)
 			return NULL;
-		if (tidei_script_spend(L, n / 2 + 1) != TIDEI_FAIL_NONE) { /* as load() */
+		if (tidei_lstate_spend(L, n / 2 + 1) != TIDEI_FAIL_NONE) { /* as load() */
 			r->stopped = 1;
 			return NULL;
 		}
@@ -799,7 +799,7 @@ l_search_lua(lua_State *L)
 	rc = lua_load(L, read_module, r, lua_tostring(L, -1), "t");
 	fclose(r->f);
 	if (r->stopped)
-		tidei_script_charge(L, 0); /* raises the limit that was met */
+		tidei_lstate_charge(L, 0); /* raises the limit that was met */
 	if (rc != LUA_OK)
 		return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, file,
 				  lua_tostring(L, -1));

@@ -1,7 +1,7 @@
 /*
  * l_stdlib.h - bounded replacements for the standard library's C functions
  * in a script's state: their work is charged to the call's instruction
- * budget (tidei_script_charge), finalizers are refused, and the collector
+ * budget (tidei_lstate_charge), finalizers are refused, and the collector
  * is the engine's.  Pattern matching is in l_pattern.h.
  */
 #ifndef TIDE_L_STDLIB_H

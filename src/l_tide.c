@@ -63,7 +63,7 @@ l_tide_on(lua_State *L)
 {
 	static const char *const known[] = { "name",        "from",    "retries", "backoff",
 					     "backoff_max", "ordered", NULL };
-	const tidei_host *h = tidei_script_host(L);
+	const tidei_host *h = tidei_lstate_host(L);
 	tidei_on_opts o;
 	const char *from = "end", *where;
 	char err[TIDEI_ERRLEN];
@@ -130,7 +130,7 @@ l_tide_on(lua_State *L)
 static int
 l_tide_projection(lua_State *L)
 {
-	const tidei_host *h = tidei_script_host(L);
+	const tidei_host *h = tidei_lstate_host(L);
 	const char *name = check_name(L, 1, "tide.projection: the name");
 	char err[TIDEI_ERRLEN];
 	const char *where;
@@ -149,7 +149,7 @@ l_tide_projection(lua_State *L)
 static int
 l_tide_once(lua_State *L)
 {
-	const tidei_host *h = tidei_script_host(L);
+	const tidei_host *h = tidei_lstate_host(L);
 	size_t n;
 	const char *key = luaL_checklstring(L, 1, &n);
 	char err[TIDEI_ERRLEN];
@@ -174,7 +174,7 @@ too_large(char *err, size_t max)
 static int
 l_tide_emit(lua_State *L)
 {
-	const tidei_host *h = tidei_script_host(L);
+	const tidei_host *h = tidei_lstate_host(L);
 	char err[TIDEI_ERRLEN];
 	tidei_evb b;
 	int rc;
@@ -191,7 +191,7 @@ l_tide_emit(lua_State *L)
 			too_large(b.err, h->max_event);
 		lua_pushfstring(L, "tide.emit: %s", b.err);
 		tidei_evb_free(&b);
-		tidei_script_charge(L, 0); /* a limit met walking the data: raised as such */
+		tidei_lstate_charge(L, 0); /* a limit met walking the data: raised as such */
 		return lua_error(L);
 	}
 	rc = h->emit(h->ud, &b, err);
@@ -201,7 +201,7 @@ l_tide_emit(lua_State *L)
 		too_large(err, h->max_event);
 	tidei_evb_free(&b);
 	if (rc == TIDE_ENOMEM) /* what the call emitted would pass the ceiling */
-		return tidei_script_nomem(L, "tide.emit");
+		return tidei_lstate_nomem(L, "tide.emit");
 	if (rc != TIDE_OK)
 		return luaL_error(L, "tide.emit: %s", err);
 	return 1;
@@ -243,7 +243,7 @@ l_tide_array(lua_State *L)
  * are in use (by the state or by the budget) cannot leak them: the
  * collector frees them and gives their reservation back. */
 typedef struct encoder {
-	tidei_script *s;
+	tidei_lstate *s;
 	tidei_buf val, out;
 	size_t held_val, held_out; /* reserved against the memory ceiling */
 } encoder;
@@ -257,7 +257,7 @@ encoder_free(lua_State *L)
 
 	tidei_buf_free(&e->val);
 	tidei_buf_free(&e->out);
-	tidei_script_release(e->s, e->held_val + e->held_out);
+	tidei_lstate_release(e->s, e->held_val + e->held_out);
 	e->held_val = e->held_out = 0;
 	return 0;
 }
@@ -269,7 +269,7 @@ new_encoder(lua_State *L)
 	encoder *e = lua_newuserdatauv(L, sizeof *e, 0);
 
 	memset(e, 0, sizeof *e);
-	e->s = tidei_script_of(L);
+	e->s = tidei_lstate_of(L);
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &encoder_mt_key);
 	lua_setmetatable(L, -2);
 	return e;
@@ -281,8 +281,8 @@ new_encoder(lua_State *L)
 static void
 hold(lua_State *L, encoder *e, const tidei_buf *b, size_t *held, const char *what)
 {
-	if (b->failed || tidei_script_reserve(e->s, b->cap) != TIDE_OK)
-		tidei_script_nomem(L, what);
+	if (b->failed || tidei_lstate_reserve(e->s, b->cap) != TIDE_OK)
+		tidei_lstate_nomem(L, what);
 	*held = b->cap;
 }
 
@@ -300,16 +300,16 @@ l_json_encode(lua_State *L)
 	e = new_encoder(L);
 	/* the intermediate encoding, then the JSON text: neither may take
 	 * more than the memory the script has left */
-	room = tidei_script_room(e->s);
+	room = tidei_lstate_room(e->s);
 	e->val.limit = room ? room : 1;
 	if (tidei_lua_to_val_charged(L, 1, &e->val, err) != 0) {
-		tidei_script_charge(L, 0); /* raises if a limit stopped it */
+		tidei_lstate_charge(L, 0); /* raises if a limit stopped it */
 		if (!e->val.failed)
 			return luaL_error(L, "tide.json.encode: %s", err);
-		tidei_script_nomem(L, "tide.json.encode");
+		tidei_lstate_nomem(L, "tide.json.encode");
 	}
 	hold(L, e, &e->val, &e->held_val, "tide.json.encode");
-	room = tidei_script_room(e->s);
+	room = tidei_lstate_room(e->s);
 	e->out.limit = room ? room : 1;
 	r.p = e->val.p;
 	r.end = e->val.p + e->val.len;
@@ -317,9 +317,9 @@ l_json_encode(lua_State *L)
 		return luaL_error(L, "tide.json.encode: the value cannot be encoded");
 	hold(L, e, &e->out, &e->held_out, "tide.json.encode");
 	/* writing the text: a few instructions' worth per byte */
-	tidei_script_charge(L, e->out.len / 8 + 1);
+	tidei_lstate_charge(L, e->out.len / 8 + 1);
 	tidei_buf_free(&e->val);
-	tidei_script_release(e->s, e->held_val);
+	tidei_lstate_release(e->s, e->held_val);
 	e->held_val = 0;
 	lua_pushlstring(L, (const char *)e->out.p, e->out.len);
 	lua_pushcfunction(L, encoder_free);
@@ -340,12 +340,12 @@ l_json_decode(lua_State *L)
 
 	lua_settop(L, 1);
 	e = new_encoder(L);
-	room = tidei_script_room(e->s);
+	room = tidei_lstate_room(e->s);
 	e->val.limit = room ? room : 1;
-	tidei_script_charge(L, n / 8 + 1);
+	tidei_lstate_charge(L, n / 8 + 1);
 	if (tidei_json_decode(s, n, &e->val, err) != 0) {
 		if (e->val.failed)
-			tidei_script_nomem(L, "tide.json.decode");
+			tidei_lstate_nomem(L, "tide.json.decode");
 		luaL_pushfail(L);
 		lua_pushstring(L, err);
 		return 2;

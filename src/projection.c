@@ -1025,7 +1025,7 @@ l_encode(lua_State *L)
 	/* encoded, states take less room than in Lua; a state that refers to
 	 * one table many times stops at the scripts' ceiling (and with it
 	 * the time it takes) */
-	p->out.limit = tidei_script_ceiling(tidei_script_of(L));
+	p->out.limit = tidei_lstate_ceiling(tidei_lstate_of(L));
 	lua_rawgeti(L, LUA_REGISTRYINDEX, p->cache_ref);
 	for (size_t slot = 0; slot < p->keys.n; slot++) {
 		size_t klen, at;
@@ -1046,7 +1046,7 @@ l_encode(lua_State *L)
 			/* each state has the budget of a handler call: a state
 			 * that refers to one table many times can take far
 			 * longer to walk than its size suggests */
-			tidei_script_rearm(tidei_script_of(L));
+			tidei_lstate_arm(tidei_lstate_of(L));
 			if (tidei_lua_to_val_charged(L, -1, &p->out, err) != 0)
 				return luaL_error(L, "state of key '%s' cannot be stored: %s",
 						  push_key_quote(L, k, klen), err);

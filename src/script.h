@@ -11,38 +11,7 @@
 
 #include "err.h"
 #include "event.h"
-
-/** The options of tide.on(pattern, fn, opts); -1 (or NULL) = default. */
-typedef struct tidei_on_opts {
-	const char *pattern;
-	const char *name;
-	int from;           /* TIDE_FROM_* */
-	int64_t retries;    /* tries after the first failure */
-	double backoff;     /* seconds before the first retry; doubles */
-	double backoff_max; /* seconds, the longest wait */
-	int ordered;        /* later events of a subject wait behind a retry */
-} tidei_on_opts;
-
-/** What the scripts may ask of whoever hosts them (the consumer layer).
- *  Every callback returns TIDE_OK or a code with a message in @p err. */
-typedef struct tidei_host {
-	void *ud;
-	/** Largest event tide.emit may build, in bytes (0: no limit): the
-	 *  binding stops copying a value past it. */
-	size_t max_event;
-	/** tide.on(pattern, fn, opts): fn is a registry reference. */
-	int (*on)(void *ud, const tidei_on_opts *o, int ref, const char *where, char *err);
-	/** tide.once(key): *first = 1 the first time @p key is claimed. */
-	int (*once)(void *ud, const char *key, size_t n, int *first, char *err);
-	/** tide.emit{...}: @p b holds the validated attributes, not finished. */
-	int (*emit)(void *ud, tidei_evb *b, char *err);
-	/** print() and tide.log(). */
-	void (*log)(void *ud, int level, const char *msg);
-	/** tide.projection(name, spec): the spec table is at stack index
-	 *  @p spec of @p L; the host takes what it needs (registry refs). */
-	int (*projection)(void *ud, lua_State *L, const char *name, int spec, const char *where,
-			  char *err);
-} tidei_host;
+#include "lstate.h"
 
 typedef struct tidei_script_opts {
 	uint64_t instruction_budget; /* per call; 0 = unlimited */
@@ -57,13 +26,6 @@ typedef struct tidei_script_opts {
 #define TIDEI_DEFAULT_BUDGET 10000000
 #define TIDEI_DEFAULT_TIME_NS 5000000000ull
 #define TIDEI_DEFAULT_MEMORY ((size_t)256 << 20)
-
-/** Why the last protected call failed (tidei_script_failure()). */
-#define TIDEI_FAIL_NONE 0   /* it did not */
-#define TIDEI_FAIL_ERROR 1  /* an ordinary error, raised by the script or a binding */
-#define TIDEI_FAIL_BUDGET 2 /* the instruction budget ran out */
-#define TIDEI_FAIL_TIME 3   /* the time limit passed */
-#define TIDEI_FAIL_MEMORY 4 /* the memory ceiling (or the system) refused memory */
 
 typedef struct tidei_script tidei_script;
 
@@ -96,36 +58,6 @@ void tidei_script_rearm(tidei_script *s);
  *  success. */
 int tidei_script_failure(const tidei_script *s);
 
-/** Charge @p units of work done in C (about one per Lua instruction's
- *  worth) to the running call's instruction budget, and look at the clock
- *  now and then.  Raises the same error as the count hook when a limit is
- *  passed (one that pcall cannot catch); returns 0 otherwise.  Only for
- *  states made by tidei_script_new().  [-0, +0, e] */
-int tidei_script_charge(lua_State *L, uint64_t units);
-
-/** Like tidei_script_charge(), for C code that must unwind before it
- *  raises (it holds memory of its own): returns TIDEI_FAIL_BUDGET or
- *  TIDEI_FAIL_TIME, now the call's failure, when a limit is passed
- *  (tidei_script_charge(L, 0) raises it), TIDEI_FAIL_NONE otherwise. */
-int tidei_script_spend(lua_State *L, uint64_t units);
-
-/** Raise the memory-limit error (uncatchable, like a refused allocation)
- *  for @p what, a C buffer that could not be reserved.  [-0, +0, e] */
-int tidei_script_nomem(lua_State *L, const char *what);
-
-/** Count @p bytes that C code holds on the script's behalf (an encoder's
- *  buffers, emitted events) against the memory ceiling: TIDE_OK, or
- *  TIDE_ENOMEM (nothing reserved) when the state's usage plus what is
- *  reserved would pass it.  Every reservation is released with
- *  tidei_script_release() once the bytes are freed or handed on. */
-int tidei_script_reserve(tidei_script *s, size_t bytes);
-void tidei_script_release(tidei_script *s, size_t bytes);
-/** Bytes that may still be allocated or reserved before the ceiling;
- *  SIZE_MAX when there is none. */
-size_t tidei_script_room(const tidei_script *s);
-/** The memory_limit the state was made with (0: none). */
-size_t tidei_script_ceiling(const tidei_script *s);
-
 /** The package.path for scripts: @p user's directories (may be NULL),
  *  the directory of each script, then Tide's Lua directory.  NUL-ended. */
 void tidei_lua_path(tidei_buf *out, const char *user, const char *const *scripts, size_t n);
@@ -134,9 +66,8 @@ void tidei_lua_path(tidei_buf *out, const char *user, const char *const *scripts
 void tidei_script_unref(tidei_script *s, int ref);
 
 lua_State *tidei_script_state(tidei_script *s);
-/** Bytes the state uses, with those reserved by C code. */
-size_t tidei_script_memory(const tidei_script *s);
-/** The script that owns @p L (any of its threads). */
-tidei_script *tidei_script_of(lua_State *L);
+/** The limits and the host of its state (lstate.h): what it uses and may
+ *  reserve. */
+tidei_lstate *tidei_script_lstate(tidei_script *s);
 
 #endif

@@ -125,7 +125,7 @@ run_lua(const limits *lim, const char *code)
 	out.rc = tidei_script_protect(s, l_chunk, (void *)code, out.err, NULL);
 	out.ms = th_ms() - t0;
 	out.failure = tidei_script_failure(s);
-	out.used = tidei_script_memory(s);
+	out.used = tidei_lstate_memory(tidei_script_lstate(s));
 	t0 = th_ms();
 	tidei_script_destroy(s);
 	out.close_ms = th_ms() - t0;
@@ -421,29 +421,31 @@ START_TEST(failure_kinds_and_memory)
 		so.instruction_budget = 1000000;
 		so.memory_limit = (size_t)8 << 20;
 		ck_assert_int_eq(tidei_script_new(&s, &so, NULL, err), TIDE_OK);
-		base = tidei_script_memory(s);
-		room = tidei_script_room(s);
+		base = tidei_lstate_memory(tidei_script_lstate(s));
+		room = tidei_lstate_room(tidei_script_lstate(s));
 		ck_assert_uint_le(room, (size_t)8 << 20);
 		ck_assert_uint_gt(room, (size_t)7 << 20);
-		ck_assert_int_eq(tidei_script_reserve(s, room + 1), TIDE_ENOMEM);
-		ck_assert_uint_eq(tidei_script_memory(s), base);
-		ck_assert_int_eq(tidei_script_reserve(s, room - 4096), TIDE_OK);
-		ck_assert_uint_eq(tidei_script_memory(s), base + room - 4096);
-		ck_assert_uint_eq(tidei_script_room(s), 4096);
+		ck_assert_int_eq(tidei_lstate_reserve(tidei_script_lstate(s), room + 1),
+				 TIDE_ENOMEM);
+		ck_assert_uint_eq(tidei_lstate_memory(tidei_script_lstate(s)), base);
+		ck_assert_int_eq(tidei_lstate_reserve(tidei_script_lstate(s), room - 4096),
+				 TIDE_OK);
+		ck_assert_uint_eq(tidei_lstate_memory(tidei_script_lstate(s)), base + room - 4096);
+		ck_assert_uint_eq(tidei_lstate_room(tidei_script_lstate(s)), 4096);
 		/* the state itself cannot take what is reserved */
 		ck_assert_int_eq(tidei_script_protect(s, l_chunk,
 						      (void *)"local s = ('x'):rep(64 * 1024)", err,
 						      NULL),
 				 TIDE_ESCRIPT);
 		ck_assert_int_eq(tidei_script_failure(s), TIDEI_FAIL_MEMORY);
-		tidei_script_release(s, room - 4096);
+		tidei_lstate_release(tidei_script_lstate(s), room - 4096);
 		ck_assert_int_eq(tidei_script_protect(s, l_chunk,
 						      (void *)"keep = ('x'):rep(64 * 1024)", err,
 						      NULL),
 				 TIDE_OK);
 		ck_assert_int_eq(tidei_script_failure(s), TIDEI_FAIL_NONE);
 		/* what a call keeps shows in the usage read afterwards */
-		ck_assert_uint_ge(tidei_script_memory(s), base + 64 * 1024);
+		ck_assert_uint_ge(tidei_lstate_memory(tidei_script_lstate(s)), base + 64 * 1024);
 		tidei_script_destroy(s);
 	}
 }
