@@ -506,7 +506,9 @@ see(tidei_evb *b, unsigned bit, const char *name, size_t n)
 static int
 ext_begin(tidei_evb *b, const char *name, size_t n)
 {
-	tidei_vreader r = { b->ext.p, b->ext.p + b->ext.len };
+	/* no arithmetic on the buffer before its first extension: it may
+	 * have no memory yet, and NULL + 0 is undefined */
+	tidei_vreader r = { b->ext.p, b->next > 0 ? b->ext.p + b->ext.len : b->ext.p };
 	tidei_vitem key;
 
 	if (!extension_name_valid(name, n))
@@ -965,6 +967,15 @@ not_an_event(tidei_eparser *p)
 	report(p, NULL, 0, "event must be a JSON object");
 }
 
+/* The name of the current member.  The buffer has no memory until a
+ * name of one byte or more: an empty name ("") must not reach the
+ * attribute code as NULL. */
+static const char *
+key_name(const tidei_eparser *p)
+{
+	return p->key.p != NULL ? (const char *)p->key.p : "";
+}
+
 static int
 key_is_data(tidei_eparser *p)
 {
@@ -998,7 +1009,7 @@ p_null(void *ctx)
 	tidei_eparser *p = ctx;
 
 	switch (route_scalar(p, 1)) {
-	case R_ATTR: tidei_evb_null(&p->b, (const char *)p->key.p, p->key.len); break;
+	case R_ATTR: tidei_evb_null(&p->b, key_name(p), p->key.len); break;
 	case R_DATA: tidei_jsonw_null(&p->w); break;
 	}
 	return 1;
@@ -1010,7 +1021,7 @@ p_bool(void *ctx, int v)
 	tidei_eparser *p = ctx;
 
 	switch (route_scalar(p, 0)) {
-	case R_ATTR: tidei_evb_bool(&p->b, (const char *)p->key.p, p->key.len, v); break;
+	case R_ATTR: tidei_evb_bool(&p->b, key_name(p), p->key.len, v); break;
 	case R_DATA: tidei_jsonw_bool(&p->w, v); break;
 	}
 	return 1;
@@ -1028,9 +1039,9 @@ p_number(void *ctx, const char *s, size_t n)
 		/* an attribute takes integers only: 1e400 is refused as any
 		 * other number with an exponent */
 		if (tidei_json_number(s, n, &i, &d) == 1)
-			tidei_evb_int(&p->b, (const char *)p->key.p, p->key.len, i);
+			tidei_evb_int(&p->b, key_name(p), p->key.len, i);
 		else
-			tidei_evb_badtype(&p->b, (const char *)p->key.p, p->key.len,
+			tidei_evb_badtype(&p->b, key_name(p), p->key.len,
 					  "a number with a fraction or exponent");
 		break;
 	case R_DATA:
@@ -1052,7 +1063,7 @@ p_string(void *ctx, const unsigned char *s, size_t n)
 	switch (route_scalar(p, 0)) {
 	case R_ATTR:
 		check_string(p, s, n);
-		tidei_evb_string(&p->b, (const char *)p->key.p, p->key.len, (const char *)s, n);
+		tidei_evb_string(&p->b, key_name(p), p->key.len, (const char *)s, n);
 		break;
 	case R_DATA:
 		check_string(p, s, n);
@@ -1103,7 +1114,7 @@ container_start(tidei_eparser *p, int is_map)
 			tidei_jsonw_start(&p->w, is_map);
 			return;
 		}
-		tidei_evb_badtype(&p->b, (const char *)p->key.p, p->key.len,
+		tidei_evb_badtype(&p->b, key_name(p), p->key.len,
 				  is_map ? "an object" : "an array");
 		p->mode = M_SKIP;
 		p->skip_depth = p->depth;

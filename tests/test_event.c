@@ -216,6 +216,21 @@ START_TEST(extensions)
 }
 END_TEST
 
+/* An empty member name, first thing a parser reads, is an extension name
+ * refused like any other (it once reached the attribute code as NULL). */
+START_TEST(empty_member_name)
+{
+	static const char *const values[] = { "1", "\"x\"", "null", "true", "{}", "[1]", "1.5" };
+
+	for (size_t k = 0; k < sizeof values / sizeof *values; k++) {
+		char msg[128];
+		snprintf(msg, sizeof msg, "{\"\":%s}", values[k]);
+		ck_assert_str_eq(reject(msg), "extension attribute name '' must use only lowercase "
+					      "letters and digits");
+	}
+}
+END_TEST
+
 /* expectedversion is a directive to the log: checked, kept out of the record */
 START_TEST(expected_version_attribute)
 {
@@ -534,6 +549,7 @@ event_suite(void)
 	tcase_add_test(tc, time_rfc3339);
 	tcase_add_test(tc, content_type_and_schema);
 	tcase_add_test(tc, extensions);
+	tcase_add_test(tc, empty_member_name);
 	tcase_add_test(tc, data_kinds);
 	tcase_add_test(tc, expected_version_attribute);
 	suite_add_tcase(s, tc);
