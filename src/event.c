@@ -87,6 +87,10 @@ tidei_event_decode(struct tide_event *ev, const uint8_t *rec, size_t len)
 	ev->ext_len = ext_len;
 	pos += ext_len;
 	if (rec[OFF_FLAGS] & FLAG_DATA) {
+		/* an encoded value is one byte or more, and readers of the
+		 * data look at its first byte */
+		if (pos == len)
+			return -1;
 		ev->data = rec + pos;
 		ev->data_len = len - pos;
 	} else {

@@ -390,6 +390,10 @@ START_TEST(record_layout)
 	ck_assert_int_eq(ev.recorded, 1700000000123456789ll);
 	ck_assert_str_eq(ev.attr[TIDEI_A_SUBJECT], "s1");
 	ck_assert_ptr_null(ev.attr[TIDEI_A_TIME]);
+	/* the data flag with no byte of data is corrupt: a value has at
+	 * least one, and readers look at it (once read past the end) */
+	ck_assert_int_eq(tidei_event_decode(&ev, rec, (size_t)(ev.data - rec)), -1);
+	ck_assert_int_eq(tidei_event_decode(&ev, rec, g->rec[0].len), 0);
 	/* truncated records are refused, never read past their end */
 	for (size_t cut = 0; cut < g->rec[0].len; cut++) {
 		struct tide_event e2;
