@@ -918,6 +918,7 @@ event_end(tidei_eparser *p)
 		bad_space(p, p->badspace, msg);
 		tidei_evb_fail(&p->b, "%s", msg);
 		p->badspace = tidei_json_badspace(p->msg, end, p->len);
+		p->badspace_from = end;
 	}
 	if (size > p->max_event) {
 		char lim[32], msg[96];
@@ -946,8 +947,10 @@ bad_string(tidei_eparser *p, const unsigned char *s, size_t n)
 		tidei_evb_fail(&p->b, "not valid JSON at byte %zu: %s", column(p, p->base + bad),
 			       why);
 	/* the strings after this one are ASCII up to the next such byte */
-	if ((uintptr_t)s >= (uintptr_t)p->msg && at + n <= p->len && at + n > p->ascii)
+	if ((uintptr_t)s >= (uintptr_t)p->msg && at + n <= p->len && at + n > p->ascii) {
 		p->ascii = tidei_json_ascii_end(p->msg, at + n, p->len);
+		p->ascii_from = at + n;
+	}
 }
 
 /* Hold a string or member name yajl reported to the rules of
@@ -1231,6 +1234,7 @@ tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len, tidei_event_sin
 	p->len = len;
 	p->badspace = tidei_json_badspace(msg, 0, len);
 	p->ascii = tidei_json_ascii_end(msg, 0, len);
+	p->badspace_from = p->ascii_from = 0;
 	p->sink = sink;
 	p->ud = ud;
 	p->count = 0;
@@ -1293,9 +1297,19 @@ tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len, tidei_event_sin
 		}
 		yajl_free(p->h);
 		p->h = NULL;
+		/* Parsing may go back to text it has read (the lines of a
+		 * batch after the line where it began): a scan that began
+		 * after that point starts again from there, or a string or an
+		 * event refused the first time would pass the second. */
 		at = resync(msg, len, failed);
-		if (p->badspace < at)
+		if (p->badspace < at || at < p->badspace_from) {
 			p->badspace = tidei_json_badspace(msg, at, len);
+			p->badspace_from = at;
+		}
+		if (at < p->ascii_from) {
+			p->ascii = tidei_json_ascii_end(msg, at, len);
+			p->ascii_from = at;
+		}
 	}
 	p->h = NULL;
 	return (long)p->count;

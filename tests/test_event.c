@@ -301,6 +301,37 @@ START_TEST(strings_escape)
 }
 END_TEST
 
+/* After a syntax error, parsing resumes on the line after the one where
+ * the broken value began, and may read again events it has read: what
+ * they were refused for the first time (bad UTF-8, a vertical tab) must
+ * refuse them the second time too. */
+START_TEST(resync_reads_again_strictly)
+{
+	static const char *const msgs[] = {
+		/* a string past U+10FFFF; a key too (its message quoted it) */
+		"[\n{" MIN2 ",\"id\":\"\xf4\x90\x80\x80\"}\n,,\n",
+		"[\n{" MIN ",\"x\xf4\x90\x80\x80\":1}\n,,\n",
+		/* a vertical tab, a form feed between tokens */
+		"[\n{" MIN ",\v\"x\":1}\n,,\n",
+		"[\n\f{" MIN "}\n,,\n",
+	};
+
+	for (size_t m = 0; m < sizeof msgs / sizeof *msgs; m++) {
+		got *g = parse(msgs[m]);
+		int reread = 0;
+		for (int k = 0; k < g->n; k++) {
+			ck_assert_msg(!g->ok[k], "message %zu: report %d accepted", m, k);
+			ck_assert_msg(tidei_utf8_check(g->err[k], strlen(g->err[k]), NULL) == NULL,
+				      "message %zu: %s", m, g->err[k]);
+			reread += strstr(g->err[k], "not valid JSON") != NULL &&
+				  strstr(g->err[k], "expect") == NULL;
+		}
+		ck_assert_int_ge(g->n, 3);
+		ck_assert_msg(reread >= 2, "message %zu: refused for the byte %d times", m, reread);
+	}
+}
+END_TEST
+
 START_TEST(framing_ndjson_and_batches)
 {
 	got *g = parse("{" MIN "}\n{\"id\":1}\nnot json\n\n{" MIN2 ",\"id\":\"b\"}\n");
@@ -571,6 +602,7 @@ event_suite(void)
 
 	tc = tcase_create("framing");
 	tcase_add_test(tc, framing_ndjson_and_batches);
+	tcase_add_test(tc, resync_reads_again_strictly);
 	tcase_add_test(tc, syntax_error_position);
 	tcase_add_test(tc, size_limit);
 	tcase_add_test(tc, nesting_limit);
