@@ -226,6 +226,9 @@ tidei_request_parse(tidei_request *r, const char *msg, size_t len, tidei_buf *sc
 		if (tidei_val_skip(&rd) != 0)
 			return tidei_err(err, TIDE_EINVAL, "malformed request");
 	}
+	if (r->kind == 0) /* {} */
+		return tidei_err(err, TIDE_EINVAL,
+				 "a request begins with \"query\" or \"command\"");
 	allowed = r->kind == TIDEI_REQ_QUERY ? QUERY_MEMBERS
 		  : r->kind == TIDEI_REQ_DLQ ? DLQ_MEMBERS
 					     : REBUILD_MEMBERS;

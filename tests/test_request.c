@@ -103,6 +103,19 @@ START_TEST(parse_queries)
 }
 END_TEST
 
+/* A request that names nothing to do is refused, not taken as a request of
+ * no kind; and text after the object is refused even when it is the start
+ * of a string (which yajl lets through at the end of the text). */
+START_TEST(refuses_empty_and_trailing)
+{
+	refused("{}", "a request begins with \"query\" or \"command\"");
+	refused(" { } ", "a request begins with \"query\" or \"command\"");
+	refused("{}\r\r\r\"", "text after the document");
+	refused("{\"query\":\"p\"} \"key", "text after the document");
+	refused("{\"query\":\"p\"}\"", "text after the document");
+}
+END_TEST
+
 START_TEST(parse_commands)
 {
 	tidei_request r;
@@ -274,6 +287,7 @@ request_suite(void)
 
 	tcase_add_test(tc, parse_queries);
 	tcase_add_test(tc, parse_commands);
+	tcase_add_test(tc, refuses_empty_and_trailing);
 	tcase_add_test(tc, recognised);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("daemon");
