@@ -519,7 +519,7 @@ ext_begin(tidei_evb *b, const char *name, size_t n)
 		return tidei_evb_fail(b,
 				      "extension attribute name '%.*s' must use only "
 				      "lowercase letters and digits",
-				      (int)(n > 64 ? 64 : n), name);
+				      (int)tidei_utf8_cut(name, n, 64), name);
 	for (uint32_t k = 0; k < b->next; k++) {
 		if (tidei_val_next(&r, &key) != 0)
 			break;
@@ -537,12 +537,9 @@ shown(const char *s, size_t n, char *tmp, size_t tmplen)
 {
 	/* Quote a value in an error message, shortened if long (at a UTF-8
 	 * character boundary: the message travels as JSON). */
-	if (n > 40) {
-		int cut = 37;
-		while (cut > 0 && ((unsigned char)s[cut] & 0xc0) == 0x80)
-			cut--;
-		snprintf(tmp, tmplen, "\"%.*s...\"", cut, s);
-	} else
+	if (n > 40)
+		snprintf(tmp, tmplen, "\"%.*s...\"", (int)tidei_utf8_cut(s, n, 37), s);
+	else
 		snprintf(tmp, tmplen, "\"%.*s\"", (int)n, s);
 	return tmp;
 }

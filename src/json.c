@@ -672,6 +672,18 @@ utf8_scan(const unsigned char *s, size_t n, size_t *at, int *four)
 	return why;
 }
 
+size_t
+tidei_utf8_cut(const char *s, size_t n, size_t max)
+{
+	if (n <= max)
+		return n;
+	/* s[max] is the first byte left out: back off while it continues a
+	 * sequence */
+	while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+		max--;
+	return max;
+}
+
 int
 tidei_utf8_valid(const char *s, size_t n)
 {

@@ -231,6 +231,22 @@ START_TEST(empty_member_name)
 }
 END_TEST
 
+/* A long name is quoted by its start, cut between two characters: the
+ * message travels as JSON, which must be UTF-8. */
+START_TEST(long_name_quoted_whole_characters)
+{
+	char msg[256], want[256];
+
+	/* 63 bytes, then a two-byte character across byte 64 */
+	snprintf(msg, sizeof msg, "{" MIN ",\"%s\xc3\xa9tail\":1}",
+		 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	snprintf(want, sizeof want,
+		 "extension attribute name '%s' must use only lowercase letters and digits",
+		 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	ck_assert_str_eq(reject(msg), want);
+}
+END_TEST
+
 /* expectedversion is a directive to the log: checked, kept out of the record */
 START_TEST(expected_version_attribute)
 {
@@ -585,6 +601,7 @@ event_suite(void)
 	tcase_add_test(tc, content_type_and_schema);
 	tcase_add_test(tc, extensions);
 	tcase_add_test(tc, empty_member_name);
+	tcase_add_test(tc, long_name_quoted_whole_characters);
 	tcase_add_test(tc, data_kinds);
 	tcase_add_test(tc, expected_version_attribute);
 	suite_add_tcase(s, tc);
