@@ -96,7 +96,8 @@ fuzz)
 			"(${ft:-?} features), corpus ${corp:-?} (inputs/bytes)"
 		if [ $status = FAILED ]; then
 			grep -E 'ERROR|property broken|Test unit written' logs/fuzz_$t.log | head -n 5
-			echo "fuzz: the log is build-fuzz/logs/fuzz_$t.log; rerun an input with" \
+			echo "fuzz: the input is in build-fuzz/artifacts/, the log in" \
+				"build-fuzz/logs/fuzz_$t.log; rerun an input with" \
 				"build-fuzz/src/tests/fuzz/fuzz_$t FILE"
 		fi
 	done
