@@ -3,9 +3,12 @@
  * C API (tide_config_set), the command line and the Lua config file, and
  * the loader of that file.
  *
- * The config file runs in a bare Lua state (no io, no os): it only sets
- * globals.  Unknown globals are errors, so a typo in a setting name is
- * reported instead of silently ignored.
+ * The config file is user code like a script: it runs in a state of
+ * script.c, with the same sandbox (no io, no os but its clock) and the
+ * default instruction budget, time limit and memory ceiling, so that a
+ * loop or a runaway pattern in it is a configuration error, not a hang.
+ * It only sets globals.  Unknown globals are errors, so a typo in a
+ * setting name is reported instead of silently ignored.
  */
 #include "config.h"
 
@@ -17,8 +20,9 @@
 #include <string.h>
 
 #include "conf.h"
+#include "script.h"
 
-enum { T_STR, T_SIZE, T_COUNT, T_DURABILITY, T_LEVEL, T_LIST };
+enum { T_STR, T_SIZE, T_COUNT, T_DURATION, T_DURABILITY, T_LEVEL, T_LIST };
 
 /* The option table: name, kind, where it lives. */
 /* clang-format off */
@@ -40,6 +44,7 @@ static const struct opt {
 	OPT("max_message_size", T_SIZE, max_message_size),
 	OPT("turn_events", T_COUNT, turn_events),
 	OPT("instruction_budget", T_COUNT, instruction_budget),
+	OPT("time_limit", T_DURATION, time_limit_ns),
 	OPT("memory_limit", T_SIZE, memory_limit),
 	OPT("max_emits", T_COUNT, max_emits),
 	OPT("build_threads", T_COUNT, build_threads),
@@ -105,6 +110,43 @@ tidei_parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+int
+tidei_parse_duration(const char *s, uint64_t *out)
+{
+	static const struct {
+		const char *unit;
+		double ns;
+	} units[] = { { "", 1e9 }, { "s", 1e9 }, { "ms", 1e6 }, { "us", 1e3 }, { "ns", 1 } };
+	size_t n = strspn(s, "0123456789.");
+	const char *unit = s + n;
+	char num[32], *end;
+	double v;
+
+	/* a plain decimal number: strtod alone would also take "inf", "0x10",
+	 * "1e3" and "-1" */
+	if (n == 0 || n >= sizeof num)
+		return -1;
+	memcpy(num, s, n);
+	num[n] = '\0';
+	if (strchr(num, '.') != strrchr(num, '.'))
+		return -1;
+	v = strtod(num, &end);
+	if (*end != '\0')
+		return -1;
+	while (*unit == ' ')
+		unit++;
+	for (size_t k = 0; k < sizeof units / sizeof *units; k++) {
+		if (strcmp(unit, units[k].unit) != 0)
+			continue;
+		v *= units[k].ns;
+		if (!(v >= 0 && v < 1e19))
+			return -1;
+		*out = (uint64_t)(v + 0.5);
+		return 0;
+	}
+	return -1;
+}
+
 TIDE_API int
 tide_config_new(tide_config **out)
 {
@@ -124,8 +166,9 @@ tide_config_new(tide_config **out)
 	c->max_event_size = 1 << 20;
 	c->max_message_size = 16 << 20;
 	c->turn_events = 20000;
-	c->instruction_budget = 10000000;
-	c->memory_limit = 256ull << 20;
+	c->instruction_budget = TIDEI_DEFAULT_BUDGET;
+	c->time_limit_ns = TIDEI_DEFAULT_TIME_NS;
+	c->memory_limit = TIDEI_DEFAULT_MEMORY;
 	c->max_emits = 1000;
 	c->log_level = TIDE_LOG_INFO;
 	*out = c;
@@ -206,6 +249,14 @@ tide_config_set(tide_config *c, const char *key, const char *value)
 			return tidei_err(c->err, TIDE_ECONFIG, "%s must be positive", key);
 		*(uint64_t *)field = n;
 		return TIDE_OK;
+	case T_DURATION:
+		if (tidei_parse_duration(value, &n) != 0)
+			return tidei_err(c->err, TIDE_ECONFIG,
+					 "%s: '%s' is not a duration (seconds, like 5 or 0.5, or "
+					 "with a unit: 2s, 500ms)",
+					 key, value);
+		*(uint64_t *)field = n;
+		return TIDE_OK;
 	case T_DURABILITY:
 		if (strcmp(value, "sync") == 0)
 			c->durability = TIDEI_DURABILITY_SYNC;
@@ -254,6 +305,18 @@ tide_config_get(const tide_config *c, const char *key)
 		snprintf(mc->getbuf, sizeof mc->getbuf, "%llu",
 			 (unsigned long long)*(const uint64_t *)field);
 		return mc->getbuf;
+	case T_DURATION: {
+		uint64_t ns = *(const uint64_t *)field;
+		if (ns % 1000000000 == 0)
+			snprintf(mc->getbuf, sizeof mc->getbuf, "%llus",
+				 (unsigned long long)(ns / 1000000000));
+		else if (ns % 1000000 == 0)
+			snprintf(mc->getbuf, sizeof mc->getbuf, "%llums",
+				 (unsigned long long)(ns / 1000000));
+		else
+			snprintf(mc->getbuf, sizeof mc->getbuf, "%lluns", (unsigned long long)ns);
+		return mc->getbuf;
+	}
 	case T_DURABILITY: return c->durability == TIDEI_DURABILITY_SYNC ? "sync" : "relaxed";
 	case T_LEVEL: return levels[c->log_level];
 	case T_LIST: return c->nallow ? c->allow[0] : "";
@@ -435,28 +498,28 @@ apply_endpoints(tide_config *c, lua_State *L)
 	return TIDE_OK;
 }
 
-TIDE_API int
-tide_config_load(tide_config *c, const char *path)
-{
-	lua_State *L;
-	char dir[4096];
-	const char *slash = strrchr(path, '/');
-	int rc = TIDE_OK;
+/* What the protected reading of a config file works on. */
+typedef struct loading {
+	tide_config *c;
+	const char *path;
+	const char *dir;
+	int rc;
+} loading;
 
-	snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 0, path);
-	if (slash == path)
-		snprintf(dir, sizeof dir, "/");
-	L = luaL_newstate();
-	if (L == NULL)
-		return TIDE_ENOMEM;
-	luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
-	luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
-	luaL_requiref(L, LUA_MATHLIBNAME, luaopen_math, 1);
+/* Run the file with its globals going to a fresh table, then apply them.
+ * Runs under tidei_script_protect(): errors of the file's code come back
+ * from there; those of the settings are in x->rc.  [-1, +0, e] */
+static int
+l_read_config(lua_State *L)
+{
+	loading *x = lua_touserdata(L, 1);
+	tide_config *c = x->c;
+	int env;
+
 	lua_settop(L, 0);
-	/* The file's globals go to a fresh table, read afterwards. */
-	if (luaL_loadfilex(L, path, "t") != LUA_OK) {
-		rc = tidei_err(c->err, TIDE_ECONFIG, "%s", lua_tostring(L, -1));
-		goto out;
+	if (luaL_loadfilex(L, x->path, "t") != LUA_OK) {
+		x->rc = tidei_err(c->err, TIDE_ECONFIG, "%s", lua_tostring(L, -1));
+		return 0;
 	}
 	lua_newtable(L); /* env */
 	lua_newtable(L); /* its metatable: read through to _G */
@@ -466,34 +529,63 @@ tide_config_load(tide_config *c, const char *path)
 	lua_pushvalue(L, -1);
 	lua_setupvalue(L, -3, 1); /* _ENV of the chunk */
 	lua_insert(L, 1);         /* env at 1, chunk at 2 */
-	if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
-		rc = tidei_err(c->err, TIDE_ECONFIG, "%s", lua_tostring(L, -1));
-		goto out;
-	}
+	env = 1;
+	lua_call(L, 0, 0);
 	lua_pushnil(L);
-	while (rc == TIDE_OK && lua_next(L, 1) != 0) {
+	while (x->rc == TIDE_OK && lua_next(L, env) != 0) {
 		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
 		if (k == NULL)
-			rc = tidei_err(c->err, TIDE_ECONFIG, "%s: settings must have string names",
-				       path);
+			x->rc = tidei_err(c->err, TIDE_ECONFIG,
+					  "%s: settings must have string names", x->path);
 		else if (strcmp(k, "scripts") == 0 || strcmp(k, "allow") == 0)
-			rc = apply_list(c, L, k, dir);
+			x->rc = apply_list(c, L, k, x->dir);
 		else if (strcmp(k, "endpoints") == 0)
-			rc = apply_endpoints(c, L);
+			x->rc = apply_endpoints(c, L);
 		else if (lua_type(L, -1) == LUA_TFUNCTION)
 			; /* helper functions defined in the file are fine */
 		else if (find_opt(k) == NULL)
-			rc = tidei_err(c->err, TIDE_ECONFIG, "%s: unknown setting '%s'", path, k);
+			x->rc = tidei_err(c->err, TIDE_ECONFIG, "%s: unknown setting '%s'", x->path,
+					  k);
 		else
-			rc = apply(c, L, k, dir);
+			x->rc = apply(c, L, k, x->dir);
 		lua_pop(L, 1);
 	}
+	return 0;
+}
+
+TIDE_API int
+tide_config_load(tide_config *c, const char *path)
+{
+	tidei_script_opts so;
+	tidei_script *s;
+	loading x;
+	char dir[4096], msg[TIDEI_ERRLEN];
+	const char *slash = strrchr(path, '/');
+	int rc;
+
+	snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 0, path);
+	if (slash == path)
+		snprintf(dir, sizeof dir, "/");
+	/* the file gets the defaults, whatever it or the command line sets */
+	memset(&so, 0, sizeof so);
+	so.instruction_budget = TIDEI_DEFAULT_BUDGET;
+	so.time_limit_ns = TIDEI_DEFAULT_TIME_NS;
+	so.memory_limit = TIDEI_DEFAULT_MEMORY;
+	so.who = "config file";
+	if ((rc = tidei_script_new(&s, &so, NULL, msg)) != TIDE_OK)
+		return tidei_err(c->err, rc, "%s", msg);
+	x.c = c;
+	x.path = path;
+	x.dir = dir;
+	x.rc = TIDE_OK;
+	if (tidei_script_protect(s, l_read_config, &x, msg, NULL) != TIDE_OK)
+		x.rc = tidei_err(c->err, TIDE_ECONFIG, "%s", msg);
+	rc = x.rc;
 	if (rc != TIDE_OK && strncmp(c->err, path, strlen(path)) != 0) {
 		char tmp[TIDEI_ERRLEN];
 		snprintf(tmp, sizeof tmp, "%s", c->err);
 		snprintf(c->err, sizeof c->err, "%.100s: %.400s", path, tmp);
 	}
-out:
-	lua_close(L);
+	tidei_script_destroy(s);
 	return rc;
 }

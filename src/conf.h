@@ -23,6 +23,7 @@ struct tide_config {
 	uint64_t max_message_size;
 	uint64_t turn_events;
 	uint64_t instruction_budget;
+	uint64_t time_limit_ns; /* wall-clock time per handler call; 0 = none */
 	uint64_t memory_limit;
 	uint64_t max_emits;
 	uint64_t build_threads; /* 0: one per CPU (at most 8) */
@@ -43,5 +44,9 @@ int tidei_config_copy(tide_config **out, const tide_config *src);
 
 /** Parse "64M", "1GiB", "4096" into bytes.  Returns 0 or -1. */
 int tidei_parse_size(const char *s, uint64_t *out);
+
+/** Parse a duration into ns: seconds as a number ("5", "0.25") or with a
+ *  unit ("2s", "500ms", "250us", "100ns").  Returns 0 or -1. */
+int tidei_parse_duration(const char *s, uint64_t *out);
 
 #endif

@@ -54,6 +54,12 @@ struct tidei_consumers {
 	tidei_buf emits; /* records emitted by the current call */
 	uint32_t *emit_len;
 	size_t nemits, emit_cap;
+	size_t reserved; /* of emits, against the scripts' memory ceiling */
+	/* the Lua state is full of what an earlier call left (see handle()):
+	 * no more handlers this turn; the engine loads the scripts afresh */
+	int full;
+	int blame_all; /* a fresh state did not help: every call pays for itself */
+	char full_why[TIDEI_ERRLEN];
 	tidei_buf scratch; /* tide_event_json() for C handlers */
 };
 
@@ -230,6 +236,22 @@ tidei_emit_prepare(tidei_evb *b, const char *consumer, const struct tide_event *
 }
 
 static int
+c_reserve(tidei_consumers *cs, size_t n)
+{
+	if (tidei_lstate_reserve(tidei_script_lstate(cs->script), n) != TIDE_OK)
+		return TIDE_ENOMEM;
+	cs->reserved += n;
+	return TIDE_OK;
+}
+
+static void
+c_release(tidei_consumers *cs)
+{
+	tidei_lstate_release(tidei_script_lstate(cs->script), cs->reserved);
+	cs->reserved = 0;
+}
+
+static int
 host_emit(void *ud, tidei_evb *b, char *err)
 {
 	tidei_consumers *cs = ud;
@@ -259,6 +281,12 @@ host_emit(void *ud, tidei_evb *b, char *err)
 		tidei_fmt_size(lim, sizeof lim, cs->o.max_event);
 		return tidei_err(err, TIDE_EEVENT,
 				 "the event is larger than the max_event_size limit of %s", lim);
+	}
+	/* emitted events are held until the call returns: they count against
+	 * the scripts' memory ceiling like the state itself */
+	if (c_reserve(cs, cs->emits.len - before) != TIDE_OK) {
+		cs->emits.len = before;
+		return TIDE_ENOMEM;
 	}
 	cs->emit_len[cs->nemits++] = (uint32_t)(cs->emits.len - before);
 	return TIDE_OK;
@@ -598,6 +626,19 @@ tidei_consumers_reload(tidei_consumers *cs, tidei_log *log)
 	return rc;
 }
 
+const char *
+tidei_consumers_full(const tidei_consumers *cs)
+{
+	return cs->full ? cs->full_why : NULL;
+}
+
+void
+tidei_consumers_blame_all(tidei_consumers *cs)
+{
+	cs->full = 0;
+	cs->blame_all = 1;
+}
+
 void
 tidei_consumers_set_flight(tidei_consumers *cs, tidei_flight *f)
 {
@@ -672,10 +713,46 @@ where_of(const char *msg, char *where, size_t n)
 		snprintf(where, n, "%.*s", (int)(p - msg), msg);
 }
 
-/* Call one handler.  *ok tells whether it succeeded (1: then its emits are
- * appended), failed (0), or must not be tried again (-1: the engine died
- * on this event before, see flight.h); a non-TIDE_OK return is a failure
- * of the turn itself. */
+/* What a handler call came to (*ok of handle()). */
+enum {
+	H_SET_ASIDE = -1, /* not run: the engine died on this event before (flight.h) */
+	H_FAILED = 0,
+	H_OK = 1,
+	H_NOT_RUN = 2, /* the state was full of what others left: try again afresh */
+};
+
+/* A call ran out of memory: was it to blame?  Only if it used much of the
+ * ceiling itself, i.e. the state was at most half full when it began
+ * (@p room_before).  Either way, if the state stays more than half full
+ * once the garbage is collected, someone keeps what they took (a global
+ * table): the engine loads the scripts into a fresh state before the next
+ * handler runs, so that others do not fail for it. */
+static int
+blame(tidei_consumers *cs, const tidei_consumer *c, size_t room_before)
+{
+	size_t ceiling = tidei_lstate_ceiling(tidei_script_lstate(cs->script)), room;
+	lua_State *L = tidei_script_state(cs->script);
+	int guilty = cs->blame_all || room_before >= ceiling / 2;
+
+	lua_gc(L, LUA_GCCOLLECT, 0);
+	room = tidei_lstate_room(tidei_script_lstate(cs->script));
+	if (!cs->blame_all && room < ceiling / 2) {
+		cs->full = 1;
+		snprintf(
+			cs->full_why, sizeof cs->full_why,
+			"the scripts' Lua state still holds %zu of its %zu MiB after consumer '%s' "
+			"ran out of memory%s",
+			(ceiling - room) >> 20, ceiling >> 20, c->name,
+			guilty ? ""
+			       : " (the state was already full when it began: it is not "
+				 "counted as a failure of its own)");
+	}
+	return guilty ? H_FAILED : H_NOT_RUN;
+}
+
+/* Call one handler.  *ok tells whether it succeeded (H_OK: then its emits
+ * are appended), failed, was set aside or was not run (H_*); a non-TIDE_OK
+ * return is a failure of the turn itself. */
 static int
 handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *log, int *appended,
        int *ok, char *why, char *where, char *err)
@@ -686,7 +763,7 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 	if (tidei_flight_verdict(cs->flight, TIDEI_FLIGHT_CONSUMER, c->name, ev, why)) {
 		c->failed++;
 		where[0] = '\0';
-		*ok = -1;
+		*ok = H_SET_ASIDE;
 		return TIDE_OK;
 	}
 	cs->log = log;
@@ -704,15 +781,25 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 				 tide_strerror(rc));
 		snprintf(where, 256, "C");
 	} else {
+		size_t room = tidei_lstate_room(tidei_script_lstate(cs->script));
 		rc = tidei_script_call(cs->script, c->ref, ev, why, trace);
 		if (rc != TIDE_OK)
 			where_of(why, where, 256);
+		if (rc != TIDE_OK && tidei_script_failure(cs->script) == TIDEI_FAIL_MEMORY &&
+		    (*ok = blame(cs, c, room)) == H_NOT_RUN) {
+			tidei_flight_leave(cs->flight);
+			c_release(cs);
+			cs->cur = NULL;
+			cs->cause = NULL;
+			return TIDE_OK;
+		}
 	}
 	tidei_flight_leave(cs->flight);
+	c_release(cs);
 	cs->cur = NULL;
 	cs->cause = NULL;
-	*ok = rc == TIDE_OK;
-	if (!*ok) {
+	*ok = rc == TIDE_OK ? H_OK : H_FAILED;
+	if (*ok != H_OK) {
 		c->failed++;
 		if (trace[0])
 			LOG(cs, TIDE_LOG_DEBUG, "%s", trace);
@@ -846,13 +933,14 @@ run_pending(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now,
 		}
 		ev.scratch = NULL;
 		(*handled)++;
-		if ((rc = handle(cs, c, &ev, log, &appended, &ok, why, where, err)) != TIDE_OK)
+		if ((rc = handle(cs, c, &ev, log, &appended, &ok, why, where, err)) != TIDE_OK ||
+		    ok == H_NOT_RUN)
 			break;
 		/* appends may have moved pages: re-read before using ev again */
 		if (appended && tidei_log_get(log, log->txn, c->pend[k].seq, &ev) != TIDE_OK)
 			memset(&ev, 0, sizeof ev);
 		p = &c->pend[k];
-		if (ok > 0) {
+		if (ok == H_OK) {
 			if (p->r.from_dlq)
 				tidei_log_dead_del(log, c->name, p->seq);
 			pend_done(c, k);
@@ -944,9 +1032,9 @@ run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now, int
 			} else {
 				handled++;
 				rc = handle(cs, c, &ev, log, &appended, &ok, why, where, err);
-				if (rc != TIDE_OK)
-					break;
-				if (ok <= 0) {
+				if (rc != TIDE_OK || ok == H_NOT_RUN)
+					break; /* not run: its checkpoint stays before it */
+				if (ok != H_OK) {
 					/* ev may be stale if... no: nothing was appended */
 					r.state = TIDEI_PENDING_RETRY;
 					if ((rc = pend_add(c, seq, subject, &r)) != TIDE_OK ||
@@ -988,9 +1076,14 @@ tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err)
 	int64_t now = tidei_now();
 
 	*more = 0;
-	for (size_t k = 0; k < cs->n; k++)
+	for (size_t k = 0; k < cs->n; k++) {
 		if ((rc = run_one(cs, &cs->v[k], log, now, more, err)) != TIDE_OK)
 			return rc;
+		if (cs->full) { /* the rest after the engine made a fresh state */
+			*more = 1;
+			return TIDE_OK;
+		}
+	}
 	/* A later consumer may have emitted past an earlier one, or released
 	 * a waiting event that is due now. */
 	for (size_t k = 0; k < cs->n; k++) {

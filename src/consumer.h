@@ -95,6 +95,16 @@ int tidei_consumers_start(tidei_consumers *cs, tidei_log *log, uint64_t head, ch
  *  due now.  TIDE_EFULL means: abort, grow, run again. */
 int tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err);
 
+/** Why the scripts' Lua state must be made afresh before another handler
+ *  runs (a call ran out of memory and the state stays more than half full
+ *  after a collection), or NULL.  The call that was not to blame (the state
+ *  was full when it began) is not counted as a failure: its event is
+ *  handled again after the engine reloaded the scripts. */
+const char *tidei_consumers_full(const tidei_consumers *cs);
+/** A fresh state could not be made: from now on every call that runs out
+ *  of memory fails as its own. */
+void tidei_consumers_blame_all(tidei_consumers *cs);
+
 /** Record each handler call in @p f (may be NULL), and set aside events
  *  the engine died on (see flight.h). */
 void tidei_consumers_set_flight(tidei_consumers *cs, tidei_flight *f);

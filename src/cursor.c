@@ -16,7 +16,7 @@
 
 #include "json.h"
 #include "log.h"
-#include "projection.h"
+#include "pstate.h"
 
 struct tide_log {
 	tidei_log *log;
@@ -385,6 +385,7 @@ tidei_log_query(tidei_log *log, const char *name, const char *key, const char *p
 		tide_state_fn *fn, void *ud)
 {
 	query_ctx q = { fn, ud, { 0 }, 0 };
+	tidei_pstate_dbs db;
 	MDB_txn *txn;
 	int rc;
 
@@ -392,7 +393,10 @@ tidei_log_query(tidei_log *log, const char *name, const char *key, const char *p
 		return TIDE_EINVAL;
 	if ((rc = tidei_log_read_begin(log, &txn)) != TIDE_OK)
 		return rc;
-	rc = tidei_state_query(log, txn, name, key, key ? strlen(key) : 0, prefix, limit, query_one,
+	db.projections = log->projections;
+	db.state = log->state;
+	db.fmt = tidei_log_key_format(log, txn);
+	rc = tidei_state_query(txn, &db, name, key, key ? strlen(key) : 0, prefix, limit, query_one,
 			       &q);
 	tidei_log_read_end(log);
 	tidei_buf_free(&q.json);
@@ -452,7 +456,8 @@ tide_log_projections(tide_log *l, tide_projection_fn *fn, void *ud)
 				}
 				cap = nc;
 			}
-			if (tidei_proj_meta_get(l->log, txn, name, &metas[n]) == TIDE_OK)
+			if (tidei_proj_meta_get(txn, l->log->projections, name, &metas[n]) ==
+			    TIDE_OK)
 				which[n++] = name;
 		}
 		tidei_log_read_end(l->log);

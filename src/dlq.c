@@ -119,39 +119,6 @@ tidei_dlq_step(tidei_log *log, tidei_dlq_job *j, size_t max,
 	return rc;
 }
 
-int
-tidei_offline(const char *dir, int (*fn)(tidei_log *log, void *ud), void *ud, char *err,
-	      size_t errlen)
-{
-	char msg[TIDEI_ERRLEN];
-	tidei_log_opts o = { 0 };
-	tidei_log *log;
-	tide_log *probe;
-	int rc;
-
-	msg[0] = '\0';
-	/* Refuse to create a log where there is none. */
-	if ((rc = tide_log_open(&probe, dir, msg, sizeof msg)) != TIDE_OK)
-		goto out;
-	tide_log_close(probe);
-	if ((rc = tidei_log_open(&log, dir, &o, msg)) != TIDE_OK)
-		goto out;
-	if ((rc = tidei_log_begin(log)) == TIDE_OK) {
-		rc = fn(log, ud);
-		if (rc == TIDE_OK)
-			rc = tidei_log_commit(log);
-		else
-			tidei_log_abort(log);
-	}
-	if (rc != TIDE_OK)
-		snprintf(msg, sizeof msg, "%s", log->err);
-	tidei_log_close(log);
-out:
-	if (err != NULL && errlen > 0)
-		snprintf(err, errlen, "%s", msg);
-	return rc;
-}
-
 /* Offline, each slice commits on its own: a kill keeps what was done. */
 #define OFFLINE_SLICE 1000
 
@@ -187,7 +154,7 @@ tide_dlq_apply(const char *dir, int op, const char *consumer, uint64_t seq, uint
 	}
 	do {
 		tidei_dlq_job before = j;
-		rc = tidei_offline(dir, dlq_offline, &a, err, errlen);
+		rc = tidei_log_offline(dir, dlq_offline, &a, err, errlen);
 		if (rc != TIDE_OK)
 			j = before; /* that slice was not committed */
 	} while (rc == TIDE_OK && !j.done);

@@ -35,10 +35,4 @@ int tidei_dlq_job_init(tidei_dlq_job *j, int op, const char *consumer, uint64_t 
 int tidei_dlq_step(tidei_log *log, tidei_dlq_job *j, size_t max,
 		   void (*changed)(void *ud, int op, const char *consumer, uint64_t seq), void *ud);
 
-/** Open the log in @p dir for writing (TIDE_EBUSY if an engine runs
- *  there; TIDE_ENOTFOUND if there is no log), run @p fn in one write
- *  transaction and commit it.  The error goes to @p err. */
-int tidei_offline(const char *dir, int (*fn)(tidei_log *log, void *ud), void *ud, char *err,
-		  size_t errlen);
-
 #endif

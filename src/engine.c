@@ -283,8 +283,10 @@ commit_turn(tide_engine *e, int with_consumers, int *more, char *err)
 		int pmore = 0;
 		if ((rc = tidei_consumers_run(e->cs, e->log, more, err)) != TIDE_OK)
 			goto abort;
-		/* after the consumers: projections see what they emitted */
-		if ((rc = tidei_projections_run(e->ps, e->log, &pmore, err)) != TIDE_OK)
+		/* after the consumers: projections see what they emitted (and
+		 * wait for a fresh state if the consumers found it full) */
+		if (tidei_consumers_full(e->cs) == NULL &&
+		    (rc = tidei_projections_run(e->ps, e->log, &pmore, err)) != TIDE_OK)
 			goto abort;
 		*more |= pmore;
 	}
@@ -339,6 +341,8 @@ retry_due(tide_engine *e)
 	return next >= 0 && next <= tidei_now();
 }
 
+static int reload(tide_engine *e);
+
 static void
 turn(void *ud)
 {
@@ -390,6 +394,20 @@ turn(void *ud)
 			with_consumers = 0;
 			e->consumers_resume = tidei_now() + CONSUMER_RETRY_NS;
 		}
+	}
+	if (rc == TIDE_OK && tidei_consumers_full(e->cs) != NULL) {
+		/* a handler left the scripts' state full: load them afresh before
+		 * any other handler runs in it, or every one would fail for it */
+		elog(e, TIDE_LOG_WARN, "%s: the scripts are loaded into a fresh state",
+		     tidei_consumers_full(e->cs));
+		if (reload(e) != TIDE_OK) {
+			elog(e, TIDE_LOG_ERROR,
+			     "cannot load the scripts afresh (%s): handlers that "
+			     "run out of memory fail as their own from now on",
+			     e->err);
+			tidei_consumers_blame_all(e->cs);
+		}
+		more = 1;
 	}
 	e->lagging = more || !with_consumers;
 	tidei_batch_finish(b);
@@ -634,6 +652,7 @@ new_runtime(tide_engine *e, tidei_consumers **cs, tidei_projections **ps)
 		       e->cfg->nscripts);
 	memset(&co, 0, sizeof co);
 	co.script.instruction_budget = e->cfg->instruction_budget;
+	co.script.time_limit_ns = e->cfg->time_limit_ns;
 	co.script.memory_limit = (size_t)e->cfg->memory_limit;
 	co.script.lua_path = path.failed ? NULL : (const char *)path.p;
 	co.script.allow = (const char *const *)e->cfg->allow;
@@ -1052,23 +1071,17 @@ tide_consumer_add(tide_engine *e, const char *name, const char *pattern, int fro
 	}
 }
 
-TIDE_API int
-tide_engine_reload(tide_engine *e)
+/* The scripts into a fresh Lua state, which takes over between two turns
+ * from the committed checkpoints; the running one stays if it fails. */
+static int
+reload(tide_engine *e)
 {
 	tidei_consumers *cs;
 	tidei_projections *ps;
 	int rc;
 
-	if (e == NULL)
-		return TIDE_EINVAL;
-	if (!e->opened || e->stopping)
-		return tidei_err(e->err, TIDE_ESTATE, "engine is not running");
-	if (e->in_turn)
-		return tidei_err(e->err, TIDE_ESTATE,
-				 "scripts cannot be reloaded from inside a turn (a handler or "
-				 "the log callback); reload from the event loop");
 	if ((rc = new_runtime(e, &cs, &ps)) != TIDE_OK)
-		goto fail;
+		return rc;
 	for (size_t k = 0; k < e->ncc && rc == TIDE_OK; k++)
 		rc = tidei_consumers_add(cs, e->cc[k].name, e->cc[k].pattern, e->cc[k].from,
 					 e->cc[k].fn, e->cc[k].ud, e->err);
@@ -1086,7 +1099,7 @@ tide_engine_reload(tide_engine *e)
 	if (rc != TIDE_OK) {
 		tidei_projections_destroy(ps);
 		tidei_consumers_destroy(cs);
-		goto fail;
+		return rc;
 	}
 	tidei_projections_destroy(e->ps);
 	tidei_consumers_destroy(e->cs);
@@ -1097,7 +1110,22 @@ tide_engine_reload(tide_engine *e)
 	elog(e, TIDE_LOG_INFO, "scripts reloaded: %zu consumers, %zu projections",
 	     tidei_consumers_count(cs), tidei_projections_count(ps));
 	return TIDE_OK;
-fail:
-	elog(e, TIDE_LOG_ERROR, "reload failed, the running scripts stay: %s", e->err);
+}
+
+TIDE_API int
+tide_engine_reload(tide_engine *e)
+{
+	int rc;
+
+	if (e == NULL)
+		return TIDE_EINVAL;
+	if (!e->opened || e->stopping)
+		return tidei_err(e->err, TIDE_ESTATE, "engine is not running");
+	if (e->in_turn)
+		return tidei_err(e->err, TIDE_ESTATE,
+				 "scripts cannot be reloaded from inside a turn (a handler or "
+				 "the log callback); reload from the event loop");
+	if ((rc = reload(e)) != TIDE_OK)
+		elog(e, TIDE_LOG_ERROR, "reload failed, the running scripts stay: %s", e->err);
 	return rc;
 }

@@ -17,6 +17,7 @@
 
 #include "json.h"
 #include "l_event.h"
+#include "lstate.h"
 
 /* ------------------------------------------------------------------------
  * Encoded value -> Lua
@@ -38,6 +39,21 @@ presize(const tidei_vreader *r, uint32_t count, size_t size)
 	return (int)(count < 1u << 20 ? count : 0);
 }
 
+/* Set the metatable at the top (one of Tide's, which a script can reach
+ * through getmetatable) on the table below it.  A script that gave it a
+ * __gc field would have its function run as a finalizer, outside every
+ * limit (Lua marks an object for finalization when its metatable is set),
+ * so that is refused.  [-1, +0, e] */
+static void
+set_own_metatable(lua_State *L)
+{
+	lua_pushliteral(L, "__gc");
+	if (lua_rawget(L, -2) != LUA_TNIL)
+		luaL_error(L, "a script gave one of Tide's metatables a __gc field");
+	lua_pop(L, 1);
+	lua_setmetatable(L, -2);
+}
+
 static int
 push_val(lua_State *L, tidei_vreader *r, int depth)
 {
@@ -56,8 +72,10 @@ push_val(lua_State *L, tidei_vreader *r, int depth)
 	case TIDEI_V_ARRAY:
 		luaL_checkstack(L, 3, "value nested too deeply");
 		lua_createtable(L, presize(r, it.u.count, 1), 0);
-		if (it.u.count == 0) /* or it would encode back as {} */
-			luaL_setmetatable(L, TIDEI_ARRAY_MT);
+		if (it.u.count == 0) { /* or it would encode back as {} */
+			luaL_getmetatable(L, TIDEI_ARRAY_MT);
+			set_own_metatable(L);
+		}
 		for (uint32_t k = 1; k <= it.u.count; k++) {
 			if (push_val(L, r, depth + 1) != 0) {
 				lua_pop(L, 1);
@@ -340,8 +358,22 @@ push_lazy_map(lua_State *L, int ud, const uint8_t *p, size_t n)
 	}
 	lua_rawsetp(L, -2, &lazy_bytes_key);
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
-	lua_setmetatable(L, -2);
+	set_own_metatable(L);
 	return 0;
+}
+
+void
+tidei_lua_plain(lua_State *L, int idx)
+{
+	int lazy;
+
+	if (!lua_getmetatable(L, idx))
+		return;
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+	lazy = lua_rawequal(L, -1, -2);
+	lua_pop(L, 2);
+	if (lazy)
+		lazy_materialize(L, idx);
 }
 
 static void
@@ -663,7 +695,7 @@ is_array(lua_State *L, int idx, int marked, lua_Integer *len)
 	return keys == n;
 }
 
-static int to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth);
+static int to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth, uint64_t *nodes);
 
 /* A map key: its text (a string key's own bytes, or a number's decimal
  * form in `num`) and where its value is. */
@@ -704,7 +736,7 @@ by_text(const void *a, const void *b)
  * gives the same bytes and the same JSON, whatever order Lua's hash (seeded
  * per state) keeps them in. */
 static int
-map_to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
+map_to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth, uint64_t *nodes)
 {
 	mkey small[16], *keys = small;
 	size_t n = 0, cap = 16;
@@ -779,7 +811,7 @@ map_to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 	for (size_t k = 0; k < n && rc == 0; k++) {
 		tidei_val_str(out, ktext(&keys[k]), keys[k].n);
 		if (keys[k].at != 0) {
-			rc = to_val(L, keys[k].at, out, err, depth + 1);
+			rc = to_val(L, keys[k].at, out, err, depth + 1, nodes);
 			continue;
 		}
 		if (!keys[k].is_num)
@@ -789,7 +821,7 @@ map_to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 		else
 			lua_pushnumber(L, keys[k].d);
 		lua_rawget(L, idx);
-		rc = to_val(L, -1, out, err, depth + 1);
+		rc = to_val(L, -1, out, err, depth + 1, nodes);
 		lua_pop(L, 1);
 	}
 	lua_settop(L, base);
@@ -799,13 +831,37 @@ out:
 	return rc;
 }
 
+/* Values walked by a charged encoding per charge, and units per value. */
+#define WALK_CHUNK 1024
+#define WALK_UNITS 4
+
+/* Charge @p units of a walk: 0, or -1 with which limit stopped it. */
 static int
-to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
+stopped(lua_State *L, uint64_t units, char *err)
+{
+	switch (tidei_lstate_spend(L, units)) {
+	case TIDEI_FAIL_NONE: return 0;
+	case TIDEI_FAIL_TIME: return tidei_err(err, -1, "the time limit passed");
+	default: return tidei_err(err, -1, "the instruction budget ran out");
+	}
+}
+
+static int
+to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth, uint64_t *nodes)
 {
 	size_t n;
 	const char *s;
 	lua_Integer len;
 
+	/* a buffer that failed (out of memory, or its limit) ends the walk:
+	 * a table that refers to one table many times can take far longer to
+	 * walk than its size suggests */
+	if (out->failed)
+		return tidei_err(err, -1, "out of memory");
+	/* the limits cannot be raised from here: map_to_val may hold a
+	 * malloc'd array of keys further up */
+	if (nodes != NULL && (++*nodes & (WALK_CHUNK - 1)) == 0)
+		return stopped(L, WALK_CHUNK * WALK_UNITS, err);
 	switch (lua_type(L, idx)) {
 	case LUA_TNIL: tidei_val_nil(out); return 0;
 	case LUA_TBOOLEAN: tidei_val_bool(out, lua_toboolean(L, idx)); return 0;
@@ -837,7 +893,7 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 		if (test_event(L, idx) != NULL) {
 			int rc;
 			tidei_lua_push_event_table(L, check_event(L, idx));
-			rc = to_val(L, -1, out, err, depth);
+			rc = to_val(L, -1, out, err, depth, nodes);
 			lua_pop(L, 1);
 			return rc;
 		}
@@ -852,7 +908,7 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 			tidei_val_array(out, (uint32_t)len);
 			for (lua_Integer k = 1; k <= len; k++) {
 				lua_rawgeti(L, idx, k);
-				if (to_val(L, -1, out, err, depth + 1) != 0) {
+				if (to_val(L, -1, out, err, depth + 1, nodes) != 0) {
 					lua_pop(L, 1);
 					return -1;
 				}
@@ -860,7 +916,7 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 			}
 			return 0;
 		}
-		return map_to_val(L, idx, out, err, depth);
+		return map_to_val(L, idx, out, err, depth, nodes);
 	}
 	return tidei_err(err, -1, "a %s cannot be encoded", luaL_typename(L, idx));
 }
@@ -868,11 +924,23 @@ to_val(lua_State *L, int idx, tidei_buf *out, char *err, int depth)
 int
 tidei_lua_to_val(lua_State *L, int idx, tidei_buf *out, char *err)
 {
-	if (to_val(L, idx, out, err, 0) != 0)
+	if (to_val(L, idx, out, err, 0, NULL) != 0)
 		return -1;
 	if (out->failed)
 		return tidei_err(err, -1, "out of memory");
 	return 0;
+}
+
+int
+tidei_lua_to_val_charged(lua_State *L, int idx, tidei_buf *out, char *err)
+{
+	uint64_t nodes = 0;
+
+	if (to_val(L, idx, out, err, 0, &nodes) != 0)
+		return -1;
+	if (out->failed)
+		return tidei_err(err, -1, "out of memory");
+	return stopped(L, (nodes & (WALK_CHUNK - 1)) * WALK_UNITS, err);
 }
 
 int
@@ -893,7 +961,8 @@ tidei_lua_to_event(lua_State *L, int idx, tidei_evb *b)
 		}
 		k = lua_tolstring(L, -2, &kn);
 		if (kn == 4 && memcmp(k, "data", 4) == 0) {
-			if (tidei_evb_data(b) == 0 && tidei_lua_to_val(L, -1, &b->data, err) != 0)
+			if (tidei_evb_data(b) == 0 &&
+			    tidei_lua_to_val_charged(L, -1, &b->data, err) != 0)
 				tidei_evb_fail(b, "data: %s", err);
 		} else if (kn == 11 && memcmp(k, "specversion", 11) == 0 && lua_isstring(L, -1) &&
 			   !lua_isnumber(L, -1)) {

@@ -42,9 +42,21 @@ int tidei_lua_push_val(lua_State *L, tidei_vreader *r);
  *  0, or -1 with the reason in @p err (TIDEI_ERRLEN bytes).  [-0, +0, m] */
 int tidei_lua_to_val(lua_State *L, int idx, tidei_buf *out, char *err);
 
-/** Fill @p b from the table at @p idx (attribute name -> value).  Returns 0
- *  or -1 with b->err set.  [-0, +0, m] */
+/** tidei_lua_to_val() that charges the walk to the running call (a state
+ *  of script.c): a table that refers to one table many times walks far
+ *  longer than its size.  -1 also when a limit was passed (@p err names
+ *  it; it is the call's failure now).  [-0, +0, m] */
+int tidei_lua_to_val_charged(lua_State *L, int idx, tidei_buf *out, char *err);
+
+/** Fill @p b from the table at @p idx (attribute name -> value), the
+ *  data's walk charged as by tidei_lua_to_val_charged().  Returns 0 or -1
+ *  with b->err set.  [-0, +0, m] */
 int tidei_lua_to_event(lua_State *L, int idx, tidei_evb *b);
+
+/** Make the table at @p idx plain if it is an event's lazy data (members
+ *  decoded, no metatable), so that a script replacing its metatable keeps
+ *  its members.  [-0, +0, e] */
+void tidei_lua_plain(lua_State *L, int idx);
 
 /** Registry key of the metatable that marks a table as a JSON array. */
 #define TIDEI_ARRAY_MT "tide.array"

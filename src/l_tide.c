@@ -63,7 +63,7 @@ l_tide_on(lua_State *L)
 {
 	static const char *const known[] = { "name",        "from",    "retries", "backoff",
 					     "backoff_max", "ordered", NULL };
-	const tidei_host *h = tidei_script_host(L);
+	const tidei_host *h = tidei_lstate_host(L);
 	tidei_on_opts o;
 	const char *from = "end", *where;
 	char err[TIDEI_ERRLEN];
@@ -130,7 +130,7 @@ l_tide_on(lua_State *L)
 static int
 l_tide_projection(lua_State *L)
 {
-	const tidei_host *h = tidei_script_host(L);
+	const tidei_host *h = tidei_lstate_host(L);
 	const char *name = check_name(L, 1, "tide.projection: the name");
 	char err[TIDEI_ERRLEN];
 	const char *where;
@@ -149,7 +149,7 @@ l_tide_projection(lua_State *L)
 static int
 l_tide_once(lua_State *L)
 {
-	const tidei_host *h = tidei_script_host(L);
+	const tidei_host *h = tidei_lstate_host(L);
 	size_t n;
 	const char *key = luaL_checklstring(L, 1, &n);
 	char err[TIDEI_ERRLEN];
@@ -174,7 +174,7 @@ too_large(char *err, size_t max)
 static int
 l_tide_emit(lua_State *L)
 {
-	const tidei_host *h = tidei_script_host(L);
+	const tidei_host *h = tidei_lstate_host(L);
 	char err[TIDEI_ERRLEN];
 	tidei_evb b;
 	int rc;
@@ -191,6 +191,7 @@ l_tide_emit(lua_State *L)
 			too_large(b.err, h->max_event);
 		lua_pushfstring(L, "tide.emit: %s", b.err);
 		tidei_evb_free(&b);
+		tidei_lstate_charge(L, 0); /* a limit met walking the data: raised as such */
 		return lua_error(L);
 	}
 	rc = h->emit(h->ud, &b, err);
@@ -199,6 +200,8 @@ l_tide_emit(lua_State *L)
 	else if (b.strs.over || b.ext.over)
 		too_large(err, h->max_event);
 	tidei_evb_free(&b);
+	if (rc == TIDE_ENOMEM) /* what the call emitted would pass the ceiling */
+		return tidei_lstate_nomem(L, "tide.emit");
 	if (rc != TIDE_OK)
 		return luaL_error(L, "tide.emit: %s", err);
 	return 1;
@@ -224,8 +227,63 @@ l_tide_array(lua_State *L)
 	}
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_settop(L, 1);
-	luaL_setmetatable(L, TIDEI_ARRAY_MT);
+	tidei_lua_plain(L, 1); /* lazy data keeps its members */
+	luaL_getmetatable(L, TIDEI_ARRAY_MT);
+	/* the mark is reachable by getmetatable: a __gc given to it would
+	 * run as a finalizer, outside every limit */
+	lua_pushliteral(L, "__gc");
+	if (lua_rawget(L, -2) != LUA_TNIL)
+		return luaL_error(L, "tide.array: its metatable was given a __gc field");
+	lua_pop(L, 1);
+	lua_setmetatable(L, 1);
 	return 1;
+}
+
+/* tide.json's buffers, in a userdata so that an error raised while they
+ * are in use (by the state or by the budget) cannot leak them: the
+ * collector frees them and gives their reservation back. */
+typedef struct encoder {
+	tidei_lstate *s;
+	tidei_buf val, out;
+	size_t held_val, held_out; /* reserved against the memory ceiling */
+} encoder;
+
+static const char encoder_mt_key = 0;
+
+static int
+encoder_free(lua_State *L)
+{
+	encoder *e = lua_touserdata(L, 1);
+
+	tidei_buf_free(&e->val);
+	tidei_buf_free(&e->out);
+	tidei_lstate_release(e->s, e->held_val + e->held_out);
+	e->held_val = e->held_out = 0;
+	return 0;
+}
+
+/* A fresh encoder, pushed.  [-0, +1, m] */
+static encoder *
+new_encoder(lua_State *L)
+{
+	encoder *e = lua_newuserdatauv(L, sizeof *e, 0);
+
+	memset(e, 0, sizeof *e);
+	e->s = tidei_lstate_of(L);
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &encoder_mt_key);
+	lua_setmetatable(L, -2);
+	return e;
+}
+
+/* Count the buffer @p b, just filled, against the ceiling: it was allowed
+ * to grow only as far as there was room, but the state may have grown
+ * meanwhile.  [-0, +0, e] */
+static void
+hold(lua_State *L, encoder *e, const tidei_buf *b, size_t *held, const char *what)
+{
+	if (b->failed || tidei_lstate_reserve(e->s, b->cap) != TIDE_OK)
+		tidei_lstate_nomem(L, what);
+	*held = b->cap;
 }
 
 /* tide.json.encode(v) -> string  [-1, +1, e] */
@@ -233,25 +291,40 @@ static int
 l_json_encode(lua_State *L)
 {
 	char err[TIDEI_ERRLEN];
-	tidei_buf val = { 0 }, out = { 0 };
 	tidei_vreader r;
-	int ok;
+	encoder *e;
+	size_t room;
 
 	luaL_checkany(L, 1);
-	ok = tidei_lua_to_val(L, 1, &val, err) == 0;
-	if (ok) {
-		r.p = val.p;
-		r.end = val.p + val.len;
-		ok = tidei_json_encode(&out, &r) == 0 && !out.failed;
-		if (!ok)
-			tidei_err(err, -1, "out of memory");
+	lua_settop(L, 1);
+	e = new_encoder(L);
+	/* the intermediate encoding, then the JSON text: neither may take
+	 * more than the memory the script has left */
+	room = tidei_lstate_room(e->s);
+	e->val.limit = room ? room : 1;
+	if (tidei_lua_to_val_charged(L, 1, &e->val, err) != 0) {
+		tidei_lstate_charge(L, 0); /* raises if a limit stopped it */
+		if (!e->val.failed)
+			return luaL_error(L, "tide.json.encode: %s", err);
+		tidei_lstate_nomem(L, "tide.json.encode");
 	}
-	if (ok)
-		lua_pushlstring(L, (const char *)out.p, out.len);
-	tidei_buf_free(&val);
-	tidei_buf_free(&out);
-	if (!ok)
-		return luaL_error(L, "tide.json.encode: %s", err);
+	hold(L, e, &e->val, &e->held_val, "tide.json.encode");
+	room = tidei_lstate_room(e->s);
+	e->out.limit = room ? room : 1;
+	r.p = e->val.p;
+	r.end = e->val.p + e->val.len;
+	if (tidei_json_encode(&e->out, &r) != 0 && !e->out.failed)
+		return luaL_error(L, "tide.json.encode: the value cannot be encoded");
+	hold(L, e, &e->out, &e->held_out, "tide.json.encode");
+	/* writing the text: a few instructions' worth per byte */
+	tidei_lstate_charge(L, e->out.len / 8 + 1);
+	tidei_buf_free(&e->val);
+	tidei_lstate_release(e->s, e->held_val);
+	e->held_val = 0;
+	lua_pushlstring(L, (const char *)e->out.p, e->out.len);
+	lua_pushcfunction(L, encoder_free);
+	lua_pushvalue(L, 2);
+	lua_call(L, 1, 0);
 	return 1;
 }
 
@@ -259,25 +332,32 @@ l_json_encode(lua_State *L)
 static int
 l_json_decode(lua_State *L)
 {
-	size_t n;
+	size_t n, room;
 	const char *s = luaL_checklstring(L, 1, &n);
 	char err[TIDEI_ERRLEN];
-	tidei_buf val = { 0 };
 	tidei_vreader r;
-	int rc;
+	encoder *e;
 
-	if (tidei_json_decode(s, n, &val, err) != 0) {
-		tidei_buf_free(&val);
+	lua_settop(L, 1);
+	e = new_encoder(L);
+	room = tidei_lstate_room(e->s);
+	e->val.limit = room ? room : 1;
+	tidei_lstate_charge(L, n / 8 + 1);
+	if (tidei_json_decode(s, n, &e->val, err) != 0) {
+		if (e->val.failed)
+			tidei_lstate_nomem(L, "tide.json.decode");
 		luaL_pushfail(L);
 		lua_pushstring(L, err);
 		return 2;
 	}
-	r.p = val.p;
-	r.end = val.p + val.len;
-	rc = tidei_lua_push_val(L, &r);
-	tidei_buf_free(&val);
-	if (rc != 0)
+	hold(L, e, &e->val, &e->held_val, "tide.json.decode");
+	r.p = e->val.p;
+	r.end = e->val.p + e->val.len;
+	if (tidei_lua_push_val(L, &r) != 0)
 		return luaL_error(L, "tide.json.decode: out of memory");
+	lua_pushcfunction(L, encoder_free);
+	lua_pushvalue(L, 2);
+	lua_call(L, 1, 0);
 	return 1;
 }
 
@@ -317,6 +397,10 @@ tidei_lua_open_tide(lua_State *L)
 {
 	luaL_newmetatable(L, TIDEI_ARRAY_MT);
 	lua_pop(L, 1);
+	lua_createtable(L, 0, 1);
+	lua_pushcfunction(L, encoder_free);
+	lua_setfield(L, -2, "__gc");
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &encoder_mt_key);
 	luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
 	lua_pushcfunction(L, luaopen_tide);
 	lua_setfield(L, -2, "tide");

@@ -7,7 +7,7 @@
 
 #include <lua.h>
 
-#include "script.h"
+#include "lstate.h"
 
 /** tide.delete: the address of this constant, as a light userdata. */
 extern const char tidei_delete_marker;
@@ -16,6 +16,6 @@ extern const char tidei_delete_marker;
 void tidei_lua_open_tide(lua_State *L);
 
 /** The host callbacks of the script that owns @p L (script.c). */
-const tidei_host *tidei_script_host(lua_State *L);
+const tidei_host *tidei_lstate_host(lua_State *L);
 
 #endif

@@ -1434,3 +1434,41 @@ tidei_log_dead_decode(const MDB_val *v, tidei_dead_rec *r)
 {
 	return dead_decode(v, r);
 }
+
+/* ------------------------------------------------------------------------
+ * Changes while no engine runs
+ * ------------------------------------------------------------------------ */
+
+int
+tidei_log_offline(const char *dir, int (*fn)(tidei_log *log, void *ud), void *ud, char *err,
+		  size_t errlen)
+{
+	char msg[TIDEI_ERRLEN];
+	tidei_log_opts o = { 0 };
+	tidei_log_opts ro = { 0 };
+	tidei_log *log;
+	int rc;
+
+	msg[0] = '\0';
+	/* Refuse to create a log where there is none. */
+	ro.readonly = 1;
+	if ((rc = tidei_log_open(&log, dir, &ro, msg)) != TIDE_OK)
+		goto out;
+	tidei_log_close(log);
+	if ((rc = tidei_log_open(&log, dir, &o, msg)) != TIDE_OK)
+		goto out;
+	if ((rc = tidei_log_begin(log)) == TIDE_OK) {
+		rc = fn(log, ud);
+		if (rc == TIDE_OK)
+			rc = tidei_log_commit(log);
+		else
+			tidei_log_abort(log);
+	}
+	if (rc != TIDE_OK)
+		snprintf(msg, sizeof msg, "%s", log->err);
+	tidei_log_close(log);
+out:
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen, "%s", msg);
+	return rc;
+}

@@ -229,6 +229,12 @@ int tidei_log_dead_decode(const MDB_val *v, tidei_dead_rec *r);
 /** 1 if event type @p type matches @p pat: exact, "prefix.*" or "*". */
 int tidei_pattern_match(const char *pat, size_t plen, const char *type, size_t tlen);
 
+/** Open the log in @p dir for writing (TIDE_EBUSY if an engine runs
+ *  there; TIDE_ENOTFOUND if there is no log), run @p fn in one write
+ *  transaction and commit it.  The error goes to @p err. */
+int tidei_log_offline(const char *dir, int (*fn)(tidei_log *log, void *ud), void *ud, char *err,
+		      size_t errlen);
+
 /** Wall-clock time in ns since the epoch. */
 int64_t tidei_now(void);
 

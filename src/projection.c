@@ -54,7 +54,6 @@
 #include "json.h"
 #include "l_event.h"
 #include "l_tide.h"
-#include "dlq.h"
 #include "keymap.h"
 #include "pbuild.h"
 #include "projection.h"
@@ -160,66 +159,20 @@ state_of(tidei_projections *ps)
  * Keys and progress records
  * ------------------------------------------------------------------------ */
 
+static int
+meta_put(tidei_log *log, const char *name, const tidei_proj_meta *m)
+{
+	int rc = tidei_proj_meta_put(log->txn, log->projections, name, m);
+
+	return rc ? tidei_err(log->err, tidei_err_mdb(rc), "cannot record projection %s: %s", name,
+			      mdb_strerror(rc))
+		  : TIDE_OK;
+}
+
 static uint32_t
 key_gen(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-#define META_FIXED 60
-
-int
-tidei_proj_meta_get(tidei_log *log, MDB_txn *txn, const char *name, tidei_proj_meta *m)
-{
-	MDB_val k = { strlen(name), (void *)name }, v;
-	const uint8_t *p;
-	int rc = mdb_get(txn, log->projections, &k, &v);
-
-	memset(m, 0, sizeof *m);
-	if (rc == MDB_NOTFOUND)
-		return TIDE_ENOTFOUND;
-	if (rc != 0)
-		return tidei_err_mdb(rc);
-	if (v.mv_size < META_FIXED)
-		return TIDE_EIO;
-	p = v.mv_data;
-	m->live = tidei_ld32(p);
-	m->build = tidei_ld32(p + 4);
-	m->live_seq = tidei_ld64(p + 8);
-	m->build_seq = tidei_ld64(p + 16);
-	m->hash = tidei_ld64(p + 24);
-	m->version = (int64_t)tidei_ld64(p + 32);
-	m->faulted = p[40];
-	m->gc = p[41];
-	m->fault_seq = tidei_ld64(p + 44);
-	snprintf(m->error, sizeof m->error, "%.*s", (int)(v.mv_size - META_FIXED),
-		 (const char *)p + META_FIXED);
-	return TIDE_OK;
-}
-
-static int
-meta_put(tidei_log *log, const char *name, const tidei_proj_meta *m)
-{
-	uint8_t raw[META_FIXED + sizeof m->error];
-	size_t elen = strlen(m->error);
-	MDB_val k = { strlen(name), (void *)name }, v = { META_FIXED + elen, raw };
-	int rc;
-
-	memset(raw, 0, META_FIXED);
-	tidei_st32(raw, m->live);
-	tidei_st32(raw + 4, m->build);
-	tidei_st64(raw + 8, m->live_seq);
-	tidei_st64(raw + 16, m->build_seq);
-	tidei_st64(raw + 24, m->hash);
-	tidei_st64(raw + 32, (uint64_t)m->version);
-	raw[40] = m->faulted;
-	raw[41] = m->gc;
-	tidei_st64(raw + 44, m->fault_seq);
-	memcpy(raw + META_FIXED, m->error, elen);
-	rc = mdb_put(log->txn, log->projections, &k, &v, 0);
-	return rc ? tidei_err(log->err, tidei_err_mdb(rc), "cannot record projection %s: %s", name,
-			      mdb_strerror(rc))
-		  : TIDE_OK;
 }
 
 /* ------------------------------------------------------------------------
@@ -607,7 +560,7 @@ load(tidei_projections *ps, tidei_log *log, MDB_txn *txn)
 {
 	for (size_t k = 0; k < ps->n; k++) {
 		proj *p = &ps->v[k];
-		int rc = tidei_proj_meta_get(log, txn, p->name, &p->meta);
+		int rc = tidei_proj_meta_get(txn, log->projections, p->name, &p->meta);
 		p->meta_changed = 1;
 		if (rc == TIDE_ENOTFOUND) {
 			memset(&p->meta, 0, sizeof p->meta);
@@ -1069,6 +1022,10 @@ l_encode(lua_State *L)
 	uint8_t len[4];
 
 	tidei_buf_reset(&p->out);
+	/* encoded, states take less room than in Lua; a state that refers to
+	 * one table many times stops at the scripts' ceiling (and with it
+	 * the time it takes) */
+	p->out.limit = tidei_lstate_ceiling(tidei_lstate_of(L));
 	lua_rawgeti(L, LUA_REGISTRYINDEX, p->cache_ref);
 	for (size_t slot = 0; slot < p->keys.n; slot++) {
 		size_t klen, at;
@@ -1086,7 +1043,11 @@ l_encode(lua_State *L)
 			if (!p->out.failed)
 				tidei_st32(p->out.p + at, UINT32_MAX);
 		} else {
-			if (tidei_lua_to_val(L, -1, &p->out, err) != 0)
+			/* each state has the budget of a handler call: a state
+			 * that refers to one table many times can take far
+			 * longer to walk than its size suggests */
+			tidei_lstate_arm(tidei_lstate_of(L));
+			if (tidei_lua_to_val_charged(L, -1, &p->out, err) != 0)
 				return luaL_error(L, "state of key '%s' cannot be stored: %s",
 						  push_key_quote(L, k, klen), err);
 			if (!p->out.failed)
@@ -1104,8 +1065,8 @@ l_encode(lua_State *L)
 static int
 write_states(proj *p, const tidei_buf *const *out, size_t nout, char *err)
 {
-	return tidei_pstate_write(p->log->txn, p->log->state, p->name, p->meta.build, out, nout,
-				  err);
+	return tidei_pstate_write(p->log->txn, p->log->state, p->name, p->meta.build,
+				  TIDEI_LOG_FORMAT, out, nout, err);
 }
 
 /* Write the cached states.  TIDE_ESCRIPT: a state could not be encoded
@@ -1628,6 +1589,9 @@ tidei_projections_each_state(tidei_projections *ps, const char *name,
 			if (lua_rawgeti(L, -1, (lua_Integer)slot + 1) == LUA_TTABLE) {
 				tidei_buf_reset(&val);
 				tidei_buf_reset(&json);
+				/* no call to charge here: a state that refers to one
+				 * table many times stops at this size instead */
+				val.limit = TIDEI_DEFAULT_MEMORY;
 				if (tidei_lua_to_val(L, -1, &val, err) == 0) {
 					r.p = val.p;
 					r.end = val.p + val.len;
@@ -1654,7 +1618,7 @@ mark_for_rebuild(tidei_log *log, void *ud)
 {
 	const char *name = ud;
 	tidei_proj_meta m;
-	int rc = tidei_proj_meta_get(log, log->txn, name, &m);
+	int rc = tidei_proj_meta_get(log->txn, log->projections, name, &m);
 
 	if (rc == TIDE_ENOTFOUND)
 		return tidei_err(log->err, rc, "no projection named '%s' in this log", name);
@@ -1670,5 +1634,5 @@ tide_projection_rebuild(const char *dir, const char *name, char *err, size_t err
 {
 	if (dir == NULL || name == NULL)
 		return TIDE_EINVAL;
-	return tidei_offline(dir, mark_for_rebuild, (void *)name, err, errlen);
+	return tidei_log_offline(dir, mark_for_rebuild, (void *)name, err, errlen);
 }

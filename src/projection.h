@@ -138,24 +138,4 @@ int tidei_projections_each_state(tidei_projections *ps, const char *name,
 					   const char *json, size_t jlen),
 				 void *ud);
 
-/* ------------------------------------------------------------------------
- * Reading state (queries), in any read or write transaction
- * ------------------------------------------------------------------------ */
-
-/** Progress of a projection as stored. */
-typedef struct tidei_proj_meta {
-	uint32_t live;      /* generation that queries read; 0 before the first build */
-	uint32_t build;     /* generation being written (== live when up to date) */
-	uint64_t live_seq;  /* events applied to the live generation */
-	uint64_t build_seq; /* events applied to the generation being built */
-	uint64_t hash;      /* definition of the build generation */
-	int64_t version;
-	uint8_t faulted; /* a handler failed; stopped at fault_seq */
-	uint8_t gc;      /* keys of other generations remain to be deleted */
-	uint64_t fault_seq;
-	char error[256];
-} tidei_proj_meta;
-
-int tidei_proj_meta_get(tidei_log *log, MDB_txn *txn, const char *name, tidei_proj_meta *m);
-
 #endif

@@ -12,11 +12,11 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "keyhash.h"
-#include "projection.h"
 #include "pstate.h"
 #include "val.h"
 
@@ -185,7 +185,7 @@ parse_records(const tidei_buf *const *out, size_t nout, rec **v, size_t *n)
 }
 
 int
-tidei_pstate_write(MDB_txn *txn, MDB_dbi dbi, const char *name, uint32_t gen,
+tidei_pstate_write(MDB_txn *txn, MDB_dbi dbi, const char *name, uint32_t gen, uint32_t fmt,
 		   const tidei_buf *const *out, size_t nout, char *err)
 {
 	uint8_t key[KEYMAX];
@@ -198,7 +198,7 @@ tidei_pstate_write(MDB_txn *txn, MDB_dbi dbi, const char *name, uint32_t gen,
 
 	if (nl > TIDEI_PROJ_NAME_MAX)
 		return tidei_err(err, TIDE_EINVAL, "projection name '%.40s...' is too long", name);
-	vm = verbatim_max(nl, TIDEI_LOG_FORMAT);
+	vm = verbatim_max(nl, fmt);
 	base = key_base(key, name, nl, gen);
 	if (parse_records(out, nout, &v, &n) != 0)
 		goto nomem;
@@ -327,12 +327,68 @@ tidei_pstate_upgrade(MDB_txn *txn, MDB_dbi dbi)
 }
 
 /* ------------------------------------------------------------------------
+ * Progress records
+ * ------------------------------------------------------------------------ */
+
+#define META_FIXED 60
+
+int
+tidei_proj_meta_get(MDB_txn *txn, MDB_dbi dbi, const char *name, tidei_proj_meta *m)
+{
+	MDB_val k = { strlen(name), (void *)name }, v;
+	const uint8_t *p;
+	int rc = mdb_get(txn, dbi, &k, &v);
+
+	memset(m, 0, sizeof *m);
+	if (rc == MDB_NOTFOUND)
+		return TIDE_ENOTFOUND;
+	if (rc != 0)
+		return tidei_err_mdb(rc);
+	if (v.mv_size < META_FIXED)
+		return TIDE_EIO;
+	p = v.mv_data;
+	m->live = tidei_ld32(p);
+	m->build = tidei_ld32(p + 4);
+	m->live_seq = tidei_ld64(p + 8);
+	m->build_seq = tidei_ld64(p + 16);
+	m->hash = tidei_ld64(p + 24);
+	m->version = (int64_t)tidei_ld64(p + 32);
+	m->faulted = p[40];
+	m->gc = p[41];
+	m->fault_seq = tidei_ld64(p + 44);
+	snprintf(m->error, sizeof m->error, "%.*s", (int)(v.mv_size - META_FIXED),
+		 (const char *)p + META_FIXED);
+	return TIDE_OK;
+}
+
+int
+tidei_proj_meta_put(MDB_txn *txn, MDB_dbi dbi, const char *name, const tidei_proj_meta *m)
+{
+	uint8_t raw[META_FIXED + sizeof m->error];
+	size_t elen = strlen(m->error);
+	MDB_val k = { strlen(name), (void *)name }, v = { META_FIXED + elen, raw };
+
+	memset(raw, 0, META_FIXED);
+	tidei_st32(raw, m->live);
+	tidei_st32(raw + 4, m->build);
+	tidei_st64(raw + 8, m->live_seq);
+	tidei_st64(raw + 16, m->build_seq);
+	tidei_st64(raw + 24, m->hash);
+	tidei_st64(raw + 32, (uint64_t)m->version);
+	raw[40] = m->faulted;
+	raw[41] = m->gc;
+	tidei_st64(raw + 44, m->fault_seq);
+	memcpy(raw + META_FIXED, m->error, elen);
+	return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+/* ------------------------------------------------------------------------
  * Queries
  * ------------------------------------------------------------------------ */
 
 int
-tidei_state_query(tidei_log *log, MDB_txn *txn, const char *name, const char *key, size_t klen,
-		  const char *prefix, size_t limit,
+tidei_state_query(MDB_txn *txn, const tidei_pstate_dbs *db, const char *name, const char *key,
+		  size_t klen, const char *prefix, size_t limit,
 		  int (*fn)(void *ud, const char *key, size_t klen, const uint8_t *val,
 			    size_t vlen),
 		  void *ud)
@@ -340,10 +396,10 @@ tidei_state_query(tidei_log *log, MDB_txn *txn, const char *name, const char *ke
 	tidei_proj_meta m;
 	uint8_t k[KEYMAX];
 	size_t nl = strlen(name), plen = prefix ? strlen(prefix) : 0, base, vm, keep, scan, n = 0;
-	uint32_t fmt;
 	MDB_cursor *cur;
 	MDB_val kv, v;
-	int rc = tidei_proj_meta_get(log, txn, name, &m), mrc;
+	uint32_t fmt = db->fmt;
+	int rc = tidei_proj_meta_get(txn, db->projections, name, &m), mrc;
 
 	if (rc != TIDE_OK)
 		return rc;
@@ -351,11 +407,10 @@ tidei_state_query(tidei_log *log, MDB_txn *txn, const char *name, const char *ke
 		return TIDE_ESTATE;
 	if (nl > TIDEI_PROJ_NAME_MAX)
 		return TIDE_ENOTFOUND;
-	fmt = tidei_log_key_format(log, txn);
 	if (key != NULL) {
 		if (klen == 0)
 			return TIDE_ENOTFOUND;
-		mrc = tidei_pstate_get(txn, log->state, name, m.live, key, klen, fmt, &v);
+		mrc = tidei_pstate_get(txn, db->state, name, m.live, key, klen, fmt, &v);
 		if (mrc != 0)
 			return tidei_err_mdb(mrc);
 		fn(ud, key, klen, v.mv_data, v.mv_size);
@@ -371,7 +426,7 @@ tidei_state_query(tidei_log *log, MDB_txn *txn, const char *name, const char *ke
 		memcpy(k + base, prefix, scan);
 	kv.mv_size = base + scan;
 	kv.mv_data = k;
-	if ((mrc = mdb_cursor_open(txn, log->state, &cur)) != 0)
+	if ((mrc = mdb_cursor_open(txn, db->state, &cur)) != 0)
 		return tidei_err_mdb(mrc);
 	for (mrc = mdb_cursor_get(cur, &kv, &v, MDB_SET_RANGE); mrc == 0;
 	     mrc = mdb_cursor_get(cur, &kv, &v, MDB_NEXT)) {

@@ -356,7 +356,8 @@ tide_replay(const tide_replay_opts *o, tide_replay_fn *fn, void *ud, char *err, 
 	if ((rc = tidei_log_open(&log, o->data, &lo, r.err)) != TIDE_OK)
 		goto out;
 	memset(&so, 0, sizeof so);
-	so.instruction_budget = 10000000;
+	so.instruction_budget = TIDEI_DEFAULT_BUDGET;
+	so.time_limit_ns = TIDEI_DEFAULT_TIME_NS;
 	so.memory_limit = (size_t)2 << 30; /* a replay holds every key in memory */
 	tidei_lua_path(&path, NULL, o->scripts, nscripts);
 	so.lua_path = path.failed ? NULL : (const char *)path.p;

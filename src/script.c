@@ -1,15 +1,23 @@
 /*
  * script.c - the lua_State that runs user scripts.
  *
- * Owns the state's lifecycle and its safety: the sandboxed standard
- * library, the memory ceiling (a counting lua_Alloc), the per-call
- * instruction budget (a count hook), and protected calls whose errors come
- * back as "file:line: message" plus a traceback.  It knows nothing about
- * consumers or the log: what scripts may do to the engine goes through the
- * tidei_host callbacks, reached by the `tide` module (l_tide.c).
+ * Owns the state's lifecycle and its sandbox: only safe libraries are
+ * opened into its globals (so modules loaded by require() are as confined
+ * as scripts), the standard library's C functions whose work is not
+ * bounded by memory are replaced by bounded ones (l_stdlib.c, l_pattern.c),
+ * and pcall, xpcall and the coroutine functions pass on a failure that
+ * must not be swallowed.  It runs protected calls whose errors come back
+ * as "file:line: message" plus a traceback.  The limits themselves (the
+ * memory ceiling, the instruction budget and the time limit) live in
+ * lstate.c, where the bindings reach them too.  It knows nothing about
+ * consumers or the log: what scripts may do to the engine goes through
+ * the tidei_host callbacks, reached by the `tide` module (l_tide.c).
  *
- * The sandbox is the state itself: only safe libraries are opened into its
- * globals, so modules loaded by require() are as confined as scripts.
+ * A call that runs out of budget, time or memory has failed, whatever the
+ * script does next: pcall, xpcall, coroutine.resume, coroutine.wrap and
+ * coroutine.close pass the failure on instead of returning it.
+ * Otherwise a handler could catch its own limit and carry on, or a memory
+ * error caught in one handler would surface in an innocent one.
  */
 #include "config.h"
 
@@ -20,180 +28,14 @@
 #include <string.h>
 
 #include "l_event.h"
+#include "l_pattern.h"
+#include "l_stdlib.h"
 #include "l_tide.h"
 #include "script.h"
 
-/* The count hook runs every HOOK_EVERY instructions. */
-#define HOOK_EVERY 1000
-
-/* Small blocks (Lua's strings, tables, closures, the event objects) come
- * from per-size free lists carved out of slabs: a handler call allocates
- * and frees several of them, and malloc/free was a fifth of a projection
- * rebuild.  Lua passes the old size to every free and realloc, so a block
- * needs no header.  Slabs go back to the system with the state. */
-#define POOL_STEP 16
-#if defined(__SANITIZE_ADDRESS__)
-#define POOL_MAX 0 /* let AddressSanitizer see every block */
-#else
-#define POOL_MAX 512
-#endif
-#define POOL_CLASSES (POOL_MAX / POOL_STEP + 1)
-#define SLAB_SIZE (64 * 1024)
-/* After this many small slabs, a state that keeps growing (a projection's
- * states) gets slabs of a huge page: its objects are read at random, and
- * with 4 KiB pages nearly every such read also misses the TLB. */
-#define SMALL_SLABS 16
-
-typedef struct slab {
-	struct slab *next;
-	size_t size; /* of the whole slab; TIDEI_HUGE ones are mapped */
-	char mem[];
-} slab;
-
-typedef struct pool {
-	void *free[POOL_CLASSES]; /* singly linked through the blocks */
-	slab *slabs;
-	size_t nslabs;
-	char *cur, *end; /* unused part of the newest slab */
-} pool;
-
 struct tidei_script {
-	lua_State *L;
-	pool pool;
-	tidei_host host;
-	size_t mem_used;
-	size_t mem_limit;
-	uint64_t budget;    /* instructions per call, 0 = unlimited */
-	uint64_t remaining; /* left in the current call */
-	int exhausted;      /* the current call ran out; pcall must not hide it */
+	tidei_lstate ls; /* the state and its limits */
 };
-
-static tidei_script *
-script_of(lua_State *L)
-{
-	return *(tidei_script **)lua_getextraspace(L);
-}
-
-static size_t
-pool_class(size_t n)
-{
-	return (n + POOL_STEP - 1) / POOL_STEP - 1;
-}
-
-static void *
-pool_get(pool *p, size_t n)
-{
-	size_t c = pool_class(n), sz = (c + 1) * POOL_STEP;
-	void *b = p->free[c];
-
-	if (b != NULL) {
-		p->free[c] = *(void **)b;
-		return b;
-	}
-	if ((size_t)(p->end - p->cur) < sz) {
-		size_t size = sizeof(slab) + SLAB_SIZE;
-		slab *sl = NULL;
-		if (p->nslabs >= SMALL_SLABS && (sl = tidei_huge_alloc(TIDEI_HUGE)) != NULL)
-			size = TIDEI_HUGE;
-		else if ((sl = malloc(size)) == NULL)
-			return NULL;
-		sl->next = p->slabs;
-		sl->size = size;
-		p->slabs = sl;
-		p->nslabs++;
-		p->cur = sl->mem;
-		p->end = (char *)sl + size;
-	}
-	b = p->cur;
-	p->cur += sz;
-	return b;
-}
-
-static void
-pool_put(pool *p, void *b, size_t n)
-{
-	size_t c = pool_class(n);
-
-	*(void **)b = p->free[c];
-	p->free[c] = b;
-}
-
-static void
-pool_free_all(pool *p)
-{
-	while (p->slabs != NULL) {
-		slab *next = p->slabs->next;
-		if (p->slabs->size == TIDEI_HUGE)
-			tidei_huge_free(p->slabs, TIDEI_HUGE);
-		else
-			free(p->slabs);
-		p->slabs = next;
-	}
-}
-
-/* A lua_Alloc that refuses to grow the state past its ceiling (Lua turns
- * the refusal into a "not enough memory" error in the running code), with
- * small blocks from the pool. */
-static void *
-counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-	tidei_script *s = ud;
-	size_t old = ptr ? osize : 0;
-	void *p;
-
-	if (nsize == 0) {
-		if (ptr != NULL) {
-			if (old <= POOL_MAX)
-				pool_put(&s->pool, ptr, old);
-			else
-				free(ptr);
-		}
-		s->mem_used -= old;
-		return NULL;
-	}
-	if (s->mem_limit && nsize > old && s->mem_used + (nsize - old) > s->mem_limit)
-		return NULL;
-	if (ptr != NULL && old > POOL_MAX && nsize > POOL_MAX) {
-		p = realloc(ptr, nsize);
-	} else if (ptr != NULL && old <= POOL_MAX && nsize <= POOL_MAX &&
-		   pool_class(old) == pool_class(nsize)) {
-		p = ptr; /* same size class */
-	} else {
-		p = nsize <= POOL_MAX ? pool_get(&s->pool, nsize) : malloc(nsize);
-		if (p != NULL && ptr != NULL) {
-			memcpy(p, ptr, old < nsize ? old : nsize);
-			if (old <= POOL_MAX)
-				pool_put(&s->pool, ptr, old);
-			else
-				free(ptr);
-		}
-	}
-	if (p != NULL)
-		s->mem_used = s->mem_used - old + nsize;
-	return p;
-}
-
-static void
-count_hook(lua_State *L, lua_Debug *ar)
-{
-	tidei_script *s = script_of(L);
-
-	(void)ar;
-	if (s->budget == 0)
-		return;
-	if (s->remaining <= HOOK_EVERY) {
-		s->remaining = 0;
-		s->exhausted = 1;
-		/* level 0: the Lua function that was running, so the message
-		 * names the looping line */
-		luaL_where(L, 0);
-		lua_pushfstring(L, "handler exceeded its instruction budget (%I instructions)",
-				(lua_Integer)s->budget);
-		lua_concat(L, 2);
-		lua_error(L);
-	}
-	s->remaining -= HOOK_EVERY;
-}
 
 /* Message handler: keep the message, add a traceback after a newline. */
 static int
@@ -228,6 +70,9 @@ l_load_text(lua_State *L)
 
 	luaL_argcheck(L, chunk != NULL, 1,
 		      "string expected (functions as chunk readers are not allowed)");
+	/* parsing code costs an instruction's worth per byte or two; what
+	 * it builds is bounded by the memory ceiling */
+	tidei_lstate_charge(L, len / 2 + 1);
 	status = luaL_loadbufferx(L, chunk, len, name, "t");
 	if (status != LUA_OK) {
 		luaL_pushfail(L);
@@ -242,12 +87,21 @@ l_load_text(lua_State *L)
 	return 1;
 }
 
-/* pcall/xpcall that let a budget error through: otherwise a handler could
- * catch it and loop forever. */
+/* Whether the call has failed for good after a protected call or a resume
+ * ended with @p status: a memory error is a failure like the limits. */
+static int
+failed(lua_State *L, int status)
+{
+	return tidei_lstate_failed(L, status);
+}
+
+/* pcall/xpcall that let a limit or memory error through: otherwise a
+ * handler could catch it and loop forever, or carry on with the memory it
+ * took from the others. */
 static int
 finish_pcall(lua_State *L, int status, lua_KContext extra)
 {
-	if (script_of(L)->exhausted)
+	if (failed(L, status))
 		return lua_error(L);
 	if (status != LUA_OK && status != LUA_YIELD) {
 		lua_pushboolean(L, 0);
@@ -271,11 +125,11 @@ l_pcall(lua_State *L)
 
 /* The message handler given to xpcall, guarded: a budget error runs the
  * handler inside the count hook, where hooks are off, so a looping handler
- * could never be stopped.  It is skipped once the budget is spent. */
+ * could never be stopped.  It is skipped once the call has failed. */
 static int
 guarded_msgh(lua_State *L)
 {
-	if (script_of(L)->exhausted)
+	if (tidei_lstate_of(L)->failure != TIDEI_FAIL_NONE)
 		return 1; /* the error object, unchanged */
 	lua_pushvalue(L, lua_upvalueindex(1));
 	lua_insert(L, 1);
@@ -300,10 +154,159 @@ l_xpcall(lua_State *L)
 	return finish_pcall(L, status, 2);
 }
 
+/* ------------------------------------------------------------------------
+ * Coroutines: resume, wrap and close that pass failures on
+ *
+ * A limit or memory error inside a coroutine kills the coroutine, and
+ * Lua's resume hands it back as `false, message`: a handler could ignore
+ * it.  These raise it in the resumer instead; ordinary errors behave as in
+ * Lua.  They also keep track of the running thread, which a large
+ * allocation asks to run its hook early.
+ * ------------------------------------------------------------------------ */
+
+static lua_State *
+check_co(lua_State *L, int idx)
+{
+	lua_State *co = lua_tothread(L, idx);
+
+	luaL_argexpected(L, co != NULL, idx, "thread");
+	return co;
+}
+
+/* Resume @p co with the @p nargs values on top of L.  Returns how many
+ * results it moved onto L, or -1 with an error object on top of L; *st
+ * gets lua_resume's status.  (lua_resume itself refuses dead and running
+ * coroutines.) */
+static int
+resume(lua_State *L, lua_State *co, int nargs, int *st)
+{
+	tidei_lstate *s = tidei_lstate_of(L);
+	lua_State *prev = s->running;
+	int nres;
+
+	*st = LUA_ERRRUN;
+	if (!lua_checkstack(co, nargs)) {
+		lua_pushliteral(L, "too many arguments to resume");
+		return -1;
+	}
+	lua_xmove(L, co, nargs);
+	s->running = co;
+	*st = lua_resume(co, L, nargs, &nres);
+	s->running = prev;
+	if (*st == LUA_OK || *st == LUA_YIELD) {
+		if (!lua_checkstack(L, nres + 1)) {
+			lua_pop(co, nres);
+			lua_pushliteral(L, "too many results to resume");
+			return -1;
+		}
+		lua_xmove(co, L, nres);
+		return nres;
+	}
+	lua_xmove(co, L, 1);
+	return -1;
+}
+
+/* Close @p co's pending to-be-closed variables (their __close handlers
+ * run in it); lua_resetthread's status, an error object on co if not OK. */
+static int
+reset(lua_State *L, lua_State *co)
+{
+	tidei_lstate *s = tidei_lstate_of(L);
+	lua_State *prev = s->running;
+	int st;
+
+	s->running = co;
+	st = lua_resetthread(co);
+	s->running = prev;
+	return st;
+}
+
+/* coroutine.resume(co, ...) -> true, ... | false, message  [-(n+1), +r, e] */
+static int
+l_co_resume(lua_State *L)
+{
+	lua_State *co = check_co(L, 1);
+	int st, r = resume(L, co, lua_gettop(L) - 1, &st);
+
+	if (r < 0) {
+		if (failed(L, st))
+			return lua_error(L);
+		lua_pushboolean(L, 0);
+		lua_insert(L, -2);
+		return 2;
+	}
+	lua_pushboolean(L, 1);
+	lua_insert(L, -(r + 1));
+	return r + 1;
+}
+
+/* The function made by coroutine.wrap: errors propagate, as in Lua, with
+ * the caller's position added to a string message.  [-n, +r, e] */
+static int
+co_wrapped(lua_State *L)
+{
+	lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+	int st, r = resume(L, co, lua_gettop(L), &st);
+
+	if (r >= 0)
+		return r;
+	st = lua_status(co);
+	if (st != LUA_OK && st != LUA_YIELD) { /* it failed (rather than refused) */
+		st = reset(L, co);
+		lua_xmove(co, L, 1); /* the error after closing its variables */
+	}
+	if (failed(L, st))
+		return lua_error(L);
+	if (st != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+		luaL_where(L, 1);
+		lua_insert(L, -2);
+		lua_concat(L, 2);
+	}
+	return lua_error(L);
+}
+
+/* coroutine.wrap(f) -> function  [-1, +1, m] */
+static int
+l_co_wrap(lua_State *L)
+{
+	lua_State *co;
+
+	luaL_checktype(L, 1, LUA_TFUNCTION);
+	co = lua_newthread(L);
+	lua_pushvalue(L, 1);
+	lua_xmove(L, co, 1);
+	lua_pushcclosure(L, co_wrapped, 1);
+	return 1;
+}
+
+/* coroutine.close(co) -> true | false, message  [-1, +(1|2), e] */
+static int
+l_co_close(lua_State *L)
+{
+	lua_State *co = check_co(L, 1);
+	lua_Debug ar;
+	int st = lua_status(co);
+
+	/* suspended (yielded, or not started) and dead coroutines may close */
+	if (co == L || (st == LUA_OK && lua_getstack(co, 0, &ar)))
+		return luaL_error(L, "cannot close a %s coroutine", co == L ? "running" : "normal");
+	st = reset(L, co);
+	if (st == LUA_OK) {
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	lua_xmove(co, L, 1);
+	if (failed(L, st))
+		return lua_error(L);
+	lua_pushboolean(L, 0);
+	lua_insert(L, -2);
+	return 2;
+}
+
 static int
 l_print(lua_State *L)
 {
-	tidei_script *s = script_of(L);
+	tidei_lstate *s = tidei_lstate_of(L);
 	luaL_Buffer b;
 	int n = lua_gettop(L);
 
@@ -378,6 +381,18 @@ open_sandbox(lua_State *L, const tidei_script_opts *o)
 	lua_setglobal(L, "xpcall");
 	lua_pushcfunction(L, l_print);
 	lua_setglobal(L, "print");
+	lua_getglobal(L, LUA_COLIBNAME);
+	lua_pushcfunction(L, l_co_resume);
+	lua_setfield(L, -2, "resume");
+	lua_pushcfunction(L, l_co_wrap);
+	lua_setfield(L, -2, "wrap");
+	lua_pushcfunction(L, l_co_close);
+	lua_setfield(L, -2, "close");
+	lua_settop(L, 0);
+	/* the standard library's C functions whose work is not bounded by
+	 * memory, made bounded; no finalizers */
+	tidei_lua_open_stdlib(L);
+	tidei_lua_open_pattern(L);
 
 	/* require: Lua source modules only, from the configured directories */
 	lua_getglobal(L, LUA_LOADLIBNAME);
@@ -407,28 +422,28 @@ tidei_script_new(tidei_script **out, const tidei_script_opts *o, const tidei_hos
 	*out = NULL;
 	if (s == NULL)
 		return tidei_err(err, TIDE_ENOMEM, "out of memory");
-	s->host = *host;
-	s->budget = o->instruction_budget;
-	s->L = lua_newstate(counting_alloc, s);
-	if (s->L == NULL) {
-		pool_free_all(&s->pool);
+	if (host != NULL)
+		s->ls.host = *host;
+	s->ls.budget = o->instruction_budget;
+	s->ls.time_limit = o->time_limit_ns;
+	s->ls.who = o->who ? o->who : "handler";
+	if (tidei_lstate_open(&s->ls) != TIDE_OK) {
 		free(s);
 		return tidei_err(err, TIDE_ENOMEM, "cannot create a Lua state");
 	}
-	*(tidei_script **)lua_getextraspace(s->L) = s;
-	open_sandbox(s->L, o);
-	tidei_lua_open_event(s->L);
-	tidei_lua_open_tide(s->L);
+	open_sandbox(s->ls.L, o);
+	tidei_lua_open_event(s->ls.L);
+	if (host != NULL)
+		tidei_lua_open_tide(s->ls.L);
 	/* Events and their data are short-lived: the generational collector
 	 * frees them young, without sweeping the whole heap.  A minor
 	 * collection every 5% of growth (not Lua's 20%) sweeps them while
 	 * they are still in the caches: with a projection's 100,000 states in
 	 * the heap, a cache simulation of a rebuild counts 21 instead of 29
 	 * last-level misses per event, for 1% more instructions. */
-	lua_gc(s->L, LUA_GCGEN, 5, 0);
-	lua_sethook(s->L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+	lua_gc(s->ls.L, LUA_GCGEN, 5, 0);
 	/* The ceiling starts after the libraries: it bounds what scripts use. */
-	s->mem_limit = o->memory_limit ? s->mem_used + o->memory_limit : 0;
+	tidei_lstate_cap(&s->ls, o->memory_limit);
 	*out = s;
 	return TIDE_OK;
 }
@@ -438,55 +453,88 @@ tidei_script_destroy(tidei_script *s)
 {
 	if (s == NULL)
 		return;
-	s->mem_limit = 0;
-	lua_close(s->L);
-	pool_free_all(&s->pool);
+	tidei_lstate_close(&s->ls);
 	free(s);
 }
 
 lua_State *
 tidei_script_state(tidei_script *s)
 {
-	return s->L;
+	return s->ls.L;
 }
 
-size_t
-tidei_script_memory(const tidei_script *s)
+tidei_lstate *
+tidei_script_lstate(tidei_script *s)
 {
-	return s->mem_used;
+	return &s->ls;
 }
 
-const tidei_host *
-tidei_script_host(lua_State *L)
+int
+tidei_script_failure(const tidei_script *s)
 {
-	return &script_of(L)->host;
+	return s->ls.last_failure;
+}
+
+/* The message of a failed call into @p buf when the error object does not
+ * say it (a failure raised again from a message handler or a __close). */
+static const char *
+failure_text(const tidei_lstate *s, int fail, const char *msg, char *buf, size_t n)
+{
+	char lim[32];
+
+	switch (fail) {
+	case TIDEI_FAIL_MEMORY:
+		if (msg == NULL || strncmp(msg, "not enough memory", 17) == 0)
+			return "script exceeded its memory limit (not enough memory)";
+		return msg; /* a binding's own, naming what it could not reserve */
+	case TIDEI_FAIL_BUDGET:
+		if (msg != NULL && strstr(msg, "instruction budget") != NULL)
+			return msg;
+		snprintf(buf, n, "%s exceeded its instruction budget (%llu instructions)", s->who,
+			 (unsigned long long)s->budget);
+		return buf;
+	case TIDEI_FAIL_TIME:
+		if (msg != NULL && strstr(msg, "time limit") != NULL)
+			return msg;
+		snprintf(buf, n, "%s exceeded its time limit (%s)", s->who,
+			 tidei_lstate_limit_text(lim, sizeof lim, s->time_limit));
+		return buf;
+	}
+	return msg != NULL ? msg : "unknown error";
 }
 
 /* Run the function under the message handler at the top of the stack with
  * @p nargs arguments below it; split the result into message and trace. */
 static int
-protected_call(tidei_script *s, int nargs, char *err, char *trace)
+protected_call(tidei_script *sc, int nargs, char *err, char *trace)
 {
+	tidei_lstate *s = &sc->ls;
 	lua_State *L = s->L;
 	int base = lua_gettop(L) - nargs; /* index of the function */
-	int rc;
+	int rc, fail;
 	const char *msg, *nl;
+	char text[TIDEI_ERRLEN];
 
 	lua_pushcfunction(L, msgh);
 	lua_insert(L, base);
-	s->remaining = s->budget;
-	s->exhausted = 0;
+	tidei_lstate_arm(s);
+	s->failure = TIDEI_FAIL_NONE;
+	s->running = L;
 	rc = lua_pcall(L, nargs, 0, base);
-	s->exhausted = 0;
-	if (rc == LUA_OK) {
+	fail = s->failure;
+	s->failure = TIDEI_FAIL_NONE;
+	if (rc == LUA_ERRMEM && fail == TIDEI_FAIL_NONE)
+		fail = TIDEI_FAIL_MEMORY;
+	if (rc != LUA_OK && fail == TIDEI_FAIL_NONE)
+		fail = TIDEI_FAIL_ERROR;
+	s->last_failure = fail;
+	if (fail == TIDEI_FAIL_NONE) {
 		lua_settop(L, base - 1);
 		return TIDE_OK;
 	}
-	msg = lua_tostring(L, -1);
-	if (msg == NULL)
-		msg = rc == LUA_ERRMEM ? "not enough memory" : "unknown error";
-	if (rc == LUA_ERRMEM)
-		msg = "script exceeded its memory limit (not enough memory)";
+	/* a failure that the script swallowed anyway still fails the call */
+	msg = rc != LUA_OK ? lua_tostring(L, -1) : NULL;
+	msg = failure_text(s, fail, msg, text, sizeof text);
 	nl = strchr(msg, '\n');
 	tidei_err(err, TIDE_ESCRIPT, "%.*s", nl ? (int)(nl - msg) : (int)strlen(msg), msg);
 	if (trace != NULL)
@@ -498,11 +546,12 @@ protected_call(tidei_script *s, int nargs, char *err, char *trace)
 int
 tidei_script_load(tidei_script *s, const char *path, char *err)
 {
-	lua_State *L = s->L;
+	lua_State *L = s->ls.L;
 	int rc;
 
 	rc = luaL_loadfilex(L, path, "t");
 	if (rc != LUA_OK) {
+		s->ls.last_failure = rc == LUA_ERRMEM ? TIDEI_FAIL_MEMORY : TIDEI_FAIL_ERROR;
 		tidei_err(err, TIDE_ESCRIPT, "%s", lua_tostring(L, -1));
 		lua_pop(L, 1);
 		return TIDE_ESCRIPT;
@@ -513,7 +562,7 @@ tidei_script_load(tidei_script *s, const char *path, char *err)
 int
 tidei_script_call(tidei_script *s, int ref, const struct tide_event *ev, char *err, char *trace)
 {
-	lua_State *L = s->L;
+	lua_State *L = s->ls.L;
 
 	int rc;
 
@@ -531,7 +580,7 @@ tidei_script_call(tidei_script *s, int ref, const struct tide_event *ev, char *e
 int
 tidei_script_protect(tidei_script *s, lua_CFunction fn, void *ud, char *err, char *trace)
 {
-	lua_State *L = s->L;
+	lua_State *L = s->ls.L;
 
 	lua_pushcfunction(L, fn);
 	lua_pushlightuserdata(L, ud);
@@ -541,13 +590,13 @@ tidei_script_protect(tidei_script *s, lua_CFunction fn, void *ud, char *err, cha
 void
 tidei_script_rearm(tidei_script *s)
 {
-	s->remaining = s->budget;
+	tidei_lstate_arm(&s->ls);
 }
 
 void
 tidei_script_unref(tidei_script *s, int ref)
 {
-	luaL_unref(s->L, LUA_REGISTRYINDEX, ref);
+	luaL_unref(s->ls.L, LUA_REGISTRYINDEX, ref);
 }
 
 void

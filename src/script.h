@@ -1,6 +1,6 @@
 /*
  * script.h - one Lua state running user scripts: sandbox, protected calls
- * with tracebacks, and the instruction and memory budgets.
+ * with tracebacks, and the instruction, time and memory limits.
  */
 #ifndef TIDE_SCRIPT_H
 #define TIDE_SCRIPT_H
@@ -11,48 +11,26 @@
 
 #include "err.h"
 #include "event.h"
-
-/** The options of tide.on(pattern, fn, opts); -1 (or NULL) = default. */
-typedef struct tidei_on_opts {
-	const char *pattern;
-	const char *name;
-	int from;           /* TIDE_FROM_* */
-	int64_t retries;    /* tries after the first failure */
-	double backoff;     /* seconds before the first retry; doubles */
-	double backoff_max; /* seconds, the longest wait */
-	int ordered;        /* later events of a subject wait behind a retry */
-} tidei_on_opts;
-
-/** What the scripts may ask of whoever hosts them (the consumer layer).
- *  Every callback returns TIDE_OK or a code with a message in @p err. */
-typedef struct tidei_host {
-	void *ud;
-	/** Largest event tide.emit may build, in bytes (0: no limit): the
-	 *  binding stops copying a value past it. */
-	size_t max_event;
-	/** tide.on(pattern, fn, opts): fn is a registry reference. */
-	int (*on)(void *ud, const tidei_on_opts *o, int ref, const char *where, char *err);
-	/** tide.once(key): *first = 1 the first time @p key is claimed. */
-	int (*once)(void *ud, const char *key, size_t n, int *first, char *err);
-	/** tide.emit{...}: @p b holds the validated attributes, not finished. */
-	int (*emit)(void *ud, tidei_evb *b, char *err);
-	/** print() and tide.log(). */
-	void (*log)(void *ud, int level, const char *msg);
-	/** tide.projection(name, spec): the spec table is at stack index
-	 *  @p spec of @p L; the host takes what it needs (registry refs). */
-	int (*projection)(void *ud, lua_State *L, const char *name, int spec, const char *where,
-			  char *err);
-} tidei_host;
+#include "lstate.h"
 
 typedef struct tidei_script_opts {
 	uint64_t instruction_budget; /* per call; 0 = unlimited */
+	uint64_t time_limit_ns;      /* wall-clock time per call; 0 = unlimited */
 	size_t memory_limit;         /* bytes for the whole state; 0 = unlimited */
 	const char *lua_path;        /* extra directories for require, ';'-separated */
 	const char *const *allow;    /* NULL-terminated standard modules to open unsandboxed */
+	const char *who;             /* names the code in limit errors; NULL: "handler" */
 } tidei_script_opts;
+
+/** Defaults of the limits (the configuration's, and the config file's own). */
+#define TIDEI_DEFAULT_BUDGET 10000000
+#define TIDEI_DEFAULT_TIME_NS 5000000000ull
+#define TIDEI_DEFAULT_MEMORY ((size_t)256 << 20)
 
 typedef struct tidei_script tidei_script;
 
+/** A state with the sandbox and limits of @p o.  @p host may be NULL (the
+ *  config file): then scripts have no `tide` module. */
 int tidei_script_new(tidei_script **out, const tidei_script_opts *o, const tidei_host *host,
 		     char *err);
 void tidei_script_destroy(tidei_script *s);
@@ -72,8 +50,13 @@ int tidei_script_call(tidei_script *s, int ref, const struct tide_event *ev, cha
 int tidei_script_protect(tidei_script *s, lua_CFunction fn, void *ud, char *err, char *trace);
 
 /** Inside tidei_script_protect(): give the next piece of work (one event
- *  of a batch) the whole instruction budget again. */
+ *  of a batch) the whole instruction budget and time limit again. */
 void tidei_script_rearm(tidei_script *s);
+
+/** After tidei_script_load(), _call() or _protect() returned TIDE_ESCRIPT:
+ *  TIDEI_FAIL_ERROR, _BUDGET, _TIME or _MEMORY.  TIDEI_FAIL_NONE after a
+ *  success. */
+int tidei_script_failure(const tidei_script *s);
 
 /** The package.path for scripts: @p user's directories (may be NULL),
  *  the directory of each script, then Tide's Lua directory.  NUL-ended. */
@@ -83,6 +66,8 @@ void tidei_lua_path(tidei_buf *out, const char *user, const char *const *scripts
 void tidei_script_unref(tidei_script *s, int ref);
 
 lua_State *tidei_script_state(tidei_script *s);
-size_t tidei_script_memory(const tidei_script *s);
+/** The limits and the host of its state (lstate.h): what it uses and may
+ *  reserve. */
+tidei_lstate *tidei_script_lstate(tidei_script *s);
 
 #endif

@@ -95,7 +95,11 @@ TIDE_API void tide_config_destroy(tide_config *cfg);
  *  (largest nanomsg message, default 16M: a larger one is refused with an
  *  answer up to twice the size; beyond that nanomsg closes the sender's
  *  connection), "turn_events"
- *  (events per group commit), "instruction_budget", "memory_limit", "max_emits",
+ *  (events per group commit), "instruction_budget" (Lua instructions, and
+ *  the work of library functions, per handler call; default 10 million;
+ *  0 = none), "time_limit" (wall-clock time per handler call: seconds, like
+ *  "5" or "0.5", or "2s", "500ms"; default 5 s; 0 = none), "memory_limit"
+ *  (bytes for the scripts' Lua state; default 256M; 0 = none), "max_emits",
  *  "build_threads" (threads of a projection build; 0, the default, is one
  *  per CPU, at most 8; never more than 16; 1 keeps builds on the engine's
  *  thread), "log_level".
@@ -109,7 +113,10 @@ TIDE_API int tide_config_add_script(tide_config *cfg, const char *path);
 
 /** Read a Lua configuration file: globals named like tide_config_set() keys,
  *  plus `scripts = { ... }` and `endpoints = { pull=, rep=, pub= }`.
- *  Relative paths in it are resolved against the file's directory.
+ *  Relative paths in it are resolved against the file's directory.  The
+ *  file runs sandboxed like a script, under the default limits (10 million
+ *  instructions, 5 seconds, 256 MiB) whatever it sets: code that loops or
+ *  runs out of memory is a TIDE_ECONFIG error.
  *  @return TIDE_OK, TIDE_ECONFIG or TIDE_ESCRIPT (details in
  *  tide_config_errmsg()). */
 TIDE_API int tide_config_load(tide_config *cfg, const char *path);

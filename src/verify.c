@@ -50,7 +50,6 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "projection.h"
 #include "pstate.h"
 #include "val.h"
 
@@ -583,7 +582,7 @@ walk_projections(walk *w, iter *it)
 		}
 		memcpy(name, k.mv_data, k.mv_size);
 		name[k.mv_size] = '\0';
-		if ((mrc = tidei_proj_meta_get(w->log, w->txn, name, &m)) != TIDE_OK) {
+		if ((mrc = tidei_proj_meta_get(w->txn, w->log->projections, name, &m)) != TIDE_OK) {
 			problem(w, DB_PROJECTIONS, k.mv_data, k.mv_size, 0,
 				"progress record of %zu bytes does not decode", v.mv_size);
 			continue;
@@ -623,8 +622,8 @@ walk_state(walk *w, iter *it)
 			memcpy(w->proj, p, nl);
 			w->proj[nl] = '\0';
 			w->pg->looking = DB_PROJECTIONS;
-			w->proj_found =
-				tidei_proj_meta_get(w->log, w->txn, w->proj, &w->meta) == TIDE_OK;
+			w->proj_found = tidei_proj_meta_get(w->txn, w->log->projections, w->proj,
+							    &w->meta) == TIDE_OK;
 			w->pg->looking = -1;
 		}
 		top = w->meta.live > w->meta.build ? w->meta.live : w->meta.build;

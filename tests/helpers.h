@@ -195,5 +195,6 @@ Suite *limits_suite(void);
 Suite *flight_suite(void);
 Suite *keys_suite(void);
 Suite *damage_suite(void);
+Suite *sandbox_suite(void);
 
 #endif

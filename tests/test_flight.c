@@ -28,7 +28,7 @@
 	ck_assert_msg(strstr(text, needle) != NULL, "'%s' not in:\n%s", needle, text)
 
 /* No limits: a handler that loops hangs the engine. */
-#define UNBOUNDED "--set instruction_budget=0 --stop-timeout 1"
+#define UNBOUNDED "--set instruction_budget=0 --set time_limit=0 --stop-timeout 1"
 
 static const char hanging_consumer[] =
 	"local tide = require 'tide'\n"
@@ -141,7 +141,7 @@ START_TEST(a_second_signal_ends_at_once)
 	snprintf(data, sizeof data, "%s/data", dir);
 	store(data, 1, 1);
 	ck_assert_int_eq(th_daemon_spawn(&d, data,
-					 "--data '%s' --script '%s' --set instruction_budget=0 "
+					 "--data '%s' --script '%s' --set instruction_budget=0 --set time_limit=0 "
 					 "--stop-timeout 60",
 					 data, th_write(dir, "c.lua", hanging_consumer)),
 			 0);

@@ -140,6 +140,61 @@ START_TEST(endpoints_beyond_loopback_are_recognised)
 }
 END_TEST
 
+/* A consumer that runs out of memory and keeps what it took (a global
+ * table; pcall cannot hide the error) fails as its own; another consumer
+ * of the same scripts does not fail for it: the engine loads the scripts
+ * into a fresh state first. */
+START_TEST(memory_is_blamed_on_who_used_it)
+{
+	const char *dir = th_tmpdir();
+	const char *script =
+		th_write(dir, "m.lua",
+			 "local tide = require 'tide'\n"
+			 "big = {}\n"
+			 "tide.on('hog', function(ev)\n"
+			 "  local ok = pcall(function()\n"
+			 "    while true do big[#big + 1] = string.rep('x', 1000) .. #big end\n"
+			 "  end)\n"
+			 "end, { name = 'hog', retries = 0 })\n"
+			 "tide.on('*', function(ev)\n"
+			 "  if ev.type ~= 'child' then\n"
+			 "    local t = {}\n"
+			 "    for i = 1, 100 do t[i] = string.rep('y', 100) .. i end\n"
+			 "    tide.emit{ type = 'child', data = { of = ev.id, n = #t } }\n"
+			 "  end\n"
+			 "end, { name = 'innocent', retries = 0 })\n");
+	char data[600], reply[512], out[16384];
+	th_daemon d;
+
+	snprintf(data, sizeof data, "%s/data", dir);
+	ck_assert_int_eq(th_daemon_spawn(&d, data,
+					 "--data '%s' --script '%s' --set memory_limit=32M "
+					 "--set instruction_budget=0",
+					 data, script),
+			 0);
+	for (int k = 1; k <= 5; k++) {
+		char ev[200];
+		snprintf(ev, sizeof ev,
+			 "{\"specversion\":\"1.0\",\"id\":\"e%d\",\"source\":\"/"
+			 "t\",\"type\":\"%s\"}",
+			 k, k == 1 || k == 3 ? "hog" : "x");
+		ck_assert_int_gt(th_req(d.rep, ev, reply, sizeof reply, 30000), 0);
+		HAS(reply, "\"ok\":true");
+	}
+	ck_assert_int_eq(th_wait_log(data, "--type child", 5, 30000), 5);
+	ck_assert(th_wait_settled(data, "innocent", 10, 30000));
+	ck_assert(th_wait_settled(data, "hog", 10, 30000));
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' dlq list --data '%s'", TIDE_BIN, data), 0);
+	/* the hog is blamed for both its events; the innocent for none */
+	ck_assert_int_eq(th_count(out, "\"consumer\":\"hog\""), 2);
+	ck_assert_int_eq(th_count(out, "\"consumer\":\"innocent\""), 0);
+	HAS(out, "not enough memory");
+	ck_assert(th_wait_file(d.log, "after consumer 'hog' ran out of memory", 1000));
+	ck_assert(th_wait_file(d.log, "the scripts are loaded into a fresh state", 1000));
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
 Suite *
 limits_suite(void)
 {
@@ -150,6 +205,7 @@ limits_suite(void)
 	tcase_add_test(tc, oversized_messages_are_refused_clearly);
 	tcase_add_test(tc, message_limit_below_event_limit_is_a_config_error);
 	tcase_add_test(tc, endpoints_beyond_loopback_are_recognised);
+	tcase_add_test(tc, memory_is_blamed_on_who_used_it);
 	suite_add_tcase(s, tc);
 	return s;
 }

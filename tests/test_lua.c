@@ -1359,7 +1359,7 @@ START_TEST(stored_values_claim_only_their_bytes)
 		{ "\xdd\x00\x0f\xff\xff\xdd\x00\x0f\xff\xff\xdd\x00\x0f\xff\xff", 15 },
 		{ "\x91\xde\xff\xff\xa1k\x01", 7 },
 	};
-	tidei_script_opts o = { 0, 4u << 20, NULL, NULL };
+	tidei_script_opts o = { .memory_limit = 4u << 20 };
 	tidei_host host;
 	tidei_script *s;
 	char err[TIDEI_ERRLEN];

@@ -13,21 +13,14 @@
  *    durability and log level, scripts that are all there, and an allow
  *    list of io, os and debug ending with NULL.
  *
- * The loader runs the file in a Lua state of its own with no bound on
- * instructions or memory yet, so "while true do end" or a string of
- * gigabytes would stop the run as a timeout or an out-of-memory finding
- * that says nothing new.  Until the loader bounds itself, this target
- * stands in for that bound: it defines luaL_newstate(), which the static
- * link resolves for conf.c ahead of liblua's, with a memory ceiling and
- * an instruction budget that raise ordinary Lua errors.  Set
- * TIDE_FUZZ_CONFIG_UNBOUNDED=1 to run the loader as it is.  Once
- * tide_config_load() creates its state with budgets of its own (through
- * lua_newstate()), this stand-in is no longer called and can go.
+ * The loader runs the file in a script state under the default limits
+ * (instruction budget, time limit, memory ceiling), so a loop or a string
+ * of gigabytes in it is a configuration error, not a hang or a crash:
+ * libFuzzer's -timeout (10 s in ./setup.sh fuzz, twice the time limit)
+ * and -rss_limit_mb stop the run if that ever stops being true.
  */
 #include "config.h"
 
-#include <lauxlib.h>
-#include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,79 +31,14 @@
 #include "fuzz.h"
 #include "tide.h"
 
-#define MEMORY_LIMIT (32u << 20)
-#define INSTRUCTIONS 1000000
-#define HOOK_EVERY 1000
-
-/* The bound of the state being loaded: the loader makes one at a time. */
-static struct {
-	int off; /* TIDE_FUZZ_CONFIG_UNBOUNDED */
-	size_t used;
-	long long left; /* instructions */
-} bound;
-
-static void *
-bounded_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-	size_t old = ptr ? osize : 0;
-	void *p;
-
-	(void)ud;
-	if (nsize == 0) {
-		free(ptr);
-		bound.used -= old;
-		return NULL;
-	}
-	if (!bound.off && nsize > old && bound.used + (nsize - old) > MEMORY_LIMIT)
-		return NULL;
-	if ((p = realloc(ptr, nsize)) != NULL)
-		bound.used = bound.used - old + nsize;
-	return p;
-}
-
-static void
-count_hook(lua_State *L, lua_Debug *ar)
-{
-	(void)ar;
-	if ((bound.left -= HOOK_EVERY) < 0)
-		luaL_error(L, "config exceeded the fuzzing budget of %d instructions",
-			   INSTRUCTIONS);
-}
-
-static int
-panic(lua_State *L)
-{
-	fuzz_fail(__FILE__, __LINE__, "no unprotected Lua error", "%s", lua_tostring(L, -1));
-}
-
-lua_State *
-luaL_newstate(void)
-{
-	lua_State *L;
-
-	bound.used = 0;
-	bound.left = INSTRUCTIONS;
-	if ((L = lua_newstate(bounded_alloc, NULL)) == NULL)
-		return NULL;
-	lua_atpanic(L, panic);
-	if (!bound.off)
-		lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
-	return L;
-}
-
-/* ------------------------------------------------------------------------ */
-
 static int fd = -1;
 static char path[64];
 
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	const char *e = getenv("TIDE_FUZZ_CONFIG_UNBOUNDED");
-
 	(void)argc;
 	(void)argv;
-	bound.off = e != NULL && strcmp(e, "1") == 0;
 	fd = memfd_create("tide-fuzz-config", 0);
 	FUZZ_CHECK(fd >= 0, "memfd_create");
 	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);

@@ -195,7 +195,7 @@ l_push(lua_State *L)
 static tidei_script *
 new_script(void)
 {
-	tidei_script_opts o = { INSTRUCTIONS, MEMORY_LIMIT, NULL, NULL };
+	tidei_script_opts o = { .instruction_budget = INSTRUCTIONS, .memory_limit = MEMORY_LIMIT };
 	tidei_host host;
 	tidei_script *s;
 	char err[TIDEI_ERRLEN];

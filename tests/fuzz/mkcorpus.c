@@ -190,6 +190,7 @@ static const struct {
 	  "max_message_size = 16777216\n"
 	  "turn_events = 20000\n"
 	  "instruction_budget = 10000000\n"
+	  "time_limit = \"500ms\"\n"
 	  "memory_limit = \"256M\"\n"
 	  "max_emits = 1000\n"
 	  "build_threads = 2\n"
@@ -224,6 +225,10 @@ static const struct {
 	{ "long-string", "lua_path = [==[\na]]b\n]==]\n--[[ comment ]]\n" },
 	{ "table-value", "data = {}\n" },
 	{ "loop-bounded", "local n = 0\nwhile n < 1000 do n = n + 1 end\nturn_events = n\n" },
+	{ "loop-forever", "while true do end\n" },
+	{ "huge-string", "data = string.rep(\"x\", 1 << 40)\n" },
+	{ "runaway-pattern", "data = (\"a\"):rep(3000):find(\".-.-.-.-b\")\n" },
+	{ "time-limit", "time_limit = 2.5\nmemory_limit = \"1G\"\n" },
 };
 
 /* ------------------------------------------------------------------------
