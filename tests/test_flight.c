@@ -140,11 +140,13 @@ START_TEST(a_second_signal_ends_at_once)
 
 	snprintf(data, sizeof data, "%s/data", dir);
 	store(data, 1, 1);
-	ck_assert_int_eq(th_daemon_spawn(&d, data,
-					 "--data '%s' --script '%s' --set instruction_budget=0 --set time_limit=0 "
-					 "--stop-timeout 60",
-					 data, th_write(dir, "c.lua", hanging_consumer)),
-			 0);
+	ck_assert_int_eq(
+		th_daemon_spawn(
+			&d, data,
+			"--data '%s' --script '%s' --set instruction_budget=0 --set time_limit=0 "
+			"--stop-timeout 60",
+			data, th_write(dir, "c.lua", hanging_consumer)),
+		0);
 	ck_assert(th_wait_file(d.log, "hanging on e1", 10000));
 	t0 = th_ms();
 	kill(d.pid, SIGINT);
