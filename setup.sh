@@ -4,11 +4,16 @@
 #   ./setup.sh          run the order-flow example (examples/orders)
 #   ./setup.sh check    run the test suite (make check)
 #   ./setup.sh asan     run the test suite under ASan + UBSan (build-asan/)
+#   ./setup.sh fuzz [SECONDS]
+#                       build the libFuzzer targets with clang (build-fuzz/)
+#                       and run each for SECONDS (default 60)
 set -eu
 cd "$(dirname "$0")"
 
 PACKAGES="build-essential autoconf automake libtool pkg-config \
 liblua5.4-dev libevent-dev libnanomsg-dev nanomsg-utils liblmdb-dev libyajl-dev libsodium-dev check"
+# libFuzzer comes with clang's runtime libraries, only needed to fuzz.
+if [ "${1:-}" = fuzz ]; then PACKAGES="$PACKAGES clang libclang-rt-14-dev"; fi
 
 missing=
 for p in $PACKAGES; do
@@ -48,8 +53,61 @@ asan)
 	TIDE_TESTDATA=${TIDE_TESTDATA:-$top/../shared/testdata} \
 		exec make -j"$jobs" --no-print-directory check
 	;;
+fuzz)
+	# A clean copy of the sources, as for asan, configured with clang and
+	# the fuzz targets.  Each target runs on a copy of its seed corpus
+	# (the repository's stays as committed); its finds go to
+	# build-fuzz/artifacts.  Any crash, leak, timeout or out-of-memory
+	# fails the run, after every target has had its turn.
+	seconds=${2:-60}
+	case $seconds in '' | *[!0-9]*)
+		echo "usage: $0 fuzz [SECONDS]" >&2
+		exit 2
+		;;
+	esac
+	rm -rf build-fuzz
+	mkdir -p build-fuzz/corpus build-fuzz/artifacts build-fuzz/logs
+	make --no-print-directory distdir distdir=build-fuzz/src >/dev/null
+	cd build-fuzz/src
+	./configure --quiet CC=clang --enable-fuzzing
+	make -j"$jobs" --no-print-directory fuzz-build
+	cd ..
+	failed=
+	for t in event request value config; do
+		cp -R src/tests/fuzz/corpus/fuzz_$t corpus/fuzz_$t
+		echo "fuzz: fuzz_$t for ${seconds}s"
+		if UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+			src/tests/fuzz/fuzz_$t corpus/fuzz_$t -dict=src/tests/fuzz/$t.dict \
+			-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+			-artifact_prefix="artifacts/fuzz_$t-" -print_final_stats=1 \
+			>logs/fuzz_$t.log 2>&1; then
+			status=ok
+		else
+			status=FAILED
+			failed="$failed fuzz_$t"
+		fi
+		# the last status line: "#RUNS DONE cov: C ft: F corp: N/SIZE ..."
+		last=$(grep -E '^#[0-9]+' logs/fuzz_$t.log | tail -n 1)
+		execs=$(grep -E '^stat::number_of_executed_units' logs/fuzz_$t.log | awk '{print $2}')
+		cov=$(printf '%s\n' "$last" | sed -n 's/.* cov: \([0-9]*\).*/\1/p')
+		ft=$(printf '%s\n' "$last" | sed -n 's/.* ft: \([0-9]*\).*/\1/p')
+		corp=$(printf '%s\n' "$last" | sed -n 's/.* corp: \([^ ]*\).*/\1/p')
+		echo "fuzz: fuzz_$t $status: ${execs:-?} executions, coverage ${cov:-?} edges" \
+			"(${ft:-?} features), corpus ${corp:-?} (inputs/bytes)"
+		if [ $status = FAILED ]; then
+			grep -E 'ERROR|property broken|Test unit written' logs/fuzz_$t.log | head -n 5
+			echo "fuzz: the input is in build-fuzz/artifacts/, the log in" \
+				"build-fuzz/logs/fuzz_$t.log; rerun an input with" \
+				"build-fuzz/src/tests/fuzz/fuzz_$t FILE"
+		fi
+	done
+	if [ -n "$failed" ]; then
+		echo "fuzz: FAILED:$failed" >&2
+		exit 1
+	fi
+	;;
 *)
-	echo "usage: $0 [example|check|asan]" >&2
+	echo "usage: $0 [example|check|asan|fuzz [SECONDS]]" >&2
 	exit 2
 	;;
 esac

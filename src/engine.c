@@ -98,6 +98,8 @@ struct tide_engine {
 	char err[TIDEI_ERRLEN];
 };
 
+static void elog(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
+
 static void
 elog(void *ud, int level, const char *fmt, ...)
 {

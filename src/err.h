@@ -25,7 +25,7 @@
  *  @p code, so that "return tidei_err(buf, TIDE_EIO, ...)" reads as one
  *  statement. */
 int tidei_err(char *buf, int code, const char *fmt, ...) TIDEI_PRINTF(3, 4);
-int tidei_verr(char *buf, int code, const char *fmt, va_list ap);
+int tidei_verr(char *buf, int code, const char *fmt, va_list ap) TIDEI_PRINTF(3, 0);
 
 /** Translate an LMDB return code into a Tide code (MDB_MAP_FULL becomes
  *  TIDE_EFULL, MDB_NOTFOUND TIDE_ENOTFOUND, version mismatches TIDE_EFORMAT). */

@@ -87,6 +87,10 @@ tidei_event_decode(struct tide_event *ev, const uint8_t *rec, size_t len)
 	ev->ext_len = ext_len;
 	pos += ext_len;
 	if (rec[OFF_FLAGS] & FLAG_DATA) {
+		/* an encoded value is one byte or more, and readers of the
+		 * data look at its first byte */
+		if (pos == len)
+			return -1;
 		ev->data = rec + pos;
 		ev->data_len = len - pos;
 	} else {
@@ -506,14 +510,16 @@ see(tidei_evb *b, unsigned bit, const char *name, size_t n)
 static int
 ext_begin(tidei_evb *b, const char *name, size_t n)
 {
-	tidei_vreader r = { b->ext.p, b->ext.p + b->ext.len };
+	/* no arithmetic on the buffer before its first extension: it may
+	 * have no memory yet, and NULL + 0 is undefined */
+	tidei_vreader r = { b->ext.p, b->next > 0 ? b->ext.p + b->ext.len : b->ext.p };
 	tidei_vitem key;
 
 	if (!extension_name_valid(name, n))
 		return tidei_evb_fail(b,
 				      "extension attribute name '%.*s' must use only "
 				      "lowercase letters and digits",
-				      (int)(n > 64 ? 64 : n), name);
+				      (int)tidei_utf8_cut(name, n, 64), name);
 	for (uint32_t k = 0; k < b->next; k++) {
 		if (tidei_val_next(&r, &key) != 0)
 			break;
@@ -531,12 +537,9 @@ shown(const char *s, size_t n, char *tmp, size_t tmplen)
 {
 	/* Quote a value in an error message, shortened if long (at a UTF-8
 	 * character boundary: the message travels as JSON). */
-	if (n > 40) {
-		int cut = 37;
-		while (cut > 0 && ((unsigned char)s[cut] & 0xc0) == 0x80)
-			cut--;
-		snprintf(tmp, tmplen, "\"%.*s...\"", cut, s);
-	} else
+	if (n > 40)
+		snprintf(tmp, tmplen, "\"%.*s...\"", (int)tidei_utf8_cut(s, n, 37), s);
+	else
 		snprintf(tmp, tmplen, "\"%.*s\"", (int)n, s);
 	return tmp;
 }
@@ -912,6 +915,7 @@ event_end(tidei_eparser *p)
 		bad_space(p, p->badspace, msg);
 		tidei_evb_fail(&p->b, "%s", msg);
 		p->badspace = tidei_json_badspace(p->msg, end, p->len);
+		p->badspace_from = end;
 	}
 	if (size > p->max_event) {
 		char lim[32], msg[96];
@@ -940,8 +944,10 @@ bad_string(tidei_eparser *p, const unsigned char *s, size_t n)
 		tidei_evb_fail(&p->b, "not valid JSON at byte %zu: %s", column(p, p->base + bad),
 			       why);
 	/* the strings after this one are ASCII up to the next such byte */
-	if ((uintptr_t)s >= (uintptr_t)p->msg && at + n <= p->len && at + n > p->ascii)
+	if ((uintptr_t)s >= (uintptr_t)p->msg && at + n <= p->len && at + n > p->ascii) {
 		p->ascii = tidei_json_ascii_end(p->msg, at + n, p->len);
+		p->ascii_from = at + n;
+	}
 }
 
 /* Hold a string or member name yajl reported to the rules of
@@ -963,6 +969,15 @@ static void
 not_an_event(tidei_eparser *p)
 {
 	report(p, NULL, 0, "event must be a JSON object");
+}
+
+/* The name of the current member.  The buffer has no memory until a
+ * name of one byte or more: an empty name ("") must not reach the
+ * attribute code as NULL. */
+static const char *
+key_name(const tidei_eparser *p)
+{
+	return p->key.p != NULL ? (const char *)p->key.p : "";
 }
 
 static int
@@ -998,7 +1013,7 @@ p_null(void *ctx)
 	tidei_eparser *p = ctx;
 
 	switch (route_scalar(p, 1)) {
-	case R_ATTR: tidei_evb_null(&p->b, (const char *)p->key.p, p->key.len); break;
+	case R_ATTR: tidei_evb_null(&p->b, key_name(p), p->key.len); break;
 	case R_DATA: tidei_jsonw_null(&p->w); break;
 	}
 	return 1;
@@ -1010,7 +1025,7 @@ p_bool(void *ctx, int v)
 	tidei_eparser *p = ctx;
 
 	switch (route_scalar(p, 0)) {
-	case R_ATTR: tidei_evb_bool(&p->b, (const char *)p->key.p, p->key.len, v); break;
+	case R_ATTR: tidei_evb_bool(&p->b, key_name(p), p->key.len, v); break;
 	case R_DATA: tidei_jsonw_bool(&p->w, v); break;
 	}
 	return 1;
@@ -1028,9 +1043,9 @@ p_number(void *ctx, const char *s, size_t n)
 		/* an attribute takes integers only: 1e400 is refused as any
 		 * other number with an exponent */
 		if (tidei_json_number(s, n, &i, &d) == 1)
-			tidei_evb_int(&p->b, (const char *)p->key.p, p->key.len, i);
+			tidei_evb_int(&p->b, key_name(p), p->key.len, i);
 		else
-			tidei_evb_badtype(&p->b, (const char *)p->key.p, p->key.len,
+			tidei_evb_badtype(&p->b, key_name(p), p->key.len,
 					  "a number with a fraction or exponent");
 		break;
 	case R_DATA:
@@ -1052,7 +1067,7 @@ p_string(void *ctx, const unsigned char *s, size_t n)
 	switch (route_scalar(p, 0)) {
 	case R_ATTR:
 		check_string(p, s, n);
-		tidei_evb_string(&p->b, (const char *)p->key.p, p->key.len, (const char *)s, n);
+		tidei_evb_string(&p->b, key_name(p), p->key.len, (const char *)s, n);
 		break;
 	case R_DATA:
 		check_string(p, s, n);
@@ -1103,7 +1118,7 @@ container_start(tidei_eparser *p, int is_map)
 			tidei_jsonw_start(&p->w, is_map);
 			return;
 		}
-		tidei_evb_badtype(&p->b, (const char *)p->key.p, p->key.len,
+		tidei_evb_badtype(&p->b, key_name(p), p->key.len,
 				  is_map ? "an object" : "an array");
 		p->mode = M_SKIP;
 		p->skip_depth = p->depth;
@@ -1216,6 +1231,7 @@ tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len, tidei_event_sin
 	p->len = len;
 	p->badspace = tidei_json_badspace(msg, 0, len);
 	p->ascii = tidei_json_ascii_end(msg, 0, len);
+	p->badspace_from = p->ascii_from = 0;
 	p->sink = sink;
 	p->ud = ud;
 	p->count = 0;
@@ -1278,9 +1294,19 @@ tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len, tidei_event_sin
 		}
 		yajl_free(p->h);
 		p->h = NULL;
+		/* Parsing may go back to text it has read (the lines of a
+		 * batch after the line where it began): a scan that began
+		 * after that point starts again from there, or a string or an
+		 * event refused the first time would pass the second. */
 		at = resync(msg, len, failed);
-		if (p->badspace < at)
+		if (p->badspace < at || at < p->badspace_from) {
 			p->badspace = tidei_json_badspace(msg, at, len);
+			p->badspace_from = at;
+		}
+		if (at < p->ascii_from) {
+			p->ascii = tidei_json_ascii_end(msg, at, len);
+			p->ascii_from = at;
+		}
 	}
 	p->h = NULL;
 	return (long)p->count;

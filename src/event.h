@@ -152,17 +152,19 @@ typedef struct tidei_eparser {
 	/* state of the current parse */
 	yajl_handle h;
 	const char *msg;
-	size_t len;       /* bytes in msg */
-	size_t base;      /* offset of the current yajl chunk in msg */
-	size_t badspace;  /* offset of the next vertical tab or form feed in msg, or len */
-	size_t ascii;     /* strings in msg before this offset are ASCII (unchecked: len) */
-	int depth;        /* JSON nesting depth */
-	int ev_depth;     /* depth of the current event object, 0 if none */
-	int batch_depth;  /* depth of the enclosing batch array, 0 if none */
-	int mode;         /* what the tokens at this depth belong to */
-	int skip_depth;   /* depth at which skipping ends */
-	size_t ev_start;  /* offset of the event's '{' */
-	size_t val_start; /* offset where the current top-level value began */
+	size_t len;           /* bytes in msg */
+	size_t base;          /* offset of the current yajl chunk in msg */
+	size_t badspace;      /* offset of the next vertical tab or form feed in msg, or len */
+	size_t badspace_from; /* ...from this offset on */
+	size_t ascii;         /* strings in msg before this offset are ASCII (unchecked: len) */
+	size_t ascii_from;    /* ...from this offset on */
+	int depth;            /* JSON nesting depth */
+	int ev_depth;         /* depth of the current event object, 0 if none */
+	int batch_depth;      /* depth of the enclosing batch array, 0 if none */
+	int mode;             /* what the tokens at this depth belong to */
+	int skip_depth;       /* depth at which skipping ends */
+	size_t ev_start;      /* offset of the event's '{' */
+	size_t val_start;     /* offset where the current top-level value began */
 	tidei_event_sink *sink;
 	void *ud;
 	size_t count; /* events reported for the current message */

@@ -216,20 +216,43 @@ typedef struct decoder {
 	yajl_handle h;
 	const char *text;
 	size_t len;
-	char *err;  /* the caller's, TIDEI_ERRLEN bytes */
-	int failed; /* a strict check failed; err says why */
+	char *err;     /* the caller's, TIDEI_ERRLEN bytes */
+	int failed;    /* a strict check failed; err says why */
+	size_t end;    /* where the document ended, SIZE_MAX before */
+	int finishing; /* in yajl_complete_parse(), past the text */
 } decoder;
+
+/* Note where the document ends when a value at the top completes: yajl
+ * refuses a token after it, but not one cut off by the end of the text
+ * (an unterminated string), which is then found by looking past it. */
+static int
+value_done(decoder *d)
+{
+	if (d->w.depth == 0 && d->end == SIZE_MAX)
+		d->end = d->finishing ? d->len : yajl_get_bytes_consumed(d->h);
+	return 1;
+}
+
+/* Offset of the first byte of @p s from @p at on that is not JSON
+ * whitespace, or @p len. */
+static size_t
+after_space(const char *s, size_t at, size_t len)
+{
+	while (at < len && (s[at] == ' ' || s[at] == '\t' || s[at] == '\n' || s[at] == '\r'))
+		at++;
+	return at;
+}
 
 static int
 cb_null(void *ctx)
 {
-	return tidei_jsonw_null(ctx) == 0;
+	return tidei_jsonw_null(ctx) == 0 && value_done(ctx);
 }
 
 static int
 cb_bool(void *ctx, int v)
 {
-	return tidei_jsonw_bool(ctx, v) == 0;
+	return tidei_jsonw_bool(ctx, v) == 0 && value_done(ctx);
 }
 
 static int
@@ -238,7 +261,7 @@ cb_number(void *ctx, const char *s, size_t n)
 	decoder *d = ctx;
 
 	if (tidei_jsonw_number(&d->w, s, n) == 0)
-		return 1;
+		return value_done(d);
 	d->failed = 1;
 	tidei_json_range_err(d->err, s, n);
 	return 0;
@@ -264,7 +287,8 @@ cb_string(void *ctx, const unsigned char *s, size_t n)
 {
 	decoder *d = ctx;
 
-	return check_str(d, s, n) && tidei_jsonw_string(&d->w, (const char *)s, n) == 0;
+	return check_str(d, s, n) && tidei_jsonw_string(&d->w, (const char *)s, n) == 0 &&
+	       value_done(d);
 }
 
 static int
@@ -290,7 +314,7 @@ cb_start_array(void *ctx)
 static int
 cb_end(void *ctx)
 {
-	return tidei_jsonw_end(ctx) == 0;
+	return tidei_jsonw_end(ctx) == 0 && value_done(ctx);
 }
 
 static const yajl_callbacks decode_callbacks = {
@@ -313,12 +337,16 @@ tidei_json_decode(const char *text, size_t len, tidei_buf *out, char *err)
 	d.len = len;
 	d.err = err;
 	d.failed = 0;
+	d.end = SIZE_MAX;
+	d.finishing = 0;
 	d.h = yajl_alloc(&decode_callbacks, NULL, &d);
 	if (d.h == NULL)
 		return tidei_err(err, -1, "out of memory");
 	st = yajl_parse(d.h, (const unsigned char *)text, len);
-	if (st == yajl_status_ok)
+	if (st == yajl_status_ok) {
+		d.finishing = 1;
 		st = yajl_complete_parse(d.h);
+	}
 	if (d.failed) {
 		rc = -1;
 	} else if (d.w.too_deep) {
@@ -331,6 +359,11 @@ tidei_json_decode(const char *text, size_t len, tidei_buf *out, char *err)
 	} else if ((bad = tidei_json_badspace(text, 0, len)) < len) {
 		/* the parse succeeded, so it was between tokens */
 		rc = tidei_json_badspace_err(err, text[bad], bad + 1);
+	} else if ((bad = after_space(text, d.end, len)) < len) {
+		/* what yajl let through after the document: the start of a
+		 * string it was still reading */
+		rc = tidei_err(err, -1, "not valid JSON at byte %zu: text after the document",
+			       bad + 1);
 	} else if (out->failed) {
 		rc = tidei_err(err, -1, "out of memory");
 	}
@@ -637,6 +670,18 @@ utf8_scan(const unsigned char *s, size_t n, size_t *at, int *four)
 	}
 	*at = k;
 	return why;
+}
+
+size_t
+tidei_utf8_cut(const char *s, size_t n, size_t max)
+{
+	if (n <= max)
+		return n;
+	/* s[max] is the first byte left out: back off while it continues a
+	 * sequence */
+	while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+		max--;
+	return max;
 }
 
 int

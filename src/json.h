@@ -76,6 +76,11 @@ void tidei_json_double(tidei_buf *out, double d);
 void tidei_base64_encode(tidei_buf *out, const uint8_t *p, size_t n);
 long tidei_base64_decode(tidei_buf *out, const char *s, size_t n);
 
+/** The length of @p s (@p n bytes of UTF-8) cut to at most @p max bytes
+ *  at a character boundary: for quoting the start of a long name in a
+ *  message that travels as JSON. */
+size_t tidei_utf8_cut(const char *s, size_t n, size_t max);
+
 /** 1 if @p s is well-formed UTF-8 without NUL bytes. */
 int tidei_utf8_valid(const char *s, size_t n);
 /** Check that @p s is well-formed UTF-8 (RFC 3629: no overlong forms, no

@@ -25,6 +25,20 @@
 
 static int fill_map(lua_State *L, tidei_vreader *r, uint32_t count, int depth);
 
+/* Slots to set aside for a container of @p count items of @p size bytes
+ * at least (1 for an element, 2 for a member) before they are read.  The
+ * count comes from disk: no more than the bytes left in @p r can fill, or
+ * a few bytes claiming 2^20 elements would take 16 MB each level. */
+static int
+presize(const tidei_vreader *r, uint32_t count, size_t size)
+{
+	size_t room = (size_t)(r->end - r->p) / size;
+
+	if (count > room)
+		count = (uint32_t)room;
+	return (int)(count < 1u << 20 ? count : 0);
+}
+
 /* Set the metatable at the top (one of Tide's, which a script can reach
  * through getmetatable) on the table below it.  A script that gave it a
  * __gc field would have its function run as a finalizer, outside every
@@ -57,7 +71,7 @@ push_val(lua_State *L, tidei_vreader *r, int depth)
 	case TIDEI_V_BIN: lua_pushlstring(L, it.u.s.p, it.u.s.n); return 0;
 	case TIDEI_V_ARRAY:
 		luaL_checkstack(L, 3, "value nested too deeply");
-		lua_createtable(L, (int)(it.u.count < 1u << 20 ? it.u.count : 0), 0);
+		lua_createtable(L, presize(r, it.u.count, 1), 0);
 		if (it.u.count == 0) { /* or it would encode back as {} */
 			luaL_getmetatable(L, TIDEI_ARRAY_MT);
 			set_own_metatable(L);
@@ -72,7 +86,7 @@ push_val(lua_State *L, tidei_vreader *r, int depth)
 		return 0;
 	case TIDEI_V_MAP:
 		luaL_checkstack(L, 4, "value nested too deeply");
-		lua_createtable(L, 0, (int)(it.u.count < 1u << 20 ? it.u.count : 0));
+		lua_createtable(L, 0, presize(r, it.u.count, 2));
 		if (fill_map(L, r, it.u.count, depth) != 0) {
 			lua_pop(L, 1);
 			return -1;

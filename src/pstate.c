@@ -125,6 +125,10 @@ tidei_pstate_check(const MDB_val *k, const MDB_val *v, size_t nl, uint32_t fmt, 
 		return 0;
 	if (fmt < 2 || k->mv_size - nl - 5 != vm + 1 || split_long(v, &stored, &sn, state) != 0)
 		return -1;
+	/* a key of vm bytes or fewer is stored as it is: this value is not
+	 * a long key's (and its first bytes are not there to compare) */
+	if (sn <= vm)
+		return -1;
 	/* the stored form must be that of the key the value holds */
 	long_form(want, stored, sn, vm);
 	return memcmp(want, (const uint8_t *)k->mv_data + nl + 5, vm + 1) == 0 ? 0 : -1;

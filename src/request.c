@@ -159,7 +159,7 @@ tidei_request_parse(tidei_request *r, const char *msg, size_t len, tidei_buf *sc
 				bit = members[m].bit;
 		if (bit == 0)
 			return tidei_err(err, TIDE_EINVAL, "unknown member \"%.*s\" in a request",
-					 (int)(key.u.s.n > 64 ? 64 : key.u.s.n), key.u.s.p);
+					 (int)tidei_utf8_cut(key.u.s.p, key.u.s.n, 64), key.u.s.p);
 		if (seen & bit)
 			return tidei_err(err, TIDE_EINVAL, "member \"%.*s\" is given twice",
 					 (int)key.u.s.n, key.u.s.p);
@@ -187,7 +187,8 @@ tidei_request_parse(tidei_request *r, const char *msg, size_t len, tidei_buf *sc
 			else if (val.type == TIDEI_V_STR)
 				return tidei_err(err, TIDE_EINVAL,
 						 "unknown command \"%.*s\" (dlq or projection)",
-						 (int)(val.u.s.n > 64 ? 64 : val.u.s.n), val.u.s.p);
+						 (int)tidei_utf8_cut(val.u.s.p, val.u.s.n, 64),
+						 val.u.s.p);
 			else
 				return tidei_err(err, TIDE_EINVAL,
 						 "\"command\" must be \"dlq\" or \"projection\"");
@@ -226,6 +227,9 @@ tidei_request_parse(tidei_request *r, const char *msg, size_t len, tidei_buf *sc
 		if (tidei_val_skip(&rd) != 0)
 			return tidei_err(err, TIDE_EINVAL, "malformed request");
 	}
+	if (r->kind == 0) /* {} */
+		return tidei_err(err, TIDE_EINVAL,
+				 "a request begins with \"query\" or \"command\"");
 	allowed = r->kind == TIDEI_REQ_QUERY ? QUERY_MEMBERS
 		  : r->kind == TIDEI_REQ_DLQ ? DLQ_MEMBERS
 					     : REBUILD_MEMBERS;

@@ -216,6 +216,37 @@ START_TEST(extensions)
 }
 END_TEST
 
+/* An empty member name, first thing a parser reads, is an extension name
+ * refused like any other (it once reached the attribute code as NULL). */
+START_TEST(empty_member_name)
+{
+	static const char *const values[] = { "1", "\"x\"", "null", "true", "{}", "[1]", "1.5" };
+
+	for (size_t k = 0; k < sizeof values / sizeof *values; k++) {
+		char msg[128];
+		snprintf(msg, sizeof msg, "{\"\":%s}", values[k]);
+		ck_assert_str_eq(reject(msg), "extension attribute name '' must use only lowercase "
+					      "letters and digits");
+	}
+}
+END_TEST
+
+/* A long name is quoted by its start, cut between two characters: the
+ * message travels as JSON, which must be UTF-8. */
+START_TEST(long_name_quoted_whole_characters)
+{
+	char msg[256], want[256];
+
+	/* 63 bytes, then a two-byte character across byte 64 */
+	snprintf(msg, sizeof msg, "{" MIN ",\"%s\xc3\xa9tail\":1}",
+		 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	snprintf(want, sizeof want,
+		 "extension attribute name '%s' must use only lowercase letters and digits",
+		 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	ck_assert_str_eq(reject(msg), want);
+}
+END_TEST
+
 /* expectedversion is a directive to the log: checked, kept out of the record */
 START_TEST(expected_version_attribute)
 {
@@ -283,6 +314,37 @@ START_TEST(strings_escape)
 	ck_assert_ptr_nonnull(strstr(reject("{\"specversion\":\"1.0\",\"id\":\"a\\u0000b\","
 					    "\"source\":\"/s\",\"type\":\"t\"}"),
 				     "NUL"));
+}
+END_TEST
+
+/* After a syntax error, parsing resumes on the line after the one where
+ * the broken value began, and may read again events it has read: what
+ * they were refused for the first time (bad UTF-8, a vertical tab) must
+ * refuse them the second time too. */
+START_TEST(resync_reads_again_strictly)
+{
+	static const char *const msgs[] = {
+		/* a string past U+10FFFF; a key too (its message quoted it) */
+		"[\n{" MIN2 ",\"id\":\"\xf4\x90\x80\x80\"}\n,,\n",
+		"[\n{" MIN ",\"x\xf4\x90\x80\x80\":1}\n,,\n",
+		/* a vertical tab, a form feed between tokens */
+		"[\n{" MIN ",\v\"x\":1}\n,,\n",
+		"[\n\f{" MIN "}\n,,\n",
+	};
+
+	for (size_t m = 0; m < sizeof msgs / sizeof *msgs; m++) {
+		got *g = parse(msgs[m]);
+		int reread = 0;
+		for (int k = 0; k < g->n; k++) {
+			ck_assert_msg(!g->ok[k], "message %zu: report %d accepted", m, k);
+			ck_assert_msg(tidei_utf8_check(g->err[k], strlen(g->err[k]), NULL) == NULL,
+				      "message %zu: %s", m, g->err[k]);
+			reread += strstr(g->err[k], "not valid JSON") != NULL &&
+				  strstr(g->err[k], "expect") == NULL;
+		}
+		ck_assert_int_ge(g->n, 3);
+		ck_assert_msg(reread >= 2, "message %zu: refused for the byte %d times", m, reread);
+	}
 }
 END_TEST
 
@@ -375,6 +437,10 @@ START_TEST(record_layout)
 	ck_assert_int_eq(ev.recorded, 1700000000123456789ll);
 	ck_assert_str_eq(ev.attr[TIDEI_A_SUBJECT], "s1");
 	ck_assert_ptr_null(ev.attr[TIDEI_A_TIME]);
+	/* the data flag with no byte of data is corrupt: a value has at
+	 * least one, and readers look at it (once read past the end) */
+	ck_assert_int_eq(tidei_event_decode(&ev, rec, (size_t)(ev.data - rec)), -1);
+	ck_assert_int_eq(tidei_event_decode(&ev, rec, g->rec[0].len), 0);
 	/* truncated records are refused, never read past their end */
 	for (size_t cut = 0; cut < g->rec[0].len; cut++) {
 		struct tide_event e2;
@@ -534,6 +600,8 @@ event_suite(void)
 	tcase_add_test(tc, time_rfc3339);
 	tcase_add_test(tc, content_type_and_schema);
 	tcase_add_test(tc, extensions);
+	tcase_add_test(tc, empty_member_name);
+	tcase_add_test(tc, long_name_quoted_whole_characters);
 	tcase_add_test(tc, data_kinds);
 	tcase_add_test(tc, expected_version_attribute);
 	suite_add_tcase(s, tc);
@@ -551,6 +619,7 @@ event_suite(void)
 
 	tc = tcase_create("framing");
 	tcase_add_test(tc, framing_ndjson_and_batches);
+	tcase_add_test(tc, resync_reads_again_strictly);
 	tcase_add_test(tc, syntax_error_position);
 	tcase_add_test(tc, size_limit);
 	tcase_add_test(tc, nesting_limit);

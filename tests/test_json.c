@@ -325,6 +325,31 @@ START_TEST(fixtures_event_parser)
 }
 END_TEST
 
+/* yajl refuses a token after the document, but not one the end of the
+ * text cuts off: the start of a string after it was taken for nothing. */
+START_TEST(nothing_after_the_document)
+{
+	static const char *const bad[] = { "{}\"", "{} \"abc", "1 \"", "\"x\" \"", "null\n\"" };
+	static const char *const good[] = { "{} ", "12", "12 \r\n", "\"x\"", "-1.5e3", " [[]] \n" };
+	char err[TIDEI_ERRLEN];
+	tidei_buf b = { 0 };
+
+	for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+		tidei_buf_reset(&b);
+		ck_assert_msg(tidei_json_decode(bad[k], strlen(bad[k]), &b, err) != 0,
+			      "accepted: %s", bad[k]);
+		ck_assert_msg(strstr(err, "text after the document") != NULL, "%s: %s", bad[k],
+			      err);
+	}
+	for (size_t k = 0; k < sizeof good / sizeof *good; k++) {
+		tidei_buf_reset(&b);
+		ck_assert_msg(tidei_json_decode(good[k], strlen(good[k]), &b, err) == 0, "%s: %s",
+			      good[k], err);
+	}
+	tidei_buf_free(&b);
+}
+END_TEST
+
 START_TEST(attributes)
 {
 	for (size_t i = 0; i < NATTR; i++) {
@@ -1065,6 +1090,7 @@ json_suite(void)
 	tcase_add_test(tc, fixtures_decode);
 	tcase_add_test(tc, fixtures_event_parser);
 	tcase_add_test(tc, attributes);
+	tcase_add_test(tc, nothing_after_the_document);
 	tcase_add_test(tc, messages_name_the_byte);
 	tcase_add_test(tc, bad_space_between_events);
 	tcase_add_test(tc, many_strings_after_non_ascii);

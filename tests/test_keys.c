@@ -27,11 +27,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <yajl/yajl_tree.h>
 
 #include "event.h"
 #include "helpers.h"
 #include "log.h"
+#include "pstate.h"
 #include "tide.h"
 #include "val.h"
 
@@ -1240,6 +1243,49 @@ START_TEST(format1_log_migrates)
 }
 END_TEST
 
+/* verify.c checks each long key's entry with tidei_pstate_check(): a value
+ * that holds a key too short to be a long one is refused, and read only
+ * as far as it goes (it ends here just before a page that cannot be read,
+ * where copying the first bytes of a long key from it once went). */
+START_TEST(state_check_short_stored_key)
+{
+	const size_t nl = 1, vm = 511 - nl - 6; /* projection "p", format 2 */
+	long page = sysconf(_SC_PAGESIZE);
+	uint8_t *mem, *end, kb[511];
+	tidei_buf v = { 0 };
+	MDB_val k = { nl + 5 + vm + 1, kb }, val, state;
+
+	mem = mmap(NULL, 2 * (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+		   0);
+	ck_assert_ptr_ne(mem, MAP_FAILED);
+	ck_assert_int_eq(mprotect(mem + page, (size_t)page, PROT_NONE), 0);
+	end = mem + page;
+	memset(kb, 'k', sizeof kb);
+	memcpy(kb, "p\0\0\0\0\1", 6);
+
+	tidei_val_bin(&v, "short", 5);
+	tidei_val_map(&v, 0);
+	memcpy(end - v.len, v.p, v.len);
+	val.mv_data = end - v.len;
+	val.mv_size = v.len;
+	ck_assert_int_eq(tidei_pstate_check(&k, &val, nl, 2, &state), -1);
+	/* a key of vm bytes would be stored as it is, not as a long key */
+	tidei_buf_reset(&v);
+	{
+		char key[511];
+		memset(key, 'k', vm);
+		tidei_val_bin(&v, key, vm);
+	}
+	ck_assert_uint_le(v.len, (size_t)page);
+	memcpy(end - v.len, v.p, v.len);
+	val.mv_data = end - v.len;
+	val.mv_size = v.len;
+	ck_assert_int_eq(tidei_pstate_check(&k, &val, nl, 2, &state), -1);
+	tidei_buf_free(&v);
+	munmap(mem, 2 * (size_t)page);
+}
+END_TEST
+
 Suite *
 keys_suite(void)
 {
@@ -1249,6 +1295,7 @@ keys_suite(void)
 	tcase_add_checked_fixture(tc, NULL, th_cleanup);
 	tcase_add_test(tc, long_ids_and_subjects_by_blake2b);
 	tcase_add_test(tc, format1_log_migrates);
+	tcase_add_test(tc, state_check_short_stored_key);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("daemon");

@@ -29,7 +29,10 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "l_event.h"
+#include "script.h"
 #include "tide.h"
+#include "val.h"
 
 /* ------------------------------------------------------------------------
  * The rig
@@ -1322,6 +1325,70 @@ START_TEST(deep_recursion_is_an_error)
 }
 END_TEST
 
+/* One value pushed by tidei_lua_push_val() under a script's protection. */
+typedef struct push_job {
+	const uint8_t *p;
+	size_t n;
+	int rc;
+	size_t len; /* of the table pushed */
+} push_job;
+
+static int
+l_push_job(lua_State *L)
+{
+	push_job *j = lua_touserdata(L, 1);
+	tidei_vreader r = { j->p, j->p + j->n };
+
+	j->rc = tidei_lua_push_val(L, &r);
+	j->len = j->rc == 0 ? lua_rawlen(L, -1) : 0;
+	return 0;
+}
+
+/* A stored value comes from disk: the counts it claims must not make the
+ * reader set aside more than its bytes can hold.  Each level of an array
+ * claiming 2^20 elements once took 16 MB before its first element was
+ * read, and a few such bytes ran a state out of memory. */
+START_TEST(stored_values_claim_only_their_bytes)
+{
+	static const struct {
+		const char *p;
+		size_t n;
+	} claims[] = {
+		{ "\xdd\x00\x0f\xff\xff\x01", 6 },
+		{ "\xdf\x00\x0f\xff\xff\xa1k\x01", 8 },
+		{ "\xdd\x00\x0f\xff\xff\xdd\x00\x0f\xff\xff\xdd\x00\x0f\xff\xff", 15 },
+		{ "\x91\xde\xff\xff\xa1k\x01", 7 },
+	};
+	tidei_script_opts o = { .memory_limit = 4u << 20 };
+	tidei_host host;
+	tidei_script *s;
+	char err[TIDEI_ERRLEN];
+	tidei_buf big = { 0 };
+	push_job j;
+
+	memset(&host, 0, sizeof host);
+	ck_assert_int_eq(tidei_script_new(&s, &o, &host, err), TIDE_OK);
+	for (size_t k = 0; k < sizeof claims / sizeof *claims; k++) {
+		j.p = (const uint8_t *)claims[k].p;
+		j.n = claims[k].n;
+		ck_assert_msg(tidei_script_protect(s, l_push_job, &j, err, NULL) == TIDE_OK,
+			      "claim %zu: %s", k, err);
+		ck_assert_int_eq(j.rc, -1);
+	}
+	/* what the bytes do hold is read as before */
+	tidei_val_array(&big, 100000);
+	for (int k = 0; k < 100000; k++)
+		tidei_val_int(&big, k);
+	j.p = big.p;
+	j.n = big.len;
+	ck_assert_int_eq(tidei_script_protect(s, l_push_job, &j, err, NULL), TIDE_OK);
+	ck_assert_int_eq(j.rc, 0);
+	ck_assert_uint_eq(j.len, 100000);
+	tidei_buf_free(&big);
+	tidei_script_destroy(s);
+}
+END_TEST
+
 START_TEST(memory_limit_stops_runaway_tables)
 {
 	rig r;
@@ -1530,6 +1597,7 @@ lua_suite(void)
 	tcase_add_test(box, instruction_budget_stops_loops);
 	tcase_add_test(box, deep_recursion_is_an_error);
 	tcase_add_test(box, memory_limit_stops_runaway_tables);
+	tcase_add_test(box, stored_values_claim_only_their_bytes);
 	tcase_add_test(box, memory_kept_full_across_calls);
 	tcase_add_test(json, json_helpers);
 	tcase_add_test(json, json_roundtrip_keeps_empty_arrays);

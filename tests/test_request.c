@@ -103,6 +103,37 @@ START_TEST(parse_queries)
 }
 END_TEST
 
+/* A request that names nothing to do is refused, not taken as a request of
+ * no kind; and text after the object is refused even when it is the start
+ * of a string (which yajl lets through at the end of the text). */
+START_TEST(refuses_empty_and_trailing)
+{
+	refused("{}", "a request begins with \"query\" or \"command\"");
+	refused(" { } ", "a request begins with \"query\" or \"command\"");
+	refused("{}\r\r\r\"", "text after the document");
+	refused("{\"query\":\"p\"} \"key", "text after the document");
+	refused("{\"query\":\"p\"}\"", "text after the document");
+}
+END_TEST
+
+/* A long member name or command is quoted by its start, cut between two
+ * characters: the message goes back as JSON, which must be UTF-8. */
+START_TEST(long_names_quoted_whole_characters)
+{
+	const char *a63 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+	tidei_request r;
+	char msg[256], err[TIDEI_ERRLEN], want[96];
+
+	snprintf(want, sizeof want, "\"%s\"", a63);
+	snprintf(msg, sizeof msg, "{\"query\":\"p\",\"%s\xe2\x82\xac\":1}", a63);
+	ck_assert_int_eq(parse(msg, &r, err), TIDE_EINVAL);
+	HAS(err, want);
+	snprintf(msg, sizeof msg, "{\"command\":\"%s\xe2\x82\xac\"}", a63);
+	ck_assert_int_eq(parse(msg, &r, err), TIDE_EINVAL);
+	HAS(err, want);
+}
+END_TEST
+
 START_TEST(parse_commands)
 {
 	tidei_request r;
@@ -274,6 +305,8 @@ request_suite(void)
 
 	tcase_add_test(tc, parse_queries);
 	tcase_add_test(tc, parse_commands);
+	tcase_add_test(tc, refuses_empty_and_trailing);
+	tcase_add_test(tc, long_names_quoted_whole_characters);
 	tcase_add_test(tc, recognised);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("daemon");
