@@ -6,7 +6,7 @@
 #   ./setup.sh asan     run the test suite under ASan + UBSan (build-asan/)
 #   ./setup.sh fuzz [SECONDS]
 #                       build the libFuzzer targets with clang (build-fuzz/)
-#                       and run each for SECONDS (default 60)
+#                       and run each for SECONDS (default 60), one per core
 set -eu
 cd "$(dirname "$0")"
 
@@ -72,20 +72,36 @@ fuzz)
 	./configure --quiet CC=clang --enable-fuzzing
 	make -j"$jobs" --no-print-directory fuzz-build
 	cd ..
-	failed=
-	for t in event request value config; do
+	# One target per core at a time; each leaves its verdict in
+	# logs/fuzz_T.status, and the summaries follow in a fixed order.
+	run_target() {
+		t=$1
 		cp -R src/tests/fuzz/corpus/fuzz_$t corpus/fuzz_$t
-		echo "fuzz: fuzz_$t for ${seconds}s"
 		if UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 			src/tests/fuzz/fuzz_$t corpus/fuzz_$t -dict=src/tests/fuzz/$t.dict \
 			-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
 			-artifact_prefix="artifacts/fuzz_$t-" -print_final_stats=1 \
 			>logs/fuzz_$t.log 2>&1; then
-			status=ok
+			echo ok >logs/fuzz_$t.status
 		else
-			status=FAILED
-			failed="$failed fuzz_$t"
+			echo FAILED >logs/fuzz_$t.status
 		fi
+	}
+	running=0
+	for t in event request value config; do
+		echo "fuzz: fuzz_$t for ${seconds}s"
+		run_target $t &
+		running=$((running + 1))
+		if [ $running -ge "$jobs" ]; then
+			wait
+			running=0
+		fi
+	done
+	wait
+	failed=
+	for t in event request value config; do
+		status=$(cat logs/fuzz_$t.status 2>/dev/null || echo FAILED)
+		[ "$status" = ok ] || failed="$failed fuzz_$t"
 		# the last status line: "#RUNS DONE cov: C ft: F corp: N/SIZE ..."
 		last=$(grep -E '^#[0-9]+' logs/fuzz_$t.log | tail -n 1)
 		execs=$(grep -E '^stat::number_of_executed_units' logs/fuzz_$t.log | awk '{print $2}')
@@ -94,7 +110,7 @@ fuzz)
 		corp=$(printf '%s\n' "$last" | sed -n 's/.* corp: \([^ ]*\).*/\1/p')
 		echo "fuzz: fuzz_$t $status: ${execs:-?} executions, coverage ${cov:-?} edges" \
 			"(${ft:-?} features), corpus ${corp:-?} (inputs/bytes)"
-		if [ $status = FAILED ]; then
+		if [ "$status" != ok ]; then
 			grep -E 'ERROR|property broken|Test unit written' logs/fuzz_$t.log | head -n 5
 			echo "fuzz: the input is in build-fuzz/artifacts/, the log in" \
 				"build-fuzz/logs/fuzz_$t.log; rerun an input with" \
