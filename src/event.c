@@ -506,7 +506,7 @@ see(tidei_evb *b, unsigned bit, const char *name, size_t n)
 }
 
 /* Check an extension name and that it is new; the ext map is scanned
- * linearly because events carry a handful of extensions at most. */
+ * linearly, which TIDEI_MAX_EXTENSIONS keeps short. */
 static int
 ext_begin(tidei_evb *b, const char *name, size_t n)
 {
@@ -520,6 +520,8 @@ ext_begin(tidei_evb *b, const char *name, size_t n)
 				      "extension attribute name '%.*s' must use only "
 				      "lowercase letters and digits",
 				      (int)tidei_utf8_cut(name, n, 64), name);
+	if (b->next >= TIDEI_MAX_EXTENSIONS)
+		return tidei_evb_fail(b, "more than %d extension attributes", TIDEI_MAX_EXTENSIONS);
 	for (uint32_t k = 0; k < b->next; k++) {
 		if (tidei_val_next(&r, &key) != 0)
 			break;

@@ -78,6 +78,11 @@ int tidei_time_valid(const char *s, size_t n);
  * Building and validating one event
  * ------------------------------------------------------------------------ */
 
+/* Extension attributes one event may carry.  Names are checked for
+ * repeats by a scan of those already set, so the cap also bounds that
+ * work: without it an event of 100,000 attributes cost seconds. */
+#define TIDEI_MAX_EXTENSIONS 256
+
 /* Bits of tidei_evb.seen beyond the string attributes (TIDEI_A_*). */
 #define TIDEI_SEEN_SPECVERSION (1u << TIDEI_NATTR)
 #define TIDEI_SEEN_DATA (1u << (TIDEI_NATTR + 1))

@@ -216,6 +216,47 @@ START_TEST(extensions)
 }
 END_TEST
 
+/* An event with n extension attributes a0, a1, ... (freed by the caller). */
+static char *
+with_extensions(unsigned n)
+{
+	size_t cap = 64 + sizeof MIN + (size_t)n * 16, len;
+	char *msg = malloc(cap);
+
+	ck_assert_ptr_nonnull(msg);
+	len = (size_t)snprintf(msg, cap, "{" MIN);
+	for (unsigned i = 0; i < n; i++)
+		len += (size_t)snprintf(msg + len, cap - len, ",\"a%u\":1", i);
+	snprintf(msg + len, cap - len, "}");
+	return msg;
+}
+
+/* Names are checked for repeats by a scan, so their number is capped: an
+ * event of 100,000 extension attributes once held the engine for minutes. */
+START_TEST(many_extensions)
+{
+	char *msg = with_extensions(TIDEI_MAX_EXTENSIONS);
+	got *g = parse(msg);
+
+	ck_assert_int_eq(g->n, 1);
+	ck_assert_msg(g->ok[0], "rejected: %s", g->err[0]);
+	free(msg);
+
+	msg = with_extensions(TIDEI_MAX_EXTENSIONS + 1);
+	ck_assert_str_eq(reject(msg), "more than 256 extension attributes");
+	free(msg);
+
+	msg = with_extensions(100000);
+	int64_t t0 = th_ms();
+	g = parse_max(msg, 4 << 20);
+	ck_assert_int_eq(g->n, 1);
+	ck_assert(!g->ok[0]);
+	ck_assert_str_eq(g->err[0], "more than 256 extension attributes");
+	ck_assert_int_lt(th_ms() - t0, 5000);
+	free(msg);
+}
+END_TEST
+
 /* An empty member name, first thing a parser reads, is an extension name
  * refused like any other (it once reached the attribute code as NULL). */
 START_TEST(empty_member_name)
@@ -600,6 +641,7 @@ event_suite(void)
 	tcase_add_test(tc, time_rfc3339);
 	tcase_add_test(tc, content_type_and_schema);
 	tcase_add_test(tc, extensions);
+	tcase_add_test(tc, many_extensions);
 	tcase_add_test(tc, empty_member_name);
 	tcase_add_test(tc, long_name_quoted_whole_characters);
 	tcase_add_test(tc, data_kinds);
