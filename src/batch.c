@@ -42,6 +42,9 @@ sink(void *ud, const uint8_t *rec, size_t len, const char *err)
 	tidei_batch *b = ud;
 	tidei_item *it;
 
+	/* past the bound the message is dropped whole: only count */
+	if (err != NULL && ++b->refused > TIDEI_MAX_REFUSED)
+		return;
 	if (b->n == b->cap && grow_items(b) != 0) {
 		b->arena.failed = 1;
 		return;
@@ -70,16 +73,32 @@ long
 tidei_batch_add(tidei_batch *b, const char *msg, size_t len)
 {
 	size_t n0 = b->n, a0 = b->arena.len, v0 = b->valid;
-	long got = tidei_eparser_run(&b->parser, msg, len, sink, b);
+	long got;
 
-	if (got < 0 || b->arena.failed) {
+	b->refused = 0;
+	got = tidei_eparser_run(&b->parser, msg, len, sink, b);
+	if (got < 0 || b->arena.failed || b->refused > TIDEI_MAX_REFUSED) {
 		b->n = n0;
 		b->arena.len = a0;
 		b->arena.failed = 0;
 		b->valid = v0;
-		return -1;
+		return got >= 0 && b->refused > TIDEI_MAX_REFUSED ? TIDEI_BATCH_REFUSED : -1;
 	}
 	return (long)(b->n - n0);
+}
+
+void
+tidei_batch_truncate(tidei_batch *b, size_t first)
+{
+	if (first >= b->n)
+		return;
+	/* a message's items are added in order, each with its text after
+	 * the previous one's */
+	b->arena.len = b->items[first].off;
+	for (size_t k = first; k < b->n; k++)
+		if (b->items[k].len > 0)
+			b->valid--;
+	b->n = first;
 }
 
 int

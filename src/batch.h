@@ -36,11 +36,21 @@ typedef struct tidei_waiter {
 	size_t first, count;
 } tidei_waiter;
 
+/* A message with more refused events than this is refused whole: each
+ * refusal is answered with a line of its own, tens of bytes for an input
+ * as short as "{}", so without a bound a message of 16 MiB took a reply,
+ * and memory, of gigabytes. */
+#define TIDEI_MAX_REFUSED 10000
+
+/* tidei_batch_add(): the message was refused whole (TIDEI_MAX_REFUSED). */
+#define TIDEI_BATCH_REFUSED (-2)
+
 struct tidei_batch {
 	tidei_buf arena;
 	tidei_item *items;
 	size_t n, cap;
-	size_t valid; /* items with a record */
+	size_t valid;   /* items with a record */
+	size_t refused; /* events of the message being added that were refused */
 	tidei_waiter *w;
 	size_t nw, wcap;
 	tidei_eparser parser;
@@ -48,9 +58,17 @@ struct tidei_batch {
 
 void tidei_batch_init(tidei_batch *b, size_t max_event);
 void tidei_batch_free(tidei_batch *b);
-/** Parse one message into items.  Returns the number added, or -1 if
- *  memory ran out (nothing of the message is kept). */
+/** Parse one message into items.  Returns the number added, -1 if
+ *  memory ran out, or TIDEI_BATCH_REFUSED if more than TIDEI_MAX_REFUSED
+ *  of its events were refused (b->refused says how many); in both cases
+ *  nothing of the message is kept. */
 long tidei_batch_add(tidei_batch *b, const char *msg, size_t len);
+/** Forget the items from @p first on (those of the last message added). */
+void tidei_batch_truncate(tidei_batch *b, size_t first);
+/** The reply to a message refused whole. */
+#define TIDEI_REFUSED_REPLY \
+	"{\"ok\":false,\"error\":\"message refused: more than 10000 of its events are invalid; " \
+	"nothing of it was stored\"}"
 /** Register a waiter for items [first, first + count). */
 int tidei_batch_wait(tidei_batch *b, size_t first, size_t count, tidei_waiter_fn *fn, void *ud,
 		     void *ctx);

@@ -184,10 +184,40 @@ get_hdr(const unsigned char *data)
 	       0x7fffffffu;
 }
 
+/* A message refused whole (too many invalid events) is answered with one
+ * line for all its events: 1 if @p reply is that. */
+static int
+refused_whole(pub *p, const char *reply, size_t len, const request *r)
+{
+	char buf[4096], errbuf[128];
+	yajl_val v, ok, err;
+	int whole = 0;
+
+	if (r->n < 2 || len == 0 || memchr(reply, '\n', len) != NULL || len >= sizeof buf)
+		return 0;
+	snprintf(buf, sizeof buf, "%.*s", (int)len, reply);
+	v = yajl_tree_parse(buf, errbuf, sizeof errbuf);
+	ok = yajl_tree_get(v, (const char *[]){ "ok", NULL }, yajl_t_any);
+	err = yajl_tree_get(v, (const char *[]){ "error", NULL }, yajl_t_string);
+	if (ok != NULL && YAJL_IS_FALSE(ok) && err != NULL) {
+		whole = 1;
+		p->rejected += r->n;
+		if (p->acks)
+			printf("%s\n", buf);
+		fprintf(stderr, "tide publish: lines %ld to %ld: %s\n", r->lines[0],
+			r->lines[r->n - 1], YAJL_GET_STRING(err));
+	}
+	yajl_tree_free(v);
+	return whole;
+}
+
 static void
 report(pub *p, const char *reply, size_t len, const request *r)
 {
 	size_t start = 0, k = 0;
+
+	if (refused_whole(p, reply, len, r))
+		return;
 
 	while (start < len || (len == 0 && k < r->n)) {
 		const char *nl = memchr(reply + start, '\n', len - start);

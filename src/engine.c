@@ -1015,9 +1015,15 @@ tide_publish(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn, 
 	w->ud = ud;
 	first = e->batch.n;
 	got = tidei_batch_add(&e->batch, json, len);
+	if (got == TIDEI_BATCH_REFUSED) {
+		free(w);
+		return tidei_err(e->err, TIDE_EEVENT,
+				 "refused: more than %d of its events are invalid; nothing of it "
+				 "was stored",
+				 TIDEI_MAX_REFUSED);
+	}
 	if (got < 0 || tidei_batch_wait(&e->batch, first, (size_t)got, publish_done, e, w) != 0) {
-		if (got > 0)
-			e->batch.n = first;
+		tidei_batch_truncate(&e->batch, first);
 		free(w);
 		return TIDE_ENOMEM;
 	}

@@ -159,6 +159,17 @@ batch_full(const tidei_ingest *in)
 	return in->batch->n >= in->turn_events || in->batch->arena.len >= in->max_message;
 }
 
+/* A message with too many invalid events is refused whole. */
+static void
+refuse_invalid(tidei_ingest *in, const char *origin, size_t n)
+{
+	in->stats.rejected += in->batch->refused;
+	in->host.log(in->host.ud, TIDE_LOG_WARN,
+		     "%s: a message of %zu bytes was refused whole: more than %d of its events "
+		     "are invalid; nothing of it was stored",
+		     origin, n, TIDEI_MAX_REFUSED);
+}
+
 static void
 refuse_size(tidei_ingest *in, const char *origin, size_t n)
 {
@@ -185,6 +196,7 @@ on_pull(evutil_socket_t fd, short what, void *arg)
 		void *msg = NULL;
 		int n = nn_recv(in->pull, &msg, NN_MSG, NN_DONTWAIT);
 		size_t first = in->batch->n;
+		long added;
 
 		if (n < 0) {
 			int e = nn_errno();
@@ -198,7 +210,10 @@ on_pull(evutil_socket_t fd, short what, void *arg)
 		in->stats.messages++;
 		if ((size_t)n > in->max_message)
 			refuse_size(in, "pull", (size_t)n);
-		else if (tidei_batch_add(in->batch, msg, (size_t)n) < 0)
+		else if ((added = tidei_batch_add(in->batch, msg, (size_t)n)) ==
+			 TIDEI_BATCH_REFUSED)
+			refuse_invalid(in, "pull", (size_t)n);
+		else if (added < 0)
 			in->host.log(in->host.ud, TIDE_LOG_ERROR,
 				     "pull: out of memory, a message of %d bytes was dropped", n);
 		else
@@ -265,13 +280,19 @@ take_request(tidei_ingest *in, void *body, size_t n, void *ctl)
 	long added = tidei_batch_add(in->batch, body, n);
 
 	nn_freemsg(body);
+	if (added == TIDEI_BATCH_REFUSED) {
+		refuse_invalid(in, "rep", n);
+		tidei_buf_reset(&in->reply);
+		tidei_buf_puts(&in->reply, TIDEI_REFUSED_REPLY);
+		send_reply(in, ctl, &in->reply);
+		return 0;
+	}
 	if (added < 0 || tidei_batch_wait(in->batch, first, (size_t)added, reply, in, ctl) != 0) {
 		/* Answer at once rather than leave the client waiting. */
 		tidei_buf_reset(&in->reply);
 		tidei_buf_puts(&in->reply, "{\"ok\":false,\"error\":\"out of memory\"}");
 		send_reply(in, ctl, &in->reply);
-		if (added > 0)
-			in->batch->n = first; /* drop what was parsed */
+		tidei_batch_truncate(in->batch, first); /* drop what was parsed */
 		return 0;
 	}
 	return 1;

@@ -241,7 +241,9 @@ typedef void tide_publish_fn(void *ud, const tide_result *res);
 /** Publish events from C: @p json holds one CloudEvent, a JSON array of
  *  them, or NDJSON.  The text is copied.  They commit with the current loop
  *  turn; @p fn (may be NULL) then receives one result per event, in order.
- *  @return TIDE_OK (results follow) or TIDE_ESTATE / TIDE_ENOMEM. */
+ *  @return TIDE_OK (results follow), TIDE_ESTATE / TIDE_ENOMEM, or
+ *  TIDE_EEVENT when more than 10,000 of the events are invalid: the text is
+ *  then refused whole and nothing of it is stored. */
 TIDE_API int tide_publish(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn,
 			  void *ud);
 

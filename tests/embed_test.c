@@ -122,6 +122,19 @@ main(void)
 	reload_me = NULL;
 	CHECK(ca.handled == 4 && reload_rc == TIDE_ESTATE);
 	CHECK(strstr(tide_errmsg(ea), "from inside a turn") != NULL);
+	/* a text of more than 10,000 invalid events is refused whole */
+	{
+		size_t len = 10001 * 3;
+		char *junk = malloc(len + 1);
+		CHECK(junk != NULL);
+		for (size_t k = 0; k < len; k += 3)
+			memcpy(junk + k, "{}\n", 3);
+		junk[len] = '\0';
+		CHECK(tide_publish(ea, junk, len, on_result, &ca) == TIDE_EEVENT);
+		CHECK(strstr(tide_errmsg(ea), "more than 10000 of its events are invalid") != NULL);
+		CHECK(ca.results == 4);
+		free(junk);
+	}
 	tide_engine_destroy(ea);
 	tide_engine_destroy(eb);
 

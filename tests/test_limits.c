@@ -117,6 +117,106 @@ START_TEST(message_limit_below_event_limit_is_a_config_error)
 }
 END_TEST
 
+/* @p invalid events "{}" and one valid event of id @p id, one per line
+ * (malloc'd). */
+static char *
+mostly_invalid(size_t invalid, const char *id)
+{
+	size_t cap = invalid * 3 + 200;
+	char *s = malloc(cap), *p = s;
+
+	ck_assert_ptr_nonnull(s);
+	for (size_t k = 0; k < invalid; k++, p += 3)
+		memcpy(p, "{}\n", 3);
+	snprintf(p, 200,
+		 "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/t\",\"type\":\"ok\"}", id);
+	return s;
+}
+
+/* Peak resident memory of process @p pid in KiB, or -1. */
+static long
+peak_kib(pid_t pid)
+{
+	char out[256];
+
+	if (th_sh(out, sizeof out, "grep VmHWM /proc/%d/status | tr -dc 0-9", (int)pid) != 0)
+		return -1;
+	return atol(out);
+}
+
+/* Each refused event is answered with a line of tens of bytes, so a
+ * message of nothing but "{}" once took gigabytes of replies: a message
+ * with more than 10,000 invalid events is refused whole, with one answer. */
+START_TEST(mostly_invalid_messages_are_refused_whole)
+{
+	const char *dir = th_tmpdir();
+	size_t replylen = 4 << 20;
+	char data[600], *reply = malloc(replylen), *msg;
+	th_daemon d;
+	int push;
+
+	ck_assert_ptr_nonnull(reply);
+	snprintf(data, sizeof data, "%s/data", dir);
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
+
+	/* up to the bound, each event is answered on its own */
+	msg = mostly_invalid(10000, "a");
+	ck_assert_int_gt(th_req(d.rep, msg, reply, replylen, 30000), 0);
+	ck_assert_int_eq(th_count(reply, "missing required attribute 'specversion'"), 10000);
+	HAS(reply, "\"ok\":true");
+	free(msg);
+
+	/* beyond it, the whole message is refused: its valid event too */
+	msg = mostly_invalid(10001, "b");
+	ck_assert_int_gt(th_req(d.rep, msg, reply, replylen, 30000), 0);
+	ck_assert_str_eq(reply, "{\"ok\":false,\"error\":\"message refused: more than 10000 of its "
+				"events are invalid; nothing of it was stored\"}");
+	free(msg);
+	ck_assert(th_wait_file(d.log, "rep: a message of 30059 bytes was refused whole", 1000));
+
+	/* PULL: 16 MiB of "{}" costs a log line, not gigabytes */
+	msg = mostly_invalid((16 << 20) / 3 - 100, "c");
+	push = nn_socket(AF_SP, NN_PUSH);
+	ck_assert_int_ge(nn_connect(push, d.pull), 0);
+	ck_assert_int_eq(nn_send(push, msg, strlen(msg), 0), (int)strlen(msg));
+	ck_assert_msg(th_wait_file(d.log, "pull: a message of", 30000), "no log line in %s", d.log);
+	{
+		char *log = th_slurp(d.log);
+
+		ck_assert_ptr_nonnull(log);
+		HAS(log, "more than 10000 of its events are invalid; nothing of it was stored");
+		free(log);
+	}
+	nn_close(push);
+	free(msg);
+	ck_assert_int_lt(peak_kib(d.pid), 256 * 1024);
+
+	/* tide publish counts every event of such a message as refused */
+	msg = mostly_invalid(10001, "d");
+	{
+		char path[700], out[4096];
+		FILE *f;
+
+		snprintf(path, sizeof path, "%s/in.ndjson", dir);
+		ck_assert_ptr_nonnull(f = fopen(path, "w"));
+		fprintf(f, "%s\n", msg);
+		fclose(f);
+		ck_assert_int_eq(
+			th_sh(out, sizeof out,
+			      "'%s' publish --data '%s' --batch 20000 < '%s' 2>&1 | tail -n 2",
+			      TIDE_BIN, data, path),
+			0);
+		HAS(out, "lines 1 to 10002: message refused");
+		HAS(out, "0 stored, 0 duplicates, 10002 rejected");
+	}
+	free(msg);
+
+	ck_assert_int_eq(th_log_count(data, "--type ok"), 1);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	free(reply);
+}
+END_TEST
+
 /* Endpoints reachable from other machines are warned about at start. */
 START_TEST(endpoints_beyond_loopback_are_recognised)
 {
@@ -204,6 +304,7 @@ limits_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, oversized_messages_are_refused_clearly);
 	tcase_add_test(tc, message_limit_below_event_limit_is_a_config_error);
+	tcase_add_test(tc, mostly_invalid_messages_are_refused_whole);
 	tcase_add_test(tc, endpoints_beyond_loopback_are_recognised);
 	tcase_add_test(tc, memory_is_blamed_on_who_used_it);
 	suite_add_tcase(s, tc);
