@@ -535,6 +535,8 @@ typedef struct query_reply {
 	tidei_buf *out;
 	int many;
 	size_t n;
+	size_t max;    /* the reply's bound: max_message_size */
+	int truncated; /* a listing stopped at it */
 } query_reply;
 
 static int
@@ -542,6 +544,13 @@ add_state(void *ud, const char *key, size_t klen, const char *json, size_t jlen)
 {
 	query_reply *q = ud;
 
+	/* A listing answers at most max_message_size bytes of states (a
+	 * client can take no more); the first state is answered whatever
+	 * its size, as a query for its key would. */
+	if (q->many && q->n > 0 && q->out->len + klen * 6 + jlen + 64 > q->max) {
+		q->truncated = 1;
+		return 1;
+	}
 	if (q->many && q->n > 0)
 		tidei_buf_putc(q->out, ',');
 	tidei_buf_puts(q->out, q->many ? "{\"key\":" : "\"key\":");
@@ -570,7 +579,7 @@ quote_len(const char *s, size_t n, size_t max)
 static void
 query(tide_engine *e, const tidei_request *r, tidei_buf *reply)
 {
-	query_reply q = { reply, r->key == NULL, 0 };
+	query_reply q = { reply, r->key == NULL, 0, (size_t)e->cfg->max_message_size, 0 };
 	size_t before = reply->len;
 	char msg[700];
 	int rc;
@@ -578,7 +587,7 @@ query(tide_engine *e, const tidei_request *r, tidei_buf *reply)
 	tidei_buf_puts(reply, q.many ? "{\"ok\":true,\"states\":[" : "{\"ok\":true,");
 	rc = tidei_log_query(e->log, r->name, r->key, r->prefix, (size_t)r->limit, add_state, &q);
 	if (rc == TIDE_OK) {
-		tidei_buf_puts(reply, q.many ? "]}" : "}");
+		tidei_buf_puts(reply, !q.many ? "}" : q.truncated ? "],\"truncated\":true}" : "]}");
 		return;
 	}
 	reply->len = before;

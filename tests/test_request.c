@@ -297,6 +297,65 @@ START_TEST(daemon_refuses_wider_actions)
 }
 END_TEST
 
+/* A listing answers at most max_message_size bytes, and says when it
+ * stopped there: a prefix query over a large projection once built a reply
+ * of any size on the engine's thread, larger than a client can take. */
+START_TEST(daemon_bounds_listings)
+{
+	const char *dir = th_tmpdir();
+	const char *script =
+		th_write(dir, "big.lua",
+			 "local tide = require 'tide'\n"
+			 "tide.projection('big', {\n"
+			 "  init = function() return {} end,\n"
+			 "  on = { x = function(s, ev) s.pad = string.rep('p', 3000) end },\n"
+			 "})\n");
+	size_t replylen = 1 << 20;
+	char data[600], *reply = malloc(replylen), *msg = malloc(100 * 200), *p = msg;
+	th_daemon d;
+	int64_t deadline;
+	int n;
+
+	ck_assert_ptr_nonnull(reply);
+	ck_assert_ptr_nonnull(msg);
+	snprintf(data, sizeof data, "%s/data", dir);
+	ck_assert_int_eq(th_daemon_spawn(&d, data,
+					 "--data '%s' --script '%s' --set max_message_size=64K "
+					 "--set max_event_size=32K",
+					 data, script),
+			 0);
+	for (int k = 0; k < 100; k++)
+		p += sprintf(p,
+			     "{\"specversion\":\"1.0\",\"id\":\"e%d\",\"source\":\"/t\","
+			     "\"type\":\"x\",\"subject\":\"k%03d\"}\n",
+			     k, k);
+	ck_assert_int_gt(th_req(d.rep, msg, reply, replylen, 10000), 0);
+	ck_assert_int_eq(th_count(reply, "\"ok\":true"), 100);
+	deadline = th_ms() + 10000;
+	do {
+		th_req(d.rep, "{\"query\":\"big\",\"key\":\"k099\"}", reply, replylen, 10000);
+	} while (strstr(reply, "\"ok\":true") == NULL && th_ms() < deadline && (th_pause(), 1));
+	HAS(reply, "\"key\":\"k099\"");
+
+	/* 100 states of 3 KB: the listing stops within 64 KiB and says so */
+	n = th_req(d.rep, "{\"query\":\"big\",\"prefix\":\"k\"}", reply, replylen, 10000);
+	ck_assert_int_gt(n, 0);
+	ck_assert_int_le(n, 64 * 1024);
+	HAS(reply, "],\"truncated\":true}");
+	ck_assert_int_ge(th_count(reply, "\"key\""), 15);
+	ck_assert_int_lt(th_count(reply, "\"key\""), 100);
+	/* one within the bound is whole */
+	n = th_req(d.rep, "{\"query\":\"big\",\"prefix\":\"k\",\"limit\":5}", reply, replylen,
+		   10000);
+	ck_assert_int_gt(n, 0);
+	ck_assert_int_eq(th_count(reply, "\"key\""), 5);
+	ck_assert_ptr_null(strstr(reply, "truncated"));
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	free(msg);
+	free(reply);
+}
+END_TEST
+
 Suite *
 request_suite(void)
 {
@@ -312,6 +371,7 @@ request_suite(void)
 	tc = tcase_create("daemon");
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, daemon_refuses_wider_actions);
+	tcase_add_test(tc, daemon_bounds_listings);
 	suite_add_tcase(s, tc);
 	return s;
 }
