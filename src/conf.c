@@ -247,6 +247,18 @@ tide_config_set(tide_config *c, const char *key, const char *value)
 		     strcmp(key, "max_message_size") == 0) &&
 		    n == 0)
 			return tidei_err(c->err, TIDE_ECONFIG, "%s must be positive", key);
+		if (strcmp(key, "memory_limit") == 0 && n > 0 && n < TIDEI_MIN_MEMORY)
+			return tidei_err(
+				c->err, TIDE_ECONFIG,
+				"memory_limit must be 0 (no limit) or at least 1M, not '%s'",
+				value);
+		if (strcmp(key, "map_size") == 0 && n < TIDEI_MIN_MAP)
+			return tidei_err(c->err, TIDE_ECONFIG,
+					 "map_size must be at least 1M, not '%s'", value);
+		if (strcmp(key, "build_threads") == 0 && n > TIDEI_MAX_BUILD_THREADS)
+			return tidei_err(c->err, TIDE_ECONFIG,
+					 "build_threads must be at most %d, not '%s'",
+					 TIDEI_MAX_BUILD_THREADS, value);
 		*(uint64_t *)field = n;
 		return TIDE_OK;
 	case T_DURATION:

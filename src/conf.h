@@ -10,6 +10,13 @@
 
 #include "err.h"
 
+/* Bounds of settings that make no sense beyond them: a script state
+ * needs some memory to load, LMDB some map to open, and a build's threads
+ * are a few per CPU at most. */
+#define TIDEI_MIN_MEMORY ((uint64_t)1 << 20)
+#define TIDEI_MIN_MAP ((uint64_t)1 << 20)
+#define TIDEI_MAX_BUILD_THREADS 64
+
 #define TIDEI_DURABILITY_SYNC 0
 #define TIDEI_DURABILITY_RELAXED 1
 

@@ -543,13 +543,51 @@ protected_call(tidei_script *sc, int nargs, char *err, char *trace)
 	return TIDE_ESCRIPT;
 }
 
+/* Outside a protected call nothing may allocate in the state (a memory
+ * error there would end the process): the engine's own work on the state
+ * before a call goes through these.  [-1, +2, m] */
+static int
+load_file(lua_State *L)
+{
+	int rc = luaL_loadfilex(L, lua_touserdata(L, 1), "t");
+
+	lua_pushinteger(L, rc);
+	lua_insert(L, -2);
+	return 2; /* status, then the chunk or the message */
+}
+
+/* [-1, +1, m] */
+static int
+push_event(lua_State *L)
+{
+	tidei_lua_push_event(L, lua_touserdata(L, 1));
+	return 1;
+}
+
+/* A memory error of the engine's own work on the state, taken as the
+ * running code's (the state is at its ceiling). */
+static int
+host_nomem(tidei_script *s, char *err, char *trace)
+{
+	lua_pop(s->ls.L, 1);
+	s->ls.last_failure = TIDEI_FAIL_MEMORY;
+	if (trace != NULL)
+		trace[0] = '\0';
+	return tidei_err(err, TIDE_ESCRIPT, "script exceeded its memory limit (not enough memory)");
+}
+
 int
 tidei_script_load(tidei_script *s, const char *path, char *err)
 {
 	lua_State *L = s->ls.L;
 	int rc;
 
-	rc = luaL_loadfilex(L, path, "t");
+	lua_pushcfunction(L, load_file);
+	lua_pushlightuserdata(L, (void *)path);
+	if (lua_pcall(L, 1, 2, 0) != LUA_OK)
+		return host_nomem(s, err, NULL);
+	rc = (int)lua_tointeger(L, -2);
+	lua_remove(L, -2);
 	if (rc != LUA_OK) {
 		s->ls.last_failure = rc == LUA_ERRMEM ? TIDEI_FAIL_MEMORY : TIDEI_FAIL_ERROR;
 		tidei_err(err, TIDE_ESCRIPT, "%s", lua_tostring(L, -1));
@@ -568,7 +606,10 @@ tidei_script_call(tidei_script *s, int ref, const struct tide_event *ev, char *e
 
 	/* The event object stays below the call so that it can be expired
 	 * afterwards, whatever the handler did with it. */
-	tidei_lua_push_event(L, ev);
+	lua_pushcfunction(L, push_event);
+	lua_pushlightuserdata(L, (void *)ev);
+	if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+		return host_nomem(s, err, trace);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
 	lua_pushvalue(L, -2);
 	rc = protected_call(s, 1, err, trace);

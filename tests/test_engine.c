@@ -1203,6 +1203,22 @@ START_TEST(config_file)
 		   conf);
 	ck_assert_msg(st != 0 && st != 124, "status %d", st);
 	ck_assert_msg(strstr(out, "durability") != NULL, "%s", out);
+	/* settings out of their sense are refused, not met later (a state of
+	 * one byte once ended the process loading the first script) */
+	{
+		static const char *const bad[][2] = {
+			{ "memory_limit=1", "memory_limit must be 0 (no limit) or at least 1M" },
+			{ "map_size=1", "map_size must be at least 1M" },
+			{ "build_threads=100000", "build_threads must be at most 64" },
+		};
+		for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+			st = th_sh(out, sizeof out,
+				   "timeout 10 '%s' run --data '%s/state3' --set %s 2>&1", TIDE_BIN,
+				   conf, bad[k][0]);
+			ck_assert_msg(st == 1, "%s: status %d", bad[k][0], st);
+			ck_assert_msg(strstr(out, bad[k][1]) != NULL, "%s: %s", bad[k][0], out);
+		}
+	}
 }
 END_TEST
 

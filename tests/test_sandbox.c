@@ -451,6 +451,52 @@ START_TEST(failure_kinds_and_memory)
 }
 END_TEST
 
+/* The engine's own work on a state at its ceiling (pushing the event
+ * before a handler, loading a script) fails as a memory failure of the
+ * call: outside a protected call it once ended the process (a Lua panic). */
+START_TEST(host_work_at_the_ceiling)
+{
+	tidei_script_opts so;
+	tidei_script *s;
+	tidei_lstate *ls;
+	struct tide_event ev;
+	char err[TIDEI_ERRLEN], trace[TIDEI_ERRLEN];
+	const char *dir = th_tmpdir();
+	const char *path = th_write(dir, "s.lua", "x = 1\n");
+	lua_State *L;
+	size_t room;
+	int ref;
+
+	memset(&so, 0, sizeof so);
+	memset(&ev, 0, sizeof ev);
+	so.instruction_budget = 1000000;
+	so.memory_limit = (size_t)1 << 20;
+	ck_assert_int_eq(tidei_script_new(&s, &so, NULL, err), TIDE_OK);
+	ck_assert_int_eq(
+		tidei_script_protect(s, l_chunk, (void *)"function handler(ev) end", err, NULL),
+		TIDE_OK);
+	L = tidei_script_state(s);
+	lua_getglobal(L, "handler");
+	ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	ls = tidei_script_lstate(s);
+	/* nothing left, no garbage to collect: every allocation fails */
+	lua_gc(L, LUA_GCCOLLECT);
+	room = tidei_lstate_room(ls);
+	ck_assert_int_eq(tidei_lstate_reserve(ls, room), TIDE_OK);
+	ck_assert_int_eq(tidei_script_call(s, ref, &ev, err, trace), TIDE_ESCRIPT);
+	ck_assert_int_eq(tidei_script_failure(s), TIDEI_FAIL_MEMORY);
+	HAS(err, "not enough memory");
+	ck_assert_int_eq(tidei_script_load(s, path, err), TIDE_ESCRIPT);
+	ck_assert_int_eq(tidei_script_failure(s), TIDEI_FAIL_MEMORY);
+	HAS(err, "not enough memory");
+	/* with room again, the same work succeeds */
+	tidei_lstate_release(ls, room);
+	ck_assert_int_eq(tidei_script_call(s, ref, &ev, err, trace), TIDE_OK);
+	ck_assert_int_eq(tidei_script_load(s, path, err), TIDE_OK);
+	tidei_script_destroy(s);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Finalizers and the collector
  * ------------------------------------------------------------------------ */
@@ -1635,6 +1681,7 @@ sandbox_suite(void)
 			    (int)(sizeof swallowed / sizeof *swallowed));
 	tcase_add_test(tc, ordinary_errors_are_still_caught);
 	tcase_add_test(tc, failure_kinds_and_memory);
+	tcase_add_test(tc, host_work_at_the_ceiling);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("finalizers_and_collector");
