@@ -47,6 +47,7 @@ static const struct opt {
 	OPT("time_limit", T_DURATION, time_limit_ns),
 	OPT("memory_limit", T_SIZE, memory_limit),
 	OPT("max_emits", T_COUNT, max_emits),
+	OPT("max_emit_depth", T_COUNT, max_emit_depth),
 	OPT("build_threads", T_COUNT, build_threads),
 	OPT("log_level", T_LEVEL, log_level),
 	OPT("lua_path", T_STR, lua_path),
@@ -170,6 +171,7 @@ tide_config_new(tide_config **out)
 	c->time_limit_ns = TIDEI_DEFAULT_TIME_NS;
 	c->memory_limit = TIDEI_DEFAULT_MEMORY;
 	c->max_emits = 1000;
+	c->max_emit_depth = TIDEI_DEFAULT_EMIT_DEPTH;
 	c->log_level = TIDE_LOG_INFO;
 	*out = c;
 	return TIDE_OK;
@@ -255,6 +257,9 @@ tide_config_set(tide_config *c, const char *key, const char *value)
 		if (strcmp(key, "map_size") == 0 && n < TIDEI_MIN_MAP)
 			return tidei_err(c->err, TIDE_ECONFIG,
 					 "map_size must be at least 1M, not '%s'", value);
+		if (strcmp(key, "max_emit_depth") == 0 && n > UINT16_MAX)
+			return tidei_err(c->err, TIDE_ECONFIG,
+					 "max_emit_depth must be at most 65535, not '%s'", value);
 		if (strcmp(key, "build_threads") == 0 && n > TIDEI_MAX_BUILD_THREADS)
 			return tidei_err(c->err, TIDE_ECONFIG,
 					 "build_threads must be at most %d, not '%s'",

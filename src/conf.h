@@ -33,7 +33,8 @@ struct tide_config {
 	uint64_t time_limit_ns; /* wall-clock time per handler call; 0 = none */
 	uint64_t memory_limit;
 	uint64_t max_emits;
-	uint64_t build_threads; /* 0: one per CPU (at most 8) */
+	uint64_t max_emit_depth; /* 0: no bound (but 65535) */
+	uint64_t build_threads;  /* 0: one per CPU (at most 8) */
 	int log_level;
 	char *lua_path;
 	char **scripts;

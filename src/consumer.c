@@ -213,14 +213,29 @@ set_default(tidei_evb *b, int attr, const char *val, size_t n)
 
 int
 tidei_emit_prepare(tidei_evb *b, const char *consumer, const struct tide_event *cause, size_t k,
-		   char *err)
+		   unsigned max_depth, char *err)
 {
+	unsigned depth = tidei_event_depth(cause) + 1;
 	char tmp[256];
 	int n;
 
 	if (b->expect >= 0)
 		return tidei_err(err, TIDE_EINVAL, "%s is for producers, not for emitted events",
 				 TIDEI_EXPECT_ATTR);
+	/* Handlers that emit what they (or others) react to make a loop that
+	 * would fill the disk: it ends at the bound, with a dead letter. */
+	if ((max_depth && depth > max_depth) || depth > UINT16_MAX)
+		return tidei_err(err, TIDE_EINVAL,
+				 "this event would be the %u%s emit in a chain from a published "
+				 "event (at most %u: max_emit_depth); do handlers emit what they "
+				 "react to?",
+				 depth,
+				 depth % 10 == 1 && depth % 100 != 11   ? "st"
+				 : depth % 10 == 2 && depth % 100 != 12 ? "nd"
+				 : depth % 10 == 3 && depth % 100 != 13 ? "rd"
+									: "th",
+				 max_depth ? max_depth : UINT16_MAX);
+	b->depth = (uint16_t)depth;
 	n = snprintf(tmp, sizeof tmp, "/tide/%s", consumer);
 	set_default(b, TIDEI_A_SOURCE, tmp, (size_t)n);
 	n = snprintf(tmp, sizeof tmp, "%llu.%zu", (unsigned long long)cause->seq, k);
@@ -265,7 +280,8 @@ host_emit(void *ud, tidei_evb *b, char *err)
 		return tidei_err(err, TIDE_EINVAL,
 				 "a handler may emit at most %zu events per call (is it looping?)",
 				 cs->o.max_emits);
-	if ((rc = tidei_emit_prepare(b, cs->cur->name, cause, cs->nemits + 1, err)) != TIDE_OK)
+	if ((rc = tidei_emit_prepare(b, cs->cur->name, cause, cs->nemits + 1, cs->o.max_depth,
+				     err)) != TIDE_OK)
 		return rc;
 	if (tidei_array_grow(&cs->emit_len, &cs->emit_cap, cs->nemits, sizeof *cs->emit_len, 16) !=
 	    0)

@@ -64,6 +64,7 @@ typedef struct tidei_consumers_opts {
 	tidei_script_opts script;
 	size_t turn_budget; /* events a consumer handles per turn */
 	size_t max_emits;   /* events one handler call may emit */
+	unsigned max_depth; /* emits from a published event to an emitted one (max_emit_depth) */
 	size_t max_event;   /* bytes an emitted event may take (max_event_size) */
 	void (*log)(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
 	void *log_ud;
@@ -132,10 +133,11 @@ const tidei_consumer *tidei_consumers_find(const tidei_consumers *cs, const char
 
 /** Complete an event emitted by consumer @p consumer while handling
  *  @p cause, as its @p k-th emit: default source "/tide/<consumer>" and id
- *  "<cause seq>.<k>", causationid and correlationid.  TIDE_OK or an error
- *  in @p err. */
+ *  "<cause seq>.<k>", causationid and correlationid, and its depth (one
+ *  more than the cause's), refused beyond @p max_depth (0: no bound).
+ *  TIDE_OK or an error in @p err. */
 int tidei_emit_prepare(tidei_evb *b, const char *consumer, const struct tide_event *cause, size_t k,
-		       char *err);
+		       unsigned max_depth, char *err);
 
 /** The Lua state the scripts run in (shared with the projections). */
 tidei_script *tidei_consumers_script(tidei_consumers *cs);

@@ -667,6 +667,7 @@ new_runtime(tide_engine *e, tidei_consumers **cs, tidei_projections **ps)
 	co.script.allow = (const char *const *)e->cfg->allow;
 	co.turn_budget = (size_t)e->cfg->turn_events;
 	co.max_emits = (size_t)e->cfg->max_emits;
+	co.max_depth = (unsigned)e->cfg->max_emit_depth;
 	co.max_event = (size_t)e->cfg->max_event_size;
 	co.log = elog;
 	co.log_ud = e;

@@ -42,6 +42,7 @@ const char *const tidei_attr_names[TIDEI_NATTR] = {
 /* Record header layout. */
 #define OFF_FORMAT 0
 #define OFF_FLAGS 1
+#define OFF_DEPTH 2 /* u16, tidei_event_depth(); 0 in records from before it */
 #define OFF_EXTLEN 4
 #define OFF_VERSION 8
 #define OFF_PREV 16
@@ -55,6 +56,14 @@ _Static_assert(OFF_LENS + 4 * TIDEI_NATTR == TIDEI_REC_HEADER, "record header si
 /* ------------------------------------------------------------------------
  * Records
  * ------------------------------------------------------------------------ */
+
+unsigned
+tidei_event_depth(const struct tide_event *ev)
+{
+	if (ev->rec == NULL || ev->rec_len < TIDEI_REC_HEADER)
+		return 0;
+	return (unsigned)ev->rec[OFF_DEPTH] | (unsigned)ev->rec[OFF_DEPTH + 1] << 8;
+}
 
 int
 tidei_event_decode(struct tide_event *ev, const uint8_t *rec, size_t len)
@@ -403,6 +412,7 @@ tidei_evb_reset(tidei_evb *b)
 	b->has_data = 0;
 	b->invalid = 0;
 	b->expect = -1;
+	b->depth = 0;
 	b->err[0] = '\0';
 }
 
@@ -818,6 +828,8 @@ tidei_evb_finish(tidei_evb *b, tidei_buf *out)
 	memset(hdr, 0, sizeof hdr);
 	hdr[OFF_FORMAT] = REC_FORMAT;
 	hdr[OFF_FLAGS] = b->has_data ? FLAG_DATA : 0;
+	hdr[OFF_DEPTH] = (uint8_t)(b->depth & 0xff);
+	hdr[OFF_DEPTH + 1] = (uint8_t)(b->depth >> 8);
 	tidei_st32(hdr + OFF_EXTLEN, b->next > 0 ? (uint32_t)(mh.len + b->ext.len) : 0);
 	for (int a = 0; a < TIDEI_NATTR; a++)
 		tidei_st32(hdr + OFF_LENS + 4 * a,

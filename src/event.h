@@ -57,6 +57,13 @@ struct tide_event {
 /** Byte size of the fixed record header. */
 #define TIDEI_REC_HEADER 68
 
+/* Default of max_emit_depth: emits in a chain from a published event. */
+#define TIDEI_DEFAULT_EMIT_DEPTH 64
+
+/** How many emits separate @p ev from a published event: 0 for a published
+ *  one, 1 for an event a handler emitted while handling it, and so on. */
+unsigned tidei_event_depth(const struct tide_event *ev);
+
 /** Fill @p ev from a record.  Returns 0, or -1 if the record is corrupt. */
 int tidei_event_decode(struct tide_event *ev, const uint8_t *rec, size_t len);
 
@@ -101,6 +108,7 @@ typedef struct tidei_evb {
 	int has_data;
 	int check_utf8; /* strings did not come through the JSON parser */
 	int64_t expect; /* "expectedversion" of the subject's stream, -1 if none */
+	uint16_t depth; /* emits between this event and a published one (0: published) */
 	int invalid;
 	char err[TIDEI_ERRLEN];
 } tidei_evb;

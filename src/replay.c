@@ -86,7 +86,8 @@ host_emit(void *ud, tidei_evb *b, char *err)
 
 	if (r->cur == NULL)
 		return tidei_err(err, TIDE_ESTATE, "tide.emit can only be called from a handler");
-	if ((rc = tidei_emit_prepare(b, r->cur->name, r->cause, ++r->nemits, err)) != TIDE_OK)
+	if ((rc = tidei_emit_prepare(b, r->cur->name, r->cause, ++r->nemits,
+				     TIDEI_DEFAULT_EMIT_DEPTH, err)) != TIDE_OK)
 		return rc;
 	tidei_buf_reset(&r->emit);
 	tidei_buf_reset(&r->json);

@@ -100,8 +100,10 @@ TIDE_API void tide_config_destroy(tide_config *cfg);
  *  0 = none), "time_limit" (wall-clock time per handler call: seconds, like
  *  "5" or "0.5", or "2s", "500ms"; default 5 s; 0 = none), "memory_limit"
  *  (bytes for the scripts' Lua state; default 256M; 0 = none), "max_emits",
+ *  "max_emit_depth" (emits in a chain from a published event, each emitted
+ *  while handling the one before; default 64; 0 = 65535),
  *  "build_threads" (threads of a projection build; 0, the default, is one
- *  per CPU, at most 8; never more than 16; 1 keeps builds on the engine's
+ *  per CPU, at most 8; never more than 64; 1 keeps builds on the engine's
  *  thread), "log_level".
  *  @p key and @p value are borrowed.
  *  @return TIDE_OK, TIDE_ECONFIG (unknown key or bad value; see

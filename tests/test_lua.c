@@ -790,6 +790,36 @@ START_TEST(max_emits_bounds_a_call)
 }
 END_TEST
 
+/* Handlers that emit what they react to make a chain of emits with no
+ * end, which once filled the disk: a chain stops at max_emit_depth, with
+ * a dead letter saying why; a chain within it is untouched. */
+START_TEST(emit_chains_are_bounded)
+{
+	rig r;
+	char out[65536];
+
+	rig_init(&r);
+	rig_config(&r, LUA_HEAD "tide.on('hop', function(ev)\n"
+				"  local n = (ev.data and ev.data.n or 0) + 1\n"
+				"  tide.emit{ type = 'hop', data = { n = n } }\n"
+				"end, { name = 'loop', retries = 0 })\n");
+	rig_set(&r, "max_emit_depth", "5");
+	ck_assert_int_eq(rig_start(&r), TIDE_OK);
+	rig_publish(&r, EV("h1", "hop", ""));
+	rig_wait(&r, "hop", 6);
+	for (int k = 0; k < 50; k++)
+		rig_turn(&r);
+	rig_close(&r);
+	/* the published event and five emits, one after the other */
+	rig_log(&r, out, sizeof out, "--type hop");
+	ck_assert_int_eq(count(out, "\"type\":\"hop\""), 6);
+	HAS(out, "\"n\":5");
+	ck_assert_ptr_null(strstr(out, "\"n\":6"));
+	HAS(r.logs, "this event would be the 6th emit in a chain from a published event "
+		    "(at most 5: max_emit_depth)");
+}
+END_TEST
+
 /* An emitted event obeys max_event_size like a published one, and a huge
  * value is refused without being copied first: twenty emits of a 10 MB
  * string once took twenty copies of it. */
@@ -1583,6 +1613,7 @@ lua_suite(void)
 	tcase_add_test(emit, emit_errors_name_the_script_line);
 	tcase_add_test(emit, emit_outside_a_handler);
 	tcase_add_test(emit, max_emits_bounds_a_call);
+	tcase_add_test(emit, emit_chains_are_bounded);
 	tcase_add_test(emit, emit_obeys_max_event_size);
 	tcase_add_test(fail, errors_are_isolated);
 	tcase_add_test(fail, on_inside_a_handler_fails);
