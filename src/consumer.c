@@ -818,7 +818,12 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 	if (*ok != H_OK) {
 		c->failed++;
 		if (trace[0])
-			LOG(cs, TIDE_LOG_DEBUG, "%s", trace);
+			/* a line each: the log escapes line feeds in a message */
+			for (const char *t = trace, *nl; *t; t = nl ? nl + 1 : t + strlen(t)) {
+				nl = strchr(t, '\n');
+				LOG(cs, TIDE_LOG_DEBUG, "%.*s", nl ? (int)(nl - t) : (int)strlen(t),
+				    t);
+			}
 		return TIDE_OK;
 	}
 	c->handled++;

@@ -100,11 +100,33 @@ struct tide_engine {
 
 static void elog(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
 
+/* Copy @p msg into @p out (of @p n > 0 bytes) with its control characters
+ * written as escapes: messages quote what producers and scripts chose (an
+ * id, an error), and a line feed or an escape sequence in those would
+ * forge a log line or drive a terminal. */
+static void
+escape_controls(char *out, size_t n, const char *msg)
+{
+	size_t k = 0;
+
+	for (const unsigned char *p = (const unsigned char *)msg; *p && k + 5 < n; p++) {
+		if ((*p >= 0x20 && *p != 0x7f) || *p == '\t') {
+			out[k++] = (char)*p;
+		} else if (*p == '\n') {
+			out[k++] = '\\';
+			out[k++] = 'n';
+		} else {
+			k += (size_t)snprintf(out + k, n - k, "\\x%02x", *p);
+		}
+	}
+	out[k] = '\0';
+}
+
 static void
 elog(void *ud, int level, const char *fmt, ...)
 {
 	tide_engine *e = ud;
-	char msg[2048];
+	char msg[2048], safe[2048 * 2];
 	va_list ap;
 
 	if (e->cfg->log == NULL || level > e->cfg->log_level)
@@ -112,7 +134,8 @@ elog(void *ud, int level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	e->cfg->log(e->cfg->log_ud, level, msg);
+	escape_controls(safe, sizeof safe, msg);
+	e->cfg->log(e->cfg->log_ud, level, safe);
 }
 
 /* ------------------------------------------------------------------------

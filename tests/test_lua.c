@@ -1582,6 +1582,32 @@ START_TEST(print_goes_to_the_log)
 }
 END_TEST
 
+/* Log messages quote what producers and scripts chose; their control
+ * characters are escaped, so an id or an error cannot forge a log line or
+ * reach a terminal as an escape sequence. */
+START_TEST(log_lines_cannot_be_forged)
+{
+	rig r;
+
+	rig_open_ok(&r, LUA_HEAD "tide.on('f', function(ev)\n"
+				 "  print('two\\nlines')\n"
+				 "  error('bad\\n2026-01-01T00:00:00Z error forged')\n"
+				 "end, { name = 'forger', retries = 0 })\n"
+				 "tide.on('f', function(ev) tide.emit{ type = 'f.done' } end,"
+				 " { name = 'other' })\n");
+	rig_publish(&r, "{\"specversion\":\"1.0\",\"id\":\"x\\n2026-01-01T00:00:00Z info "
+			"fake\\u001b[31m\",\"source\":\"/t\",\"type\":\"f\"}");
+	rig_wait(&r, "f.done", 1);
+	rig_close(&r);
+	HAS(r.logs, "[forger] two\\nlines\n");
+	HAS(r.logs, "id x\\n2026-01-01T00:00:00Z info fake\\x1b[31m)");
+	/* an error's first line is its message; the rest is its trace */
+	HAS(r.logs, "s.lua:4: bad; it is in the dead letters");
+	ck_assert_ptr_null(strstr(r.logs, "\n2026-01-01"));
+	ck_assert_ptr_null(strstr(r.logs, "\x1b"));
+}
+END_TEST
+
 Suite *
 lua_suite(void)
 {
@@ -1614,6 +1640,7 @@ lua_suite(void)
 	tcase_add_test(emit, emit_outside_a_handler);
 	tcase_add_test(emit, max_emits_bounds_a_call);
 	tcase_add_test(emit, emit_chains_are_bounded);
+	tcase_add_test(emit, log_lines_cannot_be_forged);
 	tcase_add_test(emit, emit_obeys_max_event_size);
 	tcase_add_test(fail, errors_are_isolated);
 	tcase_add_test(fail, on_inside_a_handler_fails);
