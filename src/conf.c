@@ -256,7 +256,7 @@ tide_config_set(tide_config *c, const char *key, const char *value)
 				value);
 		if (strcmp(key, "map_size") == 0 && n < TIDEI_MIN_MAP)
 			return tidei_err(c->err, TIDE_ECONFIG,
-					 "map_size must be at least 1M, not '%s'", value);
+					 "map_size must be at least 64K, not '%s'", value);
 		if (strcmp(key, "max_emit_depth") == 0 && n > UINT16_MAX)
 			return tidei_err(c->err, TIDE_ECONFIG,
 					 "max_emit_depth must be at most 65535, not '%s'", value);

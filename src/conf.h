@@ -14,7 +14,7 @@
  * needs some memory to load, LMDB some map to open, and a build's threads
  * are a few per CPU at most. */
 #define TIDEI_MIN_MEMORY ((uint64_t)1 << 20)
-#define TIDEI_MIN_MAP ((uint64_t)1 << 20)
+#define TIDEI_MIN_MAP ((uint64_t)64 << 10)
 #define TIDEI_MAX_BUILD_THREADS 64
 
 #define TIDEI_DURABILITY_SYNC 0

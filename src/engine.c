@@ -41,6 +41,7 @@
 #include "log.h"
 #include "loop.h"
 #include "projection.h"
+#include "pworker.h"
 #include "request.h"
 
 /* Growing the map this many times in one turn means something is wrong. */
@@ -701,6 +702,7 @@ new_runtime(tide_engine *e, tidei_consumers **cs, tidei_projections **ps)
 		tidei_pbuild_env be;
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 		memset(&be, 0, sizeof be);
+		be.ops = &tidei_pworker_ops;
 		be.script = co.script;
 		be.scripts = (const char *const *)e->cfg->scripts;
 		be.nscripts = e->cfg->nscripts;

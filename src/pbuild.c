@@ -16,14 +16,13 @@
  */
 #include "config.h"
 
-#include <lauxlib.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "pbuild.h"
-#include "projection.h"
 
 /* Events in a chunk. */
 #define STEP 1024
@@ -168,64 +167,18 @@ tidei_pbuild_env_free(tidei_pbuild_env *e)
 typedef struct helper {
 	part *pt;
 	tidei_pbuild *b;
-	tidei_projections *ps;
-	const char *loading;
-	int loaded;
+	void *w; /* the work's own, from b->o.env->ops */
 } helper;
 
-static int
-host_on(void *ud, const tidei_on_opts *o, int ref, const char *where, char *err)
-{
-	(void)ud;
-	(void)o;
-	(void)ref;
-	(void)where;
-	(void)err;
-	return TIDE_OK; /* consumers stay with the engine */
-}
-
-static int
-host_once(void *ud, const char *key, size_t n, int *first, char *err)
-{
-	(void)ud;
-	(void)key;
-	(void)n;
-	(void)first;
-	/* as in the engine, where projections are not consumers */
-	return tidei_err(err, TIDE_ESTATE, "tide.once can only be called from a handler");
-}
-
-static int
-host_emit(void *ud, tidei_evb *b, char *err)
-{
-	(void)ud;
-	(void)b;
-	return tidei_err(err, TIDE_ESTATE, "tide.emit can only be called from a handler");
-}
-
-static int
-host_projection(void *ud, lua_State *L, const char *name, int spec, const char *where, char *err)
-{
-	helper *h = ud;
-
-	if (h->loading == NULL)
-		return tidei_err(err, TIDE_ESTATE,
-				 "tide.projection must be called while the script loads");
-	if (strcmp(name, h->b->name) != 0)
-		return TIDE_OK;
-	return tidei_projections_define(h->ps, L, name, spec, h->loading, where, err);
-}
-
+/* A line a handler printed, kept for the engine's log. */
 static void
-host_log(void *ud, int level, const char *msg)
+helper_log(void *ud, int level, const char *msg)
 {
 	helper *h = ud;
 	tidei_pbuild *b = h->b;
 	size_t n = strlen(msg);
 	uint8_t lv = (uint8_t)level;
 
-	if (!h->loaded)
-		return; /* the engine printed it when it loaded the script */
 	pthread_mutex_lock(&b->mu);
 	if (b->logs.len + n + 2 > LOG_MAX || b->logs.failed) {
 		b->dropped++;
@@ -273,48 +226,17 @@ next_chunk(const tidei_pbuild *b, int most)
 
 /* Load the scripts; the projection must be defined as the engine has it. */
 static int
-setup(helper *h, tidei_script **script, char *err)
+setup(helper *h, char *err)
 {
 	const tidei_pbuild_env *env = h->b->o.env;
-	tidei_projections_opts po;
-	tidei_host host;
-	int rc;
 
-	memset(&host, 0, sizeof host);
-	host.ud = h;
-	host.on = host_on;
-	host.once = host_once;
-	host.emit = host_emit;
-	host.projection = host_projection;
-	host.log = host_log;
 	/* the scripts must be those the engine runs (modules they require
 	 * are not checked) */
 	if (env->scripts_hash != 0 && tidei_pbuild_scripts_hash(env) != env->scripts_hash)
 		return tidei_err(err, TIDE_ESTATE,
 				 "a script changed on disk since the engine loaded it");
-	if ((rc = tidei_script_new(script, &env->script, &host, err)) != TIDE_OK)
-		return rc;
-	memset(&po, 0, sizeof po);
-	po.script = *script;
-	if ((rc = tidei_projections_new(&h->ps, &po, err)) != TIDE_OK)
-		return rc;
-	for (size_t k = 0; k < env->nscripts && rc == TIDE_OK; k++) {
-		if (atomic_load(&h->b->cancel))
-			return tidei_err(err, TIDE_ESTATE, "stopped");
-		h->loading = env->scripts[k];
-		rc = tidei_script_load(*script, env->scripts[k], err);
-	}
-	h->loading = NULL;
-	h->loaded = 1;
-	if (rc != TIDE_OK)
-		return rc;
-	if (tidei_projections_hash(h->ps, h->b->name) != h->b->o.hash)
-		return tidei_err(err, TIDE_ESTATE,
-				 "the definition of '%s' differs from the engine's (was a script "
-				 "changed on disk?)",
-				 h->b->name);
-	tidei_projections_part(h->ps, h->pt->index, h->b->n, &h->b->cancel);
-	return TIDE_OK;
+	return env->ops->open(&h->w, env, h->b->name, h->b->o.hash, h->pt->index, h->b->n,
+			      &h->b->cancel, helper_log, h, err);
 }
 
 /* At a checkpoint: hand the states over; wait for the commit unless this
@@ -327,7 +249,7 @@ hand_over(helper *h, uint64_t pos, char *err)
 	tidei_buf states = { 0 };
 	int go;
 
-	if (tidei_projections_take(h->ps, &states, err) != TIDE_OK) {
+	if (b->o.env->ops->take(h->w, &states, err) != TIDE_OK) {
 		tidei_buf_free(&states);
 		fail(b, pt, pos, err);
 		return -1;
@@ -357,7 +279,7 @@ find_keys(helper *h, MDB_txn *txn, uint64_t c, char *err, uint64_t *at)
 	chunk(b, c, &first, &last);
 	sl->kd.first = first;
 	tidei_buf_reset(&sl->kd.keys[h->pt->index]);
-	return tidei_projections_find_keys(h->ps, b->o.log, txn, &sl->kd, first, last, at, err);
+	return b->o.env->ops->find_keys(h->w, b->o.log, txn, &sl->kd, first, last, at, err);
 }
 
 static void *
@@ -365,8 +287,8 @@ helper_main(void *arg)
 {
 	part *pt = arg;
 	tidei_pbuild *b = pt->b;
+	const tidei_pbuild_ops *ops = b->o.env->ops;
 	helper h;
-	tidei_script *script = NULL;
 	MDB_txn *txn = NULL;
 	char err[TIDEI_ERRLEN];
 	uint64_t at = 0;
@@ -376,7 +298,7 @@ helper_main(void *arg)
 	memset(&h, 0, sizeof h);
 	h.pt = pt;
 	h.b = b;
-	if (setup(&h, &script, err) != TIDE_OK) {
+	if (setup(&h, err) != TIDE_OK) {
 		fail(b, pt, 0, err);
 		goto out;
 	}
@@ -393,15 +315,15 @@ helper_main(void *arg)
 			/* apply the chunk's events of this part */
 			pthread_mutex_unlock(&b->mu);
 			chunk(b, c, &first, &last);
-			if (tidei_projections_run_part(h.ps, b->o.log, txn, b->o.gen, &sl->kd,
-						       first, last, &at, err) != TIDE_OK) {
+			if (ops->run_part(h.w, b->o.log, txn, b->o.gen, &sl->kd, first, last, &at,
+					  err) != TIDE_OK) {
 				fail(b, pt, at, err);
 				goto out;
 			}
 			pthread_mutex_lock(&b->mu);
 			pt->next = c + 1;
 			pt->pos = last;
-			pt->held = tidei_projections_held(h.ps);
+			pt->held = ops->held(h.w);
 			pthread_cond_broadcast(&b->cv); /* its slot may be free */
 			if (c + 1 == b->nchunks || c == b->ck) {
 				pthread_mutex_unlock(&b->mu);
@@ -446,8 +368,8 @@ helper_main(void *arg)
 out:
 	if (txn != NULL)
 		mdb_txn_abort(txn);
-	tidei_projections_destroy(h.ps);
-	tidei_script_destroy(script);
+	if (h.w != NULL)
+		ops->close(h.w);
 	pthread_mutex_lock(&b->mu);
 	pt->ended = 1;
 	pthread_cond_broadcast(&b->cv);

@@ -24,6 +24,8 @@
 #ifndef TIDE_PBUILD_H
 #define TIDE_PBUILD_H
 
+#include <lmdb.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,8 +33,62 @@
 #include "log.h"
 #include "script.h"
 
+/* The keys of a stretch of events, found by the helpers together: each
+ * finds those of a share of the events, then applies those of its part. */
+typedef struct tidei_keyed_ev {
+	uint32_t off; /* of its key in keys[who] */
+	uint32_t len;
+	int8_t part; /* the helper that applies the event; -1 for none */
+	uint8_t who; /* the helper that found its key */
+} tidei_keyed_ev;
+
+typedef struct tidei_keyed {
+	uint64_t first; /* event seq is at e[(seq - first) % n] */
+	size_t n;
+	tidei_keyed_ev *e;
+	tidei_buf *keys; /* one per helper */
+} tidei_keyed;
+
+/** The entry of event @p seq. */
+static inline tidei_keyed_ev *
+tidei_keyed_at(const tidei_keyed *kd, uint64_t seq)
+{
+	return &kd->e[(seq - kd->first) % kd->n];
+}
+
+struct tidei_pbuild_env;
+
+/* What a helper does with the projection: load the scripts and apply
+ * events.  The module of projections provides it (pworker.c); this one
+ * only shares the work out. */
+typedef struct tidei_pbuild_ops {
+	/** Load the scripts of @p env in a state of the helper's own, with
+	 *  only projection @p name defined, which must hash to @p hash; apply
+	 *  the keys of part @p part of @p nparts, stopping between events once
+	 *  *@p stop is set.  Lines the handlers print once loaded go to
+	 *  @p log.  TIDE_OK with *@p w, or an error in @p err. */
+	int (*open)(void **w, const struct tidei_pbuild_env *env, const char *name, uint64_t hash,
+		    unsigned part, unsigned nparts, const atomic_int *stop,
+		    void (*log)(void *ud, int level, const char *msg), void *log_ud, char *err);
+	/** Fill kd->e for the events @p from to @p to (the keys go to
+	 *  kd->keys[part]); TIDE_ESCRIPT when a filter or the key function
+	 *  failed (*@p at is the event). */
+	int (*find_keys)(void *w, tidei_log *log, MDB_txn *txn, tidei_keyed *kd, uint64_t from,
+			 uint64_t to, uint64_t *at, char *err);
+	/** Apply the events @p from to @p to of @p kd that fall in this part,
+	 *  for generation @p gen; TIDE_ESCRIPT when a handler failed. */
+	int (*run_part)(void *w, tidei_log *log, MDB_txn *txn, uint32_t gen, const tidei_keyed *kd,
+			uint64_t from, uint64_t to, uint64_t *at, char *err);
+	/** Encode the states held into @p out and forget them. */
+	int (*take)(void *w, tidei_buf *out, char *err);
+	/** Keys held in memory. */
+	size_t (*held)(void *w);
+	void (*close)(void *w);
+} tidei_pbuild_ops;
+
 /* What helpers need to load the scripts as the engine did (copied). */
 typedef struct tidei_pbuild_env {
+	const tidei_pbuild_ops *ops;
 	tidei_script_opts script; /* lua_path and allow are copied too */
 	const char *const *scripts;
 	size_t nscripts;

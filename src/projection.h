@@ -84,29 +84,6 @@ int64_t tidei_projections_next_poll(const tidei_projections *ps);
 void tidei_projections_part(tidei_projections *ps, unsigned part, unsigned nparts,
 			    const atomic_int *stop);
 
-/* The keys of a stretch of events, found by the helpers together: each
- * finds those of a share of the events, then applies those of its part. */
-typedef struct tidei_keyed_ev {
-	uint32_t off; /* of its key in keys[who] */
-	uint32_t len;
-	int8_t part; /* the helper that applies the event; -1 for none */
-	uint8_t who; /* the helper that found its key */
-} tidei_keyed_ev;
-
-typedef struct tidei_keyed {
-	uint64_t first; /* event seq is at e[(seq - first) % n] */
-	size_t n;
-	tidei_keyed_ev *e;
-	tidei_buf *keys; /* one per helper */
-} tidei_keyed;
-
-/** The entry of event @p seq. */
-static inline tidei_keyed_ev *
-tidei_keyed_at(const tidei_keyed *kd, uint64_t seq)
-{
-	return &kd->e[(seq - kd->first) % kd->n];
-}
-
 /** Fill kd->e for the events @p from to @p to, reading through @p txn; the
  *  keys go to kd->keys[part].  TIDE_ESCRIPT when a filter or the key
  *  function failed (*@p at is the event), or another error. */

@@ -1208,7 +1208,7 @@ START_TEST(config_file)
 	{
 		static const char *const bad[][2] = {
 			{ "memory_limit=1", "memory_limit must be 0 (no limit) or at least 1M" },
-			{ "map_size=1", "map_size must be at least 1M" },
+			{ "map_size=1", "map_size must be at least 64K" },
 			{ "build_threads=100000", "build_threads must be at most 64" },
 		};
 		for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {

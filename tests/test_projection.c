@@ -45,6 +45,7 @@
 #include "keymap.h"
 #include "log.h"
 #include "pbuild.h"
+#include "pworker.h"
 #include "tide.h"
 
 #define LLU(x) ((unsigned long long)(x))
@@ -2159,6 +2160,7 @@ START_TEST(threads_refuse_another_definition)
 
 	ck_assert_msg(tidei_log_open(&log, subdir(dir, "data"), &lo, err) == TIDE_OK, "%s", err);
 	memset(&env, 0, sizeof env);
+	env.ops = &tidei_pworker_ops;
 	env.scripts = scripts;
 	env.nscripts = 1;
 	env.threads = 2;
