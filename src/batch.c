@@ -131,13 +131,35 @@ tidei_batch_fail_all(tidei_batch *b, int code, const char *msg)
 	b->valid = 0;
 }
 
-void
+int
 tidei_batch_finish(tidei_batch *b)
 {
-	for (size_t k = 0; k < b->nw; k++)
+	size_t n0 = b->n, nw0 = b->nw, a0 = b->arena.len, n, nw;
+
+	for (size_t k = 0; k < nw0; k++)
 		b->w[k].fn(b->w[k].ud, b->w[k].ctx, b, b->w[k].first, b->w[k].count);
-	b->n = b->nw = b->valid = 0;
-	tidei_buf_reset(&b->arena);
+	/* What a waiter published meanwhile (a completion callback chaining a
+	 * publish) stays for the next turn: items, their texts and waiters
+	 * move to the front. */
+	n = b->n - n0;
+	nw = b->nw - nw0;
+	if (n > 0)
+		memmove(b->items, b->items + n0, n * sizeof *b->items);
+	if (b->arena.len > a0)
+		memmove(b->arena.p, b->arena.p + a0, b->arena.len - a0);
+	b->arena.len -= a0;
+	b->valid = 0;
+	for (size_t k = 0; k < n; k++) {
+		b->items[k].off -= a0;
+		b->valid += b->items[k].len > 0;
+	}
+	if (nw > 0)
+		memmove(b->w, b->w + nw0, nw * sizeof *b->w);
+	for (size_t k = 0; k < nw; k++)
+		b->w[k].first -= n0;
+	b->n = n;
+	b->nw = nw;
+	return n > 0 || nw > 0;
 }
 
 void

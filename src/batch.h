@@ -72,8 +72,10 @@ void tidei_batch_truncate(tidei_batch *b, size_t first);
 /** Register a waiter for items [first, first + count). */
 int tidei_batch_wait(tidei_batch *b, size_t first, size_t count, tidei_waiter_fn *fn, void *ud,
 		     void *ctx);
-/** Give every waiter its results, then empty the batch. */
-void tidei_batch_finish(tidei_batch *b);
+/** Give every waiter its results, then empty the batch of what they were
+ *  told.  What the waiters published meanwhile stays for the next turn:
+ *  returns 1 when there is such. */
+int tidei_batch_finish(tidei_batch *b);
 
 static inline uint8_t *
 tidei_batch_rec(const tidei_batch *b, const tidei_item *it)

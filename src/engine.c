@@ -377,7 +377,8 @@ turn(void *ud)
 	int with_consumers = tidei_now() >= e->consumers_resume;
 
 	if (b->valid == 0 && !(e->lagging && with_consumers) && e->njobs == 0 && !retry_due(e)) {
-		tidei_batch_finish(b); /* rejected events and empty requests */
+		if (tidei_batch_finish(b)) /* rejected events and empty requests */
+			tidei_loop_schedule(&e->loop);
 		if (e->in != NULL)
 			tidei_ingest_drained(e->in);
 		schedule_retry(e);
@@ -434,7 +435,8 @@ turn(void *ud)
 		more = 1;
 	}
 	e->lagging = more || !with_consumers;
-	tidei_batch_finish(b);
+	if (tidei_batch_finish(b))
+		tidei_loop_schedule(&e->loop); /* published by a completion callback */
 	if (e->in != NULL)
 		tidei_ingest_drained(e->in);
 	publish_new(e);
@@ -1044,6 +1046,12 @@ tide_publish(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn, 
 		return TIDE_EINVAL;
 	if (!e->opened || e->stopping)
 		return tidei_err(e->err, TIDE_ESTATE, "engine is not running");
+	/* The turn has taken its events already: one published now (by a C
+	 * consumer) would be answered as stored without being so. */
+	if (e->in_turn)
+		return tidei_err(e->err, TIDE_ESTATE,
+				 "tide_publish cannot be called while a turn runs (from a C "
+				 "consumer); publish from a completion callback or later");
 	if ((w = malloc(sizeof *w)) == NULL)
 		return TIDE_ENOMEM;
 	w->fn = fn;

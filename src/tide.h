@@ -243,6 +243,9 @@ typedef void tide_publish_fn(void *ud, const tide_result *res);
 /** Publish events from C: @p json holds one CloudEvent, a JSON array of
  *  them, or NDJSON.  The text is copied.  They commit with the current loop
  *  turn; @p fn (may be NULL) then receives one result per event, in order.
+ *  May be called from a completion callback (the events go in the next
+ *  turn), not from a C consumer: the turn has taken its events by then,
+ *  so that is refused with TIDE_ESTATE.
  *  @return TIDE_OK (results follow), TIDE_ESTATE / TIDE_ENOMEM, or
  *  TIDE_EEVENT when more than 10,000 of the events are invalid: the text is
  *  then refused whole and nothing of it is stored. */

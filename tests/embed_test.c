@@ -28,6 +28,24 @@ typedef struct counts {
 /* When set, the consumer tries to reload its engine from inside the turn. */
 static tide_engine *reload_me;
 static int reload_rc = 1;
+/* When set, the consumer tries to publish from inside the turn. */
+static tide_engine *publish_me;
+static int publish_rc = 1;
+/* When set, the next result publishes this event (a chained publish). */
+static tide_engine *chain_engine;
+static const char *chain_event;
+static int chain_rc = 1;
+static tide_result chained; /* the chained event's own result */
+static int chained_results;
+
+static void
+on_chained(void *ud, const tide_result *r)
+{
+	(void)ud;
+	chained = *r;
+	chained.error = NULL;
+	chained_results++;
+}
 
 static void
 on_result(void *ud, const tide_result *r)
@@ -36,6 +54,11 @@ on_result(void *ud, const tide_result *r)
 
 	c->results++;
 	c->stored += r->code == TIDE_OK && !r->duplicate;
+	if (chain_event != NULL) {
+		const char *json = chain_event;
+		chain_event = NULL;
+		chain_rc = tide_publish(chain_engine, json, strlen(json), on_chained, NULL);
+	}
 }
 
 static int
@@ -49,6 +72,8 @@ on_event(void *ud, const tide_event *ev)
 	CHECK(tide_event_seq(ev) > 0);
 	if (reload_me != NULL)
 		reload_rc = tide_engine_reload(reload_me);
+	if (publish_me != NULL)
+		publish_rc = tide_publish(publish_me, "{}", 2, NULL, NULL);
 	c->handled++;
 	return TIDE_OK;
 }
@@ -122,6 +147,35 @@ main(void)
 	reload_me = NULL;
 	CHECK(ca.handled == 4 && reload_rc == TIDE_ESTATE);
 	CHECK(strstr(tide_errmsg(ea), "from inside a turn") != NULL);
+	/* a publish chained from a completion callback is stored in the next
+	 * turn and acknowledged with its own seq */
+	{
+		const char *ev5 = "{\"specversion\":\"1.0\",\"id\":\"g5\",\"source\":\"/embed\","
+				  "\"type\":\"greeting\"}";
+		const char *ev6 = "{\"specversion\":\"1.0\",\"id\":\"g6\",\"source\":\"/embed\","
+				  "\"type\":\"greeting\"}";
+		chain_engine = ea;
+		chain_event = ev6;
+		CHECK(tide_publish(ea, ev5, strlen(ev5), on_result, &ca) == TIDE_OK);
+		for (int i = 0; i < 200 && (ca.handled < 6 || chained_results < 1); i++)
+			event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		CHECK(chain_rc == TIDE_OK);
+		CHECK(chained_results == 1);
+		CHECK(chained.code == TIDE_OK && chained.seq == 6 && !chained.duplicate);
+		CHECK(ca.handled == 6);
+	}
+	/* a C consumer cannot publish: the turn has taken its events */
+	{
+		const char *ev7 = "{\"specversion\":\"1.0\",\"id\":\"g7\",\"source\":\"/embed\","
+				  "\"type\":\"greeting\"}";
+		publish_me = ea;
+		CHECK(tide_publish(ea, ev7, strlen(ev7), on_result, &ca) == TIDE_OK);
+		for (int i = 0; i < 200 && ca.handled < 7; i++)
+			event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		publish_me = NULL;
+		CHECK(ca.handled == 7 && publish_rc == TIDE_ESTATE);
+		CHECK(strstr(tide_errmsg(ea), "while a turn runs") != NULL);
+	}
 	/* a text of more than 10,000 invalid events is refused whole */
 	{
 		size_t len = 10001 * 3;
@@ -132,7 +186,7 @@ main(void)
 		junk[len] = '\0';
 		CHECK(tide_publish(ea, junk, len, on_result, &ca) == TIDE_EEVENT);
 		CHECK(strstr(tide_errmsg(ea), "more than 10000 of its events are invalid") != NULL);
-		CHECK(ca.results == 4);
+		CHECK(ca.results == 6);
 		free(junk);
 	}
 	tide_engine_destroy(ea);
@@ -146,7 +200,7 @@ main(void)
 		CHECK(strstr(json, "\"type\":\"greeting\"") != NULL);
 		n++;
 	}
-	CHECK(n == 4);
+	CHECK(n == 7); /* g1..g7, the chained g6 among them */
 	tide_cursor_close(cur);
 	tide_log_close(log);
 	CHECK(tide_log_open(&log, b, err, sizeof err) == TIDE_OK);
