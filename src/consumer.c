@@ -61,6 +61,7 @@ struct tidei_consumers {
 	int blame_all; /* a fresh state did not help: every call pays for itself */
 	char full_why[TIDEI_ERRLEN];
 	tidei_buf scratch; /* tide_event_json() for C handlers */
+	tidei_buf attrs;   /* tide_event_attr() for C handlers */
 };
 
 #define LOG(cs, level, ...) (cs)->o.log((cs)->o.log_ud, level, __VA_ARGS__)
@@ -378,6 +379,7 @@ tidei_consumers_destroy(tidei_consumers *cs)
 	tidei_script_destroy(cs->script);
 	tidei_buf_free(&cs->emits);
 	tidei_buf_free(&cs->scratch);
+	tidei_buf_free(&cs->attrs);
 	free(cs->emit_len);
 	free(cs);
 }
@@ -791,6 +793,7 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 	tidei_flight_enter(cs->flight, TIDEI_FLIGHT_CONSUMER, c->name, ev);
 	if (c->fn != NULL) {
 		ev->scratch = &cs->scratch;
+		ev->attrs = &cs->attrs;
 		rc = c->fn(c->ud, ev);
 		if (rc != TIDE_OK)
 			snprintf(why, TIDEI_ERRLEN, "handler returned %d (%s)", rc,

@@ -34,6 +34,7 @@ struct tide_cursor {
 	size_t nseqs, next;
 	int started;
 	struct tide_event ev;
+	tidei_buf attrs; /* the view's extension strings (tide_event_attr) */
 };
 
 TIDE_API int
@@ -170,6 +171,7 @@ accept(tide_cursor *c, uint64_t seq, const MDB_val *v, int *rc)
 	}
 	c->ev.seq = seq;
 	c->ev.scratch = &c->owner->scratch;
+	c->ev.attrs = &c->attrs;
 	return c->type == NULL || tidei_pattern_match(c->type, c->tlen, c->ev.attr[TIDEI_A_TYPE],
 						      c->ev.len[TIDEI_A_TYPE]);
 }
@@ -235,6 +237,7 @@ tide_cursor_close(tide_cursor *c)
 		mdb_txn_abort(c->txn);
 	free(c->seqs);
 	free(c->type);
+	tidei_buf_free(&c->attrs);
 	free(c);
 }
 

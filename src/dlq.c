@@ -174,6 +174,7 @@ typedef struct lister {
 	tide_dead_letter_fn *fn;
 	void *ud;
 	tidei_buf *scratch;
+	tidei_buf attrs; /* tide_event_attr() of the letter's event */
 	int stop;
 } lister;
 
@@ -206,6 +207,7 @@ list_one(void *ud, const char *consumer, uint64_t seq, const tidei_dead_rec *r)
 	dl.event = NULL;
 	if (tidei_log_get(l->log, l->txn, seq, &ev) == TIDE_OK) {
 		ev.scratch = l->scratch;
+		ev.attrs = &l->attrs;
 		dl.event = &ev;
 	}
 	/* a retry is requested when the pending set holds the same key */
@@ -247,5 +249,6 @@ tide_log_dead_letters(tide_log *log, const char *consumer, uint64_t seq, tide_de
 		return rc;
 	rc = tidei_log_dead_each(il, l.txn, consumer, list_one, &l);
 	tidei_log_read_end(il);
+	tidei_buf_free(&l.attrs);
 	return rc;
 }

@@ -108,6 +108,7 @@ tidei_event_decode(struct tide_event *ev, const uint8_t *rec, size_t len)
 	}
 	ev->rec = rec;
 	ev->rec_len = len;
+	ev->attrs = NULL; /* the view's maker may give it a buffer */
 	return 0;
 }
 
@@ -223,6 +224,83 @@ tide_event_recorded(const tide_event *ev)
 	return ev->recorded;
 }
 
+/* Whose extension strings ev->attrs holds: they stay put while the view
+ * does, however many are asked for. */
+typedef struct attrs_tag {
+	const uint8_t *rec;
+	size_t rec_len;
+	uint64_t seq;
+} attrs_tag;
+
+/* Walk the extension map of @p ev: with @p out, copy every string value
+ * with a NUL after it; with @p name, find its string's offset among them.
+ * Returns the offset (from 0), or -1 when not found or not a string. */
+static long
+ext_walk(const tide_event *ev, tidei_buf *out, const char *name, size_t n, size_t *len)
+{
+	tidei_vreader r = { ev->ext, ev->ext + ev->ext_len };
+	tidei_vitem map, key, val;
+	size_t off = 0;
+
+	if (tidei_val_next(&r, &map) != 0 || map.type != TIDEI_V_MAP)
+		return -1;
+	for (uint32_t k = 0; k < map.u.count; k++) {
+		int match;
+		if (tidei_val_next(&r, &key) != 0 || key.type != TIDEI_V_STR ||
+		    tidei_val_next(&r, &val) != 0 || val.type == TIDEI_V_MAP ||
+		    val.type == TIDEI_V_ARRAY) /* extensions are scalars */
+			return -1;
+		match = name != NULL && key.u.s.n == n && memcmp(key.u.s.p, name, n) == 0;
+		if (val.type != TIDEI_V_STR) {
+			if (match)
+				return -1;
+			continue;
+		}
+		if (match) {
+			*len = val.u.s.n;
+			return (long)off;
+		}
+		if (out != NULL) {
+			tidei_buf_put(out, val.u.s.p, val.u.s.n);
+			tidei_buf_putc(out, '\0');
+		}
+		off += val.u.s.n + 1;
+	}
+	return -1;
+}
+
+/* Extension @p name of @p ev, when a string.  Extension strings are not
+ * NUL-terminated in the record: the first call for a view copies all of
+ * them, each with a NUL, into ev->attrs (room for all is made first, and
+ * nothing is written there again while the view is the same), so every
+ * pointer handed out stays valid as long as the view. */
+static const char *
+ext_string(const tide_event *ev, const char *name, size_t n, size_t *len)
+{
+	tidei_buf *b = ev->attrs;
+	attrs_tag tag = { ev->rec, ev->rec_len, ev->seq };
+	size_t got = 0;
+	long off;
+
+	if (b->len < sizeof tag || memcmp(b->p, &tag, sizeof tag) != 0) {
+		tidei_buf_reset(b);
+		/* each string is shorter than its encoding plus its NUL */
+		if (tidei_buf_grow(b, sizeof tag + ev->ext_len + 1) != 0)
+			return NULL;
+		tidei_buf_put(b, &tag, sizeof tag);
+		ext_walk(ev, b, NULL, 0, NULL);
+		if (b->failed) {
+			tidei_buf_reset(b);
+			return NULL;
+		}
+	}
+	if ((off = ext_walk(ev, NULL, name, n, &got)) < 0)
+		return NULL;
+	if (len != NULL)
+		*len = got;
+	return (const char *)b->p + sizeof tag + (size_t)off;
+}
+
 TIDE_API const char *
 tide_event_attr(const tide_event *ev, const char *name, size_t *len)
 {
@@ -242,10 +320,10 @@ tide_event_attr(const tide_event *ev, const char *name, size_t *len)
 			*len = 3;
 		return "1.0";
 	}
-	/* Extension strings are not NUL-terminated in the record: they are
-	 * copied to the view's scratch buffer. */
-	if (ev->ext == NULL || ev->scratch == NULL)
+	if (ev->ext == NULL || (ev->scratch == NULL && ev->attrs == NULL))
 		return NULL;
+	if (ev->attrs != NULL)
+		return ext_string(ev, name, n, len);
 	r.p = ev->ext;
 	r.end = ev->ext + ev->ext_len;
 	if (!tidei_val_find(&r, name, n) || tidei_val_next(&r, &val) != 0 ||

@@ -48,6 +48,7 @@ struct tide_event {
 	const uint8_t *rec; /* the whole record */
 	size_t rec_len;
 	tidei_buf *scratch; /* where tide_event_json() writes; owned by the view's maker */
+	tidei_buf *attrs;   /* extension strings of tide_event_attr(); the maker's, or NULL */
 };
 
 /* ------------------------------------------------------------------------

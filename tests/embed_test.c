@@ -61,6 +61,28 @@ on_result(void *ud, const tide_result *r)
 	}
 }
 
+static int extensions_seen;
+
+/* Two extension attributes read one after the other: each pointer stays
+ * valid as long as the view (the first once read the second's value). */
+static void
+check_extensions(const tide_event *ev)
+{
+	size_t tn = 0, rn = 0;
+	const char *tenant = tide_event_attr(ev, "tenant", &tn);
+	const char *region = tide_event_attr(ev, "region", &rn);
+
+	if (tenant == NULL)
+		return;
+	CHECK(region != NULL);
+	CHECK(strcmp(tenant, "acme") == 0 && tn == 4);
+	CHECK(strcmp(region, "eu-west") == 0 && rn == 7);
+	CHECK(tide_event_attr(ev, "tier", NULL) == NULL); /* an integer */
+	CHECK(strcmp(tide_event_attr(ev, "tenant", NULL), "acme") == 0);
+	CHECK(strcmp(tenant, "acme") == 0);
+	extensions_seen++;
+}
+
 static int
 on_event(void *ud, const tide_event *ev)
 {
@@ -70,6 +92,7 @@ on_event(void *ud, const tide_event *ev)
 
 	CHECK(type != NULL && strcmp(type, "greeting") == 0 && n == 8);
 	CHECK(tide_event_seq(ev) > 0);
+	check_extensions(ev);
 	if (reload_me != NULL)
 		reload_rc = tide_engine_reload(reload_me);
 	if (publish_me != NULL)
@@ -164,16 +187,26 @@ main(void)
 		CHECK(chained.code == TIDE_OK && chained.seq == 6 && !chained.duplicate);
 		CHECK(ca.handled == 6);
 	}
+	/* extension attributes read in a C consumer */
+	{
+		const char *ev8 = "{\"specversion\":\"1.0\",\"id\":\"g8\",\"source\":\"/embed\","
+				  "\"type\":\"greeting\",\"tenant\":\"acme\",\"tier\":3,"
+				  "\"region\":\"eu-west\"}";
+		CHECK(tide_publish(ea, ev8, strlen(ev8), on_result, &ca) == TIDE_OK);
+		for (int i = 0; i < 200 && ca.handled < 7; i++)
+			event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		CHECK(ca.handled == 7 && extensions_seen == 1);
+	}
 	/* a C consumer cannot publish: the turn has taken its events */
 	{
 		const char *ev7 = "{\"specversion\":\"1.0\",\"id\":\"g7\",\"source\":\"/embed\","
 				  "\"type\":\"greeting\"}";
 		publish_me = ea;
 		CHECK(tide_publish(ea, ev7, strlen(ev7), on_result, &ca) == TIDE_OK);
-		for (int i = 0; i < 200 && ca.handled < 7; i++)
+		for (int i = 0; i < 200 && ca.handled < 8; i++)
 			event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 		publish_me = NULL;
-		CHECK(ca.handled == 7 && publish_rc == TIDE_ESTATE);
+		CHECK(ca.handled == 8 && publish_rc == TIDE_ESTATE);
 		CHECK(strstr(tide_errmsg(ea), "while a turn runs") != NULL);
 	}
 	/* a text of more than 10,000 invalid events is refused whole */
@@ -186,7 +219,7 @@ main(void)
 		junk[len] = '\0';
 		CHECK(tide_publish(ea, junk, len, on_result, &ca) == TIDE_EEVENT);
 		CHECK(strstr(tide_errmsg(ea), "more than 10000 of its events are invalid") != NULL);
-		CHECK(ca.results == 6);
+		CHECK(ca.results == 7);
 		free(junk);
 	}
 	tide_engine_destroy(ea);
@@ -198,9 +231,11 @@ main(void)
 		const char *json;
 		CHECK(tide_event_json(e, &json, NULL) == TIDE_OK);
 		CHECK(strstr(json, "\"type\":\"greeting\"") != NULL);
+		check_extensions(e); /* through a cursor too */
 		n++;
 	}
-	CHECK(n == 7); /* g1..g7, the chained g6 among them */
+	CHECK(n == 8); /* g1..g8, the chained g6 among them */
+	CHECK(extensions_seen == 2);
 	tide_cursor_close(cur);
 	tide_log_close(log);
 	CHECK(tide_log_open(&log, b, err, sizeof err) == TIDE_OK);
