@@ -253,11 +253,11 @@ collect_long(MDB_txn *txn, MDB_dbi dbi, tidei_buf *out)
 	return mrc == MDB_NOTFOUND ? 0 : mrc;
 }
 
-/* The entry of collect_long()'s @p todo at *@p at; *@p at moves past it. */
+/* The entry of collect_long()'s @p found at *@p at; *@p at moves past it. */
 static void
-next_long(const tidei_buf *todo, size_t *at, MDB_val *k, MDB_val *v)
+next_long(const tidei_buf *found, size_t *at, MDB_val *k, MDB_val *v)
 {
-	const uint8_t *p = todo->p + *at;
+	const uint8_t *p = found->p + *at;
 
 	k->mv_size = (size_t)p[0] << 8 | p[1];
 	k->mv_data = (void *)(p + 2);
@@ -275,16 +275,16 @@ migrate_index(tidei_log *log, MDB_txn *txn, int streams, char *err)
 {
 	MDB_dbi dbi = streams ? log->streams : log->ids;
 	const char *what = streams ? "streams" : "ids";
-	tidei_buf todo = { 0 };
-	int mrc = collect_long(txn, dbi, &todo), rc = TIDE_OK;
+	tidei_buf found = { 0 };
+	int mrc = collect_long(txn, dbi, &found), rc = TIDE_OK;
 
-	for (size_t at = 0; mrc == 0 && rc == TIDE_OK && at < todo.len;) {
+	for (size_t at = 0; mrc == 0 && rc == TIDE_OK && at < found.len;) {
 		uint8_t was[KEYMAX + 1], now[KEYMAX + 1];
 		MDB_val k, v;
 		struct tide_event ev;
 		uint64_t seq;
 		size_t wn, nn;
-		next_long(&todo, &at, &k, &v);
+		next_long(&found, &at, &k, &v);
 		if (v.mv_size != (streams ? 16u : 8u))
 			continue;
 		if (streams)
@@ -321,7 +321,7 @@ migrate_index(tidei_log *log, MDB_txn *txn, int streams, char *err)
 		if ((mrc = mdb_put(txn, dbi, &k, &v, 0)) != 0)
 			break;
 	}
-	tidei_buf_free(&todo);
+	tidei_buf_free(&found);
 	if (mrc != 0)
 		return mdb_fail(err, mrc,
 				streams ? "cannot migrate the streams index of"
@@ -337,14 +337,14 @@ migrate_index(tidei_log *log, MDB_txn *txn, int streams, char *err)
 static int
 migrate_once(tidei_log *log, MDB_txn *txn, int *legacy, char *err)
 {
-	tidei_buf todo = { 0 };
-	int mrc = collect_long(txn, log->once, &todo);
+	tidei_buf found = { 0 };
+	int mrc = collect_long(txn, log->once, &found);
 
 	*legacy = 0;
-	for (size_t at = 0; mrc == 0 && at < todo.len;) {
+	for (size_t at = 0; mrc == 0 && at < found.len;) {
 		uint8_t now[KEYMAX + 1];
 		MDB_val k, v;
-		next_long(&todo, &at, &k, &v);
+		next_long(&found, &at, &k, &v);
 		if (k.mv_size != KEYMAX) {
 			*legacy = 1;
 			continue;
@@ -355,7 +355,7 @@ migrate_once(tidei_log *log, MDB_txn *txn, int *legacy, char *err)
 		k.mv_data = now;
 		mrc = mdb_put(txn, log->once, &k, &v, 0);
 	}
-	tidei_buf_free(&todo);
+	tidei_buf_free(&found);
 	return mrc ? mdb_fail(err, mrc, "cannot migrate the tide.once claims of", log->dir)
 		   : TIDE_OK;
 }
