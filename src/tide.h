@@ -9,16 +9,23 @@
  *
  * Conventions, as in lmdb.h:
  *  - Functions return TIDE_OK (0) or a negative TIDE_E* code;
- *    tide_strerror() names a code, tide_errmsg() gives the detail of the
- *    last failure on an engine.
+ *    tide_strerror() names a code.
+ *  - Error detail has one home: after any function returned an error,
+ *    tide_errmsg() says why, for the calling thread, until that thread's
+ *    next failing call.  No function takes an error buffer and no handle
+ *    keeps a message of its own.
  *  - Constructors hand the new object back through an out-parameter and
  *    destructors accept NULL.
  *  - "Borrowed" pointers stay owned by the caller and are only read during
  *    the call; "valid until X" pointers are owned by Tide.
  *  - Threading: an engine and everything it hands out belong to the thread
- *    that runs its event_base.  tide_engine_stop() is the one exception and
- *    may be called from a signal-safe context on any thread.
- *  - The library keeps no writable global state, installs no signal
+ *    that runs its event_base.  Two calls are the exceptions:
+ *    tide_engine_stop() may be called from a signal handler or any thread,
+ *    and tide_publish_mt() from any thread.
+ *  - Callbacks run on the loop's thread.  A C consumer runs inside the
+ *    engine's write transaction (see tide_consumer_fn): it must not block.
+ *  - The library keeps no writable global state (beyond one error message
+ *    per thread), installs no signal
  *    handlers and never writes to stdout or stderr: diagnostics go to the
  *    log callback of the configuration.
  */
@@ -39,6 +46,16 @@ extern "C" {
 #endif
 
 struct event_base;
+
+/** Version of this header.  TIDE_VERSION_NUM orders versions as numbers
+ *  (0.1.0 is 100, 1.2.3 is 10203); tide_version_num() is the library's,
+ *  which may differ from the header a program was built with. */
+#define TIDE_VERSION_MAJOR 0
+#define TIDE_VERSION_MINOR 1
+#define TIDE_VERSION_PATCH 0
+#define TIDE_VERSION_NUM \
+	(TIDE_VERSION_MAJOR * 10000 + TIDE_VERSION_MINOR * 100 + TIDE_VERSION_PATCH)
+#define TIDE_VERSION_STRING "0.1.0"
 
 /** @defgroup errors Error codes
  * Every fallible function returns one of these.  The table behind
@@ -64,8 +81,15 @@ enum {
 /** Static, human-readable name of an error code; never NULL. */
 TIDE_API const char *tide_strerror(int code);
 
-/** Library version string, e.g. "0.1.0". */
+/** Why the calling thread's last failing call failed: a sentence naming
+ *  what was wrong, or tide_strerror() of the code when there is no more to
+ *  say; "" before any failure.  Never NULL.  Valid until the thread's next
+ *  call into the library. */
+TIDE_API const char *tide_errmsg_last(void); /* becomes tide_errmsg() */
+
+/** The library's version, as TIDE_VERSION_STRING and TIDE_VERSION_NUM. */
 TIDE_API const char *tide_version(void);
+TIDE_API int tide_version_num(void);
 
 /* ------------------------------------------------------------------------
  * Configuration
@@ -106,11 +130,15 @@ TIDE_API void tide_config_destroy(tide_config *cfg);
  *  per CPU, at most 8; never more than 64; 1 keeps builds on the engine's
  *  thread), "log_level".
  *  @p key and @p value are borrowed.
- *  @return TIDE_OK, TIDE_ECONFIG (unknown key or bad value; see
- *  tide_config_errmsg()) or TIDE_ENOMEM. */
+ *  @return TIDE_OK, TIDE_EINVAL (@p cfg, @p key or @p value NULL),
+ *  TIDE_ECONFIG (unknown key or bad value) or TIDE_ENOMEM. */
 TIDE_API int tide_config_set(tide_config *cfg, const char *key, const char *value);
 
-/** Add a Lua script to load.  @p path is borrowed.  The order is kept. */
+/** Detail of the last failure on @p cfg; "" if none. */
+TIDE_API const char *tide_config_errmsg(const tide_config *cfg);
+
+/** Add a Lua script to load.  @p path is borrowed.  The order is kept.
+ *  @return TIDE_OK, TIDE_EINVAL or TIDE_ENOMEM. */
 TIDE_API int tide_config_add_script(tide_config *cfg, const char *path);
 
 /** Read a Lua configuration file: globals named like tide_config_set() keys,
@@ -119,8 +147,8 @@ TIDE_API int tide_config_add_script(tide_config *cfg, const char *path);
  *  file runs sandboxed like a script, under the default limits (10 million
  *  instructions, 5 seconds, 256 MiB) whatever it sets: code that loops or
  *  runs out of memory is a TIDE_ECONFIG error.
- *  @return TIDE_OK, TIDE_ECONFIG or TIDE_ESCRIPT (details in
- *  tide_config_errmsg()). */
+ *  @return TIDE_OK, TIDE_EINVAL, TIDE_ENOMEM, TIDE_ECONFIG (unreadable,
+ *  failing or wrong) or TIDE_ESCRIPT (does not compile). */
 TIDE_API int tide_config_load(tide_config *cfg, const char *path);
 
 /** Route diagnostics to @p fn (NULL silences them). */
@@ -128,9 +156,6 @@ TIDE_API void tide_config_set_log(tide_config *cfg, tide_log_fn *fn, void *ud);
 
 /** Read back an option as text; valid until the next change to @p cfg. */
 TIDE_API const char *tide_config_get(const tide_config *cfg, const char *key);
-
-/** Detail of the last failure on @p cfg; "" if none. */
-TIDE_API const char *tide_config_errmsg(const tide_config *cfg);
 
 /* ------------------------------------------------------------------------
  * Events
@@ -209,10 +234,6 @@ TIDE_API int tide_engine_reload(tide_engine *e);
 /** Close sockets and the log and free the engine.  Accepts NULL. */
 TIDE_API void tide_engine_destroy(tide_engine *e);
 
-/** Detail of the last failure on @p e; "" if none.  Valid until the next
- *  call on @p e. */
-TIDE_API const char *tide_errmsg(const tide_engine *e);
-
 /** For whoever ends a process whose engine is stuck or crashing (a
  *  watchdog thread after a stop request went unanswered, a SIGSEGV
  *  handler): record in the data directory why the process ends.  An event
@@ -224,6 +245,8 @@ TIDE_API const char *tide_errmsg(const tide_engine *e);
  *  Async-signal-safe; may be called from any thread.
  *  @return 1 if a handler was running, else 0. */
 TIDE_API int tide_engine_postmortem(tide_engine *e, int sig);
+
+TIDE_API const char *tide_errmsg(const tide_engine *e);
 
 /** The event_base the engine runs on (its own or the adopted one). */
 TIDE_API struct event_base *tide_engine_base(tide_engine *e);
@@ -245,26 +268,174 @@ typedef void tide_publish_fn(void *ud, const tide_result *res);
  *  turn; @p fn (may be NULL) then receives one result per event, in order.
  *  May be called from a completion callback (the events go in the next
  *  turn), not from a C consumer: the turn has taken its events by then,
- *  so that is refused with TIDE_ESTATE.
- *  @return TIDE_OK (results follow), TIDE_ESTATE / TIDE_ENOMEM, or
- *  TIDE_EEVENT when more than 10,000 of the events are invalid: the text is
- *  then refused whole and nothing of it is stored. */
+ *  so that is refused with TIDE_ESTATE (a consumer emits with tide_emit()).
+ *  @return TIDE_OK (results follow), TIDE_EINVAL (@p e or @p json NULL),
+ *  TIDE_ESTATE (not open, stopping, or inside a C consumer), TIDE_ENOMEM,
+ *  or TIDE_EEVENT when more than 10,000 of the events are invalid: the
+ *  text is then refused whole and nothing of it is stored. */
 TIDE_API int tide_publish(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn,
 			  void *ud);
 
-/** C consumer: called for each matching event, in log order.  Return
- *  TIDE_OK to move the checkpoint past the event. */
+/** tide_publish() for any thread: the text is copied into a queue that
+ *  the engine's loop drains (it is woken through a pipe, so the event_base
+ *  needs no libevent threading support).  @p fn runs later on the loop's
+ *  thread, exactly as for tide_publish(); events queued from one thread
+ *  are stored in the order queued.  When the engine stops before taking
+ *  them, each event's result has code TIDE_ESTATE: nothing is dropped
+ *  without an answer.  The caller must not let a call overlap
+ *  tide_engine_destroy().
+ *  @return TIDE_OK (results follow), TIDE_EINVAL, TIDE_ESTATE (not open or
+ *  stopping), TIDE_ENOMEM, or TIDE_EFULL when the queue already holds
+ *  max_message_size bytes the loop has not taken: try again later. */
+TIDE_API int tide_publish_mt(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn,
+			     void *ud);
+
+/** Called once, on the loop's thread, when a stop asked for with
+ *  tide_engine_stop() has finished: the last turn committed and every
+ *  waiting producer was answered.  For an engine on a borrowed base this
+ *  is the moment to tide_engine_destroy() it (which may be done from the
+ *  callback) and, for example, to leave the loop. */
+typedef void tide_stop_fn(void *ud, tide_engine *e);
+
+/** Set (or with NULL clear) the stop notice of @p e.
+ *  @return TIDE_OK or TIDE_EINVAL. */
+TIDE_API int tide_engine_on_stop(tide_engine *e, tide_stop_fn *fn, void *ud);
+
+/** C consumer: called for each matching event, in log order.
+ *
+ *  When: during the engine's turn, inside its LMDB write transaction,
+ *  after the turn's events were appended and before the commit; that is
+ *  what makes a consumer's effects exactly-once: its checkpoint, its
+ *  tide_emit() events and its tide_once() claims commit together, or not
+ *  at all (a crash before the commit hands it the same events again).
+ *  Effects outside the log (a socket write, a file) may therefore happen
+ *  again after a crash; guard them with tide_once() or make them
+ *  idempotent.
+ *
+ *  Return TIDE_OK to move the checkpoint past the event; anything else is
+ *  a failure, retried with backoff and finally sent to the dead letters
+ *  (tide_consumer_opts).
+ *
+ *  Inside the callback, do not: block or wait for I/O (the write
+ *  transaction, and every producer, waits for it); call tide_publish(),
+ *  tide_engine_reload(), tide_engine_query() or tide_engine_destroy()
+ *  (refused with TIDE_ESTATE, or undefined for destroy); open the same
+ *  log with tide_log_open() and write to it; keep @p ev or pointers taken
+ *  from it after returning.  Reading, computing, tide_emit(), tide_once()
+ *  and tide_event_*() are what it is for. */
 typedef int tide_consumer_fn(void *ud, const tide_event *ev);
 
 /** Where a new consumer starts when it has no checkpoint yet. */
 enum { TIDE_FROM_END = 0, TIDE_FROM_BEGINNING = 1 };
 
+/** A consumer's options, as tide.on's.  Start from TIDE_CONSUMER_OPTS_INIT
+ *  (or pass NULL): -1 means the default. */
+typedef struct tide_consumer_opts {
+	int from;               /**< TIDE_FROM_END (default) or TIDE_FROM_BEGINNING */
+	int retries;            /**< tries after the first failure: 0 to 1000 (default 3) */
+	int64_t backoff_ms;     /**< wait before the first retry, doubling (default 500) */
+	int64_t backoff_max_ms; /**< the longest wait (default 60000) */
+	int ordered; /**< 1 (default): a subject's later events wait behind its retry; 0: no */
+} tide_consumer_opts;
+
+#define TIDE_CONSUMER_OPTS_INIT \
+	{ \
+		TIDE_FROM_END, -1, -1, -1, -1 \
+	}
+
 /** Register a C consumer named @p name (its durable checkpoint key) for
- *  event types matching @p pattern ("order.placed", "order.*" or "*").
- *  Call between tide_engine_new() and tide_engine_open().  Strings are
- *  copied.  @return TIDE_OK, TIDE_EINVAL or TIDE_ESTATE. */
+ *  event types matching @p pattern ("order.placed", "order.*" or "*"),
+ *  with options @p opts (NULL: the defaults; copied).  Call between
+ *  tide_engine_new() and tide_engine_open().  Strings are copied.
+ *  @return TIDE_OK, TIDE_EINVAL (a bad name, pattern or option, or a name
+ *  already taken) or TIDE_ESTATE (the engine is open). */
 TIDE_API int tide_consumer_add(tide_engine *e, const char *name, const char *pattern, int from,
 			       tide_consumer_fn *fn, void *ud);
+
+/** From a C consumer, emit one event (@p json: one CloudEvent, or a JSON
+ *  array or NDJSON of several) caused by @p ev, the event being handled.
+ *  As tide.emit: the events are appended only if the consumer returns
+ *  TIDE_OK, in the same transaction as its checkpoint, so each is stored
+ *  exactly once; source defaults to "/tide/<consumer>", id to
+ *  "<seq>.<n>", causationid and correlationid to @p ev's.  The same limits
+ *  apply (max_emits per call, max_emit_depth, max_event_size).
+ *  @return TIDE_OK, TIDE_EINVAL, TIDE_ESTATE (@p ev is not an event a C
+ *  consumer is handling now), TIDE_EEVENT (invalid, too large, too many or
+ *  too deep: nothing of @p json is kept), TIDE_ENOMEM. */
+TIDE_API int tide_emit(const tide_event *ev, const char *json, size_t len);
+
+/** From a C consumer: claim @p key (@p len bytes, any bytes) for the
+ *  consumer handling @p ev.  *first is 1 the first time the key is ever
+ *  claimed by this consumer, else 0.  The claim is written at once (it
+ *  stays even if the consumer then fails), so an effect guarded by it
+ *  happens at most once across retries and crashes.
+ *  @return TIDE_OK, TIDE_EINVAL, TIDE_ESTATE (as for tide_emit()),
+ *  TIDE_EFULL, TIDE_EIO. */
+TIDE_API int tide_once(const tide_event *ev, const void *key, size_t len, int *first);
+
+/* ------------------------------------------------------------------------
+ * Reading an event's data and extensions without parsing JSON
+ *
+ * Data is stored in a compact binary form; these read it in place.
+ * ------------------------------------------------------------------------ */
+
+/** Types of a tide_value. */
+enum {
+	TIDE_NULL = 0,
+	TIDE_BOOL = 1,
+	TIDE_INT = 2,    /**< 64-bit integer (JSON numbers without fraction or exponent) */
+	TIDE_DOUBLE = 3, /**< other numbers */
+	TIDE_STRING = 4,
+	TIDE_BINARY = 5, /**< data_base64 */
+	TIDE_ARRAY = 6,
+	TIDE_OBJECT = 7,
+};
+
+/** A value read in place: valid as long as the event it came from. */
+typedef struct tide_value {
+	int type;             /**< TIDE_NULL ... TIDE_OBJECT */
+	int boolean;          /**< TIDE_BOOL */
+	int64_t i;            /**< TIDE_INT; also set (truncated) for TIDE_DOUBLE */
+	double d;             /**< TIDE_DOUBLE; also set for TIDE_INT */
+	const char *s;        /**< TIDE_STRING, TIDE_BINARY: the bytes, not NUL-terminated */
+	size_t len;           /**< bytes of s; elements (ARRAY) or members (OBJECT) */
+	const void *at, *end; /**< the encoding (internal) */
+} tide_value;
+
+/** The value at @p path in @p ev: "data" itself, "data.amount",
+ *  "data.items.0.sku" (array elements from 0), an extension attribute by
+ *  name ("tenant"), or a context attribute ("subject") as a string.
+ *  @return TIDE_OK, TIDE_ENOTFOUND (a step is missing, or indexes what is
+ *  not an array or object), TIDE_EINVAL, TIDE_EIO (the record is
+ *  damaged). */
+TIDE_API int tide_event_value(const tide_event *ev, const char *path, tide_value *out);
+
+/** Member @p path (dotted, as above but relative) of object or array @p v.
+ *  @return as tide_event_value(). */
+TIDE_API int tide_value_get(const tide_value *v, const char *path, tide_value *out);
+
+/** The @p k-th element (from 0) of array @p v, or the @p k-th member of
+ *  object @p v with its name in *name and *nlen (may be NULL; not
+ *  NUL-terminated).  O(k);
+ *  tide_value_next() walks them all in O(n).
+ *  @return TIDE_OK, TIDE_ENOTFOUND (k is past the end), TIDE_EINVAL (not a
+ *  container), TIDE_EIO. */
+TIDE_API int tide_value_at(const tide_value *v, size_t k, const char **name, size_t *nlen,
+			   tide_value *out);
+
+/** Iterate array or object @p v: start with *it = 0; each call gives the
+ *  next element (and member name) and advances *it.
+ *  @return TIDE_OK, TIDE_ENOTFOUND at the end, TIDE_EINVAL, TIDE_EIO. */
+TIDE_API int tide_value_next(const tide_value *v, size_t *it, const char **name, size_t *nlen,
+			     tide_value *out);
+
+/** @p ev's data as JSON text (base64 in a JSON string for binary data),
+ *  encoded from the stored form, not parsed.  Valid until the next
+ *  tide_event_data() or tide_event_json() on an event from the same
+ *  source (the consumer callback, the cursor), or until @p ev expires.
+ *  @return TIDE_OK, TIDE_ENOTFOUND (the event has no data), TIDE_EINVAL,
+ *  TIDE_ENOMEM, TIDE_EIO. */
+TIDE_API int tide_event_data(const tide_event *ev, const char **json, size_t *len);
 
 /* ------------------------------------------------------------------------
  * Reading the log directly (also from another process while the daemon
@@ -279,7 +450,7 @@ typedef struct tide_cursor tide_cursor;
  *  (among others: data.mdb is shorter than the pages it uses, or is
  *  missing or empty where the directory's marker says a log was; nothing
  *  of such a file is read).
- *  On failure *out is NULL and @p err (may be NULL) receives a message. */
+ *  On failure *out is NULL. */
 TIDE_API int tide_log_open(tide_log **out, const char *dir, char *err, size_t errlen);
 
 /** Close a log handle.  Accepts NULL. */
@@ -412,7 +583,7 @@ typedef struct tide_replay_opts {
  *  checkpoints are only read.  Projections report their state per key at
  *  the end (in key order); consumers report what they would emit.
  *  @return TIDE_OK, TIDE_ENOTFOUND (no log), TIDE_ESCRIPT, TIDE_EIO,
- *  TIDE_EINVAL; @p err says why. */
+ *  TIDE_EINVAL. */
 TIDE_API int tide_replay(const tide_replay_opts *o, tide_replay_fn *fn, void *ud, char *err,
 			 size_t errlen);
 
@@ -450,7 +621,7 @@ enum { TIDE_DLQ_RETRY = 1, TIDE_DLQ_DROP = 2 };
  *  on its REP endpoint: {"command":"dlq","op":"retry"|"drop",
  *  "consumer":NAME,"seq":N}.
  *  @return TIDE_OK (*count tells how many), TIDE_EBUSY (an engine runs:
- *  ask it), TIDE_ENOTFOUND (no log), TIDE_EIO; @p err gets a message. */
+ *  ask it), TIDE_ENOTFOUND (no log), TIDE_EIO. */
 TIDE_API int tide_dlq_apply(const char *dir, int op, const char *consumer, uint64_t seq,
 			    uint64_t *count, char *err, size_t errlen);
 
@@ -501,7 +672,7 @@ typedef int tide_verify_fn(void *ud, const tide_verify_item *it);
  *  the problems; 0 means none found), or TIDE_ENOTFOUND (no log),
  *  TIDE_EFORMAT, TIDE_EIO (the log cannot be opened: missing or empty
  *  data.mdb where a log was, or no process could be started), TIDE_EINVAL,
- *  TIDE_ENOMEM; @p err (may be NULL) says why. */
+ *  TIDE_ENOMEM. */
 TIDE_API int tide_log_verify(const char *dir, tide_verify_fn *fn, void *ud, uint64_t *problems,
 			     char *err, size_t errlen);
 
@@ -522,7 +693,7 @@ typedef struct tide_backup_info {
  *  opened to fill @p info (may be NULL).  Strings are borrowed.
  *  @return TIDE_OK, TIDE_ENOTFOUND (no log in @p dir), TIDE_EINVAL
  *  (@p dest holds files), TIDE_EFULL (the disk of @p dest is full),
- *  TIDE_EIO, TIDE_EFORMAT; @p err (may be NULL) says why. */
+ *  TIDE_EIO, TIDE_EFORMAT. */
 TIDE_API int tide_log_backup(const char *dir, const char *dest, tide_backup_info *info, char *err,
 			     size_t errlen);
 
