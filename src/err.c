@@ -45,7 +45,41 @@ tide_strerror(int code)
 TIDE_API const char *
 tide_version(void)
 {
-	return PACKAGE_VERSION;
+	return TIDE_VERSION_STRING;
+}
+
+TIDE_API int
+tide_version_num(void)
+{
+	return TIDE_VERSION_NUM;
+}
+
+/* The one place a failing public call leaves its detail: per thread, so
+ * that calls on different threads (tide_publish_mt, readers of the log)
+ * never read each other's message. */
+static _Thread_local char last_error[TIDEI_ERRLEN];
+
+TIDE_API const char *
+tide_errmsg_last(void)
+{
+	return last_error;
+}
+
+int
+tidei_fail(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (code == TIDE_OK)
+		return code;
+	if (fmt == NULL || fmt[0] == '\0') {
+		snprintf(last_error, sizeof last_error, "%s", tide_strerror(code));
+		return code;
+	}
+	va_start(ap, fmt);
+	vsnprintf(last_error, sizeof last_error, fmt, ap);
+	va_end(ap);
+	return code;
 }
 
 int

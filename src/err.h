@@ -27,6 +27,11 @@
 int tidei_err(char *buf, int code, const char *fmt, ...) TIDEI_PRINTF(3, 4);
 int tidei_verr(char *buf, int code, const char *fmt, va_list ap) TIDEI_PRINTF(3, 0);
 
+/** Leave the detail of a failing public call for tide_errmsg() (this
+ *  thread's) and return @p code; a NULL or empty @p fmt leaves
+ *  tide_strerror(code).  TIDE_OK leaves the last message alone. */
+int tidei_fail(int code, const char *fmt, ...) TIDEI_PRINTF(2, 3);
+
 /** Translate an LMDB return code into a Tide code (MDB_MAP_FULL becomes
  *  TIDE_EFULL, MDB_NOTFOUND TIDE_ENOTFOUND, version mismatches TIDE_EFORMAT). */
 int tidei_err_mdb(int mdb_rc);
