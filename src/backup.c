@@ -108,8 +108,8 @@ describe(const char *dest, tide_backup_info *info, char *err)
 	return rc;
 }
 
-TIDE_API int
-tide_log_backup(const char *dir, const char *dest, tide_backup_info *info, char *err, size_t errlen)
+static int
+log_backup_impl(const char *dir, const char *dest, tide_backup_info *info, char *err, size_t errlen)
 {
 	tidei_log_opts o = { 0 };
 	tidei_log *src = NULL;
@@ -185,4 +185,13 @@ out:
 	if (err != NULL && errlen > 0)
 		snprintf(err, errlen, "%s", rc == TIDE_OK ? "" : msg);
 	return rc;
+}
+
+TIDE_API int
+tide_log_backup(const char *dir, const char *dest, tide_backup_info *info)
+{
+	char msg[TIDEI_ERRLEN] = "";
+	int rc = log_backup_impl(dir, dest, info, msg, sizeof msg);
+
+	return rc == TIDE_OK ? rc : tidei_fail(rc, "%s", msg);
 }

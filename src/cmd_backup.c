@@ -45,7 +45,7 @@ cmd_backup(int argc, char **argv)
 	};
 	const char *data = "./tide-data", *dest;
 	tide_backup_info info;
-	char err[512], size[32], from[32];
+	char size[32], from[32];
 	int c, rc;
 
 	optind = 1;
@@ -66,8 +66,8 @@ cmd_backup(int argc, char **argv)
 		cli_error("backup", "unexpected argument '%s'", argv[optind]);
 		return CLI_USAGE;
 	}
-	if ((rc = tide_log_backup(data, dest, &info, err, sizeof err)) != TIDE_OK) {
-		cli_error("backup", "%s", err[0] ? err : tide_strerror(rc));
+	if ((rc = tide_log_backup(data, dest, &info)) != TIDE_OK) {
+		cli_error("backup", "%s", tide_errmsg());
 		return CLI_FAIL;
 	}
 	human(size, sizeof size, info.size);

@@ -211,13 +211,12 @@ cmd_dlq(int argc, char **argv)
 	if (strcmp(action, "list") == 0 || strcmp(action, "show") == 0) {
 		out_ctx o = { strcmp(action, "show") == 0, 0 };
 		tide_log *log;
-		char err[512];
 		if (o.with_event && seq == 0) {
 			cli_error("dlq", "show needs the seq of a dead letter");
 			return CLI_USAGE;
 		}
-		if (tide_log_open(&log, cl.data, err, sizeof err) != TIDE_OK) {
-			cli_error("dlq", "%s", err);
+		if (tide_log_open(&log, cl.data) != TIDE_OK) {
+			cli_error("dlq", "%s", tide_errmsg());
 			return CLI_FAIL;
 		}
 		rc = tide_log_dead_letters(log, consumer, seq, print_one, &o);
@@ -235,16 +234,15 @@ cmd_dlq(int argc, char **argv)
 	if (strcmp(action, "retry") == 0 || strcmp(action, "drop") == 0) {
 		int op = strcmp(action, "retry") == 0 ? TIDE_DLQ_RETRY : TIDE_DLQ_DROP;
 		uint64_t count = 0;
-		char err[512];
 		if ((seq == 0) == !all) {
 			cli_error("dlq", "%s takes a seq or --all", action);
 			return CLI_USAGE;
 		}
-		rc = tide_dlq_apply(cl.data, op, consumer, seq, &count, err, sizeof err);
+		rc = tide_dlq_apply(cl.data, op, consumer, seq, &count);
 		if (rc == TIDE_EBUSY) /* an engine runs there: ask it */
 			return ask_engine(&cl, action, consumer, seq);
 		if (rc != TIDE_OK) {
-			cli_error("dlq", "%s", err);
+			cli_error("dlq", "%s", tide_errmsg());
 			return CLI_FAIL;
 		}
 		if (count == 0) {

@@ -55,7 +55,6 @@ cmd_log(int argc, char **argv)
 	tide_log *log = NULL;
 	tide_cursor *cur = NULL;
 	const tide_event *ev;
-	char err[512];
 	int c, rc;
 
 	memset(&f, 0, sizeof f);
@@ -83,8 +82,8 @@ cmd_log(int argc, char **argv)
 	}
 	f.from = from;
 	f.until = until;
-	if ((rc = tide_log_open(&log, data, err, sizeof err)) != TIDE_OK) {
-		cli_error("log", "%s", err);
+	if ((rc = tide_log_open(&log, data)) != TIDE_OK) {
+		cli_error("log", "%s", tide_errmsg());
 		return CLI_FAIL;
 	}
 	if ((rc = tide_cursor_open(log, &f, &cur)) != TIDE_OK) {

@@ -118,11 +118,10 @@ follow(const char *data, const char *name)
 	int tty = isatty(STDERR_FILENO), had_engine = cli_engine_running(data) == 1;
 	double t0 = mono_now(), shown = 0, checked = t0;
 	uint64_t last = UINT64_MAX;
-	char err[512];
 	tide_log *log;
 
-	if (tide_log_open(&log, data, err, sizeof err) != TIDE_OK) {
-		cli_error("projection", "%s", err);
+	if (tide_log_open(&log, data) != TIDE_OK) {
+		cli_error("projection", "%s", tide_errmsg());
 		return CLI_FAIL;
 	}
 	for (;;) {
@@ -224,9 +223,8 @@ cmd_projection(int argc, char **argv)
 		tide_log *log;
 		tide_log_stat st;
 		list_ctx l = { 0 };
-		char err[512];
-		if (tide_log_open(&log, cl.data, err, sizeof err) != TIDE_OK) {
-			cli_error("projection", "%s", err);
+		if (tide_log_open(&log, cl.data) != TIDE_OK) {
+			cli_error("projection", "%s", tide_errmsg());
 			return CLI_FAIL;
 		}
 		if (tide_log_stat_get(log, &st) == TIDE_OK)
@@ -236,14 +234,13 @@ cmd_projection(int argc, char **argv)
 		return rc == TIDE_OK && fflush(stdout) == 0 ? CLI_OK : CLI_FAIL;
 	}
 	if (strcmp(action, "rebuild") == 0 && optind + 1 == argc) {
-		char err[512];
-		rc = tide_projection_rebuild(cl.data, argv[optind], err, sizeof err);
+		rc = tide_projection_rebuild(cl.data, argv[optind]);
 		if (rc == TIDE_EBUSY) {
 			rc = ask_engine(&cl, argv[optind]);
 			return rc == CLI_OK && wait ? follow(cl.data, argv[optind]) : rc;
 		}
 		if (rc != TIDE_OK) {
-			cli_error("projection", "%s", err);
+			cli_error("projection", "%s", tide_errmsg());
 			return CLI_FAIL;
 		}
 		fprintf(stderr,

@@ -57,7 +57,6 @@ cmd_query(int argc, char **argv)
 	const char *data = "./tide-data", *name, *key = NULL, *prefix = NULL;
 	unsigned long limit = 0, found = 0;
 	tide_log *log;
-	char err[512];
 	int c, rc;
 
 	optind = 1;
@@ -77,8 +76,8 @@ cmd_query(int argc, char **argv)
 	name = argv[optind];
 	if (argc - optind == 2)
 		key = argv[optind + 1];
-	if (tide_log_open(&log, data, err, sizeof err) != TIDE_OK) {
-		cli_error("query", "%s", err);
+	if (tide_log_open(&log, data) != TIDE_OK) {
+		cli_error("query", "%s", tide_errmsg());
 		return CLI_FAIL;
 	}
 	rc = tide_log_query(log, name, key, prefix, limit, print_state, &found);

@@ -165,7 +165,6 @@ cmd_replay(int argc, char **argv)
 	out o = { 1, 1, 0, isatty(STDERR_FILENO) };
 	const char **scripts = NULL;
 	size_t nscripts = 0;
-	char err[512];
 	int c, rc, quiet = 0;
 
 	memset(&ro, 0, sizeof ro);
@@ -235,10 +234,10 @@ cmd_replay(int argc, char **argv)
 		ro.progress = progress;
 		ro.progress_ud = &o;
 	}
-	rc = tide_replay(&ro, on_item, &o, err, sizeof err);
+	rc = tide_replay(&ro, on_item, &o);
 	free(scripts);
 	if (rc != TIDE_OK) {
-		cli_error("replay", "%s", err[0] ? err : tide_strerror(rc));
+		cli_error("replay", "%s", tide_errmsg());
 		return CLI_FAIL;
 	}
 	if (fflush(stdout) != 0)

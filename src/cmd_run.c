@@ -243,7 +243,7 @@ static int
 set(tide_config *cfg, const char *key, const char *value)
 {
 	if (tide_config_set(cfg, key, value) != TIDE_OK) {
-		cli_error("run", "%s", tide_config_errmsg(cfg));
+		cli_error("run", "%s", tide_errmsg());
 		return -1;
 	}
 	return 0;
@@ -294,7 +294,7 @@ cmd_run(int argc, char **argv)
 	}
 	tide_config_set_log(cfg, log_line, &sink);
 	if (config != NULL && tide_config_load(cfg, config) != TIDE_OK) {
-		cli_error("run", "%s", tide_config_errmsg(cfg));
+		cli_error("run", "%s", tide_errmsg());
 		goto out;
 	}
 	optind = 1;
@@ -385,7 +385,7 @@ cmd_run(int argc, char **argv)
 	}
 	watching = 1;
 	if (tide_engine_open(e, NULL) != TIDE_OK) {
-		cli_error("run", "%s", tide_errmsg(e));
+		cli_error("run", "%s", tide_errmsg());
 		goto out;
 	}
 	sink.engine = e;

@@ -99,7 +99,7 @@ cmd_stat(int argc, char **argv)
 	stat_ctx ctx = { 0, 0, 0, NULL };
 	tide_log_stat st;
 	tide_log *log;
-	char err[512], size[32], map[32];
+	char size[32], map[32];
 	int c, rc;
 
 	optind = 1;
@@ -115,8 +115,8 @@ cmd_stat(int argc, char **argv)
 		cli_error("stat", "unexpected argument '%s'", argv[optind]);
 		return CLI_USAGE;
 	}
-	if ((rc = tide_log_open(&log, data, err, sizeof err)) != TIDE_OK) {
-		cli_error("stat", "%s", err);
+	if ((rc = tide_log_open(&log, data)) != TIDE_OK) {
+		cli_error("stat", "%s", tide_errmsg());
 		return CLI_FAIL;
 	}
 	if ((rc = tide_log_stat_get(log, &st)) != TIDE_OK) {

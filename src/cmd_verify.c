@@ -104,7 +104,7 @@ cmd_verify(int argc, char **argv)
 	const char *data = "./tide-data";
 	verify_ctx v;
 	uint64_t problems = 0;
-	char err[512], *end;
+	char *end;
 	int c, rc;
 
 	memset(&v, 0, sizeof v);
@@ -129,8 +129,8 @@ cmd_verify(int argc, char **argv)
 		return CLI_USAGE;
 	}
 	fflush(stdout);
-	if ((rc = tide_log_verify(data, on_item, &v, &problems, err, sizeof err)) != TIDE_OK) {
-		cli_error("verify", "%s", err[0] ? err : tide_strerror(rc));
+	if ((rc = tide_log_verify(data, on_item, &v, &problems)) != TIDE_OK) {
+		cli_error("verify", "%s", tide_errmsg());
 		return CLI_FAIL;
 	}
 	if (v.hidden > 0)

@@ -151,16 +151,18 @@ tidei_parse_duration(const char *s, uint64_t *out)
 TIDE_API int
 tide_config_new(tide_config **out)
 {
-	tide_config *c = calloc(1, sizeof *c);
+	tide_config *c;
 
+	if (out == NULL)
+		return tidei_fail(TIDE_EINVAL, "tide_config_new: out is NULL");
 	*out = NULL;
-	if (c == NULL)
-		return TIDE_ENOMEM;
+	if ((c = calloc(1, sizeof *c)) == NULL)
+		return tidei_fail(TIDE_ENOMEM, NULL);
 	c->data = strdup("./tide-data");
 	c->allow = calloc(1, sizeof *c->allow);
 	if (c->data == NULL || c->allow == NULL) {
 		tide_config_destroy(c);
-		return TIDE_ENOMEM;
+		return tidei_fail(TIDE_ENOMEM, NULL);
 	}
 	c->durability = TIDEI_DURABILITY_SYNC;
 	c->sync_interval_ms = 1000;
@@ -218,8 +220,8 @@ push_list(char ***v, size_t *n, const char *s, int nul_terminated)
 	return TIDE_OK;
 }
 
-TIDE_API int
-tide_config_set(tide_config *c, const char *key, const char *value)
+static int
+config_set(tide_config *c, const char *key, const char *value)
 {
 	const struct opt *o;
 	char *copy;
@@ -227,7 +229,9 @@ tide_config_set(tide_config *c, const char *key, const char *value)
 	uint64_t n;
 
 	if (c == NULL || key == NULL || value == NULL)
-		return TIDE_EINVAL;
+		return tidei_err(c ? c->err : NULL, TIDE_EINVAL,
+				 "tide_config_set: the configuration, key and value must not be "
+				 "NULL");
 	if ((o = find_opt(key)) == NULL)
 		return tidei_err(c->err, TIDE_ECONFIG, "unknown setting '%s'", key);
 	field = (char *)c + o->off;
@@ -341,25 +345,21 @@ tide_config_get(const tide_config *c, const char *key)
 	return NULL;
 }
 
-TIDE_API int
-tide_config_add_script(tide_config *c, const char *path)
+static int
+config_add_script(tide_config *c, const char *path)
 {
 	if (c == NULL || path == NULL || *path == '\0')
-		return TIDE_EINVAL;
+		return tidei_err(c ? c->err : NULL, TIDE_EINVAL, "a script path must not be empty");
 	return push_list(&c->scripts, &c->nscripts, path, 0);
 }
 
 TIDE_API void
 tide_config_set_log(tide_config *c, tide_log_fn *fn, void *ud)
 {
+	if (c == NULL)
+		return;
 	c->log = fn;
 	c->log_ud = ud;
-}
-
-TIDE_API const char *
-tide_config_errmsg(const tide_config *c)
-{
-	return c ? c->err : "";
 }
 
 int
@@ -439,11 +439,11 @@ apply(tide_config *c, lua_State *L, const char *key, const char *dir)
 	if (strcmp(key, "data") == 0) {
 		if ((path = resolve(dir, v)) == NULL)
 			return TIDE_ENOMEM;
-		rc = tide_config_set(c, key, path);
+		rc = config_set(c, key, path);
 		free(path);
 		return rc;
 	}
-	return tide_config_set(c, key, v);
+	return config_set(c, key, v);
 }
 
 static int
@@ -471,10 +471,10 @@ apply_list(tide_config *c, lua_State *L, const char *key, const char *dir)
 		}
 		if (strcmp(key, "scripts") == 0) {
 			char *path = resolve(dir, v);
-			rc = path ? tide_config_add_script(c, path) : TIDE_ENOMEM;
+			rc = path ? config_add_script(c, path) : TIDE_ENOMEM;
 			free(path);
 		} else {
-			rc = tide_config_set(c, "allow", v);
+			rc = config_set(c, "allow", v);
 		}
 		lua_pop(L, 1);
 	}
@@ -570,8 +570,8 @@ l_read_config(lua_State *L)
 	return 0;
 }
 
-TIDE_API int
-tide_config_load(tide_config *c, const char *path)
+static int
+config_load(tide_config *c, const char *path)
 {
 	tidei_script_opts so;
 	tidei_script *s;
@@ -605,4 +605,42 @@ tide_config_load(tide_config *c, const char *path)
 	}
 	tidei_script_destroy(s);
 	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * The public calls: their detail goes where tide_errmsg() reads it
+ * ------------------------------------------------------------------------ */
+
+static int
+done(tide_config *c, int rc)
+{
+	if (rc == TIDE_OK)
+		return rc;
+	return tidei_fail(rc, "%s", c ? c->err : "");
+}
+
+TIDE_API int
+tide_config_set(tide_config *c, const char *key, const char *value)
+{
+	if (c != NULL)
+		c->err[0] = '\0';
+	return done(c, config_set(c, key, value));
+}
+
+TIDE_API int
+tide_config_add_script(tide_config *c, const char *path)
+{
+	if (c != NULL)
+		c->err[0] = '\0';
+	return done(c, config_add_script(c, path));
+}
+
+TIDE_API int
+tide_config_load(tide_config *c, const char *path)
+{
+	if (c == NULL || path == NULL)
+		return tidei_fail(TIDE_EINVAL, "tide_config_load: the configuration and path must "
+					       "not be NULL");
+	c->err[0] = '\0';
+	return done(c, config_load(c, path));
 }

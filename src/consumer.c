@@ -397,12 +397,106 @@ tidei_consumers_load(tidei_consumers *cs, const char *path, char *err)
 }
 
 int
-tidei_consumers_add(tidei_consumers *cs, const char *name, const char *pattern, int from,
-		    tide_consumer_fn *fn, void *ud, char *err)
+tidei_consumers_add(tidei_consumers *cs, const tidei_on_opts *o, tide_consumer_fn *fn, void *ud,
+		    char *err)
 {
-	tidei_on_opts o = { pattern, name, from, -1, -1, -1, 1 };
+	return add(cs, o, LUA_NOREF, fn, ud, "C", err);
+}
 
-	return add(cs, &o, LUA_NOREF, fn, ud, "C", err);
+/* ------------------------------------------------------------------------
+ * What a C handler may do with the event it handles
+ * ------------------------------------------------------------------------ */
+
+/* The consumers whose C handler is handling @p ev now, or NULL. */
+static tidei_consumers *
+handling(const tide_event *ev)
+{
+	tidei_consumers *cs = ev ? ev->handling : NULL;
+
+	return cs != NULL && cs->cur != NULL && cs->cause == ev ? cs : NULL;
+}
+
+static int
+take_emit(void *ud, tidei_evb *b, char *err)
+{
+	/* as from Lua: an emitted event need not repeat the spec version */
+	if (!b->invalid && !(b->seen & TIDEI_SEEN_SPECVERSION))
+		tidei_evb_string(b, "specversion", 11, "1.0", 3);
+	return host_emit(ud, b, err);
+}
+
+typedef struct emit_sink {
+	char err[TIDEI_ERRLEN];
+	size_t bad;
+	size_t index; /* of the event in the text */
+} emit_sink;
+
+static void
+emit_seen(void *ud, const uint8_t *rec, size_t len, const char *err)
+{
+	emit_sink *k = ud;
+
+	(void)rec;
+	(void)len;
+	k->index++;
+	if (err != NULL && k->bad++ == 0)
+		snprintf(k->err, sizeof k->err, "event %zu of the text: %s", k->index, err);
+}
+
+TIDE_API int
+tide_emit(const tide_event *ev, const char *json, size_t len)
+{
+	tidei_consumers *cs = handling(ev);
+	tidei_eparser p;
+	emit_sink k;
+	size_t nemits, used;
+	long got;
+
+	if (ev == NULL || json == NULL)
+		return tidei_fail(TIDE_EINVAL, "tide_emit: ev and json must not be NULL");
+	if (cs == NULL)
+		return tidei_fail(TIDE_ESTATE,
+				  "tide_emit is for the event a C consumer is handling, "
+				  "during its callback");
+	nemits = cs->nemits;
+	used = cs->emits.len;
+	memset(&k, 0, sizeof k);
+	tidei_eparser_init(&p, cs->o.max_event ? cs->o.max_event : SIZE_MAX);
+	p.take = take_emit;
+	p.take_ud = cs;
+	got = tidei_eparser_run(&p, json, len, emit_seen, &k);
+	tidei_eparser_free(&p);
+	if (got < 0 || k.bad > 0 || got == 0) {
+		/* all or nothing: what the text's other events added goes */
+		cs->nemits = nemits;
+		cs->emits.len = used;
+		if (got < 0)
+			return tidei_fail(TIDE_ENOMEM, NULL);
+		if (got == 0)
+			return tidei_fail(TIDE_EEVENT, "tide_emit: the text holds no event");
+		return tidei_fail(TIDE_EEVENT, "%s%s", k.err,
+				  k.bad > 1 ? " (and more: nothing of it was emitted)"
+					    : " (nothing of it was emitted)");
+	}
+	return TIDE_OK;
+}
+
+TIDE_API int
+tide_once(const tide_event *ev, const void *key, size_t len, int *first)
+{
+	tidei_consumers *cs = handling(ev);
+	char msg[TIDEI_ERRLEN];
+	int rc;
+
+	if (ev == NULL || (key == NULL && len > 0) || first == NULL)
+		return tidei_fail(TIDE_EINVAL, "tide_once: ev, key and first must not be NULL");
+	if (cs == NULL)
+		return tidei_fail(TIDE_ESTATE,
+				  "tide_once is for the event a C consumer is handling, "
+				  "during its callback");
+	if ((rc = host_once(cs, key ? (const char *)key : "", len, first, msg)) != TIDE_OK)
+		return tidei_fail(rc, "%s", msg);
+	return TIDE_OK;
 }
 
 /* ------------------------------------------------------------------------
@@ -794,7 +888,9 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 	if (c->fn != NULL) {
 		ev->scratch = &cs->scratch;
 		ev->attrs = &cs->attrs;
+		ev->handling = cs;
 		rc = c->fn(c->ud, ev);
+		ev->handling = NULL;
 		if (rc != TIDE_OK)
 			snprintf(why, TIDEI_ERRLEN, "handler returned %d (%s)", rc,
 				 tide_strerror(rc));

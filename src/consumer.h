@@ -82,9 +82,9 @@ void tidei_consumers_destroy(tidei_consumers *cs);
 /** Load a script; its tide.on calls register consumers. */
 int tidei_consumers_load(tidei_consumers *cs, const char *path, char *err);
 
-/** Register a C consumer (default retry policy).  Strings are copied. */
-int tidei_consumers_add(tidei_consumers *cs, const char *name, const char *pattern, int from,
-			tide_consumer_fn *fn, void *ud, char *err);
+/** Register a C consumer with tide.on's options.  Strings are copied. */
+int tidei_consumers_add(tidei_consumers *cs, const tidei_on_opts *o, tide_consumer_fn *fn, void *ud,
+			char *err);
 
 /** Read checkpoints and pending events (new consumers start at the
  *  beginning or at @p head, the end of the log). */

@@ -37,8 +37,25 @@ struct tide_cursor {
 	tidei_buf attrs; /* the view's extension strings (tide_event_attr) */
 };
 
+/* A reader call failed: its detail is what the log says, after @p what
+ * (a short account of the call). */
+static int
+rfail(const tide_log *l, int rc, const char *what)
+{
+	if (l != NULL && l->log != NULL && l->log->err[0] != '\0')
+		return tidei_fail(rc, "%s: %s", what, l->log->err);
+	return tidei_fail(rc, "%s: %s", what, tide_strerror(rc));
+}
+
+/* Each reader call starts without a detail of the log's. */
+static void
+rstart(tide_log *l)
+{
+	l->log->err[0] = '\0';
+}
+
 TIDE_API int
-tide_log_open(tide_log **out, const char *dir, char *err, size_t errlen)
+tide_log_open(tide_log **out, const char *dir)
 {
 	tidei_log_opts o = { 0 };
 	char msg[TIDEI_ERRLEN];
@@ -46,17 +63,15 @@ tide_log_open(tide_log **out, const char *dir, char *err, size_t errlen)
 	int rc;
 
 	if (out == NULL || dir == NULL)
-		return TIDE_EINVAL;
+		return tidei_fail(TIDE_EINVAL, "tide_log_open: out and dir must not be NULL");
 	*out = NULL;
 	if ((l = calloc(1, sizeof *l)) == NULL)
-		return TIDE_ENOMEM;
+		return tidei_fail(TIDE_ENOMEM, NULL);
 	o.readonly = 1;
 	msg[0] = '\0';
 	if ((rc = tidei_log_open(&l->log, dir, &o, msg)) != TIDE_OK) {
-		if (err != NULL && errlen > 0)
-			snprintf(err, errlen, "%s", msg);
 		free(l);
-		return rc;
+		return tidei_fail(rc, "%s", msg);
 	}
 	*out = l;
 	return TIDE_OK;
@@ -123,17 +138,18 @@ tide_cursor_open(tide_log *l, const tide_filter *f, tide_cursor **out)
 	int rc;
 
 	if (l == NULL || out == NULL)
-		return TIDE_EINVAL;
+		return tidei_fail(TIDE_EINVAL, "tide_cursor_open: log and out must not be NULL");
 	*out = NULL;
 	if ((c = calloc(1, sizeof *c)) == NULL)
-		return TIDE_ENOMEM;
+		return tidei_fail(TIDE_ENOMEM, NULL);
+	rstart(l);
 	c->owner = l;
 	c->from = f && f->from ? f->from : 1;
 	c->until = f && f->until ? f->until : UINT64_MAX;
 	if (f && f->type && *f->type) {
 		if ((c->type = strdup(f->type)) == NULL) {
 			free(c);
-			return TIDE_ENOMEM;
+			return tidei_fail(TIDE_ENOMEM, NULL);
 		}
 		c->tlen = strlen(c->type);
 	}
@@ -146,16 +162,17 @@ tide_cursor_open(tide_log *l, const tide_filter *f, tide_cursor **out)
 	if (rc != 0) {
 		c->txn = NULL;
 		tide_cursor_close(c);
-		return tidei_err_mdb(rc);
+		return tidei_fail(tidei_err_mdb(rc), "cannot begin a read transaction: %s",
+				  mdb_strerror(rc));
 	}
 	if (f && f->subject && *f->subject) {
 		if ((rc = collect_stream(c, f->subject)) != TIDE_OK) {
 			tide_cursor_close(c);
-			return rc;
+			return rfail(l, rc, "cannot read the stream of the subject");
 		}
 	} else if ((rc = mdb_cursor_open(c->txn, l->log->events, &c->cur)) != 0) {
 		tide_cursor_close(c);
-		return tidei_err_mdb(rc);
+		return tidei_fail(tidei_err_mdb(rc), "cannot open a cursor: %s", mdb_strerror(rc));
 	}
 	*out = c;
 	return TIDE_OK;
@@ -176,15 +193,13 @@ accept(tide_cursor *c, uint64_t seq, const MDB_val *v, int *rc)
 						      c->ev.len[TIDEI_A_TYPE]);
 }
 
-TIDE_API int
-tide_cursor_next(tide_cursor *c, const tide_event **ev)
+static int
+cursor_next(tide_cursor *c, const tide_event **ev)
 {
 	MDB_val k, v;
 	uint64_t seq;
 	int rc = TIDE_OK, mrc;
 
-	if (c == NULL || ev == NULL)
-		return TIDE_EINVAL;
 	if (c->cur == NULL) {
 		while (c->next < c->nseqs) {
 			seq = c->seqs[c->next++];
@@ -226,6 +241,23 @@ tide_cursor_next(tide_cursor *c, const tide_event **ev)
 	}
 }
 
+TIDE_API int
+tide_cursor_next(tide_cursor *c, const tide_event **ev)
+{
+	int rc;
+
+	if (c == NULL || ev == NULL)
+		return tidei_fail(TIDE_EINVAL, "tide_cursor_next: cursor and ev must not be NULL");
+	if ((rc = cursor_next(c, ev)) == TIDE_OK || rc == TIDE_ENOTFOUND)
+		return rc; /* the end is no failure: it leaves no message */
+	if (rc == TIDE_EIO)
+		return tidei_fail(rc,
+				  "an event after seq %llu is damaged or missing (tide verify "
+				  "tells more)",
+				  (unsigned long long)c->ev.seq);
+	return tidei_fail(rc, "cannot read the next event: %s", tide_strerror(rc));
+}
+
 TIDE_API void
 tide_cursor_close(tide_cursor *c)
 {
@@ -252,10 +284,11 @@ tide_log_stat_get(tide_log *l, tide_log_stat *st)
 	int rc;
 
 	if (l == NULL || st == NULL)
-		return TIDE_EINVAL;
+		return tidei_fail(TIDE_EINVAL, "tide_log_stat_get: log and st must not be NULL");
 	memset(st, 0, sizeof *st);
+	rstart(l);
 	if ((rc = tidei_log_read_begin(l->log, &txn)) != TIDE_OK)
-		return rc;
+		return rfail(l, rc, "cannot read the log's figures");
 	if (mdb_stat(txn, l->log->events, &ms) == 0)
 		st->events = ms.ms_entries;
 	if (mdb_stat(txn, l->log->streams, &ms) == 0)
@@ -283,12 +316,14 @@ tide_log_consumers(tide_log *l, tide_checkpoint_fn *fn, void *ud)
 	int rc, mrc;
 
 	if (l == NULL || fn == NULL)
-		return TIDE_EINVAL;
+		return tidei_fail(TIDE_EINVAL, "tide_log_consumers: log and fn must not be NULL");
+	rstart(l);
 	if ((rc = tidei_log_read_begin(l->log, &txn)) != TIDE_OK)
-		return rc;
+		return rfail(l, rc, "cannot read the checkpoints");
 	if ((mrc = mdb_cursor_open(txn, l->log->consumers, &cur)) != 0) {
 		tidei_log_read_end(l->log);
-		return tidei_err_mdb(mrc);
+		return tidei_fail(tidei_err_mdb(mrc), "cannot read the checkpoints: %s",
+				  mdb_strerror(mrc));
 	}
 	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0;
 	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
@@ -302,7 +337,10 @@ tide_log_consumers(tide_log *l, tide_checkpoint_fn *fn, void *ud)
 	tidei_log_read_end(l->log);
 	if (mrc != MDB_NOTFOUND || names.failed) {
 		tidei_buf_free(&names);
-		return names.failed ? TIDE_ENOMEM : tidei_err_mdb(mrc);
+		return names.failed
+			       ? tidei_fail(TIDE_ENOMEM, NULL)
+			       : tidei_fail(tidei_err_mdb(mrc), "cannot read the checkpoints: %s",
+					    mdb_strerror(mrc));
 	}
 	/* The callback runs after the read: it may read the log itself. */
 	for (size_t at = 0; at < names.len;) {
@@ -344,9 +382,11 @@ tide_log_consumer_backlog(tide_log *l, const char *name, uint64_t *pending, uint
 	int rc;
 
 	if (l == NULL || name == NULL)
-		return TIDE_EINVAL;
+		return tidei_fail(TIDE_EINVAL,
+				  "tide_log_consumer_backlog: log and name must not be NULL");
+	rstart(l);
 	if ((rc = tidei_log_read_begin(l->log, &txn)) != TIDE_OK)
-		return rc;
+		return rfail(l, rc, "cannot read the consumer's backlog");
 	if (pending != NULL)
 		*pending = count_prefix(txn, l->log->pending, name);
 	if (dead != NULL)
@@ -406,11 +446,39 @@ tidei_log_query(tidei_log *log, const char *name, const char *key, const char *p
 	return rc == TIDE_OK && q.failed ? TIDE_EIO : rc;
 }
 
+int
+tidei_query_fail(tidei_log *log, int rc, const char *name, const char *key)
+{
+	switch (rc) {
+	case TIDE_ENOTFOUND:
+		if (key != NULL &&
+		    tidei_log_query(log, name, NULL, NULL, 1, NULL, NULL) != TIDE_ENOTFOUND)
+			return tidei_fail(rc, "no state for key '%.300s%s' in projection '%.200s'",
+					  key, strlen(key) > 300 ? "..." : "", name);
+		return tidei_fail(rc, "no projection named '%.200s'", name);
+	case TIDE_ESTATE:
+		return tidei_fail(rc,
+				  "projection '%.200s' is being built for the first time; "
+				  "ask again when it is built",
+				  name);
+	default:
+		return tidei_fail(rc, "cannot read projection '%.200s': %s", name,
+				  log->err[0] ? log->err : tide_strerror(rc));
+	}
+}
+
 TIDE_API int
 tide_log_query(tide_log *l, const char *name, const char *key, const char *prefix, size_t limit,
 	       tide_state_fn *fn, void *ud)
 {
-	return l ? tidei_log_query(l->log, name, key, prefix, limit, fn, ud) : TIDE_EINVAL;
+	int rc;
+
+	if (l == NULL || name == NULL)
+		return tidei_fail(TIDE_EINVAL, "tide_log_query: log and name must not be NULL");
+	rstart(l);
+	if ((rc = tidei_log_query(l->log, name, key, prefix, limit, fn, ud)) != TIDE_OK)
+		return tidei_query_fail(l->log, rc, name, key);
+	return TIDE_OK;
 }
 
 TIDE_API int
@@ -423,12 +491,14 @@ tide_log_projections(tide_log *l, tide_projection_fn *fn, void *ud)
 	int rc, mrc;
 
 	if (l == NULL || fn == NULL)
-		return TIDE_EINVAL;
+		return tidei_fail(TIDE_EINVAL, "tide_log_projections: log and fn must not be NULL");
+	rstart(l);
 	if ((rc = tidei_log_read_begin(l->log, &txn)) != TIDE_OK)
-		return rc;
+		return rfail(l, rc, "cannot read the projections");
 	if ((mrc = mdb_cursor_open(txn, l->log->projections, &cur)) != 0) {
 		tidei_log_read_end(l->log);
-		return tidei_err_mdb(mrc);
+		return tidei_fail(tidei_err_mdb(mrc), "cannot read the projections: %s",
+				  mdb_strerror(mrc));
 	}
 	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0;
 	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
@@ -479,7 +549,7 @@ tide_log_projections(tide_log *l, tide_projection_fn *fn, void *ud)
 		free(metas);
 		free(which);
 	}
-	rc = names.failed ? TIDE_ENOMEM : TIDE_OK;
+	rc = names.failed ? tidei_fail(TIDE_ENOMEM, NULL) : TIDE_OK;
 	tidei_buf_free(&names);
 	return rc;
 }

@@ -134,8 +134,8 @@ dlq_offline(tidei_log *log, void *ud)
 	return tidei_dlq_step(log, a->j, OFFLINE_SLICE, NULL, NULL);
 }
 
-TIDE_API int
-tide_dlq_apply(const char *dir, int op, const char *consumer, uint64_t seq, uint64_t *count,
+static int
+dlq_apply_impl(const char *dir, int op, const char *consumer, uint64_t seq, uint64_t *count,
 	       char *err, size_t errlen)
 {
 	tidei_dlq_job j;
@@ -251,4 +251,13 @@ tide_log_dead_letters(tide_log *log, const char *consumer, uint64_t seq, tide_de
 	tidei_log_read_end(il);
 	tidei_buf_free(&l.attrs);
 	return rc;
+}
+
+TIDE_API int
+tide_dlq_apply(const char *dir, int op, const char *consumer, uint64_t seq, uint64_t *count)
+{
+	char msg[TIDEI_ERRLEN] = "";
+	int rc = dlq_apply_impl(dir, op, consumer, seq, count, msg, sizeof msg);
+
+	return rc == TIDE_OK ? rc : tidei_fail(rc, "%s", msg);
 }

@@ -31,6 +31,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "batch.h"
 #include "conf.h"
 #include "consumer.h"
@@ -64,7 +66,7 @@ typedef struct dlq_req {
 /* A consumer added with tide_consumer_add(). */
 struct c_consumer {
 	char *name, *pattern;
-	int from;
+	tidei_on_opts opts; /* name and pattern point to the copies above */
 	tide_consumer_fn *fn;
 	void *ud;
 };
@@ -91,6 +93,10 @@ struct tide_engine {
 	int stopping;
 	int in_turn; /* commit_turn() is running: handlers may call back into us */
 	volatile sig_atomic_t stop_requested;
+	tide_stop_fn *on_stop; /* the embedder's stop notice, and when it is due */
+	void *on_stop_ud;
+	struct event *stopped;
+	int notified;
 	int lagging;              /* a consumer is behind the end of the log */
 	int64_t consumers_resume; /* consumers paused until this time (ns) */
 	char dir[PATH_MAX];
@@ -474,6 +480,25 @@ tick(void *ud)
 		tidei_loop_schedule(&e->loop);
 }
 
+/* The embedder's stop notice, once.  The callback may destroy the
+ * engine: nothing of it is touched afterwards. */
+static void
+notify_stopped(tide_engine *e)
+{
+	if (e->on_stop == NULL || e->notified || !e->stopping)
+		return;
+	e->notified = 1;
+	e->on_stop(e->on_stop_ud, e);
+}
+
+static void
+stopped_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	notify_stopped(arg);
+}
+
 static void
 wake(void *ud)
 {
@@ -490,8 +515,11 @@ wake(void *ud)
 		e->synced = e->log->committed;
 	dlq_abandon(e);
 	if (e->loop.own)
-		tidei_loop_exit(&e->loop);
+		tidei_loop_exit(&e->loop); /* tide_engine_run() gives the notice */
 	elog(e, TIDE_LOG_INFO, "stopped at seq %llu", (unsigned long long)e->log->committed);
+	/* from an event of its own, so that the callback may destroy us */
+	if (!e->loop.own && e->stopped != NULL)
+		event_active(e->stopped, 0, 1);
 }
 
 /* ------------------------------------------------------------------------
@@ -753,15 +781,16 @@ tide_engine_new(tide_engine **out, const tide_config *cfg)
 	int rc;
 
 	if (out == NULL || cfg == NULL)
-		return TIDE_EINVAL;
+		return tidei_fail(TIDE_EINVAL, "tide_engine_new: out and cfg must not be NULL");
 	*out = NULL;
 	if ((e = calloc(1, sizeof *e)) == NULL)
-		return TIDE_ENOMEM;
+		return tidei_fail(TIDE_ENOMEM, NULL);
 	if ((rc = tidei_config_copy(&e->cfg, cfg)) != TIDE_OK) {
 		free(e);
-		return rc;
+		return tidei_fail(rc, NULL);
 	}
 	if ((rc = new_runtime(e, &e->cs, &e->ps)) != TIDE_OK) {
+		tidei_fail(rc, "%s", e->err);
 		tide_config_destroy(e->cfg);
 		free(e);
 		return rc;
@@ -823,8 +852,8 @@ write_endpoints(tide_engine *e)
 	return TIDE_OK;
 }
 
-TIDE_API int
-tide_engine_open(tide_engine *e, struct event_base *base)
+static int
+engine_open(tide_engine *e, struct event_base *base)
 {
 	tidei_log_opts lo = { 0 };
 	tidei_ingest_opts io = { 0 };
@@ -832,11 +861,8 @@ tide_engine_open(tide_engine *e, struct event_base *base)
 	uint64_t tick_ms;
 	int rc;
 
-	if (e == NULL)
-		return TIDE_EINVAL;
 	if (e->opened)
 		return tidei_err(e->err, TIDE_ESTATE, "engine is already open");
-	e->err[0] = '\0';
 
 	lo.nosync = e->cfg->durability == TIDEI_DURABILITY_RELAXED;
 	lo.map_size = e->cfg->map_size;
@@ -870,6 +896,10 @@ tide_engine_open(tide_engine *e, struct event_base *base)
 			  : 1000;
 	if ((rc = tidei_loop_open(&e->loop, base, turn, tick, tick_ms, wake, e, e->err)) != TIDE_OK)
 		goto fail;
+	if ((e->stopped = event_new(e->loop.base, -1, 0, stopped_cb, e)) == NULL) {
+		rc = tidei_err(e->err, TIDE_ENOMEM, "cannot register an event with the loop");
+		goto fail;
+	}
 
 	if (e->cfg->max_message_size < e->cfg->max_event_size ||
 	    e->cfg->max_message_size > INT32_MAX / 2) {
@@ -923,6 +953,9 @@ tide_engine_open(tide_engine *e, struct event_base *base)
 fail:
 	tidei_ingest_close(e->in);
 	e->in = NULL;
+	if (e->stopped != NULL)
+		event_free(e->stopped);
+	e->stopped = NULL;
 	tidei_loop_close(&e->loop);
 	tidei_projections_stop(e->ps);
 	tidei_consumers_set_flight(e->cs, NULL);
@@ -937,11 +970,18 @@ fail:
 TIDE_API int
 tide_engine_run(tide_engine *e)
 {
-	if (e == NULL || !e->opened || !e->loop.own)
-		return TIDE_ESTATE;
-	if (e->stopping)
-		return TIDE_OK;
-	return tidei_loop_run(&e->loop);
+	int rc;
+
+	if (e == NULL)
+		return tidei_fail(TIDE_EINVAL, "tide_engine_run: no engine");
+	if (!e->opened || !e->loop.own)
+		return tidei_fail(TIDE_ESTATE, "tide_engine_run is for an engine opened on a base "
+					       "of its own (tide_engine_open with a NULL base)");
+	if (!e->stopping && (rc = tidei_loop_run(&e->loop)) != TIDE_OK)
+		return tidei_fail(rc, "the event loop failed");
+	/* the loop may have left before the notice's event ran */
+	notify_stopped(e);
+	return TIDE_OK;
 }
 
 TIDE_API void
@@ -965,6 +1005,7 @@ tide_engine_destroy(tide_engine *e)
 		}
 		tidei_ingest_close(e->in);
 		unlink(e->endpoints_file);
+		event_free(e->stopped);
 		tidei_loop_close(&e->loop);
 		/* a build's threads read the log: they go first */
 		tidei_projections_stop(e->ps);
@@ -984,12 +1025,6 @@ tide_engine_destroy(tide_engine *e)
 	tidei_buf_free(&e->reqbuf);
 	tide_config_destroy(e->cfg);
 	free(e);
-}
-
-TIDE_API const char *
-tide_errmsg(const tide_engine *e)
-{
-	return e ? e->err : "";
 }
 
 TIDE_API int
@@ -1035,17 +1070,15 @@ publish_done(void *ud, void *ctx, const tidei_batch *b, size_t first, size_t cou
 	free(w);
 }
 
-TIDE_API int
-tide_publish(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn, void *ud)
+static int
+publish(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn, void *ud)
 {
 	size_t first;
 	long got;
 	pubwait *w;
 
-	if (e == NULL || json == NULL)
-		return TIDE_EINVAL;
 	if (!e->opened || e->stopping)
-		return tidei_err(e->err, TIDE_ESTATE, "engine is not running");
+		return tidei_err(e->err, TIDE_ESTATE, "the engine is not running");
 	/* The turn has taken its events already: one published now (by a C
 	 * consumer) would be answered as stored without being so. */
 	if (e->in_turn)
@@ -1078,46 +1111,93 @@ TIDE_API int
 tide_engine_query(tide_engine *e, const char *name, const char *key, const char *prefix,
 		  size_t limit, tide_state_fn *fn, void *ud)
 {
-	if (e == NULL || !e->opened)
-		return TIDE_ESTATE;
-	return tidei_log_query(e->log, name, key, prefix, limit, fn, ud);
+	int rc;
+
+	if (e == NULL || name == NULL)
+		return tidei_fail(TIDE_EINVAL,
+				  "tide_engine_query: no engine or no projection name");
+	if (!e->opened)
+		return tidei_fail(TIDE_ESTATE, "the engine is not open");
+	/* a handler runs inside the turn's write transaction, and LMDB allows
+	 * one transaction per thread */
+	if (e->in_turn)
+		return tidei_fail(TIDE_ESTATE, "tide_engine_query cannot be called while a turn "
+					       "runs (from a C consumer)");
+	if ((rc = tidei_log_query(e->log, name, key, prefix, limit, fn, ud)) != TIDE_OK)
+		return tidei_query_fail(e->log, rc, name, key);
+	return TIDE_OK;
 }
 
-TIDE_API int
-tide_consumer_add(tide_engine *e, const char *name, const char *pattern, int from,
-		  tide_consumer_fn *fn, void *ud)
+/* tide_consumer_opts in the terms of tide.on's options, checked. */
+static int
+consumer_opts(tide_engine *e, const tide_consumer_opts *o, tidei_on_opts *out)
 {
-	if (e == NULL || name == NULL || pattern == NULL || fn == NULL)
-		return TIDE_EINVAL;
+	static const tide_consumer_opts defaults = TIDE_CONSUMER_OPTS_INIT;
+
+	if (o == NULL)
+		o = &defaults;
+	memset(out, 0, sizeof *out);
+	if (o->from != TIDE_FROM_END && o->from != TIDE_FROM_BEGINNING)
+		return tidei_err(e->err, TIDE_EINVAL,
+				 "from must be TIDE_FROM_END or TIDE_FROM_BEGINNING, not %d",
+				 o->from);
+	if (o->retries < -1 || o->retries > 1000)
+		return tidei_err(e->err, TIDE_EINVAL, "retries must be 0 to 1000 (or -1), not %d",
+				 o->retries);
+	if (o->backoff_ms < -1 || o->backoff_max_ms < -1 || o->backoff_ms > INT64_MAX / 1000000 ||
+	    o->backoff_max_ms > INT64_MAX / 1000000)
+		return tidei_err(e->err, TIDE_EINVAL,
+				 "backoff_ms and backoff_max_ms must be milliseconds >= 0 (or -1)");
+	if (o->ordered < -1 || o->ordered > 1)
+		return tidei_err(e->err, TIDE_EINVAL, "ordered must be 0, 1 or -1, not %d",
+				 o->ordered);
+	out->from = o->from;
+	out->retries = o->retries;
+	out->backoff = o->backoff_ms < 0 ? -1 : (double)o->backoff_ms / 1e3;
+	out->backoff_max = o->backoff_max_ms < 0 ? -1 : (double)o->backoff_max_ms / 1e3;
+	out->ordered = o->ordered;
+	return TIDE_OK;
+}
+
+static int
+consumer_add(tide_engine *e, const char *name, const char *pattern, const tide_consumer_opts *opts,
+	     tide_consumer_fn *fn, void *ud)
+{
+	struct c_consumer *v;
+	tidei_on_opts o;
+	int rc;
+
+	if (name == NULL || pattern == NULL || fn == NULL)
+		return tidei_err(e->err, TIDE_EINVAL,
+				 "tide_consumer_add: name, pattern and fn must not be NULL");
 	if (e->opened)
 		return tidei_err(e->err, TIDE_ESTATE,
 				 "consumers are added before tide_engine_open()");
-	{
-		struct c_consumer *v = realloc(e->cc, (e->ncc + 1) * sizeof *v);
-		int rc;
-		if (v == NULL)
-			return tidei_err(e->err, TIDE_ENOMEM, "out of memory");
-		e->cc = v;
-		v += e->ncc;
-		v->name = strdup(name);
-		v->pattern = strdup(pattern);
-		if (v->name == NULL || v->pattern == NULL) {
-			free(v->name);
-			free(v->pattern);
-			return tidei_err(e->err, TIDE_ENOMEM, "out of memory");
-		}
-		if ((rc = tidei_consumers_add(e->cs, name, pattern, from, fn, ud, e->err)) !=
-		    TIDE_OK) {
-			free(v->name);
-			free(v->pattern);
-			return rc;
-		}
-		v->from = from;
-		v->fn = fn;
-		v->ud = ud;
-		e->ncc++;
-		return TIDE_OK;
+	if ((rc = consumer_opts(e, opts, &o)) != TIDE_OK)
+		return rc;
+	if ((v = realloc(e->cc, (e->ncc + 1) * sizeof *v)) == NULL)
+		return tidei_err(e->err, TIDE_ENOMEM, "out of memory");
+	e->cc = v;
+	v += e->ncc;
+	v->name = strdup(name);
+	v->pattern = strdup(pattern);
+	if (v->name == NULL || v->pattern == NULL) {
+		free(v->name);
+		free(v->pattern);
+		return tidei_err(e->err, TIDE_ENOMEM, "out of memory");
 	}
+	o.name = v->name;
+	o.pattern = v->pattern;
+	if ((rc = tidei_consumers_add(e->cs, &o, fn, ud, e->err)) != TIDE_OK) {
+		free(v->name);
+		free(v->pattern);
+		return rc;
+	}
+	v->opts = o;
+	v->fn = fn;
+	v->ud = ud;
+	e->ncc++;
+	return TIDE_OK;
 }
 
 /* The scripts into a fresh Lua state, which takes over between two turns
@@ -1132,8 +1212,7 @@ reload(tide_engine *e)
 	if ((rc = new_runtime(e, &cs, &ps)) != TIDE_OK)
 		return rc;
 	for (size_t k = 0; k < e->ncc && rc == TIDE_OK; k++)
-		rc = tidei_consumers_add(cs, e->cc[k].name, e->cc[k].pattern, e->cc[k].from,
-					 e->cc[k].fn, e->cc[k].ud, e->err);
+		rc = tidei_consumers_add(cs, &e->cc[k].opts, e->cc[k].fn, e->cc[k].ud, e->err);
 	tidei_consumers_set_flight(cs, e->flight);
 	tidei_projections_set_flight(ps, e->flight);
 	if (rc == TIDE_OK)
@@ -1161,13 +1240,11 @@ reload(tide_engine *e)
 	return TIDE_OK;
 }
 
-TIDE_API int
-tide_engine_reload(tide_engine *e)
+static int
+engine_reload(tide_engine *e)
 {
 	int rc;
 
-	if (e == NULL)
-		return TIDE_EINVAL;
 	if (!e->opened || e->stopping)
 		return tidei_err(e->err, TIDE_ESTATE, "engine is not running");
 	if (e->in_turn)
@@ -1177,4 +1254,62 @@ tide_engine_reload(tide_engine *e)
 	if ((rc = reload(e)) != TIDE_OK)
 		elog(e, TIDE_LOG_ERROR, "reload failed, the running scripts stay: %s", e->err);
 	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * The public calls that work through e->err: a failure's detail goes
+ * where tide_errmsg() reads it
+ * ------------------------------------------------------------------------ */
+
+static int
+done(tide_engine *e, int rc)
+{
+	return rc == TIDE_OK ? rc : tidei_fail(rc, "%s", e->err);
+}
+
+TIDE_API int
+tide_engine_open(tide_engine *e, struct event_base *base)
+{
+	if (e == NULL)
+		return tidei_fail(TIDE_EINVAL, "tide_engine_open: no engine");
+	e->err[0] = '\0';
+	return done(e, engine_open(e, base));
+}
+
+TIDE_API int
+tide_engine_reload(tide_engine *e)
+{
+	if (e == NULL)
+		return tidei_fail(TIDE_EINVAL, "tide_engine_reload: no engine");
+	e->err[0] = '\0';
+	return done(e, engine_reload(e));
+}
+
+TIDE_API int
+tide_publish(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn, void *ud)
+{
+	if (e == NULL || json == NULL)
+		return tidei_fail(TIDE_EINVAL, "tide_publish: no engine or no text");
+	e->err[0] = '\0';
+	return done(e, publish(e, json, len, fn, ud));
+}
+
+TIDE_API int
+tide_consumer_add(tide_engine *e, const char *name, const char *pattern,
+		  const tide_consumer_opts *opts, tide_consumer_fn *fn, void *ud)
+{
+	if (e == NULL)
+		return tidei_fail(TIDE_EINVAL, "tide_consumer_add: no engine");
+	e->err[0] = '\0';
+	return done(e, consumer_add(e, name, pattern, opts, fn, ud));
+}
+
+TIDE_API int
+tide_engine_on_stop(tide_engine *e, tide_stop_fn *fn, void *ud)
+{
+	if (e == NULL)
+		return tidei_fail(TIDE_EINVAL, "tide_engine_on_stop: no engine");
+	e->on_stop = fn;
+	e->on_stop_ud = ud;
+	return TIDE_OK;
 }

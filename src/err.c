@@ -60,7 +60,7 @@ tide_version_num(void)
 static _Thread_local char last_error[TIDEI_ERRLEN];
 
 TIDE_API const char *
-tide_errmsg_last(void)
+tide_errmsg(void)
 {
 	return last_error;
 }
@@ -79,6 +79,8 @@ tidei_fail(int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(last_error, sizeof last_error, fmt, ap);
 	va_end(ap);
+	if (last_error[0] == '\0') /* a detail that was never written */
+		snprintf(last_error, sizeof last_error, "%s", tide_strerror(code));
 	return code;
 }
 

@@ -109,6 +109,7 @@ tidei_event_decode(struct tide_event *ev, const uint8_t *rec, size_t len)
 	ev->rec = rec;
 	ev->rec_len = len;
 	ev->attrs = NULL; /* the view's maker may give it a buffer */
+	ev->handling = NULL;
 	return 0;
 }
 
@@ -1015,6 +1016,11 @@ event_end(tidei_eparser *p)
 		snprintf(msg, sizeof msg, "message larger than the %s limit (%zu bytes)", lim,
 			 size);
 		report(p, NULL, 0, msg);
+		return;
+	}
+	if (p->take != NULL) {
+		char msg[TIDEI_ERRLEN];
+		report(p, NULL, 0, p->take(p->take_ud, &p->b, msg) != TIDE_OK ? msg : NULL);
 		return;
 	}
 	tidei_buf_reset(&p->rec);

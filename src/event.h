@@ -49,6 +49,7 @@ struct tide_event {
 	size_t rec_len;
 	tidei_buf *scratch; /* where tide_event_json() writes; owned by the view's maker */
 	tidei_buf *attrs;   /* extension strings of tide_event_attr(); the maker's, or NULL */
+	void *handling;     /* the consumers whose C handler has this event now, or NULL */
 };
 
 /* ------------------------------------------------------------------------
@@ -182,6 +183,11 @@ typedef struct tidei_eparser {
 	tidei_event_sink *sink;
 	void *ud;
 	size_t count; /* events reported for the current message */
+	/* When set, each complete event goes to take() unfinished instead of
+	 * being written as a record: the sink then gets NULL and NULL for
+	 * an event taken, or take's message. */
+	int (*take)(void *ud, tidei_evb *b, char *err);
+	void *take_ud;
 } tidei_eparser;
 
 void tidei_eparser_init(tidei_eparser *p, size_t max_event);

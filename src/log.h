@@ -202,6 +202,8 @@ int tidei_log_query(tidei_log *log, const char *name, const char *key, const cha
 		    size_t limit, tide_state_fn *fn, void *ud);
 
 /** The internal log and scratch buffer behind a public tide_log (cursor.c). */
+/** Leave the detail of a failed tidei_log_query for tide_errmsg(). */
+int tidei_query_fail(tidei_log *log, int rc, const char *name, const char *key);
 void tidei_log_reader(tide_log *l, tidei_log **log, tidei_buf **scratch);
 
 /** The key format of the log as @p txn sees it: log->format, or for a

@@ -1629,10 +1629,19 @@ mark_for_rebuild(tidei_log *log, void *ud)
 	return meta_put(log, name, &m);
 }
 
-TIDE_API int
-tide_projection_rebuild(const char *dir, const char *name, char *err, size_t errlen)
+static int
+projection_rebuild_impl(const char *dir, const char *name, char *err, size_t errlen)
 {
 	if (dir == NULL || name == NULL)
 		return TIDE_EINVAL;
 	return tidei_log_offline(dir, mark_for_rebuild, (void *)name, err, errlen);
+}
+
+TIDE_API int
+tide_projection_rebuild(const char *dir, const char *name)
+{
+	char msg[TIDEI_ERRLEN] = "";
+	int rc = projection_rebuild_impl(dir, name, msg, sizeof msg);
+
+	return rc == TIDE_OK ? rc : tidei_fail(rc, "%s", msg);
 }

@@ -332,8 +332,8 @@ run(replay *r, tidei_log *log)
 	return rc == TIDE_OK && !r->stop ? report_states(r) : rc;
 }
 
-TIDE_API int
-tide_replay(const tide_replay_opts *o, tide_replay_fn *fn, void *ud, char *err, size_t errlen)
+static int
+replay_impl(const tide_replay_opts *o, tide_replay_fn *fn, void *ud, char *err, size_t errlen)
 {
 	tidei_log_opts lo = { 1, 0, 0, 0 };
 	tidei_script_opts so;
@@ -407,4 +407,13 @@ out:
 	tidei_buf_free(&path);
 	tidei_log_close(log);
 	return rc;
+}
+
+TIDE_API int
+tide_replay(const tide_replay_opts *o, tide_replay_fn *fn, void *ud)
+{
+	char msg[TIDEI_ERRLEN] = "";
+	int rc = replay_impl(o, fn, ud, msg, sizeof msg);
+
+	return rc == TIDE_OK ? rc : tidei_fail(rc, "%s", msg);
 }

@@ -85,7 +85,7 @@ TIDE_API const char *tide_strerror(int code);
  *  what was wrong, or tide_strerror() of the code when there is no more to
  *  say; "" before any failure.  Never NULL.  Valid until the thread's next
  *  call into the library. */
-TIDE_API const char *tide_errmsg_last(void); /* becomes tide_errmsg() */
+TIDE_API const char *tide_errmsg(void);
 
 /** The library's version, as TIDE_VERSION_STRING and TIDE_VERSION_NUM. */
 TIDE_API const char *tide_version(void);
@@ -133,9 +133,6 @@ TIDE_API void tide_config_destroy(tide_config *cfg);
  *  @return TIDE_OK, TIDE_EINVAL (@p cfg, @p key or @p value NULL),
  *  TIDE_ECONFIG (unknown key or bad value) or TIDE_ENOMEM. */
 TIDE_API int tide_config_set(tide_config *cfg, const char *key, const char *value);
-
-/** Detail of the last failure on @p cfg; "" if none. */
-TIDE_API const char *tide_config_errmsg(const tide_config *cfg);
 
 /** Add a Lua script to load.  @p path is borrowed.  The order is kept.
  *  @return TIDE_OK, TIDE_EINVAL or TIDE_ENOMEM. */
@@ -246,8 +243,6 @@ TIDE_API void tide_engine_destroy(tide_engine *e);
  *  @return 1 if a handler was running, else 0. */
 TIDE_API int tide_engine_postmortem(tide_engine *e, int sig);
 
-TIDE_API const char *tide_errmsg(const tide_engine *e);
-
 /** The event_base the engine runs on (its own or the adopted one). */
 TIDE_API struct event_base *tide_engine_base(tide_engine *e);
 
@@ -349,8 +344,8 @@ typedef struct tide_consumer_opts {
  *  tide_engine_new() and tide_engine_open().  Strings are copied.
  *  @return TIDE_OK, TIDE_EINVAL (a bad name, pattern or option, or a name
  *  already taken) or TIDE_ESTATE (the engine is open). */
-TIDE_API int tide_consumer_add(tide_engine *e, const char *name, const char *pattern, int from,
-			       tide_consumer_fn *fn, void *ud);
+TIDE_API int tide_consumer_add(tide_engine *e, const char *name, const char *pattern,
+			       const tide_consumer_opts *opts, tide_consumer_fn *fn, void *ud);
 
 /** From a C consumer, emit one event (@p json: one CloudEvent, or a JSON
  *  array or NDJSON of several) caused by @p ev, the event being handled.
@@ -451,7 +446,7 @@ typedef struct tide_cursor tide_cursor;
  *  missing or empty where the directory's marker says a log was; nothing
  *  of such a file is read).
  *  On failure *out is NULL. */
-TIDE_API int tide_log_open(tide_log **out, const char *dir, char *err, size_t errlen);
+TIDE_API int tide_log_open(tide_log **out, const char *dir);
 
 /** Close a log handle.  Accepts NULL. */
 TIDE_API void tide_log_close(tide_log *log);
@@ -541,7 +536,7 @@ TIDE_API int tide_log_projections(tide_log *log, tide_projection_fn *fn, void *u
  *  in @p dir (no engine may run there now: TIDE_EBUSY; a running engine
  *  takes {"command":"projection","op":"rebuild","name":NAME} on REP).
  *  @return TIDE_OK, TIDE_ENOTFOUND, TIDE_EBUSY, TIDE_EIO. */
-TIDE_API int tide_projection_rebuild(const char *dir, const char *name, char *err, size_t errlen);
+TIDE_API int tide_projection_rebuild(const char *dir, const char *name);
 
 /* ------------------------------------------------------------------------
  * Replay: run scripts over stored history without side effects
@@ -584,8 +579,7 @@ typedef struct tide_replay_opts {
  *  the end (in key order); consumers report what they would emit.
  *  @return TIDE_OK, TIDE_ENOTFOUND (no log), TIDE_ESCRIPT, TIDE_EIO,
  *  TIDE_EINVAL. */
-TIDE_API int tide_replay(const tide_replay_opts *o, tide_replay_fn *fn, void *ud, char *err,
-			 size_t errlen);
+TIDE_API int tide_replay(const tide_replay_opts *o, tide_replay_fn *fn, void *ud);
 
 /* ------------------------------------------------------------------------
  * Dead letters: events a consumer gave up on after its retries
@@ -623,7 +617,7 @@ enum { TIDE_DLQ_RETRY = 1, TIDE_DLQ_DROP = 2 };
  *  @return TIDE_OK (*count tells how many), TIDE_EBUSY (an engine runs:
  *  ask it), TIDE_ENOTFOUND (no log), TIDE_EIO. */
 TIDE_API int tide_dlq_apply(const char *dir, int op, const char *consumer, uint64_t seq,
-			    uint64_t *count, char *err, size_t errlen);
+			    uint64_t *count);
 
 /* ------------------------------------------------------------------------
  * Checking and copying a log (both also while an engine runs)
@@ -673,8 +667,7 @@ typedef int tide_verify_fn(void *ud, const tide_verify_item *it);
  *  TIDE_EFORMAT, TIDE_EIO (the log cannot be opened: missing or empty
  *  data.mdb where a log was, or no process could be started), TIDE_EINVAL,
  *  TIDE_ENOMEM. */
-TIDE_API int tide_log_verify(const char *dir, tide_verify_fn *fn, void *ud, uint64_t *problems,
-			     char *err, size_t errlen);
+TIDE_API int tide_log_verify(const char *dir, tide_verify_fn *fn, void *ud, uint64_t *problems);
 
 /** What tide_log_backup() copied. */
 typedef struct tide_backup_info {
@@ -694,8 +687,7 @@ typedef struct tide_backup_info {
  *  @return TIDE_OK, TIDE_ENOTFOUND (no log in @p dir), TIDE_EINVAL
  *  (@p dest holds files), TIDE_EFULL (the disk of @p dest is full),
  *  TIDE_EIO, TIDE_EFORMAT. */
-TIDE_API int tide_log_backup(const char *dir, const char *dest, tide_backup_info *info, char *err,
-			     size_t errlen);
+TIDE_API int tide_log_backup(const char *dir, const char *dest, tide_backup_info *info);
 
 #ifdef __cplusplus
 }

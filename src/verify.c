@@ -1048,8 +1048,8 @@ run_child(parent *p, const char *dir, int start, progress *pg)
 	return pg->db < 0 ? -1 : pg->db;
 }
 
-TIDE_API int
-tide_log_verify(const char *dir, tide_verify_fn *fn, void *ud, uint64_t *problems, char *err,
+static int
+log_verify_impl(const char *dir, tide_verify_fn *fn, void *ud, uint64_t *problems, char *err,
 		size_t errlen)
 {
 	parent p;
@@ -1106,4 +1106,13 @@ out:
 	if (err != NULL && errlen > 0)
 		snprintf(err, errlen, "%s", rc == TIDE_OK ? "" : p.err);
 	return rc;
+}
+
+TIDE_API int
+tide_log_verify(const char *dir, tide_verify_fn *fn, void *ud, uint64_t *problems)
+{
+	char msg[TIDEI_ERRLEN] = "";
+	int rc = log_verify_impl(dir, fn, ud, problems, msg, sizeof msg);
+
+	return rc == TIDE_OK ? rc : tidei_fail(rc, "%s", msg);
 }

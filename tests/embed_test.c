@@ -61,6 +61,8 @@ on_result(void *ud, const tide_result *r)
 	}
 }
 
+static const tide_consumer_opts th_from_beginning = { TIDE_FROM_BEGINNING, -1, -1, -1, -1 };
+
 static int extensions_seen;
 
 /* Two extension attributes read one after the other: each pointer stays
@@ -111,12 +113,12 @@ engine_in(const char *dir, counts *c)
 	CHECK(tide_config_set(cfg, "data", dir) == TIDE_OK);
 	CHECK(tide_config_set(cfg, "durability", "relaxed") == TIDE_OK);
 	CHECK(tide_config_set(cfg, "nonsense", "1") == TIDE_ECONFIG);
-	CHECK(strstr(tide_config_errmsg(cfg), "unknown setting") != NULL);
+	CHECK(strstr(tide_errmsg(), "unknown setting") != NULL);
 	CHECK(tide_engine_new(&e, cfg) == TIDE_OK);
 	tide_config_destroy(cfg); /* the engine keeps its own copy */
-	CHECK(tide_consumer_add(e, "greeter", "greet*", TIDE_FROM_BEGINNING, on_event, c) ==
+	CHECK(tide_consumer_add(e, "greeter", "greet*", &th_from_beginning, on_event, c) ==
 	      TIDE_EINVAL); /* a bad pattern */
-	CHECK(tide_consumer_add(e, "greeter", "greeting", TIDE_FROM_BEGINNING, on_event, c) ==
+	CHECK(tide_consumer_add(e, "greeter", "greeting", &th_from_beginning, on_event, c) ==
 	      TIDE_OK);
 	return e;
 }
@@ -139,7 +141,6 @@ main(void)
 	tide_log *log;
 	tide_cursor *cur;
 	const tide_event *e;
-	char err[256];
 	int n = 0;
 
 	CHECK(base != NULL && mkdtemp(tmpl) != NULL);
@@ -169,7 +170,7 @@ main(void)
 		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 	reload_me = NULL;
 	CHECK(ca.handled == 4 && reload_rc == TIDE_ESTATE);
-	CHECK(strstr(tide_errmsg(ea), "from inside a turn") != NULL);
+	CHECK(strstr(tide_errmsg(), "from inside a turn") != NULL);
 	/* a publish chained from a completion callback is stored in the next
 	 * turn and acknowledged with its own seq */
 	{
@@ -207,7 +208,7 @@ main(void)
 			event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 		publish_me = NULL;
 		CHECK(ca.handled == 8 && publish_rc == TIDE_ESTATE);
-		CHECK(strstr(tide_errmsg(ea), "while a turn runs") != NULL);
+		CHECK(strstr(tide_errmsg(), "while a turn runs") != NULL);
 	}
 	/* a text of more than 10,000 invalid events is refused whole */
 	{
@@ -218,14 +219,14 @@ main(void)
 			memcpy(junk + k, "{}\n", 3);
 		junk[len] = '\0';
 		CHECK(tide_publish(ea, junk, len, on_result, &ca) == TIDE_EEVENT);
-		CHECK(strstr(tide_errmsg(ea), "more than 10000 of its events are invalid") != NULL);
+		CHECK(strstr(tide_errmsg(), "more than 10000 of its events are invalid") != NULL);
 		CHECK(ca.results == 7);
 		free(junk);
 	}
 	tide_engine_destroy(ea);
 	tide_engine_destroy(eb);
 
-	CHECK(tide_log_open(&log, a, err, sizeof err) == TIDE_OK);
+	CHECK(tide_log_open(&log, a) == TIDE_OK);
 	CHECK(tide_cursor_open(log, NULL, &cur) == TIDE_OK);
 	while (tide_cursor_next(cur, &e) == TIDE_OK) {
 		const char *json;
@@ -238,7 +239,7 @@ main(void)
 	CHECK(extensions_seen == 2);
 	tide_cursor_close(cur);
 	tide_log_close(log);
-	CHECK(tide_log_open(&log, b, err, sizeof err) == TIDE_OK);
+	CHECK(tide_log_open(&log, b) == TIDE_OK);
 	tide_log_close(log);
 	CHECK(strcmp(tide_strerror(TIDE_EFULL), "log is full") == 0);
 

@@ -297,6 +297,8 @@ th_checkpoint(const char *dir, const char *name)
 	return p ? atol(p + strlen(key)) : -1;
 }
 
+const tide_consumer_opts th_from_beginning = { TIDE_FROM_BEGINNING, -1, -1, -1, -1 };
+
 /* ------------------------------------------------------------------------
  * Added for the engine and command-line suites.
  * ------------------------------------------------------------------------ */
@@ -564,7 +566,7 @@ th_log_read(const char *dir, th_rec **out)
 
 	*out = NULL;
 	memset(&f, 0, sizeof f);
-	if (tide_log_open(&log, dir, NULL, 0) != TIDE_OK)
+	if (tide_log_open(&log, dir) != TIDE_OK)
 		return -1;
 	if (tide_cursor_open(log, &f, &cur) != TIDE_OK) {
 		tide_log_close(log);
@@ -634,7 +636,7 @@ th_log_state(const char *dir, const char *name, uint64_t *events, uint64_t *last
 	cp_find c = { name, 0 };
 	int rc;
 
-	if (tide_log_open(&log, dir, NULL, 0) != TIDE_OK)
+	if (tide_log_open(&log, dir) != TIDE_OK)
 		return -1;
 	rc = tide_log_stat_get(log, &st);
 	if (rc == TIDE_OK && name != NULL)
@@ -749,7 +751,7 @@ th_log_scan(const char *dir, uint64_t from, th_scan_fn *fn, void *ud)
 
 	memset(&f, 0, sizeof f);
 	f.from = from;
-	if (tide_log_open(&log, dir, NULL, 0) != TIDE_OK)
+	if (tide_log_open(&log, dir) != TIDE_OK)
 		return -1;
 	if (tide_cursor_open(log, &f, &cur) != TIDE_OK) {
 		tide_log_close(log);

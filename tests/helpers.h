@@ -11,6 +11,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "tide.h"
+
+/* Consumer options: start at the beginning, the rest by default. */
+extern const tide_consumer_opts th_from_beginning;
+
 /** A fresh directory under $TMPDIR, removed when the test ends (also when
  *  it fails: the runner forks each test). */
 const char *th_tmpdir(void);

@@ -510,7 +510,7 @@ check_projections(crash *c, int live)
 		tide_log *log;
 		int same = 1, rc = TIDE_OK;
 
-		EXPECT(c, tide_log_open(&log, c->data, NULL, 0) == TIDE_OK, "cannot open the log");
+		EXPECT(c, tide_log_open(&log, c->data) == TIDE_OK, "cannot open the log");
 		if (read_progress(log, before, &last) != 0) {
 			tide_log_close(log);
 			crash_fail(c, "cannot read the projections' progress");
@@ -576,7 +576,7 @@ observe(crash *c)
 	tide_log_stat st;
 	int rc;
 
-	if (tide_log_open(&log, c->data, NULL, 0) != TIDE_OK)
+	if (tide_log_open(&log, c->data) != TIDE_OK)
 		return; /* no log yet, before the first start */
 	/* positions first, then the checkpoint, then the end of the log,
 	 * so that each is read no later than the one bounding it */
@@ -1156,7 +1156,7 @@ wait_projections(crash *c, uint64_t last)
 		int done = 0, rc = -1;
 
 		observe(c);
-		if (tide_log_open(&log, c->data, NULL, 0) == TIDE_OK) {
+		if (tide_log_open(&log, c->data) == TIDE_OK) {
 			rc = read_progress(log, p, &plast);
 			tide_log_close(log);
 		}
@@ -1201,7 +1201,7 @@ check_dead(crash *c)
 	dead d = { 0, "" };
 	int rc;
 
-	EXPECT(c, tide_log_open(&log, c->data, NULL, 0) == TIDE_OK, "cannot open the log");
+	EXPECT(c, tide_log_open(&log, c->data) == TIDE_OK, "cannot open the log");
 	rc = tide_log_dead_letters(log, NULL, 0, dead_cb, &d);
 	tide_log_close(log);
 	EXPECT(c, rc == TIDE_OK, "cannot read the dead letters: %s", tide_strerror(rc));

@@ -156,9 +156,9 @@ expect_refusal(const char *data, const char *needle)
 	tide_log *reader;
 	char err[TIDEI_ERRLEN], out[8192];
 
-	ck_assert_int_eq(tide_log_open(&reader, data, err, sizeof err), TIDE_EIO);
+	ck_assert_int_eq(tide_log_open(&reader, data), TIDE_EIO);
 	ck_assert_ptr_null(reader);
-	ck_assert_msg(strstr(err, needle) != NULL, "tide_log_open: %s", err);
+	ck_assert_msg(strstr(tide_errmsg(), needle) != NULL, "tide_log_open: %s", tide_errmsg());
 	ck_assert_int_eq(tidei_log_open(&log, data, &o, err), TIDE_EIO);
 	ck_assert_msg(strstr(err, needle) != NULL, "writable open: %s", err);
 	for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
@@ -179,7 +179,6 @@ START_TEST(truncated_is_refused)
 	char orig[600], data[600];
 	uint64_t need = make_log(join(orig, dir, "orig"), 2000, 4, 300), psize = 4096;
 	tide_log *reader;
-	char err[TIDEI_ERRLEN];
 	/* two pages (only the meta pages left), half, one page short, a byte short */
 	uint64_t sizes[4];
 
@@ -200,7 +199,7 @@ START_TEST(truncated_is_refused)
 		ck_assert_int_eq(size_of(sub(data, "data.mdb")), (long long)sizes[i]);
 	}
 	/* the original is fine */
-	ck_assert_int_eq(tide_log_open(&reader, orig, err, sizeof err), TIDE_OK);
+	ck_assert_int_eq(tide_log_open(&reader, orig), TIDE_OK);
 	tide_log_close(reader);
 }
 END_TEST
@@ -233,13 +232,13 @@ START_TEST(empty_or_missing_is_refused)
 	 * engine may be creating it) but still refused by a writer */
 	ck_assert_int_eq(unlink(sub(data, TIDEI_LOG_MARKER)), 0);
 	th_write(data, "data.mdb", "");
-	ck_assert_int_eq(tide_log_open(&reader, data, err, sizeof err), TIDE_ENOTFOUND);
+	ck_assert_int_eq(tide_log_open(&reader, data), TIDE_ENOTFOUND);
 	ck_assert_int_eq(tidei_log_open(&log, data, &o, err), TIDE_EIO);
 	ck_assert_msg(strstr(err, "or remove data.mdb to start") != NULL, "%s", err);
 	ck_assert_int_eq(unlink(sub(data, "data.mdb")), 0);
 
 	/* starting afresh is deliberate: the marker is gone */
-	ck_assert_int_eq(tide_log_open(&reader, data, err, sizeof err), TIDE_ENOTFOUND);
+	ck_assert_int_eq(tide_log_open(&reader, data), TIDE_ENOTFOUND);
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' publish -q --data '%s' --type a --id 1",
 			       TIDE_BIN, data),
@@ -308,13 +307,11 @@ tally_cb(void *ud, const tide_verify_item *it)
 static void
 verify_api(const char *data, tally *t)
 {
-	char err[TIDEI_ERRLEN];
 	uint64_t n = 99;
 
 	free(t->text.p);
 	memset(t, 0, sizeof *t);
-	ck_assert_msg(tide_log_verify(data, tally_cb, t, &n, err, sizeof err) == TIDE_OK, "%s",
-		      err);
+	ck_assert_msg(tide_log_verify(data, tally_cb, t, &n) == TIDE_OK, "%s", tide_errmsg());
 	ck_assert_int_eq((long)n, t->total);
 	ck_assert_int_eq(t->databases, (int)(sizeof dbs / sizeof *dbs));
 }
@@ -385,11 +382,10 @@ START_TEST(verify_clean_log)
 	tally t = { .total = 0 };
 	uint64_t pending = 0, dead = 0;
 	tide_log *log;
-	char err[256];
 
 	busy_log(dir, data, &d);
 	/* every database has something in it */
-	ck_assert_int_eq(tide_log_open(&log, data, err, sizeof err), TIDE_OK);
+	ck_assert_int_eq(tide_log_open(&log, data), TIDE_OK);
 	ck_assert_int_eq(tide_log_consumer_backlog(log, "slow", &pending, NULL), TIDE_OK);
 	ck_assert_int_eq(tide_log_consumer_backlog(log, "worker", NULL, &dead), TIDE_OK);
 	tide_log_close(log);
@@ -704,24 +700,24 @@ START_TEST(backup_api)
 	char data[600];
 	join(data, dir, "data");
 	tide_backup_info info;
-	char err[TIDEI_ERRLEN], empty[600];
+	char empty[600];
 
 	make_log(data, 500, 5, 100);
 	join(empty, dir, "empty");
 	ck_assert_int_eq(mkdir(empty, 0750), 0);
-	ck_assert_int_eq(tide_log_backup(data, empty, &info, err, sizeof err), TIDE_OK);
+	ck_assert_int_eq(tide_log_backup(data, empty, &info), TIDE_OK);
 	ck_assert_uint_eq(info.events, 500);
 	ck_assert_uint_eq(info.last_seq, 500);
 	ck_assert_uint_eq(info.size, (uint64_t)size_of(sub(empty, "data.mdb")));
 	ck_assert_uint_gt(info.source_size, 0);
 	/* an existing directory keeps its mode */
 	ck_assert_int_eq(mode_of(empty), 0750);
-	ck_assert_int_eq(tide_log_backup(data, empty, &info, err, sizeof err), TIDE_EINVAL);
-	ck_assert_int_eq(
-		tide_log_backup(sub(dir, "nothing"), sub(dir, "x"), &info, err, sizeof err),
-		TIDE_ENOTFOUND);
+	ck_assert_int_eq(tide_log_backup(data, empty, &info), TIDE_EINVAL);
+	ck_assert_msg(strstr(tide_errmsg(), empty) != NULL, "%s", tide_errmsg());
+	ck_assert_int_eq(tide_log_backup(sub(dir, "nothing"), sub(dir, "x"), &info),
+			 TIDE_ENOTFOUND);
 	ck_assert_int_eq(size_of(sub(dir, "x")), -1);
-	ck_assert_int_eq(tide_log_backup(NULL, sub(dir, "x"), NULL, NULL, 0), TIDE_EINVAL);
+	ck_assert_int_eq(tide_log_backup(NULL, sub(dir, "x"), NULL), TIDE_EINVAL);
 }
 END_TEST
 

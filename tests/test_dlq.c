@@ -59,7 +59,7 @@ dead_count(const char *data)
 	tide_log *log;
 	uint64_t pending = 0, dead = 0;
 
-	if (tide_log_open(&log, data, NULL, 0) != TIDE_OK)
+	if (tide_log_open(&log, data) != TIDE_OK)
 		return -1;
 	tide_log_consumer_backlog(log, "slow", &pending, &dead);
 	tide_log_close(log);

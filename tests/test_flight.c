@@ -322,7 +322,7 @@ run_embedded(const char *data, int calls)
 	ck_assert_int_eq(tide_config_set(cfg, "rep", ""), TIDE_OK);
 	ck_assert_int_eq(tide_config_set(cfg, "pub", ""), TIDE_OK);
 	ck_assert_int_eq(tide_engine_new(&c.e, cfg), TIDE_OK);
-	ck_assert_int_eq(tide_consumer_add(c.e, "crashy", "x", TIDE_FROM_BEGINNING, crashing, &c),
+	ck_assert_int_eq(tide_consumer_add(c.e, "crashy", "x", &th_from_beginning, crashing, &c),
 			 TIDE_OK);
 	ck_assert_int_eq(tide_engine_open(c.e, NULL), TIDE_OK);
 	while (th_ms() < deadline && (settle == 0 || th_ms() < settle)) {

@@ -336,7 +336,7 @@ wait_live(const char *data, const char *name, uint64_t seq, int ms)
 	do {
 		tide_log *log;
 		memset(&pi, 0, sizeof pi);
-		if (tide_log_open(&log, data, NULL, 0) == TIDE_OK) {
+		if (tide_log_open(&log, data) == TIDE_OK) {
 			ck_assert_int_eq(tide_log_projections(log, pinfo_cb, &f), TIDE_OK);
 			tide_log_close(log);
 		}
@@ -363,7 +363,7 @@ api_dump(const char *data, const char *name, const char *key, const char *prefix
 	tide_log *log;
 	sbuf b = { 0 };
 
-	ck_assert_int_eq(tide_log_open(&log, data, NULL, 0), TIDE_OK);
+	ck_assert_int_eq(tide_log_open(&log, data), TIDE_OK);
 	sb_printf(&b, "%s", "");
 	*rc = tide_log_query(log, name, key, prefix, 0, collect, &b);
 	tide_log_close(log);
@@ -728,7 +728,7 @@ START_TEST(field_path_keys_and_empty_keys)
 		int64_t deadline = th_ms() + 10000;
 		do {
 			memset(&pi, 0, sizeof pi);
-			ck_assert_int_eq(tide_log_open(&log, data, NULL, 0), TIDE_OK);
+			ck_assert_int_eq(tide_log_open(&log, data), TIDE_OK);
 			ck_assert_int_eq(tide_log_projections(log, pinfo_cb, &f), TIDE_OK);
 			tide_log_close(log);
 			if (pi.faulted)
@@ -1109,7 +1109,7 @@ START_TEST(format1_log_migrates)
 
 	/* read-only, before any engine ran: streams found by format 1's keys,
 	 * states of 505 bytes as they were kept */
-	ck_assert_int_eq(tide_log_open(&ro, dir, err, sizeof err), TIDE_OK);
+	ck_assert_int_eq(tide_log_open(&ro, dir), TIDE_OK);
 	got = stream_seqs(ro, s511);
 	ck_assert_str_eq(got, "2,6");
 	free(got);
@@ -1136,7 +1136,7 @@ START_TEST(format1_log_migrates)
 	ck_assert_int_eq(th_log_count(dir, out), 2);
 	tide_log_close(ro);
 	/* a reader that stays open across the migration */
-	ck_assert_int_eq(tide_log_open(&early, dir, err, sizeof err), TIDE_OK);
+	ck_assert_int_eq(tide_log_open(&early, dir), TIDE_OK);
 
 	/* the first writable open migrates */
 	log = open_log(dir);

@@ -113,7 +113,7 @@ static void
 rig_set(rig *r, const char *key, const char *value)
 {
 	ck_assert_msg(tide_config_set(r->cfg, key, value) == TIDE_OK, "%s=%s: %s", key, value,
-		      tide_config_errmsg(r->cfg));
+		      tide_errmsg());
 }
 
 /* Create and open the engine of the configuration; returns what
@@ -122,7 +122,7 @@ static int
 rig_start(rig *r)
 {
 	ck_assert_int_eq(tide_engine_new(&r->e, r->cfg), TIDE_OK);
-	ck_assert_int_eq(tide_consumer_add(r->e, "rig-watch", "*", TIDE_FROM_BEGINNING, watch, r),
+	ck_assert_int_eq(tide_consumer_add(r->e, "rig-watch", "*", &th_from_beginning, watch, r),
 			 TIDE_OK);
 	return tide_engine_open(r->e, NULL);
 }
@@ -141,7 +141,7 @@ rig_open_ok(rig *r, const char *script)
 {
 	int rc = rig_open(r, script);
 
-	ck_assert_msg(rc == TIDE_OK, "open: %s: %s", tide_strerror(rc), tide_errmsg(r->e));
+	ck_assert_msg(rc == TIDE_OK, "open: %s: %s", tide_strerror(rc), tide_errmsg());
 }
 
 /* Destroy the engine (committing what is pending); the directory stays. */
@@ -757,7 +757,7 @@ START_TEST(emit_outside_a_handler)
 
 	rc = rig_open(&r, LUA_HEAD "tide.emit{ type = 'too.early' }\n");
 	ck_assert_int_eq(rc, TIDE_ESCRIPT);
-	HAS(tide_errmsg(r.e), "tide.emit can only be called from a handler");
+	HAS(tide_errmsg(), "tide.emit can only be called from a handler");
 	rig_close(&r);
 }
 END_TEST
@@ -990,8 +990,8 @@ START_TEST(bad_subscriptions_fail_the_load)
 		rig r;
 		int rc = rig_open(&r, cases[i].script);
 		ck_assert_msg(rc == TIDE_ESCRIPT, "case %zu: open returned %d", i, rc);
-		ck_assert_msg(strstr(tide_errmsg(r.e), cases[i].says) != NULL,
-			      "case %zu: '%s' not in '%s'", i, cases[i].says, tide_errmsg(r.e));
+		ck_assert_msg(strstr(tide_errmsg(), cases[i].says) != NULL,
+			      "case %zu: '%s' not in '%s'", i, cases[i].says, tide_errmsg());
 		rig_close(&r);
 	}
 }
@@ -1006,8 +1006,8 @@ START_TEST(load_errors_name_the_script_line)
 
 	ck_assert_int_eq(rig_open(&r, LUA_HEAD "\ntide.on('or*der', function() end)\n"),
 			 TIDE_ESCRIPT);
-	HAS(tide_errmsg(r.e), "pattern 'or*der'");
-	HAS(tide_errmsg(r.e), "s.lua:3:");
+	HAS(tide_errmsg(), "pattern 'or*der'");
+	HAS(tide_errmsg(), "s.lua:3:");
 	rig_close(&r);
 }
 END_TEST
@@ -1198,7 +1198,7 @@ START_TEST(sandbox_at_load)
 		 r.dir);
 	rig_config(&r, script);
 	rc = rig_start(&r);
-	ck_assert_msg(rc == TIDE_OK, "%s", tide_errmsg(r.e));
+	ck_assert_msg(rc == TIDE_OK, "%s", tide_errmsg());
 	rig_close(&r);
 }
 END_TEST
@@ -1217,7 +1217,7 @@ START_TEST(sandbox_os_not_reachable_through_require)
 		"library')\n"
 		"assert(require('os').execute == nil, 'require(\"os\") is the whole os library')\n"
 		"assert(require('os').getenv == nil, 'require(\"os\").getenv')\n");
-	ck_assert_msg(rc == TIDE_OK, "%s", tide_errmsg(r.e));
+	ck_assert_msg(rc == TIDE_OK, "%s", tide_errmsg());
 	rig_close(&r);
 }
 END_TEST
@@ -1234,7 +1234,7 @@ START_TEST(sandbox_allow_os)
 	rig_set(&r, "allow", "os");
 	setenv("TIDE_TEST_ALLOW", "yes", 1);
 	rc = rig_start(&r);
-	ck_assert_msg(rc == TIDE_OK, "%s", tide_errmsg(r.e));
+	ck_assert_msg(rc == TIDE_OK, "%s", tide_errmsg());
 	rig_close(&r);
 	/* and io when asked for */
 	rig_init(&r);
@@ -1242,12 +1242,12 @@ START_TEST(sandbox_allow_os)
 		   LUA_HEAD "assert(type(io) == 'table' and type(io.open) == 'function', 'io')\n");
 	rig_set(&r, "allow", "io");
 	rc = rig_start(&r);
-	ck_assert_msg(rc == TIDE_OK, "%s", tide_errmsg(r.e));
+	ck_assert_msg(rc == TIDE_OK, "%s", tide_errmsg());
 	rig_close(&r);
 	/* anything else is refused by the configuration */
 	ck_assert_int_eq(tide_config_new(&r.cfg), TIDE_OK);
 	ck_assert_int_eq(tide_config_set(r.cfg, "allow", "ffi"), TIDE_ECONFIG);
-	HAS(tide_config_errmsg(r.cfg), "allow: 'ffi'");
+	HAS(tide_errmsg(), "allow: 'ffi'");
 	tide_config_destroy(r.cfg);
 }
 END_TEST
@@ -1535,7 +1535,7 @@ START_TEST(json_helpers)
 		"                    '-9223372036854775808', '[[0],[1]]' } do\n"
 		"  eq(J.encode(J.decode(s)), s, 'round trip of ' .. s)\n"
 		"end\n");
-	ck_assert_msg(rc == TIDE_OK, "%s", tide_errmsg(r.e));
+	ck_assert_msg(rc == TIDE_OK, "%s", tide_errmsg());
 	rig_close(&r);
 }
 END_TEST

@@ -222,7 +222,7 @@ proj_info(const char *dir, const char *name)
 	tide_log *log;
 
 	memset(&pi, 0, sizeof pi);
-	if (tide_log_open(&log, dir, NULL, 0) != TIDE_OK)
+	if (tide_log_open(&log, dir) != TIDE_OK)
 		return pi;
 	ck_assert_int_eq(tide_log_projections(log, pinfo_cb, &f), TIDE_OK);
 	tide_log_close(log);
@@ -293,7 +293,7 @@ query_api(const char *dir, const char *name, const char *key, const char *prefix
 	tide_log *log;
 	sbuf b = { 0 };
 
-	ck_assert_int_eq(tide_log_open(&log, dir, NULL, 0), TIDE_OK);
+	ck_assert_int_eq(tide_log_open(&log, dir), TIDE_OK);
 	*rc = tide_log_query(log, name, key, prefix, limit, collect_state, &b);
 	tide_log_close(log);
 	sb_printf(&b, "%s", "");
@@ -1378,7 +1378,7 @@ START_TEST(rebuild_command_online_and_offline)
 	gev *h = bank_history(5, NEVENTS);
 	model *m1 = malloc(sizeof *m1);
 	const char *script;
-	char out[4096], err[512];
+	char out[4096];
 	uint32_t gen1, gen2, gen3;
 	long keys;
 	th_daemon d;
@@ -1444,15 +1444,15 @@ START_TEST(rebuild_command_online_and_offline)
 	ck_assert_str_eq(
 		out, "{\"ok\":false,\"error\":\"no state for key 'zz' in projection 'accounts'\"}");
 	/* offline: not while the engine runs */
-	ck_assert_int_eq(tide_projection_rebuild(data, "accounts", err, sizeof err), TIDE_EBUSY);
+	ck_assert_int_eq(tide_projection_rebuild(data, "accounts"), TIDE_EBUSY);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
-	ck_assert_int_eq(tide_projection_rebuild(data, "nope", err, sizeof err), TIDE_ENOTFOUND);
-	ck_assert_msg(strstr(err, "nope"), "%s", err);
+	ck_assert_int_eq(tide_projection_rebuild(data, "nope"), TIDE_ENOTFOUND);
+	ck_assert_msg(strstr(tide_errmsg(), "nope"), "%s", tide_errmsg());
 	ck_assert_int_eq(th_sh(out, sizeof out,
 			       "'%s' projection rebuild nope --data '%s' 2>&1 >/dev/null", TIDE_BIN,
 			       data),
 			 1);
-	ck_assert_int_eq(tide_projection_rebuild(data, "accounts", err, sizeof err), TIDE_OK);
+	ck_assert_int_eq(tide_projection_rebuild(data, "accounts"), TIDE_OK);
 	ck_assert_int_eq(th_sh(out, sizeof out,
 			       "'%s' projection rebuild streams --data '%s' 2>&1 >/dev/null",
 			       TIDE_BIN, data),
@@ -1496,7 +1496,7 @@ START_TEST(new_projection_builds_from_the_beginning)
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
 	bank_publish(d.rep, h, 0, NEVENTS, 500);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
-	ck_assert_int_eq(tide_projection_rebuild(data, "accounts", NULL, 0), TIDE_ENOTFOUND);
+	ck_assert_int_eq(tide_projection_rebuild(data, "accounts"), TIDE_ENOTFOUND);
 	bank_start(&d, dir, data, bank_script(dir, 1, 10000, 1));
 	for (;;) {
 		pinfo pi = proj_info(data, "accounts");
@@ -2726,8 +2726,8 @@ START_TEST(bad_definitions_fail_the_load)
 			 "local tide = require 'tide'\ntide.projection('p', %s)\n", cases[k].spec);
 		rc = inproc_open(&r, th_tmpdir(), script);
 		ck_assert_msg(rc == TIDE_ESCRIPT, "%s: %s", cases[k].spec, tide_strerror(rc));
-		ck_assert_msg(strstr(tide_errmsg(r.e), cases[k].error), "%s: %s", cases[k].spec,
-			      tide_errmsg(r.e));
+		ck_assert_msg(strstr(tide_errmsg(), cases[k].error), "%s: %s", cases[k].spec,
+			      tide_errmsg());
 		inproc_close(&r);
 	}
 	{
@@ -2737,8 +2737,8 @@ START_TEST(bad_definitions_fail_the_load)
 				     "tide.projection('p', { on = { x = function() end } })\n"
 				     "tide.projection('p', { on = { y = function() end } })\n");
 		ck_assert_int_eq(rc, TIDE_ESCRIPT);
-		ck_assert_msg(strstr(tide_errmsg(r.e), "a projection named 'p' already exists"),
-			      "%s", tide_errmsg(r.e));
+		ck_assert_msg(strstr(tide_errmsg(), "a projection named 'p' already exists"), "%s",
+			      tide_errmsg());
 		inproc_close(&r);
 	}
 }

@@ -126,7 +126,7 @@ static void
 rig_set(rig *r, const char *key, const char *value)
 {
 	ck_assert_msg(tide_config_set(r->cfg, key, value) == TIDE_OK, "%s=%s: %s", key, value,
-		      tide_config_errmsg(r->cfg));
+		      tide_errmsg());
 }
 
 static void
@@ -135,10 +135,10 @@ rig_start(rig *r)
 	int rc;
 
 	ck_assert_int_eq(tide_engine_new(&r->e, r->cfg), TIDE_OK);
-	ck_assert_int_eq(tide_consumer_add(r->e, "rig-watch", "*", TIDE_FROM_BEGINNING, watch, r),
+	ck_assert_int_eq(tide_consumer_add(r->e, "rig-watch", "*", &th_from_beginning, watch, r),
 			 TIDE_OK);
 	rc = tide_engine_open(r->e, NULL);
-	ck_assert_msg(rc == TIDE_OK, "open: %s: %s", tide_strerror(rc), tide_errmsg(r->e));
+	ck_assert_msg(rc == TIDE_OK, "open: %s: %s", tide_strerror(rc), tide_errmsg());
 }
 
 static void
@@ -381,7 +381,7 @@ recorded_of(const char *dir, const char *type, const char *data)
 	int64_t at = -1;
 
 	snprintf(want, sizeof want, "\"data\":\"%s\"", data);
-	ck_assert_int_eq(tide_log_open(&log, dir, NULL, 0), TIDE_OK);
+	ck_assert_int_eq(tide_log_open(&log, dir), TIDE_OK);
 	ck_assert_int_eq(tide_cursor_open(log, &f, &cur), TIDE_OK);
 	while (at < 0 && tide_cursor_next(cur, &ev) == TIDE_OK) {
 		const char *json;
@@ -442,7 +442,7 @@ dead_letters(const char *dir, const char *consumer, uint64_t seq, dl_list *l)
 	tide_log *log;
 
 	memset(l, 0, sizeof *l);
-	ck_assert_int_eq(tide_log_open(&log, dir, NULL, 0), TIDE_OK);
+	ck_assert_int_eq(tide_log_open(&log, dir), TIDE_OK);
 	ck_assert_int_eq(tide_log_dead_letters(log, consumer, seq, dl_one, l), TIDE_OK);
 	tide_log_close(log);
 	return l->n;
@@ -454,7 +454,7 @@ backlog(const char *dir, const char *consumer, uint64_t *pending, uint64_t *dead
 {
 	tide_log *log;
 
-	ck_assert_int_eq(tide_log_open(&log, dir, NULL, 0), TIDE_OK);
+	ck_assert_int_eq(tide_log_open(&log, dir), TIDE_OK);
 	ck_assert_int_eq(tide_log_consumer_backlog(log, consumer, pending, dead), TIDE_OK);
 	tide_log_close(log);
 }
@@ -686,9 +686,9 @@ START_TEST(options_are_checked)
 		ck_assert_int_eq(tide_engine_new(&r.e, r.cfg), TIDE_OK);
 		rc = tide_engine_open(r.e, NULL);
 		ck_assert_msg(rc == TIDE_ESCRIPT, "%s: %s", bad[k][0], tide_strerror(rc));
-		ck_assert_msg(strstr(tide_errmsg(r.e), bad[k][1]) != NULL, "%s: %s", bad[k][0],
-			      tide_errmsg(r.e));
-		HAS(tide_errmsg(r.e), "s.lua:2");
+		ck_assert_msg(strstr(tide_errmsg(), bad[k][1]) != NULL, "%s: %s", bad[k][0],
+			      tide_errmsg());
+		HAS(tide_errmsg(), "s.lua:2");
 		rig_close(&r);
 		th_cleanup();
 	}
@@ -1020,8 +1020,8 @@ START_TEST(once_outside_a_handler_fails)
 		       "tide.once('at-load')\n");
 	ck_assert_int_eq(tide_engine_new(&r.e, r.cfg), TIDE_OK);
 	ck_assert_int_eq(tide_engine_open(r.e, NULL), TIDE_ESCRIPT);
-	HAS(tide_errmsg(r.e), "tide.once");
-	HAS(tide_errmsg(r.e), "s.lua:2");
+	HAS(tide_errmsg(), "tide.once");
+	HAS(tide_errmsg(), "s.lua:2");
 	rig_close(&r);
 }
 END_TEST

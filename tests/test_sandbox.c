@@ -688,10 +688,9 @@ START_TEST(config_file_is_bounded)
 
 	for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
 		rc = load_config(bad[k].text, &cfg, &ms);
-		ck_assert_msg(rc == TIDE_ECONFIG, "%s -> %d: %s", bad[k].text, rc,
-			      tide_config_errmsg(cfg));
+		ck_assert_msg(rc == TIDE_ECONFIG, "%s -> %d: %s", bad[k].text, rc, tide_errmsg());
 		ck_assert_msg(ms < BOUND_MS, "%s -> %lld ms", bad[k].text, (long long)ms);
-		HAS(tide_config_errmsg(cfg), bad[k].needle);
+		HAS(tide_errmsg(), bad[k].needle);
 		tide_config_destroy(cfg);
 	}
 	/* a good one still works, helpers and the string library included */
@@ -702,7 +701,7 @@ START_TEST(config_file_is_bounded)
 			 "data = ('d'):rep(2) .. ('/%s'):format('x')\n"
 			 "scripts = { 'a.lua' }\n",
 			 &cfg, &ms);
-	ck_assert_msg(rc == TIDE_OK, "%s", tide_config_errmsg(cfg));
+	ck_assert_msg(rc == TIDE_OK, "%s", tide_errmsg());
 	ck_assert_str_eq(tide_config_get(cfg, "memory_limit"), "67108864");
 	ck_assert_str_eq(tide_config_get(cfg, "time_limit"), "500ms");
 	ck_assert_str_eq(tide_config_get(cfg, "instruction_budget"), "5000000");
@@ -714,7 +713,7 @@ START_TEST(config_file_is_bounded)
 	tide_config_destroy(cfg);
 	rc = load_config("time_limit = 'soon'\n", &cfg, &ms);
 	ck_assert_int_eq(rc, TIDE_ECONFIG);
-	HAS(tide_config_errmsg(cfg), "time_limit: 'soon' is not a duration");
+	HAS(tide_errmsg(), "time_limit: 'soon' is not a duration");
 	tide_config_destroy(cfg);
 }
 END_TEST
@@ -737,7 +736,7 @@ START_TEST(time_limit_setting)
 	ck_assert_int_eq(tide_config_set(cfg, "time_limit", "1e3"), TIDE_ECONFIG);
 	ck_assert_int_eq(tide_config_set(cfg, "time_limit", "5 minutes"), TIDE_ECONFIG);
 	ck_assert_int_eq(tide_config_set(cfg, "time_limit", "inf"), TIDE_ECONFIG);
-	HAS(tide_config_errmsg(cfg), "time_limit: 'inf' is not a duration");
+	HAS(tide_errmsg(), "time_limit: 'inf' is not a duration");
 	tide_config_destroy(cfg);
 }
 END_TEST
@@ -1398,7 +1397,7 @@ wait_dead_letter(const char *data, const char *consumer, uint64_t seq)
 
 	do {
 		memset(&f, 0, sizeof f);
-		if (tide_log_open(&log, data, NULL, 0) == TIDE_OK) {
+		if (tide_log_open(&log, data) == TIDE_OK) {
 			ck_assert_int_eq(tide_log_dead_letters(log, consumer, seq, dl_one, &f),
 					 TIDE_OK);
 			tide_log_close(log);
@@ -1519,7 +1518,7 @@ wait_stopped(const char *data, const char *name, const char *needle)
 	do {
 		memset(&p, 0, sizeof p);
 		p.name = name;
-		if (tide_log_open(&log, data, NULL, 0) == TIDE_OK) {
+		if (tide_log_open(&log, data) == TIDE_OK) {
 			ck_assert_int_eq(tide_log_projections(log, proj_cb, &p), TIDE_OK);
 			tide_log_close(log);
 		}

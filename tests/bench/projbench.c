@@ -140,8 +140,8 @@ open_log(const char *dir)
 	tide_log *log;
 	int rc;
 
-	if ((rc = tide_log_open(&log, dir, err, sizeof err)) != TIDE_OK)
-		bench_die("cannot open the log: %s", err);
+	if ((rc = tide_log_open(&log, dir)) != TIDE_OK)
+		bench_die("cannot open the log: %s", tide_errmsg());
 	return log;
 }
 

@@ -7,7 +7,7 @@
  *
  * Asserts, beyond no crash, leak, hang or undefined behaviour:
  *  - the result is TIDE_OK, or an error code with a non-empty
- *    tide_config_errmsg();
+ *    tide_errmsg();
  *  - a config that loaded holds only what tide_config_set() accepts: a
  *    data directory, positive event, message and turn sizes, a known
  *    durability and log level, scripts that are all there, and an allow
@@ -78,7 +78,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (rc == TIDE_OK)
 		check_loaded(c);
 	else
-		FUZZ_CHECK(tide_config_errmsg(c)[0] != '\0', "code %d without a message", rc);
+		FUZZ_CHECK(tide_errmsg()[0] != '\0', "code %d without a message", rc);
 	tide_config_destroy(c);
 	return 0;
 }
