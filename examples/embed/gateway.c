@@ -195,7 +195,7 @@ json_number(struct evbuffer *out, double v)
 {
 	char text[40];
 
-	if (v == floor(v) && fabs(v) < 9007199254740992.0) {
+	if (v > -9007199254740992.0 && v < 9007199254740992.0 && v == (double)(long long)v) {
 		evbuffer_add_printf(out, "%.0f", v);
 		return;
 	}
