@@ -212,8 +212,9 @@ TIDE_API int tide_engine_open(tide_engine *e, struct event_base *base);
 TIDE_API int tide_engine_run(tide_engine *e);
 
 /** Ask the engine to stop: the current loop turn finishes and commits,
- *  pending replies are sent, and tide_engine_run() returns.  Safe to call
- *  from a signal handler of the loop's thread or from another thread. */
+ *  pending replies are sent, then the stop notice (tide_engine_on_stop())
+ *  is given and tide_engine_run() returns.  Safe to call from a signal
+ *  handler of the loop's thread or from another thread. */
 TIDE_API void tide_engine_stop(tide_engine *e);
 
 /** Load the configured scripts again, in a fresh Lua state, and switch to
@@ -228,7 +229,10 @@ TIDE_API void tide_engine_stop(tide_engine *e);
  *  with tide_errmsg() telling why. */
 TIDE_API int tide_engine_reload(tide_engine *e);
 
-/** Close sockets and the log and free the engine.  Accepts NULL. */
+/** Close sockets and the log and free the engine (a stop that was not
+ *  asked for first is done now, without a notice).  Accepts NULL.  May be
+ *  called from the stop notice; never from a handler or the log
+ *  callback. */
 TIDE_API void tide_engine_destroy(tide_engine *e);
 
 /** For whoever ends a process whose engine is stuck or crashing (a
