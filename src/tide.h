@@ -390,48 +390,66 @@ enum {
 	TIDE_OBJECT = 7,
 };
 
-/** A value read in place: valid as long as the event it came from. */
+/** A value read in place (nothing is copied): valid as long as the event
+ *  it came from. */
 typedef struct tide_value {
 	int type;             /**< TIDE_NULL ... TIDE_OBJECT */
-	int boolean;          /**< TIDE_BOOL */
-	int64_t i;            /**< TIDE_INT; also set (truncated) for TIDE_DOUBLE */
+	int boolean;          /**< TIDE_BOOL: 0 or 1 */
+	int64_t i;            /**< TIDE_INT; also set for TIDE_DOUBLE, truncated toward
+			       *   zero (clamped to INT64_MIN..INT64_MAX, 0 for NaN) */
 	double d;             /**< TIDE_DOUBLE; also set for TIDE_INT */
-	const char *s;        /**< TIDE_STRING, TIDE_BINARY: the bytes, not NUL-terminated */
+	const char *s;        /**< TIDE_STRING, TIDE_BINARY: the bytes, not NUL-terminated
+			       *   (a string may hold NUL bytes) */
 	size_t len;           /**< bytes of s; elements (ARRAY) or members (OBJECT) */
-	const void *at, *end; /**< the encoding (internal) */
+	const void *at, *end; /**< internal: for an ARRAY or OBJECT, the encoding of its
+			       *   elements, first to last, which lookups and iteration
+			       *   never leave */
 } tide_value;
 
-/** The value at @p path in @p ev: "data" itself, "data.amount",
- *  "data.items.0.sku" (array elements from 0), an extension attribute by
- *  name ("tenant"), or a context attribute ("subject") as a string.
- *  @return TIDE_OK, TIDE_ENOTFOUND (a step is missing, or indexes what is
- *  not an array or object), TIDE_EINVAL, TIDE_EIO (the record is
- *  damaged). */
+/** The value at @p path in @p ev.  A path is segments joined by '.', none
+ *  of them empty.  The first names a root: "data" (the event's data),
+ *  a context attribute ("subject", "type", "specversion", ...) as a
+ *  TIDE_STRING, or an extension attribute ("tenant") with its own type.
+ *  Each further segment names a member of an object, or, in decimal, an
+ *  element of an array (from 0): "data.amount", "data.items.0.sku".
+ *  A member whose name holds a '.' is reached with tide_value_next().
+ *  On failure *out is left as it was.
+ *  @return TIDE_OK, TIDE_ENOTFOUND (a step is missing, is past the end of
+ *  an array, or looks inside what is not an array or object; the event
+ *  has no data), TIDE_EINVAL (@p path NULL, empty or with an empty
+ *  segment; @p ev or @p out NULL), TIDE_EIO (the record is damaged). */
 TIDE_API int tide_event_value(const tide_event *ev, const char *path, tide_value *out);
 
-/** Member @p path (dotted, as above but relative) of object or array @p v.
- *  @return as tide_event_value(). */
+/** Member @p path (dotted, as above but relative: "items.0.sku") of
+ *  object or array @p v.  @p out may be @p v.
+ *  @return as tide_event_value(); TIDE_ENOTFOUND when @p v is a scalar. */
 TIDE_API int tide_value_get(const tide_value *v, const char *path, tide_value *out);
 
 /** The @p k-th element (from 0) of array @p v, or the @p k-th member of
- *  object @p v with its name in *name and *nlen (may be NULL; not
- *  NUL-terminated).  O(k);
- *  tide_value_next() walks them all in O(n).
+ *  object @p v with its name in *name and *nlen (each may be NULL; the
+ *  name is not NUL-terminated; for an array *name is NULL and *nlen 0).
+ *  O(k); tide_value_next() walks them all in O(n).  @p out may be @p v.
  *  @return TIDE_OK, TIDE_ENOTFOUND (k is past the end), TIDE_EINVAL (not a
  *  container), TIDE_EIO. */
 TIDE_API int tide_value_at(const tide_value *v, size_t k, const char **name, size_t *nlen,
 			   tide_value *out);
 
-/** Iterate array or object @p v: start with *it = 0; each call gives the
- *  next element (and member name) and advances *it.
- *  @return TIDE_OK, TIDE_ENOTFOUND at the end, TIDE_EINVAL, TIDE_EIO. */
+/** Iterate array or object @p v in stored order: start with *it = 0; each
+ *  call gives the next element (and member name, as tide_value_at())
+ *  and advances *it, an opaque position.  Keep @p v as it was for the
+ *  next call (@p out must not be @p v to go on).
+ *  @return TIDE_OK, TIDE_ENOTFOUND at the end (not a failure: tide_errmsg()
+ *  is left as it was), TIDE_EINVAL (not a container, or *it not from a walk
+ *  of @p v), TIDE_EIO. */
 TIDE_API int tide_value_next(const tide_value *v, size_t *it, const char **name, size_t *nlen,
 			     tide_value *out);
 
-/** @p ev's data as JSON text (base64 in a JSON string for binary data),
- *  encoded from the stored form, not parsed.  Valid until the next
- *  tide_event_data() or tide_event_json() on an event from the same
+/** @p ev's data as JSON text, NUL-terminated (base64 in a JSON string for
+ *  binary data), encoded from the stored form, not parsed: the same text
+ *  tide_event_json() writes as "data" or "data_base64".  Valid until the
+ *  next tide_event_data() or tide_event_json() on an event from the same
  *  source (the consumer callback, the cursor), or until @p ev expires.
+ *  @p len may be NULL.
  *  @return TIDE_OK, TIDE_ENOTFOUND (the event has no data), TIDE_EINVAL,
  *  TIDE_ENOMEM, TIDE_EIO. */
 TIDE_API int tide_event_data(const tide_event *ev, const char **json, size_t *len);
