@@ -64,7 +64,7 @@ get(const tide_event *ev, const char *path)
 	tide_value v;
 	int rc = tide_event_value(ev, path, &v);
 
-	ck_assert_msg(rc == TIDE_OK, "%s: %d (%s)", path, rc, tide_errmsg_last());
+	ck_assert_msg(rc == TIDE_OK, "%s: %d (%s)", path, rc, tide_errmsg());
 	return v;
 }
 
@@ -78,9 +78,9 @@ fails(const tide_event *ev, const char *path, int code, const char *msg)
 	memset(&v, 0x5a, sizeof v);
 	rc = tide_event_value(ev, path, &v);
 	ck_assert_msg(rc == code, "%s: %d, expected %d (%s)", path ? path : "(null)", rc, code,
-		      tide_errmsg_last());
-	ck_assert_msg(strstr(tide_errmsg_last(), msg) != NULL, "%s: message '%s' lacks '%s'",
-		      path ? path : "(null)", tide_errmsg_last(), msg);
+		      tide_errmsg());
+	ck_assert_msg(strstr(tide_errmsg(), msg) != NULL, "%s: message '%s' lacks '%s'",
+		      path ? path : "(null)", tide_errmsg(), msg);
 	ck_assert_int_eq(v.type, 0x5a5a5a5a); /* *out untouched */
 }
 
@@ -270,7 +270,7 @@ START_TEST(bad_paths)
 	fails(ev, "nosuch..x", TIDE_EINVAL, "empty segment");
 	ck_assert_int_eq(tide_event_value(NULL, "data", &v), TIDE_EINVAL);
 	ck_assert_int_eq(tide_event_value(ev, "data", NULL), TIDE_EINVAL);
-	ck_assert_ptr_nonnull(strstr(tide_errmsg_last(), "tide_event_value"));
+	ck_assert_ptr_nonnull(strstr(tide_errmsg(), "tide_event_value"));
 	unload(&f);
 }
 END_TEST
@@ -339,7 +339,7 @@ START_TEST(no_data)
 	fails(ev, "data", TIDE_ENOTFOUND, "the event has no data");
 	fails(ev, "data.x", TIDE_ENOTFOUND, "the event has no data");
 	ck_assert_int_eq(tide_event_data(ev, &json, &len), TIDE_ENOTFOUND);
-	ck_assert_str_eq(tide_errmsg_last(), "the event has no data");
+	ck_assert_str_eq(tide_errmsg(), "the event has no data");
 	ck_assert_str_eq(json, "unset");
 	ck_assert_uint_eq(len, 99);
 	unload(&f);
@@ -384,7 +384,7 @@ START_TEST(value_at)
 	ck_assert(memcmp(name, "last4", 5) == 0);
 	assert_str(v, "4242", 4);
 	ck_assert_int_eq(tide_value_at(&card, 2, &name, &nlen, &v), TIDE_ENOTFOUND);
-	ck_assert_ptr_nonnull(strstr(tide_errmsg_last(), "2 is past the end of an object of 2"));
+	ck_assert_ptr_nonnull(strstr(tide_errmsg(), "2 is past the end of an object of 2"));
 
 	/* array elements have no name; name and nlen may be NULL */
 	ck_assert_int_eq(tide_value_at(&items, 1, &name, &nlen, &v), TIDE_OK);
@@ -395,10 +395,10 @@ START_TEST(value_at)
 	ck_assert_int_eq(tide_value_get(&v, "sku", &v), TIDE_OK); /* out may be the input */
 	assert_str(v, "A1", 2);
 	ck_assert_int_eq(tide_value_at(&items, 2, NULL, NULL, &v), TIDE_ENOTFOUND);
-	ck_assert_ptr_nonnull(strstr(tide_errmsg_last(), "past the end of an array of 2"));
+	ck_assert_ptr_nonnull(strstr(tide_errmsg(), "past the end of an array of 2"));
 
 	ck_assert_int_eq(tide_value_at(&num, 0, NULL, NULL, &v), TIDE_EINVAL);
-	ck_assert_ptr_nonnull(strstr(tide_errmsg_last(), "an integer, not an array or object"));
+	ck_assert_ptr_nonnull(strstr(tide_errmsg(), "an integer, not an array or object"));
 	ck_assert_int_eq(tide_value_at(NULL, 0, NULL, NULL, &v), TIDE_EINVAL);
 	ck_assert_int_eq(tide_value_at(&items, 0, NULL, NULL, NULL), TIDE_EINVAL);
 	unload(&f);
@@ -432,7 +432,7 @@ START_TEST(value_next)
 	/* the end is not a failure: it leaves the last message alone */
 	fails(ev, "data.nope", TIDE_ENOTFOUND, "no member 'nope'");
 	ck_assert_int_eq(tide_value_next(&data, &it, &name, &nlen, &v), TIDE_ENOTFOUND);
-	ck_assert_str_eq(tide_errmsg_last(), "no member 'nope' in data (an object)");
+	ck_assert_str_eq(tide_errmsg(), "no member 'nope' in data (an object)");
 
 	for (it = 0, n = 0; (rc = tide_value_next(&row, &it, &name, NULL, &v)) == TIDE_OK; n++) {
 		ck_assert_ptr_null(name);
@@ -453,10 +453,10 @@ START_TEST(value_next)
 	ck_assert_int_eq(tide_value_next(&empty, &it, NULL, NULL, &v), TIDE_ENOTFOUND);
 	it = 0;
 	ck_assert_int_eq(tide_value_next(&str, &it, NULL, NULL, &v), TIDE_EINVAL);
-	ck_assert_ptr_nonnull(strstr(tide_errmsg_last(), "a string, not an array or object"));
+	ck_assert_ptr_nonnull(strstr(tide_errmsg(), "a string, not an array or object"));
 	it = (size_t)((const uint8_t *)row.end - (const uint8_t *)row.at) + 1;
 	ck_assert_int_eq(tide_value_next(&row, &it, NULL, NULL, &v), TIDE_EINVAL);
-	ck_assert_ptr_nonnull(strstr(tide_errmsg_last(), "iterator"));
+	ck_assert_ptr_nonnull(strstr(tide_errmsg(), "iterator"));
 	ck_assert_int_eq(tide_value_next(&row, NULL, NULL, NULL, &v), TIDE_EINVAL);
 	unload(&f);
 }
@@ -478,13 +478,13 @@ START_TEST(relative_paths)
 	assert_str(v, "Ann", 3);
 
 	ck_assert_int_eq(tide_value_get(&card, "nope", &v), TIDE_ENOTFOUND);
-	ck_assert_str_eq(tide_errmsg_last(), "no member 'nope' in the value (an object)");
+	ck_assert_str_eq(tide_errmsg(), "no member 'nope' in the value (an object)");
 	ck_assert_int_eq(tide_value_get(&card, "holder.nope", &v), TIDE_ENOTFOUND);
-	ck_assert_str_eq(tide_errmsg_last(), "no member 'nope' in holder (an object)");
+	ck_assert_str_eq(tide_errmsg(), "no member 'nope' in holder (an object)");
 	ck_assert_int_eq(tide_value_get(&items, "5", &v), TIDE_ENOTFOUND);
-	ck_assert_ptr_nonnull(strstr(tide_errmsg_last(), "past the end of the value"));
+	ck_assert_ptr_nonnull(strstr(tide_errmsg(), "past the end of the value"));
 	ck_assert_int_eq(tide_value_get(&sku, "x", &v), TIDE_ENOTFOUND);
-	ck_assert_ptr_nonnull(strstr(tide_errmsg_last(), "it is a string"));
+	ck_assert_ptr_nonnull(strstr(tide_errmsg(), "it is a string"));
 	ck_assert_int_eq(tide_value_get(&items, "", &v), TIDE_EINVAL);
 	ck_assert_int_eq(tide_value_get(&items, "0..sku", &v), TIDE_EINVAL);
 	ck_assert_int_eq(tide_value_get(&items, NULL, &v), TIDE_EINVAL);
@@ -535,7 +535,7 @@ START_TEST(data_needs_a_buffer)
 
 	ev.scratch = NULL; /* as the views made for Lua handlers */
 	ck_assert_int_eq(tide_event_data(&ev, &json, NULL), TIDE_EINVAL);
-	ck_assert_ptr_nonnull(strstr(tide_errmsg_last(), "no buffer"));
+	ck_assert_ptr_nonnull(strstr(tide_errmsg(), "no buffer"));
 	ck_assert_int_eq(tide_event_data(NULL, &json, NULL), TIDE_EINVAL);
 	ck_assert_int_eq(tide_event_data(&f.ev, NULL, NULL), TIDE_EINVAL);
 	unload(&f);
@@ -598,7 +598,7 @@ START_TEST(damaged_data)
 		ev = raw_event(enc.p, n, &scratch);
 		fails(&ev, "data", TIDE_EIO, "damaged");
 		ck_assert_int_eq(tide_event_data(&ev, &json, NULL), TIDE_EIO);
-		ck_assert_str_eq(tide_errmsg_last(), "the event's data is damaged");
+		ck_assert_str_eq(tide_errmsg(), "the event's data is damaged");
 		for (size_t k = 0; k < sizeof paths / sizeof *paths; k++) {
 			int rc = tide_event_value(&ev, paths[k], &v);
 			ck_assert_msg(rc == TIDE_OK || rc == TIDE_EIO || rc == TIDE_ENOTFOUND,
@@ -631,7 +631,7 @@ START_TEST(damaged_data)
 	ck_assert_int_eq(v.type, TIDE_OBJECT);
 	it = 0;
 	ck_assert_int_eq(tide_value_next(&v, &it, NULL, NULL, &v), TIDE_EIO);
-	ck_assert_str_eq(tide_errmsg_last(), "a member name of the object is damaged");
+	ck_assert_str_eq(tide_errmsg(), "a member name of the object is damaged");
 	free((void *)ev.data);
 
 	/* damaged extension attributes */
