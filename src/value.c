@@ -462,9 +462,8 @@ tide_value_next(const tide_value *v, size_t *it, const char **name, size_t *nlen
 	if (*it > (size_t)(r.end - r.p))
 		return tidei_fail(TIDE_EINVAL, "the iterator is past the end of the value");
 	r.p += *it;
-	/* The end of a walk is not a failure: tide_errmsg() is left alone. */
 	if (r.p == r.end)
-		return TIDE_ENOTFOUND;
+		return tidei_fail(TIDE_ENOTFOUND, "no more elements (the end of the walk)");
 	if ((rc = element(v, &r, name, nlen, out)) != TIDE_OK)
 		return rc;
 	*it = (size_t)(r.p - at);
