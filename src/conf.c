@@ -312,7 +312,7 @@ config_set(tide_config *c, const char *key, const char *value)
 TIDE_API const char *
 tide_config_get(const tide_config *c, const char *key)
 {
-	const struct opt *o = find_opt(key);
+	const struct opt *o = key != NULL ? find_opt(key) : NULL;
 	tide_config *mc = (tide_config *)c;
 	const void *field;
 
@@ -600,7 +600,7 @@ config_load(tide_config *c, const char *path)
 	rc = x.rc;
 	if (rc != TIDE_OK && strncmp(c->err, path, strlen(path)) != 0) {
 		char tmp[TIDEI_ERRLEN];
-		snprintf(tmp, sizeof tmp, "%s", c->err);
+		snprintf(tmp, sizeof tmp, "%s", c->err[0] ? c->err : tide_strerror(rc));
 		snprintf(c->err, sizeof c->err, "%.100s: %.400s", path, tmp);
 	}
 	tidei_script_destroy(s);

@@ -303,7 +303,8 @@ host_emit(void *ud, tidei_evb *b, char *err)
 	 * the scripts' memory ceiling like the state itself */
 	if (c_reserve(cs, cs->emits.len - before) != TIDE_OK) {
 		cs->emits.len = before;
-		return TIDE_ENOMEM;
+		return tidei_err(err, TIDE_ENOMEM,
+				 "the emitted events would pass the scripts' memory_limit");
 	}
 	cs->emit_len[cs->nemits++] = (uint32_t)(cs->emits.len - before);
 	return TIDE_OK;

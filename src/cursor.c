@@ -248,8 +248,10 @@ tide_cursor_next(tide_cursor *c, const tide_event **ev)
 
 	if (c == NULL || ev == NULL)
 		return tidei_fail(TIDE_EINVAL, "tide_cursor_next: cursor and ev must not be NULL");
-	if ((rc = cursor_next(c, ev)) == TIDE_OK || rc == TIDE_ENOTFOUND)
-		return rc; /* the end is no failure: it leaves no message */
+	if ((rc = cursor_next(c, ev)) == TIDE_OK)
+		return rc;
+	if (rc == TIDE_ENOTFOUND)
+		return tidei_fail(rc, "no more events (the end of the cursor)");
 	if (rc == TIDE_EIO)
 		return tidei_fail(rc,
 				  "an event after seq %llu is damaged or missing (tide verify "
@@ -289,20 +291,30 @@ tide_log_stat_get(tide_log *l, tide_log_stat *st)
 	rstart(l);
 	if ((rc = tidei_log_read_begin(l->log, &txn)) != TIDE_OK)
 		return rfail(l, rc, "cannot read the log's figures");
-	if (mdb_stat(txn, l->log->events, &ms) == 0)
+	if ((rc = mdb_stat(txn, l->log->events, &ms)) == 0) {
 		st->events = ms.ms_entries;
-	if (mdb_stat(txn, l->log->streams, &ms) == 0)
+		rc = mdb_stat(txn, l->log->streams, &ms);
+	}
+	if (rc == 0) {
 		st->streams = ms.ms_entries;
-	if (mdb_cursor_open(txn, l->log->events, &cur) == 0) {
-		if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0)
+		rc = mdb_cursor_open(txn, l->log->events, &cur);
+	}
+	if (rc == 0) {
+		if ((rc = mdb_cursor_get(cur, &k, &v, MDB_LAST)) == 0)
 			memcpy(&st->last_seq, k.mv_data, 8);
+		else if (rc == MDB_NOTFOUND)
+			rc = 0; /* an empty log */
 		mdb_cursor_close(cur);
 	}
-	if (mdb_env_info(l->log->env, &info) == 0 && mdb_env_stat(l->log->env, &ms) == 0) {
+	if (rc == 0 && (rc = mdb_env_info(l->log->env, &info)) == 0 &&
+	    (rc = mdb_env_stat(l->log->env, &ms)) == 0) {
 		st->map_size = info.me_mapsize;
 		st->size = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
 	}
 	tidei_log_read_end(l->log);
+	if (rc != 0)
+		return tidei_fail(tidei_err_mdb(rc), "cannot read the log's figures: %s",
+				  mdb_strerror(rc));
 	return TIDE_OK;
 }
 

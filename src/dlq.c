@@ -176,6 +176,7 @@ typedef struct lister {
 	tidei_buf *scratch;
 	tidei_buf attrs; /* tide_event_attr() of the letter's event */
 	int stop;
+	int nomem;
 } lister;
 
 static int
@@ -196,6 +197,7 @@ list_one(void *ud, const char *consumer, uint64_t seq, const tidei_dead_rec *r)
 	if (where == NULL || error == NULL) {
 		free(where);
 		free(error);
+		l->nomem = 1;
 		return 1;
 	}
 	dl.consumer = consumer;
@@ -237,7 +239,8 @@ tide_log_dead_letters(tide_log *log, const char *consumer, uint64_t seq, tide_de
 	int rc;
 
 	if (log == NULL || fn == NULL)
-		return TIDE_EINVAL;
+		return tidei_fail(TIDE_EINVAL,
+				  "tide_log_dead_letters: log and fn must not be NULL");
 	tidei_log_reader(log, &il, &scratch);
 	memset(&l, 0, sizeof l);
 	l.log = il;
@@ -245,12 +248,26 @@ tide_log_dead_letters(tide_log *log, const char *consumer, uint64_t seq, tide_de
 	l.fn = fn;
 	l.ud = ud;
 	l.scratch = scratch;
-	if ((rc = tidei_log_read_begin(il, &l.txn)) != TIDE_OK)
-		return rc;
+	/* A snapshot of its own, not the handle's shared one: the callback may
+	 * call other readers of the same handle, which renew that one. */
+	rc = mdb_txn_begin(il->env, NULL, MDB_RDONLY, &l.txn);
+	if (rc == MDB_MAP_RESIZED) {
+		mdb_env_set_mapsize(il->env, 0);
+		rc = mdb_txn_begin(il->env, NULL, MDB_RDONLY, &l.txn);
+	}
+	if (rc != 0)
+		return tidei_fail(tidei_err_mdb(rc), "cannot begin a read transaction: %s",
+				  mdb_strerror(rc));
+	il->err[0] = '\0';
 	rc = tidei_log_dead_each(il, l.txn, consumer, list_one, &l);
-	tidei_log_read_end(il);
+	mdb_txn_abort(l.txn);
 	tidei_buf_free(&l.attrs);
-	return rc;
+	if (l.nomem)
+		return tidei_fail(TIDE_ENOMEM, NULL);
+	if (rc != TIDE_OK)
+		return tidei_fail(rc, "cannot list the dead letters: %s",
+				  il->err[0] ? il->err : tide_strerror(rc));
+	return TIDE_OK;
 }
 
 TIDE_API int

@@ -1123,6 +1123,7 @@ tide_engine_query(tide_engine *e, const char *name, const char *key, const char 
 	if (e->in_turn)
 		return tidei_fail(TIDE_ESTATE, "tide_engine_query cannot be called while a turn "
 					       "runs (from a C consumer)");
+	e->log->err[0] = '\0';
 	if ((rc = tidei_log_query(e->log, name, key, prefix, limit, fn, ud)) != TIDE_OK)
 		return tidei_query_fail(e->log, rc, name, key);
 	return TIDE_OK;

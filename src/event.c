@@ -343,14 +343,19 @@ tide_event_attr(const tide_event *ev, const char *name, size_t *len)
 TIDE_API int
 tide_event_json(const tide_event *ev, const char **json, size_t *len)
 {
-	if (ev == NULL || ev->scratch == NULL || json == NULL)
-		return TIDE_EINVAL;
+	if (ev == NULL || json == NULL)
+		return tidei_fail(TIDE_EINVAL, "tide_event_json: ev and json must not be NULL");
+	if (ev->scratch == NULL)
+		return tidei_fail(TIDE_EINVAL, "tide_event_json: this view of an event has no "
+					       "buffer (it is not one the C API handed out)");
 	tidei_buf_reset(ev->scratch);
 	if (tidei_event_json(ev->scratch, ev) != 0)
-		return ev->scratch->failed ? TIDE_ENOMEM : TIDE_EIO;
+		return ev->scratch->failed ? tidei_fail(TIDE_ENOMEM, NULL)
+					   : tidei_fail(TIDE_EIO, "event %llu is damaged",
+							(unsigned long long)ev->seq);
 	tidei_buf_putc(ev->scratch, '\0');
 	if (ev->scratch->failed)
-		return TIDE_ENOMEM;
+		return tidei_fail(TIDE_ENOMEM, NULL);
 	*json = (const char *)ev->scratch->p;
 	if (len != NULL)
 		*len = ev->scratch->len - 1;

@@ -10,10 +10,10 @@
  * Conventions, as in lmdb.h:
  *  - Functions return TIDE_OK (0) or a negative TIDE_E* code;
  *    tide_strerror() names a code.
- *  - Error detail has one home: after any function returned an error,
- *    tide_errmsg() says why, for the calling thread, until that thread's
- *    next failing call.  No function takes an error buffer and no handle
- *    keeps a message of its own.
+ *  - Error detail has one home: after any function returned an error
+ *    (TIDE_ENOTFOUND at the end of a walk included), tide_errmsg() says
+ *    why, for the calling thread, until that thread's next failing call.  No function takes an
+ * error buffer and no handle keeps a message of its own.
  *  - Constructors hand the new object back through an out-parameter and
  *    destructors accept NULL.
  *  - "Borrowed" pointers stay owned by the caller and are only read during
@@ -84,7 +84,7 @@ TIDE_API const char *tide_strerror(int code);
 /** Why the calling thread's last failing call failed: a sentence naming
  *  what was wrong, or tide_strerror() of the code when there is no more to
  *  say; "" before any failure.  Never NULL.  Valid until the thread's next
- *  call into the library. */
+ *  failing call. */
 TIDE_API const char *tide_errmsg(void);
 
 /** The library's version, as TIDE_VERSION_STRING and TIDE_VERSION_NUM. */
@@ -106,7 +106,7 @@ typedef void tide_log_fn(void *ud, int level, const char *msg);
 /** Create a configuration holding the defaults:
  *  data "./tide-data", durability "sync", sync_interval 1000 ms, ipc
  *  endpoints inside the data directory, no scripts, a 1 MiB event limit.
- *  @return TIDE_OK or TIDE_ENOMEM. */
+ *  @return TIDE_OK, TIDE_EINVAL (@p out NULL) or TIDE_ENOMEM. */
 TIDE_API int tide_config_new(tide_config **out);
 
 /** Free a configuration.  Accepts NULL. */
@@ -144,8 +144,9 @@ TIDE_API int tide_config_add_script(tide_config *cfg, const char *path);
  *  file runs sandboxed like a script, under the default limits (10 million
  *  instructions, 5 seconds, 256 MiB) whatever it sets: code that loops or
  *  runs out of memory is a TIDE_ECONFIG error.
- *  @return TIDE_OK, TIDE_EINVAL, TIDE_ENOMEM, TIDE_ECONFIG (unreadable,
- *  failing or wrong) or TIDE_ESCRIPT (does not compile). */
+ *  @return TIDE_OK, TIDE_EINVAL (@p cfg or @p path NULL, or an empty
+ *  script path in the file), TIDE_ENOMEM, or TIDE_ECONFIG (the file is
+ *  unreadable, does not compile, fails, or sets something wrong). */
 TIDE_API int tide_config_load(tide_config *cfg, const char *path);
 
 /** Route diagnostics to @p fn (NULL silences them). */
@@ -182,7 +183,9 @@ TIDE_API const char *tide_event_attr(const tide_event *ev, const char *name, siz
 /** Encode @p ev as one line of JSON (no newline) with seq, version and
  *  recorded as top-level attributes.  The result is valid until the next
  *  call on the same engine or log handle, or until @p ev expires.
- *  @return TIDE_OK or TIDE_ENOMEM. */
+ *  @return TIDE_OK, TIDE_EINVAL (@p ev or @p json NULL, or a view the C
+ *  API did not hand out), TIDE_EIO (the stored event is damaged) or
+ *  TIDE_ENOMEM. */
 TIDE_API int tide_event_json(const tide_event *ev, const char **json, size_t *len);
 
 /* ------------------------------------------------------------------------
@@ -203,17 +206,22 @@ TIDE_API int tide_engine_new(tide_engine **out, const tide_config *cfg);
  *  keeps its mode).  A damaged log (data.mdb truncated, or missing or
  *  empty where a log was) is refused with TIDE_EIO; tide_errmsg() says
  *  what to do.
- *  @return TIDE_OK or TIDE_EIO, TIDE_EFORMAT, TIDE_EBUSY, TIDE_ESOCKET,
- *  TIDE_ESCRIPT, TIDE_ECONFIG, TIDE_ENOMEM; tide_errmsg() tells why. */
+ *  @return TIDE_OK or TIDE_EINVAL (@p e NULL), TIDE_ESTATE (already
+ *  open), TIDE_EIO, TIDE_EFORMAT, TIDE_EFULL (the disk or the map is full
+ *  while the log is prepared), TIDE_EBUSY, TIDE_ESOCKET, TIDE_ESCRIPT,
+ *  TIDE_ECONFIG, TIDE_ENOMEM; tide_errmsg() tells why. */
 TIDE_API int tide_engine_open(tide_engine *e, struct event_base *base);
 
 /** Run the engine's own event_base until tide_engine_stop().  Only for an
- *  engine opened with a NULL base.  @return TIDE_OK or TIDE_ESTATE. */
+ *  engine opened with a NULL base.  @return TIDE_OK, TIDE_EINVAL (@p e
+ *  NULL), TIDE_ESTATE (not open, or on a borrowed base) or TIDE_EIO (the
+ *  event loop failed). */
 TIDE_API int tide_engine_run(tide_engine *e);
 
 /** Ask the engine to stop: the current loop turn finishes and commits,
- *  pending replies are sent, and tide_engine_run() returns.  Safe to call
- *  from a signal handler of the loop's thread or from another thread. */
+ *  pending replies are sent, then the stop notice (tide_engine_on_stop())
+ *  is given and tide_engine_run() returns.  Safe to call from a signal
+ *  handler of the loop's thread or from another thread. */
 TIDE_API void tide_engine_stop(tide_engine *e);
 
 /** Load the configured scripts again, in a fresh Lua state, and switch to
@@ -224,11 +232,15 @@ TIDE_API void tide_engine_stop(tide_engine *e);
  *  text of the script file that defines it; bump the version when only a
  *  required module changed) is rebuilt while its old state is served.  If
  *  a script fails to load, the running ones stay.
- *  @return TIDE_OK, or TIDE_ESCRIPT, TIDE_ESTATE, TIDE_ENOMEM, TIDE_EIO
+ *  @return TIDE_OK, or TIDE_EINVAL (@p e NULL), TIDE_ESCRIPT, TIDE_ESTATE,
+ *  TIDE_ENOMEM, TIDE_EIO, TIDE_EFULL (no room for a rebuilt projection)
  *  with tide_errmsg() telling why. */
 TIDE_API int tide_engine_reload(tide_engine *e);
 
-/** Close sockets and the log and free the engine.  Accepts NULL. */
+/** Close sockets and the log and free the engine (a stop that was not
+ *  asked for first is done now, without a notice).  Accepts NULL.  May be
+ *  called from the stop notice; never from a handler or the log
+ *  callback. */
 TIDE_API void tide_engine_destroy(tide_engine *e);
 
 /** For whoever ends a process whose engine is stuck or crashing (a
@@ -343,7 +355,7 @@ typedef struct tide_consumer_opts {
  *  with options @p opts (NULL: the defaults; copied).  Call between
  *  tide_engine_new() and tide_engine_open().  Strings are copied.
  *  @return TIDE_OK, TIDE_EINVAL (a bad name, pattern or option, or a name
- *  already taken) or TIDE_ESTATE (the engine is open). */
+ *  already taken), TIDE_ESTATE (the engine is open) or TIDE_ENOMEM. */
 TIDE_API int tide_consumer_add(tide_engine *e, const char *name, const char *pattern,
 			       const tide_consumer_opts *opts, tide_consumer_fn *fn, void *ud);
 
@@ -386,48 +398,65 @@ enum {
 	TIDE_OBJECT = 7,
 };
 
-/** A value read in place: valid as long as the event it came from. */
+/** A value read in place (nothing is copied): valid as long as the event
+ *  it came from. */
 typedef struct tide_value {
 	int type;             /**< TIDE_NULL ... TIDE_OBJECT */
-	int boolean;          /**< TIDE_BOOL */
-	int64_t i;            /**< TIDE_INT; also set (truncated) for TIDE_DOUBLE */
+	int boolean;          /**< TIDE_BOOL: 0 or 1 */
+	int64_t i;            /**< TIDE_INT; also set for TIDE_DOUBLE, truncated toward
+			       *   zero (clamped to INT64_MIN..INT64_MAX, 0 for NaN) */
 	double d;             /**< TIDE_DOUBLE; also set for TIDE_INT */
-	const char *s;        /**< TIDE_STRING, TIDE_BINARY: the bytes, not NUL-terminated */
+	const char *s;        /**< TIDE_STRING, TIDE_BINARY: the bytes, not NUL-terminated
+			       *   (a string may hold NUL bytes) */
 	size_t len;           /**< bytes of s; elements (ARRAY) or members (OBJECT) */
-	const void *at, *end; /**< the encoding (internal) */
+	const void *at, *end; /**< internal: for an ARRAY or OBJECT, the encoding of its
+			       *   elements, first to last, which lookups and iteration
+			       *   never leave */
 } tide_value;
 
-/** The value at @p path in @p ev: "data" itself, "data.amount",
- *  "data.items.0.sku" (array elements from 0), an extension attribute by
- *  name ("tenant"), or a context attribute ("subject") as a string.
- *  @return TIDE_OK, TIDE_ENOTFOUND (a step is missing, or indexes what is
- *  not an array or object), TIDE_EINVAL, TIDE_EIO (the record is
- *  damaged). */
+/** The value at @p path in @p ev.  A path is segments joined by '.', none
+ *  of them empty.  The first names a root: "data" (the event's data),
+ *  a context attribute ("subject", "type", "specversion", ...) as a
+ *  TIDE_STRING, or an extension attribute ("tenant") with its own type.
+ *  Each further segment names a member of an object, or, in decimal, an
+ *  element of an array (from 0): "data.amount", "data.items.0.sku".
+ *  A member whose name holds a '.' is reached with tide_value_next().
+ *  On failure *out is left as it was.
+ *  @return TIDE_OK, TIDE_ENOTFOUND (a step is missing, is past the end of
+ *  an array, or looks inside what is not an array or object; the event
+ *  has no data), TIDE_EINVAL (@p path NULL, empty or with an empty
+ *  segment; @p ev or @p out NULL), TIDE_EIO (the record is damaged). */
 TIDE_API int tide_event_value(const tide_event *ev, const char *path, tide_value *out);
 
-/** Member @p path (dotted, as above but relative) of object or array @p v.
- *  @return as tide_event_value(). */
+/** Member @p path (dotted, as above but relative: "items.0.sku") of
+ *  object or array @p v.  @p out may be @p v.
+ *  @return as tide_event_value(); TIDE_ENOTFOUND when @p v is a scalar. */
 TIDE_API int tide_value_get(const tide_value *v, const char *path, tide_value *out);
 
 /** The @p k-th element (from 0) of array @p v, or the @p k-th member of
- *  object @p v with its name in *name and *nlen (may be NULL; not
- *  NUL-terminated).  O(k);
- *  tide_value_next() walks them all in O(n).
+ *  object @p v with its name in *name and *nlen (each may be NULL; the
+ *  name is not NUL-terminated; for an array *name is NULL and *nlen 0).
+ *  O(k); tide_value_next() walks them all in O(n).  @p out may be @p v.
  *  @return TIDE_OK, TIDE_ENOTFOUND (k is past the end), TIDE_EINVAL (not a
  *  container), TIDE_EIO. */
 TIDE_API int tide_value_at(const tide_value *v, size_t k, const char **name, size_t *nlen,
 			   tide_value *out);
 
-/** Iterate array or object @p v: start with *it = 0; each call gives the
- *  next element (and member name) and advances *it.
- *  @return TIDE_OK, TIDE_ENOTFOUND at the end, TIDE_EINVAL, TIDE_EIO. */
+/** Iterate array or object @p v in stored order: start with *it = 0; each
+ *  call gives the next element (and member name, as tide_value_at())
+ *  and advances *it, an opaque position.  Keep @p v as it was for the
+ *  next call (@p out must not be @p v to go on).
+ *  @return TIDE_OK, TIDE_ENOTFOUND at the end, TIDE_EINVAL (not a
+ *  container, or *it not from a walk of @p v), TIDE_EIO. */
 TIDE_API int tide_value_next(const tide_value *v, size_t *it, const char **name, size_t *nlen,
 			     tide_value *out);
 
-/** @p ev's data as JSON text (base64 in a JSON string for binary data),
- *  encoded from the stored form, not parsed.  Valid until the next
- *  tide_event_data() or tide_event_json() on an event from the same
+/** @p ev's data as JSON text, NUL-terminated (base64 in a JSON string for
+ *  binary data), encoded from the stored form, not parsed: the same text
+ *  tide_event_json() writes as "data" or "data_base64".  Valid until the
+ *  next tide_event_data() or tide_event_json() on an event from the same
  *  source (the consumer callback, the cursor), or until @p ev expires.
+ *  @p len may be NULL.
  *  @return TIDE_OK, TIDE_ENOTFOUND (the event has no data), TIDE_EINVAL,
  *  TIDE_ENOMEM, TIDE_EIO. */
 TIDE_API int tide_event_data(const tide_event *ev, const char **json, size_t *len);
@@ -441,7 +470,8 @@ typedef struct tide_log tide_log;
 typedef struct tide_cursor tide_cursor;
 
 /** Open the log in data directory @p dir read-only.
- *  @return TIDE_OK, TIDE_ENOTFOUND (no log there), TIDE_EFORMAT, TIDE_EIO
+ *  @return TIDE_OK, TIDE_EINVAL (@p out or @p dir NULL), TIDE_ENOMEM,
+ *  TIDE_ENOTFOUND (no log there), TIDE_EFORMAT, TIDE_EIO
  *  (among others: data.mdb is shorter than the pages it uses, or is
  *  missing or empty where the directory's marker says a log was; nothing
  *  of such a file is read).
@@ -460,11 +490,13 @@ typedef struct tide_filter {
 } tide_filter;
 
 /** Open a cursor over a snapshot of the log.  @p f is copied.
- *  @return TIDE_OK, TIDE_EIO or TIDE_ENOMEM. */
+ *  @return TIDE_OK, TIDE_EINVAL (@p log or @p out NULL), TIDE_EIO or
+ *  TIDE_ENOMEM. */
 TIDE_API int tide_cursor_open(tide_log *log, const tide_filter *f, tide_cursor **out);
 
 /** Step to the next matching event; *ev is valid until the next step or
- *  tide_cursor_close().  @return TIDE_OK, TIDE_ENOTFOUND at the end, TIDE_EIO. */
+ *  tide_cursor_close().  @return TIDE_OK, TIDE_ENOTFOUND at the end,
+ *  TIDE_EINVAL (@p cur or @p ev NULL), TIDE_EIO (a damaged event). */
 TIDE_API int tide_cursor_next(tide_cursor *cur, const tide_event **ev);
 
 /** Close a cursor.  Accepts NULL. */
@@ -479,17 +511,20 @@ typedef struct tide_log_stat {
 	uint64_t streams;  /**< distinct subjects */
 } tide_log_stat;
 
+/** Fill @p st.  @return TIDE_OK, TIDE_EINVAL (@p log or @p st NULL) or
+ *  TIDE_EIO. */
 TIDE_API int tide_log_stat_get(tide_log *log, tide_log_stat *st);
 
 /** Called once per consumer checkpoint by tide_log_consumers(). */
 typedef void tide_checkpoint_fn(void *ud, const char *name, uint64_t seq);
 
-/** List the durable consumer checkpoints.  @return TIDE_OK or TIDE_EIO. */
+/** List the durable consumer checkpoints.  @return TIDE_OK, TIDE_EINVAL
+ *  (@p log or @p fn NULL), TIDE_ENOMEM or TIDE_EIO. */
 TIDE_API int tide_log_consumers(tide_log *log, tide_checkpoint_fn *fn, void *ud);
 
 /** How many events consumer @p name is retrying or holding back behind a
  *  retry (*pending), and how many it gave up on (*dead).
- *  @return TIDE_OK or TIDE_EIO. */
+ *  @return TIDE_OK, TIDE_EINVAL (@p log or @p name NULL) or TIDE_EIO. */
 TIDE_API int tide_log_consumer_backlog(tide_log *log, const char *name, uint64_t *pending,
 				       uint64_t *dead);
 
@@ -506,12 +541,15 @@ typedef int tide_state_fn(void *ud, const char *key, size_t klen, const char *js
  *  @p limit of them (0: no limit), in key order.  Reads a snapshot: never
  *  waits for the engine.  @p fn may be NULL: then only the result says
  *  whether the projection (or the key) exists.
- *  @return TIDE_OK, TIDE_ENOTFOUND (no such projection, or no state for
- *  @p key), TIDE_ESTATE (still being built for the first time), TIDE_EIO. */
+ *  @return TIDE_OK, TIDE_EINVAL (@p log or @p name NULL), TIDE_ENOTFOUND
+ *  (no such projection, or no state for @p key), TIDE_ESTATE (still being
+ *  built for the first time), TIDE_EIO. */
 TIDE_API int tide_log_query(tide_log *log, const char *name, const char *key, const char *prefix,
 			    size_t limit, tide_state_fn *fn, void *ud);
 
-/** The same on a running engine's log (from the engine's thread). */
+/** The same on a running engine's log, from the engine's thread but not
+ *  from a C consumer.  @return as tide_log_query(), and TIDE_ESTATE when
+ *  the engine is not open or a turn runs. */
 TIDE_API int tide_engine_query(tide_engine *e, const char *name, const char *key,
 			       const char *prefix, size_t limit, tide_state_fn *fn, void *ud);
 
@@ -529,13 +567,16 @@ typedef struct tide_projection_info {
 
 typedef void tide_projection_fn(void *ud, const tide_projection_info *pi);
 
-/** List the projections recorded in the log.  @return TIDE_OK or TIDE_EIO. */
+/** List the projections recorded in the log.  @return TIDE_OK, TIDE_EINVAL
+ *  (@p log or @p fn NULL), TIDE_ENOMEM or TIDE_EIO. */
 TIDE_API int tide_log_projections(tide_log *log, tide_projection_fn *fn, void *ud);
 
 /** Rebuild projection @p name from the log the next time an engine runs
  *  in @p dir (no engine may run there now: TIDE_EBUSY; a running engine
  *  takes {"command":"projection","op":"rebuild","name":NAME} on REP).
- *  @return TIDE_OK, TIDE_ENOTFOUND, TIDE_EBUSY, TIDE_EIO. */
+ *  @return TIDE_OK, TIDE_EINVAL (@p dir or @p name NULL), TIDE_ENOTFOUND
+ *  (no log, or no such projection), TIDE_EBUSY, TIDE_EFORMAT, TIDE_EFULL,
+ *  TIDE_ENOMEM, TIDE_EIO. */
 TIDE_API int tide_projection_rebuild(const char *dir, const char *name);
 
 /* ------------------------------------------------------------------------
@@ -577,8 +618,9 @@ typedef struct tide_replay_opts {
  *  the chosen point, entirely in memory: the log, the live state and the
  *  checkpoints are only read.  Projections report their state per key at
  *  the end (in key order); consumers report what they would emit.
- *  @return TIDE_OK, TIDE_ENOTFOUND (no log), TIDE_ESCRIPT, TIDE_EIO,
- *  TIDE_EINVAL. */
+ *  @return TIDE_OK, TIDE_EINVAL (no options, data directory or scripts),
+ *  TIDE_ENOTFOUND (no log), TIDE_EFORMAT, TIDE_ESCRIPT, TIDE_ENOMEM,
+ *  TIDE_EIO. */
 TIDE_API int tide_replay(const tide_replay_opts *o, tide_replay_fn *fn, void *ud);
 
 /* ------------------------------------------------------------------------
@@ -601,7 +643,9 @@ typedef struct tide_dead_letter {
 typedef int tide_dead_letter_fn(void *ud, const tide_dead_letter *dl);
 
 /** List dead letters of @p consumer (NULL: every consumer), only at @p seq
- *  unless it is 0.  @return TIDE_OK or TIDE_EIO. */
+ *  unless it is 0.  The callback may call other readers of @p log.
+ *  @return TIDE_OK, TIDE_EINVAL (@p log or @p fn NULL), TIDE_ENOMEM or
+ *  TIDE_EIO. */
 TIDE_API int tide_log_dead_letters(tide_log *log, const char *consumer, uint64_t seq,
 				   tide_dead_letter_fn *fn, void *ud);
 
@@ -614,8 +658,10 @@ enum { TIDE_DLQ_RETRY = 1, TIDE_DLQ_DROP = 2 };
  *  while no engine runs there.  A running engine takes the same request
  *  on its REP endpoint: {"command":"dlq","op":"retry"|"drop",
  *  "consumer":NAME,"seq":N}.
- *  @return TIDE_OK (*count tells how many), TIDE_EBUSY (an engine runs:
- *  ask it), TIDE_ENOTFOUND (no log), TIDE_EIO. */
+ *  @return TIDE_OK (*count tells how many), TIDE_EINVAL (@p dir NULL, or
+ *  a bad @p op or @p consumer), TIDE_EBUSY (an engine runs: ask it),
+ *  TIDE_ENOTFOUND (no log), TIDE_EFORMAT, TIDE_EFULL, TIDE_ENOMEM,
+ *  TIDE_EIO. */
 TIDE_API int tide_dlq_apply(const char *dir, int op, const char *consumer, uint64_t seq,
 			    uint64_t *count);
 
@@ -685,8 +731,9 @@ typedef struct tide_backup_info {
  *  is written to a temporary file, flushed and renamed into place, then
  *  opened to fill @p info (may be NULL).  Strings are borrowed.
  *  @return TIDE_OK, TIDE_ENOTFOUND (no log in @p dir), TIDE_EINVAL
- *  (@p dest holds files), TIDE_EFULL (the disk of @p dest is full),
- *  TIDE_EIO, TIDE_EFORMAT. */
+ *  (@p dir or @p dest NULL, or @p dest holds files or is not a
+ *  directory), TIDE_EFULL (the disk of @p dest is full), TIDE_EIO,
+ *  TIDE_EFORMAT, TIDE_ENOMEM. */
 TIDE_API int tide_log_backup(const char *dir, const char *dest, tide_backup_info *info);
 
 #ifdef __cplusplus

@@ -134,6 +134,7 @@ errors(void)
 	CHECK(tide_config_new(&cfg) == TIDE_OK);
 	CHECK(tide_config_set(cfg, "map_size", "lots") == TIDE_ECONFIG);
 	CHECK(strstr(tide_errmsg(), "map_size") != NULL);
+	CHECK(tide_config_get(cfg, NULL) == NULL);
 	CHECK(tide_config_load(cfg, dir_of("missing.lua")) == TIDE_ECONFIG);
 	CHECK(strstr(tide_errmsg(), "missing.lua") != NULL);
 	tide_config_destroy(cfg);
@@ -157,7 +158,12 @@ errors(void)
 	CHECK(strstr(tide_errmsg(), "no projection named 'nope'") != NULL);
 	CHECK(tide_cursor_open(log, NULL, &cur) == TIDE_OK);
 	CHECK(tide_cursor_next(cur, &ev) == TIDE_ENOTFOUND); /* the end of an empty log */
+	CHECK(strstr(tide_errmsg(), "no more events") != NULL);
 	tide_cursor_close(cur);
+	CHECK(tide_event_json(NULL, NULL, NULL) == TIDE_EINVAL);
+	CHECK(strstr(tide_errmsg(), "tide_event_json") != NULL);
+	CHECK(tide_log_dead_letters(log, NULL, 0, NULL, NULL) == TIDE_EINVAL);
+	CHECK(strstr(tide_errmsg(), "tide_log_dead_letters") != NULL);
 	CHECK(tide_log_stat_get(log, NULL) == TIDE_EINVAL);
 	CHECK(strstr(tide_errmsg(), "tide_log_stat_get") != NULL);
 	tide_log_close(log);
@@ -230,6 +236,7 @@ ordering(int ordered, const char *expect)
 }
 
 typedef struct dead {
+	tide_log *log;
 	uint32_t attempts;
 	int n;
 } dead;
@@ -238,9 +245,16 @@ static int
 on_dead(void *ud, const tide_dead_letter *dl)
 {
 	dead *d = ud;
+	tide_log_stat st;
+	const char *json;
 
 	d->attempts = dl->attempts;
 	d->n++;
+	/* other readers of the same handle, from inside the listing */
+	CHECK(tide_log_stat_get(d->log, &st) == TIDE_OK && st.events == 1);
+	CHECK(tide_event_json(dl->event, &json, NULL) == TIDE_OK);
+	CHECK(strstr(json, "\"id\":\"x\"") != NULL);
+	CHECK(strcmp(dl->consumer, "c") == 0 && dl->seq == 1);
 	return 0;
 }
 
@@ -258,7 +272,7 @@ retries(void)
 	trace t = { "", 0, 0, 1 };
 	const char *dir = dir_of("retries");
 	tide_engine *e = engine_at(dir);
-	dead d = { 0, 0 };
+	dead d = { NULL, 0, 0 };
 	tide_log *log;
 
 	o.from = TIDE_FROM_BEGINNING;
@@ -284,6 +298,7 @@ retries(void)
 	tide_engine_destroy(e);
 	event_base_free(base);
 	CHECK(tide_log_open(&log, dir) == TIDE_OK);
+	d.log = log;
 	CHECK(tide_log_dead_letters(log, "c", 0, on_dead, &d) == TIDE_OK);
 	CHECK(d.n == 1 && d.attempts == 2);
 	tide_log_close(log);

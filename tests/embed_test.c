@@ -85,6 +85,23 @@ check_extensions(const tide_event *ev)
 	extensions_seen++;
 }
 
+/* The same read the other way round, on a view that has read none yet. */
+static void
+check_extensions_reversed(const tide_event *ev)
+{
+	const char *region = tide_event_attr(ev, "region", NULL);
+	const char *tier = tide_event_attr(ev, "tier", NULL);
+	const char *tenant = tide_event_attr(ev, "tenant", NULL);
+
+	if (region == NULL)
+		return;
+	CHECK(tier == NULL && tenant != NULL);
+	CHECK(strcmp(region, "eu-west") == 0 && strcmp(tenant, "acme") == 0);
+	CHECK(strcmp(tide_event_attr(ev, "region", NULL), "eu-west") == 0);
+	CHECK(strcmp(tenant, "acme") == 0 && strcmp(region, "eu-west") == 0);
+	extensions_seen++;
+}
+
 static int
 on_event(void *ud, const tide_event *ev)
 {
@@ -232,7 +249,8 @@ main(void)
 		const char *json;
 		CHECK(tide_event_json(e, &json, NULL) == TIDE_OK);
 		CHECK(strstr(json, "\"type\":\"greeting\"") != NULL);
-		check_extensions(e); /* through a cursor too */
+		/* through a cursor too, read in the other order */
+		check_extensions_reversed(e);
 		n++;
 	}
 	CHECK(n == 8); /* g1..g8, the chained g6 among them */
