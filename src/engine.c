@@ -1089,12 +1089,40 @@ publish_done(void *ud, void *ctx, const tidei_batch *b, size_t first, size_t cou
 	free(w);
 }
 
+/* The text joins the turn's batch, its results promised to @p fn: TIDE_OK,
+ * TIDE_EEVENT (refused whole: too many invalid events) or TIDE_ENOMEM,
+ * and then nothing of it is kept. */
+static int
+enqueue(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn, void *ud)
+{
+	size_t first = e->batch.n;
+	long got;
+	pubwait *w;
+
+	if ((w = malloc(sizeof *w)) == NULL)
+		return TIDE_ENOMEM;
+	w->fn = fn;
+	w->ud = ud;
+	got = tidei_batch_add(&e->batch, json, len);
+	if (got == TIDEI_BATCH_REFUSED) {
+		free(w);
+		return TIDE_EEVENT;
+	}
+	if (got < 0 || tidei_batch_wait(&e->batch, first, (size_t)got, publish_done, e, w) != 0) {
+		tidei_batch_truncate(&e->batch, first);
+		free(w);
+		return TIDE_ENOMEM;
+	}
+	tidei_loop_schedule(&e->loop);
+	return TIDE_OK;
+}
+
+#define REFUSED_WHOLE "refused: more than %d of its events are invalid; nothing of it was stored"
+
 static int
 publish(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn, void *ud)
 {
-	size_t first;
-	long got;
-	pubwait *w;
+	int rc;
 
 	if (!e->opened || e->stopping)
 		return tidei_err(e->err, TIDE_ESTATE, "the engine is not running");
@@ -1104,26 +1132,9 @@ publish(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn, void 
 		return tidei_err(e->err, TIDE_ESTATE,
 				 "tide_publish cannot be called while a turn runs (from a C "
 				 "consumer); publish from a completion callback or later");
-	if ((w = malloc(sizeof *w)) == NULL)
-		return TIDE_ENOMEM;
-	w->fn = fn;
-	w->ud = ud;
-	first = e->batch.n;
-	got = tidei_batch_add(&e->batch, json, len);
-	if (got == TIDEI_BATCH_REFUSED) {
-		free(w);
-		return tidei_err(e->err, TIDE_EEVENT,
-				 "refused: more than %d of its events are invalid; nothing of it "
-				 "was stored",
-				 TIDEI_MAX_REFUSED);
-	}
-	if (got < 0 || tidei_batch_wait(&e->batch, first, (size_t)got, publish_done, e, w) != 0) {
-		tidei_batch_truncate(&e->batch, first);
-		free(w);
-		return TIDE_ENOMEM;
-	}
-	tidei_loop_schedule(&e->loop);
-	return TIDE_OK;
+	if ((rc = enqueue(e, json, len, fn, ud)) == TIDE_EEVENT)
+		return tidei_err(e->err, rc, REFUSED_WHOLE, TIDEI_MAX_REFUSED);
+	return rc;
 }
 
 /* Texts published from other threads (tide_publish_mt) wait in the inbox
@@ -1135,35 +1146,15 @@ publish(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn, void 
 static void
 take_one(tide_engine *e, tidei_inbox_item *it)
 {
-	size_t first = e->batch.n;
 	tide_result r = { 0 };
 	char msg[160];
-	long got = -1;
-	pubwait *w;
 
-	if ((w = malloc(sizeof *w)) != NULL) {
-		w->fn = it->fn;
-		w->ud = it->ud;
-		got = tidei_batch_add(&e->batch, it->text, it->len);
-		if (got >= 0 &&
-		    tidei_batch_wait(&e->batch, first, (size_t)got, publish_done, e, w) == 0) {
-			tidei_loop_schedule(&e->loop);
-			return;
-		}
-		if (got >= 0)
-			tidei_batch_truncate(&e->batch, first);
-		free(w);
-	}
-	if (got == TIDEI_BATCH_REFUSED) {
-		r.code = TIDE_EEVENT;
-		snprintf(msg, sizeof msg,
-			 "refused: more than %d of its events are invalid; nothing of it was "
-			 "stored",
-			 TIDEI_MAX_REFUSED);
-	} else {
-		r.code = TIDE_ENOMEM;
+	if ((r.code = enqueue(e, it->text, it->len, it->fn, it->ud)) == TIDE_OK)
+		return;
+	if (r.code == TIDE_EEVENT)
+		snprintf(msg, sizeof msg, REFUSED_WHOLE, TIDEI_MAX_REFUSED);
+	else
 		snprintf(msg, sizeof msg, "out of memory: nothing of it was stored");
-	}
 	r.error = msg;
 	if (it->fn != NULL)
 		it->fn(it->ud, &r);
