@@ -25,6 +25,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,7 @@
 #include "consumer.h"
 #include "dlq.h"
 #include "flight.h"
+#include "inbox.h"
 #include "ingest.h"
 #include "json.h"
 #include "log.h"
@@ -83,6 +85,7 @@ struct tide_engine {
 	struct c_consumer *cc;       /* consumers added in C, again on a reload */
 	size_t ncc;
 	tidei_batch batch;
+	tidei_inbox *inbox; /* texts from tide_publish_mt(), taken by wake(); open to close */
 	tidei_buf pubbuf;
 	tidei_buf reqbuf;        /* a REP request, decoded */
 	dlq_req jobs[DLQ_QUEUE]; /* dead-letter requests, oldest first */
@@ -92,7 +95,8 @@ struct tide_engine {
 	int opened;
 	int stopping;
 	int in_turn; /* commit_turn() is running: handlers may call back into us */
-	volatile sig_atomic_t stop_requested;
+	/* set from any thread or a signal handler: atomic, and lock-free */
+	atomic_int stop_requested;
 	tide_stop_fn *on_stop; /* the embedder's stop notice, and when it is due */
 	void *on_stop_ud;
 	struct event *stopped;
@@ -499,16 +503,24 @@ stopped_cb(evutil_socket_t fd, short what, void *arg)
 	notify_stopped(arg);
 }
 
+static void take_queued(tide_engine *e, tidei_inbox_item *all);
+
+/* Woken through the pipe: texts published from other threads, or a stop. */
 static void
 wake(void *ud)
 {
 	tide_engine *e = ud;
 
-	if (!e->stop_requested || e->stopping)
+	if (!e->stop_requested || e->stopping) {
+		take_queued(e, tidei_inbox_take(e->inbox));
 		return;
+	}
 	e->stopping = 1;
 	if (e->in != NULL)
 		tidei_ingest_pause(e->in, 1);
+	/* Texts queued by other threads until now go into the last turn;
+	 * closing the inbox refuses later ones, so none is left unanswered. */
+	take_queued(e, tidei_inbox_close(e->inbox));
 	/* Commit what has been received, answer everyone, then stop. */
 	turn(e);
 	if (e->cfg->durability == TIDEI_DURABILITY_RELAXED && tidei_log_sync(e->log) == TIDE_OK)
@@ -911,6 +923,10 @@ engine_open(tide_engine *e, struct event_base *base)
 			(unsigned long long)e->cfg->max_event_size);
 		goto fail;
 	}
+	if ((rc = tidei_inbox_new(&e->inbox, (size_t)e->cfg->max_message_size)) != TIDE_OK) {
+		tidei_err(e->err, rc, "out of memory");
+		goto fail;
+	}
 	if ((rc = resolve_endpoints(e)) != TIDE_OK)
 		goto fail;
 	io.pull = e->urls[0];
@@ -956,6 +972,8 @@ fail:
 	if (e->stopped != NULL)
 		event_free(e->stopped);
 	e->stopped = NULL;
+	tidei_inbox_destroy(e->inbox); /* no thread may have pushed yet */
+	e->inbox = NULL;
 	tidei_loop_close(&e->loop);
 	tidei_projections_stop(e->ps);
 	tidei_consumers_set_flight(e->cs, NULL);
@@ -1013,6 +1031,7 @@ tide_engine_destroy(tide_engine *e)
 		e->flight = NULL;
 		tidei_log_close(e->log);
 	}
+	tidei_inbox_destroy(e->inbox); /* closed and emptied by the stop */
 	tidei_projections_destroy(e->ps);
 	tidei_consumers_destroy(e->cs);
 	for (size_t k = 0; k < e->ncc; k++) {
@@ -1070,12 +1089,40 @@ publish_done(void *ud, void *ctx, const tidei_batch *b, size_t first, size_t cou
 	free(w);
 }
 
+/* The text joins the turn's batch, its results promised to @p fn: TIDE_OK,
+ * TIDE_EEVENT (refused whole: too many invalid events) or TIDE_ENOMEM,
+ * and then nothing of it is kept. */
+static int
+enqueue(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn, void *ud)
+{
+	size_t first = e->batch.n;
+	long got;
+	pubwait *w;
+
+	if ((w = malloc(sizeof *w)) == NULL)
+		return TIDE_ENOMEM;
+	w->fn = fn;
+	w->ud = ud;
+	got = tidei_batch_add(&e->batch, json, len);
+	if (got == TIDEI_BATCH_REFUSED) {
+		free(w);
+		return TIDE_EEVENT;
+	}
+	if (got < 0 || tidei_batch_wait(&e->batch, first, (size_t)got, publish_done, e, w) != 0) {
+		tidei_batch_truncate(&e->batch, first);
+		free(w);
+		return TIDE_ENOMEM;
+	}
+	tidei_loop_schedule(&e->loop);
+	return TIDE_OK;
+}
+
+#define REFUSED_WHOLE "refused: more than %d of its events are invalid; nothing of it was stored"
+
 static int
 publish(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn, void *ud)
 {
-	size_t first;
-	long got;
-	pubwait *w;
+	int rc;
 
 	if (!e->opened || e->stopping)
 		return tidei_err(e->err, TIDE_ESTATE, "the engine is not running");
@@ -1085,25 +1132,77 @@ publish(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn, void 
 		return tidei_err(e->err, TIDE_ESTATE,
 				 "tide_publish cannot be called while a turn runs (from a C "
 				 "consumer); publish from a completion callback or later");
-	if ((w = malloc(sizeof *w)) == NULL)
-		return TIDE_ENOMEM;
-	w->fn = fn;
-	w->ud = ud;
-	first = e->batch.n;
-	got = tidei_batch_add(&e->batch, json, len);
-	if (got == TIDEI_BATCH_REFUSED) {
-		free(w);
-		return tidei_err(e->err, TIDE_EEVENT,
-				 "refused: more than %d of its events are invalid; nothing of it "
-				 "was stored",
-				 TIDEI_MAX_REFUSED);
+	if ((rc = enqueue(e, json, len, fn, ud)) == TIDE_EEVENT)
+		return tidei_err(e->err, rc, REFUSED_WHOLE, TIDEI_MAX_REFUSED);
+	return rc;
+}
+
+/* Texts published from other threads (tide_publish_mt) wait in the inbox
+ * until the loop thread takes them in wake(): each then joins the turn's
+ * batch exactly as tide_publish() adds it, so validation, results and
+ * callbacks are the same.  What tide_publish() would have refused at the
+ * call reaches the callback instead, as a single result: the producer was
+ * told TIDE_OK long ago. */
+static void
+take_one(tide_engine *e, tidei_inbox_item *it)
+{
+	tide_result r = { 0 };
+	char msg[160];
+
+	if ((r.code = enqueue(e, it->text, it->len, it->fn, it->ud)) == TIDE_OK)
+		return;
+	if (r.code == TIDE_EEVENT)
+		snprintf(msg, sizeof msg, REFUSED_WHOLE, TIDEI_MAX_REFUSED);
+	else
+		snprintf(msg, sizeof msg, "out of memory: nothing of it was stored");
+	r.error = msg;
+	if (it->fn != NULL)
+		it->fn(it->ud, &r);
+}
+
+/* Everything taken from the inbox, oldest first; the items are freed. */
+static void
+take_queued(tide_engine *e, tidei_inbox_item *all)
+{
+	while (all != NULL) {
+		tidei_inbox_item *next = all->next;
+		take_one(e, all);
+		free(all);
+		all = next;
 	}
-	if (got < 0 || tidei_batch_wait(&e->batch, first, (size_t)got, publish_done, e, w) != 0) {
-		tidei_batch_truncate(&e->batch, first);
-		free(w);
-		return TIDE_ENOMEM;
+}
+
+/* Any thread.  Only the inbox is shared with the loop thread, and its
+ * lock orders everything: the loop closes it when the engine starts
+ * stopping, so a closed inbox is how another thread learns of the stop
+ * without reading the loop thread's flags.  The handle itself was set by
+ * tide_engine_open(), which the caller let finish before this call. */
+TIDE_API int
+tide_publish_mt(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn, void *ud)
+{
+	int rc, was_empty;
+
+	if (e == NULL || json == NULL)
+		return tidei_fail(TIDE_EINVAL, "tide_publish_mt: the engine and the text must "
+					       "not be NULL");
+	if (e->inbox == NULL)
+		return tidei_fail(TIDE_ESTATE, "tide_publish_mt: the engine is not open");
+	rc = tidei_inbox_push(e->inbox, json, len, fn, ud, &was_empty);
+	switch (rc) {
+	case TIDE_OK: break;
+	case TIDE_ESTATE:
+		return tidei_fail(rc, "tide_publish_mt: the engine is stopping or has stopped; "
+				      "nothing was queued");
+	case TIDE_EFULL:
+		return tidei_fail(rc,
+				  "tide_publish_mt: the queue holds what max_message_size (%llu "
+				  "bytes) allows until the engine's loop takes it; try again later",
+				  (unsigned long long)e->cfg->max_message_size);
+	default: return tidei_fail(rc, "tide_publish_mt: out of memory copying %zu bytes", len);
 	}
-	tidei_loop_schedule(&e->loop);
+	/* the loop is woken once for everything queued until it takes it */
+	if (was_empty)
+		tidei_loop_wake(&e->loop);
 	return TIDE_OK;
 }
 

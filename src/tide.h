@@ -258,7 +258,8 @@ TIDE_API int tide_engine_postmortem(tide_engine *e, int sig);
 /** The event_base the engine runs on (its own or the adopted one). */
 TIDE_API struct event_base *tide_engine_base(tide_engine *e);
 
-/** Outcome of one published event. */
+/** Outcome of one published event (tide_publish_mt() may also answer
+ *  TIDE_ENOMEM in code). */
 typedef struct tide_result {
 	int code;      /**< TIDE_OK, TIDE_EEVENT (invalid), TIDE_ECONFLICT, TIDE_EFULL, TIDE_EIO */
 	int duplicate; /**< 1 when (source, id) was already in the log */
@@ -287,13 +288,18 @@ TIDE_API int tide_publish(tide_engine *e, const char *json, size_t len, tide_pub
  *  the engine's loop drains (it is woken through a pipe, so the event_base
  *  needs no libevent threading support).  @p fn runs later on the loop's
  *  thread, exactly as for tide_publish(); events queued from one thread
- *  are stored in the order queued.  When the engine stops before taking
- *  them, each event's result has code TIDE_ESTATE: nothing is dropped
- *  without an answer.  The caller must not let a call overlap
- *  tide_engine_destroy().
+ *  are stored in the order queued.  What tide_publish() would refuse at
+ *  the call reaches @p fn instead, as one result: TIDE_EEVENT for a text
+ *  of more than 10,000 invalid events, or TIDE_ENOMEM.  A stop stores what
+ *  is queued in its last turn and refuses every later call: nothing is
+ *  dropped without an answer.  Call it only once tide_engine_open() has
+ *  returned, and do not let a call overlap tide_engine_destroy().
+ *  A failure leaves its detail for tide_errmsg() on the calling
+ *  thread.
  *  @return TIDE_OK (results follow), TIDE_EINVAL, TIDE_ESTATE (not open or
- *  stopping), TIDE_ENOMEM, or TIDE_EFULL when the queue already holds
- *  max_message_size bytes the loop has not taken: try again later. */
+ *  stopping), TIDE_ENOMEM, or TIDE_EFULL when the text would take the
+ *  bytes queued and not yet taken by the loop past max_message_size (an
+ *  empty queue takes any text): try again later. */
 TIDE_API int tide_publish_mt(tide_engine *e, const char *json, size_t len, tide_publish_fn *fn,
 			     void *ud);
 
