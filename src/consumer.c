@@ -60,6 +60,19 @@ struct tidei_consumers {
 	int full;
 	int blame_all; /* a fresh state did not help: every call pays for itself */
 	char full_why[TIDEI_ERRLEN];
+	int take_nomem; /* tide_emit: an event of the text ran out of memory */
+	/* Once keys granted since the consumers' work last committed: a turn
+	 * aborted and run again (the map grew, or another consumer failed
+	 * the turn) rolls their claims back, but the effects they guard have
+	 * happened, so they are not granted a second time. */
+	struct claim {
+		uint64_t h;
+		size_t off; /* of "consumer\0key" in claim_keys; h == 0: free */
+		size_t len;
+	} * claims;
+	size_t claim_cap, nclaims;
+	tidei_buf claim_keys;
+	int ran;           /* the consumers ran in the open transaction */
 	tidei_buf scratch; /* tide_event_json() for C handlers */
 	tidei_buf attrs;   /* tide_event_attr() for C handlers */
 };
@@ -189,6 +202,61 @@ host_on(void *ud, const tidei_on_opts *o, int ref, const char *where, char *err)
 	return add(cs, &named, ref, NULL, NULL, loc, err);
 }
 
+/* 1 if @p consumer claimed @p key (n bytes) in a turn that was then
+ * aborted; otherwise the claim is remembered until the next commit. */
+static int
+claimed_before(tidei_consumers *cs, const char *consumer, const char *key, size_t n)
+{
+	size_t cn = strlen(consumer) + 1, mask;
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (size_t k = 0; k < cn + n; k++) {
+		h ^= (uint8_t)(k < cn ? consumer[k] : key[k - cn]);
+		h *= 0x100000001b3ull;
+	}
+	h |= 1; /* 0 marks a free slot */
+	if (cs->nclaims * 2 >= cs->claim_cap) {
+		size_t cap = cs->claim_cap ? cs->claim_cap * 2 : 64;
+		struct claim *t = calloc(cap, sizeof *t);
+		if (t == NULL)
+			return 0; /* not remembered: the claim in the log still holds */
+		for (size_t k = 0; k < cs->claim_cap; k++) {
+			size_t at = cs->claims[k].h & (cap - 1);
+			if (cs->claims[k].h == 0)
+				continue;
+			while (t[at].h != 0)
+				at = (at + 1) & (cap - 1);
+			t[at] = cs->claims[k];
+		}
+		free(cs->claims);
+		cs->claims = t;
+		cs->claim_cap = cap;
+	}
+	mask = cs->claim_cap - 1;
+	for (size_t at = h & mask;; at = (at + 1) & mask) {
+		struct claim *c = &cs->claims[at];
+		if (c->h == 0) {
+			size_t off = cs->claim_keys.len;
+			tidei_buf_put(&cs->claim_keys, consumer, cn);
+			tidei_buf_put(&cs->claim_keys, key, n);
+			if (cs->claim_keys.failed) {
+				cs->claim_keys.len = off;
+				cs->claim_keys.failed = 0;
+				return 0;
+			}
+			c->h = h;
+			c->off = off;
+			c->len = cn + n;
+			cs->nclaims++;
+			return 0;
+		}
+		if (c->h == h && c->len == cn + n &&
+		    memcmp(cs->claim_keys.p + c->off, consumer, cn) == 0 &&
+		    memcmp(cs->claim_keys.p + c->off + cn, key, n) == 0)
+			return 1;
+	}
+}
+
 static int
 host_once(void *ud, const char *key, size_t n, int *first, char *err)
 {
@@ -201,7 +269,11 @@ host_once(void *ud, const char *key, size_t n, int *first, char *err)
 	 * the handler failing afterwards, or a retry would repeat the effect
 	 * the claim protects. */
 	rc = tidei_log_once(cs->log, cs->cur->name, key, n, cs->cause->seq, first);
-	return rc == TIDE_OK ? TIDE_OK : tidei_err(err, rc, "%s", cs->log->err);
+	if (rc != TIDE_OK)
+		return tidei_err(err, rc, "%s", cs->log->err);
+	if (*first && claimed_before(cs, cs->cur->name, key, n))
+		*first = 0;
+	return TIDE_OK;
 }
 
 static int
@@ -379,6 +451,8 @@ tidei_consumers_destroy(tidei_consumers *cs)
 	free(cs->v);
 	tidei_script_destroy(cs->script);
 	tidei_buf_free(&cs->emits);
+	free(cs->claims);
+	tidei_buf_free(&cs->claim_keys);
 	tidei_buf_free(&cs->scratch);
 	tidei_buf_free(&cs->attrs);
 	free(cs->emit_len);
@@ -421,9 +495,14 @@ static int
 take_emit(void *ud, tidei_evb *b, char *err)
 {
 	/* as from Lua: an emitted event need not repeat the spec version */
+	tidei_consumers *cs = ud;
+	int rc;
+
 	if (!b->invalid && !(b->seen & TIDEI_SEEN_SPECVERSION))
 		tidei_evb_string(b, "specversion", 11, "1.0", 3);
-	return host_emit(ud, b, err);
+	if ((rc = host_emit(ud, b, err)) == TIDE_ENOMEM)
+		cs->take_nomem = 1;
+	return rc;
 }
 
 typedef struct emit_sink {
@@ -450,7 +529,8 @@ tide_emit(const tide_event *ev, const char *json, size_t len)
 	tidei_consumers *cs = handling(ev);
 	tidei_eparser p;
 	emit_sink k;
-	size_t nemits, used;
+	size_t nemits, used, reserved;
+	int failed;
 	long got;
 
 	if (ev == NULL || json == NULL)
@@ -461,6 +541,9 @@ tide_emit(const tide_event *ev, const char *json, size_t len)
 				  "during its callback");
 	nemits = cs->nemits;
 	used = cs->emits.len;
+	reserved = cs->reserved;
+	failed = cs->emits.failed;
+	cs->take_nomem = 0;
 	memset(&k, 0, sizeof k);
 	tidei_eparser_init(&p, cs->o.max_event ? cs->o.max_event : SIZE_MAX);
 	p.take = take_emit;
@@ -468,11 +551,17 @@ tide_emit(const tide_event *ev, const char *json, size_t len)
 	got = tidei_eparser_run(&p, json, len, emit_seen, &k);
 	tidei_eparser_free(&p);
 	if (got < 0 || k.bad > 0 || got == 0) {
-		/* all or nothing: what the text's other events added goes */
+		/* all or nothing: what the text's other events added goes,
+		 * with the memory it held against the scripts' limit */
 		cs->nemits = nemits;
 		cs->emits.len = used;
-		if (got < 0)
-			return tidei_fail(TIDE_ENOMEM, NULL);
+		cs->emits.failed = failed;
+		tidei_lstate_release(tidei_script_lstate(cs->script), cs->reserved - reserved);
+		cs->reserved = reserved;
+		if (got < 0 || cs->take_nomem)
+			return tidei_fail(TIDE_ENOMEM, "%s",
+					  k.bad > 0 ? k.err
+						    : "out of memory (nothing was emitted)");
 		if (got == 0)
 			return tidei_fail(TIDE_EEVENT, "tide_emit: the text holds no event");
 		return tidei_fail(TIDE_EEVENT, "%s%s", k.err,
@@ -732,6 +821,7 @@ tidei_consumers_reload(tidei_consumers *cs, tidei_log *log)
 	MDB_txn *txn;
 	int rc = tidei_log_read_begin(log, &txn);
 
+	cs->ran = 0; /* aborted: the claims made stay remembered */
 	if (rc != TIDE_OK)
 		return rc;
 	rc = load(cs, log, txn, log->committed);
@@ -761,6 +851,13 @@ tidei_consumers_set_flight(tidei_consumers *cs, tidei_flight *f)
 void
 tidei_consumers_committed(tidei_consumers *cs)
 {
+	/* the claims of the consumers' work are durable now */
+	if (cs->ran && cs->nclaims > 0) {
+		memset(cs->claims, 0, cs->claim_cap * sizeof *cs->claims);
+		cs->nclaims = 0;
+		tidei_buf_reset(&cs->claim_keys);
+	}
+	cs->ran = 0;
 	for (size_t k = 0; k < cs->n; k++) {
 		cs->v[k].committed = cs->v[k].checkpoint;
 		cs->v[k].stored = 1;
@@ -1197,6 +1294,7 @@ tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err)
 	int64_t now = tidei_now();
 
 	*more = 0;
+	cs->ran = 1;
 	for (size_t k = 0; k < cs->n; k++) {
 		if ((rc = run_one(cs, &cs->v[k], log, now, more, err)) != TIDE_OK)
 			return rc;

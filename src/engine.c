@@ -101,6 +101,7 @@ struct tide_engine {
 	void *on_stop_ud;
 	struct event *stopped;
 	int notified;
+	int halted;               /* the stop's last turn is done: no turn or tick after it */
 	int lagging;              /* a consumer is behind the end of the log */
 	int64_t consumers_resume; /* consumers paused until this time (ns) */
 	char dir[PATH_MAX];
@@ -386,6 +387,8 @@ turn(void *ud)
 	int more = 0, growths = 0, rc;
 	int with_consumers = tidei_now() >= e->consumers_resume;
 
+	if (e->halted)
+		return;
 	if (b->valid == 0 && !(e->lagging && with_consumers) && e->njobs == 0 && !retry_due(e)) {
 		if (tidei_batch_finish(b)) /* rejected events and empty requests */
 			tidei_loop_schedule(&e->loop);
@@ -472,6 +475,8 @@ tick(void *ud)
 {
 	tide_engine *e = ud;
 
+	if (e->halted)
+		return;
 	if (e->cfg->durability == TIDEI_DURABILITY_RELAXED && e->synced < e->log->committed) {
 		if (tidei_log_sync(e->log) == TIDE_OK)
 			e->synced = e->log->committed;
@@ -526,6 +531,9 @@ wake(void *ud)
 	if (e->cfg->durability == TIDEI_DURABILITY_RELAXED && tidei_log_sync(e->log) == TIDE_OK)
 		e->synced = e->log->committed;
 	dlq_abandon(e);
+	/* nothing more is written: a retry falling due, a turn the last one
+	 * asked for and the periodic tick all find the engine halted */
+	e->halted = 1;
 	if (e->loop.own)
 		tidei_loop_exit(&e->loop); /* tide_engine_run() gives the notice */
 	elog(e, TIDE_LOG_INFO, "stopped at seq %llu", (unsigned long long)e->log->committed);
@@ -797,6 +805,8 @@ tide_engine_new(tide_engine **out, const tide_config *cfg)
 	*out = NULL;
 	if ((e = calloc(1, sizeof *e)) == NULL)
 		return tidei_fail(TIDE_ENOMEM, NULL);
+	/* a failed open closes the loop, which must not close descriptor 0 */
+	e->loop.wake_fd[0] = e->loop.wake_fd[1] = -1;
 	if ((rc = tidei_config_copy(&e->cfg, cfg)) != TIDE_OK) {
 		free(e);
 		return tidei_fail(rc, NULL);

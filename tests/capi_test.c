@@ -5,6 +5,7 @@
  * version macros, and where the detail of an error is found.
  */
 #include <event2/event.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -456,6 +457,153 @@ emits(void)
 	CHECK(count_type(dir, "order.ack") == 2);
 }
 
+/* A turn aborted and run again, because the map had to grow, runs the
+ * handler again: a key it claimed the first time is not granted again
+ * (its effect has happened), and its emits are stored once. */
+typedef struct growth {
+	int calls, effects;
+	char *big; /* an event of about 700 KB */
+} growth;
+
+static int
+on_big(void *ud, const tide_event *ev)
+{
+	growth *g = ud;
+	int first;
+
+	g->calls++;
+	CHECK(tide_once(ev, "effect", 6, &first) == TIDE_OK);
+	g->effects += first;
+	for (int k = 0; k < 3; k++)
+		CHECK(tide_emit(ev, g->big, strlen(g->big)) == TIDE_OK);
+	return TIDE_OK;
+}
+
+static int
+grown(void *ud)
+{
+	return ((growth *)ud)->calls >= 2;
+}
+
+static void
+once_across_growth(void)
+{
+	struct event_base *base = event_base_new();
+	const char *dir = dir_of("growth");
+	tide_consumer_opts o = TIDE_CONSUMER_OPTS_INIT;
+	growth g = { 0, 0, malloc(720000) };
+	tide_config *cfg;
+	tide_engine *e;
+	size_t n;
+
+	CHECK(g.big != NULL);
+	n = (size_t)snprintf(g.big, 200, "{\"type\":\"big\",\"data\":\"");
+	memset(g.big + n, 'x', 700000);
+	memcpy(g.big + n + 700000, "\"}", 3);
+	CHECK(tide_config_new(&cfg) == TIDE_OK);
+	CHECK(tide_config_set(cfg, "data", dir) == TIDE_OK);
+	CHECK(tide_config_set(cfg, "map_size", "1M") == TIDE_OK);
+	CHECK(tide_engine_new(&e, cfg) == TIDE_OK);
+	tide_config_destroy(cfg);
+	o.from = TIDE_FROM_BEGINNING;
+	CHECK(tide_consumer_add(e, "grower", "start", &o, on_big, &g) == TIDE_OK);
+	CHECK(tide_engine_open(e, base) == TIDE_OK);
+	publish(e, "{\"specversion\":\"1.0\",\"id\":\"g\",\"source\":\"/t\",\"type\":\"start\"}");
+	loop_until(base, grown, &g, 10000);
+	for (int i = 0; i < 20; i++)
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	CHECK(g.calls >= 2); /* the map grew under the first call's emits */
+	CHECK(g.effects == 1);
+	tide_engine_destroy(e);
+	event_base_free(base);
+	CHECK(count_type(dir, "big") == 3);
+	free(g.big);
+}
+
+/* Texts refused whole give back the memory their events held against
+ * memory_limit: a handler that tries and fails six times can still emit. */
+typedef struct probe {
+	char *text; /* three events of 900 KB and an invalid one */
+	int refused, emitted;
+} probe;
+
+static int
+on_probe(void *ud, const tide_event *ev)
+{
+	probe *p = ud;
+	const char *nl = strchr(p->text, '\n'); /* the first event alone */
+
+	for (int k = 0; k < 6; k++)
+		p->refused += tide_emit(ev, p->text, strlen(p->text)) == TIDE_EEVENT;
+	p->emitted += tide_emit(ev, p->text, (size_t)(nl - p->text)) == TIDE_OK;
+	return TIDE_OK;
+}
+
+static int
+probed(void *ud)
+{
+	return ((probe *)ud)->emitted + ((probe *)ud)->refused >= 7;
+}
+
+static void
+refused_emits_free_memory(void)
+{
+	struct event_base *base = event_base_new();
+	const char *dir = dir_of("probe");
+	tide_consumer_opts o = TIDE_CONSUMER_OPTS_INIT;
+	probe p = { malloc(3 * 900100 + 64), 0, 0 };
+	tide_config *cfg;
+	tide_engine *e;
+	size_t at = 0;
+
+	CHECK(p.text != NULL);
+	for (int k = 0; k < 3; k++) {
+		at += (size_t)sprintf(p.text + at, "{\"type\":\"probe\",\"data\":\"");
+		memset(p.text + at, 'y', 900000);
+		at += 900000;
+		at += (size_t)sprintf(p.text + at, "\"}\n");
+	}
+	sprintf(p.text + at, "{\"type\":\"\"}");
+	CHECK(tide_config_new(&cfg) == TIDE_OK);
+	CHECK(tide_config_set(cfg, "data", dir) == TIDE_OK);
+	CHECK(tide_config_set(cfg, "memory_limit", "16M") == TIDE_OK);
+	CHECK(tide_engine_new(&e, cfg) == TIDE_OK);
+	tide_config_destroy(cfg);
+	o.from = TIDE_FROM_BEGINNING;
+	o.retries = 0;
+	CHECK(tide_consumer_add(e, "prober", "go", &o, on_probe, &p) == TIDE_OK);
+	CHECK(tide_engine_open(e, base) == TIDE_OK);
+	publish(e, "{\"specversion\":\"1.0\",\"id\":\"p\",\"source\":\"/t\",\"type\":\"go\"}");
+	loop_until(base, probed, &p, 10000);
+	CHECK(p.refused == 6 && p.emitted == 1);
+	tide_engine_destroy(e);
+	event_base_free(base);
+	CHECK(count_type(dir, "probe") == 1);
+	free(p.text);
+}
+
+/* A failed open leaves the process's descriptors alone (descriptor 0 was
+ * once closed twice). */
+static void
+failed_open_keeps_stdin(void)
+{
+	tide_config *cfg;
+	tide_engine *e;
+
+	if (fcntl(0, F_GETFD) == -1)
+		CHECK(open("/dev/null", O_RDONLY) == 0);
+	CHECK(tide_config_new(&cfg) == TIDE_OK);
+	CHECK(tide_config_set(cfg, "data", dir_of("badscript")) == TIDE_OK);
+	CHECK(tide_config_add_script(cfg, dir_of("no-such-script.lua")) == TIDE_OK);
+	CHECK(tide_engine_new(&e, cfg) == TIDE_OK);
+	tide_config_destroy(cfg);
+	CHECK(tide_engine_open(e, NULL) != TIDE_OK);
+	CHECK(strstr(tide_errmsg(), "no-such-script.lua") != NULL);
+	CHECK(tide_engine_open(e, NULL) != TIDE_OK); /* and again */
+	tide_engine_destroy(e);
+	CHECK(fcntl(0, F_GETFD) != -1);
+}
+
 /* ------------------------------------------------------------------------
  * The stop notice
  * ------------------------------------------------------------------------ */
@@ -475,6 +623,19 @@ on_stopped(void *ud, tide_engine *e)
 	tide_engine_destroy(e); /* allowed from the notice */
 	if (s->base != NULL)
 		event_base_loopexit(s->base, NULL);
+}
+
+static void
+note_only(void *ud, tide_engine *e)
+{
+	(void)e;
+	((stopper *)ud)->notices++;
+}
+
+static int
+noticed(void *ud)
+{
+	return ((stopper *)ud)->notices > 0;
 }
 
 static void
@@ -516,6 +677,36 @@ stop_notice(void)
 	tide_engine_stop(e);
 	CHECK(tide_engine_run(e) == TIDE_OK);
 	CHECK(s.notices == 1);
+
+	/* after the notice nothing runs: a consumer whose retry falls due is
+	 * not called, though the loop goes on */
+	{
+		struct event_base *b2 = event_base_new();
+		tide_consumer_opts o = TIDE_CONSUMER_OPTS_INIT;
+		trace t = { "", 0, 0, 1 };
+		stopper quiet = { NULL, 0, 0 };
+		size_t calls;
+		e = engine_at(dir_of("halt"));
+		o.from = TIDE_FROM_BEGINNING;
+		o.backoff_ms = 20;
+		o.backoff_max_ms = 20;
+		CHECK(tide_consumer_add(e, "failing", "t", &o, traced, &t) == TIDE_OK);
+		CHECK(tide_engine_on_stop(e, note_only, &quiet) == TIDE_OK);
+		CHECK(tide_engine_open(e, b2) == TIDE_OK);
+		publish(e, ev);
+		loop_until(b2, seen_2, &t, 3000);
+		tide_engine_stop(e);
+		loop_until(b2, noticed, &quiet, 3000);
+		CHECK(quiet.notices == 1);
+		calls = t.n;
+		for (int64_t end = now_ms() + 300; now_ms() < end;) {
+			event_base_loop(b2, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+			usleep(5000);
+		}
+		CHECK(t.n == calls);
+		tide_engine_destroy(e);
+		event_base_free(b2);
+	}
 
 	/* destroyed without a stop: no notice */
 	s.notices = 0;
@@ -607,6 +798,9 @@ main(void)
 	retries();
 	from_where();
 	emits();
+	once_across_growth();
+	refused_emits_free_memory();
+	failed_open_keeps_stdin();
 	stop_notice();
 	two_chains();
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
