@@ -154,16 +154,10 @@ tide_cursor_open(tide_log *l, const tide_filter *f, tide_cursor **out)
 		c->tlen = strlen(c->type);
 	}
 	/* A cursor has its own snapshot, so several can be open at once. */
-	rc = mdb_txn_begin(l->log->env, NULL, MDB_RDONLY, &c->txn);
-	if (rc == MDB_MAP_RESIZED) {
-		mdb_env_set_mapsize(l->log->env, 0);
-		rc = mdb_txn_begin(l->log->env, NULL, MDB_RDONLY, &c->txn);
-	}
-	if (rc != 0) {
+	if ((rc = tidei_log_snapshot_begin(l->log, &c->txn)) != TIDE_OK) {
 		c->txn = NULL;
 		tide_cursor_close(c);
-		return tidei_fail(tidei_err_mdb(rc), "cannot begin a read transaction: %s",
-				  mdb_strerror(rc));
+		return tidei_fail(rc, "%s", l->log->err);
 	}
 	if (f && f->subject && *f->subject) {
 		if ((rc = collect_stream(c, f->subject)) != TIDE_OK) {
@@ -267,8 +261,7 @@ tide_cursor_close(tide_cursor *c)
 		return;
 	if (c->cur != NULL)
 		mdb_cursor_close(c->cur);
-	if (c->txn != NULL)
-		mdb_txn_abort(c->txn);
+	tidei_log_snapshot_end(c->owner->log, c->txn);
 	free(c->seqs);
 	free(c->type);
 	tidei_buf_free(&c->attrs);
@@ -366,25 +359,25 @@ tide_log_consumers(tide_log *l, tide_checkpoint_fn *fn, void *ud)
 }
 
 /* Count the keys "name\0..." of @p dbi. */
-static uint64_t
-count_prefix(MDB_txn *txn, MDB_dbi dbi, const char *name)
+static int
+count_prefix(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *count)
 {
 	size_t n = strlen(name) + 1;
 	MDB_cursor *cur;
 	MDB_val k = { n, (void *)name }, v;
-	uint64_t count = 0;
 	int mrc;
 
-	if (mdb_cursor_open(txn, dbi, &cur) != 0)
-		return 0;
+	*count = 0;
+	if ((mrc = mdb_cursor_open(txn, dbi, &cur)) != 0)
+		return mrc;
 	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
 	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		if (k.mv_size < n || memcmp(k.mv_data, name, n) != 0)
 			break;
-		count++;
+		(*count)++;
 	}
 	mdb_cursor_close(cur);
-	return count;
+	return mrc == MDB_NOTFOUND ? 0 : mrc;
 }
 
 TIDE_API int
@@ -399,11 +392,21 @@ tide_log_consumer_backlog(tide_log *l, const char *name, uint64_t *pending, uint
 	rstart(l);
 	if ((rc = tidei_log_read_begin(l->log, &txn)) != TIDE_OK)
 		return rfail(l, rc, "cannot read the consumer's backlog");
-	if (pending != NULL)
-		*pending = count_prefix(txn, l->log->pending, name);
-	if (dead != NULL)
-		*dead = count_prefix(txn, l->log->dead, name);
-	tidei_log_read_end(l->log);
+	{
+		uint64_t np = 0, nd = 0;
+		int mrc = count_prefix(txn, l->log->pending, name, &np);
+		if (mrc == 0)
+			mrc = count_prefix(txn, l->log->dead, name, &nd);
+		tidei_log_read_end(l->log);
+		if (mrc != 0)
+			return tidei_fail(tidei_err_mdb(mrc),
+					  "cannot read the consumer's backlog: %s",
+					  mdb_strerror(mrc));
+		if (pending != NULL)
+			*pending = np;
+		if (dead != NULL)
+			*dead = nd;
+	}
 	return TIDE_OK;
 }
 

@@ -250,17 +250,11 @@ tide_log_dead_letters(tide_log *log, const char *consumer, uint64_t seq, tide_de
 	l.scratch = scratch;
 	/* A snapshot of its own, not the handle's shared one: the callback may
 	 * call other readers of the same handle, which renew that one. */
-	rc = mdb_txn_begin(il->env, NULL, MDB_RDONLY, &l.txn);
-	if (rc == MDB_MAP_RESIZED) {
-		mdb_env_set_mapsize(il->env, 0);
-		rc = mdb_txn_begin(il->env, NULL, MDB_RDONLY, &l.txn);
-	}
-	if (rc != 0)
-		return tidei_fail(tidei_err_mdb(rc), "cannot begin a read transaction: %s",
-				  mdb_strerror(rc));
 	il->err[0] = '\0';
+	if ((rc = tidei_log_snapshot_begin(il, &l.txn)) != TIDE_OK)
+		return tidei_fail(rc, "%s", il->err);
 	rc = tidei_log_dead_each(il, l.txn, consumer, list_one, &l);
-	mdb_txn_abort(l.txn);
+	tidei_log_snapshot_end(il, l.txn);
 	tidei_buf_free(&l.attrs);
 	if (l.nomem)
 		return tidei_fail(TIDE_ENOMEM, NULL);

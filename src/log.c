@@ -1062,6 +1062,15 @@ tidei_log_get(tidei_log *log, MDB_txn *txn, uint64_t seq, struct tide_event *ev)
 	return TIDE_OK;
 }
 
+/* Another process grew the map while this handle holds snapshots open. */
+static int
+remap_refused(tidei_log *log)
+{
+	return tidei_err(log->err, TIDE_EIO,
+			 "the log's map grew (the engine wrote more) while cursors or listings "
+			 "are open on this handle; close them and try again");
+}
+
 int
 tidei_log_read_begin(tidei_log *log, MDB_txn **txn)
 {
@@ -1072,6 +1081,8 @@ tidei_log_read_begin(tidei_log *log, MDB_txn **txn)
 			rc = mdb_txn_renew(log->rtxn);
 		else
 			rc = mdb_txn_begin(log->env, NULL, MDB_RDONLY, &log->rtxn);
+		if (rc == MDB_MAP_RESIZED && log->pins > 0)
+			break;
 		if (rc == MDB_MAP_RESIZED) {
 			/* Another process grew the map: adopt its size and retry. */
 			if (log->rtxn != NULL) {
@@ -1092,7 +1103,36 @@ tidei_log_read_begin(tidei_log *log, MDB_txn **txn)
 		*txn = log->rtxn;
 		return TIDE_OK;
 	}
-	return txn_fail(log, MDB_MAP_RESIZED, "cannot begin a read transaction");
+	return remap_refused(log);
+}
+
+int
+tidei_log_snapshot_begin(tidei_log *log, MDB_txn **txn)
+{
+	int rc = mdb_txn_begin(log->env, NULL, MDB_RDONLY, txn);
+
+	if (rc == MDB_MAP_RESIZED && log->pins == 0) {
+		mdb_env_set_mapsize(log->env, 0);
+		refresh_map_info(log);
+		rc = mdb_txn_begin(log->env, NULL, MDB_RDONLY, txn);
+	}
+	if (rc == MDB_MAP_RESIZED)
+		return remap_refused(log);
+	if (rc != 0) {
+		*txn = NULL;
+		return txn_fail(log, rc, "cannot begin a read transaction");
+	}
+	log->pins++;
+	return TIDE_OK;
+}
+
+void
+tidei_log_snapshot_end(tidei_log *log, MDB_txn *txn)
+{
+	if (txn == NULL)
+		return;
+	mdb_txn_abort(txn);
+	log->pins--;
 }
 
 void

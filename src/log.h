@@ -57,6 +57,7 @@ typedef struct tidei_log {
 	int once_legacy;     /* format 1 left long tide.once claims under its hash */
 	MDB_txn *txn;        /* the open write transaction, if any */
 	MDB_txn *rtxn;       /* a reusable read transaction (reset when idle) */
+	unsigned pins;       /* snapshots of their own held open (cursors, listings) */
 	/* Called before the map moves (it grows): other threads of this
 	 * process must not be reading it then. */
 	void (*before_remap)(void *ud);
@@ -135,6 +136,15 @@ int tidei_log_get(tidei_log *log, MDB_txn *txn, uint64_t seq, struct tide_event 
  *  release it with tidei_log_read_end(). */
 int tidei_log_read_begin(tidei_log *log, MDB_txn **txn);
 void tidei_log_read_end(tidei_log *log);
+
+/** A read snapshot of its own, for a reader that stays open (a cursor, a
+ *  listing whose callback may use the handle): several may be held at
+ *  once.  When another process has grown the map, it is mapped again
+ *  only while no such snapshot is held (remapping would move the pages
+ *  they point into); otherwise TIDE_EIO asks to close them first.
+ *  Release with tidei_log_snapshot_end(). */
+int tidei_log_snapshot_begin(tidei_log *log, MDB_txn **txn);
+void tidei_log_snapshot_end(tidei_log *log, MDB_txn *txn);
 
 /** Durable consumer checkpoints.  get works in any transaction; set needs
  *  the write transaction. */

@@ -239,8 +239,8 @@ TIDE_API int tide_engine_reload(tide_engine *e);
 
 /** Close sockets and the log and free the engine (a stop that was not
  *  asked for first is done now, without a notice).  Accepts NULL.  May be
- *  called from the stop notice; never from a handler or the log
- *  callback. */
+ *  called from the stop notice; never from a handler, a publish
+ *  completion callback or the log callback. */
 TIDE_API void tide_engine_destroy(tide_engine *e);
 
 /** For whoever ends a process whose engine is stuck or crashing (a
@@ -293,7 +293,9 @@ TIDE_API int tide_publish(tide_engine *e, const char *json, size_t len, tide_pub
  *  of more than 10,000 invalid events, or TIDE_ENOMEM.  A stop stores what
  *  is queued in its last turn and refuses every later call: nothing is
  *  dropped without an answer.  Call it only once tide_engine_open() has
- *  returned, and do not let a call overlap tide_engine_destroy().
+ *  returned, and join the threads that call it before
+ *  tide_engine_destroy() (also when the stop notice destroys the engine):
+ *  a call may not overlap the destroy.
  *  A failure leaves its detail for tide_errmsg() on the calling
  *  thread.
  *  @return TIDE_OK (results follow), TIDE_EINVAL, TIDE_ESTATE (not open or
@@ -305,9 +307,13 @@ TIDE_API int tide_publish_mt(tide_engine *e, const char *json, size_t len, tide_
 
 /** Called once, on the loop's thread, when a stop asked for with
  *  tide_engine_stop() has finished: the last turn committed and every
- *  waiting producer was answered.  For an engine on a borrowed base this
- *  is the moment to tide_engine_destroy() it (which may be done from the
- *  callback) and, for example, to leave the loop. */
+ *  waiting producer was answered; after it the engine writes nothing
+ *  more.  For an engine on a borrowed base this is the moment to
+ *  tide_engine_destroy() it (which may be done from the callback) and,
+ *  for example, to leave the loop.  An engine on its own base gives the
+ *  notice from tide_engine_run(), just before it returns (so not when the
+ *  embedder runs that base itself).  A stop asked for before
+ *  tide_engine_open() returned is ignored. */
 typedef void tide_stop_fn(void *ud, tide_engine *e);
 
 /** Set (or with NULL clear) the stop notice of @p e.

@@ -397,12 +397,14 @@ on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
  * Alerts: a C consumer
  * ------------------------------------------------------------------------ */
 
-/* Called for each sensor.alert, inside the engine's turn.  The print is
- * an effect outside the log, so it is guarded by a claim on the alert's
- * id: were the consumer to fail after it (say the emit below failed) and
- * run again, or the process to die before the turn commits, the alert is
- * not printed twice.  The notified event commits with the consumer's
- * checkpoint, exactly once. */
+/* Called for each sensor.alert, inside the engine's turn (its write
+ * transaction: keep it short, as every producer waits for the commit).
+ * The print is an effect outside the log, so it is guarded by a claim on
+ * the alert's id: were the consumer to fail after it (say the emit below
+ * failed) and run again, or the turn to be run again because the log had
+ * to grow, the alert is not printed twice.  Only a crash between the print
+ * and the commit would print it again.  The notified event commits with
+ * the consumer's checkpoint, exactly once. */
 static int
 on_alert(void *ud, const tide_event *ev)
 {
@@ -645,15 +647,18 @@ main(int argc, char **argv)
 		status = 0;
 	}
 out:
-	/* Connections still open get what is queued for them, as far as
-	 * their sockets take it without waiting. */
+	/* An engine the stop notice did not destroy (the loop ended for
+	 * another reason) goes first: its last results still reach their
+	 * connections.  Then connections still open get what is queued for
+	 * them, as far as their sockets take it without waiting. */
+	tide_engine_destroy(gw.engine);
+	gw.engine = NULL;
 	while (gw.conns != NULL) {
 		if (gw.conns->bev != NULL)
 			evbuffer_write(bufferevent_get_output(gw.conns->bev),
 				       bufferevent_getfd(gw.conns->bev));
 		conn_free(gw.conns);
 	}
-	tide_engine_destroy(gw.engine);
 	for (int i = 0; i < 3; i++)
 		if (gw.signals[i] != NULL)
 			event_free(gw.signals[i]);
