@@ -87,7 +87,7 @@ tidei_pattern_match(const char *pat, size_t plen, const char *type, size_t tlen)
  * Keys
  * ------------------------------------------------------------------------ */
 
-#define KEYMAX 511 /* LMDB's default MDB_MAXKEYSIZE */
+#define KEYMAX TIDEI_KEYMAX
 /* Format 2 keeps keys of up to KEYMAX - 1 bytes as they are, and stores a
  * longer one in exactly KEYMAX bytes: its first KEYKEEP bytes, a zero byte
  * and the BLAKE2b hash of the whole key (keyhash.h).  Its length alone
@@ -101,8 +101,8 @@ tidei_pattern_match(const char *pat, size_t plen, const char *type, size_t tlen)
 #define V1_KEEP 477
 #define V1_LEN (V1_KEEP + 18)
 
-static size_t
-make_key_v1(uint8_t *key, const char *a, size_t an, const char *b, size_t bn)
+size_t
+tidei_log_make_key_v1(uint8_t *key, const char *a, size_t an, const char *b, size_t bn)
 {
 	uint64_t h1, h2;
 
@@ -130,8 +130,8 @@ make_key_v1(uint8_t *key, const char *a, size_t an, const char *b, size_t bn)
 
 /* Build the key for @p a ["\0" @p b] into @p key (KEYMAX bytes) as key
  * format @p fmt stores it.  Only a long key is hashed. */
-static size_t
-make_key(uint32_t fmt, uint8_t *key, const char *a, size_t an, const char *b, size_t bn)
+size_t
+tidei_log_make_key(uint32_t fmt, uint8_t *key, const char *a, size_t an, const char *b, size_t bn)
 {
 	size_t n = an + (b ? 1 + bn : 0);
 
@@ -144,7 +144,7 @@ make_key(uint32_t fmt, uint8_t *key, const char *a, size_t an, const char *b, si
 		return n;
 	}
 	if (fmt < 2)
-		return make_key_v1(key, a, an, b, bn);
+		return tidei_log_make_key_v1(key, a, an, b, bn);
 	if (an >= KEYKEEP) {
 		memcpy(key, a, KEYKEEP);
 	} else {
@@ -301,15 +301,17 @@ migrate_index(tidei_log *log, MDB_txn *txn, int streams, char *err)
 		if (streams && ev.attr[TIDEI_A_SUBJECT] == NULL)
 			continue;
 		if (streams) {
-			wn = make_key(1, was, ev.attr[TIDEI_A_SUBJECT], ev.len[TIDEI_A_SUBJECT],
-				      NULL, 0);
-			nn = make_key(2, now, ev.attr[TIDEI_A_SUBJECT], ev.len[TIDEI_A_SUBJECT],
-				      NULL, 0);
+			wn = tidei_log_make_key(1, was, ev.attr[TIDEI_A_SUBJECT],
+						ev.len[TIDEI_A_SUBJECT], NULL, 0);
+			nn = tidei_log_make_key(2, now, ev.attr[TIDEI_A_SUBJECT],
+						ev.len[TIDEI_A_SUBJECT], NULL, 0);
 		} else {
-			wn = make_key(1, was, ev.attr[TIDEI_A_SOURCE], ev.len[TIDEI_A_SOURCE],
-				      ev.attr[TIDEI_A_ID], ev.len[TIDEI_A_ID]);
-			nn = make_key(2, now, ev.attr[TIDEI_A_SOURCE], ev.len[TIDEI_A_SOURCE],
-				      ev.attr[TIDEI_A_ID], ev.len[TIDEI_A_ID]);
+			wn = tidei_log_make_key(1, was, ev.attr[TIDEI_A_SOURCE],
+						ev.len[TIDEI_A_SOURCE], ev.attr[TIDEI_A_ID],
+						ev.len[TIDEI_A_ID]);
+			nn = tidei_log_make_key(2, now, ev.attr[TIDEI_A_SOURCE],
+						ev.len[TIDEI_A_SOURCE], ev.attr[TIDEI_A_ID],
+						ev.len[TIDEI_A_ID]);
 		}
 		if (wn != k.mv_size || memcmp(was, k.mv_data, wn) != 0 ||
 		    (nn == wn && memcmp(now, was, nn) == 0))
@@ -351,7 +353,7 @@ migrate_once(tidei_log *log, MDB_txn *txn, int *legacy, char *err)
 		}
 		if ((mrc = mdb_del(txn, log->once, &k, NULL)) != 0)
 			break;
-		k.mv_size = make_key(2, now, k.mv_data, k.mv_size, NULL, 0);
+		k.mv_size = tidei_log_make_key(2, now, k.mv_data, k.mv_size, NULL, 0);
 		k.mv_data = now;
 		mrc = mdb_put(txn, log->once, &k, &v, 0);
 	}
@@ -825,8 +827,8 @@ tidei_log_begin(tidei_log *log)
 	return TIDE_OK;
 }
 
-static int
-txn_fail(tidei_log *log, int rc, const char *what)
+int
+tidei_log_txn_fail(tidei_log *log, int rc, const char *what)
 {
 	char where[160];
 
@@ -899,7 +901,7 @@ flush_heads(tidei_log *log)
 		tidei_st64(raw, e->version);
 		tidei_st64(raw + 8, e->last);
 		if ((rc = mdb_put(log->txn, log->streams, &key, &val, 0)) != 0)
-			return txn_fail(log, rc, "cannot update stream head");
+			return tidei_log_txn_fail(log, rc, "cannot update stream head");
 	}
 	return TIDE_OK;
 }
@@ -920,12 +922,13 @@ tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, int64_t 
 	res->duplicate = 0;
 	res->version = 0;
 
-	k.mv_size = make_key(log->format, key, ev.attr[TIDEI_A_SOURCE], ev.len[TIDEI_A_SOURCE],
-			     ev.attr[TIDEI_A_ID], ev.len[TIDEI_A_ID]);
+	k.mv_size =
+		tidei_log_make_key(log->format, key, ev.attr[TIDEI_A_SOURCE],
+				   ev.len[TIDEI_A_SOURCE], ev.attr[TIDEI_A_ID], ev.len[TIDEI_A_ID]);
 	k.mv_data = key;
 	if (ev.attr[TIDEI_A_SUBJECT] != NULL) {
-		size_t kn = make_key(log->format, skey, ev.attr[TIDEI_A_SUBJECT],
-				     ev.len[TIDEI_A_SUBJECT], NULL, 0);
+		size_t kn = tidei_log_make_key(log->format, skey, ev.attr[TIDEI_A_SUBJECT],
+					       ev.len[TIDEI_A_SUBJECT], NULL, 0);
 		int fresh;
 		if ((e = head_slot(log, skey, kn, &fresh)) == NULL)
 			return tidei_err(log->err, TIDE_ENOMEM, "out of memory");
@@ -938,8 +941,8 @@ tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, int64_t 
 			} else if (rc == MDB_NOTFOUND) {
 				e->version = e->last = 0;
 			} else {
-				return txn_fail(log, rc ? rc : MDB_CORRUPTED,
-						"cannot read stream head");
+				return tidei_log_txn_fail(log, rc ? rc : MDB_CORRUPTED,
+							  "cannot read stream head");
 			}
 		}
 	}
@@ -955,7 +958,7 @@ tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, int64_t 
 			return TIDE_OK;
 		}
 		if (rc != MDB_NOTFOUND)
-			return txn_fail(log, rc, "cannot look up event id");
+			return tidei_log_txn_fail(log, rc, "cannot look up event id");
 		if (e == NULL || e->version != (uint64_t)expect) {
 			res->version = e ? e->version : 0;
 			return tidei_err(
@@ -978,7 +981,7 @@ tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, int64_t 
 		return TIDE_OK;
 	}
 	if (rc != 0)
-		return txn_fail(log, rc, "cannot index event id");
+		return tidei_log_txn_fail(log, rc, "cannot index event id");
 
 	if (e != NULL) {
 		version = e->version + 1;
@@ -998,7 +1001,7 @@ tidei_log_append(tidei_log *log, uint8_t *rec, size_t len, int64_t now, int64_t 
 	v.mv_size = len;
 	v.mv_data = rec;
 	if ((rc = mdb_put(log->txn, log->events, &k, &v, MDB_APPEND)) != 0)
-		return txn_fail(log, rc, "cannot append event");
+		return tidei_log_txn_fail(log, rc, "cannot append event");
 	log->head = seq;
 	res->seq = seq;
 	res->version = version;
@@ -1020,7 +1023,7 @@ tidei_log_commit(tidei_log *log)
 	log->txn = NULL;
 	if (rc != 0) {
 		log->head = log->committed;
-		return txn_fail(log, rc, "cannot commit");
+		return tidei_log_txn_fail(log, rc, "cannot commit");
 	}
 	log->committed = log->head;
 	return TIDE_OK;
@@ -1040,7 +1043,7 @@ tidei_log_sync(tidei_log *log)
 {
 	int rc = mdb_env_sync(log->env, 1);
 
-	return rc ? txn_fail(log, rc, "cannot sync the log") : TIDE_OK;
+	return rc ? tidei_log_txn_fail(log, rc, "cannot sync the log") : TIDE_OK;
 }
 
 /* ------------------------------------------------------------------------
@@ -1098,7 +1101,7 @@ tidei_log_read_begin(tidei_log *log, MDB_txn **txn)
 				mdb_txn_abort(log->rtxn);
 				log->rtxn = NULL;
 			}
-			return txn_fail(log, rc, "cannot begin a read transaction");
+			return tidei_log_txn_fail(log, rc, "cannot begin a read transaction");
 		}
 		*txn = log->rtxn;
 		return TIDE_OK;
@@ -1120,7 +1123,7 @@ tidei_log_snapshot_begin(tidei_log *log, MDB_txn **txn)
 		return remap_refused(log);
 	if (rc != 0) {
 		*txn = NULL;
-		return txn_fail(log, rc, "cannot begin a read transaction");
+		return tidei_log_txn_fail(log, rc, "cannot begin a read transaction");
 	}
 	log->pins++;
 	return TIDE_OK;
@@ -1153,7 +1156,7 @@ tidei_log_checkpoint_get(tidei_log *log, MDB_txn *txn, const char *name, uint64_
 	if (rc == MDB_NOTFOUND)
 		return TIDE_OK;
 	if (rc != 0)
-		return txn_fail(log, rc, "cannot read checkpoint");
+		return tidei_log_txn_fail(log, rc, "cannot read checkpoint");
 	if (v.mv_size < 8)
 		return tidei_err(log->err, TIDE_EIO, "checkpoint of '%s' is corrupt", name);
 	*seq = tidei_ld64(v.mv_data);
@@ -1170,276 +1173,7 @@ tidei_log_checkpoint_set(tidei_log *log, const char *name, uint64_t seq)
 
 	tidei_st64(raw, seq);
 	rc = mdb_put(log->txn, log->consumers, &k, &v, 0);
-	return rc ? txn_fail(log, rc, "cannot write checkpoint") : TIDE_OK;
-}
-
-/* ------------------------------------------------------------------------
- * Retries, dead letters, once
- * ------------------------------------------------------------------------ */
-
-/* consumer "\0" seq (big-endian, so keys sort by seq) */
-static size_t
-seq_key(uint8_t *key, const char *consumer, uint64_t seq)
-{
-	size_t n = strlen(consumer);
-
-	if (n > KEYMAX - 9)
-		n = KEYMAX - 9;
-	memcpy(key, consumer, n);
-	key[n] = '\0';
-	for (int i = 0; i < 8; i++)
-		key[n + 1 + i] = (uint8_t)(seq >> (8 * (7 - i)));
-	return n + 9;
-}
-
-static uint64_t
-key_seq(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
-int
-tidei_log_pending_put(tidei_log *log, const char *consumer, uint64_t seq,
-		      const tidei_pending_rec *r)
-{
-	uint8_t key[KEYMAX + 1], raw[16];
-	MDB_val k = { seq_key(key, consumer, seq), key }, v = { sizeof raw, raw };
-	int rc;
-
-	raw[0] = r->state;
-	raw[1] = r->from_dlq;
-	raw[2] = raw[3] = 0;
-	tidei_st32(raw + 4, r->attempts);
-	tidei_st64(raw + 8, (uint64_t)r->next_at);
-	rc = mdb_put(log->txn, log->pending, &k, &v, 0);
-	return rc ? txn_fail(log, rc, "cannot record a retry") : TIDE_OK;
-}
-
-int
-tidei_log_pending_del(tidei_log *log, const char *consumer, uint64_t seq)
-{
-	uint8_t key[KEYMAX + 1];
-	MDB_val k = { seq_key(key, consumer, seq), key };
-	int rc = mdb_del(log->txn, log->pending, &k, NULL);
-
-	return rc && rc != MDB_NOTFOUND ? txn_fail(log, rc, "cannot clear a retry") : TIDE_OK;
-}
-
-int
-tidei_log_pending_each(tidei_log *log, MDB_txn *txn, const char *consumer,
-		       int (*fn)(void *ud, uint64_t seq, const tidei_pending_rec *r), void *ud)
-{
-	uint8_t key[KEYMAX + 1];
-	size_t plen = seq_key(key, consumer, 0) - 8;
-	MDB_cursor *cur;
-	MDB_val k = { plen + 8, key }, v;
-	int rc, mrc;
-
-	if ((mrc = mdb_cursor_open(txn, log->pending, &cur)) != 0)
-		return txn_fail(log, mrc, "cannot read retries");
-	rc = TIDE_OK;
-	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0 && rc == TIDE_OK;
-	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		const uint8_t *raw = v.mv_data;
-		tidei_pending_rec r;
-		if (k.mv_size != plen + 8 || memcmp(k.mv_data, key, plen) != 0)
-			break;
-		if (v.mv_size < 16)
-			continue;
-		r.state = raw[0];
-		r.from_dlq = raw[1];
-		r.attempts = tidei_ld32(raw + 4);
-		r.next_at = (int64_t)tidei_ld64(raw + 8);
-		rc = fn(ud, key_seq((const uint8_t *)k.mv_data + plen), &r);
-	}
-	mdb_cursor_close(cur);
-	if (mrc != 0 && mrc != MDB_NOTFOUND)
-		return txn_fail(log, mrc, "cannot read retries");
-	return rc;
-}
-
-int
-tidei_log_dead_put(tidei_log *log, const char *consumer, uint64_t seq, const tidei_dead_rec *r)
-{
-	uint8_t key[KEYMAX + 1];
-	MDB_val k = { seq_key(key, consumer, seq), key }, v;
-	uint8_t *p;
-	int rc;
-
-	v.mv_size = 16 + r->where_len + r->error_len;
-	v.mv_data = NULL;
-	rc = mdb_put(log->txn, log->dead, &k, &v, MDB_RESERVE);
-	if (rc != 0)
-		return txn_fail(log, rc, "cannot store a dead letter");
-	p = v.mv_data;
-	tidei_st32(p, r->attempts);
-	tidei_st32(p + 4, (uint32_t)r->where_len);
-	tidei_st64(p + 8, (uint64_t)r->failed_at);
-	memcpy(p + 16, r->where, r->where_len);
-	memcpy(p + 16 + r->where_len, r->error, r->error_len);
-	return TIDE_OK;
-}
-
-int
-tidei_log_dead_del(tidei_log *log, const char *consumer, uint64_t seq)
-{
-	uint8_t key[KEYMAX + 1];
-	MDB_val k = { seq_key(key, consumer, seq), key };
-	int rc = mdb_del(log->txn, log->dead, &k, NULL);
-
-	if (rc == MDB_NOTFOUND)
-		return TIDE_ENOTFOUND;
-	return rc ? txn_fail(log, rc, "cannot remove a dead letter") : TIDE_OK;
-}
-
-static int
-dead_decode(const MDB_val *v, tidei_dead_rec *r)
-{
-	const uint8_t *p = v->mv_data;
-
-	if (v->mv_size < 16)
-		return -1;
-	r->attempts = tidei_ld32(p);
-	r->where_len = tidei_ld32(p + 4);
-	r->failed_at = (int64_t)tidei_ld64(p + 8);
-	if (r->where_len > v->mv_size - 16)
-		return -1;
-	r->where = (const char *)p + 16;
-	r->error = r->where + r->where_len;
-	r->error_len = v->mv_size - 16 - r->where_len;
-	return 0;
-}
-
-int
-tidei_log_dead_get(tidei_log *log, MDB_txn *txn, const char *consumer, uint64_t seq,
-		   tidei_dead_rec *r)
-{
-	uint8_t key[KEYMAX + 1];
-	MDB_val k = { seq_key(key, consumer, seq), key }, v;
-	int rc = mdb_get(txn, log->dead, &k, &v);
-
-	if (rc == MDB_NOTFOUND)
-		return TIDE_ENOTFOUND;
-	if (rc != 0)
-		return txn_fail(log, rc, "cannot read a dead letter");
-	return dead_decode(&v, r) == 0 ? TIDE_OK : TIDE_EIO;
-}
-
-int
-tidei_log_dead_each(tidei_log *log, MDB_txn *txn, const char *consumer,
-		    int (*fn)(void *ud, const char *consumer, uint64_t seq,
-			      const tidei_dead_rec *r),
-		    void *ud)
-{
-	return tidei_log_dead_each_after(log, txn, consumer, NULL, 0, fn, ud);
-}
-
-int
-tidei_log_dead_each_after(
-	tidei_log *log, MDB_txn *txn, const char *consumer, const char *after, uint64_t after_seq,
-	int (*fn)(void *ud, const char *consumer, uint64_t seq, const tidei_dead_rec *r), void *ud)
-{
-	uint8_t key[KEYMAX + 1], from[KEYMAX + 1];
-	size_t plen = consumer ? seq_key(key, consumer, 0) - 8 : 0;
-	MDB_cursor *cur;
-	MDB_val k = { plen + 8, key }, v;
-	char name[KEYMAX + 1];
-	int mrc, stop = 0;
-
-	if ((mrc = mdb_cursor_open(txn, log->dead, &cur)) != 0)
-		return txn_fail(log, mrc, "cannot read dead letters");
-	if (after != NULL) {
-		/* the first key past (after, after_seq) */
-		k.mv_size = seq_key(from, after, after_seq);
-		k.mv_data = from;
-		mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-		if (mrc == 0 && k.mv_size == seq_key(from, after, after_seq) &&
-		    memcmp(k.mv_data, from, k.mv_size) == 0)
-			mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-	} else {
-		mrc = consumer ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
-			       : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-	}
-	for (; mrc == 0 && !stop; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		tidei_dead_rec r;
-		size_t nl;
-		if (k.mv_size < 9 ||
-		    (consumer && (k.mv_size != plen + 8 || memcmp(k.mv_data, key, plen) != 0)))
-			break;
-		nl = k.mv_size - 9;
-		memcpy(name, k.mv_data, nl);
-		name[nl] = '\0';
-		if (dead_decode(&v, &r) != 0)
-			continue;
-		stop = fn(ud, name, key_seq((const uint8_t *)k.mv_data + nl + 1), &r);
-	}
-	mdb_cursor_close(cur);
-	if (mrc != 0 && mrc != MDB_NOTFOUND)
-		return txn_fail(log, mrc, "cannot read dead letters");
-	return TIDE_OK;
-}
-
-int
-tidei_log_once(tidei_log *log, const char *consumer, const char *key, size_t n, uint64_t seq,
-	       int *first)
-{
-	uint8_t k[KEYMAX + 1], raw[8];
-	size_t cn = strlen(consumer);
-	MDB_val kv, v = { 8, raw };
-	int rc;
-
-	/* A long key claimed before format 2 is stored under the old hash,
-	 * which cannot be recomputed from what is stored: look there too. */
-	if (log->once_legacy && cn + 1 + n > KEYMAX) {
-		MDB_val ov;
-		kv.mv_size = make_key_v1(k, consumer, cn, key, n);
-		kv.mv_data = k;
-		rc = mdb_get(log->txn, log->once, &kv, &ov);
-		if (rc == 0) {
-			*first = 0;
-			return TIDE_OK;
-		}
-		if (rc != MDB_NOTFOUND)
-			return txn_fail(log, rc, "cannot read tide.once");
-	}
-	/* the same long-key scheme as ids: consumer "\0" key */
-	kv.mv_size = make_key(log->format, k, consumer, cn, key, n);
-	kv.mv_data = k;
-	tidei_st64(raw, seq);
-	rc = mdb_put(log->txn, log->once, &kv, &v, MDB_NOOVERWRITE);
-	if (rc == MDB_KEYEXIST) {
-		*first = 0;
-		return TIDE_OK;
-	}
-	if (rc != 0)
-		return txn_fail(log, rc, "cannot record tide.once");
-	*first = 1;
-	return TIDE_OK;
-}
-
-int
-tidei_log_stream_head(tidei_log *log, MDB_txn *txn, const char *subject, size_t n,
-		      uint64_t *version, uint64_t *last)
-{
-	uint8_t key[KEYMAX + 1];
-	MDB_val k, v;
-	int rc;
-
-	k.mv_size = make_key(tidei_log_key_format(log, txn), key, subject, n, NULL, 0);
-	k.mv_data = key;
-	*version = *last = 0;
-	rc = mdb_get(txn, log->streams, &k, &v);
-	if (rc == MDB_NOTFOUND)
-		return TIDE_ENOTFOUND;
-	if (rc != 0 || v.mv_size != 16)
-		return txn_fail(log, rc ? rc : MDB_CORRUPTED, "cannot read stream head");
-	*version = tidei_ld64(v.mv_data);
-	*last = tidei_ld64((const uint8_t *)v.mv_data + 8);
-	return TIDE_OK;
+	return rc ? tidei_log_txn_fail(log, rc, "cannot write checkpoint") : TIDE_OK;
 }
 
 /* ------------------------------------------------------------------------
@@ -1451,28 +1185,10 @@ tidei_log_key_match(tidei_log *log, MDB_txn *txn, const void *key, size_t klen, 
 		    size_t an, const char *b, size_t bn)
 {
 	uint8_t want[KEYMAX + 1];
-	size_t n = make_key(tidei_log_key_format(log, txn), want, a, an, b, bn);
+	size_t n = tidei_log_make_key(tidei_log_key_format(log, txn), want, a, an, b, bn);
 
 	/* a long key's hash is computed again: the whole key must be equal */
 	return klen == n && memcmp(key, want, n) == 0;
-}
-
-int
-tidei_log_seq_key_parse(const void *key, size_t klen, size_t *name_len, uint64_t *seq)
-{
-	const uint8_t *p = key;
-
-	if (klen < 9 || p[klen - 9] != '\0' || memchr(p, '\0', klen - 9) != NULL)
-		return -1;
-	*name_len = klen - 9;
-	*seq = key_seq(p + klen - 8);
-	return 0;
-}
-
-int
-tidei_log_dead_decode(const MDB_val *v, tidei_dead_rec *r)
-{
-	return dead_decode(v, r);
 }
 
 /* ------------------------------------------------------------------------

@@ -225,6 +225,24 @@ int tidei_log_stream_head(tidei_log *log, MDB_txn *txn, const char *subject, siz
 			  uint64_t *version, uint64_t *last);
 
 /* ------------------------------------------------------------------------
+ * Shared by log.c and logcons.c (the consumers' records)
+ * ------------------------------------------------------------------------ */
+
+/** LMDB's default MDB_MAXKEYSIZE: the longest key stored as it is. */
+#define TIDEI_KEYMAX 511
+
+/** Build the key of @p a ["\0" @p b] into @p key (TIDEI_KEYMAX bytes) as
+ *  a log of format @p fmt stores it (a long one by its hash); returns
+ *  its length.  The _v1 form is how format 1 stored a long key. */
+size_t tidei_log_make_key(uint32_t fmt, uint8_t *key, const char *a, size_t an, const char *b,
+			  size_t bn);
+size_t tidei_log_make_key_v1(uint8_t *key, const char *a, size_t an, const char *b, size_t bn);
+
+/** Record why LMDB refused (@p rc) in log->err, and return the code it
+ *  maps to (TIDE_EFULL for a full disk or map). */
+int tidei_log_txn_fail(tidei_log *log, int rc, const char *what);
+
+/* ------------------------------------------------------------------------
  * The stored layout, for checking a log (verify.c)
  * ------------------------------------------------------------------------ */
 
