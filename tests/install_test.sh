@@ -97,6 +97,18 @@ strays=$(nm -D --defined-only "$lib/libtide.so" | awk '{ print $NF }' |
 	grep -v -E '^(tide_|__(asan|odr_asan|ubsan|sancov)|_(init|fini|edata|end)$|__bss_start$)')
 [ -z "$strays" ] || fail "libtide.so exports more than tide.h declares:" $strays
 
+# The installed header stands alone, in strict C99 and in C++.
+printf '#include <tide.h>\nint main(void) { tide_consumer_opts o = TIDE_CONSUMER_OPTS_INIT;\n(void)o; return TIDE_VERSION_NUM > 0 ? 0 : 1; }\n' >"$work/header.c"
+cp "$work/header.c" "$work/header.cpp"
+# shellcheck disable=SC2086
+${CC:-cc} -std=c99 -pedantic -Wall -Wextra -Werror $cflags -fsyntax-only "$work/header.c" ||
+	fail "tide.h does not compile alone as C99"
+if command -v "${CXX:-g++}" >/dev/null 2>&1; then
+	# shellcheck disable=SC2086
+	"${CXX:-g++}" -std=c++11 -pedantic -Wall -Wextra -Werror $cflags -fsyntax-only \
+		"$work/header.cpp" || fail "tide.h does not compile in C++"
+fi
+
 # ---------------------------------------------------------------------------
 # The example, built as a stranger would
 
