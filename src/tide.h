@@ -328,8 +328,8 @@ TIDE_API int tide_engine_on_stop(tide_engine *e, tide_stop_fn *fn, void *ud);
  *  tide_emit() events and its tide_once() claims commit together, or not
  *  at all (a crash before the commit hands it the same events again).
  *  Effects outside the log (a socket write, a file) may therefore happen
- *  again after a crash; guard them with tide_once() or make them
- *  idempotent.
+ *  again after a crash; make them idempotent (the event's id is a key
+ *  for that), and guard them with tide_once() against retries.
  *
  *  Return TIDE_OK to move the checkpoint past the event; anything else is
  *  a failure, retried with backoff and finally sent to the dead letters
@@ -385,9 +385,11 @@ TIDE_API int tide_emit(const tide_event *ev, const char *json, size_t len);
 
 /** From a C consumer: claim @p key (@p len bytes, any bytes) for the
  *  consumer handling @p ev.  *first is 1 the first time the key is ever
- *  claimed by this consumer, else 0.  The claim is written at once (it
- *  stays even if the consumer then fails), so an effect guarded by it
- *  happens at most once across retries and crashes.
+ *  claimed by this consumer, else 0.  The claim is written at once: it
+ *  stays when the consumer then fails, and a turn the engine runs again
+ *  (the map had to grow) does not grant it twice, so an effect guarded by
+ *  it is not repeated by retries.  It commits with the turn: only a crash
+ *  between the effect and that commit can repeat the effect.
  *  @return TIDE_OK, TIDE_EINVAL, TIDE_ESTATE (as for tide_emit()),
  *  TIDE_EFULL, TIDE_EIO. */
 TIDE_API int tide_once(const tide_event *ev, const void *key, size_t len, int *first);
