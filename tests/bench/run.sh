@@ -12,7 +12,7 @@
 #   BENCH_REQS       sequential REQ round trips per latency run (default 20000)
 #   BENCH_REQS_SYNC  the same in sync durability (default 5000: each waits an fsync)
 #   BENCH_SUITES     which parts to run
-#                    (default "ingest single req redis nats projection")
+#                    (default "ingest single req redis nats projection embed")
 #   BENCH_TRANSPORTS transports for Tide (default "ipc tcp")
 #   BENCH_NATS_PENDING  max JetStream async publishes in flight (default 10000)
 #   BENCH_REDIS_CLIENTS redis-benchmark connections (default 50)
@@ -25,6 +25,10 @@
 #   BENCH_PROJ_THREADS  build_threads of the projection runs (default 0: one per CPU)
 #   BENCH_PROJ_QUERIES  sequential queries per latency run (default 20000)
 #   BENCH_PROJ_INGEST   events pushed while querying (default 1000000; 0: skip)
+#   BENCH_EMBED_INFLIGHT  embed: tide_publish calls kept in flight on the loop
+#                    thread (default 1000)
+#   BENCH_EMBED_THREADS   embed: producer thread counts for tide_publish_mt
+#                    (default "1 4")
 #   BENCH_TMPDIR     where data directories go (default /var/tmp: a real
 #                    disk, so fsync costs what it costs; /tmp may be tmpfs)
 #   BENCH_OUT        also write the markdown report to this file
@@ -40,12 +44,14 @@ RUNS=${BENCH_RUNS:-3}
 BATCH=${BENCH_BATCH:-500}
 REQS=${BENCH_REQS:-20000}
 REQS_SYNC=${BENCH_REQS_SYNC:-5000}
-SUITES=${BENCH_SUITES:-ingest single req redis nats projection}
+SUITES=${BENCH_SUITES:-ingest single req redis nats projection embed}
 PROJ_EVENTS=${BENCH_PROJ_EVENTS:-1000000}
 PROJ_KEYS=${BENCH_PROJ_KEYS:-100000}
 PROJ_THREADS=${BENCH_PROJ_THREADS:-0}
 PROJ_QUERIES=${BENCH_PROJ_QUERIES:-20000}
 PROJ_INGEST=${BENCH_PROJ_INGEST:-1000000}
+EMBED_INFLIGHT=${BENCH_EMBED_INFLIGHT:-1000}
+EMBED_THREADS=${BENCH_EMBED_THREADS:-1 4}
 TRANSPORTS=${BENCH_TRANSPORTS:-ipc tcp}
 NATS_PENDING=${BENCH_NATS_PENDING:-10000}
 REDIS_CLIENTS=${BENCH_REDIS_CLIENTS:-50}
@@ -56,7 +62,7 @@ die() { say "bench: $*"; exit 1; }
 want() { case " $SUITES " in *" $1 "*) return 0 ;; esac; return 1; }
 
 [ -x "$TIDE" ] || die "no tide binary at $TIDE (build it first, or set TIDE=)"
-case $EVENTS$RUNS$BATCH$REQS$REQS_SYNC$PROJ_EVENTS$PROJ_KEYS$PROJ_QUERIES$PROJ_INGEST$PROJ_THREADS in *[!0-9]*) die "BENCH_* counts must be numbers" ;; esac
+case $EVENTS$RUNS$BATCH$REQS$REQS_SYNC$PROJ_EVENTS$PROJ_KEYS$PROJ_QUERIES$PROJ_INGEST$PROJ_THREADS$EMBED_INFLIGHT${EMBED_THREADS// /} in *[!0-9]*) die "BENCH_* counts must be numbers" ;; esac
 [ "$RUNS" -ge 1 ] || die "BENCH_RUNS must be at least 1"
 
 work=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/tide-bench.XXXXXX")
@@ -164,6 +170,22 @@ if want projection; then
 		have_proj=1
 	else
 		say "bench: SKIPPING projection: no libtide in $top/.libs (build the tree) or projbench failed to build"
+	fi
+fi
+
+# embedbench links libtide from this tree too, and libevent and yajl
+# (both dependencies of the tree: configure has found them)
+have_embed=0
+if want embed; then
+	# shellcheck disable=SC2046
+	if [ -e "$top/.libs/libtide.so" ] && [ -e "$top/src/tide.h" ] &&
+		pkg-config --exists libevent yajl &&
+		"$CC" -O2 -Wall -o "$work/bin/embedbench" "$here/embedbench.c" -I "$top/src" \
+			-L "$top/.libs" -ltide -Wl,-rpath,"$top/.libs" \
+			$(pkg-config --cflags --libs libevent yajl) -lpthread; then
+		have_embed=1
+	else
+		say "bench: SKIPPING embed: no libtide in $top/.libs (build the tree), no libevent or yajl, or embedbench failed to build"
 	fi
 fi
 
@@ -518,6 +540,59 @@ run_proj() { # durability run
 	stop_tide
 }
 
+# ---- embedding ----------------------------------------------------------------
+
+# The log the reads walk: EVENTS card transactions, written once by an
+# engine in this process (relaxed), then only read.
+embedlog="$work/embedlog"
+build_embed_log() {
+	say "bench: building the embedding log ($EVENTS card transactions)"
+	client "$work/bin/embedbench" write --data "$embedlog" --events "$EVENTS" ||
+		die "building the embedding log failed"
+	record "embed/log" "$(field rate "$(<"$work/client.out")")" "$(<"$work/client.out")"
+	say "  embedding log: $(<"$work/client.out")"
+}
+
+# Five walks of that log: the cursor alone, tide_event_value, tide_event_json,
+# tide_event_json + yajl, tide_event_data + yajl (ns per event each).
+run_embed_read() { # run
+	local out
+	client "$work/bin/embedbench" read --data "$embedlog" || die "embed read run $1 failed"
+	out=$(<"$work/client.out")
+	record "embed/read" "$(field ratio "$out")" "$out"
+	say "  embed read run $1: $out"
+}
+
+# EVENTS events published from C into a new log, one per call.
+run_embed_pub() { # loop|mt threads durability consumer(none|c) run
+	local out dir key cons=()
+	seqno=$((seqno + 1))
+	dir="$work/e$seqno"
+	mkdir -p "$dir"
+	[ "$4" = c ] && cons=(--consumer)
+	client "$work/bin/embedbench" publish --data "$dir/data" --events "$EVENTS" --durability "$3" \
+		--mode "$1" --threads "$2" --inflight "$EMBED_INFLIGHT" "${cons[@]+"${cons[@]}"}" ||
+		die "embed publish run failed ($*)"
+	out=$(<"$work/client.out")
+	rm -rf "$dir"
+	key="embed/pub/$1"
+	[ "$1" = mt ] && key+="$2"
+	key+="/$3/$4"
+	record "$key" "$(field rate "$out")" "$out"
+	say "  embed publish $1 threads=$2 $3 consumer=$4 run $5: $(field rate "$out") events/s  ($out)"
+}
+
+run_embed() { # run
+	local d c t
+	run_embed_read "$1"
+	for d in relaxed sync; do
+		for c in none c; do
+			run_embed_pub loop 1 "$d" "$c" "$1"
+			for t in $EMBED_THREADS; do run_embed_pub mt "$t" "$d" "$c" "$1"; done
+		done
+	done
+}
+
 # ---- perf -------------------------------------------------------------------
 
 perf_report="$work/perf.txt"
@@ -593,6 +668,7 @@ run_perf_projection() {
 
 say "bench: $EVENTS events, $RUNS runs, batch $BATCH, work dir $work"
 if [ $have_proj = 1 ]; then build_proj_log; fi
+if [ $have_embed = 1 ]; then build_embed_log; fi
 # Round robin: every configuration once per round, so noise from other
 # load on the machine spreads over all of them rather than one.
 for r in $(seq 1 "$RUNS"); do
@@ -621,6 +697,7 @@ for r in $(seq 1 "$RUNS"); do
 		run_proj relaxed "$r"
 		run_proj_subject "$r"
 	fi
+	if [ $have_embed = 1 ]; then run_embed "$r"; fi
 done
 
 if [ "${BENCH_PERF:-0}" = 1 ]; then
@@ -650,14 +727,14 @@ fmt() { # thousands separators
 		while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) }
 		print s o }'
 }
-row() { # label key unit
-	local v m
+row() { # label key unit [cpu-field]
+	local v m cf=${4:-server_cpu_us_per_event}
 	mapfile -t v < <(values "$2")
 	[ ${#v[@]} -gt 0 ] || return 0
 	m=$(median "${v[@]}")
 	local all='' x cpu
 	for x in "${v[@]}"; do all+="${all:+, }$(fmt "$x")"; done
-	cpu=$(awk -v k="$2" '$1 == k' "$raw" | grep -o 'server_cpu_us_per_event=[0-9.]*' | cut -d= -f2 |
+	cpu=$(awk -v k="$2" '$1 == k' "$raw" | grep -o " $cf=[0-9.]*" | cut -d= -f2 |
 		sort -g | awk '{ v[NR] = $1 } END { if (NR) printf "%.2f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
 	printf '| %s | **%s** %s | %s | %s |\n' "$1" "$(fmt "$m")" "$3" "${cpu:--}" "$all"
 }
@@ -696,7 +773,7 @@ median1() { # like median, one decimal (queries take a few µs)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 ram=$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
 fs=$(df -T "$work" | awk 'NR == 2 { print $2 }')
-avg=$(grep -v '^proj/' "$raw" | grep -o 'avg_event_bytes=[0-9]*' | head -1 | cut -d= -f2 || true)
+avg=$(grep -v '^proj/\|^embed/' "$raw" | grep -o 'avg_event_bytes=[0-9]*' | head -1 | cut -d= -f2 || true)
 ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
 
 med_of() { # key -> median or empty
@@ -711,10 +788,16 @@ verdict() { # value op target -> met / NOT met
 # The project's targets, checked against this run's medians (no fudging:
 # a target is met or not by the number above).
 targets() {
-	local t m r lines
+	local l
+	l=$(target_lines)
+	[ -n "$l" ] || return 0
 	echo
 	echo "Targets (this run's medians):"
 	echo
+	echo "$l"
+}
+target_lines() {
+	local t m r lines
 	r=$(med_of redis || true)
 	for t in $TRANSPORTS; do
 		m=$(med_of "push/$t/sync/none/$BATCH" || true)
@@ -761,9 +844,47 @@ report() {
 	if [ -n "$(values proj/log)" ]; then
 		echo "Projection: a log of $PROJ_EVENTS account events ($(grep -o 'log_event_bytes=[0-9]*' "$raw" | head -1 | cut -d= -f2) bytes each, $PROJ_KEYS keys), copied for each run; projection \`accounts\` (\`proj.lua\`, see README.md); build_threads=$PROJ_THREADS ($([ "$PROJ_THREADS" = 0 ] && echo "one per CPU: $(nproc)" || echo set))."
 	fi
+	local rows
+	rows=$(server_rows)
+	if [ -n "$rows" ]; then
+		echo
+		echo "| benchmark | median | server CPU µs/event | runs |"
+		echo "| --- | --- | --- | --- |"
+		echo "$rows"
+		echo
+		if [ -n "$avg" ]; then
+			echo "Throughput is end to end: from the first send until the log holds every event"
+			echo "(and, with the consumer, until its checkpoint reaches the last one)."
+		fi
+		echo "Server CPU µs/event: user + system CPU of the server process alone (tide run,"
+		echo "redis-server, nats-server) over the run divided by the events (median of the runs):"
+		echo "what one event costs the server, less disturbed by a shared machine than the rate."
+		if [ -n "$(values proj/log)" ]; then
+			echo "Projection builds: from the start of \`tide run\` (or the rebuild request) until"
+			echo "the projection is live at the last seq; CPU µs/event is the engine's over the same time."
+			echo "The ingest row: from the first send of the extra events until the projection is live"
+			echo "at the new end of the log. Queries: round trips, each run's median, p99, p99.9 and max,"
+			echo "then the median of those over the runs; under ingest they stop when the push is done."
+		fi
+	fi
+	embed_report
+	targets
+	if [ -s "$perf_report" ]; then
+		echo
+		cat "$perf_report"
+	fi
 	echo
-	echo "| benchmark | median | server CPU µs/event | runs |"
-	echo "| --- | --- | --- | --- |"
+	echo "<details><summary>raw results</summary>"
+	echo
+	echo '```'
+	cat "$raw"
+	echo '```'
+	echo "</details>"
+}
+
+# The rows of the servers' table (ingest, peers, REQ, projections): the
+# ones measured in this run.
+server_rows() {
 	local t d c
 	for t in $TRANSPORTS; do
 		for d in sync relaxed; do
@@ -795,33 +916,74 @@ report() {
 	q_row "Projection query, REP ipc ($PROJ_QUERIES sequential, random keys)" proj/query/rep
 	q_row "Projection query, tide_log_query in another process" proj/query/direct
 	q_row "Projection query, REP ipc, during that ingest (until the push is done)" proj/query/ingest
+}
+
+# ---- the embedding table ------------------------------------------------------
+
+fvalues() { # key field: that field of every line of key
+	awk -v k="$1" '$1 == k' "$raw" | grep -o " $2=[0-9.]*" | cut -d= -f2
+}
+fmedian() { # key field: the median of that field (one decimal)
+	local v
+	mapfile -t v < <(fvalues "$1" "$2")
+	median1 ${v[@]+"${v[@]}"}
+}
+read_row() { # label field: ns per event of one walk of the read runs
+	local v all='' x
+	mapfile -t v < <(fvalues embed/read "$2")
+	[ ${#v[@]} -gt 0 ] || return 0
+	for x in "${v[@]}"; do all+="${all:+, }$x"; done
+	printf '| %s | **%s ns**/event | - | %s |\n' "$1" "$(fmedian embed/read "$2")" "$all"
+}
+embed_report() {
+	[ -n "$(values embed/log)" ] || return 0
+	local ev lg d c t cl label walk value yajl data
+	ev=$(fmt "$EVENTS")
+	lg=$(awk '$1 == "embed/log"' "$raw" | head -1)
 	echo
-	if [ -n "$avg" ]; then
-		echo "Throughput is end to end: from the first send until the log holds every event"
-		echo "(and, with the consumer, until its checkpoint reaches the last one)."
-	fi
-	echo "Server CPU µs/event: user + system CPU of the server process alone (tide run,"
-	echo "redis-server, nats-server) over the run divided by the events (median of the runs):"
-	echo "what one event costs the server, less disturbed by a shared machine than the rate."
-	if [ -n "$(values proj/log)" ]; then
-		echo "Projection builds: from the start of \`tide run\` (or the rebuild request) until"
-		echo "the projection is live at the last seq; CPU µs/event is the engine's over the same time."
-		echo "The ingest row: from the first send of the extra events until the projection is live"
-		echo "at the new end of the log. Queries: round trips, each run's median, p99, p99.9 and max,"
-		echo "then the median of those over the runs; under ingest they stop when the push is done."
-	fi
-	targets
-	if [ -s "$perf_report" ]; then
-		echo
-		cat "$perf_report"
-	fi
+	echo "### Embedding: libtide in the program (\`embedbench\`)"
 	echo
-	echo "<details><summary>raw results</summary>"
+	echo "libevent $(ver libevent-dev), yajl $(ver libyajl-dev). Reads: a log of $ev card transactions"
+	echo "($(field avg_event_bytes "$lg") bytes of JSON as published, written once by an engine in \`relaxed\`),"
+	echo "walked with a \`tide_log\` cursor in one thread, every page in the cache (one untimed walk first)."
+	echo "Publishing: $ev events into a new log per run, one event per call; until every completion has arrived."
 	echo
-	echo '```'
-	cat "$raw"
-	echo '```'
-	echo "</details>"
+	echo "| embedding benchmark | median | process CPU µs/event | runs |"
+	echo "| --- | --- | --- | --- |"
+	read_row "Read: cursor walk alone (baseline)" walk_ns
+	read_row "Read: walk + \`tide_event_value\` of data.merchant.country and data.amount" value_ns
+	read_row "Read: walk + \`tide_event_json\` alone (encoding the text)" json_ns
+	read_row "Read: walk + \`tide_event_json\` + \`yajl_tree_parse\` + \`yajl_tree_get\` of both fields" yajl_ns
+	read_row "Read: walk + \`tide_event_data\` (data only) + yajl tree, both fields" data_ns
+	for d in relaxed sync; do
+		for c in none c; do
+			cl=''
+			[ "$c" = c ] && cl=", + C consumer (tide_event_value of one field)"
+			row "Publish $d: \`tide_publish\` on the loop thread, $EMBED_INFLIGHT in flight$cl" \
+				"embed/pub/loop/$d/$c" "events/s" proc_cpu_us_per_event
+			for t in $EMBED_THREADS; do
+				label="Publish $d: \`tide_publish_mt\` from $t producer thread"
+				[ "$t" = 1 ] || label+=s
+				row "$label, engine on its own thread$cl" "embed/pub/mt$t/$d/$c" "events/s" \
+					proc_cpu_us_per_event
+			done
+		done
+	done
+	echo
+	walk=$(fmedian embed/read walk_ns)
+	value=$(fmedian embed/read value_ns)
+	yajl=$(fmedian embed/read yajl_ns)
+	data=$(fmedian embed/read data_ns)
+	echo "Reading two fields: \`tide_event_json\` + yajl takes **$(fmedian embed/read ratio)×**"
+	echo "the time of \`tide_event_value\` per event, the walk included ($yajl vs $value ns; runs:"
+	echo "$(fvalues embed/read ratio | paste -sd, | sed 's/,/, /g')×); beyond the walk ($walk ns) alone,"
+	echo "**$(fmedian embed/read ratio_extra)×** (+$(fmedian embed/read yajl_extra_ns) vs"
+	echo "+$(fmedian embed/read value_extra_ns) ns). Parsing only the data (\`tide_event_data\` + yajl): $data ns."
+	echo "Every walk checks that it found the same values (the count of \"FR\" and the sum of the amounts)."
+	echo "Process CPU µs/event: user + system CPU of the whole benchmark process (engine, loop and"
+	echo "producer threads; getrusage) from the first publish until the last completion, divided by"
+	echo "the events (median of the runs). Producers that meet \`TIDE_EFULL\` (the queue is full)"
+	echo "sleep 50 µs and try again (counted as efull_retries in the raw results)."
 }
 
 report | tee "${BENCH_OUT:-/dev/null}"
