@@ -225,6 +225,21 @@ tide_event_recorded(const tide_event *ev)
 	return ev->recorded;
 }
 
+TIDE_API int
+tide_event_time(const tide_event *ev, int64_t *ns)
+{
+	if (ev == NULL || ns == NULL)
+		return tidei_fail(TIDE_EINVAL, "tide_event_time: ev and ns must not be NULL");
+	if (ev->attr[TIDEI_A_TIME] == NULL)
+		return tidei_fail(TIDE_ENOTFOUND, "the event has no time attribute");
+	if (tidei_time_parse(ev->attr[TIDEI_A_TIME], ev->len[TIDEI_A_TIME], ns) != 0)
+		return tidei_fail(TIDE_EINVAL,
+				  "the event's time %.64s is outside what nanoseconds since 1970 "
+				  "reach (1677 to 2262)",
+				  ev->attr[TIDEI_A_TIME]);
+	return TIDE_OK;
+}
+
 /* Whose extension strings ev->attrs holds: they stay put while the view
  * does, however many are asked for. */
 typedef struct attrs_tag {
@@ -412,6 +427,66 @@ tidei_time_valid(const char *s, size_t n)
 	if (!digits(s + k + 1, 2, &oh) || !digits(s + k + 4, 2, &om))
 		return 0;
 	return oh <= 23 && om <= 59;
+}
+
+/* Days from 1970-01-01 to the proleptic Gregorian date y-m-d. */
+static int64_t
+days_since_epoch(int64_t y, int m, int d)
+{
+	/* count from March, so that the leap day ends the year */
+	int64_t era, yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+int
+tidei_time_parse(const char *s, size_t n, int64_t *ns)
+{
+	int y = 0, mo = 0, d = 0, h = 0, mi = 0, se = 0, oh = 0, om = 0;
+	int64_t frac = 0, secs, offset = 0;
+	size_t k = 19;
+	int scale = 0;
+
+	if (!tidei_time_valid(s, n))
+		return -1;
+	digits(s, 4, &y);
+	digits(s + 5, 2, &mo);
+	digits(s + 8, 2, &d);
+	digits(s + 11, 2, &h);
+	digits(s + 14, 2, &mi);
+	digits(s + 17, 2, &se);
+	if (s[k] == '.') {
+		/* nanoseconds: digits past the ninth are dropped, not rounded,
+		 * so that a time never moves into the next second */
+		for (k++; k < n && s[k] >= '0' && s[k] <= '9'; k++)
+			if (scale < 9) {
+				frac = frac * 10 + (s[k] - '0');
+				scale++;
+			}
+		for (; scale < 9; scale++)
+			frac *= 10;
+	}
+	if (s[k] == '+' || s[k] == '-') {
+		digits(s + k + 1, 2, &oh);
+		digits(s + k + 4, 2, &om);
+		offset = (int64_t)(oh * 60 + om) * 60 * (s[k] == '-' ? -1 : 1);
+	}
+	/* a leap second (:60) is the last instant of its minute's :59 */
+	if (se == 60) {
+		se = 59;
+		frac = 999999999;
+	}
+	secs = days_since_epoch(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset;
+	/* int64 nanoseconds reach from 1677-09-21 to 2262-04-11 */
+	if (secs < INT64_MIN / 1000000000 + 1 || secs > INT64_MAX / 1000000000 - 1)
+		return -1;
+	*ns = secs * 1000000000 + frac;
+	return 0;
 }
 
 /* A token character of RFC 2045 section 5.1. */

@@ -83,6 +83,13 @@ int tidei_time_format(char *out, int64_t ns);
 /** 1 if @p s is an RFC 3339 date-time. */
 int tidei_time_valid(const char *s, size_t n);
 
+/** The instant an RFC 3339 date-time names, in ns since the epoch (UTC):
+ *  any number of fraction digits (past nine dropped), any offset, a leap
+ *  second as the last nanosecond of the minute before.  Returns 0, or -1
+ *  when @p s is not such a date-time or falls outside what int64
+ *  nanoseconds reach (1677-09-22 to 2262-04-10). */
+int tidei_time_parse(const char *s, size_t n, int64_t *ns);
+
 /* ------------------------------------------------------------------------
  * Building and validating one event
  * ------------------------------------------------------------------------ */

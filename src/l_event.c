@@ -456,6 +456,20 @@ push_recorded(lua_State *L, int64_t ns)
 	lua_pushlstring(L, text, (size_t)tidei_time_format(text, ns));
 }
 
+/* ev.time_ns: the event time as an integer (ns since the epoch), parsed
+ * in C; nil without a time, or one int64 nanoseconds do not reach. */
+static void
+push_time_ns(lua_State *L, const struct tide_event *ev)
+{
+	int64_t ns;
+
+	if (ev->attr[TIDEI_A_TIME] != NULL &&
+	    tidei_time_parse(ev->attr[TIDEI_A_TIME], ev->len[TIDEI_A_TIME], &ns) == 0)
+		lua_pushinteger(L, (lua_Integer)ns);
+	else
+		lua_pushnil(L);
+}
+
 /* Push the extension @p name, or nothing (returns 0). */
 static int
 push_extension(lua_State *L, const struct tide_event *ev, const char *name, size_t n)
@@ -520,6 +534,10 @@ l_event_index(lua_State *L)
 		ev->version ? lua_pushinteger(L, (lua_Integer)ev->version) : lua_pushnil(L);
 	else if (strcmp(k, "recorded") == 0)
 		push_recorded(L, ev->recorded);
+	else if (strcmp(k, "time_ns") == 0)
+		push_time_ns(L, ev);
+	else if (strcmp(k, "recorded_ns") == 0)
+		ev->seq ? lua_pushinteger(L, (lua_Integer)ev->recorded) : lua_pushnil(L);
 	else if (strcmp(k, "specversion") == 0)
 		lua_pushliteral(L, "1.0");
 	else if (strcmp(k, "to_table") == 0)

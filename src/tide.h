@@ -172,6 +172,12 @@ TIDE_API uint64_t tide_event_seq(const tide_event *ev);
 TIDE_API uint64_t tide_event_version(const tide_event *ev);
 /** Commit time, nanoseconds since the Unix epoch. */
 TIDE_API int64_t tide_event_recorded(const tide_event *ev);
+/** Event time: the instant the "time" attribute names (RFC 3339, any
+ *  precision and offset), in nanoseconds since the Unix epoch, UTC.
+ *  @return TIDE_OK, TIDE_ENOTFOUND (no time attribute), TIDE_EINVAL
+ *  (@p ev or @p ns NULL, or a time before 1677 or after 2262, which
+ *  int64 nanoseconds do not reach). */
+TIDE_API int tide_event_time(const tide_event *ev, int64_t *ns);
 
 /** A string attribute by name: "id", "source", "type", "subject", "time",
  *  "datacontenttype", "dataschema", "correlationid", "causationid", or an

@@ -346,6 +346,7 @@ typedef struct shop {
 	int acks;       /* acks seen by the second consumer */
 	int firsts;     /* once keys claimed for the first time */
 	int ack_first;  /* the acks consumer's claim of the same key */
+	int timed;      /* orders that had an event time */
 	int emit_rc_bad, emit_rc_half;
 	char cause[64];
 	char ack_source[64], ack_id[64];
@@ -360,6 +361,13 @@ on_order(void *ud, const tide_event *ev)
 	int first = -1;
 
 	s->tries++;
+	{
+		int64_t ns = 0;
+		int rc = tide_event_time(ev, &ns);
+		/* o1 carries a time (parsed in C, offset applied), o2 none */
+		CHECK(rc == TIDE_OK ? ns == 1796245359000000000 : rc == TIDE_ENOTFOUND);
+		s->timed += rc == TIDE_OK;
+	}
 	CHECK(tide_once(ev, "mail:o1", 7, &first) == TIDE_OK);
 	CHECK(first == 0 || first == 1);
 	s->firsts += first;
@@ -426,10 +434,12 @@ emits(void)
 	e = shop_engine(dir, &s);
 	CHECK(tide_engine_open(e, base) == TIDE_OK);
 	publish(e, "{\"specversion\":\"1.0\",\"id\":\"o1\",\"source\":\"/shop\","
-		   "\"type\":\"order.placed\",\"subject\":\"o1\"}");
+		   "\"type\":\"order.placed\",\"subject\":\"o1\","
+		   "\"time\":\"2026-12-02T22:02:39+01:00\"}");
 	loop_until(base, acked, &s, 5000);
 	CHECK(s.acks == 1);
-	CHECK(s.tries == 2);  /* failed once, then handled */
+	CHECK(s.tries == 2); /* failed once, then handled */
+	CHECK(s.timed == 2);
 	CHECK(s.firsts == 1); /* the claim of the failed try stayed */
 	CHECK(s.emit_rc_bad == TIDE_EEVENT && s.emit_rc_half == TIDE_EEVENT);
 	CHECK(strcmp(s.ack_source, "/tide/orders") == 0);

@@ -88,6 +88,50 @@ reject(const char *msg)
 /* the same without the id, for a second event in a message */
 #define MIN2 "\"specversion\":\"1.0\",\"source\":\"/s\",\"type\":\"t\""
 
+/* RFC 3339 times to nanoseconds: precisions, offsets, leap days and
+ * seconds, and the ends of what int64 nanoseconds reach. */
+START_TEST(time_parse)
+{
+	static const struct {
+		const char *text;
+		int ok;
+		int64_t ns;
+	} cases[] = {
+		{ "1970-01-01T00:00:00Z", 1, 0 },
+		{ "1970-01-01T00:00:00.000000001Z", 1, 1 },
+		{ "1969-12-31T23:59:59.9Z", 1, -100000000 },
+		{ "2026-12-02T21:02:39Z", 1, 1796245359000000000 },
+		{ "2026-12-02T22:02:39+01:00", 1, 1796245359000000000 },
+		{ "2026-12-02T20:32:39-00:30", 1, 1796245359000000000 },
+		{ "2026-12-03T06:47:39+09:45", 1, 1796245359000000000 },
+		{ "2024-02-29T12:00:00.5Z", 1, 1709208000500000000 },
+		{ "2024-02-29t12:00:00.123456789123z", 1, 1709208000123456789 },
+		{ "2024-02-29T12:00:00.12345678999Z", 1, 1709208000123456789 },
+		{ "2016-12-31T23:59:60Z", 1, 1483228799999999999 },
+		{ "1900-01-01T00:00:00Z", 1, -2208988800000000000 },
+		{ "2262-04-10T00:00:00Z", 1, 9223200000000000000 },
+		{ "1677-09-21T00:12:43.145224192Z", 0, 0 }, /* INT64_MIN itself */
+		{ "2262-04-11T23:47:16.854775807Z", 0, 0 }, /* INT64_MAX itself */
+		{ "0001-01-01T00:00:00Z", 0, 0 },
+		{ "9999-12-31T23:59:59Z", 0, 0 },
+		{ "2023-02-29T00:00:00Z", 0, 0 },
+		{ "2026-12-02", 0, 0 },
+		{ "2026-12-02T21:02:39", 0, 0 },
+		{ "2026-12-02T21:02:39.Z", 0, 0 },
+		{ "2026-12-02T21:02:39+0100", 0, 0 },
+	};
+
+	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+		int64_t ns = 42;
+		int rc = tidei_time_parse(cases[k].text, strlen(cases[k].text), &ns);
+		ck_assert_msg(rc == (cases[k].ok ? 0 : -1), "%s: %d", cases[k].text, rc);
+		if (cases[k].ok)
+			ck_assert_msg(ns == cases[k].ns, "%s: %lld, not %lld", cases[k].text,
+				      (long long)ns, (long long)cases[k].ns);
+	}
+}
+END_TEST
+
 START_TEST(valid_minimal)
 {
 	ck_assert_str_eq(roundtrip("{" MIN "}"),
@@ -633,6 +677,7 @@ event_suite(void)
 	Suite *s = suite_create("event");
 	TCase *tc = tcase_create("validation");
 
+	tcase_add_test(tc, time_parse);
 	tcase_add_test(tc, valid_minimal);
 	tcase_add_test(tc, attribute_order_and_nulls);
 	tcase_add_test(tc, missing_required);

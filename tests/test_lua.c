@@ -318,6 +318,11 @@ START_TEST(event_table)
 		"  assert(ev.subject == 'k1', 'subject')\n"
 		"  assert(ev.time == '2018-04-05T18:31:00.123456789+01:00', 'time: ' .. "
 		"tostring(ev.time))\n"
+		/* event time, parsed in C: 17:31:00.123456789 UTC */
+		"  assert(math.type(ev.time_ns) == 'integer' and ev.time_ns == "
+		"1522949460123456789, 'time_ns ' .. tostring(ev.time_ns))\n"
+		"  assert(math.type(ev.recorded_ns) == 'integer' and ev.recorded_ns > "
+		"1522949460123456789, 'recorded_ns')\n"
 		"  assert(ev.datacontenttype == 'application/json', 'datacontenttype')\n"
 		"  assert(ev.dataschema == 'https://example.com/s', 'dataschema')\n"
 		"  assert(math.type(ev.seq) == 'integer' and ev.seq == 1, 'seq ' .. "
