@@ -35,6 +35,19 @@ jobs=$(nproc 2>/dev/null || echo 2)
 [ -f Makefile ] || ./configure --quiet
 make -j"$jobs" --no-print-directory
 
+# A separate, clean copy of the sources in DIR/src (the tree itself is
+# configured for the normal build), configured with the options that
+# follow; the shell is left in DIR/src.
+fresh_copy() {
+	dir=$1
+	shift
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	make --no-print-directory distdir distdir="$dir/src" >/dev/null
+	cd "$dir/src"
+	./configure --quiet "$@"
+}
+
 case "${1:-example}" in
 example)
 	exec examples/orders/run.sh
@@ -43,14 +56,8 @@ check)
 	exec make -j"$jobs" --no-print-directory check
 	;;
 asan)
-	# A separate, clean copy of the sources (the tree itself is configured
-	# for the normal build), configured with ASan + UBSan.
 	top=$(pwd)
-	rm -rf build-asan
-	mkdir build-asan
-	make --no-print-directory distdir distdir=build-asan/src >/dev/null
-	cd build-asan/src
-	./configure --quiet --enable-sanitizers
+	fresh_copy build-asan --enable-sanitizers
 	make -j"$jobs" --no-print-directory
 	TIDE_TESTDATA=${TIDE_TESTDATA:-$top/../shared/testdata} \
 		exec make -j"$jobs" --no-print-directory check
@@ -62,11 +69,7 @@ tsan)
 	# fails the run.  libevent and LMDB are not instrumented, yet need no
 	# suppressions here: the engine uses them from its loop thread only,
 	# and the pipe that wakes the loop orders the rest.
-	rm -rf build-tsan
-	mkdir build-tsan
-	make --no-print-directory distdir distdir=build-tsan/src >/dev/null
-	cd build-tsan/src
-	./configure --quiet --enable-tsan
+	fresh_copy build-tsan --enable-tsan
 	make -j"$jobs" --no-print-directory
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:exitcode=66 \
 		exec make -j"$jobs" --no-print-directory check TESTS="tests/thread_test tests/embed_test"
@@ -83,11 +86,8 @@ fuzz)
 		exit 2
 		;;
 	esac
-	rm -rf build-fuzz
-	mkdir -p build-fuzz/corpus build-fuzz/artifacts build-fuzz/logs
-	make --no-print-directory distdir distdir=build-fuzz/src >/dev/null
-	cd build-fuzz/src
-	./configure --quiet CC=clang --enable-fuzzing
+	fresh_copy build-fuzz CC=clang --enable-fuzzing
+	mkdir -p ../corpus ../artifacts ../logs
 	make -j"$jobs" --no-print-directory fuzz-build
 	cd ..
 	# One target per core at a time; each leaves its verdict in

@@ -191,7 +191,6 @@ TIDE_API int
 tide_log_backup(const char *dir, const char *dest, tide_backup_info *info)
 {
 	char msg[TIDEI_ERRLEN] = "";
-	int rc = log_backup_impl(dir, dest, info, msg, sizeof msg);
 
-	return rc == TIDE_OK ? rc : tidei_fail(rc, "%s", msg);
+	return tidei_done(log_backup_impl(dir, dest, info, msg, sizeof msg), msg);
 }

@@ -614,9 +614,7 @@ config_load(tide_config *c, const char *path)
 static int
 done(tide_config *c, int rc)
 {
-	if (rc == TIDE_OK)
-		return rc;
-	return tidei_fail(rc, "%s", c ? c->err : "");
+	return tidei_done(rc, c ? c->err : "");
 }
 
 TIDE_API int

@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include "consumer.h"
+#include "keymap.h"
 
 struct tidei_consumers {
 	tidei_consumer *v;
@@ -65,16 +66,11 @@ struct tidei_consumers {
 	 * aborted and run again (the map grew, or another consumer failed
 	 * the turn) rolls their claims back, but the effects they guard have
 	 * happened, so they are not granted a second time. */
-	struct claim {
-		uint64_t h;
-		size_t off; /* of "consumer\0key" in claim_keys; h == 0: free */
-		size_t len;
-	} * claims;
-	size_t claim_cap, nclaims;
-	tidei_buf claim_keys;
-	int ran;           /* the consumers ran in the open transaction */
-	tidei_buf scratch; /* tide_event_json() for C handlers */
-	tidei_buf attrs;   /* tide_event_attr() for C handlers */
+	tidei_keymap claims; /* "consumer\0key" */
+	tidei_buf claim;     /* the one being looked up */
+	int ran;             /* the consumers ran in the open transaction */
+	tidei_buf scratch;   /* tide_event_json() for C handlers */
+	tidei_buf attrs;     /* tide_event_attr() for C handlers */
 };
 
 #define LOG(cs, level, ...) (cs)->o.log((cs)->o.log_ud, level, __VA_ARGS__)
@@ -207,54 +203,19 @@ host_on(void *ud, const tidei_on_opts *o, int ref, const char *where, char *err)
 static int
 claimed_before(tidei_consumers *cs, const char *consumer, const char *key, size_t n)
 {
-	size_t cn = strlen(consumer) + 1, mask;
-	uint64_t h = 0xcbf29ce484222325ull;
+	int fresh = 0;
 
-	for (size_t k = 0; k < cn + n; k++) {
-		h ^= (uint8_t)(k < cn ? consumer[k] : key[k - cn]);
-		h *= 0x100000001b3ull;
+	tidei_buf_reset(&cs->claim);
+	tidei_buf_put(&cs->claim, consumer, strlen(consumer) + 1);
+	tidei_buf_put(&cs->claim, key, n);
+	/* out of memory: not remembered, and the claim in the log still holds */
+	if (cs->claim.failed) {
+		cs->claim.failed = 0;
+		return 0;
 	}
-	h |= 1; /* 0 marks a free slot */
-	if (cs->nclaims * 2 >= cs->claim_cap) {
-		size_t cap = cs->claim_cap ? cs->claim_cap * 2 : 64;
-		struct claim *t = calloc(cap, sizeof *t);
-		if (t == NULL)
-			return 0; /* not remembered: the claim in the log still holds */
-		for (size_t k = 0; k < cs->claim_cap; k++) {
-			size_t at = cs->claims[k].h & (cap - 1);
-			if (cs->claims[k].h == 0)
-				continue;
-			while (t[at].h != 0)
-				at = (at + 1) & (cap - 1);
-			t[at] = cs->claims[k];
-		}
-		free(cs->claims);
-		cs->claims = t;
-		cs->claim_cap = cap;
-	}
-	mask = cs->claim_cap - 1;
-	for (size_t at = h & mask;; at = (at + 1) & mask) {
-		struct claim *c = &cs->claims[at];
-		if (c->h == 0) {
-			size_t off = cs->claim_keys.len;
-			tidei_buf_put(&cs->claim_keys, consumer, cn);
-			tidei_buf_put(&cs->claim_keys, key, n);
-			if (cs->claim_keys.failed) {
-				cs->claim_keys.len = off;
-				cs->claim_keys.failed = 0;
-				return 0;
-			}
-			c->h = h;
-			c->off = off;
-			c->len = cn + n;
-			cs->nclaims++;
-			return 0;
-		}
-		if (c->h == h && c->len == cn + n &&
-		    memcmp(cs->claim_keys.p + c->off, consumer, cn) == 0 &&
-		    memcmp(cs->claim_keys.p + c->off + cn, key, n) == 0)
-			return 1;
-	}
+	return tidei_keymap_put(&cs->claims, (const char *)cs->claim.p, cs->claim.len, &fresh) >=
+		       0 &&
+	       !fresh;
 }
 
 static int
@@ -421,6 +382,7 @@ tidei_consumers_new(tidei_consumers **out, const tidei_consumers_opts *o, char *
 	if (cs == NULL)
 		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	cs->o = *o;
+	tidei_keymap_init(&cs->claims);
 	host.ud = cs;
 	host.max_event = o->max_event;
 	host.on = host_on;
@@ -451,8 +413,8 @@ tidei_consumers_destroy(tidei_consumers *cs)
 	free(cs->v);
 	tidei_script_destroy(cs->script);
 	tidei_buf_free(&cs->emits);
-	free(cs->claims);
-	tidei_buf_free(&cs->claim_keys);
+	tidei_keymap_free(&cs->claims);
+	tidei_buf_free(&cs->claim);
 	tidei_buf_free(&cs->scratch);
 	tidei_buf_free(&cs->attrs);
 	free(cs->emit_len);
@@ -852,11 +814,8 @@ void
 tidei_consumers_committed(tidei_consumers *cs)
 {
 	/* the claims of the consumers' work are durable now */
-	if (cs->ran && cs->nclaims > 0) {
-		memset(cs->claims, 0, cs->claim_cap * sizeof *cs->claims);
-		cs->nclaims = 0;
-		tidei_buf_reset(&cs->claim_keys);
-	}
+	if (cs->ran && cs->claims.n > 0)
+		tidei_keymap_clear(&cs->claims);
 	cs->ran = 0;
 	for (size_t k = 0; k < cs->n; k++) {
 		cs->v[k].committed = cs->v[k].checkpoint;

@@ -268,7 +268,6 @@ TIDE_API int
 tide_dlq_apply(const char *dir, int op, const char *consumer, uint64_t seq, uint64_t *count)
 {
 	char msg[TIDEI_ERRLEN] = "";
-	int rc = dlq_apply_impl(dir, op, consumer, seq, count, msg, sizeof msg);
 
-	return rc == TIDE_OK ? rc : tidei_fail(rc, "%s", msg);
+	return tidei_done(dlq_apply_impl(dir, op, consumer, seq, count, msg, sizeof msg), msg);
 }

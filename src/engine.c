@@ -1374,7 +1374,7 @@ engine_reload(tide_engine *e)
 static int
 done(tide_engine *e, int rc)
 {
-	return rc == TIDE_OK ? rc : tidei_fail(rc, "%s", e->err);
+	return tidei_done(rc, e->err);
 }
 
 TIDE_API int

@@ -85,6 +85,12 @@ tidei_fail(int code, const char *fmt, ...)
 }
 
 int
+tidei_done(int rc, const char *detail)
+{
+	return rc == TIDE_OK ? rc : tidei_fail(rc, "%s", detail);
+}
+
+int
 tidei_verr(char *buf, int code, const char *fmt, va_list ap)
 {
 	if (buf != NULL)

@@ -32,6 +32,10 @@ int tidei_verr(char *buf, int code, const char *fmt, va_list ap) TIDEI_PRINTF(3,
  *  tide_strerror(code).  TIDE_OK leaves the last message alone. */
 int tidei_fail(int code, const char *fmt, ...) TIDEI_PRINTF(2, 3);
 
+/** The end of a public call that wrote its detail into @p detail:
+ *  TIDE_OK as it is, or @p rc with the detail left for tide_errmsg(). */
+int tidei_done(int rc, const char *detail);
+
 /** Translate an LMDB return code into a Tide code (MDB_MAP_FULL becomes
  *  TIDE_EFULL, MDB_NOTFOUND TIDE_ENOTFOUND, version mismatches TIDE_EFORMAT). */
 int tidei_err_mdb(int mdb_rc);

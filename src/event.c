@@ -395,14 +395,23 @@ digits(const char *s, int n, int *out)
 	return 1;
 }
 
-int
-tidei_time_valid(const char *s, size_t n)
+/* The fields of an RFC 3339 date-time. */
+typedef struct time_fields {
+	int y, mo, d, h, mi, se;
+	int64_t frac;   /* nanoseconds (digits past the ninth dropped) */
+	int64_t offset; /* seconds east of UTC */
+} time_fields;
+
+/* Check @p s as a date-time (RFC 3339 5.6: full-date "T" partial-time
+ * time-offset) and, when @p f is not NULL, fill @p f.  1 if valid. */
+static int
+time_split(const char *s, size_t n, time_fields *f)
 {
 	static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-	int y, mo, d, h, mi, se, oh, om;
+	int y, mo, d, h, mi, se, oh, om, scale = 0;
+	int64_t frac = 0;
 	size_t k = 19;
 
-	/* date-time = full-date "T" partial-time time-offset (RFC 3339 5.6) */
 	if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
 	    s[13] != ':' || s[16] != ':')
 		return 0;
@@ -415,18 +424,39 @@ tidei_time_valid(const char *s, size_t n)
 		return 0;
 	if (s[k] == '.') {
 		size_t start = ++k;
-		while (k < n && s[k] >= '0' && s[k] <= '9')
-			k++;
+		/* digits past the ninth are dropped, not rounded, so that a
+		 * time never moves into the next second */
+		for (; k < n && s[k] >= '0' && s[k] <= '9'; k++)
+			if (scale < 9) {
+				frac = frac * 10 + (s[k] - '0');
+				scale++;
+			}
 		if (k == start)
 			return 0;
 	}
-	if (k + 1 == n && (s[k] == 'Z' || s[k] == 'z'))
-		return 1;
-	if (k + 6 != n || (s[k] != '+' && s[k] != '-') || s[k + 3] != ':')
-		return 0;
-	if (!digits(s + k + 1, 2, &oh) || !digits(s + k + 4, 2, &om))
-		return 0;
-	return oh <= 23 && om <= 59;
+	if (k + 1 == n && (s[k] == 'Z' || s[k] == 'z')) {
+		oh = om = 0;
+	} else {
+		if (k + 6 != n || (s[k] != '+' && s[k] != '-') || s[k + 3] != ':')
+			return 0;
+		if (!digits(s + k + 1, 2, &oh) || !digits(s + k + 4, 2, &om) || oh > 23 || om > 59)
+			return 0;
+	}
+	if (f != NULL) {
+		for (; scale < 9; scale++)
+			frac *= 10;
+		*f = (time_fields){ y,    mo,
+				    d,    h,
+				    mi,   se,
+				    frac, (int64_t)(oh * 60 + om) * 60 * (s[k] == '-' ? -1 : 1) };
+	}
+	return 1;
+}
+
+int
+tidei_time_valid(const char *s, size_t n)
+{
+	return time_split(s, n, NULL);
 }
 
 /* Days from 1970-01-01 to the proleptic Gregorian date y-m-d. */
@@ -447,45 +477,21 @@ days_since_epoch(int64_t y, int m, int d)
 int
 tidei_time_parse(const char *s, size_t n, int64_t *ns)
 {
-	int y = 0, mo = 0, d = 0, h = 0, mi = 0, se = 0, oh = 0, om = 0;
-	int64_t frac = 0, secs, offset = 0;
-	size_t k = 19;
-	int scale = 0;
+	time_fields f;
+	int64_t secs;
 
-	if (!tidei_time_valid(s, n))
+	if (!time_split(s, n, &f))
 		return -1;
-	digits(s, 4, &y);
-	digits(s + 5, 2, &mo);
-	digits(s + 8, 2, &d);
-	digits(s + 11, 2, &h);
-	digits(s + 14, 2, &mi);
-	digits(s + 17, 2, &se);
-	if (s[k] == '.') {
-		/* nanoseconds: digits past the ninth are dropped, not rounded,
-		 * so that a time never moves into the next second */
-		for (k++; k < n && s[k] >= '0' && s[k] <= '9'; k++)
-			if (scale < 9) {
-				frac = frac * 10 + (s[k] - '0');
-				scale++;
-			}
-		for (; scale < 9; scale++)
-			frac *= 10;
-	}
-	if (s[k] == '+' || s[k] == '-') {
-		digits(s + k + 1, 2, &oh);
-		digits(s + k + 4, 2, &om);
-		offset = (int64_t)(oh * 60 + om) * 60 * (s[k] == '-' ? -1 : 1);
-	}
 	/* a leap second (:60) is the last instant of its minute's :59 */
-	if (se == 60) {
-		se = 59;
-		frac = 999999999;
+	if (f.se == 60) {
+		f.se = 59;
+		f.frac = 999999999;
 	}
-	secs = days_since_epoch(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset;
+	secs = days_since_epoch(f.y, f.mo, f.d) * 86400 + f.h * 3600 + f.mi * 60 + f.se - f.offset;
 	/* int64 nanoseconds reach from 1677-09-21 to 2262-04-11 */
 	if (secs < INT64_MIN / 1000000000 + 1 || secs > INT64_MAX / 1000000000 - 1)
 		return -1;
-	*ns = secs * 1000000000 + frac;
+	*ns = secs * 1000000000 + f.frac;
 	return 0;
 }
 

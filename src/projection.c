@@ -1641,7 +1641,6 @@ TIDE_API int
 tide_projection_rebuild(const char *dir, const char *name)
 {
 	char msg[TIDEI_ERRLEN] = "";
-	int rc = projection_rebuild_impl(dir, name, msg, sizeof msg);
 
-	return rc == TIDE_OK ? rc : tidei_fail(rc, "%s", msg);
+	return tidei_done(projection_rebuild_impl(dir, name, msg, sizeof msg), msg);
 }

@@ -276,7 +276,7 @@ done:
 int
 tidei_pstate_upgrade(MDB_txn *txn, MDB_dbi dbi)
 {
-	tidei_buf todo = { 0 }, val = { 0 };
+	tidei_buf found = { 0 }, val = { 0 };
 	MDB_cursor *cur;
 	MDB_val k, v;
 	int mrc;
@@ -292,16 +292,16 @@ tidei_pstate_upgrade(MDB_txn *txn, MDB_dbi dbi)
 		if (k.mv_size != KEYMAX || memchr(k.mv_data, 0, KEYMAX) == NULL)
 			continue;
 		tidei_st32(vl, (uint32_t)v.mv_size);
-		tidei_buf_put(&todo, k.mv_data, KEYMAX);
-		tidei_buf_put(&todo, vl, 4);
-		tidei_buf_put(&todo, v.mv_data, v.mv_size);
+		tidei_buf_put(&found, k.mv_data, KEYMAX);
+		tidei_buf_put(&found, vl, 4);
+		tidei_buf_put(&found, v.mv_data, v.mv_size);
 	}
 	mdb_cursor_close(cur);
 	mrc = mrc == MDB_NOTFOUND ? 0 : mrc;
-	if (mrc == 0 && todo.failed)
+	if (mrc == 0 && found.failed)
 		mrc = ENOMEM;
-	for (size_t at = 0; mrc == 0 && at < todo.len;) {
-		uint8_t *old = todo.p + at;
+	for (size_t at = 0; mrc == 0 && at < found.len;) {
+		uint8_t *old = found.p + at;
 		size_t nl = strlen((const char *)old), vm = verbatim_max(nl, 2);
 		uint32_t vlen = tidei_ld32(old + KEYMAX);
 		uint8_t now[KEYMAX];
@@ -321,7 +321,7 @@ tidei_pstate_upgrade(MDB_txn *txn, MDB_dbi dbi)
 		}
 		mrc = mdb_put(txn, dbi, &(MDB_val){ KEYMAX, now }, &(MDB_val){ val.len, val.p }, 0);
 	}
-	tidei_buf_free(&todo);
+	tidei_buf_free(&found);
 	tidei_buf_free(&val);
 	return mrc;
 }

@@ -413,7 +413,6 @@ TIDE_API int
 tide_replay(const tide_replay_opts *o, tide_replay_fn *fn, void *ud)
 {
 	char msg[TIDEI_ERRLEN] = "";
-	int rc = replay_impl(o, fn, ud, msg, sizeof msg);
 
-	return rc == TIDE_OK ? rc : tidei_fail(rc, "%s", msg);
+	return tidei_done(replay_impl(o, fn, ud, msg, sizeof msg), msg);
 }

@@ -1112,7 +1112,6 @@ TIDE_API int
 tide_log_verify(const char *dir, tide_verify_fn *fn, void *ud, uint64_t *problems)
 {
 	char msg[TIDEI_ERRLEN] = "";
-	int rc = log_verify_impl(dir, fn, ud, problems, msg, sizeof msg);
 
-	return rc == TIDE_OK ? rc : tidei_fail(rc, "%s", msg);
+	return tidei_done(log_verify_impl(dir, fn, ud, problems, msg, sizeof msg), msg);
 }
