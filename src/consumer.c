@@ -1148,90 +1148,113 @@ save_checkpoint(tidei_consumer *c, tidei_log *log, char *err)
 	return TIDE_OK;
 }
 
+/* Event @p ev (at @p seq) for consumer @p c: handled, held back behind an
+ * earlier event of its subject, or not for it.  *stop is set when the
+ * turn must end before the consumer passed it (the state was full). */
 static int
-run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now, int *more, char *err)
+offer(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *log, int64_t now,
+      size_t *handled, int *appended, int *stop, char *err)
+{
+	char why[TIDEI_ERRLEN], where[256];
+	tidei_pending_rec r = { TIDEI_PENDING_WAITING, 0, 0, 0 };
+	uint64_t subject, seq = ev->seq;
+	int rc, ok = H_OK;
+
+	if (!tidei_pattern_match(c->pattern, c->plen, ev->attr[TIDEI_A_TYPE],
+				 ev->len[TIDEI_A_TYPE]))
+		return TIDE_OK;
+	subject = subject_hash(ev);
+	if (blocked(c, subject)) {
+		/* wait behind the earlier event of this subject */
+		if ((rc = pend_add(c, seq, subject, &r)) != TIDE_OK ||
+		    (rc = tidei_log_pending_put(log, c->name, seq, &r)) != TIDE_OK)
+			return tidei_err(err, rc, "cannot hold back event %llu",
+					 (unsigned long long)seq);
+		return TIDE_OK;
+	}
+	(*handled)++;
+	if ((rc = handle(cs, c, ev, log, appended, &ok, why, where, err)) != TIDE_OK)
+		return rc;
+	if (ok == H_NOT_RUN) {
+		*stop = 1; /* not run: its checkpoint stays before it */
+		return TIDE_OK;
+	}
+	if (ok == H_OK)
+		return TIDE_OK;
+	/* nothing was appended by a failed call: ev is still good */
+	r.state = TIDEI_PENDING_RETRY;
+	if ((rc = pend_add(c, seq, subject, &r)) != TIDE_OK ||
+	    (rc = failed_try(cs, c, log, c->npend - 1, ev, why, where, ok, now, err)) != TIDE_OK)
+		return rc;
+	if (c->npend > 0 && c->pend[c->npend - 1].done)
+		c->npend--; /* given up at once (retries = 0) */
+	return TIDE_OK;
+}
+
+/* New events, in log order: each event goes through every consumer that
+ * has not passed it, in the order the consumers were defined, before the
+ * next event is looked at.  Emitted events are appended to the log and
+ * reached in their turn, so the order of calls is the log's and a replay
+ * of the log makes the same calls in the same order (replay.c). */
+static int
+run_new(tidei_consumers *cs, tidei_log *log, int64_t now, size_t *handled, size_t budget,
+	int64_t deadline, char *err)
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
-	uint64_t seq;
-	size_t handled = 0, scanned = 0;
-	size_t budget = cs->o.turn_budget ? cs->o.turn_budget : 10000;
-	int64_t deadline = tidei_now() + TURN_NS;
-	char why[TIDEI_ERRLEN], where[256];
-	int rc, mrc;
+	uint64_t seq = UINT64_MAX;
+	size_t scanned = 0;
+	int rc = TIDE_OK, mrc, stop = 0;
 
-	if (c->npend > 0 &&
-	    (rc = run_pending(cs, c, log, now, &handled, budget, deadline, err)) != TIDE_OK)
-		return rc;
-	if (handled > 0 && tidei_now() >= deadline) {
-		*more = 1; /* new events next turn */
-		return save_checkpoint(c, log, err);
-	}
-	if (c->checkpoint >= log->head)
-		return save_checkpoint(c, log, err);
+	for (size_t i = 0; i < cs->n; i++)
+		if (cs->v[i].checkpoint < seq)
+			seq = cs->v[i].checkpoint;
+	if (cs->n == 0 || seq >= log->head)
+		return TIDE_OK;
 	if ((mrc = mdb_cursor_open(log->txn, log->events, &cur)) != 0)
 		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log: %s",
 				 mdb_strerror(mrc));
-	seq = c->checkpoint + 1;
+	seq++;
 	k.mv_size = 8;
 	k.mv_data = &seq;
 	mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-	rc = TIDE_OK;
 	/* Non-matching events cost little: scanning is allowed further. */
-	while (mrc == 0 && handled < budget && scanned < 8 * budget &&
+	while (mrc == 0 && !stop && *handled < budget && scanned < 8 * budget &&
 	       (scanned % CLOCK_EVERY != 0 || scanned == 0 || tidei_now() < deadline)) {
 		struct tide_event ev;
-		int appended = 0, ok = 1;
-		uint64_t subject;
 
 		memcpy(&seq, k.mv_data, 8);
-		if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
-			rc = tidei_err(err, TIDE_EIO, "event %llu is corrupt",
-				       (unsigned long long)seq);
-			break;
-		}
-		ev.seq = seq;
-		ev.scratch = NULL;
 		scanned++;
-		if (tidei_pattern_match(c->pattern, c->plen, ev.attr[TIDEI_A_TYPE],
-					ev.len[TIDEI_A_TYPE])) {
-			tidei_pending_rec r = { TIDEI_PENDING_WAITING, 0, 0, 0 };
-			subject = subject_hash(&ev);
-			if (blocked(c, subject)) {
-				/* wait behind the earlier event of this subject */
-				if ((rc = pend_add(c, seq, subject, &r)) != TIDE_OK ||
-				    (rc = tidei_log_pending_put(log, c->name, seq, &r)) !=
-					    TIDE_OK) {
-					tidei_err(err, rc, "cannot hold back event %llu",
-						  (unsigned long long)seq);
-					break;
-				}
-			} else {
-				handled++;
-				rc = handle(cs, c, &ev, log, &appended, &ok, why, where, err);
-				if (rc != TIDE_OK || ok == H_NOT_RUN)
-					break; /* not run: its checkpoint stays before it */
-				if (ok != H_OK) {
-					/* ev may be stale if... no: nothing was appended */
-					r.state = TIDEI_PENDING_RETRY;
-					if ((rc = pend_add(c, seq, subject, &r)) != TIDE_OK ||
-					    (rc = failed_try(cs, c, log, c->npend - 1, &ev, why,
-							     where, ok, now, err)) != TIDE_OK)
-						break;
-					if (c->npend > 0 && c->pend[c->npend - 1].done)
-						c->npend--; /* given up at once (retries = 0) */
-				}
-			}
-		}
-		c->checkpoint = seq;
-		if (appended) {
-			/* Appending may have moved pages under the cursor. */
-			k.mv_size = 8;
-			k.mv_data = &seq;
-			mrc = mdb_cursor_get(cur, &k, &v, MDB_SET);
-			if (mrc != 0)
+		for (size_t i = 0; i < cs->n && !stop; i++) {
+			tidei_consumer *c = &cs->v[i];
+			int appended = 0;
+			if (c->checkpoint >= seq)
+				continue;
+			/* read again for each consumer: an append may have moved
+			 * the pages under the last one's copy */
+			if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
+				rc = tidei_err(err, TIDE_EIO, "event %llu is corrupt",
+					       (unsigned long long)seq);
 				break;
+			}
+			ev.seq = seq;
+			ev.scratch = NULL;
+			rc = offer(cs, c, &ev, log, now, handled, &appended, &stop, err);
+			if (rc != TIDE_OK)
+				break;
+			if (!stop)
+				c->checkpoint = seq;
+			if (appended) {
+				k.mv_size = 8;
+				k.mv_data = &seq;
+				if ((mrc = mdb_cursor_get(cur, &k, &v, MDB_SET)) != 0)
+					break;
+			}
+			if (cs->full)
+				stop = 1; /* the rest after the engine made a fresh state */
 		}
+		if (rc != TIDE_OK || mrc != 0)
+			break;
 		mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
 	}
 	mdb_cursor_close(cur);
@@ -1240,30 +1263,31 @@ run_one(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now, int
 	if (mrc != 0 && mrc != MDB_NOTFOUND)
 		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log: %s",
 				 mdb_strerror(mrc));
-	if (c->checkpoint < log->head)
-		*more = 1;
-	return save_checkpoint(c, log, err);
+	return TIDE_OK;
 }
 
 int
 tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err)
 {
-	int rc;
-
-	int64_t now = tidei_now();
+	size_t per = cs->o.turn_budget ? cs->o.turn_budget : 10000;
+	size_t budget = per * (cs->n > 0 ? cs->n : 1), handled = 0;
+	int64_t now = tidei_now(), deadline = now + TURN_NS;
+	int rc = TIDE_OK;
 
 	*more = 0;
 	cs->ran = 1;
-	for (size_t k = 0; k < cs->n; k++) {
-		if ((rc = run_one(cs, &cs->v[k], log, now, more, err)) != TIDE_OK)
-			return rc;
-		if (cs->full) { /* the rest after the engine made a fresh state */
-			*more = 1;
-			return TIDE_OK;
-		}
-	}
-	/* A later consumer may have emitted past an earlier one, or released
-	 * a waiting event that is due now. */
+	/* due retries first, consumer by consumer: they wait for time, not
+	 * for their place in the log */
+	for (size_t k = 0; k < cs->n && rc == TIDE_OK && !cs->full; k++)
+		if (cs->v[k].npend > 0)
+			rc = run_pending(cs, &cs->v[k], log, now, &handled, budget, deadline, err);
+	if (rc == TIDE_OK && !cs->full && (handled == 0 || tidei_now() < deadline))
+		rc = run_new(cs, log, now, &handled, budget, deadline, err);
+	for (size_t k = 0; k < cs->n && rc == TIDE_OK; k++)
+		rc = save_checkpoint(&cs->v[k], log, err);
+	if (rc != TIDE_OK)
+		return rc;
+	/* behind, emitted past, or released a waiting event that is due now */
 	for (size_t k = 0; k < cs->n; k++) {
 		if (cs->v[k].checkpoint < log->head)
 			*more = 1;
@@ -1272,5 +1296,7 @@ tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err)
 			    cs->v[k].pend[i].r.next_at <= now)
 				*more = 1;
 	}
+	if (cs->full)
+		*more = 1;
 	return TIDE_OK;
 }
