@@ -66,11 +66,15 @@ struct tidei_consumers {
 	 * aborted and run again (the map grew, or another consumer failed
 	 * the turn) rolls their claims back, but the effects they guard have
 	 * happened, so they are not granted a second time. */
-	tidei_keymap claims; /* "consumer\0key" */
-	tidei_buf claim;     /* the one being looked up */
-	int ran;             /* the consumers ran in the open transaction */
-	tidei_buf scratch;   /* tide_event_json() for C handlers */
-	tidei_buf attrs;     /* tide_event_attr() for C handlers */
+	tidei_keymap claims;    /* "consumer\0key" */
+	tidei_buf claim;        /* the one being looked up */
+	int ran;                /* the consumers ran in the open transaction */
+	const char *tag;        /* emits' ids: "<seq>.<tag><k>" */
+	size_t tag_base;        /* k of the call's first emit, less one */
+	int late;               /* the event in hand is late (TIDEI_LATE_*), or 0 */
+	tidei_rule_timer timer; /* the one firing */
+	tidei_buf scratch;      /* tide_event_json() for C handlers */
+	tidei_buf attrs;        /* tide_event_attr() for C handlers */
 };
 
 #define LOG(cs, level, ...) (cs)->o.log((cs)->o.log_ud, level, __VA_ARGS__)
@@ -174,6 +178,7 @@ host_on(void *ud, const tidei_on_opts *o, int ref, const char *where, char *err)
 	char defname[256];
 	char loc[256];
 	size_t wl;
+	int rc;
 
 	if (cs->loading == NULL)
 		return tidei_err(err, TIDE_ESTATE, "tide.on must be called while the script loads");
@@ -195,7 +200,18 @@ host_on(void *ud, const tidei_on_opts *o, int ref, const char *where, char *err)
 	wl = strlen(loc);
 	while (wl > 0 && (loc[wl - 1] == ' ' || loc[wl - 1] == ':'))
 		loc[--wl] = '\0';
-	return add(cs, &named, ref, NULL, NULL, loc, err);
+	if ((rc = add(cs, &named, ref, NULL, NULL, loc, err)) != TIDE_OK)
+		return rc;
+	if (o->L != NULL && o->opts != 0 &&
+	    (rc = tidei_rule_new(&cs->v[cs->n - 1].rule, o->L, o->opts, named.name, err)) !=
+		    TIDE_OK) {
+		tidei_consumer *c = &cs->v[--cs->n];
+		free(c->name);
+		free(c->pattern);
+		free(c->where);
+		return rc;
+	}
+	return TIDE_OK;
 }
 
 /* 1 if @p consumer claimed @p key (n bytes) in a turn that was then
@@ -249,6 +265,13 @@ int
 tidei_emit_prepare(tidei_evb *b, const char *consumer, const struct tide_event *cause, size_t k,
 		   unsigned max_depth, char *err)
 {
+	return tidei_emit_prepare_tagged(b, consumer, cause, "", k, max_depth, err);
+}
+
+int
+tidei_emit_prepare_tagged(tidei_evb *b, const char *consumer, const struct tide_event *cause,
+			  const char *tag, size_t k, unsigned max_depth, char *err)
+{
 	unsigned depth = tidei_event_depth(cause) + 1;
 	char tmp[256];
 	int n;
@@ -272,7 +295,7 @@ tidei_emit_prepare(tidei_evb *b, const char *consumer, const struct tide_event *
 	b->depth = (uint16_t)depth;
 	n = snprintf(tmp, sizeof tmp, "/tide/%s", consumer);
 	set_default(b, TIDEI_A_SOURCE, tmp, (size_t)n);
-	n = snprintf(tmp, sizeof tmp, "%llu.%zu", (unsigned long long)cause->seq, k);
+	n = snprintf(tmp, sizeof tmp, "%llu.%s%zu", (unsigned long long)cause->seq, tag, k);
 	set_default(b, TIDEI_A_ID, tmp, (size_t)n);
 	set_default(b, TIDEI_A_CAUSATIONID, cause->attr[TIDEI_A_ID], cause->len[TIDEI_A_ID]);
 	if (cause->attr[TIDEI_A_CORRELATIONID] != NULL)
@@ -314,8 +337,9 @@ host_emit(void *ud, tidei_evb *b, char *err)
 		return tidei_err(err, TIDE_EINVAL,
 				 "a handler may emit at most %zu events per call (is it looping?)",
 				 cs->o.max_emits);
-	if ((rc = tidei_emit_prepare(b, cs->cur->name, cause, cs->nemits + 1, cs->o.max_depth,
-				     err)) != TIDE_OK)
+	if ((rc = tidei_emit_prepare_tagged(b, cs->cur->name, cause, cs->tag,
+					    cs->tag_base + cs->nemits + 1, cs->o.max_depth, err)) !=
+	    TIDE_OK)
 		return rc;
 	if (tidei_array_grow(&cs->emit_len, &cs->emit_cap, cs->nemits, sizeof *cs->emit_len, 16) !=
 	    0)
@@ -354,6 +378,30 @@ host_projection(void *ud, lua_State *L, const char *name, int spec, const char *
 	return cs->o.projection(cs->o.projection_ud, L, name, spec, cs->loading, where, err);
 }
 
+static int
+host_timer(void *ud, lua_State *L, int op, const char *name, size_t n, int64_t when, int data,
+	   char *err)
+{
+	tidei_consumers *cs = ud;
+
+	if (cs->cur == NULL || cs->cur->rule == NULL)
+		return tidei_err(err, TIDE_ESTATE,
+				 "timers belong to a rule: call this from a handler of a tide.on "
+				 "with a 'key' or 'timers' option");
+	return tidei_rule_timer_op(cs->cur->rule, L, op, name, n, when, data, err);
+}
+
+static int
+host_clock(void *ud, int64_t *now)
+{
+	tidei_consumers *cs = ud;
+
+	if (cs->cur == NULL || cs->cur->rule == NULL ||
+	    (*now = tidei_rule_now(cs->cur->rule)) == INT64_MIN)
+		return TIDE_ENOTFOUND;
+	return TIDE_OK;
+}
+
 static void
 host_log(void *ud, int level, const char *msg)
 {
@@ -382,6 +430,7 @@ tidei_consumers_new(tidei_consumers **out, const tidei_consumers_opts *o, char *
 	if (cs == NULL)
 		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	cs->o = *o;
+	cs->tag = "";
 	tidei_keymap_init(&cs->claims);
 	host.ud = cs;
 	host.max_event = o->max_event;
@@ -390,6 +439,8 @@ tidei_consumers_new(tidei_consumers **out, const tidei_consumers_opts *o, char *
 	host.emit = host_emit;
 	host.log = host_log;
 	host.projection = host_projection;
+	host.timer = host_timer;
+	host.clock = host_clock;
 	if ((rc = tidei_script_new(&cs->script, &o->script, &host, err)) != TIDE_OK) {
 		free(cs);
 		return rc;
@@ -404,6 +455,7 @@ tidei_consumers_destroy(tidei_consumers *cs)
 	if (cs == NULL)
 		return;
 	for (size_t k = 0; k < cs->n; k++) {
+		tidei_rule_free(cs->v[k].rule, tidei_script_state(cs->script));
 		free(cs->v[k].name);
 		free(cs->v[k].pattern);
 		free(cs->v[k].where);
@@ -417,6 +469,9 @@ tidei_consumers_destroy(tidei_consumers *cs)
 	tidei_buf_free(&cs->claim);
 	tidei_buf_free(&cs->scratch);
 	tidei_buf_free(&cs->attrs);
+	tidei_buf_free(&cs->timer.key);
+	tidei_buf_free(&cs->timer.name);
+	tidei_buf_free(&cs->timer.data);
 	free(cs->emit_len);
 	free(cs);
 }
@@ -758,6 +813,11 @@ load(tidei_consumers *cs, tidei_log *log, MDB_txn *txn, uint64_t head)
 		c->checkpoint = c->committed;
 		pend_clear(c);
 		rc = tidei_log_pending_each(log, txn, c->name, load_one, &lc);
+		if (rc == TIDE_OK && c->rule != NULL) {
+			char why[TIDEI_ERRLEN];
+			tidei_rule_reset(c->rule, tidei_script_state(cs->script));
+			rc = tidei_rule_start(c->rule, log, txn, why);
+		}
 	}
 	return rc;
 }
@@ -820,6 +880,8 @@ tidei_consumers_committed(tidei_consumers *cs)
 	for (size_t k = 0; k < cs->n; k++) {
 		cs->v[k].committed = cs->v[k].checkpoint;
 		cs->v[k].stored = 1;
+		if (cs->v[k].rule != NULL)
+			tidei_rule_committed(cs->v[k].rule, tidei_script_state(cs->script));
 	}
 }
 
@@ -919,6 +981,71 @@ blame(tidei_consumers *cs, const tidei_consumer *c, size_t room_before)
 	return guilty ? H_FAILED : H_NOT_RUN;
 }
 
+/* Append what the call that succeeded emitted. */
+static int
+append_emits(tidei_consumers *cs, tidei_log *log, int *appended, char *err)
+{
+	int rc;
+
+	if (cs->emits.failed)
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	for (size_t k = 0, off = 0; k < cs->nemits; off += cs->emit_len[k], k++) {
+		tidei_append res;
+		rc = tidei_log_append(log, cs->emits.p + off, cs->emit_len[k], tidei_now(), -1,
+				      &res);
+		if (rc != TIDE_OK)
+			return tidei_err(err, rc, "%s", log->err);
+		*appended = 1;
+	}
+	return TIDE_OK;
+}
+
+/* Fire the timers of rule consumer @p c that the watermark has passed,
+ * in due order, each with event @p ev (which moved the clock) as the
+ * cause of what it emits.  A timer that fails is logged and dropped: it
+ * has no event to retry or to park. */
+static int
+fire_due(tidei_consumers *cs, tidei_consumer *c, const struct tide_event *ev, tidei_log *log,
+	 int *appended, char *err)
+{
+	char why[TIDEI_ERRLEN], trace[TIDEI_ERRLEN];
+	struct tide_event cause;
+	size_t base = 0;
+	int got, rc;
+
+	for (;;) {
+		if ((got = tidei_rule_due(c->rule, log, &cs->timer, err)) <= 0)
+			return -got;
+		/* the cause again: appending may have moved its pages */
+		if (*appended && (rc = tidei_log_get(log, log->txn, ev->seq, &cause)) == TIDE_OK)
+			ev = &cause;
+		cs->log = log;
+		cs->cur = c;
+		cs->cause = ev;
+		cs->nemits = 0;
+		cs->tag = "t";
+		cs->tag_base = base;
+		tidei_buf_reset(&cs->emits);
+		rc = tidei_rule_fire(c->rule, cs->script, log, &cs->timer, why, trace);
+		base += cs->nemits;
+		c_release(cs);
+		cs->cur = NULL;
+		cs->cause = NULL;
+		cs->tag = "";
+		cs->tag_base = 0;
+		if (rc == TIDE_ESCRIPT) {
+			LOG(cs, TIDE_LOG_ERROR, "rule '%s': timer '%.*s' of key '%.*s' failed: %s",
+			    c->name, (int)cs->timer.name.len, (const char *)cs->timer.name.p,
+			    (int)cs->timer.key.len, (const char *)cs->timer.key.p, why);
+			continue;
+		}
+		if (rc != TIDE_OK)
+			return tidei_err(err, rc, "%s", why);
+		if ((rc = append_emits(cs, log, appended, err)) != TIDE_OK)
+			return rc;
+	}
+}
+
 /* Call one handler.  *ok tells whether it succeeded (H_OK: then its emits
  * are appended), failed, was set aside or was not run (H_*); a non-TIDE_OK
  * return is a failure of the turn itself. */
@@ -954,7 +1081,11 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 		snprintf(where, 256, "C");
 	} else {
 		size_t room = tidei_lstate_room(tidei_script_lstate(cs->script));
-		rc = tidei_script_call(cs->script, c->ref, ev, why, trace);
+		if (c->rule != NULL)
+			rc = tidei_rule_call(c->rule, cs->script, log, c->ref, ev, cs->late, why,
+					     trace);
+		else
+			rc = tidei_script_call(cs->script, c->ref, ev, why, trace);
 		if (rc != TIDE_OK)
 			where_of(why, where, 256);
 		if (rc != TIDE_OK && tidei_script_failure(cs->script) == TIDEI_FAIL_MEMORY &&
@@ -983,17 +1114,7 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 		return TIDE_OK;
 	}
 	c->handled++;
-	if (cs->emits.failed)
-		return tidei_err(err, TIDE_ENOMEM, "out of memory");
-	for (size_t k = 0, off = 0; k < cs->nemits; off += cs->emit_len[k], k++) {
-		tidei_append res;
-		rc = tidei_log_append(log, cs->emits.p + off, cs->emit_len[k], tidei_now(), -1,
-				      &res);
-		if (rc != TIDE_OK)
-			return tidei_err(err, rc, "%s", log->err);
-		*appended = 1;
-	}
-	return TIDE_OK;
+	return append_emits(cs, log, appended, err);
 }
 
 static int64_t
@@ -1163,6 +1284,18 @@ offer(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *
 	if (!tidei_pattern_match(c->pattern, c->plen, ev->attr[TIDEI_A_TYPE],
 				 ev->len[TIDEI_A_TYPE]))
 		return TIDE_OK;
+	cs->late = 0;
+	if (c->rule != NULL) {
+		/* its clock moves, and what falls due fires, before it is handled */
+		if (tidei_rule_clock(c->rule, ev, &cs->late) && cs->late == TIDEI_LATE_DROP)
+			return TIDE_OK;
+		if ((rc = fire_due(cs, c, ev, log, appended, err)) != TIDE_OK)
+			return rc;
+		if (*appended && (rc = tidei_log_get(log, log->txn, seq, ev)) != TIDE_OK)
+			return tidei_err(err, rc, "%s", log->err);
+		ev->seq = seq;
+		ev->scratch = NULL;
+	}
 	subject = subject_hash(ev);
 	if (blocked(c, subject)) {
 		/* wait behind the earlier event of this subject */
@@ -1173,7 +1306,9 @@ offer(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *
 		return TIDE_OK;
 	}
 	(*handled)++;
-	if ((rc = handle(cs, c, ev, log, appended, &ok, why, where, err)) != TIDE_OK)
+	rc = handle(cs, c, ev, log, appended, &ok, why, where, err);
+	cs->late = 0;
+	if (rc != TIDE_OK)
 		return rc;
 	if (ok == H_NOT_RUN) {
 		*stop = 1; /* not run: its checkpoint stays before it */
@@ -1283,8 +1418,12 @@ tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err)
 			rc = run_pending(cs, &cs->v[k], log, now, &handled, budget, deadline, err);
 	if (rc == TIDE_OK && !cs->full && (handled == 0 || tidei_now() < deadline))
 		rc = run_new(cs, log, now, &handled, budget, deadline, err);
-	for (size_t k = 0; k < cs->n && rc == TIDE_OK; k++)
-		rc = save_checkpoint(&cs->v[k], log, err);
+	for (size_t k = 0; k < cs->n && rc == TIDE_OK; k++) {
+		if (cs->v[k].rule != NULL)
+			rc = tidei_rule_flush(cs->v[k].rule, log, err);
+		if (rc == TIDE_OK)
+			rc = save_checkpoint(&cs->v[k], log, err);
+	}
 	if (rc != TIDE_OK)
 		return rc;
 	/* behind, emitted past, or released a waiting event that is due now */

@@ -12,6 +12,7 @@
 
 #include "flight.h"
 #include "log.h"
+#include "rule.h"
 #include "script.h"
 
 /** Defaults of the retry policy. */
@@ -58,6 +59,7 @@ typedef struct tidei_consumer {
 	size_t subj_cap, subj_used;
 	uint64_t handled;
 	uint64_t failed;
+	tidei_rule *rule; /* key, clock, windows and timers, or NULL */
 } tidei_consumer;
 
 typedef struct tidei_consumers_opts {
@@ -138,6 +140,10 @@ const tidei_consumer *tidei_consumers_find(const tidei_consumers *cs, const char
  *  TIDE_OK or an error in @p err. */
 int tidei_emit_prepare(tidei_evb *b, const char *consumer, const struct tide_event *cause, size_t k,
 		       unsigned max_depth, char *err);
+/** The same for an emit of a timer (or a window closing) that fell due at
+ *  @p cause: its id is "<cause seq>.t<k>". */
+int tidei_emit_prepare_tagged(tidei_evb *b, const char *consumer, const struct tide_event *cause,
+			      const char *tag, size_t k, unsigned max_depth, char *err);
 
 /** The Lua state the scripts run in (shared with the projections). */
 tidei_script *tidei_consumers_script(tidei_consumers *cs);

@@ -2,7 +2,13 @@
  * l_tide.c - the `tide` module seen by scripts.
  *
  *   tide.on(pattern, fn [, {name=, from="end"|"beginning", retries=,
- *           backoff=, backoff_max=, ordered=}])
+ *           backoff=, backoff_max=, ordered=,
+ *           -- a rule (rule.h):
+ *           key=, ttl=, clock=, lateness=, late=, windows=, timers=,
+ *           on_close=}])
+ *   tide.timer.after(name, delay [, data]), .at(name, time_ns [, data]),
+ *   tide.timer.every(name, interval [, data]), .cancel(name)
+ *   tide.clock()                             -> the rule's clock (ns) or nil
  *   tide.once(key)                           -> true the first time
  *   tide.emit{type=, subject=, data=, ...}   -> id of the new event
  *   tide.log(...)                            -> like print
@@ -23,6 +29,7 @@
 #include "json.h"
 #include "l_event.h"
 #include "l_tide.h"
+#include "rule.h"
 
 /* Read an optional number field of the options table at 3. */
 static double
@@ -61,8 +68,10 @@ check_name(lua_State *L, int idx, const char *what)
 static int
 l_tide_on(lua_State *L)
 {
-	static const char *const known[] = { "name",        "from",    "retries", "backoff",
-					     "backoff_max", "ordered", NULL };
+	static const char *const known[] = { "name",        "from",     "retries", "backoff",
+					     "backoff_max", "ordered",  "key",     "ttl",
+					     "clock",       "lateness", "late",    "windows",
+					     "timers",      "on_close", NULL };
 	const tidei_host *h = tidei_lstate_host(L);
 	tidei_on_opts o;
 	const char *from = "end", *where;
@@ -77,6 +86,8 @@ l_tide_on(lua_State *L)
 	luaL_checktype(L, 2, LUA_TFUNCTION);
 	if (!lua_isnoneornil(L, 3)) {
 		luaL_checktype(L, 3, LUA_TTABLE);
+		o.L = L;
+		o.opts = 3;
 		/* a misspelt option is an error, not a silent default */
 		lua_pushnil(L);
 		while (lua_next(L, 3) != 0) {
@@ -361,12 +372,113 @@ l_json_decode(lua_State *L)
 	return 1;
 }
 
+/* A duration argument: a string with a unit ("15m") or seconds.
+ * [-0, +0, e] */
+static int64_t
+check_duration(lua_State *L, int idx, const char *fn)
+{
+	char err[TIDEI_ERRLEN];
+	size_t n;
+	const char *s;
+	int64_t ns;
+
+	if (lua_type(L, idx) != LUA_TSTRING && lua_type(L, idx) != LUA_TNUMBER)
+		luaL_error(L, "%s: the duration must be a string such as \"15m\" or seconds", fn);
+	s = lua_tolstring(L, idx, &n);
+	if (tidei_duration_parse(s, n, &ns, err) != TIDE_OK)
+		luaL_error(L, "%s: %s", fn, err);
+	return ns;
+}
+
+static int
+timer_op(lua_State *L, int op, const char *fn)
+{
+	const tidei_host *h = tidei_lstate_host(L);
+	char err[TIDEI_ERRLEN];
+	size_t n;
+	const char *name = luaL_checklstring(L, 1, &n);
+	int64_t when = 0;
+
+	if (op == TIDEI_TIMER_AT)
+		when = (int64_t)luaL_checkinteger(L, 2);
+	else if (op != TIDEI_TIMER_CANCEL)
+		when = check_duration(L, 2, fn);
+	if (h->timer == NULL)
+		return luaL_error(L, "%s is not available here", fn);
+	if (h->timer(h->ud, L, op, name, n, when, op == TIDEI_TIMER_CANCEL ? 0 : 3, err) != TIDE_OK)
+		return luaL_error(L, "%s: %s", fn, err);
+	return 0;
+}
+
+/* tide.timer.at(name, time_ns [, data])  [-(2|3), +0, e] */
+static int
+l_timer_at(lua_State *L)
+{
+	return timer_op(L, TIDEI_TIMER_AT, "tide.timer.at");
+}
+
+/* tide.timer.after(name, delay [, data])  [-(2|3), +0, e] */
+static int
+l_timer_after(lua_State *L)
+{
+	return timer_op(L, TIDEI_TIMER_AFTER, "tide.timer.after");
+}
+
+/* tide.timer.every(name, interval [, data])  [-(2|3), +0, e] */
+static int
+l_timer_every(lua_State *L)
+{
+	return timer_op(L, TIDEI_TIMER_EVERY, "tide.timer.every");
+}
+
+/* tide.timer.cancel(name)  [-1, +0, e] */
+static int
+l_timer_cancel(lua_State *L)
+{
+	return timer_op(L, TIDEI_TIMER_CANCEL, "tide.timer.cancel");
+}
+
+/* tide.clock() -> the running rule's clock in ns, or nil  [-0, +1, e] */
+static int
+l_tide_clock(lua_State *L)
+{
+	const tidei_host *h = tidei_lstate_host(L);
+	int64_t now;
+
+	if (h->clock == NULL || h->clock(h->ud, &now) != TIDE_OK)
+		lua_pushnil(L);
+	else
+		lua_pushinteger(L, (lua_Integer)now);
+	return 1;
+}
+
+/* tide.duration("15m") -> ns  [-1, +1, e] */
+static int
+l_tide_duration(lua_State *L)
+{
+	lua_pushinteger(L, (lua_Integer)check_duration(L, 1, "tide.duration"));
+	return 1;
+}
+
 const char tidei_delete_marker = 0;
 
 static const luaL_Reg tide_funcs[] = {
-	{ "on", l_tide_on },     { "once", l_tide_once },
-	{ "emit", l_tide_emit }, { "projection", l_tide_projection },
-	{ "log", l_tide_log },   { "array", l_tide_array },
+	{ "on", l_tide_on },
+	{ "once", l_tide_once },
+	{ "emit", l_tide_emit },
+	{ "projection", l_tide_projection },
+	{ "log", l_tide_log },
+	{ "array", l_tide_array },
+	{ "clock", l_tide_clock },
+	{ "duration", l_tide_duration },
+	{ NULL, NULL },
+};
+
+static const luaL_Reg timer_funcs[] = {
+	{ "at", l_timer_at },
+	{ "after", l_timer_after },
+	{ "every", l_timer_every },
+	{ "cancel", l_timer_cancel },
 	{ NULL, NULL },
 };
 
@@ -387,6 +499,8 @@ luaopen_tide(lua_State *L)
 	lua_setfield(L, -2, "delete");
 	luaL_newlib(L, json_funcs);
 	lua_setfield(L, -2, "json");
+	luaL_newlib(L, timer_funcs);
+	lua_setfield(L, -2, "timer");
 	lua_pushstring(L, tide_version());
 	lua_setfield(L, -2, "version");
 	return 1;

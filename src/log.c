@@ -661,6 +661,12 @@ tidei_log_open(tidei_log **out, const char *dir, const tidei_log_opts *o, char *
 					: mdb_fail(err, rc, "cannot open databases in", dir);
 		goto fail;
 	}
+	rc = mdb_dbi_open(txn, "rules", dbflags, &log->rules);
+	if (rc != 0 && !(rc == MDB_NOTFOUND && o->readonly)) {
+		rc = mdb_fail(err, rc, "cannot open databases in", dir);
+		goto fail;
+	}
+	log->has_rules = rc == 0;
 	if ((rc = check_format(log, txn, err)) != TIDE_OK)
 		goto fail;
 	if ((rc = load_head(log, txn)) != TIDE_OK) {

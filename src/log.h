@@ -53,6 +53,8 @@ typedef struct tidei_log {
 	MDB_dbi projections; /* projection name -> progress (generations, checkpoints) */
 	MDB_dbi state;       /* projection "\0" generation key -> encoded state */
 	MDB_dbi meta;        /* "format" -> TIDEI_LOG_FORMAT; "once-legacy" */
+	MDB_dbi rules;       /* rules' states, timers and clocks (rule.c) */
+	int has_rules;       /* 0: a log from before rules, opened read-only */
 	uint32_t format;     /* the log's format: below TIDEI_LOG_FORMAT only if read-only */
 	int once_legacy;     /* format 1 left long tide.once claims under its hash */
 	MDB_txn *txn;        /* the open write transaction, if any */

@@ -28,6 +28,8 @@ typedef struct tidei_on_opts {
 	double backoff;     /* seconds before the first retry; doubles */
 	double backoff_max; /* seconds, the longest wait */
 	int ordered;        /* later events of a subject wait behind a retry */
+	lua_State *L;       /* with tide.on: its options table is at index opts */
+	int opts;           /* of L, or 0 */
 } tidei_on_opts;
 
 /** What the scripts may ask of whoever hosts them (the consumer layer).
@@ -43,6 +45,13 @@ typedef struct tidei_host {
 	int (*once)(void *ud, const char *key, size_t n, int *first, char *err);
 	/** tide.emit{...}: @p b holds the validated attributes, not finished. */
 	int (*emit)(void *ud, tidei_evb *b, char *err);
+	/** tide.timer.at/after/every/cancel(name, ...) from a rule's handler:
+	 *  @p op is TIDEI_TIMER_* (rule.h), @p when ns (a time or a delay),
+	 *  @p data the stack index of the timer's data (0: none). */
+	int (*timer)(void *ud, lua_State *L, int op, const char *name, size_t n, int64_t when,
+		     int data, char *err);
+	/** tide.clock(): the running rule's clock (ns); 0 when there is none. */
+	int (*clock)(void *ud, int64_t *now);
 	/** print() and tide.log(). */
 	void (*log)(void *ud, int level, const char *msg);
 	/** tide.projection(name, spec): the spec table is at stack index

@@ -1,0 +1,1297 @@
+/*
+ * rule.c - durable keyed state, clock and timers of rules (see rule.h).
+ *
+ * Records of the `rules` database, all under the consumer's name:
+ *
+ *   'S' name "\0" key             -> the key's record: [1, last seen,
+ *                                    expiry due, windows due, state,
+ *                                    {window name -> bytes}]
+ *   'T' name "\0" due key-length key timer -> [data, every]   (by due time)
+ *   'N' name "\0" key-length key timer     -> due             (to cancel)
+ *   'M' name                       -> [1, largest time, watermark, late,
+ *                                    fired, failed]
+ *
+ * Due times are stored big-endian with the sign bit flipped, so that the
+ * timers of a rule sort by due time, then key, then name: the order they
+ * fire in, live and in a replay.  Two timer names are the rule's own: ""
+ * (the key's expiry after ttl) and "\1w" (its windows' next close).
+ *
+ * A key's state is encoded after every call that succeeded (a state that
+ * cannot be stored fails the call, as it should: a retry will not help
+ * later); that encoding is both what the turn writes and what a failing
+ * call is rolled back to.
+ */
+#include "config.h"
+
+#include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keymap.h"
+#include "l_event.h"
+#include "l_tide.h"
+#include "rule.h"
+#include "val.h"
+
+#define REC_FORMAT 1
+#define TIMER_TTL ""
+#define TIMER_WIN "\1w"
+
+/* A key seen by the rule, in the cache. */
+typedef struct slot {
+	int loaded;        /* its state is in the cache table (nil: it has none) */
+	int known;         /* enc is its record (empty: it has none) */
+	int dirty;         /* enc is to be written (or, empty, deleted) */
+	int64_t last_seen; /* largest event time of the key */
+	int64_t ttl_due;   /* its expiry timer, 0 if none */
+	int64_t win_due;   /* its windows' timer, 0 if none */
+	tidei_buf enc;     /* the last good record */
+} slot;
+
+/* A timer set or cancelled by the call in progress. */
+typedef struct timer_op {
+	int op;
+	int64_t due, every;
+	size_t name_at, name_len, data_at, data_len; /* in r->opbuf */
+} timer_op;
+
+struct tidei_rule {
+	char *consumer;
+	size_t nlen;
+	char *key_path; /* or NULL */
+	int key_ref;    /* or LUA_NOREF; neither: one key, "" */
+	int64_t ttl;    /* 0: keys never expire */
+	int clock;
+	int64_t lateness;
+	int late;
+	int late_ref, timers_ref, on_close_ref;
+	/* the clock */
+	int64_t maxtime, watermark;
+	uint64_t nlate, fired, failed;
+	int meta_dirty;
+	int64_t next_due; /* no timer is due before this (a hint) */
+	/* the cache */
+	tidei_keymap keys;
+	slot *slots;
+	size_t scap;
+	int cache_ref; /* Lua table: slot + 1 -> state */
+	/* the call in progress */
+	tidei_log *log;
+	long cur;        /* its key's slot, or -1 */
+	int64_t cur_now; /* its time on the rule's clock */
+	timer_op *ops;
+	size_t nops, opcap;
+	tidei_buf opbuf;
+	const struct tide_event *ev;
+	const tidei_rule_timer *timer;
+	int ref, late_call;
+	char *errbuf;
+	tidei_buf kbuf; /* record keys */
+};
+
+/* ------------------------------------------------------------------------
+ * Durations and options
+ * ------------------------------------------------------------------------ */
+
+int
+tidei_duration_parse(const char *s, size_t n, int64_t *ns, char *err)
+{
+	static const struct {
+		const char *unit;
+		double ns;
+	} units[] = { { "ns", 1 },   { "us", 1e3 },   { "ms", 1e6 },    { "s", 1e9 },
+		      { "m", 60e9 }, { "h", 3600e9 }, { "d", 86400e9 }, { "w", 7 * 86400e9 } };
+	char tmp[64], *end;
+	double v;
+
+	if (n == 0 || n >= sizeof tmp)
+		return tidei_err(err, TIDE_EINVAL, "'%.*s' is not a duration (like \"15m\")",
+				 (int)(n > 40 ? 40 : n), s);
+	memcpy(tmp, s, n);
+	tmp[n] = '\0';
+	v = strtod(tmp, &end);
+	if (end == tmp || !(v >= 0) || !isfinite(v))
+		return tidei_err(err, TIDE_EINVAL, "'%s' is not a duration (like \"15m\")", tmp);
+	if (*end == '\0') {
+		v *= 1e9; /* seconds */
+	} else {
+		size_t u;
+		for (u = 0; u < sizeof units / sizeof units[0]; u++)
+			if (strcmp(end, units[u].unit) == 0)
+				break;
+		if (u == sizeof units / sizeof units[0])
+			return tidei_err(err, TIDE_EINVAL,
+					 "'%s': unknown unit '%s' (ns, us, ms, s, m, h, d or w)",
+					 tmp, end);
+		v *= units[u].ns;
+	}
+	if (v >= 9.2e18)
+		return tidei_err(err, TIDE_EINVAL, "'%s' is too long a duration", tmp);
+	*ns = (int64_t)v;
+	return TIDE_OK;
+}
+
+/* Option @p field of the table at @p idx as a duration: a string with a
+ * unit or a number of seconds.  0 with *ns untouched when absent. */
+static int
+opt_duration(lua_State *L, int idx, const char *field, int64_t *ns, char *err)
+{
+	char why[TIDEI_ERRLEN];
+	size_t n;
+	const char *s;
+	int rc = TIDE_OK;
+
+	switch (lua_getfield(L, idx, field)) {
+	case LUA_TNIL: break;
+	case LUA_TNUMBER:
+	case LUA_TSTRING:
+		s = lua_tolstring(L, -1, &n);
+		if (tidei_duration_parse(s, n, ns, why) != TIDE_OK)
+			rc = tidei_err(err, TIDE_EINVAL, "option '%s': %s", field, why);
+		break;
+	default:
+		rc = tidei_err(err, TIDE_EINVAL,
+			       "option '%s' must be a duration such as \"15m\" or a number of "
+			       "seconds, not a %s",
+			       field, luaL_typename(L, -1));
+	}
+	lua_pop(L, 1);
+	return rc;
+}
+
+/* A function option into a registry reference (LUA_NOREF when absent). */
+static int
+opt_function(lua_State *L, int idx, const char *field, int *ref, char *err)
+{
+	int t = lua_getfield(L, idx, field);
+
+	*ref = LUA_NOREF;
+	if (t == LUA_TNIL) {
+		lua_pop(L, 1);
+		return TIDE_OK;
+	}
+	if (t != LUA_TFUNCTION) {
+		lua_pop(L, 1);
+		return tidei_err(err, TIDE_EINVAL, "option '%s' must be a function", field);
+	}
+	*ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	return TIDE_OK;
+}
+
+static int
+is_rule(lua_State *L, int idx)
+{
+	static const char *const fields[] = { "key",    "ttl",      "clock",   "lateness", "late",
+					      "timers", "on_close", "windows", "state",    NULL };
+
+	for (const char *const *f = fields; *f; f++) {
+		int t = lua_getfield(L, idx, *f);
+		lua_pop(L, 1);
+		if (t != LUA_TNIL)
+			return 1;
+	}
+	return 0;
+}
+
+static int
+parse_key(tidei_rule *r, lua_State *L, int idx, char *err)
+{
+	int t = lua_getfield(L, idx, "key");
+	tide_value v;
+
+	if (t == LUA_TFUNCTION) {
+		r->key_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+		return TIDE_OK;
+	}
+	if (t == LUA_TSTRING) {
+		const char *p = lua_tostring(L, -1);
+		struct tide_event none;
+		memset(&none, 0, sizeof none);
+		/* a malformed path is refused here, not at the first event */
+		if (tide_event_value(&none, p, &v) == TIDE_EINVAL) {
+			lua_pop(L, 1);
+			return tidei_err(err, TIDE_EINVAL,
+					 "option 'key': '%s' is not a path like \"subject\" or "
+					 "\"data.card\"",
+					 p);
+		}
+		r->key_path = strdup(p);
+		lua_pop(L, 1);
+		return r->key_path ? TIDE_OK : tidei_err(err, TIDE_ENOMEM, "out of memory");
+	}
+	lua_pop(L, 1);
+	if (t == LUA_TNIL)
+		return TIDE_OK;
+	return tidei_err(err, TIDE_EINVAL,
+			 "option 'key' must be a path such as \"data.card\" or a function");
+}
+
+static int
+parse_clock(tidei_rule *r, lua_State *L, int idx, char *err)
+{
+	const char *s;
+	int rc = TIDE_OK;
+
+	if (lua_getfield(L, idx, "clock") != LUA_TNIL) {
+		s = lua_tostring(L, -1);
+		if (s != NULL && strcmp(s, "event") == 0)
+			r->clock = TIDEI_CLOCK_EVENT;
+		else if (s != NULL && strcmp(s, "arrival") == 0)
+			r->clock = TIDEI_CLOCK_ARRIVAL;
+		else
+			rc = tidei_err(err, TIDE_EINVAL,
+				       "option 'clock' must be \"event\" or \"arrival\"");
+	}
+	lua_pop(L, 1);
+	if (rc != TIDE_OK)
+		return rc;
+	switch (lua_getfield(L, idx, "late")) {
+	case LUA_TNIL: break;
+	case LUA_TFUNCTION:
+		r->late = TIDEI_LATE_FN;
+		r->late_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+		return TIDE_OK;
+	case LUA_TSTRING:
+		s = lua_tostring(L, -1);
+		if (strcmp(s, "drop") == 0) {
+			r->late = TIDEI_LATE_DROP;
+			break;
+		}
+		if (strcmp(s, "handle") == 0) {
+			r->late = TIDEI_LATE_HANDLE;
+			break;
+		}
+		/* fall through */
+	default:
+		rc = tidei_err(err, TIDE_EINVAL,
+			       "option 'late' must be \"drop\", \"handle\" or a function");
+	}
+	lua_pop(L, 1);
+	return rc;
+}
+
+static int
+parse_timers(tidei_rule *r, lua_State *L, int idx, char *err)
+{
+	int t = lua_getfield(L, idx, "timers");
+
+	if (t == LUA_TNIL) {
+		lua_pop(L, 1);
+		return TIDE_OK;
+	}
+	if (t != LUA_TTABLE) {
+		lua_pop(L, 1);
+		return tidei_err(err, TIDE_EINVAL,
+				 "option 'timers' must be a table of name = function");
+	}
+	lua_pushnil(L);
+	while (lua_next(L, -2) != 0) {
+		size_t n;
+		if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TFUNCTION ||
+		    (lua_tolstring(L, -2, &n), n == 0 || n > TIDEI_RULE_TIMER_MAX) ||
+		    lua_tostring(L, -2)[0] == '\1' || strlen(lua_tostring(L, -2)) != n) {
+			lua_pop(L, 3);
+			return tidei_err(err, TIDE_EINVAL,
+					 "option 'timers': each entry must be name = function, "
+					 "with a name of 1 to %d characters",
+					 TIDEI_RULE_TIMER_MAX);
+		}
+		lua_pop(L, 1);
+	}
+	r->timers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	return TIDE_OK;
+}
+
+int
+tidei_rule_new(tidei_rule **out, lua_State *L, int idx, const char *consumer, char *err)
+{
+	tidei_rule *r;
+	int rc;
+
+	*out = NULL;
+	idx = lua_absindex(L, idx);
+	if (!lua_istable(L, idx) || !is_rule(L, idx))
+		return TIDE_OK;
+	if ((r = calloc(1, sizeof *r)) == NULL)
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	r->key_ref = r->late_ref = r->timers_ref = r->on_close_ref = r->cache_ref = LUA_NOREF;
+	r->clock = TIDEI_CLOCK_EVENT;
+	r->late = TIDEI_LATE_DROP;
+	r->maxtime = r->watermark = INT64_MIN;
+	r->next_due = INT64_MIN;
+	r->cur = -1;
+	tidei_keymap_init(&r->keys);
+	r->consumer = strdup(consumer);
+	r->nlen = strlen(consumer);
+	if (r->consumer == NULL) {
+		free(r);
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	}
+	if ((rc = parse_key(r, L, idx, err)) != TIDE_OK ||
+	    (rc = opt_duration(L, idx, "ttl", &r->ttl, err)) != TIDE_OK ||
+	    (rc = opt_duration(L, idx, "lateness", &r->lateness, err)) != TIDE_OK ||
+	    (rc = parse_clock(r, L, idx, err)) != TIDE_OK ||
+	    (rc = parse_timers(r, L, idx, err)) != TIDE_OK ||
+	    (rc = opt_function(L, idx, "on_close", &r->on_close_ref, err)) != TIDE_OK) {
+		tidei_rule_free(r, L);
+		return rc;
+	}
+	if (r->clock == TIDEI_CLOCK_ARRIVAL && r->lateness > 0) {
+		tidei_rule_free(r, L);
+		return tidei_err(err, TIDE_EINVAL,
+				 "option 'lateness' is for the event clock: on the arrival clock "
+				 "nothing is late");
+	}
+	lua_newtable(L);
+	r->cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	*out = r;
+	return TIDE_OK;
+}
+
+static void
+slots_free(tidei_rule *r)
+{
+	for (size_t k = 0; k < r->keys.n; k++)
+		tidei_buf_free(&r->slots[k].enc);
+}
+
+void
+tidei_rule_free(tidei_rule *r, lua_State *L)
+{
+	if (r == NULL)
+		return;
+	if (L != NULL) {
+		luaL_unref(L, LUA_REGISTRYINDEX, r->key_ref);
+		luaL_unref(L, LUA_REGISTRYINDEX, r->late_ref);
+		luaL_unref(L, LUA_REGISTRYINDEX, r->timers_ref);
+		luaL_unref(L, LUA_REGISTRYINDEX, r->on_close_ref);
+		luaL_unref(L, LUA_REGISTRYINDEX, r->cache_ref);
+	}
+	slots_free(r);
+	free(r->slots);
+	free(r->ops);
+	tidei_keymap_free(&r->keys);
+	tidei_buf_free(&r->opbuf);
+	tidei_buf_free(&r->kbuf);
+	free(r->key_path);
+	free(r->consumer);
+	free(r);
+}
+
+/* ------------------------------------------------------------------------
+ * Records
+ * ------------------------------------------------------------------------ */
+
+/* Due time as a key part: big-endian, sign flipped, so it sorts. */
+static void
+put_due(tidei_buf *b, int64_t due)
+{
+	uint64_t u = (uint64_t)due ^ (1ull << 63);
+	uint8_t p[8];
+
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(u >> (56 - 8 * i));
+	tidei_buf_put(b, p, 8);
+}
+
+static int64_t
+get_due(const uint8_t *p)
+{
+	uint64_t u = 0;
+
+	for (int i = 0; i < 8; i++)
+		u = u << 8 | p[i];
+	return (int64_t)(u ^ (1ull << 63));
+}
+
+/* r->kbuf = tag name "\0" */
+static void
+key_start(tidei_rule *r, char tag)
+{
+	tidei_buf_reset(&r->kbuf);
+	tidei_buf_putc(&r->kbuf, (uint8_t)tag);
+	tidei_buf_put(&r->kbuf, r->consumer, r->nlen);
+	tidei_buf_putc(&r->kbuf, 0);
+}
+
+static void
+key_keyname(tidei_rule *r, const char *key, size_t kn, const char *name, size_t nn)
+{
+	uint8_t l[2] = { (uint8_t)(kn >> 8), (uint8_t)kn };
+
+	tidei_buf_put(&r->kbuf, l, 2);
+	tidei_buf_put(&r->kbuf, key, kn);
+	tidei_buf_put(&r->kbuf, name, nn);
+}
+
+static int
+mdb_fail(tidei_log *log, int mrc, const char *what, char *err)
+{
+	int rc = tidei_log_txn_fail(log, mrc, what);
+
+	return tidei_err(err, rc, "%s", log->err);
+}
+
+static int
+put(tidei_rule *r, tidei_log *log, const void *v, size_t n, char *err)
+{
+	MDB_val k = { r->kbuf.len, r->kbuf.p }, d = { n, (void *)v };
+	int mrc;
+
+	if (r->kbuf.failed)
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	if ((mrc = mdb_put(log->txn, log->rules, &k, &d, 0)) != 0)
+		return mdb_fail(log, mrc, "cannot store rule state", err);
+	return TIDE_OK;
+}
+
+static int
+del(tidei_rule *r, tidei_log *log, char *err)
+{
+	MDB_val k = { r->kbuf.len, r->kbuf.p };
+	int mrc = mdb_del(log->txn, log->rules, &k, NULL);
+
+	if (mrc != 0 && mrc != MDB_NOTFOUND)
+		return mdb_fail(log, mrc, "cannot delete rule state", err);
+	return TIDE_OK;
+}
+
+int
+tidei_rule_start(tidei_rule *r, tidei_log *log, MDB_txn *txn, char *err)
+{
+	tidei_rule_stat st;
+	int rc = tidei_rule_stat_read(log, txn, r->consumer, &st);
+	MDB_val k, v;
+	MDB_cursor *cur;
+
+	if (rc == TIDE_OK) {
+		r->watermark = st.watermark;
+		r->nlate = st.late;
+		r->fired = st.fired;
+		r->failed = st.failed;
+		r->maxtime = st.watermark == INT64_MIN ? INT64_MIN : st.watermark + r->lateness;
+	} else if (rc != TIDE_ENOTFOUND) {
+		return tidei_err(err, rc, "cannot read the clock of rule '%s'", r->consumer);
+	}
+	r->meta_dirty = 0;
+	r->next_due = INT64_MIN; /* look at the first timer */
+	(void)k;
+	(void)v;
+	(void)cur;
+	return TIDE_OK;
+}
+
+int
+tidei_rule_stat_read(tidei_log *log, MDB_txn *txn, const char *name, tidei_rule_stat *st)
+{
+	tidei_buf kb = { 0 };
+	MDB_val k, v;
+	tidei_vreader rd;
+	tidei_vitem it;
+	int64_t f[6];
+	int mrc, n = 0;
+
+	memset(st, 0, sizeof *st);
+	st->watermark = INT64_MIN;
+	if (!log->has_rules)
+		return TIDE_ENOTFOUND;
+	tidei_buf_putc(&kb, 'M');
+	tidei_buf_put(&kb, name, strlen(name));
+	if (kb.failed)
+		return TIDE_ENOMEM;
+	k.mv_size = kb.len;
+	k.mv_data = kb.p;
+	mrc = mdb_get(txn, log->rules, &k, &v);
+	tidei_buf_free(&kb);
+	if (mrc == MDB_NOTFOUND)
+		return TIDE_ENOTFOUND;
+	if (mrc != 0)
+		return tidei_err_mdb(mrc);
+	rd.p = v.mv_data;
+	rd.end = rd.p + v.mv_size;
+	if (tidei_val_next(&rd, &it) != 0 || it.type != TIDEI_V_ARRAY || it.u.count < 6)
+		return TIDE_EIO;
+	for (n = 0; n < 6; n++) {
+		if (tidei_val_next(&rd, &it) != 0 || it.type != TIDEI_V_INT)
+			return TIDE_EIO;
+		f[n] = it.u.i;
+	}
+	st->watermark = f[2];
+	st->late = (uint64_t)f[3];
+	st->fired = (uint64_t)f[4];
+	st->failed = (uint64_t)f[5];
+	return TIDE_OK;
+}
+
+static int
+meta_write(tidei_rule *r, tidei_log *log, char *err)
+{
+	tidei_buf b = { 0 };
+	int rc;
+
+	tidei_buf_reset(&r->kbuf);
+	tidei_buf_putc(&r->kbuf, 'M');
+	tidei_buf_put(&r->kbuf, r->consumer, r->nlen);
+	tidei_val_array(&b, 6);
+	tidei_val_int(&b, REC_FORMAT);
+	tidei_val_int(&b, r->maxtime);
+	tidei_val_int(&b, r->watermark);
+	tidei_val_int(&b, (int64_t)r->nlate);
+	tidei_val_int(&b, (int64_t)r->fired);
+	tidei_val_int(&b, (int64_t)r->failed);
+	rc = b.failed ? tidei_err(err, TIDE_ENOMEM, "out of memory") : put(r, log, b.p, b.len, err);
+	tidei_buf_free(&b);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Timers in the log
+ * ------------------------------------------------------------------------ */
+
+/* Cancel timer @p name of @p key (nothing if none). */
+static int
+timer_cancel(tidei_rule *r, tidei_log *log, const char *key, size_t kn, const char *name, size_t nn,
+	     char *err)
+{
+	MDB_val k, v;
+	int64_t due;
+	int mrc, rc;
+
+	key_start(r, 'N');
+	key_keyname(r, key, kn, name, nn);
+	k.mv_size = r->kbuf.len;
+	k.mv_data = r->kbuf.p;
+	if (r->kbuf.failed)
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	mrc = mdb_get(log->txn, log->rules, &k, &v);
+	if (mrc == MDB_NOTFOUND)
+		return TIDE_OK;
+	if (mrc != 0 || v.mv_size != 8)
+		return mdb_fail(log, mrc ? mrc : MDB_CORRUPTED, "cannot read a timer", err);
+	due = get_due(v.mv_data);
+	if ((rc = del(r, log, err)) != TIDE_OK)
+		return rc;
+	key_start(r, 'T');
+	put_due(&r->kbuf, due);
+	key_keyname(r, key, kn, name, nn);
+	return del(r, log, err);
+}
+
+/* Set timer @p name of @p key (replacing it) at @p due, with @p data
+ * (encoded; NULL: nil). */
+static int
+timer_set(tidei_rule *r, tidei_log *log, const char *key, size_t kn, const char *name, size_t nn,
+	  int64_t due, int64_t every, const void *data, size_t dn, char *err)
+{
+	uint8_t d[8];
+	tidei_buf b = { 0 };
+	int rc;
+
+	if ((rc = timer_cancel(r, log, key, kn, name, nn, err)) != TIDE_OK)
+		return rc;
+	key_start(r, 'N');
+	key_keyname(r, key, kn, name, nn);
+	{
+		tidei_buf t = { 0 };
+		put_due(&t, due);
+		if (t.failed) {
+			tidei_buf_free(&t);
+			return tidei_err(err, TIDE_ENOMEM, "out of memory");
+		}
+		memcpy(d, t.p, 8);
+		tidei_buf_free(&t);
+	}
+	if ((rc = put(r, log, d, 8, err)) != TIDE_OK)
+		return rc;
+	tidei_val_array(&b, 2);
+	if (data != NULL)
+		tidei_buf_put(&b, data, dn);
+	else
+		tidei_val_nil(&b);
+	tidei_val_int(&b, every);
+	key_start(r, 'T');
+	put_due(&r->kbuf, due);
+	key_keyname(r, key, kn, name, nn);
+	rc = b.failed ? tidei_err(err, TIDE_ENOMEM, "out of memory") : put(r, log, b.p, b.len, err);
+	tidei_buf_free(&b);
+	if (rc == TIDE_OK && due < r->next_due)
+		r->next_due = due;
+	return rc;
+}
+
+int
+tidei_rule_due(tidei_rule *r, tidei_log *log, tidei_rule_timer *t, char *err)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	tidei_vreader rd;
+	tidei_vitem it;
+	const uint8_t *p, *end;
+	size_t kn, pre = 1 + r->nlen + 1;
+	int mrc, rc;
+
+	if (r->watermark == INT64_MIN || r->next_due > r->watermark)
+		return 0;
+	key_start(r, 'T');
+	if (r->kbuf.failed)
+		return -tidei_err(err, TIDE_ENOMEM, "out of memory");
+	if ((mrc = mdb_cursor_open(log->txn, log->rules, &cur)) != 0)
+		return -mdb_fail(log, mrc, "cannot read timers", err);
+	k.mv_size = r->kbuf.len;
+	k.mv_data = r->kbuf.p;
+	mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	if (mrc == MDB_NOTFOUND ||
+	    (mrc == 0 && (k.mv_size < pre + 10 || memcmp(k.mv_data, r->kbuf.p, pre) != 0))) {
+		mdb_cursor_close(cur);
+		r->next_due = INT64_MAX;
+		return 0;
+	}
+	if (mrc != 0) {
+		mdb_cursor_close(cur);
+		return -mdb_fail(log, mrc, "cannot read timers", err);
+	}
+	p = (const uint8_t *)k.mv_data + pre;
+	end = (const uint8_t *)k.mv_data + k.mv_size;
+	t->due = get_due(p);
+	if (t->due > r->watermark) {
+		mdb_cursor_close(cur);
+		r->next_due = t->due;
+		return 0;
+	}
+	kn = (size_t)p[8] << 8 | p[9];
+	p += 10;
+	if (kn > (size_t)(end - p)) {
+		mdb_cursor_close(cur);
+		return -mdb_fail(log, MDB_CORRUPTED, "cannot read timers", err);
+	}
+	tidei_buf_reset(&t->key);
+	tidei_buf_reset(&t->name);
+	tidei_buf_reset(&t->data);
+	tidei_buf_put(&t->key, p, kn);
+	tidei_buf_put(&t->name, p + kn, (size_t)(end - p - kn));
+	rd.p = v.mv_data;
+	rd.end = rd.p + v.mv_size;
+	t->every = 0;
+	if (tidei_val_next(&rd, &it) == 0 && it.type == TIDEI_V_ARRAY && it.u.count == 2) {
+		const uint8_t *d = rd.p;
+		if (tidei_val_skip(&rd) == 0) {
+			tidei_buf_put(&t->data, d, (size_t)(rd.p - d));
+			if (tidei_val_next(&rd, &it) == 0 && it.type == TIDEI_V_INT)
+				t->every = it.u.i;
+		}
+	}
+	mdb_cursor_close(cur);
+	if (t->key.failed || t->name.failed || t->data.failed)
+		return -tidei_err(err, TIDE_ENOMEM, "out of memory");
+	/* taken out now; a recurring one is due again, past the watermark */
+	if ((rc = timer_cancel(r, log, (const char *)t->key.p, t->key.len, (const char *)t->name.p,
+			       t->name.len, err)) != TIDE_OK)
+		return -rc;
+	if (t->every > 0) {
+		int64_t next = t->due + t->every;
+		if (next <= r->watermark)
+			next += ((r->watermark - next) / t->every + 1) * t->every;
+		if ((rc = timer_set(r, log, (const char *)t->key.p, t->key.len,
+				    (const char *)t->name.p, t->name.len, next, t->every,
+				    t->data.len ? t->data.p : NULL, t->data.len, err)) != TIDE_OK)
+			return -rc;
+	}
+	return 1;
+}
+
+/* ------------------------------------------------------------------------
+ * The clock
+ * ------------------------------------------------------------------------ */
+
+/* The event's time on the rule's clock. */
+static int64_t
+event_time(const tidei_rule *r, const struct tide_event *ev)
+{
+	int64_t t;
+
+	if (r->clock == TIDEI_CLOCK_EVENT && ev->attr[TIDEI_A_TIME] != NULL &&
+	    tidei_time_parse(ev->attr[TIDEI_A_TIME], ev->len[TIDEI_A_TIME], &t) == 0)
+		return t;
+	return ev->recorded;
+}
+
+int
+tidei_rule_clock(tidei_rule *r, const struct tide_event *ev, int *late)
+{
+	int64_t t = event_time(r, ev), wm;
+
+	if (r->watermark != INT64_MIN && t < r->watermark) {
+		r->nlate++;
+		r->meta_dirty = 1;
+		*late = r->late;
+		return 1;
+	}
+	if (t > r->maxtime) {
+		r->maxtime = t;
+		wm = t - r->lateness;
+		if (wm > r->watermark) {
+			r->watermark = wm;
+			r->meta_dirty = 1;
+		}
+	}
+	return 0;
+}
+
+int64_t
+tidei_rule_now(const tidei_rule *r)
+{
+	return r->watermark;
+}
+
+/* ------------------------------------------------------------------------
+ * The cache of key states
+ * ------------------------------------------------------------------------ */
+
+void
+tidei_rule_reset(tidei_rule *r, lua_State *L)
+{
+	slots_free(r);
+	tidei_keymap_clear(&r->keys);
+	if (L != NULL && r->cache_ref != LUA_NOREF) {
+		luaL_unref(L, LUA_REGISTRYINDEX, r->cache_ref);
+		lua_newtable(L);
+		r->cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	}
+	r->next_due = INT64_MIN;
+}
+
+/* Read record @p p into the slot and push its state (nil if none).
+ * [-0, +1, e] */
+static void
+push_record(lua_State *L, tidei_rule *r, slot *s, const uint8_t *p, size_t n)
+{
+	tidei_vreader rd = { p, p + n };
+	tidei_vitem it;
+	int64_t f[3];
+
+	if (tidei_val_next(&rd, &it) != 0 || it.type != TIDEI_V_ARRAY || it.u.count < 5)
+		luaL_error(L, "the stored state of rule '%s' is damaged", r->consumer);
+	for (int i = 0; i < 4; i++) {
+		if (tidei_val_next(&rd, &it) != 0 || it.type != TIDEI_V_INT)
+			luaL_error(L, "the stored state of rule '%s' is damaged", r->consumer);
+		if (i > 0)
+			f[i - 1] = it.u.i;
+	}
+	s->last_seen = f[0];
+	s->ttl_due = f[1];
+	s->win_due = f[2];
+	if (tidei_lua_push_val(L, &rd) != 0)
+		luaL_error(L, "the stored state of rule '%s' is damaged", r->consumer);
+}
+
+/* The slot of key @p k with its state pushed (nil if it has none).
+ * [-0, +1, e] */
+static long
+load_slot(lua_State *L, tidei_rule *r, const char *k, size_t kn)
+{
+	int fresh;
+	long at = tidei_keymap_put(&r->keys, k, kn, &fresh);
+	slot *s;
+
+	if (at < 0)
+		luaL_error(L, "not enough memory for the rule's keys");
+	if (fresh) {
+		if ((size_t)at >= r->scap) {
+			size_t cap = r->scap ? r->scap * 2 : 256;
+			slot *v = realloc(r->slots, cap * sizeof *v);
+			if (v == NULL)
+				luaL_error(L, "not enough memory for the rule's keys");
+			r->slots = v;
+			r->scap = cap;
+		}
+		memset(&r->slots[at], 0, sizeof r->slots[at]);
+		r->slots[at].last_seen = INT64_MIN;
+	}
+	s = &r->slots[at];
+	lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
+	if (s->loaded) {
+		lua_rawgeti(L, -1, at + 1);
+		lua_remove(L, -2);
+		return at;
+	}
+	if (!s->known) {
+		MDB_val key, v;
+		int mrc;
+		key_start(r, 'S');
+		tidei_buf_put(&r->kbuf, k, kn);
+		if (r->kbuf.failed)
+			luaL_error(L, "out of memory");
+		key.mv_size = r->kbuf.len;
+		key.mv_data = r->kbuf.p;
+		mrc = mdb_get(r->log->txn, r->log->rules, &key, &v);
+		if (mrc != 0 && mrc != MDB_NOTFOUND)
+			luaL_error(L, "cannot read the state of rule '%s': %s", r->consumer,
+				   mdb_strerror(mrc));
+		tidei_buf_reset(&s->enc);
+		if (mrc == 0)
+			tidei_buf_put(&s->enc, v.mv_data, v.mv_size);
+		if (s->enc.failed)
+			luaL_error(L, "out of memory");
+		s->known = 1;
+	}
+	if (s->enc.len > 0)
+		push_record(L, r, s, s->enc.p, s->enc.len);
+	else
+		lua_pushnil(L);
+	lua_pushvalue(L, -1);
+	lua_rawseti(L, -3, at + 1);
+	lua_remove(L, -2);
+	s->loaded = 1;
+	return at;
+}
+
+/* After a failed call: the key goes back to its last good record (read
+ * again at its next call). */
+static void
+rollback(tidei_rule *r, lua_State *L, long at)
+{
+	r->slots[at].loaded = 0;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
+	lua_pushnil(L);
+	lua_rawseti(L, -2, at + 1);
+	lua_pop(L, 1);
+}
+
+/* Encode slot @p at with the state at @p idx (nil or tide.delete: the
+ * key is forgotten) as its record.  [-0, +0, e] */
+static void
+encode_slot(lua_State *L, tidei_rule *r, long at, int idx)
+{
+	slot *s = &r->slots[at];
+	char err[TIDEI_ERRLEN];
+	tidei_buf b = { 0 };
+
+	s->dirty = 1;
+	if (lua_isnil(L, idx) || lua_touserdata(L, idx) == &tidei_delete_marker) {
+		tidei_buf_reset(&s->enc);
+		s->ttl_due = s->win_due = 0;
+		return;
+	}
+	b.limit = tidei_lstate_ceiling(tidei_lstate_of(L));
+	tidei_val_array(&b, 5);
+	tidei_val_int(&b, REC_FORMAT);
+	tidei_val_int(&b, s->last_seen);
+	tidei_val_int(&b, s->ttl_due);
+	tidei_val_int(&b, s->win_due);
+	if (tidei_lua_to_val_charged(L, idx, &b, err) != 0) {
+		tidei_buf_free(&b);
+		luaL_error(L, "the state cannot be stored: %s", err);
+	}
+	if (b.failed) {
+		tidei_buf_free(&b);
+		luaL_error(L, "not enough memory to store the state");
+	}
+	b.limit = 0;
+	tidei_buf_free(&s->enc);
+	s->enc = b;
+}
+
+/* ------------------------------------------------------------------------
+ * Calls
+ * ------------------------------------------------------------------------ */
+
+/* The key of r->ev pushed: 1, or 0 (nothing pushed) when it has none.
+ * @p evi is the event's index.  [-0, +(0|1), e] */
+static int
+push_key(lua_State *L, tidei_rule *r, int evi)
+{
+	const struct tide_event *ev = r->ev;
+	tide_value v;
+	size_t n;
+
+	if (r->key_ref != LUA_NOREF) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, r->key_ref);
+		lua_pushvalue(L, evi);
+		lua_call(L, 1, 1);
+		if (lua_type(L, -1) == LUA_TNUMBER)
+			lua_tolstring(L, -1, NULL);
+		if (lua_isnil(L, -1)) {
+			lua_pop(L, 1);
+			return 0;
+		}
+		if (lua_type(L, -1) != LUA_TSTRING)
+			luaL_error(L, "key must return a string or a number, not a %s",
+				   luaL_typename(L, -1));
+	} else if (r->key_path != NULL) {
+		if (tide_event_value(ev, r->key_path, &v) != TIDE_OK || v.type == TIDE_NULL)
+			return 0;
+		if (v.type == TIDE_STRING)
+			lua_pushlstring(L, v.s, v.len);
+		else if (v.type == TIDE_INT)
+			lua_pushfstring(L, "%I", (lua_Integer)v.i);
+		else if (v.type == TIDE_DOUBLE) {
+			char num[32];
+			int len = snprintf(num, sizeof num, "%.14g", v.d);
+			lua_pushlstring(L, num, (size_t)len);
+		} else
+			luaL_error(L, "key '%s' is not a string or a number", r->key_path);
+	} else {
+		lua_pushliteral(L, "");
+	}
+	lua_tolstring(L, -1, &n);
+	if (n > TIDEI_RULE_KEY_MAX)
+		luaL_error(L, "key of %I bytes is too long (at most %d)", (lua_Integer)n,
+			   TIDEI_RULE_KEY_MAX);
+	return 1;
+}
+
+/* Apply the call's timer operations (it succeeded). */
+static int
+apply_ops(tidei_rule *r, tidei_log *log, const char *key, size_t kn, char *err)
+{
+	int rc = TIDE_OK;
+
+	for (size_t i = 0; i < r->nops && rc == TIDE_OK; i++) {
+		const timer_op *o = &r->ops[i];
+		const char *name = (const char *)r->opbuf.p + o->name_at;
+		if (o->op == TIDEI_TIMER_CANCEL)
+			rc = timer_cancel(r, log, key, kn, name, o->name_len, err);
+		else
+			rc = timer_set(r, log, key, kn, name, o->name_len, o->due, o->every,
+				       o->data_len ? r->opbuf.p + o->data_at : NULL, o->data_len,
+				       err);
+	}
+	r->nops = 0;
+	tidei_buf_reset(&r->opbuf);
+	return rc;
+}
+
+/* The key's expiry: due again after ttl from its last event. */
+static void
+arm_expiry(tidei_rule *r, slot *s, lua_State *L)
+{
+	int64_t due;
+
+	if (r->ttl <= 0 || s->last_seen == INT64_MIN)
+		return;
+	due = s->last_seen > INT64_MAX - r->ttl ? INT64_MAX : s->last_seen + r->ttl;
+	/* one timer per key, moved only when it fires early (lazily) */
+	if (s->ttl_due != 0)
+		return;
+	if (tidei_array_grow(&r->ops, &r->opcap, r->nops, sizeof *r->ops, 4) != 0)
+		luaL_error(L, "out of memory");
+	memset(&r->ops[r->nops], 0, sizeof r->ops[r->nops]);
+	r->ops[r->nops].op = TIDEI_TIMER_AT;
+	r->ops[r->nops].due = due;
+	r->ops[r->nops].name_at = r->opbuf.len;
+	r->ops[r->nops].name_len = 0;
+	r->nops++;
+	s->ttl_due = due;
+}
+
+/* A handler call under protection: light userdata r at 1. */
+static int
+l_call(lua_State *L)
+{
+	tidei_rule *r = lua_touserdata(L, 1);
+	const char *k;
+	size_t kn;
+	int evi, ki, si;
+	long at;
+	slot *s;
+
+	tidei_lua_push_event(L, r->ev);
+	evi = lua_gettop(L);
+	if (!push_key(L, r, evi)) {
+		/* no key: not for this rule's state; handled without one */
+		lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
+		lua_pushvalue(L, evi);
+		lua_call(L, 1, 0);
+		tidei_lua_expire_event(L, evi);
+		return 0;
+	}
+	ki = lua_gettop(L);
+	k = lua_tolstring(L, ki, &kn);
+	at = load_slot(L, r, k, kn);
+	r->cur = at;
+	si = lua_gettop(L);
+	if (lua_isnil(L, si)) {
+		lua_newtable(L);
+		lua_replace(L, si);
+	}
+	s = &r->slots[at];
+	if (!r->late_call) {
+		int64_t t = r->cur_now;
+		if (t > s->last_seen)
+			s->last_seen = t;
+	}
+	lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
+	lua_pushvalue(L, evi);
+	lua_pushvalue(L, si);
+	lua_call(L, 2, 1);
+	if (!lua_isnil(L, -1)) {
+		if (!lua_istable(L, -1) && lua_touserdata(L, -1) != &tidei_delete_marker)
+			luaL_error(L,
+				   "a rule's handler must return a table (the new state), "
+				   "tide.delete or nothing, not a %s",
+				   luaL_typename(L, -1));
+		lua_replace(L, si);
+	} else {
+		lua_pop(L, 1);
+	}
+	s = &r->slots[at];
+	if (lua_istable(L, si))
+		arm_expiry(r, s, L);
+	encode_slot(L, r, at, si);
+	/* the cache holds the state as it is now */
+	lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
+	if (lua_istable(L, si))
+		lua_pushvalue(L, si);
+	else
+		lua_pushnil(L);
+	lua_rawseti(L, -2, at + 1);
+	tidei_lua_expire_event(L, evi);
+	return 0;
+}
+
+/* Run @p fn under protection; on success apply the timer operations of
+ * the key in slot r->cur, on failure forget them and roll the key back. */
+static int
+run_call(tidei_rule *r, tidei_script *s, tidei_log *log, lua_CFunction fn, char *why, char *trace)
+{
+	lua_State *L = tidei_script_state(s);
+	int rc;
+
+	r->log = log;
+	r->cur = -1;
+	r->nops = 0;
+	tidei_buf_reset(&r->opbuf);
+	rc = tidei_script_protect(s, fn, r, why, trace);
+	if (rc != TIDE_OK) {
+		if (r->cur >= 0) {
+			rollback(r, L, r->cur);
+			/* the expiry it armed was not stored */
+			if (r->slots[r->cur].enc.len == 0)
+				r->slots[r->cur].ttl_due = 0;
+		}
+		r->nops = 0;
+		r->failed++;
+		r->meta_dirty = 1;
+		r->cur = -1;
+		return rc;
+	}
+	if (r->cur >= 0) {
+		size_t kn;
+		const char *k = tidei_keymap_key(&r->keys, (size_t)r->cur, &kn);
+		/* the key may be gone from the keymap's memory? no: slots stay
+		 * until the cache is trimmed between turns */
+		if ((rc = apply_ops(r, log, k, kn, why)) != TIDE_OK)
+			return rc;
+	}
+	r->cur = -1;
+	return TIDE_OK;
+}
+
+int
+tidei_rule_call(tidei_rule *r, tidei_script *s, tidei_log *log, int ref,
+		const struct tide_event *ev, int late, char *why, char *trace)
+{
+	r->ev = ev;
+	r->timer = NULL;
+	r->late_call = late;
+	r->ref = late == TIDEI_LATE_FN ? r->late_ref : ref;
+	r->cur_now = event_time(r, ev);
+	int rc = run_call(r, s, log, l_call, why, trace);
+	r->ev = NULL;
+	return rc;
+}
+
+/* A timer under protection: light userdata r at 1. */
+static int
+l_fire(lua_State *L)
+{
+	tidei_rule *r = lua_touserdata(L, 1);
+	const tidei_rule_timer *t = r->timer;
+	tidei_vreader rd = { t->data.p, t->data.p + t->data.len };
+	int si, ki;
+	long at;
+	slot *s;
+
+	lua_pushlstring(L, (const char *)t->key.p, t->key.len);
+	ki = lua_gettop(L);
+	at = load_slot(L, r, (const char *)t->key.p, t->key.len);
+	r->cur = at;
+	si = lua_gettop(L);
+	s = &r->slots[at];
+	if (t->name.len == 0) {
+		/* the key's expiry: forget it if it had no event since */
+		s->ttl_due = 0;
+		if (lua_isnil(L, si))
+			return 0;
+		if (s->last_seen > t->due - r->ttl) {
+			arm_expiry(r, s, L);
+			encode_slot(L, r, at, si);
+			return 0;
+		}
+		lua_pushnil(L);
+		lua_replace(L, si);
+		encode_slot(L, r, at, si);
+		lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
+		lua_pushnil(L);
+		lua_rawseti(L, -2, at + 1);
+		return 0;
+	}
+	if (lua_isnil(L, si)) {
+		lua_newtable(L);
+		lua_replace(L, si);
+	}
+	lua_rawgeti(L, LUA_REGISTRYINDEX, r->timers_ref);
+	if (r->timers_ref == LUA_NOREF ||
+	    lua_getfield(L, -1, (const char *)t->name.p) != LUA_TFUNCTION) {
+		/* a timer whose handler is gone from the script: said once,
+		 * then dropped */
+		return luaL_error(L, "timer '%s' has no handler in the rule's 'timers'",
+				  (const char *)t->name.p);
+	}
+	lua_pushvalue(L, ki);
+	if (t->data.len == 0 || tidei_lua_push_val(L, &rd) != 0)
+		lua_pushnil(L);
+	lua_pushvalue(L, si);
+	lua_call(L, 3, 1);
+	if (!lua_isnil(L, -1)) {
+		if (!lua_istable(L, -1) && lua_touserdata(L, -1) != &tidei_delete_marker)
+			luaL_error(L,
+				   "a timer handler must return a table (the new state), "
+				   "tide.delete or nothing, not a %s",
+				   luaL_typename(L, -1));
+		lua_replace(L, si);
+	} else {
+		lua_pop(L, 1);
+	}
+	encode_slot(L, r, at, si);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
+	if (lua_istable(L, si))
+		lua_pushvalue(L, si);
+	else
+		lua_pushnil(L);
+	lua_rawseti(L, -2, at + 1);
+	return 0;
+}
+
+int
+tidei_rule_fire(tidei_rule *r, tidei_script *s, tidei_log *log, const tidei_rule_timer *t,
+		char *why, char *trace)
+{
+	int rc;
+
+	/* names are NUL-ended for lua_getfield */
+	tidei_buf_putc((tidei_buf *)&t->name, 0);
+	((tidei_buf *)&t->name)->len--;
+	r->ev = NULL;
+	r->timer = t;
+	r->cur_now = t->due;
+	rc = run_call(r, s, log, l_fire, why, trace);
+	r->timer = NULL;
+	if (t->name.len > 0) {
+		r->fired++;
+		r->meta_dirty = 1;
+	}
+	return rc;
+}
+
+int
+tidei_rule_timer_op(tidei_rule *r, lua_State *L, int op, const char *name, size_t n, int64_t when,
+		    int data, char *err)
+{
+	timer_op *o;
+	char why[TIDEI_ERRLEN];
+
+	if (r->cur < 0 && r->ev == NULL && r->timer == NULL)
+		return tidei_err(err, TIDE_ESTATE, "timers are set from a rule's handlers");
+	if (n == 0 || n > TIDEI_RULE_TIMER_MAX || name[0] == '\1' || memchr(name, 0, n))
+		return tidei_err(err, TIDE_EINVAL, "a timer name has 1 to %d characters",
+				 TIDEI_RULE_TIMER_MAX);
+	if (op != TIDEI_TIMER_CANCEL) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, r->timers_ref);
+		int has = r->timers_ref != LUA_NOREF &&
+			  (lua_pushlstring(L, name, n), lua_rawget(L, -2) == LUA_TFUNCTION);
+		lua_pop(L, r->timers_ref != LUA_NOREF ? 2 : 1);
+		if (!has)
+			return tidei_err(err, TIDE_EINVAL,
+					 "timer '%.*s' has no handler: add it to the rule's "
+					 "'timers' option",
+					 (int)n, name);
+	}
+	if (tidei_array_grow(&r->ops, &r->opcap, r->nops, sizeof *r->ops, 4) != 0)
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	o = &r->ops[r->nops];
+	memset(o, 0, sizeof *o);
+	o->op = op == TIDEI_TIMER_CANCEL ? op : TIDEI_TIMER_AT;
+	if (op == TIDEI_TIMER_AT)
+		o->due = when;
+	else if (op != TIDEI_TIMER_CANCEL)
+		o->due = r->cur_now > INT64_MAX - when ? INT64_MAX : r->cur_now + when;
+	if (op == TIDEI_TIMER_EVERY) {
+		if (when <= 0)
+			return tidei_err(err, TIDE_EINVAL, "a recurring timer needs an interval");
+		o->every = when;
+	}
+	o->name_at = r->opbuf.len;
+	o->name_len = n;
+	tidei_buf_put(&r->opbuf, name, n);
+	o->data_at = r->opbuf.len;
+	if (data != 0 && !lua_isnoneornil(L, data)) {
+		if (tidei_lua_to_val_charged(L, data, &r->opbuf, why) != 0)
+			return tidei_err(err, TIDE_EINVAL, "timer data cannot be stored: %s", why);
+	}
+	o->data_len = r->opbuf.len - o->data_at;
+	if (r->opbuf.failed)
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	r->nops++;
+	return TIDE_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Turns
+ * ------------------------------------------------------------------------ */
+
+int
+tidei_rule_flush(tidei_rule *r, tidei_log *log, char *err)
+{
+	int rc = TIDE_OK;
+
+	for (size_t at = 0; at < r->keys.n && rc == TIDE_OK; at++) {
+		slot *s = &r->slots[at];
+		size_t kn;
+		const char *k;
+		if (!s->dirty)
+			continue;
+		k = tidei_keymap_key(&r->keys, at, &kn);
+		key_start(r, 'S');
+		tidei_buf_put(&r->kbuf, k, kn);
+		rc = s->enc.len > 0 ? put(r, log, s->enc.p, s->enc.len, err) : del(r, log, err);
+		s->dirty = 0;
+	}
+	if (rc == TIDE_OK && r->meta_dirty) {
+		rc = meta_write(r, log, err);
+		r->meta_dirty = 0;
+	}
+	return rc;
+}
+
+void
+tidei_rule_committed(tidei_rule *r, lua_State *L)
+{
+	if (r->keys.n > TIDEI_RULE_CACHE) {
+		int64_t next = r->next_due;
+		tidei_rule_reset(r, L);
+		r->next_due = next;
+	}
+}
+
+void
+tidei_rule_stat_get(const tidei_rule *r, tidei_rule_stat *st)
+{
+	st->watermark = r->watermark;
+	st->late = r->nlate;
+	st->fired = r->fired;
+	st->failed = r->failed;
+	st->keys_cached = r->keys.n;
+}

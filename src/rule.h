@@ -1,0 +1,125 @@
+/*
+ * rule.h - what a consumer becomes when it is a rule: durable state per
+ * key, a clock (event time with a watermark, or arrival time), windows
+ * with aggregates, and timers.
+ *
+ *   tide.on("card.transaction", function(ev, st, w) ... end, {
+ *     name = "velocity", key = "subject", ttl = "30d",
+ *     windows = { h1 = { sliding = "1h", value = "data.amount" } },
+ *     timers = { quiet = function(key, data, st) ... end },
+ *   })
+ *
+ * Everything a rule keeps is in the log's `rules` database and is written
+ * in the turn's transaction, with the consumer's checkpoint and its
+ * emits: after kill -9, a restart or a reload the rule goes on exactly
+ * where the last commit left it.  Between turns, the states of the keys
+ * seen lately stay decoded in the scripts' Lua state (a cache, bounded by
+ * a number of keys), each with its last good encoding, which is what is
+ * written and what a failing call is rolled back to.
+ *
+ * The clock moves only with the rule's own input, in log order, so a
+ * replay of the log moves it the same way: timers and windows fire at the
+ * same events live and in a replay.  The consumer layer (consumer.c)
+ * decides when events are handled and appends what they emit; this
+ * module does the rest.
+ */
+#ifndef TIDE_RULE_H
+#define TIDE_RULE_H
+
+#include <lua.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "script.h"
+
+typedef struct tidei_rule tidei_rule;
+
+/** The clock a rule's timers, windows and expiry follow. */
+enum {
+	TIDEI_CLOCK_EVENT,   /* the events' `time` (their arrival if they have none) */
+	TIDEI_CLOCK_ARRIVAL, /* when the events were recorded */
+};
+
+/** What becomes of an event older than the watermark. */
+enum {
+	TIDEI_LATE_DROP,   /* counted (tide stat), not handled */
+	TIDEI_LATE_HANDLE, /* handled like any other, but not added to windows */
+	TIDEI_LATE_FN,     /* handed to the rule's `late` function */
+};
+
+/** Longest key a rule keeps state under, and longest timer name. */
+#define TIDEI_RULE_KEY_MAX 200
+#define TIDEI_RULE_TIMER_MAX 64
+
+/** Keys whose state stays decoded between turns (per rule). */
+#define TIDEI_RULE_CACHE 50000
+
+/** What tide.on's options make a rule (key, ttl, clock, lateness, late,
+ *  windows, timers, on_close), read from the options table at @p idx of
+ *  @p L.  *out is NULL when the options name none of them: a plain
+ *  consumer.  Errors (an unknown clock, a bad duration or window) name the
+ *  option. */
+int tidei_rule_new(tidei_rule **out, lua_State *L, int idx, const char *consumer, char *err);
+void tidei_rule_free(tidei_rule *r, lua_State *L);
+
+/** Read the rule's clock from @p txn; the cache starts empty. */
+int tidei_rule_start(tidei_rule *r, tidei_log *log, MDB_txn *txn, char *err);
+/** Forget what is cached (the turn was aborted, or the Lua state is
+ *  going away); the log holds the truth. */
+void tidei_rule_reset(tidei_rule *r, lua_State *L);
+
+/** A new event reaches the rule: its time on the rule's clock moves the
+ *  watermark.  Returns 1 when the event is late (older than the
+ *  watermark), with what to do in *late (TIDEI_LATE_*), else 0. */
+int tidei_rule_clock(tidei_rule *r, const struct tide_event *ev, int *late);
+
+/** A timer that fell due. */
+typedef struct tidei_rule_timer {
+	int64_t due, every;
+	tidei_buf key, name, data; /* data: encoded value (val.h) */
+} tidei_rule_timer;
+
+/** The next timer due at the watermark, taken out of the log (a
+ *  recurring one is put back, due again): 1 with it in @p t, 0 if none,
+ *  or a negative TIDE_E* code (message in @p err). */
+int tidei_rule_due(tidei_rule *r, tidei_log *log, tidei_rule_timer *t, char *err);
+
+/** Call the handler of @p t (a named timer, a window closing, or a key's
+ *  expiry) in @p s.  TIDE_OK, or TIDE_ESCRIPT with the error in @p why
+ *  (then nothing it did to the state stays). */
+int tidei_rule_fire(tidei_rule *r, tidei_script *s, tidei_log *log, const tidei_rule_timer *t,
+		    char *why, char *trace);
+
+/** Call handler @p ref with the event, its key's state and windows (a late
+ *  event with @p late: TIDEI_LATE_HANDLE or _FN).  As tidei_rule_fire(). */
+int tidei_rule_call(tidei_rule *r, tidei_script *s, tidei_log *log, int ref,
+		    const struct tide_event *ev, int late, char *why, char *trace);
+
+/** tide.timer.* from the call in progress: @p op is TIDEI_TIMER_*.
+ *  Applied when the call succeeds. */
+enum { TIDEI_TIMER_AT, TIDEI_TIMER_AFTER, TIDEI_TIMER_EVERY, TIDEI_TIMER_CANCEL };
+int tidei_rule_timer_op(tidei_rule *r, lua_State *L, int op, const char *name, size_t n,
+			int64_t when, int data, char *err);
+/** The rule's clock: the watermark (ns), or INT64_MIN before any event. */
+int64_t tidei_rule_now(const tidei_rule *r);
+
+/** Write what changed (states, the clock) in the open write transaction. */
+int tidei_rule_flush(tidei_rule *r, tidei_log *log, char *err);
+/** The turn committed; the cache is trimmed to its bound. */
+void tidei_rule_committed(tidei_rule *r, lua_State *L);
+
+/** Figures for tide stat. */
+typedef struct tidei_rule_stat {
+	int64_t watermark;
+	uint64_t late, fired, failed, keys_cached;
+} tidei_rule_stat;
+void tidei_rule_stat_get(const tidei_rule *r, tidei_rule_stat *st);
+/** The clock and counters stored for consumer @p name (for tide stat on a
+ *  log the daemon holds): TIDE_OK, TIDE_ENOTFOUND (not a rule). */
+int tidei_rule_stat_read(tidei_log *log, MDB_txn *txn, const char *name, tidei_rule_stat *st);
+
+/** "15m", "1h", "500ms", "30d", "2w", or a number of seconds, into ns. */
+int tidei_duration_parse(const char *s, size_t n, int64_t *ns, char *err);
+
+#endif
