@@ -73,6 +73,7 @@ struct tidei_consumers {
 	size_t tag_base;        /* k of the call's first emit, less one */
 	int late;               /* the event in hand is late (TIDEI_LATE_*), or 0 */
 	tidei_rule_timer timer; /* the one firing */
+	tidei_replay_sink sink; /* a replay's, or all NULL */
 	tidei_buf scratch;      /* tide_event_json() for C handlers */
 	tidei_buf attrs;        /* tide_event_attr() for C handlers */
 };
@@ -983,7 +984,8 @@ blame(tidei_consumers *cs, const tidei_consumer *c, size_t room_before)
 
 /* Append what the call that succeeded emitted. */
 static int
-append_emits(tidei_consumers *cs, tidei_log *log, int *appended, char *err)
+append_emits(tidei_consumers *cs, const tidei_consumer *c, const struct tide_event *cause,
+	     tidei_log *log, int *appended, char *err)
 {
 	int rc;
 
@@ -991,6 +993,11 @@ append_emits(tidei_consumers *cs, tidei_log *log, int *appended, char *err)
 		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	for (size_t k = 0, off = 0; k < cs->nemits; off += cs->emit_len[k], k++) {
 		tidei_append res;
+		if (cs->sink.emit != NULL) {
+			cs->sink.emit(cs->sink.ud, c->name, cs->emits.p + off, cs->emit_len[k],
+				      cause);
+			continue;
+		}
 		rc = tidei_log_append(log, cs->emits.p + off, cs->emit_len[k], tidei_now(), -1,
 				      &res);
 		if (rc != TIDE_OK)
@@ -1041,7 +1048,7 @@ fire_due(tidei_consumers *cs, tidei_consumer *c, const struct tide_event *ev, ti
 		}
 		if (rc != TIDE_OK)
 			return tidei_err(err, rc, "%s", why);
-		if ((rc = append_emits(cs, log, appended, err)) != TIDE_OK)
+		if ((rc = append_emits(cs, c, ev, log, appended, err)) != TIDE_OK)
 			return rc;
 	}
 }
@@ -1114,7 +1121,7 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 		return TIDE_OK;
 	}
 	c->handled++;
-	return append_emits(cs, log, appended, err);
+	return append_emits(cs, c, ev, log, appended, err);
 }
 
 static int64_t
@@ -1316,6 +1323,10 @@ offer(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *
 	}
 	if (ok == H_OK)
 		return TIDE_OK;
+	if (cs->sink.fail != NULL) {
+		cs->sink.fail(cs->sink.ud, c->name, seq, why);
+		return TIDE_OK;
+	}
 	/* nothing was appended by a failed call: ev is still good */
 	r.state = TIDEI_PENDING_RETRY;
 	if ((rc = pend_add(c, seq, subject, &r)) != TIDE_OK ||
@@ -1438,4 +1449,32 @@ tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err)
 	if (cs->full)
 		*more = 1;
 	return TIDE_OK;
+}
+
+void
+tidei_consumers_set_sink(tidei_consumers *cs, const tidei_replay_sink *sink)
+{
+	cs->sink = *sink;
+}
+
+int
+tidei_consumers_offer(tidei_consumers *cs, tidei_log *log, struct tide_event *ev, char *err)
+{
+	size_t handled = 0;
+	int rc = TIDE_OK, stop = 0, appended = 0;
+
+	for (size_t i = 0; i < cs->n && rc == TIDE_OK && !stop; i++)
+		rc = offer(cs, &cs->v[i], ev, log, tidei_now(), &handled, &appended, &stop, err);
+	return rc;
+}
+
+int
+tidei_consumers_flush(tidei_consumers *cs, tidei_log *log, char *err)
+{
+	int rc = TIDE_OK;
+
+	for (size_t k = 0; k < cs->n && rc == TIDE_OK; k++)
+		if (cs->v[k].rule != NULL)
+			rc = tidei_rule_flush(cs->v[k].rule, log, err);
+	return rc;
 }

@@ -145,6 +145,23 @@ int tidei_emit_prepare(tidei_evb *b, const char *consumer, const struct tide_eve
 int tidei_emit_prepare_tagged(tidei_evb *b, const char *consumer, const struct tide_event *cause,
 			      const char *tag, size_t k, unsigned max_depth, char *err);
 
+/** For a replay: what handlers emit goes to @p emit instead of the log,
+ *  and a handler that fails is reported to @p fail instead of retried. */
+typedef struct tidei_replay_sink {
+	void (*emit)(void *ud, const char *consumer, const uint8_t *rec, size_t len,
+		     const struct tide_event *cause);
+	void (*fail)(void *ud, const char *consumer, uint64_t seq, const char *why);
+	void *ud;
+} tidei_replay_sink;
+void tidei_consumers_set_sink(tidei_consumers *cs, const tidei_replay_sink *sink);
+
+/** Hand @p ev to every consumer in order, as a turn does, inside @p log's
+ *  open write transaction (which holds what the rules keep: in a replay,
+ *  a scratch log of its own).  Checkpoints are not moved. */
+int tidei_consumers_offer(tidei_consumers *cs, tidei_log *log, struct tide_event *ev, char *err);
+/** Write what the rules changed in @p log's open write transaction. */
+int tidei_consumers_flush(tidei_consumers *cs, tidei_log *log, char *err);
+
 /** The Lua state the scripts run in (shared with the projections). */
 tidei_script *tidei_consumers_script(tidei_consumers *cs);
 

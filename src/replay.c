@@ -5,150 +5,99 @@
  * The log is opened read-only and walked from seq 1 to the chosen point
  * (a seq, or the last event recorded at or before a time, found by
  * bisection since `recorded` never goes backwards).  Scripts load into a
- * Lua state of their own: projections keep their state in Lua only
- * (projection.c's memory mode) and report it at the end; consumers' emits
- * are completed exactly as the engine would (consumer.c) and reported
- * instead of appended, so they are not fed back into the replay.
- * tide.once remembers claims for the replay only.  Nothing is written.
+ * Lua state of their own, through the consumer layer the engine uses
+ * (consumer.c), and each event goes through every consumer in order and
+ * then the projections, as live: so rules' clocks, timers, windows and
+ * states move exactly as they did live, and what handlers emit is what
+ * they emitted live.  Emits are reported, not appended: the log already
+ * holds what was emitted live, and it is replayed in its place.  What
+ * rules keep and tide.once's claims go to a scratch log in a temporary
+ * directory, removed at the end; projections keep their state in Lua
+ * only (projection.c's memory mode) and report it at the end.  The log
+ * replayed is only read.
  */
 #include "config.h"
 
+#include <errno.h>
 #include <lauxlib.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "consumer.h"
 #include "projection.h"
-
-typedef struct rconsumer {
-	char *name;
-	char *pattern;
-	size_t plen;
-	int ref;
-} rconsumer;
 
 typedef struct replay {
 	const tide_replay_opts *o;
 	tide_replay_fn *fn;
 	void *ud;
-	tidei_script *script;
+	tidei_consumers *cs;
 	tidei_projections *ps;
-	rconsumer *c;
-	size_t nc, cap;
-	const char *loading;
-	int loading_count;
-	/* the call in progress */
-	const rconsumer *cur;
-	const struct tide_event *cause;
-	size_t nemits;
-	tidei_buf emit, json;
-	int once_ref; /* Lua table of claimed keys */
+	tidei_log *scratch; /* what rules keep, and once claims */
+	char scratch_dir[4096];
+	tidei_buf json;
 	int stop;
 	char err[TIDEI_ERRLEN];
 } replay;
 
-static int
-host_on(void *ud, const tidei_on_opts *o, int ref, const char *where, char *err)
-{
-	replay *r = ud;
-	char defname[256];
-	const char *name = o->name;
-
-	(void)where;
-	r->loading_count++;
-	if (name == NULL) {
-		snprintf(defname, sizeof defname, "%s:%d", r->loading, r->loading_count);
-		name = defname;
-	}
-	if (tidei_array_grow(&r->c, &r->cap, r->nc, sizeof *r->c, 8) != 0)
-		return tidei_err(err, TIDE_ENOMEM, "out of memory");
-	r->c[r->nc].name = strdup(name);
-	r->c[r->nc].pattern = strdup(o->pattern);
-	if (r->c[r->nc].name == NULL || r->c[r->nc].pattern == NULL) {
-		free(r->c[r->nc].name);
-		free(r->c[r->nc].pattern);
-		return tidei_err(err, TIDE_ENOMEM, "out of memory");
-	}
-	r->c[r->nc].plen = strlen(o->pattern);
-	r->c[r->nc].ref = ref;
-	r->nc++;
-	return TIDE_OK;
-}
-
-static int
-host_emit(void *ud, tidei_evb *b, char *err)
+static void
+sink_emit(void *ud, const char *consumer, const uint8_t *rec, size_t len,
+	  const struct tide_event *cause)
 {
 	replay *r = ud;
 	struct tide_event ev;
 	tide_replay_item it;
-	int rc;
 
-	if (r->cur == NULL)
-		return tidei_err(err, TIDE_ESTATE, "tide.emit can only be called from a handler");
-	if ((rc = tidei_emit_prepare(b, r->cur->name, r->cause, ++r->nemits,
-				     TIDEI_DEFAULT_EMIT_DEPTH, err)) != TIDE_OK)
-		return rc;
-	tidei_buf_reset(&r->emit);
-	tidei_buf_reset(&r->json);
-	if (tidei_evb_finish(b, &r->emit) != 0)
-		return tidei_err(err, TIDE_EEVENT, "%s", b->err);
-	if (tidei_event_decode(&ev, r->emit.p, r->emit.len) != 0)
-		return tidei_err(err, TIDE_EIO, "cannot read back an emitted event");
+	if (r->stop || tidei_event_decode(&ev, rec, len) != 0)
+		return;
 	ev.seq = 0;
+	tidei_buf_reset(&r->json);
 	if (tidei_event_json(&r->json, &ev) != 0)
-		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+		return;
 	memset(&it, 0, sizeof it);
 	it.kind = TIDE_REPLAY_EMIT;
-	it.name = r->cur->name;
+	it.name = consumer;
 	it.json = (const char *)r->json.p;
 	it.len = r->json.len;
-	it.seq = r->cause->seq;
+	it.seq = cause->seq;
 	if (r->fn(r->ud, &it))
 		r->stop = 1;
-	return TIDE_OK;
 }
 
-static int
-host_once(void *ud, const char *key, size_t n, int *first, char *err)
+static void report_error(replay *r, const char *who, uint64_t seq, const char *why);
+
+static void
+sink_fail(void *ud, const char *consumer, uint64_t seq, const char *why)
 {
-	replay *r = ud;
-	lua_State *L = tidei_script_state(r->script);
-
-	if (r->cur == NULL)
-		return tidei_err(err, TIDE_ESTATE, "tide.once can only be called from a handler");
-	lua_rawgeti(L, LUA_REGISTRYINDEX, r->once_ref);
-	lua_pushstring(L, r->cur->name);
-	lua_pushliteral(L, "\n");
-	lua_pushlstring(L, key, n);
-	lua_concat(L, 3);
-	lua_pushvalue(L, -1);
-	*first = lua_rawget(L, -3) == LUA_TNIL;
-	lua_pop(L, 1);
-	lua_pushboolean(L, 1);
-	lua_rawset(L, -3);
-	lua_pop(L, 1);
-	return TIDE_OK;
+	report_error(ud, consumer, seq, why);
 }
 
 static int
-host_projection(void *ud, lua_State *L, const char *name, int spec, const char *where, char *err)
+host_projection(void *ud, lua_State *L, const char *name, int spec, const char *script,
+		const char *where, char *err)
 {
 	replay *r = ud;
 
 	/* with --projection, the others are not computed at all */
 	if (r->o->projection != NULL && strcmp(r->o->projection, name) != 0)
 		return TIDE_OK;
-	return tidei_projections_define(r->ps, L, name, spec, r->loading, where, err);
+	return tidei_projections_define(r->ps, L, name, spec, script, where, err);
 }
 
 static void
-host_log(void *ud, int level, const char *msg)
+host_log(void *ud, int level, const char *fmt, ...)
 {
+	va_list ap;
+
 	(void)ud;
 	(void)level;
 	/* print() in a replayed script: a diagnostic, kept off the results */
-	fprintf(stderr, "%s\n", msg);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
 }
 
 static void
@@ -270,6 +219,22 @@ report_states(replay *r)
 	return rc;
 }
 
+/* Write what the rules changed to the scratch log. */
+static int
+commit_scratch(replay *r)
+{
+	int rc = tidei_consumers_flush(r->cs, r->scratch, r->err);
+
+	if (rc != TIDE_OK) {
+		tidei_log_abort(r->scratch);
+		return rc;
+	}
+	if ((rc = tidei_log_commit(r->scratch)) != TIDE_OK)
+		return tidei_err(r->err, rc, "%s", r->scratch->err);
+	tidei_consumers_committed(r->cs);
+	return TIDE_OK;
+}
+
 static int
 run(replay *r, tidei_log *log)
 {
@@ -279,6 +244,9 @@ run(replay *r, tidei_log *log)
 	uint64_t seq = 1, until, done = 0;
 	char why[TIDEI_ERRLEN];
 	int rc, mrc;
+
+	if ((rc = tidei_consumers_start(r->cs, r->scratch, 0, r->err)) != TIDE_OK)
+		return rc;
 
 	if ((rc = tidei_log_read_begin(log, &txn)) != TIDE_OK)
 		return tidei_err(r->err, rc, "%s", log->err);
@@ -306,18 +274,15 @@ run(replay *r, tidei_log *log)
 		}
 		ev.seq = seq;
 		ev.scratch = NULL;
-		for (size_t i = 0; i < r->nc && !r->stop; i++) {
-			const rconsumer *c = &r->c[i];
-			if (!tidei_pattern_match(c->pattern, c->plen, ev.attr[TIDEI_A_TYPE],
-						 ev.len[TIDEI_A_TYPE]))
-				continue;
-			r->cur = c;
-			r->cause = &ev;
-			r->nemits = 0;
-			if (tidei_script_call(r->script, c->ref, &ev, why, NULL) != TIDE_OK)
-				report_error(r, c->name, seq, why);
-			r->cur = NULL;
+		/* the scratch log's transaction, renewed now and then */
+		if (r->scratch->txn == NULL && (rc = tidei_log_begin(r->scratch)) != TIDE_OK) {
+			tidei_err(r->err, rc, "%s", r->scratch->err);
+			break;
 		}
+		if ((rc = tidei_consumers_offer(r->cs, r->scratch, &ev, r->err)) != TIDE_OK)
+			break;
+		if (done % 10000 == 9999 && (rc = commit_scratch(r)) != TIDE_OK)
+			break;
 		if (tidei_projections_apply(r->ps, &ev, why) != TIDE_OK)
 			report_error(r, "projection", seq, why);
 		if (++done % 100000 == 0 && r->o->progress)
@@ -325,6 +290,8 @@ run(replay *r, tidei_log *log)
 	}
 	mdb_cursor_close(cur);
 	tidei_log_read_end(log);
+	if (rc == TIDE_OK && r->scratch->txn != NULL)
+		rc = commit_scratch(r);
 	if (rc == TIDE_OK && mrc != 0 && mrc != MDB_NOTFOUND && !r->stop)
 		rc = tidei_err(r->err, tidei_err_mdb(mrc), "cannot read the log");
 	if (r->o->progress)
@@ -332,13 +299,45 @@ run(replay *r, tidei_log *log)
 	return rc == TIDE_OK && !r->stop ? report_states(r) : rc;
 }
 
+/* Remove the scratch log's directory (its files only: nothing else is
+ * made there). */
+static void
+remove_scratch(const char *dir)
+{
+	static const char *const files[] = { "data.mdb", "lock.mdb", "tide.lock", "tide.created",
+					     NULL };
+	char path[4200];
+
+	for (const char *const *f = files; *f; f++) {
+		snprintf(path, sizeof path, "%s/%s", dir, *f);
+		unlink(path);
+	}
+	rmdir(dir);
+}
+
+static int
+open_scratch(replay *r)
+{
+	tidei_log_opts lo = { 0, 1, 0, 0 };
+	const char *tmp = getenv("TMPDIR");
+
+	snprintf(r->scratch_dir, sizeof r->scratch_dir, "%s/tide-replay-XXXXXX",
+		 tmp && *tmp ? tmp : "/tmp");
+	if (mkdtemp(r->scratch_dir) == NULL) {
+		r->scratch_dir[0] = '\0';
+		return tidei_err(r->err, TIDE_EIO, "cannot make a scratch directory in %s: %s",
+				 tmp && *tmp ? tmp : "/tmp", strerror(errno));
+	}
+	return tidei_log_open(&r->scratch, r->scratch_dir, &lo, r->err);
+}
+
 static int
 replay_impl(const tide_replay_opts *o, tide_replay_fn *fn, void *ud, char *err, size_t errlen)
 {
 	tidei_log_opts lo = { 1, 0, 0, 0 };
-	tidei_script_opts so;
+	tidei_consumers_opts co;
 	tidei_projections_opts po;
-	tidei_host host;
+	tidei_replay_sink sink = { sink_emit, sink_fail, NULL };
 	tidei_buf path = { 0 };
 	tidei_log *log = NULL;
 	replay r;
@@ -351,41 +350,35 @@ replay_impl(const tide_replay_opts *o, tide_replay_fn *fn, void *ud, char *err, 
 	r.o = o;
 	r.fn = fn;
 	r.ud = ud;
-	r.once_ref = LUA_NOREF;
 	while (o->scripts[nscripts] != NULL)
 		nscripts++;
 	if ((rc = tidei_log_open(&log, o->data, &lo, r.err)) != TIDE_OK)
 		goto out;
-	memset(&so, 0, sizeof so);
-	so.instruction_budget = TIDEI_DEFAULT_BUDGET;
-	so.time_limit_ns = TIDEI_DEFAULT_TIME_NS;
-	so.memory_limit = (size_t)2 << 30; /* a replay holds every key in memory */
-	tidei_lua_path(&path, NULL, o->scripts, nscripts);
-	so.lua_path = path.failed ? NULL : (const char *)path.p;
-	memset(&host, 0, sizeof host);
-	host.ud = &r;
-	host.max_event = 1 << 20; /* the engine's default max_event_size */
-	host.on = host_on;
-	host.emit = host_emit;
-	host.once = host_once;
-	host.projection = host_projection;
-	host.log = host_log;
-	if ((rc = tidei_script_new(&r.script, &so, &host, r.err)) != TIDE_OK)
+	if ((rc = open_scratch(&r)) != TIDE_OK)
 		goto out;
-	lua_newtable(tidei_script_state(r.script));
-	r.once_ref = luaL_ref(tidei_script_state(r.script), LUA_REGISTRYINDEX);
+	memset(&co, 0, sizeof co);
+	co.script.instruction_budget = TIDEI_DEFAULT_BUDGET;
+	co.script.time_limit_ns = TIDEI_DEFAULT_TIME_NS;
+	co.script.memory_limit = (size_t)2 << 30; /* a replay holds every key in memory */
+	tidei_lua_path(&path, NULL, o->scripts, nscripts);
+	co.script.lua_path = path.failed ? NULL : (const char *)path.p;
+	co.max_event = 1 << 20; /* the engine's defaults */
+	co.max_depth = TIDEI_DEFAULT_EMIT_DEPTH;
+	co.log = host_log;
+	co.projection = host_projection;
+	co.projection_ud = &r;
+	if ((rc = tidei_consumers_new(&r.cs, &co, r.err)) != TIDE_OK)
+		goto out;
+	sink.ud = &r;
+	tidei_consumers_set_sink(r.cs, &sink);
 	memset(&po, 0, sizeof po);
-	po.script = r.script;
+	po.script = tidei_consumers_script(r.cs);
 	po.memory_only = 1;
 	if ((rc = tidei_projections_new(&r.ps, &po, r.err)) != TIDE_OK)
 		goto out;
-	for (size_t k = 0; k < nscripts; k++) {
-		r.loading = o->scripts[k];
-		r.loading_count = 0;
-		if ((rc = tidei_script_load(r.script, o->scripts[k], r.err)) != TIDE_OK)
+	for (size_t k = 0; k < nscripts; k++)
+		if ((rc = tidei_consumers_load(r.cs, o->scripts[k], r.err)) != TIDE_OK)
 			goto out;
-	}
-	r.loading = NULL;
 	if (o->projection != NULL && tidei_projections_count(r.ps) == 0) {
 		rc = tidei_err(r.err, TIDE_EINVAL, "the scripts define no projection named '%s'",
 			       o->projection);
@@ -396,13 +389,10 @@ out:
 	if (err != NULL && errlen > 0)
 		snprintf(err, errlen, "%s", rc == TIDE_OK ? "" : r.err);
 	tidei_projections_destroy(r.ps);
-	tidei_script_destroy(r.script);
-	for (size_t k = 0; k < r.nc; k++) {
-		free(r.c[k].name);
-		free(r.c[k].pattern);
-	}
-	free(r.c);
-	tidei_buf_free(&r.emit);
+	tidei_consumers_destroy(r.cs);
+	tidei_log_close(r.scratch);
+	if (r.scratch_dir[0])
+		remove_scratch(r.scratch_dir);
 	tidei_buf_free(&r.json);
 	tidei_buf_free(&path);
 	tidei_log_close(log);
