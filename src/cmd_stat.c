@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "tide.h"
@@ -39,24 +40,63 @@ human(char *out, size_t len, uint64_t bytes)
 		snprintf(out, len, "%.1f KiB", (double)bytes / 1024);
 }
 
+/* A rule's clock as RFC 3339 (UTC), or "-" before its first event. */
+static void
+clock_text(char *out, size_t len, int64_t ns)
+{
+	time_t t;
+	struct tm tm;
+	size_t n;
+
+	if (ns == INT64_MIN) {
+		snprintf(out, len, "-");
+		return;
+	}
+	t = (time_t)(ns / 1000000000 - (ns % 1000000000 < 0));
+	gmtime_r(&t, &tm);
+	n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + n, len - n, ".%03dZ",
+		 (int)(((ns % 1000000000) + 1000000000) % 1000000000 / 1000000));
+}
+
 static void
 print_consumer(void *ud, const char *name, uint64_t seq)
 {
 	stat_ctx *s = ud;
 	uint64_t lag = s->last > seq ? s->last - seq : 0;
 	uint64_t pending = 0, dead = 0;
+	tide_rule_info ri;
+	int rule = tide_log_rule_info(s->log, name, &ri) == TIDE_OK;
+	char clock[64];
 
 	tide_log_consumer_backlog(s->log, name, &pending, &dead);
+	if (rule)
+		clock_text(clock, sizeof clock, ri.watermark);
 	if (s->json) {
 		printf("%s{\"name\":", s->n ? "," : "");
 		cli_json_string(name);
-		printf(",\"checkpoint\":%llu,\"lag\":%llu,\"retrying\":%llu,\"dead\":%llu}",
+		printf(",\"checkpoint\":%llu,\"lag\":%llu,\"retrying\":%llu,\"dead\":%llu",
 		       (unsigned long long)seq, (unsigned long long)lag,
 		       (unsigned long long)pending, (unsigned long long)dead);
+		if (rule)
+			printf(",\"rule\":{\"clock\":%s%s%s,\"keys\":%llu,\"timers\":%llu,"
+			       "\"late\":%llu,\"fired\":%llu,\"failed\":%llu}",
+			       rule && ri.watermark != INT64_MIN ? "\"" : "",
+			       ri.watermark != INT64_MIN ? clock : "null",
+			       ri.watermark != INT64_MIN ? "\"" : "", (unsigned long long)ri.keys,
+			       (unsigned long long)ri.timers, (unsigned long long)ri.late,
+			       (unsigned long long)ri.fired, (unsigned long long)ri.failed);
+		putchar('}');
 	} else {
 		printf("  %-24s checkpoint %-12llu lag %-10llu retrying %-6llu dead %llu\n", name,
 		       (unsigned long long)seq, (unsigned long long)lag,
 		       (unsigned long long)pending, (unsigned long long)dead);
+		if (rule)
+			printf("  %-24s clock %s  keys %llu  timers %llu  late %llu  fired %llu  "
+			       "failed %llu\n",
+			       "", clock, (unsigned long long)ri.keys,
+			       (unsigned long long)ri.timers, (unsigned long long)ri.late,
+			       (unsigned long long)ri.fired, (unsigned long long)ri.failed);
 	}
 	s->n++;
 }

@@ -16,6 +16,7 @@
 
 #include "json.h"
 #include "log.h"
+#include "rule.h"
 #include "pstate.h"
 
 struct tide_log {
@@ -358,28 +359,6 @@ tide_log_consumers(tide_log *l, tide_checkpoint_fn *fn, void *ud)
 	return TIDE_OK;
 }
 
-/* Count the keys "name\0..." of @p dbi. */
-static int
-count_prefix(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *count)
-{
-	size_t n = strlen(name) + 1;
-	MDB_cursor *cur;
-	MDB_val k = { n, (void *)name }, v;
-	int mrc;
-
-	*count = 0;
-	if ((mrc = mdb_cursor_open(txn, dbi, &cur)) != 0)
-		return mrc;
-	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
-	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		if (k.mv_size < n || memcmp(k.mv_data, name, n) != 0)
-			break;
-		(*count)++;
-	}
-	mdb_cursor_close(cur);
-	return mrc == MDB_NOTFOUND ? 0 : mrc;
-}
-
 TIDE_API int
 tide_log_consumer_backlog(tide_log *l, const char *name, uint64_t *pending, uint64_t *dead)
 {
@@ -394,9 +373,10 @@ tide_log_consumer_backlog(tide_log *l, const char *name, uint64_t *pending, uint
 		return rfail(l, rc, "cannot read the consumer's backlog");
 	{
 		uint64_t np = 0, nd = 0;
-		int mrc = count_prefix(txn, l->log->pending, name, &np);
+		size_t n = strlen(name) + 1;
+		int mrc = tidei_log_count_prefix(txn, l->log->pending, name, n, &np);
 		if (mrc == 0)
-			mrc = count_prefix(txn, l->log->dead, name, &nd);
+			mrc = tidei_log_count_prefix(txn, l->log->dead, name, n, &nd);
 		tidei_log_read_end(l->log);
 		if (mrc != 0)
 			return tidei_fail(tidei_err_mdb(mrc),
@@ -407,6 +387,35 @@ tide_log_consumer_backlog(tide_log *l, const char *name, uint64_t *pending, uint
 		if (dead != NULL)
 			*dead = nd;
 	}
+	return TIDE_OK;
+}
+
+TIDE_API int
+tide_log_rule_info(tide_log *l, const char *consumer, tide_rule_info *out)
+{
+	tidei_rule_stat st;
+	MDB_txn *txn;
+	int rc;
+
+	if (l == NULL || consumer == NULL || out == NULL)
+		return tidei_fail(TIDE_EINVAL,
+				  "tide_log_rule_info: log, consumer and out must not be NULL");
+	rstart(l);
+	if ((rc = tidei_log_read_begin(l->log, &txn)) != TIDE_OK)
+		return rfail(l, rc, "cannot read the rule's state");
+	rc = tidei_rule_stat_read(l->log, txn, consumer, &st, 1);
+	tidei_log_read_end(l->log);
+	if (rc == TIDE_ENOTFOUND)
+		return tidei_fail(rc, "'%s' is not a rule (or has not run yet)", consumer);
+	if (rc != TIDE_OK)
+		return tidei_fail(rc, "cannot read the state of rule '%s'", consumer);
+	memset(out, 0, sizeof *out);
+	out->watermark = st.watermark;
+	out->late = st.late;
+	out->fired = st.fired;
+	out->failed = st.failed;
+	out->keys = st.keys;
+	out->timers = st.timers;
 	return TIDE_OK;
 }
 

@@ -834,6 +834,26 @@ tidei_log_begin(tidei_log *log)
 }
 
 int
+tidei_log_count_prefix(MDB_txn *txn, MDB_dbi dbi, const void *prefix, size_t n, uint64_t *count)
+{
+	MDB_cursor *cur;
+	MDB_val k = { n, (void *)prefix }, v;
+	int mrc;
+
+	*count = 0;
+	if ((mrc = mdb_cursor_open(txn, dbi, &cur)) != 0)
+		return mrc;
+	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (k.mv_size < n || memcmp(k.mv_data, prefix, n) != 0)
+			break;
+		(*count)++;
+	}
+	mdb_cursor_close(cur);
+	return mrc == MDB_NOTFOUND ? 0 : mrc;
+}
+
+int
 tidei_log_txn_fail(tidei_log *log, int rc, const char *what)
 {
 	char where[160];

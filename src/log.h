@@ -240,6 +240,11 @@ size_t tidei_log_make_key(uint32_t fmt, uint8_t *key, const char *a, size_t an, 
 			  size_t bn);
 size_t tidei_log_make_key_v1(uint8_t *key, const char *a, size_t an, const char *b, size_t bn);
 
+/** Count the keys of @p dbi that begin with the @p n bytes of @p prefix.
+ *  Returns 0 or an LMDB error. */
+int tidei_log_count_prefix(MDB_txn *txn, MDB_dbi dbi, const void *prefix, size_t n,
+			   uint64_t *count);
+
 /** Record why LMDB refused (@p rc) in log->err, and return the code it
  *  maps to (TIDE_EFULL for a full disk or map). */
 int tidei_log_txn_fail(tidei_log *log, int rc, const char *what);

@@ -462,7 +462,7 @@ int
 tidei_rule_start(tidei_rule *r, tidei_log *log, MDB_txn *txn, char *err)
 {
 	tidei_rule_stat st;
-	int rc = tidei_rule_stat_read(log, txn, r->consumer, &st);
+	int rc = tidei_rule_stat_read(log, txn, r->consumer, &st, 0);
 	MDB_val k, v;
 	MDB_cursor *cur;
 
@@ -484,7 +484,7 @@ tidei_rule_start(tidei_rule *r, tidei_log *log, MDB_txn *txn, char *err)
 }
 
 int
-tidei_rule_stat_read(tidei_log *log, MDB_txn *txn, const char *name, tidei_rule_stat *st)
+tidei_rule_stat_read(tidei_log *log, MDB_txn *txn, const char *name, tidei_rule_stat *st, int count)
 {
 	tidei_buf kb = { 0 };
 	MDB_val k, v;
@@ -522,6 +522,21 @@ tidei_rule_stat_read(tidei_log *log, MDB_txn *txn, const char *name, tidei_rule_
 	st->late = (uint64_t)f[3];
 	st->fired = (uint64_t)f[4];
 	st->failed = (uint64_t)f[5];
+	if (count) {
+		size_t plen = strlen(name) + 2;
+		char *pre = malloc(plen);
+		if (pre == NULL)
+			return TIDE_ENOMEM;
+		memcpy(pre + 1, name, plen - 1);
+		pre[0] = 'S';
+		mrc = tidei_log_count_prefix(txn, log->rules, pre, plen, &st->keys);
+		pre[0] = 'T';
+		if (mrc == 0)
+			mrc = tidei_log_count_prefix(txn, log->rules, pre, plen, &st->timers);
+		free(pre);
+		if (mrc != 0)
+			return tidei_err_mdb(mrc);
+	}
 	return TIDE_OK;
 }
 
@@ -1284,14 +1299,4 @@ tidei_rule_committed(tidei_rule *r, lua_State *L)
 		tidei_rule_reset(r, L);
 		r->next_due = next;
 	}
-}
-
-void
-tidei_rule_stat_get(const tidei_rule *r, tidei_rule_stat *st)
-{
-	st->watermark = r->watermark;
-	st->late = r->nlate;
-	st->fired = r->fired;
-	st->failed = r->failed;
-	st->keys_cached = r->keys.n;
 }

@@ -112,12 +112,14 @@ void tidei_rule_committed(tidei_rule *r, lua_State *L);
 /** Figures for tide stat. */
 typedef struct tidei_rule_stat {
 	int64_t watermark;
-	uint64_t late, fired, failed, keys_cached;
+	uint64_t late, fired, failed;
+	uint64_t keys, timers; /* stored (with @p count) */
 } tidei_rule_stat;
-void tidei_rule_stat_get(const tidei_rule *r, tidei_rule_stat *st);
-/** The clock and counters stored for consumer @p name (for tide stat on a
- *  log the daemon holds): TIDE_OK, TIDE_ENOTFOUND (not a rule). */
-int tidei_rule_stat_read(tidei_log *log, MDB_txn *txn, const char *name, tidei_rule_stat *st);
+/** The clock and counters stored for consumer @p name, and with @p count
+ *  the keys and timers it keeps (a walk over them): TIDE_OK,
+ *  TIDE_ENOTFOUND (not a rule, or it has not run yet), TIDE_EIO. */
+int tidei_rule_stat_read(tidei_log *log, MDB_txn *txn, const char *name, tidei_rule_stat *st,
+			 int count);
 
 /** "15m", "1h", "500ms", "30d", "2w", or a number of seconds, into ns. */
 int tidei_duration_parse(const char *s, size_t n, int64_t *ns, char *err);

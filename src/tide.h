@@ -535,6 +535,21 @@ typedef struct tide_log_stat {
  *  TIDE_EIO. */
 TIDE_API int tide_log_stat_get(tide_log *log, tide_log_stat *st);
 
+/** What a rule (a consumer with a key, a clock, windows or timers) keeps. */
+typedef struct tide_rule_info {
+	int64_t watermark; /**< its clock, ns since the epoch (INT64_MIN before an event) */
+	uint64_t late;     /**< events older than the watermark when they came */
+	uint64_t fired;    /**< timers that fired */
+	uint64_t failed;   /**< handler and timer calls that failed */
+	uint64_t keys;     /**< keys with a state */
+	uint64_t timers;   /**< timers waiting, its own (expiry, windows) included */
+} tide_rule_info;
+
+/** The clock and counters of rule @p consumer.
+ *  @return TIDE_OK, TIDE_ENOTFOUND (not a rule, or it has not run yet),
+ *  TIDE_EINVAL (an argument NULL), TIDE_ENOMEM or TIDE_EIO. */
+TIDE_API int tide_log_rule_info(tide_log *log, const char *consumer, tide_rule_info *out);
+
 /** Called once per consumer checkpoint by tide_log_consumers(). */
 typedef void tide_checkpoint_fn(void *ud, const char *name, uint64_t seq);
 
