@@ -38,6 +38,7 @@
 
 #include "consumer.h"
 #include "keymap.h"
+#include "shared.h"
 
 struct tidei_consumers {
 	tidei_consumer *v;
@@ -71,9 +72,11 @@ struct tidei_consumers {
 	int ran;                /* the consumers ran in the open transaction */
 	const char *tag;        /* emits' ids: "<seq>.<tag><k>" */
 	size_t tag_base;        /* k of the call's first emit, less one */
+	int64_t emit_at;        /* the time of what it emits, or INT64_MIN: the cause's */
 	int late;               /* the event in hand is late (TIDEI_LATE_*), or 0 */
 	tidei_rule_timer timer; /* the one firing */
 	tidei_replay_sink sink; /* a replay's, or all NULL */
+	tidei_shared *shared;   /* tide.shared tables */
 	tidei_buf scratch;      /* tide_event_json() for C handlers */
 	tidei_buf attrs;        /* tide_event_attr() for C handlers */
 };
@@ -266,12 +269,12 @@ int
 tidei_emit_prepare(tidei_evb *b, const char *consumer, const struct tide_event *cause, size_t k,
 		   unsigned max_depth, char *err)
 {
-	return tidei_emit_prepare_tagged(b, consumer, cause, "", k, max_depth, err);
+	return tidei_emit_prepare_tagged(b, consumer, cause, "", k, INT64_MIN, max_depth, err);
 }
 
 int
 tidei_emit_prepare_tagged(tidei_evb *b, const char *consumer, const struct tide_event *cause,
-			  const char *tag, size_t k, unsigned max_depth, char *err)
+			  const char *tag, size_t k, int64_t at, unsigned max_depth, char *err)
 {
 	unsigned depth = tidei_event_depth(cause) + 1;
 	char tmp[256];
@@ -299,6 +302,14 @@ tidei_emit_prepare_tagged(tidei_evb *b, const char *consumer, const struct tide_
 	n = snprintf(tmp, sizeof tmp, "%llu.%s%zu", (unsigned long long)cause->seq, tag, k);
 	set_default(b, TIDEI_A_ID, tmp, (size_t)n);
 	set_default(b, TIDEI_A_CAUSATIONID, cause->attr[TIDEI_A_ID], cause->len[TIDEI_A_ID]);
+	/* it happened when its cause did (or when the timer fell due): rules
+	 * that react to it see it at that point of event time */
+	if (at != INT64_MIN) {
+		n = (int)tidei_time_format(tmp, at);
+		set_default(b, TIDEI_A_TIME, tmp, (size_t)n);
+	} else if (cause->attr[TIDEI_A_TIME] != NULL) {
+		set_default(b, TIDEI_A_TIME, cause->attr[TIDEI_A_TIME], cause->len[TIDEI_A_TIME]);
+	}
 	if (cause->attr[TIDEI_A_CORRELATIONID] != NULL)
 		set_default(b, TIDEI_A_CORRELATIONID, cause->attr[TIDEI_A_CORRELATIONID],
 			    cause->len[TIDEI_A_CORRELATIONID]);
@@ -339,8 +350,8 @@ host_emit(void *ud, tidei_evb *b, char *err)
 				 "a handler may emit at most %zu events per call (is it looping?)",
 				 cs->o.max_emits);
 	if ((rc = tidei_emit_prepare_tagged(b, cs->cur->name, cause, cs->tag,
-					    cs->tag_base + cs->nemits + 1, cs->o.max_depth, err)) !=
-	    TIDE_OK)
+					    cs->tag_base + cs->nemits + 1, cs->emit_at,
+					    cs->o.max_depth, err)) != TIDE_OK)
 		return rc;
 	if (tidei_array_grow(&cs->emit_len, &cs->emit_cap, cs->nemits, sizeof *cs->emit_len, 16) !=
 	    0)
@@ -393,6 +404,16 @@ host_timer(void *ud, lua_State *L, int op, const char *name, size_t n, int64_t w
 }
 
 static int
+host_shared(void *ud, lua_State *L, const char *name, int idx, char *err)
+{
+	tidei_consumers *cs = ud;
+
+	if (cs->loading == NULL)
+		return tidei_err(err, TIDE_ESTATE, "call it while the script loads");
+	return tidei_shared_define(cs->shared, L, name, idx, err);
+}
+
+static int
 host_clock(void *ud, int64_t *now)
 {
 	tidei_consumers *cs = ud;
@@ -432,6 +453,11 @@ tidei_consumers_new(tidei_consumers **out, const tidei_consumers_opts *o, char *
 		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	cs->o = *o;
 	cs->tag = "";
+	cs->emit_at = INT64_MIN;
+	if (tidei_shared_new(&cs->shared) != TIDE_OK) {
+		free(cs);
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	}
 	tidei_keymap_init(&cs->claims);
 	host.ud = cs;
 	host.max_event = o->max_event;
@@ -442,7 +468,9 @@ tidei_consumers_new(tidei_consumers **out, const tidei_consumers_opts *o, char *
 	host.projection = host_projection;
 	host.timer = host_timer;
 	host.clock = host_clock;
+	host.shared = host_shared;
 	if ((rc = tidei_script_new(&cs->script, &o->script, &host, err)) != TIDE_OK) {
+		tidei_shared_free(cs->shared, NULL);
 		free(cs);
 		return rc;
 	}
@@ -464,6 +492,7 @@ tidei_consumers_destroy(tidei_consumers *cs)
 		free(cs->v[k].subj);
 	}
 	free(cs->v);
+	tidei_shared_free(cs->shared, tidei_script_state(cs->script));
 	tidei_script_destroy(cs->script);
 	tidei_buf_free(&cs->emits);
 	tidei_keymap_free(&cs->claims);
@@ -795,7 +824,8 @@ load_one(void *ud, uint64_t seq, const tidei_pending_rec *r)
 static int
 load(tidei_consumers *cs, tidei_log *log, MDB_txn *txn, uint64_t head)
 {
-	int rc = TIDE_OK;
+	char why[TIDEI_ERRLEN];
+	int rc = tidei_shared_load(cs->shared, cs->script, log, txn, why);
 
 	for (size_t k = 0; k < cs->n && rc == TIDE_OK; k++) {
 		tidei_consumer *c = &cs->v[k];
@@ -815,7 +845,6 @@ load(tidei_consumers *cs, tidei_log *log, MDB_txn *txn, uint64_t head)
 		pend_clear(c);
 		rc = tidei_log_pending_each(log, txn, c->name, load_one, &lc);
 		if (rc == TIDE_OK && c->rule != NULL) {
-			char why[TIDEI_ERRLEN];
 			tidei_rule_reset(c->rule, tidei_script_state(cs->script));
 			rc = tidei_rule_start(c->rule, log, txn, why);
 		}
@@ -1032,6 +1061,7 @@ fire_due(tidei_consumers *cs, tidei_consumer *c, const struct tide_event *ev, ti
 		cs->nemits = 0;
 		cs->tag = "t";
 		cs->tag_base = base;
+		cs->emit_at = cs->timer.due;
 		tidei_buf_reset(&cs->emits);
 		rc = tidei_rule_fire(c->rule, cs->script, log, &cs->timer, why, trace);
 		base += cs->nemits;
@@ -1040,6 +1070,7 @@ fire_due(tidei_consumers *cs, tidei_consumer *c, const struct tide_event *ev, ti
 		cs->cause = NULL;
 		cs->tag = "";
 		cs->tag_base = 0;
+		cs->emit_at = INT64_MIN;
 		if (rc == TIDE_ESCRIPT) {
 			LOG(cs, TIDE_LOG_ERROR, "rule '%s': timer '%.*s' of key '%.*s' failed: %s",
 			    c->name, (int)cs->timer.name.len, (const char *)cs->timer.name.p,
@@ -1429,12 +1460,10 @@ tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err)
 			rc = run_pending(cs, &cs->v[k], log, now, &handled, budget, deadline, err);
 	if (rc == TIDE_OK && !cs->full && (handled == 0 || tidei_now() < deadline))
 		rc = run_new(cs, log, now, &handled, budget, deadline, err);
-	for (size_t k = 0; k < cs->n && rc == TIDE_OK; k++) {
-		if (cs->v[k].rule != NULL)
-			rc = tidei_rule_flush(cs->v[k].rule, log, err);
-		if (rc == TIDE_OK)
-			rc = save_checkpoint(&cs->v[k], log, err);
-	}
+	if (rc == TIDE_OK)
+		rc = tidei_consumers_flush(cs, log, err);
+	for (size_t k = 0; k < cs->n && rc == TIDE_OK; k++)
+		rc = save_checkpoint(&cs->v[k], log, err);
 	if (rc != TIDE_OK)
 		return rc;
 	/* behind, emitted past, or released a waiting event that is due now */
@@ -1476,5 +1505,7 @@ tidei_consumers_flush(tidei_consumers *cs, tidei_log *log, char *err)
 	for (size_t k = 0; k < cs->n && rc == TIDE_OK; k++)
 		if (cs->v[k].rule != NULL)
 			rc = tidei_rule_flush(cs->v[k].rule, log, err);
+	if (rc == TIDE_OK)
+		rc = tidei_shared_flush(cs->shared, cs->script, log, err);
 	return rc;
 }

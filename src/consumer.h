@@ -136,14 +136,16 @@ const tidei_consumer *tidei_consumers_find(const tidei_consumers *cs, const char
 /** Complete an event emitted by consumer @p consumer while handling
  *  @p cause, as its @p k-th emit: default source "/tide/<consumer>" and id
  *  "<cause seq>.<k>", causationid and correlationid, and its depth (one
- *  more than the cause's), refused beyond @p max_depth (0: no bound).
+ *  more than the cause's) and its time (the cause's, if it has one),
+ *  refused beyond @p max_depth (0: no bound).
  *  TIDE_OK or an error in @p err. */
 int tidei_emit_prepare(tidei_evb *b, const char *consumer, const struct tide_event *cause, size_t k,
 		       unsigned max_depth, char *err);
-/** The same for an emit of a timer (or a window closing) that fell due at
- *  @p cause: its id is "<cause seq>.t<k>". */
+/** The same with @p tag before @p k in its id ("<cause seq>.<tag><k>":
+ *  "t" for what a timer emits) and @p at for its time (INT64_MIN: the
+ *  cause's time, as tidei_emit_prepare() gives it). */
 int tidei_emit_prepare_tagged(tidei_evb *b, const char *consumer, const struct tide_event *cause,
-			      const char *tag, size_t k, unsigned max_depth, char *err);
+			      const char *tag, size_t k, int64_t at, unsigned max_depth, char *err);
 
 /** For a replay: what handlers emit goes to @p emit instead of the log,
  *  and a handler that fails is reported to @p fail instead of retried. */

@@ -9,6 +9,7 @@
  *   tide.timer.after(name, delay [, data]), .at(name, time_ns [, data]),
  *   tide.timer.every(name, interval [, data]), .cancel(name)
  *   tide.clock()                             -> the rule's clock (ns) or nil
+ *   tide.shared(name [, init])               -> a durable table, shared
  *   tide.once(key)                           -> true the first time
  *   tide.emit{type=, subject=, data=, ...}   -> id of the new event
  *   tide.log(...)                            -> like print
@@ -452,6 +453,28 @@ l_tide_clock(lua_State *L)
 	return 1;
 }
 
+/* tide.shared(name [, init]) -> a table kept in the log, the same for
+ * every handler of the scripts  [-(1|2), +1, e] */
+static int
+l_tide_shared(lua_State *L)
+{
+	const tidei_host *h = tidei_lstate_host(L);
+	const char *name = check_name(L, 1, "tide.shared: the name");
+	char err[TIDEI_ERRLEN];
+
+	if (lua_isnoneornil(L, 2)) {
+		lua_settop(L, 1);
+		lua_newtable(L);
+	}
+	luaL_checktype(L, 2, LUA_TTABLE);
+	lua_settop(L, 2);
+	if (h->shared == NULL)
+		return luaL_error(L, "tide.shared is not available here");
+	if (h->shared(h->ud, L, name, 2, err) != TIDE_OK)
+		return luaL_error(L, "tide.shared: %s", err);
+	return 1;
+}
+
 /* tide.duration("15m") -> ns  [-1, +1, e] */
 static int
 l_tide_duration(lua_State *L)
@@ -463,15 +486,11 @@ l_tide_duration(lua_State *L)
 const char tidei_delete_marker = 0;
 
 static const luaL_Reg tide_funcs[] = {
-	{ "on", l_tide_on },
-	{ "once", l_tide_once },
-	{ "emit", l_tide_emit },
-	{ "projection", l_tide_projection },
-	{ "log", l_tide_log },
-	{ "array", l_tide_array },
-	{ "clock", l_tide_clock },
-	{ "duration", l_tide_duration },
-	{ NULL, NULL },
+	{ "on", l_tide_on },         { "once", l_tide_once },
+	{ "emit", l_tide_emit },     { "projection", l_tide_projection },
+	{ "log", l_tide_log },       { "array", l_tide_array },
+	{ "clock", l_tide_clock },   { "duration", l_tide_duration },
+	{ "shared", l_tide_shared }, { NULL, NULL },
 };
 
 static const luaL_Reg timer_funcs[] = {

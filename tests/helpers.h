@@ -202,5 +202,6 @@ Suite *flight_suite(void);
 Suite *keys_suite(void);
 Suite *damage_suite(void);
 Suite *sandbox_suite(void);
+Suite *rules_suite(void);
 
 #endif

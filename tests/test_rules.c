@@ -1,0 +1,687 @@
+/*
+ * test_rules.c - rules against a real `tide run`: state per key that
+ * survives stops, kill -9 and reloads; timers on event time that fire once,
+ * in due order, also when they fell due while the engine was down; keys
+ * that expire; late events counted or handed over; a failed call that
+ * leaves no trace in the state; and live processing that `tide replay`
+ * repeats emit for emit.
+ */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+
+/* ------------------------------------------------------------------------
+ * A small rig: a data directory, a script, events written as NDJSON
+ * ------------------------------------------------------------------------ */
+
+typedef struct rig {
+	const char *dir;
+	char data[600], script[600], events[600];
+	th_daemon d;
+	int running;
+} rig;
+
+static void
+rig_init(rig *r, const char *script)
+{
+	memset(r, 0, sizeof *r);
+	r->dir = th_tmpdir();
+	snprintf(r->data, sizeof r->data, "%s/data", r->dir);
+	snprintf(r->script, sizeof r->script, "%s", th_write(r->dir, "rule.lua", script));
+	snprintf(r->events, sizeof r->events, "%s/events.ndjson", r->dir);
+}
+
+static void
+rig_start(rig *r)
+{
+	ck_assert_int_eq(
+		th_daemon_spawn(&r->d, r->data, "--data '%s' --script '%s'", r->data, r->script),
+		0);
+	r->running = 1;
+}
+
+static void
+rig_stop(rig *r)
+{
+	ck_assert_int_eq(th_daemon_stop(&r->d), 0);
+	r->running = 0;
+}
+
+static void
+rig_kill(rig *r)
+{
+	th_daemon_kill(&r->d);
+	r->running = 0;
+}
+
+/* Publish the NDJSON text @p text (acknowledged) and wait until consumer
+ * @p name has handled everything in the log. */
+static void
+rig_publish(rig *r, const char *text, const char *name)
+{
+	char out[4096];
+	uint64_t ev, last, cp;
+	int64_t deadline = th_ms() + 20000;
+	FILE *f = fopen(r->events, "w");
+
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	fclose(f);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' publish -q --data '%s' < '%s'", TIDE_BIN,
+			       r->data, r->events),
+			 0);
+	/* settled: the consumer is at the end and stays there for a moment */
+	for (;;) {
+		ck_assert_msg(th_ms() < deadline, "consumer %s did not catch up", name);
+		if (th_log_state(r->data, name, &ev, &last, &cp) == 0 && cp == last) {
+			th_pause();
+			if (th_log_state(r->data, name, &ev, &last, &cp) == 0 && cp == last)
+				break;
+		}
+		th_pause();
+	}
+}
+
+/* An event line: type, subject, minute of 2026-01-01 (may pass 59), data. */
+static void
+event(sbuf *b, int id, const char *type, const char *subject, int minute, const char *data)
+{
+	sb_printf(b,
+		  "{\"specversion\":\"1.0\",\"id\":\"e%d\",\"source\":\"/test\",\"type\":\"%s\","
+		  "\"subject\":\"%s\",\"time\":\"2026-01-01T%02d:%02d:00Z\",\"data\":%s}\n",
+		  id, type, subject, minute / 60, minute % 60, data);
+}
+
+/* The events of type @p type in the log, as "subject data" lines. */
+static char *
+emitted(const char *data, const char *type)
+{
+	th_rec *v;
+	long n = th_log_read(data, &v);
+	sbuf b = { 0 };
+
+	ck_assert_int_ge(n, 0);
+	for (long i = 0; i < n; i++) {
+		const char *d;
+		if (strcmp(v[i].type, type) != 0)
+			continue;
+		d = strstr(v[i].json, "\"data\":");
+		/* data is the last member: drop the event's closing brace */
+		sb_printf(&b, "%s %.*s\n", v[i].subject ? v[i].subject : "-",
+			  d ? (int)strlen(d + 7) - 1 : 4, d ? d + 7 : "none");
+	}
+	th_recs_free(v, n);
+	return sb_take(&b);
+}
+
+/* ------------------------------------------------------------------------
+ * State per key
+ * ------------------------------------------------------------------------ */
+
+static const char count_script[] =
+	"local tide = require 'tide'\n"
+	"tide.on('card.tx', function(ev, st)\n"
+	"  st.n = (st.n or 0) + 1\n"
+	"  st.sum = (st.sum or 0) + ev.data.amount\n"
+	"  if st.n % 5 == 0 then\n"
+	"    tide.emit{ type = 'card.fifth', subject = ev.subject,\n"
+	"               data = { n = st.n, sum = st.sum } }\n"
+	"  end\n"
+	"end, { name = 'count', key = 'subject', from = 'beginning' })\n";
+
+#define CARDS 7
+
+static int
+tx_amount(int i)
+{
+	return 1 + (i * 37) % 101;
+}
+
+static const char *
+tx_card(int i, char *buf)
+{
+	snprintf(buf, 16, "c%d", (i * 3 + i / 5) % CARDS);
+	return buf;
+}
+
+static void
+tx_events(sbuf *b, int from, int to)
+{
+	char card[16], d[64];
+
+	for (int i = from; i < to; i++) {
+		snprintf(d, sizeof d, "{\"amount\":%d}", tx_amount(i));
+		event(b, i, "card.tx", tx_card(i, card), i, d);
+	}
+}
+
+/* What count_script emits for the first @p n events. */
+static char *
+count_model(int n)
+{
+	int cnt[CARDS] = { 0 }, sum[CARDS] = { 0 };
+	char card[16];
+	sbuf b = { 0 };
+
+	for (int i = 0; i < n; i++) {
+		int c = atoi(tx_card(i, card) + 1);
+		cnt[c]++;
+		sum[c] += tx_amount(i);
+		if (cnt[c] % 5 == 0)
+			sb_printf(&b, "c%d {\"n\":%d,\"sum\":%d}\n", c, cnt[c], sum[c]);
+	}
+	return sb_take(&b);
+}
+
+START_TEST(state_survives_stop_kill_and_reload)
+{
+	rig r;
+	sbuf b = { 0 };
+	char *got, *want, out[256];
+
+	rig_init(&r, count_script);
+	rig_start(&r);
+	tx_events(&b, 0, 40);
+	rig_publish(&r, sb_take(&b), "count");
+	rig_stop(&r);
+
+	rig_start(&r);
+	tx_events(&b, 40, 80);
+	rig_publish(&r, sb_take(&b), "count");
+	rig_kill(&r); /* after its commits: nothing may be lost or doubled */
+
+	rig_start(&r);
+	/* a reload makes a fresh Lua state: the state is read from the log */
+	ck_assert_int_eq(kill(r.d.pid, SIGHUP), 0);
+	tx_events(&b, 80, 120);
+	rig_publish(&r, sb_take(&b), "count");
+	rig_stop(&r);
+
+	got = emitted(r.data, "card.fifth");
+	want = count_model(120);
+	ck_assert_str_eq(got, want);
+	free(got);
+	free(want);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s' | grep -c 'keys %d '",
+			       TIDE_BIN, r.data, CARDS),
+			 0);
+}
+END_TEST
+
+/* A call that fails leaves the state as it was: the retry counts the
+ * event once. */
+START_TEST(failed_call_leaves_no_trace)
+{
+	static const char script[] = "local tide = require 'tide'\n"
+				     "local failed = {}\n"
+				     "tide.on('card.tx', function(ev, st)\n"
+				     "  st.n = (st.n or 0) + 1\n"
+				     "  st.sum = (st.sum or 0) + ev.data.amount\n"
+				     "  if ev.id == 'e7' and not failed[ev.id] then\n"
+				     "    failed[ev.id] = true\n"
+				     "    error('first try fails')\n"
+				     "  end\n"
+				     "  if st.n % 5 == 0 then\n"
+				     "    tide.emit{ type = 'card.fifth', subject = ev.subject,\n"
+				     "               data = { n = st.n, sum = st.sum } }\n"
+				     "  end\n"
+				     "end, { name = 'count', key = 'subject', from = 'beginning',\n"
+				     "       retries = 2, backoff = 0.01 })\n";
+	rig r;
+	sbuf b = { 0 };
+	char *got, *want;
+	int64_t deadline;
+
+	rig_init(&r, script);
+	rig_start(&r);
+	tx_events(&b, 0, 60);
+	rig_publish(&r, sb_take(&b), "count");
+	/* the retry comes after the backoff */
+	deadline = th_ms() + 10000;
+	while (strstr(got = emitted(r.data, "card.fifth"), "\"n\":5,") == NULL &&
+	       th_ms() < deadline) {
+		free(got);
+		th_pause();
+	}
+	free(got);
+	rig_stop(&r);
+	/* e7 was counted once, after the other events of its card that came
+	 * before its retry: compare totals, which do not depend on order */
+	got = emitted(r.data, "card.fifth");
+	want = count_model(60);
+	ck_assert_int_eq(th_count(got, "\n"), th_count(want, "\n"));
+	ck_assert_msg(th_count(got, "\"n\":10,") == th_count(want, "\"n\":10,"),
+		      "got:\n%s\nwant:\n%s", got, want);
+	free(got);
+	free(want);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * Timers and expiry
+ * ------------------------------------------------------------------------ */
+
+static const char silent_script[] =
+	"local tide = require 'tide'\n"
+	"tide.on('sensor.reading', function(ev, st)\n"
+	"  st.last = ev.data.value\n"
+	"  tide.timer.after('silent', '15m', { value = ev.data.value })\n"
+	"end, { name = 'silence', key = 'subject', from = 'beginning', ttl = '2h',\n"
+	"       timers = { silent = function(key, data, st)\n"
+	"         tide.emit{ type = 'sensor.silent', subject = key,\n"
+	"                    data = { value = data.value, last = st.last } }\n"
+	"       end } })\n";
+
+START_TEST(timers_fire_once_on_event_time)
+{
+	rig r;
+	sbuf b = { 0 };
+	char *got;
+
+	rig_init(&r, silent_script);
+	rig_start(&r);
+	/* s1 every 10 minutes: never silent; s2 twice then quiet */
+	event(&b, 1, "sensor.reading", "s1", 0, "{\"value\":1}");
+	event(&b, 2, "sensor.reading", "s2", 1, "{\"value\":20}");
+	event(&b, 3, "sensor.reading", "s1", 10, "{\"value\":2}");
+	event(&b, 4, "sensor.reading", "s2", 11, "{\"value\":21}");
+	event(&b, 5, "sensor.reading", "s1", 20, "{\"value\":3}");
+	rig_publish(&r, sb_take(&b), "silence");
+	got = emitted(r.data, "sensor.silent");
+	ck_assert_str_eq(got, ""); /* s2 is due at 00:26, the clock is at 00:20 */
+	free(got);
+	rig_stop(&r);
+
+	/* down while s2's timer fell due: it fires once, at the first event
+	 * after the restart that moves the clock past it */
+	rig_start(&r);
+	event(&b, 6, "sensor.reading", "s1", 30, "{\"value\":4}");
+	event(&b, 7, "sensor.reading", "s1", 40, "{\"value\":5}");
+	rig_publish(&r, sb_take(&b), "silence");
+	got = emitted(r.data, "sensor.silent");
+	ck_assert_str_eq(got, "s2 {\"last\":21,\"value\":21}\n");
+	free(got);
+	rig_kill(&r);
+
+	/* s1 goes quiet too; both expire after 2 h without events */
+	rig_start(&r);
+	event(&b, 8, "sensor.reading", "s3", 100, "{\"value\":7}");
+	event(&b, 9, "sensor.reading", "s3", 300, "{\"value\":8}");
+	rig_publish(&r, sb_take(&b), "silence");
+	rig_stop(&r);
+	got = emitted(r.data, "sensor.silent");
+	ck_assert_str_eq(got, "s2 {\"last\":21,\"value\":21}\n"
+			      "s1 {\"last\":5,\"value\":5}\n"
+			      "s3 {\"last\":7,\"value\":7}\n");
+	free(got);
+	{
+		char out[512];
+		/* only s3 is left (its last event at 05:00), with its timer and
+		 * its expiry */
+		ck_assert_int_eq(
+			th_sh(out, sizeof out, "'%s' stat --data '%s' --json", TIDE_BIN, r.data),
+			0);
+		ck_assert_msg(strstr(out, "\"keys\":1,\"timers\":2,") != NULL, "%s", out);
+		ck_assert_msg(strstr(out, "\"clock\":\"2026-01-01T05:00:00.000Z\"") != NULL, "%s",
+			      out);
+	}
+}
+END_TEST
+
+/* tide.timer.every, tide.timer.cancel and the clock a handler sees */
+START_TEST(recurring_and_cancelled_timers)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"tide.on('job.*', function(ev, st)\n"
+		"  if ev.type == 'job.start' then\n"
+		"    tide.timer.every('tick', '10m', { job = ev.subject })\n"
+		"    tide.timer.after('deadline', '25m')\n"
+		"  elseif ev.type == 'job.stop' then\n"
+		"    tide.timer.cancel('tick')\n"
+		"    tide.timer.cancel('deadline')\n"
+		"  end\n"
+		"end, { name = 'jobs', key = 'subject', from = 'beginning',\n"
+		"       timers = {\n"
+		"         tick = function(key, data, st)\n"
+		"           st.ticks = (st.ticks or 0) + 1\n"
+		"           tide.emit{ type = 'out.tick', subject = key, data = { n = st.ticks,\n"
+		"                      at = tide.clock() // 60000000000 - 29453760 } }\n"
+		"         end,\n"
+		"         deadline = function(key, data, st)\n"
+		"           tide.emit{ type = 'out.late', subject = key, data = { ticks = st.ticks "
+		"} }\n"
+		"         end } })\n";
+	rig r;
+	sbuf b = { 0 };
+	char *got;
+
+	rig_init(&r, script);
+	rig_start(&r);
+	event(&b, 1, "job.start", "a", 0, "{}");
+	event(&b, 2, "job.start", "b", 2, "{}");
+	event(&b, 3, "job.noise", "x", 21, "{}");
+	event(&b, 4, "job.stop", "b", 22, "{}");
+	event(&b, 5, "job.noise", "x", 60, "{}");
+	rig_publish(&r, sb_take(&b), "jobs");
+	rig_stop(&r);
+	got = emitted(r.data, "out.tick");
+	/* the clock reaches 21: a's tick due at 10 fires once for the span
+	 * (10 and 20), due again at 30; b's due at 12, again at 22; at 22 b's
+	 * fires, then b stops; at 60, a's deadline (25), then its tick (30,
+	 * once for 30..60, due again at 70) */
+	ck_assert_str_eq(got, "a {\"at\":21,\"n\":1}\n"
+			      "b {\"at\":21,\"n\":1}\n"
+			      "b {\"at\":22,\"n\":2}\n"
+			      "a {\"at\":60,\"n\":2}\n");
+	free(got);
+	got = emitted(r.data, "out.late");
+	ck_assert_str_eq(got, "a {\"ticks\":1}\n");
+	free(got);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * Late events
+ * ------------------------------------------------------------------------ */
+
+START_TEST(late_events_are_counted_or_handed_over)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"tide.on('m.*', function(ev, st)\n"
+		"  st.n = (st.n or 0) + 1\n"
+		"end, { name = 'dropper', key = 'subject', from = 'beginning', lateness = '5m' })\n"
+		"tide.on('m.*', function(ev, st)\n"
+		"  tide.emit{ type = 'out.on_time', data = { id = ev.id } }\n"
+		"end, { name = 'keeper', key = 'subject', from = 'beginning', lateness = '5m',\n"
+		"       late = function(ev, st)\n"
+		"         tide.emit{ type = 'out.late', data = { id = ev.id,\n"
+		"                    behind = (tide.clock() - ev.time_ns) // 60000000000 } }\n"
+		"       end })\n";
+	rig r;
+	sbuf b = { 0 };
+	char *got, out[4096];
+
+	rig_init(&r, script);
+	rig_start(&r);
+	event(&b, 1, "m.x", "k", 10, "{}");
+	event(&b, 2, "m.x", "k", 20, "{}"); /* watermark 15 */
+	event(&b, 3, "m.x", "k", 16, "{}"); /* out of order, within lateness */
+	event(&b, 4, "m.x", "k", 12, "{}"); /* late by 3 minutes */
+	event(&b, 5, "m.x", "k", 30, "{}"); /* watermark 25 */
+	event(&b, 6, "m.x", "k", 5, "{}");  /* late by 20 */
+	rig_publish(&r, sb_take(&b), "keeper");
+	rig_stop(&r);
+	got = emitted(r.data, "out.late");
+	ck_assert_str_eq(got, "- {\"behind\":3,\"id\":\"e4\"}\n- {\"behind\":20,\"id\":\"e6\"}\n");
+	free(got);
+	got = emitted(r.data, "out.on_time");
+	ck_assert_int_eq(th_count(got, "\n"), 4);
+	free(got);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s' --json", TIDE_BIN, r.data),
+			 0);
+	ck_assert_msg(strstr(out, "\"name\":\"dropper\"") != NULL &&
+			      strstr(strstr(out, "\"name\":\"dropper\""), "\"late\":2,") != NULL,
+		      "%s", out);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * Errors in rule options and timers
+ * ------------------------------------------------------------------------ */
+
+START_TEST(rule_option_errors)
+{
+	static const struct {
+		const char *opts, *want;
+	} cases[] = {
+		{ "key = 'subject', clock = 'wall'", "option 'clock' must be \"event\" or" },
+		{ "key = 'subject', ttl = '3 days'", "option 'ttl': '3 days': unknown unit" },
+		{ "key = 'subject', ttl = true", "option 'ttl' must be a duration" },
+		{ "key = 'data..x'", "option 'key': 'data..x' is not a path" },
+		{ "key = 42", "option 'key' must be a path" },
+		{ "timers = { t = 1 }", "option 'timers': each entry must be name = function" },
+		{ "late = 'ignore'", "option 'late' must be \"drop\", \"handle\" or a function" },
+		{ "clock = 'arrival', lateness = '1m'",
+		  "option 'lateness' is for the event clock" },
+		{ "key = 'subject', ttl = '1h', tll = 3", "unknown option 'tll'" },
+	};
+
+	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+		const char *dir = th_tmpdir();
+		char script[1024], out[4096];
+		snprintf(script, sizeof script,
+			 "local tide = require 'tide'\n"
+			 "tide.on('x', function(ev, st) end, { name = 'r', %s })\n",
+			 cases[k].opts);
+		th_write(dir, "bad.lua", script);
+		ck_assert_int_ne(th_sh(out, sizeof out,
+				       "'%s' run --data '%s/data' --script '%s/bad.lua' 2>&1",
+				       TIDE_BIN, dir, dir),
+				 0);
+		ck_assert_msg(strstr(out, cases[k].want) != NULL, "%s: %s", cases[k].opts, out);
+		ck_assert_msg(strstr(out, "bad.lua:2") != NULL, "%s: %s", cases[k].opts, out);
+	}
+}
+END_TEST
+
+/* A timer without a handler is refused when set (the call fails, and is
+ * retried and parked like any failure); timers outside rules too. */
+START_TEST(timer_errors)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"tide.on('a', function(ev, st)\n"
+		"  tide.timer.after('nameless', '1m')\n"
+		"end, { name = 'r', key = 'subject', from = 'beginning', retries = 0 })\n"
+		"tide.on('a', function(ev)\n"
+		"  tide.timer.after('t', '1m')\n"
+		"end, { name = 'plain', from = 'beginning', retries = 0 })\n"
+		"tide.on('a', function(ev, st)\n"
+		"  tide.timer.after('t', 'soon')\n"
+		"end, { name = 'baddelay', key = 'subject', from = 'beginning', retries = 0,\n"
+		"       timers = { t = function() end } })\n";
+	rig r;
+	sbuf b = { 0 };
+	char out[8192];
+
+	rig_init(&r, script);
+	rig_start(&r);
+	event(&b, 1, "a", "k", 0, "{}");
+	rig_publish(&r, sb_take(&b), "baddelay");
+	rig_stop(&r);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' dlq list --data '%s' 2>&1", TIDE_BIN, r.data),
+			 0);
+	ck_assert_msg(strstr(out, "timer 'nameless' has no handler") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "timers belong to a rule") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "'soon' is not a duration") != NULL, "%s", out);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * Live = replay
+ * ------------------------------------------------------------------------ */
+
+/* Two consumers share a table; the second reacts to the first's emits and
+ * to a stream of its own; a third is a rule with timers.  Every emit
+ * depends on the order in which the consumers saw the events. */
+static const char shared_script[] =
+	"local tide = require 'tide'\n"
+	"local seen = tide.shared('seen', { orders = 0, reports = 0, trail = '' })\n"
+	"tide.on('order.*', function(ev)\n"
+	"  seen.orders = seen.orders + 1\n"
+	"  if seen.orders % 3 == 0 then\n"
+	"    tide.emit{ type = 'audit.check', subject = ev.subject,\n"
+	"               data = { orders = seen.orders, reports = seen.reports } }\n"
+	"  end\n"
+	"end, { name = 'orders', from = 'beginning' })\n"
+	"tide.on('*', function(ev)\n"
+	"  if ev.type == 'report.filed' then seen.reports = seen.reports + 1 end\n"
+	"  if ev.type == 'audit.check' then\n"
+	"    seen.trail = (seen.trail .. ev.data.orders .. '/' .. ev.data.reports .. "
+	"','):sub(-60)\n"
+	"    tide.emit{ type = 'audit.done', subject = ev.subject,\n"
+	"               data = { orders = seen.orders, reports = seen.reports,\n"
+	"                        trail = seen.trail } }\n"
+	"  end\n"
+	"end, { name = 'reports', from = 'beginning' })\n"
+	"tide.on('order.placed', function(ev, st)\n"
+	"  st.n = (st.n or 0) + 1\n"
+	"  tide.timer.after('followup', '7m', { n = st.n })\n"
+	"end, { name = 'follow', key = 'subject', from = 'beginning',\n"
+	"       timers = { followup = function(key, data, st)\n"
+	"         tide.emit{ type = 'order.followup', subject = key,\n"
+	"                    data = { n = data.n, now = st.n, orders = seen.orders } }\n"
+	"       end } })\n";
+
+/* The log's emitted events (source /tide/...) without seq, version and
+ * recorded, in log order, one per line. */
+static char *
+log_emits(const char *data)
+{
+	th_rec *v;
+	long n = th_log_read(data, &v);
+	sbuf b = { 0 };
+
+	ck_assert_int_ge(n, 0);
+	for (long i = 0; i < n; i++)
+		if (strncmp(v[i].source, "/tide/", 6) == 0)
+			sb_printf(&b, "{%s\n", strstr(v[i].json, "\"specversion\""));
+	th_recs_free(v, n);
+	return sb_take(&b);
+}
+
+/* `tide replay`'s emits in the same form. */
+static char *
+replay_emits(const rig *r)
+{
+	char path[700];
+	char *out, *line;
+	sbuf b = { 0 };
+
+	snprintf(path, sizeof path, "%s/replay.out", r->dir);
+	{
+		char tmp[256];
+		ck_assert_int_eq(th_sh(tmp, sizeof tmp,
+				       "'%s' replay -q --data '%s' --script '%s' > '%s'", TIDE_BIN,
+				       r->data, r->script, path),
+				 0);
+	}
+	out = th_slurp(path);
+	ck_assert_ptr_nonnull(out);
+	for (line = strtok(out, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+		const char *e = strstr(line, "{\"emit\":");
+		char *end;
+		if (e != line)
+			continue;
+		end = strstr(line, "},\"consumer\":");
+		ck_assert_ptr_nonnull(end);
+		end[1] = '\0';
+		sb_printf(&b, "%s\n", line + 8);
+	}
+	free(out);
+	return sb_take(&b);
+}
+
+/* @p got and @p want are equal; if not, say where (the whole texts are
+ * too long for a message). */
+static void
+same_lines(const char *got, const char *want)
+{
+	size_t line = 1, at = 0;
+
+	while (got[at] != '\0' && got[at] == want[at]) {
+		if (got[at] == '\n')
+			line++;
+		at++;
+	}
+	if (got[at] == want[at])
+		return;
+	while (at > 0 && want[at - 1] != '\n')
+		at--;
+	ck_abort_msg("line %zu differs:\n got %.300s\nwant %.300s", line, got + at, want + at);
+}
+
+START_TEST(live_equals_replay)
+{
+	rig r;
+	sbuf b = { 0 };
+	uint64_t seed = 20261203;
+	char *live, *replayed;
+	int id = 0, minute = 0;
+
+	rig_init(&r, shared_script);
+	rig_start(&r);
+	for (int round = 0; round < 4; round++) {
+		/* interleaved streams, published in several batches */
+		for (int batch = 0; batch < 3; batch++) {
+			int n = (int)th_rand_range(&seed, 5, 25);
+			for (int i = 0; i < n; i++) {
+				char subject[16];
+				int kind = (int)th_rand_range(&seed, 0, 9);
+				minute += (int)th_rand_range(&seed, 0, 4);
+				snprintf(subject, sizeof subject, "o%d",
+					 (int)th_rand_range(&seed, 0, 5));
+				event(&b, ++id,
+				      kind < 5   ? "order.placed"
+				      : kind < 7 ? "order.paid"
+						 : "report.filed",
+				      subject, minute, "{}");
+			}
+			rig_publish(&r, sb_take(&b), "follow");
+		}
+		/* a restart in between, clean or not */
+		if (round % 2 == 0)
+			rig_stop(&r);
+		else
+			rig_kill(&r);
+		rig_start(&r);
+	}
+	rig_stop(&r);
+	live = log_emits(r.data);
+	replayed = replay_emits(&r);
+	ck_assert_int_gt(th_count(live, "audit.done"), 5);
+	ck_assert_int_gt(th_count(live, "order.followup"), 5);
+	same_lines(replayed, live);
+	free(live);
+	free(replayed);
+}
+END_TEST
+
+static TCase *
+tcase(Suite *s, const char *name)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_checked_fixture(tc, NULL, th_cleanup);
+	suite_add_tcase(s, tc);
+	return tc;
+}
+
+Suite *
+rules_suite(void)
+{
+	Suite *s = suite_create("rules");
+	TCase *tc;
+
+	tc = tcase(s, "state");
+	tcase_add_test(tc, state_survives_stop_kill_and_reload);
+	tcase_add_test(tc, failed_call_leaves_no_trace);
+	tc = tcase(s, "timers");
+	tcase_add_test(tc, timers_fire_once_on_event_time);
+	tcase_add_test(tc, recurring_and_cancelled_timers);
+	tc = tcase(s, "late");
+	tcase_add_test(tc, late_events_are_counted_or_handed_over);
+	tc = tcase(s, "errors");
+	tcase_add_test(tc, rule_option_errors);
+	tcase_add_test(tc, timer_errors);
+	tc = tcase(s, "determinism");
+	tcase_add_test(tc, live_equals_replay);
+	return s;
+}
