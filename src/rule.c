@@ -883,12 +883,15 @@ encode_slot(lua_State *L, tidei_rule *r, long at, int idx)
 	char err[TIDEI_ERRLEN];
 	tidei_buf b = { 0 };
 
-	s->dirty = 1;
 	if (lua_isnil(L, idx) || lua_touserdata(L, idx) == &tidei_delete_marker) {
+		if (s->enc.len == 0)
+			return; /* nothing stored, nothing to forget */
+		s->dirty = 1;
 		tidei_buf_reset(&s->enc);
 		s->ttl_due = s->win_due = 0;
 		return;
 	}
+	s->dirty = 1;
 	b.limit = tidei_lstate_ceiling(tidei_lstate_of(L));
 	tidei_val_array(&b, 5);
 	tidei_val_int(&b, REC_FORMAT);
@@ -1040,7 +1043,8 @@ l_call(lua_State *L)
 	lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
 	lua_pushvalue(L, evi);
 	lua_pushvalue(L, si);
-	lua_call(L, 2, 1);
+	lua_pushvalue(L, ki);
+	lua_call(L, 3, 1);
 	if (!lua_isnil(L, -1)) {
 		if (!lua_istable(L, -1) && lua_touserdata(L, -1) != &tidei_delete_marker)
 			luaL_error(L,
@@ -1052,6 +1056,17 @@ l_call(lua_State *L)
 		lua_pop(L, 1);
 	}
 	s = &r->slots[at];
+	if (lua_istable(L, si) && s->enc.len == 0) {
+		/* a key seen for the first time and left empty is not kept: an
+		 * event that does not concern the rule costs no write */
+		lua_pushnil(L);
+		if (lua_next(L, si) == 0) {
+			lua_pushnil(L);
+			lua_replace(L, si);
+		} else {
+			lua_pop(L, 2);
+		}
+	}
 	if (lua_istable(L, si))
 		arm_expiry(r, s, L);
 	encode_slot(L, r, at, si);

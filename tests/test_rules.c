@@ -504,6 +504,67 @@ START_TEST(timer_errors)
 END_TEST
 
 /* ------------------------------------------------------------------------
+ * Patterns (lua/tide/pattern.lua)
+ * ------------------------------------------------------------------------ */
+
+static const char pattern_script[] =
+	"local tide = require 'tide'\n"
+	"local pattern = require 'tide.pattern'\n"
+	"pattern.absence{ name = 'silent', on = 'sensor.reading', within = '15m',\n"
+	"                 emit = 'sensor.silent', from = 'beginning' }\n"
+	"pattern.sequence{ name = 'card_testing', within = '10m', from = 'beginning',\n"
+	"  steps = { { type = 'card.tx', where = function(ev) return ev.data.amount < 2 end },\n"
+	"            { type = 'card.tx', where = function(ev) return ev.data.amount > 500 end } "
+	"},\n"
+	"  emit = function(key, evs)\n"
+	"    return { type = 'fraud.alert', subject = key,\n"
+	"             data = { rule = 'card_testing', small = evs[1].id, large = evs[2].id } }\n"
+	"  end }\n"
+	"pattern.sequence{ name = 'unpaid', within = '30m', from = 'beginning',\n"
+	"  steps = { { type = 'order.placed' }, { type = 'order.paid', absent = true } },\n"
+	"  emit = 'order.unpaid' }\n";
+
+START_TEST(absence_sequence_and_negation)
+{
+	rig r;
+	sbuf b = { 0 };
+	char *got;
+
+	rig_init(&r, pattern_script);
+	rig_start(&r);
+	event(&b, 1, "sensor.reading", "s1", 0, "{}");
+	event(&b, 2, "sensor.reading", "s2", 0, "{}");
+	event(&b, 3, "card.tx", "c1", 1, "{\"amount\":1}");
+	event(&b, 4, "card.tx", "c2", 1, "{\"amount\":1}");
+	event(&b, 5, "order.placed", "o1", 2, "{}");
+	event(&b, 6, "order.placed", "o2", 3, "{}");
+	event(&b, 7, "sensor.reading", "s1", 10, "{}");
+	event(&b, 8, "card.tx", "c1", 8, "{\"amount\":900}");  /* within 10m: alert */
+	event(&b, 9, "card.tx", "c2", 20, "{\"amount\":900}"); /* too late */
+	event(&b, 10, "order.paid", "o1", 20, "{}");
+	rig_publish(&r, sb_take(&b), "unpaid");
+	rig_kill(&r);
+	rig_start(&r);
+	event(&b, 11, "sensor.reading", "s1", 24, "{}"); /* s2 silent since 15 */
+	event(&b, 12, "order.placed", "o3", 40, "{}");   /* o2 unpaid at 33 */
+	event(&b, 13, "sensor.reading", "s1", 38, "{}");
+	event(&b, 14, "card.tx", "c3", 50, "{\"amount\":1}");
+	rig_publish(&r, sb_take(&b), "unpaid");
+	rig_stop(&r);
+
+	got = emitted(r.data, "sensor.silent");
+	ck_assert_str_eq(got, "s2 {\"events\":[\"e2\"],\"pattern\":\"silent\"}\n");
+	free(got);
+	got = emitted(r.data, "fraud.alert");
+	ck_assert_str_eq(got, "c1 {\"large\":\"e8\",\"rule\":\"card_testing\",\"small\":\"e3\"}\n");
+	free(got);
+	got = emitted(r.data, "order.unpaid");
+	ck_assert_str_eq(got, "o2 {\"events\":[\"e6\"],\"pattern\":\"unpaid\"}\n");
+	free(got);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
  * Live = replay
  * ------------------------------------------------------------------------ */
 
@@ -681,6 +742,8 @@ rules_suite(void)
 	tc = tcase(s, "errors");
 	tcase_add_test(tc, rule_option_errors);
 	tcase_add_test(tc, timer_errors);
+	tc = tcase(s, "patterns");
+	tcase_add_test(tc, absence_sequence_and_negation);
 	tc = tcase(s, "determinism");
 	tcase_add_test(tc, live_equals_replay);
 	return s;
