@@ -38,6 +38,7 @@
 
 #include "consumer.h"
 #include "keymap.h"
+#include "l_table.h"
 #include "shared.h"
 
 struct tidei_consumers {
@@ -404,6 +405,36 @@ host_timer(void *ud, lua_State *L, int op, const char *name, size_t n, int64_t w
 }
 
 static int
+host_query(void *ud, lua_State *L, const char *name, const char *key, size_t klen, char *err)
+{
+	tidei_consumers *cs = ud;
+
+	if (cs->cur == NULL || cs->o.query == NULL)
+		return tidei_err(err, TIDE_ESTATE, "projections are read from a handler");
+	return cs->o.query(cs->o.projection_ud, L, cs->log, name, key, klen, err);
+}
+
+static int
+host_table(void *ud, lua_State *L, int name, int opts, char *err)
+{
+	tidei_consumers *cs = ud;
+	const char *slash;
+
+	if (cs->loading == NULL)
+		return tidei_err(err, TIDE_ESTATE,
+				 "tables are read while the script loads, not in handlers");
+	/* the script's directory, on the stack while the table is read */
+	slash = strrchr(cs->loading, '/');
+	if (slash == NULL)
+		lua_pushliteral(L, ".");
+	else
+		lua_pushlstring(L, cs->loading, (size_t)(slash - cs->loading));
+	tidei_lua_table(L, lua_tostring(L, -1), name, opts);
+	lua_remove(L, -2);
+	return TIDE_OK;
+}
+
+static int
 host_shared(void *ud, lua_State *L, const char *name, int idx, char *err)
 {
 	tidei_consumers *cs = ud;
@@ -469,6 +500,8 @@ tidei_consumers_new(tidei_consumers **out, const tidei_consumers_opts *o, char *
 	host.timer = host_timer;
 	host.clock = host_clock;
 	host.shared = host_shared;
+	host.query = host_query;
+	host.table = host_table;
 	if ((rc = tidei_script_new(&cs->script, &o->script, &host, err)) != TIDE_OK) {
 		tidei_shared_free(cs->shared, NULL);
 		free(cs);

@@ -74,6 +74,10 @@ typedef struct tidei_consumers_opts {
 	int (*projection)(void *ud, lua_State *L, const char *name, int spec, const char *script,
 			  const char *where, char *err);
 	void *projection_ud;
+	/* tide.query(name, key) from a handler: push the state or nil (with
+	 * projection_ud and the log whose transaction is open) */
+	int (*query)(void *ud, lua_State *L, tidei_log *log, const char *name, const char *key,
+		     size_t klen, char *err);
 } tidei_consumers_opts;
 
 typedef struct tidei_consumers tidei_consumers;

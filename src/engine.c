@@ -720,6 +720,15 @@ define_projection(void *ud, lua_State *L, const char *name, int spec, const char
 					where, err);
 }
 
+static int
+query_projection(void *ud, lua_State *L, tidei_log *log, const char *name, const char *key,
+		 size_t klen, char *err)
+{
+	tide_engine *e = ud;
+
+	return tidei_projections_push_state(e->ps, L, log, name, key, klen, err);
+}
+
 /* A fresh Lua state with its consumers and projections (no scripts yet). */
 static int
 new_runtime(tide_engine *e, tidei_consumers **cs, tidei_projections **ps)
@@ -747,6 +756,7 @@ new_runtime(tide_engine *e, tidei_consumers **cs, tidei_projections **ps)
 	co.log_ud = e;
 	co.projection = define_projection;
 	co.projection_ud = e;
+	co.query = query_projection;
 	rc = tidei_consumers_new(cs, &co, e->err);
 	if (rc == TIDE_OK) {
 		tidei_pbuild_env be;

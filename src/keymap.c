@@ -143,6 +143,18 @@ grow(tidei_keymap *m)
 }
 
 long
+tidei_keymap_get(const tidei_keymap *m, const char *key, size_t n)
+{
+	uint32_t h = hash(key, n);
+
+	if (m->mask != 0)
+		for (size_t i = h & m->mask; m->b[i].slot != 0; i = (i + 1) & m->mask)
+			if (same(m, &m->b[i], h, key, n))
+				return (long)m->b[i].slot - 1;
+	return -1;
+}
+
+long
 tidei_keymap_put(tidei_keymap *m, const char *key, size_t n, int *fresh)
 {
 	uint32_t h = hash(key, n);

@@ -40,6 +40,8 @@ void tidei_keymap_free(tidei_keymap *m);
 /** Forget every key (memory is kept for the next round). */
 void tidei_keymap_clear(tidei_keymap *m);
 
+/** The slot of @p key (@p n bytes), or -1 if it is not in the set. */
+long tidei_keymap_get(const tidei_keymap *m, const char *key, size_t n);
 /** The slot of @p key (@p n bytes), added if new (then *@p fresh is 1).
  *  Returns -1 when out of memory. */
 long tidei_keymap_put(tidei_keymap *m, const char *key, size_t n, int *fresh);

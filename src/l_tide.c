@@ -10,6 +10,8 @@
  *   tide.timer.every(name, interval [, data]), .cancel(name)
  *   tide.clock()                             -> the rule's clock (ns) or nil
  *   tide.shared(name [, init])               -> a durable table, shared
+ *   tide.query(projection, key)              -> a copy of its state, or nil
+ *   tide.table(file [, {key=, raw=}])        -> a CSV or JSON file, while loading
  *   tide.once(key)                           -> true the first time
  *   tide.emit{type=, subject=, data=, ...}   -> id of the new event
  *   tide.log(...)                            -> like print
@@ -475,6 +477,44 @@ l_tide_shared(lua_State *L)
 	return 1;
 }
 
+/* tide.query(projection, key) -> a copy of the projection's state for
+ * key, or nil  [-2, +1, e] */
+static int
+l_tide_query(lua_State *L)
+{
+	const tidei_host *h = tidei_lstate_host(L);
+	const char *name = check_name(L, 1, "tide.query: the projection");
+	char err[TIDEI_ERRLEN];
+	size_t klen;
+	const char *key;
+
+	if (lua_type(L, 2) == LUA_TNUMBER)
+		lua_tolstring(L, 2, NULL);
+	key = luaL_checklstring(L, 2, &klen);
+	if (h->query == NULL)
+		return luaL_error(L, "tide.query is not available here");
+	if (h->query(h->ud, L, name, key, klen, err) != TIDE_OK)
+		return luaL_error(L, "tide.query: %s", err);
+	return 1;
+}
+
+/* tide.table(file [, {key=, raw=}]) -> the CSV or JSON file beside the
+ * script, as a table  [-(1|2), +1, e] */
+static int
+l_tide_table(lua_State *L)
+{
+	const tidei_host *h = tidei_lstate_host(L);
+	char err[TIDEI_ERRLEN];
+
+	luaL_checkstring(L, 1);
+	lua_settop(L, 2);
+	if (h->table == NULL)
+		return luaL_error(L, "tide.table is not available here");
+	if (h->table(h->ud, L, 1, 2, err) != TIDE_OK)
+		return luaL_error(L, "tide.table: %s", err);
+	return 1;
+}
+
 /* tide.duration("15m") -> ns  [-1, +1, e] */
 static int
 l_tide_duration(lua_State *L)
@@ -490,7 +530,8 @@ static const luaL_Reg tide_funcs[] = {
 	{ "emit", l_tide_emit },     { "projection", l_tide_projection },
 	{ "log", l_tide_log },       { "array", l_tide_array },
 	{ "clock", l_tide_clock },   { "duration", l_tide_duration },
-	{ "shared", l_tide_shared }, { NULL, NULL },
+	{ "shared", l_tide_shared }, { "query", l_tide_query },
+	{ "table", l_tide_table },   { NULL, NULL },
 };
 
 static const luaL_Reg timer_funcs[] = {

@@ -50,6 +50,11 @@ typedef struct tidei_host {
 	 *  @p data the stack index of the timer's data (0: none). */
 	int (*timer)(void *ud, lua_State *L, int op, const char *name, size_t n, int64_t when,
 		     int data, char *err);
+	/** tide.table(file [, opts]) while a script loads: push the table. */
+	int (*table)(void *ud, lua_State *L, int name, int opts, char *err);
+	/** tide.query(projection, key): push a copy of its state, or nil. */
+	int (*query)(void *ud, lua_State *L, const char *name, const char *key, size_t klen,
+		     char *err);
 	/** tide.shared(name, t): make table @p idx of @p L durable and shared. */
 	int (*shared)(void *ud, lua_State *L, const char *name, int idx, char *err);
 	/** tide.clock(): the running rule's clock (ns); 0 when there is none. */

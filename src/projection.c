@@ -1644,3 +1644,79 @@ tide_projection_rebuild(const char *dir, const char *name)
 
 	return tidei_done(projection_rebuild_impl(dir, name, msg, sizeof msg), msg);
 }
+
+/* Push a copy of the value at @p idx (encoded and decoded: the caller may
+ * not change the projection's own table).  [-0, +1, e] */
+static void
+push_copy(lua_State *L, int idx)
+{
+	char err[TIDEI_ERRLEN];
+	tidei_buf b = { 0 };
+	tidei_vreader r;
+
+	idx = lua_absindex(L, idx);
+	if (tidei_lua_to_val(L, idx, &b, err) != 0 || b.failed) {
+		tidei_buf_free(&b);
+		luaL_error(L, "cannot copy the state: %s", b.failed ? "out of memory" : err);
+	}
+	r.p = b.p;
+	r.end = b.p + b.len;
+	if (tidei_lua_push_val(L, &r) != 0) {
+		tidei_buf_free(&b);
+		luaL_error(L, "cannot copy the state: out of memory");
+	}
+	tidei_buf_free(&b);
+}
+
+int
+tidei_projections_push_state(tidei_projections *ps, lua_State *L, tidei_log *log, const char *name,
+			     const char *key, size_t klen, char *err)
+{
+	proj *p = NULL;
+	MDB_val v;
+	tidei_vreader r;
+	long slot;
+	int mrc;
+
+	for (size_t k = 0; k < ps->n && p == NULL; k++)
+		if (strcmp(ps->v[k].name, name) == 0)
+			p = &ps->v[k];
+	if (p == NULL)
+		return tidei_err(err, TIDE_ENOTFOUND, "no projection is named '%s'", name);
+	/* a state applied and not yet written is the newest (unless it
+	 * belongs to a generation being built: queries read the live one) */
+	if ((ps->o.memory_only || p->meta.build == p->meta.live) &&
+	    (slot = tidei_keymap_get(&p->keys, key, klen)) >= 0) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, p->cache_ref);
+		if (lua_rawgeti(L, -1, slot + 1) == LUA_TTABLE) {
+			push_copy(L, -1);
+			lua_replace(L, -3);
+			lua_pop(L, 1);
+			return TIDE_OK;
+		}
+		lua_pop(L, 2);
+		if (ps->o.memory_only) {
+			lua_pushnil(L);
+			return TIDE_OK;
+		}
+	}
+	if (ps->o.memory_only || p->meta.live == 0 || log == NULL || log->txn == NULL) {
+		lua_pushnil(L);
+		return TIDE_OK;
+	}
+	mrc = tidei_pstate_get(log->txn, log->state, p->name, p->meta.live, key, klen,
+			       TIDEI_LOG_FORMAT, &v);
+	if (mrc == MDB_NOTFOUND) {
+		lua_pushnil(L);
+		return TIDE_OK;
+	}
+	if (mrc != 0)
+		return tidei_err(err, tidei_err_mdb(mrc), "cannot read projection '%s': %s", name,
+				 mdb_strerror(mrc));
+	r.p = v.mv_data;
+	r.end = r.p + v.mv_size;
+	if (tidei_lua_push_val(L, &r) != 0)
+		return tidei_err(err, TIDE_EIO, "the state of a key of projection '%s' is damaged",
+				 name);
+	return TIDE_OK;
+}

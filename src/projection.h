@@ -115,4 +115,12 @@ int tidei_projections_each_state(tidei_projections *ps, const char *name,
 					   const char *json, size_t jlen),
 				 void *ud);
 
+/** Push a copy of projection @p name's state for @p key (nil if none) for
+ *  a consumer that reads it (tide.query): the newest applied, from the
+ *  projection's memory or the live generation in @p log's open write
+ *  transaction.  TIDE_ENOTFOUND: no such projection.  May raise (a
+ *  state that cannot be copied). */
+int tidei_projections_push_state(tidei_projections *ps, lua_State *L, tidei_log *log,
+				 const char *name, const char *key, size_t klen, char *err);
+
 #endif

@@ -86,6 +86,16 @@ host_projection(void *ud, lua_State *L, const char *name, int spec, const char *
 	return tidei_projections_define(r->ps, L, name, spec, script, where, err);
 }
 
+static int
+host_query(void *ud, lua_State *L, tidei_log *log, const char *name, const char *key, size_t klen,
+	   char *err)
+{
+	replay *r = ud;
+
+	(void)log; /* the replay's projections are in memory */
+	return tidei_projections_push_state(r->ps, L, NULL, name, key, klen, err);
+}
+
 static void
 host_log(void *ud, int level, const char *fmt, ...)
 {
@@ -367,6 +377,7 @@ replay_impl(const tide_replay_opts *o, tide_replay_fn *fn, void *ud, char *err, 
 	co.log = host_log;
 	co.projection = host_projection;
 	co.projection_ud = &r;
+	co.query = host_query;
 	if ((rc = tidei_consumers_new(&r.cs, &co, r.err)) != TIDE_OK)
 		goto out;
 	sink.ud = &r;

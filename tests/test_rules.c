@@ -565,6 +565,90 @@ START_TEST(absence_sequence_and_negation)
 END_TEST
 
 /* ------------------------------------------------------------------------
+ * Enrichment: projections and reference tables
+ * ------------------------------------------------------------------------ */
+
+static const char enrich_script[] =
+	"local tide = require 'tide'\n"
+	"local risk = tide.table('risk.csv', { key = 'merchant' })\n"
+	"local codes = tide.table('codes.json')\n"
+	"tide.projection('limits', { on = { ['card.limit'] = function(s, ev)\n"
+	"  s.limit = ev.data.limit end } })\n"
+	"tide.on('card.tx', function(ev, st, card)\n"
+	"  local l = tide.query('limits', card)\n"
+	"  local m = risk[ev.data.merchant]\n"
+	"  if (l and ev.data.amount > l.limit) or (m and m.score > 0.5) then\n"
+	"    tide.emit{ type = 'card.flag', subject = card, data = {\n"
+	"      limit = l and l.limit or tide.null, merchant = m and m.name or tide.null,\n"
+	"      code = codes[ev.data.merchant] or 'none' } }\n"
+	"  end\n"
+	"end, { name = 'flags', key = 'subject', from = 'beginning' })\n";
+
+START_TEST(projections_and_tables_enrich_rules)
+{
+	rig r;
+	sbuf b = { 0 };
+	char *got;
+
+	rig_init(&r, enrich_script);
+	th_write(r.dir, "risk.csv",
+		 "merchant,name,score\r\n"
+		 "m1,\"Shop, the \"\"first\"\"\",0.9\r\n"
+		 "m2,Grocer,0.1\r\n");
+	th_write(r.dir, "codes.json", "{\"m1\": \"A1\", \"m2\": \"B2\"}");
+	rig_start(&r);
+	event(&b, 1, "card.limit", "c1", 0, "{\"limit\":100}");
+	rig_publish(&r, sb_take(&b), "flags");
+	event(&b, 2, "card.tx", "c1", 1, "{\"amount\":50,\"merchant\":\"m2\"}");
+	event(&b, 3, "card.tx", "c1", 2, "{\"amount\":150,\"merchant\":\"m2\"}");
+	event(&b, 4, "card.tx", "c2", 3, "{\"amount\":150,\"merchant\":\"m2\"}");
+	event(&b, 5, "card.tx", "c2", 4, "{\"amount\":5,\"merchant\":\"m1\"}");
+	rig_publish(&r, sb_take(&b), "flags");
+	rig_stop(&r);
+	got = emitted(r.data, "card.flag");
+	ck_assert_str_eq(
+		got,
+		"c1 {\"code\":\"B2\",\"limit\":100,\"merchant\":\"Grocer\"}\n"
+		"c2 {\"code\":\"A1\",\"limit\":null,\"merchant\":\"Shop, the \\\"first\\\"\"}\n");
+	free(got);
+}
+END_TEST
+
+START_TEST(table_errors)
+{
+	static const struct {
+		const char *call, *file, *content, *want;
+	} cases[] = {
+		{ "tide.table('none.csv')", NULL, NULL, "cannot open none.csv" },
+		{ "tide.table('../x.csv')", NULL, NULL, "read from the script's directory" },
+		{ "tide.table('t.txt')", "t.txt", "a\n", "a .csv or a .json file" },
+		{ "tide.table('t.csv')", "t.csv", "a,b\n1,2,3\n", "t.csv: line 2 has more fields" },
+		{ "tide.table('t.csv')", "t.csv", "a,b\n\"1,2\n", "t.csv: line 2: a quoted field" },
+		{ "tide.table('t.csv', { key = 'a' })", "t.csv", "a,b\n1,2\n1,3\n",
+		  "t.csv: line 3: key '1' is repeated" },
+		{ "tide.table('t.csv', { key = 'c' })", "t.csv", "a,b\n",
+		  "no column is named 'c'" },
+		{ "tide.table('t.json')", "t.json", "{\"a\":", "t.json:" },
+	};
+
+	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+		const char *dir = th_tmpdir();
+		char script[512], out[4096];
+		snprintf(script, sizeof script, "local tide = require 'tide'\nlocal t = %s\n",
+			 cases[k].call);
+		th_write(dir, "s.lua", script);
+		if (cases[k].file != NULL)
+			th_write(dir, cases[k].file, cases[k].content);
+		ck_assert_int_ne(th_sh(out, sizeof out,
+				       "'%s' run --data '%s/data' --script '%s/s.lua' 2>&1",
+				       TIDE_BIN, dir, dir),
+				 0);
+		ck_assert_msg(strstr(out, cases[k].want) != NULL, "%s: %s", cases[k].call, out);
+	}
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
  * Live = replay
  * ------------------------------------------------------------------------ */
 
@@ -744,6 +828,9 @@ rules_suite(void)
 	tcase_add_test(tc, timer_errors);
 	tc = tcase(s, "patterns");
 	tcase_add_test(tc, absence_sequence_and_negation);
+	tc = tcase(s, "enrichment");
+	tcase_add_test(tc, projections_and_tables_enrich_rules);
+	tcase_add_test(tc, table_errors);
 	tc = tcase(s, "determinism");
 	tcase_add_test(tc, live_equals_replay);
 	return s;
