@@ -174,11 +174,10 @@ void tidei_win_free(tidei_win *w);
  *    start with t + gap <= watermark and joins no open one); nothing
  *    changed.  Count windows are never late;
  *  - TIDE_EINVAL with a message in @p err (TIDEI_ERRLEN bytes, or NULL
- *    for none): @p t out
- *    of TIDEI_WIN_TMIN..TIDEI_WIN_TMAX, @p v not finite (NAN, infinite)
- *    while values are aggregated, TIDEI_WIN_MAX_ENTRIES or
- *    TIDEI_WIN_MAX_OPEN reached, or @p s of another kind; nothing
- *    changed;
+ *    for none): @p t out of TIDEI_WIN_TMIN..TIDEI_WIN_TMAX, @p v not
+ *    finite (NAN, infinite) while values are aggregated,
+ *    TIDEI_WIN_MAX_ENTRIES or TIDEI_WIN_MAX_OPEN reached, or @p s of
+ *    another kind; nothing changed;
  *  - TIDE_ENOMEM (message in @p err); nothing changed. */
 int tidei_win_add(tidei_win *w, const tidei_win_spec *s, int64_t t, double v, uint64_t token,
 		  char *err);
