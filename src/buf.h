@@ -32,6 +32,18 @@ void tidei_buf_free(tidei_buf *b);
  *  when full it doubles (the first time to @p first).  Returns 0, or -1
  *  with the array as it was. */
 int tidei_array_grow(void *array, size_t *cap, size_t n, size_t size, size_t first);
+
+/** The capacity to shrink an array of @p cap elements holding @p n to:
+ *  halved while at most a quarter full and above @p least, which leaves
+ *  twice what it holds, so that a few more do not make it grow at once.
+ *  @p cap itself when it should stay. */
+static inline uint32_t
+tidei_array_shrunk(uint32_t cap, uint32_t n, uint32_t least)
+{
+	while (cap > least && n < cap / 4)
+		cap /= 2;
+	return cap;
+}
 /** Bytes per huge page, the unit of tidei_huge_alloc(). */
 #define TIDEI_HUGE (2u << 20)
 

@@ -17,6 +17,8 @@ main(void)
 	srunner_add_suite(sr, cloudevents_suite());
 	srunner_add_suite(sr, json_suite());
 	srunner_add_suite(sr, value_suite());
+	srunner_add_suite(sr, agg_suite());
+	srunner_add_suite(sr, stats_suite());
 	srunner_add_suite(sr, log_suite());
 	srunner_add_suite(sr, lua_suite());
 	srunner_add_suite(sr, engine_suite());

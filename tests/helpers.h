@@ -187,6 +187,8 @@ Suite *event_suite(void);
 Suite *cloudevents_suite(void);
 Suite *json_suite(void);
 Suite *value_suite(void);
+Suite *agg_suite(void);
+Suite *stats_suite(void);
 Suite *log_suite(void);
 Suite *lua_suite(void);
 Suite *engine_suite(void);
