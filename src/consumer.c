@@ -75,6 +75,7 @@ struct tidei_consumers {
 	size_t tag_base;        /* k of the call's first emit, less one */
 	int64_t emit_at;        /* the time of what it emits, or INT64_MIN: the cause's */
 	int late;               /* the event in hand is late (TIDEI_LATE_*), or 0 */
+	int again;              /* the event in hand was tried before */
 	tidei_rule_timer timer; /* the one firing */
 	tidei_replay_sink sink; /* a replay's, or all NULL */
 	tidei_shared *shared;   /* tide.shared tables */
@@ -445,6 +446,18 @@ host_shared(void *ud, lua_State *L, const char *name, int idx, char *err)
 }
 
 static int
+host_window(void *ud, lua_State *L, const char *name, char *err)
+{
+	tidei_consumers *cs = ud;
+
+	if (cs->cur == NULL || cs->cur->rule == NULL)
+		return tidei_err(err, TIDE_ESTATE,
+				 "windows belong to a rule: call this from a handler of a tide.on "
+				 "with a 'windows' option");
+	return tidei_rule_window(cs->cur->rule, L, name, err);
+}
+
+static int
 host_clock(void *ud, int64_t *now)
 {
 	tidei_consumers *cs = ud;
@@ -502,6 +515,7 @@ tidei_consumers_new(tidei_consumers **out, const tidei_consumers_opts *o, char *
 	host.shared = host_shared;
 	host.query = host_query;
 	host.table = host_table;
+	host.window = host_window;
 	if ((rc = tidei_script_new(&cs->script, &o->script, &host, err)) != TIDE_OK) {
 		tidei_shared_free(cs->shared, NULL);
 		free(cs);
@@ -1152,7 +1166,10 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 		snprintf(where, 256, "C");
 	} else {
 		size_t room = tidei_lstate_room(tidei_script_lstate(cs->script));
-		if (c->rule != NULL)
+		if (c->rule != NULL && cs->again)
+			rc = tidei_rule_call_again(c->rule, cs->script, log, c->ref, ev, why,
+						   trace);
+		else if (c->rule != NULL)
 			rc = tidei_rule_call(c->rule, cs->script, log, c->ref, ev, cs->late, why,
 					     trace);
 		else
@@ -1302,8 +1319,10 @@ run_pending(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now,
 		}
 		ev.scratch = NULL;
 		(*handled)++;
-		if ((rc = handle(cs, c, &ev, log, &appended, &ok, why, where, err)) != TIDE_OK ||
-		    ok == H_NOT_RUN)
+		cs->again = p->r.attempts > 0 || p->r.from_dlq;
+		rc = handle(cs, c, &ev, log, &appended, &ok, why, where, err);
+		cs->again = 0;
+		if (rc != TIDE_OK || ok == H_NOT_RUN)
 			break;
 		/* appends may have moved pages: re-read before using ev again */
 		if (appended && tidei_log_get(log, log->txn, c->pend[k].seq, &ev) != TIDE_OK)

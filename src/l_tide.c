@@ -9,6 +9,8 @@
  *   tide.timer.after(name, delay [, data]), .at(name, time_ns [, data]),
  *   tide.timer.every(name, interval [, data]), .cancel(name)
  *   tide.clock()                             -> the rule's clock (ns) or nil
+ *   tide.window(name)                        -> a window's aggregates, key in hand
+ *   tide.stats.*                             -> erf, zscore, ewma, welford... (l_stats.c)
  *   tide.shared(name [, init])               -> a durable table, shared
  *   tide.query(projection, key)              -> a copy of its state, or nil
  *   tide.table(file [, {key=, raw=}])        -> a CSV or JSON file, while loading
@@ -31,6 +33,8 @@
 
 #include "json.h"
 #include "l_event.h"
+#include "agg.h"
+#include "l_stats.h"
 #include "l_tide.h"
 #include "rule.h"
 
@@ -515,6 +519,22 @@ l_tide_table(lua_State *L)
 	return 1;
 }
 
+/* tide.window(name) -> { count=, sum=, ... } of the key in hand
+ * [-1, +1, e] */
+static int
+l_tide_window(lua_State *L)
+{
+	const tidei_host *h = tidei_lstate_host(L);
+	const char *name = luaL_checkstring(L, 1);
+	char err[TIDEI_ERRLEN];
+
+	if (h->window == NULL)
+		return luaL_error(L, "tide.window is not available here");
+	if (h->window(h->ud, L, name, err) != TIDE_OK)
+		return luaL_error(L, "tide.window: %s", err);
+	return 1;
+}
+
 /* tide.duration("15m") -> ns  [-1, +1, e] */
 static int
 l_tide_duration(lua_State *L)
@@ -526,12 +546,19 @@ l_tide_duration(lua_State *L)
 const char tidei_delete_marker = 0;
 
 static const luaL_Reg tide_funcs[] = {
-	{ "on", l_tide_on },         { "once", l_tide_once },
-	{ "emit", l_tide_emit },     { "projection", l_tide_projection },
-	{ "log", l_tide_log },       { "array", l_tide_array },
-	{ "clock", l_tide_clock },   { "duration", l_tide_duration },
-	{ "shared", l_tide_shared }, { "query", l_tide_query },
-	{ "table", l_tide_table },   { NULL, NULL },
+	{ "on", l_tide_on },
+	{ "once", l_tide_once },
+	{ "emit", l_tide_emit },
+	{ "projection", l_tide_projection },
+	{ "log", l_tide_log },
+	{ "array", l_tide_array },
+	{ "clock", l_tide_clock },
+	{ "duration", l_tide_duration },
+	{ "shared", l_tide_shared },
+	{ "query", l_tide_query },
+	{ "table", l_tide_table },
+	{ "window", l_tide_window },
+	{ NULL, NULL },
 };
 
 static const luaL_Reg timer_funcs[] = {
@@ -561,6 +588,8 @@ luaopen_tide(lua_State *L)
 	lua_setfield(L, -2, "json");
 	luaL_newlib(L, timer_funcs);
 	lua_setfield(L, -2, "timer");
+	tidei_lua_open_stats(L);
+	lua_setfield(L, -2, "stats");
 	lua_pushstring(L, tide_version());
 	lua_setfield(L, -2, "version");
 	return 1;

@@ -57,6 +57,9 @@ typedef struct tidei_host {
 		     char *err);
 	/** tide.shared(name, t): make table @p idx of @p L durable and shared. */
 	int (*shared)(void *ud, lua_State *L, const char *name, int idx, char *err);
+	/** tide.window(name): push the aggregates of a window of the running
+	 *  rule, for the key in hand. */
+	int (*window)(void *ud, lua_State *L, const char *name, char *err);
 	/** tide.clock(): the running rule's clock (ns); 0 when there is none. */
 	int (*clock)(void *ud, int64_t *now);
 	/** print() and tide.log(). */

@@ -32,7 +32,9 @@
 #include "keymap.h"
 #include "l_event.h"
 #include "l_tide.h"
+#include "agg.h"
 #include "rule.h"
+#include "rwin.h"
 #include "val.h"
 
 #define REC_FORMAT 1
@@ -47,7 +49,8 @@ typedef struct slot {
 	int64_t last_seen; /* largest event time of the key */
 	int64_t ttl_due;   /* its expiry timer, 0 if none */
 	int64_t win_due;   /* its windows' timer, 0 if none */
-	tidei_buf enc;     /* the last good record */
+	tidei_buf enc;     /* its state's last good encoding (empty: none) */
+	tidei_win **w;     /* its windows (rwin.h), or NULL if the rule has none */
 } slot;
 
 /* A timer set or cancelled by the call in progress. */
@@ -67,6 +70,7 @@ struct tidei_rule {
 	int64_t lateness;
 	int late;
 	int late_ref, timers_ref, on_close_ref;
+	tidei_rwins *wins; /* or NULL */
 	/* the clock */
 	int64_t maxtime, watermark;
 	uint64_t nlate, fired, failed;
@@ -87,51 +91,15 @@ struct tidei_rule {
 	const struct tide_event *ev;
 	const tidei_rule_timer *timer;
 	int ref, late_call;
+	int again; /* the event is being tried again (not added to windows) */
 	char *errbuf;
 	tidei_buf kbuf; /* record keys */
+	tidei_buf rec;  /* a record being written */
 };
 
 /* ------------------------------------------------------------------------
  * Durations and options
  * ------------------------------------------------------------------------ */
-
-int
-tidei_duration_parse(const char *s, size_t n, int64_t *ns, char *err)
-{
-	static const struct {
-		const char *unit;
-		double ns;
-	} units[] = { { "ns", 1 },   { "us", 1e3 },   { "ms", 1e6 },    { "s", 1e9 },
-		      { "m", 60e9 }, { "h", 3600e9 }, { "d", 86400e9 }, { "w", 7 * 86400e9 } };
-	char tmp[64], *end;
-	double v;
-
-	if (n == 0 || n >= sizeof tmp)
-		return tidei_err(err, TIDE_EINVAL, "'%.*s' is not a duration (like \"15m\")",
-				 (int)(n > 40 ? 40 : n), s);
-	memcpy(tmp, s, n);
-	tmp[n] = '\0';
-	v = strtod(tmp, &end);
-	if (end == tmp || !(v >= 0) || !isfinite(v))
-		return tidei_err(err, TIDE_EINVAL, "'%s' is not a duration (like \"15m\")", tmp);
-	if (*end == '\0') {
-		v *= 1e9; /* seconds */
-	} else {
-		size_t u;
-		for (u = 0; u < sizeof units / sizeof units[0]; u++)
-			if (strcmp(end, units[u].unit) == 0)
-				break;
-		if (u == sizeof units / sizeof units[0])
-			return tidei_err(err, TIDE_EINVAL,
-					 "'%s': unknown unit '%s' (ns, us, ms, s, m, h, d or w)",
-					 tmp, end);
-		v *= units[u].ns;
-	}
-	if (v >= 9.2e18)
-		return tidei_err(err, TIDE_EINVAL, "'%s' is too long a duration", tmp);
-	*ns = (int64_t)v;
-	return TIDE_OK;
-}
 
 /* Option @p field of the table at @p idx as a duration: a string with a
  * unit or a number of seconds.  0 with *ns untouched when absent. */
@@ -334,7 +302,8 @@ tidei_rule_new(tidei_rule **out, lua_State *L, int idx, const char *consumer, ch
 	    (rc = opt_duration(L, idx, "lateness", &r->lateness, err)) != TIDE_OK ||
 	    (rc = parse_clock(r, L, idx, err)) != TIDE_OK ||
 	    (rc = parse_timers(r, L, idx, err)) != TIDE_OK ||
-	    (rc = opt_function(L, idx, "on_close", &r->on_close_ref, err)) != TIDE_OK) {
+	    (rc = opt_function(L, idx, "on_close", &r->on_close_ref, err)) != TIDE_OK ||
+	    (rc = tidei_rwins_parse(&r->wins, L, idx, err)) != TIDE_OK) {
 		tidei_rule_free(r, L);
 		return rc;
 	}
@@ -353,8 +322,13 @@ tidei_rule_new(tidei_rule **out, lua_State *L, int idx, const char *consumer, ch
 static void
 slots_free(tidei_rule *r)
 {
-	for (size_t k = 0; k < r->keys.n; k++)
+	for (size_t k = 0; k < r->keys.n; k++) {
 		tidei_buf_free(&r->slots[k].enc);
+		if (r->slots[k].w != NULL) {
+			tidei_rwins_drop(r->wins, r->slots[k].w);
+			free(r->slots[k].w);
+		}
+	}
 }
 
 void
@@ -375,6 +349,8 @@ tidei_rule_free(tidei_rule *r, lua_State *L)
 	tidei_keymap_free(&r->keys);
 	tidei_buf_free(&r->opbuf);
 	tidei_buf_free(&r->kbuf);
+	tidei_buf_free(&r->rec);
+	tidei_rwins_free(r->wins);
 	free(r->key_path);
 	free(r->consumer);
 	free(r);
@@ -777,17 +753,21 @@ tidei_rule_reset(tidei_rule *r, lua_State *L)
 	r->next_due = INT64_MIN;
 }
 
-/* Read record @p p into the slot and push its state (nil if none).
- * [-0, +1, e] */
+/* Read record @p p (from the log) into slot @p s: its times, its state's
+ * encoding and its windows.  [-0, +0, e] */
 static void
-push_record(lua_State *L, tidei_rule *r, slot *s, const uint8_t *p, size_t n)
+read_record(lua_State *L, tidei_rule *r, slot *s, const uint8_t *p, size_t n)
 {
 	tidei_vreader rd = { p, p + n };
 	tidei_vitem it;
+	const uint8_t *state;
 	int64_t f[3];
+	uint32_t count;
+	char err[TIDEI_ERRLEN];
 
 	if (tidei_val_next(&rd, &it) != 0 || it.type != TIDEI_V_ARRAY || it.u.count < 5)
 		luaL_error(L, "the stored state of rule '%s' is damaged", r->consumer);
+	count = it.u.count;
 	for (int i = 0; i < 4; i++) {
 		if (tidei_val_next(&rd, &it) != 0 || it.type != TIDEI_V_INT)
 			luaL_error(L, "the stored state of rule '%s' is damaged", r->consumer);
@@ -797,8 +777,40 @@ push_record(lua_State *L, tidei_rule *r, slot *s, const uint8_t *p, size_t n)
 	s->last_seen = f[0];
 	s->ttl_due = f[1];
 	s->win_due = f[2];
-	if (tidei_lua_push_val(L, &rd) != 0)
+	state = rd.p;
+	if (tidei_val_skip(&rd) != 0)
 		luaL_error(L, "the stored state of rule '%s' is damaged", r->consumer);
+	tidei_buf_reset(&s->enc);
+	if (!(rd.p - state == 1 && *state == 0xc0)) /* nil: no state */
+		tidei_buf_put(&s->enc, state, (size_t)(rd.p - state));
+	if (s->enc.failed)
+		luaL_error(L, "out of memory");
+	if (count >= 6 && s->w != NULL && tidei_rwins_decode(r->wins, s->w, &rd, err) != TIDE_OK)
+		luaL_error(L, "rule '%s': %s", r->consumer, err);
+}
+
+/* Append slot @p s's record to @p out; 0 when it has nothing to keep. */
+static int
+write_record(tidei_rule *r, const slot *s, tidei_buf *out)
+{
+	int wins = s->w != NULL && !tidei_rwins_empty(r->wins, s->w);
+
+	if (s->enc.len == 0 && !wins)
+		return 0;
+	tidei_val_array(out, 6);
+	tidei_val_int(out, REC_FORMAT);
+	tidei_val_int(out, s->last_seen);
+	tidei_val_int(out, s->ttl_due);
+	tidei_val_int(out, s->win_due);
+	if (s->enc.len > 0)
+		tidei_buf_put(out, s->enc.p, s->enc.len);
+	else
+		tidei_val_nil(out);
+	if (wins)
+		tidei_rwins_encode(r->wins, s->w, out);
+	else
+		tidei_val_nil(out);
+	return 1;
 }
 
 /* The slot of key @p k with its state pushed (nil if it has none).
@@ -823,6 +835,9 @@ load_slot(lua_State *L, tidei_rule *r, const char *k, size_t kn)
 		}
 		memset(&r->slots[at], 0, sizeof r->slots[at]);
 		r->slots[at].last_seen = INT64_MIN;
+		if (r->wins != NULL && (r->slots[at].w = calloc(tidei_rwins_count(r->wins),
+								sizeof(tidei_win *))) == NULL)
+			luaL_error(L, "not enough memory for the rule's keys");
 	}
 	s = &r->slots[at];
 	lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
@@ -846,15 +861,16 @@ load_slot(lua_State *L, tidei_rule *r, const char *k, size_t kn)
 				   mdb_strerror(mrc));
 		tidei_buf_reset(&s->enc);
 		if (mrc == 0)
-			tidei_buf_put(&s->enc, v.mv_data, v.mv_size);
-		if (s->enc.failed)
-			luaL_error(L, "out of memory");
+			read_record(L, r, s, v.mv_data, v.mv_size);
 		s->known = 1;
 	}
-	if (s->enc.len > 0)
-		push_record(L, r, s, s->enc.p, s->enc.len);
-	else
+	if (s->enc.len > 0) {
+		tidei_vreader rd = { s->enc.p, s->enc.p + s->enc.len };
+		if (tidei_lua_push_val(L, &rd) != 0)
+			luaL_error(L, "the stored state of rule '%s' is damaged", r->consumer);
+	} else {
 		lua_pushnil(L);
+	}
 	lua_pushvalue(L, -1);
 	lua_rawseti(L, -3, at + 1);
 	lua_remove(L, -2);
@@ -874,8 +890,8 @@ rollback(tidei_rule *r, lua_State *L, long at)
 	lua_pop(L, 1);
 }
 
-/* Encode slot @p at with the state at @p idx (nil or tide.delete: the
- * key is forgotten) as its record.  [-0, +0, e] */
+/* Encode the state at @p idx as slot @p at's (nil: it has none;
+ * tide.delete: the key is forgotten, windows too).  [-0, +0, e] */
 static void
 encode_slot(lua_State *L, tidei_rule *r, long at, int idx)
 {
@@ -884,20 +900,20 @@ encode_slot(lua_State *L, tidei_rule *r, long at, int idx)
 	tidei_buf b = { 0 };
 
 	if (lua_isnil(L, idx) || lua_touserdata(L, idx) == &tidei_delete_marker) {
-		if (s->enc.len == 0)
-			return; /* nothing stored, nothing to forget */
+		int had = s->enc.len > 0;
+		if (lua_touserdata(L, idx) == &tidei_delete_marker && s->w != NULL &&
+		    !tidei_rwins_empty(r->wins, s->w)) {
+			tidei_rwins_drop(r->wins, s->w); /* forgotten, windows too */
+			had = 1;
+		}
+		if (!had)
+			return; /* nothing kept, nothing to forget */
 		s->dirty = 1;
 		tidei_buf_reset(&s->enc);
-		s->ttl_due = s->win_due = 0;
 		return;
 	}
 	s->dirty = 1;
 	b.limit = tidei_lstate_ceiling(tidei_lstate_of(L));
-	tidei_val_array(&b, 5);
-	tidei_val_int(&b, REC_FORMAT);
-	tidei_val_int(&b, s->last_seen);
-	tidei_val_int(&b, s->ttl_due);
-	tidei_val_int(&b, s->win_due);
 	if (tidei_lua_to_val_charged(L, idx, &b, err) != 0) {
 		tidei_buf_free(&b);
 		luaL_error(L, "the state cannot be stored: %s", err);
@@ -1004,6 +1020,62 @@ arm_expiry(tidei_rule *r, slot *s, lua_State *L)
 	s->ttl_due = due;
 }
 
+/* Take what a handler returned (at -1) as the new state at @p si: a
+ * table, tide.delete, or nothing (changed in place).  [-1, +0, e] */
+static void
+take_result(lua_State *L, int si, const char *who)
+{
+	if (!lua_isnil(L, -1)) {
+		if (!lua_istable(L, -1) && lua_touserdata(L, -1) != &tidei_delete_marker)
+			luaL_error(L,
+				   "%s must return a table (the new state), tide.delete or "
+				   "nothing, not a %s",
+				   who, luaL_typename(L, -1));
+		lua_replace(L, si);
+	} else {
+		lua_pop(L, 1);
+	}
+}
+
+/* Encode the state at @p si as slot @p at's and keep it in the cache.
+ * [-0, +0, e] */
+static void
+settle(lua_State *L, tidei_rule *r, long at, int si)
+{
+	encode_slot(L, r, at, si);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
+	if (lua_istable(L, si))
+		lua_pushvalue(L, si);
+	else
+		lua_pushnil(L);
+	lua_rawseti(L, -2, at + 1);
+	lua_pop(L, 1);
+}
+
+/* The key's windows' timer: due when the next of them closes.  Written
+ * at once, not with the call's other timers: what the windows hold stays
+ * even if the call fails (the event happened), so must their timer. */
+static void
+arm_windows(tidei_rule *r, slot *s, lua_State *L, const char *k, size_t kn)
+{
+	int64_t next = tidei_rwins_next_close(r->wins, s->w);
+	char err[TIDEI_ERRLEN];
+	int rc;
+
+	if (next == INT64_MAX)
+		next = 0;
+	if (next == s->win_due)
+		return;
+	if (next == 0)
+		rc = timer_cancel(r, r->log, k, kn, TIMER_WIN, 2, err);
+	else
+		rc = timer_set(r, r->log, k, kn, TIMER_WIN, 2, next, 0, NULL, 0, err);
+	if (rc != TIDE_OK)
+		luaL_error(L, "%s", err);
+	s->win_due = next;
+	s->dirty = 1;
+}
+
 /* A handler call under protection: light userdata r at 1. */
 static int
 l_call(lua_State *L)
@@ -1040,21 +1112,21 @@ l_call(lua_State *L)
 		if (t > s->last_seen)
 			s->last_seen = t;
 	}
+	if (s->w != NULL && !r->late_call && !r->again) {
+		/* the event counts in the windows before the handler reads
+		 * them; a retry of it is not counted again */
+		char err[TIDEI_ERRLEN];
+		if (tidei_rwins_add(r->wins, s->w, r->ev, r->cur_now, err) != TIDE_OK)
+			return luaL_error(L, "%s", err);
+		s->dirty = 1;
+		arm_windows(r, s, L, k, kn);
+	}
 	lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
 	lua_pushvalue(L, evi);
 	lua_pushvalue(L, si);
 	lua_pushvalue(L, ki);
 	lua_call(L, 3, 1);
-	if (!lua_isnil(L, -1)) {
-		if (!lua_istable(L, -1) && lua_touserdata(L, -1) != &tidei_delete_marker)
-			luaL_error(L,
-				   "a rule's handler must return a table (the new state), "
-				   "tide.delete or nothing, not a %s",
-				   luaL_typename(L, -1));
-		lua_replace(L, si);
-	} else {
-		lua_pop(L, 1);
-	}
+	take_result(L, si, "a rule's handler");
 	s = &r->slots[at];
 	if (lua_istable(L, si) && s->enc.len == 0) {
 		/* a key seen for the first time and left empty is not kept: an
@@ -1069,14 +1141,7 @@ l_call(lua_State *L)
 	}
 	if (lua_istable(L, si))
 		arm_expiry(r, s, L);
-	encode_slot(L, r, at, si);
-	/* the cache holds the state as it is now */
-	lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
-	if (lua_istable(L, si))
-		lua_pushvalue(L, si);
-	else
-		lua_pushnil(L);
-	lua_rawseti(L, -2, at + 1);
+	settle(L, r, at, si);
 	tidei_lua_expire_event(L, evi);
 	return 0;
 }
@@ -1128,9 +1193,93 @@ tidei_rule_call(tidei_rule *r, tidei_script *s, tidei_log *log, int ref,
 	r->late_call = late;
 	r->ref = late == TIDEI_LATE_FN ? r->late_ref : ref;
 	r->cur_now = event_time(r, ev);
+	r->again = 0;
 	int rc = run_call(r, s, log, l_call, why, trace);
 	r->ev = NULL;
 	return rc;
+}
+
+int
+tidei_rule_call_again(tidei_rule *r, tidei_script *s, tidei_log *log, int ref,
+		      const struct tide_event *ev, char *why, char *trace)
+{
+	int rc;
+
+	r->ev = ev;
+	r->timer = NULL;
+	r->late_call = 0;
+	r->ref = ref;
+	r->cur_now = event_time(r, ev);
+	r->again = 1;
+	rc = run_call(r, s, log, l_call, why, trace);
+	r->again = 0;
+	r->ev = NULL;
+	return rc;
+}
+
+typedef struct closed_list {
+	lua_State *L;
+	const tidei_rule *r;
+	int list;
+	lua_Integer n;
+} closed_list;
+
+/* A window closed: {name, aggregates} onto the list.  [-0, +0, m] */
+static void
+on_closed(void *ud, const char *name, const tidei_agg *a)
+{
+	closed_list *c = ud;
+	lua_State *L = c->L;
+
+	lua_createtable(L, 2, 0);
+	lua_pushstring(L, name);
+	lua_rawseti(L, -2, 1);
+	tidei_rwins_push_agg(c->r->wins, L, name, a);
+	lua_rawseti(L, -2, 2);
+	lua_rawseti(L, c->list, ++c->n);
+}
+
+/* The key's windows that end at the watermark close, each handed to the
+ * rule's on_close(key, name, aggregates, st) in turn.  [-0, +0, e] */
+static int
+close_windows(lua_State *L, tidei_rule *r, long at, int ki, int si)
+{
+	slot *s = &r->slots[at];
+	closed_list c = { L, r, 0, 0 };
+	char err[TIDEI_ERRLEN];
+	size_t kn;
+	const char *k = lua_tolstring(L, ki, &kn);
+
+	s->win_due = 0;
+	s->dirty = 1;
+	if (s->w == NULL)
+		return 0;
+	lua_newtable(L);
+	c.list = lua_gettop(L);
+	if (tidei_rwins_advance(r->wins, s->w, r->watermark, on_closed, &c, err) != TIDE_OK)
+		return luaL_error(L, "%s", err);
+	arm_windows(r, s, L, k, kn);
+	if (r->on_close_ref == LUA_NOREF || c.n == 0) {
+		settle(L, r, at, si);
+		return 0;
+	}
+	if (lua_isnil(L, si)) {
+		lua_newtable(L);
+		lua_replace(L, si);
+	}
+	for (lua_Integer i = 1; i <= c.n && lua_istable(L, si); i++) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, r->on_close_ref);
+		lua_pushvalue(L, ki);
+		lua_rawgeti(L, c.list, i);
+		lua_rawgeti(L, -1, 1);
+		lua_rawgeti(L, -2, 2);
+		lua_remove(L, -3);
+		lua_pushvalue(L, si);
+		lua_call(L, 4, 1);
+		take_result(L, si, "on_close");
+	}
+	settle(L, r, at, si);
+	return 0;
 }
 
 /* A timer under protection: light userdata r at 1. */
@@ -1160,7 +1309,7 @@ l_fire(lua_State *L)
 			encode_slot(L, r, at, si);
 			return 0;
 		}
-		lua_pushnil(L);
+		lua_pushlightuserdata(L, (void *)&tidei_delete_marker);
 		lua_replace(L, si);
 		encode_slot(L, r, at, si);
 		lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
@@ -1168,6 +1317,8 @@ l_fire(lua_State *L)
 		lua_rawseti(L, -2, at + 1);
 		return 0;
 	}
+	if (t->name.len == 2 && memcmp(t->name.p, TIMER_WIN, 2) == 0)
+		return close_windows(L, r, at, ki, si);
 	if (lua_isnil(L, si)) {
 		lua_newtable(L);
 		lua_replace(L, si);
@@ -1185,23 +1336,8 @@ l_fire(lua_State *L)
 		lua_pushnil(L);
 	lua_pushvalue(L, si);
 	lua_call(L, 3, 1);
-	if (!lua_isnil(L, -1)) {
-		if (!lua_istable(L, -1) && lua_touserdata(L, -1) != &tidei_delete_marker)
-			luaL_error(L,
-				   "a timer handler must return a table (the new state), "
-				   "tide.delete or nothing, not a %s",
-				   luaL_typename(L, -1));
-		lua_replace(L, si);
-	} else {
-		lua_pop(L, 1);
-	}
-	encode_slot(L, r, at, si);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
-	if (lua_istable(L, si))
-		lua_pushvalue(L, si);
-	else
-		lua_pushnil(L);
-	lua_rawseti(L, -2, at + 1);
+	take_result(L, si, "a timer handler");
+	settle(L, r, at, si);
 	return 0;
 }
 
@@ -1296,7 +1432,12 @@ tidei_rule_flush(tidei_rule *r, tidei_log *log, char *err)
 		k = tidei_keymap_key(&r->keys, at, &kn);
 		key_start(r, 'S');
 		tidei_buf_put(&r->kbuf, k, kn);
-		rc = s->enc.len > 0 ? put(r, log, s->enc.p, s->enc.len, err) : del(r, log, err);
+		tidei_buf_reset(&r->rec);
+		if (write_record(r, s, &r->rec))
+			rc = r->rec.failed ? tidei_err(err, TIDE_ENOMEM, "out of memory")
+					   : put(r, log, r->rec.p, r->rec.len, err);
+		else
+			rc = del(r, log, err);
 		s->dirty = 0;
 	}
 	if (rc == TIDE_OK && r->meta_dirty) {
@@ -1314,4 +1455,16 @@ tidei_rule_committed(tidei_rule *r, lua_State *L)
 		tidei_rule_reset(r, L);
 		r->next_due = next;
 	}
+}
+
+int
+tidei_rule_window(tidei_rule *r, lua_State *L, const char *name, char *err)
+{
+	if (r->cur < 0 || r->slots[r->cur].w == NULL) {
+		if (r->wins == NULL)
+			return tidei_err(err, TIDE_EINVAL, "rule '%s' has no windows", r->consumer);
+		return tidei_err(err, TIDE_ESTATE, "windows are read in a handler with a key");
+	}
+	tidei_rwins_push(r->wins, r->slots[r->cur].w, L, name, r->cur_now);
+	return TIDE_OK;
 }

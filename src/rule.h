@@ -95,12 +95,19 @@ int tidei_rule_fire(tidei_rule *r, tidei_script *s, tidei_log *log, const tidei_
  *  event with @p late: TIDEI_LATE_HANDLE or _FN).  As tidei_rule_fire(). */
 int tidei_rule_call(tidei_rule *r, tidei_script *s, tidei_log *log, int ref,
 		    const struct tide_event *ev, int late, char *why, char *trace);
+/** The same for an event tried again (a retry, or one released after an
+ *  earlier event of its subject): it is not added to windows again. */
+int tidei_rule_call_again(tidei_rule *r, tidei_script *s, tidei_log *log, int ref,
+			  const struct tide_event *ev, char *why, char *trace);
 
 /** tide.timer.* from the call in progress: @p op is TIDEI_TIMER_*.
  *  Applied when the call succeeds. */
 enum { TIDEI_TIMER_AT, TIDEI_TIMER_AFTER, TIDEI_TIMER_EVERY, TIDEI_TIMER_CANCEL };
 int tidei_rule_timer_op(tidei_rule *r, lua_State *L, int op, const char *name, size_t n,
 			int64_t when, int data, char *err);
+/** tide.window(name) in a call: push the aggregates of window @p name of
+ *  the key in hand, at the time of the call. */
+int tidei_rule_window(tidei_rule *r, lua_State *L, const char *name, char *err);
 /** The rule's clock: the watermark (ns), or INT64_MIN before any event. */
 int64_t tidei_rule_now(const tidei_rule *r);
 
@@ -120,8 +127,5 @@ typedef struct tidei_rule_stat {
  *  TIDE_ENOTFOUND (not a rule, or it has not run yet), TIDE_EIO. */
 int tidei_rule_stat_read(tidei_log *log, MDB_txn *txn, const char *name, tidei_rule_stat *st,
 			 int count);
-
-/** "15m", "1h", "500ms", "30d", "2w", or a number of seconds, into ns. */
-int tidei_duration_parse(const char *s, size_t n, int64_t *ns, char *err);
 
 #endif

@@ -441,7 +441,7 @@ START_TEST(rule_option_errors)
 		const char *opts, *want;
 	} cases[] = {
 		{ "key = 'subject', clock = 'wall'", "option 'clock' must be \"event\" or" },
-		{ "key = 'subject', ttl = '3 days'", "option 'ttl': '3 days': unknown unit" },
+		{ "key = 'subject', ttl = '3 days'", "option 'ttl': '3 days' is not a duration" },
 		{ "key = 'subject', ttl = true", "option 'ttl' must be a duration" },
 		{ "key = 'data..x'", "option 'key': 'data..x' is not a path" },
 		{ "key = 42", "option 'key' must be a path" },
@@ -500,6 +500,118 @@ START_TEST(timer_errors)
 	ck_assert_msg(strstr(out, "timer 'nameless' has no handler") != NULL, "%s", out);
 	ck_assert_msg(strstr(out, "timers belong to a rule") != NULL, "%s", out);
 	ck_assert_msg(strstr(out, "'soon' is not a duration") != NULL, "%s", out);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * Windows
+ * ------------------------------------------------------------------------ */
+
+static char *log_emits(const char *data);
+static char *replay_emits(const rig *r);
+static void same_lines(const char *got, const char *want);
+
+static const char window_script[] =
+	"local tide = require 'tide'\n"
+	"local base = 29453760 -- 2026-01-01 in minutes\n"
+	"local function int(x) return x and math.tointeger(x) or x end\n"
+	"tide.on('m.v', function(ev, st, key)\n"
+	"  local w, c = tide.window('s30'), tide.window('last3')\n"
+	"  tide.emit{ type = 'out.seen', subject = key,\n"
+	"             data = { id = ev.id, n = w.count, max = int(w.max), last3 = int(c.sum) } }\n"
+	"end, { name = 'win', key = 'subject', from = 'beginning',\n"
+	"       windows = { t10 = { tumbling = '10m', value = 'data.v' },\n"
+	"                   s30 = { sliding = '30m', value = 'data.v', aggregates = { 'count', "
+	"'max' } },\n"
+	"                   last3 = { last = 3, value = 'data.v', aggregates = { 'sum' } },\n"
+	"                   sess = { session = '5m' } },\n"
+	"       on_close = function(key, name, a, st)\n"
+	"         tide.emit{ type = 'out.closed', subject = key, data = { name = name,\n"
+	"           count = a.count, sum = int(a.sum), start = a.start // 60000000000 - base } }\n"
+	"       end })\n";
+
+START_TEST(windows_aggregate_and_close_across_a_kill)
+{
+	rig r;
+	sbuf b = { 0 };
+	char *got, *live, *replayed;
+
+	rig_init(&r, window_script);
+	rig_start(&r);
+	event(&b, 1, "m.v", "k1", 1, "{\"v\":1}");
+	event(&b, 2, "m.v", "k2", 2, "{\"v\":2}");
+	event(&b, 3, "m.v", "k1", 3, "{\"v\":2}");
+	event(&b, 4, "m.v", "k1", 12, "{\"v\":3}");
+	event(&b, 5, "m.v", "k1", 14, "{\"v\":6}");
+	event(&b, 6, "m.v", "k2", 25, "{\"v\":6}");
+	rig_publish(&r, sb_take(&b), "win");
+	rig_kill(&r);
+	rig_start(&r);
+	event(&b, 7, "m.v", "k1", 40, "{\"v\":4}");
+	rig_publish(&r, sb_take(&b), "win");
+	rig_stop(&r);
+
+	got = emitted(r.data, "out.seen");
+	ck_assert_str_eq(got, "k1 {\"id\":\"e1\",\"last3\":1,\"max\":1,\"n\":1}\n"
+			      "k2 {\"id\":\"e2\",\"last3\":2,\"max\":2,\"n\":1}\n"
+			      "k1 {\"id\":\"e3\",\"last3\":3,\"max\":2,\"n\":2}\n"
+			      "k1 {\"id\":\"e4\",\"last3\":6,\"max\":3,\"n\":3}\n"
+			      "k1 {\"id\":\"e5\",\"last3\":11,\"max\":6,\"n\":4}\n"
+			      "k2 {\"id\":\"e6\",\"last3\":8,\"max\":6,\"n\":2}\n"
+			      "k1 {\"id\":\"e7\",\"last3\":13,\"max\":6,\"n\":3}\n");
+	free(got);
+	got = emitted(r.data, "out.closed");
+	ck_assert_str_eq(got, "k2 {\"count\":1,\"name\":\"sess\",\"start\":2}\n"
+			      "k2 {\"count\":1,\"name\":\"t10\",\"start\":0,\"sum\":2}\n"
+			      "k1 {\"count\":2,\"name\":\"sess\",\"start\":1}\n"
+			      "k1 {\"count\":2,\"name\":\"t10\",\"start\":0,\"sum\":3}\n"
+			      "k1 {\"count\":2,\"name\":\"sess\",\"start\":12}\n"
+			      "k1 {\"count\":2,\"name\":\"t10\",\"start\":10,\"sum\":9}\n"
+			      "k2 {\"count\":1,\"name\":\"sess\",\"start\":25}\n"
+			      "k2 {\"count\":1,\"name\":\"t10\",\"start\":20,\"sum\":6}\n");
+	free(got);
+	live = log_emits(r.data);
+	replayed = replay_emits(&r);
+	same_lines(replayed, live);
+	free(live);
+	free(replayed);
+}
+END_TEST
+
+START_TEST(window_option_errors)
+{
+	static const struct {
+		const char *opts, *want;
+	} cases[] = {
+		{ "windows = { w = { tumbling = '1h', sliding = '1h' } }",
+		  "needs one of tumbling" },
+		{ "windows = { w = { sliding = '1h', aggregates = { 'sum' } } }",
+		  "'sum' needs a 'value' path" },
+		{ "windows = { w = { hopping = '1h' } }", "'every' goes with 'hopping'" },
+		{ "windows = { w = { hopping = '1h', every = '7m' } }", "window 'w':" },
+		{ "windows = { w = { last = 0 } }", "'last' must be a count" },
+		{ "windows = { w = { session = '5m', colour = 1 } }", "unknown field 'colour'" },
+		{ "windows = { w = { tumbling = '1h', value = 'data.v', aggregates = { 'p95', "
+		  "'p99' } } }",
+		  "one quantile per window" },
+		{ "windows = { w = { tumbling = 'soon' } }", "window 'w': 'tumbling':" },
+	};
+
+	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+		const char *dir = th_tmpdir();
+		char script[1024], out[4096];
+		snprintf(
+			script, sizeof script,
+			"local tide = require 'tide'\n"
+			"tide.on('x', function(ev, st) end, { name = 'r', key = 'subject', %s })\n",
+			cases[k].opts);
+		th_write(dir, "bad.lua", script);
+		ck_assert_int_ne(th_sh(out, sizeof out,
+				       "'%s' run --data '%s/data' --script '%s/bad.lua' 2>&1",
+				       TIDE_BIN, dir, dir),
+				 0);
+		ck_assert_msg(strstr(out, cases[k].want) != NULL, "%s: %s", cases[k].opts, out);
+	}
 }
 END_TEST
 
@@ -826,6 +938,9 @@ rules_suite(void)
 	tc = tcase(s, "errors");
 	tcase_add_test(tc, rule_option_errors);
 	tcase_add_test(tc, timer_errors);
+	tc = tcase(s, "windows");
+	tcase_add_test(tc, windows_aggregate_and_close_across_a_kill);
+	tcase_add_test(tc, window_option_errors);
 	tc = tcase(s, "patterns");
 	tcase_add_test(tc, absence_sequence_and_negation);
 	tc = tcase(s, "enrichment");
