@@ -79,6 +79,7 @@ struct tidei_consumers {
 	tidei_rule_timer timer; /* the one firing */
 	tidei_replay_sink sink; /* a replay's, or all NULL */
 	tidei_shared *shared;   /* tide.shared tables */
+	uint64_t tick_seq;      /* the tick appended last, until every rule passed it */
 	tidei_buf scratch;      /* tide_event_json() for C handlers */
 	tidei_buf attrs;        /* tide_event_attr() for C handlers */
 };
@@ -921,6 +922,7 @@ tidei_consumers_reload(tidei_consumers *cs, tidei_log *log)
 	int rc = tidei_log_read_begin(log, &txn);
 
 	cs->ran = 0; /* aborted: the claims made stay remembered */
+	cs->tick_seq = 0;
 	if (rc != TIDE_OK)
 		return rc;
 	rc = load(cs, log, txn, log->committed);
@@ -966,6 +968,18 @@ int64_t
 tidei_consumers_next_retry(const tidei_consumers *cs)
 {
 	int64_t next = -1;
+
+	/* the arrival clock's timers: a tick is due (0: find out now) */
+	for (size_t k = 0; k < cs->n; k++) {
+		int64_t due;
+		if (cs->v[k].rule == NULL ||
+		    (due = tidei_rule_wall_due(cs->v[k].rule, NULL, NULL)) == INT64_MAX)
+			continue;
+		if (due == INT64_MIN)
+			due = 0;
+		if (next < 0 || due < next)
+			next = due;
+	}
 
 	for (size_t k = 0; k < cs->n; k++)
 		for (size_t i = 0; i < cs->v[k].npend; i++) {
@@ -1359,6 +1373,65 @@ save_checkpoint(tidei_consumer *c, tidei_log *log, char *err)
 	return TIDE_OK;
 }
 
+#define TICK_TYPE "tide.tick"
+#define TICK_SOURCE "/tide"
+
+/* A tick: an event the engine appends so that rules on the arrival clock
+ * see time pass while no event comes (tidei_consumers_tick()). */
+static int
+is_tick(const struct tide_event *ev)
+{
+	return ev->len[TIDEI_A_TYPE] == sizeof TICK_TYPE - 1 &&
+	       memcmp(ev->attr[TIDEI_A_TYPE], TICK_TYPE, sizeof TICK_TYPE - 1) == 0 &&
+	       ev->len[TIDEI_A_SOURCE] == sizeof TICK_SOURCE - 1 &&
+	       memcmp(ev->attr[TIDEI_A_SOURCE], TICK_SOURCE, sizeof TICK_SOURCE - 1) == 0;
+}
+
+int
+tidei_consumers_tick(tidei_consumers *cs, tidei_log *log, int64_t now, char *err)
+{
+	int64_t due = INT64_MAX;
+	char id[64], time[40];
+	tidei_evb b;
+	tidei_buf rec = { 0 };
+	tidei_append res;
+	int rc = TIDE_OK, n;
+
+	for (size_t k = 0; k < cs->n; k++) {
+		tidei_consumer *c = &cs->v[k];
+		int64_t d;
+		if (c->rule == NULL ||
+		    (d = tidei_rule_wall_due(c->rule, log, log->txn)) == INT64_MAX)
+			continue;
+		/* one tick at a time: until every rule has passed the last */
+		if (cs->tick_seq != 0 && c->checkpoint < cs->tick_seq)
+			return TIDE_OK;
+		if (d < due)
+			due = d;
+	}
+	cs->tick_seq = 0;
+	if (due > now)
+		return TIDE_OK;
+	memset(&b, 0, sizeof b);
+	tidei_evb_reset(&b);
+	n = snprintf(id, sizeof id, "tick-%lld", (long long)now);
+	tidei_evb_string(&b, "specversion", 11, "1.0", 3);
+	tidei_evb_string(&b, "id", 2, id, (size_t)n);
+	tidei_evb_string(&b, "source", 6, TICK_SOURCE, sizeof TICK_SOURCE - 1);
+	tidei_evb_string(&b, "type", 4, TICK_TYPE, sizeof TICK_TYPE - 1);
+	n = tidei_time_format(time, now);
+	tidei_evb_string(&b, "time", 4, time, (size_t)n);
+	if (b.invalid || tidei_evb_finish(&b, &rec) != 0 || rec.failed)
+		rc = tidei_err(err, TIDE_ENOMEM, "cannot make a tick: %s", b.err);
+	else if ((rc = tidei_log_append(log, rec.p, rec.len, now, -1, &res)) != TIDE_OK)
+		rc = tidei_err(err, rc, "%s", log->err);
+	else
+		cs->tick_seq = res.seq;
+	tidei_evb_free(&b);
+	tidei_buf_free(&rec);
+	return rc;
+}
+
 /* Event @p ev (at @p seq) for consumer @p c: handled, held back behind an
  * earlier event of its subject, or not for it.  *stop is set when the
  * turn must end before the consumer passed it (the state was full). */
@@ -1371,6 +1444,13 @@ offer(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *
 	uint64_t subject, seq = ev->seq;
 	int rc, ok = H_OK;
 
+	if (is_tick(ev)) {
+		/* the passage of time, for rules on the arrival clock only */
+		if (c->rule != NULL && tidei_rule_wall_due(c->rule, NULL, NULL) != INT64_MAX &&
+		    !tidei_rule_clock(c->rule, ev, &cs->late))
+			return fire_due(cs, c, ev, log, appended, err);
+		return TIDE_OK;
+	}
 	if (!tidei_pattern_match(c->pattern, c->plen, ev->attr[TIDEI_A_TYPE],
 				 ev->len[TIDEI_A_TYPE]))
 		return TIDE_OK;

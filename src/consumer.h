@@ -128,8 +128,15 @@ int tidei_consumers_reload(tidei_consumers *cs, tidei_log *log);
 void tidei_consumers_requeue(tidei_consumers *cs, const char *name, uint64_t seq);
 void tidei_consumers_forget(tidei_consumers *cs, const char *name, uint64_t seq);
 
-/** When the earliest retry falls due (ns since the epoch; 0 = now), or -1
- *  if none. */
+/** Rules on the arrival clock see time pass through events; when none
+ *  comes and one of their timers is due at @p now, append a tick (type
+ *  "tide.tick", source "/tide") in the open write transaction.  Ticks
+ *  reach no handler; rules on the arrival clock fire their timers at
+ *  them, live and in a replay alike. */
+int tidei_consumers_tick(tidei_consumers *cs, tidei_log *log, int64_t now, char *err);
+
+/** When the earliest retry (or arrival-clock timer) falls due (ns since
+ *  the epoch; 0 = now), or -1 if none. */
 int64_t tidei_consumers_next_retry(const tidei_consumers *cs);
 
 size_t tidei_consumers_count(const tidei_consumers *cs);

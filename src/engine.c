@@ -316,7 +316,8 @@ commit_turn(tide_engine *e, int with_consumers, int *more, char *err)
 		goto abort;
 	if (with_consumers) {
 		int pmore = 0;
-		if ((rc = tidei_consumers_run(e->cs, e->log, more, err)) != TIDE_OK)
+		if ((rc = tidei_consumers_tick(e->cs, e->log, now, err)) != TIDE_OK ||
+		    (rc = tidei_consumers_run(e->cs, e->log, more, err)) != TIDE_OK)
 			goto abort;
 		/* after the consumers: projections see what they emitted (and
 		 * wait for a fresh state if the consumers found it full) */

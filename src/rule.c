@@ -731,6 +731,33 @@ tidei_rule_clock(tidei_rule *r, const struct tide_event *ev, int *late)
 }
 
 int64_t
+tidei_rule_wall_due(tidei_rule *r, tidei_log *log, MDB_txn *txn)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	size_t pre = 1 + r->nlen + 1;
+	int mrc;
+
+	if (r->clock != TIDEI_CLOCK_ARRIVAL)
+		return INT64_MAX;
+	if (r->next_due != INT64_MIN || txn == NULL)
+		return r->next_due;
+	/* not known: the first timer in the log */
+	key_start(r, 'T');
+	if (r->kbuf.failed || mdb_cursor_open(txn, log->rules, &cur) != 0)
+		return INT64_MIN;
+	k.mv_size = r->kbuf.len;
+	k.mv_data = r->kbuf.p;
+	mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	if (mrc == 0 && k.mv_size >= pre + 10 && memcmp(k.mv_data, r->kbuf.p, pre) == 0)
+		r->next_due = get_due((const uint8_t *)k.mv_data + pre);
+	else if (mrc == 0 || mrc == MDB_NOTFOUND)
+		r->next_due = INT64_MAX;
+	mdb_cursor_close(cur);
+	return r->next_due;
+}
+
+int64_t
 tidei_rule_now(const tidei_rule *r)
 {
 	return r->watermark;

@@ -108,6 +108,10 @@ int tidei_rule_timer_op(tidei_rule *r, lua_State *L, int op, const char *name, s
 /** tide.window(name) in a call: push the aggregates of window @p name of
  *  the key in hand, at the time of the call. */
 int tidei_rule_window(tidei_rule *r, lua_State *L, const char *name, char *err);
+/** For a rule on the arrival clock: when its next timer is due (ns since
+ *  the epoch; INT64_MAX: none), read from @p txn when not known (with
+ *  @p txn NULL, INT64_MIN then: "look").  INT64_MAX for other rules. */
+int64_t tidei_rule_wall_due(tidei_rule *r, tidei_log *log, MDB_txn *txn);
 /** The rule's clock: the watermark (ns), or INT64_MIN before any event. */
 int64_t tidei_rule_now(const tidei_rule *r);
 

@@ -118,6 +118,11 @@ emitted(const char *data, const char *type)
 	return sb_take(&b);
 }
 
+/* Defined with the live = replay test. */
+static char *log_emits(const char *data);
+static char *replay_emits(const rig *r);
+static void same_lines(const char *got, const char *want);
+
 /* ------------------------------------------------------------------------
  * State per key
  * ------------------------------------------------------------------------ */
@@ -385,6 +390,57 @@ START_TEST(recurring_and_cancelled_timers)
 }
 END_TEST
 
+/* On the arrival clock a timer fires at its time with no event to move
+ * the clock: the engine appends a tick, which no handler sees and which
+ * a replay follows. */
+START_TEST(arrival_clock_timers_fire_without_events)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"tide.on('*', function(ev, st, key)\n"
+		"  st.seen = (st.seen or 0) + 1\n"
+		"  if ev.type == 'job.start' then tide.timer.after('check', '1s', { id = ev.id }) "
+		"end\n"
+		"end, { name = 'watch', key = 'subject', clock = 'arrival', from = 'beginning',\n"
+		"       timers = { check = function(key, data, st)\n"
+		"         tide.emit{ type = 'out.check', subject = key,\n"
+		"                    data = { id = data.id, seen = st.seen } }\n"
+		"       end } })\n"
+		"tide.on('*', function(ev)\n"
+		"  if ev.type == 'tide.tick' then error('a tick reached a handler') end\n"
+		"end, { name = 'all', from = 'beginning', retries = 0 })\n";
+	rig r;
+	sbuf b = { 0 };
+	char *got = NULL, *live, *replayed, out[4096];
+	int64_t deadline;
+
+	rig_init(&r, script);
+	rig_start(&r);
+	event(&b, 1, "job.start", "j1", 0, "{}");
+	event(&b, 2, "job.start", "j2", 0, "{}");
+	rig_publish(&r, sb_take(&b), "watch");
+	deadline = th_ms() + 10000;
+	do {
+		free(got);
+		th_pause();
+		got = emitted(r.data, "out.check");
+	} while (th_count(got, "\n") < 2 && th_ms() < deadline);
+	rig_stop(&r);
+	ck_assert_str_eq(got, "j1 {\"id\":\"e1\",\"seen\":1}\nj2 {\"id\":\"e2\",\"seen\":1}\n");
+	free(got);
+	/* no handler saw the tick: nothing in the dead letters */
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' dlq list --data '%s' 2>&1", TIDE_BIN, r.data),
+			 0);
+	ck_assert_msg(strstr(out, "tick") == NULL, "%s", out);
+	ck_assert_int_ge(th_log_count(r.data, "--type tide.tick"), 1);
+	live = log_emits(r.data);
+	replayed = replay_emits(&r);
+	same_lines(replayed, live);
+	free(live);
+	free(replayed);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Late events
  * ------------------------------------------------------------------------ */
@@ -506,10 +562,6 @@ END_TEST
 /* ------------------------------------------------------------------------
  * Windows
  * ------------------------------------------------------------------------ */
-
-static char *log_emits(const char *data);
-static char *replay_emits(const rig *r);
-static void same_lines(const char *got, const char *want);
 
 static const char window_script[] =
 	"local tide = require 'tide'\n"
@@ -933,6 +985,7 @@ rules_suite(void)
 	tc = tcase(s, "timers");
 	tcase_add_test(tc, timers_fire_once_on_event_time);
 	tcase_add_test(tc, recurring_and_cancelled_timers);
+	tcase_add_test(tc, arrival_clock_timers_fire_without_events);
 	tc = tcase(s, "late");
 	tcase_add_test(tc, late_events_are_counted_or_handed_over);
 	tc = tcase(s, "errors");
