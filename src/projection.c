@@ -59,8 +59,11 @@
 #include "projection.h"
 #include "pstate.h"
 
-/* Encode and write the cached states when this many keys are held. */
+/* Encode and write the cached states when this many keys changed. */
 #define CACHE_MAX 100000
+/* A live projection keeps up to this many states decoded between writes,
+ * so that the next event of a key does not read and decode it again. */
+#define KEEP_MAX 200000
 /* A rebuild writes its state only now and then (or when it catches up):
  * a key updated many times in the meantime is written once. */
 #define REBUILD_KEYS 200000
@@ -100,8 +103,11 @@ typedef struct proj {
 	handler *h;     /* exact types first, then prefixes longest first, then "*" */
 	size_t nh;
 	tidei_proj_meta meta;
-	int meta_changed;    /* by load(): a new definition starts a build */
-	tidei_keymap keys;   /* keys touched since the last write, each with a slot */
+	int meta_changed;  /* by load(): a new definition starts a build */
+	tidei_keymap keys; /* keys whose states are in the cache, each with a slot */
+	uint8_t *dirty;    /* per slot: changed since the last write */
+	size_t dirty_cap;
+	size_t ndirty;       /* slots with dirty set */
 	int cache_ref;       /* Lua table: slot + 1 -> that key's state */
 	uint64_t done;       /* a rebuild's progress in memory, ahead of meta.build_seq */
 	int64_t flushed_at;  /* when the states were last written */
@@ -316,6 +322,7 @@ proj_free(lua_State *L, proj *p)
 	p->par = NULL;
 	tidei_buf_free(&p->out);
 	tidei_keymap_free(&p->keys);
+	free(p->dirty);
 	if (L) {
 		luaL_unref(L, LUA_REGISTRYINDEX, p->key_ref);
 		luaL_unref(L, LUA_REGISTRYINDEX, p->filter_ref);
@@ -575,6 +582,9 @@ load(tidei_projections *ps, tidei_log *log, MDB_txn *txn)
 			p->meta_changed = 0;
 		}
 		tidei_keymap_clear(&p->keys);
+		if (p->dirty != NULL)
+			memset(p->dirty, 0, p->dirty_cap);
+		p->ndirty = 0;
 	}
 	return TIDE_OK;
 }
@@ -588,6 +598,9 @@ new_cache(tidei_projections *ps, proj *p)
 	lua_createtable(L, (int)(p->keys.n < CACHE_MAX ? p->keys.n : CACHE_MAX), 0);
 	p->cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	tidei_keymap_clear(&p->keys);
+	if (p->dirty != NULL)
+		memset(p->dirty, 0, p->ndirty ? p->dirty_cap : 0);
+	p->ndirty = 0;
 	p->done = 0; /* progress held only in the cache goes with it */
 }
 
@@ -805,6 +818,28 @@ event_key(lua_State *L, proj *p, int *evi, const char **k, size_t *klen)
 	return 1;
 }
 
+/* Slot @p slot is to be written.  0, or -1 when out of memory. */
+static int
+mark_dirty(proj *p, size_t slot)
+{
+	if (slot >= p->dirty_cap) {
+		size_t cap = p->dirty_cap ? p->dirty_cap : 1024;
+		uint8_t *v;
+		while (cap <= slot)
+			cap *= 2;
+		if ((v = realloc(p->dirty, cap)) == NULL)
+			return -1;
+		memset(v + p->dirty_cap, 0, cap - p->dirty_cap);
+		p->dirty = v;
+		p->dirty_cap = cap;
+	}
+	if (!p->dirty[slot]) {
+		p->dirty[slot] = 1;
+		p->ndirty++;
+	}
+	return 0;
+}
+
 /* Apply p->ev with the handler p->handler_ref, under the key p->key if
  * set (a build helper's, found beforehand).  [-0, +(0..4), e] */
 static void
@@ -823,8 +858,9 @@ apply(lua_State *L, proj *p)
 		tidei_lua_expire_event(L, evi);
 		return;
 	}
-	/* state: touched since the last write, stored, or new */
-	if ((slot = tidei_keymap_put(&p->keys, k, klen, &fresh)) < 0)
+	/* state: in the cache, stored, or new */
+	if ((slot = tidei_keymap_put(&p->keys, k, klen, &fresh)) < 0 ||
+	    mark_dirty(p, (size_t)slot) != 0)
 		luaL_error(L, "not enough memory for the projection's keys");
 	lua_rawgeti(L, LUA_REGISTRYINDEX, p->cache_ref);
 	if (fresh)
@@ -954,7 +990,7 @@ l_run(lua_State *L)
 			p->run.handled++;
 		}
 		p->run.done = p->run.seq;
-		if (!p->run.rebuilding && p->keys.n >= CACHE_MAX)
+		if (!p->run.rebuilding && p->ndirty >= CACHE_MAX)
 			break; /* the rest next turn, after this turn's states are written */
 		if ((!p->run.rebuilding && p->run.handled >= p->run.budget) ||
 		    (++p->run.seen % CLOCK_EVERY == 0 && tidei_now() >= p->run.deadline))
@@ -1030,6 +1066,8 @@ l_encode(lua_State *L)
 	for (size_t slot = 0; slot < p->keys.n; slot++) {
 		size_t klen, at;
 		const char *k = tidei_keymap_key(&p->keys, slot, &klen);
+		if (slot >= p->dirty_cap || !p->dirty[slot])
+			continue; /* as written */
 		if (lua_rawgeti(L, -1, (lua_Integer)slot + 1) == LUA_TNIL) {
 			lua_pop(L, 1); /* its first event failed: nothing to write */
 			continue;
@@ -1069,6 +1107,18 @@ write_states(proj *p, const tidei_buf *const *out, size_t nout, char *err)
 				  TIDEI_LOG_FORMAT, out, nout, err);
 }
 
+/* Whether a live projection keeps its states decoded after writing them:
+ * while they are not too many and the scripts' state has room.  A build
+ * writes and forgets (its keys pass once). */
+static int
+keep_cache(tidei_projections *ps, const proj *p)
+{
+	tidei_lstate *ls = tidei_script_lstate(ps->o.script);
+
+	return p->meta.build == p->meta.live && p->keys.n <= KEEP_MAX &&
+	       tidei_lstate_room(ls) > tidei_lstate_ceiling(ls) / 2;
+}
+
 /* Write the cached states.  TIDE_ESCRIPT: a state could not be encoded
  * (nothing was written); otherwise an LMDB failure ends the turn. */
 static int
@@ -1077,15 +1127,24 @@ flush(tidei_projections *ps, proj *p, char *err)
 	char why[TIDEI_ERRLEN];
 	int rc;
 
-	if (p->keys.n == 0) {
-		new_cache(ps, p);
+	if (p->ndirty == 0) {
+		if (!keep_cache(ps, p))
+			new_cache(ps, p);
 		return TIDE_OK;
 	}
 	rc = tidei_script_protect(ps->o.script, l_encode, p, why, NULL);
-	new_cache(ps, p);
 	if (rc != TIDE_OK) {
+		new_cache(ps, p);
 		tidei_buf_reset(&p->out);
 		return tidei_err(err, TIDE_ESCRIPT, "%s", why);
+	}
+	if (keep_cache(ps, p)) {
+		/* the states stay decoded for the next events of their keys;
+		 * what was written is clean */
+		memset(p->dirty, 0, p->keys.n < p->dirty_cap ? p->keys.n : p->dirty_cap);
+		p->ndirty = 0;
+	} else {
+		new_cache(ps, p);
 	}
 	{
 		const tidei_buf *out = &p->out;
@@ -1353,7 +1412,7 @@ write:
 			return tidei_err(err, TIDE_EIO, "%s", log->err);
 		return TIDE_OK;
 	}
-	if (!rebuilding && !p->meta.faulted && handled >= LIVE_BUSY && p->keys.n < CACHE_MAX &&
+	if (!rebuilding && !p->meta.faulted && handled >= LIVE_BUSY && p->ndirty < CACHE_MAX &&
 	    now - p->flushed_at < LIVE_FLUSH_NS) {
 		*more = 1; /* a turn soon, to write them if nothing else comes */
 		return TIDE_OK;
