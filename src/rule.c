@@ -1024,6 +1024,13 @@ apply_ops(tidei_rule *r, tidei_log *log, const char *key, size_t kn, char *err)
 	return rc;
 }
 
+/* Whether slot @p s's windows hold anything. */
+static int
+has_windows(const tidei_rule *r, const slot *s)
+{
+	return s->w != NULL && !tidei_rwins_empty(r->wins, s->w);
+}
+
 /* The key's expiry: due again after ttl from its last event. */
 static void
 arm_expiry(tidei_rule *r, slot *s, lua_State *L)
@@ -1166,7 +1173,7 @@ l_call(lua_State *L)
 			lua_pop(L, 2);
 		}
 	}
-	if (lua_istable(L, si))
+	if (lua_istable(L, si) || has_windows(r, s))
 		arm_expiry(r, s, L);
 	settle(L, r, at, si);
 	tidei_lua_expire_event(L, evi);
@@ -1329,10 +1336,11 @@ l_fire(lua_State *L)
 	if (t->name.len == 0) {
 		/* the key's expiry: forget it if it had no event since */
 		s->ttl_due = 0;
-		if (lua_isnil(L, si))
+		if (lua_isnil(L, si) && !has_windows(r, s))
 			return 0;
 		if (s->last_seen > t->due - r->ttl) {
 			arm_expiry(r, s, L);
+			s->dirty = 1; /* its record holds when it is due */
 			encode_slot(L, r, at, si);
 			return 0;
 		}

@@ -962,6 +962,29 @@ START_TEST(live_equals_replay)
 }
 END_TEST
 
+/* examples/rules/run.sh: a kill -9 in the middle, the alerts it must
+ * show, and tide replay agreeing. */
+START_TEST(rules_example_runs)
+{
+	const char *dir = th_tmpdir();
+	static char out[65536];
+
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "TMPDIR='%s' TIDE='%s' '%s/examples/rules/run.sh' 2>&1", dir,
+			       TIDE_BIN, TIDE_SRCDIR),
+			 0);
+	ck_assert_msg(strstr(out, "\"card-07\" {\"events\":[\"tx-0081\",\"tx-0082\"],"
+				  "\"rule\":\"card_testing\"") != NULL,
+		      "%s", out);
+	ck_assert_msg(strstr(out, "\"card-12\" {\"n1h\":6,\"rule\":\"velocity\"") != NULL, "%s",
+		      out);
+	ck_assert_msg(strstr(out, "sensor.silent \"sensor-4\"") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "sensor.anomaly \"sensor-3\"") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "== 4 events emitted live, 4 by tide replay of the log") != NULL,
+		      "%s", out);
+}
+END_TEST
+
 static TCase *
 tcase(Suite *s, const char *name)
 {
@@ -1001,5 +1024,6 @@ rules_suite(void)
 	tcase_add_test(tc, table_errors);
 	tc = tcase(s, "determinism");
 	tcase_add_test(tc, live_equals_replay);
+	tcase_add_test(tc, rules_example_runs);
 	return s;
 }
