@@ -1224,7 +1224,8 @@ rules_notes() {
 		r=$(med_of rules/velocity) b=$(med_of rules/velocity/bare || true)
 		echo "Velocity: \`velocity.lua\` (README.md); the clock stops when the rule's checkpoint is at the"
 		echo "log's last seq and the log holds every transaction (the alerts are appended too)."
-		echo "Alerts: $(fvalues rules/velocity alerts | sort -u | paste -sd/ | sed 's|/| / |g') per run of $(fmt "$RULE_EVENTS")."
+		echo "Alerts: $(fvalues rules/velocity alerts | sort -u | while read -r x; do fmt "$x"; done |
+			paste -sd/ | sed 's|/| / |g') per run of $(fmt "$RULE_EVENTS") (the same events every run)."
 		if [ -n "$b" ]; then
 			m=$(awk -v a="$r" -v b="$b" 'BEGIN { printf "%.1f", 100 * a / b }')
 			echo "The rule runs at **$m %** of bare ingest (median over median; round by round:"
@@ -1237,7 +1238,8 @@ rules_notes() {
 		rl=$(fmedian rules/absence/load bytes_live) bl=$(fmedian rules/absence/bare bytes_live)
 		echo "Absence: \`absence.lua\` (README.md). After phase A \`tide stat\` shows $(fmt "$RULE_DEVICES") timers"
 		echo "(checked). Phase B: $(medf rules/absence/fire timers_per_s) timers/s; its CPU column is the engine's CPU per"
-		echo "timer fired (checked: \`fired\` in \`tide stat\` and the sensor.silent events in the log)."
+		echo "timer fired (checked: \`fired\` in \`tide stat\` and the sensor.silent events in the log); the engine's"
+		echo "VmRSS after it: $(medf rules/absence/fire rss_kb) kB."
 		echo "Memory: the engine's VmRSS with the script before any event $(medf rules/absence/load rss0_kb) kB, after"
 		echo "phase A $(medf rules/absence/load rss1_kb) kB: $(medf rules/absence/load rss_per_key_bytes) bytes per device, of which"
 		echo "anonymous memory (heap: Lua, the rule's keys and timers) $(medf rules/absence/load anon_per_key_bytes) bytes."
