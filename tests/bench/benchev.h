@@ -79,6 +79,113 @@ bench_account_event(char *buf, size_t cap, const char *run, uint64_t n, unsigned
 			(unsigned long long)((h >> 7) % 10000000000ull));
 }
 
+/* The rules benchmark's event time: milliseconds after 2026-01-01T00:00Z. */
+#define BENCH_T0 1767225600LL /* 2026-01-01T00:00:00Z in seconds since 1970 */
+#define BENCH_DAY_MS 86400000LL
+
+/* RFC 3339 UTC with milliseconds ("2026-01-01T00:00:00.000Z", 24 bytes
+ * and a NUL) for @p ms (>= 0) after BENCH_T0. */
+static inline void
+bench_time(char *out, size_t cap, int64_t ms)
+{
+	int64_t s = BENCH_T0 + ms / 1000, days = s / 86400, sod = s % 86400;
+	/* civil date from days since 1970 (proleptic Gregorian, days >= 0) */
+	int64_t z = days + 719468, era = z / 146097, doe = z - era * 146097;
+	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+	int64_t d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
+	int64_t y = yoe + era * 400 + (m <= 2);
+
+	snprintf(out, cap, "%04u-%02u-%02uT%02u:%02u:%02u.%03uZ", (unsigned)y % 10000,
+		 (unsigned)m % 100, (unsigned)d % 100, (unsigned)sod / 3600 % 100,
+		 (unsigned)sod / 60 % 60, (unsigned)sod % 60, (unsigned)(ms % 1000));
+}
+
+/* Sources of the rules benchmark's events (how a watcher tells them from
+ * what a rule emits). */
+#define BENCH_CARD_SOURCE "/bench/cards"
+#define BENCH_SENSOR_SOURCE "/bench/sensors"
+
+/*
+ * Event n of the velocity rule's benchmark (about 250 bytes): a card
+ * transaction on one of @p cards cards, at event time @p ms (the caller
+ * spreads the events over the run, never backwards).  Amounts are mostly
+ * small: 90% from 1 to 150, 9% up to 1000, 1% up to 6000, so that a few
+ * cards pass 5000 in a day.
+ *
+ *   {"specversion":"1.0","id":"card-r1-42","source":"/bench/cards",
+ *    "type":"card.transaction","subject":"card-04711",
+ *    "time":"2026-01-03T07:12:09.600Z","datacontenttype":"application/json",
+ *    "data":{"amount":37.25,"terminal":"t-0123","merchant":"m-042"}}
+ */
+static inline int
+bench_card_event(char *buf, size_t cap, const char *run, uint64_t n, unsigned cards, int64_t ms)
+{
+	uint64_t h = bench_mix(n ^ 0xca4dull);
+	unsigned card = (unsigned)(h % cards);
+	unsigned band = (unsigned)((h >> 24) % 1000), r = (unsigned)((h >> 34) % 1000000);
+	unsigned cents = band < 900   ? 100 + r % 14900
+			 : band < 990 ? 15000 + r % 85000
+				      : 100000 + r % 500000;
+	unsigned terminal = (unsigned)((h >> 12) % 10000);
+	char t[64];
+
+	bench_time(t, sizeof t, ms);
+	return snprintf(
+		buf, cap,
+		"{\"specversion\":\"1.0\",\"id\":\"card-%s-%llu\","
+		"\"source\":\"" BENCH_CARD_SOURCE "\",\"type\":\"card.transaction\","
+		"\"subject\":\"card-%05u\",\"time\":\"%s\","
+		"\"datacontenttype\":\"application/json\","
+		"\"data\":{\"amount\":%u.%02u,\"terminal\":\"t-%04u\",\"merchant\":\"m-%03u\"}}",
+		run, (unsigned long long)n, card, t, cents / 100, cents % 100, terminal,
+		terminal % 1000);
+}
+
+/* A stride coprime with @p keys: i * stride % keys visits every key once
+ * in @p keys steps, in an order that is not the keys' own. */
+static inline uint64_t
+bench_stride(uint64_t keys)
+{
+	uint64_t s = 7919;
+
+	for (;; s += 2) {
+		uint64_t a = s, b = keys;
+		while (b) {
+			uint64_t t = a % b;
+			a = b;
+			b = t;
+		}
+		if (a == 1)
+			return s;
+	}
+}
+
+/*
+ * Event n of the absence rule's benchmark (about 200 bytes): a reading of
+ * device ((n - 1) * stride) % devices, so that @p devices consecutive
+ * events cover every device once, at event time @p ms.
+ *
+ *   {"specversion":"1.0","id":"sensor-a1-42","source":"/bench/sensors",
+ *    "type":"sensor.reading","subject":"dev-04711",
+ *    "time":"2026-01-01T00:00:04.200Z","data":{"value":21.7}}
+ */
+static inline int
+bench_sensor_event(char *buf, size_t cap, const char *run, uint64_t n, unsigned devices,
+		   uint64_t stride, int64_t ms)
+{
+	unsigned dev = (unsigned)((n - 1) * stride % devices);
+	unsigned tenths = (unsigned)(bench_mix(n) % 400) + 100;
+	char t[64];
+
+	bench_time(t, sizeof t, ms);
+	return snprintf(buf, cap,
+			"{\"specversion\":\"1.0\",\"id\":\"sensor-%s-%llu\","
+			"\"source\":\"" BENCH_SENSOR_SOURCE "\",\"type\":\"sensor.reading\","
+			"\"subject\":\"dev-%05u\",\"time\":\"%s\",\"data\":{\"value\":%u.%u}}",
+			run, (unsigned long long)n, dev, t, tenths / 10, tenths % 10);
+}
+
 static inline double
 bench_now(void)
 {

@@ -12,14 +12,14 @@
 #   BENCH_REQS       sequential REQ round trips per latency run (default 20000)
 #   BENCH_REQS_SYNC  the same in sync durability (default 5000: each waits an fsync)
 #   BENCH_SUITES     which parts to run
-#                    (default "ingest single req redis nats projection embed")
+#                    (default "ingest single req redis nats projection embed rules")
 #   BENCH_TRANSPORTS transports for Tide (default "ipc tcp")
 #   BENCH_NATS_PENDING  max JetStream async publishes in flight (default 10000)
 #   BENCH_REDIS_CLIENTS redis-benchmark connections (default 50)
 #   BENCH_PERF=1     after the measured runs, profile Tide with perf during
 #                    one extra ingest run (sync, ipc, with and without the
-#                    consumer) and one projection rebuild, and print the top
-#                    symbols
+#                    consumer), one projection rebuild and one velocity rule
+#                    run, and print the top symbols
 #   BENCH_PROJ_EVENTS   events in the projection benchmark's log (default 1000000)
 #   BENCH_PROJ_KEYS     distinct keys among them (default 100000)
 #   BENCH_PROJ_THREADS  build_threads of the projection runs (default 0: one per CPU)
@@ -29,6 +29,10 @@
 #                    thread (default 1000)
 #   BENCH_EMBED_THREADS   embed: producer thread counts for tide_publish_mt
 #                    (default "1 4")
+#   BENCH_RULE_EVENTS   rules: card transactions for the velocity rule (default 1000000)
+#   BENCH_RULE_KEYS     rules: distinct cards among them (default 100000)
+#   BENCH_RULE_DEVICES  rules: devices (and timers) of the absence rule
+#                    (default: BENCH_RULE_KEYS)
 #   BENCH_TMPDIR     where data directories go (default /var/tmp: a real
 #                    disk, so fsync costs what it costs; /tmp may be tmpfs)
 #   BENCH_OUT        also write the markdown report to this file
@@ -44,7 +48,7 @@ RUNS=${BENCH_RUNS:-3}
 BATCH=${BENCH_BATCH:-500}
 REQS=${BENCH_REQS:-20000}
 REQS_SYNC=${BENCH_REQS_SYNC:-5000}
-SUITES=${BENCH_SUITES:-ingest single req redis nats projection embed}
+SUITES=${BENCH_SUITES:-ingest single req redis nats projection embed rules}
 PROJ_EVENTS=${BENCH_PROJ_EVENTS:-1000000}
 PROJ_KEYS=${BENCH_PROJ_KEYS:-100000}
 PROJ_THREADS=${BENCH_PROJ_THREADS:-0}
@@ -52,6 +56,9 @@ PROJ_QUERIES=${BENCH_PROJ_QUERIES:-20000}
 PROJ_INGEST=${BENCH_PROJ_INGEST:-1000000}
 EMBED_INFLIGHT=${BENCH_EMBED_INFLIGHT:-1000}
 EMBED_THREADS=${BENCH_EMBED_THREADS:-1 4}
+RULE_EVENTS=${BENCH_RULE_EVENTS:-1000000}
+RULE_KEYS=${BENCH_RULE_KEYS:-100000}
+RULE_DEVICES=${BENCH_RULE_DEVICES:-$RULE_KEYS}
 TRANSPORTS=${BENCH_TRANSPORTS:-ipc tcp}
 NATS_PENDING=${BENCH_NATS_PENDING:-10000}
 REDIS_CLIENTS=${BENCH_REDIS_CLIENTS:-50}
@@ -62,8 +69,10 @@ die() { say "bench: $*"; exit 1; }
 want() { case " $SUITES " in *" $1 "*) return 0 ;; esac; return 1; }
 
 [ -x "$TIDE" ] || die "no tide binary at $TIDE (build it first, or set TIDE=)"
-case $EVENTS$RUNS$BATCH$REQS$REQS_SYNC$PROJ_EVENTS$PROJ_KEYS$PROJ_QUERIES$PROJ_INGEST$PROJ_THREADS$EMBED_INFLIGHT${EMBED_THREADS// /} in *[!0-9]*) die "BENCH_* counts must be numbers" ;; esac
+case $EVENTS$RUNS$BATCH$REQS$REQS_SYNC$PROJ_EVENTS$PROJ_KEYS$PROJ_QUERIES$PROJ_INGEST$PROJ_THREADS$EMBED_INFLIGHT${EMBED_THREADS// /}$RULE_EVENTS$RULE_KEYS$RULE_DEVICES in *[!0-9]*) die "BENCH_* counts must be numbers" ;; esac
 [ "$RUNS" -ge 1 ] || die "BENCH_RUNS must be at least 1"
+[ "$RULE_EVENTS" -ge 1 ] && [ "$RULE_KEYS" -ge 1 ] && [ "$RULE_DEVICES" -ge 10 ] ||
+	die "BENCH_RULE_EVENTS and BENCH_RULE_KEYS must be positive, BENCH_RULE_DEVICES at least 10"
 
 work=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/tide-bench.XXXXXX")
 pids=()
@@ -219,7 +228,9 @@ EOF
 
 seqno=0
 tide_pid='' tide_data='' tide_pull='' tide_rep=''
-start_tide() { # transport durability consumer(none|lua)
+# consumer: none, lua (consumer.lua) or the name of another script in
+# $work (velocity, absence: the rules part)
+start_tide() { # transport durability consumer
 	local dir script=()
 	seqno=$((seqno + 1))
 	dir="$work/t$seqno"
@@ -232,7 +243,11 @@ start_tide() { # transport durability consumer(none|lua)
 		tide_pull="tcp://127.0.0.1:$(free_port)" tide_rep="tcp://127.0.0.1:$(free_port)"
 		local pub="tcp://127.0.0.1:$(free_port)"
 	fi
-	[ "$3" = lua ] && script=(--script "$work/consumer.lua")
+	case $3 in
+	none) ;;
+	lua) script=(--script "$work/consumer.lua") ;;
+	*) script=(--script "$work/$3.lua") ;;
+	esac
 	"$TIDE" run -q --data "$tide_data" --pull "$tide_pull" --rep "$tide_rep" --pub "$pub" \
 		--durability "$2" "${script[@]+"${script[@]}"}" 2>"$dir/tide.log" &
 	tide_pid=$!
@@ -593,6 +608,174 @@ run_embed() { # run
 	done
 }
 
+# ---- rules ------------------------------------------------------------------
+
+# The velocity rule: per card, two sliding windows over the amounts (the
+# last hour, the last day); an alert when a card makes more than five
+# transactions in an hour or spends more than 5000 in a day.
+cat >"$work/velocity.lua" <<'EOF'
+local tide = require "tide"
+tide.on("card.transaction", function(ev, st, card)
+  local h, d = tide.window("h1"), tide.window("d1")
+  if h.count > 5 or d.sum > 5000 then
+    tide.emit{ type = "fraud.alert", subject = card, data = { rule = "velocity", n1h = h.count, sum24h = d.sum } }
+  end
+end, { name = "velocity", key = "subject", from = "beginning", ttl = "30d",
+       windows = { h1 = { sliding = "1h", value = "data.amount", aggregates = { "count", "sum" } },
+                   d1 = { sliding = "24h", value = "data.amount", aggregates = { "count", "sum" } } } })
+EOF
+
+# The absence rule: every reading (re)sets its device's timer; a device
+# without a reading for 15 minutes of event time gets a sensor.silent.
+cat >"$work/absence.lua" <<'EOF'
+local tide = require "tide"
+tide.on("sensor.reading", function(ev, st, dev)
+  tide.timer.after("silent", "15m")
+end, { name = "absence", key = "subject", from = "beginning",
+       timers = { silent = function(key, data, st)
+         tide.emit{ type = "sensor.silent", subject = key }
+       end } })
+EOF
+
+# The readings of phase B: this many, from as many devices, an hour after
+# phase A (which spans its first 10 minutes): every timer is due by then.
+rule_wake=10
+
+json_num() { # name json: the first "name":number in json
+	grep -o "\"$1\":[0-9]*" <<<"$2" | head -1 | cut -d: -f2
+}
+proc_mem_kb() { # field pid: a line of /proc/PID/status, in kB
+	awk -v f="$1:" '$1 == f { print $2 }' "/proc/$2/status" 2>/dev/null || echo 0
+}
+cpu_since() { # cpu_s_before pid: CPU seconds the process used since then
+	awk -v a="$1" -v b="$(proc_cpu "$2")" 'BEGIN { printf "%.2f", b - a }'
+}
+rules_fail() { cat "$(dirname "$tide_data")/tide.log" >&2; die "rules run failed: $*"; }
+# The count of events of one type in the log (read after the clock stopped).
+count_type() { # type
+	"$TIDE" log --data "$tide_data" --type "$1" | grep -c "\"type\":\"$1\"" || true
+}
+
+# RULE_EVENTS card transactions over ipc in sync, BATCH per message: with
+# the velocity rule, until its checkpoint is at the end of the log (its
+# alerts included), or bare (no script), until the log holds them all.
+run_velocity() { # velocity|none run
+	local out st cpu0 cpu ev last alerts=0 key=rules/velocity/bare cons=()
+	start_tide ipc sync "$1"
+	if [ "$1" = velocity ]; then
+		key=rules/velocity
+		# the alerts go into the log too: count only the transactions
+		cons=(--consumer velocity --own)
+	fi
+	sleep 0.3
+	cpu0=$(proc_cpu "$tide_pid")
+	client "$work/bin/tidebench" push --url "$tide_pull" --data "$tide_data" --events "$RULE_EVENTS" \
+		--batch "$BATCH" --kind card --keys "$RULE_KEYS" --run "v$2" --timeout 900 \
+		"${cons[@]+"${cons[@]}"}" || rules_fail "velocity $*"
+	out=$(<"$work/client.out")
+	cpu=$(cpu_since "$cpu0" "$tide_pid")
+	st=$("$TIDE" stat --json --data "$tide_data")
+	ev=$(json_num events "$st") last=$(json_num last_seq "$st")
+	if [ "$1" = velocity ]; then
+		[ "$(json_num checkpoint "$st")" = "$last" ] || die "velocity rule did not finish: $st"
+		alerts=$((ev - RULE_EVENTS))
+		[ "$(count_type fraud.alert)" = "$alerts" ] ||
+			die "the log holds $ev events, not $RULE_EVENTS transactions and $alerts alerts"
+	else
+		[ "$ev" = "$RULE_EVENTS" ] || die "tide stat disagrees: $st"
+	fi
+	out+=" server_cpu_s=$cpu server_cpu_us_per_event=$(per_event_us "$cpu" "$RULE_EVENTS")"
+	out+=" alerts=$alerts log_events=$ev stat_size=$(json_num size "$st")"
+	out+=" $("$work/bin/tidebench" pages --data "$tide_data")"
+	stop_tide
+	record "$key" "$(field rate "$out")" "$out"
+	say "  rules: velocity $1 run $2: $(field rate "$out") events/s  ($out)"
+}
+
+# The absence rule over RULE_DEVICES devices: phase A, one reading per
+# device (a timer each); phase B, rule_wake readings an hour later, which
+# move the rule's clock past every deadline: all the timers fire.
+run_absence() { # run
+	local out st rss0 anon0 rss1 anon1 cpu0 cpu1 cpu n=$RULE_DEVICES
+	local total=$((2 * RULE_DEVICES + rule_wake)) fired silent ts us
+	start_tide ipc sync absence
+	sleep 0.3
+	# the engine with its script, before any event
+	rss0=$(proc_mem_kb VmRSS "$tide_pid") anon0=$(proc_mem_kb RssAnon "$tide_pid")
+	cpu0=$(proc_cpu "$tide_pid")
+	client "$work/bin/tidebench" push --url "$tide_pull" --data "$tide_data" --events "$n" \
+		--batch "$BATCH" --kind sensor --keys "$n" --run "a$1" --consumer absence \
+		--timeout 900 || rules_fail "absence phase A $*"
+	out=$(<"$work/client.out")
+	cpu=$(cpu_since "$cpu0" "$tide_pid")
+	rss1=$(proc_mem_kb VmRSS "$tide_pid") anon1=$(proc_mem_kb RssAnon "$tide_pid")
+	st=$("$TIDE" stat --json --data "$tide_data")
+	case $st in *"\"events\":$n,"*"\"checkpoint\":$n,"*"\"timers\":$n,"*) ;;
+	*) die "absence phase A: expected $n events, all handled, and $n timers: $st" ;;
+	esac
+	out+=" server_cpu_s=$cpu server_cpu_us_per_event=$(per_event_us "$cpu" "$n") timers=$n"
+	out+=" rss0_kb=$rss0 rss1_kb=$rss1 anon0_kb=$anon0 anon1_kb=$anon1"
+	out+=" rss_per_key_bytes=$(((rss1 - rss0) * 1024 / n)) anon_per_key_bytes=$(((anon1 - anon0) * 1024 / n))"
+	out+=" stat_size=$(json_num size "$st") $("$work/bin/tidebench" pages --data "$tide_data")"
+	record rules/absence/load "$(field rate "$out")" "$out"
+	say "  rules: absence phase A run $1: $(field rate "$out") events/s  ($out)"
+	# phase B: from the first send until every sensor.silent is in the log
+	# and the rule's checkpoint is at its end
+	cpu1=$(proc_cpu "$tide_pid")
+	client "$work/bin/tidebench" push --url "$tide_pull" --data "$tide_data" --events "$rule_wake" \
+		--batch "$BATCH" --kind sensor --keys "$n" --start 3600000 --span 1000 --run "b$1" \
+		--consumer absence --expect "$total" --timeout 900 || rules_fail "absence phase B $*"
+	out=$(<"$work/client.out")
+	cpu=$(cpu_since "$cpu1" "$tide_pid")
+	st=$("$TIDE" stat --json --data "$tide_data")
+	fired=$(json_num fired "$st")
+	silent=$(count_type sensor.silent)
+	[ "$(json_num events "$st")" = "$total" ] && [ "$fired" = "$n" ] && [ "$silent" = "$n" ] &&
+		[ "$(json_num checkpoint "$st")" = "$total" ] ||
+		die "absence phase B: expected $n timers fired, $n sensor.silent, $total events: $st (sensor.silent: $silent)"
+	ts=$(field total_s "$out")
+	us=$(awk -v t="$ts" -v n="$n" 'BEGIN { printf "%.2f", t * 1e6 / n }')
+	out="fired=$fired silent_events=$silent timers_left=$(json_num timers "$st") total_s=$ts"
+	out+=" timers_per_s=$(awk -v t="$ts" -v n="$n" 'BEGIN { printf "%.0f", n / t }') us_per_timer=$us"
+	out+=" server_cpu_s=$cpu server_cpu_us_per_event=$(per_event_us "$cpu" "$n")"
+	out+=" rss_kb=$(proc_mem_kb VmRSS "$tide_pid")"
+	stop_tide
+	record rules/absence/fire "$us" "$out"
+	say "  rules: absence phase B run $1: $n timers fired, $us µs per timer  ($out)"
+}
+
+# Phase A's readings without a script: what the log and the engine take
+# for the events alone.
+run_absence_bare() { # run
+	local out st rss0 rss1 anon0 anon1 cpu0 cpu n=$RULE_DEVICES
+	start_tide ipc sync none
+	sleep 0.3
+	rss0=$(proc_mem_kb VmRSS "$tide_pid") anon0=$(proc_mem_kb RssAnon "$tide_pid")
+	cpu0=$(proc_cpu "$tide_pid")
+	client "$work/bin/tidebench" push --url "$tide_pull" --data "$tide_data" --events "$n" \
+		--batch "$BATCH" --kind sensor --keys "$n" --run "a$1" --timeout 900 ||
+		rules_fail "absence bare $*"
+	out=$(<"$work/client.out")
+	cpu=$(cpu_since "$cpu0" "$tide_pid")
+	rss1=$(proc_mem_kb VmRSS "$tide_pid") anon1=$(proc_mem_kb RssAnon "$tide_pid")
+	st=$("$TIDE" stat --json --data "$tide_data")
+	[ "$(json_num events "$st")" = "$n" ] || die "tide stat disagrees: $st"
+	out+=" server_cpu_s=$cpu server_cpu_us_per_event=$(per_event_us "$cpu" "$n")"
+	out+=" rss0_kb=$rss0 rss1_kb=$rss1 anon0_kb=$anon0 anon1_kb=$anon1"
+	out+=" rss_per_key_bytes=$(((rss1 - rss0) * 1024 / n)) anon_per_key_bytes=$(((anon1 - anon0) * 1024 / n))"
+	out+=" stat_size=$(json_num size "$st") $("$work/bin/tidebench" pages --data "$tide_data")"
+	stop_tide
+	record rules/absence/bare "$(field rate "$out")" "$out"
+	say "  rules: absence bare ingest run $1: $(field rate "$out") events/s  ($out)"
+}
+
+run_rules() { # run
+	run_velocity velocity "$1"
+	run_velocity none "$1"
+	run_absence "$1"
+	run_absence_bare "$1"
+}
+
 # ---- perf -------------------------------------------------------------------
 
 perf_report="$work/perf.txt"
@@ -614,6 +797,42 @@ run_perf() { # consumer
 	stop_tide
 	{
 		echo "### perf: ipc, sync, consumer=$1 ($out)"
+		echo
+		echo '```'
+		{ perf report -i "$work/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null ||
+			true; } | awk '/^ +[0-9.]+%/ && n++ < 40 { printf "%8s  %-22s %s %s\n", $1, $2, $3, $4 }'
+		echo '```'
+		echo
+	} >>"$perf_report"
+}
+
+# One velocity rule run (ipc, sync), profiled like the ingest runs.
+run_perf_velocity() {
+	local pp out
+	start_tide ipc sync velocity
+	perf record -e cpu-clock -g -p "$tide_pid" -o "$work/perf.data" >/dev/null 2>&1 &
+	pp=$!
+	pids+=("$pp")
+	sleep 0.5
+	client "$work/bin/tidebench" push --url "$tide_pull" --data "$tide_data" --events "$RULE_EVENTS" \
+		--batch "$BATCH" --kind card --keys "$RULE_KEYS" --run pv --consumer velocity --own \
+		--timeout 900 || rules_fail "profiled velocity run"
+	out=$(<"$work/client.out")
+	kill -INT "$pp"
+	wait "$pp" || true
+	forget_pid "$pp"
+	stop_tide
+	{
+		echo "### perf: velocity rule, ipc, sync ($out)"
+		echo
+		echo "Self time by library:"
+		echo
+		echo '```'
+		{ perf report -i "$work/perf.data" --stdio --no-children --sort dso 2>/dev/null ||
+			true; } | awk '/^ +[0-9.]+%/ && n++ < 8 { printf "%8s  %s\n", $1, $2 }'
+		echo '```'
+		echo
+		echo "Self time by function:"
 		echo
 		echo '```'
 		{ perf report -i "$work/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null ||
@@ -667,6 +886,9 @@ run_perf_projection() {
 # ---- the runs ---------------------------------------------------------------
 
 say "bench: $EVENTS events, $RUNS runs, batch $BATCH, work dir $work"
+if want rules; then
+	say "bench: rules: $RULE_EVENTS card transactions on $RULE_KEYS cards, $RULE_DEVICES devices"
+fi
 if [ $have_proj = 1 ]; then build_proj_log; fi
 if [ $have_embed = 1 ]; then build_embed_log; fi
 # Round robin: every configuration once per round, so noise from other
@@ -698,16 +920,18 @@ for r in $(seq 1 "$RUNS"); do
 		run_proj_subject "$r"
 	fi
 	if [ $have_embed = 1 ]; then run_embed "$r"; fi
+	if want rules; then run_rules "$r"; fi
 done
 
 if [ "${BENCH_PERF:-0}" = 1 ]; then
 	if command -v perf >/dev/null || ensure_pkgs linux-perf; then
 		say "bench: profiling (not part of the figures)"
-		if want ingest || want single || want req || [ $have_proj = 0 ]; then
+		if want ingest || want single || want req || { [ $have_proj = 0 ] && ! want rules; }; then
 			run_perf none
 			run_perf lua
 		fi
 		if [ $have_proj = 1 ]; then run_perf_projection; fi
+		if want rules; then run_perf_velocity; fi
 	else
 		say "bench: no perf; skipping the profile"
 	fi
@@ -723,9 +947,9 @@ median() { # values... (numeric)
 }
 values() { awk -v k="$1" '$1 == k { print $2 }' "$raw"; }
 fmt() { # thousands separators
-	awk -v n="$1" 'BEGIN { s = sprintf("%.0f", n); o = "";
+	awk -v n="$1" 'BEGIN { s = sprintf("%.0f", n < 0 ? -n : n); o = "";
 		while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) }
-		print s o }'
+		print (n < 0 && s o != "0" ? "-" : "") s o }'
 }
 row() { # label key unit [cpu-field]
 	local v m cf=${4:-server_cpu_us_per_event}
@@ -773,7 +997,7 @@ median1() { # like median, one decimal (queries take a few µs)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 ram=$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
 fs=$(df -T "$work" | awk 'NR == 2 { print $2 }')
-avg=$(grep -v '^proj/\|^embed/' "$raw" | grep -o 'avg_event_bytes=[0-9]*' | head -1 | cut -d= -f2 || true)
+avg=$(grep -v '^proj/\|^embed/\|^rules/' "$raw" | grep -o 'avg_event_bytes=[0-9]*' | head -1 | cut -d= -f2 || true)
 ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
 
 med_of() { # key -> median or empty
@@ -815,6 +1039,15 @@ target_lines() {
 			echo "- $t: REQ round trip (relaxed) < 250 µs median: $m µs — $(verdict "$m" "<" 250)"
 		fi
 	done
+	m=$(med_of rules/velocity || true)
+	if [ -n "$m" ]; then
+		echo "- velocity rule ≥ 250,000 events/s (ipc, sync): $(fmt "$m") — $(verdict "$m" ">=" 250000)"
+		r=$(med_of rules/velocity/bare || true)
+		if [ -n "$r" ]; then
+			r=$(awk -v a="$m" -v b="$r" 'BEGIN { printf "%.1f", 100 * a / b }')
+			echo "- velocity rule ≥ 50 % of bare ingest of the same events: $r % — $(verdict "$r" ">=" 50)"
+		fi
+	fi
 	local what
 	for what in build/sync build/relaxed build/subject rebuild; do
 		m=$(med_of "proj/$what" || true)
@@ -844,6 +1077,10 @@ report() {
 	if [ -n "$(values proj/log)" ]; then
 		echo "Projection: a log of $PROJ_EVENTS account events ($(grep -o 'log_event_bytes=[0-9]*' "$raw" | head -1 | cut -d= -f2) bytes each, $PROJ_KEYS keys), copied for each run; projection \`accounts\` (\`proj.lua\`, see README.md); build_threads=$PROJ_THREADS ($([ "$PROJ_THREADS" = 0 ] && echo "one per CPU: $(nproc)" || echo set))."
 	fi
+	if [ -n "$(values rules/velocity)$(values rules/absence/load)" ]; then
+		echo "Rules: $(fmt "$RULE_EVENTS") card transactions of $(medf rules/velocity/bare avg_event_bytes) bytes on $(fmt "$RULE_KEYS") cards (velocity);" \
+			"$(fmt "$RULE_DEVICES") sensor readings of $(medf rules/absence/bare avg_event_bytes) bytes, one per device (absence)."
+	fi
 	local rows
 	rows=$(server_rows)
 	if [ -n "$rows" ]; then
@@ -867,6 +1104,7 @@ report() {
 			echo "then the median of those over the runs; under ingest they stop when the push is done."
 		fi
 	fi
+	rules_notes
 	embed_report
 	targets
 	if [ -s "$perf_report" ]; then
@@ -916,6 +1154,100 @@ server_rows() {
 	q_row "Projection query, REP ipc ($PROJ_QUERIES sequential, random keys)" proj/query/rep
 	q_row "Projection query, tide_log_query in another process" proj/query/direct
 	q_row "Projection query, REP ipc, during that ingest (until the push is done)" proj/query/ingest
+	rule_rows
+}
+
+# ---- the rules rows and notes -------------------------------------------------
+
+urow() { # label key unit: like row, one decimal (µs per timer, not a rate)
+	local v all='' x cpu
+	mapfile -t v < <(values "$2")
+	[ ${#v[@]} -gt 0 ] || return 0
+	for x in "${v[@]}"; do all+="${all:+, }$x"; done
+	cpu=$(fmedian "$2" server_cpu_us_per_event)
+	printf '| %s | **%s** %s | %s | %s |\n' "$1" "$(median1 "${v[@]}")" "$3" "$cpu" "$all"
+}
+frow() { # label key field unit: the median of a field, every run listed
+	local v all='' x
+	mapfile -t v < <(fvalues "$2" "$3")
+	[ ${#v[@]} -gt 0 ] || return 0
+	for x in "${v[@]}"; do all+="${all:+, }$(fmt "$x")"; done
+	printf '| %s | **%s** %s | - | %s |\n' "$1" "$(fmt "$(median "${v[@]}")")" "$4" "$all"
+}
+# Per key: (field of key a - field of key b) / n, run by run (the runs of
+# both go round robin, so run i of one pairs with run i of the other).
+per_key_diff() { # key_a key_b field n
+	paste -d' ' <(fvalues "$1" "$3") <(fvalues "$2" "$3") |
+		awk -v n="$4" 'NF == 2 { printf "%.0f\n", ($1 - $2) / n }'
+}
+ratio_runs() { # rule rates / bare rates, run by run, in percent
+	paste -d' ' <(values rules/velocity) <(values rules/velocity/bare) |
+		awk 'NF == 2 && $2 > 0 { printf "%.1f\n", 100 * $1 / $2 }'
+}
+medf() { # key field: the median of a field, formatted
+	local v
+	mapfile -t v < <(fvalues "$1" "$2")
+	fmt "$(median ${v[@]+"${v[@]}"})"
+}
+rule_rows() {
+	local ev k d
+	ev=$(fmt "$RULE_EVENTS") k=$(fmt "$RULE_KEYS") d=$(fmt "$RULE_DEVICES")
+	row "Velocity rule (two sliding windows per card), $ev card transactions on $k cards, ipc, sync, ${BATCH}/msg" \
+		rules/velocity "events/s"
+	row "Bare ingest of the same card transactions (no script)" rules/velocity/bare "events/s"
+	row "Absence rule, phase A: one reading per device, $d devices (a timer each), until handled" \
+		rules/absence/load "events/s"
+	row "Bare ingest of the same readings (no script)" rules/absence/bare "events/s"
+	urow "Absence rule, phase B: $d timers fire ($rule_wake readings 1 h later, until $d sensor.silent are in the log)" \
+		rules/absence/fire "µs/timer"
+	diff_row "Absence rule, LMDB pages in use after phase A minus bare ingest, per device" \
+		bytes_live "$RULE_DEVICES"
+	frow "Absence rule, engine RSS after phase A minus before any event, per device" \
+		rules/absence/load rss_per_key_bytes "bytes/key"
+	diff_row "Absence rule, that RSS growth minus a bare engine's over the same readings, per device" \
+		rss_per_key_bytes 1
+}
+diff_row() { # label field divisor: (rule - bare) / divisor, run by run
+	local v all='' x
+	mapfile -t v < <(per_key_diff rules/absence/load rules/absence/bare "$2" "$3")
+	[ ${#v[@]} -gt 0 ] || return 0
+	for x in "${v[@]}"; do all+="${all:+, }$(fmt "$x")"; done
+	printf '| %s | **%s** bytes/key | - | %s |\n' "$1" "$(fmt "$(median "${v[@]}")")" "$all"
+}
+rules_notes() {
+	[ -n "$(values rules/velocity)$(values rules/absence/load)" ] || return 0
+	local r b m
+	echo
+	echo "Rules: end to end over ipc in \`sync\`, ${BATCH} events per PUSH message, each run on a fresh engine;"
+	echo "the rule and the bare ingest of the same events go one after the other in every round."
+	if [ -n "$(values rules/velocity)" ]; then
+		r=$(med_of rules/velocity) b=$(med_of rules/velocity/bare || true)
+		echo "Velocity: \`velocity.lua\` (README.md); the clock stops when the rule's checkpoint is at the"
+		echo "log's last seq and the log holds every transaction (the alerts are appended too)."
+		echo "Alerts: $(fvalues rules/velocity alerts | sort -u | while read -r x; do fmt "$x"; done |
+			paste -sd/ | sed 's|/| / |g') per run of $(fmt "$RULE_EVENTS") (the same events every run)."
+		if [ -n "$b" ]; then
+			m=$(awk -v a="$r" -v b="$b" 'BEGIN { printf "%.1f", 100 * a / b }')
+			echo "The rule runs at **$m %** of bare ingest (median over median; round by round:"
+			echo "$(ratio_runs | paste -sd, | sed 's/,/ %, /g') %); the engine's CPU per transaction"
+			echo "$(fmedian rules/velocity server_cpu_us_per_event) µs with the rule, $(fmedian rules/velocity/bare server_cpu_us_per_event) µs bare."
+		fi
+	fi
+	if [ -n "$(values rules/absence/load)" ]; then
+		local rl bl
+		rl=$(fmedian rules/absence/load bytes_live) bl=$(fmedian rules/absence/bare bytes_live)
+		echo "Absence: \`absence.lua\` (README.md). After phase A \`tide stat\` shows $(fmt "$RULE_DEVICES") timers"
+		echo "(checked). Phase B: $(medf rules/absence/fire timers_per_s) timers/s; its CPU column is the engine's CPU per"
+		echo "timer fired (checked: \`fired\` in \`tide stat\` and the sensor.silent events in the log); the engine's"
+		echo "VmRSS after it: $(medf rules/absence/fire rss_kb) kB."
+		echo "Memory: the engine's VmRSS with the script before any event $(medf rules/absence/load rss0_kb) kB, after"
+		echo "phase A $(medf rules/absence/load rss1_kb) kB: $(medf rules/absence/load rss_per_key_bytes) bytes per device, of which"
+		echo "anonymous memory (heap: Lua, the rule's keys and timers) $(medf rules/absence/load anon_per_key_bytes) bytes."
+		echo "A bare engine grows by $(medf rules/absence/bare rss_per_key_bytes) bytes per event over the same readings"
+		echo "(anonymous: $(medf rules/absence/bare anon_per_key_bytes)). LMDB after phase A: $(fmt "$rl") bytes in B-tree pages"
+		echo "vs $(fmt "$bl") bare; $(medf rules/absence/load stat_size) vs $(medf rules/absence/bare stat_size) by"
+		echo "\`tide stat\` (the used part of data.mdb, free pages included)."
+	fi
 }
 
 # ---- the embedding table ------------------------------------------------------

@@ -3,21 +3,35 @@
  *
  *   tidebench push --url URL --data DIR [--events N] [--batch B]
  *                  [--consumer NAME] [--run ID] [--timeout SEC]
- *                  [--kind order|account] [--keys K] [--expect M]
+ *                  [--kind order|account|card|sensor] [--keys K] [--expect M]
+ *                  [--own] [--start MS] [--span MS]
  *       Builds N events (benchev.h) into messages of B events each
  *       (NDJSON; B=1 sends one bare event per message) before the clock
  *       starts, connects a PUSH socket, waits for the connection, then
  *       sends everything and polls the engine's LMDB log read-only until
  *       it holds N events (and, with --consumer, until that consumer's
- *       checkpoint reaches the last seq).  Elapsed time is from the first
- *       send to that moment.  --kind account sends the projection
+ *       checkpoint is at the log's last seq).  Elapsed time is from the
+ *       first send to that moment.  --kind account sends the projection
  *       benchmark's account events over K keys (default 100000) instead
- *       of orders; --expect waits for M events in the log instead of N
- *       (for a log that holds events already).
+ *       of orders; --kind card the velocity rule's card transactions on K
+ *       cards, --kind sensor the absence rule's readings of K devices
+ *       (K consecutive events cover every device once).  Card and sensor
+ *       events carry an event time: event n of N at START + (n-1)*SPAN/N
+ *       ms after 2026-01-01T00:00Z (--start, default 0; --span, default
+ *       30 days for cards, 10 minutes for sensors).  --expect waits for M
+ *       events in the log instead of N (for a log that holds events
+ *       already).  --own counts only this push's events (those with its
+ *       kind's source) towards N or M, for a consumer that emits into the
+ *       log: it reads each new event once, as it arrives.
  *
  *   tidebench req --url URL [--requests N] [--warmup W] [--run ID]
  *       Sequential REQ round trips, one event per request, each checked
  *       for {"ok":true...}; reports median, p99, p99.9, mean, max.
+ *
+ *   tidebench pages --data DIR
+ *       The pages of the log's data.mdb (read-only, also while the engine
+ *       runs): the high-water mark (the file's used part), the pages of
+ *       the B-trees (every database), the free ones, the page size.
  *
  * Output: one line of key=value pairs on stdout, for run.sh to parse.
  * Errors go to stderr with exit status 1.
@@ -44,15 +58,27 @@ typedef struct watcher {
 	MDB_txn *txn;
 	MDB_dbi events, consumers;
 	const char *consumer;
+	/* --own: the source's bytes as stored ("\0" source "\0", after the
+	 * id), the events read so far and how many of them carry it */
+	char own[64];
+	size_t own_len;
+	uint64_t scanned, owned;
 } watcher;
 
 static int
-watcher_open(watcher *w, const char *dir, const char *consumer)
+watcher_open(watcher *w, const char *dir, const char *consumer, const char *own)
 {
 	int rc;
 
 	memset(w, 0, sizeof *w);
 	w->consumer = consumer;
+	if (own != NULL) {
+		/* stored as NUL-terminated attributes: id, source, type, ... */
+		w->own_len = strlen(own) + 2;
+		if (w->own_len > sizeof w->own)
+			return EINVAL;
+		memcpy(w->own + 1, own, w->own_len - 2);
+	}
 	if ((rc = mdb_env_create(&w->env)) != 0)
 		return rc;
 	mdb_env_set_maxdbs(w->env, 8);
@@ -73,9 +99,50 @@ watcher_open(watcher *w, const char *dir, const char *consumer)
 	return 0;
 }
 
-/* Events in the log and the consumer's checkpoint (0 if none yet). */
+/* Count the events after w->scanned that carry the source w->own. */
 static int
-watcher_poll(watcher *w, uint64_t *events, uint64_t *checkpoint)
+watcher_scan(watcher *w)
+{
+	uint64_t from = w->scanned + 1;
+	MDB_cursor *c;
+	MDB_val k = { sizeof from, &from }, v;
+	int rc;
+
+	if ((rc = mdb_cursor_open(w->txn, w->events, &c)) != 0)
+		return rc;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (k.mv_size == 8)
+			memcpy(&w->scanned, k.mv_data, 8);
+		if (memmem(v.mv_data, v.mv_size, w->own, w->own_len) != NULL)
+			w->owned++;
+	}
+	mdb_cursor_close(c);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* The seq of the last event in the log (0 if empty). */
+static int
+watcher_last(watcher *w, uint64_t *last)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	int rc;
+
+	*last = 0;
+	if ((rc = mdb_cursor_open(w->txn, w->events, &c)) != 0)
+		return rc;
+	rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+	if (rc == 0 && k.mv_size == 8)
+		memcpy(last, k.mv_data, 8);
+	mdb_cursor_close(c);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Events in the log (with --own: this push's events in it), the seq of
+ * the last one, and the consumer's checkpoint (0 if none yet). */
+static int
+watcher_poll(watcher *w, uint64_t *events, uint64_t *last, uint64_t *checkpoint)
 {
 	MDB_stat st;
 	int rc;
@@ -94,6 +161,13 @@ watcher_poll(watcher *w, uint64_t *events, uint64_t *checkpoint)
 	if ((rc = mdb_stat(w->txn, w->events, &st)) != 0)
 		goto out;
 	*events = st.ms_entries;
+	if (w->own_len) {
+		if ((rc = watcher_scan(w)) != 0)
+			goto out;
+		*events = w->owned;
+	}
+	if ((rc = watcher_last(w, last)) != 0)
+		goto out;
 	*checkpoint = 0;
 	if (w->consumer) {
 		MDB_val k = { strlen(w->consumer), (void *)w->consumer }, v;
@@ -114,16 +188,48 @@ out:
 
 /* ---- push ---- */
 
+enum kind { K_ORDER, K_ACCOUNT, K_CARD, K_SENSOR };
+
+typedef struct push_opts {
+	enum kind kind;
+	long keys, expect;
+	int own;             /* count only this push's events (--own) */
+	int64_t start, span; /* event time of cards and sensors, ms */
+} push_opts;
+
+/* Event n (from 1) of @p nevents of the chosen kind into buf. */
+static int
+push_event(char *buf, size_t cap, const char *run, uint64_t n, long nevents, const push_opts *o,
+	   uint64_t stride)
+{
+	int64_t ms =
+		o->start + (int64_t)((uint64_t)(n - 1) * (uint64_t)o->span / (uint64_t)nevents);
+
+	switch (o->kind) {
+	case K_ACCOUNT: return bench_account_event(buf, cap, run, n, (unsigned)o->keys);
+	case K_CARD: return bench_card_event(buf, cap, run, n, (unsigned)o->keys, ms);
+	case K_SENSOR: return bench_sensor_event(buf, cap, run, n, (unsigned)o->keys, stride, ms);
+	default: return bench_event(buf, cap, run, n);
+	}
+}
+
 static int
 cmd_push(const char *url, const char *data, long nevents, long batch, const char *consumer,
-	 const char *run, double timeout, int accounts, long keys, long expect)
+	 const char *run, double timeout, const push_opts *o)
 {
 	size_t cap = (size_t)nevents * 320 + 4096, len = 0;
 	long nmsgs = (nevents + batch - 1) / batch;
 	char *buf = malloc(cap);
 	size_t *off = malloc(sizeof *off * (size_t)(nmsgs + 1));
 	int sock, sndbuf = 4 << 20, rc;
-	uint64_t events = 0, ck = 0, want = (uint64_t)(expect > 0 ? expect : nevents);
+	uint64_t events = 0, last = 0, ck = 0,
+		 want = (uint64_t)(o->expect > 0 ? o->expect : nevents);
+	uint64_t stride = o->kind == K_SENSOR ? bench_stride((uint64_t)o->keys) : 1;
+	const char *own = !o->own                ? NULL
+			  : o->kind == K_CARD    ? BENCH_CARD_SOURCE
+			  : o->kind == K_SENSOR  ? BENCH_SENSOR_SOURCE
+			  : o->kind == K_ACCOUNT ? "/bench/bank"
+						 : "/bench/shop";
 	double t0, tsent, tdone, deadline;
 	watcher w;
 
@@ -135,18 +241,15 @@ cmd_push(const char *url, const char *data, long nevents, long batch, const char
 	for (long m = 0, n = 0; m < nmsgs; m++) {
 		off[m] = len;
 		for (long k = 0; k < batch && n < nevents; k++, n++) {
-			len += (size_t)(accounts ? bench_account_event(buf + len, cap - len, run,
-								       (uint64_t)n + 1,
-								       (unsigned)keys)
-						 : bench_event(buf + len, cap - len, run,
-							       (uint64_t)n + 1));
+			len += (size_t)push_event(buf + len, cap - len, run, (uint64_t)n + 1,
+						  nevents, o, stride);
 			if (batch > 1)
 				buf[len++] = '\n';
 		}
 	}
 	off[nmsgs] = len;
 
-	if ((rc = watcher_open(&w, data, consumer)) != 0)
+	if ((rc = watcher_open(&w, data, consumer, own)) != 0)
 		bench_die("cannot open the log: %s", mdb_strerror(rc));
 	if ((sock = nn_socket(AF_SP, NN_PUSH)) < 0)
 		bench_die("nn_socket: %s", nn_strerror(nn_errno()));
@@ -172,15 +275,18 @@ cmd_push(const char *url, const char *data, long nevents, long batch, const char
 	tsent = bench_now();
 	deadline = t0 + timeout;
 	for (;;) {
-		if ((rc = watcher_poll(&w, &events, &ck)) != 0)
+		if ((rc = watcher_poll(&w, &events, &last, &ck)) != 0)
 			bench_die("cannot read the log: %s", mdb_strerror(rc));
-		if (events >= want && (consumer == NULL || ck >= want))
+		/* with a consumer: it has handled everything in the log, what
+		 * it emitted too */
+		if (events >= want && (consumer == NULL || ck >= last))
 			break;
 		if (bench_now() > deadline) {
 			fprintf(stderr,
-				"tidebench: timeout after %.0f s: log holds %llu of %llu events, "
-				"checkpoint %llu\n",
+				"tidebench: timeout after %.0f s: log holds %llu of %llu events%s, "
+				"last seq %llu, checkpoint %llu\n",
 				timeout, (unsigned long long)events, (unsigned long long)want,
+				own ? " (of this push)" : "", (unsigned long long)last,
 				(unsigned long long)ck);
 			return 1;
 		}
@@ -188,13 +294,75 @@ cmd_push(const char *url, const char *data, long nevents, long batch, const char
 	}
 	tdone = bench_now();
 	printf("events=%ld batch=%ld messages=%ld avg_event_bytes=%.0f send_s=%.3f total_s=%.3f "
-	       "rate=%.0f\n",
+	       "last_seq=%llu rate=%.0f\n",
 	       nevents, batch, nmsgs, (double)(len - (batch > 1 ? (size_t)nevents : 0)) / nevents,
-	       tsent - t0, tdone - t0, nevents / (tdone - t0));
+	       tsent - t0, tdone - t0, (unsigned long long)last, nevents / (tdone - t0));
 	nn_close(sock);
 	mdb_env_close(w.env);
 	free(buf);
 	free(off);
+	return 0;
+}
+
+/* ---- pages ---- */
+
+static int
+cmd_pages(const char *data)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_cursor *c;
+	MDB_envinfo info;
+	MDB_stat st;
+	MDB_val k, v;
+	MDB_dbi main_db;
+	uint64_t live = 0, free_pages = 0, freelist = 0;
+	int rc, ndb = 0;
+
+	if ((rc = mdb_env_create(&env)) != 0 || (rc = mdb_env_set_maxdbs(env, 64)) != 0 ||
+	    (rc = mdb_env_open(env, data, MDB_RDONLY | MDB_NOTLS, 0644)) != 0 ||
+	    (rc = mdb_env_info(env, &info)) != 0 ||
+	    (rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) != 0 ||
+	    (rc = mdb_dbi_open(txn, NULL, 0, &main_db)) != 0 ||
+	    (rc = mdb_stat(txn, main_db, &st)) != 0)
+		bench_die("cannot read the log: %s", mdb_strerror(rc));
+	live = st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
+	/* every named database is a key of the main one */
+	if ((rc = mdb_cursor_open(txn, main_db, &c)) != 0)
+		bench_die("cannot read the log: %s", mdb_strerror(rc));
+	while ((rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) == 0) {
+		char name[256];
+		MDB_dbi d;
+		MDB_stat ds;
+		if (k.mv_size == 0 || k.mv_size >= sizeof name)
+			continue;
+		memcpy(name, k.mv_data, k.mv_size);
+		name[k.mv_size] = '\0';
+		if (mdb_dbi_open(txn, name, 0, &d) != 0 || mdb_stat(txn, d, &ds) != 0)
+			continue; /* not a database */
+		live += ds.ms_branch_pages + ds.ms_leaf_pages + ds.ms_overflow_pages;
+		ndb++;
+	}
+	mdb_cursor_close(c);
+	/* the free list (database 0): each value is a count, then page numbers */
+	if ((rc = mdb_stat(txn, 0, &st)) != 0 || (rc = mdb_cursor_open(txn, 0, &c)) != 0)
+		bench_die("cannot read the free list: %s", mdb_strerror(rc));
+	freelist = st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
+	while ((rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) == 0) {
+		size_t n = 0;
+		if (v.mv_size >= sizeof n)
+			memcpy(&n, v.mv_data, sizeof n);
+		free_pages += n;
+	}
+	mdb_cursor_close(c);
+	printf("page_size=%u pages_total=%llu pages_live=%llu pages_free=%llu "
+	       "pages_freelist=%llu databases=%d bytes_total=%llu bytes_live=%llu\n",
+	       st.ms_psize, (unsigned long long)info.me_last_pgno + 1, (unsigned long long)live,
+	       (unsigned long long)free_pages, (unsigned long long)freelist, ndb,
+	       (unsigned long long)(info.me_last_pgno + 1) * st.ms_psize,
+	       (unsigned long long)live * st.ms_psize);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
 	return 0;
 }
 
@@ -257,16 +425,18 @@ main(int argc, char **argv)
 					      { "kind", required_argument, NULL, 'k' },
 					      { "keys", required_argument, NULL, 'K' },
 					      { "expect", required_argument, NULL, 'e' },
+					      { "own", no_argument, NULL, 'o' },
+					      { "start", required_argument, NULL, 's' },
+					      { "span", required_argument, NULL, 'S' },
 					      { NULL, 0, NULL, 0 } };
 	const char *mode, *url = NULL, *data = NULL, *consumer = NULL, *run = "0";
-	long nevents = 1000000, batch = 500, nreq = 20000, warmup = 200, keys = BENCH_ACCOUNTS,
-	     expect = 0;
-	int accounts = 0;
+	long nevents = 1000000, batch = 500, nreq = 20000, warmup = 200;
+	push_opts o = { K_ORDER, BENCH_ACCOUNTS, 0, 0, 0, -1 };
 	double timeout = 600;
 	int c;
 
 	if (argc < 2)
-		bench_die("usage: tidebench push|req [options]%s", "");
+		bench_die("usage: tidebench push|req|pages [options]%s", "");
 	mode = argv[1];
 	optind = 2;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -282,24 +452,42 @@ main(int argc, char **argv)
 		case 'w': warmup = atol(optarg); break;
 		case 'k':
 			if (strcmp(optarg, "account") == 0)
-				accounts = 1;
-			else if (strcmp(optarg, "order") != 0)
-				bench_die("--kind is order or account, not '%s'", optarg);
+				o.kind = K_ACCOUNT;
+			else if (strcmp(optarg, "card") == 0)
+				o.kind = K_CARD;
+			else if (strcmp(optarg, "sensor") == 0)
+				o.kind = K_SENSOR;
+			else if (strcmp(optarg, "order") == 0)
+				o.kind = K_ORDER;
+			else
+				bench_die("--kind is order, account, card or sensor, not '%s'",
+					  optarg);
 			break;
-		case 'K': keys = atol(optarg); break;
-		case 'e': expect = atol(optarg); break;
+		case 'K': o.keys = atol(optarg); break;
+		case 'e': o.expect = atol(optarg); break;
+		case 'o': o.own = 1; break;
+		case 's': o.start = atoll(optarg); break;
+		case 'S': o.span = atoll(optarg); break;
 		default: bench_die("bad option%s", "");
 		}
+	}
+	if (strcmp(mode, "pages") == 0) {
+		if (data == NULL)
+			bench_die("pages needs --data DIR%s", "");
+		return cmd_pages(data);
 	}
 	if (url == NULL)
 		bench_die("--url is required%s", "");
 	if (strcmp(mode, "push") == 0) {
 		if (data == NULL)
 			bench_die("push needs --data DIR%s", "");
-		if (nevents < 1 || batch < 1 || keys < 1)
+		if (nevents < 1 || batch < 1 || o.keys < 1)
 			bench_die("--events, --batch and --keys must be positive%s", "");
-		return cmd_push(url, data, nevents, batch, consumer, run, timeout, accounts, keys,
-				expect);
+		if (o.span < 0)
+			o.span = o.kind == K_SENSOR ? 600000 : 30 * BENCH_DAY_MS;
+		if (o.start < 0)
+			bench_die("--start must not be negative%s", "");
+		return cmd_push(url, data, nevents, batch, consumer, run, timeout, &o);
 	}
 	if (strcmp(mode, "req") == 0) {
 		if (nreq < 1 || warmup < 0)
