@@ -1485,7 +1485,9 @@ tidei_rule_flush(tidei_rule *r, tidei_log *log, char *err)
 void
 tidei_rule_committed(tidei_rule *r, lua_State *L)
 {
-	if (r->keys.n > TIDEI_RULE_CACHE) {
+	tidei_lstate *ls = tidei_lstate_of(L);
+
+	if (r->keys.n > TIDEI_RULE_CACHE || tidei_lstate_room(ls) < tidei_lstate_ceiling(ls) / 2) {
 		int64_t next = r->next_due;
 		tidei_rule_reset(r, L);
 		r->next_due = next;

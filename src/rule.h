@@ -52,8 +52,9 @@ enum {
 #define TIDEI_RULE_KEY_MAX 200
 #define TIDEI_RULE_TIMER_MAX 64
 
-/** Keys whose state stays decoded between turns (per rule). */
-#define TIDEI_RULE_CACHE 50000
+/** Keys whose state stays decoded between turns (per rule), while the
+ *  scripts' Lua state is at most half full. */
+#define TIDEI_RULE_CACHE 250000
 
 /** What tide.on's options make a rule (key, ttl, clock, lateness, late,
  *  windows, timers, on_close), read from the options table at @p idx of
