@@ -58,10 +58,10 @@ rig_kill(rig *r)
 	r->running = 0;
 }
 
-/* Publish the NDJSON text @p text (acknowledged) and wait until consumer
- * @p name has handled everything in the log. */
+/* Publish the NDJSON text @p text (acknowledged; freed here) and wait
+ * until consumer @p name has handled everything in the log. */
 static void
-rig_publish(rig *r, const char *text, const char *name)
+rig_publish(rig *r, char *text, const char *name)
 {
 	char out[4096];
 	uint64_t ev, last, cp;
@@ -71,6 +71,7 @@ rig_publish(rig *r, const char *text, const char *name)
 	ck_assert_ptr_nonnull(f);
 	fputs(text, f);
 	fclose(f);
+	free(text);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' publish -q --data '%s' < '%s'", TIDE_BIN,
 			       r->data, r->events),
 			 0);
