@@ -439,23 +439,18 @@ tidei_rule_start(tidei_rule *r, tidei_log *log, MDB_txn *txn, char *err)
 {
 	tidei_rule_stat st;
 	int rc = tidei_rule_stat_read(log, txn, r->consumer, &st, 0);
-	MDB_val k, v;
-	MDB_cursor *cur;
 
-	if (rc == TIDE_OK) {
-		r->watermark = st.watermark;
-		r->nlate = st.late;
-		r->fired = st.fired;
-		r->failed = st.failed;
-		r->maxtime = st.watermark == INT64_MIN ? INT64_MIN : st.watermark + r->lateness;
-	} else if (rc != TIDE_ENOTFOUND) {
+	/* nothing stored yet: the clock starts again, whatever an aborted
+	 * turn moved it to (st is zero, its watermark INT64_MIN) */
+	if (rc != TIDE_OK && rc != TIDE_ENOTFOUND)
 		return tidei_err(err, rc, "cannot read the clock of rule '%s'", r->consumer);
-	}
+	r->watermark = st.watermark;
+	r->nlate = st.late;
+	r->fired = st.fired;
+	r->failed = st.failed;
+	r->maxtime = st.watermark == INT64_MIN ? INT64_MIN : st.watermark + r->lateness;
 	r->meta_dirty = 0;
 	r->next_due = INT64_MIN; /* look at the first timer */
-	(void)k;
-	(void)v;
-	(void)cur;
 	return TIDE_OK;
 }
 

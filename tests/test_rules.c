@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "consumer.h"
 #include "helpers.h"
+#include "log.h"
 
 /* ------------------------------------------------------------------------
  * A small rig: a data directory, a script, events written as NDJSON
@@ -762,6 +764,170 @@ START_TEST(table_errors)
 END_TEST
 
 /* ------------------------------------------------------------------------
+ * In process: the consumer layer over a log, turn by turn as the engine
+ * runs it, so that a turn can be aborted or the log made to fail
+ * ------------------------------------------------------------------------ */
+
+typedef struct urig {
+	const char *dir;
+	char data[600], script[600];
+	tidei_log *log;
+	tidei_consumers *cs;
+	tidei_buf path, rec;
+} urig;
+
+static void
+u_log(void *ud, int level, const char *fmt, ...)
+{
+	(void)ud;
+	(void)level;
+	(void)fmt;
+}
+
+/* A log (initial map @p map bytes, 0 for the default) and @p script
+ * loaded and started on it. */
+static void
+u_open(urig *u, const char *script, uint64_t map)
+{
+	tidei_log_opts lo = { 0 };
+	tidei_consumers_opts co;
+	char err[TIDEI_ERRLEN];
+	const char *scripts[1];
+
+	memset(u, 0, sizeof *u);
+	u->dir = th_tmpdir();
+	snprintf(u->data, sizeof u->data, "%s/data", u->dir);
+	snprintf(u->script, sizeof u->script, "%s", th_write(u->dir, "rule.lua", script));
+	lo.map_size = map;
+	ck_assert_msg(tidei_log_open(&u->log, u->data, &lo, err) == TIDE_OK, "%s", err);
+	scripts[0] = u->script;
+	tidei_lua_path(&u->path, NULL, scripts, 1);
+	memset(&co, 0, sizeof co);
+	co.script.instruction_budget = TIDEI_DEFAULT_BUDGET;
+	co.script.time_limit_ns = TIDEI_DEFAULT_TIME_NS;
+	co.script.memory_limit = TIDEI_DEFAULT_MEMORY;
+	co.script.lua_path = (const char *)u->path.p;
+	co.max_event = 1 << 20;
+	co.max_depth = TIDEI_DEFAULT_EMIT_DEPTH;
+	co.log = u_log;
+	ck_assert_msg(tidei_consumers_new(&u->cs, &co, err) == TIDE_OK, "%s", err);
+	ck_assert_msg(tidei_consumers_load(u->cs, u->script, err) == TIDE_OK, "%s", err);
+	ck_assert_msg(tidei_consumers_start(u->cs, u->log, u->log->committed, err) == TIDE_OK, "%s",
+		      err);
+}
+
+static void
+u_close(urig *u)
+{
+	tidei_consumers_destroy(u->cs);
+	tidei_log_close(u->log);
+	tidei_buf_free(&u->path);
+	tidei_buf_free(&u->rec);
+	u->cs = NULL;
+	u->log = NULL;
+}
+
+static void
+u_append(void *ud, const uint8_t *rec, size_t len, const char *err)
+{
+	urig *u = ud;
+	tidei_append res;
+
+	ck_assert_msg(err == NULL, "%s", err);
+	tidei_buf_reset(&u->rec);
+	tidei_buf_put(&u->rec, rec, len);
+	ck_assert_int_eq(tidei_log_append(u->log, u->rec.p, len, tidei_now(), -1, &res), TIDE_OK);
+}
+
+/* Append the NDJSON text @p text (freed here) in a transaction of its own,
+ * without running the consumers. */
+static void
+u_publish(urig *u, char *text)
+{
+	tidei_eparser p;
+
+	tidei_eparser_init(&p, 1 << 20);
+	ck_assert_int_eq(tidei_log_begin(u->log), TIDE_OK);
+	ck_assert_int_gt(tidei_eparser_run(&p, text, strlen(text), u_append, u), 0);
+	ck_assert_int_eq(tidei_log_commit(u->log), TIDE_OK);
+	tidei_eparser_free(&p);
+	free(text);
+}
+
+/* Turns as the engine makes them until the consumers are done: a turn
+ * that fails is aborted and the consumers reloaded; a full map grows. */
+static void
+u_run(urig *u)
+{
+	char err[TIDEI_ERRLEN];
+	int more = 1, growths = 0, rc;
+
+	for (int turns = 0; more; turns++) {
+		ck_assert_int_lt(turns, 1000);
+		ck_assert_int_eq(tidei_log_begin(u->log), TIDE_OK);
+		rc = tidei_consumers_run(u->cs, u->log, &more, err);
+		if (rc == TIDE_OK) {
+			rc = tidei_log_commit(u->log);
+			snprintf(err, sizeof err, "%s", u->log->err);
+		} else {
+			tidei_log_abort(u->log);
+		}
+		if (rc == TIDE_OK) {
+			tidei_consumers_committed(u->cs);
+			continue;
+		}
+		tidei_consumers_reload(u->cs, u->log);
+		ck_assert_msg(rc == TIDE_EFULL && growths++ < 8, "turn failed (%d): %s", rc, err);
+		ck_assert_int_eq(tidei_log_grow(u->log), TIDE_OK);
+		more = 1;
+	}
+}
+
+/* One turn that is then aborted, as when the map turns out too small. */
+static void
+u_abort_turn(urig *u)
+{
+	char err[TIDEI_ERRLEN];
+	int more;
+
+	ck_assert_int_eq(tidei_log_begin(u->log), TIDE_OK);
+	ck_assert_msg(tidei_consumers_run(u->cs, u->log, &more, err) == TIDE_OK, "%s", err);
+	tidei_log_abort(u->log);
+	tidei_consumers_reload(u->cs, u->log);
+}
+
+static const char seen_script[] =
+	"local tide = require 'tide'\n"
+	"tide.on('m.*', function(ev, st)\n"
+	"  st.n = (st.n or 0) + 1\n"
+	"  tide.emit{ type = 'out.seen', subject = ev.subject, data = { id = ev.id, n = st.n } }\n"
+	"end, { name = 'seen', key = 'subject', from = 'beginning' })\n";
+
+/* A rule's first turn aborted: its clock goes back to where the log has
+ * it (nowhere yet), or the turn run again finds its events late. */
+START_TEST(aborted_first_turn_resets_the_clock)
+{
+	urig u;
+	sbuf b = { 0 };
+	char *got;
+
+	u_open(&u, seen_script, 0);
+	for (int i = 1; i <= 4; i++)
+		event(&b, i, "m.x", "k", i, "{}");
+	u_publish(&u, sb_take(&b));
+	u_abort_turn(&u);
+	u_run(&u);
+	u_close(&u);
+	got = emitted(u.data, "out.seen");
+	ck_assert_str_eq(got, "k {\"id\":\"e1\",\"n\":1}\n"
+			      "k {\"id\":\"e2\",\"n\":2}\n"
+			      "k {\"id\":\"e3\",\"n\":3}\n"
+			      "k {\"id\":\"e4\",\"n\":4}\n");
+	free(got);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
  * Live = replay
  * ------------------------------------------------------------------------ */
 
@@ -949,5 +1115,7 @@ rules_suite(void)
 	tcase_add_test(tc, table_errors);
 	tc = tcase(s, "determinism");
 	tcase_add_test(tc, live_equals_replay);
+	tc = tcase(s, "turns");
+	tcase_add_test(tc, aborted_first_turn_resets_the_clock);
 	return s;
 }
