@@ -1098,7 +1098,7 @@ fire_due(tidei_consumers *cs, tidei_consumer *c, const struct tide_event *ev, ti
 
 	for (;;) {
 		if ((got = tidei_rule_due(c->rule, log, &cs->timer, err)) <= 0)
-			return -got;
+			return got;
 		/* the cause again: appending may have moved its pages */
 		if (*appended && (rc = tidei_log_get(log, log->txn, ev->seq, &cause)) == TIDE_OK)
 			ev = &cause;
@@ -1174,6 +1174,15 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 					     trace);
 		else
 			rc = tidei_script_call(cs->script, c->ref, ev, why, trace);
+		if (rc != TIDE_OK && rc != TIDE_ESCRIPT) {
+			/* the log failed under a rule's call (its map is full, say):
+			 * the turn fails and runs again; the handler did not fail */
+			tidei_flight_leave(cs->flight);
+			c_release(cs);
+			cs->cur = NULL;
+			cs->cause = NULL;
+			return tidei_err(err, rc, "%s", why);
+		}
 		if (rc != TIDE_OK)
 			where_of(why, where, 256);
 		if (rc != TIDE_OK && tidei_script_failure(cs->script) == TIDEI_FAIL_MEMORY &&

@@ -91,7 +91,8 @@ struct tidei_rule {
 	const struct tide_event *ev;
 	const tidei_rule_timer *timer;
 	int ref, late_call;
-	int again; /* the event is being tried again (not added to windows) */
+	int again;    /* the event is being tried again (not added to windows) */
+	int store_rc; /* the log failed under the call: the turn's failure */
 	char *errbuf;
 	tidei_buf kbuf; /* record keys */
 	tidei_buf rec;  /* a record being written */
@@ -622,9 +623,9 @@ tidei_rule_due(tidei_rule *r, tidei_log *log, tidei_rule_timer *t, char *err)
 		return 0;
 	key_start(r, 'T');
 	if (r->kbuf.failed)
-		return -tidei_err(err, TIDE_ENOMEM, "out of memory");
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	if ((mrc = mdb_cursor_open(log->txn, log->rules, &cur)) != 0)
-		return -mdb_fail(log, mrc, "cannot read timers", err);
+		return mdb_fail(log, mrc, "cannot read timers", err);
 	k.mv_size = r->kbuf.len;
 	k.mv_data = r->kbuf.p;
 	mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
@@ -636,7 +637,7 @@ tidei_rule_due(tidei_rule *r, tidei_log *log, tidei_rule_timer *t, char *err)
 	}
 	if (mrc != 0) {
 		mdb_cursor_close(cur);
-		return -mdb_fail(log, mrc, "cannot read timers", err);
+		return mdb_fail(log, mrc, "cannot read timers", err);
 	}
 	p = (const uint8_t *)k.mv_data + pre;
 	end = (const uint8_t *)k.mv_data + k.mv_size;
@@ -650,7 +651,7 @@ tidei_rule_due(tidei_rule *r, tidei_log *log, tidei_rule_timer *t, char *err)
 	p += 10;
 	if (kn > (size_t)(end - p)) {
 		mdb_cursor_close(cur);
-		return -mdb_fail(log, MDB_CORRUPTED, "cannot read timers", err);
+		return mdb_fail(log, MDB_CORRUPTED, "cannot read timers", err);
 	}
 	tidei_buf_reset(&t->key);
 	tidei_buf_reset(&t->name);
@@ -670,11 +671,11 @@ tidei_rule_due(tidei_rule *r, tidei_log *log, tidei_rule_timer *t, char *err)
 	}
 	mdb_cursor_close(cur);
 	if (t->key.failed || t->name.failed || t->data.failed)
-		return -tidei_err(err, TIDE_ENOMEM, "out of memory");
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	/* taken out now; a recurring one is due again, past the watermark */
 	if ((rc = timer_cancel(r, log, (const char *)t->key.p, t->key.len, (const char *)t->name.p,
 			       t->name.len, err)) != TIDE_OK)
-		return -rc;
+		return rc;
 	if (t->every > 0) {
 		int64_t next = t->due + t->every;
 		if (next <= r->watermark)
@@ -682,7 +683,7 @@ tidei_rule_due(tidei_rule *r, tidei_log *log, tidei_rule_timer *t, char *err)
 		if ((rc = timer_set(r, log, (const char *)t->key.p, t->key.len,
 				    (const char *)t->name.p, t->name.len, next, t->every,
 				    t->data.len ? t->data.p : NULL, t->data.len, err)) != TIDE_OK)
-			return -rc;
+			return rc;
 	}
 	return 1;
 }
@@ -851,9 +852,11 @@ load_slot(lua_State *L, tidei_rule *r, const char *k, size_t kn)
 		key.mv_size = r->kbuf.len;
 		key.mv_data = r->kbuf.p;
 		mrc = mdb_get(r->log->txn, r->log->rules, &key, &v);
-		if (mrc != 0 && mrc != MDB_NOTFOUND)
+		if (mrc != 0 && mrc != MDB_NOTFOUND) {
+			r->store_rc = tidei_err_mdb(mrc);
 			luaL_error(L, "cannot read the state of rule '%s': %s", r->consumer,
 				   mdb_strerror(mrc));
+		}
 		tidei_buf_reset(&s->enc);
 		if (mrc == 0)
 			read_record(L, r, s, v.mv_data, v.mv_size);
@@ -1065,8 +1068,10 @@ arm_windows(tidei_rule *r, slot *s, lua_State *L, const char *k, size_t kn)
 		rc = timer_cancel(r, r->log, k, kn, TIMER_WIN, 2, err);
 	else
 		rc = timer_set(r, r->log, k, kn, TIMER_WIN, 2, next, 0, NULL, 0, err);
-	if (rc != TIDE_OK)
+	if (rc != TIDE_OK) {
+		r->store_rc = rc;
 		luaL_error(L, "%s", err);
+	}
 	s->win_due = next;
 	s->dirty = 1;
 }
@@ -1152,6 +1157,7 @@ run_call(tidei_rule *r, tidei_script *s, tidei_log *log, lua_CFunction fn, char 
 	r->log = log;
 	r->cur = -1;
 	r->nops = 0;
+	r->store_rc = TIDE_OK;
 	tidei_buf_reset(&r->opbuf);
 	rc = tidei_script_protect(s, fn, r, why, trace);
 	if (rc != TIDE_OK) {
@@ -1162,9 +1168,13 @@ run_call(tidei_rule *r, tidei_script *s, tidei_log *log, lua_CFunction fn, char 
 				r->slots[r->cur].ttl_due = 0;
 		}
 		r->nops = 0;
+		r->cur = -1;
+		/* the log failed under the call (its map is full, say): not
+		 * the handler's failure but the turn's, which is run again */
+		if (r->store_rc != TIDE_OK)
+			return r->store_rc;
 		r->failed++;
 		r->meta_dirty = 1;
-		r->cur = -1;
 		return rc;
 	}
 	if (r->cur >= 0) {

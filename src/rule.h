@@ -87,7 +87,8 @@ int tidei_rule_due(tidei_rule *r, tidei_log *log, tidei_rule_timer *t, char *err
 
 /** Call the handler of @p t (a named timer, a window closing, or a key's
  *  expiry) in @p s.  TIDE_OK, or TIDE_ESCRIPT with the error in @p why
- *  (then nothing it did to the state stays). */
+ *  (then nothing it did to the state stays), or another code when the log
+ *  failed under the call (TIDE_EFULL...): then the turn must be aborted. */
 int tidei_rule_fire(tidei_rule *r, tidei_script *s, tidei_log *log, const tidei_rule_timer *t,
 		    char *why, char *trace);
 

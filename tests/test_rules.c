@@ -927,6 +927,138 @@ START_TEST(aborted_first_turn_resets_the_clock)
 }
 END_TEST
 
+/* Fill the map in the open write transaction until not one page is left
+ * (through nested transactions, so that the one that fails leaves the
+ * turn's intact): the next write of the turn finds the map full. */
+static void
+u_fill(urig *u)
+{
+	static char junk[16000];
+	static const size_t sizes[] = { sizeof junk, 3000, 400, 40 };
+	int n = 0;
+
+	for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+		for (;;) {
+			MDB_txn *child;
+			char key[32];
+			MDB_val kv, v = { sizes[k], junk };
+			int rc;
+			ck_assert_int_eq(mdb_txn_begin(u->log->env, u->log->txn, 0, &child), 0);
+			kv.mv_size = (size_t)snprintf(key, sizeof key, "junk%08d", n++);
+			kv.mv_data = key;
+			if ((rc = mdb_put(child, u->log->meta, &kv, &v, 0)) != 0) {
+				ck_assert_int_eq(rc, MDB_MAP_FULL);
+				mdb_txn_abort(child);
+				break;
+			}
+			ck_assert_int_eq(mdb_txn_commit(child), 0);
+		}
+}
+
+/* A turn whose write transaction is full before the consumers run: they
+ * must report the map full (TIDE_EFULL, so that the engine grows it and
+ * runs the turn again), not a failure of a handler or of the log. */
+static void
+u_full_turn(urig *u)
+{
+	char err[TIDEI_ERRLEN] = "";
+	int more, rc;
+
+	ck_assert_int_eq(tidei_log_begin(u->log), TIDE_OK);
+	u_fill(u);
+	rc = tidei_consumers_run(u->cs, u->log, &more, err);
+	tidei_log_abort(u->log);
+	tidei_consumers_reload(u->cs, u->log);
+	ck_assert_msg(rc == TIDE_EFULL, "the turn failed with %d: %s", rc, err);
+}
+
+/* What the rule counted as failed and what is parked or waiting: nothing
+ * in these tests. */
+static void
+u_no_failures(urig *u, const char *name)
+{
+	const tidei_consumer *c = tidei_consumers_find(u->cs, name);
+	tidei_rule_stat st;
+	MDB_txn *txn;
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_uint_eq(c->failed, 0);
+	ck_assert_uint_eq(c->npend, 0);
+	ck_assert_int_eq(tidei_log_read_begin(u->log, &txn), TIDE_OK);
+	ck_assert_int_eq(tidei_rule_stat_read(u->log, txn, name, &st, 0), TIDE_OK);
+	tidei_log_read_end(u->log);
+	ck_assert_uint_eq(st.failed, 0);
+}
+
+static const char full_script[] =
+	"local tide = require 'tide'\n"
+	"tide.on('m.*', function(ev, st)\n"
+	"  if ev.type == 'm.start' then tide.timer.every('tick', '1m') end\n"
+	"  if ev.type == 'm.later' then tide.timer.after('later', '1h', { id = ev.id }) end\n"
+	"end, { name = 'full', key = 'subject', from = 'beginning',\n"
+	"       timers = {\n"
+	"         tick = function(key, data, st)\n"
+	"           st.ticks = (st.ticks or 0) + 1\n"
+	"           tide.emit{ type = 'out.tick', subject = key, data = { n = st.ticks } }\n"
+	"         end,\n"
+	"         later = function(key, data, st)\n"
+	"           tide.emit{ type = 'out.later', subject = key, data = data }\n"
+	"         end } })\n"
+	"tide.on('w.*', function(ev, st) end,\n"
+	"  { name = 'wins', key = 'subject', from = 'beginning',\n"
+	"    windows = { t = { tumbling = '10m' } },\n"
+	"    on_close = function(key, name, a, st)\n"
+	"      tide.emit{ type = 'out.closed', subject = key, data = { n = a.count } }\n"
+	"    end })\n";
+
+/* The map fills up while a timer is taken out and set again, while a
+ * handler's timer is stored, and while a window's is: each time the turn
+ * is run again in a larger map, and everything happens once. */
+START_TEST(full_map_in_timers_runs_the_turn_again)
+{
+	urig u;
+	sbuf b = { 0 };
+	char *got;
+
+	u_open(&u, full_script, 1 << 20);
+	event(&b, 1, "m.start", "k", 0, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	/* the clock passes the tick: it is taken out and set again */
+	event(&b, 2, "m.noise", "k", 5, "{}");
+	u_publish(&u, sb_take(&b));
+	u_full_turn(&u);
+	u_run(&u);
+	/* a handler sets a timer */
+	event(&b, 3, "m.later", "k", 6, "{}");
+	u_publish(&u, sb_take(&b));
+	u_full_turn(&u);
+	u_run(&u);
+	/* a window opens: its timer is set inside the call */
+	event(&b, 4, "w.x", "k", 7, "{}");
+	u_publish(&u, sb_take(&b));
+	u_full_turn(&u);
+	u_run(&u);
+	event(&b, 5, "m.noise", "k", 80, "{}");
+	event(&b, 6, "w.x", "k", 80, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	u_no_failures(&u, "full");
+	u_no_failures(&u, "wins");
+	u_close(&u);
+	got = emitted(u.data, "out.tick");
+	/* due at 1, 6 and 7: at 5, 6 and 80 */
+	ck_assert_str_eq(got, "k {\"n\":1}\nk {\"n\":2}\nk {\"n\":3}\n");
+	free(got);
+	got = emitted(u.data, "out.later");
+	ck_assert_str_eq(got, "k {\"id\":\"e3\"}\n");
+	free(got);
+	got = emitted(u.data, "out.closed");
+	ck_assert_str_eq(got, "k {\"n\":1}\n");
+	free(got);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Live = replay
  * ------------------------------------------------------------------------ */
@@ -1117,5 +1249,6 @@ rules_suite(void)
 	tcase_add_test(tc, live_equals_replay);
 	tc = tcase(s, "turns");
 	tcase_add_test(tc, aborted_first_turn_resets_the_clock);
+	tcase_add_test(tc, full_map_in_timers_runs_the_turn_again);
 	return s;
 }
