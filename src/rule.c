@@ -1089,6 +1089,9 @@ l_call(lua_State *L)
 
 	tidei_lua_push_event(L, r->ev);
 	evi = lua_gettop(L);
+	/* found again after the call, to expire it even if the call fails */
+	lua_pushvalue(L, evi);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &r->ev);
 	if (!push_key(L, r, evi)) {
 		/* no key: not for this rule's state; handled without one */
 		lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
@@ -1189,6 +1192,18 @@ run_call(tidei_rule *r, tidei_script *s, tidei_log *log, lua_CFunction fn, char 
 	return TIDE_OK;
 }
 
+/* The event of the call that returned expires, whatever the handler did
+ * with it (kept it in a global before failing, say).  [-0, +0, -] */
+static void
+expire_event(tidei_rule *r, lua_State *L)
+{
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &r->ev);
+	tidei_lua_expire_event(L, -1);
+	lua_pop(L, 1);
+	lua_pushnil(L); /* a key set to nil: nothing to allocate */
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &r->ev);
+}
+
 int
 tidei_rule_call(tidei_rule *r, tidei_script *s, tidei_log *log, int ref,
 		const struct tide_event *ev, int late, char *why, char *trace)
@@ -1200,6 +1215,7 @@ tidei_rule_call(tidei_rule *r, tidei_script *s, tidei_log *log, int ref,
 	r->cur_now = event_time(r, ev);
 	r->again = 0;
 	int rc = run_call(r, s, log, l_call, why, trace);
+	expire_event(r, tidei_script_state(s));
 	r->ev = NULL;
 	return rc;
 }
@@ -1217,6 +1233,7 @@ tidei_rule_call_again(tidei_rule *r, tidei_script *s, tidei_log *log, int ref,
 	r->cur_now = event_time(r, ev);
 	r->again = 1;
 	rc = run_call(r, s, log, l_call, why, trace);
+	expire_event(r, tidei_script_state(s));
 	r->again = 0;
 	r->ev = NULL;
 	return rc;

@@ -1059,6 +1059,44 @@ START_TEST(full_map_in_timers_runs_the_turn_again)
 }
 END_TEST
 
+/* An event kept by a handler that then fails expires all the same: read
+ * later, it raises instead of reading memory that is gone. */
+START_TEST(event_of_a_failed_call_expires)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"local kept = {}\n"
+		"tide.on('m.first', function(ev, st)\n"
+		"  kept.keyed = ev\n"
+		"  error('fails')\n"
+		"end, { name = 'keyed', key = 'subject', from = 'beginning', retries = 0 })\n"
+		"tide.on('m.first', function(ev, st)\n"
+		"  kept.keyless = ev\n"
+		"  error('fails')\n"
+		"end, { name = 'keyless', key = 'data.none', from = 'beginning', retries = 0 })\n"
+		"tide.on('m.second', function(ev)\n"
+		"  local a = pcall(function() return kept.keyed.id end)\n"
+		"  local b = pcall(function() return kept.keyless.id end)\n"
+		"  tide.emit{ type = 'out.read', data = { keyed = a, keyless = b } }\n"
+		"end, { name = 'reader', from = 'beginning' })\n";
+	urig u;
+	sbuf b = { 0 };
+	char *got;
+
+	u_open(&u, script, 0);
+	event(&b, 1, "m.first", "k", 1, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	event(&b, 2, "m.second", "k", 2, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	u_close(&u);
+	got = emitted(u.data, "out.read");
+	ck_assert_str_eq(got, "- {\"keyed\":false,\"keyless\":false}\n");
+	free(got);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Live = replay
  * ------------------------------------------------------------------------ */
@@ -1250,5 +1288,6 @@ rules_suite(void)
 	tc = tcase(s, "turns");
 	tcase_add_test(tc, aborted_first_turn_resets_the_clock);
 	tcase_add_test(tc, full_map_in_timers_runs_the_turn_again);
+	tcase_add_test(tc, event_of_a_failed_call_expires);
 	return s;
 }
