@@ -1421,6 +1421,11 @@ tidei_rule_timer_op(tidei_rule *r, lua_State *L, int op, const char *name, size_
 			return tidei_err(err, TIDE_EINVAL, "a recurring timer needs an interval");
 		o->every = when;
 	}
+	/* Set by a timer's handler at a time the clock has passed, it would
+	 * fall due in the same round of firings, and set itself again there
+	 * without end: it waits for the next event that moves the clock. */
+	if (op != TIDEI_TIMER_CANCEL && r->timer != NULL && o->due <= r->watermark)
+		o->due = r->watermark == INT64_MAX ? INT64_MAX : r->watermark + 1;
 	o->name_at = r->opbuf.len;
 	o->name_len = n;
 	tidei_buf_put(&r->opbuf, name, n);

@@ -1097,6 +1097,44 @@ START_TEST(event_of_a_failed_call_expires)
 }
 END_TEST
 
+/* A timer's handler that sets a timer at or before the clock (to run "as
+ * soon as possible") does not make the turn fire it again and again: it
+ * falls due at the next event that moves the clock. */
+START_TEST(timer_set_in_the_past_by_a_timer_waits)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"tide.on('m.*', function(ev, st)\n"
+		"  if ev.type == 'm.start' then tide.timer.after('again', '1m') end\n"
+		"end, { name = 'loop', key = 'subject', from = 'beginning',\n"
+		"       timers = { again = function(key, data, st)\n"
+		"         st.n = (st.n or 0) + 1\n"
+		"         tide.emit{ type = 'out.again', subject = key,\n"
+		"                    data = { n = st.n, at = tide.clock() // 60000000000 - "
+		"29453760 } }\n"
+		"         if st.n % 2 == 1 then tide.timer.after('again', 0)\n"
+		"         else tide.timer.at('again', 0) end\n"
+		"       end } })\n";
+	urig u;
+	sbuf b = { 0 };
+	char *got;
+
+	u_open(&u, script, 0);
+	event(&b, 1, "m.start", "k", 0, "{}");
+	event(&b, 2, "m.x", "k", 5, "{}");
+	event(&b, 3, "m.x", "k", 5, "{}");
+	event(&b, 4, "m.x", "k", 10, "{}");
+	event(&b, 5, "m.x", "k", 20, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	u_close(&u);
+	got = emitted(u.data, "out.again");
+	ck_assert_str_eq(got,
+			 "k {\"at\":5,\"n\":1}\nk {\"at\":10,\"n\":2}\nk {\"at\":20,\"n\":3}\n");
+	free(got);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Live = replay
  * ------------------------------------------------------------------------ */
@@ -1289,5 +1327,8 @@ rules_suite(void)
 	tcase_add_test(tc, aborted_first_turn_resets_the_clock);
 	tcase_add_test(tc, full_map_in_timers_runs_the_turn_again);
 	tcase_add_test(tc, event_of_a_failed_call_expires);
+	tc = tcase(s, "loops");
+	tcase_set_timeout(tc, 15); /* what failed here never ended */
+	tcase_add_test(tc, timer_set_in_the_past_by_a_timer_waits);
 	return s;
 }
