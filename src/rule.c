@@ -449,7 +449,10 @@ tidei_rule_start(tidei_rule *r, tidei_log *log, MDB_txn *txn, char *err)
 	r->nlate = st.late;
 	r->fired = st.fired;
 	r->failed = st.failed;
-	r->maxtime = st.watermark == INT64_MIN ? INT64_MIN : st.watermark + r->lateness;
+	r->maxtime = st.watermark;
+	if (st.watermark != INT64_MIN)
+		r->maxtime = st.watermark > INT64_MAX - r->lateness ? INT64_MAX
+								    : st.watermark + r->lateness;
 	r->meta_dirty = 0;
 	r->next_due = INT64_MIN; /* look at the first timer */
 	return TIDE_OK;
@@ -608,6 +611,20 @@ timer_set(tidei_rule *r, tidei_log *log, const char *key, size_t kn, const char 
 	return rc;
 }
 
+/* The first due + k * @p every (k >= 1) after @p wm, for a recurring timer
+ * @p due at or before it; INT64_MAX past the end of time.  In unsigned
+ * arithmetic: wm - due and the products may not fit an int64_t. */
+static int64_t
+next_period(int64_t due, int64_t every, int64_t wm)
+{
+	uint64_t k = ((uint64_t)wm - (uint64_t)due) / (uint64_t)every + 1;
+	uint64_t room = (uint64_t)INT64_MAX - (uint64_t)due;
+
+	if (k > room / (uint64_t)every)
+		return INT64_MAX;
+	return (int64_t)((uint64_t)due + k * (uint64_t)every);
+}
+
 int
 tidei_rule_due(tidei_rule *r, tidei_log *log, tidei_rule_timer *t, char *err)
 {
@@ -677,9 +694,7 @@ tidei_rule_due(tidei_rule *r, tidei_log *log, tidei_rule_timer *t, char *err)
 			       t->name.len, err)) != TIDE_OK)
 		return rc;
 	if (t->every > 0) {
-		int64_t next = t->due + t->every;
-		if (next <= r->watermark)
-			next += ((r->watermark - next) / t->every + 1) * t->every;
+		int64_t next = next_period(t->due, t->every, r->watermark);
 		if ((rc = timer_set(r, log, (const char *)t->key.p, t->key.len,
 				    (const char *)t->name.p, t->name.len, next, t->every,
 				    t->data.len ? t->data.p : NULL, t->data.len, err)) != TIDE_OK)
@@ -717,7 +732,7 @@ tidei_rule_clock(tidei_rule *r, const struct tide_event *ev, int *late)
 	}
 	if (t > r->maxtime) {
 		r->maxtime = t;
-		wm = t - r->lateness;
+		wm = t < INT64_MIN + r->lateness ? INT64_MIN : t - r->lateness;
 		if (wm > r->watermark) {
 			r->watermark = wm;
 			r->meta_dirty = 1;

@@ -1135,6 +1135,49 @@ START_TEST(timer_set_in_the_past_by_a_timer_waits)
 }
 END_TEST
 
+/* Event times at the ends of what a time can be (1677 and 2262), with
+ * lateness and a recurring timer whose period is near that span: due times
+ * and watermarks saturate instead of wrapping around. */
+START_TEST(extreme_times_do_not_wrap)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"tide.on('a', function(ev, st)\n"
+		"  tide.emit{ type = 'out.a', data = { id = ev.id } }\n"
+		"end, { name = 'late', key = 'subject', from = 'beginning', lateness = '1h' })\n"
+		"tide.on('b', function(ev, st)\n"
+		"  if ev.id == 'y1' then tide.timer.every('t', '14880w') end\n"
+		"end, { name = 'every', key = 'subject', from = 'beginning',\n"
+		"       timers = { t = function(key, data, st)\n"
+		"         tide.emit{ type = 'out.t', data = { key = key } }\n"
+		"       end } })\n";
+	static const char *const lines[][3] = {
+		{ "x1", "a", "1677-09-21T00:12:45Z" }, { "x2", "a", "2026-01-01T00:00:00Z" },
+		{ "y1", "b", "1700-01-01T00:00:00Z" }, { "y2", "b", "2026-01-01T00:00:00Z" },
+		{ "y3", "b", "2262-04-11T23:47:15Z" },
+	};
+	urig u;
+	sbuf b = { 0 };
+	char *got;
+
+	for (size_t k = 0; k < sizeof lines / sizeof lines[0]; k++)
+		sb_printf(&b,
+			  "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/test\","
+			  "\"type\":\"%s\",\"subject\":\"k\",\"time\":\"%s\"}\n",
+			  lines[k][0], lines[k][1], lines[k][2]);
+	u_open(&u, script, 0);
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	u_close(&u);
+	got = emitted(u.data, "out.a");
+	ck_assert_str_eq(got, "- {\"id\":\"x1\"}\n- {\"id\":\"x2\"}\n");
+	free(got);
+	got = emitted(u.data, "out.t"); /* due in 1985, then never */
+	ck_assert_int_eq(th_count(got, "\n"), 1);
+	free(got);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Live = replay
  * ------------------------------------------------------------------------ */
@@ -1330,5 +1373,6 @@ rules_suite(void)
 	tc = tcase(s, "loops");
 	tcase_set_timeout(tc, 15); /* what failed here never ended */
 	tcase_add_test(tc, timer_set_in_the_past_by_a_timer_waits);
+	tcase_add_test(tc, extreme_times_do_not_wrap);
 	return s;
 }
