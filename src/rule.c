@@ -91,8 +91,9 @@ struct tidei_rule {
 	const struct tide_event *ev;
 	const tidei_rule_timer *timer;
 	int ref, late_call;
-	int again;    /* the event is being tried again (not added to windows) */
-	int store_rc; /* the log failed under the call: the turn's failure */
+	int again;     /* the event is being tried again (not added to windows) */
+	int store_rc;  /* the log failed under the call: the turn's failure */
+	int ttl_armed; /* the call armed its key's expiry */
 	char *errbuf;
 	tidei_buf kbuf; /* record keys */
 	tidei_buf rec;  /* a record being written */
@@ -1031,6 +1032,7 @@ arm_expiry(tidei_rule *r, slot *s, lua_State *L)
 	r->ops[r->nops].name_len = 0;
 	r->nops++;
 	s->ttl_due = due;
+	r->ttl_armed = 1;
 }
 
 /* Take what a handler returned (at -1) as the new state at @p si: a
@@ -1157,8 +1159,8 @@ l_call(lua_State *L)
 			lua_pop(L, 2);
 		}
 	}
-	if (lua_istable(L, si))
-		arm_expiry(r, s, L);
+	if (lua_istable(L, si) || (s->w != NULL && !tidei_rwins_empty(r->wins, s->w)))
+		arm_expiry(r, s, L); /* a key that keeps anything expires */
 	settle(L, r, at, si);
 	tidei_lua_expire_event(L, evi);
 	return 0;
@@ -1176,13 +1178,14 @@ run_call(tidei_rule *r, tidei_script *s, tidei_log *log, lua_CFunction fn, char 
 	r->cur = -1;
 	r->nops = 0;
 	r->store_rc = TIDE_OK;
+	r->ttl_armed = 0;
 	tidei_buf_reset(&r->opbuf);
 	rc = tidei_script_protect(s, fn, r, why, trace);
 	if (rc != TIDE_OK) {
 		if (r->cur >= 0) {
 			rollback(r, L, r->cur);
 			/* the expiry it armed was not stored */
-			if (r->slots[r->cur].enc.len == 0)
+			if (r->ttl_armed)
 				r->slots[r->cur].ttl_due = 0;
 		}
 		r->nops = 0;
@@ -1337,13 +1340,15 @@ l_fire(lua_State *L)
 	si = lua_gettop(L);
 	s = &r->slots[at];
 	if (t->name.len == 0) {
-		/* the key's expiry: forget it if it had no event since */
+		/* the key's expiry: forget it (its state and its windows) if it
+		 * had no event since */
 		s->ttl_due = 0;
-		if (lua_isnil(L, si))
+		if (lua_isnil(L, si) && (s->w == NULL || tidei_rwins_empty(r->wins, s->w)))
 			return 0;
 		if (s->last_seen > t->due - r->ttl) {
 			arm_expiry(r, s, L);
 			encode_slot(L, r, at, si);
+			r->slots[at].dirty = 1; /* its new expiry */
 			return 0;
 		}
 		lua_pushlightuserdata(L, (void *)&tidei_delete_marker);

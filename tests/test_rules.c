@@ -1178,6 +1178,38 @@ START_TEST(extreme_times_do_not_wrap)
 }
 END_TEST
 
+/* ttl forgets a key that kept only windows (its handler keeps no state),
+ * windows and all, as it forgets one with a state. */
+START_TEST(ttl_forgets_keys_with_only_windows)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"tide.on('m.*', function(ev, st) end,\n"
+		"  { name = 'wins', key = 'subject', from = 'beginning', ttl = '1h',\n"
+		"    windows = { s = { sliding = '30m' }, n = { last = 5 } } })\n";
+	urig u;
+	sbuf b = { 0 };
+	tidei_rule_stat st;
+	MDB_txn *txn;
+
+	u_open(&u, script, 0);
+	event(&b, 1, "m.x", "k1", 0, "{}");
+	event(&b, 2, "m.x", "k2", 50, "{}");
+	event(&b, 3, "m.x", "k3", 100, "{}");
+	event(&b, 4, "m.x", "k2", 101, "{}");
+	event(&b, 5, "m.x", "k3", 200, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	ck_assert_int_eq(tidei_log_read_begin(u.log, &txn), TIDE_OK);
+	ck_assert_int_eq(tidei_rule_stat_read(u.log, txn, "wins", &st, 1), TIDE_OK);
+	tidei_log_read_end(u.log);
+	u_close(&u);
+	/* k1 expired at 60 and k2 at 161, k3 is left with its expiry */
+	ck_assert_uint_eq(st.keys, 1);
+	ck_assert_uint_eq(st.timers, 1);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Live = replay
  * ------------------------------------------------------------------------ */
@@ -1374,5 +1406,6 @@ rules_suite(void)
 	tcase_set_timeout(tc, 15); /* what failed here never ended */
 	tcase_add_test(tc, timer_set_in_the_past_by_a_timer_waits);
 	tcase_add_test(tc, extreme_times_do_not_wrap);
+	tcase_add_test(tc, ttl_forgets_keys_with_only_windows);
 	return s;
 }
