@@ -1413,6 +1413,9 @@ tidei_rule_timer_op(tidei_rule *r, lua_State *L, int op, const char *name, size_
 
 	if (r->cur < 0 && r->ev == NULL && r->timer == NULL)
 		return tidei_err(err, TIDE_ESTATE, "timers are set from a rule's handlers");
+	if (r->cur < 0) /* they would be dropped with the call */
+		return tidei_err(err, TIDE_ESTATE,
+				 "this event has no key (option 'key'): a timer belongs to a key");
 	if (n == 0 || n > TIDEI_RULE_TIMER_MAX || name[0] == '\1' || memchr(name, 0, n))
 		return tidei_err(err, TIDE_EINVAL, "a timer name has 1 to %d characters",
 				 TIDEI_RULE_TIMER_MAX);

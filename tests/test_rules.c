@@ -1210,6 +1210,36 @@ START_TEST(ttl_forgets_keys_with_only_windows)
 }
 END_TEST
 
+/* A timer belongs to the key in hand: for an event without a key the
+ * call says so instead of dropping the timer. */
+START_TEST(timer_without_a_key_is_refused)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"tide.on('m.*', function(ev, st)\n"
+		"  local ok, err = pcall(tide.timer.after, 't', '1m')\n"
+		"  tide.emit{ type = 'out.timer', data = { ok = ok, err = err or 'none' } }\n"
+		"end, { name = 'cards', key = 'data.card', from = 'beginning',\n"
+		"       timers = { t = function() end } })\n";
+	urig u;
+	sbuf b = { 0 };
+	char *got;
+
+	u_open(&u, script, 0);
+	event(&b, 1, "m.x", "k", 1, "{\"card\":\"c1\"}");
+	event(&b, 2, "m.x", "k", 2, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	u_close(&u);
+	got = emitted(u.data, "out.timer");
+	ck_assert_str_eq(got,
+			 "- {\"err\":\"none\",\"ok\":true}\n"
+			 "- {\"err\":\"tide.timer.after: this event has no key (option 'key'): "
+			 "a timer belongs to a key\",\"ok\":false}\n");
+	free(got);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Live = replay
  * ------------------------------------------------------------------------ */
@@ -1402,6 +1432,7 @@ rules_suite(void)
 	tcase_add_test(tc, aborted_first_turn_resets_the_clock);
 	tcase_add_test(tc, full_map_in_timers_runs_the_turn_again);
 	tcase_add_test(tc, event_of_a_failed_call_expires);
+	tcase_add_test(tc, timer_without_a_key_is_refused);
 	tc = tcase(s, "loops");
 	tcase_set_timeout(tc, 15); /* what failed here never ended */
 	tcase_add_test(tc, timer_set_in_the_past_by_a_timer_waits);
