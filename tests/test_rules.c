@@ -598,6 +598,10 @@ START_TEST(window_option_errors)
 		  "'p99' } } }",
 		  "one quantile per window" },
 		{ "windows = { w = { tumbling = 'soon' } }", "window 'w': 'tumbling':" },
+		{ "windows = { w = { tumbling = '1h', value = 'data..v' } }",
+		  "window 'w': 'value': 'data..v' is not a path" },
+		{ "windows = { w = { tumbling = '1h', distinct = '' } }",
+		  "window 'w': 'distinct': '' is not a path" },
 	};
 
 	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
