@@ -1244,6 +1244,36 @@ START_TEST(timer_without_a_key_is_refused)
 }
 END_TEST
 
+/* A sequence whose steps' types are a type and one below it ("a.b" then
+ * "a.b.c"): the rule listens to both. */
+START_TEST(sequence_of_a_type_and_its_subtype)
+{
+	static const char script[] =
+		"local pattern = require 'tide.pattern'\n"
+		"pattern.sequence{ name = 'down', within = '10m', from = 'beginning',\n"
+		"  steps = { { type = 'a.b' }, { type = 'a.b.c' } }, emit = 'out.down' }\n"
+		"pattern.sequence{ name = 'up', within = '10m', from = 'beginning',\n"
+		"  steps = { { type = 'a.b.c' }, { type = 'a.b' } }, emit = 'out.up' }\n";
+	urig u;
+	sbuf b = { 0 };
+	char *got;
+
+	u_open(&u, script, 0);
+	event(&b, 1, "a.b", "k", 1, "{}");
+	event(&b, 2, "a.b.c", "k", 2, "{}");
+	event(&b, 3, "a.b", "k", 3, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	u_close(&u);
+	got = emitted(u.data, "out.down");
+	ck_assert_str_eq(got, "k {\"events\":[\"e1\",\"e2\"],\"pattern\":\"down\"}\n");
+	free(got);
+	got = emitted(u.data, "out.up");
+	ck_assert_str_eq(got, "k {\"events\":[\"e2\",\"e3\"],\"pattern\":\"up\"}\n");
+	free(got);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Live = replay
  * ------------------------------------------------------------------------ */
@@ -1427,6 +1457,7 @@ rules_suite(void)
 	tcase_add_test(tc, window_option_errors);
 	tc = tcase(s, "patterns");
 	tcase_add_test(tc, absence_sequence_and_negation);
+	tcase_add_test(tc, sequence_of_a_type_and_its_subtype);
 	tc = tcase(s, "enrichment");
 	tcase_add_test(tc, projections_and_tables_enrich_rules);
 	tcase_add_test(tc, table_errors);
