@@ -868,10 +868,10 @@ load_one(void *ud, uint64_t seq, const tidei_pending_rec *r)
 	return pend_add(lc->c, seq, subject, r);
 }
 
+/* Read the consumers' state from @p txn; on failure, why in @p why. */
 static int
-load(tidei_consumers *cs, tidei_log *log, MDB_txn *txn, uint64_t head)
+load(tidei_consumers *cs, tidei_log *log, MDB_txn *txn, uint64_t head, char *why)
 {
-	char why[TIDEI_ERRLEN];
 	int rc = tidei_shared_load(cs->shared, cs->script, log, txn, why);
 
 	for (size_t k = 0; k < cs->n && rc == TIDE_OK; k++) {
@@ -880,8 +880,10 @@ load(tidei_consumers *cs, tidei_log *log, MDB_txn *txn, uint64_t head)
 		int stored;
 		uint64_t seq;
 		rc = tidei_log_checkpoint_get(log, txn, c->name, &seq, &stored);
-		if (rc != TIDE_OK)
+		if (rc != TIDE_OK) {
+			tidei_err(why, rc, "%s", log->err);
 			break;
+		}
 		if (stored) {
 			c->committed = seq;
 			c->stored = 1;
@@ -891,6 +893,8 @@ load(tidei_consumers *cs, tidei_log *log, MDB_txn *txn, uint64_t head)
 		c->checkpoint = c->committed;
 		pend_clear(c);
 		rc = tidei_log_pending_each(log, txn, c->name, load_one, &lc);
+		if (rc != TIDE_OK)
+			tidei_err(why, rc, "%s", log->err);
 		if (rc == TIDE_OK && c->rule != NULL) {
 			tidei_rule_reset(c->rule, tidei_script_state(cs->script));
 			rc = tidei_rule_start(c->rule, log, txn, why);
@@ -902,28 +906,30 @@ load(tidei_consumers *cs, tidei_log *log, MDB_txn *txn, uint64_t head)
 int
 tidei_consumers_start(tidei_consumers *cs, tidei_log *log, uint64_t head, char *err)
 {
+	char why[TIDEI_ERRLEN];
 	MDB_txn *txn;
 	int rc = tidei_log_read_begin(log, &txn);
 
 	if (rc != TIDE_OK)
 		return tidei_err(err, rc, "%s", log->err);
-	rc = load(cs, log, txn, head);
+	rc = load(cs, log, txn, head, why);
 	tidei_log_read_end(log);
 	if (rc != TIDE_OK)
-		return tidei_err(err, rc, "cannot read consumer state: %s", log->err);
+		return tidei_err(err, rc, "cannot read consumer state: %s", why);
 	return TIDE_OK;
 }
 
 int
 tidei_consumers_reload(tidei_consumers *cs, tidei_log *log)
 {
+	char why[TIDEI_ERRLEN];
 	MDB_txn *txn;
 	int rc = tidei_log_read_begin(log, &txn);
 
 	cs->ran = 0; /* aborted: the claims made stay remembered */
 	if (rc != TIDE_OK)
 		return rc;
-	rc = load(cs, log, txn, log->committed);
+	rc = load(cs, log, txn, log->committed, why);
 	tidei_log_read_end(log);
 	return rc;
 }

@@ -1274,6 +1274,40 @@ START_TEST(sequence_of_a_type_and_its_subtype)
 }
 END_TEST
 
+/* Write @p n bytes of @p v under key @p k of the rules' database. */
+static void
+u_put_rules(urig *u, const char *k, size_t kn, const void *v, size_t n)
+{
+	MDB_val key = { kn, (void *)k }, val = { n, (void *)v };
+
+	ck_assert_int_eq(tidei_log_begin(u->log), TIDE_OK);
+	ck_assert_int_eq(mdb_put(u->log->txn, u->log->rules, &key, &val, 0), 0);
+	ck_assert_int_eq(tidei_log_commit(u->log), TIDE_OK);
+}
+
+/* What the consumers cannot read back when they start is named in the
+ * error. */
+START_TEST(damaged_records_are_named_at_start)
+{
+	static const char script[] = "local tide = require 'tide'\n"
+				     "local seen = tide.shared('seen', { n = 0 })\n"
+				     "tide.on('m.*', function(ev, st) seen.n = seen.n + 1 end,\n"
+				     "  { name = 'count', key = 'subject', from = 'beginning' })\n";
+	urig u;
+	char err[TIDEI_ERRLEN];
+
+	u_open(&u, script, 0);
+	u_put_rules(&u, "Gseen", 5, "\xff\xff", 2);
+	ck_assert_int_ne(tidei_consumers_start(u.cs, u.log, u.log->committed, err), TIDE_OK);
+	ck_assert_msg(strstr(err, "shared table 'seen' is damaged") != NULL, "%s", err);
+	u_put_rules(&u, "Gseen", 5, "\x80", 1); /* an empty map */
+	u_put_rules(&u, "Mcount", 6, "\x93\x01\x02\x03", 4);
+	ck_assert_int_ne(tidei_consumers_start(u.cs, u.log, u.log->committed, err), TIDE_OK);
+	ck_assert_msg(strstr(err, "cannot read the clock of rule 'count'") != NULL, "%s", err);
+	u_close(&u);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Live = replay
  * ------------------------------------------------------------------------ */
@@ -1468,6 +1502,7 @@ rules_suite(void)
 	tcase_add_test(tc, full_map_in_timers_runs_the_turn_again);
 	tcase_add_test(tc, event_of_a_failed_call_expires);
 	tcase_add_test(tc, timer_without_a_key_is_refused);
+	tcase_add_test(tc, damaged_records_are_named_at_start);
 	tc = tcase(s, "loops");
 	tcase_set_timeout(tc, 15); /* what failed here never ended */
 	tcase_add_test(tc, timer_set_in_the_past_by_a_timer_waits);
