@@ -1335,6 +1335,7 @@ run_pending(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now,
 		ev.scratch = NULL;
 		(*handled)++;
 		cs->again = p->r.attempts > 0 || p->r.from_dlq;
+		cs->late = 0; /* not what the last event offered was */
 		rc = handle(cs, c, &ev, log, &appended, &ok, why, where, err);
 		cs->again = 0;
 		if (rc != TIDE_OK || ok == H_NOT_RUN)

@@ -1308,6 +1308,42 @@ START_TEST(damaged_records_are_named_at_start)
 }
 END_TEST
 
+/* An event held back behind a failing one of its subject, then released,
+ * goes to the handler it is for, whatever the last event offered before
+ * was (here a late one, held back too). */
+START_TEST(released_event_goes_to_its_handler)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"local failed = false\n"
+		"tide.on('m.*', function(ev, st)\n"
+		"  if ev.id == 'e1' and not failed then failed = true; error('once') end\n"
+		"  tide.emit{ type = 'out.main', data = { id = ev.id } }\n"
+		"end, { name = 'r', key = 'subject', from = 'beginning', backoff = 0,\n"
+		"       late = function(ev, st)\n"
+		"         tide.emit{ type = 'out.late', data = { id = ev.id } }\n"
+		"       end })\n";
+	urig u;
+	sbuf b = { 0 };
+	char *got;
+
+	u_open(&u, script, 0);
+	event(&b, 1, "m.x", "a", 10, "{}"); /* fails once */
+	event(&b, 2, "m.x", "a", 20, "{}"); /* waits behind e1 */
+	event(&b, 3, "m.x", "a", 5, "{}");  /* late, waits too */
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	u_close(&u);
+	/* e3 is not looked at: a late event tried again is not told apart */
+	got = emitted(u.data, "out.main");
+	ck_assert_msg(strstr(got, "e2") != NULL, "%s", got);
+	free(got);
+	got = emitted(u.data, "out.late");
+	ck_assert_msg(strstr(got, "e2") == NULL, "%s", got);
+	free(got);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Live = replay
  * ------------------------------------------------------------------------ */
@@ -1503,6 +1539,7 @@ rules_suite(void)
 	tcase_add_test(tc, event_of_a_failed_call_expires);
 	tcase_add_test(tc, timer_without_a_key_is_refused);
 	tcase_add_test(tc, damaged_records_are_named_at_start);
+	tcase_add_test(tc, released_event_goes_to_its_handler);
 	tc = tcase(s, "loops");
 	tcase_set_timeout(tc, 15); /* what failed here never ended */
 	tcase_add_test(tc, timer_set_in_the_past_by_a_timer_waits);
