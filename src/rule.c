@@ -755,13 +755,19 @@ tidei_rule_now(const tidei_rule *r)
 void
 tidei_rule_reset(tidei_rule *r, lua_State *L)
 {
+	if (L != NULL && r->cache_ref != LUA_NOREF) {
+		/* emptied in place, not replaced: no protected call is active
+		 * here, and setting a key to nil allocates nothing (a new table
+		 * could raise, with nothing to catch it) */
+		lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
+		for (size_t k = 0; k < r->keys.n; k++) {
+			lua_pushnil(L);
+			lua_rawseti(L, -2, (lua_Integer)k + 1);
+		}
+		lua_pop(L, 1);
+	}
 	slots_free(r);
 	tidei_keymap_clear(&r->keys);
-	if (L != NULL && r->cache_ref != LUA_NOREF) {
-		luaL_unref(L, LUA_REGISTRYINDEX, r->cache_ref);
-		lua_newtable(L);
-		r->cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	}
 	r->next_due = INT64_MIN;
 }
 
@@ -831,13 +837,14 @@ static long
 load_slot(lua_State *L, tidei_rule *r, const char *k, size_t kn)
 {
 	int fresh;
-	long at = tidei_keymap_put(&r->keys, k, kn, &fresh);
+	long at = tidei_keymap_get(&r->keys, k, kn);
 	slot *s;
 
-	if (at < 0)
-		luaL_error(L, "not enough memory for the rule's keys");
-	if (fresh) {
-		if ((size_t)at >= r->scap) {
+	if (at < 0) {
+		/* what the slot needs first: a key in the keymap has its slot,
+		 * and a slot of a rule with windows has their array */
+		tidei_win **w = NULL;
+		if (r->keys.n >= r->scap) {
 			size_t cap = r->scap ? r->scap * 2 : 256;
 			slot *v = realloc(r->slots, cap * sizeof *v);
 			if (v == NULL)
@@ -845,11 +852,16 @@ load_slot(lua_State *L, tidei_rule *r, const char *k, size_t kn)
 			r->slots = v;
 			r->scap = cap;
 		}
+		if (r->wins != NULL &&
+		    (w = calloc(tidei_rwins_count(r->wins), sizeof(tidei_win *))) == NULL)
+			luaL_error(L, "not enough memory for the rule's keys");
+		if ((at = tidei_keymap_put(&r->keys, k, kn, &fresh)) < 0) {
+			free(w);
+			luaL_error(L, "not enough memory for the rule's keys");
+		}
 		memset(&r->slots[at], 0, sizeof r->slots[at]);
 		r->slots[at].last_seen = INT64_MIN;
-		if (r->wins != NULL && (r->slots[at].w = calloc(tidei_rwins_count(r->wins),
-								sizeof(tidei_win *))) == NULL)
-			luaL_error(L, "not enough memory for the rule's keys");
+		r->slots[at].w = w;
 	}
 	s = &r->slots[at];
 	lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
@@ -1391,6 +1403,8 @@ tidei_rule_fire(tidei_rule *r, tidei_script *s, tidei_log *log, const tidei_rule
 
 	/* names are NUL-ended for lua_getfield */
 	tidei_buf_putc((tidei_buf *)&t->name, 0);
+	if (t->name.failed)
+		return tidei_err(why, TIDE_ENOMEM, "out of memory");
 	((tidei_buf *)&t->name)->len--;
 	r->ev = NULL;
 	r->timer = t;

@@ -1344,6 +1344,41 @@ START_TEST(released_event_goes_to_its_handler)
 }
 END_TEST
 
+/* More keys than a rule keeps decoded: the cache is emptied after a
+ * commit and what it held is read back from the log. */
+START_TEST(cache_trimmed_past_its_bound)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"tide.on('m.*', function(ev, st)\n"
+		"  st.n = (st.n or 0) + 1\n"
+		"  if st.n > 1 then tide.emit{ type = 'out.again', subject = ev.subject,\n"
+		"                              data = { n = st.n } } end\n"
+		"end, { name = 'many', key = 'subject', from = 'beginning' })\n";
+	urig u;
+	sbuf b = { 0 };
+	char subject[32], *got;
+	int n = TIDEI_RULE_CACHE + 100;
+
+	u_open(&u, script, 0);
+	for (int i = 0; i < n; i++) {
+		snprintf(subject, sizeof subject, "k%d", i);
+		event(&b, i, "m.x", subject, 1, "{}");
+	}
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	event(&b, n, "m.x", "k1", 2, "{}");
+	event(&b, n + 1, "m.x", "k1", 2, "{}");
+	event(&b, n + 2, "m.x", "k49999", 2, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	u_close(&u);
+	got = emitted(u.data, "out.again");
+	ck_assert_str_eq(got, "k1 {\"n\":2}\nk1 {\"n\":3}\nk49999 {\"n\":2}\n");
+	free(got);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Live = replay
  * ------------------------------------------------------------------------ */
@@ -1540,6 +1575,7 @@ rules_suite(void)
 	tcase_add_test(tc, timer_without_a_key_is_refused);
 	tcase_add_test(tc, damaged_records_are_named_at_start);
 	tcase_add_test(tc, released_event_goes_to_its_handler);
+	tcase_add_test(tc, cache_trimmed_past_its_bound);
 	tc = tcase(s, "loops");
 	tcase_set_timeout(tc, 15); /* what failed here never ended */
 	tcase_add_test(tc, timer_set_in_the_past_by_a_timer_waits);
