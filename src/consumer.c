@@ -64,6 +64,7 @@ struct tidei_consumers {
 	int blame_all; /* a fresh state did not help: every call pays for itself */
 	char full_why[TIDEI_ERRLEN];
 	int take_nomem; /* tide_emit: an event of the text ran out of memory */
+	int store_rc;   /* the log failed under the call in hand (tide.once) */
 	/* Once keys granted since the consumers' work last committed: a turn
 	 * aborted and run again (the map grew, or another consumer failed
 	 * the turn) rolls their claims back, but the effects they guard have
@@ -252,8 +253,10 @@ host_once(void *ud, const char *key, size_t n, int *first, char *err)
 	 * the handler failing afterwards, or a retry would repeat the effect
 	 * the claim protects. */
 	rc = tidei_log_once(cs->log, cs->cur->name, key, n, cs->cause->seq, first);
-	if (rc != TIDE_OK)
+	if (rc != TIDE_OK) {
+		cs->store_rc = rc; /* the turn's failure, not the handler's */
 		return tidei_err(err, rc, "%s", cs->log->err);
+	}
 	if (*first && claimed_before(cs, cs->cur->name, key, n))
 		*first = 0;
 	return TIDE_OK;
@@ -1116,7 +1119,10 @@ fire_due(tidei_consumers *cs, tidei_consumer *c, const struct tide_event *ev, ti
 		cs->tag_base = base;
 		cs->emit_at = cs->timer.due;
 		tidei_buf_reset(&cs->emits);
+		cs->store_rc = TIDE_OK;
 		rc = tidei_rule_fire(c->rule, cs->script, log, &cs->timer, why, trace);
+		if (rc == TIDE_ESCRIPT && cs->store_rc != TIDE_OK)
+			rc = cs->store_rc;
 		base += cs->nemits;
 		c_release(cs);
 		cs->cur = NULL;
@@ -1158,6 +1164,7 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 	cs->cause = ev;
 	cs->nemits = 0;
 	tidei_buf_reset(&cs->emits);
+	cs->store_rc = TIDE_OK;
 	trace[0] = '\0';
 	tidei_flight_enter(cs->flight, TIDEI_FLIGHT_CONSUMER, c->name, ev);
 	if (c->fn != NULL) {
@@ -1180,9 +1187,11 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 					     trace);
 		else
 			rc = tidei_script_call(cs->script, c->ref, ev, why, trace);
+		if (rc == TIDE_ESCRIPT && cs->store_rc != TIDE_OK)
+			rc = cs->store_rc;
 		if (rc != TIDE_OK && rc != TIDE_ESCRIPT) {
-			/* the log failed under a rule's call (its map is full, say):
-			 * the turn fails and runs again; the handler did not fail */
+			/* the log failed under the call (its map is full, say): the
+			 * turn fails and runs again; the handler did not fail */
 			tidei_flight_leave(cs->flight);
 			c_release(cs);
 			cs->cur = NULL;

@@ -1008,6 +1008,9 @@ static const char full_script[] =
 	"         later = function(key, data, st)\n"
 	"           tide.emit{ type = 'out.later', subject = key, data = data }\n"
 	"         end } })\n"
+	"tide.on('o.*', function(ev)\n"
+	"  if tide.once(ev.id) then tide.emit{ type = 'out.once', data = { id = ev.id } } end\n"
+	"end, { name = 'once', from = 'beginning' })\n"
 	"tide.on('w.*', function(ev, st) end,\n"
 	"  { name = 'wins', key = 'subject', from = 'beginning',\n"
 	"    windows = { t = { tumbling = '10m' } },\n"
@@ -1043,12 +1046,18 @@ START_TEST(full_map_in_timers_runs_the_turn_again)
 	u_publish(&u, sb_take(&b));
 	u_full_turn(&u);
 	u_run(&u);
+	/* a handler claims a key with tide.once */
+	event(&b, 7, "o.x", "k", 7, "{}");
+	u_publish(&u, sb_take(&b));
+	u_full_turn(&u);
+	u_run(&u);
 	event(&b, 5, "m.noise", "k", 80, "{}");
 	event(&b, 6, "w.x", "k", 80, "{}");
 	u_publish(&u, sb_take(&b));
 	u_run(&u);
 	u_no_failures(&u, "full");
 	u_no_failures(&u, "wins");
+	ck_assert_uint_eq(tidei_consumers_find(u.cs, "once")->failed, 0);
 	u_close(&u);
 	got = emitted(u.data, "out.tick");
 	/* due at 1, 6 and 7: at 5, 6 and 80 */
@@ -1059,6 +1068,9 @@ START_TEST(full_map_in_timers_runs_the_turn_again)
 	free(got);
 	got = emitted(u.data, "out.closed");
 	ck_assert_str_eq(got, "k {\"n\":1}\n");
+	free(got);
+	got = emitted(u.data, "out.once");
+	ck_assert_str_eq(got, "- {\"id\":\"e7\"}\n");
 	free(got);
 }
 END_TEST
