@@ -1121,7 +1121,7 @@ fire_due(tidei_consumers *cs, tidei_consumer *c, const struct tide_event *ev, ti
 		tidei_buf_reset(&cs->emits);
 		cs->store_rc = TIDE_OK;
 		rc = tidei_rule_fire(c->rule, cs->script, log, &cs->timer, why, trace);
-		if (rc == TIDE_ESCRIPT && cs->store_rc != TIDE_OK)
+		if (cs->store_rc != TIDE_OK) /* even if the handler caught it */
 			rc = cs->store_rc;
 		base += cs->nemits;
 		c_release(cs);
@@ -1187,7 +1187,7 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 					     trace);
 		else
 			rc = tidei_script_call(cs->script, c->ref, ev, why, trace);
-		if (rc == TIDE_ESCRIPT && cs->store_rc != TIDE_OK)
+		if (cs->store_rc != TIDE_OK) /* even if the handler caught it */
 			rc = cs->store_rc;
 		if (rc != TIDE_OK && rc != TIDE_ESCRIPT) {
 			/* the log failed under the call (its map is full, say): the
