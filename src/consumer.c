@@ -64,6 +64,7 @@ struct tidei_consumers {
 	int blame_all; /* a fresh state did not help: every call pays for itself */
 	char full_why[TIDEI_ERRLEN];
 	int take_nomem; /* tide_emit: an event of the text ran out of memory */
+	int store_rc;   /* the log failed under the call in hand (tide.once) */
 	/* Once keys granted since the consumers' work last committed: a turn
 	 * aborted and run again (the map grew, or another consumer failed
 	 * the turn) rolls their claims back, but the effects they guard have
@@ -253,8 +254,10 @@ host_once(void *ud, const char *key, size_t n, int *first, char *err)
 	 * the handler failing afterwards, or a retry would repeat the effect
 	 * the claim protects. */
 	rc = tidei_log_once(cs->log, cs->cur->name, key, n, cs->cause->seq, first);
-	if (rc != TIDE_OK)
+	if (rc != TIDE_OK) {
+		cs->store_rc = rc; /* the turn's failure, not the handler's */
 		return tidei_err(err, rc, "%s", cs->log->err);
+	}
 	if (*first && claimed_before(cs, cs->cur->name, key, n))
 		*first = 0;
 	return TIDE_OK;
@@ -869,10 +872,10 @@ load_one(void *ud, uint64_t seq, const tidei_pending_rec *r)
 	return pend_add(lc->c, seq, subject, r);
 }
 
+/* Read the consumers' state from @p txn; on failure, why in @p why. */
 static int
-load(tidei_consumers *cs, tidei_log *log, MDB_txn *txn, uint64_t head)
+load(tidei_consumers *cs, tidei_log *log, MDB_txn *txn, uint64_t head, char *why)
 {
-	char why[TIDEI_ERRLEN];
 	int rc = tidei_shared_load(cs->shared, cs->script, log, txn, why);
 
 	for (size_t k = 0; k < cs->n && rc == TIDE_OK; k++) {
@@ -881,8 +884,10 @@ load(tidei_consumers *cs, tidei_log *log, MDB_txn *txn, uint64_t head)
 		int stored;
 		uint64_t seq;
 		rc = tidei_log_checkpoint_get(log, txn, c->name, &seq, &stored);
-		if (rc != TIDE_OK)
+		if (rc != TIDE_OK) {
+			tidei_err(why, rc, "%s", log->err);
 			break;
+		}
 		if (stored) {
 			c->committed = seq;
 			c->stored = 1;
@@ -892,6 +897,8 @@ load(tidei_consumers *cs, tidei_log *log, MDB_txn *txn, uint64_t head)
 		c->checkpoint = c->committed;
 		pend_clear(c);
 		rc = tidei_log_pending_each(log, txn, c->name, load_one, &lc);
+		if (rc != TIDE_OK)
+			tidei_err(why, rc, "%s", log->err);
 		if (rc == TIDE_OK && c->rule != NULL) {
 			tidei_rule_reset(c->rule, tidei_script_state(cs->script));
 			rc = tidei_rule_start(c->rule, log, txn, why);
@@ -903,21 +910,23 @@ load(tidei_consumers *cs, tidei_log *log, MDB_txn *txn, uint64_t head)
 int
 tidei_consumers_start(tidei_consumers *cs, tidei_log *log, uint64_t head, char *err)
 {
+	char why[TIDEI_ERRLEN];
 	MDB_txn *txn;
 	int rc = tidei_log_read_begin(log, &txn);
 
 	if (rc != TIDE_OK)
 		return tidei_err(err, rc, "%s", log->err);
-	rc = load(cs, log, txn, head);
+	rc = load(cs, log, txn, head, why);
 	tidei_log_read_end(log);
 	if (rc != TIDE_OK)
-		return tidei_err(err, rc, "cannot read consumer state: %s", log->err);
+		return tidei_err(err, rc, "cannot read consumer state: %s", why);
 	return TIDE_OK;
 }
 
 int
 tidei_consumers_reload(tidei_consumers *cs, tidei_log *log)
 {
+	char why[TIDEI_ERRLEN];
 	MDB_txn *txn;
 	int rc = tidei_log_read_begin(log, &txn);
 
@@ -925,7 +934,7 @@ tidei_consumers_reload(tidei_consumers *cs, tidei_log *log)
 	cs->tick_seq = 0;
 	if (rc != TIDE_OK)
 		return rc;
-	rc = load(cs, log, txn, log->committed);
+	rc = load(cs, log, txn, log->committed, why);
 	tidei_log_read_end(log);
 	return rc;
 }
@@ -1112,7 +1121,7 @@ fire_due(tidei_consumers *cs, tidei_consumer *c, const struct tide_event *ev, ti
 
 	for (;;) {
 		if ((got = tidei_rule_due(c->rule, log, &cs->timer, err)) <= 0)
-			return -got;
+			return got;
 		/* the cause again: appending may have moved its pages */
 		if (*appended && (rc = tidei_log_get(log, log->txn, ev->seq, &cause)) == TIDE_OK)
 			ev = &cause;
@@ -1124,7 +1133,10 @@ fire_due(tidei_consumers *cs, tidei_consumer *c, const struct tide_event *ev, ti
 		cs->tag_base = base;
 		cs->emit_at = cs->timer.due;
 		tidei_buf_reset(&cs->emits);
+		cs->store_rc = TIDE_OK;
 		rc = tidei_rule_fire(c->rule, cs->script, log, &cs->timer, why, trace);
+		if (cs->store_rc != TIDE_OK) /* even if the handler caught it */
+			rc = cs->store_rc;
 		base += cs->nemits;
 		c_release(cs);
 		cs->cur = NULL;
@@ -1166,6 +1178,7 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 	cs->cause = ev;
 	cs->nemits = 0;
 	tidei_buf_reset(&cs->emits);
+	cs->store_rc = TIDE_OK;
 	trace[0] = '\0';
 	tidei_flight_enter(cs->flight, TIDEI_FLIGHT_CONSUMER, c->name, ev);
 	if (c->fn != NULL) {
@@ -1188,6 +1201,17 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 					     trace);
 		else
 			rc = tidei_script_call(cs->script, c->ref, ev, why, trace);
+		if (cs->store_rc != TIDE_OK) /* even if the handler caught it */
+			rc = cs->store_rc;
+		if (rc != TIDE_OK && rc != TIDE_ESCRIPT) {
+			/* the log failed under the call (its map is full, say): the
+			 * turn fails and runs again; the handler did not fail */
+			tidei_flight_leave(cs->flight);
+			c_release(cs);
+			cs->cur = NULL;
+			cs->cause = NULL;
+			return tidei_err(err, rc, "%s", why);
+		}
 		if (rc != TIDE_OK)
 			where_of(why, where, 256);
 		if (rc != TIDE_OK && tidei_script_failure(cs->script) == TIDEI_FAIL_MEMORY &&
@@ -1334,6 +1358,7 @@ run_pending(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now,
 		ev.scratch = NULL;
 		(*handled)++;
 		cs->again = p->r.attempts > 0 || p->r.from_dlq;
+		cs->late = 0; /* not what the last event offered was */
 		rc = handle(cs, c, &ev, log, &appended, &ok, why, where, err);
 		cs->again = 0;
 		if (rc != TIDE_OK || ok == H_NOT_RUN)

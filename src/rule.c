@@ -91,7 +91,9 @@ struct tidei_rule {
 	const struct tide_event *ev;
 	const tidei_rule_timer *timer;
 	int ref, late_call;
-	int again; /* the event is being tried again (not added to windows) */
+	int again;     /* the event is being tried again (not added to windows) */
+	int store_rc;  /* the log failed under the call: the turn's failure */
+	int ttl_armed; /* the call armed its key's expiry */
 	char *errbuf;
 	tidei_buf kbuf; /* record keys */
 	tidei_buf rec;  /* a record being written */
@@ -439,23 +441,21 @@ tidei_rule_start(tidei_rule *r, tidei_log *log, MDB_txn *txn, char *err)
 {
 	tidei_rule_stat st;
 	int rc = tidei_rule_stat_read(log, txn, r->consumer, &st, 0);
-	MDB_val k, v;
-	MDB_cursor *cur;
 
-	if (rc == TIDE_OK) {
-		r->watermark = st.watermark;
-		r->nlate = st.late;
-		r->fired = st.fired;
-		r->failed = st.failed;
-		r->maxtime = st.watermark == INT64_MIN ? INT64_MIN : st.watermark + r->lateness;
-	} else if (rc != TIDE_ENOTFOUND) {
+	/* nothing stored yet: the clock starts again, whatever an aborted
+	 * turn moved it to (st is zero, its watermark INT64_MIN) */
+	if (rc != TIDE_OK && rc != TIDE_ENOTFOUND)
 		return tidei_err(err, rc, "cannot read the clock of rule '%s'", r->consumer);
-	}
+	r->watermark = st.watermark;
+	r->nlate = st.late;
+	r->fired = st.fired;
+	r->failed = st.failed;
+	r->maxtime = st.watermark;
+	if (st.watermark != INT64_MIN)
+		r->maxtime = st.watermark > INT64_MAX - r->lateness ? INT64_MAX
+								    : st.watermark + r->lateness;
 	r->meta_dirty = 0;
 	r->next_due = INT64_MIN; /* look at the first timer */
-	(void)k;
-	(void)v;
-	(void)cur;
 	return TIDE_OK;
 }
 
@@ -612,6 +612,20 @@ timer_set(tidei_rule *r, tidei_log *log, const char *key, size_t kn, const char 
 	return rc;
 }
 
+/* The first due + k * @p every (k >= 1) after @p wm, for a recurring timer
+ * @p due at or before it; INT64_MAX past the end of time.  In unsigned
+ * arithmetic: wm - due and the products may not fit an int64_t. */
+static int64_t
+next_period(int64_t due, int64_t every, int64_t wm)
+{
+	uint64_t k = ((uint64_t)wm - (uint64_t)due) / (uint64_t)every + 1;
+	uint64_t room = (uint64_t)INT64_MAX - (uint64_t)due;
+
+	if (k > room / (uint64_t)every)
+		return INT64_MAX;
+	return (int64_t)((uint64_t)due + k * (uint64_t)every);
+}
+
 int
 tidei_rule_due(tidei_rule *r, tidei_log *log, tidei_rule_timer *t, char *err)
 {
@@ -627,9 +641,9 @@ tidei_rule_due(tidei_rule *r, tidei_log *log, tidei_rule_timer *t, char *err)
 		return 0;
 	key_start(r, 'T');
 	if (r->kbuf.failed)
-		return -tidei_err(err, TIDE_ENOMEM, "out of memory");
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	if ((mrc = mdb_cursor_open(log->txn, log->rules, &cur)) != 0)
-		return -mdb_fail(log, mrc, "cannot read timers", err);
+		return mdb_fail(log, mrc, "cannot read timers", err);
 	k.mv_size = r->kbuf.len;
 	k.mv_data = r->kbuf.p;
 	mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
@@ -641,7 +655,7 @@ tidei_rule_due(tidei_rule *r, tidei_log *log, tidei_rule_timer *t, char *err)
 	}
 	if (mrc != 0) {
 		mdb_cursor_close(cur);
-		return -mdb_fail(log, mrc, "cannot read timers", err);
+		return mdb_fail(log, mrc, "cannot read timers", err);
 	}
 	p = (const uint8_t *)k.mv_data + pre;
 	end = (const uint8_t *)k.mv_data + k.mv_size;
@@ -655,7 +669,7 @@ tidei_rule_due(tidei_rule *r, tidei_log *log, tidei_rule_timer *t, char *err)
 	p += 10;
 	if (kn > (size_t)(end - p)) {
 		mdb_cursor_close(cur);
-		return -mdb_fail(log, MDB_CORRUPTED, "cannot read timers", err);
+		return mdb_fail(log, MDB_CORRUPTED, "cannot read timers", err);
 	}
 	tidei_buf_reset(&t->key);
 	tidei_buf_reset(&t->name);
@@ -675,19 +689,17 @@ tidei_rule_due(tidei_rule *r, tidei_log *log, tidei_rule_timer *t, char *err)
 	}
 	mdb_cursor_close(cur);
 	if (t->key.failed || t->name.failed || t->data.failed)
-		return -tidei_err(err, TIDE_ENOMEM, "out of memory");
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	/* taken out now; a recurring one is due again, past the watermark */
 	if ((rc = timer_cancel(r, log, (const char *)t->key.p, t->key.len, (const char *)t->name.p,
 			       t->name.len, err)) != TIDE_OK)
-		return -rc;
+		return rc;
 	if (t->every > 0) {
-		int64_t next = t->due + t->every;
-		if (next <= r->watermark)
-			next += ((r->watermark - next) / t->every + 1) * t->every;
+		int64_t next = next_period(t->due, t->every, r->watermark);
 		if ((rc = timer_set(r, log, (const char *)t->key.p, t->key.len,
 				    (const char *)t->name.p, t->name.len, next, t->every,
 				    t->data.len ? t->data.p : NULL, t->data.len, err)) != TIDE_OK)
-			return -rc;
+			return rc;
 	}
 	return 1;
 }
@@ -721,7 +733,7 @@ tidei_rule_clock(tidei_rule *r, const struct tide_event *ev, int *late)
 	}
 	if (t > r->maxtime) {
 		r->maxtime = t;
-		wm = t - r->lateness;
+		wm = t < INT64_MIN + r->lateness ? INT64_MIN : t - r->lateness;
 		if (wm > r->watermark) {
 			r->watermark = wm;
 			r->meta_dirty = 1;
@@ -770,13 +782,19 @@ tidei_rule_now(const tidei_rule *r)
 void
 tidei_rule_reset(tidei_rule *r, lua_State *L)
 {
+	if (L != NULL && r->cache_ref != LUA_NOREF) {
+		/* emptied in place, not replaced: no protected call is active
+		 * here, and setting a key to nil allocates nothing (a new table
+		 * could raise, with nothing to catch it) */
+		lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
+		for (size_t k = 0; k < r->keys.n; k++) {
+			lua_pushnil(L);
+			lua_rawseti(L, -2, (lua_Integer)k + 1);
+		}
+		lua_pop(L, 1);
+	}
 	slots_free(r);
 	tidei_keymap_clear(&r->keys);
-	if (L != NULL && r->cache_ref != LUA_NOREF) {
-		luaL_unref(L, LUA_REGISTRYINDEX, r->cache_ref);
-		lua_newtable(L);
-		r->cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	}
 	r->next_due = INT64_MIN;
 }
 
@@ -846,13 +864,14 @@ static long
 load_slot(lua_State *L, tidei_rule *r, const char *k, size_t kn)
 {
 	int fresh;
-	long at = tidei_keymap_put(&r->keys, k, kn, &fresh);
+	long at = tidei_keymap_get(&r->keys, k, kn);
 	slot *s;
 
-	if (at < 0)
-		luaL_error(L, "not enough memory for the rule's keys");
-	if (fresh) {
-		if ((size_t)at >= r->scap) {
+	if (at < 0) {
+		/* what the slot needs first: a key in the keymap has its slot,
+		 * and a slot of a rule with windows has their array */
+		tidei_win **w = NULL;
+		if (r->keys.n >= r->scap) {
 			size_t cap = r->scap ? r->scap * 2 : 256;
 			slot *v = realloc(r->slots, cap * sizeof *v);
 			if (v == NULL)
@@ -860,11 +879,16 @@ load_slot(lua_State *L, tidei_rule *r, const char *k, size_t kn)
 			r->slots = v;
 			r->scap = cap;
 		}
+		if (r->wins != NULL &&
+		    (w = calloc(tidei_rwins_count(r->wins), sizeof(tidei_win *))) == NULL)
+			luaL_error(L, "not enough memory for the rule's keys");
+		if ((at = tidei_keymap_put(&r->keys, k, kn, &fresh)) < 0) {
+			free(w);
+			luaL_error(L, "not enough memory for the rule's keys");
+		}
 		memset(&r->slots[at], 0, sizeof r->slots[at]);
 		r->slots[at].last_seen = INT64_MIN;
-		if (r->wins != NULL && (r->slots[at].w = calloc(tidei_rwins_count(r->wins),
-								sizeof(tidei_win *))) == NULL)
-			luaL_error(L, "not enough memory for the rule's keys");
+		r->slots[at].w = w;
 	}
 	s = &r->slots[at];
 	lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
@@ -883,9 +907,11 @@ load_slot(lua_State *L, tidei_rule *r, const char *k, size_t kn)
 		key.mv_size = r->kbuf.len;
 		key.mv_data = r->kbuf.p;
 		mrc = mdb_get(r->log->txn, r->log->rules, &key, &v);
-		if (mrc != 0 && mrc != MDB_NOTFOUND)
+		if (mrc != 0 && mrc != MDB_NOTFOUND) {
+			r->store_rc = tidei_err_mdb(mrc);
 			luaL_error(L, "cannot read the state of rule '%s': %s", r->consumer,
 				   mdb_strerror(mrc));
+		}
 		tidei_buf_reset(&s->enc);
 		if (mrc == 0)
 			read_record(L, r, s, v.mv_data, v.mv_size);
@@ -1052,6 +1078,7 @@ arm_expiry(tidei_rule *r, slot *s, lua_State *L)
 	r->ops[r->nops].name_len = 0;
 	r->nops++;
 	s->ttl_due = due;
+	r->ttl_armed = 1;
 }
 
 /* Take what a handler returned (at -1) as the new state at @p si: a
@@ -1104,8 +1131,10 @@ arm_windows(tidei_rule *r, slot *s, lua_State *L, const char *k, size_t kn)
 		rc = timer_cancel(r, r->log, k, kn, TIMER_WIN, 2, err);
 	else
 		rc = timer_set(r, r->log, k, kn, TIMER_WIN, 2, next, 0, NULL, 0, err);
-	if (rc != TIDE_OK)
+	if (rc != TIDE_OK) {
+		r->store_rc = rc;
 		luaL_error(L, "%s", err);
+	}
 	s->win_due = next;
 	s->dirty = 1;
 }
@@ -1123,6 +1152,9 @@ l_call(lua_State *L)
 
 	tidei_lua_push_event(L, r->ev);
 	evi = lua_gettop(L);
+	/* found again after the call, to expire it even if the call fails */
+	lua_pushvalue(L, evi);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &r->ev);
 	if (!push_key(L, r, evi)) {
 		/* no key: not for this rule's state; handled without one */
 		lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
@@ -1191,19 +1223,25 @@ run_call(tidei_rule *r, tidei_script *s, tidei_log *log, lua_CFunction fn, char 
 	r->log = log;
 	r->cur = -1;
 	r->nops = 0;
+	r->store_rc = TIDE_OK;
+	r->ttl_armed = 0;
 	tidei_buf_reset(&r->opbuf);
 	rc = tidei_script_protect(s, fn, r, why, trace);
 	if (rc != TIDE_OK) {
 		if (r->cur >= 0) {
 			rollback(r, L, r->cur);
 			/* the expiry it armed was not stored */
-			if (r->slots[r->cur].enc.len == 0)
+			if (r->ttl_armed)
 				r->slots[r->cur].ttl_due = 0;
 		}
 		r->nops = 0;
+		r->cur = -1;
+		/* the log failed under the call (its map is full, say): not
+		 * the handler's failure but the turn's, which is run again */
+		if (r->store_rc != TIDE_OK)
+			return r->store_rc;
 		r->failed++;
 		r->meta_dirty = 1;
-		r->cur = -1;
 		return rc;
 	}
 	if (r->cur >= 0) {
@@ -1218,6 +1256,18 @@ run_call(tidei_rule *r, tidei_script *s, tidei_log *log, lua_CFunction fn, char 
 	return TIDE_OK;
 }
 
+/* The event of the call that returned expires, whatever the handler did
+ * with it (kept it in a global before failing, say).  [-0, +0, -] */
+static void
+expire_event(tidei_rule *r, lua_State *L)
+{
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &r->ev);
+	tidei_lua_expire_event(L, -1);
+	lua_pop(L, 1);
+	lua_pushnil(L); /* a key set to nil: nothing to allocate */
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &r->ev);
+}
+
 int
 tidei_rule_call(tidei_rule *r, tidei_script *s, tidei_log *log, int ref,
 		const struct tide_event *ev, int late, char *why, char *trace)
@@ -1229,6 +1279,7 @@ tidei_rule_call(tidei_rule *r, tidei_script *s, tidei_log *log, int ref,
 	r->cur_now = event_time(r, ev);
 	r->again = 0;
 	int rc = run_call(r, s, log, l_call, why, trace);
+	expire_event(r, tidei_script_state(s));
 	r->ev = NULL;
 	return rc;
 }
@@ -1246,6 +1297,7 @@ tidei_rule_call_again(tidei_rule *r, tidei_script *s, tidei_log *log, int ref,
 	r->cur_now = event_time(r, ev);
 	r->again = 1;
 	rc = run_call(r, s, log, l_call, why, trace);
+	expire_event(r, tidei_script_state(s));
 	r->again = 0;
 	r->ev = NULL;
 	return rc;
@@ -1334,14 +1386,15 @@ l_fire(lua_State *L)
 	si = lua_gettop(L);
 	s = &r->slots[at];
 	if (t->name.len == 0) {
-		/* the key's expiry: forget it if it had no event since */
+		/* the key's expiry: forget it (its state and its windows) if it
+		 * had no event since */
 		s->ttl_due = 0;
 		if (lua_isnil(L, si) && !has_windows(r, s))
 			return 0;
 		if (s->last_seen > t->due - r->ttl) {
 			arm_expiry(r, s, L);
-			s->dirty = 1; /* its record holds when it is due */
 			encode_slot(L, r, at, si);
+			r->slots[at].dirty = 1; /* its record holds its new expiry */
 			return 0;
 		}
 		lua_pushlightuserdata(L, (void *)&tidei_delete_marker);
@@ -1384,6 +1437,8 @@ tidei_rule_fire(tidei_rule *r, tidei_script *s, tidei_log *log, const tidei_rule
 
 	/* names are NUL-ended for lua_getfield */
 	tidei_buf_putc((tidei_buf *)&t->name, 0);
+	if (t->name.failed)
+		return tidei_err(why, TIDE_ENOMEM, "out of memory");
 	((tidei_buf *)&t->name)->len--;
 	r->ev = NULL;
 	r->timer = t;
@@ -1406,6 +1461,9 @@ tidei_rule_timer_op(tidei_rule *r, lua_State *L, int op, const char *name, size_
 
 	if (r->cur < 0 && r->ev == NULL && r->timer == NULL)
 		return tidei_err(err, TIDE_ESTATE, "timers are set from a rule's handlers");
+	if (r->cur < 0) /* they would be dropped with the call */
+		return tidei_err(err, TIDE_ESTATE,
+				 "this event has no key (option 'key'): a timer belongs to a key");
 	if (n == 0 || n > TIDEI_RULE_TIMER_MAX || name[0] == '\1' || memchr(name, 0, n))
 		return tidei_err(err, TIDE_EINVAL, "a timer name has 1 to %d characters",
 				 TIDEI_RULE_TIMER_MAX);
@@ -1434,6 +1492,11 @@ tidei_rule_timer_op(tidei_rule *r, lua_State *L, int op, const char *name, size_
 			return tidei_err(err, TIDE_EINVAL, "a recurring timer needs an interval");
 		o->every = when;
 	}
+	/* Set by a timer's handler at a time the clock has passed, it would
+	 * fall due in the same round of firings, and set itself again there
+	 * without end: it waits for the next event that moves the clock. */
+	if (op != TIDEI_TIMER_CANCEL && r->timer != NULL && o->due <= r->watermark)
+		o->due = r->watermark == INT64_MAX ? INT64_MAX : r->watermark + 1;
 	o->name_at = r->opbuf.len;
 	o->name_len = n;
 	tidei_buf_put(&r->opbuf, name, n);

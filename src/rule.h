@@ -88,7 +88,8 @@ int tidei_rule_due(tidei_rule *r, tidei_log *log, tidei_rule_timer *t, char *err
 
 /** Call the handler of @p t (a named timer, a window closing, or a key's
  *  expiry) in @p s.  TIDE_OK, or TIDE_ESCRIPT with the error in @p why
- *  (then nothing it did to the state stays). */
+ *  (then nothing it did to the state stays), or another code when the log
+ *  failed under the call (TIDE_EFULL...): then the turn must be aborted. */
 int tidei_rule_fire(tidei_rule *r, tidei_script *s, tidei_log *log, const tidei_rule_timer *t,
 		    char *why, char *trace);
 
@@ -96,8 +97,9 @@ int tidei_rule_fire(tidei_rule *r, tidei_script *s, tidei_log *log, const tidei_
  *  event with @p late: TIDEI_LATE_HANDLE or _FN).  As tidei_rule_fire(). */
 int tidei_rule_call(tidei_rule *r, tidei_script *s, tidei_log *log, int ref,
 		    const struct tide_event *ev, int late, char *why, char *trace);
-/** The same for an event tried again (a retry, or one released after an
- *  earlier event of its subject): it is not added to windows again. */
+/** The same for an event tried again (a retry, or a dead letter retried):
+ *  it is not added to windows again.  (An event released after an earlier
+ *  one of its subject was never tried: it goes to tidei_rule_call().) */
 int tidei_rule_call_again(tidei_rule *r, tidei_script *s, tidei_log *log, int ref,
 			  const struct tide_event *ev, char *why, char *trace);
 

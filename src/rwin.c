@@ -64,8 +64,19 @@ static int
 path(lua_State *L, const char *win, const char *field, char **out, char *err)
 {
 	int t = lua_getfield(L, -1, field);
+	struct tide_event none;
+	tide_value v;
 
 	*out = NULL;
+	memset(&none, 0, sizeof none);
+	/* a malformed path is refused here: it would never find a value */
+	if (t == LUA_TSTRING && tide_event_value(&none, lua_tostring(L, -1), &v) == TIDE_EINVAL) {
+		tidei_err(err, TIDE_EINVAL,
+			  "window '%s': '%s': '%s' is not a path like \"data.amount\"", win, field,
+			  lua_tostring(L, -1));
+		lua_pop(L, 1);
+		return TIDE_EINVAL;
+	}
 	if (t == LUA_TSTRING)
 		*out = strdup(lua_tostring(L, -1));
 	lua_pop(L, 1);
@@ -127,7 +138,8 @@ aggregates(lua_State *L, rwin *w, char *err)
 			w->spec.aggs |= bit;
 		lua_pop(L, 1);
 	}
-	lua_pop(L, 2);
+	/* the list, and the nil that ended it unless an error did */
+	lua_pop(L, rc == TIDE_OK ? 2 : 1);
 	return rc;
 }
 

@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "consumer.h"
 #include "helpers.h"
+#include "log.h"
 
 /* ------------------------------------------------------------------------
  * A small rig: a data directory, a script, events written as NDJSON
@@ -58,10 +60,10 @@ rig_kill(rig *r)
 	r->running = 0;
 }
 
-/* Publish the NDJSON text @p text (acknowledged) and wait until consumer
- * @p name has handled everything in the log. */
+/* Publish the NDJSON text @p text (acknowledged; freed here) and wait
+ * until consumer @p name has handled everything in the log. */
 static void
-rig_publish(rig *r, const char *text, const char *name)
+rig_publish(rig *r, char *text, const char *name)
 {
 	char out[4096];
 	uint64_t ev, last, cp;
@@ -71,6 +73,7 @@ rig_publish(rig *r, const char *text, const char *name)
 	ck_assert_ptr_nonnull(f);
 	fputs(text, f);
 	fclose(f);
+	free(text);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' publish -q --data '%s' < '%s'", TIDE_BIN,
 			       r->data, r->events),
 			 0);
@@ -647,6 +650,10 @@ START_TEST(window_option_errors)
 		  "'p99' } } }",
 		  "one quantile per window" },
 		{ "windows = { w = { tumbling = 'soon' } }", "window 'w': 'tumbling':" },
+		{ "windows = { w = { tumbling = '1h', value = 'data..v' } }",
+		  "window 'w': 'value': 'data..v' is not a path" },
+		{ "windows = { w = { tumbling = '1h', distinct = '' } }",
+		  "window 'w': 'distinct': '' is not a path" },
 	};
 
 	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
@@ -809,6 +816,631 @@ START_TEST(table_errors)
 				 0);
 		ck_assert_msg(strstr(out, cases[k].want) != NULL, "%s: %s", cases[k].call, out);
 	}
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * In process: the consumer layer over a log, turn by turn as the engine
+ * runs it, so that a turn can be aborted or the log made to fail
+ * ------------------------------------------------------------------------ */
+
+typedef struct urig {
+	const char *dir;
+	char data[600], script[600];
+	tidei_log *log;
+	tidei_consumers *cs;
+	tidei_buf path, rec;
+} urig;
+
+static void
+u_log(void *ud, int level, const char *fmt, ...)
+{
+	(void)ud;
+	(void)level;
+	(void)fmt;
+}
+
+/* A log (initial map @p map bytes, 0 for the default) and @p script
+ * loaded and started on it. */
+static void
+u_open(urig *u, const char *script, uint64_t map)
+{
+	tidei_log_opts lo = { 0 };
+	tidei_consumers_opts co;
+	char err[TIDEI_ERRLEN];
+	const char *scripts[1];
+
+	memset(u, 0, sizeof *u);
+	u->dir = th_tmpdir();
+	snprintf(u->data, sizeof u->data, "%s/data", u->dir);
+	snprintf(u->script, sizeof u->script, "%s", th_write(u->dir, "rule.lua", script));
+	lo.map_size = map;
+	ck_assert_msg(tidei_log_open(&u->log, u->data, &lo, err) == TIDE_OK, "%s", err);
+	scripts[0] = u->script;
+	tidei_lua_path(&u->path, NULL, scripts, 1);
+	memset(&co, 0, sizeof co);
+	co.script.instruction_budget = TIDEI_DEFAULT_BUDGET;
+	co.script.time_limit_ns = TIDEI_DEFAULT_TIME_NS;
+	co.script.memory_limit = TIDEI_DEFAULT_MEMORY;
+	co.script.lua_path = (const char *)u->path.p;
+	co.max_event = 1 << 20;
+	co.max_depth = TIDEI_DEFAULT_EMIT_DEPTH;
+	co.log = u_log;
+	ck_assert_msg(tidei_consumers_new(&u->cs, &co, err) == TIDE_OK, "%s", err);
+	ck_assert_msg(tidei_consumers_load(u->cs, u->script, err) == TIDE_OK, "%s", err);
+	ck_assert_msg(tidei_consumers_start(u->cs, u->log, u->log->committed, err) == TIDE_OK, "%s",
+		      err);
+}
+
+static void
+u_close(urig *u)
+{
+	tidei_consumers_destroy(u->cs);
+	tidei_log_close(u->log);
+	tidei_buf_free(&u->path);
+	tidei_buf_free(&u->rec);
+	u->cs = NULL;
+	u->log = NULL;
+}
+
+static void
+u_append(void *ud, const uint8_t *rec, size_t len, const char *err)
+{
+	urig *u = ud;
+	tidei_append res;
+
+	ck_assert_msg(err == NULL, "%s", err);
+	tidei_buf_reset(&u->rec);
+	tidei_buf_put(&u->rec, rec, len);
+	ck_assert_int_eq(tidei_log_append(u->log, u->rec.p, len, tidei_now(), -1, &res), TIDE_OK);
+}
+
+/* Append the NDJSON text @p text (freed here) in a transaction of its own,
+ * without running the consumers. */
+static void
+u_publish(urig *u, char *text)
+{
+	tidei_eparser p;
+
+	tidei_eparser_init(&p, 1 << 20);
+	ck_assert_int_eq(tidei_log_begin(u->log), TIDE_OK);
+	ck_assert_int_gt(tidei_eparser_run(&p, text, strlen(text), u_append, u), 0);
+	ck_assert_int_eq(tidei_log_commit(u->log), TIDE_OK);
+	tidei_eparser_free(&p);
+	free(text);
+}
+
+/* Turns as the engine makes them until the consumers are done: a turn
+ * that fails is aborted and the consumers reloaded; a full map grows. */
+static void
+u_run(urig *u)
+{
+	char err[TIDEI_ERRLEN];
+	int more = 1, growths = 0, rc;
+
+	for (int turns = 0; more; turns++) {
+		ck_assert_int_lt(turns, 1000);
+		ck_assert_int_eq(tidei_log_begin(u->log), TIDE_OK);
+		rc = tidei_consumers_run(u->cs, u->log, &more, err);
+		if (rc == TIDE_OK) {
+			rc = tidei_log_commit(u->log);
+			snprintf(err, sizeof err, "%s", u->log->err);
+		} else {
+			tidei_log_abort(u->log);
+		}
+		if (rc == TIDE_OK) {
+			tidei_consumers_committed(u->cs);
+			continue;
+		}
+		tidei_consumers_reload(u->cs, u->log);
+		ck_assert_msg(rc == TIDE_EFULL && growths++ < 8, "turn failed (%d): %s", rc, err);
+		ck_assert_int_eq(tidei_log_grow(u->log), TIDE_OK);
+		more = 1;
+	}
+}
+
+/* One turn that is then aborted, as when the map turns out too small. */
+static void
+u_abort_turn(urig *u)
+{
+	char err[TIDEI_ERRLEN];
+	int more;
+
+	ck_assert_int_eq(tidei_log_begin(u->log), TIDE_OK);
+	ck_assert_msg(tidei_consumers_run(u->cs, u->log, &more, err) == TIDE_OK, "%s", err);
+	tidei_log_abort(u->log);
+	tidei_consumers_reload(u->cs, u->log);
+}
+
+static const char seen_script[] =
+	"local tide = require 'tide'\n"
+	"tide.on('m.*', function(ev, st)\n"
+	"  st.n = (st.n or 0) + 1\n"
+	"  tide.emit{ type = 'out.seen', subject = ev.subject, data = { id = ev.id, n = st.n } }\n"
+	"end, { name = 'seen', key = 'subject', from = 'beginning' })\n";
+
+/* A rule's first turn aborted: its clock goes back to where the log has
+ * it (nowhere yet), or the turn run again finds its events late. */
+START_TEST(aborted_first_turn_resets_the_clock)
+{
+	urig u;
+	sbuf b = { 0 };
+	char *got;
+
+	u_open(&u, seen_script, 0);
+	for (int i = 1; i <= 4; i++)
+		event(&b, i, "m.x", "k", i, "{}");
+	u_publish(&u, sb_take(&b));
+	u_abort_turn(&u);
+	u_run(&u);
+	u_close(&u);
+	got = emitted(u.data, "out.seen");
+	ck_assert_str_eq(got, "k {\"id\":\"e1\",\"n\":1}\n"
+			      "k {\"id\":\"e2\",\"n\":2}\n"
+			      "k {\"id\":\"e3\",\"n\":3}\n"
+			      "k {\"id\":\"e4\",\"n\":4}\n");
+	free(got);
+}
+END_TEST
+
+/* Fill the map in the open write transaction until not one page is left
+ * (through nested transactions, so that the one that fails leaves the
+ * turn's intact): the next write of the turn finds the map full. */
+static void
+u_fill(urig *u)
+{
+	static char junk[16000];
+	static const size_t sizes[] = { sizeof junk, 3000, 400, 40 };
+	int n = 0;
+
+	for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+		for (;;) {
+			MDB_txn *child;
+			char key[32];
+			MDB_val kv, v = { sizes[k], junk };
+			int rc;
+			ck_assert_int_eq(mdb_txn_begin(u->log->env, u->log->txn, 0, &child), 0);
+			kv.mv_size = (size_t)snprintf(key, sizeof key, "junk%08d", n++);
+			kv.mv_data = key;
+			if ((rc = mdb_put(child, u->log->meta, &kv, &v, 0)) != 0) {
+				ck_assert_int_eq(rc, MDB_MAP_FULL);
+				mdb_txn_abort(child);
+				break;
+			}
+			ck_assert_int_eq(mdb_txn_commit(child), 0);
+		}
+}
+
+/* A turn whose write transaction is full before the consumers run: they
+ * must report the map full (TIDE_EFULL, so that the engine grows it and
+ * runs the turn again), not a failure of a handler or of the log. */
+static void
+u_full_turn(urig *u)
+{
+	char err[TIDEI_ERRLEN] = "";
+	int more, rc;
+
+	ck_assert_int_eq(tidei_log_begin(u->log), TIDE_OK);
+	u_fill(u);
+	rc = tidei_consumers_run(u->cs, u->log, &more, err);
+	tidei_log_abort(u->log);
+	tidei_consumers_reload(u->cs, u->log);
+	ck_assert_msg(rc == TIDE_EFULL, "the turn failed with %d: %s", rc, err);
+}
+
+/* What the rule counted as failed and what is parked or waiting: nothing
+ * in these tests. */
+static void
+u_no_failures(urig *u, const char *name)
+{
+	const tidei_consumer *c = tidei_consumers_find(u->cs, name);
+	tidei_rule_stat st;
+	MDB_txn *txn;
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_uint_eq(c->failed, 0);
+	ck_assert_uint_eq(c->npend, 0);
+	ck_assert_int_eq(tidei_log_read_begin(u->log, &txn), TIDE_OK);
+	ck_assert_int_eq(tidei_rule_stat_read(u->log, txn, name, &st, 0), TIDE_OK);
+	tidei_log_read_end(u->log);
+	ck_assert_uint_eq(st.failed, 0);
+}
+
+static const char full_script[] =
+	"local tide = require 'tide'\n"
+	"tide.on('m.*', function(ev, st)\n"
+	"  if ev.type == 'm.start' then tide.timer.every('tick', '1m') end\n"
+	"  if ev.type == 'm.later' then tide.timer.after('later', '1h', { id = ev.id }) end\n"
+	"end, { name = 'full', key = 'subject', from = 'beginning',\n"
+	"       timers = {\n"
+	"         tick = function(key, data, st)\n"
+	"           st.ticks = (st.ticks or 0) + 1\n"
+	"           tide.emit{ type = 'out.tick', subject = key, data = { n = st.ticks } }\n"
+	"         end,\n"
+	"         later = function(key, data, st)\n"
+	"           tide.emit{ type = 'out.later', subject = key, data = data }\n"
+	"         end } })\n"
+	"tide.on('o.*', function(ev)\n"
+	"  local ok, first = pcall(tide.once, ev.id) -- caught, the turn fails all the same\n"
+	"  if ok and first then tide.emit{ type = 'out.once', data = { id = ev.id } } end\n"
+	"end, { name = 'once', from = 'beginning' })\n"
+	"tide.on('w.*', function(ev, st) end,\n"
+	"  { name = 'wins', key = 'subject', from = 'beginning',\n"
+	"    windows = { t = { tumbling = '10m' } },\n"
+	"    on_close = function(key, name, a, st)\n"
+	"      tide.emit{ type = 'out.closed', subject = key, data = { n = a.count } }\n"
+	"    end })\n";
+
+/* The map fills up while a timer is taken out and set again, while a
+ * handler's timer is stored, and while a window's is: each time the turn
+ * is run again in a larger map, and everything happens once. */
+START_TEST(full_map_in_timers_runs_the_turn_again)
+{
+	urig u;
+	sbuf b = { 0 };
+	char *got;
+
+	u_open(&u, full_script, 1 << 20);
+	event(&b, 1, "m.start", "k", 0, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	/* the clock passes the tick: it is taken out and set again */
+	event(&b, 2, "m.noise", "k", 5, "{}");
+	u_publish(&u, sb_take(&b));
+	u_full_turn(&u);
+	u_run(&u);
+	/* a handler sets a timer */
+	event(&b, 3, "m.later", "k", 6, "{}");
+	u_publish(&u, sb_take(&b));
+	u_full_turn(&u);
+	u_run(&u);
+	/* a window opens: its timer is set inside the call */
+	event(&b, 4, "w.x", "k", 7, "{}");
+	u_publish(&u, sb_take(&b));
+	u_full_turn(&u);
+	u_run(&u);
+	/* a handler claims a key with tide.once */
+	event(&b, 7, "o.x", "k", 7, "{}");
+	u_publish(&u, sb_take(&b));
+	u_full_turn(&u);
+	u_run(&u);
+	event(&b, 5, "m.noise", "k", 80, "{}");
+	event(&b, 6, "w.x", "k", 80, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	u_no_failures(&u, "full");
+	u_no_failures(&u, "wins");
+	ck_assert_uint_eq(tidei_consumers_find(u.cs, "once")->failed, 0);
+	u_close(&u);
+	got = emitted(u.data, "out.tick");
+	/* due at 1, 6 and 7: at 5, 6 and 80 */
+	ck_assert_str_eq(got, "k {\"n\":1}\nk {\"n\":2}\nk {\"n\":3}\n");
+	free(got);
+	got = emitted(u.data, "out.later");
+	ck_assert_str_eq(got, "k {\"id\":\"e3\"}\n");
+	free(got);
+	got = emitted(u.data, "out.closed");
+	ck_assert_str_eq(got, "k {\"n\":1}\n");
+	free(got);
+	got = emitted(u.data, "out.once");
+	ck_assert_str_eq(got, "- {\"id\":\"e7\"}\n");
+	free(got);
+}
+END_TEST
+
+/* An event kept by a handler that then fails expires all the same: read
+ * later, it raises instead of reading memory that is gone. */
+START_TEST(event_of_a_failed_call_expires)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"local kept = {}\n"
+		"tide.on('m.first', function(ev, st)\n"
+		"  kept.keyed = ev\n"
+		"  error('fails')\n"
+		"end, { name = 'keyed', key = 'subject', from = 'beginning', retries = 0 })\n"
+		"tide.on('m.first', function(ev, st)\n"
+		"  kept.keyless = ev\n"
+		"  error('fails')\n"
+		"end, { name = 'keyless', key = 'data.none', from = 'beginning', retries = 0 })\n"
+		"tide.on('m.second', function(ev)\n"
+		"  local a = pcall(function() return kept.keyed.id end)\n"
+		"  local b = pcall(function() return kept.keyless.id end)\n"
+		"  tide.emit{ type = 'out.read', data = { keyed = a, keyless = b } }\n"
+		"end, { name = 'reader', from = 'beginning' })\n";
+	urig u;
+	sbuf b = { 0 };
+	char *got;
+
+	u_open(&u, script, 0);
+	event(&b, 1, "m.first", "k", 1, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	event(&b, 2, "m.second", "k", 2, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	u_close(&u);
+	got = emitted(u.data, "out.read");
+	ck_assert_str_eq(got, "- {\"keyed\":false,\"keyless\":false}\n");
+	free(got);
+}
+END_TEST
+
+/* A timer's handler that sets a timer at or before the clock (to run "as
+ * soon as possible") does not make the turn fire it again and again: it
+ * falls due at the next event that moves the clock. */
+START_TEST(timer_set_in_the_past_by_a_timer_waits)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"tide.on('m.*', function(ev, st)\n"
+		"  if ev.type == 'm.start' then tide.timer.after('again', '1m') end\n"
+		"end, { name = 'loop', key = 'subject', from = 'beginning',\n"
+		"       timers = { again = function(key, data, st)\n"
+		"         st.n = (st.n or 0) + 1\n"
+		"         tide.emit{ type = 'out.again', subject = key,\n"
+		"                    data = { n = st.n, at = tide.clock() // 60000000000 - "
+		"29453760 } }\n"
+		"         if st.n % 2 == 1 then tide.timer.after('again', 0)\n"
+		"         else tide.timer.at('again', 0) end\n"
+		"       end } })\n";
+	urig u;
+	sbuf b = { 0 };
+	char *got;
+
+	u_open(&u, script, 0);
+	event(&b, 1, "m.start", "k", 0, "{}");
+	event(&b, 2, "m.x", "k", 5, "{}");
+	event(&b, 3, "m.x", "k", 5, "{}");
+	event(&b, 4, "m.x", "k", 10, "{}");
+	event(&b, 5, "m.x", "k", 20, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	u_close(&u);
+	got = emitted(u.data, "out.again");
+	ck_assert_str_eq(got,
+			 "k {\"at\":5,\"n\":1}\nk {\"at\":10,\"n\":2}\nk {\"at\":20,\"n\":3}\n");
+	free(got);
+}
+END_TEST
+
+/* Event times at the ends of what a time can be (1677 and 2262), with
+ * lateness and a recurring timer whose period is near that span: due times
+ * and watermarks saturate instead of wrapping around. */
+START_TEST(extreme_times_do_not_wrap)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"tide.on('a', function(ev, st)\n"
+		"  tide.emit{ type = 'out.a', data = { id = ev.id } }\n"
+		"end, { name = 'late', key = 'subject', from = 'beginning', lateness = '1h' })\n"
+		"tide.on('b', function(ev, st)\n"
+		"  if ev.id == 'y1' then tide.timer.every('t', '14880w') end\n"
+		"end, { name = 'every', key = 'subject', from = 'beginning',\n"
+		"       timers = { t = function(key, data, st)\n"
+		"         tide.emit{ type = 'out.t', data = { key = key } }\n"
+		"       end } })\n";
+	static const char *const lines[][3] = {
+		{ "x1", "a", "1677-09-21T00:12:45Z" }, { "x2", "a", "2026-01-01T00:00:00Z" },
+		{ "y1", "b", "1700-01-01T00:00:00Z" }, { "y2", "b", "2026-01-01T00:00:00Z" },
+		{ "y3", "b", "2262-04-11T23:47:15Z" },
+	};
+	urig u;
+	sbuf b = { 0 };
+	char *got;
+
+	for (size_t k = 0; k < sizeof lines / sizeof lines[0]; k++)
+		sb_printf(&b,
+			  "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/test\","
+			  "\"type\":\"%s\",\"subject\":\"k\",\"time\":\"%s\"}\n",
+			  lines[k][0], lines[k][1], lines[k][2]);
+	u_open(&u, script, 0);
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	u_close(&u);
+	got = emitted(u.data, "out.a");
+	ck_assert_str_eq(got, "- {\"id\":\"x1\"}\n- {\"id\":\"x2\"}\n");
+	free(got);
+	got = emitted(u.data, "out.t"); /* due in 1985, then never */
+	ck_assert_int_eq(th_count(got, "\n"), 1);
+	free(got);
+}
+END_TEST
+
+/* ttl forgets a key that kept only windows (its handler keeps no state),
+ * windows and all, as it forgets one with a state. */
+START_TEST(ttl_forgets_keys_with_only_windows)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"tide.on('m.*', function(ev, st) end,\n"
+		"  { name = 'wins', key = 'subject', from = 'beginning', ttl = '1h',\n"
+		"    windows = { s = { sliding = '30m' }, n = { last = 5 } } })\n";
+	urig u;
+	sbuf b = { 0 };
+	tidei_rule_stat st;
+	MDB_txn *txn;
+
+	u_open(&u, script, 0);
+	event(&b, 1, "m.x", "k1", 0, "{}");
+	event(&b, 2, "m.x", "k2", 50, "{}");
+	event(&b, 3, "m.x", "k3", 100, "{}");
+	event(&b, 4, "m.x", "k2", 101, "{}");
+	event(&b, 5, "m.x", "k3", 200, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	ck_assert_int_eq(tidei_log_read_begin(u.log, &txn), TIDE_OK);
+	ck_assert_int_eq(tidei_rule_stat_read(u.log, txn, "wins", &st, 1), TIDE_OK);
+	tidei_log_read_end(u.log);
+	u_close(&u);
+	/* k1 expired at 60 and k2 at 161, k3 is left with its expiry */
+	ck_assert_uint_eq(st.keys, 1);
+	ck_assert_uint_eq(st.timers, 1);
+}
+END_TEST
+
+/* A timer belongs to the key in hand: for an event without a key the
+ * call says so instead of dropping the timer. */
+START_TEST(timer_without_a_key_is_refused)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"tide.on('m.*', function(ev, st)\n"
+		"  local ok, err = pcall(tide.timer.after, 't', '1m')\n"
+		"  tide.emit{ type = 'out.timer', data = { ok = ok, err = err or 'none' } }\n"
+		"end, { name = 'cards', key = 'data.card', from = 'beginning',\n"
+		"       timers = { t = function() end } })\n";
+	urig u;
+	sbuf b = { 0 };
+	char *got;
+
+	u_open(&u, script, 0);
+	event(&b, 1, "m.x", "k", 1, "{\"card\":\"c1\"}");
+	event(&b, 2, "m.x", "k", 2, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	u_close(&u);
+	got = emitted(u.data, "out.timer");
+	ck_assert_str_eq(got,
+			 "- {\"err\":\"none\",\"ok\":true}\n"
+			 "- {\"err\":\"tide.timer.after: this event has no key (option 'key'): "
+			 "a timer belongs to a key\",\"ok\":false}\n");
+	free(got);
+}
+END_TEST
+
+/* A sequence whose steps' types are a type and one below it ("a.b" then
+ * "a.b.c"): the rule listens to both. */
+START_TEST(sequence_of_a_type_and_its_subtype)
+{
+	static const char script[] =
+		"local pattern = require 'tide.pattern'\n"
+		"pattern.sequence{ name = 'down', within = '10m', from = 'beginning',\n"
+		"  steps = { { type = 'a.b' }, { type = 'a.b.c' } }, emit = 'out.down' }\n"
+		"pattern.sequence{ name = 'up', within = '10m', from = 'beginning',\n"
+		"  steps = { { type = 'a.b.c' }, { type = 'a.b' } }, emit = 'out.up' }\n";
+	urig u;
+	sbuf b = { 0 };
+	char *got;
+
+	u_open(&u, script, 0);
+	event(&b, 1, "a.b", "k", 1, "{}");
+	event(&b, 2, "a.b.c", "k", 2, "{}");
+	event(&b, 3, "a.b", "k", 3, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	u_close(&u);
+	got = emitted(u.data, "out.down");
+	ck_assert_str_eq(got, "k {\"events\":[\"e1\",\"e2\"],\"pattern\":\"down\"}\n");
+	free(got);
+	got = emitted(u.data, "out.up");
+	ck_assert_str_eq(got, "k {\"events\":[\"e2\",\"e3\"],\"pattern\":\"up\"}\n");
+	free(got);
+}
+END_TEST
+
+/* Write @p n bytes of @p v under key @p k of the rules' database. */
+static void
+u_put_rules(urig *u, const char *k, size_t kn, const void *v, size_t n)
+{
+	MDB_val key = { kn, (void *)k }, val = { n, (void *)v };
+
+	ck_assert_int_eq(tidei_log_begin(u->log), TIDE_OK);
+	ck_assert_int_eq(mdb_put(u->log->txn, u->log->rules, &key, &val, 0), 0);
+	ck_assert_int_eq(tidei_log_commit(u->log), TIDE_OK);
+}
+
+/* What the consumers cannot read back when they start is named in the
+ * error. */
+START_TEST(damaged_records_are_named_at_start)
+{
+	static const char script[] = "local tide = require 'tide'\n"
+				     "local seen = tide.shared('seen', { n = 0 })\n"
+				     "tide.on('m.*', function(ev, st) seen.n = seen.n + 1 end,\n"
+				     "  { name = 'count', key = 'subject', from = 'beginning' })\n";
+	urig u;
+	char err[TIDEI_ERRLEN];
+
+	u_open(&u, script, 0);
+	u_put_rules(&u, "Gseen", 5, "\xff\xff", 2);
+	ck_assert_int_ne(tidei_consumers_start(u.cs, u.log, u.log->committed, err), TIDE_OK);
+	ck_assert_msg(strstr(err, "shared table 'seen' is damaged") != NULL, "%s", err);
+	u_put_rules(&u, "Gseen", 5, "\x80", 1); /* an empty map */
+	u_put_rules(&u, "Mcount", 6, "\x93\x01\x02\x03", 4);
+	ck_assert_int_ne(tidei_consumers_start(u.cs, u.log, u.log->committed, err), TIDE_OK);
+	ck_assert_msg(strstr(err, "cannot read the clock of rule 'count'") != NULL, "%s", err);
+	u_close(&u);
+}
+END_TEST
+
+/* An event held back behind a failing one of its subject, then released,
+ * goes to the handler it is for, whatever the last event offered before
+ * was (here a late one, held back too). */
+START_TEST(released_event_goes_to_its_handler)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"local failed = false\n"
+		"tide.on('m.*', function(ev, st)\n"
+		"  if ev.id == 'e1' and not failed then failed = true; error('once') end\n"
+		"  tide.emit{ type = 'out.main', data = { id = ev.id } }\n"
+		"end, { name = 'r', key = 'subject', from = 'beginning', backoff = 0,\n"
+		"       late = function(ev, st)\n"
+		"         tide.emit{ type = 'out.late', data = { id = ev.id } }\n"
+		"       end })\n";
+	urig u;
+	sbuf b = { 0 };
+	char *got;
+
+	u_open(&u, script, 0);
+	event(&b, 1, "m.x", "a", 10, "{}"); /* fails once */
+	event(&b, 2, "m.x", "a", 20, "{}"); /* waits behind e1 */
+	event(&b, 3, "m.x", "a", 5, "{}");  /* late, waits too */
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	u_close(&u);
+	/* e3 is not looked at: a late event tried again is not told apart */
+	got = emitted(u.data, "out.main");
+	ck_assert_msg(strstr(got, "e2") != NULL, "%s", got);
+	free(got);
+	got = emitted(u.data, "out.late");
+	ck_assert_msg(strstr(got, "e2") == NULL, "%s", got);
+	free(got);
+}
+END_TEST
+
+/* More keys than a rule keeps decoded: the cache is emptied after a
+ * commit and what it held is read back from the log. */
+START_TEST(cache_trimmed_past_its_bound)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"tide.on('m.*', function(ev, st)\n"
+		"  st.n = (st.n or 0) + 1\n"
+		"  if st.n > 1 then tide.emit{ type = 'out.again', subject = ev.subject,\n"
+		"                              data = { n = st.n } } end\n"
+		"end, { name = 'many', key = 'subject', from = 'beginning' })\n";
+	urig u;
+	sbuf b = { 0 };
+	char subject[32], *got;
+	int n = TIDEI_RULE_CACHE + 100;
+
+	u_open(&u, script, 0);
+	for (int i = 0; i < n; i++) {
+		snprintf(subject, sizeof subject, "k%d", i);
+		event(&b, i, "m.x", subject, 1, "{}");
+	}
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	event(&b, n, "m.x", "k1", 2, "{}");
+	event(&b, n + 1, "m.x", "k1", 2, "{}");
+	event(&b, n + 2, "m.x", "k49999", 2, "{}");
+	u_publish(&u, sb_take(&b));
+	u_run(&u);
+	u_close(&u);
+	got = emitted(u.data, "out.again");
+	ck_assert_str_eq(got, "k1 {\"n\":2}\nk1 {\"n\":3}\nk49999 {\"n\":2}\n");
+	free(got);
 }
 END_TEST
 
@@ -1019,11 +1651,25 @@ rules_suite(void)
 	tcase_add_test(tc, window_option_errors);
 	tc = tcase(s, "patterns");
 	tcase_add_test(tc, absence_sequence_and_negation);
+	tcase_add_test(tc, sequence_of_a_type_and_its_subtype);
 	tc = tcase(s, "enrichment");
 	tcase_add_test(tc, projections_and_tables_enrich_rules);
 	tcase_add_test(tc, table_errors);
 	tc = tcase(s, "determinism");
 	tcase_add_test(tc, live_equals_replay);
 	tcase_add_test(tc, rules_example_runs);
+	tc = tcase(s, "turns");
+	tcase_add_test(tc, aborted_first_turn_resets_the_clock);
+	tcase_add_test(tc, full_map_in_timers_runs_the_turn_again);
+	tcase_add_test(tc, event_of_a_failed_call_expires);
+	tcase_add_test(tc, timer_without_a_key_is_refused);
+	tcase_add_test(tc, damaged_records_are_named_at_start);
+	tcase_add_test(tc, released_event_goes_to_its_handler);
+	tcase_add_test(tc, cache_trimmed_past_its_bound);
+	tc = tcase(s, "loops");
+	tcase_set_timeout(tc, 15); /* what failed here never ended */
+	tcase_add_test(tc, timer_set_in_the_past_by_a_timer_waits);
+	tcase_add_test(tc, extreme_times_do_not_wrap);
+	tcase_add_test(tc, ttl_forgets_keys_with_only_windows);
 	return s;
 }

@@ -81,11 +81,16 @@ local function covering(steps)
       common = common:match("^(.*)%.[^.]*$") or ""
     end
   end
-  if common == steps[1].type and common:sub(-2) ~= ".*" then
-    for i = 2, #steps do
-      if steps[i].type ~= common then return common .. ".*" end
+  local same = true
+  for i = 2, #steps do same = same and steps[i].type == steps[1].type end
+  if same then return common end
+  -- "a.b.*" covers the types below "a.b", not "a.b" itself: a step of
+  -- that very type needs the level above
+  for _, s in ipairs(steps) do
+    if s.type == common then
+      common = common:match("^(.*)%.[^.]*$") or ""
+      break
     end
-    return common
   end
   return common == "" and "*" or common .. ".*"
 end
