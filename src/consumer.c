@@ -39,6 +39,7 @@
 #include "consumer.h"
 #include "keymap.h"
 #include "l_table.h"
+#include "pending.h"
 #include "shared.h"
 
 struct tidei_consumers {
@@ -691,137 +692,6 @@ tide_once(const tide_event *ev, const void *key, size_t len, int *first)
  * Pending events
  * ------------------------------------------------------------------------ */
 
-static uint64_t
-subject_hash(const struct tide_event *ev)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-
-	if (ev->attr[TIDEI_A_SUBJECT] == NULL)
-		return 0;
-	for (uint32_t k = 0; k < ev->len[TIDEI_A_SUBJECT]; k++) {
-		h ^= (uint8_t)ev->attr[TIDEI_A_SUBJECT][k];
-		h *= 0x100000001b3ull;
-	}
-	return h | 1; /* 0 means "no subject" */
-}
-
-/* The counter slot of subject hash @p h (never 0), or NULL when absent
- * and @p add is 0 (or memory ran out). */
-static struct tidei_subj *
-subj_slot(tidei_consumer *c, uint64_t h, int add)
-{
-	size_t mask, i;
-
-	if (add && (c->subj_used + 1) * 2 > c->subj_cap) {
-		/* grow, keeping only the subjects still held back */
-		size_t cap = c->subj_cap ? c->subj_cap * 2 : 64, used = 0;
-		struct tidei_subj *v = calloc(cap, sizeof *v);
-		if (v == NULL)
-			return NULL;
-		for (size_t k = 0; k < c->subj_cap; k++) {
-			if (c->subj[k].n == 0)
-				continue;
-			for (i = c->subj[k].h & (cap - 1); v[i].h != 0; i = (i + 1) & (cap - 1))
-				;
-			v[i] = c->subj[k];
-			used++;
-		}
-		free(c->subj);
-		c->subj = v;
-		c->subj_cap = cap;
-		c->subj_used = used;
-	}
-	if (c->subj_cap == 0)
-		return NULL;
-	mask = c->subj_cap - 1;
-	for (i = h & mask; c->subj[i].h != 0; i = (i + 1) & mask)
-		if (c->subj[i].h == h)
-			return &c->subj[i];
-	if (!add)
-		return NULL;
-	c->subj[i].h = h;
-	c->subj_used++;
-	return &c->subj[i];
-}
-
-/* Pending entry @p k is resolved: it no longer holds its subject back. */
-static void
-pend_done(tidei_consumer *c, size_t k)
-{
-	struct tidei_subj *sl;
-
-	if (c->pend[k].done)
-		return;
-	c->pend[k].done = 1;
-	if (c->pend[k].subject != 0 && (sl = subj_slot(c, c->pend[k].subject, 0)) != NULL &&
-	    sl->n > 0)
-		sl->n--;
-}
-
-static void
-pend_clear(tidei_consumer *c)
-{
-	c->npend = 0;
-	c->subj_used = 0;
-	if (c->subj != NULL)
-		memset(c->subj, 0, c->subj_cap * sizeof *c->subj);
-}
-
-/* Add an entry (seqs only grow, except for dead letters retried by hand,
- * which are inserted in order). */
-static int
-pend_add(tidei_consumer *c, uint64_t seq, uint64_t subject, const tidei_pending_rec *r)
-{
-	size_t at = c->npend;
-	struct tidei_subj *sl = NULL;
-
-	if (r->from_dlq)
-		subject = 0; /* a dead letter retried by hand holds nothing back */
-	if (tidei_array_grow(&c->pend, &c->pcap, c->npend, sizeof *c->pend, 16) != 0 ||
-	    (subject != 0 && (sl = subj_slot(c, subject, 1)) == NULL))
-		return TIDE_ENOMEM;
-	while (at > 0 && c->pend[at - 1].seq > seq)
-		at--;
-	memmove(c->pend + at + 1, c->pend + at, (c->npend - at) * sizeof *c->pend);
-	c->pend[at].seq = seq;
-	c->pend[at].subject = subject;
-	c->pend[at].r = *r;
-	c->pend[at].done = 0;
-	c->npend++;
-	if (sl != NULL)
-		sl->n++;
-	return TIDE_OK;
-}
-
-/* Is a new event of @p subject held back by an unresolved one? */
-static int
-blocked(tidei_consumer *c, uint64_t subject)
-{
-	struct tidei_subj *sl;
-
-	if (subject == 0 || !c->ordered)
-		return 0;
-	sl = subj_slot(c, subject, 0);
-	return sl != NULL && sl->n > 0;
-}
-
-/* The pending entry of @p seq, or NULL. */
-static tidei_pending *
-pend_find(tidei_consumer *c, uint64_t seq, size_t *at)
-{
-	size_t lo = 0, hi = c->npend;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (c->pend[mid].seq < seq)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	*at = lo;
-	return lo < c->npend && c->pend[lo].seq == seq ? &c->pend[lo] : NULL;
-}
-
 void
 tidei_consumers_requeue(tidei_consumers *cs, const char *name, uint64_t seq)
 {
@@ -832,16 +702,16 @@ tidei_consumers_requeue(tidei_consumers *cs, const char *name, uint64_t seq)
 
 	if (c == NULL)
 		return;
-	if ((p = pend_find(c, seq, &at)) != NULL) {
+	if ((p = tidei_pend_find(c, seq, &at)) != NULL) {
 		/* already pending (or resolved and not yet swept): due now, as
 		 * the store says */
-		pend_done(c, at);
+		tidei_pend_done(c, at);
 		p->done = 0;
 		p->subject = 0;
 		p->r = r;
 		return;
 	}
-	(void)pend_add(c, seq, 0, &r); /* out of memory: the next reload finds it */
+	(void)tidei_pend_add(c, seq, 0, &r); /* out of memory: the next reload finds it */
 }
 
 void
@@ -850,8 +720,8 @@ tidei_consumers_forget(tidei_consumers *cs, const char *name, uint64_t seq)
 	tidei_consumer *c = find(cs, name);
 	size_t at;
 
-	if (c != NULL && pend_find(c, seq, &at) != NULL)
-		pend_done(c, at);
+	if (c != NULL && tidei_pend_find(c, seq, &at) != NULL)
+		tidei_pend_done(c, at);
 }
 
 typedef struct load_ctx {
@@ -868,8 +738,8 @@ load_one(void *ud, uint64_t seq, const tidei_pending_rec *r)
 	uint64_t subject = 0;
 
 	if (tidei_log_get(lc->log, lc->txn, seq, &ev) == TIDE_OK)
-		subject = subject_hash(&ev);
-	return pend_add(lc->c, seq, subject, r);
+		subject = tidei_subject_hash(&ev);
+	return tidei_pend_add(lc->c, seq, subject, r);
 }
 
 /* Read the consumers' state from @p txn; on failure, why in @p why. */
@@ -895,7 +765,7 @@ load(tidei_consumers *cs, tidei_log *log, MDB_txn *txn, uint64_t head, char *why
 			c->committed = c->from == TIDE_FROM_BEGINNING ? 0 : head;
 		}
 		c->checkpoint = c->committed;
-		pend_clear(c);
+		tidei_pend_clear(c);
 		rc = tidei_log_pending_each(log, txn, c->name, load_one, &lc);
 		if (rc != TIDE_OK)
 			tidei_err(why, rc, "%s", log->err);
@@ -1322,7 +1192,7 @@ failed_try(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, size_t i,
 		    "it is in the dead letters (tide dlq show %llu)",
 		    c->name, (unsigned long long)p->seq, ev->attr[TIDEI_A_TYPE],
 		    ev->attr[TIDEI_A_ID], d.attempts, why, (unsigned long long)p->seq);
-		pend_done(c, i);
+		tidei_pend_done(c, i);
 		if ((rc = persist(c, log, p, err)) != TIDE_OK)
 			return rc;
 		return release(c, log, i, err);
@@ -1370,7 +1240,7 @@ run_pending(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now,
 		if (ok == H_OK) {
 			if (p->r.from_dlq)
 				tidei_log_dead_del(log, c->name, p->seq);
-			pend_done(c, k);
+			tidei_pend_done(c, k);
 			if ((rc = persist(c, log, p, err)) != TIDE_OK ||
 			    (rc = release(c, log, k, err)) != TIDE_OK)
 				break;
@@ -1491,10 +1361,10 @@ offer(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *
 		ev->seq = seq;
 		ev->scratch = NULL;
 	}
-	subject = subject_hash(ev);
-	if (blocked(c, subject)) {
+	subject = tidei_subject_hash(ev);
+	if (tidei_pend_blocked(c, subject)) {
 		/* wait behind the earlier event of this subject */
-		if ((rc = pend_add(c, seq, subject, &r)) != TIDE_OK ||
+		if ((rc = tidei_pend_add(c, seq, subject, &r)) != TIDE_OK ||
 		    (rc = tidei_log_pending_put(log, c->name, seq, &r)) != TIDE_OK)
 			return tidei_err(err, rc, "cannot hold back event %llu",
 					 (unsigned long long)seq);
@@ -1517,7 +1387,7 @@ offer(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *
 	}
 	/* nothing was appended by a failed call: ev is still good */
 	r.state = TIDEI_PENDING_RETRY;
-	if ((rc = pend_add(c, seq, subject, &r)) != TIDE_OK ||
+	if ((rc = tidei_pend_add(c, seq, subject, &r)) != TIDE_OK ||
 	    (rc = failed_try(cs, c, log, c->npend - 1, ev, why, where, ok, now, err)) != TIDE_OK)
 		return rc;
 	if (c->npend > 0 && c->pend[c->npend - 1].done)
