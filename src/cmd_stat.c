@@ -13,14 +13,16 @@
 #include "cli.h"
 #include "tide.h"
 
-static const char usage_text[] = "usage: tide stat [options]\n"
-				 "\n"
-				 "Show the log's size and every consumer's checkpoint and lag.\n"
-				 "\n"
-				 "options:\n"
-				 "      --json              one JSON object instead of text\n"
-				 "  -d, --data DIR          data directory (default ./tide-data)\n"
-				 "  -h, --help              show this help\n";
+static const char usage_text[] =
+	"usage: tide stat [options]\n"
+	"\n"
+	"Show the log's size, every consumer's checkpoint and lag (and for a\n"
+	"rule its clock, keys, timers and late events) and every projection.\n"
+	"\n"
+	"options:\n"
+	"      --json              one JSON object instead of text\n"
+	"  -d, --data DIR          data directory (default ./tide-data)\n"
+	"  -h, --help              show this help\n";
 
 typedef struct stat_ctx {
 	int json;

@@ -126,6 +126,19 @@ static char *log_emits(const char *data);
 static char *replay_emits(const rig *r);
 static void same_lines(const char *got, const char *want);
 
+/* `tide run` with script @p name of @p dir must refuse to start; what it
+ * said (static). */
+static const char *
+load_fails(const char *dir, const char *name)
+{
+	static char out[4096];
+
+	ck_assert_int_ne(th_sh(out, sizeof out, "'%s' run --data '%s/data' --script '%s/%s' 2>&1",
+			       TIDE_BIN, dir, dir, name),
+			 0);
+	return out;
+}
+
 /* ------------------------------------------------------------------------
  * State per key
  * ------------------------------------------------------------------------ */
@@ -513,16 +526,14 @@ START_TEST(rule_option_errors)
 
 	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
 		const char *dir = th_tmpdir();
-		char script[1024], out[4096];
+		char script[1024];
+		const char *out;
 		snprintf(script, sizeof script,
 			 "local tide = require 'tide'\n"
 			 "tide.on('x', function(ev, st) end, { name = 'r', %s })\n",
 			 cases[k].opts);
 		th_write(dir, "bad.lua", script);
-		ck_assert_int_ne(th_sh(out, sizeof out,
-				       "'%s' run --data '%s/data' --script '%s/bad.lua' 2>&1",
-				       TIDE_BIN, dir, dir),
-				 0);
+		out = load_fails(dir, "bad.lua");
 		ck_assert_msg(strstr(out, cases[k].want) != NULL, "%s: %s", cases[k].opts, out);
 		ck_assert_msg(strstr(out, "bad.lua:2") != NULL, "%s: %s", cases[k].opts, out);
 	}
@@ -658,17 +669,15 @@ START_TEST(window_option_errors)
 
 	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
 		const char *dir = th_tmpdir();
-		char script[1024], out[4096];
+		char script[1024];
+		const char *out;
 		snprintf(
 			script, sizeof script,
 			"local tide = require 'tide'\n"
 			"tide.on('x', function(ev, st) end, { name = 'r', key = 'subject', %s })\n",
 			cases[k].opts);
 		th_write(dir, "bad.lua", script);
-		ck_assert_int_ne(th_sh(out, sizeof out,
-				       "'%s' run --data '%s/data' --script '%s/bad.lua' 2>&1",
-				       TIDE_BIN, dir, dir),
-				 0);
+		out = load_fails(dir, "bad.lua");
 		ck_assert_msg(strstr(out, cases[k].want) != NULL, "%s: %s", cases[k].opts, out);
 	}
 }
@@ -804,16 +813,14 @@ START_TEST(table_errors)
 
 	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
 		const char *dir = th_tmpdir();
-		char script[512], out[4096];
+		char script[512];
+		const char *out;
 		snprintf(script, sizeof script, "local tide = require 'tide'\nlocal t = %s\n",
 			 cases[k].call);
 		th_write(dir, "s.lua", script);
 		if (cases[k].file != NULL)
 			th_write(dir, cases[k].file, cases[k].content);
-		ck_assert_int_ne(th_sh(out, sizeof out,
-				       "'%s' run --data '%s/data' --script '%s/s.lua' 2>&1",
-				       TIDE_BIN, dir, dir),
-				 0);
+		out = load_fails(dir, "s.lua");
 		ck_assert_msg(strstr(out, cases[k].want) != NULL, "%s: %s", cases[k].call, out);
 	}
 }
