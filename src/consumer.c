@@ -82,8 +82,13 @@ struct tidei_consumers {
 	tidei_replay_sink sink; /* a replay's, or all NULL */
 	tidei_shared *shared;   /* tide.shared tables */
 	uint64_t tick_seq;      /* the tick appended last, until every rule passed it */
-	tidei_buf scratch;      /* tide_event_json() for C handlers */
-	tidei_buf attrs;        /* tide_event_attr() for C handlers */
+	/* Writing the consumers' work (checkpoints, rule states and timers,
+	 * shared tables) waits while they are busy: see tidei_consumers_run. */
+	int64_t written_at; /* when it was last written */
+	int must_write;     /* this turn wrote what cannot wait (a retry, a claim) */
+	int wrote;          /* the open turn writes it */
+	tidei_buf scratch;  /* tide_event_json() for C handlers */
+	tidei_buf attrs;    /* tide_event_attr() for C handlers */
 };
 
 #define LOG(cs, level, ...) (cs)->o.log((cs)->o.log_ud, level, __VA_ARGS__)
@@ -91,6 +96,16 @@ struct tidei_consumers {
  * (its clock is read every CLOCK_EVERY events), so requests wait little. */
 #define TURN_NS 50000000
 #define CLOCK_EVERY 16
+/* A turn that handled at least WRITE_BUSY events leaves its consumers'
+ * work in memory, unwritten, until WRITE_NS after the last write or until
+ * a quieter turn (the next one that finds nothing new, at the latest).
+ * Each write of a key's state copies its LMDB page, so writing every turn
+ * at 100,000 keys costs a page per event.  An aborted turn, a crash or a
+ * kill takes the consumers back to the last write; the events after it
+ * are handled again, and what they emit again has the ids it had the
+ * first time, so the log keeps one copy (emits are appended at once). */
+#define WRITE_BUSY 256
+#define WRITE_NS 500000000ll
 
 static int
 name_valid(const char *s)
@@ -261,6 +276,8 @@ host_once(void *ud, const char *key, size_t n, int *first, char *err)
 	}
 	if (*first && claimed_before(cs, cs->cur->name, key, n))
 		*first = 0;
+	/* written now: claims and what they guard stay together */
+	cs->must_write = 1;
 	return TIDE_OK;
 }
 
@@ -802,6 +819,8 @@ tidei_consumers_reload(tidei_consumers *cs, tidei_log *log)
 
 	cs->ran = 0; /* aborted: the claims made stay remembered */
 	cs->tick_seq = 0;
+	cs->wrote = 0;
+	cs->must_write = 0;
 	if (rc != TIDE_OK)
 		return rc;
 	rc = load(cs, log, txn, log->committed, why);
@@ -831,6 +850,10 @@ tidei_consumers_set_flight(tidei_consumers *cs, tidei_flight *f)
 void
 tidei_consumers_committed(tidei_consumers *cs)
 {
+	if (!cs->wrote)
+		return; /* the consumers' work waits in memory */
+	cs->wrote = 0;
+	cs->must_write = 0;
 	/* the claims of the consumers' work are durable now */
 	if (cs->ran && cs->claims.n > 0)
 		tidei_keymap_clear(&cs->claims);
@@ -1364,6 +1387,7 @@ offer(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *
 	subject = tidei_subject_hash(ev);
 	if (tidei_pend_blocked(c, subject)) {
 		/* wait behind the earlier event of this subject */
+		cs->must_write = 1;
 		if ((rc = tidei_pend_add(c, seq, subject, &r)) != TIDE_OK ||
 		    (rc = tidei_log_pending_put(log, c->name, seq, &r)) != TIDE_OK)
 			return tidei_err(err, rc, "cannot hold back event %llu",
@@ -1386,6 +1410,7 @@ offer(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *
 		return TIDE_OK;
 	}
 	/* nothing was appended by a failed call: ev is still good */
+	cs->must_write = 1; /* its retry is stored now */
 	r.state = TIDEI_PENDING_RETRY;
 	if ((rc = tidei_pend_add(c, seq, subject, &r)) != TIDE_OK ||
 	    (rc = failed_try(cs, c, log, c->npend - 1, ev, why, where, ok, now, err)) != TIDE_OK)
@@ -1470,6 +1495,21 @@ run_new(tidei_consumers *cs, tidei_log *log, int64_t now, size_t *handled, size_
 	return TIDE_OK;
 }
 
+/* 1 if the consumers' work must be written this turn. */
+static int
+write_due(const tidei_consumers *cs)
+{
+	lua_State *L = tidei_script_state(cs->script);
+
+	if (cs->must_write || cs->full)
+		return 1;
+	for (size_t k = 0; k < cs->n; k++)
+		if (cs->v[k].npend > 0 ||
+		    (cs->v[k].rule != NULL && tidei_rule_must_write(cs->v[k].rule, L)))
+			return 1;
+	return 0;
+}
+
 int
 tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err)
 {
@@ -1480,18 +1520,21 @@ tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err)
 
 	*more = 0;
 	cs->ran = 1;
+	cs->wrote = 0;
 	/* due retries first, consumer by consumer: they wait for time, not
-	 * for their place in the log */
+	 * for their place in the log; what they change is written at once */
 	for (size_t k = 0; k < cs->n && rc == TIDE_OK && !cs->full; k++)
-		if (cs->v[k].npend > 0)
+		if (cs->v[k].npend > 0) {
+			cs->must_write = 1;
 			rc = run_pending(cs, &cs->v[k], log, now, &handled, budget, deadline, err);
+		}
 	if (rc == TIDE_OK && !cs->full && (handled == 0 || tidei_now() < deadline))
 		rc = run_new(cs, log, now, &handled, budget, deadline, err);
-	if (rc == TIDE_OK)
-		rc = tidei_consumers_flush(cs, log, err);
-	for (size_t k = 0; k < cs->n && rc == TIDE_OK; k++)
-		rc = save_checkpoint(&cs->v[k], log, err);
 	if (rc != TIDE_OK)
+		return rc;
+	if (handled >= WRITE_BUSY && now - cs->written_at < WRITE_NS && !write_due(cs))
+		*more = 1; /* a turn soon, to write it if nothing else comes */
+	else if ((rc = tidei_consumers_write(cs, log, err)) != TIDE_OK)
 		return rc;
 	/* behind, emitted past, or released a waiting event that is due now */
 	for (size_t k = 0; k < cs->n; k++) {
@@ -1521,6 +1564,20 @@ tidei_consumers_offer(tidei_consumers *cs, tidei_log *log, struct tide_event *ev
 
 	for (size_t i = 0; i < cs->n && rc == TIDE_OK && !stop; i++)
 		rc = offer(cs, &cs->v[i], ev, log, tidei_now(), &handled, &appended, &stop, err);
+	return rc;
+}
+
+int
+tidei_consumers_write(tidei_consumers *cs, tidei_log *log, char *err)
+{
+	int rc = tidei_consumers_flush(cs, log, err);
+
+	for (size_t k = 0; k < cs->n && rc == TIDE_OK; k++)
+		rc = save_checkpoint(&cs->v[k], log, err);
+	if (rc == TIDE_OK) {
+		cs->wrote = 1;
+		cs->written_at = tidei_now();
+	}
 	return rc;
 }
 

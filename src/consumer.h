@@ -98,8 +98,11 @@ int tidei_consumers_start(tidei_consumers *cs, tidei_log *log, uint64_t head, ch
 
 /** Run every consumer inside the open write transaction, up to the
  *  per-turn budget: due retries first, then new events.  Emitted events
- *  are appended.  *more is set when a consumer is behind or has a retry
- *  due now.  TIDE_EFULL means: abort, grow, run again. */
+ *  are appended at once; the consumers' own work (checkpoints, rule
+ *  states) is written with the turn unless the consumers are busy (see
+ *  WRITE_BUSY in consumer.c).  *more is set when a consumer is behind, has
+ *  a retry due now, or waits to be written.  TIDE_EFULL means: abort,
+ *  grow, run again. */
 int tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err);
 
 /** Why the scripts' Lua state must be made afresh before another handler
@@ -116,7 +119,13 @@ void tidei_consumers_blame_all(tidei_consumers *cs);
  *  the engine died on (see flight.h). */
 void tidei_consumers_set_flight(tidei_consumers *cs, tidei_flight *f);
 
-/** The turn committed: its checkpoints are now durable. */
+/** Write the consumers' work (checkpoints, rule states and timers, shared
+ *  tables) in the open write transaction now, busy or not: before the
+ *  scripts are reloaded or the engine stops.  tidei_consumers_run() does
+ *  it when it must. */
+int tidei_consumers_write(tidei_consumers *cs, tidei_log *log, char *err);
+
+/** The turn committed: what it wrote of the consumers' work is durable. */
 void tidei_consumers_committed(tidei_consumers *cs);
 /** The turn was aborted (or pending events changed outside a turn):
  *  reload checkpoints and pending events from the log. */

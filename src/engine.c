@@ -379,6 +379,33 @@ retry_due(tide_engine *e)
 
 static int reload(tide_engine *e);
 
+/* Write the consumers' work that waits in memory (consumer.c), in a
+ * transaction of its own: before the scripts are reloaded or the engine
+ * stops.  If it cannot be written, the consumers go back to their last
+ * write and handle the events after it again. */
+static void
+write_consumers(tide_engine *e)
+{
+	char err[TIDEI_ERRLEN];
+	int rc;
+
+	if ((rc = tidei_log_begin(e->log)) != TIDE_OK) {
+		snprintf(err, sizeof err, "%s", e->log->err);
+	} else if ((rc = tidei_consumers_write(e->cs, e->log, err)) != TIDE_OK) {
+		tidei_log_abort(e->log);
+	} else if ((rc = tidei_log_commit(e->log)) != TIDE_OK) {
+		snprintf(err, sizeof err, "%s", e->log->err);
+	} else {
+		tidei_consumers_committed(e->cs);
+		return;
+	}
+	elog(e, TIDE_LOG_WARN,
+	     "the consumers' latest work was not written (%s): they handle "
+	     "the events after their last write again",
+	     err);
+	tidei_consumers_reload(e->cs, e->log);
+}
+
 static void
 turn(void *ud)
 {
@@ -529,6 +556,7 @@ wake(void *ud)
 	take_queued(e, tidei_inbox_close(e->inbox));
 	/* Commit what has been received, answer everyone, then stop. */
 	turn(e);
+	write_consumers(e);
 	if (e->cfg->durability == TIDEI_DURABILITY_RELAXED && tidei_log_sync(e->log) == TIDE_OK)
 		e->synced = e->log->committed;
 	dlq_abandon(e);
@@ -1330,6 +1358,8 @@ reload(tide_engine *e)
 	tidei_projections *ps;
 	int rc;
 
+	if (e->opened)
+		write_consumers(e); /* the new scripts go on from here */
 	if ((rc = new_runtime(e, &cs, &ps)) != TIDE_OK)
 		return rc;
 	for (size_t k = 0; k < e->ncc && rc == TIDE_OK; k++)

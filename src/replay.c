@@ -233,7 +233,7 @@ report_states(replay *r)
 static int
 commit_scratch(replay *r)
 {
-	int rc = tidei_consumers_flush(r->cs, r->scratch, r->err);
+	int rc = tidei_consumers_write(r->cs, r->scratch, r->err);
 
 	if (rc != TIDE_OK) {
 		tidei_log_abort(r->scratch);

@@ -33,6 +33,7 @@
 #include "l_event.h"
 #include "l_tide.h"
 #include "agg.h"
+#include "rtimer.h"
 #include "rule.h"
 #include "rwin.h"
 #include "val.h"
@@ -76,10 +77,14 @@ struct tidei_rule {
 	uint64_t nlate, fired, failed;
 	int meta_dirty;
 	int64_t next_due; /* no timer is due before this (a hint) */
+	tidei_rtimers *timers;
 	/* the cache */
 	tidei_keymap keys;
 	slot *slots;
 	size_t scap;
+	uint32_t *dirty; /* slots with dirty set, in the order they were marked */
+	size_t ndirty, dcap;
+	int dirty_all; /* the list ran out of memory: look at every slot */
 	int cache_ref; /* Lua table: slot + 1 -> state */
 	/* the call in progress */
 	tidei_log *log;
@@ -295,7 +300,8 @@ tidei_rule_new(tidei_rule **out, lua_State *L, int idx, const char *consumer, ch
 	tidei_keymap_init(&r->keys);
 	r->consumer = strdup(consumer);
 	r->nlen = strlen(consumer);
-	if (r->consumer == NULL) {
+	if (r->consumer == NULL || tidei_rtimers_new(&r->timers, consumer, r->nlen) != TIDE_OK) {
+		free(r->consumer);
 		free(r);
 		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	}
@@ -331,6 +337,21 @@ slots_free(tidei_rule *r)
 			free(r->slots[k].w);
 		}
 	}
+	r->ndirty = 0;
+	r->dirty_all = 0;
+}
+
+/* Slot @p s is to be written. */
+static void
+mark_dirty(tidei_rule *r, slot *s)
+{
+	if (s->dirty)
+		return;
+	s->dirty = 1;
+	if (tidei_array_grow(&r->dirty, &r->dcap, r->ndirty, sizeof *r->dirty, 256) != 0)
+		r->dirty_all = 1;
+	else
+		r->dirty[r->ndirty++] = (uint32_t)(s - r->slots);
 }
 
 void
@@ -347,6 +368,8 @@ tidei_rule_free(tidei_rule *r, lua_State *L)
 	}
 	slots_free(r);
 	free(r->slots);
+	free(r->dirty);
+	tidei_rtimers_free(r->timers);
 	free(r->ops);
 	tidei_keymap_free(&r->keys);
 	tidei_buf_free(&r->opbuf);
@@ -362,28 +385,6 @@ tidei_rule_free(tidei_rule *r, lua_State *L)
  * Records
  * ------------------------------------------------------------------------ */
 
-/* Due time as a key part: big-endian, sign flipped, so it sorts. */
-static void
-put_due(tidei_buf *b, int64_t due)
-{
-	uint64_t u = (uint64_t)due ^ (1ull << 63);
-	uint8_t p[8];
-
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(u >> (56 - 8 * i));
-	tidei_buf_put(b, p, 8);
-}
-
-static int64_t
-get_due(const uint8_t *p)
-{
-	uint64_t u = 0;
-
-	for (int i = 0; i < 8; i++)
-		u = u << 8 | p[i];
-	return (int64_t)(u ^ (1ull << 63));
-}
-
 /* r->kbuf = tag name "\0" */
 static void
 key_start(tidei_rule *r, char tag)
@@ -392,16 +393,6 @@ key_start(tidei_rule *r, char tag)
 	tidei_buf_putc(&r->kbuf, (uint8_t)tag);
 	tidei_buf_put(&r->kbuf, r->consumer, r->nlen);
 	tidei_buf_putc(&r->kbuf, 0);
-}
-
-static void
-key_keyname(tidei_rule *r, const char *key, size_t kn, const char *name, size_t nn)
-{
-	uint8_t l[2] = { (uint8_t)(kn >> 8), (uint8_t)kn };
-
-	tidei_buf_put(&r->kbuf, l, 2);
-	tidei_buf_put(&r->kbuf, key, kn);
-	tidei_buf_put(&r->kbuf, name, nn);
 }
 
 static int
@@ -456,6 +447,7 @@ tidei_rule_start(tidei_rule *r, tidei_log *log, MDB_txn *txn, char *err)
 								    : st.watermark + r->lateness;
 	r->meta_dirty = 0;
 	r->next_due = INT64_MIN; /* look at the first timer */
+	tidei_rtimers_forget(r->timers);
 	return TIDE_OK;
 }
 
@@ -541,167 +533,41 @@ meta_write(tidei_rule *r, tidei_log *log, char *err)
  * Timers in the log
  * ------------------------------------------------------------------------ */
 
-/* Cancel timer @p name of @p key (nothing if none). */
+/* Cancel timer @p name of @p key (nothing if none): in memory until the
+ * rule is written (rtimer.h). */
 static int
-timer_cancel(tidei_rule *r, tidei_log *log, const char *key, size_t kn, const char *name, size_t nn,
-	     char *err)
+timer_cancel(tidei_rule *r, const char *key, size_t kn, const char *name, size_t nn, char *err)
 {
-	MDB_val k, v;
-	int64_t due;
-	int mrc, rc;
-
-	key_start(r, 'N');
-	key_keyname(r, key, kn, name, nn);
-	k.mv_size = r->kbuf.len;
-	k.mv_data = r->kbuf.p;
-	if (r->kbuf.failed)
+	if (tidei_rtimers_cancel(r->timers, key, kn, name, nn) != TIDE_OK)
 		return tidei_err(err, TIDE_ENOMEM, "out of memory");
-	mrc = mdb_get(log->txn, log->rules, &k, &v);
-	if (mrc == MDB_NOTFOUND)
-		return TIDE_OK;
-	if (mrc != 0 || v.mv_size != 8)
-		return mdb_fail(log, mrc ? mrc : MDB_CORRUPTED, "cannot read a timer", err);
-	due = get_due(v.mv_data);
-	if ((rc = del(r, log, err)) != TIDE_OK)
-		return rc;
-	key_start(r, 'T');
-	put_due(&r->kbuf, due);
-	key_keyname(r, key, kn, name, nn);
-	return del(r, log, err);
+	return TIDE_OK;
 }
 
 /* Set timer @p name of @p key (replacing it) at @p due, with @p data
  * (encoded; NULL: nil). */
 static int
-timer_set(tidei_rule *r, tidei_log *log, const char *key, size_t kn, const char *name, size_t nn,
-	  int64_t due, int64_t every, const void *data, size_t dn, char *err)
+timer_set(tidei_rule *r, const char *key, size_t kn, const char *name, size_t nn, int64_t due,
+	  int64_t every, const void *data, size_t dn, char *err)
 {
-	uint8_t d[8];
-	tidei_buf b = { 0 };
-	int rc;
-
-	if ((rc = timer_cancel(r, log, key, kn, name, nn, err)) != TIDE_OK)
-		return rc;
-	key_start(r, 'N');
-	key_keyname(r, key, kn, name, nn);
-	{
-		tidei_buf t = { 0 };
-		put_due(&t, due);
-		if (t.failed) {
-			tidei_buf_free(&t);
-			return tidei_err(err, TIDE_ENOMEM, "out of memory");
-		}
-		memcpy(d, t.p, 8);
-		tidei_buf_free(&t);
-	}
-	if ((rc = put(r, log, d, 8, err)) != TIDE_OK)
-		return rc;
-	tidei_val_array(&b, 2);
-	if (data != NULL)
-		tidei_buf_put(&b, data, dn);
-	else
-		tidei_val_nil(&b);
-	tidei_val_int(&b, every);
-	key_start(r, 'T');
-	put_due(&r->kbuf, due);
-	key_keyname(r, key, kn, name, nn);
-	rc = b.failed ? tidei_err(err, TIDE_ENOMEM, "out of memory") : put(r, log, b.p, b.len, err);
-	tidei_buf_free(&b);
-	if (rc == TIDE_OK && due < r->next_due)
+	if (tidei_rtimers_set(r->timers, key, kn, name, nn, due, every, data, dn) != TIDE_OK)
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	if (due < r->next_due)
 		r->next_due = due;
-	return rc;
-}
-
-/* The first due + k * @p every (k >= 1) after @p wm, for a recurring timer
- * @p due at or before it; INT64_MAX past the end of time.  In unsigned
- * arithmetic: wm - due and the products may not fit an int64_t. */
-static int64_t
-next_period(int64_t due, int64_t every, int64_t wm)
-{
-	uint64_t k = ((uint64_t)wm - (uint64_t)due) / (uint64_t)every + 1;
-	uint64_t room = (uint64_t)INT64_MAX - (uint64_t)due;
-
-	if (k > room / (uint64_t)every)
-		return INT64_MAX;
-	return (int64_t)((uint64_t)due + k * (uint64_t)every);
+	return TIDE_OK;
 }
 
 int
 tidei_rule_due(tidei_rule *r, tidei_log *log, tidei_rule_timer *t, char *err)
 {
-	MDB_cursor *cur;
-	MDB_val k, v;
-	tidei_vreader rd;
-	tidei_vitem it;
-	const uint8_t *p, *end;
-	size_t kn, pre = 1 + r->nlen + 1;
-	int mrc, rc;
+	int64_t next;
+	int rc;
 
 	if (r->watermark == INT64_MIN || r->next_due > r->watermark)
 		return 0;
-	key_start(r, 'T');
-	if (r->kbuf.failed)
-		return tidei_err(err, TIDE_ENOMEM, "out of memory");
-	if ((mrc = mdb_cursor_open(log->txn, log->rules, &cur)) != 0)
-		return mdb_fail(log, mrc, "cannot read timers", err);
-	k.mv_size = r->kbuf.len;
-	k.mv_data = r->kbuf.p;
-	mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-	if (mrc == MDB_NOTFOUND ||
-	    (mrc == 0 && (k.mv_size < pre + 10 || memcmp(k.mv_data, r->kbuf.p, pre) != 0))) {
-		mdb_cursor_close(cur);
-		r->next_due = INT64_MAX;
-		return 0;
-	}
-	if (mrc != 0) {
-		mdb_cursor_close(cur);
-		return mdb_fail(log, mrc, "cannot read timers", err);
-	}
-	p = (const uint8_t *)k.mv_data + pre;
-	end = (const uint8_t *)k.mv_data + k.mv_size;
-	t->due = get_due(p);
-	if (t->due > r->watermark) {
-		mdb_cursor_close(cur);
-		r->next_due = t->due;
-		return 0;
-	}
-	kn = (size_t)p[8] << 8 | p[9];
-	p += 10;
-	if (kn > (size_t)(end - p)) {
-		mdb_cursor_close(cur);
-		return mdb_fail(log, MDB_CORRUPTED, "cannot read timers", err);
-	}
-	tidei_buf_reset(&t->key);
-	tidei_buf_reset(&t->name);
-	tidei_buf_reset(&t->data);
-	tidei_buf_put(&t->key, p, kn);
-	tidei_buf_put(&t->name, p + kn, (size_t)(end - p - kn));
-	rd.p = v.mv_data;
-	rd.end = rd.p + v.mv_size;
-	t->every = 0;
-	if (tidei_val_next(&rd, &it) == 0 && it.type == TIDEI_V_ARRAY && it.u.count == 2) {
-		const uint8_t *d = rd.p;
-		if (tidei_val_skip(&rd) == 0) {
-			tidei_buf_put(&t->data, d, (size_t)(rd.p - d));
-			if (tidei_val_next(&rd, &it) == 0 && it.type == TIDEI_V_INT)
-				t->every = it.u.i;
-		}
-	}
-	mdb_cursor_close(cur);
-	if (t->key.failed || t->name.failed || t->data.failed)
-		return tidei_err(err, TIDE_ENOMEM, "out of memory");
-	/* taken out now; a recurring one is due again, past the watermark */
-	if ((rc = timer_cancel(r, log, (const char *)t->key.p, t->key.len, (const char *)t->name.p,
-			       t->name.len, err)) != TIDE_OK)
-		return rc;
-	if (t->every > 0) {
-		int64_t next = next_period(t->due, t->every, r->watermark);
-		if ((rc = timer_set(r, log, (const char *)t->key.p, t->key.len,
-				    (const char *)t->name.p, t->name.len, next, t->every,
-				    t->data.len ? t->data.p : NULL, t->data.len, err)) != TIDE_OK)
-			return rc;
-	}
-	return 1;
+	rc = tidei_rtimers_take(r->timers, log, log->txn, r->watermark, t, &next, err);
+	if (rc == 0)
+		r->next_due = next;
+	return rc;
 }
 
 /* ------------------------------------------------------------------------
@@ -745,27 +611,19 @@ tidei_rule_clock(tidei_rule *r, const struct tide_event *ev, int *late)
 int64_t
 tidei_rule_wall_due(tidei_rule *r, tidei_log *log, MDB_txn *txn)
 {
-	MDB_cursor *cur;
-	MDB_val k, v;
-	size_t pre = 1 + r->nlen + 1;
-	int mrc;
+	char err[TIDEI_ERRLEN];
+	int64_t due;
+	int rc;
 
 	if (r->clock != TIDEI_CLOCK_ARRIVAL)
 		return INT64_MAX;
 	if (r->next_due != INT64_MIN || txn == NULL)
 		return r->next_due;
-	/* not known: the first timer in the log */
-	key_start(r, 'T');
-	if (r->kbuf.failed || mdb_cursor_open(txn, log->rules, &cur) != 0)
+	/* not known: the first timer */
+	rc = tidei_rtimers_first(r->timers, log, txn, &due, err);
+	if (rc < 0)
 		return INT64_MIN;
-	k.mv_size = r->kbuf.len;
-	k.mv_data = r->kbuf.p;
-	mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-	if (mrc == 0 && k.mv_size >= pre + 10 && memcmp(k.mv_data, r->kbuf.p, pre) == 0)
-		r->next_due = get_due((const uint8_t *)k.mv_data + pre);
-	else if (mrc == 0 || mrc == MDB_NOTFOUND)
-		r->next_due = INT64_MAX;
-	mdb_cursor_close(cur);
+	r->next_due = rc ? due : INT64_MAX;
 	return r->next_due;
 }
 
@@ -961,11 +819,11 @@ encode_slot(lua_State *L, tidei_rule *r, long at, int idx)
 		}
 		if (!had)
 			return; /* nothing kept, nothing to forget */
-		s->dirty = 1;
+		mark_dirty(r, s);
 		tidei_buf_reset(&s->enc);
 		return;
 	}
-	s->dirty = 1;
+	mark_dirty(r, s);
 	b.limit = tidei_lstate_ceiling(tidei_lstate_of(L));
 	if (tidei_lua_to_val_charged(L, idx, &b, err) != 0) {
 		tidei_buf_free(&b);
@@ -1031,7 +889,7 @@ push_key(lua_State *L, tidei_rule *r, int evi)
 
 /* Apply the call's timer operations (it succeeded). */
 static int
-apply_ops(tidei_rule *r, tidei_log *log, const char *key, size_t kn, char *err)
+apply_ops(tidei_rule *r, const char *key, size_t kn, char *err)
 {
 	int rc = TIDE_OK;
 
@@ -1039,9 +897,9 @@ apply_ops(tidei_rule *r, tidei_log *log, const char *key, size_t kn, char *err)
 		const timer_op *o = &r->ops[i];
 		const char *name = (const char *)r->opbuf.p + o->name_at;
 		if (o->op == TIDEI_TIMER_CANCEL)
-			rc = timer_cancel(r, log, key, kn, name, o->name_len, err);
+			rc = timer_cancel(r, key, kn, name, o->name_len, err);
 		else
-			rc = timer_set(r, log, key, kn, name, o->name_len, o->due, o->every,
+			rc = timer_set(r, key, kn, name, o->name_len, o->due, o->every,
 				       o->data_len ? r->opbuf.p + o->data_at : NULL, o->data_len,
 				       err);
 	}
@@ -1128,15 +986,15 @@ arm_windows(tidei_rule *r, slot *s, lua_State *L, const char *k, size_t kn)
 	if (next == s->win_due)
 		return;
 	if (next == 0)
-		rc = timer_cancel(r, r->log, k, kn, TIMER_WIN, 2, err);
+		rc = timer_cancel(r, k, kn, TIMER_WIN, 2, err);
 	else
-		rc = timer_set(r, r->log, k, kn, TIMER_WIN, 2, next, 0, NULL, 0, err);
+		rc = timer_set(r, k, kn, TIMER_WIN, 2, next, 0, NULL, 0, err);
 	if (rc != TIDE_OK) {
 		r->store_rc = rc;
 		luaL_error(L, "%s", err);
 	}
 	s->win_due = next;
-	s->dirty = 1;
+	mark_dirty(r, s);
 }
 
 /* A handler call under protection: light userdata r at 1. */
@@ -1184,7 +1042,7 @@ l_call(lua_State *L)
 		char err[TIDEI_ERRLEN];
 		if (tidei_rwins_add(r->wins, s->w, r->ev, r->cur_now, err) != TIDE_OK)
 			return luaL_error(L, "%s", err);
-		s->dirty = 1;
+		mark_dirty(r, s);
 		arm_windows(r, s, L, k, kn);
 	}
 	lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
@@ -1249,7 +1107,7 @@ run_call(tidei_rule *r, tidei_script *s, tidei_log *log, lua_CFunction fn, char 
 		const char *k = tidei_keymap_key(&r->keys, (size_t)r->cur, &kn);
 		/* the key may be gone from the keymap's memory? no: slots stay
 		 * until the cache is trimmed between turns */
-		if ((rc = apply_ops(r, log, k, kn, why)) != TIDE_OK)
+		if ((rc = apply_ops(r, k, kn, why)) != TIDE_OK)
 			return rc;
 	}
 	r->cur = -1;
@@ -1337,7 +1195,7 @@ close_windows(lua_State *L, tidei_rule *r, long at, int ki, int si)
 	const char *k = lua_tolstring(L, ki, &kn);
 
 	s->win_due = 0;
-	s->dirty = 1;
+	mark_dirty(r, s);
 	if (s->w == NULL)
 		return 0;
 	lua_newtable(L);
@@ -1394,7 +1252,7 @@ l_fire(lua_State *L)
 		if (s->last_seen > t->due - r->ttl) {
 			arm_expiry(r, s, L);
 			encode_slot(L, r, at, si);
-			r->slots[at].dirty = 1; /* its record holds its new expiry */
+			mark_dirty(r, &r->slots[at]); /* its record holds its new expiry */
 			return 0;
 		}
 		lua_pushlightuserdata(L, (void *)&tidei_delete_marker);
@@ -1516,33 +1374,59 @@ tidei_rule_timer_op(tidei_rule *r, lua_State *L, int op, const char *name, size_
  * Turns
  * ------------------------------------------------------------------------ */
 
+/* Write slot @p at's record (or delete it: it has none). */
+static int
+write_slot(tidei_rule *r, tidei_log *log, size_t at, char *err)
+{
+	slot *s = &r->slots[at];
+	size_t kn;
+	const char *k;
+
+	if (!s->dirty)
+		return TIDE_OK;
+	s->dirty = 0;
+	k = tidei_keymap_key(&r->keys, at, &kn);
+	key_start(r, 'S');
+	tidei_buf_put(&r->kbuf, k, kn);
+	tidei_buf_reset(&r->rec);
+	if (!write_record(r, s, &r->rec))
+		return del(r, log, err);
+	return r->rec.failed ? tidei_err(err, TIDE_ENOMEM, "out of memory")
+			     : put(r, log, r->rec.p, r->rec.len, err);
+}
+
 int
 tidei_rule_flush(tidei_rule *r, tidei_log *log, char *err)
 {
 	int rc = TIDE_OK;
 
-	for (size_t at = 0; at < r->keys.n && rc == TIDE_OK; at++) {
-		slot *s = &r->slots[at];
-		size_t kn;
-		const char *k;
-		if (!s->dirty)
-			continue;
-		k = tidei_keymap_key(&r->keys, at, &kn);
-		key_start(r, 'S');
-		tidei_buf_put(&r->kbuf, k, kn);
-		tidei_buf_reset(&r->rec);
-		if (write_record(r, s, &r->rec))
-			rc = r->rec.failed ? tidei_err(err, TIDE_ENOMEM, "out of memory")
-					   : put(r, log, r->rec.p, r->rec.len, err);
-		else
-			rc = del(r, log, err);
-		s->dirty = 0;
+	if (r->dirty_all) {
+		for (size_t at = 0; at < r->keys.n && rc == TIDE_OK; at++)
+			rc = write_slot(r, log, at, err);
+	} else {
+		for (size_t i = 0; i < r->ndirty && rc == TIDE_OK; i++)
+			rc = write_slot(r, log, r->dirty[i], err);
+	}
+	if (rc == TIDE_OK) {
+		r->ndirty = 0;
+		r->dirty_all = 0;
+		rc = tidei_rtimers_write(r->timers, log, err);
 	}
 	if (rc == TIDE_OK && r->meta_dirty) {
 		rc = meta_write(r, log, err);
 		r->meta_dirty = 0;
 	}
 	return rc;
+}
+
+int
+tidei_rule_must_write(const tidei_rule *r, lua_State *L)
+{
+	tidei_lstate *ls = tidei_lstate_of(L);
+	size_t n = (r->dirty_all ? r->keys.n : r->ndirty) + tidei_rtimers_changes(r->timers);
+
+	return n >= TIDEI_RULE_UNWRITTEN || r->keys.n > TIDEI_RULE_CACHE ||
+	       tidei_lstate_room(ls) < tidei_lstate_ceiling(ls) / 2;
 }
 
 void

@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "log.h"
+#include "rtimer.h"
 #include "script.h"
 
 typedef struct tidei_rule tidei_rule;
@@ -55,6 +56,8 @@ enum {
 /** Keys whose state stays decoded between turns (per rule), while the
  *  scripts' Lua state is at most half full. */
 #define TIDEI_RULE_CACHE 250000
+/** Changes (keys and timers) that may wait in memory for a write. */
+#define TIDEI_RULE_UNWRITTEN 100000
 
 /** What tide.on's options make a rule (key, ttl, clock, lateness, late,
  *  windows, timers, on_close), read from the options table at @p idx of
@@ -74,12 +77,6 @@ void tidei_rule_reset(tidei_rule *r, lua_State *L);
  *  watermark.  Returns 1 when the event is late (older than the
  *  watermark), with what to do in *late (TIDEI_LATE_*), else 0. */
 int tidei_rule_clock(tidei_rule *r, const struct tide_event *ev, int *late);
-
-/** A timer that fell due. */
-typedef struct tidei_rule_timer {
-	int64_t due, every;
-	tidei_buf key, name, data; /* data: encoded value (val.h) */
-} tidei_rule_timer;
 
 /** The next timer due at the watermark, taken out of the log (a
  *  recurring one is put back, due again): 1 with it in @p t, 0 if none,
@@ -118,9 +115,18 @@ int64_t tidei_rule_wall_due(tidei_rule *r, tidei_log *log, MDB_txn *txn);
 /** The rule's clock: the watermark (ns), or INT64_MIN before any event. */
 int64_t tidei_rule_now(const tidei_rule *r);
 
-/** Write what changed (states, the clock) in the open write transaction. */
+/** Write what changed since the last write (states, timers, the clock) in
+ *  the open write transaction.  Until then it is only in memory: a turn
+ *  that does not write leaves nothing of the rule in the log, and an
+ *  aborted turn takes the rule back to its last write (tidei_rule_start).
+ *  */
 int tidei_rule_flush(tidei_rule *r, tidei_log *log, char *err);
-/** The turn committed; the cache is trimmed to its bound. */
+/** 1 if the rule must be written this turn: too much waits in memory
+ *  (TIDEI_RULE_UNWRITTEN changes, more keys than the cache holds, or the
+ *  scripts' Lua state more than half full). */
+int tidei_rule_must_write(const tidei_rule *r, lua_State *L);
+/** A turn that wrote the rule committed; the cache is trimmed to its
+ *  bound. */
 void tidei_rule_committed(tidei_rule *r, lua_State *L);
 
 /** Figures for tide stat. */
