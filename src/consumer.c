@@ -805,6 +805,7 @@ tidei_consumers_start(tidei_consumers *cs, tidei_log *log, uint64_t head, char *
 		return tidei_err(err, rc, "%s", log->err);
 	rc = load(cs, log, txn, head, why);
 	tidei_log_read_end(log);
+	cs->written_at = tidei_now(); /* what is stored is where they are */
 	if (rc != TIDE_OK)
 		return tidei_err(err, rc, "cannot read consumer state: %s", why);
 	return TIDE_OK;

@@ -205,5 +205,6 @@ Suite *keys_suite(void);
 Suite *damage_suite(void);
 Suite *sandbox_suite(void);
 Suite *rules_suite(void);
+Suite *turns_suite(void);
 
 #endif
