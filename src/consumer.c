@@ -105,7 +105,7 @@ struct tidei_consumers {
  * are handled again, and what they emit again has the ids it had the
  * first time, so the log keeps one copy (emits are appended at once). */
 #define WRITE_BUSY 256
-#define WRITE_NS 500000000ll
+#define WRITE_NS 2000000000ll
 
 static int
 name_valid(const char *s)

@@ -75,7 +75,7 @@
  * copies its LMDB page, so writing once per turn at 100,000 keys costs a
  * page per event; queries see the last write, as the progress does. */
 #define LIVE_BUSY 256
-#define LIVE_FLUSH_NS 500000000ll
+#define LIVE_FLUSH_NS 2000000000ll
 /* Keys of stale generations deleted per turn. */
 #define GC_PER_TURN 20000
 /* Check the turn's clock every so many events. */

@@ -100,8 +100,9 @@ struct tidei_rule {
 	int store_rc;  /* the log failed under the call: the turn's failure */
 	int ttl_armed; /* the call armed its key's expiry */
 	char *errbuf;
-	tidei_buf kbuf; /* record keys */
-	tidei_buf rec;  /* a record being written */
+	tidei_buf kbuf;    /* record keys */
+	tidei_buf rec;     /* a record being written */
+	tidei_buf scratch; /* a state being encoded */
 };
 
 /* ------------------------------------------------------------------------
@@ -375,6 +376,7 @@ tidei_rule_free(tidei_rule *r, lua_State *L)
 	tidei_buf_free(&r->opbuf);
 	tidei_buf_free(&r->kbuf);
 	tidei_buf_free(&r->rec);
+	tidei_buf_free(&r->scratch);
 	tidei_rwins_free(r->wins);
 	free(r->key_path);
 	free(r->consumer);
@@ -824,18 +826,35 @@ encode_slot(lua_State *L, tidei_rule *r, long at, int idx)
 		return;
 	}
 	mark_dirty(r, s);
+	/* into the rule's scratch buffer, then over the last encoding if it
+	 * fits (no allocation per call), else into a new one */
+	b = r->scratch;
+	tidei_buf_reset(&b);
 	b.limit = tidei_lstate_ceiling(tidei_lstate_of(L));
+	if (b.cap > b.limit) {
+		tidei_buf_free(&b);
+		b.limit = tidei_lstate_ceiling(tidei_lstate_of(L));
+	}
 	if (tidei_lua_to_val_charged(L, idx, &b, err) != 0) {
 		tidei_buf_free(&b);
+		r->scratch = b;
 		luaL_error(L, "the state cannot be stored: %s", err);
 	}
+	b.limit = 0;
 	if (b.failed) {
 		tidei_buf_free(&b);
+		r->scratch = b;
 		luaL_error(L, "not enough memory to store the state");
 	}
-	b.limit = 0;
+	r->scratch = b;
+	if (s->enc.cap >= b.len && s->enc.p != NULL) {
+		memcpy(s->enc.p, b.p, b.len);
+		s->enc.len = b.len;
+		return;
+	}
 	tidei_buf_free(&s->enc);
 	s->enc = b;
+	memset(&r->scratch, 0, sizeof r->scratch);
 }
 
 /* ------------------------------------------------------------------------
@@ -1395,11 +1414,25 @@ write_slot(tidei_rule *r, tidei_log *log, size_t at, char *err)
 			     : put(r, log, r->rec.p, r->rec.len, err);
 }
 
+/* Dirty slots in key order, so that the writes walk the B-tree once. */
+static int
+by_key(const void *a, const void *b, void *keys)
+{
+	size_t an, bn;
+	const char *ak = tidei_keymap_key(keys, *(const uint32_t *)a, &an);
+	const char *bk = tidei_keymap_key(keys, *(const uint32_t *)b, &bn);
+	int c = memcmp(ak, bk, an < bn ? an : bn);
+
+	return c != 0 ? c : an < bn ? -1 : an > bn;
+}
+
 int
 tidei_rule_flush(tidei_rule *r, tidei_log *log, char *err)
 {
 	int rc = TIDE_OK;
 
+	if (!r->dirty_all && r->ndirty > 1)
+		qsort_r(r->dirty, r->ndirty, sizeof *r->dirty, by_key, &r->keys);
 	if (r->dirty_all) {
 		for (size_t at = 0; at < r->keys.n && rc == TIDE_OK; at++)
 			rc = write_slot(r, log, at, err);

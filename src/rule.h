@@ -57,7 +57,7 @@ enum {
  *  scripts' Lua state is at most half full. */
 #define TIDEI_RULE_CACHE 250000
 /** Changes (keys and timers) that may wait in memory for a write. */
-#define TIDEI_RULE_UNWRITTEN 100000
+#define TIDEI_RULE_UNWRITTEN 200000
 
 /** What tide.on's options make a rule (key, ttl, clock, lateness, late,
  *  windows, timers, on_close), read from the options table at @p idx of

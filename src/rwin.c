@@ -351,13 +351,25 @@ int
 tidei_rwins_add(const tidei_rwins *d, tidei_win **w, const struct tide_event *ev, int64_t t,
 		char *err)
 {
+	const char *last = NULL; /* the value path read last, and what it gave */
+	double lastv = 0;
+	int lastok = 0;
+
 	for (size_t k = 0; k < d->n; k++) {
 		const rwin *rw = &d->v[k];
 		double v = 0;
 		uint64_t h = 0;
 		int rc;
-		if (rw->value != NULL && !number(ev, rw->value, &v))
-			continue;
+		if (rw->value != NULL) {
+			/* windows over the same field read it once */
+			if (last == NULL || strcmp(last, rw->value) != 0) {
+				last = rw->value;
+				lastok = number(ev, rw->value, &lastv);
+			}
+			if (!lastok)
+				continue;
+			v = lastv;
+		}
 		if (rw->distinct != NULL && !token(ev, rw->distinct, &h) && rw->value == NULL)
 			continue;
 		if (w[k] == NULL && (w[k] = tidei_win_new(&rw->spec)) == NULL)
