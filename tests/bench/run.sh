@@ -555,6 +555,41 @@ run_proj() { # durability run
 	stop_tide
 }
 
+# PROJ_INGEST more events pushed (no queries) onto a copy of the log:
+# with the projection live (the clock stops when it is live at the end
+# again), then without any script (when the log holds them): the cost of
+# keeping a projection at PROJ_KEYS keys live, in the same round.
+run_proj_live() { # run
+	local out cpu0 t0 total=$((PROJ_EVENTS + PROJ_INGEST))
+	start_proj_tide sync
+	client "$work/bin/projbench" wait --data "$tide_data" --name accounts --seq "$PROJ_EVENTS" \
+		--t0 "$proj_t0" --pid "$tide_pid" --timeout 900 || proj_fail "live: build $*"
+	cpu0=$(proc_cpu "$tide_pid")
+	t0=$EPOCHREALTIME
+	client "$work/bin/tidebench" push --url "$tide_pull" --data "$tide_data" --events "$PROJ_INGEST" \
+		--expect "$total" --batch "$BATCH" --kind account --keys "$PROJ_KEYS" --run "pl$1" \
+		--timeout 600 || proj_fail "live: push $*"
+	client "$work/bin/projbench" wait --data "$tide_data" --name accounts --seq "$total" \
+		--from "$PROJ_EVENTS" --t0 "$t0" --pid "$tide_pid" --cpu0 "$cpu0" --timeout 900 ||
+		proj_fail "live: catching up $*"
+	out=$(<"$work/client.out")
+	stop_tide
+	record "proj/live" "$(field rate "$out")" "$out"
+	say "  ingest with the live projection, no queries, run $1: $(field rate "$out") events/s  ($out)"
+	: >"$work/none.lua"
+	start_proj_tide sync "$work/none.lua"
+	sleep 0.3
+	cpu0=$(proc_cpu "$tide_pid")
+	client "$work/bin/tidebench" push --url "$tide_pull" --data "$tide_data" --events "$PROJ_INGEST" \
+		--expect "$total" --batch "$BATCH" --kind account --keys "$PROJ_KEYS" --run "pb$1" \
+		--timeout 600 || proj_fail "live bare: push $*"
+	out="$(<"$work/client.out") server_cpu_s=$(cpu_since "$cpu0" "$tide_pid")"
+	out+=" server_cpu_us_per_event=$(per_event_us "$(cpu_since "$cpu0" "$tide_pid")" "$PROJ_INGEST")"
+	stop_tide
+	record "proj/live/bare" "$(field rate "$out")" "$out"
+	say "  the same ingest without scripts run $1: $(field rate "$out") events/s  ($out)"
+}
+
 # ---- embedding ----------------------------------------------------------------
 
 # The log the reads walk: EVENTS card transactions, written once by an
@@ -918,6 +953,7 @@ for r in $(seq 1 "$RUNS"); do
 		run_proj sync "$r"
 		run_proj relaxed "$r"
 		run_proj_subject "$r"
+		[ "$PROJ_INGEST" -gt 0 ] && run_proj_live "$r"
 	fi
 	if [ $have_embed = 1 ]; then run_embed "$r"; fi
 	if want rules; then run_rules "$r"; fi
@@ -1048,6 +1084,12 @@ target_lines() {
 			echo "- velocity rule ≥ 50 % of bare ingest of the same events: $r % — $(verdict "$r" ">=" 50)"
 		fi
 	fi
+	m=$(med_of proj/live || true)
+	r=$(med_of proj/live/bare || true)
+	if [ -n "$m" ] && [ -n "$r" ]; then
+		r=$(awk -v a="$m" -v b="$r" 'BEGIN { printf "%.1f", 100 * a / b }')
+		echo "- ingest with a live projection at $(fmt "$PROJ_KEYS") keys ≥ 50 % of bare ingest: $r % — $(verdict "$r" ">=" 50)"
+	fi
 	local what
 	for what in build/sync build/relaxed build/subject rebuild; do
 		m=$(med_of "proj/$what" || true)
@@ -1151,6 +1193,8 @@ server_rows() {
 	row "Projection build at start, $pe events / $pk keys, sync, keyed by subject (no key function)" proj/build/subject "events/s"
 	row "Projection forced rebuild on a running engine, sync (whole log)" proj/rebuild "events/s"
 	row "Ingest $(fmt "$PROJ_INGEST") more (ipc, sync, ${BATCH}/msg) until the projection is live, while querying" proj/ingest "events/s"
+	row "The same ingest until the projection is live, no queries" proj/live "events/s"
+	row "The same ingest onto the same log without scripts (bare)" proj/live/bare "events/s"
 	q_row "Projection query, REP ipc ($PROJ_QUERIES sequential, random keys)" proj/query/rep
 	q_row "Projection query, tide_log_query in another process" proj/query/direct
 	q_row "Projection query, REP ipc, during that ingest (until the push is done)" proj/query/ingest
