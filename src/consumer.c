@@ -5,9 +5,12 @@
  * walks the events after its checkpoint inside the turn's write
  * transaction, calls its handler for each event whose type matches its
  * pattern (matched here, in C, before any Lua table is built), appends
- * what the handler emitted, and moves its checkpoint.  Emits and
- * checkpoints commit with the rest of the turn, so inside Tide an event's
- * effects happen exactly once.
+ * what the handler emitted, and moves its checkpoint.  Emits commit with
+ * the rest of the turn; checkpoints and what the rules keep commit with it
+ * too, or a few turns later while the consumers are busy (WRITE_BUSY):
+ * after a crash the consumers handle again the events since their last
+ * write, and the emits made again carry the ids they had, so the log keeps
+ * one copy.  Inside Tide an event's effects happen exactly once.
  *
  * A handler that fails is retried with exponential backoff.  The failed
  * event goes to the consumer's pending set (durable, in the same

@@ -6,20 +6,18 @@
  *   'S' name "\0" key             -> the key's record: [1, last seen,
  *                                    expiry due, windows due, state,
  *                                    {window name -> bytes}]
- *   'T' name "\0" due key-length key timer -> [data, every]   (by due time)
- *   'N' name "\0" key-length key timer     -> due             (to cancel)
+ *   'T', 'N'                       -> its timers (rtimer.c)
  *   'M' name                       -> [1, largest time, watermark, late,
  *                                    fired, failed]
  *
- * Due times are stored big-endian with the sign bit flipped, so that the
- * timers of a rule sort by due time, then key, then name: the order they
- * fire in, live and in a replay.  Two timer names are the rule's own: ""
- * (the key's expiry after ttl) and "\1w" (its windows' next close).
+ * Two timer names are the rule's own: "" (the key's expiry after ttl) and
+ * "\1w" (its windows' next close).
  *
  * A key's state is encoded after every call that succeeded (a state that
  * cannot be stored fails the call, as it should: a retry will not help
- * later); that encoding is both what the turn writes and what a failing
- * call is rolled back to.
+ * later); that encoding is both what a write stores and what a failing
+ * call is rolled back to.  Keys changed since the last write are listed
+ * (r->dirty) and written in key order.
  */
 #include "config.h"
 

@@ -10,9 +10,10 @@
  *   })
  *
  * Everything a rule keeps is in the log's `rules` database and is written
- * in the turn's transaction, with the consumer's checkpoint and its
- * emits: after kill -9, a restart or a reload the rule goes on exactly
- * where the last commit left it.  Between turns, the states of the keys
+ * in one transaction with the consumer's checkpoint, when the consumer
+ * layer says (every turn, or every few seconds while busy): after kill -9
+ * the rule goes back to its last write and handles the events since then
+ * again, as it did the first time.  Between turns, the states of the keys
  * seen lately stay decoded in the scripts' Lua state (a cache, bounded by
  * a number of keys), each with its last good encoding, which is what is
  * written and what a failing call is rolled back to.
