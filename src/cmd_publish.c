@@ -31,6 +31,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "cli.h"
+#include "tide.h"
 
 static const char usage_text[] =
 	"usage: tide publish [options]                  (events as NDJSON on stdin)\n"
@@ -58,6 +59,10 @@ static const char usage_text[] =
 	"      --window N          acknowledged messages in flight (default 8)\n"
 	"      --timeout SEC       wait this long for an acknowledgement (default 30)\n"
 	"      --acks              print every acknowledgement (one JSON line) to stdout\n"
+	"      --wait              then wait until every consumer and projection has\n"
+	"                          handled the events, and what the consumers emitted\n"
+	"                          meanwhile (read from the data directory)\n"
+	"      --wait-timeout SEC  give up waiting after SEC seconds (default 60)\n"
 	"  -q, --quiet             no summary on stderr\n"
 	"\n"
 	"endpoints:\n"
@@ -66,7 +71,8 @@ static const char usage_text[] =
 	"      --pull URL          PULL endpoint (--push)\n"
 	"  -h, --help              show this help\n"
 	"\n"
-	"exit status: 0 all events stored (or duplicates), 1 some were rejected,\n"
+	"exit status: 0 all events stored (or duplicates), 1 some were rejected (or\n"
+	"--wait gave up, or found a projection stopped by a failing handler),\n"
 	"2 usage error, 3 the engine could not be reached.\n";
 
 #define MAX_MESSAGE (1u << 20)
@@ -97,6 +103,7 @@ typedef struct pub {
 	unsigned long long max_message; /* the engine's limit, 0 if not known */
 	/* totals */
 	unsigned long long stored, duplicates, rejected, sent;
+	uint64_t max_seq; /* the largest seq acknowledged */
 	int unreachable;
 } pub;
 
@@ -236,6 +243,11 @@ report(pub *p, const char *reply, size_t len, const request *r)
 		dup = yajl_tree_get(v, (const char *[]){ "duplicate", NULL }, yajl_t_any);
 		err = yajl_tree_get(v, (const char *[]){ "error", NULL }, yajl_t_string);
 		if (ok != NULL && YAJL_IS_TRUE(ok)) {
+			yajl_val seq =
+				yajl_tree_get(v, (const char *[]){ "seq", NULL }, yajl_t_number);
+			if (seq != NULL && YAJL_IS_INTEGER(seq) && YAJL_GET_INTEGER(seq) > 0 &&
+			    (uint64_t)YAJL_GET_INTEGER(seq) > p->max_seq)
+				p->max_seq = (uint64_t)YAJL_GET_INTEGER(seq);
 			if (dup != NULL && YAJL_IS_TRUE(dup))
 				p->duplicates++;
 			else
@@ -527,6 +539,100 @@ from_flags(pub *p, const char *type, const char *source, const char *id, const c
 	return rc != 0 ? -1 : flush_msg(p);
 }
 
+/* ------------------------------------------------------------------------
+ * --wait: until the consumers and projections have passed what was sent
+ * ------------------------------------------------------------------------ */
+
+typedef struct progress {
+	uint64_t low;      /* the lowest position seen */
+	char who[160];     /* whose it is */
+	char faulted[512]; /* a projection stopped by a failing handler */
+} progress;
+
+static void
+on_checkpoint(void *ud, const char *name, uint64_t seq)
+{
+	progress *pr = ud;
+
+	if (seq < pr->low) {
+		pr->low = seq;
+		snprintf(pr->who, sizeof pr->who, "consumer %s", name);
+	}
+}
+
+static void
+on_projection(void *ud, const tide_projection_info *pi)
+{
+	progress *pr = ud;
+
+	if (pi->faulted) {
+		snprintf(pr->faulted, sizeof pr->faulted, "projection %s stopped at event %llu: %s",
+			 pi->name, (unsigned long long)pi->fault_seq, pi->error ? pi->error : "");
+		return;
+	}
+	if (pi->live_seq < pr->low) {
+		pr->low = pi->live_seq;
+		snprintf(pr->who, sizeof pr->who, "projection %s", pi->name);
+	}
+}
+
+/* Wait until every consumer and projection of the log in @p dir is at
+ * @p target or past it; then, since what they emitted meanwhile may
+ * concern the others, at the log's end as it was then, until it stops
+ * moving.  CLI_OK, or CLI_FAIL with the reason on stderr. */
+static int
+wait_settled(const char *dir, uint64_t target, double timeout, int quiet)
+{
+	struct timespec tick = { 0, 20 * 1000000 };
+	double waited = 0;
+	tide_log *log;
+	int rc;
+
+	if ((rc = tide_log_open(&log, dir)) != TIDE_OK) {
+		cli_error("publish", "--wait cannot read %s: %s", dir, tide_errmsg());
+		return CLI_FAIL;
+	}
+	for (;;) {
+		progress pr = { UINT64_MAX, "", "" };
+		tide_log_stat st;
+		if (tide_log_consumers(log, on_checkpoint, &pr) != TIDE_OK ||
+		    tide_log_projections(log, on_projection, &pr) != TIDE_OK ||
+		    tide_log_stat_get(log, &st) != TIDE_OK) {
+			cli_error("publish", "--wait cannot read %s: %s", dir, tide_errmsg());
+			rc = CLI_FAIL;
+			break;
+		}
+		if (pr.faulted[0]) {
+			cli_error("publish", "--wait: %s", pr.faulted);
+			rc = CLI_FAIL;
+			break;
+		}
+		if (pr.low >= target) {
+			if (st.last_seq <= target) {
+				rc = CLI_OK;
+				break;
+			}
+			target = st.last_seq; /* what they emitted meanwhile */
+			continue;
+		}
+		if (waited >= timeout) {
+			cli_error("publish",
+				  "--wait gave up after %.0f s: %s is at event %llu, not yet at "
+				  "%llu",
+				  timeout, pr.who, (unsigned long long)pr.low,
+				  (unsigned long long)target);
+			rc = CLI_FAIL;
+			break;
+		}
+		nanosleep(&tick, NULL);
+		waited += 0.02;
+	}
+	tide_log_close(log);
+	if (rc == CLI_OK && !quiet)
+		fprintf(stderr, "tide publish: handled by every consumer and projection\n");
+	return rc;
+}
+
 int
 cmd_publish(int argc, char **argv)
 {
@@ -544,6 +650,8 @@ cmd_publish(int argc, char **argv)
 		{ "window", required_argument, NULL, 'w' },
 		{ "timeout", required_argument, NULL, 'o' },
 		{ "acks", no_argument, NULL, 'a' },
+		{ "wait", no_argument, NULL, 'W' },
+		{ "wait-timeout", required_argument, NULL, 'X' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "data", required_argument, NULL, 'd' },
 		{ "rep", required_argument, NULL, 'R' },
@@ -559,7 +667,8 @@ cmd_publish(int argc, char **argv)
 	char **ext = NULL;
 	size_t next = 0;
 	pub p;
-	int c, ms, rc = CLI_FAIL;
+	int c, ms, rc = CLI_FAIL, wait = 0;
+	double wait_timeout = 60;
 
 	memset(&p, 0, sizeof p);
 	p.batch = 1000;
@@ -605,6 +714,8 @@ cmd_publish(int argc, char **argv)
 		case 'w': p.window = strtoul(optarg, NULL, 10); break;
 		case 'o': cl.timeout = cli_seconds(optarg); break;
 		case 'a': p.acks = 1; break;
+		case 'W': wait = 1; break;
+		case 'X': wait_timeout = cli_seconds(optarg); break;
 		case 'q': p.quiet = 1; break;
 		case 'd': cl.data = optarg; break;
 		case 'R': cl.rep = optarg; break;
@@ -622,6 +733,12 @@ cmd_publish(int argc, char **argv)
 	if (p.batch == 0 || p.batch > 100000 || p.window == 0 || p.window > 1024 ||
 	    cl.timeout < 0) {
 		cli_error("publish", "--batch must be 1..100000, --window 1..1024, --timeout >= 0");
+		free(ext);
+		return CLI_USAGE;
+	}
+	if (wait && (p.push || wait_timeout < 0)) {
+		cli_error("publish", p.push ? "--wait needs acknowledgements: not with --push"
+					    : "--wait-timeout must be a number of seconds");
 		free(ext);
 		return CLI_USAGE;
 	}
@@ -692,6 +809,9 @@ cmd_publish(int argc, char **argv)
 		rc = CLI_FAIL;
 	else
 		rc = p.rejected ? CLI_FAIL : CLI_OK;
+	if (wait && !p.unreachable && p.max_seq > 0 &&
+	    wait_settled(cl.data, p.max_seq, wait_timeout, p.quiet) != CLI_OK)
+		rc = CLI_FAIL;
 out:
 	if (p.sock >= 0)
 		nn_close(p.sock);

@@ -566,6 +566,65 @@ START_TEST(stat_positions_and_lag)
 }
 END_TEST
 
+/* tide publish --wait returns once every consumer and projection has
+ * handled the events, and what a consumer emitted for them: a chain of
+ * two consumers and a projection is done when it returns. */
+START_TEST(publish_wait_returns_when_handled)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"tide.on('in.*', function(ev)\n"
+		"  local x = 0\n"
+		"  for i = 1, 2000 do x = x + i end\n"
+		"  tide.emit{ type = 'mid.x', subject = ev.subject, data = { x = x } }\n"
+		"end, { name = 'first', from = 'beginning' })\n"
+		"tide.on('mid.*', function(ev)\n"
+		"  tide.emit{ type = 'out.x', subject = ev.subject }\n"
+		"end, { name = 'second', from = 'beginning' })\n"
+		"tide.projection('outs', { version = 1, key = function(ev) return 'all' end,\n"
+		"  init = function() return { n = 0 } end,\n"
+		"  on = { ['out.x'] = function(s, ev) s.n = s.n + 1 end } })\n";
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	const char *path = th_write(dir, "chain.lua", script);
+	char out[8192], err[4096], cmd[1200];
+	uint64_t events, last, cp;
+	th_daemon d;
+	FILE *f;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data, path), 0);
+	snprintf(cmd, sizeof cmd, "%s/in.ndjson", dir);
+	f = fopen(cmd, "w");
+	ck_assert_ptr_nonnull(f);
+	for (int i = 0; i < 3000; i++)
+		fprintf(f,
+			"{\"specversion\":\"1.0\",\"id\":\"w%d\",\"source\":\"/t\","
+			"\"type\":\"in.x\",\"subject\":\"s%d\"}\n",
+			i, i % 50);
+	fclose(f);
+	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' publish --wait --data '%s' < '%s' 2>&1",
+			       TIDE_BIN, data, cmd),
+			 0);
+	ck_assert_msg(strstr(err, "3000 stored") != NULL, "%s", err);
+	ck_assert_msg(strstr(err, "handled by every consumer and projection") != NULL, "%s", err);
+	/* no waiting here: it is all done already */
+	ck_assert_int_eq(th_log_state(data, "second", &events, &last, &cp), 0);
+	ck_assert_uint_eq(events, 9000);
+	ck_assert_uint_eq(cp, last);
+	ck_assert_int_eq(th_log_state(data, "first", &events, &last, &cp), 0);
+	ck_assert_uint_eq(cp, last);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' query --data '%s' outs all", TIDE_BIN, data),
+			 0);
+	ck_assert_msg(strstr(out, "\"n\":3000") != NULL, "%s", out);
+	/* not with --push, which has no acknowledgements to wait from */
+	ck_assert_int_eq(th_sh(err, sizeof err,
+			       "'%s' publish --push --wait --data '%s' < '%s' 2>&1", TIDE_BIN, data,
+			       cmd),
+			 2);
+	ck_assert_msg(strstr(err, "--wait needs acknowledgements") != NULL, "%s", err);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
 /* tide tail --count N prints N matching events and exits 0. */
 START_TEST(tail_count_exits)
 {
@@ -695,6 +754,7 @@ cli_suite(void)
 	tcase_add_test(live, log_filters);
 	tcase_add_test(live, stat_positions_and_lag);
 	tcase_add_test(live, publish_expect_version);
+	tcase_add_test(live, publish_wait_returns_when_handled);
 	tcase_add_test(live, tail_count_exits);
 	tcase_add_test(live, bundled_example_runs);
 	tcase_set_timeout(live, 60);
