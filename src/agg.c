@@ -19,6 +19,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -269,6 +270,57 @@ parse_percentile(const char *name, double *q)
 		return -1;
 	*q = (double)m / scale;
 	return 0;
+}
+
+void
+tidei_duration_format(char *out, size_t n, int64_t ns)
+{
+	static const struct {
+		const char *unit;
+		int64_t ns;
+	} units[] = {
+		{ "w", 604800000000000ll }, { "d", 86400000000000ll }, { "h", 3600000000000ll },
+		{ "m", 60000000000ll },     { "s", 1000000000ll },     { "ms", 1000000ll },
+		{ "us", 1000ll },
+	};
+
+	for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+		if (ns != 0 && ns % units[i].ns == 0) {
+			snprintf(out, n, "%lld%s", (long long)(ns / units[i].ns), units[i].unit);
+			return;
+		}
+	snprintf(out, n, "%lldns", (long long)ns);
+}
+
+void
+tidei_win_spec_describe(const tidei_win_spec *s, tidei_buf *out)
+{
+	static const char *const names[] = { "count", "sum",      "min",    "max",
+					     "mean",  "variance", "stddev", "distinct" };
+	char a[32], b[32];
+	int first = 1;
+
+	tidei_duration_format(a, sizeof a, s->size_ns);
+	switch (s->kind) {
+	case TIDEI_WIN_TUMBLING: tidei_buf_printf(out, "tumbling %s", a); break;
+	case TIDEI_WIN_HOPPING:
+		tidei_duration_format(b, sizeof b, s->hop_ns);
+		tidei_buf_printf(out, "hopping %s every %s", a, b);
+		break;
+	case TIDEI_WIN_SLIDING: tidei_buf_printf(out, "sliding %s", a); break;
+	case TIDEI_WIN_SESSION:
+		tidei_duration_format(b, sizeof b, s->gap_ns);
+		tidei_buf_printf(out, "session, gap %s", b);
+		break;
+	default: tidei_buf_printf(out, "last %u", (unsigned)s->count); break;
+	}
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		if (s->aggs & (1u << i)) {
+			tidei_buf_printf(out, "%s%s", first ? ": " : ", ", names[i]);
+			first = 0;
+		}
+	if (s->aggs & TIDEI_AGG_QUANTILE)
+		tidei_buf_printf(out, "%sp%g", first ? ": " : ", ", s->q * 100);
 }
 
 int

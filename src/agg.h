@@ -151,6 +151,14 @@ int tidei_win_spec_check(const tidei_win_spec *s, char *err);
  *  a message in @p err (*@p ns = -1). */
 int tidei_duration_parse(const char *s, size_t n, int64_t *ns, char *err);
 
+/** @p ns as the largest unit that divides it ("30d", "15m", "1500ms");
+ *  into @p out (at least 32 bytes). */
+void tidei_duration_format(char *out, size_t n, int64_t ns);
+/** @p s in words, as a window's options would say it: "sliding 1h",
+ *  "hopping 1h every 5m", "session gap 30m", "last 100", then the
+ *  aggregates ("count, sum, p95"); appended to @p out. */
+void tidei_win_spec_describe(const tidei_win_spec *s, tidei_buf *out);
+
 /** Parse an aggregate's name: count, sum, min, max, mean, variance,
  *  stddev, distinct, median, or a percentile "p95", "p99.9" (0 to 100).
  *  TIDE_OK with *@p bit (TIDEI_AGG_*) and, for quantiles, *@p q (0..1;

@@ -78,6 +78,7 @@ int cmd_stat(int argc, char **argv);
 int cmd_dlq(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_projection(int argc, char **argv);
+int cmd_check(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_backup(int argc, char **argv);

@@ -507,6 +507,24 @@ tidei_projections_count(const tidei_projections *ps)
 	return ps->n;
 }
 
+const char *
+tidei_projections_describe(const tidei_projections *ps, size_t k, const char **where,
+			   tidei_buf *out)
+{
+	const proj *p = &ps->v[k];
+
+	*where = p->where;
+	tidei_buf_printf(out, "version %lld, key %s", (long long)p->version,
+			 p->key_path               ? p->key_path
+			 : p->key_ref != LUA_NOREF ? "from a function"
+						   : "subject");
+	if (p->filter_ref != LUA_NOREF)
+		tidei_buf_printf(out, ", filtered");
+	for (size_t i = 0; i < p->nh; i++)
+		tidei_buf_printf(out, "%s%s", i ? ", " : "; on ", p->h[i].pattern);
+	return p->name;
+}
+
 uint64_t
 tidei_projections_hash(const tidei_projections *ps, const char *name)
 {

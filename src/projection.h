@@ -68,6 +68,11 @@ int tidei_projections_reload(tidei_projections *ps, tidei_log *log);
 int tidei_projections_rebuild(tidei_projections *ps, tidei_log *log, const char *name);
 
 size_t tidei_projections_count(const tidei_projections *ps);
+/** Projection @p k's name and where it was defined (*@p where), and in
+ *  @p out what it is ("version 1, key data.account; on order.placed,
+ *  order.*"). */
+const char *tidei_projections_describe(const tidei_projections *ps, size_t k, const char **where,
+				       tidei_buf *out);
 
 /** The definition hash of @p name (0 if there is no such projection). */
 uint64_t tidei_projections_hash(const tidei_projections *ps, const char *name);

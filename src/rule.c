@@ -1388,6 +1388,61 @@ tidei_rule_timer_op(tidei_rule *r, lua_State *L, int op, const char *name, size_
 }
 
 /* ------------------------------------------------------------------------
+ * What it is (tide check)
+ * ------------------------------------------------------------------------ */
+
+void
+tidei_rule_describe(const tidei_rule *r, tidei_buf *out)
+{
+	char d[32];
+
+	if (r->key_path != NULL)
+		tidei_buf_printf(out, "key %s", r->key_path);
+	else if (r->key_ref != LUA_NOREF)
+		tidei_buf_printf(out, "key from a function");
+	else
+		tidei_buf_printf(out, "one key");
+	if (r->ttl > 0) {
+		tidei_duration_format(d, sizeof d, r->ttl);
+		tidei_buf_printf(out, ", ttl %s", d);
+	}
+	tidei_buf_printf(out, ", %s clock", r->clock == TIDEI_CLOCK_ARRIVAL ? "arrival" : "event");
+	if (r->lateness > 0) {
+		tidei_duration_format(d, sizeof d, r->lateness);
+		tidei_buf_printf(out, ", lateness %s", d);
+	}
+	if (r->clock == TIDEI_CLOCK_EVENT)
+		tidei_buf_printf(out, ", late events %s",
+				 r->late == TIDEI_LATE_FN       ? "to a function"
+				 : r->late == TIDEI_LATE_HANDLE ? "handled"
+								: "dropped");
+	if (r->on_close_ref != LUA_NOREF)
+		tidei_buf_printf(out, ", on_close");
+}
+
+const tidei_rwins *
+tidei_rule_windows(const tidei_rule *r)
+{
+	return r->wins;
+}
+
+void
+tidei_rule_timer_names(const tidei_rule *r, lua_State *L, void (*fn)(void *ud, const char *name),
+		       void *ud)
+{
+	if (r->timers_ref == LUA_NOREF)
+		return;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, r->timers_ref);
+	lua_pushnil(L);
+	while (lua_next(L, -2) != 0) {
+		if (lua_type(L, -2) == LUA_TSTRING)
+			fn(ud, lua_tostring(L, -2));
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+}
+
+/* ------------------------------------------------------------------------
  * Turns
  * ------------------------------------------------------------------------ */
 

@@ -33,6 +33,7 @@
 
 #include "log.h"
 #include "rtimer.h"
+#include "rwin.h"
 #include "script.h"
 
 typedef struct tidei_rule tidei_rule;
@@ -129,6 +130,14 @@ int tidei_rule_must_write(const tidei_rule *r, lua_State *L);
 /** A turn that wrote the rule committed; the cache is trimmed to its
  *  bound. */
 void tidei_rule_committed(tidei_rule *r, lua_State *L);
+
+/** What the rule is, in words ("key subject, ttl 30d, event clock"),
+ *  appended to @p out; its windows (may be NULL); and the names of its
+ *  timer handlers, one call of @p fn each (read from @p L). */
+void tidei_rule_describe(const tidei_rule *r, tidei_buf *out);
+const tidei_rwins *tidei_rule_windows(const tidei_rule *r);
+void tidei_rule_timer_names(const tidei_rule *r, lua_State *L,
+			    void (*fn)(void *ud, const char *name), void *ud);
 
 /** Figures for tide stat. */
 typedef struct tidei_rule_stat {

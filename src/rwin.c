@@ -303,6 +303,19 @@ tidei_rwins_count(const tidei_rwins *d)
 	return d ? d->n : 0;
 }
 
+const char *
+tidei_rwins_describe(const tidei_rwins *d, size_t k, tidei_buf *out)
+{
+	const rwin *rw = &d->v[k];
+
+	tidei_win_spec_describe(&rw->spec, out);
+	if (rw->value != NULL)
+		tidei_buf_printf(out, "; value %s", rw->value);
+	if (rw->distinct != NULL)
+		tidei_buf_printf(out, "; distinct %s", rw->distinct);
+	return rw->name;
+}
+
 void
 tidei_rwins_drop(const tidei_rwins *d, tidei_win **w)
 {

@@ -30,6 +30,9 @@ int tidei_rwins_parse(tidei_rwins **out, lua_State *L, int idx, char *err);
 void tidei_rwins_free(tidei_rwins *d);
 /** How many windows are defined (the length of a key's set). */
 size_t tidei_rwins_count(const tidei_rwins *d);
+/** Window @p k's name, and in @p out what it is ("sliding 1h over
+ *  data.amount: count, sum"). */
+const char *tidei_rwins_describe(const tidei_rwins *d, size_t k, tidei_buf *out);
 
 /** Free a key's set (@p w holds tidei_rwins_count() states or NULLs). */
 void tidei_rwins_drop(const tidei_rwins *d, tidei_win **w);

@@ -659,6 +659,44 @@ typedef struct tide_replay_opts {
 TIDE_API int tide_replay(const tide_replay_opts *o, tide_replay_fn *fn, void *ud);
 
 /* ------------------------------------------------------------------------
+ * Checking scripts without running them
+ * ------------------------------------------------------------------------ */
+
+/** What tide_check() reports, in this order for each script: the script,
+ *  then its errors or what it defines. */
+enum {
+	TIDE_CHECK_SCRIPT,     /**< a script: name is its path */
+	TIDE_CHECK_ERROR,      /**< an error: detail, with file:line where known */
+	TIDE_CHECK_CONSUMER,   /**< a consumer: name; detail its types (and, for a
+				    rule, its key, ttl and clock) */
+	TIDE_CHECK_WINDOW,     /**< a rule's window: owner the rule, name, detail */
+	TIDE_CHECK_TIMER,      /**< a rule's timer handler: owner the rule, name */
+	TIDE_CHECK_PROJECTION, /**< a projection: name; detail its version, key and
+				    the types it handles */
+};
+
+/** One item.  Everything is valid only during the callback. */
+typedef struct tide_check_item {
+	int kind;           /**< TIDE_CHECK_* */
+	const char *script; /**< the script it is about */
+	const char *name;   /**< NULL for an error */
+	const char *owner;  /**< windows and timers: their rule; else NULL */
+	const char *detail; /**< see the kinds; NULL for a script or a timer */
+	const char *where;  /**< file:line of a definition, or NULL */
+} tide_check_item;
+
+/** Called for each item. */
+typedef void tide_check_fn(void *ud, const tide_check_item *it);
+
+/** Load @p scripts (NULL-terminated) in order into one sandbox, as
+ *  `tide run` does, without a log or an engine, and report each script's
+ *  errors (all scripts are loaded, whatever failed before) or what it
+ *  defines.  @return TIDE_OK when every script loaded, TIDE_ESCRIPT when
+ *  some did not (the errors were reported), TIDE_EINVAL (no scripts or no
+ *  @p fn) or TIDE_ENOMEM. */
+TIDE_API int tide_check(const char *const *scripts, tide_check_fn *fn, void *ud);
+
+/* ------------------------------------------------------------------------
  * Dead letters: events a consumer gave up on after its retries
  * ------------------------------------------------------------------------ */
 

@@ -206,5 +206,6 @@ Suite *damage_suite(void);
 Suite *sandbox_suite(void);
 Suite *rules_suite(void);
 Suite *turns_suite(void);
+Suite *check_suite(void);
 
 #endif
