@@ -6,6 +6,7 @@
 #ifndef TIDE_CLI_H
 #define TIDE_CLI_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
@@ -68,6 +69,8 @@ int cli_resolve(const char *cmd, const cli_client *c, const char *need, cli_endp
 
 /** Parse a number of seconds; returns -1 on error. */
 double cli_seconds(const char *s);
+/** An RFC 3339 time as ns since the epoch; -1 if it is not one. */
+int64_t cli_time(const char *s);
 
 /* Subcommands: argc/argv start at the subcommand name. */
 int cmd_run(int argc, char **argv);
@@ -79,6 +82,7 @@ int cmd_dlq(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_projection(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_backtest(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_backup(int argc, char **argv);

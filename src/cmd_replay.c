@@ -107,47 +107,6 @@ progress(void *ud, uint64_t done, uint64_t total)
 			done >= total ? "\n" : "");
 }
 
-/* RFC 3339 to ns since the epoch; -1 if it is not one. */
-static int64_t
-parse_time(const char *s)
-{
-	struct tm tm;
-	int y, mo, d, h, mi, sec, n = 0, oh = 0, om = 0;
-	double frac = 0;
-	const char *p;
-	int64_t t;
-
-	memset(&tm, 0, sizeof tm);
-	if (sscanf(s, "%4d-%2d-%2d%*1[Tt]%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 ||
-	    n != 19)
-		return -1;
-	p = s + n;
-	if (*p == '.') {
-		char *end;
-		frac = strtod(p, &end);
-		p = end;
-	}
-	if ((*p == 'Z' || *p == 'z') && p[1] == '\0') {
-		oh = om = 0;
-	} else if ((*p == '+' || *p == '-') && sscanf(p + 1, "%2d:%2d", &oh, &om) == 2 &&
-		   strlen(p) == 6) {
-		if (*p == '-') {
-			oh = -oh;
-			om = -om;
-		}
-	} else {
-		return -1;
-	}
-	tm.tm_year = y - 1900;
-	tm.tm_mon = mo - 1;
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = sec;
-	t = (int64_t)timegm(&tm) - (int64_t)oh * 3600 - (int64_t)om * 60;
-	return t * 1000000000 + (int64_t)(frac * 1e9);
-}
-
 int
 cmd_replay(int argc, char **argv)
 {
@@ -194,7 +153,7 @@ cmd_replay(int argc, char **argv)
 					free(scripts);
 					return CLI_USAGE;
 				}
-			} else if ((ro.until_time = parse_time(optarg)) < 0) {
+			} else if ((ro.until_time = cli_time(optarg)) < 0) {
 				cli_error("replay",
 					  "--until takes a seq or an RFC 3339 time, not '%s'",
 					  optarg);

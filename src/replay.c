@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "consumer.h"
+#include "scratch.h"
 #include "projection.h"
 
 typedef struct replay {
@@ -309,38 +310,6 @@ run(replay *r, tidei_log *log)
 	return rc == TIDE_OK && !r->stop ? report_states(r) : rc;
 }
 
-/* Remove the scratch log's directory (its files only: nothing else is
- * made there). */
-static void
-remove_scratch(const char *dir)
-{
-	static const char *const files[] = { "data.mdb", "lock.mdb", "tide.lock", "tide.created",
-					     NULL };
-	char path[4200];
-
-	for (const char *const *f = files; *f; f++) {
-		snprintf(path, sizeof path, "%s/%s", dir, *f);
-		unlink(path);
-	}
-	rmdir(dir);
-}
-
-static int
-open_scratch(replay *r)
-{
-	tidei_log_opts lo = { 0, 1, 0, 0 };
-	const char *tmp = getenv("TMPDIR");
-
-	snprintf(r->scratch_dir, sizeof r->scratch_dir, "%s/tide-replay-XXXXXX",
-		 tmp && *tmp ? tmp : "/tmp");
-	if (mkdtemp(r->scratch_dir) == NULL) {
-		r->scratch_dir[0] = '\0';
-		return tidei_err(r->err, TIDE_EIO, "cannot make a scratch directory in %s: %s",
-				 tmp && *tmp ? tmp : "/tmp", strerror(errno));
-	}
-	return tidei_log_open(&r->scratch, r->scratch_dir, &lo, r->err);
-}
-
 static int
 replay_impl(const tide_replay_opts *o, tide_replay_fn *fn, void *ud, char *err, size_t errlen)
 {
@@ -364,7 +333,8 @@ replay_impl(const tide_replay_opts *o, tide_replay_fn *fn, void *ud, char *err, 
 		nscripts++;
 	if ((rc = tidei_log_open(&log, o->data, &lo, r.err)) != TIDE_OK)
 		goto out;
-	if ((rc = open_scratch(&r)) != TIDE_OK)
+	if ((rc = tidei_scratch_open(r.scratch_dir, sizeof r.scratch_dir, "replay", &r.scratch,
+				     r.err)) != TIDE_OK)
 		goto out;
 	memset(&co, 0, sizeof co);
 	co.script.instruction_budget = TIDEI_DEFAULT_BUDGET;
@@ -401,9 +371,7 @@ out:
 		snprintf(err, errlen, "%s", rc == TIDE_OK ? "" : r.err);
 	tidei_projections_destroy(r.ps);
 	tidei_consumers_destroy(r.cs);
-	tidei_log_close(r.scratch);
-	if (r.scratch_dir[0])
-		remove_scratch(r.scratch_dir);
+	tidei_scratch_close(r.scratch_dir, r.scratch);
 	tidei_buf_free(&r.json);
 	tidei_buf_free(&path);
 	tidei_log_close(log);

@@ -659,6 +659,62 @@ typedef struct tide_replay_opts {
 TIDE_API int tide_replay(const tide_replay_opts *o, tide_replay_fn *fn, void *ud);
 
 /* ------------------------------------------------------------------------
+ * Backtests: scripts over past events, as live, on a log of their own
+ * ------------------------------------------------------------------------ */
+
+typedef struct tide_backtest_opts {
+	const char *const *scripts;    /**< scripts to run, NULL-terminated */
+	const char *input;             /**< NDJSON events ("-": stdin), or NULL for the log */
+	const char *data;              /**< the log to read when @p input is NULL */
+	uint64_t from_seq, until_seq;  /**< of the stored log (0: its start, its end) */
+	int64_t from_time, until_time; /**< event time bounds, ns (0: none) */
+	/** Scoring: a path to a label in each input event ("data.is_fraud": true,
+	 *  1 or "1" is positive), and/or a file of the ids of the positive
+	 *  events, one per line; NULL for none.  An event is flagged when an
+	 *  emitted event of type @p alerts (a pattern; NULL: "*") descends from
+	 *  it. */
+	const char *label;
+	const char *labels_file;
+	const char *alerts;
+	/** Called now and then with the input events done (may be NULL). */
+	void (*progress)(void *ud, uint64_t done);
+	void *progress_ud;
+} tide_backtest_opts;
+
+/** What tide_backtest() reports. */
+enum {
+	TIDE_BACKTEST_EMIT,  /**< an emitted event (ev, consumer), in log order */
+	TIDE_BACKTEST_COUNT, /**< emitted events of one type by one consumer (count) */
+	TIDE_BACKTEST_SCORE, /**< scores: overall (consumer "") then per consumer */
+	TIDE_BACKTEST_DONE,  /**< the totals: count = input events, tp = rejected
+				  ones, fp = emitted events */
+};
+
+/** One item.  Everything is valid only during the callback. */
+typedef struct tide_backtest_item {
+	int kind;
+	const tide_event *ev;         /**< EMIT */
+	const char *consumer;         /**< who emitted (EMIT, COUNT), whose score (SCORE) */
+	const char *type;             /**< COUNT */
+	uint64_t count;               /**< COUNT; DONE: input events */
+	uint64_t tp, fp, fn;          /**< SCORE: flagged positives, flagged negatives,
+					   positives not flagged; DONE: see above */
+	double precision, recall, f1; /**< SCORE (NAN when undefined) */
+} tide_backtest_item;
+
+typedef void tide_backtest_fn(void *ud, const tide_backtest_item *it);
+
+/** Run the scripts over past events on a scratch log of their own: the
+ *  input is appended in batches and the consumers and projections run
+ *  over it turn by turn with the code of a live engine (emits reach
+ *  projections and other consumers, timers and windows follow event
+ *  time), so what they emit is what they would emit live.  Nothing is
+ *  written to the log read.  @return TIDE_OK, TIDE_EINVAL, TIDE_ENOTFOUND
+ *  (no log, or no input file), TIDE_ESCRIPT (a script did not load),
+ *  TIDE_ENOMEM, TIDE_EIO. */
+TIDE_API int tide_backtest(const tide_backtest_opts *o, tide_backtest_fn *fn, void *ud);
+
+/* ------------------------------------------------------------------------
  * Checking scripts without running them
  * ------------------------------------------------------------------------ */
 

@@ -207,5 +207,6 @@ Suite *sandbox_suite(void);
 Suite *rules_suite(void);
 Suite *turns_suite(void);
 Suite *check_suite(void);
+Suite *backtest_suite(void);
 
 #endif

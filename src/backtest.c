@@ -1,0 +1,685 @@
+/*
+ * backtest.c - tide_backtest(): scripts over past events, on a scratch
+ * log, with the turns of a live engine; what they emitted, counted and
+ * scored against labels.
+ *
+ * The input (an NDJSON file, or a stretch of a stored log) is appended to
+ * the scratch log a batch at a time, each batch in a transaction of its
+ * own, and then the consumers and projections run over it turn by turn
+ * exactly as in the engine (consumer.c, projection.c): what a live engine
+ * would append, the backtest appends.  The scratch log goes away at the
+ * end; the log read is only read.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "consumer.h"
+#include "keymap.h"
+#include "projection.h"
+#include "scratch.h"
+#include "tide.h"
+
+/* Input events appended per transaction, before the consumers run. */
+#define BATCH 4096
+#define EMIT_SOURCE "/tide/"
+
+typedef struct counter {
+	char *consumer, *type;
+	uint64_t n;
+} counter;
+
+typedef struct bt {
+	const tide_backtest_opts *o;
+	tide_backtest_fn *fn;
+	void *ud;
+	tidei_log *scratch;
+	char dir[4096];
+	tidei_consumers *cs;
+	tidei_projections *ps;
+	tidei_eparser parser;
+	size_t batched;   /* input events in the open transaction */
+	tidei_buf json;   /* tide_event_json() of an emitted event */
+	tidei_buf batch;  /* their records, each after [length, recorded], to append
+			   * again in a grown map */
+	int64_t recorded; /* arrival time of the input event being appended */
+	uint64_t inputs, rejected, emitted;
+	char err[TIDEI_ERRLEN];
+	/* scoring */
+	tidei_keymap positives; /* ids from labels_file */
+	tidei_keymap ids;       /* every event's id -> slot */
+	uint32_t *root;         /* slot -> the input event's slot it descends from */
+	uint8_t *pos;           /* input slot -> 1 if labelled positive */
+	size_t rcap, pcap;
+	uint8_t **flag; /* per consumer (0: any), input slot -> flagged */
+	size_t nflag;
+	counter *counts;
+	size_t ncounts, ccap;
+} bt;
+
+static void
+host_log(void *ud, int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	(void)ud;
+	(void)level;
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* The projections' news (building, live) is not the backtest's. */
+static void
+proj_log(void *ud, int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	(void)ud;
+	if (level > TIDE_LOG_WARN)
+		return;
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static int
+host_projection(void *ud, lua_State *L, const char *name, int spec, const char *script,
+		const char *where, char *err)
+{
+	bt *b = ud;
+
+	return tidei_projections_define(b->ps, L, name, spec, script, where, err);
+}
+
+static int
+host_query(void *ud, lua_State *L, tidei_log *log, const char *name, const char *key, size_t klen,
+	   char *err)
+{
+	bt *b = ud;
+
+	return tidei_projections_push_state(b->ps, L, log, name, key, klen, err);
+}
+
+/* ------------------------------------------------------------------------
+ * Turns
+ * ------------------------------------------------------------------------ */
+
+/* Commit the input batched, then run consumers and projections until they
+ * are done with it, as the engine's turns do. */
+static int
+run_turns(bt *b)
+{
+	int more = 1, growths = 0, rc;
+
+	if (b->scratch->txn != NULL) {
+		if ((rc = tidei_log_commit(b->scratch)) != TIDE_OK)
+			return tidei_err(b->err, rc, "%s", b->scratch->err);
+		b->batched = 0;
+	}
+	while (more) {
+		int pmore = 0;
+		if ((rc = tidei_log_begin(b->scratch)) != TIDE_OK)
+			return tidei_err(b->err, rc, "%s", b->scratch->err);
+		rc = tidei_consumers_run(b->cs, b->scratch, &more, b->err);
+		if (rc == TIDE_OK && tidei_consumers_full(b->cs) == NULL)
+			rc = tidei_projections_run(b->ps, b->scratch, &pmore, b->err);
+		if (rc == TIDE_OK && (rc = tidei_log_commit(b->scratch)) != TIDE_OK)
+			tidei_err(b->err, rc, "%s", b->scratch->err);
+		else if (rc != TIDE_OK)
+			tidei_log_abort(b->scratch);
+		if (rc == TIDE_OK) {
+			tidei_consumers_committed(b->cs);
+			if (tidei_consumers_full(b->cs) != NULL)
+				return tidei_err(b->err, TIDE_ENOMEM,
+						 "%s: the scripts' memory is full",
+						 tidei_consumers_full(b->cs));
+			more |= pmore;
+			continue;
+		}
+		tidei_consumers_reload(b->cs, b->scratch);
+		tidei_projections_reload(b->ps, b->scratch);
+		if (rc != TIDE_EFULL || growths++ >= 8)
+			return rc;
+		if ((rc = tidei_log_grow(b->scratch)) != TIDE_OK)
+			return tidei_err(b->err, rc, "%s", b->scratch->err);
+		more = 1;
+	}
+	return TIDE_OK;
+}
+
+/* Append the batch kept in b->batch again, in a fresh transaction (the
+ * map was full). */
+static int
+append_again(bt *b)
+{
+	uint8_t *p = b->batch.p, *end = p + b->batch.len;
+	tidei_append res;
+	int rc = TIDE_OK;
+
+	if ((rc = tidei_log_begin(b->scratch)) != TIDE_OK)
+		return tidei_err(b->err, rc, "%s", b->scratch->err);
+	while (p < end && rc == TIDE_OK) {
+		uint64_t len;
+		int64_t at;
+		memcpy(&len, p, 8);
+		memcpy(&at, p + 8, 8);
+		rc = tidei_log_append(b->scratch, p + 16, (size_t)len, at, -1, &res);
+		p += 16 + len;
+	}
+	return rc;
+}
+
+/* One input event (a record): appended to the batch. */
+static int
+append(bt *b, const uint8_t *rec, size_t len, int64_t recorded)
+{
+	tidei_append res;
+	uint64_t n = len;
+	size_t off;
+	int rc, growths = 0;
+
+	if (b->scratch->txn == NULL) {
+		if ((rc = tidei_log_begin(b->scratch)) != TIDE_OK)
+			return tidei_err(b->err, rc, "%s", b->scratch->err);
+		tidei_buf_reset(&b->batch);
+	}
+	/* a copy: appending stamps the record, and the input may be read-only */
+	off = b->batch.len;
+	tidei_buf_put(&b->batch, &n, 8);
+	tidei_buf_put(&b->batch, &recorded, 8);
+	tidei_buf_put(&b->batch, rec, len);
+	if (b->batch.failed)
+		return tidei_err(b->err, TIDE_ENOMEM, "out of memory");
+	rc = tidei_log_append(b->scratch, b->batch.p + off + 16, len, recorded, -1, &res);
+	while (rc == TIDE_EFULL && growths++ < 8) {
+		/* the batch again, in a grown map */
+		tidei_log_abort(b->scratch);
+		if ((rc = tidei_log_grow(b->scratch)) != TIDE_OK)
+			return tidei_err(b->err, rc, "%s", b->scratch->err);
+		rc = append_again(b);
+	}
+	if (rc != TIDE_OK)
+		return tidei_err(b->err, rc, "%s", b->scratch->err);
+	b->inputs++;
+	if (++b->batched >= BATCH) {
+		if (b->o->progress)
+			b->o->progress(b->o->progress_ud, b->inputs);
+		return run_turns(b);
+	}
+	return TIDE_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Input
+ * ------------------------------------------------------------------------ */
+
+/* An event's time (ns), or INT64_MIN. */
+static int64_t
+time_of(const struct tide_event *ev)
+{
+	int64_t t;
+
+	if (ev->attr[TIDEI_A_TIME] != NULL &&
+	    tidei_time_parse(ev->attr[TIDEI_A_TIME], ev->len[TIDEI_A_TIME], &t) == 0)
+		return t;
+	return INT64_MIN;
+}
+
+static int
+in_bounds(const bt *b, int64_t t)
+{
+	if (t == INT64_MIN)
+		return b->o->from_time == 0;
+	return (b->o->from_time == 0 || t >= b->o->from_time) &&
+	       (b->o->until_time == 0 || t <= b->o->until_time);
+}
+
+typedef struct line_sink {
+	bt *b;
+	long line;
+	int rc;
+} line_sink;
+
+static void
+on_parsed(void *ud, const uint8_t *rec, size_t len, const char *err)
+{
+	line_sink *ls = ud;
+	bt *b = ls->b;
+	struct tide_event ev;
+	int64_t t;
+
+	if (ls->rc != TIDE_OK)
+		return;
+	if (err != NULL) {
+		b->rejected++;
+		fprintf(stderr, "tide backtest: line %ld: %s\n", ls->line, err);
+		return;
+	}
+	if (tidei_event_decode(&ev, rec, len) != 0)
+		return;
+	t = time_of(&ev);
+	if (!in_bounds(b, t))
+		return;
+	/* arrival in a backtest: when it happened, if it says */
+	ls->rc = append(b, rec, len, t != INT64_MIN ? t : tidei_now());
+}
+
+static int
+read_ndjson(bt *b)
+{
+	FILE *f = strcmp(b->o->input, "-") == 0 ? stdin : fopen(b->o->input, "r");
+	line_sink ls = { b, 0, TIDE_OK };
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+
+	if (f == NULL)
+		return tidei_err(b->err, TIDE_ENOTFOUND, "cannot open %s: %s", b->o->input,
+				 strerror(errno));
+	tidei_eparser_init(&b->parser, 1 << 20);
+	while (ls.rc == TIDE_OK && (n = getline(&line, &cap, f)) > 0) {
+		ls.line++;
+		if (n == 1 && line[0] == '\n')
+			continue;
+		tidei_eparser_run(&b->parser, line, (size_t)n, on_parsed, &ls);
+	}
+	free(line);
+	tidei_eparser_free(&b->parser);
+	if (f != stdin)
+		fclose(f);
+	return ls.rc;
+}
+
+static int
+read_log(bt *b)
+{
+	tidei_log_opts lo = { 1, 0, 0, 0 };
+	tidei_log *log = NULL;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	uint64_t seq = b->o->from_seq > 0 ? b->o->from_seq : 1;
+	int rc, mrc;
+
+	if ((rc = tidei_log_open(&log, b->o->data, &lo, b->err)) != TIDE_OK)
+		return rc;
+	if ((rc = tidei_log_read_begin(log, &txn)) != TIDE_OK) {
+		tidei_log_close(log);
+		return tidei_err(b->err, rc, "%s", log->err);
+	}
+	if ((mrc = mdb_cursor_open(txn, log->events, &cur)) != 0) {
+		rc = tidei_err(b->err, tidei_err_mdb(mrc), "cannot read the log");
+		goto out;
+	}
+	k.mv_size = 8;
+	k.mv_data = &seq;
+	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0 && rc == TIDE_OK;
+	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct tide_event ev;
+		memcpy(&seq, k.mv_data, 8);
+		if (b->o->until_seq > 0 && seq > b->o->until_seq)
+			break;
+		if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
+			rc = tidei_err(b->err, TIDE_EIO, "event %llu is corrupt",
+				       (unsigned long long)seq);
+			break;
+		}
+		/* what the engine appended itself (emits, ticks) is made again */
+		if (ev.attr[TIDEI_A_SOURCE] != NULL &&
+		    strncmp(ev.attr[TIDEI_A_SOURCE], "/tide", 5) == 0 &&
+		    (ev.attr[TIDEI_A_SOURCE][5] == '\0' || ev.attr[TIDEI_A_SOURCE][5] == '/'))
+			continue;
+		if (in_bounds(b, time_of(&ev)))
+			rc = append(b, v.mv_data, v.mv_size, ev.recorded);
+	}
+	mdb_cursor_close(cur);
+	if (rc == TIDE_OK && mrc != 0 && mrc != MDB_NOTFOUND)
+		rc = tidei_err(b->err, tidei_err_mdb(mrc), "cannot read the log");
+out:
+	tidei_log_read_end(log);
+	tidei_log_close(log);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * What came out
+ * ------------------------------------------------------------------------ */
+
+static int
+load_labels(bt *b)
+{
+	FILE *f;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	int fresh;
+
+	if (b->o->labels_file == NULL)
+		return TIDE_OK;
+	if ((f = fopen(b->o->labels_file, "r")) == NULL)
+		return tidei_err(b->err, TIDE_ENOTFOUND, "cannot open %s: %s", b->o->labels_file,
+				 strerror(errno));
+	while ((n = getline(&line, &cap, f)) > 0) {
+		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' '))
+			n--;
+		if (n > 0 && tidei_keymap_put(&b->positives, line, (size_t)n, &fresh) < 0) {
+			free(line);
+			fclose(f);
+			return tidei_err(b->err, TIDE_ENOMEM, "out of memory");
+		}
+	}
+	free(line);
+	fclose(f);
+	return TIDE_OK;
+}
+
+static int
+labelled(const bt *b, const struct tide_event *ev)
+{
+	tide_value v;
+
+	if (b->o->labels_file != NULL && ev->attr[TIDEI_A_ID] != NULL &&
+	    tidei_keymap_get(&b->positives, ev->attr[TIDEI_A_ID], ev->len[TIDEI_A_ID]) >= 0)
+		return 1;
+	if (b->o->label == NULL || tide_event_value(ev, b->o->label, &v) != TIDE_OK)
+		return 0;
+	switch (v.type) {
+	case TIDE_BOOL: return v.boolean;
+	case TIDE_INT: return v.i != 0;
+	case TIDE_DOUBLE: return v.d != 0;
+	case TIDE_STRING:
+		return (v.len == 1 && v.s[0] == '1') || (v.len == 4 && memcmp(v.s, "true", 4) == 0);
+	default: return 0;
+	}
+}
+
+/* The index of consumer @p name among the flags (1..), added if new. */
+static long
+flag_of(bt *b, const char *name, size_t n)
+{
+	for (size_t k = 0; k < tidei_consumers_count(b->cs); k++) {
+		const tidei_consumer *c = tidei_consumers_at(b->cs, k);
+		if (strlen(c->name) == n && memcmp(c->name, name, n) == 0)
+			return (long)k + 1;
+	}
+	return -1;
+}
+
+static int
+count(bt *b, const char *consumer, size_t cn, const char *type, size_t tn)
+{
+	for (size_t k = 0; k < b->ncounts; k++)
+		if (strlen(b->counts[k].consumer) == cn &&
+		    memcmp(b->counts[k].consumer, consumer, cn) == 0 &&
+		    strlen(b->counts[k].type) == tn && memcmp(b->counts[k].type, type, tn) == 0) {
+			b->counts[k].n++;
+			return TIDE_OK;
+		}
+	if (tidei_array_grow(&b->counts, &b->ccap, b->ncounts, sizeof *b->counts, 16) != 0)
+		return TIDE_ENOMEM;
+	b->counts[b->ncounts].consumer = strndup(consumer, cn);
+	b->counts[b->ncounts].type = strndup(type, tn);
+	b->counts[b->ncounts].n = 1;
+	if (b->counts[b->ncounts].consumer == NULL || b->counts[b->ncounts].type == NULL) {
+		free(b->counts[b->ncounts].consumer);
+		free(b->counts[b->ncounts].type);
+		return TIDE_ENOMEM;
+	}
+	b->ncounts++;
+	return TIDE_OK;
+}
+
+/* One event of the scratch log, in order: an input is numbered (and its
+ * label noted); an emitted event is reported, counted, and flags the input
+ * it descends from. */
+static int
+look(bt *b, struct tide_event *ev)
+{
+	const char *src = ev->attr[TIDEI_A_SOURCE], *id = ev->attr[TIDEI_A_ID];
+	int emitted = src != NULL && strncmp(src, EMIT_SOURCE, sizeof EMIT_SOURCE - 1) == 0;
+	long slot, cause = -1;
+	int fresh = 0;
+
+	if (src != NULL && strcmp(src, "/tide") == 0)
+		return TIDE_OK; /* a tick */
+	if (emitted && ev->attr[TIDEI_A_CAUSATIONID] != NULL)
+		cause = tidei_keymap_get(&b->ids, ev->attr[TIDEI_A_CAUSATIONID],
+					 ev->len[TIDEI_A_CAUSATIONID]);
+	if (id == NULL || (slot = tidei_keymap_put(&b->ids, id, ev->len[TIDEI_A_ID], &fresh)) < 0)
+		return tidei_err(b->err, TIDE_ENOMEM, "out of memory");
+	if (tidei_array_grow(&b->root, &b->rcap, (size_t)slot, sizeof *b->root, 1024) != 0 ||
+	    tidei_array_grow(&b->pos, &b->pcap, (size_t)slot, 1, 1024) != 0)
+		return tidei_err(b->err, TIDE_ENOMEM, "out of memory");
+	if (fresh) {
+		b->root[slot] = cause >= 0 ? b->root[cause] : (uint32_t)slot;
+		b->pos[slot] = !emitted && labelled(b, ev);
+	}
+	if (!emitted)
+		return TIDE_OK;
+	{
+		const char *who = src + sizeof EMIT_SOURCE - 1;
+		size_t wn = ev->len[TIDEI_A_SOURCE] - (sizeof EMIT_SOURCE - 1);
+		tide_backtest_item it = { TIDE_BACKTEST_EMIT, ev, NULL, NULL, 0, 0, 0, 0, 0, 0, 0 };
+		char name[256];
+		long f;
+		b->emitted++;
+		snprintf(name, sizeof name, "%.*s", (int)wn, who);
+		it.consumer = name;
+		b->fn(b->ud, &it);
+		if (count(b, who, wn, ev->attr[TIDEI_A_TYPE], ev->len[TIDEI_A_TYPE]) != TIDE_OK)
+			return tidei_err(b->err, TIDE_ENOMEM, "out of memory");
+		if (cause < 0 ||
+		    !tidei_pattern_match(b->o->alerts ? b->o->alerts : "*",
+					 strlen(b->o->alerts ? b->o->alerts : "*"),
+					 ev->attr[TIDEI_A_TYPE], ev->len[TIDEI_A_TYPE]))
+			return TIDE_OK;
+		f = flag_of(b, who, wn);
+		b->flag[0][b->root[slot]] = 1;
+		if (f > 0)
+			b->flag[f][b->root[slot]] = 1;
+	}
+	return TIDE_OK;
+}
+
+static void
+score(bt *b, const char *who, const uint8_t *flag, size_t n)
+{
+	tide_backtest_item it = { TIDE_BACKTEST_SCORE, NULL, who, NULL, 0, 0, 0, 0, NAN, NAN, NAN };
+
+	for (size_t k = 0; k < n; k++) {
+		if (b->root[k] != k)
+			continue; /* an emitted event */
+		if (flag[k] && b->pos[k])
+			it.tp++;
+		else if (flag[k])
+			it.fp++;
+		else if (b->pos[k])
+			it.fn++;
+	}
+	if (it.tp + it.fp > 0)
+		it.precision = (double)it.tp / (double)(it.tp + it.fp);
+	if (it.tp + it.fn > 0)
+		it.recall = (double)it.tp / (double)(it.tp + it.fn);
+	if (it.tp > 0)
+		it.f1 = 2 * it.precision * it.recall / (it.precision + it.recall);
+	else if (it.tp + it.fp + it.fn > 0)
+		it.f1 = 0;
+	b->fn(b->ud, &it);
+}
+
+/* Walk the scratch log: report and count what was emitted, then score. */
+static int
+report(bt *b)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	size_t n, nc = tidei_consumers_count(b->cs);
+	int rc, mrc;
+
+	b->nflag = nc + 1;
+	if ((b->flag = calloc(b->nflag, sizeof *b->flag)) == NULL)
+		return tidei_err(b->err, TIDE_ENOMEM, "out of memory");
+	for (size_t f = 0; f < b->nflag; f++)
+		if ((b->flag[f] = calloc(b->scratch->head + 1, 1)) == NULL)
+			return tidei_err(b->err, TIDE_ENOMEM, "out of memory");
+	if ((rc = tidei_log_read_begin(b->scratch, &txn)) != TIDE_OK)
+		return tidei_err(b->err, rc, "%s", b->scratch->err);
+	if ((mrc = mdb_cursor_open(txn, b->scratch->events, &cur)) != 0) {
+		tidei_log_read_end(b->scratch);
+		return tidei_err(b->err, tidei_err_mdb(mrc), "cannot read the scratch log");
+	}
+	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0 && rc == TIDE_OK;
+	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct tide_event ev;
+		memcpy(&ev.seq, k.mv_data, 8);
+		if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
+			rc = tidei_err(b->err, TIDE_EIO, "the scratch log is corrupt");
+			break;
+		}
+		memcpy(&ev.seq, k.mv_data, 8);
+		ev.scratch = &b->json;
+		ev.attrs = NULL;
+		rc = look(b, &ev);
+	}
+	mdb_cursor_close(cur);
+	tidei_log_read_end(b->scratch);
+	if (rc != TIDE_OK)
+		return rc;
+	for (size_t c = 0; c < b->ncounts; c++) {
+		tide_backtest_item it = { TIDE_BACKTEST_COUNT,
+					  NULL,
+					  b->counts[c].consumer,
+					  b->counts[c].type,
+					  b->counts[c].n,
+					  0,
+					  0,
+					  0,
+					  0,
+					  0,
+					  0 };
+		b->fn(b->ud, &it);
+	}
+	n = b->ids.n;
+	if (b->o->label != NULL || b->o->labels_file != NULL) {
+		score(b, "", b->flag[0], n);
+		for (size_t c = 0; c < nc; c++)
+			score(b, tidei_consumers_at(b->cs, c)->name, b->flag[c + 1], n);
+	}
+	{
+		tide_backtest_item it = {
+			TIDE_BACKTEST_DONE, NULL, NULL, NULL, b->inputs, b->rejected,
+			b->emitted,         0,    0,    0,    0
+		};
+		b->fn(b->ud, &it);
+	}
+	return TIDE_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * The call
+ * ------------------------------------------------------------------------ */
+
+static int
+backtest_impl(const tide_backtest_opts *o, tide_backtest_fn *fn, void *ud, char *err)
+{
+	tidei_consumers_opts co;
+	tidei_projections_opts po;
+	tidei_buf path = { 0 };
+	bt b;
+	size_t nscripts = 0;
+	int rc;
+
+	if (o == NULL || fn == NULL || o->scripts == NULL || o->scripts[0] == NULL ||
+	    (o->input == NULL && o->data == NULL))
+		return tidei_err(err, TIDE_EINVAL,
+				 "tide_backtest: scripts, a callback and an input or a log are "
+				 "needed");
+	memset(&b, 0, sizeof b);
+	b.o = o;
+	b.fn = fn;
+	b.ud = ud;
+	tidei_keymap_init(&b.positives);
+	tidei_keymap_init(&b.ids);
+	while (o->scripts[nscripts] != NULL)
+		nscripts++;
+	if ((rc = load_labels(&b)) != TIDE_OK)
+		goto out;
+	if ((rc = tidei_scratch_open(b.dir, sizeof b.dir, "backtest", &b.scratch, b.err)) !=
+	    TIDE_OK)
+		goto out;
+	memset(&co, 0, sizeof co);
+	co.script.instruction_budget = TIDEI_DEFAULT_BUDGET;
+	co.script.time_limit_ns = TIDEI_DEFAULT_TIME_NS;
+	co.script.memory_limit = (size_t)2 << 30;
+	tidei_lua_path(&path, NULL, o->scripts, nscripts);
+	co.script.lua_path = path.failed ? NULL : (const char *)path.p;
+	co.max_event = 1 << 20;
+	co.max_depth = TIDEI_DEFAULT_EMIT_DEPTH;
+	co.log = host_log;
+	co.projection = host_projection;
+	co.projection_ud = &b;
+	co.query = host_query;
+	if ((rc = tidei_consumers_new(&b.cs, &co, b.err)) != TIDE_OK)
+		goto out;
+	memset(&po, 0, sizeof po);
+	po.script = tidei_consumers_script(b.cs);
+	po.log = proj_log;
+	if ((rc = tidei_projections_new(&b.ps, &po, b.err)) != TIDE_OK)
+		goto out;
+	for (size_t k = 0; k < nscripts; k++)
+		if ((rc = tidei_consumers_load(b.cs, o->scripts[k], b.err)) != TIDE_OK)
+			goto out;
+	tidei_projections_pin_scripts(b.ps);
+	if ((rc = tidei_consumers_start(b.cs, b.scratch, 0, b.err)) != TIDE_OK ||
+	    (rc = tidei_projections_start(b.ps, b.scratch, b.err)) != TIDE_OK ||
+	    (rc = run_turns(&b)) != TIDE_OK) /* the projections go live, empty */
+		goto out;
+	rc = o->input != NULL ? read_ndjson(&b) : read_log(&b);
+	if (rc == TIDE_OK)
+		rc = run_turns(&b);
+	if (rc == TIDE_OK && o->progress)
+		o->progress(o->progress_ud, b.inputs);
+	if (rc == TIDE_OK)
+		rc = report(&b);
+out:
+	if (err != NULL)
+		snprintf(err, TIDEI_ERRLEN, "%s", rc == TIDE_OK ? "" : b.err);
+	if (b.scratch != NULL && b.scratch->txn != NULL)
+		tidei_log_abort(b.scratch);
+	tidei_projections_destroy(b.ps);
+	tidei_consumers_destroy(b.cs);
+	tidei_scratch_close(b.dir, b.scratch);
+	tidei_buf_free(&path);
+	tidei_buf_free(&b.batch);
+	tidei_buf_free(&b.json);
+	tidei_keymap_free(&b.positives);
+	tidei_keymap_free(&b.ids);
+	free(b.root);
+	free(b.pos);
+	for (size_t f = 0; b.flag != NULL && f < b.nflag; f++)
+		free(b.flag[f]);
+	free(b.flag);
+	for (size_t c = 0; c < b.ncounts; c++) {
+		free(b.counts[c].consumer);
+		free(b.counts[c].type);
+	}
+	free(b.counts);
+	return rc;
+}
+
+TIDE_API int
+tide_backtest(const tide_backtest_opts *o, tide_backtest_fn *fn, void *ud)
+{
+	char msg[TIDEI_ERRLEN] = "";
+
+	return tidei_done(backtest_impl(o, fn, ud, msg), msg);
+}

@@ -1,0 +1,252 @@
+/*
+ * cmd_backtest.c - `tide backtest`: scripts over past events (a file, or
+ * the stored log) on a scratch log of their own, as a live engine would
+ * run them; what they emitted, counted, and scored against labels.
+ */
+#include "config.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "tide.h"
+
+static const char usage_text[] =
+	"usage: tide backtest --script FILE [options] [EVENTS]\n"
+	"\n"
+	"Run the scripts over past events as a live engine would, on a scratch log\n"
+	"of their own: the events are appended a batch at a time and the consumers\n"
+	"and projections run over them turn by turn, so emits reach projections and\n"
+	"other consumers, and timers and windows follow event time.  Nothing is\n"
+	"written to the log read.  A summary goes to stdout (to stderr with --emits):\n"
+	"events read, what each consumer emitted by type, and with labels the\n"
+	"precision, recall and F1 of the flagged events, overall and per consumer.\n"
+	"\n"
+	"input:\n"
+	"  EVENTS                  NDJSON events ('-': stdin); without it, the log in --data\n"
+	"  -s, --script FILE       script to run (repeatable)\n"
+	"  -d, --data DIR          the log to read (default ./tide-data)\n"
+	"      --from SEQ|TIME     from this seq of the log, or from this event time\n"
+	"      --until SEQ|TIME    up to this seq of the log, or this event time (RFC 3339)\n"
+	"\n"
+	"output:\n"
+	"      --emits             print every emitted event on stdout, one JSON line each\n"
+	"  -q, --quiet             no progress or summary\n"
+	"\n"
+	"scoring (an input event is flagged when an alert descends from it):\n"
+	"      --label PATH        its positives: PATH is true, 1 or \"1\" (data.is_fraud)\n"
+	"      --labels FILE       its positives: the ids listed in FILE, one per line\n"
+	"      --alerts PATTERN    the emitted types that flag (default: every type)\n"
+	"  -h, --help              show this help\n"
+	"\n"
+	"exit status: 0 done, 1 a script, the input or the scratch log failed,\n"
+	"2 usage error.\n";
+
+typedef struct out {
+	int emits, quiet, tty;
+	FILE *sum; /* where the summary goes */
+	struct timespec t0;
+	uint64_t last_progress;
+	int counted, scored; /* their headings are out */
+} out;
+
+static double
+since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void
+progress(void *ud, uint64_t done)
+{
+	out *o = ud;
+
+	if (!o->tty || o->quiet || done - o->last_progress < 100000)
+		return;
+	o->last_progress = done;
+	fprintf(stderr, "\rtide backtest: %llu events (%.0f/s)", (unsigned long long)done,
+		(double)done / since(&o->t0));
+}
+
+static void
+print_ratio(FILE *f, const char *name, double v)
+{
+	if (isnan(v))
+		fprintf(f, "  %s -    ", name);
+	else
+		fprintf(f, "  %s %.3f", name, v);
+}
+
+static void
+on_item(void *ud, const tide_backtest_item *it)
+{
+	out *o = ud;
+	double s;
+
+	switch (it->kind) {
+	case TIDE_BACKTEST_EMIT:
+		if (o->emits) {
+			const char *json;
+			size_t len;
+			if (tide_event_json(it->ev, &json, &len) == TIDE_OK)
+				printf("%.*s\n", (int)len, json);
+		}
+		break;
+	case TIDE_BACKTEST_COUNT:
+		if (!o->quiet && !o->counted++) {
+			if (o->tty)
+				fputs("\r\033[K", stderr);
+			fprintf(o->sum, "emitted, by consumer and type:\n");
+		}
+		if (!o->quiet)
+			fprintf(o->sum, "  %-20s %-28s %llu\n", it->consumer, it->type,
+				(unsigned long long)it->count);
+		break;
+	case TIDE_BACKTEST_SCORE:
+		if (o->quiet)
+			break;
+		if (!o->scored++) {
+			if (o->tty && !o->counted)
+				fputs("\r\033[K", stderr);
+			fprintf(o->sum, "flagged input events against the labels:\n");
+		}
+		fprintf(o->sum, "  %-20s", it->consumer[0] ? it->consumer : "(all)");
+		print_ratio(o->sum, "precision", it->precision);
+		print_ratio(o->sum, "recall", it->recall);
+		print_ratio(o->sum, "F1", it->f1);
+		fprintf(o->sum, "  (tp %llu, fp %llu, fn %llu)\n", (unsigned long long)it->tp,
+			(unsigned long long)it->fp, (unsigned long long)it->fn);
+		break;
+	default:
+		if (o->quiet)
+			break;
+		s = since(&o->t0);
+		if (o->tty)
+			fputs("\r\033[K", stderr);
+		fprintf(o->sum,
+			"tide backtest: %llu events in %.2f s (%.0f events/s), %llu rejected, "
+			"%llu emitted\n",
+			(unsigned long long)it->count, s, s > 0 ? (double)it->count / s : 0,
+			(unsigned long long)it->tp, (unsigned long long)it->fp);
+	}
+}
+
+/* SEQ or RFC 3339 TIME into one of the two; 0 or -1. */
+static int
+seq_or_time(const char *s, uint64_t *seq, int64_t *t)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+
+	if (*s >= '0' && *s <= '9' && *end == '\0' && v > 0) {
+		*seq = v;
+		return 0;
+	}
+	return (*t = cli_time(s)) >= 0 ? 0 : -1;
+}
+
+int
+cmd_backtest(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "script", required_argument, NULL, 's' },
+		{ "data", required_argument, NULL, 'd' },
+		{ "from", required_argument, NULL, 'F' },
+		{ "until", required_argument, NULL, 'U' },
+		{ "emits", no_argument, NULL, 'e' },
+		{ "label", required_argument, NULL, 'l' },
+		{ "labels", required_argument, NULL, 'L' },
+		{ "alerts", required_argument, NULL, 'a' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	tide_backtest_opts bo;
+	const char **scripts = NULL;
+	size_t n = 0;
+	out o = { 0 };
+	int c, rc = CLI_USAGE;
+
+	memset(&bo, 0, sizeof bo);
+	bo.data = "./tide-data";
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "s:d:qh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's': {
+			const char **v = realloc(scripts, (n + 2) * sizeof *v);
+			if (v == NULL) {
+				free(scripts);
+				return CLI_FAIL;
+			}
+			scripts = v;
+			scripts[n++] = optarg;
+			scripts[n] = NULL;
+			break;
+		}
+		case 'd': bo.data = optarg; break;
+		case 'F':
+		case 'U':
+			if (seq_or_time(optarg, c == 'F' ? &bo.from_seq : &bo.until_seq,
+					c == 'F' ? &bo.from_time : &bo.until_time) != 0) {
+				cli_error("backtest",
+					  "--%s takes a seq from 1 or an RFC 3339 time, not '%s'",
+					  c == 'F' ? "from" : "until", optarg);
+				goto out;
+			}
+			break;
+		case 'e': o.emits = 1; break;
+		case 'l': bo.label = optarg; break;
+		case 'L': bo.labels_file = optarg; break;
+		case 'a': bo.alerts = optarg; break;
+		case 'q': o.quiet = 1; break;
+		case 'h':
+			fputs(usage_text, stdout);
+			rc = CLI_OK;
+			goto out;
+		default: fputs(usage_text, stderr); goto out;
+		}
+	}
+	if (n == 0) {
+		cli_error("backtest", "name a script (--script FILE)");
+		goto out;
+	}
+	if (optind < argc - 1) {
+		cli_error("backtest", "one input at most, not '%s' and '%s'", argv[optind],
+			  argv[optind + 1]);
+		goto out;
+	}
+	if (optind == argc - 1)
+		bo.input = argv[optind];
+	if (bo.input != NULL && (bo.from_seq || bo.until_seq)) {
+		cli_error("backtest",
+			  "--from and --until take times for a file (seqs are the log's)");
+		goto out;
+	}
+	bo.scripts = scripts;
+	bo.progress = progress;
+	bo.progress_ud = &o;
+	o.tty = isatty(2);
+	o.sum = o.emits ? stderr : stdout;
+	clock_gettime(CLOCK_MONOTONIC, &o.t0);
+	rc = tide_backtest(&bo, on_item, &o);
+	fflush(stdout);
+	if (rc != TIDE_OK) {
+		if (o.tty && !o.quiet)
+			fputs("\r\033[K", stderr);
+		cli_error("backtest", "%s", tide_errmsg());
+		rc = CLI_FAIL;
+	} else {
+		rc = CLI_OK;
+	}
+out:
+	free(scripts);
+	return rc;
+}

@@ -1,0 +1,300 @@
+/*
+ * test_backtest.c - `tide backtest`: the scripts over past events emit
+ * what a live engine emits from the same events; the log read is left as
+ * it was; bounds, labels and scores; bad input and usage.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+#include "rules_rig.h"
+
+/* A rule with a window and a timer, a plain consumer, and a projection. */
+static const char script[] =
+	"local tide = require 'tide'\n"
+	"tide.projection('spent', { version = 1,\n"
+	"  init = function() return { sum = 0 } end,\n"
+	"  on = { ['card.tx'] = function(s, ev) s.sum = s.sum + ev.data.amount end } })\n"
+	"tide.on('card.tx', function(ev, st, card)\n"
+	"  st.n = (st.n or 0) + 1\n"
+	"  local h = tide.window('h')\n"
+	"  if h.count >= 3 then\n"
+	"    tide.emit{ type = 'alert.burst', subject = card,\n"
+	"               data = { n = h.count, sum = h.sum, seen = st.n } }\n"
+	"  end\n"
+	"  tide.timer.after('quiet', '20m', { n = st.n })\n"
+	"end, { name = 'burst', key = 'subject', from = 'beginning',\n"
+	"       windows = { h = { sliding = '10m', value = 'data.amount',\n"
+	"                         aggregates = { 'count', 'sum' } } },\n"
+	"       timers = { quiet = function(key, data, st)\n"
+	"         tide.emit{ type = 'alert.quiet', subject = key, data = { n = data.n } }\n"
+	"       end } })\n"
+	"tide.on('card.tx', function(ev)\n"
+	"  if ev.data.amount > 90 then\n"
+	"    tide.emit{ type = 'alert.big', subject = ev.subject,\n"
+	"               data = { amount = ev.data.amount } }\n"
+	"  end\n"
+	"end, { name = 'big', from = 'beginning' })\n";
+
+/* @p n card transactions over 5 cards, 4 a minute with a pause of 30
+ * minutes after every 500; every 7th is labelled a fraud. */
+static const char *
+write_events(const char *dir, int n)
+{
+	static char path[700];
+	uint64_t seed = 11;
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s/events.ndjson", dir);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	for (int i = 0; i < n; i++) {
+		int minute = i / 4 + 30 * (i / 500);
+		fprintf(f,
+			"{\"specversion\":\"1.0\",\"id\":\"tx%d\",\"source\":\"/bank\","
+			"\"type\":\"card.tx\",\"subject\":\"c%d\","
+			"\"time\":\"2026-03-%02dT%02d:%02d:00Z\","
+			"\"data\":{\"amount\":%d,\"fraud\":%s}}\n",
+			i, (int)th_rand_range(&seed, 0, 4), 1 + minute / 1440, minute / 60 % 24,
+			minute % 60, (int)th_rand_range(&seed, 1, 100),
+			i % 7 == 0 ? "true" : "false");
+	}
+	fclose(f);
+	return path;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The emitted events of NDJSON text @p text, from their source on, sorted:
+ * seqs, and the ids made of them, differ between logs. */
+static char *
+emit_lines(const char *text)
+{
+	char *copy = strdup(text), *line, *save = NULL;
+	char **v = NULL;
+	size_t n = 0, cap = 0;
+	sbuf b = { 0 };
+
+	ck_assert_ptr_nonnull(copy);
+	for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		const char *src = strstr(line, "\"source\":\"/tide/");
+		if (src == NULL)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 256;
+			v = realloc(v, cap * sizeof *v);
+			ck_assert_ptr_nonnull(v);
+		}
+		v[n++] = strdup(src); /* from the source on: ids count seqs, which differ */
+	}
+	qsort(v, n, sizeof *v, cmp_str);
+	for (size_t k = 0; k < n; k++) {
+		sb_printf(&b, "%s\n", v[k]);
+		free(v[k]);
+	}
+	free(v);
+	free(copy);
+	return sb_take(&b);
+}
+
+/* Live and backtest emit the same events, with the same ids, data and
+ * times; the log a backtest reads is left as it was. */
+START_TEST(backtest_emits_what_live_emits)
+{
+	const char *dir = th_tmpdir(), *data;
+	char datab[600], events[700], path[700], cmd[2400], err[4096];
+	char *out = malloc(1 << 22), *live, *bt, *before, *after;
+	th_daemon d;
+
+	ck_assert_ptr_nonnull(out);
+	snprintf(datab, sizeof datab, "%s/data", dir);
+	data = datab;
+	snprintf(path, sizeof path, "%s", th_write(dir, "rules.lua", script));
+	snprintf(events, sizeof events, "%s", write_events(dir, 3000));
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data, path), 0);
+	ck_assert_int_eq(th_sh(err, sizeof err,
+			       "'%s' publish -q --wait --batch 300 --data '%s' < '%s' 2>&1",
+			       TIDE_BIN, data, events),
+			 0);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	ck_assert_int_eq(th_sh(out, 1 << 22, "'%s' log --data '%s'", TIDE_BIN, data), 0);
+	live = emit_lines(out);
+	ck_assert_int_gt(th_count(live, "alert.burst"), 100);
+	ck_assert_int_gt(th_count(live, "alert.quiet"), 20);
+	ck_assert_int_gt(th_count(live, "alert.big"), 20);
+
+	/* from the file */
+	snprintf(cmd, sizeof cmd, "'%s' backtest -q --emits -s '%s' '%s'", TIDE_BIN, path, events);
+	ck_assert_int_eq(th_sh(out, 1 << 22, "%s", cmd), 0);
+	bt = emit_lines(out);
+	same_lines(bt, live);
+	free(bt);
+
+	/* from the stored log: the log stays as it was */
+	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' stat --json --data '%s'", TIDE_BIN, data), 0);
+	before = strdup(err);
+	ck_assert_int_eq(th_sh(out, 1 << 22, "'%s' backtest -q --emits -s '%s' --data '%s'",
+			       TIDE_BIN, path, data),
+			 0);
+	bt = emit_lines(out);
+	same_lines(bt, live);
+	free(bt);
+	ck_assert_int_eq(th_sh(err, sizeof err, "'%s' stat --json --data '%s'", TIDE_BIN, data), 0);
+	after = strdup(err);
+	ck_assert_str_eq(after, before);
+	free(before);
+	free(after);
+	free(live);
+	free(out);
+}
+END_TEST
+
+/* --until by seq (the log) and by time (a file); the summary's counts. */
+START_TEST(bounds_and_summary)
+{
+	const char *dir = th_tmpdir();
+	char path[700], events[700], out[8192];
+
+	snprintf(path, sizeof path, "%s", th_write(dir, "rules.lua", script));
+	snprintf(events, sizeof events, "%s", write_events(dir, 400));
+	/* 400 events, 4 a minute from 00:00: up to 00:09 is the first 40 */
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' backtest -s '%s' --until 2026-03-01T00:09:00Z '%s' 2>&1",
+			       TIDE_BIN, path, events),
+			 0);
+	ck_assert_msg(strstr(out, "tide backtest: 40 events in ") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "emitted, by consumer and type:\n") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "  big                  alert.big") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "--from and --until") == NULL, "%s", out);
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' backtest -s '%s' --from 2026-03-01T00:50:00Z '%s' 2>&1",
+			       TIDE_BIN, path, events),
+			 0);
+	ck_assert_msg(strstr(out, "tide backtest: 200 events in ") != NULL, "%s", out);
+	/* seqs are the log's */
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' backtest -s '%s' --until 5 '%s' 2>&1",
+			       TIDE_BIN, path, events),
+			 2);
+	ck_assert_msg(strstr(out, "seqs are the log's") != NULL, "%s", out);
+}
+END_TEST
+
+/* Scores against labels, from a field or a file of ids, overall and per
+ * consumer, checked by hand on a small input. */
+START_TEST(scores_against_labels)
+{
+	static const char rule[] =
+		"local tide = require 'tide'\n"
+		"tide.on('tx', function(ev)\n"
+		"  if ev.data.amount > 50 then\n"
+		"    tide.emit{ type = 'alert.x', data = { a = ev.data.amount } }\n"
+		"  end\n"
+		"  if ev.data.amount > 80 then tide.emit{ type = 'note.x' } end\n"
+		"end, { name = 'big', from = 'beginning' })\n"
+		"tide.on('alert.x', function(ev)\n"
+		"  tide.emit{ type = 'alert.y' }\n"
+		"end, { name = 'follow', from = 'beginning' })\n";
+	/* amounts and labels: flagged are 60, 90, 70 (> 50); positives 60, 90, 10 */
+	static const int amount[] = { 60, 90, 10, 20, 70, 30 };
+	static const int fraud[] = { 1, 1, 1, 0, 0, 0 };
+	const char *dir = th_tmpdir();
+	char path[700], events[700], ids[700], out[8192];
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s", th_write(dir, "r.lua", rule));
+	snprintf(events, sizeof events, "%s/e.ndjson", dir);
+	snprintf(ids, sizeof ids, "%s/ids.txt", dir);
+	f = fopen(events, "w");
+	ck_assert_ptr_nonnull(f);
+	for (int i = 0; i < 6; i++)
+		fprintf(f,
+			"{\"specversion\":\"1.0\",\"id\":\"e%d\",\"source\":\"/t\",\"type\":\"tx\","
+			"\"time\":\"2026-01-01T00:00:0%dZ\",\"data\":{\"amount\":%d,\"f\":%d}}\n",
+			i, i, amount[i], fraud[i]);
+	fputs("not json\n", f);
+	fclose(f);
+	f = fopen(ids, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("e0\ne1\ne2\n", f);
+	fclose(f);
+	/* alert.* flags: tp 2 (e0, e1), fp 1 (e4), fn 1 (e2); follow's alert.y
+	 * descends from the same inputs */
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' backtest -s '%s' --label data.f --alerts 'alert.*' '%s' 2>&1",
+			       TIDE_BIN, path, events),
+			 0);
+	ck_assert_msg(strstr(out, "  (all)                 precision 0.667  recall 0.667  F1 "
+				  "0.667  (tp 2, fp 1, fn 1)\n") != NULL,
+		      "%s", out);
+	ck_assert_msg(strstr(out, "  big                   precision 0.667  recall 0.667  F1 "
+				  "0.667  (tp 2, fp 1, fn 1)\n") != NULL,
+		      "%s", out);
+	ck_assert_msg(strstr(out, "  follow                precision 0.667") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "line 7: ") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "6 events in ") != NULL && strstr(out, "1 rejected") != NULL,
+		      "%s", out);
+	/* the same positives from a file of ids; only note.x flags: e1 */
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' backtest -s '%s' --labels '%s' --alerts note.x '%s' 2>&1",
+			       TIDE_BIN, path, ids, events),
+			 0);
+	ck_assert_msg(strstr(out, "  (all)                 precision 1.000  recall 0.333  F1 "
+				  "0.500  (tp 1, fp 0, fn 2)\n") != NULL,
+		      "%s", out);
+	ck_assert_msg(strstr(out, "  follow                precision -      recall 0.000  F1 "
+				  "0.000  (tp 0, fp 0, fn 3)\n") != NULL,
+		      "%s", out);
+}
+END_TEST
+
+START_TEST(usage_and_errors)
+{
+	const char *dir = th_tmpdir();
+	char path[700], out[8192];
+
+	snprintf(path, sizeof path, "%s", th_write(dir, "r.lua", script));
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' backtest x.ndjson 2>&1", TIDE_BIN), 2);
+	ck_assert_msg(strstr(out, "name a script") != NULL, "%s", out);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' backtest -s '%s' '%s/none.ndjson' 2>&1",
+			       TIDE_BIN, path, dir),
+			 1);
+	ck_assert_msg(strstr(out, "none.ndjson: No such file or directory") != NULL, "%s", out);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' backtest -s '%s' --data '%s/nolog' 2>&1",
+			       TIDE_BIN, path, dir),
+			 1);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' backtest -s '%s' --until never x 2>&1",
+			       TIDE_BIN, path),
+			 2);
+	ck_assert_msg(strstr(out, "--until takes a seq from 1 or an RFC 3339 time") != NULL, "%s",
+		      out);
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "echo 'if' > '%s/bad.lua'; '%s' backtest -s "
+			       "'%s/bad.lua' '%s/none' 2>&1",
+			       dir, TIDE_BIN, dir, dir),
+			 1);
+	ck_assert_msg(strstr(out, "bad.lua:") != NULL, "%s", out);
+}
+END_TEST
+
+Suite *
+backtest_suite(void)
+{
+	Suite *s = suite_create("backtest");
+	TCase *tc = tcase_create("backtest");
+
+	tcase_add_checked_fixture(tc, NULL, th_cleanup);
+	tcase_add_test(tc, backtest_emits_what_live_emits);
+	tcase_add_test(tc, bounds_and_summary);
+	tcase_add_test(tc, scores_against_labels);
+	tcase_add_test(tc, usage_and_errors);
+	tcase_set_timeout(tc, 120);
+	suite_add_tcase(s, tc);
+	return s;
+}
