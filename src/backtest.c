@@ -28,6 +28,8 @@
 /* Input events appended per transaction, before the consumers run. */
 #define BATCH 4096
 #define EMIT_SOURCE "/tide/"
+/* Rejected input lines described on stderr; the rest are counted. */
+#define MAX_SAID 20
 
 typedef struct counter {
 	char *consumer, *type;
@@ -259,8 +261,12 @@ on_parsed(void *ud, const uint8_t *rec, size_t len, const char *err)
 	if (ls->rc != TIDE_OK)
 		return;
 	if (err != NULL) {
-		b->rejected++;
-		fprintf(stderr, "tide backtest: line %ld: %s\n", ls->line, err);
+		/* the first few said, all counted */
+		if (b->rejected++ < MAX_SAID)
+			fprintf(stderr, "tide backtest: line %ld: %s\n", ls->line, err);
+		else if (b->rejected == MAX_SAID + 1)
+			fprintf(stderr, "tide backtest: more lines rejected; the summary counts "
+					"them\n");
 		return;
 	}
 	if (tidei_event_decode(&ev, rec, len) != 0)
