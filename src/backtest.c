@@ -25,8 +25,9 @@
 #include "scratch.h"
 #include "tide.h"
 
-/* Input events appended per transaction, before the consumers run. */
-#define BATCH 4096
+/* Input events appended per transaction, before the consumers run: each
+ * commit writes every page it touched, so the larger the fewer. */
+#define BATCH 65536
 #define EMIT_SOURCE "/tide/"
 /* Rejected input lines described on stderr; the rest are counted. */
 #define MAX_SAID 20
@@ -60,6 +61,7 @@ typedef struct bt {
 	size_t rcap, pcap;
 	uint8_t **flag; /* per consumer (0: any), input slot -> flagged */
 	size_t nflag;
+	int scoring; /* labels given: inputs are numbered and flagged */
 	counter *counts;
 	size_t ncounts, ccap;
 } bt;
@@ -443,6 +445,34 @@ count(bt *b, const char *consumer, size_t cn, const char *type, size_t tn)
 	return TIDE_OK;
 }
 
+/* Emitted event @p ev: reported, counted, and (scoring) flagging the input
+ * at @p slot's root when its cause is known (@p cause >= 0). */
+static int
+emit_seen(bt *b, struct tide_event *ev, const char *src, long cause, long slot)
+{
+	const char *who = src + sizeof EMIT_SOURCE - 1;
+	size_t wn = ev->len[TIDEI_A_SOURCE] - (sizeof EMIT_SOURCE - 1);
+	tide_backtest_item it = { TIDE_BACKTEST_EMIT, ev, NULL, NULL, 0, 0, 0, 0, 0, 0, 0 };
+	char name[256];
+	long f;
+
+	b->emitted++;
+	snprintf(name, sizeof name, "%.*s", (int)wn, who);
+	it.consumer = name;
+	b->fn(b->ud, &it);
+	if (count(b, who, wn, ev->attr[TIDEI_A_TYPE], ev->len[TIDEI_A_TYPE]) != TIDE_OK)
+		return tidei_err(b->err, TIDE_ENOMEM, "out of memory");
+	if (cause < 0 || !tidei_pattern_match(b->o->alerts ? b->o->alerts : "*",
+					      strlen(b->o->alerts ? b->o->alerts : "*"),
+					      ev->attr[TIDEI_A_TYPE], ev->len[TIDEI_A_TYPE]))
+		return TIDE_OK;
+	f = flag_of(b, who, wn);
+	b->flag[0][b->root[slot]] = 1;
+	if (f > 0)
+		b->flag[f][b->root[slot]] = 1;
+	return TIDE_OK;
+}
+
 /* One event of the scratch log, in order: an input is numbered (and its
  * label noted); an emitted event is reported, counted, and flags the input
  * it descends from. */
@@ -456,6 +486,11 @@ look(bt *b, struct tide_event *ev)
 
 	if (src != NULL && strcmp(src, "/tide") == 0)
 		return TIDE_OK; /* a tick */
+	if (!b->scoring) {
+		if (!emitted)
+			return TIDE_OK;
+		return emit_seen(b, ev, src, -1, 0);
+	}
 	if (emitted && ev->attr[TIDEI_A_CAUSATIONID] != NULL)
 		cause = tidei_keymap_get(&b->ids, ev->attr[TIDEI_A_CAUSATIONID],
 					 ev->len[TIDEI_A_CAUSATIONID]);
@@ -470,29 +505,7 @@ look(bt *b, struct tide_event *ev)
 	}
 	if (!emitted)
 		return TIDE_OK;
-	{
-		const char *who = src + sizeof EMIT_SOURCE - 1;
-		size_t wn = ev->len[TIDEI_A_SOURCE] - (sizeof EMIT_SOURCE - 1);
-		tide_backtest_item it = { TIDE_BACKTEST_EMIT, ev, NULL, NULL, 0, 0, 0, 0, 0, 0, 0 };
-		char name[256];
-		long f;
-		b->emitted++;
-		snprintf(name, sizeof name, "%.*s", (int)wn, who);
-		it.consumer = name;
-		b->fn(b->ud, &it);
-		if (count(b, who, wn, ev->attr[TIDEI_A_TYPE], ev->len[TIDEI_A_TYPE]) != TIDE_OK)
-			return tidei_err(b->err, TIDE_ENOMEM, "out of memory");
-		if (cause < 0 ||
-		    !tidei_pattern_match(b->o->alerts ? b->o->alerts : "*",
-					 strlen(b->o->alerts ? b->o->alerts : "*"),
-					 ev->attr[TIDEI_A_TYPE], ev->len[TIDEI_A_TYPE]))
-			return TIDE_OK;
-		f = flag_of(b, who, wn);
-		b->flag[0][b->root[slot]] = 1;
-		if (f > 0)
-			b->flag[f][b->root[slot]] = 1;
-	}
-	return TIDE_OK;
+	return emit_seen(b, ev, src, cause, slot);
 }
 
 static void
@@ -531,8 +544,9 @@ report(bt *b)
 	size_t n, nc = tidei_consumers_count(b->cs);
 	int rc, mrc;
 
-	b->nflag = nc + 1;
-	if ((b->flag = calloc(b->nflag, sizeof *b->flag)) == NULL)
+	b->scoring = b->o->label != NULL || b->o->labels_file != NULL;
+	b->nflag = b->scoring ? nc + 1 : 0;
+	if (b->scoring && (b->flag = calloc(b->nflag, sizeof *b->flag)) == NULL)
 		return tidei_err(b->err, TIDE_ENOMEM, "out of memory");
 	for (size_t f = 0; f < b->nflag; f++)
 		if ((b->flag[f] = calloc(b->scratch->head + 1, 1)) == NULL)
@@ -575,7 +589,7 @@ report(bt *b)
 		b->fn(b->ud, &it);
 	}
 	n = b->ids.n;
-	if (b->o->label != NULL || b->o->labels_file != NULL) {
+	if (b->scoring) {
 		score(b, "", b->flag[0], n);
 		for (size_t c = 0; c < nc; c++)
 			score(b, tidei_consumers_at(b->cs, c)->name, b->flag[c + 1], n);
@@ -630,6 +644,7 @@ backtest_impl(const tide_backtest_opts *o, tide_backtest_fn *fn, void *ud, char 
 	co.script.lua_path = path.failed ? NULL : (const char *)path.p;
 	co.max_event = 1 << 20;
 	co.max_depth = TIDEI_DEFAULT_EMIT_DEPTH;
+	co.turn_budget = BATCH; /* a batch in few turns: fewer commits */
 	co.log = host_log;
 	co.projection = host_projection;
 	co.projection_ud = &b;
@@ -638,6 +653,7 @@ backtest_impl(const tide_backtest_opts *o, tide_backtest_fn *fn, void *ud, char 
 		goto out;
 	memset(&po, 0, sizeof po);
 	po.script = tidei_consumers_script(b.cs);
+	po.turn_budget = BATCH;
 	po.log = proj_log;
 	if ((rc = tidei_projections_new(&b.ps, &po, b.err)) != TIDE_OK)
 		goto out;
