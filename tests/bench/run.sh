@@ -12,7 +12,8 @@
 #   BENCH_REQS       sequential REQ round trips per latency run (default 20000)
 #   BENCH_REQS_SYNC  the same in sync durability (default 5000: each waits an fsync)
 #   BENCH_SUITES     which parts to run
-#                    (default "ingest single req redis nats projection embed rules")
+#                    (default "ingest single req redis nats projection embed rules
+#                    backtest")
 #   BENCH_TRANSPORTS transports for Tide (default "ipc tcp")
 #   BENCH_NATS_PENDING  max JetStream async publishes in flight (default 10000)
 #   BENCH_REDIS_CLIENTS redis-benchmark connections (default 50)
@@ -33,6 +34,8 @@
 #   BENCH_RULE_KEYS     rules: distinct cards among them (default 100000)
 #   BENCH_RULE_DEVICES  rules: devices (and timers) of the absence rule
 #                    (default: BENCH_RULE_KEYS)
+#   BENCH_BACKTEST_EVENTS  backtest: card transactions in the NDJSON file
+#                    (default 1000000)
 #   BENCH_TMPDIR     where data directories go (default /var/tmp: a real
 #                    disk, so fsync costs what it costs; /tmp may be tmpfs)
 #   BENCH_OUT        also write the markdown report to this file
@@ -48,7 +51,8 @@ RUNS=${BENCH_RUNS:-3}
 BATCH=${BENCH_BATCH:-500}
 REQS=${BENCH_REQS:-20000}
 REQS_SYNC=${BENCH_REQS_SYNC:-5000}
-SUITES=${BENCH_SUITES:-ingest single req redis nats projection embed rules}
+SUITES=${BENCH_SUITES:-ingest single req redis nats projection embed rules backtest}
+BT_EVENTS=${BENCH_BACKTEST_EVENTS:-1000000}
 PROJ_EVENTS=${BENCH_PROJ_EVENTS:-1000000}
 PROJ_KEYS=${BENCH_PROJ_KEYS:-100000}
 PROJ_THREADS=${BENCH_PROJ_THREADS:-0}
@@ -69,7 +73,7 @@ die() { say "bench: $*"; exit 1; }
 want() { case " $SUITES " in *" $1 "*) return 0 ;; esac; return 1; }
 
 [ -x "$TIDE" ] || die "no tide binary at $TIDE (build it first, or set TIDE=)"
-case $EVENTS$RUNS$BATCH$REQS$REQS_SYNC$PROJ_EVENTS$PROJ_KEYS$PROJ_QUERIES$PROJ_INGEST$PROJ_THREADS$EMBED_INFLIGHT${EMBED_THREADS// /}$RULE_EVENTS$RULE_KEYS$RULE_DEVICES in *[!0-9]*) die "BENCH_* counts must be numbers" ;; esac
+case $BT_EVENTS$EVENTS$RUNS$BATCH$REQS$REQS_SYNC$PROJ_EVENTS$PROJ_KEYS$PROJ_QUERIES$PROJ_INGEST$PROJ_THREADS$EMBED_INFLIGHT${EMBED_THREADS// /}$RULE_EVENTS$RULE_KEYS$RULE_DEVICES in *[!0-9]*) die "BENCH_* counts must be numbers" ;; esac
 [ "$RUNS" -ge 1 ] || die "BENCH_RUNS must be at least 1"
 [ "$RULE_EVENTS" -ge 1 ] && [ "$RULE_KEYS" -ge 1 ] && [ "$RULE_DEVICES" -ge 10 ] ||
 	die "BENCH_RULE_EVENTS and BENCH_RULE_KEYS must be positive, BENCH_RULE_DEVICES at least 10"
@@ -590,6 +594,46 @@ run_proj_live() { # run
 	say "  the same ingest without scripts run $1: $(field rate "$out") events/s  ($out)"
 }
 
+# ---- backtest -------------------------------------------------------------------
+
+# BT_EVENTS card transactions (100,000 cards, one every 2 s of event time,
+# 1 % labelled frauds) as NDJSON, through `tide backtest` with a one-line
+# rule (an amount over a threshold), with and without scoring, and with no
+# script at all: from the command's start to its end.
+cat >"$work/bt_simple.lua" <<'EOF'
+local tide = require "tide"
+tide.on("card.transaction", function(ev)
+  if ev.data.amount > 450 then
+    tide.emit{ type = "fraud.alert", subject = ev.subject, data = { rule = "amount", amount = ev.data.amount } }
+  end
+end, { name = "amount" })
+EOF
+make_bt_input() {
+	[ -s "$work/bt.ndjson" ] && return 0
+	awk -v n="$BT_EVENTS" 'BEGIN { srand(5); for (i = 0; i < n; i++) { s = 2 * i;
+		printf "{\"specversion\":\"1.0\",\"id\":\"t%d\",\"source\":\"/gen\",\"type\":\"card.transaction\",\"subject\":\"c%d\",\"time\":\"%s\",\"data\":{\"amount\":%.2f,\"is_fraud\":%s}}\n",
+			i, int(rand() * 100000), strftime("%Y-%m-%dT%H:%M:%SZ", 1767225600 + s, 1),
+			1 + rand() * 499, rand() < 0.01 ? "true" : "false" } }' >"$work/bt.ndjson"
+}
+run_backtest() { # run
+	local kind t0 t1 out rate script args
+	make_bt_input
+	: >"$work/bt_none.lua"
+	for kind in simple labels none; do
+		script="$work/bt_simple.lua" args=()
+		[ $kind = none ] && script="$work/bt_none.lua"
+		[ $kind = labels ] && args=(--label data.is_fraud --alerts fraud.alert)
+		t0=$EPOCHREALTIME
+		"$TIDE" backtest -q -s "$script" "${args[@]+"${args[@]}"}" "$work/bt.ndjson" >/dev/null ||
+			die "backtest $kind failed"
+		t1=$EPOCHREALTIME
+		rate=$(awk -v n="$BT_EVENTS" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
+		out="events=$BT_EVENTS elapsed_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') rate=$rate"
+		record "backtest/$kind" "$rate" "$out"
+		say "  backtest $kind run $1: $rate events/s  ($out)"
+	done
+}
+
 # ---- embedding ----------------------------------------------------------------
 
 # The log the reads walk: EVENTS card transactions, written once by an
@@ -957,6 +1001,7 @@ for r in $(seq 1 "$RUNS"); do
 	fi
 	if [ $have_embed = 1 ]; then run_embed "$r"; fi
 	if want rules; then run_rules "$r"; fi
+	if want backtest; then run_backtest "$r"; fi
 done
 
 if [ "${BENCH_PERF:-0}" = 1 ]; then
@@ -1090,6 +1135,8 @@ target_lines() {
 		r=$(awk -v a="$m" -v b="$r" 'BEGIN { printf "%.1f", 100 * a / b }')
 		echo "- ingest with a live projection at $(fmt "$PROJ_KEYS") keys ≥ 50 % of bare ingest: $r % — $(verdict "$r" ">=" 50)"
 	fi
+	m=$(med_of backtest/simple || true)
+	[ -n "$m" ] && echo "- backtest of a simple rule ≥ 300,000 events/s: $(fmt "$m") — $(verdict "$m" ">=" 300000)"
 	local what
 	for what in build/sync build/relaxed build/subject rebuild; do
 		m=$(med_of "proj/$what" || true)
@@ -1199,6 +1246,11 @@ server_rows() {
 	q_row "Projection query, tide_log_query in another process" proj/query/direct
 	q_row "Projection query, REP ipc, during that ingest (until the push is done)" proj/query/ingest
 	rule_rows
+	local bt
+	bt=$(fmt "$BT_EVENTS")
+	row "tide backtest, a one-line rule, $bt card transactions from NDJSON (whole command)" backtest/simple "events/s"
+	row "The same with scoring against labels (--label)" backtest/labels "events/s"
+	row "The same file with no script" backtest/none "events/s"
 }
 
 # ---- the rules rows and notes -------------------------------------------------
