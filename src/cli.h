@@ -83,6 +83,7 @@ int cmd_query(int argc, char **argv);
 int cmd_projection(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_backtest(int argc, char **argv);
+int cmd_test(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_backup(int argc, char **argv);

@@ -24,6 +24,7 @@ static const struct {
 	{ "projection", cmd_projection, "list projections, or rebuild one" },
 	{ "replay", cmd_replay, "run scripts over stored history, without side effects" },
 	{ "backtest", cmd_backtest, "run scripts over past events as live, scored on labels" },
+	{ "test", cmd_test, "run scripts over fixtures and compare what they emit" },
 	{ "check", cmd_check, "load scripts without running them: what they define, or errors" },
 	{ "verify", cmd_verify, "check the log's files and report what is damaged" },
 	{ "backup", cmd_backup, "copy the log, consistently, to a new data directory" },

@@ -283,6 +283,77 @@ START_TEST(usage_and_errors)
 }
 END_TEST
 
+/* tide test: the shipped cases pass; a case that emits something else
+ * fails with the difference; --update writes the expectations. */
+START_TEST(tide_test_compares_with_expectations)
+{
+	static const char rule[] = "local tide = require 'tide'\n"
+				   "tide.on('tx', function(ev)\n"
+				   "  if ev.data.amount > 50 then\n"
+				   "    tide.emit{ type = 'alert.x', subject = ev.subject, data = "
+				   "{ a = ev.data.amount } }\n"
+				   "  end\n"
+				   "end, { name = 'big', from = 'beginning' })\n";
+	static const char events[] =
+		"{\"specversion\":\"1.0\",\"id\":\"e1\",\"source\":\"/t\",\"type\":\"tx\","
+		"\"subject\":\"s1\",\"data\":{\"amount\":60}}\n"
+		"{\"specversion\":\"1.0\",\"id\":\"e2\",\"source\":\"/t\",\"type\":\"tx\","
+		"\"subject\":\"s2\",\"data\":{\"amount\":10}}\n"
+		"{\"specversion\":\"1.0\",\"id\":\"e3\",\"source\":\"/t\",\"type\":\"tx\","
+		"\"subject\":\"s3\",\"data\":{\"amount\":70.5}}\n";
+	const char *dir = th_tmpdir();
+	char path[700], out[16384];
+
+	ck_assert_int_eq(
+		th_sh(out, sizeof out,
+		      "cd '%s' && '%s' test -s rules/fraud/large_amount.lua "
+		      "rules/fraud/tests/large_amount 2>/dev/null && '%s' test -s "
+		      "examples/rules/rules.lua examples/rules/tests 2>/dev/null && '%s' test "
+		      "-s examples/orders/orders.lua examples/orders/tests 2>/dev/null",
+		      TIDE_SRCDIR, TIDE_BIN, TIDE_BIN, TIDE_BIN),
+		0);
+	ck_assert_int_eq(th_count(out, "1 passed, 0 failed\n"), 3);
+
+	snprintf(path, sizeof path, "%s", th_write(dir, "r.lua", rule));
+	ck_assert_int_eq(th_sh(out, sizeof out, "mkdir '%s/cases'", dir), 0);
+	th_write(dir, "cases/one.ndjson", events);
+	/* no expectations yet */
+	ck_assert_int_eq(
+		th_sh(out, sizeof out, "'%s' test -s '%s' '%s/cases'", TIDE_BIN, path, dir), 1);
+	ck_assert_msg(strstr(out, "(tide test --update writes it)") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "0 passed, 1 failed\n") != NULL, "%s", out);
+	/* written, then they pass; numbers compare by value */
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' test -s '%s' --update '%s/cases'", TIDE_BIN,
+			       path, dir),
+			 0);
+	th_write(dir, "cases/one.expected.ndjson",
+		 "{\"type\":\"alert.x\",\"subject\":\"s1\",\"data\":{\"a\":60.0}}\n"
+		 "{\"type\":\"alert.x\",\"data\":{\"a\":70.5}}\n");
+	ck_assert_int_eq(
+		th_sh(out, sizeof out, "'%s' test -s '%s' '%s/cases'", TIDE_BIN, path, dir), 0);
+	ck_assert_msg(strstr(out, "PASS ") != NULL && strstr(out, "1 passed, 0 failed\n"), "%s",
+		      out);
+	/* a different value, then one event too few */
+	th_write(dir, "cases/one.expected.ndjson",
+		 "{\"type\":\"alert.x\",\"subject\":\"s1\",\"data\":{\"a\":61}}\n"
+		 "{\"type\":\"alert.x\",\"data\":{\"a\":70.5}}\n");
+	ck_assert_int_eq(
+		th_sh(out, sizeof out, "'%s' test -s '%s' '%s/cases'", TIDE_BIN, path, dir), 1);
+	ck_assert_msg(strstr(out,
+			     "  event 1: data differs\n  - expected {\"type\":\"alert.x\","
+			     "\"subject\":\"s1\",\"data\":{\"a\":61}}\n  + got      {") != NULL,
+		      "%s", out);
+	th_write(dir, "cases/one.expected.ndjson", "{\"type\":\"alert.x\",\"subject\":\"s1\"}\n");
+	ck_assert_int_eq(
+		th_sh(out, sizeof out, "'%s' test -s '%s' '%s/cases'", TIDE_BIN, path, dir), 1);
+	ck_assert_msg(strstr(out, "emitted 2 events, 1 expected; the first unexpected:") != NULL,
+		      "%s", out);
+	/* usage */
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' test '%s/cases' 2>&1", TIDE_BIN, dir), 2);
+	ck_assert_msg(strstr(out, "name a script") != NULL, "%s", out);
+}
+END_TEST
+
 Suite *
 backtest_suite(void)
 {
@@ -294,6 +365,7 @@ backtest_suite(void)
 	tcase_add_test(tc, bounds_and_summary);
 	tcase_add_test(tc, scores_against_labels);
 	tcase_add_test(tc, usage_and_errors);
+	tcase_add_test(tc, tide_test_compares_with_expectations);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	return s;
