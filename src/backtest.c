@@ -640,6 +640,7 @@ backtest_impl(const tide_backtest_opts *o, tide_backtest_fn *fn, void *ud, char 
 	co.script.instruction_budget = TIDEI_DEFAULT_BUDGET;
 	co.script.time_limit_ns = TIDEI_DEFAULT_TIME_NS;
 	co.script.memory_limit = (size_t)2 << 30;
+	co.script.params = o->sets;
 	tidei_lua_path(&path, NULL, o->scripts, nscripts);
 	co.script.lua_path = path.failed ? NULL : (const char *)path.p;
 	co.max_event = 1 << 20;

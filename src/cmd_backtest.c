@@ -30,6 +30,8 @@ static const char usage_text[] =
 	"input:\n"
 	"  EVENTS                  NDJSON events ('-': stdin); without it, the log in --data\n"
 	"  -s, --script FILE       script to run (repeatable)\n"
+	"      --set NAME=VALUE    the scripts' tide.param(NAME, default) gives VALUE\n"
+	"                          (repeatable)\n"
 	"  -d, --data DIR          the log to read (default ./tide-data)\n"
 	"      --from SEQ|TIME     from this seq of the log, or from this event time\n"
 	"      --until SEQ|TIME    up to this seq of the log, or this event time (RFC 3339)\n"
@@ -165,13 +167,14 @@ cmd_backtest(int argc, char **argv)
 		{ "label", required_argument, NULL, 'l' },
 		{ "labels", required_argument, NULL, 'L' },
 		{ "alerts", required_argument, NULL, 'a' },
+		{ "set", required_argument, NULL, 'S' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	tide_backtest_opts bo;
-	const char **scripts = NULL;
-	size_t n = 0;
+	const char **scripts = NULL, **sets = NULL;
+	size_t n = 0, nsets = 0;
 	out o = { 0 };
 	int c, rc = CLI_USAGE;
 
@@ -206,6 +209,21 @@ cmd_backtest(int argc, char **argv)
 		case 'l': bo.label = optarg; break;
 		case 'L': bo.labels_file = optarg; break;
 		case 'a': bo.alerts = optarg; break;
+		case 'S': {
+			const char **v;
+			if (strchr(optarg, '=') == NULL || optarg[0] == '=') {
+				cli_error("backtest", "--set takes NAME=VALUE, not '%s'", optarg);
+				goto out;
+			}
+			if ((v = realloc(sets, (nsets + 2) * sizeof *v)) == NULL) {
+				rc = CLI_FAIL;
+				goto out;
+			}
+			sets = v;
+			sets[nsets++] = optarg;
+			sets[nsets] = NULL;
+			break;
+		}
 		case 'q': o.quiet = 1; break;
 		case 'h':
 			fputs(usage_text, stdout);
@@ -231,6 +249,7 @@ cmd_backtest(int argc, char **argv)
 		goto out;
 	}
 	bo.scripts = scripts;
+	bo.sets = sets;
 	bo.progress = progress;
 	bo.progress_ud = &o;
 	o.tty = isatty(2);
@@ -248,5 +267,6 @@ cmd_backtest(int argc, char **argv)
 	}
 out:
 	free(scripts);
+	free(sets);
 	return rc;
 }

@@ -36,6 +36,7 @@ static const char usage_text[] =
 	"\n"
 	"options:\n"
 	"  -s, --script FILE   script to run (repeatable)\n"
+	"      --set NAME=VALUE  the scripts' tide.param(NAME, default) gives VALUE\n"
 	"      --update        write NAME.expected.ndjson from what the scripts emit\n"
 	"                      (type, subject and data of each), instead of comparing\n"
 	"  -v, --verbose       print every emitted event of a failing case\n"
@@ -52,6 +53,8 @@ typedef struct emitted {
 
 typedef struct opts {
 	const char **scripts;
+	const char **sets;
+	size_t nsets;
 	int update, verbose, quiet;
 	size_t passed, failed;
 } opts;
@@ -228,6 +231,7 @@ run_case(opts *o, const char *input)
 	snprintf(expected, sizeof expected, "%.*s.expected.ndjson", (int)base, input);
 	memset(&bo, 0, sizeof bo);
 	bo.scripts = o->scripts;
+	bo.sets = o->sets;
 	bo.input = input;
 	rc = tide_backtest(&bo, on_item, &g);
 	if (rc != TIDE_OK) {
@@ -354,9 +358,13 @@ int
 cmd_test(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "script", required_argument, NULL, 's' }, { "update", no_argument, NULL, 'u' },
-		{ "verbose", no_argument, NULL, 'v' },      { "quiet", no_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 },
+		{ "script", required_argument, NULL, 's' },
+		{ "set", required_argument, NULL, 'S' },
+		{ "update", no_argument, NULL, 'u' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
 	opts o;
 	size_t n = 0;
@@ -375,6 +383,21 @@ cmd_test(int argc, char **argv)
 			o.scripts = v;
 			o.scripts[n++] = optarg;
 			o.scripts[n] = NULL;
+			break;
+		}
+		case 'S': {
+			const char **v;
+			if (strchr(optarg, '=') == NULL || optarg[0] == '=') {
+				cli_error("test", "--set takes NAME=VALUE, not '%s'", optarg);
+				goto out;
+			}
+			if ((v = realloc(o.sets, (o.nsets + 2) * sizeof *v)) == NULL) {
+				rc = CLI_FAIL;
+				goto out;
+			}
+			o.sets = v;
+			o.sets[o.nsets++] = optarg;
+			o.sets[o.nsets] = NULL;
 			break;
 		}
 		case 'u': o.update = 1; break;
@@ -398,5 +421,6 @@ cmd_test(int argc, char **argv)
 	rc = o.failed ? CLI_FAIL : CLI_OK;
 out:
 	free(o.scripts);
+	free(o.sets);
 	return rc;
 }

@@ -543,22 +543,66 @@ l_tide_duration(lua_State *L)
 	return 1;
 }
 
+/* The registry's table of tide.param overrides: name -> value (text). */
+static const char params_key = 0;
+
+void
+tidei_lua_set_params(lua_State *L, const char *const *params)
+{
+	lua_newtable(L);
+	for (const char *const *p = params; p != NULL && *p != NULL; p++) {
+		const char *eq = strchr(*p, '=');
+		if (eq == NULL)
+			continue;
+		lua_pushlstring(L, *p, (size_t)(eq - *p));
+		lua_pushstring(L, eq + 1);
+		lua_rawset(L, -3);
+	}
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &params_key);
+}
+
+/* tide.param(name, default): the value `--set name=VALUE` gave, read as
+ * the default is (a number, a boolean or a string), else the default.
+ * [-0, +1, e] */
+static int
+l_tide_param(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1), *v;
+
+	lua_settop(L, 2);
+	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &params_key) != LUA_TTABLE ||
+	    lua_getfield(L, -1, name) != LUA_TSTRING) {
+		lua_settop(L, 2);
+		return 1;
+	}
+	v = lua_tostring(L, -1);
+	switch (lua_type(L, 2)) {
+	case LUA_TNUMBER:
+		if (lua_stringtonumber(L, v) == 0)
+			return luaL_error(L, "parameter '%s': '%s' is not a number", name, v);
+		return 1;
+	case LUA_TBOOLEAN:
+		if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
+			lua_pushboolean(L, 1);
+		else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+			lua_pushboolean(L, 0);
+		else
+			return luaL_error(L, "parameter '%s': '%s' is not true or false", name, v);
+		return 1;
+	default: return 1;
+	}
+}
+
 const char tidei_delete_marker = 0;
 
 static const luaL_Reg tide_funcs[] = {
-	{ "on", l_tide_on },
-	{ "once", l_tide_once },
-	{ "emit", l_tide_emit },
-	{ "projection", l_tide_projection },
-	{ "log", l_tide_log },
-	{ "array", l_tide_array },
-	{ "clock", l_tide_clock },
-	{ "duration", l_tide_duration },
-	{ "shared", l_tide_shared },
-	{ "query", l_tide_query },
-	{ "table", l_tide_table },
-	{ "window", l_tide_window },
-	{ NULL, NULL },
+	{ "on", l_tide_on },         { "once", l_tide_once },
+	{ "emit", l_tide_emit },     { "projection", l_tide_projection },
+	{ "log", l_tide_log },       { "array", l_tide_array },
+	{ "clock", l_tide_clock },   { "duration", l_tide_duration },
+	{ "param", l_tide_param },   { "shared", l_tide_shared },
+	{ "query", l_tide_query },   { "table", l_tide_table },
+	{ "window", l_tide_window }, { NULL, NULL },
 };
 
 static const luaL_Reg timer_funcs[] = {

@@ -18,4 +18,8 @@ void tidei_lua_open_tide(lua_State *L);
 /** The host callbacks of the script that owns @p L (script.c). */
 const tidei_host *tidei_lstate_host(lua_State *L);
 
+/** The overrides tide.param(name, default) answers with: "name=value"
+ *  strings, NULL-terminated (@p params may be NULL). */
+void tidei_lua_set_params(lua_State *L, const char *const *params);
+
 #endif

@@ -433,8 +433,10 @@ tidei_script_new(tidei_script **out, const tidei_script_opts *o, const tidei_hos
 	}
 	open_sandbox(s->ls.L, o);
 	tidei_lua_open_event(s->ls.L);
-	if (host != NULL)
+	if (host != NULL) {
 		tidei_lua_open_tide(s->ls.L);
+		tidei_lua_set_params(s->ls.L, o->params);
+	}
 	/* Events and their data are short-lived: the generational collector
 	 * frees them young, without sweeping the whole heap.  A minor
 	 * collection every 5% of growth (not Lua's 20%) sweeps them while

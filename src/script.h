@@ -20,6 +20,7 @@ typedef struct tidei_script_opts {
 	const char *lua_path;        /* extra directories for require, ';'-separated */
 	const char *const *allow;    /* NULL-terminated standard modules to open unsandboxed */
 	const char *who;             /* names the code in limit errors; NULL: "handler" */
+	const char *const *params;   /* NULL-terminated "name=value": tide.param's overrides */
 } tidei_script_opts;
 
 /** Defaults of the limits (the configuration's, and the config file's own). */

@@ -676,6 +676,9 @@ typedef struct tide_backtest_opts {
 	const char *label;
 	const char *labels_file;
 	const char *alerts;
+	/** "name=value" overrides of the scripts' tide.param(name, default),
+	 *  NULL-terminated; may be NULL. */
+	const char *const *sets;
 	/** Called now and then with the input events done (may be NULL). */
 	void (*progress)(void *ud, uint64_t done);
 	void *progress_ud;

@@ -354,6 +354,62 @@ START_TEST(tide_test_compares_with_expectations)
 }
 END_TEST
 
+/* tide.param(name, default) answers --set NAME=VALUE, in the default's
+ * type, and refuses a value of another. */
+START_TEST(params_from_the_command_line)
+{
+	static const char rule[] =
+		"local tide = require 'tide'\n"
+		"local LIMIT = tide.param('limit', 50)\n"
+		"local ON = tide.param('on', true)\n"
+		"local NAME = tide.param('name', 'big')\n"
+		"tide.on('tx', function(ev)\n"
+		"  if ON and ev.data.amount > LIMIT then\n"
+		"    tide.emit{ type = 'alert.' .. NAME, data = { a = ev.data.amount } }\n"
+		"  end\n"
+		"end, { name = 'big', from = 'beginning' })\n";
+	const char *dir = th_tmpdir();
+	char path[700], events[700], out[8192];
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s", th_write(dir, "r.lua", rule));
+	snprintf(events, sizeof events, "%s/e.ndjson", dir);
+	f = fopen(events, "w");
+	ck_assert_ptr_nonnull(f);
+	for (int i = 0; i < 10; i++)
+		fprintf(f,
+			"{\"specversion\":\"1.0\",\"id\":\"e%d\",\"source\":\"/t\",\"type\":\"tx\","
+			"\"data\":{\"amount\":%d}}\n",
+			i, i * 10);
+	fclose(f);
+	ck_assert_int_eq(
+		th_sh(out, sizeof out, "'%s' backtest -s '%s' '%s' 2>&1", TIDE_BIN, path, events),
+		0);
+	ck_assert_msg(strstr(out, "  big                  alert.big                    4\n") !=
+			      NULL,
+		      "%s", out);
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' backtest -s '%s' --set limit=75.5 --set name=huge '%s' 2>&1",
+			       TIDE_BIN, path, events),
+			 0);
+	ck_assert_msg(strstr(out, "  big                  alert.huge                   2\n") !=
+			      NULL,
+		      "%s", out);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' backtest -s '%s' --set on=false '%s' 2>&1",
+			       TIDE_BIN, path, events),
+			 0);
+	ck_assert_msg(strstr(out, "0 emitted") != NULL, "%s", out);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' backtest -s '%s' --set limit=lots '%s' 2>&1",
+			       TIDE_BIN, path, events),
+			 1);
+	ck_assert_msg(strstr(out, "r.lua:2: parameter 'limit': 'lots' is not a number") != NULL,
+		      "%s", out);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' backtest -s '%s' --set limit '%s' 2>&1",
+			       TIDE_BIN, path, events),
+			 2);
+}
+END_TEST
+
 Suite *
 backtest_suite(void)
 {
@@ -366,6 +422,7 @@ backtest_suite(void)
 	tcase_add_test(tc, scores_against_labels);
 	tcase_add_test(tc, usage_and_errors);
 	tcase_add_test(tc, tide_test_compares_with_expectations);
+	tcase_add_test(tc, params_from_the_command_line);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	return s;
