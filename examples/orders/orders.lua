@@ -4,7 +4,7 @@
 --                                      └─▶ payment.declined ──▶ order.cancelled
 --
 -- Payments above the card's limit are declined; the fraud rule in
--- rules/fraud/large_amount.lua watches card.payment events on the side.
+-- large_amount.lua (beside it) watches card.payment events on the side.
 
 local tide = require "tide"
 

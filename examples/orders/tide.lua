@@ -5,5 +5,5 @@ data = "tide-data"            -- overridden by --data in run.sh
 durability = "sync"           -- fsync every commit before acknowledging
 scripts = {
   "orders.lua",                          -- order -> payment -> shipment saga
-  "../../rules/fraud/large_amount.lua",  -- fraud alert on big payments
+  "large_amount.lua",                    -- fraud alert on big payments
 }

@@ -198,10 +198,9 @@ static const struct {
 	  "lua_path = \"lua/?.lua;lib/?/init.lua\"\n"
 	  "scripts = { \"orders.lua\", \"/abs/rules.lua\" }\n"
 	  "allow = { \"io\", \"os\", \"debug\" }\n" },
-	{ "example",
-	  "data = \"tide-data\"            -- overridden by --data\n"
-	  "durability = \"sync\"\n"
-	  "scripts = {\n  \"orders.lua\",\n  \"../../rules/fraud/large_amount.lua\",\n}\n" },
+	{ "example", "data = \"tide-data\"            -- overridden by --data\n"
+		     "durability = \"sync\"\n"
+		     "scripts = {\n  \"orders.lua\",\n  \"large_amount.lua\",\n}\n" },
 	{ "computed", "local function mib(n) return n * 1024 * 1024 end\n"
 		      "function helper() return 1 end\n"
 		      "map_size = mib(64)\n"
