@@ -409,6 +409,19 @@ labelled(const bt *b, const struct tide_event *ev)
 	}
 }
 
+/* Whether input event @p ev is in the stretch of time scored. */
+static int
+scored(const bt *b, const struct tide_event *ev)
+{
+	int64_t t;
+
+	if (b->o->score_from == 0 && b->o->score_until == 0)
+		return 1;
+	t = time_of(ev);
+	return t != INT64_MIN && (b->o->score_from == 0 || t >= b->o->score_from) &&
+	       (b->o->score_until == 0 || t <= b->o->score_until);
+}
+
 /* The index of consumer @p name among the flags (1..), added if new. */
 static long
 flag_of(bt *b, const char *name, size_t n)
@@ -502,6 +515,8 @@ look(bt *b, struct tide_event *ev)
 	if (fresh) {
 		b->root[slot] = cause >= 0 ? b->root[cause] : (uint32_t)slot;
 		b->pos[slot] = !emitted && labelled(b, ev);
+		if (!emitted && !scored(b, ev))
+			b->pos[slot] = 2; /* outside the stretch scored */
 	}
 	if (!emitted)
 		return TIDE_OK;
@@ -514,8 +529,8 @@ score(bt *b, const char *who, const uint8_t *flag, size_t n)
 	tide_backtest_item it = { TIDE_BACKTEST_SCORE, NULL, who, NULL, 0, 0, 0, 0, NAN, NAN, NAN };
 
 	for (size_t k = 0; k < n; k++) {
-		if (b->root[k] != k)
-			continue; /* an emitted event */
+		if (b->root[k] != k || b->pos[k] == 2)
+			continue; /* an emitted event, or one not scored */
 		if (flag[k] && b->pos[k])
 			it.tp++;
 		else if (flag[k])

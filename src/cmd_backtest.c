@@ -44,6 +44,8 @@ static const char usage_text[] =
 	"      --label PATH        its positives: PATH is true, 1 or \"1\" (data.is_fraud)\n"
 	"      --labels FILE       its positives: the ids listed in FILE, one per line\n"
 	"      --alerts PATTERN    the emitted types that flag (default: every type)\n"
+	"      --score-from TIME   score only the input events from this event time on\n"
+	"      --score-until TIME  ...and up to this one (the rules still run over all)\n"
 	"  -h, --help              show this help\n"
 	"\n"
 	"exit status: 0 done, 1 a script, the input or the scratch log failed,\n"
@@ -168,6 +170,8 @@ cmd_backtest(int argc, char **argv)
 		{ "labels", required_argument, NULL, 'L' },
 		{ "alerts", required_argument, NULL, 'a' },
 		{ "set", required_argument, NULL, 'S' },
+		{ "score-from", required_argument, NULL, 'f' },
+		{ "score-until", required_argument, NULL, 'u' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -209,6 +213,17 @@ cmd_backtest(int argc, char **argv)
 		case 'l': bo.label = optarg; break;
 		case 'L': bo.labels_file = optarg; break;
 		case 'a': bo.alerts = optarg; break;
+		case 'f':
+		case 'u': {
+			int64_t t = cli_time(optarg);
+			if (t < 0) {
+				cli_error("backtest", "--score-%s takes an RFC 3339 time, not '%s'",
+					  c == 'f' ? "from" : "until", optarg);
+				goto out;
+			}
+			*(c == 'f' ? &bo.score_from : &bo.score_until) = t;
+			break;
+		}
 		case 'S': {
 			const char **v;
 			if (strchr(optarg, '=') == NULL || optarg[0] == '=') {

@@ -676,6 +676,9 @@ typedef struct tide_backtest_opts {
 	const char *label;
 	const char *labels_file;
 	const char *alerts;
+	/** Score only the input events of this stretch of event time (ns; 0:
+	 *  unbounded): the rules run over everything, history included. */
+	int64_t score_from, score_until;
 	/** "name=value" overrides of the scripts' tide.param(name, default),
 	 *  NULL-terminated; may be NULL. */
 	const char *const *sets;

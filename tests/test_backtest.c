@@ -240,6 +240,15 @@ START_TEST(scores_against_labels)
 	ck_assert_msg(strstr(out, "line 7: ") != NULL, "%s", out);
 	ck_assert_msg(strstr(out, "6 events in ") != NULL && strstr(out, "1 rejected") != NULL,
 		      "%s", out);
+	/* only the stretch from e2 on is scored: e4 flagged, e2 missed */
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' backtest -s '%s' --label data.f --alerts 'alert.*' "
+			       "--score-from 2026-01-01T00:00:02Z '%s' 2>&1",
+			       TIDE_BIN, path, events),
+			 0);
+	ck_assert_msg(strstr(out, "  (all)                 precision 0.000  recall 0.000  F1 "
+				  "0.000  (tp 0, fp 1, fn 1)\n") != NULL,
+		      "%s", out);
 	/* the same positives from a file of ids; only note.x flags: e1 */
 	ck_assert_int_eq(th_sh(out, sizeof out,
 			       "'%s' backtest -s '%s' --labels '%s' --alerts note.x '%s' 2>&1",
