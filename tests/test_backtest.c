@@ -318,11 +318,13 @@ START_TEST(tide_test_compares_with_expectations)
 			       "cd '%s' && for r in rules/*/*.lua; do d=${r%%/*.lua}; n=${r##*/}; "
 			       "'%s' test -s \"$r\" \"$d/tests/${n%%.lua}\" 2>/dev/null || exit 1; "
 			       "done && '%s' test -s examples/rules/rules.lua examples/rules/tests "
-			       "2>/dev/null && cd examples/orders && '%s' test -s orders.lua -s "
-			       "large_amount.lua tests 2>/dev/null",
-			       TIDE_SRCDIR, TIDE_BIN, TIDE_BIN, TIDE_BIN),
+			       "2>/dev/null && for p in fraud iot; do '%s' test $(for r in "
+			       "rules/$p/*.lua; do printf -- '-s %%s ' $r; done) examples/$p/tests "
+			       "2>/dev/null || exit 1; done && cd examples/orders && '%s' test -s "
+			       "orders.lua -s large_amount.lua tests 2>/dev/null",
+			       TIDE_SRCDIR, TIDE_BIN, TIDE_BIN, TIDE_BIN, TIDE_BIN),
 			 0);
-	ck_assert_int_ge(th_count(out, "1 passed, 0 failed\n"), 8);
+	ck_assert_int_ge(th_count(out, "1 passed, 0 failed\n"), 17);
 	ck_assert_int_eq(th_count(out, "FAIL"), 0);
 
 	snprintf(path, sizeof path, "%s", th_write(dir, "r.lua", rule));
@@ -421,6 +423,30 @@ START_TEST(params_from_the_command_line)
 }
 END_TEST
 
+/* examples/fraud and examples/iot: one command each, the alerts shown. */
+START_TEST(pack_examples_run)
+{
+	char out[32768];
+
+	ck_assert_int_eq(th_sh(out, sizeof out, "TIDE='%s' '%s/examples/fraud/run.sh' 2>&1",
+			       TIDE_BIN, TIDE_SRCDIR),
+			 0);
+	ck_assert_msg(strstr(out, "== 12 alerts\n") != NULL, "%s", out);
+	for (const char *r = "amount\0velocity\0spike\0terminal\0card_testing\0travel\0"; *r;
+	     r += strlen(r) + 1) {
+		char want[64];
+		snprintf(want, sizeof want, "\"rule\":\"fraud.%s\"", r);
+		ck_assert_msg(strstr(out, want) != NULL, "%s: %s", want, out);
+	}
+	ck_assert_int_eq(th_sh(out, sizeof out, "TIDE='%s' '%s/examples/iot/run.sh' 2>&1", TIDE_BIN,
+			       TIDE_SRCDIR),
+			 0);
+	ck_assert_msg(strstr(out, "== 14 alerts\n") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "boiler-2  {\"after\":\"15m\"") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "\"rule\":\"iot.stuck\"") != NULL, "%s", out);
+}
+END_TEST
+
 Suite *
 backtest_suite(void)
 {
@@ -434,6 +460,7 @@ backtest_suite(void)
 	tcase_add_test(tc, usage_and_errors);
 	tcase_add_test(tc, tide_test_compares_with_expectations);
 	tcase_add_test(tc, params_from_the_command_line);
+	tcase_add_test(tc, pack_examples_run);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	return s;
