@@ -321,10 +321,12 @@ START_TEST(tide_test_compares_with_expectations)
 			       "2>/dev/null && for p in fraud iot; do '%s' test $(for r in "
 			       "rules/$p/*.lua; do printf -- '-s %%s ' $r; done) examples/$p/tests "
 			       "2>/dev/null || exit 1; done && cd examples/orders && '%s' test -s "
-			       "orders.lua -s large_amount.lua tests 2>/dev/null",
-			       TIDE_SRCDIR, TIDE_BIN, TIDE_BIN, TIDE_BIN, TIDE_BIN),
+			       "orders.lua -s large_amount.lua tests 2>/dev/null && cd ../saga && "
+			       "'%s' test -s "
+			       "saga.lua tests 2>/dev/null",
+			       TIDE_SRCDIR, TIDE_BIN, TIDE_BIN, TIDE_BIN, TIDE_BIN, TIDE_BIN),
 			 0);
-	ck_assert_int_ge(th_count(out, "1 passed, 0 failed\n"), 17);
+	ck_assert_int_ge(th_count(out, "1 passed, 0 failed\n"), 18);
 	ck_assert_int_eq(th_count(out, "FAIL"), 0);
 
 	snprintf(path, sizeof path, "%s", th_write(dir, "r.lua", rule));
@@ -423,7 +425,7 @@ START_TEST(params_from_the_command_line)
 }
 END_TEST
 
-/* examples/fraud and examples/iot: one command each, the alerts shown. */
+/* examples/fraud, examples/iot and examples/saga: one command each. */
 START_TEST(pack_examples_run)
 {
 	char out[32768];
@@ -444,6 +446,15 @@ START_TEST(pack_examples_run)
 	ck_assert_msg(strstr(out, "== 14 alerts\n") != NULL, "%s", out);
 	ck_assert_msg(strstr(out, "boiler-2  {\"after\":\"15m\"") != NULL, "%s", out);
 	ck_assert_msg(strstr(out, "\"rule\":\"iot.stuck\"") != NULL, "%s", out);
+	ck_assert_int_eq(th_sh(out, sizeof out, "TIDE='%s' '%s/examples/saga/run.sh' 2>&1",
+			       TIDE_BIN, TIDE_SRCDIR),
+			 0);
+	ck_assert_int_eq(th_count(out, "  order.confirmed  "), 2);
+	ck_assert_int_eq(th_count(out, "  order.cancelled  "), 3);
+	ck_assert_int_eq(th_count(out, "  inventory.release  "), 2);
+	ck_assert_msg(strstr(out, "order-3  order.cancelled  {\"reason\":\"no answer within "
+				  "10m\"}") != NULL,
+		      "%s", out);
 }
 END_TEST
 
