@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -465,9 +466,13 @@ emit_seen(bt *b, struct tide_event *ev, const char *src, long cause, long slot)
 {
 	const char *who = src + sizeof EMIT_SOURCE - 1;
 	size_t wn = ev->len[TIDEI_A_SOURCE] - (sizeof EMIT_SOURCE - 1);
-	tide_backtest_item it = { TIDE_BACKTEST_EMIT, ev, NULL, NULL, 0, 0, 0, 0, 0, 0, 0 };
+	tide_backtest_item it;
 	char name[256];
 	long f;
+
+	memset(&it, 0, sizeof it);
+	it.kind = TIDE_BACKTEST_EMIT;
+	it.ev = ev;
 
 	b->emitted++;
 	snprintf(name, sizeof name, "%.*s", (int)wn, who);
@@ -526,7 +531,12 @@ look(bt *b, struct tide_event *ev)
 static void
 score(bt *b, const char *who, const uint8_t *flag, size_t n)
 {
-	tide_backtest_item it = { TIDE_BACKTEST_SCORE, NULL, who, NULL, 0, 0, 0, 0, NAN, NAN, NAN };
+	tide_backtest_item it;
+
+	memset(&it, 0, sizeof it);
+	it.kind = TIDE_BACKTEST_SCORE;
+	it.consumer = who;
+	it.precision = it.recall = it.f1 = NAN;
 
 	for (size_t k = 0; k < n; k++) {
 		if (b->root[k] != k || b->pos[k] == 2)
@@ -547,6 +557,47 @@ score(bt *b, const char *who, const uint8_t *flag, size_t n)
 	else if (it.tp + it.fp + it.fn > 0)
 		it.f1 = 0;
 	b->fn(b->ud, &it);
+}
+
+typedef struct state_walk {
+	bt *b;
+	const char *projection;
+} state_walk;
+
+static int
+on_state(void *ud, const char *key, size_t klen, const char *json, size_t jlen)
+{
+	state_walk *w = ud;
+	tide_backtest_item it;
+	char k[512];
+
+	memset(&it, 0, sizeof it);
+	it.kind = TIDE_BACKTEST_STATE;
+	it.consumer = w->projection;
+	snprintf(k, sizeof k, "%.*s", (int)klen, key);
+	it.type = k;
+	it.json = json;
+	it.len = jlen;
+	w->b->fn(w->b->ud, &it);
+	return 0;
+}
+
+/* Every projection's states at the end, key by key. */
+static int
+report_states(bt *b)
+{
+	for (size_t k = 0; k < tidei_projections_count(b->ps); k++) {
+		tidei_buf scratch = { 0 };
+		const char *where;
+		state_walk w = { b, tidei_projections_describe(b->ps, k, &where, &scratch) };
+		int rc = tidei_log_query(b->scratch, w.projection, NULL, NULL, SIZE_MAX, on_state,
+					 &w);
+		tidei_buf_free(&scratch);
+		if (rc != TIDE_OK && rc != TIDE_ENOTFOUND)
+			return tidei_err(b->err, rc, "cannot read projection %s: %s", w.projection,
+					 b->scratch->err);
+	}
+	return TIDE_OK;
 }
 
 /* Walk the scratch log: report and count what was emitted, then score. */
@@ -590,17 +641,12 @@ report(bt *b)
 	if (rc != TIDE_OK)
 		return rc;
 	for (size_t c = 0; c < b->ncounts; c++) {
-		tide_backtest_item it = { TIDE_BACKTEST_COUNT,
-					  NULL,
-					  b->counts[c].consumer,
-					  b->counts[c].type,
-					  b->counts[c].n,
-					  0,
-					  0,
-					  0,
-					  0,
-					  0,
-					  0 };
+		tide_backtest_item it;
+		memset(&it, 0, sizeof it);
+		it.kind = TIDE_BACKTEST_COUNT;
+		it.consumer = b->counts[c].consumer;
+		it.type = b->counts[c].type;
+		it.count = b->counts[c].n;
 		b->fn(b->ud, &it);
 	}
 	n = b->ids.n;
@@ -609,11 +655,15 @@ report(bt *b)
 		for (size_t c = 0; c < nc; c++)
 			score(b, tidei_consumers_at(b->cs, c)->name, b->flag[c + 1], n);
 	}
+	if ((rc = report_states(b)) != TIDE_OK)
+		return rc;
 	{
-		tide_backtest_item it = {
-			TIDE_BACKTEST_DONE, NULL, NULL, NULL, b->inputs, b->rejected,
-			b->emitted,         0,    0,    0,    0
-		};
+		tide_backtest_item it;
+		memset(&it, 0, sizeof it);
+		it.kind = TIDE_BACKTEST_DONE;
+		it.count = b->inputs;
+		it.tp = b->rejected;
+		it.fp = b->emitted;
 		b->fn(b->ud, &it);
 	}
 	return TIDE_OK;

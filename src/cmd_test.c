@@ -32,13 +32,16 @@ static const char usage_text[] =
 	"expectations.  A CASE is NAME.ndjson (input events, one per line) beside\n"
 	"NAME.expected.ndjson (the emitted events expected, in order, each a JSON\n"
 	"object of the members to compare: type, subject, data, time...), or a\n"
-	"directory of such files.\n"
+	"directory of such files.  With NAME.state.ndjson beside them too, the\n"
+	"projections' states at the end must be those it lists, one per line:\n"
+	"{\"projection\":P,\"key\":K,\"state\":{...}}.\n"
 	"\n"
 	"options:\n"
 	"  -s, --script FILE   script to run (repeatable)\n"
 	"      --set NAME=VALUE  the scripts' tide.param(NAME, default) gives VALUE\n"
 	"      --update        write NAME.expected.ndjson from what the scripts emit\n"
-	"                      (type, subject and data of each), instead of comparing\n"
+	"                      (type, subject and data of each), and NAME.state.ndjson\n"
+	"                      from the projections' states, instead of comparing\n"
 	"  -v, --verbose       print every emitted event of a failing case\n"
 	"  -q, --quiet         only failures and the final line\n"
 	"  -h, --help          show this help\n"
@@ -49,7 +52,29 @@ static const char usage_text[] =
 typedef struct emitted {
 	char **json; /* what was emitted, in order */
 	size_t n, cap;
+	char **states; /* projections' states: {"projection":P,"key":K,"state":S} */
+	size_t ns, scap;
 } emitted;
+
+/* Append @p s (taken) to @p v. */
+static void
+push(char ***v, size_t *n, size_t *cap, char *s)
+{
+	char **nv;
+
+	if (s == NULL)
+		return;
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 64;
+		if ((nv = realloc(*v, c * sizeof *nv)) == NULL) {
+			free(s);
+			return;
+		}
+		*v = nv;
+		*cap = c;
+	}
+	(*v)[(*n)++] = s;
+}
 
 typedef struct opts {
 	const char **scripts;
@@ -65,19 +90,32 @@ on_item(void *ud, const tide_backtest_item *it)
 	emitted *g = ud;
 	const char *json;
 	size_t len;
-	char **v;
 
+	if (it->kind == TIDE_BACKTEST_STATE) {
+		/* as a line of NAME.state.ndjson */
+		yajl_gen y = yajl_gen_alloc(NULL);
+		const unsigned char *buf;
+		size_t blen;
+		char *line;
+		if (y == NULL)
+			return;
+		yajl_gen_map_open(y);
+		yajl_gen_string(y, (const unsigned char *)"projection", 10);
+		yajl_gen_string(y, (const unsigned char *)it->consumer, strlen(it->consumer));
+		yajl_gen_string(y, (const unsigned char *)"key", 3);
+		yajl_gen_string(y, (const unsigned char *)it->type, strlen(it->type));
+		yajl_gen_get_buf(y, &buf, &blen);
+		/* the map is left open: the state goes in as it is */
+		if ((line = malloc(blen + it->len + 12)) != NULL)
+			sprintf(line, "%.*s,\"state\":%.*s}", (int)blen, buf, (int)it->len,
+				it->json);
+		yajl_gen_free(y);
+		push(&g->states, &g->ns, &g->scap, line);
+		return;
+	}
 	if (it->kind != TIDE_BACKTEST_EMIT || tide_event_json(it->ev, &json, &len) != TIDE_OK)
 		return;
-	if (g->n == g->cap) {
-		size_t cap = g->cap ? g->cap * 2 : 64;
-		if ((v = realloc(g->json, cap * sizeof *v)) == NULL)
-			return;
-		g->json = v;
-		g->cap = cap;
-	}
-	if ((g->json[g->n] = strndup(json, len)) != NULL)
-		g->n++;
+	push(&g->json, &g->n, &g->cap, strndup(json, len));
 }
 
 /* JSON values equal: numbers by value, objects whatever their order. */
@@ -216,19 +254,53 @@ print_expectation(FILE *f, const char *json)
 	yajl_tree_free(v);
 }
 
+/* The projections' states at the end against NAME.state.ndjson, when
+ * there is one: each line's state must be the one the projection holds
+ * for that key.  1 if they agree (or there is nothing to check). */
+static int
+check_states(const opts *o, const char *input, const char *path, const emitted *g)
+{
+	char **want = NULL, why[256];
+	long n = read_lines(path, &want);
+	int ok = 1;
+
+	(void)o;
+	if (n < 0)
+		return 1; /* no expectations about states */
+	for (long i = 0; i < n && ok; i++) {
+		size_t k;
+		for (k = 0; k < g->ns; k++)
+			if (matches(want[i], g->states[k], why, sizeof why))
+				break;
+		if (k == g->ns) {
+			printf("FAIL %s\n  a state differs or is missing (%s):\n  - expected %s\n",
+			       input, path, want[i]);
+			ok = 0;
+		}
+	}
+	if (ok && (size_t)n != g->ns) {
+		printf("FAIL %s\n  the projections hold %zu states, %s expects %ld\n", input, g->ns,
+		       path, n);
+		ok = 0;
+	}
+	free_lines(want, n > 0 ? (size_t)n : 0);
+	return ok;
+}
+
 /* One case: @p input (NAME.ndjson).  1 passed, 0 failed. */
 static int
 run_case(opts *o, const char *input)
 {
 	tide_backtest_opts bo;
 	emitted g = { 0 };
-	char expected[4200], why[256] = "";
+	char expected[4200], states[4200], why[256] = "";
 	char **want = NULL;
 	long nwant;
 	size_t base = strlen(input) - strlen(".ndjson");
 	int rc, ok = 1;
 
 	snprintf(expected, sizeof expected, "%.*s.expected.ndjson", (int)base, input);
+	snprintf(states, sizeof states, "%.*s.state.ndjson", (int)base, input);
 	memset(&bo, 0, sizeof bo);
 	bo.scripts = o->scripts;
 	bo.sets = o->sets;
@@ -237,6 +309,7 @@ run_case(opts *o, const char *input)
 	if (rc != TIDE_OK) {
 		printf("FAIL %s\n  could not run: %s\n", input, tide_errmsg());
 		free_lines(g.json, g.n);
+		free_lines(g.states, g.ns);
 		return 0;
 	}
 	if (o->update) {
@@ -251,12 +324,27 @@ run_case(opts *o, const char *input)
 			if (!o->quiet)
 				printf("UPDATED %s (%zu emitted)\n", expected, g.n);
 		}
+		if (ok && g.ns > 0) {
+			FILE *sf = fopen(states, "w");
+			if (sf == NULL) {
+				printf("FAIL %s\n  cannot write %s\n", input, states);
+				ok = 0;
+			} else {
+				for (size_t i = 0; i < g.ns; i++)
+					fprintf(sf, "%s\n", g.states[i]);
+				fclose(sf);
+				if (!o->quiet)
+					printf("UPDATED %s (%zu states)\n", states, g.ns);
+			}
+		}
 		free_lines(g.json, g.n);
+		free_lines(g.states, g.ns);
 		return ok;
 	}
 	if ((nwant = read_lines(expected, &want)) < 0) {
 		printf("FAIL %s\n  no %s (tide test --update writes it)\n", input, expected);
 		free_lines(g.json, g.n);
+		free_lines(g.states, g.ns);
 		return 0;
 	}
 	for (size_t i = 0; i < (size_t)nwant || i < g.n; i++) {
@@ -281,10 +369,13 @@ run_case(opts *o, const char *input)
 			break;
 		}
 	}
+	if (ok)
+		ok = check_states(o, input, states, &g);
 	if (ok && !o->quiet)
-		printf("PASS %s (%zu emitted)\n", input, g.n);
+		printf("PASS %s (%zu emitted%s)\n", input, g.n, g.ns ? ", states checked" : "");
 	free_lines(want, (size_t)nwant);
 	free_lines(g.json, g.n);
+	free_lines(g.states, g.ns);
 	return ok;
 }
 
@@ -294,7 +385,8 @@ is_case(const char *name)
 	size_t n = strlen(name);
 
 	return n > 7 && strcmp(name + n - 7, ".ndjson") == 0 &&
-	       !(n > 16 && strcmp(name + n - 16, ".expected.ndjson") == 0);
+	       !(n > 16 && strcmp(name + n - 16, ".expected.ndjson") == 0) &&
+	       !(n > 13 && strcmp(name + n - 13, ".state.ndjson") == 0);
 }
 
 static int

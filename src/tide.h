@@ -694,6 +694,8 @@ enum {
 	TIDE_BACKTEST_SCORE, /**< scores: overall (consumer "") then per consumer */
 	TIDE_BACKTEST_DONE,  /**< the totals: count = input events, tp = rejected
 				  ones, fp = emitted events */
+	TIDE_BACKTEST_STATE, /**< a projection's state at the end: consumer = the
+				  projection, type = the key, json */
 };
 
 /** One item.  Everything is valid only during the callback. */
@@ -706,6 +708,8 @@ typedef struct tide_backtest_item {
 	uint64_t tp, fp, fn;          /**< SCORE: flagged positives, flagged negatives,
 					   positives not flagged; DONE: see above */
 	double precision, recall, f1; /**< SCORE (NAN when undefined) */
+	const char *json;             /**< STATE: the state as JSON, @p len bytes */
+	size_t len;
 } tide_backtest_item;
 
 typedef void tide_backtest_fn(void *ud, const tide_backtest_item *it);

@@ -363,6 +363,18 @@ START_TEST(tide_test_compares_with_expectations)
 		th_sh(out, sizeof out, "'%s' test -s '%s' '%s/cases'", TIDE_BIN, path, dir), 1);
 	ck_assert_msg(strstr(out, "emitted 2 events, 1 expected; the first unexpected:") != NULL,
 		      "%s", out);
+	/* the projections' states at the end, when NAME.state.ndjson lists them */
+	ck_assert_int_eq(
+		th_sh(out, sizeof out,
+		      "mkdir '%s/orders' && cp -L '%s'/examples/orders/tests/events.* "
+		      "'%s/orders/' && sed -i '1s/\"status\":\"[a-z]*\"/\"status\":\"lost\"/' "
+		      "'%s/orders/events.state.ndjson' && cd '%s/examples/orders' && '%s' test "
+		      "-s orders.lua -s large_amount.lua '%s/orders' 2>/dev/null",
+		      dir, TIDE_SRCDIR, dir, dir, TIDE_SRCDIR, TIDE_BIN, dir),
+		1);
+	ck_assert_msg(strstr(out, "  a state differs or is missing (") != NULL &&
+			      strstr(out, "\"state\":{\"status\":\"lost\"") != NULL,
+		      "%s", out);
 	/* usage */
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' test '%s/cases' 2>&1", TIDE_BIN, dir), 2);
 	ck_assert_msg(strstr(out, "name a script") != NULL, "%s", out);
