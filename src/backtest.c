@@ -19,9 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <yajl/yajl_tree.h>
 
 #include "consumer.h"
 #include "keymap.h"
+#include "nab.h"
 #include "projection.h"
 #include "scratch.h"
 #include "tide.h"
@@ -63,6 +65,11 @@ typedef struct bt {
 	uint8_t **flag; /* per consumer (0: any), input slot -> flagged */
 	size_t nflag;
 	int scoring; /* labels given: inputs are numbered and flagged */
+	/* NAB: per input slot its series (slot in series) and time */
+	tidei_keymap series;
+	uint32_t *series_of;
+	int64_t *time_at;
+	size_t scap, tcap;
 	counter *counts;
 	size_t ncounts, ccap;
 } bt;
@@ -491,6 +498,25 @@ emit_seen(bt *b, struct tide_event *ev, const char *src, long cause, long slot)
 	return TIDE_OK;
 }
 
+/* NAB: input event @p ev at @p slot belongs to its subject's series. */
+static int
+note_series(bt *b, const struct tide_event *ev, long slot)
+{
+	const char *subject = ev->attr[TIDEI_A_SUBJECT] ? ev->attr[TIDEI_A_SUBJECT] : "";
+	size_t sn = ev->attr[TIDEI_A_SUBJECT] ? ev->len[TIDEI_A_SUBJECT] : 0;
+	int fresh;
+	long sv = tidei_keymap_put(&b->series, subject, sn, &fresh);
+
+	if (sv < 0 ||
+	    tidei_array_grow(&b->series_of, &b->scap, (size_t)slot, sizeof *b->series_of, 1024) !=
+		    0 ||
+	    tidei_array_grow(&b->time_at, &b->tcap, (size_t)slot, sizeof *b->time_at, 1024) != 0)
+		return tidei_err(b->err, TIDE_ENOMEM, "out of memory");
+	b->series_of[slot] = (uint32_t)sv;
+	b->time_at[slot] = time_of(ev);
+	return TIDE_OK;
+}
+
 /* One event of the scratch log, in order: an input is numbered (and its
  * label noted); an emitted event is reported, counted, and flags the input
  * it descends from. */
@@ -500,7 +526,7 @@ look(bt *b, struct tide_event *ev)
 	const char *src = ev->attr[TIDEI_A_SOURCE], *id = ev->attr[TIDEI_A_ID];
 	int emitted = src != NULL && strncmp(src, EMIT_SOURCE, sizeof EMIT_SOURCE - 1) == 0;
 	long slot, cause = -1;
-	int fresh = 0;
+	int fresh = 0, rc;
 
 	if (src != NULL && strcmp(src, "/tide") == 0)
 		return TIDE_OK; /* a tick */
@@ -517,6 +543,9 @@ look(bt *b, struct tide_event *ev)
 	if (tidei_array_grow(&b->root, &b->rcap, (size_t)slot, sizeof *b->root, 1024) != 0 ||
 	    tidei_array_grow(&b->pos, &b->pcap, (size_t)slot, 1, 1024) != 0)
 		return tidei_err(b->err, TIDE_ENOMEM, "out of memory");
+	if (fresh && b->o->nab_windows != NULL && !emitted &&
+	    (rc = note_series(b, ev, slot)) != TIDE_OK)
+		return rc;
 	if (fresh) {
 		b->root[slot] = cause >= 0 ? b->root[cause] : (uint32_t)slot;
 		b->pos[slot] = !emitted && labelled(b, ev);
@@ -557,6 +586,165 @@ score(bt *b, const char *who, const uint8_t *flag, size_t n)
 	else if (it.tp + it.fp + it.fn > 0)
 		it.f1 = 0;
 	b->fn(b->ud, &it);
+}
+
+/* A NAB window bound, "2014-02-19 10:50:00.000000", as ns; -1 if not one. */
+static int64_t
+nab_time(yajl_val v)
+{
+	const char *s;
+	char ts[64];
+	int64_t t;
+
+	if (v == NULL || !YAJL_IS_STRING(v) || strlen(s = YAJL_GET_STRING(v)) < 19)
+		return -1;
+	snprintf(ts, sizeof ts, "%.10sT%.8sZ", s, s + 11);
+	return tidei_time_parse(ts, strlen(ts), &t) == 0 ? t : -1;
+}
+
+/* One series' windows (@p w: [[start, end], ...]) into @p win. */
+static int
+nab_windows(yajl_val w, int64_t *win)
+{
+	for (size_t i = 0; i < w->u.array.len; i++) {
+		yajl_val pair = w->u.array.values[i];
+		if (!YAJL_IS_ARRAY(pair) || pair->u.array.len != 2 ||
+		    (win[2 * i] = nab_time(pair->u.array.values[0])) < 0 ||
+		    (win[2 * i + 1] = nab_time(pair->u.array.values[1])) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static yajl_val
+read_json(const char *path, char *err, size_t n)
+{
+	FILE *f = fopen(path, "r");
+	char *text = NULL;
+	long len;
+	yajl_val v = NULL;
+
+	if (f == NULL) {
+		snprintf(err, n, "cannot open %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+	    (text = malloc((size_t)len + 1)) != NULL &&
+	    fread(text, 1, (size_t)len, f) == (size_t)len) {
+		text[len] = '\0';
+		v = yajl_tree_parse(text, err, n);
+	}
+	fclose(f);
+	free(text);
+	return v;
+}
+
+/* One series: its readings' times and detections, scored against its
+ * windows and reported. */
+static int
+nab_series(bt *b, yajl_val all, size_t sv, const uint8_t *flag, size_t n,
+	   const tidei_nab_profile *p, tidei_nab_score *sc)
+{
+	size_t kn, m = 0;
+	const char *name = tidei_keymap_key(&b->series, sv, &kn);
+	char key[512];
+	const char *path[] = { key, NULL };
+	yajl_val w;
+	int64_t *t = NULL, *win = NULL;
+	uint8_t *det = NULL;
+	tide_backtest_item it;
+	int rc = TIDE_OK;
+
+	snprintf(key, sizeof key, "%.*s", (int)kn, name);
+	if ((w = yajl_tree_get(all, path, yajl_t_array)) == NULL)
+		return tidei_err(b->err, TIDE_EINVAL, "series '%s' is not in %s", key,
+				 b->o->nab_windows);
+	if ((t = malloc((n + 1) * sizeof *t)) == NULL || (det = malloc(n + 1)) == NULL ||
+	    (win = malloc((2 * w->u.array.len + 1) * sizeof *win)) == NULL) {
+		rc = tidei_err(b->err, TIDE_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t k = 0; k < n; k++)
+		if (b->root[k] == k && b->pos[k] != 2 && b->series_of[k] == sv) {
+			t[m] = b->time_at[k];
+			det[m++] = flag[k];
+		}
+	if (nab_windows(w, win) != 0) {
+		rc = tidei_err(b->err, TIDE_EINVAL, "a window of '%s' in %s is not two times", key,
+			       b->o->nab_windows);
+		goto out;
+	}
+	if (tidei_nab_score_series(t, det, m, win, w->u.array.len, p, sc) != 0) {
+		rc = tidei_err(b->err, TIDE_EINVAL,
+			       "the windows of '%s' do not fall on its readings' times", key);
+		goto out;
+	}
+	memset(&it, 0, sizeof it);
+	it.kind = TIDE_BACKTEST_NAB;
+	it.type = key;
+	it.score = sc->score;
+	it.tp = sc->tp;
+	it.fp = sc->fp;
+	it.fn = sc->fn;
+	b->fn(b->ud, &it);
+out:
+	free(t);
+	free(det);
+	free(win);
+	return rc;
+}
+
+/* NAB's score of the flagged readings, series by series, against the
+ * windows file: an item per series, then the total, normalised. */
+static int
+score_nab(bt *b, const uint8_t *flag, size_t n)
+{
+	const tidei_nab_profile *p = &tidei_nab_standard;
+	const char *prof = b->o->nab_profile;
+	char errbuf[256] = "";
+	yajl_val all;
+	double raw = 0, null_score = 0, perfect = 0;
+	tide_backtest_item it;
+	int rc = TIDE_OK;
+
+	memset(&it, 0, sizeof it);
+	if (prof != NULL && strcmp(prof, "standard") != 0) {
+		if (strcmp(prof, "reward_low_FP_rate") == 0)
+			p = &tidei_nab_low_fp;
+		else if (strcmp(prof, "reward_low_FN_rate") == 0)
+			p = &tidei_nab_low_fn;
+		else
+			return tidei_err(
+				b->err, TIDE_EINVAL,
+				"unknown NAB profile '%s': standard, reward_low_FP_rate or "
+				"reward_low_FN_rate",
+				prof);
+	}
+	if ((all = read_json(b->o->nab_windows, errbuf, sizeof errbuf)) == NULL ||
+	    !YAJL_IS_OBJECT(all)) {
+		yajl_tree_free(all);
+		return tidei_err(b->err, TIDE_EINVAL, "%s is not a NAB windows file%s%s",
+				 b->o->nab_windows, errbuf[0] ? ": " : "", errbuf);
+	}
+	for (size_t sv = 0; sv < b->series.n && rc == TIDE_OK; sv++) {
+		tidei_nab_score sc;
+		if ((rc = nab_series(b, all, sv, flag, n, p, &sc)) != TIDE_OK)
+			break;
+		raw += sc.score;
+		null_score += sc.null_score;
+		perfect += sc.perfect;
+		it.tp += sc.tp;
+		it.fp += sc.fp;
+		it.fn += sc.fn;
+	}
+	yajl_tree_free(all);
+	if (rc != TIDE_OK)
+		return rc;
+	it.kind = TIDE_BACKTEST_NAB;
+	it.type = "";
+	it.score = tidei_nab_normalised(raw, null_score, perfect);
+	b->fn(b->ud, &it);
+	return TIDE_OK;
 }
 
 typedef struct state_walk {
@@ -610,7 +798,7 @@ report(bt *b)
 	size_t n, nc = tidei_consumers_count(b->cs);
 	int rc, mrc;
 
-	b->scoring = b->o->label != NULL || b->o->labels_file != NULL;
+	b->scoring = b->o->label != NULL || b->o->labels_file != NULL || b->o->nab_windows != NULL;
 	b->nflag = b->scoring ? nc + 1 : 0;
 	if (b->scoring && (b->flag = calloc(b->nflag, sizeof *b->flag)) == NULL)
 		return tidei_err(b->err, TIDE_ENOMEM, "out of memory");
@@ -650,7 +838,9 @@ report(bt *b)
 		b->fn(b->ud, &it);
 	}
 	n = b->ids.n;
-	if (b->scoring) {
+	if (b->o->nab_windows != NULL && (rc = score_nab(b, b->flag[0], n)) != TIDE_OK)
+		return rc;
+	if (b->o->label != NULL || b->o->labels_file != NULL) {
 		score(b, "", b->flag[0], n);
 		for (size_t c = 0; c < nc; c++)
 			score(b, tidei_consumers_at(b->cs, c)->name, b->flag[c + 1], n);
@@ -694,6 +884,7 @@ backtest_impl(const tide_backtest_opts *o, tide_backtest_fn *fn, void *ud, char 
 	b.ud = ud;
 	tidei_keymap_init(&b.positives);
 	tidei_keymap_init(&b.ids);
+	tidei_keymap_init(&b.series);
 	while (o->scripts[nscripts] != NULL)
 		nscripts++;
 	if ((rc = load_labels(&b)) != TIDE_OK)
@@ -751,6 +942,9 @@ out:
 	tidei_buf_free(&b.json);
 	tidei_keymap_free(&b.positives);
 	tidei_keymap_free(&b.ids);
+	tidei_keymap_free(&b.series);
+	free(b.series_of);
+	free(b.time_at);
 	free(b.root);
 	free(b.pos);
 	for (size_t f = 0; b.flag != NULL && f < b.nflag; f++)

@@ -46,6 +46,10 @@ static const char usage_text[] =
 	"      --alerts PATTERN    the emitted types that flag (default: every type)\n"
 	"      --score-from TIME   score only the input events from this event time on\n"
 	"      --score-until TIME  ...and up to this one (the rules still run over all)\n"
+	"      --nab WINDOWS       score as the Numenta Anomaly Benchmark does, against\n"
+	"                          its windows file (labels/combined_windows.json); each\n"
+	"                          subject is a series named as there\n"
+	"      --nab-profile P     standard (default), reward_low_FP_rate, reward_low_FN_rate\n"
 	"  -h, --help              show this help\n"
 	"\n"
 	"exit status: 0 done, 1 a script, the input or the scratch log failed,\n"
@@ -56,7 +60,7 @@ typedef struct out {
 	FILE *sum; /* where the summary goes */
 	struct timespec t0;
 	uint64_t last_progress;
-	int counted, scored; /* their headings are out */
+	int counted, scored, nabbed; /* their headings are out */
 } out;
 
 static double
@@ -130,6 +134,27 @@ on_item(void *ud, const tide_backtest_item *it)
 			(unsigned long long)it->fp, (unsigned long long)it->fn);
 		break;
 	case TIDE_BACKTEST_STATE: break; /* (tide test compares them) */
+	case TIDE_BACKTEST_NAB:
+		if (o->quiet)
+			break;
+		if (!o->nabbed++) {
+			if (o->tty && !o->counted)
+				fputs("\r\033[K", stderr);
+			fprintf(o->sum, "NAB, series by series (raw score; windows detected, false "
+					"detections, windows missed):\n");
+		}
+		if (it->type[0])
+			fprintf(o->sum, "  %-60s %9.3f  (%llu, %llu, %llu)\n", it->type, it->score,
+				(unsigned long long)it->tp, (unsigned long long)it->fp,
+				(unsigned long long)it->fn);
+		else
+			fprintf(o->sum,
+				"NAB score (normalised: 100 perfect, 0 no detection): %.1f  (%llu "
+				"windows "
+				"detected, %llu false detections, %llu windows missed)\n",
+				it->score, (unsigned long long)it->tp, (unsigned long long)it->fp,
+				(unsigned long long)it->fn);
+		break;
 	default:
 		if (o->quiet)
 			break;
@@ -172,6 +197,8 @@ cmd_backtest(int argc, char **argv)
 		{ "alerts", required_argument, NULL, 'a' },
 		{ "set", required_argument, NULL, 'S' },
 		{ "score-from", required_argument, NULL, 'f' },
+		{ "nab", required_argument, NULL, 'N' },
+		{ "nab-profile", required_argument, NULL, 'P' },
 		{ "score-until", required_argument, NULL, 'u' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -214,6 +241,8 @@ cmd_backtest(int argc, char **argv)
 		case 'l': bo.label = optarg; break;
 		case 'L': bo.labels_file = optarg; break;
 		case 'a': bo.alerts = optarg; break;
+		case 'N': bo.nab_windows = optarg; break;
+		case 'P': bo.nab_profile = optarg; break;
 		case 'f':
 		case 'u': {
 			int64_t t = cli_time(optarg);

@@ -679,6 +679,13 @@ typedef struct tide_backtest_opts {
 	/** Score only the input events of this stretch of event time (ns; 0:
 	 *  unbounded): the rules run over everything, history included. */
 	int64_t score_from, score_until;
+	/** NAB scoring: NAB's windows file (labels/combined_windows.json); each
+	 *  input subject is a series named as in it (e.g.
+	 *  "realKnownCause/nyc_taxi.csv"), and a flagged reading is a
+	 *  detection.  @p nab_profile: "standard" (NULL), "reward_low_FP_rate"
+	 *  or "reward_low_FN_rate". */
+	const char *nab_windows;
+	const char *nab_profile;
 	/** "name=value" overrides of the scripts' tide.param(name, default),
 	 *  NULL-terminated; may be NULL. */
 	const char *const *sets;
@@ -696,6 +703,10 @@ enum {
 				  ones, fp = emitted events */
 	TIDE_BACKTEST_STATE, /**< a projection's state at the end: consumer = the
 				  projection, type = the key, json */
+	TIDE_BACKTEST_NAB,   /**< NAB: a series (type = its name) with its raw
+				  score, then the total (type "") with NAB's
+				  normalised score; tp = windows detected, fp =
+				  false detections, fn = windows missed */
 };
 
 /** One item.  Everything is valid only during the callback. */
@@ -710,6 +721,7 @@ typedef struct tide_backtest_item {
 	double precision, recall, f1; /**< SCORE (NAN when undefined) */
 	const char *json;             /**< STATE: the state as JSON, @p len bytes */
 	size_t len;
+	double score; /**< NAB: raw (a series) or normalised (the total) */
 } tide_backtest_item;
 
 typedef void tide_backtest_fn(void *ud, const tide_backtest_item *it);

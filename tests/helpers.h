@@ -208,5 +208,6 @@ Suite *rules_suite(void);
 Suite *turns_suite(void);
 Suite *check_suite(void);
 Suite *backtest_suite(void);
+Suite *nab_suite(void);
 
 #endif

@@ -470,6 +470,63 @@ START_TEST(pack_examples_run)
 }
 END_TEST
 
+/* --nab: a detection at a window's first point scores 100, none 0, one
+ * before the window less. */
+START_TEST(nab_scores_through_backtest)
+{
+	static const char rule[] =
+		"local tide = require 'tide'\n"
+		"tide.on('sensor.reading', function(ev)\n"
+		"  if ev.data.value > 50 then\n"
+		"    tide.emit{ type = 'sensor.anomaly', subject = ev.subject }\n"
+		"  end\n"
+		"end, { name = 'over', from = 'beginning' })\n";
+	const char *dir = th_tmpdir();
+	char path[700], events[700], windows[700], out[16384];
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s", th_write(dir, "r.lua", rule));
+	snprintf(windows, sizeof windows, "%s",
+		 th_write(dir, "windows.json",
+			  "{\"a/s.csv\": [[\"2026-01-01 08:20:00.000000\", "
+			  "\"2026-01-01 09:59:00.000000\"]], \"a/quiet.csv\": []}"));
+	snprintf(events, sizeof events, "%s/e.ndjson", dir);
+	f = fopen(events, "w");
+	ck_assert_ptr_nonnull(f);
+	/* 1000 minutes from 00:00; the window is minutes 500-599 */
+	for (int i = 0; i < 1000; i++)
+		fprintf(f,
+			"{\"specversion\":\"1.0\",\"id\":\"r%d\",\"source\":\"/t\","
+			"\"type\":\"sensor.reading\",\"subject\":\"a/s.csv\","
+			"\"time\":\"2026-01-01T%02d:%02d:00Z\",\"data\":{\"value\":%d}}\n",
+			i, i / 60, i % 60, i == 500 ? 100 : 1);
+	fclose(f);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' backtest -s '%s' --nab '%s' '%s' 2>&1",
+			       TIDE_BIN, path, windows, events),
+			 0);
+	ck_assert_msg(strstr(out,
+			     "NAB score (normalised: 100 perfect, 0 no detection): 100.0  (1 "
+			     "windows detected, 0 false detections, 0 windows missed)") != NULL,
+		      "%s", out);
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' backtest -s '%s' --nab '%s' --set x=1 "
+			       "--nab-profile reward_low_FN_rate '%s' 2>&1 && sed -i "
+			       "'s/\"value\":100/\"value\":2/' '%s' && '%s' backtest -s '%s' --nab "
+			       "'%s' '%s' 2>&1",
+			       TIDE_BIN, path, windows, events, events, TIDE_BIN, path, windows,
+			       events),
+			 0);
+	ck_assert_msg(strstr(out, "normalised: 100 perfect, 0 no detection): 0.0  (0 windows "
+				  "detected, 0 false detections, 1 windows missed)") != NULL,
+		      "%s", out);
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' backtest -s '%s' --nab '%s' --nab-profile best '%s' 2>&1",
+			       TIDE_BIN, path, windows, events),
+			 1);
+	ck_assert_msg(strstr(out, "unknown NAB profile 'best'") != NULL, "%s", out);
+}
+END_TEST
+
 Suite *
 backtest_suite(void)
 {
@@ -484,6 +541,7 @@ backtest_suite(void)
 	tcase_add_test(tc, tide_test_compares_with_expectations);
 	tcase_add_test(tc, params_from_the_command_line);
 	tcase_add_test(tc, pack_examples_run);
+	tcase_add_test(tc, nab_scores_through_backtest);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	return s;

@@ -1,0 +1,203 @@
+/*
+ * test_nab.c - NAB's scoring (nab.h) against the benchmark's published
+ * results: the windowed Gaussian detector's per-row anomaly scores in
+ * ../shared/testdata/iot/NAB/results, thresholded as NAB's thresholds
+ * file says, must score what NAB's own scores file says for each series.
+ * Skipped without the data; hand-made series are checked always.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <yajl/yajl_tree.h>
+
+#include "helpers.h"
+#include "nab.h"
+
+#define MIN_NS 60000000000ll
+
+/* A series of @p n minutes, one window at [ws, we]: the score of
+ * detections at @p d (a -1-terminated list of indexes). */
+static tidei_nab_score
+score_of(size_t n, long ws, long we, const long *d)
+{
+	int64_t *t = calloc(n, sizeof *t), win[2];
+	uint8_t *det = calloc(n, 1);
+	tidei_nab_score s;
+
+	for (size_t i = 0; i < n; i++)
+		t[i] = (int64_t)i * MIN_NS;
+	for (; *d >= 0; d++)
+		det[*d] = 1;
+	win[0] = ws * MIN_NS;
+	win[1] = we * MIN_NS;
+	ck_assert_int_eq(tidei_nab_score_series(t, det, n, win, 1, &tidei_nab_standard, &s), 0);
+	free(t);
+	free(det);
+	return s;
+}
+
+START_TEST(scores_by_hand)
+{
+	/* 1000 points (probation: the first 150), a window at 500-599 */
+	tidei_nab_score s;
+
+	s = score_of(1000, 500, 599, (long[]){ -1 });
+	ck_assert(fabs(s.score - -1.0) < 1e-12 && s.fn == 1 && s.windows == 1);
+	ck_assert(fabs(tidei_nab_normalised(s.score, s.null_score, s.perfect)) < 1e-12);
+	/* at the window's first point: a perfect score */
+	s = score_of(1000, 500, 599, (long[]){ 500, -1 });
+	ck_assert(fabs(s.score - 1.0) < 1e-12 && s.tp == 1 && s.fn == 0);
+	ck_assert(fabs(tidei_nab_normalised(s.score, s.null_score, s.perfect) - 100) < 1e-9);
+	/* later in the window is worth less; the best detection counts once */
+	s = score_of(1000, 500, 599, (long[]){ 590, 550, -1 });
+	ck_assert(s.score < 1.0 && s.score > 0 && s.tp == 1);
+	/* before any window a false positive costs the whole fpWeight; in the
+	 * probationary period nothing counts */
+	s = score_of(1000, 500, 599, (long[]){ 300, 100, -1 });
+	ck_assert(fabs(s.score - (-1.0 - 0.11)) < 1e-12 && s.fp == 1);
+	/* just after a window it costs little */
+	s = score_of(1000, 500, 599, (long[]){ 500, 601, -1 });
+	ck_assert(s.score > 1.0 - 0.11 && s.score < 1.0 && s.fp == 1);
+	/* a window at no point of the series */
+	{
+		int64_t t[3] = { 0, MIN_NS, 2 * MIN_NS }, w[2] = { 5, 6 };
+		uint8_t det[3] = { 0 };
+		ck_assert_int_eq(tidei_nab_score_series(t, det, 3, w, 1, &tidei_nab_standard, &s),
+				 -1);
+	}
+}
+END_TEST
+
+static int64_t
+parse_ts(const char *s)
+{
+	struct tm tm;
+
+	memset(&tm, 0, sizeof tm);
+	if (sscanf(s, "%d-%d-%d %d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+		   &tm.tm_min, &tm.tm_sec) != 6)
+		return -1;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	return (int64_t)timegm(&tm) * 1000000000ll;
+}
+
+/* The published score of @p file in @p scores (CSV), or NAN. */
+static double
+published(const char *scores, const char *file)
+{
+	FILE *f = fopen(scores, "r");
+	char line[1024];
+	double v = NAN;
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof line, f) != NULL) {
+		char *fields[6], *save = NULL, *p = line;
+		int k = 0;
+		for (; k < 6 && (fields[k] = strtok_r(p, ",", &save)) != NULL; k++)
+			p = NULL;
+		if (k == 6 && strcmp(fields[2], file) == 0)
+			v = atof(fields[4]);
+	}
+	fclose(f);
+	return v;
+}
+
+START_TEST(scores_as_nab_publishes)
+{
+	const char *found = th_testdata("iot/NAB");
+	char nab[800];
+	const char *names[] = { "ambient_temperature_system_failure",
+				"cpu_utilization_asg_misconfiguration",
+				"ec2_request_latency_system_failure",
+				"machine_temperature_system_failure",
+				"nyc_taxi",
+				"rogue_agent_key_hold",
+				"rogue_agent_key_updown" };
+	char path[1024], err[256];
+	yajl_val windows;
+	char *text;
+	int checked = 0;
+
+	if (found == NULL)
+		return; /* no ../shared/testdata: the hand-made cases only */
+	snprintf(nab, sizeof nab, "%s", found); /* th_testdata's buffers are reused */
+	snprintf(path, sizeof path, "%s/labels/combined_windows.json", nab);
+	text = th_slurp(path);
+	ck_assert_ptr_nonnull(text);
+	windows = yajl_tree_parse(text, err, sizeof err);
+	ck_assert_ptr_nonnull(windows);
+	for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
+		char file[256], line[1024];
+		const char *key[] = { file, NULL };
+		yajl_val w;
+		int64_t *t = NULL, *win;
+		uint8_t *det = NULL;
+		size_t n = 0, cap = 0, nw;
+		tidei_nab_score s;
+		double want;
+		FILE *f;
+
+		snprintf(file, sizeof file, "realKnownCause/%s.csv", names[k]);
+		snprintf(path, sizeof path,
+			 "%s/results/windowedGaussian/realKnownCause/windowedGaussian_%s.csv", nab,
+			 names[k]);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		while (fgets(line, sizeof line, f) != NULL) {
+			char *c1 = strchr(line, ','), *c2 = c1 ? strchr(c1 + 1, ',') : NULL;
+			int64_t ts = parse_ts(line);
+			if (ts < 0 || c2 == NULL)
+				continue; /* the header */
+			if (n == cap) {
+				cap = cap ? cap * 2 : 4096;
+				t = realloc(t, cap * sizeof *t);
+				det = realloc(det, cap);
+			}
+			t[n] = ts;
+			det[n++] = atof(c2 + 1) >= 1.0; /* the standard profile's threshold */
+		}
+		fclose(f);
+		w = yajl_tree_get(windows, key, yajl_t_array);
+		ck_assert_ptr_nonnull(w);
+		nw = w->u.array.len;
+		win = calloc(2 * nw + 1, sizeof *win);
+		for (size_t i = 0; i < nw; i++) {
+			yajl_val pair = w->u.array.values[i];
+			win[2 * i] = parse_ts(YAJL_GET_STRING(pair->u.array.values[0]));
+			win[2 * i + 1] = parse_ts(YAJL_GET_STRING(pair->u.array.values[1]));
+		}
+		ck_assert_int_eq(
+			tidei_nab_score_series(t, det, n, win, nw, &tidei_nab_standard, &s), 0);
+		snprintf(path, sizeof path,
+			 "%s/results/windowedGaussian/windowedGaussian_standard_scores.csv", nab);
+		want = published(path, file);
+		ck_assert_msg(fabs(s.score - want) < 1e-6, "%s: %.9f, NAB says %.9f", file, s.score,
+			      want);
+		checked++;
+		free(t);
+		free(det);
+		free(win);
+	}
+	ck_assert_int_eq(checked, 7);
+	yajl_tree_free(windows);
+	free(text);
+}
+END_TEST
+
+Suite *
+nab_suite(void)
+{
+	Suite *s = suite_create("nab");
+	TCase *tc = tcase_create("nab");
+
+	tcase_add_checked_fixture(tc, NULL, th_cleanup);
+	tcase_add_test(tc, scores_by_hand);
+	tcase_add_test(tc, scores_as_nab_publishes);
+	suite_add_tcase(s, tc);
+	return s;
+}
