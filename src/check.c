@@ -107,7 +107,8 @@ report_consumer(check *c, tidei_consumers *cs, size_t k)
 	c->ntimers = 0;
 	tidei_rule_timer_names(cn->rule, tidei_script_state(tidei_consumers_script(cs)), add_timer,
 			       c);
-	qsort(c->timers, c->ntimers, sizeof *c->timers, by_name);
+	if (c->ntimers > 1)
+		qsort(c->timers, c->ntimers, sizeof *c->timers, by_name);
 	for (size_t i = 0; i < c->ntimers; i++) {
 		report(c, TIDE_CHECK_TIMER, c->timers[i], cn->name, NULL, NULL);
 		free(c->timers[i]);

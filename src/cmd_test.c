@@ -436,7 +436,8 @@ run_path(opts *o, const char *path)
 			sprintf(names[n++], "%s/%s", path, e->d_name);
 	}
 	closedir(d);
-	qsort(names, n, sizeof *names, by_name);
+	if (n > 1)
+		qsort(names, n, sizeof *names, by_name);
 	for (size_t i = 0; i < n; i++)
 		run_path(o, names[i]);
 	if (n == 0) {

@@ -94,7 +94,8 @@ emit_lines(const char *text)
 		}
 		v[n++] = strdup(src); /* from the source on: ids count seqs, which differ */
 	}
-	qsort(v, n, sizeof *v, cmp_str);
+	if (n > 1)
+		qsort(v, n, sizeof *v, cmp_str);
 	for (size_t k = 0; k < n; k++) {
 		sb_printf(&b, "%s\n", v[k]);
 		free(v[k]);

@@ -7,10 +7,10 @@
 -- next anomaly.
 --
 -- Parameters:
---   detector.alpha    0.02   weight of a new reading in the mean
---   detector.z        5      alert at this many deviations
+--   detector.alpha    0.005  weight of a new reading in the mean
+--   detector.z        6      alert at this many deviations
 --   detector.warmup   100    readings before it may alert
---   detector.quiet    "2h"   no second alert for a sensor within this
+--   detector.quiet    "18h"  no second alert for a sensor within this
 --
 -- Score: 0.5 at z, toward 1 at twice z.
 
@@ -18,10 +18,10 @@ local tide = require "tide"
 local alert = require "tide.alert"
 local stats = tide.stats
 
-local ALPHA = tide.param("detector.alpha", 0.02)
-local Z = tide.param("detector.z", 5)
+local ALPHA = tide.param("detector.alpha", 0.005)
+local Z = tide.param("detector.z", 6)
 local WARMUP = tide.param("detector.warmup", 100)
-local QUIET = tide.duration(tide.param("detector.quiet", "2h"))
+local QUIET = tide.duration(tide.param("detector.quiet", "18h"))
 
 tide.on("sensor.reading", function(ev, st, sensor)
   if not st then return end -- no key: not for this rule

@@ -1,0 +1,10 @@
+#!/bin/sh
+# The default detector's NAB score as rules/README.md reports it.
+# Skipped (77) without ../shared/testdata.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+out=$("$here/data/nab_scores.sh") || exit $?
+echo "$out" | tail -2
+case $out in *"no detection): 48.4  (82 windows detected, 367 false detections, 34 windows missed)"*) ;;
+*) echo "not the NAB score rules/README.md reports" >&2; exit 1 ;; esac
+echo "nab score: as reported"
