@@ -22,10 +22,11 @@
  * log.
  *
  * An emitted event is built by the script through tidei_evb and completed
- * here: a default source ("/tide/<consumer>") and a deterministic id
+ * by emit.c: a default source ("/tide/<consumer>") and a deterministic id
  * ("<cause seq>.<n>"), causationid = the cause's id, correlationid = the
  * cause's correlationid or id.  A handler's emits are kept aside during
- * the call and appended only if the call succeeds.
+ * the call and appended only if the call succeeds.  When a retry is due
+ * and what the log keeps of it is pending.c's.
  *
  * This module owns the Lua state of the scripts (through script.c) and
  * the consumer table; it does not touch sockets or decide when turns
@@ -282,68 +283,6 @@ host_once(void *ud, const char *key, size_t n, int *first, char *err)
 	/* written now: claims and what they guard stay together */
 	cs->must_write = 1;
 	return TIDE_OK;
-}
-
-static int
-set_default(tidei_evb *b, int attr, const char *val, size_t n)
-{
-	if (b->seen & (1u << attr))
-		return 0;
-	return tidei_evb_string(b, tidei_attr_names[attr], strlen(tidei_attr_names[attr]), val, n);
-}
-
-int
-tidei_emit_prepare(tidei_evb *b, const char *consumer, const struct tide_event *cause, size_t k,
-		   unsigned max_depth, char *err)
-{
-	return tidei_emit_prepare_tagged(b, consumer, cause, "", k, INT64_MIN, max_depth, err);
-}
-
-int
-tidei_emit_prepare_tagged(tidei_evb *b, const char *consumer, const struct tide_event *cause,
-			  const char *tag, size_t k, int64_t at, unsigned max_depth, char *err)
-{
-	unsigned depth = tidei_event_depth(cause) + 1;
-	char tmp[256];
-	int n;
-
-	if (b->expect >= 0)
-		return tidei_err(err, TIDE_EINVAL, "%s is for producers, not for emitted events",
-				 TIDEI_EXPECT_ATTR);
-	/* Handlers that emit what they (or others) react to make a loop that
-	 * would fill the disk: it ends at the bound, with a dead letter. */
-	if ((max_depth && depth > max_depth) || depth > UINT16_MAX)
-		return tidei_err(err, TIDE_EINVAL,
-				 "this event would be the %u%s emit in a chain from a published "
-				 "event (at most %u: max_emit_depth); do handlers emit what they "
-				 "react to?",
-				 depth,
-				 depth % 10 == 1 && depth % 100 != 11   ? "st"
-				 : depth % 10 == 2 && depth % 100 != 12 ? "nd"
-				 : depth % 10 == 3 && depth % 100 != 13 ? "rd"
-									: "th",
-				 max_depth ? max_depth : UINT16_MAX);
-	b->depth = (uint16_t)depth;
-	n = snprintf(tmp, sizeof tmp, "/tide/%s", consumer);
-	set_default(b, TIDEI_A_SOURCE, tmp, (size_t)n);
-	n = snprintf(tmp, sizeof tmp, "%llu.%s%zu", (unsigned long long)cause->seq, tag, k);
-	set_default(b, TIDEI_A_ID, tmp, (size_t)n);
-	set_default(b, TIDEI_A_CAUSATIONID, cause->attr[TIDEI_A_ID], cause->len[TIDEI_A_ID]);
-	/* it happened when its cause did (or when the timer fell due): rules
-	 * that react to it see it at that point of event time */
-	if (at != INT64_MIN) {
-		n = (int)tidei_time_format(tmp, at);
-		set_default(b, TIDEI_A_TIME, tmp, (size_t)n);
-	} else if (cause->attr[TIDEI_A_TIME] != NULL) {
-		set_default(b, TIDEI_A_TIME, cause->attr[TIDEI_A_TIME], cause->len[TIDEI_A_TIME]);
-	}
-	if (cause->attr[TIDEI_A_CORRELATIONID] != NULL)
-		set_default(b, TIDEI_A_CORRELATIONID, cause->attr[TIDEI_A_CORRELATIONID],
-			    cause->len[TIDEI_A_CORRELATIONID]);
-	else
-		set_default(b, TIDEI_A_CORRELATIONID, cause->attr[TIDEI_A_ID],
-			    cause->len[TIDEI_A_ID]);
-	return b->invalid ? tidei_err(err, TIDE_EEVENT, "%s", b->err) : TIDE_OK;
 }
 
 static int
@@ -1140,49 +1079,6 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 	return append_emits(cs, c, ev, log, appended, err);
 }
 
-static int64_t
-backoff(const tidei_consumer *c, uint32_t attempts)
-{
-	int64_t d = c->backoff_ns;
-
-	for (uint32_t k = 1; k < attempts && d < c->backoff_max_ns; k++)
-		d *= 2;
-	return d < c->backoff_max_ns ? d : c->backoff_max_ns;
-}
-
-static int
-persist(tidei_consumer *c, tidei_log *log, const tidei_pending *p, char *err)
-{
-	int rc = p->done ? tidei_log_pending_del(log, c->name, p->seq)
-			 : tidei_log_pending_put(log, c->name, p->seq, &p->r);
-
-	return rc == TIDE_OK ? TIDE_OK : tidei_err(err, rc, "%s", log->err);
-}
-
-/* The event at @p i is resolved: let the next waiting event of its
- * subject go, due now. */
-static int
-release(tidei_consumer *c, tidei_log *log, size_t i, char *err)
-{
-	uint64_t subject = c->pend[i].subject;
-
-	if (subject == 0)
-		return TIDE_OK;
-	for (size_t k = i + 1; k < c->npend; k++) {
-		tidei_pending *p = &c->pend[k];
-		if (p->done || p->subject != subject)
-			continue;
-		if (p->r.state == TIDEI_PENDING_WAITING) {
-			p->r.state = TIDEI_PENDING_RETRY;
-			p->r.attempts = 0;
-			p->r.next_at = 0;
-			return persist(c, log, p, err);
-		}
-		return TIDE_OK;
-	}
-	return TIDE_OK;
-}
-
 /* A failed try of pending event @p p: back off, or give up. */
 static int
 failed_try(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, size_t i,
@@ -1194,12 +1090,12 @@ failed_try(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, size_t i,
 
 	p->r.attempts++;
 	if (ok == 0 && p->r.attempts <= c->retries) {
-		p->r.next_at = now + backoff(c, p->r.attempts);
+		p->r.next_at = now + tidei_pend_backoff(c, p->r.attempts);
 		LOG(cs, TIDE_LOG_WARN,
 		    "consumer '%s' failed on event %llu (type %s, id %s), attempt %u of %u: %s",
 		    c->name, (unsigned long long)p->seq, ev->attr[TIDEI_A_TYPE],
 		    ev->attr[TIDEI_A_ID], p->r.attempts, c->retries + 1, why);
-		return persist(c, log, p, err);
+		return tidei_pend_persist(c, log, p, err);
 	} else {
 		tidei_dead_rec d;
 		uint32_t before = 0;
@@ -1220,9 +1116,9 @@ failed_try(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, size_t i,
 		    c->name, (unsigned long long)p->seq, ev->attr[TIDEI_A_TYPE],
 		    ev->attr[TIDEI_A_ID], d.attempts, why, (unsigned long long)p->seq);
 		tidei_pend_done(c, i);
-		if ((rc = persist(c, log, p, err)) != TIDE_OK)
+		if ((rc = tidei_pend_persist(c, log, p, err)) != TIDE_OK)
 			return rc;
-		return release(c, log, i, err);
+		return tidei_pend_release(c, log, i, err);
 	}
 }
 
@@ -1268,8 +1164,8 @@ run_pending(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, int64_t now,
 			if (p->r.from_dlq)
 				tidei_log_dead_del(log, c->name, p->seq);
 			tidei_pend_done(c, k);
-			if ((rc = persist(c, log, p, err)) != TIDE_OK ||
-			    (rc = release(c, log, k, err)) != TIDE_OK)
+			if ((rc = tidei_pend_persist(c, log, p, err)) != TIDE_OK ||
+			    (rc = tidei_pend_release(c, log, k, err)) != TIDE_OK)
 				break;
 		} else if ((rc = failed_try(cs, c, log, k, &ev, why, where, ok, now, err)) !=
 			   TIDE_OK) {

@@ -142,3 +142,50 @@ tidei_pend_find(tidei_consumer *c, uint64_t seq, size_t *at)
 	*at = lo;
 	return lo < c->npend && c->pend[lo].seq == seq ? &c->pend[lo] : NULL;
 }
+
+/* ------------------------------------------------------------------------
+ * Retries: when, and what the log keeps
+ * ------------------------------------------------------------------------ */
+
+int64_t
+tidei_pend_backoff(const tidei_consumer *c, uint32_t attempts)
+{
+	int64_t d = c->backoff_ns;
+
+	for (uint32_t k = 1; k < attempts && d < c->backoff_max_ns; k++)
+		d *= 2;
+	return d < c->backoff_max_ns ? d : c->backoff_max_ns;
+}
+
+int
+tidei_pend_persist(tidei_consumer *c, tidei_log *log, const tidei_pending *p, char *err)
+{
+	int rc = p->done ? tidei_log_pending_del(log, c->name, p->seq)
+			 : tidei_log_pending_put(log, c->name, p->seq, &p->r);
+
+	return rc == TIDE_OK ? TIDE_OK : tidei_err(err, rc, "%s", log->err);
+}
+
+/* The event at @p i is resolved: let the next waiting event of its
+ * subject go, due now. */
+int
+tidei_pend_release(tidei_consumer *c, tidei_log *log, size_t i, char *err)
+{
+	uint64_t subject = c->pend[i].subject;
+
+	if (subject == 0)
+		return TIDE_OK;
+	for (size_t k = i + 1; k < c->npend; k++) {
+		tidei_pending *p = &c->pend[k];
+		if (p->done || p->subject != subject)
+			continue;
+		if (p->r.state == TIDEI_PENDING_WAITING) {
+			p->r.state = TIDEI_PENDING_RETRY;
+			p->r.attempts = 0;
+			p->r.next_at = 0;
+			return tidei_pend_persist(c, log, p, err);
+		}
+		return TIDE_OK;
+	}
+	return TIDE_OK;
+}

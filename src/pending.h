@@ -30,4 +30,14 @@ int tidei_pend_blocked(tidei_consumer *c, uint64_t subject);
 /** The entry of @p seq, or NULL; *@p at is where it is or would go. */
 tidei_pending *tidei_pend_find(tidei_consumer *c, uint64_t seq, size_t *at);
 
+/** The wait before retry @p attempts of @p c: its backoff, doubling, at
+ *  most its maximum. */
+int64_t tidei_pend_backoff(const tidei_consumer *c, uint32_t attempts);
+/** Write entry @p p (or delete it, when done) in @p log's open write
+ *  transaction. */
+int tidei_pend_persist(tidei_consumer *c, tidei_log *log, const tidei_pending *p, char *err);
+/** The event at @p i is resolved: the next event waiting behind it (same
+ *  subject) is let go, due now, and written so. */
+int tidei_pend_release(tidei_consumer *c, tidei_log *log, size_t i, char *err);
+
 #endif
