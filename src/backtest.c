@@ -74,19 +74,6 @@ typedef struct bt {
 	size_t ncounts, ccap;
 } bt;
 
-static void
-host_log(void *ud, int level, const char *fmt, ...)
-{
-	va_list ap;
-
-	(void)ud;
-	(void)level;
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
 /* The projections' news (building, live) is not the backtest's. */
 static void
 proj_log(void *ud, int level, const char *fmt, ...)
@@ -892,17 +879,11 @@ backtest_impl(const tide_backtest_opts *o, tide_backtest_fn *fn, void *ud, char 
 	if ((rc = tidei_scratch_open(b.dir, sizeof b.dir, "backtest", &b.scratch, b.err)) !=
 	    TIDE_OK)
 		goto out;
-	memset(&co, 0, sizeof co);
-	co.script.instruction_budget = TIDEI_DEFAULT_BUDGET;
-	co.script.time_limit_ns = TIDEI_DEFAULT_TIME_NS;
+	tidei_lua_path(&path, NULL, o->scripts, nscripts);
+	tidei_consumers_opts_offline(&co, path.failed ? NULL : (const char *)path.p);
 	co.script.memory_limit = (size_t)2 << 30;
 	co.script.params = o->sets;
-	tidei_lua_path(&path, NULL, o->scripts, nscripts);
-	co.script.lua_path = path.failed ? NULL : (const char *)path.p;
-	co.max_event = 1 << 20;
-	co.max_depth = TIDEI_DEFAULT_EMIT_DEPTH;
 	co.turn_budget = BATCH; /* a batch in few turns: fewer commits */
-	co.log = host_log;
 	co.projection = host_projection;
 	co.projection_ud = &b;
 	co.query = host_query;

@@ -24,20 +24,6 @@ typedef struct check {
 	size_t ntimers, tcap;
 } check;
 
-static void
-host_log(void *ud, int level, const char *fmt, ...)
-{
-	va_list ap;
-
-	(void)ud;
-	(void)level;
-	/* print() while a script loads: shown, as tide run would log it */
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
 static int
 host_projection(void *ud, lua_State *L, const char *name, int spec, const char *script,
 		const char *where, char *err)
@@ -146,15 +132,8 @@ check_impl(const char *const *scripts, tide_check_fn *fn, void *ud, char *err)
 	c.ud = ud;
 	while (scripts[n] != NULL)
 		n++;
-	memset(&co, 0, sizeof co);
-	co.script.instruction_budget = TIDEI_DEFAULT_BUDGET;
-	co.script.time_limit_ns = TIDEI_DEFAULT_TIME_NS;
-	co.script.memory_limit = TIDEI_DEFAULT_MEMORY;
 	tidei_lua_path(&path, NULL, scripts, n);
-	co.script.lua_path = path.failed ? NULL : (const char *)path.p;
-	co.max_event = 1 << 20;
-	co.max_depth = TIDEI_DEFAULT_EMIT_DEPTH;
-	co.log = host_log;
+	tidei_consumers_opts_offline(&co, path.failed ? NULL : (const char *)path.p);
 	co.projection = host_projection;
 	co.projection_ud = &c;
 	if ((rc = tidei_consumers_new(&cs, &co, err)) != TIDE_OK)

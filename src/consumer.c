@@ -449,6 +449,33 @@ host_log(void *ud, int level, const char *msg)
  * Lifecycle
  * ------------------------------------------------------------------------ */
 
+/* Messages of scripts run outside an engine: on stderr, a line each. */
+static void
+stderr_log(void *ud, int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	(void)ud;
+	(void)level;
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+void
+tidei_consumers_opts_offline(tidei_consumers_opts *co, const char *lua_path)
+{
+	memset(co, 0, sizeof *co);
+	co->script.instruction_budget = TIDEI_DEFAULT_BUDGET;
+	co->script.time_limit_ns = TIDEI_DEFAULT_TIME_NS;
+	co->script.memory_limit = TIDEI_DEFAULT_MEMORY;
+	co->script.lua_path = lua_path;
+	co->max_event = 1 << 20; /* the engine's defaults */
+	co->max_depth = TIDEI_DEFAULT_EMIT_DEPTH;
+	co->log = stderr_log;
+}
+
 int
 tidei_consumers_new(tidei_consumers **out, const tidei_consumers_opts *o, char *err)
 {

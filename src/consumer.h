@@ -82,6 +82,11 @@ typedef struct tidei_consumers_opts {
 
 typedef struct tidei_consumers tidei_consumers;
 
+/** @p co set for scripts run outside an engine (tide check, tide replay,
+ *  tide backtest): the engine's default limits, require() along
+ *  @p lua_path, messages (print() included) on stderr; the rest zero. */
+void tidei_consumers_opts_offline(tidei_consumers_opts *co, const char *lua_path);
+
 int tidei_consumers_new(tidei_consumers **out, const tidei_consumers_opts *o, char *err);
 void tidei_consumers_destroy(tidei_consumers *cs);
 

@@ -98,20 +98,6 @@ host_query(void *ud, lua_State *L, tidei_log *log, const char *name, const char 
 }
 
 static void
-host_log(void *ud, int level, const char *fmt, ...)
-{
-	va_list ap;
-
-	(void)ud;
-	(void)level;
-	/* print() in a replayed script: a diagnostic, kept off the results */
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-static void
 report_error(replay *r, const char *who, uint64_t seq, const char *why)
 {
 	tide_replay_item it;
@@ -336,15 +322,9 @@ replay_impl(const tide_replay_opts *o, tide_replay_fn *fn, void *ud, char *err, 
 	if ((rc = tidei_scratch_open(r.scratch_dir, sizeof r.scratch_dir, "replay", &r.scratch,
 				     r.err)) != TIDE_OK)
 		goto out;
-	memset(&co, 0, sizeof co);
-	co.script.instruction_budget = TIDEI_DEFAULT_BUDGET;
-	co.script.time_limit_ns = TIDEI_DEFAULT_TIME_NS;
-	co.script.memory_limit = (size_t)2 << 30; /* a replay holds every key in memory */
 	tidei_lua_path(&path, NULL, o->scripts, nscripts);
-	co.script.lua_path = path.failed ? NULL : (const char *)path.p;
-	co.max_event = 1 << 20; /* the engine's defaults */
-	co.max_depth = TIDEI_DEFAULT_EMIT_DEPTH;
-	co.log = host_log;
+	tidei_consumers_opts_offline(&co, path.failed ? NULL : (const char *)path.p);
+	co.script.memory_limit = (size_t)2 << 30; /* a replay holds every key in memory */
 	co.projection = host_projection;
 	co.projection_ud = &r;
 	co.query = host_query;

@@ -18,7 +18,8 @@ tidei_scratch_open(char *dir, size_t n, const char *what, tidei_log **out, char 
 	const char *tmp = getenv("TMPDIR");
 
 	*out = NULL;
-	snprintf(dir, n, "%s/tide-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", what);
+	/* mkdtemp() replaces the template's last six characters */
+	snprintf(dir, n, "%s/tide-%s-%s", tmp && *tmp ? tmp : "/tmp", what, "XXXXXX");
 	if (mkdtemp(dir) == NULL) {
 		dir[0] = '\0';
 		return tidei_err(err, TIDE_EIO, "cannot make a scratch directory in %s: %s",

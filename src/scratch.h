@@ -9,8 +9,9 @@
 
 #include "log.h"
 
-/** Make a directory "$TMPDIR/tide-@p what-XXXXXX" (into @p dir, @p n
- *  bytes) and open a log there without fsync.  On failure *dir is "". */
+/** Make a fresh directory under $TMPDIR named "tide-@p what-" and six
+ *  random characters (its path into @p dir, @p n bytes) and open a log
+ *  there without fsync.  On failure *dir is "". */
 int tidei_scratch_open(char *dir, size_t n, const char *what, tidei_log **out, char *err);
 /** Close @p log (may be NULL) and remove @p dir (if not "") with the
  *  files a log makes there. */

@@ -308,3 +308,15 @@ same_lines(const char *got, const char *want)
 		at--;
 	ck_abort_msg("line %zu differs:\n got %.300s\nwant %.300s", line, got + at, want + at);
 }
+
+/* A test case of the rule suites: 120 s, a fresh temporary directory. */
+TCase *
+rules_tcase(Suite *s, const char *name)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_checked_fixture(tc, NULL, th_cleanup);
+	suite_add_tcase(s, tc);
+	return tc;
+}

@@ -43,5 +43,6 @@ void u_abort_turn(urig *u);
 char *log_emits(const char *data);
 char *replay_emits(const rig *r);
 void same_lines(const char *got, const char *want);
+TCase *rules_tcase(Suite *s, const char *name);
 
 #endif

@@ -819,44 +819,33 @@ START_TEST(rules_example_runs)
 }
 END_TEST
 
-static TCase *
-tcase(Suite *s, const char *name)
-{
-	TCase *tc = tcase_create(name);
-
-	tcase_set_timeout(tc, 120);
-	tcase_add_checked_fixture(tc, NULL, th_cleanup);
-	suite_add_tcase(s, tc);
-	return tc;
-}
-
 Suite *
 rules_suite(void)
 {
 	Suite *s = suite_create("rules");
 	TCase *tc;
 
-	tc = tcase(s, "state");
+	tc = rules_tcase(s, "state");
 	tcase_add_test(tc, state_survives_stop_kill_and_reload);
 	tcase_add_test(tc, failed_call_leaves_no_trace);
-	tc = tcase(s, "timers");
+	tc = rules_tcase(s, "timers");
 	tcase_add_test(tc, timers_fire_once_on_event_time);
 	tcase_add_test(tc, recurring_and_cancelled_timers);
 	tcase_add_test(tc, arrival_clock_timers_fire_without_events);
-	tc = tcase(s, "late");
+	tc = rules_tcase(s, "late");
 	tcase_add_test(tc, late_events_are_counted_or_handed_over);
-	tc = tcase(s, "errors");
+	tc = rules_tcase(s, "errors");
 	tcase_add_test(tc, rule_option_errors);
 	tcase_add_test(tc, timer_errors);
-	tc = tcase(s, "windows");
+	tc = rules_tcase(s, "windows");
 	tcase_add_test(tc, windows_aggregate_and_close_across_a_kill);
 	tcase_add_test(tc, window_option_errors);
-	tc = tcase(s, "patterns");
+	tc = rules_tcase(s, "patterns");
 	tcase_add_test(tc, absence_sequence_and_negation);
-	tc = tcase(s, "enrichment");
+	tc = rules_tcase(s, "enrichment");
 	tcase_add_test(tc, projections_and_tables_enrich_rules);
 	tcase_add_test(tc, table_errors);
-	tc = tcase(s, "determinism");
+	tc = rules_tcase(s, "determinism");
 	tcase_add_test(tc, live_equals_replay);
 	tcase_add_test(tc, rules_example_runs);
 	return s;

@@ -605,24 +605,13 @@ START_TEST(busy_turns_write_later_and_a_crash_goes_back)
 }
 END_TEST
 
-static TCase *
-tcase(Suite *s, const char *name)
-{
-	TCase *tc = tcase_create(name);
-
-	tcase_set_timeout(tc, 120);
-	tcase_add_checked_fixture(tc, NULL, th_cleanup);
-	suite_add_tcase(s, tc);
-	return tc;
-}
-
 Suite *
 turns_suite(void)
 {
 	Suite *s = suite_create("turns");
 	TCase *tc;
 
-	tc = tcase(s, "turns");
+	tc = rules_tcase(s, "turns");
 	tcase_add_test(tc, aborted_first_turn_resets_the_clock);
 	tcase_add_test(tc, full_map_in_timers_runs_the_turn_again);
 	tcase_add_test(tc, event_of_a_failed_call_expires);
@@ -631,9 +620,9 @@ turns_suite(void)
 	tcase_add_test(tc, released_event_goes_to_its_handler);
 	tcase_add_test(tc, cache_trimmed_past_its_bound);
 	tcase_add_test(tc, sequence_of_a_type_and_its_subtype);
-	tc = tcase(s, "writes");
+	tc = rules_tcase(s, "writes");
 	tcase_add_test(tc, busy_turns_write_later_and_a_crash_goes_back);
-	tc = tcase(s, "loops");
+	tc = rules_tcase(s, "loops");
 	tcase_set_timeout(tc, 15); /* what failed here never ended */
 	tcase_add_test(tc, timer_set_in_the_past_by_a_timer_waits);
 	tcase_add_test(tc, extreme_times_do_not_wrap);
