@@ -25,6 +25,7 @@
 #include "keymap.h"
 #include "nab.h"
 #include "projection.h"
+#include "rule.h"
 #include "scratch.h"
 #include "tide.h"
 
@@ -757,7 +758,56 @@ on_state(void *ud, const char *key, size_t klen, const char *json, size_t jlen)
 	return 0;
 }
 
-/* Every projection's states at the end, key by key. */
+static int
+on_rule_state(void *ud, const char *key, size_t klen, const char *json, size_t jlen)
+{
+	state_walk *w = ud;
+	tide_backtest_item it;
+	char k[TIDEI_RULE_KEY_MAX + 1];
+
+	memset(&it, 0, sizeof it);
+	it.kind = TIDE_BACKTEST_RULE;
+	it.consumer = w->projection;
+	snprintf(k, sizeof k, "%.*s", (int)klen, key);
+	it.type = k;
+	it.json = json;
+	it.len = jlen;
+	w->b->fn(w->b->ud, &it);
+	return 0;
+}
+
+/* Every rule's states at the end, once the consumers wrote them. */
+static int
+report_rules(bt *b)
+{
+	MDB_txn *txn;
+	int rc;
+
+	if ((rc = tidei_log_begin(b->scratch)) != TIDE_OK)
+		return tidei_err(b->err, rc, "%s", b->scratch->err);
+	if ((rc = tidei_consumers_write(b->cs, b->scratch, b->err)) != TIDE_OK) {
+		tidei_log_abort(b->scratch);
+		return rc;
+	}
+	if ((rc = tidei_log_commit(b->scratch)) != TIDE_OK)
+		return tidei_err(b->err, rc, "%s", b->scratch->err);
+	tidei_consumers_committed(b->cs);
+	if ((rc = tidei_log_read_begin(b->scratch, &txn)) != TIDE_OK)
+		return tidei_err(b->err, rc, "%s", b->scratch->err);
+	for (size_t k = 0; k < tidei_consumers_count(b->cs) && rc == TIDE_OK; k++) {
+		const tidei_consumer *c = tidei_consumers_at(b->cs, k);
+		state_walk w = { b, c->name };
+		if (c->rule == NULL)
+			continue;
+		rc = tidei_rule_states_read(b->scratch, txn, c->name, on_rule_state, &w);
+		if (rc != TIDE_OK)
+			tidei_err(b->err, rc, "cannot read the states of rule %s", c->name);
+	}
+	tidei_log_read_end(b->scratch);
+	return rc;
+}
+
+/* Every projection's states at the end, key by key, then the rules'. */
 static int
 report_states(bt *b)
 {
@@ -772,7 +822,7 @@ report_states(bt *b)
 			return tidei_err(b->err, rc, "cannot read projection %s: %s", w.projection,
 					 b->scratch->err);
 	}
-	return TIDE_OK;
+	return report_rules(b);
 }
 
 /* Walk the scratch log: report and count what was emitted, then score. */

@@ -133,7 +133,8 @@ on_item(void *ud, const tide_backtest_item *it)
 		fprintf(o->sum, "  (tp %llu, fp %llu, fn %llu)\n", (unsigned long long)it->tp,
 			(unsigned long long)it->fp, (unsigned long long)it->fn);
 		break;
-	case TIDE_BACKTEST_STATE: break; /* (tide test compares them) */
+	case TIDE_BACKTEST_STATE:
+	case TIDE_BACKTEST_RULE: break; /* (tide test compares them) */
 	case TIDE_BACKTEST_NAB:
 		if (o->quiet)
 			break;

@@ -33,15 +33,18 @@ static const char usage_text[] =
 	"NAME.expected.ndjson (the emitted events expected, in order, each a JSON\n"
 	"object of the members to compare: type, subject, data, time...), or a\n"
 	"directory of such files.  With NAME.state.ndjson beside them too, the\n"
-	"projections' states at the end must be those it lists, one per line:\n"
-	"{\"projection\":P,\"key\":K,\"state\":{...}}.\n"
+	"states at the end must be those it lists, one per line: a projection's\n"
+	"{\"projection\":P,\"key\":K,\"state\":{...}} or a rule's\n"
+	"{\"rule\":R,\"key\":K,\"state\":{...}} (when it lists any of either kind,\n"
+	"it lists all the states of that kind).\n"
 	"\n"
 	"options:\n"
 	"  -s, --script FILE   script to run (repeatable)\n"
 	"      --set NAME=VALUE  the scripts' tide.param(NAME, default) gives VALUE\n"
 	"      --update        write NAME.expected.ndjson from what the scripts emit\n"
 	"                      (type, subject and data of each), and NAME.state.ndjson\n"
-	"                      from the projections' states, instead of comparing\n"
+	"                      from the projections' and rules' states, instead of\n"
+	"                      comparing\n"
 	"  -v, --verbose       print every emitted event of a failing case\n"
 	"  -q, --quiet         only failures and the final line\n"
 	"  -h, --help          show this help\n"
@@ -91,8 +94,9 @@ on_item(void *ud, const tide_backtest_item *it)
 	const char *json;
 	size_t len;
 
-	if (it->kind == TIDE_BACKTEST_STATE) {
+	if (it->kind == TIDE_BACKTEST_STATE || it->kind == TIDE_BACKTEST_RULE) {
 		/* as a line of NAME.state.ndjson */
+		const char *whose = it->kind == TIDE_BACKTEST_RULE ? "rule" : "projection";
 		yajl_gen y = yajl_gen_alloc(NULL);
 		const unsigned char *buf;
 		size_t blen;
@@ -100,7 +104,7 @@ on_item(void *ud, const tide_backtest_item *it)
 		if (y == NULL)
 			return;
 		yajl_gen_map_open(y);
-		yajl_gen_string(y, (const unsigned char *)"projection", 10);
+		yajl_gen_string(y, (const unsigned char *)whose, strlen(whose));
 		yajl_gen_string(y, (const unsigned char *)it->consumer, strlen(it->consumer));
 		yajl_gen_string(y, (const unsigned char *)"key", 3);
 		yajl_gen_string(y, (const unsigned char *)it->type, strlen(it->type));
@@ -254,34 +258,70 @@ print_expectation(FILE *f, const char *json)
 	yajl_tree_free(v);
 }
 
-/* The projections' states at the end against NAME.state.ndjson, when
- * there is one: each line's state must be the one the projection holds
- * for that key.  1 if they agree (or there is nothing to check). */
+/* Whose state line @p line is: 0 a projection's, 1 a rule's, -1 neither. */
 static int
-check_states(const opts *o, const char *input, const char *path, const emitted *g)
+whose(const char *line)
 {
+	if (strncmp(line, "{\"projection\":", 14) == 0)
+		return 0;
+	if (strncmp(line, "{\"rule\":", 8) == 0)
+		return 1;
+	return -1;
+}
+
+/* The states at the end against NAME.state.ndjson, when there is one:
+ * each line's state must be the one the projection (or the rule) holds
+ * for that key, and when the file lists states of projections (of rules),
+ * those are all the projections (rules) hold.  1 if they agree (or there
+ * is nothing to check). */
+static int
+check_states(const char *input, const char *path, const emitted *g)
+{
+	static const char *const kinds[] = { "projection", "rule" };
 	char **want = NULL, why[256];
 	long n = read_lines(path, &want);
 	int ok = 1;
 
-	(void)o;
 	if (n < 0)
 		return 1; /* no expectations about states */
 	for (long i = 0; i < n && ok; i++) {
 		size_t k;
+		if (whose(want[i]) < 0) {
+			printf("FAIL %s\n  %s:%ld: not {\"projection\":P,...} nor {\"rule\":R,...}\n",
+			       input, path, i + 1);
+			ok = 0;
+			break;
+		}
 		for (k = 0; k < g->ns; k++)
 			if (matches(want[i], g->states[k], why, sizeof why))
 				break;
 		if (k == g->ns) {
-			printf("FAIL %s\n  a state differs or is missing (%s):\n  - expected %s\n",
-			       input, path, want[i]);
+			const char *key = strstr(want[i], ",\"key\":");
+			printf("FAIL %s\n  a state differs or is missing (%s:%ld):\n  - expected %s\n",
+			       input, path, i + 1, want[i]);
+			/* the one held for the same projection (rule) and key, if any */
+			for (k = 0; key != NULL && k < g->ns; k++) {
+				const char *gk = strstr(g->states[k], ",\"key\":");
+				size_t kl = strcspn(key + 7, ",");
+				if (gk != NULL && gk - g->states[k] == key - want[i] &&
+				    memcmp(g->states[k], want[i], (size_t)(key - want[i])) == 0 &&
+				    strncmp(gk + 7, key + 7, kl) == 0 && gk[7 + kl] == ',')
+					printf("  + held     %s\n", g->states[k]);
+			}
 			ok = 0;
 		}
 	}
-	if (ok && (size_t)n != g->ns) {
-		printf("FAIL %s\n  the projections hold %zu states, %s expects %ld\n", input, g->ns,
-		       path, n);
-		ok = 0;
+	for (size_t kd = 0; kd < 2 && ok; kd++) {
+		size_t nw = 0, ng = 0;
+		for (long i = 0; i < n; i++)
+			nw += whose(want[i]) == (int)kd;
+		for (size_t k = 0; k < g->ns; k++)
+			ng += whose(g->states[k]) == (int)kd;
+		if (nw > 0 && nw != ng) {
+			printf("FAIL %s\n  the %ss hold %zu states, %s expects %zu\n", input, kinds[kd],
+			       ng, path, nw);
+			ok = 0;
+		}
 	}
 	free_lines(want, n > 0 ? (size_t)n : 0);
 	return ok;
@@ -370,7 +410,7 @@ run_case(opts *o, const char *input)
 		}
 	}
 	if (ok)
-		ok = check_states(o, input, states, &g);
+		ok = check_states(input, states, &g);
 	if (ok && !o->quiet)
 		printf("PASS %s (%zu emitted%s)\n", input, g.n, g.ns ? ", states checked" : "");
 	free_lines(want, (size_t)nwant);

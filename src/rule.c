@@ -451,63 +451,6 @@ tidei_rule_start(tidei_rule *r, tidei_log *log, MDB_txn *txn, char *err)
 	return TIDE_OK;
 }
 
-int
-tidei_rule_stat_read(tidei_log *log, MDB_txn *txn, const char *name, tidei_rule_stat *st, int count)
-{
-	tidei_buf kb = { 0 };
-	MDB_val k, v;
-	tidei_vreader rd;
-	tidei_vitem it;
-	int64_t f[6];
-	int mrc, n = 0;
-
-	memset(st, 0, sizeof *st);
-	st->watermark = INT64_MIN;
-	if (!log->has_rules)
-		return TIDE_ENOTFOUND;
-	tidei_buf_putc(&kb, 'M');
-	tidei_buf_put(&kb, name, strlen(name));
-	if (kb.failed)
-		return TIDE_ENOMEM;
-	k.mv_size = kb.len;
-	k.mv_data = kb.p;
-	mrc = mdb_get(txn, log->rules, &k, &v);
-	tidei_buf_free(&kb);
-	if (mrc == MDB_NOTFOUND)
-		return TIDE_ENOTFOUND;
-	if (mrc != 0)
-		return tidei_err_mdb(mrc);
-	rd.p = v.mv_data;
-	rd.end = rd.p + v.mv_size;
-	if (tidei_val_next(&rd, &it) != 0 || it.type != TIDEI_V_ARRAY || it.u.count < 6)
-		return TIDE_EIO;
-	for (n = 0; n < 6; n++) {
-		if (tidei_val_next(&rd, &it) != 0 || it.type != TIDEI_V_INT)
-			return TIDE_EIO;
-		f[n] = it.u.i;
-	}
-	st->watermark = f[2];
-	st->late = (uint64_t)f[3];
-	st->fired = (uint64_t)f[4];
-	st->failed = (uint64_t)f[5];
-	if (count) {
-		size_t plen = strlen(name) + 2;
-		char *pre = malloc(plen);
-		if (pre == NULL)
-			return TIDE_ENOMEM;
-		memcpy(pre + 1, name, plen - 1);
-		pre[0] = 'S';
-		mrc = tidei_log_count_prefix(txn, log->rules, pre, plen, &st->keys);
-		pre[0] = 'T';
-		if (mrc == 0)
-			mrc = tidei_log_count_prefix(txn, log->rules, pre, plen, &st->timers);
-		free(pre);
-		if (mrc != 0)
-			return tidei_err_mdb(mrc);
-	}
-	return TIDE_OK;
-}
-
 static int
 meta_write(tidei_rule *r, tidei_log *log, char *err)
 {

@@ -139,7 +139,7 @@ const tidei_rwins *tidei_rule_windows(const tidei_rule *r);
 void tidei_rule_timer_names(const tidei_rule *r, lua_State *L,
 			    void (*fn)(void *ud, const char *name), void *ud);
 
-/** Figures for tide stat. */
+/** Figures for tide stat (rstore.c). */
 typedef struct tidei_rule_stat {
 	int64_t watermark;
 	uint64_t late, fired, failed;
@@ -150,5 +150,15 @@ typedef struct tidei_rule_stat {
  *  TIDE_ENOTFOUND (not a rule, or it has not run yet), TIDE_EIO. */
 int tidei_rule_stat_read(tidei_log *log, MDB_txn *txn, const char *name, tidei_rule_stat *st,
 			 int count);
+
+/** Called with each key of a rule that keeps a state, in key order, and
+ *  that state as JSON; non-zero stops the walk. */
+typedef int tidei_rule_state_fn(void *ud, const char *key, size_t klen, const char *json,
+				size_t jlen);
+/** The states consumer @p name has stored (rstore.c): TIDE_OK,
+ *  TIDE_ENOTFOUND (a log from before rules), TIDE_EIO (a damaged record),
+ *  TIDE_ENOMEM. */
+int tidei_rule_states_read(tidei_log *log, MDB_txn *txn, const char *name, tidei_rule_state_fn *fn,
+			   void *ud);
 
 #endif

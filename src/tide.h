@@ -707,6 +707,9 @@ enum {
 				  score, then the total (type "") with NAB's
 				  normalised score; tp = windows detected, fp =
 				  false detections, fn = windows missed */
+	TIDE_BACKTEST_RULE,  /**< a rule's state at the end: consumer = the rule,
+				  type = the key, json (keys with no state are
+				  left out) */
 };
 
 /** One item.  Everything is valid only during the callback. */
@@ -719,7 +722,7 @@ typedef struct tide_backtest_item {
 	uint64_t tp, fp, fn;          /**< SCORE: flagged positives, flagged negatives,
 					   positives not flagged; DONE: see above */
 	double precision, recall, f1; /**< SCORE (NAN when undefined) */
-	const char *json;             /**< STATE: the state as JSON, @p len bytes */
+	const char *json;             /**< STATE, RULE: the state as JSON, @p len bytes */
 	size_t len;
 	double score; /**< NAB: raw (a series) or normalised (the total) */
 } tide_backtest_item;

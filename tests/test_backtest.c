@@ -376,6 +376,25 @@ START_TEST(tide_test_compares_with_expectations)
 	ck_assert_msg(strstr(out, "  a state differs or is missing (") != NULL &&
 			      strstr(out, "\"state\":{\"status\":\"lost\"") != NULL,
 		      "%s", out);
+	/* and the rules' states: one changed, then one left out */
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "cp -r '%s/rules/fraud/tests/spike' '%s/spike' && sed -i "
+			       "'1s/\"n\":14/\"n\":15/' '%s/spike/cases.state.ndjson' && '%s' test -s "
+			       "'%s/rules/fraud/spike.lua' '%s/spike' 2>/dev/null",
+			       TIDE_SRCDIR, dir, dir, TIDE_BIN, TIDE_SRCDIR, dir),
+			 1);
+	ck_assert_msg(strstr(out, "  a state differs or is missing (") != NULL &&
+			      strstr(out, "  - expected {\"rule\":\"fraud.spike\",\"key\":\"c1\"") &&
+			      strstr(out, "  + held     {\"rule\":\"fraud.spike\",\"key\":\"c1\"") &&
+			      strstr(out, "\"n\":14}"),
+		      "%s", out);
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "sed -i '1d' '%s/spike/cases.state.ndjson' && '%s' test -s "
+			       "'%s/rules/fraud/spike.lua' '%s/spike' 2>/dev/null",
+			       dir, TIDE_BIN, TIDE_SRCDIR, dir),
+			 1);
+	ck_assert_msg(strstr(out, "the rules hold 2 states, ") != NULL && strstr(out, "expects 1"),
+		      "%s", out);
 	/* usage */
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' test '%s/cases' 2>&1", TIDE_BIN, dir), 2);
 	ck_assert_msg(strstr(out, "name a script") != NULL, "%s", out);
