@@ -7,7 +7,10 @@
  * JSON object per line holding the members to compare (any of type,
  * subject, source, time, data, ...; data compared as JSON values).  Each
  * case runs on a scratch log of its own through tide_backtest(), so
- * timers and windows follow the fixtures' event time.
+ * timers and windows follow the fixtures' event time.  NAME.state.ndjson,
+ * when there is one, holds the projections' and rules' states expected at
+ * the end.  NAME.test.lua is a test file in Lua (tide_test_lua(), in
+ * testfile.c), each of its cases counted.
  */
 #include "config.h"
 
@@ -37,6 +40,14 @@ static const char usage_text[] =
 	"{\"projection\":P,\"key\":K,\"state\":{...}} or a rule's\n"
 	"{\"rule\":R,\"key\":K,\"state\":{...}} (when it lists any of either kind,\n"
 	"it lists all the states of that kind).\n"
+	"\n"
+	"A CASE may also be a test file in Lua, NAME.test.lua, whose\n"
+	"test(name, function(t) ... end) are cases of their own: t:send{event}\n"
+	"sends an event (time may be t.at(base, seconds)), t:set(name, value) a\n"
+	"parameter; t:emitted([pattern]), t:state(projection, key) and\n"
+	"t:rule(rule, key) give what the scripts did with what was sent, and\n"
+	"t:eq(got, want), t:has(got, want), t:expect({event...}, [pattern]) and\n"
+	"t:ok(value) check it, a failure naming its line.\n"
 	"\n"
 	"options:\n"
 	"  -s, --script FILE   script to run (repeatable)\n"
@@ -86,6 +97,11 @@ typedef struct opts {
 	int update, verbose, quiet;
 	size_t passed, failed;
 } opts;
+
+typedef struct lua_case {
+	opts *o;
+	const char *file;
+} lua_case;
 
 static void
 on_item(void *ud, const tide_backtest_item *it)
@@ -287,7 +303,8 @@ check_states(const char *input, const char *path, const emitted *g)
 	for (long i = 0; i < n && ok; i++) {
 		size_t k;
 		if (whose(want[i]) < 0) {
-			printf("FAIL %s\n  %s:%ld: not {\"projection\":P,...} nor {\"rule\":R,...}\n",
+			printf("FAIL %s\n  %s:%ld: not {\"projection\":P,...} nor "
+			       "{\"rule\":R,...}\n",
 			       input, path, i + 1);
 			ok = 0;
 			break;
@@ -297,7 +314,8 @@ check_states(const char *input, const char *path, const emitted *g)
 				break;
 		if (k == g->ns) {
 			const char *key = strstr(want[i], ",\"key\":");
-			printf("FAIL %s\n  a state differs or is missing (%s:%ld):\n  - expected %s\n",
+			printf("FAIL %s\n  a state differs or is missing (%s:%ld):\n  - expected "
+			       "%s\n",
 			       input, path, i + 1, want[i]);
 			/* the one held for the same projection (rule) and key, if any */
 			for (k = 0; key != NULL && k < g->ns; k++) {
@@ -318,8 +336,8 @@ check_states(const char *input, const char *path, const emitted *g)
 		for (size_t k = 0; k < g->ns; k++)
 			ng += whose(g->states[k]) == (int)kd;
 		if (nw > 0 && nw != ng) {
-			printf("FAIL %s\n  the %ss hold %zu states, %s expects %zu\n", input, kinds[kd],
-			       ng, path, nw);
+			printf("FAIL %s\n  the %ss hold %zu states, %s expects %zu\n", input,
+			       kinds[kd], ng, path, nw);
 			ok = 0;
 		}
 	}
@@ -419,11 +437,54 @@ run_case(opts *o, const char *input)
 	return ok;
 }
 
+static void
+on_result(void *ud, const tide_test_result *r)
+{
+	lua_case *lc = ud;
+
+	if (r->passed) {
+		lc->o->passed++;
+		if (!lc->o->quiet)
+			printf("PASS %s: %s (%llu emitted)\n", lc->file, r->name,
+			       (unsigned long long)r->emitted);
+		return;
+	}
+	lc->o->failed++;
+	printf("FAIL %s: %s\n  %s\n", lc->file, r->name, r->message ? r->message : "failed");
+}
+
+/* A test file in Lua: each of its cases counts. */
+static void
+run_lua_case(opts *o, const char *file)
+{
+	tide_test_opts to;
+	lua_case lc = { o, file };
+
+	memset(&to, 0, sizeof to);
+	to.scripts = o->scripts;
+	to.sets = o->sets;
+	to.file = file;
+	if (tide_test_lua(&to, on_result, &lc) != TIDE_OK) {
+		printf("FAIL %s\n  %s\n", file, tide_errmsg());
+		o->failed++;
+	}
+}
+
+static int
+is_lua_case(const char *name)
+{
+	size_t n = strlen(name);
+
+	return n > 9 && strcmp(name + n - 9, ".test.lua") == 0;
+}
+
 static int
 is_case(const char *name)
 {
 	size_t n = strlen(name);
 
+	if (is_lua_case(name))
+		return 1;
 	return n > 7 && strcmp(name + n - 7, ".ndjson") == 0 &&
 	       !(n > 16 && strcmp(name + n - 16, ".expected.ndjson") == 0) &&
 	       !(n > 13 && strcmp(name + n - 13, ".state.ndjson") == 0);
@@ -448,6 +509,10 @@ run_path(opts *o, const char *path)
 	if (stat(path, &st) != 0) {
 		printf("FAIL %s\n  no such file or directory\n", path);
 		o->failed++;
+		return;
+	}
+	if (!S_ISDIR(st.st_mode) && is_lua_case(path)) {
+		run_lua_case(o, path);
 		return;
 	}
 	if (!S_ISDIR(st.st_mode)) {
@@ -481,7 +546,7 @@ run_path(opts *o, const char *path)
 	for (size_t i = 0; i < n; i++)
 		run_path(o, names[i]);
 	if (n == 0) {
-		printf("FAIL %s\n  no cases (NAME.ndjson) in it\n", path);
+		printf("FAIL %s\n  no cases (NAME.ndjson, NAME.test.lua) in it\n", path);
 		o->failed++;
 	}
 	free_lines(names, n);

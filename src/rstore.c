@@ -92,7 +92,8 @@ tidei_rule_states_read(tidei_log *log, MDB_txn *txn, const char *name, tidei_rul
 	k.mv_size = pre.len;
 	k.mv_data = pre.p;
 	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-	     mrc == 0 && rc == TIDE_OK && k.mv_size >= pre.len && memcmp(k.mv_data, pre.p, pre.len) == 0;
+	     mrc == 0 && rc == TIDE_OK && k.mv_size >= pre.len &&
+	     memcmp(k.mv_data, pre.p, pre.len) == 0;
 	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		tidei_vreader rd = { v.mv_data, (const uint8_t *)v.mv_data + v.mv_size };
 		tidei_vitem it;
@@ -114,8 +115,8 @@ tidei_rule_states_read(tidei_log *log, MDB_txn *txn, const char *name, tidei_rul
 			rc = json.failed ? TIDE_ENOMEM : TIDE_EIO;
 			break;
 		}
-		if (fn(ud, (const char *)k.mv_data + pre.len, k.mv_size - pre.len, (const char *)json.p,
-		       json.len) != 0)
+		if (fn(ud, (const char *)k.mv_data + pre.len, k.mv_size - pre.len,
+		       (const char *)json.p, json.len) != 0)
 			break;
 	}
 	mdb_cursor_close(cur);

@@ -778,6 +778,36 @@ typedef void tide_check_fn(void *ud, const tide_check_item *it);
 TIDE_API int tide_check(const char *const *scripts, tide_check_fn *fn, void *ud);
 
 /* ------------------------------------------------------------------------
+ * Test files in Lua: cases that send events and check what came out
+ * ------------------------------------------------------------------------ */
+
+typedef struct tide_test_opts {
+	const char *const *scripts; /**< scripts under test, NULL-terminated */
+	const char *const *sets;    /**< "name=value" for tide.param, or NULL */
+	const char *file;           /**< the test file (Lua) */
+} tide_test_opts;
+
+/** One case of a test file.  Valid only during the callback. */
+typedef struct tide_test_result {
+	const char *name;    /**< as test(name, ...) gave it */
+	int passed;          /**< 1 passed, 0 failed */
+	const char *message; /**< why it failed (file:line: ...), or NULL */
+	uint64_t emitted;    /**< events the scripts emitted in its last run */
+} tide_test_result;
+
+typedef void tide_test_fn(void *ud, const tide_test_result *r);
+
+/** Run the test file @p o->file: each `test(name, function(t) ... end)`
+ *  it declares is a case, which sends events with `t:send{...}` and
+ *  checks what the scripts emit and the projections' and rules' states
+ *  (`t:emitted()`, `t:state()`, `t:rule()`, `t:eq()`, `t:expect()`), the
+ *  scripts running over the events sent as tide_backtest() runs them.
+ *  @p fn is called once per case.  @return TIDE_OK (whatever the cases
+ *  gave), TIDE_ESCRIPT (the file did not load: see tide_errmsg()),
+ *  TIDE_EINVAL, TIDE_ENOMEM. */
+TIDE_API int tide_test_lua(const tide_test_opts *o, tide_test_fn *fn, void *ud);
+
+/* ------------------------------------------------------------------------
  * Dead letters: events a consumer gave up on after its retries
  * ------------------------------------------------------------------------ */
 

@@ -327,8 +327,13 @@ START_TEST(tide_test_compares_with_expectations)
 			       "saga.lua tests 2>/dev/null",
 			       TIDE_SRCDIR, TIDE_BIN, TIDE_BIN, TIDE_BIN, TIDE_BIN, TIDE_BIN),
 			 0);
-	ck_assert_int_ge(th_count(out, "1 passed, 0 failed\n"), 18);
+	ck_assert_int_ge(th_count(out, " passed, 0 failed\n"), 18);
 	ck_assert_int_eq(th_count(out, "FAIL"), 0);
+	/* test files in Lua among them */
+	ck_assert_msg(strstr(out,
+			     "PASS rules/iot/tests/offline/cases.test.lua: a sensor silent for "
+			     "15 minutes is reported once (1 emitted)\n") != NULL,
+		      "%s", out);
 
 	snprintf(path, sizeof path, "%s", th_write(dir, "r.lua", rule));
 	ck_assert_int_eq(th_sh(out, sizeof out, "mkdir '%s/cases'", dir), 0);
@@ -377,17 +382,19 @@ START_TEST(tide_test_compares_with_expectations)
 			      strstr(out, "\"state\":{\"status\":\"lost\"") != NULL,
 		      "%s", out);
 	/* and the rules' states: one changed, then one left out */
-	ck_assert_int_eq(th_sh(out, sizeof out,
-			       "cp -r '%s/rules/fraud/tests/spike' '%s/spike' && sed -i "
-			       "'1s/\"n\":14/\"n\":15/' '%s/spike/cases.state.ndjson' && '%s' test -s "
-			       "'%s/rules/fraud/spike.lua' '%s/spike' 2>/dev/null",
-			       TIDE_SRCDIR, dir, dir, TIDE_BIN, TIDE_SRCDIR, dir),
-			 1);
-	ck_assert_msg(strstr(out, "  a state differs or is missing (") != NULL &&
-			      strstr(out, "  - expected {\"rule\":\"fraud.spike\",\"key\":\"c1\"") &&
-			      strstr(out, "  + held     {\"rule\":\"fraud.spike\",\"key\":\"c1\"") &&
-			      strstr(out, "\"n\":14}"),
-		      "%s", out);
+	ck_assert_int_eq(
+		th_sh(out, sizeof out,
+		      "cp -r '%s/rules/fraud/tests/spike' '%s/spike' && sed -i "
+		      "'1s/\"n\":14/\"n\":15/' '%s/spike/cases.state.ndjson' && '%s' test -s "
+		      "'%s/rules/fraud/spike.lua' '%s/spike' 2>/dev/null",
+		      TIDE_SRCDIR, dir, dir, TIDE_BIN, TIDE_SRCDIR, dir),
+		1);
+	ck_assert_msg(
+		strstr(out, "  a state differs or is missing (") != NULL &&
+			strstr(out, "  - expected {\"rule\":\"fraud.spike\",\"key\":\"c1\"") &&
+			strstr(out, "  + held     {\"rule\":\"fraud.spike\",\"key\":\"c1\"") &&
+			strstr(out, "\"n\":14}"),
+		"%s", out);
 	ck_assert_int_eq(th_sh(out, sizeof out,
 			       "sed -i '1d' '%s/spike/cases.state.ndjson' && '%s' test -s "
 			       "'%s/rules/fraud/spike.lua' '%s/spike' 2>/dev/null",
@@ -398,6 +405,111 @@ START_TEST(tide_test_compares_with_expectations)
 	/* usage */
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' test '%s/cases' 2>&1", TIDE_BIN, dir), 2);
 	ck_assert_msg(strstr(out, "name a script") != NULL, "%s", out);
+}
+END_TEST
+
+/* tide test: a test file in Lua declares cases that send events and
+ * check what came out; a failing check says where and what differs; a
+ * file that does not load, or declares nothing, fails as a whole. */
+START_TEST(tide_test_runs_lua_test_files)
+{
+	static const char rule[] =
+		"local tide = require 'tide'\n"
+		"tide.on('tx', function(ev, st)\n"
+		"  if not st then return end\n"
+		"  st.n = (st.n or 0) + 1\n"
+		"  st.sum = (st.sum or 0) + ev.data.amount\n"
+		"  if st.sum > tide.param('limit', 100) then\n"
+		"    tide.emit{ type = 'alert.sum', subject = ev.subject, data = { sum = st.sum } "
+		"}\n"
+		"  end\n"
+		"end, { name = 'sum', key = 'subject', from = 'beginning' })\n"
+		"tide.projection('count', { key = 'subject', init = function() return { n = 0 } "
+		"end,\n"
+		"  on = { tx = function(s, ev) s.n = s.n + 1; return s end } })\n";
+	static const char cases[] =
+		"local function tx(t, who, amount, minute)\n"
+		"  return t:send{ type = 'tx', subject = who, data = { amount = amount },\n"
+		"                 time = t.at('2026-01-01T00:00:00Z', 60 * (minute or 0)) }\n"
+		"end\n"
+		"test('over the limit, an alert', function(t)\n"
+		"  tx(t, 'a', 60); local second = tx(t, 'a', 50, 1)\n"
+		"  t:expect({ { type = 'alert.sum', subject = 'a', data = { sum = 110 } } })\n"
+		"  t:eq(t:emitted()[1].causationid, second)\n"
+		"  t:eq(t:rule('sum', 'a'), { n = 2, sum = 110 })\n"
+		"  t:eq(t:state('count', 'a'), { n = 2 })\n"
+		"  t:eq(t:state('count', 'b'), nil)\n"
+		"  t:eq(t.time(t.at(0, 90.5)), 90.5)\n"
+		"end)\n"
+		"test('the limit is a parameter, sends go on after a look', function(t)\n"
+		"  t:set('limit', 10)\n"
+		"  tx(t, 'b', 20)\n"
+		"  t:eq(#t:emitted('alert.*'), 1)\n"
+		"  tx(t, 'b', 5)\n"
+		"  t:eq(#t:emitted('alert.*'), 2)\n"
+		"  t:eq(#t:emitted('other.*'), 0)\n"
+		"end)\n"
+		"test('a wrong state', function(t)\n"
+		"  tx(t, 'c', 1)\n"
+		"  t:eq(t:rule('sum', 'c'), { n = 1, sum = 2 }, 'state of c')\n"
+		"end)\n"
+		"test('one event too many', function(t)\n"
+		"  tx(t, 'd', 200); tx(t, 'd', 1)\n"
+		"  t:expect({ { type = 'alert.sum' } })\n"
+		"end)\n"
+		"test('an error in the test', function(t)\n"
+		"  local x = nil\n"
+		"  return x.y\n"
+		"end)\n";
+	const char *dir = th_tmpdir();
+	char path[700], out[16384];
+
+	snprintf(path, sizeof path, "%s", th_write(dir, "r.lua", rule));
+	th_write(dir, "sum.test.lua", cases);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' test -s '%s' '%s' 2>&1", TIDE_BIN, path, dir),
+			 1);
+	ck_assert_msg(strstr(out, "sum.test.lua: over the limit, an alert (1 emitted)\n") != NULL,
+		      "%s", out);
+	ck_assert_msg(strstr(out, "PASS ") && strstr(out, "sum.test.lua: the limit is a parameter, "
+							  "sends go on after a look (2 emitted)\n"),
+		      "%s", out);
+	ck_assert_msg(strstr(out, "sum.test.lua: a wrong state\n  ") != NULL &&
+			      strstr(out, "sum.test.lua:24: state of c: sum: expected 2, got 1\n"),
+		      "%s", out);
+	ck_assert_msg(strstr(out, "sum.test.lua:28: emitted 2 events, 1 expected; the first "
+				  "unexpected: {") != NULL,
+		      "%s", out);
+	ck_assert_msg(strstr(out, "sum.test.lua:32: attempt to index a nil value") != NULL, "%s",
+		      out);
+	ck_assert_msg(strstr(out, "2 passed, 3 failed\n") != NULL, "%s", out);
+	/* a parameter from the command line, overridden by a case's t:set */
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' test -s '%s' --set limit=1000 '%s/sum.test.lua'", TIDE_BIN,
+			       path, dir),
+			 1);
+	ck_assert_msg(strstr(out, "over the limit, an alert\n  ") != NULL &&
+			      strstr(out, "parameter, sends go on after a look (2 emitted)"),
+		      "%s", out);
+	/* a file that does not load, one with no cases, scripts that fail */
+	th_write(dir, "bad.test.lua", "test('x', function(t)\n");
+	ck_assert_int_eq(
+		th_sh(out, sizeof out, "'%s' test -s '%s' '%s/bad.test.lua'", TIDE_BIN, path, dir),
+		1);
+	ck_assert_msg(strstr(out, "bad.test.lua:2:") != NULL && strstr(out, "0 passed, 1 failed"),
+		      "%s", out);
+	th_write(dir, "none.test.lua", "local x = 1\n");
+	ck_assert_int_eq(
+		th_sh(out, sizeof out, "'%s' test -s '%s' '%s/none.test.lua'", TIDE_BIN, path, dir),
+		1);
+	ck_assert_msg(strstr(out, "declares no test(name, function(t) ... end)") != NULL, "%s",
+		      out);
+	th_write(dir, "broken.lua", "tide.on(\n");
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' test -s '%s/broken.lua' '%s/sum.test.lua'",
+			       TIDE_BIN, dir, dir),
+			 1);
+	ck_assert_msg(strstr(out, "sum.test.lua:7: the scripts could not run: ") != NULL &&
+			      strstr(out, "broken.lua:") && strstr(out, "0 passed, 5 failed"),
+		      "%s", out);
 }
 END_TEST
 
@@ -559,6 +671,7 @@ backtest_suite(void)
 	tcase_add_test(tc, scores_against_labels);
 	tcase_add_test(tc, usage_and_errors);
 	tcase_add_test(tc, tide_test_compares_with_expectations);
+	tcase_add_test(tc, tide_test_runs_lua_test_files);
 	tcase_add_test(tc, params_from_the_command_line);
 	tcase_add_test(tc, pack_examples_run);
 	tcase_add_test(tc, nab_scores_through_backtest);
