@@ -1,45 +1,172 @@
--- iot.anomaly: the default anomaly detector.  It follows each sensor with
--- an exponentially weighted mean and deviation and reports a reading whose
--- distance from the mean, in deviations, passes a threshold, after a
--- warm-up; then it keeps quiet for a while (one anomaly is one alert, as
--- anomaly benchmarks such as NAB count them), and an anomalous reading
--- moves the mean less, so that a level shift is learnt without hiding the
--- next anomaly.
+-- iot.anomaly: the default anomaly detector.  It puts two questions to
+-- every reading of a sensor, after a warm-up:
+--
+--   out of range   is the reading outside the range of all the sensor's
+--                  earlier readings, by more than a margin (a fraction of
+--                  that range)?  This catches spikes, drops and level
+--                  shifts the first time they go where the sensor has
+--                  never been.
+--   unusual mix    do the last readings fall into the sensor's range in
+--                  a proportion never seen before?  This is the relative
+--                  entropy test of Wang et al. ("Statistical techniques
+--                  for online anomaly detection in data centers", 2011):
+--                  the histogram of the last `window` readings, over
+--                  `bins` equal bins spanning the range so far, is
+--                  compared with each histogram the sensor kept as
+--                  "seen before"; 2 * window * KL(recent || kept) follows
+--                  a chi-square law with bins - 1 degrees of freedom when
+--                  they are the same, so the recent one is new when that
+--                  passes the chi-square quantile at 1 - p for all of
+--                  them.  A new histogram is kept (up to `dists`, the
+--                  least matched giving way), so a change raises one
+--                  alert and is then normal.  This catches a sensor that
+--                  stays in its range but behaves differently: flat
+--                  where it used to swing, swinging wider, a pattern
+--                  that stops.
+--
+-- Either answer raises an alert, then the sensor keeps quiet for a while
+-- (one anomaly is one alert, as anomaly benchmarks such as NAB count
+-- them).  The second answers only once the sensor has a longer history
+-- (`learn` readings): before that, every few readings bring a mix not yet
+-- kept, and a new sensor would raise false alerts.
 --
 -- Parameters:
---   detector.alpha    0.005  weight of a new reading in the mean
---   detector.z        6      alert at this many deviations
+--   detector.margin   0.1    out of range by more than this fraction of the range
+--   detector.window   26     readings in the recent histogram
+--   detector.bins     5      bins of the histograms
+--   detector.p        0.01   significance of the chi-square test
+--   detector.common   1      a histogram matched this many times or fewer is still unusual
+--   detector.dists    40     histograms kept per sensor
 --   detector.warmup   100    readings before it may alert
---   detector.quiet    "18h"  no second alert for a sensor within this
+--   detector.learn    500    readings before the unusual mix may alert
+--   detector.quiet    "12h"  no second alert for a sensor within this
 --
--- Score: 0.5 at z, toward 1 at twice z.
+-- Chosen on NAB's artificialWithAnomaly and realAWSCloudwatch series (the
+-- grid is in rules/README.md).
+--
+-- Score: out of range, 0.5 at the margin toward 1 at a whole range past
+-- it; unusual mix, 0.5 at the quantile toward 1 at twice it.
+--
+-- The state per sensor: n readings, lo and hi (the range), buf (the last
+-- `window` readings, a ring), dists (the kept histograms { p = { ... },
+-- c = times matched }) and last (the time of the last alert).
 
 local tide = require "tide"
 local alert = require "tide.alert"
 local stats = tide.stats
 
-local ALPHA = tide.param("detector.alpha", 0.005)
-local Z = tide.param("detector.z", 6)
+local MARGIN = tide.param("detector.margin", 0.1)
+local W = tide.param("detector.window", 26)
+local BINS = tide.param("detector.bins", 5)
+local P = tide.param("detector.p", 0.01)
+local COMMON = tide.param("detector.common", 1)
+local DISTS = tide.param("detector.dists", 40)
 local WARMUP = tide.param("detector.warmup", 100)
-local QUIET = tide.duration(tide.param("detector.quiet", "18h"))
+local LEARN = tide.param("detector.learn", 500)
+local QUIET = tide.duration(tide.param("detector.quiet", "12h"))
+
+-- the upper p quantile of the standard normal, by bisection on its cdf
+local function normal_upper(p)
+  local lo, hi = -10, 10
+  for _ = 1, 100 do
+    local mid = (lo + hi) / 2
+    if 1 - stats.normal_cdf(mid) > p then lo = mid else hi = mid end
+  end
+  return (lo + hi) / 2
+end
+
+-- the chi-square quantile at 1 - P with BINS - 1 degrees of freedom
+-- (Wilson and Hilferty's cube-root approximation)
+local K = BINS - 1
+local CHI = K * (1 - 2 / (9 * K) + normal_upper(P) * math.sqrt(2 / (9 * K))) ^ 3
+
+local log, floor, huge = math.log, math.floor, math.huge
+local TINY = 1e-6 -- stands for an empty bin of a kept histogram
+
+-- the histogram of the readings in buf over [lo, hi], as proportions
+local function histogram(buf, lo, hi)
+  local h = {}
+  for b = 1, BINS do h[b] = 0 end
+  local span = hi - lo
+  for k = 1, W do
+    local b = 1
+    if span > 0 then
+      b = floor((buf[k] - lo) / span * BINS) + 1
+      if b > BINS then b = BINS end
+    end
+    h[b] = h[b] + 1
+  end
+  for b = 1, BINS do h[b] = h[b] / W end
+  return h
+end
+
+-- the relative entropy test: nil when the recent histogram is a usual
+-- one, else its statistic against the closest kept one (huge if none)
+local function unusual(st)
+  local h = histogram(st.buf, st.lo, st.hi)
+  local dists = st.dists
+  local best, stat = nil, huge
+  for d = 1, #dists do
+    local q = dists[d].p
+    local kl = 0
+    for b = 1, BINS do
+      local x = h[b]
+      if x > 0 then
+        local y = q[b]
+        kl = kl + x * log(x / (y > TINY and y or TINY))
+      end
+    end
+    if 2 * W * kl < stat then best, stat = d, 2 * W * kl end
+  end
+  if best and stat < CHI then
+    local d = dists[best]
+    d.c = d.c + 1
+    return d.c <= COMMON and stat or nil
+  end
+  if #dists < DISTS then
+    dists[#dists + 1] = { p = h, c = 1 }
+  else -- full: the least matched gives way
+    local least = 1
+    for d = 2, #dists do
+      if dists[d].c < dists[least].c then least = d end
+    end
+    dists[least] = { p = h, c = 1 }
+  end
+  return stat
+end
 
 tide.on("sensor.reading", function(ev, st, sensor)
   if not st then return end -- no key: not for this rule
   local v = tonumber(ev.data and ev.data.value)
   if not v then return end
-  st.m = st.m or {}
-  st.n = (st.n or 0) + 1
-  local m = st.m
-  local z = 0
-  if m.mean then
-    local sd = math.sqrt(m.var or 0)
-    z = sd > 0 and (v - m.mean) / sd or 0
-  end
-  if st.n > WARMUP and math.abs(z) >= Z and (not st.last or ev.time_ns - st.last >= QUIET) then
+  local n = (st.n or 0) + 1
+  st.n = n
+  st.buf = st.buf or {}
+  st.dists = st.dists or {}
+
+  -- out of range, against the readings before this one
+  local lo, hi = st.lo or v, st.hi or v
+  local out = 0
+  if v > hi then out = v - hi elseif v < lo then out = lo - v end
+  local range = hi - lo
+  local far = n > 1 and out > MARGIN * range
+
+  st.lo, st.hi = math.min(lo, v), math.max(hi, v)
+  st.buf[(n - 1) % W + 1] = v
+  local stat = n >= W and unusual(st) or nil
+
+  if stat and n <= LEARN then stat = nil end
+  if n > WARMUP and (far or stat) and (not st.last or ev.time_ns - st.last >= QUIET) then
     st.last = ev.time_ns
-    alert.sensor("iot.anomaly", 0.5 + 0.5 * math.min(1, (math.abs(z) - Z) / Z),
-                 { value = v, mean = m.mean, z = z }, sensor)
+    local score, evidence
+    if far then
+      score = range > 0 and math.min(1, (out - MARGIN * range) / range) or 1
+      evidence = { value = v, test = "range", low = lo, high = hi }
+    else
+      score = stat == huge and 1 or math.min(1, (stat - CHI) / CHI)
+      evidence = { value = v, test = "distribution", low = st.lo, high = st.hi,
+                   chi2 = stat ~= huge and stat or nil, quantile = CHI }
+    end
+    alert.sensor("iot.anomaly", 0.5 + 0.5 * score, evidence, sensor)
   end
-  -- an outlier weighs a tenth as much, so that it does not drag the mean
-  stats.ewmvar(m, v, math.abs(z) >= Z and ALPHA / 10 or ALPHA)
 end, { name = "iot.anomaly", key = "subject", ttl = "30d", from = "beginning" })

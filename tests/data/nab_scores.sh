@@ -4,9 +4,12 @@
 # subject names the series as NAB's windows file does), merged in time
 # order, scored with NAB's rules against its windows.  Default detector:
 # rules/iot/detector.lua; extra arguments go to tide backtest (--set ...,
-# --nab-profile ..., -s other.lua replaces the detector).
+# --nab-profile ..., -s other.lua replaces the detector).  NAB_CATEGORIES
+# (directories of NAB's data/, space-separated; default all seven) picks
+# the series.
 #
-#   tests/data/nab_scores.sh [--set detector.z=4 ...]
+#   tests/data/nab_scores.sh [--set detector.margin=0.05 ...]
+#   NAB_CATEGORIES="artificialWithAnomaly realAWSCloudwatch" tests/data/nab_scores.sh
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -15,8 +18,17 @@ nab=${TIDE_TESTDATA:-$top/../shared/testdata}/iot/NAB
 [ -d "$nab/data" ] || { echo "nab_scores: $nab not found; skipped" >&2; exit 77; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for f in "$nab"/data/*/*.csv; do
-	awk -v series="${f#"$nab"/data/}" -f "$here/nab2ndjson.awk" "$f"
+cats=${NAB_CATEGORIES:-}
+if [ -z "$cats" ]; then
+	for d in "$nab"/data/*/; do d=${d%/}; cats="$cats ${d##*/}"; done
+fi
+for c in $cats; do
+	[ -d "$nab/data/$c" ] || { echo "nab_scores: no $nab/data/$c" >&2; exit 2; }
+done
+for c in $cats; do
+	for f in "$nab/data/$c"/*.csv; do
+		awk -v series="${f#"$nab"/data/}" -f "$here/nab2ndjson.awk" "$f"
+	done
 done | sed 's/.*"time":"\([^"]*\)".*/\1	&/' | sort -s -t '	' -k1,1 | cut -f2- >"$tmp/nab.ndjson"
 script="-s $top/rules/iot/detector.lua"
 case " $* " in *" -s "*) script= ;; esac
