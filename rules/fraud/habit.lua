@@ -35,6 +35,7 @@ local FOR = tide.duration(tide.param("habit.for", "14d"))
 local MIN_HISTORY = tide.param("habit.min_history", 5)
 local HISTORY = tide.param("habit.history", 30)
 local KEEP = tide.param("habit.keep", 2.5)
+local RATIO_REPEAT = tide.param("habit.ratio_repeat", RATIO)
 
 tide.on("card.*", function(ev, st, card)
   if not st then return end -- no key: not for this rule
@@ -47,6 +48,7 @@ tide.on("card.*", function(ev, st, card)
   local amount = tonumber(ev.data and ev.data.amount)
   if not amount then return end
   if st.compromised and now > st.compromised then st.compromised = nil end
+  if st.suspect and now > st.suspect then st.suspect = nil end
   local past = st.amounts or {}
   local ratio
   if #past >= MIN_HISTORY then
@@ -54,8 +56,10 @@ tide.on("card.*", function(ev, st, card)
     for _, a in ipairs(past) do sum = sum + a end
     local usual = sum / #past
     ratio = usual > 0 and amount / usual or math.huge
-    local bar = st.compromised and RATIO_CONFIRMED or RATIO
+    local bar = st.compromised and RATIO_CONFIRMED
+                or st.suspect and math.min(RATIO_REPEAT, RATIO) or RATIO
     if ratio >= bar then
+      st.suspect = now + FOR
       alert.fraud("fraud.habit", 1 - bar / ratio,
                   { amount = amount, usual = usual,
                     ratio = ratio ~= math.huge and ratio or nil,
