@@ -577,8 +577,8 @@ START_TEST(pack_examples_run)
 	ck_assert_int_eq(th_sh(out, sizeof out, "TIDE='%s' '%s/examples/fraud/run.sh' 2>&1",
 			       TIDE_BIN, TIDE_SRCDIR),
 			 0);
-	ck_assert_msg(strstr(out, "== 12 alerts\n") != NULL, "%s", out);
-	for (const char *r = "amount\0velocity\0spike\0terminal\0card_testing\0travel\0"; *r;
+	ck_assert_msg(strstr(out, "== 13 alerts\n") != NULL, "%s", out);
+	for (const char *r = "amount\0velocity\0spike\0terminal\0card_testing\0travel\0habit\0"; *r;
 	     r += strlen(r) + 1) {
 		char want[64];
 		snprintf(want, sizeof want, "\"rule\":\"fraud.%s\"", r);
