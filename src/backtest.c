@@ -14,18 +14,25 @@
  * projection.c): what a live engine would append, the backtest appends.
  * A variant's batches are those of a backtest of its values alone, so it
  * emits what that backtest emits, and only one batch of input is held,
- * however many variants there are.  The scratch logs go away at the end;
- * the log read is only read.
+ * however many variants there are.  Variants share nothing but the batch,
+ * which they only read, so several take it at once, each on a thread of
+ * its own (one per CPU by default); a batch's transactions begin and end
+ * on the thread that takes it, and the items are reported afterwards, on
+ * the caller's thread, variant after variant.  The scratch logs go away
+ * at the end; the log read is only read.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <yajl/yajl_tree.h>
 
 #include "consumer.h"
@@ -65,6 +72,7 @@ typedef struct bt {
 	tidei_projections *ps;
 	tidei_buf json; /* tide_event_json() of an emitted event */
 	uint64_t emitted;
+	int rc; /* of the last batch it took */
 	char err[TIDEI_ERRLEN];
 	/* scoring */
 	tidei_keymap ids; /* every event's id -> slot */
@@ -90,9 +98,11 @@ typedef struct driver {
 	size_t n;
 	tidei_keymap positives; /* ids from labels_file */
 	tidei_eparser parser;
-	tidei_buf batch; /* the input events not yet appended: each record after
-			  * [length, recorded] (8 bytes each) */
-	size_t batched;  /* events in it */
+	tidei_buf batch;    /* the input events not yet appended: each record after
+			     * [length, recorded] (8 bytes each) */
+	size_t batched;     /* events in it */
+	size_t threads;     /* variants that take a batch at once */
+	atomic_size_t next; /* the next variant to take the batch */
 	uint64_t inputs, rejected;
 	char err[TIDEI_ERRLEN];
 } driver;
@@ -331,8 +341,13 @@ take_batch(bt *b, const tidei_buf *batch)
 			break;
 		rc = append_batch(b, batch);
 	}
-	if (rc != TIDE_OK)
-		return tidei_err(b->err, rc, "%s", b->scratch->err);
+	if (rc != TIDE_OK) {
+		tidei_err(b->err, rc, "%s", b->scratch->err);
+		/* here: the thread that began it */
+		if (b->scratch->txn != NULL)
+			tidei_log_abort(b->scratch);
+		return rc;
+	}
 	return run_turns(b);
 }
 
@@ -345,15 +360,38 @@ variant_failed(driver *d, const bt *b, int rc)
 	return tidei_err(d->err, rc, "%s: %s", b->variant, b->err);
 }
 
-/* The batch into every variant, which then run their turns over it. */
+/* One thread's share of a flush: the variants not yet taken, one at a
+ * time, until there are none. */
+static void *
+take_turn(void *ud)
+{
+	driver *d = ud;
+	size_t k;
+
+	while ((k = atomic_fetch_add(&d->next, 1)) < d->n)
+		d->v[k]->rc = take_batch(d->v[k], &d->batch);
+	return NULL;
+}
+
+/* The batch into every variant, which then run their turns over it: on
+ * d->threads threads, the caller's one of them. */
 static int
 flush(driver *d)
 {
-	int rc;
+	pthread_t t[MAX_VARIANTS];
+	size_t started = 0;
 
+	atomic_store(&d->next, 0);
+	/* a thread that cannot start leaves its share to the others */
+	while (started + 1 < d->threads && started + 1 < d->n &&
+	       pthread_create(&t[started], NULL, take_turn, d) == 0)
+		started++;
+	take_turn(d);
+	for (size_t k = 0; k < started; k++)
+		pthread_join(t[k], NULL);
 	for (size_t k = 0; k < d->n; k++)
-		if ((rc = take_batch(d->v[k], &d->batch)) != TIDE_OK)
-			return variant_failed(d, d->v[k], rc);
+		if (d->v[k]->rc != TIDE_OK)
+			return variant_failed(d, d->v[k], d->v[k]->rc);
 	tidei_buf_reset(&d->batch);
 	d->batched = 0;
 	return TIDE_OK;
@@ -1166,6 +1204,11 @@ backtest_impl(const tide_backtest_opts *o, tide_backtest_fn *fn, void *ud, char 
 				 "needed");
 	memset(&d, 0, sizeof d);
 	d.o = o;
+	d.threads = o->threads;
+	if (d.threads == 0) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		d.threads = cpus > 0 ? (size_t)cpus : 1;
+	}
 	tidei_keymap_init(&d.positives);
 	while (o->scripts[nscripts] != NULL)
 		nscripts++;

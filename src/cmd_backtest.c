@@ -18,6 +18,9 @@
 #include "cli.h"
 #include "tide.h"
 
+/* --threads: more than variants (64 at most) is no use. */
+#define MAX_THREADS 64
+
 static const char usage_text[] =
 	"usage: tide backtest --script FILE [options] [EVENTS]\n"
 	"\n"
@@ -39,6 +42,8 @@ static const char usage_text[] =
 	"                          (repeatable)\n"
 	"      --sweep NAME=V,V... each of these values of NAME in turn (repeatable:\n"
 	"                          every combination, 64 at most); wins over --set\n"
+	"      --threads N         variants run at once, a thread each (default: one per\n"
+	"                          CPU; 1: one after the other)\n"
 	"  -d, --data DIR          the log to read (default ./tide-data)\n"
 	"      --from SEQ|TIME     from this seq of the log, or from this event time\n"
 	"      --until SEQ|TIME    up to this seq of the log, or this event time (RFC 3339)\n"
@@ -338,6 +343,7 @@ cmd_backtest(int argc, char **argv)
 		{ "alerts", required_argument, NULL, 'a' },
 		{ "set", required_argument, NULL, 'S' },
 		{ "sweep", required_argument, NULL, 'W' },
+		{ "threads", required_argument, NULL, 'T' },
 		{ "score-from", required_argument, NULL, 'f' },
 		{ "nab", required_argument, NULL, 'N' },
 		{ "nab-profile", required_argument, NULL, 'P' },
@@ -420,6 +426,19 @@ cmd_backtest(int argc, char **argv)
 			sweeps = v;
 			sweeps[nsweeps++] = optarg;
 			sweeps[nsweeps] = NULL;
+			break;
+		}
+		case 'T': {
+			char *end;
+			unsigned long t = strtoul(optarg, &end, 10);
+			if (*optarg < '0' || *optarg > '9' || *end != '\0' || t < 1 ||
+			    t > MAX_THREADS) {
+				cli_error("backtest",
+					  "--threads takes a number from 1 to %d, not '%s'",
+					  MAX_THREADS, optarg);
+				goto out;
+			}
+			bo.threads = (unsigned)t;
 			break;
 		}
 		case 'q': o.quiet = 1; break;

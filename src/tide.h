@@ -700,6 +700,10 @@ typedef struct tide_backtest_opts {
 	 *  what a backtest with its values given in @p sets would.  The last
 	 *  sweep's values change fastest; 64 variants at most. */
 	const char *const *sweeps;
+	/** Variants that run at once, each on a thread (0: one per CPU; 1: one
+	 *  after the other, on the calling thread).  What they report is the
+	 *  same either way. */
+	unsigned threads;
 } tide_backtest_opts;
 
 /** What tide_backtest() reports. */

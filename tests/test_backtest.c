@@ -709,13 +709,14 @@ END_TEST
 
 /* Two sweeps: every combination, the last sweep's values changing
  * fastest, each what its --set run emits; a sweep wins over a --set of
- * the same name; -q leaves the table alone. */
+ * the same name; -q leaves the table alone; the variants one after the
+ * other (--threads 1) or three at once make the same table. */
 START_TEST(sweeps_make_every_combination)
 {
 	static const char *const names[] = { "limit=60 burst=3", "limit=60 burst=5",
 					     "limit=95 burst=3", "limit=95 burst=5" };
 	const char *dir = th_tmpdir();
-	char path[700], events[700], out[16384], one[16384];
+	char path[700], events[700], out[16384], one[16384], serial[16384];
 	const char *at = NULL;
 	unsigned long long row, n, prev = 0;
 	double f1;
@@ -751,6 +752,18 @@ START_TEST(sweeps_make_every_combination)
 		ck_assert_uint_ne(row, prev);
 		prev = row;
 	}
+	ck_assert_int_eq(th_sh(serial, sizeof serial,
+			       "'%s' backtest -q -s '%s' --set limit=10 --sweep limit=60,95 "
+			       "--sweep burst=3,5 --threads 1 '%s' 2>&1",
+			       TIDE_BIN, path, events),
+			 0);
+	ck_assert_str_eq(serial, out);
+	ck_assert_int_eq(th_sh(serial, sizeof serial,
+			       "'%s' backtest -q -s '%s' --set limit=10 --sweep limit=60,95 "
+			       "--sweep burst=3,5 --threads 3 '%s' 2>&1",
+			       TIDE_BIN, path, events),
+			 0);
+	ck_assert_str_eq(serial, out);
 }
 END_TEST
 
@@ -774,6 +787,8 @@ START_TEST(sweep_usage_errors)
 		"--emits and --sweep do not go together",
 		"--sweep a=1,2,3,4,5 --sweep b=1,2,3,4,5,6,7,8,9,10,11,12,13",
 		"the sweeps make 65 combinations of values, 64 at most",
+		"--sweep limit=1,2 --threads 0",
+		"--threads takes a number from 1 to 64, not '0'",
 		"--sweep a=1,2 --sweep b=1,2,3,4,5,6,7,8 --sweep c=1,2,3,4",
 		"the sweeps make 64 combinations",
 		NULL,
