@@ -71,6 +71,7 @@ typedef struct bt {
 	tidei_consumers *cs;
 	tidei_projections *ps;
 	tidei_buf json; /* tide_event_json() of an emitted event */
+	tidei_buf rec;  /* the input event being appended: its own copy, stamped */
 	uint64_t emitted;
 	int rc; /* of the last batch it took */
 	char err[TIDEI_ERRLEN];
@@ -303,13 +304,15 @@ run_turns(bt *b)
 }
 
 /* Append the events of @p batch (see driver.batch) in a fresh
- * transaction; it is left open.  The records are stamped in place as
- * they go in, which is why they are a copy; the next variant stamps them
- * again. */
+ * transaction; it is left open.  Appending stamps a record (its version
+ * in its stream, the one before, its arrival) in place, and the versions
+ * differ between variants (their emits have subjects too): each record is
+ * copied to the variant's own buffer first, which leaves the batch for
+ * the other variants to read at the same time. */
 static int
 append_batch(bt *b, const tidei_buf *batch)
 {
-	uint8_t *p = batch->p, *end = p + batch->len;
+	const uint8_t *p = batch->p, *end = p + batch->len;
 	tidei_append res;
 	int rc;
 
@@ -320,7 +323,11 @@ append_batch(bt *b, const tidei_buf *batch)
 		int64_t at;
 		memcpy(&len, p, 8);
 		memcpy(&at, p + 8, 8);
-		rc = tidei_log_append(b->scratch, p + 16, (size_t)len, at, -1, &res);
+		tidei_buf_reset(&b->rec);
+		tidei_buf_put(&b->rec, p + 16, (size_t)len);
+		if (b->rec.failed)
+			return tidei_err(b->scratch->err, TIDE_ENOMEM, "out of memory");
+		rc = tidei_log_append(b->scratch, b->rec.p, (size_t)len, at, -1, &res);
 		p += 16 + len;
 	}
 	return rc;
@@ -404,7 +411,7 @@ add(driver *d, const uint8_t *rec, size_t len, int64_t recorded)
 {
 	uint64_t n = len;
 
-	/* a copy: appending stamps the record, and the input may be read-only */
+	/* a copy: the input goes on (a line, a read transaction) */
 	tidei_buf_put(&d->batch, &n, 8);
 	tidei_buf_put(&d->batch, &recorded, 8);
 	tidei_buf_put(&d->batch, rec, len);
@@ -1114,6 +1121,7 @@ variant_free(bt *b)
 	tidei_consumers_destroy(b->cs);
 	tidei_scratch_close(b->dir, b->scratch);
 	tidei_buf_free(&b->json);
+	tidei_buf_free(&b->rec);
 	tidei_keymap_free(&b->ids);
 	tidei_keymap_free(&b->series);
 	free(b->series_of);

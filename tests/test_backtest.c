@@ -567,7 +567,8 @@ static const char swept[] =
 	"  st.n = (st.n or 0) + 1\n"
 	"  local h = tide.window('h')\n"
 	"  if h.count >= BURST then\n"
-	"    tide.emit{ type = 'alert.burst', subject = card, data = { n = h.count } }\n"
+	"    tide.emit{ type = 'alert.burst', subject = card,\n"
+	"               data = { n = h.count, v = ev.version } }\n"
 	"  end\n"
 	"  if ev.data.amount > LIMIT then\n"
 	"    tide.emit{ type = 'alert.big', subject = card, data = { a = ev.data.amount } }\n"
@@ -831,46 +832,68 @@ typedef struct seen {
 	int kinds[8];                /* per kind, of the variant "limit=95 burst=3" */
 	char variants[8][64];
 	int nvariants;
+	sbuf emits[8]; /* per variant (0 without), its emitted events' JSON */
 } seen;
 
 static void
 on_seen(void *ud, const tide_backtest_item *it)
 {
 	seen *s = ud;
+	int v = 0;
 
 	s->items++;
 	if (it->variant == NULL) {
 		s->unnamed++;
-		return;
-	}
-	if (s->nvariants == 0 || strcmp(s->variants[s->nvariants - 1], it->variant) != 0) {
-		for (int k = 0; k < s->nvariants; k++)
-			if (strcmp(s->variants[k], it->variant) == 0)
-				s->regress++;
-		if (s->nvariants < 8)
+	} else {
+		if (s->nvariants == 0 || strcmp(s->variants[s->nvariants - 1], it->variant) != 0) {
+			for (int k = 0; k < s->nvariants; k++)
+				if (strcmp(s->variants[k], it->variant) == 0)
+					s->regress++;
+			ck_assert_int_lt(s->nvariants, 8);
 			snprintf(s->variants[s->nvariants++], 64, "%s", it->variant);
+		}
+		v = s->nvariants - 1;
+		if (strcmp(it->variant, "limit=95 burst=3") == 0 && it->kind >= 0 && it->kind < 8)
+			s->kinds[it->kind]++;
 	}
-	if (strcmp(it->variant, "limit=95 burst=3") == 0 && it->kind >= 0 && it->kind < 8)
-		s->kinds[it->kind]++;
+	if (it->kind == TIDE_BACKTEST_EMIT) {
+		const char *json, *rec;
+		size_t len, skip = 0;
+		ck_assert_int_eq(tide_event_json(it->ev, &json, &len), TIDE_OK);
+		/* an emitted event arrives when it is emitted, by the wall clock */
+		rec = strstr(json, "\"recorded\":\"");
+		ck_assert_ptr_nonnull(rec);
+		skip = (size_t)(strchr(rec + 12, '"') + 2 - rec);
+		sb_printf(&s->emits[v], "%.*s%.*s\n", (int)(rec - json), json,
+			  (int)(len - (size_t)(rec - json) - skip), rec + skip);
+	}
 }
 
 /* Through tide.h: tide_backtest_sweep_count(); every item of a variant
- * carries it, states and rules' states too, variant after variant; none
- * does without sweeps; bad sweeps are TIDE_EINVAL. */
+ * carries it, states and rules' states too, variant after variant; each
+ * variant emits, event for event (ids, versions and times included),
+ * what a run with its values in sets emits, its variants taking the
+ * batches at once; no item has a variant without sweeps; bad sweeps are
+ * TIDE_EINVAL. */
 START_TEST(sweep_through_the_api)
 {
 	static const char *const two[] = { "limit=60,95", "burst=3,4", NULL };
 	static const char *const none[] = { NULL };
 	static const char *const wrong[] = { "limit=60,95", "limit", NULL };
+	static const char *const sets[4][3] = { { "limit=60", "burst=3", NULL },
+						{ "limit=60", "burst=4", NULL },
+						{ "limit=95", "burst=3", NULL },
+						{ "limit=95", "burst=4", NULL } };
 	const char *dir = th_tmpdir();
 	char path[700], events[700];
 	const char *scripts[] = { path, NULL };
+	char *swept_emits[4];
 	tide_backtest_opts o;
 	seen s;
 	size_t n = 0;
 
 	snprintf(path, sizeof path, "%s", th_write(dir, "swept.lua", swept));
-	snprintf(events, sizeof events, "%s", write_events(dir, 500));
+	snprintf(events, sizeof events, "%s", write_events(dir, 20000));
 	ck_assert_int_eq(tide_backtest_sweep_count(two, &n), TIDE_OK);
 	ck_assert_uint_eq(n, 4);
 	ck_assert_int_eq(tide_backtest_sweep_count(NULL, &n), TIDE_OK);
@@ -884,23 +907,39 @@ START_TEST(sweep_through_the_api)
 	o.scripts = scripts;
 	o.input = events;
 	o.sweeps = two;
+	o.threads = 4;
 	memset(&s, 0, sizeof s);
 	ck_assert_int_eq(tide_backtest(&o, on_seen, &s), TIDE_OK);
 	ck_assert_int_eq(s.unnamed, 0);
 	ck_assert_int_eq(s.regress, 0);
 	ck_assert_int_eq(s.nvariants, 4);
-	ck_assert_str_eq(s.variants[0], "limit=60 burst=3");
-	ck_assert_str_eq(s.variants[3], "limit=95 burst=4");
 	ck_assert_int_eq(s.kinds[TIDE_BACKTEST_DONE], 1);
 	ck_assert_int_gt(s.kinds[TIDE_BACKTEST_EMIT], 0);
 	ck_assert_int_eq(s.kinds[TIDE_BACKTEST_STATE], 5); /* the projection's 5 cards */
-	ck_assert_int_eq(s.kinds[TIDE_BACKTEST_RULE], 5);  /* the rule's 5 cards */
+	ck_assert_int_eq(s.kinds[TIDE_BACKTEST_RULE], 5);  /* the rule's */
+	for (int k = 0; k < 4; k++) {
+		ck_assert_int_eq(th_count(s.variants[k], "limit="), 1);
+		ck_assert_msg(strncmp(s.variants[k], sets[k][0], 8) == 0 &&
+				      strcmp(s.variants[k] + 9, sets[k][1]) == 0,
+			      "%s", s.variants[k]);
+		swept_emits[k] = sb_take(&s.emits[k]);
+	}
 
 	o.sweeps = NULL;
-	memset(&s, 0, sizeof s);
-	ck_assert_int_eq(tide_backtest(&o, on_seen, &s), TIDE_OK);
-	ck_assert_int_gt(s.items, 0);
-	ck_assert_int_eq(s.unnamed, s.items);
+	for (int k = 0; k < 4; k++) {
+		char *alone;
+		memset(&s, 0, sizeof s);
+		o.sets = sets[k];
+		ck_assert_int_eq(tide_backtest(&o, on_seen, &s), TIDE_OK);
+		ck_assert_int_gt(s.items, 0);
+		ck_assert_int_eq(s.unnamed, s.items);
+		alone = sb_take(&s.emits[0]);
+		ck_assert_int_gt(th_count(alone, "\"v\":"), 100);
+		ck_assert_msg(strcmp(swept_emits[k], alone) == 0, "%s and %s differ", sets[k][0],
+			      sets[k][1]);
+		free(alone);
+		free(swept_emits[k]);
+	}
 
 	o.sweeps = wrong;
 	ck_assert_int_eq(tide_backtest(&o, on_seen, &s), TIDE_EINVAL);
