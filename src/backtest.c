@@ -8,7 +8,7 @@
  * log) once, and gathers what it parsed into a batch.  Each variant (one
  * combination of the swept values; without sweeps, the only one) has a
  * scratch log, consumers and projections (a Lua state) of its own: when
- * the batch is full, each variant in turn appends it to its scratch log
+ * the batch is full, each variant appends it to its scratch log
  * in a transaction of its own, and then its consumers and projections run
  * over it turn by turn exactly as in the engine (consumer.c,
  * projection.c): what a live engine would append, the backtest appends.
@@ -1136,7 +1136,7 @@ variant_free(bt *b)
 		free(b->counts[c].type);
 	}
 	free(b->counts);
-	if (b->own != NULL)
+	if (b->params != b->o->sets)
 		free((void *)b->params); /* made by variant_make() */
 	free(b->own);
 	free(b->variant);
