@@ -827,6 +827,73 @@ START_TEST(sweep_usage_errors)
 }
 END_TEST
 
+/* --nab with --sweep: the table has each variant's NAB score, and marks
+ * the best; each is what a run with --set scores. */
+START_TEST(sweep_scores_nab)
+{
+	static const char rule[] =
+		"local tide = require 'tide'\n"
+		"local OVER = tide.param('over', 50)\n"
+		"tide.on('sensor.reading', function(ev)\n"
+		"  if ev.data.value > OVER then\n"
+		"    tide.emit{ type = 'sensor.anomaly', subject = ev.subject }\n"
+		"  end\n"
+		"end, { name = 'over', from = 'beginning' })\n";
+	static const char *const over[] = { "0.5", "50", "200" };
+	const char *dir = th_tmpdir();
+	char path[700], events[700], windows[700], out[16384], one[16384];
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s", th_write(dir, "r.lua", rule));
+	snprintf(windows, sizeof windows, "%s",
+		 th_write(dir, "windows.json",
+			  "{\"a/s.csv\": [[\"2026-01-01 08:20:00.000000\", "
+			  "\"2026-01-01 09:59:00.000000\"]]}"));
+	snprintf(events, sizeof events, "%s/e.ndjson", dir);
+	f = fopen(events, "w");
+	ck_assert_ptr_nonnull(f);
+	/* 1000 minutes from 00:00, all 1 but minute 500 (in the window) */
+	for (int i = 0; i < 1000; i++)
+		fprintf(f,
+			"{\"specversion\":\"1.0\",\"id\":\"r%d\",\"source\":\"/t\","
+			"\"type\":\"sensor.reading\",\"subject\":\"a/s.csv\","
+			"\"time\":\"2026-01-01T%02d:%02d:00Z\",\"data\":{\"value\":%d}}\n",
+			i, i / 60, i % 60, i == 500 ? 100 : 1);
+	fclose(f);
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' backtest -q -s '%s' --nab '%s' --sweep over=0.5,50,200 '%s' "
+			       "2>&1",
+			       TIDE_BIN, path, windows, events),
+			 0);
+	ck_assert_msg(strstr(out, "  variant      emitted        NAB\n") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "  over=50            1      100.0  <- best NAB score\n") != NULL,
+		      "%s", out);
+	ck_assert_msg(strstr(out, "  over=200           0        0.0\n") != NULL, "%s", out);
+	ck_assert_int_eq(th_count(out, "<- best"), 1);
+	for (int k = 0; k < 3; k++) {
+		char row[64];
+		double nab, want;
+		const char *r, *score;
+		ck_assert_int_eq(th_sh(one, sizeof one,
+				       "'%s' backtest -s '%s' --nab '%s' --set over=%s '%s' 2>&1",
+				       TIDE_BIN, path, windows, over[k], events),
+				 0);
+		score = strstr(one, "no detection): ");
+		ck_assert_msg(score != NULL, "%s", one);
+		ck_assert_int_eq(sscanf(score, "no detection): %lf", &want), 1);
+		snprintf(row, sizeof row, "  over=%s ", over[k]);
+		r = strstr(out, row);
+		ck_assert_msg(r != NULL, "%s", out);
+		ck_assert_int_eq(sscanf(r + strlen(row), "%*u %lf", &nab), 1);
+		ck_assert_msg(fabs(nab - want) < 0.05, "%s: %f, %f", row, nab, want);
+		/* every reading flagged: false detections, below no detection */
+		if (k == 0)
+			ck_assert_double_lt(nab, 0);
+	}
+	ck_assert_msg(strstr(out, "  over=0.5        1000 ") != NULL, "%s", out);
+}
+END_TEST
+
 typedef struct seen {
 	int items, unnamed, regress; /* items; without a variant; back to an earlier one */
 	int kinds[8];                /* per kind, of the variant "limit=95 burst=3" */
@@ -964,6 +1031,7 @@ backtest_suite(void)
 	tcase_add_test(tc, sweep_is_separate_runs_in_one_pass);
 	tcase_add_test(tc, sweeps_make_every_combination);
 	tcase_add_test(tc, sweep_usage_errors);
+	tcase_add_test(tc, sweep_scores_nab);
 	tcase_add_test(tc, sweep_through_the_api);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
