@@ -1,24 +1,38 @@
 /*
  * backtest.c - tide_backtest(): scripts over past events, on a scratch
  * log, with the turns of a live engine; what they emitted, counted and
- * scored against labels.
+ * scored against labels; and sweeps, several values of the scripts'
+ * parameters tried in one pass over the input.
  *
- * The input (an NDJSON file, or a stretch of a stored log) is appended to
- * the scratch log a batch at a time, each batch in a transaction of its
- * own, and then the consumers and projections run over it turn by turn
- * exactly as in the engine (consumer.c, projection.c): what a live engine
- * would append, the backtest appends.  The scratch log goes away at the
- * end; the log read is only read.
+ * A driver reads the input (an NDJSON file, or a stretch of a stored
+ * log) once, and gathers what it parsed into a batch.  Each variant (one
+ * combination of the swept values; without sweeps, the only one) has a
+ * scratch log, consumers and projections (a Lua state) of its own: when
+ * the batch is full, each variant appends it to its scratch log
+ * in a transaction of its own, and then its consumers and projections run
+ * over it turn by turn exactly as in the engine (consumer.c,
+ * projection.c): what a live engine would append, the backtest appends.
+ * A variant's batches are those of a backtest of its values alone, so it
+ * emits what that backtest emits, and only one batch of input is held,
+ * however many variants there are.  Variants share nothing but the batch,
+ * which they only read, so several take it at once, each on a thread of
+ * its own (one per CPU by default); a batch's transactions begin and end
+ * on the thread that takes it, and the items are reported afterwards, on
+ * the caller's thread, variant after variant.  The scratch logs go away
+ * at the end; the log read is only read.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <yajl/yajl_tree.h>
 
 #include "consumer.h"
@@ -35,33 +49,36 @@
 #define EMIT_SOURCE "/tide/"
 /* Rejected input lines described on stderr; the rest are counted. */
 #define MAX_SAID 20
+/* Variants of one sweep at most: each has a scratch log and a Lua state. */
+#define MAX_VARIANTS 64
 
 typedef struct counter {
 	char *consumer, *type;
 	uint64_t n;
 } counter;
 
+/* One variant: its scripts' run and what came out of it. */
 typedef struct bt {
 	const tide_backtest_opts *o;
 	tide_backtest_fn *fn;
 	void *ud;
+	char *variant;              /* "name=v1 other=v2", NULL when not sweeping */
+	const char *const *params;  /* tide.param's overrides: the sets, then its own */
+	char *own;                  /* the block its own "name=value" strings are in */
+	const tidei_keymap *labels; /* ids of the positives, the driver's */
 	tidei_log *scratch;
 	char dir[4096];
 	tidei_consumers *cs;
 	tidei_projections *ps;
-	tidei_eparser parser;
-	size_t batched;   /* input events in the open transaction */
-	tidei_buf json;   /* tide_event_json() of an emitted event */
-	tidei_buf batch;  /* their records, each after [length, recorded], to append
-			   * again in a grown map */
-	int64_t recorded; /* arrival time of the input event being appended */
-	uint64_t inputs, rejected, emitted;
+	tidei_buf json; /* tide_event_json() of an emitted event */
+	tidei_buf rec;  /* the input event being appended: its own copy, stamped */
+	uint64_t emitted;
+	int rc; /* of the last batch it took */
 	char err[TIDEI_ERRLEN];
 	/* scoring */
-	tidei_keymap positives; /* ids from labels_file */
-	tidei_keymap ids;       /* every event's id -> slot */
-	uint32_t *root;         /* slot -> the input event's slot it descends from */
-	uint8_t *pos;           /* input slot -> 1 if labelled positive */
+	tidei_keymap ids; /* every event's id -> slot */
+	uint32_t *root;   /* slot -> the input event's slot it descends from */
+	uint8_t *pos;     /* input slot -> 1 if labelled positive */
 	size_t rcap, pcap;
 	uint8_t **flag; /* per consumer (0: any), input slot -> flagged */
 	size_t nflag;
@@ -74,6 +91,30 @@ typedef struct bt {
 	counter *counts;
 	size_t ncounts, ccap;
 } bt;
+
+/* The input, read once for every variant. */
+typedef struct driver {
+	const tide_backtest_opts *o;
+	bt **v; /* the variants, in the order of their values */
+	size_t n;
+	tidei_keymap positives; /* ids from labels_file */
+	tidei_eparser parser;
+	tidei_buf batch;    /* the input events not yet appended: each record after
+			     * [length, recorded] (8 bytes each) */
+	size_t batched;     /* events in it */
+	size_t threads;     /* variants that take a batch at once */
+	atomic_size_t next; /* the next variant to take the batch */
+	uint64_t inputs, rejected;
+	char err[TIDEI_ERRLEN];
+} driver;
+
+/* An item to the caller, with its variant. */
+static void
+say(const bt *b, tide_backtest_item *it)
+{
+	it->variant = b->variant;
+	b->fn(b->ud, it);
+}
 
 /* The projections' news (building, live) is not the backtest's. */
 static void
@@ -109,21 +150,128 @@ host_query(void *ud, lua_State *L, tidei_log *log, const char *name, const char 
 }
 
 /* ------------------------------------------------------------------------
+ * Sweeps: "name=v1,v2,..." strings into variants
+ * ------------------------------------------------------------------------ */
+
+typedef struct sweep {
+	const char *name; /* in the caller's string, up to its '=' */
+	size_t nlen;
+	const char *values; /* "v1,v2,..." */
+	size_t nvalues;
+} sweep;
+
+/* Check @p sweeps (NULL-terminated, may be NULL) and describe them in
+ * @p sw (room for all of them, or NULL): the number of variants they make
+ * through @p variants (1 with no sweeps). */
+static int
+sweeps_parse(const char *const *sweeps, sweep *sw, size_t *variants, char *err)
+{
+	double total = 1;
+	size_t k = 0;
+
+	for (; sweeps != NULL && sweeps[k] != NULL; k++) {
+		const char *s = sweeps[k], *eq = strchr(s, '='), *p;
+		sweep one;
+
+		if (eq == NULL || eq == s)
+			return tidei_err(err, TIDE_EINVAL, "a sweep is NAME=V1,V2,..., not '%s'",
+					 s);
+		one.name = s;
+		one.nlen = (size_t)(eq - s);
+		one.values = eq + 1;
+		one.nvalues = 1;
+		if (*one.values == '\0')
+			return tidei_err(err, TIDE_EINVAL, "the sweep of '%.*s' has no values",
+					 (int)one.nlen, s);
+		for (p = one.values; *p; p++)
+			if (*p == ',' && (p == one.values || p[1] == ',' || p[1] == '\0'))
+				return tidei_err(err, TIDE_EINVAL,
+						 "the sweep of '%.*s' has an empty value: '%s'",
+						 (int)one.nlen, s, s);
+			else if (*p == ',')
+				one.nvalues++;
+		for (size_t j = 0; j < k; j++)
+			if (strncmp(sweeps[j], s, one.nlen + 1) == 0)
+				return tidei_err(err, TIDE_EINVAL, "'%.*s' is swept twice",
+						 (int)one.nlen, s);
+		total *= (double)one.nvalues;
+		if (sw != NULL)
+			sw[k] = one;
+	}
+	if (total > MAX_VARIANTS)
+		return tidei_err(err, TIDE_EINVAL,
+				 "the sweeps make %.0f combinations of values, %d at most", total,
+				 MAX_VARIANTS);
+	*variants = (size_t)total;
+	return TIDE_OK;
+}
+
+/* Variant @p index of the sweeps @p sw (@p n of them; the last one's
+ * values change fastest): its name into b->variant, and its parameters,
+ * @p sets then its own values, into b->params. */
+static int
+variant_make(bt *b, const sweep *sw, size_t n, size_t index, const char *const *sets)
+{
+	size_t nsets = 0, len = 1, stride = 1;
+	const char **params;
+	char *own, *name;
+
+	while (sets != NULL && sets[nsets] != NULL)
+		nsets++;
+	for (size_t k = 0; k < n; k++) {
+		len += sw[k].nlen + 1 + strlen(sw[k].values) + 1;
+		stride *= sw[k].nvalues;
+	}
+	if ((b->variant = malloc(len)) == NULL || (b->own = malloc(len)) == NULL ||
+	    (params = calloc(nsets + n + 1, sizeof *params)) == NULL)
+		return tidei_err(b->err, TIDE_ENOMEM, "out of memory");
+	if (nsets > 0)
+		memcpy(params, sets, nsets * sizeof *params);
+	own = b->own;
+	name = b->variant;
+	for (size_t k = 0; k < n; k++) {
+		const char *v = sw[k].values;
+		size_t pick;
+		stride /= sw[k].nvalues;
+		pick = index / stride % sw[k].nvalues;
+		while (pick-- > 0)
+			v = strchr(v, ',') + 1;
+		/* after the sets: tide.param takes the last value of a name */
+		params[nsets + k] = own;
+		own += sprintf(own, "%.*s=%.*s", (int)sw[k].nlen, sw[k].name, (int)strcspn(v, ","),
+			       v) +
+		       1;
+		name += sprintf(name, "%s%s", k > 0 ? " " : "", params[nsets + k]);
+	}
+	b->params = params;
+	return TIDE_OK;
+}
+
+TIDE_API int
+tide_backtest_sweep_count(const char *const *sweeps, size_t *variants)
+{
+	char msg[TIDEI_ERRLEN] = "";
+	size_t n = 0;
+	int rc = sweeps_parse(sweeps, NULL, &n, msg);
+
+	if (variants != NULL)
+		*variants = n;
+	return tidei_done(rc, msg);
+}
+
+/* ------------------------------------------------------------------------
  * Turns
  * ------------------------------------------------------------------------ */
 
-/* Commit the input batched, then run consumers and projections until they
- * are done with it, as the engine's turns do. */
+/* Commit the input appended, then run consumers and projections until
+ * they are done with it, as the engine's turns do. */
 static int
 run_turns(bt *b)
 {
 	int more = 1, growths = 0, rc;
 
-	if (b->scratch->txn != NULL) {
-		if ((rc = tidei_log_commit(b->scratch)) != TIDE_OK)
-			return tidei_err(b->err, rc, "%s", b->scratch->err);
-		b->batched = 0;
-	}
+	if (b->scratch->txn != NULL && (rc = tidei_log_commit(b->scratch)) != TIDE_OK)
+		return tidei_err(b->err, rc, "%s", b->scratch->err);
 	while (more) {
 		int pmore = 0;
 		if ((rc = tidei_log_begin(b->scratch)) != TIDE_OK)
@@ -155,64 +303,125 @@ run_turns(bt *b)
 	return TIDE_OK;
 }
 
-/* Append the batch kept in b->batch again, in a fresh transaction (the
- * map was full). */
+/* Append the events of @p batch (see driver.batch) in a fresh
+ * transaction; it is left open.  Appending stamps a record (its version
+ * in its stream, the one before, its arrival) in place, and the versions
+ * differ between variants (their emits have subjects too): each record is
+ * copied to the variant's own buffer first, which leaves the batch for
+ * the other variants to read at the same time. */
 static int
-append_again(bt *b)
+append_batch(bt *b, const tidei_buf *batch)
 {
-	uint8_t *p = b->batch.p, *end = p + b->batch.len;
+	const uint8_t *p = batch->p, *end = p + batch->len;
 	tidei_append res;
-	int rc = TIDE_OK;
+	int rc;
 
 	if ((rc = tidei_log_begin(b->scratch)) != TIDE_OK)
-		return tidei_err(b->err, rc, "%s", b->scratch->err);
+		return rc;
 	while (p < end && rc == TIDE_OK) {
 		uint64_t len;
 		int64_t at;
 		memcpy(&len, p, 8);
 		memcpy(&at, p + 8, 8);
-		rc = tidei_log_append(b->scratch, p + 16, (size_t)len, at, -1, &res);
+		tidei_buf_reset(&b->rec);
+		tidei_buf_put(&b->rec, p + 16, (size_t)len);
+		if (b->rec.failed)
+			return tidei_err(b->scratch->err, TIDE_ENOMEM, "out of memory");
+		rc = tidei_log_append(b->scratch, b->rec.p, (size_t)len, at, -1, &res);
 		p += 16 + len;
 	}
 	return rc;
 }
 
-/* One input event (a record): appended to the batch. */
+/* A batch of input events into variant @p b, in one transaction (again
+ * in a grown map if the map is full), then its turns over them. */
 static int
-append(bt *b, const uint8_t *rec, size_t len, int64_t recorded)
+take_batch(bt *b, const tidei_buf *batch)
 {
-	tidei_append res;
-	uint64_t n = len;
-	size_t off;
-	int rc, growths = 0;
+	int rc = TIDE_OK, growths = 0;
 
-	if (b->scratch->txn == NULL) {
-		if ((rc = tidei_log_begin(b->scratch)) != TIDE_OK)
-			return tidei_err(b->err, rc, "%s", b->scratch->err);
-		tidei_buf_reset(&b->batch);
-	}
-	/* a copy: appending stamps the record, and the input may be read-only */
-	off = b->batch.len;
-	tidei_buf_put(&b->batch, &n, 8);
-	tidei_buf_put(&b->batch, &recorded, 8);
-	tidei_buf_put(&b->batch, rec, len);
-	if (b->batch.failed)
-		return tidei_err(b->err, TIDE_ENOMEM, "out of memory");
-	rc = tidei_log_append(b->scratch, b->batch.p + off + 16, len, recorded, -1, &res);
+	if (batch->len > 0)
+		rc = append_batch(b, batch);
 	while (rc == TIDE_EFULL && growths++ < 8) {
-		/* the batch again, in a grown map */
 		tidei_log_abort(b->scratch);
 		if ((rc = tidei_log_grow(b->scratch)) != TIDE_OK)
-			return tidei_err(b->err, rc, "%s", b->scratch->err);
-		rc = append_again(b);
+			break;
+		rc = append_batch(b, batch);
 	}
-	if (rc != TIDE_OK)
-		return tidei_err(b->err, rc, "%s", b->scratch->err);
-	b->inputs++;
-	if (++b->batched >= BATCH) {
-		if (b->o->progress)
-			b->o->progress(b->o->progress_ud, b->inputs);
-		return run_turns(b);
+	if (rc != TIDE_OK) {
+		tidei_err(b->err, rc, "%s", b->scratch->err);
+		/* here: the thread that began it */
+		if (b->scratch->txn != NULL)
+			tidei_log_abort(b->scratch);
+		return rc;
+	}
+	return run_turns(b);
+}
+
+/* A variant's failure as the driver's, named when sweeping. */
+static int
+variant_failed(driver *d, const bt *b, int rc)
+{
+	if (b->variant == NULL)
+		return tidei_err(d->err, rc, "%s", b->err);
+	return tidei_err(d->err, rc, "%s: %s", b->variant, b->err);
+}
+
+/* One thread's share of a flush: the variants not yet taken, one at a
+ * time, until there are none. */
+static void *
+take_turn(void *ud)
+{
+	driver *d = ud;
+	size_t k;
+
+	while ((k = atomic_fetch_add(&d->next, 1)) < d->n)
+		d->v[k]->rc = take_batch(d->v[k], &d->batch);
+	return NULL;
+}
+
+/* The batch into every variant, which then run their turns over it: on
+ * d->threads threads, the caller's one of them. */
+static int
+flush(driver *d)
+{
+	pthread_t t[MAX_VARIANTS];
+	size_t started = 0;
+
+	atomic_store(&d->next, 0);
+	/* a thread that cannot start leaves its share to the others */
+	while (started + 1 < d->threads && started + 1 < d->n &&
+	       pthread_create(&t[started], NULL, take_turn, d) == 0)
+		started++;
+	take_turn(d);
+	for (size_t k = 0; k < started; k++)
+		pthread_join(t[k], NULL);
+	for (size_t k = 0; k < d->n; k++)
+		if (d->v[k]->rc != TIDE_OK)
+			return variant_failed(d, d->v[k], d->v[k]->rc);
+	tidei_buf_reset(&d->batch);
+	d->batched = 0;
+	return TIDE_OK;
+}
+
+/* One input event (a record): to the batch, which goes to the variants
+ * when it is full. */
+static int
+add(driver *d, const uint8_t *rec, size_t len, int64_t recorded)
+{
+	uint64_t n = len;
+
+	/* a copy: the input goes on (a line, a read transaction) */
+	tidei_buf_put(&d->batch, &n, 8);
+	tidei_buf_put(&d->batch, &recorded, 8);
+	tidei_buf_put(&d->batch, rec, len);
+	if (d->batch.failed)
+		return tidei_err(d->err, TIDE_ENOMEM, "out of memory");
+	d->inputs++;
+	if (++d->batched >= BATCH) {
+		if (d->o->progress)
+			d->o->progress(d->o->progress_ud, d->inputs);
+		return flush(d);
 	}
 	return TIDE_OK;
 }
@@ -234,16 +443,16 @@ time_of(const struct tide_event *ev)
 }
 
 static int
-in_bounds(const bt *b, int64_t t)
+in_bounds(const tide_backtest_opts *o, int64_t t)
 {
 	if (t == INT64_MIN)
-		return b->o->from_time == 0;
-	return (b->o->from_time == 0 || t >= b->o->from_time) &&
-	       (b->o->until_time == 0 || t <= b->o->until_time);
+		return o->from_time == 0;
+	return (o->from_time == 0 || t >= o->from_time) &&
+	       (o->until_time == 0 || t <= o->until_time);
 }
 
 typedef struct line_sink {
-	bt *b;
+	driver *d;
 	long line;
 	int rc;
 } line_sink;
@@ -252,7 +461,7 @@ static void
 on_parsed(void *ud, const uint8_t *rec, size_t len, const char *err)
 {
 	line_sink *ls = ud;
-	bt *b = ls->b;
+	driver *d = ls->d;
 	struct tide_event ev;
 	int64_t t;
 
@@ -260,9 +469,9 @@ on_parsed(void *ud, const uint8_t *rec, size_t len, const char *err)
 		return;
 	if (err != NULL) {
 		/* the first few said, all counted */
-		if (b->rejected++ < MAX_SAID)
+		if (d->rejected++ < MAX_SAID)
 			fprintf(stderr, "tide backtest: line %ld: %s\n", ls->line, err);
-		else if (b->rejected == MAX_SAID + 1)
+		else if (d->rejected == MAX_SAID + 1)
 			fprintf(stderr, "tide backtest: more lines rejected; the summary counts "
 					"them\n");
 		return;
@@ -270,57 +479,57 @@ on_parsed(void *ud, const uint8_t *rec, size_t len, const char *err)
 	if (tidei_event_decode(&ev, rec, len) != 0)
 		return;
 	t = time_of(&ev);
-	if (!in_bounds(b, t))
+	if (!in_bounds(d->o, t))
 		return;
 	/* arrival in a backtest: when it happened, if it says */
-	ls->rc = append(b, rec, len, t != INT64_MIN ? t : tidei_now());
+	ls->rc = add(d, rec, len, t != INT64_MIN ? t : tidei_now());
 }
 
 static int
-read_ndjson(bt *b)
+read_ndjson(driver *d)
 {
-	FILE *f = strcmp(b->o->input, "-") == 0 ? stdin : fopen(b->o->input, "r");
-	line_sink ls = { b, 0, TIDE_OK };
+	FILE *f = strcmp(d->o->input, "-") == 0 ? stdin : fopen(d->o->input, "r");
+	line_sink ls = { d, 0, TIDE_OK };
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
 
 	if (f == NULL)
-		return tidei_err(b->err, TIDE_ENOTFOUND, "cannot open %s: %s", b->o->input,
+		return tidei_err(d->err, TIDE_ENOTFOUND, "cannot open %s: %s", d->o->input,
 				 strerror(errno));
-	tidei_eparser_init(&b->parser, 1 << 20);
+	tidei_eparser_init(&d->parser, 1 << 20);
 	while (ls.rc == TIDE_OK && (n = getline(&line, &cap, f)) > 0) {
 		ls.line++;
 		if (n == 1 && line[0] == '\n')
 			continue;
-		tidei_eparser_run(&b->parser, line, (size_t)n, on_parsed, &ls);
+		tidei_eparser_run(&d->parser, line, (size_t)n, on_parsed, &ls);
 	}
 	free(line);
-	tidei_eparser_free(&b->parser);
+	tidei_eparser_free(&d->parser);
 	if (f != stdin)
 		fclose(f);
 	return ls.rc;
 }
 
 static int
-read_log(bt *b)
+read_log(driver *d)
 {
 	tidei_log_opts lo = { 1, 0, 0, 0 };
 	tidei_log *log = NULL;
 	MDB_txn *txn;
 	MDB_cursor *cur;
 	MDB_val k, v;
-	uint64_t seq = b->o->from_seq > 0 ? b->o->from_seq : 1;
+	uint64_t seq = d->o->from_seq > 0 ? d->o->from_seq : 1;
 	int rc, mrc;
 
-	if ((rc = tidei_log_open(&log, b->o->data, &lo, b->err)) != TIDE_OK)
+	if ((rc = tidei_log_open(&log, d->o->data, &lo, d->err)) != TIDE_OK)
 		return rc;
 	if ((rc = tidei_log_read_begin(log, &txn)) != TIDE_OK) {
 		tidei_log_close(log);
-		return tidei_err(b->err, rc, "%s", log->err);
+		return tidei_err(d->err, rc, "%s", log->err);
 	}
 	if ((mrc = mdb_cursor_open(txn, log->events, &cur)) != 0) {
-		rc = tidei_err(b->err, tidei_err_mdb(mrc), "cannot read the log");
+		rc = tidei_err(d->err, tidei_err_mdb(mrc), "cannot read the log");
 		goto out;
 	}
 	k.mv_size = 8;
@@ -329,10 +538,10 @@ read_log(bt *b)
 	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		struct tide_event ev;
 		memcpy(&seq, k.mv_data, 8);
-		if (b->o->until_seq > 0 && seq > b->o->until_seq)
+		if (d->o->until_seq > 0 && seq > d->o->until_seq)
 			break;
 		if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
-			rc = tidei_err(b->err, TIDE_EIO, "event %llu is corrupt",
+			rc = tidei_err(d->err, TIDE_EIO, "event %llu is corrupt",
 				       (unsigned long long)seq);
 			break;
 		}
@@ -341,12 +550,12 @@ read_log(bt *b)
 		    strncmp(ev.attr[TIDEI_A_SOURCE], "/tide", 5) == 0 &&
 		    (ev.attr[TIDEI_A_SOURCE][5] == '\0' || ev.attr[TIDEI_A_SOURCE][5] == '/'))
 			continue;
-		if (in_bounds(b, time_of(&ev)))
-			rc = append(b, v.mv_data, v.mv_size, ev.recorded);
+		if (in_bounds(d->o, time_of(&ev)))
+			rc = add(d, v.mv_data, v.mv_size, ev.recorded);
 	}
 	mdb_cursor_close(cur);
 	if (rc == TIDE_OK && mrc != 0 && mrc != MDB_NOTFOUND)
-		rc = tidei_err(b->err, tidei_err_mdb(mrc), "cannot read the log");
+		rc = tidei_err(d->err, tidei_err_mdb(mrc), "cannot read the log");
 out:
 	tidei_log_read_end(log);
 	tidei_log_close(log);
@@ -358,7 +567,7 @@ out:
  * ------------------------------------------------------------------------ */
 
 static int
-load_labels(bt *b)
+load_labels(driver *d)
 {
 	FILE *f;
 	char *line = NULL;
@@ -366,18 +575,18 @@ load_labels(bt *b)
 	ssize_t n;
 	int fresh;
 
-	if (b->o->labels_file == NULL)
+	if (d->o->labels_file == NULL)
 		return TIDE_OK;
-	if ((f = fopen(b->o->labels_file, "r")) == NULL)
-		return tidei_err(b->err, TIDE_ENOTFOUND, "cannot open %s: %s", b->o->labels_file,
+	if ((f = fopen(d->o->labels_file, "r")) == NULL)
+		return tidei_err(d->err, TIDE_ENOTFOUND, "cannot open %s: %s", d->o->labels_file,
 				 strerror(errno));
 	while ((n = getline(&line, &cap, f)) > 0) {
 		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' '))
 			n--;
-		if (n > 0 && tidei_keymap_put(&b->positives, line, (size_t)n, &fresh) < 0) {
+		if (n > 0 && tidei_keymap_put(&d->positives, line, (size_t)n, &fresh) < 0) {
 			free(line);
 			fclose(f);
-			return tidei_err(b->err, TIDE_ENOMEM, "out of memory");
+			return tidei_err(d->err, TIDE_ENOMEM, "out of memory");
 		}
 	}
 	free(line);
@@ -391,7 +600,7 @@ labelled(const bt *b, const struct tide_event *ev)
 	tide_value v;
 
 	if (b->o->labels_file != NULL && ev->attr[TIDEI_A_ID] != NULL &&
-	    tidei_keymap_get(&b->positives, ev->attr[TIDEI_A_ID], ev->len[TIDEI_A_ID]) >= 0)
+	    tidei_keymap_get(b->labels, ev->attr[TIDEI_A_ID], ev->len[TIDEI_A_ID]) >= 0)
 		return 1;
 	if (b->o->label == NULL || tide_event_value(ev, b->o->label, &v) != TIDE_OK)
 		return 0;
@@ -472,7 +681,7 @@ emit_seen(bt *b, struct tide_event *ev, const char *src, long cause, long slot)
 	b->emitted++;
 	snprintf(name, sizeof name, "%.*s", (int)wn, who);
 	it.consumer = name;
-	b->fn(b->ud, &it);
+	say(b, &it);
 	if (count(b, who, wn, ev->attr[TIDEI_A_TYPE], ev->len[TIDEI_A_TYPE]) != TIDE_OK)
 		return tidei_err(b->err, TIDE_ENOMEM, "out of memory");
 	if (cause < 0 || !tidei_pattern_match(b->o->alerts ? b->o->alerts : "*",
@@ -573,7 +782,7 @@ score(bt *b, const char *who, const uint8_t *flag, size_t n)
 		it.f1 = 2 * it.precision * it.recall / (it.precision + it.recall);
 	else if (it.tp + it.fp + it.fn > 0)
 		it.f1 = 0;
-	b->fn(b->ud, &it);
+	say(b, &it);
 }
 
 /* A NAB window bound, "2014-02-19 10:50:00.000000", as ns; -1 if not one. */
@@ -674,7 +883,7 @@ nab_series(bt *b, yajl_val all, size_t sv, const uint8_t *flag, size_t n,
 	it.tp = sc->tp;
 	it.fp = sc->fp;
 	it.fn = sc->fn;
-	b->fn(b->ud, &it);
+	say(b, &it);
 out:
 	free(t);
 	free(det);
@@ -731,7 +940,7 @@ score_nab(bt *b, const uint8_t *flag, size_t n)
 	it.kind = TIDE_BACKTEST_NAB;
 	it.type = "";
 	it.score = tidei_nab_normalised(raw, null_score, perfect);
-	b->fn(b->ud, &it);
+	say(b, &it);
 	return TIDE_OK;
 }
 
@@ -754,7 +963,7 @@ on_state(void *ud, const char *key, size_t klen, const char *json, size_t jlen)
 	it.type = k;
 	it.json = json;
 	it.len = jlen;
-	w->b->fn(w->b->ud, &it);
+	say(w->b, &it);
 	return 0;
 }
 
@@ -772,7 +981,7 @@ on_rule_state(void *ud, const char *key, size_t klen, const char *json, size_t j
 	it.type = k;
 	it.json = json;
 	it.len = jlen;
-	w->b->fn(w->b->ud, &it);
+	say(w->b, &it);
 	return 0;
 }
 
@@ -825,9 +1034,10 @@ report_states(bt *b)
 	return report_rules(b);
 }
 
-/* Walk the scratch log: report and count what was emitted, then score. */
+/* Walk the scratch log: report and count what was emitted, then score;
+ * the totals last (@p inputs read, @p rejected). */
 static int
-report(bt *b)
+report(bt *b, uint64_t inputs, uint64_t rejected)
 {
 	MDB_txn *txn;
 	MDB_cursor *cur;
@@ -872,7 +1082,7 @@ report(bt *b)
 		it.consumer = b->counts[c].consumer;
 		it.type = b->counts[c].type;
 		it.count = b->counts[c].n;
-		b->fn(b->ud, &it);
+		say(b, &it);
 	}
 	n = b->ids.n;
 	if (b->o->nab_windows != NULL && (rc = score_nab(b, b->flag[0], n)) != TIDE_OK)
@@ -888,10 +1098,10 @@ report(bt *b)
 		tide_backtest_item it;
 		memset(&it, 0, sizeof it);
 		it.kind = TIDE_BACKTEST_DONE;
-		it.count = b->inputs;
-		it.tp = b->rejected;
+		it.count = inputs;
+		it.tp = rejected;
 		it.fp = b->emitted;
-		b->fn(b->ud, &it);
+		say(b, &it);
 	}
 	return TIDE_OK;
 }
@@ -900,14 +1110,99 @@ report(bt *b)
  * The call
  * ------------------------------------------------------------------------ */
 
+static void
+variant_free(bt *b)
+{
+	if (b == NULL)
+		return;
+	if (b->scratch != NULL && b->scratch->txn != NULL)
+		tidei_log_abort(b->scratch);
+	tidei_projections_destroy(b->ps);
+	tidei_consumers_destroy(b->cs);
+	tidei_scratch_close(b->dir, b->scratch);
+	tidei_buf_free(&b->json);
+	tidei_buf_free(&b->rec);
+	tidei_keymap_free(&b->ids);
+	tidei_keymap_free(&b->series);
+	free(b->series_of);
+	free(b->time_at);
+	free(b->root);
+	free(b->pos);
+	for (size_t f = 0; b->flag != NULL && f < b->nflag; f++)
+		free(b->flag[f]);
+	free(b->flag);
+	for (size_t c = 0; c < b->ncounts; c++) {
+		free(b->counts[c].consumer);
+		free(b->counts[c].type);
+	}
+	free(b->counts);
+	if (b->params != b->o->sets)
+		free((void *)b->params); /* made by variant_make() */
+	free(b->own);
+	free(b->variant);
+	free(b);
+}
+
+/* Variant @p index of the sweeps @p sw (@p nsw of them): its scratch log,
+ * its scripts loaded with its parameters, its consumers and projections
+ * started. */
+static int
+variant_new(driver *d, tide_backtest_fn *fn, void *ud, const sweep *sw, size_t nsw, size_t index,
+	    const char *lua_path, bt **out)
+{
+	const tide_backtest_opts *o = d->o;
+	tidei_consumers_opts co;
+	tidei_projections_opts po;
+	bt *b = calloc(1, sizeof *b);
+	int rc;
+
+	if ((*out = b) == NULL)
+		return tidei_err(d->err, TIDE_ENOMEM, "out of memory");
+	b->o = o;
+	b->fn = fn;
+	b->ud = ud;
+	b->labels = &d->positives;
+	b->params = o->sets;
+	tidei_keymap_init(&b->ids);
+	tidei_keymap_init(&b->series);
+	if (nsw > 0 && (rc = variant_make(b, sw, nsw, index, o->sets)) != TIDE_OK)
+		goto out;
+	if ((rc = tidei_scratch_open(b->dir, sizeof b->dir, "backtest", &b->scratch, b->err)) !=
+	    TIDE_OK)
+		goto out;
+	tidei_consumers_opts_offline(&co, lua_path);
+	co.script.memory_limit = (size_t)2 << 30;
+	co.script.params = b->params;
+	co.turn_budget = BATCH; /* a batch in few turns: fewer commits */
+	co.projection = host_projection;
+	co.projection_ud = b;
+	co.query = host_query;
+	if ((rc = tidei_consumers_new(&b->cs, &co, b->err)) != TIDE_OK)
+		goto out;
+	memset(&po, 0, sizeof po);
+	po.script = tidei_consumers_script(b->cs);
+	po.turn_budget = BATCH;
+	po.log = proj_log;
+	if ((rc = tidei_projections_new(&b->ps, &po, b->err)) != TIDE_OK)
+		goto out;
+	for (size_t k = 0; o->scripts[k] != NULL; k++)
+		if ((rc = tidei_consumers_load(b->cs, o->scripts[k], b->err)) != TIDE_OK)
+			goto out;
+	tidei_projections_pin_scripts(b->ps);
+	if ((rc = tidei_consumers_start(b->cs, b->scratch, 0, b->err)) == TIDE_OK &&
+	    (rc = tidei_projections_start(b->ps, b->scratch, b->err)) == TIDE_OK)
+		rc = run_turns(b); /* the projections go live, empty */
+out:
+	return rc == TIDE_OK ? rc : variant_failed(d, b, rc);
+}
+
 static int
 backtest_impl(const tide_backtest_opts *o, tide_backtest_fn *fn, void *ud, char *err)
 {
-	tidei_consumers_opts co;
-	tidei_projections_opts po;
 	tidei_buf path = { 0 };
-	bt b;
-	size_t nscripts = 0;
+	driver d;
+	sweep *sw = NULL;
+	size_t nscripts = 0, nsw = 0;
 	int rc;
 
 	if (o == NULL || fn == NULL || o->scripts == NULL || o->scripts[0] == NULL ||
@@ -915,77 +1210,57 @@ backtest_impl(const tide_backtest_opts *o, tide_backtest_fn *fn, void *ud, char 
 		return tidei_err(err, TIDE_EINVAL,
 				 "tide_backtest: scripts, a callback and an input or a log are "
 				 "needed");
-	memset(&b, 0, sizeof b);
-	b.o = o;
-	b.fn = fn;
-	b.ud = ud;
-	tidei_keymap_init(&b.positives);
-	tidei_keymap_init(&b.ids);
-	tidei_keymap_init(&b.series);
+	memset(&d, 0, sizeof d);
+	d.o = o;
+	d.threads = o->threads;
+	if (d.threads == 0) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		d.threads = cpus > 0 ? (size_t)cpus : 1;
+	}
+	tidei_keymap_init(&d.positives);
 	while (o->scripts[nscripts] != NULL)
 		nscripts++;
-	if ((rc = load_labels(&b)) != TIDE_OK)
+	while (o->sweeps != NULL && o->sweeps[nsw] != NULL)
+		nsw++;
+	if (nsw > 0 && (sw = calloc(nsw, sizeof *sw)) == NULL) {
+		rc = tidei_err(d.err, TIDE_ENOMEM, "out of memory");
 		goto out;
-	if ((rc = tidei_scratch_open(b.dir, sizeof b.dir, "backtest", &b.scratch, b.err)) !=
-	    TIDE_OK)
+	}
+	if ((rc = sweeps_parse(o->sweeps, sw, &d.n, d.err)) != TIDE_OK ||
+	    (rc = load_labels(&d)) != TIDE_OK)
 		goto out;
+	if ((d.v = calloc(d.n, sizeof *d.v)) == NULL) {
+		rc = tidei_err(d.err, TIDE_ENOMEM, "out of memory");
+		goto out;
+	}
 	tidei_lua_path(&path, NULL, o->scripts, nscripts);
-	tidei_consumers_opts_offline(&co, path.failed ? NULL : (const char *)path.p);
-	co.script.memory_limit = (size_t)2 << 30;
-	co.script.params = o->sets;
-	co.turn_budget = BATCH; /* a batch in few turns: fewer commits */
-	co.projection = host_projection;
-	co.projection_ud = &b;
-	co.query = host_query;
-	if ((rc = tidei_consumers_new(&b.cs, &co, b.err)) != TIDE_OK)
-		goto out;
-	memset(&po, 0, sizeof po);
-	po.script = tidei_consumers_script(b.cs);
-	po.turn_budget = BATCH;
-	po.log = proj_log;
-	if ((rc = tidei_projections_new(&b.ps, &po, b.err)) != TIDE_OK)
-		goto out;
-	for (size_t k = 0; k < nscripts; k++)
-		if ((rc = tidei_consumers_load(b.cs, o->scripts[k], b.err)) != TIDE_OK)
+	for (size_t k = 0; k < d.n; k++)
+		if ((rc = variant_new(&d, fn, ud, sw, nsw, k,
+				      path.failed ? NULL : (const char *)path.p, &d.v[k])) !=
+		    TIDE_OK)
 			goto out;
-	tidei_projections_pin_scripts(b.ps);
-	if ((rc = tidei_consumers_start(b.cs, b.scratch, 0, b.err)) != TIDE_OK ||
-	    (rc = tidei_projections_start(b.ps, b.scratch, b.err)) != TIDE_OK ||
-	    (rc = run_turns(&b)) != TIDE_OK) /* the projections go live, empty */
-		goto out;
-	rc = o->input != NULL ? read_ndjson(&b) : read_log(&b);
+	rc = o->input != NULL ? read_ndjson(&d) : read_log(&d);
 	if (rc == TIDE_OK)
-		rc = run_turns(&b);
+		rc = flush(&d); /* what is left, if anything, and the turns after it */
 	if (rc == TIDE_OK && o->progress)
-		o->progress(o->progress_ud, b.inputs);
-	if (rc == TIDE_OK)
-		rc = report(&b);
+		o->progress(o->progress_ud, d.inputs);
+	/* variant by variant, each let go once reported */
+	for (size_t k = 0; k < d.n && rc == TIDE_OK; k++) {
+		if ((rc = report(d.v[k], d.inputs, d.rejected)) != TIDE_OK)
+			rc = variant_failed(&d, d.v[k], rc);
+		variant_free(d.v[k]);
+		d.v[k] = NULL;
+	}
 out:
 	if (err != NULL)
-		snprintf(err, TIDEI_ERRLEN, "%s", rc == TIDE_OK ? "" : b.err);
-	if (b.scratch != NULL && b.scratch->txn != NULL)
-		tidei_log_abort(b.scratch);
-	tidei_projections_destroy(b.ps);
-	tidei_consumers_destroy(b.cs);
-	tidei_scratch_close(b.dir, b.scratch);
+		snprintf(err, TIDEI_ERRLEN, "%s", rc == TIDE_OK ? "" : d.err);
+	for (size_t k = 0; d.v != NULL && k < d.n; k++)
+		variant_free(d.v[k]);
+	free(d.v);
+	free(sw);
 	tidei_buf_free(&path);
-	tidei_buf_free(&b.batch);
-	tidei_buf_free(&b.json);
-	tidei_keymap_free(&b.positives);
-	tidei_keymap_free(&b.ids);
-	tidei_keymap_free(&b.series);
-	free(b.series_of);
-	free(b.time_at);
-	free(b.root);
-	free(b.pos);
-	for (size_t f = 0; b.flag != NULL && f < b.nflag; f++)
-		free(b.flag[f]);
-	free(b.flag);
-	for (size_t c = 0; c < b.ncounts; c++) {
-		free(b.counts[c].consumer);
-		free(b.counts[c].type);
-	}
-	free(b.counts);
+	tidei_buf_free(&d.batch);
+	tidei_keymap_free(&d.positives);
 	return rc;
 }
 

@@ -692,6 +692,18 @@ typedef struct tide_backtest_opts {
 	/** Called now and then with the input events done (may be NULL). */
 	void (*progress)(void *ud, uint64_t done);
 	void *progress_ud;
+	/** Sweeps: "name=v1,v2,..." strings, NULL-terminated; may be NULL.
+	 *  Each combination of one value of every sweep is a variant, run with
+	 *  @p sets and then its own values (which win over a set of the same
+	 *  name), on a scratch log, consumers and projections of its own; the
+	 *  input is read once for all of them.  A variant emits and scores
+	 *  what a backtest with its values given in @p sets would.  The last
+	 *  sweep's values change fastest; 64 variants at most. */
+	const char *const *sweeps;
+	/** Variants that run at once, each on a thread (0: one per CPU; 1: one
+	 *  after the other, on the calling thread).  What they report is the
+	 *  same either way. */
+	unsigned threads;
 } tide_backtest_opts;
 
 /** What tide_backtest() reports. */
@@ -725,6 +737,10 @@ typedef struct tide_backtest_item {
 	const char *json;             /**< STATE, RULE: the state as JSON, @p len bytes */
 	size_t len;
 	double score; /**< NAB: raw (a series) or normalised (the total) */
+	/** Sweeping: the variant the item is of, its values as "name=v1
+	 *  other=v2" (in the order of the sweeps); NULL otherwise.  A variant's
+	 *  items all come before the next variant's, each with its own DONE. */
+	const char *variant;
 } tide_backtest_item;
 
 typedef void tide_backtest_fn(void *ud, const tide_backtest_item *it);
@@ -734,10 +750,22 @@ typedef void tide_backtest_fn(void *ud, const tide_backtest_item *it);
  *  over it turn by turn with the code of a live engine (emits reach
  *  projections and other consumers, timers and windows follow event
  *  time), so what they emit is what they would emit live.  Nothing is
- *  written to the log read.  @return TIDE_OK, TIDE_EINVAL, TIDE_ENOTFOUND
- *  (no log, or no input file), TIDE_ESCRIPT (a script did not load),
- *  TIDE_ENOMEM, TIDE_EIO. */
+ *  written to the log read.  With sweeps, each variant is reported in
+ *  turn once the input is done (EMIT items included).  It runs on the
+ *  calling thread, @p fn and progress too; @p o and what it points to are
+ *  borrowed for the call.
+ *  @return TIDE_OK, TIDE_EINVAL (missing options, or sweeps that are not
+ *  NAME=V1,V2,..., have an empty value, sweep a name twice or make more
+ *  than 64 variants), TIDE_ENOTFOUND (no log, or no input file),
+ *  TIDE_ESCRIPT (a script did not load), TIDE_ENOMEM, TIDE_EIO. */
 TIDE_API int tide_backtest(const tide_backtest_opts *o, tide_backtest_fn *fn, void *ud);
+
+/** Check @p sweeps as tide_backtest() would (NULL-terminated
+ *  "name=v1,v2,..." strings; NULL for none) without running anything,
+ *  and the number of variants they make through @p variants (1 for no
+ *  sweeps; may be NULL).  @return TIDE_OK or TIDE_EINVAL, with
+ *  tide_errmsg() saying what is wrong.  Any thread. */
+TIDE_API int tide_backtest_sweep_count(const char *const *sweeps, size_t *variants);
 
 /* ------------------------------------------------------------------------
  * Checking scripts without running them

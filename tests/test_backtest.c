@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -659,6 +660,469 @@ START_TEST(nab_scores_through_backtest)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * Sweeps
+ * ------------------------------------------------------------------------ */
+
+/* `script` with two parameters (the amount a big alert needs, the count
+ * a burst needs), and a consumer of the big alerts. */
+static const char swept[] =
+	"local tide = require 'tide'\n"
+	"local LIMIT = tide.param('limit', 90)\n"
+	"local BURST = tide.param('burst', 3)\n"
+	"tide.projection('spent', { version = 1,\n"
+	"  init = function() return { sum = 0 } end,\n"
+	"  on = { ['card.tx'] = function(s, ev) s.sum = s.sum + ev.data.amount end } })\n"
+	"tide.on('card.tx', function(ev, st, card)\n"
+	"  st.n = (st.n or 0) + 1\n"
+	"  local h = tide.window('h')\n"
+	"  if h.count >= BURST then\n"
+	"    tide.emit{ type = 'alert.burst', subject = card,\n"
+	"               data = { n = h.count, v = ev.version } }\n"
+	"  end\n"
+	"  if ev.data.amount > LIMIT then\n"
+	"    tide.emit{ type = 'alert.big', subject = card, data = { a = ev.data.amount } }\n"
+	"  end\n"
+	"  tide.timer.after('quiet', '20m', { n = st.n })\n"
+	"end, { name = 'burst', key = 'subject', from = 'beginning',\n"
+	"       windows = { h = { sliding = '10m', value = 'data.amount',\n"
+	"                         aggregates = { 'count' } } },\n"
+	"       timers = { quiet = function(key, data)\n"
+	"         tide.emit{ type = 'note.quiet', subject = key, data = { n = data.n } }\n"
+	"       end } })\n"
+	"tide.on('alert.big', function(ev)\n"
+	"  tide.emit{ type = 'alert.follow', subject = ev.subject }\n"
+	"end, { name = 'follow', from = 'beginning' })\n";
+
+/* The summary of variant @p v in a sweep's output @p out: what follows its
+ * "== v" heading up to its "N emitted" line, which gives *@p emitted. */
+static char *
+variant_summary(const char *out, const char *v, unsigned long long *emitted)
+{
+	char head[256];
+	const char *from, *end, *line;
+
+	snprintf(head, sizeof head, "== %s\n", v);
+	from = strstr(out, head);
+	ck_assert_msg(from != NULL, "no %s in %s", head, out);
+	from += strlen(head);
+	end = strstr(from, " emitted\n");
+	ck_assert_ptr_nonnull(end);
+	for (line = end; line > from && line[-1] != '\n'; line--)
+		;
+	ck_assert_int_eq(sscanf(line, "%llu emitted\n", emitted), 1);
+	return strndup(from, (size_t)(line - from));
+}
+
+/* The summary of a run by itself, without its last line (times differ),
+ * which gives the events it emitted through *@p emitted. */
+static char *
+run_summary(const char *out, unsigned long long *emitted)
+{
+	const char *last = strstr(out, "tide backtest: ");
+	const char *n;
+
+	ck_assert_msg(last != NULL, "%s", out);
+	n = strstr(last, " rejected, ");
+	ck_assert_ptr_nonnull(n);
+	ck_assert_int_eq(sscanf(n, " rejected, %llu emitted", emitted), 1);
+	return strndup(out, (size_t)(last - out));
+}
+
+/* The row of variant @p v in a sweep's table: its emitted events, and its
+ * F1 (NAN if none is shown). */
+static void
+table_row(const char *out, const char *v, unsigned long long *emitted, double *f1)
+{
+	char head[256], line[512], f1s[32] = "";
+	const char *table = strstr(out, " variants:\n"), *row;
+
+	ck_assert_msg(table != NULL, "%s", out);
+	snprintf(head, sizeof head, "\n  %s ", v);
+	row = strstr(table, head);
+	ck_assert_msg(row != NULL, "no row %s in %s", v, out);
+	row += strlen(head);
+	snprintf(line, sizeof line, "%.*s", (int)strcspn(row, "\n"), row);
+	ck_assert_int_ge(sscanf(line, "%llu %*s %*s %31s", emitted, f1s), 1);
+	*f1 = f1s[0] ? strtod(f1s, NULL) : NAN;
+}
+
+/* A sweep of 3 values reads the input once, and each variant emits and
+ * scores exactly what a run of its value with --set does, over more
+ * than one batch of input (65,536 events), with consumers reacting to
+ * each other's emits, timers and windows; the table agrees and marks the
+ * best F1. */
+START_TEST(sweep_is_separate_runs_in_one_pass)
+{
+	static const char *const limit[] = { "60", "80", "95" };
+	const char *dir = th_tmpdir();
+	char path[700], events[700], v[64], *out = malloc(1 << 16), *one = malloc(1 << 16);
+	unsigned long long emitted[3], n, row;
+	double f1[3], best = -1, rf1;
+	char *want, *got;
+
+	ck_assert_ptr_nonnull(out);
+	ck_assert_ptr_nonnull(one);
+	snprintf(path, sizeof path, "%s", th_write(dir, "swept.lua", swept));
+	snprintf(events, sizeof events, "%s", write_events(dir, 70000));
+	ck_assert_int_eq(th_sh(out, 1 << 16,
+			       "'%s' backtest -s '%s' --set burst=5 --sweep limit=60,80,95 "
+			       "--label data.fraud --alerts 'alert.*' '%s' 2>/dev/null",
+			       TIDE_BIN, path, events),
+			 0);
+	ck_assert_msg(strstr(out, "\n3 variants:\n") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "tide backtest: 70000 events in ") != NULL &&
+			      strstr(out, " through 3 variants, 0 rejected\n") != NULL,
+		      "%s", out);
+	for (int k = 0; k < 3; k++) {
+		ck_assert_int_eq(th_sh(one, 1 << 16,
+				       "'%s' backtest -s '%s' --set burst=5 --set limit=%s "
+				       "--label data.fraud --alerts 'alert.*' '%s' 2>/dev/null",
+				       TIDE_BIN, path, limit[k], events),
+				 0);
+		want = run_summary(one, &emitted[k]);
+		ck_assert_msg(strstr(want, "  follow               alert.follow") != NULL &&
+				      strstr(want, "  burst                note.quiet") != NULL,
+			      "%s", want);
+		ck_assert_int_eq(sscanf(strstr(want, "  (all) "),
+					"  (all) precision %*s recall %*s F1 %lf", &f1[k]),
+				 1);
+		snprintf(v, sizeof v, "limit=%s", limit[k]);
+		got = variant_summary(out, v, &n);
+		ck_assert_str_eq(got, want);
+		ck_assert_uint_eq(n, emitted[k]);
+		table_row(out, v, &row, &rf1);
+		ck_assert_uint_eq(row, emitted[k]);
+		ck_assert_msg(fabs(rf1 - f1[k]) < 0.0006, "%s: %f, %f", v, rf1, f1[k]);
+		if (f1[k] > best)
+			best = f1[k];
+		free(want);
+		free(got);
+	}
+	/* the values took: the higher the limit, the fewer big alerts */
+	ck_assert_uint_gt(emitted[0], emitted[1]);
+	ck_assert_uint_gt(emitted[1], emitted[2]);
+	ck_assert_int_eq(th_count(out, "  <- best F1\n"), 1);
+	for (int k = 0; k < 3; k++) {
+		char mark[64];
+		snprintf(mark, sizeof mark, "\n  limit=%s ", limit[k]);
+		if (f1[k] == best) {
+			const char *r = strstr(strstr(out, " variants:\n"), mark);
+			ck_assert_msg(strstr(r, "  <- best F1\n") < strchr(r + 1, '\n') + 1, "%s",
+				      out);
+			break;
+		}
+	}
+	free(out);
+	free(one);
+}
+END_TEST
+
+/* Two sweeps: every combination, the last sweep's values changing
+ * fastest, each what its --set run emits; a sweep wins over a --set of
+ * the same name; -q leaves the table alone; the variants one after the
+ * other (--threads 1) or three at once make the same table. */
+START_TEST(sweeps_make_every_combination)
+{
+	static const char *const names[] = { "limit=60 burst=3", "limit=60 burst=5",
+					     "limit=95 burst=3", "limit=95 burst=5" };
+	const char *dir = th_tmpdir();
+	char path[700], events[700], out[16384], one[16384], serial[16384];
+	const char *at = NULL;
+	unsigned long long row, n, prev = 0;
+	double f1;
+
+	snprintf(path, sizeof path, "%s", th_write(dir, "swept.lua", swept));
+	snprintf(events, sizeof events, "%s", write_events(dir, 3000));
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' backtest -q -s '%s' --set limit=10 --sweep limit=60,95 "
+			       "--sweep burst=3,5 '%s' 2>&1",
+			       TIDE_BIN, path, events),
+			 0);
+	ck_assert_msg(strncmp(out, "4 variants:\n  variant ", 22) == 0, "%s", out);
+	ck_assert_msg(strstr(out, "== ") == NULL && strstr(out, "tide backtest") == NULL &&
+			      strstr(out, "best") == NULL,
+		      "%s", out);
+	for (int k = 0; k < 4; k++) {
+		char set[64];
+		const char *r;
+		snprintf(set, sizeof set, "\n  %s ", names[k]);
+		r = strstr(out, set);
+		ck_assert_msg(r != NULL && r > at, "%s: %s", names[k], out);
+		at = r;
+		table_row(out, names[k], &row, &f1);
+		ck_assert(isnan(f1));
+		snprintf(set, sizeof set, "%s", names[k]);
+		set[8] = '\0'; /* "limit=60", then "burst=3" */
+		ck_assert_int_eq(th_sh(one, sizeof one,
+				       "'%s' backtest -s '%s' --set %s --set %s '%s' 2>/dev/null",
+				       TIDE_BIN, path, set, set + 9, events),
+				 0);
+		free(run_summary(one, &n));
+		ck_assert_uint_eq(row, n);
+		ck_assert_uint_ne(row, prev);
+		prev = row;
+	}
+	ck_assert_int_eq(th_sh(serial, sizeof serial,
+			       "'%s' backtest -q -s '%s' --set limit=10 --sweep limit=60,95 "
+			       "--sweep burst=3,5 --threads 1 '%s' 2>&1",
+			       TIDE_BIN, path, events),
+			 0);
+	ck_assert_str_eq(serial, out);
+	ck_assert_int_eq(th_sh(serial, sizeof serial,
+			       "'%s' backtest -q -s '%s' --set limit=10 --sweep limit=60,95 "
+			       "--sweep burst=3,5 --threads 3 '%s' 2>&1",
+			       TIDE_BIN, path, events),
+			 0);
+	ck_assert_str_eq(serial, out);
+}
+END_TEST
+
+/* --sweep's mistakes are usage errors, refused before anything runs. */
+START_TEST(sweep_usage_errors)
+{
+	static const char *const bad[] = {
+		"--sweep limit",
+		"a sweep is NAME=V1,V2,..., not 'limit'",
+		"--sweep =1,2",
+		"a sweep is NAME=V1,V2,..., not '=1,2'",
+		"--sweep limit=",
+		"the sweep of 'limit' has no values",
+		"--sweep limit=1,,2",
+		"the sweep of 'limit' has an empty value: 'limit=1,,2'",
+		"--sweep limit=1,2,",
+		"has an empty value",
+		"--sweep limit=1 --sweep burst=2 --sweep limit=3",
+		"'limit' is swept twice",
+		"--sweep limit=1,2 --emits",
+		"--emits and --sweep do not go together",
+		"--sweep a=1,2,3,4,5 --sweep b=1,2,3,4,5,6,7,8,9,10,11,12,13",
+		"the sweeps make 65 combinations of values, 64 at most",
+		"--sweep limit=1,2 --threads 0",
+		"--threads takes a number from 1 to 64, not '0'",
+		"--sweep a=1,2 --sweep b=1,2,3,4,5,6,7,8 --sweep c=1,2,3,4",
+		"the sweeps make 64 combinations",
+		NULL,
+	};
+	const char *dir = th_tmpdir();
+	char path[700], events[700], out[16384];
+
+	snprintf(path, sizeof path, "%s", th_write(dir, "swept.lua", swept));
+	snprintf(events, sizeof events, "%s", write_events(dir, 100));
+	for (int k = 0; bad[k] != NULL; k += 2) {
+		/* exactly 64 is allowed: the last is not an error */
+		int last = bad[k + 2] == NULL;
+		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' backtest -s '%s' %s '%s' 2>&1",
+				       TIDE_BIN, path, bad[k], events),
+				 last ? 0 : 2);
+		if (last) {
+			ck_assert_msg(strstr(out, bad[k + 1]) == NULL, "%s", out);
+			ck_assert_msg(strstr(out, "\n64 variants:\n") != NULL, "%s", out);
+			ck_assert_int_eq(th_count(out, "== a="), 64);
+		} else {
+			ck_assert_msg(strstr(out, bad[k + 1]) != NULL, "%s: %s", bad[k], out);
+			ck_assert_msg(strstr(out, "variants:") == NULL, "%s: %s", bad[k], out);
+		}
+	}
+	/* a value the script refuses: the variant is named */
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' backtest -s '%s' --sweep limit=1,lots '%s' 2>&1", TIDE_BIN,
+			       path, events),
+			 1);
+	ck_assert_msg(strstr(out, "limit=lots: ") != NULL &&
+			      strstr(out, "parameter 'limit': 'lots' is not a number") != NULL,
+		      "%s", out);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' backtest --help", TIDE_BIN), 0);
+	ck_assert_msg(strstr(out, "--sweep NAME=V,V...") != NULL, "%s", out);
+}
+END_TEST
+
+/* --nab with --sweep: the table has each variant's NAB score, and marks
+ * the best; each is what a run with --set scores. */
+START_TEST(sweep_scores_nab)
+{
+	static const char rule[] =
+		"local tide = require 'tide'\n"
+		"local OVER = tide.param('over', 50)\n"
+		"tide.on('sensor.reading', function(ev)\n"
+		"  if ev.data.value > OVER then\n"
+		"    tide.emit{ type = 'sensor.anomaly', subject = ev.subject }\n"
+		"  end\n"
+		"end, { name = 'over', from = 'beginning' })\n";
+	static const char *const over[] = { "0.5", "50", "200" };
+	const char *dir = th_tmpdir();
+	char path[700], events[700], windows[700], out[16384], one[16384];
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s", th_write(dir, "r.lua", rule));
+	snprintf(windows, sizeof windows, "%s",
+		 th_write(dir, "windows.json",
+			  "{\"a/s.csv\": [[\"2026-01-01 08:20:00.000000\", "
+			  "\"2026-01-01 09:59:00.000000\"]]}"));
+	snprintf(events, sizeof events, "%s/e.ndjson", dir);
+	f = fopen(events, "w");
+	ck_assert_ptr_nonnull(f);
+	/* 1000 minutes from 00:00, all 1 but minute 500 (in the window) */
+	for (int i = 0; i < 1000; i++)
+		fprintf(f,
+			"{\"specversion\":\"1.0\",\"id\":\"r%d\",\"source\":\"/t\","
+			"\"type\":\"sensor.reading\",\"subject\":\"a/s.csv\","
+			"\"time\":\"2026-01-01T%02d:%02d:00Z\",\"data\":{\"value\":%d}}\n",
+			i, i / 60, i % 60, i == 500 ? 100 : 1);
+	fclose(f);
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' backtest -q -s '%s' --nab '%s' --sweep over=0.5,50,200 '%s' "
+			       "2>&1",
+			       TIDE_BIN, path, windows, events),
+			 0);
+	ck_assert_msg(strstr(out, "  variant      emitted        NAB\n") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "  over=50            1      100.0  <- best NAB score\n") != NULL,
+		      "%s", out);
+	ck_assert_msg(strstr(out, "  over=200           0        0.0\n") != NULL, "%s", out);
+	ck_assert_int_eq(th_count(out, "<- best"), 1);
+	for (int k = 0; k < 3; k++) {
+		char row[64];
+		double nab, want;
+		const char *r, *score;
+		ck_assert_int_eq(th_sh(one, sizeof one,
+				       "'%s' backtest -s '%s' --nab '%s' --set over=%s '%s' 2>&1",
+				       TIDE_BIN, path, windows, over[k], events),
+				 0);
+		score = strstr(one, "no detection): ");
+		ck_assert_msg(score != NULL, "%s", one);
+		ck_assert_int_eq(sscanf(score, "no detection): %lf", &want), 1);
+		snprintf(row, sizeof row, "  over=%s ", over[k]);
+		r = strstr(out, row);
+		ck_assert_msg(r != NULL, "%s", out);
+		ck_assert_int_eq(sscanf(r + strlen(row), "%*u %lf", &nab), 1);
+		ck_assert_msg(fabs(nab - want) < 0.05, "%s: %f, %f", row, nab, want);
+		/* every reading flagged: false detections, below no detection */
+		if (k == 0)
+			ck_assert_double_lt(nab, 0);
+	}
+	ck_assert_msg(strstr(out, "  over=0.5        1000 ") != NULL, "%s", out);
+}
+END_TEST
+
+typedef struct seen {
+	int items, unnamed, regress; /* items; without a variant; back to an earlier one */
+	int kinds[8];                /* per kind, of the variant "limit=95 burst=3" */
+	char variants[8][64];
+	int nvariants;
+	sbuf emits[8]; /* per variant (0 without), its emitted events' JSON */
+} seen;
+
+static void
+on_seen(void *ud, const tide_backtest_item *it)
+{
+	seen *s = ud;
+	int v = 0;
+
+	s->items++;
+	if (it->variant == NULL) {
+		s->unnamed++;
+	} else {
+		if (s->nvariants == 0 || strcmp(s->variants[s->nvariants - 1], it->variant) != 0) {
+			for (int k = 0; k < s->nvariants; k++)
+				if (strcmp(s->variants[k], it->variant) == 0)
+					s->regress++;
+			ck_assert_int_lt(s->nvariants, 8);
+			snprintf(s->variants[s->nvariants++], 64, "%s", it->variant);
+		}
+		v = s->nvariants - 1;
+		if (strcmp(it->variant, "limit=95 burst=3") == 0 && it->kind >= 0 && it->kind < 8)
+			s->kinds[it->kind]++;
+	}
+	if (it->kind == TIDE_BACKTEST_EMIT) {
+		const char *json, *rec;
+		size_t len, skip = 0;
+		ck_assert_int_eq(tide_event_json(it->ev, &json, &len), TIDE_OK);
+		/* an emitted event arrives when it is emitted, by the wall clock */
+		rec = strstr(json, "\"recorded\":\"");
+		ck_assert_ptr_nonnull(rec);
+		skip = (size_t)(strchr(rec + 12, '"') + 2 - rec);
+		sb_printf(&s->emits[v], "%.*s%.*s\n", (int)(rec - json), json,
+			  (int)(len - (size_t)(rec - json) - skip), rec + skip);
+	}
+}
+
+/* Through tide.h: tide_backtest_sweep_count(); every item of a variant
+ * carries it, states and rules' states too, variant after variant; each
+ * variant emits, event for event (ids, versions and times included),
+ * what a run with its values in sets emits, its variants taking the
+ * batches at once; no item has a variant without sweeps; bad sweeps are
+ * TIDE_EINVAL. */
+START_TEST(sweep_through_the_api)
+{
+	static const char *const two[] = { "limit=60,95", "burst=3,4", NULL };
+	static const char *const none[] = { NULL };
+	static const char *const wrong[] = { "limit=60,95", "limit", NULL };
+	static const char *const sets[4][3] = { { "limit=60", "burst=3", NULL },
+						{ "limit=60", "burst=4", NULL },
+						{ "limit=95", "burst=3", NULL },
+						{ "limit=95", "burst=4", NULL } };
+	const char *dir = th_tmpdir();
+	char path[700], events[700];
+	const char *scripts[] = { path, NULL };
+	char *swept_emits[4];
+	tide_backtest_opts o;
+	seen s;
+	size_t n = 0;
+
+	snprintf(path, sizeof path, "%s", th_write(dir, "swept.lua", swept));
+	snprintf(events, sizeof events, "%s", write_events(dir, 20000));
+	ck_assert_int_eq(tide_backtest_sweep_count(two, &n), TIDE_OK);
+	ck_assert_uint_eq(n, 4);
+	ck_assert_int_eq(tide_backtest_sweep_count(NULL, &n), TIDE_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(tide_backtest_sweep_count(none, &n), TIDE_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(tide_backtest_sweep_count(wrong, &n), TIDE_EINVAL);
+	ck_assert_msg(strstr(tide_errmsg(), "not 'limit'") != NULL, "%s", tide_errmsg());
+
+	memset(&o, 0, sizeof o);
+	o.scripts = scripts;
+	o.input = events;
+	o.sweeps = two;
+	o.threads = 4;
+	memset(&s, 0, sizeof s);
+	ck_assert_int_eq(tide_backtest(&o, on_seen, &s), TIDE_OK);
+	ck_assert_int_eq(s.unnamed, 0);
+	ck_assert_int_eq(s.regress, 0);
+	ck_assert_int_eq(s.nvariants, 4);
+	ck_assert_int_eq(s.kinds[TIDE_BACKTEST_DONE], 1);
+	ck_assert_int_gt(s.kinds[TIDE_BACKTEST_EMIT], 0);
+	ck_assert_int_eq(s.kinds[TIDE_BACKTEST_STATE], 5); /* the projection's 5 cards */
+	ck_assert_int_eq(s.kinds[TIDE_BACKTEST_RULE], 5);  /* the rule's */
+	for (int k = 0; k < 4; k++) {
+		ck_assert_int_eq(th_count(s.variants[k], "limit="), 1);
+		ck_assert_msg(strncmp(s.variants[k], sets[k][0], 8) == 0 &&
+				      strcmp(s.variants[k] + 9, sets[k][1]) == 0,
+			      "%s", s.variants[k]);
+		swept_emits[k] = sb_take(&s.emits[k]);
+	}
+
+	o.sweeps = NULL;
+	for (int k = 0; k < 4; k++) {
+		char *alone;
+		memset(&s, 0, sizeof s);
+		o.sets = sets[k];
+		ck_assert_int_eq(tide_backtest(&o, on_seen, &s), TIDE_OK);
+		ck_assert_int_gt(s.items, 0);
+		ck_assert_int_eq(s.unnamed, s.items);
+		alone = sb_take(&s.emits[0]);
+		ck_assert_int_gt(th_count(alone, "\"v\":"), 100);
+		ck_assert_msg(strcmp(swept_emits[k], alone) == 0, "%s and %s differ", sets[k][0],
+			      sets[k][1]);
+		free(alone);
+		free(swept_emits[k]);
+	}
+
+	o.sweeps = wrong;
+	ck_assert_int_eq(tide_backtest(&o, on_seen, &s), TIDE_EINVAL);
+}
+END_TEST
+
 Suite *
 backtest_suite(void)
 {
@@ -675,6 +1139,11 @@ backtest_suite(void)
 	tcase_add_test(tc, params_from_the_command_line);
 	tcase_add_test(tc, pack_examples_run);
 	tcase_add_test(tc, nab_scores_through_backtest);
+	tcase_add_test(tc, sweep_is_separate_runs_in_one_pass);
+	tcase_add_test(tc, sweeps_make_every_combination);
+	tcase_add_test(tc, sweep_usage_errors);
+	tcase_add_test(tc, sweep_scores_nab);
+	tcase_add_test(tc, sweep_through_the_api);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	return s;

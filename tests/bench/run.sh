@@ -13,7 +13,7 @@
 #   BENCH_REQS_SYNC  the same in sync durability (default 5000: each waits an fsync)
 #   BENCH_SUITES     which parts to run
 #                    (default "ingest single req redis nats projection embed rules
-#                    backtest")
+#                    backtest"; "sweep" alone is the backtest's sweep part)
 #   BENCH_TRANSPORTS transports for Tide (default "ipc tcp")
 #   BENCH_NATS_PENDING  max JetStream async publishes in flight (default 10000)
 #   BENCH_REDIS_CLIENTS redis-benchmark connections (default 50)
@@ -36,6 +36,9 @@
 #                    (default: BENCH_RULE_KEYS)
 #   BENCH_BACKTEST_EVENTS  backtest: card transactions in the NDJSON file
 #                    (default 1000000)
+#   BENCH_SWEEP_EVENTS  backtest: the card transactions of the sweep (a
+#                    --sweep of 4 values against the 4 runs it replaces;
+#                    default 500000; 0: no sweep)
 #   BENCH_TMPDIR     where data directories go (default /var/tmp: a real
 #                    disk, so fsync costs what it costs; /tmp may be tmpfs)
 #   BENCH_OUT        also write the markdown report to this file
@@ -53,6 +56,7 @@ REQS=${BENCH_REQS:-20000}
 REQS_SYNC=${BENCH_REQS_SYNC:-5000}
 SUITES=${BENCH_SUITES:-ingest single req redis nats projection embed rules backtest}
 BT_EVENTS=${BENCH_BACKTEST_EVENTS:-1000000}
+SWEEP_EVENTS=${BENCH_SWEEP_EVENTS:-500000}
 PROJ_EVENTS=${BENCH_PROJ_EVENTS:-1000000}
 PROJ_KEYS=${BENCH_PROJ_KEYS:-100000}
 PROJ_THREADS=${BENCH_PROJ_THREADS:-0}
@@ -73,7 +77,7 @@ die() { say "bench: $*"; exit 1; }
 want() { case " $SUITES " in *" $1 "*) return 0 ;; esac; return 1; }
 
 [ -x "$TIDE" ] || die "no tide binary at $TIDE (build it first, or set TIDE=)"
-case $BT_EVENTS$EVENTS$RUNS$BATCH$REQS$REQS_SYNC$PROJ_EVENTS$PROJ_KEYS$PROJ_QUERIES$PROJ_INGEST$PROJ_THREADS$EMBED_INFLIGHT${EMBED_THREADS// /}$RULE_EVENTS$RULE_KEYS$RULE_DEVICES in *[!0-9]*) die "BENCH_* counts must be numbers" ;; esac
+case $SWEEP_EVENTS$BT_EVENTS$EVENTS$RUNS$BATCH$REQS$REQS_SYNC$PROJ_EVENTS$PROJ_KEYS$PROJ_QUERIES$PROJ_INGEST$PROJ_THREADS$EMBED_INFLIGHT${EMBED_THREADS// /}$RULE_EVENTS$RULE_KEYS$RULE_DEVICES in *[!0-9]*) die "BENCH_* counts must be numbers" ;; esac
 [ "$RUNS" -ge 1 ] || die "BENCH_RUNS must be at least 1"
 [ "$RULE_EVENTS" -ge 1 ] && [ "$RULE_KEYS" -ge 1 ] && [ "$RULE_DEVICES" -ge 10 ] ||
 	die "BENCH_RULE_EVENTS and BENCH_RULE_KEYS must be positive, BENCH_RULE_DEVICES at least 10"
@@ -608,15 +612,61 @@ tide.on("card.transaction", function(ev)
   end
 end, { name = "amount" })
 EOF
-make_bt_input() {
-	[ -s "$work/bt.ndjson" ] && return 0
-	awk -v n="$BT_EVENTS" 'BEGIN { srand(5); for (i = 0; i < n; i++) { s = 2 * i;
+# A sweep of the threshold (--sweep amount.limit=300,400,450,490) in one
+# pass, scored against the labels, against the 4 runs it replaces (--set
+# each, one after the other): whole commands, on SWEEP_EVENTS
+# transactions (a run of each takes 4 to 5 times a plain run's time).  The
+# sweep runs its variants a thread per CPU (the default) and one after
+# the other (--threads 1).
+cat >"$work/bt_param.lua" <<'EOF'
+local tide = require "tide"
+local LIMIT = tide.param("amount.limit", 450)
+tide.on("card.transaction", function(ev)
+  if ev.data.amount > LIMIT then
+    tide.emit{ type = "fraud.alert", subject = ev.subject, data = { rule = "amount", amount = ev.data.amount } }
+  end
+end, { name = "amount" })
+EOF
+SWEEP_VALUES="300,400,450,490"
+make_bt_input() { # [events file]: BT_EVENTS into bt.ndjson by default
+	local n=${1:-$BT_EVENTS} f=${2:-$work/bt.ndjson}
+	[ -s "$f" ] && return 0
+	awk -v n="$n" 'BEGIN { srand(5); for (i = 0; i < n; i++) { s = 2 * i;
 		printf "{\"specversion\":\"1.0\",\"id\":\"t%d\",\"source\":\"/gen\",\"type\":\"card.transaction\",\"subject\":\"c%d\",\"time\":\"%s\",\"data\":{\"amount\":%.2f,\"is_fraud\":%s}}\n",
 			i, int(rand() * 100000), strftime("%Y-%m-%dT%H:%M:%SZ", 1767225600 + s, 1),
-			1 + rand() * 499, rand() < 0.01 ? "true" : "false" } }' >"$work/bt.ndjson"
+			1 + rand() * 499, rand() < 0.01 ? "true" : "false" } }' >"$f"
+}
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'; }
+run_sweep() { # run
+	local t0 v one two sets args=(-q -s "$work/bt_param.lua" --label data.is_fraud --alerts fraud.alert)
+	make_bt_input "$SWEEP_EVENTS" "$work/bt_sweep.ndjson"
+	t0=$EPOCHREALTIME
+	"$TIDE" backtest "${args[@]}" --sweep "amount.limit=$SWEEP_VALUES" "$work/bt_sweep.ndjson" \
+		>"$work/bt_sweep.out" || die "backtest --sweep failed"
+	two=$(since "$t0")
+	[ "$(grep -c '^  amount.limit=' "$work/bt_sweep.out")" = 4 ] ||
+		die "the sweep did not report 4 variants: $(<"$work/bt_sweep.out")"
+	t0=$EPOCHREALTIME
+	"$TIDE" backtest "${args[@]}" --threads 1 --sweep "amount.limit=$SWEEP_VALUES" \
+		"$work/bt_sweep.ndjson" >"$work/bt_sweep1.out" || die "backtest --sweep --threads 1 failed"
+	one=$(since "$t0")
+	cmp -s "$work/bt_sweep.out" "$work/bt_sweep1.out" ||
+		die "the sweep's tables differ with --threads 1"
+	t0=$EPOCHREALTIME
+	for v in ${SWEEP_VALUES//,/ }; do
+		"$TIDE" backtest "${args[@]}" --set "amount.limit=$v" "$work/bt_sweep.ndjson" ||
+			die "backtest --set amount.limit=$v failed"
+	done
+	sets=$(since "$t0")
+	record backtest/sweep "$two" "events=$SWEEP_EVENTS variants=4 elapsed_s=$two"
+	record backtest/sweep1 "$one" "events=$SWEEP_EVENTS variants=4 threads=1 elapsed_s=$one"
+	record backtest/sets "$sets" "events=$SWEEP_EVENTS runs=4 elapsed_s=$sets"
+	say "  backtest sweep of 4 run $1: $two s (--threads 1: $one s); the 4 runs with --set: $sets s"
 }
 run_backtest() { # run
 	local kind t0 t1 out rate script args
+	if [ "$SWEEP_EVENTS" -gt 0 ] && { want backtest || want sweep; }; then run_sweep "$1"; fi
+	want backtest || return 0
 	make_bt_input
 	: >"$work/bt_none.lua"
 	for kind in simple labels none; do
@@ -1001,7 +1051,7 @@ for r in $(seq 1 "$RUNS"); do
 	fi
 	if [ $have_embed = 1 ]; then run_embed "$r"; fi
 	if want rules; then run_rules "$r"; fi
-	if want backtest; then run_backtest "$r"; fi
+	if want backtest || want sweep; then run_backtest "$r"; fi
 done
 
 if [ "${BENCH_PERF:-0}" = 1 ]; then
@@ -1085,6 +1135,11 @@ med_of() { # key -> median or empty
 	local v
 	mapfile -t v < <(values "$1")
 	[ ${#v[@]} -gt 0 ] && median "${v[@]}"
+}
+med_of1() { # key -> median, one decimal, or empty
+	local v
+	mapfile -t v < <(values "$1")
+	[ ${#v[@]} -gt 0 ] && median1 "${v[@]}"
 }
 verdict() { # value op target -> met / NOT met
 	awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN {
@@ -1251,6 +1306,27 @@ server_rows() {
 	row "tide backtest, a one-line rule, $bt card transactions from NDJSON (whole command)" backtest/simple "events/s"
 	row "The same with scoring against labels (--label)" backtest/labels "events/s"
 	row "The same file with no script" backtest/none "events/s"
+	local sw=$(fmt "$SWEEP_EVENTS")
+	srow "tide backtest --sweep of 4 thresholds in one pass, with --label, $sw transactions (whole command, a thread per CPU)" backtest/sweep
+	srow "The same sweep, its variants one after the other (--threads 1)" backtest/sweep1
+	srow "The 4 runs it replaces, one --set each, one after the other" backtest/sets
+	sweep_ratio "The sweep against the 4 runs (medians)" backtest/sweep
+	sweep_ratio "The sweep with --threads 1 against the 4 runs" backtest/sweep1
+}
+srow() { # label key: wall seconds, one decimal, every run listed
+	local v all='' x
+	mapfile -t v < <(values "$2")
+	[ ${#v[@]} -gt 0 ] || return 0
+	for x in "${v[@]}"; do all+="${all:+, }$x"; done
+	printf '| %s | **%s s** | - | %s |\n' "$1" "$(median1 "${v[@]}")" "$all"
+}
+sweep_ratio() { # label key: its median's share of the 4 runs' time
+	local a b
+	a=$(med_of1 "$2" || true) b=$(med_of1 backtest/sets || true)
+	[ -n "$a" ] && [ -n "$b" ] || return 0
+	printf '| %s | **%s %%** of their time (%sx as fast) | - | - |\n' "$1" \
+		"$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.0f", 100 * a / b }')" \
+		"$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b / a }')"
 }
 
 # ---- the rules rows and notes -------------------------------------------------
