@@ -64,15 +64,17 @@ asan)
 	;;
 tsan)
 	# As for asan, configured with ThreadSanitizer, running only the
-	# programs that use the library from several threads (thread_test) or
-	# as an embedder does (embed_test), which keeps it short.  Any report
+	# programs that use the library from several threads (thread_test,
+	# backtest_thread_test) or as an embedder does (embed_test), which
+	# keeps it short.  Any report
 	# fails the run.  libevent and LMDB are not instrumented, yet need no
 	# suppressions here: the engine uses them from its loop thread only,
 	# and the pipe that wakes the loop orders the rest.
 	fresh_copy build-tsan --enable-tsan
 	make -j"$jobs" --no-print-directory
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:exitcode=66 \
-		exec make -j"$jobs" --no-print-directory check TESTS="tests/thread_test tests/embed_test"
+		exec make -j"$jobs" --no-print-directory check \
+		TESTS="tests/thread_test tests/embed_test tests/backtest_thread_test"
 	;;
 fuzz)
 	# A clean copy of the sources, as for asan, configured with clang and

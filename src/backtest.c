@@ -16,9 +16,10 @@
  * emits what that backtest emits, and only one batch of input is held,
  * however many variants there are.  Variants share nothing but the batch,
  * which they only read, so several take it at once, each on a thread of
- * its own (one per CPU by default); a batch's transactions begin and end
- * on the thread that takes it, and the items are reported afterwards, on
- * the caller's thread, variant after variant.  The scratch logs go away
+ * its own (one per CPU by default), while the caller reads the next batch
+ * into a second buffer; a batch's transactions begin and end on the
+ * thread that takes it, and the items are reported afterwards, on the
+ * caller's thread, variant after variant.  The scratch logs go away
  * at the end; the log read is only read.
  */
 #include "config.h"
@@ -99,9 +100,15 @@ typedef struct driver {
 	size_t n;
 	tidei_keymap positives; /* ids from labels_file */
 	tidei_eparser parser;
-	tidei_buf batch;    /* the input events not yet appended: each record after
-			     * [length, recorded] (8 bytes each) */
-	size_t batched;     /* events in it */
+	/* the input events not yet appended, each record after [length,
+	 * recorded] (8 bytes each): one batch filled while the variants take
+	 * the other */
+	tidei_buf batches[2];
+	int filling;             /* the one being filled */
+	size_t batched;          /* events in it */
+	const tidei_buf *taking; /* the one the variants take, or NULL */
+	pthread_t taker;         /* ... on this thread, when behind */
+	int behind;
 	size_t threads;     /* variants that take a batch at once */
 	atomic_size_t next; /* the next variant to take the batch */
 	uint64_t inputs, rejected;
@@ -376,15 +383,16 @@ take_turn(void *ud)
 	size_t k;
 
 	while ((k = atomic_fetch_add(&d->next, 1)) < d->n)
-		d->v[k]->rc = take_batch(d->v[k], &d->batch);
+		d->v[k]->rc = take_batch(d->v[k], d->taking);
 	return NULL;
 }
 
-/* The batch into every variant, which then run their turns over it: on
- * d->threads threads, the caller's one of them. */
-static int
-flush(driver *d)
+/* The batch d->taking into every variant, which then run their turns over
+ * it: on d->threads threads, the calling one of them. */
+static void *
+take_all(void *ud)
 {
+	driver *d = ud;
 	pthread_t t[MAX_VARIANTS];
 	size_t started = 0;
 
@@ -396,12 +404,46 @@ flush(driver *d)
 	take_turn(d);
 	for (size_t k = 0; k < started; k++)
 		pthread_join(t[k], NULL);
+	return NULL;
+}
+
+/* Wait for the batch the variants are taking, if any: TIDE_OK, or the
+ * first variant's failure. */
+static int
+flush_wait(driver *d)
+{
+	if (d->taking == NULL)
+		return TIDE_OK;
+	if (d->behind)
+		pthread_join(d->taker, NULL);
+	d->behind = 0;
+	d->taking = NULL;
 	for (size_t k = 0; k < d->n; k++)
 		if (d->v[k]->rc != TIDE_OK)
 			return variant_failed(d, d->v[k], d->v[k]->rc);
-	tidei_buf_reset(&d->batch);
-	d->batched = 0;
 	return TIDE_OK;
+}
+
+/* The batch being filled to the variants.  They take it on threads of
+ * their own while the caller reads the next one into the other buffer
+ * (the batches are the same either way, so what comes out is too); with
+ * @p last, or when no thread can start, the caller waits for them. */
+static int
+flush(driver *d, int last)
+{
+	int rc = flush_wait(d);
+
+	if (rc != TIDE_OK)
+		return rc;
+	d->taking = &d->batches[d->filling];
+	d->filling ^= 1;
+	tidei_buf_reset(&d->batches[d->filling]);
+	d->batched = 0;
+	if (!last && pthread_create(&d->taker, NULL, take_all, d) == 0)
+		d->behind = 1;
+	else
+		take_all(d);
+	return last || !d->behind ? flush_wait(d) : TIDE_OK;
 }
 
 /* One input event (a record): to the batch, which goes to the variants
@@ -410,18 +452,19 @@ static int
 add(driver *d, const uint8_t *rec, size_t len, int64_t recorded)
 {
 	uint64_t n = len;
+	tidei_buf *batch = &d->batches[d->filling];
 
 	/* a copy: the input goes on (a line, a read transaction) */
-	tidei_buf_put(&d->batch, &n, 8);
-	tidei_buf_put(&d->batch, &recorded, 8);
-	tidei_buf_put(&d->batch, rec, len);
-	if (d->batch.failed)
+	tidei_buf_put(batch, &n, 8);
+	tidei_buf_put(batch, &recorded, 8);
+	tidei_buf_put(batch, rec, len);
+	if (batch->failed)
 		return tidei_err(d->err, TIDE_ENOMEM, "out of memory");
 	d->inputs++;
 	if (++d->batched >= BATCH) {
 		if (d->o->progress)
 			d->o->progress(d->o->progress_ud, d->inputs);
-		return flush(d);
+		return flush(d, 0);
 	}
 	return TIDE_OK;
 }
@@ -1241,7 +1284,7 @@ backtest_impl(const tide_backtest_opts *o, tide_backtest_fn *fn, void *ud, char 
 			goto out;
 	rc = o->input != NULL ? read_ndjson(&d) : read_log(&d);
 	if (rc == TIDE_OK)
-		rc = flush(&d); /* what is left, if anything, and the turns after it */
+		rc = flush(&d, 1); /* what is left, if anything, and the turns after it */
 	if (rc == TIDE_OK && o->progress)
 		o->progress(o->progress_ud, d.inputs);
 	/* variant by variant, each let go once reported */
@@ -1252,6 +1295,13 @@ backtest_impl(const tide_backtest_opts *o, tide_backtest_fn *fn, void *ud, char 
 		d.v[k] = NULL;
 	}
 out:
+	if (d.taking != NULL) {
+		/* the reading failed while the variants took a batch */
+		char why[TIDEI_ERRLEN];
+		memcpy(why, d.err, sizeof why);
+		flush_wait(&d);
+		memcpy(d.err, why, sizeof why);
+	}
 	if (err != NULL)
 		snprintf(err, TIDEI_ERRLEN, "%s", rc == TIDE_OK ? "" : d.err);
 	for (size_t k = 0; d.v != NULL && k < d.n; k++)
@@ -1259,7 +1309,8 @@ out:
 	free(d.v);
 	free(sw);
 	tidei_buf_free(&path);
-	tidei_buf_free(&d.batch);
+	tidei_buf_free(&d.batches[0]);
+	tidei_buf_free(&d.batches[1]);
 	tidei_keymap_free(&d.positives);
 	return rc;
 }
