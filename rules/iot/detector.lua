@@ -39,7 +39,7 @@
 --   detector.dists    40     histograms kept per sensor
 --   detector.warmup   100    readings before it may alert
 --   detector.learn    500    readings before the unusual mix may alert
---   detector.quiet    "12h"  no second alert for a sensor within this
+--   detector.quiet    "16h"  no second alert for a sensor within this
 --
 -- Chosen on NAB's artificialWithAnomaly and realAWSCloudwatch series (the
 -- grid is in rules/README.md).
@@ -63,7 +63,7 @@ local COMMON = tide.param("detector.common", 1)
 local DISTS = tide.param("detector.dists", 40)
 local WARMUP = tide.param("detector.warmup", 100)
 local LEARN = tide.param("detector.learn", 500)
-local QUIET = tide.duration(tide.param("detector.quiet", "12h"))
+local QUIET = tide.duration(tide.param("detector.quiet", "16h"))
 
 -- the upper p quantile of the standard normal, by bisection on its cdf
 local function normal_upper(p)
