@@ -989,9 +989,11 @@ score_nab(bt *b, const uint8_t *flag, size_t n)
 
 typedef struct state_walk {
 	bt *b;
-	const char *projection;
+	const char *owner; /* the projection or the rule */
+	int kind;          /* TIDE_BACKTEST_STATE or TIDE_BACKTEST_RULE */
 } state_walk;
 
+/* One key's state, of a projection or a rule, to the caller. */
 static int
 on_state(void *ud, const char *key, size_t klen, const char *json, size_t jlen)
 {
@@ -1000,26 +1002,8 @@ on_state(void *ud, const char *key, size_t klen, const char *json, size_t jlen)
 	char k[512];
 
 	memset(&it, 0, sizeof it);
-	it.kind = TIDE_BACKTEST_STATE;
-	it.consumer = w->projection;
-	snprintf(k, sizeof k, "%.*s", (int)klen, key);
-	it.type = k;
-	it.json = json;
-	it.len = jlen;
-	say(w->b, &it);
-	return 0;
-}
-
-static int
-on_rule_state(void *ud, const char *key, size_t klen, const char *json, size_t jlen)
-{
-	state_walk *w = ud;
-	tide_backtest_item it;
-	char k[TIDEI_RULE_KEY_MAX + 1];
-
-	memset(&it, 0, sizeof it);
-	it.kind = TIDE_BACKTEST_RULE;
-	it.consumer = w->projection;
+	it.kind = w->kind;
+	it.consumer = w->owner;
 	snprintf(k, sizeof k, "%.*s", (int)klen, key);
 	it.type = k;
 	it.json = json;
@@ -1048,10 +1032,10 @@ report_rules(bt *b)
 		return tidei_err(b->err, rc, "%s", b->scratch->err);
 	for (size_t k = 0; k < tidei_consumers_count(b->cs) && rc == TIDE_OK; k++) {
 		const tidei_consumer *c = tidei_consumers_at(b->cs, k);
-		state_walk w = { b, c->name };
+		state_walk w = { b, c->name, TIDE_BACKTEST_RULE };
 		if (c->rule == NULL)
 			continue;
-		rc = tidei_rule_states_read(b->scratch, txn, c->name, on_rule_state, &w);
+		rc = tidei_rule_states_read(b->scratch, txn, c->name, on_state, &w);
 		if (rc != TIDE_OK)
 			tidei_err(b->err, rc, "cannot read the states of rule %s", c->name);
 	}
@@ -1066,12 +1050,12 @@ report_states(bt *b)
 	for (size_t k = 0; k < tidei_projections_count(b->ps); k++) {
 		tidei_buf scratch = { 0 };
 		const char *where;
-		state_walk w = { b, tidei_projections_describe(b->ps, k, &where, &scratch) };
-		int rc = tidei_log_query(b->scratch, w.projection, NULL, NULL, SIZE_MAX, on_state,
-					 &w);
+		state_walk w = { b, tidei_projections_describe(b->ps, k, &where, &scratch),
+				 TIDE_BACKTEST_STATE };
+		int rc = tidei_log_query(b->scratch, w.owner, NULL, NULL, SIZE_MAX, on_state, &w);
 		tidei_buf_free(&scratch);
 		if (rc != TIDE_OK && rc != TIDE_ENOTFOUND)
-			return tidei_err(b->err, rc, "cannot read projection %s: %s", w.projection,
+			return tidei_err(b->err, rc, "cannot read projection %s: %s", w.owner,
 					 b->scratch->err);
 	}
 	return report_rules(b);
