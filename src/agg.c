@@ -786,18 +786,16 @@ keyed_decode(keyed *k, const tidei_win_spec *s, tidei_rd *r)
 tidei_win *
 tidei_win_new(const tidei_win_spec *s)
 {
-	tidei_win *w = calloc(1, sizeof *w);
+	/* a ring right behind its window: one allocation, and the cache
+	 * lines an add touches next to each other */
+	tidei_win *w = calloc(1, sizeof *w + (is_keyed(s->kind) ? 0 : tidei_ring_size()));
 
 	if (w == NULL)
 		return NULL;
 	w->wm = TIDEI_WIN_NONE;
 	w->kind = s->kind;
-	if (!is_keyed(s->kind)) {
-		if ((w->u.r = tidei_ring_new()) == NULL) {
-			free(w);
-			return NULL;
-		}
-	}
+	if (!is_keyed(s->kind))
+		w->u.r = tidei_ring_init(w + 1);
 	return w;
 }
 
@@ -809,7 +807,7 @@ tidei_win_free(tidei_win *w)
 	if (is_keyed(w->kind))
 		keyed_free(&w->u.k);
 	else
-		tidei_ring_free(w->u.r);
+		tidei_ring_fini(w->u.r);
 	free(w);
 }
 
@@ -969,5 +967,6 @@ tidei_win_decode(tidei_win **out, const tidei_win_spec *s, const uint8_t *p, siz
 size_t
 tidei_win_memory(const tidei_win *w)
 {
-	return sizeof *w + (is_keyed(w->kind) ? keyed_memory(&w->u.k) : tidei_ring_memory(w->u.r));
+	return sizeof *w + (is_keyed(w->kind) ? keyed_memory(&w->u.k)
+					      : tidei_ring_size() + tidei_ring_memory(w->u.r));
 }

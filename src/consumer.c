@@ -410,7 +410,7 @@ host_shared(void *ud, lua_State *L, const char *name, int idx, char *err)
 }
 
 static int
-host_window(void *ud, lua_State *L, const char *name, char *err)
+host_window(void *ud, lua_State *L, const char *name, int fields, int nfields, char *err)
 {
 	tidei_consumers *cs = ud;
 
@@ -418,7 +418,7 @@ host_window(void *ud, lua_State *L, const char *name, char *err)
 		return tidei_err(err, TIDE_ESTATE,
 				 "windows belong to a rule: call this from a handler of a tide.on "
 				 "with a 'windows' option");
-	return tidei_rule_window(cs->cur->rule, L, name, err);
+	return tidei_rule_window(cs->cur->rule, L, name, fields, nfields, err);
 }
 
 static int

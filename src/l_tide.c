@@ -526,13 +526,16 @@ l_tide_window(lua_State *L)
 {
 	const tidei_host *h = tidei_lstate_host(L);
 	const char *name = luaL_checkstring(L, 1);
+	int nfields = lua_gettop(L) - 1;
 	char err[TIDEI_ERRLEN];
 
 	if (h->window == NULL)
 		return luaL_error(L, "tide.window is not available here");
-	if (h->window(h->ud, L, name, err) != TIDE_OK)
+	for (int k = 0; k < nfields; k++)
+		luaL_checktype(L, 2 + k, LUA_TSTRING);
+	if (h->window(h->ud, L, name, 2, nfields, err) != TIDE_OK)
 		return luaL_error(L, "tide.window: %s", err);
-	return 1;
+	return nfields > 0 ? nfields : 1;
 }
 
 /* tide.duration("15m") -> ns  [-1, +1, e] */

@@ -57,9 +57,10 @@ typedef struct tidei_host {
 		     char *err);
 	/** tide.shared(name, t): make table @p idx of @p L durable and shared. */
 	int (*shared)(void *ud, lua_State *L, const char *name, int idx, char *err);
-	/** tide.window(name): push the aggregates of a window of the running
-	 *  rule, for the key in hand. */
-	int (*window)(void *ud, lua_State *L, const char *name, char *err);
+	/** tide.window(name[, aggregate...]): push the aggregates of a window
+	 *  of the running rule, for the key in hand: as a table, or the
+	 *  @p nfields ones named at stack index @p fields on as values. */
+	int (*window)(void *ud, lua_State *L, const char *name, int fields, int nfields, char *err);
 	/** tide.clock(): the running rule's clock (ns); 0 when there is none. */
 	int (*clock)(void *ud, int64_t *now);
 	/** print() and tide.log(). */

@@ -77,15 +77,16 @@ typedef struct rsums {
 } rsums;
 
 struct tidei_ring {
-	deq e;         /* entries: sliding by time, count in the order added */
-	deq mx, mn;    /* MAX, MIN: oldest first, the entries no later one
-			* equals or beats; the front is the extreme */
-	tset tokens;   /* DISTINCT */
-	tidei_qsk *qs; /* QUANTILE */
-	rsums f;
+	/* what every add touches first, on the window's first cache lines */
+	deq e;          /* entries: sliding by time, count in the order added */
 	int64_t latest; /* sliding: the largest time added, TIDEI_WIN_NONE before */
-	uint64_t added; /* count: entries added, the key of the next */
 	uint64_t since; /* adds and evictions since the sums were recomputed */
+	rsums f;
+	uint64_t added; /* count: entries added, the key of the next */
+	deq mx, mn;     /* MAX, MIN: oldest first, the entries no later one
+			 * equals or beats; the front is the extreme */
+	tset tokens;    /* DISTINCT */
+	tidei_qsk *qs;  /* QUANTILE */
 };
 
 static int64_t
@@ -592,13 +593,19 @@ tidei_ring_read(const tidei_ring *r, const tidei_win_spec *s, tidei_agg *o)
 	o->end = ent(r, r->e.n - 1)->t;
 }
 
-tidei_ring *
-tidei_ring_new(void)
+size_t
+tidei_ring_size(void)
 {
-	tidei_ring *r = calloc(1, sizeof *r);
+	return (sizeof(tidei_ring) + 7) & ~(size_t)7;
+}
 
-	if (r != NULL)
-		r->latest = TIDEI_WIN_NONE;
+tidei_ring *
+tidei_ring_init(void *p)
+{
+	tidei_ring *r = p;
+
+	memset(r, 0, sizeof *r);
+	r->latest = TIDEI_WIN_NONE;
 	return r;
 }
 
@@ -609,23 +616,19 @@ tidei_ring_empty(const tidei_ring *r)
 }
 
 void
-tidei_ring_free(tidei_ring *r)
+tidei_ring_fini(tidei_ring *r)
 {
-	if (r == NULL)
-		return;
 	free(r->e.p);
 	free(r->mx.p);
 	free(r->mn.p);
 	free(r->tokens.s);
 	tidei_qsk_free(r->qs);
-	free(r);
 }
 
 size_t
 tidei_ring_memory(const tidei_ring *r)
 {
-	return sizeof *r + (size_t)r->e.cap * sizeof(entry) +
-	       (size_t)(r->mx.cap + r->mn.cap) * sizeof(mono) +
+	return (size_t)r->e.cap * sizeof(entry) + (size_t)(r->mx.cap + r->mn.cap) * sizeof(mono) +
 	       (size_t)r->tokens.cap * sizeof(tcount) + tidei_qsk_memory(r->qs);
 }
 

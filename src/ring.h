@@ -16,10 +16,13 @@
 
 typedef struct tidei_ring tidei_ring;
 
-/** An empty ring, or NULL when out of memory. */
-tidei_ring *tidei_ring_new(void);
-/** Free @p r (NULL is fine). */
-void tidei_ring_free(tidei_ring *r);
+/** The bytes a ring takes, for one placed inside another allocation
+ *  (tidei_ring_init); a multiple of 8. */
+size_t tidei_ring_size(void);
+/** Make the tidei_ring_size() bytes at @p r (8-aligned) an empty ring. */
+tidei_ring *tidei_ring_init(void *r);
+/** Free what ring @p r holds, not @p r itself. */
+void tidei_ring_fini(tidei_ring *r);
 
 /** Add an event at @p t with finite value @p v and mixed token @p h;
  *  @p wm is the window's watermark.  TIDE_OK, TIDEI_WIN_LATE (sliding: t
@@ -34,7 +37,7 @@ void tidei_ring_advance(tidei_ring *r, const tidei_win_spec *s, int64_t wm);
 void tidei_ring_read(const tidei_ring *r, const tidei_win_spec *s, tidei_agg *o);
 /** Whether it holds no entry. */
 int tidei_ring_empty(const tidei_ring *r);
-/** Bytes held, with the ring itself. */
+/** Bytes held, beside the ring itself (tidei_ring_size()). */
 size_t tidei_ring_memory(const tidei_ring *r);
 
 /** Append the stored form. */

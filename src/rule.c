@@ -41,15 +41,22 @@
 #define TIMER_WIN "\1w"
 
 /* A key seen by the rule, in the cache. */
+/* The windows a slot holds in itself; a rule with more has an array. */
+#define SLOT_WINS 4
+
 typedef struct slot {
-	int loaded;        /* its state is in the cache table (nil: it has none) */
-	int known;         /* enc is its record (empty: it has none) */
-	int dirty;         /* enc is to be written (or, empty, deleted) */
-	int64_t last_seen; /* largest event time of the key */
-	int64_t ttl_due;   /* its expiry timer, 0 if none */
-	int64_t win_due;   /* its windows' timer, 0 if none */
-	tidei_buf enc;     /* its state's last good encoding (empty: none) */
-	tidei_win **w;     /* its windows (rwin.h), or NULL if the rule has none */
+	/* what every call reads first, together */
+	int loaded;                       /* its state is in the cache table (nil: it has none) */
+	int known;                        /* enc is its record (empty: it has none) */
+	int dirty;                        /* enc is to be written (or, empty, deleted) */
+	int64_t last_seen;                /* largest event time of the key */
+	int64_t ttl_due;                  /* its expiry timer, 0 if none */
+	int64_t win_due;                  /* its windows' timer, 0 if none */
+	union {                           /* its windows (rwin.h), if the rule has any: */
+		tidei_win *in[SLOT_WINS]; /* up to SLOT_WINS, here */
+		tidei_win **out;          /* more, in an array of their own */
+	} w;
+	tidei_buf enc; /* its state's last good encoding (empty: none) */
 } slot;
 
 /* A timer set or cancelled by the call in progress. */
@@ -326,14 +333,26 @@ tidei_rule_new(tidei_rule **out, lua_State *L, int idx, const char *consumer, ch
 	return TIDE_OK;
 }
 
+/* Slot @p s's windows; NULL if the rule has none.  Not kept in the slot:
+ * the slots move when their array grows. */
+static tidei_win **
+wins_of(const tidei_rule *r, const slot *s)
+{
+	if (r->wins == NULL)
+		return NULL;
+	return tidei_rwins_count(r->wins) <= SLOT_WINS ? (tidei_win **)s->w.in : s->w.out;
+}
+
 static void
 slots_free(tidei_rule *r)
 {
 	for (size_t k = 0; k < r->keys.n; k++) {
+		tidei_win **w = wins_of(r, &r->slots[k]);
 		tidei_buf_free(&r->slots[k].enc);
-		if (r->slots[k].w != NULL) {
-			tidei_rwins_drop(r->wins, r->slots[k].w);
-			free(r->slots[k].w);
+		if (w != NULL) {
+			tidei_rwins_drop(r->wins, w);
+			if (w != r->slots[k].w.in)
+				free(w);
 		}
 	}
 	r->ndirty = 0;
@@ -413,17 +432,6 @@ put(tidei_rule *r, tidei_log *log, const void *v, size_t n, char *err)
 		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	if ((mrc = mdb_put(log->txn, log->rules, &k, &d, 0)) != 0)
 		return mdb_fail(log, mrc, "cannot store rule state", err);
-	return TIDE_OK;
-}
-
-static int
-del(tidei_rule *r, tidei_log *log, char *err)
-{
-	MDB_val k = { r->kbuf.len, r->kbuf.p };
-	int mrc = mdb_del(log->txn, log->rules, &k, NULL);
-
-	if (mrc != 0 && mrc != MDB_NOTFOUND)
-		return mdb_fail(log, mrc, "cannot delete rule state", err);
 	return TIDE_OK;
 }
 
@@ -631,7 +639,8 @@ read_record(lua_State *L, tidei_rule *r, slot *s, const uint8_t *p, size_t n)
 		tidei_buf_put(&s->enc, state, (size_t)(rd.p - state));
 	if (s->enc.failed)
 		luaL_error(L, "out of memory");
-	if (count >= 6 && s->w != NULL && tidei_rwins_decode(r->wins, s->w, &rd, err) != TIDE_OK)
+	if (count >= 6 && r->wins != NULL &&
+	    tidei_rwins_decode(r->wins, wins_of(r, s), &rd, err) != TIDE_OK)
 		luaL_error(L, "rule '%s': %s", r->consumer, err);
 }
 
@@ -639,7 +648,7 @@ read_record(lua_State *L, tidei_rule *r, slot *s, const uint8_t *p, size_t n)
 static int
 write_record(tidei_rule *r, const slot *s, tidei_buf *out)
 {
-	int wins = s->w != NULL && !tidei_rwins_empty(r->wins, s->w);
+	int wins = r->wins != NULL && !tidei_rwins_empty(r->wins, wins_of(r, s));
 
 	if (s->enc.len == 0 && !wins)
 		return 0;
@@ -653,7 +662,7 @@ write_record(tidei_rule *r, const slot *s, tidei_buf *out)
 	else
 		tidei_val_nil(out);
 	if (wins)
-		tidei_rwins_encode(r->wins, s->w, out);
+		tidei_rwins_encode(r->wins, wins_of(r, s), out);
 	else
 		tidei_val_nil(out);
 	return 1;
@@ -680,7 +689,7 @@ load_slot(lua_State *L, tidei_rule *r, const char *k, size_t kn)
 			r->slots = v;
 			r->scap = cap;
 		}
-		if (r->wins != NULL &&
+		if (r->wins != NULL && tidei_rwins_count(r->wins) > SLOT_WINS &&
 		    (w = calloc(tidei_rwins_count(r->wins), sizeof(tidei_win *))) == NULL)
 			luaL_error(L, "not enough memory for the rule's keys");
 		if ((at = tidei_keymap_put(&r->keys, k, kn, &fresh)) < 0) {
@@ -689,7 +698,8 @@ load_slot(lua_State *L, tidei_rule *r, const char *k, size_t kn)
 		}
 		memset(&r->slots[at], 0, sizeof r->slots[at]);
 		r->slots[at].last_seen = INT64_MIN;
-		r->slots[at].w = w;
+		if (w != NULL)
+			r->slots[at].w.out = w;
 	}
 	s = &r->slots[at];
 	lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
@@ -755,9 +765,9 @@ encode_slot(lua_State *L, tidei_rule *r, long at, int idx)
 
 	if (lua_isnil(L, idx) || lua_touserdata(L, idx) == &tidei_delete_marker) {
 		int had = s->enc.len > 0;
-		if (lua_touserdata(L, idx) == &tidei_delete_marker && s->w != NULL &&
-		    !tidei_rwins_empty(r->wins, s->w)) {
-			tidei_rwins_drop(r->wins, s->w); /* forgotten, windows too */
+		if (lua_touserdata(L, idx) == &tidei_delete_marker && r->wins != NULL &&
+		    !tidei_rwins_empty(r->wins, wins_of(r, s))) {
+			tidei_rwins_drop(r->wins, wins_of(r, s)); /* forgotten, windows too */
 			had = 1;
 		}
 		if (!had)
@@ -872,7 +882,7 @@ apply_ops(tidei_rule *r, const char *key, size_t kn, char *err)
 static int
 has_windows(const tidei_rule *r, const slot *s)
 {
-	return s->w != NULL && !tidei_rwins_empty(r->wins, s->w);
+	return r->wins != NULL && !tidei_rwins_empty(r->wins, wins_of(r, s));
 }
 
 /* The key's expiry: due again after ttl from its last event. */
@@ -937,7 +947,7 @@ settle(lua_State *L, tidei_rule *r, long at, int si)
 static void
 arm_windows(tidei_rule *r, slot *s, lua_State *L, const char *k, size_t kn)
 {
-	int64_t next = tidei_rwins_next_close(r->wins, s->w);
+	int64_t next = tidei_rwins_next_close(r->wins, wins_of(r, s));
 	char err[TIDEI_ERRLEN];
 	int rc;
 
@@ -996,11 +1006,11 @@ l_call(lua_State *L)
 		if (t > s->last_seen)
 			s->last_seen = t;
 	}
-	if (s->w != NULL && !r->late_call && !r->again) {
+	if (r->wins != NULL && !r->late_call && !r->again) {
 		/* the event counts in the windows before the handler reads
 		 * them; a retry of it is not counted again */
 		char err[TIDEI_ERRLEN];
-		if (tidei_rwins_add(r->wins, s->w, r->ev, r->cur_now, err) != TIDE_OK)
+		if (tidei_rwins_add(r->wins, wins_of(r, s), r->ev, r->cur_now, err) != TIDE_OK)
 			return luaL_error(L, "%s", err);
 		mark_dirty(r, s);
 		arm_windows(r, s, L, k, kn);
@@ -1156,11 +1166,12 @@ close_windows(lua_State *L, tidei_rule *r, long at, int ki, int si)
 
 	s->win_due = 0;
 	mark_dirty(r, s);
-	if (s->w == NULL)
+	if (r->wins == NULL)
 		return 0;
 	lua_newtable(L);
 	c.list = lua_gettop(L);
-	if (tidei_rwins_advance(r->wins, s->w, r->watermark, on_closed, &c, err) != TIDE_OK)
+	if (tidei_rwins_advance(r->wins, wins_of(r, s), r->watermark, on_closed, &c, err) !=
+	    TIDE_OK)
 		return luaL_error(L, "%s", err);
 	arm_windows(r, s, L, k, kn);
 	if (r->on_close_ref == LUA_NOREF || c.n == 0) {
@@ -1389,10 +1400,14 @@ tidei_rule_timer_names(const tidei_rule *r, lua_State *L, void (*fn)(void *ud, c
  * Turns
  * ------------------------------------------------------------------------ */
 
-/* Write slot @p at's record (or delete it: it has none). */
+/* Write slot @p at's record (or delete it: it has none) through @p cur:
+ * the writes come in key order, and a positioned cursor finds the next
+ * key on its page without a descent from the root. */
 static int
-write_slot(tidei_rule *r, tidei_log *log, size_t at, char *err)
+write_slot(tidei_rule *r, tidei_log *log, MDB_cursor *cur, size_t at, char *err)
 {
+	MDB_val kv, dv;
+	int mrc;
 	slot *s = &r->slots[at];
 	size_t kn;
 	const char *k;
@@ -1404,10 +1419,25 @@ write_slot(tidei_rule *r, tidei_log *log, size_t at, char *err)
 	key_start(r, 'S');
 	tidei_buf_put(&r->kbuf, k, kn);
 	tidei_buf_reset(&r->rec);
-	if (!write_record(r, s, &r->rec))
-		return del(r, log, err);
-	return r->rec.failed ? tidei_err(err, TIDE_ENOMEM, "out of memory")
-			     : put(r, log, r->rec.p, r->rec.len, err);
+	if (r->kbuf.failed)
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	kv.mv_size = r->kbuf.len;
+	kv.mv_data = r->kbuf.p;
+	if (!write_record(r, s, &r->rec)) {
+		mrc = mdb_cursor_get(cur, &kv, NULL, MDB_SET);
+		if (mrc == 0)
+			mrc = mdb_cursor_del(cur, 0);
+		if (mrc != 0 && mrc != MDB_NOTFOUND)
+			return mdb_fail(log, mrc, "cannot delete rule state", err);
+		return TIDE_OK;
+	}
+	if (r->rec.failed)
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	dv.mv_size = r->rec.len;
+	dv.mv_data = r->rec.p;
+	if ((mrc = mdb_cursor_put(cur, &kv, &dv, 0)) != 0)
+		return mdb_fail(log, mrc, "cannot store rule state", err);
+	return TIDE_OK;
 }
 
 /* Dirty slots in key order, so that the writes walk the B-tree once. */
@@ -1427,15 +1457,21 @@ tidei_rule_flush(tidei_rule *r, tidei_log *log, char *err)
 {
 	int rc = TIDE_OK;
 
+	MDB_cursor *cur;
+	int mrc;
+
 	if (!r->dirty_all && r->ndirty > 1)
 		qsort_r(r->dirty, r->ndirty, sizeof *r->dirty, by_key, &r->keys);
+	if ((mrc = mdb_cursor_open(log->txn, log->rules, &cur)) != 0)
+		return mdb_fail(log, mrc, "cannot store rule state", err);
 	if (r->dirty_all) {
 		for (size_t at = 0; at < r->keys.n && rc == TIDE_OK; at++)
-			rc = write_slot(r, log, at, err);
+			rc = write_slot(r, log, cur, at, err);
 	} else {
 		for (size_t i = 0; i < r->ndirty && rc == TIDE_OK; i++)
-			rc = write_slot(r, log, r->dirty[i], err);
+			rc = write_slot(r, log, cur, r->dirty[i], err);
 	}
+	mdb_cursor_close(cur);
 	if (rc == TIDE_OK) {
 		r->ndirty = 0;
 		r->dirty_all = 0;
@@ -1471,13 +1507,14 @@ tidei_rule_committed(tidei_rule *r, lua_State *L)
 }
 
 int
-tidei_rule_window(tidei_rule *r, lua_State *L, const char *name, char *err)
+tidei_rule_window(tidei_rule *r, lua_State *L, const char *name, int fields, int nfields, char *err)
 {
-	if (r->cur < 0 || r->slots[r->cur].w == NULL) {
+	if (r->cur < 0 || r->wins == NULL) {
 		if (r->wins == NULL)
 			return tidei_err(err, TIDE_EINVAL, "rule '%s' has no windows", r->consumer);
 		return tidei_err(err, TIDE_ESTATE, "windows are read in a handler with a key");
 	}
-	tidei_rwins_push(r->wins, r->slots[r->cur].w, L, name, r->cur_now);
+	tidei_rwins_push(r->wins, wins_of(r, &r->slots[r->cur]), L, name, r->cur_now, fields,
+			 nfields);
 	return TIDE_OK;
 }

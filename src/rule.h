@@ -107,9 +107,11 @@ int tidei_rule_call_again(tidei_rule *r, tidei_script *s, tidei_log *log, int re
 enum { TIDEI_TIMER_AT, TIDEI_TIMER_AFTER, TIDEI_TIMER_EVERY, TIDEI_TIMER_CANCEL };
 int tidei_rule_timer_op(tidei_rule *r, lua_State *L, int op, const char *name, size_t n,
 			int64_t when, int data, char *err);
-/** tide.window(name) in a call: push the aggregates of window @p name of
- *  the key in hand, at the time of the call. */
-int tidei_rule_window(tidei_rule *r, lua_State *L, const char *name, char *err);
+/** tide.window(name[, aggregate...]) in a call: push the aggregates of
+ *  window @p name of the key in hand, at the time of the call: a table,
+ *  or the @p nfields named at index @p fields on (tidei_rwins_push). */
+int tidei_rule_window(tidei_rule *r, lua_State *L, const char *name, int fields, int nfields,
+		      char *err);
 /** For a rule on the arrival clock: when its next timer is due (ns since
  *  the epoch; INT64_MAX: none), read from @p txn when not known (with
  *  @p txn NULL, INT64_MIN then: "look").  INT64_MAX for other rules. */

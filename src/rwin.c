@@ -517,9 +517,16 @@ set_number(lua_State *L, const char *field, double v)
 void
 tidei_rwins_push_agg(const tidei_rwins *d, lua_State *L, const char *name, const tidei_agg *a)
 {
+	double v[] = { a->sum,      a->min,    a->max,      a->mean,
+		       a->variance, a->stddev, a->distinct, a->quantile };
+	int n = 3; /* count, start and end */
+
 	(void)d;
 	(void)name;
-	lua_createtable(L, 0, 12);
+	/* sized to what it holds: a window read in every call makes one */
+	for (size_t k = 0; k < sizeof v / sizeof v[0]; k++)
+		n += !isnan(v[k]);
+	lua_createtable(L, 0, n);
 	lua_pushinteger(L, (lua_Integer)a->count);
 	lua_setfield(L, -2, "count");
 	set_number(L, "sum", a->sum);
@@ -536,8 +543,37 @@ tidei_rwins_push_agg(const tidei_rwins *d, lua_State *L, const char *name, const
 	lua_setfield(L, -2, "end");
 }
 
+static const char *const agg_names[] = { "count",    "sum",      "min",    "max",
+					 "mean",     "variance", "stddev", "distinct",
+					 "quantile", "start",    "end",    NULL };
+
+/* Push aggregate @p name of @p a: a number, nil where the window has
+ * none; 0, or -1 (nothing pushed) when it is not an aggregate's name. */
+static int
+push_field(lua_State *L, const tidei_agg *a, const char *name)
+{
+	const double v[] = { NAN,         a->sum,    a->min,      a->max,     a->mean,
+			     a->variance, a->stddev, a->distinct, a->quantile };
+	int k = 0;
+
+	while (agg_names[k] != NULL && strcmp(agg_names[k], name) != 0)
+		k++;
+	if (agg_names[k] == NULL)
+		return -1;
+	if (k == 0)
+		lua_pushinteger(L, (lua_Integer)a->count);
+	else if (k >= 9)
+		lua_pushinteger(L, (lua_Integer)(k == 9 ? a->start : a->end));
+	else if (isnan(v[k]))
+		lua_pushnil(L);
+	else
+		lua_pushnumber(L, v[k]);
+	return 0;
+}
+
 void
-tidei_rwins_push(const tidei_rwins *d, tidei_win **w, lua_State *L, const char *name, int64_t t)
+tidei_rwins_push(const tidei_rwins *d, tidei_win **w, lua_State *L, const char *name, int64_t t,
+		 int at, int nfields)
 {
 	tidei_agg a;
 	size_t k;
@@ -558,5 +594,15 @@ tidei_rwins_push(const tidei_rwins *d, tidei_win **w, lua_State *L, const char *
 		luaL_error(L, "window '%s' cannot be read", name);
 		return;
 	}
-	tidei_rwins_push_agg(d, L, name, &a);
+	if (nfields == 0) {
+		tidei_rwins_push_agg(d, L, name, &a);
+		return;
+	}
+	luaL_checkstack(L, nfields, "too many aggregates");
+	for (int f = 0; f < nfields; f++)
+		if (push_field(L, &a, lua_tostring(L, at + f)) != 0)
+			luaL_error(L,
+				   "'%s' is not an aggregate: count, sum, min, max, mean, "
+				   "variance, stddev, distinct, quantile, start or end",
+				   lua_tostring(L, at + f));
 }

@@ -62,9 +62,12 @@ int tidei_rwins_decode(const tidei_rwins *d, tidei_win **w, tidei_vreader *r, ch
 
 /** Push the aggregates of window @p name at time @p t as a table (count,
  *  sum, min, max, mean, variance, stddev, distinct, quantile, start, end:
- *  the fields asked for); raises for an unknown name.  [-0, +1, e] */
+ *  the fields asked for); or, with @p nfields > 0, the aggregates named by
+ *  the strings at stack index @p fields on, each as a number (nil where
+ *  the window has none): no table is made.  Raises for an unknown window
+ *  or aggregate.  [-0, +max(1, nfields), e] */
 void tidei_rwins_push(const tidei_rwins *d, tidei_win **w, lua_State *L, const char *name,
-		      int64_t t);
+		      int64_t t, int fields, int nfields);
 /** Push @p a as such a table, with the fields of window @p name's
  *  definition.  [-0, +1, m] */
 void tidei_rwins_push_agg(const tidei_rwins *d, lua_State *L, const char *name, const tidei_agg *a);

@@ -745,9 +745,9 @@ run_embed() { # run
 cat >"$work/velocity.lua" <<'EOF'
 local tide = require "tide"
 tide.on("card.transaction", function(ev, st, card)
-  local h, d = tide.window("h1"), tide.window("d1")
-  if h.count > 5 or d.sum > 5000 then
-    tide.emit{ type = "fraud.alert", subject = card, data = { rule = "velocity", n1h = h.count, sum24h = d.sum } }
+  local n1h, sum24h = tide.window("h1", "count"), tide.window("d1", "sum")
+  if n1h > 5 or sum24h > 5000 then
+    tide.emit{ type = "fraud.alert", subject = card, data = { rule = "velocity", n1h = n1h, sum24h = sum24h } }
   end
 end, { name = "velocity", key = "subject", from = "beginning", ttl = "30d",
        windows = { h1 = { sliding = "1h", value = "data.amount", aggregates = { "count", "sum" } },
