@@ -887,6 +887,14 @@ tidei_win_next_close(const tidei_win *w, const tidei_win_spec *s)
 	}
 }
 
+void
+tidei_win_prefetch(const tidei_win *w)
+{
+	/* the window and the start of its ring, where an add begins */
+	__builtin_prefetch(w);
+	__builtin_prefetch((const char *)w + 64);
+}
+
 int
 tidei_win_empty(const tidei_win *w)
 {

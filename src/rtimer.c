@@ -495,90 +495,181 @@ tidei_rtimers_take(tidei_rtimers *t, tidei_log *log, MDB_txn *txn, int64_t now,
  * Writing
  * ------------------------------------------------------------------------ */
 
-static int
-put(tidei_log *log, const tidei_buf *k, const void *v, size_t n, char *err)
-{
-	MDB_val kv = { k->len, k->p }, d = { n, (void *)v };
-	int mrc;
-
-	if (k->failed)
-		return tidei_err(err, TIDE_ENOMEM, "out of memory");
-	if ((mrc = mdb_put(log->txn, log->rules, &kv, &d, 0)) != 0)
-		return mdb_fail(log, mrc, "cannot store a timer", err);
-	return TIDE_OK;
-}
-
-static int
-del(tidei_log *log, const tidei_buf *k, char *err)
-{
-	MDB_val kv = { k->len, k->p };
-	int mrc = mdb_del(log->txn, log->rules, &kv, NULL);
-
-	if (mrc != 0 && mrc != MDB_NOTFOUND)
-		return mdb_fail(log, mrc, "cannot delete a timer", err);
-	return TIDE_OK;
-}
-
-/* Write the change at @p slot: the stored timer goes, the new one (if set)
- * comes. */
-static int
-write_one(tidei_rtimers *t, tidei_log *log, size_t slot, char *err)
-{
-	const change *c = &t->ch[slot];
+/* One change being written: its slot, and the due time of the timer it
+ * replaces (had: there is one). */
+typedef struct wr {
+	uint32_t slot;
+	int had;
+	int64_t old, due; /* the due time the sort is by */
+	const char *suf;
 	size_t sn;
-	const char *suf = tidei_keymap_key(&t->keys, slot, &sn);
-	MDB_val k, v;
-	int mrc, rc;
+} wr;
 
-	key_start(t, &t->kbuf, 'N');
-	tidei_buf_put(&t->kbuf, suf, sn);
-	if (t->kbuf.failed)
-		return tidei_err(err, TIDE_ENOMEM, "out of memory");
-	k.mv_size = t->kbuf.len;
-	k.mv_data = t->kbuf.p;
-	mrc = mdb_get(log->txn, log->rules, &k, &v);
-	if (mrc != 0 && mrc != MDB_NOTFOUND)
-		return mdb_fail(log, mrc, "cannot read a timer", err);
-	if (mrc == 0) {
-		if (v.mv_size != 8)
-			return mdb_fail(log, MDB_CORRUPTED, "cannot read a timer", err);
-		key_start(t, &t->sbuf, 'T');
-		tidei_buf_put(&t->sbuf, v.mv_data, 8);
-		tidei_buf_put(&t->sbuf, suf, sn);
-		if ((rc = del(log, &t->sbuf, err)) != TIDE_OK ||
-		    (!c->set && (rc = del(log, &t->kbuf, err)) != TIDE_OK))
-			return rc;
-	}
-	if (!c->set)
-		return TIDE_OK;
-	tidei_buf_reset(&t->vbuf);
-	put_due(&t->vbuf, c->due);
-	if (t->vbuf.failed)
-		return tidei_err(err, TIDE_ENOMEM, "out of memory");
-	if ((rc = put(log, &t->kbuf, t->vbuf.p, 8, err)) != TIDE_OK)
-		return rc;
-	key_start(t, &t->sbuf, 'T');
-	put_due(&t->sbuf, c->due);
-	tidei_buf_put(&t->sbuf, suf, sn);
-	tidei_buf_reset(&t->vbuf);
-	tidei_val_array(&t->vbuf, 2);
-	if (c->data_len > 0)
-		tidei_buf_put(&t->vbuf, t->data.p + c->data_at, c->data_len);
-	else
-		tidei_val_nil(&t->vbuf);
-	tidei_val_int(&t->vbuf, c->every);
-	if (t->vbuf.failed)
-		return tidei_err(err, TIDE_ENOMEM, "out of memory");
-	return put(log, &t->sbuf, t->vbuf.p, t->vbuf.len, err);
+static int
+by_suffix(const void *a, const void *b)
+{
+	const wr *x = a, *y = b;
+	int c = memcmp(x->suf, y->suf, x->sn < y->sn ? x->sn : y->sn);
+
+	return c != 0 ? c : x->sn < y->sn ? -1 : x->sn > y->sn;
 }
 
+/* By the stored order of 'T' keys: due time, then suffix. */
+static int
+by_due(const void *a, const void *b)
+{
+	const wr *x = a, *y = b;
+
+	if (x->due != y->due)
+		return x->due < y->due ? -1 : 1;
+	return by_suffix(a, b);
+}
+
+/* t->sbuf = the 'T' key of the timer @p w due at @p due. */
+static void
+due_key(tidei_rtimers *t, const wr *w, int64_t due)
+{
+	key_start(t, &t->sbuf, 'T');
+	put_due(&t->sbuf, due);
+	tidei_buf_put(&t->sbuf, w->suf, w->sn);
+}
+
+/* The 'N' records (key name -> due) of the changes, in key order through
+ * @p cur: what each replaces is noted, the cancelled ones go. */
+static int
+write_names(tidei_rtimers *t, tidei_log *log, MDB_cursor *cur, wr *v, size_t n, char *err)
+{
+	qsort(v, n, sizeof *v, by_suffix);
+	for (size_t i = 0; i < n; i++) {
+		const change *c = &t->ch[v[i].slot];
+		MDB_val k, d;
+		int mrc;
+
+		key_start(t, &t->kbuf, 'N');
+		tidei_buf_put(&t->kbuf, v[i].suf, v[i].sn);
+		if (t->kbuf.failed)
+			return tidei_err(err, TIDE_ENOMEM, "out of memory");
+		k.mv_size = t->kbuf.len;
+		k.mv_data = t->kbuf.p;
+		mrc = mdb_cursor_get(cur, &k, &d, MDB_SET_KEY);
+		if (mrc != 0 && mrc != MDB_NOTFOUND)
+			return mdb_fail(log, mrc, "cannot read a timer", err);
+		if (mrc == 0) {
+			if (d.mv_size != 8)
+				return mdb_fail(log, MDB_CORRUPTED, "cannot read a timer", err);
+			v[i].had = 1;
+			v[i].old = get_due(d.mv_data);
+			if (!c->set && (mrc = mdb_cursor_del(cur, 0)) != 0)
+				return mdb_fail(log, mrc, "cannot delete a timer", err);
+		}
+		if (!c->set)
+			continue;
+		tidei_buf_reset(&t->vbuf);
+		put_due(&t->vbuf, c->due);
+		if (t->vbuf.failed)
+			return tidei_err(err, TIDE_ENOMEM, "out of memory");
+		k.mv_size = t->kbuf.len;
+		k.mv_data = t->kbuf.p;
+		d.mv_size = 8;
+		d.mv_data = t->vbuf.p;
+		if ((mrc = mdb_cursor_put(cur, &k, &d, 0)) != 0)
+			return mdb_fail(log, mrc, "cannot store a timer", err);
+	}
+	return TIDE_OK;
+}
+
+/* The 'T' records (due key name -> [data, every]): the replaced ones
+ * go, then the set ones come, each in stored order through @p cur. */
+static int
+write_dues(tidei_rtimers *t, tidei_log *log, MDB_cursor *cur, wr *v, size_t n, char *err)
+{
+	size_t m = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (v[i].had) {
+			wr x = v[i];
+			x.due = x.old;
+			v[i] = v[m];
+			v[m++] = x;
+		}
+	qsort(v, m, sizeof *v, by_due);
+	for (size_t i = 0; i < m; i++) {
+		MDB_val k;
+		int mrc;
+		due_key(t, &v[i], v[i].old);
+		if (t->sbuf.failed)
+			return tidei_err(err, TIDE_ENOMEM, "out of memory");
+		k.mv_size = t->sbuf.len;
+		k.mv_data = t->sbuf.p;
+		mrc = mdb_cursor_get(cur, &k, NULL, MDB_SET);
+		if (mrc == 0)
+			mrc = mdb_cursor_del(cur, 0);
+		if (mrc != 0 && mrc != MDB_NOTFOUND)
+			return mdb_fail(log, mrc, "cannot delete a timer", err);
+	}
+	m = 0;
+	for (size_t i = 0; i < n; i++)
+		if (t->ch[v[i].slot].set) {
+			wr x = v[i];
+			x.due = t->ch[x.slot].due;
+			v[i] = v[m];
+			v[m++] = x;
+		}
+	qsort(v, m, sizeof *v, by_due);
+	for (size_t i = 0; i < m; i++) {
+		const change *c = &t->ch[v[i].slot];
+		MDB_val k, d;
+		int mrc;
+		due_key(t, &v[i], c->due);
+		tidei_buf_reset(&t->vbuf);
+		tidei_val_array(&t->vbuf, 2);
+		if (c->data_len > 0)
+			tidei_buf_put(&t->vbuf, t->data.p + c->data_at, c->data_len);
+		else
+			tidei_val_nil(&t->vbuf);
+		tidei_val_int(&t->vbuf, c->every);
+		if (t->sbuf.failed || t->vbuf.failed)
+			return tidei_err(err, TIDE_ENOMEM, "out of memory");
+		k.mv_size = t->sbuf.len;
+		k.mv_data = t->sbuf.p;
+		d.mv_size = t->vbuf.len;
+		d.mv_data = t->vbuf.p;
+		if ((mrc = mdb_cursor_put(cur, &k, &d, 0)) != 0)
+			return mdb_fail(log, mrc, "cannot store a timer", err);
+	}
+	return TIDE_OK;
+}
+
+/* The changes are written in the stored order of each kind of record,
+ * through one cursor: a positioned cursor finds the next key on its
+ * page, without a descent from the root. */
 int
 tidei_rtimers_write(tidei_rtimers *t, tidei_log *log, char *err)
 {
-	int rc = TIDE_OK;
+	size_t n = t->keys.n;
+	MDB_cursor *cur;
+	wr *v;
+	int rc, mrc;
 
-	for (size_t at = 0; at < t->keys.n && rc == TIDE_OK; at++)
-		rc = write_one(t, log, at, err);
+	if (n == 0) {
+		tidei_rtimers_forget(t);
+		return TIDE_OK;
+	}
+	if ((v = calloc(n, sizeof *v)) == NULL)
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		v[i].slot = (uint32_t)i;
+		v[i].suf = tidei_keymap_key(&t->keys, i, &v[i].sn);
+	}
+	if ((mrc = mdb_cursor_open(log->txn, log->rules, &cur)) != 0) {
+		free(v);
+		return mdb_fail(log, mrc, "cannot store a timer", err);
+	}
+	rc = write_names(t, log, cur, v, n, err);
+	if (rc == TIDE_OK)
+		rc = write_dues(t, log, cur, v, n, err);
+	mdb_cursor_close(cur);
+	free(v);
 	if (rc == TIDE_OK)
 		tidei_rtimers_forget(t);
 	return rc;

@@ -702,6 +702,8 @@ load_slot(lua_State *L, tidei_rule *r, const char *k, size_t kn)
 			r->slots[at].w.out = w;
 	}
 	s = &r->slots[at];
+	if (r->wins != NULL) /* on their way while the state is found */
+		tidei_rwins_prefetch(r->wins, wins_of(r, s));
 	lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
 	if (s->loaded) {
 		lua_rawgeti(L, -1, at + 1);

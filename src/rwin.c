@@ -397,6 +397,14 @@ tidei_rwins_add(const tidei_rwins *d, tidei_win **w, const struct tide_event *ev
 	return TIDE_OK;
 }
 
+void
+tidei_rwins_prefetch(const tidei_rwins *d, tidei_win *const *w)
+{
+	for (size_t k = 0; k < d->n; k++)
+		if (w[k] != NULL)
+			tidei_win_prefetch(w[k]);
+}
+
 int64_t
 tidei_rwins_next_close(const tidei_rwins *d, tidei_win *const *w)
 {
