@@ -136,7 +136,6 @@ log_head(tide_log *log)
 static tide_log *
 open_log(const char *dir)
 {
-	char err[512];
 	tide_log *log;
 	int rc;
 
