@@ -45,6 +45,10 @@ static const char usage_text[] =
 	"      --pull URL          PULL endpoint, fire and forget ('' disables)\n"
 	"      --rep URL           REP endpoint, acknowledged ingest ('' disables)\n"
 	"      --pub URL           PUB endpoint, committed events ('' disables)\n"
+	"      --http ADDR         HTTP endpoint: PORT or HOST:PORT (a port alone\n"
+	"                          listens on 127.0.0.1); POST /events, /healthz,\n"
+	"                          /readyz.  Off unless given\n"
+	"      --http-token TOKEN  bearer token that POST /events must carry\n"
 	"      --durability MODE   sync (fsync per commit) or relaxed (periodic sync)\n"
 	"      --set KEY=VALUE     any config setting (map_size, max_event_size,\n"
 	"                          turn_events, instruction_budget, time_limit,\n"
@@ -259,6 +263,8 @@ cmd_run(int argc, char **argv)
 		{ "pull", required_argument, NULL, 'P' },
 		{ "rep", required_argument, NULL, 'R' },
 		{ "pub", required_argument, NULL, 'B' },
+		{ "http", required_argument, NULL, 'H' },
+		{ "http-token", required_argument, NULL, 'K' },
 		{ "durability", required_argument, NULL, 'D' },
 		{ "set", required_argument, NULL, 'S' },
 		{ "log-file", required_argument, NULL, 'L' },
@@ -318,6 +324,14 @@ cmd_run(int argc, char **argv)
 			break;
 		case 'R':
 			if (set(cfg, "rep", optarg))
+				goto out;
+			break;
+		case 'H':
+			if (set(cfg, "http", optarg))
+				goto out;
+			break;
+		case 'K':
+			if (set(cfg, "http_token", optarg))
 				goto out;
 			break;
 		case 'B':

@@ -39,6 +39,8 @@ static const struct opt {
 	OPT("pull", T_STR, pull),
 	OPT("rep", T_STR, rep),
 	OPT("pub", T_STR, pub),
+	OPT("http", T_STR, http),
+	OPT("http_token", T_STR, http_token),
 	OPT("map_size", T_SIZE, map_size),
 	OPT("max_event_size", T_SIZE, max_event_size),
 	OPT("max_message_size", T_SIZE, max_message_size),
@@ -196,6 +198,8 @@ tide_config_destroy(tide_config *c)
 	free(c->pull);
 	free(c->rep);
 	free(c->pub);
+	free(c->http);
+	free(c->http_token);
 	free(c->lua_path);
 	free_list(c->scripts, c->nscripts);
 	free_list(c->allow, c->nallow);
@@ -373,7 +377,7 @@ tidei_config_copy(tide_config **out, const tide_config *s)
 	free(c->data);
 	free_list(c->allow, 0);
 	*c = *s;
-	c->data = c->pull = c->rep = c->pub = c->lua_path = NULL;
+	c->data = c->pull = c->rep = c->pub = c->lua_path = c->http = c->http_token = NULL;
 	c->scripts = c->allow = NULL;
 	c->nscripts = c->nallow = 0;
 	c->allow = calloc(1, sizeof *c->allow);
@@ -384,6 +388,8 @@ tidei_config_copy(tide_config **out, const tide_config *s)
 	DUP(pull);
 	DUP(rep);
 	DUP(pub);
+	DUP(http);
+	DUP(http_token);
 	DUP(lua_path);
 #undef DUP
 	if (c->allow == NULL)

@@ -25,6 +25,8 @@ struct tide_config {
 	int durability;
 	uint64_t sync_interval_ms;
 	char *pull, *rep, *pub; /* NULL = default inside data, "" = off */
+	char *http;             /* HTTP listen address; NULL or "" = off */
+	char *http_token;       /* bearer token for POST /events; NULL = none */
 	uint64_t map_size;
 	uint64_t max_event_size;
 	uint64_t max_message_size;

@@ -40,6 +40,7 @@
 #include "dlq.h"
 #include "flight.h"
 #include "inbox.h"
+#include "http.h"
 #include "ingest.h"
 #include "json.h"
 #include "log.h"
@@ -79,6 +80,7 @@ struct tide_engine {
 	tidei_log *log;
 	tidei_flight *flight; /* which handler runs on which event, for after a death */
 	tidei_ingest *in;
+	tidei_http *http; /* NULL unless configured */
 	tidei_consumers *cs;
 	tidei_projections *ps;
 	tidei_projections *defining; /* where tide.projection() goes while scripts load */
@@ -106,6 +108,7 @@ struct tide_engine {
 	int64_t consumers_resume; /* consumers paused until this time (ns) */
 	char dir[PATH_MAX];
 	char urls[3][PATH_MAX + 16];
+	char http_addr[96]; /* as bound, or "" */
 	char endpoints_file[PATH_MAX + 16];
 	char err[TIDEI_ERRLEN];
 };
@@ -551,6 +554,7 @@ wake(void *ud)
 	e->stopping = 1;
 	if (e->in != NULL)
 		tidei_ingest_pause(e->in, 1);
+	tidei_http_pause(e->http, 1);
 	/* Texts queued by other threads until now go into the last turn;
 	 * closing the inbox refuses later ones, so none is left unanswered. */
 	take_queued(e, tidei_inbox_close(e->inbox));
@@ -885,6 +889,54 @@ resolve_endpoints(tide_engine *e)
 	return TIDE_OK;
 }
 
+/* GET /readyz: able to take events now. */
+static int
+http_ready(void *ud, char *why, size_t n)
+{
+	tide_engine *e = ud;
+
+	if (!e->opened || e->stopping || e->halted) {
+		snprintf(why, n, "the engine is %s", e->opened ? "stopping" : "starting");
+		return 0;
+	}
+	if (e->log->disk_full) {
+		snprintf(why, n, "the disk is full: events cannot be stored");
+		return 0;
+	}
+	return 1;
+}
+
+/* The HTTP endpoint, when configured. */
+static int
+open_http(tide_engine *e)
+{
+	tidei_http_opts o = { 0 };
+	tidei_http_host h = { 0 };
+	int rc;
+
+	if (e->cfg->http == NULL || e->cfg->http[0] == '\0')
+		return TIDE_OK;
+	o.listen = e->cfg->http;
+	o.token = e->cfg->http_token;
+	o.turn_events = (size_t)e->cfg->turn_events;
+	o.max_message = (size_t)e->cfg->max_message_size;
+	h.ud = e;
+	h.input = on_input;
+	h.ready = http_ready;
+	h.log = elog;
+	if ((rc = tidei_http_open(&e->http, e->loop.base, &o, &e->batch, &h, e->err)) != TIDE_OK)
+		return rc;
+	snprintf(e->http_addr, sizeof e->http_addr, "%s", tidei_http_address(e->http));
+	if (!tidei_http_local(e->http))
+		elog(e, TIDE_LOG_WARN,
+		     "the HTTP endpoint %s can be reached from other machines: whoever reaches it "
+		     "can append events%s",
+		     e->http_addr,
+		     e->cfg->http_token ? " with the token"
+					: " (set http_token, or bind to 127.0.0.1)");
+	return TIDE_OK;
+}
+
 /* DIR/endpoints tells clients (tide publish --data DIR) where to connect. */
 static int
 write_endpoints(tide_engine *e)
@@ -905,6 +957,8 @@ write_endpoints(tide_engine *e)
 	}
 	fprintf(f, "pull=%s\nrep=%s\npub=%s\npid=%ld\nmax_message=%llu\n", e->urls[0], e->urls[1],
 		e->urls[2], (long)getpid(), (unsigned long long)e->cfg->max_message_size);
+	if (e->http_addr[0] != '\0')
+		fprintf(f, "http=%s\n", e->http_addr);
 	if (fclose(f) != 0 || rename(tmp, e->endpoints_file) != 0) {
 		unlink(tmp);
 		return tidei_err(e->err, TIDE_EIO, "cannot write %s: %s", e->endpoints_file,
@@ -989,6 +1043,8 @@ engine_open(tide_engine *e, struct event_base *base)
 	ih.log = elog;
 	if ((rc = tidei_ingest_open(&e->in, e->loop.base, &io, &e->batch, &ih, e->err)) != TIDE_OK)
 		goto fail;
+	if ((rc = open_http(e)) != TIDE_OK)
+		goto fail;
 	if ((rc = write_endpoints(e)) != TIDE_OK)
 		goto fail;
 	for (int i = 0; i < 3; i++)
@@ -1010,12 +1066,15 @@ engine_open(tide_engine *e, struct event_base *base)
 	e->lagging = tidei_consumers_count(e->cs) + tidei_projections_count(e->ps) > 0;
 	tidei_loop_schedule(&e->loop);
 	elog(e, TIDE_LOG_INFO,
-	     "ready: %s, %zu consumers, %zu projections, log at seq %llu, durability %s", e->dir,
-	     tidei_consumers_count(e->cs), tidei_projections_count(e->ps),
+	     "ready: %s, %zu consumers, %zu projections, log at seq %llu, durability %s%s%s",
+	     e->dir, tidei_consumers_count(e->cs), tidei_projections_count(e->ps),
 	     (unsigned long long)e->log->committed,
-	     e->cfg->durability == TIDEI_DURABILITY_SYNC ? "sync" : "relaxed");
+	     e->cfg->durability == TIDEI_DURABILITY_SYNC ? "sync" : "relaxed",
+	     e->http ? ", http on " : "", e->http ? e->http_addr : "");
 	return TIDE_OK;
 fail:
+	tidei_http_close(e->http);
+	e->http = NULL;
 	tidei_ingest_close(e->in);
 	e->in = NULL;
 	if (e->stopped != NULL)
@@ -1071,6 +1130,7 @@ tide_engine_destroy(tide_engine *e)
 			wake(e);
 		}
 		tidei_ingest_close(e->in);
+		tidei_http_close(e->http); /* after the last turn answered its requests */
 		unlink(e->endpoints_file);
 		event_free(e->stopped);
 		tidei_loop_close(&e->loop);

@@ -114,7 +114,9 @@ TIDE_API void tide_config_destroy(tide_config *cfg);
 
 /** Set one option by name, exactly as the config file and the command line
  *  name it: "data", "durability" ("sync" or "relaxed"), "sync_interval"
- *  (ms), "pull", "rep", "pub" (nanomsg URLs, "" to disable), "map_size"
+ *  (ms), "pull", "rep", "pub" (nanomsg URLs, "" to disable), "http" (an
+ *  HTTP listen address, "PORT" or "HOST:PORT"; off by default) and
+ *  "http_token" (a bearer token POST /events must carry), "map_size"
  *  (bytes, or with a K/M/G suffix), "max_event_size", "max_message_size"
  *  (largest nanomsg message, default 16M: a larger one is refused with an
  *  answer up to twice the size; beyond that nanomsg closes the sender's

@@ -39,6 +39,7 @@ main(void)
 	srunner_add_suite(sr, check_suite());
 	srunner_add_suite(sr, backtest_suite());
 	srunner_add_suite(sr, nab_suite());
+	srunner_add_suite(sr, http_suite());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

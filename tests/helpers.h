@@ -209,5 +209,6 @@ Suite *turns_suite(void);
 Suite *check_suite(void);
 Suite *backtest_suite(void);
 Suite *nab_suite(void);
+Suite *http_suite(void);
 
 #endif

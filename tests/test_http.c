@@ -1,0 +1,570 @@
+/*
+ * test_http.c - the HTTP endpoint of a real `tide run --http`: CloudEvents
+ * posted in the three modes of the HTTP binding, the answers after the
+ * commit, the refusals, the token, the health checks, and the requests of
+ * the CloudEvents conformance suite (../shared/testdata, skipped when
+ * absent).  The client is a few lines over a plain socket, so that every
+ * byte sent is the test's own.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <check.h>
+#include <ctype.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+/* ------------------------------------------------------------------------
+ * A client
+ * ------------------------------------------------------------------------ */
+
+typedef struct reply {
+	int status;
+	char head[4096]; /* the status line and headers */
+	char body[65536];
+} reply;
+
+/* The address the daemon in @p dir listens on for HTTP. */
+static void
+http_addr(const char *dir, char *host, size_t hn, int *port)
+{
+	char path[700], *s, *p;
+
+	snprintf(path, sizeof path, "%s/endpoints", dir);
+	s = th_slurp(path);
+	ck_assert_ptr_nonnull(s);
+	p = strstr(s, "http=");
+	ck_assert_msg(p != NULL, "no http= in %s", s);
+	p += 5;
+	p[strcspn(p, "\n")] = '\0';
+	ck_assert_ptr_nonnull(strrchr(p, ':'));
+	*strrchr(p, ':') = '\0';
+	snprintf(host, hn, "%s", p);
+	*port = atoi(p + strlen(p) + 1);
+	free(s);
+}
+
+/* Send @p req (a whole HTTP/1.1 request) to the daemon in @p dir and read
+ * the reply until the server closes. */
+static void
+http_raw(const char *dir, const char *req, size_t n, reply *r)
+{
+	char host[64], *all = malloc(1 << 20), *sep;
+	struct sockaddr_in a = { 0 };
+	struct timeval tv = { 10, 0 };
+	size_t got = 0;
+	int port, fd;
+	ssize_t k;
+
+	ck_assert_ptr_nonnull(all);
+	http_addr(dir, host, sizeof host, &port);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(fd, 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	a.sin_family = AF_INET;
+	a.sin_port = htons((uint16_t)port);
+	ck_assert_int_eq(inet_pton(AF_INET, host, &a.sin_addr), 1);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+	for (size_t off = 0; off < n; off += (size_t)k) {
+		k = write(fd, req + off, n - off);
+		ck_assert_int_gt(k, 0);
+	}
+	shutdown(fd, SHUT_WR);
+	while (got < (1 << 20) - 1 && (k = read(fd, all + got, (1 << 20) - 1 - got)) > 0)
+		got += (size_t)k;
+	close(fd);
+	all[got] = '\0';
+	memset(r, 0, sizeof *r);
+	ck_assert_msg(sscanf(all, "HTTP/1.1 %d", &r->status) == 1, "no status line in '%s'", all);
+	sep = strstr(all, "\r\n\r\n");
+	ck_assert_ptr_nonnull(sep);
+	snprintf(r->head, sizeof r->head, "%.*s", (int)(sep - all), all);
+	snprintf(r->body, sizeof r->body, "%s", sep + 4);
+	free(all);
+}
+
+/* A request with @p headers (each ending in \r\n) and @p body. */
+static void
+http(const char *dir, const char *method, const char *path, const char *headers, const char *body,
+     size_t blen, reply *r)
+{
+	sbuf b = { 0 };
+	char *req;
+	size_t n;
+
+	sb_printf(&b,
+		  "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s"
+		  "Content-Length: %zu\r\n\r\n",
+		  method, path, headers ? headers : "", blen);
+	req = sb_take(&b);
+	n = strlen(req);
+	req = realloc(req, n + blen + 1);
+	ck_assert_ptr_nonnull(req);
+	memcpy(req + n, body ? body : "", blen);
+	http_raw(dir, req, n + blen, r);
+	free(req);
+}
+
+static void
+post(const char *dir, const char *headers, const char *body, reply *r)
+{
+	http(dir, "POST", "/events", headers, body, strlen(body), r);
+}
+
+static const char *
+start(th_daemon *d, const char *extra)
+{
+	const char *dir = th_tmpdir();
+	char args[512];
+
+	snprintf(args, sizeof args, "--http 127.0.0.1:0 %s", extra ? extra : "");
+	ck_assert_int_eq(th_daemon_start(d, dir, args), 0);
+	return dir;
+}
+
+/* The stored event with id @p id as JSON (malloc'd), or NULL. */
+static char *
+stored(const char *dir, const char *id)
+{
+	th_rec *v;
+	long n = th_log_read(dir, &v);
+	char *found = NULL;
+
+	ck_assert_int_ge(n, 0);
+	for (long k = 0; k < n; k++)
+		if (strcmp(v[k].id, id) == 0)
+			found = strdup(v[k].json);
+	th_recs_free(v, n);
+	return found;
+}
+
+#define CE "Content-Type: application/cloudevents+json\r\n"
+#define CE_BATCH "Content-Type: application/cloudevents-batch+json\r\n"
+
+/* ------------------------------------------------------------------------
+ * Tests
+ * ------------------------------------------------------------------------ */
+
+START_TEST(structured_batch_and_binary_are_stored)
+{
+	th_daemon d;
+	const char *dir = start(&d, NULL);
+	reply r;
+	char *ev;
+
+	/* structured: answered with the seq after the commit */
+	post(dir, CE,
+	     "{\"specversion\":\"1.0\",\"id\":\"s1\",\"source\":\"/t\",\"type\":\"t.s\","
+	     "\"data\":{\"n\":1}}",
+	     &r);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body, "{\"ok\":true,\"seq\":1}\n");
+	ck_assert_ptr_nonnull(strstr(r.head, "Content-Type: application/json"));
+	/* the same again: a duplicate, with the seq it has */
+	post(dir, CE, "{\"specversion\":\"1.0\",\"id\":\"s1\",\"source\":\"/t\",\"type\":\"t.s\"}",
+	     &r);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body, "{\"ok\":true,\"duplicate\":true,\"seq\":1}\n");
+
+	/* a batch: one result per event, in order */
+	post(dir, CE_BATCH,
+	     "[{\"specversion\":\"1.0\",\"id\":\"b1\",\"source\":\"/t\",\"type\":\"t.b\"},"
+	     " {\"specversion\":\"1.0\",\"id\":\"b2\",\"source\":\"/t\",\"type\":\"t.b\"}]",
+	     &r);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body, "[{\"ok\":true,\"seq\":2},{\"ok\":true,\"seq\":3}]\n");
+	/* some stored, some not: 207, each result says which */
+	post(dir, CE_BATCH,
+	     "[{\"specversion\":\"1.0\",\"id\":\"b3\",\"source\":\"/t\",\"type\":\"t.b\"},"
+	     " {\"specversion\":\"1.0\",\"id\":\"b4\",\"source\":\"/t\"}]",
+	     &r);
+	ck_assert_int_eq(r.status, 207);
+	ck_assert_str_eq(r.body, "[{\"ok\":true,\"seq\":4},{\"ok\":false,\"error\":\"missing "
+				 "required attribute 'type'\"}]\n");
+	/* an empty batch */
+	post(dir, CE_BATCH, "[]", &r);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body, "[]\n");
+
+	/* binary: JSON data as it is; header values percent-decoded */
+	post(dir,
+	     "ce-specversion: 1.0\r\nce-id: j1\r\nce-source: /dev%2Fone\r\nce-type: t.bin\r\n"
+	     "ce-subject: k%20one\r\nce-comexampleextension: v\r\n"
+	     "Content-Type: application/json; charset=utf-8\r\n",
+	     "{\"temp\": 21.5}", &r);
+	ck_assert_int_eq(r.status, 200);
+	ev = stored(dir, "j1");
+	ck_assert_ptr_nonnull(ev);
+	ck_assert_msg(
+		strstr(ev, "\"source\":\"/dev/one\"") && strstr(ev, "\"subject\":\"k one\"") &&
+			strstr(ev, "\"comexampleextension\":\"v\"") &&
+			strstr(ev, "\"datacontenttype\":\"application/json; charset=utf-8\"") &&
+			strstr(ev, "\"data\":{\"temp\":21.5}"),
+		"%s", ev);
+	free(ev);
+	/* binary text: a string; anything else: base64 */
+	post(dir,
+	     "ce-specversion: 1.0\r\nce-id: j2\r\nce-source: /t\r\nce-type: t.bin\r\n"
+	     "Content-Type: text/plain\r\n",
+	     "hello \"you\"", &r);
+	ck_assert_int_eq(r.status, 200);
+	ev = stored(dir, "j2");
+	ck_assert_msg(ev && strstr(ev, "\"data\":\"hello \\\"you\\\"\""), "%s", ev);
+	free(ev);
+	http(dir, "POST", "/events",
+	     "ce-specversion: 1.0\r\nce-id: j3\r\nce-source: /t\r\nce-type: t.bin\r\n"
+	     "Content-Type: application/octet-stream\r\n",
+	     "\x01\x02\xff", 3, &r);
+	ck_assert_int_eq(r.status, 200);
+	ev = stored(dir, "j3");
+	ck_assert_msg(ev && strstr(ev, "\"data_base64\":\"AQL/\""), "%s", ev);
+	free(ev);
+	/* a binary event missing an attribute: the parser's own error */
+	post(dir,
+	     "ce-specversion: 1.0\r\nce-id: j4\r\nce-source: /t\r\n"
+	     "Content-Type: application/json\r\n",
+	     "{}", &r);
+	ck_assert_int_eq(r.status, 400);
+	ck_assert_str_eq(r.body,
+			 "{\"ok\":false,\"error\":\"missing required attribute 'type'\"}\n");
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	ck_assert_int_eq(th_log_count(dir, ""), 7);
+}
+END_TEST
+
+START_TEST(bad_requests_get_clear_errors)
+{
+	th_daemon d;
+	const char *dir = start(&d, "--set max_message_size=4K --set max_event_size=2K");
+	char big[6000];
+	reply r;
+
+	/* malformed JSON: the same message as the nanomsg endpoints give */
+	post(dir, CE, "{\"specversion\":\"1.0\",", &r);
+	ck_assert_int_eq(r.status, 400);
+	ck_assert_msg(strncmp(r.body, "{\"ok\":false,\"error\":\"not valid JSON", 34) == 0, "%s",
+		      r.body);
+	/* the wrong shape for the mode */
+	post(dir, CE, "[{\"specversion\":\"1.0\"}]", &r);
+	ck_assert_int_eq(r.status, 400);
+	ck_assert_ptr_nonnull(strstr(r.body, "carries one event"));
+	post(dir, CE_BATCH, "{\"specversion\":\"1.0\"}", &r);
+	ck_assert_int_eq(r.status, 400);
+	ck_assert_ptr_nonnull(strstr(r.body, "is a JSON array"));
+	post(dir, CE,
+	     "{\"specversion\":\"1.0\",\"id\":\"m1\",\"source\":\"/t\",\"type\":\"t\"}\n"
+	     "{\"specversion\":\"1.0\",\"id\":\"m2\",\"source\":\"/t\",\"type\":\"t\"}",
+	     &r);
+	ck_assert_int_eq(r.status, 400);
+	ck_assert_ptr_nonnull(strstr(r.body, "carries one event"));
+	/* neither a CloudEvents media type nor binary mode */
+	post(dir, "Content-Type: text/plain\r\n", "hello", &r);
+	ck_assert_int_eq(r.status, 415);
+	ck_assert_ptr_nonnull(strstr(r.body, "application/cloudevents+json"));
+	/* over max_message_size */
+	memset(big, 'x', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	post(dir, CE, big, &r);
+	ck_assert_int_eq(r.status, 413);
+	/* an event over max_event_size in a message within the limit */
+	snprintf(big, sizeof big,
+		 "{\"specversion\":\"1.0\",\"id\":\"x1\",\"source\":\"/t\",\"type\":\"t\","
+		 "\"data\":\"%03000d\"}",
+		 7);
+	post(dir, CE, big, &r);
+	ck_assert_int_eq(r.status, 400);
+	ck_assert_msg(strstr(r.body, "larger than the 2 KiB limit"), "%s", r.body);
+	/* paths and methods */
+	http(dir, "GET", "/nothing", NULL, NULL, 0, &r);
+	ck_assert_int_eq(r.status, 404);
+	ck_assert_ptr_nonnull(strstr(r.body, "no such resource: /nothing"));
+	http(dir, "GET", "/events", NULL, NULL, 0, &r);
+	ck_assert_int_eq(r.status, 405);
+	ck_assert_ptr_nonnull(strstr(r.head, "Allow: POST"));
+	http(dir, "POST", "/healthz", NULL, "", 0, &r);
+	ck_assert_int_eq(r.status, 405);
+	/* nothing of it was stored, and the engine still takes events */
+	post(dir, CE, "{\"specversion\":\"1.0\",\"id\":\"ok\",\"source\":\"/t\",\"type\":\"t\"}",
+	     &r);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body, "{\"ok\":true,\"seq\":1}\n");
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	ck_assert_int_eq(th_log_count(dir, ""), 1);
+}
+END_TEST
+
+START_TEST(token_and_health)
+{
+	th_daemon d;
+	const char *dir = start(&d, "--http-token s3cret-T0ken");
+	static const char ev[] =
+		"{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"/t\",\"type\":\"t\"}";
+	reply r;
+
+	post(dir, CE, ev, &r);
+	ck_assert_int_eq(r.status, 401);
+	ck_assert_ptr_nonnull(strstr(r.head, "WWW-Authenticate: Bearer"));
+	post(dir, CE "Authorization: Bearer s3cret-T0ke\r\n", ev, &r);
+	ck_assert_int_eq(r.status, 401);
+	post(dir, CE "Authorization: Bearer s3cret-T0ken2\r\n", ev, &r);
+	ck_assert_int_eq(r.status, 401);
+	post(dir, CE "Authorization: Basic czNjcmV0LVQwa2Vu\r\n", ev, &r);
+	ck_assert_int_eq(r.status, 401);
+	post(dir, CE "Authorization: Bearer s3cret-T0ken\r\n", ev, &r);
+	ck_assert_int_eq(r.status, 200);
+	/* health checks need no token */
+	http(dir, "GET", "/healthz", NULL, NULL, 0, &r);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body, "alive\n");
+	http(dir, "GET", "/readyz", NULL, NULL, 0, &r);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body, "ready\n");
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	ck_assert_int_eq(th_log_count(dir, ""), 1);
+}
+END_TEST
+
+START_TEST(listen_address_errors)
+{
+	const char *dir = th_tmpdir();
+	char out[4096];
+	int rc;
+
+	rc = th_sh(out, sizeof out, "'%s' run --data '%s/d' --http 127.0.0.1:99999 2>&1", TIDE_BIN,
+		   dir);
+	ck_assert_int_ne(rc, 0);
+	ck_assert_msg(strstr(out, "is not PORT, :PORT or HOST:PORT") != NULL, "%s", out);
+	rc = th_sh(out, sizeof out, "'%s' run --data '%s/d' --http 192.0.2.1:1 2>&1", TIDE_BIN,
+		   dir);
+	ck_assert_int_ne(rc, 0);
+	ck_assert_msg(strstr(out, "http: cannot listen on 192.0.2.1 port 1") != NULL, "%s", out);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * The CloudEvents conformance suite's HTTP requests
+ * ------------------------------------------------------------------------ */
+
+/* The text between the next pair of """ lines after @p from, dedented by
+ * the indentation of the opening one; *end after the closing one. */
+static char *
+docstring(const char *from, const char **end)
+{
+	const char *open = strstr(from, "\"\"\""), *line, *close;
+	size_t indent;
+	sbuf b = { 0 };
+
+	if (open == NULL)
+		return NULL;
+	line = open;
+	while (line > from && line[-1] == ' ')
+		line--;
+	indent = (size_t)(open - line);
+	line = strchr(open, '\n') + 1;
+	while ((close = strchr(line, '\n')) != NULL) {
+		size_t lead = 0, cut;
+		while (line + lead < close && line[lead] == ' ')
+			lead++;
+		if (strncmp(line + lead, "\"\"\"", 3) == 0) {
+			*end = close;
+			return sb_take(&b);
+		}
+		cut = lead < indent ? lead : indent;
+		sb_printf(&b, "%.*s\n", (int)(close - line - (ptrdiff_t)cut), line + cut);
+		line = close + 1;
+	}
+	free(sb_take(&b));
+	return NULL;
+}
+
+/* @p s with every @p from replaced by @p to (malloc'd). */
+static char *
+replace_all(const char *s, const char *from, const char *to)
+{
+	sbuf b = { 0 };
+	const char *p;
+
+	while ((p = strstr(s, from)) != NULL) {
+		sb_printf(&b, "%.*s%s", (int)(p - s), s, to);
+		s = p + strlen(from);
+	}
+	sb_printf(&b, "%s", s);
+	return sb_take(&b);
+}
+
+/* JSON @p s without the white space outside strings. */
+static char *
+squeeze(const char *s)
+{
+	char *o = malloc(strlen(s) + 1), *p = o;
+	int in = 0;
+
+	for (; *s; s++) {
+		if (*s == '"' && (s == o || s[-1] != '\\'))
+			in = !in;
+		if (in || !isspace((unsigned char)*s))
+			*p++ = *s;
+	}
+	*p = '\0';
+	return o;
+}
+
+/* One row of an attribute table: 1 with key and value, 0 for others. */
+static int
+table_row(const char *line, char *k, size_t kn, char *v, size_t vn, const char *ctype)
+{
+	char fk[128], fv[256], *e;
+
+	if (sscanf(line, "| %127s | %255[^|]|", fk, fv) != 2 || strcmp(fk, "key") == 0)
+		return 0;
+	e = fv + strlen(fv);
+	while (e > fv && e[-1] == ' ')
+		*--e = '\0';
+	snprintf(k, kn, "%s", fk);
+	snprintf(v, vn, "%s", strstr(fv, "<contentType>") ? ctype : fv);
+	return 1;
+}
+
+/* Send the request of one scenario with @p ctype and the id made unique
+ * by @p n, and check the stored event against the attribute table and
+ * the data. */
+static void
+scenario(const char *dir, const char *request, const char *table, const char *data,
+	 const char *ctype, int n)
+{
+	char k[128], v[256], id[300] = "", newid[320], pair[1024], *req, *ev, *want;
+	const char *body, *line;
+	sbuf b = { 0 };
+	reply r;
+
+	for (line = table; (line = strchr(line, '|')) != NULL; line++) {
+		if (table_row(line, k, sizeof k, v, sizeof v, ctype) && strcmp(k, "id") == 0)
+			snprintf(id, sizeof id, "%s", v);
+		if ((line = strchr(line, '\n')) == NULL)
+			break;
+	}
+	ck_assert_msg(id[0] != '\0', "no id in the table");
+	snprintf(newid, sizeof newid, "%s-%d", id, n);
+	req = replace_all(request, id, newid);
+	body = strstr(req, "\n\n");
+	ck_assert_ptr_nonnull(body);
+	body += 2;
+	/* the headers, with the content type and without the length (ours
+	 * counts the dedented body) */
+	for (line = strchr(req, '\n') + 1; line < body - 1;) {
+		const char *nl = strchr(line, '\n');
+		char h[512], *lt;
+		snprintf(h, sizeof h, "%.*s", (int)(nl - line), line);
+		if (strncasecmp(h, "Content-Length:", 15) != 0) {
+			if ((lt = strstr(h, "<contentType>")) != NULL)
+				sb_printf(&b, "%.*s%s\r\n", (int)(lt - h), h, ctype);
+			else
+				sb_printf(&b, "%s\r\n", h);
+		}
+		line = nl + 1;
+	}
+	{
+		char *headers = sb_take(&b);
+		post(dir, headers, body, &r);
+		ck_assert_msg(r.status == 200, "%d %s for\n%s\n%s", r.status, r.body, headers,
+			      body);
+		free(headers);
+	}
+	ev = stored(dir, newid);
+	ck_assert_msg(ev != NULL, "event %s not stored", newid);
+	for (line = table; (line = strchr(line, '|')) != NULL; line++) {
+		if (table_row(line, k, sizeof k, v, sizeof v, ctype)) {
+			snprintf(pair, sizeof pair, "\"%s\":\"%s\"", k,
+				 strcmp(k, "id") == 0 ? newid : v);
+			ck_assert_msg(strstr(ev, pair) != NULL, "%s not in %s", pair, ev);
+		}
+		if ((line = strchr(line, '\n')) == NULL)
+			break;
+	}
+	want = squeeze(data);
+	snprintf(pair, sizeof pair, "\"data\":%s", want);
+	ck_assert_msg(strstr(ev, pair) != NULL, "%s not in %s", pair, ev);
+	free(want);
+	free(ev);
+	free(req);
+}
+
+START_TEST(conformance_http_binding)
+{
+	const char *path =
+		th_testdata("cloudevents/conformance-main/http-protocol-binding.feature");
+	const char *s, *dir;
+	char *text;
+	th_daemon d;
+	int done = 0;
+
+	if (path == NULL) {
+		fprintf(stderr, "http: skipped, no CloudEvents conformance data\n");
+		return;
+	}
+	text = th_slurp(path);
+	ck_assert_ptr_nonnull(text);
+	dir = start(&d, NULL);
+	for (s = text; (s = strstr(s, "Scenario Outline:")) != NULL;) {
+		const char *end, *t, *ex;
+		char *request = docstring(s, &end), *data;
+		const char *at = strstr(end, "Then the attributes are:"), *stop;
+		char *table;
+		ck_assert_ptr_nonnull(request);
+		ck_assert_ptr_nonnull(at);
+		stop = strstr(at, "And the data");
+		ck_assert_ptr_nonnull(stop);
+		table = strndup(at, (size_t)(stop - at));
+		data = docstring(stop, &t);
+		ck_assert_ptr_nonnull(data);
+		ex = strstr(t, "Examples:");
+		ck_assert_ptr_nonnull(ex);
+		/* each example row after the header row, with a fresh id */
+		ex = strchr(strchr(ex, '\n') + 1, '\n') + 1;
+		while (*ex != '\0') {
+			char ct[256];
+			const char *nl = strchr(ex, '\n');
+			if (sscanf(ex, " | %255[^|]|", ct) != 1)
+				break;
+			{
+				char *e = ct + strlen(ct);
+				while (e > ct && e[-1] == ' ')
+					*--e = '\0';
+			}
+			scenario(dir, request, table, data, ct, done++);
+			if (nl == NULL)
+				break;
+			ex = nl + 1;
+		}
+		free(request);
+		free(data);
+		free(table);
+		s = end;
+	}
+	ck_assert_int_ge(done, 4);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	free(text);
+}
+END_TEST
+
+Suite *
+http_suite(void)
+{
+	Suite *s = suite_create("http");
+	TCase *tc = tcase_create("http");
+
+	tcase_add_test(tc, structured_batch_and_binary_are_stored);
+	tcase_add_test(tc, bad_requests_get_clear_errors);
+	tcase_add_test(tc, token_and_health);
+	tcase_add_test(tc, listen_address_errors);
+	tcase_add_test(tc, conformance_http_binding);
+	tcase_set_timeout(tc, 60);
+	suite_add_tcase(s, tc);
+	return s;
+}
