@@ -74,14 +74,31 @@ read_endpoints(const char *dir, cli_endpoints *ep)
 }
 
 int
-cli_engine_running(const char *dir)
+cli_try_help(const char *cmd)
+{
+	fprintf(stderr, "try 'tide %s --help' for the options\n", cmd);
+	return CLI_USAGE;
+}
+
+int
+cli_engine_state(const char *dir, long *pid)
 {
 	cli_endpoints ep;
 
 	memset(&ep, 0, sizeof ep);
+	*pid = 0;
 	if (read_endpoints(dir, &ep) != 0)
 		return -1;
+	*pid = ep.pid;
 	return !(ep.pid > 0 && kill((pid_t)ep.pid, 0) != 0 && errno == ESRCH);
+}
+
+int
+cli_engine_running(const char *dir)
+{
+	long pid;
+
+	return cli_engine_state(dir, &pid);
 }
 
 int

@@ -40,6 +40,8 @@ void cli_projection_json(const struct tide_projection_info *pi, unsigned long lo
 /** Whether the engine of data directory @p dir runs: 1 yes, 0 no (its
  *  endpoints file names a process that is gone), -1 no endpoints file. */
 int cli_engine_running(const char *dir);
+/** The same, with the pid the endpoints file names (0 if none). */
+int cli_engine_state(const char *dir, long *pid);
 
 /** Send the request @p req (a JSON object of @p len bytes) to the engine's
  *  REP endpoint and wait for its reply.  Returns the reply when it says
@@ -56,6 +58,9 @@ void cli_gen_str(yajl_gen g, const char *s);
 void cli_json_string(const char *s);
 
 /** Print "tide CMD: message" to stderr. */
+/** After getopt's line about a wrong option: where to look.  Returns
+ *  CLI_USAGE. */
+int cli_try_help(const char *cmd);
 void cli_error(const char *cmd, const char *fmt, ...)
 #if defined(__GNUC__)
 	__attribute__((format(printf, 2, 3)))

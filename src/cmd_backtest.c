@@ -446,7 +446,7 @@ cmd_backtest(int argc, char **argv)
 			fputs(usage_text, stdout);
 			rc = CLI_OK;
 			goto out;
-		default: fputs(usage_text, stderr); goto out;
+		default: cli_try_help("backtest"); goto out;
 		}
 	}
 	if (n == 0) {

@@ -53,7 +53,7 @@ cmd_backup(int argc, char **argv)
 		switch (c) {
 		case 'd': data = optarg; break;
 		case 'h': fputs(usage_text, stdout); return CLI_OK;
-		default: fputs(usage_text, stderr); return CLI_USAGE;
+		default: return cli_try_help("backup");
 		}
 	}
 	if (optind >= argc) {

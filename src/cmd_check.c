@@ -119,7 +119,7 @@ cmd_check(int argc, char **argv)
 		case 'j': o.json = 1; break;
 		case 'q': o.quiet = 1; break;
 		case 'h': fputs(usage_text, stdout); return CLI_OK;
-		default: fputs(usage_text, stderr); return CLI_USAGE;
+		default: return cli_try_help("check");
 		}
 	}
 	if (optind >= argc) {

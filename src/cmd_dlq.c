@@ -186,7 +186,7 @@ cmd_dlq(int argc, char **argv)
 		case 'R': cl.rep = optarg; break;
 		case 'o': cl.timeout = cli_seconds(optarg); break;
 		case 'h': fputs(usage_text, stdout); return CLI_OK;
-		default: fputs(usage_text, stderr); return CLI_USAGE;
+		default: return cli_try_help("dlq");
 		}
 	}
 	if (optind >= argc) {

@@ -73,7 +73,7 @@ cmd_log(int argc, char **argv)
 		case 't': f.type = optarg; break;
 		case 'd': data = optarg; break;
 		case 'h': fputs(usage_text, stdout); return CLI_OK;
-		default: fputs(usage_text, stderr); return CLI_USAGE;
+		default: return cli_try_help("log");
 		}
 	}
 	if (optind < argc) {

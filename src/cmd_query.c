@@ -66,7 +66,7 @@ cmd_query(int argc, char **argv)
 		case 'n': limit = strtoul(optarg, NULL, 10); break;
 		case 'd': data = optarg; break;
 		case 'h': fputs(usage_text, stdout); return CLI_OK;
-		default: fputs(usage_text, stderr); return CLI_USAGE;
+		default: return cli_try_help("query");
 		}
 	}
 	if (optind >= argc || argc - optind > 2 || (prefix && argc - optind == 2)) {

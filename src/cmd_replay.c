@@ -171,7 +171,7 @@ cmd_replay(int argc, char **argv)
 			free(scripts);
 			return CLI_OK;
 		default:
-			fputs(usage_text, stderr);
+			cli_try_help("replay");
 			free(scripts);
 			return CLI_USAGE;
 		}

@@ -368,7 +368,7 @@ cmd_run(int argc, char **argv)
 		case 'q': level = TIDE_LOG_WARN; break;
 		case 'v': level = TIDE_LOG_DEBUG; break;
 		default:
-			fputs(usage_text, stderr);
+			cli_try_help("run");
 			rc = CLI_USAGE;
 			goto out;
 		}

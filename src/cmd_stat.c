@@ -16,8 +16,9 @@
 static const char usage_text[] =
 	"usage: tide stat [options]\n"
 	"\n"
-	"Show the log's size, every consumer's checkpoint and lag (and for a\n"
-	"rule its clock, keys, timers and late events) and every projection.\n"
+	"Show whether the engine runs, the log's size, every consumer's checkpoint\n"
+	"and lag (and for a rule its clock, keys, timers and late events) and\n"
+	"every projection.\n"
 	"\n"
 	"options:\n"
 	"      --json              one JSON object instead of text\n"
@@ -142,7 +143,8 @@ cmd_stat(int argc, char **argv)
 	tide_log_stat st;
 	tide_log *log;
 	char size[32], map[32];
-	int c, rc;
+	int c, rc, running;
+	long pid;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "d:h", longopts, NULL)) != -1) {
@@ -150,7 +152,7 @@ cmd_stat(int argc, char **argv)
 		case 'j': ctx.json = 1; break;
 		case 'd': data = optarg; break;
 		case 'h': fputs(usage_text, stdout); return CLI_OK;
-		default: fputs(usage_text, stderr); return CLI_USAGE;
+		default: return cli_try_help("stat");
 		}
 	}
 	if (optind < argc) {
@@ -168,8 +170,13 @@ cmd_stat(int argc, char **argv)
 	}
 	ctx.last = st.last_seq;
 	ctx.log = log;
+	running = cli_engine_state(data, &pid);
 	if (ctx.json) {
-		printf("{\"events\":%llu,\"last_seq\":%llu,\"streams\":%llu,\"size\":%llu,"
+		printf("{\"engine\":{\"running\":%s", running == 1 ? "true" : "false");
+		if (pid > 0)
+			printf(",\"pid\":%ld", pid);
+		printf("},");
+		printf("\"events\":%llu,\"last_seq\":%llu,\"streams\":%llu,\"size\":%llu,"
 		       "\"map_size\":%llu,\"consumers\":[",
 		       (unsigned long long)st.events, (unsigned long long)st.last_seq,
 		       (unsigned long long)st.streams, (unsigned long long)st.size,
@@ -177,6 +184,15 @@ cmd_stat(int argc, char **argv)
 	} else {
 		human(size, sizeof size, st.size);
 		human(map, sizeof map, st.map_size);
+		if (running == 1)
+			printf("engine     running (pid %ld)\n", pid);
+		else if (running == 0)
+			printf("engine     not running (pid %ld, named in %s/endpoints, is gone: "
+			       "it "
+			       "did not stop cleanly)\n",
+			       pid, data);
+		else
+			printf("engine     not running\n");
 		printf("events     %llu\nlast seq   %llu\nstreams    %llu\nsize       %s (map "
 		       "%s)\n",
 		       (unsigned long long)st.events, (unsigned long long)st.last_seq,

@@ -70,7 +70,7 @@ cmd_tail(int argc, char **argv)
 			free(types);
 			return CLI_OK;
 		default:
-			fputs(usage_text, stderr);
+			cli_try_help("tail");
 			free(types);
 			return CLI_USAGE;
 		}

@@ -605,7 +605,7 @@ cmd_test(int argc, char **argv)
 			fputs(usage_text, stdout);
 			rc = CLI_OK;
 			goto out;
-		default: fputs(usage_text, stderr); goto out;
+		default: cli_try_help("test"); goto out;
 		}
 	}
 	if (n == 0 || optind >= argc) {

@@ -121,7 +121,7 @@ cmd_verify(int argc, char **argv)
 			break;
 		case 'd': data = optarg; break;
 		case 'h': fputs(usage_text, stdout); return CLI_OK;
-		default: fputs(usage_text, stderr); return CLI_USAGE;
+		default: return cli_try_help("verify");
 		}
 	}
 	if (optind < argc) {

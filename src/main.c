@@ -65,8 +65,13 @@ main(int argc, char **argv)
 		return CLI_OK;
 	}
 	for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
-		if (strcmp(argv[1], commands[k].name) == 0)
+		if (strcmp(argv[1], commands[k].name) == 0) {
+			/* getopt names the program in its messages: "tide stat" */
+			static char name[32];
+			snprintf(name, sizeof name, "tide %s", commands[k].name);
+			argv[1] = name;
 			return commands[k].fn(argc - 1, argv + 1);
+		}
 	fprintf(stderr, "tide: '%s' is not a command\n\n", argv[1]);
 	usage(stderr);
 	return CLI_USAGE;

@@ -108,7 +108,7 @@ END_TEST
  * stdout), and no arguments at all. */
 START_TEST(usage_errors_exit_2)
 {
-	char out[8192], want[64];
+	char out[8192], want[128];
 
 	for (size_t i = 0; i < NSUB; i++) {
 		snprintf(want, sizeof want, "usage: tide %s", subcommands[i]);
@@ -126,7 +126,15 @@ START_TEST(usage_errors_exit_2)
 		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' %s --no-such-option 2>&1", TIDE_BIN,
 				       subcommands[i]),
 				 2);
-		ck_assert_msg(strstr(out, "usage:") != NULL, "%s: %s", subcommands[i], out);
+		/* a wrong flag: one line, and where to look, not the whole usage */
+		snprintf(want, sizeof want, "tide %s: unrecognized option '--no-such-option'\n",
+			 subcommands[i]);
+		ck_assert_msg(strstr(out, want) == out, "%s: %s", subcommands[i], out);
+		snprintf(want, sizeof want, "try 'tide %s --help' for the options\n",
+			 subcommands[i]);
+		ck_assert_msg(strstr(out, want) != NULL, "%s: %s", subcommands[i], out);
+		ck_assert_msg(strstr(out, "usage:") == NULL, "%s: %s", subcommands[i], out);
+		ck_assert_int_eq(th_count(out, "\n"), 2);
 		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' %s stray-argument 2>&1", TIDE_BIN,
 				       subcommands[i]),
 				 2);
@@ -209,6 +217,11 @@ START_TEST(publish_from_flags)
 		str_attr(lines[1], "id", id2, sizeof id2);
 		ck_assert_uint_eq(strlen(buf), 36);
 		ck_assert_str_ne(buf, id2);
+		/* UUIDv7: version 7, the RFC variant, and the later one sorts
+		 * after the earlier (their first 48 bits are the time in ms) */
+		ck_assert_msg(buf[14] == '7' && id2[14] == '7', "%s %s", buf, id2);
+		ck_assert_msg(strchr("89ab", buf[19]) != NULL, "%s", buf);
+		ck_assert_msg(strcmp(buf, id2) < 0, "%s then %s", buf, id2);
 	}
 
 	/* The engine judges --payload: bad JSON is rejected, exit 1. */
@@ -523,7 +536,8 @@ START_TEST(stat_positions_and_lag)
 			 0);
 	ck_assert(th_wait_settled(data, "mirror", 10, 10000));
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s' --json", TIDE_BIN, data), 0);
-	ck_assert_msg(strstr(out, "{\"events\":10,\"last_seq\":10,\"streams\":5,") == out, "%s",
+	ck_assert_msg(strstr(out, "{\"engine\":{\"running\":true,\"pid\":") == out, "%s", out);
+	ck_assert_msg(strstr(out, "},\"events\":10,\"last_seq\":10,\"streams\":5,") != NULL, "%s",
 		      out);
 	ck_assert_msg(strstr(out, "\"consumers\":[{\"name\":\"mirror\",\"checkpoint\":10,\"lag\":0,"
 				  "\"retrying\":0,\"dead\":0}],\"projections\":[]}\n") != NULL,
@@ -531,6 +545,7 @@ START_TEST(stat_positions_and_lag)
 	ck_assert_int_eq(th_count(out, "\n"), 1);
 	ck_assert_int_eq(th_checkpoint(data, "mirror"), 10);
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s'", TIDE_BIN, data), 0);
+	ck_assert_msg(strncmp(out, "engine     running (pid ", 24) == 0, "%s", out);
 	ck_assert_msg(strstr(out, "events") && strstr(out, "10") && strstr(out, "consumers") &&
 			      strstr(out, "mirror") && strstr(out, "checkpoint 10") &&
 			      strstr(out, "lag 0"),
@@ -550,9 +565,13 @@ START_TEST(stat_positions_and_lag)
 	ck_assert_msg(strstr(out, "{\"name\":\"mirror\",\"checkpoint\":10,\"lag\":3,") != NULL,
 		      "%s", out);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
-	/* works without an engine, too */
+	/* works without an engine, too, and says so */
 	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s'", TIDE_BIN, data), 0);
 	ck_assert_msg(strstr(out, "lag 3") != NULL, "%s", out);
+	ck_assert_msg(strncmp(out, "engine     not running\n", 23) == 0, "%s", out);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' stat --data '%s' --json", TIDE_BIN, data), 0);
+	ck_assert_msg(strstr(out, "{\"engine\":{\"running\":false},\"events\":13,") == out, "%s",
+		      out);
 
 	/* back with the script: it catches up */
 	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --script '%s'", data,

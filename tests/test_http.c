@@ -18,7 +18,12 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+#include <fcntl.h>
+
+#include "batch.h"
 #include "helpers.h"
+#include "http.h"
 
 /* ------------------------------------------------------------------------
  * A client
@@ -553,6 +558,145 @@ START_TEST(conformance_http_binding)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * The module alone, on a loop of the test's own: the refusals a running
+ * engine rarely shows on cue (a full batch, a stop)
+ * ------------------------------------------------------------------------ */
+
+typedef struct fake {
+	int inputs, ready;
+} fake;
+
+static void
+fake_input(void *ud)
+{
+	((fake *)ud)->inputs++;
+}
+
+static int
+fake_ready(void *ud, char *why, size_t n)
+{
+	snprintf(why, n, "the test says so");
+	return ((fake *)ud)->ready;
+}
+
+static void
+fake_log(void *ud, int level, const char *fmt, ...)
+{
+	(void)ud;
+	(void)level;
+	(void)fmt;
+}
+
+/* Send @p req to @p h and turn the loop until the reply is whole. */
+static void
+ask(struct event_base *base, tidei_http *h, const char *req, reply *r)
+{
+	const char *addr = tidei_http_address(h);
+	struct sockaddr_in a = { 0 };
+	char all[8192], *sep;
+	size_t got = 0;
+	int64_t deadline = th_ms() + 10000;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	a.sin_family = AF_INET;
+	a.sin_port = htons((uint16_t)atoi(strrchr(addr, ':') + 1));
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+	ck_assert_int_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	while (th_ms() < deadline) {
+		ssize_t k;
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		k = read(fd, all + got, sizeof all - 1 - got);
+		if (k == 0)
+			break;
+		if (k > 0)
+			got += (size_t)k;
+		else
+			th_pause();
+	}
+	close(fd);
+	all[got] = '\0';
+	memset(r, 0, sizeof *r);
+	ck_assert_msg(sscanf(all, "HTTP/1.1 %d", &r->status) == 1, "'%s'", all);
+	sep = strstr(all, "\r\n\r\n");
+	ck_assert_ptr_nonnull(sep);
+	snprintf(r->head, sizeof r->head, "%.*s", (int)(sep - all), all);
+	snprintf(r->body, sizeof r->body, "%s", sep + 4);
+}
+
+START_TEST(busy_and_stopping_are_503)
+{
+	static const char ev[] = "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/t\","
+				 "\"type\":\"t\"}";
+	struct event_base *base = event_base_new();
+	tidei_http_opts o = { "0", NULL, 2, 1 << 20, 5 };
+	fake f = { 0, 1 };
+	tidei_http_host host = { &f, fake_input, fake_ready, fake_log };
+	char err[256], req[1024];
+	tidei_batch b;
+	tidei_http *h;
+	reply r;
+
+	tidei_batch_init(&b, 1 << 20);
+	ck_assert_int_eq(tidei_http_open(&h, base, &o, &b, &host, err), TIDE_OK);
+	ck_assert_int_eq(tidei_http_local(h), 1);
+	snprintf(req, sizeof req,
+		 "POST /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+		 "Content-Type: application/cloudevents+json\r\nContent-Length: %zu\r\n\r\n%s",
+		 strlen(ev), ev);
+	/* a batch holding turn_events events is full: come back later */
+	ck_assert_int_eq(tidei_batch_add(&b, ev, strlen(ev)), 1);
+	ck_assert_int_eq(tidei_batch_add(&b, ev, strlen(ev)), 1);
+	ask(base, h, req, &r);
+	ck_assert_int_eq(r.status, 503);
+	ck_assert_ptr_nonnull(strstr(r.head, "Retry-After: 1"));
+	ck_assert_ptr_nonnull(strstr(r.body, "busy"));
+	ck_assert_int_eq(f.inputs, 0);
+	/* room again: the event joins the batch and waits for the commit */
+	tidei_batch_truncate(&b, 0);
+	{
+		struct sockaddr_in a = { 0 };
+		const char *addr = tidei_http_address(h);
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		int64_t deadline = th_ms() + 10000;
+		a.sin_family = AF_INET;
+		a.sin_port = htons((uint16_t)atoi(strrchr(addr, ':') + 1));
+		inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+		ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+		ck_assert_int_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+		while (f.inputs == 0 && th_ms() < deadline)
+			event_base_loop(base, EVLOOP_NONBLOCK | EVLOOP_ONCE);
+		ck_assert_int_eq(f.inputs, 1);
+		ck_assert_int_eq((int)b.n, 1);
+		/* the client goes away before the commit: the answer goes
+		 * nowhere, and nothing breaks */
+		close(fd);
+		for (int k = 0; k < 20; k++)
+			event_base_loop(base, EVLOOP_NONBLOCK);
+		b.items[0].seq = 7;
+		tidei_batch_finish(&b);
+		for (int k = 0; k < 20; k++)
+			event_base_loop(base, EVLOOP_NONBLOCK);
+	}
+	/* not ready, then stopping */
+	f.ready = 0;
+	ask(base, h, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &r);
+	ck_assert_int_eq(r.status, 503);
+	ck_assert_str_eq(r.body, "not ready: the test says so\n");
+	tidei_http_pause(h, 1);
+	ask(base, h, req, &r);
+	ck_assert_int_eq(r.status, 503);
+	ck_assert_ptr_nonnull(strstr(r.body, "the engine is stopping"));
+	ask(base, h, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &r);
+	ck_assert_int_eq(r.status, 200);
+	tidei_http_close(h);
+	tidei_batch_free(&b);
+	event_base_free(base);
+}
+END_TEST
+
 Suite *
 http_suite(void)
 {
@@ -564,6 +708,7 @@ http_suite(void)
 	tcase_add_test(tc, token_and_health);
 	tcase_add_test(tc, listen_address_errors);
 	tcase_add_test(tc, conformance_http_binding);
+	tcase_add_test(tc, busy_and_stopping_are_503);
 	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);
 	return s;
