@@ -53,6 +53,8 @@ static const char usage_text[] =
 	"      --set KEY=VALUE     any config setting (map_size, max_event_size,\n"
 	"                          turn_events, instruction_budget, time_limit,\n"
 	"                          memory_limit, build_threads, ...)\n"
+	"      --log-format FMT    text (the default) or json: one object per line,\n"
+	"                          {\"time\":..., \"level\":..., \"msg\":...}\n"
 	"      --log-file FILE     append the log to FILE instead of stderr; SIGHUP\n"
 	"                          reopens it (for log rotation) and reloads the scripts\n"
 	"      --stop-timeout SEC  end the process if a stop takes longer (default 5)\n"
@@ -72,9 +74,35 @@ typedef struct log_sink {
 	const char *path;
 	FILE *f;
 	tide_engine *engine; /* SIGHUP reloads its scripts */
+	int json;            /* a JSON object per line */
 } log_sink;
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
+
+/* {"time":"...","level":"info","msg":"..."}: for a log collector.  The
+ * engine has already written control characters as escapes. */
+static void
+json_line(FILE *f, int level, const char *msg)
+{
+	struct timespec ts;
+	struct tm tm;
+	char stamp[40];
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+	fprintf(f, "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",\"msg\":\"", stamp,
+		ts.tv_nsec / 1000000, level_names[level & 3]);
+	for (const unsigned char *p = (const unsigned char *)msg; *p != '\0'; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(f, "\\%c", *p);
+		else if (*p < 0x20 || *p == 0x7f)
+			fprintf(f, "\\u%04x", *p);
+		else
+			fputc(*p, f);
+	}
+	fputs("\"}\n", f);
+}
 
 static void
 log_line(void *ud, int level, const char *msg)
@@ -85,9 +113,13 @@ log_line(void *ud, int level, const char *msg)
 	time_t now = time(NULL);
 	struct tm tm;
 
-	gmtime_r(&now, &tm);
-	strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
-	fprintf(f, "%s %-5s %s\n", stamp, level_names[level & 3], msg);
+	if (sink->json) {
+		json_line(f, level, msg);
+	} else {
+		gmtime_r(&now, &tm);
+		strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+		fprintf(f, "%s %-5s %s\n", stamp, level_names[level & 3], msg);
+	}
 	if (f != stderr)
 		fflush(f);
 }
@@ -268,6 +300,7 @@ cmd_run(int argc, char **argv)
 		{ "durability", required_argument, NULL, 'D' },
 		{ "set", required_argument, NULL, 'S' },
 		{ "log-file", required_argument, NULL, 'L' },
+		{ "log-format", required_argument, NULL, 'F' },
 		{ "stop-timeout", required_argument, NULL, 'T' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -278,7 +311,7 @@ cmd_run(int argc, char **argv)
 	tide_config *cfg = NULL;
 	tide_engine *e = NULL;
 	struct event *sighup = NULL;
-	log_sink sink = { NULL, NULL, NULL };
+	log_sink sink = { NULL, NULL, NULL, 0 };
 	watchdog w = { NULL, 5, 0 };
 	pthread_t watcher;
 	int c, rc = CLI_FAIL, level = -1, watching = 0;
@@ -356,6 +389,14 @@ cmd_run(int argc, char **argv)
 			break;
 		}
 		case 'L': sink.path = optarg; break;
+		case 'F':
+			if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
+				cli_error("run", "--log-format is text or json, not '%s'", optarg);
+				rc = CLI_USAGE;
+				goto out;
+			}
+			sink.json = strcmp(optarg, "json") == 0;
+			break;
 		case 'T':
 			if ((w.timeout = cli_seconds(optarg)) <= 0) {
 				cli_error("run",

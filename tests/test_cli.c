@@ -645,6 +645,39 @@ START_TEST(publish_wait_returns_when_handled)
 END_TEST
 
 /* tide tail --count N prints N matching events and exits 0. */
+/* --log-format json: one JSON object per line, quotes and controls in
+ * a message escaped. */
+START_TEST(log_format_json)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	const char *script = th_write(dir, "say.lua", "print('say \"hi\" \\\\ \\t there')\n");
+	char *log, *line, *save = NULL;
+	th_daemon d;
+	int n = 0, said = 0;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s' --log-format json --script '%s'",
+					 data, script),
+			 0);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	log = th_slurp(d.log);
+	ck_assert_ptr_nonnull(log);
+	for (line = strtok_r(log, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+		if (strncmp(line, "tide run:", 9) == 0)
+			continue; /* the command's own notes, not the log */
+		ck_assert_msg(strncmp(line, "{\"time\":\"", 9) == 0 &&
+				      line[strlen(line) - 1] == '}' &&
+				      strstr(line, "\"level\":\"") && strstr(line, "\"msg\":\""),
+			      "not a JSON log line: %s", line);
+		said += strstr(line, "say \\\"hi\\\" \\\\ \\u0009 there") != NULL;
+		n++;
+	}
+	ck_assert_int_ge(n, 2);
+	ck_assert_msg(said == 1, "%s", th_slurp(d.log));
+	free(log);
+	ck_assert_int_eq(th_sh(NULL, 0, "'%s' run --log-format xml 2>/dev/null", TIDE_BIN), 2);
+}
+END_TEST
+
 START_TEST(tail_count_exits)
 {
 	const char *dir = th_tmpdir(), *data = subdir(dir, "data"), *out = subdir(dir, "tail.out");
@@ -775,6 +808,7 @@ cli_suite(void)
 	tcase_add_test(live, publish_expect_version);
 	tcase_add_test(live, publish_wait_returns_when_handled);
 	tcase_add_test(live, tail_count_exits);
+	tcase_add_test(live, log_format_json);
 	tcase_add_test(live, bundled_example_runs);
 	tcase_set_timeout(live, 60);
 	suite_add_tcase(s, live);
