@@ -22,6 +22,7 @@
 struct tide_log {
 	tidei_log *log;
 	tidei_buf scratch;
+	int borrowed; /* a view of a log someone else closes */
 };
 
 struct tide_cursor {
@@ -85,12 +86,23 @@ tidei_log_reader(tide_log *l, tidei_log **log, tidei_buf **scratch)
 	*scratch = &l->scratch;
 }
 
+int
+tidei_log_view(tidei_log *log, tide_log **out)
+{
+	if ((*out = calloc(1, sizeof **out)) == NULL)
+		return TIDE_ENOMEM;
+	(*out)->log = log;
+	(*out)->borrowed = 1;
+	return TIDE_OK;
+}
+
 TIDE_API void
 tide_log_close(tide_log *l)
 {
 	if (l == NULL)
 		return;
-	tidei_log_close(l->log);
+	if (!l->borrowed)
+		tidei_log_close(l->log);
 	tidei_buf_free(&l->scratch);
 	free(l);
 }

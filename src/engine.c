@@ -81,6 +81,7 @@ struct tide_engine {
 	tidei_flight *flight; /* which handler runs on which event, for after a death */
 	tidei_ingest *in;
 	tidei_http *http; /* NULL unless configured */
+	tide_log *view;   /* the log as HTTP reads it */
 	tidei_consumers *cs;
 	tidei_projections *ps;
 	tidei_projections *defining; /* where tide.projection() goes while scripts load */
@@ -683,7 +684,7 @@ quote_len(const char *s, size_t n, size_t max)
 
 /* {"query":NAME,"key":K} or {"query":NAME,"prefix":P,"limit":N}, answered
  * from a read snapshot: a query never waits for a turn. */
-static void
+static int
 query(tide_engine *e, const tidei_request *r, tidei_buf *reply)
 {
 	query_reply q = { reply, r->key == NULL, 0, (size_t)e->cfg->max_message_size, 0 };
@@ -695,7 +696,7 @@ query(tide_engine *e, const tidei_request *r, tidei_buf *reply)
 	rc = tidei_log_query(e->log, r->name, r->key, r->prefix, (size_t)r->limit, add_state, &q);
 	if (rc == TIDE_OK) {
 		tidei_buf_puts(reply, !q.many ? "}" : q.truncated ? "],\"truncated\":true}" : "]}");
-		return;
+		return rc;
 	}
 	reply->len = before;
 	if (rc == TIDE_ENOTFOUND && r->key != NULL &&
@@ -711,6 +712,7 @@ query(tide_engine *e, const tidei_request *r, tidei_buf *reply)
 	else
 		snprintf(msg, sizeof msg, "cannot query '%s': %s", r->name, tide_strerror(rc));
 	reply_error(reply, msg);
+	return rc;
 }
 
 static int
@@ -906,6 +908,30 @@ http_ready(void *ud, char *why, size_t n)
 	return 1;
 }
 
+/* GET /projections/...: a REP query's answer, and its status. */
+static int
+http_query(void *ud, const char *name, const char *key, size_t klen, const char *prefix,
+	   size_t limit, tidei_buf *reply)
+{
+	tide_engine *e = ud;
+	tidei_request r;
+	int rc;
+
+	memset(&r, 0, sizeof r);
+	if (strlen(name) >= sizeof r.name) {
+		reply_error(reply, "no projection has so long a name");
+		return 404;
+	}
+	snprintf(r.name, sizeof r.name, "%s", name);
+	r.key = key;
+	r.klen = klen;
+	r.prefix = key == NULL ? prefix : NULL;
+	r.plen = r.prefix ? strlen(r.prefix) : 0;
+	r.limit = limit;
+	rc = query(e, &r, reply);
+	return rc == TIDE_OK ? 200 : rc == TIDE_ENOTFOUND ? 404 : rc == TIDE_ESTATE ? 503 : 500;
+}
+
 /* The HTTP endpoint, when configured. */
 static int
 open_http(tide_engine *e)
@@ -923,8 +949,12 @@ open_http(tide_engine *e)
 	h.ud = e;
 	h.input = on_input;
 	h.ready = http_ready;
+	h.query = http_query;
 	h.log = elog;
-	if ((rc = tidei_http_open(&e->http, e->loop.base, &o, &e->batch, &h, e->err)) != TIDE_OK)
+	if (tidei_log_view(e->log, &e->view) != TIDE_OK)
+		return tidei_err(e->err, TIDE_ENOMEM, "out of memory");
+	if ((rc = tidei_http_open(&e->http, e->loop.base, &o, &e->batch, e->view, &h, e->err)) !=
+	    TIDE_OK)
 		return rc;
 	snprintf(e->http_addr, sizeof e->http_addr, "%s", tidei_http_address(e->http));
 	if (!tidei_http_local(e->http))
@@ -1075,6 +1105,8 @@ engine_open(tide_engine *e, struct event_base *base)
 fail:
 	tidei_http_close(e->http);
 	e->http = NULL;
+	tide_log_close(e->view);
+	e->view = NULL;
 	tidei_ingest_close(e->in);
 	e->in = NULL;
 	if (e->stopped != NULL)
@@ -1131,6 +1163,7 @@ tide_engine_destroy(tide_engine *e)
 		}
 		tidei_ingest_close(e->in);
 		tidei_http_close(e->http); /* after the last turn answered its requests */
+		tide_log_close(e->view);
 		unlink(e->endpoints_file);
 		event_free(e->stopped);
 		tidei_loop_close(&e->loop);

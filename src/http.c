@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 
 #include "http.h"
@@ -40,6 +41,7 @@ enum { MODE_ONE, MODE_BATCH };
 struct tidei_http {
 	struct evhttp *http;
 	tidei_batch *batch;
+	tide_log *log;
 	tidei_http_host host;
 	char *token;
 	size_t turn_events, max_message;
@@ -398,6 +400,158 @@ post_events(tidei_http *h, struct evhttp_request *req)
 	h->host.input(h->host.ud);
 }
 
+/* ------------------------------------------------------------------------
+ * Reading: the log and projections
+ * ------------------------------------------------------------------------ */
+
+/* Most events one GET /events answers with. */
+#define EVENTS_MAX 10000
+#define EVENTS_DEFAULT 100
+
+/* A query parameter as a count in [lo, hi]: 0, or -1 (refused, with the
+ * reason in @p why). */
+static int
+count_param(struct evkeyvalq *q, const char *name, uint64_t lo, uint64_t hi, uint64_t *out,
+	    char *why, size_t n)
+{
+	const char *v = evhttp_find_header(q, name);
+	char *end;
+	unsigned long long x;
+
+	if (v == NULL)
+		return 0;
+	x = strtoull(v, &end, 10);
+	if (*v == '\0' || *end != '\0' || *v == '-' || x < lo || x > hi) {
+		snprintf(why, n, "'%s' must be a whole number from %llu to %llu, not '%.100s'",
+			 name, (unsigned long long)lo, (unsigned long long)hi, v);
+		return -1;
+	}
+	*out = x;
+	return 0;
+}
+
+/* GET /events?from=SEQ&limit=N&type=P&subject=S: NDJSON, oldest first;
+ * Tide-Next-From names the seq to ask from for the rest. */
+static void
+get_events(tidei_http *h, struct evhttp_request *req, const struct evhttp_uri *uri)
+{
+	struct evkeyvalq q;
+	tide_filter f = { 0 };
+	uint64_t from = 1, limit = EVENTS_DEFAULT, n = 0, last = 0;
+	struct evbuffer *out;
+	tide_cursor *c = NULL;
+	const tide_event *ev;
+	char why[300];
+	int rc;
+
+	TAILQ_INIT(&q);
+	if (h->log == NULL) {
+		refuse(h, req, 404, "Not Found", "no log to read here");
+		return;
+	}
+	if (uri != NULL && evhttp_uri_get_query(uri) != NULL &&
+	    evhttp_parse_query_str(evhttp_uri_get_query(uri), &q) != 0) {
+		refuse(h, req, 400, "Bad Request", "the query string is malformed");
+		return;
+	}
+	if (count_param(&q, "from", 1, UINT64_MAX, &from, why, sizeof why) != 0 ||
+	    count_param(&q, "limit", 1, EVENTS_MAX, &limit, why, sizeof why) != 0) {
+		evhttp_clear_headers(&q);
+		refuse(h, req, 400, "Bad Request", why);
+		return;
+	}
+	f.from = from;
+	f.type = evhttp_find_header(&q, "type");
+	f.subject = evhttp_find_header(&q, "subject");
+	if ((rc = tide_cursor_open(h->log, &f, &c)) != TIDE_OK) {
+		evhttp_clear_headers(&q);
+		refuse(h, req, 500, "Internal Server Error", tide_errmsg());
+		return;
+	}
+	out = evhttp_request_get_output_buffer(req);
+	while (n < limit && evbuffer_get_length(out) < h->max_message &&
+	       (rc = tide_cursor_next(c, &ev)) == TIDE_OK) {
+		const char *json;
+		size_t len;
+		if (tide_event_json(ev, &json, &len) != TIDE_OK)
+			break;
+		evbuffer_add(out, json, len);
+		evbuffer_add(out, "\n", 1);
+		last = tide_event_seq(ev);
+		n++;
+	}
+	tide_cursor_close(c);
+	evhttp_clear_headers(&q);
+	if (rc != TIDE_OK && rc != TIDE_ENOTFOUND) {
+		evbuffer_drain(out, evbuffer_get_length(out));
+		refuse(h, req, 500, "Internal Server Error", tide_errmsg());
+		return;
+	}
+	snprintf(why, sizeof why, "%llu", (unsigned long long)(last ? last + 1 : from));
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Tide-Next-From", why);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+			  "application/x-ndjson");
+	evhttp_send_reply(req, 200, "OK", NULL);
+}
+
+/* GET /projections/NAME/KEY (the key may hold '/', percent-encoded or
+ * not), or GET /projections/NAME?prefix=P&limit=N for a listing. */
+static void
+get_projection(tidei_http *h, struct evhttp_request *req, const struct evhttp_uri *uri,
+	       const char *rest)
+{
+	const char *slash = strchr(rest, '/');
+	char *name, *key = NULL, why[300];
+	size_t nlen = slash ? (size_t)(slash - rest) : strlen(rest), klen = 0;
+	struct evkeyvalq q;
+	uint64_t limit = EVENTS_DEFAULT;
+	int code;
+
+	TAILQ_INIT(&q);
+	if (h->host.query == NULL) {
+		refuse(h, req, 404, "Not Found", "no projections here");
+		return;
+	}
+	{
+		char *raw = strndup(rest, nlen);
+		name = raw ? evhttp_uridecode(raw, 0, NULL) : NULL;
+		free(raw);
+	}
+	if (slash != NULL && slash[1] != '\0')
+		key = evhttp_uridecode(slash + 1, 0, &klen);
+	if (name == NULL || (slash != NULL && slash[1] != '\0' && key == NULL)) {
+		free(name);
+		free(key);
+		refuse(h, req, 500, "Internal Server Error", "out of memory");
+		return;
+	}
+	if (name[0] == '\0') {
+		refuse(h, req, 404, "Not Found", "name a projection: /projections/NAME/KEY");
+	} else if (uri != NULL && evhttp_uri_get_query(uri) != NULL &&
+		   evhttp_parse_query_str(evhttp_uri_get_query(uri), &q) != 0) {
+		refuse(h, req, 400, "Bad Request", "the query string is malformed");
+	} else if (count_param(&q, "limit", 1, EVENTS_MAX, &limit, why, sizeof why) != 0) {
+		refuse(h, req, 400, "Bad Request", why);
+	} else {
+		const char *prefix = evhttp_find_header(&q, "prefix");
+		tidei_buf_reset(&h->reply);
+		if (key != NULL)
+			code = h->host.query(h->host.ud, name, key, klen, NULL, 1, &h->reply);
+		else
+			code = h->host.query(h->host.ud, name, NULL, 0, prefix ? prefix : "",
+					     (size_t)limit, &h->reply);
+		send_json(req, code,
+			  code == 200   ? "OK"
+			  : code == 404 ? "Not Found"
+			  : code == 503 ? "Service Unavailable"
+					: "Error",
+			  &h->reply);
+	}
+	evhttp_clear_headers(&q);
+	free(name);
+	free(key);
+}
+
 static void
 plain(struct evhttp_request *req, int code, const char *reason, const char *text)
 {
@@ -438,17 +592,25 @@ on_request(struct evhttp_request *req, void *arg)
 		}
 		return;
 	}
-	if (strcmp(path, "/events") == 0) {
-		if (cmd != EVHTTP_REQ_POST) {
-			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-			refuse(h, req, 405, "Method Not Allowed", "events are sent with POST");
+	if (strcmp(path, "/events") == 0 || strncmp(path, "/projections/", 13) == 0) {
+		int events = path[1] == 'e';
+		if (events ? cmd != EVHTTP_REQ_POST && !get : !get) {
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+					  events ? "GET, HEAD, POST" : "GET, HEAD");
+			refuse(h, req, 405, "Method Not Allowed",
+			       events ? "events are sent with POST and read with GET"
+				      : "projections are read with GET");
 		} else if (!authorized(h, req)) {
 			evhttp_add_header(evhttp_request_get_output_headers(req),
 					  "WWW-Authenticate", "Bearer");
 			refuse(h, req, 401, "Unauthorized",
 			       "a bearer token is required (Authorization: Bearer TOKEN)");
-		} else {
+		} else if (!events) {
+			get_projection(h, req, uri, path + 13);
+		} else if (cmd == EVHTTP_REQ_POST) {
 			post_events(h, req);
+		} else {
+			get_events(h, req, uri);
 		}
 		return;
 	}
@@ -513,7 +675,7 @@ bound_address(tidei_http *h, struct evhttp_bound_socket *bs)
 
 int
 tidei_http_open(tidei_http **out, struct event_base *base, const tidei_http_opts *o,
-		tidei_batch *batch, const tidei_http_host *host, char *err)
+		tidei_batch *batch, tide_log *log, const tidei_http_host *host, char *err)
 {
 	struct evhttp_bound_socket *bs;
 	char addr[64];
@@ -526,6 +688,7 @@ tidei_http_open(tidei_http **out, struct event_base *base, const tidei_http_opts
 	if ((h = calloc(1, sizeof *h)) == NULL)
 		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	h->batch = batch;
+	h->log = log;
 	h->host = *host;
 	h->turn_events = o->turn_events;
 	h->max_message = o->max_message;

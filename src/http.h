@@ -12,6 +12,7 @@
 
 #include "batch.h"
 #include "err.h"
+#include "tide.h"
 
 struct event_base;
 
@@ -33,15 +34,21 @@ typedef struct tidei_http_host {
 	/** 1 if the engine is ready to take events (log open, scripts loaded,
 	 *  not stopping); else 0 with the reason in @p why. */
 	int (*ready)(void *ud, char *why, size_t n);
+	/** GET /projections/NAME[/KEY]: append the answer to @p reply (the
+	 *  same JSON as a REP query: one key's state, or the states under
+	 *  @p prefix, at most @p limit) and return its HTTP status. */
+	int (*query)(void *ud, const char *name, const char *key, size_t klen, const char *prefix,
+		     size_t limit, tidei_buf *reply);
 	void (*log)(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
 } tidei_http_host;
 
 typedef struct tidei_http tidei_http;
 
 /** Listen on @p o->listen and serve on @p base.  Events go into @p batch,
- *  the same one the nanomsg endpoints fill. */
+ *  the same one the nanomsg endpoints fill; GET /events reads @p log (a
+ *  view of the engine's, NULL: no reads). */
 int tidei_http_open(tidei_http **out, struct event_base *base, const tidei_http_opts *o,
-		    tidei_batch *batch, const tidei_http_host *host, char *err);
+		    tidei_batch *batch, tide_log *log, const tidei_http_host *host, char *err);
 /** Stop listening and drop every connection (NULL is fine).  Requests
  *  still waiting for a commit are not answered: call it after the last
  *  turn. */

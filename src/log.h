@@ -217,6 +217,10 @@ int tidei_log_query(tidei_log *log, const char *name, const char *key, const cha
 /** Leave the detail of a failed tidei_log_query for tide_errmsg(). */
 int tidei_query_fail(tidei_log *log, int rc, const char *name, const char *key);
 void tidei_log_reader(tide_log *l, tidei_log **log, tidei_buf **scratch);
+/** A tide_log reading @p log, which stays its owner's: for readers in the
+ *  same process (tide_log_close() frees the view only).  Its cursors must
+ *  be used from the thread that owns @p log, between its transactions. */
+int tidei_log_view(tidei_log *log, tide_log **out);
 
 /** The key format of the log as @p txn sees it: log->format, or for a
  *  read-only log opened before the engine migrated it, the newer one. */

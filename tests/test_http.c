@@ -289,9 +289,9 @@ START_TEST(bad_requests_get_clear_errors)
 	http(dir, "GET", "/nothing", NULL, NULL, 0, &r);
 	ck_assert_int_eq(r.status, 404);
 	ck_assert_ptr_nonnull(strstr(r.body, "no such resource: /nothing"));
-	http(dir, "GET", "/events", NULL, NULL, 0, &r);
+	http(dir, "PUT", "/events", NULL, "", 0, &r);
 	ck_assert_int_eq(r.status, 405);
-	ck_assert_ptr_nonnull(strstr(r.head, "Allow: POST"));
+	ck_assert_ptr_nonnull(strstr(r.head, "Allow: GET, HEAD, POST"));
 	http(dir, "POST", "/healthz", NULL, "", 0, &r);
 	ck_assert_int_eq(r.status, 405);
 	/* nothing of it was stored, and the engine still takes events */
@@ -332,6 +332,85 @@ START_TEST(token_and_health)
 	ck_assert_str_eq(r.body, "ready\n");
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 	ck_assert_int_eq(th_log_count(dir, ""), 1);
+}
+END_TEST
+
+/* GET /events (NDJSON, filters, paging) and GET /projections/NAME/KEY. */
+START_TEST(reads_events_and_projections)
+{
+	th_daemon d;
+	const char *dir = th_tmpdir(), *script;
+	char args[1024], body[512];
+	reply r;
+
+	script = th_write(dir, "counts.lua",
+			  "local tide = require 'tide'\n"
+			  "tide.projection('counts', { key = 'subject',\n"
+			  "  init = function() return { n = 0 } end,\n"
+			  "  on = { ['t.*'] = function(s, ev) s.n = s.n + 1 end } })\n");
+	snprintf(args, sizeof args, "--http 127.0.0.1:0 --http-token tk --script '%s'", script);
+	ck_assert_int_eq(th_daemon_start(&d, th_tmpdir(), args), 0);
+	for (int k = 1; k <= 5; k++) {
+		snprintf(
+			body, sizeof body,
+			"{\"specversion\":\"1.0\",\"id\":\"e%d\",\"source\":\"/t\",\"type\":\"%s\","
+			"\"subject\":\"k/%d\"}",
+			k, k == 4 ? "other" : "t.a", k % 2);
+		post(d.dir, CE "Authorization: Bearer tk\r\n", body, &r);
+		ck_assert_int_eq(r.status, 200);
+	}
+	/* reading needs the token too */
+	http(d.dir, "GET", "/events", NULL, NULL, 0, &r);
+	ck_assert_int_eq(r.status, 401);
+	http(d.dir, "GET", "/events?from=2&limit=2", "Authorization: Bearer tk\r\n", NULL, 0, &r);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_ptr_nonnull(strstr(r.head, "Content-Type: application/x-ndjson"));
+	ck_assert_ptr_nonnull(strstr(r.head, "Tide-Next-From: 4"));
+	ck_assert_int_eq(th_count(r.body, "\n"), 2);
+	ck_assert_msg(strstr(r.body, "{\"seq\":2,") == r.body && strstr(r.body, "\"id\":\"e3\""),
+		      "%s", r.body);
+	http(d.dir, "GET", "/events?type=t.*&subject=k%2F1", "Authorization: Bearer tk\r\n", NULL,
+	     0, &r);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_int_eq(th_count(r.body, "\n"), 3); /* e1, e3, e5 */
+	ck_assert_msg(strstr(r.body, "\"id\":\"e5\"") && !strstr(r.body, "\"id\":\"e2\""), "%s",
+		      r.body);
+	http(d.dir, "GET", "/events?from=6", "Authorization: Bearer tk\r\n", NULL, 0, &r);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body, "");
+	ck_assert_ptr_nonnull(strstr(r.head, "Tide-Next-From: 6"));
+	http(d.dir, "GET", "/events?limit=0", "Authorization: Bearer tk\r\n", NULL, 0, &r);
+	ck_assert_int_eq(r.status, 400);
+	ck_assert_ptr_nonnull(strstr(r.body, "'limit' must be a whole number from 1 to 10000"));
+	http(d.dir, "GET", "/events?from=x", "Authorization: Bearer tk\r\n", NULL, 0, &r);
+	ck_assert_int_eq(r.status, 400);
+
+	/* a projection: one key (a '/' in it, encoded or not), a listing */
+	for (int tries = 0; tries < 200; tries++) {
+		http(d.dir, "GET", "/projections/counts/k%2F1", "Authorization: Bearer tk\r\n",
+		     NULL, 0, &r);
+		if (r.status == 200 && strstr(r.body, "\"n\":3"))
+			break;
+		th_pause();
+	}
+	ck_assert_str_eq(r.body, "{\"ok\":true,\"key\":\"k/1\",\"state\":{\"n\":3}}\n");
+	http(d.dir, "GET", "/projections/counts/k/0", "Authorization: Bearer tk\r\n", NULL, 0, &r);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body, "{\"ok\":true,\"key\":\"k/0\",\"state\":{\"n\":1}}\n");
+	http(d.dir, "GET", "/projections/counts?prefix=k/&limit=1", "Authorization: Bearer tk\r\n",
+	     NULL, 0, &r);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body,
+			 "{\"ok\":true,\"states\":[{\"key\":\"k/0\",\"state\":{\"n\":1}}]}\n");
+	http(d.dir, "GET", "/projections/counts/zz", "Authorization: Bearer tk\r\n", NULL, 0, &r);
+	ck_assert_int_eq(r.status, 404);
+	ck_assert_ptr_nonnull(strstr(r.body, "no state for key 'zz' in projection 'counts'"));
+	http(d.dir, "GET", "/projections/nope/x", "Authorization: Bearer tk\r\n", NULL, 0, &r);
+	ck_assert_int_eq(r.status, 404);
+	ck_assert_ptr_nonnull(strstr(r.body, "no projection named 'nope'"));
+	http(d.dir, "POST", "/projections/counts/x", "Authorization: Bearer tk\r\n", "", 0, &r);
+	ck_assert_int_eq(r.status, 405);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
 }
 END_TEST
 
@@ -633,14 +712,16 @@ START_TEST(busy_and_stopping_are_503)
 	struct event_base *base = event_base_new();
 	tidei_http_opts o = { "0", NULL, 2, 1 << 20, 5 };
 	fake f = { 0, 1 };
-	tidei_http_host host = { &f, fake_input, fake_ready, fake_log };
+	tidei_http_host host = {
+		.ud = &f, .input = fake_input, .ready = fake_ready, .log = fake_log
+	};
 	char err[256], req[1024];
 	tidei_batch b;
 	tidei_http *h;
 	reply r;
 
 	tidei_batch_init(&b, 1 << 20);
-	ck_assert_int_eq(tidei_http_open(&h, base, &o, &b, &host, err), TIDE_OK);
+	ck_assert_int_eq(tidei_http_open(&h, base, &o, &b, NULL, &host, err), TIDE_OK);
 	ck_assert_int_eq(tidei_http_local(h), 1);
 	snprintf(req, sizeof req,
 		 "POST /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
@@ -706,6 +787,7 @@ http_suite(void)
 	tcase_add_test(tc, structured_batch_and_binary_are_stored);
 	tcase_add_test(tc, bad_requests_get_clear_errors);
 	tcase_add_test(tc, token_and_health);
+	tcase_add_test(tc, reads_events_and_projections);
 	tcase_add_test(tc, listen_address_errors);
 	tcase_add_test(tc, conformance_http_binding);
 	tcase_add_test(tc, busy_and_stopping_are_503);
