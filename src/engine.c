@@ -485,6 +485,7 @@ turn(void *ud)
 	if (e->in != NULL)
 		tidei_ingest_drained(e->in);
 	publish_new(e);
+	tidei_http_committed(e->http, e->log->committed);
 	if (more || (e->njobs > 0 && rc == TIDE_OK)) /* after the loop has polled the sockets */
 		tidei_loop_schedule_in(&e->loop, 0);
 	else

@@ -20,6 +20,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -38,6 +39,28 @@
 
 enum { MODE_ONE, MODE_BATCH };
 
+/* A stream sends at most this many bytes ahead of what its client took;
+ * beyond that it waits, and reads the log again when the client drains
+ * them: a slow client costs no memory, only a lag. */
+#define STREAM_AHEAD (256u << 10)
+/* Events sent, and seqs looked at, per step of a stream: a filter that
+ * passes few events does not hold the loop over a long log. */
+#define STREAM_STEP 512
+#define STREAM_SCAN 50000
+/* A comment line this often keeps idle streams and proxies alive. */
+#define STREAM_BEAT_S 10
+
+/* GET /events/stream: a catch-up subscription. */
+typedef struct stream {
+	struct tidei_http *h;
+	struct evhttp_request *req;
+	uint64_t next;       /* the first seq not sent yet */
+	char *type;          /* a type pattern, or NULL */
+	int sending;         /* a chunk is on its way: wait for its callback */
+	struct event *again; /* the next step, when one sent nothing */
+	struct stream *prev, *next_s;
+} stream;
+
 struct tidei_http {
 	struct evhttp *http;
 	tidei_batch *batch;
@@ -47,6 +70,9 @@ struct tidei_http {
 	size_t turn_events, max_message;
 	int paused;
 	int local;
+	uint64_t end; /* the log's last committed seq, as last told */
+	stream *streams;
+	struct event *beat;
 	char address[80];
 	tidei_buf body, reply;
 	tidei_http_stats stats;
@@ -552,6 +578,218 @@ get_projection(tidei_http *h, struct evhttp_request *req, const struct evhttp_ur
 	free(key);
 }
 
+/* ------------------------------------------------------------------------
+ * Event streams (Server-Sent Events)
+ *
+ * A stream reads the log from its position, at most STREAM_STEP events
+ * at a time, and sends them as "id: SEQ\nevent: TYPE\ndata: JSON\n\n".
+ * History and live events are the same path: after a commit each stream
+ * that is not waiting for its client reads on from where it was, so the
+ * switch from the one to the other has no gap and no repeat, and an
+ * EventSource that reconnects with Last-Event-ID resumes after that seq.
+ * ------------------------------------------------------------------------ */
+
+static void stream_pump(stream *s);
+
+static void
+stream_free(stream *s)
+{
+	tidei_http *h = s->h;
+
+	if (s->prev != NULL)
+		s->prev->next_s = s->next_s;
+	else
+		h->streams = s->next_s;
+	if (s->next_s != NULL)
+		s->next_s->prev = s->prev;
+	h->stats.streams--;
+	if (s->again != NULL)
+		event_free(s->again);
+	free(s->type);
+	free(s);
+}
+
+/* The client went away: evhttp frees the request after this. */
+static void
+stream_closed(struct evhttp_connection *evcon, void *arg)
+{
+	(void)evcon;
+	stream_free(arg);
+}
+
+/* The last chunk reached the socket: read on. */
+static void
+stream_sent(struct evhttp_connection *evcon, void *arg)
+{
+	stream *s = arg;
+
+	(void)evcon;
+	s->sending = 0;
+	stream_pump(s);
+}
+
+static int
+stream_room(const stream *s)
+{
+	struct evhttp_connection *c = evhttp_request_get_connection(s->req);
+	struct bufferevent *bev = c ? evhttp_connection_get_bufferevent(c) : NULL;
+
+	return bev == NULL || evbuffer_get_length(bufferevent_get_output(bev)) < STREAM_AHEAD;
+}
+
+/* Send what the log holds after s->next, a step at a time, while the
+ * client keeps up. */
+static void
+stream_pump(stream *s)
+{
+	tidei_http *h = s->h;
+	tide_filter f = { 0 };
+	tide_cursor *c = NULL;
+	const tide_event *ev;
+	struct evbuffer *out;
+	unsigned n = 0;
+	int rc;
+
+	if (s->sending || s->next > h->end || !stream_room(s))
+		return;
+	if ((out = evbuffer_new()) == NULL)
+		return;
+	f.from = s->next;
+	f.until = h->end - s->next < STREAM_SCAN ? h->end : s->next + STREAM_SCAN - 1;
+	f.type = s->type;
+	if (tide_cursor_open(h->log, &f, &c) != TIDE_OK) {
+		evbuffer_free(out);
+		return;
+	}
+	while (n < STREAM_STEP && (rc = tide_cursor_next(c, &ev)) == TIDE_OK) {
+		const char *json, *type;
+		size_t len, tlen;
+		uint64_t seq = tide_event_seq(ev);
+		if (tide_event_json(ev, &json, &len) != TIDE_OK)
+			break;
+		type = tide_event_attr(ev, "type", &tlen);
+		evbuffer_add_printf(out, "id: %llu\nevent: %.*s\ndata: ", (unsigned long long)seq,
+				    (int)tlen, type);
+		evbuffer_add(out, json, len);
+		evbuffer_add(out, "\n\n", 2);
+		s->next = seq + 1;
+		n++;
+	}
+	if (n < STREAM_STEP)
+		s->next = f.until + 1; /* the filter passed over the rest */
+	tide_cursor_close(c);
+	if (evbuffer_get_length(out) > 0) {
+		s->sending = 1;
+		evhttp_send_reply_chunk_with_cb(s->req, out, stream_sent, s);
+	} else if (s->next <= h->end) {
+		event_active(s->again, EV_TIMEOUT, 0); /* more to look at, next loop */
+	}
+	evbuffer_free(out);
+}
+
+static void
+stream_again(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	stream_pump(arg);
+}
+
+static void
+beat(evutil_socket_t fd, short what, void *arg)
+{
+	tidei_http *h = arg;
+	struct evbuffer *b;
+
+	(void)fd;
+	(void)what;
+	if ((b = evbuffer_new()) == NULL)
+		return;
+	for (stream *s = h->streams; s != NULL; s = s->next_s)
+		if (!s->sending) {
+			evbuffer_add(b, ":\n\n", 3);
+			evhttp_send_reply_chunk(s->req, b);
+		}
+	evbuffer_free(b);
+}
+
+/* GET /events/stream?from=SEQ&type=P, or with Last-Event-ID: SEQ. */
+static void
+get_stream(tidei_http *h, struct evhttp_request *req, const struct evhttp_uri *uri)
+{
+	const char *last =
+		evhttp_find_header(evhttp_request_get_input_headers(req), "Last-Event-ID");
+	struct evkeyvalq q;
+	uint64_t from = h->end + 1, id;
+	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+	char why[300];
+	stream *s;
+
+	TAILQ_INIT(&q);
+	if (h->log == NULL || h->paused) {
+		refuse(h, req, 503, "Service Unavailable", "the engine is stopping");
+		return;
+	}
+	if (uri != NULL && evhttp_uri_get_query(uri) != NULL &&
+	    evhttp_parse_query_str(evhttp_uri_get_query(uri), &q) != 0) {
+		refuse(h, req, 400, "Bad Request", "the query string is malformed");
+		return;
+	}
+	if (count_param(&q, "from", 1, UINT64_MAX - 1, &from, why, sizeof why) != 0) {
+		evhttp_clear_headers(&q);
+		refuse(h, req, 400, "Bad Request", why);
+		return;
+	}
+	if (last != NULL) { /* a reconnection: after the last event it had */
+		char *end;
+		id = strtoull(last, &end, 10);
+		if (*last == '\0' || *end != '\0' || *last == '-' || id == UINT64_MAX) {
+			evhttp_clear_headers(&q);
+			refuse(h, req, 400, "Bad Request", "Last-Event-ID must be a seq");
+			return;
+		}
+		from = id + 1;
+	}
+	if ((s = calloc(1, sizeof *s)) == NULL ||
+	    (s->again = event_new(evhttp_connection_get_base(evhttp_request_get_connection(req)),
+				  -1, 0, stream_again, s)) == NULL ||
+	    (evhttp_find_header(&q, "type") != NULL &&
+	     (s->type = strdup(evhttp_find_header(&q, "type"))) == NULL)) {
+		if (s != NULL && s->again != NULL)
+			event_free(s->again);
+		free(s);
+		evhttp_clear_headers(&q);
+		refuse(h, req, 500, "Internal Server Error", "out of memory");
+		return;
+	}
+	evhttp_clear_headers(&q);
+	s->h = h;
+	s->req = req;
+	s->next = from;
+	s->next_s = h->streams;
+	if (h->streams != NULL)
+		h->streams->prev = s;
+	h->streams = s;
+	h->stats.streams++;
+	evhttp_add_header(out, "Content-Type", "text/event-stream");
+	evhttp_add_header(out, "Cache-Control", "no-cache");
+	evhttp_send_reply_start(req, 200, "OK");
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req), stream_closed, s);
+	stream_pump(s);
+}
+
+void
+tidei_http_committed(tidei_http *h, uint64_t seq)
+{
+	if (h == NULL || seq <= h->end)
+		return;
+	h->end = seq;
+	for (stream *s = h->streams, *next; s != NULL; s = next) {
+		next = s->next_s;
+		stream_pump(s);
+	}
+}
+
 static void
 plain(struct evhttp_request *req, int code, const char *reason, const char *text)
 {
@@ -589,6 +827,21 @@ on_request(struct evhttp_request *req, void *arg)
 			plain(req, 503, "Service Unavailable", text);
 		} else {
 			plain(req, 200, "OK", "ready");
+		}
+		return;
+	}
+	if (strcmp(path, "/events/stream") == 0) {
+		if (!get) {
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+					  "GET, HEAD");
+			refuse(h, req, 405, "Method Not Allowed", "use GET");
+		} else if (!authorized(h, req)) {
+			evhttp_add_header(evhttp_request_get_output_headers(req),
+					  "WWW-Authenticate", "Bearer");
+			refuse(h, req, 401, "Unauthorized",
+			       "a bearer token is required (Authorization: Bearer TOKEN)");
+		} else {
+			get_stream(h, req, uri);
 		}
 		return;
 	}
@@ -715,6 +968,20 @@ tidei_http_open(tidei_http **out, struct event_base *base, const tidei_http_opts
 	}
 	snprintf(h->address, sizeof h->address, "%s:%d", addr, port);
 	bound_address(h, bs);
+	{
+		struct timeval every = { STREAM_BEAT_S, 0 };
+		if ((h->beat = event_new(base, -1, EV_PERSIST, beat, h)) == NULL ||
+		    event_add(h->beat, &every) != 0) {
+			tidei_http_close(h);
+			return tidei_err(err, TIDE_ENOMEM,
+					 "cannot register an event with the loop");
+		}
+	}
+	if (log != NULL) {
+		tide_log_stat st;
+		if (tide_log_stat_get(log, &st) == TIDE_OK)
+			h->end = st.last_seq;
+	}
 	*out = h;
 	return TIDE_OK;
 }
@@ -724,6 +991,17 @@ tidei_http_close(tidei_http *h)
 {
 	if (h == NULL)
 		return;
+	/* streams end cleanly: their clients see the end, not an error */
+	while (h->streams != NULL) {
+		stream *s = h->streams;
+		struct evhttp_connection *c = evhttp_request_get_connection(s->req);
+		if (c != NULL)
+			evhttp_connection_set_closecb(c, NULL, NULL);
+		evhttp_send_reply_end(s->req);
+		stream_free(s);
+	}
+	if (h->beat != NULL)
+		event_free(h->beat);
 	if (h->http != NULL)
 		evhttp_free(h->http);
 	free(h->token);

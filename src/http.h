@@ -55,6 +55,9 @@ int tidei_http_open(tidei_http **out, struct event_base *base, const tidei_http_
 void tidei_http_close(tidei_http *h);
 /** Refuse new events (503) while the engine stops. */
 void tidei_http_pause(tidei_http *h, int paused);
+/** The log's end moved to @p seq (after a commit): streams send on.
+ *  Call it outside the engine's transactions. */
+void tidei_http_committed(tidei_http *h, uint64_t seq);
 /** "HOST:PORT" it listens on, the port as bound. */
 const char *tidei_http_address(const tidei_http *h);
 /** 1 if it listens only on a loopback address. */
@@ -65,6 +68,7 @@ typedef struct tidei_http_stats {
 	uint64_t requests;
 	uint64_t events;  /* events taken into the batch */
 	uint64_t refused; /* requests answered with 4xx or 5xx before the batch */
+	uint64_t streams; /* event streams open now */
 } tidei_http_stats;
 void tidei_http_stats_get(const tidei_http *h, tidei_http_stats *st);
 

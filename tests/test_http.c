@@ -414,6 +414,138 @@ START_TEST(reads_events_and_projections)
 }
 END_TEST
 
+/* An open event stream: a socket, and what it received so far. */
+typedef struct sse {
+	int fd;
+	char buf[1 << 16];
+	size_t len;
+} sse;
+
+static void
+sse_open(sse *c, const char *dir, const char *path, const char *headers)
+{
+	char host[64], req[1024];
+	struct sockaddr_in a = { 0 };
+	int port;
+
+	http_addr(dir, host, sizeof host, &port);
+	c->fd = socket(AF_INET, SOCK_STREAM, 0);
+	c->len = 0;
+	a.sin_family = AF_INET;
+	a.sin_port = htons((uint16_t)port);
+	inet_pton(AF_INET, host, &a.sin_addr);
+	ck_assert_int_eq(connect(c->fd, (struct sockaddr *)&a, sizeof a), 0);
+	snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n", path,
+		 headers ? headers : "");
+	ck_assert_int_eq(write(c->fd, req, strlen(req)), (ssize_t)strlen(req));
+	fcntl(c->fd, F_SETFL, O_NONBLOCK);
+}
+
+/* Read until the stream holds @p n "id: " lines (or it ends: -1). */
+static int
+sse_wait(sse *c, int n)
+{
+	int64_t deadline = th_ms() + 10000;
+
+	while (th_ms() < deadline) {
+		ssize_t k = read(c->fd, c->buf + c->len, sizeof c->buf - 1 - c->len);
+		if (k > 0) {
+			c->len += (size_t)k;
+			c->buf[c->len] = '\0';
+		} else if (k == 0) {
+			return -1;
+		}
+		if (th_count(c->buf, "\nid: ") >= n)
+			return n;
+		if (k < 0)
+			th_pause();
+	}
+	return (int)th_count(c->buf, "\nid: ");
+}
+
+/* The ids the stream received, as "2 3 4". */
+static void
+sse_ids(const sse *c, char *out, size_t n)
+{
+	const char *p = c->buf;
+	size_t o = 0;
+
+	out[0] = '\0';
+	while ((p = strstr(p, "\nid: ")) != NULL && o + 24 < n) {
+		p += 5;
+		o += (size_t)snprintf(out + o, n - o, "%s%d", o ? " " : "", atoi(p));
+	}
+}
+
+static void
+post_one(const char *dir, const char *id, const char *type)
+{
+	char body[256];
+	reply r;
+
+	snprintf(body, sizeof body,
+		 "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/t\",\"type\":\"%s\"}", id,
+		 type);
+	post(dir, CE, body, &r);
+	ck_assert_int_eq(r.status, 200);
+}
+
+/* GET /events/stream: history, then live with no gap at the switch, and
+ * a reconnection with Last-Event-ID resumes after it. */
+START_TEST(stream_catches_up_and_resumes)
+{
+	th_daemon d;
+	const char *dir = start(&d, NULL);
+	char ids[256];
+	sse c;
+
+	post_one(dir, "e1", "t.a");
+	post_one(dir, "e2", "t.a");
+	post_one(dir, "e3", "x.b");
+	sse_open(&c, dir, "/events/stream?from=2", NULL);
+	ck_assert_int_eq(sse_wait(&c, 2), 2);
+	ck_assert_ptr_nonnull(strstr(c.buf, "Content-Type: text/event-stream"));
+	ck_assert_msg(strstr(c.buf, "\nid: 3\nevent: x.b\ndata: {\"seq\":3,") != NULL, "%s", c.buf);
+	post_one(dir, "e4", "t.a");
+	post_one(dir, "e5", "t.a");
+	ck_assert_int_eq(sse_wait(&c, 4), 4);
+	sse_ids(&c, ids, sizeof ids);
+	ck_assert_str_eq(ids, "2 3 4 5");
+	close(c.fd);
+	post_one(dir, "e6", "t.a");
+	/* back after 4, only t.*: 5 and 6 */
+	sse_open(&c, dir, "/events/stream?type=t.*", "Last-Event-ID: 4\r\n");
+	ck_assert_int_eq(sse_wait(&c, 2), 2);
+	post_one(dir, "e7", "x.b");
+	post_one(dir, "e8", "t.a");
+	ck_assert_int_eq(sse_wait(&c, 3), 3);
+	sse_ids(&c, ids, sizeof ids);
+	ck_assert_str_eq(ids, "5 6 8");
+	/* without from: only what comes next */
+	{
+		sse live;
+		sse_open(&live, dir, "/events/stream", NULL);
+		post_one(dir, "e9", "t.a");
+		ck_assert_int_eq(sse_wait(&live, 1), 1);
+		sse_ids(&live, ids, sizeof ids);
+		ck_assert_str_eq(ids, "9");
+		close(live.fd);
+	}
+	/* a bad position is refused */
+	{
+		reply r;
+		http(dir, "GET", "/events/stream?from=0", NULL, NULL, 0, &r);
+		ck_assert_int_eq(r.status, 400);
+		http(dir, "GET", "/events/stream", "Last-Event-ID: x\r\n", NULL, 0, &r);
+		ck_assert_int_eq(r.status, 400);
+	}
+	/* the engine stops: the stream ends, and the stop is clean */
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	ck_assert_int_eq(sse_wait(&c, 100), -1);
+	close(c.fd);
+}
+END_TEST
+
 START_TEST(listen_address_errors)
 {
 	const char *dir = th_tmpdir();
@@ -788,6 +920,7 @@ http_suite(void)
 	tcase_add_test(tc, bad_requests_get_clear_errors);
 	tcase_add_test(tc, token_and_health);
 	tcase_add_test(tc, reads_events_and_projections);
+	tcase_add_test(tc, stream_catches_up_and_resumes);
 	tcase_add_test(tc, listen_address_errors);
 	tcase_add_test(tc, conformance_http_binding);
 	tcase_add_test(tc, busy_and_stopping_are_503);
