@@ -34,87 +34,9 @@
 
 #include <event2/event.h>
 
-#include "batch.h"
-#include "conf.h"
-#include "consumer.h"
-#include "dlq.h"
-#include "flight.h"
-#include "inbox.h"
-#include "http.h"
-#include "ingest.h"
+#include "engine_int.h"
 #include "json.h"
-#include "log.h"
-#include "loop.h"
-#include "projection.h"
 #include "pworker.h"
-#include "request.h"
-
-/* Growing the map this many times in one turn means something is wrong. */
-#define MAX_GROWTHS 8
-/* Pause after a consumer failed for a reason other than a full map. */
-#define CONSUMER_RETRY_NS 1000000000ll
-/* Dead letters retried or dropped per turn on request, and how many such
- * requests may wait their turn. */
-#define DLQ_SLICE 1000
-#define DLQ_QUEUE 16
-
-/* A retry or drop of dead letters asked for on REP: done a slice per turn
- * (each slice commits with its turn), answered when the last is done. */
-typedef struct dlq_req {
-	tidei_dlq_job job;       /* progress, including the open turn */
-	tidei_dlq_job committed; /* progress as of the last commit */
-	void *ctl;               /* the requester's routing header */
-} dlq_req;
-
-/* A consumer added with tide_consumer_add(). */
-struct c_consumer {
-	char *name, *pattern;
-	tidei_on_opts opts; /* name and pattern point to the copies above */
-	tide_consumer_fn *fn;
-	void *ud;
-};
-
-struct tide_engine {
-	tide_config *cfg;
-	tidei_loop loop;
-	tidei_log *log;
-	tidei_flight *flight; /* which handler runs on which event, for after a death */
-	tidei_ingest *in;
-	tidei_http *http; /* NULL unless configured */
-	tide_log *view;   /* the log as HTTP reads it */
-	tidei_consumers *cs;
-	tidei_projections *ps;
-	tidei_projections *defining; /* where tide.projection() goes while scripts load */
-	struct c_consumer *cc;       /* consumers added in C, again on a reload */
-	size_t ncc;
-	tidei_batch batch;
-	tidei_inbox *inbox; /* texts from tide_publish_mt(), taken by wake(); open to close */
-	tidei_buf pubbuf;
-	tidei_buf reqbuf;        /* a REP request, decoded */
-	dlq_req jobs[DLQ_QUEUE]; /* dead-letter requests, oldest first */
-	size_t njobs;
-	uint64_t published; /* last seq sent on PUB */
-	uint64_t synced;    /* last seq flushed to disk */
-	int opened;
-	int stopping;
-	int in_turn; /* commit_turn() is running: handlers may call back into us */
-	/* set from any thread or a signal handler: atomic, and lock-free */
-	atomic_int stop_requested;
-	tide_stop_fn *on_stop; /* the embedder's stop notice, and when it is due */
-	void *on_stop_ud;
-	struct event *stopped;
-	int notified;
-	int halted;               /* the stop's last turn is done: no turn or tick after it */
-	int lagging;              /* a consumer is behind the end of the log */
-	int64_t consumers_resume; /* consumers paused until this time (ns) */
-	char dir[PATH_MAX];
-	char urls[3][PATH_MAX + 16];
-	char http_addr[96]; /* as bound, or "" */
-	char endpoints_file[PATH_MAX + 16];
-	char err[TIDEI_ERRLEN];
-};
-
-static void elog(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
 
 /* Copy @p msg into @p out (of @p n > 0 bytes) with its control characters
  * written as escapes: messages quote what producers and scripts chose (an
@@ -138,8 +60,8 @@ escape_controls(char *out, size_t n, const char *msg)
 	out[k] = '\0';
 }
 
-static void
-elog(void *ud, int level, const char *fmt, ...)
+void
+tidei_engine_log(void *ud, int level, const char *fmt, ...)
 {
 	tide_engine *e = ud;
 	char msg[2048], safe[2048 * 2];
@@ -242,9 +164,9 @@ dlq_answer(tide_engine *e, dlq_req *q, const char *error)
 	tidei_buf out = { 0 };
 
 	if (error == NULL) {
-		elog(e, TIDE_LOG_INFO, "dead letters: %s %llu",
-		     q->job.op == TIDE_DLQ_RETRY ? "retrying" : "dropped",
-		     (unsigned long long)q->job.count);
+		tidei_engine_log(e, TIDE_LOG_INFO, "dead letters: %s %llu",
+				 q->job.op == TIDE_DLQ_RETRY ? "retrying" : "dropped",
+				 (unsigned long long)q->job.count);
 		tidei_buf_printf(&out, "{\"ok\":true,\"count\":%llu}",
 				 (unsigned long long)q->job.count);
 	} else {
@@ -330,7 +252,15 @@ commit_turn(tide_engine *e, int with_consumers, int *more, char *err)
 			goto abort;
 		*more |= pmore;
 	}
-	if ((rc = tidei_log_commit(e->log)) != TIDE_OK) {
+	{
+		int64_t t0 = tidei_now();
+		rc = tidei_log_commit(e->log);
+		if (rc == TIDE_OK) {
+			e->counters.commits++;
+			tidei_histo_add(&e->counters.commit, (double)(tidei_now() - t0) / 1e9);
+		}
+	}
+	if (rc != TIDE_OK) {
 		dlq_rollback(e);
 		tidei_consumers_reload(e->cs, e->log);
 		tidei_projections_reload(e->ps, e->log);
@@ -403,11 +333,32 @@ write_consumers(tide_engine *e)
 		tidei_consumers_committed(e->cs);
 		return;
 	}
-	elog(e, TIDE_LOG_WARN,
-	     "the consumers' latest work was not written (%s): they handle "
-	     "the events after their last write again",
-	     err);
+	tidei_engine_log(e, TIDE_LOG_WARN,
+			 "the consumers' latest work was not written (%s): they handle "
+			 "the events after their last write again",
+			 err);
 	tidei_consumers_reload(e->cs, e->log);
+}
+
+/* What became of the turn's events, for the metrics: before the batch
+ * is finished and emptied. */
+static void
+count_results(tide_engine *e)
+{
+	const tidei_batch *b = &e->batch;
+	tidei_counters *c = &e->counters;
+
+	for (size_t k = 0; k < b->n; k++) {
+		const tidei_item *it = &b->items[k];
+		if (tidei_batch_error(b, it) == NULL)
+			*(it->duplicate ? &c->duplicates : &c->stored) += 1;
+		else if (it->code == TIDE_EEVENT)
+			c->invalid++;
+		else if (it->code == TIDE_ECONFLICT)
+			c->conflicts++;
+		else
+			c->not_stored++;
+	}
 }
 
 static void
@@ -422,6 +373,7 @@ turn(void *ud)
 	if (e->halted)
 		return;
 	if (b->valid == 0 && !(e->lagging && with_consumers) && e->njobs == 0 && !retry_due(e)) {
+		count_results(e);
 		if (tidei_batch_finish(b)) /* rejected events and empty requests */
 			tidei_loop_schedule(&e->loop);
 		if (e->in != NULL)
@@ -437,15 +389,16 @@ turn(void *ud)
 		if (rc == TIDE_EFULL && !e->log->disk_full && growths < MAX_GROWTHS) {
 			growths++;
 			if (tidei_log_grow(e->log) == TIDE_OK) {
-				elog(e, TIDE_LOG_INFO, "log map grown to %llu MiB",
-				     (unsigned long long)(e->log->map_size >> 20));
+				tidei_engine_log(e, TIDE_LOG_INFO, "log map grown to %llu MiB",
+						 (unsigned long long)(e->log->map_size >> 20));
 				continue;
 			}
 			snprintf(err, sizeof err, "%s", e->log->err);
 		}
 		if (rc != TIDE_OK && with_consumers && rc != TIDE_EFULL) {
 			/* Keep ingesting; consumers try again later. */
-			elog(e, TIDE_LOG_ERROR, "consumers paused for a second: %s", err);
+			tidei_engine_log(e, TIDE_LOG_ERROR, "consumers paused for a second: %s",
+					 err);
 			with_consumers = 0;
 			e->consumers_resume = tidei_now() + CONSUMER_RETRY_NS;
 			continue;
@@ -455,7 +408,8 @@ turn(void *ud)
 	if (rc != TIDE_OK) {
 		char msg[TIDEI_ERRLEN + 32];
 		snprintf(msg, sizeof msg, "not stored: %s", err);
-		elog(e, TIDE_LOG_ERROR, "turn failed, %zu events not stored: %s", b->valid, err);
+		tidei_engine_log(e, TIDE_LOG_ERROR, "turn failed, %zu events not stored: %s",
+				 b->valid, err);
 		tidei_batch_fail_all(b, rc, msg);
 		if (e->log->disk_full) {
 			/* Each turn tries again; until producers send more, the
@@ -468,18 +422,19 @@ turn(void *ud)
 	if (rc == TIDE_OK && tidei_consumers_full(e->cs) != NULL) {
 		/* a handler left the scripts' state full: load them afresh before
 		 * any other handler runs in it, or every one would fail for it */
-		elog(e, TIDE_LOG_WARN, "%s: the scripts are loaded into a fresh state",
-		     tidei_consumers_full(e->cs));
+		tidei_engine_log(e, TIDE_LOG_WARN, "%s: the scripts are loaded into a fresh state",
+				 tidei_consumers_full(e->cs));
 		if (reload(e) != TIDE_OK) {
-			elog(e, TIDE_LOG_ERROR,
-			     "cannot load the scripts afresh (%s): handlers that "
-			     "run out of memory fail as their own from now on",
-			     e->err);
+			tidei_engine_log(e, TIDE_LOG_ERROR,
+					 "cannot load the scripts afresh (%s): handlers that "
+					 "run out of memory fail as their own from now on",
+					 e->err);
 			tidei_consumers_blame_all(e->cs);
 		}
 		more = 1;
 	}
 	e->lagging = more || !with_consumers;
+	count_results(e);
 	if (tidei_batch_finish(b))
 		tidei_loop_schedule(&e->loop); /* published by a completion callback */
 	if (e->in != NULL)
@@ -514,7 +469,7 @@ tick(void *ud)
 		if (tidei_log_sync(e->log) == TIDE_OK)
 			e->synced = e->log->committed;
 		else
-			elog(e, TIDE_LOG_ERROR, "%s", e->log->err);
+			tidei_engine_log(e, TIDE_LOG_ERROR, "%s", e->log->err);
 	}
 	if (e->in != NULL)
 		tidei_ingest_tick(e->in);
@@ -571,7 +526,8 @@ wake(void *ud)
 	e->halted = 1;
 	if (e->loop.own)
 		tidei_loop_exit(&e->loop); /* tide_engine_run() gives the notice */
-	elog(e, TIDE_LOG_INFO, "stopped at seq %llu", (unsigned long long)e->log->committed);
+	tidei_engine_log(e, TIDE_LOG_INFO, "stopped at seq %llu",
+			 (unsigned long long)e->log->committed);
 	/* from an event of its own, so that the callback may destroy us */
 	if (!e->loop.own && e->stopped != NULL)
 		event_active(e->stopped, 0, 1);
@@ -685,8 +641,8 @@ quote_len(const char *s, size_t n, size_t max)
 
 /* {"query":NAME,"key":K} or {"query":NAME,"prefix":P,"limit":N}, answered
  * from a read snapshot: a query never waits for a turn. */
-static int
-query(tide_engine *e, const tidei_request *r, tidei_buf *reply)
+int
+tidei_engine_query(tide_engine *e, const tidei_request *r, tidei_buf *reply)
 {
 	query_reply q = { reply, r->key == NULL, 0, (size_t)e->cfg->max_message_size, 0 };
 	size_t before = reply->len;
@@ -728,14 +684,14 @@ control(void *ud, const char *msg, size_t len, tidei_buf *reply, void *ctl)
 		return 0;
 	}
 	switch (r.kind) {
-	case TIDEI_REQ_QUERY: query(e, &r, reply); return 0;
+	case TIDEI_REQ_QUERY: tidei_engine_query(e, &r, reply); return 0;
 	case TIDEI_REQ_DLQ: return command_dlq(e, &r, reply, ctl);
 	default: command_projection(e, &r, reply); return 0;
 	}
 }
 
-static void
-on_input(void *ud)
+void
+tidei_engine_input(void *ud)
 {
 	tide_engine *e = ud;
 
@@ -788,7 +744,7 @@ new_runtime(tide_engine *e, tidei_consumers **cs, tidei_projections **ps)
 	co.max_emits = (size_t)e->cfg->max_emits;
 	co.max_depth = (unsigned)e->cfg->max_emit_depth;
 	co.max_event = (size_t)e->cfg->max_event_size;
-	co.log = elog;
+	co.log = tidei_engine_log;
 	co.log_ud = e;
 	co.projection = define_projection;
 	co.projection_ud = e;
@@ -811,7 +767,7 @@ new_runtime(tide_engine *e, tidei_consumers **cs, tidei_projections **ps)
 		po.script = tidei_consumers_script(*cs);
 		po.build = &be;
 		po.turn_budget = (size_t)e->cfg->turn_events;
-		po.log = elog;
+		po.log = tidei_engine_log;
 		po.log_ud = e;
 		if ((rc = tidei_projections_new(ps, &po, e->err)) != TIDE_OK) {
 			tidei_consumers_destroy(*cs);
@@ -892,82 +848,6 @@ resolve_endpoints(tide_engine *e)
 	return TIDE_OK;
 }
 
-/* GET /readyz: able to take events now. */
-static int
-http_ready(void *ud, char *why, size_t n)
-{
-	tide_engine *e = ud;
-
-	if (!e->opened || e->stopping || e->halted) {
-		snprintf(why, n, "the engine is %s", e->opened ? "stopping" : "starting");
-		return 0;
-	}
-	if (e->log->disk_full) {
-		snprintf(why, n, "the disk is full: events cannot be stored");
-		return 0;
-	}
-	return 1;
-}
-
-/* GET /projections/...: a REP query's answer, and its status. */
-static int
-http_query(void *ud, const char *name, const char *key, size_t klen, const char *prefix,
-	   size_t limit, tidei_buf *reply)
-{
-	tide_engine *e = ud;
-	tidei_request r;
-	int rc;
-
-	memset(&r, 0, sizeof r);
-	if (strlen(name) >= sizeof r.name) {
-		reply_error(reply, "no projection has so long a name");
-		return 404;
-	}
-	snprintf(r.name, sizeof r.name, "%s", name);
-	r.key = key;
-	r.klen = klen;
-	r.prefix = key == NULL ? prefix : NULL;
-	r.plen = r.prefix ? strlen(r.prefix) : 0;
-	r.limit = limit;
-	rc = query(e, &r, reply);
-	return rc == TIDE_OK ? 200 : rc == TIDE_ENOTFOUND ? 404 : rc == TIDE_ESTATE ? 503 : 500;
-}
-
-/* The HTTP endpoint, when configured. */
-static int
-open_http(tide_engine *e)
-{
-	tidei_http_opts o = { 0 };
-	tidei_http_host h = { 0 };
-	int rc;
-
-	if (e->cfg->http == NULL || e->cfg->http[0] == '\0')
-		return TIDE_OK;
-	o.listen = e->cfg->http;
-	o.token = e->cfg->http_token;
-	o.turn_events = (size_t)e->cfg->turn_events;
-	o.max_message = (size_t)e->cfg->max_message_size;
-	h.ud = e;
-	h.input = on_input;
-	h.ready = http_ready;
-	h.query = http_query;
-	h.log = elog;
-	if (tidei_log_view(e->log, &e->view) != TIDE_OK)
-		return tidei_err(e->err, TIDE_ENOMEM, "out of memory");
-	if ((rc = tidei_http_open(&e->http, e->loop.base, &o, &e->batch, e->view, &h, e->err)) !=
-	    TIDE_OK)
-		return rc;
-	snprintf(e->http_addr, sizeof e->http_addr, "%s", tidei_http_address(e->http));
-	if (!tidei_http_local(e->http))
-		elog(e, TIDE_LOG_WARN,
-		     "the HTTP endpoint %s can be reached from other machines: whoever reaches it "
-		     "can append events%s",
-		     e->http_addr,
-		     e->cfg->http_token ? " with the token"
-					: " (set http_token, or bind to 127.0.0.1)");
-	return TIDE_OK;
-}
-
 /* DIR/endpoints tells clients (tide publish --data DIR) where to connect. */
 static int
 write_endpoints(tide_engine *e)
@@ -1026,7 +906,7 @@ engine_open(tide_engine *e, struct event_base *base)
 		if ((rc = tidei_flight_open(&e->flight, e->dir, note, e->err)) != TIDE_OK)
 			goto fail;
 		if (note[0] != '\0')
-			elog(e, TIDE_LOG_WARN, "%s", note);
+			tidei_engine_log(e, TIDE_LOG_WARN, "%s", note);
 		tidei_consumers_set_flight(e->cs, e->flight);
 		tidei_projections_set_flight(e->ps, e->flight);
 	}
@@ -1069,39 +949,41 @@ engine_open(tide_engine *e, struct event_base *base)
 	io.turn_events = (size_t)e->cfg->turn_events;
 	io.max_message = (size_t)e->cfg->max_message_size;
 	ih.ud = e;
-	ih.input = on_input;
+	ih.input = tidei_engine_input;
 	ih.control = control;
-	ih.log = elog;
+	ih.log = tidei_engine_log;
 	if ((rc = tidei_ingest_open(&e->in, e->loop.base, &io, &e->batch, &ih, e->err)) != TIDE_OK)
 		goto fail;
-	if ((rc = open_http(e)) != TIDE_OK)
+	if ((rc = tidei_engine_open_http(e)) != TIDE_OK)
 		goto fail;
 	if ((rc = write_endpoints(e)) != TIDE_OK)
 		goto fail;
 	for (int i = 0; i < 3; i++)
 		if (e->urls[i][0] != '\0' && !tidei_ingest_local(e->urls[i]))
-			elog(e, TIDE_LOG_WARN,
-			     "the %s endpoint %s can be reached from other machines: whoever "
-			     "reaches "
-			     "it can %s (bind to 127.0.0.1 unless the network is trusted)",
-			     i == 0   ? "pull"
-			     : i == 1 ? "rep"
-				      : "pub",
-			     e->urls[i],
-			     i == 0   ? "append events to the log"
-			     : i == 1 ? "append events, query projections, retry or drop dead "
-					"letters and rebuild projections"
-				      : "read every event committed");
+			tidei_engine_log(
+				e, TIDE_LOG_WARN,
+				"the %s endpoint %s can be reached from other machines: whoever "
+				"reaches "
+				"it can %s (bind to 127.0.0.1 unless the network is trusted)",
+				i == 0   ? "pull"
+				: i == 1 ? "rep"
+					 : "pub",
+				e->urls[i],
+				i == 0   ? "append events to the log"
+				: i == 1 ? "append events, query projections, retry or drop dead "
+					   "letters and rebuild projections"
+					 : "read every event committed");
 
 	e->opened = 1;
 	e->lagging = tidei_consumers_count(e->cs) + tidei_projections_count(e->ps) > 0;
 	tidei_loop_schedule(&e->loop);
-	elog(e, TIDE_LOG_INFO,
-	     "ready: %s, %zu consumers, %zu projections, log at seq %llu, durability %s%s%s",
-	     e->dir, tidei_consumers_count(e->cs), tidei_projections_count(e->ps),
-	     (unsigned long long)e->log->committed,
-	     e->cfg->durability == TIDEI_DURABILITY_SYNC ? "sync" : "relaxed",
-	     e->http ? ", http on " : "", e->http ? e->http_addr : "");
+	tidei_engine_log(
+		e, TIDE_LOG_INFO,
+		"ready: %s, %zu consumers, %zu projections, log at seq %llu, durability %s%s%s",
+		e->dir, tidei_consumers_count(e->cs), tidei_projections_count(e->ps),
+		(unsigned long long)e->log->committed,
+		e->cfg->durability == TIDEI_DURABILITY_SYNC ? "sync" : "relaxed",
+		e->http ? ", http on " : "", e->http ? e->http_addr : "");
 	return TIDE_OK;
 fail:
 	tidei_http_close(e->http);
@@ -1479,9 +1361,10 @@ reload(tide_engine *e)
 	e->cs = cs;
 	e->ps = ps;
 	e->lagging = 1;
+	e->counters.reloads++;
 	tidei_loop_schedule(&e->loop);
-	elog(e, TIDE_LOG_INFO, "scripts reloaded: %zu consumers, %zu projections",
-	     tidei_consumers_count(cs), tidei_projections_count(ps));
+	tidei_engine_log(e, TIDE_LOG_INFO, "scripts reloaded: %zu consumers, %zu projections",
+			 tidei_consumers_count(cs), tidei_projections_count(ps));
 	return TIDE_OK;
 }
 
@@ -1497,7 +1380,8 @@ engine_reload(tide_engine *e)
 				 "scripts cannot be reloaded from inside a turn (a handler or "
 				 "the log callback); reload from the event loop");
 	if ((rc = reload(e)) != TIDE_OK)
-		elog(e, TIDE_LOG_ERROR, "reload failed, the running scripts stay: %s", e->err);
+		tidei_engine_log(e, TIDE_LOG_ERROR, "reload failed, the running scripts stay: %s",
+				 e->err);
 	return rc;
 }
 

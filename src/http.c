@@ -609,12 +609,18 @@ stream_free(stream *s)
 	free(s);
 }
 
-/* The client went away: evhttp frees the request after this. */
+/* The client went away.  evhttp has let go of a request whose reply was
+ * under way: ending it frees it. */
 static void
 stream_closed(struct evhttp_connection *evcon, void *arg)
 {
+	stream *s = arg;
+	struct evhttp_request *req = s->req;
+
 	(void)evcon;
-	stream_free(arg);
+	stream_free(s);
+	if (evhttp_request_get_connection(req) == NULL)
+		evhttp_send_reply_end(req);
 }
 
 /* The last chunk reached the socket: read on. */
@@ -827,6 +833,29 @@ on_request(struct evhttp_request *req, void *arg)
 			plain(req, 503, "Service Unavailable", text);
 		} else {
 			plain(req, 200, "OK", "ready");
+		}
+		return;
+	}
+	if (strcmp(path, "/metrics") == 0) {
+		if (!get) {
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+					  "GET, HEAD");
+			refuse(h, req, 405, "Method Not Allowed", "use GET");
+		} else if (!authorized(h, req)) {
+			evhttp_add_header(evhttp_request_get_output_headers(req),
+					  "WWW-Authenticate", "Bearer");
+			refuse(h, req, 401, "Unauthorized",
+			       "a bearer token is required (Authorization: Bearer TOKEN)");
+		} else if (h->host.metrics == NULL) {
+			refuse(h, req, 404, "Not Found", "no metrics here");
+		} else {
+			tidei_buf_reset(&h->reply);
+			h->host.metrics(h->host.ud, &h->reply);
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+					  "text/plain; version=0.0.4; charset=utf-8");
+			evbuffer_add(evhttp_request_get_output_buffer(req), h->reply.p,
+				     h->reply.len);
+			evhttp_send_reply(req, 200, "OK", NULL);
 		}
 		return;
 	}

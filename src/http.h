@@ -39,6 +39,8 @@ typedef struct tidei_http_host {
 	 *  @p prefix, at most @p limit) and return its HTTP status. */
 	int (*query)(void *ud, const char *name, const char *key, size_t klen, const char *prefix,
 		     size_t limit, tidei_buf *reply);
+	/** GET /metrics: append the Prometheus exposition to @p out. */
+	void (*metrics)(void *ud, tidei_buf *out);
 	void (*log)(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
 } tidei_http_host;
 

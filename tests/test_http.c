@@ -546,6 +546,53 @@ START_TEST(stream_catches_up_and_resumes)
 }
 END_TEST
 
+/* GET /metrics: the Prometheus text format, as Prometheus's own promtool
+ * reads it, with what happened in it. */
+START_TEST(metrics_pass_promtool)
+{
+	th_daemon d;
+	const char *dir = th_tmpdir(), *script, *file;
+	char args[1024], out[8192];
+	reply r;
+	int rc;
+
+	script = th_write(dir, "m.lua",
+			  "local tide = require 'tide'\n"
+			  "tide.on('t.*', function(ev, st) st.n = (st.n or 0) + 1 end,\n"
+			  "  { name = 'c\"q', key = 'source', from = 'beginning' })\n"
+			  "tide.projection('seen', { key = 'subject',\n"
+			  "  init = function() return { n = 0 } end,\n"
+			  "  on = { ['t.*'] = function(s) s.n = s.n + 1 end } })\n");
+	snprintf(args, sizeof args, "--http 127.0.0.1:0 --script '%s'", script);
+	ck_assert_int_eq(th_daemon_start(&d, th_tmpdir(), args), 0);
+	post_one(d.dir, "a", "t.x");
+	post_one(d.dir, "a", "t.x"); /* a duplicate */
+	post(d.dir, CE, "{\"specversion\":\"1.0\",\"id\":\"b\",\"source\":\"/t\"}", &r);
+	ck_assert_int_eq(r.status, 400);
+	ck_assert(th_wait_settled(d.dir, "c\"q", 1, 10000));
+	http(d.dir, "GET", "/metrics", NULL, NULL, 0, &r);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_ptr_nonnull(strstr(r.head, "Content-Type: text/plain; version=0.0.4"));
+	ck_assert_msg(
+		strstr(r.body, "\ntide_events_total{result=\"stored\"} 1\n") &&
+			strstr(r.body, "\ntide_events_total{result=\"duplicate\"} 1\n") &&
+			strstr(r.body, "\ntide_events_total{result=\"invalid\"} 1\n") &&
+			strstr(r.body, "\ntide_ready 1\n") &&
+			strstr(r.body, "\ntide_log_last_seq 1\n") &&
+			strstr(r.body, "\ntide_commit_seconds_bucket{le=\"+Inf\"} ") &&
+			strstr(r.body, "\ntide_http_requests_total ") &&
+			strstr(r.body, "\ntide_consumer_checkpoint{consumer=\"c\\\"q\"} 1\n") &&
+			strstr(r.body, "\ntide_consumer_lag{consumer=\"c\\\"q\"} 0\n") &&
+			strstr(r.body, "\ntide_rule_keys{consumer=\"c\\\"q\"} 1\n") &&
+			strstr(r.body, "\ntide_projection_seq{projection=\"seen\"} "),
+		"%s", r.body);
+	file = th_write(dir, "metrics.txt", r.body);
+	rc = th_sh(out, sizeof out, "promtool check metrics < '%s' 2>&1", file);
+	ck_assert_msg(rc == 0 && out[0] == '\0', "promtool (exit %d): %s", rc, out);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
 START_TEST(listen_address_errors)
 {
 	const char *dir = th_tmpdir();
@@ -921,6 +968,7 @@ http_suite(void)
 	tcase_add_test(tc, token_and_health);
 	tcase_add_test(tc, reads_events_and_projections);
 	tcase_add_test(tc, stream_catches_up_and_resumes);
+	tcase_add_test(tc, metrics_pass_promtool);
 	tcase_add_test(tc, listen_address_errors);
 	tcase_add_test(tc, conformance_http_binding);
 	tcase_add_test(tc, busy_and_stopping_are_503);

@@ -1,0 +1,113 @@
+/*
+ * engine_http.c - the engine's side of the HTTP endpoint (http.h): when it
+ * is ready, projection queries as REP answers them, and the metrics.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "engine_int.h"
+
+/* GET /readyz: able to take events now. */
+static int
+http_ready(void *ud, char *why, size_t n)
+{
+	tide_engine *e = ud;
+
+	if (!e->opened || e->stopping || e->halted) {
+		snprintf(why, n, "the engine is %s", e->opened ? "stopping" : "starting");
+		return 0;
+	}
+	if (e->log->disk_full) {
+		snprintf(why, n, "the disk is full: events cannot be stored");
+		return 0;
+	}
+	return 1;
+}
+
+/* GET /projections/...: a REP query's answer, and its status. */
+static int
+http_query(void *ud, const char *name, const char *key, size_t klen, const char *prefix,
+	   size_t limit, tidei_buf *reply)
+{
+	tide_engine *e = ud;
+	tidei_request r;
+	int rc;
+
+	memset(&r, 0, sizeof r);
+	if (strlen(name) >= sizeof r.name) {
+		tidei_buf_puts(reply,
+			       "{\"ok\":false,\"error\":\"no projection has so long a name\"}");
+		return 404;
+	}
+	snprintf(r.name, sizeof r.name, "%s", name);
+	r.key = key;
+	r.klen = klen;
+	r.prefix = key == NULL ? prefix : NULL;
+	r.plen = r.prefix ? strlen(r.prefix) : 0;
+	r.limit = limit;
+	rc = tidei_engine_query(e, &r, reply);
+	return rc == TIDE_OK ? 200 : rc == TIDE_ENOTFOUND ? 404 : rc == TIDE_ESTATE ? 503 : 500;
+}
+
+/* GET /metrics. */
+static void
+http_metrics(void *ud, tidei_buf *out)
+{
+	tide_engine *e = ud;
+	tidei_ingest_stats is;
+	tidei_http_stats hs;
+	tidei_metrics_src m = { 0 };
+	char why[128];
+
+	m.c = &e->counters;
+	m.log = e->view;
+	if (e->in != NULL) {
+		tidei_ingest_stats_get(e->in, &is);
+		m.ingest = &is;
+	}
+	if (e->http != NULL) {
+		tidei_http_stats_get(e->http, &hs);
+		m.http = &hs;
+	}
+	m.ready = http_ready(e, why, sizeof why);
+	tidei_metrics_write(out, &m);
+}
+
+/* The HTTP endpoint, when configured. */
+int
+tidei_engine_open_http(tide_engine *e)
+{
+	tidei_http_opts o = { 0 };
+	tidei_http_host h = { 0 };
+	int rc;
+
+	if (e->cfg->http == NULL || e->cfg->http[0] == '\0')
+		return TIDE_OK;
+	o.listen = e->cfg->http;
+	o.token = e->cfg->http_token;
+	o.turn_events = (size_t)e->cfg->turn_events;
+	o.max_message = (size_t)e->cfg->max_message_size;
+	h.ud = e;
+	h.input = tidei_engine_input;
+	h.ready = http_ready;
+	h.query = http_query;
+	h.metrics = http_metrics;
+	h.log = tidei_engine_log;
+	if (tidei_log_view(e->log, &e->view) != TIDE_OK)
+		return tidei_err(e->err, TIDE_ENOMEM, "out of memory");
+	if ((rc = tidei_http_open(&e->http, e->loop.base, &o, &e->batch, e->view, &h, e->err)) !=
+	    TIDE_OK)
+		return rc;
+	snprintf(e->http_addr, sizeof e->http_addr, "%s", tidei_http_address(e->http));
+	if (!tidei_http_local(e->http))
+		tidei_engine_log(e, TIDE_LOG_WARN,
+				 "the HTTP endpoint %s can be reached from other machines: whoever "
+				 "reaches it "
+				 "can append events%s",
+				 e->http_addr,
+				 e->cfg->http_token ? " with the token"
+						    : " (set http_token, or bind to 127.0.0.1)");
+	return TIDE_OK;
+}
