@@ -60,8 +60,10 @@ escape_controls(char *out, size_t n, const char *msg)
 	out[k] = '\0';
 }
 
-void
-tidei_engine_log(void *ud, int level, const char *fmt, ...)
+static void elog(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
+
+static void
+elog(void *ud, int level, const char *fmt, ...)
 {
 	tide_engine *e = ud;
 	char msg[2048], safe[2048 * 2];
@@ -164,9 +166,9 @@ dlq_answer(tide_engine *e, dlq_req *q, const char *error)
 	tidei_buf out = { 0 };
 
 	if (error == NULL) {
-		tidei_engine_log(e, TIDE_LOG_INFO, "dead letters: %s %llu",
-				 q->job.op == TIDE_DLQ_RETRY ? "retrying" : "dropped",
-				 (unsigned long long)q->job.count);
+		elog(e, TIDE_LOG_INFO, "dead letters: %s %llu",
+		     q->job.op == TIDE_DLQ_RETRY ? "retrying" : "dropped",
+		     (unsigned long long)q->job.count);
 		tidei_buf_printf(&out, "{\"ok\":true,\"count\":%llu}",
 				 (unsigned long long)q->job.count);
 	} else {
@@ -333,10 +335,10 @@ write_consumers(tide_engine *e)
 		tidei_consumers_committed(e->cs);
 		return;
 	}
-	tidei_engine_log(e, TIDE_LOG_WARN,
-			 "the consumers' latest work was not written (%s): they handle "
-			 "the events after their last write again",
-			 err);
+	elog(e, TIDE_LOG_WARN,
+	     "the consumers' latest work was not written (%s): they handle "
+	     "the events after their last write again",
+	     err);
 	tidei_consumers_reload(e->cs, e->log);
 }
 
@@ -389,16 +391,15 @@ turn(void *ud)
 		if (rc == TIDE_EFULL && !e->log->disk_full && growths < MAX_GROWTHS) {
 			growths++;
 			if (tidei_log_grow(e->log) == TIDE_OK) {
-				tidei_engine_log(e, TIDE_LOG_INFO, "log map grown to %llu MiB",
-						 (unsigned long long)(e->log->map_size >> 20));
+				elog(e, TIDE_LOG_INFO, "log map grown to %llu MiB",
+				     (unsigned long long)(e->log->map_size >> 20));
 				continue;
 			}
 			snprintf(err, sizeof err, "%s", e->log->err);
 		}
 		if (rc != TIDE_OK && with_consumers && rc != TIDE_EFULL) {
 			/* Keep ingesting; consumers try again later. */
-			tidei_engine_log(e, TIDE_LOG_ERROR, "consumers paused for a second: %s",
-					 err);
+			elog(e, TIDE_LOG_ERROR, "consumers paused for a second: %s", err);
 			with_consumers = 0;
 			e->consumers_resume = tidei_now() + CONSUMER_RETRY_NS;
 			continue;
@@ -408,8 +409,7 @@ turn(void *ud)
 	if (rc != TIDE_OK) {
 		char msg[TIDEI_ERRLEN + 32];
 		snprintf(msg, sizeof msg, "not stored: %s", err);
-		tidei_engine_log(e, TIDE_LOG_ERROR, "turn failed, %zu events not stored: %s",
-				 b->valid, err);
+		elog(e, TIDE_LOG_ERROR, "turn failed, %zu events not stored: %s", b->valid, err);
 		tidei_batch_fail_all(b, rc, msg);
 		if (e->log->disk_full) {
 			/* Each turn tries again; until producers send more, the
@@ -422,13 +422,13 @@ turn(void *ud)
 	if (rc == TIDE_OK && tidei_consumers_full(e->cs) != NULL) {
 		/* a handler left the scripts' state full: load them afresh before
 		 * any other handler runs in it, or every one would fail for it */
-		tidei_engine_log(e, TIDE_LOG_WARN, "%s: the scripts are loaded into a fresh state",
-				 tidei_consumers_full(e->cs));
+		elog(e, TIDE_LOG_WARN, "%s: the scripts are loaded into a fresh state",
+		     tidei_consumers_full(e->cs));
 		if (reload(e) != TIDE_OK) {
-			tidei_engine_log(e, TIDE_LOG_ERROR,
-					 "cannot load the scripts afresh (%s): handlers that "
-					 "run out of memory fail as their own from now on",
-					 e->err);
+			elog(e, TIDE_LOG_ERROR,
+			     "cannot load the scripts afresh (%s): handlers that "
+			     "run out of memory fail as their own from now on",
+			     e->err);
 			tidei_consumers_blame_all(e->cs);
 		}
 		more = 1;
@@ -469,7 +469,7 @@ tick(void *ud)
 		if (tidei_log_sync(e->log) == TIDE_OK)
 			e->synced = e->log->committed;
 		else
-			tidei_engine_log(e, TIDE_LOG_ERROR, "%s", e->log->err);
+			elog(e, TIDE_LOG_ERROR, "%s", e->log->err);
 	}
 	if (e->in != NULL)
 		tidei_ingest_tick(e->in);
@@ -526,8 +526,7 @@ wake(void *ud)
 	e->halted = 1;
 	if (e->loop.own)
 		tidei_loop_exit(&e->loop); /* tide_engine_run() gives the notice */
-	tidei_engine_log(e, TIDE_LOG_INFO, "stopped at seq %llu",
-			 (unsigned long long)e->log->committed);
+	elog(e, TIDE_LOG_INFO, "stopped at seq %llu", (unsigned long long)e->log->committed);
 	/* from an event of its own, so that the callback may destroy us */
 	if (!e->loop.own && e->stopped != NULL)
 		event_active(e->stopped, 0, 1);
@@ -641,8 +640,8 @@ quote_len(const char *s, size_t n, size_t max)
 
 /* {"query":NAME,"key":K} or {"query":NAME,"prefix":P,"limit":N}, answered
  * from a read snapshot: a query never waits for a turn. */
-int
-tidei_engine_query(tide_engine *e, const tidei_request *r, tidei_buf *reply)
+static int
+query(tide_engine *e, const tidei_request *r, tidei_buf *reply)
 {
 	query_reply q = { reply, r->key == NULL, 0, (size_t)e->cfg->max_message_size, 0 };
 	size_t before = reply->len;
@@ -684,14 +683,14 @@ control(void *ud, const char *msg, size_t len, tidei_buf *reply, void *ctl)
 		return 0;
 	}
 	switch (r.kind) {
-	case TIDEI_REQ_QUERY: tidei_engine_query(e, &r, reply); return 0;
+	case TIDEI_REQ_QUERY: query(e, &r, reply); return 0;
 	case TIDEI_REQ_DLQ: return command_dlq(e, &r, reply, ctl);
 	default: command_projection(e, &r, reply); return 0;
 	}
 }
 
-void
-tidei_engine_input(void *ud)
+static void
+on_input(void *ud)
 {
 	tide_engine *e = ud;
 
@@ -744,7 +743,7 @@ new_runtime(tide_engine *e, tidei_consumers **cs, tidei_projections **ps)
 	co.max_emits = (size_t)e->cfg->max_emits;
 	co.max_depth = (unsigned)e->cfg->max_emit_depth;
 	co.max_event = (size_t)e->cfg->max_event_size;
-	co.log = tidei_engine_log;
+	co.log = elog;
 	co.log_ud = e;
 	co.projection = define_projection;
 	co.projection_ud = e;
@@ -767,7 +766,7 @@ new_runtime(tide_engine *e, tidei_consumers **cs, tidei_projections **ps)
 		po.script = tidei_consumers_script(*cs);
 		po.build = &be;
 		po.turn_budget = (size_t)e->cfg->turn_events;
-		po.log = tidei_engine_log;
+		po.log = elog;
 		po.log_ud = e;
 		if ((rc = tidei_projections_new(ps, &po, e->err)) != TIDE_OK) {
 			tidei_consumers_destroy(*cs);
@@ -906,7 +905,7 @@ engine_open(tide_engine *e, struct event_base *base)
 		if ((rc = tidei_flight_open(&e->flight, e->dir, note, e->err)) != TIDE_OK)
 			goto fail;
 		if (note[0] != '\0')
-			tidei_engine_log(e, TIDE_LOG_WARN, "%s", note);
+			elog(e, TIDE_LOG_WARN, "%s", note);
 		tidei_consumers_set_flight(e->cs, e->flight);
 		tidei_projections_set_flight(e->ps, e->flight);
 	}
@@ -949,41 +948,40 @@ engine_open(tide_engine *e, struct event_base *base)
 	io.turn_events = (size_t)e->cfg->turn_events;
 	io.max_message = (size_t)e->cfg->max_message_size;
 	ih.ud = e;
-	ih.input = tidei_engine_input;
+	ih.input = on_input;
 	ih.control = control;
-	ih.log = tidei_engine_log;
+	ih.log = elog;
 	if ((rc = tidei_ingest_open(&e->in, e->loop.base, &io, &e->batch, &ih, e->err)) != TIDE_OK)
 		goto fail;
-	if ((rc = tidei_engine_open_http(e)) != TIDE_OK)
+	if ((rc = tidei_engine_open_http(e, &(tidei_engine_fns){ elog, on_input, query })) !=
+	    TIDE_OK)
 		goto fail;
 	if ((rc = write_endpoints(e)) != TIDE_OK)
 		goto fail;
 	for (int i = 0; i < 3; i++)
 		if (e->urls[i][0] != '\0' && !tidei_ingest_local(e->urls[i]))
-			tidei_engine_log(
-				e, TIDE_LOG_WARN,
-				"the %s endpoint %s can be reached from other machines: whoever "
-				"reaches "
-				"it can %s (bind to 127.0.0.1 unless the network is trusted)",
-				i == 0   ? "pull"
-				: i == 1 ? "rep"
-					 : "pub",
-				e->urls[i],
-				i == 0   ? "append events to the log"
-				: i == 1 ? "append events, query projections, retry or drop dead "
-					   "letters and rebuild projections"
-					 : "read every event committed");
+			elog(e, TIDE_LOG_WARN,
+			     "the %s endpoint %s can be reached from other machines: whoever "
+			     "reaches "
+			     "it can %s (bind to 127.0.0.1 unless the network is trusted)",
+			     i == 0   ? "pull"
+			     : i == 1 ? "rep"
+				      : "pub",
+			     e->urls[i],
+			     i == 0   ? "append events to the log"
+			     : i == 1 ? "append events, query projections, retry or drop dead "
+					"letters and rebuild projections"
+				      : "read every event committed");
 
 	e->opened = 1;
 	e->lagging = tidei_consumers_count(e->cs) + tidei_projections_count(e->ps) > 0;
 	tidei_loop_schedule(&e->loop);
-	tidei_engine_log(
-		e, TIDE_LOG_INFO,
-		"ready: %s, %zu consumers, %zu projections, log at seq %llu, durability %s%s%s",
-		e->dir, tidei_consumers_count(e->cs), tidei_projections_count(e->ps),
-		(unsigned long long)e->log->committed,
-		e->cfg->durability == TIDEI_DURABILITY_SYNC ? "sync" : "relaxed",
-		e->http ? ", http on " : "", e->http ? e->http_addr : "");
+	elog(e, TIDE_LOG_INFO,
+	     "ready: %s, %zu consumers, %zu projections, log at seq %llu, durability %s%s%s",
+	     e->dir, tidei_consumers_count(e->cs), tidei_projections_count(e->ps),
+	     (unsigned long long)e->log->committed,
+	     e->cfg->durability == TIDEI_DURABILITY_SYNC ? "sync" : "relaxed",
+	     e->http ? ", http on " : "", e->http ? e->http_addr : "");
 	return TIDE_OK;
 fail:
 	tidei_http_close(e->http);
@@ -1363,8 +1361,8 @@ reload(tide_engine *e)
 	e->lagging = 1;
 	e->counters.reloads++;
 	tidei_loop_schedule(&e->loop);
-	tidei_engine_log(e, TIDE_LOG_INFO, "scripts reloaded: %zu consumers, %zu projections",
-			 tidei_consumers_count(cs), tidei_projections_count(ps));
+	elog(e, TIDE_LOG_INFO, "scripts reloaded: %zu consumers, %zu projections",
+	     tidei_consumers_count(cs), tidei_projections_count(ps));
 	return TIDE_OK;
 }
 
@@ -1380,8 +1378,7 @@ engine_reload(tide_engine *e)
 				 "scripts cannot be reloaded from inside a turn (a handler or "
 				 "the log callback); reload from the event loop");
 	if ((rc = reload(e)) != TIDE_OK)
-		tidei_engine_log(e, TIDE_LOG_ERROR, "reload failed, the running scripts stay: %s",
-				 e->err);
+		elog(e, TIDE_LOG_ERROR, "reload failed, the running scripts stay: %s", e->err);
 	return rc;
 }
 

@@ -47,7 +47,7 @@ http_query(void *ud, const char *name, const char *key, size_t klen, const char 
 	r.prefix = key == NULL ? prefix : NULL;
 	r.plen = r.prefix ? strlen(r.prefix) : 0;
 	r.limit = limit;
-	rc = tidei_engine_query(e, &r, reply);
+	rc = e->fns.query(e, &r, reply);
 	return rc == TIDE_OK ? 200 : rc == TIDE_ENOTFOUND ? 404 : rc == TIDE_ESTATE ? 503 : 500;
 }
 
@@ -77,7 +77,7 @@ http_metrics(void *ud, tidei_buf *out)
 
 /* The HTTP endpoint, when configured. */
 int
-tidei_engine_open_http(tide_engine *e)
+tidei_engine_open_http(tide_engine *e, const tidei_engine_fns *fns)
 {
 	tidei_http_opts o = { 0 };
 	tidei_http_host h = { 0 };
@@ -90,11 +90,12 @@ tidei_engine_open_http(tide_engine *e)
 	o.turn_events = (size_t)e->cfg->turn_events;
 	o.max_message = (size_t)e->cfg->max_message_size;
 	h.ud = e;
-	h.input = tidei_engine_input;
+	e->fns = *fns;
+	h.input = fns->input;
 	h.ready = http_ready;
 	h.query = http_query;
 	h.metrics = http_metrics;
-	h.log = tidei_engine_log;
+	h.log = fns->log;
 	if (tidei_log_view(e->log, &e->view) != TIDE_OK)
 		return tidei_err(e->err, TIDE_ENOMEM, "out of memory");
 	if ((rc = tidei_http_open(&e->http, e->loop.base, &o, &e->batch, e->view, &h, e->err)) !=
@@ -102,12 +103,12 @@ tidei_engine_open_http(tide_engine *e)
 		return rc;
 	snprintf(e->http_addr, sizeof e->http_addr, "%s", tidei_http_address(e->http));
 	if (!tidei_http_local(e->http))
-		tidei_engine_log(e, TIDE_LOG_WARN,
-				 "the HTTP endpoint %s can be reached from other machines: whoever "
-				 "reaches it "
-				 "can append events%s",
-				 e->http_addr,
-				 e->cfg->http_token ? " with the token"
-						    : " (set http_token, or bind to 127.0.0.1)");
+		fns->log(e, TIDE_LOG_WARN,
+			 "the HTTP endpoint %s can be reached from other machines: whoever "
+			 "reaches it "
+			 "can append events%s",
+			 e->http_addr,
+			 e->cfg->http_token ? " with the token"
+					    : " (set http_token, or bind to 127.0.0.1)");
 	return TIDE_OK;
 }

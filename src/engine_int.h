@@ -49,6 +49,15 @@ struct c_consumer {
 	void *ud;
 };
 
+/** What engine.c lends engine_http.c (which calls nothing of engine.c's
+ *  by name: the dependency runs one way). */
+typedef struct tidei_engine_fns {
+	void (*log)(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
+	void (*input)(void *ud); /* new events in the batch: a turn soon */
+	/** A REP query's answer into @p reply; its TIDE_* code. */
+	int (*query)(tide_engine *e, const tidei_request *r, tidei_buf *reply);
+} tidei_engine_fns;
+
 struct tide_engine {
 	tide_config *cfg;
 	tidei_loop loop;
@@ -87,16 +96,12 @@ struct tide_engine {
 	char http_addr[96]; /* as bound, or "" */
 	char endpoints_file[PATH_MAX + 16];
 	tidei_counters counters; /* for GET /metrics */
+	tidei_engine_fns fns;    /* engine.c's, for engine_http.c */
 	char err[TIDEI_ERRLEN];
 };
 
-/* engine.c, for engine_http.c */
-void tidei_engine_log(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
-void tidei_engine_input(void *ud);
-int tidei_engine_query(tide_engine *e, const tidei_request *r, tidei_buf *reply);
-
 /* engine_http.c */
 /** The HTTP endpoint, when configured (e->cfg->http). */
-int tidei_engine_open_http(tide_engine *e);
+int tidei_engine_open_http(tide_engine *e, const tidei_engine_fns *fns);
 
 #endif
