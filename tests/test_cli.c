@@ -645,6 +645,54 @@ START_TEST(publish_wait_returns_when_handled)
 END_TEST
 
 /* tide tail --count N prints N matching events and exits 0. */
+/* tail --from: the history from the log, then what commits meanwhile, in
+ * seq order with no gap or repeat (every event of the chosen types). */
+START_TEST(tail_from_history_then_live)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data"), *out = subdir(dir, "tail.out");
+	char ev[256], reply[256], *text, *lines[64], buf[64];
+	th_daemon d;
+	pid_t tail;
+	int st;
+
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
+	for (int k = 1; k <= 10; k++) {
+		snprintf(ev, sizeof ev,
+			 "{\"specversion\":\"1.0\",\"id\":\"h%d\",\"source\":\"/"
+			 "c\",\"type\":\"%s\"}",
+			 k, k % 3 ? "in.a" : "other.b");
+		ck_assert_int_gt(th_req(d.rep, ev, reply, sizeof reply, 5000), 0);
+	}
+	/* from seq 4: in.a at 4 5 7 8 10 (5 of them), then 8 more live */
+	tail = th_bg(out, "'%s' tail --data '%s' --from 4 --type in. --count 13", TIDE_BIN, data);
+	ck_assert_int_gt(tail, 0);
+	for (int k = 11; k <= 22; k++) {
+		snprintf(ev, sizeof ev,
+			 "{\"specversion\":\"1.0\",\"id\":\"h%d\",\"source\":\"/"
+			 "c\",\"type\":\"%s\"}",
+			 k, k % 3 ? "in.a" : "other.b");
+		ck_assert_int_gt(th_req(d.rep, ev, reply, sizeof reply, 5000), 0);
+	}
+	st = th_bg_wait(tail, 15000);
+	if (st < 0)
+		kill(tail, SIGKILL);
+	ck_assert_int_eq(st, 0);
+	text = th_slurp(out);
+	ck_assert_ptr_nonnull(text);
+	ck_assert_uint_eq(lines_of(text, lines, 64), 13);
+	for (int i = 0, want = 4; i < 13; i++, want++) {
+		while (want % 3 == 0)
+			want++;
+		ck_assert_str_eq(str_attr(lines[i], "type", buf, sizeof buf), "in.a");
+		ck_assert_int_eq(num_attr(lines[i], "seq"), want);
+	}
+	free(text);
+	ck_assert_int_eq(
+		th_sh(NULL, 0, "'%s' tail --data '%s' --from 0 2>/dev/null", TIDE_BIN, data), 2);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
 /* --log-format json: one JSON object per line, quotes and controls in
  * a message escaped. */
 START_TEST(log_format_json)
@@ -809,6 +857,7 @@ cli_suite(void)
 	tcase_add_test(live, publish_wait_returns_when_handled);
 	tcase_add_test(live, tail_count_exits);
 	tcase_add_test(live, log_format_json);
+	tcase_add_test(live, tail_from_history_then_live);
 	tcase_add_test(live, bundled_example_runs);
 	tcase_set_timeout(live, 60);
 	suite_add_tcase(s, live);
