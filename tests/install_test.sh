@@ -58,6 +58,38 @@ tide=$root$bindir/tide
 [ -f "$lib/libtide.a" ] || fail "libtide.a was not installed in $lib"
 [ -x "$tide" ] || fail "the tide command was not installed in $root$bindir"
 
+# The systemd unit and its configuration: installed, the unit valid as
+# systemd reads it (its paths pointed into the staged root), the
+# configuration one the engine starts with.
+prefix=${TIDE_PREFIX:?run by make check}
+sysconfdir=${TIDE_SYSCONFDIR:?run by make check}
+unit=$root$prefix/lib/systemd/system/tide.service
+conf=$root$sysconfdir/tide/tide.lua
+[ -f "$unit" ] || fail "no tide.service in $root$prefix/lib/systemd/system"
+[ -f "$conf" ] || fail "no tide.lua in $root$sysconfdir/tide"
+grep -q "^ExecStart=$bindir/tide run --config $sysconfdir/tide/tide.lua " "$unit" ||
+	fail "tide.service does not start $bindir/tide with $sysconfdir/tide/tide.lua"
+for want in Restart=on-failure StateDirectoryMode=0700 NoNewPrivileges=yes ProtectSystem=strict; do
+	grep -q "^$want\$" "$unit" || fail "tide.service lacks $want"
+done
+command -v systemd-analyze >/dev/null || fail "systemd-analyze is needed to check tide.service"
+sed -e "s|$bindir/tide|$tide|" -e "s|$sysconfdir/tide|$root$sysconfdir/tide|" "$unit" \
+	>"$work/tide.service"
+out=$(systemd-analyze verify "$work/tide.service" 2>&1) || fail "systemd-analyze verify: $out"
+[ -z "$out" ] || fail "systemd-analyze verify: $out"
+LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+	"$tide" run --config "$conf" --data "$work/confcheck" --http 127.0.0.1:0 \
+	>"$work/conf.log" 2>&1 &
+cpid=$!
+for _ in $(seq 100); do
+	[ -s "$work/confcheck/endpoints" ] && break
+	kill -0 "$cpid" 2>/dev/null || break
+	sleep 0.05
+done
+[ -s "$work/confcheck/endpoints" ] || fail "the installed tide.lua does not start: $(cat "$work/conf.log")"
+kill -TERM "$cpid"
+wait "$cpid" || fail "tide run with the installed tide.lua did not stop cleanly"
+
 # The staged root stands for /: pkg-config puts it before the paths it
 # prints (PKG_CONFIG_SYSROOT_DIR), as when building against a sysroot.
 export PKG_CONFIG_PATH=$lib/pkgconfig PKG_CONFIG_SYSROOT_DIR=$root
