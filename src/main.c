@@ -37,8 +37,8 @@ usage(FILE *out)
 		     "Tide is a durable, Lua-scriptable event processing engine.\n\n"
 		     "commands:\n");
 	for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
-		fprintf(out, "  %-9s %s\n", commands[k].name, commands[k].what);
-	fprintf(out, "  %-9s %s\n", "version", "print the version");
+		fprintf(out, "  %-10s  %s\n", commands[k].name, commands[k].what);
+	fprintf(out, "  %-10s  %s\n", "version", "print the version");
 	fprintf(out, "\n'tide <command> --help' describes a command.\n");
 }
 

@@ -77,6 +77,23 @@ sed -e "s|$bindir/tide|$tide|" -e "s|$sysconfdir/tide|$root$sysconfdir/tide|" "$
 	>"$work/tide.service"
 out=$(systemd-analyze verify "$work/tide.service" 2>&1) || fail "systemd-analyze verify: $out"
 [ -z "$out" ] || fail "systemd-analyze verify: $out"
+# A manual page for tide and for each command its --help lists, that
+# groff reads without a warning.
+mandir=${TIDE_MANDIR:?run by make check}
+command -v groff >/dev/null || fail "groff is needed to check the manual pages"
+pages=tide
+for c in $(LD_LIBRARY_PATH=$lib "$tide" --help | awk '/^commands:/ { on = 1; next } on && /^  [a-z]/ { print $1 }'); do
+	[ "$c" = version ] || pages="$pages tide-$c"
+done
+for p in $pages; do
+	page=$root$mandir/man1/$p.1
+	[ -s "$page" ] || fail "no manual page $p.1 in $root$mandir/man1"
+	warn=$(groff -man -Tutf8 -ww -z "$page" 2>&1) || fail "groff cannot read $p.1: $warn"
+	[ -z "$warn" ] || fail "groff warns about $p.1: $warn"
+	grep -q '^\.TP' "$page" || fail "$p.1 lists no options or commands"
+	grep -q '^\.SH SYNOPSIS' "$page" || fail "$p.1 has no SYNOPSIS"
+done
+
 LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
 	"$tide" run --config "$conf" --data "$work/confcheck" --http 127.0.0.1:0 \
 	>"$work/conf.log" 2>&1 &
