@@ -34,6 +34,10 @@
 #include "http.h"
 #include "json.h"
 
+/* The live page (page.c, made from dist/page.html). */
+extern const char tidei_page_html[];
+extern const size_t tidei_page_html_len;
+
 /* Seconds a client is told to wait when the engine is busy or stopping. */
 #define RETRY_AFTER "1"
 
@@ -834,6 +838,26 @@ on_request(struct evhttp_request *req, void *arg)
 		} else {
 			plain(req, 200, "OK", "ready");
 		}
+		return;
+	}
+	if (strcmp(path, "/") == 0) {
+		if (!get) {
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+					  "GET, HEAD");
+			refuse(h, req, 405, "Method Not Allowed", "use GET");
+			return;
+		}
+		/* self-contained: its script reads /metrics, nothing else */
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+				  "text/html; charset=utf-8");
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control",
+				  "no-cache");
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Security-Policy",
+				  "default-src 'none'; script-src 'unsafe-inline'; style-src "
+				  "'unsafe-inline'; connect-src 'self'; img-src 'self'");
+		evbuffer_add_reference(evhttp_request_get_output_buffer(req), tidei_page_html,
+				       tidei_page_html_len, NULL, NULL);
+		evhttp_send_reply(req, 200, "OK", NULL);
 		return;
 	}
 	if (strcmp(path, "/metrics") == 0) {

@@ -593,6 +593,75 @@ START_TEST(metrics_pass_promtool)
 }
 END_TEST
 
+/* GET /: the live page, loaded in a real browser (Debian's chromium,
+ * headless) while events flow: its charts get samples and change, and its
+ * tables name the consumer and the projection. */
+START_TEST(live_page_in_chromium)
+{
+	th_daemon d;
+	const char *dir = th_tmpdir(), *script, *dom = th_write(dir, "dom.html", "");
+	char args[1024], out[512], host[64], *text;
+	pid_t feeder;
+	reply r;
+	int port, rc;
+
+	script = th_write(
+		dir, "page.lua",
+		"local tide = require 'tide'\n"
+		"tide.on('t.*', function(ev) end, { name = 'watcher', from = 'beginning' })\n"
+		"tide.projection('per_key', { key = 'subject',\n"
+		"  init = function() return { n = 0 } end,\n"
+		"  on = { ['t.*'] = function(s) s.n = s.n + 1 end } })\n");
+	snprintf(args, sizeof args, "--http 127.0.0.1:0 --script '%s'", script);
+	ck_assert_int_eq(th_daemon_start(&d, th_tmpdir(), args), 0);
+	http(d.dir, "GET", "/", NULL, NULL, 0, &r);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_ptr_nonnull(strstr(r.head, "Content-Type: text/html"));
+	ck_assert_ptr_nonnull(strstr(r.body, "<canvas id=\"c-rate\">"));
+	ck_assert_msg(strstr(r.body, "src=\"http") == NULL && strstr(r.body, "href=\"http") == NULL,
+		      "the page loads something from elsewhere");
+	/* events for about 8 s, a batch every 50 ms */
+	{
+		char feed[2048];
+		snprintf(feed, sizeof feed,
+			 "for i in $(seq 160); do\n"
+			 "  for j in 1 2 3 4 5 6 7 8; do\n"
+			 "    echo \"{\\\"specversion\\\":\\\"1.0\\\",\\\"id\\\":\\\"$i-$j\\\","
+			 "\\\"source\\\":\\\"/"
+			 "p\\\",\\\"type\\\":\\\"t.a\\\",\\\"subject\\\":\\\"k$j\\\"}\"\n"
+			 "  done | '%s' publish -q --data '%s' || exit 1\n"
+			 "  sleep 0.05\n"
+			 "done\n",
+			 TIDE_BIN, d.dir);
+		feeder = th_bg(th_write(dir, "feeder.out", ""), "sh '%s'",
+			       th_write(dir, "feeder.sh", feed));
+	}
+	ck_assert_int_gt(feeder, 0);
+	ck_assert_int_ge(th_wait_log(d.dir, "", 16, 10000), 16); /* it flows */
+	http_addr(d.dir, host, sizeof host, &port);
+	rc = th_sh(out, sizeof out,
+		   "timeout 120 chromium --headless --no-sandbox --disable-gpu "
+		   "--virtual-time-budget=6000 --dump-dom 'http://%s:%d/' >'%s' 2>/dev/null",
+		   host, port, dom);
+	ck_assert_msg(rc == 0, "chromium (exit %d) is needed for this test: %s", rc, out);
+	text = th_slurp(dom);
+	ck_assert_ptr_nonnull(text);
+	{
+		const char *b = strstr(text, "<body data-samples=\"");
+		int samples = b ? atoi(b + 20) : 0;
+		ck_assert_msg(samples >= 3, "the page took %d samples: %.2000s", samples, text);
+	}
+	ck_assert_msg(strstr(text, "data-changed=\"1\"") != NULL,
+		      "the charts did not change: %.2000s", text);
+	ck_assert_msg(strstr(text, "<td>watcher</td>") && strstr(text, "<td>per_key</td>") &&
+			      strstr(text, ", ready,"),
+		      "%.3000s", text);
+	free(text);
+	ck_assert_int_ge(th_bg_wait(feeder, 30000), 0);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
 START_TEST(listen_address_errors)
 {
 	const char *dir = th_tmpdir();
@@ -969,10 +1038,11 @@ http_suite(void)
 	tcase_add_test(tc, reads_events_and_projections);
 	tcase_add_test(tc, stream_catches_up_and_resumes);
 	tcase_add_test(tc, metrics_pass_promtool);
+	tcase_add_test(tc, live_page_in_chromium);
 	tcase_add_test(tc, listen_address_errors);
 	tcase_add_test(tc, conformance_http_binding);
 	tcase_add_test(tc, busy_and_stopping_are_503);
-	tcase_set_timeout(tc, 60);
+	tcase_set_timeout(tc, 180);
 	suite_add_tcase(s, tc);
 	return s;
 }
