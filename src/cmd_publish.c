@@ -105,7 +105,39 @@ typedef struct pub {
 	unsigned long long stored, duplicates, rejected, sent;
 	uint64_t max_seq; /* the largest seq acknowledged */
 	int unreachable;
+	int progress;       /* stderr is a terminal: a line that counts */
+	double progress_at; /* when it was last written */
 } pub;
+
+/* Every half second on a terminal, where large inputs are: the counts so
+ * far, on one line that the summary replaces. */
+static void
+show_progress(pub *p, int last)
+{
+	struct timespec ts;
+	double now;
+
+	if (!p->progress)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	if (last) {
+		if (p->progress_at > 0)
+			fputs("\r\033[K", stderr);
+		return;
+	}
+	if (now - p->progress_at < 0.5)
+		return;
+	p->progress_at = now;
+	if (p->push)
+		fprintf(stderr, "\rtide publish: %llu sent\033[K", p->sent);
+	else
+		fprintf(stderr,
+			"\rtide publish: %llu sent, %llu stored, %llu duplicates, %llu "
+			"rejected\033[K",
+			p->sent, p->stored, p->duplicates, p->rejected);
+	fflush(stderr);
+}
 
 /* Bytes this process has written to sockets that the peers have not read
  * (Unix sockets) or acknowledged (TCP) yet. */
@@ -307,6 +339,7 @@ recv_one(pub *p)
 			report(p, body, (size_t)n, r);
 			r->used = 0;
 			p->inflight--;
+			show_progress(p, 0);
 			break;
 		}
 	}
@@ -339,6 +372,7 @@ flush_msg(pub *p)
 		}
 		p->sent += p->mn;
 		p->mn = p->mlen = 0;
+		show_progress(p, 0);
 		return 0;
 	}
 	while (p->inflight >= p->window)
@@ -794,12 +828,17 @@ cmd_publish(int argc, char **argv)
 	}
 	if (type != NULL)
 		rc = from_flags(&p, type, source, id, subject, when, data, ext, next, expect);
-	else
+	else {
+		/* on a terminal a count that moves; in a pipe or a log, only the
+		 * summary */
+		p.progress = !p.quiet && isatty(STDERR_FILENO);
 		rc = from_stdin(&p);
+	}
 	while (rc == 0 && p.inflight > 0)
 		rc = recv_one(&p);
 	if (p.push)
 		drain(cl.timeout);
+	show_progress(&p, 1);
 	if (!p.quiet) {
 		if (p.push)
 			fprintf(stderr,

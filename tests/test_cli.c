@@ -645,6 +645,46 @@ START_TEST(publish_wait_returns_when_handled)
 END_TEST
 
 /* tide tail --count N prints N matching events and exits 0. */
+/* On a terminal, tide publish shows a count that moves; in a pipe, only
+ * the summary. */
+START_TEST(publish_progress_on_a_terminal)
+{
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
+	const char *big = subdir(dir, "big.ndjson"), *out = subdir(dir, "tty.out");
+	char res[4096], *text;
+	th_daemon d;
+
+	ck_assert_int_eq(th_sh(NULL, 0,
+			       "awk 'BEGIN { for (i = 1; i <= 200000; i++) printf "
+			       "\"{\\\"specversion\\\":\\\"1.0\\\",\\\"id\\\":\\\"p%%d\\\","
+			       "\\\"source\\\":\\\"/x\\\",\\\"type\\\":\\\"t\\\"}\\n\", i }' >'%s'",
+			       big),
+			 0);
+	ck_assert_int_eq(th_daemon_spawn(&d, data, "--data '%s'", data), 0);
+	/* script(1) gives it a terminal */
+	ck_assert_int_eq(
+		th_sh(res, sizeof res,
+		      "script -qec \"'%s' publish --data '%s' --batch 10 < '%s'\" /dev/null "
+		      ">'%s' 2>&1",
+		      TIDE_BIN, data, big, out),
+		0);
+	text = th_slurp(out);
+	ck_assert_ptr_nonnull(text);
+	ck_assert_msg(
+		strstr(text, "\rtide publish: ") && strstr(text, " sent, ") &&
+			strstr(text,
+			       "\r\033[Ktide publish: 200000 stored, 0 duplicates, 0 rejected"),
+		"%.500s", text);
+	free(text);
+	/* not a terminal: the summary alone */
+	ck_assert_int_eq(
+		th_sh(res, sizeof res, "'%s' publish --data '%s' < '%s' 2>&1", TIDE_BIN, data, big),
+		0);
+	ck_assert_str_eq(res, "tide publish: 0 stored, 200000 duplicates, 0 rejected\n");
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
 /* tail --from: the history from the log, then what commits meanwhile, in
  * seq order with no gap or repeat (every event of the chosen types). */
 START_TEST(tail_from_history_then_live)
@@ -858,6 +898,7 @@ cli_suite(void)
 	tcase_add_test(live, tail_count_exits);
 	tcase_add_test(live, log_format_json);
 	tcase_add_test(live, tail_from_history_then_live);
+	tcase_add_test(live, publish_progress_on_a_terminal);
 	tcase_add_test(live, bundled_example_runs);
 	tcase_set_timeout(live, 60);
 	suite_add_tcase(s, live);
