@@ -809,6 +809,18 @@ plain(struct evhttp_request *req, int code, const char *reason, const char *text
 	evhttp_send_reply(req, code, reason, NULL);
 }
 
+/* The token check of a guarded path: 1, or 0 with the 401 sent. */
+static int
+let_in(tidei_http *h, struct evhttp_request *req)
+{
+	if (authorized(h, req))
+		return 1;
+	evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
+	refuse(h, req, 401, "Unauthorized",
+	       "a bearer token is required (Authorization: Bearer TOKEN)");
+	return 0;
+}
+
 static void
 on_request(struct evhttp_request *req, void *arg)
 {
@@ -865,11 +877,7 @@ on_request(struct evhttp_request *req, void *arg)
 			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
 					  "GET, HEAD");
 			refuse(h, req, 405, "Method Not Allowed", "use GET");
-		} else if (!authorized(h, req)) {
-			evhttp_add_header(evhttp_request_get_output_headers(req),
-					  "WWW-Authenticate", "Bearer");
-			refuse(h, req, 401, "Unauthorized",
-			       "a bearer token is required (Authorization: Bearer TOKEN)");
+		} else if (!let_in(h, req)) {
 		} else if (h->host.metrics == NULL) {
 			refuse(h, req, 404, "Not Found", "no metrics here");
 		} else {
@@ -888,11 +896,7 @@ on_request(struct evhttp_request *req, void *arg)
 			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
 					  "GET, HEAD");
 			refuse(h, req, 405, "Method Not Allowed", "use GET");
-		} else if (!authorized(h, req)) {
-			evhttp_add_header(evhttp_request_get_output_headers(req),
-					  "WWW-Authenticate", "Bearer");
-			refuse(h, req, 401, "Unauthorized",
-			       "a bearer token is required (Authorization: Bearer TOKEN)");
+		} else if (!let_in(h, req)) {
 		} else {
 			get_stream(h, req, uri);
 		}
@@ -906,11 +910,7 @@ on_request(struct evhttp_request *req, void *arg)
 			refuse(h, req, 405, "Method Not Allowed",
 			       events ? "events are sent with POST and read with GET"
 				      : "projections are read with GET");
-		} else if (!authorized(h, req)) {
-			evhttp_add_header(evhttp_request_get_output_headers(req),
-					  "WWW-Authenticate", "Bearer");
-			refuse(h, req, 401, "Unauthorized",
-			       "a bearer token is required (Authorization: Bearer TOKEN)");
+		} else if (!let_in(h, req)) {
 		} else if (!events) {
 			get_projection(h, req, uri, path + 13);
 		} else if (cmd == EVHTTP_REQ_POST) {
