@@ -1028,6 +1028,7 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
        int *ok, char *why, char *where, char *err)
 {
 	char trace[TIDEI_ERRLEN];
+	int64_t t0;
 	int rc;
 
 	if (tidei_flight_verdict(cs->flight, TIDEI_FLIGHT_CONSUMER, c->name, ev, why)) {
@@ -1044,6 +1045,7 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 	cs->store_rc = TIDE_OK;
 	trace[0] = '\0';
 	tidei_flight_enter(cs->flight, TIDEI_FLIGHT_CONSUMER, c->name, ev);
+	t0 = tidei_mono();
 	if (c->fn != NULL) {
 		ev->scratch = &cs->scratch;
 		ev->attrs = &cs->attrs;
@@ -1086,6 +1088,7 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 			return TIDE_OK;
 		}
 	}
+	tidei_histo_add(&c->took, &tidei_histo_handler, tidei_mono() - t0);
 	tidei_flight_leave(cs->flight);
 	c_release(cs);
 	cs->cur = NULL;
@@ -1118,6 +1121,7 @@ failed_try(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, size_t i,
 	p->r.attempts++;
 	if (ok == 0 && p->r.attempts <= c->retries) {
 		p->r.next_at = now + tidei_pend_backoff(c, p->r.attempts);
+		c->retried++;
 		LOG(cs, TIDE_LOG_WARN,
 		    "consumer '%s' failed on event %llu (type %s, id %s), attempt %u of %u: %s",
 		    c->name, (unsigned long long)p->seq, ev->attr[TIDEI_A_TYPE],
@@ -1137,6 +1141,7 @@ failed_try(tidei_consumers *cs, tidei_consumer *c, tidei_log *log, size_t i,
 		d.error_len = strlen(why);
 		if ((rc = tidei_log_dead_put(log, c->name, p->seq, &d)) != TIDE_OK)
 			return tidei_err(err, rc, "%s", log->err);
+		c->dead_letters++;
 		LOG(cs, TIDE_LOG_ERROR,
 		    "consumer '%s' gave up on event %llu (type %s, id %s) after %u attempts: %s; "
 		    "it is in the dead letters (tide dlq show %llu)",

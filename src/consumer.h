@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "flight.h"
+#include "histo.h"
 #include "log.h"
 #include "rule.h"
 #include "script.h"
@@ -57,9 +58,14 @@ typedef struct tidei_consumer {
 		uint32_t n;
 	} * subj;
 	size_t subj_cap, subj_used;
+	/* for the metrics, since the consumer was defined (a reload starts
+	 * them again, as a restart does) */
 	uint64_t handled;
 	uint64_t failed;
-	tidei_rule *rule; /* key, clock, windows and timers, or NULL */
+	uint64_t retried;      /* tries scheduled after a failure */
+	uint64_t dead_letters; /* events given up on */
+	tidei_histo took;      /* handler calls, on tidei_histo_handler */
+	tidei_rule *rule;      /* key, clock, windows and timers, or NULL */
 } tidei_consumer;
 
 typedef struct tidei_consumers_opts {

@@ -255,11 +255,12 @@ commit_turn(tide_engine *e, int with_consumers, int *more, char *err)
 		*more |= pmore;
 	}
 	{
-		int64_t t0 = tidei_now();
+		int64_t t0 = tidei_mono();
 		rc = tidei_log_commit(e->log);
 		if (rc == TIDE_OK) {
 			e->counters.commits++;
-			tidei_histo_add(&e->counters.commit, (double)(tidei_now() - t0) / 1e9);
+			tidei_histo_add(&e->counters.commit, &tidei_histo_commit,
+					tidei_mono() - t0);
 		}
 	}
 	if (rc != TIDE_OK) {

@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine_int.h"
@@ -51,6 +52,38 @@ http_query(void *ud, const char *name, const char *key, size_t klen, const char 
 	return rc == TIDE_OK ? 200 : rc == TIDE_ENOTFOUND ? 404 : rc == TIDE_ESTATE ? 503 : 500;
 }
 
+/* The consumers and projections as they run, for the metrics: an array
+ * for the caller to free (NULL when there are none, or no memory). */
+static tidei_handler_stats *
+handler_stats(const tide_engine *e, size_t *n)
+{
+	size_t nc = e->cs ? tidei_consumers_count(e->cs) : 0;
+	size_t np = e->ps ? tidei_projections_count(e->ps) : 0;
+	tidei_handler_stats *v;
+
+	*n = 0;
+	if (nc + np == 0 || (v = calloc(nc + np, sizeof *v)) == NULL)
+		return NULL;
+	for (size_t k = 0; k < nc; k++) {
+		const tidei_consumer *c = tidei_consumers_at(e->cs, k);
+		tidei_handler_stats *h = &v[(*n)++];
+		h->name = c->name;
+		h->handled = c->handled;
+		h->failed = c->failed;
+		h->retried = c->retried;
+		h->dead_letters = c->dead_letters;
+		h->took = &c->took;
+		if ((h->rule = c->rule != NULL))
+			tidei_rule_counts(c->rule, &h->closed, &h->expired);
+	}
+	for (size_t k = 0; k < np; k++) {
+		tidei_handler_stats *h = &v[(*n)++];
+		h->projection = 1;
+		h->took = tidei_projections_took(e->ps, k, &h->name);
+	}
+	return v;
+}
+
 /* GET /metrics. */
 static void
 http_metrics(void *ud, tidei_buf *out)
@@ -59,9 +92,11 @@ http_metrics(void *ud, tidei_buf *out)
 	tidei_ingest_stats is;
 	tidei_http_stats hs;
 	tidei_metrics_src m = { 0 };
+	tidei_handler_stats *hv;
 	char why[128];
 
 	m.c = &e->counters;
+	m.handlers = hv = handler_stats(e, &m.nhandlers);
 	m.log = e->view;
 	if (e->in != NULL) {
 		tidei_ingest_stats_get(e->in, &is);
@@ -73,6 +108,7 @@ http_metrics(void *ud, tidei_buf *out)
 	}
 	m.ready = http_ready(e, why, sizeof why);
 	tidei_metrics_write(out, &m);
+	free(hv);
 }
 
 /* The HTTP endpoint, when configured. */

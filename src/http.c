@@ -65,8 +65,24 @@ typedef struct stream {
 	struct stream *prev, *next_s;
 } stream;
 
+/* Where a request went, for the counts by resource and status. */
+enum { R_PAGE, R_HEALTHZ, R_READYZ, R_METRICS, R_STREAM, R_EVENTS, R_PROJECTIONS, R_OTHER, R_N };
+static const char *const route_name[R_N] = {
+	"/",       "/healthz",      "/readyz", "/metrics", "/events/stream",
+	"/events", "/projections/", "other",
+};
+enum { M_GET, M_HEAD, M_POST, M_OTHER, M_N };
+static const char *const method_name[M_N] = { "GET", "HEAD", "POST", "other" };
+
+/* What a request's completion is told: its resource and method. */
+typedef struct route {
+	struct tidei_http *h;
+	uint8_t r, m;
+} route;
+
 struct tidei_http {
 	struct evhttp *http;
+	route routes[R_N][M_N];
 	tidei_batch *batch;
 	tide_log *log;
 	tidei_http_host host;
@@ -821,6 +837,50 @@ let_in(tidei_http *h, struct evhttp_request *req)
 	return 0;
 }
 
+/* A reply was sent in full: counted by resource, method and status.  A
+ * client gone before its answer is counted in requests only. */
+static void
+answered(struct evhttp_request *req, void *arg)
+{
+	const route *rt = arg;
+	tidei_http_stats *st = &rt->h->stats;
+	const char *hn = route_name[rt->r], *mn = method_name[rt->m];
+	int code = evhttp_request_get_response_code(req);
+	size_t k;
+
+	for (k = 0; k < st->nanswered; k++)
+		if (st->answered[k].handler == hn && st->answered[k].method == mn &&
+		    st->answered[k].code == code)
+			break;
+	if (k == st->nanswered) {
+		if (k == TIDEI_HTTP_COUNTS)
+			k--; /* past the table: added to its last row (not seen yet) */
+		else
+			st->answered[st->nanswered++] = (tidei_http_count){ hn, mn, code, 0 };
+	}
+	st->answered[k].n++;
+}
+
+static int
+route_of(const char *path)
+{
+	if (strcmp(path, "/") == 0)
+		return R_PAGE;
+	if (strcmp(path, "/healthz") == 0)
+		return R_HEALTHZ;
+	if (strcmp(path, "/readyz") == 0)
+		return R_READYZ;
+	if (strcmp(path, "/metrics") == 0)
+		return R_METRICS;
+	if (strcmp(path, "/events/stream") == 0)
+		return R_STREAM;
+	if (strcmp(path, "/events") == 0)
+		return R_EVENTS;
+	if (strncmp(path, "/projections/", 13) == 0)
+		return R_PROJECTIONS;
+	return R_OTHER;
+}
+
 static void
 on_request(struct evhttp_request *req, void *arg)
 {
@@ -834,6 +894,12 @@ on_request(struct evhttp_request *req, void *arg)
 	h->stats.requests++;
 	if (path == NULL || *path == '\0')
 		path = "/";
+	evhttp_request_set_on_complete_cb(
+		req, answered,
+		&h->routes[route_of(path)][cmd == EVHTTP_REQ_GET    ? M_GET
+					   : cmd == EVHTTP_REQ_HEAD ? M_HEAD
+					   : cmd == EVHTTP_REQ_POST ? M_POST
+								    : M_OTHER]);
 	if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0) {
 		if (!get) {
 			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
@@ -993,6 +1059,9 @@ tidei_http_open(tidei_http **out, struct event_base *base, const tidei_http_opts
 		return rc;
 	if ((h = calloc(1, sizeof *h)) == NULL)
 		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	for (uint8_t r = 0; r < R_N; r++)
+		for (uint8_t m = 0; m < M_N; m++)
+			h->routes[r][m] = (route){ h, r, m };
 	h->batch = batch;
 	h->log = log;
 	h->host = *host;

@@ -65,8 +65,19 @@ const char *tidei_http_address(const tidei_http *h);
 /** 1 if it listens only on a loopback address. */
 int tidei_http_local(const tidei_http *h);
 
+/** Requests answered, by resource, method and status. */
+typedef struct tidei_http_count {
+	const char *handler; /* "/events", "/projections/", ... or "other" */
+	const char *method;  /* "GET", "HEAD", "POST" or "other" */
+	int code;
+	uint64_t n;
+} tidei_http_count;
+#define TIDEI_HTTP_COUNTS 64
+
 /** Counters since start. */
 typedef struct tidei_http_stats {
+	tidei_http_count answered[TIDEI_HTTP_COUNTS]; /* first seen first */
+	size_t nanswered;
 	uint64_t requests;
 	uint64_t events;  /* events taken into the batch */
 	uint64_t refused; /* requests answered with 4xx or 5xx before the batch */

@@ -178,6 +178,7 @@ refuse_size(tidei_ingest *in, const char *origin, size_t n)
 	tidei_fmt_size(got, sizeof got, n);
 	tidei_fmt_size(lim, sizeof lim, in->max_message);
 	in->stats.rejected++;
+	in->stats.too_large++;
 	in->host.log(in->host.ud, TIDE_LOG_WARN,
 		     "%s: a message of %s was refused: over the max_message_size limit of %s "
 		     "(nothing in it was stored)",
@@ -208,6 +209,7 @@ on_pull(evutil_socket_t fd, short what, void *arg)
 			break;
 		}
 		in->stats.messages++;
+		in->stats.pull++;
 		if ((size_t)n > in->max_message)
 			refuse_size(in, "pull", (size_t)n);
 		else if ((added = tidei_batch_add(in->batch, msg, (size_t)n)) ==
@@ -337,8 +339,10 @@ on_rep(evutil_socket_t fd, short what, void *arg)
 			break;
 		}
 		in->stats.messages++;
+		in->stats.rep++;
 		if (in->host.control != NULL && tidei_request_is(body, (size_t)n)) {
 			int kept;
+			in->stats.requests++;
 			tidei_buf_reset(&in->reply);
 			kept = in->host.control(in->host.ud, body, (size_t)n, &in->reply, ctl);
 			nn_freemsg(body);

@@ -65,8 +65,11 @@ void tidei_ingest_tick(tidei_ingest *in);
 
 /** Counters since start. */
 typedef struct tidei_ingest_stats {
-	uint64_t messages;
-	uint64_t rejected;
+	uint64_t messages;  /* on both sockets */
+	uint64_t pull, rep; /* messages per socket */
+	uint64_t requests;  /* of rep's: queries and commands (tide query, tide dlq...) */
+	uint64_t rejected;  /* events and messages refused */
+	uint64_t too_large; /* of those: messages over max_message_size */
 } tidei_ingest_stats;
 void tidei_ingest_stats_get(const tidei_ingest *in, tidei_ingest_stats *st);
 

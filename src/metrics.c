@@ -12,22 +12,6 @@
 
 #include "metrics.h"
 
-static const double bounds[TIDEI_HISTO_BUCKETS] = {
-	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
-};
-
-void
-tidei_histo_add(tidei_histo *h, double seconds)
-{
-	size_t k = 0;
-
-	while (k < TIDEI_HISTO_BUCKETS && seconds > bounds[k])
-		k++;
-	h->n[k]++;
-	h->count++;
-	h->sum += seconds;
-}
-
 static void
 head(tidei_buf *out, const char *name, const char *type, const char *help)
 {
@@ -75,7 +59,7 @@ typedef struct walk {
 	int pass; /* which metric this walk writes */
 } walk;
 
-enum { C_CHECKPOINT, C_LAG, C_RETRYING, C_DEAD, C_KEYS, C_TIMERS, C_LATE, C_FAILED, C_N };
+enum { C_CHECKPOINT, C_LAG, C_RETRYING, C_DEAD, C_KEYS, C_TIMERS, C_LATE, C_FIRED, C_FAILED, C_N };
 
 static const struct {
 	const char *name, *type, *help;
@@ -87,6 +71,7 @@ static const struct {
 	{ "tide_rule_keys", "gauge", "Keys a rule keeps state for." },
 	{ "tide_rule_timers", "gauge", "Timers a rule has set." },
 	{ "tide_rule_late_events_total", "counter", "Events that came after a rule's watermark." },
+	{ "tide_rule_timers_fired_total", "counter", "Named timers that fired." },
 	{ "tide_rule_failed_total", "counter", "Failed calls of a rule's timer handlers." },
 };
 
@@ -114,6 +99,7 @@ each_consumer(void *ud, const char *name, uint64_t seq)
 		v = w->pass == C_KEYS     ? ri.keys
 		    : w->pass == C_TIMERS ? ri.timers
 		    : w->pass == C_LATE   ? ri.late
+		    : w->pass == C_FIRED  ? ri.fired
 					  : ri.failed;
 	}
 	labelled(w->out, cmetrics[w->pass].name, "consumer", name, v);
@@ -149,20 +135,112 @@ each_projection(void *ud, const tide_projection_info *pi)
  * The exposition
  * ------------------------------------------------------------------------ */
 
+/* The series of histogram @p name, labelled @p key="@p value" as well
+ * when @p key is not NULL (its HELP and TYPE are written apart). */
 static void
-histogram(tidei_buf *out, const char *name, const char *help, const tidei_histo *h)
+histogram_series(tidei_buf *out, const char *name, const char *key, const char *value,
+		 const tidei_histo_bounds *b, const tidei_histo *h)
 {
 	uint64_t cum = 0;
+	tidei_buf lb = { 0 };
 
-	head(out, name, "histogram", help);
-	for (size_t k = 0; k < TIDEI_HISTO_BUCKETS; k++) {
-		cum += h->n[k];
-		tidei_buf_printf(out, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[k],
-				 (unsigned long long)cum);
+	if (key != NULL) {
+		tidei_buf_printf(&lb, "%s=\"", key);
+		label(&lb, value);
+		tidei_buf_puts(&lb, "\",");
 	}
-	tidei_buf_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)h->count);
-	tidei_buf_printf(out, "%s_sum %.9f\n%s_count %llu\n", name, h->sum, name,
-			 (unsigned long long)h->count);
+	for (size_t k = 0; k <= TIDEI_HISTO_BUCKETS; k++) {
+		cum += h->n[k];
+		if (k < TIDEI_HISTO_BUCKETS)
+			tidei_buf_printf(out, "%s_bucket{%.*sle=\"%g\"} %llu\n", name, (int)lb.len,
+					 (const char *)lb.p, (double)b->le[k] / 1e9,
+					 (unsigned long long)cum);
+		else
+			tidei_buf_printf(out, "%s_bucket{%.*sle=\"+Inf\"} %llu\n", name,
+					 (int)lb.len, (const char *)lb.p, (unsigned long long)cum);
+	}
+	if (lb.len > 0)
+		lb.len--; /* the last comma */
+	tidei_buf_printf(out, "%s_sum%s%.*s%s %.9f\n", name, lb.len ? "{" : "", (int)lb.len,
+			 (const char *)lb.p, lb.len ? "}" : "", (double)h->sum_ns / 1e9);
+	tidei_buf_printf(out, "%s_count%s%.*s%s %llu\n", name, lb.len ? "{" : "", (int)lb.len,
+			 (const char *)lb.p, lb.len ? "}" : "", (unsigned long long)h->count);
+	tidei_buf_free(&lb);
+}
+
+static void
+histogram(tidei_buf *out, const char *name, const char *help, const tidei_histo_bounds *b,
+	  const tidei_histo *h)
+{
+	head(out, name, "histogram", help);
+	histogram_series(out, name, NULL, NULL, b, h);
+}
+
+/* ------------------------------------------------------------------------
+ * Consumers and projections, as they run
+ * ------------------------------------------------------------------------ */
+
+enum { H_HANDLED, H_FAILED, H_RETRIED, H_DEAD, H_CLOSED, H_EXPIRED, H_N };
+
+static const struct {
+	const char *name, *help;
+} hmetrics[H_N] = {
+	{ "tide_consumer_handled_total", "Handler calls that succeeded." },
+	{ "tide_consumer_failed_total", "Handler calls that failed." },
+	{ "tide_consumer_retries_total", "Retries scheduled after a failed call." },
+	{ "tide_consumer_dead_lettered_total", "Events given up on and put in the dead letters." },
+	{ "tide_rule_windows_closed_total", "Windows that closed." },
+	{ "tide_rule_keys_expired_total", "Keys forgotten after their ttl." },
+};
+
+static void
+handlers(tidei_buf *out, const tidei_metrics_src *m)
+{
+	static const char *const hname[2] = { "tide_consumer_handler_seconds",
+					      "tide_projection_handler_seconds" };
+	static const char *const hhelp[2] = {
+		"Time a consumer's handler took per event.",
+		"Time a projection's handler took per event (live, not in a rebuild).",
+	};
+
+	for (int i = 0; i < H_N; i++) {
+		head(out, hmetrics[i].name, "counter", hmetrics[i].help);
+		for (size_t k = 0; k < m->nhandlers; k++) {
+			const tidei_handler_stats *h = &m->handlers[k];
+			uint64_t v = i == H_HANDLED   ? h->handled
+				     : i == H_FAILED  ? h->failed
+				     : i == H_RETRIED ? h->retried
+				     : i == H_DEAD    ? h->dead_letters
+				     : i == H_CLOSED  ? h->closed
+						      : h->expired;
+			if (h->projection || (i >= H_CLOSED && !h->rule))
+				continue;
+			labelled(out, hmetrics[i].name, "consumer", h->name, v);
+		}
+	}
+	for (int proj = 0; proj < 2; proj++) {
+		head(out, hname[proj], "histogram", hhelp[proj]);
+		for (size_t k = 0; k < m->nhandlers; k++)
+			if (m->handlers[k].projection == proj)
+				histogram_series(out, hname[proj], proj ? "projection" : "consumer",
+						 m->handlers[k].name, &tidei_histo_handler,
+						 m->handlers[k].took);
+	}
+}
+
+static void
+http_counts(tidei_buf *out, const tidei_http_stats *hs)
+{
+	head(out, "tide_http_responses_total", "counter",
+	     "HTTP responses sent, by resource, method and status.");
+	for (size_t k = 0; k < hs->nanswered; k++) {
+		const tidei_http_count *c = &hs->answered[k];
+		tidei_buf_printf(
+			out,
+			"tide_http_responses_total{handler=\"%s\",method=\"%s\",code=\"%d\"} "
+			"%llu\n",
+			c->handler, c->method, c->code, (unsigned long long)c->n);
+	}
 }
 
 void
@@ -196,14 +274,27 @@ tidei_metrics_write(tidei_buf *out, const tidei_metrics_src *m)
 		one(out, "tide_commits_total", "counter", "Group commits.", c->commits);
 		histogram(out, "tide_commit_seconds",
 			  "Time to commit a turn, the fsync included (durability sync).",
-			  &c->commit);
+			  &tidei_histo_commit, &c->commit);
 		one(out, "tide_reloads_total", "counter", "Script reloads.", c->reloads);
 	}
 	if (m->ingest != NULL) {
-		one(out, "tide_nanomsg_messages_total", "counter",
-		    "Messages received on PULL and REP.", m->ingest->messages);
-		one(out, "tide_nanomsg_rejected_total", "counter",
-		    "Events or messages refused on PULL and REP.", m->ingest->rejected);
+		const tidei_ingest_stats *is = m->ingest;
+		head(out, "tide_nanomsg_messages_total", "counter",
+		     "Messages received, by socket.");
+		tidei_buf_printf(out,
+				 "tide_nanomsg_messages_total{socket=\"pull\"} %llu\n"
+				 "tide_nanomsg_messages_total{socket=\"rep\"} %llu\n",
+				 (unsigned long long)is->pull, (unsigned long long)is->rep);
+		one(out, "tide_nanomsg_requests_total", "counter",
+		    "Queries and commands received on REP (tide query, tide dlq...).",
+		    is->requests);
+		head(out, "tide_nanomsg_rejected_total", "counter",
+		     "Events or messages refused on PULL and REP, by reason.");
+		tidei_buf_printf(out,
+				 "tide_nanomsg_rejected_total{reason=\"too_large\"} %llu\n"
+				 "tide_nanomsg_rejected_total{reason=\"invalid\"} %llu\n",
+				 (unsigned long long)is->too_large,
+				 (unsigned long long)(is->rejected - is->too_large));
 	}
 	if (m->http != NULL) {
 		one(out, "tide_http_requests_total", "counter", "HTTP requests.",
@@ -214,7 +305,10 @@ tidei_metrics_write(tidei_buf *out, const tidei_metrics_src *m)
 		one(out, "tide_http_events_total", "counter", "Events posted over HTTP.",
 		    m->http->events);
 		one(out, "tide_http_streams", "gauge", "Event streams open.", m->http->streams);
+		http_counts(out, m->http);
 	}
+	if (m->nhandlers > 0)
+		handlers(out, m);
 	if (have) {
 		walk w = { out, m->log, st.last_seq, 0 };
 		for (w.pass = 0; w.pass < C_N; w.pass++) {

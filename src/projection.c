@@ -133,6 +133,7 @@ typedef struct proj {
 		int mrc;     /* the cursor's last status */
 		int corrupt; /* the event at seq cannot be decoded */
 	} run;
+	tidei_histo took; /* live handler calls (not a rebuild's), for the metrics */
 	tidei_log *log;
 	struct tidei_projections *ps;
 } proj;
@@ -523,6 +524,13 @@ tidei_projections_describe(const tidei_projections *ps, size_t k, const char **w
 	for (size_t i = 0; i < p->nh; i++)
 		tidei_buf_printf(out, "%s%s", i ? ", " : "; on ", p->h[i].pattern);
 	return p->name;
+}
+
+const tidei_histo *
+tidei_projections_took(const tidei_projections *ps, size_t k, const char **name)
+{
+	*name = ps->v[k].name;
+	return &ps->v[k].took;
 }
 
 uint64_t
@@ -1000,7 +1008,13 @@ l_run(lua_State *L)
 				luaL_error(L, "%s", why); /* it stops here */
 			tidei_script_rearm(ps->o.script);
 			tidei_flight_enter(ps->flight, TIDEI_FLIGHT_PROJECTION, p->name, &ev);
-			apply(L, p);
+			if (p->run.rebuilding) {
+				apply(L, p);
+			} else {
+				int64_t t0 = tidei_mono();
+				apply(L, p);
+				tidei_histo_add(&p->took, &tidei_histo_handler, tidei_mono() - t0);
+			}
 			tidei_flight_leave(ps->flight);
 			lua_settop(L, top);
 			p->ev = NULL;

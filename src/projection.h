@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "flight.h"
+#include "histo.h"
 #include "log.h"
 #include "pbuild.h"
 #include "pstate.h"
@@ -73,6 +74,10 @@ size_t tidei_projections_count(const tidei_projections *ps);
  *  order.*"). */
 const char *tidei_projections_describe(const tidei_projections *ps, size_t k, const char **where,
 				       tidei_buf *out);
+
+/** Projection @p k's name (*@p name) and live handler calls: how long
+ *  each took (a rebuild's are not counted). */
+const tidei_histo *tidei_projections_took(const tidei_projections *ps, size_t k, const char **name);
 
 /** The definition hash of @p name (0 if there is no such projection). */
 uint64_t tidei_projections_hash(const tidei_projections *ps, const char *name);

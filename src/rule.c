@@ -80,6 +80,7 @@ struct tidei_rule {
 	/* the clock */
 	int64_t maxtime, watermark;
 	uint64_t nlate, fired, failed;
+	uint64_t closed, expired; /* windows closed, keys expired: for the metrics, not stored */
 	int meta_dirty;
 	int64_t next_due; /* no timer is due before this (a hint) */
 	tidei_rtimers *timers;
@@ -1175,6 +1176,7 @@ close_windows(lua_State *L, tidei_rule *r, long at, int ki, int si)
 	if (tidei_rwins_advance(r->wins, wins_of(r, s), r->watermark, on_closed, &c, err) !=
 	    TIDE_OK)
 		return luaL_error(L, "%s", err);
+	r->closed += (uint64_t)c.n;
 	arm_windows(r, s, L, k, kn);
 	if (r->on_close_ref == LUA_NOREF || c.n == 0) {
 		settle(L, r, at, si);
@@ -1228,6 +1230,7 @@ l_fire(lua_State *L)
 			mark_dirty(r, &r->slots[at]); /* its record holds its new expiry */
 			return 0;
 		}
+		r->expired++;
 		lua_pushlightuserdata(L, (void *)&tidei_delete_marker);
 		lua_replace(L, si);
 		encode_slot(L, r, at, si);
@@ -1374,6 +1377,13 @@ tidei_rule_describe(const tidei_rule *r, tidei_buf *out)
 								: "dropped");
 	if (r->on_close_ref != LUA_NOREF)
 		tidei_buf_printf(out, ", on_close");
+}
+
+void
+tidei_rule_counts(const tidei_rule *r, uint64_t *closed, uint64_t *expired)
+{
+	*closed = r->closed;
+	*expired = r->expired;
 }
 
 const tidei_rwins *

@@ -141,6 +141,10 @@ const tidei_rwins *tidei_rule_windows(const tidei_rule *r);
 void tidei_rule_timer_names(const tidei_rule *r, lua_State *L,
 			    void (*fn)(void *ud, const char *name), void *ud);
 
+/** Windows closed and keys expired since the rule was defined (for the
+ *  metrics; a reload starts them again). */
+void tidei_rule_counts(const tidei_rule *r, uint64_t *closed, uint64_t *expired);
+
 /** Figures for tide stat (rstore.c). */
 typedef struct tidei_rule_stat {
 	int64_t watermark;

@@ -422,8 +422,9 @@ typedef struct sse {
 	size_t len;
 } sse;
 
+/* Open @p path, a receive buffer of @p rcvbuf bytes if not 0. */
 static void
-sse_open(sse *c, const char *dir, const char *path, const char *headers)
+sse_connect(sse *c, const char *dir, const char *path, const char *headers, int rcvbuf)
 {
 	char host[64], req[1024];
 	struct sockaddr_in a = { 0 };
@@ -432,6 +433,9 @@ sse_open(sse *c, const char *dir, const char *path, const char *headers)
 	http_addr(dir, host, sizeof host, &port);
 	c->fd = socket(AF_INET, SOCK_STREAM, 0);
 	c->len = 0;
+	if (rcvbuf > 0)
+		ck_assert_int_eq(setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf),
+				 0);
 	a.sin_family = AF_INET;
 	a.sin_port = htons((uint16_t)port);
 	inet_pton(AF_INET, host, &a.sin_addr);
@@ -440,6 +444,12 @@ sse_open(sse *c, const char *dir, const char *path, const char *headers)
 		 headers ? headers : "");
 	ck_assert_int_eq(write(c->fd, req, strlen(req)), (ssize_t)strlen(req));
 	fcntl(c->fd, F_SETFL, O_NONBLOCK);
+}
+
+static void
+sse_open(sse *c, const char *dir, const char *path, const char *headers)
+{
+	sse_connect(c, dir, path, headers, 0);
 }
 
 /* Read until the stream holds @p n "id: " lines (or it ends: -1). */
@@ -547,6 +557,98 @@ START_TEST(stream_catches_up_and_resumes)
 }
 END_TEST
 
+/* Anonymous memory of process @p pid, in KiB. */
+static long
+rss_anon_kib(pid_t pid)
+{
+	char path[64], line[256];
+	long kib = -1;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+	ck_assert_ptr_nonnull(f = fopen(path, "r"));
+	while (fgets(line, sizeof line, f) != NULL)
+		if (sscanf(line, "RssAnon: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	ck_assert_int_ge(kib, 0);
+	return kib;
+}
+
+/* A subscriber that stops reading while 60,000 events (some 30 MB of
+ * stream) are stored: the engine keeps at most a bounded amount for it
+ * and reads the rest from the log when it reads again; it then gets
+ * every event, in order, with no gap. */
+START_TEST(slow_stream_is_bounded)
+{
+	enum { N = 60000 };
+	th_daemon d;
+	const char *dir = start(&d, NULL), *feed;
+	char *got, *p;
+	size_t cap = 64u << 20, len = 0;
+	long before, after;
+	int64_t deadline;
+	uint64_t want = 1;
+	sse c;
+
+	{
+		FILE *f;
+		char pad[401];
+		memset(pad, 'x', 400);
+		pad[400] = '\0';
+		feed = th_write(th_tmpdir(), "feed.ndjson", "");
+		ck_assert_ptr_nonnull(f = fopen(feed, "w"));
+		for (int i = 1; i <= N; i++)
+			fprintf(f,
+				"{\"specversion\":\"1.0\",\"id\":\"s%d\",\"source\":\"/s\","
+				"\"type\":\"t.a\",\"data\":{\"pad\":\"%s\"}}\n",
+				i, pad);
+		ck_assert_int_eq(fclose(f), 0);
+	}
+	post_one(dir, "warm", "t.a");
+	sse_connect(&c, dir, "/events/stream?from=1", NULL, 4096);
+	ck_assert_int_eq(sse_wait(&c, 1), 1);
+	before = rss_anon_kib(d.pid);
+	ck_assert_int_eq(th_sh(NULL, 0, "'%s' publish -q --data '%s' --batch 100 < '%s'", TIDE_BIN,
+			       dir, feed),
+			 0);
+	usleep(300000); /* the stream's turns after the last commit */
+	after = rss_anon_kib(d.pid);
+	ck_assert_msg(after - before < 8 * 1024,
+		      "the engine grew by %ld KiB for a subscriber that does not read",
+		      after - before);
+	/* now it reads: everything comes, from the log */
+	ck_assert_ptr_nonnull(got = malloc(cap));
+	memcpy(got, c.buf, c.len);
+	len = c.len;
+	deadline = th_ms() + 60000;
+	while (th_ms() < deadline && len < cap - 1) {
+		ssize_t k = read(c.fd, got + len, cap - 1 - len);
+		if (k > 0) {
+			len += (size_t)k;
+			got[len] = '\0';
+			if (th_count(got + (len > 8192 ? len - 8192 : 0), "\nid: 60001\n") > 0)
+				break;
+		} else if (k == 0) {
+			break;
+		} else {
+			th_pause();
+		}
+	}
+	got[len] = '\0';
+	for (p = got; (p = strstr(p, "\nid: ")) != NULL; p += 5) {
+		uint64_t id = strtoull(p + 5, NULL, 10);
+		ck_assert_msg(id == want, "event %llu came where %llu was due",
+			      (unsigned long long)id, (unsigned long long)want);
+		want++;
+	}
+	ck_assert_int_eq(want - 1, N + 1);
+	free(got);
+	close(c.fd);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
 /* GET /metrics: the Prometheus text format, as Prometheus's own promtool
  * reads it, with what happened in it. */
 START_TEST(metrics_pass_promtool)
@@ -563,30 +665,65 @@ START_TEST(metrics_pass_promtool)
 			  "  { name = 'c\"q', key = 'source', from = 'beginning' })\n"
 			  "tide.projection('seen', { key = 'subject',\n"
 			  "  init = function() return { n = 0 } end,\n"
-			  "  on = { ['t.*'] = function(s) s.n = s.n + 1 end } })\n");
+			  "  on = { ['t.*'] = function(s) s.n = s.n + 1 end } })\n"
+			  "tide.on('bad.*', function(ev) error('no') end,\n"
+			  "  { name = 'bad', from = 'beginning', retries = 1, backoff = 1 })\n");
 	snprintf(args, sizeof args, "--http 127.0.0.1:0 --script '%s'", script);
 	ck_assert_int_eq(th_daemon_start(&d, th_tmpdir(), args), 0);
 	post_one(d.dir, "a", "t.x");
 	post_one(d.dir, "a", "t.x"); /* a duplicate */
 	post(d.dir, CE, "{\"specversion\":\"1.0\",\"id\":\"b\",\"source\":\"/t\"}", &r);
 	ck_assert_int_eq(r.status, 400);
-	ck_assert(th_wait_settled(d.dir, "c\"q", 1, 10000));
-	http(d.dir, "GET", "/metrics", NULL, NULL, 0, &r);
+	post_one(d.dir, "c", "bad.x"); /* tried twice, then a dead letter */
+	ck_assert(th_wait_settled(d.dir, "c\"q", 2, 10000));
+	for (int i = 0; i < 500; i++) {
+		http(d.dir, "GET", "/metrics", NULL, NULL, 0, &r);
+		if (strstr(r.body, "\ntide_consumer_dead_lettered_total{consumer=\"bad\"} 1\n") &&
+		    strstr(r.body,
+			   "\ntide_projection_handler_seconds_count{projection=\"seen\"} 1\n"))
+			break;
+		usleep(20000);
+	}
+	http(d.dir, "GET", "/metrics", NULL, NULL, 0, &r); /* with the scrapes above counted */
 	ck_assert_int_eq(r.status, 200);
 	ck_assert_ptr_nonnull(strstr(r.head, "Content-Type: text/plain; version=0.0.4"));
 	ck_assert_msg(
-		strstr(r.body, "\ntide_events_total{result=\"stored\"} 1\n") &&
+		strstr(r.body, "\ntide_events_total{result=\"stored\"} 2\n") &&
 			strstr(r.body, "\ntide_events_total{result=\"duplicate\"} 1\n") &&
 			strstr(r.body, "\ntide_events_total{result=\"invalid\"} 1\n") &&
 			strstr(r.body, "\ntide_ready 1\n") &&
-			strstr(r.body, "\ntide_log_last_seq 1\n") &&
+			strstr(r.body, "\ntide_log_last_seq 2\n") &&
 			strstr(r.body, "\ntide_commit_seconds_bucket{le=\"+Inf\"} ") &&
 			strstr(r.body, "\ntide_http_requests_total ") &&
-			strstr(r.body, "\ntide_consumer_checkpoint{consumer=\"c\\\"q\"} 1\n") &&
+			strstr(r.body, "\ntide_consumer_checkpoint{consumer=\"c\\\"q\"} 2\n") &&
 			strstr(r.body, "\ntide_consumer_lag{consumer=\"c\\\"q\"} 0\n") &&
 			strstr(r.body, "\ntide_rule_keys{consumer=\"c\\\"q\"} 1\n") &&
-			strstr(r.body, "\ntide_projection_seq{projection=\"seen\"} "),
-		"%s", r.body);
+			strstr(r.body, "\ntide_projection_seq{projection=\"seen\"} ") &&
+			/* handlers as they ran: one call each, timed */
+			strstr(r.body, "\ntide_consumer_handled_total{consumer=\"c\\\"q\"} 1\n") &&
+			strstr(r.body,
+			       "\ntide_consumer_handler_seconds_count{consumer=\"c\\\"q\"} 1\n") &&
+			strstr(r.body, "\ntide_consumer_handler_seconds_bucket{consumer=\"c\\\"q\","
+				       "le=\"+Inf\"} 1\n") &&
+			strstr(r.body, "\ntide_projection_handler_seconds_count{projection="
+				       "\"seen\"} 1\n") &&
+			/* the failing one: tried, retried once, given up */
+			strstr(r.body, "\ntide_consumer_failed_total{consumer=\"bad\"} 2\n") &&
+			strstr(r.body, "\ntide_consumer_retries_total{consumer=\"bad\"} 1\n") &&
+			strstr(r.body,
+			       "\ntide_consumer_dead_lettered_total{consumer=\"bad\"} 1\n") &&
+			strstr(r.body, "\ntide_consumer_dead_letters{consumer=\"bad\"} 1\n") &&
+			strstr(r.body,
+			       "\ntide_rule_windows_closed_total{consumer=\"c\\\"q\"} 0\n") &&
+			/* responses by resource, method and status */
+			strstr(r.body,
+			       "\ntide_http_responses_total{handler=\"/events\",method=\"POST\","
+			       "code=\"400\"} 1\n") &&
+			strstr(r.body,
+			       "\ntide_http_responses_total{handler=\"/metrics\",method=\"GET\","
+			       "code=\"200\"} ") &&
+			strstr(r.body, "\ntide_nanomsg_messages_total{socket=\"pull\"} 0\n"),
+		"%.3000s", strstr(r.body, "tide_projection_handler_seconds_sum") ?: r.body);
 	file = th_write(dir, "metrics.txt", r.body);
 	rc = th_sh(out, sizeof out, "promtool check metrics < '%s' 2>&1", file);
 	ck_assert_msg(rc == 0 && out[0] == '\0', "promtool (exit %d): %s", rc, out);
@@ -1042,6 +1179,7 @@ http_suite(void)
 	tcase_add_test(tc, token_and_health);
 	tcase_add_test(tc, reads_events_and_projections);
 	tcase_add_test(tc, stream_catches_up_and_resumes);
+	tcase_add_test(tc, slow_stream_is_bounded);
 	tcase_add_test(tc, metrics_pass_promtool);
 	tcase_add_test(tc, live_page_in_chromium);
 	tcase_add_test(tc, listen_address_errors);
