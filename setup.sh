@@ -13,13 +13,15 @@ set -eu
 cd "$(dirname "$0")"
 
 PACKAGES="build-essential autoconf automake libtool pkg-config \
-liblua5.4-dev libevent-dev libnanomsg-dev nanomsg-utils liblmdb-dev libyajl-dev libsodium-dev check"
+liblua5.4-dev libevent-dev libnanomsg-dev nanomsg-utils liblmdb-dev libyajl-dev libsodium-dev check \
+libnats-dev"
 # libFuzzer comes with clang's runtime libraries, only needed to fuzz;
 # the tests check GET /metrics with Prometheus's own promtool, the manual
 # pages with groff, the systemd unit with systemd-analyze, the live
-# page in a headless Chromium, and the HTTP endpoint with curl.
+# page in a headless Chromium, the HTTP endpoint with curl, and cluster
+# mode against a real nats-server.
 if [ "${1:-}" = fuzz ]; then PACKAGES="$PACKAGES clang libclang-rt-14-dev"; fi
-case "${1:-}" in check | asan) PACKAGES="$PACKAGES prometheus groff-base systemd chromium curl" ;; esac
+case "${1:-}" in check | asan) PACKAGES="$PACKAGES prometheus groff-base systemd chromium curl nats-server" ;; esac
 
 missing=
 for p in $PACKAGES; do

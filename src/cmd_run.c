@@ -49,6 +49,9 @@ static const char usage_text[] =
 	"                          listens on 127.0.0.1); POST /events, /healthz,\n"
 	"                          /readyz.  Off unless given\n"
 	"      --http-token TOKEN  bearer token that POST /events must carry\n"
+	"      --cluster URLS      join a cluster over NATS JetStream (comma-separated\n"
+	"                          nats:// URLs); other settings are cluster_*\n"
+	"      --node NAME         this node's name in the cluster (default: the host's)\n"
 	"      --durability MODE   sync (fsync per commit) or relaxed (periodic sync)\n"
 	"      --set KEY=VALUE     any config setting (map_size, max_event_size,\n"
 	"                          turn_events, instruction_budget, time_limit,\n"
@@ -297,6 +300,8 @@ cmd_run(int argc, char **argv)
 		{ "pub", required_argument, NULL, 'B' },
 		{ "http", required_argument, NULL, 'H' },
 		{ "http-token", required_argument, NULL, 'K' },
+		{ "cluster", required_argument, NULL, 'N' },
+		{ "node", required_argument, NULL, 'O' },
 		{ "durability", required_argument, NULL, 'D' },
 		{ "set", required_argument, NULL, 'S' },
 		{ "log-file", required_argument, NULL, 'L' },
@@ -365,6 +370,14 @@ cmd_run(int argc, char **argv)
 			break;
 		case 'K':
 			if (set(cfg, "http_token", optarg))
+				goto out;
+			break;
+		case 'N':
+			if (set(cfg, "cluster", optarg))
+				goto out;
+			break;
+		case 'O':
+			if (set(cfg, "cluster_node", optarg))
 				goto out;
 			break;
 		case 'B':

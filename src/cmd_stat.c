@@ -10,6 +10,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <yajl/yajl_tree.h>
+
 #include "cli.h"
 #include "tide.h"
 
@@ -18,7 +20,9 @@ static const char usage_text[] =
 	"\n"
 	"Show whether the engine runs, the log's size, every consumer's checkpoint\n"
 	"and lag (and for a rule its clock, keys, timers and late events) and\n"
-	"every projection.\n"
+	"every projection.  A running node of a cluster also says what it knows\n"
+	"of the cluster: the nodes alive, and each partition's owner, and for\n"
+	"the partitions it owns their stream position and lag.\n"
 	"\n"
 	"options:\n"
 	"      --json              one JSON object instead of text\n"
@@ -129,6 +133,85 @@ print_projection(void *ud, const tide_projection_info *pi)
 	s->n++;
 }
 
+/* 1 if the engine of @p data runs in a cluster (its endpoints file says). */
+static int
+in_cluster(const char *data)
+{
+	char path[4200], line[4300];
+	FILE *f;
+	int yes = 0;
+
+	snprintf(path, sizeof path, "%s/endpoints", data);
+	if ((f = fopen(path, "r")) == NULL)
+		return 0;
+	while (!yes && fgets(line, sizeof line, f) != NULL)
+		yes = strncmp(line, "cluster=", 8) == 0;
+	fclose(f);
+	return yes;
+}
+
+/* The running node's view of its cluster: printed as text, or as the
+ * "cluster" member of the JSON; nothing when it is not in one. */
+static void
+print_cluster(const char *data, int json)
+{
+	cli_client cl = { data, NULL, NULL, NULL, 5 };
+	const unsigned char *req = (const unsigned char *)"{\"command\":\"cluster\"}";
+	yajl_val v, parts;
+	int rc;
+
+	if (!in_cluster(data) ||
+	    (v = cli_ask("stat", &cl, req, strlen((const char *)req), &rc)) == NULL)
+		return;
+	parts = yajl_tree_get(v, (const char *[]){ "partitions", NULL }, yajl_t_array);
+	if (json) {
+		yajl_val node = yajl_tree_get(v, (const char *[]){ "node", NULL }, yajl_t_string);
+		yajl_val nodes = yajl_tree_get(v, (const char *[]){ "nodes", NULL }, yajl_t_number);
+		yajl_val conn = yajl_tree_get(v, (const char *[]){ "connected", NULL }, yajl_t_any);
+		printf("\"cluster\":{\"node\":");
+		cli_json_string(node ? YAJL_GET_STRING(node) : "");
+		printf(",\"connected\":%s,\"nodes\":%lld,\"partitions\":[",
+		       conn && YAJL_IS_TRUE(conn) ? "true" : "false",
+		       nodes ? YAJL_GET_INTEGER(nodes) : 0);
+	} else {
+		yajl_val node = yajl_tree_get(v, (const char *[]){ "node", NULL }, yajl_t_string);
+		yajl_val nodes = yajl_tree_get(v, (const char *[]){ "nodes", NULL }, yajl_t_number);
+		yajl_val conn = yajl_tree_get(v, (const char *[]){ "connected", NULL }, yajl_t_any);
+		printf("cluster    node %s, %lld node%s alive, %s\n",
+		       node ? YAJL_GET_STRING(node) : "?", nodes ? YAJL_GET_INTEGER(nodes) : 0,
+		       nodes && YAJL_GET_INTEGER(nodes) == 1 ? "" : "s",
+		       conn && YAJL_IS_TRUE(conn) ? "connected" : "NOT connected");
+	}
+	for (size_t k = 0; parts != NULL && k < YAJL_GET_ARRAY(parts)->len; k++) {
+		yajl_val p = YAJL_GET_ARRAY(parts)->values[k];
+		yajl_val owner = yajl_tree_get(p, (const char *[]){ "owner", NULL }, yajl_t_string);
+		yajl_val here = yajl_tree_get(p, (const char *[]){ "here", NULL }, yajl_t_any);
+		yajl_val pos =
+			yajl_tree_get(p, (const char *[]){ "position", NULL }, yajl_t_number);
+		yajl_val lag = yajl_tree_get(p, (const char *[]){ "lag", NULL }, yajl_t_number);
+		const char *who = owner && YAJL_GET_STRING(owner)[0] ? YAJL_GET_STRING(owner) : "";
+		int mine = here && YAJL_IS_TRUE(here);
+		if (json) {
+			printf("%s{\"partition\":%zu,\"owner\":", k ? "," : "", k);
+			cli_json_string(who);
+			printf(",\"here\":%s,\"position\":%lld", mine ? "true" : "false",
+			       pos ? YAJL_GET_INTEGER(pos) : 0);
+			if (lag != NULL)
+				printf(",\"lag\":%lld", YAJL_GET_INTEGER(lag));
+			printf("}");
+		} else if (mine) {
+			printf("  partition %-3zu here, position %lld, lag %lld\n", k,
+			       pos ? YAJL_GET_INTEGER(pos) : 0, lag ? YAJL_GET_INTEGER(lag) : 0);
+		} else {
+			printf("  partition %-3zu %s%s\n", k, who[0] ? "owned by " : "no owner yet",
+			       who);
+		}
+	}
+	if (json)
+		printf("]},");
+	yajl_tree_free(v);
+}
+
 int
 cmd_stat(int argc, char **argv)
 {
@@ -176,6 +259,8 @@ cmd_stat(int argc, char **argv)
 		if (pid > 0)
 			printf(",\"pid\":%ld", pid);
 		printf("},");
+		if (running == 1)
+			print_cluster(data, 1);
 		printf("\"events\":%llu,\"last_seq\":%llu,\"streams\":%llu,\"size\":%llu,"
 		       "\"map_size\":%llu,\"consumers\":[",
 		       (unsigned long long)st.events, (unsigned long long)st.last_seq,
@@ -193,6 +278,8 @@ cmd_stat(int argc, char **argv)
 			       pid, data);
 		else
 			printf("engine     not running\n");
+		if (running == 1)
+			print_cluster(data, 0);
 		printf("events     %llu\nlast seq   %llu\nstreams    %llu\nsize       %s (map "
 		       "%s)\n",
 		       (unsigned long long)st.events, (unsigned long long)st.last_seq,

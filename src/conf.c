@@ -41,6 +41,13 @@ static const struct opt {
 	OPT("pub", T_STR, pub),
 	OPT("http", T_STR, http),
 	OPT("http_token", T_STR, http_token),
+	OPT("cluster", T_STR, cluster),
+	OPT("cluster_node", T_STR, cluster_node),
+	OPT("cluster_stream", T_STR, cluster_stream),
+	OPT("cluster_key", T_STR, cluster_key),
+	OPT("cluster_partitions", T_COUNT, cluster_partitions),
+	OPT("cluster_replicas", T_COUNT, cluster_replicas),
+	OPT("cluster_lease", T_DURATION, cluster_lease_ns),
 	OPT("map_size", T_SIZE, map_size),
 	OPT("max_event_size", T_SIZE, max_event_size),
 	OPT("max_message_size", T_SIZE, max_message_size),
@@ -200,6 +207,10 @@ tide_config_destroy(tide_config *c)
 	free(c->pub);
 	free(c->http);
 	free(c->http_token);
+	free(c->cluster);
+	free(c->cluster_node);
+	free(c->cluster_stream);
+	free(c->cluster_key);
 	free(c->lua_path);
 	free_list(c->scripts, c->nscripts);
 	free_list(c->allow, c->nallow);
@@ -378,6 +389,7 @@ tidei_config_copy(tide_config **out, const tide_config *s)
 	free_list(c->allow, 0);
 	*c = *s;
 	c->data = c->pull = c->rep = c->pub = c->lua_path = c->http = c->http_token = NULL;
+	c->cluster = c->cluster_node = c->cluster_stream = c->cluster_key = NULL;
 	c->scripts = c->allow = NULL;
 	c->nscripts = c->nallow = 0;
 	c->allow = calloc(1, sizeof *c->allow);
@@ -390,6 +402,10 @@ tidei_config_copy(tide_config **out, const tide_config *s)
 	DUP(pub);
 	DUP(http);
 	DUP(http_token);
+	DUP(cluster);
+	DUP(cluster_node);
+	DUP(cluster_stream);
+	DUP(cluster_key);
 	DUP(lua_path);
 #undef DUP
 	if (c->allow == NULL)

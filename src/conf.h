@@ -27,6 +27,14 @@ struct tide_config {
 	char *pull, *rep, *pub; /* NULL = default inside data, "" = off */
 	char *http;             /* HTTP listen address; NULL or "" = off */
 	char *http_token;       /* bearer token for POST /events; NULL = none */
+	/* cluster mode over NATS JetStream (cluster.h): off unless cluster */
+	char *cluster;        /* NATS URLs, comma-separated */
+	char *cluster_node;   /* this node's name (default: the host's name) */
+	char *cluster_stream; /* default "TIDE" */
+	char *cluster_key;    /* partition key: "subject" or a path */
+	uint64_t cluster_partitions;
+	uint64_t cluster_replicas;
+	uint64_t cluster_lease_ns;
 	uint64_t map_size;
 	uint64_t max_event_size;
 	uint64_t max_message_size;

@@ -211,9 +211,8 @@ dlq_abandon(tide_engine *e)
 
 /* Append the batch and run the consumers in one transaction. */
 static int
-commit_turn(tide_engine *e, int with_consumers, int *more, char *err)
+commit_turn(tide_engine *e, tidei_batch *b, int with_consumers, int *more, char *err)
 {
-	tidei_batch *b = &e->batch;
 	int64_t now = tidei_now();
 	int rc;
 
@@ -242,6 +241,8 @@ commit_turn(tide_engine *e, int with_consumers, int *more, char *err)
 	}
 	if (e->njobs > 0 && (rc = dlq_slice(e, err)) != TIDE_OK)
 		goto abort;
+	if (e->cluster != NULL && (rc = tidei_engine_cluster_write(e, err)) != TIDE_OK)
+		goto abort;
 	if (with_consumers) {
 		int pmore = 0;
 		if ((rc = tidei_consumers_tick(e->cs, e->log, now, err)) != TIDE_OK ||
@@ -265,16 +266,19 @@ commit_turn(tide_engine *e, int with_consumers, int *more, char *err)
 	}
 	if (rc != TIDE_OK) {
 		dlq_rollback(e);
+		tidei_engine_cluster_done(e, 0);
 		tidei_consumers_reload(e->cs, e->log);
 		tidei_projections_reload(e->ps, e->log);
 		return tidei_err(err, rc, "%s", e->log->err);
 	}
 	tidei_consumers_committed(e->cs);
 	dlq_committed(e);
+	tidei_engine_cluster_done(e, 1);
 	return TIDE_OK;
 abort:
 	tidei_log_abort(e->log);
 	dlq_rollback(e);
+	tidei_engine_cluster_done(e, 0);
 	tidei_consumers_reload(e->cs, e->log);
 	tidei_projections_reload(e->ps, e->log);
 	return rc;
@@ -343,27 +347,6 @@ write_consumers(tide_engine *e)
 	tidei_consumers_reload(e->cs, e->log);
 }
 
-/* What became of the turn's events, for the metrics: before the batch
- * is finished and emptied. */
-static void
-count_results(tide_engine *e)
-{
-	const tidei_batch *b = &e->batch;
-	tidei_counters *c = &e->counters;
-
-	for (size_t k = 0; k < b->n; k++) {
-		const tidei_item *it = &b->items[k];
-		if (tidei_batch_error(b, it) == NULL)
-			*(it->duplicate ? &c->duplicates : &c->stored) += 1;
-		else if (it->code == TIDE_EEVENT)
-			c->invalid++;
-		else if (it->code == TIDE_ECONFLICT)
-			c->conflicts++;
-		else
-			c->not_stored++;
-	}
-}
-
 static void
 turn(void *ud)
 {
@@ -375,8 +358,11 @@ turn(void *ud)
 
 	if (e->halted)
 		return;
+	if (e->cluster !=
+	    NULL) /* producers' events go to the stream; the turn stores the partitions' */
+		b = tidei_engine_cluster_turn(e);
 	if (b->valid == 0 && !(e->lagging && with_consumers) && e->njobs == 0 && !retry_due(e)) {
-		count_results(e);
+		tidei_counters_add(&e->counters, b);
 		if (tidei_batch_finish(b)) /* rejected events and empty requests */
 			tidei_loop_schedule(&e->loop);
 		if (e->in != NULL)
@@ -386,7 +372,7 @@ turn(void *ud)
 	}
 	for (;;) {
 		e->in_turn = 1;
-		rc = commit_turn(e, with_consumers, &more, err);
+		rc = commit_turn(e, b, with_consumers, &more, err);
 		e->in_turn = 0;
 		/* a full map grows; a full disk does not get better that way */
 		if (rc == TIDE_EFULL && !e->log->disk_full && growths < MAX_GROWTHS) {
@@ -435,7 +421,7 @@ turn(void *ud)
 		more = 1;
 	}
 	e->lagging = more || !with_consumers;
-	count_results(e);
+	tidei_counters_add(&e->counters, b);
 	if (tidei_batch_finish(b))
 		tidei_loop_schedule(&e->loop); /* published by a completion callback */
 	if (e->in != NULL)
@@ -507,6 +493,8 @@ wake(void *ud)
 
 	if (!e->stop_requested || e->stopping) {
 		take_queued(e, tidei_inbox_take(e->inbox));
+		if (e->cluster != NULL)
+			tidei_loop_schedule(&e->loop); /* acknowledgements, or events to store */
 		return;
 	}
 	e->stopping = 1;
@@ -518,6 +506,7 @@ wake(void *ud)
 	take_queued(e, tidei_inbox_close(e->inbox));
 	/* Commit what has been received, answer everyone, then stop. */
 	turn(e);
+	tidei_engine_close_cluster(e); /* after the acknowledgements due */
 	write_consumers(e);
 	if (e->cfg->durability == TIDEI_DURABILITY_RELAXED && tidei_log_sync(e->log) == TIDE_OK)
 		e->synced = e->log->committed;
@@ -686,6 +675,7 @@ control(void *ud, const char *msg, size_t len, tidei_buf *reply, void *ctl)
 	switch (r.kind) {
 	case TIDEI_REQ_QUERY: query(e, &r, reply); return 0;
 	case TIDEI_REQ_DLQ: return command_dlq(e, &r, reply, ctl);
+	case TIDEI_REQ_CLUSTER: tidei_engine_cluster_stat(e, reply); return 0;
 	default: command_projection(e, &r, reply); return 0;
 	}
 }
@@ -820,6 +810,7 @@ tide_engine_new(tide_engine **out, const tide_config *cfg)
 		return rc;
 	}
 	tidei_batch_init(&e->batch, (size_t)e->cfg->max_event_size);
+	tidei_batch_init(&e->cbatch, (size_t)e->cfg->max_event_size);
 	*out = e;
 	return TIDE_OK;
 }
@@ -870,6 +861,8 @@ write_endpoints(tide_engine *e)
 		e->urls[2], (long)getpid(), (unsigned long long)e->cfg->max_message_size);
 	if (e->http_addr[0] != '\0')
 		fprintf(f, "http=%s\n", e->http_addr);
+	if (e->cluster != NULL)
+		fprintf(f, "cluster=%s\n", e->cfg->cluster);
 	if (fclose(f) != 0 || rename(tmp, e->endpoints_file) != 0) {
 		unlink(tmp);
 		return tidei_err(e->err, TIDE_EIO, "cannot write %s: %s", e->endpoints_file,
@@ -957,6 +950,8 @@ engine_open(tide_engine *e, struct event_base *base)
 	if ((rc = tidei_engine_open_http(e, &(tidei_engine_fns){ elog, on_input, query })) !=
 	    TIDE_OK)
 		goto fail;
+	if ((rc = tidei_engine_open_cluster(e)) != TIDE_OK)
+		goto fail;
 	if ((rc = write_endpoints(e)) != TIDE_OK)
 		goto fail;
 	for (int i = 0; i < 3; i++)
@@ -985,6 +980,7 @@ engine_open(tide_engine *e, struct event_base *base)
 	     e->http ? ", http on " : "", e->http ? e->http_addr : "");
 	return TIDE_OK;
 fail:
+	tidei_engine_close_cluster(e);
 	tidei_http_close(e->http);
 	e->http = NULL;
 	tide_log_close(e->view);
@@ -1064,6 +1060,7 @@ tide_engine_destroy(tide_engine *e)
 	}
 	free(e->cc);
 	tidei_batch_free(&e->batch);
+	tidei_batch_free(&e->cbatch);
 	tidei_buf_free(&e->pubbuf);
 	tidei_buf_free(&e->reqbuf);
 	tide_config_destroy(e->cfg);

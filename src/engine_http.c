@@ -119,6 +119,7 @@ tidei_engine_open_http(tide_engine *e, const tidei_engine_fns *fns)
 	tidei_http_host h = { 0 };
 	int rc;
 
+	e->fns = *fns; /* engine_cluster.c logs through it too */
 	if (e->cfg->http == NULL || e->cfg->http[0] == '\0')
 		return TIDE_OK;
 	o.listen = e->cfg->http;
@@ -126,7 +127,6 @@ tidei_engine_open_http(tide_engine *e, const tidei_engine_fns *fns)
 	o.turn_events = (size_t)e->cfg->turn_events;
 	o.max_message = (size_t)e->cfg->max_message_size;
 	h.ud = e;
-	e->fns = *fns;
 	h.input = fns->input;
 	h.ready = http_ready;
 	h.query = http_query;

@@ -95,13 +95,31 @@ struct tide_engine {
 	char urls[3][PATH_MAX + 16];
 	char http_addr[96]; /* as bound, or "" */
 	char endpoints_file[PATH_MAX + 16];
-	tidei_counters counters; /* for GET /metrics */
-	tidei_engine_fns fns;    /* engine.c's, for engine_http.c */
+	tidei_counters counters;       /* for GET /metrics */
+	struct tidei_cluster *cluster; /* NULL unless configured (engine_cluster.c) */
+	tidei_batch cbatch;            /* the turn's events from the cluster's partitions */
+	tidei_engine_fns fns;          /* engine.c's, for engine_http.c */
 	char err[TIDEI_ERRLEN];
 };
 
 /* engine_http.c */
 /** The HTTP endpoint, when configured (e->cfg->http). */
 int tidei_engine_open_http(tide_engine *e, const tidei_engine_fns *fns);
+
+/* engine_cluster.c: cluster mode over NATS JetStream (cluster.h) */
+/** Join the cluster when configured (e->cfg->cluster). */
+int tidei_engine_open_cluster(tide_engine *e);
+/** Leave it, after the acknowledgements still due (NULL cluster: nothing). */
+void tidei_engine_close_cluster(tide_engine *e);
+/** At a turn's start: the producers' batch goes to the stream (when
+ *  another may), and what the owned partitions delivered fills the batch
+ *  returned, the one the turn stores. */
+tidei_batch *tidei_engine_cluster_turn(tide_engine *e);
+/** In the turn's transaction: the partitions' positions. */
+int tidei_engine_cluster_write(tide_engine *e, char *err);
+/** The turn committed (1) or was aborted (0). */
+void tidei_engine_cluster_done(tide_engine *e, int committed);
+/** {"command":"cluster"}: the node's view of the cluster, as JSON. */
+void tidei_engine_cluster_stat(tide_engine *e, tidei_buf *reply);
 
 #endif

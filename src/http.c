@@ -144,7 +144,8 @@ status_of(int code, const char **reason)
 	switch (code) {
 	case TIDE_ECONFLICT: *reason = "Conflict"; return 409;
 	case TIDE_EEVENT: *reason = "Bad Request"; return 400;
-	case TIDE_EFULL: *reason = "Service Unavailable"; return 503;
+	case TIDE_EFULL:
+	case TIDE_ESTATE: *reason = "Service Unavailable"; return 503;
 	default: *reason = "Internal Server Error"; return 500;
 	}
 }

@@ -244,6 +244,22 @@ http_counts(tidei_buf *out, const tidei_http_stats *hs)
 }
 
 void
+tidei_counters_add(tidei_counters *c, const tidei_batch *b)
+{
+	for (size_t k = 0; k < b->n; k++) {
+		const tidei_item *it = &b->items[k];
+		if (tidei_batch_error(b, it) == NULL)
+			*(it->duplicate ? &c->duplicates : &c->stored) += 1;
+		else if (it->code == TIDE_EEVENT)
+			c->invalid++;
+		else if (it->code == TIDE_ECONFLICT)
+			c->conflicts++;
+		else
+			c->not_stored++;
+	}
+}
+
+void
 tidei_metrics_write(tidei_buf *out, const tidei_metrics_src *m)
 {
 	tide_log_stat st;

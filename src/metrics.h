@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "batch.h"
 #include "buf.h"
 #include "histo.h"
 #include "http.h"
@@ -22,6 +23,9 @@ typedef struct tidei_counters {
 	uint64_t stored, duplicates, invalid, conflicts, not_stored; /* events */
 	uint64_t reloads;
 } tidei_counters;
+
+/** Count what became of a finished turn's (or a cluster batch's) events. */
+void tidei_counters_add(tidei_counters *c, const tidei_batch *b);
 
 /** A consumer or projection as it runs (not as stored). */
 typedef struct tidei_handler_stats {

@@ -48,6 +48,7 @@ static const struct {
 #define QUERY_MEMBERS (M_QUERY | M_KEY | M_PREFIX | M_LIMIT)
 #define DLQ_MEMBERS (M_COMMAND | M_OP | M_CONSUMER | M_SEQ)
 #define REBUILD_MEMBERS (M_COMMAND | M_OP | M_NAME)
+#define CLUSTER_MEMBERS M_COMMAND
 
 static int
 skip_space(const char *m, size_t n, size_t k)
@@ -184,14 +185,17 @@ tidei_request_parse(tidei_request *r, const char *msg, size_t len, tidei_buf *sc
 				r->kind = TIDEI_REQ_DLQ;
 			else if (is(&val, "projection"))
 				r->kind = TIDEI_REQ_REBUILD;
+			else if (is(&val, "cluster"))
+				r->kind = TIDEI_REQ_CLUSTER;
 			else if (val.type == TIDEI_V_STR)
-				return tidei_err(err, TIDE_EINVAL,
-						 "unknown command \"%.*s\" (dlq or projection)",
-						 (int)tidei_utf8_cut(val.u.s.p, val.u.s.n, 64),
-						 val.u.s.p);
+				return tidei_err(
+					err, TIDE_EINVAL,
+					"unknown command \"%.*s\" (dlq, projection or cluster)",
+					(int)tidei_utf8_cut(val.u.s.p, val.u.s.n, 64), val.u.s.p);
 			else
 				return tidei_err(err, TIDE_EINVAL,
-						 "\"command\" must be \"dlq\" or \"projection\"");
+						 "\"command\" must be \"dlq\", \"projection\" or "
+						 "\"cluster\"");
 			rc = TIDE_OK;
 			break;
 		case M_KEY: rc = take_text(scratch, &key_at, &val, "key", err); break;
@@ -230,18 +234,20 @@ tidei_request_parse(tidei_request *r, const char *msg, size_t len, tidei_buf *sc
 	if (r->kind == 0) /* {} */
 		return tidei_err(err, TIDE_EINVAL,
 				 "a request begins with \"query\" or \"command\"");
-	allowed = r->kind == TIDEI_REQ_QUERY ? QUERY_MEMBERS
-		  : r->kind == TIDEI_REQ_DLQ ? DLQ_MEMBERS
-					     : REBUILD_MEMBERS;
+	allowed = r->kind == TIDEI_REQ_QUERY     ? QUERY_MEMBERS
+		  : r->kind == TIDEI_REQ_DLQ     ? DLQ_MEMBERS
+		  : r->kind == TIDEI_REQ_CLUSTER ? CLUSTER_MEMBERS
+						 : REBUILD_MEMBERS;
 	if (seen & ~allowed) {
 		for (size_t m = 0; m < sizeof members / sizeof *members; m++)
 			if (seen & ~allowed & members[m].bit)
 				return tidei_err(err, TIDE_EINVAL,
 						 "\"%s\" does not belong in a %s request",
 						 members[m].name,
-						 r->kind == TIDEI_REQ_QUERY ? "query"
-						 : r->kind == TIDEI_REQ_DLQ ? "dlq"
-									    : "projection");
+						 r->kind == TIDEI_REQ_QUERY     ? "query"
+						 : r->kind == TIDEI_REQ_DLQ     ? "dlq"
+						 : r->kind == TIDEI_REQ_CLUSTER ? "cluster"
+										: "projection");
 	}
 	switch (r->kind) {
 	case TIDEI_REQ_QUERY:

@@ -17,6 +17,7 @@ enum {
 	TIDEI_REQ_QUERY = 1,   /* {"query":NAME, "key":K} or "prefix"/"limit" */
 	TIDEI_REQ_DLQ = 2,     /* {"command":"dlq","op":"retry"|"drop",...} */
 	TIDEI_REQ_REBUILD = 3, /* {"command":"projection","op":"rebuild","name":N} */
+	TIDEI_REQ_CLUSTER = 4, /* {"command":"cluster"}: the node's view of its cluster */
 };
 
 /** Longest consumer or projection name a request may carry. */

@@ -130,7 +130,12 @@ TIDE_API void tide_config_destroy(tide_config *cfg);
  *  while handling the one before; default 64; 0 = 65535),
  *  "build_threads" (threads of a projection build; 0, the default, is one
  *  per CPU, at most 8; never more than 64; 1 keeps builds on the engine's
- *  thread), "log_level".
+ *  thread), "log_level"; cluster mode over NATS JetStream (when built
+ *  with libnats): "cluster" (NATS URLs, comma-separated; off by default),
+ *  "cluster_node" (this node's name; default the host's), "cluster_stream"
+ *  (default "TIDE"), "cluster_key" (partition key, default "subject", or a
+ *  path like "data.card"), "cluster_partitions" (default 8),
+ *  "cluster_replicas" (default 1) and "cluster_lease" (default 6 s).
  *  @p key and @p value are borrowed.
  *  @return TIDE_OK, TIDE_EINVAL (@p cfg, @p key or @p value NULL),
  *  TIDE_ECONFIG (unknown key or bad value) or TIDE_ENOMEM. */

@@ -3,10 +3,16 @@
  * easiest to read (formats first, the whole daemon last).
  * CK_RUN_SUITE=log runs one suite; CK_RUN_CASE one test case.
  */
+#include "config.h"
+
 #include <check.h>
 #include <stdlib.h>
 
 #include "helpers.h"
+
+#ifdef TIDE_HAVE_NATS
+#include "nats_rig.h" /* nats_suite() */
+#endif
 
 int
 main(void)
@@ -40,6 +46,10 @@ main(void)
 	srunner_add_suite(sr, backtest_suite());
 	srunner_add_suite(sr, nab_suite());
 	srunner_add_suite(sr, http_suite());
+#ifdef TIDE_HAVE_NATS
+	srunner_add_suite(sr, nats_suite());
+	srunner_add_suite(sr, cluster_suite());
+#endif
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

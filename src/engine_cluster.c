@@ -1,0 +1,211 @@
+/*
+ * engine_cluster.c - the engine as a node of a cluster over NATS
+ * JetStream (cluster.h).
+ *
+ * In a cluster the producers' events do not go into this node's log:
+ * each turn hands the batch they filled to the stream, and their
+ * answers (with the stream's sequence) go out when the stream has
+ * acknowledged every event.  What the turn stores instead is what the
+ * partitions this node owns delivered, with their positions, and the
+ * consumers and projections run over that as over any input.
+ *
+ * A build without libnats has the same entry points: joining a cluster
+ * then fails with a clear error.
+ */
+#include "config.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine_int.h"
+#include "json.h"
+
+#ifdef TIDE_HAVE_NATS
+
+#include "cluster.h"
+
+static void
+cluster_wake(void *ud)
+{
+	tide_engine *e = ud;
+
+	tidei_loop_wake(&e->loop);
+}
+
+/* A batch the stream has answered: its producers hear of it. */
+static void
+cluster_published(void *ud, tidei_batch *b)
+{
+	tide_engine *e = ud;
+
+	tidei_counters_add(&e->counters, b);
+	if (tidei_batch_finish(b)) /* a waiter published again: into e->batch */
+		tidei_loop_schedule(&e->loop);
+	if (e->in != NULL)
+		tidei_ingest_drained(e->in);
+}
+
+int
+tidei_engine_open_cluster(tide_engine *e)
+{
+	const tide_config *c = e->cfg;
+	tidei_cluster_opts o = { 0 };
+	tidei_cluster_host h = { 0 };
+	char host[HOST_NAME_MAX + 1] = "tide";
+	int rc;
+
+	if (c->cluster == NULL || c->cluster[0] == '\0')
+		return TIDE_OK;
+	if (c->cluster_node == NULL || c->cluster_node[0] == '\0')
+		gethostname(host, sizeof host);
+	o.urls = c->cluster;
+	o.node = c->cluster_node && c->cluster_node[0] ? c->cluster_node : host;
+	o.stream = c->cluster_stream;
+	o.key = c->cluster_key;
+	o.partitions = c->cluster_partitions > 1024 ? 1024 : (unsigned)c->cluster_partitions;
+	o.replicas = c->cluster_replicas > 5 ? 5 : (unsigned)c->cluster_replicas;
+	o.lease_ns = (int64_t)c->cluster_lease_ns;
+	o.max_event = (size_t)c->max_event_size;
+	h.ud = e;
+	h.wake = cluster_wake;
+	h.published = cluster_published;
+	h.log = e->fns.log; /* set by tidei_engine_open_http(), which runs first */
+	if ((rc = tidei_cluster_open(&e->cluster, &o, &h, e->log, e->err)) != TIDE_OK)
+		return rc;
+	h.log(e, TIDE_LOG_INFO, "node '%s' joined the cluster at %s (stream %s)", o.node, o.urls,
+	      o.stream && o.stream[0] ? o.stream : "TIDE");
+	return TIDE_OK;
+}
+
+void
+tidei_engine_close_cluster(tide_engine *e)
+{
+	tidei_cluster *cl = e->cluster;
+
+	if (cl == NULL)
+		return;
+	e->cluster = NULL;
+	tidei_cluster_close(cl);
+}
+
+tidei_batch *
+tidei_engine_cluster_turn(tide_engine *e)
+{
+	char err[TIDEI_ERRLEN];
+
+	if (e->batch.n > 0 && tidei_cluster_can_publish(e->cluster)) {
+		if (e->batch.valid == 0) {
+			/* nothing to send: the refusals are answered now */
+			tidei_counters_add(&e->counters, &e->batch);
+			tidei_batch_finish(&e->batch);
+		} else if (tidei_cluster_publish(e->cluster, &e->batch, err) != TIDE_OK) {
+			tidei_batch_fail_all(&e->batch, TIDE_ESTATE, err);
+			tidei_counters_add(&e->counters, &e->batch);
+			tidei_batch_finish(&e->batch);
+		}
+		if (e->in != NULL)
+			tidei_ingest_drained(e->in);
+	}
+	tidei_cluster_poll(e->cluster, &e->cbatch);
+	return &e->cbatch;
+}
+
+int
+tidei_engine_cluster_write(tide_engine *e, char *err)
+{
+	return tidei_cluster_write(e->cluster, e->log, err);
+}
+
+void
+tidei_engine_cluster_done(tide_engine *e, int committed)
+{
+	if (e->cluster == NULL)
+		return;
+	if (committed)
+		tidei_cluster_committed(e->cluster);
+	else
+		tidei_cluster_aborted(e->cluster);
+}
+
+void
+tidei_engine_cluster_stat(tide_engine *e, tidei_buf *reply)
+{
+	tidei_cluster_stat st;
+
+	if (e->cluster == NULL) {
+		tidei_buf_puts(reply, "{\"ok\":false,\"error\":\"this node is not in a cluster "
+				      "(start it with --cluster)\"}");
+		return;
+	}
+	tidei_cluster_stat_get(e->cluster, &st);
+	tidei_buf_puts(reply, "{\"ok\":true,\"node\":");
+	tidei_json_str(reply, st.node, strlen(st.node));
+	tidei_buf_puts(reply, ",\"stream\":");
+	tidei_json_str(reply, st.stream, strlen(st.stream));
+	tidei_buf_printf(reply,
+			 ",\"connected\":%s,\"nodes\":%u,\"published\":%llu,\"received\":%llu,"
+			 "\"partitions\":[",
+			 st.connected ? "true" : "false", st.nodes,
+			 (unsigned long long)st.published, (unsigned long long)st.received);
+	for (unsigned p = 0; p < st.partitions; p++) {
+		const tidei_cluster_part *pt = &st.part[p];
+		tidei_buf_printf(reply, "%s{\"partition\":%u,\"owner\":", p ? "," : "", p);
+		tidei_json_str(reply, pt->owner, strlen(pt->owner));
+		tidei_buf_printf(reply, ",\"here\":%s,\"position\":%llu",
+				 pt->owned ? "true" : "false", (unsigned long long)pt->position);
+		if (pt->owned)
+			tidei_buf_printf(reply, ",\"lag\":%llu", (unsigned long long)pt->lag);
+		tidei_buf_putc(reply, '}');
+	}
+	tidei_buf_puts(reply, "]}");
+}
+
+#else /* no libnats */
+
+void
+tidei_engine_cluster_stat(tide_engine *e, tidei_buf *reply)
+{
+	(void)e;
+	tidei_buf_puts(reply, "{\"ok\":false,\"error\":\"this build has no cluster mode\"}");
+}
+
+int
+tidei_engine_open_cluster(tide_engine *e)
+{
+	if (e->cfg->cluster == NULL || e->cfg->cluster[0] == '\0')
+		return TIDE_OK;
+	return tidei_err(e->err, TIDE_ECONFIG,
+			 "cluster: this build has no cluster mode (configure found no libnats; "
+			 "install libnats-dev and build again)");
+}
+
+void
+tidei_engine_close_cluster(tide_engine *e)
+{
+	(void)e;
+}
+
+tidei_batch *
+tidei_engine_cluster_turn(tide_engine *e)
+{
+	return &e->batch;
+}
+
+int
+tidei_engine_cluster_write(tide_engine *e, char *err)
+{
+	(void)e;
+	(void)err;
+	return TIDE_OK;
+}
+
+void
+tidei_engine_cluster_done(tide_engine *e, int committed)
+{
+	(void)e;
+	(void)committed;
+}
+
+#endif

@@ -1,0 +1,364 @@
+/*
+ * test_cluster.c - Tide nodes sharing a stream's partitions over a real
+ * NATS JetStream cluster (three nats-server processes, nats_rig.h): the
+ * events producers had acknowledged are each stored exactly once, by the
+ * node that owns their partition, and each owner's projection holds what
+ * a model of the acknowledged events says, through a node killed with
+ * SIGKILL (its partitions move to the others), its restart (they share
+ * again), a NATS follower killed and restarted, and the stream's leader
+ * stepping down.
+ *
+ * The stream's leader is moved with the step-down API, never killed:
+ * nats-server 2.9.10 can leave a restarted replica with another sequence
+ * to message map when its leader is killed with publishes in flight (see
+ * nats_rig.h).
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "nats_rig.h"
+#include "partition.h"
+
+#define PARTS 6
+#define KEYS 40
+#define NODES 3
+#define MAX_EVENTS 20000
+
+static tn_cluster nats;
+
+static void
+teardown(void)
+{
+	tn_cluster_stop(&nats);
+	th_cleanup();
+}
+
+static const char script[] = "local tide = require 'tide'\n"
+			     "tide.projection('count', { key = 'subject',\n"
+			     "  init = function() return { n = 0 } end,\n"
+			     "  on = { ['t.*'] = function(s) s.n = s.n + 1 end } })\n"
+			     "tide.on('t.*', function(ev, st) st.n = (st.n or 0) + 1 end,\n"
+			     "  { name = 'per_key', key = 'subject', from = 'beginning' })\n";
+
+/* What producers were told: the events acknowledged, by number, and the
+ * projection's model (events per key). */
+typedef struct model {
+	unsigned char acked[MAX_EVENTS + 1];
+	long count[KEYS];
+	long total;
+} model;
+
+static void
+start_node(th_daemon *d, const char *dir, int i, const char *scriptfile)
+{
+	char args[1024];
+
+	snprintf(args, sizeof args,
+		 "--cluster '%s' --node t%d --set cluster_partitions=%d --set cluster_replicas=3 "
+		 "--set cluster_lease=2s --script '%s'",
+		 nats.urls, i, PARTS, scriptfile);
+	ck_assert_int_eq(th_daemon_start(d, dir, args), 0);
+}
+
+/* Node @p d's view: which partitions it owns (mine[p]) and their lag.
+ * Returns 0, or -1 when it does not answer. */
+static int
+view(const th_daemon *d, int mine[PARTS], long lag[PARTS])
+{
+	char reply[8192], pat[64];
+
+	if (th_req(d->rep, "{\"command\":\"cluster\"}", reply, sizeof reply, 3000) < 0 ||
+	    strstr(reply, "\"ok\":true") == NULL)
+		return -1;
+	for (int p = 0; p < PARTS; p++) {
+		const char *at, *end;
+		snprintf(pat, sizeof pat, "{\"partition\":%d,", p);
+		mine[p] = 0;
+		lag[p] = 0;
+		if ((at = strstr(reply, pat)) == NULL || (end = strchr(at, '}')) == NULL)
+			return -1;
+		if (memmem(at, (size_t)(end - at), "\"here\":true", 11) != NULL) {
+			const char *l = memmem(at, (size_t)(end - at), "\"lag\":", 6);
+			mine[p] = 1;
+			lag[p] = l ? atol(l + 6) : 0;
+		}
+	}
+	return 0;
+}
+
+/* Wait until the @p n nodes in @p alive own every partition once, none
+ * more than its share, all caught up.  1 when they do. */
+static int
+wait_shared(th_daemon *const *alive, int n, int ms)
+{
+	int64_t deadline = th_ms() + ms;
+	int share = (PARTS + n - 1) / n;
+
+	while (th_ms() < deadline) {
+		int owners[PARTS] = { 0 }, ok = 1;
+		for (int i = 0; i < n && ok; i++) {
+			int mine[PARTS], count = 0;
+			long lag[PARTS];
+			if (view(alive[i], mine, lag) != 0) {
+				ok = 0;
+				break;
+			}
+			for (int p = 0; p < PARTS; p++) {
+				owners[p] += mine[p];
+				count += mine[p];
+				if (mine[p] && lag[p] != 0)
+					ok = 0;
+			}
+			if (count > share)
+				ok = 0;
+		}
+		for (int p = 0; p < PARTS && ok; p++)
+			ok = owners[p] == 1;
+		if (ok)
+			return 1;
+		usleep(100000);
+	}
+	return 0;
+}
+
+/* Publish events @p from to @p to to node @p d in one REP message; the
+ * acknowledged ones go into the model.  Returns how many were. */
+static long
+publish(th_daemon *d, model *m, int from, int to)
+{
+	size_t cap = (size_t)(to - from + 1) * 160 + 1;
+	char *msg = malloc(cap), *reply = malloc(cap * 2);
+	size_t len = 0;
+	const char *line;
+	long acked = 0;
+	int i = from;
+
+	ck_assert_ptr_nonnull(msg);
+	ck_assert_ptr_nonnull(reply);
+	for (int k = from; k <= to; k++)
+		len += (size_t)snprintf(msg + len, cap - len,
+					"{\"specversion\":\"1.0\",\"id\":\"e%d\",\"source\":\"/c\","
+					"\"type\":\"t.a\",\"subject\":\"k%d\"}\n",
+					k, k % KEYS);
+	if (th_req(d->rep, msg, reply, cap * 2, 20000) < 0) {
+		free(msg);
+		free(reply);
+		return 0; /* no answer: none counts as acknowledged */
+	}
+	/* one line per event, in order */
+	for (line = reply; line != NULL && i <= to; i++) {
+		if (strncmp(line, "{\"ok\":true", 10) == 0 && !m->acked[i]) {
+			m->acked[i] = 1;
+			m->count[i % KEYS]++;
+			m->total++;
+			acked++;
+		}
+		line = strchr(line, '\n');
+		if (line != NULL)
+			line++;
+	}
+	free(msg);
+	free(reply);
+	return acked;
+}
+
+/* The partition of event number @p i (its subject is its key). */
+static uint32_t
+part_of(int i)
+{
+	char key[16];
+	int n = snprintf(key, sizeof key, "k%d", i % KEYS);
+
+	return tidei_partition(key, (size_t)n, PARTS);
+}
+
+/* Every acknowledged event of each partition is in its owner's log once,
+ * and each key's count in its owner's projection is the model's. */
+static void
+check_owners(th_daemon *const *alive, int n, const model *m)
+{
+	int owner[PARTS];
+
+	for (int p = 0; p < PARTS; p++)
+		owner[p] = -1;
+	for (int i = 0; i < n; i++) {
+		int mine[PARTS];
+		long lag[PARTS];
+		ck_assert_int_eq(view(alive[i], mine, lag), 0);
+		for (int p = 0; p < PARTS; p++)
+			if (mine[p])
+				owner[p] = i;
+	}
+	for (int i = 0; i < n; i++) {
+		static unsigned char seen[MAX_EVENTS + 1];
+		int64_t deadline = th_ms() + 30000;
+		int missing;
+		/* the owner may still be catching up (a consumer moved to
+		 * another server after a failover): wait for it */
+		do {
+			th_rec *v;
+			long got = th_log_read(alive[i]->dir, &v);
+			ck_assert_int_ge(got, 0);
+			memset(seen, 0, sizeof seen);
+			for (long k = 0; k < got; k++) {
+				int e = atoi(v[k].id + 1);
+				ck_assert(e > 0 && e <= MAX_EVENTS);
+				ck_assert_msg(!seen[e], "node %d stored event %d twice", i, e);
+				seen[e] = 1;
+			}
+			th_recs_free(v, got);
+			missing = 0;
+			for (int e = 1; e <= MAX_EVENTS; e++)
+				if (m->acked[e] && owner[part_of(e)] == i && !seen[e])
+					missing = e;
+			if (missing)
+				usleep(100000);
+		} while (missing && th_ms() < deadline);
+		ck_assert_msg(!missing,
+			      "event %d was acknowledged, but node %d, which owns its partition "
+			      "%u, does not have it",
+			      missing, i, missing ? part_of(missing) : 0);
+	}
+	for (int k = 0; k < KEYS; k++) {
+		char key[16], q[128], reply[1024], want[64];
+		int64_t deadline = th_ms() + 20000;
+		int kl = snprintf(key, sizeof key, "k%d", k);
+		th_daemon *d = alive[owner[tidei_partition(key, (size_t)kl, PARTS)]];
+		snprintf(q, sizeof q, "{\"query\":\"count\",\"key\":\"%s\"}", key);
+		snprintf(want, sizeof want, "\"n\":%ld}", m->count[k]);
+		do {
+			if (th_req(d->rep, q, reply, sizeof reply, 3000) >= 0 &&
+			    strstr(reply, want) != NULL)
+				break;
+			usleep(50000);
+		} while (th_ms() < deadline);
+		ck_assert_msg(strstr(reply, want) != NULL, "key %s: %s, the model says %ld", key,
+			      reply, m->count[k]);
+	}
+}
+
+/* Three nodes share six partitions; one is killed (SIGKILL) in the middle
+ * of the publishing, its partitions move to the other two, which rebuild
+ * them from the stream; it comes back and they share again. */
+START_TEST(node_killed_and_back)
+{
+	th_daemon d[NODES];
+	th_daemon *alive[NODES];
+	const char *dirs[NODES], *scriptfile;
+	static model m;
+	int next = 1;
+
+	memset(&m, 0, sizeof m);
+	ck_assert_int_eq(tn_cluster_start(&nats, 3, 0), 0);
+	scriptfile = th_write(th_tmpdir(), "c.lua", script);
+	for (int i = 0; i < NODES; i++) {
+		dirs[i] = strdup(th_tmpdir());
+		start_node(&d[i], dirs[i], i, scriptfile);
+		alive[i] = &d[i];
+	}
+	ck_assert_msg(wait_shared(alive, 3, 30000), "the partitions were not shared out");
+	/* every node takes events, whichever partition they belong to */
+	for (int b = 0; b < 15; b++, next += 100)
+		ck_assert_int_eq(publish(&d[b % NODES], &m, next, next + 99), 100);
+	ck_assert(wait_shared(alive, 3, 30000));
+	check_owners(alive, 3, &m);
+
+	/* node 2 dies in the middle of it */
+	for (int b = 0; b < 10; b++, next += 100) {
+		if (b == 3)
+			th_daemon_kill(&d[2]);
+		publish(&d[b % 2], &m, next, next + 99);
+	}
+	ck_assert_msg(wait_shared(alive, 2, 30000), "node 2's partitions did not move");
+	check_owners(alive, 2, &m);
+
+	/* it comes back: the partitions are shared again, and it goes on
+	 * from what it had stored */
+	start_node(&d[2], dirs[2], 2, scriptfile);
+	ck_assert_msg(wait_shared(alive, 3, 30000), "the partitions were not shared again");
+	for (int b = 0; b < 6; b++, next += 100)
+		ck_assert_int_eq(publish(&d[b % NODES], &m, next, next + 99), 100);
+	ck_assert(wait_shared(alive, 3, 30000));
+	check_owners(alive, 3, &m);
+	fprintf(stderr, "cluster: %ld events acknowledged by 3 nodes, one killed and back\n",
+		m.total);
+	for (int i = 0; i < NODES; i++) {
+		ck_assert_int_eq(th_daemon_stop(&d[i]), 0);
+		free((char *)dirs[i]);
+	}
+}
+END_TEST
+
+/* The NATS side fails under the nodes: a follower of the stream is killed
+ * and restarted, then the leader steps down, while events flow; producers
+ * send again what was not acknowledged (the same ids).  Nothing
+ * acknowledged is lost and nothing is stored twice. */
+START_TEST(nats_failover)
+{
+	th_daemon d[2];
+	th_daemon *alive[2] = { &d[0], &d[1] };
+	const char *scriptfile;
+	static model m;
+	char leader[64];
+	int next = 1;
+
+	memset(&m, 0, sizeof m);
+	ck_assert_int_eq(tn_cluster_start(&nats, 3, 0), 0);
+	scriptfile = th_write(th_tmpdir(), "c.lua", script);
+	for (int i = 0; i < 2; i++)
+		start_node(&d[i], th_tmpdir(), i, scriptfile);
+	ck_assert(wait_shared(alive, 2, 30000));
+	for (int b = 0; b < 5; b++, next += 100)
+		publish(&d[b % 2], &m, next, next + 99);
+	/* a follower of the stream goes, and comes back */
+	ck_assert_int_eq(tn_stream_leader(&nats, "TIDE", leader, sizeof leader), 0);
+	{
+		int l = tn_server_index(&nats, leader), f = (l + 1) % 3;
+		ck_assert_int_ge(l, 0);
+		tn_server_kill(&nats, f);
+		for (int b = 0; b < 5; b++, next += 100) {
+			/* what was not acknowledged is sent again, as a producer would */
+			int again = 0;
+			while (publish(&d[b % 2], &m, next, next + 99) < 100 && again++ < 20)
+				usleep(200000);
+		}
+		ck_assert_int_eq(tn_server_restart(&nats, f), 0);
+	}
+	/* the leader steps down */
+	ck_assert_int_eq(tn_stream_step_down(&nats, "TIDE"), 0);
+	for (int b = 0; b < 5; b++, next += 100) {
+		int again = 0;
+		while (publish(&d[b % 2], &m, next, next + 99) < 100 && again++ < 50)
+			usleep(200000);
+	}
+	ck_assert_int_ge(m.total, 1000);
+	ck_assert(wait_shared(alive, 2, 30000));
+	check_owners(alive, 2, &m);
+	fprintf(stderr,
+		"cluster: %ld events acknowledged through a NATS follower's loss and a "
+		"leader's step-down\n",
+		m.total);
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(th_daemon_stop(&d[i]), 0);
+}
+END_TEST
+
+Suite *
+cluster_suite(void)
+{
+	Suite *s = suite_create("cluster");
+	TCase *tc = tcase_create("cluster");
+
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_add_test(tc, node_killed_and_back);
+	tcase_add_test(tc, nats_failover);
+	tcase_set_timeout(tc, 240);
+	suite_add_tcase(s, tc);
+	return s;
+}
