@@ -179,6 +179,56 @@ cli_ask(const char *cmd, const cli_client *c, const unsigned char *req, size_t l
 	return NULL;
 }
 
+int
+cli_gen_value(yajl_gen g, yajl_val v)
+{
+	if (v == NULL || YAJL_IS_NULL(v))
+		return yajl_gen_null(g) == yajl_gen_status_ok ? 0 : -1;
+	if (YAJL_IS_TRUE(v) || YAJL_IS_FALSE(v))
+		return yajl_gen_bool(g, YAJL_IS_TRUE(v)) == yajl_gen_status_ok ? 0 : -1;
+	if (YAJL_IS_STRING(v))
+		return yajl_gen_string(g, (const unsigned char *)v->u.string,
+				       strlen(v->u.string)) == yajl_gen_status_ok
+			       ? 0
+			       : -1;
+	if (YAJL_IS_NUMBER(v)) /* as it was written */
+		return yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r)) ==
+				       yajl_gen_status_ok
+			       ? 0
+			       : -1;
+	if (YAJL_IS_ARRAY(v)) {
+		yajl_gen_array_open(g);
+		for (size_t k = 0; k < YAJL_GET_ARRAY(v)->len; k++)
+			if (cli_gen_value(g, YAJL_GET_ARRAY(v)->values[k]) != 0)
+				return -1;
+		return yajl_gen_array_close(g) == yajl_gen_status_ok ? 0 : -1;
+	}
+	yajl_gen_map_open(g);
+	for (size_t k = 0; k < YAJL_GET_OBJECT(v)->len; k++) {
+		const char *key = YAJL_GET_OBJECT(v)->keys[k];
+		yajl_gen_string(g, (const unsigned char *)key, strlen(key));
+		if (cli_gen_value(g, YAJL_GET_OBJECT(v)->values[k]) != 0)
+			return -1;
+	}
+	return yajl_gen_map_close(g) == yajl_gen_status_ok ? 0 : -1;
+}
+
+int
+cli_in_cluster(const char *data)
+{
+	char path[4200], line[4300];
+	FILE *f;
+	int yes = 0;
+
+	snprintf(path, sizeof path, "%s/endpoints", data);
+	if ((f = fopen(path, "r")) == NULL)
+		return 0;
+	while (!yes && fgets(line, sizeof line, f) != NULL)
+		yes = strncmp(line, "cluster=", 8) == 0;
+	fclose(f);
+	return yes && cli_engine_running(data) == 1;
+}
+
 void
 cli_projection_json(const tide_projection_info *pi, unsigned long long last)
 {

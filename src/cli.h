@@ -43,6 +43,13 @@ int cli_engine_running(const char *dir);
 /** The same, with the pid the endpoints file names (0 if none). */
 int cli_engine_state(const char *dir, long *pid);
 
+/** Write a parsed JSON value into @p g; 0 or -1. */
+int cli_gen_value(yajl_gen g, yajl_val v);
+
+/** 1 if the engine of @p dir runs as a node of a cluster (its endpoints
+ *  file says so): then what it stores is its partitions' share only. */
+int cli_in_cluster(const char *dir);
+
 /** Send the request @p req (a JSON object of @p len bytes) to the engine's
  *  REP endpoint and wait for its reply.  Returns the reply when it says
  *  "ok":true (the caller frees it with yajl_tree_free), else NULL after

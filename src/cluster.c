@@ -28,110 +28,14 @@
  */
 #include "config.h"
 
-#include <errno.h>
-#include <inttypes.h>
-#include <nats/nats.h>
-#include <pthread.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
+#include "cluster_int.h"
 
-#include "cluster.h"
-#include "event.h"
-#include "partition.h"
+/* Clusters open in this process: the last to close releases libnats's
+ * own threads and memory (nats_CloseAndWait). */
+static atomic_int open_clusters;
 
-/* Batches waiting for their acknowledgements at once. */
-#define MAX_FLIGHTS 4
-/* Messages waiting for the loop; a delivery thread waits above this. */
-#define QUEUE_MAX 20000
-/* How long close() waits for acknowledgements still due (ms). */
-#define CLOSE_WAIT_MS 5000
-/* A JetStream API call (stream, lease) gives up after this long (ms). */
-#define API_WAIT_MS 5000
-
-/* One published event: where its answer goes. */
-typedef struct sent {
-	natsMsg *msg; /* as handed to libnats (the key of the table) */
-	size_t item;  /* in the flight's batch */
-} sent;
-
-/* A batch waiting for its acknowledgements. */
-typedef struct flight {
-	tidei_batch b;
-	sent *sent; /* open addressing by msg pointer, cap a power of 2 */
-	size_t cap, n;
-	size_t answered;     /* under cl->mu */
-	uint64_t *seq;       /* per item: the stream's sequence, or 0 */
-	uint8_t *dup;        /* per item: a duplicate */
-	char **why;          /* per item: the error, or NULL (malloc'd) */
-	struct flight *next; /* in cl->flights */
-	int sealed;          /* every event is handed to libnats */
-} flight;
-
-/* What a subscription's deliveries carry: its partition and generation.
- * Kept until close (a delivery may still be running when it is dropped). */
-typedef struct subctx {
-	struct part *pt;
-	uint32_t gen;
-	struct subctx *next;
-} subctx;
-
-/* A message from an owned partition, waiting for the loop. */
-typedef struct queued {
-	natsMsg *msg;
-	uint32_t part;
-	uint32_t gen; /* the subscription's: older ones are dropped */
-} queued;
-
-typedef struct part {
-	natsSubscription *sub;
-	uint32_t gen; /* bumped at each (re)subscription and at each loss */
-	int owned;
-	uint64_t rev;      /* of our lease */
-	uint64_t position; /* committed: the last sequence stored here */
-	uint64_t taken;    /* taken into the open turn (>= position) */
-	uint64_t pending;  /* after the last taken, as the stream said then */
-	size_t queued;     /* messages of it in cl->q; under mu */
-	int resubscribe;   /* the turn was aborted: read again from position */
-	char owner[64];
-	struct tidei_cluster *cl;
-	uint32_t index;
-} part;
-
-struct tidei_cluster {
-	tidei_cluster_opts o;
-	char *urls, *node, *stream, *prefix, *key;
-	tidei_cluster_host host;
-	natsConnection *nc;
-	jsCtx *js;
-	kvStore *kv;
-	pthread_mutex_t mu;
-	pthread_cond_t room; /* the queue has room again */
-	pthread_cond_t tick; /* the keeper's sleep (cut short by close) */
-	pthread_t keeper;
-	int keeper_started;
-	atomic_int stopping;
-	flight *flights; /* oldest first; under mu */
-	size_t nflights; /* under mu */
-	queued *q;       /* under mu */
-	size_t qn, qcap;
-	part *parts;              /* owned/sub/gen/rev/owner under mu; position/taken loop-only */
-	tidei_cluster_part *view; /* for stat */
-	subctx *subs;             /* every subscription's, freed at close; under mu */
-	unsigned nodes;
-	uint64_t published, received;
-	tidei_buf json; /* an event as published */
-	tidei_buf rec;  /* scratch */
-	char err[TIDEI_ERRLEN];
-};
-
-#define LOG(cl, level, ...) (cl)->host.log((cl)->host.ud, level, __VA_ARGS__)
-
-static const char *
-nats_why(natsStatus s)
+const char *
+tidei_cl_why(natsStatus s)
 {
 	const char *last = nats_GetLastError(NULL);
 
@@ -174,6 +78,10 @@ read_positions(tidei_cluster *cl, tidei_log *log, char *err)
 int
 tidei_cluster_write(tidei_cluster *cl, tidei_log *log, char *err)
 {
+	int rc;
+
+	if ((rc = tidei_cl_outbox_write(cl, log, err)) != TIDE_OK)
+		return rc;
 	for (uint32_t p = 0; p < cl->o.partitions; p++) {
 		part *pt = &cl->parts[p];
 		char key[128];
@@ -200,11 +108,13 @@ tidei_cluster_committed(tidei_cluster *cl)
 	for (uint32_t p = 0; p < cl->o.partitions; p++)
 		cl->parts[p].position = cl->parts[p].taken;
 	pthread_mutex_unlock(&cl->mu);
+	tidei_cl_outbox_committed(cl);
 }
 
 void
 tidei_cluster_aborted(tidei_cluster *cl)
 {
+	tidei_cl_outbox_aborted(cl);
 	pthread_mutex_lock(&cl->mu);
 	for (uint32_t p = 0; p < cl->o.partitions; p++) {
 		part *pt = &cl->parts[p];
@@ -236,9 +146,10 @@ flight_free(flight *f)
 {
 	if (f == NULL)
 		return;
-	for (size_t k = 0; f->why != NULL && k < f->b.n; k++)
+	for (size_t k = 0; f->why != NULL && k < f->nentries; k++)
 		free(f->why[k]);
 	free(f->why);
+	free(f->oid);
 	free(f->seq);
 	free(f->dup);
 	free(f->sent);
@@ -262,6 +173,8 @@ ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 		if (f->sent[s].msg == NULL)
 			continue;
 		size_t it = f->sent[s].item;
+		if (f->oid != NULL) /* an emitted event: out of the outbox, or again */
+			tidei_cl_ids_push(pa != NULL ? &cl->acked : &cl->retry, f->oid[it]);
 		if (pa != NULL) {
 			f->seq[it] = pa->Sequence;
 			f->dup[it] = pa->Duplicate;
@@ -277,9 +190,12 @@ ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 		}
 		f->answered++;
 		wake = f->sealed && f->answered == f->n;
+		/* its pointer may come back for a new message: out of the table */
+		f->sent[s].msg = SENT_GONE;
 		break;
 	}
 	pthread_mutex_unlock(&cl->mu);
+	natsMsg_Destroy(msg); /* ours to destroy, the handler's documentation says */
 	if (wake)
 		cl->host.wake(cl->host.ud);
 }
@@ -328,41 +244,59 @@ tidei_cluster_partition_of(const tidei_cluster *cl, const uint8_t *rec, size_t l
 	return tidei_partition(k, n, cl->o.partitions);
 }
 
-/* Publish item @p i of @p f's batch; 0, or -1 with the item failed. */
-static int
-send_one(tidei_cluster *cl, flight *f, size_t i)
+/* The message that publishes record @p rec: its CloudEvents JSON on its
+ * partition's subject, its source and id as Nats-Msg-Id (the log's dedupe
+ * key), and for an emitted event its depth.  NULL with @p why set. */
+static natsMsg *
+event_msg(tidei_cluster *cl, const uint8_t *rec, size_t len, const char **why)
 {
-	tidei_item *it = &f->b.items[i];
-	const uint8_t *rec = tidei_batch_rec(&f->b, it);
 	struct tide_event ev;
-	natsMsg *m = NULL, *key;
-	char subj[256], id[512];
-	natsStatus s;
-	uint32_t p;
-	size_t slot;
+	natsMsg *m = NULL;
+	char subj[256], id[512], depth[16];
+	unsigned d;
 
-	if (tidei_event_decode(&ev, rec, it->len) != 0) {
-		f->why[i] = strdup("not stored: the event could not be read back");
-		return -1;
+	if (tidei_event_decode(&ev, rec, len) != 0) {
+		*why = "not stored: the event could not be read back";
+		return NULL;
 	}
 	ev.seq = 0;
 	ev.scratch = NULL;
-	p = tidei_cluster_partition_of(cl, rec, it->len);
 	tidei_buf_reset(&cl->json);
 	if (tidei_event_json(&cl->json, &ev) != 0 || cl->json.failed) {
-		f->why[i] = strdup("not stored: out of memory");
-		return -1;
+		*why = "not stored: out of memory";
+		return NULL;
 	}
-	snprintf(subj, sizeof subj, "%s.p.%" PRIu32 ".t", cl->prefix, p);
-	/* the dedupe key: the event's source and id, as the log's */
+	snprintf(subj, sizeof subj, "%s.p.%" PRIu32 ".t", cl->prefix,
+		 tidei_cluster_partition_of(cl, rec, len));
 	snprintf(id, sizeof id, "%.*s %.*s", (int)ev.len[TIDEI_A_SOURCE], ev.attr[TIDEI_A_SOURCE],
 		 (int)ev.len[TIDEI_A_ID], ev.attr[TIDEI_A_ID]);
-	if ((s = natsMsg_Create(&m, subj, NULL, (const char *)cl->json.p, (int)cl->json.len)) !=
+	d = tidei_event_depth(&ev);
+	snprintf(depth, sizeof depth, "%u", d);
+	if (natsMsg_Create(&m, subj, NULL, (const char *)cl->json.p, (int)cl->json.len) !=
 		    NATS_OK ||
-	    (s = natsMsgHeader_Set(m, "Nats-Msg-Id", id)) != NATS_OK ||
-	    (s = natsMsgHeader_Set(m, "Content-Type", "application/cloudevents+json")) != NATS_OK) {
+	    natsMsgHeader_Set(m, "Nats-Msg-Id", id) != NATS_OK ||
+	    natsMsgHeader_Set(m, "Content-Type", "application/cloudevents+json") != NATS_OK ||
+	    (d > 0 && natsMsgHeader_Set(m, "Tide-Depth", depth) != NATS_OK)) {
 		natsMsg_Destroy(m);
-		f->why[i] = strdup("not stored: out of memory");
+		*why = "not stored: out of memory";
+		return NULL;
+	}
+	return m;
+}
+
+/* Publish record @p rec as entry @p i of flight @p f: 0, or -1 when it
+ * could not be sent (f->why[i] says why; no answer will come for it). */
+int
+tidei_cl_send_rec(tidei_cluster *cl, flight *f, size_t i, const uint8_t *rec, size_t len)
+{
+	const char *why = NULL;
+	natsMsg *m = event_msg(cl, rec, len, &why);
+	jsPubOptions po;
+	natsStatus s;
+	size_t slot;
+
+	if (m == NULL) {
+		f->why[i] = strdup(why);
 		return -1;
 	}
 	pthread_mutex_lock(&cl->mu);
@@ -373,47 +307,46 @@ send_one(tidei_cluster *cl, flight *f, size_t i)
 	f->sent[slot].item = i;
 	f->n++;
 	pthread_mutex_unlock(&cl->mu);
-	key = m;
-	if ((s = js_PublishMsgAsync(cl->js, &m, NULL)) != NATS_OK) {
+	/* an acknowledgement lost in a failover must not leave the entry
+	 * waiting for ever: after this long it is answered as an error */
+	jsPubOptions_Init(&po);
+	po.MaxWait = PUB_WAIT_MS;
+	if ((s = js_PublishMsgAsync(cl->js, &m, &po)) != NATS_OK) {
 		char text[300];
-		/* not sent: no answer will come for it */
 		snprintf(text, sizeof text, "not stored: the cluster cannot be reached (%s)",
-			 nats_why(s));
+			 tidei_cl_why(s));
 		pthread_mutex_lock(&cl->mu);
 		f->why[i] = strdup(text);
 		f->answered++;
+		f->sent[slot].msg = SENT_GONE;
 		pthread_mutex_unlock(&cl->mu);
-		(void)key;
-		if (m != NULL)
-			natsMsg_Destroy(m);
+		natsMsg_Destroy(m);
 		return -1;
 	}
 	return 0;
 }
 
-int
-tidei_cluster_publish(tidei_cluster *cl, tidei_batch *b, char *err)
+/* A flight of @p n entries (its batch, if any, is set by the caller),
+ * appended to cl->flights. */
+flight *
+tidei_cl_flight_new(tidei_cluster *cl, size_t n)
 {
 	flight *f;
 	size_t cap = 16;
-	int done;
 
-	while (cap < 2 * (b->valid + 1))
+	while (cap < 2 * (n + 1))
 		cap <<= 1;
 	if ((f = calloc(1, sizeof *f)) == NULL ||
 	    (f->sent = calloc(cap, sizeof *f->sent)) == NULL ||
-	    (f->seq = calloc(b->n + 1, sizeof *f->seq)) == NULL ||
-	    (f->dup = calloc(b->n + 1, 1)) == NULL ||
-	    (f->why = calloc(b->n + 1, sizeof *f->why)) == NULL) {
+	    (f->seq = calloc(n + 1, sizeof *f->seq)) == NULL ||
+	    (f->dup = calloc(n + 1, 1)) == NULL ||
+	    (f->why = calloc(n + 1, sizeof *f->why)) == NULL) {
 		flight_free(f);
-		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+		return NULL;
 	}
 	f->cap = cap;
-	/* the batch moves into the flight; the engine's starts afresh */
-	f->b = *b;
-	tidei_batch_init(b, cl->o.max_event);
+	f->nentries = n;
 	pthread_mutex_lock(&cl->mu);
-	f->next = NULL;
 	{
 		flight **tail = &cl->flights;
 		while (*tail != NULL)
@@ -422,6 +355,35 @@ tidei_cluster_publish(tidei_cluster *cl, tidei_batch *b, char *err)
 	}
 	cl->nflights++;
 	pthread_mutex_unlock(&cl->mu);
+	return f;
+}
+
+/* Every entry of @p f is handed to libnats: it is done when all have
+ * their answer. */
+void
+tidei_cl_flight_seal(tidei_cluster *cl, flight *f)
+{
+	int done;
+
+	pthread_mutex_lock(&cl->mu);
+	f->sealed = 1;
+	done = f->answered == f->n;
+	pthread_mutex_unlock(&cl->mu);
+	if (done)
+		cl->host.wake(cl->host.ud);
+}
+
+int
+tidei_cluster_publish(tidei_cluster *cl, tidei_batch *b, char *err)
+{
+	flight *f;
+
+	if ((f = tidei_cl_flight_new(cl, b->n)) == NULL)
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	/* the batch moves into the flight; the engine's starts afresh */
+	f->b = *b;
+	f->has_batch = 1;
+	tidei_batch_init(b, cl->o.max_event);
 	for (size_t i = 0; i < f->b.n; i++) {
 		tidei_item *it = &f->b.items[i];
 		if (it->len == 0)
@@ -431,15 +393,10 @@ tidei_cluster_publish(tidei_cluster *cl, tidei_batch *b, char *err)
 					   "(the stream orders events, not subjects' versions)");
 			continue;
 		}
-		send_one(cl, f, i);
+		tidei_cl_send_rec(cl, f, i, tidei_batch_rec(&f->b, it), it->len);
 	}
-	pthread_mutex_lock(&cl->mu);
-	f->sealed = 1;
-	done = f->answered == f->n;
-	pthread_mutex_unlock(&cl->mu);
 	cl->published += f->n;
-	if (done)
-		cl->host.wake(cl->host.ud);
+	tidei_cl_flight_seal(cl, f);
 	return TIDE_OK;
 }
 
@@ -469,6 +426,8 @@ take_done(tidei_cluster *cl)
 static void
 hand_back(tidei_cluster *cl, flight *f)
 {
+	if (!f->has_batch)
+		return; /* the outbox's: its answers are taken in ack() */
 	for (size_t i = 0; i < f->b.n; i++) {
 		tidei_item *it = &f->b.items[i];
 		if (it->len == 0)
@@ -485,46 +444,8 @@ hand_back(tidei_cluster *cl, flight *f)
 }
 
 /* ------------------------------------------------------------------------
- * Reading the owned partitions
+ * Taking what the owned partitions delivered
  * ------------------------------------------------------------------------ */
-
-/* libnats, on a subscription's thread: a message of an owned partition. */
-static void
-deliver(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
-{
-	subctx *sc = closure;
-	part *pt = sc->pt;
-	tidei_cluster *cl = pt->cl;
-	int wake;
-
-	(void)nc;
-	(void)sub;
-	pthread_mutex_lock(&cl->mu);
-	while (cl->qn >= QUEUE_MAX && !atomic_load(&cl->stopping) && sc->gen == pt->gen)
-		pthread_cond_wait(&cl->room, &cl->mu);
-	if (sc->gen != pt->gen || atomic_load(&cl->stopping)) {
-		pthread_mutex_unlock(&cl->mu);
-		natsMsg_Destroy(msg); /* a subscription given up meanwhile */
-		return;
-	}
-	if (cl->qn == cl->qcap) {
-		size_t cap = cl->qcap ? 2 * cl->qcap : 1024;
-		queued *q = realloc(cl->q, cap * sizeof *q);
-		if (q == NULL) {
-			pthread_mutex_unlock(&cl->mu);
-			natsMsg_Destroy(msg); /* read again after the next resubscription */
-			return;
-		}
-		cl->q = q;
-		cl->qcap = cap;
-	}
-	cl->q[cl->qn++] = (queued){ msg, pt->index, sc->gen };
-	pt->queued++;
-	wake = cl->qn == 1;
-	pthread_mutex_unlock(&cl->mu);
-	if (wake)
-		cl->host.wake(cl->host.ud);
-}
 
 /* Move one message into @p in: 1 if an event was added. */
 static int
@@ -550,6 +471,16 @@ take_msg(tidei_cluster *cl, const queued *q, tidei_batch *in)
 	cl->received++;
 	first = in->n;
 	added = tidei_batch_add(in, natsMsg_GetData(q->msg), (size_t)natsMsg_GetDataLength(q->msg));
+	{
+		/* an emitted event: its place in its chain (max_emit_depth) */
+		const char *d = NULL;
+		if (added > 0 && natsMsgHeader_Get(q->msg, "Tide-Depth", &d) == NATS_OK &&
+		    d != NULL)
+			for (size_t k = first; k < in->n; k++)
+				if (in->items[k].len > 0)
+					tidei_event_set_depth(tidei_batch_rec(in, &in->items[k]),
+							      in->items[k].len, (unsigned)atoi(d));
+	}
 	for (size_t k = first; added > 0 && k < in->n; k++)
 		if (in->items[k].len == 0) {
 			why = tidei_batch_error(in, &in->items[k]);
@@ -576,6 +507,8 @@ tidei_cluster_poll(tidei_cluster *cl, tidei_batch *in)
 		flight_free(done);
 		done = next;
 	}
+	tidei_cl_answer_queries(cl);
+	tidei_cl_outbox_retry(cl);
 	pthread_mutex_lock(&cl->mu);
 	q = cl->q;
 	n = cl->qn;
@@ -599,275 +532,6 @@ tidei_cluster_poll(tidei_cluster *cl, tidei_batch *in)
 	}
 	free(q);
 	return got;
-}
-
-/* ------------------------------------------------------------------------
- * Leases (the keeper's thread)
- * ------------------------------------------------------------------------ */
-
-/* Read partition @p p from after what is stored or taken; under no lock. */
-static void
-subscribe(tidei_cluster *cl, uint32_t p)
-{
-	part *pt = &cl->parts[p];
-	natsSubscription *sub = NULL, *old;
-	jsSubOptions so;
-	jsErrCode jerr = 0;
-	char subj[128];
-	uint64_t from;
-	natsStatus s;
-	subctx *sc;
-
-	if ((sc = calloc(1, sizeof *sc)) == NULL)
-		return; /* tried again at the next tick */
-	pthread_mutex_lock(&cl->mu);
-	old = pt->sub;
-	pt->sub = NULL;
-	pt->gen++;
-	pt->resubscribe = 0;
-	sc->pt = pt;
-	sc->gen = pt->gen;
-	sc->next = cl->subs;
-	cl->subs = sc;
-	/* what the open turn took is in its batch: read on after it */
-	from = (pt->taken > pt->position ? pt->taken : pt->position) + 1;
-	pthread_mutex_unlock(&cl->mu);
-	pthread_cond_broadcast(&cl->room);
-	if (old != NULL) {
-		natsSubscription_Unsubscribe(old);
-		natsSubscription_Destroy(old);
-	}
-	snprintf(subj, sizeof subj, "%s.p.%" PRIu32 ".>", cl->prefix, p);
-	jsSubOptions_Init(&so);
-	so.Stream = cl->stream;
-	so.Ordered = true;
-	so.Config.DeliverPolicy = js_DeliverByStartSequence;
-	so.Config.OptStartSeq = from;
-	s = js_Subscribe(&sub, cl->js, subj, deliver, sc, NULL, &so, &jerr);
-	pthread_mutex_lock(&cl->mu);
-	if (s == NATS_OK && sc->gen == pt->gen && pt->owned) {
-		pt->sub = sub;
-		sub = NULL;
-	}
-	pthread_mutex_unlock(&cl->mu);
-	if (s != NATS_OK) {
-		LOG(cl, TIDE_LOG_WARN, "cannot read partition %" PRIu32 ": %s (tried again soon)",
-		    p, nats_why(s));
-		return;
-	}
-	if (sub != NULL) { /* lost meanwhile */
-		natsSubscription_Unsubscribe(sub);
-		natsSubscription_Destroy(sub);
-		return;
-	}
-	LOG(cl, TIDE_LOG_INFO, "reading partition %" PRIu32 " from stream sequence %" PRIu64, p,
-	    from);
-}
-
-static void
-unsubscribe(tidei_cluster *cl, uint32_t p)
-{
-	part *pt = &cl->parts[p];
-	natsSubscription *old;
-
-	pthread_mutex_lock(&cl->mu);
-	old = pt->sub;
-	pt->sub = NULL;
-	pt->gen++; /* what waits in the queue for it is dropped */
-	pthread_mutex_unlock(&cl->mu);
-	pthread_cond_broadcast(&cl->room);
-	if (old != NULL) {
-		natsSubscription_Unsubscribe(old);
-		natsSubscription_Destroy(old);
-	}
-}
-
-static void
-lease_key(char *out, size_t n, uint32_t p)
-{
-	snprintf(out, n, "p%" PRIu32, p);
-}
-
-/* Lost or given up: stop reading it. */
-static void
-drop_lease(tidei_cluster *cl, uint32_t p, int release)
-{
-	char key[32];
-
-	pthread_mutex_lock(&cl->mu);
-	cl->parts[p].owned = 0;
-	pthread_mutex_unlock(&cl->mu);
-	unsubscribe(cl, p);
-	if (release) {
-		lease_key(key, sizeof key, p);
-		kvStore_Delete(cl->kv, key);
-	}
-}
-
-static void
-got_lease(tidei_cluster *cl, uint32_t p, uint64_t rev)
-{
-	pthread_mutex_lock(&cl->mu);
-	cl->parts[p].owned = 1;
-	cl->parts[p].rev = rev;
-	snprintf(cl->parts[p].owner, sizeof cl->parts[p].owner, "%s", cl->node);
-	pthread_mutex_unlock(&cl->mu);
-	LOG(cl, TIDE_LOG_INFO, "this node now owns partition %" PRIu32, p);
-	subscribe(cl, p);
-}
-
-/* Try to take partition @p p: its lease is free, or ours from before a
- * restart. */
-static void
-try_take(tidei_cluster *cl, uint32_t p)
-{
-	char key[32];
-	kvEntry *e = NULL;
-	uint64_t rev = 0;
-	natsStatus s;
-
-	lease_key(key, sizeof key, p);
-	s = kvStore_Get(&e, cl->kv, key);
-	if (s == NATS_OK) {
-		const char *who = kvEntry_ValueString(e);
-		pthread_mutex_lock(&cl->mu);
-		snprintf(cl->parts[p].owner, sizeof cl->parts[p].owner, "%s", who ? who : "");
-		pthread_mutex_unlock(&cl->mu);
-		if (who != NULL && strcmp(who, cl->node) == 0 &&
-		    kvStore_UpdateString(&rev, cl->kv, key, cl->node, kvEntry_Revision(e)) ==
-			    NATS_OK) {
-			kvEntry_Destroy(e);
-			got_lease(cl, p, rev);
-			return;
-		}
-		kvEntry_Destroy(e);
-		return; /* another node's */
-	}
-	if (s == NATS_NOT_FOUND && kvStore_CreateString(&rev, cl->kv, key, cl->node) == NATS_OK)
-		got_lease(cl, p, rev);
-}
-
-/* The owner named in partition @p p's lease ("" when free). */
-static void
-read_owner(tidei_cluster *cl, uint32_t p)
-{
-	char key[32];
-	kvEntry *e = NULL;
-	const char *who = NULL;
-
-	lease_key(key, sizeof key, p);
-	if (kvStore_Get(&e, cl->kv, key) == NATS_OK)
-		who = kvEntry_ValueString(e);
-	pthread_mutex_lock(&cl->mu);
-	if (!cl->parts[p].owned)
-		snprintf(cl->parts[p].owner, sizeof cl->parts[p].owner, "%s", who ? who : "");
-	pthread_mutex_unlock(&cl->mu);
-	kvEntry_Destroy(e);
-}
-
-/* The nodes alive: each renews its own "n.NAME" key. */
-static unsigned
-count_nodes(tidei_cluster *cl)
-{
-	kvKeysList keys = { 0 };
-	unsigned n = 0;
-
-	if (kvStore_Keys(&keys, cl->kv, NULL) != NATS_OK) {
-		return 0;
-	}
-	for (int k = 0; k < keys.Count; k++)
-		n += strncmp(keys.Keys[k], "n.", 2) == 0;
-	kvKeysList_Destroy(&keys);
-	return n;
-}
-
-static void
-keep_leases(tidei_cluster *cl)
-{
-	char key[160];
-	unsigned owned = 0, share, nodes;
-	uint64_t rev;
-
-	snprintf(key, sizeof key, "n.%s", cl->node);
-	if (kvStore_PutString(&rev, cl->kv, key, "alive") != NATS_OK) {
-		return; /* the cluster is away: try again at the next tick */
-	}
-	/* renew what we hold; a renewal refused means another node took it */
-	for (uint32_t p = 0; p < cl->o.partitions; p++) {
-		part *pt = &cl->parts[p];
-		int mine, again;
-		uint64_t r;
-		pthread_mutex_lock(&cl->mu);
-		mine = pt->owned;
-		r = pt->rev;
-		again = pt->resubscribe;
-		pthread_mutex_unlock(&cl->mu);
-		if (!mine)
-			continue;
-		lease_key(key, sizeof key, p);
-		if (kvStore_UpdateString(&rev, cl->kv, key, cl->node, r) != NATS_OK) {
-			LOG(cl, TIDE_LOG_WARN, "the lease of partition %" PRIu32 " was lost", p);
-			drop_lease(cl, p, 0);
-			continue;
-		}
-		pthread_mutex_lock(&cl->mu);
-		pt->rev = rev;
-		pthread_mutex_unlock(&cl->mu);
-		if (again || pt->sub == NULL)
-			subscribe(cl, p);
-		owned++;
-	}
-	nodes = count_nodes(cl);
-	if (nodes == 0)
-		nodes = 1;
-	cl->nodes = nodes;
-	share = (cl->o.partitions + nodes - 1) / nodes;
-	/* above our share: the highest ones go, to a node that has fewer */
-	for (uint32_t p = cl->o.partitions; p-- > 0 && owned > share;) {
-		if (!cl->parts[p].owned)
-			continue;
-		LOG(cl, TIDE_LOG_INFO, "partition %" PRIu32 " is given up (%u nodes share %u)", p,
-		    nodes, cl->o.partitions);
-		drop_lease(cl, p, 1);
-		owned--;
-	}
-	/* below it: free partitions, first those this node stored before
-	 * (it goes on from its position, not from the start) */
-	for (int pass = 0; pass < 2; pass++)
-		for (uint32_t p = 0; p < cl->o.partitions && owned < share; p++) {
-			if (cl->parts[p].owned || (pass == 0) != (cl->parts[p].position > 0))
-				continue;
-			try_take(cl, p);
-			owned += cl->parts[p].owned;
-		}
-	/* who owns the others, for tide stat */
-	for (uint32_t p = 0; p < cl->o.partitions; p++)
-		if (!cl->parts[p].owned)
-			read_owner(cl, p);
-}
-
-static void *
-keeper(void *arg)
-{
-	tidei_cluster *cl = arg;
-	int64_t every = cl->o.lease_ns / 3;
-
-	while (!atomic_load(&cl->stopping)) {
-		struct timespec until;
-		keep_leases(cl);
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += every / 1000000000;
-		until.tv_nsec += every % 1000000000;
-		if (until.tv_nsec >= 1000000000) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000;
-		}
-		pthread_mutex_lock(&cl->mu);
-		if (!atomic_load(&cl->stopping))
-			pthread_cond_timedwait(&cl->tick, &cl->mu, &until);
-		pthread_mutex_unlock(&cl->mu);
-	}
-	return NULL;
 }
 
 /* ------------------------------------------------------------------------
@@ -923,7 +587,7 @@ ensure_stream(tidei_cluster *cl, char *err)
 	}
 	if (s != NATS_OK)
 		return tidei_err(err, TIDE_ESTATE, "cannot create stream %s: %s", cl->stream,
-				 nats_why(s));
+				 tidei_cl_why(s));
 	jsStreamInfo_Destroy(si);
 	LOG(cl, TIDE_LOG_INFO, "created stream %s: %u partitions, %u replicas", cl->stream,
 	    cl->o.partitions, cl->o.replicas);
@@ -937,17 +601,23 @@ ensure_leases(tidei_cluster *cl, char *err)
 	char bucket[128];
 	natsStatus s;
 
+	jsOptions jo;
+
+	jsOptions_Init(&jo);
+	jo.Wait = LEASE_WAIT_MS;
+	if ((s = natsConnection_JetStream(&cl->kjs, cl->nc, &jo)) != NATS_OK)
+		return tidei_err(err, TIDE_ESTATE, "JetStream: %s", tidei_cl_why(s));
 	snprintf(bucket, sizeof bucket, "%s_leases", cl->stream);
-	if (js_KeyValue(&cl->kv, cl->js, bucket) == NATS_OK)
+	if (js_KeyValue(&cl->kv, cl->kjs, bucket) == NATS_OK)
 		return TIDE_OK;
 	kvConfig_Init(&kc);
 	kc.Bucket = bucket;
 	kc.History = 1;
 	kc.TTL = cl->o.lease_ns;
 	kc.Replicas = (int)cl->o.replicas;
-	if ((s = js_CreateKeyValue(&cl->kv, cl->js, &kc)) != NATS_OK)
+	if ((s = js_CreateKeyValue(&cl->kv, cl->kjs, &kc)) != NATS_OK)
 		return tidei_err(err, TIDE_ESTATE, "cannot create the lease bucket %s: %s", bucket,
-				 nats_why(s));
+				 tidei_cl_why(s));
 	return TIDE_OK;
 }
 
@@ -998,6 +668,7 @@ tidei_cluster_open(tidei_cluster **out, const tidei_cluster_opts *o, const tidei
 	*out = NULL;
 	if ((cl = calloc(1, sizeof *cl)) == NULL)
 		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	atomic_fetch_add(&open_clusters, 1);
 	cl->o = *o;
 	cl->host = *host;
 	if (cl->o.partitions == 0)
@@ -1023,7 +694,9 @@ tidei_cluster_open(tidei_cluster **out, const tidei_cluster_opts *o, const tidei
 		cl->parts[p].cl = cl;
 		cl->parts[p].index = p;
 	}
-	if ((rc = read_positions(cl, log, err)) != TIDE_OK) {
+	cl->log = log;
+	if ((rc = read_positions(cl, log, err)) != TIDE_OK ||
+	    (rc = tidei_cl_outbox_open(cl, log, err)) != TIDE_OK) {
 		tidei_cluster_close(cl);
 		return rc;
 	}
@@ -1036,7 +709,7 @@ tidei_cluster_open(tidei_cluster **out, const tidei_cluster_opts *o, const tidei
 	    (s = natsConnection_Connect(&cl->nc, no)) != NATS_OK) {
 		natsOptions_Destroy(no);
 		rc = tidei_err(err, TIDE_ESTATE, "cannot connect to the cluster at %s: %s",
-			       cl->urls, nats_why(s));
+			       cl->urls, tidei_cl_why(s));
 		tidei_cluster_close(cl);
 		return rc;
 	}
@@ -1048,7 +721,7 @@ tidei_cluster_open(tidei_cluster **out, const tidei_cluster_opts *o, const tidei
 	jo.PublishAsync.ErrHandler = ack_err;
 	jo.PublishAsync.MaxPending = 20000;
 	if ((s = natsConnection_JetStream(&cl->js, cl->nc, &jo)) != NATS_OK) {
-		rc = tidei_err(err, TIDE_ESTATE, "JetStream: %s", nats_why(s));
+		rc = tidei_err(err, TIDE_ESTATE, "JetStream: %s", tidei_cl_why(s));
 		tidei_cluster_close(cl);
 		return rc;
 	}
@@ -1056,7 +729,7 @@ tidei_cluster_open(tidei_cluster **out, const tidei_cluster_opts *o, const tidei
 		tidei_cluster_close(cl);
 		return rc;
 	}
-	if (pthread_create(&cl->keeper, NULL, keeper, cl) != 0) {
+	if (pthread_create(&cl->keeper, NULL, tidei_cl_keeper, cl) != 0) {
 		tidei_cluster_close(cl);
 		return tidei_err(err, TIDE_ENOMEM, "cannot start the lease thread");
 	}
@@ -1072,6 +745,13 @@ tidei_cluster_close(tidei_cluster *cl)
 
 	if (cl == NULL)
 		return;
+	/* the producers' events in flight get their answers first */
+	if (cl->js != NULL) {
+		jsPubOptions po;
+		jsPubOptions_Init(&po);
+		po.MaxWait = CLOSE_WAIT_MS;
+		js_PublishAsyncComplete(cl->js, &po);
+	}
 	pthread_mutex_lock(&cl->mu);
 	atomic_store(&cl->stopping, 1);
 	pthread_mutex_unlock(&cl->mu);
@@ -1079,27 +759,25 @@ tidei_cluster_close(tidei_cluster *cl)
 	pthread_cond_broadcast(&cl->room);
 	if (cl->keeper_started)
 		pthread_join(cl->keeper, NULL);
-	/* the leases go at once: the others need not wait for them to expire */
-	for (uint32_t p = 0; cl->parts != NULL && p < cl->o.partitions; p++)
-		if (cl->parts[p].owned)
-			drop_lease(cl, p, 1);
-		else
-			unsubscribe(cl, p);
-	if (cl->kv != NULL) {
-		char key[160];
-		snprintf(key, sizeof key, "n.%s", cl->node);
-		kvStore_Delete(cl->kv, key);
-	}
-	if (cl->js != NULL) {
-		jsPubOptions po;
-		jsPubOptions_Init(&po);
-		po.MaxWait = CLOSE_WAIT_MS;
-		js_PublishAsyncComplete(cl->js, &po);
+	/* the leases go at once, so that the others need not wait for them
+	 * to expire; within a second (the rest expire) */
+	{
+		int64_t until = tidei_mono() + 1000000000ll;
+		for (uint32_t p = 0; cl->parts != NULL && p < cl->o.partitions; p++)
+			if (cl->parts[p].owned)
+				tidei_cl_drop_lease(cl, p, tidei_mono() < until);
+			else
+				tidei_cl_unsubscribe(cl, p);
+		if (cl->kv != NULL && tidei_mono() < until) {
+			char key[160];
+			snprintf(key, sizeof key, "n.%s", cl->node);
+			kvStore_Delete(cl->kv, key);
+		}
 	}
 	/* batches still without every answer fail what is unanswered */
 	while ((f = cl->flights) != NULL) {
 		cl->flights = f->next;
-		for (size_t i = 0; i < f->b.n; i++)
+		for (size_t i = 0; f->has_batch && i < f->b.n; i++)
 			if (f->b.items[i].len > 0 && f->seq[i] == 0 && f->why[i] == NULL)
 				f->why[i] =
 					strdup("not stored: the node stopped before the cluster "
@@ -1110,6 +788,9 @@ tidei_cluster_close(tidei_cluster *cl)
 	for (size_t k = 0; k < cl->qn; k++)
 		natsMsg_Destroy(cl->q[k].msg);
 	free(cl->q);
+	for (size_t k = 0; k < cl->rqn; k++)
+		natsMsg_Destroy(cl->rq[k]);
+	free(cl->rq);
 	while (cl->subs != NULL) {
 		subctx *next = cl->subs->next;
 		free(cl->subs);
@@ -1117,6 +798,8 @@ tidei_cluster_close(tidei_cluster *cl)
 	}
 	if (cl->kv != NULL)
 		kvStore_Destroy(cl->kv);
+	if (cl->kjs != NULL)
+		jsCtx_Destroy(cl->kjs);
 	if (cl->js != NULL)
 		jsCtx_Destroy(cl->js);
 	if (cl->nc != NULL) {
@@ -1130,12 +813,20 @@ tidei_cluster_close(tidei_cluster *cl)
 	tidei_buf_free(&cl->rec);
 	free(cl->parts);
 	free(cl->view);
+	free(cl->pending.v);
+	free(cl->pending_off);
+	free(cl->acked.v);
+	free(cl->deleting.v);
+	free(cl->retry.v);
+	tidei_buf_free(&cl->pending_recs);
 	free(cl->urls);
 	free(cl->node);
 	free(cl->stream);
 	free(cl->prefix);
 	free(cl->key);
 	free(cl);
+	if (atomic_fetch_sub(&open_clusters, 1) == 1)
+		nats_CloseAndWait(1000);
 }
 
 void

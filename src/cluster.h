@@ -59,6 +59,10 @@ typedef struct tidei_cluster_host {
 	 *  tidei_cluster_publish() has its results (seq: the stream's
 	 *  sequence); the host tells its waiters (tidei_batch_finish). */
 	void (*published)(void *ud, tidei_batch *b);
+	/** In the loop thread: answer a query another node forwarded (a REP
+	 *  request's JSON) into @p out, here, without forwarding it again;
+	 *  returns its TIDE_* code. */
+	int (*answer)(void *ud, const char *req, size_t len, tidei_buf *out);
 	void (*log)(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
 } tidei_cluster_host;
 
@@ -92,6 +96,20 @@ int tidei_cluster_write(tidei_cluster *cl, tidei_log *log, char *err);
  *  aborted (what it took is read again from the stream). */
 void tidei_cluster_committed(tidei_cluster *cl);
 void tidei_cluster_aborted(tidei_cluster *cl);
+
+/** A query for @p key (the request @p req, JSON) where the key's
+ *  partition is owned: 1 when it is owned here (answer it locally), else
+ *  0 with the owner's answer in @p out and its TIDE_* code in *code
+ *  (TIDE_ESTATE with a reason when no node answers).  Asked over NATS
+ *  request/reply, from the loop thread: it waits for the answer (2 s at
+ *  most). */
+int tidei_cluster_forward(tidei_cluster *cl, const char *key, size_t klen, const char *req,
+			  size_t len, tidei_buf *out, int *code);
+
+/** Where the consumers' emits go in a cluster (a tidei_outbox_fn, with
+ *  the cluster as @p ud): kept in the log in the open turn, published to
+ *  the stream once it commits. */
+int tidei_cluster_outbox_put(void *ud, const uint8_t *rec, size_t len, char *err);
 
 /** The partition of an event (a record of @p b's), by the key option. */
 uint32_t tidei_cluster_partition_of(const tidei_cluster *cl, const uint8_t *rec, size_t len);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
 
 #include "cli.h"
 #include "tide.h"
@@ -18,6 +19,8 @@ static const char usage_text[] =
 	"\n"
 	"Print the state of projection NAME: of KEY, or of every key (starting with\n"
 	"--prefix), one JSON object per line: {\"key\":..., \"state\":...}.\n"
+	"On a running node of a cluster, a KEY is asked of the node that owns its\n"
+	"partition; a listing shows this node's keys.\n"
 	"\n"
 	"options:\n"
 	"  -p, --prefix P          only keys starting with P\n"
@@ -42,6 +45,55 @@ print_state(void *ud, const char *key, size_t klen, const char *json, size_t jle
 	printf("{\"key\":%.*s,\"state\":%.*s}\n", (int)len, buf, (int)jlen, json);
 	yajl_gen_free(g);
 	return ferror(stdout) ? 1 : 0;
+}
+
+/* A key, asked of the running node, which forwards it to the node that
+ * owns the key's partition. */
+static int
+ask_cluster(const char *data, const char *name, const char *key)
+{
+	cli_client cl = { data, NULL, NULL, NULL, 5 };
+	yajl_gen g = yajl_gen_alloc(NULL);
+	const unsigned char *req;
+	size_t len;
+	yajl_val v, state;
+	int rc;
+
+	if (g == NULL)
+		return CLI_FAIL;
+	yajl_gen_map_open(g);
+	cli_gen_str(g, "query");
+	cli_gen_str(g, name);
+	cli_gen_str(g, "key");
+	cli_gen_str(g, key);
+	yajl_gen_map_close(g);
+	yajl_gen_get_buf(g, &req, &len);
+	v = cli_ask("query", &cl, req, len, &rc);
+	yajl_gen_free(g);
+	if (v == NULL)
+		return rc;
+	state = yajl_tree_get(v, (const char *[]){ "state", NULL }, yajl_t_any);
+	if (state == NULL) {
+		yajl_tree_free(v);
+		cli_error("query", "the engine's answer has no state");
+		return CLI_FAIL;
+	}
+	if ((g = yajl_gen_alloc(NULL)) == NULL) {
+		yajl_tree_free(v);
+		return CLI_FAIL;
+	}
+	yajl_gen_map_open(g);
+	cli_gen_str(g, "key");
+	cli_gen_str(g, key);
+	cli_gen_str(g, "state");
+	rc = cli_gen_value(g, state);
+	yajl_gen_map_close(g);
+	yajl_gen_get_buf(g, &req, &len);
+	if (rc == 0)
+		printf("%.*s\n", (int)len, req);
+	yajl_gen_free(g);
+	yajl_tree_free(v);
+	return rc == 0 && fflush(stdout) == 0 ? CLI_OK : CLI_FAIL;
 }
 
 int
@@ -76,6 +128,8 @@ cmd_query(int argc, char **argv)
 	name = argv[optind];
 	if (argc - optind == 2)
 		key = argv[optind + 1];
+	if (key != NULL && cli_in_cluster(data))
+		return ask_cluster(data, name, key);
 	if (tide_log_open(&log, data) != TIDE_OK) {
 		cli_error("query", "%s", tide_errmsg());
 		return CLI_FAIL;

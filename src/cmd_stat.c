@@ -133,23 +133,6 @@ print_projection(void *ud, const tide_projection_info *pi)
 	s->n++;
 }
 
-/* 1 if the engine of @p data runs in a cluster (its endpoints file says). */
-static int
-in_cluster(const char *data)
-{
-	char path[4200], line[4300];
-	FILE *f;
-	int yes = 0;
-
-	snprintf(path, sizeof path, "%s/endpoints", data);
-	if ((f = fopen(path, "r")) == NULL)
-		return 0;
-	while (!yes && fgets(line, sizeof line, f) != NULL)
-		yes = strncmp(line, "cluster=", 8) == 0;
-	fclose(f);
-	return yes;
-}
-
 /* The running node's view of its cluster: printed as text, or as the
  * "cluster" member of the JSON; nothing when it is not in one. */
 static void
@@ -160,7 +143,7 @@ print_cluster(const char *data, int json)
 	yajl_val v, parts;
 	int rc;
 
-	if (!in_cluster(data) ||
+	if (!cli_in_cluster(data) ||
 	    (v = cli_ask("stat", &cl, req, strlen((const char *)req), &rc)) == NULL)
 		return;
 	parts = yajl_tree_get(v, (const char *[]){ "partitions", NULL }, yajl_t_array);

@@ -74,18 +74,20 @@ struct tidei_consumers {
 	 * aborted and run again (the map grew, or another consumer failed
 	 * the turn) rolls their claims back, but the effects they guard have
 	 * happened, so they are not granted a second time. */
-	tidei_keymap claims;    /* "consumer\0key" */
-	tidei_buf claim;        /* the one being looked up */
-	int ran;                /* the consumers ran in the open transaction */
-	const char *tag;        /* emits' ids: "<seq>.<tag><k>" */
-	size_t tag_base;        /* k of the call's first emit, less one */
-	int64_t emit_at;        /* the time of what it emits, or INT64_MIN: the cause's */
-	int late;               /* the event in hand is late (TIDEI_LATE_*), or 0 */
-	int again;              /* the event in hand was tried before */
-	tidei_rule_timer timer; /* the one firing */
-	tidei_replay_sink sink; /* a replay's, or all NULL */
-	tidei_shared *shared;   /* tide.shared tables */
-	uint64_t tick_seq;      /* the tick appended last, until every rule passed it */
+	tidei_keymap claims;     /* "consumer\0key" */
+	tidei_buf claim;         /* the one being looked up */
+	int ran;                 /* the consumers ran in the open transaction */
+	const char *tag;         /* emits' ids: "<seq>.<tag><k>" */
+	size_t tag_base;         /* k of the call's first emit, less one */
+	int64_t emit_at;         /* the time of what it emits, or INT64_MIN: the cause's */
+	int late;                /* the event in hand is late (TIDEI_LATE_*), or 0 */
+	int again;               /* the event in hand was tried before */
+	tidei_rule_timer timer;  /* the one firing */
+	tidei_replay_sink sink;  /* a replay's, or all NULL */
+	tidei_outbox_fn *outbox; /* a cluster's: emits go there, not to the log */
+	void *outbox_ud;
+	tidei_shared *shared; /* tide.shared tables */
+	uint64_t tick_seq;    /* the tick appended last, until every rule passed it */
 	/* Writing the consumers' work (checkpoints, rule states and timers,
 	 * shared tables) waits while they are busy: see tidei_consumers_run. */
 	int64_t written_at; /* when it was last written */
@@ -317,7 +319,7 @@ host_emit(void *ud, tidei_evb *b, char *err)
 				 cs->o.max_emits);
 	if ((rc = tidei_emit_prepare_tagged(b, cs->cur->name, cause, cs->tag,
 					    cs->tag_base + cs->nemits + 1, cs->emit_at,
-					    cs->o.max_depth, err)) != TIDE_OK)
+					    cs->o.max_depth, cs->outbox != NULL, err)) != TIDE_OK)
 		return rc;
 	if (tidei_array_grow(&cs->emit_len, &cs->emit_cap, cs->nemits, sizeof *cs->emit_len, 16) !=
 	    0)
@@ -960,6 +962,12 @@ append_emits(tidei_consumers *cs, const tidei_consumer *c, const struct tide_eve
 				      cause);
 			continue;
 		}
+		if (cs->outbox != NULL) { /* to the cluster's stream, after the commit */
+			if ((rc = cs->outbox(cs->outbox_ud, cs->emits.p + off, cs->emit_len[k],
+					     err)) != TIDE_OK)
+				return rc;
+			continue;
+		}
 		rc = tidei_log_append(log, cs->emits.p + off, cs->emit_len[k], tidei_now(), -1,
 				      &res);
 		if (rc != TIDE_OK)
@@ -1486,6 +1494,13 @@ void
 tidei_consumers_set_sink(tidei_consumers *cs, const tidei_replay_sink *sink)
 {
 	cs->sink = *sink;
+}
+
+void
+tidei_consumers_set_outbox(tidei_consumers *cs, tidei_outbox_fn *put, void *ud)
+{
+	cs->outbox = put;
+	cs->outbox_ud = ud;
 }
 
 int

@@ -176,7 +176,8 @@ int tidei_emit_prepare(tidei_evb *b, const char *consumer, const struct tide_eve
  *  "t" for what a timer emits) and @p at for its time (INT64_MIN: the
  *  cause's time, as tidei_emit_prepare() gives it). */
 int tidei_emit_prepare_tagged(tidei_evb *b, const char *consumer, const struct tide_event *cause,
-			      const char *tag, size_t k, int64_t at, unsigned max_depth, char *err);
+			      const char *tag, size_t k, int64_t at, unsigned max_depth, int stable,
+			      char *err);
 
 /** For a replay: what handlers emit goes to @p emit instead of the log,
  *  and a handler that fails is reported to @p fail instead of retried. */
@@ -187,6 +188,14 @@ typedef struct tidei_replay_sink {
 	void *ud;
 } tidei_replay_sink;
 void tidei_consumers_set_sink(tidei_consumers *cs, const tidei_replay_sink *sink);
+
+/** Where emitted events go instead of the log (a cluster's outbox, written
+ *  in the open write transaction): @p put returns TIDE_OK or a code with
+ *  the reason in @p err, which fails the turn as a failed append would.
+ *  Emitted ids then come from the cause's source and id, not its seq, so
+ *  that every node that handles a cause emits the same ids. */
+typedef int tidei_outbox_fn(void *ud, const uint8_t *rec, size_t len, char *err);
+void tidei_consumers_set_outbox(tidei_consumers *cs, tidei_outbox_fn *put, void *ud);
 
 /** Hand @p ev to every consumer in order, as a turn does, inside @p log's
  *  open write transaction (which holds what the rules keep: in a replay,

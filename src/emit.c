@@ -22,12 +22,13 @@ int
 tidei_emit_prepare(tidei_evb *b, const char *consumer, const struct tide_event *cause, size_t k,
 		   unsigned max_depth, char *err)
 {
-	return tidei_emit_prepare_tagged(b, consumer, cause, "", k, INT64_MIN, max_depth, err);
+	return tidei_emit_prepare_tagged(b, consumer, cause, "", k, INT64_MIN, max_depth, 0, err);
 }
 
 int
 tidei_emit_prepare_tagged(tidei_evb *b, const char *consumer, const struct tide_event *cause,
-			  const char *tag, size_t k, int64_t at, unsigned max_depth, char *err)
+			  const char *tag, size_t k, int64_t at, unsigned max_depth, int stable,
+			  char *err)
 {
 	unsigned depth = tidei_event_depth(cause) + 1;
 	char tmp[256];
@@ -52,7 +53,23 @@ tidei_emit_prepare_tagged(tidei_evb *b, const char *consumer, const struct tide_
 	b->depth = (uint16_t)depth;
 	n = snprintf(tmp, sizeof tmp, "/tide/%s", consumer);
 	set_default(b, TIDEI_A_SOURCE, tmp, (size_t)n);
-	n = snprintf(tmp, sizeof tmp, "%llu.%s%zu", (unsigned long long)cause->seq, tag, k);
+	if (stable) {
+		/* the same on every node that handles the cause (a cluster's
+		 * partitions move): from the cause's source and id, not its seq */
+		uint64_t h = 14695981039346656037ull;
+		for (int a = 0; a < 2; a++) {
+			int at_ = a ? TIDEI_A_ID : TIDEI_A_SOURCE;
+			for (size_t i = 0; i < cause->len[at_]; i++) {
+				h ^= (uint8_t)cause->attr[at_][i];
+				h *= 1099511628211ull;
+			}
+			h ^= 0xff; /* between the two */
+			h *= 1099511628211ull;
+		}
+		n = snprintf(tmp, sizeof tmp, "%016llx.%s%zu", (unsigned long long)h, tag, k);
+	} else {
+		n = snprintf(tmp, sizeof tmp, "%llu.%s%zu", (unsigned long long)cause->seq, tag, k);
+	}
 	set_default(b, TIDEI_A_ID, tmp, (size_t)n);
 	set_default(b, TIDEI_A_CAUSATIONID, cause->attr[TIDEI_A_ID], cause->len[TIDEI_A_ID]);
 	/* it happened when its cause did (or when the timer fell due): rules

@@ -460,7 +460,7 @@ tick(void *ud)
 	}
 	if (e->in != NULL)
 		tidei_ingest_tick(e->in);
-	if (e->lagging)
+	if (e->lagging || e->cluster != NULL) /* a cluster's outbox sends again what waits */
 		tidei_loop_schedule(&e->loop);
 }
 
@@ -638,6 +638,9 @@ query(tide_engine *e, const tidei_request *r, tidei_buf *reply)
 	char msg[700];
 	int rc;
 
+	/* in a cluster, a key of a partition another node owns is its to answer */
+	if (e->cluster != NULL && tidei_engine_cluster_query(e, r, reply, &rc))
+		return rc;
 	tidei_buf_puts(reply, q.many ? "{\"ok\":true,\"states\":[" : "{\"ok\":true,");
 	rc = tidei_log_query(e->log, r->name, r->key, r->prefix, (size_t)r->limit, add_state, &q);
 	if (rc == TIDE_OK) {
@@ -740,6 +743,8 @@ new_runtime(tide_engine *e, tidei_consumers **cs, tidei_projections **ps)
 	co.projection_ud = e;
 	co.query = query_projection;
 	rc = tidei_consumers_new(cs, &co, e->err);
+	if (rc == TIDE_OK)
+		tidei_engine_cluster_consumers(e, *cs);
 	if (rc == TIDE_OK) {
 		tidei_pbuild_env be;
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);

@@ -47,6 +47,46 @@ cluster_published(void *ud, tidei_batch *b)
 		tidei_ingest_drained(e->in);
 }
 
+/* A query another node forwarded: answered here, whoever owns the key
+ * now (a partition moved meanwhile answers from what is stored here). */
+static int
+cluster_answer(void *ud, const char *req, size_t len, tidei_buf *out)
+{
+	tide_engine *e = ud;
+	tidei_request r;
+	char err[TIDEI_ERRLEN];
+	int rc;
+
+	if (tidei_request_parse(&r, req, len, &e->reqbuf, err) != TIDE_OK ||
+	    r.kind != TIDEI_REQ_QUERY) {
+		tidei_buf_puts(out, "{\"ok\":false,\"error\":\"not a query\"}");
+		return TIDE_EINVAL;
+	}
+	e->answering = 1;
+	rc = e->fns.query(e, &r, out);
+	e->answering = 0;
+	return rc;
+}
+
+int
+tidei_engine_cluster_query(tide_engine *e, const tidei_request *r, tidei_buf *reply, int *rc)
+{
+	tidei_buf req = { 0 };
+	int here;
+
+	if (e->answering || r->key == NULL)
+		return 0; /* listings answer from this node's own states */
+	tidei_buf_puts(&req, "{\"query\":");
+	tidei_json_str(&req, r->name, strlen(r->name));
+	tidei_buf_puts(&req, ",\"key\":");
+	tidei_json_str(&req, r->key, r->klen);
+	tidei_buf_putc(&req, '}');
+	here = req.failed || tidei_cluster_forward(e->cluster, r->key, r->klen, (const char *)req.p,
+						   req.len, reply, rc) != 0;
+	tidei_buf_free(&req);
+	return !here;
+}
+
 int
 tidei_engine_open_cluster(tide_engine *e)
 {
@@ -71,12 +111,21 @@ tidei_engine_open_cluster(tide_engine *e)
 	h.ud = e;
 	h.wake = cluster_wake;
 	h.published = cluster_published;
+	h.answer = cluster_answer;
 	h.log = e->fns.log; /* set by tidei_engine_open_http(), which runs first */
 	if ((rc = tidei_cluster_open(&e->cluster, &o, &h, e->log, e->err)) != TIDE_OK)
 		return rc;
+	tidei_engine_cluster_consumers(e, e->cs);
 	h.log(e, TIDE_LOG_INFO, "node '%s' joined the cluster at %s (stream %s)", o.node, o.urls,
 	      o.stream && o.stream[0] ? o.stream : "TIDE");
 	return TIDE_OK;
+}
+
+void
+tidei_engine_cluster_consumers(tide_engine *e, tidei_consumers *cs)
+{
+	if (e->cluster != NULL && cs != NULL)
+		tidei_consumers_set_outbox(cs, tidei_cluster_outbox_put, e->cluster);
 }
 
 void
@@ -163,6 +212,23 @@ tidei_engine_cluster_stat(tide_engine *e, tidei_buf *reply)
 }
 
 #else /* no libnats */
+
+void
+tidei_engine_cluster_consumers(tide_engine *e, tidei_consumers *cs)
+{
+	(void)e;
+	(void)cs;
+}
+
+int
+tidei_engine_cluster_query(tide_engine *e, const tidei_request *r, tidei_buf *reply, int *rc)
+{
+	(void)e;
+	(void)r;
+	(void)reply;
+	(void)rc;
+	return 0;
+}
 
 void
 tidei_engine_cluster_stat(tide_engine *e, tidei_buf *reply)

@@ -98,6 +98,7 @@ struct tide_engine {
 	tidei_counters counters;       /* for GET /metrics */
 	struct tidei_cluster *cluster; /* NULL unless configured (engine_cluster.c) */
 	tidei_batch cbatch;            /* the turn's events from the cluster's partitions */
+	int answering;                 /* a query another node forwarded: answered here */
 	tidei_engine_fns fns;          /* engine.c's, for engine_http.c */
 	char err[TIDEI_ERRLEN];
 };
@@ -109,6 +110,8 @@ int tidei_engine_open_http(tide_engine *e, const tidei_engine_fns *fns);
 /* engine_cluster.c: cluster mode over NATS JetStream (cluster.h) */
 /** Join the cluster when configured (e->cfg->cluster). */
 int tidei_engine_open_cluster(tide_engine *e);
+/** Consumers made afresh (a reload) emit into the cluster's outbox. */
+void tidei_engine_cluster_consumers(tide_engine *e, tidei_consumers *cs);
 /** Leave it, after the acknowledgements still due (NULL cluster: nothing). */
 void tidei_engine_close_cluster(tide_engine *e);
 /** At a turn's start: the producers' batch goes to the stream (when
@@ -119,6 +122,10 @@ tidei_batch *tidei_engine_cluster_turn(tide_engine *e);
 int tidei_engine_cluster_write(tide_engine *e, char *err);
 /** The turn committed (1) or was aborted (0). */
 void tidei_engine_cluster_done(tide_engine *e, int committed);
+/** A query @p r for a key of a partition another node owns: 1 with that
+ *  node's answer in @p reply and its code in *rc; 0 when it is answered
+ *  here. */
+int tidei_engine_cluster_query(tide_engine *e, const tidei_request *r, tidei_buf *reply, int *rc);
 /** {"command":"cluster"}: the node's view of the cluster, as JSON. */
 void tidei_engine_cluster_stat(tide_engine *e, tidei_buf *reply);
 

@@ -65,6 +65,15 @@ tidei_event_depth(const struct tide_event *ev)
 	return (unsigned)ev->rec[OFF_DEPTH] | (unsigned)ev->rec[OFF_DEPTH + 1] << 8;
 }
 
+void
+tidei_event_set_depth(uint8_t *rec, size_t len, unsigned depth)
+{
+	if (len < TIDEI_REC_HEADER || depth > UINT16_MAX)
+		return;
+	rec[OFF_DEPTH] = (uint8_t)(depth & 0xff);
+	rec[OFF_DEPTH + 1] = (uint8_t)(depth >> 8);
+}
+
 int
 tidei_event_decode(struct tide_event *ev, const uint8_t *rec, size_t len)
 {

@@ -69,6 +69,10 @@ unsigned tidei_event_depth(const struct tide_event *ev);
 /** Fill @p ev from a record.  Returns 0, or -1 if the record is corrupt. */
 int tidei_event_decode(struct tide_event *ev, const uint8_t *rec, size_t len);
 
+/** Set the depth of a record (tidei_event_depth) in place: an emitted
+ *  event that came back from a cluster's stream as JSON. */
+void tidei_event_set_depth(uint8_t *rec, size_t len, unsigned depth);
+
 /** Write the fields the log assigns into a record in place. */
 void tidei_event_stamp(uint8_t *rec, uint64_t version, uint64_t prev, int64_t recorded);
 

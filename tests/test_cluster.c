@@ -3,7 +3,10 @@
  * NATS JetStream cluster (three nats-server processes, nats_rig.h): the
  * events producers had acknowledged are each stored exactly once, by the
  * node that owns their partition, and each owner's projection holds what
- * a model of the acknowledged events says, through a node killed with
+ * a model of the acknowledged events says (asked of any node: the others
+ * forward the query to the owner), and so does a projection of what a rule
+ * emitted for keys of other partitions (emits go through the stream to
+ * the owner of their own key, once each), through a node killed with
  * SIGKILL (its partitions move to the others), its restart (they share
  * again), a NATS follower killed and restarted, and the stream's leader
  * stepping down.
@@ -39,18 +42,28 @@ teardown(void)
 	th_cleanup();
 }
 
-static const char script[] = "local tide = require 'tide'\n"
-			     "tide.projection('count', { key = 'subject',\n"
-			     "  init = function() return { n = 0 } end,\n"
-			     "  on = { ['t.*'] = function(s) s.n = s.n + 1 end } })\n"
-			     "tide.on('t.*', function(ev, st) st.n = (st.n or 0) + 1 end,\n"
-			     "  { name = 'per_key', key = 'subject', from = 'beginning' })\n";
+static const char script[] =
+	"local tide = require 'tide'\n"
+	"tide.projection('count', { key = 'subject',\n"
+	"  init = function() return { n = 0 } end,\n"
+	"  on = { ['t.*'] = function(s) s.n = s.n + 1 end } })\n"
+	"tide.projection('alerts', { key = 'subject',\n"
+	"  init = function() return { n = 0 } end,\n"
+	"  on = { ['alert.*'] = function(s) s.n = s.n + 1 end } })\n"
+	"tide.on('t.*', function(ev, st)\n"
+	"  st.n = (st.n or 0) + 1\n"
+	"  local n = tonumber(ev.id:sub(2))\n"
+	"  if n % 10 == 0 then\n"
+	"    tide.emit({ type = 'alert.x', subject = 'k' .. ((n // 10) % 40) })\n"
+	"  end\n"
+	"end, { name = 'per_key', key = 'subject', from = 'beginning' })\n";
 
 /* What producers were told: the events acknowledged, by number, and the
  * projection's model (events per key). */
 typedef struct model {
 	unsigned char acked[MAX_EVENTS + 1];
 	long count[KEYS];
+	long alerts[KEYS]; /* emitted for every tenth event, to another key */
 	long total;
 } model;
 
@@ -156,6 +169,8 @@ publish(th_daemon *d, model *m, int from, int to)
 		if (strncmp(line, "{\"ok\":true", 10) == 0 && !m->acked[i]) {
 			m->acked[i] = 1;
 			m->count[i % KEYS]++;
+			if (i % 10 == 0)
+				m->alerts[(i / 10) % KEYS]++;
 			m->total++;
 			acked++;
 		}
@@ -207,7 +222,10 @@ check_owners(th_daemon *const *alive, int n, const model *m)
 			ck_assert_int_ge(got, 0);
 			memset(seen, 0, sizeof seen);
 			for (long k = 0; k < got; k++) {
-				int e = atoi(v[k].id + 1);
+				int e;
+				if (strcmp(v[k].source, "/c") != 0)
+					continue; /* an emitted alert */
+				e = atoi(v[k].id + 1);
 				ck_assert(e > 0 && e <= MAX_EVENTS);
 				ck_assert_msg(!seen[e], "node %d stored event %d twice", i, e);
 				seen[e] = 1;
@@ -225,21 +243,27 @@ check_owners(th_daemon *const *alive, int n, const model *m)
 			      "%u, does not have it",
 			      missing, i, missing ? part_of(missing) : 0);
 	}
-	for (int k = 0; k < KEYS; k++) {
-		char key[16], q[128], reply[1024], want[64];
+	for (int k = 0; k < 2 * KEYS; k++) {
+		char key[16], q[128], reply[1024] = "", want[64];
 		int64_t deadline = th_ms() + 20000;
-		int kl = snprintf(key, sizeof key, "k%d", k);
-		th_daemon *d = alive[owner[tidei_partition(key, (size_t)kl, PARTS)]];
-		snprintf(q, sizeof q, "{\"query\":\"count\",\"key\":\"%s\"}", key);
-		snprintf(want, sizeof want, "\"n\":%ld}", m->count[k]);
+		const char *proj = k < KEYS ? "count" : "alerts";
+		long expect = k < KEYS ? m->count[k] : m->alerts[k - KEYS];
+		/* asked of any node: one that does not own the key forwards it */
+		th_daemon *d = alive[k % n];
+		snprintf(key, sizeof key, "k%d", k % KEYS);
+		snprintf(q, sizeof q, "{\"query\":\"%s\",\"key\":\"%s\"}", proj, key);
+		snprintf(want, sizeof want, "\"n\":%ld}", expect);
 		do {
 			if (th_req(d->rep, q, reply, sizeof reply, 3000) >= 0 &&
 			    strstr(reply, want) != NULL)
 				break;
 			usleep(50000);
 		} while (th_ms() < deadline);
-		ck_assert_msg(strstr(reply, want) != NULL, "key %s: %s, the model says %ld", key,
-			      reply, m->count[k]);
+		if (strstr(reply, want) == NULL)
+			for (int i = 0; i < n; i++)
+				th_sh(NULL, 0, "grep -v debug '%s' | tail -15 >&2", alive[i]->log);
+		ck_assert_msg(strstr(reply, want) != NULL, "%s of key %s: %s, the model says %ld",
+			      proj, key, reply, expect);
 	}
 }
 
