@@ -31,7 +31,7 @@
 #define PARTS 6
 #define KEYS 40
 #define NODES 3
-#define MAX_EVENTS 20000
+#define MAX_EVENTS 400000
 
 static tn_cluster nats;
 
@@ -269,12 +269,16 @@ check_owners(th_daemon *const *alive, int n, const model *m)
 
 /* Three nodes share six partitions; one is killed (SIGKILL) in the middle
  * of the publishing, its partitions move to the other two, which rebuild
- * them from the stream; it comes back and they share again. */
+ * them from the stream (or go on from what they stored when they owned
+ * them before); it comes back and they share again. */
 START_TEST(node_killed_and_back)
 {
 	th_daemon d[NODES];
 	th_daemon *alive[NODES];
 	const char *dirs[NODES], *scriptfile;
+	const char *ec = getenv("TIDE_CLUSTER_CYCLES"), *es = getenv("TIDE_CLUSTER_SEED");
+	int cycles = ec ? atoi(ec) : 1;
+	unsigned seed0 = es ? (unsigned)strtoul(es, NULL, 10) : (unsigned)getpid(), seed = seed0;
 	static model m;
 	int next = 1;
 
@@ -293,25 +297,37 @@ START_TEST(node_killed_and_back)
 	ck_assert(wait_shared(alive, 3, 30000));
 	check_owners(alive, 3, &m);
 
-	/* node 2 dies in the middle of it */
-	for (int b = 0; b < 10; b++, next += 100) {
-		if (b == 3)
-			th_daemon_kill(&d[2]);
-		publish(&d[b % 2], &m, next, next + 99);
+	/* a node dies in the middle of it, and comes back: as many times as
+	 * TIDE_CLUSTER_CYCLES says (tests/soak/cluster.sh), each time another
+	 * node, chosen by TIDE_CLUSTER_SEED */
+	for (int c = 0; c < cycles; c++) {
+		int v = c == 0 ? 2 : (int)(rand_r(&seed) % NODES), k = 0;
+		th_daemon *rest[NODES - 1];
+		for (int i = 0; i < NODES; i++)
+			if (i != v)
+				rest[k++] = &d[i];
+		for (int b = 0; b < 10; b++, next += 100) {
+			if (b == 3)
+				th_daemon_kill(&d[v]);
+			publish(b < 3 ? &d[(v + 1 + b % 2) % NODES] : rest[b % 2], &m, next,
+				next + 99);
+		}
+		ck_assert_msg(wait_shared(rest, 2, 30000), "node %d's partitions did not move", v);
+		check_owners(rest, 2, &m);
+		/* it comes back: the partitions are shared again, and it goes
+		 * on from what it had stored */
+		start_node(&d[v], dirs[v], v, scriptfile);
+		ck_assert_msg(wait_shared(alive, 3, 30000), "the partitions were not shared again");
+		for (int b = 0; b < 6; b++, next += 100)
+			ck_assert_int_eq(publish(&d[b % NODES], &m, next, next + 99), 100);
+		ck_assert(wait_shared(alive, 3, 30000));
+		check_owners(alive, 3, &m);
+		ck_assert_int_lt(next + 1600, MAX_EVENTS);
 	}
-	ck_assert_msg(wait_shared(alive, 2, 30000), "node 2's partitions did not move");
-	check_owners(alive, 2, &m);
-
-	/* it comes back: the partitions are shared again, and it goes on
-	 * from what it had stored */
-	start_node(&d[2], dirs[2], 2, scriptfile);
-	ck_assert_msg(wait_shared(alive, 3, 30000), "the partitions were not shared again");
-	for (int b = 0; b < 6; b++, next += 100)
-		ck_assert_int_eq(publish(&d[b % NODES], &m, next, next + 99), 100);
-	ck_assert(wait_shared(alive, 3, 30000));
-	check_owners(alive, 3, &m);
-	fprintf(stderr, "cluster: %ld events acknowledged by 3 nodes, one killed and back\n",
-		m.total);
+	fprintf(stderr,
+		"cluster: %ld events acknowledged by 3 nodes, %d killed (SIGKILL) and back "
+		"(seed %u)\n",
+		m.total, cycles, seed0);
 	for (int i = 0; i < NODES; i++) {
 		ck_assert_int_eq(th_daemon_stop(&d[i]), 0);
 		free((char *)dirs[i]);
