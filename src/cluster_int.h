@@ -1,9 +1,9 @@
 /*
  * cluster_int.h - what the three parts of cluster mode share (cluster.h):
- * cluster.c (joining, publishing, taking what the partitions deliver),
- * cluster_lease.c (the keeper's thread: leases, the subscriptions they
- * bring, queries between nodes) and cluster_outbox.c (what consumers
- * emit, on its way to the stream).  Nothing else includes it.
+ * cluster.c (joining, leaving, taking what the partitions deliver),
+ * cluster_pub.c (publishing to the stream), cluster_lease.c (the keeper's thread: leases, the
+ * subscriptions they bring, queries between nodes) and cluster_outbox.c (what consumers emit, on
+ * its way to the stream).  Nothing else includes it.
  */
 #ifndef TIDE_CLUSTER_INT_H
 #define TIDE_CLUSTER_INT_H
@@ -159,8 +159,17 @@ struct tidei_cluster {
 
 #define LOG(cl, level, ...) (cl)->host.log((cl)->host.ud, level, __VA_ARGS__)
 
-/* cluster.c */
+/* cluster_pub.c */
+/** The reason libnats gave last, or @p s in words. */
 const char *tidei_cl_why(natsStatus s);
+/** libnats's acknowledgement handler (on its thread). */
+void tidei_cl_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure);
+/** The flights that are done, oldest first, out of cl->flights. */
+flight *tidei_cl_take_done(tidei_cluster *cl);
+/** A producers' flight's results into its batch, which goes back to the
+ *  engine (host->published); nothing for an outbox flight. */
+void tidei_cl_hand_back(tidei_cluster *cl, flight *f);
+void tidei_cl_flight_free(flight *f);
 /** A flight of @p n entries, appended to cl->flights (NULL: no memory). */
 flight *tidei_cl_flight_new(tidei_cluster *cl, size_t n);
 /** Publish record @p rec as entry @p i of @p f: 0, or -1 when it could
