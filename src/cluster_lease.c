@@ -316,9 +316,14 @@ read_owner(tidei_cluster *cl, uint32_t p)
 	kvEntry *e = NULL;
 	const char *who = NULL;
 
+	natsStatus s;
+
 	lease_key(key, sizeof key, p);
-	if (kvStore_Get(&e, cl->kv, key) == NATS_OK)
+	if ((s = kvStore_Get(&e, cl->kv, key)) == NATS_OK)
 		who = kvEntry_ValueString(e);
+	else if (s != NATS_NOT_FOUND)
+		LOG(cl, TIDE_LOG_DEBUG, "the lease of partition %" PRIu32 " cannot be read: %s", p,
+		    tidei_cl_why(s));
 	pthread_mutex_lock(&cl->mu);
 	if (!cl->parts[p].owned)
 		snprintf(cl->parts[p].owner, sizeof cl->parts[p].owner, "%s", who ? who : "");
@@ -350,9 +355,8 @@ keep_leases(tidei_cluster *cl)
 	uint64_t rev;
 
 	snprintf(key, sizeof key, "n.%s", cl->node);
-	if (kvStore_PutString(&rev, cl->kv, key, "alive") != NATS_OK) {
+	if (kvStore_PutString(&rev, cl->kv, key, "alive") != NATS_OK)
 		return; /* the cluster is away: try again at the next tick */
-	}
 	/* renew what we hold; a renewal refused means another node took it */
 	for (uint32_t p = 0; p < cl->o.partitions && !atomic_load(&cl->stopping); p++) {
 		part *pt = &cl->parts[p];

@@ -498,6 +498,43 @@ tn_server_restart(tn_cluster *c, int i)
 }
 
 int
+tn_cluster_restart(tn_cluster *c)
+{
+	int64_t deadline;
+	char why[512] = "not tried";
+
+	for (int i = 0; i < c->n; i++)
+		if (c->pid[i] > 0)
+			kill(c->pid[i], SIGTERM);
+	deadline = th_ms() + 5000;
+	for (int i = 0; i < c->n; i++) {
+		while (!exited(c, i) && th_ms() < deadline)
+			th_pause();
+		tn_server_kill(c, i); /* SIGKILL if SIGTERM was not enough */
+	}
+	for (int i = 0; i < c->n; i++)
+		if (spawn(c, i) < 0)
+			return -1;
+	deadline = th_ms() + TN_DEADLINE_MS;
+	while (th_ms() < deadline) {
+		int ready = 0;
+		for (int i = 0; i < c->n; i++) {
+			if (exited(c, i)) {
+				rig_fail(c, "server %s exited while the cluster restarted",
+					 c->name[i]);
+				return -1;
+			}
+			ready += server_ready(c, i, why, sizeof why) == 0;
+		}
+		if (ready == c->n && (c->n == 1 || cluster_ready(c, why, sizeof why) == 0))
+			return 0;
+		th_pause();
+	}
+	rig_fail(c, "the cluster is not serving %d ms after its restart: %s", TN_DEADLINE_MS, why);
+	return -1;
+}
+
+int
 tn_server_index(const tn_cluster *c, const char *name)
 {
 	for (int i = 0; i < c->n; i++)

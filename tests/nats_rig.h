@@ -49,6 +49,9 @@ int tn_stream_leader(tn_cluster *c, const char *stream, char *name, size_t n);
  *  server leads it.  0 or -1. */
 int tn_stream_step_down(tn_cluster *c, const char *stream);
 /** Index of the server named @p name, or -1. */
+/* Stop every server (SIGTERM) and start them all again on the same
+ * stores; wait until JetStream serves again.  0 or -1. */
+int tn_cluster_restart(tn_cluster *c);
 int tn_server_index(const tn_cluster *c, const char *name);
 /** A connection to the cluster (every URL), reconnecting when a server
  *  goes away, or NULL.  The caller destroys it. */

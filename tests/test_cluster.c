@@ -389,6 +389,125 @@ START_TEST(nats_failover)
 }
 END_TEST
 
+/* Events published straight to NATS, as any client may; the cluster seen
+ * from the command line (tide stat, tide query on a node that does not
+ * own the key); then everything restarts, NATS servers and nodes, and
+ * goes on where it was. */
+START_TEST(everything_restarts)
+{
+	th_daemon d[2];
+	th_daemon *alive[2] = { &d[0], &d[1] };
+	const char *dirs[2], *scriptfile;
+	static model m;
+	char out[8192];
+	int next = 1;
+
+	memset(&m, 0, sizeof m);
+	ck_assert_int_eq(tn_cluster_start(&nats, 3, 0), 0);
+	scriptfile = th_write(th_tmpdir(), "c.lua", script);
+	for (int i = 0; i < 2; i++) {
+		dirs[i] = strdup(th_tmpdir());
+		start_node(&d[i], dirs[i], i, scriptfile);
+	}
+	ck_assert(wait_shared(alive, 2, 30000));
+	for (int b = 0; b < 5; b++, next += 100)
+		ck_assert_int_eq(publish(&d[b % 2], &m, next, next + 99), 100);
+	/* straight to the stream, on the events' partition subjects */
+	{
+		natsConnection *nc = tn_connect(&nats);
+		jsCtx *js = NULL;
+		ck_assert_ptr_nonnull(nc);
+		ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+		for (int i = next; i < next + 100; i++) {
+			char subj[64], body[256], id[64];
+			natsMsg *msg = NULL;
+			jsPubAck *pa = NULL;
+			snprintf(subj, sizeof subj, "tide.p.%u.direct", part_of(i));
+			snprintf(body, sizeof body,
+				 "{\"specversion\":\"1.0\",\"id\":\"e%d\",\"source\":\"/c\","
+				 "\"type\":\"t.a\",\"subject\":\"k%d\"}",
+				 i, i % KEYS);
+			snprintf(id, sizeof id, "/c e%d", i);
+			ck_assert_int_eq(natsMsg_Create(&msg, subj, NULL, body, (int)strlen(body)),
+					 NATS_OK);
+			natsMsgHeader_Set(msg, "Nats-Msg-Id", id);
+			if (js_PublishMsg(&pa, js, msg, NULL, NULL) == NATS_OK) {
+				m.acked[i] = 1;
+				m.count[i % KEYS]++;
+				if (i % 10 == 0)
+					m.alerts[(i / 10) % KEYS]++;
+				m.total++;
+			}
+			jsPubAck_Destroy(pa);
+			natsMsg_Destroy(msg);
+		}
+		next += 100;
+		jsCtx_Destroy(js);
+		natsConnection_Destroy(nc);
+	}
+	ck_assert(wait_shared(alive, 2, 30000));
+	check_owners(alive, 2, &m);
+
+	/* the cluster from the command line (the other node's partitions as
+	 * its leases say, read once per round of the keeper) */
+	{
+		int64_t deadline = th_ms() + 15000;
+		int ok = 0;
+		while (!ok && th_ms() < deadline) {
+			ck_assert_int_eq(
+				th_sh(out, sizeof out, "'%s' stat --data '%s'", TIDE_BIN, dirs[0]),
+				0);
+			ok = strstr(out, "cluster    node t0, 2 nodes alive, connected") != NULL &&
+			     th_count(out, " here, position ") == PARTS / 2 &&
+			     th_count(out, " owned by t1") == PARTS / 2;
+			if (!ok)
+				usleep(200000);
+		}
+		if (!ok)
+			th_sh(NULL, 0, "tail -30 '%s' >&2", d[0].log);
+		ck_assert_msg(ok, "%s", out);
+	}
+	for (int k = 0; k < KEYS; k++) {
+		char key[16], want[64];
+		int kl = snprintf(key, sizeof key, "k%d", k), mine[PARTS], other;
+		long lag[PARTS];
+		ck_assert_int_eq(view(&d[0], mine, lag), 0);
+		other = mine[tidei_partition(key, (size_t)kl, PARTS)] ? 1 : 0; /* not the owner */
+		ck_assert_int_eq(th_sh(out, sizeof out, "'%s' query count %s --data '%s'", TIDE_BIN,
+				       key, dirs[other]),
+				 0);
+		snprintf(want, sizeof want, "{\"key\":\"%s\",\"state\":{\"n\":%ld}}", key,
+			 m.count[k]);
+		ck_assert_msg(strstr(out, want) != NULL, "tide query on t%d: %s, not %s", other,
+			      out, want);
+	}
+
+	/* everything stops and starts again */
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(th_daemon_stop(&d[i]), 0);
+	ck_assert_int_eq(tn_cluster_restart(&nats), 0);
+	for (int i = 0; i < 2; i++)
+		start_node(&d[i], dirs[i], i, scriptfile);
+	ck_assert_msg(wait_shared(alive, 2, 60000),
+		      "the partitions were not shared after a restart");
+	for (int b = 0; b < 5; b++, next += 100) {
+		int again = 0;
+		while (publish(&d[b % 2], &m, next, next + 99) < 100 && again++ < 50)
+			usleep(200000);
+	}
+	ck_assert(wait_shared(alive, 2, 30000));
+	check_owners(alive, 2, &m);
+	fprintf(stderr,
+		"cluster: %ld events acknowledged (100 straight to NATS) through a restart of "
+		"every server and node\n",
+		m.total);
+	for (int i = 0; i < 2; i++) {
+		ck_assert_int_eq(th_daemon_stop(&d[i]), 0);
+		free((char *)dirs[i]);
+	}
+}
+END_TEST
+
 Suite *
 cluster_suite(void)
 {
@@ -398,6 +517,7 @@ cluster_suite(void)
 	tcase_add_checked_fixture(tc, NULL, teardown);
 	tcase_add_test(tc, node_killed_and_back);
 	tcase_add_test(tc, nats_failover);
+	tcase_add_test(tc, everything_restarts);
 	tcase_set_timeout(tc, 240);
 	suite_add_tcase(s, tc);
 	return s;
