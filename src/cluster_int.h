@@ -111,6 +111,7 @@ typedef struct part {
 	size_t queued;     /* messages of it in cl->q; under mu */
 	int resubscribe;   /* the turn was aborted: read again from position */
 	char owner[64];
+	uint64_t rpos, rlag; /* another owner's position and lag, as its lease says */
 	struct tidei_cluster *cl;
 	uint32_t index;
 } part;

@@ -277,6 +277,56 @@ got_lease(tidei_cluster *cl, uint32_t p, uint64_t rev)
 	}
 }
 
+/* What partition @p p's lease says while this node holds it: the owner,
+ * then its stream position and lag, a line each (for the other nodes'
+ * tide stat). */
+static const char *
+lease_value(tidei_cluster *cl, uint32_t p, char *out, size_t n)
+{
+	uint64_t pos, lag;
+
+	pthread_mutex_lock(&cl->mu);
+	pos = cl->parts[p].position;
+	lag = cl->parts[p].pending + cl->parts[p].queued;
+	pthread_mutex_unlock(&cl->mu);
+	snprintf(out, n, "%s\n%" PRIu64 "\n%" PRIu64, cl->node, pos, lag);
+	return out;
+}
+
+/* A lease's owner, position and lag into partition @p p's view. */
+static void
+take_view(tidei_cluster *cl, uint32_t p, const char *v)
+{
+	const char *nl = v ? strchr(v, '\n') : NULL;
+	part *pt = &cl->parts[p];
+
+	pthread_mutex_lock(&cl->mu);
+	if (!pt->owned) {
+		snprintf(pt->owner, sizeof pt->owner, "%.*s",
+			 nl  ? (int)(nl - v)
+			 : v ? (int)strlen(v)
+			     : 0,
+			 v ? v : "");
+		pt->rpos = pt->rlag = 0;
+		if (nl != NULL) {
+			char *end;
+			pt->rpos = strtoull(nl + 1, &end, 10);
+			if (*end == '\n')
+				pt->rlag = strtoull(end + 1, NULL, 10);
+		}
+	}
+	pthread_mutex_unlock(&cl->mu);
+}
+
+/* 1 if lease value @p v names this node. */
+static int
+is_mine(const tidei_cluster *cl, const char *v)
+{
+	size_t n = strlen(cl->node);
+
+	return v != NULL && strncmp(v, cl->node, n) == 0 && (v[n] == '\0' || v[n] == '\n');
+}
+
 /* Try to take partition @p p: its lease is free, or ours from before a
  * restart. */
 static void
@@ -287,16 +337,16 @@ try_take(tidei_cluster *cl, uint32_t p)
 	uint64_t rev = 0;
 	natsStatus s;
 
+	char val[160];
+
 	lease_key(key, sizeof key, p);
 	s = kvStore_Get(&e, cl->kv, key);
 	if (s == NATS_OK) {
 		const char *who = kvEntry_ValueString(e);
-		pthread_mutex_lock(&cl->mu);
-		snprintf(cl->parts[p].owner, sizeof cl->parts[p].owner, "%s", who ? who : "");
-		pthread_mutex_unlock(&cl->mu);
-		if (who != NULL && strcmp(who, cl->node) == 0 &&
-		    kvStore_UpdateString(&rev, cl->kv, key, cl->node, kvEntry_Revision(e)) ==
-			    NATS_OK) {
+		take_view(cl, p, who);
+		if (is_mine(cl, who) &&
+		    kvStore_UpdateString(&rev, cl->kv, key, lease_value(cl, p, val, sizeof val),
+					 kvEntry_Revision(e)) == NATS_OK) {
 			kvEntry_Destroy(e);
 			got_lease(cl, p, rev);
 			return;
@@ -304,7 +354,8 @@ try_take(tidei_cluster *cl, uint32_t p)
 		kvEntry_Destroy(e);
 		return; /* another node's */
 	}
-	if (s == NATS_NOT_FOUND && kvStore_CreateString(&rev, cl->kv, key, cl->node) == NATS_OK)
+	if (s == NATS_NOT_FOUND &&
+	    kvStore_CreateString(&rev, cl->kv, key, lease_value(cl, p, val, sizeof val)) == NATS_OK)
 		got_lease(cl, p, rev);
 }
 
@@ -324,10 +375,7 @@ read_owner(tidei_cluster *cl, uint32_t p)
 	else if (s != NATS_NOT_FOUND)
 		LOG(cl, TIDE_LOG_DEBUG, "the lease of partition %" PRIu32 " cannot be read: %s", p,
 		    tidei_cl_why(s));
-	pthread_mutex_lock(&cl->mu);
-	if (!cl->parts[p].owned)
-		snprintf(cl->parts[p].owner, sizeof cl->parts[p].owner, "%s", who ? who : "");
-	pthread_mutex_unlock(&cl->mu);
+	take_view(cl, p, who);
 	kvEntry_Destroy(e);
 }
 
@@ -354,6 +402,8 @@ keep_leases(tidei_cluster *cl)
 	unsigned owned = 0, share, nodes;
 	uint64_t rev;
 
+	char val[160];
+
 	snprintf(key, sizeof key, "n.%s", cl->node);
 	if (kvStore_PutString(&rev, cl->kv, key, "alive") != NATS_OK)
 		return; /* the cluster is away: try again at the next tick */
@@ -370,7 +420,8 @@ keep_leases(tidei_cluster *cl)
 		if (!mine)
 			continue;
 		lease_key(key, sizeof key, p);
-		if (kvStore_UpdateString(&rev, cl->kv, key, cl->node, r) != NATS_OK) {
+		if (kvStore_UpdateString(&rev, cl->kv, key, lease_value(cl, p, val, sizeof val),
+					 r) != NATS_OK) {
 			LOG(cl, TIDE_LOG_WARN, "the lease of partition %" PRIu32 " was lost", p);
 			tidei_cl_drop_lease(cl, p, 0);
 			continue;

@@ -21,8 +21,8 @@ static const char usage_text[] =
 	"Show whether the engine runs, the log's size, every consumer's checkpoint\n"
 	"and lag (and for a rule its clock, keys, timers and late events) and\n"
 	"every projection.  A running node of a cluster also says what it knows\n"
-	"of the cluster: the nodes alive, and each partition's owner, and for\n"
-	"the partitions it owns their stream position and lag.\n"
+	"of the cluster: the nodes alive, and each partition's owner, stream\n"
+	"position and lag.\n"
 	"\n"
 	"options:\n"
 	"      --json              one JSON object instead of text\n"
@@ -185,9 +185,11 @@ print_cluster(const char *data, int json)
 		} else if (mine) {
 			printf("  partition %-3zu here, position %lld, lag %lld\n", k,
 			       pos ? YAJL_GET_INTEGER(pos) : 0, lag ? YAJL_GET_INTEGER(lag) : 0);
+		} else if (who[0]) {
+			printf("  partition %-3zu owned by %s, position %lld, lag %lld\n", k, who,
+			       pos ? YAJL_GET_INTEGER(pos) : 0, lag ? YAJL_GET_INTEGER(lag) : 0);
 		} else {
-			printf("  partition %-3zu %s%s\n", k, who[0] ? "owned by " : "no owner yet",
-			       who);
+			printf("  partition %-3zu no owner yet\n", k);
 		}
 	}
 	if (json)

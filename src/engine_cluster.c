@@ -204,7 +204,7 @@ tidei_engine_cluster_stat(tide_engine *e, tidei_buf *reply)
 		tidei_json_str(reply, pt->owner, strlen(pt->owner));
 		tidei_buf_printf(reply, ",\"here\":%s,\"position\":%llu",
 				 pt->owned ? "true" : "false", (unsigned long long)pt->position);
-		if (pt->owned)
+		if (pt->owner[0] != '\0') /* as the owner last said */
 			tidei_buf_printf(reply, ",\"lag\":%llu", (unsigned long long)pt->lag);
 		tidei_buf_putc(reply, '}');
 	}

@@ -459,7 +459,8 @@ START_TEST(everything_restarts)
 				0);
 			ok = strstr(out, "cluster    node t0, 2 nodes alive, connected") != NULL &&
 			     th_count(out, " here, position ") == PARTS / 2 &&
-			     th_count(out, " owned by t1") == PARTS / 2;
+			     th_count(out, " owned by t1, position ") == PARTS / 2 &&
+			     th_count(out, ", lag 0\n") == PARTS;
 			if (!ok)
 				usleep(200000);
 		}
