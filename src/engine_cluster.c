@@ -211,7 +211,62 @@ tidei_engine_cluster_stat(tide_engine *e, tidei_buf *reply)
 	tidei_buf_puts(reply, "]}");
 }
 
+void
+tidei_engine_cluster_metrics(tide_engine *e, tidei_buf *out)
+{
+	tidei_cluster_stat st;
+	unsigned owned = 0;
+
+	if (e->cluster == NULL)
+		return;
+	tidei_cluster_stat_get(e->cluster, &st);
+	for (unsigned p = 0; p < st.partitions; p++)
+		owned += st.part[p].owned != 0;
+	tidei_buf_printf(
+		out,
+		"# HELP tide_cluster_connected 1 while the node is connected to NATS.\n"
+		"# TYPE tide_cluster_connected gauge\ntide_cluster_connected %d\n"
+		"# HELP tide_cluster_nodes Nodes alive, as last counted.\n"
+		"# TYPE tide_cluster_nodes gauge\ntide_cluster_nodes %u\n"
+		"# HELP tide_cluster_partitions Partitions of the stream.\n"
+		"# TYPE tide_cluster_partitions gauge\ntide_cluster_partitions %u\n"
+		"# HELP tide_cluster_partitions_owned Partitions this node owns.\n"
+		"# TYPE tide_cluster_partitions_owned gauge\ntide_cluster_partitions_owned %u\n"
+		"# HELP tide_cluster_published_total Events this node published to the stream.\n"
+		"# TYPE tide_cluster_published_total counter\ntide_cluster_published_total %llu\n"
+		"# HELP tide_cluster_received_total Events this node took from its partitions.\n"
+		"# TYPE tide_cluster_received_total counter\ntide_cluster_received_total %llu\n",
+		st.connected, st.nodes, st.partitions, owned, (unsigned long long)st.published,
+		(unsigned long long)st.received);
+	for (int pass = 0; pass < 2; pass++) {
+		const char *name =
+			pass ? "tide_cluster_partition_lag" : "tide_cluster_partition_position";
+		tidei_buf_printf(
+			out, "# HELP %s %s\n# TYPE %s gauge\n", name,
+			pass ? "Events of a partition in the stream not stored by its owner."
+			     : "Stream sequence its owner stored last.",
+			name);
+		for (unsigned p = 0; p < st.partitions; p++) {
+			const tidei_cluster_part *pt = &st.part[p];
+			if (pt->owner[0] == '\0')
+				continue;
+			tidei_buf_printf(out, "%s{partition=\"%u\",owner=", name, p);
+			tidei_json_str(out, pt->owner,
+				       strlen(pt->owner)); /* a quoted label value */
+			tidei_buf_printf(out, "} %llu\n",
+					 (unsigned long long)(pass ? pt->lag : pt->position));
+		}
+	}
+}
+
 #else /* no libnats */
+
+void
+tidei_engine_cluster_metrics(tide_engine *e, tidei_buf *out)
+{
+	(void)e;
+	(void)out;
+}
 
 void
 tidei_engine_cluster_consumers(tide_engine *e, tidei_consumers *cs)

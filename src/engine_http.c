@@ -108,6 +108,7 @@ http_metrics(void *ud, tidei_buf *out)
 	}
 	m.ready = http_ready(e, why, sizeof why);
 	tidei_metrics_write(out, &m);
+	tidei_engine_cluster_metrics(e, out);
 	free(hv);
 }
 

@@ -126,6 +126,8 @@ void tidei_engine_cluster_done(tide_engine *e, int committed);
  *  node's answer in @p reply and its code in *rc; 0 when it is answered
  *  here. */
 int tidei_engine_cluster_query(tide_engine *e, const tidei_request *r, tidei_buf *reply, int *rc);
+/** The cluster's series for GET /metrics (nothing outside a cluster). */
+void tidei_engine_cluster_metrics(tide_engine *e, tidei_buf *out);
 /** {"command":"cluster"}: the node's view of the cluster, as JSON. */
 void tidei_engine_cluster_stat(tide_engine *e, tidei_buf *reply);
 

@@ -72,10 +72,11 @@ start_node(th_daemon *d, const char *dir, int i, const char *scriptfile)
 {
 	char args[1024];
 
+	/* node 0 also serves HTTP (its metrics) */
 	snprintf(args, sizeof args,
 		 "--cluster '%s' --node t%d --set cluster_partitions=%d --set cluster_replicas=3 "
-		 "--set cluster_lease=2s --script '%s'",
-		 nats.urls, i, PARTS, scriptfile);
+		 "--set cluster_lease=2s --script '%s'%s",
+		 nats.urls, i, PARTS, scriptfile, i == 0 ? " --http 127.0.0.1:0" : "");
 	ck_assert_int_eq(th_daemon_start(d, dir, args), 0);
 }
 
@@ -481,6 +482,35 @@ START_TEST(everything_restarts)
 			 m.count[k]);
 		ck_assert_msg(strstr(out, want) != NULL, "tide query on t%d: %s, not %s", other,
 			      out, want);
+	}
+
+	/* the cluster in node 0's metrics, as Prometheus reads them */
+	{
+		static char mout[1 << 17];
+		char path[700], addr[128] = "", *ep;
+		const char *h;
+		snprintf(path, sizeof path, "%s/endpoints", dirs[0]);
+		ep = th_slurp(path);
+		ck_assert_ptr_nonnull(ep);
+		ck_assert_ptr_nonnull(h = strstr(ep, "http="));
+		sscanf(h + 5, "%127s", addr);
+		free(ep);
+		ck_assert_int_eq(th_sh(mout, sizeof mout,
+				       "curl -sS --max-time 10 'http://%s/metrics'", addr),
+				 0);
+		ck_assert_msg(strstr(mout, "\ntide_cluster_nodes 2\n") &&
+				      strstr(mout, "\ntide_cluster_partitions 6\n") &&
+				      strstr(mout, "\ntide_cluster_partitions_owned 3\n") &&
+				      th_count(mout, "\ntide_cluster_partition_lag{partition=") ==
+					      PARTS,
+			      "%.4000s",
+			      strstr(mout, "tide_cluster") ? strstr(mout, "tide_cluster") : mout);
+		ck_assert_int_eq(
+			th_sh(out, sizeof out,
+			      "curl -sS --max-time 10 'http://%s/metrics' | promtool check "
+			      "metrics 2>&1",
+			      addr),
+			0);
 	}
 
 	/* everything stops and starts again */
