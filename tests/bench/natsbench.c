@@ -3,8 +3,11 @@
  * stream with js_PublishAsync and wait for every ack.
  *
  *   natsbench --url nats://127.0.0.1:PORT [--events N] [--pending P] [--run ID]
+ *             [--replicas R] [--stream NAME] [--msgid 1]
  *
- * Creates stream BENCH (subjects "bench.>", file storage, one replica),
+ * Creates stream BENCH (subjects "bench.>", file storage, one replica;
+ * --replicas and --stream change them; --msgid 1 gives each message a
+ * Nats-Msg-Id, as a Tide node does, so that the stream dedupes),
  * builds all N bodies (benchev.h, the same ~200-byte CloudEvents Tide gets)
  * before the clock starts, then times from the first js_PublishAsync until
  * js_PublishAsyncComplete returns, and checks the stream holds N messages.
@@ -43,8 +46,9 @@ on_err(jsCtx *js, jsPubAckErr *pae, void *closure)
 int
 main(int argc, char **argv)
 {
-	const char *url = "nats://127.0.0.1:4222", *run = "0";
-	long n = 1000000, pending = 10000;
+	const char *url = "nats://127.0.0.1:4222", *run = "0", *stream = "BENCH";
+	long n = 1000000, pending = 10000, replicas = 1, msgid = 0;
+	char subject[128];
 	natsConnection *nc = NULL;
 	natsOptions *no = NULL;
 	jsCtx *js = NULL;
@@ -53,7 +57,7 @@ main(int argc, char **argv)
 	jsStreamInfo *si = NULL;
 	jsErrCode jerr = 0;
 	jsPubOptions po;
-	const char *subjects[] = { "bench.>" };
+	const char *subjects[1] = { subject };
 	char *buf;
 	size_t *off, len = 0;
 	double t0, t1;
@@ -68,11 +72,18 @@ main(int argc, char **argv)
 			pending = atol(argv[i + 1]);
 		else if (strcmp(argv[i], "--run") == 0)
 			run = argv[i + 1];
+		else if (strcmp(argv[i], "--replicas") == 0)
+			replicas = atol(argv[i + 1]);
+		else if (strcmp(argv[i], "--stream") == 0)
+			stream = argv[i + 1];
+		else if (strcmp(argv[i], "--msgid") == 0)
+			msgid = atol(argv[i + 1]);
 		else {
 			fprintf(stderr, "natsbench: unknown option %s\n", argv[i]);
 			return 2;
 		}
 	}
+	snprintf(subject, sizeof subject, "%s.>", stream);
 	buf = malloc((size_t)n * 320);
 	off = malloc(sizeof *off * (size_t)(n + 1));
 	if (buf == NULL || off == NULL)
@@ -96,7 +107,8 @@ main(int argc, char **argv)
 	CHECK("jetstream", natsConnection_JetStream(&js, nc, &jo));
 
 	jsStreamConfig_Init(&sc);
-	sc.Name = "BENCH";
+	sc.Name = stream;
+	sc.Replicas = replicas;
 	sc.Subjects = subjects;
 	sc.SubjectsLen = 1;
 	sc.Storage = js_FileStorage;
@@ -104,16 +116,27 @@ main(int argc, char **argv)
 	jsStreamInfo_Destroy(si);
 	si = NULL;
 
+	snprintf(subject, sizeof subject, "%s.orders", stream);
 	t0 = bench_now();
-	for (long i = 0; i < n; i++)
-		CHECK("publish", js_PublishAsync(js, "bench.orders", buf + off[i],
-						 (int)(off[i + 1] - off[i]), NULL));
+	for (long i = 0; i < n; i++) {
+		if (msgid) {
+			char id[64];
+			snprintf(id, sizeof id, "%s-%ld", run, i);
+			jsPubOptions_Init(&po);
+			po.MsgId = id;
+			CHECK("publish", js_PublishAsync(js, subject, buf + off[i],
+							 (int)(off[i + 1] - off[i]), &po));
+		} else {
+			CHECK("publish", js_PublishAsync(js, subject, buf + off[i],
+							 (int)(off[i + 1] - off[i]), NULL));
+		}
+	}
 	jsPubOptions_Init(&po);
 	po.MaxWait = 600000;
 	CHECK("publish complete", js_PublishAsyncComplete(js, &po));
 	t1 = bench_now();
 
-	CHECK("stream info", js_GetStreamInfo(&si, js, "BENCH", NULL, &jerr));
+	CHECK("stream info", js_GetStreamInfo(&si, js, stream, NULL, &jerr));
 	stored = si->State.Msgs;
 	printf("events=%ld pending=%ld avg_event_bytes=%.0f stored=%llu errors=%ld total_s=%.3f "
 	       "rate=%.0f\n",
