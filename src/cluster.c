@@ -30,6 +30,8 @@
 
 #include "cluster_int.h"
 
+#include <unistd.h>
+
 /* Clusters open in this process: the last to close releases libnats's
  * own threads and memory (nats_CloseAndWait). */
 static atomic_int open_clusters;
@@ -281,7 +283,7 @@ ensure_leases(tidei_cluster *cl, char *err)
 
 	jsOptions_Init(&jo);
 	jo.Wait = LEASE_WAIT_MS;
-	if ((s = natsConnection_JetStream(&cl->kjs, cl->nc, &jo)) != NATS_OK)
+	if (cl->kjs == NULL && (s = natsConnection_JetStream(&cl->kjs, cl->nc, &jo)) != NATS_OK)
 		return tidei_err(err, TIDE_ESTATE, "JetStream: %s", tidei_cl_why(s));
 	snprintf(bucket, sizeof bucket, "%s_leases", cl->stream);
 	if (js_KeyValue(&cl->kv, cl->kjs, bucket) == NATS_OK)
@@ -324,6 +326,25 @@ set_servers(natsOptions *no, const char *urls)
 	return s;
 }
 
+/* Joining waits JOIN_WAIT_MS at most for the cluster: 0 (after a pause)
+ * to try again, 1 when the time is up.  The first wait is said once. */
+static int
+late(tidei_cluster *cl, int64_t *until, natsStatus s)
+{
+	int64_t now = tidei_mono();
+
+	if (*until == 0) {
+		*until = now + (int64_t)JOIN_WAIT_MS * 1000000;
+		LOG(cl, TIDE_LOG_WARN,
+		    "the cluster at %s is not ready yet (%s): waiting up to %d s", cl->urls,
+		    tidei_cl_why(s), JOIN_WAIT_MS / 1000);
+	}
+	if (now >= *until)
+		return 1;
+	usleep(250000);
+	return 0;
+}
+
 static int
 dupstr(char **out, const char *s, const char *dflt)
 {
@@ -339,6 +360,7 @@ tidei_cluster_open(tidei_cluster **out, const tidei_cluster_opts *o, const tidei
 	natsOptions *no = NULL;
 	jsOptions jo;
 	natsStatus s;
+	int64_t until = 0;
 	int rc;
 
 	*out = NULL;
@@ -381,15 +403,21 @@ tidei_cluster_open(tidei_cluster **out, const tidei_cluster_opts *o, const tidei
 	    (s = natsOptions_SetName(no, cl->node)) != NATS_OK ||
 	    (s = natsOptions_SetMaxReconnect(no, -1)) != NATS_OK ||
 	    (s = natsOptions_SetReconnectWait(no, 250)) != NATS_OK ||
-	    (s = natsOptions_SetTimeout(no, API_WAIT_MS)) != NATS_OK ||
-	    (s = natsConnection_Connect(&cl->nc, no)) != NATS_OK) {
+	    (s = natsOptions_SetTimeout(no, API_WAIT_MS)) != NATS_OK) {
 		natsOptions_Destroy(no);
+		tidei_cluster_close(cl);
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	}
+	/* servers that are starting (or electing) get a while to answer */
+	while ((s = natsConnection_Connect(&cl->nc, no)) != NATS_OK && !late(cl, &until, s)) {
+	}
+	natsOptions_Destroy(no);
+	if (s != NATS_OK) {
 		rc = tidei_err(err, TIDE_ESTATE, "cannot connect to the cluster at %s: %s",
 			       cl->urls, tidei_cl_why(s));
 		tidei_cluster_close(cl);
 		return rc;
 	}
-	natsOptions_Destroy(no);
 	jsOptions_Init(&jo);
 	jo.Wait = API_WAIT_MS;
 	jo.PublishAsync.AckHandler = tidei_cl_ack;
@@ -401,7 +429,13 @@ tidei_cluster_open(tidei_cluster **out, const tidei_cluster_opts *o, const tidei
 		tidei_cluster_close(cl);
 		return rc;
 	}
-	if ((rc = ensure_stream(cl, err)) != TIDE_OK || (rc = ensure_leases(cl, err)) != TIDE_OK) {
+	/* JetStream may still be electing its leaders (a cluster starting,
+	 * or restarting): "temporarily unavailable" is tried again */
+	while (((rc = ensure_stream(cl, err)) == TIDE_ESTATE ||
+		(rc == TIDE_OK && (rc = ensure_leases(cl, err)) == TIDE_ESTATE)) &&
+	       !late(cl, &until, NATS_ERR)) {
+	}
+	if (rc != TIDE_OK) {
 		tidei_cluster_close(cl);
 		return rc;
 	}

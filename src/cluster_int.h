@@ -34,6 +34,8 @@
  * so that the keeper's round stays short of a lease (and of a stop). */
 #define API_WAIT_MS 5000
 #define LEASE_WAIT_MS 1500
+/* Joining waits this long (ms) for servers that start or elect leaders. */
+#define JOIN_WAIT_MS 30000
 /* A published event without an acknowledgement after this long (ms) is
  * answered as not stored (the producer sends it again). */
 #define PUB_WAIT_MS 10000

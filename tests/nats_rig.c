@@ -515,7 +515,7 @@ tn_cluster_restart(tn_cluster *c)
 	for (int i = 0; i < c->n; i++)
 		if (spawn(c, i) < 0)
 			return -1;
-	deadline = th_ms() + TN_DEADLINE_MS;
+	deadline = th_ms() + 3 * TN_DEADLINE_MS; /* three at once elect their leaders again */
 	while (th_ms() < deadline) {
 		int ready = 0;
 		for (int i = 0; i < c->n; i++) {
@@ -530,7 +530,8 @@ tn_cluster_restart(tn_cluster *c)
 			return 0;
 		th_pause();
 	}
-	rig_fail(c, "the cluster is not serving %d ms after its restart: %s", TN_DEADLINE_MS, why);
+	rig_fail(c, "the cluster is not serving %d ms after its restart: %s", 3 * TN_DEADLINE_MS,
+		 why);
 	return -1;
 }
 

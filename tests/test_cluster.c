@@ -511,12 +511,55 @@ START_TEST(everything_restarts)
 			      "metrics 2>&1",
 			      addr),
 			0);
+		/* over HTTP too: an event posted to node 0 is answered after the
+		 * stream has it, and a key node 1 owns is asked of node 1 */
+		{
+			char key[16] = "", want[64];
+			int i = next++, mine[PARTS];
+			long lag[PARTS];
+			ck_assert_int_eq(
+				th_sh(out, sizeof out,
+				      "curl -sS --max-time 10 -H 'Content-Type: "
+				      "application/cloudevents+json' -d "
+				      "'{\"specversion\":\"1.0\",\"id\":\"e%d\",\"source\":\"/c\","
+				      "\"type\":\"t.a\",\"subject\":\"k%d\"}' 'http://%s/events'",
+				      i, i % KEYS, addr),
+				0);
+			ck_assert_msg(strstr(out, "{\"ok\":true,\"seq\":") != NULL, "%s", out);
+			m.acked[i] = 1;
+			m.count[i % KEYS]++;
+			if (i % 10 == 0)
+				m.alerts[(i / 10) % KEYS]++;
+			m.total++;
+			ck_assert_int_eq(view(&d[0], mine, lag), 0);
+			for (int k = 0; k < KEYS; k++) {
+				int kl = snprintf(key, sizeof key, "k%d", k);
+				if (!mine[tidei_partition(key, (size_t)kl, PARTS)] && k != i % KEYS)
+					break;
+			}
+			snprintf(want, sizeof want, "\"key\":\"%s\",\"state\":{\"n\":%ld}", key,
+				 m.count[atoi(key + 1)]);
+			ck_assert_int_eq(
+				th_sh(out, sizeof out,
+				      "curl -sS --max-time 10 'http://%s/projections/count/%s'",
+				      addr, key),
+				0);
+			ck_assert_msg(strstr(out, want) != NULL, "%s, not %s", out, want);
+		}
 	}
 
 	/* everything stops and starts again */
 	for (int i = 0; i < 2; i++)
 		ck_assert_int_eq(th_daemon_stop(&d[i]), 0);
 	ck_assert_int_eq(tn_cluster_restart(&nats), 0);
+	{
+		/* the stream has a leader again before the nodes come */
+		char leader[64];
+		int64_t deadline = th_ms() + 60000;
+		while (tn_stream_leader(&nats, "TIDE", leader, sizeof leader) != 0 &&
+		       th_ms() < deadline)
+			usleep(200000);
+	}
 	for (int i = 0; i < 2; i++)
 		start_node(&d[i], dirs[i], i, scriptfile);
 	ck_assert_msg(wait_shared(alive, 2, 60000),
