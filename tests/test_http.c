@@ -614,9 +614,17 @@ START_TEST(slow_stream_is_bounded)
 			 0);
 	usleep(300000); /* the stream's turns after the last commit */
 	after = rss_anon_kib(d.pid);
+#ifndef __SANITIZE_ADDRESS__
 	ck_assert_msg(after - before < 8 * 1024,
 		      "the engine grew by %ld KiB for a subscriber that does not read",
 		      after - before);
+#else
+	/* AddressSanitizer keeps what is freed in quarantine (hundreds of
+	 * MiB) and adds its shadow: memory says nothing here; the rest of the
+	 * test (every event, in order, from the log) still holds */
+	(void)before;
+	(void)after;
+#endif
 	/* now it reads: everything comes, from the log */
 	ck_assert_ptr_nonnull(got = malloc(cap));
 	memcpy(got, c.buf, c.len);
