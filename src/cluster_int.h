@@ -114,6 +114,8 @@ typedef struct part {
 	int resubscribe;   /* the turn was aborted: read again from position */
 	char owner[64];
 	uint64_t rpos, rlag; /* another owner's position and lag, as its lease says */
+	uint64_t seen_taken; /* the keeper's: taken as of its last round */
+	int stalled;         /* the keeper's: rounds with messages pending, none taken */
 	struct tidei_cluster *cl;
 	uint32_t index;
 } part;

@@ -277,6 +277,43 @@ got_lease(tidei_cluster *cl, uint32_t p, uint64_t rev)
 	}
 }
 
+/* A partition read by a consumer the servers lost (its server died, or
+ * a failover left it without messages or heartbeats) can wait long for
+ * libnats to notice.  Each round asks the server: a consumer it does not
+ * know, or one with messages pending while nothing was taken for two
+ * rounds, is replaced by a new one, from what is stored or taken. */
+static void
+check_reading(tidei_cluster *cl, uint32_t p)
+{
+	part *pt = &cl->parts[p];
+	jsConsumerInfo *ci = NULL;
+	jsOptions jo;
+	uint64_t taken;
+	int stale = 0;
+
+	pthread_mutex_lock(&cl->mu);
+	taken = pt->taken;
+	pthread_mutex_unlock(&cl->mu);
+	jsOptions_Init(&jo);
+	jo.Wait = LEASE_WAIT_MS; /* the round stays short of a lease */
+	if (natsSubscription_GetConsumerInfo(&ci, pt->sub, &jo, NULL) != NATS_OK)
+		stale = 1;
+	else
+		stale = ci->NumPending > 0 && taken == pt->seen_taken;
+	if (ci != NULL)
+		jsConsumerInfo_Destroy(ci);
+	pt->seen_taken = taken;
+	if (!stale) {
+		pt->stalled = 0;
+		return;
+	}
+	if (++pt->stalled < 2)
+		return;
+	pt->stalled = 0;
+	LOG(cl, TIDE_LOG_WARN, "partition %" PRIu32 ": its reading stalled; reading it again", p);
+	subscribe(cl, p);
+}
+
 /* What partition @p p's lease says while this node holds it: the owner,
  * then its stream position and lag, a line each (for the other nodes'
  * tide stat). */
@@ -431,6 +468,8 @@ keep_leases(tidei_cluster *cl)
 		pthread_mutex_unlock(&cl->mu);
 		if (again || pt->sub == NULL)
 			subscribe(cl, p);
+		else
+			check_reading(cl, p);
 		owned++;
 	}
 	nodes = count_nodes(cl);
