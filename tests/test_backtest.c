@@ -1144,7 +1144,11 @@ backtest_suite(void)
 	tcase_add_test(tc, sweep_usage_errors);
 	tcase_add_test(tc, sweep_scores_nab);
 	tcase_add_test(tc, sweep_through_the_api);
+#ifdef __SANITIZE_ADDRESS__
+	tcase_set_timeout(tc, 360); /* sweeps over thousands of events run slowly there */
+#else
 	tcase_set_timeout(tc, 120);
+#endif
 	suite_add_tcase(s, tc);
 	return s;
 }
