@@ -1045,7 +1045,7 @@ tidei_fmt_size(char *out, size_t outlen, size_t bytes)
 static size_t
 position(tidei_eparser *p)
 {
-	return p->base + yajl_get_bytes_consumed(p->h);
+	return p->h != NULL ? p->base + yajl_get_bytes_consumed(p->h) : p->pos;
 }
 
 static size_t
@@ -1185,6 +1185,10 @@ enum { R_NONE, R_ATTR, R_DATA };
 static int
 route_scalar(tidei_eparser *p, int is_null)
 {
+	/* a number that ends the message ends when yajl is told so, its
+	 * offsets then counting in a buffer of its own */
+	if (p->depth == 0)
+		p->top_end = p->finishing ? p->len : position(p);
 	switch (p->mode) {
 	case M_TOP: not_an_event(p); return R_NONE;
 	case M_ATTR:
@@ -1332,6 +1336,8 @@ container_end(tidei_eparser *p)
 {
 	int closing = p->depth--;
 
+	if (p->depth == 0)
+		p->top_end = position(p);
 	switch (p->mode) {
 	case M_TOP:
 		if (closing == p->batch_depth)
@@ -1379,6 +1385,47 @@ static const yajl_callbacks parse_callbacks = {
 	p_start_map, p_key,  p_end, p_start_array, p_end,
 };
 
+/* The value jscan.c put on the tape, token by token through the
+ * callbacks yajl would have made, each at the offset yajl would have
+ * been at.  Strings not on the tape are pointers into the message, as
+ * yajl passes them. */
+static void
+replay_tape(tidei_eparser *p)
+{
+	const tidei_jtape *tp = &p->tape;
+
+	p->h = NULL;
+	p->base = 0;
+	p->depth = p->ev_depth = p->batch_depth = 0;
+	p->mode = M_TOP;
+	for (size_t k = 0; k < tp->n; k++) {
+		const tidei_jtok *t = &tp->t[k];
+		const char *s = tidei_jtok_text(tp, p->msg, t);
+		p->pos = t->end;
+		switch (t->kind) {
+		case TIDEI_JT_NULL: p_null(p); break;
+		case TIDEI_JT_FALSE: p_bool(p, 0); break;
+		case TIDEI_JT_TRUE: p_bool(p, 1); break;
+		case TIDEI_JT_NUMBER: p_number(p, s, t->len); break;
+		case TIDEI_JT_STRING: p_string(p, (const unsigned char *)s, t->len); break;
+		case TIDEI_JT_KEY: p_key(p, (const unsigned char *)s, t->len); break;
+		case TIDEI_JT_MAP: container_start(p, 1); break;
+		case TIDEI_JT_ARRAY: container_start(p, 0); break;
+		default: container_end(p); break;
+		}
+	}
+}
+
+/* 1 if msg[at..len) holds only what yajl takes for whitespace. */
+static int
+only_space(const char *msg, size_t at, size_t len)
+{
+	for (; at < len; at++)
+		if (strchr(" \t\n\r\f\v", msg[at]) == NULL || msg[at] == '\0')
+			return 0;
+	return 1;
+}
+
 void
 tidei_eparser_init(tidei_eparser *p, size_t max_event)
 {
@@ -1392,6 +1439,7 @@ tidei_eparser_free(tidei_eparser *p)
 	tidei_evb_free(&p->b);
 	tidei_buf_free(&p->rec);
 	tidei_buf_free(&p->key);
+	tidei_jtape_free(&p->tape);
 }
 
 /* Where to resume after a syntax error in a value that began at @p from:
@@ -1422,13 +1470,15 @@ tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len, tidei_event_sin
 
 	p->msg = msg;
 	p->len = len;
-	p->badspace = tidei_json_badspace(msg, 0, len);
-	p->ascii = tidei_json_ascii_end(msg, 0, len);
+	/* Until yajl reads a value, nothing needs these: the fast path
+	 * passes no form feed or vertical tab, and only strings it has
+	 * checked.  They are found from where yajl first starts. */
+	p->badspace = p->ascii = SIZE_MAX;
 	p->badspace_from = p->ascii_from = 0;
 	p->sink = sink;
 	p->ud = ud;
 	p->count = 0;
-	for (;;) {
+	for (int after_fast = 0;;) {
 		yajl_status st;
 		size_t err_at, failed;
 
@@ -1437,25 +1487,64 @@ tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len, tidei_event_sin
 			at++;
 		if (at >= len)
 			break;
+		if (!p->slow_only && (msg[at] == '{' || msg[at] == '[')) {
+			long end = tidei_jscan(&p->tape, msg, len, at);
+			if (end > 0) {
+				replay_tape(p);
+				at = (size_t)end;
+				after_fast = 1;
+				continue;
+			}
+		}
+		if (p->badspace == SIZE_MAX) {
+			p->badspace = tidei_json_badspace(msg, at, len);
+			p->ascii = tidei_json_ascii_end(msg, at, len);
+			p->badspace_from = p->ascii_from = at;
+		}
+		if (after_fast && only_space(msg, at, len)) {
+			/* yajl, had it read the values before, would end here
+			 * content; a fresh one would find no value at all */
+			p->h = NULL;
+			if (p->badspace < len) {
+				char why[TIDEI_ERRLEN];
+				p->val_start = p->badspace;
+				bad_space(p, p->badspace, why);
+				report(p, NULL, 0, why);
+			}
+			break;
+		}
+		after_fast = 0;
 
 		p->h = yajl_alloc(&parse_callbacks, NULL, p);
 		if (p->h == NULL)
 			return -1;
 		yajl_config(p->h, yajl_allow_multiple_values, 1);
 		p->base = at;
+		p->top_end = SIZE_MAX;
 		p->depth = p->ev_depth = p->batch_depth = 0;
 		p->mode = M_TOP;
 		st = yajl_parse(p->h, (const unsigned char *)msg + at, len - at);
 		if (st == yajl_status_ok) {
+			p->finishing = 1;
 			st = yajl_complete_parse(p->h);
+			p->finishing = 0;
 			/* a value cut off by the end of the message */
 			err_at = len;
 		} else {
 			err_at = position(p);
 		}
 		if (st == yajl_status_ok) {
-			/* after the last token, where no callback saw it */
-			if (p->badspace < len) {
+			if (p->top_end != SIZE_MAX && !only_space(msg, p->top_end, len)) {
+				/* A string opened after a value and never closed:
+				 * yajl, having read a value, takes the end of the
+				 * text inside it for the end of the input. */
+				char why[TIDEI_ERRLEN];
+				snprintf(why, sizeof why,
+					 "not valid JSON at byte %zu: premature EOF",
+					 len - line_start(msg, len - 1));
+				report(p, NULL, 0, why);
+			} else if (p->badspace < len) {
+				/* after the last token, where no callback saw it */
 				char why[TIDEI_ERRLEN];
 				p->val_start = p->badspace;
 				bad_space(p, p->badspace, why);
@@ -1466,7 +1555,18 @@ tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len, tidei_event_sin
 		}
 		/* The failed value began at val_start if one was open, else the
 		 * error is in stray text between values. */
-		failed = p->depth > 0 ? p->val_start : (err_at > at ? err_at - 1 : at);
+		if (p->depth > 0) {
+			failed = p->val_start;
+		} else {
+			/* the stray text starts past the last value read, if
+			 * any; a token yajl did not take (a comment's slash)
+			 * ends no further than it begins */
+			size_t from = p->top_end != SIZE_MAX ? p->top_end : at;
+			while (from < len && (msg[from] == ' ' || msg[from] == '\t' ||
+					      msg[from] == '\n' || msg[from] == '\r'))
+				from++;
+			failed = err_at > from ? err_at - 1 : from;
+		}
 		{
 			unsigned char *why = yajl_get_error(p->h, 0, NULL, 0);
 			char msgbuf[160];
@@ -1478,7 +1578,8 @@ tidei_eparser_run(tidei_eparser *p, const char *msg, size_t len, tidei_event_sin
 			else if (strncmp(w, "parse error: ", 13) == 0)
 				w += 13;
 			snprintf(msgbuf, sizeof msgbuf, "not valid JSON at byte %zu: %s",
-				 err_at - line_start(msg, failed), w);
+				 (err_at > failed ? err_at : failed + 1) - line_start(msg, failed),
+				 w);
 			l = strlen(msgbuf);
 			while (l > 0 && (msgbuf[l - 1] == '\n' || msgbuf[l - 1] == ' '))
 				msgbuf[--l] = '\0';

@@ -12,6 +12,7 @@
 
 #include "buf.h"
 #include "err.h"
+#include "jscan.h"
 #include "json.h"
 
 /** Context attributes stored as strings in the record header, in record
@@ -199,6 +200,13 @@ typedef struct tidei_eparser {
 	 * an event taken, or take's message. */
 	int (*take)(void *ud, tidei_evb *b, char *err);
 	void *take_ud;
+	/* The fast path: most values are scanned by jscan.c and replayed
+	 * through the same callbacks; yajl reads the rest. */
+	tidei_jtape tape;
+	size_t pos;     /* offset past the token being replayed */
+	size_t top_end; /* past the last top-level value yajl read, or SIZE_MAX */
+	int finishing;  /* in yajl_complete_parse() */
+	int slow_only;  /* yajl for everything (the tests' reference) */
 } tidei_eparser;
 
 void tidei_eparser_init(tidei_eparser *p, size_t max_event);

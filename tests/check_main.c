@@ -22,6 +22,7 @@ main(void)
 
 	srunner_add_suite(sr, cloudevents_suite());
 	srunner_add_suite(sr, json_suite());
+	srunner_add_suite(sr, jscan_suite());
 	srunner_add_suite(sr, value_suite());
 	srunner_add_suite(sr, agg_suite());
 	srunner_add_suite(sr, stats_suite());

@@ -186,6 +186,7 @@ char *sb_take(sbuf *b);
 Suite *event_suite(void);
 Suite *cloudevents_suite(void);
 Suite *json_suite(void);
+Suite *jscan_suite(void);
 Suite *value_suite(void);
 Suite *agg_suite(void);
 Suite *stats_suite(void);
