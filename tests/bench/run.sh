@@ -175,7 +175,7 @@ pkg-config --exists nanomsg lmdb || ensure_pkgs libnanomsg-dev liblmdb-dev pkg-c
 	die "tidebench needs nanomsg and lmdb development files"
 # shellcheck disable=SC2046
 "$CC" -O2 -Wall -o "$work/bin/tidebench" "$here/tidebench.c" \
-	$(pkg-config --cflags --libs nanomsg lmdb) || die "cannot build tidebench"
+	$(pkg-config --cflags --libs nanomsg lmdb) -lpthread || die "cannot build tidebench"
 
 # projbench links libtide from this tree (tide_log_query, tide_log_projections)
 have_proj=0
@@ -326,6 +326,23 @@ run_push() { # transport durability consumer batch run
 	rate=$(field rate "$out")
 	record "push/$1/$2/$3/$4" "$rate" "$out"
 	say "  tide push $1 $2 consumer=$3 batch=$4 run $5: $rate events/s  ($out)"
+}
+
+# Bare nanomsg on the same transport, one event per message: the ceiling
+# a one-event-per-message producer can reach (tidebench pushpull).
+run_pushpull() { # transport run
+	local out rate url
+	if [ "$1" = ipc ]; then
+		url="ipc://$work/pushpull.ipc"
+	else
+		url="tcp://127.0.0.1:$(free_port)"
+	fi
+	client "$work/bin/tidebench" pushpull --url "$url" --events "$EVENTS" --batch 1 \
+		--run "n$2" || die "bare nanomsg run failed ($*)"
+	out=$(<"$work/client.out")
+	rate=$(field rate "$out")
+	record "nanomsg/$1/1" "$rate" "$out"
+	say "  bare nanomsg PUSH/PULL $1 1/msg run $2: $rate msgs/s  ($out)"
 }
 
 run_req() { # transport durability run
@@ -1034,6 +1051,7 @@ for r in $(seq 1 "$RUNS"); do
 	if want single; then
 		for t in $TRANSPORTS; do
 			for d in sync relaxed; do run_push "$t" "$d" none 1 "$r"; done
+			run_pushpull "$t" "$r"
 		done
 	fi
 	if want req; then
@@ -1157,7 +1175,7 @@ targets() {
 	echo "$l"
 }
 target_lines() {
-	local t m r lines
+	local t m r b x lines
 	r=$(med_of redis || true)
 	for t in $TRANSPORTS; do
 		m=$(med_of "push/$t/sync/none/$BATCH" || true)
@@ -1165,8 +1183,23 @@ target_lines() {
 			echo "- $t: sync ingest ≥ 600,000 events/s: $(fmt "$m") — $(verdict "$m" ">=" 600000)"
 			[ -n "$r" ] && echo "- $t: sync ingest ahead of Redis Streams: $(fmt "$m") vs $(fmt "$r") — $(verdict "$m" ">=" "$r")"
 		fi
+		b=$(med_of "push/$t/sync/none/$BATCH" || true)
+		if [ -n "$b" ] && [ -n "$r" ]; then
+			x=$(awk -v a="$b" -v c="$r" 'BEGIN { printf "%.2f", a / c }')
+			echo "- $t: sync ingest, ${BATCH}/msg, ≥ 2× Redis Streams: ${x}× — $(verdict "$x" ">=" 2)"
+		fi
 		m=$(med_of "push/$t/sync/lua/$BATCH" || true)
 		[ -n "$m" ] && echo "- $t: with the Lua consumer (sync) ≥ 400,000 events/s: $(fmt "$m") — $(verdict "$m" ">=" 400000)"
+		if [ -n "$m" ] && [ -n "$b" ]; then
+			x=$(awk -v a="$m" -v c="$b" 'BEGIN { printf "%.1f", 100 * a / c }')
+			echo "- $t: with the Lua consumer (sync) ≥ 80 % of bare ingest: $x % — $(verdict "$x" ">=" 80)"
+		fi
+		m=$(med_of "push/$t/sync/none/1" || true)
+		b=$(med_of "nanomsg/$t/1" || true)
+		if [ -n "$m" ] && [ -n "$b" ]; then
+			x=$(awk -v a="$m" -v c="$b" 'BEGIN { printf "%.1f", 100 * a / c }')
+			echo "- $t: one event per message (sync) ≥ 50 % of bare nanomsg PUSH/PULL: $x % ($(fmt "$m") vs $(fmt "$b")) — $(verdict "$x" ">=" 50)"
+		fi
 		m=$(med_of "push/$t/relaxed/lua/$BATCH" || true)
 		[ -n "$m" ] && echo "- $t: with the Lua consumer (relaxed) ≥ 400,000 events/s: $(fmt "$m") — $(verdict "$m" ">=" 400000)"
 		lines=$(awk -v k="req/$t/relaxed" '$1 == k' "$raw")
@@ -1196,6 +1229,7 @@ target_lines() {
 	for what in build/sync build/relaxed build/subject rebuild; do
 		m=$(med_of "proj/$what" || true)
 		[ -n "$m" ] && echo "- projection rebuild ≥ 500,000 events/s ($what): $(fmt "$m") — $(verdict "$m" ">=" 500000)"
+		[ -n "$m" ] && echo "- projection build ≥ 1,000,000 events/s ($what): $(fmt "$m") — $(verdict "$m" ">=" 1000000)"
 	done
 	for what in rep direct ingest; do
 		lines=$(awk -v k="proj/query/$what" '$1 == k' "$raw")
@@ -1281,6 +1315,7 @@ server_rows() {
 		for d in sync relaxed; do
 			row "Tide PUSH $t, $d, 1/msg, no consumer" "push/$t/$d/none/1" "events/s"
 		done
+		row "Bare nanomsg PUSH/PULL $t, 1/msg (the receiver only counts)" "nanomsg/$t/1" "msgs/s"
 	done
 	row "Redis Streams XADD (appendfsync always, $REDIS_CLIENTS clients, pipeline 100)" redis "events/s"
 	row "NATS JetStream js_PublishAsync (file store, $NATS_PENDING in flight)" nats "msgs/s"

@@ -28,6 +28,13 @@
  *       Sequential REQ round trips, one event per request, each checked
  *       for {"ok":true...}; reports median, p99, p99.9, mean, max.
  *
+ *   tidebench pushpull --url URL [--events N] [--batch B]
+ *       Bare nanomsg, for comparison: a PULL socket bound at URL (as Tide
+ *       binds its own, same buffer sizes) in one thread, the same PUSH
+ *       sender as `push` in another; the receiver only counts messages.
+ *       Elapsed time is from the first send until the last message is
+ *       received.  Prints the same line as push (events=... rate=...).
+ *
  *   tidebench pages --data DIR
  *       The pages of the log's data.mdb (read-only, also while the engine
  *       runs): the high-water mark (the file's used part), the pages of
@@ -43,6 +50,7 @@
 #include <nanomsg/nn.h>
 #include <nanomsg/pipeline.h>
 #include <nanomsg/reqrep.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -304,6 +312,102 @@ cmd_push(const char *url, const char *data, long nevents, long batch, const char
 	return 0;
 }
 
+/* ---- bare nanomsg ---- */
+
+typedef struct sink_arg {
+	int sock;
+	long want;
+	double tlast;
+	int failed;
+} sink_arg;
+
+static void *
+sink_main(void *ud)
+{
+	sink_arg *a = ud;
+
+	for (long got = 0; got < a->want;) {
+		void *msg = NULL;
+		int n = nn_recv(a->sock, &msg, NN_MSG, 0);
+		if (n < 0) {
+			if (nn_errno() == EINTR)
+				continue;
+			a->failed = 1;
+			return NULL;
+		}
+		nn_freemsg(msg);
+		got++;
+	}
+	a->tlast = bench_now();
+	return NULL;
+}
+
+static int
+cmd_pushpull(const char *url, long nevents, long batch, const char *run)
+{
+	size_t cap = (size_t)nevents * 320 + 4096, len = 0;
+	long nmsgs = (nevents + batch - 1) / batch;
+	char *buf = malloc(cap);
+	size_t *off = malloc(sizeof *off * (size_t)(nmsgs + 1));
+	int push, rcvbuf = 4 << 20, sndbuf = 4 << 20, maxsz = -1, timeo = 60000;
+	push_opts o = { K_ORDER, BENCH_ACCOUNTS, 0, 0, 0, -1 };
+	sink_arg a = { -1, nmsgs, 0, 0 };
+	pthread_t th;
+	double t0, tsent, deadline;
+
+	if (buf == NULL || off == NULL)
+		bench_die("out of memory%s", "");
+	for (long m = 0, n = 0; m < nmsgs; m++) {
+		off[m] = len;
+		for (long k = 0; k < batch && n < nevents; k++, n++) {
+			len += (size_t)push_event(buf + len, cap - len, run, (uint64_t)n + 1,
+						  nevents, &o, 1);
+			if (batch > 1)
+				buf[len++] = '\n';
+		}
+	}
+	off[nmsgs] = len;
+	if ((a.sock = nn_socket(AF_SP, NN_PULL)) < 0 || (push = nn_socket(AF_SP, NN_PUSH)) < 0)
+		bench_die("nn_socket: %s", nn_strerror(nn_errno()));
+	nn_setsockopt(a.sock, NN_SOL_SOCKET, NN_RCVBUF, &rcvbuf, sizeof rcvbuf);
+	nn_setsockopt(a.sock, NN_SOL_SOCKET, NN_RCVMAXSIZE, &maxsz, sizeof maxsz);
+	nn_setsockopt(a.sock, NN_SOL_SOCKET, NN_RCVTIMEO, &timeo, sizeof timeo);
+	nn_setsockopt(push, NN_SOL_SOCKET, NN_SNDBUF, &sndbuf, sizeof sndbuf);
+	if (nn_bind(a.sock, url) < 0)
+		bench_die("cannot bind: %s", nn_strerror(nn_errno()));
+	if (nn_connect(push, url) < 0)
+		bench_die("cannot connect: %s", nn_strerror(nn_errno()));
+	deadline = bench_now() + 10;
+	while (nn_get_statistic(push, NN_STAT_CURRENT_CONNECTIONS) < 1) {
+		if (bench_now() > deadline)
+			bench_die("no connection to %s within 10 s", url);
+		bench_sleep_ms(1);
+	}
+	if (pthread_create(&th, NULL, sink_main, &a) != 0)
+		bench_die("cannot start the receiver%s", "");
+	t0 = bench_now();
+	for (long m = 0; m < nmsgs; m++) {
+		size_t n = off[m + 1] - off[m];
+		while (nn_send(push, buf + off[m], n, 0) < 0) {
+			if (nn_errno() != EINTR)
+				bench_die("send: %s", nn_strerror(nn_errno()));
+		}
+	}
+	tsent = bench_now();
+	pthread_join(th, NULL);
+	if (a.failed)
+		bench_die("receive: %s", nn_strerror(nn_errno()));
+	printf("events=%ld batch=%ld messages=%ld avg_event_bytes=%.0f send_s=%.3f total_s=%.3f "
+	       "rate=%.0f\n",
+	       nevents, batch, nmsgs, (double)(len - (batch > 1 ? (size_t)nevents : 0)) / nevents,
+	       tsent - t0, a.tlast - t0, nevents / (a.tlast - t0));
+	nn_close(push);
+	nn_close(a.sock);
+	free(buf);
+	free(off);
+	return 0;
+}
+
 /* ---- pages ---- */
 
 static int
@@ -436,7 +540,7 @@ main(int argc, char **argv)
 	int c;
 
 	if (argc < 2)
-		bench_die("usage: tidebench push|req|pages [options]%s", "");
+		bench_die("usage: tidebench push|pushpull|req|pages [options]%s", "");
 	mode = argv[1];
 	optind = 2;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -488,6 +592,11 @@ main(int argc, char **argv)
 		if (o.start < 0)
 			bench_die("--start must not be negative%s", "");
 		return cmd_push(url, data, nevents, batch, consumer, run, timeout, &o);
+	}
+	if (strcmp(mode, "pushpull") == 0) {
+		if (nevents < 1 || batch < 1)
+			bench_die("--events and --batch must be positive%s", "");
+		return cmd_pushpull(url, nevents, batch, run);
 	}
 	if (strcmp(mode, "req") == 0) {
 		if (nreq < 1 || warmup < 0)
