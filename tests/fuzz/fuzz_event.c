@@ -8,6 +8,9 @@
  *
  * Asserts, beyond no crash, leak or undefined behaviour:
  *  - the count returned is the number of reports made;
+ *  - the fast path (jscan.c) changes nothing: with it turned off
+ *    (slow_only, yajl for everything) the reports are the same records,
+ *    byte for byte, and the same messages, in the same order;
  *  - every rejection carries a message, non-empty and valid UTF-8 (it is
  *    sent back to the producer inside JSON);
  *  - every record it reports decodes (tidei_event_decode), is written as
@@ -53,6 +56,7 @@ again_sink(void *ud, const uint8_t *rec, size_t len, const char *err)
 /* State for one input. */
 typedef struct run {
 	size_t reports;
+	tidei_buf seen; /* every report, for the comparison of the two paths */
 	tidei_buf json;
 	again a;
 } run;
@@ -83,12 +87,32 @@ check_record(run *r, const uint8_t *rec, size_t len)
 		   "%.*s read back as another record", (int)r->json.len, (const char *)r->json.p);
 }
 
+/* One report, as bytes: a tag, the length, the record or the message. */
+static void
+note(tidei_buf *b, const uint8_t *rec, size_t len, const char *err)
+{
+	if (err != NULL) {
+		len = strlen(err);
+		rec = (const uint8_t *)err;
+	}
+	tidei_buf_putc(b, err != NULL ? 'E' : 'R');
+	tidei_buf_put(b, &len, sizeof len);
+	tidei_buf_put(b, rec, len);
+}
+
+static void
+note_sink(void *ud, const uint8_t *rec, size_t len, const char *err)
+{
+	note(ud, rec, len, err);
+}
+
 static void
 sink(void *ud, const uint8_t *rec, size_t len, const char *err)
 {
 	run *r = ud;
 
 	r->reports++;
+	note(&r->seen, rec, len, err);
 	if (err != NULL) {
 		FUZZ_CHECK(err[0] != '\0', "an empty message");
 		FUZZ_CHECK(tidei_utf8_check(err, strlen(err), NULL) == NULL,
@@ -112,6 +136,22 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(n >= 0, "out of memory on %zu bytes", size);
 	FUZZ_CHECK((size_t)n == r.reports, "returned %ld for %zu reports", n, r.reports);
 	tidei_eparser_free(&p);
+	{
+		tidei_buf slow = { 0 };
+		long ns;
+		tidei_eparser_init(&p, MAX_EVENT);
+		p.slow_only = 1;
+		ns = tidei_eparser_run(&p, (const char *)data, size, note_sink, &slow);
+		tidei_eparser_free(&p);
+		FUZZ_CHECK(!slow.failed && !r.seen.failed, "out of memory on %zu bytes", size);
+		FUZZ_CHECK(ns == n && slow.len == r.seen.len &&
+				   (slow.len == 0 || memcmp(slow.p, r.seen.p, slow.len) == 0),
+			   "the fast path reports otherwise than yajl alone (%ld against %ld "
+			   "reports) on %zu bytes",
+			   n, ns, size);
+		tidei_buf_free(&slow);
+	}
+	tidei_buf_free(&r.seen);
 	tidei_buf_free(&r.json);
 	tidei_buf_free(&r.a.rec);
 	return 0;
