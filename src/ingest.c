@@ -20,7 +20,7 @@
  * configuration, not by how many producers send at once.
  *
  * This module owns the sockets and the wire format of replies; it does
- * not look inside events (batch/event.c) or touch the log.
+ * not look inside events (batch.c, eparser.c) or touch the log.
  */
 #include "config.h"
 

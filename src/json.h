@@ -7,7 +7,7 @@
  * Parsing is strict (RFC 8259, with RFC 3629 UTF-8), so that whatever is
  * stored can be written back and read again as it was: yajl is lenient in
  * a few places, and the checks below close them for every parser built on
- * it (tidei_json_decode here, the event parser in event.c).
+ * it (tidei_json_decode here, the event parser in eparser.c).
  */
 #ifndef TIDE_JSON_H
 #define TIDE_JSON_H

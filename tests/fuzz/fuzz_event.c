@@ -1,5 +1,5 @@
 /*
- * fuzz_event.c - libFuzzer target for the event parser (event.c).
+ * fuzz_event.c - libFuzzer target for the event parser (eparser.c).
  *
  * Feeds: the input, as it is, as one message to tidei_eparser_run(), the
  * way ingest hands it a nanomsg message: one event, a batch array, NDJSON,
