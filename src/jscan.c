@@ -313,8 +313,9 @@ space(const unsigned char *s, size_t len, size_t k)
 	return k;
 }
 
+/* A bracket token, opening or closing, that ends at @p end. */
 static inline int
-open(tidei_jtape *tp, int kind, size_t end)
+bracket(tidei_jtape *tp, int kind, size_t end)
 {
 	tidei_jtok *t = push(tp);
 
@@ -351,7 +352,7 @@ tidei_jscan(tidei_jtape *tp, const char *text, size_t len, size_t at)
 			if (depth == TIDEI_JSCAN_DEPTH)
 				return -1;
 			is_map[depth++] = s[k] == '{';
-			if (open(tp, s[k] == '{' ? TIDEI_JT_MAP : TIDEI_JT_ARRAY, k + 1) != 0)
+			if (bracket(tp, s[k] == '{' ? TIDEI_JT_MAP : TIDEI_JT_ARRAY, k + 1) != 0)
 				return -1;
 			k = space(s, len, k + 1);
 			if (k >= len)
@@ -391,7 +392,7 @@ tidei_jscan(tidei_jtape *tp, const char *text, size_t len, size_t at)
 			return -1;
 	close:
 		/* s[k] closes the innermost container */
-		if (open(tp, TIDEI_JT_END, k + 1) != 0)
+		if (bracket(tp, TIDEI_JT_END, k + 1) != 0)
 			return -1;
 		k++;
 		if (--depth == 0)

@@ -404,6 +404,12 @@ th_bg_wait(pid_t pid, int ms)
 char *
 th_slurp(const char *path)
 {
+	return th_slurp_n(path, NULL);
+}
+
+char *
+th_slurp_n(const char *path, size_t *n)
+{
 	FILE *f = fopen(path, "r");
 	char *s = NULL;
 	size_t len = 0, cap = 0, got;
@@ -425,6 +431,8 @@ th_slurp(const char *path)
 	} while (got > 0);
 	s[len] = '\0';
 	fclose(f);
+	if (n != NULL)
+		*n = len;
 	return s;
 }
 

@@ -90,6 +90,8 @@ int th_bg_wait(pid_t pid, int ms);
 
 /** Whole contents of @p path (malloc'd, NUL-terminated) or NULL. */
 char *th_slurp(const char *path);
+/** The same, with its length in *@p n (the file may hold NUL bytes). */
+char *th_slurp_n(const char *path, size_t *n);
 /** Wait up to @p ms until @p path contains @p needle; 1 if it does. */
 int th_wait_file(const char *path, const char *needle, int ms);
 /** Number of occurrences of @p needle in @p s. */

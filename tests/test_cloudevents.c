@@ -36,24 +36,14 @@
  * Plumbing: files, yajl trees, and what the parser reports
  * ------------------------------------------------------------------------ */
 
+/* A file that must be there, whole. */
 static char *
 slurp(const char *path, size_t *len)
 {
-	FILE *f = fopen(path, "rb");
-	char *buf;
-	long n;
+	char *text = th_slurp_n(path, len);
 
-	ck_assert_ptr_nonnull(f);
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	rewind(f);
-	buf = malloc((size_t)n + 1);
-	ck_assert_ptr_nonnull(buf);
-	ck_assert_uint_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-	buf[n] = '\0';
-	fclose(f);
-	*len = (size_t)n;
-	return buf;
+	ck_assert_msg(text != NULL, "cannot read %s", path);
+	return text;
 }
 
 /* Path of a file of the test data, or NULL (with a note) when absent. */

@@ -215,27 +215,6 @@ START_TEST(every_truncation)
 }
 END_TEST
 
-static char *
-slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *text;
-	long n;
-
-	if (f == NULL)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	rewind(f);
-	text = malloc((size_t)n + 1);
-	ck_assert_ptr_nonnull(text);
-	ck_assert_uint_eq(fread(text, 1, (size_t)n, f), (size_t)n);
-	text[n] = '\0';
-	fclose(f);
-	*len = (size_t)n;
-	return text;
-}
-
 /* Each regular file under @p dir whose name ends in @p ext (or any, if
  * NULL), at any depth, given to @p fn.  Returns how many. */
 static size_t
@@ -262,7 +241,7 @@ each_file(const char *dir, const char *ext,
 		} else if (S_ISREG(st.st_mode) &&
 			   (ext == NULL || (nl > el && strcmp(de->d_name + nl - el, ext) == 0))) {
 			size_t len;
-			char *text = slurp(path, &len);
+			char *text = th_slurp_n(path, &len);
 			ck_assert_ptr_nonnull(text);
 			fn(path, text, len);
 			free(text);
@@ -316,34 +295,31 @@ suite_case(const char *path, const char *text, size_t len)
 	tidei_buf_free(&m);
 }
 
-START_TEST(json_test_suite)
+/* Every .json file under the shared test data's @p rel through @p fn, at
+ * least @p least of them; a note and nothing when the data is absent. */
+static void
+each_testdata(const char *rel, void (*fn)(const char *path, const char *text, size_t len),
+	      size_t least)
 {
-	const char *dir = th_testdata("json/JSONTestSuite/test_parsing");
-	size_t n;
+	const char *dir = th_testdata(rel);
 
 	if (dir == NULL) {
-		printf("jscan: json/JSONTestSuite not found (set TIDE_TESTDATA); skipped\n");
+		printf("jscan: %s not found (set TIDE_TESTDATA); skipped\n", rel);
 		return;
 	}
-	n = each_file(dir, ".json", suite_case);
-	ck_assert_uint_ge(n, 300);
-	dir = th_testdata("json/JSONTestSuite/test_transform");
-	if (dir != NULL)
-		each_file(dir, ".json", suite_case);
+	ck_assert_uint_ge(each_file(dir, ".json", fn), least);
+}
+
+START_TEST(json_test_suite)
+{
+	each_testdata("json/JSONTestSuite/test_parsing", suite_case, 300);
+	each_testdata("json/JSONTestSuite/test_transform", suite_case, 0);
 }
 END_TEST
 
 START_TEST(cloudevents_files)
 {
-	const char *dir = th_testdata("cloudevents");
-	size_t n;
-
-	if (dir == NULL) {
-		printf("jscan: cloudevents not found (set TIDE_TESTDATA); skipped\n");
-		return;
-	}
-	n = each_file(dir, ".json", whole);
-	ck_assert_uint_ge(n, 10);
+	each_testdata("cloudevents", whole, 10);
 }
 END_TEST
 

@@ -607,20 +607,8 @@ slurp(const char *dir, const char *name, size_t *len)
 	char path[1200], *text;
 
 	snprintf(path, sizeof path, "%s/%s", dir, name);
-	{
-		FILE *f = fopen(path, "rb");
-		long n;
-		ck_assert_ptr_nonnull(f);
-		fseek(f, 0, SEEK_END);
-		n = ftell(f);
-		rewind(f);
-		text = malloc((size_t)n + 1);
-		ck_assert_ptr_nonnull(text);
-		ck_assert_uint_eq(fread(text, 1, (size_t)n, f), (size_t)n);
-		text[n] = '\0';
-		fclose(f);
-		*len = (size_t)n;
-	}
+	text = th_slurp_n(path, len);
+	ck_assert_msg(text != NULL, "cannot read %s", path);
 	return text;
 }
 

@@ -221,18 +221,86 @@ push_event(char *buf, size_t cap, const char *run, uint64_t n, long nevents, con
 	}
 }
 
+/* Every message of a run, built before the clock starts: the generator
+ * shares two cores with the engine, so it should cost as little as
+ * possible while measuring.  Message m is buf[off[m] .. off[m + 1]). */
+typedef struct msgs {
+	char *buf;
+	size_t *off, len;
+	long n;
+} msgs;
+
+static void
+msgs_build(msgs *ms, long nevents, long batch, const char *run, const push_opts *o)
+{
+	size_t cap = (size_t)nevents * 320 + 4096;
+	uint64_t stride = o->kind == K_SENSOR ? bench_stride((uint64_t)o->keys) : 1;
+
+	ms->n = (nevents + batch - 1) / batch;
+	ms->len = 0;
+	ms->buf = malloc(cap);
+	ms->off = malloc(sizeof *ms->off * (size_t)(ms->n + 1));
+	if (ms->buf == NULL || ms->off == NULL)
+		bench_die("out of memory%s", "");
+	for (long m = 0, n = 0; m < ms->n; m++) {
+		ms->off[m] = ms->len;
+		for (long k = 0; k < batch && n < nevents; k++, n++) {
+			ms->len += (size_t)push_event(ms->buf + ms->len, cap - ms->len, run,
+						      (uint64_t)n + 1, nevents, o, stride);
+			if (batch > 1)
+				ms->buf[ms->len++] = '\n';
+		}
+	}
+	ms->off[ms->n] = ms->len;
+}
+
+/* Bytes per event, newlines between batched events left out. */
+static double
+msgs_event_bytes(const msgs *ms, long nevents, long batch)
+{
+	return (double)(ms->len - (batch > 1 ? (size_t)nevents : 0)) / nevents;
+}
+
+static void
+msgs_send(const msgs *ms, int sock)
+{
+	for (long m = 0; m < ms->n; m++) {
+		size_t n = ms->off[m + 1] - ms->off[m];
+		while (nn_send(sock, ms->buf + ms->off[m], n, 0) < 0) {
+			if (nn_errno() != EINTR)
+				bench_die("send: %s", nn_strerror(nn_errno()));
+		}
+	}
+}
+
+static void
+msgs_free(msgs *ms)
+{
+	free(ms->buf);
+	free(ms->off);
+}
+
+/* Wait until @p sock has connected to @p url (the handshake is not timed). */
+static void
+wait_connected(int sock, const char *url)
+{
+	double deadline = bench_now() + 10;
+
+	while (nn_get_statistic(sock, NN_STAT_CURRENT_CONNECTIONS) < 1) {
+		if (bench_now() > deadline)
+			bench_die("no connection to %s within 10 s", url);
+		bench_sleep_ms(1);
+	}
+}
+
 static int
 cmd_push(const char *url, const char *data, long nevents, long batch, const char *consumer,
 	 const char *run, double timeout, const push_opts *o)
 {
-	size_t cap = (size_t)nevents * 320 + 4096, len = 0;
-	long nmsgs = (nevents + batch - 1) / batch;
-	char *buf = malloc(cap);
-	size_t *off = malloc(sizeof *off * (size_t)(nmsgs + 1));
+	msgs ms;
 	int sock, sndbuf = 4 << 20, rc;
 	uint64_t events = 0, last = 0, ck = 0,
 		 want = (uint64_t)(o->expect > 0 ? o->expect : nevents);
-	uint64_t stride = o->kind == K_SENSOR ? bench_stride((uint64_t)o->keys) : 1;
 	const char *own = !o->own                ? NULL
 			  : o->kind == K_CARD    ? BENCH_CARD_SOURCE
 			  : o->kind == K_SENSOR  ? BENCH_SENSOR_SOURCE
@@ -241,21 +309,7 @@ cmd_push(const char *url, const char *data, long nevents, long batch, const char
 	double t0, tsent, tdone, deadline;
 	watcher w;
 
-	if (buf == NULL || off == NULL)
-		bench_die("out of memory%s", "");
-	/* Build every message before the clock starts: the generator shares
-	 * two cores with the engine, so it should cost as little as possible
-	 * while measuring. */
-	for (long m = 0, n = 0; m < nmsgs; m++) {
-		off[m] = len;
-		for (long k = 0; k < batch && n < nevents; k++, n++) {
-			len += (size_t)push_event(buf + len, cap - len, run, (uint64_t)n + 1,
-						  nevents, o, stride);
-			if (batch > 1)
-				buf[len++] = '\n';
-		}
-	}
-	off[nmsgs] = len;
+	msgs_build(&ms, nevents, batch, run, o);
 
 	if ((rc = watcher_open(&w, data, consumer, own)) != 0)
 		bench_die("cannot open the log: %s", mdb_strerror(rc));
@@ -264,22 +318,10 @@ cmd_push(const char *url, const char *data, long nevents, long batch, const char
 	nn_setsockopt(sock, NN_SOL_SOCKET, NN_SNDBUF, &sndbuf, sizeof sndbuf);
 	if (nn_connect(sock, url) < 0)
 		bench_die("cannot connect: %s", nn_strerror(nn_errno()));
-	/* Do not time the connection handshake. */
-	deadline = bench_now() + 10;
-	while (nn_get_statistic(sock, NN_STAT_CURRENT_CONNECTIONS) < 1) {
-		if (bench_now() > deadline)
-			bench_die("no connection to %s within 10 s", url);
-		bench_sleep_ms(1);
-	}
+	wait_connected(sock, url);
 
 	t0 = bench_now();
-	for (long m = 0; m < nmsgs; m++) {
-		size_t n = off[m + 1] - off[m];
-		while (nn_send(sock, buf + off[m], n, 0) < 0) {
-			if (nn_errno() != EINTR)
-				bench_die("send: %s", nn_strerror(nn_errno()));
-		}
-	}
+	msgs_send(&ms, sock);
 	tsent = bench_now();
 	deadline = t0 + timeout;
 	for (;;) {
@@ -303,12 +345,11 @@ cmd_push(const char *url, const char *data, long nevents, long batch, const char
 	tdone = bench_now();
 	printf("events=%ld batch=%ld messages=%ld avg_event_bytes=%.0f send_s=%.3f total_s=%.3f "
 	       "last_seq=%llu rate=%.0f\n",
-	       nevents, batch, nmsgs, (double)(len - (batch > 1 ? (size_t)nevents : 0)) / nevents,
-	       tsent - t0, tdone - t0, (unsigned long long)last, nevents / (tdone - t0));
+	       nevents, batch, ms.n, msgs_event_bytes(&ms, nevents, batch), tsent - t0, tdone - t0,
+	       (unsigned long long)last, nevents / (tdone - t0));
 	nn_close(sock);
 	mdb_env_close(w.env);
-	free(buf);
-	free(off);
+	msgs_free(&ms);
 	return 0;
 }
 
@@ -345,28 +386,15 @@ sink_main(void *ud)
 static int
 cmd_pushpull(const char *url, long nevents, long batch, const char *run)
 {
-	size_t cap = (size_t)nevents * 320 + 4096, len = 0;
-	long nmsgs = (nevents + batch - 1) / batch;
-	char *buf = malloc(cap);
-	size_t *off = malloc(sizeof *off * (size_t)(nmsgs + 1));
+	msgs ms;
 	int push, rcvbuf = 4 << 20, sndbuf = 4 << 20, maxsz = -1, timeo = 60000;
 	push_opts o = { K_ORDER, BENCH_ACCOUNTS, 0, 0, 0, -1 };
-	sink_arg a = { -1, nmsgs, 0, 0 };
+	sink_arg a = { -1, 0, 0, 0 };
 	pthread_t th;
-	double t0, tsent, deadline;
+	double t0, tsent;
 
-	if (buf == NULL || off == NULL)
-		bench_die("out of memory%s", "");
-	for (long m = 0, n = 0; m < nmsgs; m++) {
-		off[m] = len;
-		for (long k = 0; k < batch && n < nevents; k++, n++) {
-			len += (size_t)push_event(buf + len, cap - len, run, (uint64_t)n + 1,
-						  nevents, &o, 1);
-			if (batch > 1)
-				buf[len++] = '\n';
-		}
-	}
-	off[nmsgs] = len;
+	msgs_build(&ms, nevents, batch, run, &o);
+	a.want = ms.n;
 	if ((a.sock = nn_socket(AF_SP, NN_PULL)) < 0 || (push = nn_socket(AF_SP, NN_PUSH)) < 0)
 		bench_die("nn_socket: %s", nn_strerror(nn_errno()));
 	nn_setsockopt(a.sock, NN_SOL_SOCKET, NN_RCVBUF, &rcvbuf, sizeof rcvbuf);
@@ -377,34 +405,22 @@ cmd_pushpull(const char *url, long nevents, long batch, const char *run)
 		bench_die("cannot bind: %s", nn_strerror(nn_errno()));
 	if (nn_connect(push, url) < 0)
 		bench_die("cannot connect: %s", nn_strerror(nn_errno()));
-	deadline = bench_now() + 10;
-	while (nn_get_statistic(push, NN_STAT_CURRENT_CONNECTIONS) < 1) {
-		if (bench_now() > deadline)
-			bench_die("no connection to %s within 10 s", url);
-		bench_sleep_ms(1);
-	}
+	wait_connected(push, url);
 	if (pthread_create(&th, NULL, sink_main, &a) != 0)
 		bench_die("cannot start the receiver%s", "");
 	t0 = bench_now();
-	for (long m = 0; m < nmsgs; m++) {
-		size_t n = off[m + 1] - off[m];
-		while (nn_send(push, buf + off[m], n, 0) < 0) {
-			if (nn_errno() != EINTR)
-				bench_die("send: %s", nn_strerror(nn_errno()));
-		}
-	}
+	msgs_send(&ms, push);
 	tsent = bench_now();
 	pthread_join(th, NULL);
 	if (a.failed)
 		bench_die("receive: %s", nn_strerror(nn_errno()));
 	printf("events=%ld batch=%ld messages=%ld avg_event_bytes=%.0f send_s=%.3f total_s=%.3f "
 	       "rate=%.0f\n",
-	       nevents, batch, nmsgs, (double)(len - (batch > 1 ? (size_t)nevents : 0)) / nevents,
-	       tsent - t0, a.tlast - t0, nevents / (a.tlast - t0));
+	       nevents, batch, ms.n, msgs_event_bytes(&ms, nevents, batch), tsent - t0,
+	       a.tlast - t0, nevents / (a.tlast - t0));
 	nn_close(push);
 	nn_close(a.sock);
-	free(buf);
-	free(off);
+	msgs_free(&ms);
 	return 0;
 }
 
