@@ -435,13 +435,21 @@ turn(void *ud)
 }
 
 /* Before the log's map grows: a projection build's threads read it, so
- * they stop (the next turn starts them again from their last checkpoint). */
+ * they wait (with no transaction open) until it has moved. */
 static void
-stop_builds(void *ud)
+pause_builds(void *ud)
 {
 	tide_engine *e = ud;
 
-	tidei_projections_stop(e->ps);
+	tidei_projections_pause(e->ps);
+}
+
+static void
+unpause_builds(void *ud)
+{
+	tide_engine *e = ud;
+
+	tidei_projections_unpause(e->ps);
 }
 
 /* Periodic: flush in "relaxed" durability; resume paused consumers. */
@@ -897,7 +905,8 @@ engine_open(tide_engine *e, struct event_base *base)
 		goto fail;
 	}
 	e->published = e->synced = e->log->committed;
-	e->log->before_remap = stop_builds;
+	e->log->before_remap = pause_builds;
+	e->log->after_remap = unpause_builds;
 	e->log->before_remap_ud = e;
 	{
 		char note[TIDEI_ERRLEN];

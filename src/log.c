@@ -780,6 +780,8 @@ tidei_log_grow(tidei_log *log)
 		log->rtxn = NULL;
 	}
 	rc = mdb_env_set_mapsize(log->env, want);
+	if (log->after_remap != NULL)
+		log->after_remap(log->before_remap_ud);
 	if (rc != 0 && disk_full(log, rc, "cannot grow the log map of"))
 		return TIDE_EFULL;
 	if (rc != 0)

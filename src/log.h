@@ -61,8 +61,9 @@ typedef struct tidei_log {
 	MDB_txn *rtxn;       /* a reusable read transaction (reset when idle) */
 	unsigned pins;       /* snapshots of their own held open (cursors, listings) */
 	/* Called before the map moves (it grows): other threads of this
-	 * process must not be reading it then. */
+	 * process must not be reading it then; and after, moved or not. */
 	void (*before_remap)(void *ud);
+	void (*after_remap)(void *ud);
 	void *before_remap_ud;
 	uint64_t head;      /* last seq, including uncommitted appends */
 	uint64_t committed; /* last committed seq */

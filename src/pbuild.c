@@ -13,14 +13,21 @@
  * A checkpoint is set at the chunk the furthest helper is applying:
  * every helper hands over its states after that chunk, and waits for the
  * commit.  At `until` they hand over and end.
+ *
+ * A build that follows the log (a live projection catching up) has no end
+ * until the engine says so: `until` grows as events commit, chunks are
+ * cut from what is there (a chunk may be short), and a helper renews its
+ * read transaction before it reads past what its transaction saw.
  */
 #include "config.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pbuild.h"
 
@@ -45,7 +52,8 @@ typedef struct part {
 	size_t held;     /* keys in memory */
 	uint64_t posted; /* seq of the states handed over, 0 for none */
 	tidei_buf states;
-	int ended; /* at until, or stopped */
+	int ended;  /* at until, or stopped */
+	int parked; /* its read transaction is reset: the map may move */
 } part;
 
 struct tidei_pbuild {
@@ -55,18 +63,21 @@ struct tidei_pbuild {
 	pthread_cond_t cv; /* helpers waiting for a commit */
 	part *parts;
 	unsigned n;
-	uint64_t nchunks;
 	struct slot {
-		tidei_keyed kd;
+		tidei_keyed kd; /* kd.first: the chunk's first event */
+		uint64_t last;  /* and its last */
 		uint64_t chunk; /* whose keys are here, once found */
 		int found;
 	} slot[AHEAD]; /* chunk c's keys are in slot[c % AHEAD] */
-	/* under mu */
-	uint64_t claimed;  /* chunks whose keys are found or being found */
-	int asked;         /* a checkpoint is set and not written yet */
-	uint64_t ck;       /* the chunk after which the helpers hand over */
-	uint64_t resumed;  /* the last checkpoint that committed */
-	atomic_int cancel; /* also read, without the lock, between events */
+	/* under mu (and o.until) */
+	int paused;           /* the helpers park (the log's map is to move) */
+	int final;            /* until grows no more: the helpers end there */
+	uint64_t claim_first; /* the first event of the next chunk to claim */
+	uint64_t claimed;     /* chunks whose keys are found or being found */
+	int asked;            /* a checkpoint is set and not written yet */
+	uint64_t ck;          /* the chunk after which the helpers hand over */
+	uint64_t resumed;     /* the last checkpoint that committed */
+	atomic_int cancel;    /* also read, without the lock, between events */
 	int failed;
 	uint64_t fail_seq;
 	char err[TIDEI_ERRLEN];
@@ -168,6 +179,9 @@ typedef struct helper {
 	part *pt;
 	tidei_pbuild *b;
 	void *w; /* the work's own, from b->o.env->ops */
+	MDB_txn *txn;
+	int reading;   /* txn is not reset */
+	uint64_t sees; /* txn sees events up to here */
 } helper;
 
 /* A line a handler printed, kept for the engine's log. */
@@ -201,14 +215,6 @@ fail(tidei_pbuild *b, part *pt, uint64_t seq, const char *why)
 	pt->ended = 1;
 	pthread_cond_broadcast(&b->cv);
 	pthread_mutex_unlock(&b->mu);
-}
-
-/* Chunk @p c: events *first..*last. */
-static void
-chunk(const tidei_pbuild *b, uint64_t c, uint64_t *first, uint64_t *last)
-{
-	*first = b->o.after + c * STEP + 1;
-	*last = *first + STEP - 1 < b->o.until ? *first + STEP - 1 : b->o.until;
 }
 
 /* The next chunk of the slowest helper (@p most 0) or of the furthest
@@ -254,32 +260,73 @@ hand_over(helper *h, uint64_t pos, char *err)
 		fail(b, pt, pos, err);
 		return -1;
 	}
+	if (h->reading) { /* renewed after the commit: it reads what was written */
+		mdb_txn_reset(h->txn);
+		h->reading = 0;
+	}
 	pthread_mutex_lock(&b->mu);
 	tidei_buf_free(&pt->states);
 	pt->states = states;
 	pt->posted = pos;
 	pt->held = 0;
-	if (pos >= b->o.until)
+	if (b->final && pos >= b->o.until)
 		pt->ended = 1;
-	while (!pt->ended && !b->cancel && b->resumed < pos)
+	pt->parked = 1;
+	pthread_cond_broadcast(&b->cv);
+	while (!pt->ended && !b->cancel && (b->resumed < pos || b->paused))
 		pthread_cond_wait(&b->cv, &b->mu);
+	pt->parked = 0;
 	go = !pt->ended && !b->cancel;
 	pthread_mutex_unlock(&b->mu);
 	return go ? 0 : -1;
 }
 
-/* Find the keys of chunk @p c into its slot (taken, under b->mu). */
+/* Find the keys of the chunk in slot @p sl (claimed). */
 static int
-find_keys(helper *h, MDB_txn *txn, uint64_t c, char *err, uint64_t *at)
+find_keys(helper *h, MDB_txn *txn, struct slot *sl, char *err, uint64_t *at)
 {
 	tidei_pbuild *b = h->b;
-	struct slot *sl = &b->slot[c % AHEAD];
-	uint64_t first, last;
 
-	chunk(b, c, &first, &last);
-	sl->kd.first = first;
 	tidei_buf_reset(&sl->kd.keys[h->pt->index]);
-	return b->o.env->ops->find_keys(h->w, b->o.log, txn, &sl->kd, first, last, at, err);
+	return b->o.env->ops->find_keys(h->w, b->o.log, txn, &sl->kd, sl->kd.first, sl->last, at,
+					err);
+}
+
+/* Renew the helper's transaction (under b->mu): it sees at least what was
+ * committed up to o.until now. */
+static int
+renew(helper *h, char *err)
+{
+	int mrc;
+
+	h->sees = h->b->o.until;
+	if (h->reading)
+		mdb_txn_reset(h->txn);
+	h->reading = 0;
+	if ((mrc = mdb_txn_renew(h->txn)) != 0) {
+		snprintf(err, TIDEI_ERRLEN, "cannot read the log: %s", mdb_strerror(mrc));
+		return -1;
+	}
+	h->reading = 1;
+	return 0;
+}
+
+/* While the engine has the helpers paused (under b->mu): no transaction
+ * open, then a fresh one. */
+static int
+park(helper *h, char *err)
+{
+	tidei_pbuild *b = h->b;
+
+	if (h->reading)
+		mdb_txn_reset(h->txn);
+	h->reading = 0;
+	h->pt->parked = 1;
+	pthread_cond_broadcast(&b->cv);
+	while (b->paused && !b->cancel)
+		pthread_cond_wait(&b->cv, &b->mu);
+	h->pt->parked = 0;
+	return renew(h, err);
 }
 
 static void *
@@ -302,21 +349,42 @@ helper_main(void *arg)
 		fail(b, pt, 0, err);
 		goto out;
 	}
+	pthread_mutex_lock(&b->mu);
+	h.sees = b->o.until; /* committed before the helpers started */
+	pthread_mutex_unlock(&b->mu);
 	if ((mrc = mdb_txn_begin(b->o.log->env, NULL, MDB_RDONLY, &txn)) != 0) {
 		snprintf(err, sizeof err, "cannot read the log: %s", mdb_strerror(mrc));
 		fail(b, pt, 0, err);
 		goto out;
 	}
+	h.txn = txn;
+	h.reading = 1;
 	pthread_mutex_lock(&b->mu);
-	while (!b->cancel && !b->failed && pt->next < b->nchunks) {
-		uint64_t c = pt->next, first, last;
+	while (!b->cancel && !b->failed) {
+		uint64_t c = pt->next, last;
 		struct slot *sl = &b->slot[c % AHEAD];
+		if (b->paused && park(&h, err) != 0) {
+			pthread_mutex_unlock(&b->mu);
+			fail(b, pt, 0, err);
+			goto out;
+		}
+		if (b->final && pt->pos >= b->o.until) {
+			/* the end (of a build that followed the log: it waited here) */
+			pthread_mutex_unlock(&b->mu);
+			hand_over(&h, pt->pos, err);
+			goto out;
+		}
 		if (sl->found && sl->chunk == c) {
 			/* apply the chunk's events of this part */
+			last = sl->last;
+			if ((last > h.sees || !h.reading) && renew(&h, err) != 0) {
+				pthread_mutex_unlock(&b->mu);
+				fail(b, pt, 0, err);
+				goto out;
+			}
 			pthread_mutex_unlock(&b->mu);
-			chunk(b, c, &first, &last);
-			if (ops->run_part(h.w, b->o.log, txn, b->o.gen, &sl->kd, first, last, &at,
-					  err) != TIDE_OK) {
+			if (ops->run_part(h.w, b->o.log, txn, b->o.gen, &sl->kd, sl->kd.first, last,
+					  &at, err) != TIDE_OK) {
 				fail(b, pt, at, err);
 				goto out;
 			}
@@ -325,21 +393,30 @@ helper_main(void *arg)
 			pt->pos = last;
 			pt->held = ops->held(h.w);
 			pthread_cond_broadcast(&b->cv); /* its slot may be free */
-			if (c + 1 == b->nchunks || c == b->ck) {
+			if ((b->final && last >= b->o.until) || c == b->ck) {
 				pthread_mutex_unlock(&b->mu);
 				if (hand_over(&h, last, err) != 0)
 					goto out;
 				steps = RENEW_STEPS; /* read what the checkpoint wrote */
 				pthread_mutex_lock(&b->mu);
 			}
-		} else if (b->claimed < b->nchunks && b->claimed < next_chunk(b, 0) + AHEAD) {
+		} else if (b->claim_first <= b->o.until && b->claimed < next_chunk(b, 0) + AHEAD) {
 			/* find the keys of the next chunk nobody has taken */
 			uint64_t k = b->claimed++;
 			struct slot *ks = &b->slot[k % AHEAD];
 			int rc;
 			ks->found = 0;
+			ks->kd.first = b->claim_first;
+			ks->last = b->o.until - b->claim_first >= STEP ? b->claim_first + STEP - 1
+								       : b->o.until;
+			b->claim_first = ks->last + 1;
+			if ((ks->last > h.sees || !h.reading) && renew(&h, err) != 0) {
+				pthread_mutex_unlock(&b->mu);
+				fail(b, pt, 0, err);
+				goto out;
+			}
 			pthread_mutex_unlock(&b->mu);
-			rc = find_keys(&h, txn, k, err, &at);
+			rc = find_keys(&h, txn, ks, err, &at);
 			if (rc != TIDE_OK) {
 				fail(b, pt, at, err);
 				goto out;
@@ -354,11 +431,8 @@ helper_main(void *arg)
 		}
 		if (++steps >= RENEW_STEPS) {
 			steps = 0;
-			mdb_txn_reset(txn);
-			if ((mrc = mdb_txn_renew(txn)) != 0) {
+			if (renew(&h, err) != 0) {
 				pthread_mutex_unlock(&b->mu);
-				snprintf(err, sizeof err, "cannot read the log: %s",
-					 mdb_strerror(mrc));
 				fail(b, pt, 0, err);
 				goto out;
 			}
@@ -402,7 +476,8 @@ tidei_pbuild_start(tidei_pbuild **out, const tidei_pbuild_opts *o, char *err)
 	b->o.name = b->name;
 	b->n = o->threads;
 	b->ck = UINT64_MAX;
-	b->nchunks = (o->until - o->after + STEP - 1) / STEP;
+	b->final = !o->follow;
+	b->claim_first = o->after + 1;
 	for (int t = 0; t < AHEAD; t++) {
 		b->slot[t].kd.n = STEP;
 		b->slot[t].kd.e = calloc(STEP, sizeof *b->slot[t].kd.e);
@@ -495,7 +570,83 @@ tidei_pbuild_parts(const tidei_pbuild *b)
 uint64_t
 tidei_pbuild_until(const tidei_pbuild *b)
 {
-	return b->o.until;
+	return b->o.until; /* changed only by the engine's thread */
+}
+
+int
+tidei_pbuild_final(const tidei_pbuild *b)
+{
+	return b->final;
+}
+
+void
+tidei_pbuild_extend(tidei_pbuild *b, uint64_t until)
+{
+	pthread_mutex_lock(&b->mu);
+	if (!b->final && until > b->o.until) {
+		b->o.until = until;
+		pthread_cond_broadcast(&b->cv);
+	}
+	pthread_mutex_unlock(&b->mu);
+}
+
+int
+tidei_pbuild_pause(tidei_pbuild *b, int64_t wait_ms)
+{
+	struct timespec until;
+	int all = 0;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += wait_ms / 1000;
+	until.tv_nsec += (wait_ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&b->mu);
+	b->paused = 1;
+	pthread_cond_broadcast(&b->cv);
+	for (;;) {
+		all = 1;
+		for (unsigned k = 0; k < b->n; k++)
+			all &= b->parts[k].ended || b->parts[k].parked;
+		if (all || pthread_cond_timedwait(&b->cv, &b->mu, &until) == ETIMEDOUT)
+			break;
+	}
+	pthread_mutex_unlock(&b->mu);
+	return all ? 0 : -1;
+}
+
+void
+tidei_pbuild_unpause(tidei_pbuild *b)
+{
+	pthread_mutex_lock(&b->mu);
+	b->paused = 0;
+	pthread_cond_broadcast(&b->cv);
+	pthread_mutex_unlock(&b->mu);
+}
+
+void
+tidei_pbuild_finish(tidei_pbuild *b)
+{
+	pthread_mutex_lock(&b->mu);
+	b->final = 1;
+	pthread_cond_broadcast(&b->cv);
+	pthread_mutex_unlock(&b->mu);
+}
+
+uint64_t
+tidei_pbuild_pos(tidei_pbuild *b)
+{
+	uint64_t v;
+
+	pthread_mutex_lock(&b->mu);
+	v = b->parts[0].pos;
+	for (unsigned k = 1; k < b->n; k++)
+		if (b->parts[k].pos < v)
+			v = b->parts[k].pos;
+	pthread_mutex_unlock(&b->mu);
+	return v;
 }
 
 void
@@ -526,8 +677,9 @@ tidei_pbuild_checkpoint(tidei_pbuild *b)
 
 	pthread_mutex_lock(&b->mu);
 	top = next_chunk(b, 1);
-	/* no helper is past it: each of them hands over after that chunk */
-	if (!b->asked && top + 1 < b->nchunks) {
+	/* no helper is past it: each of them hands over after that chunk (if
+	 * it is past the end, they hand over there anyway) */
+	if (!b->asked) {
 		b->asked = 1;
 		b->ck = top;
 	}

@@ -79,9 +79,10 @@ typedef struct tidei_pbuild_ops {
 	 *  for generation @p gen; TIDE_ESCRIPT when a handler failed. */
 	int (*run_part)(void *w, tidei_log *log, MDB_txn *txn, uint32_t gen, const tidei_keyed *kd,
 			uint64_t from, uint64_t to, uint64_t *at, char *err);
-	/** Encode the states held into @p out and forget them. */
+	/** Encode the states changed since the last take into @p out (and
+	 *  forget them, or keep them for the next events). */
 	int (*take)(void *w, tidei_buf *out, char *err);
-	/** Keys held in memory. */
+	/** Keys whose states are to be written. */
 	size_t (*held)(void *w);
 	void (*close)(void *w);
 } tidei_pbuild_ops;
@@ -110,6 +111,7 @@ typedef struct tidei_pbuild_opts {
 	uint64_t after;   /* the build's progress: events up to here are applied */
 	uint64_t until;   /* the last event to apply (committed) */
 	unsigned threads;
+	int follow; /* until grows (extend()) until finish() */
 } tidei_pbuild_opts;
 
 /** A deep copy of @p src into @p dst (NULL on failure: out of memory). */
@@ -131,8 +133,24 @@ int tidei_pbuild_poll(tidei_pbuild *b, uint64_t *seq);
  *  of u32 key length, key, u32 value length (UINT32_MAX: deleted), value. */
 const tidei_buf *tidei_pbuild_states(tidei_pbuild *b, unsigned k);
 unsigned tidei_pbuild_parts(const tidei_pbuild *b);
-/** The last event the helpers apply. */
+/** The last event the helpers apply (so far, if the build follows the
+ *  log). */
 uint64_t tidei_pbuild_until(const tidei_pbuild *b);
+/** Whether until is the end (always, unless the build follows the log and
+ *  finish() was not called). */
+int tidei_pbuild_final(const tidei_pbuild *b);
+/** A build that follows the log: events up to @p until are committed. */
+void tidei_pbuild_extend(tidei_pbuild *b, uint64_t until);
+/** A build that follows the log ends at until: the helpers hand over there
+ *  and stop. */
+void tidei_pbuild_finish(tidei_pbuild *b);
+/** Park the helpers with no read transaction open (the log's map is to
+ *  move): 0 once they all are, -1 if one did not within @p wait_ms (they
+ *  should then be stopped).  They go on after unpause(). */
+int tidei_pbuild_pause(tidei_pbuild *b, int64_t wait_ms);
+void tidei_pbuild_unpause(tidei_pbuild *b);
+/** Events up to here are applied by every helper. */
+uint64_t tidei_pbuild_pos(tidei_pbuild *b);
 
 /** The checkpoint's states are written: free them.  Helpers stay waiting
  *  until tidei_pbuild_resume(). */

@@ -76,6 +76,15 @@
  * page per event; queries see the last write, as the progress does. */
 #define LIVE_BUSY 256
 #define LIVE_FLUSH_NS 2000000000ll
+/* A live projection under load (a turn of LIVE_BUSY of its events in the
+ * last HOT_NS) goes to the build's helper threads, beside ingest, once
+ * PAR_MIN_EVENTS events wait for it; it waits up to LIVE_WAIT_NS for them
+ * before it runs in the turn again. */
+#define HOT_NS 1000000000ll
+#define LIVE_WAIT_NS 50000000ll
+/* The helpers follow the log until they have caught up with it and
+ * nothing new came for this long. */
+#define LIVE_IDLE_NS 100000000ll
 /* Keys of stale generations deleted per turn. */
 #define GC_PER_TURN 20000
 /* Check the turn's clock every so many events. */
@@ -84,6 +93,8 @@
  * events are left; the engine looks at their progress this often. */
 #define PAR_MIN_EVENTS 1000
 #define PAR_POLL_NS 10000000ll
+/* How long the helpers may take to pause for the map to grow. */
+#define PAUSE_WAIT_MS 2000
 
 typedef struct handler {
 	char *pattern;
@@ -116,6 +127,8 @@ typedef struct proj {
 	tidei_pbuild *par;   /* the build's helpers, while they run */
 	uint64_t par_commit; /* a checkpoint of theirs, written in this turn */
 	int par_off;         /* the helpers stopped: this build goes on alone */
+	int64_t hot_at;      /* live: when a turn last had LIVE_BUSY of its events */
+	int64_t wait_since;  /* live: waiting for events enough for the helpers since */
 	/* the event being applied */
 	const struct tide_event *ev;
 	int handler_ref;
@@ -545,10 +558,7 @@ tidei_projections_hash(const tidei_projections *ps, const char *name)
 int64_t
 tidei_projections_next_poll(const tidei_projections *ps)
 {
-	for (size_t k = 0; k < ps->n; k++)
-		if (ps->v[k].par != NULL)
-			return ps->poll_at;
-	return -1; /* helpers stopped since the last turn */
+	return ps->poll_at; /* helpers running, or a live projection waiting for them */
 }
 
 /* Stop a build's helpers; what they did since their last checkpoint is
@@ -684,6 +694,25 @@ tidei_projections_pin_scripts(tidei_projections *ps)
 {
 	if (ps->build != NULL)
 		ps->build->scripts_hash = tidei_pbuild_scripts_hash(ps->build);
+}
+
+void
+tidei_projections_pause(tidei_projections *ps)
+{
+	for (size_t k = 0; ps != NULL && k < ps->n; k++) {
+		proj *p = &ps->v[k];
+		/* one stuck in a handler is stopped (it will be redone) */
+		if (p->par != NULL && tidei_pbuild_pause(p->par, PAUSE_WAIT_MS) != 0)
+			stop_helpers(p);
+	}
+}
+
+void
+tidei_projections_unpause(tidei_projections *ps)
+{
+	for (size_t k = 0; ps != NULL && k < ps->n; k++)
+		if (ps->v[k].par != NULL)
+			tidei_pbuild_unpause(ps->v[k].par);
 }
 
 void
@@ -1141,13 +1170,14 @@ write_states(proj *p, const tidei_buf *const *out, size_t nout, char *err)
 
 /* Whether a live projection keeps its states decoded after writing them:
  * while they are not too many and the scripts' state has room.  A build
- * writes and forgets (its keys pass once). */
+ * writes and forgets (its keys pass once), unless it is in a helper: no
+ * one else writes its keys until it stops. */
 static int
 keep_cache(tidei_projections *ps, const proj *p)
 {
 	tidei_lstate *ls = tidei_script_lstate(ps->o.script);
 
-	return p->meta.build == p->meta.live && p->keys.n <= KEEP_MAX &&
+	return (p->meta.build == p->meta.live || ps->nparts > 0) && p->keys.n <= KEEP_MAX &&
 	       tidei_lstate_room(ls) > tidei_lstate_ceiling(ls) / 2;
 }
 
@@ -1269,6 +1299,19 @@ log_progress(tidei_projections *ps, const proj *p, uint64_t done, uint64_t head)
 	    100.0 * (double)done / (double)head);
 }
 
+/* Whether the projection may go to the helpers now. */
+static int
+can_share(const tidei_projections *ps, const proj *p)
+{
+	if (ps->build == NULL || !p->parallel || p->par_off || p->meta.faulted)
+		return 0;
+	/* one shared build at a time: the threads are as many as the CPUs */
+	for (size_t k = 0; k < ps->n; k++)
+		if (ps->v[k].par != NULL)
+			return 0;
+	return 1;
+}
+
 /* Start the helpers when a build has enough events ahead. */
 static void
 start_helpers(tidei_projections *ps, proj *p, tidei_log *log)
@@ -1277,13 +1320,9 @@ start_helpers(tidei_projections *ps, proj *p, tidei_log *log)
 	char why[TIDEI_ERRLEN];
 	uint64_t from = p->meta.build_seq;
 
-	if (ps->build == NULL || !p->parallel || p->par_off || p->meta.faulted || p->keys.n > 0 ||
-	    p->done > from || log->committed < from + PAR_MIN_EVENTS)
+	if (!can_share(ps, p) || p->keys.n > 0 || p->done > from ||
+	    log->committed < from + PAR_MIN_EVENTS)
 		return;
-	/* one shared build at a time: the threads are as many as the CPUs */
-	for (size_t k = 0; k < ps->n; k++)
-		if (ps->v[k].par != NULL)
-			return;
 	memset(&o, 0, sizeof o);
 	o.env = ps->build;
 	o.log = log;
@@ -1292,6 +1331,7 @@ start_helpers(tidei_projections *ps, proj *p, tidei_log *log)
 	o.gen = p->meta.build;
 	o.after = from;
 	o.until = log->committed; /* what their own transactions can see */
+	o.follow = p->meta.build == p->meta.live;
 	o.threads = ps->build->threads < PAR_MAX_THREADS ? ps->build->threads : PAR_MAX_THREADS;
 	if (tidei_pbuild_start(&p->par, &o, why) != TIDE_OK) {
 		LOG(ps, TIDE_LOG_WARN, "projection '%s': %s; the build goes on in one thread",
@@ -1300,8 +1340,10 @@ start_helpers(tidei_projections *ps, proj *p, tidei_log *log)
 		return;
 	}
 	tidei_flight_build(ps->flight, p->name);
-	LOG(ps, TIDE_LOG_INFO, "projection '%s': building events %llu to %llu on %u threads",
-	    p->name, (unsigned long long)from + 1, (unsigned long long)o.until, o.threads);
+	LOG(ps, p->meta.build == p->meta.live ? TIDE_LOG_DEBUG : TIDE_LOG_INFO,
+	    "projection '%s': %s events %llu to %llu on %u threads", p->name,
+	    p->meta.build == p->meta.live ? "catching up with" : "building",
+	    (unsigned long long)from + 1, (unsigned long long)o.until, o.threads);
 }
 
 /* A build shared with helpers: start them, write their checkpoints, or
@@ -1343,8 +1385,8 @@ helpers(tidei_projections *ps, proj *p, tidei_log *log, int64_t now, int *more, 
 		return TIDE_OK;
 	}
 	if (r == 0) {
-		if (now - p->flushed_at >= REBUILD_FLUSH_NS ||
-		    tidei_pbuild_held(p->par) >= REBUILD_KEYS)
+		int64_t every = p->meta.build == p->meta.live ? LIVE_FLUSH_NS : REBUILD_FLUSH_NS;
+		if (now - p->flushed_at >= every || tidei_pbuild_held(p->par) >= REBUILD_KEYS)
 			tidei_pbuild_checkpoint(p->par);
 		*busy = 1;
 		poll_soon(ps, now);
@@ -1361,18 +1403,90 @@ helpers(tidei_projections *ps, proj *p, tidei_log *log, int64_t now, int *more, 
 	if (rc != TIDE_OK)
 		return rc; /* the turn is undone, and the helpers stopped */
 	p->meta.build_seq = seq;
+	if (p->meta.build == p->meta.live)
+		p->meta.live_seq = seq;
 	p->flushed_at = now;
 	if (meta_put(log, p->name, &p->meta) != TIDE_OK)
 		return tidei_err(err, TIDE_EIO, "%s", log->err);
-	if (seq >= tidei_pbuild_until(p->par)) { /* done: the rest (events since) alone */
+	if (tidei_pbuild_final(p->par) && seq >= tidei_pbuild_until(p->par)) {
+		/* done: the rest (events since) alone */
 		stop_helpers(p);
 		return TIDE_OK;
 	}
-	log_progress(ps, p, seq, log->head);
+	if (p->meta.build != p->meta.live)
+		log_progress(ps, p, seq, log->head);
 	p->par_commit = seq;
 	*busy = 1;
 	*more = 1; /* a turn soon: it lets the helpers go on after this one commits */
 	return TIDE_OK;
+}
+
+/*
+ * A live projection under load runs on the build's helpers, beside
+ * ingest, rather than in the turn: once PAR_MIN_EVENTS events are
+ * committed after its progress, the states it holds are written, and in
+ * the next turn (their own transactions see them once it has committed)
+ * the helpers start.  They follow the log as it grows, and their states
+ * are written every LIVE_FLUSH_NS, until they have caught up and nothing
+ * new came for LIVE_IDLE_NS.  Queries and consumers read the last states
+ * written, as they do under load anyway.  *@p busy while the helpers have
+ * it, or while it waits for events enough.
+ */
+static int
+live_helpers(tidei_projections *ps, proj *p, tidei_log *log, int64_t now, int *more, int *busy,
+	     char *err)
+{
+	uint64_t done;
+	int rc;
+
+	*busy = 0;
+	if (p->par != NULL) {
+		if (!tidei_pbuild_final(p->par)) {
+			tidei_pbuild_extend(p->par, log->committed);
+			/* caught up, and nothing new for a while: they end there */
+			if (log->head > log->committed || tidei_pbuild_pos(p->par) < log->committed)
+				p->wait_since = 0;
+			else if (p->wait_since == 0)
+				p->wait_since = now;
+			else if (now - p->wait_since >= LIVE_IDLE_NS)
+				tidei_pbuild_finish(p->par);
+		}
+		return helpers(ps, p, log, now, more, busy, err);
+	}
+	if (p->hot_at == 0 || now - p->hot_at > HOT_NS || !can_share(ps, p)) {
+		p->wait_since = 0;
+		return TIDE_OK;
+	}
+	done = p->done > p->meta.build_seq ? p->done : p->meta.build_seq;
+	if (log->committed < done + PAR_MIN_EVENTS) {
+		/* a few more events may make it worth it; not for long */
+		if (p->wait_since == 0)
+			p->wait_since = now;
+		if (now - p->wait_since >= LIVE_WAIT_NS || done >= log->head) {
+			p->wait_since = 0;
+			return TIDE_OK;
+		}
+		*busy = 1;
+		poll_soon(ps, now);
+		return TIDE_OK;
+	}
+	p->wait_since = 0;
+	if (p->keys.n > 0 || p->done > p->meta.build_seq) {
+		/* the helpers read states from the log: write what is held */
+		if ((rc = flush(ps, p, err)) != TIDE_OK) {
+			if (rc != TIDE_ESCRIPT)
+				return rc;
+			fault(ps, p, done, err);
+			return TIDE_OK;
+		}
+		new_cache(ps, p);
+		p->meta.build_seq = p->meta.live_seq = done;
+		p->flushed_at = now;
+		*busy = 1;
+		*more = 1;
+		return TIDE_OK;
+	}
+	return helpers(ps, p, log, now, more, busy, err);
 }
 
 static int
@@ -1391,7 +1505,8 @@ run_one(tidei_projections *ps, proj *p, tidei_log *log, int *more, char *err)
 	p->txn = log->txn;
 	if (p->meta.gc && (rc = gc_step(p, log, more)) != TIDE_OK)
 		return tidei_err(err, rc, "cannot clean up projection %s", p->name);
-	if (rebuilding && (rc = helpers(ps, p, log, now, more, &busy, err)) != TIDE_OK)
+	if ((rc = rebuilding ? helpers(ps, p, log, now, more, &busy, err)
+			     : live_helpers(ps, p, log, now, more, &busy, err)) != TIDE_OK)
 		return rc;
 	if (busy) /* the helpers have the build */
 		return memcmp(&before, &p->meta, sizeof before) == 0 ||
@@ -1433,6 +1548,8 @@ run_one(tidei_projections *ps, proj *p, tidei_log *log, int *more, char *err)
 	p->done = done;
 	if (!p->meta.faulted && done < log->head)
 		*more = 1;
+	if (!rebuilding && handled >= LIVE_BUSY)
+		p->hot_at = now;
 write:
 	/* A rebuild keeps its states in memory across turns, and writes them
 	 * (with its progress, in the same commit) now and then, when the cache
@@ -1608,10 +1725,16 @@ tidei_projections_take(tidei_projections *ps, tidei_buf *out, char *err)
 	if (ps->n != 1 || p->keys.n == 0)
 		return TIDE_OK;
 	rc = tidei_script_protect(ps->o.script, l_encode, p, why, NULL);
-	new_cache(ps, p);
 	if (rc != TIDE_OK) {
+		new_cache(ps, p);
 		tidei_buf_reset(&p->out);
 		return tidei_err(err, TIDE_ESCRIPT, "%s", why);
+	}
+	if (keep_cache(ps, p)) { /* decoded for their next events */
+		memset(p->dirty, 0, p->keys.n < p->dirty_cap ? p->keys.n : p->dirty_cap);
+		p->ndirty = 0;
+	} else {
+		new_cache(ps, p);
 	}
 	t = *out;
 	*out = p->out;
@@ -1622,7 +1745,7 @@ tidei_projections_take(tidei_projections *ps, tidei_buf *out, char *err)
 size_t
 tidei_projections_held(const tidei_projections *ps)
 {
-	return ps->n == 1 ? ps->v[0].keys.n : 0;
+	return ps->n == 1 ? ps->v[0].ndirty : 0; /* to be written */
 }
 
 /* ------------------------------------------------------------------------

@@ -59,6 +59,10 @@ void tidei_projections_pin_scripts(tidei_projections *ps);
 
 /** Stop the helper threads of every build (they may be started again by
  *  the next run); before the log's map changes or closes. */
+/** Park the build helpers while the log's map moves (those that do not
+ *  park in time are stopped); unpause() lets them go on. */
+void tidei_projections_pause(tidei_projections *ps);
+void tidei_projections_unpause(tidei_projections *ps);
 void tidei_projections_stop(tidei_projections *ps);
 
 /** After an aborted turn: forget unwritten state, reload progress. */
@@ -83,7 +87,8 @@ const tidei_histo *tidei_projections_took(const tidei_projections *ps, size_t k,
 uint64_t tidei_projections_hash(const tidei_projections *ps, const char *name);
 
 /** When the engine should run a turn even if nothing arrives (a build's
- *  helper threads are running), or -1. */
+ *  helper threads are running, or a live projection waits for them), or
+ *  -1. */
 int64_t tidei_projections_next_poll(const tidei_projections *ps);
 
 /* In a build helper (pbuild.c), whose projections hold just the one being
@@ -108,11 +113,12 @@ int tidei_projections_run_part(tidei_projections *ps, tidei_log *log, MDB_txn *t
 			       const tidei_keyed *kd, uint64_t from, uint64_t to, uint64_t *at,
 			       char *err);
 
-/** Encode the states held in memory into @p out and forget them.
+/** Encode the states changed since the last take() into @p out; keep
+ *  them decoded while they are few enough, else forget them.
  *  TIDE_ESCRIPT when a state cannot be encoded. */
 int tidei_projections_take(tidei_projections *ps, tidei_buf *out, char *err);
 
-/** Keys held in memory. */
+/** Keys whose states changed since the last take(). */
 size_t tidei_projections_held(const tidei_projections *ps);
 
 /** Replay: apply one event to every projection, in memory. */

@@ -2230,6 +2230,18 @@ count_dump(int upto)
 	return sb_take(&b);
 }
 
+/* Event @p i of threads.lua's projections, as a line of NDJSON. */
+static void
+threads_event(sbuf *b, int i)
+{
+	sb_printf(b,
+		  "{\"specversion\":\"1.0\",\"id\":\"t-%d\",\"source\":\"/t\","
+		  "\"type\":\"t.add\",\"subject\":\"s%d\",\"data\":{\"k\":\"k%02d\","
+		  "\"i\":%d%s%s}}\n",
+		  i, i % 7, i % TKEYS, i, i == TBOOM ? ",\"boom\":true" : "",
+		  i == TSAY ? ",\"say\":true" : "");
+}
+
 /* Publish events @p from..@p to (a multiple of 100 of them) to @p rep. */
 static void
 threads_publish(const char *rep, int from, int to)
@@ -2243,13 +2255,7 @@ threads_publish(const char *rep, int from, int to)
 	for (int m = 0; m < nmsg; m++) {
 		sbuf b = { 0 };
 		for (int i = from + m * 100; i < from + (m + 1) * 100; i++)
-			sb_printf(
-				&b,
-				"{\"specversion\":\"1.0\",\"id\":\"t-%d\",\"source\":\"/t\","
-				"\"type\":\"t.add\",\"subject\":\"s%d\",\"data\":{\"k\":\"k%02d\","
-				"\"i\":%d%s%s}}\n",
-				i, i % 7, i % TKEYS, i, i == TBOOM ? ",\"boom\":true" : "",
-				i == TSAY ? ",\"say\":true" : "");
+			threads_event(&b, i);
 		msgs[m] = sb_take(&b);
 	}
 	ck_assert_uint_eq(th_req_many(rep, msgs, (size_t)nmsg, replies, 1, 60000), (size_t)nmsg);
@@ -2407,11 +2413,11 @@ START_TEST(threads_build_fail_and_opt_out)
 }
 END_TEST
 
-/* The log's map grows while a build's threads read it: they are stopped
- * first and started again from their last checkpoint (reading a map that
- * moves would crash the engine).  The engine opens the log with a map far
- * smaller than the data, so its first turns grow it while the build runs,
- * and more events arrive meanwhile. */
+/* The log's map grows while a build's threads read it: they wait with no
+ * read transaction open while it moves (reading a map that moves would
+ * crash the engine), then go on where they were.  The engine opens the log
+ * with a map far smaller than the data, so its first turns grow it while
+ * the build runs, and more events arrive meanwhile. */
 START_TEST(threads_survive_map_growth)
 {
 	const char *dir = th_tmpdir(), *data = subdir(dir, "data");
@@ -2435,9 +2441,87 @@ START_TEST(threads_survive_map_growth)
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 	log = log_since(&d, at);
 	ck_assert_msg(strstr(log, "on 3 threads"), "%s", log);
+	/* never started again from a checkpoint */
+	ck_assert_int_eq(th_count(log, "'sum': building events"), 1);
 	free(log);
 	free(got);
 	free(want);
+}
+END_TEST
+
+/* `tide publish` events @p from..@p to of threads.lua into @p data (up to
+ * 1,000 per message, so that the engine's turns are busy). */
+static void
+threads_publish_file(const char *dir, const char *data, int from, int to)
+{
+	sbuf b = { 0 };
+	const char *in;
+	char out[700];
+	pid_t pid;
+
+	for (int i = from; i <= to; i++)
+		threads_event(&b, i);
+	in = th_write(dir, "live.ndjson", b.p);
+	free(b.p);
+	snprintf(out, sizeof out, "%s/publish.out", dir);
+	pid = th_bg_io(in, out, out, "'%s' publish --data '%s'", TIDE_BIN, data);
+	ck_assert_int_gt(pid, 0);
+	ck_assert_int_eq(th_bg_wait(pid, 60000), 0);
+}
+
+/* A live projection under load goes to the build's threads, beside
+ * ingest: they follow the log as it grows and end once they have caught
+ * up.  The states are the model's, and a handler that fails there stops
+ * the projection at the same event, with the same error, as on the
+ * engine's thread. */
+START_TEST(live_under_load_on_threads)
+{
+	enum { N = 8000 };
+	const char *dir = th_tmpdir(), *dir2 = th_tmpdir();
+	char data[600], data2[600], *want, *got, *log;
+	size_t at;
+	pinfo pi;
+	int rc;
+	th_daemon d;
+
+	snprintf(data, sizeof data, "%s/data", dir);
+	snprintf(data2, sizeof data2, "%s/data", dir2);
+	at = threads_start(&d, dir, data, "false", 200, 1, "true", 3, "-v --set turn_events=500");
+	wait_live(data, "sum", 0, 30000);
+	threads_publish_file(dir, data, 1, N);
+	wait_live(data, "sum", N, 60000);
+	want = threads_dump(N);
+	got = query_api(data, "sum", NULL, NULL, 0, &rc);
+	ck_assert_int_eq(rc, TIDE_OK);
+	same_dump(got, want, "kept live by three threads");
+	free(got);
+	free(want);
+	wait_live(data, "count", N, 30000);
+	want = count_dump(N);
+	got = query_api(data, "count", NULL, NULL, 0, &rc);
+	ck_assert_int_eq(rc, TIDE_OK);
+	same_dump(got, want, "kept live beside it");
+	free(got);
+	free(want);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	log = log_since(&d, at);
+	ck_assert_msg(strstr(log, "'sum': catching up with events"), "%s", log);
+	ck_assert_msg(!strstr(log, "threads stopped"), "%s", log);
+	ck_assert_int_eq(th_count(log, "said at 500"), 1);
+	free(log);
+
+	/* a handler fails at TBOOM: stopped there whichever thread met it */
+	at = threads_start(&d, dir2, data2, "true", 200, 1, "true", 3, "-v --set turn_events=500");
+	wait_live(data2, "sum", 0, 30000);
+	threads_publish_file(dir2, data2, 1, N);
+	pi = wait_faulted(data2, "sum", 30000);
+	ck_assert_uint_eq(pi.fault_seq, TBOOM);
+	ck_assert_msg(strstr(pi.error, "boom at 2000"), "%s", pi.error);
+	wait_live(data2, "count", N, 30000);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+	log = log_since(&d, at);
+	ck_assert_msg(strstr(log, "projection 'sum' stopped at event 2000"), "%s", log);
+	free(log);
 }
 END_TEST
 
@@ -2845,6 +2929,7 @@ projection_suite(void)
 	tcase_add_test(misc, threads_build_fail_and_opt_out);
 	tcase_add_test(misc, threads_refuse_another_definition);
 	tcase_add_test(misc, threads_survive_map_growth);
+	tcase_add_test(misc, live_under_load_on_threads);
 	tcase_add_test(misc, state_encoding_keeps_values);
 	tcase_add_test(misc, unencodable_state_stops_at_once);
 	tcase_add_test(misc, unencodable_state_keeps_the_position);
