@@ -2449,10 +2449,10 @@ START_TEST(threads_survive_map_growth)
 }
 END_TEST
 
-/* `tide publish` events @p from..@p to of threads.lua into @p data (up to
- * 1,000 per message, so that the engine's turns are busy). */
-static void
-threads_publish_file(const char *dir, const char *data, int from, int to)
+/* Start `tide publish` of events @p from..@p to of threads.lua into
+ * @p data (up to 1,000 per message, so that the engine's turns are busy). */
+static pid_t
+threads_publish_bg(const char *dir, const char *data, int from, int to)
 {
 	sbuf b = { 0 };
 	const char *in;
@@ -2466,7 +2466,13 @@ threads_publish_file(const char *dir, const char *data, int from, int to)
 	snprintf(out, sizeof out, "%s/publish.out", dir);
 	pid = th_bg_io(in, out, out, "'%s' publish --data '%s'", TIDE_BIN, data);
 	ck_assert_int_gt(pid, 0);
-	ck_assert_int_eq(th_bg_wait(pid, 60000), 0);
+	return pid;
+}
+
+static void
+threads_publish_file(const char *dir, const char *data, int from, int to)
+{
+	ck_assert_int_eq(th_bg_wait(threads_publish_bg(dir, data, from, to), 60000), 0);
 }
 
 /* A live projection under load goes to the build's threads, beside
@@ -2522,6 +2528,60 @@ START_TEST(live_under_load_on_threads)
 	log = log_since(&d, at);
 	ck_assert_msg(strstr(log, "projection 'sum' stopped at event 2000"), "%s", log);
 	free(log);
+}
+END_TEST
+
+/* SIGKILL while the threads keep a live projection: what is stored is
+ * exactly the state as of the stored position (the threads' states and
+ * the position commit together), and a restart completes it. */
+START_TEST(live_on_threads_survives_sigkill)
+{
+	enum { N = 30000 };
+	const char *dir = th_tmpdir();
+	char data[600], *want, *got, *log = NULL;
+	uint64_t head = 0, last;
+	int64_t deadline;
+	pid_t pub;
+	pinfo pi;
+	int rc;
+	th_daemon d;
+
+	snprintf(data, sizeof data, "%s/data", dir);
+	threads_start(&d, dir, data, "false", 200, 1, "true", 3, "-v --set turn_events=500");
+	wait_live(data, "sum", 0, 30000);
+	pub = threads_publish_bg(dir, data, 1, N);
+	/* until the threads have written a checkpoint of the live projection */
+	deadline = th_ms() + 60000;
+	do {
+		free(log);
+		th_pause();
+		log = th_slurp(d.log);
+	} while ((!log || !strstr(log, "'sum': writing the states of its threads")) &&
+		 th_ms() < deadline);
+	ck_assert_msg(log && strstr(log, "'sum': catching up with events"), "%s", log);
+	free(log);
+	th_daemon_kill(&d);
+	th_bg_wait(pub, 30000); /* it may fail: the engine is gone */
+	ck_assert_int_eq(th_log_state(data, NULL, &head, &last, NULL), 0);
+	pi = proj_info(data, "sum");
+	ck_assert(pi.found && !pi.faulted);
+	ck_assert_uint_gt(pi.live_seq, 0);
+	ck_assert_uint_le(pi.live_seq, head);
+	want = threads_dump((int)pi.live_seq);
+	got = query_api(data, "sum", NULL, NULL, 0, &rc);
+	ck_assert_int_eq(rc, TIDE_OK);
+	same_dump(got, want, "stored when killed");
+	free(got);
+	free(want);
+	threads_start(&d, dir, data, "false", 200, 1, "true", 3, "-v --set turn_events=500");
+	wait_live(data, "sum", head, 60000);
+	want = threads_dump((int)head);
+	got = query_api(data, "sum", NULL, NULL, 0, &rc);
+	ck_assert_int_eq(rc, TIDE_OK);
+	same_dump(got, want, "after the restart");
+	free(got);
+	free(want);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
 }
 END_TEST
 
@@ -2930,6 +2990,7 @@ projection_suite(void)
 	tcase_add_test(misc, threads_refuse_another_definition);
 	tcase_add_test(misc, threads_survive_map_growth);
 	tcase_add_test(misc, live_under_load_on_threads);
+	tcase_add_test(misc, live_on_threads_survives_sigkill);
 	tcase_add_test(misc, state_encoding_keeps_values);
 	tcase_add_test(misc, unencodable_state_stops_at_once);
 	tcase_add_test(misc, unencodable_state_keeps_the_position);
