@@ -28,6 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "pbuild.h"
 
@@ -329,6 +332,20 @@ park(helper *h, char *err)
 	return renew(h, err);
 }
 
+/* Raise this thread's nice value by @p by (Linux sets it per thread);
+ * lowering a priority is always allowed, and a failure changes nothing. */
+static void
+lower_priority(int by)
+{
+	id_t tid = (id_t)syscall(SYS_gettid);
+	int now;
+
+	errno = 0;
+	now = getpriority(PRIO_PROCESS, tid);
+	if (errno == 0)
+		(void)setpriority(PRIO_PROCESS, tid, now + by > 19 ? 19 : now + by);
+}
+
 static void *
 helper_main(void *arg)
 {
@@ -343,6 +360,8 @@ helper_main(void *arg)
 	int mrc;
 
 	memset(&h, 0, sizeof h);
+	if (b->o.nice > 0)
+		lower_priority(b->o.nice);
 	h.pt = pt;
 	h.b = b;
 	if (setup(&h, err) != TIDE_OK) {

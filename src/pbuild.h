@@ -112,6 +112,7 @@ typedef struct tidei_pbuild_opts {
 	uint64_t until;   /* the last event to apply (committed) */
 	unsigned threads;
 	int follow; /* until grows (extend()) until finish() */
+	int nice;   /* added to the helpers' nice value: they give way */
 } tidei_pbuild_opts;
 
 /** A deep copy of @p src into @p dst (NULL on failure: out of memory). */

@@ -126,6 +126,7 @@ start_helpers(tidei_projections *ps, proj *p, tidei_log *log)
 	o.after = from;
 	o.until = log->committed; /* what their own transactions can see */
 	o.follow = p->meta.build == p->meta.live;
+	o.nice = o.follow ? LIVE_NICE : 0;
 	o.threads = ps->build->threads < PAR_MAX_THREADS ? ps->build->threads : PAR_MAX_THREADS;
 	if (tidei_pbuild_start(&p->par, &o, why) != TIDE_OK) {
 		LOG(ps, TIDE_LOG_WARN, "projection '%s': %s; the build goes on in one thread",
