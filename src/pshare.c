@@ -12,7 +12,7 @@
  *
  * A helper's side: a projections object of its own (loaded by
  * pworker.c) with the one projection, applying the events of its part of
- * the keys through the same calls as the engine's thread (projection.c).
+ * the keys through the same calls as the engine's thread (papply.c).
  */
 #include "config.h"
 
