@@ -1472,7 +1472,9 @@ tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err)
 		rc = run_new(cs, log, now, &handled, budget, deadline, err);
 	if (rc != TIDE_OK)
 		return rc;
-	if (handled >= WRITE_BUSY && now - cs->written_at < WRITE_NS && !write_due(cs))
+	if (handled >= WRITE_BUSY &&
+	    now - cs->written_at < (cs->o.write_ns > 0 ? cs->o.write_ns : WRITE_NS) &&
+	    !write_due(cs))
 		*more = 1; /* a turn soon, to write it if nothing else comes */
 	else if ((rc = tidei_consumers_write(cs, log, err)) != TIDE_OK)
 		return rc;

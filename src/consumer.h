@@ -74,6 +74,7 @@ typedef struct tidei_consumers_opts {
 	size_t max_emits;   /* events one handler call may emit */
 	unsigned max_depth; /* emits from a published event to an emitted one (max_emit_depth) */
 	size_t max_event;   /* bytes an emitted event may take (max_event_size) */
+	int64_t write_ns;   /* busy turns' work waits in memory this long at most (0: 2 s) */
 	void (*log)(void *ud, int level, const char *fmt, ...) TIDEI_PRINTF(3, 4);
 	void *log_ud;
 	/* tide.projection, handed on with the path of the script being loaded */

@@ -155,6 +155,7 @@ u_reopen(urig *u)
 	co.max_event = 1 << 20;
 	co.max_depth = TIDEI_DEFAULT_EMIT_DEPTH;
 	co.log = u_log;
+	co.write_ns = u->write_ns;
 	ck_assert_msg(tidei_consumers_new(&u->cs, &co, err) == TIDE_OK, "%s", err);
 	ck_assert_msg(tidei_consumers_load(u->cs, u->script, err) == TIDE_OK, "%s", err);
 	ck_assert_msg(tidei_consumers_start(u->cs, u->log, u->log->committed, err) == TIDE_OK, "%s",

@@ -25,6 +25,7 @@ typedef struct urig {
 	tidei_consumers *cs;
 	tidei_buf path, rec;
 	uint64_t map;
+	int64_t write_ns; /* the consumers' write_ns (0: theirs); set before u_reopen */
 } urig;
 
 void rig_init(rig *r, const char *script);
