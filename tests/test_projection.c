@@ -2305,6 +2305,19 @@ threads_dump(int upto)
 	return sb_take(&b);
 }
 
+/* Query projection @p name in @p data and compare it with @p want (freed). */
+static void
+query_is(const char *data, const char *name, char *want, const char *what)
+{
+	int rc;
+	char *got = query_api(data, name, NULL, NULL, 0, &rc);
+
+	ck_assert_int_eq(rc, TIDE_OK);
+	same_dump(got, want, what);
+	free(got);
+	free(want);
+}
+
 /* Start a daemon on threads.lua as given; the log's length before it. */
 static size_t
 threads_start(th_daemon *d, const char *dir, const char *data, const char *boom, int spin,
@@ -2484,10 +2497,9 @@ START_TEST(live_under_load_on_threads)
 {
 	enum { N = 8000 };
 	const char *dir = th_tmpdir(), *dir2 = th_tmpdir();
-	char data[600], data2[600], *want, *got, *log;
+	char data[600], data2[600], *log;
 	size_t at;
 	pinfo pi;
-	int rc;
 	th_daemon d;
 
 	snprintf(data, sizeof data, "%s/data", dir);
@@ -2496,19 +2508,9 @@ START_TEST(live_under_load_on_threads)
 	wait_live(data, "sum", 0, 30000);
 	threads_publish_file(dir, data, 1, N);
 	wait_live(data, "sum", N, 60000);
-	want = threads_dump(N);
-	got = query_api(data, "sum", NULL, NULL, 0, &rc);
-	ck_assert_int_eq(rc, TIDE_OK);
-	same_dump(got, want, "kept live by three threads");
-	free(got);
-	free(want);
+	query_is(data, "sum", threads_dump(N), "kept live by three threads");
 	wait_live(data, "count", N, 30000);
-	want = count_dump(N);
-	got = query_api(data, "count", NULL, NULL, 0, &rc);
-	ck_assert_int_eq(rc, TIDE_OK);
-	same_dump(got, want, "kept live beside it");
-	free(got);
-	free(want);
+	query_is(data, "count", count_dump(N), "kept live beside it");
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 	log = log_since(&d, at);
 	ck_assert_msg(strstr(log, "'sum': catching up with events"), "%s", log);
@@ -2538,12 +2540,11 @@ START_TEST(live_on_threads_survives_sigkill)
 {
 	enum { N = 30000 };
 	const char *dir = th_tmpdir();
-	char data[600], *want, *got, *log = NULL;
+	char data[600], *log = NULL;
 	uint64_t head = 0, last;
 	int64_t deadline;
 	pid_t pub;
 	pinfo pi;
-	int rc;
 	th_daemon d;
 
 	snprintf(data, sizeof data, "%s/data", dir);
@@ -2567,20 +2568,10 @@ START_TEST(live_on_threads_survives_sigkill)
 	ck_assert(pi.found && !pi.faulted);
 	ck_assert_uint_gt(pi.live_seq, 0);
 	ck_assert_uint_le(pi.live_seq, head);
-	want = threads_dump((int)pi.live_seq);
-	got = query_api(data, "sum", NULL, NULL, 0, &rc);
-	ck_assert_int_eq(rc, TIDE_OK);
-	same_dump(got, want, "stored when killed");
-	free(got);
-	free(want);
+	query_is(data, "sum", threads_dump((int)pi.live_seq), "stored when killed");
 	threads_start(&d, dir, data, "false", 200, 1, "true", 3, "-v --set turn_events=500");
 	wait_live(data, "sum", head, 60000);
-	want = threads_dump((int)head);
-	got = query_api(data, "sum", NULL, NULL, 0, &rc);
-	ck_assert_int_eq(rc, TIDE_OK);
-	same_dump(got, want, "after the restart");
-	free(got);
-	free(want);
+	query_is(data, "sum", threads_dump((int)head), "after the restart");
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 }
 END_TEST
