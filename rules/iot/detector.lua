@@ -1,4 +1,4 @@
--- iot.anomaly: the default anomaly detector.  It puts two questions to
+-- iot.anomaly: the default anomaly detector.  It puts three questions to
 -- every reading of a sensor, after a warm-up:
 --
 --   out of range   is the reading outside the range of all the sensor's
@@ -23,10 +23,26 @@
 --                  stays in its range but behaves differently: flat
 --                  where it used to swing, swinging wider, a pattern
 --                  that stops.
+--   off its day    for a sensor whose readings follow a daily pattern,
+--                  is the reading far from what it usually reads at
+--                  this time of day?  The day is cut into `daily_slots`
+--                  slots; each slot keeps a weighted mean of the
+--                  readings that fell in it (each new one weighs 0.3),
+--                  and the sensor keeps how far its readings usually
+--                  are from their slot's mean and from its overall
+--                  level (weighted means of those distances, each new
+--                  reading weighing 0.01).  The pattern counts once the
+--                  sensor has three days of history and its readings
+--                  sit closer to their slots than `daily_fit` times
+--                  their distance from the level: most sensors have no
+--                  such day and never ask this.  A reading is then off
+--                  its day when it is more than `daily` times the usual
+--                  distance from its slot's mean.  This catches a daily
+--                  cycle that changes shape while staying in its range.
 --
--- Either answer raises an alert, then the sensor keeps quiet for a while
+-- Any answer raises an alert, then the sensor keeps quiet for a while
 -- (one anomaly is one alert, as anomaly benchmarks such as NAB count
--- them).  The second answers only once the sensor has a longer history
+-- them).  The unusual mix answers only once the sensor has a longer history
 -- (`learn` readings): before that, every few readings bring a mix not yet
 -- kept, and a new sensor would raise false alerts.
 --
@@ -40,16 +56,23 @@
 --   detector.warmup   100    readings before it may alert
 --   detector.learn    500    readings before the unusual mix may alert
 --   detector.quiet    "16h"  no second alert for a sensor within this
+--   detector.daily    8      off its day by more than this many usual distances (0: not asked)
+--   detector.daily_fit 0.3   a daily pattern counts below this ratio of distances
+--   detector.daily_slots 48  slots of the day
 --
 -- Chosen on NAB's artificialWithAnomaly and realAWSCloudwatch series (the
 -- grid is in rules/README.md).
 --
 -- Score: out of range, 0.5 at the margin toward 1 at a whole range past
--- it; unusual mix, 0.5 at the quantile toward 1 at twice it.
+-- it; off its day, 0.5 at the limit toward 1 at twice it; unusual mix,
+-- 0.5 at the quantile toward 1 at twice it.
 --
 -- The state per sensor: n readings, lo and hi (the range), buf (the last
 -- `window` readings, a ring), dists (the kept histograms { p = { ... },
--- c = times matched }) and last (the time of the last alert).
+-- c = times matched }), last (the time of the last alert), and for the
+-- daily pattern: since (the time of the first reading), slots (the
+-- slots' means, by slot number from "1"), level, spread (the usual
+-- distance from the level) and off (the usual distance from the slot).
 
 local tide = require "tide"
 local alert = require "tide.alert"
@@ -64,6 +87,12 @@ local DISTS = tide.param("detector.dists", 40)
 local WARMUP = tide.param("detector.warmup", 100)
 local LEARN = tide.param("detector.learn", 500)
 local QUIET = tide.duration(tide.param("detector.quiet", "16h"))
+local DAILY = tide.param("detector.daily", 8)
+local DAILY_FIT = tide.param("detector.daily_fit", 0.3)
+local SLOTS = tide.param("detector.daily_slots", 48)
+local SLOT_W, USUAL_W = 0.3, 0.01 -- weights of a new reading (see above)
+local DAY = 86400 * 1000000000
+local HISTORY = 3 * DAY
 
 -- the upper p quantile of the standard normal, by bisection on its cdf
 local function normal_upper(p)
@@ -135,6 +164,32 @@ local function unusual(st)
   return stat
 end
 
+-- off its day: nil, or how far the reading is from its slot's mean, the
+-- limit it passed and that mean; learns the reading either way
+local function off_day(st, v, t)
+  st.since = st.since or t
+  st.slots = st.slots or {}
+  -- a string key: a table with holes is stored as a map of strings
+  local slot = tostring((t % DAY) * SLOTS // DAY + 1)
+  local level = st.level or v
+  st.level = level + USUAL_W * (v - level)
+  local spread = st.spread or math.abs(v - st.level)
+  st.spread = spread + USUAL_W * (math.abs(v - st.level) - spread)
+  local mean = st.slots[slot]
+  if not mean then
+    st.slots[slot] = v
+    return nil
+  end
+  local dist, off = math.abs(v - mean), st.off
+  st.off = off and off + USUAL_W * (dist - off) or dist
+  st.slots[slot] = mean + SLOT_W * (v - mean)
+  if off and DAILY > 0 and t - st.since > HISTORY and st.spread > 0 and
+      off / st.spread < DAILY_FIT and dist > DAILY * off then
+    return dist, DAILY * off, mean
+  end
+  return nil
+end
+
 tide.on("sensor.reading", function(ev, st, sensor)
   if not st then return end -- no key: not for this rule
   local v = tonumber(ev.data and ev.data.value)
@@ -154,14 +209,18 @@ tide.on("sensor.reading", function(ev, st, sensor)
   st.lo, st.hi = math.min(lo, v), math.max(hi, v)
   st.buf[(n - 1) % W + 1] = v
   local stat = n >= W and unusual(st) or nil
+  local dist, limit, usual = off_day(st, v, ev.time_ns)
 
   if stat and n <= LEARN then stat = nil end
-  if n > WARMUP and (far or stat) and (not st.last or ev.time_ns - st.last >= QUIET) then
+  if n > WARMUP and (far or dist or stat) and (not st.last or ev.time_ns - st.last >= QUIET) then
     st.last = ev.time_ns
     local score, evidence
     if far then
       score = range > 0 and math.min(1, (out - MARGIN * range) / range) or 1
       evidence = { value = v, test = "range", low = lo, high = hi }
+    elseif dist then
+      score = limit > 0 and math.min(1, (dist - limit) / limit) or 1
+      evidence = { value = v, test = "daily", usual = usual, distance = dist, limit = limit }
     else
       score = stat == huge and 1 or math.min(1, (stat - CHI) / CHI)
       evidence = { value = v, test = "distribution", low = st.lo, high = st.hi,
