@@ -1,17 +1,12 @@
 /*
- * rule.c - durable keyed state, clock and timers of rules (see rule.h).
+ * rule.c - what a consumer becomes when it is a rule (see rule.h): its
+ * options, its clock, its timers and the calls of its handlers, with the
+ * key's state from the cache of rslot.c.
  *
- * Records of the `rules` database, all under the consumer's name:
- *
- *   'S' name "\0" key             -> the key's record: [1, last seen,
- *                                    expiry due, windows due, state,
- *                                    {window name -> bytes}]
- *   'T', 'N'                       -> its timers (rtimer.c)
- *   'M' name                       -> [1, largest time, watermark, late,
- *                                    fired, failed]
- *
- * Two timer names are the rule's own: "" (the key's expiry after ttl) and
- * "\1w" (its windows' next close).
+ * The rule keeps its records in the `rules` database, all under the
+ * consumer's name: a record per key and the clock (rslot.c), and the
+ * timers ('T', 'N': rtimer.c).  Two timer names are the rule's own: ""
+ * (the key's expiry after ttl) and "\1w" (its windows' next close).
  *
  * A key's state is encoded after every call that succeeded (a state that
  * cannot be stored fails the call, as it should: a retry will not help
@@ -32,84 +27,9 @@
 #include "l_tide.h"
 #include "agg.h"
 #include "rtimer.h"
-#include "rule.h"
+#include "rule_int.h"
 #include "rwin.h"
 #include "val.h"
-
-#define REC_FORMAT 1
-#define TIMER_TTL ""
-#define TIMER_WIN "\1w"
-
-/* A key seen by the rule, in the cache. */
-/* The windows a slot holds in itself; a rule with more has an array. */
-#define SLOT_WINS 4
-
-typedef struct slot {
-	/* what every call reads first, together */
-	int loaded;                       /* its state is in the cache table (nil: it has none) */
-	int known;                        /* enc is its record (empty: it has none) */
-	int dirty;                        /* enc is to be written (or, empty, deleted) */
-	int64_t last_seen;                /* largest event time of the key */
-	int64_t ttl_due;                  /* its expiry timer, 0 if none */
-	int64_t win_due;                  /* its windows' timer, 0 if none */
-	union {                           /* its windows (rwin.h), if the rule has any: */
-		tidei_win *in[SLOT_WINS]; /* up to SLOT_WINS, here */
-		tidei_win **out;          /* more, in an array of their own */
-	} w;
-	tidei_buf enc; /* its state's last good encoding (empty: none) */
-} slot;
-
-/* A timer set or cancelled by the call in progress. */
-typedef struct timer_op {
-	int op;
-	int64_t due, every;
-	size_t name_at, name_len, data_at, data_len; /* in r->opbuf */
-} timer_op;
-
-struct tidei_rule {
-	char *consumer;
-	size_t nlen;
-	char *key_path; /* or NULL */
-	int key_ref;    /* or LUA_NOREF; neither: one key, "" */
-	int64_t ttl;    /* 0: keys never expire */
-	int clock;
-	int64_t lateness;
-	int late;
-	int late_ref, timers_ref, on_close_ref;
-	tidei_rwins *wins; /* or NULL */
-	/* the clock */
-	int64_t maxtime, watermark;
-	uint64_t nlate, fired, failed;
-	uint64_t closed, expired; /* windows closed, keys expired: for the metrics, not stored */
-	int meta_dirty;
-	int64_t next_due; /* no timer is due before this (a hint) */
-	tidei_rtimers *timers;
-	/* the cache */
-	tidei_keymap keys;
-	slot *slots;
-	size_t scap;
-	uint32_t *dirty; /* slots with dirty set, in the order they were marked */
-	size_t ndirty, dcap;
-	int dirty_all; /* the list ran out of memory: look at every slot */
-	int cache_ref; /* Lua table: slot + 1 -> state */
-	/* the call in progress */
-	tidei_log *log;
-	long cur;        /* its key's slot, or -1 */
-	int64_t cur_now; /* its time on the rule's clock */
-	timer_op *ops;
-	size_t nops, opcap;
-	tidei_buf opbuf;
-	const struct tide_event *ev;
-	const tidei_rule_timer *timer;
-	int ref, late_call;
-	int again;     /* the event is being tried again (not added to windows) */
-	int store_rc;  /* the log failed under the call: the turn's failure */
-	int ttl_armed; /* the call armed its key's expiry */
-	char *errbuf;
-	tidei_buf kbuf;    /* record keys */
-	tidei_buf rec;     /* a record being written */
-	tidei_buf scratch; /* a state being encoded */
-};
 
 /* ------------------------------------------------------------------------
  * Durations and options
@@ -334,45 +254,6 @@ tidei_rule_new(tidei_rule **out, lua_State *L, int idx, const char *consumer, ch
 	return TIDE_OK;
 }
 
-/* Slot @p s's windows; NULL if the rule has none.  Not kept in the slot:
- * the slots move when their array grows. */
-static tidei_win **
-wins_of(const tidei_rule *r, const slot *s)
-{
-	if (r->wins == NULL)
-		return NULL;
-	return tidei_rwins_count(r->wins) <= SLOT_WINS ? (tidei_win **)s->w.in : s->w.out;
-}
-
-static void
-slots_free(tidei_rule *r)
-{
-	for (size_t k = 0; k < r->keys.n; k++) {
-		tidei_win **w = wins_of(r, &r->slots[k]);
-		tidei_buf_free(&r->slots[k].enc);
-		if (w != NULL) {
-			tidei_rwins_drop(r->wins, w);
-			if (w != r->slots[k].w.in)
-				free(w);
-		}
-	}
-	r->ndirty = 0;
-	r->dirty_all = 0;
-}
-
-/* Slot @p s is to be written. */
-static void
-mark_dirty(tidei_rule *r, slot *s)
-{
-	if (s->dirty)
-		return;
-	s->dirty = 1;
-	if (tidei_array_grow(&r->dirty, &r->dcap, r->ndirty, sizeof *r->dirty, 256) != 0)
-		r->dirty_all = 1;
-	else
-		r->dirty[r->ndirty++] = (uint32_t)(s - r->slots);
-}
-
 void
 tidei_rule_free(tidei_rule *r, lua_State *L)
 {
@@ -385,7 +266,7 @@ tidei_rule_free(tidei_rule *r, lua_State *L)
 		luaL_unref(L, LUA_REGISTRYINDEX, r->on_close_ref);
 		luaL_unref(L, LUA_REGISTRYINDEX, r->cache_ref);
 	}
-	slots_free(r);
+	tidei_rslot_free_all(r);
 	free(r->slots);
 	free(r->dirty);
 	tidei_rtimers_free(r->timers);
@@ -404,37 +285,6 @@ tidei_rule_free(tidei_rule *r, lua_State *L)
 /* ------------------------------------------------------------------------
  * Records
  * ------------------------------------------------------------------------ */
-
-/* r->kbuf = tag name "\0" */
-static void
-key_start(tidei_rule *r, char tag)
-{
-	tidei_buf_reset(&r->kbuf);
-	tidei_buf_putc(&r->kbuf, (uint8_t)tag);
-	tidei_buf_put(&r->kbuf, r->consumer, r->nlen);
-	tidei_buf_putc(&r->kbuf, 0);
-}
-
-static int
-mdb_fail(tidei_log *log, int mrc, const char *what, char *err)
-{
-	int rc = tidei_log_txn_fail(log, mrc, what);
-
-	return tidei_err(err, rc, "%s", log->err);
-}
-
-static int
-put(tidei_rule *r, tidei_log *log, const void *v, size_t n, char *err)
-{
-	MDB_val k = { r->kbuf.len, r->kbuf.p }, d = { n, (void *)v };
-	int mrc;
-
-	if (r->kbuf.failed)
-		return tidei_err(err, TIDE_ENOMEM, "out of memory");
-	if ((mrc = mdb_put(log->txn, log->rules, &k, &d, 0)) != 0)
-		return mdb_fail(log, mrc, "cannot store rule state", err);
-	return TIDE_OK;
-}
 
 int
 tidei_rule_start(tidei_rule *r, tidei_log *log, MDB_txn *txn, char *err)
@@ -458,27 +308,6 @@ tidei_rule_start(tidei_rule *r, tidei_log *log, MDB_txn *txn, char *err)
 	r->next_due = INT64_MIN; /* look at the first timer */
 	tidei_rtimers_forget(r->timers);
 	return TIDE_OK;
-}
-
-static int
-meta_write(tidei_rule *r, tidei_log *log, char *err)
-{
-	tidei_buf b = { 0 };
-	int rc;
-
-	tidei_buf_reset(&r->kbuf);
-	tidei_buf_putc(&r->kbuf, 'M');
-	tidei_buf_put(&r->kbuf, r->consumer, r->nlen);
-	tidei_val_array(&b, 6);
-	tidei_val_int(&b, REC_FORMAT);
-	tidei_val_int(&b, r->maxtime);
-	tidei_val_int(&b, r->watermark);
-	tidei_val_int(&b, (int64_t)r->nlate);
-	tidei_val_int(&b, (int64_t)r->fired);
-	tidei_val_int(&b, (int64_t)r->failed);
-	rc = b.failed ? tidei_err(err, TIDE_ENOMEM, "out of memory") : put(r, log, b.p, b.len, err);
-	tidei_buf_free(&b);
-	return rc;
 }
 
 /* ------------------------------------------------------------------------
@@ -589,228 +418,6 @@ tidei_rule_now(const tidei_rule *r)
  * The cache of key states
  * ------------------------------------------------------------------------ */
 
-void
-tidei_rule_reset(tidei_rule *r, lua_State *L)
-{
-	if (L != NULL && r->cache_ref != LUA_NOREF) {
-		/* emptied in place, not replaced: no protected call is active
-		 * here, and setting a key to nil allocates nothing (a new table
-		 * could raise, with nothing to catch it) */
-		lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
-		for (size_t k = 0; k < r->keys.n; k++) {
-			lua_pushnil(L);
-			lua_rawseti(L, -2, (lua_Integer)k + 1);
-		}
-		lua_pop(L, 1);
-	}
-	slots_free(r);
-	tidei_keymap_clear(&r->keys);
-	r->next_due = INT64_MIN;
-}
-
-/* Read record @p p (from the log) into slot @p s: its times, its state's
- * encoding and its windows.  [-0, +0, e] */
-static void
-read_record(lua_State *L, tidei_rule *r, slot *s, const uint8_t *p, size_t n)
-{
-	tidei_vreader rd = { p, p + n };
-	tidei_vitem it;
-	const uint8_t *state;
-	int64_t f[3];
-	uint32_t count;
-	char err[TIDEI_ERRLEN];
-
-	if (tidei_val_next(&rd, &it) != 0 || it.type != TIDEI_V_ARRAY || it.u.count < 5)
-		luaL_error(L, "the stored state of rule '%s' is damaged", r->consumer);
-	count = it.u.count;
-	for (int i = 0; i < 4; i++) {
-		if (tidei_val_next(&rd, &it) != 0 || it.type != TIDEI_V_INT)
-			luaL_error(L, "the stored state of rule '%s' is damaged", r->consumer);
-		if (i > 0)
-			f[i - 1] = it.u.i;
-	}
-	s->last_seen = f[0];
-	s->ttl_due = f[1];
-	s->win_due = f[2];
-	state = rd.p;
-	if (tidei_val_skip(&rd) != 0)
-		luaL_error(L, "the stored state of rule '%s' is damaged", r->consumer);
-	tidei_buf_reset(&s->enc);
-	if (!(rd.p - state == 1 && *state == 0xc0)) /* nil: no state */
-		tidei_buf_put(&s->enc, state, (size_t)(rd.p - state));
-	if (s->enc.failed)
-		luaL_error(L, "out of memory");
-	if (count >= 6 && r->wins != NULL &&
-	    tidei_rwins_decode(r->wins, wins_of(r, s), &rd, err) != TIDE_OK)
-		luaL_error(L, "rule '%s': %s", r->consumer, err);
-}
-
-/* Append slot @p s's record to @p out; 0 when it has nothing to keep. */
-static int
-write_record(tidei_rule *r, const slot *s, tidei_buf *out)
-{
-	int wins = r->wins != NULL && !tidei_rwins_empty(r->wins, wins_of(r, s));
-
-	if (s->enc.len == 0 && !wins)
-		return 0;
-	tidei_val_array(out, 6);
-	tidei_val_int(out, REC_FORMAT);
-	tidei_val_int(out, s->last_seen);
-	tidei_val_int(out, s->ttl_due);
-	tidei_val_int(out, s->win_due);
-	if (s->enc.len > 0)
-		tidei_buf_put(out, s->enc.p, s->enc.len);
-	else
-		tidei_val_nil(out);
-	if (wins)
-		tidei_rwins_encode(r->wins, wins_of(r, s), out);
-	else
-		tidei_val_nil(out);
-	return 1;
-}
-
-/* The slot of key @p k with its state pushed (nil if it has none).
- * [-0, +1, e] */
-static long
-load_slot(lua_State *L, tidei_rule *r, const char *k, size_t kn)
-{
-	int fresh;
-	long at = tidei_keymap_get(&r->keys, k, kn);
-	slot *s;
-
-	if (at < 0) {
-		/* what the slot needs first: a key in the keymap has its slot,
-		 * and a slot of a rule with windows has their array */
-		tidei_win **w = NULL;
-		if (r->keys.n >= r->scap) {
-			size_t cap = r->scap ? r->scap * 2 : 256;
-			slot *v = realloc(r->slots, cap * sizeof *v);
-			if (v == NULL)
-				luaL_error(L, "not enough memory for the rule's keys");
-			r->slots = v;
-			r->scap = cap;
-		}
-		if (r->wins != NULL && tidei_rwins_count(r->wins) > SLOT_WINS &&
-		    (w = calloc(tidei_rwins_count(r->wins), sizeof(tidei_win *))) == NULL)
-			luaL_error(L, "not enough memory for the rule's keys");
-		if ((at = tidei_keymap_put(&r->keys, k, kn, &fresh)) < 0) {
-			free(w);
-			luaL_error(L, "not enough memory for the rule's keys");
-		}
-		memset(&r->slots[at], 0, sizeof r->slots[at]);
-		r->slots[at].last_seen = INT64_MIN;
-		if (w != NULL)
-			r->slots[at].w.out = w;
-	}
-	s = &r->slots[at];
-	if (r->wins != NULL) /* on their way while the state is found */
-		tidei_rwins_prefetch(r->wins, wins_of(r, s));
-	lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
-	if (s->loaded) {
-		lua_rawgeti(L, -1, at + 1);
-		lua_remove(L, -2);
-		return at;
-	}
-	if (!s->known) {
-		MDB_val key, v;
-		int mrc;
-		key_start(r, 'S');
-		tidei_buf_put(&r->kbuf, k, kn);
-		if (r->kbuf.failed)
-			luaL_error(L, "out of memory");
-		key.mv_size = r->kbuf.len;
-		key.mv_data = r->kbuf.p;
-		mrc = mdb_get(r->log->txn, r->log->rules, &key, &v);
-		if (mrc != 0 && mrc != MDB_NOTFOUND) {
-			r->store_rc = tidei_err_mdb(mrc);
-			luaL_error(L, "cannot read the state of rule '%s': %s", r->consumer,
-				   mdb_strerror(mrc));
-		}
-		tidei_buf_reset(&s->enc);
-		if (mrc == 0)
-			read_record(L, r, s, v.mv_data, v.mv_size);
-		s->known = 1;
-	}
-	if (s->enc.len > 0) {
-		tidei_vreader rd = { s->enc.p, s->enc.p + s->enc.len };
-		if (tidei_lua_push_val(L, &rd) != 0)
-			luaL_error(L, "the stored state of rule '%s' is damaged", r->consumer);
-	} else {
-		lua_pushnil(L);
-	}
-	lua_pushvalue(L, -1);
-	lua_rawseti(L, -3, at + 1);
-	lua_remove(L, -2);
-	s->loaded = 1;
-	return at;
-}
-
-/* After a failed call: the key goes back to its last good record (read
- * again at its next call). */
-static void
-rollback(tidei_rule *r, lua_State *L, long at)
-{
-	r->slots[at].loaded = 0;
-	lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
-	lua_pushnil(L);
-	lua_rawseti(L, -2, at + 1);
-	lua_pop(L, 1);
-}
-
-/* Encode the state at @p idx as slot @p at's (nil: it has none;
- * tide.delete: the key is forgotten, windows too).  [-0, +0, e] */
-static void
-encode_slot(lua_State *L, tidei_rule *r, long at, int idx)
-{
-	slot *s = &r->slots[at];
-	char err[TIDEI_ERRLEN];
-	tidei_buf b = { 0 };
-
-	if (lua_isnil(L, idx) || lua_touserdata(L, idx) == &tidei_delete_marker) {
-		int had = s->enc.len > 0;
-		if (lua_touserdata(L, idx) == &tidei_delete_marker && r->wins != NULL &&
-		    !tidei_rwins_empty(r->wins, wins_of(r, s))) {
-			tidei_rwins_drop(r->wins, wins_of(r, s)); /* forgotten, windows too */
-			had = 1;
-		}
-		if (!had)
-			return; /* nothing kept, nothing to forget */
-		mark_dirty(r, s);
-		tidei_buf_reset(&s->enc);
-		return;
-	}
-	mark_dirty(r, s);
-	/* into the rule's scratch buffer, then over the last encoding if it
-	 * fits (no allocation per call), else into a new one */
-	b = r->scratch;
-	tidei_buf_reset(&b);
-	b.limit = tidei_lstate_ceiling(tidei_lstate_of(L));
-	if (b.cap > b.limit) {
-		tidei_buf_free(&b);
-		b.limit = tidei_lstate_ceiling(tidei_lstate_of(L));
-	}
-	if (tidei_lua_to_val_charged(L, idx, &b, err) != 0) {
-		tidei_buf_free(&b);
-		r->scratch = b;
-		luaL_error(L, "the state cannot be stored: %s", err);
-	}
-	b.limit = 0;
-	if (b.failed) {
-		tidei_buf_free(&b);
-		r->scratch = b;
-		luaL_error(L, "not enough memory to store the state");
-	}
-	r->scratch = b;
-	if (s->enc.cap >= b.len && s->enc.p != NULL) {
-		memcpy(s->enc.p, b.p, b.len);
-		s->enc.len = b.len;
-		return;
-	}
-	tidei_buf_free(&s->enc);
-	s->enc = b;
-	memset(&r->scratch, 0, sizeof r->scratch);
-}
-
 /* ------------------------------------------------------------------------
  * Calls
  * ------------------------------------------------------------------------ */
@@ -883,14 +490,14 @@ apply_ops(tidei_rule *r, const char *key, size_t kn, char *err)
 
 /* Whether slot @p s's windows hold anything. */
 static int
-has_windows(const tidei_rule *r, const slot *s)
+has_windows(const tidei_rule *r, const tidei_rslot *s)
 {
-	return r->wins != NULL && !tidei_rwins_empty(r->wins, wins_of(r, s));
+	return r->wins != NULL && !tidei_rwins_empty(r->wins, tidei_rslot_wins(r, s));
 }
 
 /* The key's expiry: due again after ttl from its last event. */
 static void
-arm_expiry(tidei_rule *r, slot *s, lua_State *L)
+arm_expiry(tidei_rule *r, tidei_rslot *s, lua_State *L)
 {
 	int64_t due;
 
@@ -929,28 +536,13 @@ take_result(lua_State *L, int si, const char *who)
 	}
 }
 
-/* Encode the state at @p si as slot @p at's and keep it in the cache.
- * [-0, +0, e] */
-static void
-settle(lua_State *L, tidei_rule *r, long at, int si)
-{
-	encode_slot(L, r, at, si);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
-	if (lua_istable(L, si))
-		lua_pushvalue(L, si);
-	else
-		lua_pushnil(L);
-	lua_rawseti(L, -2, at + 1);
-	lua_pop(L, 1);
-}
-
 /* The key's windows' timer: due when the next of them closes.  Written
  * at once, not with the call's other timers: what the windows hold stays
  * even if the call fails (the event happened), so must their timer. */
 static void
-arm_windows(tidei_rule *r, slot *s, lua_State *L, const char *k, size_t kn)
+arm_windows(tidei_rule *r, tidei_rslot *s, lua_State *L, const char *k, size_t kn)
 {
-	int64_t next = tidei_rwins_next_close(r->wins, wins_of(r, s));
+	int64_t next = tidei_rwins_next_close(r->wins, tidei_rslot_wins(r, s));
 	char err[TIDEI_ERRLEN];
 	int rc;
 
@@ -967,7 +559,7 @@ arm_windows(tidei_rule *r, slot *s, lua_State *L, const char *k, size_t kn)
 		luaL_error(L, "%s", err);
 	}
 	s->win_due = next;
-	mark_dirty(r, s);
+	tidei_rslot_dirty(r, s);
 }
 
 /* A handler call under protection: light userdata r at 1. */
@@ -979,7 +571,7 @@ l_call(lua_State *L)
 	size_t kn;
 	int evi, ki, si;
 	long at;
-	slot *s;
+	tidei_rslot *s;
 
 	tidei_lua_push_event(L, r->ev);
 	evi = lua_gettop(L);
@@ -996,7 +588,7 @@ l_call(lua_State *L)
 	}
 	ki = lua_gettop(L);
 	k = lua_tolstring(L, ki, &kn);
-	at = load_slot(L, r, k, kn);
+	at = tidei_rslot_load(L, r, k, kn);
 	r->cur = at;
 	si = lua_gettop(L);
 	if (lua_isnil(L, si)) {
@@ -1013,9 +605,10 @@ l_call(lua_State *L)
 		/* the event counts in the windows before the handler reads
 		 * them; a retry of it is not counted again */
 		char err[TIDEI_ERRLEN];
-		if (tidei_rwins_add(r->wins, wins_of(r, s), r->ev, r->cur_now, err) != TIDE_OK)
+		if (tidei_rwins_add(r->wins, tidei_rslot_wins(r, s), r->ev, r->cur_now, err) !=
+		    TIDE_OK)
 			return luaL_error(L, "%s", err);
-		mark_dirty(r, s);
+		tidei_rslot_dirty(r, s);
 		arm_windows(r, s, L, k, kn);
 	}
 	lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
@@ -1038,7 +631,7 @@ l_call(lua_State *L)
 	}
 	if (lua_istable(L, si) || has_windows(r, s))
 		arm_expiry(r, s, L);
-	settle(L, r, at, si);
+	tidei_rslot_settle(L, r, at, si);
 	tidei_lua_expire_event(L, evi);
 	return 0;
 }
@@ -1060,7 +653,7 @@ run_call(tidei_rule *r, tidei_script *s, tidei_log *log, lua_CFunction fn, char 
 	rc = tidei_script_protect(s, fn, r, why, trace);
 	if (rc != TIDE_OK) {
 		if (r->cur >= 0) {
-			rollback(r, L, r->cur);
+			tidei_rslot_rollback(r, L, r->cur);
 			/* the expiry it armed was not stored */
 			if (r->ttl_armed)
 				r->slots[r->cur].ttl_due = 0;
@@ -1161,25 +754,25 @@ on_closed(void *ud, const char *name, const tidei_agg *a)
 static int
 close_windows(lua_State *L, tidei_rule *r, long at, int ki, int si)
 {
-	slot *s = &r->slots[at];
+	tidei_rslot *s = &r->slots[at];
 	closed_list c = { L, r, 0, 0 };
 	char err[TIDEI_ERRLEN];
 	size_t kn;
 	const char *k = lua_tolstring(L, ki, &kn);
 
 	s->win_due = 0;
-	mark_dirty(r, s);
+	tidei_rslot_dirty(r, s);
 	if (r->wins == NULL)
 		return 0;
 	lua_newtable(L);
 	c.list = lua_gettop(L);
-	if (tidei_rwins_advance(r->wins, wins_of(r, s), r->watermark, on_closed, &c, err) !=
-	    TIDE_OK)
+	if (tidei_rwins_advance(r->wins, tidei_rslot_wins(r, s), r->watermark, on_closed, &c,
+				err) != TIDE_OK)
 		return luaL_error(L, "%s", err);
 	r->closed += (uint64_t)c.n;
 	arm_windows(r, s, L, k, kn);
 	if (r->on_close_ref == LUA_NOREF || c.n == 0) {
-		settle(L, r, at, si);
+		tidei_rslot_settle(L, r, at, si);
 		return 0;
 	}
 	if (lua_isnil(L, si)) {
@@ -1197,7 +790,7 @@ close_windows(lua_State *L, tidei_rule *r, long at, int ki, int si)
 		lua_call(L, 4, 1);
 		take_result(L, si, "on_close");
 	}
-	settle(L, r, at, si);
+	tidei_rslot_settle(L, r, at, si);
 	return 0;
 }
 
@@ -1210,11 +803,11 @@ l_fire(lua_State *L)
 	tidei_vreader rd = { t->data.p, t->data.p + t->data.len };
 	int si, ki;
 	long at;
-	slot *s;
+	tidei_rslot *s;
 
 	lua_pushlstring(L, (const char *)t->key.p, t->key.len);
 	ki = lua_gettop(L);
-	at = load_slot(L, r, (const char *)t->key.p, t->key.len);
+	at = tidei_rslot_load(L, r, (const char *)t->key.p, t->key.len);
 	r->cur = at;
 	si = lua_gettop(L);
 	s = &r->slots[at];
@@ -1226,14 +819,14 @@ l_fire(lua_State *L)
 			return 0;
 		if (s->last_seen > t->due - r->ttl) {
 			arm_expiry(r, s, L);
-			encode_slot(L, r, at, si);
-			mark_dirty(r, &r->slots[at]); /* its record holds its new expiry */
+			tidei_rslot_encode(L, r, at, si);
+			tidei_rslot_dirty(r, &r->slots[at]); /* its record holds its new expiry */
 			return 0;
 		}
 		r->expired++;
 		lua_pushlightuserdata(L, (void *)&tidei_delete_marker);
 		lua_replace(L, si);
-		encode_slot(L, r, at, si);
+		tidei_rslot_encode(L, r, at, si);
 		lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
 		lua_pushnil(L);
 		lua_rawseti(L, -2, at + 1);
@@ -1259,7 +852,7 @@ l_fire(lua_State *L)
 	lua_pushvalue(L, si);
 	lua_call(L, 3, 1);
 	take_result(L, si, "a timer handler");
-	settle(L, r, at, si);
+	tidei_rslot_settle(L, r, at, si);
 	return 0;
 }
 
@@ -1412,112 +1005,6 @@ tidei_rule_timer_names(const tidei_rule *r, lua_State *L, void (*fn)(void *ud, c
  * Turns
  * ------------------------------------------------------------------------ */
 
-/* Write slot @p at's record (or delete it: it has none) through @p cur:
- * the writes come in key order, and a positioned cursor finds the next
- * key on its page without a descent from the root. */
-static int
-write_slot(tidei_rule *r, tidei_log *log, MDB_cursor *cur, size_t at, char *err)
-{
-	MDB_val kv, dv;
-	int mrc;
-	slot *s = &r->slots[at];
-	size_t kn;
-	const char *k;
-
-	if (!s->dirty)
-		return TIDE_OK;
-	s->dirty = 0;
-	k = tidei_keymap_key(&r->keys, at, &kn);
-	key_start(r, 'S');
-	tidei_buf_put(&r->kbuf, k, kn);
-	tidei_buf_reset(&r->rec);
-	if (r->kbuf.failed)
-		return tidei_err(err, TIDE_ENOMEM, "out of memory");
-	kv.mv_size = r->kbuf.len;
-	kv.mv_data = r->kbuf.p;
-	if (!write_record(r, s, &r->rec)) {
-		mrc = mdb_cursor_get(cur, &kv, NULL, MDB_SET);
-		if (mrc == 0)
-			mrc = mdb_cursor_del(cur, 0);
-		if (mrc != 0 && mrc != MDB_NOTFOUND)
-			return mdb_fail(log, mrc, "cannot delete rule state", err);
-		return TIDE_OK;
-	}
-	if (r->rec.failed)
-		return tidei_err(err, TIDE_ENOMEM, "out of memory");
-	dv.mv_size = r->rec.len;
-	dv.mv_data = r->rec.p;
-	if ((mrc = mdb_cursor_put(cur, &kv, &dv, 0)) != 0)
-		return mdb_fail(log, mrc, "cannot store rule state", err);
-	return TIDE_OK;
-}
-
-/* Dirty slots in key order, so that the writes walk the B-tree once. */
-static int
-by_key(const void *a, const void *b, void *keys)
-{
-	size_t an, bn;
-	const char *ak = tidei_keymap_key(keys, *(const uint32_t *)a, &an);
-	const char *bk = tidei_keymap_key(keys, *(const uint32_t *)b, &bn);
-	int c = memcmp(ak, bk, an < bn ? an : bn);
-
-	return c != 0 ? c : an < bn ? -1 : an > bn;
-}
-
-int
-tidei_rule_flush(tidei_rule *r, tidei_log *log, char *err)
-{
-	int rc = TIDE_OK;
-
-	MDB_cursor *cur;
-	int mrc;
-
-	if (!r->dirty_all && r->ndirty > 1)
-		qsort_r(r->dirty, r->ndirty, sizeof *r->dirty, by_key, &r->keys);
-	if ((mrc = mdb_cursor_open(log->txn, log->rules, &cur)) != 0)
-		return mdb_fail(log, mrc, "cannot store rule state", err);
-	if (r->dirty_all) {
-		for (size_t at = 0; at < r->keys.n && rc == TIDE_OK; at++)
-			rc = write_slot(r, log, cur, at, err);
-	} else {
-		for (size_t i = 0; i < r->ndirty && rc == TIDE_OK; i++)
-			rc = write_slot(r, log, cur, r->dirty[i], err);
-	}
-	mdb_cursor_close(cur);
-	if (rc == TIDE_OK) {
-		r->ndirty = 0;
-		r->dirty_all = 0;
-		rc = tidei_rtimers_write(r->timers, log, err);
-	}
-	if (rc == TIDE_OK && r->meta_dirty) {
-		rc = meta_write(r, log, err);
-		r->meta_dirty = 0;
-	}
-	return rc;
-}
-
-int
-tidei_rule_must_write(const tidei_rule *r, lua_State *L)
-{
-	tidei_lstate *ls = tidei_lstate_of(L);
-	size_t n = (r->dirty_all ? r->keys.n : r->ndirty) + tidei_rtimers_changes(r->timers);
-
-	return n >= TIDEI_RULE_UNWRITTEN || r->keys.n > TIDEI_RULE_CACHE ||
-	       tidei_lstate_room(ls) < tidei_lstate_ceiling(ls) / 2;
-}
-
-void
-tidei_rule_committed(tidei_rule *r, lua_State *L)
-{
-	tidei_lstate *ls = tidei_lstate_of(L);
-
-	if (r->keys.n > TIDEI_RULE_CACHE || tidei_lstate_room(ls) < tidei_lstate_ceiling(ls) / 2) {
-		int64_t next = r->next_due;
-		tidei_rule_reset(r, L);
-		r->next_due = next;
-	}
-}
-
 int
 tidei_rule_window(tidei_rule *r, lua_State *L, const char *name, int fields, int nfields, char *err)
 {
@@ -1526,7 +1013,7 @@ tidei_rule_window(tidei_rule *r, lua_State *L, const char *name, int fields, int
 			return tidei_err(err, TIDE_EINVAL, "rule '%s' has no windows", r->consumer);
 		return tidei_err(err, TIDE_ESTATE, "windows are read in a handler with a key");
 	}
-	tidei_rwins_push(r->wins, wins_of(r, &r->slots[r->cur]), L, name, r->cur_now, fields,
-			 nfields);
+	tidei_rwins_push(r->wins, tidei_rslot_wins(r, &r->slots[r->cur]), L, name, r->cur_now,
+			 fields, nfields);
 	return TIDE_OK;
 }
