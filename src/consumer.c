@@ -28,9 +28,10 @@
  * the call and appended only if the call succeeds.  When a retry is due
  * and what the log keeps of it is pending.c's.
  *
- * This module owns the Lua state of the scripts (through script.c) and
- * the consumer table; it does not touch sockets or decide when turns
- * happen (engine.c).
+ * What the scripts call (tide.on, tide.emit, tide.once, ...) is
+ * chost.c's.  This module owns the Lua state of the scripts (through
+ * script.c) and the consumer table; it does not touch sockets or decide
+ * when turns happen (engine.c).
  */
 #include "config.h"
 
@@ -40,64 +41,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "consumer.h"
+#include "consumer_int.h"
 #include "keymap.h"
-#include "l_table.h"
 #include "pending.h"
 #include "shared.h"
 
-struct tidei_consumers {
-	tidei_consumer *v;
-	size_t n, cap;
-	tidei_script *script;
-	tidei_consumers_opts o;
-	/* while a script is loading */
-	const char *loading;
-	int loading_count;
-	tidei_flight *flight; /* the engine's flight recorder, or NULL */
-	/* while a handler runs */
-	tidei_log *log;
-	tidei_consumer *cur;
-	const struct tide_event *cause;
-	tidei_buf emits; /* records emitted by the current call */
-	uint32_t *emit_len;
-	size_t nemits, emit_cap;
-	size_t reserved; /* of emits, against the scripts' memory ceiling */
-	/* the Lua state is full of what an earlier call left (see handle()):
-	 * no more handlers this turn; the engine loads the scripts afresh */
-	int full;
-	int blame_all; /* a fresh state did not help: every call pays for itself */
-	char full_why[TIDEI_ERRLEN];
-	int take_nomem; /* tide_emit: an event of the text ran out of memory */
-	int store_rc;   /* the log failed under the call in hand (tide.once) */
-	/* Once keys granted since the consumers' work last committed: a turn
-	 * aborted and run again (the map grew, or another consumer failed
-	 * the turn) rolls their claims back, but the effects they guard have
-	 * happened, so they are not granted a second time. */
-	tidei_keymap claims;     /* "consumer\0key" */
-	tidei_buf claim;         /* the one being looked up */
-	int ran;                 /* the consumers ran in the open transaction */
-	const char *tag;         /* emits' ids: "<seq>.<tag><k>" */
-	size_t tag_base;         /* k of the call's first emit, less one */
-	int64_t emit_at;         /* the time of what it emits, or INT64_MIN: the cause's */
-	int late;                /* the event in hand is late (TIDEI_LATE_*), or 0 */
-	int again;               /* the event in hand was tried before */
-	tidei_rule_timer timer;  /* the one firing */
-	tidei_replay_sink sink;  /* a replay's, or all NULL */
-	tidei_outbox_fn *outbox; /* a cluster's: emits go there, not to the log */
-	void *outbox_ud;
-	tidei_shared *shared; /* tide.shared tables */
-	uint64_t tick_seq;    /* the tick appended last, until every rule passed it */
-	/* Writing the consumers' work (checkpoints, rule states and timers,
-	 * shared tables) waits while they are busy: see tidei_consumers_run. */
-	int64_t written_at; /* when it was last written */
-	int must_write;     /* this turn wrote what cannot wait (a retry, a claim) */
-	int wrote;          /* the open turn writes it */
-	tidei_buf scratch;  /* tide_event_json() for C handlers */
-	tidei_buf attrs;    /* tide_event_attr() for C handlers */
-};
-
-#define LOG(cs, level, ...) (cs)->o.log((cs)->o.log_ud, level, __VA_ARGS__)
 /* A consumer hands the loop back after this long (ns), however much is left
  * (its clock is read every CLOCK_EVERY events), so requests wait little. */
 #define TURN_NS 50000000
@@ -196,10 +144,7 @@ add(tidei_consumers *cs, const tidei_on_opts *o, int ref, tide_consumer_fn *fn, 
 	return TIDE_OK;
 }
 
-/* ------------------------------------------------------------------------
- * Host callbacks for the scripts
- * ------------------------------------------------------------------------ */
-
+/* tide.on: a consumer (and its rule) of the script that is loading. */
 static int
 host_on(void *ud, const tidei_on_opts *o, int ref, const char *where, char *err)
 {
@@ -242,209 +187,6 @@ host_on(void *ud, const tidei_on_opts *o, int ref, const char *where, char *err)
 		return rc;
 	}
 	return TIDE_OK;
-}
-
-/* 1 if @p consumer claimed @p key (n bytes) in a turn that was then
- * aborted; otherwise the claim is remembered until the next commit. */
-static int
-claimed_before(tidei_consumers *cs, const char *consumer, const char *key, size_t n)
-{
-	int fresh = 0;
-
-	tidei_buf_reset(&cs->claim);
-	tidei_buf_put(&cs->claim, consumer, strlen(consumer) + 1);
-	tidei_buf_put(&cs->claim, key, n);
-	/* out of memory: not remembered, and the claim in the log still holds */
-	if (cs->claim.failed) {
-		cs->claim.failed = 0;
-		return 0;
-	}
-	return tidei_keymap_put(&cs->claims, (const char *)cs->claim.p, cs->claim.len, &fresh) >=
-		       0 &&
-	       !fresh;
-}
-
-static int
-host_once(void *ud, const char *key, size_t n, int *first, char *err)
-{
-	tidei_consumers *cs = ud;
-	int rc;
-
-	if (cs->cur == NULL || cs->cause == NULL)
-		return tidei_err(err, TIDE_ESTATE, "tide.once can only be called from a handler");
-	/* Written at once, not with the handler's emits: a claim must survive
-	 * the handler failing afterwards, or a retry would repeat the effect
-	 * the claim protects. */
-	rc = tidei_log_once(cs->log, cs->cur->name, key, n, cs->cause->seq, first);
-	if (rc != TIDE_OK) {
-		cs->store_rc = rc; /* the turn's failure, not the handler's */
-		return tidei_err(err, rc, "%s", cs->log->err);
-	}
-	if (*first && claimed_before(cs, cs->cur->name, key, n))
-		*first = 0;
-	/* written now: claims and what they guard stay together */
-	cs->must_write = 1;
-	return TIDE_OK;
-}
-
-static int
-c_reserve(tidei_consumers *cs, size_t n)
-{
-	if (tidei_lstate_reserve(tidei_script_lstate(cs->script), n) != TIDE_OK)
-		return TIDE_ENOMEM;
-	cs->reserved += n;
-	return TIDE_OK;
-}
-
-static void
-c_release(tidei_consumers *cs)
-{
-	tidei_lstate_release(tidei_script_lstate(cs->script), cs->reserved);
-	cs->reserved = 0;
-}
-
-static int
-host_emit(void *ud, tidei_evb *b, char *err)
-{
-	tidei_consumers *cs = ud;
-	const struct tide_event *cause = cs->cause;
-	size_t before;
-	int rc;
-
-	if (cs->cur == NULL || cause == NULL)
-		return tidei_err(err, TIDE_ESTATE, "tide.emit can only be called from a handler");
-	if (cs->o.max_emits && cs->nemits >= cs->o.max_emits)
-		return tidei_err(err, TIDE_EINVAL,
-				 "a handler may emit at most %zu events per call (is it looping?)",
-				 cs->o.max_emits);
-	if ((rc = tidei_emit_prepare_tagged(b, cs->cur->name, cause, cs->tag,
-					    cs->tag_base + cs->nemits + 1, cs->emit_at,
-					    cs->o.max_depth, cs->outbox != NULL, err)) != TIDE_OK)
-		return rc;
-	if (tidei_array_grow(&cs->emit_len, &cs->emit_cap, cs->nemits, sizeof *cs->emit_len, 16) !=
-	    0)
-		return tidei_err(err, TIDE_ENOMEM, "out of memory");
-	before = cs->emits.len;
-	if (tidei_evb_finish(b, &cs->emits) != 0) {
-		cs->emits.len = before;
-		return tidei_err(err, TIDE_EEVENT, "%s", b->err);
-	}
-	if (cs->o.max_event && cs->emits.len - before > cs->o.max_event) {
-		char lim[32];
-		cs->emits.len = before;
-		tidei_fmt_size(lim, sizeof lim, cs->o.max_event);
-		return tidei_err(err, TIDE_EEVENT,
-				 "the event is larger than the max_event_size limit of %s", lim);
-	}
-	/* emitted events are held until the call returns: they count against
-	 * the scripts' memory ceiling like the state itself */
-	if (c_reserve(cs, cs->emits.len - before) != TIDE_OK) {
-		cs->emits.len = before;
-		return tidei_err(err, TIDE_ENOMEM,
-				 "the emitted events would pass the scripts' memory_limit");
-	}
-	cs->emit_len[cs->nemits++] = (uint32_t)(cs->emits.len - before);
-	return TIDE_OK;
-}
-
-static int
-host_projection(void *ud, lua_State *L, const char *name, int spec, const char *where, char *err)
-{
-	tidei_consumers *cs = ud;
-
-	if (cs->loading == NULL || cs->o.projection == NULL)
-		return tidei_err(err, TIDE_ESTATE,
-				 "tide.projection must be called while the script loads");
-	return cs->o.projection(cs->o.projection_ud, L, name, spec, cs->loading, where, err);
-}
-
-static int
-host_timer(void *ud, lua_State *L, int op, const char *name, size_t n, int64_t when, int data,
-	   char *err)
-{
-	tidei_consumers *cs = ud;
-
-	if (cs->cur == NULL || cs->cur->rule == NULL)
-		return tidei_err(err, TIDE_ESTATE,
-				 "timers belong to a rule: call this from a handler of a tide.on "
-				 "with a 'key' or 'timers' option");
-	return tidei_rule_timer_op(cs->cur->rule, L, op, name, n, when, data, err);
-}
-
-static int
-host_query(void *ud, lua_State *L, const char *name, const char *key, size_t klen, char *err)
-{
-	tidei_consumers *cs = ud;
-
-	if (cs->cur == NULL || cs->o.query == NULL)
-		return tidei_err(err, TIDE_ESTATE, "projections are read from a handler");
-	return cs->o.query(cs->o.projection_ud, L, cs->log, name, key, klen, err);
-}
-
-static int
-host_table(void *ud, lua_State *L, int name, int opts, char *err)
-{
-	tidei_consumers *cs = ud;
-	const char *slash;
-
-	if (cs->loading == NULL)
-		return tidei_err(err, TIDE_ESTATE,
-				 "tables are read while the script loads, not in handlers");
-	/* the script's directory, on the stack while the table is read */
-	slash = strrchr(cs->loading, '/');
-	if (slash == NULL)
-		lua_pushliteral(L, ".");
-	else
-		lua_pushlstring(L, cs->loading, (size_t)(slash - cs->loading));
-	tidei_lua_table(L, lua_tostring(L, -1), name, opts);
-	lua_remove(L, -2);
-	return TIDE_OK;
-}
-
-static int
-host_shared(void *ud, lua_State *L, const char *name, int idx, char *err)
-{
-	tidei_consumers *cs = ud;
-
-	if (cs->loading == NULL)
-		return tidei_err(err, TIDE_ESTATE, "call it while the script loads");
-	return tidei_shared_define(cs->shared, L, name, idx, err);
-}
-
-static int
-host_window(void *ud, lua_State *L, const char *name, int fields, int nfields, char *err)
-{
-	tidei_consumers *cs = ud;
-
-	if (cs->cur == NULL || cs->cur->rule == NULL)
-		return tidei_err(err, TIDE_ESTATE,
-				 "windows belong to a rule: call this from a handler of a tide.on "
-				 "with a 'windows' option");
-	return tidei_rule_window(cs->cur->rule, L, name, fields, nfields, err);
-}
-
-static int
-host_clock(void *ud, int64_t *now)
-{
-	tidei_consumers *cs = ud;
-
-	if (cs->cur == NULL || cs->cur->rule == NULL ||
-	    (*now = tidei_rule_now(cs->cur->rule)) == INT64_MIN)
-		return TIDE_ENOTFOUND;
-	return TIDE_OK;
-}
-
-static void
-host_log(void *ud, int level, const char *msg)
-{
-	tidei_consumers *cs = ud;
-
-	if (cs->cur != NULL)
-		LOG(cs, level, "[%s] %s", cs->cur->name, msg);
-	else if (cs->loading != NULL)
-		LOG(cs, level, "[%s] %s", cs->loading, msg);
-	else
-		LOG(cs, level, "%s", msg);
 }
 
 /* ------------------------------------------------------------------------
@@ -496,19 +238,8 @@ tidei_consumers_new(tidei_consumers **out, const tidei_consumers_opts *o, char *
 		return tidei_err(err, TIDE_ENOMEM, "out of memory");
 	}
 	tidei_keymap_init(&cs->claims);
-	host.ud = cs;
-	host.max_event = o->max_event;
+	tidei_chost_init(&host, cs);
 	host.on = host_on;
-	host.once = host_once;
-	host.emit = host_emit;
-	host.log = host_log;
-	host.projection = host_projection;
-	host.timer = host_timer;
-	host.clock = host_clock;
-	host.shared = host_shared;
-	host.query = host_query;
-	host.table = host_table;
-	host.window = host_window;
 	if ((rc = tidei_script_new(&cs->script, &o->script, &host, err)) != TIDE_OK) {
 		tidei_shared_free(cs->shared, NULL);
 		free(cs);
@@ -563,117 +294,6 @@ tidei_consumers_add(tidei_consumers *cs, const tidei_on_opts *o, tide_consumer_f
 		    char *err)
 {
 	return add(cs, o, LUA_NOREF, fn, ud, "C", err);
-}
-
-/* ------------------------------------------------------------------------
- * What a C handler may do with the event it handles
- * ------------------------------------------------------------------------ */
-
-/* The consumers whose C handler is handling @p ev now, or NULL. */
-static tidei_consumers *
-handling(const tide_event *ev)
-{
-	tidei_consumers *cs = ev ? ev->handling : NULL;
-
-	return cs != NULL && cs->cur != NULL && cs->cause == ev ? cs : NULL;
-}
-
-static int
-take_emit(void *ud, tidei_evb *b, char *err)
-{
-	/* as from Lua: an emitted event need not repeat the spec version */
-	tidei_consumers *cs = ud;
-	int rc;
-
-	if (!b->invalid && !(b->seen & TIDEI_SEEN_SPECVERSION))
-		tidei_evb_string(b, "specversion", 11, "1.0", 3);
-	if ((rc = host_emit(ud, b, err)) == TIDE_ENOMEM)
-		cs->take_nomem = 1;
-	return rc;
-}
-
-typedef struct emit_sink {
-	char err[TIDEI_ERRLEN];
-	size_t bad;
-	size_t index; /* of the event in the text */
-} emit_sink;
-
-static void
-emit_seen(void *ud, const uint8_t *rec, size_t len, const char *err)
-{
-	emit_sink *k = ud;
-
-	(void)rec;
-	(void)len;
-	k->index++;
-	if (err != NULL && k->bad++ == 0)
-		snprintf(k->err, sizeof k->err, "event %zu of the text: %s", k->index, err);
-}
-
-TIDE_API int
-tide_emit(const tide_event *ev, const char *json, size_t len)
-{
-	tidei_consumers *cs = handling(ev);
-	tidei_eparser p;
-	emit_sink k;
-	size_t nemits, used, reserved;
-	int failed;
-	long got;
-
-	if (ev == NULL || json == NULL)
-		return tidei_fail(TIDE_EINVAL, "tide_emit: ev and json must not be NULL");
-	if (cs == NULL)
-		return tidei_fail(TIDE_ESTATE,
-				  "tide_emit is for the event a C consumer is handling, "
-				  "during its callback");
-	nemits = cs->nemits;
-	used = cs->emits.len;
-	reserved = cs->reserved;
-	failed = cs->emits.failed;
-	cs->take_nomem = 0;
-	memset(&k, 0, sizeof k);
-	tidei_eparser_init(&p, cs->o.max_event ? cs->o.max_event : SIZE_MAX);
-	p.take = take_emit;
-	p.take_ud = cs;
-	got = tidei_eparser_run(&p, json, len, emit_seen, &k);
-	tidei_eparser_free(&p);
-	if (got < 0 || k.bad > 0 || got == 0) {
-		/* all or nothing: what the text's other events added goes,
-		 * with the memory it held against the scripts' limit */
-		cs->nemits = nemits;
-		cs->emits.len = used;
-		cs->emits.failed = failed;
-		tidei_lstate_release(tidei_script_lstate(cs->script), cs->reserved - reserved);
-		cs->reserved = reserved;
-		if (got < 0 || cs->take_nomem)
-			return tidei_fail(TIDE_ENOMEM, "%s",
-					  k.bad > 0 ? k.err
-						    : "out of memory (nothing was emitted)");
-		if (got == 0)
-			return tidei_fail(TIDE_EEVENT, "tide_emit: the text holds no event");
-		return tidei_fail(TIDE_EEVENT, "%s%s", k.err,
-				  k.bad > 1 ? " (and more: nothing of it was emitted)"
-					    : " (nothing of it was emitted)");
-	}
-	return TIDE_OK;
-}
-
-TIDE_API int
-tide_once(const tide_event *ev, const void *key, size_t len, int *first)
-{
-	tidei_consumers *cs = handling(ev);
-	char msg[TIDEI_ERRLEN];
-	int rc;
-
-	if (ev == NULL || (key == NULL && len > 0) || first == NULL)
-		return tidei_fail(TIDE_EINVAL, "tide_once: ev, key and first must not be NULL");
-	if (cs == NULL)
-		return tidei_fail(TIDE_ESTATE,
-				  "tide_once is for the event a C consumer is handling, "
-				  "during its callback");
-	if ((rc = host_once(cs, key ? (const char *)key : "", len, first, msg)) != TIDE_OK)
-		return tidei_fail(rc, "%s", msg);
-	return TIDE_OK;
 }
 
 /* ------------------------------------------------------------------------
@@ -1009,7 +629,7 @@ fire_due(tidei_consumers *cs, tidei_consumer *c, const struct tide_event *ev, ti
 		if (cs->store_rc != TIDE_OK) /* even if the handler caught it */
 			rc = cs->store_rc;
 		base += cs->nemits;
-		c_release(cs);
+		tidei_chost_release(cs);
 		cs->cur = NULL;
 		cs->cause = NULL;
 		cs->tag = "";
@@ -1080,7 +700,7 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 			/* the log failed under the call (its map is full, say): the
 			 * turn fails and runs again; the handler did not fail */
 			tidei_flight_leave(cs->flight);
-			c_release(cs);
+			tidei_chost_release(cs);
 			cs->cur = NULL;
 			cs->cause = NULL;
 			return tidei_err(err, rc, "%s", why);
@@ -1090,7 +710,7 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 		if (rc != TIDE_OK && tidei_script_failure(cs->script) == TIDEI_FAIL_MEMORY &&
 		    (*ok = blame(cs, c, room)) == H_NOT_RUN) {
 			tidei_flight_leave(cs->flight);
-			c_release(cs);
+			tidei_chost_release(cs);
 			cs->cur = NULL;
 			cs->cause = NULL;
 			return TIDE_OK;
@@ -1098,7 +718,7 @@ handle(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log 
 	}
 	tidei_histo_add(&c->took, &tidei_histo_handler, tidei_mono() - t0);
 	tidei_flight_leave(cs->flight);
-	c_release(cs);
+	tidei_chost_release(cs);
 	cs->cur = NULL;
 	cs->cause = NULL;
 	*ok = rc == TIDE_OK ? H_OK : H_FAILED;
