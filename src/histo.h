@@ -43,6 +43,16 @@ tidei_histo_add(tidei_histo *h, const tidei_histo_bounds *b, int64_t ns)
 	h->sum_ns += ns;
 }
 
+/** Add the counts of @p from to @p into. */
+static inline void
+tidei_histo_merge(tidei_histo *into, const tidei_histo *from)
+{
+	for (size_t k = 0; k <= TIDEI_HISTO_BUCKETS; k++)
+		into->n[k] += from->n[k];
+	into->count += from->count;
+	into->sum_ns += from->sum_ns;
+}
+
 /** Now on the monotonic clock (ns), for durations. */
 static inline int64_t
 tidei_mono(void)

@@ -381,7 +381,7 @@ tidei_proj_l_run(lua_State *L)
 				luaL_error(L, "%s", why); /* it stops here */
 			tidei_script_rearm(ps->o.script);
 			tidei_flight_enter(ps->flight, TIDEI_FLIGHT_PROJECTION, p->name, &ev);
-			if (p->run.rebuilding) {
+			if (p->run.rebuilding && !p->run.timed) {
 				apply(L, p);
 			} else {
 				int64_t t0 = tidei_mono();

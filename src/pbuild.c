@@ -55,8 +55,9 @@ typedef struct part {
 	size_t held;     /* keys in memory */
 	uint64_t posted; /* seq of the states handed over, 0 for none */
 	tidei_buf states;
-	int ended;  /* at until, or stopped */
-	int parked; /* its read transaction is reset: the map may move */
+	tidei_histo took; /* its handler times, handed over with the states */
+	int ended;        /* at until, or stopped */
+	int parked;       /* its read transaction is reset: the map may move */
 } part;
 
 struct tidei_pbuild {
@@ -256,9 +257,10 @@ hand_over(helper *h, uint64_t pos, char *err)
 	tidei_pbuild *b = h->b;
 	part *pt = h->pt;
 	tidei_buf states = { 0 };
+	tidei_histo took = { 0 };
 	int go;
 
-	if (b->o.env->ops->take(h->w, &states, err) != TIDE_OK) {
+	if (b->o.env->ops->take(h->w, &states, &took, err) != TIDE_OK) {
 		tidei_buf_free(&states);
 		fail(b, pt, pos, err);
 		return -1;
@@ -270,6 +272,7 @@ hand_over(helper *h, uint64_t pos, char *err)
 	pthread_mutex_lock(&b->mu);
 	tidei_buf_free(&pt->states);
 	pt->states = states;
+	pt->took = took;
 	pt->posted = pos;
 	pt->held = 0;
 	if (b->final && pos >= b->o.until)
@@ -403,7 +406,7 @@ helper_main(void *arg)
 			}
 			pthread_mutex_unlock(&b->mu);
 			if (ops->run_part(h.w, b->o.log, txn, b->o.gen, &sl->kd, sl->kd.first, last,
-					  &at, err) != TIDE_OK) {
+					  b->o.follow, &at, err) != TIDE_OK) {
 				fail(b, pt, at, err);
 				goto out;
 			}
@@ -578,6 +581,12 @@ const tidei_buf *
 tidei_pbuild_states(tidei_pbuild *b, unsigned k)
 {
 	return &b->parts[k].states; /* left alone by its helper until released */
+}
+
+const tidei_histo *
+tidei_pbuild_took(tidei_pbuild *b, unsigned k)
+{
+	return &b->parts[k].took; /* like the states */
 }
 
 unsigned

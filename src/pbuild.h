@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "histo.h"
 #include "log.h"
 #include "script.h"
 
@@ -76,12 +77,14 @@ typedef struct tidei_pbuild_ops {
 	int (*find_keys)(void *w, tidei_log *log, MDB_txn *txn, tidei_keyed *kd, uint64_t from,
 			 uint64_t to, uint64_t *at, char *err);
 	/** Apply the events @p from to @p to of @p kd that fall in this part,
-	 *  for generation @p gen; TIDE_ESCRIPT when a handler failed. */
+	 *  for generation @p gen, timing each handler call if @p timed (a
+	 *  live projection's); TIDE_ESCRIPT when a handler failed. */
 	int (*run_part)(void *w, tidei_log *log, MDB_txn *txn, uint32_t gen, const tidei_keyed *kd,
-			uint64_t from, uint64_t to, uint64_t *at, char *err);
+			uint64_t from, uint64_t to, int timed, uint64_t *at, char *err);
 	/** Encode the states changed since the last take into @p out (and
-	 *  forget them, or keep them for the next events). */
-	int (*take)(void *w, tidei_buf *out, char *err);
+	 *  forget them, or keep them for the next events); add the times of
+	 *  the calls timed since then to *@p took. */
+	int (*take)(void *w, tidei_buf *out, tidei_histo *took, char *err);
 	/** Keys whose states are to be written. */
 	size_t (*held)(void *w);
 	void (*close)(void *w);
@@ -133,6 +136,9 @@ int tidei_pbuild_poll(tidei_pbuild *b, uint64_t *seq);
 /** Helper @p k's states of the checkpoint that poll() reported: records
  *  of u32 key length, key, u32 value length (UINT32_MAX: deleted), value. */
 const tidei_buf *tidei_pbuild_states(tidei_pbuild *b, unsigned k);
+/** Helper @p k's handler times of that checkpoint: the calls it timed
+ *  since its previous one (a build that follows the log times them). */
+const tidei_histo *tidei_pbuild_took(tidei_pbuild *b, unsigned k);
 unsigned tidei_pbuild_parts(const tidei_pbuild *b);
 /** The last event the helpers apply (so far, if the build follows the
  *  log). */

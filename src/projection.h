@@ -107,16 +107,18 @@ int tidei_projections_find_keys(tidei_projections *ps, tidei_log *log, MDB_txn *
 				char *err);
 
 /** Apply the events @p from to @p to of @p kd that fall in this helper's part, for
- *  generation @p gen, reading events and stored states through @p txn.
- *  TIDE_ESCRIPT when a handler failed (*@p at is the event). */
+ *  generation @p gen, reading events and stored states through @p txn;
+ *  each handler call is timed if @p timed.  TIDE_ESCRIPT when a handler
+ *  failed (*@p at is the event). */
 int tidei_projections_run_part(tidei_projections *ps, tidei_log *log, MDB_txn *txn, uint32_t gen,
-			       const tidei_keyed *kd, uint64_t from, uint64_t to, uint64_t *at,
-			       char *err);
+			       const tidei_keyed *kd, uint64_t from, uint64_t to, int timed,
+			       uint64_t *at, char *err);
 
 /** Encode the states changed since the last take() into @p out; keep
- *  them decoded while they are few enough, else forget them.
- *  TIDE_ESCRIPT when a state cannot be encoded. */
-int tidei_projections_take(tidei_projections *ps, tidei_buf *out, char *err);
+ *  them decoded while they are few enough, else forget them.  The calls
+ *  timed since then are added to *@p took.  TIDE_ESCRIPT when a state
+ *  cannot be encoded. */
+int tidei_projections_take(tidei_projections *ps, tidei_buf *out, tidei_histo *took, char *err);
 
 /** Keys whose states changed since the last take(). */
 size_t tidei_projections_held(const tidei_projections *ps);

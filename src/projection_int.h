@@ -106,10 +106,12 @@ typedef struct proj {
 		size_t handled, seen, budget;
 		int64_t deadline;
 		int rebuilding;
+		int timed;   /* a helper of a live projection: its calls are timed */
 		int mrc;     /* the cursor's last status */
 		int corrupt; /* the event at seq cannot be decoded */
 	} run;
-	tidei_histo took; /* live handler calls (not a rebuild's), for the metrics */
+	tidei_histo took; /* live handler calls (not a rebuild's), for the metrics;
+			   * a helper's, until handed over */
 	tidei_log *log;
 	struct tidei_projections *ps;
 } proj;

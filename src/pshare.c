@@ -189,8 +189,11 @@ tidei_proj_helpers(tidei_projections *ps, proj *p, tidei_log *log, int64_t now, 
 	}
 	/* a checkpoint: every helper's states and the progress, in one commit */
 	n = tidei_pbuild_parts(p->par);
-	for (unsigned k = 0; k < n; k++)
+	for (unsigned k = 0; k < n; k++) {
 		out[k] = tidei_pbuild_states(p->par, k);
+		tidei_histo_merge(&p->took,
+				  tidei_pbuild_took(p->par, k)); /* live calls, on threads */
+	}
 	LOG(ps, TIDE_LOG_DEBUG, "projection '%s': writing the states of its threads at event %llu",
 	    p->name, (unsigned long long)seq);
 	rc = tidei_proj_write_states(p, out, n, err);
@@ -301,7 +304,7 @@ tidei_projections_part(tidei_projections *ps, unsigned part, unsigned nparts,
  * build helper. */
 static int
 helper_pass(tidei_projections *ps, lua_CFunction fn, tidei_log *log, MDB_txn *txn, uint64_t from,
-	    uint64_t until, uint64_t *at, char *err)
+	    uint64_t until, int timed, uint64_t *at, char *err)
 {
 	proj *p = &ps->v[0];
 	char why[TIDEI_ERRLEN];
@@ -321,6 +324,7 @@ helper_pass(tidei_projections *ps, lua_CFunction fn, tidei_log *log, MDB_txn *tx
 	p->run.budget = SIZE_MAX;
 	p->run.deadline = INT64_MAX;
 	p->run.rebuilding = 1;
+	p->run.timed = timed;
 	p->run.mrc = 0;
 	p->run.corrupt = 0;
 	rc = tidei_script_protect(ps->o.script, fn, p, why, NULL);
@@ -363,7 +367,7 @@ tidei_projections_find_keys(tidei_projections *ps, tidei_log *log, MDB_txn *txn,
 		return TIDE_OK;
 	p->run.kd = kd;
 	p->run.kbuf = &kd->keys[ps->part];
-	rc = helper_pass(ps, tidei_proj_l_keys, log, txn, from, to, at, err);
+	rc = helper_pass(ps, tidei_proj_l_keys, log, txn, from, to, 0, at, err);
 	p->run.kd = NULL;
 	p->run.kbuf = NULL;
 	return rc;
@@ -371,8 +375,8 @@ tidei_projections_find_keys(tidei_projections *ps, tidei_log *log, MDB_txn *txn,
 
 int
 tidei_projections_run_part(tidei_projections *ps, tidei_log *log, MDB_txn *txn, uint32_t gen,
-			   const tidei_keyed *kd, uint64_t from, uint64_t to, uint64_t *at,
-			   char *err)
+			   const tidei_keyed *kd, uint64_t from, uint64_t to, int timed,
+			   uint64_t *at, char *err)
 {
 	proj *p = &ps->v[0];
 	int rc;
@@ -382,19 +386,23 @@ tidei_projections_run_part(tidei_projections *ps, tidei_log *log, MDB_txn *txn, 
 		return tidei_err(err, TIDE_ESTATE, "no projection to build");
 	p->meta.build = gen;
 	p->run.kd = kd;
-	rc = helper_pass(ps, tidei_proj_l_run, log, txn, from, to, at, err);
+	rc = helper_pass(ps, tidei_proj_l_run, log, txn, from, to, timed, at, err);
 	p->run.kd = NULL;
 	return rc;
 }
 
 int
-tidei_projections_take(tidei_projections *ps, tidei_buf *out, char *err)
+tidei_projections_take(tidei_projections *ps, tidei_buf *out, tidei_histo *took, char *err)
 {
 	proj *p = &ps->v[0];
 	tidei_buf t;
 	int rc;
 
 	tidei_buf_reset(out);
+	if (ps->n == 1) {
+		tidei_histo_merge(took, &p->took);
+		memset(&p->took, 0, sizeof p->took);
+	}
 	if (ps->n != 1 || p->keys.n == 0)
 		return TIDE_OK;
 	if ((rc = tidei_proj_encode(ps, p, err)) != TIDE_OK)

@@ -150,15 +150,16 @@ w_find_keys(void *w, tidei_log *log, MDB_txn *txn, tidei_keyed *kd, uint64_t fro
 
 static int
 w_run_part(void *w, tidei_log *log, MDB_txn *txn, uint32_t gen, const tidei_keyed *kd,
-	   uint64_t from, uint64_t to, uint64_t *at, char *err)
+	   uint64_t from, uint64_t to, int timed, uint64_t *at, char *err)
 {
-	return tidei_projections_run_part(((worker *)w)->ps, log, txn, gen, kd, from, to, at, err);
+	return tidei_projections_run_part(((worker *)w)->ps, log, txn, gen, kd, from, to, timed, at,
+					  err);
 }
 
 static int
-w_take(void *w, tidei_buf *out, char *err)
+w_take(void *w, tidei_buf *out, tidei_histo *took, char *err)
 {
-	return tidei_projections_take(((worker *)w)->ps, out, err);
+	return tidei_projections_take(((worker *)w)->ps, out, took, err);
 }
 
 static size_t

@@ -2497,20 +2497,30 @@ START_TEST(live_under_load_on_threads)
 {
 	enum { N = 8000 };
 	const char *dir = th_tmpdir(), *dir2 = th_tmpdir();
-	char data[600], data2[600], *log;
+	char data[600], data2[600], out[4096], *log;
 	size_t at;
 	pinfo pi;
 	th_daemon d;
 
 	snprintf(data, sizeof data, "%s/data", dir);
 	snprintf(data2, sizeof data2, "%s/data", dir2);
-	at = threads_start(&d, dir, data, "false", 200, 1, "true", 3, "-v --set turn_events=500");
+	at = threads_start(&d, dir, data, "false", 200, 1, "true", 3,
+			   "-v --set turn_events=500 --http 127.0.0.1:0");
 	wait_live(data, "sum", 0, 30000);
 	threads_publish_file(dir, data, 1, N);
 	wait_live(data, "sum", N, 60000);
 	query_is(data, "sum", threads_dump(N), "kept live by three threads");
 	wait_live(data, "count", N, 30000);
 	query_is(data, "count", count_dump(N), "kept live beside it");
+	/* every live call is timed, on the threads too: the metrics count
+	 * each event once (none was applied twice: no thread stopped) */
+	ck_assert_int_eq(
+		th_sh(out, sizeof out,
+		      "curl -sf \"http://$(sed -n 's/^http=//p' '%s/endpoints')/metrics\" | "
+		      "grep '^tide_projection_handler_seconds_count{projection=\"sum\"}'",
+		      data),
+		0);
+	ck_assert_msg(strstr(out, "} 8000\n") != NULL, "%s", out);
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 	log = log_since(&d, at);
 	ck_assert_msg(strstr(log, "'sum': catching up with events"), "%s", log);
