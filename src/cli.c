@@ -326,3 +326,112 @@ cli_time(const char *s)
 	t = (int64_t)timegm(&tm) - (int64_t)oh * 3600 - (int64_t)om * 60;
 	return t * 1000000000 + (int64_t)(frac * 1e9);
 }
+
+/* ------------------------------------------------------------------------
+ * Script parameters
+ * ------------------------------------------------------------------------ */
+
+static int
+params_push(const char *cmd, cli_params *p, const char *name, size_t nn, const char *val, size_t vn)
+{
+	char **v = realloc(p->v, (p->n + 2) * sizeof *v);
+	char *kv = malloc(nn + vn + 2);
+
+	if (v != NULL)
+		p->v = v;
+	if (v == NULL || kv == NULL) {
+		free(kv);
+		cli_error(cmd, "out of memory");
+		return -1;
+	}
+	memcpy(kv, name, nn);
+	kv[nn] = '=';
+	memcpy(kv + nn + 1, val, vn);
+	kv[nn + 1 + vn] = '\0';
+	p->v[p->n++] = kv;
+	p->v[p->n] = NULL;
+	return 0;
+}
+
+int
+cli_params_add(const char *cmd, const char *flag, cli_params *p, const char *kv)
+{
+	const char *eq = strchr(kv, '=');
+
+	if (eq == NULL || eq == kv) {
+		cli_error(cmd, "--%s takes NAME=VALUE, not '%s'", flag, kv);
+		return -1;
+	}
+	return params_push(cmd, p, kv, (size_t)(eq - kv), eq + 1, strlen(eq + 1));
+}
+
+static const char *
+trim(const char *s, const char *end, size_t *n)
+{
+	while (s < end && (*s == ' ' || *s == '\t'))
+		s++;
+	while (end > s && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
+		end--;
+	*n = (size_t)(end - s);
+	return s;
+}
+
+int
+cli_params_file(const char *cmd, cli_params *p, const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char line[4096];
+	unsigned no = 0;
+	int rc = 0;
+
+	if (f == NULL) {
+		cli_error(cmd, "cannot read %s: %s", path, strerror(errno));
+		return -1;
+	}
+	while (rc == 0 && fgets(line, sizeof line, f) != NULL) {
+		size_t len = strlen(line), nn, vn;
+		const char *eq, *name, *val;
+		no++;
+		if (len == sizeof line - 1 && line[len - 1] != '\n') {
+			cli_error(cmd, "%s:%u: the line is longer than %zu bytes", path, no,
+				  sizeof line - 2);
+			rc = -1;
+			break;
+		}
+		if (len > 0 && line[len - 1] == '\n')
+			line[--len] = '\0';
+		name = trim(line, line + len, &nn);
+		if (nn == 0 || name[0] == '#')
+			continue;
+		if ((eq = memchr(name, '=', nn)) == NULL) {
+			cli_error(cmd, "%s:%u: expected NAME = VALUE, not '%.*s'", path, no,
+				  (int)nn, name);
+			rc = -1;
+			break;
+		}
+		val = trim(eq + 1, name + nn, &vn);
+		name = trim(name, eq, &nn);
+		if (nn == 0) {
+			cli_error(cmd, "%s:%u: a parameter needs a name", path, no);
+			rc = -1;
+			break;
+		}
+		rc = params_push(cmd, p, name, nn, val, vn);
+	}
+	if (rc == 0 && ferror(f)) {
+		cli_error(cmd, "cannot read %s: %s", path, strerror(errno));
+		rc = -1;
+	}
+	fclose(f);
+	return rc;
+}
+
+void
+cli_params_free(cli_params *p)
+{
+	for (size_t k = 0; k < p->n; k++)
+		free(p->v[k]);
+	free(p->v);
+	p->v = NULL;
+	p->n = 0;
+}

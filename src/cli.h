@@ -64,6 +64,23 @@ void cli_gen_str(yajl_gen g, const char *s);
 /** Write @p s to stdout as a JSON string literal, quotes included. */
 void cli_json_string(const char *s);
 
+/** Script parameters ("NAME=VALUE", what tide.param(NAME, default)
+ *  gives), NULL-terminated, in the order given: a later one for a name
+ *  wins. */
+typedef struct cli_params {
+	char **v;
+	size_t n;
+} cli_params;
+
+/** Add @p kv, as option --@p flag gave it.  0, or -1 after saying why as
+ *  CMD (not NAME=VALUE, out of memory). */
+int cli_params_add(const char *cmd, const char *flag, cli_params *p, const char *kv);
+/** Add every NAME=VALUE line of file @p path (blank lines and lines
+ *  starting with # are skipped; spaces around NAME and VALUE are not part
+ *  of them).  0, or -1 after saying why, with the file's line. */
+int cli_params_file(const char *cmd, cli_params *p, const char *path);
+void cli_params_free(cli_params *p);
+
 /** Print "tide CMD: message" to stderr. */
 /** After getopt's line about a wrong option: where to look.  Returns
  *  CLI_USAGE. */

@@ -39,7 +39,9 @@ static const char usage_text[] =
 	"  EVENTS                  NDJSON events ('-': stdin); without it, the log in --data\n"
 	"  -s, --script FILE       script to run (repeatable)\n"
 	"      --set NAME=VALUE    the scripts' tide.param(NAME, default) gives VALUE\n"
-	"                          (repeatable)\n"
+	"                          (repeatable; --param is the same)\n"
+	"      --params FILE       the same from a file of NAME = VALUE lines (# starts\n"
+	"                          a comment); a later value for a name wins\n"
 	"      --sweep NAME=V,V... each of these values of NAME in turn (repeatable:\n"
 	"                          every combination, 64 at most); wins over --set\n"
 	"      --threads N         variants run at once, a thread each (default: one per\n"
@@ -342,6 +344,8 @@ cmd_backtest(int argc, char **argv)
 		{ "labels", required_argument, NULL, 'L' },
 		{ "alerts", required_argument, NULL, 'a' },
 		{ "set", required_argument, NULL, 'S' },
+		{ "param", required_argument, NULL, 'S' },
+		{ "params", required_argument, NULL, 'X' },
 		{ "sweep", required_argument, NULL, 'W' },
 		{ "threads", required_argument, NULL, 'T' },
 		{ "score-from", required_argument, NULL, 'f' },
@@ -353,8 +357,9 @@ cmd_backtest(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	tide_backtest_opts bo;
-	const char **scripts = NULL, **sets = NULL, **sweeps = NULL;
-	size_t n = 0, nsets = 0, nsweeps = 0, variants = 1;
+	const char **scripts = NULL, **sweeps = NULL;
+	cli_params sets = { 0 };
+	size_t n = 0, nsweeps = 0, variants = 1;
 	out o = { 0 };
 	int c, rc = CLI_USAGE;
 
@@ -402,21 +407,14 @@ cmd_backtest(int argc, char **argv)
 			*(c == 'f' ? &bo.score_from : &bo.score_until) = t;
 			break;
 		}
-		case 'S': {
-			const char **v;
-			if (strchr(optarg, '=') == NULL || optarg[0] == '=') {
-				cli_error("backtest", "--set takes NAME=VALUE, not '%s'", optarg);
+		case 'S':
+			if (cli_params_add("backtest", "set", &sets, optarg) != 0)
 				goto out;
-			}
-			if ((v = realloc(sets, (nsets + 2) * sizeof *v)) == NULL) {
-				rc = CLI_FAIL;
-				goto out;
-			}
-			sets = v;
-			sets[nsets++] = optarg;
-			sets[nsets] = NULL;
 			break;
-		}
+		case 'X':
+			if (cli_params_file("backtest", &sets, optarg) != 0)
+				goto out;
+			break;
 		case 'W': {
 			const char **v = realloc(sweeps, (nsweeps + 2) * sizeof *v);
 			if (v == NULL) {
@@ -483,7 +481,7 @@ cmd_backtest(int argc, char **argv)
 	o.maxrows = sweeps != NULL ? variants : 0;
 	o.nab = bo.nab_windows != NULL;
 	bo.scripts = scripts;
-	bo.sets = sets;
+	bo.sets = (const char *const *)sets.v;
 	bo.sweeps = sweeps;
 	bo.progress = progress;
 	bo.progress_ud = &o;
@@ -515,7 +513,7 @@ out:
 		free(o.rows[k].variant);
 	free(o.rows);
 	free(scripts);
-	free(sets);
+	cli_params_free(&sets);
 	free(sweeps);
 	return rc;
 }

@@ -56,6 +56,10 @@ static const char usage_text[] =
 	"      --set KEY=VALUE     any config setting (map_size, max_event_size,\n"
 	"                          turn_events, instruction_budget, time_limit,\n"
 	"                          memory_limit, build_threads, ...)\n"
+	"      --param NAME=VALUE  the scripts' tide.param(NAME, default) gives VALUE\n"
+	"                          (repeatable; read when the scripts load)\n"
+	"      --params FILE       the same from a file of NAME = VALUE lines (# starts\n"
+	"                          a comment); a later value for a name wins\n"
 	"      --log-format FMT    text (the default) or json: one object per line,\n"
 	"                          {\"time\":..., \"level\":..., \"msg\":...}\n"
 	"      --log-file FILE     append the log to FILE instead of stderr; SIGHUP\n"
@@ -304,6 +308,8 @@ cmd_run(int argc, char **argv)
 		{ "node", required_argument, NULL, 'O' },
 		{ "durability", required_argument, NULL, 'D' },
 		{ "set", required_argument, NULL, 'S' },
+		{ "param", required_argument, NULL, 'M' },
+		{ "params", required_argument, NULL, 'X' },
 		{ "log-file", required_argument, NULL, 'L' },
 		{ "log-format", required_argument, NULL, 'F' },
 		{ "stop-timeout", required_argument, NULL, 'T' },
@@ -388,6 +394,25 @@ cmd_run(int argc, char **argv)
 			if (set(cfg, "durability", optarg))
 				goto out;
 			break;
+		case 'M':
+			if (strchr(optarg, '=') == NULL || optarg[0] == '=') {
+				cli_error("run", "--param takes NAME=VALUE, not '%s'", optarg);
+				rc = CLI_USAGE;
+				goto out;
+			}
+			if (set(cfg, "param", optarg))
+				goto out;
+			break;
+		case 'X': {
+			cli_params ps = { 0 };
+			int bad = cli_params_file("run", &ps, optarg);
+			for (size_t k = 0; !bad && k < ps.n; k++)
+				bad = set(cfg, "param", ps.v[k]);
+			cli_params_free(&ps);
+			if (bad)
+				goto out;
+			break;
+		}
 		case 'S': {
 			char key[128];
 			const char *eq = strchr(optarg, '=');

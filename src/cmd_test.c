@@ -52,6 +52,9 @@ static const char usage_text[] =
 	"options:\n"
 	"  -s, --script FILE   script to run (repeatable)\n"
 	"      --set NAME=VALUE  the scripts' tide.param(NAME, default) gives VALUE\n"
+	"                      (repeatable; --param is the same)\n"
+	"      --params FILE   the same from a file of NAME = VALUE lines (# starts a\n"
+	"                      comment); a later value for a name wins\n"
 	"      --update        write NAME.expected.ndjson from what the scripts emit\n"
 	"                      (type, subject and data of each), and NAME.state.ndjson\n"
 	"                      from the projections' and rules' states, instead of\n"
@@ -92,8 +95,8 @@ push(char ***v, size_t *n, size_t *cap, char *s)
 
 typedef struct opts {
 	const char **scripts;
-	const char **sets;
-	size_t nsets;
+	const char **sets; /* params.v */
+	cli_params params;
 	int update, verbose, quiet;
 	size_t passed, failed;
 } opts;
@@ -558,6 +561,8 @@ cmd_test(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "script", required_argument, NULL, 's' },
 		{ "set", required_argument, NULL, 'S' },
+		{ "param", required_argument, NULL, 'S' },
+		{ "params", required_argument, NULL, 'X' },
 		{ "update", no_argument, NULL, 'u' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
@@ -583,21 +588,16 @@ cmd_test(int argc, char **argv)
 			o.scripts[n] = NULL;
 			break;
 		}
-		case 'S': {
-			const char **v;
-			if (strchr(optarg, '=') == NULL || optarg[0] == '=') {
-				cli_error("test", "--set takes NAME=VALUE, not '%s'", optarg);
+		case 'S':
+			if (cli_params_add("test", "set", &o.params, optarg) != 0)
 				goto out;
-			}
-			if ((v = realloc(o.sets, (o.nsets + 2) * sizeof *v)) == NULL) {
-				rc = CLI_FAIL;
-				goto out;
-			}
-			o.sets = v;
-			o.sets[o.nsets++] = optarg;
-			o.sets[o.nsets] = NULL;
+			o.sets = (const char **)o.params.v;
 			break;
-		}
+		case 'X':
+			if (cli_params_file("test", &o.params, optarg) != 0)
+				goto out;
+			o.sets = (const char **)o.params.v;
+			break;
 		case 'u': o.update = 1; break;
 		case 'v': o.verbose = 1; break;
 		case 'q': o.quiet = 1; break;
@@ -619,6 +619,6 @@ cmd_test(int argc, char **argv)
 	rc = o.failed ? CLI_FAIL : CLI_OK;
 out:
 	free(o.scripts);
-	free(o.sets);
+	cli_params_free(&o.params);
 	return rc;
 }

@@ -22,7 +22,7 @@
 #include "conf.h"
 #include "script.h"
 
-enum { T_STR, T_SIZE, T_COUNT, T_DURATION, T_DURABILITY, T_LEVEL, T_LIST };
+enum { T_STR, T_SIZE, T_COUNT, T_DURATION, T_DURABILITY, T_LEVEL, T_LIST, T_PARAM };
 
 /* The option table: name, kind, where it lives. */
 /* clang-format off */
@@ -61,6 +61,7 @@ static const struct opt {
 	OPT("log_level", T_LEVEL, log_level),
 	OPT("lua_path", T_STR, lua_path),
 	OPT("allow", T_LIST, allow),
+	OPT("param", T_PARAM, params),
 };
 
 static const char *const levels[] = { "error", "warn", "info", "debug" };
@@ -169,7 +170,8 @@ tide_config_new(tide_config **out)
 		return tidei_fail(TIDE_ENOMEM, NULL);
 	c->data = strdup("./tide-data");
 	c->allow = calloc(1, sizeof *c->allow);
-	if (c->data == NULL || c->allow == NULL) {
+	c->params = calloc(1, sizeof *c->params);
+	if (c->data == NULL || c->allow == NULL || c->params == NULL) {
 		tide_config_destroy(c);
 		return tidei_fail(TIDE_ENOMEM, NULL);
 	}
@@ -214,6 +216,7 @@ tide_config_destroy(tide_config *c)
 	free(c->lua_path);
 	free_list(c->scripts, c->nscripts);
 	free_list(c->allow, c->nallow);
+	free_list(c->params, c->nparams);
 	free(c);
 }
 
@@ -320,6 +323,14 @@ config_set(tide_config *c, const char *key, const char *value)
 				"allow: '%s' is not a module that can be allowed (io, os, debug)",
 				value);
 		return push_list(&c->allow, &c->nallow, value, 1);
+	case T_PARAM:
+		/* NAME=VALUE: what tide.param(NAME, default) gives the scripts;
+		 * a later one for the same name wins */
+		if (value[0] == '=' || strchr(value, '=') == NULL)
+			return tidei_err(c->err, TIDE_ECONFIG,
+					 "param takes NAME=VALUE (for tide.param), not '%s'",
+					 value);
+		return push_list(&c->params, &c->nparams, value, 1);
 	}
 	return TIDE_EINVAL;
 }
@@ -356,6 +367,7 @@ tide_config_get(const tide_config *c, const char *key)
 	case T_DURABILITY: return c->durability == TIDEI_DURABILITY_SYNC ? "sync" : "relaxed";
 	case T_LEVEL: return levels[c->log_level];
 	case T_LIST: return c->nallow ? c->allow[0] : "";
+	case T_PARAM: return c->nparams ? c->params[c->nparams - 1] : "";
 	}
 	return NULL;
 }
@@ -387,12 +399,14 @@ tidei_config_copy(tide_config **out, const tide_config *s)
 		return rc;
 	free(c->data);
 	free_list(c->allow, 0);
+	free_list(c->params, 0);
 	*c = *s;
 	c->data = c->pull = c->rep = c->pub = c->lua_path = c->http = c->http_token = NULL;
 	c->cluster = c->cluster_node = c->cluster_stream = c->cluster_key = NULL;
-	c->scripts = c->allow = NULL;
-	c->nscripts = c->nallow = 0;
+	c->scripts = c->allow = c->params = NULL;
+	c->nscripts = c->nallow = c->nparams = 0;
 	c->allow = calloc(1, sizeof *c->allow);
+	c->params = calloc(1, sizeof *c->params);
 #define DUP(f) \
 	if (s->f != NULL && (c->f = strdup(s->f)) == NULL) \
 		rc = TIDE_ENOMEM;
@@ -408,12 +422,14 @@ tidei_config_copy(tide_config **out, const tide_config *s)
 	DUP(cluster_key);
 	DUP(lua_path);
 #undef DUP
-	if (c->allow == NULL)
+	if (c->allow == NULL || c->params == NULL)
 		rc = TIDE_ENOMEM;
 	for (size_t k = 0; rc == TIDE_OK && k < s->nscripts; k++)
 		rc = push_list(&c->scripts, &c->nscripts, s->scripts[k], 0);
 	for (size_t k = 0; rc == TIDE_OK && k < s->nallow; k++)
 		rc = push_list(&c->allow, &c->nallow, s->allow[k], 1);
+	for (size_t k = 0; rc == TIDE_OK && k < s->nparams; k++)
+		rc = push_list(&c->params, &c->nparams, s->params[k], 1);
 	if (rc != TIDE_OK) {
 		tide_config_destroy(c);
 		return rc;
@@ -503,6 +519,45 @@ apply_list(tide_config *c, lua_State *L, const char *key, const char *dir)
 	return rc;
 }
 
+/* params = { ["amount.limit"] = 220, ... }: each a param setting. */
+static int
+apply_params(tide_config *c, lua_State *L)
+{
+	int rc = TIDE_OK;
+
+	if (!lua_istable(L, -1))
+		return tidei_err(c->err, TIDE_ECONFIG,
+				 "params must be a table { [\"name\"] = value, ... }");
+	lua_pushnil(L);
+	while (rc == TIDE_OK && lua_next(L, -2) != 0) {
+		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL, *v;
+		if (lua_type(L, -1) == LUA_TBOOLEAN)
+			v = lua_toboolean(L, -1) ? "true" : "false";
+		else
+			v = lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER
+				    ? lua_tostring(L, -1)
+				    : NULL;
+		if (k == NULL || *k == '\0' || strchr(k, '=') != NULL || v == NULL) {
+			rc = tidei_err(c->err, TIDE_ECONFIG,
+				       "params: each is a name (a string without '=') and a "
+				       "string, a number or a boolean");
+		} else {
+			char *kv = malloc(strlen(k) + strlen(v) + 2);
+			if (kv == NULL) {
+				rc = TIDE_ENOMEM;
+			} else {
+				sprintf(kv, "%s=%s", k, v);
+				rc = config_set(c, "param", kv);
+				free(kv);
+			}
+		}
+		lua_pop(L, 1);
+	}
+	if (rc != TIDE_OK)
+		lua_pop(L, 1); /* the key */
+	return rc;
+}
+
 static int
 apply_endpoints(tide_config *c, lua_State *L)
 {
@@ -580,6 +635,8 @@ l_read_config(lua_State *L)
 			x->rc = apply_list(c, L, k, x->dir);
 		else if (strcmp(k, "endpoints") == 0)
 			x->rc = apply_endpoints(c, L);
+		else if (strcmp(k, "params") == 0)
+			x->rc = apply_params(c, L);
 		else if (lua_type(L, -1) == LUA_TFUNCTION)
 			; /* helper functions defined in the file are fine */
 		else if (find_opt(k) == NULL)

@@ -51,6 +51,8 @@ struct tide_config {
 	size_t nscripts;
 	char **allow; /* NULL-terminated */
 	size_t nallow;
+	char **params; /* "NAME=VALUE", NULL-terminated: tide.param's overrides */
+	size_t nparams;
 	tide_log_fn *log;
 	void *log_ud;
 	char getbuf[32];

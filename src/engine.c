@@ -741,6 +741,7 @@ new_runtime(tide_engine *e, tidei_consumers **cs, tidei_projections **ps)
 	co.script.memory_limit = (size_t)e->cfg->memory_limit;
 	co.script.lua_path = path.failed ? NULL : (const char *)path.p;
 	co.script.allow = (const char *const *)e->cfg->allow;
+	co.script.params = (const char *const *)e->cfg->params;
 	co.turn_budget = (size_t)e->cfg->turn_events;
 	co.max_emits = (size_t)e->cfg->max_emits;
 	co.max_depth = (unsigned)e->cfg->max_emit_depth;

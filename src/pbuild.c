@@ -123,7 +123,7 @@ tidei_pbuild_env_copy(const tidei_pbuild_env *src)
 {
 	tidei_pbuild_env *e = calloc(1, sizeof *e);
 	char *path = NULL;
-	char **allow = NULL, **scripts = NULL;
+	char **allow = NULL, **params = NULL, **scripts = NULL;
 
 	if (e == NULL)
 		return NULL;
@@ -133,10 +133,14 @@ tidei_pbuild_env_copy(const tidei_pbuild_env *src)
 	if (src->script.allow &&
 	    (allow = copy_list(src->script.allow, list_len(src->script.allow))) == NULL)
 		goto fail;
+	if (src->script.params &&
+	    (params = copy_list(src->script.params, list_len(src->script.params))) == NULL)
+		goto fail;
 	if ((scripts = copy_list(src->scripts, src->nscripts)) == NULL)
 		goto fail;
 	e->script.lua_path = path;
 	e->script.allow = (const char *const *)allow;
+	e->script.params = (const char *const *)params;
 	e->scripts = (const char *const *)scripts;
 	return e;
 fail:
@@ -144,6 +148,9 @@ fail:
 	for (size_t k = 0; allow && allow[k]; k++)
 		free(allow[k]);
 	free(allow);
+	for (size_t k = 0; params && params[k]; k++)
+		free(params[k]);
+	free(params);
 	free(e);
 	return NULL;
 }
@@ -169,6 +176,9 @@ tidei_pbuild_env_free(tidei_pbuild_env *e)
 	for (size_t k = 0; e->script.allow && e->script.allow[k]; k++)
 		free((char *)e->script.allow[k]);
 	free((char **)e->script.allow);
+	for (size_t k = 0; e->script.params && e->script.params[k]; k++)
+		free((char *)e->script.params[k]);
+	free((char **)e->script.params);
 	for (size_t k = 0; k < e->nscripts; k++)
 		free((char *)e->scripts[k]);
 	free((char **)e->scripts);

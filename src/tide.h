@@ -135,7 +135,9 @@ TIDE_API void tide_config_destroy(tide_config *cfg);
  *  "cluster_node" (this node's name; default the host's), "cluster_stream"
  *  (default "TIDE"), "cluster_key" (partition key, default "subject", or a
  *  path like "data.card"), "cluster_partitions" (default 8),
- *  "cluster_replicas" (default 1) and "cluster_lease" (default 6 s).
+ *  "cluster_replicas" (default 1) and "cluster_lease" (default 6 s);
+ *  "param" ("NAME=VALUE": what tide.param(NAME, default) gives the
+ *  scripts; once per name, a later one for a name winning).
  *  @p key and @p value are borrowed.
  *  @return TIDE_OK, TIDE_EINVAL (@p cfg, @p key or @p value NULL),
  *  TIDE_ECONFIG (unknown key or bad value) or TIDE_ENOMEM. */

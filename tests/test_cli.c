@@ -872,6 +872,119 @@ START_TEST(bundled_example_runs)
 }
 END_TEST
 
+/* Publish the events of file @p ev to the engine of @p data, wait until
+ * they are handled, and put the alerts in the log in @p out. */
+static void
+publish_then_alerts(const char *data, const char *ev, char *out, size_t n)
+{
+	ck_assert_int_eq(th_sh(NULL, 0, "'%s' publish --wait --data '%s' < '%s' 2>/dev/null",
+			       TIDE_BIN, data, ev),
+			 0);
+	ck_assert_int_eq(th_sh(out, n, "'%s' log --data '%s' --type alert", TIDE_BIN, data), 0);
+}
+
+/* Script parameters: --param and --params FILE for tide run, the config
+ * file's params table, and the same file for tide backtest and tide test;
+ * a later value wins, and a bad file is refused with its line. */
+START_TEST(params_reach_the_scripts)
+{
+	static const char script[] =
+		"local tide = require 'tide'\n"
+		"local LIMIT, TAG = tide.param('t.limit', 100), tide.param('t.tag', 'none')\n"
+		"tide.on('tx', function(ev)\n"
+		"  if ev.data.amount > LIMIT then\n"
+		"    tide.emit{ type = 'alert', subject = ev.subject,\n"
+		"               data = { limit = LIMIT, tag = TAG } }\n"
+		"  end\n"
+		"end, { name = 'big', from = 'beginning' })\n";
+	static const char events[] =
+		"{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"/t\",\"type\":\"tx\","
+		"\"subject\":\"s\",\"data\":{\"amount\":60}}\n"
+		"{\"specversion\":\"1.0\",\"id\":\"b\",\"source\":\"/t\",\"type\":\"tx\","
+		"\"subject\":\"s\",\"data\":{\"amount\":160}}\n";
+	const char *dir = th_tmpdir(), *data = subdir(dir, "data"), *data2 = subdir(dir, "data2");
+	char path[700], ev[700], params[700], out[8192], conf[1400];
+	th_daemon d;
+
+	/* (th_write's paths last four calls: these are kept) */
+	snprintf(path, sizeof path, "%s", th_write(dir, "r.lua", script));
+	snprintf(ev, sizeof ev, "%s", th_write(dir, "ev.ndjson", events));
+	snprintf(params, sizeof params, "%s",
+		 th_write(dir, "p.params",
+			  "# tuned on last month\n t.limit = 50 \n\nt.tag= from file\n"));
+
+	/* live: the file, then --param over it */
+	ck_assert_int_eq(th_daemon_spawn(&d, data,
+					 "--data '%s' -s '%s' --params '%s' --param "
+					 "t.limit=55",
+					 data, path, params),
+			 0);
+	publish_then_alerts(data, ev, out, sizeof out);
+	ck_assert_int_eq(th_count(out, "\"data\":{\"limit\":55,\"tag\":\"from file\"}"), 2);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+
+	/* a config file's params table */
+	snprintf(conf, sizeof conf,
+		 "data = '%s'\nscripts = { '%s' }\n"
+		 "params = { ['t.limit'] = 70, ['t.tag'] = 'conf' }\n",
+		 data2, path);
+	ck_assert_int_eq(th_daemon_spawn(&d, data2, "-c '%s'", th_write(dir, "c.lua", conf)), 0);
+	publish_then_alerts(data2, ev, out, sizeof out);
+	ck_assert_int_eq(th_count(out, "\"data\":{\"limit\":70,\"tag\":\"conf\"}"), 1);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+
+	/* a backtest: the defaults, the file, the file and --set over it */
+	ck_assert_int_eq(
+		th_sh(out, sizeof out, "'%s' backtest -q -s '%s' --emits '%s'", TIDE_BIN, path, ev),
+		0);
+	ck_assert_int_eq(th_count(out, "\"data\":{\"limit\":100,\"tag\":\"none\"}"), 1);
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' backtest -q -s '%s' --params '%s' --emits '%s'", TIDE_BIN,
+			       path, params, ev),
+			 0);
+	ck_assert_int_eq(th_count(out, "\"data\":{\"limit\":50,\"tag\":\"from file\"}"), 2);
+	ck_assert_int_eq(
+		th_sh(out, sizeof out,
+		      "'%s' backtest -q -s '%s' --params '%s' --set t.limit=150 --emits '%s'",
+		      TIDE_BIN, path, params, ev),
+		0);
+	ck_assert_int_eq(th_count(out, "\"data\":{\"limit\":150,\"tag\":\"from file\"}"), 1);
+
+	/* tide test: the case expects the file's limit */
+	ck_assert_int_eq(
+		th_sh(NULL, 0, "mkdir '%s/cases' && cp '%s' '%s/cases/one.ndjson'", dir, ev, dir),
+		0);
+	th_write(dir, "cases/one.expected.ndjson",
+		 "{\"type\":\"alert\",\"data\":{\"limit\":50,\"tag\":\"from file\"}}\n"
+		 "{\"type\":\"alert\",\"data\":{\"limit\":50,\"tag\":\"from file\"}}\n");
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' test -s '%s' --params '%s' '%s/cases' 2>&1",
+			       TIDE_BIN, path, params, dir),
+			 0);
+	ck_assert_msg(strstr(out, "1 passed, 0 failed") != NULL, "%s", out);
+	ck_assert_int_eq(
+		th_sh(out, sizeof out, "'%s' test -s '%s' '%s/cases' 2>&1", TIDE_BIN, path, dir),
+		1);
+
+	/* a line that is not NAME = VALUE, a missing file, a bad --param */
+	th_write(dir, "bad.params", "t.limit = 5\n# fine\noops\n");
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' backtest -s '%s' --params '%s/bad.params' '%s' 2>&1", TIDE_BIN,
+			       path, dir, ev),
+			 2);
+	ck_assert_msg(strstr(out, "bad.params:3: expected NAME = VALUE, not 'oops'") != NULL, "%s",
+		      out);
+	ck_assert_int_eq(th_sh(out, sizeof out,
+			       "'%s' run --data '%s' -s '%s' --params '%s/none' 2>&1", TIDE_BIN,
+			       data, path, dir),
+			 1);
+	ck_assert_msg(strstr(out, "cannot read") != NULL, "%s", out);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' run --data '%s' -s '%s' --param oops 2>&1",
+			       TIDE_BIN, data, path),
+			 2);
+	ck_assert_msg(strstr(out, "--param takes NAME=VALUE, not 'oops'") != NULL, "%s", out);
+}
+END_TEST
+
 Suite *
 cli_suite(void)
 {
@@ -900,6 +1013,7 @@ cli_suite(void)
 	tcase_add_test(live, tail_from_history_then_live);
 	tcase_add_test(live, publish_progress_on_a_terminal);
 	tcase_add_test(live, bundled_example_runs);
+	tcase_add_test(live, params_reach_the_scripts);
 	tcase_set_timeout(live, 60);
 	suite_add_tcase(s, live);
 	return s;

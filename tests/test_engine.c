@@ -1203,6 +1203,17 @@ START_TEST(config_file)
 		   conf);
 	ck_assert_msg(st != 0 && st != 124, "status %d", st);
 	ck_assert_msg(strstr(out, "durability") != NULL, "%s", out);
+	/* params are names and plain values */
+	th_write(conf, "bad3.lua", "params = { ['t.x'] = { 1 } }\n");
+	st = th_sh(out, sizeof out, "timeout 10 '%s' run --config '%s/bad3.lua' 2>&1", TIDE_BIN,
+		   conf);
+	ck_assert_msg(st != 0 && st != 124, "status %d", st);
+	ck_assert_msg(strstr(out, "params: each is a name") != NULL, "%s", out);
+	th_write(conf, "bad4.lua", "params = 5\n");
+	st = th_sh(out, sizeof out, "timeout 10 '%s' run --config '%s/bad4.lua' 2>&1", TIDE_BIN,
+		   conf);
+	ck_assert_msg(st != 0 && st != 124, "status %d", st);
+	ck_assert_msg(strstr(out, "params must be a table") != NULL, "%s", out);
 	/* settings out of their sense are refused, not met later (a state of
 	 * one byte once ended the process loading the first script) */
 	{

@@ -2205,6 +2205,7 @@ END_TEST
 static const char threads_lua[] =
 	"local tide = require 'tide'\n"
 	"local BOOM, SPIN = %s, %d\n"
+	"local MUL = tide.param('t.mul', 1)\n"
 	"tide.projection('sum', {\n"
 	"  version = %d,\n"
 	"  parallel = %s,\n"
@@ -2213,7 +2214,7 @@ static const char threads_lua[] =
 	"    if BOOM and ev.data.boom then error('boom at ' .. ev.seq) end\n"
 	"    if ev.data.say then print('said at ' .. ev.seq) end\n"
 	"    local x = 0 for i = 1, SPIN do x = x + i %% 7 end\n"
-	"    s.n = (s.n or 0) + 1; s.sum = (s.sum or 0) + ev.data.i end },\n"
+	"    s.n = (s.n or 0) + 1; s.sum = (s.sum or 0) + MUL * ev.data.i end },\n"
 	"})\n"
 	"tide.projection('count', {\n" /* by subject; it builds beside 'sum' */
 	"  on = { ['t.add'] = function(s, ev) s.n = (s.n or 0) + 1 end },\n"
@@ -2282,7 +2283,7 @@ threads_log(const char *data)
 
 /* The expected dump of 'sum' after events 1..@p upto. */
 static char *
-threads_dump(int upto)
+threads_dump_mul(int upto, long mul)
 {
 	long n[TKEYS] = { 0 }, sum[TKEYS] = { 0 };
 	char *keys[TKEYS];
@@ -2290,7 +2291,7 @@ threads_dump(int upto)
 
 	for (int i = 1; i <= upto; i++) {
 		n[i % TKEYS]++;
-		sum[i % TKEYS] += i;
+		sum[i % TKEYS] += mul * i;
 	}
 	for (int k = 0; k < TKEYS; k++) {
 		ck_assert_int_ne(asprintf(&keys[k], "k%02d", k), -1);
@@ -2303,6 +2304,12 @@ threads_dump(int upto)
 		free(keys[k]);
 	sb_printf(&b, "%s", "");
 	return sb_take(&b);
+}
+
+static char *
+threads_dump(int upto)
+{
+	return threads_dump_mul(upto, 1);
 }
 
 /* Query projection @p name in @p data and compare it with @p want (freed). */
@@ -2504,12 +2511,13 @@ START_TEST(live_under_load_on_threads)
 
 	snprintf(data, sizeof data, "%s/data", dir);
 	snprintf(data2, sizeof data2, "%s/data", dir2);
+	/* a parameter of the scripts reaches the threads' states too */
 	at = threads_start(&d, dir, data, "false", 200, 1, "true", 3,
-			   "-v --set turn_events=500 --http 127.0.0.1:0");
+			   "-v --set turn_events=500 --http 127.0.0.1:0 --param t.mul=3");
 	wait_live(data, "sum", 0, 30000);
 	threads_publish_file(dir, data, 1, N);
 	wait_live(data, "sum", N, 60000);
-	query_is(data, "sum", threads_dump(N), "kept live by three threads");
+	query_is(data, "sum", threads_dump_mul(N, 3), "kept live by three threads");
 	wait_live(data, "count", N, 30000);
 	query_is(data, "count", count_dump(N), "kept live beside it");
 	/* every live call is timed, on the threads too: the metrics count
