@@ -17,6 +17,11 @@
 -- transactions (id and amount) for this; a confirmation of one it no
 -- longer remembers only counts its card.
 --
+-- With `terminal.by` = "merchant" the same is learnt of merchants: both
+-- kinds of event are then counted by data.merchant (a confirmation must
+-- carry the merchant of its transaction), for compromises of a merchant's
+-- systems rather than of one of its terminals.
+--
 -- The period is not stretched by the confirmations that keep coming in
 -- during it: they are of frauds from the same compromise, confirmed late.
 -- Nor do the stragglers arriving just after it start a new one: the cards
@@ -28,6 +33,7 @@
 --   terminal.ordinary   0      one card is enough if its fraud was at most this
 --                              many times the terminal's median amount (0: off)
 --   terminal.history    30     transactions remembered per terminal
+--   terminal.by         "terminal"  or "merchant": the data field learnt of
 --
 -- Score: 0.5 for one card, toward 1 with more (1 - 0.5^cards).
 
@@ -38,6 +44,10 @@ local FOR = tide.duration(tide.param("terminal.for", "28d"))
 local MIN = tide.param("terminal.min", 1)
 local ORDINARY = tide.param("terminal.ordinary", 0)
 local HISTORY = tide.param("terminal.history", 30)
+local BY = tide.param("terminal.by", "terminal")
+if BY ~= "terminal" and BY ~= "merchant" then
+  error("terminal.by must be \"terminal\" or \"merchant\", not '" .. tostring(BY) .. "'")
+end
 
 -- was the confirmed transaction an ordinary amount for this terminal?
 local function ordinary(st, id)
@@ -50,7 +60,7 @@ local function ordinary(st, id)
   return amount ~= nil and amount <= ORDINARY * tide.stats.median(amounts)
 end
 
-tide.on("card.*", function(ev, st, terminal)
+tide.on("card.*", function(ev, st, where)
   if not st then return end -- no key: not for this rule
   local now = ev.time_ns
   if ev.type == "card.fraud_confirmed" then
@@ -71,7 +81,7 @@ tide.on("card.*", function(ev, st, terminal)
   elseif ev.type == "card.transaction" then
     if st.since and now >= st.since and now <= st["until"] then
       alert.fraud("fraud.terminal", 1 - 0.5 ^ st.n,
-                  { terminal = terminal, cards = st.n, confirmed = st.frauds }, ev.subject)
+                  { [BY] = where, cards = st.n, confirmed = st.frauds }, ev.subject)
     end
     local amount = tonumber(ev.data and ev.data.amount)
     if ORDINARY > 0 and amount and ev.id then
@@ -80,4 +90,4 @@ tide.on("card.*", function(ev, st, terminal)
       if #st.recent > HISTORY then table.remove(st.recent, 1) end
     end
   end
-end, { name = "fraud.terminal", key = "data.terminal", ttl = "120d", from = "beginning" })
+end, { name = "fraud.terminal", key = "data." .. BY, ttl = "120d", from = "beginning" })

@@ -67,3 +67,18 @@ test("terminal.ordinary: one card is enough if its fraud was an ordinary amount 
   t:set("terminal.history", 3)
   t:eq(#t:emitted("fraud.alert"), 0, "35 pushed out by the three after it: only one card")
 end)
+
+test("terminal.by = merchant learns of merchants across their terminals", function(t)
+  t:set("terminal.by", "merchant")
+  local function sale(card, merchant, terminal, hours)
+    return t:send{ type = "card.transaction", subject = card, time = t.at(T0, 3600 * hours),
+                   data = { amount = 30, merchant = merchant, terminal = terminal } }
+  end
+  local a = sale("c1", "M1", "T7", 0)
+  t:send{ type = "card.fraud_confirmed", subject = "c1", time = t.at(T0, 3600 * 168),
+          data = { transaction = a, terminal = "T7", merchant = "M1" } }
+  sale("c2", "M1", "T8", 170) -- another terminal of the same merchant
+  sale("c3", "M2", "T7", 171) -- another merchant
+  t:expect({ { type = "fraud.alert", subject = "c2" } })
+  t:has(t:emitted("fraud.alert")[1].data, { merchant = "M1", cards = 1 })
+end)
