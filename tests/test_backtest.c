@@ -188,6 +188,45 @@ START_TEST(bounds_and_summary)
 }
 END_TEST
 
+/* On a terminal a long backtest shows a count that moves, then the
+ * summary over it; in a pipe, the summary alone. */
+START_TEST(progress_on_a_terminal)
+{
+	static const char rule[] = "local tide = require 'tide'\n"
+				   "tide.on('tx', function(ev) end, { name = 'quiet' })\n";
+	const char *dir = th_tmpdir();
+	char path[700], big[700], tty[700], res[4096], *text;
+
+	snprintf(path, sizeof path, "%s", th_write(dir, "r.lua", rule));
+	snprintf(big, sizeof big, "%s/big.ndjson", dir);
+	snprintf(tty, sizeof tty, "%s/tty.out", dir);
+	ck_assert_int_eq(
+		th_sh(NULL, 0,
+		      "awk 'BEGIN { for (i = 1; i <= 200000; i++) printf "
+		      "\"{\\\"specversion\\\":\\\"1.0\\\",\\\"id\\\":\\\"p%%d\\\","
+		      "\\\"source\\\":\\\"/x\\\",\\\"type\\\":\\\"tx\\\"}\\n\", i }' >'%s'",
+		      big),
+		0);
+	/* script(1) gives it a terminal */
+	ck_assert_int_eq(th_sh(res, sizeof res,
+			       "script -qec \"'%s' backtest -s '%s' '%s'\" /dev/null >'%s' 2>&1",
+			       TIDE_BIN, path, big, tty),
+			 0);
+	text = th_slurp(tty);
+	ck_assert_ptr_nonnull(text);
+	ck_assert_msg(strstr(text, "\rtide backtest: 131072 events (") &&
+			      strstr(text, "\r\033[Ktide backtest: 200000 events in "),
+		      "%.500s", text);
+	free(text);
+	/* not a terminal: the summary alone */
+	ck_assert_int_eq(
+		th_sh(res, sizeof res, "'%s' backtest -s '%s' '%s' 2>&1", TIDE_BIN, path, big), 0);
+	ck_assert_msg(strncmp(res, "tide backtest: 200000 events in ", 32) == 0 &&
+			      strchr(res, '\r') == NULL,
+		      "%s", res);
+}
+END_TEST
+
 /* Scores against labels, from a field or a file of ids, overall and per
  * consumer, checked by hand on a small input. */
 START_TEST(scores_against_labels)
@@ -1132,6 +1171,7 @@ backtest_suite(void)
 	tcase_add_checked_fixture(tc, NULL, th_cleanup);
 	tcase_add_test(tc, backtest_emits_what_live_emits);
 	tcase_add_test(tc, bounds_and_summary);
+	tcase_add_test(tc, progress_on_a_terminal);
 	tcase_add_test(tc, scores_against_labels);
 	tcase_add_test(tc, usage_and_errors);
 	tcase_add_test(tc, tide_test_compares_with_expectations);
