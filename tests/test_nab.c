@@ -2,7 +2,9 @@
  * test_nab.c - NAB's scoring (nab.h) against the benchmark's published
  * results: the windowed Gaussian detector's per-row anomaly scores in
  * ../shared/testdata/iot/NAB/results, thresholded as NAB's thresholds
- * file says, must score what NAB's own scores file says for each series.
+ * file says, must score what NAB's own scores files say for each series
+ * under each of the three profiles, and the detector's published scores of
+ * all 58 series, summed, must normalise to NAB's published result.
  * Skipped without the data; hand-made series are checked always.
  */
 #define _GNU_SOURCE
@@ -85,6 +87,17 @@ parse_ts(const char *s)
 	tm.tm_mon -= 1;
 	return (int64_t)timegm(&tm) * 1000000000ll;
 }
+
+/* NAB's three cost profiles, by the names of its results files (the
+ * windowed Gaussian detector's threshold is 1.0 under each). */
+static const struct {
+	const char *name;
+	const tidei_nab_profile *p;
+} profiles[] = {
+	{ "standard", &tidei_nab_standard },
+	{ "reward_low_FP_rate", &tidei_nab_low_fp },
+	{ "reward_low_FN_rate", &tidei_nab_low_fn },
+};
 
 /* The published score of @p file in @p scores (CSV), or NAN. */
 static double
@@ -171,20 +184,108 @@ START_TEST(scores_as_nab_publishes)
 			win[2 * i] = parse_ts(YAJL_GET_STRING(pair->u.array.values[0]));
 			win[2 * i + 1] = parse_ts(YAJL_GET_STRING(pair->u.array.values[1]));
 		}
-		ck_assert_int_eq(
-			tidei_nab_score_series(t, det, n, win, nw, &tidei_nab_standard, &s), 0);
-		snprintf(path, sizeof path,
-			 "%s/results/windowedGaussian/windowedGaussian_standard_scores.csv", nab);
-		want = published(path, file);
-		ck_assert_msg(fabs(s.score - want) < 1e-6, "%s: %.9f, NAB says %.9f", file, s.score,
-			      want);
-		checked++;
+		for (int pr = 0; pr < 3; pr++) {
+			ck_assert_int_eq(
+				tidei_nab_score_series(t, det, n, win, nw, profiles[pr].p, &s), 0);
+			snprintf(path, sizeof path,
+				 "%s/results/windowedGaussian/windowedGaussian_%s_scores.csv", nab,
+				 profiles[pr].name);
+			want = published(path, file);
+			ck_assert_msg(fabs(s.score - want) < 1e-6, "%s (%s): %.9f, NAB says %.9f",
+				      file, profiles[pr].name, s.score, want);
+			checked++;
+		}
 		free(t);
 		free(det);
 		free(win);
 	}
-	ck_assert_int_eq(checked, 7);
+	ck_assert_int_eq(checked, 7 * 3);
 	yajl_tree_free(windows);
+	free(text);
+}
+END_TEST
+
+/* The normalisation: the windowed Gaussian detector's published raw
+ * scores of all 58 series, summed, against the null and perfect scores
+ * of each series (its timestamps and windows), give NAB's published
+ * final results for each profile. */
+START_TEST(normalised_as_nab_publishes)
+{
+	const char *found = th_testdata("iot/NAB");
+	char nab[800], path[1024], err[256], *text, *results;
+	yajl_val windows, final;
+	size_t series = 0;
+
+	if (found == NULL)
+		return;
+	snprintf(nab, sizeof nab, "%s", found);
+	snprintf(path, sizeof path, "%s/labels/combined_windows.json", nab);
+	text = th_slurp(path);
+	ck_assert_ptr_nonnull(text);
+	windows = yajl_tree_parse(text, err, sizeof err);
+	ck_assert_ptr_nonnull(windows);
+	snprintf(path, sizeof path, "%s/results/final_results.json", nab);
+	results = th_slurp(path);
+	ck_assert_ptr_nonnull(results);
+	final = yajl_tree_parse(results, err, sizeof err);
+	ck_assert_ptr_nonnull(final);
+	for (int pr = 0; pr < 3; pr++) {
+		const char *key[] = { "windowedGaussian", profiles[pr].name, NULL };
+		double null_score = 0, perfect = 0, raw = 0, want, got;
+		char line[1024];
+		FILE *f;
+
+		series = 0;
+		for (size_t k = 0; k < windows->u.object.len; k++) {
+			const char *file = windows->u.object.keys[k];
+			yajl_val w = windows->u.object.values[k];
+			size_t n = 0, cap = 0, nw = w->u.array.len;
+			int64_t *t = NULL, *win = calloc(2 * nw + 1, sizeof *win);
+			uint8_t *det;
+			tidei_nab_score s;
+
+			snprintf(path, sizeof path, "%s/data/%s", nab, file);
+			f = fopen(path, "r");
+			ck_assert_msg(f != NULL, "%s", path);
+			while (fgets(line, sizeof line, f) != NULL) {
+				int64_t ts = parse_ts(line);
+				if (ts < 0)
+					continue; /* the header */
+				if (n == cap) {
+					cap = cap ? cap * 2 : 4096;
+					t = realloc(t, cap * sizeof *t);
+				}
+				t[n++] = ts;
+			}
+			fclose(f);
+			for (size_t i = 0; i < nw; i++) {
+				yajl_val pair = w->u.array.values[i];
+				win[2 * i] = parse_ts(YAJL_GET_STRING(pair->u.array.values[0]));
+				win[2 * i + 1] = parse_ts(YAJL_GET_STRING(pair->u.array.values[1]));
+			}
+			det = calloc(n ? n : 1, 1);
+			ck_assert_int_eq(
+				tidei_nab_score_series(t, det, n, win, nw, profiles[pr].p, &s), 0);
+			null_score += s.null_score;
+			perfect += s.perfect;
+			snprintf(path, sizeof path,
+				 "%s/results/windowedGaussian/windowedGaussian_%s_scores.csv", nab,
+				 profiles[pr].name);
+			raw += published(path, file);
+			series++;
+			free(t);
+			free(det);
+			free(win);
+		}
+		ck_assert_uint_eq(series, 58);
+		got = tidei_nab_normalised(raw, null_score, perfect);
+		want = YAJL_GET_DOUBLE(yajl_tree_get(final, key, yajl_t_number));
+		ck_assert_msg(fabs(got - want) < 1e-6, "%s: %.9f, NAB says %.9f", profiles[pr].name,
+			      got, want);
+	}
+	yajl_tree_free(final);
+	yajl_tree_free(windows);
+	free(results);
 	free(text);
 }
 END_TEST
@@ -198,6 +299,7 @@ nab_suite(void)
 	tcase_add_checked_fixture(tc, NULL, th_cleanup);
 	tcase_add_test(tc, scores_by_hand);
 	tcase_add_test(tc, scores_as_nab_publishes);
+	tcase_add_test(tc, normalised_as_nab_publishes);
 	suite_add_tcase(s, tc);
 	return s;
 }
