@@ -419,7 +419,7 @@ cli_params_file(const char *cmd, cli_params *p, const char *path)
 		rc = params_push(cmd, p, name, nn, val, vn);
 	}
 	if (rc == 0 && ferror(f)) {
-		cli_error(cmd, "cannot read %s: %s", path, strerror(errno));
+		cli_error(cmd, "cannot read %s: a read error", path);
 		rc = -1;
 	}
 	fclose(f);

@@ -40,8 +40,8 @@ static const char usage_text[] =
 	"  -s, --script FILE       script to run (repeatable)\n"
 	"      --set NAME=VALUE    the scripts' tide.param(NAME, default) gives VALUE\n"
 	"                          (repeatable; --param is the same)\n"
-	"      --params FILE       the same from a file of NAME = VALUE lines (# starts\n"
-	"                          a comment); a later value for a name wins\n"
+	"      --params FILE       the same from a file of NAME = VALUE lines (lines\n"
+	"                          starting with # are comments); a later value wins\n"
 	"      --sweep NAME=V,V... each of these values of NAME in turn (repeatable:\n"
 	"                          every combination, 64 at most); wins over --set\n"
 	"      --threads N         variants run at once, a thread each (default: one per\n"
@@ -344,7 +344,7 @@ cmd_backtest(int argc, char **argv)
 		{ "labels", required_argument, NULL, 'L' },
 		{ "alerts", required_argument, NULL, 'a' },
 		{ "set", required_argument, NULL, 'S' },
-		{ "param", required_argument, NULL, 'S' },
+		{ "param", required_argument, NULL, 'M' },
 		{ "params", required_argument, NULL, 'X' },
 		{ "sweep", required_argument, NULL, 'W' },
 		{ "threads", required_argument, NULL, 'T' },
@@ -408,12 +408,16 @@ cmd_backtest(int argc, char **argv)
 			break;
 		}
 		case 'S':
-			if (cli_params_add("backtest", "set", &sets, optarg) != 0)
+		case 'M':
+			if (cli_params_add("backtest", c == 'S' ? "set" : "param", &sets, optarg) !=
+			    0)
 				goto out;
 			break;
 		case 'X':
-			if (cli_params_file("backtest", &sets, optarg) != 0)
+			if (cli_params_file("backtest", &sets, optarg) != 0) {
+				rc = CLI_FAIL; /* what the file holds, not how it was asked */
 				goto out;
+			}
 			break;
 		case 'W': {
 			const char **v = realloc(sweeps, (nsweeps + 2) * sizeof *v);

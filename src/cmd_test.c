@@ -53,8 +53,8 @@ static const char usage_text[] =
 	"  -s, --script FILE   script to run (repeatable)\n"
 	"      --set NAME=VALUE  the scripts' tide.param(NAME, default) gives VALUE\n"
 	"                      (repeatable; --param is the same)\n"
-	"      --params FILE   the same from a file of NAME = VALUE lines (# starts a\n"
-	"                      comment); a later value for a name wins\n"
+	"      --params FILE   the same from a file of NAME = VALUE lines (lines\n"
+	"                      starting with # are comments); a later value wins\n"
 	"      --update        write NAME.expected.ndjson from what the scripts emit\n"
 	"                      (type, subject and data of each), and NAME.state.ndjson\n"
 	"                      from the projections' and rules' states, instead of\n"
@@ -583,7 +583,7 @@ cmd_test(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "script", required_argument, NULL, 's' },
 		{ "set", required_argument, NULL, 'S' },
-		{ "param", required_argument, NULL, 'S' },
+		{ "param", required_argument, NULL, 'M' },
 		{ "params", required_argument, NULL, 'X' },
 		{ "update", no_argument, NULL, 'u' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -611,13 +611,17 @@ cmd_test(int argc, char **argv)
 			break;
 		}
 		case 'S':
-			if (cli_params_add("test", "set", &o.params, optarg) != 0)
+		case 'M':
+			if (cli_params_add("test", c == 'S' ? "set" : "param", &o.params, optarg) !=
+			    0)
 				goto out;
 			o.sets = (const char **)o.params.v;
 			break;
 		case 'X':
-			if (cli_params_file("test", &o.params, optarg) != 0)
+			if (cli_params_file("test", &o.params, optarg) != 0) {
+				rc = CLI_FAIL; /* what the file holds, not how it was asked */
 				goto out;
+			}
 			o.sets = (const char **)o.params.v;
 			break;
 		case 'u': o.update = 1; break;

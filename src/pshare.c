@@ -191,8 +191,9 @@ tidei_proj_helpers(tidei_projections *ps, proj *p, tidei_log *log, int64_t now, 
 	n = tidei_pbuild_parts(p->par);
 	for (unsigned k = 0; k < n; k++) {
 		out[k] = tidei_pbuild_states(p->par, k);
-		tidei_histo_merge(&p->took,
-				  tidei_pbuild_took(p->par, k)); /* live calls, on threads */
+		/* live calls, on threads (counted again if this turn is undone
+		 * and the helpers redo them, as the engine's own turns are) */
+		tidei_histo_merge(&p->took, tidei_pbuild_took(p->par, k));
 	}
 	LOG(ps, TIDE_LOG_DEBUG, "projection '%s': writing the states of its threads at event %llu",
 	    p->name, (unsigned long long)seq);

@@ -137,7 +137,7 @@ TIDE_API void tide_config_destroy(tide_config *cfg);
  *  path like "data.card"), "cluster_partitions" (default 8),
  *  "cluster_replicas" (default 1) and "cluster_lease" (default 6 s);
  *  "param" ("NAME=VALUE": what tide.param(NAME, default) gives the
- *  scripts; once per name, a later one for a name winning).
+ *  scripts; each call adds one, and of several for a name the last wins).
  *  @p key and @p value are borrowed.
  *  @return TIDE_OK, TIDE_EINVAL (@p cfg, @p key or @p value NULL),
  *  TIDE_ECONFIG (unknown key or bad value) or TIDE_ENOMEM. */

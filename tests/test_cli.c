@@ -906,7 +906,7 @@ START_TEST(params_reach_the_scripts)
 	char path[700], ev[700], params[700], out[8192], conf[1400];
 	th_daemon d;
 
-	/* (th_write's paths last four calls: these are kept) */
+	/* (th_write's paths are reused after four calls: these are copied) */
 	snprintf(path, sizeof path, "%s", th_write(dir, "r.lua", script));
 	snprintf(ev, sizeof ev, "%s", th_write(dir, "ev.ndjson", events));
 	snprintf(params, sizeof params, "%s",
@@ -970,7 +970,7 @@ START_TEST(params_reach_the_scripts)
 	ck_assert_int_eq(th_sh(out, sizeof out,
 			       "'%s' backtest -s '%s' --params '%s/bad.params' '%s' 2>&1", TIDE_BIN,
 			       path, dir, ev),
-			 2);
+			 1);
 	ck_assert_msg(strstr(out, "bad.params:3: expected NAME = VALUE, not 'oops'") != NULL, "%s",
 		      out);
 	ck_assert_int_eq(th_sh(out, sizeof out,
@@ -982,6 +982,11 @@ START_TEST(params_reach_the_scripts)
 			       TIDE_BIN, data, path),
 			 2);
 	ck_assert_msg(strstr(out, "--param takes NAME=VALUE, not 'oops'") != NULL, "%s", out);
+	ck_assert_int_eq(th_sh(out, sizeof out, "'%s' test -s '%s' --param oops '%s/cases' 2>&1",
+			       TIDE_BIN, path, dir),
+			 2);
+	ck_assert_msg(strstr(out, "tide test: --param takes NAME=VALUE, not 'oops'") != NULL, "%s",
+		      out);
 }
 END_TEST
 

@@ -254,6 +254,7 @@ START_TEST(normalised_as_nab_publishes)
 				if (n == cap) {
 					cap = cap ? cap * 2 : 4096;
 					t = realloc(t, cap * sizeof *t);
+					ck_assert_ptr_nonnull(t);
 				}
 				t[n++] = ts;
 			}
@@ -279,6 +280,7 @@ START_TEST(normalised_as_nab_publishes)
 		}
 		ck_assert_uint_eq(series, 58);
 		got = tidei_nab_normalised(raw, null_score, perfect);
+		ck_assert_ptr_nonnull(yajl_tree_get(final, key, yajl_t_number));
 		want = YAJL_GET_DOUBLE(yajl_tree_get(final, key, yajl_t_number));
 		ck_assert_msg(fabs(got - want) < 1e-6, "%s: %.9f, NAB says %.9f", profiles[pr].name,
 			      got, want);

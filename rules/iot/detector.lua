@@ -183,9 +183,12 @@ local function off_day(st, v, t)
   local dist, off = math.abs(v - mean), st.off
   st.off = off and off + USUAL_W * (dist - off) or dist
   st.slots[slot] = mean + SLOT_W * (v - mean)
+  -- (a floor under the usual distance: a pattern repeated exactly does not
+  -- make every rounding error an alert)
+  local usual = off and math.max(off, 1e-9 * st.spread)
   if off and DAILY > 0 and t - st.since > HISTORY and st.spread > 0 and
-      off / st.spread < DAILY_FIT and dist > DAILY * off then
-    return dist, DAILY * off, mean
+      off / st.spread < DAILY_FIT and dist > DAILY * usual then
+    return dist, DAILY * usual, mean
   end
   return nil
 end
@@ -209,7 +212,10 @@ tide.on("sensor.reading", function(ev, st, sensor)
   st.lo, st.hi = math.min(lo, v), math.max(hi, v)
   st.buf[(n - 1) % W + 1] = v
   local stat = n >= W and unusual(st) or nil
-  local dist, limit, usual = off_day(st, v, ev.time_ns)
+  local dist, limit, usual
+  if ev.time_ns then -- (a reading without a time has no time of day)
+    dist, limit, usual = off_day(st, v, ev.time_ns)
+  end
 
   if stat and n <= LEARN then stat = nil end
   if n > WARMUP and (far or dist or stat) and (not st.last or ev.time_ns - st.last >= QUIET) then

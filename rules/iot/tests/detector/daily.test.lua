@@ -71,3 +71,12 @@ test("detector.daily = 0 leaves the question out", function(t)
     t:ok(test_name ~= "daily", "no alert off its day")
   end
 end)
+
+test("a reading without a time is handled (no time of day to ask about)", function(t)
+  for k = 1, 3 do
+    t:send{ type = "sensor.reading", subject = "timeless", data = { value = k } }
+  end
+  local st = t:rule("iot.anomaly", "timeless")
+  t:eq(st.n, 3)
+  t:eq(st.slots, nil)
+end)
