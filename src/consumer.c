@@ -57,9 +57,18 @@
  * at 100,000 keys costs a page per event.  An aborted turn, a crash or a
  * kill takes the consumers back to the last write; the events after it
  * are handled again, and what they emit again has the ids it had the
- * first time, so the log keeps one copy (emits are appended at once). */
+ * first time, so the log keeps one copy (emits are appended at once).
+ * Past WRITE_NS, a write that would store many records for the events
+ * since the last one (rules' key states and timers: fewer than
+ * WRITE_EVENTS_PER_RECORD events each) waits for more events, up to
+ * WRITE_MAX_NS: writing a record costs about as much as handling an
+ * event, so rules over many keys spend at most about a ninth of their
+ * time writing, and a restart handles at most WRITE_MAX_NS of events
+ * again. */
 #define WRITE_BUSY 256
 #define WRITE_NS 2000000000ll
+#define WRITE_MAX_NS 10000000000ll
+#define WRITE_EVENTS_PER_RECORD 8
 
 static int
 name_valid(const char *s)
@@ -397,6 +406,7 @@ tidei_consumers_start(tidei_consumers *cs, tidei_log *log, uint64_t head, char *
 	rc = load(cs, log, txn, head, why);
 	tidei_log_read_end(log);
 	cs->written_at = tidei_now(); /* what is stored is where they are */
+	cs->since_write = 0;
 	if (rc != TIDE_OK)
 		return tidei_err(err, rc, "cannot read consumer state: %s", why);
 	return TIDE_OK;
@@ -985,15 +995,68 @@ offer(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *
  * next event is looked at.  Emitted events are appended to the log and
  * reached in their turn, so the order of calls is the log's and a replay
  * of the log makes the same calls in the same order (replay.c). */
+/* Read the events after @p after into @p got (at most TIDEI_RULE_AHEAD):
+ * their seqs in @p seqs, their records in @p vals (good until the next
+ * append).  Returns how many, 0 at the end (*@p mrc says why). */
+static size_t
+read_ahead(MDB_cursor *cur, uint64_t after, uint64_t *seqs, MDB_val *vals, int *mrc)
+{
+	MDB_val k;
+	size_t n = 0;
+	uint64_t from = after + 1;
+
+	k.mv_size = 8;
+	k.mv_data = &from;
+	*mrc = mdb_cursor_get(cur, &k, &vals[0], MDB_SET_RANGE);
+	while (*mrc == 0) {
+		memcpy(&seqs[n], k.mv_data, 8);
+		if (++n == TIDEI_RULE_AHEAD)
+			break;
+		*mrc = mdb_cursor_get(cur, &k, &vals[n], MDB_NEXT);
+	}
+	if (n > 0)
+		*mrc = 0; /* an error past them is met again by the next read */
+	return n;
+}
+
+/* Events @p ahead (@p n) are next: the rules keyed by a field start
+ * bringing their keys' slots into the CPU cache. */
+static void
+look_ahead(tidei_consumers *cs, const struct tide_event *ahead, size_t n)
+{
+	const struct tide_event *mine[TIDEI_RULE_AHEAD];
+
+	for (size_t i = 0; i < cs->n; i++) {
+		tidei_consumer *c = &cs->v[i];
+		size_t m = 0;
+		if (c->rule == NULL)
+			continue;
+		for (size_t j = 0; j < n; j++)
+			if (ahead[j].seq > c->checkpoint &&
+			    tidei_pattern_match(c->pattern, c->plen, ahead[j].attr[TIDEI_A_TYPE],
+						ahead[j].len[TIDEI_A_TYPE]))
+				mine[m++] = &ahead[j];
+		if (m > 0)
+			tidei_rule_ahead(c->rule, mine, m);
+	}
+}
+
+/* New events, in log order: each event goes through every consumer that
+ * has not passed it, in the order the consumers were defined, before the
+ * next event is looked at.  Emitted events are appended to the log and
+ * reached in their turn, so the order of calls is the log's and a replay
+ * of the log makes the same calls in the same order (replay.c).  Events
+ * are read TIDEI_RULE_AHEAD at a time, for the rules to look ahead. */
 static int
 run_new(tidei_consumers *cs, tidei_log *log, int64_t now, size_t *handled, size_t budget,
 	int64_t deadline, char *err)
 {
 	MDB_cursor *cur;
-	MDB_val k, v;
-	uint64_t seq = UINT64_MAX;
-	size_t scanned = 0;
-	int rc = TIDE_OK, mrc, stop = 0;
+	MDB_val k, v, vals[TIDEI_RULE_AHEAD];
+	uint64_t seq = UINT64_MAX, seqs[TIDEI_RULE_AHEAD];
+	struct tide_event ahead[TIDEI_RULE_AHEAD];
+	size_t scanned = 0, n = 0, j = 0;
+	int rc = TIDE_OK, mrc = 0, stop = 0, stale = 0, decoded = 0;
 
 	for (size_t i = 0; i < cs->n; i++)
 		if (cs->v[i].checkpoint < seq)
@@ -1003,25 +1066,49 @@ run_new(tidei_consumers *cs, tidei_log *log, int64_t now, size_t *handled, size_
 	if ((mrc = mdb_cursor_open(log->txn, log->events, &cur)) != 0)
 		return tidei_err(err, tidei_err_mdb(mrc), "cannot read the log: %s",
 				 mdb_strerror(mrc));
-	seq++;
-	k.mv_size = 8;
-	k.mv_data = &seq;
-	mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
 	/* Non-matching events cost little: scanning is allowed further. */
-	while (mrc == 0 && !stop && *handled < budget && scanned < 8 * budget &&
+	while (!stop && *handled < budget && scanned < 8 * budget &&
 	       (scanned % CLOCK_EVERY != 0 || scanned == 0 || tidei_now() < deadline)) {
-		struct tide_event ev;
-
-		memcpy(&seq, k.mv_data, 8);
+		if (j == n) {
+			/* the next events, after the last one read (an append
+			 * may have moved the pages under them since) */
+			if ((n = read_ahead(cur, n > 0 ? seqs[n - 1] : seq, seqs, vals, &mrc)) == 0)
+				break;
+			j = 0;
+			stale = 0;
+			decoded = 0;
+			for (size_t i = 0; i < cs->n && !decoded; i++)
+				decoded = cs->v[i].rule != NULL;
+			for (size_t i = 0; i < n && decoded; i++) {
+				if (tidei_event_decode(&ahead[i], vals[i].mv_data,
+						       vals[i].mv_size) != 0)
+					decoded = 0; /* reported below, when reached */
+				ahead[i].seq = seqs[i];
+				ahead[i].scratch = NULL;
+			}
+			if (decoded)
+				look_ahead(cs, ahead, n);
+		}
+		seq = seqs[j];
+		v = vals[j];
 		scanned++;
 		for (size_t i = 0; i < cs->n && !stop; i++) {
 			tidei_consumer *c = &cs->v[i];
+			struct tide_event ev;
 			int appended = 0;
 			if (c->checkpoint >= seq)
 				continue;
-			/* read again for each consumer: an append may have moved
-			 * the pages under the last one's copy */
-			if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
+			if (stale) {
+				/* read again: an append may have moved the pages
+				 * under the last copy */
+				k.mv_size = 8;
+				k.mv_data = &seq;
+				if ((mrc = mdb_cursor_get(cur, &k, &v, MDB_SET)) != 0)
+					break;
+			}
+			if (!stale && decoded) {
+				ev = ahead[j];
+			} else if (tidei_event_decode(&ev, v.mv_data, v.mv_size) != 0) {
 				rc = tidei_err(err, TIDE_EIO, "event %llu is corrupt",
 					       (unsigned long long)seq);
 				break;
@@ -1033,18 +1120,14 @@ run_new(tidei_consumers *cs, tidei_log *log, int64_t now, size_t *handled, size_
 				break;
 			if (!stop)
 				c->checkpoint = seq;
-			if (appended) {
-				k.mv_size = 8;
-				k.mv_data = &seq;
-				if ((mrc = mdb_cursor_get(cur, &k, &v, MDB_SET)) != 0)
-					break;
-			}
+			if (appended)
+				stale = 1;
 			if (cs->full)
 				stop = 1; /* the rest after the engine made a fresh state */
 		}
 		if (rc != TIDE_OK || mrc != 0)
 			break;
-		mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+		j++;
 	}
 	mdb_cursor_close(cur);
 	if (rc != TIDE_OK)
@@ -1070,6 +1153,24 @@ write_due(const tidei_consumers *cs)
 	return 0;
 }
 
+/* 1 if a busy turn's work is to be written now (see WRITE_NS). */
+static int
+write_wanted(const tidei_consumers *cs, int64_t now)
+{
+	int64_t after = cs->o.write_ns > 0 ? cs->o.write_ns : WRITE_NS;
+	int64_t most = after > WRITE_MAX_NS ? after : WRITE_MAX_NS;
+	size_t records = 0;
+
+	if (now - cs->written_at < after)
+		return write_due(cs);
+	if (now - cs->written_at >= most)
+		return 1;
+	for (size_t k = 0; k < cs->n; k++)
+		if (cs->v[k].rule != NULL)
+			records += tidei_rule_unwritten(cs->v[k].rule);
+	return cs->since_write >= (uint64_t)records * WRITE_EVENTS_PER_RECORD || write_due(cs);
+}
+
 int
 tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err)
 {
@@ -1092,9 +1193,8 @@ tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err)
 		rc = run_new(cs, log, now, &handled, budget, deadline, err);
 	if (rc != TIDE_OK)
 		return rc;
-	if (handled >= WRITE_BUSY &&
-	    now - cs->written_at < (cs->o.write_ns > 0 ? cs->o.write_ns : WRITE_NS) &&
-	    !write_due(cs))
+	cs->since_write += handled;
+	if (handled >= WRITE_BUSY && !write_wanted(cs, now))
 		*more = 1; /* a turn soon, to write it if nothing else comes */
 	else if ((rc = tidei_consumers_write(cs, log, err)) != TIDE_OK)
 		return rc;
@@ -1146,6 +1246,7 @@ tidei_consumers_write(tidei_consumers *cs, tidei_log *log, char *err)
 	if (rc == TIDE_OK) {
 		cs->wrote = 1;
 		cs->written_at = tidei_now();
+		cs->since_write = 0;
 	}
 	return rc;
 }

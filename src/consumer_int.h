@@ -53,11 +53,12 @@ struct tidei_consumers {
 	uint64_t tick_seq;    /* the tick appended last, until every rule passed it */
 	/* Writing the consumers' work (checkpoints, rule states and timers,
 	 * shared tables) waits while they are busy: see tidei_consumers_run. */
-	int64_t written_at; /* when it was last written */
-	int must_write;     /* this turn wrote what cannot wait (a retry, a claim) */
-	int wrote;          /* the open turn writes it */
-	tidei_buf scratch;  /* tide_event_json() for C handlers */
-	tidei_buf attrs;    /* tide_event_attr() for C handlers */
+	int64_t written_at;   /* when it was last written */
+	uint64_t since_write; /* events handled since */
+	int must_write;       /* this turn wrote what cannot wait (a retry, a claim) */
+	int wrote;            /* the open turn writes it */
+	tidei_buf scratch;    /* tide_event_json() for C handlers */
+	tidei_buf attrs;      /* tide_event_attr() for C handlers */
 };
 
 #define LOG(cs, level, ...) (cs)->o.log((cs)->o.log_ud, level, __VA_ARGS__)

@@ -142,11 +142,28 @@ grow(tidei_keymap *m)
 	return 0;
 }
 
+uint32_t
+tidei_keymap_hash(const char *key, size_t n)
+{
+	return hash(key, n);
+}
+
+void
+tidei_keymap_prefetch(const tidei_keymap *m, uint32_t h)
+{
+	if (m->mask != 0)
+		__builtin_prefetch(&m->b[h & m->mask]);
+}
+
 long
 tidei_keymap_get(const tidei_keymap *m, const char *key, size_t n)
 {
-	uint32_t h = hash(key, n);
+	return tidei_keymap_get_hashed(m, hash(key, n), key, n);
+}
 
+long
+tidei_keymap_get_hashed(const tidei_keymap *m, uint32_t h, const char *key, size_t n)
+{
 	if (m->mask != 0)
 		for (size_t i = h & m->mask; m->b[i].slot != 0; i = (i + 1) & m->mask)
 			if (same(m, &m->b[i], h, key, n))

@@ -42,6 +42,12 @@ void tidei_keymap_clear(tidei_keymap *m);
 
 /** The slot of @p key (@p n bytes), or -1 if it is not in the set. */
 long tidei_keymap_get(const tidei_keymap *m, const char *key, size_t n);
+/** The hash tidei_keymap_get() looks @p key up by. */
+uint32_t tidei_keymap_hash(const char *key, size_t n);
+/** Start bringing the bucket of hash @p h into the CPU cache. */
+void tidei_keymap_prefetch(const tidei_keymap *m, uint32_t h);
+/** tidei_keymap_get() of a key whose hash is @p h. */
+long tidei_keymap_get_hashed(const tidei_keymap *m, uint32_t h, const char *key, size_t n);
 /** The slot of @p key (@p n bytes), added if new (then *@p fresh is 1).
  *  Returns -1 when out of memory. */
 long tidei_keymap_put(tidei_keymap *m, const char *key, size_t n, int *fresh);

@@ -444,11 +444,17 @@ tidei_rule_flush(tidei_rule *r, tidei_log *log, char *err)
 	return rc;
 }
 
+size_t
+tidei_rule_unwritten(const tidei_rule *r)
+{
+	return (r->dirty_all ? r->keys.n : r->ndirty) + tidei_rtimers_changes(r->timers);
+}
+
 int
 tidei_rule_must_write(const tidei_rule *r, lua_State *L)
 {
 	tidei_lstate *ls = tidei_lstate_of(L);
-	size_t n = (r->dirty_all ? r->keys.n : r->ndirty) + tidei_rtimers_changes(r->timers);
+	size_t n = tidei_rule_unwritten(r);
 
 	return n >= TIDEI_RULE_UNWRITTEN || r->keys.n > TIDEI_RULE_CACHE ||
 	       tidei_lstate_room(ls) < tidei_lstate_ceiling(ls) / 2;

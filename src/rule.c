@@ -424,11 +424,35 @@ tidei_rule_now(const tidei_rule *r)
 
 /* The key of r->ev pushed: 1, or 0 (nothing pushed) when it has none.
  * @p evi is the event's index.  [-0, +(0|1), e] */
+/* The key of @p ev at the rule's key path, in *@p k (in @p ev, or in @p
+ * num for a number): 1; 0 if it has none; -1 if it is not a string or a
+ * number. */
+static int
+path_key(const tidei_rule *r, const struct tide_event *ev, char num[32], const char **k, size_t *n)
+{
+	tide_value v;
+
+	if (tide_event_value(ev, r->key_path, &v) != TIDE_OK || v.type == TIDE_NULL)
+		return 0;
+	if (v.type == TIDE_STRING) {
+		*k = v.s;
+		*n = v.len;
+	} else if (v.type == TIDE_INT) {
+		*k = num;
+		*n = (size_t)snprintf(num, 32, "%lld", (long long)v.i);
+	} else if (v.type == TIDE_DOUBLE) {
+		*k = num;
+		*n = (size_t)snprintf(num, 32, "%.14g", v.d);
+	} else {
+		return -1;
+	}
+	return 1;
+}
+
 static int
 push_key(lua_State *L, tidei_rule *r, int evi)
 {
 	const struct tide_event *ev = r->ev;
-	tide_value v;
 	size_t n;
 
 	if (r->key_ref != LUA_NOREF) {
@@ -445,18 +469,14 @@ push_key(lua_State *L, tidei_rule *r, int evi)
 			luaL_error(L, "key must return a string or a number, not a %s",
 				   luaL_typename(L, -1));
 	} else if (r->key_path != NULL) {
-		if (tide_event_value(ev, r->key_path, &v) != TIDE_OK || v.type == TIDE_NULL)
+		char num[32];
+		const char *k;
+		int got = path_key(r, ev, num, &k, &n);
+		if (got == 0)
 			return 0;
-		if (v.type == TIDE_STRING)
-			lua_pushlstring(L, v.s, v.len);
-		else if (v.type == TIDE_INT)
-			lua_pushfstring(L, "%I", (lua_Integer)v.i);
-		else if (v.type == TIDE_DOUBLE) {
-			char num[32];
-			int len = snprintf(num, sizeof num, "%.14g", v.d);
-			lua_pushlstring(L, num, (size_t)len);
-		} else
+		if (got < 0)
 			luaL_error(L, "key '%s' is not a string or a number", r->key_path);
+		lua_pushlstring(L, k, n);
 	} else {
 		lua_pushliteral(L, "");
 	}
@@ -563,6 +583,37 @@ arm_windows(tidei_rule *r, tidei_rslot *s, lua_State *L, const char *k, size_t k
 }
 
 /* A handler call under protection: light userdata r at 1. */
+void
+tidei_rule_ahead(const tidei_rule *r, const struct tide_event *const *evs, size_t n)
+{
+	uint32_t h[TIDEI_RULE_AHEAD];
+	const char *k[TIDEI_RULE_AHEAD];
+	size_t kn[TIDEI_RULE_AHEAD];
+	long at[TIDEI_RULE_AHEAD];
+	char num[TIDEI_RULE_AHEAD][32];
+	size_t m = 0;
+
+	if (r->key_path == NULL || r->keys.n == 0)
+		return;
+	/* each step's loads are independent of one another, so the CPU has
+	 * them all on their way at once: the buckets, then the slots, then
+	 * their windows */
+	for (size_t i = 0; i < n && m < TIDEI_RULE_AHEAD; i++)
+		if (path_key(r, evs[i], num[m], &k[m], &kn[m]) == 1) {
+			h[m] = tidei_keymap_hash(k[m], kn[m]);
+			tidei_keymap_prefetch(&r->keys, h[m]);
+			m++;
+		}
+	for (size_t i = 0; i < m; i++)
+		if ((at[i] = tidei_keymap_get_hashed(&r->keys, h[i], k[i], kn[i])) >= 0)
+			__builtin_prefetch(&r->slots[at[i]]);
+	if (r->wins != NULL)
+		for (size_t i = 0; i < m; i++)
+			if (at[i] >= 0)
+				tidei_rwins_prefetch(r->wins,
+						     tidei_rslot_wins(r, &r->slots[at[i]]));
+}
+
 static int
 l_call(lua_State *L)
 {

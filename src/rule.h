@@ -125,6 +125,14 @@ int64_t tidei_rule_now(const tidei_rule *r);
  *  aborted turn takes the rule back to its last write (tidei_rule_start).
  *  */
 int tidei_rule_flush(tidei_rule *r, tidei_log *log, char *err);
+/** At most this many events for tidei_rule_ahead(). */
+#define TIDEI_RULE_AHEAD 16
+/** Events @p evs (@p n, at most TIDEI_RULE_AHEAD are looked at) are to
+ *  be handled soon: start bringing their keys' slots into the CPU cache.
+ *  Only a hint; rules keyed by a function are not looked ahead for. */
+void tidei_rule_ahead(const tidei_rule *r, const struct tide_event *const *evs, size_t n);
+/** The records (key states, timers) its next write writes. */
+size_t tidei_rule_unwritten(const tidei_rule *r);
 /** 1 if the rule must be written this turn: too much waits in memory
  *  (TIDEI_RULE_UNWRITTEN changes, more keys than the cache holds, or the
  *  scripts' Lua state more than half full). */
