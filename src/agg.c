@@ -888,11 +888,15 @@ tidei_win_next_close(const tidei_win *w, const tidei_win_spec *s)
 }
 
 void
-tidei_win_prefetch(const tidei_win *w)
+tidei_win_prefetch(const tidei_win *w, int depth)
 {
-	/* the window and the start of its ring, where an add begins */
-	__builtin_prefetch(w);
-	__builtin_prefetch((const char *)w + 64);
+	if (depth == 0) {
+		/* the window and the start of its panes, where an add begins */
+		__builtin_prefetch(w);
+		__builtin_prefetch((const char *)w + 64);
+	} else if (!is_keyed(w->kind)) {
+		tidei_ring_prefetch(w->u.r, depth - 1);
+	}
 }
 
 int

@@ -222,8 +222,11 @@ int64_t tidei_win_next_close(const tidei_win *w, const tidei_win_spec *s);
  *  free it and start afresh.  A sliding window forgets its latest time
  *  (and so which old events are late) that way. */
 int tidei_win_empty(const tidei_win *w);
-/** Ask for @p w's memory ahead of its use (a hint; no effect on results). */
-void tidei_win_prefetch(const tidei_win *w);
+/** Ask for @p w's memory ahead of its use (a hint; no effect on results):
+ *  at @p depth 0 the window itself, at 1 its ring of entries, at 2 the
+ *  ring's oldest and newest entries.  Each depth reads what the one before
+ *  brought. */
+void tidei_win_prefetch(const tidei_win *w, int depth);
 
 /** Append @p w's stored form to @p out (a format byte, a fingerprint of
  *  @p s, then the state; failures are sticky in out->failed).  Equal

@@ -569,6 +569,19 @@ tidei_ring_advance(tidei_ring *r, const tidei_win_spec *s, int64_t wm)
 }
 
 void
+tidei_ring_prefetch(const tidei_ring *r, int depth)
+{
+	if (depth == 0) {
+		__builtin_prefetch(r);
+		__builtin_prefetch((const char *)r + 64);
+	} else if (r->e.p != NULL) {
+		__builtin_prefetch(deq_at(&r->e, sizeof(entry), 0));
+		if (r->e.n > 0)
+			__builtin_prefetch(deq_at(&r->e, sizeof(entry), r->e.n - 1));
+	}
+}
+
+void
 tidei_ring_read(const tidei_ring *r, const tidei_win_spec *s, tidei_agg *o)
 {
 	tidei_acc a = { 0 };

@@ -34,6 +34,9 @@ int tidei_ring_add(tidei_ring *r, const tidei_win_spec *s, int64_t wm, int64_t t
 /** Evict what watermark @p wm pushes out of a sliding window. */
 void tidei_ring_advance(tidei_ring *r, const tidei_win_spec *s, int64_t wm);
 /** The aggregates of the current entries. */
+/** Ask for @p r's memory ahead (a hint): at @p depth 0 the ring, at 1
+ *  its oldest and newest entries, where an add evicts and appends. */
+void tidei_ring_prefetch(const tidei_ring *r, int depth);
 void tidei_ring_read(const tidei_ring *r, const tidei_win_spec *s, tidei_agg *o);
 /** Whether it holds no entry. */
 int tidei_ring_empty(const tidei_ring *r);

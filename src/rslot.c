@@ -233,7 +233,7 @@ tidei_rslot_load(lua_State *L, tidei_rule *r, const char *k, size_t kn)
 	}
 	s = &r->slots[at];
 	if (r->wins != NULL) /* on their way while the state is found */
-		tidei_rwins_prefetch(r->wins, tidei_rslot_wins(r, s));
+		tidei_rwins_prefetch(r->wins, tidei_rslot_wins(r, s), 0);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, r->cache_ref);
 	if (s->loaded) {
 		lua_rawgeti(L, -1, at + 1);

@@ -596,8 +596,9 @@ tidei_rule_ahead(const tidei_rule *r, const struct tide_event *const *evs, size_
 	if (r->key_path == NULL || r->keys.n == 0)
 		return;
 	/* each step's loads are independent of one another, so the CPU has
-	 * them all on their way at once: the buckets, then the slots, then
-	 * their windows */
+	 * them all on their way at once: the buckets; the slots; their
+	 * windows and keys (which the call's timers are stored by); the
+	 * windows' rings; the rings' ends */
 	for (size_t i = 0; i < n && m < TIDEI_RULE_AHEAD; i++)
 		if (path_key(r, evs[i], num[m], &k[m], &kn[m]) == 1) {
 			h[m] = tidei_keymap_hash(k[m], kn[m]);
@@ -605,13 +606,18 @@ tidei_rule_ahead(const tidei_rule *r, const struct tide_event *const *evs, size_
 			m++;
 		}
 	for (size_t i = 0; i < m; i++)
-		if ((at[i] = tidei_keymap_get_hashed(&r->keys, h[i], k[i], kn[i])) >= 0)
+		if ((at[i] = tidei_keymap_get_hashed(&r->keys, h[i], k[i], kn[i])) >= 0) {
 			__builtin_prefetch(&r->slots[at[i]]);
-	if (r->wins != NULL)
+			__builtin_prefetch(&r->keys.off[at[i]]);
+		}
+	for (size_t i = 0; i < m; i++)
+		if (at[i] >= 0)
+			__builtin_prefetch((const char *)r->keys.keys.p + r->keys.off[at[i]]);
+	for (int depth = 0; depth < 3 && r->wins != NULL; depth++)
 		for (size_t i = 0; i < m; i++)
 			if (at[i] >= 0)
-				tidei_rwins_prefetch(r->wins,
-						     tidei_rslot_wins(r, &r->slots[at[i]]));
+				tidei_rwins_prefetch(r->wins, tidei_rslot_wins(r, &r->slots[at[i]]),
+						     depth);
 }
 
 static int

@@ -398,11 +398,11 @@ tidei_rwins_add(const tidei_rwins *d, tidei_win **w, const struct tide_event *ev
 }
 
 void
-tidei_rwins_prefetch(const tidei_rwins *d, tidei_win *const *w)
+tidei_rwins_prefetch(const tidei_rwins *d, tidei_win *const *w, int depth)
 {
 	for (size_t k = 0; k < d->n; k++)
 		if (w[k] != NULL)
-			tidei_win_prefetch(w[k]);
+			tidei_win_prefetch(w[k], depth);
 }
 
 int64_t

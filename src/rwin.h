@@ -60,8 +60,9 @@ void tidei_rwins_encode(const tidei_rwins *d, tidei_win *const *w, tidei_buf *ou
  *  (damaged) or TIDE_ENOMEM, with a message in @p err. */
 int tidei_rwins_decode(const tidei_rwins *d, tidei_win **w, tidei_vreader *r, char *err);
 
-/** Ask for the memory of windows @p w, soon to be used, ahead. */
-void tidei_rwins_prefetch(const tidei_rwins *d, tidei_win *const *w);
+/** Ask for the memory of windows @p w, soon to be used, ahead, at
+ *  @p depth (tidei_win_prefetch). */
+void tidei_rwins_prefetch(const tidei_rwins *d, tidei_win *const *w, int depth);
 /** Push the aggregates of window @p name at time @p t as a table (count,
  *  sum, min, max, mean, variance, stddev, distinct, quantile, start, end:
  *  the fields asked for); or, with @p nfields > 0, the aggregates named by
