@@ -582,7 +582,6 @@ arm_windows(tidei_rule *r, tidei_rslot *s, lua_State *L, const char *k, size_t k
 	tidei_rslot_dirty(r, s);
 }
 
-/* A handler call under protection: light userdata r at 1. */
 void
 tidei_rule_ahead(const tidei_rule *r, const struct tide_event *const *evs, size_t n)
 {
@@ -620,6 +619,7 @@ tidei_rule_ahead(const tidei_rule *r, const struct tide_event *const *evs, size_
 						     depth);
 }
 
+/* A handler call under protection: light userdata r at 1. */
 static int
 l_call(lua_State *L)
 {

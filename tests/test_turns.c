@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "rules_rig.h"
 
@@ -610,6 +611,79 @@ START_TEST(busy_turns_write_later_and_a_crash_goes_back)
 }
 END_TEST
 
+static const char keys_script[] = "local tide = require 'tide'\n"
+				  "tide.on('m.*', function(ev, st) st.n = (st.n or 0) + 1 end,\n"
+				  "  { name = 'keys', key = 'subject', from = 'beginning' })\n";
+
+/* @p n events of type m.x, ids from @p first, on @p keys subjects. */
+static char *
+keyed_events(int first, int n, int keys)
+{
+	sbuf b = { 0 };
+
+	for (int i = 0; i < n; i++) {
+		char subject[16];
+		snprintf(subject, sizeof subject, "k%d", i % keys);
+		event(&b, first + i, "m.x", subject, 0, "{}");
+	}
+	return sb_take(&b);
+}
+
+/* One turn of the consumers, as the engine runs it; *@p more as it says. */
+static void
+u_turn(urig *u, int *more)
+{
+	char err[TIDEI_ERRLEN];
+
+	ck_assert_int_eq(tidei_log_begin(u->log), TIDE_OK);
+	ck_assert_msg(tidei_consumers_run(u->cs, u->log, more, err) == TIDE_OK, "%s", err);
+	ck_assert_int_eq(tidei_log_commit(u->log), TIDE_OK);
+	tidei_consumers_committed(u->cs);
+}
+
+/* Past write_ns, a busy rule's write waits until it has handled 8 events
+ * per record the write would store: 600 events on 600 keys wait, the
+ * same on 3 keys are written; the 600 keys are written once 4,800 events
+ * have been handled since the last write. */
+START_TEST(busy_rule_over_many_keys_writes_after_enough_events)
+{
+	urig u;
+	int more = 0, turns = 0;
+	uint64_t stored;
+
+	u_open(&u, keys_script, 0);
+	u_close(&u);
+	u.write_ns = 1000000; /* 1 ms: always past it below */
+	u_reopen(&u);
+	u_publish(&u, keyed_events(0, 600, 3));
+	nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
+	u_turn(&u, &more);
+	ck_assert_uint_eq(stored_checkpoint(&u, "keys"), 600);
+	u_close(&u);
+
+	u_open(&u, keys_script, 0);
+	u_close(&u);
+	u.write_ns = 1000000;
+	u_reopen(&u);
+	u_publish(&u, keyed_events(0, 600, 600));
+	nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
+	u_turn(&u, &more);
+	ck_assert_int_eq(more, 1);
+	ck_assert_uint_eq(stored_checkpoint(&u, "keys"), 0);
+	/* 4,200 more on the same keys: written once all are handled (the
+	 * turns may end early on a slow machine, and write nothing before) */
+	u_publish(&u, keyed_events(600, 4200, 600));
+	do {
+		u_turn(&u, &more);
+		stored = stored_checkpoint(&u, "keys");
+		ck_assert_msg(stored == 0 || stored == 4800, "written at %llu",
+			      (unsigned long long)stored);
+	} while (stored == 0 && ++turns < 200);
+	ck_assert_uint_eq(stored, 4800);
+	u_close(&u);
+}
+END_TEST
+
 Suite *
 turns_suite(void)
 {
@@ -627,6 +701,7 @@ turns_suite(void)
 	tcase_add_test(tc, sequence_of_a_type_and_its_subtype);
 	tc = rules_tcase(s, "writes");
 	tcase_add_test(tc, busy_turns_write_later_and_a_crash_goes_back);
+	tcase_add_test(tc, busy_rule_over_many_keys_writes_after_enough_events);
 	tc = rules_tcase(s, "loops");
 	tcase_set_timeout(tc, 15); /* what failed here never ended */
 	tcase_add_test(tc, timer_set_in_the_past_by_a_timer_waits);
