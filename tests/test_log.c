@@ -159,6 +159,50 @@ START_TEST(abort_leaves_no_trace)
 }
 END_TEST
 
+/* Stream heads stay in memory between turns, and an aborted turn's
+ * changes to them are forgotten with it, as is a failed turn's. */
+START_TEST(stream_heads_across_turns_and_aborts)
+{
+	const char *dir = th_tmpdir();
+	tidei_log *log = open_log(dir, 0);
+	tidei_append a;
+
+	ck_assert_int_eq(tidei_log_begin(log), TIDE_OK);
+	append(log, "/s", "1", "k");
+	append(log, "/s", "2", "j");
+	ck_assert_int_eq(tidei_log_commit(log), TIDE_OK);
+	ck_assert_int_eq(tidei_log_begin(log), TIDE_OK);
+	a = append(log, "/s", "3", "k");
+	ck_assert_uint_eq(a.version, 2);
+	a = append(log, "/s", "4", "new");
+	ck_assert_uint_eq(a.version, 1);
+	tidei_log_abort(log);
+	for (int turn = 0; turn < 3; turn++) {
+		ck_assert_int_eq(tidei_log_begin(log), TIDE_OK);
+		a = append(log, "/s", turn == 0 ? "5" : turn == 1 ? "6" : "7", "k");
+		ck_assert_uint_eq(a.version, 2 + (uint64_t)turn);
+		ck_assert_uint_eq(a.seq, 3 + (uint64_t)turn);
+		ck_assert_int_eq(tidei_log_commit(log), TIDE_OK);
+	}
+	ck_assert_int_eq(tidei_log_begin(log), TIDE_OK);
+	a = append(log, "/s", "8", "new");
+	ck_assert_uint_eq(a.version, 1);
+	a = append(log, "/s", "9", "j");
+	ck_assert_uint_eq(a.version, 2);
+	ck_assert_int_eq(tidei_log_commit(log), TIDE_OK);
+	tidei_log_close(log);
+	/* what was stored agrees with what was cached */
+	log = open_log(dir, 0);
+	ck_assert_int_eq(tidei_log_begin(log), TIDE_OK);
+	a = append(log, "/s", "10", "k");
+	ck_assert_uint_eq(a.version, 5);
+	a = append(log, "/s", "11", "new");
+	ck_assert_uint_eq(a.version, 2);
+	ck_assert_int_eq(tidei_log_commit(log), TIDE_OK);
+	tidei_log_close(log);
+}
+END_TEST
+
 START_TEST(reopen_continues)
 {
 	const char *dir = th_tmpdir();
@@ -449,6 +493,7 @@ log_suite(void)
 	tcase_add_checked_fixture(tc, NULL, th_cleanup);
 	tcase_add_test(tc, append_seq_and_dedupe);
 	tcase_add_test(tc, abort_leaves_no_trace);
+	tcase_add_test(tc, stream_heads_across_turns_and_aborts);
 	tcase_add_test(tc, expected_version);
 	tcase_add_test(tc, reopen_continues);
 	tcase_add_test(tc, long_keys_stay_distinct);
