@@ -878,6 +878,9 @@ tidei_log_txn_fail(tidei_log *log, int rc, const char *what)
 	return tidei_err(log->err, tidei_err_mdb(rc), "%s: %s", what, mdb_strerror(rc));
 }
 
+/* The seed of the stream heads' hash. */
+#define HEAD_SEED 0xcbf29ce484222325ull
+
 /* Slot @p i of the heads was changed by the open transaction: listed
  * once, for flush_heads.  Returns -1 if memory ran out. */
 static int
@@ -899,7 +902,7 @@ touch(tidei_log *log, size_t i)
 static tidei_head *
 head_slot(tidei_log *log, const uint8_t *key, size_t n, int *fresh)
 {
-	uint64_t h = tidei_fnv(key, n, 0xcbf29ce484222325ull);
+	uint64_t h = tidei_fnv(key, n, HEAD_SEED);
 	size_t mask, i;
 
 	if ((log->head_count + 1) * 2 > log->head_cap) {
@@ -1002,6 +1005,21 @@ flush_heads(tidei_log *log)
 	if (rc != 0)
 		return tidei_log_txn_fail(log, rc, "cannot update stream head");
 	return TIDE_OK;
+}
+
+void
+tidei_log_ahead(const tidei_log *log, const uint8_t *rec, size_t len)
+{
+	struct tide_event ev;
+	uint8_t skey[KEYMAX + 1];
+	size_t kn;
+
+	if (log->head_cap == 0 || tidei_event_decode(&ev, rec, len) != 0 ||
+	    ev.attr[TIDEI_A_SUBJECT] == NULL)
+		return;
+	kn = tidei_log_make_key(log->format, skey, ev.attr[TIDEI_A_SUBJECT],
+				ev.len[TIDEI_A_SUBJECT], NULL, 0);
+	__builtin_prefetch(&log->heads[tidei_fnv(skey, kn, HEAD_SEED) & (log->head_cap - 1)]);
 }
 
 int

@@ -125,6 +125,9 @@ int tidei_disk_full(const char *dir, int rc, char *room, size_t len);
 /** Start the turn's write transaction, growing the map first when it is
  *  running out of room. */
 int tidei_log_begin(tidei_log *log);
+/** Record @p rec (@p len bytes) is to be appended soon: start bringing
+ *  its stream head's cache slot into the CPU cache (a hint). */
+void tidei_log_ahead(const tidei_log *log, const uint8_t *rec, size_t len);
 /** Append one record (stamped in place with version, prev and recorded).
  *  With @p expect >= 0 the subject's stream must be at that version:
  *  otherwise TIDE_ECONFLICT (res->version holds the current one) and
