@@ -209,9 +209,6 @@ dlq_abandon(tide_engine *e)
 	e->njobs = 0;
 }
 
-/* Records ahead of the one appended whose stream heads are asked for. */
-#define APPEND_AHEAD 8
-
 /* Append the batch and run the consumers in one transaction. */
 static int
 commit_turn(tide_engine *e, tidei_batch *b, int with_consumers, int *more, char *err)
@@ -224,9 +221,6 @@ commit_turn(tide_engine *e, tidei_batch *b, int with_consumers, int *more, char 
 	for (size_t k = 0; k < b->n; k++) {
 		tidei_item *it = &b->items[k];
 		tidei_append res;
-		if (k + APPEND_AHEAD < b->n && b->items[k + APPEND_AHEAD].len > 0)
-			tidei_log_ahead(e->log, tidei_batch_rec(b, &b->items[k + APPEND_AHEAD]),
-					b->items[k + APPEND_AHEAD].len);
 		if (it->len == 0)
 			continue;
 		rc = tidei_log_append(e->log, tidei_batch_rec(b, it), it->len, now, it->expect,

@@ -693,16 +693,6 @@ fail:
 	return rc;
 }
 
-/* Forget every cached stream head (they are read from `streams` again). */
-static void
-forget_heads(tidei_log *log)
-{
-	log->head_gen++;
-	log->head_count = 0;
-	log->ntouched = 0;
-	tidei_buf_reset(&log->head_keys);
-}
-
 void
 tidei_log_close(tidei_log *log)
 {
@@ -717,7 +707,6 @@ tidei_log_close(tidei_log *log)
 	if (log->lock_fd >= 0)
 		close(log->lock_fd);
 	free(log->heads);
-	free(log->touched);
 	tidei_buf_free(&log->head_keys);
 	free(log);
 }
@@ -840,10 +829,9 @@ tidei_log_begin(tidei_log *log)
 				 "cannot begin a write transaction: %s", mdb_strerror(rc));
 	}
 	log->head = log->committed;
-	if (log->head_count > TIDEI_LOG_HEADS)
-		forget_heads(log);
-	log->txn_gen++;
-	log->ntouched = 0;
+	log->head_gen++;
+	log->head_count = 0;
+	tidei_buf_reset(&log->head_keys);
 	return TIDE_OK;
 }
 
@@ -878,43 +866,20 @@ tidei_log_txn_fail(tidei_log *log, int rc, const char *what)
 	return tidei_err(log->err, tidei_err_mdb(rc), "%s: %s", what, mdb_strerror(rc));
 }
 
-/* The seed of the stream heads' hash. */
-#define HEAD_SEED 0xcbf29ce484222325ull
-
-/* Slot @p i of the heads was changed by the open transaction: listed
- * once, for flush_heads.  Returns -1 if memory ran out. */
-static int
-touch(tidei_log *log, size_t i)
-{
-	if (log->heads[i].touched == log->txn_gen)
-		return 0;
-	if (tidei_array_grow(&log->touched, &log->touched_cap, log->ntouched + 1,
-			     sizeof *log->touched, 256) != 0)
-		return -1;
-	log->heads[i].touched = log->txn_gen;
-	log->touched[log->ntouched++] = (uint32_t)i;
-	return 0;
-}
-
-/* Find (or make) the cache slot of stream key @p key, listed as changed
- * by the open transaction; NULL if memory ran out.  *fresh is set when
- * the slot was just made (its head is to be read from `streams`). */
+/* Find (or make) the cache slot of stream key @p key; NULL if memory ran
+ * out.  *fresh is set when the slot was just made. */
 static tidei_head *
 head_slot(tidei_log *log, const uint8_t *key, size_t n, int *fresh)
 {
-	uint64_t h = tidei_fnv(key, n, HEAD_SEED);
+	uint64_t h = tidei_fnv(key, n, 0xcbf29ce484222325ull);
 	size_t mask, i;
 
 	if ((log->head_count + 1) * 2 > log->head_cap) {
-		/* grow (rehashing the live slots of this generation, and
-		 * listing again the ones this transaction changed) */
+		/* grow (rehashing the live slots of this generation) */
 		size_t cap = log->head_cap ? log->head_cap * 2 : 1024;
 		tidei_head *v = calloc(cap, sizeof *v), *old = log->heads;
 		if (v == NULL)
 			return NULL;
-		if (log->head_gen == 0)
-			log->head_gen = 1; /* calloc's slots are not live */
-		log->ntouched = 0;
 		for (size_t k = 0; k < log->head_cap; k++) {
 			if (old[k].gen != log->head_gen)
 				continue;
@@ -922,10 +887,6 @@ head_slot(tidei_log *log, const uint8_t *key, size_t n, int *fresh)
 			     i = (i + 1) & (cap - 1))
 				;
 			v[i] = old[k];
-			if (v[i].touched == log->txn_gen) {
-				/* room for them all was there before the move */
-				log->touched[log->ntouched++] = (uint32_t)i;
-			}
 		}
 		free(old);
 		log->heads = v;
@@ -935,91 +896,42 @@ head_slot(tidei_log *log, const uint8_t *key, size_t n, int *fresh)
 	for (i = h & mask; log->heads[i].gen == log->head_gen; i = (i + 1) & mask) {
 		tidei_head *e = &log->heads[i];
 		if (e->hash == h && e->key_len == n &&
-		    memcmp(n <= TIDEI_HEAD_INLINE ? e->head : log->head_keys.p + e->key_off, key,
-			   n) == 0) {
+		    memcmp(log->head_keys.p + e->key_off, key, n) == 0) {
 			*fresh = 0;
-			return touch(log, i) == 0 ? e : NULL;
+			return e;
 		}
 	}
-	if (log->head_keys.len + n > UINT32_MAX)
-		return NULL;
 	log->heads[i].gen = log->head_gen;
 	log->heads[i].hash = h;
 	log->heads[i].key_off = (uint32_t)log->head_keys.len;
 	log->heads[i].key_len = (uint32_t)n;
-	log->heads[i].touched = 0;
-	memcpy(log->heads[i].head, key, n < TIDEI_HEAD_INLINE ? n : TIDEI_HEAD_INLINE);
 	tidei_buf_put(&log->head_keys, key, n);
-	if (log->head_keys.failed) {
-		log->heads[i].gen = log->head_gen - 1;
+	if (log->head_keys.failed)
 		return NULL;
-	}
 	log->head_count++;
-	if (touch(log, i) != 0)
-		return NULL;
 	*fresh = 1;
 	return &log->heads[i];
 }
 
-/* Order of stream heads by key, as LMDB sorts `streams`. */
-static int
-by_head_key(const void *a, const void *b, void *ud)
-{
-	const tidei_log *log = ud;
-	const tidei_head *x = &log->heads[*(const uint32_t *)a];
-	const tidei_head *y = &log->heads[*(const uint32_t *)b];
-	size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
-	int c = memcmp(n <= TIDEI_HEAD_INLINE ? x->head : log->head_keys.p + x->key_off,
-		       n <= TIDEI_HEAD_INLINE ? y->head : log->head_keys.p + y->key_off, n);
-
-	if (c != 0)
-		return c;
-	return x->key_len < y->key_len ? -1 : x->key_len > y->key_len;
-}
-
-/* Write the turn's stream heads back (before the commit), in key order
- * through one cursor: each put starts from the page the last one was on. */
+/* Write the turn's stream heads back (before the commit). */
 static int
 flush_heads(tidei_log *log)
 {
-	MDB_cursor *cur;
-	int rc = 0;
-
-	if (log->ntouched == 0)
-		return TIDE_OK;
-	if (log->ntouched > 1)
-		qsort_r(log->touched, log->ntouched, sizeof *log->touched, by_head_key, log);
-	if ((rc = mdb_cursor_open(log->txn, log->streams, &cur)) != 0)
-		return tidei_log_txn_fail(log, rc, "cannot update stream head");
-	for (size_t k = 0; k < log->ntouched && rc == 0; k++) {
-		tidei_head *e = &log->heads[log->touched[k]];
+	for (size_t k = 0; k < log->head_cap; k++) {
+		tidei_head *e = &log->heads[k];
 		uint8_t raw[16];
 		MDB_val key, val = { 16, raw };
+		int rc;
+		if (e->gen != log->head_gen)
+			continue;
 		key.mv_size = e->key_len;
 		key.mv_data = log->head_keys.p + e->key_off;
 		tidei_st64(raw, e->version);
 		tidei_st64(raw + 8, e->last);
-		rc = mdb_cursor_put(cur, &key, &val, 0);
+		if ((rc = mdb_put(log->txn, log->streams, &key, &val, 0)) != 0)
+			return tidei_log_txn_fail(log, rc, "cannot update stream head");
 	}
-	mdb_cursor_close(cur);
-	if (rc != 0)
-		return tidei_log_txn_fail(log, rc, "cannot update stream head");
 	return TIDE_OK;
-}
-
-void
-tidei_log_ahead(const tidei_log *log, const uint8_t *rec, size_t len)
-{
-	struct tide_event ev;
-	uint8_t skey[KEYMAX + 1];
-	size_t kn;
-
-	if (log->head_cap == 0 || tidei_event_decode(&ev, rec, len) != 0 ||
-	    ev.attr[TIDEI_A_SUBJECT] == NULL)
-		return;
-	kn = tidei_log_make_key(log->format, skey, ev.attr[TIDEI_A_SUBJECT],
-				ev.len[TIDEI_A_SUBJECT], NULL, 0);
-	__builtin_prefetch(&log->heads[tidei_fnv(skey, kn, HEAD_SEED) & (log->head_cap - 1)]);
 }
 
 int
@@ -1138,7 +1050,6 @@ tidei_log_commit(tidei_log *log)
 	rc = mdb_txn_commit(log->txn);
 	log->txn = NULL;
 	if (rc != 0) {
-		forget_heads(log);
 		log->head = log->committed;
 		return tidei_log_txn_fail(log, rc, "cannot commit");
 	}
@@ -1153,7 +1064,6 @@ tidei_log_abort(tidei_log *log)
 		mdb_txn_abort(log->txn);
 	log->txn = NULL;
 	log->head = log->committed;
-	forget_heads(log); /* the aborted turn's changes are in them */
 }
 
 int

@@ -23,10 +23,6 @@
  *  an empty log. */
 #define TIDEI_LOG_MARKER "tide.created"
 
-/* Stream heads kept in memory between turns at most (about 100 bytes
- * each); past it they are forgotten at the next turn and read again. */
-#define TIDEI_LOG_HEADS 100000
-
 typedef struct tidei_log_opts {
 	int readonly;      /* open for reading only (another process writes) */
 	int nosync;        /* durability "relaxed": MDB_NOSYNC, the caller syncs */
@@ -37,15 +33,12 @@ typedef struct tidei_log_opts {
 	int allow_short;
 } tidei_log_opts;
 
-/** One stream head, as stored or as the open transaction changed it. */
-#define TIDEI_HEAD_INLINE 24
+/** One stream head changed in the open transaction. */
 typedef struct tidei_head {
 	uint64_t hash;
 	uint32_t key_off, key_len; /* in tidei_log.head_keys */
 	uint64_t version, last;
-	uint32_t gen;     /* valid when equal to tidei_log.head_gen */
-	uint32_t touched; /* changed by the open transaction when equal to tidei_log.txn_gen */
-	uint8_t head[TIDEI_HEAD_INLINE]; /* the key's first bytes: one cache line to compare */
+	uint32_t gen; /* valid when equal to tidei_log.head_gen */
 } tidei_head;
 
 typedef struct tidei_log {
@@ -81,17 +74,13 @@ typedef struct tidei_log {
 	int lock_fd;   /* flock held by the writing process */
 	int disk_full; /* the last failure was a full disk (reset by tidei_log_begin) */
 	uint64_t file_size, need_size; /* data.mdb at open, and what its last page needs */
-	/* Stream heads: the ones the open transaction touched are written
-	 * back once at commit, so a hot subject costs one B-tree update per
-	 * turn, not one per event; and the heads of committed turns stay
-	 * (up to TIDEI_LOG_HEADS subjects), so a subject seen before is not
-	 * looked up again.  An abort forgets them all. */
+	/* Stream heads touched by the open transaction, written back once
+	 * at commit: a hot subject costs one B-tree update per turn, not one
+	 * per event. */
 	tidei_head *heads;
 	size_t head_cap, head_count;
-	uint32_t head_gen, txn_gen;
+	uint32_t head_gen;
 	tidei_buf head_keys;
-	uint32_t *touched; /* slots in heads the open transaction changed */
-	size_t ntouched, touched_cap;
 	char dir[4096];
 	char err[TIDEI_ERRLEN];
 } tidei_log;
@@ -125,9 +114,6 @@ int tidei_disk_full(const char *dir, int rc, char *room, size_t len);
 /** Start the turn's write transaction, growing the map first when it is
  *  running out of room. */
 int tidei_log_begin(tidei_log *log);
-/** Record @p rec (@p len bytes) is to be appended soon: start bringing
- *  its stream head's cache slot into the CPU cache (a hint). */
-void tidei_log_ahead(const tidei_log *log, const uint8_t *rec, size_t len);
 /** Append one record (stamped in place with version, prev and recorded).
  *  With @p expect >= 0 the subject's stream must be at that version:
  *  otherwise TIDE_ECONFLICT (res->version holds the current one) and
