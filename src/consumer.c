@@ -990,12 +990,7 @@ offer(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *
 	return TIDE_OK;
 }
 
-/* New events, in log order: each event goes through every consumer that
- * has not passed it, in the order the consumers were defined, before the
- * next event is looked at.  Emitted events are appended to the log and
- * reached in their turn, so the order of calls is the log's and a replay
- * of the log makes the same calls in the same order (replay.c). */
-/* Read the events after @p after into @p got (at most TIDEI_RULE_AHEAD):
+/* Read the events after @p after (at most TIDEI_RULE_AHEAD):
  * their seqs in @p seqs, their records in @p vals (good until the next
  * append).  Returns how many, 0 at the end (*@p mrc says why). */
 static size_t
@@ -1046,7 +1041,8 @@ look_ahead(tidei_consumers *cs, const struct tide_event *ahead, size_t n)
  * next event is looked at.  Emitted events are appended to the log and
  * reached in their turn, so the order of calls is the log's and a replay
  * of the log makes the same calls in the same order (replay.c).  Events
- * are read TIDEI_RULE_AHEAD at a time, for the rules to look ahead. */
+ * are read and decoded TIDEI_RULE_AHEAD at a time, for the rules to look
+ * ahead; a decoded event serves every consumer until an append. */
 static int
 run_new(tidei_consumers *cs, tidei_log *log, int64_t now, size_t *handled, size_t budget,
 	int64_t deadline, char *err)
@@ -1076,9 +1072,7 @@ run_new(tidei_consumers *cs, tidei_log *log, int64_t now, size_t *handled, size_
 				break;
 			j = 0;
 			stale = 0;
-			decoded = 0;
-			for (size_t i = 0; i < cs->n && !decoded; i++)
-				decoded = cs->v[i].rule != NULL;
+			decoded = 1;
 			for (size_t i = 0; i < n && decoded; i++) {
 				if (tidei_event_decode(&ahead[i], vals[i].mv_data,
 						       vals[i].mv_size) != 0)

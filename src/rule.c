@@ -422,8 +422,6 @@ tidei_rule_now(const tidei_rule *r)
  * Calls
  * ------------------------------------------------------------------------ */
 
-/* The key of r->ev pushed: 1, or 0 (nothing pushed) when it has none.
- * @p evi is the event's index.  [-0, +(0|1), e] */
 /* The key of @p ev at the rule's key path, in *@p k (in @p ev, or in @p
  * num for a number): 1; 0 if it has none; -1 if it is not a string or a
  * number. */
@@ -449,6 +447,8 @@ path_key(const tidei_rule *r, const struct tide_event *ev, char num[32], const c
 	return 1;
 }
 
+/* The key of r->ev pushed: 1, or 0 (nothing pushed) when it has none.
+ * @p evi is the event's index.  [-0, +(0|1), e] */
 static int
 push_key(lua_State *L, tidei_rule *r, int evi)
 {
