@@ -41,6 +41,41 @@ claimed_before(tidei_consumers *cs, const char *consumer, const char *key, size_
 	       !fresh;
 }
 
+/* tide.once on the consumers' thread, which reads the log: a claim that
+ * is neither stored nor made since the last commit is granted and owed
+ * to the log; the run stops after this event, and the writer stores it
+ * before anything else (tidei_consumers_lent). */
+static int
+owe_once(tidei_consumers *cs, const char *key, size_t n, int *first, char *err)
+{
+	const char *name = cs->cur->name;
+	uint32_t len = (uint32_t)n;
+	uint64_t seq = cs->cause->seq;
+	size_t before = cs->owed.len;
+	int rc;
+
+	if ((rc = tidei_log_once_get(cs->log, cs->log->txn, name, key, n, first)) != TIDE_OK) {
+		cs->store_rc = rc;
+		return tidei_err(err, rc, "%s", cs->log->err);
+	}
+	if (!*first || claimed_before(cs, name, key, n)) {
+		*first = 0;
+		return TIDE_OK;
+	}
+	tidei_buf_put(&cs->owed, name, strlen(name) + 1);
+	tidei_buf_put(&cs->owed, &len, 4);
+	tidei_buf_put(&cs->owed, key, n);
+	tidei_buf_put(&cs->owed, &seq, 8);
+	if (cs->owed.failed) {
+		cs->owed.failed = 0;
+		cs->owed.len = before;
+		cs->store_rc = TIDE_ENOMEM;
+		return tidei_err(err, TIDE_ENOMEM, "out of memory");
+	}
+	cs->need = 1;
+	return TIDE_OK;
+}
+
 static int
 host_once(void *ud, const char *key, size_t n, int *first, char *err)
 {
@@ -49,6 +84,8 @@ host_once(void *ud, const char *key, size_t n, int *first, char *err)
 
 	if (cs->cur == NULL || cs->cause == NULL)
 		return tidei_err(err, TIDE_ESTATE, "tide.once can only be called from a handler");
+	if (cs->reading)
+		return owe_once(cs, key, n, first, err);
 	/* Written at once, not with the handler's emits: a claim must survive
 	 * the handler failing afterwards, or a retry would repeat the effect
 	 * the claim protects. */

@@ -86,6 +86,10 @@ typedef struct log_sink {
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
+/* Lines come from the engine's thread and the consumers' own: one at a
+ * time, and not while SIGHUP changes the file. */
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+
 /* {"time":"...","level":"info","msg":"..."}: for a log collector.  The
  * engine has already written control characters as escapes. */
 static void
@@ -115,11 +119,13 @@ static void
 log_line(void *ud, int level, const char *msg)
 {
 	log_sink *sink = ud;
-	FILE *f = sink->f ? sink->f : stderr;
+	FILE *f;
 	char stamp[32];
 	time_t now = time(NULL);
 	struct tm tm;
 
+	pthread_mutex_lock(&log_mu);
+	f = sink->f ? sink->f : stderr;
 	if (sink->json) {
 		json_line(f, level, msg);
 	} else {
@@ -129,6 +135,7 @@ log_line(void *ud, int level, const char *msg)
 	}
 	if (f != stderr)
 		fflush(f);
+	pthread_mutex_unlock(&log_mu);
 }
 
 static int
@@ -140,9 +147,11 @@ open_log_file(log_sink *sink)
 		cli_error("run", "cannot open log file %s: %s", sink->path, strerror(errno));
 		return -1;
 	}
+	pthread_mutex_lock(&log_mu);
 	if (sink->f != NULL)
 		fclose(sink->f);
 	sink->f = f;
+	pthread_mutex_unlock(&log_mu);
 	return 0;
 }
 
@@ -343,6 +352,8 @@ cmd_run(int argc, char **argv)
 		return CLI_FAIL;
 	}
 	tide_config_set_log(cfg, log_line, &sink);
+	/* the daemon's default: its log lines may come from the consumers' thread */
+	(void)tide_config_set(cfg, "consumer_thread", "busy");
 	if (config != NULL && tide_config_load(cfg, config) != TIDE_OK) {
 		cli_error("run", "%s", tide_errmsg());
 		goto out;

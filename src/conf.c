@@ -22,7 +22,7 @@
 #include "conf.h"
 #include "script.h"
 
-enum { T_STR, T_SIZE, T_COUNT, T_DURATION, T_DURABILITY, T_LEVEL, T_LIST, T_PARAM };
+enum { T_STR, T_SIZE, T_COUNT, T_DURATION, T_DURABILITY, T_CTHREAD, T_LEVEL, T_LIST, T_PARAM };
 
 /* The option table: name, kind, where it lives. */
 /* clang-format off */
@@ -58,6 +58,7 @@ static const struct opt {
 	OPT("max_emits", T_COUNT, max_emits),
 	OPT("max_emit_depth", T_COUNT, max_emit_depth),
 	OPT("build_threads", T_COUNT, build_threads),
+	OPT("consumer_thread", T_CTHREAD, consumer_thread),
 	OPT("log_level", T_LEVEL, log_level),
 	OPT("lua_path", T_STR, lua_path),
 	OPT("allow", T_LIST, allow),
@@ -65,6 +66,7 @@ static const struct opt {
 };
 
 static const char *const levels[] = { "error", "warn", "info", "debug" };
+static const char *const cthread_modes[] = { "off", "busy", "always" };
 
 static const struct opt *
 find_opt(const char *name)
@@ -306,6 +308,15 @@ config_set(tide_config *c, const char *key, const char *value)
 					 "durability must be \"sync\" or \"relaxed\", not '%s'",
 					 value);
 		return TIDE_OK;
+	case T_CTHREAD:
+		for (int k = 0; k < 3; k++)
+			if (strcmp(value, cthread_modes[k]) == 0) {
+				c->consumer_thread = k;
+				return TIDE_OK;
+			}
+		return tidei_err(
+			c->err, TIDE_ECONFIG,
+			"consumer_thread must be \"off\", \"busy\" or \"always\", not '%s'", value);
 	case T_LEVEL:
 		for (int k = 0; k < 4; k++) {
 			if (strcmp(value, levels[k]) == 0) {
@@ -365,6 +376,7 @@ tide_config_get(const tide_config *c, const char *key)
 		return mc->getbuf;
 	}
 	case T_DURABILITY: return c->durability == TIDEI_DURABILITY_SYNC ? "sync" : "relaxed";
+	case T_CTHREAD: return cthread_modes[c->consumer_thread];
 	case T_LEVEL: return levels[c->log_level];
 	case T_LIST: return c->nallow ? c->allow[0] : "";
 	case T_PARAM: return c->nparams ? c->params[c->nparams - 1] : "";

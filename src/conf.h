@@ -20,6 +20,11 @@
 #define TIDEI_DURABILITY_SYNC 0
 #define TIDEI_DURABILITY_RELAXED 1
 
+/* When the consumers run on a thread of their own (cthread.h). */
+#define TIDEI_CTHREAD_OFF 0
+#define TIDEI_CTHREAD_BUSY 1   /* while producers keep the engine busy */
+#define TIDEI_CTHREAD_ALWAYS 2 /* whenever there is something to handle */
+
 struct tide_config {
 	char *data;
 	int durability;
@@ -45,6 +50,7 @@ struct tide_config {
 	uint64_t max_emits;
 	uint64_t max_emit_depth; /* 0: no bound (but 65535) */
 	uint64_t build_threads;  /* 0: one per CPU (at most 8) */
+	int consumer_thread;     /* TIDEI_CTHREAD_* */
 	int log_level;
 	char *lua_path;
 	char **scripts;

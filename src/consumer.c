@@ -69,6 +69,9 @@
 #define WRITE_NS 2000000000ll
 #define WRITE_MAX_NS 10000000000ll
 #define WRITE_EVENTS_PER_RECORD 8
+/* Events per consumer that a run in a lent transaction handles (the
+ * engine waits meanwhile): what needed the writer, and a little after. */
+#define LENT_BUDGET 256
 
 static int
 name_valid(const char *s)
@@ -277,6 +280,7 @@ tidei_consumers_destroy(tidei_consumers *cs)
 	tidei_buf_free(&cs->emits);
 	tidei_keymap_free(&cs->claims);
 	tidei_buf_free(&cs->claim);
+	tidei_buf_free(&cs->owed);
 	tidei_buf_free(&cs->scratch);
 	tidei_buf_free(&cs->attrs);
 	tidei_buf_free(&cs->timer.key);
@@ -421,6 +425,8 @@ tidei_consumers_reload(tidei_consumers *cs, tidei_log *log)
 
 	cs->ran = 0; /* aborted: the claims made stay remembered */
 	cs->tick_seq = 0;
+	cs->failed.set = 0; /* the run that failed is handled again */
+	tidei_buf_reset(&cs->owed);
 	cs->wrote = 0;
 	cs->must_write = 0;
 	if (rc != TIDE_OK)
@@ -590,6 +596,12 @@ append_emits(tidei_consumers *cs, const tidei_consumer *c, const struct tide_eve
 		if (cs->sink.emit != NULL) {
 			cs->sink.emit(cs->sink.ud, c->name, cs->emits.p + off, cs->emit_len[k],
 				      cause);
+			continue;
+		}
+		if (cs->handoff != NULL) { /* to the engine, from the consumers' thread */
+			if ((rc = cs->handoff(cs->handoff_ud, cs->emits.p + off, cs->emit_len[k],
+					      err)) != TIDE_OK)
+				return rc;
 			continue;
 		}
 		if (cs->outbox != NULL) { /* to the cluster's stream, after the commit */
@@ -942,6 +954,12 @@ offer(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *
 	if (!tidei_pattern_match(c->pattern, c->plen, ev->attr[TIDEI_A_TYPE],
 				 ev->len[TIDEI_A_TYPE]))
 		return TIDE_OK;
+	if (cs->reading && c->npend > 0 && tidei_pend_blocked(c, tidei_subject_hash(ev))) {
+		/* to be held back: that is written, so the writer does it */
+		cs->need = 1;
+		*stop = 1;
+		return TIDE_OK;
+	}
 	cs->late = 0;
 	if (c->rule != NULL) {
 		/* its clock moves, and what falls due fires, before it is handled */
@@ -977,6 +995,18 @@ offer(tidei_consumers *cs, tidei_consumer *c, struct tide_event *ev, tidei_log *
 		return TIDE_OK;
 	if (cs->sink.fail != NULL) {
 		cs->sink.fail(cs->sink.ud, c->name, seq, why);
+		return TIDE_OK;
+	}
+	if (cs->reading) {
+		/* its retry is recorded by the writer, before anything else */
+		cs->failed.set = 1;
+		cs->failed.c = (size_t)(c - cs->v);
+		cs->failed.seq = seq;
+		cs->failed.ok = ok;
+		cs->failed.now = now;
+		snprintf(cs->failed.why, sizeof cs->failed.why, "%s", why);
+		snprintf(cs->failed.where, sizeof cs->failed.where, "%s", where);
+		cs->need = 1;
 		return TIDE_OK;
 	}
 	/* nothing was appended by a failed call: ev is still good */
@@ -1114,6 +1144,8 @@ run_new(tidei_consumers *cs, tidei_log *log, int64_t now, size_t *handled, size_
 				break;
 			if (!stop)
 				c->checkpoint = seq;
+			if (cs->need)
+				stop = 1; /* reading: the writer goes on from here */
 			if (appended)
 				stale = 1;
 			if (cs->full)
@@ -1165,10 +1197,9 @@ write_wanted(const tidei_consumers *cs, int64_t now)
 	return cs->since_write >= (uint64_t)records * WRITE_EVENTS_PER_RECORD || write_due(cs);
 }
 
-int
-tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err)
+static int
+run(tidei_consumers *cs, tidei_log *log, size_t per, int *more, char *err)
 {
-	size_t per = cs->o.turn_budget ? cs->o.turn_budget : 10000;
 	size_t budget = per * (cs->n > 0 ? cs->n : 1), handled = 0;
 	int64_t now = tidei_now(), deadline = now + TURN_NS;
 	int rc = TIDE_OK;
@@ -1204,6 +1235,135 @@ tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err)
 	if (cs->full)
 		*more = 1;
 	return TIDE_OK;
+}
+
+int
+tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err)
+{
+	return run(cs, log, cs->o.turn_budget ? cs->o.turn_budget : 10000, more, err);
+}
+
+/* 1 if a tick is due that tidei_consumers_tick() would append now. */
+static int
+tick_wanted(const tidei_consumers *cs, tidei_log *log, int64_t now)
+{
+	for (size_t k = 0; k < cs->n; k++) {
+		const tidei_consumer *c = &cs->v[k];
+		if (c->rule == NULL)
+			continue;
+		if (cs->tick_seq != 0 && c->checkpoint < cs->tick_seq)
+			return 0; /* the last one is not passed yet */
+	}
+	for (size_t k = 0; k < cs->n; k++)
+		if (cs->v[k].rule != NULL &&
+		    tidei_rule_wall_due(cs->v[k].rule, log, log->txn) <= now)
+			return 1;
+	return 0;
+}
+
+int
+tidei_consumers_unwritten(const tidei_consumers *cs)
+{
+	if (cs->since_write > 0)
+		return 1;
+	for (size_t k = 0; k < cs->n; k++)
+		if (!cs->v[k].stored || cs->v[k].checkpoint != cs->v[k].committed)
+			return 1;
+	return 0;
+}
+
+int
+tidei_consumers_read(tidei_consumers *cs, tidei_log *view, int *need, char *err)
+{
+	size_t per = cs->o.turn_budget ? cs->o.turn_budget : 10000;
+	size_t budget = per * (cs->n > 0 ? cs->n : 1), handled = 0;
+	int64_t now = tidei_now();
+	int rc = TIDE_OK;
+
+	cs->need = cs->failed.set || cs->owed.len > 0 || cs->full;
+	for (size_t k = 0; k < cs->n && !cs->need; k++)
+		for (size_t i = 0; i < cs->v[k].npend; i++)
+			if (cs->v[k].pend[i].r.state == TIDEI_PENDING_RETRY &&
+			    cs->v[k].pend[i].r.next_at <= now)
+				cs->need = 1; /* a retry is due: it writes */
+	if (!cs->need && tick_wanted(cs, view, now))
+		cs->need = 1;
+	if (!cs->need) {
+		cs->reading = 1;
+		cs->ran = 1;
+		rc = run_new(cs, view, now, &handled, budget, now + TURN_NS, err);
+		cs->reading = 0;
+		cs->since_write += handled;
+	}
+	/* written as a busy turn's would be: the thread writes the rest once
+	 * it has caught up and nothing more comes (tidei_consumers_unwritten) */
+	if (rc == TIDE_OK && !cs->need && write_wanted(cs, now))
+		cs->need = 1;
+	*need = cs->need;
+	return rc;
+}
+
+/* What a run that read left for the writer: the claims it granted, and
+ * the retry of the call that failed. */
+static int
+settle(tidei_consumers *cs, tidei_log *log, char *err)
+{
+	const uint8_t *p = cs->owed.p, *end = p + cs->owed.len;
+	int rc = TIDE_OK, first;
+
+	while (p < end && rc == TIDE_OK) {
+		const char *name = (const char *)p;
+		uint32_t n;
+		uint64_t seq;
+		p += strlen(name) + 1;
+		memcpy(&n, p, 4);
+		memcpy(&seq, p + 4 + n, 8);
+		if ((rc = tidei_log_once(log, name, (const char *)p + 4, n, seq, &first)) !=
+		    TIDE_OK)
+			rc = tidei_err(err, rc, "%s", log->err);
+		p += 4 + n + 8;
+	}
+	tidei_buf_reset(&cs->owed);
+	if (rc == TIDE_OK && cs->failed.set) {
+		tidei_consumer *c = &cs->v[cs->failed.c];
+		tidei_pending_rec r = { TIDEI_PENDING_RETRY, 0, 0, 0 };
+		struct tide_event ev;
+		cs->failed.set = 0;
+		cs->must_write = 1;
+		if ((rc = tidei_log_get(log, log->txn, cs->failed.seq, &ev)) != TIDE_OK)
+			return tidei_err(err, rc == TIDE_ENOTFOUND ? TIDE_EIO : rc,
+					 "event %llu is not in the log",
+					 (unsigned long long)cs->failed.seq);
+		ev.seq = cs->failed.seq;
+		if ((rc = tidei_pend_add(c, ev.seq, tidei_subject_hash(&ev), &r)) != TIDE_OK ||
+		    (rc = failed_try(cs, c, log, c->npend - 1, &ev, cs->failed.why,
+				     cs->failed.where, cs->failed.ok, cs->failed.now, err)) !=
+			    TIDE_OK)
+			return rc;
+		if (c->npend > 0 && c->pend[c->npend - 1].done)
+			c->npend--; /* given up at once (retries = 0) */
+	}
+	return rc;
+}
+
+int
+tidei_consumers_lent(tidei_consumers *cs, tidei_log *log, char *err)
+{
+	int more, rc;
+
+	cs->ran = 1;
+	if ((rc = settle(cs, log, err)) == TIDE_OK &&
+	    (rc = tidei_consumers_tick(cs, log, tidei_now(), err)) == TIDE_OK &&
+	    (rc = run(cs, log, LENT_BUDGET, &more, err)) == TIDE_OK && !cs->wrote)
+		rc = tidei_consumers_write(cs, log, err);
+	return rc;
+}
+
+void
+tidei_consumers_set_handoff(tidei_consumers *cs, tidei_outbox_fn *put, void *ud)
+{
+	cs->handoff = put;
+	cs->handoff_ud = ud;
 }
 
 void

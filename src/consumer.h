@@ -131,6 +131,26 @@ void tidei_consumers_blame_all(tidei_consumers *cs);
  *  the engine died on (see flight.h). */
 void tidei_consumers_set_flight(tidei_consumers *cs, tidei_flight *f);
 
+/** A run on the consumers' own thread (cthread.c): the events after the
+ *  checkpoints in @p view, a copy of the log whose txn is a read
+ *  transaction of that thread, handled as tidei_consumers_run() would,
+ *  but writing nothing: emits go to the handoff (set first), and the run
+ *  stops where only the writer may go on (a retry to record or due, an
+ *  event to hold back, a tide.once claim, a tick, the consumers' work to
+ *  write).  *@p need then says the thread must have the engine's
+ *  transaction lent for tidei_consumers_lent().  Returns TIDE_OK or the
+ *  failure that stopped it. */
+int tidei_consumers_read(tidei_consumers *cs, tidei_log *view, int *need, char *err);
+
+/** 1 if the consumers moved or handled anything since their last write. */
+int tidei_consumers_unwritten(const tidei_consumers *cs);
+
+/** In @p log's open write transaction, lent to the consumers' thread:
+ *  record what the last read left (claims, a failed call's retry), append
+ *  a tick if due, handle a few events the way a turn does (retries,
+ *  events held back) and write the consumers' work. */
+int tidei_consumers_lent(tidei_consumers *cs, tidei_log *log, char *err);
+
 /** Write the consumers' work (checkpoints, rule states and timers, shared
  *  tables) in the open write transaction now, busy or not: before the
  *  scripts are reloaded or the engine stops.  tidei_consumers_run() does
@@ -197,6 +217,11 @@ void tidei_consumers_set_sink(tidei_consumers *cs, const tidei_replay_sink *sink
  *  that every node that handles a cause emits the same ids. */
 typedef int tidei_outbox_fn(void *ud, const uint8_t *rec, size_t len, char *err);
 void tidei_consumers_set_outbox(tidei_consumers *cs, tidei_outbox_fn *put, void *ud);
+
+/** Emits made from now on go to @p put (NULL: to the log again), with the
+ *  ids a turn would give them; for the consumers' thread, whose engine
+ *  appends them in its next transaction. */
+void tidei_consumers_set_handoff(tidei_consumers *cs, tidei_outbox_fn *put, void *ud);
 
 /** Hand @p ev to every consumer in order, as a turn does, inside @p log's
  *  open write transaction (which holds what the rules keep: in a replay,

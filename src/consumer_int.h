@@ -59,6 +59,25 @@ struct tidei_consumers {
 	int wrote;            /* the open turn writes it */
 	tidei_buf scratch;    /* tide_event_json() for C handlers */
 	tidei_buf attrs;      /* tide_event_attr() for C handlers */
+	/* On the consumers' thread (cthread.c), a run reads a snapshot of the
+	 * log and writes nothing: its emits are handed off, and what only the
+	 * writer may do stops it (need) until the engine lends its
+	 * transaction (tidei_consumers_lent). */
+	int reading;
+	int need;
+	tidei_outbox_fn *handoff; /* emits go there, the cause's ids kept */
+	void *handoff_ud;
+	struct {
+		int set;
+		size_t c; /* the consumer's index */
+		uint64_t seq;
+		int ok;
+		int64_t now;
+		char why[TIDEI_ERRLEN];
+		char where[256];
+	} failed;       /* a call that failed while reading: its retry to record */
+	tidei_buf owed; /* tide.once claims granted while reading, to write:
+			 * consumer "\0", u32 key length, key, u64 seq */
 };
 
 #define LOG(cs, level, ...) (cs)->o.log((cs)->o.log_ud, level, __VA_ARGS__)

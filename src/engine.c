@@ -209,6 +209,17 @@ dlq_abandon(tide_engine *e)
 	e->njobs = 0;
 }
 
+/* The turn's transaction was aborted: the consumers go back to their
+ * last write (on their thread, once they have stopped). */
+static void
+consumers_aborted(tide_engine *e)
+{
+	if (e->ct != NULL)
+		tidei_cthread_done(e->ct, 0);
+	else
+		tidei_consumers_reload(e->cs, e->log);
+}
+
 /* Append the batch and run the consumers in one transaction. */
 static int
 commit_turn(tide_engine *e, tidei_batch *b, int with_consumers, int *more, char *err)
@@ -245,12 +256,17 @@ commit_turn(tide_engine *e, tidei_batch *b, int with_consumers, int *more, char 
 		goto abort;
 	if (with_consumers) {
 		int pmore = 0;
-		if ((rc = tidei_consumers_tick(e->cs, e->log, now, err)) != TIDE_OK ||
-		    (rc = tidei_consumers_run(e->cs, e->log, more, err)) != TIDE_OK)
+		if (e->ct != NULL) {
+			/* on their thread: what they emitted, and what they write */
+			if ((rc = tidei_cthread_serve(e->ct, err)) != TIDE_OK)
+				goto abort;
+		} else if ((rc = tidei_consumers_tick(e->cs, e->log, now, err)) != TIDE_OK ||
+			   (rc = tidei_consumers_run(e->cs, e->log, more, err)) != TIDE_OK) {
 			goto abort;
+		}
 		/* after the consumers: projections see what they emitted (and
 		 * wait for a fresh state if the consumers found it full) */
-		if (tidei_consumers_full(e->cs) == NULL &&
+		if ((e->ct != NULL || tidei_consumers_full(e->cs) == NULL) &&
 		    (rc = tidei_projections_run(e->ps, e->log, &pmore, err)) != TIDE_OK)
 			goto abort;
 		*more |= pmore;
@@ -267,11 +283,14 @@ commit_turn(tide_engine *e, tidei_batch *b, int with_consumers, int *more, char 
 	if (rc != TIDE_OK) {
 		dlq_rollback(e);
 		tidei_engine_cluster_done(e, 0);
-		tidei_consumers_reload(e->cs, e->log);
+		consumers_aborted(e);
 		tidei_projections_reload(e->ps, e->log);
 		return tidei_err(err, rc, "%s", e->log->err);
 	}
-	tidei_consumers_committed(e->cs);
+	if (e->ct != NULL)
+		tidei_cthread_done(e->ct, 1);
+	else
+		tidei_consumers_committed(e->cs);
 	dlq_committed(e);
 	tidei_engine_cluster_done(e, 1);
 	return TIDE_OK;
@@ -279,7 +298,7 @@ abort:
 	tidei_log_abort(e->log);
 	dlq_rollback(e);
 	tidei_engine_cluster_done(e, 0);
-	tidei_consumers_reload(e->cs, e->log);
+	consumers_aborted(e);
 	tidei_projections_reload(e->ps, e->log);
 	return rc;
 }
@@ -292,7 +311,7 @@ abort:
 static int64_t
 next_wake(tide_engine *e)
 {
-	int64_t a = tidei_consumers_next_retry(e->cs), b = -1;
+	int64_t a = e->ct != NULL ? -1 : tidei_consumers_next_retry(e->cs), b = -1;
 
 	/* projections run only in turns with the consumers (not paused) */
 	if (tidei_now() >= e->consumers_resume)
@@ -330,6 +349,7 @@ write_consumers(tide_engine *e)
 	char err[TIDEI_ERRLEN];
 	int rc;
 
+	tidei_engine_consumers_home(e);
 	if ((rc = tidei_log_begin(e->log)) != TIDE_OK) {
 		snprintf(err, sizeof err, "%s", e->log->err);
 	} else if ((rc = tidei_consumers_write(e->cs, e->log, err)) != TIDE_OK) {
@@ -358,10 +378,13 @@ turn(void *ud)
 
 	if (e->halted)
 		return;
+	if (e->ct != NULL && (e->njobs > 0 || tidei_cthread_over(e->ct, err)))
+		tidei_engine_consumers_home(e); /* the consumers are wanted here */
 	if (e->cluster !=
 	    NULL) /* producers' events go to the stream; the turn stores the partitions' */
 		b = tidei_engine_cluster_turn(e);
-	if (b->valid == 0 && !(e->lagging && with_consumers) && e->njobs == 0 && !retry_due(e)) {
+	if (b->valid == 0 && !(e->lagging && with_consumers) && e->njobs == 0 && !retry_due(e) &&
+	    !(e->ct != NULL && tidei_cthread_wants(e->ct))) {
 		tidei_counters_add(&e->counters, b);
 		if (tidei_batch_finish(b)) /* rejected events and empty requests */
 			tidei_loop_schedule(&e->loop);
@@ -406,7 +429,7 @@ turn(void *ud)
 			e->consumers_resume = tidei_now() + CONSUMER_RETRY_NS;
 		}
 	}
-	if (rc == TIDE_OK && tidei_consumers_full(e->cs) != NULL) {
+	if (rc == TIDE_OK && e->ct == NULL && tidei_consumers_full(e->cs) != NULL) {
 		/* a handler left the scripts' state full: load them afresh before
 		 * any other handler runs in it, or every one would fail for it */
 		elog(e, TIDE_LOG_WARN, "%s: the scripts are loaded into a fresh state",
@@ -421,6 +444,8 @@ turn(void *ud)
 		more = 1;
 	}
 	e->lagging = more || !with_consumers;
+	if (rc == TIDE_OK && with_consumers)
+		tidei_engine_consumers_away(e, b->valid);
 	tidei_counters_add(&e->counters, b);
 	if (tidei_batch_finish(b))
 		tidei_loop_schedule(&e->loop); /* published by a completion callback */
@@ -442,6 +467,8 @@ pause_builds(void *ud)
 	tide_engine *e = ud;
 
 	tidei_projections_pause(e->ps);
+	if (e->ct != NULL)
+		tidei_cthread_pause(e->ct);
 }
 
 static void
@@ -449,6 +476,8 @@ unpause_builds(void *ud)
 {
 	tide_engine *e = ud;
 
+	if (e->ct != NULL)
+		tidei_cthread_unpause(e->ct);
 	tidei_projections_unpause(e->ps);
 }
 
@@ -501,6 +530,8 @@ wake(void *ud)
 
 	if (!e->stop_requested || e->stopping) {
 		take_queued(e, tidei_inbox_take(e->inbox));
+		if (e->ct != NULL) /* the consumers' thread wants a turn */
+			tidei_loop_schedule(&e->loop);
 		if (e->cluster != NULL)
 			tidei_loop_schedule(&e->loop); /* acknowledgements, or events to store */
 		return;

@@ -96,6 +96,8 @@ http_metrics(void *ud, tidei_buf *out)
 	char why[128];
 
 	m.c = &e->counters;
+	if (e->ct != NULL) /* the consumers' counters, still */
+		tidei_cthread_pause(e->ct);
 	m.handlers = hv = handler_stats(e, &m.nhandlers);
 	m.log = e->view;
 	if (e->in != NULL) {
@@ -108,6 +110,8 @@ http_metrics(void *ud, tidei_buf *out)
 	}
 	m.ready = http_ready(e, why, sizeof why);
 	tidei_metrics_write(out, &m);
+	if (e->ct != NULL)
+		tidei_cthread_unpause(e->ct);
 	tidei_engine_cluster_metrics(e, out);
 	free(hv);
 }

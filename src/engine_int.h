@@ -12,6 +12,7 @@
 #include "batch.h"
 #include "conf.h"
 #include "consumer.h"
+#include "cthread.h"
 #include "dlq.h"
 #include "flight.h"
 #include "http.h"
@@ -67,6 +68,8 @@ struct tide_engine {
 	tidei_http *http; /* NULL unless configured */
 	tide_log *view;   /* the log as HTTP reads it */
 	tidei_consumers *cs;
+	tidei_cthread *ct; /* the consumers' own thread while they are away on it */
+	int busy_turns;    /* turns in a row that stored many events */
 	tidei_projections *ps;
 	tidei_projections *defining; /* where tide.projection() goes while scripts load */
 	struct c_consumer *cc;       /* consumers added in C, again on a reload */
@@ -106,6 +109,13 @@ struct tide_engine {
 /* engine_http.c */
 /** The HTTP endpoint, when configured (e->cfg->http). */
 int tidei_engine_open_http(tide_engine *e, const tidei_engine_fns *fns);
+
+/* engine_cthread.c: the consumers on a thread of their own */
+/** After a turn that committed @p stored events: send the consumers to
+ *  their thread if the engine is busy and nothing keeps them. */
+void tidei_engine_consumers_away(tide_engine *e, size_t stored);
+/** Bring them back to the engine's thread (nothing if they are there). */
+void tidei_engine_consumers_home(tide_engine *e);
 
 /* engine_cluster.c: cluster mode over NATS JetStream (cluster.h) */
 /** Join the cluster when configured (e->cfg->cluster). */

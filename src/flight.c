@@ -59,6 +59,7 @@ typedef struct page {
 	atomic_int sig;      /* with TIDEI_FLIGHT_CRASHED */
 	char name[NAME];     /* of the handler's consumer or projection */
 	char build[NAME];    /* a projection built on threads now, or "" */
+	atomic_uint away;    /* the consumers run on a thread of their own now */
 	suspect sus;         /* kept across starts */
 } page;
 
@@ -69,6 +70,7 @@ struct tidei_flight {
 	int fd;
 	const char *last;     /* the name last copied into p->name */
 	char build_sus[NAME]; /* the previous process died during this build */
+	int away_sus;         /* ... or while the consumers were on their thread */
 };
 
 /* A fingerprint of @p n bytes, eight at a time: it runs at every handler
@@ -131,9 +133,16 @@ inherit(tidei_flight *f, const page *prev, char *note)
 		return; /* a clean stop */
 	if (prev->build[0] != '\0')
 		snprintf(f->build_sus, sizeof f->build_sus, "%.*s", NAME - 1, prev->build);
+	f->away_sus = atomic_load(&prev->away) != 0;
 	describe(how, sizeof how, cause, sig);
 	if (seq == 0) {
-		if (f->build_sus[0])
+		if (f->away_sus)
+			snprintf(note, TIDEI_ERRLEN,
+				 "the previous run %s while the consumers ran on a thread of their "
+				 "own: this time they run on the engine's thread, where each event "
+				 "is recorded",
+				 how);
+		else if (f->build_sus[0])
 			snprintf(note, TIDEI_ERRLEN,
 				 "the previous run %s while projection '%s' was built on threads: "
 				 "this time it is built on the engine's thread",
@@ -214,6 +223,7 @@ tidei_flight_open(tidei_flight **out, const char *dir, char *note, char *err)
 	atomic_store(&f->p->sig, 0);
 	f->p->name[0] = '\0';
 	f->p->build[0] = '\0';
+	atomic_store(&f->p->away, 0);
 	atomic_store(&f->p->running, 1);
 	*out = f;
 	return TIDE_OK;
@@ -319,4 +329,18 @@ tidei_flight_postmortem(tidei_flight *f, int cause, int sig)
 	atomic_store(&f->p->sig, sig);
 	atomic_store(&f->p->cause, (unsigned)cause);
 	return atomic_load(&f->p->seq) != 0;
+}
+
+void
+tidei_flight_away(tidei_flight *f, int away)
+{
+	if (f != NULL)
+		atomic_store(&f->p->away, away ? 1u : 0u);
+}
+
+int
+tidei_flight_home(const tidei_flight *f)
+{
+	return f != NULL &&
+	       (f->away_sus || (f->p->sus.seq != 0 && f->p->sus.kind == TIDEI_FLIGHT_CONSUMER));
 }

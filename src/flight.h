@@ -58,6 +58,14 @@ void tidei_flight_build(tidei_flight *f, const char *name);
  *  each event is recorded: its shared build was running when the previous
  *  process died, or one of its events is a suspect. */
 int tidei_flight_solo(const tidei_flight *f, const char *name);
+/** The consumers run on a thread of their own now (1), where their calls
+ *  are not recorded, or no longer (0); a process that dies meanwhile
+ *  makes the next one keep them on the engine's thread. */
+void tidei_flight_away(tidei_flight *f, int away);
+/** 1 if the consumers must stay on the engine's thread, where each call
+ *  is recorded: the previous process died while they were away, or one
+ *  of their events is a suspect. */
+int tidei_flight_home(const tidei_flight *f);
 
 /** Record why the process is about to end (TIDEI_FLIGHT_HUNG, or
  *  TIDEI_FLIGHT_CRASHED with @p sig).  Async-signal-safe, any thread.

@@ -209,6 +209,10 @@ int tidei_log_dead_each_after(
  *  recorded with @p seq), 0 if it was claimed before.  Write transaction. */
 int tidei_log_once(tidei_log *log, const char *consumer, const char *key, size_t n, uint64_t seq,
 		   int *first);
+/** Whether tide.once would grant @p key to @p consumer, as of @p txn
+ *  (*@p first = 1: not claimed there), without claiming it. */
+int tidei_log_once_get(tidei_log *log, MDB_txn *txn, const char *consumer, const char *key,
+		       size_t n, int *first);
 
 /** Query a projection's state as JSON (cursor.c; see tide_log_query). */
 int tidei_log_query(tidei_log *log, const char *name, const char *key, const char *prefix,

@@ -259,6 +259,34 @@ tidei_log_once(tidei_log *log, const char *consumer, const char *key, size_t n, 
 }
 
 int
+tidei_log_once_get(tidei_log *log, MDB_txn *txn, const char *consumer, const char *key, size_t n,
+		   int *first)
+{
+	uint8_t k[TIDEI_KEYMAX + 1];
+	size_t cn = strlen(consumer);
+	MDB_val kv, v;
+	int rc;
+
+	*first = 0;
+	if (log->once_legacy && cn + 1 + n > TIDEI_KEYMAX) {
+		kv.mv_size = tidei_log_make_key_v1(k, consumer, cn, key, n);
+		kv.mv_data = k;
+		if ((rc = mdb_get(txn, log->once, &kv, &v)) == 0)
+			return TIDE_OK;
+		if (rc != MDB_NOTFOUND)
+			return tidei_log_txn_fail(log, rc, "cannot read tide.once");
+	}
+	kv.mv_size = tidei_log_make_key(log->format, k, consumer, cn, key, n);
+	kv.mv_data = k;
+	if ((rc = mdb_get(txn, log->once, &kv, &v)) == 0)
+		return TIDE_OK;
+	if (rc != MDB_NOTFOUND)
+		return tidei_log_txn_fail(log, rc, "cannot read tide.once");
+	*first = 1;
+	return TIDE_OK;
+}
+
+int
 tidei_log_stream_head(tidei_log *log, MDB_txn *txn, const char *subject, size_t n,
 		      uint64_t *version, uint64_t *last)
 {

@@ -43,6 +43,7 @@ main(void)
 	srunner_add_suite(sr, sandbox_suite());
 	srunner_add_suite(sr, rules_suite());
 	srunner_add_suite(sr, turns_suite());
+	srunner_add_suite(sr, cthread_suite());
 	srunner_add_suite(sr, check_suite());
 	srunner_add_suite(sr, backtest_suite());
 	srunner_add_suite(sr, nab_suite());

@@ -209,6 +209,7 @@ Suite *damage_suite(void);
 Suite *sandbox_suite(void);
 Suite *rules_suite(void);
 Suite *turns_suite(void);
+Suite *cthread_suite(void);
 Suite *check_suite(void);
 Suite *backtest_suite(void);
 Suite *nab_suite(void);

@@ -25,9 +25,9 @@ rig_init(rig *r, const char *script)
 void
 rig_start(rig *r)
 {
-	ck_assert_int_eq(
-		th_daemon_spawn(&r->d, r->data, "--data '%s' --script '%s'", r->data, r->script),
-		0);
+	ck_assert_int_eq(th_daemon_spawn(&r->d, r->data, "--data '%s' --script '%s' %s", r->data,
+					 r->script, r->extra ? r->extra : ""),
+			 0);
 	r->running = 1;
 }
 

@@ -16,6 +16,7 @@ typedef struct rig {
 	char data[600], script[600], events[600];
 	th_daemon d;
 	int running;
+	const char *extra; /* more arguments for `tide run`, or NULL */
 } rig;
 
 typedef struct urig {
