@@ -380,6 +380,8 @@ turn(void *ud)
 		return;
 	if (e->ct != NULL && (e->njobs > 0 || tidei_cthread_over(e->ct, err)))
 		tidei_engine_consumers_home(e); /* the consumers are wanted here */
+	else if (with_consumers)
+		tidei_engine_consumers_away(e, b->valid);
 	if (e->cluster !=
 	    NULL) /* producers' events go to the stream; the turn stores the partitions' */
 		b = tidei_engine_cluster_turn(e);
@@ -444,8 +446,6 @@ turn(void *ud)
 		more = 1;
 	}
 	e->lagging = more || !with_consumers;
-	if (rc == TIDE_OK && with_consumers)
-		tidei_engine_consumers_away(e, b->valid);
 	tidei_counters_add(&e->counters, b);
 	if (tidei_batch_finish(b))
 		tidei_loop_schedule(&e->loop); /* published by a completion callback */

@@ -111,8 +111,9 @@ struct tide_engine {
 int tidei_engine_open_http(tide_engine *e, const tidei_engine_fns *fns);
 
 /* engine_cthread.c: the consumers on a thread of their own */
-/** After a turn that committed @p stored events: send the consumers to
- *  their thread if the engine is busy and nothing keeps them. */
+/** At the start of a turn that stores @p stored events: send the
+ *  consumers to their thread if the engine is busy (or, with "always", if
+ *  they have anything to handle) and nothing keeps them there. */
 void tidei_engine_consumers_away(tide_engine *e, size_t stored);
 /** Bring them back to the engine's thread (nothing if they are there). */
 void tidei_engine_consumers_home(tide_engine *e);

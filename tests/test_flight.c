@@ -131,6 +131,58 @@ START_TEST(sigterm_ends_a_frozen_engine_and_the_event_is_set_aside)
 }
 END_TEST
 
+/* The same freeze while the consumers run on a thread of their own, where
+ * calls are not recorded: the process still ends within its stop
+ * timeout, the next start keeps them on the engine's thread, where the
+ * freeze is recorded, and the start after sets the event aside. */
+START_TEST(a_freeze_on_the_consumers_thread_brings_them_home)
+{
+	const char *dir = th_tmpdir();
+	const char *script = th_write(dir, "c.lua", hanging_consumer);
+	char data[600], out[8192];
+	th_daemon d;
+	int64_t t0;
+
+	snprintf(data, sizeof data, "%s/data", dir);
+	store(data, 2, 3);
+	ck_assert_int_eq(th_daemon_spawn(&d, data,
+					 "--data '%s' --script '%s' --set consumer_thread=always "
+					 "-v " UNBOUNDED,
+					 data, script),
+			 0);
+	ck_assert(th_wait_file(d.log, "hanging on e2", 10000));
+	ck_assert(th_wait_file(d.log, "the consumers run on a thread of their own", 1000));
+	t0 = th_ms();
+	kill(d.pid, SIGTERM);
+	ck_assert_int_eq(th_daemon_wait(&d, 10000), 1);
+	ck_assert_msg(th_ms() - t0 < 5000, "stopping took %lld ms", (long long)(th_ms() - t0));
+
+	/* home: the freeze happens again, recorded this time */
+	ck_assert_int_eq(th_daemon_spawn(&d, data,
+					 "--data '%s' --script '%s' --set consumer_thread=always "
+					 "-v " UNBOUNDED,
+					 data, script),
+			 0);
+	ck_assert(th_wait_file(d.log, "this time they run on the engine's thread", 10000));
+	ck_assert(th_wait_file(d.log, "hanging on e2", 10000));
+	kill(d.pid, SIGTERM);
+	ck_assert_int_eq(th_daemon_wait(&d, 10000), 1);
+	ck_assert(th_wait_file(d.log, "a handler is stuck; its event is set aside", 1000));
+
+	ck_assert_int_eq(
+		th_daemon_spawn(&d, data,
+				"--data '%s' --script '%s' --set consumer_thread=always " UNBOUNDED,
+				data, script),
+		0);
+	ck_assert(th_wait_settled(data, "c", 5, 10000));
+	dlq(data, out, sizeof out);
+	HAS(out, "\"seq\":2");
+	HAS(out, "the engine froze");
+	ck_assert_int_eq(th_log_count(data, "--type done"), 2);
+	ck_assert_int_eq(th_daemon_stop(&d), 0);
+}
+END_TEST
+
 START_TEST(a_second_signal_ends_at_once)
 {
 	const char *dir = th_tmpdir();
@@ -387,6 +439,7 @@ flight_suite(void)
 
 	tcase_set_timeout(tc, 180);
 	tcase_add_test(tc, sigterm_ends_a_frozen_engine_and_the_event_is_set_aside);
+	tcase_add_test(tc, a_freeze_on_the_consumers_thread_brings_them_home);
 	tcase_add_test(tc, a_second_signal_ends_at_once);
 	tcase_add_test(tc, three_kills_on_one_event_set_it_aside);
 	tcase_add_test(tc, a_frozen_projection_stops_at_its_event);
