@@ -1262,17 +1262,6 @@ tick_wanted(const tidei_consumers *cs, tidei_log *log, int64_t now)
 }
 
 int
-tidei_consumers_unwritten(const tidei_consumers *cs)
-{
-	if (cs->since_write > 0)
-		return 1;
-	for (size_t k = 0; k < cs->n; k++)
-		if (!cs->v[k].stored || cs->v[k].checkpoint != cs->v[k].committed)
-			return 1;
-	return 0;
-}
-
-int
 tidei_consumers_read(tidei_consumers *cs, tidei_log *view, int *need, char *err)
 {
 	size_t per = cs->o.turn_budget ? cs->o.turn_budget : 10000;
@@ -1295,8 +1284,8 @@ tidei_consumers_read(tidei_consumers *cs, tidei_log *view, int *need, char *err)
 		cs->reading = 0;
 		cs->since_write += handled;
 	}
-	/* written as a busy turn's would be: the thread writes the rest once
-	 * it has caught up and nothing more comes (tidei_consumers_unwritten) */
+	/* written as a busy turn's would be; once the thread has ended, the
+	 * engine's next turn writes the rest */
 	if (rc == TIDE_OK && !cs->need && write_wanted(cs, now))
 		cs->need = 1;
 	*need = cs->need;

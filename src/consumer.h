@@ -142,9 +142,6 @@ void tidei_consumers_set_flight(tidei_consumers *cs, tidei_flight *f);
  *  failure that stopped it. */
 int tidei_consumers_read(tidei_consumers *cs, tidei_log *view, int *need, char *err);
 
-/** 1 if the consumers moved or handled anything since their last write. */
-int tidei_consumers_unwritten(const tidei_consumers *cs);
-
 /** In @p log's open write transaction, lent to the consumers' thread:
  *  record what the last read left (claims, a failed call's retry), append
  *  a tick if due, handle a few events the way a turn does (retries,

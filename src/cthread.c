@@ -14,7 +14,9 @@
  * is touched by one at a time.
  *
  * Caught up and with nothing new for IDLE_NS, the thread ends by itself
- * and the engine runs the consumers in its turns again.
+ * and the engine runs the consumers in its turns again; the first of
+ * those writes what they did last.  While the thread runs, their work is
+ * written as a busy turn's would be (consumer.c): every 2 to 10 s.
  */
 #include "config.h"
 
@@ -30,7 +32,6 @@
 
 #define IDLE_NS 100000000ll /* caught up this long: the thread ends */
 #define NAP_NS 2000000ll    /* caught up: look again after this long, or a commit */
-#define QUIET_NS 20000000ll /* caught up this long: the consumers' work is written */
 
 enum { NONE, LENT, RETURNED };
 
@@ -197,9 +198,6 @@ thread_main(void *arg)
 			finish(t, rc, err);
 			break;
 		}
-		if (!need && idle != 0 && tidei_mono() - idle >= QUIET_NS &&
-		    tidei_consumers_unwritten(t->cs))
-			need = 1; /* caught up, and quiet: their work is written now */
 		if (need && !tidei_consumers_full(t->cs)) {
 			t->want = 1;
 			pthread_cond_broadcast(&t->back); /* a pause may wait for this */
