@@ -55,7 +55,7 @@ static const char usage_text[] =
 	"      --durability MODE   sync (fsync per commit) or relaxed (periodic sync)\n"
 	"      --set KEY=VALUE     any config setting (map_size, max_event_size,\n"
 	"                          turn_events, instruction_budget, time_limit,\n"
-	"                          memory_limit, build_threads, ...)\n"
+	"                          memory_limit, build_threads, consumer_thread, ...)\n"
 	"      --param NAME=VALUE  the scripts' tide.param(NAME, default) gives VALUE\n"
 	"                          (repeatable; read when the scripts load)\n"
 	"      --params FILE       the same from a file of NAME = VALUE lines (lines\n"

@@ -130,7 +130,13 @@ TIDE_API void tide_config_destroy(tide_config *cfg);
  *  while handling the one before; default 64; 0 = 65535),
  *  "build_threads" (threads of a projection build; 0, the default, is one
  *  per CPU, at most 8; never more than 64; 1 keeps builds on the engine's
- *  thread), "log_level"; cluster mode over NATS JetStream (when built
+ *  thread), "consumer_thread" ("off", the default here; "busy", the
+ *  default of `tide run`: while producers keep the engine busy, the
+ *  consumers run on a thread of their own beside ingest; "always": as
+ *  soon as they have anything to handle; never with projections,
+ *  consumers added in C or a cluster, which keep them on the engine's
+ *  thread; the log callback may then be called from that thread too),
+ *  "log_level"; cluster mode over NATS JetStream (when built
  *  with libnats): "cluster" (NATS URLs, comma-separated; off by default),
  *  "cluster_node" (this node's name; default the host's), "cluster_stream"
  *  (default "TIDE"), "cluster_key" (partition key, default "subject", or a
