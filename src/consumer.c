@@ -426,6 +426,7 @@ tidei_consumers_reload(tidei_consumers *cs, tidei_log *log)
 	cs->ran = 0; /* aborted: the claims made stay remembered */
 	cs->tick_seq = 0;
 	cs->failed.set = 0; /* the run that failed is handled again */
+	cs->need = 0;
 	tidei_buf_reset(&cs->owed);
 	cs->wrote = 0;
 	cs->must_write = 0;
@@ -1144,8 +1145,8 @@ run_new(tidei_consumers *cs, tidei_log *log, int64_t now, size_t *handled, size_
 				break;
 			if (!stop)
 				c->checkpoint = seq;
-			if (cs->need)
-				stop = 1; /* reading: the writer goes on from here */
+			if (cs->reading && cs->need)
+				stop = 1; /* the writer goes on from here */
 			if (appended)
 				stale = 1;
 			if (cs->full)
@@ -1261,6 +1262,19 @@ tick_wanted(const tidei_consumers *cs, tidei_log *log, int64_t now)
 	return 0;
 }
 
+/* 1 if the consumers handled or passed anything since their last write,
+ * or hold what must be written: else a write would store nothing new. */
+static int
+moved(const tidei_consumers *cs)
+{
+	if (cs->since_write > 0 || cs->must_write)
+		return 1;
+	for (size_t k = 0; k < cs->n; k++)
+		if (!cs->v[k].stored || cs->v[k].checkpoint != cs->v[k].committed)
+			return 1;
+	return 0;
+}
+
 int
 tidei_consumers_read(tidei_consumers *cs, tidei_log *view, int *need, char *err)
 {
@@ -1286,20 +1300,25 @@ tidei_consumers_read(tidei_consumers *cs, tidei_log *view, int *need, char *err)
 	}
 	/* written as a busy turn's would be; once the thread has ended, the
 	 * engine's next turn writes the rest */
-	if (rc == TIDE_OK && !cs->need && write_wanted(cs, now))
+	if (rc == TIDE_OK && !cs->need && moved(cs) && write_wanted(cs, now))
 		cs->need = 1;
 	*need = cs->need;
 	return rc;
 }
 
-/* What a run that read left for the writer: the claims it granted, and
- * the retry of the call that failed. */
-static int
-settle(tidei_consumers *cs, tidei_log *log, char *err)
+int
+tidei_consumers_deferred(const tidei_consumers *cs)
+{
+	return cs->failed.set || cs->owed.len > 0;
+}
+
+int
+tidei_consumers_settle(tidei_consumers *cs, tidei_log *log, char *err)
 {
 	const uint8_t *p = cs->owed.p, *end = p + cs->owed.len;
 	int rc = TIDE_OK, first;
 
+	cs->need = 0;
 	while (p < end && rc == TIDE_OK) {
 		const char *name = (const char *)p;
 		uint32_t n;
@@ -1341,7 +1360,7 @@ tidei_consumers_lent(tidei_consumers *cs, tidei_log *log, char *err)
 	int more, rc;
 
 	cs->ran = 1;
-	if ((rc = settle(cs, log, err)) == TIDE_OK &&
+	if ((rc = tidei_consumers_settle(cs, log, err)) == TIDE_OK &&
 	    (rc = tidei_consumers_tick(cs, log, tidei_now(), err)) == TIDE_OK &&
 	    (rc = run(cs, log, LENT_BUDGET, &more, err)) == TIDE_OK && !cs->wrote)
 		rc = tidei_consumers_write(cs, log, err);

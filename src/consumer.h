@@ -215,6 +215,13 @@ void tidei_consumers_set_sink(tidei_consumers *cs, const tidei_replay_sink *sink
 typedef int tidei_outbox_fn(void *ud, const uint8_t *rec, size_t len, char *err);
 void tidei_consumers_set_outbox(tidei_consumers *cs, tidei_outbox_fn *put, void *ud);
 
+/** 1 if a run that read left work for the writer: a failed call's retry
+ *  to record, tide.once claims to store. */
+int tidei_consumers_deferred(const tidei_consumers *cs);
+/** Do that work in @p log's open write transaction (tidei_consumers_lent
+ *  does it first; the engine does it when the thread ends before). */
+int tidei_consumers_settle(tidei_consumers *cs, tidei_log *log, char *err);
+
 /** Emits made from now on go to @p put (NULL: to the log again), with the
  *  ids a turn would give them; for the consumers' thread, whose engine
  *  appends them in its next transaction. */

@@ -220,11 +220,12 @@ thread_main(void *arg)
 			pthread_cond_broadcast(&t->back);
 			while (t->lent != NONE)
 				pthread_cond_wait(&t->go, &t->mu);
-			if (rc != TIDE_OK) {
+			/* a full map: the engine grows it, the consumers went back
+			 * to their last write, and the thread reads again */
+			if (rc != TIDE_OK && rc != TIDE_EFULL) {
 				finish(t, rc, err);
 				break;
 			}
-			continue;
 		}
 		if (tidei_consumers_full(t->cs)) {
 			finish(t, TIDE_OK, "");
@@ -333,6 +334,8 @@ tidei_cthread_serve(tidei_cthread *t, char *err)
 void
 tidei_cthread_done(tidei_cthread *t, int committed)
 {
+	int left;
+
 	lock(t);
 	if (committed && t->appended > 0) {
 		memmove(t->out.p, t->out.p + t->app_bytes, t->out.len - t->app_bytes);
@@ -350,8 +353,11 @@ tidei_cthread_done(tidei_cthread *t, int committed)
 		t->lent = NONE;
 		t->want = 0; /* not lent again before the thread asks again */
 	}
+	left = t->n > 0; /* handed off after the engine took the others */
 	pthread_cond_broadcast(&t->go);
 	unlock(t);
+	if (left)
+		t->wake(t->ud);
 }
 
 int

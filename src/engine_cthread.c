@@ -74,33 +74,41 @@ void
 tidei_engine_consumers_home(tide_engine *e)
 {
 	char err[TIDEI_ERRLEN];
-	int rc;
+	int emits, rc;
 
 	if (e->ct == NULL)
 		return;
-	if (tidei_cthread_end(e->ct)) {
-		/* what they emitted last, not in the log yet */
-		if ((rc = tidei_log_begin(e->log)) != TIDE_OK) {
-			snprintf(err, sizeof err, "%s", e->log->err);
-		} else if ((rc = tidei_cthread_serve(e->ct, err)) != TIDE_OK) {
-			tidei_log_abort(e->log);
-		} else if ((rc = tidei_log_commit(e->log)) != TIDE_OK) {
-			snprintf(err, sizeof err, "%s", e->log->err);
-		}
-		tidei_cthread_done(e->ct, rc == TIDE_OK);
-		if (rc != TIDE_OK) {
-			LOG(e, TIDE_LOG_WARN,
-			    "what the consumers emitted last was not appended (%s): they handle "
-			    "the events after their last write again",
-			    err);
-			tidei_consumers_reload(e->cs, e->log);
-		}
-	}
+	emits = tidei_cthread_end(e->ct);
 	if (tidei_cthread_over(e->ct, err) && err[0] != '\0') {
 		/* as a failed turn of theirs: back to their last write, and a pause */
 		LOG(e, TIDE_LOG_ERROR, "consumers paused for a second: %s", err);
 		tidei_consumers_reload(e->cs, e->log);
 		e->consumers_resume = tidei_now() + CONSUMER_RETRY_NS;
+	}
+	if (emits || tidei_consumers_deferred(e->cs)) {
+		/* what they emitted last, not in the log yet, and what their
+		 * last run left for the writer (a retry to record, claims),
+		 * with their work, so that a retry and the checkpoint past its
+		 * event are stored together */
+		if ((rc = tidei_log_begin(e->log)) != TIDE_OK) {
+			snprintf(err, sizeof err, "%s", e->log->err);
+		} else if ((rc = tidei_cthread_serve(e->ct, err)) != TIDE_OK ||
+			   (rc = tidei_consumers_settle(e->cs, e->log, err)) != TIDE_OK ||
+			   (rc = tidei_consumers_write(e->cs, e->log, err)) != TIDE_OK) {
+			tidei_log_abort(e->log);
+		} else if ((rc = tidei_log_commit(e->log)) != TIDE_OK) {
+			snprintf(err, sizeof err, "%s", e->log->err);
+		}
+		tidei_cthread_done(e->ct, rc == TIDE_OK);
+		if (rc == TIDE_OK) {
+			tidei_consumers_committed(e->cs);
+		} else {
+			LOG(e, TIDE_LOG_WARN,
+			    "what the consumers did last was not written (%s): they handle "
+			    "the events after their last write again",
+			    err);
+			tidei_consumers_reload(e->cs, e->log);
+		}
 	}
 	tidei_cthread_free(e->ct);
 	e->ct = NULL;
