@@ -141,6 +141,20 @@ produce(void *arg)
 	return NULL;
 }
 
+/* PRODUCERS threads publishing into @p e, whose loop runs on this one. */
+static void
+start_producers(tide_engine *e, producer *ps)
+{
+	loop_thread = pthread_self();
+	for (int i = 0; i < PRODUCERS; i++) {
+		ps[i].e = e;
+		ps[i].id = i;
+		ps[i].full = 0;
+		CHECK((ps[i].slots = calloc(PER_PRODUCER, sizeof *ps[i].slots)) != NULL);
+		CHECK(pthread_create(&ps[i].thread, NULL, produce, &ps[i]) == 0);
+	}
+}
+
 typedef struct stopper {
 	tide_engine *e;
 	producer *ps;
@@ -175,14 +189,7 @@ many_producers(const char *dir)
 	CHECK(tide_publish_mt(e, "{}", 2, NULL, NULL) == TIDE_ESTATE);
 	CHECK(strstr(tide_errmsg(), "not open") != NULL);
 	CHECK(tide_engine_open(e, NULL) == TIDE_OK);
-	loop_thread = pthread_self();
-	for (int i = 0; i < PRODUCERS; i++) {
-		ps[i].e = e;
-		ps[i].id = i;
-		ps[i].full = 0;
-		CHECK((ps[i].slots = calloc(PER_PRODUCER, sizeof *ps[i].slots)) != NULL);
-		CHECK(pthread_create(&ps[i].thread, NULL, produce, &ps[i]) == 0);
-	}
+	start_producers(e, ps);
 	CHECK(pthread_create(&stop_thread, NULL, stop_after_producers, &st) == 0);
 	CHECK(tide_engine_run(e) == TIDE_OK);
 	CHECK(pthread_join(stop_thread, NULL) == 0);
@@ -508,14 +515,7 @@ consumers_away(const char *dir)
 	CHECK(tide_engine_new(&e, cfg) == TIDE_OK);
 	tide_config_destroy(cfg);
 	CHECK(tide_engine_open(e, NULL) == TIDE_OK);
-	loop_thread = pthread_self();
-	for (int i = 0; i < PRODUCERS; i++) {
-		ps[i].e = e;
-		ps[i].id = i;
-		ps[i].full = 0;
-		CHECK((ps[i].slots = calloc(PER_PRODUCER, sizeof *ps[i].slots)) != NULL);
-		CHECK(pthread_create(&ps[i].thread, NULL, produce, &ps[i]) == 0);
-	}
+	start_producers(e, ps);
 	st.e = e;
 	st.ps = ps;
 	CHECK(pthread_create(&stop_thread, NULL, stop_later, &st) == 0);
