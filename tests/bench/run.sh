@@ -458,6 +458,16 @@ EOF
 # ("account-N", one stream per account): the key is read in C.
 sed '/^  key = function/d' "$work/proj.lua" >"$work/proj_subject.lua"
 
+# The build's own cost, without the handlers' work: the same projection
+# with handlers that do nothing (the states are still made by init, kept
+# and written), with the key function and by subject.  What separates
+# these from the runs above is the Lua the handlers run.
+awk '/^  on = \{/ { print "  on = {"; print "    [\"account.deposited\"] = function(s, ev) end,";
+	print "    [\"account.withdrew\"] = function(s, ev) end,"; print "    [\"order.placed\"] = function(s, ev) end,";
+	print "  },"; skip = 1; next }
+	skip && /^  },$/ { skip = 0; next } !skip' "$work/proj.lua" >"$work/proj_empty.lua"
+sed '/^  key = function/d' "$work/proj_empty.lua" >"$work/proj_empty_subject.lua"
+
 # Build the log once per benchmark: a fresh engine without scripts
 # (relaxed), PROJ_EVENTS account events pushed over ipc, then SIGTERM.
 # Every measurement starts from a copy of it.
@@ -508,15 +518,15 @@ start_proj_tide() { # durability [script]
 
 proj_fail() { cat "$(dirname "$tide_data")/tide.log" >&2; die "projection run failed: $*"; }
 
-# The build at start only, of the projection keyed by subject.
-run_proj_subject() { # run
+# The build at start only, of a variant of the projection (proj_NAME.lua).
+run_proj_variant() { # name run
 	local out
-	start_proj_tide sync "$work/proj_subject.lua"
+	start_proj_tide sync "$work/proj_$1.lua"
 	client "$work/bin/projbench" wait --data "$tide_data" --name accounts --seq "$PROJ_EVENTS" \
-		--t0 "$proj_t0" --pid "$tide_pid" --timeout 900 || proj_fail "build by subject $*"
+		--t0 "$proj_t0" --pid "$tide_pid" --timeout 900 || proj_fail "build $*"
 	out=$(<"$work/client.out")
-	record "proj/build/subject" "$(field rate "$out")" "$out"
-	say "  projection build by subject run $1: $(field rate "$out") events/s  ($out)"
+	record "proj/build/$1" "$(field rate "$out")" "$out"
+	say "  projection build $1 run $2: $(field rate "$out") events/s  ($out)"
 	stop_tide
 }
 
@@ -1064,7 +1074,7 @@ for r in $(seq 1 "$RUNS"); do
 	if [ $have_proj = 1 ]; then
 		run_proj sync "$r"
 		run_proj relaxed "$r"
-		run_proj_subject "$r"
+		for v in subject empty empty_subject; do run_proj_variant "$v" "$r"; done
 		[ "$PROJ_INGEST" -gt 0 ] && run_proj_live "$r"
 	fi
 	if [ $have_embed = 1 ]; then run_embed "$r"; fi
@@ -1328,6 +1338,8 @@ server_rows() {
 	row "Projection build at start, $pe events / $pk keys, sync" proj/build/sync "events/s"
 	row "Projection build at start, $pe events / $pk keys, relaxed" proj/build/relaxed "events/s"
 	row "Projection build at start, $pe events / $pk keys, sync, keyed by subject (no key function)" proj/build/subject "events/s"
+	row "The same build with handlers that do nothing, key function" proj/build/empty "events/s"
+	row "The same build with handlers that do nothing, keyed by subject" proj/build/empty_subject "events/s"
 	row "Projection forced rebuild on a running engine, sync (whole log)" proj/rebuild "events/s"
 	row "Ingest $(fmt "$PROJ_INGEST") more (ipc, sync, ${BATCH}/msg) until the projection is live, while querying" proj/ingest "events/s"
 	row "The same ingest until the projection is live, no queries" proj/live "events/s"
