@@ -888,28 +888,39 @@ is_tick(const struct tide_event *ev)
 	       memcmp(ev->attr[TIDEI_A_SOURCE], TICK_SOURCE, sizeof TICK_SOURCE - 1) == 0;
 }
 
+/* When the next tick is due (INT64_MAX: none), or -1 while a rule with
+ * wall-clock work has not passed the last tick yet: one tick at a time. */
+static int64_t
+next_tick(const tidei_consumers *cs, tidei_log *log)
+{
+	int64_t due = INT64_MAX;
+
+	for (size_t k = 0; k < cs->n; k++) {
+		const tidei_consumer *c = &cs->v[k];
+		int64_t d;
+		if (c->rule == NULL ||
+		    (d = tidei_rule_wall_due(c->rule, log, log->txn)) == INT64_MAX)
+			continue;
+		if (cs->tick_seq != 0 && c->checkpoint < cs->tick_seq)
+			return -1;
+		if (d < due)
+			due = d;
+	}
+	return due;
+}
+
 int
 tidei_consumers_tick(tidei_consumers *cs, tidei_log *log, int64_t now, char *err)
 {
-	int64_t due = INT64_MAX;
+	int64_t due = next_tick(cs, log);
 	char id[64], time[40];
 	tidei_evb b;
 	tidei_buf rec = { 0 };
 	tidei_append res;
 	int rc = TIDE_OK, n;
 
-	for (size_t k = 0; k < cs->n; k++) {
-		tidei_consumer *c = &cs->v[k];
-		int64_t d;
-		if (c->rule == NULL ||
-		    (d = tidei_rule_wall_due(c->rule, log, log->txn)) == INT64_MAX)
-			continue;
-		/* one tick at a time: until every rule has passed the last */
-		if (cs->tick_seq != 0 && c->checkpoint < cs->tick_seq)
-			return TIDE_OK;
-		if (d < due)
-			due = d;
-	}
+	if (due < 0)
+		return TIDE_OK;
 	cs->tick_seq = 0;
 	if (due > now)
 		return TIDE_OK;
@@ -1198,6 +1209,34 @@ write_wanted(const tidei_consumers *cs, int64_t now)
 	return cs->since_write >= (uint64_t)records * WRITE_EVENTS_PER_RECORD || write_due(cs);
 }
 
+/* 1 if a consumer holds a retry that is due at @p now. */
+static int
+retry_due(const tidei_consumers *cs, int64_t now)
+{
+	for (size_t k = 0; k < cs->n; k++)
+		for (size_t i = 0; i < cs->v[k].npend; i++)
+			if (cs->v[k].pend[i].r.state == TIDEI_PENDING_RETRY &&
+			    cs->v[k].pend[i].r.next_at <= now)
+				return 1;
+	return 0;
+}
+
+int
+tidei_consumers_behind(const tidei_consumers *cs, uint64_t seq)
+{
+	for (size_t k = 0; k < cs->n; k++)
+		if (cs->v[k].checkpoint < seq)
+			return 1;
+	return 0;
+}
+
+/* Events per consumer that a turn handles at most. */
+static size_t
+turn_per(const tidei_consumers *cs)
+{
+	return cs->o.turn_budget ? cs->o.turn_budget : 10000;
+}
+
 static int
 run(tidei_consumers *cs, tidei_log *log, size_t per, int *more, char *err)
 {
@@ -1225,14 +1264,8 @@ run(tidei_consumers *cs, tidei_log *log, size_t per, int *more, char *err)
 	else if ((rc = tidei_consumers_write(cs, log, err)) != TIDE_OK)
 		return rc;
 	/* behind, emitted past, or released a waiting event that is due now */
-	for (size_t k = 0; k < cs->n; k++) {
-		if (cs->v[k].checkpoint < log->head)
-			*more = 1;
-		for (size_t i = 0; i < cs->v[k].npend; i++)
-			if (cs->v[k].pend[i].r.state == TIDEI_PENDING_RETRY &&
-			    cs->v[k].pend[i].r.next_at <= now)
-				*more = 1;
-	}
+	if (tidei_consumers_behind(cs, log->head) || retry_due(cs, now))
+		*more = 1;
 	if (cs->full)
 		*more = 1;
 	return TIDE_OK;
@@ -1241,25 +1274,7 @@ run(tidei_consumers *cs, tidei_log *log, size_t per, int *more, char *err)
 int
 tidei_consumers_run(tidei_consumers *cs, tidei_log *log, int *more, char *err)
 {
-	return run(cs, log, cs->o.turn_budget ? cs->o.turn_budget : 10000, more, err);
-}
-
-/* 1 if a tick is due that tidei_consumers_tick() would append now. */
-static int
-tick_wanted(const tidei_consumers *cs, tidei_log *log, int64_t now)
-{
-	for (size_t k = 0; k < cs->n; k++) {
-		const tidei_consumer *c = &cs->v[k];
-		if (c->rule == NULL)
-			continue;
-		if (cs->tick_seq != 0 && c->checkpoint < cs->tick_seq)
-			return 0; /* the last one is not passed yet */
-	}
-	for (size_t k = 0; k < cs->n; k++)
-		if (cs->v[k].rule != NULL &&
-		    tidei_rule_wall_due(cs->v[k].rule, log, log->txn) <= now)
-			return 1;
-	return 0;
+	return run(cs, log, turn_per(cs), more, err);
 }
 
 /* 1 if the consumers handled or passed anything since their last write,
@@ -1278,19 +1293,13 @@ moved(const tidei_consumers *cs)
 int
 tidei_consumers_read(tidei_consumers *cs, tidei_log *view, int *need, char *err)
 {
-	size_t per = cs->o.turn_budget ? cs->o.turn_budget : 10000;
-	size_t budget = per * (cs->n > 0 ? cs->n : 1), handled = 0;
-	int64_t now = tidei_now();
+	size_t budget = turn_per(cs) * (cs->n > 0 ? cs->n : 1), handled = 0;
+	int64_t now = tidei_now(), tick;
 	int rc = TIDE_OK;
 
-	cs->need = cs->failed.set || cs->owed.len > 0 || cs->full;
-	for (size_t k = 0; k < cs->n && !cs->need; k++)
-		for (size_t i = 0; i < cs->v[k].npend; i++)
-			if (cs->v[k].pend[i].r.state == TIDEI_PENDING_RETRY &&
-			    cs->v[k].pend[i].r.next_at <= now)
-				cs->need = 1; /* a retry is due: it writes */
-	if (!cs->need && tick_wanted(cs, view, now))
-		cs->need = 1;
+	/* a retry that is due writes, and so does a tick */
+	cs->need = cs->failed.set || cs->owed.len > 0 || cs->full || retry_due(cs, now) ||
+		   ((tick = next_tick(cs, view)) >= 0 && tick <= now);
 	if (!cs->need) {
 		cs->reading = 1;
 		cs->ran = 1;

@@ -179,6 +179,8 @@ int64_t tidei_consumers_next_retry(const tidei_consumers *cs);
 
 size_t tidei_consumers_count(const tidei_consumers *cs);
 const tidei_consumer *tidei_consumers_at(const tidei_consumers *cs, size_t k);
+/** 1 if a consumer's checkpoint is before @p seq. */
+int tidei_consumers_behind(const tidei_consumers *cs, uint64_t seq);
 /** The consumer named @p name, or NULL. */
 const tidei_consumer *tidei_consumers_find(const tidei_consumers *cs, const char *name);
 

@@ -133,16 +133,6 @@ read_once(tidei_cthread *t, uint64_t head, int *need, char *err)
 	return rc;
 }
 
-/* 1 if every consumer has passed @p head. */
-static int
-caught_up(const tidei_consumers *cs, uint64_t head)
-{
-	for (size_t k = 0; k < tidei_consumers_count(cs); k++)
-		if (tidei_consumers_at(cs, k)->checkpoint < head)
-			return 0;
-	return 1;
-}
-
 static void
 nap(tidei_cthread *t, int64_t ns)
 {
@@ -231,7 +221,7 @@ thread_main(void *arg)
 			finish(t, TIDE_OK, "");
 			break;
 		}
-		if (!caught_up(t->cs, t->committed)) {
+		if (tidei_consumers_behind(t->cs, t->committed)) {
 			idle = 0;
 			continue;
 		}

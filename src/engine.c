@@ -530,10 +530,10 @@ wake(void *ud)
 
 	if (!e->stop_requested || e->stopping) {
 		take_queued(e, tidei_inbox_take(e->inbox));
-		if (e->ct != NULL) /* the consumers' thread wants a turn */
+		/* the consumers' thread wants a turn; or the cluster's
+		 * acknowledgements, or events to store */
+		if (e->ct != NULL || e->cluster != NULL)
 			tidei_loop_schedule(&e->loop);
-		if (e->cluster != NULL)
-			tidei_loop_schedule(&e->loop); /* acknowledgements, or events to store */
 		return;
 	}
 	e->stopping = 1;

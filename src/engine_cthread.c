@@ -34,16 +34,6 @@ wake(void *ud)
 	tidei_loop_wake(&e->loop);
 }
 
-/* 1 if a consumer has not handled all that is committed. */
-static int
-behind(tide_engine *e)
-{
-	for (size_t k = 0; k < tidei_consumers_count(e->cs); k++)
-		if (tidei_consumers_at(e->cs, k)->checkpoint < e->log->committed)
-			return 1;
-	return 0;
-}
-
 void
 tidei_engine_consumers_away(tide_engine *e, size_t stored)
 {
@@ -56,8 +46,9 @@ tidei_engine_consumers_away(tide_engine *e, size_t stored)
 	    tidei_projections_count(e->ps) > 0 || tidei_consumers_full(e->cs) != NULL ||
 	    tidei_flight_home(e->flight) || tidei_now() < e->consumers_resume)
 		return;
-	if (e->cfg->consumer_thread == TIDEI_CTHREAD_BUSY ? e->busy_turns < BUSY_TURNS
-							  : stored == 0 && !behind(e))
+	if (e->cfg->consumer_thread == TIDEI_CTHREAD_BUSY
+		    ? e->busy_turns < BUSY_TURNS
+		    : stored == 0 && !tidei_consumers_behind(e->cs, e->log->committed))
 		return;
 	tidei_consumers_set_flight(e->cs, NULL);
 	tidei_flight_away(e->flight, 1);

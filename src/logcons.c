@@ -220,6 +220,37 @@ tidei_log_dead_each_after(
 	return TIDE_OK;
 }
 
+/* Whether a claim is stored under the key @p kv (*@p found),
+ * as of @p txn.  TIDE_OK or the read's failure. */
+static int
+once_found(tidei_log *log, MDB_txn *txn, MDB_val *kv, int *found)
+{
+	MDB_val v;
+	int rc = mdb_get(txn, log->once, kv, &v);
+
+	*found = rc == 0;
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return tidei_log_txn_fail(log, rc, "cannot read tide.once");
+	return TIDE_OK;
+}
+
+/* A long key claimed before format 2 is stored under the old hash, which
+ * cannot be recomputed from what is stored: look there too. */
+static int
+once_legacy(tidei_log *log, MDB_txn *txn, const char *consumer, size_t cn, const char *key,
+	    size_t n, int *found)
+{
+	uint8_t k[TIDEI_KEYMAX + 1];
+	MDB_val kv;
+
+	*found = 0;
+	if (!log->once_legacy || cn + 1 + n <= TIDEI_KEYMAX)
+		return TIDE_OK;
+	kv.mv_size = tidei_log_make_key_v1(k, consumer, cn, key, n);
+	kv.mv_data = k;
+	return once_found(log, txn, &kv, found);
+}
+
 int
 tidei_log_once(tidei_log *log, const char *consumer, const char *key, size_t n, uint64_t seq,
 	       int *first)
@@ -227,22 +258,11 @@ tidei_log_once(tidei_log *log, const char *consumer, const char *key, size_t n, 
 	uint8_t k[TIDEI_KEYMAX + 1], raw[8];
 	size_t cn = strlen(consumer);
 	MDB_val kv, v = { 8, raw };
-	int rc;
+	int rc, found;
 
-	/* A long key claimed before format 2 is stored under the old hash,
-	 * which cannot be recomputed from what is stored: look there too. */
-	if (log->once_legacy && cn + 1 + n > TIDEI_KEYMAX) {
-		MDB_val ov;
-		kv.mv_size = tidei_log_make_key_v1(k, consumer, cn, key, n);
-		kv.mv_data = k;
-		rc = mdb_get(log->txn, log->once, &kv, &ov);
-		if (rc == 0) {
-			*first = 0;
-			return TIDE_OK;
-		}
-		if (rc != MDB_NOTFOUND)
-			return tidei_log_txn_fail(log, rc, "cannot read tide.once");
-	}
+	*first = 0;
+	if ((rc = once_legacy(log, log->txn, consumer, cn, key, n, &found)) != TIDE_OK || found)
+		return rc;
 	/* the same long-key scheme as ids: consumer "\0" key */
 	kv.mv_size = tidei_log_make_key(log->format, k, consumer, cn, key, n);
 	kv.mv_data = k;
@@ -264,25 +284,17 @@ tidei_log_once_get(tidei_log *log, MDB_txn *txn, const char *consumer, const cha
 {
 	uint8_t k[TIDEI_KEYMAX + 1];
 	size_t cn = strlen(consumer);
-	MDB_val kv, v;
-	int rc;
+	MDB_val kv;
+	int rc, found;
 
 	*first = 0;
-	if (log->once_legacy && cn + 1 + n > TIDEI_KEYMAX) {
-		kv.mv_size = tidei_log_make_key_v1(k, consumer, cn, key, n);
-		kv.mv_data = k;
-		if ((rc = mdb_get(txn, log->once, &kv, &v)) == 0)
-			return TIDE_OK;
-		if (rc != MDB_NOTFOUND)
-			return tidei_log_txn_fail(log, rc, "cannot read tide.once");
-	}
+	if ((rc = once_legacy(log, txn, consumer, cn, key, n, &found)) != TIDE_OK || found)
+		return rc;
 	kv.mv_size = tidei_log_make_key(log->format, k, consumer, cn, key, n);
 	kv.mv_data = k;
-	if ((rc = mdb_get(txn, log->once, &kv, &v)) == 0)
-		return TIDE_OK;
-	if (rc != MDB_NOTFOUND)
-		return tidei_log_txn_fail(log, rc, "cannot read tide.once");
-	*first = 1;
+	if ((rc = once_found(log, txn, &kv, &found)) != TIDE_OK)
+		return rc;
+	*first = !found;
 	return TIDE_OK;
 }
 

@@ -91,14 +91,24 @@ store(const char *data, int hang_at, int n)
 	ck_assert_int_eq(th_daemon_stop(&d), 0);
 }
 
+/* SIGTERM ends the daemon @p d, frozen in a handler, with status 1 and
+ * within its stop timeout. */
+static void
+sigterm_ends(th_daemon *d)
+{
+	int64_t t0 = th_ms();
+
+	kill(d->pid, SIGTERM);
+	ck_assert_int_eq(th_daemon_wait(d, 10000), 1);
+	ck_assert_msg(th_ms() - t0 < 5000, "stopping took %lld ms", (long long)(th_ms() - t0));
+}
+
 START_TEST(sigterm_ends_a_frozen_engine_and_the_event_is_set_aside)
 {
 	const char *dir = th_tmpdir();
 	const char *script = th_write(dir, "c.lua", hanging_consumer);
 	char data[600], out[8192];
 	th_daemon d;
-	int64_t t0;
-	int st;
 
 	snprintf(data, sizeof data, "%s/data", dir);
 	store(data, 2, 3);
@@ -106,11 +116,7 @@ START_TEST(sigterm_ends_a_frozen_engine_and_the_event_is_set_aside)
 		th_daemon_spawn(&d, data, "--data '%s' --script '%s' " UNBOUNDED, data, script), 0);
 	ck_assert(th_wait_file(d.log, "hanging on e2", 10000));
 	/* the engine is stuck in the handler: SIGTERM still ends it */
-	t0 = th_ms();
-	kill(d.pid, SIGTERM);
-	st = th_daemon_wait(&d, 10000);
-	ck_assert_int_eq(st, 1);
-	ck_assert_msg(th_ms() - t0 < 5000, "stopping took %lld ms", (long long)(th_ms() - t0));
+	sigterm_ends(&d);
 	ck_assert(th_wait_file(d.log, "a handler is stuck; its event is set aside", 1000));
 
 	/* the next start does not run it again: it is a dead letter with the
@@ -141,7 +147,6 @@ START_TEST(a_freeze_on_the_consumers_thread_brings_them_home)
 	const char *script = th_write(dir, "c.lua", hanging_consumer);
 	char data[600], out[8192];
 	th_daemon d;
-	int64_t t0;
 
 	snprintf(data, sizeof data, "%s/data", dir);
 	store(data, 2, 3);
@@ -152,10 +157,7 @@ START_TEST(a_freeze_on_the_consumers_thread_brings_them_home)
 			 0);
 	ck_assert(th_wait_file(d.log, "hanging on e2", 10000));
 	ck_assert(th_wait_file(d.log, "the consumers run on a thread of their own", 1000));
-	t0 = th_ms();
-	kill(d.pid, SIGTERM);
-	ck_assert_int_eq(th_daemon_wait(&d, 10000), 1);
-	ck_assert_msg(th_ms() - t0 < 5000, "stopping took %lld ms", (long long)(th_ms() - t0));
+	sigterm_ends(&d);
 
 	/* home: the freeze happens again, recorded this time */
 	ck_assert_int_eq(th_daemon_spawn(&d, data,

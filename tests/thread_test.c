@@ -69,11 +69,11 @@ event_json(char *out, size_t n, const char *who, int k, size_t pad)
 			who, k, data);
 }
 
-static tide_engine *
-engine_in(const char *dir, const char *max_message)
+/* The tests' configuration: data in @p dir, relaxed, no sockets. */
+static tide_config *
+config_in(const char *dir)
 {
 	tide_config *cfg;
-	tide_engine *e;
 
 	CHECK(tide_config_new(&cfg) == TIDE_OK);
 	CHECK(tide_config_set(cfg, "data", dir) == TIDE_OK);
@@ -81,6 +81,15 @@ engine_in(const char *dir, const char *max_message)
 	CHECK(tide_config_set(cfg, "pull", "") == TIDE_OK);
 	CHECK(tide_config_set(cfg, "rep", "") == TIDE_OK);
 	CHECK(tide_config_set(cfg, "pub", "") == TIDE_OK);
+	return cfg;
+}
+
+static tide_engine *
+engine_in(const char *dir, const char *max_message)
+{
+	tide_config *cfg = config_in(dir);
+	tide_engine *e;
+
 	if (max_message != NULL) {
 		CHECK(tide_config_set(cfg, "max_event_size", max_message) == TIDE_OK);
 		CHECK(tide_config_set(cfg, "max_message_size", max_message) == TIDE_OK);
@@ -502,12 +511,7 @@ consumers_away(const char *dir)
 	CHECK((fp = fopen(path, "w")) != NULL);
 	fputs(script, fp);
 	fclose(fp);
-	CHECK(tide_config_new(&cfg) == TIDE_OK);
-	CHECK(tide_config_set(cfg, "data", dir) == TIDE_OK);
-	CHECK(tide_config_set(cfg, "durability", "relaxed") == TIDE_OK);
-	CHECK(tide_config_set(cfg, "pull", "") == TIDE_OK);
-	CHECK(tide_config_set(cfg, "rep", "") == TIDE_OK);
-	CHECK(tide_config_set(cfg, "pub", "") == TIDE_OK);
+	cfg = config_in(dir);
 	CHECK(tide_config_set(cfg, "consumer_thread", "always") == TIDE_OK);
 	CHECK(tide_config_set(cfg, "log_level", "debug") == TIDE_OK);
 	tide_config_set_log(cfg, count_away, NULL);
